@@ -1,0 +1,34 @@
+/* fhir_buf — growable byte buffer with a hard byte cap.
+ * Every growable buffer in cartgate is one of these, so each has a limit set at creation. */
+#ifndef FHIR_BUF_H
+#define FHIR_BUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct fhir_buf {
+    char *data;     /* always NUL-terminated when len > 0 or after fhir_buf_cstr() */
+    size_t len;
+    size_t alloc;
+    size_t cap;     /* maximum len; 0 = no cap (only for trusted, bounded content) */
+    bool overflow;  /* set once an append hit the cap; further appends are dropped */
+} fhir_buf;
+
+/* Initialises an empty buffer (no allocation yet). Caller calls fhir_buf_free(). */
+void fhir_buf_init(fhir_buf *b, size_t cap);
+void fhir_buf_free(fhir_buf *b);
+void fhir_buf_reset(fhir_buf *b); /* len = 0, overflow cleared, memory kept */
+
+/* Appends; returns 0, or -1 (and sets overflow) when the cap would be exceeded. */
+int fhir_buf_append(fhir_buf *b, const void *p, size_t n);
+int fhir_buf_putc(fhir_buf *b, char c);
+int fhir_buf_puts(fhir_buf *b, const char *s);
+int fhir_buf_printf(fhir_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Borrowed NUL-terminated view of the contents, valid until the next append or free. */
+const char *fhir_buf_cstr(fhir_buf *b);
+
+/* Hands the malloc'd contents to the caller (caller frees) and resets b to empty. */
+char *fhir_buf_steal(fhir_buf *b, size_t *len_out);
+
+#endif

@@ -1,0 +1,60 @@
+/* fhir_json — JSON reader (yajl callbacks) and writer for the fhir_node tree. */
+#ifndef FHIR_JSON_H
+#define FHIR_JSON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "fhir_arena.h"
+#include "fhir_buf.h"
+#include "fhir_error.h"
+#include "fhir_node.h"
+
+/* Per-parse limits; exceeding one is a clean error naming the limit and the position. */
+typedef struct fhir_json_limits {
+    size_t max_bytes;      /* whole document; 0 = default (64 MiB) */
+    size_t max_depth;      /* nesting of objects/arrays; 0 = default (256) */
+    size_t max_string;     /* one string value or key in bytes; 0 = default (16 MiB) */
+} fhir_json_limits;
+
+#define FHIR_JSON_DEFAULT_MAX_BYTES (64u * 1024u * 1024u)
+#define FHIR_JSON_DEFAULT_MAX_DEPTH 256u
+#define FHIR_JSON_DEFAULT_MAX_STRING (16u * 1024u * 1024u)
+
+/* Fills zero fields of *lim with the defaults. */
+void fhir_json_limits_default(fhir_json_limits *lim);
+
+/* Parses one JSON document (a leading UTF-8 BOM is accepted). The tree lives in arena a
+ * (borrowed, valid until the arena is reset). Duplicate object keys, invalid UTF-8, NUL
+ * bytes, trailing garbage and exceeded limits are errors; on error returns NULL and err
+ * says what and where ("line 3, byte 57: ..."). lim may be NULL for defaults. */
+fhir_node *fhir_json_parse(fhir_arena *a, const char *data, size_t len,
+                           const fhir_json_limits *lim, fhir_error *err);
+
+/* Reads a whole file ("-" = stdin) capped at lim->max_bytes and parses it. */
+fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path,
+                                const fhir_json_limits *lim, fhir_error *err);
+
+/* Incremental parse for bodies that arrive in chunks (e.g. HTTP). Caller frees with
+ * fhir_json_stream_free(). feed() may be called any number of times, then finish(). */
+typedef struct fhir_json_stream fhir_json_stream;
+fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim);
+int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err);
+/* Returns the root (borrowed from the arena) or NULL with err set. */
+fhir_node *fhir_json_stream_finish(fhir_json_stream *s, fhir_error *err);
+void fhir_json_stream_free(fhir_json_stream *s);
+
+/* Writer flags. */
+enum {
+    FHIR_JSON_COMPACT = 0,
+    FHIR_JSON_PRETTY = 1, /* two-space indent, newline after the document */
+};
+
+/* Appends the JSON text of n to out. Returns 0, or -1 when out's cap is hit. */
+int fhir_json_write(fhir_buf *out, const fhir_node *n, int flags);
+/* Appends s as a JSON string literal with escapes. */
+int fhir_json_write_string(fhir_buf *out, const char *s, size_t n);
+/* Malloc'd JSON text of n (caller frees); NULL when cap (0 = none) is exceeded. */
+char *fhir_json_to_string(const fhir_node *n, int flags, size_t cap);
+
+#endif

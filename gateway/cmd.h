@@ -1,0 +1,20 @@
+/* cmd — the cartgate subcommands. Each lives in gateway/cmd_<name>.c and returns the
+ * process exit status (0 ok, 1 failure, 2 usage error). argv[0] is the subcommand name. */
+#ifndef CMD_H
+#define CMD_H
+
+typedef int (*cmd_fn)(int argc, char **argv);
+
+typedef struct cmd_entry {
+    const char *name;
+    cmd_fn fn;
+    const char *summary;
+} cmd_entry;
+
+int cmd_convert(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+/* Prints the library versions (yajl, libcurl, libxml2, libevent, SQLite, OpenSSL). */
+void cmd_print_versions(void);
+
+#endif

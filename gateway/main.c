@@ -1,0 +1,42 @@
+/* cartgate — CAR T eligibility screening and referral gateway. Entry point: dispatches to
+ * the subcommands in gateway/cmd_*.c. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cmd.h"
+
+/* One line per subcommand, in the order `cartgate --help` lists them. */
+static const cmd_entry commands[] = {
+    {"convert", cmd_convert, "convert FHIR resources between JSON and XML (pretty or compact)"},
+    {"version", cmd_version, "print cartgate and library versions"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: cartgate <command> [options]\n"
+               "       cartgate --help | --version\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].summary);
+    fprintf(f, "\nRun 'cartgate <command> --help' for a command's options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    const char *name = argv[1];
+    if (!strcmp(name, "--help") || !strcmp(name, "-h") || !strcmp(name, "help")) {
+        usage(stdout);
+        return 0;
+    }
+    if (!strcmp(name, "--version") || !strcmp(name, "-V"))
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        if (!strcmp(name, commands[i].name))
+            return commands[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "cartgate: unknown command '%s'\n\n", name);
+    usage(stderr);
+    return 2;
+}
