@@ -1,0 +1,122 @@
+/* map_profile — the clinical profile of one patient, built from that patient's FHIR resources
+ * and evaluated as of a given date. Facts are named by mappings/FACTS.md; each is known (with a
+ * value and provenance) or unknown. Lines of therapy follow mappings/README.md.
+ *
+ * Typical use:
+ *   fhir_error err;
+ *   map_tables *t = map_tables_load(NULL, &err);               // once, at start-up
+ *   map_profile_opts o; map_profile_opts_default(&o);          // as_of = today (fhir_clock)
+ *   map_profile *p = map_profile_build(t, res, n, &o, &err);   // per patient
+ *   const map_fact *f = map_profile_fact(p, "lines");          // f->known, f->num, f->evidence
+ *   map_profile_free(p);
+ *   map_tables_free(t);
+ */
+#ifndef MAP_PROFILE_H
+#define MAP_PROFILE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_buf.h"
+#include "fhir_error.h"
+#include "fhir_node.h"
+#include "map_fact.h"
+#include "map_tables.h" /* map_tables_load / map_tables_free and the per-code lookups */
+
+/* ---- options ------------------------------------------------------------------------- */
+
+typedef struct map_profile_opts {
+    int64_t as_of_days;      /* evaluation date, days since the epoch (fhir_clock) */
+    int lab_lookback_days;   /* labs / ECOG older than this before as_of are ignored (90) */
+    int lot_window_days;     /* regimen-defining window after a line's first drug (28) */
+    int lot_gap_days;        /* gap with no regimen drug that ends a line (90) */
+    int relapse_anchor_end;  /* relapse_months_after_1l from: 0 = start of 1L, 1 = end (0) */
+    int refractory_days;     /* progression on or within this many days after a line = refractory (60) */
+} map_profile_opts;
+
+/* Defaults above; as_of_days = today from fhir_clock_now(). */
+void map_profile_opts_default(map_profile_opts *o);
+
+/* ---- building ------------------------------------------------------------------------ */
+
+typedef struct map_profile map_profile;
+
+/* Builds the profile of ONE patient from that patient's resources (array of resource nodes,
+ * any order: Patient, Condition, Observation, MedicationRequest / MedicationAdministration /
+ * MedicationStatement, Medication, Procedure, Coverage; other types are ignored). Contained
+ * Medications ("#id") and referenced ones ("Medication/id", "urn:uuid:..." present in the
+ * array) are resolved. The profile copies what it keeps: resources may be freed afterwards.
+ * o NULL = defaults. Returns NULL with err set only on out-of-memory-like failures or a
+ * missing Patient resource AND no subject reference; bad data yields unknown facts.
+ * Caller frees with map_profile_free(). */
+map_profile *map_profile_build(const map_tables *t, const fhir_node *const *resources, size_t n,
+                               const map_profile_opts *o, fhir_error *err);
+void map_profile_free(map_profile *p);
+
+/* Patient.id (or the id taken from the subject references when the Patient resource is
+ * absent). Borrowed from p. */
+const char *map_profile_patient_id(const map_profile *p);
+
+/* The fact by name (borrowed from p). Returns NULL only when name is not in the vocabulary;
+ * an unestablished fact comes back with known == false (and evidence saying why, when there
+ * is something to say, e.g. "no ECOG or Karnofsky in lookback"). */
+const map_fact *map_profile_fact(const map_profile *p, const char *name);
+
+/* ---- the vocabulary (FACTS.md) -------------------------------------------------------- */
+
+/* For the criteria loader: is name a fact, and of which type? (type may be NULL) */
+bool map_fact_lookup(const char *name, map_fact_type *type);
+/* Closed code lists for CODE/SET facts (diseases, primary_disease, sex, prior_classes,
+ * first_line_classes, prior_drugs): is value allowed for fact name? false for other facts. */
+bool map_fact_code_valid(const char *name, const char *value);
+/* Iteration over the vocabulary in FACTS.md order: i in [0, map_fact_count()).
+ * Static strings. */
+size_t map_fact_count(void);
+const char *map_fact_name_at(size_t i, map_fact_type *type);
+
+/* ---- lines of therapy ------------------------------------------------------------------ */
+
+#define MAP_LINE_MAX_DRUGS 24
+
+typedef struct map_line {
+    int number;                 /* 1-based */
+    int64_t start_days;         /* days since epoch */
+    int64_t end_days;           /* last administration / event day of the line */
+    const char *drugs[MAP_LINE_MAX_DRUGS]; /* ingredient keys, first-given order */
+    size_t ndrugs;
+    unsigned classes;           /* bit set of map_class (map_tables.h) */
+    bool has_auto_hct;          /* planned sequence included an autologous HCT */
+    bool has_allo_hct;
+    bool is_car_t;              /* CAR T line (lymphodepletion and bridging folded in) */
+    bool maintenance;           /* line continued as maintenance (subset of the regimen) */
+    const char *end_reason;     /* "new_drug", "gap", "hct", "car_t", "ongoing", "last" */
+    const char *evidence;       /* resource ids that make up the line */
+} map_line;
+
+/* Number of derived lines (== the `lines` fact when known) and line i (0-based, borrowed). */
+size_t map_profile_line_count(const map_profile *p);
+const map_line *map_profile_line(const map_profile *p, size_t i);
+
+/* ---- output ---------------------------------------------------------------------------- */
+
+/* JSON of the whole profile into out (one object; pretty = FHIR_JSON_PRETTY layout, else one
+ * line without a trailing newline). Schema: mappings/README.md "Profile JSON".
+ *   {"patient":"id","as_of":"YYYY-MM-DD",
+ *    "facts":{"age":{"known":true,"value":67,"evidence":"Patient/p1 birthDate=..."},
+ *             "ecog":{"known":false,"evidence":"..."}, ...},
+ *    "lines":[{"number":1,"start":"...","end":"...","drugs":[...],"classes":[...],
+ *              "maintenance":false,"auto_hct":false,"allo_hct":false,"car_t":false,
+ *              "end_reason":"new_drug","evidence":"..."}],
+ *    "warnings":["Observation/o9 ANC 3000 10*3/uL implausible", ...]}
+ * Returns 0, or -1 when out's cap is hit. */
+int map_profile_write_json(const map_profile *p, fhir_buf *out, int pretty);
+
+/* Readable multi-line text for `cartgate profile` (no PHI beyond what the facts hold). */
+int map_profile_write_text(const map_profile *p, fhir_buf *out);
+
+/* Warnings raised while building (implausible values, unknown units ...), borrowed. */
+size_t map_profile_warning_count(const map_profile *p);
+const char *map_profile_warning(const map_profile *p, size_t i);
+
+#endif
