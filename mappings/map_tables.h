@@ -1,4 +1,4 @@
-/* map_tables — the terminology tables in mappings/*.tsv (diagnoses, labs, drugs, procedures)
+/* map_tables — the terminology tables in mappings/ (*.tsv files) (diagnoses, labs, drugs, procedures)
  * and the per-code lookups the clinical profile is built from. Tables are data: one row per
  * code with a `source` column citing /work/shared/reference/codes.md. A bad row is an error
  * naming file:line. */
