@@ -1,0 +1,145 @@
+/* fhir_arena — chunked bump allocator. Blocks are chained; reset keeps the first block
+ * (and its size) so a per-resource reset costs nothing on the hot path. */
+#include "fhir_arena.h"
+
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ARENA_BLOCK_MIN (64u * 1024u)
+
+typedef struct block {
+    struct block *next;
+    size_t size;  /* usable bytes in data[] */
+    size_t used;
+    max_align_t data[];
+} block;
+
+struct fhir_arena {
+    block *head;   /* current block (most recent) */
+    block *first;  /* oldest block, kept on reset */
+    size_t used;   /* bytes handed out since reset */
+    size_t cap;
+};
+
+static block *block_new(size_t size)
+{
+    block *b = malloc(sizeof *b + size);
+    if (!b)
+        abort(); /* out of memory is a broken invariant here */
+    b->next = NULL;
+    b->size = size;
+    b->used = 0;
+    return b;
+}
+
+fhir_arena *fhir_arena_new(size_t cap_bytes)
+{
+    fhir_arena *a = calloc(1, sizeof *a);
+    if (!a)
+        abort();
+    a->cap = cap_bytes;
+    return a;
+}
+
+void fhir_arena_free(fhir_arena *a)
+{
+    if (!a)
+        return;
+    /* blocks are chained newest -> oldest through next */
+    for (block *b = a->head; b;) {
+        block *n = b->next;
+        free(b);
+        b = n;
+    }
+    free(a);
+}
+
+void fhir_arena_reset(fhir_arena *a)
+{
+    block *b = a->head;
+    while (b && b != a->first) {
+        block *n = b->next;
+        free(b);
+        b = n;
+    }
+    a->head = a->first;
+    if (a->first)
+        a->first->used = 0;
+    a->used = 0;
+}
+
+void *fhir_arena_alloc(fhir_arena *a, size_t n)
+{
+    n = (n + 7u) & ~(size_t)7u;
+    if (n == 0)
+        n = 8;
+    if (a->cap && (n > a->cap || a->used > a->cap - n))
+        return NULL;
+    block *b = a->head;
+    if (!b || b->size - b->used < n) {
+        size_t size = ARENA_BLOCK_MIN;
+        if (b && b->size < (1u << 20))
+            size = b->size * 2; /* grow geometrically up to 1 MiB blocks */
+        else if (b)
+            size = b->size;
+        if (size < n)
+            size = n;
+        block *nb = block_new(size);
+        nb->next = b;
+        a->head = nb;
+        if (!a->first)
+            a->first = nb;
+        b = nb;
+    }
+    void *p = (char *)b->data + b->used;
+    b->used += n;
+    a->used += n;
+    return p;
+}
+
+void *fhir_arena_calloc(fhir_arena *a, size_t n)
+{
+    void *p = fhir_arena_alloc(a, n);
+    if (p)
+        memset(p, 0, n);
+    return p;
+}
+
+char *fhir_arena_strndup(fhir_arena *a, const char *s, size_t n)
+{
+    char *p = fhir_arena_alloc(a, n + 1);
+    if (!p)
+        return NULL;
+    if (n)
+        memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+char *fhir_arena_strdup(fhir_arena *a, const char *s)
+{
+    return fhir_arena_strndup(a, s, strlen(s));
+}
+
+char *fhir_arena_sprintf(fhir_arena *a, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return NULL;
+    char *p = fhir_arena_alloc(a, (size_t)n + 1);
+    if (!p)
+        return NULL;
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+size_t fhir_arena_used(const fhir_arena *a) { return a->used; }
+size_t fhir_arena_cap(const fhir_arena *a) { return a->cap; }

@@ -1,0 +1,115 @@
+/* fhir_buf — growable byte buffer with a hard cap. */
+#include "fhir_buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void fhir_buf_init(fhir_buf *b, size_t cap)
+{
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+}
+
+void fhir_buf_free(fhir_buf *b)
+{
+    free(b->data);
+    size_t cap = b->cap;
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+}
+
+void fhir_buf_reset(fhir_buf *b)
+{
+    b->len = 0;
+    b->overflow = false;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+static int grow(fhir_buf *b, size_t need)
+{
+    if (b->cap && need > b->cap) {
+        b->overflow = true;
+        return -1;
+    }
+    if (need + 1 <= b->alloc)
+        return 0;
+    size_t n = b->alloc ? b->alloc : 256;
+    while (n < need + 1)
+        n *= 2;
+    if (b->cap && n > b->cap + 1)
+        n = b->cap + 1;
+    char *p = realloc(b->data, n);
+    if (!p)
+        abort();
+    b->data = p;
+    b->alloc = n;
+    return 0;
+}
+
+int fhir_buf_append(fhir_buf *b, const void *p, size_t n)
+{
+    if (b->overflow)
+        return -1;
+    if (grow(b, b->len + n) < 0)
+        return -1;
+    if (n)
+        memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+    return 0;
+}
+
+int fhir_buf_putc(fhir_buf *b, char c) { return fhir_buf_append(b, &c, 1); }
+int fhir_buf_puts(fhir_buf *b, const char *s) { return fhir_buf_append(b, s, strlen(s)); }
+
+int fhir_buf_printf(fhir_buf *b, const char *fmt, ...)
+{
+    if (b->overflow)
+        return -1;
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    if ((size_t)n < sizeof small)
+        return fhir_buf_append(b, small, (size_t)n);
+    if (grow(b, b->len + (size_t)n) < 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+    return 0;
+}
+
+const char *fhir_buf_cstr(fhir_buf *b)
+{
+    if (!b->data && grow(b, 0) < 0)
+        return "";
+    if (!b->data)
+        return "";
+    b->data[b->len] = '\0';
+    return b->data;
+}
+
+char *fhir_buf_steal(fhir_buf *b, size_t *len_out)
+{
+    fhir_buf_cstr(b);
+    char *p = b->data;
+    if (len_out)
+        *len_out = b->len;
+    size_t cap = b->cap;
+    memset(b, 0, sizeof *b);
+    b->cap = cap;
+    if (!p) {
+        p = calloc(1, 1);
+        if (!p)
+            abort();
+    }
+    return p;
+}

@@ -1,0 +1,548 @@
+/* fhir_json — JSON reader on yajl callbacks (building the fhir_node tree in an arena) and a
+ * compact/pretty writer. The reader enforces FHIR's rules (no duplicate keys) and per-parse
+ * limits so hostile input fails with a clear error instead of growing memory. */
+#include "fhir_json.h"
+
+#include <errno.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yajl/yajl_parse.h>
+
+/* Objects with more members than this switch from a linear duplicate-key scan to a hash. */
+#define DUP_LINEAR_MAX 16
+
+typedef struct dup_slot {
+    const fhir_node *obj;
+    const char *key;
+    uint32_t len;
+    uint32_t hash;
+} dup_slot;
+
+typedef struct parser {
+    fhir_arena *a;
+    fhir_json_limits lim;
+    fhir_node *root;
+    fhir_node **stack;
+    size_t depth, stack_alloc;
+    const char *key;     /* pending member name (arena copy) */
+    uint32_t key_len;
+    char msg[256];       /* our own error (limits, duplicates); empty when yajl's */
+    dup_slot *dup;
+    size_t dup_cap, dup_used;
+} parser;
+
+void fhir_json_limits_default(fhir_json_limits *lim)
+{
+    if (!lim->max_bytes)
+        lim->max_bytes = FHIR_JSON_DEFAULT_MAX_BYTES;
+    if (!lim->max_depth)
+        lim->max_depth = FHIR_JSON_DEFAULT_MAX_DEPTH;
+    if (!lim->max_string)
+        lim->max_string = FHIR_JSON_DEFAULT_MAX_STRING;
+}
+
+static int fail(parser *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int fail(parser *p, const char *fmt, ...)
+{
+    if (!p->msg[0]) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(p->msg, sizeof p->msg, fmt, ap);
+        va_end(ap);
+    }
+    return 0; /* yajl: cancel */
+}
+
+static int out_of_arena(parser *p)
+{
+    return fail(p, "document exceeds the memory cap of %zu bytes", fhir_arena_cap(p->a));
+}
+
+static uint32_t hash_key(const fhir_node *obj, const char *k, size_t n)
+{
+    uint32_t h = 2166136261u ^ (uint32_t)((uintptr_t)obj >> 4);
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)k[i]) * 16777619u;
+    return h;
+}
+
+/* Inserts (obj,key) into the duplicate table; returns 1 if it was already there. */
+static int dup_insert(parser *p, const fhir_node *obj, const char *k, uint32_t n)
+{
+    if ((p->dup_used + 1) * 2 > p->dup_cap) {
+        size_t ncap = p->dup_cap ? p->dup_cap * 2 : 256;
+        dup_slot *nt = calloc(ncap, sizeof *nt);
+        if (!nt)
+            abort();
+        for (size_t i = 0; i < p->dup_cap; i++) {
+            if (!p->dup[i].obj)
+                continue;
+            size_t j = p->dup[i].hash & (ncap - 1);
+            while (nt[j].obj)
+                j = (j + 1) & (ncap - 1);
+            nt[j] = p->dup[i];
+        }
+        free(p->dup);
+        p->dup = nt;
+        p->dup_cap = ncap;
+    }
+    uint32_t h = hash_key(obj, k, n);
+    size_t j = h & (p->dup_cap - 1);
+    while (p->dup[j].obj) {
+        dup_slot *s = &p->dup[j];
+        if (s->obj == obj && s->hash == h && s->len == n && memcmp(s->key, k, n) == 0)
+            return 1;
+        j = (j + 1) & (p->dup_cap - 1);
+    }
+    p->dup[j] = (dup_slot){obj, k, n, h};
+    p->dup_used++;
+    return 0;
+}
+
+static int is_duplicate(parser *p, const fhir_node *obj, const char *k, uint32_t n)
+{
+    if (obj->len < DUP_LINEAR_MAX) {
+        for (const fhir_node *c = obj->child; c; c = c->next)
+            if (c->key_len == n && memcmp(c->key, k, n) == 0)
+                return 1;
+        return 0;
+    }
+    if (obj->len == DUP_LINEAR_MAX)
+        for (const fhir_node *c = obj->child; c; c = c->next)
+            dup_insert(p, obj, c->key, c->key_len);
+    return dup_insert(p, obj, k, n);
+}
+
+/* Links n under the current container (or makes it the root). */
+static int add(parser *p, fhir_node *n)
+{
+    if (!n)
+        return out_of_arena(p);
+    if (p->depth == 0) {
+        p->root = n;
+        return 1;
+    }
+    fhir_node *parent = p->stack[p->depth - 1];
+    if (parent->kind == FHIR_OBJECT) {
+        n->key = p->key;
+        n->key_len = p->key_len;
+    }
+    if (parent->last)
+        parent->last->next = n;
+    else
+        parent->child = n;
+    parent->last = n;
+    parent->len++;
+    return 1;
+}
+
+static int cb_null(void *ctx)
+{
+    parser *p = ctx;
+    return add(p, fhir_node_new(p->a, FHIR_NULL));
+}
+
+static int cb_boolean(void *ctx, int v)
+{
+    parser *p = ctx;
+    return add(p, fhir_node_new_bool(p->a, v != 0));
+}
+
+static int cb_number(void *ctx, const char *s, size_t n)
+{
+    parser *p = ctx;
+    if (n > p->lim.max_string)
+        return fail(p, "number longer than max_string (%zu bytes)", p->lim.max_string);
+    fhir_node *node = fhir_node_new(p->a, FHIR_NUMBER);
+    if (!node)
+        return out_of_arena(p);
+    char *t = fhir_arena_strndup(p->a, s, n);
+    if (!t)
+        return out_of_arena(p);
+    node->text = t;
+    node->len = (uint32_t)n;
+    return add(p, node);
+}
+
+static int cb_string(void *ctx, const unsigned char *s, size_t n)
+{
+    parser *p = ctx;
+    if (n > p->lim.max_string)
+        return fail(p, "string longer than max_string (%zu bytes)", p->lim.max_string);
+    if (memchr(s, '\0', n))
+        return fail(p, "string contains a NUL character");
+    fhir_node *node = fhir_node_new(p->a, FHIR_STRING);
+    if (!node)
+        return out_of_arena(p);
+    char *t = fhir_arena_strndup(p->a, (const char *)s, n);
+    if (!t)
+        return out_of_arena(p);
+    node->text = t;
+    node->len = (uint32_t)n;
+    return add(p, node);
+}
+
+static int push(parser *p, fhir_kind k)
+{
+    if (p->depth >= p->lim.max_depth)
+        return fail(p, "nesting deeper than max_depth (%zu)", p->lim.max_depth);
+    fhir_node *n = fhir_node_new(p->a, k);
+    if (!add(p, n))
+        return 0;
+    if (p->depth == p->stack_alloc) {
+        size_t na = p->stack_alloc ? p->stack_alloc * 2 : 32;
+        fhir_node **ns = realloc(p->stack, na * sizeof *ns);
+        if (!ns)
+            abort();
+        p->stack = ns;
+        p->stack_alloc = na;
+    }
+    p->stack[p->depth++] = n;
+    return 1;
+}
+
+static int cb_start_map(void *ctx) { return push(ctx, FHIR_OBJECT); }
+static int cb_start_array(void *ctx) { return push(ctx, FHIR_ARRAY); }
+
+static int cb_end(void *ctx)
+{
+    parser *p = ctx;
+    p->depth--;
+    return 1;
+}
+
+static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
+{
+    parser *p = ctx;
+    if (n > p->lim.max_string)
+        return fail(p, "key longer than max_string (%zu bytes)", p->lim.max_string);
+    fhir_node *obj = p->stack[p->depth - 1];
+    if (is_duplicate(p, obj, (const char *)k, (uint32_t)n))
+        return fail(p, "duplicate key \"%.*s\" (FHIR forbids repeated member names)",
+                    (int)(n > 80 ? 80 : n), (const char *)k);
+    char *copy = fhir_arena_strndup(p->a, (const char *)k, n);
+    if (!copy)
+        return out_of_arena(p);
+    p->key = copy;
+    p->key_len = (uint32_t)n;
+    return 1;
+}
+
+static const yajl_callbacks callbacks = {
+    cb_null, cb_boolean, NULL, NULL, cb_number, cb_string,
+    cb_start_map, cb_map_key, cb_end, cb_start_array, cb_end,
+};
+
+struct fhir_json_stream {
+    parser p;
+    yajl_handle h;
+    size_t fed;        /* bytes fed so far */
+    size_t line;       /* newlines in fully fed chunks */
+    int started;       /* BOM check done */
+    int failed;
+};
+
+static void parser_init(parser *p, fhir_arena *a, const fhir_json_limits *lim)
+{
+    memset(p, 0, sizeof *p);
+    p->a = a;
+    if (lim)
+        p->lim = *lim;
+    fhir_json_limits_default(&p->lim);
+}
+
+static void parser_free(parser *p)
+{
+    free(p->stack);
+    free(p->dup);
+    p->stack = NULL;
+    p->dup = NULL;
+}
+
+/* Builds the error message for a failure at absolute byte offset off (line known). */
+static void report(fhir_json_stream *s, yajl_status st, const unsigned char *chunk, size_t chunk_len,
+                   size_t chunk_off, fhir_error *err)
+{
+    size_t consumed = chunk ? yajl_get_bytes_consumed(s->h) : 0;
+    size_t off = chunk_off + consumed;
+    size_t line = s->line + 1;
+    for (size_t i = 0; i < consumed && i < chunk_len; i++)
+        if (chunk[i] == '\n')
+            line++;
+    if (s->p.msg[0]) {
+        fhir_error_set(err, "line %zu, byte %zu: %s", line, off, s->p.msg);
+        return;
+    }
+    if (st == yajl_status_error) {
+        unsigned char *m = yajl_get_error(s->h, 0, chunk, chunk_len);
+        char *t = (char *)m;
+        size_t l = strlen(t);
+        while (l && (t[l - 1] == '\n' || t[l - 1] == ' '))
+            t[--l] = '\0';
+        if (!strncmp(t, "parse error: ", 13))
+            t += 13;
+        fhir_error_set(err, "line %zu, byte %zu: invalid JSON: %s", line, off, t);
+        yajl_free_error(s->h, m);
+        return;
+    }
+    fhir_error_set(err, "line %zu, byte %zu: invalid JSON", line, off);
+}
+
+fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim)
+{
+    fhir_json_stream *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    parser_init(&s->p, a, lim);
+    s->h = yajl_alloc(&callbacks, NULL, &s->p);
+    if (!s->h)
+        abort();
+    return s;
+}
+
+void fhir_json_stream_free(fhir_json_stream *s)
+{
+    if (!s)
+        return;
+    yajl_free(s->h);
+    parser_free(&s->p);
+    free(s);
+}
+
+int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err)
+{
+    if (s->failed)
+        return fhir_error_set(err, "JSON stream already failed");
+    if (!s->started && len) {
+        s->started = 1;
+        if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
+            data += 3;
+            len -= 3;
+            s->fed += 3;
+        }
+    }
+    if (len > s->p.lim.max_bytes || s->fed > s->p.lim.max_bytes - len) {
+        s->failed = 1;
+        return fhir_error_set(err, "byte %zu: document exceeds max_bytes (%zu)",
+                              s->p.lim.max_bytes, s->p.lim.max_bytes);
+    }
+    yajl_status st = yajl_parse(s->h, (const unsigned char *)data, len);
+    if (st != yajl_status_ok) {
+        report(s, st, (const unsigned char *)data, len, s->fed, err);
+        s->failed = 1;
+        return -1;
+    }
+    for (const char *q = data, *end = data + len; (q = memchr(q, '\n', (size_t)(end - q))); q++)
+        s->line++;
+    s->fed += len;
+    return 0;
+}
+
+fhir_node *fhir_json_stream_finish(fhir_json_stream *s, fhir_error *err)
+{
+    if (s->failed)
+        return fhir_error_set(err, "JSON stream already failed"), NULL;
+    if (s->fed == 0)
+        return fhir_error_set(err, "empty input: no JSON document"), NULL;
+    yajl_status st = yajl_complete_parse(s->h);
+    if (st != yajl_status_ok) {
+        report(s, st, NULL, 0, s->fed, err);
+        s->failed = 1;
+        return NULL;
+    }
+    if (!s->p.root) {
+        fhir_error_set(err, "empty input: no JSON document");
+        return NULL;
+    }
+    return s->p.root;
+}
+
+fhir_node *fhir_json_parse(fhir_arena *a, const char *data, size_t len,
+                           const fhir_json_limits *lim, fhir_error *err)
+{
+    /* One feed of the whole text: yajl never buffers a token across chunks, so memory is
+     * the input plus the tree. */
+    fhir_json_stream s;
+    memset(&s, 0, sizeof s);
+    parser_init(&s.p, a, lim);
+    size_t start = 0;
+    if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
+        start = 3;
+    fhir_node *root = NULL;
+    if (len - start == 0) {
+        fhir_error_set(err, "empty input: no JSON document");
+        goto out;
+    }
+    if (len > s.p.lim.max_bytes) {
+        fhir_error_set(err, "byte %zu: document of %zu bytes exceeds max_bytes (%zu)",
+                       s.p.lim.max_bytes, len, s.p.lim.max_bytes);
+        goto out;
+    }
+    s.h = yajl_alloc(&callbacks, NULL, &s.p);
+    if (!s.h)
+        abort();
+    const unsigned char *u = (const unsigned char *)data + start;
+    yajl_status st = yajl_parse(s.h, u, len - start);
+    if (st != yajl_status_ok) {
+        report(&s, st, u, len - start, start, err);
+        goto out;
+    }
+    st = yajl_complete_parse(s.h);
+    if (st != yajl_status_ok) {
+        /* the document ended too early: the position is the end of the input */
+        for (const char *q = (const char *)u; (q = memchr(q, '\n', len - start - (size_t)(q - (const char *)u))); q++)
+            s.line++;
+        report(&s, st, NULL, 0, len, err);
+        goto out;
+    }
+    if (!s.p.root) {
+        fhir_error_set(err, "empty input: no JSON document");
+        goto out;
+    }
+    root = s.p.root;
+out:
+    if (s.h)
+        yajl_free(s.h);
+    parser_free(&s.p);
+    return root;
+}
+
+fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path, const fhir_json_limits *lim,
+                                fhir_error *err)
+{
+    fhir_json_limits l = lim ? *lim : (fhir_json_limits){0};
+    fhir_json_limits_default(&l);
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f)
+        return fhir_error_set(err, "%s: %s", path, strerror(errno)), NULL;
+    fhir_buf b;
+    fhir_buf_init(&b, l.max_bytes);
+    char chunk[65536];
+    size_t n;
+    int too_big = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fhir_buf_append(&b, chunk, n) < 0) {
+            too_big = 1;
+            break;
+        }
+    int rerr = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    fhir_node *root = NULL;
+    if (too_big)
+        fhir_error_set(err, "%s: document exceeds max_bytes (%zu)", path, l.max_bytes);
+    else if (rerr)
+        fhir_error_set(err, "%s: read error", path);
+    else if (!(root = fhir_json_parse(a, b.data ? b.data : "", b.len, &l, err)))
+        fhir_error_prefix(err, "%s", path);
+    fhir_buf_free(&b);
+    return root;
+}
+
+/* ---- writer ---------------------------------------------------------------------------- */
+
+int fhir_json_write_string(fhir_buf *out, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    if (fhir_buf_putc(out, '"') < 0)
+        return -1;
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c >= 0x20 && c != '"' && c != '\\')
+            continue;
+        if (fhir_buf_append(out, s + run, i - run) < 0)
+            return -1;
+        run = i + 1;
+        char esc[7] = {'\\', 0};
+        size_t el = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u'; esc[2] = '0'; esc[3] = '0';
+            esc[4] = hex[c >> 4]; esc[5] = hex[c & 15];
+            el = 6;
+        }
+        if (fhir_buf_append(out, esc, el) < 0)
+            return -1;
+    }
+    if (fhir_buf_append(out, s + run, n - run) < 0)
+        return -1;
+    return fhir_buf_putc(out, '"');
+}
+
+static int indent(fhir_buf *out, int level)
+{
+    static const char spaces[] = "                                                                ";
+    if (fhir_buf_putc(out, '\n') < 0)
+        return -1;
+    size_t n = (size_t)level * 2;
+    while (n) {
+        size_t k = n < sizeof spaces - 1 ? n : sizeof spaces - 1;
+        if (fhir_buf_append(out, spaces, k) < 0)
+            return -1;
+        n -= k;
+    }
+    return 0;
+}
+
+static int write_node(fhir_buf *out, const fhir_node *n, int pretty, int level)
+{
+    switch (n->kind) {
+    case FHIR_NULL: return fhir_buf_append(out, "null", 4);
+    case FHIR_BOOL: return n->boolean ? fhir_buf_append(out, "true", 4) : fhir_buf_append(out, "false", 5);
+    case FHIR_NUMBER: return fhir_buf_append(out, n->text, n->len);
+    case FHIR_STRING: return fhir_json_write_string(out, n->text, n->len);
+    case FHIR_OBJECT:
+    case FHIR_ARRAY: {
+        int obj = n->kind == FHIR_OBJECT;
+        if (fhir_buf_putc(out, obj ? '{' : '[') < 0)
+            return -1;
+        for (const fhir_node *c = n->child; c; c = c->next) {
+            if (c != n->child && fhir_buf_putc(out, ',') < 0)
+                return -1;
+            if (pretty && indent(out, level + 1) < 0)
+                return -1;
+            if (obj) {
+                if (fhir_json_write_string(out, c->key, c->key_len) < 0 ||
+                    fhir_buf_append(out, pretty ? ": " : ":", pretty ? 2 : 1) < 0)
+                    return -1;
+            }
+            if (write_node(out, c, pretty, level + 1) < 0)
+                return -1;
+        }
+        if (pretty && n->child && indent(out, level) < 0)
+            return -1;
+        return fhir_buf_putc(out, obj ? '}' : ']');
+    }
+    }
+    return -1;
+}
+
+int fhir_json_write(fhir_buf *out, const fhir_node *n, int flags)
+{
+    int pretty = (flags & FHIR_JSON_PRETTY) != 0;
+    if (write_node(out, n, pretty, 0) < 0)
+        return -1;
+    return pretty ? fhir_buf_putc(out, '\n') : 0;
+}
+
+char *fhir_json_to_string(const fhir_node *n, int flags, size_t cap)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, cap);
+    if (fhir_json_write(&b, n, flags) < 0) {
+        fhir_buf_free(&b);
+        return NULL;
+    }
+    return fhir_buf_steal(&b, NULL);
+}

@@ -1,0 +1,31 @@
+/* cartgate version — cartgate and the versions of the libraries it runs on. */
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <libxml/xmlversion.h>
+#include <openssl/crypto.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <yajl/yajl_version.h>
+
+#include "cmd.h"
+
+void cmd_print_versions(void)
+{
+    int y = yajl_version();
+    curl_version_info_data *c = curl_version_info(CURLVERSION_NOW);
+    printf("yajl %d.%d.%d\n", y / 10000, y / 100 % 100, y % 100);
+    printf("libcurl %s (%s)\n", c->version, c->ssl_version ? c->ssl_version : "no TLS");
+    printf("libxml2 %s\n", LIBXML_DOTTED_VERSION);
+    printf("libevent %s\n", event_get_version());
+    printf("SQLite %s\n", sqlite3_libversion());
+    printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+}
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("cartgate %s\n", CARTGATE_VERSION);
+    cmd_print_versions();
+    return 0;
+}
