@@ -1,0 +1,247 @@
+/* Unit tests: JSON reader limits and bad input, writer, round trips, streaming parse. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <cmocka.h>
+
+#include "fhir_json.h"
+
+/* Parses s expecting failure; checks that the message contains want. */
+static void expect_error(const char *s, size_t len, const fhir_json_limits *lim, const char *want)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *n = fhir_json_parse(a, s, len, lim, &err);
+    if (n)
+        fail_msg("expected an error containing '%s'", want);
+    if (!strstr(err.msg, want))
+        fail_msg("error '%s' lacks '%s'", err.msg, want);
+    fhir_arena_free(a);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    expect_error("", 0, NULL, "empty input");
+    expect_error("   \n ", 5, NULL, "premature EOF");
+    expect_error("{\"a\":[1,2", 9, NULL, "premature EOF");
+    expect_error("{\"a\":\"\xff\xfe\"}", 10, NULL, "UTF8");
+    expect_error("{\"a\":1,\"b\":2,\"a\":3}", 19, NULL, "duplicate key \"a\"");
+    expect_error("{\"a\":1} {\"b\":2}", 15, NULL, "trailing garbage");
+    expect_error("{\"a\":1}\0", 8, NULL, "line 1, byte");
+    expect_error("{\"a\":\"x\0y\"}", 11, NULL, "invalid");
+    expect_error("{\"a\":\"x\\u0000y\"}", 16, NULL, "NUL");
+    expect_error("{'a':1}", 7, NULL, "invalid");
+    expect_error("{\"a\":1,}", 8, NULL, "invalid");
+    expect_error("{\"a\":1 /* c */}", 15, NULL, "invalid");
+    /* position reporting: error on line 3 */
+    expect_error("{\n\"a\":1,\n\"a\":2}", 14, NULL, "line 3");
+}
+
+static void test_duplicate_keys_in_large_object(void **state)
+{
+    (void)state;
+    /* more members than the linear-scan threshold: the hash path must catch duplicates */
+    char buf[8192];
+    size_t o = 0;
+    buf[o++] = '{';
+    for (int i = 0; i < 200; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s\"k%d\":%d", i ? "," : "", i, i);
+    memcpy(buf + o, "}", 2);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *n = fhir_json_parse(a, buf, strlen(buf), NULL, &err);
+    assert_non_null(n);
+    assert_int_equal(fhir_node_count(n), 200);
+    fhir_arena_free(a);
+    /* overwrite the closing brace with one more member that repeats k137 */
+    snprintf(buf + o, sizeof buf - o, ",\"k137\":1}");
+    expect_error(buf, strlen(buf), NULL, "duplicate key \"k137\"");
+    /* the same key in two different objects is fine */
+    fhir_arena *b = fhir_arena_new(0);
+    char two[16384];
+    size_t t = 0;
+    t += (size_t)snprintf(two + t, sizeof two - t, "[");
+    for (int obj = 0; obj < 2; obj++) {
+        t += (size_t)snprintf(two + t, sizeof two - t, "%s{", obj ? "," : "");
+        for (int i = 0; i < 40; i++)
+            t += (size_t)snprintf(two + t, sizeof two - t, "%s\"k%d\":%d", i ? "," : "", i, i);
+        t += (size_t)snprintf(two + t, sizeof two - t, "}");
+    }
+    snprintf(two + t, sizeof two - t, "]");
+    assert_non_null(fhir_json_parse(b, two, strlen(two), NULL, &err));
+    fhir_arena_free(b);
+}
+
+static void test_bom_accepted(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    const char *s = "\xEF\xBB\xBF{\"resourceType\":\"Patient\"}";
+    fhir_node *n = fhir_json_parse(a, s, strlen(s), NULL, &err);
+    assert_non_null(n);
+    assert_string_equal(fhir_node_resource_type(n), "Patient");
+    fhir_arena_free(a);
+}
+
+static void test_deep_nesting(void **state)
+{
+    (void)state;
+    size_t depth = 100000;
+    char *s = malloc(depth * 2 + 1);
+    memset(s, '[', depth);
+    memset(s + depth, ']', depth);
+    s[depth * 2] = '\0';
+    expect_error(s, depth * 2, NULL, "max_depth (256)");
+    /* exactly at the limit is fine */
+    fhir_json_limits lim = {.max_depth = 300};
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    assert_non_null(fhir_json_parse(a, s + depth - 300, 600, &lim, &err));
+    fhir_arena_free(a);
+    free(s);
+}
+
+static void test_huge_string_over_cap(void **state)
+{
+    (void)state;
+    size_t n = 100u * 1024u * 1024u;
+    char *s = malloc(n + 16);
+    memcpy(s, "{\"a\":\"", 6);
+    memset(s + 6, 'x', n);
+    memcpy(s + 6 + n, "\"}", 3);
+    /* defaults: the whole document is over max_bytes */
+    expect_error(s, n + 8, NULL, "max_bytes");
+    /* a larger document cap: the string cap trips */
+    fhir_json_limits lim = {.max_bytes = 256u * 1024u * 1024u};
+    expect_error(s, n + 8, &lim, "max_string");
+    free(s);
+}
+
+static void test_arena_cap(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(4096);
+    fhir_error err = {0};
+    char buf[20000];
+    size_t o = 0;
+    buf[o++] = '[';
+    for (int i = 0; i < 2000; i++)
+        o += (size_t)snprintf(buf + o, sizeof buf - o, "%s%d", i ? "," : "", i);
+    memcpy(buf + o, "]", 2);
+    assert_null(fhir_json_parse(a, buf, strlen(buf), NULL, &err));
+    assert_non_null(strstr(err.msg, "memory cap"));
+    fhir_arena_free(a);
+}
+
+static void round_trip(const char *s)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *x = fhir_json_parse(a, s, strlen(s), NULL, &err);
+    assert_non_null(x);
+    for (int flags = 0; flags < 2; flags++) {
+        char *out = fhir_json_to_string(x, flags, 0);
+        fhir_node *y = fhir_json_parse(a, out, strlen(out), NULL, &err);
+        if (!y)
+            fail_msg("reparse of %s failed: %s", out, err.msg);
+        assert_true(fhir_node_equal(x, y, false));
+        free(out);
+    }
+    fhir_arena_free(a);
+}
+
+static void test_writer(void **state)
+{
+    (void)state;
+    round_trip("{\"a\":\"tab\\there \\\"q\\\" \\\\ \\u0001 \\u00e9 \xc3\xa9 \\/\",\"n\":[1.50,-0.0,1e10,3E-2],"
+               "\"b\":[true,false,null],\"e\":{},\"ea\":[],\"nested\":{\"x\":[{\"y\":[]}]}}");
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    const char *s = "{\"resourceType\":\"Patient\",\"a\":[1,{\"b\":null}],\"e\":{}}";
+    fhir_node *x = fhir_json_parse(a, s, strlen(s), NULL, &err);
+    char *pretty = fhir_json_to_string(x, FHIR_JSON_PRETTY, 0);
+    assert_string_equal(pretty, "{\n  \"resourceType\": \"Patient\",\n  \"a\": [\n    1,\n    {\n"
+                                "      \"b\": null\n    }\n  ],\n  \"e\": {}\n}\n");
+    free(pretty);
+    char *compact = fhir_json_to_string(x, FHIR_JSON_COMPACT, 0);
+    assert_string_equal(compact, s);
+    free(compact);
+    /* a capped output buffer fails cleanly */
+    assert_null(fhir_json_to_string(x, FHIR_JSON_COMPACT, 10));
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    fhir_json_write_string(&b, "a\n\x1f", 3);
+    assert_string_equal(fhir_buf_cstr(&b), "\"a\\n\\u001f\"");
+    fhir_buf_free(&b);
+    fhir_arena_free(a);
+}
+
+static void test_stream_chunks(void **state)
+{
+    (void)state;
+    const char *s = "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"abc\"}},"
+                    "{\"resource\":{\"resourceType\":\"Observation\",\"valueQuantity\":{\"value\":12.340}}}]}";
+    size_t len = strlen(s);
+    fhir_arena *ref = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *whole = fhir_json_parse(ref, s, len, NULL, &err);
+    for (size_t chunk = 1; chunk <= 17; chunk += 4) {
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_json_stream *st = fhir_json_stream_new(a, NULL);
+        for (size_t o = 0; o < len; o += chunk)
+            assert_int_equal(fhir_json_stream_feed(st, s + o, o + chunk > len ? len - o : chunk, &err), 0);
+        fhir_node *n = fhir_json_stream_finish(st, &err);
+        assert_non_null(n);
+        assert_true(fhir_node_equal(whole, n, false));
+        fhir_json_stream_free(st);
+        fhir_arena_free(a);
+    }
+    /* a stream over max_bytes fails at the feed that crosses it */
+    fhir_json_limits lim = {.max_bytes = 50};
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_json_stream *st = fhir_json_stream_new(a, &lim);
+    assert_int_equal(fhir_json_stream_feed(st, s, 40, &err), 0);
+    assert_int_equal(fhir_json_stream_feed(st, s + 40, 40, &err), -1);
+    assert_non_null(strstr(err.msg, "max_bytes"));
+    fhir_json_stream_free(st);
+    /* truncated stream */
+    st = fhir_json_stream_new(a, NULL);
+    assert_int_equal(fhir_json_stream_feed(st, s, 30, &err), 0);
+    assert_null(fhir_json_stream_finish(st, &err));
+    assert_non_null(strstr(err.msg, "premature EOF"));
+    fhir_json_stream_free(st);
+    fhir_arena_free(a);
+    fhir_arena_free(ref);
+}
+
+static void test_parse_file_errors(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    assert_null(fhir_json_parse_file(a, "/nonexistent/x.json", NULL, &err));
+    assert_non_null(strstr(err.msg, "/nonexistent/x.json"));
+    fhir_arena_free(a);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_duplicate_keys_in_large_object),
+        cmocka_unit_test(test_bom_accepted),
+        cmocka_unit_test(test_deep_nesting),
+        cmocka_unit_test(test_huge_string_over_cap),
+        cmocka_unit_test(test_arena_cap),
+        cmocka_unit_test(test_writer),
+        cmocka_unit_test(test_stream_chunks),
+        cmocka_unit_test(test_parse_file_errors),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

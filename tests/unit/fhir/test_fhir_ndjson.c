@@ -1,0 +1,178 @@
+/* Unit tests: streaming NDJSON reader — chunking, blank lines, CRLF, a broken line in the
+ * middle (skip or stop, counted), over-long lines, stopping from the callback. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "fhir_ndjson.h"
+
+typedef struct seen {
+    char ids[64][16];
+    size_t lines[64];
+    size_t n;
+    size_t stop_after; /* 0 = never */
+    size_t errors;
+    int skip;
+    size_t err_lines[8];
+} seen;
+
+static int on_res(void *ud, const fhir_node *res, size_t line_no)
+{
+    seen *s = ud;
+    const char *id = fhir_node_resource_id(res);
+    snprintf(s->ids[s->n], sizeof s->ids[0], "%s", id ? id : "?");
+    s->lines[s->n] = line_no;
+    s->n++;
+    return s->stop_after && s->n >= s->stop_after;
+}
+
+static int on_err(void *ud, size_t line_no, const fhir_error *err)
+{
+    seen *s = ud;
+    assert_non_null(strstr(err->msg, "NDJSON line"));
+    if (s->errors < 8)
+        s->err_lines[s->errors] = line_no;
+    s->errors++;
+    return s->skip ? 0 : 1;
+}
+
+static const char *INPUT =
+    "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n"
+    "\n"
+    "{\"resourceType\":\"Patient\",\"id\":\"b\"}\r\n"
+    "{\"resourceType\":\"Patient\",\"id\":\"c\",\n"   /* broken line 4 */
+    "{\"resourceType\":\"Patient\",\"id\":\"d\"}\n"
+    "{\"resourceType\":\"Patient\",\"id\":\"e\"}";      /* no final newline */
+
+static void feed_in_chunks(fhir_ndjson *r, const char *s, size_t chunk, int expect_rc)
+{
+    fhir_error err = {0};
+    size_t len = strlen(s);
+    int rc = 0;
+    for (size_t o = 0; o < len && rc == 0; o += chunk)
+        rc = fhir_ndjson_feed(r, s + o, o + chunk > len ? len - o : chunk, &err);
+    if (rc == 0)
+        rc = fhir_ndjson_finish(r, &err);
+    assert_int_equal(rc, expect_rc);
+}
+
+static void test_skip_broken_line(void **state)
+{
+    (void)state;
+    for (size_t chunk = 1; chunk < 200; chunk += 7) {
+        seen s = {.skip = 1};
+        fhir_ndjson *r = fhir_ndjson_new(NULL, on_res, on_err, &s);
+        feed_in_chunks(r, INPUT, chunk, 0);
+        assert_int_equal(s.n, 4);
+        assert_string_equal(s.ids[0], "a");
+        assert_string_equal(s.ids[1], "b");
+        assert_string_equal(s.ids[2], "d");
+        assert_string_equal(s.ids[3], "e");
+        assert_int_equal(s.lines[2], 5);
+        assert_int_equal(s.lines[3], 6);
+        assert_int_equal(s.errors, 1);
+        assert_int_equal(s.err_lines[0], 4);
+        const fhir_ndjson_stats *st = fhir_ndjson_stats_get(r);
+        assert_int_equal(st->ok, 4);
+        assert_int_equal(st->bad, 1);
+        assert_int_equal(st->lines, 5);
+        assert_int_equal(st->bytes, strlen(INPUT));
+        fhir_ndjson_free(r);
+    }
+}
+
+static void test_stop_on_broken_line(void **state)
+{
+    (void)state;
+    seen s = {.skip = 0};
+    fhir_ndjson *r = fhir_ndjson_new(NULL, on_res, on_err, &s);
+    fhir_error err = {0};
+    assert_int_equal(fhir_ndjson_feed(r, INPUT, strlen(INPUT), &err), -1);
+    assert_non_null(strstr(err.msg, "NDJSON line 4"));
+    assert_int_equal(s.n, 2);
+    fhir_ndjson_free(r);
+    /* without an error callback the stream stops too */
+    seen s2 = {0};
+    r = fhir_ndjson_new(NULL, on_res, NULL, &s2);
+    assert_int_equal(fhir_ndjson_feed(r, INPUT, strlen(INPUT), &err), -1);
+    assert_int_equal(s2.n, 2);
+    fhir_ndjson_free(r);
+}
+
+static void test_callback_stop(void **state)
+{
+    (void)state;
+    seen s = {.skip = 1, .stop_after = 1};
+    fhir_ndjson *r = fhir_ndjson_new(NULL, on_res, on_err, &s);
+    fhir_error err = {0};
+    assert_int_equal(fhir_ndjson_feed(r, INPUT, strlen(INPUT), &err), -1);
+    assert_string_equal(err.msg, "");
+    assert_int_equal(s.n, 1);
+    fhir_ndjson_free(r);
+}
+
+static void test_long_line_and_non_object(void **state)
+{
+    (void)state;
+    fhir_json_limits lim = {.max_bytes = 64};
+    char in[512];
+    snprintf(in, sizeof in,
+             "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n"
+             "{\"resourceType\":\"Patient\",\"id\":\"0123456789012345678901234567890123456789\"}\n"
+             "[1,2]\n"
+             "{\"resourceType\":\"Patient\",\"id\":\"z\"}\n");
+    for (size_t chunk = 3; chunk < 300; chunk += 50) {
+        seen s = {.skip = 1};
+        fhir_ndjson *r = fhir_ndjson_new(&lim, on_res, on_err, &s);
+        feed_in_chunks(r, in, chunk, 0);
+        assert_int_equal(s.n, 2);
+        assert_string_equal(s.ids[1], "z");
+        assert_int_equal(s.lines[1], 4);
+        assert_int_equal(s.errors, 2);
+        assert_int_equal(s.err_lines[0], 2);
+        assert_int_equal(s.err_lines[1], 3);
+        fhir_ndjson_free(r);
+    }
+}
+
+static void test_read_file(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/cartgate-ndjson-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *f = fdopen(fd, "w");
+    /* ~3 MB: many chunk boundaries */
+    for (int i = 0; i < 30000; i++)
+        fprintf(f, "{\"resourceType\":\"Observation\",\"id\":\"o%d\",\"valueQuantity\":{\"value\":%d.5}}\n", i, i);
+    fclose(f);
+    size_t count = 0;
+    fhir_ndjson *r = fhir_ndjson_new(NULL, NULL, NULL, &count);
+    fhir_error err = {0};
+    assert_int_equal(fhir_ndjson_read_path(r, path, &err), 0);
+    assert_int_equal(fhir_ndjson_stats_get(r)->ok, 30000);
+    fhir_ndjson_free(r);
+    unlink(path);
+    r = fhir_ndjson_new(NULL, NULL, NULL, NULL);
+    assert_int_equal(fhir_ndjson_read_path(r, "/nonexistent.ndjson", &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent.ndjson"));
+    fhir_ndjson_free(r);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_skip_broken_line),
+        cmocka_unit_test(test_stop_on_broken_line),
+        cmocka_unit_test(test_callback_stop),
+        cmocka_unit_test(test_long_line_and_non_object),
+        cmocka_unit_test(test_read_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
