@@ -8,6 +8,7 @@
 /* One line per subcommand, in the order `cartgate --help` lists them. */
 static const cmd_entry commands[] = {
     {"convert", cmd_convert, "convert FHIR resources between JSON and XML (pretty or compact)"},
+    {"centers", cmd_centers, "rank treatment centers from a ZIP or LAT,LON and explain why"},
     {"version", cmd_version, "print cartgate and library versions"},
 };
 

@@ -1,0 +1,534 @@
+/* route — ZCTA centroid table, origin resolution, center ranking and its explanation. */
+#include "route.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fhir_clock.h"
+
+#define ZCTA_MAX_LINE 4096
+#define ZCTA_MAX_ROWS 200000u
+#define EARTH_RADIUS_KM 6371.0
+
+/* ---- ZCTA table --------------------------------------------------------------------- */
+
+typedef struct zrow {
+    int zip;
+    int line;
+    float lat, lon;
+} zrow;
+
+struct route_zcta {
+    zrow *rows;
+    size_t n;
+};
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\r' || *s == '\n')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Splits s in place on tabs into at most max fields; returns the count. */
+static size_t split_tabs(char *s, char **f, size_t max)
+{
+    size_t n = 0;
+    while (n < max) {
+        f[n++] = s;
+        char *t = strchr(s, '\t');
+        if (!t)
+            break;
+        *t = '\0';
+        s = t + 1;
+    }
+    return n;
+}
+
+static int parse_zip5(const char *s)
+{
+    if (strlen(s) < 5)
+        return -1;
+    int v = 0;
+    for (int i = 0; i < 5; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (s[5] && s[5] != '-')
+        return -1;
+    return v;
+}
+
+static int parse_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno || !isfinite(v))
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int zrow_cmp(const void *a, const void *b)
+{
+    const zrow *x = a, *y = b;
+    return (x->zip > y->zip) - (x->zip < y->zip);
+}
+
+route_zcta *route_zcta_load(const char *path, fhir_error *err)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        fhir_error_set(err, "%s: cannot open ZCTA table: %m", path);
+        return NULL;
+    }
+    route_zcta *z = calloc(1, sizeof *z);
+    char *line = malloc(ZCTA_MAX_LINE + 2);
+    if (!z || !line)
+        abort();
+    size_t alloc = 0;
+    int lineno = 0, col_zip = -1, col_lat = -1, col_lon = -1, ncols = 0;
+    int rc = 0;
+    while (fgets(line, ZCTA_MAX_LINE + 2, f)) {
+        lineno++;
+        size_t len = strlen(line);
+        if (len > ZCTA_MAX_LINE && line[len - 1] != '\n') {
+            rc = fhir_error_set(err, "%s:%d: line longer than %d bytes", path, lineno,
+                                ZCTA_MAX_LINE);
+            break;
+        }
+        char *fields[64];
+        if (col_zip < 0) {
+            size_t nf = split_tabs(line, fields, 64);
+            for (size_t i = 0; i < nf; i++) {
+                char *h = trim(fields[i]);
+                if (i == 0 && !strncmp(h, "\xEF\xBB\xBF", 3))
+                    h += 3;
+                if (!strcmp(h, "GEOID") || !strcmp(h, "ZCTA5") || !strcmp(h, "ZCTA"))
+                    col_zip = (int)i;
+                else if (!strcmp(h, "INTPTLAT"))
+                    col_lat = (int)i;
+                else if (!strcmp(h, "INTPTLONG") || !strcmp(h, "INTPTLON"))
+                    col_lon = (int)i;
+            }
+            ncols = (int)nf;
+            if (col_zip < 0 || col_lat < 0 || col_lon < 0) {
+                rc = fhir_error_set(err, "%s:%d: header must name the columns GEOID, INTPTLAT "
+                                         "and INTPTLONG (tab-separated Census Gazetteer ZCTA "
+                                         "format)", path, lineno);
+                break;
+            }
+            continue;
+        }
+        /* blank lines (the Census file ends with an all-tab line) are skipped */
+        bool blank = true;
+        for (char *p = line; *p; p++)
+            if (!isspace((unsigned char)*p))
+                blank = false;
+        if (blank)
+            continue;
+        size_t nf = split_tabs(line, fields, 64);
+        if ((int)nf != ncols) {
+            rc = fhir_error_set(err, "%s:%d: %zu columns, the header has %d", path, lineno, nf,
+                                ncols);
+            break;
+        }
+        int zip = parse_zip5(trim(fields[col_zip]));
+        double lat, lon;
+        if (zip < 0 || strlen(trim(fields[col_zip])) != 5) {
+            rc = fhir_error_set(err, "%s:%d: \"%s\" is not a 5-digit ZCTA code", path, lineno,
+                                fields[col_zip]);
+            break;
+        }
+        if (parse_double(trim(fields[col_lat]), &lat) || lat < -90 || lat > 90 ||
+            parse_double(trim(fields[col_lon]), &lon) || lon < -180 || lon > 180) {
+            rc = fhir_error_set(err, "%s:%d: bad latitude/longitude \"%s\", \"%s\"", path,
+                                lineno, fields[col_lat], fields[col_lon]);
+            break;
+        }
+        if (z->n >= ZCTA_MAX_ROWS) {
+            rc = fhir_error_set(err, "%s:%d: more than %u rows", path, lineno, ZCTA_MAX_ROWS);
+            break;
+        }
+        if (z->n == alloc) {
+            alloc = alloc ? alloc * 2 : 1024;
+            z->rows = realloc(z->rows, alloc * sizeof *z->rows);
+            if (!z->rows)
+                abort();
+        }
+        z->rows[z->n++] = (zrow){.zip = zip, .line = lineno, .lat = (float)lat, .lon = (float)lon};
+    }
+    if (!rc && ferror(f))
+        rc = fhir_error_set(err, "%s: read error", path);
+    if (!rc && col_zip < 0)
+        rc = fhir_error_set(err, "%s: empty file (no header)", path);
+    fclose(f);
+    free(line);
+    if (!rc) {
+        qsort(z->rows, z->n, sizeof *z->rows, zrow_cmp);
+        for (size_t i = 1; i < z->n; i++)
+            if (z->rows[i].zip == z->rows[i - 1].zip) {
+                int a = z->rows[i].line, b = z->rows[i - 1].line;
+                rc = fhir_error_set(err, "%s:%d: ZCTA %05d repeated (also at line %d)", path,
+                                    a > b ? a : b, z->rows[i].zip, a > b ? b : a);
+                break;
+            }
+    }
+    if (rc) {
+        route_zcta_free(z);
+        return NULL;
+    }
+    return z;
+}
+
+void route_zcta_free(route_zcta *z)
+{
+    if (!z)
+        return;
+    free(z->rows);
+    free(z);
+}
+
+size_t route_zcta_count(const route_zcta *z)
+{
+    return z ? z->n : 0;
+}
+
+int route_zcta_lookup(const route_zcta *z, const char *zip, double *lat, double *lon)
+{
+    if (!z || !zip)
+        return -1;
+    int key = parse_zip5(zip);
+    if (key < 0)
+        return -1;
+    zrow probe = {.zip = key};
+    const zrow *r = bsearch(&probe, z->rows, z->n, sizeof *z->rows, zrow_cmp);
+    if (!r)
+        return -1;
+    *lat = r->lat;
+    *lon = r->lon;
+    return 0;
+}
+
+/* ---- origin ------------------------------------------------------------------------- */
+
+int route_resolve_origin(const route_patient_location *p, const route_zcta *zcta,
+                         const route_site *site, route_origin *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (p && p->has_geo && p->lat >= -90 && p->lat <= 90 && p->lon >= -180 && p->lon <= 180) {
+        out->source = ROUTE_ORIGIN_GEOLOCATION;
+        out->lat = p->lat;
+        out->lon = p->lon;
+        snprintf(out->note, sizeof out->note, "patient address geolocation");
+        return 0;
+    }
+    char why[120] = "no patient geolocation and no ZIP code";
+    if (p && p->zip && p->zip[0]) {
+        int z5 = parse_zip5(p->zip);
+        if (z5 >= 0) {
+            snprintf(out->zip, sizeof out->zip, "%05u", (unsigned)z5 % 100000u);
+            if (!zcta)
+                snprintf(why, sizeof why, "ZIP %s known but no ZCTA centroid table configured",
+                         out->zip);
+            else if (route_zcta_lookup(zcta, out->zip, &out->lat, &out->lon) == 0) {
+                out->source = ROUTE_ORIGIN_ZIP;
+                snprintf(out->note, sizeof out->note, "centroid of ZIP %s (ZCTA table)",
+                         out->zip);
+                return 0;
+            } else
+                snprintf(why, sizeof why, "ZIP %s not in the ZCTA centroid table", out->zip);
+        } else {
+            snprintf(why, sizeof why, "postal code is not a US ZIP code");
+        }
+    }
+    if (site && site->has_location) {
+        out->source = ROUTE_ORIGIN_SITE;
+        out->lat = site->lat;
+        out->lon = site->lon;
+        snprintf(out->note, sizeof out->note, "%s; using the referring site's location%s%s",
+                 why, site->name ? " " : "", site->name ? site->name : "");
+        return 0;
+    }
+    return fhir_error_set(err, "cannot place the patient: %s, and the referring site has no "
+                               "configured location", why);
+}
+
+/* ---- ranking ------------------------------------------------------------------------ */
+
+static route_params params_or_default(const route_params *p)
+{
+    route_params r = p ? *p : (route_params){0};
+    if (!(r.detour_factor > 0))
+        r.detour_factor = 1.3;
+    if (!(r.avg_speed_kmh > 0))
+        r.avg_speed_kmh = 80.0;
+    if (!(r.stay_near_minutes > 0))
+        r.stay_near_minutes = 120.0;
+    if (r.stay_near_days <= 0)
+        r.stay_near_days = 14;
+    return r;
+}
+
+double route_distance_km(double lat1, double lon1, double lat2, double lon2)
+{
+    const double d2r = M_PI / 180.0;
+    double dlat = (lat2 - lat1) * d2r, dlon = (lon2 - lon1) * d2r;
+    double h = sin(dlat / 2) * sin(dlat / 2) +
+               cos(lat1 * d2r) * cos(lat2 * d2r) * sin(dlon / 2) * sin(dlon / 2);
+    if (h > 1)
+        h = 1;
+    return 2 * EARTH_RADIUS_KM * asin(sqrt(h));
+}
+
+double route_travel_minutes(double km, const route_params *params)
+{
+    route_params p = params_or_default(params);
+    return km * p.detour_factor / p.avg_speed_kmh * 60.0;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const route_candidate *x = a, *y = b;
+    if (x->payer_demoted != y->payer_demoted)
+        return x->payer_demoted ? 1 : -1;
+    if (x->travel_minutes < y->travel_minutes)
+        return -1;
+    if (x->travel_minutes > y->travel_minutes)
+        return 1;
+    return strcmp(x->center->id, y->center->id);
+}
+
+static void fmt_day(int64_t day, char out[16])
+{
+    int y;
+    unsigned m, d;
+    fhir_clock_civil_from_days(day, &y, &m, &d);
+    snprintf(out, 16, "%04d-%02u-%02u", y, m, d);
+}
+
+#define OOM_CHECK(p)                                                                        \
+    do {                                                                                    \
+        if (!(p))                                                                           \
+            return fhir_error_set(err, "route: arena cap reached while ranking centers");   \
+    } while (0)
+
+int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
+               const route_need *needs, size_t n_needs, const char *payer, int64_t day,
+               const route_params *params, route_result *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n_needs == 0)
+        return fhir_error_set(err, "route: no eligible or possibly eligible indication given");
+    out->origin = *origin;
+    out->params = params_or_default(params);
+    out->day = day;
+    size_t n = dir ? dir->n : 0;
+    out->candidates = fhir_arena_calloc(a, (n + 1) * sizeof *out->candidates);
+    out->exclusions = fhir_arena_calloc(a, (n + 1) * sizeof *out->exclusions);
+    OOM_CHECK(out->candidates && out->exclusions);
+    char today[16];
+    fmt_day(day, today);
+
+    for (size_t i = 0; i < n; i++) {
+        const centers_center *c = &dir->centers[i];
+        const char *why = NULL;
+        if (c->capacity == CENTERS_CLOSED) {
+            why = fhir_arena_sprintf(a, "capacity is closed (not accepting referrals)");
+        } else {
+            const centers_accreditation *acc = centers_valid_accreditation(c, day);
+            if (!acc) {
+                fhir_buf b;
+                fhir_buf_init(&b, 1024);
+                if (c->n_accreditations == 0)
+                    fhir_buf_puts(&b, "no accreditation listed");
+                else {
+                    fhir_buf_printf(&b, "no unexpired accreditation on %s (", today);
+                    for (size_t k = 0; k < c->n_accreditations; k++)
+                        fhir_buf_printf(&b, "%s%s expired %s", k ? "; " : "",
+                                        c->accreditations[k].body, c->accreditations[k].expires);
+                    fhir_buf_puts(&b, ")");
+                }
+                why = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+                fhir_buf_free(&b);
+            } else {
+                route_candidate *rc = &out->candidates[out->n_candidates];
+                rc->matched = fhir_arena_calloc(a, (n_needs + 1) * sizeof *rc->matched);
+                OOM_CHECK(rc->matched);
+                fhir_buf miss;
+                fhir_buf_init(&miss, 1024);
+                for (size_t k = 0; k < n_needs; k++) {
+                    const route_need *nd = &needs[k];
+                    const char *label = nd->indication ? nd->indication : nd->product;
+                    if (!centers_offers_product(c, nd->product))
+                        fhir_buf_printf(&miss, "%sdoes not offer %s", miss.len ? "; " : "",
+                                        nd->product);
+                    else if (nd->disease && !centers_treats_disease(c, nd->disease))
+                        fhir_buf_printf(&miss, "%soffers %s but does not list disease %s",
+                                        miss.len ? "; " : "", nd->product, nd->disease);
+                    else
+                        rc->matched[rc->n_matched++] = label;
+                }
+                if (rc->n_matched == 0) {
+                    why = fhir_arena_sprintf(a, "serves none of the patient's indications (%s)",
+                                             fhir_buf_cstr(&miss));
+                    fhir_buf_free(&miss);
+                    memset(rc, 0, sizeof *rc);
+                } else {
+                    fhir_buf_free(&miss);
+                    rc->center = c;
+                    rc->accreditation = acc;
+                    rc->distance_km = route_distance_km(origin->lat, origin->lon, c->lat, c->lon);
+                    rc->travel_minutes = route_travel_minutes(rc->distance_km, &out->params);
+                    rc->payer_demoted = c->payers_listed && payer && payer[0] &&
+                                        !centers_accepts_payer(c, payer);
+                    rc->beyond_stay_near = rc->travel_minutes > out->params.stay_near_minutes;
+                    out->n_candidates++;
+                }
+            }
+        }
+        if (why) {
+            OOM_CHECK(why);
+            out->exclusions[out->n_exclusions].center = c;
+            out->exclusions[out->n_exclusions].reason = why;
+            out->n_exclusions++;
+        }
+    }
+    qsort(out->candidates, out->n_candidates, sizeof *out->candidates, cand_cmp);
+
+    for (size_t i = 0; i < out->n_candidates; i++) {
+        route_candidate *rc = &out->candidates[i];
+        fhir_buf b;
+        fhir_buf_init(&b, 2048);
+        fhir_buf_printf(&b, "%.0f km great-circle, about %.0f min by road; serves ",
+                        rc->distance_km, rc->travel_minutes);
+        for (size_t k = 0; k < rc->n_matched; k++)
+            fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
+        fhir_buf_printf(&b, "; %s valid through %s", rc->accreditation->body,
+                        rc->accreditation->expires);
+        if (rc->center->capacity == CENTERS_LIMITED)
+            fhir_buf_puts(&b, "; capacity limited (expect a longer wait, call intake)");
+        if (rc->payer_demoted)
+            fhir_buf_printf(&b, "; payer \"%s\" is not on the center's accepted list "
+                                "(ranked after centers without a payer mismatch)", payer);
+        else if (!rc->center->payers_listed)
+            fhir_buf_puts(&b, "; accepted payers not listed (not held against it)");
+        if (rc->beyond_stay_near)
+            fhir_buf_printf(&b, "; beyond %.0f min: the patient will need to stay near the "
+                                "center for the %d-day post-infusion monitoring period",
+                            out->params.stay_near_minutes, out->params.stay_near_days);
+        rc->reason = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+        fhir_buf_free(&b);
+        OOM_CHECK(rc->reason);
+    }
+    return 0;
+}
+
+static const char *origin_source_name(route_origin_source s)
+{
+    switch (s) {
+    case ROUTE_ORIGIN_GEOLOCATION: return "geolocation";
+    case ROUTE_ORIGIN_ZIP: return "zip";
+    case ROUTE_ORIGIN_SITE: return "site";
+    }
+    return "?";
+}
+
+int route_explain_text(const route_result *r, fhir_buf *out)
+{
+    fhir_buf_printf(out, "Origin: %s (%.4f, %.4f) — %s\n", origin_source_name(r->origin.source),
+                    r->origin.lat, r->origin.lon, r->origin.note);
+    fhir_buf_printf(out, "Travel time = great-circle km x %.2f detour / %.0f km/h. "
+                         "Stay-near threshold %.0f min (%d days after infusion).\n",
+                    r->params.detour_factor, r->params.avg_speed_kmh,
+                    r->params.stay_near_minutes, r->params.stay_near_days);
+    if (r->n_candidates == 0)
+        fhir_buf_puts(out, "No center qualifies.\n");
+    for (size_t i = 0; i < r->n_candidates; i++) {
+        const route_candidate *c = &r->candidates[i];
+        fhir_buf_printf(out, "%2zu. %s — %s, %s %s [%s]\n    %s\n", i + 1, c->center->id,
+                        c->center->name, c->center->city, c->center->state,
+                        centers_capacity_name(c->center->capacity), c->reason);
+    }
+    if (r->n_exclusions)
+        fhir_buf_puts(out, "Excluded:\n");
+    for (size_t i = 0; i < r->n_exclusions; i++)
+        fhir_buf_printf(out, "  - %s: %s\n", r->exclusions[i].center->id,
+                        r->exclusions[i].reason);
+    return out->overflow ? -1 : 0;
+}
+
+static fhir_node *num(fhir_arena *a, const char *fmt, double v)
+{
+    char t[64];
+    int n = snprintf(t, sizeof t, fmt, v);
+    return fhir_node_new_num(a, t, (size_t)n);
+}
+
+fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
+{
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    if (!root)
+        return NULL;
+    fhir_node *o = fhir_node_set_obj(a, root, "origin");
+    fhir_node_set_str(a, o, "source", origin_source_name(r->origin.source));
+    if (r->origin.zip[0])
+        fhir_node_set_str(a, o, "zip", r->origin.zip);
+    fhir_node_set(a, o, "lat", num(a, "%.6f", r->origin.lat));
+    fhir_node_set(a, o, "lon", num(a, "%.6f", r->origin.lon));
+    fhir_node_set_str(a, o, "note", r->origin.note);
+    fhir_node *p = fhir_node_set_obj(a, root, "assumptions");
+    fhir_node_set(a, p, "detour_factor", num(a, "%.2f", r->params.detour_factor));
+    fhir_node_set(a, p, "avg_speed_kmh", num(a, "%.1f", r->params.avg_speed_kmh));
+    fhir_node_set(a, p, "stay_near_minutes", num(a, "%.0f", r->params.stay_near_minutes));
+    fhir_node_set(a, p, "stay_near_days", num(a, "%.0f", (double)r->params.stay_near_days));
+    char day[16];
+    fmt_day(r->day, day);
+    fhir_node_set_str(a, root, "evaluated_on", day);
+    fhir_node *cands = fhir_node_set_arr(a, root, "candidates");
+    for (size_t i = 0; i < r->n_candidates; i++) {
+        const route_candidate *c = &r->candidates[i];
+        fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
+        if (!e)
+            return NULL;
+        fhir_node_set(a, e, "rank", num(a, "%.0f", (double)(i + 1)));
+        fhir_node_set_str(a, e, "center", c->center->id);
+        fhir_node_set_str(a, e, "name", c->center->name);
+        fhir_node_set_str(a, e, "city", c->center->city);
+        fhir_node_set_str(a, e, "state", c->center->state);
+        fhir_node_set(a, e, "distance_km", num(a, "%.1f", c->distance_km));
+        fhir_node_set(a, e, "travel_minutes", num(a, "%.0f", c->travel_minutes));
+        fhir_node_set_str(a, e, "capacity", centers_capacity_name(c->center->capacity));
+        fhir_node *acc = fhir_node_set_obj(a, e, "accreditation");
+        fhir_node_set_str(a, acc, "body", c->accreditation->body);
+        fhir_node_set_str(a, acc, "expires", c->accreditation->expires);
+        fhir_node *ind = fhir_node_set_arr(a, e, "indications");
+        for (size_t k = 0; k < c->n_matched; k++)
+            fhir_node_append(a, ind, NULL, 0, fhir_node_new_str(a, c->matched[k]));
+        fhir_node_set(a, e, "payer_demoted", fhir_node_new_bool(a, c->payer_demoted));
+        fhir_node_set(a, e, "beyond_stay_near", fhir_node_new_bool(a, c->beyond_stay_near));
+        fhir_node_set_str(a, e, "reason", c->reason);
+        if (!fhir_node_append(a, cands, NULL, 0, e))
+            return NULL;
+    }
+    fhir_node *ex = fhir_node_set_arr(a, root, "excluded");
+    for (size_t i = 0; i < r->n_exclusions; i++) {
+        fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
+        if (!e)
+            return NULL;
+        fhir_node_set_str(a, e, "center", r->exclusions[i].center->id);
+        fhir_node_set_str(a, e, "reason", r->exclusions[i].reason);
+        if (!fhir_node_append(a, ex, NULL, 0, e))
+            return NULL;
+    }
+    return root;
+}

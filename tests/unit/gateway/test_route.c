@@ -1,0 +1,283 @@
+/* Unit tests: ZCTA table (header-detected columns, CRLF, blank lines, errors with
+ * file:line; the shared Census copy when present), origin fallbacks, ranking by travel time,
+ * exclusions (closed, expired accreditation, product/disease), payer demotion, stay-near. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include "centers.h"
+#include "fhir_clock.h"
+#include "fhir_json.h"
+#include "route.h"
+
+static char tmpdir[256];
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/cartgate-route-XXXXXX");
+    return mkdtemp(tmpdir) ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static const char *write_tmp(const char *name, const char *content)
+{
+    static char path[512];
+    snprintf(path, sizeof path, "%s/%s", tmpdir, name);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    fputs(content, f);
+    fclose(f);
+    return path;
+}
+
+/* Our own tiny table: Census column names, lat/lon in another order than the original,
+ * CRLF line ends and the all-tab trailing line the Census file has. Coordinates are
+ * rounded positions we chose for the test, not copied from any file. */
+static const char *tiny_table =
+    "INTPTLONG\tGEOID\tALAND\tINTPTLAT \r\n"
+    "-92.47\t55902\t1\t44.02\r\n"
+    "-87.63\t60601\t1\t41.89\r\n"
+    "-118.25\t90012\t1\t34.06\r\n"
+    "\t\t\t\r\n";
+
+static void test_zcta_tiny_table(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    assert_non_null(z);
+    assert_int_equal(route_zcta_count(z), 3);
+    double lat, lon;
+    assert_int_equal(route_zcta_lookup(z, "60601", &lat, &lon), 0);
+    assert_true(lat > 41.88 && lat < 41.90 && lon < -87.62 && lon > -87.64);
+    assert_int_equal(route_zcta_lookup(z, "55902-1234", &lat, &lon), 0);
+    assert_int_equal(route_zcta_lookup(z, "99999", &lat, &lon), -1);
+    assert_int_equal(route_zcta_lookup(z, "abcde", &lat, &lon), -1);
+    route_zcta_free(z);
+}
+
+static void test_zcta_errors(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    const char *p = write_tmp("bad1.txt", "GEOID\tINTPTLAT\tINTPTLONG\n55902\t44.0\t-92.4\n"
+                                          "5590\t44.0\t-92.4\n");
+    assert_null(route_zcta_load(p, &err));
+    assert_non_null(strstr(err.msg, "bad1.txt:3:"));
+    assert_non_null(strstr(err.msg, "5-digit"));
+    p = write_tmp("bad2.txt", "GEOID\tINTPTLAT\tINTPTLONG\n55902\t44.0\n");
+    assert_null(route_zcta_load(p, &err));
+    assert_non_null(strstr(err.msg, "bad2.txt:2:"));
+    p = write_tmp("bad3.txt", "GEOID\tLAT\tLON\n55902\t44.0\t-92.4\n");
+    assert_null(route_zcta_load(p, &err));
+    assert_non_null(strstr(err.msg, "bad3.txt:1: header"));
+    p = write_tmp("bad4.txt", "GEOID\tINTPTLAT\tINTPTLONG\n55902\t44.0\t-92.4\n55902\t44.1\t-92.4\n");
+    assert_null(route_zcta_load(p, &err));
+    assert_non_null(strstr(err.msg, "bad4.txt:3: ZCTA 55902 repeated (also at line 2)"));
+    p = write_tmp("bad5.txt", "GEOID\tINTPTLAT\tINTPTLONG\n55902\t94.0\t-92.4\n");
+    assert_null(route_zcta_load(p, &err));
+    assert_non_null(strstr(err.msg, "bad5.txt:2: bad latitude"));
+}
+
+static void test_zcta_shared_census_copy(void **state)
+{
+    (void)state;
+    const char *dir = getenv("CARTGATE_SHARED_DATA");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/zcta-centroids/Gaz_zcta_national.txt", dir ? dir : "");
+    if (!dir || access(path, R_OK) != 0)
+        skip();
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(path, &err);
+    if (!z)
+        fail_msg("%s", err.msg);
+    assert_int_equal(route_zcta_count(z), 33120); /* SOURCES.md: 33,120 ZCTAs */
+    double lat, lon;
+    assert_int_equal(route_zcta_lookup(z, "10001", &lat, &lon), 0); /* 40.750672, -73.997281 */
+    assert_true(lat > 40.7506 && lat < 40.7508 && lon > -73.9974 && lon < -73.9972);
+    assert_int_equal(route_zcta_lookup(z, "55905", &lat, &lon), 0); /* 44.055948, -92.525906 */
+    assert_true(lat > 44.0559 && lat < 44.0560 && lon > -92.5260 && lon < -92.5258);
+
+    /* nearest center from a real ZIP centroid with the sample directory */
+    centers_dir *d = centers_load("conf/centers.json", &err);
+    assert_non_null(d);
+    route_origin o;
+    route_patient_location loc = {.zip = "10001"};
+    assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
+    assert_int_equal(o.source, ROUTE_ORIGIN_ZIP);
+    fhir_arena *a = fhir_arena_new(0);
+    route_need need = {.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:lbcl"};
+    route_result r;
+    assert_int_equal(route_rank(a, d, &o, &need, 1, NULL, fhir_clock_days_from_civil(2026, 11, 27),
+                                NULL, &r, &err), 0);
+    assert_true(r.n_candidates > 0);
+    assert_string_equal(r.candidates[0].center->id, "east-river-nyc");
+    assert_true(r.candidates[0].distance_km < 10);
+    fhir_arena_free(a);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
+/* A directory of four fictional centers around Rochester MN / Chicago. */
+static const char *dir_json =
+    "{\"centers\": [\n"
+    " {\"id\": \"near-closed\", \"name\": \"N\", \"fhir\": {\"base\": \"https://n.example.org\"},"
+    "  \"position\": {\"lat\": 44.03, \"lon\": -92.46}, \"address\": {\"city\": \"Rochester\", \"state\": \"MN\", \"postalCode\": \"55902\"},"
+    "  \"accreditations\": [{\"body\": \"FACT\", \"expires\": \"2030-01-01\"}], \"products\": [\"axi-cel\"],"
+    "  \"diseases\": [\"dlbcl_nos\"], \"capacity\": \"closed\", \"contact\": {\"phone\": \"1\"}},\n"
+    " {\"id\": \"near-expired\", \"name\": \"E\", \"fhir\": {\"base\": \"https://e.example.org\"},"
+    "  \"position\": {\"lat\": 44.05, \"lon\": -92.50}, \"address\": {\"city\": \"Rochester\", \"state\": \"MN\", \"postalCode\": \"55902\"},"
+    "  \"accreditations\": [{\"body\": \"FACT\", \"expires\": \"2026-11-26\"}], \"products\": [\"axi-cel\"],"
+    "  \"diseases\": [\"dlbcl_nos\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}},\n"
+    " {\"id\": \"mid-myeloma\", \"name\": \"M\", \"fhir\": {\"base\": \"https://m.example.org\"},"
+    "  \"position\": {\"lat\": 44.97, \"lon\": -93.23}, \"address\": {\"city\": \"Minneapolis\", \"state\": \"MN\", \"postalCode\": \"55455\"},"
+    "  \"accreditations\": [{\"body\": \"FACT\", \"expires\": \"2030-01-01\"}], \"products\": [\"ide-cel\"],"
+    "  \"diseases\": [\"mm\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}},\n"
+    " {\"id\": \"mid-payers\", \"name\": \"P\", \"fhir\": {\"base\": \"https://p.example.org\"},"
+    "  \"position\": {\"lat\": 44.60, \"lon\": -92.90}, \"address\": {\"city\": \"Minneapolis\", \"state\": \"MN\", \"postalCode\": \"55455\"},"
+    "  \"accreditations\": [{\"body\": \"FACT\", \"expires\": \"2030-01-01\"}], \"products\": [\"axi-cel\"],"
+    "  \"diseases\": [\"dlbcl_nos\"], \"payers\": [\"Medicare\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}},\n"
+    " {\"id\": \"far-chicago\", \"name\": \"C\", \"fhir\": {\"base\": \"https://c.example.org\"},"
+    "  \"position\": {\"lat\": 41.89, \"lon\": -87.62}, \"address\": {\"city\": \"Chicago\", \"state\": \"IL\", \"postalCode\": \"60611\"},"
+    "  \"accreditations\": [{\"body\": \"FACT\", \"expires\": \"2030-01-01\"}], \"products\": [\"axi-cel\", \"ide-cel\"],"
+    "  \"diseases\": [\"dlbcl_nos\", \"mm\"], \"capacity\": \"limited\", \"contact\": {\"phone\": \"1\"}}\n"
+    "]}\n";
+
+static const char *find_exclusion(const route_result *r, const char *id)
+{
+    for (size_t i = 0; i < r->n_exclusions; i++)
+        if (!strcmp(r->exclusions[i].center->id, id))
+            return r->exclusions[i].reason;
+    return NULL;
+}
+
+static void test_rank_from_zip(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
+    assert_non_null(z);
+    if (!d)
+        fail_msg("%s", err.msg);
+    route_origin o;
+    route_patient_location loc = {.zip = "55902"};
+    assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
+    fhir_arena *a = fhir_arena_new(0);
+    route_need need = {.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:lbcl_2l"};
+    route_result r;
+    int64_t today = fhir_clock_days_from_civil(2026, 11, 27);
+    assert_int_equal(route_rank(a, d, &o, &need, 1, NULL, today, NULL, &r, &err), 0);
+    /* closed and expired (yesterday) are skipped even though nearest; the myeloma-only
+     * center serves nothing here */
+    assert_int_equal(r.n_candidates, 2);
+    assert_string_equal(r.candidates[0].center->id, "mid-payers");
+    assert_string_equal(r.candidates[1].center->id, "far-chicago");
+    assert_true(r.candidates[0].travel_minutes < r.candidates[1].travel_minutes);
+    assert_false(r.candidates[0].beyond_stay_near);  /* ~73 km */
+    assert_true(r.candidates[1].beyond_stay_near);   /* ~440 km */
+    assert_non_null(strstr(r.candidates[1].reason, "14-day"));
+    assert_int_equal(r.n_exclusions, 3);
+    assert_non_null(strstr(find_exclusion(&r, "near-closed"), "closed"));
+    assert_non_null(strstr(find_exclusion(&r, "near-expired"), "FACT expired 2026-11-26"));
+    assert_non_null(strstr(find_exclusion(&r, "mid-myeloma"), "does not offer axi-cel"));
+
+    /* the same on the day it expires: still valid (inclusive) */
+    assert_int_equal(route_rank(a, d, &o, &need, 1, NULL, today - 1, NULL, &r, &err), 0);
+    assert_string_equal(r.candidates[0].center->id, "near-expired");
+
+    /* a known payer mismatch demotes; an unknown payer does not */
+    assert_int_equal(route_rank(a, d, &o, &need, 1, "Aetna", today, NULL, &r, &err), 0);
+    assert_string_equal(r.candidates[0].center->id, "far-chicago");
+    assert_true(r.candidates[1].payer_demoted);
+    assert_int_equal(route_rank(a, d, &o, &need, 1, "medicare", today, NULL, &r, &err), 0);
+    assert_string_equal(r.candidates[0].center->id, "mid-payers");
+
+    /* the explanation names the origin and every exclusion, in text and JSON */
+    fhir_buf b;
+    fhir_buf_init(&b, 1 << 20);
+    assert_int_equal(route_explain_text(&r, &b), 0);
+    const char *t = fhir_buf_cstr(&b);
+    assert_non_null(strstr(t, "centroid of ZIP 55902"));
+    assert_non_null(strstr(t, "near-closed: capacity is closed"));
+    assert_non_null(strstr(t, "near-expired: no unexpired accreditation"));
+    assert_non_null(strstr(t, "mid-myeloma: serves none"));
+    fhir_buf_free(&b);
+    fhir_node *j = route_explain_json(a, &r);
+    assert_non_null(j);
+    assert_int_equal(fhir_node_count(fhir_node_get(j, "excluded")), 3);
+    assert_string_equal(fhir_node_path_str(j, "candidates[0].center"), "mid-payers");
+    assert_string_equal(fhir_node_path_str(j, "origin.source"), "zip");
+
+    /* disease filter: a myeloma need goes to the myeloma centers */
+    route_need mm = {.product = "ide-cel", .disease = "mm", .indication = "ide-cel:mm_3l"};
+    assert_int_equal(route_rank(a, d, &o, &mm, 1, NULL, today, NULL, &r, &err), 0);
+    assert_int_equal(r.n_candidates, 2);
+    assert_string_equal(r.candidates[0].center->id, "mid-myeloma");
+    fhir_arena_free(a);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
+static void test_origin_fallbacks(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    route_site site = {.has_location = true, .lat = 43.0, .lon = -91.0, .name = "Home Hospital"};
+    route_origin o;
+    route_patient_location geo = {.has_geo = true, .lat = 45.0, .lon = -93.0, .zip = "55902"};
+    assert_int_equal(route_resolve_origin(&geo, z, &site, &o, &err), 0);
+    assert_int_equal(o.source, ROUTE_ORIGIN_GEOLOCATION);
+    route_patient_location unknown_zip = {.zip = "99999"};
+    assert_int_equal(route_resolve_origin(&unknown_zip, z, &site, &o, &err), 0);
+    assert_int_equal(o.source, ROUTE_ORIGIN_SITE);
+    assert_non_null(strstr(o.note, "ZIP 99999 not in the ZCTA centroid table"));
+    assert_true(o.lat == 43.0);
+    route_patient_location nothing = {0};
+    assert_int_equal(route_resolve_origin(&nothing, NULL, NULL, &o, &err), -1);
+    assert_non_null(strstr(err.msg, "cannot place the patient"));
+    route_zcta_free(z);
+}
+
+static void test_distance_and_time(void **state)
+{
+    (void)state;
+    /* one degree of latitude is ~111.2 km on the 6371 km sphere */
+    double km = route_distance_km(40.0, -90.0, 41.0, -90.0);
+    assert_true(km > 111.1 && km < 111.3);
+    assert_true(route_distance_km(10, 10, 10, 10) == 0.0);
+    /* 80 km at detour 1.3 and 80 km/h = 78 min */
+    double m = route_travel_minutes(80.0, NULL);
+    assert_true(m > 77.99 && m < 78.01);
+    route_params p = {.detour_factor = 1.0, .avg_speed_kmh = 60.0};
+    m = route_travel_minutes(60.0, &p);
+    assert_true(m > 59.99 && m < 60.01);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_zcta_tiny_table),
+        cmocka_unit_test(test_zcta_errors),
+        cmocka_unit_test(test_zcta_shared_census_copy),
+        cmocka_unit_test(test_rank_from_zip),
+        cmocka_unit_test(test_origin_fallbacks),
+        cmocka_unit_test(test_distance_and_time),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
