@@ -151,20 +151,25 @@ static int cb_boolean(void *ctx, int v)
     return add(p, fhir_node_new_bool(p->a, v != 0));
 }
 
+/* One arena allocation for a scalar node and its NUL-terminated text. */
+static int add_text(parser *p, fhir_kind k, const char *s, size_t n)
+{
+    fhir_node *node = fhir_arena_alloc(p->a, sizeof *node + n + 1);
+    if (!node)
+        return out_of_arena(p);
+    char *t = (char *)(node + 1);
+    memcpy(t, s, n);
+    t[n] = '\0';
+    *node = (fhir_node){.kind = k, .len = (uint32_t)n, .text = t};
+    return add(p, node);
+}
+
 static int cb_number(void *ctx, const char *s, size_t n)
 {
     parser *p = ctx;
     if (n > p->lim.max_string)
         return fail(p, "number longer than max_string (%zu bytes)", p->lim.max_string);
-    fhir_node *node = fhir_node_new(p->a, FHIR_NUMBER);
-    if (!node)
-        return out_of_arena(p);
-    char *t = fhir_arena_strndup(p->a, s, n);
-    if (!t)
-        return out_of_arena(p);
-    node->text = t;
-    node->len = (uint32_t)n;
-    return add(p, node);
+    return add_text(p, FHIR_NUMBER, s, n);
 }
 
 static int cb_string(void *ctx, const unsigned char *s, size_t n)
@@ -174,15 +179,7 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n)
         return fail(p, "string longer than max_string (%zu bytes)", p->lim.max_string);
     if (memchr(s, '\0', n))
         return fail(p, "string contains a NUL character");
-    fhir_node *node = fhir_node_new(p->a, FHIR_STRING);
-    if (!node)
-        return out_of_arena(p);
-    char *t = fhir_arena_strndup(p->a, (const char *)s, n);
-    if (!t)
-        return out_of_arena(p);
-    node->text = t;
-    node->len = (uint32_t)n;
-    return add(p, node);
+    return add_text(p, FHIR_STRING, (const char *)s, n);
 }
 
 static int push(parser *p, fhir_kind k)
