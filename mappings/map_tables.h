@@ -76,8 +76,9 @@ typedef struct map_lab_def {
     const char *row;
 } map_lab_def;
 
-/* LOINC code -> analyte definition; NULL when not a known lab. Borrowed from t. */
-const map_lab_def *map_lab_lookup(const map_tables *t, const char *loinc);
+/* Observation code (system NULL = LOINC; SNOMED rows exist for ECOG/Karnofsky) -> analyte
+ * definition; NULL when not a known lab. Borrowed from t. */
+const map_lab_def *map_lab_lookup(const map_tables *t, const char *system, const char *code);
 
 typedef enum map_lab_status {
     MAP_LAB_OK = 0,
@@ -107,11 +108,27 @@ const map_drug *map_drug_lookup_code(const map_tables *t, const char *system, co
 const map_drug *map_drug_lookup_text(const map_tables *t, const char *text);
 /* Ingredient key -> classes (0 when unknown). */
 unsigned map_drug_classes(const map_tables *t, const char *ingredient);
+/* Ingredient key -> its drug row (NULL when unknown). Borrowed from t. */
+const map_drug *map_drug_by_ingredient(const map_tables *t, const char *ingredient);
+/* May the drug continue as maintenance in the same line (codes.md §5.3.6)? */
+bool map_drug_maintenance(const map_drug *d);
+/* Substitution group ("platinum") or NULL (codes.md §5.3.4). Static/borrowed. */
+const char *map_drug_subst_group(const map_drug *d);
+
+/* ---- coded observation answers ---------------------------------------------------------------- */
+
+/* kind "status" (mCODE disease status value -> "response" | "stable" | "progression" |
+ * "undetermined"), "ecog" / "karnofsky" (LA answer code -> "0".."100"). NULL when unmapped. */
+const char *map_answer_lookup(const map_tables *t, const char *kind, const char *system,
+                              const char *code);
 
 /* ---- procedures ------------------------------------------------------------------------------- */
 
-/* "auto_hct", "allo_hct", "hct" (type unspecified), "car_t", "car_t_collection" or NULL. */
+/* "auto_hct", "allo_hct", "hct" (type unspecified), "car_t", "car_t_collection" or NULL.
+ * Code first (system URI or table key), then display against the name rows. *row gets the
+ * table row ("procedures.tsv:12"), *product the CAR T ingredient key when the code names it
+ * (else NULL); both may be NULL pointers. Static/borrowed from t. */
 const char *map_proc_lookup(const map_tables *t, const char *system, const char *code,
-                            const char *display, const char **row);
+                            const char *display, const char **row, const char **product);
 
 #endif
