@@ -13,6 +13,7 @@ typedef struct cmd_entry {
 
 int cmd_convert(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 int cmd_centers(int argc, char **argv);
 
 /* Prints the library versions (yajl, libcurl, libxml2, libevent, SQLite, OpenSSL). */
