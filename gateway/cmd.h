@@ -15,6 +15,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_centers(int argc, char **argv);
+int cmd_fhir(int argc, char **argv);
 
 /* Prints the library versions (yajl, libcurl, libxml2, libevent, SQLite, OpenSSL). */
 void cmd_print_versions(void);

@@ -1,0 +1,176 @@
+/* fhir_client — asynchronous FHIR R4 REST client for one endpoint, on a libevent loop
+ * driving curl multi (the curl "multi-event" pattern: one timer for curl's timeout,
+ * one event per socket, completions drained from curl_multi_info_read).
+ *
+ * Per endpoint: base URL, format, auth (fhir_auth.h: bearer, Basic, SMART Backend
+ * Services), connect and total timeouts, max concurrent requests, request rate, max
+ * response bytes (enforced while the body arrives), CA file and optional client
+ * certificate. TLS peer and host verification are always on. Connections are kept alive
+ * and reused.
+ *
+ * Every operation retries transient failures (network errors, 408, 429, 5xx) with capped
+ * exponential backoff and full jitter, honouring Retry-After (fhir_retry.h); permanent
+ * failures (other 4xx, TLS verification, body over the cap) are never retried. A plain
+ * create (POST without If-None-Exist) is only retried when it provably never reached the
+ * server (connection refused) or was throttled (429). With SMART auth a 401 is retried
+ * exactly once with a fresh token. Every delay chosen is recorded in the stats so tests
+ * assert on the schedule, not on wall time.
+ *
+ * Searches follow Bundle.link[next] verbatim until it is absent (never trusting
+ * Bundle.total), up to a page cap (hitting it is an error, never a silent truncation),
+ * refuse a next link to another origin (the token must not leak), and hand each page to a
+ * callback while JSON pages are parsed incrementally as bytes arrive.
+ *
+ * Threading: single-threaded; everything runs on the client's event_base. Callbacks must
+ * not free the client. */
+#ifndef FHIR_CLIENT_H
+#define FHIR_CLIENT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_arena.h"
+#include "fhir_auth.h"
+#include "fhir_error.h"
+#include "fhir_node.h"
+#include "fhir_retry.h"
+
+struct event_base;
+
+typedef enum fhir_format {
+    FHIR_FORMAT_JSON = 0,
+    FHIR_FORMAT_XML,
+} fhir_format;
+
+/* Jitter source: returns 64 random bits. */
+typedef uint64_t (*fhir_client_random_fn)(void *ud);
+
+/* Endpoint configuration. Strings are copied by fhir_client_new(). */
+typedef struct fhir_client_config {
+    const char *name;             /* for logs; NULL = "fhir" */
+    const char *base_url;         /* http(s)://host[:port]/path — required */
+    fhir_format format;           /* body format sent and requested */
+    fhir_auth_config auth;
+    long connect_timeout_ms;      /* 0 = 10 s */
+    long total_timeout_ms;        /* per attempt; 0 = 60 s */
+    unsigned max_concurrent;      /* requests in flight; 0 = 4 */
+    double rate_per_s;            /* request starts per second; 0 = unlimited */
+    size_t max_response_bytes;    /* per response body; 0 = 64 MiB */
+    unsigned max_pages;           /* search page cap; 0 = 1000 */
+    const char *ca_file;          /* PEM CA bundle; NULL = system store */
+    const char *cert_file;        /* client certificate (mTLS), PEM */
+    const char *key_file;         /* its private key, PEM */
+    fhir_retry_policy retry;      /* zero fields = defaults (fhir_retry.h) */
+    fhir_client_random_fn random; /* NULL = internal PRNG seeded from OpenSSL */
+    void *random_ud;
+} fhir_client_config;
+
+#define FHIR_CLIENT_SCHEDULE_MAX 64
+
+typedef struct fhir_client_stats {
+    unsigned operations;     /* logical operations finished (a whole search counts once) */
+    unsigned attempts;       /* HTTP requests sent for them (token/discovery excluded) */
+    unsigned retries;        /* re-sends after a transient failure */
+    unsigned auth_retries;   /* re-sends after a 401 with a fresh token */
+    unsigned token_fetches;  /* SMART token requests made */
+    unsigned pages;          /* search pages received */
+    size_t resources;        /* Bundle entries with a resource, over all pages */
+    uint64_t bytes_in;       /* response body bytes received */
+    unsigned schedule_len;   /* retry delays chosen (may exceed FHIR_CLIENT_SCHEDULE_MAX) */
+    int64_t schedule_ms[FHIR_CLIENT_SCHEDULE_MAX];  /* first delays chosen, in order */
+    long schedule_status[FHIR_CLIENT_SCHEDULE_MAX]; /* HTTP status behind each; 0 = network */
+} fhir_client_stats;
+
+typedef struct fhir_client_result {
+    long status;          /* final HTTP status; 0 when no response was received */
+    fhir_node *body;      /* parsed response body (in arena); NULL when empty */
+    fhir_arena *arena;    /* owns body */
+    char *location;       /* Location header or NULL */
+    char *etag;           /* ETag header or NULL */
+    fhir_error err;       /* err.msg empty on success; err.code = status */
+    fhir_client_stats stats; /* this operation only */
+} fhir_client_result;
+
+/* Frees a result handed to a done callback or returned by a _sync call (NULL-safe). */
+void fhir_client_result_free(fhir_client_result *r);
+
+/* Done callback: the callback owns res and frees it with fhir_client_result_free(). */
+typedef void (*fhir_client_done_cb)(void *ud, fhir_client_result *res);
+
+/* Page callback: bundle is one searchset page, borrowed for the duration of the call.
+ * page_no counts from 1. Return 0 to continue, non-zero to stop (the search then ends
+ * with an error "stopped by caller"). */
+typedef int (*fhir_client_page_cb)(void *ud, const fhir_node *bundle, unsigned page_no);
+
+typedef struct fhir_client fhir_client;
+
+/* Creates a client for one endpoint on base (borrowed; must outlive the client), or on
+ * an event_base of its own when base is NULL. Loads auth secrets now. Caller frees with
+ * fhir_client_free(); pending operations are dropped without their callbacks. */
+fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *cfg,
+                             fhir_error *err);
+void fhir_client_free(fhir_client *c);
+
+/* Borrowed: the event_base the client runs on. */
+struct event_base *fhir_client_base(const fhir_client *c);
+/* Borrowed: cumulative statistics since creation. */
+const fhir_client_stats *fhir_client_stats_get(const fhir_client *c);
+/* Borrowed: the configured base URL (no trailing slash). */
+const char *fhir_client_base_url(const fhir_client *c);
+
+/* One request. path is relative to the base URL ("Patient/1", "Patient?name=x",
+ * "metadata", "" for the base itself) or an absolute URL on the base's origin.
+ * Body: either text (sent as is, in the endpoint's format) or a resource tree (serialised
+ * in the endpoint's format); both borrowed only during the submitting call. */
+typedef struct fhir_client_request {
+    const char *method;          /* "GET", "POST", "PUT", "DELETE"; NULL = GET */
+    const char *path;
+    const char *body;
+    size_t body_len;
+    const fhir_node *resource;
+    const char *if_none_exist;   /* conditional create query ("identifier=sys|val") */
+    const char *if_match;        /* version-aware update (W/"3") */
+    const char *prefer;          /* e.g. "return=representation" */
+    bool not_idempotent;         /* retry only when surely not processed (see top) */
+} fhir_client_request;
+
+/* Asynchronous operations: 0 when queued (cb is then called exactly once, from the event
+ * loop), or -1 with err set and cb never called. */
+int fhir_client_send(fhir_client *c, const fhir_client_request *req, fhir_client_done_cb cb,
+                     void *ud, fhir_error *err);
+/* GET [base]/type/id */
+int fhir_client_read(fhir_client *c, const char *type, const char *id, fhir_client_done_cb cb,
+                     void *ud, fhir_error *err);
+/* POST [base]/type (with If-None-Exist when if_none_exist is non-NULL: conditional create,
+ * safe to retry; without it the create is not idempotent). */
+int fhir_client_create(fhir_client *c, const char *type, const fhir_node *resource,
+                       const char *if_none_exist, fhir_client_done_cb cb, void *ud,
+                       fhir_error *err);
+/* PUT [base]/type/id (if_match optional). */
+int fhir_client_update(fhir_client *c, const char *type, const char *id,
+                       const fhir_node *resource, const char *if_match,
+                       fhir_client_done_cb cb, void *ud, fhir_error *err);
+/* POST [base] with a transaction or batch Bundle. Retried on transient failures: make the
+ * entries conditional (ifNoneExist) so a re-send cannot duplicate. */
+int fhir_client_transaction(fhir_client *c, const fhir_node *bundle, fhir_client_done_cb cb,
+                            void *ud, fhir_error *err);
+/* GET [base]/metadata */
+int fhir_client_metadata(fhir_client *c, fhir_client_done_cb cb, void *ud, fhir_error *err);
+/* Search: query is "Type?params" (or any relative/absolute first-page URL). Pages go to
+ * page_cb; done is called once at the end with the totals (res->body is NULL). */
+int fhir_client_search(fhir_client *c, const char *query, fhir_client_page_cb page_cb,
+                       fhir_client_done_cb done, void *ud, fhir_error *err);
+
+/* Synchronous wrappers: run the event loop until the operation ends. Never NULL; check
+ * res->err.msg[0]. Caller frees with fhir_client_result_free(). Must not be called from
+ * inside a callback of the same client. */
+fhir_client_result *fhir_client_send_sync(fhir_client *c, const fhir_client_request *req);
+fhir_client_result *fhir_client_search_sync(fhir_client *c, const char *query,
+                                            fhir_client_page_cb page_cb, void *ud);
+
+/* Text of an OperationOutcome's issues ("error: details; ..."), written into out.
+ * Returns out; empty string when oo is not an OperationOutcome. */
+const char *fhir_client_outcome_text(const fhir_node *oo, char *out, size_t outlen);
+
+#endif
