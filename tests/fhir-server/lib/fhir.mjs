@@ -329,12 +329,12 @@ export class FhirStore {
     if (!isResourceType(type)) throw new HttpError(404, errorOutcome(404, `unknown resource type '${type}'`));
 
     // Search: GET [type] and POST [type]/_search
-    if (segs.length === 1 && method === 'GET') return this.search(type, query);
+    if (segs.length === 1 && method === 'GET') return this.search(type, query, lowerHeaders(headers));
     if (segs.length === 2 && segs[1] === '_search' && method === 'POST') {
       const merged = new URLSearchParams(query);
       const form = typeof req.body === 'string' ? new URLSearchParams(req.body) : new URLSearchParams();
       for (const [k, v] of form.entries()) merged.append(k, v);
-      return this.search(type, merged);
+      return this.search(type, merged, lowerHeaders(headers));
     }
 
     let body = req.body;
@@ -418,13 +418,13 @@ export class FhirStore {
 
   // Returns the matching live resources (not cloned) of a parsed search, cached per store
   // generation so that following next links does not re-run the match.
-  matchAll(type, query) {
+  matchAll(type, query, lenient = false) {
     const keyParams = new URLSearchParams();
     for (const [k, v] of query.entries()) {
       if (!['_count', '_offset', '_total', '_summary', '_elements', '_format', '_pretty'].includes(k)) keyParams.append(k, v);
     }
     keyParams.sort();
-    const key = type + '?' + keyParams.toString();
+    const key = type + '?' + keyParams.toString() + (lenient ? '#lenient' : '');
     const cached = this.searchCache.get(key);
     if (cached && cached.generation === this.repo.generation) {
       this.searchCache.delete(key);
@@ -436,6 +436,14 @@ export class FhirStore {
       request = parseSearchRequest(type, queryToRecord(keyParams));
     } catch (err) {
       throw new HttpError(400, normalizeOperationOutcome(err));
+    }
+    const known = globalSchema.types[type]?.searchParams ?? {};
+    const unknown = (request.filters ?? []).filter((f) => !known[f.code.split('.')[0].split(':')[0]]);
+    if (unknown.length) {
+      if (!lenient) {
+        throw new HttpError(400, errorOutcome(400, `unknown search parameter(s) for ${type}: ${unknown.map((f) => f.code).join(', ')} (send Prefer: handling=lenient to ignore)`));
+      }
+      request = { ...request, filters: request.filters.filter((f) => !unknown.includes(f)) };
     }
     const needsRepoSearch =
       (request.sortRules?.length ?? 0) > 0 ||
@@ -460,8 +468,9 @@ export class FhirStore {
     return { matches, request, key };
   }
 
-  async search(type, query) {
-    let { matches, request, key } = this.matchAll(type, query);
+  async search(type, query, headers = {}) {
+    const lenient = /handling\s*=\s*lenient/i.test(String(headers.prefer ?? headers.Prefer ?? ''));
+    let { matches, request, key } = this.matchAll(type, query, lenient);
     if (matches === null) {
       const b = await this.repo.search({ ...request, count: undefined, offset: undefined, include: undefined, revInclude: undefined });
       matches = (b.entry ?? []).map((e) => e.resource);
