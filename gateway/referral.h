@@ -1,0 +1,157 @@
+/* referral — the referral record and its state machine, kept in the store.
+ *
+ *   pending_approval -> approved -> sending -> sent -> accepted | declined | scheduled |
+ *   completed | cancelled, plus failed (dead letter, last response kept).
+ *
+ * Allowed transitions (anything else is refused with an error naming both states):
+ *   pending_approval -> approved | cancelled
+ *   approved         -> sending | cancelled
+ *   sending          -> sent | failed
+ *   sent             -> accepted | declined | scheduled | completed | cancelled | failed
+ *   accepted         -> scheduled | declined | completed | cancelled | failed
+ *   scheduled        -> completed | declined | cancelled | failed
+ *   failed           -> approved (retry) | cancelled
+ *   declined, completed, cancelled: terminal
+ * A referral in `sending` may already be at the center (crash or ambiguous failure), so it
+ * cannot be cancelled locally; the sender resolves it to sent or failed first.
+ *
+ * Every transition is one SQLite transaction (WAL, synchronous=FULL) that updates the row and
+ * appends an audit row (actor, action, from, to, detail, time). The placer identifier is
+ * deterministic (refer_placer_id) and is stored when the referral is created, i.e. before
+ * anything is sent. */
+#ifndef REFERRAL_H
+#define REFERRAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_error.h"
+#include "store.h"
+
+typedef enum refer_state {
+    REFER_PENDING_APPROVAL = 0,
+    REFER_APPROVED,
+    REFER_SENDING,
+    REFER_SENT,
+    REFER_ACCEPTED,
+    REFER_DECLINED,
+    REFER_SCHEDULED,
+    REFER_COMPLETED,
+    REFER_CANCELLED,
+    REFER_FAILED,
+    REFER_N_STATES,
+} refer_state;
+
+/* "pending_approval", ... Static string. */
+const char *refer_state_name(refer_state s);
+/* 0 and *out, or -1 when the name is unknown. */
+int refer_state_parse(const char *name, refer_state *out);
+bool refer_transition_allowed(refer_state from, refer_state to);
+bool refer_state_terminal(refer_state s);
+
+typedef enum refer_mode {
+    REFER_MODE_APPROVAL = 0, /* default: a clinician approves each referral */
+    REFER_MODE_AUTO,         /* standing orders: approved on creation by actor "auto" */
+} refer_mode;
+
+/* Placer identifier: "CG-" + 32 hex digits of SHA-256("cartgate-placer-v1", site, patient,
+ * the sorted de-duplicated indication keys, center). out must hold REFER_PLACER_MAX bytes.
+ * Returns 0, -1 with err on empty inputs. */
+#define REFER_PLACER_MAX 40
+int refer_placer_id(const char *site_id, const char *patient_id,
+                    const char *const *indications, size_t n_indications,
+                    const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err);
+
+/* What a referral is made of. Strings are borrowed for the duration of the call. */
+typedef struct refer_request {
+    const char *site_id;
+    const char *patient_id;            /* pseudonymous patient id */
+    const char *center_id;
+    const char *const *indications;    /* eligible/possible "product:indication" keys */
+    size_t n_indications;
+    const char *urgency;               /* routine | urgent | asap | stat (FHIR request-priority) */
+    const char *explanation;           /* human-readable eligibility summary */
+    const char *verdict_json;          /* machine-readable verdict */
+    const char *route_json;            /* route_explain_json output */
+    const char *payload;               /* transaction Bundle JSON (may be set later) */
+    refer_mode mode;
+    const char *actor;                 /* who created it ("screener", a user name) */
+} refer_request;
+
+/* Creates the referral (state pending_approval; in auto mode immediately approved, two audit
+ * rows). Idempotent: a second call with the same placer identifier returns the existing id
+ * and *created = false without changing it. Returns 0 or -1 with err. */
+int refer_create(store *s, const refer_request *req, int64_t *id_out, bool *created,
+                 fhir_error *err);
+
+/* A row of the referrals table. Strings are malloc'd; release with refer_record_free(). */
+typedef struct refer_record {
+    int64_t id;
+    char *placer_id, *site_id, *patient_id, *center_id, *indications, *urgency, *mode;
+    refer_state state;
+    char *explanation, *verdict_json, *route_json, *payload;
+    int attempts;
+    int64_t next_attempt_ms;
+    int last_status;
+    char *last_error, *last_response;
+    char *center_sr_ref, *center_task_ref, *task_status, *business_status;
+    int64_t created_ms, updated_ms;
+} refer_record;
+
+void refer_record_free(refer_record *r);
+/* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. */
+int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err);
+int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err);
+
+/* Calls fn for each referral (optionally only in `state`, when state_filter >= 0, and/or
+ * only for center_id when non-NULL), ordered by id. The record is borrowed for the call;
+ * fn returns non-zero to stop. Returns the number visited or -1. */
+typedef int (*refer_each_fn)(void *ctx, const refer_record *r);
+int64_t refer_each(store *s, int state_filter, const char *center_id, refer_each_fn fn,
+                   void *ctx, fhir_error *err);
+/* Counts per state into counts[REFER_N_STATES]. */
+int refer_count_by_state(store *s, int64_t counts[REFER_N_STATES], fhir_error *err);
+
+/* The generic transition: refuses illegal moves ("referral 7: cannot go from completed to
+ * approved"). detail (may be NULL) goes to the audit row. */
+int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
+                     const char *detail, fhir_error *err);
+
+/* Operator actions. */
+int refer_approve(store *s, int64_t id, const char *actor, fhir_error *err);
+int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fhir_error *err);
+/* failed -> approved; clears the attempt counter and backoff. */
+int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err);
+
+/* Stores (or replaces) the payload; allowed until the referral is first sent
+ * (pending_approval / approved / failed). */
+int refer_set_payload(store *s, int64_t id, const char *payload, fhir_error *err);
+
+/* ---- used by the sender ------------------------------------------------------------- */
+
+/* Records one delivery attempt without changing state (attempts++, last status/error/
+ * response, next attempt time) plus an audit row. */
+int refer_record_attempt(store *s, int64_t id, int http_status, const char *error,
+                         const char *response, int64_t next_attempt_ms, fhir_error *err);
+/* sending -> sent, with the center's ServiceRequest/Task references. */
+int refer_mark_sent(store *s, int64_t id, const char *sr_ref, const char *task_ref,
+                    const char *detail, fhir_error *err);
+/* sending -> failed (dead letter), keeping status, error and response. */
+int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
+                      const char *response, fhir_error *err);
+
+/* The referral state a center's Task implies: Task.status terminal values (completed,
+ * rejected, cancelled, failed, entered-in-error) win; otherwise the BSeR businessStatus code
+ * (2.0 sent, 3.0 accepted, 4.0 declined, 5.1.x scheduled, 6.0 cancelled, 7.0 completed);
+ * otherwise Task.status (requested/received/ready -> sent, accepted/in-progress -> accepted).
+ * Returns 0 and *out, or -1 when nothing is implied (on-hold, 5.2, unknown codes). */
+int refer_state_from_task(const char *task_status, const char *business_status,
+                          refer_state *out);
+/* Applies a polled Task: stores status/businessStatus and moves the referral when the
+ * implied state differs and the move is allowed (a backwards move such as completed ->
+ * accepted is ignored and *changed stays false). actor = "center:<id>". */
+int refer_apply_task(store *s, int64_t id, const char *task_status, const char *business_status,
+                     bool *changed, fhir_error *err);
+
+#endif
