@@ -168,10 +168,316 @@ static void test_examples(void **state)
     assert_int_equal(pass_xml_round, total);
 }
 
+/* ---- mapping rules on hand-written resources ---------------------------------------- */
+
+#define NS "xmlns=\"http://hl7.org/fhir\""
+
+/* Parses xml and json and asserts equal trees; then JSON -> XML -> tree equal too. */
+static void assert_same(const char *xml, const char *json)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *x = fhir_xml_parse(a, xml, strlen(xml), NULL, &err);
+    if (!x)
+        fail_msg("xml: %s", err.msg);
+    fhir_node *j = fhir_json_parse(a, json, strlen(json), NULL, &err);
+    if (!j)
+        fail_msg("json: %s", err.msg);
+    char diff[600] = "", path[512] = "";
+    if (first_diff(x, j, path, sizeof path, diff, sizeof diff))
+        fail_msg("xml vs json: %s", diff);
+    fhir_buf out;
+    fhir_buf_init(&out, 0);
+    assert_int_equal(fhir_xml_write(&out, j, FHIR_XML_COMPACT, &err), 0);
+    fhir_node *r = fhir_xml_parse(a, out.data, out.len, NULL, &err);
+    if (!r)
+        fail_msg("re-read of '%s': %s", out.data, err.msg);
+    path[0] = '\0';
+    if (first_diff(r, j, path, sizeof path, diff, sizeof diff))
+        fail_msg("round trip: %s\n%s", diff, out.data);
+    fhir_buf_free(&out);
+    fhir_arena_free(a);
+}
+
+static void test_primitives(void **state)
+{
+    (void)state;
+    assert_same("<Patient " NS "><id value=\"p1\"/><active value=\"true\"/>"
+                "<name><family value=\"Chalmers\"/><given value=\"Peter\"/></name>"
+                "<birthDate id=\"314159\" value=\"1974-12-25\"><extension url=\"http://x/birthTime\">"
+                "<valueDateTime value=\"1974-12-25T14:35:45-05:00\"/></extension></birthDate>"
+                "<multipleBirthInteger value=\"2\"/></Patient>",
+                "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"active\":true,"
+                "\"name\":[{\"family\":\"Chalmers\",\"given\":[\"Peter\"]}],"
+                "\"birthDate\":\"1974-12-25\",\"_birthDate\":{\"id\":\"314159\",\"extension\":"
+                "[{\"url\":\"http://x/birthTime\",\"valueDateTime\":\"1974-12-25T14:35:45-05:00\"}]},"
+                "\"multipleBirthInteger\":2}");
+    /* repeating primitive with gaps: null pads both arrays */
+    assert_same("<Patient " NS "><name><given value=\"A\"/>"
+                "<given id=\"g2\"><extension url=\"u\"><valueString value=\"x\"/></extension></given>"
+                "<given value=\"C\"/></name></Patient>",
+                "{\"resourceType\":\"Patient\",\"name\":[{\"given\":[\"A\",null,\"C\"],"
+                "\"_given\":[null,{\"id\":\"g2\",\"extension\":[{\"url\":\"u\",\"valueString\":\"x\"}]},null]}]}");
+    /* extension-only primitive: only the _ member */
+    assert_same("<Patient " NS "><gender><extension url=\"u\"><valueCode value=\"x\"/></extension></gender></Patient>",
+                "{\"resourceType\":\"Patient\",\"_gender\":{\"extension\":[{\"url\":\"u\",\"valueCode\":\"x\"}]}}");
+    /* decimals keep their text; escapes in attributes */
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    const char *xml = "<Observation " NS "><status value=\"final\"/><code><text value=\"a &amp; b &lt;c&gt; &#10;&quot;\"/></code>"
+                      "<valueQuantity><value value=\"1.50\"/></valueQuantity></Observation>";
+    fhir_node *o = fhir_xml_parse(a, xml, strlen(xml), NULL, &err);
+    assert_non_null(o);
+    assert_string_equal(fhir_node_num_text(fhir_node_path(o, "valueQuantity.value")), "1.50");
+    assert_string_equal(fhir_node_path_str(o, "code.text"), "a & b <c> \n\"");
+    fhir_arena_free(a);
+}
+
+static void test_nested_resources_and_div(void **state)
+{
+    (void)state;
+    assert_same("<Bundle " NS "><type value=\"collection\"/><entry><fullUrl value=\"urn:uuid:1\"/>"
+                "<resource><Patient><id value=\"a\"/><contained><Organization><id value=\"o\"/>"
+                "<name value=\"Org\"/></Organization></contained></Patient></resource></entry>"
+                "<entry><resource><Observation><status value=\"final\"/><code><text value=\"t\"/></code>"
+                "</Observation></resource></entry></Bundle>",
+                "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":[{\"fullUrl\":\"urn:uuid:1\","
+                "\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\",\"contained\":[{\"resourceType\":"
+                "\"Organization\",\"id\":\"o\",\"name\":\"Org\"}]}},{\"resource\":{\"resourceType\":"
+                "\"Observation\",\"status\":\"final\",\"code\":{\"text\":\"t\"}}}]}");
+    assert_same("<Patient " NS "><text><status value=\"generated\"/>"
+                "<div xmlns=\"http://www.w3.org/1999/xhtml\"><p class=\"c\">a &amp; b<br/>&lt;x&gt;</p></div></text></Patient>",
+                "{\"resourceType\":\"Patient\",\"text\":{\"status\":\"generated\",\"div\":"
+                "\"<div xmlns=\\\"http://www.w3.org/1999/xhtml\\\"><p class=\\\"c\\\">a &amp; b<br/>&lt;x&gt;</p></div>\"}}");
+}
+
+/* The writer puts elements in definition order whatever the JSON member order. */
+static void test_writer_order(void **state)
+{
+    (void)state;
+    const char *json = "{\"gender\":\"male\",\"name\":[{\"given\":[\"B\"],\"family\":\"A\"}],"
+                       "\"id\":\"x\",\"resourceType\":\"Patient\",\"active\":false}";
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *j = fhir_json_parse(a, json, strlen(json), NULL, &err);
+    assert_non_null(j);
+    fhir_buf out;
+    fhir_buf_init(&out, 0);
+    assert_int_equal(fhir_xml_write(&out, j, FHIR_XML_COMPACT, &err), 0);
+    assert_string_equal(out.data, "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Patient " NS ">"
+                                  "<id value=\"x\"/><active value=\"false\"/><name><family value=\"A\"/>"
+                                  "<given value=\"B\"/></name><gender value=\"male\"/></Patient>");
+    fhir_buf_free(&out);
+    fhir_arena_free(a);
+}
+
+/* ---- bad input ---------------------------------------------------------------------- */
+
+static void expect_xml_error(const char *xml, const char *needle)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *n = fhir_xml_parse(a, xml, strlen(xml), NULL, &err);
+    if (n)
+        fail_msg("accepted: %s", xml);
+    if (!strstr(err.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+    printf("  refused as expected: %s\n", err.msg);
+    fhir_arena_free(a);
+}
+
+static void test_bad_input(void **state)
+{
+    (void)state;
+    expect_xml_error("<Patient " NS "><id value=\"x\"></Patient>", "not well-formed");
+    expect_xml_error("", "XML");
+    expect_xml_error("<Patient xmlns=\"http://example.org\"><id value=\"x\"/></Patient>", "namespace");
+    expect_xml_error("<Patient><id value=\"x\"/></Patient>", "no namespace");
+    expect_xml_error("<Patient " NS "><foo value=\"x\"/></Patient>", "unknown element 'Patient.foo'");
+    expect_xml_error("<Patient " NS "><name><fmaily value=\"x\"/></name></Patient>",
+                     "unknown element 'Patient.name.fmaily'");
+    expect_xml_error("<Patient " NS "><gender value=\"male\"/><gender value=\"female\"/></Patient>",
+                     "must not repeat: 'Patient.gender'");
+    expect_xml_error("<Observation " NS "><valueString value=\"a\"/><valueBoolean value=\"true\"/></Observation>",
+                     "must not repeat");
+    expect_xml_error("<Patient " NS "><gender>male</gender></Patient>", "text content where a primitive belongs");
+    expect_xml_error("<Patient " NS "><active value=\"yes\"/></Patient>", "not a boolean");
+    expect_xml_error("<Observation " NS "><valueQuantity><value value=\"1,5\"/></valueQuantity></Observation>",
+                     "not a valid decimal");
+    expect_xml_error("<Patient " NS "><multipleBirthInteger value=\"2.0\"/></Patient>", "not a valid integer");
+    expect_xml_error("<Foo " NS "/>", "not a FHIR R4 resource type");
+    expect_xml_error("<Patient " NS "><name/></Patient>", "no content");
+    expect_xml_error("<Patient " NS "><active/></Patient>", "neither a value");
+    expect_xml_error("<Patient " NS "><name><id value=\"x\"/></name></Patient>", "must be an XML attribute");
+    expect_xml_error("<Patient " NS "><contained/></Patient>", "no resource inside");
+    expect_xml_error("<Patient " NS "><text><status value=\"generated\"/><div>x</div></text></Patient>",
+                     "namespace");
+    expect_xml_error("<Patient " NS "><name><family value=\"a\"/></name><active value=\"true\"/>"
+                     "<name><family value=\"b\"/></name></Patient>", "repetitions must be adjacent");
+    expect_xml_error("<Patient " NS "><id value=\"&nope;\"/></Patient>", "not well-formed");
+}
+
+static void expect_write_error(const char *json, const char *needle)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *j = fhir_json_parse(a, json, strlen(json), NULL, &err);
+    assert_non_null(j);
+    fhir_buf out;
+    fhir_buf_init(&out, 0);
+    assert_int_equal(fhir_xml_write(&out, j, 0, &err), -1);
+    if (!strstr(err.msg, needle))
+        fail_msg("error '%s' does not mention '%s'", err.msg, needle);
+    printf("  write refused as expected: %s\n", err.msg);
+    fhir_buf_free(&out);
+    fhir_arena_free(a);
+}
+
+static void test_writer_errors(void **state)
+{
+    (void)state;
+    expect_write_error("{\"resourceType\":\"Patient\",\"name\":[{\"fmaily\":\"x\"}]}",
+                       "Patient.name: unknown element 'fmaily'");
+    expect_write_error("{\"resourceType\":\"Patient\",\"gender\":[\"male\"]}", "Patient.gender");
+    expect_write_error("{\"resourceType\":\"Patient\",\"name\":{\"family\":\"x\"}}", "must be an array");
+    expect_write_error("{\"resourceType\":\"Patient\",\"active\":\"true\"}", "expected boolean");
+    expect_write_error("{\"resourceType\":\"Nope\"}", "not a FHIR R4 resource type");
+    expect_write_error("{\"id\":\"x\"}", "resourceType");
+    expect_write_error("{\"resourceType\":\"Patient\",\"text\":{\"status\":\"generated\",\"div\":\"<p>x</p>\"}}",
+                       "XHTML");
+    expect_write_error("{\"resourceType\":\"Patient\",\"text\":{\"status\":\"generated\",\"div\":"
+                       "\"<!DOCTYPE div [<!ENTITY x SYSTEM 'file:///etc/passwd'>]><div xmlns='http://www.w3.org/1999/xhtml'>&x;</div>\"}}",
+                       "DOCTYPE");
+    expect_write_error("{\"resourceType\":\"Observation\",\"valueString\":\"a\",\"valueBoolean\":true}",
+                       "given twice");
+}
+
+/* ---- hardening ---------------------------------------------------------------------- */
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static void test_xxe(void **state)
+{
+    (void)state;
+    double t0 = now_ms();
+    expect_xml_error("<?xml version=\"1.0\"?>\n<!DOCTYPE Patient [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\n"
+                     "<Patient " NS "><id value=\"&x;\"/></Patient>",
+                     "DOCTYPE is not allowed");
+    expect_xml_error("<!DOCTYPE Patient SYSTEM \"http://127.0.0.1:1/evil.dtd\"><Patient " NS "/>",
+                     "DOCTYPE is not allowed");
+    expect_xml_error("<!DOCTYPE Patient [<!ENTITY % p SYSTEM \"file:///etc/passwd\"> %p;]><Patient " NS "/>",
+                     "DOCTYPE is not allowed");
+    printf("  XXE payloads refused in %.2f ms\n", now_ms() - t0);
+}
+
+static void test_billion_laughs(void **state)
+{
+    (void)state;
+    const char *bomb =
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE lolz [\n <!ENTITY lol \"lol\">\n"
+        " <!ENTITY lol1 \"&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;\">\n"
+        " <!ENTITY lol2 \"&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;&lol1;\">\n"
+        " <!ENTITY lol3 \"&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;\">\n"
+        " <!ENTITY lol4 \"&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;\">\n"
+        " <!ENTITY lol5 \"&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;&lol4;\">\n"
+        " <!ENTITY lol6 \"&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;&lol5;\">\n"
+        " <!ENTITY lol7 \"&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;&lol6;\">\n"
+        " <!ENTITY lol8 \"&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;&lol7;\">\n"
+        " <!ENTITY lol9 \"&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;&lol8;\">\n"
+        "]>\n<Patient " NS "><id value=\"&lol9;\"/></Patient>";
+    double t0 = now_ms();
+    expect_xml_error(bomb, "DOCTYPE is not allowed");
+    printf("  billion laughs refused in %.2f ms\n", now_ms() - t0);
+}
+
+static void test_limits(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    /* depth: extensions nested 300 deep */
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    fhir_buf_puts(&b, "<Patient " NS ">");
+    for (int i = 0; i < 300; i++)
+        fhir_buf_puts(&b, "<extension url=\"u\">");
+    fhir_buf_puts(&b, "<valueString value=\"x\"/>");
+    for (int i = 0; i < 300; i++)
+        fhir_buf_puts(&b, "</extension>");
+    fhir_buf_puts(&b, "</Patient>");
+    assert_null(fhir_xml_parse(a, b.data, b.len, NULL, &err));
+    assert_non_null(strstr(err.msg, "max_depth"));
+    printf("  %s\n", err.msg);
+    /* a caller's smaller max_depth applies (libxml2 itself also stops at 256 levels) */
+    fhir_json_limits lim = {.max_depth = 50};
+    fhir_buf_reset(&b);
+    fhir_buf_puts(&b, "<Patient " NS ">");
+    for (int i = 0; i < 100; i++)
+        fhir_buf_puts(&b, "<extension url=\"u\">");
+    fhir_buf_puts(&b, "<valueString value=\"x\"/>");
+    for (int i = 0; i < 100; i++)
+        fhir_buf_puts(&b, "</extension>");
+    fhir_buf_puts(&b, "</Patient>");
+    assert_non_null(fhir_xml_parse(a, b.data, b.len, NULL, &err));
+    assert_null(fhir_xml_parse(a, b.data, b.len, &lim, &err));
+    assert_non_null(strstr(err.msg, "max_depth (50)"));
+    /* size */
+    lim = (fhir_json_limits){.max_bytes = 100};
+    assert_null(fhir_xml_parse(a, b.data, b.len, &lim, &err));
+    assert_non_null(strstr(err.msg, "max_bytes"));
+    /* one value longer than max_string */
+    lim = (fhir_json_limits){.max_string = 8};
+    const char *x = "<Patient " NS "><id value=\"0123456789\"/></Patient>";
+    assert_null(fhir_xml_parse(a, x, strlen(x), &lim, &err));
+    assert_non_null(strstr(err.msg, "max_string"));
+    /* arena cap */
+    fhir_arena *small = fhir_arena_new(4096);
+    fhir_buf_reset(&b);
+    fhir_buf_puts(&b, "<Patient " NS "><name>");
+    for (int i = 0; i < 1000; i++)
+        fhir_buf_puts(&b, "<given value=\"abcdefgh\"/>");
+    fhir_buf_puts(&b, "</name></Patient>");
+    assert_null(fhir_xml_parse(small, b.data, b.len, NULL, &err));
+    assert_non_null(strstr(err.msg, "cap"));
+    fhir_arena_free(small);
+    fhir_buf_free(&b);
+    fhir_arena_free(a);
+}
+
+static void test_detect(void **state)
+{
+    (void)state;
+    assert_true(fhir_xml_detect("\xEF\xBB\xBF  \n<Patient/>", 14));
+    assert_true(fhir_xml_detect("<?xml version='1.0'?>", 21));
+    assert_false(fhir_xml_detect("  {\"a\":1}", 9));
+    assert_false(fhir_xml_detect("", 0));
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    const char *j = "{\"resourceType\":\"Patient\",\"id\":\"j\"}";
+    const char *x = "<Patient " NS "><id value=\"j\"/></Patient>";
+    assert_true(fhir_node_equal(fhir_xml_parse_any(a, j, strlen(j), NULL, &err),
+                                fhir_xml_parse_any(a, x, strlen(x), NULL, &err), true));
+    fhir_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_examples),
+        cmocka_unit_test(test_primitives),
+        cmocka_unit_test(test_nested_resources_and_div),
+        cmocka_unit_test(test_writer_order),
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_writer_errors),
+        cmocka_unit_test(test_xxe),
+        cmocka_unit_test(test_billion_laughs),
+        cmocka_unit_test(test_limits),
+        cmocka_unit_test(test_detect),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
