@@ -1,0 +1,157 @@
+/* elig — the eligibility engine: CAR T label criteria as data (conf/criteria, one JSON file
+ * per product indication), evaluated with Kleene three-valued logic against a patient's facts
+ * (mappings/FACTS.md).
+ *
+ * Per product indication the verdict is eligible (every hard gate met), possibly_eligible
+ * (no gate failed, some unknown: the unknown facts are listed) or not_eligible (a gate failed:
+ * it is named). A missing fact is unknown, never false, so missing data can never exclude a
+ * patient. Review flags (trial thresholds: ECOG, labs, LVEF ...) are reported but never change
+ * a category. Timing rules give the referral urgency and its reason.
+ *
+ *   fhir_error err;
+ *   elig_ruleset *rs = elig_load_dir("conf/criteria", &err);     // once; err = "file:line: ..."
+ *   elig_factset *fs = elig_factset_new(rs);                       // reusable per patient
+ *   elig_result *r = elig_result_new(rs);                          // reusable per patient
+ *   elig_factset_fill(fs, lookup, ud);        // one lookup per fact the criteria use
+ *   elig_evaluate(rs, fs, as_of_days, r);     // no allocation, no string lookups
+ *   elig_result_write_json(rs, fs, r, "patient-id", &buf);
+ *
+ * The criteria format and the screen JSON schema are documented in conf/criteria/README.md.
+ */
+#ifndef ELIG_H
+#define ELIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_buf.h"
+#include "fhir_error.h"
+#include "map_fact.h"
+
+/* Limits of one rule set (a load error names the one exceeded). */
+#define ELIG_MAX_FACTS 64        /* distinct facts referenced by all criteria */
+#define ELIG_MAX_CODES 63        /* distinct codes referenced per code/set fact */
+#define ELIG_MAX_FLAGS 64        /* distinct review-flag ids */
+#define ELIG_MAX_INDICATIONS 256
+#define ELIG_MAX_FILE_BYTES (1024u * 1024u)
+
+/* Answers a fact by name (FACTS.md); NULL or known == false means unknown. The returned fact
+ * is borrowed and must stay valid until the result has been written out. */
+typedef const map_fact *(*elig_fact_fn)(void *ud, const char *name);
+
+typedef enum elig_category {
+    ELIG_NOT_ELIGIBLE = 0,
+    ELIG_POSSIBLY_ELIGIBLE = 1,
+    ELIG_ELIGIBLE = 2,
+    ELIG_NOT_IN_FORCE = 3, /* indication outside its effective dates at the as-of date */
+} elig_category;
+
+typedef enum elig_urgency {
+    ELIG_URGENCY_NONE = 0,   /* no candidate indication */
+    ELIG_URGENCY_REVIEW,     /* possibly eligible: check the missing facts */
+    ELIG_URGENCY_SOON,       /* eligible, no timing trigger: refer at the next visit */
+    ELIG_URGENCY_NOW,        /* a timing trigger fired: refer before the next line starts */
+} elig_urgency;
+
+/* Static strings: "eligible", "possibly_eligible", "not_eligible", "not_in_force". */
+const char *elig_category_name(elig_category c);
+/* Static strings: "none", "review", "soon", "now". */
+const char *elig_urgency_name(elig_urgency u);
+
+/* ---- loading ---------------------------------------------------------------------------- */
+
+typedef struct elig_ruleset elig_ruleset;
+
+/* One criteria file in memory (name is used in errors, in the hash and for sorting). */
+typedef struct elig_source {
+    const char *name;
+    const char *data;
+    size_t len;
+} elig_source;
+
+/* Loads every *.json file in dir (not recursive); "params.json" declares the parameters.
+ * Every file is validated (JSON syntax, keys, fact names and types via the fact vocabulary,
+ * operators, code values, sources, dates); the first error is returned as
+ * "<path>:<line>: <what>". Caller frees with elig_ruleset_free(). NULL on error. */
+elig_ruleset *elig_load_dir(const char *dir, fhir_error *err);
+/* Same from buffers (tests). Names ending in "params.json" are parameter files. */
+elig_ruleset *elig_load_sources(const elig_source *src, size_t n, fhir_error *err);
+void elig_ruleset_free(elig_ruleset *rs);
+
+/* Overrides a parameter declared in params.json ("lbcl_1l_anchor" = "start"). Changes the hash.
+ * Returns 0, or -1 with err set (unknown parameter, value not allowed). */
+int elig_ruleset_set_param(elig_ruleset *rs, const char *name, const char *value,
+                           fhir_error *err);
+
+/* "sha256:<64 hex>" over the sorted file names and contents plus parameter overrides.
+ * Borrowed from rs. */
+const char *elig_ruleset_hash(const elig_ruleset *rs);
+
+/* Indications, sorted by key ("axi-cel:LBCL-2L"). Strings borrowed from rs. */
+size_t elig_ruleset_count(const elig_ruleset *rs);
+const char *elig_ruleset_key(const elig_ruleset *rs, size_t i);
+/* Index of an indication key, or -1. */
+int elig_ruleset_find(const elig_ruleset *rs, const char *key);
+
+/* Facts the criteria reference, sorted by name (borrowed). */
+size_t elig_ruleset_fact_count(const elig_ruleset *rs);
+const char *elig_ruleset_fact_name(const elig_ruleset *rs, size_t i, map_fact_type *type);
+
+/* ---- facts ------------------------------------------------------------------------------ */
+
+/* A patient's facts compiled against a rule set (numbers, bools and code bit masks indexed
+ * like the rule set's facts). Caller frees with elig_factset_free(); valid while rs is. */
+typedef struct elig_factset elig_factset;
+elig_factset *elig_factset_new(const elig_ruleset *rs);
+void elig_factset_free(elig_factset *fs);
+/* Asks fn once per referenced fact. The map_fact pointers are kept (borrowed) for
+ * explanations. A fact whose type differs from the vocabulary is treated as unknown. */
+void elig_factset_fill(elig_factset *fs, elig_fact_fn fn, void *ud);
+/* Marks every fact unknown. */
+void elig_factset_clear(elig_factset *fs);
+/* Sets one fact (f borrowed; NULL = unknown). Returns -1 when name is not referenced by the
+ * criteria (nothing to set) or the type differs, else 0. */
+int elig_factset_set(elig_factset *fs, const char *name, const map_fact *f);
+
+/* ---- evaluation ------------------------------------------------------------------------- */
+
+typedef struct elig_result elig_result;
+/* Caller frees with elig_result_free(); valid while rs is. */
+elig_result *elig_result_new(const elig_ruleset *rs);
+void elig_result_free(elig_result *r);
+
+/* Evaluates every indication in force at as_of_days (days since the epoch, fhir_clock) into
+ * r. Does not allocate. */
+void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of_days,
+                   elig_result *r);
+
+/* Best category over the indications in force. */
+elig_category elig_result_category(const elig_result *r);
+/* Category of indication i (rule-set order). */
+elig_category elig_result_ind_category(const elig_result *r, size_t i);
+/* Plain-words label of the hard gate indication i failed (NULL unless not_eligible). */
+const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r, size_t i);
+/* Unknown facts that keep indication i from a decision (bit i of the rule set's fact order). */
+uint64_t elig_result_ind_missing(const elig_result *r, size_t i);
+/* Patient-level: missing facts over possibly-eligible indications, sorted; returns how many
+ * (writes at most max names, borrowed from rs). */
+size_t elig_result_missing(const elig_ruleset *rs, const elig_result *r, const char **names,
+                           size_t max);
+/* Patient-level review flag ids raised by eligible / possibly eligible indications, sorted. */
+size_t elig_result_flags(const elig_ruleset *rs, const elig_result *r, const char **ids,
+                         size_t max);
+elig_urgency elig_result_urgency(const elig_result *r);
+/* Reason for the urgency (borrowed from rs; static text for the defaults). */
+const char *elig_result_urgency_reason(const elig_ruleset *rs, const elig_result *r);
+
+/* One JSON object (one line, no trailing newline), schema in conf/criteria/README.md:
+ * {"patient","category","products","possible_products","missing","review_flags","urgency",
+ *  "explanation","ruleset"}. Deterministic. Returns 0, or -1 when out's cap is hit. */
+int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
+                           const elig_result *r, const char *patient_id, fhir_buf *out);
+/* Human-readable explanation lines (one per relevant indication), each ending in '\n'. */
+int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs,
+                                  const elig_result *r, fhir_buf *out);
+
+#endif

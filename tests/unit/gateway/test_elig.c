@@ -1,0 +1,824 @@
+/* Unit tests for the eligibility engine (gateway/elig.c) against the shipped criteria in
+ * conf/criteria: every indication gets an eligible patient, a near miss failing exactly one
+ * hard gate and a possibly-eligible patient missing one fact; property tests over a generated
+ * cohort of fact-patients; loader errors with file:line; parameters, effective dates, hash. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "elig.h"
+#include "fhir_clock.h"
+
+/* ---- fact-patients ------------------------------------------------------------------- */
+
+#define TP_MAX 64
+
+typedef struct tp {
+    char names[TP_MAX][48];
+    map_fact facts[TP_MAX];
+    char strs[TP_MAX][MAP_FACT_SET_MAX][24];
+    size_t n;
+} tp;
+
+static map_fact *tp_slot(tp *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->names[i], name))
+            return &p->facts[i];
+    assert_true(p->n < TP_MAX);
+    snprintf(p->names[p->n], sizeof p->names[0], "%s", name);
+    memset(&p->facts[p->n], 0, sizeof p->facts[0]);
+    return &p->facts[p->n++];
+}
+
+static void tp_num(tp *p, const char *name, double v)
+{
+    map_fact *f = tp_slot(p, name);
+    memset(f, 0, sizeof *f);
+    f->known = true;
+    f->type = MAP_FACT_NUMBER;
+    f->num = v;
+    f->evidence = "test";
+}
+
+static void tp_bool(tp *p, const char *name, bool v)
+{
+    map_fact *f = tp_slot(p, name);
+    memset(f, 0, sizeof *f);
+    f->known = true;
+    f->type = MAP_FACT_BOOL;
+    f->b = v;
+}
+
+/* Comma-separated members ("" = empty set). */
+static void tp_set(tp *p, const char *name, const char *csv)
+{
+    map_fact *f = tp_slot(p, name);
+    size_t idx = (size_t)(f - p->facts);
+    memset(f, 0, sizeof *f);
+    f->known = true;
+    f->type = MAP_FACT_SET;
+    const char *s = csv;
+    while (*s) {
+        const char *e = strchr(s, ',');
+        size_t l = e ? (size_t)(e - s) : strlen(s);
+        snprintf(p->strs[idx][f->nset], sizeof p->strs[0][0], "%.*s", (int)l, s);
+        f->set[f->nset] = p->strs[idx][f->nset];
+        f->nset++;
+        s += l;
+        if (*s == ',')
+            s++;
+    }
+}
+
+static void tp_del(tp *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->names[i], name)) {
+            memmove(&p->names[i], &p->names[i + 1], (p->n - i - 1) * sizeof p->names[0]);
+            memmove(&p->facts[i], &p->facts[i + 1], (p->n - i - 1) * sizeof p->facts[0]);
+            memmove(&p->strs[i], &p->strs[i + 1], (p->n - i - 1) * sizeof p->strs[0]);
+            p->n--;
+            /* set pointers moved with their strings */
+            for (size_t k = i; k < p->n; k++)
+                for (size_t m = 0; m < p->facts[k].nset; m++)
+                    p->facts[k].set[m] = p->strs[k][m];
+            return;
+        }
+}
+
+static void tp_copy(tp *dst, const tp *src)
+{
+    memcpy(dst, src, sizeof *dst);
+    for (size_t k = 0; k < dst->n; k++)
+        for (size_t m = 0; m < dst->facts[k].nset; m++)
+            dst->facts[k].set[m] = dst->strs[k][m];
+}
+
+static const map_fact *tp_lookup(void *ud, const char *name)
+{
+    tp *p = ud;
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->names[i], name))
+            return &p->facts[i];
+    return NULL;
+}
+
+/* A patient with everything documented and unremarkable: no disease, no therapy. */
+static void tp_base(tp *p)
+{
+    memset(p, 0, sizeof *p);
+    tp_num(p, "age", 60);
+    tp_bool(p, "deceased", false);
+    tp_set(p, "diseases", "");
+    tp_bool(p, "pcnsl", false);
+    tp_bool(p, "cns_involvement", false);
+    tp_bool(p, "histology_transformed", false);
+    tp_num(p, "lines", 0);
+    tp_set(p, "prior_classes", "");
+    tp_set(p, "first_line_classes", "anti_cd20,anthracycline,alkylator");
+    tp_bool(p, "relapsed", false);
+    tp_bool(p, "refractory", false);
+    tp_bool(p, "primary_refractory", false);
+    tp_num(p, "relapse_count", 0);
+    tp_bool(p, "lenalidomide_refractory", false);
+    tp_bool(p, "btki_progression", false);
+    tp_bool(p, "prior_auto_hct", false);
+    tp_bool(p, "prior_allo_hct", false);
+    tp_bool(p, "prior_car_t", false);
+    tp_bool(p, "hct_ineligible", false);
+    tp_num(p, "ecog", 1);
+    tp_num(p, "anc", 2.5);
+    tp_num(p, "alc", 1.2);
+    tp_num(p, "platelets", 180);
+    tp_num(p, "hemoglobin", 12);
+    tp_num(p, "crcl", 85);
+    tp_num(p, "bilirubin", 0.7);
+    tp_num(p, "ast", 25);
+    tp_num(p, "alt", 22);
+    tp_num(p, "lvef", 60);
+    tp_num(p, "spo2", 97);
+    tp_bool(p, "active_infection", false);
+}
+
+/* ---- fixture ------------------------------------------------------------------------- */
+
+typedef struct fx {
+    elig_ruleset *rs;
+    elig_factset *fs;
+    elig_result *r;
+} fx;
+
+static int64_t day(const char *s)
+{
+    int64_t d;
+    assert_int_equal(fhir_clock_parse_date(s, &d), 0);
+    return d;
+}
+
+static const char *criteria_dir(void)
+{
+    static char path[1024];
+    const char *src = getenv("CARTGATE_SOURCE_DIR");
+    snprintf(path, sizeof path, "%s/conf/criteria", src ? src : ".");
+    return path;
+}
+
+static int setup(void **state)
+{
+    fx *f = calloc(1, sizeof *f);
+    fhir_error err;
+    f->rs = elig_load_dir(criteria_dir(), &err);
+    if (!f->rs) {
+        fprintf(stderr, "load: %s\n", err.msg);
+        free(f);
+        return -1;
+    }
+    f->fs = elig_factset_new(f->rs);
+    f->r = elig_result_new(f->rs);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx *f = *state;
+    if (!f)
+        return 0;
+    elig_result_free(f->r);
+    elig_factset_free(f->fs);
+    elig_ruleset_free(f->rs);
+    free(f);
+    return 0;
+}
+
+#define AS_OF "2026-11-27"
+
+static void run(fx *f, tp *p, const char *as_of)
+{
+    elig_factset_fill(f->fs, tp_lookup, p);
+    elig_evaluate(f->rs, f->fs, day(as_of), f->r);
+}
+
+static elig_category cat_of(fx *f, const char *key)
+{
+    int i = elig_ruleset_find(f->rs, key);
+    assert_true(i >= 0);
+    return elig_result_ind_category(f->r, (size_t)i);
+}
+
+static bool missing_has(fx *f, const char *key, const char *fact)
+{
+    int i = elig_ruleset_find(f->rs, key);
+    uint64_t m = elig_result_ind_missing(f->r, (size_t)i);
+    /* patient-level list is sorted names; check there and that the indication misses it */
+    const char *names[ELIG_MAX_FACTS];
+    size_t nm = elig_result_missing(f->rs, f->r, names, ELIG_MAX_FACTS);
+    bool found = false;
+    for (size_t k = 0; k < nm; k++)
+        found |= !strcmp(names[k], fact);
+    return found && m != 0;
+}
+
+static bool flag_has(fx *f, const char *id)
+{
+    const char *ids[ELIG_MAX_FLAGS];
+    size_t n = elig_result_flags(f->rs, f->r, ids, ELIG_MAX_FLAGS);
+    for (size_t k = 0; k < n; k++)
+        if (!strcmp(ids[k], id))
+            return true;
+    return false;
+}
+
+/* ---- the per-indication cases -------------------------------------------------------- */
+
+typedef struct icase {
+    const char *key;
+    void (*eligible)(tp *p);
+    void (*near_miss)(tp *p);      /* changes exactly one fact */
+    const char *failed_gate;       /* substring of the failed gate's label */
+    const char *remove;            /* fact whose removal makes it possibly eligible */
+} icase;
+
+static void e_tisa_all(tp *p) { tp_num(p, "age", 19); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void n_age30(tp *p) { tp_num(p, "age", 30); }
+static void e_tisa_lbcl(tp *p) { tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); tp_num(p, "relapse_count", 1); }
+static void n_pmbcl(tp *p) { tp_set(p, "diseases", "pmbcl"); }
+static void e_fl(tp *p) { tp_set(p, "diseases", "fl"); tp_num(p, "lines", 3); tp_bool(p, "refractory", true); tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
+static void n_lines1(tp *p) { tp_num(p, "lines", 1); }
+static void e_axi_2l(tp *p) { tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_num(p, "relapse_count", 1); tp_num(p, "relapse_months_after_1l_end", 7); tp_num(p, "relapse_months_after_1l_start", 12.5); tp_set(p, "first_line_classes", "anti_cd20,anthracycline,alkylator"); }
+static void n_late(tp *p) { tp_num(p, "relapse_months_after_1l_end", 15); }
+static void e_axi_3l(tp *p) { tp_set(p, "diseases", "pmbcl"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void n_age17(tp *p) { tp_num(p, "age", 17); }
+static void e_axi_fl(tp *p) { e_fl(p); tp_bool(p, "refractory", false); tp_bool(p, "relapsed", true); }
+static void n_dead(tp *p) { tp_bool(p, "deceased", true); }
+static void e_mcl(tp *p) { tp_set(p, "diseases", "mcl"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_set(p, "prior_classes", "anti_cd20,alkylator,btki"); }
+static void n_not_rr(tp *p) { tp_bool(p, "relapsed", false); }
+static void e_brexu_all(tp *p) { tp_num(p, "age", 40); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); }
+static void e_liso_2l(tp *p) { tp_set(p, "diseases", "fl_3b"); tp_num(p, "lines", 1); tp_bool(p, "primary_refractory", true); tp_bool(p, "refractory", true); }
+static void n_pcnsl(tp *p) { tp_bool(p, "pcnsl", true); }
+static void e_liso_ti(tp *p) { tp_num(p, "age", 79); tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_num(p, "relapse_months_after_1l_end", 20); tp_bool(p, "hct_ineligible", true); }
+static void n_hct_ok(tp *p) { tp_bool(p, "hct_ineligible", false); }
+static void e_liso_3l(tp *p) { tp_set(p, "diseases", "tfl"); tp_bool(p, "histology_transformed", true); tp_num(p, "lines", 3); tp_bool(p, "relapsed", true); }
+static void e_cll(tp *p) { tp_set(p, "diseases", "cll_sll"); tp_num(p, "lines", 2); tp_set(p, "prior_classes", "btki,bcl2i,anti_cd20"); tp_bool(p, "refractory", true); }
+static void n_btki_only(tp *p) { tp_set(p, "prior_classes", "btki,anti_cd20"); }
+static void e_liso_fl(tp *p) { tp_set(p, "diseases", "fl"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
+static void e_liso_mcl(tp *p) { e_mcl(p); tp_num(p, "lines", 2); tp_bool(p, "btki_progression", true); }
+static void n_no_btki(tp *p) { tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
+static void e_mzl(tp *p) { tp_set(p, "diseases", "mzl"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); }
+static void e_ide(tp *p) { tp_set(p, "diseases", "mm"); tp_num(p, "lines", 3); tp_set(p, "prior_classes", "imid,pi,anti_cd38,alkylator"); tp_bool(p, "refractory", true); }
+static void n_no_cd38(tp *p) { tp_set(p, "prior_classes", "imid,pi,alkylator"); }
+static void e_cilta(tp *p) { tp_set(p, "diseases", "mm"); tp_num(p, "lines", 1); tp_set(p, "prior_classes", "imid,pi"); tp_bool(p, "lenalidomide_refractory", true); tp_bool(p, "relapsed", true); }
+static void n_len_sens(tp *p) { tp_bool(p, "lenalidomide_refractory", false); }
+static void e_obe(tp *p) { tp_num(p, "age", 30); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void n_mm(tp *p) { tp_set(p, "diseases", "mm"); }
+
+static const icase cases[] = {
+    {"tisa-cel:ALL", e_tisa_all, n_age30, "25 years of age or younger", "age"},
+    {"tisa-cel:LBCL-3L", e_tisa_lbcl, n_pmbcl, "large B-cell lymphoma histology", "lines"},
+    {"tisa-cel:FL-3L", e_fl, n_lines1, "at least 2 prior lines", "diseases"},
+    {"axi-cel:LBCL-2L", e_axi_2l, n_late, "within 12 months", "relapse_months_after_1l_end"},
+    {"axi-cel:LBCL-3L", e_axi_3l, n_age17, "adult", "refractory"},
+    {"axi-cel:FL-3L", e_axi_fl, n_dead, "patient alive", "age"},
+    {"brexu-cel:MCL", e_mcl, n_not_rr, "relapsed or refractory", "diseases"},
+    {"brexu-cel:ALL", e_brexu_all, n_age17, "adult", "age"},
+    {"liso-cel:LBCL-2L", e_liso_2l, n_pcnsl, "not primary CNS lymphoma", "primary_refractory"},
+    {"liso-cel:LBCL-2L-TI", e_liso_ti, n_hct_ok, "not eligible for HSCT", "hct_ineligible"},
+    {"liso-cel:LBCL-3L", e_liso_3l, n_lines1, "at least 2 prior lines", "lines"},
+    {"liso-cel:CLL", e_cll, n_btki_only, "BTK inhibitor and BCL-2 inhibitor", "prior_classes"},
+    {"liso-cel:FL-3L", e_liso_fl, n_lines1, "at least 2 prior lines", "relapsed"},
+    {"liso-cel:MCL", e_liso_mcl, n_no_btki, "prior BTK inhibitor", "prior_classes"},
+    {"liso-cel:MZL", e_mzl, n_lines1, "at least 2 prior lines", "lines"},
+    {"ide-cel:MM-3L", e_ide, n_no_cd38, "triple-class", "prior_classes"},
+    {"cilta-cel:MM-2L", e_cilta, n_len_sens, "refractory to lenalidomide", "lenalidomide_refractory"},
+    {"obe-cel:ALL", e_obe, n_mm, "acute lymphoblastic leukemia", "refractory"},
+};
+#define NCASES (sizeof cases / sizeof cases[0])
+
+static void test_all_indications_loaded(void **state)
+{
+    fx *f = *state;
+    /* the 16 label rows of clinical.md §1.1 give 18 product:indication keys (Breyanzi LBCL
+     * has three alternatives: 2L, 2L transplant-ineligible, 3L+) */
+    assert_int_equal(elig_ruleset_count(f->rs), 18);
+    assert_int_equal(NCASES, 18);
+    for (size_t i = 0; i < NCASES; i++)
+        assert_true(elig_ruleset_find(f->rs, cases[i].key) >= 0);
+    assert_non_null(strstr(elig_ruleset_hash(f->rs), "sha256:"));
+    assert_int_equal(strlen(elig_ruleset_hash(f->rs)), 7 + 64);
+}
+
+static void test_eligible(void **state)
+{
+    fx *f = *state;
+    for (size_t i = 0; i < NCASES; i++) {
+        tp p;
+        tp_base(&p);
+        cases[i].eligible(&p);
+        run(f, &p, AS_OF);
+        if (cat_of(f, cases[i].key) != ELIG_ELIGIBLE)
+            fail_msg("%s: expected eligible, got %s", cases[i].key,
+                     elig_category_name(cat_of(f, cases[i].key)));
+        assert_int_equal(elig_result_category(f->r), ELIG_ELIGIBLE);
+        assert_int_equal(elig_result_urgency(f->r), ELIG_URGENCY_NOW);
+        /* an unremarkable patient raises no review flag */
+        const char *ids[ELIG_MAX_FLAGS];
+        size_t nf = elig_result_flags(f->rs, f->r, ids, ELIG_MAX_FLAGS);
+        if (nf)
+            fail_msg("%s: unexpected review flag %s", cases[i].key, ids[0]);
+    }
+}
+
+static void test_near_miss(void **state)
+{
+    fx *f = *state;
+    for (size_t i = 0; i < NCASES; i++) {
+        tp p;
+        tp_base(&p);
+        cases[i].eligible(&p);
+        cases[i].near_miss(&p);
+        run(f, &p, AS_OF);
+        int idx = elig_ruleset_find(f->rs, cases[i].key);
+        if (cat_of(f, cases[i].key) != ELIG_NOT_ELIGIBLE)
+            fail_msg("%s near miss: expected not_eligible, got %s", cases[i].key,
+                     elig_category_name(cat_of(f, cases[i].key)));
+        const char *gate = elig_result_ind_failed(f->rs, f->r, (size_t)idx);
+        assert_non_null(gate);
+        if (!strstr(gate, cases[i].failed_gate))
+            fail_msg("%s near miss: failed gate '%s', expected '%s'", cases[i].key, gate,
+                     cases[i].failed_gate);
+        /* the explanation names the gate */
+        fhir_buf b;
+        fhir_buf_init(&b, 0);
+        assert_int_equal(elig_result_write_explanation(f->rs, f->fs, f->r, &b), 0);
+        /* the explanation names the gate, or lists the indication among those whose
+         * disease does not match */
+        const char *x = fhir_buf_cstr(&b);
+        const char *dis = strstr(x, "not the disease of the label for");
+        if (!strstr(x, gate) && !(dis && strstr(dis, cases[i].key)))
+            fail_msg("%s: explanation does not name the failed gate:\n%s", cases[i].key, x);
+        fhir_buf_free(&b);
+    }
+}
+
+static void test_possibly_eligible(void **state)
+{
+    fx *f = *state;
+    for (size_t i = 0; i < NCASES; i++) {
+        tp p;
+        tp_base(&p);
+        cases[i].eligible(&p);
+        tp_del(&p, cases[i].remove);
+        run(f, &p, AS_OF);
+        if (cat_of(f, cases[i].key) != ELIG_POSSIBLY_ELIGIBLE)
+            fail_msg("%s without %s: expected possibly_eligible, got %s", cases[i].key,
+                     cases[i].remove, elig_category_name(cat_of(f, cases[i].key)));
+        if (!missing_has(f, cases[i].key, cases[i].remove))
+            fail_msg("%s: missing list lacks %s", cases[i].key, cases[i].remove);
+        assert_true(elig_result_category(f->r) >= ELIG_POSSIBLY_ELIGIBLE);
+    }
+}
+
+/* ---- dates, parameters, flags, output ------------------------------------------------ */
+
+static void test_pcnsl_label_change(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    tp_set(&p, "diseases", "pcnsl");
+    tp_bool(&p, "pcnsl", true);
+    tp_num(&p, "lines", 2);
+    tp_bool(&p, "relapsed", true);
+    run(f, &p, "2026-02-05");
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_NOT_ELIGIBLE);
+    run(f, &p, "2026-02-06");
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_ELIGIBLE);
+    assert_int_equal(cat_of(f, "liso-cel:LBCL-3L"), ELIG_NOT_ELIGIBLE);
+    assert_int_equal(cat_of(f, "tisa-cel:LBCL-3L"), ELIG_NOT_ELIGIBLE);
+    /* DLBCL with documented CNS primary is excluded by Kymriah even though DLBCL matches */
+    tp_set(&p, "diseases", "dlbcl_nos");
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "tisa-cel:LBCL-3L"), ELIG_NOT_ELIGIBLE);
+    assert_non_null(strstr(elig_result_ind_failed(f->rs, f->r,
+                                                  (size_t)elig_ruleset_find(f->rs, "tisa-cel:LBCL-3L")),
+                           "primary CNS"));
+}
+
+static void test_effective_from(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_mzl(&p);
+    run(f, &p, "2025-12-03");
+    assert_int_equal(cat_of(f, "liso-cel:MZL"), ELIG_NOT_IN_FORCE);
+    assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
+    run(f, &p, "2025-12-04");
+    assert_int_equal(cat_of(f, "liso-cel:MZL"), ELIG_ELIGIBLE);
+}
+
+static void test_anchor_parameter(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_axi_2l(&p); /* 7 months from end of 1L, 12.5 from start */
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_ELIGIBLE);
+    char h0[128];
+    snprintf(h0, sizeof h0, "%s", elig_ruleset_hash(f->rs));
+    fhir_error err;
+    assert_int_equal(elig_ruleset_set_param(f->rs, "lbcl_1l_anchor", "start", &err), 0);
+    assert_string_not_equal(h0, elig_ruleset_hash(f->rs));
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_NOT_ELIGIBLE);
+    assert_int_equal(cat_of(f, "liso-cel:LBCL-2L"), ELIG_NOT_ELIGIBLE);
+    /* still possibly eligible through the transplant-ineligible alternative when unknown */
+    tp_del(&p, "hct_ineligible");
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "liso-cel:LBCL-2L-TI"), ELIG_POSSIBLY_ELIGIBLE);
+    assert_int_equal(elig_result_urgency(f->r), ELIG_URGENCY_NOW);
+    assert_int_equal(elig_ruleset_set_param(f->rs, "lbcl_2l_relapse_window_months", "13", &err), 0);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_ELIGIBLE);
+    assert_int_equal(elig_ruleset_set_param(f->rs, "lbcl_1l_anchor", "profile", &err), 0);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_POSSIBLY_ELIGIBLE);
+    assert_true(missing_has(f, "axi-cel:LBCL-2L", "relapse_months_after_1l"));
+    assert_int_equal(elig_ruleset_set_param(f->rs, "lbcl_1l_anchor", "middle", &err), -1);
+    assert_non_null(strstr(err.msg, "middle"));
+    assert_int_equal(elig_ruleset_set_param(f->rs, "nope", "1", &err), -1);
+    assert_int_equal(elig_ruleset_set_param(f->rs, "lbcl_2l_relapse_window_months", "x", &err), -1);
+}
+
+static void test_review_flags_reported(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_axi_3l(&p);
+    tp_num(&p, "ecog", 3);
+    tp_num(&p, "crcl", 25);
+    tp_bool(&p, "active_infection", true);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_ELIGIBLE);
+    assert_true(flag_has(f, "ecog"));
+    assert_true(flag_has(f, "crcl"));
+    assert_true(flag_has(f, "active_infection"));
+    assert_false(flag_has(f, "lvef"));
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    elig_result_write_json(f->rs, f->fs, f->r, "p-flags", &b);
+    const char *j = fhir_buf_cstr(&b);
+    assert_non_null(strstr(j, "\"review_flags\":[\"active_infection\",\"crcl\",\"ecog\"]"));
+    assert_non_null(strstr(j, "review flag ecog (ecog=3)"));
+    fhir_buf_free(&b);
+}
+
+static void test_json_shape_and_determinism(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_liso_ti(&p);
+    tp_del(&p, "hct_ineligible");
+    run(f, &p, AS_OF);
+    fhir_buf a, b;
+    fhir_buf_init(&a, 0);
+    fhir_buf_init(&b, 0);
+    assert_int_equal(elig_result_write_json(f->rs, f->fs, f->r, "pt-1", &a), 0);
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_write_json(f->rs, f->fs, f->r, "pt-1", &b), 0);
+    assert_string_equal(fhir_buf_cstr(&a), fhir_buf_cstr(&b));
+    const char *j = fhir_buf_cstr(&a);
+    assert_non_null(strstr(j, "{\"patient\":\"pt-1\",\"category\":\"possibly_eligible\","
+                              "\"products\":[],\"possible_products\":[\"liso-cel:LBCL-2L-TI\"],"
+                              "\"missing\":[\"hct_ineligible\"],\"review_flags\":[],"
+                              "\"urgency\":\"now\",\"explanation\":["));
+    assert_non_null(strstr(j, "\"ruleset\":\"sha256:"));
+    assert_null(strchr(j, '\n'));
+    fhir_buf_free(&a);
+    fhir_buf_free(&b);
+}
+
+static void test_no_heme_disease(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    tp_set(&p, "diseases", "non_heme");
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
+    assert_int_equal(elig_result_urgency(f->r), ELIG_URGENCY_NONE);
+    /* nothing known at all: possibly eligible everywhere, never excluded */
+    tp empty;
+    memset(&empty, 0, sizeof empty);
+    run(f, &empty, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_POSSIBLY_ELIGIBLE);
+    for (size_t i = 0; i < elig_ruleset_count(f->rs); i++)
+        assert_int_equal(elig_result_ind_category(f->r, i), ELIG_POSSIBLY_ELIGIBLE);
+}
+
+static void test_type_mismatch_fact_is_unknown(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_axi_3l(&p);
+    /* a profile bug delivering lines as a bool must not exclude: the fact counts as unknown */
+    tp_bool(&p, "lines", true);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_POSSIBLY_ELIGIBLE);
+}
+
+/* ---- property tests over a generated cohort ------------------------------------------- */
+
+static uint64_t rng_state;
+static uint32_t rnd(uint32_t n)
+{
+    rng_state = rng_state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(rng_state >> 33) % n;
+}
+
+static const char *const g_diseases[] = {"dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl",
+                                         "mcl", "cll_sll", "mzl", "b_all", "mm", "pcnsl", "hl",
+                                         "non_heme"};
+static const char *const g_classes[] = {"anti_cd20", "anthracycline", "alkylator", "btki",
+                                        "bcl2i", "imid", "pi", "anti_cd38", "bcma_directed"};
+
+static void gen_patient(tp *p)
+{
+    tp_base(p);
+    tp_num(p, "age", 10 + rnd(80));
+    tp_set(p, "diseases", g_diseases[rnd(14)]);
+    tp_num(p, "lines", rnd(5));
+    char cls[256] = "";
+    for (size_t k = 0; k < 9; k++)
+        if (rnd(2)) {
+            if (cls[0])
+                strcat(cls, ",");
+            strcat(cls, g_classes[k]);
+        }
+    tp_set(p, "prior_classes", cls);
+    tp_set(p, "first_line_classes", rnd(2) ? "anti_cd20,anthracycline" : "anti_cd20");
+    tp_bool(p, "relapsed", rnd(3) != 0);
+    tp_bool(p, "refractory", rnd(2));
+    tp_bool(p, "primary_refractory", rnd(4) == 0);
+    tp_num(p, "relapse_count", rnd(3));
+    tp_num(p, "relapse_months_after_1l_end", rnd(30));
+    tp_num(p, "relapse_months_after_1l_start", 6 + rnd(30));
+    tp_bool(p, "lenalidomide_refractory", rnd(2));
+    tp_bool(p, "btki_progression", rnd(2));
+    tp_bool(p, "hct_ineligible", rnd(2));
+    tp_bool(p, "pcnsl", rnd(10) == 0);
+    tp_bool(p, "deceased", rnd(20) == 0);
+    /* drop a few facts at random */
+    for (int k = rnd(4); k > 0; k--)
+        tp_del(p, p->names[rnd((uint32_t)p->n)]);
+}
+
+typedef struct abn {
+    const char *fact;
+    bool is_bool;
+    double v;
+} abn;
+
+static const abn abnormal[] = {
+    {"ecog", false, 4}, {"anc", false, 0.1}, {"platelets", false, 10}, {"alc", false, 0.02},
+    {"crcl", false, 15}, {"bilirubin", false, 6}, {"ast", false, 600}, {"alt", false, 600},
+    {"lvef", false, 25}, {"spo2", false, 84}, {"hemoglobin", false, 6},
+    {"active_infection", true, 1}, {"prior_allo_hct", true, 1}, {"cns_involvement", true, 1},
+    {"prior_car_t", true, 1},
+};
+
+static void snapshot(fx *f, uint8_t *cats)
+{
+    for (size_t i = 0; i < elig_ruleset_count(f->rs); i++)
+        cats[i] = (uint8_t)elig_result_ind_category(f->r, i);
+}
+
+static void test_property_missing_never_excludes(void **state)
+{
+    fx *f = *state;
+    rng_state = 42;
+    size_t eligible_patients = 0, removals = 0;
+    for (int n = 0; n < 3000; n++) {
+        tp p;
+        gen_patient(&p);
+        run(f, &p, AS_OF);
+        uint8_t before[ELIG_MAX_INDICATIONS];
+        snapshot(f, before);
+        bool elig = elig_result_category(f->r) == ELIG_ELIGIBLE;
+        eligible_patients += elig;
+        for (size_t k = 0; k < p.n; k++) {
+            tp q;
+            tp_copy(&q, &p);
+            tp_del(&q, p.names[k]);
+            run(f, &q, AS_OF);
+            removals++;
+            if (elig && elig_result_category(f->r) == ELIG_NOT_ELIGIBLE)
+                fail_msg("patient %d: removing %s made an eligible patient not_eligible", n,
+                         p.names[k]);
+            /* per indication: a candidate never becomes not_eligible by losing a fact */
+            for (size_t i = 0; i < elig_ruleset_count(f->rs); i++)
+                if (before[i] != ELIG_NOT_ELIGIBLE &&
+                    elig_result_ind_category(f->r, i) == ELIG_NOT_ELIGIBLE)
+                    fail_msg("patient %d: removing %s excluded %s", n, p.names[k],
+                             elig_ruleset_key(f->rs, i));
+        }
+    }
+    /* the generated cohort must actually contain eligible patients */
+    assert_true(eligible_patients > 100);
+    assert_true(removals > 10000);
+}
+
+static void test_property_flags_never_change_category(void **state)
+{
+    fx *f = *state;
+    rng_state = 7;
+    size_t raised = 0;
+    for (int n = 0; n < 3000; n++) {
+        tp p;
+        gen_patient(&p);
+        run(f, &p, AS_OF);
+        uint8_t before[ELIG_MAX_INDICATIONS];
+        snapshot(f, before);
+        elig_category cat = elig_result_category(f->r);
+        for (size_t k = 0; k < sizeof abnormal / sizeof abnormal[0]; k++) {
+            tp q;
+            tp_copy(&q, &p);
+            if (abnormal[k].is_bool)
+                tp_bool(&q, abnormal[k].fact, true);
+            else
+                tp_num(&q, abnormal[k].fact, abnormal[k].v);
+            run(f, &q, AS_OF);
+            if (elig_result_category(f->r) != cat)
+                fail_msg("patient %d: abnormal %s changed the category", n, abnormal[k].fact);
+            for (size_t i = 0; i < elig_ruleset_count(f->rs); i++)
+                assert_int_equal(before[i], elig_result_ind_category(f->r, i));
+            const char *ids[ELIG_MAX_FLAGS];
+            raised += elig_result_flags(f->rs, f->r, ids, ELIG_MAX_FLAGS) > 0;
+        }
+    }
+    assert_true(raised > 1000); /* the abnormalities are seen as flags */
+}
+
+/* ---- loader errors ------------------------------------------------------------------- */
+
+static const char *params_json =
+    "{\"params\": [{\"name\": \"w\", \"type\": \"number\", \"default\": 12,\n"
+    " \"description\": \"d\", \"source\": \"s\"}]}\n";
+
+/* A valid criteria file; "@@" marks where a test splices a line (line 12). */
+static char *criteria_with(const char *line12, const char *source_block)
+{
+    static char buf[4096];
+    snprintf(buf, sizeof buf,
+             "{\n"                                                          /* 1 */
+             "  \"id\": \"x-cel:LBCL-3L\",\n"                               /* 2 */
+             "  \"product\": {\"key\": \"x-cel\", \"generic\": \"g\", \"brand\": \"B\"},\n"
+             "  \"indication\": {\"key\": \"LBCL-3L\", \"description\": \"d\"},\n"
+             "  \"diseases\": [\"dlbcl_nos\"],\n"                           /* 5 */
+             "%s"                                                           /* 6-7 */
+             "  \"requires\": {\"all\": [\n"                                /* 8 */
+             "    {\"label\": \"adult\", \"fact\": \"age\", \"op\": \">=\", \"value\": 18},\n"
+             "    {\"label\": \"window\", \"fact\": \"relapse_months_after_1l\", \"op\": \"<=\",\n"
+             "     \"value\": {\"param\": \"w\"}},\n"                       /* 11 */
+             "%s\n"                                                         /* 12 */
+             "  ]}\n"
+             "}\n",
+             source_block, line12);
+    return buf;
+}
+
+#define SOURCE_OK                                                                          \
+    "  \"source\": {\"document\": \"PI\", \"revision\": \"2026-02\",\n"                   \
+    "              \"url\": \"https://example.org/pi\"},\n"
+
+static void expect_error(const char *text, const char *want_prefix, const char *want)
+{
+    elig_source src[2] = {{"conf/criteria/params.json", params_json, strlen(params_json)},
+                          {"conf/criteria/x.json", text, strlen(text)}};
+    fhir_error err;
+    elig_ruleset *rs = elig_load_sources(src, 2, &err);
+    if (rs) {
+        elig_ruleset_free(rs);
+        fail_msg("expected error '%s'", want);
+    }
+    if (strncmp(err.msg, want_prefix, strlen(want_prefix)) || !strstr(err.msg, want))
+        fail_msg("error '%s' does not start with '%s' and contain '%s'", err.msg, want_prefix,
+                 want);
+}
+
+static void test_loader_valid_fixture(void **state)
+{
+    (void)state;
+    const char *t = criteria_with("    {\"label\": \"lines\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", SOURCE_OK);
+    elig_source src[2] = {{"params.json", params_json, strlen(params_json)},
+                          {"x.json", t, strlen(t)}};
+    fhir_error err;
+    elig_ruleset *rs = elig_load_sources(src, 2, &err);
+    if (!rs)
+        fail_msg("valid fixture failed: %s", err.msg);
+    assert_int_equal(elig_ruleset_count(rs), 1);
+    /* the hash does not depend on the order files are given in */
+    char h[128];
+    snprintf(h, sizeof h, "%s", elig_ruleset_hash(rs));
+    elig_ruleset_free(rs);
+    elig_source rev[2] = {src[1], src[0]};
+    rs = elig_load_sources(rev, 2, &err);
+    assert_non_null(rs);
+    assert_string_equal(h, elig_ruleset_hash(rs));
+    elig_ruleset_free(rs);
+    /* ... but on every byte of the content */
+    char t2[4096];
+    snprintf(t2, sizeof t2, "%s", t);
+    strstr(t2, "\"description\": \"d\"")[16] = 'D';
+    src[1].data = t2;
+    rs = elig_load_sources(src, 2, &err);
+    assert_non_null(rs);
+    assert_string_not_equal(h, elig_ruleset_hash(rs));
+    elig_ruleset_free(rs);
+}
+
+static void test_loader_errors(void **state)
+{
+    (void)state;
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": }", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "malformed JSON");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"agee\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "unknown fact \"agee\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \"=>\", \"value\": 2}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "unknown operator \"=>\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": \"two\"}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "type mismatch");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"diseases\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "type mismatch: operator \">=\" does not apply to set");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"relapsed\", \"op\": \"==\", \"value\": 1}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "type mismatch");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"diseases\", \"op\": \"any_of\", \"value\": [\"dlbcl\"]}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "\"dlbcl\" is not a valid value of fact \"diseases\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2, \"value\": 3}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "duplicate key");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"opp\": \">=\", \"value\": 2}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "unknown key \"opp\"");
+    expect_error(criteria_with("    {\"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "needs a \"label\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": {\"param\": \"nope\"}}", SOURCE_OK),
+                 "conf/criteria/x.json:12: ", "unknown parameter \"nope\"");
+    /* missing source: reported at the object that lacks it */
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", ""),
+                 "conf/criteria/x.json:1: ", "missing \"source\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}",
+                               "  \"source\": {\"document\": \"PI\",\n"
+                               "              \"url\": \"https://example.org/pi\"},\n"),
+                 "conf/criteria/x.json:6: ", "missing \"revision\"");
+    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}",
+                               "  \"source\": {\"document\": \"PI\", \"revision\": \"soon\",\n"
+                               "              \"url\": \"https://example.org/pi\"},\n"),
+                 "conf/criteria/x.json:6: ", "revision must be a date");
+    expect_error("{\"id\": 1,,}", "conf/criteria/x.json:1: ", "malformed JSON");
+    expect_error("", "conf/criteria/x.json:1: ", "empty");
+}
+
+static void test_load_dir_missing(void **state)
+{
+    (void)state;
+    fhir_error err;
+    assert_null(elig_load_dir("/nonexistent/criteria", &err));
+    assert_non_null(strstr(err.msg, "/nonexistent/criteria"));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_all_indications_loaded),
+        cmocka_unit_test(test_eligible),
+        cmocka_unit_test(test_near_miss),
+        cmocka_unit_test(test_possibly_eligible),
+        cmocka_unit_test(test_pcnsl_label_change),
+        cmocka_unit_test(test_effective_from),
+        cmocka_unit_test(test_review_flags_reported),
+        cmocka_unit_test(test_json_shape_and_determinism),
+        cmocka_unit_test(test_no_heme_disease),
+        cmocka_unit_test(test_type_mismatch_fact_is_unknown),
+        cmocka_unit_test(test_property_missing_never_excludes),
+        cmocka_unit_test(test_property_flags_never_change_category),
+        cmocka_unit_test(test_anchor_parameter), /* last: it changes parameters */
+    };
+    const struct CMUnitTest loader[] = {
+        cmocka_unit_test(test_loader_valid_fixture),
+        cmocka_unit_test(test_loader_errors),
+        cmocka_unit_test(test_load_dir_missing),
+    };
+    int rc = cmocka_run_group_tests_name("elig", tests, setup, teardown);
+    rc |= cmocka_run_group_tests_name("elig_loader", loader, NULL, NULL);
+    return rc;
+}
