@@ -14,6 +14,7 @@ typedef struct cmd_entry {
 int cmd_convert(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
+int cmd_profile(int argc, char **argv);
 int cmd_centers(int argc, char **argv);
 int cmd_fhir(int argc, char **argv);
 

@@ -1033,6 +1033,11 @@ const map_drug *map_drug_by_ingredient(const map_tables *t, const char *ingredie
     return d ? &d->d : NULL;
 }
 
+bool map_tables_has_ingredient(const map_tables *t, const char *ingredient)
+{
+    return ingredient && hmap_get(&t->drug_ing, ingredient) != NULL;
+}
+
 bool map_drug_maintenance(const map_drug *d)
 {
     return d && ((const drug_ext *)d)->maint;

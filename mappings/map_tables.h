@@ -110,6 +110,8 @@ const map_drug *map_drug_lookup_text(const map_tables *t, const char *text);
 unsigned map_drug_classes(const map_tables *t, const char *ingredient);
 /* Ingredient key -> its drug row (NULL when unknown). Borrowed from t. */
 const map_drug *map_drug_by_ingredient(const map_tables *t, const char *ingredient);
+/* Is ingredient a key of drugs.tsv (for validating `prior_drugs` values in criteria)? */
+bool map_tables_has_ingredient(const map_tables *t, const char *ingredient);
 /* May the drug continue as maintenance in the same line (codes.md §5.3.6)? */
 bool map_drug_maintenance(const map_drug *d);
 /* Substitution group ("platinum") or NULL (codes.md §5.3.4). Static/borrowed. */

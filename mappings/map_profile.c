@@ -1,0 +1,1846 @@
+/* map_profile — builds the clinical profile of one patient (see map_profile.h, FACTS.md and
+ * mappings/README.md for the rules). */
+#include "map_profile.h"
+
+#include <ctype.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fhir_arena.h"
+#include "fhir_clock.h"
+#include "fhir_json.h"
+#include "fhir_ref.h"
+#include "map_lot.h"
+
+#define PROFILE_ARENA_CAP (64u * 1024u * 1024u)
+#define MAX_WARNINGS 64
+#define INFECTION_DAYS 30
+
+/* ---- vocabulary (FACTS.md order) ------------------------------------------------------------ */
+
+typedef struct fact_def {
+    const char *name;
+    map_fact_type type;
+} fact_def;
+
+static const fact_def FACTS[] = {
+    {"age", MAP_FACT_NUMBER},
+    {"sex", MAP_FACT_CODE},
+    {"deceased", MAP_FACT_BOOL},
+    {"diseases", MAP_FACT_SET},
+    {"primary_disease", MAP_FACT_CODE},
+    {"histology_transformed", MAP_FACT_BOOL},
+    {"pcnsl", MAP_FACT_BOOL},
+    {"cns_involvement", MAP_FACT_BOOL},
+    {"lines", MAP_FACT_NUMBER},
+    {"prior_classes", MAP_FACT_SET},
+    {"prior_drugs", MAP_FACT_SET},
+    {"first_line_classes", MAP_FACT_SET},
+    {"relapsed", MAP_FACT_BOOL},
+    {"refractory", MAP_FACT_BOOL},
+    {"primary_refractory", MAP_FACT_BOOL},
+    {"relapse_months_after_1l", MAP_FACT_NUMBER},
+    {"relapse_count", MAP_FACT_NUMBER},
+    {"lenalidomide_refractory", MAP_FACT_BOOL},
+    {"btki_progression", MAP_FACT_BOOL},
+    {"prior_auto_hct", MAP_FACT_BOOL},
+    {"prior_allo_hct", MAP_FACT_BOOL},
+    {"prior_car_t", MAP_FACT_BOOL},
+    {"hct_ineligible", MAP_FACT_BOOL},
+    {"ecog", MAP_FACT_NUMBER},
+    {"anc", MAP_FACT_NUMBER},
+    {"alc", MAP_FACT_NUMBER},
+    {"platelets", MAP_FACT_NUMBER},
+    {"hemoglobin", MAP_FACT_NUMBER},
+    {"creatinine", MAP_FACT_NUMBER},
+    {"crcl", MAP_FACT_NUMBER},
+    {"bilirubin", MAP_FACT_NUMBER},
+    {"ast", MAP_FACT_NUMBER},
+    {"alt", MAP_FACT_NUMBER},
+    {"lvef", MAP_FACT_NUMBER},
+    {"spo2", MAP_FACT_NUMBER},
+    {"active_infection", MAP_FACT_BOOL},
+    {"postal_code", MAP_FACT_STRING},
+    {"latitude", MAP_FACT_NUMBER},
+    {"longitude", MAP_FACT_NUMBER},
+    {"payer", MAP_FACT_STRING},
+};
+#define NFACTS (sizeof FACTS / sizeof FACTS[0])
+
+static const char *const DISEASES[] = {
+    "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
+    "b_all", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL,
+};
+static const char *const SEXES[] = {"male", "female", "other", "unknown", NULL};
+
+/* Specificity rank when one Condition carries several codings (lower wins). */
+static const char *const DX_RANK[] = {
+    "pcnsl", "tfl", "hgbcl", "pmbcl", "fl_3b", "dlbcl_nos", "mcl", "mzl", "cll_sll", "fl",
+    "b_all", "pcl", "mm", "hl", "other_heme", "non_heme", NULL,
+};
+
+static int list_index(const char *const *list, const char *s)
+{
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(list[i], s))
+            return i;
+    return -1;
+}
+
+static int fact_index(const char *name)
+{
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < NFACTS; i++)
+        if (!strcmp(FACTS[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+bool map_fact_lookup(const char *name, map_fact_type *type)
+{
+    int i = fact_index(name);
+    if (i < 0)
+        return false;
+    if (type)
+        *type = FACTS[i].type;
+    return true;
+}
+
+size_t map_fact_count(void)
+{
+    return NFACTS;
+}
+
+const char *map_fact_name_at(size_t i, map_fact_type *type)
+{
+    if (i >= NFACTS)
+        return NULL;
+    if (type)
+        *type = FACTS[i].type;
+    return FACTS[i].name;
+}
+
+bool map_fact_code_valid(const char *name, const char *value)
+{
+    if (!name || !value)
+        return false;
+    if (!strcmp(name, "diseases") || !strcmp(name, "primary_disease"))
+        return list_index(DISEASES, value) >= 0;
+    if (!strcmp(name, "sex"))
+        return list_index(SEXES, value) >= 0;
+    if (!strcmp(name, "prior_classes") || !strcmp(name, "first_line_classes"))
+        return map_class_from_key(value) >= 0;
+    if (!strcmp(name, "prior_drugs")) {
+        /* ingredient keys: lower-case words; check membership with map_tables_has_ingredient */
+        if (!*value)
+            return false;
+        for (const char *p = value; *p; p++)
+            if (!(islower((unsigned char)*p) || *p == ' ' || *p == '-'))
+                return false;
+        return true;
+    }
+    return false;
+}
+
+/* ---- profile ----------------------------------------------------------------------------------- */
+
+struct map_profile {
+    fhir_arena *a;
+    const char *patient_id;
+    int64_t as_of;
+    map_fact facts[NFACTS];
+    map_line *lines;
+    size_t nlines;
+    const char *warnings[MAX_WARNINGS];
+    size_t nwarnings;
+};
+
+void map_profile_opts_default(map_profile_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    int64_t now = fhir_clock_now();
+    o->as_of_days = now >= 0 ? now / 86400 : -((-now + 86399) / 86400);
+    o->lab_lookback_days = 90;
+    o->lot_window_days = 28;
+    o->lot_gap_days = 90;
+    o->relapse_anchor_end = 0;
+    o->refractory_days = 60;
+}
+
+const char *map_profile_patient_id(const map_profile *p)
+{
+    return p ? p->patient_id : NULL;
+}
+
+const map_fact *map_profile_fact(const map_profile *p, const char *name)
+{
+    int i = fact_index(name);
+    if (!p || i < 0)
+        return NULL;
+    return &p->facts[i];
+}
+
+size_t map_profile_line_count(const map_profile *p)
+{
+    return p ? p->nlines : 0;
+}
+
+const map_line *map_profile_line(const map_profile *p, size_t i)
+{
+    return p && i < p->nlines ? &p->lines[i] : NULL;
+}
+
+size_t map_profile_warning_count(const map_profile *p)
+{
+    return p ? p->nwarnings : 0;
+}
+
+const char *map_profile_warning(const map_profile *p, size_t i)
+{
+    return p && i < p->nwarnings ? p->warnings[i] : NULL;
+}
+
+void map_profile_free(map_profile *p)
+{
+    if (!p)
+        return;
+    fhir_arena_free(p->a);
+    free(p);
+}
+
+/* ---- builder state --------------------------------------------------------------------------- */
+
+typedef struct cond {
+    const char *concept;
+    const char *row;
+    const char *code;
+    const char *ref;       /* "Condition/c1" */
+    const char *id;
+    int64_t onset;         /* INT64_MIN when unknown */
+    int64_t status_day;    /* recordedDate or onset */
+    int state;             /* 0 active, 1 remission, 2 inactive/resolved */
+    int code_status;       /* 0 none, 1 remission, 2 relapse (ICD 5th character / "A") */
+    bool relapse_status;   /* clinicalStatus relapse / recurrence */
+} cond;
+
+typedef struct lab_pick {
+    bool have;
+    int64_t ms;
+    const map_lab_def *def;
+    double raw;
+    const char *unit;
+    const char *ref;
+    const char *date;
+} lab_pick;
+
+typedef struct dated {
+    int64_t day;
+    const char *ref;
+    const char *what;
+} dated;
+
+typedef struct vec {
+    void *v;
+    size_t n, cap, sz;
+} vec;
+
+static void *vec_push(vec *v)
+{
+    if (v->n == v->cap) {
+        v->cap = v->cap ? v->cap * 2 : 16;
+        void *nv = realloc(v->v, v->cap * v->sz);
+        if (!nv)
+            abort();
+        v->v = nv;
+    }
+    void *slot = (char *)v->v + v->n * v->sz;
+    memset(slot, 0, v->sz);
+    v->n++;
+    return slot;
+}
+
+typedef struct builder {
+    map_profile *p;
+    const map_tables *t;
+    const map_profile_opts *o;
+    const fhir_node *patient;
+    vec meds;      /* const fhir_node * Medication resources */
+    vec conds;     /* cond */
+    vec ex;        /* map_lot_exposure */
+    vec ev;        /* map_lot_event */
+    vec prog;      /* dated progression */
+    vec resp;      /* dated response */
+    lab_pick labs[16];
+    size_t nlabs;
+    lab_pick ecog, kps;
+    const fhir_node *coverage;
+    int64_t coverage_start;
+    size_t nresources_seen;
+} builder;
+
+static const char *astr(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static const char *astr(map_profile *p, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    const char *r = fhir_arena_strdup(p->a, buf);
+    return r ? r : "(evidence dropped: profile memory cap)";
+}
+
+static void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(map_profile *p, const char *fmt, ...)
+{
+    if (p->nwarnings >= MAX_WARNINGS)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    const char *s = fhir_arena_strdup(p->a, buf);
+    if (s)
+        p->warnings[p->nwarnings++] = s;
+}
+
+static map_fact *F(map_profile *p, const char *name)
+{
+    int i = fact_index(name);
+    if (i < 0)
+        abort(); /* broken invariant: a name used here is not in FACTS */
+    return &p->facts[i];
+}
+
+static void set_num(map_profile *p, const char *name, double v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->num = v;
+    f->evidence = evidence;
+}
+
+static void set_bool(map_profile *p, const char *name, bool v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->b = v;
+    f->evidence = evidence;
+}
+
+static void set_str(map_profile *p, const char *name, const char *v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->str = v;
+    f->evidence = evidence;
+}
+
+static void set_unknown(map_profile *p, const char *name, const char *why)
+{
+    map_fact *f = F(p, name);
+    f->known = false;
+    f->evidence = why;
+}
+
+static void set_add(map_profile *p, const char *name, const char *v)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    for (size_t i = 0; i < f->nset; i++)
+        if (!strcmp(f->set[i], v))
+            return;
+    if (f->nset < MAP_FACT_SET_MAX)
+        f->set[f->nset++] = v;
+    else
+        warn(p, "%s: more than %d members, '%s' dropped", name, MAP_FACT_SET_MAX, v);
+}
+
+static void set_remove(map_profile *p, const char *name, const char *v)
+{
+    map_fact *f = F(p, name);
+    for (size_t i = 0; i < f->nset; i++)
+        if (!strcmp(f->set[i], v)) {
+            memmove(&f->set[i], &f->set[i + 1], (f->nset - i - 1) * sizeof f->set[0]);
+            f->nset--;
+            return;
+        }
+}
+
+static void fmt_day(int64_t day, char *out, size_t n)
+{
+    int y;
+    unsigned m, d;
+    fhir_clock_civil_from_days(day, &y, &m, &d);
+    snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+}
+
+static bool date_of(const fhir_node *n, const char *path, int64_t *day)
+{
+    const char *s = fhir_node_path_str(n, path);
+    return s && fhir_clock_parse_date(s, day) == 0;
+}
+
+static const char *first_date(const fhir_node *n, const char *const *paths, int64_t *day)
+{
+    for (; *paths; paths++) {
+        const char *s = fhir_node_path_str(n, *paths);
+        if (s && fhir_clock_parse_date(s, day) == 0)
+            return s;
+    }
+    return NULL;
+}
+
+static const char *res_ref(map_profile *p, const fhir_node *res)
+{
+    const char *type = fhir_node_resource_type(res), *id = fhir_node_resource_id(res);
+    return astr(p, "%s/%s", type ? type : "?", id ? id : "?");
+}
+
+static bool status_is(const fhir_node *res, const char *path, const char *const *bad)
+{
+    const char *s = fhir_node_path_str(res, path);
+    if (!s)
+        return false;
+    for (; *bad; bad++)
+        if (!strcmp(*bad, s))
+            return true;
+    return false;
+}
+
+/* Code of the first coding of a CodeableConcept at path (e.g. clinicalStatus). */
+static const char *cc_code(const fhir_node *res, const char *path)
+{
+    const fhir_node *cc = fhir_node_path(res, path);
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c; c = c->next) {
+        const char *code = fhir_node_str(fhir_node_get(c, "code"));
+        if (code)
+            return code;
+    }
+    return NULL;
+}
+
+/* Last path segment / uuid of a reference ("Patient/1", "urn:uuid:x", "http://h/Patient/1"). */
+static const char *ref_tail(const char *ref, const char **type_out, size_t *type_len)
+{
+    if (!ref)
+        return NULL;
+    if (!strncmp(ref, "urn:uuid:", 9) || !strncmp(ref, "urn:oid:", 8)) {
+        if (type_out)
+            *type_out = NULL;
+        return strrchr(ref, ':') + 1;
+    }
+    const char *h = strstr(ref, "/_history/");
+    size_t len = h ? (size_t)(h - ref) : strlen(ref);
+    const char *slash = NULL;
+    for (size_t i = 0; i < len; i++)
+        if (ref[i] == '/')
+            slash = ref + i;
+    if (!slash)
+        return NULL;
+    if (type_out) {
+        const char *ts = slash - 1;
+        while (ts > ref && ts[-1] != '/')
+            ts--;
+        *type_out = ts;
+        *type_len = (size_t)(slash - ts);
+    }
+    return slash + 1;
+}
+
+/* ---- diagnoses --------------------------------------------------------------------------------- */
+
+static bool concept_is_heme(const char *c)
+{
+    int i = list_index(DISEASES, c);
+    return i >= 0 && strcmp(c, "non_heme");
+}
+
+static bool concept_is_disease(const char *c)
+{
+    return list_index(DISEASES, c) >= 0;
+}
+
+static int code_status_of(const char *system, const char *code)
+{
+    if (!code || !system || strcmp(system, MAP_SYS_ICD10CM))
+        return 0;
+    char nc[16];
+    size_t j = 0;
+    for (const char *s = code; *s && j + 1 < sizeof nc; s++)
+        if (*s != '.')
+            nc[j++] = (char)toupper((unsigned char)*s);
+    nc[j] = '\0';
+    if (j == 5 && (!strncmp(nc, "C90", 3) || !strncmp(nc, "C91", 3))) {
+        if (nc[4] == '1')
+            return 1;
+        if (nc[4] == '2')
+            return 2;
+    }
+    if (j >= 5 && nc[0] == 'C' && nc[1] == '8' && nc[j - 1] == 'A')
+        return 1;
+    if (!strcmp(nc, "C8841"))
+        return 1;
+    return 0;
+}
+
+static void add_condition(builder *b, const fhir_node *res)
+{
+    static const char *const bad_ver[] = {"entered-in-error", "refuted", NULL};
+    map_profile *p = b->p;
+    const char *ver = cc_code(res, "verificationStatus");
+    if (ver && list_index(bad_ver, ver) >= 0)
+        return;
+    static const char *const onset_paths[] = {"onsetDateTime", "onsetPeriod.start", "recordedDate",
+                                              NULL};
+    int64_t onset = INT64_MIN, rec = INT64_MIN, abate = INT64_MIN;
+    first_date(res, onset_paths, &onset);
+    date_of(res, "recordedDate", &rec);
+    if (onset != INT64_MIN && onset > p->as_of)
+        return; /* not yet diagnosed as of the evaluation date */
+    if (onset == INT64_MIN && rec != INT64_MIN && rec > p->as_of)
+        return;
+    const fhir_node *cc = fhir_node_get(res, "code");
+    const char *text = fhir_node_str(fhir_node_get(cc, "text"));
+    map_dx best = {0};
+    const char *best_code = NULL, *best_sys = NULL;
+    int best_rank = 1000;
+    int cstatus = 0;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c; c = c->next) {
+        const char *sys = fhir_node_str(fhir_node_get(c, "system"));
+        const char *code = fhir_node_str(fhir_node_get(c, "code"));
+        const char *disp = fhir_node_str(fhir_node_get(c, "display"));
+        map_dx dx;
+        int cs = code_status_of(sys, code);
+        if (cs)
+            cstatus = cs;
+        if (!map_dx_lookup(b->t, sys, code, disp ? disp : text, &dx))
+            continue;
+        int rank = list_index(DX_RANK, dx.concept);
+        if (rank < 0)
+            rank = 500; /* markers rank after diseases */
+        if (!strcmp(dx.concept, "ignore"))
+            return;
+        if (rank < best_rank) {
+            best_rank = rank;
+            best = dx;
+            best_code = code;
+            best_sys = sys;
+        }
+    }
+    if (!best.concept && text) {
+        map_dx dx;
+        if (map_dx_lookup(b->t, NULL, NULL, text, &dx)) {
+            if (!strcmp(dx.concept, "ignore"))
+                return;
+            best = dx;
+        }
+    }
+    if (!best.concept)
+        return;
+    (void)best_sys;
+    cond *c = vec_push(&b->conds);
+    c->concept = best.concept;
+    c->row = best.row;
+    c->code = best_code ? best_code : (text ? text : "?");
+    c->ref = res_ref(p, res);
+    c->id = fhir_node_resource_id(res);
+    c->onset = onset;
+    c->status_day = rec != INT64_MIN ? rec : onset;
+    c->code_status = cstatus;
+    const char *cs = cc_code(res, "clinicalStatus");
+    if (!cs || !strcmp(cs, "active") || !strcmp(cs, "recurrence") || !strcmp(cs, "relapse"))
+        c->state = 0;
+    else if (!strcmp(cs, "remission"))
+        c->state = 1;
+    else
+        c->state = 2;
+    if (cs && (!strcmp(cs, "recurrence") || !strcmp(cs, "relapse")))
+        c->relapse_status = true;
+    if (cs && !strcmp(cs, "remission"))
+        c->code_status = c->code_status ? c->code_status : 1;
+    static const char *const abate_paths[] = {"abatementDateTime", "abatementPeriod.end",
+                                              "abatementPeriod.start", NULL};
+    if (first_date(res, abate_paths, &abate) && abate <= p->as_of && c->state == 0)
+        c->state = 2;
+}
+
+/* ---- medications ------------------------------------------------------------------------------- */
+
+#define MAX_DRUGS_PER_RECORD 6
+
+static size_t drugs_from_cc(const map_tables *t, const fhir_node *cc, const map_drug **out,
+                            size_t n, size_t max)
+{
+    size_t start = n;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && n < max; c = c->next) {
+        const char *sys = fhir_node_str(fhir_node_get(c, "system"));
+        const char *code = fhir_node_str(fhir_node_get(c, "code"));
+        const map_drug *d = (!sys || !strcmp(sys, MAP_SYS_RXNORM)) ? map_drug_lookup_code(t, NULL, code)
+                                                                    : NULL;
+        if (d)
+            out[n++] = d;
+    }
+    if (n == start)
+        for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && n < max;
+             c = c->next) {
+            const map_drug *d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(c, "display")));
+            if (d)
+                out[n++] = d;
+        }
+    if (n == start && n < max) {
+        const map_drug *d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(cc, "text")));
+        if (d)
+            out[n++] = d;
+    }
+    /* dedupe */
+    size_t w = start;
+    for (size_t i = start; i < n; i++) {
+        bool dup = false;
+        for (size_t j = start; j < w; j++)
+            if (out[j] == out[i])
+                dup = true;
+        if (!dup)
+            out[w++] = out[i];
+    }
+    return w;
+}
+
+static const fhir_node *resolve_medication(builder *b, const fhir_node *res, const char *ref)
+{
+    if (!ref)
+        return NULL;
+    if (ref[0] == '#')
+        return fhir_ref_contained(res, ref);
+    const char *type = NULL;
+    size_t tl = 0;
+    const char *id = ref_tail(ref, &type, &tl);
+    if (!id)
+        return NULL;
+    const fhir_node *const *m = b->meds.v;
+    for (size_t i = 0; i < b->meds.n; i++) {
+        const char *mid = fhir_node_resource_id(m[i]);
+        if (mid && !strcmp(mid, id))
+            return m[i];
+    }
+    return NULL;
+}
+
+static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug **out)
+{
+    size_t n = 0;
+    const fhir_node *cc = fhir_node_get(res, "medicationCodeableConcept");
+    if (cc)
+        return drugs_from_cc(b->t, cc, out, 0, MAX_DRUGS_PER_RECORD);
+    const char *ref = fhir_node_path_str(res, "medicationReference.reference");
+    const fhir_node *med = resolve_medication(b, res, ref);
+    if (!med) {
+        const char *disp = fhir_node_path_str(res, "medicationReference.display");
+        const map_drug *d = map_drug_lookup_text(b->t, disp);
+        if (d)
+            out[n++] = d;
+        return n;
+    }
+    n = drugs_from_cc(b->t, fhir_node_get(med, "code"), out, 0, MAX_DRUGS_PER_RECORD);
+    for (const fhir_node *ing = fhir_node_first(fhir_node_get(med, "ingredient"));
+         ing && n < MAX_DRUGS_PER_RECORD; ing = ing->next) {
+        const fhir_node *icc = fhir_node_get(ing, "itemCodeableConcept");
+        if (icc) {
+            n = drugs_from_cc(b->t, icc, out, n, MAX_DRUGS_PER_RECORD);
+        } else {
+            const char *iref = fhir_node_path_str(ing, "itemReference.reference");
+            const fhir_node *im = iref && iref[0] == '#' ? fhir_ref_contained(res, iref)
+                                                         : resolve_medication(b, res, iref);
+            if (im)
+                n = drugs_from_cc(b->t, fhir_node_get(im, "code"), out, n, MAX_DRUGS_PER_RECORD);
+        }
+    }
+    /* dedupe across code and ingredients */
+    size_t w = 0;
+    for (size_t i = 0; i < n; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < w; j++)
+            if (out[j] == out[i])
+                dup = true;
+        if (!dup)
+            out[w++] = out[i];
+    }
+    return w;
+}
+
+static void add_med(builder *b, const fhir_node *res, const char *type)
+{
+    map_profile *p = b->p;
+    int64_t start = INT64_MIN, end = INT64_MIN;
+    if (!strcmp(type, "MedicationRequest")) {
+        static const char *const bad[] = {"entered-in-error", "cancelled", "draft", NULL};
+        static const char *const bad_intent[] = {"proposal", "plan", NULL};
+        if (status_is(res, "status", bad) || status_is(res, "intent", bad_intent) ||
+            fhir_node_bool(fhir_node_get(res, "doNotPerform"), false))
+            return;
+        static const char *const sp[] = {"dosageInstruction.timing.repeat.boundsPeriod.start",
+                                         "authoredOn", "dispenseRequest.validityPeriod.start", NULL};
+        if (!first_date(res, sp, &start))
+            return;
+        if (!date_of(res, "dosageInstruction.timing.repeat.boundsPeriod.end", &end)) {
+            double days;
+            const fhir_node *dur = fhir_node_path(res, "dispenseRequest.expectedSupplyDuration");
+            const char *unit = fhir_node_str(fhir_node_get(dur, "code"));
+            if (!unit)
+                unit = fhir_node_str(fhir_node_get(dur, "unit"));
+            if (fhir_node_double(fhir_node_get(dur, "value"), &days) && days > 0 && days < 3650 &&
+                (!unit || !strcmp(unit, "d") || !strcmp(unit, "days") || !strcmp(unit, "day")))
+                end = start + (int64_t)days - 1;
+        }
+    } else if (!strcmp(type, "MedicationAdministration")) {
+        static const char *const bad[] = {"entered-in-error", "not-done", NULL};
+        if (status_is(res, "status", bad))
+            return;
+        static const char *const sp[] = {"effectiveDateTime", "effectivePeriod.start", NULL};
+        if (!first_date(res, sp, &start))
+            return;
+        date_of(res, "effectivePeriod.end", &end);
+    } else { /* MedicationStatement */
+        static const char *const bad[] = {"entered-in-error", "not-taken", "intended", NULL};
+        if (status_is(res, "status", bad))
+            return;
+        static const char *const sp[] = {"effectiveDateTime", "effectivePeriod.start",
+                                         "dateAsserted", NULL};
+        if (!first_date(res, sp, &start))
+            return;
+        date_of(res, "effectivePeriod.end", &end);
+    }
+    if (start > p->as_of)
+        return;
+    if (end == INT64_MIN || end < start)
+        end = start;
+    if (end > p->as_of)
+        end = p->as_of;
+    const map_drug *drugs[MAX_DRUGS_PER_RECORD];
+    size_t nd = drugs_of_record(b, res, drugs);
+    if (!nd)
+        return;
+    const char *ref = res_ref(p, res);
+    for (size_t i = 0; i < nd; i++) {
+        map_lot_exposure *e = vec_push(&b->ex);
+        e->drug = drugs[i];
+        e->start = start;
+        e->end = end;
+        e->ref = ref;
+    }
+}
+
+/* ---- procedures -------------------------------------------------------------------------------- */
+
+static void add_procedure(builder *b, const fhir_node *res)
+{
+    static const char *const bad[] = {"entered-in-error", "not-done", "preparation", NULL};
+    if (status_is(res, "status", bad))
+        return;
+    static const char *const dp[] = {"performedDateTime", "performedPeriod.start", NULL};
+    int64_t day;
+    if (!first_date(res, dp, &day) || day > b->p->as_of)
+        return;
+    const fhir_node *cc = fhir_node_get(res, "code");
+    const char *text = fhir_node_str(fhir_node_get(cc, "text"));
+    const char *event = NULL, *product = NULL, *row = NULL;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && !event; c = c->next) {
+        const char *sys = fhir_node_str(fhir_node_get(c, "system"));
+        const char *code = fhir_node_str(fhir_node_get(c, "code"));
+        const char *disp = fhir_node_str(fhir_node_get(c, "display"));
+        event = map_proc_lookup(b->t, sys, code, disp ? disp : text, &row, &product);
+    }
+    if (!event && text)
+        event = map_proc_lookup(b->t, NULL, NULL, text, &row, &product);
+    if (!event)
+        return;
+    map_lot_event *e = vec_push(&b->ev);
+    if (!strcmp(event, "auto_hct"))
+        e->kind = MAP_LOT_AUTO_HCT;
+    else if (!strcmp(event, "allo_hct"))
+        e->kind = MAP_LOT_ALLO_HCT;
+    else if (!strcmp(event, "hct"))
+        e->kind = MAP_LOT_HCT;
+    else if (!strcmp(event, "car_t"))
+        e->kind = MAP_LOT_CAR_T;
+    else
+        e->kind = MAP_LOT_CAR_T_COLLECTION;
+    e->day = day;
+    e->product = product ? map_drug_by_ingredient(b->t, product) : NULL;
+    e->ref = res_ref(b->p, res);
+}
+
+/* ---- observations ------------------------------------------------------------------------------ */
+
+/* Numeric value and unit of an Observation (valueQuantity, valueInteger, valueString "80%",
+ * "ECOG 1"). */
+static bool obs_value(const fhir_node *res, double *v, const char **unit)
+{
+    const fhir_node *q = fhir_node_get(res, "valueQuantity");
+    if (q) {
+        if (!fhir_node_double(fhir_node_get(q, "value"), v))
+            return false;
+        const char *sys = fhir_node_str(fhir_node_get(q, "system"));
+        const char *code = fhir_node_str(fhir_node_get(q, "code"));
+        const char *u = fhir_node_str(fhir_node_get(q, "unit"));
+        *unit = (code && (!sys || !strcmp(sys, MAP_SYS_UCUM))) ? code : (u ? u : code);
+        return true;
+    }
+    const fhir_node *i = fhir_node_get(res, "valueInteger");
+    if (i && fhir_node_double(i, v)) {
+        *unit = NULL;
+        return true;
+    }
+    const char *s = fhir_node_str(fhir_node_get(res, "valueString"));
+    if (s) {
+        const char *d = s;
+        while (*d && !isdigit((unsigned char)*d))
+            d++;
+        if (!*d)
+            return false;
+        char *end;
+        *v = strtod(d, &end);
+        while (*end == ' ')
+            end++;
+        *unit = *end == '%' ? "%" : NULL;
+        return true;
+    }
+    return false;
+}
+
+static int64_t obs_when(const fhir_node *res, int64_t *day, const char **text)
+{
+    static const char *const dp[] = {"effectiveDateTime", "effectivePeriod.start",
+                                     "effectiveInstant", "issued", NULL};
+    const char *s = first_date(res, dp, day);
+    if (!s)
+        return INT64_MIN;
+    if (text)
+        *text = s;
+    int64_t ms;
+    if (fhir_clock_parse_instant(s, &ms) == 0)
+        return ms;
+    return *day * 86400000;
+}
+
+static bool focus_is_non_heme(builder *b, const fhir_node *res)
+{
+    for (const fhir_node *f = fhir_node_first(fhir_node_get(res, "focus")); f; f = f->next) {
+        const char *ref = fhir_node_str(fhir_node_get(f, "reference"));
+        const char *id = ref_tail(ref, NULL, NULL);
+        if (!id)
+            continue;
+        const cond *c = b->conds.v;
+        for (size_t i = 0; i < b->conds.n; i++)
+            if (c[i].id && !strcmp(c[i].id, id) && !strcmp(c[i].concept, "non_heme"))
+                return true;
+    }
+    return false;
+}
+
+static void keep_latest(lab_pick *slot, int64_t ms, const map_lab_def *def, double raw,
+                        const char *unit, const char *ref, const char *date)
+{
+    if (slot->have && slot->ms > ms)
+        return;
+    slot->have = true;
+    slot->ms = ms;
+    slot->def = def;
+    slot->raw = raw;
+    slot->unit = unit;
+    slot->ref = ref;
+    slot->date = date;
+}
+
+static void add_observation(builder *b, const fhir_node *res)
+{
+    map_profile *p = b->p;
+    static const char *const bad[] = {"entered-in-error", "cancelled", NULL};
+    if (status_is(res, "status", bad))
+        return;
+    const fhir_node *cc = fhir_node_get(res, "code");
+    const map_lab_def *def = NULL;
+    bool disease_status = false;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && !def; c = c->next) {
+        const char *sys = fhir_node_str(fhir_node_get(c, "system"));
+        const char *code = fhir_node_str(fhir_node_get(c, "code"));
+        if (!sys || !code)
+            continue;
+        if (!strcmp(sys, MAP_SYS_LOINC) && !strcmp(code, "97509-4")) {
+            disease_status = true;
+            break;
+        }
+        def = map_lab_lookup(b->t, sys, code);
+    }
+    if (!def && !disease_status)
+        return;
+    int64_t day = INT64_MIN;
+    const char *date = NULL;
+    int64_t ms = obs_when(res, &day, &date);
+    if (ms == INT64_MIN || day > p->as_of)
+        return;
+    if (disease_status) {
+        if (focus_is_non_heme(b, res))
+            return;
+        const char *st = NULL;
+        for (const fhir_node *c = fhir_node_first(fhir_node_path(res, "valueCodeableConcept.coding"));
+             c && !st; c = c->next)
+            st = map_answer_lookup(b->t, "status", fhir_node_str(fhir_node_get(c, "system")),
+                                   fhir_node_str(fhir_node_get(c, "code")));
+        if (!st)
+            return;
+        if (!strcmp(st, "progression") || !strcmp(st, "response")) {
+            dated *d = vec_push(!strcmp(st, "progression") ? &b->prog : &b->resp);
+            d->day = day;
+            d->ref = res_ref(p, res);
+            d->what = st;
+        }
+        return;
+    }
+    if (day < p->as_of - b->o->lab_lookback_days)
+        return;
+    double v = NAN;
+    const char *unit = NULL;
+    bool is_ecog = !strcmp(def->analyte, "ecog"), is_kps = !strcmp(def->analyte, "karnofsky");
+    if (is_ecog || is_kps) {
+        const char *ans = NULL;
+        for (const fhir_node *c = fhir_node_first(fhir_node_path(res, "valueCodeableConcept.coding"));
+             c && !ans; c = c->next)
+            ans = map_answer_lookup(b->t, is_ecog ? "ecog" : "karnofsky",
+                                    fhir_node_str(fhir_node_get(c, "system")),
+                                    fhir_node_str(fhir_node_get(c, "code")));
+        if (ans) {
+            v = strtod(ans, NULL);
+            unit = is_ecog ? "{score}" : "%";
+        } else if (!obs_value(res, &v, &unit)) {
+            warn(p, "%s %s without a usable value", res_ref(p, res), def->analyte);
+            return;
+        }
+        keep_latest(is_ecog ? &b->ecog : &b->kps, ms, def, v, unit, res_ref(p, res), date);
+        return;
+    }
+    if (!obs_value(res, &v, &unit))
+        return;
+    lab_pick *slot = NULL;
+    for (size_t i = 0; i < b->nlabs; i++)
+        if (!strcmp(b->labs[i].def->analyte, def->analyte))
+            slot = &b->labs[i];
+    if (!slot) {
+        if (b->nlabs >= sizeof b->labs / sizeof b->labs[0])
+            return;
+        slot = &b->labs[b->nlabs++];
+        memset(slot, 0, sizeof *slot);
+    }
+    keep_latest(slot, ms, def, v, unit, res_ref(p, res), date);
+}
+
+/* Evaluates a picked lab: known value, or unknown with the reason (flagged, never guessed). */
+static bool lab_value(builder *b, const lab_pick *l, const char *fact, double *out)
+{
+    map_profile *p = b->p;
+    double v;
+    map_lab_status st = map_lab_normalize(b->t, l->def, l->raw, l->unit, &v);
+    const char *u = l->unit ? l->unit : "(none)";
+    if (st == MAP_LAB_UNIT_UNKNOWN) {
+        warn(p, "%s %s %g %s: unit not convertible to %s; value not used", l->ref, fact, l->raw, u,
+             l->def->unit);
+        set_unknown(p, fact,
+                    astr(p, "latest %s %s=%g %s (%.10s) has no convertible unit; not used", l->ref,
+                         fact, l->raw, u, l->date));
+        return false;
+    }
+    if (st == MAP_LAB_IMPLAUSIBLE) {
+        warn(p, "%s %s %g %s = %g %s implausible (plausible %g..%g); value not used", l->ref, fact,
+             l->raw, u, v, l->def->unit, l->def->lo, l->def->hi);
+        set_unknown(p, fact,
+                    astr(p, "latest %s %s=%g %s (%.10s) is implausible (%g %s outside %g..%g); not used",
+                         l->ref, fact, l->raw, u, l->date, v, l->def->unit, l->def->lo, l->def->hi));
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
+static double round_to(double v, double step)
+{
+    return round(v / step) * step;
+}
+
+/* ---- facts ----------------------------------------------------------------------------------- */
+
+static void patient_facts(builder *b)
+{
+    map_profile *p = b->p;
+    const fhir_node *pt = b->patient;
+    const char *pref = pt ? res_ref(p, pt) : NULL;
+    if (!pt) {
+        static const char *const all[] = {"age", "sex", "deceased", "postal_code", "latitude",
+                                          "longitude", NULL};
+        for (const char *const *n = all; *n; n++)
+            set_unknown(p, *n, "no Patient resource");
+        return;
+    }
+    const char *bd = fhir_node_str(fhir_node_get(pt, "birthDate"));
+    int64_t bday;
+    if (bd && fhir_clock_parse_date(bd, &bday) == 0) {
+        int y1, y2;
+        unsigned m1, d1, m2, d2;
+        fhir_clock_civil_from_days(bday, &y1, &m1, &d1);
+        fhir_clock_civil_from_days(p->as_of, &y2, &m2, &d2);
+        int age = y2 - y1 - ((m2 < m1 || (m2 == m1 && d2 < d1)) ? 1 : 0);
+        set_num(p, "age", age, astr(p, "%s birthDate=%s", pref, bd));
+    } else {
+        set_unknown(p, "age", astr(p, "%s has no birthDate", pref));
+    }
+    const char *g = fhir_node_str(fhir_node_get(pt, "gender"));
+    if (g && list_index(SEXES, g) >= 0)
+        set_str(p, "sex", fhir_arena_strdup(p->a, g), astr(p, "%s gender=%s", pref, g));
+    else
+        set_unknown(p, "sex", astr(p, "%s has no gender", pref));
+    const fhir_node *db = fhir_node_get(pt, "deceasedBoolean");
+    const char *dd = fhir_node_str(fhir_node_get(pt, "deceasedDateTime"));
+    int64_t dday;
+    if (db && fhir_node_is(db, FHIR_BOOL))
+        set_bool(p, "deceased", db->boolean, astr(p, "%s deceasedBoolean=%s", pref, db->boolean ? "true" : "false"));
+    else if (dd && fhir_clock_parse_date(dd, &dday) == 0)
+        set_bool(p, "deceased", dday <= p->as_of, astr(p, "%s deceasedDateTime=%s", pref, dd));
+    else
+        set_bool(p, "deceased", false, astr(p, "%s has no deceased[x] (alive per record)", pref));
+
+    /* residence: home address first, else the first address */
+    const fhir_node *addr = NULL;
+    for (const fhir_node *a = fhir_node_first(fhir_node_get(pt, "address")); a; a = a->next) {
+        if (!addr)
+            addr = a;
+        const char *use = fhir_node_str(fhir_node_get(a, "use"));
+        if (use && !strcmp(use, "home")) {
+            addr = a;
+            break;
+        }
+    }
+    const char *pc = fhir_node_str(fhir_node_get(addr, "postalCode"));
+    char zip[6];
+    size_t zn = 0;
+    for (const char *s = pc; s && *s && zn < 5; s++) {
+        if (isdigit((unsigned char)*s))
+            zip[zn++] = *s;
+        else
+            break;
+    }
+    zip[zn] = '\0';
+    if (zn == 5)
+        set_str(p, "postal_code", fhir_arena_strdup(p->a, zip), astr(p, "%s address.postalCode", pref));
+    else
+        set_unknown(p, "postal_code", astr(p, "%s has no 5-digit postalCode", pref));
+    bool lat_ok = false, lon_ok = false;
+    double lat = 0, lon = 0;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(addr, "extension")); e; e = e->next) {
+        const char *url = fhir_node_str(fhir_node_get(e, "url"));
+        if (!url || !strstr(url, "geolocation"))
+            continue;
+        for (const fhir_node *s = fhir_node_first(fhir_node_get(e, "extension")); s; s = s->next) {
+            const char *u = fhir_node_str(fhir_node_get(s, "url"));
+            if (u && !strcmp(u, "latitude"))
+                lat_ok = fhir_node_double(fhir_node_get(s, "valueDecimal"), &lat) && lat >= -90 && lat <= 90;
+            else if (u && !strcmp(u, "longitude"))
+                lon_ok = fhir_node_double(fhir_node_get(s, "valueDecimal"), &lon) && lon >= -180 && lon <= 180;
+        }
+    }
+    if (lat_ok && lon_ok) {
+        set_num(p, "latitude", lat, astr(p, "%s address geolocation", pref));
+        set_num(p, "longitude", lon, astr(p, "%s address geolocation", pref));
+    } else {
+        set_unknown(p, "latitude", astr(p, "%s has no address geolocation", pref));
+        set_unknown(p, "longitude", astr(p, "%s has no address geolocation", pref));
+    }
+}
+
+static const cond *find_cond(builder *b, const char *concept, int max_state, const cond *exclude)
+{
+    const cond *best = NULL;
+    const cond *c = b->conds.v;
+    for (size_t i = 0; i < b->conds.n; i++) {
+        if (&c[i] == exclude || strcmp(c[i].concept, concept) || c[i].state > max_state)
+            continue;
+        if (!best || c[i].onset > best->onset)
+            best = &c[i];
+    }
+    return best;
+}
+
+static void diagnosis_facts(builder *b)
+{
+    map_profile *p = b->p;
+    const cond *c = b->conds.v;
+    F(p, "diseases")->known = true;
+    fhir_buf ev;
+    fhir_buf_init(&ev, 4096);
+    const cond *primary = NULL;
+    int primary_rank = 1000;
+    for (size_t i = 0; i < b->conds.n; i++) {
+        if (!concept_is_disease(c[i].concept) || c[i].state > 1)
+            continue;
+        set_add(p, "diseases", c[i].concept);
+        char od[16] = "?";
+        if (c[i].onset != INT64_MIN)
+            fmt_day(c[i].onset, od, sizeof od);
+        fhir_buf_printf(&ev, "%s%s code=%s -> %s (%s) onset=%s%s", ev.len ? "; " : "", c[i].ref,
+                        c[i].code, c[i].concept, c[i].row, od, c[i].state == 1 ? " remission" : "");
+        if (!concept_is_heme(c[i].concept))
+            continue;
+        int rank = strcmp(c[i].concept, "other_heme") ? 0 : 1; /* specific before other_heme */
+        if (!primary || rank < primary_rank || (rank == primary_rank && c[i].onset > primary->onset)) {
+            primary = &c[i];
+            primary_rank = rank;
+        }
+    }
+    F(p, "diseases")->evidence = ev.len ? astr(p, "%s", fhir_buf_cstr(&ev))
+                                        : "no active cancer diagnosis among the Conditions";
+    fhir_buf_free(&ev);
+
+    if (!primary) {
+        set_unknown(p, "primary_disease", "no active heme diagnosis");
+        set_unknown(p, "histology_transformed", "no active heme diagnosis");
+        set_unknown(p, "pcnsl", "no active heme diagnosis");
+    } else {
+        const char *pc = primary->concept;
+        const char *pev = astr(p, "%s code=%s -> %s (%s)", primary->ref, primary->code, pc, primary->row);
+        /* transformation: large-cell lymphoma after an indolent lymphoma (any status) */
+        const cond *indolent = NULL;
+        if (!strcmp(pc, "dlbcl_nos") || !strcmp(pc, "hgbcl")) {
+            static const char *const ind[] = {"fl", "mzl", "cll_sll", NULL};
+            for (const char *const *k = ind; *k && !indolent; k++) {
+                const cond *x = find_cond(b, *k, 2, primary);
+                if (x && (x->onset == INT64_MIN || primary->onset == INT64_MIN || x->onset <= primary->onset))
+                    indolent = x;
+            }
+        }
+        if (indolent && !strcmp(indolent->concept, "fl") && !strcmp(pc, "dlbcl_nos")) {
+            set_remove(p, "diseases", "dlbcl_nos");
+            set_add(p, "diseases", "tfl");
+            set_str(p, "primary_disease", "tfl",
+                    astr(p, "%s; after %s code=%s -> fl (transformed FL)", pev, indolent->ref, indolent->code));
+        } else {
+            set_str(p, "primary_disease", pc, pev);
+        }
+        const char *prim = F(p, "primary_disease")->str;
+        if (!strcmp(prim, "tfl"))
+            set_bool(p, "histology_transformed", true, F(p, "primary_disease")->evidence);
+        else if (indolent)
+            set_bool(p, "histology_transformed", true,
+                     astr(p, "%s after %s code=%s -> %s", pev, indolent->ref, indolent->code, indolent->concept));
+        else
+            set_bool(p, "histology_transformed", false,
+                     astr(p, "%s; no earlier FL/MZL/CLL diagnosis recorded", pev));
+        const cond *pc_cond = find_cond(b, "pcnsl", 1, NULL);
+        if (pc_cond)
+            set_bool(p, "pcnsl", true, astr(p, "%s code=%s -> pcnsl (%s)", pc_cond->ref, pc_cond->code, pc_cond->row));
+        else
+            set_bool(p, "pcnsl", false, astr(p, "primary disease %s; no PCNSL diagnosis", prim));
+    }
+    const cond *cns = find_cond(b, "cns_secondary", 1, NULL);
+    if (cns)
+        set_bool(p, "cns_involvement", true, astr(p, "%s code=%s (%s)", cns->ref, cns->code, cns->row));
+    else
+        set_unknown(p, "cns_involvement", "no secondary CNS involvement documented (absence is not proof)");
+    const cond *ine = find_cond(b, "hct_ineligible", 1, NULL);
+    if (ine)
+        set_bool(p, "hct_ineligible", true, astr(p, "%s %s (%s)", ine->ref, ine->code, ine->row));
+    else
+        set_unknown(p, "hct_ineligible", "transplant ineligibility not documented");
+    const cond *inf = NULL;
+    for (size_t i = 0; i < b->conds.n; i++)
+        if (!strcmp(c[i].concept, "infection") && c[i].state == 0 &&
+            (c[i].onset == INT64_MIN || c[i].onset >= p->as_of - INFECTION_DAYS))
+            inf = &c[i];
+    if (inf)
+        set_bool(p, "active_infection", true, astr(p, "%s %s active (%s)", inf->ref, inf->code, inf->row));
+    else
+        set_unknown(p, "active_infection", "no active infection documented in the last 30 days (absence is not proof)");
+}
+
+static int cmp_dated(const void *a, const void *b)
+{
+    const dated *x = a, *y = b;
+    return x->day < y->day ? -1 : (x->day > y->day);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : (x > y);
+}
+
+/* First dated event in [lo, hi]; NULL when none. */
+static const dated *first_in(const vec *v, int64_t lo, int64_t hi)
+{
+    const dated *d = v->v;
+    for (size_t i = 0; i < v->n; i++)
+        if (d[i].day >= lo && d[i].day <= hi)
+            return &d[i];
+    return NULL;
+}
+
+static void therapy_facts(builder *b)
+{
+    map_profile *p = b->p;
+    const map_profile_opts *o = b->o;
+    const cond *c = b->conds.v;
+
+    /* relapse-coded diagnoses count as progression / response events */
+    for (size_t i = 0; i < b->conds.n; i++) {
+        if (!concept_is_heme(c[i].concept) || c[i].status_day == INT64_MIN)
+            continue;
+        if (c[i].code_status == 2 || c[i].relapse_status) {
+            dated *d = vec_push(&b->prog);
+            d->day = c[i].status_day;
+            d->ref = c[i].ref;
+            d->what = "relapse";
+        } else if (c[i].code_status == 1) {
+            dated *d = vec_push(&b->resp);
+            d->day = c[i].status_day;
+            d->ref = c[i].ref;
+            d->what = "remission";
+        }
+    }
+    qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
+    qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
+    int64_t *pdays = malloc((b->prog.n ? b->prog.n : 1) * sizeof *pdays);
+    if (!pdays)
+        abort();
+    for (size_t i = 0; i < b->prog.n; i++)
+        pdays[i] = ((dated *)b->prog.v)[i].day;
+    qsort(pdays, b->prog.n, sizeof *pdays, cmp_i64);
+
+    const map_fact *pd = F(p, "primary_disease");
+    map_lot_params lp;
+    map_lot_params_default(&lp);
+    lp.window_days = o->lot_window_days;
+    lp.gap_days = o->lot_gap_days;
+    lp.as_of = p->as_of;
+    lp.myeloma = pd->known && (!strcmp(pd->str, "mm") || !strcmp(pd->str, "pcl"));
+    lp.progression_days = pdays;
+    lp.nprogression = b->prog.n;
+    map_lot_result r;
+    map_lot_derive(b->ex.v, b->ex.n, b->ev.v, b->ev.n, &lp, &r);
+    free(pdays);
+
+    p->nlines = r.nlines;
+    p->lines = fhir_arena_calloc(p->a, (r.nlines ? r.nlines : 1) * sizeof *p->lines);
+    if (!p->lines)
+        abort();
+    fhir_buf ev;
+    fhir_buf_init(&ev, 1u << 16);
+    for (size_t k = 0; k < r.nlines; k++) {
+        const map_lot_line *s = &r.lines[k];
+        map_line *l = &p->lines[k];
+        l->number = (int)k + 1;
+        l->start_days = s->start;
+        l->end_days = s->end;
+        l->ndrugs = s->ndrugs < MAP_LINE_MAX_DRUGS ? s->ndrugs : MAP_LINE_MAX_DRUGS;
+        for (size_t i = 0; i < l->ndrugs; i++)
+            l->drugs[i] = s->drugs[i];
+        l->classes = s->classes;
+        l->has_auto_hct = s->auto_hct;
+        l->has_allo_hct = s->allo_hct;
+        l->is_car_t = s->car_t;
+        l->maintenance = s->maintenance;
+        l->end_reason = s->end_reason;
+        fhir_buf_reset(&ev);
+        for (size_t i = 0; i < s->nrefs && i < 8; i++)
+            fhir_buf_printf(&ev, "%s%s", i ? " " : "", r.refs[s->first_ref + i]);
+        if (s->nrefs > 8)
+            fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - 8);
+        l->evidence = astr(p, "%s", fhir_buf_cstr(&ev));
+    }
+    map_lot_result_free(&r);
+
+    /* lines, classes, drugs */
+    size_t nmeds = b->ex.n;
+    set_num(p, "lines", (double)p->nlines,
+            p->nlines ? astr(p, "%zu line(s) derived from %zu drug exposure(s) and %zu transplant/CAR T event(s); see lines",
+                             p->nlines, nmeds, b->ev.n)
+                      : astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
+    F(p, "prior_classes")->known = true;
+    F(p, "prior_drugs")->known = true;
+    fhir_buf_reset(&ev);
+    for (size_t k = 0; k < p->nlines; k++) {
+        const map_line *l = &p->lines[k];
+        for (size_t i = 0; i < l->ndrugs; i++)
+            set_add(p, "prior_drugs", l->drugs[i]);
+        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
+            if (l->classes & (1u << ci))
+                set_add(p, "prior_classes", map_class_key((map_class)ci));
+    }
+    /* drugs outside any line (e.g. a lone steroid) are not "therapy received" */
+    const char *lines_ev = p->nlines ? "from the lines of therapy" : "no antineoplastic therapy recorded";
+    F(p, "prior_classes")->evidence = lines_ev;
+    F(p, "prior_drugs")->evidence = lines_ev;
+    if (p->nlines) {
+        F(p, "first_line_classes")->known = true;
+        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
+            if (p->lines[0].classes & (1u << ci))
+                set_add(p, "first_line_classes", map_class_key((map_class)ci));
+        F(p, "first_line_classes")->evidence = astr(p, "line 1: %s", p->lines[0].evidence);
+    } else {
+        set_unknown(p, "first_line_classes", "no line of therapy");
+    }
+    fhir_buf_free(&ev);
+
+    /* transplant and CAR T history */
+    const map_lot_event *e = b->ev.v;
+    const char *auto_ref = NULL, *allo_ref = NULL, *any_ref = NULL, *cart_ref = NULL;
+    for (size_t i = 0; i < b->ev.n; i++) {
+        if (e[i].kind == MAP_LOT_AUTO_HCT && !auto_ref)
+            auto_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_ALLO_HCT && !allo_ref)
+            allo_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_HCT && !any_ref)
+            any_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_CAR_T && !cart_ref)
+            cart_ref = e[i].ref;
+    }
+    const map_lot_exposure *x = b->ex.v;
+    for (size_t i = 0; i < b->ex.n && !cart_ref; i++)
+        if (!strcmp(x[i].drug->role, "car_t"))
+            cart_ref = x[i].ref;
+    const cond *hx_hct = find_cond(b, "hx_hct", 2, NULL);
+    const cond *hx_allo = find_cond(b, "hx_allo", 2, NULL);
+    const cond *hx_cart = find_cond(b, "hx_car_t", 2, NULL);
+    if (!any_ref && hx_hct)
+        any_ref = hx_hct->ref;
+    if (!allo_ref && hx_allo)
+        allo_ref = hx_allo->ref;
+    if (auto_ref)
+        set_bool(p, "prior_auto_hct", true, astr(p, "%s autologous HCT", auto_ref));
+    else if (any_ref)
+        set_unknown(p, "prior_auto_hct", astr(p, "%s transplant of unspecified type", any_ref));
+    else
+        set_bool(p, "prior_auto_hct", false, "no HCT procedure or transplant status recorded");
+    if (allo_ref)
+        set_bool(p, "prior_allo_hct", true, astr(p, "%s allogeneic HCT (or GVHD)", allo_ref));
+    else if (any_ref && !auto_ref)
+        set_unknown(p, "prior_allo_hct", astr(p, "%s transplant of unspecified type", any_ref));
+    else
+        set_bool(p, "prior_allo_hct", false, "no allogeneic HCT procedure or GVHD recorded");
+    if (cart_ref)
+        set_bool(p, "prior_car_t", true, astr(p, "%s CAR T infusion", cart_ref));
+    else if (hx_cart)
+        set_bool(p, "prior_car_t", true, astr(p, "%s %s (%s)", hx_cart->ref, hx_cart->code, hx_cart->row));
+    else
+        set_bool(p, "prior_car_t", false, "no CAR T infusion, CAR T product or history code recorded");
+
+    /* relapse / refractoriness (three-valued; see README) */
+    const vec *P = &b->prog, *R = &b->resp;
+    const dated *pv = P->v, *rv = R->v;
+    int rd = o->refractory_days;
+    /* relapsed */
+    const dated *rel = NULL;
+    for (size_t i = 0; i < P->n && !rel; i++) {
+        if (!strcmp(pv[i].what, "relapse")) {
+            rel = &pv[i];
+            break;
+        }
+        for (size_t j = 0; j < R->n; j++)
+            if (rv[j].day < pv[i].day) {
+                rel = &pv[i];
+                break;
+            }
+        for (size_t k = 0; k < p->nlines && !rel; k++) {
+            const map_line *l = &p->lines[k];
+            bool next_before = k + 1 < p->nlines && p->lines[k + 1].start_days <= pv[i].day;
+            if (!next_before && pv[i].day > l->end_days + rd && pv[i].day >= l->start_days)
+                rel = &pv[i];
+        }
+    }
+    if (rel)
+        set_bool(p, "relapsed", true, astr(p, "%s %s documented", rel->ref, rel->what));
+    else if (R->n)
+        set_bool(p, "relapsed", false, astr(p, "%s response documented; no later progression", rv[R->n - 1].ref));
+    else
+        set_unknown(p, "relapsed", P->n ? "progression documented only during or right after therapy (no response documented)"
+                                        : "no disease status documented");
+
+    if (!p->nlines) {
+        set_unknown(p, "refractory", "no line of therapy");
+        set_unknown(p, "primary_refractory", "no line of therapy");
+        set_unknown(p, "relapse_months_after_1l", "no line of therapy");
+        set_unknown(p, "relapse_count", "no line of therapy");
+    } else {
+        for (int which = 0; which < 2; which++) {
+            const map_line *l = which ? &p->lines[0] : &p->lines[p->nlines - 1];
+            const char *name = which ? "primary_refractory" : "refractory";
+            int64_t hi = l->end_days + rd;
+            const dated *pp = first_in(P, l->start_days, hi);
+            const dated *rr = first_in(R, l->start_days, hi);
+            char s1[16], s2[16], s3[16];
+            fmt_day(l->start_days, s1, sizeof s1);
+            fmt_day(l->end_days, s2, sizeof s2);
+            if (pp) {
+                fmt_day(pp->day, s3, sizeof s3);
+                set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
+                                             pp->ref, pp->what, s3, rd, l->number, s1, s2));
+            }
+            else if (rr)
+                set_bool(p, name, false, astr(p, "%s response during/after line %d (%s..%s); no progression within %d days",
+                                              rr->ref, l->number, s1, s2, rd));
+            else
+                set_unknown(p, name, astr(p, "no disease status documented during or <= %d days after line %d", rd, l->number));
+        }
+        const map_line *l1 = &p->lines[0];
+        const dated *first_prog = first_in(P, l1->start_days, INT64_MAX);
+        if (first_prog) {
+            int64_t anchor = o->relapse_anchor_end ? l1->end_days : l1->start_days;
+            double months = (double)(first_prog->day - anchor) / 30.4375;
+            if (months < 0)
+                months = 0;
+            char s1[16];
+            fmt_day(anchor, s1, sizeof s1);
+            set_num(p, "relapse_months_after_1l", round_to(months, 0.1),
+                    astr(p, "%s %s, anchor %s of line 1 = %s", first_prog->ref, first_prog->what,
+                         o->relapse_anchor_end ? "end" : "start", s1));
+        } else {
+            set_unknown(p, "relapse_months_after_1l", "no progression documented after the start of line 1");
+        }
+        if (P->n || R->n) {
+            int count = 0;
+            for (size_t k = 0; k < p->nlines; k++) {
+                int64_t lo = p->lines[k].start_days;
+                int64_t hi = k + 1 < p->nlines ? p->lines[k + 1].start_days - 1 : INT64_MAX;
+                if (first_in(P, lo, hi))
+                    count++;
+            }
+            set_num(p, "relapse_count", count,
+                    astr(p, "%d line(s) followed by documented progression/relapse (%zu progression, %zu response records)",
+                         count, P->n, R->n));
+        } else {
+            set_unknown(p, "relapse_count", "no disease status documented");
+        }
+    }
+
+    /* drug-specific refractoriness: episodes of lenalidomide / any BTKi */
+    for (int which = 0; which < 2; which++) {
+        const char *name = which ? "btki_progression" : "lenalidomide_refractory";
+        int64_t ep_start = INT64_MIN, ep_end = INT64_MIN;
+        const dated *hit = NULL;
+        const char *hit_drug = NULL;
+        bool any = false, all_resp = true;
+        /* exposures sorted by start */
+        size_t n = b->ex.n;
+        const map_lot_exposure **sel = malloc((n ? n : 1) * sizeof *sel);
+        if (!sel)
+            abort();
+        size_t ns = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool m = which ? (x[i].drug->classes & (1u << MAP_CLASS_BTKI)) != 0
+                           : !strcmp(x[i].drug->ingredient, "lenalidomide");
+            if (m)
+                sel[ns++] = &x[i];
+        }
+        for (size_t i = 1; i < ns; i++) { /* insertion sort by start */
+            const map_lot_exposure *t = sel[i];
+            size_t j = i;
+            while (j > 0 && sel[j - 1]->start > t->start) {
+                sel[j] = sel[j - 1];
+                j--;
+            }
+            sel[j] = t;
+        }
+        for (size_t i = 0; i <= ns && !hit; i++) {
+            if (i < ns && ep_end != INT64_MIN && sel[i]->start <= ep_end + o->lot_gap_days) {
+                if (sel[i]->end > ep_end)
+                    ep_end = sel[i]->end;
+                continue;
+            }
+            if (ep_end != INT64_MIN) { /* close episode */
+                any = true;
+                const dated *pp = first_in(P, ep_start, ep_end + rd);
+                if (pp) {
+                    hit = pp;
+                    hit_drug = sel[i - 1]->drug->ingredient;
+                } else if (!first_in(R, ep_start, ep_end + rd)) {
+                    all_resp = false;
+                }
+            }
+            if (i < ns) {
+                ep_start = sel[i]->start;
+                ep_end = sel[i]->end;
+            }
+        }
+        free(sel);
+        if (hit)
+            set_bool(p, name, true, astr(p, "%s %s during or <= %d days after %s", hit->ref, hit->what, rd, hit_drug));
+        else if (!any)
+            set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
+        else if (all_resp)
+            set_bool(p, name, false, astr(p, "response documented during/after each %s episode; no progression within %d days",
+                                          which ? "BTK inhibitor" : "lenalidomide", rd));
+        else
+            set_unknown(p, name, astr(p, "%s given; no disease status documented during or <= %d days after it",
+                                      which ? "BTK inhibitor" : "lenalidomide", rd));
+    }
+}
+
+static void lab_facts(builder *b)
+{
+    map_profile *p = b->p;
+    static const char *const labs[] = {"anc", "alc", "platelets", "hemoglobin", "creatinine", "crcl",
+                                       "bilirubin", "ast", "alt", "lvef", "spo2", NULL};
+    double weight = NAN;
+    const lab_pick *wpick = NULL;
+    for (const char *const *n = labs; *n; n++)
+        set_unknown(p, *n, astr(p, "no %s result in the %d days before the evaluation date", *n,
+                                b->o->lab_lookback_days));
+    for (size_t i = 0; i < b->nlabs; i++) {
+        const lab_pick *l = &b->labs[i];
+        const char *an = l->def->analyte;
+        double v;
+        if (!strcmp(an, "weight") || !strcmp(an, "height") || !strcmp(an, "wbc")) {
+            if (!strcmp(an, "weight") && map_lab_normalize(b->t, l->def, l->raw, l->unit, &v) == MAP_LAB_OK) {
+                weight = v;
+                wpick = l;
+            }
+            continue;
+        }
+        if (!map_fact_lookup(an, NULL))
+            continue;
+        if (lab_value(b, l, an, &v))
+            set_num(p, an, v,
+                    astr(p, "%s %s=%g %s (%.10s) -> %g %s", l->ref, an, l->raw, l->unit ? l->unit : "",
+                         l->date, v, l->def->unit));
+    }
+    /* Cockcroft-Gault when no CrCl result */
+    const map_fact *crcl = F(p, "crcl"), *cr = F(p, "creatinine"), *age = F(p, "age"), *sex = F(p, "sex");
+    if (!crcl->known) {
+        if (cr->known && age->known && sex->known && wpick && cr->num > 0 &&
+            (!strcmp(sex->str, "male") || !strcmp(sex->str, "female"))) {
+            double cg = (140.0 - age->num) * weight / (72.0 * cr->num);
+            if (!strcmp(sex->str, "female"))
+                cg *= 0.85;
+            if (cg < 0)
+                cg = 0;
+            set_num(p, "crcl", round_to(cg, 0.1),
+                    astr(p, "Cockcroft-Gault: age %g, %s, weight %g kg (%s), creatinine %g mg/dL", age->num,
+                         sex->str, weight, wpick->ref, cr->num));
+        } else if (cr->known) {
+            set_unknown(p, "crcl", "no CrCl result; Cockcroft-Gault needs age, male/female sex, weight in lookback and creatinine");
+        }
+    }
+    /* ECOG, Karnofsky mapped when ECOG absent (codes.md §2.3 crosswalk) */
+    double v;
+    if (b->ecog.have) {
+        map_lab_status st = map_lab_normalize(b->t, b->ecog.def, b->ecog.raw, b->ecog.unit, &v);
+        if (st == MAP_LAB_OK && v == floor(v))
+            set_num(p, "ecog", v, astr(p, "%s ECOG=%g (%.10s)", b->ecog.ref, v, b->ecog.date));
+        else {
+            warn(p, "%s ECOG value %g not in 0..5; not used", b->ecog.ref, b->ecog.raw);
+            set_unknown(p, "ecog", astr(p, "latest %s ECOG=%g is not a 0..5 score", b->ecog.ref, b->ecog.raw));
+        }
+    } else if (b->kps.have) {
+        map_lab_status st = map_lab_normalize(b->t, b->kps.def, b->kps.raw, b->kps.unit, &v);
+        if (st == MAP_LAB_OK) {
+            int e = v >= 90 ? 0 : v >= 70 ? 1 : v >= 50 ? 2 : v >= 30 ? 3 : v >= 10 ? 4 : 5;
+            set_num(p, "ecog", e, astr(p, "%s Karnofsky=%g (%.10s) mapped to ECOG %d (codes.md §2.3 crosswalk)",
+                                       b->kps.ref, v, b->kps.date, e));
+        } else {
+            warn(p, "%s Karnofsky value %g not in 0..100; not used", b->kps.ref, b->kps.raw);
+            set_unknown(p, "ecog", astr(p, "latest %s Karnofsky=%g is not a 0..100 score", b->kps.ref, b->kps.raw));
+        }
+    } else {
+        set_unknown(p, "ecog", astr(p, "no ECOG or Karnofsky in the %d days before the evaluation date",
+                                    b->o->lab_lookback_days));
+    }
+}
+
+static void payer_fact(builder *b)
+{
+    map_profile *p = b->p;
+    const fhir_node *cov = b->coverage;
+    if (!cov) {
+        set_unknown(p, "payer", "no active Coverage");
+        return;
+    }
+    const fhir_node *payor = fhir_node_first(fhir_node_get(cov, "payor"));
+    const char *name = fhir_node_str(fhir_node_get(payor, "display"));
+    if (!name)
+        name = fhir_node_path_str(payor, "identifier.value");
+    if (!name)
+        name = fhir_node_str(fhir_node_get(payor, "reference"));
+    if (!name)
+        name = fhir_node_path_str(cov, "type.text");
+    if (!name)
+        name = fhir_node_path_str(cov, "type.coding.display");
+    if (!name) {
+        set_unknown(p, "payer", astr(p, "%s names no payor", res_ref(p, cov)));
+        return;
+    }
+    set_str(p, "payer", fhir_arena_strdup(p->a, name), astr(p, "%s payor", res_ref(p, cov)));
+}
+
+static void add_coverage(builder *b, const fhir_node *res)
+{
+    static const char *const bad[] = {"cancelled", "entered-in-error", "draft", NULL};
+    if (status_is(res, "status", bad))
+        return;
+    int64_t s = INT64_MIN, e = INT64_MIN;
+    date_of(res, "period.start", &s);
+    date_of(res, "period.end", &e);
+    if ((s != INT64_MIN && s > b->p->as_of) || (e != INT64_MIN && e < b->p->as_of))
+        return;
+    if (!b->coverage || s > b->coverage_start) {
+        b->coverage = res;
+        b->coverage_start = s;
+    }
+}
+
+/* ---- build --------------------------------------------------------------------------------------- */
+
+static const char *subject_patient_id(const fhir_node *res)
+{
+    static const char *const paths[] = {"subject.reference", "patient.reference",
+                                        "beneficiary.reference", NULL};
+    for (const char *const *pp = paths; *pp; pp++) {
+        const char *ref = fhir_node_path_str(res, *pp);
+        const char *id = ref_tail(ref, NULL, NULL);
+        if (id)
+            return id;
+    }
+    return NULL;
+}
+
+map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res, size_t n,
+                               const map_profile_opts *opts, fhir_error *err)
+{
+    map_profile_opts defo;
+    if (!opts) {
+        map_profile_opts_default(&defo);
+        opts = &defo;
+    }
+    if (!t) {
+        fhir_error_set(err, "profile: no terminology tables");
+        return NULL;
+    }
+    map_profile *p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    p->a = fhir_arena_new(PROFILE_ARENA_CAP);
+    if (!p->a)
+        abort();
+    p->as_of = opts->as_of_days;
+    for (size_t i = 0; i < NFACTS; i++) {
+        p->facts[i].type = FACTS[i].type;
+        p->facts[i].evidence = "not evaluated";
+    }
+    builder b = {.p = p, .t = t, .o = opts, .coverage_start = INT64_MIN};
+    b.meds.sz = sizeof(const fhir_node *);
+    b.conds.sz = sizeof(cond);
+    b.ex.sz = sizeof(map_lot_exposure);
+    b.ev.sz = sizeof(map_lot_event);
+    b.prog.sz = b.resp.sz = sizeof(dated);
+
+    /* pass 1: Patient, Medications, Conditions (needed to resolve the others) */
+    const char *pid = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const char *type = fhir_node_resource_type(res[i]);
+        if (!type)
+            continue;
+        if (!strcmp(type, "Patient")) {
+            if (!b.patient)
+                b.patient = res[i];
+        } else if (!strcmp(type, "Medication")) {
+            *(const fhir_node **)vec_push(&b.meds) = res[i];
+        } else if (!strcmp(type, "Condition")) {
+            add_condition(&b, res[i]);
+        }
+        if (!pid)
+            pid = subject_patient_id(res[i]);
+    }
+    if (b.patient && fhir_node_resource_id(b.patient))
+        pid = fhir_node_resource_id(b.patient);
+    if (!pid) {
+        fhir_error_set(err, "profile: no Patient resource and no subject reference among %zu resources", n);
+        map_profile_free(p);
+        free(b.meds.v);
+        free(b.conds.v);
+        return NULL;
+    }
+    p->patient_id = fhir_arena_strdup(p->a, pid);
+    /* pass 2 */
+    for (size_t i = 0; i < n; i++) {
+        const char *type = fhir_node_resource_type(res[i]);
+        if (!type)
+            continue;
+        if (!strcmp(type, "Observation"))
+            add_observation(&b, res[i]);
+        else if (!strncmp(type, "Medication", 10) && strcmp(type, "Medication") &&
+                 (!strcmp(type, "MedicationRequest") || !strcmp(type, "MedicationAdministration") ||
+                  !strcmp(type, "MedicationStatement")))
+            add_med(&b, res[i], type);
+        else if (!strcmp(type, "Procedure"))
+            add_procedure(&b, res[i]);
+        else if (!strcmp(type, "Coverage"))
+            add_coverage(&b, res[i]);
+    }
+    patient_facts(&b);
+    diagnosis_facts(&b);
+    therapy_facts(&b);
+    lab_facts(&b);
+    payer_fact(&b);
+    free(b.meds.v);
+    free(b.conds.v);
+    free(b.ex.v);
+    free(b.ev.v);
+    free(b.prog.v);
+    free(b.resp.v);
+    return p;
+}
+
+/* ---- output ---------------------------------------------------------------------------------------- */
+
+static void put_num(fhir_buf *o, double v)
+{
+    if (v == floor(v) && fabs(v) < 1e15)
+        fhir_buf_printf(o, "%.0f", v);
+    else
+        fhir_buf_printf(o, "%.10g", v);
+}
+
+static void put_str(fhir_buf *o, const char *s)
+{
+    fhir_json_write_string(o, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void put_value(fhir_buf *o, const map_fact *f)
+{
+    switch (f->type) {
+    case MAP_FACT_NUMBER:
+        put_num(o, f->num);
+        break;
+    case MAP_FACT_BOOL:
+        fhir_buf_puts(o, f->b ? "true" : "false");
+        break;
+    case MAP_FACT_CODE:
+    case MAP_FACT_STRING:
+        put_str(o, f->str);
+        break;
+    case MAP_FACT_SET:
+        fhir_buf_putc(o, '[');
+        for (size_t i = 0; i < f->nset; i++) {
+            if (i)
+                fhir_buf_putc(o, ',');
+            put_str(o, f->set[i]);
+        }
+        fhir_buf_putc(o, ']');
+        break;
+    }
+}
+
+int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
+{
+    const char *nl = pretty ? "\n" : "";
+    const char *i1 = pretty ? "  " : "", *i2 = pretty ? "    " : "", *i3 = pretty ? "      " : "";
+    const char *sp = pretty ? " " : "";
+    char day[16];
+    fmt_day(p->as_of, day, sizeof day);
+    fhir_buf_printf(o, "{%s%s\"patient\":%s", nl, i1, sp);
+    put_str(o, p->patient_id);
+    fhir_buf_printf(o, ",%s%s\"as_of\":%s\"%s\",%s%s\"facts\":%s{", nl, i1, sp, day, nl, i1, sp);
+    for (size_t i = 0; i < NFACTS; i++) {
+        const map_fact *f = &p->facts[i];
+        fhir_buf_printf(o, "%s%s%s\"%s\":%s{\"known\":%s", i ? "," : "", nl, i2, FACTS[i].name, sp,
+                        f->known ? "true" : "false");
+        if (f->known) {
+            fhir_buf_printf(o, ",%s\"value\":%s", sp, sp);
+            put_value(o, f);
+        }
+        fhir_buf_printf(o, ",%s\"evidence\":%s", sp, sp);
+        put_str(o, f->evidence);
+        fhir_buf_putc(o, '}');
+    }
+    fhir_buf_printf(o, "%s%s},%s%s\"lines\":%s[", nl, i1, nl, i1, sp);
+    for (size_t k = 0; k < p->nlines; k++) {
+        const map_line *l = &p->lines[k];
+        char s1[16], s2[16];
+        fmt_day(l->start_days, s1, sizeof s1);
+        fmt_day(l->end_days, s2, sizeof s2);
+        fhir_buf_printf(o, "%s%s%s{\"number\":%d,%s\"start\":\"%s\",%s\"end\":\"%s\",%s\"drugs\":[",
+                        k ? "," : "", nl, i2, l->number, sp, s1, sp, s2, sp);
+        for (size_t i = 0; i < l->ndrugs; i++) {
+            if (i)
+                fhir_buf_putc(o, ',');
+            put_str(o, l->drugs[i]);
+        }
+        fhir_buf_printf(o, "],%s\"classes\":[", sp);
+        bool first = true;
+        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
+            if (l->classes & (1u << ci)) {
+                fhir_buf_printf(o, "%s\"%s\"", first ? "" : ",", map_class_key((map_class)ci));
+                first = false;
+            }
+        fhir_buf_printf(o, "],%s\"maintenance\":%s,%s\"auto_hct\":%s,%s\"allo_hct\":%s,%s\"car_t\":%s,%s"
+                           "\"end_reason\":\"%s\",%s\"evidence\":",
+                        sp, l->maintenance ? "true" : "false", sp, l->has_auto_hct ? "true" : "false", sp,
+                        l->has_allo_hct ? "true" : "false", sp, l->is_car_t ? "true" : "false", sp,
+                        l->end_reason ? l->end_reason : "", sp);
+        put_str(o, l->evidence);
+        fhir_buf_putc(o, '}');
+    }
+    fhir_buf_printf(o, "%s%s],%s%s\"warnings\":%s[", p->nlines ? nl : "", p->nlines ? i1 : "", nl, i1, sp);
+    for (size_t i = 0; i < p->nwarnings; i++) {
+        fhir_buf_printf(o, "%s%s%s", i ? "," : "", nl, i3 + 2);
+        put_str(o, p->warnings[i]);
+    }
+    fhir_buf_printf(o, "%s%s]%s}%s", p->nwarnings ? nl : "", p->nwarnings ? i1 : "", nl,
+                    pretty ? "\n" : "");
+    return o->overflow ? -1 : 0;
+}
+
+int map_profile_write_text(const map_profile *p, fhir_buf *o)
+{
+    char day[16];
+    fmt_day(p->as_of, day, sizeof day);
+    fhir_buf_printf(o, "patient %s (as of %s)\n", p->patient_id, day);
+    for (size_t i = 0; i < NFACTS; i++) {
+        const map_fact *f = &p->facts[i];
+        fhir_buf_printf(o, "  %-24s ", FACTS[i].name);
+        if (!f->known) {
+            fhir_buf_puts(o, "unknown");
+        } else if (f->type == MAP_FACT_SET) {
+            if (!f->nset)
+                fhir_buf_puts(o, "(none)");
+            for (size_t k = 0; k < f->nset; k++)
+                fhir_buf_printf(o, "%s%s", k ? "," : "", f->set[k]);
+        } else if (f->type == MAP_FACT_NUMBER) {
+            fhir_buf_printf(o, "%g", f->num);
+        } else if (f->type == MAP_FACT_BOOL) {
+            fhir_buf_puts(o, f->b ? "yes" : "no");
+        } else {
+            fhir_buf_puts(o, f->str ? f->str : "");
+        }
+        fhir_buf_printf(o, "    <- %s\n", f->evidence ? f->evidence : "");
+    }
+    for (size_t k = 0; k < p->nlines; k++) {
+        const map_line *l = &p->lines[k];
+        char s1[16], s2[16];
+        fmt_day(l->start_days, s1, sizeof s1);
+        fmt_day(l->end_days, s2, sizeof s2);
+        fhir_buf_printf(o, "  line %d  %s..%s  ", l->number, s1, s2);
+        for (size_t i = 0; i < l->ndrugs; i++)
+            fhir_buf_printf(o, "%s%s", i ? "+" : "", l->drugs[i]);
+        if (l->has_auto_hct)
+            fhir_buf_puts(o, l->ndrugs ? " -> auto HCT" : "auto HCT");
+        if (l->has_allo_hct)
+            fhir_buf_puts(o, l->ndrugs ? " -> allo HCT" : "allo HCT");
+        if (l->is_car_t && !l->ndrugs)
+            fhir_buf_puts(o, "CAR T");
+        fhir_buf_printf(o, "%s  end=%s\n", l->maintenance ? "  (maintenance)" : "", l->end_reason);
+    }
+    for (size_t i = 0; i < p->nwarnings; i++)
+        fhir_buf_printf(o, "  warning: %s\n", p->warnings[i]);
+    return o->overflow ? -1 : 0;
+}
