@@ -320,9 +320,9 @@ static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
     int action = ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     int running = 0;
     curl_multi_socket_action(c->multi, fd, action, &running);
+    /* no "running == 0 -> delete the timer" here: check_multi_info may just have added
+     * the next handle, whose timer must survive */
     check_multi_info(c);
-    if (running <= 0 && evtimer_pending(c->curl_timer, NULL))
-        evtimer_del(c->curl_timer);
 }
 
 static void on_curl_timeout(evutil_socket_t fd, short kind, void *arg)
@@ -536,6 +536,10 @@ static void op_start_attempt(op *o)
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    /* libcurl silently re-sends a request once when a reused connection dies before any
+     * response byte; for a request that must not be repeated use a fresh connection */
+    if (o->not_idempotent)
+        curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "cartgate-fhir-client");
 #if LIBCURL_VERSION_NUM >= 0x075500
@@ -1518,7 +1522,7 @@ static fhir_client_result *sync_wait(fhir_client *c, sync_state *st)
         int rc = event_base_loop(c->base, EVLOOP_ONCE);
         if (rc != 0 && !st->done) {
             /* nothing left to wait for but no completion: a broken invariant */
-            fprintf(stderr, "fhir_client: event loop idle before the operation ended\n");
+            fprintf(stderr, "fhir_client: event loop idle before the operation ended (%d)\n", rc);
             abort();
         }
     }

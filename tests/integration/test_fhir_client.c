@@ -1,0 +1,748 @@
+/* Integration tests of fhir_client against the reference FHIR server (tests/fhir-server)
+ * on a random loopback port: paging, retries under injected faults, Retry-After,
+ * conditional create after an "after" fault, byte cap, permanent errors, SMART Backend
+ * Services (RS384 and ES384, refusals, refresh, one retry after a 401), TLS verification
+ * with a certificate made here, and the `cartgate fhir` CLI.
+ * Assertions use the client's recorded retry schedule and the server's counters, never
+ * wall time. Skips when the server's node_modules are not installed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <cmocka.h>
+
+#include <event2/event.h>
+
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+
+#include "fhir_client.h"
+#include "fhir_clock.h"
+#include "fhir_json.h"
+#include "fhir_log.h"
+#include "support.h"
+
+#define N_PATIENTS 1000
+
+static char tmp[512];
+static support_proc srv;  /* plain server, seeded with N_PATIENTS Patients */
+static char base[128];
+static char admin[128];
+
+/* ---- helpers -------------------------------------------------------------------------- */
+
+static uint64_t counter_random(void *ud)
+{
+    uint64_t *x = ud;
+    *x = *x * 6364136223846793005ULL + 1442695040888963407ULL;
+    return *x >> 11;
+}
+
+static uint64_t rng_state = 42;
+
+static fhir_client_config test_config(const char *url)
+{
+    fhir_client_config cfg = {
+        .name = "test",
+        .base_url = url,
+        .retry = {.max_attempts = 8, .base_ms = 5, .cap_ms = 50},
+        .random = counter_random,
+        .random_ud = &rng_state,
+        .max_concurrent = 4,
+    };
+    return cfg;
+}
+
+static fhir_client *client_or_fail(const fhir_client_config *cfg)
+{
+    fhir_error err = {0};
+    fhir_client *c = fhir_client_new(NULL, cfg, &err);
+    if (!c)
+        fail_msg("fhir_client_new: %s", err.msg);
+    return c;
+}
+
+static void set_faults(const char *json)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/faults", admin);
+    char *out = NULL;
+    long st = support_http("POST", url, json, &out);
+    if (st != 200)
+        fail_msg("setting faults failed (%ld): %s", st, out);
+    free(out);
+}
+
+static void clear_faults(void)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/faults", admin);
+    assert_int_equal(support_http("DELETE", url, NULL, NULL), 200);
+}
+
+/* Reads one integer from the server's /admin/stats by a dotted path. */
+static long admin_stat(const char *admin_base, const char *path)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/stats", admin_base);
+    char *out = NULL;
+    assert_int_equal(support_http("GET", url, NULL, &out), 200);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *doc = fhir_json_parse(a, out, strlen(out), NULL, &err);
+    assert_non_null(doc);
+    int64_t v = 0;
+    const fhir_node *n = doc;
+    /* path segments may contain spaces ("GET 200"), so walk by '.' only */
+    char buf[128];
+    snprintf(buf, sizeof buf, "%s", path);
+    for (char *seg = strtok(buf, "."); seg && n; seg = strtok(NULL, "."))
+        n = fhir_node_get(n, seg);
+    if (n)
+        fhir_node_int(n, &v);
+    fhir_arena_free(a);
+    free(out);
+    return (long)v;
+}
+
+static void reset_stats(const char *admin_base)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/stats", admin_base);
+    assert_int_equal(support_http("DELETE", url, NULL, NULL), 200);
+}
+
+typedef struct idset {
+    char **ids;
+    size_t n, cap;
+} idset;
+
+static int collect_ids(void *ud, const fhir_node *bundle, unsigned page_no)
+{
+    idset *s = ud;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+        const char *id = fhir_node_resource_id(fhir_node_get(e, "resource"));
+        if (!id)
+            continue;
+        if (s->n == s->cap) {
+            s->cap = s->cap ? s->cap * 2 : 256;
+            s->ids = realloc(s->ids, s->cap * sizeof *s->ids);
+        }
+        s->ids[s->n++] = strdup(id);
+    }
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static size_t distinct(idset *s)
+{
+    if (!s->n)
+        return 0;
+    qsort(s->ids, s->n, sizeof *s->ids, cmp_str);
+    size_t d = 1;
+    for (size_t i = 1; i < s->n; i++)
+        if (strcmp(s->ids[i], s->ids[i - 1]))
+            d++;
+    return d;
+}
+
+static void idset_free(idset *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->ids[i]);
+    free(s->ids);
+    memset(s, 0, sizeof *s);
+}
+
+static fhir_node *parse_or_fail(fhir_arena *a, const char *s)
+{
+    fhir_error err = {0};
+    fhir_node *n = fhir_json_parse(a, s, strlen(s), NULL, &err);
+    if (!n)
+        fail_msg("bad JSON in test: %s", err.msg);
+    return n;
+}
+
+/* ---- group setup ---------------------------------------------------------------------- */
+
+static int group_setup(void **state)
+{
+    (void)state;
+    if (!support_server_available())
+        return 0; /* tests skip */
+    fhir_log_set_level(FHIR_LOG_WARN);
+    if (support_tmpdir(tmp, sizeof tmp) < 0)
+        return -1;
+    char dir[600], path[700];
+    snprintf(dir, sizeof dir, "%s/seed", tmp);
+    mkdir(dir, 0700);
+    snprintf(path, sizeof path, "%s/patients.ndjson", dir);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return -1;
+    for (int i = 0; i < N_PATIENTS; i++)
+        fprintf(f, "{\"resourceType\":\"Patient\",\"id\":\"pt-%04d\",\"active\":true,"
+                   "\"identifier\":[{\"system\":\"urn:test:mrn\",\"value\":\"%d\"}]}\n", i, i);
+    fclose(f);
+    char log[600];
+    snprintf(log, sizeof log, "%s/server.log", tmp);
+    const char *args[] = {"--seed", dir, "--fault-seed", "7", NULL};
+    if (support_server_start(&srv, args, log) < 0)
+        return -1;
+    snprintf(base, sizeof base, "http://127.0.0.1:%d/fhir", srv.port);
+    snprintf(admin, sizeof admin, "http://127.0.0.1:%d/admin", srv.port);
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    support_stop(&srv);
+    if (tmp[0])
+        support_rmtree(tmp);
+    return 0;
+}
+
+#define NEED_SERVER()                                                                      \
+    do {                                                                                   \
+        if (!support_server_available())                                                   \
+            skip();                                                                        \
+    } while (0)
+
+/* ---- paging --------------------------------------------------------------------------- */
+
+static void test_paging_1000_at_37(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    idset ids = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=37", collect_ids, &ids);
+    if (r->err.msg[0])
+        fail_msg("search: %s", r->err.msg);
+    assert_int_equal(ids.n, N_PATIENTS);
+    assert_int_equal(distinct(&ids), N_PATIENTS);
+    assert_int_equal(r->stats.pages, (N_PATIENTS + 36) / 37); /* 28 */
+    assert_int_equal(r->stats.resources, N_PATIENTS);
+    assert_int_equal(r->stats.retries, 0);
+    assert_int_equal(r->stats.attempts, r->stats.pages);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+
+    /* a page cap below the page count is an error, never a silent truncation */
+    fhir_client_config capped = test_config(base);
+    capped.max_pages = 3;
+    fhir_client *c2 = client_or_fail(&capped);
+    r = fhir_client_search_sync(c2, "Patient?_count=37", collect_ids, &ids);
+    assert_non_null(strstr(r->err.msg, "page cap"));
+    assert_int_equal(r->stats.pages, 3);
+    assert_int_equal(ids.n, 3 * 37);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+    fhir_client_free(c2);
+    fhir_client_free(c);
+}
+
+static void test_paging_under_faults(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    /* 10% answered 500 plus 10% connection resets, on GETs (seeded, reproducible) */
+    set_faults("{\"seed\":11,\"rules\":[{\"mode\":\"status\",\"status\":500,\"rate\":0.1,"
+               "\"methods\":\"GET\"},{\"mode\":\"reset\",\"rate\":0.1,\"methods\":\"GET\"}]}");
+    reset_stats(admin);
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    idset ids = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=37", collect_ids, &ids);
+    clear_faults();
+    if (r->err.msg[0])
+        fail_msg("search under faults: %s", r->err.msg);
+    assert_int_equal(ids.n, N_PATIENTS);
+    assert_int_equal(distinct(&ids), N_PATIENTS);
+    long injected = admin_stat(admin, "faults.injected");
+    assert_true(injected > 0);
+    /* every injected 500 cost exactly one retry, recorded with its cause. A reset on a
+     * reused keep-alive connection may be re-sent once by libcurl itself (its "connection
+     * died" rule, idempotent GETs here), so client-visible network retries can be fewer
+     * than the resets injected, never more. */
+    unsigned s500 = 0, snet = 0;
+    for (unsigned i = 0; i < r->stats.schedule_len && i < FHIR_CLIENT_SCHEDULE_MAX; i++) {
+        assert_true(r->stats.schedule_ms[i] >= 0 && r->stats.schedule_ms[i] <= 50);
+        if (r->stats.schedule_status[i] == 500)
+            s500++;
+        else if (r->stats.schedule_status[i] == 0)
+            snet++;
+        else
+            fail_msg("unexpected retry cause %ld", r->stats.schedule_status[i]);
+    }
+    assert_int_equal(r->stats.schedule_len, r->stats.retries);
+    assert_int_equal(r->stats.retries, s500 + snet);
+    long n500 = admin_stat(admin, "faults.by_mode.status");
+    long nreset = admin_stat(admin, "faults.by_mode.reset");
+    assert_true(n500 > 0 && nreset > 0);
+    assert_int_equal(s500, n500);
+    assert_true(snet <= nreset);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+    fhir_client_free(c);
+}
+
+/* ---- Retry-After ---------------------------------------------------------------------- */
+
+static void test_retry_after_honoured(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    set_faults("{\"rules\":[{\"mode\":\"429\",\"every\":1,\"limit\":2,\"retry_after\":1}]}");
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_client_request req = {.path = "Patient/pt-0001"};
+    fhir_client_result *r = fhir_client_send_sync(c, &req);
+    if (r->err.msg[0])
+        fail_msg("read: %s", r->err.msg);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(fhir_node_resource_id(r->body), "pt-0001");
+    assert_int_equal(r->stats.attempts, 3);
+    assert_int_equal(r->stats.schedule_len, 2);
+    /* the server's Retry-After: 1 replaces the 5..50 ms backoff */
+    assert_int_equal(r->stats.schedule_ms[0], 1000);
+    assert_int_equal(r->stats.schedule_ms[1], 1000);
+    assert_int_equal(r->stats.schedule_status[0], 429);
+    fhir_client_result_free(r);
+
+    /* HTTP-date form: a date ~2 s ahead, read against the clock */
+    set_faults("{\"rules\":[{\"mode\":\"429\",\"every\":1,\"limit\":1,\"retry_after\":2,"
+               "\"retry_after_date\":true}]}");
+    r = fhir_client_send_sync(c, &req);
+    clear_faults();
+    if (r->err.msg[0])
+        fail_msg("read: %s", r->err.msg);
+    assert_int_equal(r->stats.schedule_len, 1);
+    assert_true(r->stats.schedule_ms[0] > 50 && r->stats.schedule_ms[0] <= 2000);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+}
+
+/* ---- conditional create after an "after" fault ---------------------------------------- */
+
+static void test_conditional_create_after_fault(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    /* the first POST is performed, then answered 500 */
+    set_faults("{\"rules\":[{\"mode\":\"after\",\"status\":500,\"every\":1,\"limit\":1,"
+               "\"methods\":\"POST\"}]}");
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *org = parse_or_fail(a, "{\"resourceType\":\"Organization\",\"identifier\":[{"
+                                      "\"system\":\"urn:test:org\",\"value\":\"after-1\"}],"
+                                      "\"name\":\"After fault\"}");
+    fhir_client_request req = {.method = "POST", .path = "Organization", .resource = org,
+                               .if_none_exist = "identifier=urn:test:org|after-1"};
+    fhir_client_result *r = fhir_client_send_sync(c, &req);
+    clear_faults();
+    if (r->err.msg[0])
+        fail_msg("conditional create: %s", r->err.msg);
+    assert_int_equal(r->stats.attempts, 2);
+    assert_int_equal(r->stats.schedule_len, 1);
+    assert_int_equal(r->stats.schedule_status[0], 500);
+    assert_int_equal(r->status, 200); /* the retry matched the resource made by attempt 1 */
+    fhir_client_result_free(r);
+
+    idset ids = {0};
+    r = fhir_client_search_sync(c, "Organization?identifier=urn:test:org|after-1", collect_ids,
+                                &ids);
+    if (r->err.msg[0])
+        fail_msg("search: %s", r->err.msg);
+    assert_int_equal(ids.n, 1);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+
+    /* a plain create (not idempotent) is not re-sent after an ambiguous 500 */
+    set_faults("{\"rules\":[{\"mode\":\"after\",\"status\":500,\"every\":1,\"limit\":1,"
+               "\"methods\":\"POST\"}]}");
+    fhir_node *org2 = parse_or_fail(a, "{\"resourceType\":\"Organization\",\"identifier\":[{"
+                                       "\"system\":\"urn:test:org\",\"value\":\"plain-1\"}]}");
+    fhir_client_request plain = {.method = "POST", .path = "Organization", .resource = org2,
+                                 .not_idempotent = true};
+    r = fhir_client_send_sync(c, &plain);
+    clear_faults();
+    assert_int_equal(r->status, 500);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_non_null(strstr(r->err.msg, "HTTP 500"));
+    fhir_client_result_free(r);
+    fhir_arena_free(a);
+    fhir_client_free(c);
+}
+
+/* ---- caps and permanent errors -------------------------------------------------------- */
+
+static void test_byte_cap(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    fhir_client_config cfg = test_config(base);
+    cfg.max_response_bytes = 4096;
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=200", NULL, NULL);
+    assert_non_null(strstr(r->err.msg, "exceeds the 4096-byte limit"));
+    assert_int_equal(r->stats.attempts, 1);
+    assert_int_equal(r->stats.retries, 0);
+    assert_int_equal(r->stats.pages, 0);
+    fhir_client_result_free(r);
+    /* the same client still works for a small response (clean abort, no stuck state) */
+    fhir_client_request req = {.path = "Patient/pt-0002"};
+    r = fhir_client_send_sync(c, &req);
+    if (r->err.msg[0])
+        fail_msg("read after cap: %s", r->err.msg);
+    assert_string_equal(fhir_node_resource_id(r->body), "pt-0002");
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+}
+
+static void test_permanent_400_not_retried(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    reset_stats(admin);
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_arena *a = fhir_arena_new(0);
+    /* invalid against base R4: the server validates and answers 400 + OperationOutcome */
+    fhir_node *bad = parse_or_fail(a, "{\"resourceType\":\"Patient\",\"birthDate\":\"yesterday\"}");
+    fhir_client_request req = {.method = "POST", .path = "Patient", .resource = bad,
+                               .if_none_exist = "identifier=urn:test:mrn|never"};
+    fhir_client_result *r = fhir_client_send_sync(c, &req);
+    assert_int_equal(r->status, 400);
+    assert_int_equal(r->err.code, 400);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_int_equal(r->stats.retries, 0);
+    assert_non_null(strstr(r->err.msg, "HTTP 400"));
+    assert_true(strlen(r->err.msg) > strlen("POST Patient: HTTP 400: ")); /* OO text carried */
+    assert_int_equal(admin_stat(admin, "fhir.by_method.POST"), 1);
+    fhir_client_result_free(r);
+
+    /* an injected 400 on a read: one attempt, no schedule */
+    set_faults("{\"rules\":[{\"mode\":\"status\",\"status\":400,\"every\":1,\"limit\":1}]}");
+    fhir_client_request rd = {.path = "Patient/pt-0003"};
+    r = fhir_client_send_sync(c, &rd);
+    clear_faults();
+    assert_int_equal(r->status, 400);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_int_equal(r->stats.schedule_len, 0);
+    fhir_client_result_free(r);
+
+    /* 404 is permanent too */
+    fhir_client_request nf = {.path = "Patient/does-not-exist"};
+    r = fhir_client_send_sync(c, &nf);
+    assert_int_equal(r->status, 404);
+    assert_int_equal(r->stats.attempts, 1);
+    fhir_client_result_free(r);
+    fhir_arena_free(a);
+    fhir_client_free(c);
+}
+
+/* ---- concurrency and the async API ---------------------------------------------------- */
+
+typedef struct multi_state {
+    unsigned done, ok;
+} multi_state;
+
+static void count_done(void *ud, fhir_client_result *r)
+{
+    multi_state *m = ud;
+    m->done++;
+    if (!r->err.msg[0] && r->status == 200 && fhir_node_resource_id(r->body))
+        m->ok++;
+    fhir_client_result_free(r);
+}
+
+static void test_concurrent_reads(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    fhir_client_config cfg = test_config(base);
+    cfg.max_concurrent = 16;
+    fhir_client *c = client_or_fail(&cfg);
+    multi_state m = {0};
+    for (int i = 0; i < 200; i++) {
+        char id[16];
+        snprintf(id, sizeof id, "pt-%04d", i);
+        fhir_error err = {0};
+        assert_int_equal(fhir_client_read(c, "Patient", id, count_done, &m, &err), 0);
+    }
+    for (int guard = 0; m.done < 200 && guard < 1000000; guard++)
+        event_base_loop(fhir_client_base(c), EVLOOP_ONCE);
+    assert_int_equal(m.done, 200);
+    assert_int_equal(m.ok, 200);
+    assert_int_equal(fhir_client_stats_get(c)->operations, 200);
+    fhir_client_free(c);
+}
+
+/* ---- SMART Backend Services ----------------------------------------------------------- */
+
+static void write_keypair(const char *type, const char *param, const char *priv,
+                          const char *pub)
+{
+    EVP_PKEY *k = !strcmp(type, "RSA") ? EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t)2048)
+                                       : EVP_PKEY_Q_keygen(NULL, NULL, "EC", param);
+    assert_non_null(k);
+    FILE *f = fopen(priv, "w");
+    assert_non_null(f);
+    PEM_write_PrivateKey(f, k, NULL, NULL, 0, NULL, NULL);
+    fclose(f);
+    f = fopen(pub, "w");
+    assert_non_null(f);
+    PEM_write_PUBKEY(f, k);
+    fclose(f);
+    EVP_PKEY_free(k);
+}
+
+static void test_smart(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    char rsa[700], rsa_pub[700], ec[700], ec_pub[700], other[700], other_pub[700], log[700];
+    snprintf(rsa, sizeof rsa, "%s/rsa.pem", tmp);
+    snprintf(rsa_pub, sizeof rsa_pub, "%s/rsa.pub.pem", tmp);
+    snprintf(ec, sizeof ec, "%s/ec.pem", tmp);
+    snprintf(ec_pub, sizeof ec_pub, "%s/ec.pub.pem", tmp);
+    snprintf(other, sizeof other, "%s/other.pem", tmp);
+    snprintf(other_pub, sizeof other_pub, "%s/other.pub.pem", tmp);
+    snprintf(log, sizeof log, "%s/smart.log", tmp);
+    write_keypair("RSA", NULL, rsa, rsa_pub);
+    write_keypair("EC", "P-384", ec, ec_pub);
+    write_keypair("RSA", NULL, other, other_pub);
+    char seed[700];
+    snprintf(seed, sizeof seed, "%s/seed", tmp);
+    const char *args[] = {"--smart-client", "cartgate-it", "--smart-public-key", rsa_pub,
+                          "--smart-public-key", ec_pub, "--seed", seed, NULL};
+    support_proc s;
+    assert_int_equal(support_server_start(&s, args, log), 0);
+    char sbase[128], sadmin[128];
+    snprintf(sbase, sizeof sbase, "http://127.0.0.1:%d/fhir", s.port);
+    snprintf(sadmin, sizeof sadmin, "http://127.0.0.1:%d/admin", s.port);
+
+    /* without auth: refused, 401 is permanent without SMART */
+    fhir_client_config plain = test_config(sbase);
+    fhir_client *c = client_or_fail(&plain);
+    fhir_client_request rd = {.path = "Patient/pt-0001"};
+    fhir_client_result *r = fhir_client_send_sync(c, &rd);
+    assert_int_equal(r->status, 401);
+    assert_int_equal(r->stats.attempts, 1);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+
+    const char *algs[][2] = {{rsa, "RS384"}, {ec, "ES384"}};
+    for (int i = 0; i < 2; i++) {
+        fhir_client_config cfg = test_config(sbase);
+        cfg.auth = (fhir_auth_config){.kind = FHIR_AUTH_SMART, .smart_client_id = "cartgate-it",
+                                      .smart_key_file = algs[i][0], .smart_kid = "k1",
+                                      .smart_alg = algs[i][1],
+                                      .smart_scope = "system/Patient.rs"};
+        c = client_or_fail(&cfg);
+        r = fhir_client_send_sync(c, &rd);
+        if (r->err.msg[0])
+            fail_msg("%s: %s", algs[i][1], r->err.msg);
+        assert_int_equal(r->status, 200);
+        assert_int_equal(fhir_client_stats_get(c)->token_fetches, 1);
+        fhir_client_result_free(r);
+        /* the cached token serves the next requests */
+        r = fhir_client_send_sync(c, &rd);
+        assert_int_equal(r->status, 200);
+        assert_int_equal(fhir_client_stats_get(c)->token_fetches, 1);
+        fhir_client_result_free(r);
+        fhir_client_free(c);
+    }
+
+    /* refusals: wrong key, wrong aud, expired assertion */
+    struct { const char *what, *key, *aud; int64_t clock_shift_ms; } bad[] = {
+        {"wrong key", other, NULL, 0},
+        {"wrong aud", rsa, "https://elsewhere.example/token", 0},
+        {"expired assertion", rsa, NULL, -3600 * 1000},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        fhir_client_config cfg = test_config(sbase);
+        cfg.auth = (fhir_auth_config){.kind = FHIR_AUTH_SMART, .smart_client_id = "cartgate-it",
+                                      .smart_key_file = bad[i].key, .smart_kid = "k1",
+                                      .smart_audience = bad[i].aud};
+        c = client_or_fail(&cfg);
+        if (bad[i].clock_shift_ms)
+            fhir_clock_set_fixed(fhir_clock_now_ms() + bad[i].clock_shift_ms);
+        reset_stats(sadmin);
+        r = fhir_client_send_sync(c, &rd);
+        fhir_clock_set_fixed(-1);
+        if (!strstr(r->err.msg, "SMART token request refused") ||
+            !strstr(r->err.msg, "invalid_client"))
+            fail_msg("%s: unexpected '%s'", bad[i].what, r->err.msg);
+        assert_int_equal(r->status, 401);
+        assert_int_equal(r->stats.attempts, 0); /* the FHIR request was never sent */
+        assert_int_equal(admin_stat(sadmin, "fhir.by_method_type.GET Patient"), 0);
+        assert_int_equal(admin_stat(sadmin, "token.total"), 1);
+        fhir_client_result_free(r);
+        fhir_client_free(c);
+    }
+
+    /* expiry handling on the injectable clock: past expiry a new token is fetched first */
+    fhir_client_config cfg = test_config(sbase);
+    cfg.auth = (fhir_auth_config){.kind = FHIR_AUTH_SMART, .smart_client_id = "cartgate-it",
+                                  .smart_key_file = rsa, .smart_kid = "k1"};
+    c = client_or_fail(&cfg);
+    /* the token is obtained while the client's clock reads 290 s ago (the assertion's exp
+     * is still in the server's future); back on the real clock, that 300 s token is
+     * inside its refresh margin, so the next request first fetches a new one */
+    fhir_clock_set_fixed(fhir_clock_now_ms() - 290 * 1000);
+    r = fhir_client_send_sync(c, &rd);
+    fhir_clock_set_fixed(-1);
+    assert_int_equal(r->status, 200);
+    fhir_client_result_free(r);
+    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 1);
+    r = fhir_client_send_sync(c, &rd);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->stats.auth_retries, 0);
+    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 2);
+    fhir_client_result_free(r);
+
+    /* server-side expiry: the 401 triggers exactly one retry with a fresh token */
+    char url[256];
+    snprintf(url, sizeof url, "%s/tokens/expire", sadmin);
+    assert_int_equal(support_http("POST", url, "{}", NULL), 200);
+    r = fhir_client_send_sync(c, &rd);
+    if (r->err.msg[0])
+        fail_msg("after server expiry: %s", r->err.msg);
+    assert_int_equal(r->status, 200);
+    assert_int_equal(r->stats.attempts, 2);
+    assert_int_equal(r->stats.auth_retries, 1);
+    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 3);
+    fhir_client_result_free(r);
+
+    /* a 401 that persists: one auth retry, then the 401 is returned (no loop) */
+    snprintf(url, sizeof url, "%s/faults", sadmin);
+    assert_int_equal(support_http("POST", url,
+                                  "{\"rules\":[{\"mode\":\"status\",\"status\":401,\"every\":1}]}",
+                                  NULL), 200);
+    r = fhir_client_send_sync(c, &rd);
+    support_http("DELETE", url, NULL, NULL);
+    assert_int_equal(r->status, 401);
+    assert_int_equal(r->stats.attempts, 2);
+    assert_int_equal(r->stats.auth_retries, 1);
+    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 4);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+    support_stop(&s);
+}
+
+/* ---- TLS ------------------------------------------------------------------------------ */
+
+static void test_tls_verification(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    char cert[700], key[700], log[700];
+    snprintf(cert, sizeof cert, "%s/tls-cert.pem", tmp);
+    snprintf(key, sizeof key, "%s/tls-key.pem", tmp);
+    snprintf(log, sizeof log, "%s/tls.log", tmp);
+    char *argv[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert,
+                    NULL};
+    char *err = NULL;
+    int rc = support_run(argv, NULL, &err, 60);
+    if (rc != 0)
+        fail_msg("openssl req failed: %s", err);
+    free(err);
+    const char *args[] = {"--tls-cert", cert, "--tls-key", key, NULL};
+    support_proc s;
+    assert_int_equal(support_server_start_tls(&s, args, log, cert), 0);
+    char sbase[128];
+    snprintf(sbase, sizeof sbase, "https://127.0.0.1:%d/fhir", s.port);
+
+    fhir_client_config cfg = test_config(sbase);
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_client_request md = {.path = "metadata"};
+    fhir_client_result *r = fhir_client_send_sync(c, &md);
+    assert_int_equal(r->status, 0);
+    assert_true(r->err.msg[0] != '\0');
+    assert_int_equal(r->stats.attempts, 1); /* a verification failure is not retried */
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+
+    cfg.ca_file = cert;
+    c = client_or_fail(&cfg);
+    r = fhir_client_send_sync(c, &md);
+    if (r->err.msg[0])
+        fail_msg("with CA: %s", r->err.msg);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(fhir_node_resource_type(r->body), "CapabilityStatement");
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+    support_stop(&s);
+}
+
+/* ---- the CLI -------------------------------------------------------------------------- */
+
+static void test_cli_search(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    const char *bin = getenv("CARTGATE_BIN");
+    if (!bin)
+        skip();
+    char *argv[] = {(char *)bin, "fhir", "search", "--base", base, "--count", "37", "Patient",
+                    NULL};
+    char *out = NULL, *err = NULL;
+    int rc = support_run(argv, &out, &err, 120);
+    if (rc != 0)
+        fail_msg("cartgate fhir search exited %d: %s", rc, err);
+    size_t lines = 0;
+    for (char *p = out; *p; p++)
+        if (*p == '\n')
+            lines++;
+    assert_int_equal(lines, N_PATIENTS);
+    assert_non_null(strstr(err, "pages=28 resources=1000"));
+    free(out);
+    free(err);
+
+    /* usage errors exit 2; a permanent HTTP error exits 1 with the status in the message */
+    char *bad[] = {(char *)bin, "fhir", "get", "Patient/1", NULL};
+    assert_int_equal(support_run(bad, NULL, NULL, 30), 2);
+    char *nf[] = {(char *)bin, "fhir", "get", "--base", base, "Patient/nope", NULL};
+    rc = support_run(nf, NULL, &err, 30);
+    assert_int_equal(rc, 1);
+    assert_non_null(strstr(err, "HTTP 404"));
+    free(err);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_paging_1000_at_37),
+        cmocka_unit_test(test_paging_under_faults),
+        cmocka_unit_test(test_retry_after_honoured),
+        cmocka_unit_test(test_conditional_create_after_fault),
+        cmocka_unit_test(test_byte_cap),
+        cmocka_unit_test(test_permanent_400_not_retried),
+        cmocka_unit_test(test_concurrent_reads),
+        cmocka_unit_test(test_smart),
+        cmocka_unit_test(test_tls_verification),
+        cmocka_unit_test(test_cli_search),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
