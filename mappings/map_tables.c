@@ -927,10 +927,9 @@ bool map_dx_lookup(const map_tables *t, const char *system, const char *code,
     }
     if (hit && hit->override) {
         const dx_row *nm = dx_by_name(t, display);
-        /* a name overrides only with a heme concept: "lymphoma" text on a DLBCL code must not
-         * turn it into other_heme, and a generic non_heme word never overrides a heme code */
-        if (nm && strcmp(nm->dx.concept, "other_heme") && strcmp(nm->dx.concept, "non_heme") &&
-            strcmp(nm->dx.concept, "ignore") && strcmp(nm->dx.concept, "infection"))
+        /* only specific name rows override: "lymphoma" text on a DLBCL code must not turn it
+         * into other_heme, and a generic non_heme word never overrides a heme code */
+        if (nm && nm->override)
             hit = nm;
     }
     if (!hit)
