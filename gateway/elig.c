@@ -526,6 +526,7 @@ struct elig_ruleset {
     char files_hash[65];   /* hex SHA-256 over the sorted files */
     char overrides[1024];  /* "name=value\n" per override, in order */
     char hash[80];
+    char param_text[64];   /* elig_ruleset_param() of a number */
 };
 
 typedef struct fval {
@@ -1495,6 +1496,20 @@ int elig_ruleset_set_param(elig_ruleset *rs, const char *name, const char *value
     apply_params(rs);
     compute_hash(rs);
     return 0;
+}
+
+const char *elig_ruleset_param(const elig_ruleset *rs, const char *name)
+{
+    int pi = param_find(rs, name);
+    if (pi < 0)
+        return NULL;
+    const eparam *p = &rs->params[pi];
+    if (!p->is_number)
+        return p->values[p->code];
+    /* a per-ruleset scratch buffer: const API, mutable text */
+    char *buf = (char *)rs->param_text;
+    snprintf(buf, sizeof rs->param_text, "%g", p->num);
+    return buf;
 }
 
 const char *elig_ruleset_hash(const elig_ruleset *rs) { return rs->hash; }

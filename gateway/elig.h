@@ -84,6 +84,10 @@ void elig_ruleset_free(elig_ruleset *rs);
 int elig_ruleset_set_param(elig_ruleset *rs, const char *name, const char *value,
                            fhir_error *err);
 
+/* Current value of a parameter as text ("end", "12"); NULL when not declared. The text is
+ * valid until the next elig_ruleset_set_param() or elig_ruleset_free(). */
+const char *elig_ruleset_param(const elig_ruleset *rs, const char *name);
+
 /* "sha256:<64 hex>" over the sorted file names and contents plus parameter overrides.
  * Borrowed from rs. */
 const char *elig_ruleset_hash(const elig_ruleset *rs);
