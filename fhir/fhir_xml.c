@@ -903,9 +903,11 @@ static int run(parser *p, const char *data, size_t len)
     if (len > INT_MAX)
         return fhir_error_set(p->err, "XML document too large");
     xmlInitParser();
+    if (len == 0)
+        return fhir_error_set(p->err, "XML: empty document");
     xmlParserCtxtPtr ctxt = xmlCreateMemoryParserCtxt(data, (int)len);
     if (!ctxt)
-        return fhir_error_set(p->err, "XML: cannot create parser (empty document?)");
+        return fhir_error_set(p->err, "XML: cannot create parser");
     xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOCDATA);
     xmlSAXHandler h;
     memset(&h, 0, sizeof h);
@@ -1028,12 +1030,25 @@ static int wfail(writer *w, const char *fmt, ...)
 
 static size_t path_push(writer *w, const char *seg, size_t n)
 {
-    size_t old = w->plen;
-    int k = snprintf(w->path + w->plen, sizeof w->path - w->plen, "%s%.*s", w->plen ? "." : "",
-                     (int)n, seg);
-    if (k > 0)
-        w->plen = w->plen + (size_t)k < sizeof w->path ? w->plen + (size_t)k : sizeof w->path - 1;
+    size_t old = w->plen, room = sizeof w->path - 1 - w->plen;
+    if (w->plen && room) {
+        w->path[w->plen++] = '.';
+        room--;
+    }
+    if (n > room)
+        n = room;
+    memcpy(w->path + w->plen, seg, n);
+    w->plen += n;
+    w->path[w->plen] = '\0';
     return old;
+}
+
+/* Appends a + name[0..n) + b (tags without printf). */
+static void put3(writer *w, const char *a, const char *name, size_t n, const char *b)
+{
+    fhir_buf_puts(w->out, a);
+    fhir_buf_append(w->out, name, n);
+    fhir_buf_puts(w->out, b);
 }
 
 static void path_pop(writer *w, size_t old)
@@ -1160,7 +1175,7 @@ static int write_attrs(writer *w, const fhir_node *obj, fhir_meta_type t)
             path_pop(w, old);
             return rc;
         }
-        fhir_buf_printf(w->out, " %.*s=\"", (int)m->key_len, m->key);
+        put3(w, " ", m->key, m->key_len, "=\"");
         if (put_attr(w, m->text, m->len) < 0)
             return -1;
         fhir_buf_putc(w->out, '"');
@@ -1179,7 +1194,7 @@ static int write_primitive(writer *w, const entry *e, const fhir_node *v, const 
     if (!v && !x)
         return wfail(w, "null in both '%.*s' and '_%.*s'", (int)e->keylen, e->key, (int)e->keylen, e->key);
     indent(w, level);
-    fhir_buf_printf(w->out, "<%.*s", (int)e->keylen, e->key);
+    put3(w, "<", e->key, e->keylen, "");
     if (x && write_attrs(w, x, t) < 0)
         return -1;
     if (v) {
@@ -1196,7 +1211,7 @@ static int write_primitive(writer *w, const entry *e, const fhir_node *v, const 
         if (write_members(w, x, t, level + 1, false) < 0)
             return -1;
         indent(w, level);
-        fhir_buf_printf(w->out, "</%.*s>", (int)e->keylen, e->key);
+        put3(w, "</", e->key, e->keylen, ">");
     } else {
         fhir_buf_puts(w->out, "/>");
     }
@@ -1212,7 +1227,7 @@ static int write_complex(writer *w, const entry *e, const fhir_node *v, int leve
     if (v->len == 0)
         return wfail(w, "empty object");
     indent(w, level);
-    fhir_buf_printf(w->out, "<%.*s", (int)e->keylen, e->key);
+    put3(w, "<", e->key, e->keylen, "");
     if (write_attrs(w, v, t) < 0)
         return -1;
     if (has_children(v, t)) {
@@ -1221,7 +1236,7 @@ static int write_complex(writer *w, const entry *e, const fhir_node *v, int leve
         if (write_members(w, v, t, level + 1, false) < 0)
             return -1;
         indent(w, level);
-        fhir_buf_printf(w->out, "</%.*s>", (int)e->keylen, e->key);
+        put3(w, "</", e->key, e->keylen, ">");
     } else {
         fhir_buf_puts(w->out, "/>");
     }
@@ -1286,12 +1301,12 @@ static int write_entry(writer *w, const entry *e, int level)
             return wfail(w, "null is only allowed inside primitive arrays");
         } else if (fhir_meta_is_any_resource(t) || fhir_meta_is_resource(t)) {
             indent(w, level);
-            fhir_buf_printf(w->out, "<%.*s>", (int)e->keylen, e->key);
+            put3(w, "<", e->key, e->keylen, ">");
             nl(w);
             if (write_resource(w, cv, level + 1, false) < 0)
                 return -1;
             indent(w, level);
-            fhir_buf_printf(w->out, "</%.*s>", (int)e->keylen, e->key);
+            put3(w, "</", e->key, e->keylen, ">");
             nl(w);
         } else if (write_complex(w, e, cv, level) < 0) {
             return -1;

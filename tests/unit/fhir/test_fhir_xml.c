@@ -290,7 +290,7 @@ static void test_bad_input(void **state)
 {
     (void)state;
     expect_xml_error("<Patient " NS "><id value=\"x\"></Patient>", "not well-formed");
-    expect_xml_error("", "XML");
+    expect_xml_error("", "empty document");
     expect_xml_error("<Patient xmlns=\"http://example.org\"><id value=\"x\"/></Patient>", "namespace");
     expect_xml_error("<Patient><id value=\"x\"/></Patient>", "no namespace");
     expect_xml_error("<Patient " NS "><foo value=\"x\"/></Patient>", "unknown element 'Patient.foo'");
