@@ -1,0 +1,1141 @@
+/* config — table-driven configuration loader and checker (see config.h). */
+#include "config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <yajl/yajl_parse.h>
+
+#include "fhir_arena.h"
+#include "fhir_clock.h"
+#include "fhir_log.h"
+
+#define CONFIG_MAX_BYTES (1024u * 1024u)
+#define CONFIG_MAX_SOURCES 64
+#define CONFIG_MAX_ERRORS 200
+
+/* ---- a tiny JSON tree with line numbers ---------------------------------------------- */
+
+typedef enum cv_kind { CV_NULL, CV_BOOL, CV_NUM, CV_STR, CV_OBJ, CV_ARR } cv_kind;
+
+typedef struct cv cv;
+struct cv {
+    cv_kind kind;
+    int line;       /* line of the value (of the key for object members) */
+    const char *key;
+    const char *text; /* STR value, NUM text */
+    bool b;
+    cv *child, *last, *next, *parent;
+};
+
+typedef struct cv_parse {
+    fhir_arena *a;
+    const char *text;
+    size_t len;
+    size_t pos;     /* offset up to which lines are counted */
+    int line;
+    yajl_handle h;
+    cv *root;
+    cv *cur;        /* current container */
+    const char *pending_key;
+    int pending_line;
+    bool dup;
+    char dup_msg[160];
+    int dup_line;
+} cv_parse;
+
+static int cv_line_at(cv_parse *p, size_t off)
+{
+    if (off > p->len)
+        off = p->len;
+    if (off < p->pos) { /* recount (should not happen: offsets grow) */
+        p->pos = 0;
+        p->line = 1;
+    }
+    for (; p->pos < off; p->pos++)
+        if (p->text[p->pos] == '\n')
+            p->line++;
+    return p->line;
+}
+
+/* Line of the token just consumed: back up over trailing whitespace/punctuation. */
+static int cv_cur_line(cv_parse *p)
+{
+    size_t off = yajl_get_bytes_consumed(p->h);
+    while (off > 0 && off <= p->len && isspace((unsigned char)p->text[off - 1]))
+        off--;
+    return cv_line_at(p, off ? off - 1 : 0);
+}
+
+static cv *cv_add(cv_parse *p, cv_kind k)
+{
+    cv *v = fhir_arena_calloc(p->a, sizeof *v);
+    if (!v)
+        return NULL;
+    v->kind = k;
+    v->line = cv_cur_line(p);
+    if (!p->cur) {
+        p->root = v;
+        return v;
+    }
+    v->parent = p->cur;
+    if (p->cur->kind == CV_OBJ) {
+        v->key = p->pending_key;
+        v->line = p->pending_line;
+        for (cv *c = p->cur->child; c; c = c->next)
+            if (c->key && v->key && !strcmp(c->key, v->key) && !p->dup) {
+                p->dup = true;
+                p->dup_line = v->line;
+                snprintf(p->dup_msg, sizeof p->dup_msg, "duplicate key \"%s\" (first on line %d)",
+                         v->key, c->line);
+            }
+    }
+    if (p->cur->last)
+        p->cur->last->next = v;
+    else
+        p->cur->child = v;
+    p->cur->last = v;
+    return v;
+}
+
+static int cb_null(void *ud)
+{
+    return cv_add(ud, CV_NULL) != NULL;
+}
+static int cb_bool(void *ud, int b)
+{
+    cv *v = cv_add(ud, CV_BOOL);
+    if (v)
+        v->b = b;
+    return v != NULL;
+}
+static int cb_number(void *ud, const char *s, size_t n)
+{
+    cv_parse *p = ud;
+    cv *v = cv_add(p, CV_NUM);
+    if (v)
+        v->text = fhir_arena_strndup(p->a, s, n);
+    return v && v->text;
+}
+static int cb_string(void *ud, const unsigned char *s, size_t n)
+{
+    cv_parse *p = ud;
+    cv *v = cv_add(p, CV_STR);
+    if (v)
+        v->text = fhir_arena_strndup(p->a, (const char *)s, n);
+    return v && v->text;
+}
+static int cb_start_map(void *ud)
+{
+    cv_parse *p = ud;
+    cv *v = cv_add(p, CV_OBJ);
+    if (v)
+        p->cur = v;
+    return v != NULL;
+}
+static int cb_key(void *ud, const unsigned char *s, size_t n)
+{
+    cv_parse *p = ud;
+    p->pending_key = fhir_arena_strndup(p->a, (const char *)s, n);
+    p->pending_line = cv_cur_line(p);
+    return p->pending_key != NULL;
+}
+static int cb_end(void *ud)
+{
+    cv_parse *p = ud;
+    if (p->cur)
+        p->cur = p->cur->parent;
+    return 1;
+}
+static int cb_start_array(void *ud)
+{
+    cv_parse *p = ud;
+    cv *v = cv_add(p, CV_ARR);
+    if (v)
+        p->cur = v;
+    return v != NULL;
+}
+
+static const yajl_callbacks cv_callbacks = {
+    cb_null, cb_bool, NULL, NULL, cb_number, cb_string,
+    cb_start_map, cb_key, cb_end, cb_start_array, cb_end,
+};
+
+/* ---- diagnostics ------------------------------------------------------------------------ */
+
+typedef struct diag_ctx {
+    const char *name;
+    fhir_buf *out;
+    size_t n;
+    char first[FHIR_ERROR_MAX];
+} diag_ctx;
+
+__attribute__((format(printf, 3, 4))) static void diag(diag_ctx *d, int line, const char *fmt, ...)
+{
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (d->n == 0) {
+        if (line > 0)
+            snprintf(d->first, sizeof d->first, "%s:%d: %s", d->name, line, msg);
+        else
+            snprintf(d->first, sizeof d->first, "%s: %s", d->name, msg);
+    }
+    d->n++;
+    if (d->out && d->n <= CONFIG_MAX_ERRORS) {
+        if (line > 0)
+            fhir_buf_printf(d->out, "%s:%d: %s\n", d->name, line, msg);
+        else
+            fhir_buf_printf(d->out, "%s: %s\n", d->name, msg);
+    }
+}
+
+/* ---- the option table --------------------------------------------------------------------- */
+
+typedef enum opt_type {
+    OT_STR,      /* string */
+    OT_PATH,     /* string, relative to the config file's directory */
+    OT_SECRET_FILE, /* path of a file holding a secret (must exist) */
+    OT_SECRET_ENV,  /* name of an environment variable holding a secret (must be set) */
+    OT_INT,
+    OT_NUM,
+    OT_BOOL,
+    OT_ENUM,     /* string from a |-separated list, stored as its index */
+    OT_DATE,     /* YYYY-MM-DD */
+    OT_INSTANT,  /* FHIR instant / date */
+    OT_STRLIST,  /* array of strings */
+    OT_OBJ,      /* a section */
+    OT_OBJLIST,  /* array of sections (sources) */
+    OT_CLEAR,    /* a secret in clear: always refused */
+} opt_type;
+
+enum { SC_MAIN = 0, SC_SOURCE = 1 };
+
+typedef struct opt {
+    const char *name;  /* dotted path; "sources[]." prefix for per-source options */
+    opt_type type;
+    int scope;
+    size_t off;
+    const char *def;   /* default as text; NULL = none */
+    double min, max;   /* numbers: bounds (inclusive) */
+    const char *values; /* enums: "a|b|c"; clear secrets: the replacement option */
+    bool required;
+    const char *help;
+} opt;
+
+#define M(f) SC_MAIN, offsetof(config, f)
+#define S(f) SC_SOURCE, offsetof(config_source, f)
+#define NO 0, 0, NULL
+
+static const opt OPTS[] = {
+    {"site", OT_OBJ, SC_MAIN, 0, NULL, NO, true, "The referring site (this hospital)."},
+    {"site.id", OT_STR, M(site_id), NULL, NO, true,
+     "Site identifier: part of every referral's placer identifier. Never change it once referrals exist."},
+    {"site.name", OT_STR, M(site_name), "", NO, false, "Site name shown in referrals."},
+    {"site.location", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "Where the site is; the routing origin when a patient has no geolocation or known ZIP."},
+    {"site.location.lat", OT_NUM, M(site_lat), NULL, -90, 90, NULL, false, "Latitude (decimal degrees)."},
+    {"site.location.lon", OT_NUM, M(site_lon), NULL, -180, 180, NULL, false, "Longitude (decimal degrees)."},
+    {"store", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "The SQLite store."},
+    {"store.path", OT_PATH, M(store_path), "cartgate.db", NO, false,
+     "Database file (WAL mode; keep it on a local disk and back it up)."},
+    {"store.busy_timeout_ms", OT_INT, M(store_busy_timeout_ms), "5000", 1, 600000, NULL, false,
+     "How long a writer waits for the database lock."},
+    {"log", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Logging (key=value lines on stderr, never PHI)."},
+    {"log.level", OT_ENUM, M(log_level), "info", 0, 0, "debug|info|warn|error|off", false,
+     "Least severe level written."},
+    {"admin", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Admin HTTP API (health, metrics, worklist, referrals)."},
+    {"admin.enabled", OT_BOOL, M(admin_enabled), "true", NO, false, "Serve the admin API."},
+    {"admin.bind", OT_STR, M(admin_bind), "127.0.0.1", NO, false,
+     "Address to listen on. Keep loopback unless a TLS proxy sits in front."},
+    {"admin.port", OT_INT, M(admin_port), "8089", 0, 65535, NULL, false,
+     "TCP port (0 = any free port; the chosen one is logged as event=admin.listen)."},
+    {"admin.token_file", OT_SECRET_FILE, M(admin_token_file), NULL, NO, false,
+     "File whose first line is the bearer token of the admin API."},
+    {"admin.token_env", OT_SECRET_ENV, M(admin_token_env), NULL, NO, false,
+     "Environment variable holding the bearer token (when token_file is not set)."},
+    {"admin.token", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0, "admin.token_file or admin.token_env", false,
+     "Refused: secrets never appear in the file."},
+    {"criteria", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Eligibility criteria."},
+    {"criteria.dir", OT_PATH, M(criteria_dir), CARTGATE_SOURCE_DIR "/conf/criteria", NO, false,
+     "Folder of criteria files (one JSON file per product indication, plus params.json)."},
+    {"centers", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Treatment center directory and routing."},
+    {"centers.file", OT_PATH, M(centers_file), CARTGATE_SOURCE_DIR "/conf/centers.json", NO, false,
+     "Center directory (conf/README-centers.md)."},
+    {"centers.zcta_file", OT_PATH, M(zcta_file), NULL, NO, false,
+     "ZIP centroid table (Census Gazetteer ZCTA, tab-separated); optional."},
+    {"referral", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Referral creation and delivery."},
+    {"referral.mode", OT_ENUM, M(referral_mode), "approval", 0, 0, "approval|auto", false,
+     "approval: a clinician approves each proposal; auto: standing orders, approved on creation."},
+    {"referral.min_category", OT_ENUM, M(referral_min_category), "possibly_eligible", 0, 0,
+     "eligible|possibly_eligible", false,
+     "Least certain verdict that creates a referral proposal."},
+    {"referral.urgency", OT_ENUM, SC_MAIN, offsetof(config, referral_urgency_default), "routine", 0, 0,
+     "routine|urgent|asap|stat", false, "FHIR priority when the verdict gives no timing trigger."},
+    {"referral.send_interval_s", OT_INT, M(referral_send_interval_s), "5", 1, 3600, NULL, false,
+     "How often the outbox is drained."},
+    {"referral.task_poll_s", OT_INT, M(referral_task_poll_s), "60", 1, 86400, NULL, false,
+     "How often the centers' Tasks of open referrals are read."},
+    {"as_of", OT_DATE, M(as_of), NULL, NO, false,
+     "Evaluation date override (YYYY-MM-DD) for demos and tests; absent = today."},
+    {"shutdown_grace_s", OT_INT, M(shutdown_grace_s), "30", 0, 3600, NULL, false,
+     "On SIGTERM, how long in-flight polls may run before they are abandoned (their cursors are not advanced)."},
+    {"sources", OT_OBJLIST, SC_MAIN, 0, NULL, NO, false, "EHR endpoints and file drops (array of objects)."},
+    {"sources[].name", OT_STR, S(name), NULL, NO, true,
+     "Unique name ([A-Za-z0-9_-]); names cursors, logs and metrics."},
+    {"sources[].kind", OT_ENUM, S(kind), NULL, 0, 0, "search|group|bulk|files", true,
+     "Discovery strategy: population searches, Group members then per-patient searches, Group $export, or a folder of drops."},
+    {"sources[].base_url", OT_STR, S(base_url), NULL, NO, false,
+     "FHIR base URL (http or https); required except for files."},
+    {"sources[].format", OT_ENUM, S(format), "json", 0, 0, "json|xml", false, "Wire format."},
+    {"sources[].interval_s", OT_INT, S(interval_s), "300", 1, 86400, NULL, false, "Poll schedule."},
+    {"sources[].concurrency", OT_INT, S(concurrency), "4", 1, 64, NULL, false, "Requests in flight."},
+    {"sources[].rate_per_s", OT_NUM, S(rate_per_s), "0", 0, 10000, NULL, false,
+     "Request starts per second (0 = unlimited)."},
+    {"sources[].timeout_s", OT_INT, S(timeout_s), "60", 1, 3600, NULL, false, "Per request attempt."},
+    {"sources[].page_size", OT_INT, S(page_size), "200", 1, 1000, NULL, false, "_count of searches."},
+    {"sources[].max_pages", OT_INT, S(max_pages), "10000", 1, 1000000, NULL, false,
+     "Search page cap (hitting it is an error, never a silent truncation)."},
+    {"sources[].group_id", OT_STR, S(group_id), NULL, NO, false, "Group id (group and bulk)."},
+    {"sources[].dir", OT_PATH, S(dir), NULL, NO, false,
+     "Drop folder (files): *.json Bundles and *.ndjson files; each is moved to done/ or failed/."},
+    {"sources[].types", OT_STRLIST, S(types),
+     "Patient,Condition,Observation,MedicationRequest,MedicationAdministration,MedicationStatement,Procedure,Coverage",
+     NO, false, "Resource types read (bulk: _type)."},
+    {"sources[].since", OT_INSTANT, S(since), NULL, NO, false,
+     "Where the first poll starts (FHIR instant); absent = all data."},
+    {"sources[].ca_file", OT_PATH, S(ca_file), NULL, NO, false, "PEM CA bundle (default: system store)."},
+    {"sources[].auth", OT_OBJ, SC_SOURCE, 0, NULL, NO, false, "Credentials for the endpoint."},
+    {"sources[].auth.kind", OT_ENUM, S(auth_kind), "none", 0, 0, "none|bearer|basic|smart", false,
+     "none, static bearer token, HTTP Basic, or SMART Backend Services."},
+    {"sources[].auth.token_file", OT_SECRET_FILE, S(auth_token_file), NULL, NO, false,
+     "bearer: file whose first line is the token."},
+    {"sources[].auth.token_env", OT_SECRET_ENV, S(auth_token_env), NULL, NO, false,
+     "bearer: environment variable holding the token."},
+    {"sources[].auth.token", OT_CLEAR, SC_SOURCE, 0, NULL, 0, 0,
+     "sources[].auth.token_file or sources[].auth.token_env", false, "Refused."},
+    {"sources[].auth.user", OT_STR, S(auth_user), NULL, NO, false, "basic: user name."},
+    {"sources[].auth.password_file", OT_SECRET_FILE, S(auth_password_file), NULL, NO, false,
+     "basic: file holding the password."},
+    {"sources[].auth.password_env", OT_SECRET_ENV, S(auth_password_env), NULL, NO, false,
+     "basic: environment variable holding the password."},
+    {"sources[].auth.password", OT_CLEAR, SC_SOURCE, 0, NULL, 0, 0,
+     "sources[].auth.password_file or sources[].auth.password_env", false, "Refused."},
+    {"sources[].auth.client_secret", OT_CLEAR, SC_SOURCE, 0, NULL, 0, 0,
+     "sources[].auth.key_file (SMART uses a signed assertion)", false, "Refused."},
+    {"sources[].auth.client_id", OT_STR, S(auth_client_id), NULL, NO, false, "smart: client id."},
+    {"sources[].auth.key_file", OT_SECRET_FILE, S(auth_key_file), NULL, NO, false,
+     "smart: PEM private key (RSA >= 2048 or EC P-384)."},
+    {"sources[].auth.kid", OT_STR, S(auth_kid), NULL, NO, false, "smart: kid of the registered public key."},
+    {"sources[].auth.alg", OT_ENUM, SC_SOURCE, offsetof(config_source, auth_alg), NULL, 0, 0,
+     "RS384|ES384", false, "smart: signing algorithm (default: from the key)."},
+    {"sources[].auth.scope", OT_STR, S(auth_scope), NULL, NO, false,
+     "smart: requested scope (default: system read/search)."},
+    {"sources[].auth.token_url", OT_STR, S(auth_token_url), NULL, NO, false,
+     "smart: token endpoint (default: discovered via .well-known/smart-configuration)."},
+};
+#define N_OPTS (sizeof OPTS / sizeof OPTS[0])
+
+/* Enum options stored as strings rather than indexes (their value is used as text). */
+static bool enum_as_string(const opt *o)
+{
+    return !strcmp(o->name, "referral.urgency") || !strcmp(o->name, "sources[].auth.alg");
+}
+
+static const opt *opt_find(const char *name)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (!strcmp(OPTS[i].name, name))
+            return &OPTS[i];
+    return NULL;
+}
+
+static int enum_index(const char *values, const char *v)
+{
+    int idx = 0;
+    size_t vl = strlen(v);
+    for (const char *p = values;; idx++) {
+        const char *bar = strchr(p, '|');
+        size_t n = bar ? (size_t)(bar - p) : strlen(p);
+        if (n == vl && !strncmp(p, v, n))
+            return idx;
+        if (!bar)
+            return -1;
+        p = bar + 1;
+    }
+}
+
+/* ---- storing values -------------------------------------------------------------------- */
+
+static char *xstrdup(const char *s)
+{
+    if (!s)
+        return NULL;
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+static void *field(void *base, const opt *o)
+{
+    return (char *)base + o->off;
+}
+
+static void set_str(void *base, const opt *o, const char *v)
+{
+    char **p = field(base, o);
+    free(*p);
+    *p = xstrdup(v);
+}
+
+static void strlist_free(config_strlist *l)
+{
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+static void strlist_push(config_strlist *l, const char *s)
+{
+    char **nv = realloc(l->v, (l->n + 1) * sizeof *nv);
+    if (!nv)
+        abort();
+    l->v = nv;
+    l->v[l->n++] = xstrdup(s);
+}
+
+static char *resolve_path(const char *base_dir, const char *p)
+{
+    if (!p || p[0] == '/' || !base_dir || !base_dir[0] || !strcmp(base_dir, "."))
+        return xstrdup(p);
+    size_t n = strlen(base_dir) + strlen(p) + 2;
+    char *r = malloc(n);
+    if (!r)
+        abort();
+    snprintf(r, n, "%s/%s", base_dir, p);
+    return r;
+}
+
+static void apply_default(void *base, const opt *o)
+{
+    if (!o->def)
+        return;
+    switch (o->type) {
+    case OT_STR:
+    case OT_PATH:
+    case OT_DATE:
+    case OT_INSTANT:
+        set_str(base, o, o->def);
+        break;
+    case OT_INT:
+        *(long *)field(base, o) = strtol(o->def, NULL, 10);
+        break;
+    case OT_NUM:
+        *(double *)field(base, o) = strtod(o->def, NULL);
+        break;
+    case OT_BOOL:
+        *(bool *)field(base, o) = !strcmp(o->def, "true");
+        break;
+    case OT_ENUM:
+        if (enum_as_string(o))
+            set_str(base, o, o->def);
+        else
+            *(int *)field(base, o) = enum_index(o->values, o->def);
+        break;
+    case OT_STRLIST: {
+        config_strlist *l = field(base, o);
+        strlist_free(l);
+        const char *p = o->def;
+        while (*p) {
+            const char *c = strchr(p, ',');
+            size_t n = c ? (size_t)(c - p) : strlen(p);
+            char tmp[128];
+            snprintf(tmp, sizeof tmp, "%.*s", (int)n, p);
+            strlist_push(l, tmp);
+            if (!c)
+                break;
+            p = c + 1;
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void apply_defaults(void *base, int scope)
+{
+    for (size_t i = 0; i < N_OPTS; i++)
+        if (OPTS[i].scope == scope && OPTS[i].type != OT_OBJ && OPTS[i].type != OT_OBJLIST &&
+            OPTS[i].type != OT_CLEAR)
+            apply_default(base, &OPTS[i]);
+}
+
+/* ---- walking the tree ------------------------------------------------------------------- */
+
+typedef struct walk {
+    diag_ctx *d;
+    const char *base_dir;
+    config *cfg;
+} walk;
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 40 || lb > 40)
+        return 99;
+    size_t d[41][41];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++)
+        for (size_t j = 1; j <= lb; j++) {
+            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
+            if (d[i - 1][j] + 1 < c)
+                c = d[i - 1][j] + 1;
+            if (d[i][j - 1] + 1 < c)
+                c = d[i][j - 1] + 1;
+            d[i][j] = c;
+        }
+    return d[la][lb];
+}
+
+/* Closest option name with the same parent prefix. */
+static const char *suggest(const char *prefix, const char *key)
+{
+    size_t pl = strlen(prefix);
+    const char *best = NULL;
+    size_t bestd = 3;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *n = OPTS[i].name;
+        if (strncmp(n, prefix, pl) || strchr(n + pl, '.'))
+            continue;
+        if (OPTS[i].type == OT_CLEAR)
+            continue;
+        size_t dd = edit_distance(n + pl, key);
+        if (dd < bestd) {
+            bestd = dd;
+            best = n + pl;
+        }
+    }
+    return best;
+}
+
+static bool looks_secret(const char *key)
+{
+    static const char *words[] = {"token", "password", "secret", "passwd", "apikey", "api_key"};
+    size_t kl = strlen(key);
+    if ((kl > 5 && !strcmp(key + kl - 5, "_file")) || (kl > 4 && !strcmp(key + kl - 4, "_env")))
+        return false;
+    for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+        if (strstr(key, words[i]))
+            return true;
+    return false;
+}
+
+static const char *cv_kind_name(cv_kind k)
+{
+    switch (k) {
+    case CV_NULL: return "null";
+    case CV_BOOL: return "a boolean";
+    case CV_NUM: return "a number";
+    case CV_STR: return "a string";
+    case CV_OBJ: return "an object";
+    case CV_ARR: return "an array";
+    }
+    return "?";
+}
+
+static bool valid_date(const char *s)
+{
+    int64_t d;
+    return strlen(s) == 10 && s[4] == '-' && s[7] == '-' && fhir_clock_parse_date(s, &d) == 0;
+}
+
+static void walk_object(walk *w, const cv *obj, const char *prefix, void *base);
+
+static void walk_value(walk *w, const opt *o, const cv *v, const char *full, void *base)
+{
+    diag_ctx *d = w->d;
+    switch (o->type) {
+    case OT_CLEAR:
+        diag(d, v->line, "%s: secrets are not accepted in the configuration file; use %s", full,
+             o->values);
+        return;
+    case OT_OBJ:
+        if (v->kind != CV_OBJ) {
+            diag(d, v->line, "%s: expected an object, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        {
+            char pre[128];
+            snprintf(pre, sizeof pre, "%s.", o->name);
+            walk_object(w, v, pre, base);
+        }
+        return;
+    case OT_OBJLIST: {
+        if (v->kind != CV_ARR) {
+            diag(d, v->line, "%s: expected an array of objects, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        size_t i = 0;
+        for (const cv *e = v->child; e; e = e->next, i++) {
+            if (e->kind != CV_OBJ) {
+                diag(d, e->line, "%s[%zu]: expected an object, got %s", full, i, cv_kind_name(e->kind));
+                continue;
+            }
+            if (w->cfg->n_sources >= CONFIG_MAX_SOURCES) {
+                diag(d, e->line, "%s: more than %d sources", full, CONFIG_MAX_SOURCES);
+                return;
+            }
+            config_source *ns = realloc(w->cfg->sources, (w->cfg->n_sources + 1) * sizeof *ns);
+            if (!ns)
+                abort();
+            w->cfg->sources = ns;
+            config_source *s = &ns[w->cfg->n_sources++];
+            memset(s, 0, sizeof *s);
+            s->line = e->line;
+            s->kind = -1; /* required: no default */
+            apply_defaults(s, SC_SOURCE);
+            walk_object(w, e, "sources[].", s);
+        }
+        return;
+    }
+    default:
+        break;
+    }
+    /* scalars */
+    switch (o->type) {
+    case OT_STR:
+    case OT_PATH:
+    case OT_SECRET_FILE:
+    case OT_SECRET_ENV:
+    case OT_DATE:
+    case OT_INSTANT:
+    case OT_ENUM:
+        if (v->kind != CV_STR) {
+            diag(d, v->line, "%s: expected a string, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        if (!v->text[0] && o->type != OT_STR) {
+            diag(d, v->line, "%s: must not be empty", full);
+            return;
+        }
+        break;
+    case OT_INT:
+    case OT_NUM:
+        if (v->kind != CV_NUM) {
+            diag(d, v->line, "%s: expected a number, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        break;
+    case OT_BOOL:
+        if (v->kind != CV_BOOL) {
+            diag(d, v->line, "%s: expected true or false, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        break;
+    case OT_STRLIST:
+        if (v->kind != CV_ARR) {
+            diag(d, v->line, "%s: expected an array of strings, got %s", full, cv_kind_name(v->kind));
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    switch (o->type) {
+    case OT_STR:
+        set_str(base, o, v->text);
+        break;
+    case OT_PATH: {
+        char **p = field(base, o);
+        free(*p);
+        *p = resolve_path(w->base_dir, v->text);
+        break;
+    }
+    case OT_SECRET_FILE: {
+        char *path = resolve_path(w->base_dir, v->text);
+        struct stat st;
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
+            diag(d, v->line, "%s: secret file %s is not a readable file", full, path);
+        char **p = field(base, o);
+        free(*p);
+        *p = path;
+        break;
+    }
+    case OT_SECRET_ENV:
+        if (!getenv(v->text))
+            diag(d, v->line, "%s: environment variable %s is not set", full, v->text);
+        set_str(base, o, v->text);
+        break;
+    case OT_DATE:
+        if (!valid_date(v->text)) {
+            diag(d, v->line, "%s: \"%s\" is not a date YYYY-MM-DD", full, v->text);
+            return;
+        }
+        set_str(base, o, v->text);
+        break;
+    case OT_INSTANT: {
+        int64_t ms;
+        if (fhir_clock_parse_instant(v->text, &ms) != 0) {
+            diag(d, v->line, "%s: \"%s\" is not a FHIR instant", full, v->text);
+            return;
+        }
+        set_str(base, o, v->text);
+        break;
+    }
+    case OT_ENUM: {
+        int idx = enum_index(o->values, v->text);
+        if (idx < 0) {
+            diag(d, v->line, "%s: \"%s\" is not one of %s", full, v->text, o->values);
+            return;
+        }
+        if (enum_as_string(o))
+            set_str(base, o, v->text);
+        else
+            *(int *)field(base, o) = idx;
+        break;
+    }
+    case OT_INT: {
+        char *end;
+        errno = 0;
+        long long x = strtoll(v->text, &end, 10);
+        if (*end || errno) {
+            diag(d, v->line, "%s: expected an integer, got %s", full, v->text);
+            return;
+        }
+        if ((double)x < o->min || (double)x > o->max) {
+            diag(d, v->line, "%s: %lld is out of bounds [%.0f, %.0f]", full, x, o->min, o->max);
+            return;
+        }
+        *(long *)field(base, o) = (long)x;
+        break;
+    }
+    case OT_NUM: {
+        double x = strtod(v->text, NULL);
+        if (!isfinite(x) || x < o->min || x > o->max) {
+            diag(d, v->line, "%s: %s is out of bounds [%g, %g]", full, v->text, o->min, o->max);
+            return;
+        }
+        *(double *)field(base, o) = x;
+        if (!strcmp(o->name, "site.location.lat") || !strcmp(o->name, "site.location.lon"))
+            w->cfg->site_has_location = true;
+        break;
+    }
+    case OT_BOOL:
+        *(bool *)field(base, o) = v->b;
+        break;
+    case OT_STRLIST: {
+        config_strlist *l = field(base, o);
+        strlist_free(l);
+        size_t i = 0;
+        for (const cv *e = v->child; e; e = e->next, i++) {
+            if (e->kind != CV_STR || !e->text[0]) {
+                diag(d, e->line, "%s[%zu]: expected a non-empty string, got %s", full, i,
+                     e->kind == CV_STR ? "\"\"" : cv_kind_name(e->kind));
+                continue;
+            }
+            strlist_push(l, e->text);
+        }
+        break;
+    }
+    default:
+        break;
+    }
+}
+
+static void walk_object(walk *w, const cv *obj, const char *prefix, void *base)
+{
+    diag_ctx *d = w->d;
+    /* the display name of this instance: sources[] becomes sources[i] */
+    for (const cv *m = obj->child; m; m = m->next) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", prefix, m->key);
+        char full[180];
+        if (!strncmp(name, "sources[].", 10))
+            snprintf(full, sizeof full, "sources[%zu].%s", w->cfg->n_sources - 1, name + 10);
+        else
+            snprintf(full, sizeof full, "%s", name);
+        const opt *o = opt_find(name);
+        if (!o) {
+            const char *s = suggest(prefix, m->key);
+            if (looks_secret(m->key))
+                diag(d, m->line, "%s: unknown option, and secrets are not accepted in the "
+                     "configuration file (use a *_file or *_env option)", full);
+            else if (s)
+                diag(d, m->line, "%s: unknown option (did you mean \"%s\"?)", full, s);
+            else
+                diag(d, m->line, "%s: unknown option", full);
+            continue;
+        }
+        if (m->kind == CV_NULL && !o->required && o->type != OT_CLEAR)
+            continue; /* null = keep the default */
+        walk_value(w, o, m, full, base);
+    }
+    /* required options of this object */
+    size_t pl = strlen(prefix);
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const char *n = OPTS[i].name;
+        if (!OPTS[i].required || strncmp(n, prefix, pl) || strchr(n + pl, '.'))
+            continue;
+        bool present = false;
+        for (const cv *m = obj->child; m; m = m->next)
+            if (!strcmp(m->key, n + pl) && m->kind != CV_NULL)
+                present = true;
+        if (!present) {
+            if (!strncmp(n, "sources[].", 10))
+                diag(d, obj->line, "sources[%zu].%s: required option missing", w->cfg->n_sources - 1,
+                     n + 10);
+            else
+                diag(d, obj->line, "%s: required option missing", n);
+        }
+    }
+}
+
+/* ---- cross-field rules ---------------------------------------------------------------------- */
+
+static bool valid_name(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64)
+        return false;
+    for (const char *p = s; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+static void check_rules(config *c, diag_ctx *d, int root_line)
+{
+    if (c->admin_enabled && !c->admin_token_file && !c->admin_token_env)
+        diag(d, root_line, "admin: the admin API needs admin.token_file or admin.token_env "
+             "(or set admin.enabled to false)");
+    if (c->admin_token_file && c->admin_token_env)
+        diag(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
+    for (size_t i = 0; i < c->n_sources; i++) {
+        config_source *s = &c->sources[i];
+        if (s->name && !valid_name(s->name))
+            diag(d, s->line, "sources[%zu].name: \"%s\" must be 1-64 characters [A-Za-z0-9_-]", i,
+                 s->name);
+        for (size_t j = 0; j < i; j++)
+            if (s->name && c->sources[j].name && !strcmp(s->name, c->sources[j].name))
+                diag(d, s->line, "sources[%zu].name: \"%s\" is already used by sources[%zu] (line %d)",
+                     i, s->name, j, c->sources[j].line);
+        if (s->kind == CONFIG_SOURCE_FILES) {
+            if (!s->dir)
+                diag(d, s->line, "sources[%zu]: kind files needs dir", i);
+        } else if (s->kind >= 0) {
+            if (!s->base_url)
+                diag(d, s->line, "sources[%zu]: kind %s needs base_url", i,
+                     config_source_kind_name(s->kind));
+            else if (strncmp(s->base_url, "http://", 7) && strncmp(s->base_url, "https://", 8))
+                diag(d, s->line, "sources[%zu].base_url: \"%s\" is not an http(s) URL", i, s->base_url);
+            if ((s->kind == CONFIG_SOURCE_GROUP || s->kind == CONFIG_SOURCE_BULK) && !s->group_id)
+                diag(d, s->line, "sources[%zu]: kind %s needs group_id", i,
+                     config_source_kind_name(s->kind));
+        }
+        if (s->types.n == 0)
+            diag(d, s->line, "sources[%zu].types: must name at least one resource type", i);
+        for (size_t t = 0; t < s->types.n; t++) {
+            const char *ty = s->types.v[t];
+            bool ok = isupper((unsigned char)ty[0]);
+            for (const char *p = ty; *p; p++)
+                ok = ok && isalpha((unsigned char)*p);
+            if (!ok)
+                diag(d, s->line, "sources[%zu].types: \"%s\" is not a resource type name", i, ty);
+        }
+        switch (s->auth_kind) {
+        case CONFIG_AUTH_BEARER:
+            if (!s->auth_token_file == !s->auth_token_env)
+                diag(d, s->line, "sources[%zu].auth: bearer needs exactly one of token_file and token_env", i);
+            break;
+        case CONFIG_AUTH_BASIC:
+            if (!s->auth_user)
+                diag(d, s->line, "sources[%zu].auth: basic needs user", i);
+            if (!s->auth_password_file == !s->auth_password_env)
+                diag(d, s->line,
+                     "sources[%zu].auth: basic needs exactly one of password_file and password_env", i);
+            break;
+        case CONFIG_AUTH_SMART:
+            if (!s->auth_client_id || !s->auth_key_file)
+                diag(d, s->line, "sources[%zu].auth: smart needs client_id and key_file", i);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+/* ---- public ----------------------------------------------------------------------------- */
+
+const char *config_source_kind_name(int kind)
+{
+    static const char *n[] = {"search", "group", "bulk", "files"};
+    return kind >= 0 && kind < 4 ? n[kind] : "?";
+}
+
+const char *config_auth_kind_name(int kind)
+{
+    static const char *n[] = {"none", "bearer", "basic", "smart"};
+    return kind >= 0 && kind < 4 ? n[kind] : "?";
+}
+
+static void source_free(config_source *s)
+{
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt *o = &OPTS[i];
+        if (o->scope != SC_SOURCE)
+            continue;
+        switch (o->type) {
+        case OT_STR: case OT_PATH: case OT_SECRET_FILE: case OT_SECRET_ENV: case OT_DATE:
+        case OT_INSTANT:
+            free(*(char **)field(s, o));
+            break;
+        case OT_ENUM:
+            if (enum_as_string(o))
+                free(*(char **)field(s, o));
+            break;
+        case OT_STRLIST:
+            strlist_free(field(s, o));
+            break;
+        default:
+            break;
+        }
+    }
+}
+
+void config_free(config *c)
+{
+    if (!c)
+        return;
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt *o = &OPTS[i];
+        if (o->scope != SC_MAIN)
+            continue;
+        switch (o->type) {
+        case OT_STR: case OT_PATH: case OT_SECRET_FILE: case OT_SECRET_ENV: case OT_DATE:
+        case OT_INSTANT:
+            free(*(char **)field(c, o));
+            break;
+        case OT_ENUM:
+            if (enum_as_string(o))
+                free(*(char **)field(c, o));
+            break;
+        default:
+            break;
+        }
+    }
+    for (size_t i = 0; i < c->n_sources; i++)
+        source_free(&c->sources[i]);
+    free(c->sources);
+    free(c->path);
+    free(c);
+}
+
+config *config_load_mem(const char *name, const char *text, size_t len, const char *base_dir,
+                        fhir_buf *diagbuf, size_t *n_errors, fhir_error *err)
+{
+    diag_ctx d = {.name = name ? name : "config", .out = diagbuf};
+    fhir_error_clear(err);
+    if (n_errors)
+        *n_errors = 0;
+    fhir_arena *a = fhir_arena_new(16u * CONFIG_MAX_BYTES);
+    cv_parse p = {.a = a, .text = text, .len = len, .line = 1};
+    p.h = yajl_alloc(&cv_callbacks, NULL, &p);
+    yajl_config(p.h, yajl_allow_comments, 1);
+    yajl_config(p.h, yajl_dont_validate_strings, 0);
+    config *c = NULL;
+    yajl_status st = len > CONFIG_MAX_BYTES ? yajl_status_error
+                                            : yajl_parse(p.h, (const unsigned char *)text, len);
+    if (st == yajl_status_ok)
+        st = yajl_complete_parse(p.h);
+    if (len > CONFIG_MAX_BYTES) {
+        diag(&d, 0, "file larger than %u bytes", CONFIG_MAX_BYTES);
+        goto done;
+    }
+    if (st != yajl_status_ok) {
+        unsigned char *m = yajl_get_error(p.h, 0, (const unsigned char *)text, len);
+        size_t off = yajl_get_bytes_consumed(p.h);
+        p.pos = 0;
+        p.line = 1;
+        int line = cv_line_at(&p, off);
+        char msg[200];
+        snprintf(msg, sizeof msg, "%s", m ? (const char *)m : "syntax error");
+        char *nl = strchr(msg, '\n');
+        if (nl)
+            *nl = 0;
+        diag(&d, line, "JSON syntax error: %s", msg);
+        yajl_free_error(p.h, m);
+        goto done;
+    }
+    if (p.dup)
+        diag(&d, p.dup_line, "%s", p.dup_msg);
+    if (!p.root || p.root->kind != CV_OBJ) {
+        diag(&d, p.root ? p.root->line : 1, "the configuration must be a JSON object");
+        goto done;
+    }
+    c = calloc(1, sizeof *c);
+    if (!c)
+        abort();
+    c->path = xstrdup(name);
+    apply_defaults(c, SC_MAIN);
+    /* defaults of PATH options are absolute or relative to the working directory */
+    walk w = {.d = &d, .base_dir = base_dir, .cfg = c};
+    walk_object(&w, p.root, "", c);
+    check_rules(c, &d, p.root->line);
+done:
+    yajl_free(p.h);
+    fhir_arena_free(a);
+    if (n_errors)
+        *n_errors = d.n;
+    if (d.n) {
+        if (d.n > 1)
+            fhir_error_set(err, "%s (and %zu more)", d.first, d.n - 1);
+        else
+            fhir_error_set(err, "%s", d.first);
+        if (diagbuf && d.n > CONFIG_MAX_ERRORS)
+            fhir_buf_printf(diagbuf, "%s: ... %zu more errors not shown\n", d.name,
+                            d.n - CONFIG_MAX_ERRORS);
+        config_free(c);
+        return NULL;
+    }
+    return c;
+}
+
+config *config_load(const char *path, fhir_buf *diagbuf, size_t *n_errors, fhir_error *err)
+{
+    if (n_errors)
+        *n_errors = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (n_errors)
+            *n_errors = 1;
+        if (diagbuf)
+            fhir_buf_printf(diagbuf, "%s: cannot open: %s\n", path, strerror(errno));
+        fhir_error_set(err, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    fhir_buf b;
+    fhir_buf_init(&b, CONFIG_MAX_BYTES + 1);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fhir_buf_append(&b, chunk, n) < 0)
+            break;
+    bool rerr = ferror(f);
+    fclose(f);
+    if (rerr || b.overflow) {
+        fhir_buf_free(&b);
+        if (n_errors)
+            *n_errors = 1;
+        fhir_error_set(err, "%s: %s", path, rerr ? "read error" : "file larger than 1 MiB");
+        if (diagbuf)
+            fhir_buf_printf(diagbuf, "%s\n", err ? err->msg : "");
+        return NULL;
+    }
+    char *dir = xstrdup(path);
+    char *slash = strrchr(dir, '/');
+    if (slash)
+        *slash = 0;
+    else
+        strcpy(dir, ".");
+    config *c = config_load_mem(path, b.data ? b.data : "", b.len, dir, diagbuf, n_errors, err);
+    free(dir);
+    fhir_buf_free(&b);
+    return c;
+}
+
+int config_read_secret(const char *file, const char *env, char **out, fhir_error *err)
+{
+    *out = NULL;
+    if (file) {
+        FILE *f = fopen(file, "r");
+        if (!f)
+            return fhir_error_set(err, "secret file %s: %s", file, strerror(errno));
+        char line[4096];
+        if (!fgets(line, sizeof line, f)) {
+            fclose(f);
+            return fhir_error_set(err, "secret file %s is empty", file);
+        }
+        fclose(f);
+        line[strcspn(line, "\r\n")] = 0;
+        if (!line[0])
+            return fhir_error_set(err, "secret file %s: first line is empty", file);
+        *out = xstrdup(line);
+        return 0;
+    }
+    if (env) {
+        const char *v = getenv(env);
+        if (!v || !*v)
+            return fhir_error_set(err, "environment variable %s is not set", env);
+        *out = xstrdup(v);
+        return 0;
+    }
+    return fhir_error_set(err, "no secret configured (neither a file nor an environment variable)");
+}
+
+static const char *type_name(const opt *o)
+{
+    switch (o->type) {
+    case OT_STR: return "string";
+    case OT_PATH: return "path";
+    case OT_SECRET_FILE: return "path (secret file)";
+    case OT_SECRET_ENV: return "env var name";
+    case OT_INT: return "integer";
+    case OT_NUM: return "number";
+    case OT_BOOL: return "boolean";
+    case OT_ENUM: return "enum";
+    case OT_DATE: return "date";
+    case OT_INSTANT: return "instant";
+    case OT_STRLIST: return "string[]";
+    case OT_OBJ: return "object";
+    case OT_OBJLIST: return "object[]";
+    case OT_CLEAR: return "refused";
+    }
+    return "?";
+}
+
+int config_write_reference(fhir_buf *out)
+{
+    fhir_buf_puts(out, "| option | type | default | allowed | description |\n"
+                       "|---|---|---|---|---|\n");
+    for (size_t i = 0; i < N_OPTS; i++) {
+        const opt *o = &OPTS[i];
+        char allowed[160] = "";
+        if (o->type == OT_INT || o->type == OT_NUM)
+            snprintf(allowed, sizeof allowed, "%g … %g", o->min, o->max);
+        else if (o->type == OT_ENUM) {
+            snprintf(allowed, sizeof allowed, "`%s`", o->values);
+            for (char *p = allowed; *p; p++)
+                if (*p == '|')
+                    *p = ',';
+        } else if (o->type == OT_CLEAR)
+            snprintf(allowed, sizeof allowed, "use %s", o->values);
+        const char *def = o->def;
+        char defbuf[200] = "";
+        if (def) {
+            const char *src = CARTGATE_SOURCE_DIR "/";
+            if (!strncmp(def, src, strlen(src)))
+                snprintf(defbuf, sizeof defbuf, "`<source>/%s`", def + strlen(src));
+            else
+                snprintf(defbuf, sizeof defbuf, "`%s`", def);
+        } else if (o->required)
+            snprintf(defbuf, sizeof defbuf, "**required**");
+        fhir_buf_printf(out, "| `%s` | %s | %s | %s | %s |\n", o->name, type_name(o), defbuf,
+                        allowed, o->help);
+    }
+    return out->overflow ? -1 : 0;
+}

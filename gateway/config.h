@@ -1,0 +1,116 @@
+/* config — the daemon's configuration file (`cartgate run -c FILE`).
+ *
+ * One JSON file; // and / * * / comments are allowed outside strings. Every option is declared
+ * once, in the option table of config.c (name, type, default, bounds, help); the loader, the
+ * checker (`cartgate check-config`) and the README reference (`check-config --reference`) are
+ * all driven by that table.
+ *
+ * The loader reports EVERY problem it finds, each as "FILE:LINE: what": syntax errors,
+ * unknown keys (with a "did you mean" when close), wrong types, values out of bounds or not
+ * in the allowed set, missing required options, cross-field rules (a `group` source needs a
+ * group_id ...), duplicate source names. Secrets are never taken from the file: options such
+ * as `token` or `password` are refused ("use token_file or token_env"); a *_file must exist
+ * and an *_env variable must be set. Relative paths are resolved against the directory of the
+ * config file. */
+#ifndef CONFIG_H
+#define CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_buf.h"
+#include "fhir_error.h"
+
+typedef enum config_source_kind {
+    CONFIG_SOURCE_SEARCH = 0,
+    CONFIG_SOURCE_GROUP,
+    CONFIG_SOURCE_BULK,
+    CONFIG_SOURCE_FILES,
+} config_source_kind;
+
+typedef enum config_auth_kind {
+    CONFIG_AUTH_NONE = 0,
+    CONFIG_AUTH_BEARER,
+    CONFIG_AUTH_BASIC,
+    CONFIG_AUTH_SMART,
+} config_auth_kind;
+
+typedef struct config_strlist {
+    char **v;
+    size_t n;
+} config_strlist;
+
+/* One EHR endpoint (or file-drop folder). Strings are owned by the config. */
+typedef struct config_source {
+    char *name;
+    int kind;              /* config_source_kind */
+    char *base_url;
+    int format;            /* 0 json, 1 xml */
+    long interval_s;       /* poll schedule */
+    long concurrency;      /* requests in flight */
+    double rate_per_s;     /* request starts per second; 0 = unlimited */
+    long timeout_s;        /* per request attempt */
+    long page_size;        /* _count */
+    long max_pages;        /* search page cap */
+    char *group_id;        /* group and bulk */
+    char *dir;             /* files */
+    config_strlist types;  /* resource types read (_type for bulk) */
+    char *since;           /* first poll starts here (instant); NULL = everything */
+    char *ca_file;
+    int auth_kind;         /* config_auth_kind */
+    char *auth_token_file, *auth_token_env;
+    char *auth_user, *auth_password_file, *auth_password_env;
+    char *auth_client_id, *auth_key_file, *auth_kid, *auth_alg, *auth_scope, *auth_token_url;
+    int line;              /* line of the source's object in the file */
+} config_source;
+
+typedef struct config {
+    char *path;            /* the file loaded */
+    char *site_id, *site_name;
+    double site_lat, site_lon;
+    bool site_has_location;
+    char *store_path;
+    long store_busy_timeout_ms;
+    int log_level;         /* fhir_log_level */
+    bool admin_enabled;
+    char *admin_bind;
+    long admin_port;
+    char *admin_token_file, *admin_token_env;
+    char *criteria_dir;
+    char *centers_file, *zcta_file;
+    int referral_mode;     /* refer_mode: 0 approval, 1 auto */
+    int referral_min_category; /* 0 eligible, 1 possibly_eligible */
+    char *referral_urgency_default;
+    long referral_send_interval_s;
+    long referral_task_poll_s;
+    char *as_of;           /* "YYYY-MM-DD" demo override, NULL = today */
+    long shutdown_grace_s;
+    config_source *sources;
+    size_t n_sources;
+} config;
+
+/* Loads and validates FILE. On success returns the config (caller frees with config_free()).
+ * On failure returns NULL; every problem found is appended to diag (one "FILE:LINE: what"
+ * line each, when diag is non-NULL), *n_errors (may be NULL) gets their count and err the
+ * first one followed by "(and N more)". */
+config *config_load(const char *path, fhir_buf *diag, size_t *n_errors, fhir_error *err);
+/* Same from memory; name is used in messages and relative paths resolve against base_dir
+ * (NULL = current directory). */
+config *config_load_mem(const char *name, const char *text, size_t len, const char *base_dir,
+                        fhir_buf *diag, size_t *n_errors, fhir_error *err);
+void config_free(config *c);
+
+/* Reads a secret: the first line of file (trailing CR/LF removed), else the value of the
+ * environment variable env. Exactly one of them should be set. Caller frees *out.
+ * 0, or -1 with err (names the file or variable, never the secret). */
+int config_read_secret(const char *file, const char *env, char **out, fhir_error *err);
+
+/* The option reference as a Markdown table (generated from the option table). */
+int config_write_reference(fhir_buf *out);
+
+/* Static strings. */
+const char *config_source_kind_name(int kind);
+const char *config_auth_kind_name(int kind);
+
+#endif
