@@ -17,6 +17,8 @@ int cmd_synth(int argc, char **argv);
 int cmd_profile(int argc, char **argv);
 int cmd_centers(int argc, char **argv);
 int cmd_fhir(int argc, char **argv);
+int cmd_check_config(int argc, char **argv);
+int cmd_run(int argc, char **argv);
 
 /* Prints the library versions (yajl, libcurl, libxml2, libevent, SQLite, OpenSSL). */
 void cmd_print_versions(void);

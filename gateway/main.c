@@ -10,6 +10,8 @@ static const cmd_entry commands[] = {
     {"convert", cmd_convert, "convert FHIR resources between JSON and XML (pretty or compact)"},
     {"centers", cmd_centers, "rank treatment centers from a ZIP or LAT,LON and explain why"},
     {"fhir", cmd_fhir, "FHIR REST client: get, search (all pages), post, put, transaction"},
+    {"run", cmd_run, "run the daemon: poll, screen, refer, serve the admin API (-c FILE)"},
+    {"check-config", cmd_check_config, "validate a daemon configuration file (every error with FILE:LINE)"},
     {"profile", cmd_profile, "print the clinical profile of each patient in Bundles / NDJSON / folders"},
     {"synth", cmd_synth, "write a deterministic synthetic oncology cohort with ground truth"},
     {"version", cmd_version, "print cartgate and library versions"},

@@ -1,0 +1,725 @@
+/* poll — discovery strategies of one source (see poll.h). */
+#include "poll.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "fhir_client.h"
+#include "fhir_clock.h"
+#include "fhir_json.h"
+#include "fhir_log.h"
+#include "fhir_ndjson.h"
+
+#define POLL_MAX_FILES 10000
+#define POLL_MAX_MEMBERS 1000000
+
+typedef struct poll_op poll_op;
+
+struct poll_source {
+    daemon *d;
+    const config_source *cfg; /* borrowed from the daemon's config (see daemon.c) */
+    fhir_client *client;
+    struct event *timer;
+    bool busy, paused, done_once;
+    /* the poll in progress */
+    int pending;
+    bool failed;
+    size_t changed, unchanged;
+    int64_t started_mono;
+    char **cursor_old;        /* per type (search) or [0] (group) */
+    char (*cursor_new)[48];   /* largest meta.lastUpdated seen */
+    int64_t *cursor_new_ms;
+    bool *type_ok;
+    char **members;           /* group */
+    bool *member_new;
+    size_t n_members;
+    poll_op **ops;            /* every op of this poll, freed at the end */
+    size_t n_ops, cap_ops;
+};
+
+struct poll_op {
+    poll_source *p;
+    size_t slot;      /* cursor slot (type index for search, 0 for group) */
+    size_t type;
+    long member;      /* -1 when not per member */
+};
+
+static char *xstrdup(const char *s)
+{
+    char *d = strdup(s);
+    if (!d)
+        abort();
+    return d;
+}
+
+static void log_err(const char *event, const poll_source *p, const char *msg)
+{
+    char q[700];
+    fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, fhir_log_quote(msg, q, sizeof q));
+}
+
+const char *poll_source_name(const poll_source *p)
+{
+    return p->cfg->name;
+}
+bool poll_source_busy(const poll_source *p)
+{
+    return p->busy;
+}
+bool poll_source_done_once(const poll_source *p)
+{
+    return p->done_once;
+}
+
+static void schedule(poll_source *p, long seconds)
+{
+    if (p->paused)
+        return;
+    struct timeval tv = {.tv_sec = seconds};
+    evtimer_add(p->timer, &tv);
+}
+
+static void poll_reset(poll_source *p)
+{
+    size_t nt = p->cfg->types.n;
+    if (p->cursor_old)
+        for (size_t i = 0; i < nt; i++)
+            free(p->cursor_old[i]);
+    free(p->cursor_old);
+    free(p->cursor_new);
+    free(p->cursor_new_ms);
+    free(p->type_ok);
+    for (size_t i = 0; i < p->n_members; i++)
+        free(p->members[i]);
+    free(p->members);
+    free(p->member_new);
+    for (size_t i = 0; i < p->n_ops; i++)
+        free(p->ops[i]);
+    free(p->ops);
+    p->cursor_old = NULL;
+    p->cursor_new = NULL;
+    p->cursor_new_ms = NULL;
+    p->type_ok = NULL;
+    p->members = NULL;
+    p->member_new = NULL;
+    p->n_members = 0;
+    p->ops = NULL;
+    p->n_ops = p->cap_ops = 0;
+    p->pending = 0;
+    p->failed = false;
+    p->changed = p->unchanged = 0;
+}
+
+static void poll_end(poll_source *p)
+{
+    daemon_src_metrics *m = daemon_src_metrics_get(p->d, p->cfg->name);
+    m->resources += p->changed;
+    m->unchanged += p->unchanged;
+    if (p->failed)
+        m->polls_failed++;
+    else {
+        m->polls_ok++;
+        m->last_success_ms = fhir_clock_now_ms();
+        p->done_once = true;
+    }
+    fhir_log(p->failed ? FHIR_LOG_WARN : FHIR_LOG_INFO, "poll.done",
+             "source=%s kind=%s result=%s changed=%zu unchanged=%zu ms=%lld", p->cfg->name,
+             config_source_kind_name(p->cfg->kind), p->failed ? "failed" : "ok", p->changed, p->unchanged,
+             (long long)(fhir_clock_mono_ms() - p->started_mono));
+    poll_reset(p);
+    p->busy = false;
+    schedule(p, p->cfg->interval_s);
+    daemon_poll_finished(p->d, p, !p->failed);
+}
+
+static poll_op *op_new(poll_source *p, size_t slot, size_t type, long member)
+{
+    if (p->n_ops == p->cap_ops) {
+        p->cap_ops = p->cap_ops ? p->cap_ops * 2 : 16;
+        poll_op **n = realloc(p->ops, p->cap_ops * sizeof *n);
+        if (!n)
+            abort();
+        p->ops = n;
+    }
+    poll_op *o = calloc(1, sizeof *o);
+    if (!o)
+        abort();
+    o->p = p;
+    o->slot = slot;
+    o->type = type;
+    o->member = member;
+    p->ops[p->n_ops++] = o;
+    return o;
+}
+
+/* ---- files ------------------------------------------------------------------------------- */
+
+typedef struct file_ctx {
+    poll_source *p;
+    fhir_error *err;
+} file_ctx;
+
+static int file_line(void *ud, const fhir_node *res, size_t line_no)
+{
+    file_ctx *f = ud;
+    if (daemon_ingest(f->p->d, f->p->cfg->name, res, &f->p->changed, &f->p->unchanged, f->err))
+        return fhir_error_prefix(f->err, "line %zu", line_no), 1;
+    return 0;
+}
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n > m && !strcmp(s + n - m, suf);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int ensure_dir(const char *path)
+{
+    if (mkdir(path, 0750) == 0 || errno == EEXIST)
+        return 0;
+    return -1;
+}
+
+static void move_to(const char *dir, const char *sub, const char *name, const char *note)
+{
+    char from[4096], to[4096];
+    snprintf(from, sizeof from, "%s/%s", dir, name);
+    snprintf(to, sizeof to, "%s/%s", dir, sub);
+    ensure_dir(to);
+    snprintf(to, sizeof to, "%s/%s/%s", dir, sub, name);
+    if (rename(from, to) != 0)
+        fhir_log(FHIR_LOG_ERROR, "files.move_failed", "file=%s to=%s errno=%d", name, sub, errno);
+    if (note) {
+        char ep[4200];
+        snprintf(ep, sizeof ep, "%s.error", to);
+        FILE *f = fopen(ep, "w");
+        if (f) {
+            fprintf(f, "%s\n", note);
+            fclose(f);
+        }
+    }
+}
+
+static int file_process(poll_source *p, const char *path, fhir_error *err)
+{
+    store *st = p->d->st;
+    if (store_begin(st, err))
+        return -1;
+    int rc = 0;
+    file_ctx fc = {.p = p, .err = err};
+    if (has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl")) {
+        fhir_json_limits lim = {.max_bytes = 256u << 20};
+        fhir_ndjson *r = fhir_ndjson_new(&lim, file_line, NULL, &fc);
+        rc = fhir_ndjson_read_path(r, path, err);
+        fhir_ndjson_free(r);
+    } else {
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_json_limits lim = {.max_bytes = 512u << 20};
+        fhir_node *n = fhir_json_parse_file(a, path, &lim, err);
+        rc = n ? daemon_ingest(p->d, p->cfg->name, n, &p->changed, &p->unchanged, err) : -1;
+        fhir_arena_free(a);
+    }
+    if (rc) {
+        store_rollback(st);
+        return -1;
+    }
+    return store_commit(st, err);
+}
+
+static void files_poll(poll_source *p)
+{
+    const char *dir = p->cfg->dir;
+    DIR *dh = opendir(dir);
+    if (!dh) {
+        char msg[600];
+        snprintf(msg, sizeof msg, "cannot open drop folder: %s", strerror(errno));
+        log_err("files.failed", p, msg);
+        p->failed = true;
+        poll_end(p);
+        return;
+    }
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dh)) && n < POLL_MAX_FILES) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (!has_suffix(e->d_name, ".json") && !has_suffix(e->d_name, ".ndjson") &&
+            !has_suffix(e->d_name, ".jsonl"))
+            continue;
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", dir, e->d_name);
+        struct stat sb;
+        if (stat(full, &sb) != 0 || !S_ISREG(sb.st_mode))
+            continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 32;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn)
+                abort();
+            names = nn;
+        }
+        names[n++] = xstrdup(e->d_name);
+    }
+    closedir(dh);
+    qsort(names, n, sizeof *names, cmp_str);
+    size_t done = 0, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        char full[4096];
+        snprintf(full, sizeof full, "%s/%s", dir, names[i]);
+        fhir_error err;
+        fhir_error_clear(&err);
+        size_t before = p->changed;
+        if (file_process(p, full, &err) == 0) {
+            move_to(dir, "done", names[i], NULL);
+            done++;
+            fhir_log(FHIR_LOG_INFO, "files.done", "source=%s file=%s changed=%zu", p->cfg->name, names[i],
+                     p->changed - before);
+        } else {
+            p->changed = before;
+            move_to(dir, "failed", names[i], err.msg);
+            bad++;
+            char q[700];
+            fhir_log(FHIR_LOG_WARN, "files.failed", "source=%s file=%s error=%s", p->cfg->name, names[i],
+                     fhir_log_quote(err.msg, q, sizeof q));
+        }
+        free(names[i]);
+    }
+    /* screening waits for the whole drop: a bulk export writes one file per type, and a
+     * patient screened between Condition.ndjson and MedicationAdministration.ndjson would get
+     * a verdict (and maybe a proposal) from half of its data */
+    free(names);
+    /* a bad file is reported (and kept in failed/), not a failed poll */
+    poll_end(p);
+}
+
+/* ---- HTTP helpers --------------------------------------------------------------------- */
+
+/* Appends the value URL-encoded enough for an instant ('+' and ':' are the risks). */
+static void enc_instant(char *out, size_t outlen, const char *v)
+{
+    size_t k = 0;
+    for (const char *s = v; *s && k + 4 < outlen; s++) {
+        if (*s == '+' || *s == ':' || *s == ' ') {
+            k += (size_t)snprintf(out + k, outlen - k, "%%%02X", (unsigned char)*s);
+        } else
+            out[k++] = *s;
+    }
+    out[k] = 0;
+}
+
+static void note_last_updated(poll_source *p, size_t slot, const fhir_node *res)
+{
+    const char *lu = fhir_node_path_str(res, "meta.lastUpdated");
+    int64_t ms;
+    if (!lu || strlen(lu) >= sizeof p->cursor_new[0] || fhir_clock_parse_instant(lu, &ms) != 0)
+        return;
+    if (!p->cursor_new[slot][0] || ms > p->cursor_new_ms[slot]) {
+        snprintf(p->cursor_new[slot], sizeof p->cursor_new[slot], "%s", lu);
+        p->cursor_new_ms[slot] = ms;
+    }
+}
+
+/* One search page: stored in one transaction. */
+static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
+{
+    poll_op *o = ud;
+    poll_source *p = o->p;
+    (void)page_no;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_begin(p->d->st, &err)) {
+        log_err("poll.store_failed", p, err.msg);
+        return 1;
+    }
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        if (!r)
+            continue;
+        const char *mode = fhir_node_path_str(e, "search.mode");
+        if (mode && !strcmp(mode, "outcome"))
+            continue;
+        if (daemon_ingest(p->d, p->cfg->name, r, &p->changed, &p->unchanged, &err)) {
+            store_rollback(p->d->st);
+            log_err("poll.store_failed", p, err.msg);
+            return 1;
+        }
+        note_last_updated(p, o->slot, r);
+    }
+    if (store_commit(p->d->st, &err)) {
+        log_err("poll.store_failed", p, err.msg);
+        return 1;
+    }
+    return 0;
+}
+
+static void count_result(poll_source *p, const fhir_client_result *res)
+{
+    daemon_count_status(daemon_src_metrics_get(p->d, p->cfg->name), res->status);
+}
+
+/* Writes the cursors the finished poll earned (after its data was committed). */
+static void commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
+{
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_begin(p->d->st, &err)) {
+        log_err("poll.cursor_failed", p, err.msg);
+        p->failed = true;
+        return;
+    }
+    for (size_t i = 0; i < nslots; i++) {
+        if (!p->type_ok[i] || !p->cursor_new[i][0])
+            continue;
+        if (store_cursor_put(p->d->st, p->cfg->name, keys[i], p->cursor_new[i], &err)) {
+            store_rollback(p->d->st);
+            log_err("poll.cursor_failed", p, err.msg);
+            p->failed = true;
+            return;
+        }
+    }
+    /* group: members whose data is now stored are no longer new */
+    for (size_t i = 0; i < p->n_members; i++) {
+        if (!p->member_new[i] || !p->type_ok[0])
+            continue;
+        char key[300];
+        snprintf(key, sizeof key, "member:%s", p->members[i]);
+        if (store_cursor_put(p->d->st, p->cfg->name, key, "1", &err)) {
+            store_rollback(p->d->st);
+            p->failed = true;
+            return;
+        }
+    }
+    if (store_commit(p->d->st, &err)) {
+        log_err("poll.cursor_failed", p, err.msg);
+        p->failed = true;
+    }
+}
+
+static void search_finish(poll_source *p)
+{
+    size_t nt = p->cfg->types.n;
+    char **keys = calloc(nt, sizeof *keys);
+    if (!keys)
+        abort();
+    for (size_t i = 0; i < nt; i++) {
+        keys[i] = malloc(160);
+        if (!keys[i])
+            abort();
+        snprintf(keys[i], 160, "lastUpdated:%s", p->cfg->types.v[i]);
+    }
+    commit_cursors(p, nt, (const char *const *)keys);
+    for (size_t i = 0; i < nt; i++)
+        free(keys[i]);
+    free(keys);
+    poll_end(p);
+}
+
+static void on_search_done(void *ud, fhir_client_result *res)
+{
+    poll_op *o = ud;
+    poll_source *p = o->p;
+    count_result(p, res);
+    if (res->err.msg[0]) {
+        char msg[800];
+        snprintf(msg, sizeof msg, "%s: %s", p->cfg->types.v[o->type], res->err.msg);
+        log_err("poll.search_failed", p, msg);
+        p->failed = true;
+        p->type_ok[o->slot] = false;
+    }
+    fhir_client_result_free(res);
+    if (--p->pending > 0)
+        return;
+    if (p->cfg->kind == CONFIG_SOURCE_GROUP) {
+        const char *key = "lastUpdated";
+        commit_cursors(p, 1, &key);
+        poll_end(p);
+    } else
+        search_finish(p);
+}
+
+static int start_search(poll_source *p, poll_op *o, const char *query)
+{
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (fhir_client_search(p->client, query, on_page, on_search_done, o, &err)) {
+        log_err("poll.search_failed", p, err.msg);
+        p->failed = true;
+        p->type_ok[o->slot] = false;
+        return -1;
+    }
+    p->pending++;
+    return 0;
+}
+
+static void alloc_slots(poll_source *p, size_t n)
+{
+    p->cursor_old = calloc(p->cfg->types.n + 1, sizeof *p->cursor_old);
+    p->cursor_new = calloc(n, sizeof *p->cursor_new);
+    p->cursor_new_ms = calloc(n, sizeof *p->cursor_new_ms);
+    p->type_ok = calloc(n, sizeof *p->type_ok);
+    if (!p->cursor_old || !p->cursor_new || !p->cursor_new_ms || !p->type_ok)
+        abort();
+    for (size_t i = 0; i < n; i++)
+        p->type_ok[i] = true;
+}
+
+static const char *initial_cursor(poll_source *p, const char *key, size_t slot)
+{
+    fhir_error err;
+    char *v = NULL;
+    if (store_cursor_get(p->d->st, p->cfg->name, key, &v, &err) == 0 && v) {
+        p->cursor_old[slot] = v;
+        return v;
+    }
+    free(v);
+    if (p->cfg->since) {
+        p->cursor_old[slot] = xstrdup(p->cfg->since);
+        return p->cursor_old[slot];
+    }
+    return NULL;
+}
+
+/* ---- search ----------------------------------------------------------------------------- */
+
+static void search_poll(poll_source *p)
+{
+    size_t nt = p->cfg->types.n;
+    alloc_slots(p, nt);
+    for (size_t i = 0; i < nt; i++) {
+        char key[160];
+        snprintf(key, sizeof key, "lastUpdated:%s", p->cfg->types.v[i]);
+        const char *cur = initial_cursor(p, key, i);
+        char q[512], enc[128];
+        if (cur) {
+            enc_instant(enc, sizeof enc, cur);
+            snprintf(q, sizeof q, "%s?_lastUpdated=ge%s&_count=%ld", p->cfg->types.v[i], enc, p->cfg->page_size);
+        } else
+            snprintf(q, sizeof q, "%s?_count=%ld", p->cfg->types.v[i], p->cfg->page_size);
+        start_search(p, op_new(p, i, i, -1), q);
+    }
+    if (p->pending == 0)
+        search_finish(p);
+}
+
+/* ---- group -------------------------------------------------------------------------------- */
+
+static void group_members_start(poll_source *p)
+{
+    const char *cur = p->cursor_old[0];
+    char enc[128] = "";
+    if (cur)
+        enc_instant(enc, sizeof enc, cur);
+    for (size_t m = 0; m < p->n_members; m++) {
+        for (size_t t = 0; t < p->cfg->types.n; t++) {
+            const char *type = p->cfg->types.v[t];
+            if (!strcmp(type, "Medication") || !strcmp(type, "Group"))
+                continue; /* not patient-compartment searches */
+            char q[600];
+            int k = !strcmp(type, "Patient")
+                        ? snprintf(q, sizeof q, "Patient?_id=%s", p->members[m])
+                        : snprintf(q, sizeof q, "%s?patient=%s", type, p->members[m]);
+            if (cur && !p->member_new[m])
+                k += snprintf(q + k, sizeof q - (size_t)k, "&_lastUpdated=ge%s", enc);
+            snprintf(q + k, sizeof q - (size_t)k, "&_count=%ld", p->cfg->page_size);
+            if (start_search(p, op_new(p, 0, t, (long)m), q))
+                break;
+        }
+        if (p->failed)
+            break;
+    }
+    if (p->pending == 0) {
+        const char *key = "lastUpdated";
+        commit_cursors(p, 1, &key);
+        poll_end(p);
+    }
+}
+
+static void on_group(void *ud, fhir_client_result *res)
+{
+    poll_op *o = ud;
+    poll_source *p = o->p;
+    count_result(p, res);
+    p->pending--;
+    if (res->err.msg[0] || !res->body) {
+        log_err("poll.group_failed", p, res->err.msg[0] ? res->err.msg : "empty Group");
+        fhir_client_result_free(res);
+        p->failed = true;
+        poll_end(p);
+        return;
+    }
+    size_t cap = fhir_node_count(fhir_node_get(res->body, "member"));
+    if (cap > POLL_MAX_MEMBERS)
+        cap = POLL_MAX_MEMBERS;
+    p->members = calloc(cap + 1, sizeof *p->members);
+    p->member_new = calloc(cap + 1, sizeof *p->member_new);
+    if (!p->members || !p->member_new)
+        abort();
+    for (const fhir_node *m = fhir_node_first(fhir_node_get(res->body, "member")); m && p->n_members < cap;
+         m = m->next) {
+        if (fhir_node_bool(fhir_node_get(m, "inactive"), false))
+            continue;
+        const char *ref = fhir_node_path_str(m, "entity.reference");
+        if (!ref || strncmp(ref, "Patient/", 8) || !ref[8] || strlen(ref) > 72)
+            continue;
+        bool ok = true;
+        for (const char *c = ref + 8; *c; c++)
+            if (!((*c >= 'A' && *c <= 'Z') || (*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' ||
+                  *c == '.'))
+                ok = false;
+        if (!ok)
+            continue;
+        char key[300];
+        snprintf(key, sizeof key, "member:%s", ref + 8);
+        char *v = NULL;
+        fhir_error err;
+        store_cursor_get(p->d->st, p->cfg->name, key, &v, &err);
+        p->member_new[p->n_members] = v == NULL;
+        free(v);
+        p->members[p->n_members++] = xstrdup(ref + 8);
+    }
+    fhir_client_result_free(res);
+    fhir_log(FHIR_LOG_DEBUG, "poll.group", "source=%s members=%zu", p->cfg->name, p->n_members);
+    group_members_start(p);
+}
+
+static void group_poll(poll_source *p)
+{
+    alloc_slots(p, 1);
+    initial_cursor(p, "lastUpdated", 0);
+    fhir_error err;
+    fhir_error_clear(&err);
+    poll_op *o = op_new(p, 0, 0, -1);
+    if (fhir_client_read(p->client, "Group", p->cfg->group_id, on_group, o, &err)) {
+        log_err("poll.group_failed", p, err.msg);
+        p->failed = true;
+        poll_end(p);
+        return;
+    }
+    p->pending++;
+}
+
+/* ---- scheduling ------------------------------------------------------------------------------ */
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    poll_source *p = arg;
+    if (p->busy || p->paused)
+        return;
+    p->busy = true;
+    p->started_mono = fhir_clock_mono_ms();
+    fhir_log(FHIR_LOG_DEBUG, "poll.start", "source=%s kind=%s", p->cfg->name, config_source_kind_name(p->cfg->kind));
+    switch (p->cfg->kind) {
+    case CONFIG_SOURCE_FILES:
+        files_poll(p);
+        break;
+    case CONFIG_SOURCE_SEARCH:
+        search_poll(p);
+        break;
+    case CONFIG_SOURCE_GROUP:
+        group_poll(p);
+        break;
+    default:
+        log_err("poll.failed", p, "bulk sources are not supported by this build");
+        p->failed = true;
+        poll_end(p);
+        break;
+    }
+}
+
+void poll_source_kick(poll_source *p)
+{
+    if (p->busy || p->paused)
+        return;
+    evtimer_del(p->timer);
+    struct timeval tv = {0, 0};
+    evtimer_add(p->timer, &tv);
+}
+
+void poll_source_pause(poll_source *p)
+{
+    p->paused = true;
+    evtimer_del(p->timer);
+}
+
+static fhir_auth_kind auth_kind(int k)
+{
+    switch (k) {
+    case CONFIG_AUTH_BEARER: return FHIR_AUTH_BEARER;
+    case CONFIG_AUTH_BASIC: return FHIR_AUTH_BASIC;
+    case CONFIG_AUTH_SMART: return FHIR_AUTH_SMART;
+    default: return FHIR_AUTH_NONE;
+    }
+}
+
+poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *err)
+{
+    if (cfg->kind == CONFIG_SOURCE_BULK) {
+        fhir_error_set(err, "kind bulk is not supported by this build: point a files source at the "
+                            "export folder instead");
+        return NULL;
+    }
+    poll_source *p = calloc(1, sizeof *p);
+    if (!p)
+        abort();
+    p->d = d;
+    p->cfg = cfg;
+    daemon_src_metrics_get(d, cfg->name);
+    if (cfg->kind != CONFIG_SOURCE_FILES) {
+        fhir_client_config cc = {
+            .name = cfg->name, .base_url = cfg->base_url, .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
+            .total_timeout_ms = cfg->timeout_s * 1000, .max_concurrent = (unsigned)cfg->concurrency,
+            .rate_per_s = cfg->rate_per_s, .max_pages = (unsigned)cfg->max_pages, .ca_file = cfg->ca_file,
+        };
+        cc.auth.kind = auth_kind(cfg->auth_kind);
+        cc.auth.bearer_file = cfg->auth_token_file;
+        cc.auth.bearer_env = cfg->auth_token_env;
+        cc.auth.basic_user = cfg->auth_user;
+        cc.auth.basic_pass_file = cfg->auth_password_file;
+        cc.auth.basic_pass_env = cfg->auth_password_env;
+        cc.auth.smart_client_id = cfg->auth_client_id;
+        cc.auth.smart_key_file = cfg->auth_key_file;
+        cc.auth.smart_kid = cfg->auth_kid;
+        cc.auth.smart_alg = cfg->auth_alg;
+        cc.auth.smart_scope = cfg->auth_scope;
+        cc.auth.smart_token_url = cfg->auth_token_url;
+        p->client = fhir_client_new(d->base, &cc, err);
+        if (!p->client) {
+            free(p);
+            return NULL;
+        }
+    } else if (ensure_dir(cfg->dir) != 0) {
+        fhir_error_set(err, "drop folder %s: %s", cfg->dir, strerror(errno));
+        free(p);
+        return NULL;
+    }
+    p->timer = evtimer_new(d->base, on_timer, p);
+    struct timeval tv = {0, 0};
+    evtimer_add(p->timer, &tv);
+    fhir_log(FHIR_LOG_INFO, "source.ready", "source=%s kind=%s interval_s=%ld types=%zu", cfg->name,
+             config_source_kind_name(cfg->kind), cfg->interval_s, cfg->types.n);
+    return p;
+}
+
+void poll_source_free(poll_source *p)
+{
+    if (!p)
+        return;
+    if (p->timer)
+        event_free(p->timer);
+    fhir_client_free(p->client); /* drops in-flight operations: their cursors never advanced */
+    poll_reset(p);
+    free(p);
+}
