@@ -1743,7 +1743,7 @@ static void put_value(fhir_buf *o, const map_fact *f)
 int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
 {
     const char *nl = pretty ? "\n" : "";
-    const char *i1 = pretty ? "  " : "", *i2 = pretty ? "    " : "", *i3 = pretty ? "      " : "";
+    const char *i1 = pretty ? "  " : "", *i2 = pretty ? "    " : "";
     const char *sp = pretty ? " " : "";
     char day[16];
     fmt_day(p->as_of, day, sizeof day);
@@ -1792,7 +1792,7 @@ int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
     }
     fhir_buf_printf(o, "%s%s],%s%s\"warnings\":%s[", p->nlines ? nl : "", p->nlines ? i1 : "", nl, i1, sp);
     for (size_t i = 0; i < p->nwarnings; i++) {
-        fhir_buf_printf(o, "%s%s%s", i ? "," : "", nl, i3 + 2);
+        fhir_buf_printf(o, "%s%s%s", i ? "," : "", nl, i2);
         put_str(o, p->warnings[i]);
     }
     fhir_buf_printf(o, "%s%s]%s}%s", p->nwarnings ? nl : "", p->nwarnings ? i1 : "", nl,

@@ -114,6 +114,7 @@ typedef struct unit_row {
     const char *group;
     const char *from;
     double factor;
+    bool divide; /* "/88.4": value / factor (exact for the published divisors) */
 } unit_row;
 
 typedef struct lab_row {
@@ -516,7 +517,8 @@ static int load_units(map_tables *mt, const char *dir, fhir_error *err)
         if ((rc = tsv_row_check(&t, 4, 1u << 1, err)))
             break;
         double f;
-        if (!parse_double(t.col[2], &f) || f <= 0) {
+        bool divide = t.col[2][0] == '/';
+        if (!parse_double(t.col[2] + divide, &f) || f <= 0) {
             rc = fhir_error_set(err, "%s:%zu: factor '%s' is not a positive number", t.file, t.line,
                                 t.col[2]);
             break;
@@ -536,7 +538,7 @@ static int load_units(map_tables *mt, const char *dir, fhir_error *err)
                 abort();
             mt->units = nu;
         }
-        mt->units[mt->nunits++] = (unit_row){adup(mt, t.col[0]), adup(mt, t.col[1]), f};
+        mt->units[mt->nunits++] = (unit_row){adup(mt, t.col[0]), adup(mt, t.col[1]), f, divide};
     }
     tsv_close(&t);
     return rc;
@@ -968,7 +970,12 @@ map_lab_status map_lab_normalize(const map_tables *t, const map_lab_def *def, do
             hit = &t->units[i];
     if (!hit)
         return MAP_LAB_UNIT_UNKNOWN;
-    double v = value * hit->factor;
+    double v = hit->divide ? value / hit->factor : value * hit->factor;
+    /* 6 significant digits: removes binary noise (132.6 / 88.4 -> 1.5), keeps lab precision */
+    if (v != 0 && isfinite(v)) {
+        double mag = pow(10, 5 - (int)floor(log10(fabs(v))));
+        v = round(v * mag) / mag;
+    }
     if (out)
         *out = v;
     if (v < def->lo || v > def->hi)
