@@ -96,8 +96,11 @@ static const dx_def DX[] = {
       {"C83.32", "Diffuse large B-cell lymphoma, intrathoracic lymph nodes"}},
      {{"109969005", "Diffuse large B-cell malignant lymphoma (disorder)"}},
      {{"9680/3", "Malignant lymphoma, large B-cell, diffuse, NOS"}}},
+    /* HGBL has no ICD-10-CM code; by convention it is coded C83.3x and told apart by name
+     * (codes.md §1.2), which the diagnosis table honours (name override on C83.3). */
     {"hgbcl", "High-grade B-cell lymphoma with MYC and BCL2 rearrangements",
-     {{0, 0}},
+     {{"C83.30", "Diffuse large B-cell lymphoma, unspecified site"},
+      {"C83.38", "Diffuse large B-cell lymphoma, lymph nodes of multiple sites"}},
      {{"1172704005", "High grade B-cell lymphoma with MYC and BCL2 and/or BCL6 rearrangements (disorder)"},
       {"277617004", "High grade B-cell lymphoma (disorder)"}},
      {{0, 0}}},
@@ -106,6 +109,12 @@ static const dx_def DX[] = {
       {"C85.22", "Mediastinal (thymic) large B-cell lymphoma, intrathoracic lymph nodes"}},
      {{"444910004", "Primary mediastinal (thymic) large B-cell lymphoma (disorder)"}},
      {{"9679/3", "Mediastinal large B-cell lymphoma"}}},
+    /* transformed FL: no combination code; DLBCL code plus a name saying so (codes.md §1.2) */
+    {"tfl", "Diffuse large B-cell lymphoma transformed from follicular lymphoma",
+     {{"C83.30", "Diffuse large B-cell lymphoma, unspecified site"},
+      {"C83.38", "Diffuse large B-cell lymphoma, lymph nodes of multiple sites"}},
+     {{"109969005", "Diffuse large B-cell malignant lymphoma (disorder)"}},
+     {{"9680/3", "Malignant lymphoma, large B-cell, diffuse, NOS"}}},
     {"fl_3b", "Follicular lymphoma grade 3B",
      {{"C82.40", "Follicular lymphoma grade IIIb, unspecified site"},
       {"C82.48", "Follicular lymphoma grade IIIb, lymph nodes of multiple sites"}},
@@ -148,12 +157,14 @@ static const dx_def DX[] = {
      {{"C90.10", "Plasma cell leukemia not having achieved remission"}},
      {{"95210003", "Plasma cell leukemia, disease (disorder)"}},
      {{"9733/3", "Plasma cell leukemia"}}},
-    {"pcnsl", "Primary CNS lymphoma",
+    {"pcnsl", "Primary central nervous system lymphoma",
      {{"C83.390", "Primary central nervous system lymphoma"}},
      {{"276836002", "Primary cerebral lymphoma (disorder)"},
       {"734066005", "Diffuse large B-cell lymphoma of central nervous system (disorder)"}},
      {{0, 0}}},
-    {"hl", "Hodgkin lymphoma", {{0, 0}}, {{0, 0}}, {{0, 0}}},
+    /* Hodgkin and solid tumours: codes.md lists no code for them, so text only (the
+     * diagnosis table matches them by name) */
+    {"hl", "Classical Hodgkin lymphoma", {{0, 0}}, {{0, 0}}, {{0, 0}}},
     {"other_heme", "Burkitt lymphoma",
      {{"C83.70", "Burkitt lymphoma, unspecified site"}},
      {{0, 0}},
@@ -568,7 +579,7 @@ static void s_lbcl_late_relapse(truth *t, rng *r)
 {
     adult(t, r, 40, 84);
     int64_t prog = t->as_of - rng_int(r, 14, 60);
-    int64_t s1 = prog - rng_int(r, 480, 900); /* relapse 16-30 months after 1L start */
+    int64_t s1 = prog - rng_int(r, 560, 900); /* > 14 months after the end of 1L */
     add_cond(t, "dlbcl_nos", s1 - rng_int(r, 10, 25));
     int64_t e1 = line_iv(t, 1, s1, 6, R_CHOP);
     add_evt(t, e1 + rng_int(r, 20, 35), EVT_RESPONSE);
@@ -652,7 +663,9 @@ static void s_tfl(truth *t, rng *r)
     add_evt(t, e1 + 40, EVT_RESPONSE);
     int64_t tr = t->as_of - rng_int(r, 200, 260); /* transformation */
     add_evt(t, tr, EVT_PROGRESSION);
-    add_cond(t, "dlbcl_nos", tr + 5);
+    t->cond[0].clinical = "inactive"; /* FL history stays on the problem list */
+    t->cond[0].counts = false;
+    add_cond(t, "tfl", tr + 5);
     t->transformed = true;
     int64_t e2 = line_iv(t, 2, tr + 20, 6, R_CHOP);
     add_evt(t, e2 + rng_int(r, 10, 30), EVT_PROGRESSION); /* refractory to R-CHOP */
@@ -713,7 +726,7 @@ static void s_mcl_btki(truth *t, rng *r)
     add_evt(t, p1, EVT_PROGRESSION);
     int64_t s2 = p1 + 15;
     int64_t p2 = t->as_of - rng_int(r, 10, 40);
-    line_oral(t, 2, s2, p2 + 7, rng_pct(r, 50) ? IBRU : ZANU, false);
+    line_oral(t, 2, s2, p2, rng_pct(r, 50) ? IBRU : ZANU, false);
     add_evt(t, p2, EVT_PROGRESSION); /* progression on the BTK inhibitor */
     expect(t, "brexu-cel:MCL");
     expect(t, "liso-cel:MCL");
@@ -736,12 +749,12 @@ static void s_cll_btki_ven(truth *t, rng *r)
     int64_t s1 = t->as_of - rng_int(r, 1400, 2000);
     add_cond(t, "cll_sll", s1 - rng_int(r, 100, 400));
     int64_t p1 = s1 + rng_int(r, 700, 1000);
-    line_oral(t, 1, s1, p1 + 10, rng_pct(r, 50) ? IBRU : ACALA, false);
+    line_oral(t, 1, s1, p1, rng_pct(r, 50) ? IBRU : ACALA, false);
     add_evt(t, s1 + 180, EVT_RESPONSE);
     add_evt(t, p1, EVT_PROGRESSION);
     int64_t s2 = p1 + 20;
     int64_t p2 = t->as_of - rng_int(r, 10, 40);
-    line_oral(t, 2, s2, p2 + 5, VEN_O, false);
+    line_oral(t, 2, s2, p2, VEN_O, false);
     add_evt(t, s2 + 150, EVT_RESPONSE);
     add_evt(t, p2, EVT_PROGRESSION);
     expect(t, "liso-cel:CLL");
@@ -758,7 +771,7 @@ static void s_cll_btki_only(truth *t, rng *r)
     int64_t p1 = s1 + rng_int(r, 700, 900);
     add_evt(t, p1, EVT_PROGRESSION);
     int64_t p2 = t->as_of - rng_int(r, 10, 40);
-    line_oral(t, 2, p1 + 15, p2 + 5, ACALA, false);
+    line_oral(t, 2, p1 + 15, p2, ACALA, false);
     add_evt(t, p2, EVT_PROGRESSION);
 }
 
@@ -834,7 +847,7 @@ static void s_mm_len_refractory(truth *t, rng *r)
     int64_t s1 = t->as_of - rng_int(r, 900, 1300);
     add_cond(t, "mm", s1 - 20);
     int64_t prog = t->as_of - rng_int(r, 10, 45);
-    mm_first_line(t, r, s1, prog + 5, false);
+    mm_first_line(t, r, s1, prog, false);
     add_evt(t, prog, EVT_PROGRESSION);
     expect(t, "cilta-cel:MM-2L");
 }
@@ -845,7 +858,7 @@ static void s_mm_triple_class(truth *t, rng *r)
     int64_t s1 = t->as_of - rng_int(r, 1700, 2100);
     add_cond(t, "mm", s1 - 20);
     int64_t p1 = s1 + rng_int(r, 800, 1000);
-    mm_first_line(t, r, s1, p1 + 5, false);
+    mm_first_line(t, r, s1, p1, false);
     add_evt(t, p1, EVT_PROGRESSION);
     int64_t s2 = p1 + 15;
     int64_t e2 = line_iv(t, 2, s2, 10, DPD);
@@ -1382,7 +1395,13 @@ static void emit_condition(render *R, const cond *c)
             b_coding(R, SYS_ICDO3, k->code, k->display);
             first = false;
         }
-        b_printf(R, "%s\"text\":\"%s\"}", choice < 0 ? "" : "],", dx->text);
+        static const char *const NON_HEME_TEXT[] = {
+            "Malignant neoplasm of colon", "Carcinoma of breast", "Prostate cancer",
+            "Non-small cell lung cancer"};
+        const char *text = dx->text;
+        if (!strcmp(c->concept, "non_heme"))
+            text = NON_HEME_TEXT[rng_below(&R->r, NELEM(NON_HEME_TEXT))];
+        b_printf(R, "%s\"text\":\"%s\"}", choice < 0 ? "" : "],", text);
         if (choice == 1)
             add_noise(t, "icd_only");
         else if (choice == 2)
@@ -1946,11 +1965,19 @@ static void write_truth(const truth *t, fhir_buf *b)
                 ev[i].day <= L[0].end + 60)
                 prim = true;
         gt_bool(b, &first, "primary_refractory", prim);
-        if (first_prog != INT64_MIN && first_prog > L[0].start)
-            gt_num(b, &first, "relapse_months_after_1l",
-                   round_to((double)(first_prog - L[0].start) / 30.4375, 1));
-        else
+        if (first_prog != INT64_MIN && first_prog > L[0].start) {
+            /* months = days / 30.4375 (mean Gregorian month); the profile's default anchor
+             * is the start of line 1 */
+            double from_start = (double)(first_prog - L[0].start) / 30.4375;
+            double from_end = (double)(first_prog - L[0].end) / 30.4375;
+            gt_num(b, &first, "relapse_months_after_1l", round_to(from_start, 2));
+            gt_num(b, &first, "relapse_months_after_1l_start", round_to(from_start, 2));
+            gt_num(b, &first, "relapse_months_after_1l_end", round_to(from_end, 2));
+        } else {
             unknown[nunk++] = "relapse_months_after_1l";
+            unknown[nunk++] = "relapse_months_after_1l_start";
+            unknown[nunk++] = "relapse_months_after_1l_end";
+        }
         gt_num(b, &first, "relapse_count", relapses);
         gt_bool(b, &first, "lenalidomide_refractory", len_ref);
         gt_bool(b, &first, "btki_progression", btki_prog);
@@ -1959,6 +1986,8 @@ static void write_truth(const truth *t, fhir_buf *b)
         unknown[nunk++] = "refractory";
         unknown[nunk++] = "primary_refractory";
         unknown[nunk++] = "relapse_months_after_1l";
+        unknown[nunk++] = "relapse_months_after_1l_start";
+        unknown[nunk++] = "relapse_months_after_1l_end";
         unknown[nunk++] = "relapse_count";
         unknown[nunk++] = "lenalidomide_refractory";
         unknown[nunk++] = "btki_progression";
