@@ -1,0 +1,322 @@
+/* Unit tests of gateway/config: comments, every error kind with file:line, secrets refused in
+ * clear, bounds, cross-field rules, defaults, relative paths, the generated reference. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+
+/* Loads text; returns the config (or NULL) and leaves the diagnostics in *diag (caller frees). */
+static config *load(const char *text, fhir_buf *diag, size_t *n)
+{
+    fhir_buf_init(diag, 1u << 20);
+    fhir_error err;
+    return config_load_mem("t.conf", text, strlen(text), "/etc/cg", diag, n, &err);
+}
+
+static bool has_line(fhir_buf *diag, const char *needle)
+{
+    return diag->len && strstr(fhir_buf_cstr(diag), needle) != NULL;
+}
+
+#define MIN_OK "{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false}}"
+
+static void test_minimal_defaults(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n = 99;
+    config *c = load(MIN_OK, &d, &n);
+    assert_non_null(c);
+    assert_int_equal(n, 0);
+    assert_string_equal(c->site_id, "s1");
+    assert_string_equal(c->admin_bind, "127.0.0.1");
+    assert_int_equal(c->admin_port, 8089);
+    assert_int_equal(c->referral_mode, 0);
+    assert_string_equal(c->store_path, "cartgate.db"); /* defaults are not resolved */
+    assert_false(c->site_has_location);
+    assert_int_equal(c->n_sources, 0);
+    config_free(c);
+    fhir_buf_free(&d);
+}
+
+static void test_comments_and_lines(void **state)
+{
+    (void)state;
+    const char *text = "// leading comment\n"
+                       "{\n"
+                       "  /* a block\n"
+                       "     over lines with \"quotes\" and // inside */\n"
+                       "  \"site\": {\"id\": \"s1\", \"name\": \"a // not a comment\"},\n"
+                       "  \"admin\": {\"enabled\": false},\n"
+                       "  \"log\": {\"level\": \"loud\"} // trailing\n"
+                       "}\n";
+    fhir_buf d;
+    size_t n;
+    config *c = load(text, &d, &n);
+    assert_null(c);
+    assert_int_equal(n, 1);
+    assert_true(has_line(&d, "t.conf:7: log.level: \"loud\" is not one of"));
+    fhir_buf_free(&d);
+    /* the same without the error loads, and the string keeps its // */
+    const char *ok = "// c\n{\"site\": {\"id\": \"s1\", \"name\": \"a // b /* c */\"}, /* x */ \"admin\": {\"enabled\": false}}";
+    c = load(ok, &d, &n);
+    assert_non_null(c);
+    assert_string_equal(c->site_name, "a // b /* c */");
+    config_free(c);
+    fhir_buf_free(&d);
+}
+
+static void test_every_error_reported(void **state)
+{
+    (void)state;
+    const char *text = "{\n"                                                        /* 1 */
+                       "  \"site\": {\"name\": 3},\n"                              /* 2 */
+                       "  \"store\": {\"pth\": \"x\"},\n"                          /* 3 */
+                       "  \"admin\": {\"port\": 70000, \"token_file\": \"/nonexistent/tok\"},\n" /* 4 */
+                       "  \"referral\": {\"mode\": \"sometimes\"},\n"              /* 5 */
+                       "  \"as_of\": \"2026-13-01\",\n"                             /* 6 */
+                       "  \"sources\": [\n"                                         /* 7 */
+                       "    {\"name\": \"a\", \"kind\": \"group\", \"base_url\": \"http://x\",\n" /* 8 */
+                       "     \"interval_s\": 0, \"concurrency\": \"4\"},\n"       /* 9 */
+                       "    {\"name\": \"a\", \"kind\": \"files\"}\n"             /* 10 */
+                       "  ],\n"                                                     /* 11 */
+                       "  \"extra\": true\n"                                        /* 12 */
+                       "}\n";
+    fhir_buf d;
+    size_t n;
+    config *c = load(text, &d, &n);
+    assert_null(c);
+    const char *want[] = {
+        "t.conf:2: site.name: expected a string, got a number",
+        "t.conf:2: site.id: required option missing",
+        "t.conf:3: store.pth: unknown option (did you mean \"path\"?)",
+        "t.conf:4: admin.port: 70000 is out of bounds [0, 65535]",
+        "t.conf:4: admin.token_file: secret file /nonexistent/tok is not a readable file",
+        "t.conf:5: referral.mode: \"sometimes\" is not one of approval|auto",
+        "t.conf:6: as_of: \"2026-13-01\" is not a date YYYY-MM-DD",
+        "t.conf:9: sources[0].interval_s: 0 is out of bounds [1, 86400]",
+        "t.conf:9: sources[0].concurrency: expected a number, got a string",
+        "t.conf:8: sources[0]: kind group needs group_id",
+        "t.conf:10: sources[1].name: \"a\" is already used by sources[0] (line 8)",
+        "t.conf:10: sources[1]: kind files needs dir",
+        "t.conf:12: extra: unknown option",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        if (!has_line(&d, want[i]))
+            fail_msg("missing diagnostic: %s\ngot:\n%s", want[i], fhir_buf_cstr(&d));
+    }
+    assert_int_equal(n, sizeof want / sizeof want[0]);
+    fhir_buf_free(&d);
+}
+
+static void test_syntax_error_line(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n;
+    config *c = load("{\n \"site\": {\"id\": \"s1\"},\n \"admin\": {\"enabled\": false,}\n}", &d, &n);
+    assert_null(c);
+    assert_int_equal(n, 1);
+    assert_true(has_line(&d, "t.conf:3: JSON syntax error"));
+    fhir_buf_free(&d);
+    c = load("{\"site\": {\"id\": \"a\"},\n\"site\": {\"id\": \"b\"}}", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: duplicate key \"site\" (first on line 1)"));
+    fhir_buf_free(&d);
+    c = load("[1]", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "must be a JSON object"));
+    fhir_buf_free(&d);
+}
+
+static void test_secrets_refused_in_clear(void **state)
+{
+    (void)state;
+    const char *text = "{\"site\":{\"id\":\"s1\"},\n"
+                       "\"admin\":{\"token\":\"abc\"},\n"
+                       "\"sources\":[{\"name\":\"e\",\"kind\":\"search\",\"base_url\":\"https://e\",\n"
+                       " \"auth\":{\"kind\":\"basic\",\"user\":\"u\",\"password\":\"p\"},\n"
+                       " \"api_key\":\"k\"}]}";
+    fhir_buf d;
+    size_t n;
+    config *c = load(text, &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: admin.token: secrets are not accepted in the configuration file; use admin.token_file or admin.token_env"));
+    assert_true(has_line(&d, "t.conf:4: sources[0].auth.password: secrets are not accepted"));
+    assert_true(has_line(&d, "t.conf:5: sources[0].api_key: unknown option, and secrets are not accepted"));
+    /* and the refused value never appears in a message */
+    assert_null(strstr(fhir_buf_cstr(&d), "abc"));
+    fhir_buf_free(&d);
+}
+
+static void test_secret_from_file_and_env(void **state)
+{
+    (void)state;
+    char path[] = "/tmp/cg-test-tokenXXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "tok-123\r\nsecond\n", 16), 16);
+    close(fd);
+    char text[512];
+    snprintf(text, sizeof text, "{\"site\":{\"id\":\"s1\"},\"admin\":{\"token_file\":\"%s\"}}", path);
+    fhir_buf d;
+    size_t n;
+    config *c = load(text, &d, &n);
+    assert_non_null(c);
+    char *s = NULL;
+    fhir_error err;
+    assert_int_equal(config_read_secret(c->admin_token_file, c->admin_token_env, &s, &err), 0);
+    assert_string_equal(s, "tok-123");
+    free(s);
+    config_free(c);
+    fhir_buf_free(&d);
+    unlink(path);
+
+    setenv("CG_TEST_ADMIN_TOKEN", "from-env", 1);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"token_env\":\"CG_TEST_ADMIN_TOKEN\"}}", &d, &n);
+    assert_non_null(c);
+    assert_int_equal(config_read_secret(NULL, c->admin_token_env, &s, &err), 0);
+    assert_string_equal(s, "from-env");
+    free(s);
+    config_free(c);
+    fhir_buf_free(&d);
+    unsetenv("CG_TEST_ADMIN_TOKEN");
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"token_env\":\"CG_TEST_ADMIN_TOKEN\"}}", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "admin.token_env: environment variable CG_TEST_ADMIN_TOKEN is not set"));
+    fhir_buf_free(&d);
+    /* admin enabled without any token */
+    c = load("{\"site\":{\"id\":\"s1\"}}", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "the admin API needs admin.token_file or admin.token_env"));
+    fhir_buf_free(&d);
+}
+
+static void test_bounds_inclusive(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n;
+    config *c = load("{\"site\":{\"id\":\"s1\",\"location\":{\"lat\":90,\"lon\":-180}},\"admin\":{\"enabled\":false,\"port\":65535},"
+                     "\"sources\":[{\"name\":\"f\",\"kind\":\"files\",\"dir\":\"drop\",\"interval_s\":86400,"
+                     "\"concurrency\":64,\"rate_per_s\":0}]}",
+                     &d, &n);
+    assert_non_null(c);
+    assert_true(c->site_has_location);
+    assert_true(c->site_lat == 90.0);
+    assert_int_equal(c->sources[0].interval_s, 86400);
+    assert_string_equal(c->sources[0].dir, "/etc/cg/drop"); /* relative to the config file */
+    assert_int_equal(c->sources[0].types.n, 8);              /* default type list */
+    config_free(c);
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\",\"location\":{\"lat\":90.0001}},\"admin\":{\"enabled\":false},"
+             "\"sources\":[{\"name\":\"f\",\"kind\":\"files\",\"dir\":\"/d\",\"concurrency\":65,\"rate_per_s\":-1,"
+             "\"interval_s\":1.5,\"types\":[\"Patient\",\"bad type\",3]}]}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "site.location.lat: 90.0001 is out of bounds [-90, 90]"));
+    assert_true(has_line(&d, "sources[0].concurrency: 65 is out of bounds [1, 64]"));
+    assert_true(has_line(&d, "sources[0].rate_per_s: -1 is out of bounds [0, 10000]"));
+    assert_true(has_line(&d, "sources[0].interval_s: expected an integer, got 1.5"));
+    assert_true(has_line(&d, "sources[0].types[2]: expected a non-empty string"));
+    assert_true(has_line(&d, "sources[0].types: \"bad type\" is not a resource type name"));
+    fhir_buf_free(&d);
+}
+
+static void test_auth_rules(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n;
+    setenv("CG_TEST_T", "x", 1);
+    config *c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\"sources\":["
+                     "{\"name\":\"a\",\"kind\":\"search\",\"base_url\":\"ftp://x\",\"auth\":{\"kind\":\"bearer\"}},"
+                     "{\"name\":\"b\",\"kind\":\"bulk\",\"base_url\":\"https://x\",\"group_id\":\"g\",\"auth\":{\"kind\":\"smart\",\"client_id\":\"c\"}},"
+                     "{\"name\":\"c d\",\"kind\":\"search\",\"base_url\":\"https://x\",\"auth\":{\"kind\":\"bearer\",\"token_env\":\"CG_TEST_T\"}}]}",
+                     &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "sources[0].base_url: \"ftp://x\" is not an http(s) URL"));
+    assert_true(has_line(&d, "sources[0].auth: bearer needs exactly one of token_file and token_env"));
+    assert_true(has_line(&d, "sources[1].auth: smart needs client_id and key_file"));
+    assert_true(has_line(&d, "sources[2].name: \"c d\" must be 1-64 characters"));
+    assert_int_equal(n, 4);
+    fhir_buf_free(&d);
+    unsetenv("CG_TEST_T");
+}
+
+static void test_reference_table(void **state)
+{
+    (void)state;
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    assert_int_equal(config_write_reference(&b), 0);
+    const char *t = fhir_buf_cstr(&b);
+    assert_non_null(strstr(t, "| option | type | default | allowed | description |"));
+    assert_non_null(strstr(t, "| `sources[].kind` | enum | **required** | `search,group,bulk,files` |"));
+    assert_non_null(strstr(t, "| `admin.bind` | string | `127.0.0.1` |"));
+    assert_non_null(strstr(t, "| `admin.token` | refused |"));
+    fhir_buf_free(&b);
+}
+
+static void test_missing_file(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    fhir_buf_init(&d, 4096);
+    size_t n;
+    fhir_error err;
+    assert_null(config_load("/nonexistent/cartgate.conf", &d, &n, &err));
+    assert_int_equal(n, 1);
+    assert_non_null(strstr(err.msg, "/nonexistent/cartgate.conf: cannot open"));
+    fhir_buf_free(&d);
+}
+
+static void test_sample_configs(void **state)
+{
+    (void)state;
+    /* the shipped samples must pass check-config (tokens come from the environment) */
+    setenv("CARTGATE_ADMIN_TOKEN", "t", 1);
+    setenv("CARTGATE_EHR_TOKEN", "t", 1);
+    const char *files[] = {"conf/cartgate.conf", "conf/demo.conf"};
+    for (size_t i = 0; i < 2; i++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", CARTGATE_SOURCE_DIR, files[i]);
+        if (access(path, R_OK) != 0)
+            fail_msg("missing %s", path);
+        fhir_buf d;
+        fhir_buf_init(&d, 1u << 16);
+        size_t n;
+        fhir_error err;
+        config *c = config_load(path, &d, &n, &err);
+        if (!c)
+            fail_msg("%s", fhir_buf_cstr(&d));
+        config_free(c);
+        fhir_buf_free(&d);
+    }
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_minimal_defaults),
+        cmocka_unit_test(test_comments_and_lines),
+        cmocka_unit_test(test_every_error_reported),
+        cmocka_unit_test(test_syntax_error_line),
+        cmocka_unit_test(test_secrets_refused_in_clear),
+        cmocka_unit_test(test_secret_from_file_and_env),
+        cmocka_unit_test(test_bounds_inclusive),
+        cmocka_unit_test(test_auth_rules),
+        cmocka_unit_test(test_reference_table),
+        cmocka_unit_test(test_missing_file),
+        cmocka_unit_test(test_sample_configs),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
