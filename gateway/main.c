@@ -8,6 +8,7 @@
 /* One line per subcommand, in the order `cartgate --help` lists them. */
 static const cmd_entry commands[] = {
     {"convert", cmd_convert, "convert FHIR resources between JSON and XML (pretty or compact)"},
+    {"referrals", cmd_referrals, "list, show, approve, cancel, retry, send and poll referrals"},
     {"centers", cmd_centers, "rank treatment centers from a ZIP or LAT,LON and explain why"},
     {"fhir", cmd_fhir, "FHIR REST client: get, search (all pages), post, put, transaction"},
     {"run", cmd_run, "run the daemon: poll, screen, refer, serve the admin API (-c FILE)"},

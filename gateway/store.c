@@ -262,6 +262,35 @@ int store_audit(store *s, const char *actor, const char *action, int64_t referra
     return 0;
 }
 
+int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void *ctx,
+                         fhir_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db,
+                           "SELECT ts_ms, actor, action, from_state, to_state, detail FROM audit "
+                           "WHERE (?1 <= 0 OR referral_id = ?1) ORDER BY id",
+                           -1, &st, NULL) != SQLITE_OK)
+        return sql_fail(s, err, "audit read");
+    sqlite3_bind_int64(st, 1, referral_id);
+    int64_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        n++;
+        if (fn && fn(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
+                     (const char *)sqlite3_column_text(st, 2),
+                     (const char *)sqlite3_column_text(st, 3),
+                     (const char *)sqlite3_column_text(st, 4),
+                     (const char *)sqlite3_column_text(st, 5))) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return sql_fail(s, err, "audit read");
+    return n;
+}
+
 int64_t store_audit_count(store *s, int64_t referral_id)
 {
     sqlite3_stmt *st;

@@ -45,6 +45,13 @@ void store_rollback(store *s);
 int store_audit(store *s, const char *actor, const char *action, int64_t referral_id,
                 const char *from_state, const char *to_state, const char *detail,
                 fhir_error *err);
+/* Calls fn for each audit row of a referral (all rows when referral_id <= 0), oldest first.
+ * Strings are borrowed for the call; fn returns non-zero to stop. Returns rows visited or
+ * -1. */
+typedef int (*store_audit_fn)(void *ctx, int64_t ts_ms, const char *actor, const char *action,
+                              const char *from_state, const char *to_state, const char *detail);
+int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void *ctx,
+                         fhir_error *err);
 /* Number of audit rows (all, or for one referral when referral_id > 0). -1 on error. */
 int64_t store_audit_count(store *s, int64_t referral_id);
 

@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# Integration test of referral delivery with the real `cartgate` binary against reference FHIR
+# servers on loopback ("centers"):
+#   A. approve -> exactly one ServiceRequest and one Task per referral at the center; the
+#      Bundle passes the server's base-R4 validation; a second send changes nothing;
+#      an unapproved referral is not sent.
+#   B. center in "after" failure mode (does the write, answers 500) plus connection resets
+#      after the write -> still exactly one of each.
+#   C. one center down -> the other center's referrals go out; the stuck ones keep their last
+#      error and go out once the center is back (on the same port).
+#   D. closed loop: the center sets Task accepted (3.0) then completed (7.0) -> referral follows.
+#   E. crash test: kill -9 the sender at seeded random moments across >= 20 referrals,
+#      restarting each time; at the end every referral is at the center exactly once.
+#      CARTGATE_CRASH_KILLS (default 10), CARTGATE_CRASH_REFERRALS (20), CARTGATE_CRASH_SEED (7);
+#      bench/crash_referrals.sh runs it with 100 kills.
+set -u
+SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
+BIN=${CARTGATE_BIN:-$SRC/build/cartgate}
+SERVER_DIR="$SRC/tests/fhir-server"
+KILLS=${CARTGATE_CRASH_KILLS:-10}
+N_CRASH=${CARTGATE_CRASH_REFERRALS:-20}
+SEED=${CARTGATE_CRASH_SEED:-7}
+if [ ! -d "$SERVER_DIR/node_modules/@medplum/fhir-router" ]; then
+  echo "SKIP: $SERVER_DIR/node_modules missing (run scripts/bootstrap)"
+  exit 0
+fi
+[ -x "$BIN" ] || { echo "FAIL: cartgate binary not found at $BIN"; exit 1; }
+for tool in node curl; do
+  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool not installed"; exit 1; }
+done
+
+TMP=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do
+    kill -9 "$p" 2>/dev/null
+    wait "$p" 2>/dev/null
+  done
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+CHECKS=0
+fail() {
+  echo "FAIL: $*"
+  for f in "$TMP"/*.err "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
+  exit 1
+}
+ok() { CHECKS=$((CHECKS + 1)); echo "ok $CHECKS - $*"; }
+
+# start_server NAME [--port N] ARGS...: sets PORT, PID, BASE; bounded wait for /healthz.
+start_server() {
+  local name=$1
+  shift
+  local port_arg=(--port 0)
+  if [ "${1:-}" = "--port" ]; then port_arg=(--port "$2"); shift 2; fi
+  node "$SERVER_DIR/server.mjs" "${port_arg[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+  PID=$!
+  PIDS+=("$PID")
+  PORT=""
+  for _ in $(seq 1 200); do
+    PORT=$(head -n1 "$TMP/$name.out" 2>/dev/null)
+    [ -n "$PORT" ] && break
+    kill -0 "$PID" 2>/dev/null || fail "$name exited early"
+    sleep 0.1
+  done
+  [[ "$PORT" =~ ^[0-9]+$ ]] || fail "$name did not print its port (got '$PORT')"
+  for _ in $(seq 1 300); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
+    kill -0 "$PID" 2>/dev/null || fail "$name exited before ready"
+    sleep 0.1
+  done
+  BASE="http://127.0.0.1:$PORT/fhir"
+}
+
+stop_server() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+
+# write_centers FILE id:port ...
+write_centers() {
+  local file=$1
+  shift
+  {
+    echo '{"centers": ['
+    local first=1
+    for spec in "$@"; do
+      local id=${spec%%:*} port=${spec##*:}
+      [ $first = 1 ] || echo ','
+      first=0
+      cat <<EOF
+  {"id": "$id", "name": "Loopback $id (fictional)", "fhir": {"base": "http://127.0.0.1:$port/fhir"},
+   "position": {"lat": 41.9, "lon": -87.6},
+   "address": {"city": "Chicago", "state": "IL", "postalCode": "60611"},
+   "accreditations": [{"body": "FACT", "expires": "2030-01-01"}],
+   "products": ["axi-cel"], "diseases": ["dlbcl_nos"], "capacity": "open",
+   "contact": {"phone": "+1-555-0100"}}
+EOF
+    done
+    echo ']}'
+  } >"$file"
+}
+
+cg() { "$BIN" "$@" 2>>"$TMP/cartgate.log"; }
+
+# state_count DB STATE [CENTER]
+state_count() {
+  local extra=()
+  [ -n "${3:-}" ] && extra=(--center "$3")
+  cg referrals list --db "$1" --state "$2" --json "${extra[@]}" | grep -c '"id"'
+}
+
+# total PORT TYPE [QUERY]: number of resources of TYPE at the server.
+total() {
+  curl -s "http://127.0.0.1:$1/fhir/$2?_summary=count${3:+&$3}" |
+    node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{const b=JSON.parse(s);process.stdout.write(String(b.total))})'
+}
+
+# exactly_once DB PORT CENTER: every referral of CENTER in DB is at PORT exactly once (SR and
+# Task, searched by the placer identifier).
+exactly_once() {
+  local db=$1 port=$2 center=$3 n=0
+  for placer in $(cg referrals list --db "$db" --center "$center" --json |
+                  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n"))if(l.trim())console.log(JSON.parse(l).placer_id)})'); do
+    local sr task
+    sr=$(total "$port" ServiceRequest "identifier=urn:cartgate:demo-site:referral%7C$placer")
+    task=$(total "$port" Task "identifier=urn:cartgate:demo-site:referral-task%7C$placer")
+    [ "$sr" = 1 ] && [ "$task" = 1 ] || fail "placer $placer at $center: $sr ServiceRequest(s), $task Task(s)"
+    n=$((n + 1))
+  done
+  echo "$n"
+}
+
+SEND_FAST=(--interval-ms 50 --backoff-ms 50 --attempts 2)
+
+# ---- A. approve -> exactly once -------------------------------------------------------
+start_server a
+PA=$PORT
+write_centers "$TMP/a.json" "ctr-a:$PA"
+DB="$TMP/a.db"
+cg referrals seed-demo --db "$DB" --centers "$TMP/a.json" --center ctr-a --count 3 >/dev/null ||
+  fail "seed-demo"
+[ "$(state_count "$DB" pending_approval)" = 3 ] || fail "3 referrals should await approval"
+cg referrals send --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "send (nothing approved)"
+[ "$(total "$PA" ServiceRequest)" = 0 ] || fail "an unapproved referral was sent"
+ok "nothing is sent before approval"
+cg referrals approve --db "$DB" 1 >/dev/null && cg referrals approve --db "$DB" 2 >/dev/null ||
+  fail "approve"
+cg referrals send --db "$DB" --centers "$TMP/a.json" "${SEND_FAST[@]}" --until-idle >"$TMP/send.out" ||
+  fail "send: $(cat "$TMP/send.out")"
+[ "$(state_count "$DB" sent)" = 2 ] || fail "2 referrals should be sent: $(cat "$TMP/send.out")"
+[ "$(total "$PA" ServiceRequest)" = 2 ] && [ "$(total "$PA" Task)" = 2 ] ||
+  fail "center A should hold 2 ServiceRequests and 2 Tasks"
+[ "$(total "$PA" Patient)" = 2 ] && [ "$(total "$PA" DocumentReference)" = 2 ] ||
+  fail "center A should hold the 2 Patients and 2 eligibility summaries"
+ok "approve -> exactly one ServiceRequest + Task per referral, Bundle accepted by the validating server"
+cg referrals approve --db "$DB" 1 >/dev/null 2>&1 && fail "approving a sent referral must fail"
+cg referrals send --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "second send"
+[ "$(total "$PA" ServiceRequest)" = 2 ] || fail "second send duplicated"
+ok "illegal re-approval refused; a second send pass changes nothing"
+
+# ---- D. closed loop (on A's referral 1) ------------------------------------------------
+TASK=$(cg referrals show --db "$DB" 1 | sed -n 's/.*at center .*, \(Task\/[^ ]*\).*/\1/p')
+[ -n "$TASK" ] || fail "referral 1 has no Task reference"
+set_task() { # STATUS CODE
+  curl -s "$BASE/$TASK" >"$TMP/task.json"
+  node -e '
+    const fs=require("fs"); const t=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
+    t.status=process.argv[2];
+    t.businessStatus={coding:[{system:"http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS",code:process.argv[3]}]};
+    fs.writeFileSync(process.argv[1], JSON.stringify(t));' "$TMP/task.json" "$1" "$2"
+  [ "$(curl -s -o "$TMP/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/fhir+json' \
+        --data-binary "@$TMP/task.json" "$BASE/$TASK")" = 200 ] || fail "PUT $TASK: $(cat "$TMP/put.out")"
+}
+BASE="http://127.0.0.1:$PA/fhir"
+set_task accepted 3.0
+cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
+cg referrals show --db "$DB" 1 | grep -q 'state        accepted' || fail "referral 1 should be accepted"
+set_task completed 7.0
+cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
+cg referrals show --db "$DB" 1 | grep -q 'state        completed' || fail "referral 1 should be completed"
+cg referrals show --db "$DB" 1 | grep -q 'center:ctr-a .*sent -> accepted' || fail "audit lacks the accept"
+ok "center Task accepted (3.0) then completed (7.0) -> referral accepted then completed, audited"
+
+# ---- B. "after" failures and resets ----------------------------------------------------
+start_server b
+PB=$PORT
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
+  -d '{"seed": 3, "rules": [{"mode": "after", "every": 2, "methods": ["POST"]},
+                            {"mode": "after-reset", "every": 3, "methods": ["POST", "GET"]}]}' \
+  "http://127.0.0.1:$PB/admin/faults" || fail "set faults"
+write_centers "$TMP/b.json" "ctr-b:$PB"
+DB="$TMP/b.db"
+cg referrals seed-demo --db "$DB" --centers "$TMP/b.json" --center ctr-b --count 6 --auto >/dev/null ||
+  fail "seed-demo b"
+timeout 300 "$BIN" referrals send --db "$DB" --centers "$TMP/b.json" "${SEND_FAST[@]}" --until-idle \
+  >"$TMP/send-b.out" 2>>"$TMP/cartgate.log" || fail "send b: $(cat "$TMP/send-b.out")"
+[ "$(state_count "$DB" sent)" = 6 ] || fail "6 referrals should be sent through the faults"
+curl -s -X DELETE -o /dev/null "http://127.0.0.1:$PB/admin/faults"
+[ "$(exactly_once "$DB" "$PB" ctr-b)" = 6 ] || fail "exactly-once check b"
+[ "$(total "$PB" ServiceRequest)" = 6 ] && [ "$(total "$PB" Task)" = 6 ] || fail "duplicates at b"
+ok "center answering 500 after writing + resets after writing -> still exactly one of each ($(cat "$TMP/send-b.out"))"
+
+# ---- C. one center down ----------------------------------------------------------------
+start_server dead
+PDEAD=$PORT
+stop_server "$PID"
+start_server c
+PC=$PORT
+write_centers "$TMP/c.json" "ctr-up:$PC" "ctr-down:$PDEAD"
+DB="$TMP/c.db"
+cg referrals seed-demo --db "$DB" --centers "$TMP/c.json" --center ctr-down --count 3 --auto >/dev/null &&
+  cg referrals seed-demo --db "$DB" --centers "$TMP/c.json" --center ctr-up --count 3 --auto >/dev/null ||
+  fail "seed-demo c"
+cg referrals send --db "$DB" --centers "$TMP/c.json" "${SEND_FAST[@]}" --passes 3 >"$TMP/send-c.out" ||
+  fail "send c"
+[ "$(state_count "$DB" sent ctr-up)" = 3 ] || fail "the up center's referrals should be sent"
+[ $(( $(state_count "$DB" sending ctr-down) + $(state_count "$DB" approved ctr-down) )) = 3 ] ||
+  fail "the down center's referrals should wait (sending/approved), not fail"
+cg referrals list --db "$DB" --center ctr-down | grep -q 'last error: HTTP 0' ||
+  fail "stuck referrals should show their last error"
+[ "$(exactly_once "$DB" "$PC" ctr-up)" = 3 ] || fail "exactly-once check c"
+ok "one center down: the other center's referrals delivered, stuck ones show their last error"
+start_server revived --port "$PDEAD"
+timeout 300 "$BIN" referrals send --db "$DB" --centers "$TMP/c.json" "${SEND_FAST[@]}" --until-idle \
+  >"$TMP/send-c2.out" 2>>"$TMP/cartgate.log" || fail "send c2"
+[ "$(state_count "$DB" sent ctr-down)" = 3 ] || fail "the revived center's referrals should be sent"
+[ "$(exactly_once "$DB" "$PDEAD" ctr-down)" = 3 ] || fail "exactly-once check revived"
+ok "the down center comes back -> its referrals resume and arrive exactly once"
+
+# ---- E. crash test ---------------------------------------------------------------------
+start_server e
+PE=$PORT
+# a little latency on every write widens the window in which a kill lands mid-request
+curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
+  -d '{"mode": "latency", "latency_ms": 30, "methods": ["POST"]}' "http://127.0.0.1:$PE/admin/faults"
+write_centers "$TMP/e.json" "ctr-e:$PE"
+DB="$TMP/e.db"
+cg referrals seed-demo --db "$DB" --centers "$TMP/e.json" --center ctr-e --count "$N_CRASH" --auto >/dev/null ||
+  fail "seed-demo e"
+RANDOM=$SEED
+landed=0
+for i in $(seq 1 "$KILLS"); do
+  "$BIN" referrals send --db "$DB" --centers "$TMP/e.json" "${SEND_FAST[@]}" --until-idle \
+    >>"$TMP/send-e.out" 2>>"$TMP/cartgate.log" &
+  SP=$!
+  PIDS+=("$SP")
+  delay=$((RANDOM % 400 + 5))
+  sleep "$(printf '0.%03d' "$delay")"
+  if kill -0 "$SP" 2>/dev/null; then
+    kill -9 "$SP" 2>/dev/null && landed=$((landed + 1))
+  fi
+  wait "$SP" 2>/dev/null
+  [ "$(cg referrals list --db "$DB" --json | grep -c '"state":"sent"')" = "$N_CRASH" ] && break
+done
+timeout 300 "$BIN" referrals send --db "$DB" --centers "$TMP/e.json" "${SEND_FAST[@]}" --until-idle \
+  >>"$TMP/send-e.out" 2>>"$TMP/cartgate.log" || fail "final send e"
+[ "$(state_count "$DB" sent)" = "$N_CRASH" ] || fail "all $N_CRASH crash-test referrals should be sent"
+[ "$(exactly_once "$DB" "$PE" ctr-e)" = "$N_CRASH" ] || fail "exactly-once check e"
+[ "$(total "$PE" ServiceRequest)" = "$N_CRASH" ] && [ "$(total "$PE" Task)" = "$N_CRASH" ] ||
+  fail "crash test: duplicates or losses at the center"
+rec=$(grep -o 'recovered=[0-9]*' "$TMP/send-e.out" | awk -F= '{s+=$2} END {print s+0}')
+ok "crash test: $landed kill -9 landed (seed $SEED) across $N_CRASH referrals; all at the center exactly once ($rec found by placer id after a crash)"
+
+echo "PASS: $CHECKS checks"
