@@ -24,12 +24,7 @@
 #include "fhir_json.h"
 #include "fhir_log.h"
 
-#if defined(__has_include)
-#if __has_include("fhir_xml.h") && __has_include("fhir_xml.c") /* until the XML module lands */
 #include "fhir_xml.h"
-#define FHIR_CLIENT_HAVE_XML 1
-#endif
-#endif
 
 #define DEFAULT_CONNECT_MS 10000L
 #define DEFAULT_TOTAL_MS 60000L
@@ -648,10 +643,8 @@ static void http_error(op *o, fhir_error *err)
         fhir_node *n = NULL;
         if (o->raw.len < ERROR_BODY_MAX)
             n = fhir_json_parse(a, o->raw.data, o->raw.len, NULL, &perr);
-#ifdef FHIR_CLIENT_HAVE_XML
-        if (!n && o->raw.len < ERROR_BODY_MAX && o->raw.data[0] == '<')
+        if (!n && o->raw.len < ERROR_BODY_MAX && fhir_xml_detect(o->raw.data, o->raw.len))
             n = fhir_xml_parse(a, o->raw.data, o->raw.len, NULL, &perr);
-#endif
         if (n && fhir_node_resource_type(n))
             fhir_client_outcome_text(n, detail, sizeof detail);
         else if (n && fhir_node_str(fhir_node_get(n, "error"))) /* OAuth error */
@@ -769,11 +762,9 @@ static void op_completed(op *o, CURLcode rc)
             fhir_json_limits lim = {.max_bytes = c->max_bytes};
             o->parsed = fhir_json_parse(o->arena, o->raw.data, o->raw.len, &lim, &o->parse_err);
         } else {
-#ifdef FHIR_CLIENT_HAVE_XML
-            o->parsed = fhir_xml_parse(o->arena, o->raw.data, o->raw.len, NULL, &o->parse_err);
-#else
-            fhir_error_set(&o->parse_err, "XML support is not built in");
-#endif
+            fhir_json_limits lim = {.max_bytes = c->max_bytes};
+            o->parsed = fhir_xml_parse_any(o->arena, o->raw.data, o->raw.len, &lim,
+                                           &o->parse_err);
         }
         if (!o->parsed)
             fhir_error_set(&o->res->err, "%s: response body could not be parsed: %s", o->label,
@@ -1063,12 +1054,6 @@ fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *
         fhir_error_set(err, "client certificate and key must be given together");
         return NULL;
     }
-#ifndef FHIR_CLIENT_HAVE_XML
-    if (cfg->format == FHIR_FORMAT_XML) {
-        fhir_error_set(err, "format xml is not available in this build");
-        return NULL;
-    }
-#endif
     fhir_auth *auth = fhir_auth_new(&cfg->auth, err);
     if (!auth)
         return NULL;
@@ -1222,12 +1207,15 @@ static int serialise(fhir_client *c, const fhir_client_request *req, char **out,
     fhir_buf b;
     fhir_buf_init(&b, c->max_bytes);
     int rc;
-#ifdef FHIR_CLIENT_HAVE_XML
-    if (c->format == FHIR_FORMAT_XML)
+    if (c->format == FHIR_FORMAT_XML) {
         rc = fhir_xml_write(&b, req->resource, FHIR_XML_COMPACT, err);
-    else
-#endif
+        if (rc < 0) {
+            fhir_buf_free(&b);
+            return fhir_error_prefix(err, "request body as XML");
+        }
+    } else {
         rc = fhir_json_write(&b, req->resource, FHIR_JSON_COMPACT);
+    }
     if (rc < 0 || b.overflow) {
         fhir_buf_free(&b);
         return fhir_error_set(err, "request body exceeds %zu bytes", c->max_bytes);

@@ -2,7 +2,8 @@
  *
  *   cartgate fhir get|search|post|put|transaction --base URL [auth] [options] PATH [--data F|-]
  *
- * get/post/put/transaction print the response body (pretty JSON) on stdout; search prints
+ * get/post/put/transaction print the response body on stdout (pretty, in --format's syntax;
+ * --data may be JSON or XML); search prints
  * every resource of every page as NDJSON on stdout and a summary on stderr. */
 #include <getopt.h>
 #include <inttypes.h>
@@ -14,6 +15,7 @@
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
+#include "fhir_xml.h"
 
 static void usage(FILE *f)
 {
@@ -63,6 +65,35 @@ static int print_page(void *ud, const fhir_node *bundle, unsigned page_no)
     }
     fhir_buf_free(&b);
     return so->write_error;
+}
+
+/* Reads FILE or "-" (stdin) and parses JSON or XML (detected from the content). */
+static fhir_node *read_body(fhir_arena *a, const char *path, fhir_error *err)
+{
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
+    if (!f) {
+        fhir_error_set(err, "cannot open");
+        return NULL;
+    }
+    fhir_buf b;
+    fhir_buf_init(&b, FHIR_JSON_DEFAULT_MAX_BYTES);
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fhir_buf_append(&b, chunk, n) < 0)
+            break;
+    bool rerr = ferror(f);
+    if (f != stdin)
+        fclose(f);
+    fhir_node *res = NULL;
+    if (rerr)
+        fhir_error_set(err, "read error");
+    else if (b.overflow)
+        fhir_error_set(err, "larger than %u bytes", FHIR_JSON_DEFAULT_MAX_BYTES);
+    else
+        res = fhir_xml_parse_any(a, b.data ? b.data : "", b.len, NULL, err);
+    fhir_buf_free(&b);
+    return res;
 }
 
 enum {
@@ -241,7 +272,7 @@ int cmd_fhir(int argc, char **argv)
     }
     fhir_client_request req = {.path = path ? path : ""};
     if (needs_body) {
-        fhir_node *body = fhir_json_parse_file(a, data, NULL, &err);
+        fhir_node *body = read_body(a, data, &err);
         if (!body) {
             fprintf(stderr, "cartgate fhir: %s: %s\n", data, err.msg);
             goto out;
@@ -258,7 +289,14 @@ int cmd_fhir(int argc, char **argv)
     if (res->body) {
         fhir_buf b;
         fhir_buf_init(&b, 0);
-        fhir_json_write(&b, res->body, FHIR_JSON_PRETTY);
+        fhir_error werr = {{0}, 0};
+        int wrc = -1;
+        if (cfg.format == FHIR_FORMAT_XML)
+            wrc = fhir_xml_write(&b, res->body, FHIR_XML_PRETTY, &werr);
+        if (wrc < 0) { /* JSON, or XML the writer refused: show the tree as JSON */
+            fhir_buf_reset(&b);
+            fhir_json_write(&b, res->body, FHIR_JSON_PRETTY);
+        }
         fwrite(b.data, 1, b.len, stdout);
         fhir_buf_free(&b);
     }
