@@ -14,6 +14,7 @@
 #include "fhir_xml.h"
 
 #include <limits.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -894,6 +895,12 @@ static void init_limits(parser *p, const fhir_json_limits *lim)
     fhir_json_limits_default(&p->lim);
 }
 
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+static void xml_init(void)
+{
+    xmlInitParser(); /* global tables; not safe to race on first use */
+}
+
 /* Runs the SAX parse of data into p. Returns 0 or -1 (p->err set). */
 static int run(parser *p, const char *data, size_t len)
 {
@@ -902,7 +909,7 @@ static int run(parser *p, const char *data, size_t len)
                               p->lim.max_bytes);
     if (len > INT_MAX)
         return fhir_error_set(p->err, "XML document too large");
-    xmlInitParser();
+    pthread_once(&xml_once, xml_init);
     if (len == 0)
         return fhir_error_set(p->err, "XML: empty document");
     xmlParserCtxtPtr ctxt = xmlCreateMemoryParserCtxt(data, (int)len);
