@@ -519,7 +519,10 @@ static void add_condition(builder *b, const fhir_node *res)
         int cs = code_status_of(sys, code);
         if (cs)
             cstatus = cs;
-        if (!map_dx_lookup(b->t, sys, code, disp ? disp : text, &dx))
+        /* names: the clinician's text first, then the coding display (rule order decides) */
+        char names[600];
+        snprintf(names, sizeof names, "%s | %s", text ? text : "", disp ? disp : "");
+        if (!map_dx_lookup(b->t, sys, code, names, &dx))
             continue;
         int rank = list_index(DX_RANK, dx.concept);
         if (rank < 0)
@@ -1376,21 +1379,24 @@ static void therapy_facts(builder *b)
             const map_line *l = which ? &p->lines[0] : &p->lines[p->nlines - 1];
             const char *name = which ? "primary_refractory" : "refractory";
             int64_t hi = l->end_days + rd;
-            const dated *pp = first_in(P, l->start_days, hi);
-            const dated *rr = first_in(R, l->start_days, hi);
+            const dated *pp = first_in(P, l->start_days, INT64_MAX); /* first progression after start */
+            const dated *rr = first_in(R, l->start_days, INT64_MAX);
             char s1[16], s2[16], s3[16];
             fmt_day(l->start_days, s1, sizeof s1);
             fmt_day(l->end_days, s2, sizeof s2);
-            if (pp) {
+            if (pp)
                 fmt_day(pp->day, s3, sizeof s3);
+            if (pp && pp->day <= hi)
                 set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
                                              pp->ref, pp->what, s3, rd, l->number, s1, s2));
-            }
+            else if (pp)
+                set_bool(p, name, false, astr(p, "first progression after line %d (%s..%s) is %s %s on %s, > %d days after it",
+                                              l->number, s1, s2, pp->ref, pp->what, s3, rd));
             else if (rr)
-                set_bool(p, name, false, astr(p, "%s response during/after line %d (%s..%s); no progression within %d days",
-                                              rr->ref, l->number, s1, s2, rd));
+                set_bool(p, name, false, astr(p, "%s response after line %d started (%s..%s); no progression documented since",
+                                              rr->ref, l->number, s1, s2));
             else
-                set_unknown(p, name, astr(p, "no disease status documented during or <= %d days after line %d", rd, l->number));
+                set_unknown(p, name, astr(p, "no disease status documented since line %d started (%s)", l->number, s1));
         }
         const map_line *l1 = &p->lines[0];
         const dated *first_prog = first_in(P, l1->start_days, INT64_MAX);
@@ -1409,15 +1415,27 @@ static void therapy_facts(builder *b)
         }
         if (P->n || R->n) {
             int count = 0;
+            int64_t prev_prog = INT64_MIN;
             for (size_t k = 0; k < p->nlines; k++) {
-                int64_t lo = p->lines[k].start_days;
+                const map_line *l = &p->lines[k];
+                int64_t lo = l->start_days;
                 int64_t hi = k + 1 < p->nlines ? p->lines[k + 1].start_days - 1 : INT64_MAX;
-                if (first_in(P, lo, hi))
+                const dated *pp = first_in(P, lo, hi);
+                if (!pp)
+                    continue;
+                bool relapse = !strcmp(pp->what, "relapse") || pp->day > l->end_days + rd;
+                for (size_t j = 0; j < R->n && !relapse; j++)
+                    if (rv[j].day < pp->day && rv[j].day > prev_prog && rv[j].day >= lo)
+                        relapse = true;
+                if (relapse)
                     count++;
+                for (size_t j = 0; j < P->n; j++) /* last progression of this line's period */
+                    if (pv[j].day >= lo && pv[j].day <= hi)
+                        prev_prog = pv[j].day;
             }
             set_num(p, "relapse_count", count,
-                    astr(p, "%d line(s) followed by documented progression/relapse (%zu progression, %zu response records)",
-                         count, P->n, R->n));
+                    astr(p, "%d relapse(s): progression after a documented response or > %d days after a line, one per line (%zu progression, %zu response records)",
+                         count, rd, P->n, R->n));
         } else {
             set_unknown(p, "relapse_count", "no disease status documented");
         }
@@ -1463,8 +1481,8 @@ static void therapy_facts(builder *b)
                 if (pp) {
                     hit = pp;
                     hit_drug = sel[i - 1]->drug->ingredient;
-                } else if (!first_in(R, ep_start, ep_end + rd)) {
-                    all_resp = false;
+                } else if (!first_in(R, ep_start, INT64_MAX) && !first_in(P, ep_start, INT64_MAX)) {
+                    all_resp = false; /* neither a response nor a later progression documented */
                 }
             }
             if (i < ns) {
@@ -1478,10 +1496,10 @@ static void therapy_facts(builder *b)
         else if (!any)
             set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
         else if (all_resp)
-            set_bool(p, name, false, astr(p, "response documented during/after each %s episode; no progression within %d days",
-                                          which ? "BTK inhibitor" : "lenalidomide", rd));
+            set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",
+                                          rd, which ? "BTK inhibitor" : "lenalidomide"));
         else
-            set_unknown(p, name, astr(p, "%s given; no disease status documented during or <= %d days after it",
+            set_unknown(p, name, astr(p, "%s given; no disease status documented since (window %d days)",
                                       which ? "BTK inhibitor" : "lenalidomide", rd));
     }
 }
