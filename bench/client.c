@@ -1,6 +1,6 @@
 /* bench_client — fhir_client reads against the reference FHIR server on loopback.
  *
- *   bench_client [--source DIR] [--reads N] [--runs R]
+ *   bench_client [--source DIR] [--reads N] [--runs R] [--conc N (default 16)]
  *
  * Starts `node tests/fhir-server/server.mjs --port 0` seeded with 100 Patients, then per
  * run measures N reads of Patient/{id} in three modes:
@@ -262,7 +262,7 @@ static sample med(sample *s, int runs)
 int main(int argc, char **argv)
 {
     const char *src = getenv("CARTGATE_SOURCE_DIR");
-    int reads = 2000, runs = 5;
+    int reads = 2000, runs = 5, conc = 16;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--source") && i + 1 < argc)
             src = argv[++i];
@@ -270,8 +270,10 @@ int main(int argc, char **argv)
             reads = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc)
             runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--conc") && i + 1 < argc)
+            conc = atoi(argv[++i]);
         else {
-            fprintf(stderr, "usage: bench_client [--source DIR] [--reads N] [--runs R>=5]\n");
+            fprintf(stderr, "usage: bench_client [--source DIR] [--reads N] [--runs R>=5] [--conc N]\n");
             return 2;
         }
     }
@@ -294,7 +296,8 @@ int main(int argc, char **argv)
 
     fhir_error err = {{0}, 0};
     fhir_client_config seq_cfg = {.name = "bench", .base_url = base, .max_concurrent = 1};
-    fhir_client_config conc_cfg = {.name = "bench", .base_url = base, .max_concurrent = 16};
+    fhir_client_config conc_cfg = {.name = "bench", .base_url = base,
+                                   .max_concurrent = (unsigned)(conc > 0 ? conc : 16)};
     fhir_client *cs = fhir_client_new(NULL, &seq_cfg, &err);
     fhir_client *cc = cs ? fhir_client_new(NULL, &conc_cfg, &err) : NULL;
     if (!cs || !cc) {
@@ -319,13 +322,14 @@ int main(int argc, char **argv)
            reads, runs);
     printf("%-28s %10s %14s %14s %12s\n", "mode", "req/s", "client us/req", "server us/req",
            "client/server");
-    const char *names[] = {"curl_easy sequential (base)", "fhir_client sequential",
-                           "fhir_client 16 in flight"};
+    char conc_name[40];
+    snprintf(conc_name, sizeof conc_name, "fhir_client %d in flight", conc);
+    const char *names[] = {"curl_easy sequential (base)", "fhir_client sequential", conc_name};
     sample *ms3[] = {&me, &ms, &mc};
     for (int i = 0; i < 3; i++)
         printf("%-28s %10.0f %14.1f %14.1f %12.3f\n", names[i], ms3[i]->rps, ms3[i]->client_us,
                ms3[i]->server_us, ms3[i]->server_us > 0 ? ms3[i]->client_us / ms3[i]->server_us : 0);
-    printf("ratios: seq fhir_client/curl_easy client CPU = %.2f; conc16/seq throughput = %.2f\n",
+    printf("ratios: seq fhir_client/curl_easy client CPU = %.2f; concurrent/seq throughput = %.2f\n",
            me.client_us > 0 ? ms.client_us / me.client_us : 0, ms.rps > 0 ? mc.rps / ms.rps : 0);
     printf("failed requests: %d\n", fails);
     fhir_client_free(cs);

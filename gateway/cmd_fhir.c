@@ -211,6 +211,14 @@ int cmd_fhir(int argc, char **argv)
         fprintf(stderr, "cartgate fhir: --base URL is required\n");
         return 2;
     }
+    if ((cfg.auth.basic_pass_env && cfg.auth.kind != FHIR_AUTH_BASIC) ||
+        ((cfg.auth.smart_key_file || cfg.auth.smart_kid || cfg.auth.smart_alg ||
+          cfg.auth.smart_scope || cfg.auth.smart_token_url) &&
+         cfg.auth.kind != FHIR_AUTH_SMART)) {
+        fprintf(stderr, "cartgate fhir: --auth-basic-pass-env needs --auth-basic-user, and "
+                        "--smart-* options need --smart-client-id (one auth method only)\n");
+        return 2;
+    }
     if (!strcmp(format, "xml"))
         cfg.format = FHIR_FORMAT_XML;
     else if (strcmp(format, "json")) {
