@@ -1,0 +1,130 @@
+#!/usr/bin/env bash
+# The daemon's admin API and process life, with a files source (no FHIR server needed):
+# health without token, 401 without/with a wrong token, 404/400/405 JSON errors, worklist and
+# patient detail, referral actions (approve, 409 on an illegal move), SIGHUP with a broken
+# config keeps the old one (and its token), SIGHUP with a good one applies it, check-config
+# exit codes, SIGTERM exits 0.
+set -u
+. "$(dirname "$0")/daemon_lib.sh"
+need_tools
+
+mkdir -p "$TMP/drop"
+"$CG" synth --seed 5 --patients 30 --out "$TMP/cohort" --format ndjson >/dev/null || fail "synth"
+cp "$TMP"/cohort/*.000.ndjson "$TMP/drop/"
+centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"   # nothing listens: sends stay queued
+cat >"$TMP/c.conf" <<EOF
+// admin test
+{
+  "site": {"id": "t-admin", "location": {"lat": 41.59, "lon": -93.62}},
+  "store": {"path": "$TMP/cg.db"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
+  "sources": [{"name": "drop", "kind": "files", "dir": "$TMP/drop", "interval_s": 1}]
+}
+EOF
+"$CG" check-config -c "$TMP/c.conf" >/dev/null || fail "check-config rejected a good config"
+ok "check-config accepts the test config"
+printf '{\n "site": {"id": 1},\n "admin": {"token": "x"}\n}\n' >"$TMP/bad.conf"
+"$CG" check-config -c "$TMP/bad.conf" 2>"$TMP/bad.out" && fail "check-config accepted a bad config"
+grep -q "bad.conf:2: site.id: expected a string" "$TMP/bad.out" || fail "no site.id error: $(cat "$TMP/bad.out")"
+grep -q "bad.conf:3: admin.token: secrets are not accepted" "$TMP/bad.out" || fail "clear secret not refused"
+ok "check-config reports every error with file:line and exits non-zero"
+
+start_daemon d1 "$TMP/c.conf"
+CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' "$ADMIN/healthz")
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" d.status)" = ok ] || fail "healthz without token: $CODE"
+ok "GET /healthz needs no token"
+for p in /readyz /metrics /api/v1/patients /api/v1/referrals /nowhere; do
+  CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' "$ADMIN$p")
+  [ "$CODE" = 401 ] || fail "$p without token: $CODE"
+  [ "$(jget "$TMP/resp" d.error.status)" = 401 ] || fail "$p 401 body not JSON: $(cat "$TMP/resp")"
+done
+CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' -H "Authorization: Bearer wrong" "$ADMIN/metrics")
+[ "$CODE" = 401 ] || fail "wrong token accepted"
+ok "every other path answers 401 with a JSON error without (or with a wrong) token"
+
+screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 30 ]; }
+wait_for "30 patients screened" 60 screened
+ready() { api /readyz; [ "$CODE" = 200 ]; }
+wait_for "readyz 200" 20 ready
+ok "files source ingested the drop and screened 30 patients; /readyz 200"
+[ -z "$(ls "$TMP/drop"/*.ndjson 2>/dev/null)" ] && [ -f "$TMP/drop/done/Patient.000.ndjson" ] || fail "drop not moved to done/"
+echo '{"resourceType": "Patient", "id": ' >"$TMP/drop/broken.json"
+wait_for "broken file moved to failed/" 20 test -f "$TMP/drop/failed/broken.json"
+[ -s "$TMP/drop/failed/broken.json.error" ] || fail "no .error note"
+ok "files moved to done/, a broken file to failed/ with its error"
+
+api /nowhere; [ "$CODE" = 404 ] && [ "$(jget "$TMP/resp" d.error.status)" = 404 ] || fail "404: $CODE"
+api /api/v1/referrals/abc; [ "$CODE" = 400 ] && [ "$(jget "$TMP/resp" d.error.status)" = 400 ] || fail "400 id: $CODE"
+api "/api/v1/patients?category=maybe"; [ "$CODE" = 400 ] || fail "400 category: $CODE"
+api "/api/v1/patients?limit=0"; [ "$CODE" = 400 ] || fail "400 limit: $CODE"
+api /api/v1/referrals/999999; [ "$CODE" = 404 ] || fail "404 referral: $CODE"
+api /api/v1/patients/no-such-patient; [ "$CODE" = 404 ] || fail "404 patient: $CODE"
+api /api/v1/patients -X POST; [ "$CODE" = 405 ] && [ "$(jget "$TMP/resp" d.error.status)" = 405 ] || fail "405: $CODE"
+api /api/v1/referrals/1/approve; [ "$CODE" = 405 ] || fail "GET approve: $CODE"
+ok "404, 400 and 405 answers are JSON errors"
+
+api "/api/v1/patients?category=eligible"
+[ "$CODE" = 200 ] || fail "worklist $CODE"
+n_elig=$(jget "$TMP/resp" d.count)
+[ "$n_elig" -gt 0 ] || fail "no eligible patient in the worklist"
+[ "$(jget "$TMP/resp" 'd.patients.every(p=>p.category==="eligible" && p.verdict.category==="eligible")')" = true ] || fail "category filter"
+db_elig=$(sqlite3 "$TMP/cg.db" "SELECT count(*) FROM verdicts WHERE category='eligible'")
+[ "$n_elig" = "$db_elig" ] || fail "worklist $n_elig vs store $db_elig"
+pid=$(jget "$TMP/resp" 'd.patients[0].id')
+api "/api/v1/patients/$pid"
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" 'd.profile.patient===d.id && Array.isArray(d.verdict.explanation) && d.referrals.length>=1')" = true ] ||
+  fail "patient detail: $(head -c 300 "$TMP/resp")"
+ok "worklist by category ($n_elig eligible, same as the store) and patient detail with profile, verdict, explanation, referrals"
+
+api "/api/v1/referrals?state=pending_approval"
+n_pending=$(jget "$TMP/resp" d.count)
+[ "$n_pending" -gt 0 ] || fail "no pending proposals"
+rid=$(jget "$TMP/resp" 'd.referrals[0].id')
+api "/api/v1/referrals/$rid/approve" -X POST
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" d.state)" = approved ] || fail "approve: $CODE $(cat "$TMP/resp")"
+api "/api/v1/referrals/$rid/retry" -X POST
+[ "$CODE" = 409 ] && [ "$(jget "$TMP/resp" d.error.status)" = 409 ] || fail "retry of approved: $CODE"
+rid2=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE state='pending_approval' ORDER BY id LIMIT 1")
+api "/api/v1/referrals/$rid2/cancel" -X POST
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" d.state)" = cancelled ] || fail "cancel: $CODE"
+[ "$(sqlite3 "$TMP/cg.db" "SELECT count(*) FROM audit WHERE referral_id=$rid AND actor='admin-api'")" -ge 1 ] || fail "no audit row"
+ok "approve, cancel, 409 on an illegal transition; audit rows written"
+
+api /metrics
+[ "$CODE" = 200 ] || fail "metrics $CODE"
+grep -q '^cartgate_polls_total{source="drop",result="ok"} [1-9]' "$TMP/resp" || fail "polls metric"
+grep -q "^cartgate_verdicts{category=\"eligible\"} $db_elig\$" "$TMP/resp" || fail "verdict gauge"
+grep -q '^cartgate_referrals{state="approved"} 1$' "$TMP/resp" || fail "referral gauge"
+grep -q '^cartgate_outbox_depth 1$' "$TMP/resp" || fail "outbox depth"
+grep -q '^cartgate_time_to_referral_seconds_count 0$' "$TMP/resp" || fail "histogram"
+ok "metrics: polls, verdicts and referrals agree with the store"
+
+# SIGHUP with a broken config: refused, the old one (and its token) kept
+cp "$TMP/c.conf" "$TMP/c.good"
+printf '{ "site": {"id": "t-admin"}, "log": {"level": "loud"} }\n' >"$TMP/c.conf"
+kill -HUP "$DPID"
+refused() { grep -q "event=reload.refused" "$TMP/d1.log"; }
+wait_for "reload.refused logged" 10 refused
+grep -q 'event=config.error detail=.*c.conf:1: log.level' "$TMP/d1.log" || fail "config error not logged with file:line"
+kill -0 "$DPID" || fail "daemon died on a broken config"
+api /healthz; [ "$CODE" = 200 ] || fail "not serving after refused reload"
+api /api/v1/referrals; [ "$CODE" = 200 ] || fail "old token not kept"
+ok "SIGHUP with a broken config: refused (error with file:line logged), still running on the old one"
+sed 's/"site": {"id": "t-admin",/"log": {"level": "debug"}, "site": {"id": "t-admin",/' "$TMP/c.good" >"$TMP/c.conf"
+kill -HUP "$DPID"
+reloaded() { grep -q "event=reload.done" "$TMP/d1.log"; }
+wait_for "reload.done logged" 10 reloaded
+api /metrics; grep -q '^cartgate_reloads_total{result="ok"} 1$' "$TMP/resp" && grep -q '^cartgate_reloads_total{result="refused"} 1$' "$TMP/resp" || fail "reload counters"
+api /api/v1/patients; [ "$CODE" = 200 ] || fail "after reload"
+ok "SIGHUP with a good config applies it"
+
+grep -q "event=daemon.start .*libevent_backend=" "$TMP/d1.log" || fail "start-up versions not logged"
+stop_daemon "$DPID"
+[ "$DRC" = 0 ] || fail "exit status $DRC after SIGTERM"
+grep -q "event=daemon.stop" "$TMP/d1.log" || fail "no daemon.stop"
+ok "start-up logs library versions and the libevent backend; SIGTERM exits 0"
+echo "test_daemon_admin: $CHECKS checks passed"
