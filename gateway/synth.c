@@ -132,8 +132,7 @@ static const dx_def DX[] = {
      {{"443487006", "Mantle cell lymphoma (disorder)"}},
      {{"9673/3", "Mantle cell lymphoma"}}},
     {"cll_sll", "Chronic lymphocytic leukemia",
-     {{"C91.10", "Chronic lymphocytic leukemia of B-cell type not having achieved remission"},
-      {"C91.12", "Chronic lymphocytic leukemia of B-cell type in relapse"}},
+     {{"C91.10", "Chronic lymphocytic leukemia of B-cell type not having achieved remission"}},
      {{"92814006", "Chronic lymphoid leukemia, disease (disorder)"}},
      {{"9823/3", "B-cell chronic lymphocytic leukemia/small lymphocytic lymphoma"}}},
     {"mzl", "Marginal zone lymphoma",
@@ -144,13 +143,11 @@ static const dx_def DX[] = {
      {{"9699/3", "Marginal zone B-cell lymphoma, NOS"}}},
     {"b_all", "B-cell acute lymphoblastic leukemia",
      /* ICD-10-CM C91.0x does not separate B from T (codes.md §1.2): only used with SNOMED */
-     {{"C91.00", "Acute lymphoblastic leukemia not having achieved remission"},
-      {"C91.02", "Acute lymphoblastic leukemia, in relapse"}},
+     {{"C91.00", "Acute lymphoblastic leukemia not having achieved remission"}},
      {{"277571004", "B-cell acute lymphoblastic leukemia (disorder)"}},
      {{"9811/3", "B-lymphoblastic leukemia/lymphoma, NOS"}}},
     {"mm", "Multiple myeloma",
-     {{"C90.00", "Multiple myeloma not having achieved remission"},
-      {"C90.02", "Multiple myeloma in relapse"}},
+     {{"C90.00", "Multiple myeloma not having achieved remission"}},
      {{"109989006", "Multiple myeloma (disorder)"}},
      {{"9732/3", "Multiple myeloma"}}},
     {"pcl", "Plasma cell leukemia",
@@ -411,6 +408,7 @@ typedef struct truth {
     int ecog;                 /* -1 when absent */
     bool ecog_as_kps;
     bool ecog_stale;
+    bool cart_product;        /* the CAR T procedure code names the product */
     /* expected eligibility (label terms) */
     const char *expect[12];
     int nexpect;
@@ -1549,10 +1547,12 @@ static void emit_procedure(render *R, const proc *p)
     default: /* codes.md §4.1 CPT 38228 (S, from 2025) / §4.3 ICD-10-PCS XW033H7 (C) */
         if (v == 0)
             b_coding(R, SYS_CPT, "38228", "CAR-T cell administration, autologous");
-        else
+        else {
+            R->t->cart_product = true;
             b_coding(R, SYS_ICD10PCS, "XW033H7",
                      "Introduction of Axicabtagene Ciloleucel Immunotherapy into Peripheral "
                      "Vein, Percutaneous Approach, New Technology Group 7");
+        }
         b_puts(R, "],\"text\":\"CAR T-cell infusion (axicabtagene ciloleucel)\"}");
         break;
     }
@@ -1776,12 +1776,6 @@ static void gt_str(fhir_buf *b, bool *first, const char *name, const char *v)
     *first = false;
 }
 
-static bool is_lbcl(const char *c)
-{
-    return c && (!strcmp(c, "dlbcl_nos") || !strcmp(c, "hgbcl") || !strcmp(c, "pmbcl") ||
-                 !strcmp(c, "tfl") || !strcmp(c, "fl_3b") || !strcmp(c, "pcnsl"));
-}
-
 /* Adds key to a set of static strings unless present. */
 static void set_add(const char **set, size_t *n, size_t max, const char *key)
 {
@@ -1837,7 +1831,7 @@ static void write_truth(const truth *t, fhir_buf *b)
         gt_str(b, &first, "primary_disease", t->primary);
     else
         unknown[nunk++] = "primary_disease";
-    if (t->primary && is_lbcl(t->primary))
+    if (t->primary)
         gt_bool(b, &first, "histology_transformed", t->transformed);
     else
         unknown[nunk++] = "histology_transformed";
@@ -1895,6 +1889,25 @@ static void write_truth(const truth *t, fhir_buf *b)
                     L[k].end = p->day;
             }
     }
+    for (int i = 0; i < t->nproc; i++) {
+        const proc *p = &t->proc[i];
+        if (p->type == PROC_CAR_T) {
+            if (t->cart_product) { /* the code names the product (ICD-10-PCS XW033H7) */
+                for (int k = 0; k < nl; k++)
+                    if (L[k].classes & C_CAR_T)
+                        L[k].classes |= C_CD19;
+                set_add(drugs, &ndrugs, 32, "axicabtagene ciloleucel");
+            }
+            continue;
+        }
+        /* a transplant joins the line it follows (planned sequence) and extends its end */
+        for (int k = nl - 1; k >= 0; k--)
+            if (L[k].start <= p->day) {
+                if (p->day > L[k].end)
+                    L[k].end = p->day;
+                break;
+            }
+    }
     for (int k = 0; k < nl; k++)
         all_classes |= L[k].classes;
     gt_num(b, &first, "lines", nl);
@@ -1916,81 +1929,153 @@ static void write_truth(const truth *t, fhir_buf *b)
         unknown[nunk++] = "first_line_classes";
     }
 
-    /* response / progression */
-    int relapses = 0;
-    bool responded = false;
-    int64_t first_prog = INT64_MIN;
-    int64_t last_prog = INT64_MIN;
+    /* response / progression, as mappings/README.md "Relapse and refractoriness" defines
+     * them, applied to the intended timeline */
     evt ev[MAX_EVT];
     memcpy(ev, t->evt, sizeof ev);
-    for (int i = 1; i < t->nevt; i++) /* insertion sort by day */
+    int nev = t->nevt;
+    for (int i = 1; i < nev; i++) /* insertion sort by day */
         for (int j = i; j > 0 && ev[j].day < ev[j - 1].day; j--) {
             evt tmp = ev[j];
             ev[j] = ev[j - 1];
             ev[j - 1] = tmp;
         }
-    bool len_ref = false, btki_prog = false;
-    for (int i = 0; i < t->nevt; i++) {
+    /* relapsed: a progression after a response, or > 60 days after the line it follows */
+    bool rel = false, any_resp = false;
+    for (int i = 0; i < nev; i++) {
         if (ev[i].type == EVT_RESPONSE) {
-            responded = true;
+            any_resp = true;
             continue;
         }
-        if (first_prog == INT64_MIN)
-            first_prog = ev[i].day;
-        last_prog = ev[i].day;
-        if (responded)
-            relapses++;
-        responded = false;
-        for (int k = 0; k < t->nreg; k++) {
-            const reg *g = &t->reg[k];
-            int64_t end = g->ongoing ? t->as_of : g->end;
-            if (ev[i].day < g->start || ev[i].day > end + 60)
-                continue;
-            for (int j = 0; j < g->ndrug; j++) {
-                if (!strcmp(g->drug[j], "lenalidomide"))
-                    len_ref = true;
-                if (drug_find(g->drug[j])->classes & C_BTKI)
-                    btki_prog = true;
-            }
+        for (int j = 0; j < i; j++)
+            rel |= ev[j].type == EVT_RESPONSE;
+        for (int k = 0; k < nl; k++) {
+            bool next_before = k + 1 < nl && L[k + 1].start <= ev[i].day;
+            if (!next_before && ev[i].day >= L[k].start && ev[i].day > L[k].end + 60)
+                rel = true;
         }
     }
+    if (rel || any_resp)
+        gt_bool(b, &first, "relapsed", rel);
+    else
+        unknown[nunk++] = "relapsed";
     if (nl > 0) {
-        gt_bool(b, &first, "relapsed", relapses > 0);
-        bool refr = last_prog != INT64_MIN && last_prog >= L[nl - 1].start &&
-                    last_prog <= L[nl - 1].end + 60;
-        gt_bool(b, &first, "refractory", refr);
-        bool prim = false;
-        for (int i = 0; i < t->nevt; i++)
-            if (ev[i].type == EVT_PROGRESSION && ev[i].day >= L[0].start &&
-                ev[i].day <= L[0].end + 60)
-                prim = true;
-        gt_bool(b, &first, "primary_refractory", prim);
-        if (first_prog != INT64_MIN && first_prog > L[0].start) {
-            /* months = days / 30.4375 (mean Gregorian month); the profile's default anchor
-             * is the start of line 1 */
+        for (int which = 0; which < 2; which++) {
+            const gt_line *l = which ? &L[0] : &L[nl - 1];
+            int64_t fp = INT64_MIN;
+            bool resp_after = false;
+            for (int i = 0; i < nev; i++) {
+                if (ev[i].day < l->start)
+                    continue;
+                if (ev[i].type == EVT_PROGRESSION && fp == INT64_MIN)
+                    fp = ev[i].day;
+                if (ev[i].type == EVT_RESPONSE)
+                    resp_after = true;
+            }
+            const char *name = which ? "primary_refractory" : "refractory";
+            if (fp != INT64_MIN)
+                gt_bool(b, &first, name, fp <= l->end + 60);
+            else if (resp_after)
+                gt_bool(b, &first, name, false);
+            else
+                unknown[nunk++] = name;
+        }
+        int64_t first_prog = INT64_MIN;
+        for (int i = 0; i < nev && first_prog == INT64_MIN; i++)
+            if (ev[i].type == EVT_PROGRESSION && ev[i].day >= L[0].start)
+                first_prog = ev[i].day;
+        if (first_prog != INT64_MIN) {
+            /* months = days / 30.4375, rounded to 0.1, floored at 0; default anchor: start */
             double from_start = (double)(first_prog - L[0].start) / 30.4375;
             double from_end = (double)(first_prog - L[0].end) / 30.4375;
-            gt_num(b, &first, "relapse_months_after_1l", round_to(from_start, 2));
-            gt_num(b, &first, "relapse_months_after_1l_start", round_to(from_start, 2));
-            gt_num(b, &first, "relapse_months_after_1l_end", round_to(from_end, 2));
+            gt_num(b, &first, "relapse_months_after_1l", round_to(fmax(from_start, 0), 1));
+            gt_num(b, &first, "relapse_months_after_1l_start", round_to(fmax(from_start, 0), 1));
+            gt_num(b, &first, "relapse_months_after_1l_end", round_to(fmax(from_end, 0), 1));
         } else {
             unknown[nunk++] = "relapse_months_after_1l";
             unknown[nunk++] = "relapse_months_after_1l_start";
             unknown[nunk++] = "relapse_months_after_1l_end";
         }
-        gt_num(b, &first, "relapse_count", relapses);
-        gt_bool(b, &first, "lenalidomide_refractory", len_ref);
-        gt_bool(b, &first, "btki_progression", btki_prog);
+        if (nev > 0) { /* one relapse at most per line period */
+            int count = 0;
+            int64_t prev = INT64_MIN;
+            for (int k = 0; k < nl; k++) {
+                int64_t lo = L[k].start, hi = k + 1 < nl ? L[k + 1].start - 1 : INT64_MAX;
+                int64_t pp = INT64_MIN;
+                for (int i = 0; i < nev && pp == INT64_MIN; i++)
+                    if (ev[i].type == EVT_PROGRESSION && ev[i].day >= lo && ev[i].day <= hi)
+                        pp = ev[i].day;
+                if (pp == INT64_MIN)
+                    continue;
+                bool r = pp > L[k].end + 60;
+                for (int i = 0; i < nev && !r; i++)
+                    r = ev[i].type == EVT_RESPONSE && ev[i].day < pp && ev[i].day > prev &&
+                        ev[i].day >= lo;
+                count += r;
+                for (int i = 0; i < nev; i++)
+                    if (ev[i].type == EVT_PROGRESSION && ev[i].day >= lo && ev[i].day <= hi)
+                        prev = ev[i].day;
+            }
+            gt_num(b, &first, "relapse_count", count);
+        } else {
+            unknown[nunk++] = "relapse_count";
+        }
     } else {
-        unknown[nunk++] = "relapsed";
         unknown[nunk++] = "refractory";
         unknown[nunk++] = "primary_refractory";
         unknown[nunk++] = "relapse_months_after_1l";
         unknown[nunk++] = "relapse_months_after_1l_start";
         unknown[nunk++] = "relapse_months_after_1l_end";
         unknown[nunk++] = "relapse_count";
-        unknown[nunk++] = "lenalidomide_refractory";
-        unknown[nunk++] = "btki_progression";
+    }
+    /* lenalidomide / BTKi: exposure episodes (gaps <= 90 days merged); true with a
+     * progression during or <= 60 days after one; false when never given or every episode
+     * has a later status; unknown otherwise */
+    for (int which = 0; which < 2; which++) {
+        int64_t es[MAX_REG], ee[MAX_REG];
+        int ne = 0;
+        for (int i = 0; i < t->nreg; i++) {
+            const reg *g = &t->reg[i];
+            bool m = false;
+            for (int j = 0; j < g->ndrug; j++)
+                m |= which ? (drug_find(g->drug[j])->classes & C_BTKI) != 0
+                           : !strcmp(g->drug[j], "lenalidomide");
+            if (!m)
+                continue;
+            es[ne] = g->start;
+            ee[ne] = g->ongoing ? t->as_of : g->end;
+            ne++;
+        }
+        for (int i = 1; i < ne; i++) /* sort by start */
+            for (int j = i; j > 0 && es[j] < es[j - 1]; j--) {
+                int64_t x = es[j]; es[j] = es[j - 1]; es[j - 1] = x;
+                x = ee[j]; ee[j] = ee[j - 1]; ee[j - 1] = x;
+            }
+        bool hit = false, all_status = true;
+        for (int i = 0; i < ne && !hit;) {
+            int64_t s0 = es[i], e0 = ee[i];
+            int j = i + 1;
+            while (j < ne && es[j] <= e0 + 90) {
+                if (ee[j] > e0)
+                    e0 = ee[j];
+                j++;
+            }
+            bool later = false;
+            for (int k = 0; k < nev; k++) {
+                if (ev[k].type == EVT_PROGRESSION && ev[k].day >= s0 && ev[k].day <= e0 + 60)
+                    hit = true;
+                if (ev[k].day >= s0)
+                    later = true;
+            }
+            if (!hit && !later)
+                all_status = false;
+            i = j;
+        }
+        const char *name = which ? "btki_progression" : "lenalidomide_refractory";
+        if (hit || ne == 0 || all_status)
+            gt_bool(b, &first, name, hit);
+        else
+            unknown[nunk++] = name;
     }
     bool auto_hct = false, allo = false, cart = false;
     for (int i = 0; i < t->nproc; i++) {
@@ -2020,7 +2105,7 @@ static void write_truth(const truth *t, fhir_buf *b)
                 double crcl = (140.0 - t->age) * t->weight / (72.0 * t->lab[i]);
                 if (t->female)
                     crcl *= 0.85;
-                gt_num(b, &first, "crcl", crcl);
+                gt_num(b, &first, "crcl", round_to(crcl, 1)); /* mL/min to 0.1 */
             } else {
                 unknown[nunk++] = "crcl";
             }

@@ -13,11 +13,13 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "fhir_arena.h"
 #include "fhir_json.h"
+#include "map_profile.h"
 #include "map_tables.h"
 #include "synth.h"
 
@@ -487,6 +489,186 @@ static void test_resources_and_truth(void **state)
     free(v);
 }
 
+
+/* ---- round trip: the clinical profile reproduces the ground truth ----------------------- */
+
+static void fact_text(const map_fact *f, char *out, size_t n)
+{
+    if (!f) {
+        snprintf(out, n, "(not a profile fact)");
+    } else if (!f->known) {
+        snprintf(out, n, "unknown");
+    } else if (f->type == MAP_FACT_NUMBER) {
+        snprintf(out, n, "%.6g", f->num);
+    } else if (f->type == MAP_FACT_BOOL) {
+        snprintf(out, n, "%s", f->b ? "true" : "false");
+    } else if (f->type == MAP_FACT_SET) {
+        size_t k = (size_t)snprintf(out, n, "[");
+        for (size_t i = 0; i < f->nset && k < n; i++)
+            k += (size_t)snprintf(out + k, n - k, "%s%s", i ? "," : "", f->set[i]);
+        if (k < n)
+            snprintf(out + k, n - k, "]");
+    } else {
+        snprintf(out, n, "%s", f->str ? f->str : "(null)");
+    }
+}
+
+static void node_text(const fhir_node *v, char *out, size_t n)
+{
+    char *js = fhir_json_to_string(v, FHIR_JSON_COMPACT, 0);
+    const char *src = js ? js : "?";
+    size_t k = strlen(src);
+    if (k >= n)
+        k = n - 1;
+    memcpy(out, src, k);
+    out[k] = 0;
+    free(js);
+}
+
+/* Does the profile's fact equal the truth's value node? */
+static bool fact_equal(const char *name, const map_fact *f, const fhir_node *v)
+{
+    if (!f || !f->known)
+        return false;
+    switch (f->type) {
+    case MAP_FACT_NUMBER: {
+        double d;
+        if (!fhir_node_double(v, &d))
+            return false;
+        if (!strncmp(name, "relapse_months", 14) || !strcmp(name, "crcl"))
+            return fabs(d - f->num) <= 0.051; /* both rounded to 0.1 */
+        return fabs(d - f->num) <= 1e-4 * (fabs(d) > 1 ? fabs(d) : 1); /* 6-digit rounding */
+    }
+    case MAP_FACT_BOOL:
+        return v->kind == FHIR_BOOL && v->boolean == f->b;
+    case MAP_FACT_SET: {
+        if (v->kind != FHIR_ARRAY || fhir_node_count(v) != f->nset)
+            return false;
+        for (size_t i = 0; i < f->nset; i++)
+            if (!str_in_array(v, f->set[i]))
+                return false;
+        return true;
+    }
+    default:
+        return v->kind == FHIR_STRING && f->str && !strcmp(f->str, fhir_node_str(v));
+    }
+}
+
+typedef struct parse_sink {
+    fhir_arena *a;
+    const fhir_node *res[512];
+    size_t n;
+    char err[1024];
+} parse_sink;
+
+static int parse_sink_cb(void *ud, const char *type, const char *id, const char *json, size_t len)
+{
+    parse_sink *ps = ud;
+    fhir_error err;
+    const fhir_node *r = fhir_json_parse(ps->a, json, len, NULL, &err);
+    if (!r || ps->n >= 512) {
+        snprintf(ps->err, sizeof ps->err, "%.200s/%.200s: %.511s", type, id,
+                 r ? "too many resources" : err.msg);
+        return -1;
+    }
+    ps->res[ps->n++] = r;
+    return 0;
+}
+
+static void test_round_trip(void **state)
+{
+    (void)state;
+    fhir_error err;
+    map_tables *tab = map_tables_load(NULL, &err);
+    if (!tab)
+        fail_msg("map_tables_load: %s", err.msg);
+    synth_opts o;
+    synth_opts_default(&o);
+    o.seed = 20261101;
+    map_profile_opts po;
+    map_profile_opts_default(&po);
+    po.as_of_days = o.as_of_days;
+    const size_t N = 1200;
+    size_t mismatches = 0, compared = 0, skipped_names = 0;
+    char skipped[8][64] = {{0}};
+    fhir_buf gt;
+    fhir_buf_init(&gt, 0);
+    parse_sink *ps = calloc(1, sizeof *ps);
+    ps->a = fhir_arena_new(0);
+    fhir_arena *ga = fhir_arena_new(0);
+    for (size_t i = 0; i < N; i++) {
+        fhir_arena_reset(ps->a);
+        fhir_arena_reset(ga);
+        ps->n = 0;
+        fhir_buf_reset(&gt);
+        const char *scen = NULL;
+        if (synth_patient(&o, i, parse_sink_cb, ps, &gt, &scen, &err) != 0)
+            fail_msg("patient %zu: %s %s", i, err.msg, ps->err);
+        const fhir_node *g = fhir_json_parse(ga, gt.data, gt.len, NULL, &err);
+        assert_non_null(g);
+        const char *pid = fhir_node_path_str(g, "patient");
+        map_profile *p = map_profile_build(tab, ps->res, ps->n, &po, &err);
+        if (!p)
+            fail_msg("%s: map_profile_build: %s", pid, err.msg);
+        assert_string_equal(map_profile_patient_id(p), pid);
+        char want[512], got[512];
+        for (const fhir_node *f = fhir_node_first(fhir_node_get(g, "facts")); f; f = f->next) {
+            char name[64];
+            snprintf(name, sizeof name, "%.*s", (int)f->key_len, f->key);
+            if (!map_fact_lookup(name, NULL)) { /* in FACTS.md, not yet in the profile */
+                bool seen = false;
+                for (size_t k = 0; k < 8 && skipped[k][0]; k++)
+                    seen |= !strcmp(skipped[k], name);
+                for (size_t k = 0; k < 8 && !seen; k++)
+                    if (!skipped[k][0]) {
+                        snprintf(skipped[k], sizeof skipped[k], "%s", name);
+                        break;
+                    }
+                skipped_names++;
+                continue;
+            }
+            const map_fact *mf = map_profile_fact(p, name);
+            compared++;
+            if (!fact_equal(name, mf, f)) {
+                if (mismatches++ < 150) {
+                    node_text(f, want, sizeof want);
+                    fact_text(mf, got, sizeof got);
+                    print_message("MISMATCH %s (%s) %s: truth %s, profile %s  [%s]\n", pid, scen,
+                                  name, want, got, mf && mf->evidence ? mf->evidence : "");
+                }
+            }
+        }
+        for (const fhir_node *u = fhir_node_first(fhir_node_get(g, "unknown")); u; u = u->next) {
+            const char *name = fhir_node_str(u);
+            if (!map_fact_lookup(name, NULL)) {
+                skipped_names++;
+                continue;
+            }
+            const map_fact *mf = map_profile_fact(p, name);
+            compared++;
+            if (mf && mf->known && mismatches++ < 150) {
+                fact_text(mf, got, sizeof got);
+                print_message("MISMATCH %s (%s) %s: truth unknown, profile %s  [%s]\n", pid, scen,
+                              name, got, mf->evidence ? mf->evidence : "");
+            }
+        }
+        map_profile_free(p);
+    }
+    for (size_t k = 0; k < 8 && skipped[k][0]; k++)
+        print_message("note: ground-truth fact '%s' is not (yet) a profile fact; not compared\n",
+                      skipped[k]);
+    print_message("round trip: %zu patients, %zu facts compared, %zu mismatches\n", N, compared,
+                  mismatches);
+    fhir_arena_free(ps->a);
+    fhir_arena_free(ga);
+    free(ps);
+    fhir_buf_free(&gt);
+    map_tables_free(tab);
+    assert_true(compared >= N * 40);
+    if (mismatches)
+        fail_msg("%zu ground-truth facts differ from the profile (listed above)", mismatches);
+}
+
 static void test_bad_output_dir(void **state)
 {
     (void)state;
@@ -508,6 +690,7 @@ int main(void)
         cmocka_unit_test(test_determinism),
         cmocka_unit_test(test_every_scenario),
         cmocka_unit_test(test_resources_and_truth),
+        cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_bad_output_dir),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
