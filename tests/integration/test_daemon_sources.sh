@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# Each discovery strategy against the reference FHIR server (search, group, files), with the
+# daemon's verdicts compared to `cartgate screen` over the same cohort; incremental polling
+# (_lastUpdated cursors, only the changed patient re-screened); SIGTERM mid-poll loses nothing:
+# an abandoned poll leaves its cursors where they were and the next start resumes from them,
+# a drained poll finishes and persists them. Bulk: this build has no bulk strategy; a bulk
+# export folder is read by the files source (checked here with the NDJSON cohort files).
+set -u
+. "$(dirname "$0")/daemon_lib.sh"
+need_tools
+N=60
+cohort "$TMP" 21 $N
+"$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >"$TMP/screen.ndjson" 2>/dev/null || fail "cartgate screen"
+node -e '
+const fs=require("fs");
+const rows=fs.readFileSync(process.argv[1],"utf8").trim().split("\n").map(JSON.parse);
+fs.writeFileSync(process.argv[2], rows.map(r=>r.patient+"|"+r.category).sort().join("\n")+"\n");' \
+  "$TMP/screen.ndjson" "$TMP/expected.txt"
+[ "$(wc -l <"$TMP/expected.txt")" = $N ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
+centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
+
+start_server ehr --seed "$TMP/seed"
+EHR=$BASE
+start_server slow --seed "$TMP/seed" --fault-mode latency --fault-latency 3000 --fault-path Observation
+SLOW=$BASE
+
+# conf NAME SOURCE_JSON [GRACE]
+conf() {
+  cat >"$TMP/$1.conf" <<EOF
+{
+  "site": {"id": "t-src", "location": {"lat": 41.59, "lon": -93.62}},
+  "store": {"path": "$TMP/$1.db"},
+  "log": {"level": "debug"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "shutdown_grace_s": ${3:-30},
+  "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
+  "sources": [$2]
+}
+EOF
+}
+verdicts_of() { sqlite3 "$1" "SELECT patient_id || '|' || category FROM verdicts ORDER BY 1"; }
+all_screened() { [ "$(screened_count "$1" 2>/dev/null)" = $N ] && [ "$(sqlite3 "$1" 'SELECT count(*) FROM daemon_dirty')" = 0 ]; }
+
+# ---- search -------------------------------------------------------------------------------
+conf search "{\"name\":\"ehr\",\"kind\":\"search\",\"base_url\":\"$EHR\",\"interval_s\":2,\"page_size\":100}"
+start_daemon search "$TMP/search.conf"
+SPID=$DPID
+SADMIN=$ADMIN
+wait_for "search: $N patients screened" 120 all_screened "$TMP/search.db"
+verdicts_of "$TMP/search.db" >"$TMP/search.txt"
+diff "$TMP/expected.txt" "$TMP/search.txt" >"$TMP/search.diff" || fail "search verdicts differ from cartgate screen: $(head "$TMP/search.diff")"
+ok "search: $N patients, every verdict equal to cartgate screen"
+n_cursors=$(sqlite3 "$TMP/search.db" "SELECT count(*) FROM cursors WHERE source='ehr' AND key LIKE 'lastUpdated:%'")
+[ "$n_cursors" -ge 5 ] || fail "search cursors: $n_cursors"
+polled_twice() { [ "$(grep -c 'event=poll.done source=ehr kind=search result=ok' "$TMP/search.log")" -ge 2 ]; }
+wait_for "a second search poll" 30 polled_twice
+second=$(grep 'event=poll.done source=ehr kind=search result=ok' "$TMP/search.log" | sed -n 2p)
+echo "$second" | grep -q "changed=0 " || fail "second poll re-stored data: $second"
+ok "search: $n_cursors _lastUpdated cursors persisted; the next poll stores nothing new ($second)"
+
+# an update on the server reaches the store and re-screens only that patient
+pid1=$(head -n1 "$TMP/expected.txt" | cut -d'|' -f1)
+before=$(sqlite3 "$TMP/search.db" "SELECT updated_ms FROM verdicts WHERE patient_id='$pid1'")
+other_before=$(sqlite3 "$TMP/search.db" "SELECT sum(updated_ms) FROM verdicts WHERE patient_id<>'$pid1'")
+cat >"$TMP/obs.json" <<EOF
+{"resourceType":"Observation","status":"final","code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}],"text":"Heart rate"},
+ "subject":{"reference":"Patient/$pid1"},"effectiveDateTime":"2026-10-30","valueQuantity":{"value":72,"unit":"/min","system":"http://unitsofmeasure.org","code":"/min"}}
+EOF
+CODE=$(curl -s -o "$TMP/post.json" -w '%{http_code}' -X POST -H 'Content-Type: application/fhir+json' --data-binary @"$TMP/obs.json" "$EHR/Observation")
+[ "$CODE" = 201 ] || fail "POST Observation: $CODE $(head -c 300 "$TMP/post.json")"
+new_id=$(jget "$TMP/post.json" d.id)
+stored() { [ "$(sqlite3 "$TMP/search.db" "SELECT count(*) FROM resources WHERE type='Observation' AND id='$new_id'")" = 1 ]; }
+wait_for "the new Observation in the store" 30 stored
+rescreened() { [ "$(sqlite3 "$TMP/search.db" "SELECT updated_ms FROM verdicts WHERE patient_id='$pid1'")" != "$before" ]; }
+wait_for "patient re-screened" 30 rescreened
+[ "$(sqlite3 "$TMP/search.db" "SELECT sum(updated_ms) FROM verdicts WHERE patient_id<>'$pid1'")" = "$other_before" ] || fail "other patients re-screened"
+ok "search: a new Observation on the server is stored and only its patient is re-screened"
+ADMIN=$SADMIN
+ing=$(metric 'cartgate_resources_ingested_total{source="ehr"}')
+rows=$(sqlite3 "$TMP/search.db" "SELECT count(*) FROM resources")
+[ "$ing" = "$rows" ] || fail "resources_ingested $ing vs store $rows"
+api /metrics
+grep -q '^cartgate_requests_total{endpoint="ehr",status="200"} [1-9]' "$TMP/resp" || fail "requests metric"
+ok "metrics: resources ingested ($ing) equal the store's rows; requests by endpoint and status"
+stop_daemon "$SPID"
+[ "$DRC" = 0 ] || fail "search daemon exit $DRC"
+
+# ---- group --------------------------------------------------------------------------------
+conf group "{\"name\":\"ehr-group\",\"kind\":\"group\",\"base_url\":\"$EHR\",\"group_id\":\"cohort\",\"interval_s\":2,\"concurrency\":4}"
+start_daemon group "$TMP/group.conf"
+GPID=$DPID
+wait_for "group: $N patients screened" 180 all_screened "$TMP/group.db"
+verdicts_of "$TMP/group.db" >"$TMP/group.txt"
+diff "$TMP/expected.txt" "$TMP/group.txt" >"$TMP/group.diff" || fail "group verdicts differ: $(head "$TMP/group.diff")"
+[ "$(sqlite3 "$TMP/group.db" "SELECT count(*) FROM cursors WHERE source='ehr-group' AND key LIKE 'member:%'")" = $N ] || fail "member cursors"
+ok "group: Group/cohort members then per-patient searches; $N verdicts equal to cartgate screen; members remembered"
+stop_daemon "$GPID"
+[ "$DRC" = 0 ] || fail "group daemon exit $DRC"
+
+# ---- files (the bulk-export layout: one NDJSON file per type) -----------------------------------
+mkdir -p "$TMP/drop"
+cp "$TMP"/cohort/*.000.ndjson "$TMP/drop/"
+conf files "{\"name\":\"bulk-drop\",\"kind\":\"files\",\"dir\":\"$TMP/drop\",\"interval_s\":1}"
+start_daemon files "$TMP/files.conf"
+FPID=$DPID
+wait_for "files: $N patients screened" 120 all_screened "$TMP/files.db"
+verdicts_of "$TMP/files.db" >"$TMP/files.txt"
+diff "$TMP/expected.txt" "$TMP/files.txt" >"$TMP/files.diff" || fail "files verdicts differ: $(head "$TMP/files.diff")"
+ok "files: a bulk-export folder (NDJSON per type) gives the same $N verdicts"
+stop_daemon "$FPID"
+
+# ---- SIGTERM mid-poll loses nothing -------------------------------------------------------------
+SRC_SLOW="{\"name\":\"slow\",\"kind\":\"search\",\"base_url\":\"$SLOW\",\"interval_s\":3600,\"page_size\":1000}"
+conf slow1 "$SRC_SLOW" 30
+start_daemon slow1 "$TMP/slow1.conf"
+P=$DPID
+wait_for "slow: first poll complete" 120 all_screened "$TMP/slow1.db"
+c_obs=$(sqlite3 "$TMP/slow1.db" "SELECT value FROM cursors WHERE source='slow' AND key='lastUpdated:Observation'")
+[ -n "$c_obs" ] || fail "no Observation cursor after the first poll"
+stop_daemon "$P"
+# new data on the server, then a start that is stopped while the Observation search is in flight
+pid2=$(sed -n 2p "$TMP/expected.txt" | cut -d'|' -f1)
+sed "s/Patient\/$pid1/Patient\/$pid2/" "$TMP/obs.json" >"$TMP/obs2.json"
+CODE=$(curl -s -o "$TMP/post2.json" -w '%{http_code}' -X POST -H 'Content-Type: application/fhir+json' --data-binary @"$TMP/obs2.json" "$SLOW/Observation")
+[ "$CODE" = 201 ] || fail "POST to slow: $CODE"
+new2=$(jget "$TMP/post2.json" d.id)
+cp "$TMP/slow1.db" "$TMP/slow2.db"
+conf slow2 "$SRC_SLOW" 0
+start_daemon slow2 "$TMP/slow2.conf"
+P=$DPID
+inflight() { grep -q 'event=poll.start source=slow' "$TMP/slow2.log"; }
+wait_for "poll started" 20 inflight
+sleep 1
+stop_daemon "$P"
+[ "$DRC" = 0 ] || fail "abandoning stop exit $DRC"
+grep -q 'event=daemon.grace_expired' "$TMP/slow2.log" || fail "grace not expired (poll was not in flight?)"
+[ "$(sqlite3 "$TMP/slow2.db" "SELECT value FROM cursors WHERE source='slow' AND key='lastUpdated:Observation'")" = "$c_obs" ] || fail "cursor advanced by an abandoned poll"
+[ "$(sqlite3 "$TMP/slow2.db" "SELECT count(*) FROM resources WHERE id='$new2'")" = 0 ] || fail "Observation stored by the abandoned poll?"
+ok "SIGTERM mid-poll (grace 0): exit 0, the abandoned poll left the Observation cursor at $c_obs"
+# restart on the same store with a grace period: SIGTERM during the poll drains it
+cp "$TMP/slow2.db" "$TMP/slow3.db"
+conf slow3 "$SRC_SLOW" 60
+start_daemon slow3 "$TMP/slow3.conf"
+P=$DPID
+inflight3() { grep -q 'event=poll.start source=slow' "$TMP/slow3.log"; }
+wait_for "poll started" 20 inflight3
+sleep 1
+stop_daemon "$P"
+[ "$DRC" = 0 ] || fail "draining stop exit $DRC"
+grep -q 'event=daemon.draining' "$TMP/slow3.log" || fail "no draining"
+grep -q 'event=poll.done source=slow kind=search result=ok' "$TMP/slow3.log" || fail "in-flight poll not finished"
+[ "$(sqlite3 "$TMP/slow3.db" "SELECT count(*) FROM resources WHERE id='$new2'")" = 1 ] || fail "new Observation lost"
+c_obs3=$(sqlite3 "$TMP/slow3.db" "SELECT value FROM cursors WHERE source='slow' AND key='lastUpdated:Observation'")
+[ "$c_obs3" \> "$c_obs" ] || fail "cursor did not advance: $c_obs3"
+[ "$(sqlite3 "$TMP/slow3.db" 'SELECT count(*) FROM daemon_dirty')" = 0 ] || fail "patients left unscreened"
+ok "next start resumed from the persisted cursor; SIGTERM during its poll drained it: data stored, cursor $c_obs -> $c_obs3, patient screened"
+echo "test_daemon_sources: $CHECKS checks passed"
