@@ -411,9 +411,12 @@ function listSeedFiles(p) {
   return out;
 }
 
+// Objects without a resourceType (e.g. a bulk export's log.ndjson) are skipped with a warning;
+// invalid JSON or an unknown resourceType fails the start.
 async function seedFile(file, unresolved) {
   const text = fs.readFileSync(file, 'utf8');
   let n = 0;
+  let skipped = 0;
   if (/\.ndjson$/i.test(file)) {
     const lines = text.split('\n');
     for (let i = 0; i < lines.length; i++) {
@@ -422,12 +425,17 @@ async function seedFile(file, unresolved) {
       let r;
       try {
         r = JSON.parse(line);
+        if (r?.resourceType === undefined) {
+          skipped++;
+          continue;
+        }
         await store.seedResource(r);
       } catch (err) {
         throw new Error(`${file}:${i + 1}: ${err.message}`);
       }
       n++;
     }
+    if (skipped) log(`seed: ${file}: skipped ${skipped} line(s) without resourceType`);
     return n;
   }
   let doc;
@@ -435,6 +443,10 @@ async function seedFile(file, unresolved) {
     doc = JSON.parse(text);
   } catch (err) {
     throw new Error(`${file}: ${err.message}`);
+  }
+  if (doc?.resourceType === undefined) {
+    log(`seed: ${file}: skipped (no resourceType)`);
+    return 0;
   }
   try {
     if (doc.resourceType === 'Bundle' && (doc.type === 'transaction' || doc.type === 'batch')) {
@@ -511,7 +523,7 @@ server.listen(opts.port, '127.0.0.1', async () => {
   store.baseUrl = `${scheme}://127.0.0.1:${port}/fhir`;
   auth.tokenEndpoint = `${scheme}://127.0.0.1:${port}/auth/token`;
   if (auth.smartEnabled) store.smart = { tokenEndpoint: auth.tokenEndpoint };
-  installBulkExport(store, { delayMs: opts.bulkDelayMs });
+  installBulkExport(store, { delayMs: opts.bulkDelayMs, requiresAccessToken: () => auth.authRequired });
   try {
     loadDefinitions();
     const tDefs = ms();

@@ -85,7 +85,7 @@ cat >"$TMP/seed/sub/patients.json" <<'EOF'
 ]}
 EOF
 
-start_server main --seed "$TMP/seed"
+start_server main --seed "$TMP/seed" --bulk-delay-ms 1000
 ok "server started on port $PORT with seed"
 
 req GET "$BASE/metadata"
@@ -262,6 +262,40 @@ req DELETE "$BASE/Patient/$PID1"
 req GET "$BASE/Patient/$PID1"
 [ "$CODE" = 410 ] || fail "read after delete: $CODE"
 ok "update 200, delete 200, read after delete 410"
+
+# --- Bulk Data $export ------------------------------------------------------------------------
+echo '{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/p-old-0"}}]}' >"$TMP/group.json"
+req PUT "$BASE/Group/g1" "$TMP/group.json"
+[ "$CODE" = 200 ] || [ "$CODE" = 201 ] || fail "group: $CODE $(cat "$TMP/resp")"
+req GET "$BASE/Group/g1/\$export?_type=Patient,Observation" "" -H 'Prefer: respond-async'
+[ "$CODE" = 202 ] || fail "export kick-off: $CODE $(cat "$TMP/resp")"
+STATUS_URL=$(grep -i '^Content-Location:' "$TMP/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
+[[ "$STATUS_URL" == "$BASE/"* ]] || fail "no Content-Location: '$STATUS_URL'"
+req GET "$STATUS_URL"
+[ "$CODE" = 202 ] && grep -qi '^X-Progress:' "$TMP/hdr" && grep -qi '^Retry-After:' "$TMP/hdr" || fail "status in progress: $CODE"
+for _ in $(seq 1 50); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
+[ "$CODE" = 200 ] || fail "export status: $CODE"
+[ "$(jget "$TMP/resp" 'd.output.map(o=>o.type+":"+o.count).sort().join()')" = "Observation:500,Patient:1" ] || fail "manifest: $(cat "$TMP/resp")"
+cp "$TMP/resp" "$TMP/manifest.json"
+OBS_URL=$(jget "$TMP/manifest.json" 'd.output.find(o=>o.type==="Observation").url')
+req GET "$OBS_URL"
+[ "$CODE" = 200 ] && grep -qi '^Content-Type: application/fhir+ndjson' "$TMP/hdr" || fail "ndjson file: $CODE"
+[ "$(grep -c '"Patient/p-old-0"' "$TMP/resp")" = 500 ] && [ "$(wc -l <"$TMP/resp")" = 500 ] || fail "ndjson content"
+req DELETE "$STATUS_URL"
+[ "$CODE" = 202 ] || fail "export delete: $CODE"
+req GET "$STATUS_URL"
+[ "$CODE" = 404 ] || fail "status after delete: $CODE"
+ok "Group \$export: 202 + Content-Location, X-Progress, manifest (1 Patient, 500 Observations), NDJSON, DELETE"
+req GET "$BASE/Patient/\$export?_type=Patient&_since=2021-01-01T00:00:00Z"
+STATUS_URL=$(grep -i '^Content-Location:' "$TMP/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
+for _ in $(seq 1 50); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
+[ "$CODE" = 200 ] || fail "patient export: $CODE"
+req GET "$(jget "$TMP/resp" 'd.output[0].url')"
+grep -q '"p-old-1"' "$TMP/resp" && ! grep -q '"p-old-0"' "$TMP/resp" || fail "_since not applied"
+ok "Patient \$export with _since excludes older resources"
+req GET "$BASE/Patient/\$export?_type=NotAType"
+[ "$CODE" = 400 ] || fail "bad _type: $CODE"
+ok "unknown _type -> 400"
 
 # --- fault injection ---------------------------------------------------------------------------
 curl -s -X DELETE "http://127.0.0.1:$PORT/admin/stats" >/dev/null

@@ -318,8 +318,10 @@ export class FhirStore {
     }
 
     // Custom operations ($export ...), keyed by the path with the instance id replaced by [id]
-    const opKey = segs.length === 3 ? `${segs[0]}/[id]/${segs[2]}` : segs.join('/');
-    if (segs[segs.length - 1].startsWith('$')) {
+    let opKey = null;
+    if (segs[0].startsWith('$')) opKey = segs[0];
+    else if (segs[segs.length - 1].startsWith('$')) opKey = segs.length === 3 ? `${segs[0]}/[id]/${segs[2]}` : segs.join('/');
+    if (opKey) {
       const op = this.operations.get(`${method} ${opKey}`);
       if (!op) throw new HttpError(404, errorOutcome(404, `unsupported operation ${method} ${path}`));
       return op({ method, segs, query, headers, body: req.body }, ctx);
@@ -502,7 +504,8 @@ export class FhirStore {
       bundle.link = [{ relation: 'self', url: this.pageUrl(type, query, 0, 0) }];
       return { status: 200, body: bundle, headers: {} };
     }
-    const page = matches.slice(offset, offset + count).map((r) => deepClone(r));
+    const elements = query.get('_elements');
+    const page = matches.slice(offset, offset + count).map((r) => (elements ? subset(r, elements) : deepClone(r)));
     const entries = page.map((r) => ({ fullUrl: this.fullUrl(r.resourceType, r.id), resource: r, search: { mode: 'match' } }));
     if ((request.include?.length || request.revInclude?.length) && page.length) {
       await getExtraEntries(this.repo, request, page, entries, { fullUrl: (t, id) => this.fullUrl(t, id) });
@@ -802,6 +805,16 @@ export class FhirStore {
     }
     return ops;
   }
+}
+
+// _elements: keep the listed top-level elements (plus resourceType, id, meta) and mark the
+// copy SUBSETTED.
+function subset(resource, elements) {
+  const keep = new Set(['resourceType', 'id', 'meta', ...elements.split(',').map((e) => e.trim().split('.').pop())]);
+  const out = {};
+  for (const [k, v] of Object.entries(resource)) if (keep.has(k)) out[k] = deepClone(v);
+  out.meta = { ...(out.meta ?? {}), tag: [...(out.meta?.tag ?? []), { system: 'http://terminology.hl7.org/CodeSystem/v3-ObservationValue', code: 'SUBSETTED' }] };
+  return out;
 }
 
 function lowerHeaders(h) {
