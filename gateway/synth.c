@@ -557,6 +557,8 @@ static void lbcl_early(truth *t, rng *r, const char *concept)
     int64_t e1 = line_iv(t, 1, s1, 6, R_CHOP);
     add_evt(t, e1 + rng_int(r, 20, 35), EVT_RESPONSE);
     add_evt(t, prog, EVT_PROGRESSION);
+    /* one line, relapsed: transplant ineligibility is not coded, so 2L-TI stays possible */
+    possible(t, "liso-cel:LBCL-2L-TI");
 }
 
 static void s_lbcl_early_relapse(truth *t, rng *r)
@@ -593,6 +595,7 @@ static void s_lbcl_primary_refractory(truth *t, rng *r)
     int cycles = rng_int(r, 3, 4);
     int64_t e1 = line_iv(t, 1, s1, cycles, R_CHOP);
     add_evt(t, e1 + rng_int(r, 7, 18), EVT_PROGRESSION); /* on therapy / right after */
+    possible(t, "liso-cel:LBCL-2L-TI");
     expect(t, "axi-cel:LBCL-2L");
     expect(t, "liso-cel:LBCL-2L");
 }
@@ -615,7 +618,6 @@ static void s_lbcl_3l_asct(truth *t, rng *r)
     expect(t, "tisa-cel:LBCL-3L");
     expect(t, "axi-cel:LBCL-3L");
     expect(t, "liso-cel:LBCL-3L");
-    possible(t, "liso-cel:LBCL-2L-TI");
 }
 
 static void s_lbcl_3l(truth *t, rng *r)
@@ -633,7 +635,6 @@ static void s_lbcl_3l(truth *t, rng *r)
     expect(t, "tisa-cel:LBCL-3L");
     expect(t, "axi-cel:LBCL-3L");
     expect(t, "liso-cel:LBCL-3L");
-    possible(t, "liso-cel:LBCL-2L-TI");
 }
 
 static void s_pmbcl_3l(truth *t, rng *r)
@@ -649,7 +650,6 @@ static void s_pmbcl_3l(truth *t, rng *r)
     add_evt(t, e2 + rng_int(r, 10, 40), EVT_PROGRESSION);
     expect(t, "axi-cel:LBCL-3L");
     expect(t, "liso-cel:LBCL-3L");
-    possible(t, "liso-cel:LBCL-2L-TI");
 }
 
 static void s_tfl(truth *t, rng *r)
@@ -684,7 +684,6 @@ static void s_fl_3b(truth *t, rng *r)
     int64_t e2 = line_iv(t, 2, p1 + 14, 3, R_ICE);
     add_evt(t, e2 + rng_int(r, 10, 40), EVT_PROGRESSION);
     expect(t, "liso-cel:LBCL-3L");
-    possible(t, "liso-cel:LBCL-2L-TI");
 }
 
 static void s_fl_3l(truth *t, rng *r)
@@ -962,7 +961,7 @@ static void s_dlbcl_cns(truth *t, rng *r)
 static void s_lbcl_no_birthdate(truth *t, rng *r)
 {
     lbcl_early(t, r, "dlbcl_nos");
-    t->has_birth = false;
+    t->has_birth = false; /* age unknown: every label needs an adult */
     add_noise(t, "no_birthdate");
     possible(t, "axi-cel:LBCL-2L");
     possible(t, "liso-cel:LBCL-2L");
