@@ -34,7 +34,14 @@ int fhir_error_prefix(fhir_error *err, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(err->msg, sizeof err->msg, fmt, ap);
     va_end(ap);
-    if (n >= 0 && (size_t)n < sizeof err->msg && old[0])
-        snprintf(err->msg + n, sizeof err->msg - (size_t)n, ": %s", old);
+    if (n < 0 || !old[0])
+        return -1;
+    /* append ": <old>" by hand, truncating silently (snprintf would warn on truncation) */
+    size_t o = (size_t)n < sizeof err->msg ? (size_t)n : sizeof err->msg - 1;
+    const char *parts[2] = {": ", old};
+    for (int k = 0; k < 2; k++)
+        for (const char *q = parts[k]; *q && o + 1 < sizeof err->msg; q++)
+            err->msg[o++] = *q;
+    err->msg[o] = '\0';
     return -1;
 }
