@@ -162,6 +162,23 @@ static const char *patient_ref_of(const fhir_node *res)
     return NULL;
 }
 
+/* Clone without the top-level members the profile never reads (narrative, meta): the clone
+ * is most of the grouping cost, and narratives are often the largest part of a resource. */
+static fhir_node *clone_lean(fhir_arena *a, const fhir_node *res)
+{
+    fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
+    if (!o)
+        return NULL;
+    for (const fhir_node *c = fhir_node_first(res); c; c = c->next) {
+        if (fhir_node_key_is(c, "text") || fhir_node_key_is(c, "meta"))
+            continue;
+        fhir_node *k = fhir_node_clone(a, c);
+        if (!k || !fhir_node_append(a, o, c->key, c->key_len, k))
+            return NULL;
+    }
+    return o;
+}
+
 static int add_one(map_group *g, const fhir_node *res, const char *full_url, fhir_error *err)
 {
     const char *type = fhir_node_resource_type(res);
@@ -177,7 +194,7 @@ static int add_one(map_group *g, const fhir_node *res, const char *full_url, fhi
             abort();
         g->items = ni;
     }
-    fhir_node *c = fhir_node_clone(g->a, res);
+    fhir_node *c = g->o.all_types ? fhir_node_clone(g->a, res) : clone_lean(g->a, res);
     if (!c)
         return fhir_error_set(err, "resource grouping: memory cap of %zu bytes reached", g->o.max_bytes);
     item *it = &g->items[g->nitems];
