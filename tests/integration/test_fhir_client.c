@@ -693,6 +693,95 @@ static void test_tls_verification(void **state)
     fhir_client_result_free(r);
     fhir_client_free(c);
     support_stop(&s);
+
+    /* mTLS: a server that requires a client certificate signed by a CA made here */
+    char ca[700], ca_key[700], ck[700], csr[700], cc[700];
+    snprintf(ca, sizeof ca, "%s/ca.pem", tmp);
+    snprintf(ca_key, sizeof ca_key, "%s/ca.key", tmp);
+    snprintf(ck, sizeof ck, "%s/client.key", tmp);
+    snprintf(csr, sizeof csr, "%s/client.csr", tmp);
+    snprintf(cc, sizeof cc, "%s/client.pem", tmp);
+    char *mk_ca[] = {"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                     "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+                     "-keyout", ca_key, "-out", ca, NULL};
+    char *mk_csr[] = {"openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
+                      "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=cartgate-client",
+                      "-keyout", ck, "-out", csr, NULL};
+    char *sign[] = {"openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key,
+                    "-CAcreateserial", "-days", "1", "-out", cc, NULL};
+    char **steps[] = {mk_ca, mk_csr, sign};
+    for (int i = 0; i < 3; i++) {
+        err = NULL;
+        if (support_run(steps[i], NULL, &err, 60) != 0)
+            fail_msg("openssl step %d failed: %s", i, err);
+        free(err);
+    }
+    char mlog[700];
+    snprintf(mlog, sizeof mlog, "%s/mtls.log", tmp);
+    char script[1024];
+    snprintf(script, sizeof script, "%s/tests/fhir-server/server.mjs", support_source_dir());
+    char *margv[] = {"node", script, "--port", "0", "--tls-cert", cert, "--tls-key", key,
+                     "--tls-client-ca", ca, NULL};
+    assert_int_equal(support_start_port(&s, margv, mlog), 0);
+    snprintf(sbase, sizeof sbase, "https://127.0.0.1:%d/fhir", s.port);
+    fhir_client_config mcfg = test_config(sbase);
+    mcfg.ca_file = cert;
+    mcfg.cert_file = cc;
+    mcfg.key_file = ck;
+    /* generous attempts: the server may still be loading (503) right after printing its port */
+    mcfg.retry = (fhir_retry_policy){.max_attempts = 60, .base_ms = 100, .cap_ms = 500};
+    c = client_or_fail(&mcfg);
+    r = fhir_client_send_sync(c, &md);
+    if (r->err.msg[0])
+        fail_msg("mTLS with a client certificate: %s", r->err.msg);
+    assert_int_equal(r->status, 200);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+    /* the same server without a client certificate: refused */
+    mcfg.cert_file = mcfg.key_file = NULL;
+    mcfg.retry = (fhir_retry_policy){.max_attempts = 2, .base_ms = 5, .cap_ms = 5};
+    c = client_or_fail(&mcfg);
+    r = fhir_client_send_sync(c, &md);
+    assert_true(r->err.msg[0] != '\0');
+    assert_int_equal(r->status, 0);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+    support_stop(&s);
+}
+
+/* Freeing a client with requests in flight, queued and waiting to retry releases
+ * everything without calling their callbacks (checked under ASan's leak checker). */
+static bool client_freed;
+
+static void not_after_free(void *ud, fhir_client_result *r)
+{
+    (void)ud;
+    fhir_client_result_free(r);
+    if (client_freed)
+        fail_msg("callback after fhir_client_free");
+}
+
+static void test_free_with_pending(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    set_faults("{\"rules\":[{\"mode\":\"status\",\"status\":503,\"every\":3}]}");
+    fhir_client_config cfg = test_config(base);
+    cfg.retry.base_ms = 10000; /* retries wait on timers */
+    cfg.retry.cap_ms = 10000;
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_error err = {0};
+    for (int i = 0; i < 12; i++)
+        assert_int_equal(fhir_client_read(c, "Patient", "pt-0001", not_after_free, NULL, &err), 0);
+    assert_int_equal(fhir_client_search(c, "Patient?_count=5", NULL, not_after_free, NULL, &err), 0);
+    for (int i = 0; i < 40; i++)
+        event_base_loop(fhir_client_base(c), EVLOOP_ONCE | EVLOOP_NONBLOCK);
+    /* with 503 on every third request and 10 s backoff, some reads wait on retry timers */
+    assert_true(fhir_client_stats_get(c)->operations < 13);
+    client_freed = true;
+    fhir_client_free(c);
+    client_freed = false;
+    clear_faults();
 }
 
 /* ---- the CLI -------------------------------------------------------------------------- */
@@ -743,6 +832,7 @@ int main(void)
         cmocka_unit_test(test_smart),
         cmocka_unit_test(test_tls_verification),
         cmocka_unit_test(test_cli_search),
+        cmocka_unit_test(test_free_with_pending),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
