@@ -464,6 +464,19 @@ typedef struct enode {
     int line;
 } enode;
 
+/* The fields evaluation reads, packed (40 bytes) so the whole rule set stays in cache. */
+typedef struct hnode {
+    uint8_t kind, op;
+    int8_t if_unknown;
+    uint8_t active;
+    uint16_t fact;
+    uint16_t nkids;
+    uint32_t kids;
+    int32_t from, until;
+    double num;
+    uint64_t mask;
+} hnode;
+
 typedef struct efact {
     const char *name;
     map_fact_type type;
@@ -483,6 +496,7 @@ typedef struct eparam {
 
 typedef struct eflag {
     uint16_t id;           /* index into rs->flag_ids */
+    uint16_t uid;          /* identical "when" trees share one uid: evaluated once per patient */
     uint32_t node;
     const char *message;
 } eflag;
@@ -507,6 +521,7 @@ struct elig_ruleset {
     size_t ninds;
     enode *nodes;
     size_t nnodes, cap_nodes;
+    hnode *hot;            /* evaluation copy of nodes (built after loading) */
     uint32_t *kids;
     size_t nkids, cap_kids;
     efact facts[ELIG_MAX_FACTS];
@@ -517,6 +532,7 @@ struct elig_ruleset {
     uint8_t flag_order[ELIG_MAX_FLAGS];
     eflag *flags;
     size_t nflags;
+    size_t nuflags;        /* distinct flag conditions */
     etiming *tims;
     size_t ntims;
     eparam *params;
@@ -543,7 +559,9 @@ struct elig_factset {
 };
 
 struct elig_result {
-    size_t ninds, nnodes;
+    size_t ninds, nnodes, nuflags;
+    uint8_t *ustate;       /* per distinct flag condition: 0 not evaluated, 1 no, 2 raised */
+    uint32_t *usrc;        /* eflag whose node was evaluated for that condition */
     uint8_t best;
     uint8_t urgency;
     int32_t urg_ind;       /* indication that set the urgency, -1 for none */
@@ -577,6 +595,7 @@ void elig_ruleset_free(elig_ruleset *rs)
     free(rs->strs);
     free(rs->inds);
     free(rs->nodes);
+    free(rs->hot);
     free(rs->kids);
     free(rs->flags);
     free(rs->tims);
@@ -1118,7 +1137,8 @@ static int load_flag_or_timing(ld *L, const jv *item, bool is_flag)
             rs->flag_ids[rs->nflag_ids++] = id;
         }
         rs->flags = xrealloc(rs->flags, (rs->nflags + 1) * sizeof *rs->flags);
-        rs->flags[rs->nflags++] = (eflag){(uint16_t)fid, node, msg};
+        rs->flags[rs->nflags++] =
+            (eflag){.id = (uint16_t)fid, .uid = 0, .node = node, .message = msg};
     } else {
         const char *urg, *reason;
         if (req_str(L, item, "urgency", what, &urg) || req_str(L, item, "reason", what, &reason))
@@ -1261,13 +1281,51 @@ static int load_criteria(ld *L, const jv *root)
     return 0;
 }
 
+/* Structural signature of a criterion (everything evaluation depends on). */
+static void signature(const elig_ruleset *rs, uint32_t ni, fhir_buf *b)
+{
+    const enode *n = &rs->nodes[ni];
+    fhir_buf_printf(b, "(%d %d %d %d %d %ld %ld %.17g %llx %d %d %llx", n->kind, n->op,
+                    n->if_unknown, n->kind == N_LEAF ? (int)n->fact : -1, n->num_param,
+                    (long)n->from, (long)n->until, n->num, (unsigned long long)n->mask,
+                    n->if_param, n->nkids, (unsigned long long)n->if_mask);
+    if (n->kind == N_LEAF)
+        fhir_buf_printf(b, " %s", rs->facts[n->fact].name);
+    for (uint32_t k = 0; k < n->nkids; k++)
+        signature(rs, rs->kids[n->kids + k], b);
+    fhir_buf_putc(b, ')');
+}
+
+static void dedupe_flags(elig_ruleset *rs)
+{
+    char **sig = xcalloc(rs->nflags, sizeof *sig);
+    for (size_t i = 0; i < rs->nflags; i++) {
+        fhir_buf b;
+        fhir_buf_init(&b, 0);
+        signature(rs, rs->flags[i].node, &b);
+        sig[i] = fhir_buf_steal(&b, NULL);
+        size_t j;
+        for (j = 0; j < i; j++)
+            if (!strcmp(sig[i], sig[j]))
+                break;
+        rs->flags[i].uid = j < i ? rs->flags[j].uid : (uint16_t)rs->nuflags++;
+    }
+    for (size_t i = 0; i < rs->nflags; i++)
+        free(sig[i]);
+    free(sig);
+}
+
 static void apply_params(elig_ruleset *rs)
 {
+    if (!rs->hot)
+        rs->hot = xcalloc(rs->nnodes, sizeof *rs->hot);
     for (size_t i = 0; i < rs->nnodes; i++) {
         enode *n = &rs->nodes[i];
         if (n->num_param >= 0)
             n->num = rs->params[n->num_param].num;
         n->active = n->if_param < 0 || ((n->if_mask >> rs->params[n->if_param].code) & 1);
+        rs->hot[i] = (hnode){n->kind, n->op, n->if_unknown, n->active, n->fact, n->nkids,
+                             n->kids, n->from, n->until, n->num, n->mask};
     }
 }
 
@@ -1394,6 +1452,7 @@ elig_ruleset *elig_load_sources(const elig_source *src, size_t n, fhir_error *er
     qsort(rs->flag_order, rs->nflag_ids, 1, cmp_flag);
     sort_rs = NULL;
     apply_params(rs);
+    dedupe_flags(rs);
     compute_hash(rs);
     return rs;
 }
@@ -1623,7 +1682,7 @@ int elig_factset_set(elig_factset *fs, const char *name, const map_fact *f)
  * Evaluation (the hot path: no allocation, no string operations).
  * ====================================================================================== */
 
-static inline bool leaf_test(const enode *n, const fval *f)
+static inline bool leaf_test(const hnode *n, const fval *f)
 {
     switch (n->op) {
     case OP_LT: return f->num < n->num;
@@ -1644,42 +1703,71 @@ static inline bool leaf_test(const enode *n, const fval *f)
 }
 
 static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni, uint8_t *out,
+                uint64_t *miss);
+
+/* A leaf, or a node out of force (TNA). Inlined into the loops below. */
+static inline int eval_leaf(const hnode *n, const fval *fv, uint32_t ni, uint8_t *out,
+                            uint64_t *miss)
+{
+    const fval *f = &fv[n->fact];
+    int r;
+    if (!f->known) {
+        if (n->if_unknown >= 0) {
+            out[ni] = (uint8_t)(n->if_unknown | T_ASSUMED);
+            return n->if_unknown;
+        }
+        *miss |= 1ull << n->fact;
+        r = TU;
+    } else {
+        r = leaf_test(n, f) ? TT : TF;
+    }
+    out[ni] = (uint8_t)r;
+    return r;
+}
+
+static inline int eval_child(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni,
+                             uint8_t *out, uint64_t *miss)
+{
+    const hnode *n = &rs->hot[ni];
+    if (n->kind == N_LEAF && n->active && day >= n->from && day < n->until)
+        return eval_leaf(n, fv, ni, out, miss);
+    return eval(rs, fv, day, ni, out, miss);
+}
+
+/* Marks the children after k as not evaluated (short-circuit), for the explanations. */
+static inline void skip_rest(const elig_ruleset *rs, const hnode *n, uint32_t k, uint8_t *out)
+{
+    for (uint32_t j = k + 1; j < n->nkids; j++)
+        out[rs->kids[n->kids + j]] = TNE;
+}
+
+static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni, uint8_t *out,
                 uint64_t *miss)
 {
-    const enode *n = &rs->nodes[ni];
+    const hnode *n = &rs->hot[ni];
     int r;
     if (!n->active || day < n->from || day >= n->until) {
         out[ni] = TNA;
         return TNA;
     }
     switch (n->kind) {
-    case N_LEAF: {
-        const fval *f = &fv[n->fact];
-        if (!f->known) {
-            if (n->if_unknown >= 0) {
-                out[ni] = (uint8_t)(n->if_unknown | T_ASSUMED);
-                return n->if_unknown;
-            }
-            *miss |= 1ull << n->fact;
-            r = TU;
-        } else {
-            r = leaf_test(n, f) ? TT : TF;
-        }
-        break;
-    }
+    case N_LEAF:
+        return eval_leaf(n, fv, ni, out, miss);
     case N_ALL: {
         uint64_t m = 0;
         bool any = false;
         r = TT;
         for (uint32_t k = 0; k < n->nkids; k++) {
-            int c = eval(rs, fv, day, rs->kids[n->kids + k], out, &m);
+            int c = eval_child(rs, fv, day, rs->kids[n->kids + k], out, &m);
             if (c == TNA)
                 continue;
             any = true;
             if (c < r)
                 r = c;
-            if (c == TF)
+            if (c == TF) {
+                skip_rest(rs, n, k, out);
                 break;
+            }
         }
         if (!any)
             r = TNA;
@@ -1692,14 +1780,16 @@ static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni
         bool any = false;
         r = TF;
         for (uint32_t k = 0; k < n->nkids; k++) {
-            int c = eval(rs, fv, day, rs->kids[n->kids + k], out, &m);
+            int c = eval_child(rs, fv, day, rs->kids[n->kids + k], out, &m);
             if (c == TNA)
                 continue;
             any = true;
             if (c > r)
                 r = c;
-            if (c == TT)
+            if (c == TT) {
+                skip_rest(rs, n, k, out);
                 break;
+            }
         }
         if (!any)
             r = TNA;
@@ -1708,7 +1798,7 @@ static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni
         break;
     }
     default: { /* N_NOT */
-        int c = eval(rs, fv, day, rs->kids[n->kids], out, miss);
+        int c = eval_child(rs, fv, day, rs->kids[n->kids], out, miss);
         r = c == TNA ? TNA : 2 - c;
         break;
     }
@@ -1726,6 +1816,9 @@ elig_result *elig_result_new(const elig_ruleset *rs)
     r->miss = xcalloc(rs->ninds, sizeof *r->miss);
     r->failed = xcalloc(rs->ninds, sizeof *r->failed);
     r->out = xcalloc(rs->nnodes, 1);
+    r->nuflags = rs->nuflags;
+    r->ustate = xcalloc(rs->nuflags, 1);
+    r->usrc = xcalloc(rs->nuflags, sizeof *r->usrc);
     return r;
 }
 
@@ -1737,6 +1830,8 @@ void elig_result_free(elig_result *r)
     free(r->miss);
     free(r->failed);
     free(r->out);
+    free(r->ustate);
+    free(r->usrc);
     free(r);
 }
 
@@ -1746,13 +1841,15 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
     int32_t day = as_of_days < INT32_MIN ? INT32_MIN
                   : as_of_days > INT32_MAX - 1 ? INT32_MAX - 1 : (int32_t)as_of_days;
     const fval *fv = fs->v;
-    memset(r->out, TNE, rs->nnodes);
+    /* r->out is written for every node evaluated below; children skipped by a short circuit
+     * are marked TNE, and nothing reads nodes of unevaluated subtrees */
     r->best = ELIG_NOT_ELIGIBLE;
     r->urgency = ELIG_URGENCY_NONE;
     r->urg_ind = -1;
     r->urg_tim = -1;
     r->miss_all = 0;
     r->flags = 0;
+    memset(r->ustate, 0, rs->nuflags);
     for (size_t i = 0; i < rs->ninds; i++) {
         const eind *ind = &rs->inds[i];
         r->miss[i] = 0;
@@ -1786,9 +1883,17 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
         for (uint32_t k = 0; k < ind->nflags; k++) {
             const eflag *fl = &rs->flags[ind->flag0 + k];
             uint64_t fm = 0;
-            if (eval(rs, fv, day, fl->node, r->out, &fm) == TT && !(r->flags >> fl->id & 1)) {
+            if (r->flags >> fl->id & 1)
+                continue; /* raised already by an earlier indication */
+            uint8_t st = r->ustate[fl->uid];
+            if (!st) {
+                st = eval(rs, fv, day, fl->node, r->out, &fm) == TT ? 2 : 1;
+                r->ustate[fl->uid] = st;
+                r->usrc[fl->uid] = ind->flag0 + k;
+            }
+            if (st == 2) {
                 r->flags |= 1ull << fl->id;
-                r->flag_src[fl->id] = ind->flag0 + k;
+                r->flag_src[fl->id] = r->usrc[fl->uid];
             }
         }
         uint8_t u = cat == ELIG_ELIGIBLE ? ELIG_URGENCY_SOON : ELIG_URGENCY_REVIEW;

@@ -116,11 +116,15 @@ static void gt_build(gt_patient *p, const elig_ruleset *rs, const fhir_node *lin
         f->evidence = "ground truth";
         switch (t) {
         case MAP_FACT_NUMBER: f->known = fhir_node_double(v, &f->num); break;
-        case MAP_FACT_BOOL: f->known = fhir_node_is(v, FHIR_BOOL); f->b = fhir_node_bool(v, false); break;
+        case MAP_FACT_BOOL:
+            f->known = fhir_node_is(v, FHIR_BOOL);
+            f->b = fhir_node_bool(v, false);
+            break;
         case MAP_FACT_CODE:
         case MAP_FACT_STRING: f->str = fhir_node_str(v); f->known = f->str != NULL; break;
         case MAP_FACT_SET:
-            for (const fhir_node *c = fhir_node_first(v); c && f->nset < MAP_FACT_SET_MAX; c = c->next)
+            for (const fhir_node *c = fhir_node_first(v); c && f->nset < MAP_FACT_SET_MAX;
+                 c = c->next)
                 f->set[f->nset++] = fhir_node_str(c);
             break;
         }

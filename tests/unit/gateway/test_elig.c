@@ -246,37 +246,147 @@ typedef struct icase {
     const char *remove;            /* fact whose removal makes it possibly eligible */
 } icase;
 
-static void e_tisa_all(tp *p) { tp_num(p, "age", 19); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void e_tisa_all(tp *p)
+{
+    tp_num(p, "age", 19);
+    tp_set(p, "diseases", "b_all");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "refractory", true);
+}
 static void n_age30(tp *p) { tp_num(p, "age", 30); }
-static void e_tisa_lbcl(tp *p) { tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); tp_num(p, "relapse_count", 1); }
+static void e_tisa_lbcl(tp *p)
+{
+    tp_set(p, "diseases", "dlbcl_nos");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "relapsed", true);
+    tp_num(p, "relapse_count", 1);
+}
 static void n_pmbcl(tp *p) { tp_set(p, "diseases", "pmbcl"); }
-static void e_fl(tp *p) { tp_set(p, "diseases", "fl"); tp_num(p, "lines", 3); tp_bool(p, "refractory", true); tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
+static void e_fl(tp *p)
+{
+    tp_set(p, "diseases", "fl");
+    tp_num(p, "lines", 3);
+    tp_bool(p, "refractory", true);
+    tp_set(p, "prior_classes", "anti_cd20,alkylator");
+}
 static void n_lines1(tp *p) { tp_num(p, "lines", 1); }
-static void e_axi_2l(tp *p) { tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_num(p, "relapse_count", 1); tp_num(p, "relapse_months_after_1l_end", 7); tp_num(p, "relapse_months_after_1l_start", 12.5); tp_set(p, "first_line_classes", "anti_cd20,anthracycline,alkylator"); }
+static void e_axi_2l(tp *p)
+{
+    tp_set(p, "diseases", "dlbcl_nos");
+    tp_num(p, "lines", 1);
+    tp_bool(p, "relapsed", true);
+    tp_num(p, "relapse_count", 1);
+    tp_num(p, "relapse_months_after_1l_end", 7);
+    tp_num(p, "relapse_months_after_1l_start", 12.5);
+    tp_set(p, "first_line_classes", "anti_cd20,anthracycline,alkylator");
+}
 static void n_late(tp *p) { tp_num(p, "relapse_months_after_1l_end", 15); }
-static void e_axi_3l(tp *p) { tp_set(p, "diseases", "pmbcl"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void e_axi_3l(tp *p)
+{
+    tp_set(p, "diseases", "pmbcl");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "refractory", true);
+}
 static void n_age17(tp *p) { tp_num(p, "age", 17); }
-static void e_axi_fl(tp *p) { e_fl(p); tp_bool(p, "refractory", false); tp_bool(p, "relapsed", true); }
+static void e_axi_fl(tp *p)
+{
+    e_fl(p);
+    tp_bool(p, "refractory", false);
+    tp_bool(p, "relapsed", true);
+}
 static void n_dead(tp *p) { tp_bool(p, "deceased", true); }
-static void e_mcl(tp *p) { tp_set(p, "diseases", "mcl"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_set(p, "prior_classes", "anti_cd20,alkylator,btki"); }
+static void e_mcl(tp *p)
+{
+    tp_set(p, "diseases", "mcl");
+    tp_num(p, "lines", 1);
+    tp_bool(p, "relapsed", true);
+    tp_set(p, "prior_classes", "anti_cd20,alkylator,btki");
+}
 static void n_not_rr(tp *p) { tp_bool(p, "relapsed", false); }
-static void e_brexu_all(tp *p) { tp_num(p, "age", 40); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); }
-static void e_liso_2l(tp *p) { tp_set(p, "diseases", "fl_3b"); tp_num(p, "lines", 1); tp_bool(p, "primary_refractory", true); tp_bool(p, "refractory", true); }
+static void e_brexu_all(tp *p)
+{
+    tp_num(p, "age", 40);
+    tp_set(p, "diseases", "b_all");
+    tp_num(p, "lines", 1);
+    tp_bool(p, "relapsed", true);
+}
+static void e_liso_2l(tp *p)
+{
+    tp_set(p, "diseases", "fl_3b");
+    tp_num(p, "lines", 1);
+    tp_bool(p, "primary_refractory", true);
+    tp_bool(p, "refractory", true);
+}
 static void n_pcnsl(tp *p) { tp_bool(p, "pcnsl", true); }
-static void e_liso_ti(tp *p) { tp_num(p, "age", 79); tp_set(p, "diseases", "dlbcl_nos"); tp_num(p, "lines", 1); tp_bool(p, "relapsed", true); tp_num(p, "relapse_months_after_1l_end", 20); tp_bool(p, "hct_ineligible", true); }
+static void e_liso_ti(tp *p)
+{
+    tp_num(p, "age", 79);
+    tp_set(p, "diseases", "dlbcl_nos");
+    tp_num(p, "lines", 1);
+    tp_bool(p, "relapsed", true);
+    tp_num(p, "relapse_months_after_1l_end", 20);
+    tp_bool(p, "hct_ineligible", true);
+}
 static void n_hct_ok(tp *p) { tp_bool(p, "hct_ineligible", false); }
-static void e_liso_3l(tp *p) { tp_set(p, "diseases", "tfl"); tp_bool(p, "histology_transformed", true); tp_num(p, "lines", 3); tp_bool(p, "relapsed", true); }
-static void e_cll(tp *p) { tp_set(p, "diseases", "cll_sll"); tp_num(p, "lines", 2); tp_set(p, "prior_classes", "btki,bcl2i,anti_cd20"); tp_bool(p, "refractory", true); }
+static void e_liso_3l(tp *p)
+{
+    tp_set(p, "diseases", "tfl");
+    tp_bool(p, "histology_transformed", true);
+    tp_num(p, "lines", 3);
+    tp_bool(p, "relapsed", true);
+}
+static void e_cll(tp *p)
+{
+    tp_set(p, "diseases", "cll_sll");
+    tp_num(p, "lines", 2);
+    tp_set(p, "prior_classes", "btki,bcl2i,anti_cd20");
+    tp_bool(p, "refractory", true);
+}
 static void n_btki_only(tp *p) { tp_set(p, "prior_classes", "btki,anti_cd20"); }
-static void e_liso_fl(tp *p) { tp_set(p, "diseases", "fl"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
-static void e_liso_mcl(tp *p) { e_mcl(p); tp_num(p, "lines", 2); tp_bool(p, "btki_progression", true); }
+static void e_liso_fl(tp *p)
+{
+    tp_set(p, "diseases", "fl");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "relapsed", true);
+    tp_set(p, "prior_classes", "anti_cd20,alkylator");
+}
+static void e_liso_mcl(tp *p)
+{
+    e_mcl(p);
+    tp_num(p, "lines", 2);
+    tp_bool(p, "btki_progression", true);
+}
 static void n_no_btki(tp *p) { tp_set(p, "prior_classes", "anti_cd20,alkylator"); }
-static void e_mzl(tp *p) { tp_set(p, "diseases", "mzl"); tp_num(p, "lines", 2); tp_bool(p, "relapsed", true); }
-static void e_ide(tp *p) { tp_set(p, "diseases", "mm"); tp_num(p, "lines", 3); tp_set(p, "prior_classes", "imid,pi,anti_cd38,alkylator"); tp_bool(p, "refractory", true); }
+static void e_mzl(tp *p)
+{
+    tp_set(p, "diseases", "mzl");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "relapsed", true);
+}
+static void e_ide(tp *p)
+{
+    tp_set(p, "diseases", "mm");
+    tp_num(p, "lines", 3);
+    tp_set(p, "prior_classes", "imid,pi,anti_cd38,alkylator");
+    tp_bool(p, "refractory", true);
+}
 static void n_no_cd38(tp *p) { tp_set(p, "prior_classes", "imid,pi,alkylator"); }
-static void e_cilta(tp *p) { tp_set(p, "diseases", "mm"); tp_num(p, "lines", 1); tp_set(p, "prior_classes", "imid,pi"); tp_bool(p, "lenalidomide_refractory", true); tp_bool(p, "relapsed", true); }
+static void e_cilta(tp *p)
+{
+    tp_set(p, "diseases", "mm");
+    tp_num(p, "lines", 1);
+    tp_set(p, "prior_classes", "imid,pi");
+    tp_bool(p, "lenalidomide_refractory", true);
+    tp_bool(p, "relapsed", true);
+}
 static void n_len_sens(tp *p) { tp_bool(p, "lenalidomide_refractory", false); }
-static void e_obe(tp *p) { tp_num(p, "age", 30); tp_set(p, "diseases", "b_all"); tp_num(p, "lines", 2); tp_bool(p, "refractory", true); }
+static void e_obe(tp *p)
+{
+    tp_num(p, "age", 30);
+    tp_set(p, "diseases", "b_all");
+    tp_num(p, "lines", 2);
+    tp_bool(p, "refractory", true);
+}
 static void n_mm(tp *p) { tp_set(p, "diseases", "mm"); }
 
 static const icase cases[] = {
@@ -296,7 +406,8 @@ static const icase cases[] = {
     {"liso-cel:MCL", e_liso_mcl, n_no_btki, "prior BTK inhibitor", "prior_classes"},
     {"liso-cel:MZL", e_mzl, n_lines1, "at least 2 prior lines", "lines"},
     {"ide-cel:MM-3L", e_ide, n_no_cd38, "triple-class", "prior_classes"},
-    {"cilta-cel:MM-2L", e_cilta, n_len_sens, "refractory to lenalidomide", "lenalidomide_refractory"},
+    {"cilta-cel:MM-2L", e_cilta, n_len_sens, "refractory to lenalidomide",
+     "lenalidomide_refractory"},
     {"obe-cel:ALL", e_obe, n_mm, "acute lymphoblastic leukemia", "refractory"},
 };
 #define NCASES (sizeof cases / sizeof cases[0])
@@ -406,9 +517,8 @@ static void test_pcnsl_label_change(void **state)
     tp_set(&p, "diseases", "dlbcl_nos");
     run(f, &p, AS_OF);
     assert_int_equal(cat_of(f, "tisa-cel:LBCL-3L"), ELIG_NOT_ELIGIBLE);
-    assert_non_null(strstr(elig_result_ind_failed(f->rs, f->r,
-                                                  (size_t)elig_ruleset_find(f->rs, "tisa-cel:LBCL-3L")),
-                           "primary CNS"));
+    size_t tisa = (size_t)elig_ruleset_find(f->rs, "tisa-cel:LBCL-3L");
+    assert_non_null(strstr(elig_result_ind_failed(f->rs, f->r, tisa), "primary CNS"));
 }
 
 static void test_effective_from(void **state)
@@ -672,6 +782,8 @@ static void test_property_flags_never_change_category(void **state)
 
 /* ---- loader errors ------------------------------------------------------------------- */
 
+#define LINES_OK "\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2"
+
 static const char *params_json =
     "{\"params\": [{\"name\": \"w\", \"type\": \"number\", \"default\": 12,\n"
     " \"description\": \"d\", \"source\": \"s\"}]}\n";
@@ -720,7 +832,7 @@ static void expect_error(const char *text, const char *want_prefix, const char *
 static void test_loader_valid_fixture(void **state)
 {
     (void)state;
-    const char *t = criteria_with("    {\"label\": \"lines\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", SOURCE_OK);
+    const char *t = criteria_with("    {" LINES_OK "}", SOURCE_OK);
     elig_source src[2] = {{"params.json", params_json, strlen(params_json)},
                           {"x.json", t, strlen(t)}};
     fhir_error err;
@@ -748,39 +860,45 @@ static void test_loader_valid_fixture(void **state)
     elig_ruleset_free(rs);
 }
 
+/* A criterion on line 12 of an otherwise valid file must fail with want at x.json:12. */
+static void bad_leaf(const char *criterion, const char *want)
+{
+    char line[512];
+    snprintf(line, sizeof line, "    {%s}", criterion);
+    expect_error(criteria_with(line, SOURCE_OK), "conf/criteria/x.json:12: ", want);
+}
+
 static void test_loader_errors(void **state)
 {
     (void)state;
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": }", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "malformed JSON");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"agee\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "unknown fact \"agee\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \"=>\", \"value\": 2}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "unknown operator \"=>\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": \"two\"}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "type mismatch");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"diseases\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "type mismatch: operator \">=\" does not apply to set");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"relapsed\", \"op\": \"==\", \"value\": 1}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "type mismatch");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"diseases\", \"op\": \"any_of\", \"value\": [\"dlbcl\"]}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "\"dlbcl\" is not a valid value of fact \"diseases\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2, \"value\": 3}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "duplicate key");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"opp\": \">=\", \"value\": 2}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "unknown key \"opp\"");
-    expect_error(criteria_with("    {\"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "needs a \"label\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": {\"param\": \"nope\"}}", SOURCE_OK),
-                 "conf/criteria/x.json:12: ", "unknown parameter \"nope\"");
+    bad_leaf("\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": ",
+             "malformed JSON");
+    bad_leaf("\"label\": \"l\", \"fact\": \"agee\", \"op\": \">=\", \"value\": 2",
+             "unknown fact \"agee\"");
+    bad_leaf("\"label\": \"l\", \"fact\": \"lines\", \"op\": \"=>\", \"value\": 2",
+             "unknown operator \"=>\"");
+    bad_leaf("\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": \"two\"",
+             "type mismatch");
+    bad_leaf("\"label\": \"l\", \"fact\": \"diseases\", \"op\": \">=\", \"value\": 2",
+             "type mismatch: operator \">=\" does not apply to set");
+    bad_leaf("\"label\": \"l\", \"fact\": \"relapsed\", \"op\": \"==\", \"value\": 1",
+             "type mismatch");
+    bad_leaf("\"label\": \"l\", \"fact\": \"diseases\", \"op\": \"any_of\", \"value\": [\"dlbcl\"]",
+             "\"dlbcl\" is not a valid value of fact \"diseases\"");
+    bad_leaf(LINES_OK ", \"value\": 3", "duplicate key");
+    bad_leaf("\"label\": \"l\", \"fact\": \"lines\", \"opp\": \">=\", \"value\": 2",
+             "unknown key \"opp\"");
+    bad_leaf("\"fact\": \"lines\", \"op\": \">=\", \"value\": 2", "needs a \"label\"");
+    bad_leaf("\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": {\"param\": \"x\"}",
+             "unknown parameter \"x\"");
     /* missing source: reported at the object that lacks it */
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}", ""),
-                 "conf/criteria/x.json:1: ", "missing \"source\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}",
+    expect_error(criteria_with("    {" LINES_OK "}", ""), "conf/criteria/x.json:1: ",
+                 "missing \"source\"");
+    expect_error(criteria_with("    {" LINES_OK "}",
                                "  \"source\": {\"document\": \"PI\",\n"
                                "              \"url\": \"https://example.org/pi\"},\n"),
                  "conf/criteria/x.json:6: ", "missing \"revision\"");
-    expect_error(criteria_with("    {\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", \"value\": 2}",
+    expect_error(criteria_with("    {" LINES_OK "}",
                                "  \"source\": {\"document\": \"PI\", \"revision\": \"soon\",\n"
                                "              \"url\": \"https://example.org/pi\"},\n"),
                  "conf/criteria/x.json:6: ", "revision must be a date");
