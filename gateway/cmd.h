@@ -18,6 +18,7 @@ int cmd_profile(int argc, char **argv);
 int cmd_centers(int argc, char **argv);
 int cmd_referrals(int argc, char **argv);
 int cmd_fhir(int argc, char **argv);
+int cmd_screen(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 

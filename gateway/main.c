@@ -14,6 +14,7 @@ static const cmd_entry commands[] = {
     {"run", cmd_run, "run the daemon: poll, screen, refer, serve the admin API (-c FILE)"},
     {"check-config", cmd_check_config, "validate a daemon configuration file (every error with FILE:LINE)"},
     {"profile", cmd_profile, "print the clinical profile of each patient in Bundles / NDJSON / folders"},
+    {"screen", cmd_screen, "screen patients against the CAR T label criteria (table or --json)"},
     {"synth", cmd_synth, "write a deterministic synthetic oncology cohort with ground truth"},
     {"version", cmd_version, "print cartgate and library versions"},
 };
