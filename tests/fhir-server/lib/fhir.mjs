@@ -366,9 +366,11 @@ export class FhirStore {
       headers: lowerHeaders(headers),
     };
     if (method === 'POST' && ctx.skipIfNoneExist) delete routerReq.headers['if-none-exist'];
+    const putCreates = method === 'PUT' && segs.length === 2 && !this.repo.live(type, segs[1]);
     const result = await this.router.handleRequest(routerReq, this.repo);
     const [oo, resource] = result;
     let status = getStatus(oo);
+    if (putCreates && status === 200) status = 201; // update as create
     if (status === 404 && method === 'GET' && segs.length === 2 && this.repo.wasDeleted(type, segs[1])) {
       return { status: 410, body: errorOutcome(410, `${type}/${segs[1]} was deleted`), headers: {} };
     }
