@@ -21,6 +21,9 @@
  * refuse a next link to another origin (the token must not leak), and hand each page to a
  * callback while JSON pages are parsed incrementally as bytes arrive.
  *
+ * Time: token expiry and Retry-After dates use fhir_clock (injectable); timers (retry
+ * delays, rate pacing, curl timeouts) run on the event loop's real monotonic time.
+ *
  * Threading: single-threaded; everything runs on the client's event_base. Callbacks must
  * not free the client. */
 #ifndef FHIR_CLIENT_H

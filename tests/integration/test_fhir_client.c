@@ -447,6 +447,19 @@ static void test_permanent_400_not_retried(void **state)
     assert_int_equal(r->stats.schedule_len, 0);
     fhir_client_result_free(r);
 
+    /* an XML endpoint asks for application/fhir+xml; this server speaks JSON only and
+     * answers 406 with an OperationOutcome, which is permanent and carried to the user */
+    fhir_client_config xcfg = test_config(base);
+    xcfg.format = FHIR_FORMAT_XML;
+    fhir_client *xc = client_or_fail(&xcfg);
+    fhir_client_request xr = {.path = "Patient/pt-0003"};
+    r = fhir_client_send_sync(xc, &xr);
+    assert_int_equal(r->status, 406);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_non_null(strstr(r->err.msg, "JSON only"));
+    fhir_client_result_free(r);
+    fhir_client_free(xc);
+
     /* 404 is permanent too */
     fhir_client_request nf = {.path = "Patient/does-not-exist"};
     r = fhir_client_send_sync(c, &nf);
