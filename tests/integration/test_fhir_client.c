@@ -506,6 +506,19 @@ static void test_concurrent_reads(void **state)
     assert_int_equal(m.ok, 200);
     assert_int_equal(fhir_client_stats_get(c)->operations, 200);
     fhir_client_free(c);
+
+    /* with a request rate limit, queued requests wait on the pacing timer and all finish */
+    cfg.rate_per_s = 100;
+    c = client_or_fail(&cfg);
+    m = (multi_state){0};
+    for (int i = 0; i < 60; i++) {
+        fhir_error err = {0};
+        assert_int_equal(fhir_client_read(c, "Patient", "pt-0005", count_done, &m, &err), 0);
+    }
+    for (int guard = 0; m.done < 60 && guard < 1000000; guard++)
+        event_base_loop(fhir_client_base(c), EVLOOP_ONCE);
+    assert_int_equal(m.ok, 60);
+    fhir_client_free(c);
 }
 
 /* ---- SMART Backend Services ----------------------------------------------------------- */
