@@ -524,7 +524,7 @@ static void group_members_start(poll_source *p)
         for (size_t t = 0; t < p->cfg->types.n; t++) {
             const char *type = p->cfg->types.v[t];
             if (!strcmp(type, "Medication") || !strcmp(type, "Group"))
-                continue; /* not patient-compartment searches */
+                continue; /* not patient-compartment searches: see below */
             char q[600];
             int k = !strcmp(type, "Patient")
                         ? snprintf(q, sizeof q, "Patient?_id=%s", p->members[m])
@@ -537,6 +537,17 @@ static void group_members_start(poll_source *p)
         }
         if (p->failed)
             break;
+    }
+    /* Medications referenced by the members' medication resources are not in any patient's
+     * compartment: one population search (EHRs that refuse it fail the poll visibly) */
+    for (size_t t = 0; t < p->cfg->types.n && !p->failed; t++) {
+        if (strcmp(p->cfg->types.v[t], "Medication"))
+            continue;
+        char q[300];
+        int k = snprintf(q, sizeof q, "Medication?_count=%ld", p->cfg->page_size);
+        if (cur)
+            snprintf(q + k, sizeof q - (size_t)k, "&_lastUpdated=ge%s", enc);
+        start_search(p, op_new(p, 0, t, -1), q);
     }
     if (p->pending == 0) {
         const char *key = "lastUpdated";

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# End to end: a synth cohort of 240 patients in an EHR reference server -> cartgate run (auto
+# mode, search source) -> referrals delivered to a center reference server. Checks: every
+# ground-truth candidate (expected eligible or possibly eligible) referred exactly once and
+# nobody else; verdict counts by category equal the ground truth; metrics agree with the store;
+# the center holds one ServiceRequest and one Task per referral; a restart sends nothing again;
+# and no log line of the run carries a fixture patient's name, MRN or birth date.
+set -u
+. "$(dirname "$0")/daemon_lib.sh"
+need_tools
+N=${CARTGATE_E2E_PATIENTS:-240}
+SEED=${CARTGATE_E2E_SEED:-7}
+cohort "$TMP" "$SEED" "$N"
+start_server ehr --seed "$TMP/seed"
+EHR=$BASE
+start_server center
+CENTER=$BASE
+centers_for "$CENTER" "$TMP/centers.json"
+cat >"$TMP/e2e.conf" <<EOF
+{
+  "site": {"id": "t-e2e", "name": "E2E Community Hospital", "location": {"lat": 41.59, "lon": -93.62}},
+  "store": {"path": "$TMP/e2e.db"},
+  "log": {"level": "debug"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 2},
+  "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 5, "page_size": 500}]
+}
+EOF
+start_daemon e2e "$TMP/e2e.conf"
+P=$DPID
+DB="$TMP/e2e.db"
+settled() {
+  [ "$(screened_count "$DB" 2>/dev/null)" = "$N" ] &&
+    [ "$(sqlite3 "$DB" "SELECT count(*) FROM daemon_dirty")" = 0 ] &&
+    [ "$(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE state IN ('pending_approval','approved','sending')")" = 0 ] &&
+    [ "$(sqlite3 "$DB" "SELECT count(*) FROM referrals")" -gt 0 ]
+}
+wait_for "$N patients screened and every referral delivered" 300 settled
+ok "$N patients screened, $(sqlite3 "$DB" 'SELECT count(*) FROM referrals') referrals out of the outbox"
+
+# ---- against the ground truth --------------------------------------------------------------
+sqlite3 "$DB" "SELECT patient_id || '|' || category FROM verdicts ORDER BY 1" >"$TMP/verdicts.txt"
+sqlite3 "$DB" "SELECT patient_id FROM referrals ORDER BY 1" >"$TMP/referred.txt"
+"$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >"$TMP/screen.ndjson" 2>/dev/null
+node -e '
+const fs=require("fs");
+const [gtf, vf, rf, sf]=process.argv.slice(1);
+const gt=fs.readFileSync(gtf,"utf8").trim().split("\n").map(JSON.parse);
+const v=new Map(fs.readFileSync(vf,"utf8").trim().split("\n").map(l=>l.split("|")));
+const referred=fs.readFileSync(rf,"utf8").trim().split("\n").filter(Boolean);
+const screen=new Map(fs.readFileSync(sf,"utf8").trim().split("\n").map(l=>{const r=JSON.parse(l);return [r.patient,r.category];}));
+const problems=[];
+const count=(xs)=>xs.reduce((m,x)=>(m[x]=(m[x]||0)+1,m),{});
+const gtCounts=count(gt.map(g=>g.expected_category)), vCounts=count([...v.values()]);
+for (const g of gt) {
+  const got=v.get(g.patient);
+  if (got!==g.expected_category)
+    problems.push(`category ${g.patient} (${g.scenario}): ground truth ${g.expected_category}, daemon ${got}, cartgate screen ${screen.get(g.patient)}`);
+}
+const cand=new Set(gt.filter(g=>g.expected_category==="eligible"||g.expected_category==="possibly_eligible").map(g=>g.patient));
+const times=count(referred);
+for (const p of cand) if (times[p]!==1) problems.push(`candidate ${p} referred ${times[p]||0} times`);
+for (const p of Object.keys(times)) if (!cand.has(p)) problems.push(`${p} referred but not a ground-truth candidate`);
+console.log(`ground truth ${JSON.stringify(gtCounts)}; daemon ${JSON.stringify(vCounts)}; candidates ${cand.size}; referrals ${referred.length}`);
+if (problems.length) { console.log(problems.join("\n")); process.exit(1); }
+' "$TMP/cohort/ground_truth.ndjson" "$TMP/verdicts.txt" "$TMP/referred.txt" "$TMP/screen.ndjson" >"$TMP/gt.out"
+rc=$?
+cat "$TMP/gt.out" | head -n 20
+[ $rc = 0 ] || fail "daemon results differ from the ground truth (above)"
+ok "every ground-truth candidate referred exactly once, nobody else; counts by category equal the ground truth"
+
+# ---- delivery and the center ----------------------------------------------------------------
+n_ref=$(sqlite3 "$DB" "SELECT count(*) FROM referrals")
+n_sent=$(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE state='sent'")
+[ "$n_sent" = "$n_ref" ] || fail "$n_sent of $n_ref referrals sent: $(sqlite3 "$DB" "SELECT state, count(*) FROM referrals GROUP BY 1")"
+curl -s "$CENTER/ServiceRequest?_summary=count" >"$TMP/sr.json"
+curl -s "$CENTER/Task?_summary=count" >"$TMP/task.json"
+[ "$(jget "$TMP/sr.json" d.total)" = "$n_ref" ] || fail "center has $(jget "$TMP/sr.json" d.total) ServiceRequests for $n_ref referrals"
+[ "$(jget "$TMP/task.json" d.total)" = "$n_ref" ] || fail "center has $(jget "$TMP/task.json" d.total) Tasks"
+ok "all $n_ref referrals sent; the center holds exactly $n_ref ServiceRequests and $n_ref Tasks"
+
+# ---- metrics agree with the store -----------------------------------------------------------------
+api /metrics
+cp "$TMP/resp" "$TMP/metrics.txt"
+for cat in eligible possibly_eligible not_eligible; do
+  want=$(sqlite3 "$DB" "SELECT count(*) FROM verdicts WHERE category='$cat'")
+  grep -q "^cartgate_verdicts{category=\"$cat\"} $want\$" "$TMP/metrics.txt" || fail "metric verdicts $cat != $want"
+done
+grep -q "^cartgate_referrals{state=\"sent\"} $n_sent\$" "$TMP/metrics.txt" || fail "metric referrals sent"
+grep -q "^cartgate_time_to_referral_seconds_count $n_sent\$" "$TMP/metrics.txt" || fail "histogram count"
+grep -q "^cartgate_outbox_depth 0\$" "$TMP/metrics.txt" || fail "outbox depth"
+grep -q "^cartgate_referrals_created_total $n_ref\$" "$TMP/metrics.txt" || fail "referrals created counter"
+grep -q "^cartgate_patients_screened_total $N\$" "$TMP/metrics.txt" || fail "patients screened counter $(grep screened_total "$TMP/metrics.txt")"
+api "/api/v1/referrals?state=sent"
+[ "$(jget "$TMP/resp" d.count)" = "$n_sent" ] || fail "API referral count"
+ok "metrics (verdicts, referrals by state, histogram, outbox, counters) agree with the store and the API"
+
+# ---- restart: nothing is sent twice -------------------------------------------------------------------
+stop_daemon "$P"
+[ "$DRC" = 0 ] || fail "exit status $DRC"
+start_daemon e2e2 "$TMP/e2e.conf"
+P=$DPID
+polled() { grep -q 'event=poll.done source=ehr' "$TMP/e2e2.log"; }
+wait_for "a poll after restart" 60 polled
+sleep 3
+[ "$(sqlite3 "$DB" "SELECT count(*) FROM referrals")" = "$n_ref" ] || fail "restart created referrals"
+curl -s "$CENTER/ServiceRequest?_summary=count" >"$TMP/sr2.json"
+[ "$(jget "$TMP/sr2.json" d.total)" = "$n_ref" ] || fail "restart re-sent"
+stop_daemon "$P"
+ok "restart on the same store: no new referral, nothing re-sent"
+
+# ---- no PHI in the logs ------------------------------------------------------------------------------
+node -e '
+const fs=require("fs");
+const out=new Set();
+for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
+  const p=JSON.parse(l);
+  for (const n of p.name||[]) { if (n.family) out.add(n.family); for (const g of n.given||[]) out.add(g); }
+  for (const i of p.identifier||[]) if (i.value) out.add(i.value);
+  if (p.birthDate) out.add(p.birthDate);
+  for (const a of p.address||[]) { for (const x of a.line||[]) out.add(x); }
+  for (const t of p.telecom||[]) if (t.value) out.add(t.value);
+}
+fs.writeFileSync(process.argv[2], [...out].filter(s=>s.length>=3).join("\n")+"\n");' \
+  "$TMP/cohort/Patient.000.ndjson" "$TMP/phi.txt"
+n_terms=$(wc -l <"$TMP/phi.txt")
+[ "$n_terms" -gt "$N" ] || fail "too few PHI terms extracted ($n_terms)"
+cat "$TMP"/e2e.log "$TMP"/e2e2.log >"$TMP/all-daemon-logs.txt"
+[ "$(wc -l <"$TMP/all-daemon-logs.txt")" -gt 100 ] || fail "logs suspiciously short"
+if grep -F -w -f "$TMP/phi.txt" "$TMP/all-daemon-logs.txt" >"$TMP/phi-hits.txt"; then
+  head -5 "$TMP/phi-hits.txt"
+  fail "PHI found in the daemon logs ($(wc -l <"$TMP/phi-hits.txt") lines)"
+fi
+ok "no name, MRN, birth date, address line or telecom of the $N fixture patients in $(wc -l <"$TMP/all-daemon-logs.txt") log lines ($n_terms terms)"
+echo "test_daemon_e2e: $CHECKS checks passed"
