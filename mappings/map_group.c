@@ -367,7 +367,8 @@ int map_group_add_path(map_group *g, const char *path, fhir_error *err)
         n++;
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_str);
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         char full[4096];

@@ -237,7 +237,8 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
     for (size_t k = 0; k < n_ev; k++)
         if (!ev_drop[k] && ev[k].kind != MAP_LOT_CAR_T_COLLECTION)
             it[nit++] = (item){ev[k].day, ev[k].kind == MAP_LOT_CAR_T ? 2 : 1, k};
-    qsort(it, nit, sizeof *it, item_cmp);
+    if (nit)
+        qsort(it, nit, sizeof *it, item_cmp);
 
     wline *cur = NULL;
     for (size_t t = 0; t < nit; t++) {

@@ -1211,14 +1211,17 @@ static void therapy_facts(builder *b)
             d->what = "remission";
         }
     }
-    qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
-    qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
+    if (b->prog.n)
+        qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
+    if (b->resp.n)
+        qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
     int64_t *pdays = malloc((b->prog.n ? b->prog.n : 1) * sizeof *pdays);
     if (!pdays)
         abort();
     for (size_t i = 0; i < b->prog.n; i++)
         pdays[i] = ((dated *)b->prog.v)[i].day;
-    qsort(pdays, b->prog.n, sizeof *pdays, cmp_i64);
+    if (b->prog.n)
+        qsort(pdays, b->prog.n, sizeof *pdays, cmp_i64);
 
     const map_fact *pd = F(p, "primary_disease");
     map_lot_params lp;
