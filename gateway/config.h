@@ -78,6 +78,7 @@ typedef struct config {
     long admin_port;
     char *admin_token_file, *admin_token_env;
     char *criteria_dir;
+    char *mappings_dir;    /* terminology tables; NULL = the built-in folder */
     char *centers_file, *zcta_file;
     int referral_mode;     /* refer_mode: 0 approval, 1 auto */
     int referral_min_category; /* 0 eligible, 1 possibly_eligible */

@@ -93,7 +93,7 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
         if (!rt->zcta)
             goto fail;
     }
-    rt->tables = map_tables_load(NULL, err);
+    rt->tables = map_tables_load(c->mappings_dir, err);
     if (!rt->tables)
         goto fail;
     rt->as_of_days = -1;
