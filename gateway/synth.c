@@ -409,6 +409,7 @@ typedef struct truth {
     bool ecog_as_kps;
     bool ecog_stale;
     bool cart_product;        /* the CAR T procedure code names the product */
+    int64_t deceased;         /* day of death, or INT64_MIN when alive */
     /* expected eligibility (label terms) */
     const char *expect[12];
     int nexpect;
@@ -967,6 +968,14 @@ static void s_lbcl_no_birthdate(truth *t, rng *r)
     possible(t, "liso-cel:LBCL-2L");
 }
 
+/* Relapsed LBCL who died before the evaluation date: no referral. */
+static void s_lbcl_deceased(truth *t, rng *r)
+{
+    lbcl_early(t, r, "dlbcl_nos");
+    t->npossible = 0;           /* every label needs a living patient */
+    t->deceased = t->as_of - 1; /* after the last labs (they are >= 1 day old) */
+}
+
 static void s_other_heme(truth *t, rng *r)
 {
     adult(t, r, 20, 70);
@@ -1029,6 +1038,7 @@ static const scen_def SCEN[] = {
     {"dlbcl_newly_diagnosed", s_dlbcl_new, 2},
     {"dlbcl_secondary_cns", s_dlbcl_cns, 1},
     {"lbcl_no_birthdate", s_lbcl_no_birthdate, 1},
+    {"lbcl_deceased", s_lbcl_deceased, 1},
     {"other_heme", s_other_heme, 1},
     {"non_heme_cancer", s_non_heme, 8},
     {"no_cancer", s_no_cancer, 10},
@@ -1114,6 +1124,7 @@ static void draw(const synth_opts *o, size_t index, truth *t)
     t->female = rng_pct(&r, 48);
     t->has_birth = true;
     t->ecog = -1;
+    t->deceased = INT64_MIN;
     t->weight = NAN;
     for (size_t i = 0; i < NLAB; i++)
         t->lab[i] = NAN;
@@ -1303,7 +1314,13 @@ static void emit_patient(render *R)
         fmt_day(t->birth, d);
         b_printf(R, ",\"birthDate\":\"%s\"", d);
     }
-    b_puts(R, ",\"deceasedBoolean\":false");
+    if (t->deceased != INT64_MIN) {
+        char dd[11];
+        fmt_day(t->deceased, dd);
+        b_printf(R, ",\"deceasedDateTime\":\"%s\"", dd);
+    } else {
+        b_puts(R, ",\"deceasedBoolean\":false");
+    }
     b_puts(R, ",\"address\":[{");
     if (t->geo)
         b_printf(R,
@@ -1805,7 +1822,7 @@ static void write_truth(const truth *t, fhir_buf *b)
     else
         unknown[nunk++] = "age";
     gt_str(b, &first, "sex", t->female ? "female" : "male");
-    gt_bool(b, &first, "deceased", false);
+    gt_bool(b, &first, "deceased", t->deceased != INT64_MIN);
 
     /* diagnoses */
     const char *dis[8];

@@ -12,7 +12,20 @@
  * entered-in-error conditions, stale or missing labs) is applied at rendering time and the
  * ground truth says what the data can and cannot establish.
  *
- * Codes come only from /work/shared/reference/codes.md (see the tables in synth.c). */
+ * Codes come only from /work/shared/reference/codes.md (see the tables in synth.c).
+ *
+ * Ground truth (DIR/ground_truth.ndjson, one object per patient per line):
+ *   {"patient": "<Patient.id>", "as_of": "YYYY-MM-DD", "scenario": "<name>",
+ *    "facts": {<fact>: <value>, ...},         every fact the data establishes (FACTS.md names
+ *                                             and JSON types; sets sorted where order is free)
+ *    "unknown": ["<fact>", ...],              facts the data deliberately leaves unknown
+ *    "expected_indications": ["axi-cel:LBCL-2L", ...],   label-eligible product:indication
+ *    "possible_indications": ["liso-cel:LBCL-2L-TI", ...], possibly eligible (a hard-gate fact
+ *                                             is unknown, e.g. hct_ineligible or age)
+ *    "expected_category": "eligible|possibly_eligible|not_eligible",
+ *    "noise": ["alternate_unit", "icd_only", ...]}       the noise applied to this patient
+ * Relapse/refractory facts follow the rules of mappings/README.md applied to the intended
+ * timeline; eligibility follows clinical.md §1.1/§1.4 as encoded in conf/criteria/. */
 #ifndef SYNTH_H
 #define SYNTH_H
 
