@@ -85,7 +85,7 @@ cat >"$TMP/seed/sub/patients.json" <<'EOF'
 ]}
 EOF
 
-start_server main --seed "$TMP/seed" --bulk-delay-ms 1000
+start_server main --seed "$TMP/seed" --bulk-delay-ms 3000
 ok "server started on port $PORT with seed"
 
 req GET "$BASE/metadata"
@@ -273,7 +273,7 @@ STATUS_URL=$(grep -i '^Content-Location:' "$TMP/hdr" | sed 's/^[^:]*: *//' | tr 
 [[ "$STATUS_URL" == "$BASE/"* ]] || fail "no Content-Location: '$STATUS_URL'"
 req GET "$STATUS_URL"
 [ "$CODE" = 202 ] && grep -qi '^X-Progress:' "$TMP/hdr" && grep -qi '^Retry-After:' "$TMP/hdr" || fail "status in progress: $CODE"
-for _ in $(seq 1 50); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
+for _ in $(seq 1 150); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
 [ "$CODE" = 200 ] || fail "export status: $CODE"
 [ "$(jget "$TMP/resp" 'd.output.map(o=>o.type+":"+o.count).sort().join()')" = "Observation:500,Patient:1" ] || fail "manifest: $(cat "$TMP/resp")"
 cp "$TMP/resp" "$TMP/manifest.json"
@@ -288,7 +288,7 @@ req GET "$STATUS_URL"
 ok "Group \$export: 202 + Content-Location, X-Progress, manifest (1 Patient, 500 Observations), NDJSON, DELETE"
 req GET "$BASE/Patient/\$export?_type=Patient&_since=2021-01-01T00:00:00Z"
 STATUS_URL=$(grep -i '^Content-Location:' "$TMP/hdr" | sed 's/^[^:]*: *//' | tr -d '\r')
-for _ in $(seq 1 50); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
+for _ in $(seq 1 150); do req GET "$STATUS_URL"; [ "$CODE" = 202 ] || break; sleep 0.1; done
 [ "$CODE" = 200 ] || fail "patient export: $CODE"
 req GET "$(jget "$TMP/resp" 'd.output[0].url')"
 grep -q '"p-old-1"' "$TMP/resp" && ! grep -q '"p-old-0"' "$TMP/resp" || fail "_since not applied"
@@ -465,5 +465,27 @@ req GET "$BASE/Patient" "" -H "Authorization: Bearer static-secret"
 req GET "$BASE/Patient" "" -H "Authorization: Bearer wrong"
 [ "$CODE" = 401 ] || fail "wrong static token: $CODE"
 ok "PEM public key; token expires after --token-ttl; static --token works alongside"
+
+
+# --- HTTPS ------------------------------------------------------------------------------------
+kill -TERM "$PID"
+wait "$PID"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/tls.key" -out "$TMP/tls.crt" -days 1 \
+  -subj /CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 2>/dev/null || fail "openssl req"
+node "$SERVER_DIR/server.mjs" --port 0 --tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key" >"$TMP/tls.out" 2>"$TMP/tls.err" &
+PID=$!
+PIDS+=("$PID")
+for _ in $(seq 1 300); do
+  PORT=$(head -n1 "$TMP/tls.out" 2>/dev/null)
+  [ -n "$PORT" ] && [ "$(curl -s --cacert "$TMP/tls.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/healthz")" = 200 ] && break
+  sleep 0.1
+done
+CODE=$(curl -s --cacert "$TMP/tls.crt" -o "$TMP/resp" -w '%{http_code}' "https://127.0.0.1:$PORT/fhir/metadata")
+[ "$CODE" = 200 ] || fail "https with CA: $CODE"
+[ "$(jget "$TMP/resp" 'd.implementation.url')" = "https://127.0.0.1:$PORT/fhir" ] || fail "https base URL"
+curl -s -o /dev/null "https://127.0.0.1:$PORT/fhir/metadata"
+rc=$?
+[ $rc = 60 ] || fail "https without CA: curl exit $rc"
+ok "HTTPS (--tls-cert/--tls-key): verified with the CA, refused without (curl exit 60)"
 
 echo "PASS: $CHECKS checks"
