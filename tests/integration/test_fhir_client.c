@@ -371,6 +371,40 @@ static void test_conditional_create_after_fault(void **state)
     fhir_client_result_free(r);
     idset_free(&ids);
 
+    /* a transaction with conditional entries, performed and then answered 500, is re-sent
+     * and still leaves exactly one of each resource */
+    set_faults("{\"rules\":[{\"mode\":\"after\",\"status\":500,\"every\":1,\"limit\":1,"
+               "\"methods\":\"POST\"}]}");
+    fhir_node *tx = parse_or_fail(
+        a, "{\"resourceType\":\"Bundle\",\"type\":\"transaction\",\"entry\":["
+           "{\"fullUrl\":\"urn:uuid:7f0c7a5e-0000-4000-8000-000000000001\",\"resource\":{"
+           "\"resourceType\":\"Organization\",\"identifier\":[{\"system\":\"urn:test:org\","
+           "\"value\":\"tx-1\"}],\"name\":\"Tx org\"},\"request\":{\"method\":\"POST\","
+           "\"url\":\"Organization\",\"ifNoneExist\":\"identifier=urn:test:org|tx-1\"}},"
+           "{\"fullUrl\":\"urn:uuid:7f0c7a5e-0000-4000-8000-000000000002\",\"resource\":{"
+           "\"resourceType\":\"Location\",\"identifier\":[{\"system\":\"urn:test:tx\","
+           "\"value\":\"tx-p1\"}],\"managingOrganization\":{\"reference\":"
+           "\"urn:uuid:7f0c7a5e-0000-4000-8000-000000000001\"}},\"request\":{\"method\":\"POST\","
+           "\"url\":\"Location\",\"ifNoneExist\":\"identifier=urn:test:tx|tx-p1\"}}]}");
+    fhir_client_request txr = {.method = "POST", .path = "", .resource = tx};
+    r = fhir_client_send_sync(c, &txr);
+    clear_faults();
+    if (r->err.msg[0])
+        fail_msg("transaction: %s", r->err.msg);
+    assert_int_equal(r->stats.attempts, 2);
+    assert_string_equal(fhir_node_path_str(r->body, "type"), "transaction-response");
+    fhir_client_result_free(r);
+    const char *queries[] = {"Organization?identifier=urn:test:org|tx-1",
+                             "Location?identifier=urn:test:tx|tx-p1"};
+    for (int i = 0; i < 2; i++) {
+        r = fhir_client_search_sync(c, queries[i], collect_ids, &ids);
+        if (r->err.msg[0])
+            fail_msg("search: %s", r->err.msg);
+        assert_int_equal(ids.n, 1);
+        fhir_client_result_free(r);
+        idset_free(&ids);
+    }
+
     /* a plain create (not idempotent) is not re-sent after an ambiguous 500 */
     set_faults("{\"rules\":[{\"mode\":\"after\",\"status\":500,\"every\":1,\"limit\":1,"
                "\"methods\":\"POST\"}]}");
