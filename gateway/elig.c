@@ -17,106 +17,39 @@
 
 #include "fhir_clock.h"
 #include "fhir_json.h"
+#include "map_profile.h"
 
 /* ======================================================================================
- * The fact vocabulary (mappings/FACTS.md). The profile module publishes the same answers
- * through map_fact_lookup() / map_fact_code_valid(); until those are linked in, this table
- * (derived from FACTS.md) stands in behind vocab_lookup() / vocab_code_valid().
+ * The fact vocabulary (mappings/FACTS.md) comes from the profile module: map_fact_lookup() and
+ * map_fact_code_valid(). Facts the eligibility engine added to FACTS.md that the profile does
+ * not publish yet are listed here; `cartgate screen` answers them from the profile's own
+ * relapse interval (see cmd_screen.c). Drop a line once the profile knows the fact.
  * ====================================================================================== */
 
-static const char *const vocab_diseases[] = {
-    "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
-    "b_all", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL};
-static const char *const vocab_classes[] = {
-    "anti_cd20", "anthracycline", "alkylator", "btki", "bcl2i", "imid", "pi", "anti_cd38",
-    "bcma_directed", "cd19_directed", "bispecific", "car_t", NULL};
-static const char *const vocab_sex[] = {"male", "female", "other", "unknown", NULL};
-
-typedef struct vocab_entry {
+static const struct {
     const char *name;
     map_fact_type type;
-    const char *const *codes; /* closed list for CODE/SET; NULL = identifier-shaped keys */
-} vocab_entry;
-
-static const vocab_entry vocab[] = {
-    {"age", MAP_FACT_NUMBER, NULL},
-    {"sex", MAP_FACT_CODE, vocab_sex},
-    {"deceased", MAP_FACT_BOOL, NULL},
-    {"diseases", MAP_FACT_SET, vocab_diseases},
-    {"primary_disease", MAP_FACT_CODE, vocab_diseases},
-    {"histology_transformed", MAP_FACT_BOOL, NULL},
-    {"pcnsl", MAP_FACT_BOOL, NULL},
-    {"cns_involvement", MAP_FACT_BOOL, NULL},
-    {"lines", MAP_FACT_NUMBER, NULL},
-    {"prior_classes", MAP_FACT_SET, vocab_classes},
-    {"prior_drugs", MAP_FACT_SET, NULL},
-    {"first_line_classes", MAP_FACT_SET, vocab_classes},
-    {"relapsed", MAP_FACT_BOOL, NULL},
-    {"refractory", MAP_FACT_BOOL, NULL},
-    {"primary_refractory", MAP_FACT_BOOL, NULL},
-    {"relapse_months_after_1l", MAP_FACT_NUMBER, NULL},
-    {"relapse_months_after_1l_start", MAP_FACT_NUMBER, NULL},
-    {"relapse_months_after_1l_end", MAP_FACT_NUMBER, NULL},
-    {"relapse_count", MAP_FACT_NUMBER, NULL},
-    {"lenalidomide_refractory", MAP_FACT_BOOL, NULL},
-    {"btki_progression", MAP_FACT_BOOL, NULL},
-    {"prior_auto_hct", MAP_FACT_BOOL, NULL},
-    {"prior_allo_hct", MAP_FACT_BOOL, NULL},
-    {"prior_car_t", MAP_FACT_BOOL, NULL},
-    {"hct_ineligible", MAP_FACT_BOOL, NULL},
-    {"ecog", MAP_FACT_NUMBER, NULL},
-    {"anc", MAP_FACT_NUMBER, NULL},
-    {"alc", MAP_FACT_NUMBER, NULL},
-    {"platelets", MAP_FACT_NUMBER, NULL},
-    {"hemoglobin", MAP_FACT_NUMBER, NULL},
-    {"creatinine", MAP_FACT_NUMBER, NULL},
-    {"crcl", MAP_FACT_NUMBER, NULL},
-    {"bilirubin", MAP_FACT_NUMBER, NULL},
-    {"ast", MAP_FACT_NUMBER, NULL},
-    {"alt", MAP_FACT_NUMBER, NULL},
-    {"lvef", MAP_FACT_NUMBER, NULL},
-    {"spo2", MAP_FACT_NUMBER, NULL},
-    {"active_infection", MAP_FACT_BOOL, NULL},
-    {"postal_code", MAP_FACT_STRING, NULL},
-    {"latitude", MAP_FACT_NUMBER, NULL},
-    {"longitude", MAP_FACT_NUMBER, NULL},
-    {"payer", MAP_FACT_STRING, NULL},
+} pending_facts[] = {
+    {"relapse_months_after_1l_start", MAP_FACT_NUMBER},
+    {"relapse_months_after_1l_end", MAP_FACT_NUMBER},
 };
 
-static const vocab_entry *vocab_find(const char *name)
-{
-    for (size_t i = 0; i < sizeof vocab / sizeof vocab[0]; i++)
-        if (!strcmp(vocab[i].name, name))
-            return &vocab[i];
-    return NULL;
-}
-
-/* The one place to swap for map_fact_lookup() once the profile module is linked. */
 static bool vocab_lookup(const char *name, map_fact_type *type)
 {
-    const vocab_entry *e = vocab_find(name);
-    if (e && type)
-        *type = e->type;
-    return e != NULL;
+    if (map_fact_lookup(name, type))
+        return true;
+    for (size_t i = 0; i < sizeof pending_facts / sizeof pending_facts[0]; i++)
+        if (!strcmp(pending_facts[i].name, name)) {
+            if (type)
+                *type = pending_facts[i].type;
+            return true;
+        }
+    return false;
 }
 
-/* ... and for map_fact_code_valid(). */
 static bool vocab_code_valid(const char *name, const char *value)
 {
-    const vocab_entry *e = vocab_find(name);
-    if (!e || (e->type != MAP_FACT_CODE && e->type != MAP_FACT_SET) || !*value)
-        return false;
-    if (!e->codes) { /* open list of keys (drug ingredients): identifier-shaped */
-        for (const char *p = value; *p; p++)
-            if (!(islower((unsigned char)*p) || isdigit((unsigned char)*p) || *p == '_' ||
-                  *p == '-'))
-                return false;
-        return true;
-    }
-    for (size_t i = 0; e->codes[i]; i++)
-        if (!strcmp(e->codes[i], value))
-            return true;
-    return false;
+    return map_fact_code_valid(name, value);
 }
 
 static const char *type_name(map_fact_type t)

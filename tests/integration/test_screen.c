@@ -329,8 +329,12 @@ static char *screen(const char *extra, const char *const *files, size_t nfiles, 
     for (size_t i = 0; i < nfiles; i++)
         argv[n++] = (char *)files[i];
     argv[n] = NULL;
-    char *out = NULL;
-    *rc = support_run(argv, &out, err, 300);
+    char *out = NULL, *e = NULL;
+    *rc = support_run(argv, &out, &e, 300);
+    if (err)
+        *err = e;
+    else
+        free(e);
     return out;
 }
 
