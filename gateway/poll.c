@@ -1,12 +1,14 @@
 /* poll — discovery strategies of one source (see poll.h). */
 #include "poll.h"
 
+#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "fhir_client.h"
@@ -14,6 +16,7 @@
 #include "fhir_json.h"
 #include "fhir_log.h"
 #include "fhir_ndjson.h"
+#include "fhir_retry.h"
 
 #define POLL_MAX_FILES 10000
 #define POLL_MAX_MEMBERS 1000000
@@ -40,6 +43,11 @@ struct poll_source {
     size_t n_members;
     poll_op **ops;            /* every op of this poll, freed at the end */
     size_t n_ops, cap_ops;
+    /* bulk */
+    struct event *bulk_timer;
+    char *status_url;
+    unsigned status_polls;
+    char *auth_header;        /* "Authorization: ..." for bulk requests, or NULL */
 };
 
 struct poll_op {
@@ -620,6 +628,306 @@ static void group_poll(poll_source *p)
     p->pending++;
 }
 
+
+/* ---- bulk ------------------------------------------------------------------------------------
+ * The $export exchanges run on a libcurl easy handle, one request at a time: the kick-off and
+ * the status checks are small, and each NDJSON download is parsed while it arrives (memory
+ * bounded by the longest line) into one store transaction per file. The daemon's loop waits
+ * between status checks on a timer (Retry-After honoured), but is busy during a download. */
+
+#define BULK_MAX_STATUS_POLLS 5000
+#define BULK_MAX_MANIFEST (16u << 20)
+
+typedef struct bulk_resp {
+    long status;
+    char content_location[2048];
+    char retry_after[128];
+    fhir_buf body;
+    fhir_ndjson *nd;
+    fhir_error *err;
+    bool nd_failed;
+} bulk_resp;
+
+static size_t bulk_header(char *b, size_t sz, size_t n, void *ud)
+{
+    bulk_resp *r = ud;
+    size_t len = sz * n;
+    char line[2200];
+    size_t k = len < sizeof line - 1 ? len : sizeof line - 1;
+    memcpy(line, b, k);
+    line[k] = 0;
+    line[strcspn(line, "\r\n")] = 0;
+    if (!strncmp(line, "HTTP/", 5)) {
+        r->content_location[0] = r->retry_after[0] = 0;
+    } else if (!strncasecmp(line, "content-location:", 17)) {
+        const char *v = line + 17;
+        while (*v == ' ')
+            v++;
+        size_t vn = strlen(v) < sizeof r->content_location - 1 ? strlen(v) : sizeof r->content_location - 1;
+        memcpy(r->content_location, v, vn);
+        r->content_location[vn] = 0;
+    } else if (!strncasecmp(line, "retry-after:", 12)) {
+        const char *v = line + 12;
+        while (*v == ' ')
+            v++;
+        size_t vn = strlen(v) < sizeof r->retry_after - 1 ? strlen(v) : sizeof r->retry_after - 1;
+        memcpy(r->retry_after, v, vn);
+        r->retry_after[vn] = 0;
+    }
+    return len;
+}
+
+static size_t bulk_write(char *b, size_t sz, size_t n, void *ud)
+{
+    bulk_resp *r = ud;
+    size_t len = sz * n;
+    if (r->nd) {
+        if (fhir_ndjson_feed(r->nd, b, len, r->err) != 0) {
+            r->nd_failed = true;
+            return 0; /* aborts the transfer */
+        }
+        return len;
+    }
+    if (fhir_buf_append(&r->body, b, len) < 0)
+        return 0;
+    return len;
+}
+
+/* One request; 0 when a response arrived (any status), -1 with err on transport failure. */
+static int bulk_http(poll_source *p, const char *method, const char *url, const char *accept,
+                     bool prefer_async, bulk_resp *r, fhir_error *err)
+{
+    CURL *e = curl_easy_init();
+    if (!e)
+        return fhir_error_set(err, "curl_easy_init failed");
+    struct curl_slist *h = NULL;
+    char acc[128];
+    snprintf(acc, sizeof acc, "Accept: %s", accept);
+    h = curl_slist_append(h, acc);
+    if (prefer_async)
+        h = curl_slist_append(h, "Prefer: respond-async");
+    if (p->auth_header)
+        h = curl_slist_append(h, p->auth_header);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    if (!strcmp(method, "HEAD"))
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, bulk_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bulk_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, p->cfg->timeout_s * 1000L * 10L); /* downloads are long */
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#endif
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (p->cfg->ca_file)
+        curl_easy_setopt(e, CURLOPT_CAINFO, p->cfg->ca_file);
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    daemon_count_status(daemon_src_metrics_get(p->d, p->cfg->name), r->status);
+    if (rc != CURLE_OK && !(r->nd_failed))
+        return fhir_error_set(err, "%s: %s", method, curl_easy_strerror(rc));
+    if (r->nd_failed)
+        return -1;
+    return 0;
+}
+
+static void bulk_delete_job(poll_source *p)
+{
+    if (!p->status_url)
+        return;
+    bulk_resp r = {0};
+    fhir_buf_init(&r.body, 1u << 20);
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (bulk_http(p, "DELETE", p->status_url, "application/fhir+json", false, &r, &err) == 0)
+        fhir_log(FHIR_LOG_DEBUG, "bulk.deleted", "source=%s status=%ld", p->cfg->name, r.status);
+    fhir_buf_free(&r.body);
+    free(p->status_url);
+    p->status_url = NULL;
+}
+
+static void bulk_fail(poll_source *p, const char *msg)
+{
+    log_err("bulk.failed", p, msg);
+    p->failed = true;
+    bulk_delete_job(p);
+    poll_end(p);
+}
+
+typedef struct bulk_line_ctx {
+    poll_source *p;
+    fhir_error *err;
+} bulk_line_ctx;
+
+static int bulk_line(void *ud, const fhir_node *res, size_t line_no)
+{
+    bulk_line_ctx *c = ud;
+    if (daemon_ingest(c->p->d, c->p->cfg->name, res, &c->p->changed, &c->p->unchanged, c->err))
+        return fhir_error_prefix(c->err, "line %zu", line_no), 1;
+    return 0;
+}
+
+/* Downloads and stores one NDJSON output file in one transaction. */
+static int bulk_file(poll_source *p, const char *url, fhir_error *err)
+{
+    if (strncmp(url, p->cfg->base_url, strcspn(p->cfg->base_url + 8, "/") + 8))
+        return fhir_error_set(err, "output file on another origin refused");
+    if (store_begin(p->d->st, err))
+        return -1;
+    bulk_line_ctx lc = {.p = p, .err = err};
+    fhir_json_limits lim = {.max_bytes = 64u << 20};
+    bulk_resp r = {0};
+    fhir_buf_init(&r.body, 1);
+    r.err = err;
+    r.nd = fhir_ndjson_new(&lim, bulk_line, NULL, &lc);
+    int rc = bulk_http(p, "GET", url, "application/fhir+ndjson", false, &r, err);
+    if (rc == 0 && r.status != 200)
+        rc = fhir_error_set(err, "download: HTTP %ld", r.status);
+    if (rc == 0)
+        rc = fhir_ndjson_finish(r.nd, err);
+    fhir_ndjson_free(r.nd);
+    fhir_buf_free(&r.body);
+    if (rc) {
+        store_rollback(p->d->st);
+        return -1;
+    }
+    return store_commit(p->d->st, err);
+}
+
+static void bulk_manifest(poll_source *p, const char *text, size_t len)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err;
+    fhir_error_clear(&err);
+    fhir_node *m = fhir_json_parse(a, text, len, NULL, &err);
+    const char *tt = fhir_node_str(fhir_node_get(m, "transactionTime"));
+    int64_t ms;
+    if (!m || !tt || fhir_clock_parse_instant(tt, &ms) != 0) {
+        fhir_arena_free(a);
+        bulk_fail(p, m ? "manifest without a valid transactionTime" : err.msg);
+        return;
+    }
+    size_t files = 0;
+    for (const fhir_node *o = fhir_node_first(fhir_node_get(m, "output")); o; o = o->next) {
+        const char *url = fhir_node_str(fhir_node_get(o, "url"));
+        if (!url) {
+            fhir_arena_free(a);
+            bulk_fail(p, "manifest output without url");
+            return;
+        }
+        size_t before = p->changed;
+        if (bulk_file(p, url, &err)) {
+            char msg[800];
+            snprintf(msg, sizeof msg, "output %zu (%s): %s", files, fhir_node_str(fhir_node_get(o, "type")) ?
+                     fhir_node_str(fhir_node_get(o, "type")) : "?", err.msg);
+            fhir_arena_free(a);
+            bulk_fail(p, msg);
+            return;
+        }
+        fhir_log(FHIR_LOG_INFO, "bulk.file", "source=%s type=%s changed=%zu", p->cfg->name,
+                 fhir_node_str(fhir_node_get(o, "type")) ? fhir_node_str(fhir_node_get(o, "type")) : "?",
+                 p->changed - before);
+        files++;
+    }
+    if (fhir_node_count(fhir_node_get(m, "error")))
+        fhir_log(FHIR_LOG_WARN, "bulk.errors", "source=%s error_files=%zu", p->cfg->name,
+                 fhir_node_count(fhir_node_get(m, "error")));
+    snprintf(p->cursor_new[0], sizeof p->cursor_new[0], "%s", tt);
+    fhir_arena_free(a);
+    const char *key = "transactionTime";
+    commit_cursors(p, 1, &key); /* every file is stored: the export's time is the next _since */
+    bulk_delete_job(p);
+    poll_end(p);
+}
+
+static void on_bulk_status(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    poll_source *p = arg;
+    bulk_resp r = {0};
+    fhir_buf_init(&r.body, BULK_MAX_MANIFEST);
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (bulk_http(p, "GET", p->status_url, "application/json", false, &r, &err)) {
+        fhir_buf_free(&r.body);
+        bulk_fail(p, err.msg);
+        return;
+    }
+    if (r.status == 202 || r.status == 429 || r.status >= 500) {
+        int64_t delay = 2000;
+        if (r.retry_after[0] && fhir_retry_parse_retry_after(r.retry_after, fhir_clock_now_ms(), &delay) != 0)
+            delay = 2000;
+        if (delay < 100)
+            delay = 100;
+        if (delay > 300000)
+            delay = 300000;
+        fhir_buf_free(&r.body);
+        if (++p->status_polls > BULK_MAX_STATUS_POLLS) {
+            bulk_fail(p, "export not complete after the status poll limit");
+            return;
+        }
+        struct timeval tv = {.tv_sec = delay / 1000, .tv_usec = (delay % 1000) * 1000};
+        evtimer_add(p->bulk_timer, &tv);
+        return;
+    }
+    if (r.status != 200 || r.body.overflow) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "status request: HTTP %ld%s", r.status, r.body.overflow ? " (manifest too large)" : "");
+        fhir_buf_free(&r.body);
+        bulk_fail(p, msg);
+        return;
+    }
+    fhir_log(FHIR_LOG_DEBUG, "bulk.complete", "source=%s status_polls=%u", p->cfg->name, p->status_polls);
+    bulk_manifest(p, r.body.data ? r.body.data : "", r.body.len);
+    fhir_buf_free(&r.body);
+}
+
+static void bulk_poll(poll_source *p)
+{
+    alloc_slots(p, 1);
+    const char *cur = initial_cursor(p, "transactionTime", 0);
+    fhir_buf u;
+    fhir_buf_init(&u, 8192);
+    fhir_buf_printf(&u, "%s/Group/%s/$export?_type=", p->cfg->base_url, p->cfg->group_id);
+    for (size_t i = 0; i < p->cfg->types.n; i++)
+        fhir_buf_printf(&u, "%s%s", i ? "," : "", p->cfg->types.v[i]);
+    if (cur) {
+        char enc[128];
+        enc_instant(enc, sizeof enc, cur);
+        fhir_buf_printf(&u, "&_since=%s", enc);
+    }
+    bulk_resp r = {0};
+    fhir_buf_init(&r.body, 1u << 20);
+    fhir_error err;
+    fhir_error_clear(&err);
+    int rc = bulk_http(p, "GET", fhir_buf_cstr(&u), "application/fhir+json", true, &r, &err);
+    fhir_buf_free(&u);
+    fhir_buf_free(&r.body);
+    if (rc) {
+        bulk_fail(p, err.msg);
+        return;
+    }
+    if (r.status != 202 || !r.content_location[0]) {
+        char msg[200];
+        snprintf(msg, sizeof msg, "kick-off: HTTP %ld%s", r.status, r.content_location[0] ? "" : " without Content-Location");
+        bulk_fail(p, msg);
+        return;
+    }
+    p->status_url = xstrdup(r.content_location);
+    p->status_polls = 0;
+    struct timeval tv = {0, 0};
+    evtimer_add(p->bulk_timer, &tv);
+}
+
 /* ---- scheduling ------------------------------------------------------------------------------ */
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -642,8 +950,10 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     case CONFIG_SOURCE_GROUP:
         group_poll(p);
         break;
+    case CONFIG_SOURCE_BULK:
+        bulk_poll(p);
+        break;
     default:
-        log_err("poll.failed", p, "bulk sources are not supported by this build");
         p->failed = true;
         poll_end(p);
         break;
@@ -677,9 +987,8 @@ static fhir_auth_kind auth_kind(int k)
 
 poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *err)
 {
-    if (cfg->kind == CONFIG_SOURCE_BULK) {
-        fhir_error_set(err, "kind bulk is not supported by this build: point a files source at the "
-                            "export folder instead");
+    if (cfg->kind == CONFIG_SOURCE_BULK && cfg->auth_kind == CONFIG_AUTH_SMART) {
+        fhir_error_set(err, "bulk sources support auth none, bearer and basic (not yet smart)");
         return NULL;
     }
     poll_source *p = calloc(1, sizeof *p);
@@ -688,7 +997,53 @@ poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *er
     p->d = d;
     p->cfg = cfg;
     daemon_src_metrics_get(d, cfg->name);
-    if (cfg->kind != CONFIG_SOURCE_FILES) {
+    if (cfg->kind == CONFIG_SOURCE_BULK) {
+        char *secret = NULL;
+        if (cfg->auth_kind == CONFIG_AUTH_BEARER) {
+            if (config_read_secret(cfg->auth_token_file, cfg->auth_token_env, &secret, err)) {
+                free(p);
+                return NULL;
+            }
+            size_t n = strlen(secret) + 32;
+            p->auth_header = malloc(n);
+            if (!p->auth_header)
+                abort();
+            snprintf(p->auth_header, n, "Authorization: Bearer %s", secret);
+        } else if (cfg->auth_kind == CONFIG_AUTH_BASIC) {
+            if (config_read_secret(cfg->auth_password_file, cfg->auth_password_env, &secret, err)) {
+                free(p);
+                return NULL;
+            }
+            size_t n = strlen(cfg->auth_user) + strlen(secret) + 2;
+            char *up = malloc(n);
+            if (!up)
+                abort();
+            snprintf(up, n, "%s:%s", cfg->auth_user, secret);
+            /* base64 (standard alphabet, padded) */
+            static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            size_t ul = strlen(up), ol = 4 * ((ul + 2) / 3);
+            p->auth_header = malloc(ol + 32);
+            if (!p->auth_header)
+                abort();
+            char *o = p->auth_header + sprintf(p->auth_header, "Authorization: Basic ");
+            for (size_t i = 0; i < ul; i += 3) {
+                unsigned v = (unsigned char)up[i] << 16 | (i + 1 < ul ? (unsigned char)up[i + 1] << 8 : 0) |
+                             (i + 2 < ul ? (unsigned char)up[i + 2] : 0);
+                *o++ = b64[v >> 18 & 63];
+                *o++ = b64[v >> 12 & 63];
+                *o++ = i + 1 < ul ? b64[v >> 6 & 63] : '=';
+                *o++ = i + 2 < ul ? b64[v & 63] : '=';
+            }
+            *o = 0;
+            memset(up, 0, ul);
+            free(up);
+        }
+        if (secret) {
+            memset(secret, 0, strlen(secret));
+            free(secret);
+        }
+        p->bulk_timer = evtimer_new(d->base, on_bulk_status, p);
+    } else if (cfg->kind != CONFIG_SOURCE_FILES) {
         fhir_client_config cc = {
             .name = cfg->name, .base_url = cfg->base_url, .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
             .total_timeout_ms = cfg->timeout_s * 1000, .max_concurrent = (unsigned)cfg->concurrency,
@@ -730,6 +1085,13 @@ void poll_source_free(poll_source *p)
         return;
     if (p->timer)
         event_free(p->timer);
+    if (p->bulk_timer)
+        event_free(p->bulk_timer);
+    free(p->status_url);
+    if (p->auth_header) {
+        memset(p->auth_header, 0, strlen(p->auth_header));
+        free(p->auth_header);
+    }
     fhir_client_free(p->client); /* drops in-flight operations: their cursors never advanced */
     poll_reset(p);
     free(p);

@@ -3,8 +3,8 @@
 # daemon's verdicts compared to `cartgate screen` over the same cohort; incremental polling
 # (_lastUpdated cursors, only the changed patient re-screened); SIGTERM mid-poll loses nothing:
 # an abandoned poll leaves its cursors where they were and the next start resumes from them,
-# a drained poll finishes and persists them. Bulk: this build has no bulk strategy; a bulk
-# export folder is read by the files source (checked here with the NDJSON cohort files).
+# a drained poll finishes and persists them. Bulk: Group $export against the server's export; a bulk
+# export folder can also be read by the files source (checked with the NDJSON cohort files).
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 need_tools
@@ -19,7 +19,7 @@ fs.writeFileSync(process.argv[2], rows.map(r=>r.patient+"|"+r.category).sort().j
 [ "$(wc -l <"$TMP/expected.txt")" = $N ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
 centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
 
-start_server ehr --seed "$TMP/seed"
+start_server ehr --seed "$TMP/seed" --bulk-delay-ms 2500
 EHR=$BASE
 start_server slow --seed "$TMP/seed" --fault-mode latency --fault-latency 3000 --fault-path Observation
 SLOW=$BASE
@@ -111,6 +111,23 @@ verdicts_of "$TMP/files.db" >"$TMP/files.txt"
 diff "$TMP/expected.txt" "$TMP/files.txt" >"$TMP/files.diff" || fail "files verdicts differ: $(head "$TMP/files.diff")"
 ok "files: a bulk-export folder (NDJSON per type) gives the same $N verdicts"
 stop_daemon "$FPID"
+
+# ---- bulk: Group $export against the reference server ---------------------------------------------
+conf bulk "{\"name\":\"ehr-bulk\",\"kind\":\"bulk\",\"base_url\":\"$EHR\",\"group_id\":\"cohort\",\"interval_s\":2}"
+start_daemon bulk "$TMP/bulk.conf"
+BPID=$DPID
+wait_for "bulk: $N patients screened" 120 all_screened "$TMP/bulk.db"
+verdicts_of "$TMP/bulk.db" >"$TMP/bulk.txt"
+diff "$TMP/expected.txt" "$TMP/bulk.txt" >"$TMP/bulk.diff" || fail "bulk verdicts differ: $(head "$TMP/bulk.diff")"
+grep -q 'event=bulk.complete source=ehr-bulk status_polls=[1-9]' "$TMP/bulk.log" || fail "no status polling (Retry-After)"
+grep -q 'event=bulk.deleted source=ehr-bulk status=202' "$TMP/bulk.log" || fail "export job not deleted"
+tt=$(sqlite3 "$TMP/bulk.db" "SELECT value FROM cursors WHERE source='ehr-bulk' AND key='transactionTime'")
+[ -n "$tt" ] || fail "no transactionTime cursor"
+bulk_twice() { [ "$(grep -c 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log")" -ge 2 ]; }
+wait_for "a second bulk poll" 60 bulk_twice
+grep 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log" | sed -n 2p | grep -q 'changed=0 ' || fail "second export (_since) stored data again"
+ok "bulk: Group/cohort/\$export (_type, Retry-After status polling, manifest, streamed NDJSON, job deleted); $N verdicts equal to cartgate screen; _since=$tt on the next poll"
+stop_daemon "$BPID"
 
 # ---- SIGTERM mid-poll loses nothing -------------------------------------------------------------
 SRC_SLOW="{\"name\":\"slow\",\"kind\":\"search\",\"base_url\":\"$SLOW\",\"interval_s\":3600,\"page_size\":1000}"
