@@ -69,6 +69,7 @@ static double cpu_pid_s(pid_t pid)
 
 static pid_t server_pid;
 static char tmpdir[] = "/tmp/cartgate-bench-XXXXXX";
+static int tmpdir_made;
 
 static void stop_server(void)
 {
@@ -79,7 +80,7 @@ static void stop_server(void)
     }
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf %s", tmpdir);
-    if (strncmp(tmpdir, "/tmp/cartgate-bench-", 20) == 0 && !strchr(tmpdir, 'X'))
+    if (tmpdir_made)
         if (system(cmd) != 0)
             fprintf(stderr, "bench_client: could not remove %s\n", tmpdir);
 }
@@ -88,6 +89,8 @@ static int start_server(const char *src)
 {
     if (!mkdtemp(tmpdir))
         return -1;
+    tmpdir_made = 1;
+    atexit(stop_server);
     char seed[256], out[256], script[1024];
     snprintf(seed, sizeof seed, "%s/seed.ndjson", tmpdir);
     snprintf(out, sizeof out, "%s/port", tmpdir);
@@ -112,7 +115,6 @@ static int start_server(const char *src)
     }
     close(of);
     server_pid = pid;
-    atexit(stop_server);
     for (int i = 0; i < 600; i++) {
         f = fopen(out, "r");
         int port = 0;
