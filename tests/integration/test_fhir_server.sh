@@ -263,6 +263,15 @@ req GET "$BASE/Patient/$PID1"
 [ "$CODE" = 410 ] || fail "read after delete: $CODE"
 ok "update 200, delete 200, read after delete 410"
 
+# --- concurrency: 40 parallel conditional creates of one identifier -> one resource ----------
+echo '{"resourceType":"Patient","identifier":[{"system":"urn:test:mrn","value":"race-1"}]}' >"$TMP/race.json"
+seq 1 40 | xargs -P 16 -I{} curl -s -o /dev/null -w '%{http_code}\n' -X POST -H 'Content-Type: application/fhir+json' \
+  -H 'If-None-Exist: identifier=urn:test:mrn|race-1' --data-binary "@$TMP/race.json" "$BASE/Patient" >"$TMP/race.codes"
+[ "$(grep -c '^201$' "$TMP/race.codes")" = 1 ] && [ "$(grep -c '^200$' "$TMP/race.codes")" = 39 ] || fail "race: $(sort "$TMP/race.codes" | uniq -c | tr '\n' ' ')"
+req GET "$BASE/Patient?identifier=urn:test:mrn|race-1&_summary=count"
+[ "$(jget "$TMP/resp" 'd.total')" = 1 ] || fail "race left $(jget "$TMP/resp" 'd.total') resources"
+ok "40 concurrent conditional creates (16 in flight): one 201, 39 200, one resource"
+
 # --- Bulk Data $export ------------------------------------------------------------------------
 echo '{"resourceType":"Group","id":"g1","type":"person","actual":true,"member":[{"entity":{"reference":"Patient/p-old-0"}}]}' >"$TMP/group.json"
 req PUT "$BASE/Group/g1" "$TMP/group.json"
@@ -487,5 +496,27 @@ curl -s -o /dev/null "https://127.0.0.1:$PORT/fhir/metadata"
 rc=$?
 [ $rc = 60 ] || fail "https without CA: curl exit $rc"
 ok "HTTPS (--tls-cert/--tls-key): verified with the CA, refused without (curl exit 60)"
+
+
+# mTLS: --tls-client-ca requires a client certificate signed by that CA.
+kill -TERM "$PID"
+wait "$PID"
+openssl req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/ca.key" -out "$TMP/ca.crt" -days 1 -subj /CN=test-ca 2>/dev/null || fail "ca"
+openssl req -newkey rsa:2048 -nodes -keyout "$TMP/client.key" -out "$TMP/client.csr" -subj /CN=cartgate-client 2>/dev/null || fail "csr"
+openssl x509 -req -in "$TMP/client.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" -CAcreateserial -out "$TMP/client.crt" -days 1 2>/dev/null || fail "client cert"
+node "$SERVER_DIR/server.mjs" --port 0 --tls-cert "$TMP/tls.crt" --tls-key "$TMP/tls.key" --tls-client-ca "$TMP/ca.crt" >"$TMP/mtls.out" 2>"$TMP/mtls.err" &
+PID=$!
+PIDS+=("$PID")
+MTLS=(--cacert "$TMP/tls.crt" --cert "$TMP/client.crt" --key "$TMP/client.key")
+for _ in $(seq 1 300); do
+  PORT=$(head -n1 "$TMP/mtls.out" 2>/dev/null)
+  [ -n "$PORT" ] && [ "$(curl -s "${MTLS[@]}" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/healthz")" = 200 ] && break
+  sleep 0.1
+done
+CODE=$(curl -s "${MTLS[@]}" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/fhir/metadata")
+[ "$CODE" = 200 ] || fail "mTLS with client cert: $CODE"
+CODE=$(curl -s --cacert "$TMP/tls.crt" -o /dev/null -w '%{http_code}' "https://127.0.0.1:$PORT/fhir/metadata")
+[ "$CODE" = 000 ] || fail "mTLS without client cert: $CODE"
+ok "mTLS (--tls-client-ca): served with a client certificate, refused without"
 
 echo "PASS: $CHECKS checks"
