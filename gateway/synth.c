@@ -1474,9 +1474,17 @@ static void emit_reg_drug(render *R, const reg *g, const drug_def *dd)
     if (how == 2) {
         /* the Medication resource itself */
         begin(R, "Medication", medid, sizeof medid, "med");
-        b_puts(R, ",\"code\":{\"coding\":[");
-        b_coding(R, SYS_RXNORM, dd->rxcui, dd->key);
-        b_printf(R, "],\"text\":\"%s\"}", dd->key);
+        if (rng_pct(&R->r, 30)) { /* product named in text, ingredient coded */
+            b_printf(R, ",\"code\":{\"text\":\"%s\"}", dd->brand ? dd->brand : dd->key);
+            b_puts(R, ",\"ingredient\":[{\"itemCodeableConcept\":{\"coding\":[");
+            b_coding(R, SYS_RXNORM, dd->rxcui, dd->key);
+            b_puts(R, "]},\"isActive\":true}]");
+            add_noise(t, "medication_ingredient_only");
+        } else {
+            b_puts(R, ",\"code\":{\"coding\":[");
+            b_coding(R, SYS_RXNORM, dd->rxcui, dd->key);
+            b_printf(R, "],\"text\":\"%s\"}", dd->key);
+        }
         finish(R, "Medication", medid);
     }
     int style;
@@ -1500,7 +1508,11 @@ static void emit_reg_drug(render *R, const reg *g, const drug_def *dd)
                 b_printf(R, ",\"effectiveDateTime\":\"%s\"", dk);
             finish(R, "MedicationAdministration", id);
         }
-        return;
+        if (!rng_pct(&R->r, 15))
+            return;
+        /* the order behind the administrations as well: one exposure, not a new drug */
+        style = STYLE_REQUEST;
+        add_noise(t, "order_and_administration");
     }
     int copies = 1;
     if (style == STYLE_REQUEST && rng_pct(&R->r, 8)) {
