@@ -1284,7 +1284,19 @@ static void therapy_facts(builder *b)
                 set_add(p, "prior_classes", map_class_key((map_class)ci));
     }
     /* drugs outside any line (e.g. a lone steroid) are not "therapy received" */
-    const char *lines_ev = p->nlines ? "from the lines of therapy" : "no antineoplastic therapy recorded";
+    for (size_t k = 0; k < p->nlines && k < 12; k++) {
+        const map_line *l = &p->lines[k];
+        char s1[16];
+        fmt_day(l->start_days, s1, sizeof s1);
+        fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
+        for (size_t i = 0; i < l->ndrugs; i++)
+            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+        if (l->has_auto_hct || l->has_allo_hct)
+            fhir_buf_printf(&ev, "%s%s HCT", l->ndrugs ? " -> " : "", l->has_auto_hct ? "auto" : "allo");
+        if (l->is_car_t && !l->ndrugs)
+            fhir_buf_puts(&ev, "CAR T");
+    }
+    const char *lines_ev = p->nlines ? astr(p, "%s", fhir_buf_cstr(&ev)) : "no antineoplastic therapy recorded";
     F(p, "prior_classes")->evidence = lines_ev;
     F(p, "prior_drugs")->evidence = lines_ev;
     if (p->nlines) {
