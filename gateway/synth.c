@@ -473,15 +473,42 @@ static cond *add_cond(truth *t, const char *concept, int64_t onset)
     return c;
 }
 
+/* US approval date of each product:indication in its current wording (clinical.md §1.1;
+ * where the reference gives only the month, the 1st, or the day it calls UNCONFIRMED).
+ * Before that date the indication is not on the label, so it is not expected. */
+static const struct approval {
+    const char *pi;
+    int y, m, d;
+} APPROVALS[] = {
+    {"tisa-cel:ALL", 2017, 8, 30},     {"tisa-cel:LBCL-3L", 2018, 5, 1},
+    {"tisa-cel:FL-3L", 2022, 5, 27},   {"axi-cel:LBCL-2L", 2022, 4, 1},
+    {"axi-cel:LBCL-3L", 2017, 10, 18}, {"axi-cel:FL-3L", 2021, 3, 5},
+    {"brexu-cel:MCL", 2020, 7, 24},    {"brexu-cel:ALL", 2021, 10, 1},
+    {"liso-cel:LBCL-3L", 2021, 2, 5},  {"liso-cel:LBCL-2L", 2022, 6, 24},
+    {"liso-cel:LBCL-2L-TI", 2022, 6, 24}, {"liso-cel:CLL", 2024, 3, 14},
+    {"liso-cel:FL-3L", 2024, 5, 15},   {"liso-cel:MCL", 2024, 5, 30},
+    {"liso-cel:MZL", 2025, 12, 4},     {"ide-cel:MM-3L", 2024, 4, 4},
+    {"cilta-cel:MM-2L", 2024, 4, 5},   {"obe-cel:ALL", 2024, 11, 8},
+};
+
+static bool approved(const truth *t, const char *pi)
+{
+    for (size_t i = 0; i < sizeof APPROVALS / sizeof APPROVALS[0]; i++)
+        if (!strcmp(APPROVALS[i].pi, pi))
+            return t->as_of >= fhir_clock_days_from_civil(APPROVALS[i].y, (unsigned)APPROVALS[i].m,
+                                                          (unsigned)APPROVALS[i].d);
+    abort(); /* broken invariant: a scenario names an unknown indication */
+}
+
 static void expect(truth *t, const char *pi)
 {
-    if (t->nexpect < (int)NELEM(t->expect))
+    if (approved(t, pi) && t->nexpect < (int)NELEM(t->expect))
         t->expect[t->nexpect++] = pi;
 }
 
 static void possible(truth *t, const char *pi)
 {
-    if (t->npossible < (int)NELEM(t->possible))
+    if (approved(t, pi) && t->npossible < (int)NELEM(t->possible))
         t->possible[t->npossible++] = pi;
 }
 
@@ -814,8 +841,10 @@ static void s_ball_adult(truth *t, rng *r)
     adult(t, r, 28, 75);
     int64_t s1 = t->as_of - rng_int(r, 400, 700);
     add_cond(t, "b_all", s1 - 7);
-    line_iv(t, 1, s1, 8, HCVAD);
+    int64_t e1 = line_iv(t, 1, s1, 8, HCVAD);
     add_evt(t, s1 + 35, EVT_RESPONSE);
+    if (rng_pct(r, 50)) /* consolidation with an allogeneic HCT in first remission */
+        add_proc(t, e1 + rng_int(r, 30, 50), PROC_ALLO_HCT);
     add_evt(t, t->as_of - rng_int(r, 10, 40), EVT_PROGRESSION);
     expect(t, "brexu-cel:ALL");
     expect(t, "obe-cel:ALL");
@@ -902,7 +931,8 @@ static void s_pcnsl(truth *t, rng *r)
     int64_t e2 = line_iv(t, 2, p1 + 14, 4, R_ARAC);
     add_evt(t, e2 + rng_int(r, 10, 40), EVT_PROGRESSION);
     /* Yescarta's PCNSL limitation was removed Feb 6, 2026 (clinical.md §1.1 row 5). */
-    expect(t, "axi-cel:LBCL-3L");
+    if (t->as_of >= fhir_clock_days_from_civil(2026, 2, 6))
+        expect(t, "axi-cel:LBCL-3L");
 }
 
 static void s_hl(truth *t, rng *r)
@@ -1572,9 +1602,17 @@ static void emit_procedure(render *R, const proc *p)
         b_coding(R, SYS_SNOMED, "425843001", "Allogeneic peripheral blood stem cell transplant");
         b_puts(R, "],\"text\":\"Allogeneic stem cell transplant\"}");
         break;
-    default: /* codes.md §4.1 CPT 38228 (S, from 2025) / §4.3 ICD-10-PCS XW033H7 (C) */
-        if (v == 0)
+    default: /* codes.md §4.1 CPT 38228 (S, from 2025; 0540T before) / §4.3 ICD-10-PCS
+              * XW033H7 (C, from Oct 2021; XW033C3 before) */
+        if (v == 0 && p->day >= fhir_clock_days_from_civil(2025, 1, 1))
             b_coding(R, SYS_CPT, "38228", "CAR-T cell administration, autologous");
+        else if (v == 0)
+            b_coding(R, SYS_CPT, "0540T", "CAR-T cell administration, autologous");
+        else if (p->day < fhir_clock_days_from_civil(2021, 10, 1))
+            b_coding(R, SYS_ICD10PCS, "XW033C3",
+                     "Introduction of engineered autologous chimeric antigen receptor t-cell "
+                     "immunotherapy into peripheral vein, percutaneous approach, new technology "
+                     "group 3");
         else {
             R->t->cart_product = true;
             b_coding(R, SYS_ICD10PCS, "XW033H7",
