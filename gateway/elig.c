@@ -2010,20 +2010,14 @@ static bool gate_is_disease(const elig_ruleset *rs, uint32_t ni)
     return role && !strcmp(role, "disease");
 }
 
-/* Writes indication i's explanation (no newline). */
+/* Writes the explanation of eligible / possibly eligible indication i (no newline). */
 static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
                         size_t i, fhir_buf *b)
 {
     const eind *ind = &rs->inds[i];
     const enode *root = &rs->nodes[ind->root];
     fhir_buf_printf(b, "%s %s:", ind->key, elig_category_name((elig_category)r->cat[i]));
-    if (r->cat[i] == ELIG_NOT_ELIGIBLE) {
-        uint32_t g = (uint32_t)r->failed[i];
-        bool first = true;
-        fhir_buf_printf(b, " fails '%s' (", node_label(rs, g));
-        describe(rs, fs, r->out, g, true, b, &first);
-        fhir_buf_putc(b, ')');
-    } else {
+    { /* eligible or possibly eligible: every gate with its facts */
         uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
         bool sep = false;
         for (uint32_t k = 0; k < ng; k++) {
@@ -2050,20 +2044,53 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
 {
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
-    /* indications excluded by their disease gate are summarised on one line */
+    /* indications excluded by their disease gate are summarised on one line; other
+     * not_eligible indications failing the same gate on the same facts share a line */
     int first_dis = -1;
+    char **fails = xcalloc(rs->ninds, sizeof *fails);
+    for (size_t i = 0; i < rs->ninds; i++)
+        if (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i])) {
+            bool first = true;
+            fhir_buf_reset(&b);
+            fhir_buf_printf(&b, "fails '%s' (", node_label(rs, (uint32_t)r->failed[i]));
+            describe(rs, fs, r->out, (uint32_t)r->failed[i], true, &b, &first);
+            fhir_buf_putc(&b, ')');
+            fails[i] = xstrdup(fhir_buf_cstr(&b));
+        }
     for (size_t i = 0; i < rs->ninds; i++) {
         if (r->cat[i] == ELIG_NOT_IN_FORCE)
             continue;
-        if (r->cat[i] == ELIG_NOT_ELIGIBLE && gate_is_disease(rs, (uint32_t)r->failed[i])) {
+        if (r->cat[i] == ELIG_NOT_ELIGIBLE && !fails[i]) {
             if (first_dis < 0)
                 first_dis = (int)i;
             continue;
         }
         fhir_buf_reset(&b);
-        explain_ind(rs, fs, r, i, &b);
+        if (!fails[i]) {
+            explain_ind(rs, fs, r, i, &b);
+            emit(ud, fhir_buf_cstr(&b), b.len);
+            continue;
+        }
+        if (!fails[i][0])
+            continue; /* already written with an earlier indication */
+        size_t same = 0;
+        for (size_t j = i; j < rs->ninds; j++)
+            if (fails[j] && !strcmp(fails[j], fails[i])) {
+                fhir_buf_printf(&b, "%s%s", same ? "," : "", rs->inds[j].key);
+                same++;
+            }
+        fhir_buf_printf(&b, " not_eligible: %s", fails[i]);
+        if (same == 1)
+            fhir_buf_printf(&b, " | source: %s, rev. %s", rs->inds[i].src_doc,
+                            rs->inds[i].src_rev);
+        for (size_t j = i + 1; j < rs->ninds; j++)
+            if (fails[j] && !strcmp(fails[j], fails[i]))
+                fails[j][0] = 0;
         emit(ud, fhir_buf_cstr(&b), b.len);
     }
+    for (size_t i = 0; i < rs->ninds; i++)
+        free(fails[i]);
+    free(fails);
     if (first_dis >= 0) {
         fhir_buf_reset(&b);
         fhir_buf_puts(&b, "not the disease of the label for");

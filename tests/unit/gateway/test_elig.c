@@ -627,6 +627,38 @@ static void test_no_heme_disease(void **state)
     run(f, &p, AS_OF);
     assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
     assert_int_equal(elig_result_urgency(f->r), ELIG_URGENCY_NONE);
+    /* a documented non-heme disease excludes on the disease gate even when every other
+     * fact is unknown, and the explanation says so on one line */
+    tp only;
+    memset(&only, 0, sizeof only);
+    tp_set(&only, "diseases", "non_heme");
+    tp_bool(&only, "deceased", true);
+    run(f, &only, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
+    for (size_t i = 0; i < elig_ruleset_count(f->rs); i++) {
+        const char *g = elig_result_ind_failed(f->rs, f->r, i);
+        assert_non_null(g);
+        assert_null(strstr(g, "alive"));
+    }
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    elig_result_write_explanation(f->rs, f->fs, f->r, &b);
+    assert_non_null(strstr(fhir_buf_cstr(&b), "not the disease of the label for axi-cel:FL-3L,"));
+    assert_null(strstr(fhir_buf_cstr(&b), "alive"));
+    fhir_buf_free(&b);
+    /* a deceased lymphoma patient: one shared line for every indication failing 'alive' */
+    e_tisa_lbcl(&p);
+    tp_bool(&p, "deceased", true);
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
+    fhir_buf_init(&b, 0);
+    elig_result_write_explanation(f->rs, f->fs, f->r, &b);
+    const char *x = fhir_buf_cstr(&b);
+    const char *alive = strstr(x, "not_eligible: fails 'patient alive' (deceased=true");
+    assert_non_null(alive);
+    assert_null(strstr(alive + strlen("not_eligible: fails"), "fails 'patient alive'"));
+    assert_non_null(strstr(x, "axi-cel:LBCL-2L,axi-cel:LBCL-3L,liso-cel:LBCL-2L,"));
+    fhir_buf_free(&b);
     /* nothing known at all: possibly eligible everywhere, never excluded */
     tp empty;
     memset(&empty, 0, sizeof empty);
