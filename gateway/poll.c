@@ -280,7 +280,8 @@ static void files_poll(poll_source *p)
         names[n++] = xstrdup(e->d_name);
     }
     closedir(dh);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n)
+        qsort(names, n, sizeof *names, cmp_str);
     size_t done = 0, bad = 0;
     for (size_t i = 0; i < n; i++) {
         char full[4096];
