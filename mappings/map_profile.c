@@ -1384,6 +1384,13 @@ static void therapy_facts(builder *b)
         set_unknown(p, "relapsed", P->n ? "progression documented only during or right after therapy (no response documented)"
                                         : "no disease status documented");
 
+    if (!p->nlines && P->n) {
+        /* Relapse or progression without any recorded therapy: the treatment happened
+         * outside this record. Zero lines would be a guess that could exclude a candidate,
+         * so the count becomes unknown for a clinician to check. */
+        set_unknown(p, "lines", astr(p, "%s %s documented but no antineoplastic therapy recorded: prior lines may be "
+                                        "outside this record", pv[0].ref, pv[0].what));
+    }
     if (!p->nlines) {
         set_unknown(p, "refractory", "no line of therapy");
         set_unknown(p, "primary_refractory", "no line of therapy");

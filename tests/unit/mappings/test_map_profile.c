@@ -440,6 +440,15 @@ static void test_relapse_coded_condition(void **s)
           "2024-01-01");
     expect_str(&t, "primary_disease", "mm");
     expect_bool(&t, "relapsed", true);
+    /* relapse with no therapy on record: the treatment was elsewhere, so lines is unknown */
+    expect_unknown(&t, "lines");
+    expect_evidence(&t, "lines", "outside this record");
+    done(&t);
+    /* the same with a progression status and no therapy */
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C83.30", "DLBCL", "active", "2022-12-01") ","
+              STATUS("s1", "271299001", "2023-05-20") "]",
+          "2024-01-15");
+    expect_unknown(&t, "lines");
     done(&t);
 }
 
