@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# ctest-label: node  (tests the Node reference server only; scripts/test runs it once)
 # Integration test of the reference FHIR server (tests/fhir-server): starts it on a random
 # loopback port and checks CRUD, validation, paging, conditional create, atomic transactions,
 # _lastUpdated, SMART Backend Services (RS384 signed with openssl, ES384 with node:crypto),
