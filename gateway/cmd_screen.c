@@ -34,25 +34,6 @@ static void screen_usage(FILE *f)
             "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.\n");
 }
 
-/* Fact lookup for the engine: the profile's facts, plus the anchor-specific relapse interval
- * answered from the profile's configured anchor when the profile does not publish it. */
-typedef struct screen_facts {
-    const map_profile *p;
-    const char *anchor;   /* "start" | "end" | other: the profile was built with this anchor */
-} screen_facts;
-
-static const map_fact *screen_fact(void *ud, const char *name)
-{
-    screen_facts *s = ud;
-    const map_fact *f = map_profile_fact(s->p, name);
-    if (f)
-        return f;
-    static const char pre[] = "relapse_months_after_1l_";
-    if (!strncmp(name, pre, sizeof pre - 1) && !strcmp(name + sizeof pre - 1, s->anchor))
-        return map_profile_fact(s->p, "relapse_months_after_1l");
-    return NULL;
-}
-
 typedef struct row {
     char *id;
     char *text[6]; /* patient, category, urgency, products, missing, flags */
@@ -222,17 +203,7 @@ int cmd_screen(int argc, char **argv)
         }
     }
     /* the profile computes relapse_months_after_1l from the anchor the criteria ask for */
-    const char *anchor = elig_ruleset_param(rs, "lbcl_1l_anchor");
-    if (!anchor)
-        anchor = "";
-    if (!strcmp(anchor, "end"))
-        o.relapse_anchor_end = 1;
-    else if (!strcmp(anchor, "start"))
-        o.relapse_anchor_end = 0;
-    else
-        anchor = o.relapse_anchor_end ? "end" : "start";
-    char anchor_buf[16];
-    snprintf(anchor_buf, sizeof anchor_buf, "%s", anchor);
+    elig_profile_opts_apply(rs, &o);
 
     map_tables *t = map_tables_load(mdir, &err);
     if (!t) {
@@ -270,8 +241,9 @@ int cmd_screen(int argc, char **argv)
                 rc = 1;
                 continue;
             }
-            screen_facts sf = {p, anchor_buf};
-            elig_factset_fill(fs, screen_fact, &sf);
+            elig_profile_source src;
+            elig_profile_source_init(&src, p, &o);
+            elig_factset_fill(fs, elig_profile_fact, &src);
             elig_evaluate(rs, fs, o.as_of_days, res);
             counts[elig_result_category(res)]++;
             if (json) {

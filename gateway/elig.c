@@ -23,7 +23,7 @@
  * The fact vocabulary (mappings/FACTS.md) comes from the profile module: map_fact_lookup() and
  * map_fact_code_valid(). Facts the eligibility engine added to FACTS.md that the profile does
  * not publish yet are listed here; `cartgate screen` answers them from the profile's own
- * relapse interval (see cmd_screen.c). Drop a line once the profile knows the fact.
+ * relapse interval (elig_profile_fact). Drop a line once the profile knows the fact.
  * ====================================================================================== */
 
 static const struct {
@@ -1609,6 +1609,38 @@ int elig_factset_set(elig_factset *fs, const char *name, const map_fact *f)
         if (!strcmp(fs->rs->facts[i].name, name))
             return set_index(fs, i, f);
     return -1;
+}
+
+/* ======================================================================================
+ * The clinical profile as fact source.
+ * ====================================================================================== */
+
+void elig_profile_opts_apply(const elig_ruleset *rs, map_profile_opts *o)
+{
+    const char *anchor = elig_ruleset_param(rs, "lbcl_1l_anchor");
+    if (anchor && !strcmp(anchor, "end"))
+        o->relapse_anchor_end = 1;
+    else if (anchor && !strcmp(anchor, "start"))
+        o->relapse_anchor_end = 0;
+}
+
+void elig_profile_source_init(elig_profile_source *s, const map_profile *p,
+                              const map_profile_opts *o)
+{
+    s->p = p;
+    snprintf(s->anchor, sizeof s->anchor, "%s", o->relapse_anchor_end ? "end" : "start");
+}
+
+const map_fact *elig_profile_fact(void *ud, const char *name)
+{
+    const elig_profile_source *s = ud;
+    const map_fact *f = map_profile_fact(s->p, name);
+    if (f)
+        return f;
+    static const char pre[] = "relapse_months_after_1l_";
+    if (!strncmp(name, pre, sizeof pre - 1) && !strcmp(name + sizeof pre - 1, s->anchor))
+        return map_profile_fact(s->p, "relapse_months_after_1l");
+    return NULL;
 }
 
 /* ======================================================================================

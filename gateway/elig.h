@@ -118,6 +118,29 @@ void elig_factset_clear(elig_factset *fs);
  * criteria (nothing to set) or the type differs, else 0. */
 int elig_factset_set(elig_factset *fs, const char *name, const map_fact *f);
 
+/* ---- the clinical profile as fact source -------------------------------------------------- */
+
+struct map_profile;
+struct map_profile_opts;
+
+/* Lookup over a clinical profile (mappings/map_profile.h) for elig_factset_fill(): the
+ * profile's facts, plus the anchor-specific LBCL relapse interval
+ * (relapse_months_after_1l_start / _end) answered from the profile's own interval when the
+ * profile does not publish it. Fill with elig_profile_source_init(); p is borrowed. */
+typedef struct elig_profile_source {
+    const struct map_profile *p;
+    char anchor[8];        /* "start" | "end": the anchor the profile was built with */
+} elig_profile_source;
+
+/* Sets o->relapse_anchor_end from the criteria parameter lbcl_1l_anchor ("end" -> 1,
+ * "start" -> 0, "profile" leaves o as it is), so the profile and the criteria agree. */
+void elig_profile_opts_apply(const elig_ruleset *rs, struct map_profile_opts *o);
+/* Call after elig_profile_opts_apply(), with the options the profile was built with. */
+void elig_profile_source_init(elig_profile_source *s, const struct map_profile *p,
+                              const struct map_profile_opts *o);
+/* An elig_fact_fn: ud is an elig_profile_source. */
+const map_fact *elig_profile_fact(void *ud, const char *name);
+
 /* ---- evaluation ------------------------------------------------------------------------- */
 
 typedef struct elig_result elig_result;

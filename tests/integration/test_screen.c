@@ -458,6 +458,41 @@ static void test_screen_never_drops_candidates(void **state)
     free(out);
 }
 
+static void test_screen_param_override(void **state)
+{
+    (void)state;
+    int rc;
+    char *argv[] = {(char *)bin, "screen", "--json", "--as-of", AS_OF, "--param",
+                    "lbcl_1l_anchor=start", cohort, NULL};
+    char *out = NULL, *err = NULL;
+    rc = support_run(argv, &out, &err, 300);
+    assert_int_equal(rc, 0);
+    char *argv2[] = {(char *)bin, "screen", "--json", "--as-of", AS_OF, cohort, NULL};
+    char *def = NULL, *err2 = NULL;
+    rc = support_run(argv2, &def, &err2, 300);
+    assert_int_equal(rc, 0);
+    free(err2);
+    /* a different rule set (hash) and, for LBCL relapses 7-12 months after the start of
+     * line 1, fewer second-line verdicts: never more */
+    char h1[96] = "", h2[96] = "";
+    const char *p1 = strstr(out, "\"ruleset\":\""), *p2 = strstr(def, "\"ruleset\":\"");
+    assert_non_null(p1);
+    assert_non_null(p2);
+    snprintf(h1, sizeof h1, "%.80s", p1);
+    snprintf(h2, sizeof h2, "%.80s", p2);
+    assert_string_not_equal(h1, h2);
+    size_t n_start = 0, n_end = 0;
+    for (const char *s = out; (s = strstr(s, "\"axi-cel:LBCL-2L\"")); s++)
+        n_start++;
+    for (const char *s = def; (s = strstr(s, "\"axi-cel:LBCL-2L\"")); s++)
+        n_end++;
+    assert_true(n_start <= n_end);
+    assert_true(n_end > 0);
+    free(out);
+    free(err);
+    free(def);
+}
+
 static void test_screen_table(void **state)
 {
     (void)state;
@@ -507,6 +542,7 @@ int main(void)
         cmocka_unit_test(test_properties_on_cohort),
         cmocka_unit_test(test_screen_json_deterministic),
         cmocka_unit_test(test_screen_never_drops_candidates),
+        cmocka_unit_test(test_screen_param_override),
         cmocka_unit_test(test_screen_table),
         cmocka_unit_test(test_screen_bad_criteria),
     };
