@@ -58,9 +58,9 @@ static void generate(const char *path, size_t mb)
             "\"code\":\"%s\",\"display\":\"%s\"}]},\"subject\":{\"reference\":\"Patient/p%llu\"},"
             "\"effectiveDateTime\":\"2026-0%d-1%dT07:%02d:00Z\",\"valueQuantity\":{\"value\":%d.%02d,\"unit\":\"%s\","
             "\"system\":\"http://unitsofmeasure.org\",\"code\":\"%s\"}}\n",
-            (unsigned long long)i, 1 + (int)(r >> 20) % 9, (int)(r >> 24) % 10, (int)(r >> 28) % 60,
+            (unsigned long long)i, 1 + (int)((r >> 20) % 9), (int)((r >> 24) % 10), (int)((r >> 28) % 60),
             labs[k].loinc, labs[k].display, (unsigned long long)(r >> 32) % 100000,
-            1 + (int)(r >> 20) % 9, (int)(r >> 24) % 10, (int)(r >> 28) % 60, v / 100, v % 100,
+            1 + (int)((r >> 20) % 9), (int)((r >> 24) % 10), (int)((r >> 28) % 60), v / 100, v % 100,
             labs[k].unit, labs[k].unit);
         written += (size_t)n;
     }
@@ -201,6 +201,7 @@ int main(int argc, char **argv)
     printf("raw yajl scan:        %8.1f MB/s  peak RSS %6.1f MiB\n", size_mb / m_raw, rss_raw / 1024.0);
     printf("cartgate NDJSON+tree: %8.1f MB/s  peak RSS %6.1f MiB\n", size_mb / m_cg, rss_cg / 1024.0);
     printf("ratio (cartgate/raw): %.2f\n", m_raw / m_cg);
-    unlink(path);
+    if (!getenv("CARTGATE_BENCH_KEEP"))
+        unlink(path);
     return 0;
 }

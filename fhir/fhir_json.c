@@ -151,17 +151,10 @@ static int cb_boolean(void *ctx, int v)
     return add(p, fhir_node_new_bool(p->a, v != 0));
 }
 
-/* One arena allocation for a scalar node and its NUL-terminated text. */
 static int add_text(parser *p, fhir_kind k, const char *s, size_t n)
 {
-    fhir_node *node = fhir_arena_alloc(p->a, sizeof *node + n + 1);
-    if (!node)
-        return out_of_arena(p);
-    char *t = (char *)(node + 1);
-    memcpy(t, s, n);
-    t[n] = '\0';
-    *node = (fhir_node){.kind = k, .len = (uint32_t)n, .text = t};
-    return add(p, node);
+    fhir_node *node = k == FHIR_STRING ? fhir_node_new_strn(p->a, s, n) : fhir_node_new_num(p->a, s, n);
+    return node ? add(p, node) : out_of_arena(p);
 }
 
 static int cb_number(void *ctx, const char *s, size_t n)

@@ -258,22 +258,23 @@ const char *fhir_node_resource_id(const fhir_node *res)
 
 fhir_node *fhir_node_new(fhir_arena *a, fhir_kind k)
 {
-    fhir_node *n = fhir_arena_calloc(a, sizeof *n);
+    fhir_node *n = fhir_arena_alloc(a, sizeof *n);
     if (n)
-        n->kind = k;
+        *n = (fhir_node){.kind = k};
     return n;
 }
 
+/* One arena allocation for a scalar node and its NUL-terminated text. */
 static fhir_node *new_text(fhir_arena *a, fhir_kind k, const char *s, size_t len)
 {
-    fhir_node *n = fhir_node_new(a, k);
+    fhir_node *n = fhir_arena_alloc(a, sizeof *n + len + 1);
     if (!n)
         return NULL;
-    char *t = fhir_arena_strndup(a, s, len);
-    if (!t)
-        return NULL;
-    n->text = t;
-    n->len = (uint32_t)len;
+    char *t = (char *)(n + 1);
+    if (len)
+        memcpy(t, s, len);
+    t[len] = '\0';
+    *n = (fhir_node){.kind = k, .len = (uint32_t)len, .text = t};
     return n;
 }
 
@@ -346,17 +347,12 @@ fhir_node *fhir_node_clone(fhir_arena *a, const fhir_node *n)
 {
     if (!n)
         return NULL;
-    fhir_node *c = fhir_node_new(a, n->kind);
+    fhir_node *c = n->kind == FHIR_STRING || n->kind == FHIR_NUMBER
+                       ? new_text(a, n->kind, n->text, n->len)
+                       : fhir_node_new(a, n->kind);
     if (!c)
         return NULL;
     c->boolean = n->boolean;
-    if (n->kind == FHIR_STRING || n->kind == FHIR_NUMBER) {
-        char *t = fhir_arena_strndup(a, n->text, n->len);
-        if (!t)
-            return NULL;
-        c->text = t;
-        c->len = n->len;
-    }
     for (const fhir_node *ch = fhir_node_first(n); ch; ch = ch->next) {
         fhir_node *cc = fhir_node_clone(a, ch);
         if (!cc || !fhir_node_append(a, c, ch->key, ch->key_len, cc))
