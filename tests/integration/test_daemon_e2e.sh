@@ -25,7 +25,7 @@ cat >"$TMP/e2e.conf" <<EOF
   "centers": {"file": "$TMP/centers.json"},
   "criteria": {"dir": "$SRC/conf/criteria"},
   "as_of": "2026-11-01",
-  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 2},
+  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 10},
   "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 5, "page_size": 500}]
 }
 EOF
