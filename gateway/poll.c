@@ -1088,7 +1088,12 @@ void poll_source_free(poll_source *p)
         event_free(p->timer);
     if (p->bulk_timer)
         event_free(p->bulk_timer);
-    free(p->status_url);
+    if (p->status_url) {
+        /* an export abandoned at shutdown or reload: ask the server to drop the job (its data
+         * was never stored and the cursor never advanced, so the next poll starts over) */
+        fhir_log(FHIR_LOG_INFO, "bulk.abandoned", "source=%s", p->cfg->name);
+        bulk_delete_job(p);
+    }
     if (p->auth_header) {
         memset(p->auth_header, 0, strlen(p->auth_header));
         free(p->auth_header);
