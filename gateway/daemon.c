@@ -19,7 +19,7 @@
 #include "fhir_json.h"
 #include "fhir_log.h"
 #include "map_profile.h"
-#include "poll.h"
+#include "poll_source.h"
 #include "referral.h"
 
 #define SCREEN_MAX_RESOURCES 100000

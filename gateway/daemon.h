@@ -8,7 +8,7 @@
  * SIGHUP reloads the configuration file, the criteria and the center directory together;
  * an invalid new version is refused (error logged), the running one is kept.
  *
- * The struct is shared by the daemon's own modules (daemon.c, poll.c, admin.c); nothing else
+ * The struct is shared by the daemon's own modules (daemon.c, poll_source.c, admin.c); nothing else
  * should reach into it. */
 #ifndef DAEMON_H
 #define DAEMON_H

@@ -1,4 +1,4 @@
-/* poll — the discovery strategies of one source (config_source), each on the daemon's loop:
+/* poll_source — the discovery strategies of one source (config_source), each on the daemon's loop:
  *
  *   files:  every *.json (resource or Bundle) / *.ndjson / *.jsonl file in the drop folder,
  *           oldest name first, is stored in one transaction, then moved to done/ (or, when
@@ -17,8 +17,8 @@
  *
  * A poll never overlaps itself; the next one is scheduled interval_s after the previous
  * ended. Counters go to the daemon's metrics. */
-#ifndef POLL_H
-#define POLL_H
+#ifndef POLL_SOURCE_H
+#define POLL_SOURCE_H
 
 #include <stdbool.h>
 

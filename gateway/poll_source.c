@@ -1,5 +1,5 @@
-/* poll — discovery strategies of one source (see poll.h). */
-#include "poll.h"
+/* poll_source — discovery strategies of one source (see poll_source.h). */
+#include "poll_source.h"
 
 #include <curl/curl.h>
 #include <dirent.h>
