@@ -8,6 +8,7 @@
 #include "fhir_client.h"
 
 #include <ctype.h>
+#include <stddef.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +37,11 @@
 
 typedef enum op_kind { OP_USER, OP_PAGE, OP_DISCOVERY, OP_TOKEN } op_kind;
 
+/* Extra response headers captured for the result (besides Location, ETag, Retry-After). */
+enum { H_CONTENT_LOCATION, H_X_PROGRESS, H_EXPIRES, H_CONTENT_TYPE, H_COUNT };
+static const char *const extra_headers[H_COUNT] = {"content-location", "x-progress", "expires",
+                                                   "content-type"};
+
 typedef struct search search;
 typedef struct op op;
 
@@ -53,6 +59,14 @@ struct op {
     char *if_match;
     char *prefer;
     bool not_idempotent;
+    bool accept_202;
+    char *accept;         /* Accept override or NULL */
+    long timeout_ms;      /* per attempt; 0 = client's */
+    /* streaming GET */
+    fhir_client_chunk_cb chunk_cb;
+    size_t stream_max;
+    uint64_t delivered;   /* body bytes handed to chunk_cb over all attempts */
+    bool chunk_stopped;
     bool auth_retried;
     uint64_t auth_gen;
     unsigned attempts;
@@ -73,6 +87,7 @@ struct op {
     char *retry_after;
     char *location;
     char *etag;
+    char *hdr[H_COUNT];
     fhir_arena *arena;
     struct event *retry_timer;
     /* completion */
@@ -296,7 +311,34 @@ void fhir_client_result_free(fhir_client_result *r)
     fhir_arena_free(r->arena);
     free(r->location);
     free(r->etag);
+    free(r->content_location);
+    free(r->retry_after);
+    free(r->x_progress);
+    free(r->expires);
+    free(r->content_type);
     free(r);
+}
+
+const char *fhir_client_result_header(const fhir_client_result *r, const char *name)
+{
+    if (!r || !name)
+        return NULL;
+    static const struct {
+        const char *name;
+        size_t off;
+    } map[] = {
+        {"location", offsetof(fhir_client_result, location)},
+        {"etag", offsetof(fhir_client_result, etag)},
+        {"content-location", offsetof(fhir_client_result, content_location)},
+        {"retry-after", offsetof(fhir_client_result, retry_after)},
+        {"x-progress", offsetof(fhir_client_result, x_progress)},
+        {"expires", offsetof(fhir_client_result, expires)},
+        {"content-type", offsetof(fhir_client_result, content_type)},
+    };
+    for (size_t i = 0; i < sizeof map / sizeof map[0]; i++)
+        if (!strcasecmp(name, map[i].name))
+            return *(char *const *)((const char *)r + map[i].off);
+    return NULL;
 }
 
 static fhir_client_result *result_new(void)
@@ -376,6 +418,7 @@ static bool ci_prefix(const char *s, size_t n, const char *name)
     return n > k && !strncasecmp(s, name, k) && s[k] == ':';
 }
 
+/* The trimmed value, or NULL when longer than FHIR_CLIENT_HEADER_MAX (dropped, not cut). */
 static char *header_value(const char *s, size_t n, size_t name_len)
 {
     const char *v = s + name_len + 1;
@@ -384,7 +427,21 @@ static char *header_value(const char *s, size_t n, size_t name_len)
         v++;
     while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
         end--;
+    if ((size_t)(end - v) > FHIR_CLIENT_HEADER_MAX)
+        return NULL;
     return xstrndup(v, (size_t)(end - v));
+}
+
+static void free_headers(op *o)
+{
+    free(o->retry_after);
+    free(o->location);
+    free(o->etag);
+    o->retry_after = o->location = o->etag = NULL;
+    for (int i = 0; i < H_COUNT; i++) {
+        free(o->hdr[i]);
+        o->hdr[i] = NULL;
+    }
 }
 
 static void reset_response(op *o)
@@ -402,10 +459,8 @@ static void reset_response(op *o)
         o->stream = NULL;
     }
     o->parsed = NULL;
-    free(o->retry_after);
-    free(o->location);
-    free(o->etag);
-    o->retry_after = o->location = o->etag = NULL;
+    o->chunk_stopped = false;
+    free_headers(o);
     if (o->arena)
         fhir_arena_reset(o->arena);
 }
@@ -418,21 +473,23 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
         /* new status line (also after 100 Continue): forget earlier headers */
         const char *sp = memchr(buf, ' ', n);
         o->status = sp ? strtol(sp + 1, NULL, 10) : 0;
-        free(o->retry_after);
-        free(o->location);
-        free(o->etag);
-        o->retry_after = o->location = o->etag = NULL;
+        free_headers(o);
     } else if (ci_prefix(buf, n, "retry-after")) {
         free(o->retry_after);
         o->retry_after = header_value(buf, n, 11);
     } else if (ci_prefix(buf, n, "location")) {
         free(o->location);
         o->location = header_value(buf, n, 8);
-    } else if (ci_prefix(buf, n, "content-location") && !o->location) {
-        /* not used */
     } else if (ci_prefix(buf, n, "etag")) {
         free(o->etag);
         o->etag = header_value(buf, n, 4);
+    } else {
+        for (int i = 0; i < H_COUNT; i++)
+            if (ci_prefix(buf, n, extra_headers[i])) {
+                free(o->hdr[i]);
+                o->hdr[i] = header_value(buf, n, strlen(extra_headers[i]));
+                break;
+            }
     }
     return n;
 }
@@ -440,7 +497,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 static bool want_stream(const op *o)
 {
     return (o->kind == OP_USER || o->kind == OP_PAGE) && o->c->format == FHIR_FORMAT_JSON &&
-           o->status >= 200 && o->status < 300;
+           o->status >= 200 && o->status < 300 && !o->chunk_cb &&
+           !(o->accept_202 && o->status == 202);
 }
 
 static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
@@ -448,7 +506,23 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
     op *o = ud;
     size_t n = size * nmemb;
     fhir_client *c = o->c;
-    size_t cap = (o->kind == OP_TOKEN || o->kind == OP_DISCOVERY) ? AUTH_BODY_MAX : c->max_bytes;
+    size_t cap = (o->kind == OP_TOKEN || o->kind == OP_DISCOVERY) ? AUTH_BODY_MAX
+                 : o->chunk_cb                                     ? o->stream_max
+                                                                   : c->max_bytes;
+    if (o->chunk_cb && o->status >= 200 && o->status < 300) {
+        o->received += n;
+        o->st->bytes_in += n;
+        if (o->received > cap) {
+            o->too_big = true;
+            return 0;
+        }
+        if (n && o->chunk_cb(o->ud, data, n) != 0) {
+            o->chunk_stopped = true;
+            return 0;
+        }
+        o->delivered += n;
+        return n;
+    }
     if (o->received == 0 && n > 0 && want_stream(o)) {
         o->streaming = true;
         fhir_json_limits lim = {.max_bytes = cap};
@@ -526,7 +600,7 @@ static void op_start_attempt(op *o)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, o);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, c->connect_ms);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, c->total_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, o->timeout_ms > 0 ? o->timeout_ms : c->total_ms);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
@@ -557,7 +631,7 @@ static void op_start_attempt(op *o)
     } else if (o->kind == OP_DISCOVERY) {
         add_header(o, "Accept: application/json");
     } else {
-        add_headerf(o, "Accept", mime(c->format));
+        add_headerf(o, "Accept", o->accept ? o->accept : mime(c->format));
         if (o->body) {
             char ct[96];
             snprintf(ct, sizeof ct, "%s; charset=utf-8", mime(c->format));
@@ -704,7 +778,23 @@ static void op_completed(op *o, CURLcode rc)
         if (o->too_big) {
             fhir_error_set(&o->res->err,
                            "%s: response body exceeds the %zu-byte limit; transfer aborted",
-                           o->label, c->max_bytes);
+                           o->label, o->chunk_cb ? o->stream_max : c->max_bytes);
+            o->res->status = o->status;
+            op_finish(o);
+            return;
+        }
+        if (o->chunk_stopped) {
+            fhir_error_set(&o->res->err, "%s: stopped by the chunk callback after %" PRIu64
+                           " bytes", o->label, o->delivered);
+            o->res->status = o->status;
+            op_finish(o);
+            return;
+        }
+        if (o->chunk_cb && o->delivered > 0) {
+            /* part of the body was handed over: a re-send would repeat it */
+            fhir_error_set(&o->res->err, "%s: %s (%s) after %" PRIu64 " body bytes; not retried",
+                           o->label, curl_easy_strerror(rc), o->errbuf[0] ? o->errbuf : "no detail",
+                           o->delivered);
             o->res->status = o->status;
             op_finish(o);
             return;
@@ -738,7 +828,8 @@ static void op_completed(op *o, CURLcode rc)
         return;
     }
     bool transient = fhir_retry_status_transient(o->status);
-    if (transient && retryable_left && (!o->not_idempotent || o->status == 429)) {
+    if (transient && retryable_left && (!o->not_idempotent || o->status == 429) &&
+        o->delivered == 0) {
         op_schedule_retry(o, o->status);
         return;
     }
@@ -751,7 +842,13 @@ static void op_completed(op *o, CURLcode rc)
         return;
     }
     /* success: the body */
-    if (o->streaming) {
+    if (o->accept_202 && o->status == 202) {
+        /* async answer: an OperationOutcome at most; a body that does not parse is ignored */
+        if (o->raw.len && c->format == FHIR_FORMAT_JSON) {
+            fhir_json_limits lim = {.max_bytes = c->max_bytes};
+            o->parsed = fhir_json_parse(o->arena, o->raw.data, o->raw.len, &lim, &o->parse_err);
+        }
+    } else if (o->streaming) {
         o->parsed = fhir_json_stream_finish(o->stream, &o->parse_err);
         if (!o->parsed) {
             fhir_error_set(&o->res->err, "%s: response body is not valid JSON: %s", o->label,
@@ -976,9 +1073,8 @@ static void op_free(op *o)
     free(o->if_none_exist);
     free(o->if_match);
     free(o->prefer);
-    free(o->retry_after);
-    free(o->location);
-    free(o->etag);
+    free(o->accept);
+    free_headers(o);
     if (o->kind != OP_PAGE)
         fhir_arena_free(o->arena);
     fhir_client_result_free(o->res);
@@ -1013,6 +1109,14 @@ static void op_finish(op *o)
         r->etag = o->etag;
         o->location = o->etag = NULL;
     }
+    r->retry_after = o->retry_after;
+    o->retry_after = NULL;
+    r->content_location = o->hdr[H_CONTENT_LOCATION];
+    r->x_progress = o->hdr[H_X_PROGRESS];
+    r->expires = o->hdr[H_EXPIRES];
+    r->content_type = o->hdr[H_CONTENT_TYPE];
+    for (int i = 0; i < H_COUNT; i++)
+        o->hdr[i] = NULL;
     stats_add(&c->total, &r->stats);
     fhir_client_done_cb cb = o->cb;
     void *ud = o->ud;
@@ -1250,6 +1354,15 @@ static op *user_op(fhir_client *c, const fhir_client_request *req, fhir_error *e
     o->if_match = xstrdup(req->if_match);
     o->prefer = xstrdup(req->prefer);
     o->not_idempotent = req->not_idempotent;
+    o->accept_202 = req->accept_202;
+    o->accept = xstrdup(req->accept);
+    o->timeout_ms = req->timeout_ms;
+    for (const char *h = o->accept; h && *h; h++)
+        if ((unsigned char)*h < 0x20) {
+            op_free(o);
+            fhir_error_set(err, "Accept holds a control character");
+            return NULL;
+        }
     for (const char *h = o->if_none_exist; h && *h; h++)
         if ((unsigned char)*h < 0x20) {
             op_free(o);
@@ -1269,6 +1382,34 @@ int fhir_client_send(fhir_client *c, const fhir_client_request *req, fhir_client
     if (!o)
         return -1;
     o->cb = cb;
+    o->ud = ud;
+    queue_push(&c->pending_head, &c->pending_tail, o, false);
+    pump(c);
+    return 0;
+}
+
+int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req,
+                           fhir_client_chunk_cb chunk, fhir_client_done_cb done, void *ud,
+                           fhir_error *err)
+{
+    if (!req || !req->url || !chunk)
+        return fhir_error_set(err, "streaming GET: URL and chunk callback are required");
+    const char *accept = req->accept ? req->accept : "application/fhir+ndjson";
+    for (const char *h = accept; *h; h++)
+        if ((unsigned char)*h < 0x20)
+            return fhir_error_set(err, "Accept holds a control character");
+    char *url = make_url(c, req->url, err);
+    if (!url)
+        return -1;
+    op *o = op_new(c, OP_USER, "GET", url);
+    free(url);
+    o->accept = xstrdup(accept);
+    o->timeout_ms = req->timeout_ms;
+    o->chunk_cb = chunk;
+    o->stream_max = req->max_bytes ? req->max_bytes : c->max_bytes;
+    o->res = result_new();
+    o->st = &o->res->stats;
+    o->cb = done;
     o->ud = ud;
     queue_push(&c->pending_head, &c->pending_tail, o, false);
     pump(c);

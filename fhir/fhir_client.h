@@ -93,7 +93,22 @@ typedef struct fhir_client_result {
     char *etag;           /* ETag header or NULL */
     fhir_error err;       /* err.msg empty on success; err.code = status */
     fhir_client_stats stats; /* this operation only */
+    /* Selected response headers of the final response, on every result (also errors; the
+     * Location/ETag above stay success-only). NULL when absent; values longer than
+     * FHIR_CLIENT_HEADER_MAX bytes are dropped. Owned by the result. */
+    char *content_location; /* Content-Location (bulk kick-off: the status URL) */
+    char *retry_after;      /* Retry-After, as sent (seconds or HTTP-date) */
+    char *x_progress;       /* X-Progress (bulk status) */
+    char *expires;          /* Expires */
+    char *content_type;     /* Content-Type */
 } fhir_client_result;
+
+#define FHIR_CLIENT_HEADER_MAX 2048
+
+/* Borrowed from r: the value of one captured response header by name (case-insensitive:
+ * Location, ETag, Content-Location, Retry-After, X-Progress, Expires, Content-Type), or
+ * NULL when absent or not captured (Location/ETag: success results only, as above). */
+const char *fhir_client_result_header(const fhir_client_result *r, const char *name);
 
 /* Frees a result handed to a done callback or returned by a _sync call (NULL-safe). */
 void fhir_client_result_free(fhir_client_result *r);
@@ -136,6 +151,11 @@ typedef struct fhir_client_request {
     const char *if_match;        /* version-aware update (W/"3") */
     const char *prefer;          /* e.g. "return=representation" */
     bool not_idempotent;         /* retry only when surely not processed (see top) */
+    const char *accept;          /* Accept header; NULL = the endpoint's format */
+    bool accept_202;             /* async pattern (bulk kick-off/status): a 202 is a normal
+                                    answer, never retried; its body is parsed when it is
+                                    JSON and otherwise ignored (res->body NULL) */
+    long timeout_ms;             /* per attempt; 0 = the endpoint's total_timeout_ms */
 } fhir_client_request;
 
 /* Asynchronous operations: 0 when queued (cb is then called exactly once, from the event
@@ -164,6 +184,28 @@ int fhir_client_metadata(fhir_client *c, fhir_client_done_cb cb, void *ud, fhir_
  * page_cb; done is called once at the end with the totals (res->body is NULL). */
 int fhir_client_search(fhir_client *c, const char *query, fhir_client_page_cb page_cb,
                        fhir_client_done_cb done, void *ud, fhir_error *err);
+
+/* Streaming GET: the body of a 2xx response goes to chunk as it arrives (nothing is kept),
+ * e.g. into fhir_ndjson_feed(). Return 0 to continue, non-zero to abort (the operation then
+ * ends with the error "stopped by the chunk callback"). data is borrowed for the call. */
+typedef int (*fhir_client_chunk_cb)(void *ud, const char *data, size_t len);
+
+typedef struct fhir_client_stream_request {
+    const char *url;      /* absolute on the base's origin (bulk output files), or relative */
+    const char *accept;   /* NULL = "application/fhir+ndjson" */
+    size_t max_bytes;     /* body cap, enforced while it arrives; 0 = max_response_bytes */
+    long timeout_ms;      /* per attempt; 0 = the endpoint's total_timeout_ms */
+} fhir_client_stream_request;
+
+/* Streaming GET with the endpoint's auth (SMART tokens fetched, refreshed, one retry after a
+ * 401). Transient failures are retried only while no body byte has reached chunk; after that
+ * a failure ends the operation (the caller restarts from scratch if it wants). Error
+ * statuses are not streamed: their body makes the message. done is called once; on success
+ * res->body is NULL and res->stats.bytes_in counts the bytes streamed. 0 when queued, or -1
+ * with err set (bad URL, another origin) and no callback. */
+int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req,
+                           fhir_client_chunk_cb chunk, fhir_client_done_cb done, void *ud,
+                           fhir_error *err);
 
 /* Synchronous wrappers: run the event loop until the operation ends. Never NULL; check
  * res->err.msg[0]. Caller frees with fhir_client_result_free(). Must not be called from

@@ -16,6 +16,12 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+
 #include <event2/event.h>
 
 #include <openssl/evp.h>
@@ -25,6 +31,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_ndjson.h"
 #include "support.h"
 
 #define N_PATIENTS 1000
@@ -574,6 +581,67 @@ static void write_keypair(const char *type, const char *param, const char *priv,
     EVP_PKEY_free(k);
 }
 
+/* ---- bulk $export: 202 headers, streaming GET, bearer auth ------------------------------ */
+
+typedef struct stream_count {
+    fhir_ndjson *nd;
+    fhir_error err;
+    size_t chunks;
+    size_t bytes;
+    size_t stop_after; /* return non-zero once this many bytes were seen; 0 = never */
+} stream_count;
+
+static int count_line(void *ud, const fhir_node *res, size_t line_no)
+{
+    (void)line_no;
+    size_t *n = ud;
+    if (fhir_node_resource_type(res) && !strcmp(fhir_node_resource_type(res), "Patient"))
+        (*n)++;
+    return 0;
+}
+
+static int count_chunk(void *ud, const char *data, size_t len)
+{
+    stream_count *sc = ud;
+    sc->chunks++;
+    sc->bytes += len;
+    if (sc->nd && fhir_ndjson_feed(sc->nd, data, len, &sc->err) < 0)
+        return 1;
+    return sc->stop_after && sc->bytes >= sc->stop_after;
+}
+
+typedef struct stream_wait {
+    bool done;
+    fhir_client_result *res;
+} stream_wait;
+
+static void stream_done(void *ud, fhir_client_result *r)
+{
+    stream_wait *w = ((stream_wait **)ud)[1];
+    w->res = r;
+    w->done = true;
+}
+
+/* ud layout for the shared callbacks: [0] = stream_count, [1] = stream_wait */
+static int count_chunk_ud(void *ud, const char *data, size_t len)
+{
+    return count_chunk(((void **)ud)[0], data, len);
+}
+
+static fhir_client_result *stream_sync(fhir_client *c, const fhir_client_stream_request *req,
+                                       stream_count *sc)
+{
+    stream_wait w = {0};
+    void *ud[2] = {sc, &w};
+    fhir_error err = {0};
+    if (fhir_client_get_stream(c, req, count_chunk_ud, stream_done, ud, &err) < 0)
+        fail_msg("get_stream refused: %s", err.msg);
+    for (int i = 0; i < 1000000 && !w.done; i++)
+        event_base_loop(fhir_client_base(c), EVLOOP_ONCE);
+    assert_true(w.done);
+    return w.res;
+}
+
 static void test_smart(void **state)
 {
     (void)state;
@@ -692,6 +760,24 @@ static void test_smart(void **state)
     assert_int_equal(fhir_client_stats_get(c)->token_fetches, 3);
     fhir_client_result_free(r);
 
+    /* the streaming GET uses the same token flow: a 401 before any byte gets one retry */
+    assert_int_equal(support_http("POST", url, "{}", NULL), 200);
+    {
+        stream_count sc = {0};
+        fhir_client_stream_request sr = {.url = "Patient/pt-0001",
+                                         .accept = "application/fhir+json"};
+        r = stream_sync(c, &sr, &sc);
+        if (r->err.msg[0])
+            fail_msg("stream after server expiry: %s", r->err.msg);
+        assert_int_equal(r->status, 200);
+        assert_int_equal(r->stats.auth_retries, 1);
+        assert_int_equal(r->stats.attempts, 2);
+        assert_true(sc.bytes > 0);
+        assert_non_null(strstr(r->content_type, "application/fhir+json"));
+        assert_int_equal(fhir_client_stats_get(c)->token_fetches, 4);
+        fhir_client_result_free(r);
+    }
+
     /* a 401 that persists: one auth retry, then the 401 is returned (no loop) */
     snprintf(url, sizeof url, "%s/faults", sadmin);
     assert_int_equal(support_http("POST", url,
@@ -702,7 +788,7 @@ static void test_smart(void **state)
     assert_int_equal(r->status, 401);
     assert_int_equal(r->stats.attempts, 2);
     assert_int_equal(r->stats.auth_retries, 1);
-    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 4);
+    assert_int_equal(fhir_client_stats_get(c)->token_fetches, 5);
     fhir_client_result_free(r);
     fhir_client_free(c);
     support_stop(&s);
@@ -844,6 +930,226 @@ static void test_free_with_pending(void **state)
     clear_faults();
 }
 
+static void test_bulk_export_stream_bearer(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    char seed[700], tokfile[700], log[700];
+    snprintf(seed, sizeof seed, "%s/seed", tmp);
+    snprintf(tokfile, sizeof tokfile, "%s/bearer.txt", tmp);
+    snprintf(log, sizeof log, "%s/bulk.log", tmp);
+    assert_int_equal(support_write_file(tokfile, "s3cret-bulk-token\n"), 0);
+    const char *args[] = {"--seed", seed, "--token", "s3cret-bulk-token", "--bulk-delay-ms",
+                          "600", NULL};
+    support_proc s;
+    assert_int_equal(support_server_start(&s, args, log), 0);
+    char bbase[128], badmin[128];
+    snprintf(bbase, sizeof bbase, "http://127.0.0.1:%d/fhir", s.port);
+    snprintf(badmin, sizeof badmin, "http://127.0.0.1:%d/admin", s.port);
+
+    /* without the token: the kick-off is refused (401, not retried) */
+    fhir_client_config plain = test_config(bbase);
+    fhir_client *c = client_or_fail(&plain);
+    fhir_client_request kick = {.path = "Patient/$export?_type=Patient", .prefer = "respond-async",
+                                .accept_202 = true};
+    fhir_client_result *r = fhir_client_send_sync(c, &kick);
+    assert_int_equal(r->status, 401);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_non_null(r->err.msg[0] ? r->err.msg : NULL);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+
+    fhir_client_config cfg = test_config(bbase);
+    cfg.auth = (fhir_auth_config){.kind = FHIR_AUTH_BEARER, .bearer_file = tokfile};
+    c = client_or_fail(&cfg);
+    r = fhir_client_send_sync(c, &kick);
+    if (r->err.msg[0])
+        fail_msg("kick-off: %s", r->err.msg);
+    assert_int_equal(r->status, 202);
+    assert_int_equal(r->stats.attempts, 1);
+    assert_int_equal(r->stats.retries, 0);
+    assert_non_null(r->content_location);
+    assert_string_equal(fhir_client_result_header(r, "Content-Location"), r->content_location);
+    assert_non_null(strstr(r->content_location, "/fhir/$export-status/"));
+    char status_url[FHIR_CLIENT_HEADER_MAX + 1];
+    snprintf(status_url, sizeof status_url, "%s", r->content_location);
+    fhir_client_result_free(r);
+
+    /* status polling: 202 + X-Progress + Retry-After while in progress (never retried by the
+     * client itself), then 200 + the manifest */
+    fhir_client_request st = {.path = status_url, .accept = "application/json", .accept_202 = true};
+    unsigned in_progress = 0;
+    fhir_arena *ma = fhir_arena_new(0);
+    fhir_node *manifest = NULL;
+    for (int i = 0; i < 100 && !manifest; i++) {
+        r = fhir_client_send_sync(c, &st);
+        if (r->err.msg[0])
+            fail_msg("status: %s", r->err.msg);
+        assert_int_equal(r->stats.attempts, 1);
+        if (r->status == 202) {
+            in_progress++;
+            assert_non_null(r->x_progress);
+            assert_non_null(fhir_client_result_header(r, "retry-after"));
+            assert_string_equal(r->retry_after, "1");
+            usleep(150 * 1000);
+        } else {
+            assert_int_equal(r->status, 200);
+            assert_non_null(r->body);
+            fhir_buf b;
+            fhir_buf_init(&b, 1u << 20);
+            fhir_json_write(&b, r->body, FHIR_JSON_COMPACT);
+            manifest = parse_or_fail(ma, fhir_buf_cstr(&b));
+            fhir_buf_free(&b);
+            assert_non_null(r->expires);
+        }
+        fhir_client_result_free(r);
+    }
+    assert_non_null(manifest);
+    assert_true(in_progress >= 1);
+    assert_true(fhir_node_bool(fhir_node_get(manifest, "requiresAccessToken"), false));
+    const fhir_node *out = fhir_node_first(fhir_node_get(manifest, "output"));
+    assert_non_null(out);
+    const char *file_url = fhir_node_str(fhir_node_get(out, "url"));
+    assert_non_null(file_url);
+
+    /* the file, streamed chunk by chunk into the NDJSON reader: every Patient */
+    size_t patients = 0;
+    fhir_json_limits lim = {.max_bytes = 1u << 20};
+    stream_count sc = {.nd = fhir_ndjson_new(&lim, count_line, NULL, &patients)};
+    fhir_client_stream_request sr = {.url = file_url};
+    r = stream_sync(c, &sr, &sc);
+    if (r->err.msg[0])
+        fail_msg("download: %s", r->err.msg);
+    assert_int_equal(fhir_ndjson_finish(sc.nd, &sc.err), 0);
+    fhir_ndjson_free(sc.nd);
+    assert_int_equal(r->status, 200);
+    assert_null(r->body);
+    assert_int_equal(patients, N_PATIENTS);
+    assert_true(sc.chunks >= 2);
+    assert_int_equal((size_t)r->stats.bytes_in, sc.bytes);
+    assert_non_null(r->content_type);
+    assert_non_null(strstr(r->content_type, "application/fhir+ndjson"));
+    fhir_client_result_free(r);
+
+    /* a 503 before any byte is retried (and the stream is then complete) */
+    char url[256];
+    snprintf(url, sizeof url, "%s/faults", badmin);
+    assert_int_equal(support_http("POST", url,
+                                  "{\"rules\":[{\"mode\":\"status\",\"status\":503,"
+                                  "\"path\":\"$export-file\",\"limit\":1}]}", NULL), 200);
+    memset(&sc, 0, sizeof sc);
+    r = stream_sync(c, &sr, &sc);
+    support_http("DELETE", url, NULL, NULL);
+    if (r->err.msg[0])
+        fail_msg("download after reset: %s", r->err.msg);
+    assert_int_equal(r->stats.attempts, 2);
+    assert_int_equal(r->stats.retries, 1);
+    assert_int_equal(r->stats.schedule_status[0], 503);
+    assert_int_equal(r->status, 200);
+    fhir_client_result_free(r);
+
+    /* the byte cap aborts the transfer; the callback saw at most the cap */
+    memset(&sc, 0, sizeof sc);
+    fhir_client_stream_request capped = {.url = file_url, .max_bytes = 5000};
+    r = stream_sync(c, &capped, &sc);
+    assert_non_null(strstr(r->err.msg, "exceeds the 5000-byte limit"));
+    assert_true(sc.bytes <= 5000);
+    assert_int_equal(r->stats.attempts, 1);
+    fhir_client_result_free(r);
+
+    /* the callback stops the stream */
+    memset(&sc, 0, sizeof sc);
+    sc.stop_after = 1;
+    r = stream_sync(c, &sr, &sc);
+    assert_non_null(strstr(r->err.msg, "stopped by the chunk callback"));
+    assert_int_equal(sc.chunks, 1);
+    assert_int_equal(r->stats.attempts, 1);
+    fhir_client_result_free(r);
+
+    /* another origin is refused before anything is sent (the token must not leak) */
+    fhir_error err = {0};
+    fhir_client_stream_request foreign = {.url = "http://127.0.0.2:9/fhir/$export-file/x/1.ndjson"};
+    assert_int_equal(fhir_client_get_stream(c, &foreign, count_chunk_ud, stream_done, NULL, &err), -1);
+    assert_non_null(strstr(err.msg, "origin"));
+
+    /* without the token the file is refused: the error body is not streamed */
+    fhir_client *nc = client_or_fail(&plain);
+    memset(&sc, 0, sizeof sc);
+    r = stream_sync(nc, &sr, &sc);
+    assert_int_equal(r->status, 401);
+    assert_int_equal(sc.bytes, 0);
+    assert_non_null(strstr(r->err.msg, "HTTP 401"));
+    fhir_client_result_free(r);
+    fhir_client_free(nc);
+
+    /* DELETE of the job: 202, then the status URL is gone */
+    fhir_client_request del = {.method = "DELETE", .path = status_url, .accept_202 = true};
+    r = fhir_client_send_sync(c, &del);
+    if (r->err.msg[0])
+        fail_msg("delete: %s", r->err.msg);
+    assert_int_equal(r->status, 202);
+    fhir_client_result_free(r);
+    r = fhir_client_send_sync(c, &st);
+    assert_int_equal(r->status, 404);
+    fhir_client_result_free(r);
+
+    fhir_arena_free(ma);
+    fhir_client_free(c);
+    support_stop(&s);
+}
+
+/* A loopback HTTP peer that sends a 200 header and part of the promised body, then closes:
+ * the streaming GET must report the truncation and not re-send (bytes were handed over). */
+static void test_stream_no_retry_after_first_byte(void **state)
+{
+    (void)state;
+    int ls = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(ls >= 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    assert_int_equal(bind(ls, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(ls, 8), 0);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(getsockname(ls, (struct sockaddr *)&sa, &sl), 0);
+    int port = ntohs(sa.sin_port);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        alarm(30); /* bounded even if the parent dies */
+        for (int n = 0; n < 4; n++) {
+            int cs = accept(ls, NULL, NULL);
+            if (cs < 0)
+                _exit(1);
+            char buf[4096];
+            ssize_t got = recv(cs, buf, sizeof buf, 0);
+            (void)got;
+            const char *resp = "HTTP/1.1 200 OK\r\nContent-Type: application/fhir+ndjson\r\n"
+                               "Content-Length: 1000\r\n\r\n{\"resourceType\":\"Patient\",\"id\":\"a\"}\n";
+            ssize_t w = send(cs, resp, strlen(resp), 0);
+            (void)w;
+            close(cs);
+        }
+        _exit(0);
+    }
+    close(ls);
+    char b[128];
+    snprintf(b, sizeof b, "http://127.0.0.1:%d/fhir", port);
+    fhir_client_config cfg = test_config(b);
+    fhir_client *c = client_or_fail(&cfg);
+    stream_count sc = {0};
+    char u[200];
+    snprintf(u, sizeof u, "%s/$export-file/j/1.ndjson", b);
+    fhir_client_stream_request sr = {.url = u};
+    fhir_client_result *r = stream_sync(c, &sr, &sc);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    assert_non_null(strstr(r->err.msg, "not retried"));
+    assert_int_equal(r->stats.attempts, 1);
+    assert_int_equal(r->stats.retries, 0);
+    assert_true(sc.bytes > 0);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+}
+
 /* ---- the CLI -------------------------------------------------------------------------- */
 
 static void test_cli_search(void **state)
@@ -893,6 +1199,8 @@ int main(void)
         cmocka_unit_test(test_tls_verification),
         cmocka_unit_test(test_cli_search),
         cmocka_unit_test(test_free_with_pending),
+        cmocka_unit_test(test_bulk_export_stream_bearer),
+        cmocka_unit_test(test_stream_no_retry_after_first_byte),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
