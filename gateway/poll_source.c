@@ -1,7 +1,6 @@
 /* poll_source — discovery strategies of one source (see poll_source.h). */
 #include "poll_source.h"
 
-#include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <event2/event.h>
@@ -11,6 +10,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "fhir_buf.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -45,9 +45,14 @@ struct poll_source {
     size_t n_ops, cap_ops;
     /* bulk */
     struct event *bulk_timer;
-    char *status_url;
+    char *status_url;         /* the export job's, while it exists */
     unsigned status_polls;
-    char *auth_header;        /* "Authorization: ..." for bulk requests, or NULL */
+    fhir_client_result *bulk_manifest; /* the completed job's manifest (body) */
+    const fhir_node *bulk_out;         /* the output being downloaded (in the manifest) */
+    size_t bulk_files;
+    size_t bulk_changed_before;
+    fhir_ndjson *bulk_nd;              /* the output's NDJSON reader */
+    fhir_error bulk_err;               /* cause set by the chunk/line callbacks */
 };
 
 struct poll_op {
@@ -631,247 +636,195 @@ static void group_poll(poll_source *p)
 
 
 /* ---- bulk ------------------------------------------------------------------------------------
- * The $export exchanges run on a libcurl easy handle, one request at a time: the kick-off and
- * the status checks are small, and each NDJSON download is parsed while it arrives (memory
- * bounded by the longest line) into one store transaction per file. The daemon's loop waits
- * between status checks on a timer (Retry-After honoured), but is busy during a download. */
+ * Every $export exchange is an asynchronous fhir_client operation on the daemon's loop, with
+ * the source's auth (bearer, Basic, SMART): the kick-off (202 + Content-Location), the status
+ * checks (202 + Retry-After while in progress, waited for on a timer; 429/5xx are retried by
+ * the client), the manifest, one streaming GET per output file (in manifest order, one at a
+ * time) and the job's DELETE. A file's bytes are fed to the NDJSON reader as they arrive;
+ * each chunk's complete lines are stored in one short transaction (no transaction stays open
+ * while the loop serves others). The cursor (the manifest's transactionTime) is written only
+ * after every file is stored; a failure on the way leaves it where it was, and the next poll
+ * exports the same range again (ingest is idempotent). */
 
 #define BULK_MAX_STATUS_POLLS 5000
-#define BULK_MAX_MANIFEST (16u << 20)
+#define BULK_MAX_FILE_BYTES ((size_t)2047 << 20) /* per output file */
+#define BULK_MAX_LINE_BYTES (64u << 20)
 
-typedef struct bulk_resp {
-    long status;
-    char content_location[2048];
-    char retry_after[128];
-    fhir_buf body;
-    fhir_ndjson *nd;
-    fhir_error *err;
-    bool nd_failed;
-} bulk_resp;
-
-static size_t bulk_header(char *b, size_t sz, size_t n, void *ud)
-{
-    bulk_resp *r = ud;
-    size_t len = sz * n;
-    char line[2200];
-    size_t k = len < sizeof line - 1 ? len : sizeof line - 1;
-    memcpy(line, b, k);
-    line[k] = 0;
-    line[strcspn(line, "\r\n")] = 0;
-    if (!strncmp(line, "HTTP/", 5)) {
-        r->content_location[0] = r->retry_after[0] = 0;
-    } else if (!strncasecmp(line, "content-location:", 17)) {
-        const char *v = line + 17;
-        while (*v == ' ')
-            v++;
-        size_t vn = strlen(v) < sizeof r->content_location - 1 ? strlen(v) : sizeof r->content_location - 1;
-        memcpy(r->content_location, v, vn);
-        r->content_location[vn] = 0;
-    } else if (!strncasecmp(line, "retry-after:", 12)) {
-        const char *v = line + 12;
-        while (*v == ' ')
-            v++;
-        size_t vn = strlen(v) < sizeof r->retry_after - 1 ? strlen(v) : sizeof r->retry_after - 1;
-        memcpy(r->retry_after, v, vn);
-        r->retry_after[vn] = 0;
-    }
-    return len;
-}
-
-static size_t bulk_write(char *b, size_t sz, size_t n, void *ud)
-{
-    bulk_resp *r = ud;
-    size_t len = sz * n;
-    if (r->nd) {
-        if (fhir_ndjson_feed(r->nd, b, len, r->err) != 0) {
-            r->nd_failed = true;
-            return 0; /* aborts the transfer */
-        }
-        return len;
-    }
-    if (fhir_buf_append(&r->body, b, len) < 0)
-        return 0;
-    return len;
-}
-
-/* One request; 0 when a response arrived (any status), -1 with err on transport failure. */
-static int bulk_http(poll_source *p, const char *method, const char *url, const char *accept,
-                     bool prefer_async, bulk_resp *r, fhir_error *err)
-{
-    CURL *e = curl_easy_init();
-    if (!e)
-        return fhir_error_set(err, "curl_easy_init failed");
-    struct curl_slist *h = NULL;
-    char acc[128];
-    snprintf(acc, sizeof acc, "Accept: %s", accept);
-    h = curl_slist_append(h, acc);
-    if (prefer_async)
-        h = curl_slist_append(h, "Prefer: respond-async");
-    if (p->auth_header)
-        h = curl_slist_append(h, p->auth_header);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-    if (!strcmp(method, "HEAD"))
-        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, bulk_header);
-    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, bulk_write);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, p->cfg->timeout_s * 1000L * 10L); /* downloads are long */
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-#if LIBCURL_VERSION_NUM >= 0x075500
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-#endif
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (p->cfg->ca_file)
-        curl_easy_setopt(e, CURLOPT_CAINFO, p->cfg->ca_file);
-    CURLcode rc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    daemon_count_status(daemon_src_metrics_get(p->d, p->cfg->name), r->status);
-    if (rc != CURLE_OK && !(r->nd_failed))
-        return fhir_error_set(err, "%s: %s", method, curl_easy_strerror(rc));
-    if (r->nd_failed)
-        return -1;
-    return 0;
-}
-
-static void bulk_delete_job(poll_source *p)
-{
-    if (!p->status_url)
-        return;
-    bulk_resp r = {0};
-    fhir_buf_init(&r.body, 1u << 20);
-    fhir_error err;
-    fhir_error_clear(&err);
-    if (bulk_http(p, "DELETE", p->status_url, "application/fhir+json", false, &r, &err) == 0)
-        fhir_log(FHIR_LOG_DEBUG, "bulk.deleted", "source=%s status=%ld", p->cfg->name, r.status);
-    fhir_buf_free(&r.body);
-    free(p->status_url);
-    p->status_url = NULL;
-}
+static void bulk_finish(poll_source *p);
 
 static void bulk_fail(poll_source *p, const char *msg)
 {
     log_err("bulk.failed", p, msg);
     p->failed = true;
-    bulk_delete_job(p);
+    bulk_finish(p);
+}
+
+static void bulk_file_reset(poll_source *p)
+{
+    fhir_ndjson_free(p->bulk_nd);
+    p->bulk_nd = NULL;
+    fhir_client_result_free(p->bulk_manifest);
+    p->bulk_manifest = NULL;
+    p->bulk_out = NULL;
+    p->bulk_files = 0;
+}
+
+static void on_bulk_deleted(void *ud, fhir_client_result *res)
+{
+    poll_source *p = ud;
+    count_result(p, res);
+    if (res->err.msg[0])
+        log_err("bulk.delete_failed", p, res->err.msg);
+    else
+        fhir_log(FHIR_LOG_DEBUG, "bulk.deleted", "source=%s status=%ld", p->cfg->name, res->status);
+    fhir_client_result_free(res);
     poll_end(p);
 }
 
-typedef struct bulk_line_ctx {
-    poll_source *p;
-    fhir_error *err;
-} bulk_line_ctx;
+/* Ends the poll: the job (if one was created) is DELETEd first, then poll_end. */
+static void bulk_finish(poll_source *p)
+{
+    bulk_file_reset(p);
+    if (!p->status_url) {
+        poll_end(p);
+        return;
+    }
+    fhir_client_request del = {.method = "DELETE", .path = p->status_url, .accept_202 = true};
+    fhir_error err;
+    fhir_error_clear(&err);
+    int rc = fhir_client_send(p->client, &del, on_bulk_deleted, p, &err);
+    free(p->status_url);
+    p->status_url = NULL;
+    if (rc) {
+        log_err("bulk.delete_failed", p, err.msg);
+        poll_end(p);
+    }
+}
 
 static int bulk_line(void *ud, const fhir_node *res, size_t line_no)
 {
-    bulk_line_ctx *c = ud;
-    if (daemon_ingest(c->p->d, c->p->cfg->name, res, &c->p->changed, &c->p->unchanged, c->err))
-        return fhir_error_prefix(c->err, "line %zu", line_no), 1;
+    poll_source *p = ud;
+    if (daemon_ingest(p->d, p->cfg->name, res, &p->changed, &p->unchanged, &p->bulk_err))
+        return fhir_error_prefix(&p->bulk_err, "line %zu", line_no), 1;
     return 0;
 }
 
-/* Downloads and stores one NDJSON output file in one transaction. */
-static int bulk_file(poll_source *p, const char *url, fhir_error *err)
+/* One chunk of an output file: its complete lines are stored in one transaction. */
+static int bulk_chunk(void *ud, const char *data, size_t len)
 {
-    if (strncmp(url, p->cfg->base_url, strcspn(p->cfg->base_url + 8, "/") + 8))
-        return fhir_error_set(err, "output file on another origin refused");
-    if (store_begin(p->d->st, err))
-        return -1;
-    bulk_line_ctx lc = {.p = p, .err = err};
-    fhir_json_limits lim = {.max_bytes = 64u << 20};
-    bulk_resp r = {0};
-    fhir_buf_init(&r.body, 1);
-    r.err = err;
-    r.nd = fhir_ndjson_new(&lim, bulk_line, NULL, &lc);
-    int rc = bulk_http(p, "GET", url, "application/fhir+ndjson", false, &r, err);
-    if (rc == 0 && r.status != 200)
-        rc = fhir_error_set(err, "download: HTTP %ld", r.status);
-    if (rc == 0)
-        rc = fhir_ndjson_finish(r.nd, err);
-    fhir_ndjson_free(r.nd);
-    fhir_buf_free(&r.body);
-    if (rc) {
+    poll_source *p = ud;
+    if (store_begin(p->d->st, &p->bulk_err))
+        return 1;
+    if (fhir_ndjson_feed(p->bulk_nd, data, len, &p->bulk_err) < 0) {
         store_rollback(p->d->st);
-        return -1;
+        if (!p->bulk_err.msg[0])
+            fhir_error_set(&p->bulk_err, "NDJSON reader stopped");
+        return 1;
     }
-    return store_commit(p->d->st, err);
+    return store_commit(p->d->st, &p->bulk_err) ? 1 : 0;
 }
 
-static void bulk_manifest(poll_source *p, const char *text, size_t len)
+static void bulk_next_file(poll_source *p);
+
+static const char *bulk_out_type(const poll_source *p)
 {
-    fhir_arena *a = fhir_arena_new(0);
-    fhir_error err;
-    fhir_error_clear(&err);
-    fhir_node *m = fhir_json_parse(a, text, len, NULL, &err);
-    const char *tt = fhir_node_str(fhir_node_get(m, "transactionTime"));
-    int64_t ms;
-    if (!m || !tt || fhir_clock_parse_instant(tt, &ms) != 0) {
-        fhir_arena_free(a);
-        bulk_fail(p, m ? "manifest without a valid transactionTime" : err.msg);
-        return;
-    }
-    size_t files = 0;
-    for (const fhir_node *o = fhir_node_first(fhir_node_get(m, "output")); o; o = o->next) {
-        const char *url = fhir_node_str(fhir_node_get(o, "url"));
-        if (!url) {
-            fhir_arena_free(a);
-            bulk_fail(p, "manifest output without url");
-            return;
-        }
-        size_t before = p->changed;
-        if (bulk_file(p, url, &err)) {
-            char msg[800];
-            snprintf(msg, sizeof msg, "output %zu (%s): %s", files, fhir_node_str(fhir_node_get(o, "type")) ?
-                     fhir_node_str(fhir_node_get(o, "type")) : "?", err.msg);
-            fhir_arena_free(a);
-            bulk_fail(p, msg);
-            return;
-        }
-        fhir_log(FHIR_LOG_INFO, "bulk.file", "source=%s type=%s changed=%zu", p->cfg->name,
-                 fhir_node_str(fhir_node_get(o, "type")) ? fhir_node_str(fhir_node_get(o, "type")) : "?",
-                 p->changed - before);
-        files++;
-    }
-    if (fhir_node_count(fhir_node_get(m, "error")))
-        fhir_log(FHIR_LOG_WARN, "bulk.errors", "source=%s error_files=%zu", p->cfg->name,
-                 fhir_node_count(fhir_node_get(m, "error")));
-    snprintf(p->cursor_new[0], sizeof p->cursor_new[0], "%s", tt);
-    fhir_arena_free(a);
-    const char *key = "transactionTime";
-    commit_cursors(p, 1, &key); /* every file is stored: the export's time is the next _since */
-    bulk_delete_job(p);
-    poll_end(p);
+    const char *t = fhir_node_str(fhir_node_get(p->bulk_out, "type"));
+    return t ? t : "?";
 }
 
-static void on_bulk_status(evutil_socket_t fd, short what, void *arg)
+static void on_bulk_file(void *ud, fhir_client_result *res)
 {
-    (void)fd;
-    (void)what;
-    poll_source *p = arg;
-    bulk_resp r = {0};
-    fhir_buf_init(&r.body, BULK_MAX_MANIFEST);
-    fhir_error err;
-    fhir_error_clear(&err);
-    if (bulk_http(p, "GET", p->status_url, "application/json", false, &r, &err)) {
-        fhir_buf_free(&r.body);
-        bulk_fail(p, err.msg);
+    poll_source *p = ud;
+    count_result(p, res);
+    char msg[900];
+    if (res->err.msg[0]) {
+        snprintf(msg, sizeof msg, "output %zu (%s): %s", p->bulk_files, bulk_out_type(p),
+                 p->bulk_err.msg[0] ? p->bulk_err.msg : res->err.msg);
+        fhir_client_result_free(res);
+        bulk_fail(p, msg);
         return;
     }
-    if (r.status == 202 || r.status == 429 || r.status >= 500) {
+    fhir_client_result_free(res);
+    /* the last line may lack its newline */
+    int rc = store_begin(p->d->st, &p->bulk_err);
+    if (rc == 0) {
+        rc = fhir_ndjson_finish(p->bulk_nd, &p->bulk_err);
+        if (rc)
+            store_rollback(p->d->st);
+        else
+            rc = store_commit(p->d->st, &p->bulk_err);
+    }
+    if (rc) {
+        snprintf(msg, sizeof msg, "output %zu (%s): %s", p->bulk_files, bulk_out_type(p),
+                 p->bulk_err.msg[0] ? p->bulk_err.msg : "NDJSON reader stopped");
+        bulk_fail(p, msg);
+        return;
+    }
+    fhir_log(FHIR_LOG_INFO, "bulk.file", "source=%s type=%s changed=%zu lines=%zu", p->cfg->name,
+             bulk_out_type(p), p->changed - p->bulk_changed_before,
+             fhir_ndjson_stats_get(p->bulk_nd)->ok);
+    fhir_ndjson_free(p->bulk_nd);
+    p->bulk_nd = NULL;
+    p->bulk_files++;
+    p->bulk_out = p->bulk_out->next;
+    bulk_next_file(p);
+}
+
+static void bulk_next_file(poll_source *p)
+{
+    if (!p->bulk_out) {
+        const fhir_node *m = p->bulk_manifest->body;
+        if (fhir_node_count(fhir_node_get(m, "error")))
+            fhir_log(FHIR_LOG_WARN, "bulk.errors", "source=%s error_files=%zu", p->cfg->name,
+                     fhir_node_count(fhir_node_get(m, "error")));
+        /* every file is stored: the export's time is the next _since */
+        const char *key = "transactionTime";
+        commit_cursors(p, 1, &key);
+        bulk_finish(p);
+        return;
+    }
+    const char *url = fhir_node_str(fhir_node_get(p->bulk_out, "url"));
+    if (!url) {
+        bulk_fail(p, "manifest output without url");
+        return;
+    }
+    fhir_error_clear(&p->bulk_err);
+    fhir_json_limits lim = {.max_bytes = BULK_MAX_LINE_BYTES};
+    p->bulk_nd = fhir_ndjson_new(&lim, bulk_line, NULL, p);
+    p->bulk_changed_before = p->changed;
+    fhir_client_stream_request sr = {.url = url, .accept = "application/fhir+ndjson",
+                                     .max_bytes = BULK_MAX_FILE_BYTES,
+                                     .timeout_ms = p->cfg->timeout_s * 1000L * 10L};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (fhir_client_get_stream(p->client, &sr, bulk_chunk, on_bulk_file, p, &err)) {
+        char msg[900];
+        snprintf(msg, sizeof msg, "output %zu (%s): %s", p->bulk_files, bulk_out_type(p), err.msg);
+        bulk_fail(p, msg);
+    }
+}
+
+static void on_bulk_status_done(void *ud, fhir_client_result *res)
+{
+    poll_source *p = ud;
+    count_result(p, res);
+    if (res->err.msg[0]) {
+        char msg[900];
+        snprintf(msg, sizeof msg, "status request: %s", res->err.msg);
+        fhir_client_result_free(res);
+        bulk_fail(p, msg);
+        return;
+    }
+    if (res->status == 202) {
         int64_t delay = 2000;
-        if (r.retry_after[0] && fhir_retry_parse_retry_after(r.retry_after, fhir_clock_now_ms(), &delay) != 0)
+        if (!res->retry_after ||
+            fhir_retry_parse_retry_after(res->retry_after, fhir_clock_now_ms(), &delay) != 0)
             delay = 2000;
         if (delay < 100)
             delay = 100;
         if (delay > 300000)
             delay = 300000;
-        fhir_buf_free(&r.body);
+        fhir_client_result_free(res);
         if (++p->status_polls > BULK_MAX_STATUS_POLLS) {
             bulk_fail(p, "export not complete after the status poll limit");
             return;
@@ -880,16 +833,60 @@ static void on_bulk_status(evutil_socket_t fd, short what, void *arg)
         evtimer_add(p->bulk_timer, &tv);
         return;
     }
-    if (r.status != 200 || r.body.overflow) {
+    const fhir_node *m = res->body;
+    const char *tt = fhir_node_str(fhir_node_get(m, "transactionTime"));
+    int64_t ms;
+    if (res->status != 200 || !m || !tt || strlen(tt) >= sizeof p->cursor_new[0] ||
+        fhir_clock_parse_instant(tt, &ms) != 0) {
         char msg[200];
-        snprintf(msg, sizeof msg, "status request: HTTP %ld%s", r.status, r.body.overflow ? " (manifest too large)" : "");
-        fhir_buf_free(&r.body);
+        snprintf(msg, sizeof msg, "status request: HTTP %ld%s", res->status,
+                 res->status == 200 ? " with a manifest without a valid transactionTime" : "");
+        fhir_client_result_free(res);
         bulk_fail(p, msg);
         return;
     }
     fhir_log(FHIR_LOG_DEBUG, "bulk.complete", "source=%s status_polls=%u", p->cfg->name, p->status_polls);
-    bulk_manifest(p, r.body.data ? r.body.data : "", r.body.len);
-    fhir_buf_free(&r.body);
+    snprintf(p->cursor_new[0], sizeof p->cursor_new[0], "%s", tt);
+    p->bulk_manifest = res;
+    p->bulk_out = fhir_node_first(fhir_node_get(m, "output"));
+    p->bulk_files = 0;
+    bulk_next_file(p);
+}
+
+static void on_bulk_status(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    poll_source *p = arg;
+    fhir_client_request st = {.method = "GET", .path = p->status_url, .accept = "application/json",
+                              .accept_202 = true};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (fhir_client_send(p->client, &st, on_bulk_status_done, p, &err))
+        bulk_fail(p, err.msg);
+}
+
+static void on_bulk_kickoff(void *ud, fhir_client_result *res)
+{
+    poll_source *p = ud;
+    count_result(p, res);
+    if (res->err.msg[0] || res->status != 202 || !res->content_location) {
+        char msg[900];
+        if (res->err.msg[0])
+            snprintf(msg, sizeof msg, "kick-off: %s", res->err.msg);
+        else
+            snprintf(msg, sizeof msg, "kick-off: HTTP %ld%s", res->status,
+                     res->content_location ? "" : " without Content-Location");
+        fhir_client_result_free(res);
+        bulk_fail(p, msg);
+        return;
+    }
+    p->status_url = xstrdup(res->content_location);
+    fhir_client_result_free(res);
+    fhir_log(FHIR_LOG_DEBUG, "bulk.started", "source=%s", p->cfg->name);
+    p->status_polls = 0;
+    struct timeval tv = {0, 0};
+    evtimer_add(p->bulk_timer, &tv);
 }
 
 static void bulk_poll(poll_source *p)
@@ -898,7 +895,7 @@ static void bulk_poll(poll_source *p)
     const char *cur = initial_cursor(p, "transactionTime", 0);
     fhir_buf u;
     fhir_buf_init(&u, 8192);
-    fhir_buf_printf(&u, "%s/Group/%s/$export?_type=", p->cfg->base_url, p->cfg->group_id);
+    fhir_buf_printf(&u, "Group/%s/$export?_type=", p->cfg->group_id);
     for (size_t i = 0; i < p->cfg->types.n; i++)
         fhir_buf_printf(&u, "%s%s", i ? "," : "", p->cfg->types.v[i]);
     if (cur) {
@@ -906,27 +903,15 @@ static void bulk_poll(poll_source *p)
         enc_instant(enc, sizeof enc, cur);
         fhir_buf_printf(&u, "&_since=%s", enc);
     }
-    bulk_resp r = {0};
-    fhir_buf_init(&r.body, 1u << 20);
+    fhir_client_request kick = {.method = "GET", .path = fhir_buf_cstr(&u), .prefer = "respond-async",
+                                .accept_202 = true};
     fhir_error err;
     fhir_error_clear(&err);
-    int rc = bulk_http(p, "GET", fhir_buf_cstr(&u), "application/fhir+json", true, &r, &err);
+    int rc = u.overflow ? fhir_error_set(&err, "kick-off URL too long")
+                        : fhir_client_send(p->client, &kick, on_bulk_kickoff, p, &err);
     fhir_buf_free(&u);
-    fhir_buf_free(&r.body);
-    if (rc) {
+    if (rc)
         bulk_fail(p, err.msg);
-        return;
-    }
-    if (r.status != 202 || !r.content_location[0]) {
-        char msg[200];
-        snprintf(msg, sizeof msg, "kick-off: HTTP %ld%s", r.status, r.content_location[0] ? "" : " without Content-Location");
-        bulk_fail(p, msg);
-        return;
-    }
-    p->status_url = xstrdup(r.content_location);
-    p->status_polls = 0;
-    struct timeval tv = {0, 0};
-    evtimer_add(p->bulk_timer, &tv);
 }
 
 /* ---- scheduling ------------------------------------------------------------------------------ */
@@ -986,87 +971,48 @@ static fhir_auth_kind auth_kind(int k)
     }
 }
 
+/* The client config of a source (strings borrowed from cfg). */
+static void client_config(const config_source *cfg, fhir_client_config *cc)
+{
+    *cc = (fhir_client_config){
+        .name = cfg->name, .base_url = cfg->base_url, .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
+        .total_timeout_ms = cfg->timeout_s * 1000, .max_concurrent = (unsigned)cfg->concurrency,
+        .rate_per_s = cfg->rate_per_s, .max_pages = (unsigned)cfg->max_pages, .ca_file = cfg->ca_file,
+    };
+    if (cfg->kind == CONFIG_SOURCE_BULK)
+        cc->format = FHIR_FORMAT_JSON; /* kick-off answers and manifests are JSON */
+    cc->auth.kind = auth_kind(cfg->auth_kind);
+    cc->auth.bearer_file = cfg->auth_token_file;
+    cc->auth.bearer_env = cfg->auth_token_env;
+    cc->auth.basic_user = cfg->auth_user;
+    cc->auth.basic_pass_file = cfg->auth_password_file;
+    cc->auth.basic_pass_env = cfg->auth_password_env;
+    cc->auth.smart_client_id = cfg->auth_client_id;
+    cc->auth.smart_key_file = cfg->auth_key_file;
+    cc->auth.smart_kid = cfg->auth_kid;
+    cc->auth.smart_alg = cfg->auth_alg;
+    cc->auth.smart_scope = cfg->auth_scope;
+    cc->auth.smart_token_url = cfg->auth_token_url;
+}
+
 poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *err)
 {
-    if (cfg->kind == CONFIG_SOURCE_BULK && cfg->auth_kind == CONFIG_AUTH_SMART) {
-        fhir_error_set(err, "bulk sources support auth none, bearer and basic (not yet smart)");
-        return NULL;
-    }
     poll_source *p = calloc(1, sizeof *p);
     if (!p)
         abort();
     p->d = d;
     p->cfg = cfg;
     daemon_src_metrics_get(d, cfg->name);
-    if (cfg->kind == CONFIG_SOURCE_BULK) {
-        char *secret = NULL;
-        if (cfg->auth_kind == CONFIG_AUTH_BEARER) {
-            if (config_read_secret(cfg->auth_token_file, cfg->auth_token_env, &secret, err)) {
-                free(p);
-                return NULL;
-            }
-            size_t n = strlen(secret) + 32;
-            p->auth_header = malloc(n);
-            if (!p->auth_header)
-                abort();
-            snprintf(p->auth_header, n, "Authorization: Bearer %s", secret);
-        } else if (cfg->auth_kind == CONFIG_AUTH_BASIC) {
-            if (config_read_secret(cfg->auth_password_file, cfg->auth_password_env, &secret, err)) {
-                free(p);
-                return NULL;
-            }
-            size_t n = strlen(cfg->auth_user) + strlen(secret) + 2;
-            char *up = malloc(n);
-            if (!up)
-                abort();
-            snprintf(up, n, "%s:%s", cfg->auth_user, secret);
-            /* base64 (standard alphabet, padded) */
-            static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-            size_t ul = strlen(up), ol = 4 * ((ul + 2) / 3);
-            p->auth_header = malloc(ol + 32);
-            if (!p->auth_header)
-                abort();
-            char *o = p->auth_header + sprintf(p->auth_header, "Authorization: Basic ");
-            for (size_t i = 0; i < ul; i += 3) {
-                unsigned v = (unsigned char)up[i] << 16 | (i + 1 < ul ? (unsigned char)up[i + 1] << 8 : 0) |
-                             (i + 2 < ul ? (unsigned char)up[i + 2] : 0);
-                *o++ = b64[v >> 18 & 63];
-                *o++ = b64[v >> 12 & 63];
-                *o++ = i + 1 < ul ? b64[v >> 6 & 63] : '=';
-                *o++ = i + 2 < ul ? b64[v & 63] : '=';
-            }
-            *o = 0;
-            memset(up, 0, ul);
-            free(up);
-        }
-        if (secret) {
-            memset(secret, 0, strlen(secret));
-            free(secret);
-        }
-        p->bulk_timer = evtimer_new(d->base, on_bulk_status, p);
-    } else if (cfg->kind != CONFIG_SOURCE_FILES) {
-        fhir_client_config cc = {
-            .name = cfg->name, .base_url = cfg->base_url, .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
-            .total_timeout_ms = cfg->timeout_s * 1000, .max_concurrent = (unsigned)cfg->concurrency,
-            .rate_per_s = cfg->rate_per_s, .max_pages = (unsigned)cfg->max_pages, .ca_file = cfg->ca_file,
-        };
-        cc.auth.kind = auth_kind(cfg->auth_kind);
-        cc.auth.bearer_file = cfg->auth_token_file;
-        cc.auth.bearer_env = cfg->auth_token_env;
-        cc.auth.basic_user = cfg->auth_user;
-        cc.auth.basic_pass_file = cfg->auth_password_file;
-        cc.auth.basic_pass_env = cfg->auth_password_env;
-        cc.auth.smart_client_id = cfg->auth_client_id;
-        cc.auth.smart_key_file = cfg->auth_key_file;
-        cc.auth.smart_kid = cfg->auth_kid;
-        cc.auth.smart_alg = cfg->auth_alg;
-        cc.auth.smart_scope = cfg->auth_scope;
-        cc.auth.smart_token_url = cfg->auth_token_url;
+    if (cfg->kind != CONFIG_SOURCE_FILES) {
+        fhir_client_config cc;
+        client_config(cfg, &cc);
         p->client = fhir_client_new(d->base, &cc, err);
         if (!p->client) {
             free(p);
             return NULL;
         }
+        if (cfg->kind == CONFIG_SOURCE_BULK)
+            p->bulk_timer = evtimer_new(d->base, on_bulk_status, p);
     } else if (ensure_dir(cfg->dir) != 0) {
         fhir_error_set(err, "drop folder %s: %s", cfg->dir, strerror(errno));
         free(p);
@@ -1080,6 +1026,35 @@ poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *er
     return p;
 }
 
+/* An export abandoned at shutdown or reload: ask the server to drop the job (its data was
+ * never completely stored and the cursor never advanced, so the next poll starts over). The
+ * source's client is going away with the loop's pending work, so this one request runs on a
+ * private client and loop, bounded by a short timeout and a single attempt. */
+static void bulk_abandon(poll_source *p)
+{
+    fhir_log(FHIR_LOG_INFO, "bulk.abandoned", "source=%s", p->cfg->name);
+    fhir_client_config cc;
+    client_config(p->cfg, &cc);
+    cc.total_timeout_ms = 5000;
+    cc.connect_timeout_ms = 2000;
+    cc.retry.max_attempts = 1;
+    fhir_error err;
+    fhir_error_clear(&err);
+    fhir_client *c = fhir_client_new(NULL, &cc, &err);
+    if (!c) {
+        log_err("bulk.delete_failed", p, err.msg);
+        return;
+    }
+    fhir_client_request del = {.method = "DELETE", .path = p->status_url, .accept_202 = true};
+    fhir_client_result *r = fhir_client_send_sync(c, &del);
+    if (r->err.msg[0])
+        log_err("bulk.delete_failed", p, r->err.msg);
+    else
+        fhir_log(FHIR_LOG_DEBUG, "bulk.deleted", "source=%s status=%ld", p->cfg->name, r->status);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+}
+
 void poll_source_free(poll_source *p)
 {
     if (!p)
@@ -1088,17 +1063,13 @@ void poll_source_free(poll_source *p)
         event_free(p->timer);
     if (p->bulk_timer)
         event_free(p->bulk_timer);
-    if (p->status_url) {
-        /* an export abandoned at shutdown or reload: ask the server to drop the job (its data
-         * was never stored and the cursor never advanced, so the next poll starts over) */
-        fhir_log(FHIR_LOG_INFO, "bulk.abandoned", "source=%s", p->cfg->name);
-        bulk_delete_job(p);
-    }
-    if (p->auth_header) {
-        memset(p->auth_header, 0, strlen(p->auth_header));
-        free(p->auth_header);
-    }
     fhir_client_free(p->client); /* drops in-flight operations: their cursors never advanced */
+    p->client = NULL;
+    if (p->status_url) {
+        bulk_abandon(p);
+        free(p->status_url);
+    }
+    bulk_file_reset(p);
     poll_reset(p);
     free(p);
 }

@@ -11,9 +11,10 @@
  *           with `_lastUpdated=ge<cursor>`; members never seen before are read in full. The
  *           cursor is written after every member's data is stored.
  *   bulk:   `Group/<id>/$export?_type=...&_since=<cursor>` kick-off (Prefer: respond-async),
- *           status polling honouring Retry-After, manifest, NDJSON downloads parsed
- *           streaming, job DELETEd after; cursor = the manifest's transactionTime, written
- *           after every file is stored.
+ *           status polling honouring Retry-After, manifest, NDJSON downloads streamed into
+ *           the store as they arrive, job DELETEd after; all asynchronous on the loop with the
+ *           source's auth (bearer, Basic, SMART); cursor = the manifest's transactionTime,
+ *           written after every file is stored.
  *
  * A poll never overlaps itself; the next one is scheduled interval_s after the previous
  * ended. Counters go to the daemon's metrics. */

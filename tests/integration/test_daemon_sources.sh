@@ -4,7 +4,9 @@
 # (_lastUpdated cursors, only the changed patient re-screened); SIGTERM mid-poll loses nothing:
 # an abandoned poll leaves its cursors where they were and the next start resumes from them,
 # a drained poll finishes and persists them. Bulk: Group $export against the server's export; a bulk
-# export folder can also be read by the files source (checked with the NDJSON cohort files).
+# export folder can also be read by the files source (checked with the NDJSON cohort files); bulk
+# against a server that requires a bearer token (--token), with the admin API answering while a
+# download is in flight, and an export abandoned at stop DELETEd.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 need_tools
@@ -128,6 +130,58 @@ wait_for "a second bulk poll" 60 bulk_twice
 grep 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log" | sed -n 2p | grep -q 'changed=0 ' || fail "second export (_since) stored data again"
 ok "bulk: Group/cohort/\$export (_type, Retry-After status polling, manifest, streamed NDJSON, job deleted); $N verdicts equal to cartgate screen; _since=$tt on the next poll"
 stop_daemon "$BPID"
+
+# ---- bulk with bearer auth; the daemon's loop keeps serving while a download waits -------------
+# The server requires a bearer token (--token) on every /fhir request, and holds the first output
+# file's answer for 4 s: the admin API must answer while that download is in flight.
+printf 'bulk-%s-%s\n' "$RANDOM" "$RANDOM" >"$TMP/ehr.token"
+chmod 600 "$TMP/ehr.token"
+start_server tok --seed "$TMP/seed" --token "$(head -n1 "$TMP/ehr.token")" --bulk-delay-ms 1500 \
+  --fault-mode latency --fault-latency 4000 --fault-path '$export-file' --fault-limit 1
+TOK=$BASE
+TOKADMIN="http://127.0.0.1:$PORT/admin"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "$TOK/Patient?_count=1")" = 401 ] || fail "the token server accepts requests without a token"
+conf bulkauth "{\"name\":\"ehr-tok\",\"kind\":\"bulk\",\"base_url\":\"$TOK\",\"group_id\":\"cohort\",\"interval_s\":3600,\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}}"
+start_daemon bulkauth "$TMP/bulkauth.conf"
+TPID=$DPID
+manifest_in() { grep -q 'event=bulk.complete source=ehr-tok' "$TMP/bulkauth.log"; }
+wait_for "bulk (bearer): manifest" 60 manifest_in
+api /healthz
+[ "$CODE" = 200 ] || fail "admin /healthz during the download: $CODE"
+! grep -q 'event=bulk.file source=ehr-tok' "$TMP/bulkauth.log" || fail "the first output file was stored before /healthz answered (download blocking the loop, or no latency fault)"
+ok "bulk (bearer): the admin API answered while the first output file's download was in flight"
+wait_for "bulk (bearer): $N patients screened" 120 all_screened "$TMP/bulkauth.db"
+verdicts_of "$TMP/bulkauth.db" >"$TMP/bulkauth.txt"
+diff "$TMP/expected.txt" "$TMP/bulkauth.txt" >"$TMP/bulkauth.diff" || fail "bulk (bearer) verdicts differ: $(head "$TMP/bulkauth.diff")"
+grep -q 'event=poll.done source=ehr-tok kind=bulk result=ok' "$TMP/bulkauth.log" || fail "bulk (bearer) poll not ok"
+grep -q 'event=bulk.complete source=ehr-tok status_polls=[1-9]' "$TMP/bulkauth.log" || fail "bulk (bearer): no status polling"
+deleted_tok() { grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkauth.log"; }
+wait_for "bulk (bearer): job deleted" 10 deleted_tok
+[ -n "$(sqlite3 "$TMP/bulkauth.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime'")" ] || fail "bulk (bearer): no cursor"
+curl -s "$TOKADMIN/stats" >"$TMP/tokstats.json"
+n401=$(jget "$TMP/tokstats.json" 'd.fhir.by_status["401"]||0')
+n200=$(jget "$TMP/tokstats.json" 'd.fhir.by_status["200"]||0')
+[ "$n401" = 1 ] || fail "bulk (bearer): $n401 requests refused (only this test's own probe should be)"
+[ "$n200" -ge 2 ] || fail "bulk (bearer): $n200 requests answered 200"
+ok "bulk (bearer auth, --token server): kick-off, status, manifest, files and DELETE all authorised ($n200 x 200, no 401 but the probe); $N verdicts equal to cartgate screen"
+stop_daemon "$TPID"
+[ "$DRC" = 0 ] || fail "bulk (bearer) daemon exit $DRC"
+
+# an export abandoned by a stop without grace is DELETEd at the server (the cursor stays)
+conf bulkstop "{\"name\":\"ehr-tok\",\"kind\":\"bulk\",\"base_url\":\"$TOK\",\"group_id\":\"cohort\",\"interval_s\":3600,\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}}" 0
+start_daemon bulkstop "$TMP/bulkstop.conf"
+TPID=$DPID
+started_tok() { grep -q 'event=bulk.started source=ehr-tok' "$TMP/bulkstop.log"; }
+wait_for "bulk (bearer): export started" 30 started_tok
+curl -s -X DELETE "$TOKADMIN/stats" >/dev/null
+stop_daemon "$TPID"
+[ "$DRC" = 0 ] || fail "bulk stop exit $DRC"
+grep -q 'event=bulk.abandoned source=ehr-tok' "$TMP/bulkstop.log" || fail "no bulk.abandoned"
+grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkstop.log" || fail "abandoned job not deleted"
+curl -s "$TOKADMIN/stats" >"$TMP/tokstats2.json"
+[ "$(jget "$TMP/tokstats2.json" 'd.fhir.by_method.DELETE||0')" = 1 ] || fail "server saw no DELETE: $(cat "$TMP/tokstats2.json")"
+[ -z "$(sqlite3 "$TMP/bulkstop.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime'")" ] || fail "cursor written by an abandoned export"
+ok "bulk (bearer): an export abandoned at stop (grace 0) is DELETEd with the token; no cursor written"
 
 # ---- SIGTERM mid-poll loses nothing -------------------------------------------------------------
 SRC_SLOW="{\"name\":\"slow\",\"kind\":\"search\",\"base_url\":\"$SLOW\",\"interval_s\":3600,\"page_size\":1000}"
