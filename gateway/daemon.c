@@ -731,7 +731,8 @@ static void sender_rebuild(daemon *d)
 {
     sender_free(d->snd);
     d->snd = NULL;
-    sender_opts so = {.centers = d->rt->centers};
+    /* asynchronous on the daemon's loop: one queue per center (sender.h) */
+    sender_opts so = {.centers = d->rt->centers, .base = d->base};
     fhir_error err;
     d->snd = sender_new(d->st, &so, &err);
     if (!d->snd) {
@@ -747,15 +748,14 @@ static void on_send_timer(evutil_socket_t fd, short what, void *arg)
     daemon *d = arg;
     if (d->stopping || !d->snd)
         return;
-    sender_stats ss = {0};
+    /* loads the idle centers' queues and returns; each center drains on the loop and logs
+     * event=sender.pass when its queue is done */
     fhir_error err;
     fhir_error_clear(&err);
-    if (sender_pass(d->snd, &ss, &err)) {
+    if (sender_pass_start(d->snd, &err)) {
         char q[600];
         fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
-    } else if (ss.sent || ss.recovered || ss.transient || ss.failed)
-        fhir_log(FHIR_LOG_INFO, "sender.pass", "sent=%u recovered=%u transient=%u failed=%u waiting=%u",
-                 ss.sent, ss.recovered, ss.transient, ss.failed, ss.waiting);
+    }
 }
 
 static void on_task_timer(evutil_socket_t fd, short what, void *arg)
@@ -765,14 +765,12 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
     daemon *d = arg;
     if (d->stopping || !d->snd)
         return;
-    sender_stats ss = {0};
     fhir_error err;
     fhir_error_clear(&err);
-    if (sender_poll(d->snd, &ss, &err)) {
+    if (sender_poll_start(d->snd, &err)) {
         char q[600];
         fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
-    } else if (ss.polled)
-        fhir_log(FHIR_LOG_INFO, "sender.tasks", "polled=%u changed=%u", ss.polled, ss.changed);
+    }
 }
 
 static void arm_timers(daemon *d)

@@ -1,7 +1,10 @@
-/* sender — outbox drain with recovery, and the Task poller. */
+/* sender — per-destination outbox queues with recovery, and the Task poller, asynchronous on
+ * an event_base. */
 #include "sender.h"
 
+#include <event2/event.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,16 +18,66 @@
 
 #define RESPONSE_KEEP_BYTES (64u * 1024u)
 
-typedef struct center_client {
+typedef struct due {
+    int64_t id;
+    refer_state state;
+    char center[128];
+    int attempts;
+    int64_t next_ms;
+} due;
+
+typedef struct due_list {
+    due *v;
+    size_t n, alloc;
+} due_list;
+
+struct center_q;
+
+/* One lane of a center: its own queue of referrals and in-flight count. */
+typedef struct lane {
+    due *v;              /* owned; loaded by a pass when the lane was idle */
+    size_t n, next;
+    unsigned inflight;
+    unsigned recovering; /* in-flight jobs that started in `sending` (recovery) */
+    bool blocked;        /* transient failure or local error: the rest waits */
+    sender_stats st;     /* this drain only, logged when it ends */
+} lane;
+
+typedef struct center_q {
     char *center_id;
     fhir_client *client;
-} center_client;
+    lane send, poll;
+} center_q;
+
+enum job_step { STEP_SEARCH_SR, STEP_SEARCH_TASK, STEP_POST, STEP_POLL };
+
+typedef struct job {
+    sender *snd;
+    center_q *q;
+    lane *ln;
+    due d;
+    enum job_step step;
+    bool recovery;
+    refer_record r;
+    fhir_arena *a;
+    fhir_node *payload;
+    char sr_ident[512], task_ident[512];
+    char sr_ref[300], task_ref[300];
+    struct job *prev, *next; /* sender's list of in-flight jobs */
+} job;
 
 struct sender {
     store *st;
     sender_opts o;
-    center_client *clients;
-    size_t n_clients;
+    struct event_base *base; /* the given one, or own_base */
+    struct event_base *own_base;
+    center_q *qs;
+    size_t n_qs, alloc_qs;
+    job *jobs;
+    sender_stats total; /* cumulative */
+    bool has_err;
+    fhir_error err;     /* first local failure since the last pass start */
+    int64_t poll_after; /* round-robin cursor of the Task poller */
 };
 
 sender *sender_new(store *s, const sender_opts *opts, fhir_error *err)
@@ -44,36 +97,70 @@ sender *sender_new(store *s, const sender_opts *opts, fhir_error *err)
         snd->o.backoff_cap_ms = 5 * 60 * 1000;
     if (!snd->o.timeout_ms)
         snd->o.timeout_ms = 30000;
-    snd->clients = calloc(opts->centers->n + 1, sizeof *snd->clients);
-    if (!snd->clients)
+    if (!snd->o.max_in_flight)
+        snd->o.max_in_flight = 1;
+    if (!snd->o.poll_in_flight)
+        snd->o.poll_in_flight = 2;
+    if (!snd->o.poll_max_per_pass)
+        snd->o.poll_max_per_pass = 500;
+    snd->base = opts->base;
+    if (!snd->base) {
+        snd->own_base = event_base_new();
+        if (!snd->own_base)
+            abort();
+        snd->base = snd->own_base;
+    }
+    /* one queue per directory entry at most; jobs point into this array, so it never grows */
+    snd->alloc_qs = opts->centers->n + 1;
+    snd->qs = calloc(snd->alloc_qs, sizeof *snd->qs);
+    if (!snd->qs)
         abort();
     return snd;
+}
+
+static void job_free(job *j)
+{
+    fhir_arena_free(j->a);
+    refer_record_free(&j->r);
+    free(j);
 }
 
 void sender_free(sender *snd)
 {
     if (!snd)
         return;
-    for (size_t i = 0; i < snd->n_clients; i++) {
-        fhir_client_free(snd->clients[i].client);
-        free(snd->clients[i].center_id);
+    /* pending operations are dropped without their callbacks; their referrals stay in
+     * `sending` and are looked up at the center before any resend */
+    for (size_t i = 0; i < snd->n_qs; i++) {
+        fhir_client_free(snd->qs[i].client);
+        free(snd->qs[i].center_id);
+        free(snd->qs[i].send.v);
+        free(snd->qs[i].poll.v);
     }
-    free(snd->clients);
+    free(snd->qs);
+    for (job *j = snd->jobs, *nx; j; j = nx) {
+        nx = j->next;
+        job_free(j);
+    }
+    if (snd->own_base)
+        event_base_free(snd->own_base);
     free(snd);
 }
 
-static fhir_client *client_for(sender *snd, const centers_center *c, fhir_error *err)
+bool sender_busy(const sender *snd)
 {
-    for (size_t i = 0; i < snd->n_clients; i++)
-        if (!strcmp(snd->clients[i].center_id, c->id))
-            return snd->clients[i].client;
+    return snd && snd->jobs != NULL;
+}
+
+static fhir_client *new_client(sender *snd, const centers_center *c, fhir_error *err)
+{
     fhir_client_config cfg = {
         .name = c->id,
         .base_url = c->fhir_base,
         .format = FHIR_FORMAT_JSON,
         .total_timeout_ms = snd->o.timeout_ms,
         .connect_timeout_ms = snd->o.timeout_ms < 10000 ? snd->o.timeout_ms : 10000,
-        .max_concurrent = 1,
+        .max_concurrent = snd->o.max_in_flight + snd->o.poll_in_flight,
         .retry = snd->o.retry,
         .ca_file = snd->o.ca_file,
     };
@@ -95,18 +182,33 @@ static fhir_client *client_for(sender *snd, const centers_center *c, fhir_error 
         cfg.auth.smart_token_url = c->auth.token_url;
         break;
     }
-    fhir_client *cl = fhir_client_new(NULL, &cfg, err);
-    if (!cl) {
+    fhir_client *cl = fhir_client_new(snd->base, &cfg, err);
+    if (!cl)
         fhir_error_prefix(err, "center %s", c->id);
-        return NULL;
-    }
-    center_client *cc = &snd->clients[snd->n_clients++];
-    cc->center_id = strdup(c->id);
-    if (!cc->center_id)
-        abort();
-    cc->client = cl;
     return cl;
 }
+
+/* The queue of a center, created on first use with its client. NULL with err when the
+ * client cannot be made (bad auth material). Borrowed, valid until sender_free(). */
+static center_q *queue_for(sender *snd, const centers_center *c, fhir_error *err)
+{
+    for (size_t i = 0; i < snd->n_qs; i++)
+        if (!strcmp(snd->qs[i].center_id, c->id))
+            return &snd->qs[i];
+    fhir_client *cl = new_client(snd, c, err);
+    if (!cl)
+        return NULL;
+    if (snd->n_qs == snd->alloc_qs)
+        abort(); /* broken invariant: more queues than directory entries */
+    center_q *q = &snd->qs[snd->n_qs++];
+    memset(q, 0, sizeof *q);
+    q->center_id = strdup(c->id);
+    if (!q->center_id)
+        abort();
+    q->client = cl;
+    return q;
+}
+
 
 static bool transient_status(long status)
 {
@@ -162,61 +264,413 @@ static void query_escape(const char *s, char *out, size_t n)
     out[j] = '\0';
 }
 
-/* Searches `type` at the center by identifier. 1 found (ref_out = "Type/id"), 0 absent,
- * -1 failed (status in *status_out, message in err). */
-static int find_at_center(fhir_client *cl, const char *type, const char *ident, char *ref_out,
-                          size_t ref_n, long *status_out, fhir_error *err)
+/* Records the first local (store) failure; the lane stops, the pass reports it. */
+static void local_error(sender *snd, lane *ln, const fhir_error *e)
 {
-    char esc[600], path[800];
-    query_escape(ident, esc, sizeof esc);
-    snprintf(path, sizeof path, "%s?identifier=%s", type, esc);
-    fhir_client_request rq = {.method = "GET", .path = path};
-    fhir_client_result *res = fhir_client_send_sync(cl, &rq);
-    *status_out = res->status;
-    int rc;
-    if (res->err.msg[0] || res->status != 200) {
-        fhir_error_set(err, "search %s: %s", path,
-                       res->err.msg[0] ? res->err.msg : "unexpected status");
-        rc = -1;
-    } else {
-        size_t n = 0;
-        const char *id = NULL;
-        for (const fhir_node *e = fhir_node_first(fhir_node_get(res->body, "entry")); e;
-             e = e->next) {
-            const char *mode = fhir_node_path_str(e, "search.mode");
-            if (mode && strcmp(mode, "match"))
-                continue;
-            n++;
-            id = fhir_node_path_str(e, "resource.id");
-        }
-        if (n > 1) {
-            *status_out = 412;
-            fhir_error_set(err, "%zu %s resources at the center carry identifier %s", n, type,
-                           ident);
-            rc = -1;
-        } else if (n == 1 && id) {
-            snprintf(ref_out, ref_n, "%s/%s", type, id);
-            rc = 1;
-        } else {
-            rc = 0;
-        }
+    if (!snd->has_err) {
+        snd->has_err = true;
+        snd->err = *e;
     }
-    fhir_client_result_free(res);
-    return rc;
+    char q[600];
+    fhir_log(FHIR_LOG_ERROR, "sender.store_failed", "error=%s", fhir_log_quote(e->msg, q, sizeof q));
+    if (ln)
+        ln->blocked = true;
 }
 
-typedef struct due {
-    int64_t id;
-    refer_state state;
-    char center[128];
-    int attempts;
-    int64_t next_ms;
-} due;
+static void count(sender *snd, lane *ln, size_t off)
+{
+    if (ln)
+        (*(unsigned *)((char *)&ln->st + off))++;
+    (*(unsigned *)((char *)&snd->total + off))++;
+}
+#define COUNT(snd, ln, field) count((snd), (ln), offsetof(sender_stats, field))
 
-typedef struct due_list {
-    due *v;
-    size_t n, alloc;
-} due_list;
+/* Moves an approved referral through `sending` into `failed` (no HTTP involved). */
+static void fail_now(sender *snd, lane *ln, const due *d, long status, const char *msg)
+{
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (d->state == REFER_APPROVED &&
+        refer_transition(snd->st, d->id, REFER_SENDING, "sender", NULL, &e)) {
+        local_error(snd, ln, &e);
+        return;
+    }
+    COUNT(snd, ln, failed);
+    fhir_log(FHIR_LOG_WARN, "referral.failed", "referral=%lld center=%s status=%ld",
+             (long long)d->id, d->center, status);
+    if (refer_mark_failed(snd->st, d->id, (int)status, msg, NULL, &e))
+        local_error(snd, ln, &e);
+}
+
+/* Records a transient failure; the rest of the center's queue waits for the next pass. */
+static void transient(job *j, long status, const char *msg, char *resp)
+{
+    sender *snd = j->snd;
+    int64_t next = fhir_clock_now_ms() + backoff_ms(snd, j->d.attempts);
+    COUNT(snd, j->ln, transient);
+    j->ln->blocked = true;
+    fhir_log(FHIR_LOG_WARN, "referral.transient", "referral=%lld center=%s status=%ld",
+             (long long)j->d.id, j->d.center, status);
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (refer_record_attempt(snd->st, j->d.id, (int)status, msg, resp, next, &e))
+        local_error(snd, j->ln, &e);
+    free(resp);
+}
+
+static void lane_pump(sender *snd, center_q *q, lane *ln);
+
+static void job_done(job *j)
+{
+    sender *snd = j->snd;
+    center_q *q = j->q;
+    lane *ln = j->ln;
+    ln->inflight--;
+    if (j->recovery)
+        ln->recovering--;
+    if (j->prev)
+        j->prev->next = j->next;
+    else
+        snd->jobs = j->next;
+    if (j->next)
+        j->next->prev = j->prev;
+    job_free(j);
+    lane_pump(snd, q, ln);
+}
+
+static void on_http(void *ud, fhir_client_result *res);
+
+/* Submits the job's current step. 0 when in flight; -1 when it could not be queued (the job
+ * has then been finished as a transient failure). */
+static int job_submit(job *j)
+{
+    char path[800];
+    fhir_client_request rq = {.method = "GET", .path = path};
+    if (j->step == STEP_SEARCH_SR || j->step == STEP_SEARCH_TASK) {
+        char esc[600];
+        query_escape(j->step == STEP_SEARCH_SR ? j->sr_ident : j->task_ident, esc, sizeof esc);
+        snprintf(path, sizeof path, "%s?identifier=%s",
+                 j->step == STEP_SEARCH_SR ? "ServiceRequest" : "Task", esc);
+    } else if (j->step == STEP_POST) {
+        rq.method = "POST";
+        rq.path = "";
+        rq.body = j->r.payload;
+        rq.body_len = strlen(j->r.payload);
+    } else {
+        snprintf(path, sizeof path, "%s", j->r.center_task_ref);
+    }
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (fhir_client_send(j->q->client, &rq, on_http, j, &e) == 0)
+        return 0;
+    if (j->step == STEP_POLL) {
+        j->ln->blocked = true;
+    } else {
+        char msg[FHIR_ERROR_MAX + 32];
+        snprintf(msg, sizeof msg, "HTTP 0: %s", e.msg);
+        transient(j, 0, msg, NULL);
+    }
+    return -1;
+}
+
+/* Search answer: 1 found (ref_out = "Type/id"), 0 absent, -1 failed (*status, msg). */
+static int search_result(const fhir_client_result *res, const char *type, const char *ident,
+                         char *ref_out, size_t ref_n, long *status, char *msg, size_t msg_n)
+{
+    *status = res->status;
+    if (res->err.msg[0] || res->status != 200) {
+        snprintf(msg, msg_n, "search %s by identifier: %s", type,
+                 res->err.msg[0] ? res->err.msg : "unexpected status");
+        return -1;
+    }
+    size_t n = 0;
+    const char *id = NULL;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(res->body, "entry")); e;
+         e = e->next) {
+        const char *mode = fhir_node_path_str(e, "search.mode");
+        if (mode && strcmp(mode, "match"))
+            continue;
+        n++;
+        id = fhir_node_path_str(e, "resource.id");
+    }
+    if (n > 1) {
+        *status = 412;
+        snprintf(msg, msg_n, "%zu %s resources at the center carry identifier %s", n, type, ident);
+        return -1;
+    }
+    if (n == 1 && id) {
+        snprintf(ref_out, ref_n, "%s/%s", type, id);
+        return 1;
+    }
+    return 0;
+}
+
+static void on_search(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    bool sr = j->step == STEP_SEARCH_SR;
+    long status = 0;
+    char msg[FHIR_ERROR_MAX + 600];
+    int found = search_result(res, sr ? "ServiceRequest" : "Task", sr ? j->sr_ident : j->task_ident,
+                              sr ? j->sr_ref : j->task_ref, sizeof j->sr_ref, &status, msg,
+                              sizeof msg);
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (found < 0) {
+        if (transient_status(status)) {
+            transient(j, status, msg, NULL);
+        } else {
+            COUNT(snd, j->ln, failed);
+            if (refer_mark_failed(snd->st, j->d.id, (int)status, msg, NULL, &e))
+                local_error(snd, j->ln, &e);
+        }
+    } else if (found == 1 && sr) {
+        j->step = STEP_SEARCH_TASK;
+        if (job_submit(j) == 0)
+            return;
+    } else if (found == 1) {
+        COUNT(snd, j->ln, recovered);
+        fhir_log(FHIR_LOG_INFO, "referral.recovered", "referral=%lld center=%s",
+                 (long long)j->d.id, j->d.center);
+        if (refer_mark_sent(snd->st, j->d.id, j->sr_ref, j->task_ref,
+                            "found at the center by placer identifier before resending", &e))
+            local_error(snd, j->ln, &e);
+    } else {
+        /* not (entirely) there: resend; every entry is a conditional create */
+        j->step = STEP_POST;
+        if (job_submit(j) == 0)
+            return;
+    }
+    job_done(j);
+}
+
+static void on_post(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    char sr_ref[256], task_ref[256];
+    fhir_error berr, e;
+    fhir_error_clear(&berr);
+    fhir_error_clear(&e);
+    if (!res->err.msg[0] && res->status == 200 && res->body &&
+        bser_response_refs(j->payload, res->body, sr_ref, task_ref, &berr) == 0) {
+        COUNT(snd, j->ln, sent);
+        fhir_log(FHIR_LOG_INFO, "referral.sent", "referral=%lld center=%s", (long long)j->d.id,
+                 j->d.center);
+        if (refer_mark_sent(snd->st, j->d.id, sr_ref, task_ref, NULL, &e))
+            local_error(snd, j->ln, &e);
+    } else {
+        long status = res->status;
+        char msg[FHIR_ERROR_MAX + 600];
+        char oo[512] = "";
+        if (res->body)
+            fhir_client_outcome_text(res->body, oo, sizeof oo);
+        snprintf(msg, sizeof msg, "HTTP %ld: %s%s%s", status,
+                 res->err.msg[0] ? res->err.msg : berr.msg[0] ? berr.msg : "unexpected answer",
+                 oo[0] ? " — " : "", oo);
+        char *resp = response_text(res);
+        if (status == 200 || transient_status(status)) {
+            /* 200 without usable locations is ambiguous too: search next pass */
+            transient(j, status, msg, resp);
+        } else {
+            COUNT(snd, j->ln, failed);
+            fhir_log(FHIR_LOG_WARN, "referral.failed", "referral=%lld center=%s status=%ld",
+                     (long long)j->d.id, j->d.center, status);
+            if (refer_mark_failed(snd->st, j->d.id, (int)status, msg, resp, &e))
+                local_error(snd, j->ln, &e);
+            free(resp);
+        }
+    }
+    job_done(j);
+}
+
+static void on_poll(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    if (res->err.msg[0] || res->status != 200 || !res->body) {
+        j->ln->blocked = true;
+        fhir_log(FHIR_LOG_WARN, "referral.poll_failed", "referral=%lld center=%s status=%ld",
+                 (long long)j->d.id, j->d.center, res->status);
+    } else {
+        COUNT(snd, j->ln, polled);
+        const char *status = fhir_node_path_str(res->body, "status");
+        const char *bs = NULL;
+        for (const fhir_node *cd = fhir_node_first(fhir_node_path(res->body,
+                                                                  "businessStatus.coding"));
+             cd; cd = cd->next) {
+            const char *sys = fhir_node_path_str(cd, "system");
+            if (!sys || !strcmp(sys, BSER_BUSINESS_STATUS_SYSTEM)) {
+                bs = fhir_node_path_str(cd, "code");
+                break;
+            }
+        }
+        bool changed = false;
+        fhir_error e;
+        fhir_error_clear(&e);
+        if (refer_apply_task(snd->st, j->d.id, status, bs, &changed, &e))
+            local_error(snd, j->ln, &e);
+        if (changed)
+            COUNT(snd, j->ln, changed);
+    }
+    job_done(j);
+}
+
+static void on_http(void *ud, fhir_client_result *res)
+{
+    job *j = ud;
+    switch (j->step) {
+    case STEP_SEARCH_SR:
+    case STEP_SEARCH_TASK:
+        on_search(j, res);
+        break;
+    case STEP_POST:
+        on_post(j, res);
+        break;
+    case STEP_POLL:
+        on_poll(j, res);
+        break;
+    }
+    fhir_client_result_free(res);
+}
+
+/* Starts one referral of a send lane. true when a job is now in flight. */
+static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        abort();
+    j->snd = snd;
+    j->q = q;
+    j->ln = ln;
+    j->d = *d;
+    fhir_error e;
+    fhir_error_clear(&e);
+    int f = refer_get(snd->st, d->id, &j->r, &e);
+    if (f != 1) {
+        if (f < 0)
+            local_error(snd, ln, &e);
+        free(j);
+        return false;
+    }
+    if (j->r.state != REFER_APPROVED && j->r.state != REFER_SENDING) {
+        job_free(j); /* moved on since the pass listed it (operator cancel) */
+        return false;
+    }
+    j->d.state = j->r.state;
+    j->a = fhir_arena_new(0);
+    fhir_error perr;
+    fhir_error_clear(&perr);
+    j->payload = j->r.payload ? fhir_json_parse(j->a, j->r.payload, strlen(j->r.payload), NULL,
+                                                &perr)
+                              : NULL;
+    if (!j->payload ||
+        payload_identifier(j->payload, "ServiceRequest", j->sr_ident, sizeof j->sr_ident) ||
+        payload_identifier(j->payload, "Task", j->task_ident, sizeof j->task_ident)) {
+        if (j->r.state == REFER_APPROVED && !j->r.payload) {
+            COUNT(snd, ln, waiting); /* the screener has not attached it yet */
+        } else {
+            char msg[FHIR_ERROR_MAX + 64];
+            snprintf(msg, sizeof msg, "payload unusable: %s",
+                     !j->r.payload ? "none stored"
+                     : perr.msg[0] ? perr.msg
+                                   : "no ServiceRequest/Task identifier");
+            fail_now(snd, ln, &j->d, 0, msg);
+        }
+        job_free(j);
+        return false;
+    }
+    if (j->r.state == REFER_SENDING) {
+        j->recovery = true; /* possibly already there: look before resending */
+        j->step = STEP_SEARCH_SR;
+    } else {
+        if (refer_transition(snd->st, j->d.id, REFER_SENDING, "sender", NULL, &e)) {
+            local_error(snd, ln, &e);
+            job_free(j);
+            return false;
+        }
+        j->step = STEP_POST;
+    }
+    ln->inflight++;
+    if (j->recovery)
+        ln->recovering++;
+    j->next = snd->jobs;
+    if (snd->jobs)
+        snd->jobs->prev = j;
+    snd->jobs = j;
+    if (job_submit(j)) {
+        job_done(j); /* recorded as transient; the lane is blocked */
+        return false;
+    }
+    return true;
+}
+
+static bool start_poll(sender *snd, center_q *q, lane *ln, const due *d)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        abort();
+    j->snd = snd;
+    j->q = q;
+    j->ln = ln;
+    j->d = *d;
+    j->step = STEP_POLL;
+    fhir_error e;
+    fhir_error_clear(&e);
+    int f = refer_get(snd->st, d->id, &j->r, &e);
+    if (f != 1 || !j->r.center_task_ref) {
+        if (f < 0)
+            local_error(snd, ln, &e);
+        if (f == 1)
+            refer_record_free(&j->r);
+        free(j);
+        return false;
+    }
+    ln->inflight++;
+    j->next = snd->jobs;
+    if (snd->jobs)
+        snd->jobs->prev = j;
+    snd->jobs = j;
+    if (job_submit(j)) {
+        job_done(j);
+        return false;
+    }
+    return true;
+}
+
+/* Starts what the lane may start; logs and resets the lane when its drain has ended. */
+static void lane_pump(sender *snd, center_q *q, lane *ln)
+{
+    bool is_send = ln == &q->send;
+    unsigned cap = is_send ? snd->o.max_in_flight : snd->o.poll_in_flight;
+    while (!ln->blocked && ln->next < ln->n && ln->inflight < cap) {
+        const due *d = &ln->v[ln->next];
+        /* recovery first: nothing new goes out while a `sending` lookup is pending */
+        if (is_send && d->state == REFER_APPROVED && ln->recovering)
+            break;
+        ln->next++;
+        if (is_send)
+            start_send(snd, q, ln, d);
+        else
+            start_poll(snd, q, ln, d);
+    }
+    if (ln->inflight || (!ln->blocked && ln->next < ln->n) || !ln->v)
+        return;
+    /* drain over: whatever was not reached waits for the next pass */
+    for (size_t i = ln->next; i < ln->n; i++)
+        if (is_send)
+            COUNT(snd, ln, waiting);
+    if (is_send) {
+        if (ln->st.sent || ln->st.recovered || ln->st.transient || ln->st.failed)
+            fhir_log(FHIR_LOG_INFO, "sender.pass",
+                     "center=%s sent=%u recovered=%u transient=%u failed=%u waiting=%u",
+                     q->center_id, ln->st.sent, ln->st.recovered, ln->st.transient,
+                     ln->st.failed, ln->st.waiting);
+    } else if (ln->st.polled) {
+        fhir_log(FHIR_LOG_INFO, "sender.tasks", "center=%s polled=%u changed=%u", q->center_id,
+                 ln->st.polled, ln->st.changed);
+    }
+    free(ln->v);
+    memset(ln, 0, sizeof *ln);
+}
 
 static int collect_due(void *ctx, const refer_record *r)
 {
@@ -236,163 +690,69 @@ static int collect_due(void *ctx, const refer_record *r)
     return 0;
 }
 
-typedef struct blocked {
-    char **ids;
-    size_t n;
-} blocked;
-
-static bool is_blocked(const blocked *b, const char *id)
+static void lane_push(lane *ln, const due *d, size_t *alloc)
 {
-    for (size_t i = 0; i < b->n; i++)
-        if (!strcmp(b->ids[i], id))
-            return true;
-    return false;
+    if (ln->n == *alloc) {
+        *alloc = *alloc ? *alloc * 2 : 16;
+        ln->v = realloc(ln->v, *alloc * sizeof *ln->v);
+        if (!ln->v)
+            abort();
+    }
+    ln->v[ln->n++] = *d;
 }
 
-static void block(blocked *b, const char *id)
+/* Loads the idle lanes (send or poll) of every center from l, in order, then starts them.
+ * Referrals of a center whose lane is still busy from an earlier pass are left for later. */
+static void load_lanes(sender *snd, const due_list *l, bool is_send)
 {
-    if (is_blocked(b, id))
-        return;
-    b->ids = realloc(b->ids, (b->n + 1) * sizeof *b->ids);
-    if (!b->ids || !(b->ids[b->n] = strdup(id)))
+    int64_t now = fhir_clock_now_ms();
+    size_t *allocs = calloc(snd->alloc_qs, sizeof *allocs);
+    bool *loaded = calloc(snd->alloc_qs, sizeof *loaded);
+    if (!allocs || !loaded)
         abort();
-    b->n++;
-}
-
-/* Records a transient failure and blocks the center for the rest of the pass. */
-static int transient(sender *snd, const due *d, long status, const char *msg, char *resp,
-                     blocked *b, sender_stats *st, fhir_error *err)
-{
-    int64_t next = fhir_clock_now_ms() + backoff_ms(snd, d->attempts);
-    st->transient++;
-    block(b, d->center);
-    fhir_log(FHIR_LOG_WARN, "referral.transient", "referral=%lld center=%s status=%ld",
-             (long long)d->id, d->center, status);
-    int rc = refer_record_attempt(snd->st, d->id, (int)status, msg, resp, next, err);
-    free(resp);
-    return rc;
-}
-
-static int deliver(sender *snd, const due *d, const centers_center *c, blocked *b,
-                   sender_stats *st, fhir_error *err)
-{
-    refer_record r;
-    int f = refer_get(snd->st, d->id, &r, err);
-    if (f != 1)
-        return f == 0 ? 0 : -1;
-    int rc = 0;
-    fhir_arena *a = fhir_arena_new(0);
-    fhir_error perr = {0};
-    fhir_node *payload = r.payload ? fhir_json_parse(a, r.payload, strlen(r.payload), NULL,
-                                                     &perr)
-                                   : NULL;
-    char sr_ident[512], task_ident[512];
-    if (!payload || payload_identifier(payload, "ServiceRequest", sr_ident, sizeof sr_ident) ||
-        payload_identifier(payload, "Task", task_ident, sizeof task_ident)) {
-        char msg[FHIR_ERROR_MAX + 64];
-        snprintf(msg, sizeof msg, "payload unusable: %s",
-                 !r.payload ? "none stored" : perr.msg[0] ? perr.msg
-                                                           : "no ServiceRequest/Task identifier");
-        if (r.state == REFER_APPROVED && !r.payload) {
-            st->waiting++; /* the screener has not attached it yet */
-            goto out;
-        }
-        if (r.state == REFER_APPROVED &&
-            refer_transition(snd->st, r.id, REFER_SENDING, "sender", NULL, err)) {
-            rc = -1;
-            goto out;
-        }
-        st->failed++;
-        rc = refer_mark_failed(snd->st, r.id, 0, msg, NULL, err);
-        goto out;
-    }
-    fhir_error cerr = {0};
-    fhir_client *cl = client_for(snd, c, &cerr);
-    if (!cl) {
-        if (r.state == REFER_APPROVED &&
-            refer_transition(snd->st, r.id, REFER_SENDING, "sender", NULL, err)) {
-            rc = -1;
-            goto out;
-        }
-        st->failed++;
-        rc = refer_mark_failed(snd->st, r.id, 0, cerr.msg, NULL, err);
-        goto out;
-    }
-
-    if (r.state == REFER_SENDING) {
-        /* possibly already there: look before resending */
-        char sr_ref[300] = "", task_ref[300] = "";
-        long status = 0;
-        fhir_error serr = {0};
-        int found = find_at_center(cl, "ServiceRequest", sr_ident, sr_ref, sizeof sr_ref,
-                                   &status, &serr);
-        if (found == 1)
-            found = find_at_center(cl, "Task", task_ident, task_ref, sizeof task_ref, &status,
-                                   &serr);
-        if (found < 0) {
-            if (transient_status(status)) {
-                rc = transient(snd, d, status, serr.msg, NULL, b, st, err);
-            } else {
-                st->failed++;
-                rc = refer_mark_failed(snd->st, r.id, (int)status, serr.msg, NULL, err);
+    for (size_t i = 0; i < l->n; i++) {
+        const due *d = &l->v[i];
+        const centers_center *c = centers_find(snd->o.centers, d->center);
+        if (!c) {
+            if (is_send) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "center \"%s\" is not in the directory", d->center);
+                fail_now(snd, NULL, d, 0, msg);
             }
-            goto out;
+            continue;
         }
-        if (found == 1) {
-            st->recovered++;
-            fhir_log(FHIR_LOG_INFO, "referral.recovered", "referral=%lld center=%s",
-                     (long long)r.id, c->id);
-            rc = refer_mark_sent(snd->st, r.id, sr_ref, task_ref,
-                                 "found at the center by placer identifier before resending",
-                                 err);
-            goto out;
+        fhir_error cerr;
+        fhir_error_clear(&cerr);
+        center_q *q = queue_for(snd, c, &cerr);
+        if (!q) {
+            if (is_send)
+                fail_now(snd, NULL, d, 0, cerr.msg);
+            continue;
         }
-    } else if (refer_transition(snd->st, r.id, REFER_SENDING, "sender", NULL, err)) {
-        rc = -1;
-        goto out;
+        size_t qi = (size_t)(q - snd->qs);
+        lane *ln = is_send ? &q->send : &q->poll;
+        if (!loaded[qi] && ln->v) {
+            if (is_send)
+                snd->total.waiting++; /* that center's queue is still draining */
+            continue;
+        }
+        loaded[qi] = true;
+        if (is_send && d->next_ms > now) {
+            snd->total.waiting++;
+            continue;
+        }
+        lane_push(ln, d, &allocs[qi]);
     }
-
-    /* send the frozen payload */
-    fhir_client_request rq = {.method = "POST", .path = "", .body = r.payload,
-                              .body_len = strlen(r.payload)};
-    fhir_client_result *res = fhir_client_send_sync(cl, &rq);
-    char sr_ref[256], task_ref[256];
-    fhir_error berr = {0};
-    if (!res->err.msg[0] && res->status == 200 &&
-        bser_response_refs(payload, res->body, sr_ref, task_ref, &berr) == 0) {
-        st->sent++;
-        fhir_log(FHIR_LOG_INFO, "referral.sent", "referral=%lld center=%s", (long long)r.id,
-                 c->id);
-        rc = refer_mark_sent(snd->st, r.id, sr_ref, task_ref, NULL, err);
-    } else {
-        long status = res->status;
-        char msg[FHIR_ERROR_MAX + 600];
-        char oo[512] = "";
-        if (res->body)
-            fhir_client_outcome_text(res->body, oo, sizeof oo);
-        snprintf(msg, sizeof msg, "HTTP %ld: %s%s%s", status,
-                 res->err.msg[0] ? res->err.msg : berr.msg[0] ? berr.msg : "unexpected answer",
-                 oo[0] ? " — " : "", oo);
-        char *resp = response_text(res);
-        if (status == 200 || transient_status(status)) {
-            /* 200 without usable locations is ambiguous too: search next pass */
-            rc = transient(snd, d, status, msg, resp, b, st, err);
-        } else {
-            st->failed++;
-            fhir_log(FHIR_LOG_WARN, "referral.failed", "referral=%lld center=%s status=%ld",
-                     (long long)r.id, c->id, status);
-            rc = refer_mark_failed(snd->st, r.id, (int)status, msg, resp, err);
-            free(resp);
+    for (size_t qi = 0; qi < snd->n_qs; qi++)
+        if (loaded[qi]) {
+            lane *ln = is_send ? &snd->qs[qi].send : &snd->qs[qi].poll;
+            lane_pump(snd, &snd->qs[qi], ln);
         }
-    }
-    fhir_client_result_free(res);
-out:
-    fhir_arena_free(a);
-    refer_record_free(&r);
-    return rc;
+    free(allocs);
+    free(loaded);
 }
 
-int sender_pass(sender *snd, sender_stats *st, fhir_error *err)
+int sender_pass_start(sender *snd, fhir_error *err)
 {
     due_list l = {0};
     /* recovery first: everything left in `sending`, then the approved queue */
@@ -401,35 +761,11 @@ int sender_pass(sender *snd, sender_stats *st, fhir_error *err)
         free(l.v);
         return -1;
     }
-    blocked b = {0};
-    int rc = 0;
-    int64_t now = fhir_clock_now_ms();
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        const due *d = &l.v[i];
-        if (is_blocked(&b, d->center) || d->next_ms > now) {
-            st->waiting++;
-            continue;
-        }
-        const centers_center *c = centers_find(snd->o.centers, d->center);
-        if (!c) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "center \"%s\" is not in the directory", d->center);
-            if (d->state == REFER_APPROVED &&
-                refer_transition(snd->st, d->id, REFER_SENDING, "sender", NULL, err)) {
-                rc = -1;
-                break;
-            }
-            st->failed++;
-            rc = refer_mark_failed(snd->st, d->id, 0, msg, NULL, err);
-            continue;
-        }
-        rc = deliver(snd, d, c, &b, st, err);
-    }
-    for (size_t i = 0; i < b.n; i++)
-        free(b.ids[i]);
-    free(b.ids);
+    if (!sender_busy(snd))
+        snd->has_err = false;
+    load_lanes(snd, &l, true);
     free(l.v);
-    return rc;
+    return 0;
 }
 
 static int collect_open(void *ctx, const refer_record *r)
@@ -439,61 +775,86 @@ static int collect_open(void *ctx, const refer_record *r)
     return 0;
 }
 
-int sender_poll(sender *snd, sender_stats *st, fhir_error *err)
+static int by_id(const void *a, const void *b)
+{
+    int64_t x = ((const due *)a)->id, y = ((const due *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+int sender_poll_start(sender *snd, fhir_error *err)
 {
     due_list l = {0};
     if (refer_each(snd->st, -1, NULL, collect_open, &l, err) < 0) {
         free(l.v);
         return -1;
     }
-    int rc = 0;
-    blocked b = {0};
-    for (size_t i = 0; i < l.n && rc == 0; i++) {
-        const due *d = &l.v[i];
-        const centers_center *c = centers_find(snd->o.centers, d->center);
-        if (!c || is_blocked(&b, d->center))
-            continue;
-        refer_record r;
-        if (refer_get(snd->st, d->id, &r, err) != 1)
-            continue;
-        fhir_error cerr = {0};
-        fhir_client *cl = client_for(snd, c, &cerr);
-        if (!cl || !r.center_task_ref) {
-            refer_record_free(&r);
-            continue;
-        }
-        fhir_client_request rq = {.method = "GET", .path = r.center_task_ref};
-        fhir_client_result *res = fhir_client_send_sync(cl, &rq);
-        if (res->err.msg[0] || res->status != 200 || !res->body) {
-            block(&b, d->center);
-            fhir_log(FHIR_LOG_WARN, "referral.poll_failed", "referral=%lld center=%s status=%ld",
-                     (long long)r.id, c->id, res->status);
-        } else {
-            st->polled++;
-            const char *status = fhir_node_path_str(res->body, "status");
-            const char *bs = NULL;
-            for (const fhir_node *cd = fhir_node_first(fhir_node_path(res->body,
-                                                                      "businessStatus.coding"));
-                 cd; cd = cd->next) {
-                const char *sys = fhir_node_path_str(cd, "system");
-                if (!sys || !strcmp(sys, BSER_BUSINESS_STATUS_SYSTEM)) {
-                    bs = fhir_node_path_str(cd, "code");
-                    break;
-                }
+    if (!sender_busy(snd))
+        snd->has_err = false;
+    if (l.n > 1)
+        qsort(l.v, l.n, sizeof *l.v, by_id);
+    /* bounded per pass, round robin: start after the last referral polled last time */
+    size_t first = 0;
+    while (first < l.n && l.v[first].id <= snd->poll_after)
+        first++;
+    size_t take = l.n < snd->o.poll_max_per_pass ? l.n : snd->o.poll_max_per_pass;
+    due_list sel = {0};
+    for (size_t k = 0; k < take; k++) {
+            const due *d = &l.v[(first + k) % l.n];
+            if (sel.n == sel.alloc) {
+                sel.alloc = sel.alloc ? sel.alloc * 2 : 64;
+                sel.v = realloc(sel.v, sel.alloc * sizeof *sel.v);
+                if (!sel.v)
+                    abort();
             }
-            bool changed = false;
-            rc = refer_apply_task(snd->st, r.id, status, bs, &changed, err);
-            if (changed)
-                st->changed++;
+            sel.v[sel.n++] = *d;
         }
-        fhir_client_result_free(res);
-        refer_record_free(&r);
-    }
-    for (size_t i = 0; i < b.n; i++)
-        free(b.ids[i]);
-    free(b.ids);
+    if (take)
+        snd->poll_after = take < l.n ? l.v[(first + take - 1) % l.n].id : 0;
+    load_lanes(snd, &sel, false);
+    free(sel.v);
     free(l.v);
-    return rc;
+    return 0;
+}
+
+static void add_diff(sender_stats *st, const sender_stats *after, const sender_stats *before)
+{
+    st->sent += after->sent - before->sent;
+    st->recovered += after->recovered - before->recovered;
+    st->transient += after->transient - before->transient;
+    st->failed += after->failed - before->failed;
+    st->waiting += after->waiting - before->waiting;
+    st->polled += after->polled - before->polled;
+    st->changed += after->changed - before->changed;
+}
+
+/* Runs a start function on the private base until every queue is idle. */
+static int run_sync(sender *snd, int (*start)(sender *, fhir_error *), sender_stats *st,
+                    fhir_error *err)
+{
+    if (!snd->own_base)
+        return fhir_error_set(err, "sender: synchronous passes need a sender on its own event base");
+    sender_stats before = snd->total;
+    if (start(snd, err))
+        return -1;
+    while (sender_busy(snd))
+        if (event_base_loop(snd->own_base, EVLOOP_ONCE) < 0)
+            return fhir_error_set(err, "sender: event loop failed");
+    add_diff(st, &snd->total, &before);
+    if (snd->has_err) {
+        *err = snd->err;
+        return -1;
+    }
+    return 0;
+}
+
+int sender_pass(sender *snd, sender_stats *st, fhir_error *err)
+{
+    return run_sync(snd, sender_pass_start, st, err);
+}
+
+int sender_poll(sender *snd, sender_stats *st, fhir_error *err)
+{
+    return run_sync(snd, sender_poll_start, st, err);
 }
 
 int64_t sender_outstanding(store *s, fhir_error *err)

@@ -18,11 +18,21 @@
  * Closed loop (sender_poll): for each referral in sent/accepted/scheduled, GET its Task at the
  * center and apply Task.status + businessStatus (refer_apply_task).
  *
- * Synchronous: each HTTP exchange runs to completion (the client retries transient failures
- * within one exchange per its retry policy). Single-threaded. */
+ * Asynchronous, on one event_base (the daemon's loop, or a private one for the CLI): one queue
+ * per center, each with its own fhir_client, at most max_in_flight referrals of a center in
+ * flight, so a center that hangs or is down delays only its own queue. A pass loads the queue
+ * of every center that is idle (a center still draining from an earlier pass keeps its queue;
+ * its new referrals wait for a later pass) and returns at once; the queues drain from the
+ * loop. Within a queue the `sending` referrals (recovery) come first and nothing `approved`
+ * starts while a recovery lookup is pending. State transitions are durable before and after
+ * each HTTP exchange (referral.h); the store is written from the loop (local SQLite).
+ * The Task poller works the same way, with its own lane per center and at most
+ * poll_max_per_pass Tasks per pass (round robin over the open referrals).
+ * Single-threaded. */
 #ifndef SENDER_H
 #define SENDER_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "centers.h"
@@ -30,13 +40,19 @@
 #include "fhir_retry.h"
 #include "store.h"
 
+struct event_base;
+
 typedef struct sender_opts {
+    struct event_base *base;      /* borrowed; NULL = a private base (sender_pass/poll) */
     const centers_dir *centers;   /* borrowed; must outlive the sender */
     fhir_retry_policy retry;      /* per exchange (fhir_client); zero = client defaults */
     long timeout_ms;              /* per HTTP attempt; 0 = 30 s */
     int64_t backoff_base_ms;      /* between passes after a transient failure; 0 = 2 s */
     int64_t backoff_cap_ms;       /* 0 = 5 min */
     const char *ca_file;          /* TLS trust for the centers; NULL = system */
+    unsigned max_in_flight;       /* referrals in flight per center; 0 = 1 */
+    unsigned poll_in_flight;      /* Task reads in flight per center; 0 = 2 */
+    size_t poll_max_per_pass;     /* Tasks read per poll pass; 0 = 500 */
 } sender_opts;
 
 typedef struct sender_stats {
@@ -55,10 +71,19 @@ typedef struct sender sender;
 sender *sender_new(store *s, const sender_opts *opts, fhir_error *err);
 void sender_free(sender *snd);
 
-/* One delivery pass (recovery, then due approved referrals). Adds to *st. Returns 0, or -1
- * with err only for local failures (store); remote failures are recorded per referral. */
+/* Asynchronous delivery pass: loads the idle centers' queues (recovery, then due approved
+ * referrals) and returns; the work runs on the event loop. -1 with err when the store cannot
+ * be read. Local failures during the drain are logged (event=sender.store_failed). */
+int sender_pass_start(sender *snd, fhir_error *err);
+/* Asynchronous closed-loop pass (bounded, see top). */
+int sender_poll_start(sender *snd, fhir_error *err);
+/* true while any exchange of the sender is in flight. */
+bool sender_busy(const sender *snd);
+
+/* Synchronous passes (CLI): only for a sender on its own base (opts.base NULL); run that base
+ * until every queue is idle. Add to *st. Return 0, or -1 with err for local failures (store);
+ * remote failures are recorded per referral. */
 int sender_pass(sender *snd, sender_stats *st, fhir_error *err);
-/* One closed-loop pass over referrals at the centers. */
 int sender_poll(sender *snd, sender_stats *st, fhir_error *err);
 
 /* Referrals still to deliver (approved + sending); -1 on error. */

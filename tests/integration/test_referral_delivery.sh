@@ -13,6 +13,10 @@
 #      restarting each time; at the end every referral is at the center exactly once.
 #      CARTGATE_CRASH_KILLS (default 10), CARTGATE_CRASH_REFERRALS (20), CARTGATE_CRASH_SEED (7);
 #      bench/crash_referrals.sh runs it with 100 kills.
+#   F. the daemon (`cartgate run`, asynchronous sender on its event loop): a center that
+#      accepts TCP connections but never answers holds only its own queue: the other center's
+#      referrals are delivered while the hung exchange is still open (no attempt recorded yet,
+#      the client's 30 s per-attempt timeout has not run out), and /healthz answers meanwhile.
 set -u
 SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
 BIN=${CARTGATE_BIN:-$SRC/build/cartgate}
@@ -258,5 +262,77 @@ timeout 300 "$BIN" referrals send --db "$DB" --centers "$TMP/e.json" "${SEND_FAS
   fail "crash test: duplicates or losses at the center"
 rec=$(grep -o 'recovered=[0-9]*' "$TMP/send-e.out" | awk -F= '{s+=$2} END {print s+0}')
 ok "crash test: $landed kill -9 landed (seed $SEED) across $N_CRASH referrals; all at the center exactly once ($rec found by placer id after a crash)"
+
+# ---- F. daemon: a hung center blocks neither the other center nor the admin API ----------
+command -v sqlite3 >/dev/null 2>&1 || fail "sqlite3 not installed"
+# accepts, reads, never answers; prints its port, then one line per connection
+node -e 'const s=require("net").createServer(c=>{console.log("conn");c.on("error",()=>{});c.on("data",()=>{})});
+s.listen(0,"127.0.0.1",()=>console.log(s.address().port))' >"$TMP/hang.out" 2>"$TMP/hang.err" &
+PIDS+=("$!")
+PH=""
+for _ in $(seq 1 100); do
+  PH=$(head -n1 "$TMP/hang.out" 2>/dev/null)
+  [ -n "$PH" ] && break
+  sleep 0.1
+done
+[[ "$PH" =~ ^[0-9]+$ ]] || fail "hanging listener did not print its port"
+start_server g
+PG=$PORT
+write_centers "$TMP/f.json" "ctr-hang:$PH" "ctr-good:$PG"
+DB="$TMP/f.db"
+# the hung center's referrals come first in the outbox (lower ids)
+cg referrals seed-demo --db "$DB" --centers "$TMP/f.json" --center ctr-hang --count 2 --auto >/dev/null &&
+  cg referrals seed-demo --db "$DB" --centers "$TMP/f.json" --center ctr-good --count 3 --auto >/dev/null ||
+  fail "seed-demo f"
+export CARTGATE_ADMIN_TOKEN="f-token-$$"
+printf '%s\n' '{' \
+  '"site": {"id": "demo-site", "name": "Loopback site (fictional)", "location": {"lat": 41.59, "lon": -93.62}},' \
+  "\"store\": {\"path\": \"$DB\"}," \
+  '"log": {"level": "debug"},' \
+  '"admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},' \
+  "\"centers\": {\"file\": \"$TMP/f.json\"}," \
+  "\"criteria\": {\"dir\": \"$SRC/conf/criteria\"}," \
+  '"referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 1},' \
+  '"sources": []' '}' >"$TMP/f.conf"
+"$BIN" run -c "$TMP/f.conf" 2>"$TMP/daemon-f.log" &
+DPF=$!
+PIDS+=("$DPF")
+ADMIN=""
+for _ in $(seq 1 300); do
+  kill -0 "$DPF" 2>/dev/null || fail "daemon f exited early"
+  ap=$(sed -n 's/.*event=admin.listen bind=[^ ]* port=\([0-9]*\).*/\1/p' "$TMP/daemon-f.log" | tail -n1)
+  [ -n "$ap" ] && { ADMIN="http://127.0.0.1:$ap"; break; }
+  sleep 0.1
+done
+[ -n "$ADMIN" ] || fail "daemon f did not log admin.listen"
+q() { sqlite3 "$DB" "$1" 2>/dev/null; }
+# bounded wait (at most 25 s, below the 30 s per-attempt timeout of the hung exchange)
+for _ in $(seq 1 250); do
+  [ "$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-good' AND state='sent'")" = 3 ] && break
+  sleep 0.1
+done
+good=$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-good' AND state='sent'")
+hung=$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-hang' AND state='sending' AND attempts=0")
+conns=$(grep -c conn "$TMP/hang.out")
+[ "$good" = 3 ] || fail "ctr-good: $good of 3 referrals sent while ctr-hang hangs"
+[ "${hung:-0}" -ge 1 ] && [ "${conns:-0}" -ge 1 ] ||
+  fail "the hung exchange should still be open (sending without an attempt: $hung; connections: $conns)"
+[ "$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-hang' AND state='sending'")" = 1 ] ||
+  fail "one referral per center in flight: $(q "SELECT state || ' ' || attempts FROM referrals WHERE center_id='ctr-hang'")"
+hz=$(curl -s -m 3 -o "$TMP/hz.out" -w '%{http_code}' "$ADMIN/healthz")
+[ "$hz" = 200 ] || fail "/healthz answered $hz while a send was in flight"
+[ "$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-hang' AND state='sending' AND attempts=0")" = 1 ] ||
+  fail "the hung exchange ended before /healthz was checked"
+[ "$(exactly_once "$DB" "$PG" ctr-good)" = 3 ] || fail "exactly-once check f"
+ok "daemon: a center that accepts and never answers holds only its own queue (ctr-good 3/3 sent while its exchange is open; /healthz $hz meanwhile)"
+kill -TERM "$DPF"
+for _ in $(seq 1 100); do kill -0 "$DPF" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$DPF" 2>/dev/null && fail "daemon f did not stop within 10 s of SIGTERM with a send in flight"
+wait "$DPF"
+drc=$?
+[ "$drc" = 0 ] || fail "daemon f exit status $drc"
+[ "$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-hang' AND state IN ('sending','approved')")" = 2 ] ||
+  fail "the hung center's referrals must stay in the outbox"
+ok "SIGTERM with a send in flight: prompt stop, the hung center's referrals stay in the outbox"
 
 echo "PASS: $CHECKS checks"
