@@ -21,6 +21,11 @@
  * refuse a next link to another origin (the token must not leak), and hand each page to a
  * callback while JSON pages are parsed incrementally as bytes arrive.
  *
+ * Every result carries selected response headers (Content-Location, Retry-After,
+ * X-Progress, Expires, Content-Type; Location and ETag on success), so the async pattern of
+ * Bulk Data (202 + Content-Location, status polling) runs on this client too, and a streaming
+ * GET hands a large body (bulk NDJSON output files) to a chunk callback as it arrives.
+ *
  * Time: token expiry and Retry-After dates use fhir_clock (injectable); timers (retry
  * delays, rate pacing, curl timeouts) run on the event loop's real monotonic time.
  *

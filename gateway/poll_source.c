@@ -52,6 +52,7 @@ struct poll_source {
     size_t bulk_files;
     size_t bulk_changed_before;
     fhir_ndjson *bulk_nd;              /* the output's NDJSON reader */
+    fhir_buf bulk_batch;               /* bytes received, not yet stored (capped) */
     fhir_error bulk_err;               /* cause set by the chunk/line callbacks */
 };
 
@@ -640,15 +641,19 @@ static void group_poll(poll_source *p)
  * the source's auth (bearer, Basic, SMART): the kick-off (202 + Content-Location), the status
  * checks (202 + Retry-After while in progress, waited for on a timer; 429/5xx are retried by
  * the client), the manifest, one streaming GET per output file (in manifest order, one at a
- * time) and the job's DELETE. A file's bytes are fed to the NDJSON reader as they arrive;
- * each chunk's complete lines are stored in one short transaction (no transaction stays open
- * while the loop serves others). The cursor (the manifest's transactionTime) is written only
+ * time) and the job's DELETE. A file's bytes are collected as they arrive and fed to the
+ * NDJSON reader in batches of up to BULK_BATCH_BYTES, each batch's complete lines stored in
+ * one short transaction (no transaction stays open while the loop serves others, and the
+ * store syncs once per batch, not once per network read). The cursor (the manifest's transactionTime) is written only
  * after every file is stored; a failure on the way leaves it where it was, and the next poll
  * exports the same range again (ingest is idempotent). */
 
 #define BULK_MAX_STATUS_POLLS 5000
 #define BULK_MAX_FILE_BYTES ((size_t)2047 << 20) /* per output file */
 #define BULK_MAX_LINE_BYTES (64u << 20)
+#ifndef BULK_BATCH_BYTES /* overridable at build time to exercise batching in tests */
+#define BULK_BATCH_BYTES (1u << 20)
+#endif
 
 static void bulk_finish(poll_source *p);
 
@@ -663,6 +668,7 @@ static void bulk_file_reset(poll_source *p)
 {
     fhir_ndjson_free(p->bulk_nd);
     p->bulk_nd = NULL;
+    fhir_buf_free(&p->bulk_batch);
     fhir_client_result_free(p->bulk_manifest);
     p->bulk_manifest = NULL;
     p->bulk_out = NULL;
@@ -709,19 +715,38 @@ static int bulk_line(void *ud, const fhir_node *res, size_t line_no)
     return 0;
 }
 
-/* One chunk of an output file: its complete lines are stored in one transaction. */
-static int bulk_chunk(void *ud, const char *data, size_t len)
+/* Feeds bytes to the NDJSON reader, storing their complete lines in one transaction; with
+ * finish, the last line too. 0, or -1 with p->bulk_err set. */
+static int bulk_store(poll_source *p, const char *data, size_t len, bool finish)
 {
-    poll_source *p = ud;
     if (store_begin(p->d->st, &p->bulk_err))
-        return 1;
-    if (fhir_ndjson_feed(p->bulk_nd, data, len, &p->bulk_err) < 0) {
+        return -1;
+    if ((len && fhir_ndjson_feed(p->bulk_nd, data, len, &p->bulk_err) < 0) ||
+        (finish && fhir_ndjson_finish(p->bulk_nd, &p->bulk_err) < 0)) {
         store_rollback(p->d->st);
         if (!p->bulk_err.msg[0])
             fhir_error_set(&p->bulk_err, "NDJSON reader stopped");
+        return -1;
+    }
+    return store_commit(p->d->st, &p->bulk_err) ? -1 : 0;
+}
+
+/* One chunk of an output file, as it arrives: batched (bounded), stored when a batch fills. */
+static int bulk_chunk(void *ud, const char *data, size_t len)
+{
+    poll_source *p = ud;
+    if (p->bulk_batch.len + len > BULK_BATCH_BYTES) {
+        if (p->bulk_batch.len && bulk_store(p, p->bulk_batch.data, p->bulk_batch.len, false))
+            return 1;
+        fhir_buf_reset(&p->bulk_batch);
+        if (len >= BULK_BATCH_BYTES)
+            return bulk_store(p, data, len, false) ? 1 : 0;
+    }
+    if (fhir_buf_append(&p->bulk_batch, data, len) < 0) {
+        fhir_error_set(&p->bulk_err, "download batch buffer overflow");
         return 1;
     }
-    return store_commit(p->d->st, &p->bulk_err) ? 1 : 0;
+    return 0;
 }
 
 static void bulk_next_file(poll_source *p);
@@ -745,15 +770,9 @@ static void on_bulk_file(void *ud, fhir_client_result *res)
         return;
     }
     fhir_client_result_free(res);
-    /* the last line may lack its newline */
-    int rc = store_begin(p->d->st, &p->bulk_err);
-    if (rc == 0) {
-        rc = fhir_ndjson_finish(p->bulk_nd, &p->bulk_err);
-        if (rc)
-            store_rollback(p->d->st);
-        else
-            rc = store_commit(p->d->st, &p->bulk_err);
-    }
+    /* the rest of the batch, and the last line (which may lack its newline) */
+    int rc = bulk_store(p, p->bulk_batch.data, p->bulk_batch.len, true);
+    fhir_buf_reset(&p->bulk_batch);
     if (rc) {
         snprintf(msg, sizeof msg, "output %zu (%s): %s", p->bulk_files, bulk_out_type(p),
                  p->bulk_err.msg[0] ? p->bulk_err.msg : "NDJSON reader stopped");
@@ -791,6 +810,8 @@ static void bulk_next_file(poll_source *p)
     fhir_error_clear(&p->bulk_err);
     fhir_json_limits lim = {.max_bytes = BULK_MAX_LINE_BYTES};
     p->bulk_nd = fhir_ndjson_new(&lim, bulk_line, NULL, p);
+    fhir_buf_free(&p->bulk_batch);
+    fhir_buf_init(&p->bulk_batch, BULK_BATCH_BYTES);
     p->bulk_changed_before = p->changed;
     fhir_client_stream_request sr = {.url = url, .accept = "application/fhir+ndjson",
                                      .max_bytes = BULK_MAX_FILE_BYTES,
