@@ -6,7 +6,7 @@
 # a drained poll finishes and persists them. Bulk: Group $export against the server's export; a bulk
 # export folder can also be read by the files source (checked with the NDJSON cohort files); bulk
 # against a server that requires a bearer token (--token), with the admin API answering while a
-# download is in flight, and an export abandoned at stop DELETEd.
+# download is in flight, and an export abandoned at stop DELETEd; bulk with SMART Backend Services.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 need_tools
@@ -182,6 +182,29 @@ curl -s "$TOKADMIN/stats" >"$TMP/tokstats2.json"
 [ "$(jget "$TMP/tokstats2.json" 'd.fhir.by_method.DELETE||0')" = 1 ] || fail "server saw no DELETE: $(cat "$TMP/tokstats2.json")"
 [ -z "$(sqlite3 "$TMP/bulkstop.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime'")" ] || fail "cursor written by an abandoned export"
 ok "bulk (bearer): an export abandoned at stop (grace 0) is DELETEd with the token; no cursor written"
+
+# ---- bulk with SMART Backend Services (RS384 client assertion, token from the server) ----------
+command -v openssl >/dev/null || fail "openssl CLI missing"
+openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$TMP/bulk-rsa.pem" 2>/dev/null || fail "openssl genpkey"
+chmod 600 "$TMP/bulk-rsa.pem"
+openssl pkey -in "$TMP/bulk-rsa.pem" -pubout -out "$TMP/bulk-rsa.pub.pem" 2>/dev/null || fail "openssl pkey"
+start_server smart --seed "$TMP/seed" --smart-client cartgate-bulk --smart-public-key "$TMP/bulk-rsa.pub.pem" --bulk-delay-ms 500
+SM=$BASE
+SMADMIN="http://127.0.0.1:$PORT/admin"
+conf bulksmart "{\"name\":\"ehr-smart\",\"kind\":\"bulk\",\"base_url\":\"$SM\",\"group_id\":\"cohort\",\"interval_s\":3600,\"auth\":{\"kind\":\"smart\",\"client_id\":\"cartgate-bulk\",\"key_file\":\"$TMP/bulk-rsa.pem\",\"kid\":\"k1\"}}"
+start_daemon bulksmart "$TMP/bulksmart.conf"
+SMPID=$DPID
+wait_for "bulk (SMART): $N patients screened" 120 all_screened "$TMP/bulksmart.db"
+verdicts_of "$TMP/bulksmart.db" >"$TMP/bulksmart.txt"
+diff "$TMP/expected.txt" "$TMP/bulksmart.txt" >"$TMP/bulksmart.diff" || fail "bulk (SMART) verdicts differ: $(head "$TMP/bulksmart.diff")"
+grep -q 'event=poll.done source=ehr-smart kind=bulk result=ok' "$TMP/bulksmart.log" || fail "bulk (SMART) poll not ok"
+curl -s "$SMADMIN/stats" >"$TMP/smstats.json"
+[ "$(jget "$TMP/smstats.json" 'd.fhir.by_status["401"]||0')" = 0 ] || fail "bulk (SMART): requests refused"
+ntok=$(jget "$TMP/smstats.json" 'd.tokens.issued||0')
+[ "$ntok" -ge 1 ] || fail "bulk (SMART): no token issued"
+ok "bulk (SMART Backend Services): $ntok token(s) issued, no request refused; $N verdicts equal to cartgate screen"
+stop_daemon "$SMPID"
+[ "$DRC" = 0 ] || fail "bulk (SMART) daemon exit $DRC"
 
 # ---- SIGTERM mid-poll loses nothing -------------------------------------------------------------
 SRC_SLOW="{\"name\":\"slow\",\"kind\":\"search\",\"base_url\":\"$SLOW\",\"interval_s\":3600,\"page_size\":1000}"
