@@ -103,6 +103,43 @@ grep -q '^cartgate_outbox_depth 1$' "$TMP/resp" || fail "outbox depth"
 grep -q '^cartgate_time_to_referral_seconds_count 0$' "$TMP/resp" || fail "histogram"
 ok "metrics: polls, verdicts and referrals agree with the store"
 
+# the operator CLI through the admin API (cartgate referrals ... --admin URL)
+export CG_TEST_TOKEN="$TOKEN"
+"$CG" referrals list --admin "$ADMIN" --token-env CG_TEST_TOKEN >"$TMP/cli.list" 2>"$TMP/cli.err" || fail "cli list: $(cat "$TMP/cli.err")"
+api /api/v1/referrals
+api_ids=$(jget "$TMP/resp" 'd.referrals.map(r=>r.id).join(" ")')
+cli_ids=$(awk 'NR>1{print $1}' "$TMP/cli.list" | tr '\n' ' ' | sed 's/ $//')
+[ -n "$api_ids" ] && [ "$cli_ids" = "$api_ids" ] || fail "cli list ids [$cli_ids] vs API [$api_ids]"
+head -n1 "$TMP/cli.list" | grep -q '^id  *state  *center' || fail "cli list header: $(head -n1 "$TMP/cli.list")"
+"$CG" referrals list --admin "$ADMIN/" --token-env CG_TEST_TOKEN --state cancelled --json >"$TMP/cli.json" || fail "cli list --json"
+[ "$(jget "$TMP/cli.json" 'd.count===1 && d.referrals[0].state==="cancelled"')" = true ] || fail "cli --json: $(head -c 300 "$TMP/cli.json")"
+ok "referrals list --admin: same ids as the API ($(echo "$api_ids" | wc -w)); --state and --json pass the API's JSON"
+rid3=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE state='pending_approval' ORDER BY id LIMIT 1")
+[ -n "$rid3" ] || fail "no pending referral left for the CLI"
+"$CG" referrals approve "$rid3" --admin "$ADMIN" --token-env CG_TEST_TOKEN >"$TMP/cli.out" 2>"$TMP/cli.err" || fail "cli approve: $(cat "$TMP/cli.err")"
+grep -q "referral $rid3: approve done (state approved)" "$TMP/cli.out" || fail "cli approve output: $(cat "$TMP/cli.out")"
+api "/api/v1/referrals/$rid3"; [ "$(jget "$TMP/resp" d.state)" = approved ] || fail "cli approve not applied (API)"
+[ "$(sqlite3 "$TMP/cg.db" "SELECT state FROM referrals WHERE id=$rid3")" = approved ] || fail "cli approve not in store"
+"$CG" referrals show "$rid3" --admin "$ADMIN" --token-env CG_TEST_TOKEN >"$TMP/cli.out" || fail "cli show"
+grep -q "^  state        approved$" "$TMP/cli.out" && grep -q "^referral $rid3$" "$TMP/cli.out" || fail "cli show: $(cat "$TMP/cli.out")"
+ok "referrals approve --admin moves pending referral $rid3 to approved (API and store agree); show prints it"
+"$CG" referrals approve "$rid3" --admin "$ADMIN" --token-env CG_TEST_TOKEN >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "409 Conflict: referral $rid3: illegal state transition" "$TMP/cli.err" || fail "second approve: rc=$rc $(cat "$TMP/cli.err")"
+CG_BAD_TOKEN=wrong "$CG" referrals list --admin "$ADMIN" --token-env CG_BAD_TOKEN >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "401 Unauthorized" "$TMP/cli.err" || fail "wrong token: rc=$rc $(cat "$TMP/cli.err")"
+"$CG" referrals show 999999 --admin "$ADMIN" >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "404 Not Found: referral 999999" "$TMP/cli.err" || fail "unknown id: rc=$rc $(cat "$TMP/cli.err")"
+CARTGATE_ADMIN_URL="$ADMIN" "$CG" referrals cancel 999999 >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "404 Not Found" "$TMP/cli.err" || fail "env URL / unknown id: rc=$rc $(cat "$TMP/cli.err")"
+ok "CLI errors exit 1: second approve -> 409 illegal transition, wrong token -> 401, unknown id -> 404 (URL from \$CARTGATE_ADMIN_URL, token from the default env)"
+CARTGATE_ADMIN_URL= "$CG" referrals list >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 2 ] && grep -q "usage:" "$TMP/cli.err" || fail "no --admin/--db: rc=$rc"
+"$CG" referrals list --admin http://192.0.2.1:8089 >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "loopback" "$TMP/cli.err" || fail "non-loopback http accepted: rc=$rc"
+"$CG" referrals list --db "$TMP/cg.db" >"$TMP/cli.db" || fail "cli --db list"
+[ "$(awk 'NR>1{print $1}' "$TMP/cli.db" | wc -l)" = "$(echo "$api_ids" | wc -w)" ] || fail "--db list differs"
+ok "no --admin/--db -> usage (exit 2); http to a non-loopback host refused; --db still works beside the daemon"
+
 # SIGHUP with a broken config: refused, the old one (and its token) kept
 cp "$TMP/c.conf" "$TMP/c.good"
 printf '{ "site": {"id": "t-admin"}, "log": {"level": "loud"} }\n' >"$TMP/c.conf"
@@ -127,4 +164,7 @@ stop_daemon "$DPID"
 [ "$DRC" = 0 ] || fail "exit status $DRC after SIGTERM"
 grep -q "event=daemon.stop" "$TMP/d1.log" || fail "no daemon.stop"
 ok "start-up logs library versions and the libevent backend; SIGTERM exits 0"
+"$CG" referrals list --admin "$ADMIN" >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
+[ "$rc" = 1 ] && grep -q "cannot connect to the admin API at $ADMIN (is the daemon running?)" "$TMP/cli.err" || fail "daemon down: rc=$rc $(cat "$TMP/cli.err")"
+ok "referrals list --admin with the daemon stopped: exit 1, cannot connect"
 echo "test_daemon_admin: $CHECKS checks passed"
