@@ -288,6 +288,10 @@ static const opt OPTS[] = {
      "How often the outbox is drained."},
     {"referral.task_poll_s", OT_INT, M(referral_task_poll_s), "60", 1, 86400, NULL, false,
      "How often the centers' Tasks of open referrals are read."},
+    {"referral.writeback", OT_ENUM, M(referral_writeback), "none", 0, 0, "none|communication|task", false,
+     "Write every center-driven state change back to the EHR as a Communication or a Task (conditional create, durable outbox); none: nothing is written."},
+    {"referral.writeback_source", OT_STR, M(referral_writeback_source), NULL, NO, false,
+     "Name of the source whose base_url and auth are the EHR endpoint written to; required when referral.writeback is not none."},
     {"as_of", OT_DATE, M(as_of), NULL, NO, false,
      "Evaluation date override (YYYY-MM-DD) for demos and tests; absent = today."},
     {"shutdown_grace_s", OT_INT, M(shutdown_grace_s), "30", 0, 3600, NULL, false,
@@ -711,6 +715,8 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
             set_str(base, o, v->text);
         else
             *(int *)field(base, o) = idx;
+        if (o->scope == SC_MAIN && o->off == offsetof(config, referral_writeback))
+            ((config *)base)->referral_writeback_line = v->line;
         break;
     }
     case OT_INT: {
@@ -823,6 +829,23 @@ static bool valid_name(const char *s)
 
 static void check_rules(config *c, diag_ctx *d, int root_line)
 {
+    if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
+        int line = c->referral_writeback_line > 0 ? c->referral_writeback_line : root_line;
+        if (!c->referral_writeback_source) {
+            diag(d, line, "referral.writeback: needs referral.writeback_source (the EHR source written to)");
+        } else {
+            const config_source *ws = NULL;
+            for (size_t i = 0; i < c->n_sources; i++)
+                if (c->sources[i].name && !strcmp(c->sources[i].name, c->referral_writeback_source))
+                    ws = &c->sources[i];
+            if (!ws)
+                diag(d, line, "referral.writeback_source: \"%s\" is not a configured source",
+                     c->referral_writeback_source);
+            else if (!ws->base_url)
+                diag(d, line, "referral.writeback_source: source \"%s\" has no base_url",
+                     c->referral_writeback_source);
+        }
+    }
     if (c->admin_enabled && !c->admin_token_file && !c->admin_token_env)
         diag(d, root_line, "admin: the admin API needs admin.token_file or admin.token_env "
              "(or set admin.enabled to false)");

@@ -36,6 +36,12 @@ typedef enum config_auth_kind {
     CONFIG_AUTH_SMART,
 } config_auth_kind;
 
+typedef enum config_writeback {
+    CONFIG_WRITEBACK_NONE = 0,
+    CONFIG_WRITEBACK_COMMUNICATION,
+    CONFIG_WRITEBACK_TASK,
+} config_writeback;
+
 typedef struct config_strlist {
     char **v;
     size_t n;
@@ -85,6 +91,9 @@ typedef struct config {
     char *referral_urgency_default;
     long referral_send_interval_s;
     long referral_task_poll_s;
+    int referral_writeback; /* config_writeback: 0 none, 1 communication, 2 task */
+    char *referral_writeback_source; /* name of a source (the EHR endpoint written to) */
+    int referral_writeback_line;     /* line of referral.writeback in the file (0 = absent) */
     char *as_of;           /* "YYYY-MM-DD" demo override, NULL = today */
     long shutdown_grace_s;
     config_source *sources;

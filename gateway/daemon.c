@@ -739,6 +739,37 @@ static void sender_rebuild(daemon *d)
         char q[600];
         fhir_log(FHIR_LOG_ERROR, "sender.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
     }
+    writeback_free(d->wb);
+    d->wb = NULL;
+    const config *c = d->rt->cfg;
+    if (c->referral_writeback != CONFIG_WRITEBACK_NONE && c->referral_writeback_source) {
+        const config_source *src = NULL;
+        for (size_t i = 0; i < c->n_sources; i++)
+            if (!strcmp(c->sources[i].name, c->referral_writeback_source))
+                src = &c->sources[i];
+        writeback_opts wo = {.base = d->base, .kind = c->referral_writeback, .source = src,
+                             .centers = d->rt->centers};
+        fhir_error_clear(&err);
+        d->wb = writeback_new(d->st, &wo, &err);
+        if (!d->wb) {
+            char q[600];
+            fhir_log(FHIR_LOG_ERROR, "writeback.disabled", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        }
+    }
+}
+
+/* Copies new center-driven state changes into the write-back outbox and writes the pending
+ * ones to the EHR (asynchronous; writeback.h). */
+static void writeback_kick(daemon *d)
+{
+    if (d->stopping || !d->wb)
+        return;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (writeback_pass_start(d->wb, &err)) {
+        char q[600];
+        fhir_log(FHIR_LOG_ERROR, "writeback.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+    }
 }
 
 static void on_send_timer(evutil_socket_t fd, short what, void *arg)
@@ -756,6 +787,7 @@ static void on_send_timer(evutil_socket_t fd, short what, void *arg)
         char q[600];
         fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
     }
+    writeback_kick(d);
 }
 
 static void on_task_timer(evutil_socket_t fd, short what, void *arg)
@@ -771,6 +803,7 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
         char q[600];
         fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
     }
+    writeback_kick(d);
 }
 
 static void arm_timers(daemon *d)
@@ -1079,6 +1112,7 @@ void daemon_free(daemon *d)
     if (d->grace_timer)
         event_free(d->grace_timer);
     sender_free(d->snd);
+    writeback_free(d->wb);
     store_close(d->st);
     rt_free(d->rt);
     rt_free(g_retired);

@@ -26,6 +26,7 @@
 #include "route.h"
 #include "sender.h"
 #include "store.h"
+#include "writeback.h"
 
 struct event_base;
 struct event;
@@ -75,6 +76,7 @@ typedef struct daemon {
     char *config_path;
     store *st;
     sender *snd;
+    writeback *wb;           /* EHR write-back; NULL when referral.writeback is none */
     poll_source **sources;
     size_t n_sources;
     struct event *sig_term, *sig_int, *sig_hup;

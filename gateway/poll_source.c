@@ -992,8 +992,7 @@ static fhir_auth_kind auth_kind(int k)
     }
 }
 
-/* The client config of a source (strings borrowed from cfg). */
-static void client_config(const config_source *cfg, fhir_client_config *cc)
+void poll_source_client_config(const config_source *cfg, fhir_client_config *cc)
 {
     *cc = (fhir_client_config){
         .name = cfg->name, .base_url = cfg->base_url, .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
@@ -1026,7 +1025,7 @@ poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *er
     daemon_src_metrics_get(d, cfg->name);
     if (cfg->kind != CONFIG_SOURCE_FILES) {
         fhir_client_config cc;
-        client_config(cfg, &cc);
+        poll_source_client_config(cfg, &cc);
         p->client = fhir_client_new(d->base, &cc, err);
         if (!p->client) {
             free(p);
@@ -1055,7 +1054,7 @@ static void bulk_abandon(poll_source *p)
 {
     fhir_log(FHIR_LOG_INFO, "bulk.abandoned", "source=%s", p->cfg->name);
     fhir_client_config cc;
-    client_config(p->cfg, &cc);
+    poll_source_client_config(p->cfg, &cc);
     cc.total_timeout_ms = 5000;
     cc.connect_timeout_ms = 2000;
     cc.retry.max_attempts = 1;

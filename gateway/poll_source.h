@@ -25,6 +25,7 @@
 
 #include "config.h"
 #include "daemon.h"
+#include "fhir_client.h"
 #include "fhir_error.h"
 
 /* Creates the source from cfg (copied) on the daemon's loop; the first poll starts at once.
@@ -41,5 +42,9 @@ bool poll_source_done_once(const poll_source *p);
 void poll_source_pause(poll_source *p);
 /* Starts a poll now unless one is running. */
 void poll_source_kick(poll_source *p);
+
+/* The fhir_client configuration of a source (strings borrowed from cfg; also used by the
+ * EHR write-back, writeback.h). */
+void poll_source_client_config(const config_source *cfg, fhir_client_config *cc);
 
 #endif

@@ -252,6 +252,56 @@ static void test_auth_rules(void **state)
     unsetenv("CG_TEST_T");
 }
 
+static void test_writeback_options(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n = 99;
+    /* default: none, no source needed */
+    config *c = load(MIN_OK, &d, &n);
+    assert_non_null(c);
+    assert_int_equal(c->referral_writeback, CONFIG_WRITEBACK_NONE);
+    assert_null(c->referral_writeback_source);
+    config_free(c);
+    fhir_buf_free(&d);
+
+    const char *good = "{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+                       "\"referral\":{\"writeback\":\"task\",\"writeback_source\":\"ehr\"},\n"
+                       "\"sources\":[{\"name\":\"ehr\",\"kind\":\"search\","
+                       "\"base_url\":\"http://127.0.0.1:1/fhir\",\"types\":[\"Patient\"]}]}";
+    c = load(good, &d, &n);
+    assert_non_null(c);
+    assert_int_equal(n, 0);
+    assert_int_equal(c->referral_writeback, CONFIG_WRITEBACK_TASK);
+    assert_string_equal(c->referral_writeback_source, "ehr");
+    config_free(c);
+    fhir_buf_free(&d);
+
+    /* writeback without a source: file:line of the writeback option */
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+             "\n"
+             "\"referral\":{\"writeback\":\"communication\"}}",
+             &d, &n);
+    assert_null(c);
+    assert_int_equal(n, 1);
+    assert_true(has_line(&d, "t.conf:3: referral.writeback: needs referral.writeback_source"));
+    fhir_buf_free(&d);
+
+    /* an unknown source, and an unknown kind */
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+             "\"referral\":{\"writeback\":\"communication\",\"writeback_source\":\"x\"}}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: referral.writeback_source: \"x\" is not a configured source"));
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+             "\"referral\":{\"writeback\":\"fax\"}}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: referral.writeback: \"fax\" is not one of none|communication|task"));
+    fhir_buf_free(&d);
+}
+
 static void test_reference_table(void **state)
 {
     (void)state;
@@ -314,6 +364,7 @@ int main(void)
         cmocka_unit_test(test_secret_from_file_and_env),
         cmocka_unit_test(test_bounds_inclusive),
         cmocka_unit_test(test_auth_rules),
+        cmocka_unit_test(test_writeback_options),
         cmocka_unit_test(test_reference_table),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_sample_configs),
