@@ -147,6 +147,45 @@ sleep 3
 stop_daemon "$P"
 ok "writeback=none: $n_ref referrals sent and accepted, nothing written to the EHR"
 
+# ---- writeback=task (same center: its Tasks are already accepted) ---------------------------
+start_server ehr3 --seed "$TMP/seed"
+EHR3=$BASE
+DB3="$TMP/task.db"
+conf "$TMP/task.conf" "$DB3" task "$EHR3"
+start_daemon task "$TMP/task.conf"
+P=$DPID
+tasks_written() {
+  [ "$(sqlite3 "$DB3" "SELECT count(*) FROM referrals WHERE state='accepted'" 2>/dev/null)" = "$n_ref" ] &&
+    [ "$(sqlite3 "$DB3" "SELECT count(*) FROM writeback_outbox WHERE status='done'" 2>/dev/null)" = "$want" ]
+}
+wait_for "writeback=task: $want Tasks written" 300 tasks_written
+stop_daemon "$P"
+sqlite3 "$DB3" "SELECT placer_id || '|' || patient_id FROM referrals ORDER BY 1" >"$TMP/placers3.txt"
+curl -s "$EHR3/Task?_count=1000" >"$TMP/tasks3.json"
+node -e '
+const fs=require("fs");
+const b=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
+const refs=fs.readFileSync(process.argv[2],"utf8").trim().split("\n").map(l=>l.split("|"));
+const by=new Map(); const problems=[];
+for (const e of b.entry||[]) {
+  const t=e.resource; const id=(t.identifier||[]).find(i=>i.system==="urn:cartgate:writeback");
+  if (id) by.set(id.value,(by.get(id.value)||[]).concat([t]));
+}
+const want={sent:"requested",accepted:"accepted"};
+for (const [placer,pid] of refs) for (const st of Object.keys(want)) {
+  const ts=by.get(placer+"-"+st)||[];
+  if (ts.length!==1) { problems.push(`${placer}-${st}: ${ts.length} Tasks`); continue; }
+  const t=ts[0];
+  if (t.status!==want[st] || t.intent!=="order") problems.push(`${placer}-${st}: status ${t.status} intent ${t.intent}`);
+  if ((t.for||{}).reference!=="Patient/"+pid) problems.push(`${placer}-${st}: for ${JSON.stringify(t.for)}`);
+  if ((((t.focus||{}).identifier)||{}).value!==placer) problems.push(`${placer}-${st}: focus ${JSON.stringify(t.focus)}`);
+  if (!(t.owner||{}).display) problems.push(`${placer}-${st}: no owner display`);
+}
+if (by.size!==refs.length*2) problems.push(`${by.size} Task identifiers for ${refs.length*2} pairs`);
+if (problems.length) { console.log(problems.slice(0,10).join("\n")); process.exit(1); }' "$TMP/tasks3.json" "$TMP/placers3.txt" || fail "writeback=task: Tasks in the EHR are wrong (above)"
+[ "$(count_of "$EHR3/Communication")" = 0 ] || fail "writeback=task wrote Communications"
+ok "writeback=task: exactly one Task per (referral, state) in the EHR ($want), status requested/accepted, intent order, for/focus/owner set"
+
 # ---- check-config ----------------------------------------------------------------------------
 conf "$TMP/bad.conf" "$TMP/bad.db" task "$EHR"
 sed -i 's/, "writeback_source": "ehr"//' "$TMP/bad.conf"
