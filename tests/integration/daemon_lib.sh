@@ -1,67 +1,14 @@
 # Shared helpers of the daemon integration tests (sourced by tests/integration/test_daemon_*.sh).
 # Everything runs on 127.0.0.1 with random ports; every process started is stopped by the
 # EXIT trap, also on failure. Loops are bounded.
-SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-CG=${CARTGATE_BIN:-$SRC/build/cartgate}
-SERVER_DIR="$SRC/tests/fhir-server"
-TMP=$(mktemp -d /tmp/cg-daemon-test.XXXXXX)
-PIDS=()
-CHECKS=0
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 TOKEN="admin-token-$$-$RANDOM"
 export CARTGATE_ADMIN_TOKEN="$TOKEN"
 
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-  done
-  for p in "${PIDS[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  [ -n "${KEEP_TMP:-}" ] || rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-fail() {
-  echo "FAIL: $*"
-  for f in "$TMP"/*.log "$TMP"/*.err; do [ -f "$f" ] && { echo "--- $f (tail)"; tail -25 "$f"; }; done
-  exit 1
-}
-ok() { CHECKS=$((CHECKS + 1)); echo "ok $CHECKS - $*"; }
-
-need_tools() {
-  if [ ! -d "$SERVER_DIR/node_modules/@medplum/fhir-router" ]; then
-    echo "SKIP: $SERVER_DIR/node_modules missing (run scripts/bootstrap)"
-    exit 0
-  fi
-  for tool in node curl sqlite3; do
-    command -v "$tool" >/dev/null 2>&1 || fail "$tool not installed"
-  done
-  [ -x "$CG" ] || fail "cartgate binary not found at $CG"
-}
-
-# jget FILE EXPR: evaluates a JS expression over the parsed JSON `d` of FILE.
-jget() { node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); const v=('"$2"'); process.stdout.write(typeof v==="string"?v:JSON.stringify(v));' "$1"; }
-
-# start_server NAME ARGS...: sets PORT and BASE (http://127.0.0.1:PORT/fhir).
-start_server() {
-  local name=$1
-  shift
-  node "$SERVER_DIR/server.mjs" --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  local pid=$!
-  PIDS+=("$pid")
-  PORT=""
-  for _ in $(seq 1 600); do
-    kill -0 "$pid" 2>/dev/null || fail "$name exited early"
-    PORT=$(head -n1 "$TMP/$name.out" 2>/dev/null)
-    if [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ]; then
-      BASE="http://127.0.0.1:$PORT/fhir"
-      return 0
-    fi
-    sleep 0.1
-  done
-  fail "$name not ready within 60 s"
+# The daemon tests' tool check: the reference server, node, curl, sqlite3 and the binary.
+daemon_need_tools() {
+  need_tools node curl sqlite3
+  need_cartgate
 }
 
 # cohort DIR SEED N: a synth cohort in DIR/cohort and a seed folder DIR/seed (resources plus a

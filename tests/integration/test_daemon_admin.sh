@@ -6,7 +6,7 @@
 # exit codes, SIGTERM exits 0.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
-need_tools
+daemon_need_tools
 
 mkdir -p "$TMP/drop"
 "$CG" synth --seed 5 --patients 30 --out "$TMP/cohort" --format ndjson >/dev/null || fail "synth"

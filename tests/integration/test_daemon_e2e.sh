@@ -7,7 +7,7 @@
 # and no log line of the run carries a fixture patient's name, MRN or birth date.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
-need_tools
+daemon_need_tools
 N=${CARTGATE_E2E_PATIENTS:-240}
 SEED=${CARTGATE_E2E_SEED:-7}
 cohort "$TMP" "$SEED" "$N"

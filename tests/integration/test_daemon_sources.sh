@@ -9,7 +9,7 @@
 # download is in flight, and an export abandoned at stop DELETEd; bulk with SMART Backend Services.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
-need_tools
+daemon_need_tools
 N=60
 cohort "$TMP" 21 $N
 "$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >"$TMP/screen.ndjson" 2>/dev/null || fail "cartgate screen"

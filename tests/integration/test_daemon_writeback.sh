@@ -9,7 +9,7 @@
 # writeback has no writeback_source or an unknown one.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
-need_tools
+daemon_need_tools
 N=${CARTGATE_WB_PATIENTS:-40}
 cohort "$TMP" 7 "$N"
 start_server ehr --seed "$TMP/seed"

@@ -5,60 +5,8 @@
 # _lastUpdated, SMART Backend Services (RS384 signed with openssl, ES384 with node:crypto),
 # fault injection and its counters, and a clean SIGTERM stop.
 set -u
-SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-SERVER_DIR="$SRC/tests/fhir-server"
-if [ ! -d "$SERVER_DIR/node_modules/@medplum/fhir-router" ]; then
-  echo "SKIP: $SERVER_DIR/node_modules missing (run scripts/bootstrap)"
-  exit 0
-fi
-for tool in node curl openssl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool not installed"; exit 1; }
-done
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-CHECKS=0
-fail() {
-  echo "FAIL: $*"
-  for f in "$TMP"/*.err; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
-  exit 1
-}
-ok() { CHECKS=$((CHECKS + 1)); echo "ok $CHECKS - $*"; }
-
-# jget FILE EXPR: evaluates a JS expression over the parsed JSON `d` of FILE.
-jget() { node -e 'const d=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8")); const v=('"$2"'); process.stdout.write(typeof v==="string"?v:JSON.stringify(v));' "$1"; }
-
-# start_server NAME ARGS...: sets PORT, PID, BASE; waits for /healthz with a bounded loop.
-start_server() {
-  local name=$1
-  shift
-  node "$SERVER_DIR/server.mjs" --port 0 "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PID=$!
-  PIDS+=("$PID")
-  PORT=""
-  for _ in $(seq 1 200); do
-    PORT=$(head -n1 "$TMP/$name.out" 2>/dev/null)
-    [ -n "$PORT" ] && break
-    kill -0 "$PID" 2>/dev/null || fail "$name exited early"
-    sleep 0.1
-  done
-  [[ "$PORT" =~ ^[0-9]+$ ]] || fail "$name did not print its port (got '$PORT')"
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
-    kill -0 "$PID" 2>/dev/null || fail "$name exited before ready"
-    sleep 0.1
-  done
-  [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] || fail "$name not ready"
-  BASE="http://127.0.0.1:$PORT/fhir"
-}
+. "$(dirname "$0")/lib.sh"
+need_tools node curl openssl
 
 # req METHOD URL [BODY_FILE] [extra curl args...]: body to $TMP/resp, status in $CODE.
 req() {

@@ -18,65 +18,12 @@
 #      referrals are delivered while the hung exchange is still open (no attempt recorded yet,
 #      the client's 30 s per-attempt timeout has not run out), and /healthz answers meanwhile.
 set -u
-SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
-BIN=${CARTGATE_BIN:-$SRC/build/cartgate}
-SERVER_DIR="$SRC/tests/fhir-server"
+. "$(dirname "$0")/lib.sh"
 KILLS=${CARTGATE_CRASH_KILLS:-10}
 N_CRASH=${CARTGATE_CRASH_REFERRALS:-20}
 SEED=${CARTGATE_CRASH_SEED:-7}
-if [ ! -d "$SERVER_DIR/node_modules/@medplum/fhir-router" ]; then
-  echo "SKIP: $SERVER_DIR/node_modules missing (run scripts/bootstrap)"
-  exit 0
-fi
-[ -x "$BIN" ] || { echo "FAIL: cartgate binary not found at $BIN"; exit 1; }
-for tool in node curl; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "FAIL: $tool not installed"; exit 1; }
-done
-
-TMP=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do
-    kill -9 "$p" 2>/dev/null
-    wait "$p" 2>/dev/null
-  done
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-CHECKS=0
-fail() {
-  echo "FAIL: $*"
-  for f in "$TMP"/*.err "$TMP"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -20 "$f"; }; done
-  exit 1
-}
-ok() { CHECKS=$((CHECKS + 1)); echo "ok $CHECKS - $*"; }
-
-# start_server NAME [--port N] ARGS...: sets PORT, PID, BASE; bounded wait for /healthz.
-start_server() {
-  local name=$1
-  shift
-  local port_arg=(--port 0)
-  if [ "${1:-}" = "--port" ]; then port_arg=(--port "$2"); shift 2; fi
-  node "$SERVER_DIR/server.mjs" "${port_arg[@]}" "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-  PID=$!
-  PIDS+=("$PID")
-  PORT=""
-  for _ in $(seq 1 200); do
-    PORT=$(head -n1 "$TMP/$name.out" 2>/dev/null)
-    [ -n "$PORT" ] && break
-    kill -0 "$PID" 2>/dev/null || fail "$name exited early"
-    sleep 0.1
-  done
-  [[ "$PORT" =~ ^[0-9]+$ ]] || fail "$name did not print its port (got '$PORT')"
-  for _ in $(seq 1 300); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
-    kill -0 "$PID" 2>/dev/null || fail "$name exited before ready"
-    sleep 0.1
-  done
-  BASE="http://127.0.0.1:$PORT/fhir"
-}
-
-stop_server() { kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
+need_tools node curl
+need_cartgate
 
 # write_centers FILE id:port ...
 write_centers() {
