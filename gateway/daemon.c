@@ -83,8 +83,6 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     rt->rules = elig_load_dir(c->criteria_dir, err);
     if (!rt->rules)
         goto fail;
-    const char *anchor = elig_ruleset_param(rt->rules, "lbcl_1l_anchor");
-    snprintf(rt->anchor, sizeof rt->anchor, "%s", anchor && !strcmp(anchor, "end") ? "end" : "start");
     rt->centers = centers_load(c->centers_file, err);
     if (!rt->centers)
         goto fail;
@@ -314,23 +312,6 @@ static void add_referenced_medications(daemon *d, res_list *l)
             res_list_add_json(l, (const char *)sqlite3_column_text(st, 0));
     }
     sqlite3_finalize(st);
-}
-
-typedef struct fact_ctx {
-    const map_profile *p;
-    const char *anchor;
-} fact_ctx;
-
-static const map_fact *fact_lookup(void *ud, const char *name)
-{
-    fact_ctx *f = ud;
-    const map_fact *r = map_profile_fact(f->p, name);
-    if (r)
-        return r;
-    static const char pre[] = "relapse_months_after_1l_";
-    if (!strncmp(name, pre, sizeof pre - 1) && !strcmp(name + sizeof pre - 1, f->anchor))
-        return map_profile_fact(f->p, "relapse_months_after_1l");
-    return NULL;
 }
 
 typedef struct cancel_ctx {
@@ -596,14 +577,15 @@ static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
     map_profile_opts_default(&o);
     if (rt->as_of_days >= 0)
         o.as_of_days = rt->as_of_days;
-    o.relapse_anchor_end = !strcmp(rt->anchor, "end");
+    elig_profile_opts_apply(rt->rules, &o); /* the profile's 1L anchor follows the criteria */
     j->p = map_profile_build(rt->tables, j->l.v, j->l.n, &o, err);
     if (!j->p)
         return -1;
     j->fs = elig_factset_new(rt->rules);
     j->res = elig_result_new(rt->rules);
-    fact_ctx fc = {.p = j->p, .anchor = rt->anchor};
-    elig_factset_fill(j->fs, fact_lookup, &fc);
+    elig_profile_source src;
+    elig_profile_source_init(&src, j->p, &o);
+    elig_factset_fill(j->fs, elig_profile_fact, &src);
     elig_evaluate(rt->rules, j->fs, o.as_of_days, j->res);
     elig_result_write_json(rt->rules, j->fs, j->res, pid, &j->vj);
     map_profile_write_json(j->p, &j->pj, 0);

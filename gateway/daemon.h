@@ -41,7 +41,6 @@ typedef struct daemon_rt {
     centers_dir *centers;
     route_zcta *zcta;
     map_tables *tables;
-    char anchor[16];      /* lbcl_1l_anchor the profile is built with */
     int64_t as_of_days;   /* -1 = today */
 } daemon_rt;
 
