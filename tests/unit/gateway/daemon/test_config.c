@@ -1,4 +1,4 @@
-/* Unit tests of gateway/config: comments, every error kind with file:line, secrets refused in
+/* Unit tests of gateway/daemon/config: comments, every error kind with file:line, secrets refused in
  * clear, bounds, cross-field rules, defaults, relative paths, the generated reference. */
 #include <setjmp.h>
 #include <stdarg.h>

@@ -1,4 +1,4 @@
-/* cartgate run — the daemon (gateway/daemon.h). */
+/* cartgate run — the daemon (gateway/daemon/daemon.h). */
 #include <stdio.h>
 #include <string.h>
 

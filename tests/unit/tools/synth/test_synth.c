@@ -1,4 +1,4 @@
-/* Unit tests: the synthetic cohort generator (gateway/synth.c).
+/* Unit tests: the synthetic cohort generator (tools/synth/synth.c).
  * Determinism (same seed -> same bytes, different seed -> different), every scenario present,
  * every resource parses and is well formed, the ground truth speaks the fact vocabulary of
  * mappings/FACTS.md, and every code the generator emits is one the terminology tables map to
