@@ -1,6 +1,6 @@
 /* map_tables — the terminology tables in mappings/ (*.tsv files) (diagnoses, labs, drugs, procedures)
  * and the per-code lookups the clinical profile is built from. Tables are data: one row per
- * code with a `source` column citing /work/shared/reference/codes.md. A bad row is an error
+ * code with a `source` column citing the codes reference (codes.md). A bad row is an error
  * naming file:line. */
 #ifndef MAP_TABLES_H
 #define MAP_TABLES_H

@@ -1,6 +1,6 @@
 /* synth — deterministic synthetic oncology cohorts with ground truth (see synth.h).
  *
- * Codes: every code below is taken from /work/shared/reference/codes.md (section given per
+ * Codes: every code below is taken from the codes reference (codes.md) (section given per
  * table). Nothing here is invented; drugs whose RXCUI codes.md marks UNCONFIRMED are not used.
  * ZIP centroids: US Census Bureau 2020 Gazetteer ZCTA file (INTPTLAT/INTPTLONG), a handful
  * of rows, as a residence sample. */

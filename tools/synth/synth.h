@@ -12,7 +12,7 @@
  * entered-in-error conditions, stale or missing labs) is applied at rendering time and the
  * ground truth says what the data can and cannot establish.
  *
- * Codes come only from /work/shared/reference/codes.md (see the tables in synth.c).
+ * Codes come only from the codes reference (codes.md) (see the tables in synth.c).
  *
  * Ground truth (DIR/ground_truth.ndjson, one object per patient per line):
  *   {"patient": "<Patient.id>", "as_of": "YYYY-MM-DD", "scenario": "<name>",
