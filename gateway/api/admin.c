@@ -10,7 +10,6 @@
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +110,26 @@ static long qlong(struct evkeyvalq *q, const char *name, long def, long min, lon
 
 /* ---- /metrics -------------------------------------------------------------------------- */
 
+/* time to referral buckets (seconds) */
+static const double hist_le[] = {1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 259200, 604800};
+enum { HIST_N = sizeof hist_le / sizeof hist_le[0] };
+
+typedef struct histogram {
+    unsigned long long bucket[HIST_N], count;
+    double sum;
+} histogram;
+
+static void histogram_add(void *ctx, int64_t ms)
+{
+    histogram *h = ctx;
+    double s = (double)ms / 1000.0;
+    h->count++;
+    h->sum += s;
+    for (int i = 0; i < HIST_N; i++)
+        if (s <= hist_le[i])
+            h->bucket[i]++;
+}
+
 static void metrics(daemon *d, struct evhttp_request *req)
 {
     fhir_buf b;
@@ -163,22 +182,15 @@ static void metrics(daemon *d, struct evhttp_request *req)
         fhir_buf_printf(&b, "cartgate_screenings_total{category=\"%s\"} %llu\n", cats[i],
                         (unsigned long long)m->verdicts[i]);
     /* gauges read from the store */
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
+    fhir_error err;
+    fhir_error_clear(&err);
     fhir_buf_puts(&b, "# HELP cartgate_verdicts Patients by current verdict category (store).\n"
                       "# TYPE cartgate_verdicts gauge\n");
     for (int i = 0; i < 4; i++) {
-        long long n = 0;
-        if (sqlite3_prepare_v2(db, "SELECT count(*) FROM verdicts WHERE category=?", -1, &st, NULL) == SQLITE_OK) {
-            sqlite3_bind_text(st, 1, cats[i], -1, SQLITE_STATIC);
-            if (sqlite3_step(st) == SQLITE_ROW)
-                n = sqlite3_column_int64(st, 0);
-            sqlite3_finalize(st);
-        }
-        fhir_buf_printf(&b, "cartgate_verdicts{category=\"%s\"} %lld\n", cats[i], n);
+        int64_t n = store_verdict_count(d->st, cats[i], &err);
+        fhir_buf_printf(&b, "cartgate_verdicts{category=\"%s\"} %lld\n", cats[i], (long long)(n < 0 ? 0 : n));
     }
     int64_t counts[REFER_N_STATES] = {0};
-    fhir_error err;
     refer_count_by_state(d->st, counts, &err);
     fhir_buf_puts(&b, "# HELP cartgate_referrals Referrals by state (store).\n# TYPE cartgate_referrals gauge\n");
     for (int i = 0; i < REFER_N_STATES; i++)
@@ -186,46 +198,23 @@ static void metrics(daemon *d, struct evhttp_request *req)
                         (long long)counts[i]);
     fhir_buf_printf(&b, "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
                     (unsigned long long)m->referrals_created);
-    long long depth = 0, oldest = 0;
-    if (sqlite3_prepare_v2(db, "SELECT count(*), min(created_ms) FROM referrals WHERE state IN ('approved','sending')",
-                           -1, &st, NULL) == SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            depth = sqlite3_column_int64(st, 0);
-            if (sqlite3_column_type(st, 1) != SQLITE_NULL)
-                oldest = sqlite3_column_int64(st, 1);
-        }
-        sqlite3_finalize(st);
-    }
+    int64_t depth = 0, oldest = 0;
+    refer_outbox_stats(d->st, &depth, &oldest, &err);
     fhir_buf_printf(&b, "# HELP cartgate_outbox_depth Referrals approved but not yet delivered.\n"
-                        "# TYPE cartgate_outbox_depth gauge\ncartgate_outbox_depth %lld\n", depth);
+                        "# TYPE cartgate_outbox_depth gauge\ncartgate_outbox_depth %lld\n", (long long)depth);
     fhir_buf_printf(&b, "# HELP cartgate_outbox_oldest_age_seconds Age of the oldest undelivered referral.\n"
                         "# TYPE cartgate_outbox_oldest_age_seconds gauge\ncartgate_outbox_oldest_age_seconds %.3f\n",
                     depth && oldest ? (double)(now - oldest) / 1000.0 : 0.0);
     /* time to referral: creation of the proposal -> first delivery (audit row to 'sent') */
-    static const double le[] = {1, 5, 15, 60, 300, 900, 3600, 14400, 86400, 259200, 604800};
-    enum { NB = sizeof le / sizeof le[0] };
-    unsigned long long bucket[NB] = {0}, count = 0;
-    double sum = 0;
-    if (sqlite3_prepare_v2(db, "SELECT (SELECT min(a.ts_ms) FROM audit a WHERE a.referral_id=r.id AND a.to_state='sent')"
-                               " - r.created_ms FROM referrals r WHERE EXISTS (SELECT 1 FROM audit a WHERE "
-                               "a.referral_id=r.id AND a.to_state='sent')", -1, &st, NULL) == SQLITE_OK) {
-        while (sqlite3_step(st) == SQLITE_ROW) {
-            double s = (double)sqlite3_column_int64(st, 0) / 1000.0;
-            count++;
-            sum += s;
-            for (int i = 0; i < NB; i++)
-                if (s <= le[i])
-                    bucket[i]++;
-        }
-        sqlite3_finalize(st);
-    }
+    histogram h = {0};
+    refer_time_to_sent(d->st, histogram_add, &h, &err);
     fhir_buf_puts(&b, "# HELP cartgate_time_to_referral_seconds From proposal creation to delivery at the center.\n"
                       "# TYPE cartgate_time_to_referral_seconds histogram\n");
-    for (int i = 0; i < NB; i++)
-        fhir_buf_printf(&b, "cartgate_time_to_referral_seconds_bucket{le=\"%g\"} %llu\n", le[i], bucket[i]);
+    for (int i = 0; i < HIST_N; i++)
+        fhir_buf_printf(&b, "cartgate_time_to_referral_seconds_bucket{le=\"%g\"} %llu\n", hist_le[i], h.bucket[i]);
     fhir_buf_printf(&b, "cartgate_time_to_referral_seconds_bucket{le=\"+Inf\"} %llu\n"
                         "cartgate_time_to_referral_seconds_sum %.3f\ncartgate_time_to_referral_seconds_count %llu\n",
-                    count, sum, count);
+                    h.count, h.sum, h.count);
     fhir_buf_printf(&b, "# TYPE cartgate_reloads_total counter\ncartgate_reloads_total{result=\"ok\"} %llu\n"
                         "cartgate_reloads_total{result=\"refused\"} %llu\n",
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
@@ -236,6 +225,27 @@ static void metrics(daemon *d, struct evhttp_request *req)
 }
 
 /* ---- patients ---------------------------------------------------------------------------- */
+
+typedef struct patient_rows {
+    fhir_buf *b;
+    size_t n;
+} patient_rows;
+
+static int patient_row(void *ctx, const store_verdict *v)
+{
+    patient_rows *pr = ctx;
+    fhir_buf *b = pr->b;
+    fhir_buf_puts(b, pr->n++ ? ",{\"id\":" : "{\"id\":");
+    js(b, v->patient_id);
+    fhir_buf_puts(b, ",\"category\":");
+    js(b, v->category);
+    fhir_buf_puts(b, ",\"updated\":");
+    iso(b, v->updated_ms);
+    fhir_buf_puts(b, ",\"verdict\":");
+    raw(b, v->verdict_json);
+    fhir_buf_puts(b, "}");
+    return 0;
+}
 
 static void patients_list(daemon *d, struct evhttp_request *req, struct evkeyvalq *q)
 {
@@ -251,40 +261,18 @@ static void patients_list(daemon *d, struct evhttp_request *req, struct evkeyval
                              " limit 1..100000; offset >= 0");
         return;
     }
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    const char *sql = cat ? "SELECT patient_id, category, updated_ms, verdict_json FROM verdicts WHERE category=? "
-                            "ORDER BY CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END, "
-                            "patient_id LIMIT ? OFFSET ?"
-                          : "SELECT patient_id, category, updated_ms, verdict_json FROM verdicts "
-                            "ORDER BY CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END, "
-                            "patient_id LIMIT ? OFFSET ?";
-    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK) {
-        send_error(req, 500, sqlite3_errmsg(db));
-        return;
-    }
-    int k = 1;
-    if (cat)
-        sqlite3_bind_text(st, k++, cat, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, k++, limit);
-    sqlite3_bind_int64(st, k++, offset);
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_MAX_OUT);
     fhir_buf_puts(&b, "{\"patients\":[");
-    size_t n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        fhir_buf_puts(&b, n++ ? ",{\"id\":" : "{\"id\":");
-        js(&b, (const char *)sqlite3_column_text(st, 0));
-        fhir_buf_puts(&b, ",\"category\":");
-        js(&b, (const char *)sqlite3_column_text(st, 1));
-        fhir_buf_puts(&b, ",\"updated\":");
-        iso(&b, sqlite3_column_int64(st, 2));
-        fhir_buf_puts(&b, ",\"verdict\":");
-        raw(&b, (const char *)sqlite3_column_text(st, 3));
-        fhir_buf_puts(&b, "}");
+    patient_rows pr = {.b = &b};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_verdict_list(d->st, cat, limit, offset, patient_row, &pr, &err) < 0) {
+        fhir_buf_free(&b);
+        send_error(req, 500, err.msg);
+        return;
     }
-    sqlite3_finalize(st);
-    fhir_buf_printf(&b, "],\"count\":%zu,\"offset\":%ld}", n, offset);
+    fhir_buf_printf(&b, "],\"count\":%zu,\"offset\":%ld}", pr.n, offset);
     send_json(req, 200, &b);
     fhir_buf_free(&b);
 }
@@ -293,7 +281,6 @@ static int ref_ids_cb(void *ctx, const refer_record *r);
 
 typedef struct ref_list {
     fhir_buf *b;
-    const char *patient;
     size_t n;
     bool full;
 } ref_list;
@@ -344,48 +331,49 @@ static void referral_json(fhir_buf *b, const refer_record *r, bool full)
 static int ref_ids_cb(void *ctx, const refer_record *r)
 {
     ref_list *l = ctx;
-    if (l->patient && strcmp(l->patient, r->patient_id))
-        return 0;
     if (l->n++)
         fhir_buf_putc(l->b, ',');
     referral_json(l->b, r, l->full);
     return 0;
 }
 
+static int patient_head(void *ctx, const store_verdict *v)
+{
+    fhir_buf *b = ctx;
+    fhir_buf_puts(b, "{\"id\":");
+    js(b, v->patient_id);
+    fhir_buf_puts(b, ",\"category\":");
+    js(b, v->category);
+    fhir_buf_puts(b, ",\"ruleset\":");
+    js(b, v->ruleset_hash);
+    fhir_buf_puts(b, ",\"updated\":");
+    iso(b, v->updated_ms);
+    fhir_buf_puts(b, ",\"profile\":");
+    raw(b, v->profile_json);
+    fhir_buf_puts(b, ",\"verdict\":");
+    raw(b, v->verdict_json);
+    return 1;
+}
+
 static void patient_one(daemon *d, struct evhttp_request *req, const char *id)
 {
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT category, ruleset_hash, updated_ms, profile_json, verdict_json "
-                               "FROM verdicts WHERE patient_id=?", -1, &st, NULL) != SQLITE_OK) {
-        send_error(req, 500, sqlite3_errmsg(db));
-        return;
-    }
-    sqlite3_bind_text(st, 1, id, -1, SQLITE_TRANSIENT);
-    if (sqlite3_step(st) != SQLITE_ROW) {
-        sqlite3_finalize(st);
-        send_error(req, 404, "no such patient (not screened)");
-        return;
-    }
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_MAX_OUT);
-    fhir_buf_puts(&b, "{\"id\":");
-    js(&b, id);
-    fhir_buf_puts(&b, ",\"category\":");
-    js(&b, (const char *)sqlite3_column_text(st, 0));
-    fhir_buf_puts(&b, ",\"ruleset\":");
-    js(&b, (const char *)sqlite3_column_text(st, 1));
-    fhir_buf_puts(&b, ",\"updated\":");
-    iso(&b, sqlite3_column_int64(st, 2));
-    fhir_buf_puts(&b, ",\"profile\":");
-    raw(&b, (const char *)sqlite3_column_text(st, 3));
-    fhir_buf_puts(&b, ",\"verdict\":");
-    raw(&b, (const char *)sqlite3_column_text(st, 4));
-    sqlite3_finalize(st);
-    fhir_buf_puts(&b, ",\"referrals\":[");
-    ref_list l = {.b = &b, .patient = id};
     fhir_error err;
-    refer_each(d->st, -1, NULL, ref_ids_cb, &l, &err);
+    fhir_error_clear(&err);
+    int f = store_verdict_read(d->st, id, patient_head, &b, &err);
+    if (f != 1) {
+        fhir_buf_free(&b);
+        if (f < 0)
+            send_error(req, 500, err.msg);
+        else
+            send_error(req, 404, "no such patient (not screened)");
+        return;
+    }
+    fhir_buf_puts(&b, ",\"referrals\":[");
+    ref_list l = {.b = &b};
+    refer_filter rf = {.state = -1, .patient_id = id, .summary = true};
+    refer_list(d->st, &rf, ref_ids_cb, &l, &err);
     fhir_buf_puts(&b, "]}");
     send_json(req, 200, &b);
     fhir_buf_free(&b);
@@ -406,7 +394,8 @@ static void referrals_list(daemon *d, struct evhttp_request *req, struct evkeyva
     fhir_buf_puts(&b, "{\"referrals\":[");
     ref_list l = {.b = &b};
     fhir_error err;
-    if (refer_each(d->st, state ? (int)s : -1, NULL, ref_ids_cb, &l, &err) < 0) {
+    refer_filter rf = {.state = state ? (int)s : -1, .summary = true};
+    if (refer_list(d->st, &rf, ref_ids_cb, &l, &err) < 0) {
         fhir_buf_free(&b);
         send_error(req, 500, err.msg);
         return;

@@ -3,11 +3,11 @@
 #include <event2/event.h>
 #include <libxml/xmlversion.h>
 #include <openssl/crypto.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <yajl/yajl_version.h>
 
 #include "cmd.h"
+#include "store.h"
 
 void cmd_print_versions(void)
 {
@@ -17,7 +17,7 @@ void cmd_print_versions(void)
     printf("libcurl %s (%s)\n", c->version, c->ssl_version ? c->ssl_version : "no TLS");
     printf("libxml2 %s\n", LIBXML_DOTTED_VERSION);
     printf("libevent %s\n", event_get_version());
-    printf("SQLite %s\n", sqlite3_libversion());
+    printf("SQLite %s\n", store_sqlite_version());
     printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
 }
 

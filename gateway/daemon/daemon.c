@@ -6,7 +6,6 @@
 #include <libxml/xmlversion.h>
 #include <openssl/crypto.h>
 #include <signal.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,14 +22,6 @@
 #include "referral.h"
 
 #define SCREEN_MAX_RESOURCES 100000
-
-/* The daemon's own table (store.h has no migration hook): patients whose cached data changed
- * and who still need screening. Persisted so a restart between ingest and screening loses
- * nothing. */
-static const char *const DIRTY_SQL =
-    "CREATE TABLE IF NOT EXISTS daemon_dirty ("
-    "  patient_id TEXT PRIMARY KEY,"
-    "  marked_ms INTEGER NOT NULL)";
 
 static char *xstrdup(const char *s)
 {
@@ -172,39 +163,6 @@ static bool resource_patient(const fhir_node *res, const char *type, char *out, 
     return false;
 }
 
-static int mark_dirty(daemon *d, const char *pid, fhir_error *err)
-{
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) VALUES(?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return fhir_error_set(err, "dirty: %s", sqlite3_errmsg(db));
-    sqlite3_bind_text(st, 1, pid, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, fhir_clock_now_ms());
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : fhir_error_set(err, "dirty: %s", sqlite3_errmsg(db));
-}
-
-/* 1 when the cache already holds exactly this JSON for type/id. */
-static int cached_same(daemon *d, const char *type, const char *id, const char *json)
-{
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT json FROM resources WHERE type=? AND id=?", -1, &st, NULL) !=
-        SQLITE_OK)
-        return 0;
-    sqlite3_bind_text(st, 1, type, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-    int same = 0;
-    if (sqlite3_step(st) == SQLITE_ROW) {
-        const char *old = (const char *)sqlite3_column_text(st, 0);
-        same = old && !strcmp(old, json);
-    }
-    sqlite3_finalize(st);
-    return same;
-}
-
 int daemon_ingest(daemon *d, const char *source, const fhir_node *res, size_t *changed,
                   size_t *unchanged, fhir_error *err)
 {
@@ -229,19 +187,21 @@ int daemon_ingest(daemon *d, const char *source, const fhir_node *res, size_t *c
     char *json = fhir_json_to_string(res, FHIR_JSON_COMPACT, 16u << 20);
     if (!json)
         return fhir_error_set(err, "%s/%s: resource larger than 16 MiB", type, id);
-    if (cached_same(d, type, id, json)) {
-        free(json);
+    /* one statement: an identical cached copy is left as it is */
+    bool is_new = false;
+    int rc = store_resource_upsert(d->st, has_patient ? pid : "", type, id,
+                                   fhir_node_path_str(res, "meta.versionId"),
+                                   fhir_node_path_str(res, "meta.lastUpdated"), json, &is_new,
+                                   err);
+    free(json);
+    if (rc)
+        return -1;
+    if (!is_new) {
         if (unchanged)
             (*unchanged)++;
         return 0;
     }
-    int rc = store_resource_put(d->st, has_patient ? pid : "", type, id,
-                                fhir_node_path_str(res, "meta.versionId"),
-                                fhir_node_path_str(res, "meta.lastUpdated"), json, err);
-    free(json);
-    if (rc)
-        return -1;
-    if (has_patient && mark_dirty(d, pid, err))
+    if (has_patient && store_dirty_mark(d->st, pid, err))
         return -1;
     if (changed)
         (*changed)++;
@@ -289,11 +249,6 @@ static int res_cb(void *ctx, const char *type, const char *id, const char *json)
 static void add_referenced_medications(daemon *d, res_list *l)
 {
     size_t n0 = l->n;
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "SELECT json FROM resources WHERE type='Medication' AND id=?", -1, &st,
-                           NULL) != SQLITE_OK)
-        return;
     for (size_t i = 0; i < n0; i++) {
         const char *ref = fhir_node_path_str(l->v[i], "medicationReference.reference");
         if (!ref || strncmp(ref, "Medication/", 11))
@@ -306,40 +261,35 @@ static void add_referenced_medications(daemon *d, res_list *l)
                 have = true;
         if (have)
             continue;
-        sqlite3_reset(st);
-        sqlite3_bind_text(st, 1, ref + 11, -1, SQLITE_TRANSIENT);
-        if (sqlite3_step(st) == SQLITE_ROW)
-            res_list_add_json(l, (const char *)sqlite3_column_text(st, 0));
+        fhir_error e;
+        store_resource_get(d->st, "Medication", ref + 11, res_cb, l, &e);
     }
-    sqlite3_finalize(st);
 }
 
 typedef struct cancel_ctx {
-    const char *patient;
     const char *keep_placer;
     int64_t ids[64];
     size_t n;
 } cancel_ctx;
 
-static int cancel_collect(void *ctx, const refer_record *r)
+static int cancel_collect(void *ctx, int64_t id, const char *placer_id)
 {
     cancel_ctx *c = ctx;
-    if (strcmp(r->patient_id, c->patient))
-        return 0;
-    if (c->keep_placer && !strcmp(r->placer_id, c->keep_placer))
+    if (c->keep_placer && placer_id && !strcmp(placer_id, c->keep_placer))
         return 0;
     if (c->n < sizeof c->ids / sizeof c->ids[0])
-        c->ids[c->n++] = r->id;
+        c->ids[c->n++] = id;
     return 0;
 }
 
-/* Cancels the patient's proposals still awaiting approval, except keep_placer. */
+/* Cancels the patient's proposals still awaiting approval, except keep_placer (found by the
+ * patient index: ids only). */
 static void cancel_stale_proposals(daemon *d, const char *pid, const char *keep_placer,
                                    const char *reason)
 {
-    cancel_ctx c = {.patient = pid, .keep_placer = keep_placer};
+    cancel_ctx c = {.keep_placer = keep_placer};
     fhir_error e;
-    if (refer_each(d->st, REFER_PENDING_APPROVAL, NULL, cancel_collect, &c, &e) < 0)
+    if (refer_patient_ids(d->st, pid, REFER_PENDING_APPROVAL, cancel_collect, &c, &e) < 0)
         return;
     for (size_t i = 0; i < c.n; i++) {
         if (refer_cancel(d->st, c.ids[i], "screener", reason, &e) == 0)
@@ -434,10 +384,8 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
         return;
     }
     cancel_stale_proposals(d, pid, placer, "superseded by a new verdict");
-    refer_record existing;
-    int found = refer_get_by_placer(d->st, placer, &existing, &err);
-    if (found == 1) {
-        refer_record_free(&existing);
+    int64_t existing;
+    if (refer_find(d->st, placer, &existing, &err) == 1) {
         fhir_arena_free(a);
         return; /* already proposed (or sent): exactly once */
     }
@@ -635,12 +583,11 @@ int daemon_screen_patient(daemon *d, const char *pid, fhir_error *err)
 
 static void undirty(daemon *d, const char *pid)
 {
-    sqlite3_stmt *del;
-    if (sqlite3_prepare_v2(store_db(d->st), "DELETE FROM daemon_dirty WHERE patient_id=?", -1, &del, NULL) ==
-        SQLITE_OK) {
-        sqlite3_bind_text(del, 1, pid, -1, SQLITE_STATIC);
-        sqlite3_step(del);
-        sqlite3_finalize(del);
+    fhir_error e;
+    if (store_dirty_clear(d->st, pid, &e)) {
+        char q[600];
+        fhir_log(FHIR_LOG_ERROR, "screen.undirty_failed", "patient=%s error=%s", pid,
+                 fhir_log_quote(e.msg, q, sizeof q));
     }
 }
 
@@ -648,18 +595,13 @@ static void undirty(daemon *d, const char *pid)
 
 long daemon_screen_pending(daemon *d, fhir_error *err)
 {
-    sqlite3 *db = store_db(d->st);
     long total = 0;
     for (;;) {
         char *ids[SCREEN_BATCH];
-        size_t n = 0;
-        sqlite3_stmt *st;
-        if (sqlite3_prepare_v2(db, "SELECT patient_id FROM daemon_dirty ORDER BY marked_ms, patient_id LIMIT 16",
-                               -1, &st, NULL) != SQLITE_OK)
-            return fhir_error_set(err, "dirty: %s", sqlite3_errmsg(db));
-        while (n < SCREEN_BATCH && sqlite3_step(st) == SQLITE_ROW)
-            ids[n++] = xstrdup((const char *)sqlite3_column_text(st, 0));
-        sqlite3_finalize(st);
+        long got = store_dirty_next(d->st, ids, SCREEN_BATCH, err);
+        if (got < 0)
+            return -1;
+        size_t n = (size_t)got;
         if (n == 0)
             break;
         screen_job jobs[SCREEN_BATCH];
@@ -962,15 +904,10 @@ int daemon_reload(daemon *d, fhir_error *err)
     fhir_log(FHIR_LOG_INFO, "reload.done", "sources=%zu ruleset=%s centers=%zu", nc->n_sources,
              elig_ruleset_hash(nrt->rules), nrt->centers->n);
     /* the rule set may have changed: re-screen everyone with a verdict under another hash */
-    sqlite3 *db = store_db(d->st);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(db, "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) "
-                               "SELECT patient_id, ? FROM verdicts WHERE ruleset_hash <> ?",
-                           -1, &st, NULL) == SQLITE_OK) {
-        sqlite3_bind_int64(st, 1, fhir_clock_now_ms());
-        sqlite3_bind_text(st, 2, elig_ruleset_hash(nrt->rules), -1, SQLITE_STATIC);
-        sqlite3_step(st);
-        sqlite3_finalize(st);
+    fhir_error e;
+    if (store_dirty_mark_ruleset_changed(d->st, elig_ruleset_hash(nrt->rules), &e)) {
+        char q[700];
+        fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", fhir_log_quote(e.msg, q, sizeof q));
     }
     if (!any_busy(d))
         daemon_poll_finished(d, NULL, true);
@@ -1004,7 +941,7 @@ static void log_versions(struct event_base *base)
              "version=%s yajl=%s libcurl=%s curl_tls=%s libxml2=%s libevent=%s libevent_backend=%s "
              "sqlite=%s openssl=%s",
              CARTGATE_VERSION, yv, cv->version, fhir_log_quote(ssl, q, sizeof q), LIBXML_DOTTED_VERSION,
-             event_get_version(), event_base_get_method(base), sqlite3_libversion(),
+             event_get_version(), event_base_get_method(base), store_sqlite_version(),
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }
 
@@ -1030,12 +967,6 @@ daemon *daemon_new(const char *config_path, fhir_error *err)
     d->st = store_open(d->rt->cfg->store_path, (int)d->rt->cfg->store_busy_timeout_ms, err);
     if (!d->st)
         goto fail;
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(d->st), DIRTY_SQL, NULL, NULL, &msg) != SQLITE_OK) {
-        fhir_error_set(err, "%s: %s", d->rt->cfg->store_path, msg ? msg : "daemon_dirty");
-        sqlite3_free(msg);
-        goto fail;
-    }
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);

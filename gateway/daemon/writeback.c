@@ -2,7 +2,6 @@
  * Communication or Task resources (conditional creates) on the daemon's loop. */
 #include "writeback.h"
 
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,22 +16,6 @@
 #include "referral.h"
 
 #define WB_SYSTEM "urn:cartgate:writeback"
-
-/* The module's own table (store.h has no migration hook; same pattern as daemon_dirty). */
-static const char *const OUTBOX_SQL =
-    "CREATE TABLE IF NOT EXISTS writeback_outbox ("
-    "  id INTEGER PRIMARY KEY,"
-    "  referral_id INTEGER NOT NULL REFERENCES referrals(id),"
-    "  state TEXT NOT NULL,"
-    "  audit_id INTEGER NOT NULL,"
-    "  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','done','failed')),"
-    "  attempts INTEGER NOT NULL DEFAULT 0,"
-    "  last_error TEXT,"
-    "  ehr_ref TEXT,"
-    "  created_ms INTEGER NOT NULL,"
-    "  updated_ms INTEGER NOT NULL,"
-    "  UNIQUE (referral_id, state));"
-    "CREATE INDEX IF NOT EXISTS writeback_outbox_status ON writeback_outbox(status, id);";
 
 typedef struct wb_job {
     struct writeback *w;
@@ -49,23 +32,11 @@ struct writeback {
     wb_job *jobs;
 };
 
-static int sql_err(store *s, fhir_error *err, const char *what)
-{
-    return fhir_error_set(err, "%s: writeback %s: %s", store_path(s), what,
-                          sqlite3_errmsg(store_db(s)));
-}
-
 writeback *writeback_new(store *s, const writeback_opts *o, fhir_error *err)
 {
     if (!o || !o->source || !o->source->base_url || !o->base ||
         (o->kind != CONFIG_WRITEBACK_COMMUNICATION && o->kind != CONFIG_WRITEBACK_TASK)) {
         fhir_error_set(err, "writeback: a kind, an event base and a source with base_url are required");
-        return NULL;
-    }
-    char *msg = NULL;
-    if (sqlite3_exec(store_db(s), OUTBOX_SQL, NULL, NULL, &msg) != SQLITE_OK) {
-        fhir_error_set(err, "%s: writeback_outbox: %s", store_path(s), msg ? msg : "create failed");
-        sqlite3_free(msg);
         return NULL;
     }
     writeback *w = calloc(1, sizeof *w);
@@ -118,12 +89,47 @@ bool writeback_busy(const writeback *w)
     return w && w->jobs;
 }
 
+/* The state changes written back: made by the sender or a center (operator actions are
+ * not), to one of these states. */
+static bool written_back(const store_audit_row *a)
+{
+    static const char *const states[] = {"sent",      "accepted",  "declined", "scheduled",
+                                         "completed", "cancelled", "failed"};
+    if (a->referral_id <= 0 || !a->to_state || !a->actor)
+        return false;
+    if (a->from_state && !strcmp(a->from_state, a->to_state))
+        return false;
+    if (strcmp(a->actor, "sender") && strncmp(a->actor, "center:", 7))
+        return false;
+    for (size_t i = 0; i < sizeof states / sizeof states[0]; i++)
+        if (!strcmp(a->to_state, states[i]))
+            return true;
+    return false;
+}
+
+typedef struct collect_ctx {
+    store *s;
+    int64_t last;
+    fhir_error *err;
+    bool failed;
+} collect_ctx;
+
+static int collect_row(void *ctx, const store_audit_row *a)
+{
+    collect_ctx *c = ctx;
+    if (written_back(a) && store_outbox_add(c->s, a->referral_id, a->to_state, a->id, c->err)) {
+        c->failed = true;
+        return 1;
+    }
+    c->last = a->id;
+    return 0;
+}
+
 /* Copies new center/sender state changes from the audit log into the outbox (one
  * transaction with the cursor). */
 static int collect(writeback *w, fhir_error *err)
 {
     store *s = w->st;
-    sqlite3 *db = store_db(s);
     if (store_begin(s, err))
         return -1;
     char *cur = NULL;
@@ -133,56 +139,18 @@ static int collect(writeback *w, fhir_error *err)
     }
     long long after = cur ? atoll(cur) : 0;
     free(cur);
-    sqlite3_stmt *sel = NULL, *ins = NULL;
-    int rc = -1;
-    long long last = after;
-    int64_t now = fhir_clock_now_ms();
-    if (sqlite3_prepare_v2(db,
-                           "SELECT id, referral_id, to_state FROM audit WHERE id > ? AND "
-                           "referral_id IS NOT NULL AND from_state IS NOT to_state AND "
-                           "to_state IN ('sent','accepted','declined','scheduled','completed',"
-                           "'cancelled','failed') AND (actor = 'sender' OR actor LIKE 'center:%') "
-                           "ORDER BY id",
-                           -1, &sel, NULL) != SQLITE_OK ||
-        sqlite3_prepare_v2(db,
-                           "INSERT OR IGNORE INTO writeback_outbox(referral_id, state, audit_id, "
-                           "created_ms, updated_ms) VALUES(?,?,?,?,?)",
-                           -1, &ins, NULL) != SQLITE_OK) {
-        sql_err(s, err, "prepare");
-        goto out;
-    }
-    sqlite3_bind_int64(sel, 1, after);
-    int step;
-    while ((step = sqlite3_step(sel)) == SQLITE_ROW) {
-        long long aid = sqlite3_column_int64(sel, 0);
-        sqlite3_reset(ins);
-        sqlite3_bind_int64(ins, 1, sqlite3_column_int64(sel, 1));
-        sqlite3_bind_text(ins, 2, (const char *)sqlite3_column_text(sel, 2), -1, SQLITE_TRANSIENT);
-        sqlite3_bind_int64(ins, 3, aid);
-        sqlite3_bind_int64(ins, 4, now);
-        sqlite3_bind_int64(ins, 5, now);
-        if (sqlite3_step(ins) != SQLITE_DONE) {
-            sql_err(s, err, "insert");
-            goto out;
-        }
-        last = aid;
-    }
-    if (step != SQLITE_DONE) {
-        sql_err(s, err, "scan audit");
-        goto out;
-    }
-    if (last != after) {
+    collect_ctx c = {.s = s, .last = after, .err = err};
+    if (store_audit_since(s, after, collect_row, &c, err) < 0 || c.failed)
+        goto fail;
+    if (c.last != after) {
         char v[32];
-        snprintf(v, sizeof v, "%lld", last);
+        snprintf(v, sizeof v, "%lld", (long long)c.last);
         if (store_cursor_put(s, "writeback", "audit_id", v, err))
-            goto out;
+            goto fail;
     }
-    rc = 0;
-out:
-    sqlite3_finalize(sel);
-    sqlite3_finalize(ins);
-    if (rc == 0 && store_commit(s, err) == 0)
+    if (store_commit(s, err) == 0)
         return 0;
+fail:
     store_rollback(s);
     return -1;
 }
@@ -190,23 +158,7 @@ out:
 static int row_update(writeback *w, int64_t row_id, const char *status, bool attempt,
                       const char *error, const char *ehr_ref, fhir_error *err)
 {
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(store_db(w->st),
-                           "UPDATE writeback_outbox SET status=?, attempts=attempts+?, "
-                           "last_error=?, ehr_ref=COALESCE(?, ehr_ref), updated_ms=? WHERE id=?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_err(w->st, err, "prepare update");
-    sqlite3_bind_text(st, 1, status, -1, SQLITE_STATIC);
-    sqlite3_bind_int(st, 2, attempt ? 1 : 0);
-    if (error)
-        sqlite3_bind_text(st, 3, error, -1, SQLITE_TRANSIENT);
-    if (ehr_ref)
-        sqlite3_bind_text(st, 4, ehr_ref, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 5, fhir_clock_now_ms());
-    sqlite3_bind_int64(st, 6, row_id);
-    int rc = sqlite3_step(st) == SQLITE_DONE ? 0 : sql_err(w->st, err, "update");
-    sqlite3_finalize(st);
-    return rc;
+    return store_outbox_update(w->st, row_id, status, attempt, error, ehr_ref, err);
 }
 
 static void log_store_failure(const fhir_error *e)
@@ -435,34 +387,44 @@ static void start_row(writeback *w, int64_t row_id, int64_t referral_id, const c
     }
 }
 
+typedef struct pending_row {
+    int64_t id, rid;
+    char state[32];
+} pending_row;
+
+typedef struct pending_ctx {
+    pending_row *rows;
+    size_t n, max;
+} pending_ctx;
+
+static int pending_cb(void *ctx, int64_t row_id, int64_t referral_id, const char *state)
+{
+    pending_ctx *c = ctx;
+    if (c->n >= c->max)
+        return 1;
+    c->rows[c->n].id = row_id;
+    c->rows[c->n].rid = referral_id;
+    snprintf(c->rows[c->n].state, sizeof c->rows[c->n].state, "%s", state ? state : "");
+    c->n++;
+    return 0;
+}
+
 int writeback_pass_start(writeback *w, fhir_error *err)
 {
     if (writeback_busy(w))
         return 0;
     if (collect(w, err))
         return -1;
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(store_db(w->st),
-                           "SELECT id, referral_id, state FROM writeback_outbox "
-                           "WHERE status='pending' ORDER BY id LIMIT ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_err(w->st, err, "prepare pending");
-    sqlite3_bind_int(st, 1, (int)w->o.max_per_pass);
-    struct row { int64_t id, rid; char state[32]; } *rows = calloc(w->o.max_per_pass, sizeof *rows);
-    if (!rows)
+    pending_ctx c = {.rows = calloc(w->o.max_per_pass, sizeof *c.rows), .max = w->o.max_per_pass};
+    if (!c.rows)
         abort();
-    size_t n = 0;
-    int step;
-    while (n < w->o.max_per_pass && (step = sqlite3_step(st)) == SQLITE_ROW) {
-        rows[n].id = sqlite3_column_int64(st, 0);
-        rows[n].rid = sqlite3_column_int64(st, 1);
-        snprintf(rows[n].state, sizeof rows[n].state, "%s", (const char *)sqlite3_column_text(st, 2));
-        n++;
+    if (store_outbox_pending(w->st, w->o.max_per_pass, pending_cb, &c, err) < 0) {
+        free(c.rows);
+        return -1;
     }
-    sqlite3_finalize(st);
     /* rows read first: the writes below update the table */
-    for (size_t i = 0; i < n; i++)
-        start_row(w, rows[i].id, rows[i].rid, rows[i].state);
-    free(rows);
+    for (size_t i = 0; i < c.n; i++)
+        start_row(w, c.rows[i].id, c.rows[i].rid, c.rows[i].state);
+    free(c.rows);
     return 0;
 }

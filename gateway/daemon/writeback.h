@@ -37,7 +37,7 @@ typedef struct writeback_opts {
 
 typedef struct writeback writeback;
 
-/* Creates the outbox table when absent and the EHR client. Borrowed store and options;
+/* Creates the EHR client (the outbox is a store table). Borrowed store and options;
  * caller frees with writeback_free(). NULL with err. */
 writeback *writeback_new(store *s, const writeback_opts *o, fhir_error *err);
 /* Drops in-flight writes (their rows stay pending). */

@@ -2,7 +2,6 @@
 #include "referral.h"
 
 #include <openssl/evp.h>
-#include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -152,50 +151,44 @@ int refer_placer_id(const char *site_id, const char *patient_id,
 
 /* ---- rows --------------------------------------------------------------------------- */
 
-#define COLS                                                                                \
-    "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "    \
-    "explanation, verdict_json, route_json, payload, attempts, next_attempt_ms, "           \
-    "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
-    "business_status, created_ms, updated_ms"
-
-static char *col(sqlite3_stmt *st, int i)
+static char *dup_or_null(const char *v)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    if (!t)
+    if (!v)
         return NULL;
-    char *r = strdup((const char *)t);
+    char *r = strdup(v);
     if (!r)
         abort();
     return r;
 }
 
-static void row_to_record(sqlite3_stmt *st, refer_record *r)
+/* A copy of a store row (caller frees with refer_record_free). */
+static void record_from_row(const store_referral *row, refer_record *r)
 {
     memset(r, 0, sizeof *r);
-    r->id = sqlite3_column_int64(st, 0);
-    r->placer_id = col(st, 1);
-    r->site_id = col(st, 2);
-    r->patient_id = col(st, 3);
-    r->center_id = col(st, 4);
-    r->indications = col(st, 5);
-    refer_state_parse((const char *)sqlite3_column_text(st, 6), &r->state);
-    r->mode = col(st, 7);
-    r->urgency = col(st, 8);
-    r->explanation = col(st, 9);
-    r->verdict_json = col(st, 10);
-    r->route_json = col(st, 11);
-    r->payload = col(st, 12);
-    r->attempts = sqlite3_column_int(st, 13);
-    r->next_attempt_ms = sqlite3_column_int64(st, 14);
-    r->last_status = sqlite3_column_int(st, 15);
-    r->last_error = col(st, 16);
-    r->last_response = col(st, 17);
-    r->center_sr_ref = col(st, 18);
-    r->center_task_ref = col(st, 19);
-    r->task_status = col(st, 20);
-    r->business_status = col(st, 21);
-    r->created_ms = sqlite3_column_int64(st, 22);
-    r->updated_ms = sqlite3_column_int64(st, 23);
+    r->id = row->id;
+    r->placer_id = dup_or_null(row->placer_id);
+    r->site_id = dup_or_null(row->site_id);
+    r->patient_id = dup_or_null(row->patient_id);
+    r->center_id = dup_or_null(row->center_id);
+    r->indications = dup_or_null(row->indications);
+    refer_state_parse(row->state, &r->state);
+    r->mode = dup_or_null(row->mode);
+    r->urgency = dup_or_null(row->urgency);
+    r->explanation = dup_or_null(row->explanation);
+    r->verdict_json = dup_or_null(row->verdict_json);
+    r->route_json = dup_or_null(row->route_json);
+    r->payload = dup_or_null(row->payload);
+    r->attempts = row->attempts;
+    r->next_attempt_ms = row->next_attempt_ms;
+    r->last_status = row->last_status;
+    r->last_error = dup_or_null(row->last_error);
+    r->last_response = dup_or_null(row->last_response);
+    r->center_sr_ref = dup_or_null(row->center_sr_ref);
+    r->center_task_ref = dup_or_null(row->center_task_ref);
+    r->task_status = dup_or_null(row->task_status);
+    r->business_status = dup_or_null(row->business_status);
+    r->created_ms = row->created_ms;
+    r->updated_ms = row->updated_ms;
 }
 
 void refer_record_free(refer_record *r)
@@ -213,130 +206,126 @@ void refer_record_free(refer_record *r)
     }
 }
 
-static int sql_fail(store *s, fhir_error *err, const char *what)
+static int copy_row(void *ctx, const store_referral *row)
 {
-    return fhir_error_set(err, "%s: %s: %s", store_path(s), what,
-                          sqlite3_errmsg(store_db(s)));
-}
-
-static int get_where(store *s, const char *where, int64_t id, const char *text,
-                     refer_record *out, fhir_error *err)
-{
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " COLS " FROM referrals WHERE %s", where);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "referral read");
-    if (text)
-        sqlite3_bind_text(st, 1, text, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st), found = 0;
-    if (rc == SQLITE_ROW) {
-        row_to_record(st, out);
-        found = 1;
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_fail(s, err, "referral read");
-    return found;
+    record_from_row(row, ctx);
+    return 1;
 }
 
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)
 {
-    return get_where(s, "id = ?", id, NULL, out, err);
+    return store_referral_get(s, id, copy_row, out, err);
 }
 
 int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err)
 {
-    return get_where(s, "placer_id = ?", 0, placer_id, out, err);
+    return store_referral_get_by_placer(s, placer_id, copy_row, out, err);
+}
+
+int refer_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err)
+{
+    return store_referral_find(s, placer_id, id_out, err);
+}
+
+typedef struct each_ctx {
+    refer_each_fn fn;
+    void *ctx;
+} each_ctx;
+
+static int each_row(void *ctx, const store_referral *row)
+{
+    each_ctx *c = ctx;
+    if (!c->fn)
+        return 0;
+    refer_record r;
+    record_from_row(row, &r);
+    int stop = c->fn(c->ctx, &r);
+    refer_record_free(&r);
+    return stop;
+}
+
+int64_t refer_list(store *s, const refer_filter *f, refer_each_fn fn, void *ctx,
+                   fhir_error *err)
+{
+    store_referral_filter sf = {
+        .state = f->state >= 0 && f->state < REFER_N_STATES ? state_names[f->state] : NULL,
+        .center_id = f->center_id, .patient_id = f->patient_id, .summary = f->summary,
+    };
+    each_ctx c = {fn, ctx};
+    return store_referral_each(s, &sf, each_row, &c, err);
 }
 
 int64_t refer_each(store *s, int state_filter, const char *center_id, refer_each_fn fn,
                    void *ctx, fhir_error *err)
 {
-    char sql[512];
-    snprintf(sql, sizeof sql, "SELECT " COLS " FROM referrals WHERE (?1 IS NULL OR state = ?1) "
-                              "AND (?2 IS NULL OR center_id = ?2) ORDER BY id");
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "referral list");
-    if (state_filter >= 0 && state_filter < REFER_N_STATES)
-        sqlite3_bind_text(st, 1, state_names[state_filter], -1, SQLITE_STATIC);
-    if (center_id)
-        sqlite3_bind_text(st, 2, center_id, -1, SQLITE_TRANSIENT);
-    int64_t n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        refer_record r;
-        row_to_record(st, &r);
-        n++;
-        int stop = fn ? fn(ctx, &r) : 0;
-        refer_record_free(&r);
-        if (stop) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s, err, "referral list");
-    return n;
+    refer_filter f = {.state = state_filter, .center_id = center_id};
+    return refer_list(s, &f, fn, ctx, err);
+}
+
+int64_t refer_patient_ids(store *s, const char *patient_id, refer_state state,
+                          refer_id_fn fn, void *ctx, fhir_error *err)
+{
+    return store_referral_ids(s, patient_id, refer_state_name(state), fn, ctx, err);
+}
+
+static void count_one(void *ctx, const char *name, int64_t n)
+{
+    int64_t *counts = ctx;
+    refer_state k;
+    if (refer_state_parse(name, &k) == 0)
+        counts[k] = n;
 }
 
 int refer_count_by_state(store *s, int64_t counts[REFER_N_STATES], fhir_error *err)
 {
     memset(counts, 0, REFER_N_STATES * sizeof counts[0]);
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s), "SELECT state, count(*) FROM referrals GROUP BY state",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "referral count");
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        refer_state k;
-        if (refer_state_parse((const char *)sqlite3_column_text(st, 0), &k) == 0)
-            counts[k] = sqlite3_column_int64(st, 1);
+    return store_referral_count_by_state(s, count_one, counts, err);
+}
+
+int refer_outbox_stats(store *s, int64_t *depth, int64_t *oldest_created_ms, fhir_error *err)
+{
+    *depth = 0;
+    *oldest_created_ms = 0;
+    static const refer_state queued[] = {REFER_APPROVED, REFER_SENDING};
+    for (size_t i = 0; i < 2; i++) {
+        int64_t n, oldest;
+        if (store_referral_state_age(s, state_names[queued[i]], &n, &oldest, err))
+            return -1;
+        *depth += n;
+        if (n && (!*oldest_created_ms || oldest < *oldest_created_ms))
+            *oldest_created_ms = oldest;
     }
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : sql_fail(s, err, "referral count");
+    return 0;
+}
+
+int64_t refer_time_to_sent(store *s, void (*fn)(void *ctx, int64_t ms), void *ctx,
+                           fhir_error *err)
+{
+    return store_referral_time_to_state(s, state_names[REFER_SENT], fn, ctx, err);
 }
 
 /* ---- transitions -------------------------------------------------------------------- */
 
 static int read_state(store *s, int64_t id, refer_state *out, fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s), "SELECT state FROM referrals WHERE id = ?", -1, &st,
-                           NULL) != SQLITE_OK)
-        return sql_fail(s, err, "referral read");
-    sqlite3_bind_int64(st, 1, id);
-    int rc = sqlite3_step(st);
-    int ret = 0;
-    if (rc == SQLITE_ROW) {
-        if (refer_state_parse((const char *)sqlite3_column_text(st, 0), out))
-            ret = fhir_error_set(err, "referral %lld: unknown stored state \"%s\"",
-                                 (long long)id, sqlite3_column_text(st, 0));
-    } else if (rc == SQLITE_DONE) {
-        ret = fhir_error_set(err, "referral %lld does not exist", (long long)id);
-    } else {
-        ret = sql_fail(s, err, "referral read");
-    }
-    sqlite3_finalize(st);
-    return ret;
+    char name[32];
+    int f = store_referral_state(s, id, name, sizeof name, err);
+    if (f < 0)
+        return -1;
+    if (f == 0)
+        return fhir_error_set(err, "referral %lld does not exist", (long long)id);
+    if (refer_state_parse(name, out))
+        return fhir_error_set(err, "referral %lld: unknown stored state \"%s\"", (long long)id,
+                              name);
+    return 0;
 }
 
-/* Extra columns a transition sets, besides state and updated_ms. */
-typedef struct extra {
-    const char *sql;      /* ", col = ?3, col2 = ?4 ..." (params from ?3 on) */
-    const char *text[6];  /* bound as ?3.. in order; NULL binds NULL */
-    int64_t ints[2];      /* bound after the texts */
-    int n_text, n_int;
-} extra;
-
-/* Inside an open transaction: checks, updates, audits. */
+/* Inside an open transaction: checks, updates (the state and whatever else x sets),
+ * audits. */
 static int transition_locked(store *s, int64_t id, refer_state to, const char *actor,
-                             const char *action, const char *detail, const extra *x,
-                             refer_state *from_out, fhir_error *err)
+                             const char *action, const char *detail,
+                             const store_referral_change *x, refer_state *from_out,
+                             fhir_error *err)
 {
     refer_state from;
     if (read_state(s, id, &from, err))
@@ -352,35 +341,18 @@ static int transition_locked(store *s, int64_t id, refer_state to, const char *a
                                    "%s)", (long long)id, state_names[from], state_names[to],
                               state_names[from], ok);
     }
-    char sql[1024];
-    snprintf(sql, sizeof sql, "UPDATE referrals SET state = ?1, updated_ms = ?2%s WHERE id = ?%d",
-             x ? x->sql : "", 3 + (x ? x->n_text + x->n_int : 0));
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "referral update");
-    sqlite3_bind_text(st, 1, state_names[to], -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, fhir_clock_now_ms());
-    int p = 3;
-    for (int i = 0; x && i < x->n_text; i++, p++)
-        if (x->text[i])
-            sqlite3_bind_text(st, p, x->text[i], -1, SQLITE_TRANSIENT);
-        else
-            sqlite3_bind_null(st, p);
-    for (int i = 0; x && i < x->n_int; i++, p++)
-        sqlite3_bind_int64(st, p, x->ints[i]);
-    sqlite3_bind_int64(st, p, id);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s, err, "referral update");
+    store_referral_change u = x ? *x : (store_referral_change){0};
+    u.state = state_names[to];
+    if (store_referral_update(s, id, &u, err))
+        return -1;
     if (store_audit(s, actor, action, id, state_names[from], state_names[to], detail, err))
         return -1;
     return 0;
 }
 
 static int transition_tx(store *s, int64_t id, refer_state to, const char *actor,
-                         const char *action, const char *detail, const extra *x,
-                         fhir_error *err)
+                         const char *action, const char *detail,
+                         const store_referral_change *x, fhir_error *err)
 {
     if (store_begin(s, err))
         return -1;
@@ -412,6 +384,15 @@ int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fh
     return transition_tx(s, id, REFER_CANCELLED, actor, "cancel", reason, NULL, err);
 }
 
+int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reason,
+                       fhir_error *err)
+{
+    if (!store_in_transaction(s))
+        return fhir_error_set(err, "referral %lld: cancel_in_tx needs an open transaction",
+                              (long long)id);
+    return transition_locked(s, id, REFER_CANCELLED, actor, "cancel", reason, NULL, NULL, err);
+}
+
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err)
 {
     refer_state from;
@@ -423,14 +404,15 @@ int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err)
         return fhir_error_set(err, "referral %lld: retry is only for failed referrals (it is "
                                    "%s)", (long long)id, state_names[from]);
     }
-    extra x = {.sql = ", attempts = 0, next_attempt_ms = 0"};
+    store_referral_change x = {.reset_attempts = true};
     return transition_tx(s, id, REFER_APPROVED, actor, "retry", NULL, &x, err);
 }
 
 static const char *const urgencies[] = {"routine", "urgent", "asap", "stat"};
 
-int refer_create(store *s, const refer_request *req, int64_t *id_out, bool *created,
-                 fhir_error *err)
+/* Inserts (and in auto mode approves) inside the caller's open transaction. */
+static int create_locked(store *s, const refer_request *req, int64_t *id_out, bool *created,
+                         fhir_error *err)
 {
     char placer[REFER_PLACER_MAX];
     *id_out = 0;
@@ -449,83 +431,73 @@ int refer_create(store *s, const refer_request *req, int64_t *id_out, bool *crea
     char *joined = join_indications(req->indications, req->n_indications, err);
     if (!joined)
         return -1;
-    if (store_begin(s, err)) {
+    store_referral row = {
+        .placer_id = placer, .site_id = req->site_id, .patient_id = req->patient_id,
+        .center_id = req->center_id, .indications = joined,
+        .state = state_names[REFER_PENDING_APPROVAL],
+        .mode = req->mode == REFER_MODE_AUTO ? "auto" : "approval", .urgency = urg,
+        .explanation = req->explanation, .verdict_json = req->verdict_json,
+        .route_json = req->route_json, .payload = req->payload,
+    };
+    int ins = store_referral_insert(s, &row, id_out, err);
+    if (ins <= 0) {
         free(joined);
-        return -1;
+        if (ins < 0)
+            *id_out = 0;
+        return ins < 0 ? -1 : 0; /* 0: the placer id exists, *id_out is that referral */
     }
-    const char *actor = req->actor ? req->actor : "system";
-    int64_t now = fhir_clock_now_ms();
-    sqlite3_stmt *st;
-    int rc = -1;
-    if (sqlite3_prepare_v2(store_db(s),
-                           "INSERT INTO referrals(placer_id, site_id, patient_id, center_id, "
-                           "indications, state, mode, urgency, explanation, verdict_json, "
-                           "route_json, payload, created_ms, updated_ms) VALUES "
-                           "(?,?,?,?,?,'pending_approval',?,?,?,?,?,?,?,?) "
-                           "ON CONFLICT(placer_id) DO NOTHING",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sql_fail(s, err, "referral insert");
-        goto out;
-    }
-    const char *vals[] = {placer, req->site_id, req->patient_id, req->center_id, joined,
-                          req->mode == REFER_MODE_AUTO ? "auto" : "approval", urg,
-                          req->explanation, req->verdict_json, req->route_json, req->payload};
-    for (int i = 0; i < 11; i++)
-        if (vals[i])
-            sqlite3_bind_text(st, i + 1, vals[i], -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 12, now);
-    sqlite3_bind_int64(st, 13, now);
-    int step = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (step != SQLITE_DONE) {
-        sql_fail(s, err, "referral insert");
-        goto out;
-    }
-    if (sqlite3_changes(store_db(s)) == 0) {
-        refer_record r;
-        if (refer_get_by_placer(s, placer, &r, err) != 1) {
-            if (!err || !err->msg[0])
-                fhir_error_set(err, "referral %s vanished", placer);
-            goto out;
-        }
-        *id_out = r.id;
-        refer_record_free(&r);
-        rc = 0;
-        goto out;
-    }
-    *id_out = sqlite3_last_insert_rowid(store_db(s));
     char detail[256];
     snprintf(detail, sizeof detail, "placer=%s center=%s indications=%s", placer,
              req->center_id, joined);
-    if (store_audit(s, actor, "create", *id_out, NULL, "pending_approval", detail, err))
-        goto out;
-    if (req->mode == REFER_MODE_AUTO &&
-        transition_locked(s, *id_out, REFER_APPROVED, "auto", "approve",
-                          "standing order (auto mode)", NULL, NULL, err))
-        goto out;
+    free(joined);
+    const char *actor = req->actor ? req->actor : "system";
+    if (store_audit(s, actor, "create", *id_out, NULL, "pending_approval", detail, err) ||
+        (req->mode == REFER_MODE_AUTO &&
+         transition_locked(s, *id_out, REFER_APPROVED, "auto", "approve",
+                           "standing order (auto mode)", NULL, NULL, err))) {
+        *id_out = 0;
+        return -1;
+    }
     if (created)
         *created = true;
-    rc = 0;
-out:
-    free(joined);
-    if (rc) {
+    return 0;
+}
+
+int refer_create(store *s, const refer_request *req, int64_t *id_out, bool *created,
+                 fhir_error *err)
+{
+    bool made = false;
+    *id_out = 0;
+    if (created)
+        *created = false;
+    if (store_begin(s, err))
+        return -1;
+    if (create_locked(s, req, id_out, &made, err)) {
         store_rollback(s);
-        *id_out = 0;
-        if (created)
-            *created = false;
         return -1;
     }
     if (store_commit(s, err)) {
         *id_out = 0;
-        if (created)
-            *created = false;
         return -1;
     }
-    if (created && *created)
+    if (created)
+        *created = made;
+    if (made)
         fhir_log(FHIR_LOG_INFO, "referral.created", "referral=%lld patient=%s center=%s mode=%s",
                  (long long)*id_out, req->patient_id, req->center_id,
                  req->mode == REFER_MODE_AUTO ? "auto" : "approval");
     return 0;
+}
+
+int refer_create_in_tx(store *s, const refer_request *req, int64_t *id_out, bool *created,
+                       fhir_error *err)
+{
+    *id_out = 0;
+    if (created)
+        *created = false;
+    if (!store_in_transaction(s))
+        return fhir_error_set(err, "referral: create_in_tx needs an open transaction");
+    return create_locked(s, req, id_out, created, err);
 }
 
 int refer_set_payload(store *s, int64_t id, const char *payload, fhir_error *err)
@@ -540,22 +512,9 @@ int refer_set_payload(store *s, int64_t id, const char *payload, fhir_error *err
                             "%s)", (long long)id, state_names[st_now]);
         goto fail;
     }
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s),
-                           "UPDATE referrals SET payload = ?, updated_ms = ? WHERE id = ?", -1,
-                           &st, NULL) != SQLITE_OK) {
-        sql_fail(s, err, "payload write");
+    store_referral_change u = {.set_payload = true, .payload = payload};
+    if (store_referral_update(s, id, &u, err))
         goto fail;
-    }
-    sqlite3_bind_text(st, 1, payload, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 2, fhir_clock_now_ms());
-    sqlite3_bind_int64(st, 3, id);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        sql_fail(s, err, "payload write");
-        goto fail;
-    }
     char detail[64];
     snprintf(detail, sizeof detail, "%zu bytes", payload ? strlen(payload) : 0);
     if (store_audit(s, "system", "payload", id, state_names[st_now], state_names[st_now], detail,
@@ -573,31 +532,13 @@ int refer_record_attempt(store *s, int64_t id, int http_status, const char *erro
     if (store_begin(s, err))
         return -1;
     refer_state cur;
-    sqlite3_stmt *st;
     if (read_state(s, id, &cur, err))
         goto fail;
-    if (sqlite3_prepare_v2(store_db(s),
-                           "UPDATE referrals SET attempts = attempts + 1, last_status = ?, "
-                           "last_error = ?, last_response = ?, next_attempt_ms = ?, "
-                           "updated_ms = ? WHERE id = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
-        sql_fail(s, err, "attempt write");
+    store_referral_change u = {.add_attempt = true, .next_attempt_ms = next_attempt_ms,
+                               .set_outcome = true, .last_status = http_status,
+                               .last_error = error, .last_response = response};
+    if (store_referral_update(s, id, &u, err))
         goto fail;
-    }
-    sqlite3_bind_int(st, 1, http_status);
-    if (error)
-        sqlite3_bind_text(st, 2, error, -1, SQLITE_TRANSIENT);
-    if (response)
-        sqlite3_bind_text(st, 3, response, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 4, next_attempt_ms);
-    sqlite3_bind_int64(st, 5, fhir_clock_now_ms());
-    sqlite3_bind_int64(st, 6, id);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        sql_fail(s, err, "attempt write");
-        goto fail;
-    }
     char detail[FHIR_ERROR_MAX + 32];
     snprintf(detail, sizeof detail, "status=%d %s", http_status, error ? error : "");
     if (store_audit(s, "sender", "attempt", id, state_names[cur], state_names[cur], detail, err))
@@ -611,16 +552,16 @@ fail:
 int refer_mark_sent(store *s, int64_t id, const char *sr_ref, const char *task_ref,
                     const char *detail, fhir_error *err)
 {
-    extra x = {.sql = ", center_sr_ref = ?3, center_task_ref = ?4, last_error = NULL",
-               .text = {sr_ref, task_ref}, .n_text = 2};
+    store_referral_change x = {.set_center_refs = true, .center_sr_ref = sr_ref,
+                               .center_task_ref = task_ref};
     return transition_tx(s, id, REFER_SENT, "sender", "sent", detail, &x, err);
 }
 
 int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
                       const char *response, fhir_error *err)
 {
-    extra x = {.sql = ", last_error = ?3, last_response = ?4, last_status = ?5",
-               .text = {error, response}, .n_text = 2, .ints = {http_status}, .n_int = 1};
+    store_referral_change x = {.set_outcome = true, .last_status = http_status,
+                               .last_error = error, .last_response = response};
     return transition_tx(s, id, REFER_FAILED, "sender", "dead-letter", error, &x, err);
 }
 
@@ -692,8 +633,8 @@ int refer_apply_task(store *s, int64_t id, const char *task_status, const char *
     char detail[160];
     snprintf(detail, sizeof detail, "Task.status=%s businessStatus=%s",
              task_status ? task_status : "-", business_status ? business_status : "-");
-    extra x = {.sql = ", task_status = ?3, business_status = ?4",
-               .text = {task_status, business_status}, .n_text = 2};
+    store_referral_change x = {.set_task = true, .task_status = task_status,
+                               .business_status = business_status};
     if (refer_state_from_task(task_status, business_status, &want) == 0 && want != cur &&
         refer_transition_allowed(cur, want)) {
         if (transition_tx(s, id, want, actor, "task-update", detail, &x, err))
@@ -704,27 +645,8 @@ int refer_apply_task(store *s, int64_t id, const char *task_status, const char *
     /* no state change: record what the center said, still audited */
     if (store_begin(s, err))
         return -1;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(store_db(s),
-                           "UPDATE referrals SET task_status = ?, business_status = ?, "
-                           "updated_ms = ? WHERE id = ?",
-                           -1, &st, NULL) != SQLITE_OK) {
-        store_rollback(s);
-        return sql_fail(s, err, "task update");
-    }
-    if (task_status)
-        sqlite3_bind_text(st, 1, task_status, -1, SQLITE_TRANSIENT);
-    if (business_status)
-        sqlite3_bind_text(st, 2, business_status, -1, SQLITE_TRANSIENT);
-    sqlite3_bind_int64(st, 3, fhir_clock_now_ms());
-    sqlite3_bind_int64(st, 4, id);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        store_rollback(s);
-        return sql_fail(s, err, "task update");
-    }
-    if (store_audit(s, actor, "task-observed", id, state_names[cur], state_names[cur], detail,
+    if (store_referral_update(s, id, &x, err) ||
+        store_audit(s, actor, "task-observed", id, state_names[cur], state_names[cur], detail,
                     err)) {
         store_rollback(s);
         return -1;

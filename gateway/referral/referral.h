@@ -15,10 +15,10 @@
  * A referral in `sending` may already be at the center (crash or ambiguous failure), so it
  * cannot be cancelled locally; the sender resolves it to sent or failed first.
  *
- * Every transition is one SQLite transaction (WAL, synchronous=FULL) that updates the row and
- * appends an audit row (actor, action, from, to, detail, time). The placer identifier is
- * deterministic (refer_placer_id) and is stored when the referral is created, i.e. before
- * anything is sent. */
+ * Every transition is one SQLite transaction (WAL, synchronous=FULL; the *_in_tx variants join
+ * the caller's) that updates the row and appends an audit row (actor, action, from, to,
+ * detail, time). The placer identifier is deterministic (refer_placer_id) and is stored when
+ * the referral is created, i.e. before anything is sent. */
 #ifndef REFERRAL_H
 #define REFERRAL_H
 
@@ -84,6 +84,10 @@ typedef struct refer_request {
  * and *created = false without changing it. Returns 0 or -1 with err. */
 int refer_create(store *s, const refer_request *req, int64_t *id_out, bool *created,
                  fhir_error *err);
+/* The same inside the caller's open store transaction (store_begin), so the referral commits
+ * with whatever caused it (propose.h); nothing is logged. -1 when no transaction is open. */
+int refer_create_in_tx(store *s, const refer_request *req, int64_t *id_out, bool *created,
+                       fhir_error *err);
 
 /* A row of the referrals table. Strings are malloc'd; release with refer_record_free(). */
 typedef struct refer_record {
@@ -103,6 +107,8 @@ void refer_record_free(refer_record *r);
 /* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. */
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err);
 int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err);
+/* Only the id of a placer identifier: 1 and *id_out, 0 not found, -1 error. */
+int refer_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err);
 
 /* Calls fn for each referral (optionally only in `state`, when state_filter >= 0, and/or
  * only for center_id when non-NULL), ordered by id. The record is borrowed for the call;
@@ -110,8 +116,30 @@ int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir
 typedef int (*refer_each_fn)(void *ctx, const refer_record *r);
 int64_t refer_each(store *s, int state_filter, const char *center_id, refer_each_fn fn,
                    void *ctx, fhir_error *err);
+/* The same with every filter; a patient's referrals are found by index, not by a scan. */
+typedef struct refer_filter {
+    int state;              /* refer_state, or -1 for any */
+    const char *center_id;  /* NULL: any */
+    const char *patient_id; /* NULL: any */
+    bool summary;           /* explanation, verdict_json, route_json, payload and
+                             * last_response left unread (NULL) */
+} refer_filter;
+int64_t refer_list(store *s, const refer_filter *f, refer_each_fn fn, void *ctx,
+                   fhir_error *err);
+/* Ids and placer ids of one patient's referrals in one state (two columns, by index).
+ * placer_id is borrowed for the call; fn returns non-zero to stop. Rows visited or -1. */
+typedef int (*refer_id_fn)(void *ctx, int64_t id, const char *placer_id);
+int64_t refer_patient_ids(store *s, const char *patient_id, refer_state state,
+                          refer_id_fn fn, void *ctx, fhir_error *err);
 /* Counts per state into counts[REFER_N_STATES]. */
 int refer_count_by_state(store *s, int64_t counts[REFER_N_STATES], fhir_error *err);
+/* The outbox: referrals approved or sending, and the oldest creation time among them (0 when
+ * none). */
+int refer_outbox_stats(store *s, int64_t *depth, int64_t *oldest_created_ms, fhir_error *err);
+/* For every referral delivered at least once: ms from its creation to its first `sent`
+ * audit row, passed to fn. Returns how many, or -1. */
+int64_t refer_time_to_sent(store *s, void (*fn)(void *ctx, int64_t ms), void *ctx,
+                           fhir_error *err);
 
 /* The generic transition: refuses illegal moves ("referral 7: cannot go from completed to
  * approved"). detail (may be NULL) goes to the audit row. */
@@ -121,6 +149,9 @@ int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
 /* Operator actions. */
 int refer_approve(store *s, int64_t id, const char *actor, fhir_error *err);
 int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fhir_error *err);
+/* The same inside the caller's open store transaction; nothing is logged. */
+int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reason,
+                       fhir_error *err);
 /* failed -> approved; clears the attempt counter and backoff. */
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err);
 

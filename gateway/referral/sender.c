@@ -755,9 +755,12 @@ static void load_lanes(sender *snd, const due_list *l, bool is_send)
 int sender_pass_start(sender *snd, fhir_error *err)
 {
     due_list l = {0};
-    /* recovery first: everything left in `sending`, then the approved queue */
-    if (refer_each(snd->st, REFER_SENDING, NULL, collect_due, &l, err) < 0 ||
-        refer_each(snd->st, REFER_APPROVED, NULL, collect_due, &l, err) < 0) {
+    /* recovery first: everything left in `sending`, then the approved queue (by the state
+     * index, the small columns only: each job reads its full row when it starts) */
+    refer_filter sending = {.state = REFER_SENDING, .summary = true};
+    refer_filter approved = {.state = REFER_APPROVED, .summary = true};
+    if (refer_list(snd->st, &sending, collect_due, &l, err) < 0 ||
+        refer_list(snd->st, &approved, collect_due, &l, err) < 0) {
         free(l.v);
         return -1;
     }
@@ -765,13 +768,6 @@ int sender_pass_start(sender *snd, fhir_error *err)
         snd->has_err = false;
     load_lanes(snd, &l, true);
     free(l.v);
-    return 0;
-}
-
-static int collect_open(void *ctx, const refer_record *r)
-{
-    if (r->state == REFER_SENT || r->state == REFER_ACCEPTED || r->state == REFER_SCHEDULED)
-        return collect_due(ctx, r);
     return 0;
 }
 
@@ -784,9 +780,14 @@ static int by_id(const void *a, const void *b)
 int sender_poll_start(sender *snd, fhir_error *err)
 {
     due_list l = {0};
-    if (refer_each(snd->st, -1, NULL, collect_open, &l, err) < 0) {
-        free(l.v);
-        return -1;
+    /* the referrals open at a center: one index lookup per state, small columns only */
+    static const refer_state open_states[] = {REFER_SENT, REFER_ACCEPTED, REFER_SCHEDULED};
+    for (size_t i = 0; i < sizeof open_states / sizeof open_states[0]; i++) {
+        refer_filter f = {.state = open_states[i], .summary = true};
+        if (refer_list(snd->st, &f, collect_due, &l, err) < 0) {
+            free(l.v);
+            return -1;
+        }
     }
     if (!sender_busy(snd))
         snd->has_err = false;

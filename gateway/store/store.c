@@ -1,4 +1,4 @@
-/* store — SQLite schema, migrations, transactions and small accessors. */
+/* store — SQLite schema, migrations, transactions and every statement of the gateway. */
 #include "store.h"
 
 #include <sqlite3.h>
@@ -8,88 +8,376 @@
 
 #include "fhir_clock.h"
 
-struct store {
-    sqlite3 *db;
-    char *path;
-    bool in_tx;
-};
+/* ---- schema ------------------------------------------------------------------------------ */
 
-/* Migration i brings the schema from version i to i+1. Append only; never edit a shipped
- * step. */
-static const char *const migrations[] = {
-    /* 0 -> 1 */
-    "CREATE TABLE referrals ("
-    "  id INTEGER PRIMARY KEY,"
-    "  placer_id TEXT NOT NULL UNIQUE,"          /* deterministic business identifier */
-    "  site_id TEXT NOT NULL,"
-    "  patient_id TEXT NOT NULL,"                /* pseudonymous id (safe for logs) */
-    "  center_id TEXT NOT NULL,"
-    "  indications TEXT NOT NULL,"               /* sorted, comma-separated keys */
-    "  state TEXT NOT NULL,"
-    "  mode TEXT NOT NULL CHECK (mode IN ('approval','auto')),"
-    "  urgency TEXT NOT NULL,"
-    "  explanation TEXT,"                        /* human-readable summary */
-    "  verdict_json TEXT,"
-    "  route_json TEXT,"
-    "  payload TEXT,"                            /* transaction Bundle, frozen before send */
-    "  attempts INTEGER NOT NULL DEFAULT 0,"
-    "  next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
-    "  last_status INTEGER,"                     /* last HTTP status (0 = network) */
-    "  last_error TEXT,"
-    "  last_response TEXT,"                      /* kept for dead letters */
-    "  center_sr_ref TEXT,"                      /* ServiceRequest/<id> at the center */
-    "  center_task_ref TEXT,"                    /* Task/<id> at the center */
-    "  task_status TEXT,"
-    "  business_status TEXT,"
-    "  created_ms INTEGER NOT NULL,"
-    "  updated_ms INTEGER NOT NULL"
-    ");"
-    "CREATE INDEX referrals_state ON referrals(state, center_id, next_attempt_ms);"
-    "CREATE INDEX referrals_patient ON referrals(patient_id);"
-    "CREATE TABLE audit ("
-    "  id INTEGER PRIMARY KEY,"
-    "  ts_ms INTEGER NOT NULL,"
-    "  actor TEXT NOT NULL,"
-    "  action TEXT NOT NULL,"
-    "  referral_id INTEGER REFERENCES referrals(id),"
-    "  from_state TEXT,"
-    "  to_state TEXT,"
-    "  detail TEXT"
-    ");"
-    "CREATE INDEX audit_referral ON audit(referral_id, id);"
-    "CREATE TABLE cursors ("
-    "  source TEXT NOT NULL,"
-    "  key TEXT NOT NULL,"
-    "  value TEXT NOT NULL,"
-    "  updated_ms INTEGER NOT NULL,"
-    "  PRIMARY KEY (source, key)"
-    ");"
-    "CREATE TABLE resources ("
-    "  type TEXT NOT NULL,"
-    "  id TEXT NOT NULL,"
-    "  patient_id TEXT NOT NULL,"
-    "  version TEXT,"
-    "  last_updated TEXT,"
-    "  json TEXT NOT NULL,"
-    "  stored_ms INTEGER NOT NULL,"
-    "  PRIMARY KEY (type, id)"
-    ");"
-    "CREATE INDEX resources_patient ON resources(patient_id);"
-    "CREATE TABLE verdicts ("
-    "  patient_id TEXT PRIMARY KEY,"
-    "  ruleset_hash TEXT NOT NULL,"
-    "  category TEXT NOT NULL,"
-    "  profile_json TEXT,"
-    "  verdict_json TEXT,"
-    "  updated_ms INTEGER NOT NULL"
-    ");",
+/* Step i brings the schema from version i to i+1, in one transaction. Append only; never edit
+ * a shipped step. A table that an older binary created outside the migrations is adopted with
+ * CREATE ... IF NOT EXISTS in the step that takes it over. */
+static const struct {
+    const char *what;
+    const char *sql;
+} migrations[] = {
+    {"referrals, audit, cursors, resources, verdicts",
+     "CREATE TABLE referrals ("
+     "  id INTEGER PRIMARY KEY,"
+     "  placer_id TEXT NOT NULL UNIQUE,"          /* deterministic business identifier */
+     "  site_id TEXT NOT NULL,"
+     "  patient_id TEXT NOT NULL,"                /* pseudonymous id (safe for logs) */
+     "  center_id TEXT NOT NULL,"
+     "  indications TEXT NOT NULL,"               /* sorted, comma-separated keys */
+     "  state TEXT NOT NULL,"
+     "  mode TEXT NOT NULL CHECK (mode IN ('approval','auto')),"
+     "  urgency TEXT NOT NULL,"
+     "  explanation TEXT,"                        /* human-readable summary */
+     "  verdict_json TEXT,"
+     "  route_json TEXT,"
+     "  payload TEXT,"                            /* transaction Bundle, frozen before send */
+     "  attempts INTEGER NOT NULL DEFAULT 0,"
+     "  next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
+     "  last_status INTEGER,"                     /* last HTTP status (0 = network) */
+     "  last_error TEXT,"
+     "  last_response TEXT,"                      /* kept for dead letters */
+     "  center_sr_ref TEXT,"                      /* ServiceRequest/<id> at the center */
+     "  center_task_ref TEXT,"                    /* Task/<id> at the center */
+     "  task_status TEXT,"
+     "  business_status TEXT,"
+     "  created_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX referrals_state ON referrals(state, center_id, next_attempt_ms);"
+     "CREATE INDEX referrals_patient ON referrals(patient_id);"
+     "CREATE TABLE audit ("
+     "  id INTEGER PRIMARY KEY,"
+     "  ts_ms INTEGER NOT NULL,"
+     "  actor TEXT NOT NULL,"
+     "  action TEXT NOT NULL,"
+     "  referral_id INTEGER REFERENCES referrals(id),"
+     "  from_state TEXT,"
+     "  to_state TEXT,"
+     "  detail TEXT"
+     ");"
+     "CREATE INDEX audit_referral ON audit(referral_id, id);"
+     "CREATE TABLE cursors ("
+     "  source TEXT NOT NULL,"
+     "  key TEXT NOT NULL,"
+     "  value TEXT NOT NULL,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (source, key)"
+     ");"
+     "CREATE TABLE resources ("
+     "  type TEXT NOT NULL,"
+     "  id TEXT NOT NULL,"
+     "  patient_id TEXT NOT NULL,"
+     "  version TEXT,"
+     "  last_updated TEXT,"
+     "  json TEXT NOT NULL,"
+     "  stored_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (type, id)"
+     ");"
+     "CREATE INDEX resources_patient ON resources(patient_id);"
+     "CREATE TABLE verdicts ("
+     "  patient_id TEXT PRIMARY KEY,"
+     "  ruleset_hash TEXT NOT NULL,"
+     "  category TEXT NOT NULL,"
+     "  profile_json TEXT,"
+     "  verdict_json TEXT,"
+     "  updated_ms INTEGER NOT NULL"
+     ");"},
+    /* Patients whose cached data changed and who still need screening (persisted, so a
+     * restart between ingest and screening loses nothing). Before v2 the daemon created it
+     * itself. */
+    {"daemon_dirty (patients to screen)",
+     "CREATE TABLE IF NOT EXISTS daemon_dirty ("
+     "  patient_id TEXT PRIMARY KEY,"
+     "  marked_ms INTEGER NOT NULL);"
+     "CREATE INDEX IF NOT EXISTS daemon_dirty_order ON daemon_dirty(marked_ms, patient_id);"},
+    /* The EHR write-back outbox (writeback.h), one row per (referral, state). Before v3 the
+     * write-back created it itself, and only when configured. */
+    {"writeback_outbox",
+     "CREATE TABLE IF NOT EXISTS writeback_outbox ("
+     "  id INTEGER PRIMARY KEY,"
+     "  referral_id INTEGER NOT NULL REFERENCES referrals(id),"
+     "  state TEXT NOT NULL,"
+     "  audit_id INTEGER NOT NULL,"
+     "  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending','done','failed')),"
+     "  attempts INTEGER NOT NULL DEFAULT 0,"
+     "  last_error TEXT,"
+     "  ehr_ref TEXT,"
+     "  created_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  UNIQUE (referral_id, state));"
+     "CREATE INDEX IF NOT EXISTS writeback_outbox_status ON writeback_outbox(status, id);"},
+    /* The worklist by category, and counting it, without reading every profile. */
+    {"verdicts by category",
+     "CREATE INDEX verdicts_category ON verdicts(category, patient_id);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
+_Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
+               "STORE_SCHEMA_VERSION (store.h) is the number of migration steps");
+
+/* ---- statements -------------------------------------------------------------------------- */
+
+#define REF_COLS                                                                             \
+    "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
+    "explanation, verdict_json, route_json, payload, attempts, next_attempt_ms, "            \
+    "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
+    "business_status, created_ms, updated_ms"
+/* the same positions, large columns left unread */
+#define REF_COLS_SUMMARY                                                                     \
+    "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
+    "NULL, NULL, NULL, NULL, attempts, next_attempt_ms, last_status, last_error, NULL, "     \
+    "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms"
+#define WORKLIST_ORDER                                                                       \
+    "CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END"
+
+enum {
+    Q_AUDIT_INSERT,
+    Q_AUDIT_EACH,
+    Q_AUDIT_EACH_REF,
+    Q_AUDIT_COUNT,
+    Q_AUDIT_COUNT_REF,
+    Q_AUDIT_SINCE,
+    Q_CURSOR_GET,
+    Q_CURSOR_PUT,
+    Q_RES_PUT,
+    Q_RES_UPSERT,
+    Q_RES_EACH,
+    Q_RES_GET,
+    Q_DIRTY_MARK,
+    Q_DIRTY_RULESET,
+    Q_DIRTY_NEXT,
+    Q_DIRTY_CLEAR,
+    Q_DIRTY_COUNT,
+    Q_VERDICT_PUT,
+    Q_VERDICT_GET,
+    Q_VERDICT_LIST,
+    Q_VERDICT_LIST_CAT,
+    Q_VERDICT_COUNT,
+    Q_REF_INSERT,
+    Q_REF_GET,
+    Q_REF_GET_PLACER,
+    Q_REF_FIND,
+    Q_REF_STATE,
+    Q_REF_IDS,
+    Q_REF_COUNT_STATES,
+    Q_REF_STATE_AGE,
+    Q_REF_TIME_TO,
+    Q_REF_UPDATE,
+    Q_OUTBOX_ADD,
+    Q_OUTBOX_PENDING,
+    Q_OUTBOX_UPDATE,
+    Q_FIXED
+};
+
+static const struct {
+    const char *what; /* for error messages */
+    const char *sql;
+} fixed[Q_FIXED] = {
+    [Q_AUDIT_INSERT] = {"audit insert",
+                        "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, "
+                        "to_state, detail) VALUES (?,?,?,?,?,?,?)"},
+    [Q_AUDIT_EACH] = {"audit read", "SELECT ts_ms, actor, action, from_state, to_state, detail "
+                                    "FROM audit ORDER BY id"},
+    [Q_AUDIT_EACH_REF] = {"audit read",
+                          "SELECT ts_ms, actor, action, from_state, to_state, detail FROM audit "
+                          "WHERE referral_id = ? ORDER BY id"},
+    [Q_AUDIT_COUNT] = {"audit count", "SELECT count(*) FROM audit"},
+    [Q_AUDIT_COUNT_REF] = {"audit count", "SELECT count(*) FROM audit WHERE referral_id = ?"},
+    [Q_AUDIT_SINCE] = {"audit read",
+                       "SELECT id, ts_ms, referral_id, actor, action, from_state, to_state, "
+                       "detail FROM audit WHERE id > ? ORDER BY id"},
+    [Q_CURSOR_GET] = {"cursor read", "SELECT value FROM cursors WHERE source = ? AND key = ?"},
+    [Q_CURSOR_PUT] = {"cursor write",
+                      "INSERT INTO cursors(source, key, value, updated_ms) VALUES (?,?,?,?) "
+                      "ON CONFLICT(source, key) DO UPDATE SET value = excluded.value, "
+                      "updated_ms = excluded.updated_ms"},
+    [Q_RES_PUT] = {"resource write",
+                   "INSERT INTO resources(type, id, patient_id, version, last_updated, json, "
+                   "stored_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET "
+                   "patient_id = excluded.patient_id, version = excluded.version, "
+                   "last_updated = excluded.last_updated, json = excluded.json, "
+                   "stored_ms = excluded.stored_ms"},
+    [Q_RES_UPSERT] = {"resource write",
+                      "INSERT INTO resources(type, id, patient_id, version, last_updated, json, "
+                      "stored_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET "
+                      "patient_id = excluded.patient_id, version = excluded.version, "
+                      "last_updated = excluded.last_updated, json = excluded.json, "
+                      "stored_ms = excluded.stored_ms WHERE resources.json IS NOT excluded.json"},
+    [Q_RES_EACH] = {"resource read", "SELECT type, id, json FROM resources WHERE patient_id = ? "
+                                     "ORDER BY type, id"},
+    [Q_RES_GET] = {"resource read",
+                   "SELECT type, id, json FROM resources WHERE type = ? AND id = ?"},
+    [Q_DIRTY_MARK] = {"dirty mark", "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) "
+                                    "VALUES (?,?)"},
+    [Q_DIRTY_RULESET] = {"dirty mark",
+                         "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) SELECT "
+                         "patient_id, ? FROM verdicts WHERE ruleset_hash <> ?"},
+    [Q_DIRTY_NEXT] = {"dirty read", "SELECT patient_id FROM daemon_dirty "
+                                    "ORDER BY marked_ms, patient_id LIMIT ?"},
+    [Q_DIRTY_CLEAR] = {"dirty clear", "DELETE FROM daemon_dirty WHERE patient_id = ?"},
+    [Q_DIRTY_COUNT] = {"dirty count", "SELECT count(*) FROM daemon_dirty"},
+    [Q_VERDICT_PUT] = {"verdict write",
+                       "INSERT INTO verdicts(patient_id, ruleset_hash, category, profile_json, "
+                       "verdict_json, updated_ms) VALUES (?,?,?,?,?,?) ON CONFLICT(patient_id) "
+                       "DO UPDATE SET ruleset_hash = excluded.ruleset_hash, category = "
+                       "excluded.category, profile_json = excluded.profile_json, verdict_json = "
+                       "excluded.verdict_json, updated_ms = excluded.updated_ms"},
+    [Q_VERDICT_GET] = {"verdict read",
+                       "SELECT patient_id, ruleset_hash, category, profile_json, verdict_json, "
+                       "updated_ms FROM verdicts WHERE patient_id = ?"},
+    [Q_VERDICT_LIST] = {"verdict list",
+                        "SELECT patient_id, ruleset_hash, category, NULL, verdict_json, "
+                        "updated_ms FROM verdicts ORDER BY " WORKLIST_ORDER ", patient_id "
+                        "LIMIT ? OFFSET ?"},
+    [Q_VERDICT_LIST_CAT] = {"verdict list",
+                            "SELECT patient_id, ruleset_hash, category, NULL, verdict_json, "
+                            "updated_ms FROM verdicts WHERE category = ? ORDER BY patient_id "
+                            "LIMIT ? OFFSET ?"},
+    [Q_VERDICT_COUNT] = {"verdict count", "SELECT count(*) FROM verdicts WHERE category = ?"},
+    [Q_REF_INSERT] = {"referral insert",
+                      "INSERT INTO referrals(placer_id, site_id, patient_id, center_id, "
+                      "indications, state, mode, urgency, explanation, verdict_json, "
+                      "route_json, payload, created_ms, updated_ms) VALUES "
+                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
+    [Q_REF_GET] = {"referral read", "SELECT " REF_COLS " FROM referrals WHERE id = ?"},
+    [Q_REF_GET_PLACER] = {"referral read",
+                          "SELECT " REF_COLS " FROM referrals WHERE placer_id = ?"},
+    [Q_REF_FIND] = {"referral read", "SELECT id FROM referrals WHERE placer_id = ?"},
+    [Q_REF_STATE] = {"referral read", "SELECT state FROM referrals WHERE id = ?"},
+    [Q_REF_IDS] = {"referral list",
+                   "SELECT id, placer_id FROM referrals INDEXED BY referrals_patient "
+                   "WHERE patient_id = ? AND state = ? ORDER BY id"},
+    [Q_REF_COUNT_STATES] = {"referral count",
+                            "SELECT state, count(*) FROM referrals GROUP BY state"},
+    [Q_REF_STATE_AGE] = {"referral count", "SELECT count(*), min(created_ms) FROM referrals "
+                                           "WHERE state = ?"},
+    [Q_REF_TIME_TO] = {"referral times",
+                       "SELECT d FROM (SELECT (SELECT min(a.ts_ms) FROM audit a WHERE "
+                       "a.referral_id = r.id AND a.to_state = ?1) - r.created_ms AS d "
+                       "FROM referrals r) WHERE d IS NOT NULL"},
+    /* one statement for every change a transition or the sender makes: ?N flags choose */
+    [Q_REF_UPDATE] = {"referral update",
+                      "UPDATE referrals SET state = coalesce(?2, state), updated_ms = ?3, "
+                      "attempts = CASE WHEN ?4 THEN 0 WHEN ?5 THEN attempts + 1 "
+                      "  ELSE attempts END, "
+                      "next_attempt_ms = CASE WHEN ?4 THEN 0 WHEN ?5 THEN ?6 "
+                      "  ELSE next_attempt_ms END, "
+                      "center_sr_ref = CASE WHEN ?7 THEN ?8 ELSE center_sr_ref END, "
+                      "center_task_ref = CASE WHEN ?7 THEN ?9 ELSE center_task_ref END, "
+                      "last_status = CASE WHEN ?10 THEN ?11 ELSE last_status END, "
+                      "last_error = CASE WHEN ?10 THEN ?12 WHEN ?7 THEN NULL "
+                      "  ELSE last_error END, "
+                      "last_response = CASE WHEN ?10 THEN ?13 ELSE last_response END, "
+                      "task_status = CASE WHEN ?14 THEN ?15 ELSE task_status END, "
+                      "business_status = CASE WHEN ?14 THEN ?16 ELSE business_status END, "
+                      "payload = CASE WHEN ?17 THEN ?18 ELSE payload END "
+                      "WHERE id = ?1"},
+    [Q_OUTBOX_ADD] = {"writeback insert",
+                      "INSERT OR IGNORE INTO writeback_outbox(referral_id, state, audit_id, "
+                      "created_ms, updated_ms) VALUES (?,?,?,?,?)"},
+    [Q_OUTBOX_PENDING] = {"writeback read",
+                          "SELECT id, referral_id, state FROM writeback_outbox "
+                          "WHERE status = 'pending' ORDER BY id LIMIT ?"},
+    [Q_OUTBOX_UPDATE] = {"writeback update",
+                         "UPDATE writeback_outbox SET status = ?, attempts = attempts + ?, "
+                         "last_error = ?, ehr_ref = coalesce(?, ehr_ref), updated_ms = ? "
+                         "WHERE id = ?"},
+};
+
+/* store_referral_each: one statement per combination of filters (state, center, patient,
+ * summary), built on first use. */
+#define Q_EACH_VARIANTS 16
+#define Q_SLOTS (Q_FIXED + Q_EACH_VARIANTS)
+
+struct store {
+    sqlite3 *db;
+    char *path;
+    bool in_tx, in_sp;
+    sqlite3_stmt *cache[Q_SLOTS];
+    bool busy[Q_SLOTS]; /* handed out and not yet given back */
+};
+
+/* A statement handed out for one call: the cached one, or (when that one is still in use by
+ * an enclosing iteration) one prepared for this call only (slot -1). */
+typedef struct q {
+    sqlite3_stmt *st;
+    int slot;
+} q;
 
 static int sql_fail(store *s, fhir_error *err, const char *what)
 {
     return fhir_error_set(err, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
+}
+
+static int q_take_sql(store *s, int slot, const char *sql, const char *what, q *out,
+                      fhir_error *err)
+{
+    if (!s->busy[slot]) {
+        if (!s->cache[slot] && sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
+                                                  &s->cache[slot], NULL) != SQLITE_OK)
+            return sql_fail(s, err, what);
+        s->busy[slot] = true;
+        out->st = s->cache[slot];
+        out->slot = slot;
+        return 0;
+    }
+    out->slot = -1;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &out->st, NULL) != SQLITE_OK)
+        return sql_fail(s, err, what);
+    return 0;
+}
+
+static int q_take(store *s, int id, q *out, fhir_error *err)
+{
+    return q_take_sql(s, id, fixed[id].sql, fixed[id].what, out, err);
+}
+
+static void q_give(store *s, q *x)
+{
+    if (!x->st)
+        return;
+    if (x->slot < 0) {
+        sqlite3_finalize(x->st);
+    } else {
+        sqlite3_reset(x->st);
+        sqlite3_clear_bindings(x->st);
+        s->busy[x->slot] = false;
+    }
+    x->st = NULL;
+}
+
+/* Steps a statement that returns no rows, then gives it back. */
+static int q_run(store *s, q *x, const char *what, fhir_error *err)
+{
+    int rc = sqlite3_step(x->st);
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(s, err, what);
+    q_give(s, x);
+    return ret;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    const char *t = col_text(st, i);
+    if (!t)
+        return NULL;
+    char *r = strdup(t);
+    if (!r)
+        abort();
+    return r;
 }
 
 static int exec(store *s, const char *sql, fhir_error *err)
@@ -103,16 +391,33 @@ static int exec(store *s, const char *sql, fhir_error *err)
     return 0;
 }
 
-int store_schema_version(store *s)
+/* ---- open, migrate, close ------------------------------------------------------------------ */
+
+static int pragma_int(store *s, const char *sql)
 {
     sqlite3_stmt *st;
     int v = -1;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) != SQLITE_OK)
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return -1;
     if (sqlite3_step(st) == SQLITE_ROW)
         v = sqlite3_column_int(st, 0);
     sqlite3_finalize(st);
     return v;
+}
+
+int store_schema_version(store *s)
+{
+    return pragma_int(s, "PRAGMA user_version");
+}
+
+int store_synchronous(store *s)
+{
+    return pragma_int(s, "PRAGMA synchronous");
+}
+
+const char *store_sqlite_version(void)
+{
+    return sqlite3_libversion();
 }
 
 static int migrate(store *s, fhir_error *err)
@@ -129,8 +434,8 @@ static int migrate(store *s, fhir_error *err)
             return -1;
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
-        if (exec(s, migrations[v], err) || exec(s, pragma, err)) {
-            fhir_error_prefix(err, "migration %d -> %d", v, v + 1);
+        if (exec(s, migrations[v].sql, err) || exec(s, pragma, err)) {
+            fhir_error_prefix(err, "migration %d -> %d (%s)", v, v + 1, migrations[v].what);
             store_rollback(s);
             return -1;
         }
@@ -159,7 +464,7 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
     bool wal = false;
     if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK) {
         if (sqlite3_step(st) == SQLITE_ROW) {
-            const char *m = (const char *)sqlite3_column_text(st, 0);
+            const char *m = col_text(st, 0);
             wal = m && !strcmp(m, "wal");
         }
         sqlite3_finalize(st);
@@ -181,21 +486,20 @@ void store_close(store *s)
 {
     if (!s)
         return;
+    for (int i = 0; i < Q_SLOTS; i++)
+        sqlite3_finalize(s->cache[i]);
     if (s->db)
         sqlite3_close_v2(s->db);
     free(s->path);
     free(s);
 }
 
-sqlite3 *store_db(store *s)
-{
-    return s->db;
-}
-
 const char *store_path(const store *s)
 {
     return s->path;
 }
+
+/* ---- transactions --------------------------------------------------------------------------- */
 
 int store_begin(store *s, fhir_error *err)
 {
@@ -211,6 +515,8 @@ int store_commit(store *s, fhir_error *err)
 {
     if (!s->in_tx)
         return fhir_error_set(err, "%s: commit without a transaction", s->path);
+    if (s->in_sp)
+        return fhir_error_set(err, "%s: commit with a savepoint still open", s->path);
     if (exec(s, "COMMIT", err)) {
         store_rollback(s);
         return -1;
@@ -225,236 +531,770 @@ void store_rollback(store *s)
         return;
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     s->in_tx = false;
+    s->in_sp = false;
 }
 
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
+bool store_in_transaction(const store *s)
 {
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_TRANSIENT);
-    else
-        sqlite3_bind_null(st, i);
+    return s->in_tx;
 }
+
+int store_savepoint(store *s, fhir_error *err)
+{
+    if (!s->in_tx || s->in_sp)
+        return fhir_error_set(err, "%s: a savepoint needs an open transaction and no other "
+                                   "savepoint", s->path);
+    if (exec(s, "SAVEPOINT unit", err))
+        return -1;
+    s->in_sp = true;
+    return 0;
+}
+
+int store_savepoint_release(store *s, fhir_error *err)
+{
+    if (!s->in_sp)
+        return fhir_error_set(err, "%s: release without a savepoint", s->path);
+    s->in_sp = false;
+    return exec(s, "RELEASE unit", err);
+}
+
+void store_savepoint_rollback(store *s)
+{
+    if (!s->in_sp)
+        return;
+    sqlite3_exec(s->db, "ROLLBACK TO unit; RELEASE unit", NULL, NULL, NULL);
+    s->in_sp = false;
+}
+
+/* ---- audit ---------------------------------------------------------------------------------- */
 
 int store_audit(store *s, const char *actor, const char *action, int64_t referral_id,
                 const char *from_state, const char *to_state, const char *detail,
                 fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, "
-                           "to_state, detail) VALUES (?,?,?,?,?,?,?)",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "audit");
-    sqlite3_bind_int64(st, 1, fhir_clock_now_ms());
-    bind_text(st, 2, actor ? actor : "system");
-    bind_text(st, 3, action);
+    q x;
+    if (q_take(s, Q_AUDIT_INSERT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    bind_text(x.st, 2, actor ? actor : "system");
+    bind_text(x.st, 3, action);
     if (referral_id > 0)
-        sqlite3_bind_int64(st, 4, referral_id);
+        sqlite3_bind_int64(x.st, 4, referral_id);
     else
-        sqlite3_bind_null(st, 4);
-    bind_text(st, 5, from_state);
-    bind_text(st, 6, to_state);
-    bind_text(st, 7, detail);
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
+        sqlite3_bind_null(x.st, 4);
+    bind_text(x.st, 5, from_state);
+    bind_text(x.st, 6, to_state);
+    bind_text(x.st, 7, detail);
+    return q_run(s, &x, "audit insert", err);
+}
+
+/* Steps a row-returning statement, calling row(st) for each until it returns non-zero, then
+ * gives the statement back. Returns rows visited or -1. */
+static int64_t q_rows(store *s, q *x, const char *what, int (*row)(void *, sqlite3_stmt *),
+                      void *ctx, fhir_error *err)
+{
+    int64_t n = 0;
+    int rc;
+    while ((rc = sqlite3_step(x->st)) == SQLITE_ROW) {
+        n++;
+        if (row && row(ctx, x->st)) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
     if (rc != SQLITE_DONE)
-        return sql_fail(s, err, "audit insert");
-    return 0;
+        n = sql_fail(s, err, what);
+    q_give(s, x);
+    return n;
+}
+
+typedef struct audit_each_ctx {
+    store_audit_fn fn;
+    void *ctx;
+} audit_each_ctx;
+
+static int audit_each_row(void *ctx, sqlite3_stmt *st)
+{
+    audit_each_ctx *c = ctx;
+    return c->fn ? c->fn(c->ctx, sqlite3_column_int64(st, 0), col_text(st, 1), col_text(st, 2),
+                         col_text(st, 3), col_text(st, 4), col_text(st, 5))
+                 : 0;
 }
 
 int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void *ctx,
                          fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT ts_ms, actor, action, from_state, to_state, detail FROM audit "
-                           "WHERE (?1 <= 0 OR referral_id = ?1) ORDER BY id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "audit read");
-    sqlite3_bind_int64(st, 1, referral_id);
-    int64_t n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        n++;
-        if (fn && fn(ctx, sqlite3_column_int64(st, 0), (const char *)sqlite3_column_text(st, 1),
-                     (const char *)sqlite3_column_text(st, 2),
-                     (const char *)sqlite3_column_text(st, 3),
-                     (const char *)sqlite3_column_text(st, 4),
-                     (const char *)sqlite3_column_text(st, 5))) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s, err, "audit read");
-    return n;
+    q x;
+    if (q_take(s, referral_id > 0 ? Q_AUDIT_EACH_REF : Q_AUDIT_EACH, &x, err))
+        return -1;
+    if (referral_id > 0)
+        sqlite3_bind_int64(x.st, 1, referral_id);
+    audit_each_ctx c = {fn, ctx};
+    return q_rows(s, &x, "audit read", audit_each_row, &c, err);
+}
+
+/* A single-value query's integer (or -1). */
+static int64_t q_int(store *s, q *x, int64_t absent)
+{
+    int64_t v = -1;
+    int rc = sqlite3_step(x->st);
+    if (rc == SQLITE_ROW)
+        v = sqlite3_column_type(x->st, 0) == SQLITE_NULL ? absent : sqlite3_column_int64(x->st, 0);
+    q_give(s, x);
+    return v;
 }
 
 int64_t store_audit_count(store *s, int64_t referral_id)
 {
-    sqlite3_stmt *st;
-    const char *sql = referral_id > 0 ? "SELECT count(*) FROM audit WHERE referral_id = ?"
-                                      : "SELECT count(*) FROM audit";
-    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+    q x;
+    if (q_take(s, referral_id > 0 ? Q_AUDIT_COUNT_REF : Q_AUDIT_COUNT, &x, NULL))
         return -1;
     if (referral_id > 0)
-        sqlite3_bind_int64(st, 1, referral_id);
-    int64_t n = -1;
-    if (sqlite3_step(st) == SQLITE_ROW)
-        n = sqlite3_column_int64(st, 0);
-    sqlite3_finalize(st);
-    return n;
+        sqlite3_bind_int64(x.st, 1, referral_id);
+    return q_int(s, &x, 0);
 }
 
-static char *dup_col(sqlite3_stmt *st, int i)
+typedef struct audit_since_ctx {
+    store_audit_row_fn fn;
+    void *ctx;
+} audit_since_ctx;
+
+static int audit_since_row(void *ctx, sqlite3_stmt *st)
 {
-    const unsigned char *t = sqlite3_column_text(st, i);
-    if (!t)
-        return NULL;
-    char *r = strdup((const char *)t);
-    if (!r)
-        abort();
-    return r;
+    audit_since_ctx *c = ctx;
+    store_audit_row r = {
+        .id = sqlite3_column_int64(st, 0), .ts_ms = sqlite3_column_int64(st, 1),
+        .referral_id = sqlite3_column_int64(st, 2), .actor = col_text(st, 3),
+        .action = col_text(st, 4), .from_state = col_text(st, 5), .to_state = col_text(st, 6),
+        .detail = col_text(st, 7),
+    };
+    return c->fn ? c->fn(c->ctx, &r) : 0;
 }
+
+int64_t store_audit_since(store *s, int64_t after_id, store_audit_row_fn fn, void *ctx,
+                          fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_AUDIT_SINCE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, after_id);
+    audit_since_ctx c = {fn, ctx};
+    return q_rows(s, &x, "audit read", audit_since_row, &c, err);
+}
+
+/* ---- cursors ---------------------------------------------------------------------------------- */
 
 int store_cursor_get(store *s, const char *source, const char *key, char **value_out,
                      fhir_error *err)
 {
     *value_out = NULL;
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db, "SELECT value FROM cursors WHERE source = ? AND key = ?", -1,
-                           &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "cursor read");
-    bind_text(st, 1, source);
-    bind_text(st, 2, key);
-    int rc = sqlite3_step(st);
+    q x;
+    if (q_take(s, Q_CURSOR_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, source);
+    bind_text(x.st, 2, key);
+    int rc = sqlite3_step(x.st);
     if (rc == SQLITE_ROW)
-        *value_out = dup_col(st, 0);
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_fail(s, err, "cursor read");
-    return 0;
+        *value_out = dup_col(x.st, 0);
+    int ret = rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : sql_fail(s, err, "cursor read");
+    q_give(s, &x);
+    return ret;
 }
 
 int store_cursor_put(store *s, const char *source, const char *key, const char *value,
                      fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO cursors(source, key, value, updated_ms) VALUES (?,?,?,?) "
-                           "ON CONFLICT(source, key) DO UPDATE SET value = excluded.value, "
-                           "updated_ms = excluded.updated_ms",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "cursor write");
-    bind_text(st, 1, source);
-    bind_text(st, 2, key);
-    bind_text(st, 3, value);
-    sqlite3_bind_int64(st, 4, fhir_clock_now_ms());
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : sql_fail(s, err, "cursor write");
+    q x;
+    if (q_take(s, Q_CURSOR_PUT, &x, err))
+        return -1;
+    bind_text(x.st, 1, source);
+    bind_text(x.st, 2, key);
+    bind_text(x.st, 3, value);
+    sqlite3_bind_int64(x.st, 4, fhir_clock_now_ms());
+    return q_run(s, &x, "cursor write", err);
+}
+
+/* ---- resources -------------------------------------------------------------------------------- */
+
+static int resource_write(store *s, int which, const char *patient_id, const char *type,
+                          const char *id, const char *version, const char *last_updated,
+                          const char *json, bool *changed, fhir_error *err)
+{
+    q x;
+    if (q_take(s, which, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    bind_text(x.st, 2, id);
+    bind_text(x.st, 3, patient_id);
+    bind_text(x.st, 4, version);
+    bind_text(x.st, 5, last_updated);
+    bind_text(x.st, 6, json);
+    sqlite3_bind_int64(x.st, 7, fhir_clock_now_ms());
+    if (q_run(s, &x, "resource write", err))
+        return -1;
+    if (changed)
+        *changed = sqlite3_changes(s->db) > 0;
+    return 0;
 }
 
 int store_resource_put(store *s, const char *patient_id, const char *type, const char *id,
                        const char *version, const char *last_updated, const char *json,
                        fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO resources(type, id, patient_id, version, last_updated, "
-                           "json, stored_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT(type, id) DO "
-                           "UPDATE SET patient_id = excluded.patient_id, version = "
-                           "excluded.version, last_updated = excluded.last_updated, json = "
-                           "excluded.json, stored_ms = excluded.stored_ms",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "resource write");
-    bind_text(st, 1, type);
-    bind_text(st, 2, id);
-    bind_text(st, 3, patient_id);
-    bind_text(st, 4, version);
-    bind_text(st, 5, last_updated);
-    bind_text(st, 6, json);
-    sqlite3_bind_int64(st, 7, fhir_clock_now_ms());
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : sql_fail(s, err, "resource write");
+    return resource_write(s, Q_RES_PUT, patient_id, type, id, version, last_updated, json, NULL,
+                          err);
+}
+
+int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
+                          const char *version, const char *last_updated, const char *json,
+                          bool *changed, fhir_error *err)
+{
+    return resource_write(s, Q_RES_UPSERT, patient_id, type, id, version, last_updated, json,
+                          changed, err);
+}
+
+typedef struct res_ctx {
+    store_resource_fn fn;
+    void *ctx;
+} res_ctx;
+
+static int res_row(void *ctx, sqlite3_stmt *st)
+{
+    res_ctx *c = ctx;
+    return c->fn ? c->fn(c->ctx, col_text(st, 0), col_text(st, 1), col_text(st, 2)) : 0;
 }
 
 int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
                             fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT type, id, json FROM resources WHERE patient_id = ? "
-                           "ORDER BY type, id",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "resource read");
-    bind_text(st, 1, patient_id);
-    int64_t n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        n++;
-        if (fn && fn(ctx, (const char *)sqlite3_column_text(st, 0),
-                     (const char *)sqlite3_column_text(st, 1),
-                     (const char *)sqlite3_column_text(st, 2))) {
-            rc = SQLITE_DONE;
-            break;
-        }
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE)
-        return sql_fail(s, err, "resource read");
-    return n;
+    q x;
+    if (q_take(s, Q_RES_EACH, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    res_ctx c = {fn, ctx};
+    return q_rows(s, &x, "resource read", res_row, &c, err);
 }
+
+int store_resource_get(store *s, const char *type, const char *id, store_resource_fn fn,
+                       void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_RES_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    bind_text(x.st, 2, id);
+    res_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "resource read", res_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+/* ---- patients to screen ------------------------------------------------------------------------ */
+
+int store_dirty_mark(store *s, const char *patient_id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_DIRTY_MARK, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    sqlite3_bind_int64(x.st, 2, fhir_clock_now_ms());
+    return q_run(s, &x, "dirty mark", err);
+}
+
+int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_DIRTY_RULESET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    bind_text(x.st, 2, ruleset_hash);
+    return q_run(s, &x, "dirty mark", err);
+}
+
+typedef struct ids_ctx {
+    char **ids;
+    size_t n, max;
+} ids_ctx;
+
+static int dirty_row(void *ctx, sqlite3_stmt *st)
+{
+    ids_ctx *c = ctx;
+    if (c->n < c->max)
+        c->ids[c->n++] = dup_col(st, 0);
+    return c->n >= c->max;
+}
+
+long store_dirty_next(store *s, char **ids, size_t max, fhir_error *err)
+{
+    q x;
+    if (max == 0)
+        return 0;
+    if (q_take(s, Q_DIRTY_NEXT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, (int64_t)max);
+    ids_ctx c = {ids, 0, max};
+    if (q_rows(s, &x, "dirty read", dirty_row, &c, err) < 0) {
+        for (size_t i = 0; i < c.n; i++)
+            free(ids[i]);
+        return -1;
+    }
+    return (long)c.n;
+}
+
+int store_dirty_clear(store *s, const char *patient_id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_DIRTY_CLEAR, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    return q_run(s, &x, "dirty clear", err);
+}
+
+int64_t store_dirty_count(store *s)
+{
+    q x;
+    if (q_take(s, Q_DIRTY_COUNT, &x, NULL))
+        return -1;
+    return q_int(s, &x, 0);
+}
+
+/* ---- verdicts --------------------------------------------------------------------------------- */
 
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
                       const char *category, const char *profile_json, const char *verdict_json,
                       fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "INSERT INTO verdicts(patient_id, ruleset_hash, category, "
-                           "profile_json, verdict_json, updated_ms) VALUES (?,?,?,?,?,?) ON "
-                           "CONFLICT(patient_id) DO UPDATE SET ruleset_hash = "
-                           "excluded.ruleset_hash, category = excluded.category, profile_json "
-                           "= excluded.profile_json, verdict_json = excluded.verdict_json, "
-                           "updated_ms = excluded.updated_ms",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "verdict write");
-    bind_text(st, 1, patient_id);
-    bind_text(st, 2, ruleset_hash);
-    bind_text(st, 3, category);
-    bind_text(st, 4, profile_json);
-    bind_text(st, 5, verdict_json);
-    sqlite3_bind_int64(st, 6, fhir_clock_now_ms());
-    int rc = sqlite3_step(st);
-    sqlite3_finalize(st);
-    return rc == SQLITE_DONE ? 0 : sql_fail(s, err, "verdict write");
+    q x;
+    if (q_take(s, Q_VERDICT_PUT, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    bind_text(x.st, 2, ruleset_hash);
+    bind_text(x.st, 3, category);
+    bind_text(x.st, 4, profile_json);
+    bind_text(x.st, 5, verdict_json);
+    sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+    return q_run(s, &x, "verdict write", err);
+}
+
+typedef struct verdict_ctx {
+    store_verdict_fn fn;
+    void *ctx;
+} verdict_ctx;
+
+static int verdict_row(void *ctx, sqlite3_stmt *st)
+{
+    verdict_ctx *c = ctx;
+    store_verdict v = {
+        .patient_id = col_text(st, 0), .ruleset_hash = col_text(st, 1),
+        .category = col_text(st, 2), .profile_json = col_text(st, 3),
+        .verdict_json = col_text(st, 4), .updated_ms = sqlite3_column_int64(st, 5),
+    };
+    return c->fn ? c->fn(c->ctx, &v) : 0;
+}
+
+int store_verdict_read(store *s, const char *patient_id, store_verdict_fn fn, void *ctx,
+                       fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    verdict_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "verdict read", verdict_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+typedef struct verdict_copy {
+    char **hash, **category, **verdict_json;
+} verdict_copy;
+
+static char *xdup(const char *v)
+{
+    if (!v)
+        return NULL;
+    char *r = strdup(v);
+    if (!r)
+        abort();
+    return r;
+}
+
+static int verdict_copy_fn(void *ctx, const store_verdict *v)
+{
+    verdict_copy *c = ctx;
+    if (c->hash)
+        *c->hash = xdup(v->ruleset_hash);
+    if (c->category)
+        *c->category = xdup(v->category);
+    if (c->verdict_json)
+        *c->verdict_json = xdup(v->verdict_json);
+    return 1;
 }
 
 int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
                       char **category_out, char **verdict_json_out, fhir_error *err)
 {
-    sqlite3_stmt *st;
-    if (sqlite3_prepare_v2(s->db,
-                           "SELECT ruleset_hash, category, verdict_json FROM verdicts WHERE "
-                           "patient_id = ?",
-                           -1, &st, NULL) != SQLITE_OK)
-        return sql_fail(s, err, "verdict read");
-    bind_text(st, 1, patient_id);
-    int rc = sqlite3_step(st), found = 0;
-    if (rc == SQLITE_ROW) {
-        found = 1;
-        if (ruleset_hash_out)
-            *ruleset_hash_out = dup_col(st, 0);
-        if (category_out)
-            *category_out = dup_col(st, 1);
-        if (verdict_json_out)
-            *verdict_json_out = dup_col(st, 2);
+    verdict_copy c = {ruleset_hash_out, category_out, verdict_json_out};
+    return store_verdict_read(s, patient_id, verdict_copy_fn, &c, err);
+}
+
+int64_t store_verdict_list(store *s, const char *category, int64_t limit, int64_t offset,
+                           store_verdict_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, category ? Q_VERDICT_LIST_CAT : Q_VERDICT_LIST, &x, err))
+        return -1;
+    int k = 1;
+    if (category)
+        bind_text(x.st, k++, category);
+    sqlite3_bind_int64(x.st, k++, limit);
+    sqlite3_bind_int64(x.st, k, offset);
+    verdict_ctx c = {fn, ctx};
+    return q_rows(s, &x, "verdict list", verdict_row, &c, err);
+}
+
+int64_t store_verdict_count(store *s, const char *category, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_COUNT, &x, err))
+        return -1;
+    bind_text(x.st, 1, category);
+    int64_t n = q_int(s, &x, 0);
+    if (n < 0)
+        sql_fail(s, err, "verdict count");
+    return n;
+}
+
+/* ---- referrals -------------------------------------------------------------------------------- */
+
+typedef struct ref_ctx {
+    store_referral_fn fn;
+    void *ctx;
+} ref_ctx;
+
+static int ref_row(void *ctx, sqlite3_stmt *st)
+{
+    ref_ctx *c = ctx;
+    store_referral r = {
+        .id = sqlite3_column_int64(st, 0),
+        .placer_id = col_text(st, 1),
+        .site_id = col_text(st, 2),
+        .patient_id = col_text(st, 3),
+        .center_id = col_text(st, 4),
+        .indications = col_text(st, 5),
+        .state = col_text(st, 6),
+        .mode = col_text(st, 7),
+        .urgency = col_text(st, 8),
+        .explanation = col_text(st, 9),
+        .verdict_json = col_text(st, 10),
+        .route_json = col_text(st, 11),
+        .payload = col_text(st, 12),
+        .attempts = sqlite3_column_int(st, 13),
+        .next_attempt_ms = sqlite3_column_int64(st, 14),
+        .last_status = sqlite3_column_int(st, 15),
+        .last_error = col_text(st, 16),
+        .last_response = col_text(st, 17),
+        .center_sr_ref = col_text(st, 18),
+        .center_task_ref = col_text(st, 19),
+        .task_status = col_text(st, 20),
+        .business_status = col_text(st, 21),
+        .created_ms = sqlite3_column_int64(st, 22),
+        .updated_ms = sqlite3_column_int64(st, 23),
+    };
+    return c->fn ? c->fn(c->ctx, &r) : 0;
+}
+
+int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fhir_error *err)
+{
+    *id_out = 0;
+    q x;
+    if (q_take(s, Q_REF_INSERT, &x, err))
+        return -1;
+    const char *vals[] = {r->placer_id, r->site_id, r->patient_id, r->center_id,
+                          r->indications, r->state, r->mode, r->urgency, r->explanation,
+                          r->verdict_json, r->route_json, r->payload};
+    for (int i = 0; i < 12; i++)
+        bind_text(x.st, i + 1, vals[i]);
+    int64_t now = fhir_clock_now_ms();
+    sqlite3_bind_int64(x.st, 13, now);
+    sqlite3_bind_int64(x.st, 14, now);
+    if (q_run(s, &x, "referral insert", err))
+        return -1;
+    if (sqlite3_changes(s->db) > 0) {
+        *id_out = sqlite3_last_insert_rowid(s->db);
+        return 1;
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        return sql_fail(s, err, "verdict read");
-    return found;
+    int f = store_referral_find(s, r->placer_id, id_out, err);
+    if (f == 0)
+        return fhir_error_set(err, "referral %s vanished", r->placer_id);
+    return f < 0 ? -1 : 0;
+}
+
+int store_referral_get(store *s, int64_t id, store_referral_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_GET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    ref_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "referral read", ref_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_referral_get_by_placer(store *s, const char *placer_id, store_referral_fn fn,
+                                 void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_GET_PLACER, &x, err))
+        return -1;
+    bind_text(x.st, 1, placer_id);
+    ref_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "referral read", ref_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_referral_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_FIND, &x, err))
+        return -1;
+    bind_text(x.st, 1, placer_id);
+    int rc = sqlite3_step(x.st), ret = 0;
+    if (rc == SQLITE_ROW) {
+        *id_out = sqlite3_column_int64(x.st, 0);
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(s, err, "referral read");
+    }
+    q_give(s, &x);
+    return ret;
+}
+
+int store_referral_state(store *s, int64_t id, char *out, size_t n, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_STATE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    int rc = sqlite3_step(x.st), ret = 0;
+    if (rc == SQLITE_ROW) {
+        const char *t = col_text(x.st, 0);
+        snprintf(out, n, "%s", t ? t : "");
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(s, err, "referral read");
+    }
+    q_give(s, &x);
+    return ret;
+}
+
+int64_t store_referral_each(store *s, const store_referral_filter *f, store_referral_fn fn,
+                            void *ctx, fhir_error *err)
+{
+    static const store_referral_filter none = {0};
+    if (!f)
+        f = &none;
+    int variant = (f->state ? 1 : 0) | (f->center_id ? 2 : 0) | (f->patient_id ? 4 : 0) |
+                  (f->summary ? 8 : 0);
+    char sql[800];
+    int k = snprintf(sql, sizeof sql, "SELECT %s FROM referrals%s WHERE 1",
+                     f->summary ? REF_COLS_SUMMARY : REF_COLS,
+                     f->patient_id ? " INDEXED BY referrals_patient" : "");
+    int p = 1;
+    if (f->state)
+        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND state = ?%d", p++);
+    if (f->center_id)
+        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND center_id = ?%d", p++);
+    if (f->patient_id)
+        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND patient_id = ?%d", p++);
+    snprintf(sql + k, sizeof sql - (size_t)k, " ORDER BY id");
+    q x;
+    if (q_take_sql(s, Q_FIXED + variant, sql, "referral list", &x, err))
+        return -1;
+    p = 1;
+    if (f->state)
+        bind_text(x.st, p++, f->state);
+    if (f->center_id)
+        bind_text(x.st, p++, f->center_id);
+    if (f->patient_id)
+        bind_text(x.st, p++, f->patient_id);
+    ref_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral list", ref_row, &c, err);
+}
+
+typedef struct ref_ids_ctx {
+    store_referral_id_fn fn;
+    void *ctx;
+} ref_ids_ctx;
+
+static int ref_ids_row(void *ctx, sqlite3_stmt *st)
+{
+    ref_ids_ctx *c = ctx;
+    return c->fn ? c->fn(c->ctx, sqlite3_column_int64(st, 0), col_text(st, 1)) : 0;
+}
+
+int64_t store_referral_ids(store *s, const char *patient_id, const char *state,
+                           store_referral_id_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_IDS, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    bind_text(x.st, 2, state);
+    ref_ids_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral list", ref_ids_row, &c, err);
+}
+
+typedef struct count_ctx {
+    store_count_fn fn;
+    void *ctx;
+} count_ctx;
+
+static int count_row(void *ctx, sqlite3_stmt *st)
+{
+    count_ctx *c = ctx;
+    const char *name = col_text(st, 0);
+    if (c->fn && name)
+        c->fn(c->ctx, name, sqlite3_column_int64(st, 1));
+    return 0;
+}
+
+int store_referral_count_by_state(store *s, store_count_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_COUNT_STATES, &x, err))
+        return -1;
+    count_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral count", count_row, &c, err) < 0 ? -1 : 0;
+}
+
+int store_referral_state_age(store *s, const char *state, int64_t *count,
+                             int64_t *oldest_created_ms, fhir_error *err)
+{
+    *count = 0;
+    *oldest_created_ms = 0;
+    q x;
+    if (q_take(s, Q_REF_STATE_AGE, &x, err))
+        return -1;
+    bind_text(x.st, 1, state);
+    int rc = sqlite3_step(x.st), ret = 0;
+    if (rc == SQLITE_ROW) {
+        *count = sqlite3_column_int64(x.st, 0);
+        if (sqlite3_column_type(x.st, 1) != SQLITE_NULL)
+            *oldest_created_ms = sqlite3_column_int64(x.st, 1);
+    } else {
+        ret = sql_fail(s, err, "referral count");
+    }
+    q_give(s, &x);
+    return ret;
+}
+
+typedef struct ms_ctx {
+    store_ms_fn fn;
+    void *ctx;
+} ms_ctx;
+
+static int ms_row(void *ctx, sqlite3_stmt *st)
+{
+    ms_ctx *c = ctx;
+    if (c->fn)
+        c->fn(c->ctx, sqlite3_column_int64(st, 0));
+    return 0;
+}
+
+int64_t store_referral_time_to_state(store *s, const char *state, store_ms_fn fn, void *ctx,
+                                     fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_TIME_TO, &x, err))
+        return -1;
+    bind_text(x.st, 1, state);
+    ms_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral times", ms_row, &c, err);
+}
+
+int store_referral_update(store *s, int64_t id, const store_referral_change *u,
+                          fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_UPDATE, &x, err))
+        return -1;
+    sqlite3_stmt *st = x.st;
+    sqlite3_bind_int64(st, 1, id);
+    bind_text(st, 2, u->state);
+    sqlite3_bind_int64(st, 3, fhir_clock_now_ms());
+    sqlite3_bind_int(st, 4, u->reset_attempts);
+    sqlite3_bind_int(st, 5, u->add_attempt);
+    sqlite3_bind_int64(st, 6, u->next_attempt_ms);
+    sqlite3_bind_int(st, 7, u->set_center_refs);
+    bind_text(st, 8, u->center_sr_ref);
+    bind_text(st, 9, u->center_task_ref);
+    sqlite3_bind_int(st, 10, u->set_outcome);
+    sqlite3_bind_int(st, 11, u->last_status);
+    bind_text(st, 12, u->last_error);
+    bind_text(st, 13, u->last_response);
+    sqlite3_bind_int(st, 14, u->set_task);
+    bind_text(st, 15, u->task_status);
+    bind_text(st, 16, u->business_status);
+    sqlite3_bind_int(st, 17, u->set_payload);
+    bind_text(st, 18, u->payload);
+    if (q_run(s, &x, "referral update", err))
+        return -1;
+    if (sqlite3_changes(s->db) == 0)
+        return fhir_error_set(err, "referral %lld does not exist", (long long)id);
+    return 0;
+}
+
+/* ---- write-back outbox ------------------------------------------------------------------------- */
+
+int store_outbox_add(store *s, int64_t referral_id, const char *state, int64_t audit_id,
+                     fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_OUTBOX_ADD, &x, err))
+        return -1;
+    int64_t now = fhir_clock_now_ms();
+    sqlite3_bind_int64(x.st, 1, referral_id);
+    bind_text(x.st, 2, state);
+    sqlite3_bind_int64(x.st, 3, audit_id);
+    sqlite3_bind_int64(x.st, 4, now);
+    sqlite3_bind_int64(x.st, 5, now);
+    return q_run(s, &x, "writeback insert", err);
+}
+
+typedef struct outbox_ctx {
+    store_outbox_fn fn;
+    void *ctx;
+} outbox_ctx;
+
+static int outbox_row(void *ctx, sqlite3_stmt *st)
+{
+    outbox_ctx *c = ctx;
+    return c->fn ? c->fn(c->ctx, sqlite3_column_int64(st, 0), sqlite3_column_int64(st, 1),
+                         col_text(st, 2))
+                 : 0;
+}
+
+int64_t store_outbox_pending(store *s, unsigned max, store_outbox_fn fn, void *ctx,
+                             fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_OUTBOX_PENDING, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, max);
+    outbox_ctx c = {fn, ctx};
+    return q_rows(s, &x, "writeback read", outbox_row, &c, err);
+}
+
+int store_outbox_update(store *s, int64_t row_id, const char *status, bool attempt,
+                        const char *error, const char *ehr_ref, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_OUTBOX_UPDATE, &x, err))
+        return -1;
+    bind_text(x.st, 1, status);
+    sqlite3_bind_int(x.st, 2, attempt ? 1 : 0);
+    bind_text(x.st, 3, error);
+    bind_text(x.st, 4, ehr_ref);
+    sqlite3_bind_int64(x.st, 5, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 6, row_id);
+    return q_run(s, &x, "writeback update", err);
 }

@@ -1,12 +1,19 @@
-/* store — the SQLite store of the daemon: referrals (outbox), audit log, poll cursors,
- * per-patient resource cache, profiles and verdicts (with the rule-set hash).
+/* store — what is remembered: every table, every migration and every SQL statement of the
+ * gateway (referrals and their audit log, poll cursors, the per-patient resource cache,
+ * profiles and verdicts, the patients still to screen, the EHR write-back outbox). No other
+ * room includes <sqlite3.h>; they call the typed functions below.
  *
  * Durability: WAL journal, synchronous=FULL (every commit is on disk before it returns),
  * foreign keys on, busy timeout. The schema is versioned with PRAGMA user_version and
  * migrated forward on open, one transaction per step; a database newer than this binary
  * is refused. Nothing here prunes undelivered referrals.
  *
- * One store handle per thread of control (SQLite connection). */
+ * Statements are prepared once per handle and kept until store_close (a statement still in
+ * use by an outer iteration is prepared afresh for the inner call). Rows handed to callbacks
+ * are borrowed: their strings are valid during the call only.
+ *
+ * One store handle per thread of control (SQLite connection). The store knows tables and
+ * strings, never the types of the rooms above it (a referral's state is its name). */
 #ifndef STORE_H
 #define STORE_H
 
@@ -17,28 +24,38 @@
 #include "fhir_error.h"
 
 typedef struct store store;
-typedef struct sqlite3 sqlite3;
 
-/* Schema version this binary writes. */
-#define STORE_SCHEMA_VERSION 1
+/* Schema version this binary writes (the number of migration steps in store.c). */
+#define STORE_SCHEMA_VERSION 4
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
 store *store_open(const char *path, int busy_timeout_ms, fhir_error *err);
 void store_close(store *s);
 
-/* The underlying connection, borrowed (valid until store_close), for modules that keep
- * their own SQL (referral.c). */
-sqlite3 *store_db(store *s);
+/* Borrowed until store_close. */
 const char *store_path(const store *s);
 /* Current PRAGMA user_version. */
 int store_schema_version(store *s);
+/* PRAGMA synchronous of this connection (2 = FULL), -1 on error. */
+int store_synchronous(store *s);
+/* The SQLite library version ("3.40.1"); static string. */
+const char *store_sqlite_version(void);
 
 /* Transactions: BEGIN IMMEDIATE (takes the write lock up front, so a concurrent writer waits
  * for the busy timeout instead of failing mid-way). Nested calls are an error. */
 int store_begin(store *s, fhir_error *err);
 int store_commit(store *s, fhir_error *err);
 void store_rollback(store *s);
+bool store_in_transaction(const store *s);
+/* One savepoint inside the open transaction (a unit that commits with the transaction or
+ * is undone alone): store_savepoint, then store_savepoint_release or
+ * store_savepoint_rollback. Not nestable. */
+int store_savepoint(store *s, fhir_error *err);
+int store_savepoint_release(store *s, fhir_error *err);
+void store_savepoint_rollback(store *s);
+
+/* ---- audit ------------------------------------------------------------------------------ */
 
 /* Appends one audit row (inside the caller's transaction when one is open).
  * referral_id <= 0 means "not about a referral". from/to/detail may be NULL. */
@@ -55,6 +72,18 @@ int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void 
 /* Number of audit rows (all, or for one referral when referral_id > 0). -1 on error. */
 int64_t store_audit_count(store *s, int64_t referral_id);
 
+/* An audit row with its ids (store_audit_since). Borrowed for the call. */
+typedef struct store_audit_row {
+    int64_t id, ts_ms;
+    int64_t referral_id; /* 0 when not about a referral */
+    const char *actor, *action, *from_state, *to_state, *detail;
+} store_audit_row;
+typedef int (*store_audit_row_fn)(void *ctx, const store_audit_row *row);
+/* Every audit row with id > after_id, oldest first (a range of the primary key). fn returns
+ * non-zero to stop. Returns rows visited or -1. */
+int64_t store_audit_since(store *s, int64_t after_id, store_audit_row_fn fn, void *ctx,
+                          fhir_error *err);
+
 /* ---- cursors (for the pollers) ------------------------------------------------------- */
 /* Caller frees *value_out (NULL when absent). 0 ok (absent included), -1 error. */
 int store_cursor_get(store *s, const char *source, const char *key, char **value_out,
@@ -67,11 +96,31 @@ int store_cursor_put(store *s, const char *source, const char *key, const char *
 int store_resource_put(store *s, const char *patient_id, const char *type, const char *id,
                        const char *version, const char *last_updated, const char *json,
                        fhir_error *err);
+/* The same, in one statement that leaves an identical stored copy untouched: *changed is
+ * true when the resource was new or its JSON differed. */
+int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
+                          const char *version, const char *last_updated, const char *json,
+                          bool *changed, fhir_error *err);
 /* Calls fn for every cached resource of the patient (borrowed strings, valid during the
  * call); fn returns non-zero to stop. Returns the count visited or -1. */
 typedef int (*store_resource_fn)(void *ctx, const char *type, const char *id, const char *json);
 int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
                             fhir_error *err);
+/* Calls fn once with the cached resource type/id (borrowed strings). 1 found, 0 absent, -1. */
+int store_resource_get(store *s, const char *type, const char *id, store_resource_fn fn,
+                       void *ctx, fhir_error *err);
+
+/* ---- patients still to screen ------------------------------------------------------- */
+/* Marks a patient whose cached data changed (kept across restarts until cleared). */
+int store_dirty_mark(store *s, const char *patient_id, fhir_error *err);
+/* Marks every patient whose verdict was made under another rule set. */
+int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_error *err);
+/* Up to max marked patients, oldest mark first, into ids[] (caller frees each). Returns how
+ * many, or -1. */
+long store_dirty_next(store *s, char **ids, size_t max, fhir_error *err);
+int store_dirty_clear(store *s, const char *patient_id, fhir_error *err);
+/* Patients marked. -1 on error. */
+int64_t store_dirty_count(store *s);
 
 /* ---- profiles and verdicts ---------------------------------------------------------- */
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
@@ -81,5 +130,121 @@ int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash
  * -1 error. */
 int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
                       char **category_out, char **verdict_json_out, fhir_error *err);
+
+/* A verdicts row, borrowed for the call of a store_verdict_fn. */
+typedef struct store_verdict {
+    const char *patient_id, *ruleset_hash, *category;
+    const char *profile_json; /* NULL in lists (store_verdict_list) */
+    const char *verdict_json;
+    int64_t updated_ms;
+} store_verdict;
+typedef int (*store_verdict_fn)(void *ctx, const store_verdict *v);
+/* Calls fn once with the patient's row, profile included. 1 found, 0 absent, -1. */
+int store_verdict_read(store *s, const char *patient_id, store_verdict_fn fn, void *ctx,
+                       fhir_error *err);
+/* The worklist: rows of one category (NULL: all, eligible first, then possibly eligible,
+ * then the rest), by patient id, from offset, at most limit; profiles not read. Returns rows
+ * visited or -1. */
+int64_t store_verdict_list(store *s, const char *category, int64_t limit, int64_t offset,
+                           store_verdict_fn fn, void *ctx, fhir_error *err);
+/* Patients of one category. -1 on error. */
+int64_t store_verdict_count(store *s, const char *category, fhir_error *err);
+
+/* ---- referrals ------------------------------------------------------------------------ */
+/* A referrals row (the referral room gives it meaning: referral.h). Borrowed for the call of
+ * a store_referral_fn; on insert, the caller's strings. */
+typedef struct store_referral {
+    int64_t id;
+    const char *placer_id, *site_id, *patient_id, *center_id;
+    const char *indications; /* sorted, comma-separated keys */
+    const char *state, *mode, *urgency;
+    const char *explanation, *verdict_json, *route_json, *payload; /* NULL in summaries */
+    int attempts;
+    int64_t next_attempt_ms;
+    int last_status;
+    const char *last_error;
+    const char *last_response;                                      /* NULL in summaries */
+    const char *center_sr_ref, *center_task_ref, *task_status, *business_status;
+    int64_t created_ms, updated_ms;
+} store_referral;
+typedef int (*store_referral_fn)(void *ctx, const store_referral *r);
+
+/* Inserts a referral (created/updated now; attempts 0) unless its placer_id exists. 1 and
+ * *id_out when inserted, 0 and the existing row's id when the placer id was already there,
+ * -1 with err. */
+int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fhir_error *err);
+/* Calls fn once with the full row. 1 found, 0 absent, -1. */
+int store_referral_get(store *s, int64_t id, store_referral_fn fn, void *ctx, fhir_error *err);
+int store_referral_get_by_placer(store *s, const char *placer_id, store_referral_fn fn,
+                                 void *ctx, fhir_error *err);
+/* The id of a placer identifier (no other column read). 1 found, 0 absent, -1. */
+int store_referral_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err);
+/* The stored state name into out (size n). 1 found, 0 absent, -1. */
+int store_referral_state(store *s, int64_t id, char *out, size_t n, fhir_error *err);
+
+/* Which rows store_referral_each visits; NULL fields match anything. Rows with a patient_id
+ * are found through the patient index, with a state (and center) through the state index. */
+typedef struct store_referral_filter {
+    const char *state;
+    const char *center_id;
+    const char *patient_id;
+    bool summary; /* leave the large columns (explanation, verdict, route, payload, last
+                   * response) unread: NULL in the row */
+} store_referral_filter;
+/* Rows in id order; fn returns non-zero to stop. Returns rows visited or -1. */
+int64_t store_referral_each(store *s, const store_referral_filter *f, store_referral_fn fn,
+                            void *ctx, fhir_error *err);
+/* Ids and placer ids of one patient's referrals in one state (the patient index, two
+ * columns). fn returns non-zero to stop. Returns rows visited or -1. */
+typedef int (*store_referral_id_fn)(void *ctx, int64_t id, const char *placer_id);
+int64_t store_referral_ids(store *s, const char *patient_id, const char *state,
+                           store_referral_id_fn fn, void *ctx, fhir_error *err);
+/* Calls fn(state, count) for every state present. 0 or -1. */
+typedef void (*store_count_fn)(void *ctx, const char *name, int64_t count);
+int store_referral_count_by_state(store *s, store_count_fn fn, void *ctx, fhir_error *err);
+/* Referrals in one state and the oldest creation time among them (0 when none). 0 or -1. */
+int store_referral_state_age(store *s, const char *state, int64_t *count,
+                             int64_t *oldest_created_ms, fhir_error *err);
+/* For every referral whose audit log shows it reaching `state`: the time from its creation
+ * to the first such audit row (ms), passed to fn. Returns rows visited or -1. */
+typedef void (*store_ms_fn)(void *ctx, int64_t ms);
+int64_t store_referral_time_to_state(store *s, const char *state, store_ms_fn fn, void *ctx,
+                                     fhir_error *err);
+
+/* What store_referral_update changes besides updated_ms (now); every group is optional. */
+typedef struct store_referral_change {
+    const char *state;            /* new state name; NULL keeps the state */
+    bool reset_attempts;          /* attempts = 0, next_attempt_ms = 0 */
+    bool add_attempt;             /* attempts + 1, next_attempt_ms = next_attempt_ms */
+    int64_t next_attempt_ms;
+    bool set_center_refs;         /* center_sr_ref, center_task_ref; last_error cleared */
+    const char *center_sr_ref, *center_task_ref;
+    bool set_outcome;             /* last_status, last_error, last_response */
+    int last_status;
+    const char *last_error, *last_response;
+    bool set_task;                /* task_status, business_status */
+    const char *task_status, *business_status;
+    bool set_payload;
+    const char *payload;
+} store_referral_change;
+/* Updates one row (inside the caller's transaction when one is open). 0, or -1 with err
+ * (also when no row has that id). */
+int store_referral_update(store *s, int64_t id, const store_referral_change *u,
+                          fhir_error *err);
+
+/* ---- EHR write-back outbox ------------------------------------------------------------ */
+/* Queues (referral, state) once: a second add of the same pair is ignored. */
+int store_outbox_add(store *s, int64_t referral_id, const char *state, int64_t audit_id,
+                     fhir_error *err);
+/* Up to max pending rows, oldest first. Borrowed state; fn returns non-zero to stop.
+ * Returns rows visited or -1. */
+typedef int (*store_outbox_fn)(void *ctx, int64_t row_id, int64_t referral_id,
+                               const char *state);
+int64_t store_outbox_pending(store *s, unsigned max, store_outbox_fn fn, void *ctx,
+                             fhir_error *err);
+/* status: "pending" | "done" | "failed"; attempt adds one to the attempt count; error
+ * replaces the last error (NULL clears it); ehr_ref (NULL keeps it) is what the EHR made. */
+int store_outbox_update(store *s, int64_t row_id, const char *status, bool attempt,
+                        const char *error, const char *ehr_ref, fhir_error *err);
 
 #endif

@@ -1,6 +1,8 @@
 /* Unit tests: the SQLite store on a real file in a temp dir — migration from empty, WAL and
- * synchronous=FULL, refusing a newer schema, transactions, audit, cursors, resource cache,
- * verdicts. */
+ * synchronous=FULL, refusing a newer schema, adopting the tables older binaries made outside
+ * the migrations, transactions and savepoints, audit, cursors, resource cache, patients to
+ * screen, verdicts, referral rows (filters, statements re-entered from a callback), the
+ * write-back outbox. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -45,13 +47,33 @@ static store *open_fresh(const char *name)
     return s;
 }
 
-static int64_t int_pragma(store *s, const char *sql)
+/* A second, plain SQLite connection to the same file: the test looks at (and, to build an
+ * older database, edits) what the store wrote, without going through the store. */
+static sqlite3 *raw_open(void)
 {
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(dbpath, &db), SQLITE_OK);
+    return db;
+}
+
+static void raw_exec(const char *sql)
+{
+    sqlite3 *db = raw_open();
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s: %s", sql, msg ? msg : "?");
+    sqlite3_close(db);
+}
+
+static int64_t raw_int(const char *sql)
+{
+    sqlite3 *db = raw_open();
     sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(s), sql, -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     int64_t v = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
+    sqlite3_close(db);
     return v;
 }
 
@@ -60,18 +82,21 @@ static void test_migrate_from_empty(void **state)
     (void)state;
     store *s = open_fresh("m.db");
     assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
-    assert_int_equal(int_pragma(s, "PRAGMA synchronous"), 2); /* FULL */
+    assert_int_equal(store_synchronous(s), 2); /* FULL */
+    /* WAL is a property of the file: a second connection sees it */
+    sqlite3 *db = raw_open();
     sqlite3_stmt *st;
-    assert_int_equal(sqlite3_prepare_v2(store_db(s), "PRAGMA journal_mode", -1, &st, NULL),
-                     SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_step(st), SQLITE_ROW);
     assert_string_equal((const char *)sqlite3_column_text(st, 0), "wal");
     sqlite3_finalize(st);
-    const char *tables[] = {"referrals", "audit", "cursors", "resources", "verdicts"};
-    for (size_t i = 0; i < 5; i++) {
+    sqlite3_close(db);
+    const char *tables[] = {"referrals", "audit", "cursors", "resources", "verdicts",
+                            "daemon_dirty", "writeback_outbox"};
+    for (size_t i = 0; i < sizeof tables / sizeof tables[0]; i++) {
         char q[128];
         snprintf(q, sizeof q, "SELECT count(*) FROM sqlite_master WHERE name = '%s'", tables[i]);
-        assert_int_equal(int_pragma(s, q), 1);
+        assert_int_equal(raw_int(q), 1);
     }
     store_close(s);
     /* reopening does not re-run migrations (would fail on CREATE TABLE) */
@@ -86,10 +111,8 @@ static void test_newer_schema_refused(void **state)
 {
     (void)state;
     store *s = open_fresh("newer.db");
-    char *msg = NULL;
-    assert_int_equal(sqlite3_exec(store_db(s), "PRAGMA user_version = 99", NULL, NULL, &msg),
-                     SQLITE_OK);
     store_close(s);
+    raw_exec("PRAGMA user_version = 99");
     fhir_error err = {0};
     assert_null(store_open(dbpath, 0, &err));
     assert_non_null(strstr(err.msg, "schema version 99 is newer"));
@@ -167,6 +190,250 @@ static void test_cursors_resources_verdicts(void **state)
     store_close(s);
 }
 
+/* A database written by a binary before v2: schema 1 plus the two tables the daemon and the
+ * write-back created outside the migrations, with rows in them. Opening adopts both tables
+ * (rows kept) and adds what the later steps bring. */
+static void test_adopt_v1_stray_tables(void **state)
+{
+    (void)state;
+    store *s = open_fresh("v1.db");
+    store_close(s);
+    raw_exec("DROP INDEX daemon_dirty_order; DROP INDEX verdicts_category;"
+             "INSERT INTO daemon_dirty(patient_id, marked_ms) VALUES ('p-old', 5);"
+             "INSERT INTO writeback_outbox(referral_id, state, audit_id, created_ms, updated_ms)"
+             " VALUES (7, 'sent', 3, 1, 1);"
+             "PRAGMA user_version = 1;");
+    assert_int_equal(raw_int("PRAGMA user_version"), 1);
+    fhir_error err = {0};
+    s = store_open(dbpath, 0, &err);
+    if (!s)
+        fail_msg("store_open: %s", err.msg);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(store_dirty_count(s), 1);
+    char *ids[4];
+    assert_int_equal(store_dirty_next(s, ids, 4, &err), 1);
+    assert_string_equal(ids[0], "p-old");
+    free(ids[0]);
+    assert_int_equal(raw_int("SELECT count(*) FROM writeback_outbox WHERE audit_id = 3"), 1);
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE name IN "
+                             "('daemon_dirty_order','verdicts_category')"), 2);
+    store_close(s);
+}
+
+/* A version 1 database that never had them (write-back never configured) gets them. */
+static void test_v1_without_stray_tables(void **state)
+{
+    (void)state;
+    store *s = open_fresh("v1-bare.db");
+    store_close(s);
+    raw_exec("DROP TABLE daemon_dirty; DROP TABLE writeback_outbox; DROP INDEX verdicts_category;"
+             "PRAGMA user_version = 1;");
+    fhir_error err = {0};
+    s = store_open(dbpath, 0, &err);
+    if (!s)
+        fail_msg("store_open: %s", err.msg);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE name IN "
+                             "('daemon_dirty','writeback_outbox','writeback_outbox_status')"), 3);
+    assert_int_equal(store_dirty_mark(s, "p1", &err), 0);
+    assert_int_equal(store_outbox_add(s, 1, "sent", 1, &err), -1); /* no referral 1 */
+    store_close(s);
+}
+
+static void test_savepoint(void **state)
+{
+    (void)state;
+    store *s = open_fresh("sp.db");
+    fhir_error err = {0};
+    assert_int_equal(store_savepoint(s, &err), -1); /* needs a transaction */
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_true(store_in_transaction(s));
+    assert_int_equal(store_dirty_mark(s, "kept-1", &err), 0);
+    assert_int_equal(store_savepoint(s, &err), 0);
+    assert_int_equal(store_savepoint(s, &err), -1); /* not nestable */
+    assert_int_equal(store_dirty_mark(s, "undone", &err), 0);
+    store_savepoint_rollback(s);
+    assert_int_equal(store_savepoint(s, &err), 0);
+    assert_int_equal(store_dirty_mark(s, "kept-2", &err), 0);
+    assert_int_equal(store_commit(s, &err), -1); /* savepoint still open */
+    assert_int_equal(store_savepoint_release(s, &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_false(store_in_transaction(s));
+    assert_int_equal(store_dirty_count(s), 2);
+    assert_int_equal(raw_int("SELECT count(*) FROM daemon_dirty WHERE patient_id = 'undone'"), 0);
+    store_close(s);
+}
+
+static int count_json(void *ctx, const char *type, const char *id, const char *json)
+{
+    (void)type;
+    (void)id;
+    (void)json;
+    (*(int *)ctx)++;
+    return 0;
+}
+
+static void test_resource_upsert_and_dirty(void **state)
+{
+    (void)state;
+    store *s = open_fresh("res.db");
+    fhir_error err = {0};
+    bool changed = false;
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}",
+                                           &changed, &err), 0);
+    assert_true(changed);
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}",
+                                           &changed, &err), 0);
+    assert_false(changed); /* identical: untouched */
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "2", NULL, "{\"a\":2}",
+                                           &changed, &err), 0);
+    assert_true(changed);
+    int n = 0;
+    assert_int_equal(store_resource_get(s, "Condition", "c1", count_json, &n, &err), 1);
+    assert_int_equal(store_resource_get(s, "Condition", "nope", count_json, &n, &err), 0);
+    assert_int_equal(n, 1);
+
+    /* patients to screen: oldest mark first, cleared one by one, re-marked by rule set */
+    assert_int_equal(store_dirty_mark(s, "b", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "a", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "b", &err), 0); /* once */
+    char *ids[8];
+    long got = store_dirty_next(s, ids, 8, &err);
+    assert_int_equal(got, 2);
+    for (long i = 0; i < got; i++) {
+        assert_int_equal(store_dirty_clear(s, ids[i], &err), 0);
+        free(ids[i]);
+    }
+    assert_int_equal(store_dirty_count(s), 0);
+    assert_int_equal(store_verdict_put(s, "a", "h1", "eligible", NULL, "{}", &err), 0);
+    assert_int_equal(store_verdict_put(s, "b", "h2", "not_eligible", NULL, "{}", &err), 0);
+    assert_int_equal(store_dirty_mark_ruleset_changed(s, "h2", &err), 0);
+    got = store_dirty_next(s, ids, 8, &err);
+    assert_int_equal(got, 1);
+    assert_string_equal(ids[0], "a");
+    free(ids[0]);
+    assert_int_equal(store_verdict_count(s, "eligible", &err), 1);
+    assert_int_equal(store_verdict_count(s, "possibly_eligible", &err), 0);
+    store_close(s);
+}
+
+static store_referral row_for(const char *placer, const char *patient, const char *state)
+{
+    store_referral r = {
+        .placer_id = placer, .site_id = "site", .patient_id = patient, .center_id = "ctr",
+        .indications = "x:y", .state = state, .mode = "approval", .urgency = "routine",
+        .explanation = "why", .verdict_json = "{}", .payload = "{\"big\":true}",
+    };
+    return r;
+}
+
+typedef struct seen {
+    store *s;
+    int rows, nested, with_payload;
+} seen;
+
+/* Called from inside an iteration: the same list statement again (in use, so prepared
+ * afresh for this call) and a single-row read. */
+static int nested_row(void *ctx, const store_referral *r)
+{
+    seen *c = ctx;
+    c->rows++;
+    if (r->payload)
+        c->with_payload++;
+    return 0;
+}
+
+static int outer_row(void *ctx, const store_referral *r)
+{
+    seen *c = ctx;
+    fhir_error err = {0};
+    seen inner = {0};
+    store_referral_filter f = {.state = "pending_approval", .summary = true};
+    assert_int_equal(store_referral_each(c->s, &f, nested_row, &inner, &err), 2);
+    assert_int_equal(store_referral_get(c->s, r->id, nested_row, &inner, &err), 1);
+    assert_int_equal(inner.rows, 3);
+    assert_int_equal(inner.with_payload, 1); /* the summary left the payload unread */
+    c->nested++;
+    c->rows++;
+    return 0;
+}
+
+static int collect_id(void *ctx, int64_t id, const char *placer)
+{
+    (void)placer;
+    int64_t *out = ctx;
+    out[out[0] + 1] = id;
+    out[0]++;
+    return 0;
+}
+
+static void test_referral_rows(void **state)
+{
+    (void)state;
+    store *s = open_fresh("ref.db");
+    fhir_error err = {0};
+    int64_t id1, id2, id3, again;
+    store_referral r1 = row_for("P1", "pat-a", "pending_approval");
+    store_referral r2 = row_for("P2", "pat-a", "pending_approval");
+    store_referral r3 = row_for("P3", "pat-b", "approved");
+    assert_int_equal(store_referral_insert(s, &r1, &id1, &err), 1);
+    assert_int_equal(store_referral_insert(s, &r2, &id2, &err), 1);
+    assert_int_equal(store_referral_insert(s, &r3, &id3, &err), 1);
+    assert_int_equal(store_referral_insert(s, &r1, &again, &err), 0); /* same placer */
+    assert_int_equal(again, id1);
+    assert_int_equal(store_referral_find(s, "P2", &again, &err), 1);
+    assert_int_equal(again, id2);
+    assert_int_equal(store_referral_find(s, "nope", &again, &err), 0);
+
+    int64_t ids[8] = {0};
+    assert_int_equal(store_referral_ids(s, "pat-a", "pending_approval", collect_id, ids, &err), 2);
+    assert_int_equal(ids[1], id1);
+    assert_int_equal(ids[2], id2);
+    assert_int_equal(store_referral_ids(s, "pat-b", "pending_approval", NULL, NULL, &err), 0);
+
+    store_referral_filter by_patient = {.patient_id = "pat-a"};
+    assert_int_equal(store_referral_each(s, &by_patient, NULL, NULL, &err), 2);
+    store_referral_filter by_both = {.patient_id = "pat-b", .state = "approved",
+                                     .center_id = "ctr"};
+    assert_int_equal(store_referral_each(s, &by_both, NULL, NULL, &err), 1);
+    assert_int_equal(store_referral_each(s, NULL, NULL, NULL, &err), 3);
+    seen c = {.s = s};
+    assert_int_equal(store_referral_each(s, NULL, outer_row, &c, &err), 3);
+    assert_int_equal(c.nested, 3);
+
+    /* updates: state and sender outcome, then the center's references */
+    store_referral_change u = {.state = "approved", .add_attempt = true, .next_attempt_ms = 99,
+                               .set_outcome = true, .last_status = 503, .last_error = "busy"};
+    assert_int_equal(store_referral_update(s, id1, &u, &err), 0);
+    char st[32];
+    assert_int_equal(store_referral_state(s, id1, st, sizeof st, &err), 1);
+    assert_string_equal(st, "approved");
+    store_referral_change sent = {.state = "sent", .set_center_refs = true,
+                                  .center_sr_ref = "ServiceRequest/1", .center_task_ref = "Task/1"};
+    assert_int_equal(store_referral_update(s, id1, &sent, &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM referrals WHERE placer_id = 'P1' AND attempts = 1 "
+                             "AND next_attempt_ms = 99 AND last_status = 503 AND last_error IS NULL "
+                             "AND center_task_ref = 'Task/1' AND payload = '{\"big\":true}'"), 1);
+    assert_int_equal(store_referral_update(s, 12345, &sent, &err), -1);
+    assert_non_null(strstr(err.msg, "does not exist"));
+    int64_t n, oldest;
+    assert_int_equal(store_referral_state_age(s, "approved", &n, &oldest, &err), 0);
+    assert_int_equal(n, 1);
+    assert_true(oldest > 0);
+
+    /* audit since an id, and the write-back outbox */
+    assert_int_equal(store_audit(s, "sender", "sent", id1, "sending", "sent", NULL, &err), 0);
+    assert_int_equal(store_audit(s, "x", "note", 0, NULL, NULL, NULL, &err), 0);
+    assert_int_equal(store_audit_since(s, 0, NULL, NULL, &err), 2);
+    assert_int_equal(store_audit_since(s, 1, NULL, NULL, &err), 1);
+    assert_int_equal(store_outbox_add(s, id1, "sent", 1, &err), 0);
+    assert_int_equal(store_outbox_add(s, id1, "sent", 1, &err), 0); /* once */
+    assert_int_equal(store_outbox_pending(s, 10, NULL, NULL, &err), 1);
+    assert_int_equal(store_outbox_update(s, 1, "done", true, NULL, "Task/9", &err), 0);
+    assert_int_equal(store_outbox_pending(s, 10, NULL, NULL, &err), 0);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -175,6 +442,11 @@ int main(void)
         cmocka_unit_test(test_unopenable_path),
         cmocka_unit_test(test_transactions_and_audit),
         cmocka_unit_test(test_cursors_resources_verdicts),
+        cmocka_unit_test(test_adopt_v1_stray_tables),
+        cmocka_unit_test(test_v1_without_stray_tables),
+        cmocka_unit_test(test_savepoint),
+        cmocka_unit_test(test_resource_upsert_and_dirty),
+        cmocka_unit_test(test_referral_rows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
