@@ -369,15 +369,20 @@ static const char *col_text(sqlite3_stmt *st, int i)
     return (const char *)sqlite3_column_text(st, i);
 }
 
-static char *dup_col(sqlite3_stmt *st, int i)
+/* A copy of v (NULL stays NULL); caller frees. */
+static char *xdup(const char *v)
 {
-    const char *t = col_text(st, i);
-    if (!t)
+    if (!v)
         return NULL;
-    char *r = strdup(t);
+    char *r = strdup(v);
     if (!r)
         abort();
     return r;
+}
+
+static char *dup_col(sqlite3_stmt *st, int i)
+{
+    return xdup(col_text(st, i));
 }
 
 static int exec(store *s, const char *sql, fhir_error *err)
@@ -906,16 +911,6 @@ int store_verdict_read(store *s, const char *patient_id, store_verdict_fn fn, vo
 typedef struct verdict_copy {
     char **hash, **category, **verdict_json;
 } verdict_copy;
-
-static char *xdup(const char *v)
-{
-    if (!v)
-        return NULL;
-    char *r = strdup(v);
-    if (!r)
-        abort();
-    return r;
-}
 
 static int verdict_copy_fn(void *ctx, const store_verdict *v)
 {
