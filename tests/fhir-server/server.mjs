@@ -9,9 +9,12 @@ import { FhirStore, FHIR_JSON, errorOutcome, loadDefinitions } from './lib/fhir.
 import { SmartAuth } from './lib/smart.mjs';
 import { Faults } from './lib/faults.mjs';
 import { installBulkExport } from './lib/bulk.mjs';
+import { Quirks } from './lib/quirks.mjs';
 
 const USAGE = `usage: node server.mjs [options]
   --port N                 listen port on 127.0.0.1 (0 = any; the port is printed alone on stdout's first line)
+  --alt-port N             also listen on a second port (another origin, for the paging_origin and
+                           bulk_files quirks; 0 = any; printed alone on stdout's second line)
   --seed PATH              load *.json (resources, Bundles) and *.ndjson under PATH, recursively (repeatable)
   --no-validate            accept writes without validating them against base R4
   --default-count N        page size when _count is absent (default 50)
@@ -30,19 +33,21 @@ const USAGE = `usage: node server.mjs [options]
   --fault-status S         status for status/after modes (default 500)
   --fault-methods LIST     only requests with these methods (e.g. GET,POST)
   --fault-path SUBSTR      only requests whose path after /fhir contains SUBSTR
+  --fault-query SUBSTR     only requests whose query string contains SUBSTR
   --fault-latency MS       added latency (mode latency, or before another fault)
   --fault-retry-after S    Retry-After seconds for 429 (default 1)
   --fault-limit N          fire at most N times
   --fault-seed N           seed of the random fault stream (default 1)
   --bulk-delay-ms MS       time a $export job stays "in progress" (default 0)
+  --bulk-file-max N        most resources per $export output file (default 5000)
   --log                    log every request to stderr
   --help`;
 
 function parseArgs(argv) {
   const o = {
-    port: 0, seeds: [], validate: true, defaultCount: 50, maxCount: 1000, maxBodyBytes: 64 * 1024 * 1024,
+    port: 0, altPort: null, seeds: [], validate: true, defaultCount: 50, maxCount: 1000, maxBodyBytes: 64 * 1024 * 1024,
     token: null, smartClient: null, smartJwks: null, smartPublicKeys: [], tokenTtl: 300,
-    tlsCert: null, tlsKey: null, tlsClientCa: null, fault: {}, faultSeed: 1, bulkDelayMs: 0, log: false,
+    tlsCert: null, tlsKey: null, tlsClientCa: null, fault: {}, faultSeed: 1, bulkDelayMs: 0, bulkFileMax: 5000, log: false,
   };
   const num = (name, v, min = 0) => {
     const n = Number(v);
@@ -57,6 +62,7 @@ function parseArgs(argv) {
     };
     switch (a) {
       case '--port': o.port = num(a, next()); break;
+      case '--alt-port': o.altPort = num(a, next()); break;
       case '--seed': o.seeds.push(next()); break;
       case '--no-validate': o.validate = false; break;
       case '--default-count': o.defaultCount = num(a, next(), 1); break;
@@ -76,11 +82,13 @@ function parseArgs(argv) {
       case '--fault-status': o.fault.status = num(a, next()); break;
       case '--fault-methods': o.fault.methods = next(); break;
       case '--fault-path': o.fault.path = next(); break;
+      case '--fault-query': o.fault.query = next(); break;
       case '--fault-latency': o.fault.latency_ms = num(a, next()); break;
       case '--fault-retry-after': o.fault.retry_after = num(a, next()); break;
       case '--fault-limit': o.fault.limit = num(a, next()); break;
       case '--fault-seed': o.faultSeed = num(a, next()); break;
       case '--bulk-delay-ms': o.bulkDelayMs = num(a, next()); break;
+      case '--bulk-file-max': o.bulkFileMax = num(a, next(), 1); break;
       case '--log': o.log = true; break;
       case '--help': case '-h': process.stdout.write(USAGE + '\n'); process.exit(0); break;
       default: throw new Error(`unknown option '${a}'`);
@@ -106,6 +114,8 @@ const log = (msg) => process.stderr.write(`fhir-server: ${msg}\n`);
 
 let auth;
 const faults = new Faults(opts.faultSeed);
+const quirks = new Quirks();
+let bulk = null; // installBulkExport's handle (pre-signed file URLs)
 try {
   auth = new SmartAuth({
     clientId: opts.smartClient,
@@ -120,6 +130,7 @@ try {
   process.exit(2);
 }
 const store = new FhirStore({ validate: opts.validate, defaultCount: opts.defaultCount, maxCount: opts.maxCount, log });
+store.quirks = quirks;
 let ready = false;
 
 function newStats() {
@@ -128,6 +139,7 @@ function newStats() {
     fhir: { total: 0, by_method: {}, by_status: {}, by_method_status: {}, by_method_type: {} },
     faults: { injected: 0, by_mode: {} },
     token: { total: 0, by_status: {} },
+    files: { total: 0, by_status: {} },
   };
 }
 let stats = newStats();
@@ -157,7 +169,9 @@ function recordFhir(method, relPath, status, fault, started) {
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
 
-function send(res, status, body, headers = {}, contentType = FHIR_JSON) {
+// truncateAt (bytes): send the headers (with the full Content-Length) and only that much of
+// the body, then drop the connection (a download failing midway).
+function send(res, status, body, headers = {}, contentType = FHIR_JSON, truncateAt = undefined) {
   if (res.writableEnded || res.destroyed) return;
   const text = body === null || body === undefined ? '' : typeof body === 'string' ? body : JSON.stringify(body);
   const h = { ...headers };
@@ -166,6 +180,10 @@ function send(res, status, body, headers = {}, contentType = FHIR_JSON) {
   }
   h['Content-Length'] = Buffer.byteLength(text);
   res.writeHead(status, h);
+  if (truncateAt !== undefined) {
+    res.write(Buffer.from(text).subarray(0, truncateAt), () => res.socket?.destroy());
+    return;
+  }
   res.end(text);
 }
 
@@ -223,7 +241,7 @@ async function handleFhir(req, res, url, raw) {
   }
 
   // Faults first: they stand for the infrastructure in front of the FHIR server.
-  const { latency_ms, fault } = faults.decide(method, pathOnly);
+  const { latency_ms, fault } = faults.decide(method, pathOnly, url.search);
   if (latency_ms > 0) await sleep(latency_ms);
   if (fault && (fault.mode === 'status' || fault.mode === '429' || fault.mode === 'reset')) {
     return faultResponse(res, fault, started, method, relPath);
@@ -275,7 +293,7 @@ async function handleFhir(req, res, url, raw) {
   recordFhir(method, relPath, result.status, null, started);
 
   if (result.raw !== undefined) {
-    return send(res, result.status, result.raw, result.headers, result.contentType);
+    return send(res, result.status, result.raw, result.headers, result.contentType, result.truncateAt);
   }
   const prefer = String(req.headers.prefer ?? '');
   let out = result.body;
@@ -320,6 +338,20 @@ async function handleAdmin(req, res, url, raw) {
           return json(400, { error: err.message });
         }
         return json(200, faults.describe());
+      }
+    } else if (p === '/admin/quirks') {
+      if (m === 'GET') return json(200, quirks.describe());
+      if (m === 'DELETE') {
+        quirks.set({});
+        return json(200, quirks.describe());
+      }
+      if (m === 'POST') {
+        try {
+          quirks.set(parse());
+        } catch (err) {
+          return json(err.status ?? 400, { error: err.message });
+        }
+        return json(200, quirks.describe());
       }
     } else if (p === '/admin/stats') {
       if (m === 'GET') return json(200, { ...stats, tokens: { ...auth.stats } });
@@ -374,6 +406,14 @@ async function onRequest(req, res) {
     }
     if (p === '/fhir' || p.startsWith('/fhir/')) return await handleFhir(req, res, url, raw);
     if (p.startsWith('/admin/')) return await handleAdmin(req, res, url, raw);
+    if (p.startsWith('/files/') && (req.method === 'GET' || req.method === 'HEAD') && ready) {
+      const segs = p.split('/').slice(2).map((x) => decodeURIComponent(x));
+      const r = bulk.presigned(segs, url.searchParams, req.headers);
+      stats.files.total++;
+      inc(stats.files.by_status, r.truncateAt !== undefined ? 'truncated' : String(r.status));
+      if (opts.log) log(`${req.method} ${p} -> ${r.status}${r.truncateAt !== undefined ? ' (truncated)' : ''}`);
+      return send(res, r.status, r.raw ?? r.body, r.headers, r.contentType ?? FHIR_JSON, r.truncateAt);
+    }
     if (p === '/auth/token') {
       stats.token.total++;
       if (req.method !== 'POST') {
@@ -493,18 +533,29 @@ if (opts.tlsCert) {
 } else {
   server = http.createServer(onRequest);
 }
-server.keepAliveTimeout = 30_000;
+// The second origin (--alt-port): the same handler on another port.
+let altServer = null;
+if (opts.altPort !== null) {
+  altServer = opts.tlsCert
+    ? https.createServer({ cert: fs.readFileSync(opts.tlsCert), key: fs.readFileSync(opts.tlsKey) }, onRequest)
+    : http.createServer(onRequest);
+}
 const sockets = new Set();
-server.on('connection', (s) => {
-  sockets.add(s);
-  s.on('close', () => sockets.delete(s));
-});
+for (const srv of [server, altServer]) {
+  if (!srv) continue;
+  srv.keepAliveTimeout = 30_000;
+  srv.on('connection', (s) => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+  });
+}
 
 let stopping = false;
 function stop(sig) {
   if (stopping) return;
   stopping = true;
   log(`${sig}: stopping`);
+  altServer?.close();
   server.close(() => process.exit(0));
   for (const s of sockets) s.destroy();
   setTimeout(() => process.exit(0), 2000).unref();
@@ -512,18 +563,27 @@ function stop(sig) {
 process.on('SIGTERM', () => stop('SIGTERM'));
 process.on('SIGINT', () => stop('SIGINT'));
 
-server.on('error', (err) => {
-  log(`listen failed: ${err.message}`);
-  process.exit(1);
-});
-server.listen(opts.port, '127.0.0.1', async () => {
+for (const srv of [server, altServer]) {
+  srv?.on('error', (err) => {
+    log(`listen failed: ${err.message}`);
+    process.exit(1);
+  });
+}
+const listen = (srv, port) => new Promise((resolve) => srv.listen(port, '127.0.0.1', resolve));
+(async () => {
+  await listen(server, opts.port);
+  if (altServer) await listen(altServer, opts.altPort);
   const port = server.address().port;
   const scheme = opts.tlsCert ? 'https' : 'http';
   process.stdout.write(`${port}\n`);
+  if (altServer) {
+    process.stdout.write(`${altServer.address().port}\n`);
+    quirks.altBase = `${scheme}://127.0.0.1:${altServer.address().port}`;
+  }
   store.baseUrl = `${scheme}://127.0.0.1:${port}/fhir`;
   auth.tokenEndpoint = `${scheme}://127.0.0.1:${port}/auth/token`;
   if (auth.smartEnabled) store.smart = { tokenEndpoint: auth.tokenEndpoint };
-  installBulkExport(store, { delayMs: opts.bulkDelayMs, requiresAccessToken: () => auth.authRequired });
+  bulk = installBulkExport(store, { delayMs: opts.bulkDelayMs, fileMax: opts.bulkFileMax, requiresAccessToken: () => auth.authRequired });
   try {
     loadDefinitions();
     const tDefs = ms();
@@ -536,4 +596,4 @@ server.listen(opts.port, '127.0.0.1', async () => {
     log(`startup failed: ${err.message}`);
     process.exit(1);
   }
-});
+})();

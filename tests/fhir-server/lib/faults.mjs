@@ -8,7 +8,8 @@
 //                      when `retry_after_date` is true)
 //   mode "latency"     only delay (`latency_ms`), then serve normally
 // Any rule may also carry latency_ms (delay before the fault), methods (["GET", ...]),
-// path (a substring of the path after /fhir), and limit (fire at most that many times).
+// path (a substring of the path after /fhir), query (a substring of the query string, e.g.
+// "_offset=" for every page but the first), and limit (fire at most that many times).
 
 const MODES = ['status', 'after', 'reset', 'after-reset', '429', 'latency'];
 
@@ -48,6 +49,7 @@ export function normalizeRule(r) {
     rule.methods = m.map((x) => String(x).trim().toUpperCase()).filter(Boolean);
   }
   if (r.path !== undefined) rule.path = String(r.path);
+  if (r.query !== undefined) rule.query = String(r.query);
   rule.latency_ms = r.latency_ms === undefined ? 0 : Number(r.latency_ms);
   if (!(rule.latency_ms >= 0)) throw new Error('latency_ms must be >= 0');
   rule.retry_after = r.retry_after === undefined ? (mode === '429' ? 1 : undefined) : Number(r.retry_after);
@@ -94,12 +96,13 @@ export class Faults {
   }
 
   // Decides for one request. Returns { latency_ms, fault: rule|null }.
-  decide(method, path) {
+  decide(method, path, query = '') {
     let latency = 0;
     let fault = null;
     for (const r of this.rules) {
       if (r.methods && !r.methods.includes(method)) continue;
       if (r.path && !path.includes(r.path)) continue;
+      if (r.query && !query.includes(r.query)) continue;
       r.seen++;
       let fire;
       if (r.rate !== undefined) fire = r.rand() < r.rate;

@@ -193,6 +193,7 @@ class JournalRepository extends MemoryRepository {
     super();
     this.journal = null; // Map key -> saved state, while a transaction runs
     this.generation = 0; // bumped on every write; invalidates cached search results
+    this.deletions = new Map(); // 'Type/id' -> { type, id, at (ISO) } of deleted resources
   }
 
   note(type, id) {
@@ -214,12 +215,15 @@ class JournalRepository extends MemoryRepository {
   createResourceSync(resource, options, update = false) {
     if (!resource.id) resource = { ...resource, id: this.generateId() };
     this.note(resource.resourceType, resource.id);
-    return super.createResourceSync(resource, options, update);
+    const out = super.createResourceSync(resource, options, update);
+    this.deletions.delete(resource.resourceType + '/' + resource.id);
+    return out;
   }
 
   async deleteResource(type, id, options) {
     this.note(type, id);
-    return super.deleteResource(type, id, options);
+    await super.deleteResource(type, id, options);
+    this.deletions.set(type + '/' + id, { type, id, at: new Date().toISOString() });
   }
 
   async expungeResources(type, ids) {
@@ -244,6 +248,7 @@ class JournalRepository extends MemoryRepository {
       if (s.current) {
         if (!byId) this.resources.set(s.type, (byId = new Map()));
         byId.set(s.id, s.current);
+        this.deletions.delete(s.type + '/' + s.id);
       } else {
         byId?.delete(s.id);
       }
@@ -269,6 +274,12 @@ class JournalRepository extends MemoryRepository {
 
   wasDeleted(type, id) {
     return !this.resources.get(type)?.has(id) && Boolean(this.history.get(type)?.has(id));
+  }
+
+  // The last version of a deleted resource (borrowed), or undefined.
+  lastVersion(type, id) {
+    const h = this.history.get(type)?.get(id);
+    return h?.length ? h[h.length - 1] : undefined;
   }
 
   count() {
@@ -340,6 +351,22 @@ export class FhirStore {
     this.lockTail = Promise.resolve();
     this.searchCache = new Map();
     this.operations = new Map(); // name ('Patient/$export') -> async handler(req) -> response
+    this.quirks = null; // Quirks (lib/quirks.mjs), set by the server
+  }
+
+  // The quirk `name` when it is on for `type` (lib/quirks.mjs), else null.
+  quirk(name, type) {
+    return this.quirks ? this.quirks.active(name, type) : null;
+  }
+
+  // Base URL of paging links: the alt origin when the paging_origin quirk says so.
+  linkBase() {
+    const q = this.quirk('paging_origin');
+    if (q && q.origin === 'alt' && this.quirks.altBase) {
+      this.quirks.fire(q);
+      return this.quirks.altBase + new URL(this.baseUrl).pathname;
+    }
+    return this.baseUrl;
   }
 
   // Runs fn with exclusive access to the repository (requests and transactions never interleave).
@@ -544,7 +571,14 @@ export class FhirStore {
 
   async search(type, query, headers = {}) {
     const lenient = /handling\s*=\s*lenient/i.test(String(headers.prefer ?? headers.Prefer ?? ''));
-    let { matches, request, key } = this.matchAll(type, query, lenient);
+    let matchQuery = query;
+    const ignoreLu = query.has('_lastUpdated') ? this.quirk('search_ignore_last_updated', type) : null;
+    if (ignoreLu) {
+      this.quirks.fire(ignoreLu);
+      matchQuery = new URLSearchParams(query);
+      matchQuery.delete('_lastUpdated');
+    }
+    let { matches, request, key } = this.matchAll(type, matchQuery, lenient);
     if (matches === null) {
       const b = await this.repo.search({ ...request, count: undefined, offset: undefined, include: undefined, revInclude: undefined });
       matches = (b.entry ?? []).map((e) => e.resource);
@@ -572,8 +606,9 @@ export class FhirStore {
 
     const total = matches.length;
     const bundle = { resourceType: 'Bundle', id: this.repo.generateId(), meta: { lastUpdated: new Date().toISOString() }, type: 'searchset', total };
+    const linkBase = this.linkBase();
     if (query.get('_summary') === 'count') {
-      bundle.link = [{ relation: 'self', url: this.pageUrl(type, query, 0, 0) }];
+      bundle.link = [{ relation: 'self', url: this.pageUrl(type, query, 0, 0, linkBase) }];
       return { status: 200, body: bundle, headers: {} };
     }
     const elements = query.get('_elements');
@@ -582,23 +617,30 @@ export class FhirStore {
     if ((request.include?.length || request.revInclude?.length) && page.length) {
       await getExtraEntries(this.repo, request, page, entries, { fullUrl: (t, id) => this.fullUrl(t, id) });
     }
-    bundle.link = [{ relation: 'self', url: this.pageUrl(type, query, offset, count) }];
+    bundle.link = [{ relation: 'self', url: this.pageUrl(type, query, offset, count, linkBase) }];
     if (count > 0 && offset + count < total) {
-      bundle.link.push({ relation: 'next', url: this.pageUrl(type, query, offset + count, count) });
+      const trunc = this.quirk('search_truncate', type);
+      if (trunc && Math.floor(offset / count) + 1 >= trunc.page) this.quirks.fire(trunc); // no next link
+      else bundle.link.push({ relation: 'next', url: this.pageUrl(type, query, offset + count, count, linkBase) });
     }
     if (offset > 0 && count > 0) {
-      bundle.link.push({ relation: 'previous', url: this.pageUrl(type, query, Math.max(0, offset - count), count) });
+      bundle.link.push({ relation: 'previous', url: this.pageUrl(type, query, Math.max(0, offset - count), count, linkBase) });
+    }
+    const warn = this.quirk('search_warning', type);
+    if (warn) {
+      this.quirks.fire(warn);
+      entries.push({ resource: outcome(warn.severity, warn.code, warn.text), search: { mode: 'outcome' } });
     }
     if (entries.length) bundle.entry = entries;
     return { status: 200, body: bundle, headers: {} };
   }
 
-  pageUrl(type, query, offset, count) {
+  pageUrl(type, query, offset, count, base = this.baseUrl) {
     const p = new URLSearchParams();
     for (const [k, v] of query.entries()) if (k !== '_count' && k !== '_offset') p.append(k, v);
     p.set('_count', String(count));
     if (offset > 0) p.set('_offset', String(offset));
-    return `${this.baseUrl}/${type}?${p.toString()}`;
+    return `${base}/${type}?${p.toString()}`;
   }
 
   // Ids of resources of `type` matching a query string ("identifier=a|b&status=x").
