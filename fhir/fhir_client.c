@@ -60,6 +60,8 @@ struct op {
     char *prefer;
     bool not_idempotent;
     bool accept_202;
+    bool no_auth;         /* no Authorization header (bulk files, requiresAccessToken false) */
+    bool foreign;         /* off the base's and the trusted origins: no client certificate */
     char *accept;         /* Accept override or NULL */
     long timeout_ms;      /* per attempt; 0 = client's */
     /* streaming GET */
@@ -108,6 +110,10 @@ struct search {
     unsigned pages;
     char *prev_url;
     fhir_arena *arena; /* page trees; reset after each page */
+    bool count_only;   /* _summary=count / _count=0: no entries expected */
+    long long total;   /* Bundle.total of the last page that had one; -1 = none */
+    size_t matches;    /* entries in search mode "match" received */
+    fhir_buf warnings; /* distinct OperationOutcome issue lines (capped) */
 };
 
 typedef struct sockinfo {
@@ -122,7 +128,10 @@ struct fhir_client {
     struct event *rate_timer;
     char *name;
     char *base_url;     /* no trailing slash */
-    char *origin;       /* scheme://host[:port] */
+    char *origin;       /* scheme://host[:port] as written in the base URL */
+    char *origin_norm;  /* the same, normalised (fhir_client_url_origin) */
+    char **trusted;     /* normalised trusted origins */
+    size_t n_trusted;
     fhir_format format;
     long connect_ms, total_ms;
     unsigned max_concurrent;
@@ -233,12 +242,62 @@ static op *queue_pop(op **head, op **tail)
     return o;
 }
 
-/* "GET Patient" from method + URL: only the first path segment after the base. */
+/* A path segment kept in a log label: a word (letters, '$', '_', '-', '.'; no digits) of at
+ * most 40 bytes, e.g. "Observation", "$export-file", "files"; anything else may be an id. */
+static bool label_word(const char *p, size_t n)
+{
+    if (!n || n > 40)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!isalpha((unsigned char)p[i]) && !strchr("$_-.", p[i]))
+            return false;
+    return true;
+}
+
+/* Is the path segment p kept in a label? Only words, and after a resource type (a capitalised
+ * word) the next segment is an id unless it is an operation or a keyword ($x, _history). */
+static bool label_keep(const char *p, size_t n, bool after_type)
+{
+    if (!label_word(p, n))
+        return false;
+    if (p[0] == '$' || p[0] == '_')
+        return true;
+    return !after_type;
+}
+
+/* "GET Patient" from method + URL. Under the base URL: only the first path segment after it.
+ * Any other absolute URL (another origin, a path outside the base): its origin and a path
+ * template, ids and query dropped ("GET http://host:port/fhir/Patient/{}",
+ * "GET https://bucket.example/files/{}/{}"). */
 static char *make_label(fhir_client *c, const char *method, const char *url)
 {
     const char *p = url;
     size_t bl = strlen(c->base_url);
-    if (!strncmp(url, c->base_url, bl))
+    bool under_base = !strncmp(url, c->base_url, bl) && strchr("/?#", url[bl]);
+    if (!under_base && strstr(url, "://")) {
+        char origin[300];
+        fhir_buf b;
+        fhir_buf_init(&b, 1024); /* origin (< 300) + 12 segments of <= 43 */
+        fhir_buf_printf(&b, "%s %s", method,
+                        fhir_client_url_origin(url, origin, sizeof origin) ? origin : "[bad URL]");
+        const char *q = strstr(url, "://") + 3;
+        q += strcspn(q, "/?#");
+        size_t segs = 0;
+        bool after_type = false;
+        while (*q == '/' && segs < 12) {
+            q++;
+            size_t n = strcspn(q, "/?#");
+            bool keep = label_keep(q, n, after_type);
+            fhir_buf_printf(&b, "/%.*s", keep ? (int)n : 2, keep ? q : "{}");
+            after_type = keep && isupper((unsigned char)q[0]);
+            q += n;
+            segs++;
+        }
+        fhir_buf_cstr(&b);
+        size_t len;
+        return fhir_buf_steal(&b, &len);
+    }
+    if (under_base)
         p = url + bl;
     while (*p == '/')
         p++;
@@ -263,6 +322,7 @@ static void stats_add(fhir_client_stats *dst, const fhir_client_stats *src)
     dst->pages += src->pages;
     dst->resources += src->resources;
     dst->bytes_in += src->bytes_in;
+    dst->outcome_issues += src->outcome_issues;
     for (unsigned i = 0; i < src->schedule_len && i < FHIR_CLIENT_SCHEDULE_MAX; i++) {
         if (dst->schedule_len < FHIR_CLIENT_SCHEDULE_MAX) {
             dst->schedule_ms[dst->schedule_len] = src->schedule_ms[i];
@@ -270,6 +330,37 @@ static void stats_add(fhir_client_stats *dst, const fhir_client_stats *src)
         }
         dst->schedule_len++;
     }
+}
+
+const char *fhir_client_url_origin(const char *url, char *out, size_t outlen)
+{
+    if (!url || !out || !outlen)
+        return NULL;
+    out[0] = '\0';
+    CURLU *h = curl_url();
+    if (!h)
+        abort();
+    char *scheme = NULL, *host = NULL, *port = NULL;
+    const char *res = NULL;
+    if (curl_url_set(h, CURLUPART_URL, url, 0) == CURLUE_OK &&
+        curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+        curl_url_get(h, CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+        curl_url_get(h, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK &&
+        (!strcasecmp(scheme, "http") || !strcasecmp(scheme, "https"))) {
+        int n = snprintf(out, outlen, "%s://%s:%s", scheme, host, port);
+        if (n > 0 && (size_t)n < outlen) {
+            for (char *p = out; *p; p++)
+                *p = (char)tolower((unsigned char)*p);
+            res = out;
+        } else {
+            out[0] = '\0';
+        }
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_url_cleanup(h);
+    return res;
 }
 
 const char *fhir_client_outcome_text(const fhir_node *oo, char *out, size_t outlen)
@@ -316,6 +407,7 @@ void fhir_client_result_free(fhir_client_result *r)
     free(r->x_progress);
     free(r->expires);
     free(r->content_type);
+    free(r->warnings);
     free(r);
 }
 
@@ -618,9 +710,9 @@ static void op_start_attempt(op *o)
 #endif
     if (c->ca_file)
         curl_easy_setopt(e, CURLOPT_CAINFO, c->ca_file);
-    if (c->cert_file)
+    if (c->cert_file && !o->foreign)
         curl_easy_setopt(e, CURLOPT_SSLCERT, c->cert_file);
-    if (c->key_file)
+    if (c->key_file && !o->foreign)
         curl_easy_setopt(e, CURLOPT_SSLKEY, c->key_file);
 
     o->hdrs = NULL;
@@ -643,10 +735,12 @@ static void op_start_attempt(op *o)
             add_headerf(o, "If-Match", o->if_match);
         if (o->prefer)
             add_headerf(o, "Prefer", o->prefer);
-        const char *auth = fhir_auth_header(c->auth, fhir_clock_now_ms());
-        o->auth_gen = fhir_auth_generation(c->auth);
-        if (auth)
-            add_header(o, auth);
+        if (!o->no_auth) {
+            const char *auth = fhir_auth_header(c->auth, fhir_clock_now_ms());
+            o->auth_gen = fhir_auth_generation(c->auth);
+            if (auth)
+                add_header(o, auth);
+        }
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, o->hdrs);
     if (!strcmp(o->method, "GET")) {
@@ -817,7 +911,8 @@ static void op_completed(op *o, CURLcode rc)
         op_finish(o);
         return;
     }
-    if (o->status == 401 && fhir_auth_get_kind(c->auth) == FHIR_AUTH_SMART && !o->auth_retried) {
+    if (o->status == 401 && !o->no_auth && fhir_auth_get_kind(c->auth) == FHIR_AUTH_SMART &&
+        !o->auth_retried) {
         o->auth_retried = true;
         o->st->auth_retries++;
         if (o->auth_gen == fhir_auth_generation(c->auth))
@@ -1034,7 +1129,7 @@ static void pump(fhir_client *c)
     while (c->pending_head && c->inflight < c->max_concurrent) {
         op *o = c->pending_head;
         if (o->kind == OP_USER || o->kind == OP_PAGE) {
-            if (fhir_auth_needs_token(c->auth, fhir_clock_now_ms())) {
+            if (!o->no_auth && fhir_auth_needs_token(c->auth, fhir_clock_now_ms())) {
                 queue_pop(&c->pending_head, &c->pending_tail);
                 queue_push(&c->waiting_head, &c->waiting_tail, o, false);
                 start_token_fetch(c);
@@ -1158,11 +1253,32 @@ fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *
         fhir_error_set(err, "client certificate and key must be given together");
         return NULL;
     }
+    char norm[300];
+    if (!fhir_client_url_origin(cfg->base_url, norm, sizeof norm)) {
+        fhir_error_set(err, "FHIR base URL '%s' does not parse", cfg->base_url);
+        return NULL;
+    }
+    char tnorm[300];
+    for (size_t i = 0; i < cfg->n_trusted_origins; i++)
+        if (!cfg->trusted_origins[i] ||
+            !fhir_client_url_origin(cfg->trusted_origins[i], tnorm, sizeof tnorm)) {
+            fhir_error_set(err, "trusted origin '%s' is not an http(s) URL",
+                           cfg->trusted_origins[i] ? cfg->trusted_origins[i] : "");
+            return NULL;
+        }
     fhir_auth *auth = fhir_auth_new(&cfg->auth, err);
     if (!auth)
         return NULL;
     fhir_client *c = xcalloc(1, sizeof *c);
     c->auth = auth;
+    c->origin_norm = xstrdup(norm);
+    if (cfg->n_trusted_origins) {
+        c->trusted = xcalloc(cfg->n_trusted_origins, sizeof *c->trusted);
+        for (size_t i = 0; i < cfg->n_trusted_origins; i++) {
+            fhir_client_url_origin(cfg->trusted_origins[i], tnorm, sizeof tnorm);
+            c->trusted[c->n_trusted++] = xstrdup(tnorm);
+        }
+    }
     c->base = base;
     if (!c->base) {
         c->base = event_base_new();
@@ -1226,6 +1342,7 @@ void fhir_client_free(fhir_client *c)
             o->arena = NULL;
             fhir_arena_free(s->arena);
             fhir_client_result_free(s->res);
+            fhir_buf_free(&s->warnings);
             free(s->prev_url);
             free(s);
         }
@@ -1240,6 +1357,10 @@ void fhir_client_free(fhir_client *c)
     free(c->name);
     free(c->base_url);
     free(c->origin);
+    free(c->origin_norm);
+    for (size_t i = 0; i < c->n_trusted; i++)
+        free(c->trusted[i]);
+    free(c->trusted);
     free(c->ca_file);
     free(c->cert_file);
     free(c->key_file);
@@ -1263,11 +1384,31 @@ const char *fhir_client_base_url(const fhir_client *c)
 
 /* ---- public: operations --------------------------------------------------------------- */
 
-static bool same_origin(const fhir_client *c, const char *url)
+typedef enum origin_kind { ORIGIN_OTHER = -1, ORIGIN_SAME = 0, ORIGIN_TRUSTED = 1 } origin_kind;
+
+/* Where an absolute URL points: the base's origin, a trusted one, or another (also when it
+ * does not parse); its normalised origin (or "[bad URL]") goes to name. */
+static origin_kind url_origin_kind(const fhir_client *c, const char *url, char *name,
+                                   size_t namelen)
 {
-    size_t n = strlen(c->origin);
-    return !strncasecmp(url, c->origin, n) &&
-           (url[n] == '\0' || url[n] == '/' || url[n] == '?' || url[n] == '#');
+    if (!fhir_client_url_origin(url, name, namelen)) {
+        snprintf(name, namelen, "[bad URL]");
+        return ORIGIN_OTHER;
+    }
+    if (!strcmp(name, c->origin_norm))
+        return ORIGIN_SAME;
+    for (size_t i = 0; i < c->n_trusted; i++)
+        if (!strcmp(name, c->trusted[i]))
+            return ORIGIN_TRUSTED;
+    return ORIGIN_OTHER;
+}
+
+/* The refusal of a URL on another origin, naming it. */
+static void origin_refused(const fhir_client *c, const char *what, const char *origin,
+                           fhir_error *err)
+{
+    fhir_error_set(err, "%s on origin %s refused: not the endpoint's origin %s%s", what, origin,
+                   c->origin_norm, c->n_trusted ? " nor a trusted origin" : "");
 }
 
 static char *make_url(fhir_client *c, const char *path, fhir_error *err)
@@ -1275,10 +1416,16 @@ static char *make_url(fhir_client *c, const char *path, fhir_error *err)
     if (!path)
         path = "";
     if (strstr(path, "://")) {
-        if (!same_origin(c, path)) {
-            fhir_error_set(err, "URL is not on the endpoint's origin %s", c->origin);
+        char origin[300];
+        if (url_origin_kind(c, path, origin, sizeof origin) == ORIGIN_OTHER) {
+            origin_refused(c, "URL", origin, err);
             return NULL;
         }
+        for (const char *p = path; *p; p++)
+            if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
+                fhir_error_set(err, "URL contains a space or control character");
+                return NULL;
+            }
         return xstrdup(path);
     }
     for (const char *p = path; *p; p++)
@@ -1398,11 +1545,30 @@ int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req
     for (const char *h = accept; *h; h++)
         if ((unsigned char)*h < 0x20)
             return fhir_error_set(err, "Accept holds a control character");
-    char *url = make_url(c, req->url, err);
+    char *url = NULL;
+    bool foreign = false;
+    if (req->no_auth && strstr(req->url, "://")) {
+        /* no token goes with it: any http(s) origin, but no downgrade from https */
+        char origin[300];
+        foreign = url_origin_kind(c, req->url, origin, sizeof origin) == ORIGIN_OTHER;
+        if (!strcmp(origin, "[bad URL]"))
+            return fhir_error_set(err, "streaming GET: not an absolute http(s) URL");
+        if (!strncmp(origin, "http:", 5) && !strncmp(c->origin_norm, "https:", 6))
+            return fhir_error_set(err, "streaming GET: URL on origin %s refused: plain http "
+                                       "while the endpoint uses https", origin);
+        for (const char *p = req->url; *p; p++)
+            if ((unsigned char)*p <= 0x20 || *p == 0x7f)
+                return fhir_error_set(err, "URL contains a space or control character");
+        url = xstrdup(req->url);
+    } else {
+        url = make_url(c, req->url, err);
+    }
     if (!url)
         return -1;
     op *o = op_new(c, OP_USER, "GET", url);
     free(url);
+    o->no_auth = req->no_auth;
+    o->foreign = foreign;
     o->accept = xstrdup(accept);
     o->timeout_ms = req->timeout_ms;
     o->chunk_cb = chunk;
@@ -1492,6 +1658,12 @@ static void search_end(search *s, op *o)
     if (r->err.msg[0] && !r->err.code)
         r->err.code = (int)r->status;
     stats_add(&c->total, &r->stats);
+    if (s->warnings.len) {
+        fhir_buf_cstr(&s->warnings);
+        size_t len;
+        r->warnings = fhir_buf_steal(&s->warnings, &len);
+    }
+    fhir_buf_free(&s->warnings);
     fhir_client_done_cb cb = s->done;
     void *ud = s->done_ud;
     fhir_arena_free(s->arena);
@@ -1527,6 +1699,54 @@ static const char *next_link(const fhir_node *bundle)
     return NULL;
 }
 
+/* The OperationOutcome entries of a searchset page (search.mode "outcome", or an
+ * OperationOutcome without a mode): every issue is counted; each distinct one is logged once
+ * per search (severity, code, text; never the query or the URL) and kept for the result. */
+static void page_outcomes(search *s, const char *label, const fhir_node *entry)
+{
+    const fhir_node *oo = fhir_node_get(entry, "resource");
+    for (const fhir_node *is = fhir_node_first(fhir_node_get(oo, "issue")); is; is = is->next) {
+        s->res->stats.outcome_issues++;
+        const char *sev = fhir_node_str(fhir_node_get(is, "severity"));
+        const char *code = fhir_node_str(fhir_node_get(is, "code"));
+        const char *txt = fhir_node_path_str(is, "details.text");
+        if (!txt)
+            txt = fhir_node_str(fhir_node_get(is, "diagnostics"));
+        if (!txt)
+            txt = fhir_node_path_str(is, "details.coding.display");
+        char line[400];
+        int n = snprintf(line, sizeof line, "%s %s: %s", sev ? sev : "unknown",
+                         code ? code : "unknown", txt ? txt : "(no text)");
+        if (n < 0)
+            continue;
+        for (char *p = line; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = ' ';
+        size_t ll = strlen(line);
+        bool seen = false;
+        for (const char *w = s->warnings.len ? s->warnings.data : NULL; w && *w;) {
+            const char *nl = strchr(w, '\n');
+            size_t wl = nl ? (size_t)(nl - w) : strlen(w);
+            if (wl == ll && !memcmp(w, line, ll)) {
+                seen = true;
+                break;
+            }
+            w = nl ? nl + 1 : NULL;
+        }
+        if (seen || s->warnings.overflow)
+            continue;
+        if (fhir_buf_printf(&s->warnings, "%s\n", line) < 0)
+            continue;
+        fhir_buf_cstr(&s->warnings);
+        char qlabel[200], qtext[500];
+        fhir_log(FHIR_LOG_WARN, "fhir.search_outcome",
+                 "endpoint=%s request=%s severity=%s code=%s text=%s page=%u", s->c->name,
+                 fhir_log_quote(label, qlabel, sizeof qlabel), sev ? sev : "unknown",
+                 code ? code : "unknown", fhir_log_quote(txt ? txt : "", qtext, sizeof qtext),
+                 s->pages);
+    }
+}
+
 static void search_page_done(op *o)
 {
     search *s = o->s;
@@ -1550,10 +1770,22 @@ static void search_page_done(op *o)
     s->pages++;
     s->res->stats.pages++;
     size_t nres = 0;
-    for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next)
-        if (fhir_node_get(e, "resource"))
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        if (r)
             nres++;
+        const char *mode = fhir_node_path_str(e, "search.mode");
+        const char *ert = fhir_node_resource_type(r);
+        bool is_oo = ert && !strcmp(ert, "OperationOutcome");
+        if (mode ? !strcmp(mode, "outcome") : is_oo)
+            page_outcomes(s, o->label, e);
+        else if (r && (mode ? !strcmp(mode, "match") : !is_oo))
+            s->matches++;
+    }
     s->res->stats.resources += nres;
+    int64_t tv;
+    if (fhir_node_int(fhir_node_get(b, "total"), &tv) && tv >= 0)
+        s->total = (long long)tv;
     if (s->page_cb && s->page_cb(s->ud, b, s->pages) != 0) {
         fhir_error_set(&s->res->err, "search stopped by caller after page %u", s->pages);
         search_end(s, o);
@@ -1561,6 +1793,11 @@ static void search_page_done(op *o)
     }
     const char *next = next_link(b);
     if (!next) {
+        if (!s->count_only && s->total >= 0 && (long long)s->matches < s->total)
+            fhir_error_set(&s->res->err,
+                           "search incomplete: %zu of %lld matches received (Bundle.total) "
+                           "and page %u has no next link",
+                           s->matches, s->total, s->pages);
         search_end(s, o);
         return;
     }
@@ -1575,11 +1812,12 @@ static void search_page_done(op *o)
     fhir_error uerr = {{0}, 0};
     if (!strstr(next, "://")) {
         url = make_url(c, next, &uerr);
-    } else if (same_origin(c, next)) {
-        url = xstrdup(next);
     } else {
-        fhir_error_set(&uerr, "next link points to another origin (refused: %s expected)",
-                       c->origin);
+        char origin[300];
+        if (url_origin_kind(c, next, origin, sizeof origin) == ORIGIN_OTHER)
+            origin_refused(c, "next link", origin, &uerr);
+        else
+            url = make_url(c, next, &uerr);
     }
     if (url && s->prev_url && !strcmp(url, s->prev_url)) {
         free(url);
@@ -1603,6 +1841,20 @@ static void search_page_done(op *o)
     /* pump() runs from check_multi_info after this returns */
 }
 
+/* Does the query string of url hold the parameter "name=value" param exactly? */
+static bool query_has(const char *url, const char *param)
+{
+    const char *q = strchr(url, '?');
+    size_t n = strlen(param);
+    for (const char *p = q; p && *p && *p != '#'; p = strpbrk(p + 1, "&#")) {
+        if (*p == '#')
+            break;
+        if (!strncmp(p + 1, param, n) && strchr("&#", p[1 + n]))
+            return true;
+    }
+    return false;
+}
+
 static int search_start(fhir_client *c, const char *query, fhir_client_page_cb page_cb,
                         void *page_ud, fhir_client_done_cb done, void *done_ud,
                         fhir_error *err)
@@ -1619,6 +1871,9 @@ static int search_start(fhir_client *c, const char *query, fhir_client_page_cb p
     s->res = result_new();
     s->arena = fhir_arena_new(16 * c->max_bytes);
     s->prev_url = xstrdup(url);
+    s->total = -1;
+    fhir_buf_init(&s->warnings, FHIR_CLIENT_WARNINGS_MAX);
+    s->count_only = query_has(url, "_summary=count") || query_has(url, "_count=0");
     op *o = page_op(s, url);
     free(url);
     queue_push(&c->pending_head, &c->pending_tail, o, false);

@@ -16,10 +16,15 @@
  * exactly once with a fresh token. Every delay chosen is recorded in the stats so tests
  * assert on the schedule, not on wall time.
  *
- * Searches follow Bundle.link[next] verbatim until it is absent (never trusting
- * Bundle.total), up to a page cap (hitting it is an error, never a silent truncation),
- * refuse a next link to another origin (the token must not leak), and hand each page to a
- * callback while JSON pages are parsed incrementally as bytes arrive.
+ * Searches follow Bundle.link[next] verbatim until it is absent, up to a page cap (hitting
+ * it is an error, never a silent truncation), refuse a next link to another origin unless
+ * it is configured as trusted (the token must not leak; the refusal names the origin), and
+ * hand each page to a callback while JSON pages are parsed incrementally as bytes arrive.
+ * A search whose last page has no next link while fewer matches arrived than the last
+ * Bundle.total announced fails ("incomplete"): a truncated result is never a success.
+ * OperationOutcome entries inside a searchset (search.mode "outcome") are counted, logged
+ * once per distinct text (severity, code, text; never the query) and handed to the caller
+ * in the result (warnings).
  *
  * Every result carries selected response headers (Content-Location, Retry-After,
  * X-Progress, Expires, Content-Type; Location and ETag on success), so the async pattern of
@@ -72,6 +77,10 @@ typedef struct fhir_client_config {
     fhir_retry_policy retry;      /* zero fields = defaults (fhir_retry.h) */
     fhir_client_random_fn random; /* NULL = internal PRNG seeded from OpenSSL */
     void *random_ud;
+    /* Other origins ("https://host[:port]") this endpoint's auth may be sent to: search next
+     * links and absolute URLs (bulk files) on them are followed like the base's own. */
+    const char *const *trusted_origins;
+    size_t n_trusted_origins;
 } fhir_client_config;
 
 #define FHIR_CLIENT_SCHEDULE_MAX 64
@@ -85,6 +94,7 @@ typedef struct fhir_client_stats {
     unsigned pages;          /* search pages received */
     size_t resources;        /* Bundle entries with a resource, over all pages */
     uint64_t bytes_in;       /* response body bytes received */
+    unsigned outcome_issues; /* OperationOutcome issues inside searchset pages */
     unsigned schedule_len;   /* retry delays chosen (may exceed FHIR_CLIENT_SCHEDULE_MAX) */
     int64_t schedule_ms[FHIR_CLIENT_SCHEDULE_MAX];  /* first delays chosen, in order */
     long schedule_status[FHIR_CLIENT_SCHEDULE_MAX]; /* HTTP status behind each; 0 = network */
@@ -106,9 +116,14 @@ typedef struct fhir_client_result {
     char *x_progress;       /* X-Progress (bulk status) */
     char *expires;          /* Expires */
     char *content_type;     /* Content-Type */
+    /* Searches: the distinct OperationOutcome issues found inside searchset pages, one per
+     * line ("warning not-supported: text"), at most FHIR_CLIENT_WARNINGS_MAX bytes (the count
+     * is stats.outcome_issues). NULL when there were none. Owned by the result. */
+    char *warnings;
 } fhir_client_result;
 
 #define FHIR_CLIENT_HEADER_MAX 2048
+#define FHIR_CLIENT_WARNINGS_MAX 4096
 
 /* Borrowed from r: the value of one captured response header by name (case-insensitive:
  * Location, ETag, Content-Location, Retry-After, X-Progress, Expires, Content-Type), or
@@ -196,18 +211,23 @@ int fhir_client_search(fhir_client *c, const char *query, fhir_client_page_cb pa
 typedef int (*fhir_client_chunk_cb)(void *ud, const char *data, size_t len);
 
 typedef struct fhir_client_stream_request {
-    const char *url;      /* absolute on the base's origin (bulk output files), or relative */
+    const char *url;      /* absolute on the base's or a trusted origin (bulk output files),
+                             or relative */
     const char *accept;   /* NULL = "application/fhir+ndjson" */
     size_t max_bytes;     /* body cap, enforced while it arrives; 0 = max_response_bytes */
     long timeout_ms;      /* per attempt; 0 = the endpoint's total_timeout_ms */
+    bool no_auth;         /* send no Authorization and, off the base's origin, no client
+                             certificate (a Bulk Data manifest's requiresAccessToken:
+                             false, e.g. pre-signed storage URLs); the URL may then be on
+                             any http(s) origin, but not http when the base is https */
 } fhir_client_stream_request;
 
-/* Streaming GET with the endpoint's auth (SMART tokens fetched, refreshed, one retry after a
- * 401). Transient failures are retried only while no body byte has reached chunk; after that
- * a failure ends the operation (the caller restarts from scratch if it wants). Error
- * statuses are not streamed: their body makes the message. done is called once; on success
- * res->body is NULL and res->stats.bytes_in counts the bytes streamed. 0 when queued, or -1
- * with err set (bad URL, another origin) and no callback. */
+/* Streaming GET with the endpoint's auth unless no_auth (SMART tokens fetched, refreshed,
+ * one retry after a 401). Transient failures are retried only while no body byte has reached
+ * chunk; after that a failure ends the operation (the caller restarts from scratch if it
+ * wants). Error statuses are not streamed: their body makes the message. done is called once;
+ * on success res->body is NULL and res->stats.bytes_in counts the bytes streamed. 0 when
+ * queued, or -1 with err set (bad URL, another origin named in the message) and no callback. */
 int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req,
                            fhir_client_chunk_cb chunk, fhir_client_done_cb done, void *ud,
                            fhir_error *err);
@@ -218,6 +238,11 @@ int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req
 fhir_client_result *fhir_client_send_sync(fhir_client *c, const fhir_client_request *req);
 fhir_client_result *fhir_client_search_sync(fhir_client *c, const char *query,
                                             fhir_client_page_cb page_cb, void *ud);
+
+/* The origin of an absolute http(s) URL, normalised ("scheme://host:port", lower case,
+ * default port filled in), written into out; NULL when url is not an absolute http(s) URL or
+ * out is too small. For messages and origin comparisons. */
+const char *fhir_client_url_origin(const char *url, char *out, size_t outlen);
 
 /* Text of an OperationOutcome's issues ("error: details; ..."), written into out.
  * Returns out; empty string when oo is not an OperationOutcome. */

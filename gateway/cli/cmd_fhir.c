@@ -4,7 +4,9 @@
  *
  * get/post/put/transaction print the response body on stdout (pretty, in --format's syntax;
  * --data may be JSON or XML); search prints
- * every resource of every page as NDJSON on stdout and a summary on stderr. */
+ * every resource of every page as NDJSON on stdout and a summary on stderr; OperationOutcome
+ * entries of the searchset go to stderr as server warnings, and a truncated result (fewer
+ * matches than Bundle.total, a refused next link, a failed page) exits 1 saying why. */
 #include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -55,6 +57,11 @@ static int print_page(void *ud, const fhir_node *bundle, unsigned page_no)
     for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
         const fhir_node *r = fhir_node_get(e, "resource");
         if (!r)
+            continue;
+        /* searchset OperationOutcomes are messages, not results (the client reports them) */
+        const char *mode = fhir_node_path_str(e, "search.mode");
+        const char *rt = fhir_node_resource_type(r);
+        if (mode ? !strcmp(mode, "outcome") : (rt && !strcmp(rt, "OperationOutcome")))
             continue;
         fhir_buf_reset(&b);
         fhir_json_write(&b, r, FHIR_JSON_COMPACT);
@@ -275,6 +282,14 @@ int cmd_fhir(int argc, char **argv)
                 fhir_client_stats_get(c)->token_fetches, st->bytes_in,
                 fhir_clock_mono_ms() - t0, res->err.msg[0] ? " error=" : "",
                 res->err.msg[0] ? res->err.msg : "");
+        for (const char *w = res->warnings; w && *w;) {
+            size_t n = strcspn(w, "\n");
+            fprintf(stderr, "cartgate fhir search: server warning: %.*s\n", (int)n, w);
+            w += n + (w[n] == '\n');
+        }
+        if (res->err.msg[0])
+            fprintf(stderr, "cartgate fhir search: incomplete result (%zu resources printed): %s\n",
+                    so.resources, res->err.msg);
         rc = res->err.msg[0] || so.write_error ? 1 : 0;
         goto out;
     }

@@ -2,7 +2,9 @@
  * on a random loopback port: paging, retries under injected faults, Retry-After,
  * conditional create after an "after" fault, byte cap, permanent errors, SMART Backend
  * Services (RS384 and ES384, refusals, refresh, one retry after a 401), TLS verification
- * with a certificate made here, and the `cartgate fhir` CLI.
+ * with a certificate made here, the `cartgate fhir` CLI, and complete reads: truncated paging
+ * fails, searchset OperationOutcome warnings reach the caller, next links and bulk files on
+ * another origin (refused naming it, followed when trusted, pre-signed files without a token).
  * Assertions use the client's recorded retry schedule and the server's counters, never
  * wall time. Skips when the server's node_modules are not installed. */
 #include <setjmp.h>
@@ -40,6 +42,7 @@ static char tmp[512];
 static support_proc srv;  /* plain server, seeded with N_PATIENTS Patients */
 static char base[128];
 static char admin[128];
+static char alt_origin[128]; /* the server's second origin (--alt-port) */
 
 /* ---- helpers -------------------------------------------------------------------------- */
 
@@ -202,11 +205,23 @@ static int group_setup(void **state)
     fclose(f);
     char log[600];
     snprintf(log, sizeof log, "%s/server.log", tmp);
-    const char *args[] = {"--seed", dir, "--fault-seed", "7", NULL};
+    const char *args[] = {"--seed", dir, "--fault-seed", "7", "--alt-port", "0", NULL};
     if (support_server_start(&srv, args, log) < 0)
         return -1;
     snprintf(base, sizeof base, "http://127.0.0.1:%d/fhir", srv.port);
     snprintf(admin, sizeof admin, "http://127.0.0.1:%d/admin", srv.port);
+    /* the alt port is the second line of the server's stdout */
+    snprintf(path, sizeof path, "%s.stdout", log);
+    f = fopen(path, "r");
+    char line[64] = "";
+    int alt = 0;
+    if (f && fgets(line, sizeof line, f) && fgets(line, sizeof line, f))
+        alt = atoi(line);
+    if (f)
+        fclose(f);
+    if (alt <= 0)
+        return -1;
+    snprintf(alt_origin, sizeof alt_origin, "http://127.0.0.1:%d", alt);
     return 0;
 }
 
@@ -1150,6 +1165,248 @@ static void test_stream_no_retry_after_first_byte(void **state)
     fhir_client_free(c);
 }
 
+/* ---- complete reads: truncation, searchset warnings, origins -------------------------- */
+
+static void set_quirks(const char *json)
+{
+    char url[256];
+    snprintf(url, sizeof url, "%s/quirks", admin);
+    char *out = NULL;
+    long st = support_http(json ? "POST" : "DELETE", url, json, &out);
+    if (st != 200)
+        fail_msg("setting quirks failed (%ld): %s", st, out);
+    free(out);
+}
+
+/* Faults cleared, the quirks set, a client on the base with the test config in *cfg. */
+static fhir_client *quirk_client(const char *quirks, fhir_client_config *cfg)
+{
+    clear_faults();
+    set_quirks(quirks);
+    *cfg = test_config(base);
+    return client_or_fail(cfg);
+}
+
+/* A page without a next link while Bundle.total says more fails the search, naming the counts;
+ * count-only searches (no entries by design) do not. */
+static void test_search_truncated_fails(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    fhir_client_config cfg;
+    fhir_client *c =
+        quirk_client("{\"search_truncate\":{\"page\":3,\"types\":[\"Patient\"]}}", &cfg);
+    idset ids = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=100", collect_ids, &ids);
+    assert_string_equal(r->err.msg, "search incomplete: 300 of 1000 matches received "
+                                    "(Bundle.total) and page 3 has no next link");
+    assert_int_equal(r->stats.pages, 3);
+    assert_int_equal(ids.n, 300);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+
+    r = fhir_client_search_sync(c, "Patient?_summary=count", NULL, NULL);
+    if (r->err.msg[0])
+        fail_msg("_summary=count: %s", r->err.msg);
+    fhir_client_result_free(r);
+    r = fhir_client_search_sync(c, "Patient?_count=0", NULL, NULL);
+    if (r->err.msg[0])
+        fail_msg("_count=0: %s", r->err.msg);
+    fhir_client_result_free(r);
+
+    /* the same search once the server pages to the end again */
+    set_quirks(NULL);
+    r = fhir_client_search_sync(c, "Patient?_count=100", collect_ids, &ids);
+    if (r->err.msg[0])
+        fail_msg("clean search: %s", r->err.msg);
+    assert_int_equal(ids.n, N_PATIENTS);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+    fhir_client_free(c);
+}
+
+/* OperationOutcome entries inside a searchset: counted, kept once per distinct text for the
+ * caller, and not counted as matches against Bundle.total. */
+static void test_search_outcome_warnings(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    fhir_client_config cfg;
+    fhir_client *c = quirk_client("{\"search_warning\":{\"text\":\"parameter active is not "
+                                  "indexed; results may be slow\"}}", &cfg);
+    idset ids = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?active=true&_count=250",
+                                                    collect_ids, &ids);
+    set_quirks(NULL);
+    if (r->err.msg[0])
+        fail_msg("search with warnings: %s", r->err.msg);
+    assert_int_equal(r->stats.pages, 4);
+    assert_int_equal(r->stats.outcome_issues, 4);
+    assert_non_null(r->warnings);
+    assert_string_equal(r->warnings, "warning informational: parameter active is not indexed; "
+                                     "results may be slow\n");
+    assert_int_equal(ids.n, N_PATIENTS);
+    assert_int_equal(fhir_client_stats_get(c)->outcome_issues, 4);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+
+    r = fhir_client_search_sync(c, "Patient?active=true&_count=250", NULL, NULL);
+    assert_null(r->warnings);
+    assert_int_equal(r->stats.outcome_issues, 0);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+}
+
+/* Paging links on another origin: refused by default, naming that origin; followed when the
+ * origin is configured as trusted. Log labels of absolute URLs show a path template. */
+static void test_next_link_origins(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    fhir_client_config cfg;
+    fhir_client *c = quirk_client("{\"paging_origin\":{\"origin\":\"alt\"}}", &cfg);
+    idset ids = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=400", collect_ids, &ids);
+    char want[400];
+    snprintf(want, sizeof want, "search page 1: next link on origin %s refused: not the "
+             "endpoint's origin %s", alt_origin, base);
+    *strrchr(want, '/') = '\0'; /* base without /fhir */
+    assert_string_equal(r->err.msg, want);
+    assert_int_equal(ids.n, 400);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+    fhir_client_free(c);
+
+    const char *trusted[] = {alt_origin};
+    cfg.trusted_origins = trusted;
+    cfg.n_trusted_origins = 1;
+    c = client_or_fail(&cfg);
+    r = fhir_client_search_sync(c, "Patient?_count=400", collect_ids, &ids);
+    set_quirks(NULL);
+    if (r->err.msg[0])
+        fail_msg("search with a trusted origin: %s", r->err.msg);
+    assert_int_equal(r->stats.pages, 3);
+    assert_int_equal(distinct(&ids), N_PATIENTS);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+
+    /* an absolute URL on the trusted origin: the label is the origin plus a path template */
+    char u[300];
+    snprintf(u, sizeof u, "%s/fhir/Patient/nosuchpatient?x=1", alt_origin);
+    fhir_client_request rq = {.path = u};
+    r = fhir_client_send_sync(c, &rq);
+    assert_int_equal(r->status, 404);
+    snprintf(want, sizeof want, "GET %s/fhir/Patient/{}: HTTP 404", alt_origin);
+    if (strncmp(r->err.msg, want, strlen(want)))
+        fail_msg("label: %s (want %s...)", r->err.msg, want);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+
+    /* a bad trusted origin is a configuration error */
+    const char *bad[] = {"ftp://127.0.0.1"};
+    cfg.trusted_origins = bad;
+    fhir_error err = {0};
+    assert_null(fhir_client_new(NULL, &cfg, &err));
+    assert_string_equal(err.msg, "trusted origin 'ftp://127.0.0.1' is not an http(s) URL");
+}
+
+/* Bulk files with requiresAccessToken false on another origin (pre-signed URLs): fetched
+ * without the Authorization header (the server answers 400 when one is sent), refused when
+ * the caller did not say no_auth, and never over http when the endpoint is https. */
+static void test_stream_no_auth_off_origin(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    set_quirks("{\"bulk_files\":{\"origin\":\"alt\",\"requires_access_token\":false}}");
+    char tokfile[700];
+    snprintf(tokfile, sizeof tokfile, "%s/bearer-noauth.txt", tmp);
+    assert_int_equal(support_write_file(tokfile, "a-token-that-must-not-leave\n"), 0);
+    fhir_client_config cfg = test_config(base);
+    cfg.auth = (fhir_auth_config){.kind = FHIR_AUTH_BEARER, .bearer_file = tokfile};
+    fhir_client *c = client_or_fail(&cfg);
+    fhir_client_request kick = {.path = "Patient/$export?_type=Patient", .prefer = "respond-async",
+                                .accept_202 = true};
+    fhir_client_result *r = fhir_client_send_sync(c, &kick);
+    assert_int_equal(r->status, 202);
+    char status_url[FHIR_CLIENT_HEADER_MAX + 1];
+    snprintf(status_url, sizeof status_url, "%s", r->content_location);
+    fhir_client_result_free(r);
+    fhir_client_request st = {.path = status_url, .accept = "application/json", .accept_202 = true};
+    fhir_arena *ma = fhir_arena_new(0);
+    char file_url[1024] = "";
+    for (int i = 0; i < 100 && !file_url[0]; i++) {
+        r = fhir_client_send_sync(c, &st);
+        if (r->err.msg[0])
+            fail_msg("status: %s", r->err.msg);
+        if (r->status == 200) {
+            assert_false(fhir_node_bool(fhir_node_get(r->body, "requiresAccessToken"), true));
+            const fhir_node *out = fhir_node_first(fhir_node_get(r->body, "output"));
+            snprintf(file_url, sizeof file_url, "%s", fhir_node_str(fhir_node_get(out, "url")));
+        } else {
+            usleep(100 * 1000);
+        }
+        fhir_client_result_free(r);
+    }
+    set_quirks(NULL);
+    assert_int_equal(strncmp(file_url, alt_origin, strlen(alt_origin)), 0);
+
+    /* with the endpoint's auth: refused before anything is sent, naming the origin */
+    fhir_error err = {0};
+    fhir_client_stream_request sr = {.url = file_url};
+    assert_int_equal(fhir_client_get_stream(c, &sr, count_chunk_ud, stream_done, NULL, &err), -1);
+    char want[400];
+    snprintf(want, sizeof want, "URL on origin %s refused", alt_origin);
+    if (strncmp(err.msg, want, strlen(want)))
+        fail_msg("refusal: %s", err.msg);
+
+    /* no_auth: downloaded; the server would answer 400 to an Authorization header */
+    reset_stats(admin);
+    size_t patients = 0;
+    fhir_json_limits lim = {.max_bytes = 1u << 20};
+    stream_count sc = {.nd = fhir_ndjson_new(&lim, count_line, NULL, &patients)};
+    sr.no_auth = true;
+    r = stream_sync(c, &sr, &sc);
+    if (r->err.msg[0])
+        fail_msg("no_auth download: %s", r->err.msg);
+    assert_int_equal(fhir_ndjson_finish(sc.nd, &sc.err), 0);
+    fhir_ndjson_free(sc.nd);
+    assert_int_equal(patients, N_PATIENTS);
+    assert_int_equal(admin_stat(admin, "files.by_status.200"), 1);
+    assert_int_equal(admin_stat(admin, "files.by_status.400"), 0);
+    fhir_client_result_free(r);
+
+    /* a bad signature: the error names the origin and a path template, not the URL */
+    char bad[1100];
+    snprintf(bad, sizeof bad, "%.*s?sig=0", (int)strcspn(file_url, "?"), file_url);
+    memset(&sc, 0, sizeof sc);
+    fhir_client_stream_request bsr = {.url = bad, .no_auth = true};
+    r = stream_sync(c, &bsr, &sc);
+    assert_int_equal(r->status, 403);
+    snprintf(want, sizeof want, "GET %s/files/{}/{}: HTTP 403", alt_origin);
+    if (strncmp(r->err.msg, want, strlen(want)))
+        fail_msg("label: %s (want %s...)", r->err.msg, want);
+    fhir_client_result_free(r);
+
+    fhir_client_request del = {.method = "DELETE", .path = status_url, .accept_202 = true};
+    r = fhir_client_send_sync(c, &del);
+    assert_int_equal(r->status, 202);
+    fhir_client_result_free(r);
+    fhir_client_free(c);
+    fhir_arena_free(ma);
+
+    /* an https endpoint never fetches a file over plain http, token or not */
+    fhir_client_config hc = test_config("https://127.0.0.1:1/fhir");
+    c = client_or_fail(&hc);
+    fhir_client_stream_request plain = {.url = file_url, .no_auth = true};
+    assert_int_equal(fhir_client_get_stream(c, &plain, count_chunk_ud, stream_done, NULL, &err),
+                     -1);
+    snprintf(want, sizeof want, "streaming GET: URL on origin %s refused: plain http while the "
+             "endpoint uses https", alt_origin);
+    assert_string_equal(err.msg, want);
+    fhir_client_free(c);
+}
+
 /* ---- the CLI -------------------------------------------------------------------------- */
 
 static void test_cli_search(void **state)
@@ -1185,6 +1442,40 @@ static void test_cli_search(void **state)
     free(err);
 }
 
+/* `cartgate fhir search` on a truncated result: exit 1 and the reason on stderr; searchset
+ * warnings on stderr, never among the resources on stdout. */
+static void test_cli_search_incomplete(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    const char *bin = getenv("CARTGATE_BIN");
+    if (!bin)
+        skip();
+    set_quirks("{\"search_truncate\":{\"page\":2,\"types\":[\"Patient\"]},"
+               "\"search_warning\":{\"text\":\"results may be incomplete\"}}");
+    char *argv[] = {(char *)bin, "fhir", "search", "--base", base, "--count", "300", "Patient",
+                    NULL};
+    char *out = NULL, *err = NULL;
+    int rc = support_run(argv, &out, &err, 120);
+    set_quirks(NULL);
+    assert_int_equal(rc, 1);
+    size_t lines = 0;
+    for (char *p = out; *p; p++)
+        if (*p == '\n')
+            lines++;
+    assert_int_equal(lines, 600);
+    assert_null(strstr(out, "OperationOutcome"));
+    if (!strstr(err, "cartgate fhir search: server warning: warning informational: results may "
+                     "be incomplete\n") ||
+        !strstr(err, "cartgate fhir search: incomplete result (600 resources printed): search "
+                     "incomplete: 600 of 1000 matches received (Bundle.total) and page 2 has "
+                     "no next link\n"))
+        fail_msg("stderr: %s", err);
+    free(out);
+    free(err);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1201,6 +1492,11 @@ int main(void)
         cmocka_unit_test(test_free_with_pending),
         cmocka_unit_test(test_bulk_export_stream_bearer),
         cmocka_unit_test(test_stream_no_retry_after_first_byte),
+        cmocka_unit_test(test_search_truncated_fails),
+        cmocka_unit_test(test_search_outcome_warnings),
+        cmocka_unit_test(test_next_link_origins),
+        cmocka_unit_test(test_stream_no_auth_off_origin),
+        cmocka_unit_test(test_cli_search_incomplete),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }
