@@ -63,6 +63,7 @@ struct op {
     bool no_auth;         /* no Authorization header (bulk files, requiresAccessToken false) */
     bool foreign;         /* off the base's and the trusted origins: no client certificate */
     char *accept;         /* Accept override or NULL */
+    char *content_type;   /* Content-Type override of a body or NULL */
     long timeout_ms;      /* per attempt; 0 = client's */
     /* streaming GET */
     fhir_client_chunk_cb chunk_cb;
@@ -724,7 +725,9 @@ static void op_start_attempt(op *o)
         add_header(o, "Accept: application/json");
     } else {
         add_headerf(o, "Accept", o->accept ? o->accept : mime(c->format));
-        if (o->body) {
+        if (o->body && o->content_type) {
+            add_headerf(o, "Content-Type", o->content_type);
+        } else if (o->body) {
             char ct[96];
             snprintf(ct, sizeof ct, "%s; charset=utf-8", mime(c->format));
             add_headerf(o, "Content-Type", ct);
@@ -1169,6 +1172,7 @@ static void op_free(op *o)
     free(o->if_match);
     free(o->prefer);
     free(o->accept);
+    free(o->content_type);
     free_headers(o);
     if (o->kind != OP_PAGE)
         fhir_arena_free(o->arena);
@@ -1503,11 +1507,18 @@ static op *user_op(fhir_client *c, const fhir_client_request *req, fhir_error *e
     o->not_idempotent = req->not_idempotent;
     o->accept_202 = req->accept_202;
     o->accept = xstrdup(req->accept);
+    o->content_type = xstrdup(req->content_type);
     o->timeout_ms = req->timeout_ms;
     for (const char *h = o->accept; h && *h; h++)
         if ((unsigned char)*h < 0x20) {
             op_free(o);
             fhir_error_set(err, "Accept holds a control character");
+            return NULL;
+        }
+    for (const char *h = o->content_type; h && *h; h++)
+        if ((unsigned char)*h < 0x20) {
+            op_free(o);
+            fhir_error_set(err, "Content-Type holds a control character");
             return NULL;
         }
     for (const char *h = o->if_none_exist; h && *h; h++)

@@ -172,6 +172,8 @@ typedef struct fhir_client_request {
     const char *prefer;          /* e.g. "return=representation" */
     bool not_idempotent;         /* retry only when surely not processed (see top) */
     const char *accept;          /* Accept header; NULL = the endpoint's format */
+    const char *content_type;    /* Content-Type of body; NULL = the endpoint's format (a
+                                    form-encoded OAuth token request sets its own) */
     bool accept_202;             /* async pattern (bulk kick-off/status): a 202 is a normal
                                     answer, never retried; its body is parsed when it is
                                     JSON and otherwise ignored (res->body NULL) */
