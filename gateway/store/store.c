@@ -110,6 +110,53 @@ static const struct {
     /* The worklist by category, and counting it, without reading every profile. */
     {"verdicts by category",
      "CREATE INDEX verdicts_category ON verdicts(category, patient_id);"},
+    /* Who is acting: users (people and services), sessions and API tokens (their SHA-256
+     * only), failed sign-ins for the lockout, and the person columns of the audit. */
+    {"users, sessions, api_tokens, login_failures; audit user, role, source, reason",
+     "CREATE TABLE users ("
+     "  id INTEGER PRIMARY KEY,"
+     "  name TEXT NOT NULL UNIQUE COLLATE NOCASE,"
+     "  display_name TEXT,"
+     "  role TEXT NOT NULL CHECK (role IN ('viewer','clinician','intake','admin')),"
+     "  kind TEXT NOT NULL CHECK (kind IN ('person','service')),"
+     "  pw_hash TEXT,"                            /* scrypt string; NULL = no local password */
+     "  oidc_subject TEXT UNIQUE,"                /* issuer + matching claim value */
+     "  disabled INTEGER NOT NULL DEFAULT 0,"
+     "  created_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  last_login_ms INTEGER NOT NULL DEFAULT 0"
+     ");"
+     "CREATE TABLE sessions ("
+     "  id_hash BLOB PRIMARY KEY,"                /* SHA-256 of the 256-bit session id */
+     "  user_id INTEGER NOT NULL REFERENCES users(id),"
+     "  source TEXT,"
+     "  created_ms INTEGER NOT NULL,"
+     "  last_seen_ms INTEGER NOT NULL,"
+     "  expires_ms INTEGER NOT NULL"              /* absolute timeout */
+     ");"
+     "CREATE INDEX sessions_user ON sessions(user_id);"
+     "CREATE TABLE api_tokens ("
+     "  id INTEGER PRIMARY KEY,"
+     "  user_id INTEGER NOT NULL REFERENCES users(id),"
+     "  label TEXT,"
+     "  hash BLOB NOT NULL UNIQUE,"               /* SHA-256 of the token */
+     "  role TEXT NOT NULL CHECK (role IN ('viewer','clinician','intake','admin')),"
+     "  created_ms INTEGER NOT NULL,"
+     "  expires_ms INTEGER NOT NULL,"             /* 0 = no expiry */
+     "  last_used_ms INTEGER NOT NULL DEFAULT 0,"
+     "  revoked_ms INTEGER NOT NULL DEFAULT 0"
+     ");"
+     "CREATE INDEX api_tokens_user ON api_tokens(user_id);"
+     "CREATE TABLE login_failures ("
+     "  name TEXT PRIMARY KEY,"                   /* sign-in name as typed, lower-cased */
+     "  failures INTEGER NOT NULL,"
+     "  last_ms INTEGER NOT NULL,"
+     "  locked_until_ms INTEGER NOT NULL"
+     ");"
+     "ALTER TABLE audit ADD COLUMN user_id INTEGER;"
+     "ALTER TABLE audit ADD COLUMN role TEXT;"
+     "ALTER TABLE audit ADD COLUMN source TEXT;"
+     "ALTER TABLE audit ADD COLUMN reason TEXT;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -167,8 +214,46 @@ enum {
     Q_OUTBOX_ADD,
     Q_OUTBOX_PENDING,
     Q_OUTBOX_UPDATE,
+    Q_AUDIT_ACTOR,
+    Q_AUDIT_LIST,
+    Q_USER_ADD,
+    Q_USER_BY_NAME,
+    Q_USER_BY_ID,
+    Q_USER_BY_SUBJECT,
+    Q_USER_SET_PW,
+    Q_USER_SET_ROLE,
+    Q_USER_SET_SUBJECT,
+    Q_USER_SET_DISPLAY,
+    Q_USER_SET_DISABLED,
+    Q_USER_TOUCH,
+    Q_USER_EACH,
+    Q_SESSION_PUT,
+    Q_SESSION_GET,
+    Q_SESSION_TOUCH,
+    Q_SESSION_DELETE,
+    Q_SESSION_DELETE_USER,
+    Q_SESSION_PRUNE,
+    Q_SESSION_COUNT,
+    Q_TOKEN_PUT,
+    Q_TOKEN_GET,
+    Q_TOKEN_TOUCH,
+    Q_TOKEN_REVOKE,
+    Q_TOKEN_REVOKE_USER,
+    Q_TOKEN_EACH,
+    Q_LOGIN_GET,
+    Q_LOGIN_PRUNE,
+    Q_LOGIN_PUT,
+    Q_LOGIN_CLEAR,
     Q_FIXED
 };
+
+#define USER_COLS                                                                            \
+    "id, name, display_name, role, kind, pw_hash, oidc_subject, disabled, created_ms, "     \
+    "updated_ms, last_login_ms"
+#define TOKEN_COLS "id, user_id, label, role, created_ms, expires_ms, last_used_ms, revoked_ms"
+#define AUDIT_COLS                                                                           \
+    "id, ts_ms, coalesce(referral_id, 0), actor, action, from_state, to_state, detail, "    \
+    "coalesce(user_id, 0), role, source, reason"
 
 static const struct {
     const char *what; /* for error messages */
@@ -184,9 +269,7 @@ static const struct {
                           "WHERE referral_id = ? ORDER BY id"},
     [Q_AUDIT_COUNT] = {"audit count", "SELECT count(*) FROM audit"},
     [Q_AUDIT_COUNT_REF] = {"audit count", "SELECT count(*) FROM audit WHERE referral_id = ?"},
-    [Q_AUDIT_SINCE] = {"audit read",
-                       "SELECT id, ts_ms, referral_id, actor, action, from_state, to_state, "
-                       "detail FROM audit WHERE id > ? ORDER BY id"},
+    [Q_AUDIT_SINCE] = {"audit read", "SELECT " AUDIT_COLS " FROM audit WHERE id > ? ORDER BY id"},
     [Q_CURSOR_GET] = {"cursor read", "SELECT value FROM cursors WHERE source = ? AND key = ?"},
     [Q_CURSOR_PUT] = {"cursor write",
                       "INSERT INTO cursors(source, key, value, updated_ms) VALUES (?,?,?,?) "
@@ -283,6 +366,65 @@ static const struct {
                          "UPDATE writeback_outbox SET status = ?, attempts = attempts + ?, "
                          "last_error = ?, ehr_ref = coalesce(?, ehr_ref), updated_ms = ? "
                          "WHERE id = ?"},
+    [Q_AUDIT_ACTOR] = {"audit insert",
+                       "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, to_state, "
+                       "detail, user_id, role, source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
+    [Q_AUDIT_LIST] = {"audit read",
+                      "SELECT " AUDIT_COLS " FROM audit WHERE id > ?2 AND (?1 < 0 OR "
+                      "(?1 = 0 AND referral_id IS NULL) OR referral_id = ?1) ORDER BY id LIMIT ?3"},
+    [Q_USER_ADD] = {"user add",
+                    "INSERT INTO users(name, display_name, role, kind, pw_hash, oidc_subject, "
+                    "disabled, created_ms, updated_ms, last_login_ms) VALUES (?,?,?,?,?,?,?,?,?,0)"},
+    [Q_USER_BY_NAME] = {"user read", "SELECT " USER_COLS " FROM users WHERE name = ?"},
+    [Q_USER_BY_ID] = {"user read", "SELECT " USER_COLS " FROM users WHERE id = ?"},
+    [Q_USER_BY_SUBJECT] = {"user read", "SELECT " USER_COLS " FROM users WHERE oidc_subject = ?"},
+    [Q_USER_SET_PW] = {"user update", "UPDATE users SET pw_hash = ?, updated_ms = ? WHERE id = ?"},
+    [Q_USER_SET_ROLE] = {"user update", "UPDATE users SET role = ?, updated_ms = ? WHERE id = ?"},
+    [Q_USER_SET_SUBJECT] = {"user update",
+                            "UPDATE users SET oidc_subject = ?, updated_ms = ? WHERE id = ?"},
+    [Q_USER_SET_DISPLAY] = {"user update",
+                            "UPDATE users SET display_name = ?, updated_ms = ? WHERE id = ?"},
+    [Q_USER_SET_DISABLED] = {"user update",
+                             "UPDATE users SET disabled = ?, updated_ms = ? WHERE id = ?"},
+    [Q_USER_TOUCH] = {"user update", "UPDATE users SET last_login_ms = ? WHERE id = ?"},
+    [Q_USER_EACH] = {"user list", "SELECT " USER_COLS " FROM users ORDER BY name"},
+    [Q_SESSION_PUT] = {"session add",
+                       "INSERT INTO sessions(id_hash, user_id, source, created_ms, last_seen_ms, "
+                       "expires_ms) VALUES (?,?,?,?,?,?)"},
+    [Q_SESSION_GET] = {"session read",
+                       "SELECT user_id, source, created_ms, last_seen_ms, expires_ms FROM sessions "
+                       "WHERE id_hash = ?"},
+    [Q_SESSION_TOUCH] = {"session touch", "UPDATE sessions SET last_seen_ms = ? WHERE id_hash = ?"},
+    [Q_SESSION_DELETE] = {"session delete", "DELETE FROM sessions WHERE id_hash = ?"},
+    [Q_SESSION_DELETE_USER] = {"session delete", "DELETE FROM sessions WHERE user_id = ?"},
+    [Q_SESSION_PRUNE] = {"session prune",
+                         "DELETE FROM sessions WHERE expires_ms <= ?1 OR last_seen_ms + ?2 <= ?1"},
+    [Q_SESSION_COUNT] = {"session count",
+                         "SELECT count(*) FROM sessions WHERE ?1 <= 0 OR user_id = ?1"},
+    [Q_TOKEN_PUT] = {"token add",
+                     "INSERT INTO api_tokens(user_id, label, hash, role, created_ms, expires_ms, "
+                     "last_used_ms, revoked_ms) VALUES (?,?,?,?,?,?,0,0)"},
+    [Q_TOKEN_GET] = {"token read", "SELECT " TOKEN_COLS " FROM api_tokens WHERE hash = ?"},
+    [Q_TOKEN_TOUCH] = {"token touch", "UPDATE api_tokens SET last_used_ms = ? WHERE id = ?"},
+    [Q_TOKEN_REVOKE] = {"token revoke",
+                        "UPDATE api_tokens SET revoked_ms = ? WHERE id = ? AND user_id = ? "
+                        "AND revoked_ms = 0"},
+    [Q_TOKEN_REVOKE_USER] = {"token revoke",
+                             "UPDATE api_tokens SET revoked_ms = ? WHERE user_id = ? AND "
+                             "revoked_ms = 0"},
+    [Q_TOKEN_EACH] = {"token list",
+                      "SELECT " TOKEN_COLS " FROM api_tokens WHERE ?1 <= 0 OR user_id = ?1 "
+                      "ORDER BY id"},
+    [Q_LOGIN_GET] = {"sign-in failures read",
+                     "SELECT failures, locked_until_ms FROM login_failures WHERE name = ?"},
+    [Q_LOGIN_PRUNE] = {"sign-in failures prune",
+                       "DELETE FROM login_failures WHERE last_ms < ? AND locked_until_ms < ?"},
+    [Q_LOGIN_PUT] = {"sign-in failure write",
+                     "INSERT INTO login_failures(name, failures, last_ms, locked_until_ms) "
+                     "VALUES (?,?,?,?) ON CONFLICT(name) DO UPDATE SET failures = "
+                     "excluded.failures, last_ms = excluded.last_ms, locked_until_ms = "
+                     "excluded.locked_until_ms"},
+    [Q_LOGIN_CLEAR] = {"sign-in failures clear", "DELETE FROM login_failures WHERE name = ?"},
 };
 
 /* store_referral_each: one statement per combination of filters (state, center, patient,
@@ -671,7 +813,8 @@ static int audit_since_row(void *ctx, sqlite3_stmt *st)
         .id = sqlite3_column_int64(st, 0), .ts_ms = sqlite3_column_int64(st, 1),
         .referral_id = sqlite3_column_int64(st, 2), .actor = col_text(st, 3),
         .action = col_text(st, 4), .from_state = col_text(st, 5), .to_state = col_text(st, 6),
-        .detail = col_text(st, 7),
+        .detail = col_text(st, 7), .user_id = sqlite3_column_int64(st, 8),
+        .role = col_text(st, 9), .source = col_text(st, 10), .reason = col_text(st, 11),
     };
     return c->fn ? c->fn(c->ctx, &r) : 0;
 }
@@ -683,6 +826,46 @@ int64_t store_audit_since(store *s, int64_t after_id, store_audit_row_fn fn, voi
     if (q_take(s, Q_AUDIT_SINCE, &x, err))
         return -1;
     sqlite3_bind_int64(x.st, 1, after_id);
+    audit_since_ctx c = {fn, ctx};
+    return q_rows(s, &x, "audit read", audit_since_row, &c, err);
+}
+
+int store_audit_actor(store *s, const store_actor *who, const char *action, int64_t referral_id,
+                      const char *from_state, const char *to_state, const char *detail,
+                      fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_AUDIT_ACTOR, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    bind_text(x.st, 2, who && who->name ? who->name : "system");
+    bind_text(x.st, 3, action);
+    if (referral_id > 0)
+        sqlite3_bind_int64(x.st, 4, referral_id);
+    else
+        sqlite3_bind_null(x.st, 4);
+    bind_text(x.st, 5, from_state);
+    bind_text(x.st, 6, to_state);
+    bind_text(x.st, 7, detail);
+    if (who && who->user_id > 0)
+        sqlite3_bind_int64(x.st, 8, who->user_id);
+    else
+        sqlite3_bind_null(x.st, 8);
+    bind_text(x.st, 9, who ? who->role : NULL);
+    bind_text(x.st, 10, who ? who->source : NULL);
+    bind_text(x.st, 11, who ? who->reason : NULL);
+    return q_run(s, &x, "audit insert", err);
+}
+
+int64_t store_audit_list(store *s, int64_t referral_id, int64_t after_id, int64_t limit,
+                         store_audit_row_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_AUDIT_LIST, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, referral_id);
+    sqlite3_bind_int64(x.st, 2, after_id);
+    sqlite3_bind_int64(x.st, 3, limit > 0 ? limit : -1);
     audit_since_ctx c = {fn, ctx};
     return q_rows(s, &x, "audit read", audit_since_row, &c, err);
 }
@@ -1292,4 +1475,424 @@ int store_outbox_update(store *s, int64_t row_id, const char *status, bool attem
     sqlite3_bind_int64(x.st, 5, fhir_clock_now_ms());
     sqlite3_bind_int64(x.st, 6, row_id);
     return q_run(s, &x, "writeback update", err);
+}
+
+/* ---- who is acting: users, sessions, API tokens, failed sign-ins ------------------------------ */
+
+/* Steps a change, gives the statement back; sqlite3_changes() or -1 (err->code STORE_CONFLICT
+ * for a taken unique value). */
+static int q_change(store *s, q *x, const char *what, fhir_error *err)
+{
+    int rc = sqlite3_step(x->st);
+    int ret;
+    if (rc == SQLITE_DONE) {
+        ret = sqlite3_changes(s->db);
+    } else {
+        int ext = sqlite3_extended_errcode(s->db);
+        ret = sql_fail(s, err, what);
+        if (err && (ext == SQLITE_CONSTRAINT_UNIQUE || ext == SQLITE_CONSTRAINT_PRIMARYKEY))
+            err->code = STORE_CONFLICT;
+    }
+    q_give(s, x);
+    return ret;
+}
+
+static void copy_col(sqlite3_stmt *st, int i, char *out, size_t n)
+{
+    const char *t = col_text(st, i);
+    snprintf(out, n, "%s", t ? t : "");
+}
+
+void store_user_free(store_user *u)
+{
+    if (!u)
+        return;
+    free(u->name);
+    free(u->display_name);
+    free(u->role);
+    free(u->pw_hash);
+    free(u->oidc_subject);
+    memset(u, 0, sizeof *u);
+}
+
+static void user_fill(sqlite3_stmt *st, store_user *u)
+{
+    u->id = sqlite3_column_int64(st, 0);
+    u->name = dup_col(st, 1);
+    u->display_name = dup_col(st, 2);
+    u->role = dup_col(st, 3);
+    const char *kind = col_text(st, 4);
+    u->service = kind && !strcmp(kind, "service");
+    u->pw_hash = dup_col(st, 5);
+    u->oidc_subject = dup_col(st, 6);
+    u->disabled = sqlite3_column_int(st, 7) != 0;
+    u->created_ms = sqlite3_column_int64(st, 8);
+    u->updated_ms = sqlite3_column_int64(st, 9);
+    u->last_login_ms = sqlite3_column_int64(st, 10);
+}
+
+int store_user_add(store *s, const store_user *u, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_USER_ADD, &x, err))
+        return -1;
+    int64_t now = fhir_clock_now_ms();
+    bind_text(x.st, 1, u->name);
+    bind_text(x.st, 2, u->display_name);
+    bind_text(x.st, 3, u->role);
+    bind_text(x.st, 4, u->service ? "service" : "person");
+    bind_text(x.st, 5, u->pw_hash);
+    bind_text(x.st, 6, u->oidc_subject);
+    sqlite3_bind_int(x.st, 7, u->disabled ? 1 : 0);
+    sqlite3_bind_int64(x.st, 8, now);
+    sqlite3_bind_int64(x.st, 9, now);
+    if (q_change(s, &x, "user add", err) < 0)
+        return -1;
+    if (id_out)
+        *id_out = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+static int user_one_row(void *ctx, sqlite3_stmt *st)
+{
+    user_fill(st, ctx);
+    return 1;
+}
+
+static int user_get(store *s, int which, const char *key, int64_t id, store_user *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    q x;
+    if (q_take(s, which, &x, err))
+        return -1;
+    if (key)
+        bind_text(x.st, 1, key);
+    else
+        sqlite3_bind_int64(x.st, 1, id);
+    int64_t n = q_rows(s, &x, "user read", user_one_row, out, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_user_get(store *s, const char *name, store_user *out, fhir_error *err)
+{
+    return user_get(s, Q_USER_BY_NAME, name ? name : "", 0, out, err);
+}
+
+int store_user_get_id(store *s, int64_t id, store_user *out, fhir_error *err)
+{
+    return user_get(s, Q_USER_BY_ID, NULL, id, out, err);
+}
+
+int store_user_get_subject(store *s, const char *subject, store_user *out, fhir_error *err)
+{
+    return user_get(s, Q_USER_BY_SUBJECT, subject ? subject : "", 0, out, err);
+}
+
+static int user_set(store *s, int which, int64_t id, const char *text, int num, fhir_error *err)
+{
+    q x;
+    if (q_take(s, which, &x, err))
+        return -1;
+    if (which == Q_USER_SET_DISABLED)
+        sqlite3_bind_int(x.st, 1, num);
+    else
+        bind_text(x.st, 1, text);
+    sqlite3_bind_int64(x.st, 2, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 3, id);
+    return q_change(s, &x, "user update", err);
+}
+
+int store_user_set_password(store *s, int64_t id, const char *pw_hash, fhir_error *err)
+{
+    return user_set(s, Q_USER_SET_PW, id, pw_hash, 0, err);
+}
+
+int store_user_set_role(store *s, int64_t id, const char *role, fhir_error *err)
+{
+    return user_set(s, Q_USER_SET_ROLE, id, role, 0, err);
+}
+
+int store_user_set_subject(store *s, int64_t id, const char *subject, fhir_error *err)
+{
+    return user_set(s, Q_USER_SET_SUBJECT, id, subject, 0, err);
+}
+
+int store_user_set_display(store *s, int64_t id, const char *display_name, fhir_error *err)
+{
+    return user_set(s, Q_USER_SET_DISPLAY, id, display_name, 0, err);
+}
+
+int store_user_set_disabled(store *s, int64_t id, bool disabled, fhir_error *err)
+{
+    return user_set(s, Q_USER_SET_DISABLED, id, NULL, disabled ? 1 : 0, err);
+}
+
+int store_user_touch_login(store *s, int64_t id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_USER_TOUCH, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 2, id);
+    return q_change(s, &x, "user update", err);
+}
+
+typedef struct user_each_ctx {
+    store_user_fn fn;
+    void *ctx;
+} user_each_ctx;
+
+static int user_each_row(void *ctx, sqlite3_stmt *st)
+{
+    user_each_ctx *c = ctx;
+    store_user u;
+    user_fill(st, &u);
+    int stop = c->fn ? c->fn(c->ctx, &u) : 0;
+    store_user_free(&u);
+    return stop;
+}
+
+int64_t store_user_each(store *s, store_user_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_USER_EACH, &x, err))
+        return -1;
+    user_each_ctx c = {fn, ctx};
+    return q_rows(s, &x, "user list", user_each_row, &c, err);
+}
+
+int store_session_put(store *s, const unsigned char hash[STORE_SECRET_HASH], int64_t user_id,
+                      const char *source, int64_t expires_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_SESSION_PUT, &x, err))
+        return -1;
+    int64_t now = fhir_clock_now_ms();
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(x.st, 2, user_id);
+    bind_text(x.st, 3, source);
+    sqlite3_bind_int64(x.st, 4, now);
+    sqlite3_bind_int64(x.st, 5, now);
+    sqlite3_bind_int64(x.st, 6, expires_ms);
+    return q_change(s, &x, "session add", err) < 0 ? -1 : 0;
+}
+
+static int session_row(void *ctx, sqlite3_stmt *st)
+{
+    store_session *out = ctx;
+    out->user_id = sqlite3_column_int64(st, 0);
+    copy_col(st, 1, out->source, sizeof out->source);
+    out->created_ms = sqlite3_column_int64(st, 2);
+    out->last_seen_ms = sqlite3_column_int64(st, 3);
+    out->expires_ms = sqlite3_column_int64(st, 4);
+    return 1;
+}
+
+int store_session_get(store *s, const unsigned char hash[STORE_SECRET_HASH], store_session *out,
+                      fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    q x;
+    if (q_take(s, Q_SESSION_GET, &x, err))
+        return -1;
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    int64_t n = q_rows(s, &x, "session read", session_row, out, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_session_touch(store *s, const unsigned char hash[STORE_SECRET_HASH], int64_t now_ms,
+                        fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_SESSION_TOUCH, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, now_ms);
+    sqlite3_bind_blob(x.st, 2, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    return q_change(s, &x, "session touch", err) < 0 ? -1 : 0;
+}
+
+int store_session_delete(store *s, const unsigned char hash[STORE_SECRET_HASH], fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_SESSION_DELETE, &x, err))
+        return -1;
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    return q_change(s, &x, "session delete", err);
+}
+
+int store_session_delete_user(store *s, int64_t user_id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_SESSION_DELETE_USER, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    return q_change(s, &x, "session delete", err);
+}
+
+int store_session_prune(store *s, int64_t now_ms, int64_t idle_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_SESSION_PRUNE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, now_ms);
+    sqlite3_bind_int64(x.st, 2, idle_ms);
+    return q_change(s, &x, "session prune", err);
+}
+
+int64_t store_session_count(store *s, int64_t user_id)
+{
+    q x;
+    if (q_take(s, Q_SESSION_COUNT, &x, NULL))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    return q_int(s, &x, 0);
+}
+
+static int token_fill(void *ctx, sqlite3_stmt *st)
+{
+    store_token *t = ctx;
+    t->id = sqlite3_column_int64(st, 0);
+    t->user_id = sqlite3_column_int64(st, 1);
+    copy_col(st, 2, t->label, sizeof t->label);
+    copy_col(st, 3, t->role, sizeof t->role);
+    t->created_ms = sqlite3_column_int64(st, 4);
+    t->expires_ms = sqlite3_column_int64(st, 5);
+    t->last_used_ms = sqlite3_column_int64(st, 6);
+    t->revoked_ms = sqlite3_column_int64(st, 7);
+    return 1;
+}
+
+int store_token_put(store *s, int64_t user_id, const char *label, const unsigned char hash[STORE_SECRET_HASH],
+                    const char *role, int64_t expires_ms, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TOKEN_PUT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    bind_text(x.st, 2, label);
+    sqlite3_bind_blob(x.st, 3, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    bind_text(x.st, 4, role);
+    sqlite3_bind_int64(x.st, 5, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 6, expires_ms);
+    if (q_change(s, &x, "token add", err) < 0)
+        return -1;
+    if (id_out)
+        *id_out = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int store_token_get(store *s, const unsigned char hash[STORE_SECRET_HASH], store_token *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    q x;
+    if (q_take(s, Q_TOKEN_GET, &x, err))
+        return -1;
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    int64_t n = q_rows(s, &x, "token read", token_fill, out, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_token_touch(store *s, int64_t id, int64_t now_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TOKEN_TOUCH, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, now_ms);
+    sqlite3_bind_int64(x.st, 2, id);
+    return q_change(s, &x, "token touch", err) < 0 ? -1 : 0;
+}
+
+int store_token_revoke(store *s, int64_t user_id, int64_t id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TOKEN_REVOKE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 2, id);
+    sqlite3_bind_int64(x.st, 3, user_id);
+    return q_change(s, &x, "token revoke", err);
+}
+
+int store_token_revoke_user(store *s, int64_t user_id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TOKEN_REVOKE_USER, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 2, user_id);
+    return q_change(s, &x, "token revoke", err);
+}
+
+typedef struct token_each_ctx {
+    store_token_fn fn;
+    void *ctx;
+} token_each_ctx;
+
+static int token_each_row(void *ctx, sqlite3_stmt *st)
+{
+    token_each_ctx *c = ctx;
+    store_token t;
+    token_fill(&t, st);
+    return c->fn ? c->fn(c->ctx, &t) : 0;
+}
+
+int64_t store_token_each(store *s, int64_t user_id, store_token_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TOKEN_EACH, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    token_each_ctx c = {fn, ctx};
+    return q_rows(s, &x, "token list", token_each_row, &c, err);
+}
+
+typedef struct login_row_out {
+    int *failures;
+    int64_t *locked_until_ms;
+} login_row_out;
+
+static int login_row(void *ctx, sqlite3_stmt *st)
+{
+    login_row_out *o = ctx;
+    *o->failures = sqlite3_column_int(st, 0);
+    *o->locked_until_ms = sqlite3_column_int64(st, 1);
+    return 1;
+}
+
+int store_login_get(store *s, const char *name, int *failures, int64_t *locked_until_ms, fhir_error *err)
+{
+    *failures = 0;
+    *locked_until_ms = 0;
+    q x;
+    if (q_take(s, Q_LOGIN_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, name);
+    login_row_out o = {failures, locked_until_ms};
+    return q_rows(s, &x, "sign-in failures read", login_row, &o, err) < 0 ? -1 : 0;
+}
+
+int store_login_put(store *s, const char *name, int failures, int64_t now_ms, int64_t locked_until_ms,
+                    fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_LOGIN_PRUNE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, now_ms - STORE_FAILURES_KEEP_MS);
+    sqlite3_bind_int64(x.st, 2, now_ms);
+    if (q_change(s, &x, "sign-in failures prune", err) < 0 || q_take(s, Q_LOGIN_PUT, &x, err))
+        return -1;
+    bind_text(x.st, 1, name);
+    sqlite3_bind_int(x.st, 2, failures);
+    sqlite3_bind_int64(x.st, 3, now_ms);
+    sqlite3_bind_int64(x.st, 4, locked_until_ms);
+    return q_change(s, &x, "sign-in failure write", err) < 0 ? -1 : 0;
+}
+
+int store_login_clear(store *s, const char *name, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_LOGIN_CLEAR, &x, err))
+        return -1;
+    bind_text(x.st, 1, name);
+    return q_change(s, &x, "sign-in failures clear", err) < 0 ? -1 : 0;
 }

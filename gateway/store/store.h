@@ -26,7 +26,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 4
+#define STORE_SCHEMA_VERSION 5
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -72,17 +72,38 @@ int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void 
 /* Number of audit rows (all, or for one referral when referral_id > 0). -1 on error. */
 int64_t store_audit_count(store *s, int64_t referral_id);
 
-/* An audit row with its ids (store_audit_since). Borrowed for the call. */
+/* An audit row with its ids (store_audit_since, store_audit_list). Borrowed for the call. */
 typedef struct store_audit_row {
     int64_t id, ts_ms;
     int64_t referral_id; /* 0 when not about a referral */
     const char *actor, *action, *from_state, *to_state, *detail;
+    int64_t user_id;     /* 0 when the actor is not a user (the daemon, a center ...) */
+    const char *role, *source, *reason; /* NULL when not recorded */
 } store_audit_row;
 typedef int (*store_audit_row_fn)(void *ctx, const store_audit_row *row);
 /* Every audit row with id > after_id, oldest first (a range of the primary key). fn returns
  * non-zero to stop. Returns rows visited or -1. */
 int64_t store_audit_since(store *s, int64_t after_id, store_audit_row_fn fn, void *ctx,
                           fhir_error *err);
+
+/* Who did it, from where and why (the audit with a person). Strings borrowed for the call;
+ * NULL allowed except name. */
+typedef struct store_actor {
+    const char *name;     /* user or service name ("screener", "sender" for the daemon) */
+    int64_t user_id;      /* 0 when not a user of the users table */
+    const char *role;     /* the role acted in */
+    const char *source;   /* source address */
+    const char *reason;   /* the person's reason, when one is given */
+} store_actor;
+/* store_audit with the person columns (who NULL = "system"). */
+int store_audit_actor(store *s, const store_actor *who, const char *action, int64_t referral_id,
+                      const char *from_state, const char *to_state, const char *detail,
+                      fhir_error *err);
+/* Audit rows of one referral (referral_id > 0), of the actions about no referral (0: sign-ins,
+ * user and token changes) or all (< 0), oldest first, with id > after_id, at most limit
+ * (0 = all). Returns rows visited or -1. */
+int64_t store_audit_list(store *s, int64_t referral_id, int64_t after_id, int64_t limit,
+                         store_audit_row_fn fn, void *ctx, fhir_error *err);
 
 /* ---- cursors (for the pollers) ------------------------------------------------------- */
 /* Caller frees *value_out (NULL when absent). 0 ok (absent included), -1 error. */
@@ -246,5 +267,105 @@ int64_t store_outbox_pending(store *s, unsigned max, store_outbox_fn fn, void *c
  * replaces the last error (NULL clears it); ehr_ref (NULL keeps it) is what the EHR made. */
 int store_outbox_update(store *s, int64_t row_id, const char *status, bool attempt,
                         const char *error, const char *ehr_ref, fhir_error *err);
+
+/* ---- who is acting: users, sessions, API tokens, failed sign-ins ---------------------------
+ * Secrets are never stored: sessions and tokens are kept as the SHA-256 of their random value
+ * (STORE_SECRET_HASH bytes), passwords as scrypt strings made by access/pwhash. Roles are
+ * stored by name ("viewer", "clinician", "intake", "admin"); the tables check the name. */
+#define STORE_SECRET_HASH 32     /* bytes of a session/token hash (SHA-256) */
+#define STORE_FAILURES_KEEP_MS (24ll * 3600 * 1000) /* failed sign-in rows older than this are pruned */
+
+/* err->code of a refused insert because the name (or subject) exists already. */
+#define STORE_CONFLICT 409
+
+/* users */
+
+typedef struct store_user {
+    int64_t id;
+    char *name;          /* sign-in name, unique (case-insensitive) */
+    char *display_name;  /* may be NULL */
+    char *role;          /* role name */
+    bool service;        /* a service account (automation), not a person */
+    char *pw_hash;       /* NULL: no local password (OpenID Connect only, or a service) */
+    char *oidc_subject;  /* "<issuer> <claim value>" once matched through OpenID Connect */
+    bool disabled;
+    int64_t created_ms, updated_ms, last_login_ms;
+} store_user;
+
+/* Frees the strings of u (not u itself). NULL-safe. */
+void store_user_free(store_user *u);
+
+/* Inserts u (id, times ignored). *id_out may be NULL. A taken name or subject fails with
+ * err->code STORE_CONFLICT. */
+int store_user_add(store *s, const store_user *u, int64_t *id_out, fhir_error *err);
+/* Fill *out (caller frees with store_user_free). 1 found, 0 absent, -1 error. */
+int store_user_get(store *s, const char *name, store_user *out, fhir_error *err);
+int store_user_get_id(store *s, int64_t id, store_user *out, fhir_error *err);
+int store_user_get_subject(store *s, const char *subject, store_user *out, fhir_error *err);
+/* Setters; 1 changed, 0 no such user, -1 error. pw_hash NULL removes the local password. */
+int store_user_set_password(store *s, int64_t id, const char *pw_hash, fhir_error *err);
+int store_user_set_role(store *s, int64_t id, const char *role, fhir_error *err);
+int store_user_set_disabled(store *s, int64_t id, bool disabled, fhir_error *err);
+int store_user_set_subject(store *s, int64_t id, const char *subject, fhir_error *err);
+int store_user_set_display(store *s, int64_t id, const char *display_name, fhir_error *err);
+int store_user_touch_login(store *s, int64_t id, fhir_error *err);
+/* Calls fn for every user by name (u borrowed for the call); fn returns non-zero to stop.
+ * Returns the count visited, or -1. */
+typedef int (*store_user_fn)(void *ctx, const store_user *u);
+int64_t store_user_each(store *s, store_user_fn fn, void *ctx, fhir_error *err);
+
+/* sessions */
+
+typedef struct store_session {
+    int64_t user_id;
+    char source[64];     /* address signed in from */
+    int64_t created_ms, last_seen_ms, expires_ms;
+} store_session;
+
+int store_session_put(store *s, const unsigned char hash[STORE_SECRET_HASH], int64_t user_id,
+                      const char *source, int64_t expires_ms, fhir_error *err);
+/* 1 found, 0 absent, -1 error. */
+int store_session_get(store *s, const unsigned char hash[STORE_SECRET_HASH], store_session *out,
+                      fhir_error *err);
+int store_session_touch(store *s, const unsigned char hash[STORE_SECRET_HASH], int64_t now_ms,
+                        fhir_error *err);
+/* Returns the number removed, -1 on error. */
+int store_session_delete(store *s, const unsigned char hash[STORE_SECRET_HASH], fhir_error *err);
+int store_session_delete_user(store *s, int64_t user_id, fhir_error *err);
+/* Removes sessions past their absolute expiry or idle longer than idle_ms. */
+int store_session_prune(store *s, int64_t now_ms, int64_t idle_ms, fhir_error *err);
+int64_t store_session_count(store *s, int64_t user_id);
+
+/* API tokens */
+
+typedef struct store_token {
+    int64_t id, user_id;
+    char label[128];
+    char role[16];
+    int64_t created_ms, expires_ms, last_used_ms, revoked_ms; /* 0 = never / not */
+} store_token;
+
+int store_token_put(store *s, int64_t user_id, const char *label, const unsigned char hash[STORE_SECRET_HASH],
+                    const char *role, int64_t expires_ms, int64_t *id_out, fhir_error *err);
+/* 1 found, 0 absent, -1 error. */
+int store_token_get(store *s, const unsigned char hash[STORE_SECRET_HASH], store_token *out, fhir_error *err);
+int store_token_touch(store *s, int64_t id, int64_t now_ms, fhir_error *err);
+/* 1 revoked now, 0 no such (unrevoked) token of that user, -1 error. */
+int store_token_revoke(store *s, int64_t user_id, int64_t id, fhir_error *err);
+int store_token_revoke_user(store *s, int64_t user_id, fhir_error *err);
+typedef int (*store_token_fn)(void *ctx, const store_token *t);
+/* Tokens of one user (user_id > 0) or all, oldest first. */
+int64_t store_token_each(store *s, int64_t user_id, store_token_fn fn, void *ctx, fhir_error *err);
+
+/* failed sign-ins (lockout) */
+
+/* Failures recorded for a sign-in name (lower-cased by the caller) and until when it is
+ * locked. Absent = 0 and 0. 0 or -1. */
+int store_login_get(store *s, const char *name, int *failures, int64_t *locked_until_ms, fhir_error *err);
+/* Records one failure at now_ms with the lock computed by the caller; prunes rows older
+ * than STORE_FAILURES_KEEP_MS. */
+int store_login_put(store *s, const char *name, int failures, int64_t now_ms, int64_t locked_until_ms,
+                    fhir_error *err);
+int store_login_clear(store *s, const char *name, fhir_error *err);
 
 #endif

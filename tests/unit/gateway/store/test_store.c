@@ -190,6 +190,12 @@ static void test_cursors_resources_verdicts(void **state)
     store_close(s);
 }
 
+/* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+#define UNDO_AFTER_V4                                                                        \
+    "DROP TABLE sessions; DROP TABLE api_tokens; DROP TABLE login_failures; DROP TABLE users;" \
+    "ALTER TABLE audit DROP COLUMN user_id; ALTER TABLE audit DROP COLUMN role;"             \
+    "ALTER TABLE audit DROP COLUMN source; ALTER TABLE audit DROP COLUMN reason;"
+
 /* A database written by a binary before v2: schema 1 plus the two tables the daemon and the
  * write-back created outside the migrations, with rows in them. Opening adopts both tables
  * (rows kept) and adds what the later steps bring. */
@@ -198,7 +204,7 @@ static void test_adopt_v1_stray_tables(void **state)
     (void)state;
     store *s = open_fresh("v1.db");
     store_close(s);
-    raw_exec("DROP INDEX daemon_dirty_order; DROP INDEX verdicts_category;"
+    raw_exec(UNDO_AFTER_V4 "DROP INDEX daemon_dirty_order; DROP INDEX verdicts_category;"
              "INSERT INTO daemon_dirty(patient_id, marked_ms) VALUES ('p-old', 5);"
              "INSERT INTO writeback_outbox(referral_id, state, audit_id, created_ms, updated_ms)"
              " VALUES (7, 'sent', 3, 1, 1);"
@@ -226,7 +232,7 @@ static void test_v1_without_stray_tables(void **state)
     (void)state;
     store *s = open_fresh("v1-bare.db");
     store_close(s);
-    raw_exec("DROP TABLE daemon_dirty; DROP TABLE writeback_outbox; DROP INDEX verdicts_category;"
+    raw_exec(UNDO_AFTER_V4 "DROP TABLE daemon_dirty; DROP TABLE writeback_outbox; DROP INDEX verdicts_category;"
              "PRAGMA user_version = 1;");
     fhir_error err = {0};
     s = store_open(dbpath, 0, &err);
@@ -434,6 +440,40 @@ static void test_referral_rows(void **state)
     store_close(s);
 }
 
+/* A version 4 database with audit rows gets the tables of who is acting; its rows keep their
+ * values and have no person (NULL columns), and the person columns work from then on. */
+static void test_v4_to_people(void **state)
+{
+    (void)state;
+    store *s = open_fresh("v4.db");
+    store_close(s);
+    raw_exec(UNDO_AFTER_V4 "INSERT INTO audit(ts_ms, actor, action) VALUES (1, 'admin-api', 'approve');"
+             "PRAGMA user_version = 4;");
+    fhir_error err = {0};
+    s = store_open(dbpath, 0, &err);
+    if (!s)
+        fail_msg("store_open: %s", err.msg);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int("SELECT count(*) FROM audit WHERE actor = 'admin-api' AND user_id IS NULL "
+                             "AND role IS NULL AND source IS NULL AND reason IS NULL"), 1);
+    store_user u = {.name = "dr.a", .role = "clinician"};
+    int64_t uid = 0;
+    assert_int_equal(store_user_add(s, &u, &uid, &err), 0);
+    store_user bad = {.name = "DR.A", .role = "clinician"};
+    assert_int_equal(store_user_add(s, &bad, NULL, &err), -1); /* names are case-insensitive */
+    assert_int_equal(err.code, STORE_CONFLICT);
+    store_user bad_role = {.name = "x", .role = "surgeon"};
+    assert_int_equal(store_user_add(s, &bad_role, NULL, &err), -1);
+    store_actor who = {.name = "dr.a", .user_id = uid, .role = "clinician", .source = "10.0.0.9",
+                       .reason = "patient agrees"};
+    assert_int_equal(store_audit_actor(s, &who, "approve", 0, NULL, NULL, NULL, &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM audit WHERE actor = 'dr.a' AND user_id = 1 AND "
+                             "role = 'clinician' AND source = '10.0.0.9' AND reason = 'patient agrees'"), 1);
+    assert_int_equal(store_audit_list(s, 0, 0, 0, NULL, NULL, &err), 2); /* both are about no referral */
+    assert_int_equal(store_audit_list(s, 0, 1, 0, NULL, NULL, &err), 1);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -444,6 +484,7 @@ int main(void)
         cmocka_unit_test(test_cursors_resources_verdicts),
         cmocka_unit_test(test_adopt_v1_stray_tables),
         cmocka_unit_test(test_v1_without_stray_tables),
+        cmocka_unit_test(test_v4_to_people),
         cmocka_unit_test(test_savepoint),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_referral_rows),
