@@ -1,0 +1,650 @@
+/* Unit tests: the listener with real HTTP on 127.0.0.1 — the route table (a route without a
+ * role is refused; every sign-in route declares one), bind checks (plain HTTP only on
+ * loopback), 401/403/404/405 JSON errors, security headers, the sign-in form and its session
+ * cookie flags, CSRF and Origin checks, sign-out, TLS with a CA made by openssl here (with and
+ * without the CA, TLS 1.1 refused, certificate reload), the request deadline against a client
+ * trickling bytes, and the connection cap. The server runs on the test's event loop; a libcurl
+ * client runs in a thread and reports back. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <arpa/inet.h>
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "serve.h"
+#include "serve_auth.h"
+
+static char tmpdir[256];
+
+/* ---- handlers under test --------------------------------------------------------------------- */
+
+static void h_public(serve_req *r, void *ud)
+{
+    (void)ud;
+    serve_reply(r, 200, "text/plain", "public\n", 7);
+}
+
+static void h_view(serve_req *r, void *ud)
+{
+    (void)ud;
+    char b[200];
+    int n = snprintf(b, sizeof b, "hello %s\n", serve_principal(r)->name);
+    serve_reply(r, 200, "text/plain", b, (size_t)n);
+}
+
+static void h_act(serve_req *r, void *ud)
+{
+    (void)ud;
+    char b[200];
+    int n = snprintf(b, sizeof b, "acted on %s by %s as %s\n", serve_param(r, "id"), serve_principal(r)->name,
+                     role_name(serve_principal(r)->role));
+    serve_reply(r, 200, "text/plain", b, (size_t)n);
+}
+
+static const serve_route ROUTES[] = {
+    {"GET", "/t/public", ROLE_PUBLIC, h_public, 0},
+    {"GET", "/t/view", ROLE_VIEWER, h_view, 0},
+    {"GET", "/t/page", ROLE_VIEWER, h_view, SERVE_HTML},
+    {"POST", "/t/act/{id}", ROLE_CLINICIAN, h_act, 0},
+};
+
+/* ---- route table and configuration ---------------------------------------------------------------- */
+
+static void test_routes_need_roles(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    assert_int_equal(serve_check_routes(ROUTES, 4, &err), 0);
+    serve_route no_role[] = {{"GET", "/x", ROLE_UNSET, h_public, 0}};
+    assert_int_equal(serve_check_routes(no_role, 1, &err), -1);
+    assert_non_null(strstr(err.msg, "declares no role"));
+    serve_route bad[][1] = {
+        {{"FETCH", "/x", ROLE_PUBLIC, h_public, 0}},
+        {{"GET", "x", ROLE_PUBLIC, h_public, 0}},
+        {{"GET", "/a//b", ROLE_PUBLIC, h_public, 0}},
+        {{"GET", "/a/*/b", ROLE_PUBLIC, h_public, 0}},
+        {{"GET", "/a/{}", ROLE_PUBLIC, h_public, 0}},
+        {{"GET", "/a", ROLE_PUBLIC, NULL, 0}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        assert_int_equal(serve_check_routes(bad[i], 1, &err), -1);
+    serve_route dup[] = {{"GET", "/x", ROLE_PUBLIC, h_public, 0}, {"GET", "/x", ROLE_VIEWER, h_public, 0}};
+    assert_int_equal(serve_check_routes(dup, 2, &err), -1);
+    /* every sign-in route says its role */
+    size_t n;
+    const serve_route *auth = serve_auth_routes(&n);
+    assert_true(n >= 6);
+    for (size_t i = 0; i < n; i++)
+        assert_int_not_equal(auth[i].need, ROLE_UNSET);
+    assert_int_equal(serve_check_routes(auth, n, &err), 0);
+}
+
+static void test_bind_checks(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    assert_true(serve_is_loopback("127.0.0.1"));
+    assert_true(serve_is_loopback("127.8.9.10"));
+    assert_true(serve_is_loopback("::1"));
+    assert_true(serve_is_loopback("localhost"));
+    assert_false(serve_is_loopback("0.0.0.0"));
+    assert_false(serve_is_loopback("10.0.0.1"));
+    assert_false(serve_is_loopback("::"));
+    assert_false(serve_is_loopback("128.0.0.1"));
+    serve_config c = {.bind = "0.0.0.0"};
+    assert_null(serve_new(NULL, NULL, &c, &err));
+    assert_non_null(strstr(err.msg, "plain HTTP on 0.0.0.0"));
+    c.insecure_plain_http = true;
+    serve *s = serve_new(NULL, NULL, &c, &err);
+    assert_non_null(s);
+    serve_free(s);
+    serve_config t = {.bind = "0.0.0.0", .tls_cert_file = "/nonexistent.pem"};
+    assert_null(serve_new(NULL, NULL, &t, &err));
+    assert_non_null(strstr(err.msg, "both"));
+    t.tls_key_file = "/nonexistent.key";
+    assert_null(serve_new(NULL, NULL, &t, &err));
+    assert_non_null(strstr(err.msg, "certificate"));
+}
+
+/* ---- the live part ------------------------------------------------------------------------------ */
+
+typedef struct resp {
+    long code;
+    char body[8192];
+    size_t blen;
+    char headers[8192];
+    size_t hlen;
+    CURLcode rc;
+} resp;
+
+static size_t on_body(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    size_t k = sz * n;
+    if (r->blen + k < sizeof r->body) {
+        memcpy(r->body + r->blen, p, k);
+        r->blen += k;
+        r->body[r->blen] = 0;
+    }
+    return k;
+}
+
+static size_t on_header(char *p, size_t sz, size_t n, void *ud)
+{
+    resp *r = ud;
+    size_t k = sz * n;
+    if (r->hlen + k < sizeof r->headers) {
+        memcpy(r->headers + r->hlen, p, k);
+        r->hlen += k;
+        r->headers[r->hlen] = 0;
+    }
+    return k;
+}
+
+typedef struct live {
+    int port;
+    char base[64];
+    char failures[8192];
+    int nfail;
+    int done_fd;             /* write end: the client is finished */
+    const char *ca;          /* TLS: CA file */
+    char vtok[ACCESS_TOKEN_LEN], ctok[ACCESS_TOKEN_LEN];
+    serve *s;
+    int phase;
+    char ca2[512], cert2[512], key2[512];
+} live;
+
+#define CHECK(L, cond, ...)                                                                          \
+    do {                                                                                             \
+        if (!(cond)) {                                                                               \
+            (L)->nfail++;                                                                            \
+            size_t _o = strlen((L)->failures);                                                       \
+            snprintf((L)->failures + _o, sizeof (L)->failures - _o, "line %d: ", __LINE__);          \
+            _o = strlen((L)->failures);                                                              \
+            snprintf((L)->failures + _o, sizeof (L)->failures - _o, __VA_ARGS__);                    \
+            _o = strlen((L)->failures);                                                              \
+            snprintf((L)->failures + _o, sizeof (L)->failures - _o, "\n");                           \
+        }                                                                                            \
+    } while (0)
+
+/* One request. hdrs: NULL-terminated "Name: value" list. */
+static void req(live *L, const char *method, const char *path, const char *const *hdrs, const char *body,
+                const char *ca, resp *out)
+{
+    memset(out, 0, sizeof *out);
+    CURL *e = curl_easy_init();
+    char url[512];
+    snprintf(url, sizeof url, "%s%s", L->base, path);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    if (!strcmp(method, "HEAD"))
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    if (body)
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, body);
+    else if (!strcmp(method, "POST"))
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
+    struct curl_slist *sl = NULL;
+    for (size_t i = 0; hdrs && hdrs[i]; i++)
+        sl = curl_slist_append(sl, hdrs[i]);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, sl);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, out);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, out);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 20L);
+    if (ca)
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca);
+    out->rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &out->code);
+    if (getenv("SERVE_TEST_DEBUG")) /* SERVE_TEST_DEBUG=1: one line per request */
+        fprintf(stderr, "%s %s -> %ld (%s)\n", method, path, out->code, curl_easy_strerror(out->rc));
+    curl_slist_free_all(sl);
+    curl_easy_cleanup(e);
+}
+
+/* case-insensitive strstr (strcasestr is a GNU extension) */
+static const char *ci_find(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+    for (; *hay; hay++)
+        if (!strncasecmp(hay, needle, n))
+            return hay;
+    return NULL;
+}
+
+static bool has_header(const resp *r, const char *line)
+{
+    return ci_find(r->headers, line) != NULL;
+}
+
+/* Copies the value of a Set-Cookie for name into out. */
+static bool cookie_of(const resp *r, const char *name, char *out, size_t n, char *line, size_t ln)
+{
+    char key[80];
+    snprintf(key, sizeof key, "Set-Cookie: %s=", name);
+    const char *p = ci_find(r->headers, key);
+    if (!p)
+        return false;
+    const char *eol = strstr(p, "\r\n");
+    snprintf(line, ln, "%.*s", (int)(eol - p), p);
+    p += strlen(key);
+    size_t l = strcspn(p, ";\r");
+    snprintf(out, n, "%.*s", (int)l, p);
+    return true;
+}
+
+static void *client_plain(void *arg)
+{
+    live *L = arg;
+    resp r;
+    /* public, with the security headers and no HSTS on plain HTTP */
+    req(L, "GET", "/t/public", NULL, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && !strcmp(r.body, "public\n"), "public: %ld", r.code);
+    CHECK(L, has_header(&r, "Content-Security-Policy: default-src 'self'; script-src 'self'"), "no CSP");
+    CHECK(L, has_header(&r, "frame-ancestors 'none'"), "no frame-ancestors");
+    CHECK(L, has_header(&r, "X-Content-Type-Options: nosniff"), "no nosniff");
+    CHECK(L, has_header(&r, "X-Frame-Options: DENY"), "no XFO");
+    CHECK(L, has_header(&r, "Referrer-Policy: no-referrer"), "no referrer policy");
+    CHECK(L, !has_header(&r, "Strict-Transport-Security"), "HSTS on plain HTTP");
+    req(L, "HEAD", "/t/public", NULL, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && r.blen == 0, "HEAD: %ld %zu", r.code, r.blen);
+    /* anonymous */
+    req(L, "GET", "/t/view", NULL, NULL, NULL, &r);
+    CHECK(L, r.code == 401 && strstr(r.body, "\"status\":401") && has_header(&r, "WWW-Authenticate: Bearer"),
+          "anonymous view: %ld %s", r.code, r.body);
+    req(L, "GET", "/nowhere", NULL, NULL, NULL, &r);
+    CHECK(L, r.code == 401, "anonymous unknown path: %ld", r.code);
+    req(L, "GET", "/t/page?x=1", NULL, NULL, NULL, &r);
+    CHECK(L, r.code == 303 && has_header(&r, "Location: /auth/login?next=%2Ft%2Fpage%3Fx%3D1"), "page: %ld %s", r.code,
+          r.headers);
+    const char *bad[] = {"Authorization: Bearer cgt_nope", NULL};
+    req(L, "GET", "/t/public", bad, NULL, NULL, &r);
+    CHECK(L, r.code == 401, "wrong token on a public route: %ld", r.code);
+    /* tokens: viewer reads, clinician acts, viewer acting gets 403 */
+    char vh[128], ch[128];
+    snprintf(vh, sizeof vh, "Authorization: Bearer %s", L->vtok);
+    snprintf(ch, sizeof ch, "Authorization: Bearer %s", L->ctok);
+    const char *vhs[] = {vh, NULL}, *chs[] = {ch, NULL};
+    req(L, "GET", "/t/view", vhs, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && !strcmp(r.body, "hello viv\n"), "viewer view: %ld %s", r.code, r.body);
+    req(L, "GET", "/nowhere", vhs, NULL, NULL, &r);
+    CHECK(L, r.code == 404 && strstr(r.body, "\"status\":404"), "known unknown path: %ld", r.code);
+    req(L, "POST", "/t/act/7", vhs, NULL, NULL, &r);
+    CHECK(L, r.code == 403 && strstr(r.body, "needs the clinician role"), "viewer acting: %ld %s", r.code, r.body);
+    req(L, "POST", "/t/act/7", chs, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && !strcmp(r.body, "acted on 7 by cleo as clinician\n"), "clinician: %ld %s", r.code, r.body);
+    req(L, "POST", "/t/act/a%20b", chs, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && strstr(r.body, "acted on a b "), "decoded param: %s", r.body);
+    req(L, "DELETE", "/t/act/7", chs, NULL, NULL, &r);
+    CHECK(L, r.code == 405 && has_header(&r, "Allow: POST"), "405: %ld %s", r.code, r.headers);
+    req(L, "GET", "/t/act", chs, NULL, NULL, &r);
+    CHECK(L, r.code == 404, "missing param segment: %ld", r.code);
+    /* password sign-in through the form */
+    req(L, "POST", "/auth/login", NULL, "username=cleo&password=wrong+password&next=%2Ft%2Fview", NULL, &r);
+    CHECK(L, r.code == 401 && strstr(r.body, "Sign-in failed") && !has_header(&r, "Set-Cookie: cartgate_session"),
+          "bad password: %ld", r.code);
+    const char *evil[] = {"Origin: https://evil.example", NULL};
+    req(L, "POST", "/auth/login", evil, "username=cleo&password=correct+horse+battery", NULL, &r);
+    CHECK(L, r.code == 403, "cross-origin sign-in: %ld", r.code);
+    req(L, "POST", "/auth/login", NULL, "username=cleo&password=correct+horse+battery&next=%2Ft%2Fview", NULL, &r);
+    char cookie[128], line[512];
+    CHECK(L, r.code == 303 && has_header(&r, "Location: /t/view"), "sign-in: %ld", r.code);
+    CHECK(L, cookie_of(&r, SERVE_SESSION_COOKIE, cookie, sizeof cookie, line, sizeof line), "no session cookie");
+    CHECK(L, strstr(line, "; HttpOnly") && strstr(line, "; Secure") && strstr(line, "; SameSite=Strict") &&
+                 strstr(line, "; Path=/") && !strstr(line, "Max-Age"),
+          "cookie flags: %s", line);
+    req(L, "POST", "/auth/login", NULL, "username=cleo&password=correct+horse+battery&next=https%3A%2F%2Fevil.example",
+        NULL, &r);
+    CHECK(L, r.code == 303 && has_header(&r, "Location: /\r"), "open redirect: %s", r.headers);
+    char ck[200];
+    snprintf(ck, sizeof ck, "Cookie: %s=%s", SERVE_SESSION_COOKIE, cookie);
+    const char *cks[] = {ck, NULL};
+    req(L, "GET", "/t/view", cks, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && !strcmp(r.body, "hello cleo\n"), "cookie read: %ld", r.code);
+    req(L, "GET", "/auth/session", cks, NULL, NULL, &r);
+    char *cp = strstr(r.body, "\"csrf\":\"");
+    char csrf[64] = "";
+    if (cp)
+        snprintf(csrf, sizeof csrf, "%.43s", cp + 8);
+    CHECK(L, r.code == 200 && strstr(r.body, "\"role\":\"clinician\"") && strlen(csrf) == 43, "session: %s", r.body);
+    /* CSRF: missing -> 403, wrong -> 403, right (header or form field) -> 200 */
+    req(L, "POST", "/t/act/9", cks, NULL, NULL, &r);
+    CHECK(L, r.code == 403 && strstr(r.body, "missing CSRF token"), "no csrf: %ld %s", r.code, r.body);
+    char xh[100];
+    snprintf(xh, sizeof xh, "X-CSRF-Token: %.42sA", csrf);
+    const char *wrong[] = {ck, xh, NULL};
+    req(L, "POST", "/t/act/9", wrong, NULL, NULL, &r);
+    CHECK(L, r.code == 403 && strstr(r.body, "wrong CSRF token"), "wrong csrf: %ld %s", r.code, r.body);
+    snprintf(xh, sizeof xh, "X-CSRF-Token: %s", csrf);
+    const char *right[] = {ck, xh, NULL};
+    req(L, "POST", "/t/act/9", right, NULL, NULL, &r);
+    CHECK(L, r.code == 200 && strstr(r.body, "acted on 9 by cleo"), "csrf header: %ld %s", r.code, r.body);
+    char form[100];
+    snprintf(form, sizeof form, "csrf=%s", csrf);
+    const char *formh[] = {ck, "Content-Type: application/x-www-form-urlencoded", NULL};
+    req(L, "POST", "/t/act/10", formh, form, NULL, &r);
+    CHECK(L, r.code == 200, "csrf form field: %ld %s", r.code, r.body);
+    const char *xo[] = {ck, xh, "Origin: https://evil.example", NULL};
+    req(L, "POST", "/t/act/9", xo, NULL, NULL, &r);
+    CHECK(L, r.code == 403 && strstr(r.body, "cross-origin"), "origin: %ld", r.code);
+    char own[100];
+    snprintf(own, sizeof own, "Origin: %s", L->base);
+    const char *oo[] = {ck, xh, own, NULL};
+    req(L, "POST", "/t/act/9", oo, NULL, NULL, &r);
+    CHECK(L, r.code == 200, "own origin: %ld %s", r.code, r.body);
+    /* sign-out needs the CSRF token too; then the cookie is worthless */
+    req(L, "POST", "/auth/logout", cks, NULL, NULL, &r);
+    CHECK(L, r.code == 403, "logout without csrf: %ld", r.code);
+    req(L, "POST", "/auth/logout", right, NULL, NULL, &r);
+    CHECK(L, r.code == 303 && has_header(&r, "Max-Age=0"), "logout: %ld %s", r.code, r.headers);
+    req(L, "GET", "/t/view", cks, NULL, NULL, &r);
+    CHECK(L, r.code == 401, "after logout: %ld", r.code);
+    /* too large a body */
+    char *big = malloc(70000);
+    memset(big, 'x', 69999);
+    big[69999] = 0;
+    req(L, "POST", "/t/act/1", chs, big, NULL, &r);
+    CHECK(L, r.code == 413, "body cap: %ld", r.code);
+    free(big);
+    return NULL;
+}
+
+/* A raw TCP client. */
+static int raw_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, "127.0.0.1", &a.sin_addr);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* waits up to ms for readable data or EOF; returns bytes read (0 = EOF, -1 = nothing) */
+static ssize_t raw_wait(int fd, char *buf, size_t n, int ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLIN};
+    if (poll(&p, 1, ms) <= 0)
+        return -1;
+    return recv(fd, buf, n, 0);
+}
+
+static void *client_limits(void *arg)
+{
+    live *L = arg;
+    /* a client sending one byte every 200 ms: the per-read idle timeout (5 s) never fires, the
+     * request deadline (1 s) does */
+    int fd = raw_connect(L->port);
+    const char *reqs = "GET /t/public HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n";
+    bool closed = false;
+    size_t sent = 0;
+    char buf[512];
+    for (size_t i = 0; reqs[i] && !closed; i++) {
+        if (send(fd, reqs + i, 1, MSG_NOSIGNAL) != 1) {
+            closed = true;
+            break;
+        }
+        sent++;
+        ssize_t k = raw_wait(fd, buf, sizeof buf, 200);
+        if (k == 0 || (k < 0 && errno == ECONNRESET))
+            closed = true;
+    }
+    CHECK(L, closed && sent < strlen(reqs), "trickle not cut: sent %zu of %zu", sent, strlen(reqs));
+    close(fd);
+    /* the cap (2): two idle connections hold it; a third waits unanswered until one goes */
+    int a = raw_connect(L->port), b = raw_connect(L->port);
+    CHECK(L, a >= 0 && b >= 0, "connects");
+    usleep(200000);
+    int c = raw_connect(L->port); /* accepted by the kernel, not by the listener */
+    const char *get = "GET /t/public HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    send(c, get, strlen(get), MSG_NOSIGNAL);
+    ssize_t k = raw_wait(c, buf, sizeof buf, 300);
+    CHECK(L, k < 0, "third connection answered while at the cap (%zd)", k);
+    CHECK(L, serve_get_stats(L->s)->open <= 2, "open %d", serve_get_stats(L->s)->open);
+    close(a);
+    k = raw_wait(c, buf, sizeof buf - 1, 10000);
+    CHECK(L, k > 0 && !strncmp(buf, "HTTP/1.1 200", 12), "third connection after one left: %zd", k);
+    close(b);
+    close(c);
+    return NULL;
+}
+
+static void *client_tls(void *arg)
+{
+    live *L = arg;
+    resp r;
+    req(L, "GET", "/t/public", NULL, NULL, L->ca, &r);
+    CHECK(L, r.rc == CURLE_OK && r.code == 200, "TLS with the CA: %s", curl_easy_strerror(r.rc));
+    CHECK(L, has_header(&r, "Strict-Transport-Security: max-age="), "no HSTS on TLS");
+    req(L, "GET", "/t/public", NULL, NULL, NULL, &r); /* the system store does not know our CA */
+    CHECK(L, r.rc == CURLE_PEER_FAILED_VERIFICATION || r.rc == CURLE_SSL_CACERT, "TLS without the CA: %s",
+          curl_easy_strerror(r.rc));
+    /* TLS 1.1 is refused */
+    CURL *e = curl_easy_init();
+    char url[128];
+    snprintf(url, sizeof url, "%s/t/public", L->base);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_CAINFO, L->ca);
+    curl_easy_setopt(e, CURLOPT_SSLVERSION, (long)(CURL_SSLVERSION_TLSv1 | CURL_SSLVERSION_MAX_TLSv1_1));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &r);
+    CURLcode rc = curl_easy_perform(e);
+    CHECK(L, rc != CURLE_OK, "TLS 1.1 accepted");
+    curl_easy_cleanup(e);
+    /* plain HTTP to the TLS port gets no HTTP answer */
+    char plain[64];
+    snprintf(plain, sizeof plain, "http://127.0.0.1:%d", L->port);
+    char saved[64];
+    snprintf(saved, sizeof saved, "%s", L->base);
+    snprintf(L->base, sizeof L->base, "%s", plain);
+    req(L, "GET", "/t/public", NULL, NULL, NULL, &r);
+    CHECK(L, r.code != 200, "plain HTTP answered on the TLS port");
+    snprintf(L->base, sizeof L->base, "%s", saved);
+    /* reload with a certificate from another CA (asks the server thread, then waits) */
+    L->phase = 1;
+    char one = 'r';
+    if (write(L->done_fd, &one, 1) != 1)
+        abort();
+    for (int i = 0; i < 200 && L->phase != 2; i++)
+        usleep(50000);
+    req(L, "GET", "/t/public", NULL, NULL, L->ca2, &r);
+    CHECK(L, r.rc == CURLE_OK && r.code == 200, "after reload, the new CA: %s", curl_easy_strerror(r.rc));
+    req(L, "GET", "/t/public", NULL, NULL, L->ca, &r);
+    CHECK(L, r.rc != CURLE_OK, "after reload, the old CA still accepted");
+    return NULL;
+}
+
+typedef struct run {
+    live *L;
+    struct event_base *base;
+    void *(*client)(void *);
+} run;
+
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    run *R = arg;
+    char c;
+    if (read(fd, &c, 1) != 1)
+        return;
+    if (c == 'r') { /* reload request from the TLS client */
+        fhir_error err = {0};
+        char cmd[2048];
+        snprintf(cmd, sizeof cmd, "cp '%s' '%s/server.crt' && cp '%s' '%s/server.key'", R->L->cert2, tmpdir,
+                 R->L->key2, tmpdir);
+        if (system(cmd) != 0 || serve_reload_tls(R->L->s, &err))
+            R->L->nfail++;
+        R->L->phase = 2;
+        return;
+    }
+    event_base_loopbreak(R->base);
+}
+
+static void *client_main(void *arg)
+{
+    run *R = arg;
+    R->client(R->L);
+    char d = 'd';
+    if (write(R->L->done_fd, &d, 1) != 1)
+        abort();
+    return NULL;
+}
+
+static int sh(const char *fmt, ...)
+{
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    return system(cmd);
+}
+
+/* A CA and a server certificate for 127.0.0.1 made with the openssl command. */
+static void make_pki(const char *dir, const char *tag)
+{
+    assert_int_equal(sh("cd '%s' && openssl req -x509 -newkey rsa:2048 -nodes -keyout ca%s.key -out ca%s.crt -days 2 "
+                        "-subj '/CN=cartgate test CA %s' >/dev/null 2>&1 && "
+                        "openssl req -newkey rsa:2048 -nodes -keyout srv%s.key -out srv%s.csr -subj '/CN=127.0.0.1' "
+                        ">/dev/null 2>&1 && printf 'subjectAltName=IP:127.0.0.1\\n' > ext%s && "
+                        "openssl x509 -req -in srv%s.csr -CA ca%s.crt -CAkey ca%s.key -CAcreateserial -out srv%s.crt "
+                        "-days 2 -extfile ext%s >/dev/null 2>&1",
+                        dir, tag, tag, tag, tag, tag, tag, tag, tag, tag, tag, tag),
+                     0);
+}
+
+static void run_live(serve_config *cfg, void *(*client)(void *), live *L)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/s.db", tmpdir);
+    fhir_error err = {0};
+    store *st = store_open(path, 0, &err);
+    assert_non_null(st);
+    access_config ac = {.kdf = {.ln = 11, .r = 8, .p = 1}};
+    access_ctx *acc = access_new(st, &ac);
+    access_principal root;
+    access_principal_local(&root, "test");
+    if (access_user_add(acc, "viv", NULL, ROLE_VIEWER, false, NULL, &root, &err) == 0)
+        access_user_add(acc, "cleo", NULL, ROLE_CLINICIAN, false, "correct horse battery", &root, &err);
+    assert_int_equal(access_token_create(acc, "viv", ROLE_UNSET, 1, NULL, &root, L->vtok, NULL, &err), 0);
+    assert_int_equal(access_token_create(acc, "cleo", ROLE_UNSET, 1, NULL, &root, L->ctok, NULL, &err), 0);
+    struct event_base *base = event_base_new();
+    serve *s = serve_new(base, acc, cfg, &err);
+    if (!s)
+        fail_msg("serve_new: %s", err.msg);
+    L->s = s;
+    assert_int_equal(serve_add_routes(s, ROUTES, 4, NULL, &err), 0);
+    assert_int_equal(serve_auth_add(s, NULL, NULL, &err), 0);
+    serve_route late[] = {{"GET", "/t/public", ROLE_VIEWER, h_public, 0}};
+    assert_int_equal(serve_add_routes(s, late, 1, NULL, &err), -1); /* registered twice */
+    assert_int_equal(serve_start(s, &err), 0);
+    L->port = serve_port(s);
+    snprintf(L->base, sizeof L->base, "%s://127.0.0.1:%d", cfg->tls_cert_file ? "https" : "http", L->port);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    L->done_fd = pfd[1];
+    run R = {.L = L, .base = base, .client = client};
+    struct event *ev = event_new(base, pfd[0], EV_READ | EV_PERSIST, on_done, &R);
+    event_add(ev, NULL);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, client_main, &R), 0);
+    event_base_dispatch(base);
+    pthread_join(th, NULL);
+    event_free(ev);
+    close(pfd[0]);
+    close(pfd[1]);
+    serve_free(s);
+    event_base_free(base);
+    access_free(acc);
+    store_close(st);
+    if (L->nfail)
+        fail_msg("%d failure(s):\n%s", L->nfail, L->failures);
+}
+
+static void test_live_plain(void **state)
+{
+    (void)state;
+    live L = {0};
+    serve_config c = {.bind = "127.0.0.1", .max_body_bytes = 65536};
+    run_live(&c, client_plain, &L);
+}
+
+static void test_live_limits(void **state)
+{
+    (void)state;
+    live L = {0};
+    serve_config c = {.bind = "127.0.0.1", .request_timeout_s = 1, .idle_timeout_s = 5, .max_connections = 2};
+    run_live(&c, client_limits, &L);
+}
+
+static void test_live_tls(void **state)
+{
+    (void)state;
+    make_pki(tmpdir, "1");
+    make_pki(tmpdir, "2");
+    assert_int_equal(sh("cd '%s' && cp srv1.crt server.crt && cp srv1.key server.key", tmpdir), 0);
+    live L = {0};
+    char cert[512], key[512], ca[512];
+    snprintf(cert, sizeof cert, "%s/server.crt", tmpdir);
+    snprintf(key, sizeof key, "%s/server.key", tmpdir);
+    snprintf(ca, sizeof ca, "%s/ca1.crt", tmpdir);
+    snprintf(L.ca2, sizeof L.ca2, "%s/ca2.crt", tmpdir);
+    snprintf(L.cert2, sizeof L.cert2, "%s/srv2.crt", tmpdir);
+    snprintf(L.key2, sizeof L.key2, "%s/srv2.key", tmpdir);
+    L.ca = ca;
+    /* a key that does not belong to the certificate is refused */
+    fhir_error err = {0};
+    serve_config bad = {.tls_cert_file = cert, .tls_key_file = L.key2};
+    assert_null(serve_new(NULL, NULL, &bad, &err));
+    if (!strstr(err.msg, "does not match") && !strstr(err.msg, "mismatch"))
+        fail_msg("mismatched key: %s", err.msg);
+    serve_config c = {.bind = "127.0.0.1", .tls_cert_file = cert, .tls_key_file = key};
+    run_live(&c, client_tls, &L);
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/cartgate-serve-XXXXXX");
+    if (!mkdtemp(tmpdir))
+        return -1;
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    curl_global_cleanup();
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes_need_roles),
+        cmocka_unit_test(test_bind_checks),
+        cmocka_unit_test(test_live_plain),
+        cmocka_unit_test(test_live_limits),
+        cmocka_unit_test(test_live_tls),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
