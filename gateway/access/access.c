@@ -209,6 +209,44 @@ typedef struct user_op {
     const access_principal *by;
 } user_op;
 
+/* A change to one existing user: loaded by name, inside one transaction with its audit row. */
+typedef int (*user_fn)(access_ctx *a, const store_user *u, void *op, fhir_error *err);
+
+typedef struct with_user_ctx {
+    const char *name;
+    user_fn fn;
+    void *op;
+} with_user_ctx;
+
+static int with_user_tx(access_ctx *a, void *ctx, fhir_error *err)
+{
+    with_user_ctx *w = ctx;
+    store_user u;
+    int f = store_user_get(a->st, w->name, &u, err);
+    if (f <= 0)
+        return f < 0 ? -1 : fhir_error_set(err, "no such user: %s", w->name);
+    int rc = w->fn(a, &u, w->op, err);
+    store_user_free(&u);
+    return rc;
+}
+
+static int with_user(access_ctx *a, const char *name, user_fn fn, void *op, fhir_error *err)
+{
+    with_user_ctx w = {name, fn, op};
+    return in_tx(a, err, with_user_tx, &w);
+}
+
+/* The scrypt string of a new password that passes the policy (NULL password: *hash NULL). */
+static int new_hash(access_ctx *a, const char *password, char **hash, fhir_error *err)
+{
+    *hash = NULL;
+    if (!password)
+        return 0;
+    if (pwhash_check_policy(password, a->cfg.password_min_len, err))
+        return -1;
+    return (*hash = pwhash_hash(password, &a->cfg.kdf, err)) ? 0 : -1;
+}
+
 static int do_user_add(access_ctx *a, void *ctx, fhir_error *err)
 {
     user_op *o = ctx;
@@ -237,148 +275,106 @@ int access_user_add(access_ctx *a, const char *name, const char *display_name, r
         return fhir_error_set(err, "a user needs a role: viewer, clinician, intake or admin");
     if (service && password)
         return fhir_error_set(err, "a service account signs in with tokens only, not a password");
-    char *hash = NULL;
-    if (password) {
-        if (pwhash_check_policy(password, a->cfg.password_min_len, err))
-            return -1;
-        if (!(hash = pwhash_hash(password, &a->cfg.kdf, err)))
-            return -1;
-    }
+    char *hash;
+    if (new_hash(a, password, &hash, err))
+        return -1;
     user_op o = {.name = name, .display = display_name, .pw_hash = hash, .r = r, .service = service, .by = by};
     int rc = in_tx(a, err, do_user_add, &o);
     free(hash);
     return rc;
 }
 
-static int get_user(access_ctx *a, const char *name, store_user *u, fhir_error *err)
+static int do_user_passwd(access_ctx *a, const store_user *u, void *op, fhir_error *err)
 {
-    int f = store_user_get(a->st, name, u, err);
-    if (f == 0)
-        return fhir_error_set(err, "no such user: %s", name);
-    return f < 0 ? -1 : 0;
-}
-
-static int do_user_passwd(access_ctx *a, void *ctx, fhir_error *err)
-{
-    user_op *o = ctx;
-    store_user u;
-    if (get_user(a, o->name, &u, err))
+    user_op *o = op;
+    if (u->service && o->pw_hash)
+        return fhir_error_set(err, "%s is a service account: tokens only, no password", u->name);
+    if (store_user_set_password(a->st, u->id, o->pw_hash, err) < 0 || store_session_delete_user(a->st, u->id, err) < 0 ||
+        store_login_clear(a->st, o->low, err))
         return -1;
-    int rc = -1;
-    if (u.service && o->pw_hash)
-        fhir_error_set(err, "%s is a service account: tokens only, no password", o->name);
-    else if (store_user_set_password(a->st, u.id, o->pw_hash, err) >= 0 &&
-             store_session_delete_user(a->st, u.id, err) >= 0 && store_login_clear(a->st, o->low, err) == 0) {
-        char detail[200];
-        snprintf(detail, sizeof detail, "password of %s %s; sessions ended", u.name, o->pw_hash ? "set" : "removed");
-        rc = access_audit(a, o->by, "user-passwd", detail, NULL, err);
-    }
-    store_user_free(&u);
-    return rc;
+    char detail[200];
+    snprintf(detail, sizeof detail, "password of %s %s; sessions ended", u->name, o->pw_hash ? "set" : "removed");
+    return access_audit(a, o->by, "user-passwd", detail, NULL, err);
 }
 
 int access_user_passwd(access_ctx *a, const char *name, const char *password, const access_principal *by,
                        fhir_error *err)
 {
-    char *hash = NULL;
-    if (password) {
-        if (pwhash_check_policy(password, a->cfg.password_min_len, err))
-            return -1;
-        if (!(hash = pwhash_hash(password, &a->cfg.kdf, err)))
-            return -1;
-    }
+    char *hash;
+    if (new_hash(a, password, &hash, err))
+        return -1;
     char low[ACCESS_NAME_MAX];
     lower_name(name, low);
-    user_op o = {.name = name, .pw_hash = hash, .by = by, .low = low};
-    int rc = in_tx(a, err, do_user_passwd, &o);
+    user_op o = {.pw_hash = hash, .by = by, .low = low};
+    int rc = with_user(a, name, do_user_passwd, &o, err);
     free(hash);
     return rc;
 }
 
-static int do_user_disable(access_ctx *a, void *ctx, fhir_error *err)
+static int do_user_disable(access_ctx *a, const store_user *u, void *op, fhir_error *err)
 {
-    user_op *o = ctx;
-    store_user u;
-    if (get_user(a, o->name, &u, err))
+    user_op *o = op;
+    if (store_user_set_disabled(a->st, u->id, o->flag, err) < 0 ||
+        (o->flag && store_session_delete_user(a->st, u->id, err) < 0))
         return -1;
-    int rc = -1;
-    if (store_user_set_disabled(a->st, u.id, o->flag, err) >= 0 &&
-        (!o->flag || store_session_delete_user(a->st, u.id, err) >= 0)) {
-        char detail[200];
-        snprintf(detail, sizeof detail, "user %s %s", u.name, o->flag ? "disabled; sessions ended" : "enabled");
-        rc = access_audit(a, o->by, o->flag ? "user-disable" : "user-enable", detail, NULL, err);
-    }
-    store_user_free(&u);
-    return rc;
+    char detail[200];
+    snprintf(detail, sizeof detail, "user %s %s", u->name, o->flag ? "disabled; sessions ended" : "enabled");
+    return access_audit(a, o->by, o->flag ? "user-disable" : "user-enable", detail, NULL, err);
 }
 
 int access_user_disable(access_ctx *a, const char *name, bool disabled, const access_principal *by, fhir_error *err)
 {
-    user_op o = {.name = name, .flag = disabled, .by = by};
-    return in_tx(a, err, do_user_disable, &o);
+    user_op o = {.flag = disabled, .by = by};
+    return with_user(a, name, do_user_disable, &o, err);
 }
 
-static int do_user_role(access_ctx *a, void *ctx, fhir_error *err)
+static int do_user_role(access_ctx *a, const store_user *u, void *op, fhir_error *err)
 {
-    user_op *o = ctx;
-    store_user u;
-    if (get_user(a, o->name, &u, err))
+    user_op *o = op;
+    if (store_user_set_role(a->st, u->id, role_name(o->r), err) < 0)
         return -1;
-    int rc = -1;
-    if (store_user_set_role(a->st, u.id, role_name(o->r), err) >= 0) {
-        char detail[200];
-        snprintf(detail, sizeof detail, "role of %s: %s -> %s", u.name, u.role, role_name(o->r));
-        rc = access_audit(a, o->by, "user-role", detail, NULL, err);
-    }
-    store_user_free(&u);
-    return rc;
+    char detail[200];
+    snprintf(detail, sizeof detail, "role of %s: %s -> %s", u->name, u->role, role_name(o->r));
+    return access_audit(a, o->by, "user-role", detail, NULL, err);
 }
 
 int access_user_set_role(access_ctx *a, const char *name, role r, const access_principal *by, fhir_error *err)
 {
     if (r < ROLE_VIEWER || r >= ROLE_N_)
         return fhir_error_set(err, "role must be viewer, clinician, intake or admin");
-    user_op o = {.name = name, .r = r, .by = by};
-    return in_tx(a, err, do_user_role, &o);
+    user_op o = {.r = r, .by = by};
+    return with_user(a, name, do_user_role, &o, err);
 }
 
 /* ---- tokens ------------------------------------------------------------------------------- */
 
 typedef struct token_op {
-    const char *name, *label;
+    const char *label;
     role r;
     int64_t ttl_days, id;
     unsigned char hash[STORE_SECRET_HASH];
     const access_principal *by;
 } token_op;
 
-static int do_token_create(access_ctx *a, void *ctx, fhir_error *err)
+static int do_token_create(access_ctx *a, const store_user *u, void *op, fhir_error *err)
 {
-    token_op *o = ctx;
-    store_user u;
-    if (get_user(a, o->name, &u, err))
-        return -1;
-    int rc = -1;
+    token_op *o = op;
     role ur;
-    if (role_parse(u.role, &ur))
-        fhir_error_set(err, "user %s has no valid role", u.name);
-    else if (o->r == ROLE_UNSET)
+    if (role_parse(u->role, &ur))
+        return fhir_error_set(err, "user %s has no valid role", u->name);
+    if (o->r == ROLE_UNSET)
         o->r = ur;
-    if (o->r != ROLE_UNSET && (role_grants(o->r) & ~role_grants(ur)))
-        fhir_error_set(err, "a token cannot hold more than its user: %s is %s, not %s", u.name, u.role,
-                       role_name(o->r));
-    else if (o->r != ROLE_UNSET) {
-        int64_t expires = fhir_clock_now_ms() + o->ttl_days * 86400000LL;
-        if (store_token_put(a->st, u.id, o->label, o->hash, role_name(o->r), expires, &o->id, err) == 0) {
-            char detail[300], when[40];
-            fhir_clock_format_instant(expires, when, sizeof when);
-            snprintf(detail, sizeof detail, "token %lld for %s (role %s, label %.100s, expires %s)", (long long)o->id,
-                     u.name, role_name(o->r), o->label ? o->label : "-", when);
-            rc = access_audit(a, o->by, "token-create", detail, NULL, err);
-        }
-    }
-    store_user_free(&u);
-    return rc;
+    if (role_grants(o->r) & ~role_grants(ur))
+        return fhir_error_set(err, "a token cannot hold more than its user: %s is %s, not %s", u->name, u->role,
+                              role_name(o->r));
+    int64_t expires = fhir_clock_now_ms() + o->ttl_days * 86400000LL;
+    if (store_token_put(a->st, u->id, o->label, o->hash, role_name(o->r), expires, &o->id, err))
+        return -1;
+    char detail[300], when[40];
+    fhir_clock_format_instant(expires, when, sizeof when);
+    snprintf(detail, sizeof detail, "token %lld for %s (role %s, label %.100s, expires %s)", (long long)o->id, u->name,
+             role_name(o->r), o->label ? o->label : "-", when);
+    return access_audit(a, o->by, "token-create", detail, NULL, err);
 }
 
 int access_token_create(access_ctx *a, const char *name, role r, int64_t ttl_days, const char *label,
@@ -396,9 +392,9 @@ int access_token_create(access_ctx *a, const char *name, role r, int64_t ttl_day
     OPENSSL_cleanse(raw, sizeof raw);
     char tok[ACCESS_TOKEN_LEN];
     snprintf(tok, sizeof tok, TOKEN_PREFIX "%s", b64);
-    token_op o = {.name = name, .label = label, .r = r, .ttl_days = ttl_days, .by = by};
+    token_op o = {.label = label, .r = r, .ttl_days = ttl_days, .by = by};
     sha256(tok, strlen(tok), o.hash);
-    int rc = in_tx(a, err, do_token_create, &o);
+    int rc = with_user(a, name, do_token_create, &o, err);
     if (rc == 0) {
         memcpy(token_out, tok, sizeof tok);
         if (id_out)
@@ -408,28 +404,21 @@ int access_token_create(access_ctx *a, const char *name, role r, int64_t ttl_day
     return rc;
 }
 
-static int do_token_revoke(access_ctx *a, void *ctx, fhir_error *err)
+static int do_token_revoke(access_ctx *a, const store_user *u, void *op, fhir_error *err)
 {
-    token_op *o = ctx;
-    store_user u;
-    if (get_user(a, o->name, &u, err))
-        return -1;
-    int rc = store_token_revoke(a->st, u.id, o->id, err);
-    if (rc == 0)
-        rc = fhir_error_set(err, "user %s has no unrevoked token %lld", u.name, (long long)o->id);
-    else if (rc > 0) {
-        char detail[200];
-        snprintf(detail, sizeof detail, "token %lld of %s revoked", (long long)o->id, u.name);
-        rc = access_audit(a, o->by, "token-revoke", detail, NULL, err);
-    }
-    store_user_free(&u);
-    return rc;
+    token_op *o = op;
+    int rc = store_token_revoke(a->st, u->id, o->id, err);
+    if (rc <= 0)
+        return rc < 0 ? -1 : fhir_error_set(err, "user %s has no unrevoked token %lld", u->name, (long long)o->id);
+    char detail[200];
+    snprintf(detail, sizeof detail, "token %lld of %s revoked", (long long)o->id, u->name);
+    return access_audit(a, o->by, "token-revoke", detail, NULL, err);
 }
 
 int access_token_revoke(access_ctx *a, const char *name, int64_t id, const access_principal *by, fhir_error *err)
 {
-    token_op o = {.name = name, .id = id, .by = by};
-    return in_tx(a, err, do_token_revoke, &o);
+    token_op o = {.id = id, .by = by};
+    return with_user(a, name, do_token_revoke, &o, err);
 }
 
 /* ---- sessions ------------------------------------------------------------------------------- */

@@ -448,6 +448,22 @@ static void fail_flow(flow *f, const char *fmt, const char *detail)
     finish_flow(f, NULL, &e);
 }
 
+/* The sign-ins waiting for the key set go on (verify again) or fail with why. */
+static void resume_jwks_waiters(oidc *o, bool keys_loaded, const char *why)
+{
+    flow *w = o->jwks_waiters;
+    o->jwks_waiters = NULL;
+    while (w) {
+        flow *next = w->next;
+        w->next = NULL;
+        if (keys_loaded)
+            flow_verify(w);
+        else
+            fail_flow(w, "JWKS: %s", why);
+        w = next;
+    }
+}
+
 static void on_jwks(void *ud, fhir_client_result *res)
 {
     oidc *o = ud;
@@ -457,7 +473,7 @@ static void on_jwks(void *ud, fhir_client_result *res)
     jose_jwks *k = NULL;
     size_t skipped = 0;
     if (res->err.msg[0])
-        fhir_error_set(&err, "JWKS: %s", res->err.msg);
+        fhir_error_set(&err, "%s", res->err.msg);
     else
         k = jose_jwks_from_node(res->body, &skipped, &err);
     fhir_client_result_free(res);
@@ -469,17 +485,7 @@ static void on_jwks(void *ud, fhir_client_result *res)
         char qe[FHIR_ERROR_MAX + 8];
         fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
     }
-    flow *w = o->jwks_waiters;
-    o->jwks_waiters = NULL;
-    while (w) {
-        flow *next = w->next;
-        w->next = NULL;
-        if (k)
-            flow_verify(w);
-        else
-            fail_flow(w, "%s", err.msg);
-        w = next;
-    }
+    resume_jwks_waiters(o, k != NULL, err.msg);
 }
 
 static void fetch_jwks(oidc *o)
@@ -492,13 +498,7 @@ static void fetch_jwks(oidc *o)
     if (!c || fhir_client_send(c, &rq, on_jwks, o, &err)) {
         char qe[FHIR_ERROR_MAX + 8];
         fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
-        flow *w = o->jwks_waiters;
-        o->jwks_waiters = NULL;
-        while (w) {
-            flow *next = w->next;
-            fail_flow(w, "JWKS: %s", err.msg);
-            w = next;
-        }
+        resume_jwks_waiters(o, false, err.msg);
         return;
     }
     o->jwks_inflight = true;
