@@ -1,4 +1,5 @@
-/* admin — the admin HTTP API (see admin.h). */
+/* admin — the admin HTTP API (see admin.h). JSON answers are fhir_node trees written by
+ * fhir_json_write; /metrics is Prometheus text. */
 #include "admin.h"
 
 #include <arpa/inet.h>
@@ -10,18 +11,60 @@
 #include <event2/http.h>
 #include <sys/queue.h>
 #include <event2/keyvalq_struct.h>
+#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_node.h"
 #include "referral.h"
 
 #define ADMIN_MAX_BODY (1u << 20)
-#define ADMIN_MAX_OUT (256u << 20)
+#define ADMIN_MAX_OUT (256u << 20)   /* bytes of one answer */
+#define ADMIN_MAX_TOKEN 4096          /* bytes of a bearer token compared */
+
+struct admin {
+    admin_env env;
+    struct evhttp *http;
+    struct evhttp_bound_socket *sock;
+    int port;
+    uint64_t requests;
+};
+
+/* ---- counters (filled by the daemon) --------------------------------------------------- */
+
+admin_source_metrics *admin_metrics_source(admin_metrics *m, const char *name)
+{
+    for (size_t i = 0; i < m->n_src; i++)
+        if (!strcmp(m->src[i].name, name))
+            return &m->src[i];
+    if (m->n_src == ADMIN_MAX_SOURCES)
+        return &m->src[m->n_src - 1];
+    admin_source_metrics *s = &m->src[m->n_src++];
+    memset(s, 0, sizeof *s);
+    snprintf(s->name, sizeof s->name, "%s", name);
+    return s;
+}
+
+void admin_metrics_count_status(admin_source_metrics *s, long status)
+{
+    for (size_t i = 0; i < s->n_status; i++)
+        if (s->status[i] == status) {
+            s->status_n[i]++;
+            return;
+        }
+    if (s->n_status < ADMIN_MAX_STATUS) {
+        s->status[s->n_status] = status;
+        s->status_n[s->n_status++] = 1;
+    }
+}
+
+/* ---- answers ---------------------------------------------------------------------------- */
 
 static void send_buf(struct evhttp_request *req, int code, const char *ctype, fhir_buf *b)
 {
@@ -35,62 +78,83 @@ static void send_buf(struct evhttp_request *req, int code, const char *ctype, fh
     evbuffer_free(out);
 }
 
+/* Writes the tree as the JSON answer (one line). */
+static void send_node(struct evhttp_request *req, int code, const fhir_node *root);
+
 static void send_error(struct evhttp_request *req, int code, const char *msg)
 {
-    fhir_buf b;
-    fhir_buf_init(&b, 8192);
-    fhir_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":", code);
-    fhir_json_write_string(&b, msg, strlen(msg));
-    fhir_buf_puts(&b, "}}\n");
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    fhir_node *e = fhir_node_set_obj(a, root, "error");
+    char n[16];
+    int len = snprintf(n, sizeof n, "%d", code);
+    fhir_node_set(a, e, "status", fhir_node_new_num(a, n, (size_t)len));
+    fhir_node_set_str(a, e, "message", msg);
     if (code == 401)
         evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
                           "Bearer realm=\"cartgate\"");
+    send_node(req, code, root);
+    fhir_arena_free(a);
+}
+
+static void send_node(struct evhttp_request *req, int code, const fhir_node *root)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, ADMIN_MAX_OUT);
+    if (fhir_json_write(&b, root, FHIR_JSON_COMPACT) || b.overflow) {
+        fhir_buf_free(&b);
+        send_error(req, 500, "response too large");
+        return;
+    }
+    fhir_buf_putc(&b, '\n');
     send_buf(req, code, "application/json", &b);
     fhir_buf_free(&b);
 }
 
-static void send_json(struct evhttp_request *req, int code, fhir_buf *b)
+/* Members of an answer: NULL strings and absent embedded JSON are null. */
+static void put_str(fhir_arena *a, fhir_node *o, const char *key, const char *v)
 {
-    if (b->overflow) {
-        send_error(req, 500, "response too large");
-        return;
-    }
-    fhir_buf_putc(b, '\n');
-    send_buf(req, code, "application/json", b);
+    fhir_node_set(a, o, key, v ? fhir_node_new_str(a, v) : fhir_node_new(a, FHIR_NULL));
 }
 
-static bool authorized(daemon *d, struct evhttp_request *req)
+static void put_int(fhir_arena *a, fhir_node *o, const char *key, long long v)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (!h || !d->admin_token || strncmp(h, "Bearer ", 7))
-        return false;
-    const char *t = h + 7;
-    size_t lt = strlen(t), le = strlen(d->admin_token);
-    unsigned char diff = (unsigned char)(lt != le);
-    for (size_t i = 0; i < le; i++)
-        diff |= (unsigned char)(d->admin_token[i] ^ (i < lt ? t[i] : 0));
-    return diff == 0;
+    char n[32];
+    int len = snprintf(n, sizeof n, "%lld", v);
+    fhir_node_set(a, o, key, fhir_node_new_num(a, n, (size_t)len));
 }
 
-static void js(fhir_buf *b, const char *s)
-{
-    if (!s)
-        fhir_buf_puts(b, "null");
-    else
-        fhir_json_write_string(b, s, strlen(s));
-}
-
-/* Embeds a JSON text we produced ourselves (verdicts, profiles); null when absent. */
-static void raw(fhir_buf *b, const char *s)
-{
-    fhir_buf_puts(b, s && *s ? s : "null");
-}
-
-static void iso(fhir_buf *b, int64_t ms)
+static void put_time(fhir_arena *a, fhir_node *o, const char *key, int64_t ms)
 {
     char t[40];
     fhir_clock_format_instant(ms, t, sizeof t);
-    js(b, t);
+    put_str(a, o, key, t);
+}
+
+/* A JSON text we produced ourselves (verdicts, profiles, routes), embedded as a value. */
+static void put_json(fhir_arena *a, fhir_node *o, const char *key, const char *json)
+{
+    fhir_node *v = NULL;
+    if (json && *json) {
+        fhir_error e;
+        fhir_json_limits lim = {.max_bytes = ADMIN_MAX_OUT};
+        v = fhir_json_parse(a, json, strlen(json), &lim, &e);
+    }
+    fhir_node_set(a, o, key, v ? v : fhir_node_new(a, FHIR_NULL));
+}
+
+/* Token check: same length, then a constant-time compare. */
+static bool authorized(admin *ad, struct evhttp_request *req)
+{
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    const char *want = ad->env.token(ad->env.ud);
+    if (!h || !want || strncmp(h, "Bearer ", 7))
+        return false;
+    const char *got = h + 7;
+    size_t lg = strnlen(got, ADMIN_MAX_TOKEN + 1), lw = strlen(want);
+    if (lg != lw || lw == 0 || lw > ADMIN_MAX_TOKEN)
+        return false;
+    return CRYPTO_memcmp(got, want, lw) == 0;
 }
 
 /* query parameter (decoded); caller frees the evkeyvalq via evhttp_clear_headers. */
@@ -130,15 +194,17 @@ static void histogram_add(void *ctx, int64_t ms)
             h->bucket[i]++;
 }
 
-static void metrics(daemon *d, struct evhttp_request *req)
+static void metrics(admin *ad, struct evhttp_request *req)
 {
     fhir_buf b;
     fhir_buf_init(&b, 4u << 20);
-    daemon_metrics *m = &d->m;
+    const admin_metrics *m = ad->env.metrics(ad->env.ud);
+    size_t n_sources = 0;
+    bool ready = ad->env.ready(ad->env.ud, &n_sources);
     int64_t now = fhir_clock_now_ms();
     fhir_buf_printf(&b, "# HELP cartgate_up 1 while the daemon runs.\n# TYPE cartgate_up gauge\ncartgate_up 1\n");
     fhir_buf_printf(&b, "# HELP cartgate_ready 1 once every source completed a poll.\n# TYPE cartgate_ready gauge\n"
-                        "cartgate_ready %d\n", d->ready ? 1 : 0);
+                        "cartgate_ready %d\n", ready ? 1 : 0);
     fhir_buf_printf(&b, "# TYPE cartgate_uptime_seconds gauge\ncartgate_uptime_seconds %.3f\n",
                     (double)(now - m->started_ms) / 1000.0);
     fhir_buf_puts(&b, "# HELP cartgate_polls_total Polls finished, by source and result.\n"
@@ -187,11 +253,11 @@ static void metrics(daemon *d, struct evhttp_request *req)
     fhir_buf_puts(&b, "# HELP cartgate_verdicts Patients by current verdict category (store).\n"
                       "# TYPE cartgate_verdicts gauge\n");
     for (int i = 0; i < 4; i++) {
-        int64_t n = store_verdict_count(d->st, cats[i], &err);
+        int64_t n = store_verdict_count(ad->env.st, cats[i], &err);
         fhir_buf_printf(&b, "cartgate_verdicts{category=\"%s\"} %lld\n", cats[i], (long long)(n < 0 ? 0 : n));
     }
     int64_t counts[REFER_N_STATES] = {0};
-    refer_count_by_state(d->st, counts, &err);
+    refer_count_by_state(ad->env.st, counts, &err);
     fhir_buf_puts(&b, "# HELP cartgate_referrals Referrals by state (store).\n# TYPE cartgate_referrals gauge\n");
     for (int i = 0; i < REFER_N_STATES; i++)
         fhir_buf_printf(&b, "cartgate_referrals{state=\"%s\"} %lld\n", refer_state_name((refer_state)i),
@@ -199,7 +265,7 @@ static void metrics(daemon *d, struct evhttp_request *req)
     fhir_buf_printf(&b, "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
                     (unsigned long long)m->referrals_created);
     int64_t depth = 0, oldest = 0;
-    refer_outbox_stats(d->st, &depth, &oldest, &err);
+    refer_outbox_stats(ad->env.st, &depth, &oldest, &err);
     fhir_buf_printf(&b, "# HELP cartgate_outbox_depth Referrals approved but not yet delivered.\n"
                         "# TYPE cartgate_outbox_depth gauge\ncartgate_outbox_depth %lld\n", (long long)depth);
     fhir_buf_printf(&b, "# HELP cartgate_outbox_oldest_age_seconds Age of the oldest undelivered referral.\n"
@@ -207,7 +273,7 @@ static void metrics(daemon *d, struct evhttp_request *req)
                     depth && oldest ? (double)(now - oldest) / 1000.0 : 0.0);
     /* time to referral: creation of the proposal -> first delivery (audit row to 'sent') */
     histogram h = {0};
-    refer_time_to_sent(d->st, histogram_add, &h, &err);
+    refer_time_to_sent(ad->env.st, histogram_add, &h, &err);
     fhir_buf_puts(&b, "# HELP cartgate_time_to_referral_seconds From proposal creation to delivery at the center.\n"
                       "# TYPE cartgate_time_to_referral_seconds histogram\n");
     for (int i = 0; i < HIST_N; i++)
@@ -219,7 +285,7 @@ static void metrics(daemon *d, struct evhttp_request *req)
                         "cartgate_reloads_total{result=\"refused\"} %llu\n",
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
     fhir_buf_printf(&b, "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
-                    (unsigned long long)m->admin_requests);
+                    (unsigned long long)ad->requests);
     send_buf(req, 200, "text/plain; version=0.0.4", &b);
     fhir_buf_free(&b);
 }
@@ -227,27 +293,25 @@ static void metrics(daemon *d, struct evhttp_request *req)
 /* ---- patients ---------------------------------------------------------------------------- */
 
 typedef struct patient_rows {
-    fhir_buf *b;
+    fhir_arena *a;
+    fhir_node *list;
     size_t n;
 } patient_rows;
 
 static int patient_row(void *ctx, const store_verdict *v)
 {
     patient_rows *pr = ctx;
-    fhir_buf *b = pr->b;
-    fhir_buf_puts(b, pr->n++ ? ",{\"id\":" : "{\"id\":");
-    js(b, v->patient_id);
-    fhir_buf_puts(b, ",\"category\":");
-    js(b, v->category);
-    fhir_buf_puts(b, ",\"updated\":");
-    iso(b, v->updated_ms);
-    fhir_buf_puts(b, ",\"verdict\":");
-    raw(b, v->verdict_json);
-    fhir_buf_puts(b, "}");
+    fhir_arena *a = pr->a;
+    fhir_node *o = fhir_node_append(a, pr->list, NULL, 0, fhir_node_new(a, FHIR_OBJECT));
+    put_str(a, o, "id", v->patient_id);
+    put_str(a, o, "category", v->category);
+    put_time(a, o, "updated", v->updated_ms);
+    put_json(a, o, "verdict", v->verdict_json);
+    pr->n++;
     return 0;
 }
 
-static void patients_list(daemon *d, struct evhttp_request *req, struct evkeyvalq *q)
+static void patients_list(admin *ad, struct evhttp_request *req, struct evkeyvalq *q)
 {
     bool bad = false;
     long limit = qlong(q, "limit", 1000, 1, 100000, &bad);
@@ -261,127 +325,109 @@ static void patients_list(daemon *d, struct evhttp_request *req, struct evkeyval
                              " limit 1..100000; offset >= 0");
         return;
     }
-    fhir_buf b;
-    fhir_buf_init(&b, ADMIN_MAX_OUT);
-    fhir_buf_puts(&b, "{\"patients\":[");
-    patient_rows pr = {.b = &b};
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    patient_rows pr = {.a = a, .list = fhir_node_set_arr(a, root, "patients")};
     fhir_error err;
     fhir_error_clear(&err);
-    if (store_verdict_list(d->st, cat, limit, offset, patient_row, &pr, &err) < 0) {
-        fhir_buf_free(&b);
+    if (store_verdict_list(ad->env.st, cat, limit, offset, patient_row, &pr, &err) < 0)
         send_error(req, 500, err.msg);
-        return;
+    else {
+        put_int(a, root, "count", (long long)pr.n);
+        put_int(a, root, "offset", offset);
+        send_node(req, 200, root);
     }
-    fhir_buf_printf(&b, "],\"count\":%zu,\"offset\":%ld}", pr.n, offset);
-    send_json(req, 200, &b);
-    fhir_buf_free(&b);
+    fhir_arena_free(a);
 }
-
-static int ref_ids_cb(void *ctx, const refer_record *r);
 
 typedef struct ref_list {
-    fhir_buf *b;
+    fhir_arena *a;
+    fhir_node *list;
     size_t n;
-    bool full;
 } ref_list;
 
-static void referral_json(fhir_buf *b, const refer_record *r, bool full)
+static fhir_node *referral_node(fhir_arena *a, const refer_record *r, bool full)
 {
-    fhir_buf_printf(b, "{\"id\":%lld,\"placer_id\":", (long long)r->id);
-    js(b, r->placer_id);
-    fhir_buf_puts(b, ",\"patient\":");
-    js(b, r->patient_id);
-    fhir_buf_puts(b, ",\"center\":");
-    js(b, r->center_id);
-    fhir_buf_puts(b, ",\"state\":");
-    js(b, refer_state_name(r->state));
-    fhir_buf_puts(b, ",\"mode\":");
-    js(b, r->mode);
-    fhir_buf_puts(b, ",\"urgency\":");
-    js(b, r->urgency);
-    fhir_buf_puts(b, ",\"indications\":");
-    js(b, r->indications);
-    fhir_buf_printf(b, ",\"attempts\":%d,\"last_status\":%d,\"last_error\":", r->attempts, r->last_status);
-    js(b, r->last_error);
-    fhir_buf_puts(b, ",\"center_service_request\":");
-    js(b, r->center_sr_ref);
-    fhir_buf_puts(b, ",\"center_task\":");
-    js(b, r->center_task_ref);
-    fhir_buf_puts(b, ",\"task_status\":");
-    js(b, r->task_status);
-    fhir_buf_puts(b, ",\"business_status\":");
-    js(b, r->business_status);
-    fhir_buf_puts(b, ",\"created\":");
-    iso(b, r->created_ms);
-    fhir_buf_puts(b, ",\"updated\":");
-    iso(b, r->updated_ms);
+    fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
+    put_int(a, o, "id", (long long)r->id);
+    put_str(a, o, "placer_id", r->placer_id);
+    put_str(a, o, "patient", r->patient_id);
+    put_str(a, o, "center", r->center_id);
+    put_str(a, o, "state", refer_state_name(r->state));
+    put_str(a, o, "mode", r->mode);
+    put_str(a, o, "urgency", r->urgency);
+    put_str(a, o, "indications", r->indications);
+    put_int(a, o, "attempts", r->attempts);
+    put_int(a, o, "last_status", r->last_status);
+    put_str(a, o, "last_error", r->last_error);
+    put_str(a, o, "center_service_request", r->center_sr_ref);
+    put_str(a, o, "center_task", r->center_task_ref);
+    put_str(a, o, "task_status", r->task_status);
+    put_str(a, o, "business_status", r->business_status);
+    put_time(a, o, "created", r->created_ms);
+    put_time(a, o, "updated", r->updated_ms);
     if (full) {
-        fhir_buf_puts(b, ",\"explanation\":");
-        js(b, r->explanation);
-        fhir_buf_puts(b, ",\"route\":");
-        raw(b, r->route_json);
-        fhir_buf_puts(b, ",\"verdict\":");
-        raw(b, r->verdict_json);
-        fhir_buf_printf(b, ",\"payload_bytes\":%zu,\"last_response\":", r->payload ? strlen(r->payload) : 0);
-        js(b, r->last_response);
+        put_str(a, o, "explanation", r->explanation);
+        put_json(a, o, "route", r->route_json);
+        put_json(a, o, "verdict", r->verdict_json);
+        put_int(a, o, "payload_bytes", (long long)(r->payload ? strlen(r->payload) : 0));
+        put_str(a, o, "last_response", r->last_response);
     }
-    fhir_buf_puts(b, "}");
+    return o;
 }
 
-static int ref_ids_cb(void *ctx, const refer_record *r)
+static int ref_row(void *ctx, const refer_record *r)
 {
     ref_list *l = ctx;
-    if (l->n++)
-        fhir_buf_putc(l->b, ',');
-    referral_json(l->b, r, l->full);
+    fhir_node_append(l->a, l->list, NULL, 0, referral_node(l->a, r, false));
+    l->n++;
     return 0;
 }
 
-static int patient_head(void *ctx, const store_verdict *v)
+typedef struct patient_head {
+    fhir_arena *a;
+    fhir_node *root;
+} patient_head;
+
+static int patient_head_row(void *ctx, const store_verdict *v)
 {
-    fhir_buf *b = ctx;
-    fhir_buf_puts(b, "{\"id\":");
-    js(b, v->patient_id);
-    fhir_buf_puts(b, ",\"category\":");
-    js(b, v->category);
-    fhir_buf_puts(b, ",\"ruleset\":");
-    js(b, v->ruleset_hash);
-    fhir_buf_puts(b, ",\"updated\":");
-    iso(b, v->updated_ms);
-    fhir_buf_puts(b, ",\"profile\":");
-    raw(b, v->profile_json);
-    fhir_buf_puts(b, ",\"verdict\":");
-    raw(b, v->verdict_json);
+    patient_head *h = ctx;
+    fhir_arena *a = h->a;
+    put_str(a, h->root, "id", v->patient_id);
+    put_str(a, h->root, "category", v->category);
+    put_str(a, h->root, "ruleset", v->ruleset_hash);
+    put_time(a, h->root, "updated", v->updated_ms);
+    put_json(a, h->root, "profile", v->profile_json);
+    put_json(a, h->root, "verdict", v->verdict_json);
     return 1;
 }
 
-static void patient_one(daemon *d, struct evhttp_request *req, const char *id)
+static void patient_one(admin *ad, struct evhttp_request *req, const char *id)
 {
-    fhir_buf b;
-    fhir_buf_init(&b, ADMIN_MAX_OUT);
+    fhir_arena *a = fhir_arena_new(0);
+    patient_head h = {.a = a, .root = fhir_node_new(a, FHIR_OBJECT)};
     fhir_error err;
     fhir_error_clear(&err);
-    int f = store_verdict_read(d->st, id, patient_head, &b, &err);
-    if (f != 1) {
-        fhir_buf_free(&b);
-        if (f < 0)
+    int f = store_verdict_read(ad->env.st, id, patient_head_row, &h, &err);
+    if (f < 0)
+        send_error(req, 500, err.msg);
+    else if (f == 0)
+        send_error(req, 404, "no such patient (not screened)");
+    else {
+        /* the patient's referrals, by the patient index */
+        ref_list l = {.a = a, .list = fhir_node_set_arr(a, h.root, "referrals")};
+        refer_filter rf = {.state = -1, .patient_id = id, .summary = true};
+        if (refer_list(ad->env.st, &rf, ref_row, &l, &err) < 0)
             send_error(req, 500, err.msg);
         else
-            send_error(req, 404, "no such patient (not screened)");
-        return;
+            send_node(req, 200, h.root);
     }
-    fhir_buf_puts(&b, ",\"referrals\":[");
-    ref_list l = {.b = &b};
-    refer_filter rf = {.state = -1, .patient_id = id, .summary = true};
-    refer_list(d->st, &rf, ref_ids_cb, &l, &err);
-    fhir_buf_puts(&b, "]}");
-    send_json(req, 200, &b);
-    fhir_buf_free(&b);
+    fhir_arena_free(a);
 }
 
 /* ---- referrals --------------------------------------------------------------------------- */
 
-static void referrals_list(daemon *d, struct evhttp_request *req, struct evkeyvalq *q)
+static void referrals_list(admin *ad, struct evhttp_request *req, struct evkeyvalq *q)
 {
     const char *state = evhttp_find_header(q, "state");
     refer_state s = REFER_PENDING_APPROVAL;
@@ -389,28 +435,28 @@ static void referrals_list(daemon *d, struct evhttp_request *req, struct evkeyva
         send_error(req, 400, "bad query: unknown referral state");
         return;
     }
-    fhir_buf b;
-    fhir_buf_init(&b, ADMIN_MAX_OUT);
-    fhir_buf_puts(&b, "{\"referrals\":[");
-    ref_list l = {.b = &b};
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    ref_list l = {.a = a, .list = fhir_node_set_arr(a, root, "referrals")};
     fhir_error err;
+    fhir_error_clear(&err);
     refer_filter rf = {.state = state ? (int)s : -1, .summary = true};
-    if (refer_list(d->st, &rf, ref_ids_cb, &l, &err) < 0) {
-        fhir_buf_free(&b);
+    if (refer_list(ad->env.st, &rf, ref_row, &l, &err) < 0)
         send_error(req, 500, err.msg);
-        return;
+    else {
+        put_int(a, root, "count", (long long)l.n);
+        send_node(req, 200, root);
     }
-    fhir_buf_printf(&b, "],\"count\":%zu}", l.n);
-    send_json(req, 200, &b);
-    fhir_buf_free(&b);
+    fhir_arena_free(a);
 }
 
-static void referral_one(daemon *d, struct evhttp_request *req, int64_t id, const char *action)
+static void referral_one(admin *ad, struct evhttp_request *req, int64_t id, const char *action)
 {
+    store *st = ad->env.st;
     fhir_error err;
     fhir_error_clear(&err);
     refer_record r;
-    int found = refer_get(d->st, id, &r, &err);
+    int found = refer_get(st, id, &r, &err);
     if (found < 0) {
         send_error(req, 500, err.msg);
         return;
@@ -423,28 +469,26 @@ static void referral_one(daemon *d, struct evhttp_request *req, int64_t id, cons
         refer_record_free(&r);
         int rc;
         if (!strcmp(action, "approve"))
-            rc = refer_approve(d->st, id, "admin-api", &err);
+            rc = refer_approve(st, id, "admin-api", &err);
         else if (!strcmp(action, "cancel"))
-            rc = refer_cancel(d->st, id, "admin-api", "cancelled via admin API", &err);
+            rc = refer_cancel(st, id, "admin-api", "cancelled via admin API", &err);
         else
-            rc = refer_retry(d->st, id, "admin-api", &err);
+            rc = refer_retry(st, id, "admin-api", &err);
         if (rc) {
             send_error(req, 409, err.msg);
             return;
         }
         fhir_log(FHIR_LOG_INFO, "referral.action", "referral=%lld action=%s actor=admin-api", (long long)id,
                  action);
-        if (refer_get(d->st, id, &r, &err) != 1) {
+        if (refer_get(st, id, &r, &err) != 1) {
             send_error(req, 500, err.msg);
             return;
         }
     }
-    fhir_buf b;
-    fhir_buf_init(&b, ADMIN_MAX_OUT);
-    referral_json(&b, &r, true);
+    fhir_arena *a = fhir_arena_new(0);
+    send_node(req, 200, referral_node(a, &r, true));
+    fhir_arena_free(a);
     refer_record_free(&r);
-    send_json(req, 200, &b);
-    fhir_buf_free(&b);
 }
 
 /* ---- routing ------------------------------------------------------------------------------ */
@@ -481,10 +525,25 @@ static void method_not_allowed(struct evhttp_request *req, const char *allow)
     send_error(req, 405, "method not allowed");
 }
 
+static void send_status(struct evhttp_request *req, int code, const char *key, bool value,
+                        const char *key2, long long v2)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    if (key2) {
+        fhir_node_set(a, root, key, fhir_node_new_bool(a, value));
+        put_int(a, root, key2, v2);
+    } else {
+        put_str(a, root, key, "ok");
+    }
+    send_node(req, code, root);
+    fhir_arena_free(a);
+}
+
 static void handle(struct evhttp_request *req, void *arg)
 {
-    daemon *d = arg;
-    d->m.admin_requests++;
+    admin *ad = arg;
+    ad->requests++;
     int64_t t0 = fhir_clock_mono_ms();
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
     const char *uri = evhttp_request_get_uri(req);
@@ -510,14 +569,9 @@ static void handle(struct evhttp_request *req, void *arg)
         route = "/healthz";
         if (!get)
             method_not_allowed(req, "GET");
-        else {
-            fhir_buf b;
-            fhir_buf_init(&b, 256);
-            fhir_buf_puts(&b, "{\"status\":\"ok\"}");
-            send_json(req, 200, &b);
-            fhir_buf_free(&b);
-        }
-    } else if (!authorized(d, req)) {
+        else
+            send_status(req, 200, "status", false, NULL, 0);
+    } else if (!authorized(ad, req)) {
         route = "unauthorized";
         send_error(req, 401, "missing or wrong bearer token");
     } else if (!strcmp(path, "/readyz")) {
@@ -525,24 +579,22 @@ static void handle(struct evhttp_request *req, void *arg)
         if (!get)
             method_not_allowed(req, "GET");
         else {
-            fhir_buf b;
-            fhir_buf_init(&b, 256);
-            fhir_buf_printf(&b, "{\"ready\":%s,\"sources\":%zu}", d->ready ? "true" : "false", d->n_sources);
-            send_json(req, d->ready ? 200 : 503, &b);
-            fhir_buf_free(&b);
+            size_t n = 0;
+            bool ready = ad->env.ready(ad->env.ud, &n);
+            send_status(req, ready ? 200 : 503, "ready", ready, "sources", (long long)n);
         }
     } else if (!strcmp(path, "/metrics")) {
         route = "/metrics";
         if (!get)
             method_not_allowed(req, "GET");
         else
-            metrics(d, req);
+            metrics(ad, req);
     } else if (!strcmp(path, "/api/v1/patients")) {
         route = "/api/v1/patients";
         if (!get)
             method_not_allowed(req, "GET");
         else
-            patients_list(d, req, &q);
+            patients_list(ad, req, &q);
     } else if (!strncmp(path, "/api/v1/patients/", 17)) {
         route = "/api/v1/patients/{id}";
         char *id = evhttp_uridecode(path + 17, 0, NULL);
@@ -551,14 +603,14 @@ static void handle(struct evhttp_request *req, void *arg)
         else if (!id || !valid_patient_id(id))
             send_error(req, 400, "bad patient id");
         else
-            patient_one(d, req, id);
+            patient_one(ad, req, id);
         free(id);
     } else if (!strcmp(path, "/api/v1/referrals")) {
         route = "/api/v1/referrals";
         if (!get)
             method_not_allowed(req, "GET");
         else
-            referrals_list(d, req, &q);
+            referrals_list(ad, req, &q);
     } else if (!strncmp(path, "/api/v1/referrals/", 18)) {
         const char *rest = path + 18;
         const char *slash = strchr(rest, '/');
@@ -571,7 +623,7 @@ static void handle(struct evhttp_request *req, void *arg)
             if (!get)
                 method_not_allowed(req, "GET");
             else
-                referral_one(d, req, id, NULL);
+                referral_one(ad, req, id, NULL);
         } else {
             const char *action = slash + 1;
             if (strcmp(action, "approve") && strcmp(action, "cancel") && strcmp(action, "retry")) {
@@ -584,7 +636,7 @@ static void handle(struct evhttp_request *req, void *arg)
                 if (cmd != EVHTTP_REQ_POST)
                     method_not_allowed(req, "POST");
                 else
-                    referral_one(d, req, id, action);
+                    referral_one(ad, req, id, action);
             }
         }
     } else {
@@ -592,50 +644,60 @@ static void handle(struct evhttp_request *req, void *arg)
     }
     evhttp_clear_headers(&q);
     evhttp_uri_free(u);
-out:;
-    struct evhttp_connection *conn = evhttp_request_get_connection(req);
-    (void)conn;
+out:
     fhir_log(FHIR_LOG_DEBUG, "admin.request", "method=%s route=%s ms=%lld",
              cmd == EVHTTP_REQ_GET ? "GET" : cmd == EVHTTP_REQ_POST ? "POST" : cmd == EVHTTP_REQ_HEAD ? "HEAD" : "other",
              route, (long long)(fhir_clock_mono_ms() - t0));
 }
 
-int admin_start(daemon *d, fhir_error *err)
+admin *admin_start(const admin_env *env, fhir_error *err)
 {
-    const config *c = d->rt->cfg;
-    d->http = evhttp_new(d->base);
-    if (!d->http)
-        return fhir_error_set(err, "admin: evhttp_new failed");
-    evhttp_set_max_body_size(d->http, ADMIN_MAX_BODY);
-    evhttp_set_max_headers_size(d->http, 16384);
-    evhttp_set_timeout(d->http, 30);
-    evhttp_set_allowed_methods(d->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                            EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(d->http, handle, d);
-    d->http_sock = evhttp_bind_socket_with_handle(d->http, c->admin_bind, (ev_uint16_t)c->admin_port);
-    if (!d->http_sock) {
-        evhttp_free(d->http);
-        d->http = NULL;
-        return fhir_error_set(err, "admin: cannot listen on %s:%ld", c->admin_bind, c->admin_port);
+    admin *ad = calloc(1, sizeof *ad);
+    if (!ad)
+        abort();
+    ad->env = *env;
+    ad->http = evhttp_new(env->base);
+    if (!ad->http) {
+        free(ad);
+        fhir_error_set(err, "admin: evhttp_new failed");
+        return NULL;
     }
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(d->http_sock);
+    evhttp_set_max_body_size(ad->http, ADMIN_MAX_BODY);
+    evhttp_set_max_headers_size(ad->http, 16384);
+    evhttp_set_timeout(ad->http, 30);
+    evhttp_set_allowed_methods(ad->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
+                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
+    evhttp_set_gencb(ad->http, handle, ad);
+    ad->sock = evhttp_bind_socket_with_handle(ad->http, env->bind, (ev_uint16_t)env->port);
+    if (!ad->sock) {
+        evhttp_free(ad->http);
+        free(ad);
+        fhir_error_set(err, "admin: cannot listen on %s:%ld", env->bind, env->port);
+        return NULL;
+    }
+    evutil_socket_t fd = evhttp_bound_socket_get_fd(ad->sock);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
-    d->admin_port = (int)c->admin_port;
+    ad->port = (int)env->port;
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
         if (ss.ss_family == AF_INET)
-            d->admin_port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+            ad->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
         else if (ss.ss_family == AF_INET6)
-            d->admin_port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+            ad->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
     }
-    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d", c->admin_bind, d->admin_port);
-    return 0;
+    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d", env->bind, ad->port);
+    return ad;
 }
 
-void admin_stop(daemon *d)
+int admin_port(const admin *a)
 {
-    if (d->http)
-        evhttp_free(d->http);
-    d->http = NULL;
-    d->http_sock = NULL;
+    return a->port;
+}
+
+void admin_stop(admin *a)
+{
+    if (!a)
+        return;
+    evhttp_free(a->http);
+    free(a);
 }

@@ -36,7 +36,7 @@ int cmd_run(int argc, char **argv)
     setvbuf(stderr, NULL, _IOLBF, 0);
     fhir_error err;
     fhir_error_clear(&err);
-    daemon *d = daemon_new(path, &err);
+    daemon_proc *d = daemon_new(path, &err);
     if (!d) {
         char q[700];
         fhir_log(FHIR_LOG_ERROR, "daemon.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));

@@ -14,6 +14,7 @@
 #include <yajl/yajl_parse.h>
 
 #include "fhir_arena.h"
+#include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
 
@@ -1164,4 +1165,41 @@ int config_write_reference(fhir_buf *out)
                         allowed, o->help);
     }
     return out->overflow ? -1 : 0;
+}
+
+/* ---- a source's HTTP client ------------------------------------------------------------ */
+
+static fhir_auth_kind client_auth_kind(int k)
+{
+    switch (k) {
+    case CONFIG_AUTH_BEARER: return FHIR_AUTH_BEARER;
+    case CONFIG_AUTH_BASIC: return FHIR_AUTH_BASIC;
+    case CONFIG_AUTH_SMART: return FHIR_AUTH_SMART;
+    default: return FHIR_AUTH_NONE;
+    }
+}
+
+void config_source_client(const config_source *cfg, fhir_client_config *cc)
+{
+    *cc = (fhir_client_config){
+        .name = cfg->name, .base_url = cfg->base_url,
+        .format = cfg->format ? FHIR_FORMAT_XML : FHIR_FORMAT_JSON,
+        .total_timeout_ms = cfg->timeout_s * 1000, .max_concurrent = (unsigned)cfg->concurrency,
+        .rate_per_s = cfg->rate_per_s, .max_pages = (unsigned)cfg->max_pages,
+        .ca_file = cfg->ca_file,
+    };
+    if (cfg->kind == CONFIG_SOURCE_BULK)
+        cc->format = FHIR_FORMAT_JSON; /* kick-off answers and manifests are JSON */
+    cc->auth.kind = client_auth_kind(cfg->auth_kind);
+    cc->auth.bearer_file = cfg->auth_token_file;
+    cc->auth.bearer_env = cfg->auth_token_env;
+    cc->auth.basic_user = cfg->auth_user;
+    cc->auth.basic_pass_file = cfg->auth_password_file;
+    cc->auth.basic_pass_env = cfg->auth_password_env;
+    cc->auth.smart_client_id = cfg->auth_client_id;
+    cc->auth.smart_key_file = cfg->auth_key_file;
+    cc->auth.smart_kid = cfg->auth_kid;
+    cc->auth.smart_alg = cfg->auth_alg;
+    cc->auth.smart_scope = cfg->auth_scope;
+    cc->auth.smart_token_url = cfg->auth_token_url;
 }

@@ -119,6 +119,12 @@ int config_read_secret(const char *file, const char *env, char **out, fhir_error
 /* The option reference as a Markdown table (generated from the option table). */
 int config_write_reference(fhir_buf *out);
 
+/* The fhir_client settings of a source: endpoint, format, timeouts, concurrency, rate, page
+ * cap, CA file and auth. Strings are borrowed from cfg. Used by the poll strategies and the
+ * EHR write-back. */
+struct fhir_client_config;
+void config_source_client(const config_source *cfg, struct fhir_client_config *cc);
+
 /* Static strings. */
 const char *config_source_kind_name(int kind);
 const char *config_auth_kind_name(int kind);

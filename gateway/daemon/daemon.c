@@ -13,15 +13,53 @@
 
 #include "admin.h"
 #include "bser.h"
+#include "centers.h"
+#include "config.h"
+#include "elig.h"
 #include "fhir_arena.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_node.h"
 #include "map_profile.h"
+#include "map_tables.h"
 #include "poll_source.h"
 #include "referral.h"
+#include "route.h"
+#include "sender.h"
+#include "store.h"
+#include "writeback.h"
 
 #define SCREEN_MAX_RESOURCES 100000
+
+/* Everything a reload replaces at once. */
+typedef struct daemon_rt {
+    config *cfg;
+    elig_ruleset *rules;
+    centers_dir *centers;
+    route_zcta *zcta;
+    map_tables *tables;
+    int64_t as_of_days;   /* -1 = today */
+} daemon_rt;
+
+struct daemon_proc {
+    struct event_base *base;
+    daemon_rt *rt;
+    char *config_path;
+    store *st;
+    sender *snd;
+    writeback *wb;           /* EHR write-back; NULL when referral.writeback is none */
+    poll_source **sources;
+    size_t n_sources;
+    struct event *sig_term, *sig_int, *sig_hup;
+    struct event *send_timer, *task_timer, *grace_timer;
+    admin *api;              /* NULL when admin.enabled is false */
+    char *admin_token;
+    bool stopping;
+    bool ready;              /* every source has completed a poll (or has none) */
+    daemon_rt *retired;      /* an rt replaced while its sources were still polling */
+    admin_metrics m;
+};
 
 static char *xstrdup(const char *s)
 {
@@ -96,34 +134,6 @@ fail:
     return NULL;
 }
 
-/* ---- metrics helpers ----------------------------------------------------------------- */
-
-daemon_src_metrics *daemon_src_metrics_get(daemon *d, const char *name)
-{
-    for (size_t i = 0; i < d->m.n_src; i++)
-        if (!strcmp(d->m.src[i].name, name))
-            return &d->m.src[i];
-    if (d->m.n_src == sizeof d->m.src / sizeof d->m.src[0])
-        return &d->m.src[d->m.n_src - 1];
-    daemon_src_metrics *m = &d->m.src[d->m.n_src++];
-    memset(m, 0, sizeof *m);
-    snprintf(m->name, sizeof m->name, "%s", name);
-    return m;
-}
-
-void daemon_count_status(daemon_src_metrics *m, long status)
-{
-    for (size_t i = 0; i < m->n_status; i++)
-        if (m->status[i] == status) {
-            m->status_n[i]++;
-            return;
-        }
-    if (m->n_status < DAEMON_MAX_STATUS) {
-        m->status[m->n_status] = status;
-        m->status_n[m->n_status++] = 1;
-    }
-}
-
 /* ---- ingest --------------------------------------------------------------------------- */
 
 /* "Patient/x", "http://h/fhir/Patient/x", "Patient/x/_history/2" -> x (into out). */
@@ -163,8 +173,11 @@ static bool resource_patient(const fhir_node *res, const char *type, char *out, 
     return false;
 }
 
-int daemon_ingest(daemon *d, const char *source, const fhir_node *res, size_t *changed,
-                  size_t *unchanged, fhir_error *err)
+/* Stores one resource (a Bundle is unpacked) into the cache, inside the caller's store
+ * transaction. A resource stored before with the same JSON is counted unchanged; a new or
+ * changed one marks its patient for screening. 0, or -1 with err. */
+static int ingest(daemon_proc *d, const fhir_node *res, size_t *changed, size_t *unchanged,
+                  fhir_error *err)
 {
     const char *type = fhir_node_resource_type(res);
     if (!type)
@@ -172,7 +185,7 @@ int daemon_ingest(daemon *d, const char *source, const fhir_node *res, size_t *c
     if (!strcmp(type, "Bundle")) {
         for (const fhir_node *e = fhir_node_first(fhir_node_get(res, "entry")); e; e = e->next) {
             const fhir_node *r = fhir_node_get(e, "resource");
-            if (r && daemon_ingest(d, source, r, changed, unchanged, err))
+            if (r && ingest(d, r, changed, unchanged, err))
                 return -1;
         }
         return 0;
@@ -205,7 +218,6 @@ int daemon_ingest(daemon *d, const char *source, const fhir_node *res, size_t *c
         return -1;
     if (changed)
         (*changed)++;
-    (void)source;
     return 0;
 }
 
@@ -246,7 +258,7 @@ static int res_cb(void *ctx, const char *type, const char *id, const char *json)
 }
 
 /* Adds the Medications the patient's medication resources reference (shared pool). */
-static void add_referenced_medications(daemon *d, res_list *l)
+static void add_referenced_medications(daemon_proc *d, res_list *l)
 {
     size_t n0 = l->n;
     for (size_t i = 0; i < n0; i++) {
@@ -284,7 +296,7 @@ static int cancel_collect(void *ctx, int64_t id, const char *placer_id)
 
 /* Cancels the patient's proposals still awaiting approval, except keep_placer (found by the
  * patient index: ids only). */
-static void cancel_stale_proposals(daemon *d, const char *pid, const char *keep_placer,
+static void cancel_stale_proposals(daemon_proc *d, const char *pid, const char *keep_placer,
                                    const char *reason)
 {
     cancel_ctx c = {.keep_placer = keep_placer};
@@ -305,7 +317,7 @@ static const char *urgency_for(const daemon_rt *rt, elig_urgency u)
     return rt->cfg->referral_urgency_default ? rt->cfg->referral_urgency_default : "routine";
 }
 
-static void propose_referral(daemon *d, const char *pid, const map_profile *prof,
+static void propose_referral(daemon_proc *d, const char *pid, const map_profile *prof,
                              const elig_result *res, const elig_factset *fs, const char *verdict_json,
                              const res_list *resources)
 {
@@ -507,7 +519,7 @@ static void job_free(screen_job *j)
 }
 
 /* Loads the patient's resources, builds the profile and evaluates it (no store writes). */
-static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
+static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error *err)
 {
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
@@ -542,7 +554,7 @@ static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
 }
 
 /* Stores the verdict (inside the caller's transaction, if any). */
-static int job_store(daemon *d, screen_job *j, fhir_error *err)
+static int job_store(daemon_proc *d, screen_job *j, fhir_error *err)
 {
     daemon_rt *rt = d->rt;
     elig_category cat = elig_result_category(j->res);
@@ -564,24 +576,12 @@ static int job_store(daemon *d, screen_job *j, fhir_error *err)
     return 0;
 }
 
-static void job_propose(daemon *d, screen_job *j)
+static void job_propose(daemon_proc *d, screen_job *j)
 {
     propose_referral(d, j->pid, j->p, j->res, j->fs, fhir_buf_cstr(&j->vj), &j->l);
 }
 
-int daemon_screen_patient(daemon *d, const char *pid, fhir_error *err)
-{
-    screen_job j;
-    int rc = job_build(d, &j, pid, err);
-    if (rc == 0)
-        rc = job_store(d, &j, err);
-    if (rc == 0)
-        job_propose(d, &j);
-    job_free(&j);
-    return rc;
-}
-
-static void undirty(daemon *d, const char *pid)
+static void undirty(daemon_proc *d, const char *pid)
 {
     fhir_error e;
     if (store_dirty_clear(d->st, pid, &e)) {
@@ -593,7 +593,9 @@ static void undirty(daemon *d, const char *pid)
 
 #define SCREEN_BATCH 16
 
-long daemon_screen_pending(daemon *d, fhir_error *err)
+/* Screens every patient marked by ingest (profile, verdict, referral proposal). Returns how
+ * many were screened, -1 on a store error. */
+static long screen_pending(daemon_proc *d, fhir_error *err)
 {
     long total = 0;
     for (;;) {
@@ -651,7 +653,7 @@ long daemon_screen_pending(daemon *d, fhir_error *err)
 
 /* ---- sender timers ------------------------------------------------------------------- */
 
-static void sender_rebuild(daemon *d)
+static void sender_rebuild(daemon_proc *d)
 {
     sender_free(d->snd);
     d->snd = NULL;
@@ -684,7 +686,7 @@ static void sender_rebuild(daemon *d)
 
 /* Copies new center-driven state changes into the write-back outbox and writes the pending
  * ones to the EHR (asynchronous; writeback.h). */
-static void writeback_kick(daemon *d)
+static void writeback_kick(daemon_proc *d)
 {
     if (d->stopping || !d->wb)
         return;
@@ -700,7 +702,7 @@ static void on_send_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    daemon *d = arg;
+    daemon_proc *d = arg;
     if (d->stopping || !d->snd)
         return;
     /* loads the idle centers' queues and returns; each center drains on the loop and logs
@@ -718,7 +720,7 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    daemon *d = arg;
+    daemon_proc *d = arg;
     if (d->stopping || !d->snd)
         return;
     fhir_error err;
@@ -730,7 +732,7 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
     writeback_kick(d);
 }
 
-static void arm_timers(daemon *d)
+static void arm_timers(daemon_proc *d)
 {
     const config *c = d->rt->cfg;
     struct timeval tv = {.tv_sec = c->referral_send_interval_s};
@@ -745,7 +747,7 @@ static void arm_timers(daemon *d)
 
 /* ---- sources ------------------------------------------------------------------------- */
 
-static void sources_free(daemon *d)
+static void sources_free(daemon_proc *d)
 {
     for (size_t i = 0; i < d->n_sources; i++)
         poll_source_free(d->sources[i]);
@@ -754,14 +756,33 @@ static void sources_free(daemon *d)
     d->n_sources = 0;
 }
 
-static int sources_build(daemon *d, fhir_error *err)
+/* ---- the sources' environment ---------------------------------------------------------- */
+
+static int env_ingest(void *ud, const fhir_node *res, size_t *changed, size_t *unchanged,
+                      fhir_error *err)
+{
+    return ingest(ud, res, changed, unchanged, err);
+}
+
+static void env_count_status(void *ud, const char *source, long status)
+{
+    daemon_proc *d = ud;
+    admin_metrics_count_status(admin_metrics_source(&d->m, source), status);
+}
+
+static void on_poll_done(void *ud, poll_source *src, const poll_result *r);
+
+static int sources_build(daemon_proc *d, fhir_error *err)
 {
     const config *c = d->rt->cfg;
     d->sources = calloc(c->n_sources + 1, sizeof *d->sources);
     if (!d->sources)
         abort();
+    poll_env env = {.base = d->base, .st = d->st, .ud = d, .ingest = env_ingest,
+                    .done = on_poll_done, .count_status = env_count_status};
     for (size_t i = 0; i < c->n_sources; i++) {
-        poll_source *p = poll_source_new(d, &c->sources[i], err);
+        admin_metrics_source(&d->m, c->sources[i].name); /* counters shown from the start */
+        poll_source *p = poll_source_new(&env, &c->sources[i], err);
         if (!p)
             return fhir_error_prefix(err, "source %s", c->sources[i].name);
         d->sources[d->n_sources++] = p;
@@ -769,7 +790,7 @@ static int sources_build(daemon *d, fhir_error *err)
     return 0;
 }
 
-static bool any_busy(const daemon *d)
+static bool any_busy(const daemon_proc *d)
 {
     for (size_t i = 0; i < d->n_sources; i++)
         if (poll_source_busy(d->sources[i]))
@@ -777,15 +798,13 @@ static bool any_busy(const daemon *d)
     return false;
 }
 
-static daemon_rt *g_retired; /* an rt replaced while its sources were still polling */
-
-static void apply_pending_sources(daemon *d)
+static void apply_pending_sources(daemon_proc *d)
 {
-    if (!g_retired || any_busy(d))
+    if (!d->retired || any_busy(d))
         return;
     sources_free(d);
-    rt_free(g_retired);
-    g_retired = NULL;
+    rt_free(d->retired);
+    d->retired = NULL;
     fhir_error err;
     if (sources_build(d, &err)) {
         char q[600];
@@ -800,13 +819,13 @@ static void on_apply_sources(evutil_socket_t fd, short what, void *arg)
     apply_pending_sources(arg);
 }
 
-void daemon_poll_finished(daemon *d, poll_source *src, bool ok)
+/* Screens the patients marked by the polls, updates readiness, and finishes a stop or a
+ * reload that waited for the sources. */
+static void after_polls(daemon_proc *d)
 {
-    (void)src;
-    (void)ok;
     fhir_error err;
     fhir_error_clear(&err);
-    long n = daemon_screen_pending(d, &err);
+    long n = screen_pending(d, &err);
     if (n > 0)
         fhir_log(FHIR_LOG_INFO, "screen.batch", "patients=%ld", n);
     else if (n < 0) {
@@ -822,12 +841,28 @@ void daemon_poll_finished(daemon *d, poll_source *src, bool ok)
     d->ready = d->ready || ready;
     if (d->stopping && !any_busy(d))
         event_base_loopexit(d->base, NULL);
-    else if (!d->stopping && g_retired) {
+    else if (!d->stopping && d->retired) {
         /* not from inside the client callback that brought us here: the sources (and their
          * clients) may be replaced */
         struct timeval tv = {0, 0};
         event_base_once(d->base, -1, EV_TIMEOUT, on_apply_sources, d, &tv);
     }
+}
+
+/* A source's poll ended: its counters, then screening. */
+static void on_poll_done(void *ud, poll_source *src, const poll_result *r)
+{
+    daemon_proc *d = ud;
+    admin_source_metrics *m = admin_metrics_source(&d->m, poll_source_name(src));
+    m->resources += r->changed;
+    m->unchanged += r->unchanged;
+    if (r->ok) {
+        m->polls_ok++;
+        m->last_success_ms = fhir_clock_now_ms();
+    } else {
+        m->polls_failed++;
+    }
+    after_polls(d);
 }
 
 /* ---- signals and life -------------------------------------------------------------------- */
@@ -836,12 +871,12 @@ static void on_grace(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    daemon *d = arg;
+    daemon_proc *d = arg;
     fhir_log(FHIR_LOG_WARN, "daemon.grace_expired", "note=in-flight polls abandoned; cursors not advanced");
     event_base_loopexit(d->base, NULL);
 }
 
-void daemon_stop(daemon *d)
+void daemon_stop(daemon_proc *d)
 {
     if (d->stopping)
         return;
@@ -870,7 +905,7 @@ static int load_admin_token(const config *c, char **out, fhir_error *err)
     return config_read_secret(c->admin_token_file, c->admin_token_env, out, err);
 }
 
-int daemon_reload(daemon *d, fhir_error *err)
+int daemon_reload(daemon_proc *d, fhir_error *err)
 {
     daemon_rt *nrt = rt_load(d->config_path, err);
     char *tok = NULL;
@@ -894,10 +929,10 @@ int daemon_reload(daemon *d, fhir_error *err)
     daemon_rt *old = d->rt;
     d->rt = nrt;
     sender_rebuild(d); /* the sender borrows the center directory */
-    if (g_retired) /* an earlier reload still waiting: its sources use `g_retired` */
+    if (d->retired) /* an earlier reload still waiting: its sources use `d->retired` */
         rt_free(old);
     else
-        g_retired = old; /* sources borrow their config from it until rebuilt */
+        d->retired = old; /* sources borrow their config from it until rebuilt */
     apply_pending_sources(d);
     arm_timers(d);
     d->m.reloads_ok++;
@@ -910,14 +945,14 @@ int daemon_reload(daemon *d, fhir_error *err)
         fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", fhir_log_quote(e.msg, q, sizeof q));
     }
     if (!any_busy(d))
-        daemon_poll_finished(d, NULL, true);
+        after_polls(d);
     return 0;
 }
 
 static void on_signal(evutil_socket_t sig, short what, void *arg)
 {
     (void)what;
-    daemon *d = arg;
+    daemon_proc *d = arg;
     if (sig == SIGHUP) {
         fhir_log(FHIR_LOG_INFO, "signal", "name=HUP action=reload");
         fhir_error err;
@@ -945,9 +980,30 @@ static void log_versions(struct event_base *base)
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }
 
-daemon *daemon_new(const char *config_path, fhir_error *err)
+/* ---- the admin API's environment --------------------------------------------------------- */
+
+static const admin_metrics *api_metrics(void *ud)
 {
-    daemon *d = calloc(1, sizeof *d);
+    daemon_proc *d = ud;
+    return &d->m;
+}
+
+static bool api_ready(void *ud, size_t *n_sources)
+{
+    daemon_proc *d = ud;
+    *n_sources = d->n_sources;
+    return d->ready;
+}
+
+static const char *api_token(void *ud)
+{
+    daemon_proc *d = ud;
+    return d->admin_token;
+}
+
+daemon_proc *daemon_new(const char *config_path, fhir_error *err)
+{
+    daemon_proc *d = calloc(1, sizeof *d);
     if (!d)
         abort();
     d->config_path = xstrdup(config_path);
@@ -971,8 +1027,15 @@ daemon *daemon_new(const char *config_path, fhir_error *err)
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
     sender_rebuild(d);
-    if (d->rt->cfg->admin_enabled && admin_start(d, err))
-        goto fail;
+    if (d->rt->cfg->admin_enabled) {
+        const config *c = d->rt->cfg;
+        admin_env env = {.base = d->base, .st = d->st, .bind = c->admin_bind,
+                         .port = c->admin_port, .ud = d, .metrics = api_metrics,
+                         .ready = api_ready, .token = api_token};
+        d->api = admin_start(&env, err);
+        if (!d->api)
+            goto fail;
+    }
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
     d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
     d->sig_hup = evsignal_new(d->base, SIGHUP, on_signal, d);
@@ -991,12 +1054,12 @@ fail:
     return NULL;
 }
 
-int daemon_run(daemon *d)
+int daemon_run(daemon_proc *d)
 {
     /* patients left marked by a previous run are screened first */
     fhir_error err;
     fhir_error_clear(&err);
-    long n = daemon_screen_pending(d, &err);
+    long n = screen_pending(d, &err);
     if (n > 0)
         fhir_log(FHIR_LOG_INFO, "screen.recovered", "patients=%ld", n);
     event_base_dispatch(d->base);
@@ -1005,13 +1068,12 @@ int daemon_run(daemon *d)
     return 0;
 }
 
-void daemon_free(daemon *d)
+void daemon_free(daemon_proc *d)
 {
     if (!d)
         return;
     sources_free(d);
-    if (d->http)
-        admin_stop(d);
+    admin_stop(d->api);
     if (d->sig_term)
         event_free(d->sig_term);
     if (d->sig_int)
@@ -1028,8 +1090,7 @@ void daemon_free(daemon *d)
     writeback_free(d->wb);
     store_close(d->st);
     rt_free(d->rt);
-    rt_free(g_retired);
-    g_retired = NULL;
+    rt_free(d->retired);
     if (d->base)
         event_base_free(d->base);
     free(d->admin_token);

@@ -1,4 +1,5 @@
-/* poll_source — the discovery strategies of one source (config_source), each on the daemon's loop:
+/* poll_source — one configured source (config_source) polled on an event loop, by one of four
+ * interchangeable strategies (poll_<kind>.c behind the table of poll_impl.h):
  *
  *   files:  every *.json (resource or Bundle) / *.ndjson / *.jsonl file in the drop folder,
  *           oldest name first, is stored in one transaction, then moved to done/ (or, when
@@ -16,24 +17,56 @@
  *           source's auth (bearer, Basic, SMART); cursor = the manifest's transactionTime,
  *           written after every file is stored.
  *
+ * A source knows only its environment (poll_env): the loop, the store (cursors, and the
+ * transactions its ingest runs in), and callbacks for ingest, the end of a poll and metrics.
  * A poll never overlaps itself; the next one is scheduled interval_s after the previous
- * ended. Counters go to the daemon's metrics. */
+ * ended. */
 #ifndef POLL_SOURCE_H
 #define POLL_SOURCE_H
 
 #include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "config.h"
-#include "daemon.h"
-#include "fhir_client.h"
 #include "fhir_error.h"
+#include "fhir_node.h"
+#include "store.h"
 
-/* Creates the source from cfg (copied) on the daemon's loop; the first poll starts at once.
- * Caller frees with poll_source_free(). NULL with err (bad auth secret, ...). */
-poll_source *poll_source_new(daemon *d, const config_source *cfg, fhir_error *err);
+struct event_base;
+typedef struct poll_source poll_source;
+
+/* How a poll ended (passed to poll_env.done). */
+typedef struct poll_result {
+    bool ok;
+    size_t changed;   /* resources stored new or changed */
+    size_t unchanged; /* resources seen again without change */
+} poll_result;
+
+/* What a source may use; everything borrowed for the source's life. */
+typedef struct poll_env {
+    struct event_base *base;
+    store *st;
+    void *ud; /* first argument of every callback */
+    /* Stores one resource (a Bundle is unpacked) inside the transaction the source opened;
+     * counts it in *changed or *unchanged. 0, or -1 with err. */
+    int (*ingest)(void *ud, const fhir_node *res, size_t *changed, size_t *unchanged,
+                  fhir_error *err);
+    /* A poll ended (its data and cursors committed, or not when !r->ok). Called last: the
+     * source may be freed only from a later loop turn. */
+    void (*done)(void *ud, poll_source *src, const poll_result *r);
+    /* Metrics: the final HTTP status of one exchange (0 = no response). May be NULL. */
+    void (*count_status)(void *ud, const char *source, long status);
+} poll_env;
+
+/* Creates the source from cfg (borrowed until poll_source_free) on env->base; the first poll
+ * starts at once. Caller frees with poll_source_free(). NULL with err (bad auth secret,
+ * unusable drop folder, ...). */
+poll_source *poll_source_new(const poll_env *env, const config_source *cfg, fhir_error *err);
 /* Drops any in-flight work (its cursors were not advanced) and frees. */
 void poll_source_free(poll_source *p);
 
+/* Borrowed from the config. */
 const char *poll_source_name(const poll_source *p);
 bool poll_source_busy(const poll_source *p);
 /* Has a poll of this source ever completed successfully in this process? */
@@ -42,9 +75,5 @@ bool poll_source_done_once(const poll_source *p);
 void poll_source_pause(poll_source *p);
 /* Starts a poll now unless one is running. */
 void poll_source_kick(poll_source *p);
-
-/* The fhir_client configuration of a source (strings borrowed from cfg; also used by the
- * EHR write-back, writeback.h). */
-void poll_source_client_config(const config_source *cfg, fhir_client_config *cc);
 
 #endif

@@ -12,7 +12,6 @@
 #include "fhir_json.h"
 #include "fhir_log.h"
 #include "fhir_node.h"
-#include "poll_source.h"
 #include "referral.h"
 
 #define WB_SYSTEM "urn:cartgate:writeback"
@@ -47,7 +46,7 @@ writeback *writeback_new(store *s, const writeback_opts *o, fhir_error *err)
     if (!w->o.max_per_pass)
         w->o.max_per_pass = 50;
     fhir_client_config cc;
-    poll_source_client_config(o->source, &cc);
+    config_source_client(o->source, &cc);
     cc.format = FHIR_FORMAT_JSON;
     w->client = fhir_client_new(o->base, &cc, err);
     if (!w->client) {
