@@ -12,7 +12,6 @@
 #include <yajl/yajl_version.h>
 
 #include "admin.h"
-#include "bser.h"
 #include "centers.h"
 #include "config.h"
 #include "elig.h"
@@ -24,6 +23,7 @@
 #include "map_profile.h"
 #include "map_tables.h"
 #include "poll_source.h"
+#include "propose.h"
 #include "referral.h"
 #include "route.h"
 #include "sender.h"
@@ -278,223 +278,9 @@ static void add_referenced_medications(daemon_proc *d, res_list *l)
     }
 }
 
-typedef struct cancel_ctx {
-    const char *keep_placer;
-    int64_t ids[64];
-    size_t n;
-} cancel_ctx;
-
-static int cancel_collect(void *ctx, int64_t id, const char *placer_id)
-{
-    cancel_ctx *c = ctx;
-    if (c->keep_placer && placer_id && !strcmp(placer_id, c->keep_placer))
-        return 0;
-    if (c->n < sizeof c->ids / sizeof c->ids[0])
-        c->ids[c->n++] = id;
-    return 0;
-}
-
-/* Cancels the patient's proposals still awaiting approval, except keep_placer (found by the
- * patient index: ids only). */
-static void cancel_stale_proposals(daemon_proc *d, const char *pid, const char *keep_placer,
-                                   const char *reason)
-{
-    cancel_ctx c = {.keep_placer = keep_placer};
-    fhir_error e;
-    if (refer_patient_ids(d->st, pid, REFER_PENDING_APPROVAL, cancel_collect, &c, &e) < 0)
-        return;
-    for (size_t i = 0; i < c.n; i++) {
-        if (refer_cancel(d->st, c.ids[i], "screener", reason, &e) == 0)
-            fhir_log(FHIR_LOG_INFO, "referral.cancelled", "referral=%lld patient=%s reason=verdict_changed",
-                     (long long)c.ids[i], pid);
-    }
-}
-
-static const char *urgency_for(const daemon_rt *rt, elig_urgency u)
-{
-    if (u == ELIG_URGENCY_NOW)
-        return "urgent";
-    return rt->cfg->referral_urgency_default ? rt->cfg->referral_urgency_default : "routine";
-}
-
-static void propose_referral(daemon_proc *d, const char *pid, const map_profile *prof,
-                             const elig_result *res, const elig_factset *fs, const char *verdict_json,
-                             const res_list *resources)
-{
-    daemon_rt *rt = d->rt;
-    const config *c = rt->cfg;
-    elig_category cat = elig_result_category(res);
-    bool candidate = cat == ELIG_ELIGIBLE ||
-                     (cat == ELIG_POSSIBLY_ELIGIBLE && c->referral_min_category == 1);
-    if (!candidate) {
-        cancel_stale_proposals(d, pid, NULL, "verdict no longer makes the patient a candidate");
-        return;
-    }
-    const char *inds[ELIG_MAX_INDICATIONS];
-    route_need needs[ELIG_MAX_INDICATIONS];
-    char products[ELIG_MAX_INDICATIONS][48];
-    size_t n = 0;
-    const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    for (size_t i = 0; i < elig_ruleset_count(rt->rules) && n < ELIG_MAX_INDICATIONS; i++) {
-        elig_category ic = elig_result_ind_category(res, i);
-        bool take = ic == ELIG_ELIGIBLE ||
-                    (ic == ELIG_POSSIBLY_ELIGIBLE && c->referral_min_category == 1);
-        /* an eligible patient is referred for what it is eligible for */
-        if (cat == ELIG_ELIGIBLE && ic != ELIG_ELIGIBLE)
-            take = false;
-        if (!take)
-            continue;
-        const char *key = elig_ruleset_key(rt->rules, i);
-        const char *colon = strchr(key, ':');
-        snprintf(products[n], sizeof products[n], "%.*s", (int)(colon ? colon - key : (long)strlen(key)),
-                 key);
-        inds[n] = key;
-        needs[n].product = products[n];
-        needs[n].disease = dis && dis->known ? dis->str : NULL;
-        needs[n].indication = key;
-        needs[n].possible = ic != ELIG_ELIGIBLE;
-        n++;
-    }
-    if (n == 0)
-        return;
-    fhir_error err;
-    fhir_arena *a = fhir_arena_new(64u << 20);
-    route_patient_location loc = {0};
-    const map_fact *lat = map_profile_fact(prof, "latitude"), *lon = map_profile_fact(prof, "longitude");
-    if (lat && lat->known && lon && lon->known) {
-        loc.has_geo = true;
-        loc.lat = lat->num;
-        loc.lon = lon->num;
-    }
-    const map_fact *zip = map_profile_fact(prof, "postal_code");
-    if (zip && zip->known)
-        loc.zip = zip->str;
-    route_site site = {.has_location = c->site_has_location, .lat = c->site_lat, .lon = c->site_lon,
-                       .name = c->site_name};
-    route_origin origin;
-    route_result rr;
-    const map_fact *payer = map_profile_fact(prof, "payer");
-    int64_t day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400;
-    if (route_resolve_origin(&loc, rt->zcta, &site, &origin, &err) ||
-        route_rank(a, rt->centers, &origin, needs, n, payer && payer->known ? payer->str : NULL, day,
-                   NULL, &rr, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_WARN, "referral.route_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(err.msg, q, sizeof q));
-        fhir_arena_free(a);
-        return;
-    }
-    if (rr.n_candidates == 0) {
-        fhir_log(FHIR_LOG_WARN, "referral.no_center", "patient=%s indications=%zu", pid, n);
-        fhir_arena_free(a);
-        return;
-    }
-    const centers_center *center = rr.candidates[0].center;
-    char placer[REFER_PLACER_MAX];
-    if (refer_placer_id(c->site_id, pid, inds, n, center->id, placer, &err)) {
-        fhir_arena_free(a);
-        return;
-    }
-    cancel_stale_proposals(d, pid, placer, "superseded by a new verdict");
-    int64_t existing;
-    if (refer_find(d->st, placer, &existing, &err) == 1) {
-        fhir_arena_free(a);
-        return; /* already proposed (or sent): exactly once */
-    }
-    /* the package */
-    const fhir_node *patient = NULL, *condition = NULL;
-    const fhir_node **cov = calloc(resources->n + 1, sizeof *cov);
-    const fhir_node **obs = calloc(resources->n + 1, sizeof *obs);
-    const fhir_node **med = calloc(resources->n + 1, sizeof *med);
-    if (!cov || !obs || !med)
-        abort();
-    size_t ncov = 0, nobs = 0, nmed = 0;
-    const char *dis_ev = dis && dis->evidence ? dis->evidence : "";
-    for (size_t i = 0; i < resources->n; i++) {
-        const fhir_node *r = resources->v[i];
-        const char *t = fhir_node_resource_type(r);
-        if (!t)
-            continue;
-        if (!strcmp(t, "Patient"))
-            patient = r;
-        else if (!strcmp(t, "Coverage"))
-            cov[ncov++] = r;
-        else if (!strcmp(t, "Observation"))
-            obs[nobs++] = r;
-        else if (!strncmp(t, "Medication", 10) && strcmp(t, "Medication"))
-            med[nmed++] = r;
-        else if (!strcmp(t, "Condition")) {
-            char ref[200];
-            snprintf(ref, sizeof ref, "Condition/%s", fhir_node_resource_id(r) ? fhir_node_resource_id(r) : "");
-            if (!condition || strstr(dis_ev, ref))
-                condition = r;
-        }
-    }
-    fhir_buf expl;
-    fhir_buf_init(&expl, 1u << 20);
-    elig_result_write_explanation(rt->rules, fs, res, &expl);
-    fhir_buf reason;
-    fhir_buf_init(&reason, 4096);
-    fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
-    for (size_t i = 1; i < n; i++)
-        fhir_buf_printf(&reason, ", %s", inds[i]);
-    const char *urg = urgency_for(rt, elig_result_urgency(res));
-    char *payload = NULL;
-    if (patient) {
-        char sysbase[200];
-        snprintf(sysbase, sizeof sysbase, "urn:cartgate:%s", c->site_id);
-        bser_input in = {
-            .id_system_base = sysbase, .placer_id = placer, .site_id = c->site_id,
-            .site_name = c->site_name && *c->site_name ? c->site_name : c->site_id,
-            .center = center, .patient_id = pid, .patient = patient,
-            .coverages = cov, .n_coverages = ncov, .condition = condition,
-            .observations = obs, .n_observations = nobs, .medications = med, .n_medications = nmed,
-            .reason_text = fhir_buf_cstr(&reason), .summary_text = fhir_buf_cstr(&expl),
-            .verdict_json = verdict_json, .urgency = urg, .authored_ms = fhir_clock_now_ms(),
-        };
-        fhir_node *bundle = bser_build(a, &in, &err);
-        if (bundle)
-            payload = fhir_json_to_string(bundle, FHIR_JSON_COMPACT, 64u << 20);
-        else {
-            char q[600];
-            fhir_log(FHIR_LOG_WARN, "referral.payload_failed", "patient=%s error=%s", pid,
-                     fhir_log_quote(err.msg, q, sizeof q));
-        }
-    }
-    fhir_node *rj = route_explain_json(a, &rr);
-    char *route_json = rj ? fhir_json_to_string(rj, FHIR_JSON_COMPACT, 1u << 20) : NULL;
-    refer_request req = {
-        .site_id = c->site_id, .patient_id = pid, .center_id = center->id, .indications = inds,
-        .n_indications = n, .urgency = urg, .explanation = fhir_buf_cstr(&expl),
-        .verdict_json = verdict_json, .route_json = route_json, .payload = payload,
-        .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .actor = "screener",
-    };
-    int64_t rid = 0;
-    bool created = false;
-    if (payload && refer_create(d->st, &req, &rid, &created, &err) == 0) {
-        if (created) {
-            d->m.referrals_created++;
-            fhir_log(FHIR_LOG_INFO, "referral.created",
-                     "referral=%lld patient=%s center=%s indications=%zu mode=%s urgency=%s",
-                     (long long)rid, pid, center->id, n, c->referral_mode ? "auto" : "approval", urg);
-        }
-    } else if (payload) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "referral.create_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(err.msg, q, sizeof q));
-    }
-    free(route_json);
-    free(payload);
-    fhir_buf_free(&expl);
-    fhir_buf_free(&reason);
-    free(cov);
-    free(obs);
-    free(med);
-    fhir_arena_free(a);
-}
-
-/* One patient's screening, split so a batch can store its verdicts in one transaction and
- * create referral proposals (which run their own transactions) afterwards. */
+/* One patient's screening: built first (no store writes), then its verdict and the proposal
+ * it calls for written together inside the batch's transaction, then logged once that has
+ * committed. */
 typedef struct screen_job {
     char *pid;
     res_list l;
@@ -503,6 +289,10 @@ typedef struct screen_job {
     elig_result *res;
     fhir_buf vj, pj;
     bool ok;
+    /* written with the batch */
+    bool stored;
+    char *old_category;       /* the verdict before this one (NULL: none) */
+    propose_result prop;
 } screen_job;
 
 static void job_free(screen_job *j)
@@ -515,6 +305,7 @@ static void job_free(screen_job *j)
     fhir_arena_free(j->l.a);
     free(j->l.v);
     free(j->pid);
+    free(j->old_category);
     memset(j, 0, sizeof *j);
 }
 
@@ -553,42 +344,56 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     return 0;
 }
 
-/* Stores the verdict (inside the caller's transaction, if any). */
-static int job_store(daemon_proc *d, screen_job *j, fhir_error *err)
+/* Inside the batch's transaction, as one unit (a savepoint): the verdict and the proposal it
+ * calls for are both written, or neither. 0, or -1 with err (nothing of the patient
+ * written). */
+static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
 {
     daemon_rt *rt = d->rt;
+    const config *c = rt->cfg;
     elig_category cat = elig_result_category(j->res);
-    char *old_cat = NULL;
-    int had = store_verdict_get(d->st, j->pid, NULL, &old_cat, NULL, err);
-    if (store_verdict_put(d->st, j->pid, elig_ruleset_hash(rt->rules), elig_category_name(cat),
-                          fhir_buf_cstr(&j->pj), fhir_buf_cstr(&j->vj), err)) {
-        free(old_cat);
+    if (store_savepoint(d->st, err))
+        return -1;
+    free(j->old_category);
+    j->old_category = NULL;
+    propose_opts po = {
+        .site_id = c->site_id, .site_name = c->site_name, .site_has_location = c->site_has_location,
+        .site_lat = c->site_lat, .site_lon = c->site_lon, .with_possible = c->referral_min_category == 1,
+        .urgency_default = c->referral_urgency_default,
+        .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
+        .centers = rt->centers, .zcta = rt->zcta,
+        .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
+    };
+    propose_input pi = {
+        .patient_id = j->pid, .profile = j->p, .facts = j->fs, .result = j->res,
+        .verdict_json = fhir_buf_cstr(&j->vj), .resources = j->l.v, .n_resources = j->l.n,
+    };
+    if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
+        store_verdict_put(d->st, j->pid, elig_ruleset_hash(rt->rules), elig_category_name(cat),
+                          fhir_buf_cstr(&j->pj), fhir_buf_cstr(&j->vj), err) ||
+        propose_referral(d->st, &po, &pi, &j->prop, err) ||
+        store_savepoint_release(d->st, err)) {
+        store_savepoint_rollback(d->st);
         return -1;
     }
-    d->m.patients_screened++;
-    if ((unsigned)cat < 4)
-        d->m.verdicts[cat]++;
-    if (had != 1 || !old_cat || strcmp(old_cat, elig_category_name(cat)))
-        fhir_log(FHIR_LOG_INFO, "screen.verdict", "patient=%s category=%s previous=%s urgency=%s", j->pid,
-                 elig_category_name(cat), had == 1 && old_cat ? old_cat : "none",
-                 elig_urgency_name(elig_result_urgency(j->res)));
-    free(old_cat);
+    j->stored = true;
     return 0;
 }
 
-static void job_propose(daemon_proc *d, screen_job *j)
+/* After the batch committed: counters and log lines. */
+static void job_report(daemon_proc *d, const screen_job *j)
 {
-    propose_referral(d, j->pid, j->p, j->res, j->fs, fhir_buf_cstr(&j->vj), &j->l);
-}
-
-static void undirty(daemon_proc *d, const char *pid)
-{
-    fhir_error e;
-    if (store_dirty_clear(d->st, pid, &e)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "screen.undirty_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(e.msg, q, sizeof q));
-    }
+    elig_category cat = elig_result_category(j->res);
+    d->m.patients_screened++;
+    if ((unsigned)cat < 4)
+        d->m.verdicts[cat]++;
+    if (!j->old_category || strcmp(j->old_category, elig_category_name(cat)))
+        fhir_log(FHIR_LOG_INFO, "screen.verdict", "patient=%s category=%s previous=%s urgency=%s", j->pid,
+                 elig_category_name(cat), j->old_category ? j->old_category : "none",
+                 elig_urgency_name(elig_result_urgency(j->res)));
+    if (j->prop.outcome == PROPOSE_CREATED)
+        d->m.referrals_created++;
+    propose_log(j->pid, d->rt->cfg->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, &j->prop);
 }
 
 #define SCREEN_BATCH 16
@@ -617,36 +422,35 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
                          fhir_log_quote(e.msg, q, sizeof q));
             }
         }
-        /* the batch's verdicts and dirty marks in one transaction (one fsync, not 2n) */
+        /* the batch's verdicts, the proposals they call for and the dirty marks in one
+         * transaction (one fsync, not one per patient and proposal) */
         fhir_error e;
         fhir_error_clear(&e);
-        bool txn = store_begin(d->st, &e) == 0;
-        for (size_t i = 0; i < n; i++) {
-            if (jobs[i].ok && job_store(d, &jobs[i], &e)) {
-                jobs[i].ok = false;
+        int rc = store_begin(d->st, &e);
+        for (size_t i = 0; rc == 0 && i < n; i++) {
+            if (jobs[i].ok && job_commit(d, &jobs[i], &e)) {
                 d->m.screen_errors++;
                 char q[600];
                 fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", ids[i],
                          fhir_log_quote(e.msg, q, sizeof q));
+                fhir_error_clear(&e);
             }
-            undirty(d, ids[i]);
+            if (store_dirty_clear(d->st, ids[i], &e))
+                rc = -1;
         }
-        if (txn && store_commit(d->st, &e)) {
+        if (rc == 0)
+            rc = store_commit(d->st, &e);
+        else
             store_rollback(d->st);
-            for (size_t i = 0; i < n; i++)
-                job_free(&jobs[i]);
-            for (size_t i = 0; i < n; i++)
-                free(ids[i]);
-            return fhir_error_set(err, "screening batch: %s", e.msg);
-        }
-        /* proposals after the verdicts are durable (refer_* run their own transactions) */
         for (size_t i = 0; i < n; i++) {
-            if (jobs[i].ok)
-                job_propose(d, &jobs[i]);
+            if (rc == 0 && jobs[i].stored)
+                job_report(d, &jobs[i]);
             job_free(&jobs[i]);
             free(ids[i]);
-            total++;
         }
+        if (rc)
+            return fhir_error_set(err, "screening batch: %s", e.msg);
+        total += (long)n;
     }
     return total;
 }
