@@ -432,10 +432,15 @@ static const struct {
 #define Q_EACH_VARIANTS 16
 #define Q_SLOTS (Q_FIXED + Q_EACH_VARIANTS)
 
+#define STORE_DIRTY_MEMO 128 /* bytes of the last patient id marked (longer ids: not kept) */
+
 struct store {
     sqlite3 *db;
     char *path;
     bool in_tx, in_sp;
+    /* the patient store_dirty_mark marked last in the open transaction: resources arrive
+     * grouped by patient, so most marks repeat it */
+    char last_dirty[STORE_DIRTY_MEMO];
     sqlite3_stmt *cache[Q_SLOTS];
     bool busy[Q_SLOTS]; /* handed out and not yet given back */
 };
@@ -655,6 +660,7 @@ int store_begin(store *s, fhir_error *err)
     if (exec(s, "BEGIN IMMEDIATE", err))
         return -1;
     s->in_tx = true;
+    s->last_dirty[0] = '\0';
     return 0;
 }
 
@@ -679,6 +685,7 @@ void store_rollback(store *s)
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     s->in_tx = false;
     s->in_sp = false;
+    s->last_dirty[0] = '\0';
 }
 
 bool store_in_transaction(const store *s)
@@ -711,6 +718,7 @@ void store_savepoint_rollback(store *s)
         return;
     sqlite3_exec(s->db, "ROLLBACK TO unit; RELEASE unit", NULL, NULL, NULL);
     s->in_sp = false;
+    s->last_dirty[0] = '\0';
 }
 
 /* ---- audit ---------------------------------------------------------------------------------- */
@@ -980,12 +988,18 @@ int store_resource_get(store *s, const char *type, const char *id, store_resourc
 
 int store_dirty_mark(store *s, const char *patient_id, fhir_error *err)
 {
+    if (s->in_tx && patient_id && patient_id[0] && !strcmp(patient_id, s->last_dirty))
+        return 0; /* already marked in this transaction */
     q x;
     if (q_take(s, Q_DIRTY_MARK, &x, err))
         return -1;
     bind_text(x.st, 1, patient_id);
     sqlite3_bind_int64(x.st, 2, fhir_clock_now_ms());
-    return q_run(s, &x, "dirty mark", err);
+    if (q_run(s, &x, "dirty mark", err))
+        return -1;
+    if (s->in_tx && patient_id && strlen(patient_id) < sizeof s->last_dirty)
+        snprintf(s->last_dirty, sizeof s->last_dirty, "%s", patient_id);
+    return 0;
 }
 
 int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_error *err)
@@ -1030,6 +1044,8 @@ long store_dirty_next(store *s, char **ids, size_t max, fhir_error *err)
 
 int store_dirty_clear(store *s, const char *patient_id, fhir_error *err)
 {
+    if (patient_id && !strcmp(patient_id, s->last_dirty))
+        s->last_dirty[0] = '\0';
     q x;
     if (q_take(s, Q_DIRTY_CLEAR, &x, err))
         return -1;

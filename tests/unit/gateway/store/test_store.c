@@ -320,6 +320,24 @@ static void test_resource_upsert_and_dirty(void **state)
     free(ids[0]);
     assert_int_equal(store_verdict_count(s, "eligible", &err), 1);
     assert_int_equal(store_verdict_count(s, "possibly_eligible", &err), 0);
+    assert_int_equal(store_dirty_clear(s, "a", &err), 0);
+
+    /* repeated marks in a transaction are written once; none is lost to a rollback or to a
+     * clear in between */
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_dirty_mark(s, "c", &err), 0);
+    store_rollback(s);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_dirty_mark(s, "c", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_dirty_count(s), 1);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_dirty_mark(s, "c", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "c", &err), 0);
+    assert_int_equal(store_dirty_clear(s, "c", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "c", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_dirty_count(s), 1);
     store_close(s);
 }
 
