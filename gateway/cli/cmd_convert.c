@@ -6,19 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_json.h"
 #include "fhir_xml.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: cartgate convert [--to json|xml] [--pretty] FILE|-\n"
-               "Reads one FHIR R4 resource (JSON or XML; the format is detected from the\n"
-               "content: first non-blank character '<' means XML) and writes it to stdout.\n"
-               "  --to json|xml  output format (default json)\n"
-               "  --pretty     indent the output\n"
-               "  --max-bytes N  refuse inputs larger than N bytes (default 64 MiB)\n");
-}
 
 /* Reads the whole input ("-" = stdin), refusing more than max bytes. Caller frees. */
 static char *read_input(const char *path, size_t max, size_t *len, fhir_error *err)
@@ -51,39 +42,29 @@ static char *read_input(const char *path, size_t max, size_t *len, fhir_error *e
 
 int cmd_convert(int argc, char **argv)
 {
-    const char *path = NULL, *to = "json";
-    int pretty = 0;
-    fhir_json_limits lim = {0};
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else if (!strcmp(argv[i], "--pretty")) {
-            pretty = 1;
-        } else if (!strcmp(argv[i], "--to") && i + 1 < argc) {
-            to = argv[++i];
-        } else if (!strcmp(argv[i], "--max-bytes") && i + 1 < argc) {
-            lim.max_bytes = (size_t)strtoull(argv[++i], NULL, 10);
-        } else if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "cartgate convert: unknown option '%s'\n", argv[i]);
-            usage(stderr);
-            return 2;
-        } else if (!path) {
-            path = argv[i];
-        } else {
-            fprintf(stderr, "cartgate convert: only one input file\n");
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
-    bool to_xml = !strcmp(to, "xml");
-    if (!to_xml && strcmp(to, "json") != 0) {
-        fprintf(stderr, "cartgate convert: unsupported output format '%s' (json|xml)\n", to);
-        return 2;
-    }
+    int to = 0; /* json */
+    bool pretty = false;
+    long long max_bytes = 0;
+    const cli_opt opts[] = {
+        {.name = "to", .kind = CLI_ENUM, .out = &to, .arg = "json|xml", .def = "json",
+         .help = "output format"},
+        {.name = "pretty", .kind = CLI_FLAG, .out = &pretty, .help = "indent the output"},
+        {.name = "max-bytes", .kind = CLI_INT, .out = &max_bytes, .arg = "N", .min = 1,
+         .max = 1LL << 40, .def = "64 MiB", .help = "refuse inputs larger than N bytes"},
+        {0},
+    };
+    const cli_cmd cmd = {
+        .name = "convert", .args = "FILE|-", .min_args = 1, .max_args = 1,
+        .about = "Reads one FHIR R4 resource (JSON or XML; the format is detected from the\n"
+                 "content: first non-blank character '<' means XML) and writes it to stdout.",
+        .opts = opts,
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
+    const char *path = argv[first];
+    bool to_xml = to == 1;
+    fhir_json_limits lim = {.max_bytes = (size_t)max_bytes};
     fhir_json_limits_default(&lim);
     fhir_error err = {0};
     size_t len = 0;
