@@ -1,6 +1,5 @@
 /* cartgate convert — read a FHIR resource (JSON or XML, detected from the content) and
  * write it back out as JSON or XML, compact or pretty. */
-#include <errno.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,35 +9,6 @@
 #include "cmd.h"
 #include "fhir_json.h"
 #include "fhir_xml.h"
-
-/* Reads the whole input ("-" = stdin), refusing more than max bytes. Caller frees. */
-static char *read_input(const char *path, size_t max, size_t *len, fhir_error *err)
-{
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f) {
-        fhir_error_set(err, "%s: %s", path, strerror(errno));
-        return NULL;
-    }
-    fhir_buf b;
-    fhir_buf_init(&b, max);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(&b, chunk, n) < 0)
-            break;
-    bool bad = ferror(f) != 0;
-    if (f != stdin)
-        fclose(f);
-    if (b.overflow || bad) {
-        if (b.overflow)
-            fhir_error_set(err, "%s: input larger than %zu bytes (see --max-bytes)", path, max);
-        else
-            fhir_error_set(err, "%s: read error", path);
-        fhir_buf_free(&b);
-        return NULL;
-    }
-    return fhir_buf_steal(&b, len); /* NUL-terminated */
-}
 
 int cmd_convert(int argc, char **argv)
 {
@@ -65,19 +35,11 @@ int cmd_convert(int argc, char **argv)
     const char *path = argv[first];
     bool to_xml = to == 1;
     fhir_json_limits lim = {.max_bytes = (size_t)max_bytes};
-    fhir_json_limits_default(&lim);
     fhir_error err = {0};
-    size_t len = 0;
-    char *data = read_input(path, lim.max_bytes, &len, &err);
-    if (!data) {
-        fprintf(stderr, "cartgate convert: %s\n", err.msg);
-        return 1;
-    }
     fhir_arena *a = fhir_arena_new(0);
-    fhir_node *root = fhir_xml_parse_any(a, data, len, &lim, &err);
-    free(data);
+    fhir_node *root = fhir_xml_parse_any_file(a, path, &lim, &err);
     if (!root) {
-        fprintf(stderr, "cartgate convert: %s: %s\n", path, err.msg);
+        fprintf(stderr, "cartgate convert: %s\n", err.msg);
         fhir_arena_free(a);
         return 1;
     }

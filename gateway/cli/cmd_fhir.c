@@ -49,35 +49,6 @@ static int print_page(void *ud, const fhir_node *bundle, unsigned page_no)
     return so->write_error;
 }
 
-/* Reads FILE or "-" (stdin) and parses JSON or XML (detected from the content). */
-static fhir_node *read_body(fhir_arena *a, const char *path, fhir_error *err)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fhir_error_set(err, "cannot open");
-        return NULL;
-    }
-    fhir_buf b;
-    fhir_buf_init(&b, FHIR_JSON_DEFAULT_MAX_BYTES);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(&b, chunk, n) < 0)
-            break;
-    bool rerr = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    fhir_node *res = NULL;
-    if (rerr)
-        fhir_error_set(err, "read error");
-    else if (b.overflow)
-        fhir_error_set(err, "larger than %u bytes", FHIR_JSON_DEFAULT_MAX_BYTES);
-    else
-        res = fhir_xml_parse_any(a, b.data ? b.data : "", b.len, NULL, err);
-    fhir_buf_free(&b);
-    return res;
-}
-
 int cmd_fhir(int argc, char **argv)
 {
     fhir_client_config cfg = {.name = "cli"};
@@ -223,9 +194,9 @@ int cmd_fhir(int argc, char **argv)
     }
     fhir_client_request req = {.path = path ? path : ""};
     if (needs_body) {
-        fhir_node *body = read_body(a, data, &err);
+        fhir_node *body = fhir_xml_parse_any_file(a, data, NULL, &err);
         if (!body) {
-            fprintf(stderr, "cartgate fhir: %s: %s\n", data, err.msg);
+            fprintf(stderr, "cartgate fhir: %s\n", err.msg);
             goto out;
         }
         req.resource = body;
