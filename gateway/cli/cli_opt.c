@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "fhir_clock.h"
+#include "fhir_suggest.h"
 
 #define HELP_COL 26   /* column where the help text of an option starts */
 #define VAL_LONG 256  /* getopt val of a long option: VAL_LONG + its index */
@@ -112,49 +113,6 @@ int cli_error(const cli_cmd *c, const char *fmt, ...)
     va_end(ap);
     fputc('\n', stderr);
     return usage_error(c, stderr);
-}
-
-/* ---- did you mean ----------------------------------------------------------------------- */
-
-/* Edit distance (insert, delete, substitute, swap of neighbours) of a and b, capped at 9. */
-static size_t distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 40 || lb > 40)
-        return 9;
-    size_t d[41][41];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++)
-        for (size_t j = 1; j <= lb; j++) {
-            size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < best)
-                best = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < best)
-                best = d[i][j - 1] + 1;
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-                d[i - 2][j - 2] + 1 < best)
-                best = d[i - 2][j - 2] + 1;
-            d[i][j] = best;
-        }
-    return d[la][lb] > 9 ? 9 : d[la][lb];
-}
-
-const char *cli_suggest(const char *word, const char *const *cands, size_t n)
-{
-    size_t len = strlen(word), limit = len <= 3 ? 1 : len <= 6 ? 2 : 3;
-    const char *best = NULL;
-    size_t best_d = limit + 1;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = distance(word, cands[i]);
-        if (d < best_d) {
-            best_d = d;
-            best = cands[i];
-        }
-    }
-    return best;
 }
 
 /* ---- values ------------------------------------------------------------------------------- */
@@ -298,7 +256,7 @@ static void unknown_option(const cli_cmd *c, const char *arg, int optopt_ch, siz
         fputc('\n', err);
         return;
     }
-    const char *s = cli_suggest(name, cands, nc);
+    const char *s = fhir_suggest(name, cands, nc);
     if (s)
         fprintf(err, "cartgate %s: unknown option --%s (did you mean --%s?)\n", c->name, name, s);
     else

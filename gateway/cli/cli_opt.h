@@ -50,6 +50,22 @@ typedef struct cli_opt {
     bool required;        /* missing it is a usage error */
 } cli_opt;
 
+/* The options several commands share, so a concept has one spelling (and one placeholder)
+ * everywhere: --as-of, --json, --mappings, -c/--config, --centers. */
+#define CLI_OPT_AS_OF(p, dflt, text)                                                           \
+    {.name = "as-of", .kind = CLI_DATE, .out = (p), .arg = "YYYY-MM-DD", .def = (dflt),        \
+     .help = (text)}
+#define CLI_OPT_JSON(p, text) {.name = "json", .kind = CLI_FLAG, .out = (p), .help = (text)}
+#define CLI_OPT_MAPPINGS(p)                                                                    \
+    {.name = "mappings", .kind = CLI_PATH, .out = (p), .arg = "DIR",                           \
+     .def = "the compiled-in mappings/", .help = "terminology table folder"}
+#define CLI_OPT_CONFIG(p, req, text)                                                           \
+    {.name = "config", .short_name = 'c', .kind = CLI_PATH, .out = (p), .arg = "FILE",         \
+     .required = (req), .help = (text)}
+#define CLI_OPT_CENTERS(p, dflt, text)                                                         \
+    {.name = "centers", .kind = CLI_PATH, .out = (p), .arg = "FILE", .def = (dflt),           \
+     .help = (text)}
+
 typedef struct cli_cmd {
     const char *name;     /* "screen": messages start "cartgate screen: " */
     const char *args;     /* positional arguments in the synopsis ("FILE|DIR..."), or NULL */
@@ -77,9 +93,5 @@ int cli_error(const cli_cmd *cmd, const char *fmt, ...) __attribute__((format(pr
 
 /* The full help (synopsis, about, options, notes) generated from the table. */
 void cli_help(const cli_cmd *cmd, FILE *f);
-
-/* The candidate closest to word when it is close enough to be a likely typo, else NULL.
- * Borrowed from cands. */
-const char *cli_suggest(const char *word, const char *const *cands, size_t n);
 
 #endif

@@ -46,10 +46,40 @@ static bool has_part(CURLU *h, CURLUPart p)
     return rc == CURLUE_OK;
 }
 
-static int refuse(CURLU *h, fhir_error *err, const char *url, const char *why)
+/* Checks the parsed URL h against the rules of cli_url_admin and makes its path a folder;
+ * fills origin. NULL when accepted, else why not. */
+static const char *admin_rules(CURLU *h, char *origin, size_t n)
 {
-    curl_url_cleanup(h);
-    return fhir_error_set(err, "--admin %s: %s", url, why);
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    const char *why = NULL;
+    if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        why = "not a URL with a host";
+    else if (strcasecmp(scheme, "https") &&
+             (strcasecmp(scheme, "http") || !cli_url_host_is_loopback(host)))
+        why = "only https:// or http:// to a loopback address (127.x, localhost, [::1])";
+    else if (has_part(h, CURLUPART_USER) || has_part(h, CURLUPART_PASSWORD))
+        why = "no credentials in the URL (the token comes from --token-file or --token-env)";
+    else if (has_part(h, CURLUPART_QUERY) || has_part(h, CURLUPART_FRAGMENT))
+        why = "no query or fragment in the base URL";
+    if (!why) {
+        /* a base path is a folder (one trailing '/'): relative API paths go below it */
+        size_t pl = strlen(path);
+        while (pl && path[pl - 1] == '/')
+            pl--;
+        char dir[CLI_URL_MAX + 1];
+        snprintf(dir, sizeof dir, "%.*s/", (int)pl, path);
+        if (curl_url_set(h, CURLUPART_PATH, dir, 0) != CURLUE_OK)
+            abort(); /* a path curl itself returned: out of memory */
+        curl_url_get(h, CURLUPART_PORT, &port, 0); /* CURLUE_NO_PORT when not in the URL */
+        snprintf(origin, n, "%s://%s%s%s", scheme, host, port ? ":" : "", port ? port : "");
+    }
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    return why;
 }
 
 cli_url *cli_url_admin(const char *url, fhir_error *err)
@@ -58,63 +88,20 @@ cli_url *cli_url_admin(const char *url, fhir_error *err)
         fhir_error_set(err, "--admin: URL longer than %d bytes", CLI_URL_MAX - 1);
         return NULL;
     }
-    CURLU *h = curl_url();
-    if (!h)
+    cli_url *u = calloc(1, sizeof *u);
+    if (!u || !(u->h = curl_url()))
         abort(); /* out of memory */
-    CURLUcode rc = curl_url_set(h, CURLUPART_URL, url, 0);
-    if (rc != CURLUE_OK) {
-        curl_url_cleanup(h);
+    CURLUcode rc = curl_url_set(u->h, CURLUPART_URL, url, 0);
+    const char *why = rc != CURLUE_OK ? NULL : admin_rules(u->h, u->origin, sizeof u->origin);
+    if (rc != CURLUE_OK)
         fhir_error_set(err, "--admin %s: not a URL (%s)", url, curl_url_strerror(rc));
+    else if (why)
+        fhir_error_set(err, "--admin %s: %s", url, why);
+    if (rc != CURLUE_OK || why) {
+        cli_url_free(u);
         return NULL;
     }
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
-    if (curl_url_get(h, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(h, CURLUPART_PATH, &path, 0) != CURLUE_OK) {
-        refuse(h, err, url, "not a URL with a host");
-        goto out;
-    }
-    bool https = !strcasecmp(scheme, "https"), http = !strcasecmp(scheme, "http");
-    if (!https && !(http && cli_url_host_is_loopback(host))) {
-        refuse(h, err, url,
-               "only https:// or http:// to a loopback address (127.x, localhost, [::1])");
-        goto out;
-    }
-    if (has_part(h, CURLUPART_USER) || has_part(h, CURLUPART_PASSWORD)) {
-        refuse(h, err, url, "no credentials in the URL (the token comes from --token-file or "
-                            "--token-env)");
-        goto out;
-    }
-    if (has_part(h, CURLUPART_QUERY) || has_part(h, CURLUPART_FRAGMENT)) {
-        refuse(h, err, url, "no query or fragment in the base URL");
-        goto out;
-    }
-    /* a base path is a folder (one trailing '/'): relative API paths go below it */
-    size_t pl = strlen(path);
-    while (pl && path[pl - 1] == '/')
-        pl--;
-    char dir[CLI_URL_MAX + 1];
-    snprintf(dir, sizeof dir, "%.*s/", (int)pl, path);
-    if (curl_url_set(h, CURLUPART_PATH, dir, 0) != CURLUE_OK)
-        abort(); /* a path curl itself returned: out of memory */
-    curl_url_get(h, CURLUPART_PORT, &port, 0); /* CURLUE_NO_PORT when not in the URL */
-    cli_url *u = calloc(1, sizeof *u);
-    if (!u)
-        abort();
-    u->h = h;
-    snprintf(u->origin, sizeof u->origin, "%s://%s%s%s", scheme, host, port ? ":" : "",
-             port ? port : "");
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
     return u;
-out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    return NULL;
 }
 
 void cli_url_free(cli_url *u)

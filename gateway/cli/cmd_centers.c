@@ -22,37 +22,37 @@ int cmd_centers(int argc, char **argv)
     bool json = false;
     int64_t day = fhir_clock_now() / 86400;
     route_params params = {0};
-    const cli_opt opts[] = {
-        {.name = "near", .kind = CLI_STR, .out = &near, .arg = "ZIP|LAT,LON", .required = true,
-         .help = "patient origin: a 5-digit ZIP (needs --zcta) or coordinates"},
-        {.name = "product", .kind = CLI_STR, .out = &product, .arg = "KEY", .def = "any product",
-         .help = "only centers offering KEY (tisa-cel axi-cel brexu-cel\n"
-                 "liso-cel ide-cel cilta-cel obe-cel)"},
-        {.name = "disease", .kind = CLI_STR, .out = &disease, .arg = "KEY",
-         .help = "only centers listing this disease key (mappings/FACTS.md)"},
-        {.name = "payer", .kind = CLI_STR, .out = &payer, .arg = "NAME",
-         .help = "patient's payer; centers listing payers without it rank lower"},
-        {.name = "as-of", .kind = CLI_DATE, .out = &day, .arg = "YYYY-MM-DD", .old_name = "date",
-         .def = "today", .help = "evaluation date for accreditation expiry"},
-        {.name = "centers", .kind = CLI_PATH, .out = &centers_path, .arg = "FILE",
-         .def = "conf/centers.json", .help = "center directory"},
-        {.name = "zcta", .kind = CLI_PATH, .out = &zcta_path, .arg = "FILE",
-         .def = "$CARTGATE_ZCTA", .help = "ZCTA centroid table (Census Gazetteer format)"},
-        {.name = "detour", .kind = CLI_NUM, .out = &params.detour_factor, .arg = "F", .min = 1,
-         .max = 10, .def = "1.3", .help = "road km per great-circle km"},
-        {.name = "speed", .kind = CLI_NUM, .out = &params.avg_speed_kmh, .arg = "KMH", .min = 1,
-         .max = 300, .def = "80", .help = "average speed by road"},
-        {.name = "stay-near", .kind = CLI_NUM, .out = &params.stay_near_minutes, .arg = "MIN",
-         .min = 1, .max = 1440, .def = "120",
-         .help = "travel time beyond which the patient must stay near the center"},
-        {.name = "json", .kind = CLI_FLAG, .out = &json, .help = "machine-readable output"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "centers",
         .about = "Ranks the center directory from a location and explains every inclusion and\n"
                  "exclusion.",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            {.name = "near", .kind = CLI_STR, .out = &near, .arg = "ZIP|LAT,LON", .required = true,
+             .help = "patient origin: a 5-digit ZIP (needs --zcta) or coordinates"},
+            {.name = "product", .kind = CLI_STR, .out = &product, .arg = "KEY",
+             .def = "any product",
+             .help = "only centers offering KEY (tisa-cel axi-cel brexu-cel\n"
+                     "liso-cel ide-cel cilta-cel obe-cel)"},
+            {.name = "disease", .kind = CLI_STR, .out = &disease, .arg = "KEY",
+             .help = "only centers listing this disease key (mappings/FACTS.md)"},
+            {.name = "payer", .kind = CLI_STR, .out = &payer, .arg = "NAME",
+             .help = "patient's payer; centers listing payers without it rank lower"},
+            {.name = "as-of", .kind = CLI_DATE, .out = &day, .arg = "YYYY-MM-DD",
+             .old_name = "date",
+             .def = "today", .help = "evaluation date for accreditation expiry"},
+            CLI_OPT_CENTERS(&centers_path, "conf/centers.json", "center directory"),
+            {.name = "zcta", .kind = CLI_PATH, .out = &zcta_path, .arg = "FILE",
+             .def = "$CARTGATE_ZCTA", .help = "ZCTA centroid table (Census Gazetteer format)"},
+            {.name = "detour", .kind = CLI_NUM, .out = &params.detour_factor, .arg = "F", .min = 1,
+             .max = 10, .def = "1.3", .help = "road km per great-circle km"},
+            {.name = "speed", .kind = CLI_NUM, .out = &params.avg_speed_kmh, .arg = "KMH", .min = 1,
+             .max = 300, .def = "80", .help = "average speed by road"},
+            {.name = "stay-near", .kind = CLI_NUM, .out = &params.stay_near_minutes, .arg = "MIN",
+             .min = 1, .max = 1440, .def = "120",
+             .help = "travel time beyond which the patient must stay near the center"},
+            CLI_OPT_JSON(&json, "machine-readable output"),
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

@@ -10,18 +10,16 @@ int cmd_check_config(int argc, char **argv)
 {
     const char *path = NULL;
     bool reference = false;
-    const cli_opt opts[] = {
-        {.name = "config", .short_name = 'c', .kind = CLI_PATH, .out = &path, .arg = "FILE",
-         .help = "the configuration file to check"},
-        {.name = "reference", .kind = CLI_FLAG, .out = &reference,
-         .help = "print the option reference as a Markdown table"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "check-config",
         .synopsis = "cartgate check-config -c FILE\ncartgate check-config --reference",
         .about = "Checks FILE and prints every problem as FILE:LINE: what (exit 1 when any).",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            CLI_OPT_CONFIG(&path, false, "the configuration file to check"),
+            {.name = "reference", .kind = CLI_FLAG, .out = &reference,
+             .help = "print the option reference as a Markdown table"},
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

@@ -15,19 +15,18 @@ int cmd_convert(int argc, char **argv)
     int to = 0; /* json */
     bool pretty = false;
     long long max_bytes = 0;
-    const cli_opt opts[] = {
-        {.name = "to", .kind = CLI_ENUM, .out = &to, .arg = "json|xml", .def = "json",
-         .help = "output format"},
-        {.name = "pretty", .kind = CLI_FLAG, .out = &pretty, .help = "indent the output"},
-        {.name = "max-bytes", .kind = CLI_INT, .out = &max_bytes, .arg = "N", .min = 1,
-         .max = 1LL << 40, .def = "64 MiB", .help = "refuse inputs larger than N bytes"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "convert", .args = "FILE|-", .min_args = 1, .max_args = 1,
         .about = "Reads one FHIR R4 resource (JSON or XML; the format is detected from the\n"
                  "content: first non-blank character '<' means XML) and writes it to stdout.",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            {.name = "to", .kind = CLI_ENUM, .out = &to, .arg = "json|xml", .def = "json",
+             .help = "output format"},
+            {.name = "pretty", .kind = CLI_FLAG, .out = &pretty, .help = "indent the output"},
+            {.name = "max-bytes", .kind = CLI_INT, .out = &max_bytes, .arg = "N", .min = 1,
+             .max = 1LL << 40, .def = "64 MiB", .help = "refuse inputs larger than N bytes"},
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

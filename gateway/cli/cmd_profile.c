@@ -22,24 +22,21 @@ int cmd_profile(int argc, char **argv)
     bool json = false;
     const char *mdir = NULL;
     long long lookback = o.lab_lookback_days;
-    const cli_opt opts[] = {
-        {.name = "as-of", .kind = CLI_DATE, .out = &o.as_of_days, .arg = "YYYY-MM-DD",
-         .def = "today", .help = "evaluation date"},
-        {.name = "json", .kind = CLI_FLAG, .out = &json,
-         .help = "one JSON object per patient per line (schema: mappings/README.md)"},
-        {.name = "lookback", .kind = CLI_INT, .out = &lookback, .arg = "DAYS", .min = 1,
-         .max = 3650, .def = "90", .help = "lab / ECOG lookback in days"},
-        {.name = "anchor", .kind = CLI_ENUM, .out = &o.relapse_anchor_end, .arg = "start|end",
-         .def = "start", .help = "relapse interval anchor: start or end of line 1"},
-        {.name = "mappings", .kind = CLI_PATH, .out = &mdir, .arg = "DIR",
-         .def = "the compiled-in mappings/", .help = "terminology table folder"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "profile", .args = "FILE|DIR...", .min_args = 1, .max_args = -1,
         .about = "Builds the clinical profile of every patient found in FHIR Bundles (JSON), NDJSON\n"
                  "files or folders of either (bulk-export layout: Patient.000.ndjson, ...).",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            CLI_OPT_AS_OF(&o.as_of_days, "today", "evaluation date"),
+            CLI_OPT_JSON(&json,
+                         "one JSON object per patient per line (schema: mappings/README.md)"),
+            {.name = "lookback", .kind = CLI_INT, .out = &lookback, .arg = "DAYS", .min = 1,
+             .max = 3650, .def = "90", .help = "lab / ECOG lookback in days"},
+            {.name = "anchor", .kind = CLI_ENUM, .out = &o.relapse_anchor_end, .arg = "start|end",
+             .def = "start", .help = "relapse interval anchor: start or end of line 1"},
+            CLI_OPT_MAPPINGS(&mdir),
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

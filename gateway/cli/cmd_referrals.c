@@ -24,6 +24,7 @@
 #include "cmd.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
+#include "fhir_suggest.h"
 #include "referral.h"
 #include "sender.h"
 #include "store.h"
@@ -507,42 +508,6 @@ static const char *const actions[] = {"list", "show", "approve", "cancel", "retr
 int cmd_referrals(int argc, char **argv)
 {
     opts o = {.passes = 1, .interval_ms = 1000};
-    const cli_opt table[] = {
-        {.name = "admin", .kind = CLI_STR, .out = &o.admin, .arg = "URL",
-         .def = "$CARTGATE_ADMIN_URL",
-         .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
-                 "http only to a loopback address, else https)"},
-        {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
-         .help = "bearer token of the admin API (first line of F)"},
-        {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
-         .def = "CARTGATE_ADMIN_TOKEN", .help = "... or from this environment variable"},
-        {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
-         .help = "on the SQLite store directly (no daemon needed)"},
-        {.name = "json", .kind = CLI_FLAG, .out = &o.json,
-         .help = "list: one JSON object a line (--db), or the API's JSON as is\n"
-                 "(--admin); show --admin: the API's JSON"},
-        {.name = "state", .kind = CLI_STR, .out = &o.state, .arg = "S",
-         .help = "list: only referrals in state S"},
-        {.name = "center", .kind = CLI_STR, .out = &o.center, .arg = "ID",
-         .help = "list: only referrals to center ID"},
-        {.name = "actor", .kind = CLI_STR, .out = &o.actor, .arg = "NAME", .def = "$USER",
-         .help = "approve, cancel, retry with --db: who acts (audited)"},
-        {.name = "reason", .kind = CLI_STR, .out = &o.reason, .arg = "TEXT",
-         .help = "cancel with --db: why (audited)"},
-        {.name = "centers", .kind = CLI_PATH, .out = &o.centers, .arg = "FILE",
-         .help = "send, poll: the center directory"},
-        {.name = "until-idle", .kind = CLI_FLAG, .out = &o.until_idle,
-         .help = "send: repeat passes until nothing is outstanding"},
-        {.name = "passes", .kind = CLI_INT, .out = &o.passes, .arg = "N", .min = 1,
-         .max = 1000000, .def = "1", .help = "send: at most N passes"},
-        {.name = "interval-ms", .kind = CLI_INT, .out = &o.interval_ms, .arg = "MS", .min = 1,
-         .max = 3600000, .def = "1000", .help = "send: pause between passes"},
-        {.name = "attempts", .kind = CLI_INT, .out = &o.attempts, .arg = "N", .min = 1,
-         .max = 1000, .def = "5", .help = "send: HTTP attempts per request, the first included"},
-        {.name = "backoff-ms", .kind = CLI_INT, .out = &o.backoff_ms, .arg = "MS", .min = 1,
-         .max = 86400000, .def = "2000", .help = "send: backoff after a transient failure"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "referrals", .args = "ACTION [ID]", .min_args = 1, .max_args = 2,
         .synopsis = "cartgate referrals ACTION [ID] (--admin URL | --db FILE) [options]",
@@ -561,7 +526,41 @@ int cmd_referrals(int argc, char **argv)
             "       [--attempts N] [--backoff-ms MS]     deliver approved referrals\n"
             "  poll --centers FILE                       follow the centers' Tasks",
         .notes = "Referrals are proposed by the daemon's screening (cartgate run).",
-        .opts = table,
+        .opts = (const cli_opt[]){
+            {.name = "admin", .kind = CLI_STR, .out = &o.admin, .arg = "URL",
+             .def = "$CARTGATE_ADMIN_URL",
+             .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
+                     "http only to a loopback address, else https)"},
+            {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
+             .help = "bearer token of the admin API (first line of F)"},
+            {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
+             .def = "CARTGATE_ADMIN_TOKEN", .help = "... or from this environment variable"},
+            {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
+             .help = "on the SQLite store directly (no daemon needed)"},
+            CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
+                                  "(--admin); show --admin: the API's JSON"),
+            {.name = "state", .kind = CLI_STR, .out = &o.state, .arg = "S",
+             .help = "list: only referrals in state S"},
+            {.name = "center", .kind = CLI_STR, .out = &o.center, .arg = "ID",
+             .help = "list: only referrals to center ID"},
+            {.name = "actor", .kind = CLI_STR, .out = &o.actor, .arg = "NAME", .def = "$USER",
+             .help = "approve, cancel, retry with --db: who acts (audited)"},
+            {.name = "reason", .kind = CLI_STR, .out = &o.reason, .arg = "TEXT",
+             .help = "cancel with --db: why (audited)"},
+            CLI_OPT_CENTERS(&o.centers, NULL, "send, poll: the center directory"),
+            {.name = "until-idle", .kind = CLI_FLAG, .out = &o.until_idle,
+             .help = "send: repeat passes until nothing is outstanding"},
+            {.name = "passes", .kind = CLI_INT, .out = &o.passes, .arg = "N", .min = 1,
+             .max = 1000000, .def = "1", .help = "send: at most N passes"},
+            {.name = "interval-ms", .kind = CLI_INT, .out = &o.interval_ms, .arg = "MS", .min = 1,
+             .max = 3600000, .def = "1000", .help = "send: pause between passes"},
+            {.name = "attempts", .kind = CLI_INT, .out = &o.attempts, .arg = "N", .min = 1,
+             .max = 1000, .def = "5",
+             .help = "send: HTTP attempts per request, the first included"},
+            {.name = "backoff-ms", .kind = CLI_INT, .out = &o.backoff_ms, .arg = "MS", .min = 1,
+             .max = 86400000, .def = "2000", .help = "send: backoff after a transient failure"},
+            {0},
+        },
     };
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_GO)
@@ -571,7 +570,7 @@ int cmd_referrals(int argc, char **argv)
     for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
         known |= !strcmp(action, actions[i]);
     if (!known) {
-        const char *s = cli_suggest(action, actions, sizeof actions / sizeof actions[0]);
+        const char *s = fhir_suggest(action, actions, sizeof actions / sizeof actions[0]);
         return cli_error(&cmd, "unknown action \"%s\"%s%s%s", action, s ? " (did you mean " : "",
                          s ? s : "", s ? "?)" : "");
     }

@@ -9,18 +9,16 @@
 int cmd_run(int argc, char **argv)
 {
     const char *path = NULL;
-    const cli_opt opts[] = {
-        {.name = "config", .short_name = 'c', .kind = CLI_PATH, .out = &path, .arg = "FILE",
-         .required = true, .help = "the daemon configuration"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "run",
         .about = "Runs the daemon: polls the configured sources, screens changed patients, proposes\n"
                  "and delivers referrals, serves the admin API. SIGTERM/SIGINT stop cleanly (in-flight\n"
                  "polls finish first), SIGHUP reloads the configuration, criteria and centers.",
         .notes = "Check a configuration first with: cartgate check-config -c FILE",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            CLI_OPT_CONFIG(&path, true, "the daemon configuration"),
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

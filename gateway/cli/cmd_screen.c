@@ -122,27 +122,25 @@ int cmd_screen(int argc, char **argv)
     const char *mdir = NULL, *cdir = NULL;
     const char *params[32];
     cli_list plist = {params, 0, sizeof params / sizeof params[0]};
-    const cli_opt opts[] = {
-        {.name = "as-of", .kind = CLI_DATE, .out = &o.as_of_days, .arg = "YYYY-MM-DD",
-         .def = "today", .help = "evaluation date; fix it for reproducible output"},
-        {.name = "json", .kind = CLI_FLAG, .out = &json,
-         .help = "one JSON object per patient per line (schema: conf/criteria/README.md)"},
-        {.name = "criteria", .kind = CLI_PATH, .out = &cdir, .arg = "DIR",
-         .def = "$CARTGATE_CRITERIA_DIR or the source tree's conf/criteria",
-         .help = "criteria folder"},
-        {.name = "param", .kind = CLI_LIST, .out = &plist, .arg = "NAME=VALUE",
-         .help = "override a criteria parameter (see conf/criteria/params.json),\n"
-                 "e.g. --param lbcl_1l_anchor=start"},
-        {.name = "mappings", .kind = CLI_PATH, .out = &mdir, .arg = "DIR",
-         .def = "the compiled-in mappings/", .help = "terminology table folder"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "screen", .args = "FILE|DIR...", .min_args = 1, .max_args = -1,
         .about = "Screens every patient found in FHIR Bundles (JSON), NDJSON files or folders of\n"
                  "either against the CAR T label criteria.",
         .notes = "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            CLI_OPT_AS_OF(&o.as_of_days, "today",
+                          "evaluation date; fix it for reproducible output"),
+            CLI_OPT_JSON(&json,
+                         "one JSON object per patient per line (schema: conf/criteria/README.md)"),
+            {.name = "criteria", .kind = CLI_PATH, .out = &cdir, .arg = "DIR",
+             .def = "$CARTGATE_CRITERIA_DIR or the source tree's conf/criteria",
+             .help = "criteria folder"},
+            {.name = "param", .kind = CLI_LIST, .out = &plist, .arg = "NAME=VALUE",
+             .help = "override a criteria parameter (see conf/criteria/params.json),\n"
+                     "e.g. --param lbcl_1l_anchor=start"},
+            CLI_OPT_MAPPINGS(&mdir),
+            {0},
+        },
     };
     int first;
     int prc = cli_parse(&cmd, argc, argv, &first);

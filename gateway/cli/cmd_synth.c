@@ -14,28 +14,26 @@ int cmd_synth(int argc, char **argv)
     const char *out = NULL;
     long long patients = (long long)o.patients;
     int format = o.format == SYNTH_FORMAT_BUNDLE; /* index in "ndjson|bundle" */
-    const cli_opt opts[] = {
-        {.name = "seed", .kind = CLI_U64, .out = &o.seed, .arg = "S", .def = "1",
-         .help = "unsigned 64-bit seed"},
-        {.name = "patients", .kind = CLI_INT, .out = &patients, .arg = "N", .min = 0,
-         .max = 100000000, .def = "100", .help = "number of patients"},
-        {.name = "out", .kind = CLI_PATH, .out = &out, .arg = "DIR", .required = true,
-         .help = "output directory (created if missing)"},
-        {.name = "format", .kind = CLI_ENUM, .out = &format, .arg = "ndjson|bundle",
-         .def = "ndjson",
-         .help = "ndjson: bulk-export layout, <Type>.000.ndjson\n"
-                 "bundle: one transaction Bundle per patient, <id>.json"},
-        {.name = "as-of", .kind = CLI_DATE, .out = &o.as_of_days, .arg = "YYYY-MM-DD",
-         .def = "2026-11-01", .help = "reference date all timelines end at"},
-        {0},
-    };
     const cli_cmd cmd = {
         .name = "synth",
         .about = "Writes N synthetic US Core-shaped FHIR R4 patients (lymphoma, leukemia, myeloma\n"
                  "and control scenarios) into DIR, plus DIR/ground_truth.ndjson with the facts\n"
                  "(mappings/FACTS.md names) and expected eligibility of every patient.\n"
                  "Same seed and options give byte-identical output.",
-        .opts = opts,
+        .opts = (const cli_opt[]){
+            {.name = "seed", .kind = CLI_U64, .out = &o.seed, .arg = "S", .def = "1",
+             .help = "unsigned 64-bit seed"},
+            {.name = "patients", .kind = CLI_INT, .out = &patients, .arg = "N", .min = 0,
+             .max = 100000000, .def = "100", .help = "number of patients"},
+            {.name = "out", .kind = CLI_PATH, .out = &out, .arg = "DIR", .required = true,
+             .help = "output directory (created if missing)"},
+            {.name = "format", .kind = CLI_ENUM, .out = &format, .arg = "ndjson|bundle",
+             .def = "ndjson",
+             .help = "ndjson: bulk-export layout, <Type>.000.ndjson\n"
+                     "bundle: one transaction Bundle per patient, <id>.json"},
+            CLI_OPT_AS_OF(&o.as_of_days, "2026-11-01", "reference date all timelines end at"),
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)

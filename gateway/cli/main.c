@@ -3,8 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli_opt.h"
 #include "cmd.h"
+#include "fhir_suggest.h"
 
 /* One line per subcommand, in the order `cartgate --help` lists them. */
 static const cmd_entry commands[] = {
@@ -48,7 +48,7 @@ int main(int argc, char **argv)
     const char *names[sizeof commands / sizeof commands[0]];
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         names[i] = commands[i].name;
-    const char *near = cli_suggest(name, names, sizeof names / sizeof names[0]);
+    const char *near = fhir_suggest(name, names, sizeof names / sizeof names[0]);
     if (near)
         fprintf(stderr, "cartgate: unknown command '%s' (did you mean '%s'?)\n\n", name, near);
     else

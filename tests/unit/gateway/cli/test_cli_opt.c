@@ -258,17 +258,6 @@ static void test_help_from_the_table(void **state)
     done(&r);
 }
 
-static void test_suggest(void **state)
-{
-    (void)state;
-    const char *c[] = {"screen", "profile", "synth", "convert", "check-config"};
-    assert_string_equal(cli_suggest("scren", c, 5), "screen");
-    assert_string_equal(cli_suggest("sytnh", c, 5), "synth");
-    assert_string_equal(cli_suggest("check-confg", c, 5), "check-config");
-    assert_null(cli_suggest("xyz", c, 5));
-    assert_null(cli_suggest("", c, 5));
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -278,7 +267,6 @@ int main(void)
         cmocka_unit_test(test_missing_and_unknown),
         cmocka_unit_test(test_required_prefix_and_old_spelling),
         cmocka_unit_test(test_help_from_the_table),
-        cmocka_unit_test(test_suggest),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
