@@ -1,10 +1,13 @@
 /* fhir_buf — growable byte buffer with a hard cap. */
 #include "fhir_buf.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "fhir_error.h"
 
 void fhir_buf_init(fhir_buf *b, size_t cap)
 {
@@ -112,4 +115,24 @@ char *fhir_buf_steal(fhir_buf *b, size_t *len_out)
             abort();
     }
     return p;
+}
+
+int fhir_buf_read_file(fhir_buf *b, const char *path, fhir_error *err)
+{
+    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
+    if (!f)
+        return fhir_error_set(err, "%s: %s", path, strerror(errno));
+    char chunk[65536];
+    size_t n;
+    int rc = 0;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fhir_buf_append(b, chunk, n) < 0) {
+            rc = fhir_error_set(err, "%s: larger than %zu bytes", path, b->cap);
+            break;
+        }
+    if (rc == 0 && ferror(f))
+        rc = fhir_error_set(err, "%s: read error", path);
+    if (f != stdin)
+        fclose(f);
+    return rc;
 }

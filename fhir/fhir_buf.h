@@ -31,4 +31,10 @@ const char *fhir_buf_cstr(fhir_buf *b);
 /* Hands the malloc'd contents to the caller (caller frees) and resets b to empty. */
 char *fhir_buf_steal(fhir_buf *b, size_t *len_out);
 
+struct fhir_error;
+/* Appends the whole of file path ("-" = standard input) to b, within b's cap. Returns 0, or
+ * -1 with err = "PATH: why" (cannot open: the system's reason; "larger than CAP bytes" with
+ * b->overflow set; read error). */
+int fhir_buf_read_file(fhir_buf *b, const char *path, struct fhir_error *err);
+
 #endif

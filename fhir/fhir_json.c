@@ -400,36 +400,25 @@ out:
     return root;
 }
 
-fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path, const fhir_json_limits *lim,
-                                fhir_error *err)
+fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir_json_limits *lim,
+                                     fhir_parse_fn parse, fhir_error *err)
 {
     fhir_json_limits l = lim ? *lim : (fhir_json_limits){0};
     fhir_json_limits_default(&l);
-    FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
-    if (!f)
-        return fhir_error_set(err, "%s: %s", path, strerror(errno)), NULL;
     fhir_buf b;
     fhir_buf_init(&b, l.max_bytes);
-    char chunk[65536];
-    size_t n;
-    int too_big = 0;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(&b, chunk, n) < 0) {
-            too_big = 1;
-            break;
-        }
-    int rerr = ferror(f);
-    if (f != stdin)
-        fclose(f);
     fhir_node *root = NULL;
-    if (too_big)
-        fhir_error_set(err, "%s: document exceeds max_bytes (%zu)", path, l.max_bytes);
-    else if (rerr)
-        fhir_error_set(err, "%s: read error", path);
-    else if (!(root = fhir_json_parse(a, b.data ? b.data : "", b.len, &l, err)))
+    if (fhir_buf_read_file(&b, path, err) == 0 &&
+        !(root = parse(a, b.data ? b.data : "", b.len, &l, err)))
         fhir_error_prefix(err, "%s", path);
     fhir_buf_free(&b);
     return root;
+}
+
+fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path, const fhir_json_limits *lim,
+                                fhir_error *err)
+{
+    return fhir_json_parse_file_with(a, path, lim, fhir_json_parse, err);
 }
 
 /* ---- writer ---------------------------------------------------------------------------- */

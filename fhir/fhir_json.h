@@ -34,6 +34,11 @@ fhir_node *fhir_json_parse(fhir_arena *a, const char *data, size_t len,
 /* Reads a whole file ("-" = stdin) capped at lim->max_bytes and parses it. */
 fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path,
                                 const fhir_json_limits *lim, fhir_error *err);
+/* The same with another parser of the same signature (fhir_xml_parse_any, ...). */
+typedef fhir_node *(*fhir_parse_fn)(fhir_arena *a, const char *data, size_t len,
+                                    const fhir_json_limits *lim, fhir_error *err);
+fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir_json_limits *lim,
+                                     fhir_parse_fn parse, fhir_error *err);
 
 /* Incremental parse for bodies that arrive in chunks (e.g. HTTP). Caller frees with
  * fhir_json_stream_free(). feed() may be called any number of times, then finish(). */

@@ -1013,6 +1013,12 @@ fhir_node *fhir_xml_parse_any(fhir_arena *a, const char *data, size_t len,
     return fhir_json_parse(a, data, len, lim, err);
 }
 
+fhir_node *fhir_xml_parse_any_file(fhir_arena *a, const char *path,
+                                   const fhir_json_limits *lim, fhir_error *err)
+{
+    return fhir_json_parse_file_with(a, path, lim, fhir_xml_parse_any, err);
+}
+
 /* ==== writer ============================================================================ */
 
 typedef struct writer {

@@ -37,6 +37,10 @@ bool fhir_xml_detect(const char *data, size_t len);
 /* Parses XML or JSON, chosen by fhir_xml_detect(). Same ownership as fhir_xml_parse. */
 fhir_node *fhir_xml_parse_any(fhir_arena *a, const char *data, size_t len,
                               const fhir_json_limits *lim, fhir_error *err);
+/* Reads the whole of file path ("-" = standard input), at most lim->max_bytes, and parses it
+ * as XML or JSON (fhir_xml_parse_any). Same ownership; errors start with the path. */
+fhir_node *fhir_xml_parse_any_file(fhir_arena *a, const char *path,
+                                   const fhir_json_limits *lim, fhir_error *err);
 
 /* Writer flags. */
 enum {

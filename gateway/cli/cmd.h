@@ -1,5 +1,6 @@
-/* cmd — the cartgate subcommands. Each lives in gateway/cmd_<name>.c and returns the
- * process exit status (0 ok, 1 failure, 2 usage error). argv[0] is the subcommand name. */
+/* cmd — the cartgate subcommands. Each lives in gateway/cli/cmd_<name>.c, declares its
+ * options as a cli_opt table (cli_opt.h) and returns the process exit status (0 ok, 1 failure,
+ * 2 usage error). argv[0] is the subcommand name. */
 #ifndef CMD_H
 #define CMD_H
 

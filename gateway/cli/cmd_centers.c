@@ -1,12 +1,12 @@
 /* cmd_centers — `cartgate centers --near ZIP|LAT,LON [--product KEY] [--disease KEY]
- * [--payer NAME] [--date YYYY-MM-DD] [--json] [--centers FILE] [--zcta FILE]`:
+ * [--payer NAME] [--as-of YYYY-MM-DD] [--json] [--centers FILE] [--zcta FILE]`:
  * ranks the center directory from a location and explains every inclusion and exclusion. */
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "centers.h"
+#include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -15,74 +15,52 @@
 static const char *const all_products[] = {"tisa-cel", "axi-cel", "brexu-cel", "liso-cel",
                                            "ide-cel", "cilta-cel", "obe-cel"};
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cartgate centers --near ZIP|LAT,LON [options]\n"
-            "  --near ZIP|LAT,LON   patient origin: a 5-digit ZIP (needs --zcta) or coordinates\n"
-            "  --product KEY        only centers offering KEY (tisa-cel axi-cel brexu-cel\n"
-            "                       liso-cel ide-cel cilta-cel obe-cel); default: any product\n"
-            "  --disease KEY        only centers listing this disease key (mappings/FACTS.md)\n"
-            "  --payer NAME         patient's payer; centers listing payers without it rank lower\n"
-            "  --date YYYY-MM-DD    evaluation date for accreditation expiry (default: today)\n"
-            "  --centers FILE       center directory (default: conf/centers.json)\n"
-            "  --zcta FILE          ZCTA centroid table (Census Gazetteer format; default:\n"
-            "                       $CARTGATE_ZCTA)\n"
-            "  --detour F --speed KMH --stay-near MIN   travel-time assumptions (1.3, 80, 120)\n"
-            "  --json               machine-readable output\n");
-}
-
 int cmd_centers(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"near", required_argument, NULL, 'n'},   {"product", required_argument, NULL, 'p'},
-        {"disease", required_argument, NULL, 'd'}, {"payer", required_argument, NULL, 'y'},
-        {"date", required_argument, NULL, 't'},   {"centers", required_argument, NULL, 'c'},
-        {"zcta", required_argument, NULL, 'z'},   {"json", no_argument, NULL, 'j'},
-        {"detour", required_argument, NULL, 'D'}, {"speed", required_argument, NULL, 'S'},
-        {"stay-near", required_argument, NULL, 'N'}, {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *near = NULL, *product = NULL, *disease = NULL, *payer = NULL, *date = NULL;
+    const char *near = NULL, *product = NULL, *disease = NULL, *payer = NULL;
     const char *centers_path = "conf/centers.json", *zcta_path = getenv("CARTGATE_ZCTA");
     bool json = false;
-    route_params params = {0};
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (c) {
-        case 'n': near = optarg; break;
-        case 'p': product = optarg; break;
-        case 'd': disease = optarg; break;
-        case 'y': payer = optarg; break;
-        case 't': date = optarg; break;
-        case 'c': centers_path = optarg; break;
-        case 'z': zcta_path = optarg; break;
-        case 'j': json = true; break;
-        case 'D': params.detour_factor = atof(optarg); break;
-        case 'S': params.avg_speed_kmh = atof(optarg); break;
-        case 'N': params.stay_near_minutes = atof(optarg); break;
-        case 'h': usage(stdout); return 0;
-        default: usage(stderr); return 2;
-        }
-    }
-    if (!near || optind != argc) {
-        usage(stderr);
-        return 2;
-    }
-    if (product && !centers_product_known(product)) {
-        fprintf(stderr, "cartgate centers: unknown product key \"%s\"\n", product);
-        return 2;
-    }
-    if (disease && !centers_disease_known(disease)) {
-        fprintf(stderr, "cartgate centers: unknown disease key \"%s\"\n", disease);
-        return 2;
-    }
     int64_t day = fhir_clock_now() / 86400;
-    if (date && fhir_clock_parse_date(date, &day)) {
-        fprintf(stderr, "cartgate centers: --date \"%s\" is not a date\n", date);
-        return 2;
-    }
+    route_params params = {0};
+    const cli_cmd cmd = {
+        .name = "centers",
+        .about = "Ranks the center directory from a location and explains every inclusion and\n"
+                 "exclusion.",
+        .opts = (const cli_opt[]){
+            {.name = "near", .kind = CLI_STR, .out = &near, .arg = "ZIP|LAT,LON", .required = true,
+             .help = "patient origin: a 5-digit ZIP (needs --zcta) or coordinates"},
+            {.name = "product", .kind = CLI_STR, .out = &product, .arg = "KEY",
+             .def = "any product",
+             .help = "only centers offering KEY (tisa-cel axi-cel brexu-cel\n"
+                     "liso-cel ide-cel cilta-cel obe-cel)"},
+            {.name = "disease", .kind = CLI_STR, .out = &disease, .arg = "KEY",
+             .help = "only centers listing this disease key (mappings/FACTS.md)"},
+            {.name = "payer", .kind = CLI_STR, .out = &payer, .arg = "NAME",
+             .help = "patient's payer; centers listing payers without it rank lower"},
+            {.name = "as-of", .kind = CLI_DATE, .out = &day, .arg = "YYYY-MM-DD",
+             .old_name = "date",
+             .def = "today", .help = "evaluation date for accreditation expiry"},
+            CLI_OPT_CENTERS(&centers_path, "conf/centers.json", "center directory"),
+            {.name = "zcta", .kind = CLI_PATH, .out = &zcta_path, .arg = "FILE",
+             .def = "$CARTGATE_ZCTA", .help = "ZCTA centroid table (Census Gazetteer format)"},
+            {.name = "detour", .kind = CLI_NUM, .out = &params.detour_factor, .arg = "F", .min = 1,
+             .max = 10, .def = "1.3", .help = "road km per great-circle km"},
+            {.name = "speed", .kind = CLI_NUM, .out = &params.avg_speed_kmh, .arg = "KMH", .min = 1,
+             .max = 300, .def = "80", .help = "average speed by road"},
+            {.name = "stay-near", .kind = CLI_NUM, .out = &params.stay_near_minutes, .arg = "MIN",
+             .min = 1, .max = 1440, .def = "120",
+             .help = "travel time beyond which the patient must stay near the center"},
+            CLI_OPT_JSON(&json, "machine-readable output"),
+            {0},
+        },
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
+    if (product && !centers_product_known(product))
+        return cli_error(&cmd, "--product: unknown product key: %s", product);
+    if (disease && !centers_disease_known(disease))
+        return cli_error(&cmd, "--disease: unknown disease key: %s", disease);
 
     fhir_error err;
     fhir_error_clear(&err);
@@ -91,34 +69,24 @@ int cmd_centers(int argc, char **argv)
     if (comma) {
         char *end;
         loc.lat = strtod(near, &end);
-        if (end != comma) {
-            fprintf(stderr, "cartgate centers: --near \"%s\" is not LAT,LON\n", near);
-            return 2;
-        }
+        if (end != comma)
+            return cli_error(&cmd, "--near: not LAT,LON: %s", near);
         loc.lon = strtod(comma + 1, &end);
-        if (*end || loc.lat < -90 || loc.lat > 90 || loc.lon < -180 || loc.lon > 180) {
-            fprintf(stderr, "cartgate centers: --near \"%s\" is not LAT,LON\n", near);
-            return 2;
-        }
+        if (*end || loc.lat < -90 || loc.lat > 90 || loc.lon < -180 || loc.lon > 180)
+            return cli_error(&cmd, "--near: not LAT,LON: %s", near);
         loc.has_geo = true;
     } else {
         loc.zip = near;
+        if (!zcta_path)
+            return cli_error(&cmd, "--near ZIP needs a ZCTA table (--zcta FILE or $CARTGATE_ZCTA)");
     }
 
-    int rc = 1;
+    rc = 1;
     route_zcta *zcta = NULL;
     centers_dir *dir = NULL;
     fhir_arena *a = fhir_arena_new(64u * 1024u * 1024u);
-    if (!loc.has_geo) {
-        if (!zcta_path) {
-            fprintf(stderr, "cartgate centers: --near ZIP needs a ZCTA table (--zcta FILE or "
-                            "$CARTGATE_ZCTA)\n");
-            rc = 2;
-            goto out;
-        }
-        if (!(zcta = route_zcta_load(zcta_path, &err)))
-            goto fail;
-    }
+    if (!loc.has_geo && !(zcta = route_zcta_load(zcta_path, &err)))
+        goto fail;
     if (!(dir = centers_load(centers_path, &err)))
         goto fail;
     route_origin origin;

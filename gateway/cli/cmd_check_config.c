@@ -1,36 +1,29 @@
 /* cartgate check-config — validates a configuration file and reports every error with
  * FILE:LINE, or prints the option reference (Markdown) generated from the option table. */
 #include <stdio.h>
-#include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "config.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: cartgate check-config -c FILE\n"
-               "       cartgate check-config --reference\n"
-               "Checks FILE and prints every problem as FILE:LINE: what (exit 1 when any);\n"
-               "--reference prints the option reference as a Markdown table.\n");
-}
 
 int cmd_check_config(int argc, char **argv)
 {
     const char *path = NULL;
     bool reference = false;
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
-            path = argv[++i];
-        else if (!strcmp(argv[i], "--reference"))
-            reference = true;
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
+    const cli_cmd cmd = {
+        .name = "check-config",
+        .synopsis = "cartgate check-config -c FILE\ncartgate check-config --reference",
+        .about = "Checks FILE and prints every problem as FILE:LINE: what (exit 1 when any).",
+        .opts = (const cli_opt[]){
+            CLI_OPT_CONFIG(&path, false, "the configuration file to check"),
+            {.name = "reference", .kind = CLI_FLAG, .out = &reference,
+             .help = "print the option reference as a Markdown table"},
+            {0},
+        },
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
     if (reference) {
         fhir_buf b;
         fhir_buf_init(&b, 0);
@@ -39,10 +32,8 @@ int cmd_check_config(int argc, char **argv)
         fhir_buf_free(&b);
         return 0;
     }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    if (!path)
+        return cli_error(&cmd, "--config FILE or --reference is required");
     fhir_buf diag;
     fhir_buf_init(&diag, 1u << 20);
     size_t n = 0;

@@ -7,42 +7,17 @@
  * every resource of every page as NDJSON on stdout and a summary on stderr; OperationOutcome
  * entries of the searchset go to stderr as server warnings, and a truncated result (fewer
  * matches than Bundle.total, a refused next link, a failed page) exits 1 saying why. */
-#include <getopt.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_xml.h"
-
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cartgate fhir get|search|post|put|transaction --base URL [options] PATH\n"
-            "  PATH                      relative to the base: Patient/1, Patient?name=x, metadata\n"
-            "                            (transaction: no PATH)\n"
-            "auth (one of):\n"
-            "  --auth-bearer-file F      bearer token from the first line of F\n"
-            "  --auth-bearer-env VAR     bearer token from environment variable VAR\n"
-            "  --auth-basic-user U --auth-basic-pass-env VAR   HTTP Basic\n"
-            "  --smart-client-id ID --smart-key PEM --smart-kid KID [--smart-alg RS384|ES384]\n"
-            "      [--smart-scope S] [--smart-token-url URL]   SMART Backend Services\n"
-            "options:\n"
-            "  --format json|xml         wire format (default json)\n"
-            "  --cacert F                CA bundle for TLS verification (always on)\n"
-            "  --cert F --key F          client certificate (mTLS)\n"
-            "  --timeout S               per-attempt timeout in seconds (default 60)\n"
-            "  --retries N               attempts per request incl. the first (default 5)\n"
-            "  --max-pages N             search page cap (default 1000; hitting it fails)\n"
-            "  --count N                 search: add _count=N to the first page\n"
-            "  --max-bytes N             largest response body (default 64 MiB)\n"
-            "  --if-none-exist Q         post: conditional create\n"
-            "  --data FILE|-             request body (post, put, transaction)\n");
-}
 
 typedef struct search_out {
     size_t resources;
@@ -74,182 +49,107 @@ static int print_page(void *ud, const fhir_node *bundle, unsigned page_no)
     return so->write_error;
 }
 
-/* Reads FILE or "-" (stdin) and parses JSON or XML (detected from the content). */
-static fhir_node *read_body(fhir_arena *a, const char *path, fhir_error *err)
-{
-    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
-    if (!f) {
-        fhir_error_set(err, "cannot open");
-        return NULL;
-    }
-    fhir_buf b;
-    fhir_buf_init(&b, FHIR_JSON_DEFAULT_MAX_BYTES);
-    char chunk[65536];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(&b, chunk, n) < 0)
-            break;
-    bool rerr = ferror(f);
-    if (f != stdin)
-        fclose(f);
-    fhir_node *res = NULL;
-    if (rerr)
-        fhir_error_set(err, "read error");
-    else if (b.overflow)
-        fhir_error_set(err, "larger than %u bytes", FHIR_JSON_DEFAULT_MAX_BYTES);
-    else
-        res = fhir_xml_parse_any(a, b.data ? b.data : "", b.len, NULL, err);
-    fhir_buf_free(&b);
-    return res;
-}
-
-enum {
-    OPT_BASE = 256, OPT_BEARER_FILE, OPT_BEARER_ENV, OPT_BASIC_USER, OPT_BASIC_PASS_ENV,
-    OPT_SMART_ID, OPT_SMART_KEY, OPT_SMART_KID, OPT_SMART_ALG, OPT_SMART_SCOPE,
-    OPT_SMART_TOKEN_URL, OPT_FORMAT, OPT_CACERT, OPT_CERT, OPT_KEY, OPT_TIMEOUT, OPT_RETRIES,
-    OPT_MAX_PAGES, OPT_COUNT, OPT_DATA, OPT_MAX_BYTES, OPT_IF_NONE_EXIST, OPT_HELP,
-};
-
-static bool parse_ulong(const char *s, unsigned long lo, unsigned long hi, unsigned long *out)
-{
-    char *end;
-    unsigned long v = strtoul(s, &end, 10);
-    if (!*s || *end || v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
 int cmd_fhir(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        {"base", required_argument, NULL, OPT_BASE},
-        {"auth-bearer-file", required_argument, NULL, OPT_BEARER_FILE},
-        {"auth-bearer-env", required_argument, NULL, OPT_BEARER_ENV},
-        {"auth-basic-user", required_argument, NULL, OPT_BASIC_USER},
-        {"auth-basic-pass-env", required_argument, NULL, OPT_BASIC_PASS_ENV},
-        {"smart-client-id", required_argument, NULL, OPT_SMART_ID},
-        {"smart-key", required_argument, NULL, OPT_SMART_KEY},
-        {"smart-kid", required_argument, NULL, OPT_SMART_KID},
-        {"smart-alg", required_argument, NULL, OPT_SMART_ALG},
-        {"smart-scope", required_argument, NULL, OPT_SMART_SCOPE},
-        {"smart-token-url", required_argument, NULL, OPT_SMART_TOKEN_URL},
-        {"format", required_argument, NULL, OPT_FORMAT},
-        {"cacert", required_argument, NULL, OPT_CACERT},
-        {"cert", required_argument, NULL, OPT_CERT},
-        {"key", required_argument, NULL, OPT_KEY},
-        {"timeout", required_argument, NULL, OPT_TIMEOUT},
-        {"retries", required_argument, NULL, OPT_RETRIES},
-        {"max-pages", required_argument, NULL, OPT_MAX_PAGES},
-        {"count", required_argument, NULL, OPT_COUNT},
-        {"max-bytes", required_argument, NULL, OPT_MAX_BYTES},
-        {"if-none-exist", required_argument, NULL, OPT_IF_NONE_EXIST},
-        {"data", required_argument, NULL, OPT_DATA},
-        {"help", no_argument, NULL, OPT_HELP},
-        {NULL, 0, NULL, 0},
-    };
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    const char *verb = argv[1];
-    if (strcmp(verb, "get") && strcmp(verb, "search") && strcmp(verb, "post") &&
-        strcmp(verb, "put") && strcmp(verb, "transaction")) {
-        fprintf(stderr, "cartgate fhir: unknown action '%s'\n", verb);
-        usage(stderr);
-        return 2;
-    }
     fhir_client_config cfg = {.name = "cli"};
-    const char *data = NULL, *if_none_exist = NULL, *format = "json";
-    unsigned long count = 0, v;
-    bool have_count = false;
-    optind = 2;
-    opterr = 0;
-    int ch;
-    while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (ch) {
-        case OPT_BASE: cfg.base_url = optarg; break;
-        case OPT_BEARER_FILE: cfg.auth.kind = FHIR_AUTH_BEARER; cfg.auth.bearer_file = optarg; break;
-        case OPT_BEARER_ENV: cfg.auth.kind = FHIR_AUTH_BEARER; cfg.auth.bearer_env = optarg; break;
-        case OPT_BASIC_USER: cfg.auth.kind = FHIR_AUTH_BASIC; cfg.auth.basic_user = optarg; break;
-        case OPT_BASIC_PASS_ENV: cfg.auth.basic_pass_env = optarg; break;
-        case OPT_SMART_ID: cfg.auth.kind = FHIR_AUTH_SMART; cfg.auth.smart_client_id = optarg; break;
-        case OPT_SMART_KEY: cfg.auth.smart_key_file = optarg; break;
-        case OPT_SMART_KID: cfg.auth.smart_kid = optarg; break;
-        case OPT_SMART_ALG: cfg.auth.smart_alg = optarg; break;
-        case OPT_SMART_SCOPE: cfg.auth.smart_scope = optarg; break;
-        case OPT_SMART_TOKEN_URL: cfg.auth.smart_token_url = optarg; break;
-        case OPT_FORMAT: format = optarg; break;
-        case OPT_CACERT: cfg.ca_file = optarg; break;
-        case OPT_CERT: cfg.cert_file = optarg; break;
-        case OPT_KEY: cfg.key_file = optarg; break;
-        case OPT_DATA: data = optarg; break;
-        case OPT_IF_NONE_EXIST: if_none_exist = optarg; break;
-        case OPT_TIMEOUT:
-            if (!parse_ulong(optarg, 1, 86400, &v)) goto bad_num;
-            cfg.total_timeout_ms = (long)v * 1000;
-            break;
-        case OPT_RETRIES:
-            if (!parse_ulong(optarg, 1, 100, &v)) goto bad_num;
-            cfg.retry.max_attempts = (unsigned)v;
-            break;
-        case OPT_MAX_PAGES:
-            if (!parse_ulong(optarg, 1, 10000000, &v)) goto bad_num;
-            cfg.max_pages = (unsigned)v;
-            break;
-        case OPT_COUNT:
-            if (!parse_ulong(optarg, 1, 100000, &count)) goto bad_num;
-            have_count = true;
-            break;
-        case OPT_MAX_BYTES:
-            if (!parse_ulong(optarg, 1, (unsigned long)1 << 40, &v)) goto bad_num;
-            cfg.max_response_bytes = (size_t)v;
-            break;
-        case OPT_HELP: usage(stdout); return 0;
-        default:
-            fprintf(stderr, "cartgate fhir: unknown or incomplete option '%s'\n", argv[optind - 1]);
-            return 2;
-        bad_num:
-            fprintf(stderr, "cartgate fhir: bad number '%s' for %s\n", optarg, argv[optind - 1]);
-            return 2;
-        }
-    }
-    if (!cfg.base_url) {
-        fprintf(stderr, "cartgate fhir: --base URL is required\n");
-        return 2;
-    }
-    if ((cfg.auth.basic_pass_env && cfg.auth.kind != FHIR_AUTH_BASIC) ||
-        ((cfg.auth.smart_key_file || cfg.auth.smart_kid || cfg.auth.smart_alg ||
-          cfg.auth.smart_scope || cfg.auth.smart_token_url) &&
-         cfg.auth.kind != FHIR_AUTH_SMART)) {
-        fprintf(stderr, "cartgate fhir: --auth-basic-pass-env needs --auth-basic-user, and "
-                        "--smart-* options need --smart-client-id (one auth method only)\n");
-        return 2;
-    }
-    if (!strcmp(format, "xml"))
+    fhir_auth_config *au = &cfg.auth;
+    const char *data = NULL, *if_none_exist = NULL;
+    int format = 0; /* json */
+    long long timeout = 0, retries = 0, max_pages = 0, count = 0, max_bytes = 0;
+    const cli_cmd cmd = {
+        .name = "fhir", .args = "ACTION [PATH]", .min_args = 1, .max_args = 2,
+        .synopsis = "cartgate fhir get|search|post|put|transaction --base URL [options] [PATH]",
+        .about = "curl for FHIR with auth, paging and retries. PATH is relative to the base:\n"
+                 "Patient/1, Patient?name=x, metadata (transaction: no PATH). get, post, put and\n"
+                 "transaction print the response body (pretty, in --format's syntax); search\n"
+                 "prints every resource of every page as NDJSON, and a summary on stderr.",
+        .notes = "One auth method at most: bearer (--auth-bearer-*), HTTP Basic (--auth-basic-*)\n"
+                 "or SMART Backend Services (--smart-*).",
+        .opts = (const cli_opt[]){
+            {.name = "base", .kind = CLI_STR, .out = &cfg.base_url, .arg = "URL", .required = true,
+             .help = "FHIR base URL (http or https)"},
+            {.name = "auth-bearer-file", .kind = CLI_PATH, .out = &au->bearer_file, .arg = "F",
+             .help = "bearer token from the first line of F"},
+            {.name = "auth-bearer-env", .kind = CLI_STR, .out = &au->bearer_env, .arg = "VAR",
+             .help = "bearer token from environment variable VAR"},
+            {.name = "auth-basic-user", .kind = CLI_STR, .out = &au->basic_user, .arg = "U",
+             .help = "HTTP Basic user (password: --auth-basic-pass-env)"},
+            {.name = "auth-basic-pass-env", .kind = CLI_STR, .out = &au->basic_pass_env,
+             .arg = "VAR",
+             .help = "HTTP Basic password from environment variable VAR"},
+            {.name = "smart-client-id", .kind = CLI_STR, .out = &au->smart_client_id, .arg = "ID",
+             .help = "SMART Backend Services client id (with --smart-key, --smart-kid)"},
+            {.name = "smart-key", .kind = CLI_PATH, .out = &au->smart_key_file, .arg = "PEM",
+             .help = "SMART: private key (RSA >= 2048 bits or EC P-384)"},
+            {.name = "smart-kid", .kind = CLI_STR, .out = &au->smart_kid, .arg = "KID",
+             .help = "SMART: kid of the registered public key"},
+            {.name = "smart-alg", .kind = CLI_STR, .out = &au->smart_alg, .arg = "RS384|ES384",
+             .def = "from the key type", .help = "SMART: signing algorithm"},
+            {.name = "smart-scope", .kind = CLI_STR, .out = &au->smart_scope, .arg = "S",
+             .help = "SMART: scope (default: system read+search on all types)"},
+            {.name = "smart-token-url", .kind = CLI_STR, .out = &au->smart_token_url, .arg = "URL",
+             .def = "discovered", .help = "SMART: token endpoint"},
+            {.name = "format", .kind = CLI_ENUM, .out = &format, .arg = "json|xml", .def = "json",
+             .help = "wire format"},
+            {.name = "cacert", .kind = CLI_PATH, .out = &cfg.ca_file, .arg = "F",
+             .help = "CA bundle for TLS verification (always on)"},
+            {.name = "cert", .kind = CLI_PATH, .out = &cfg.cert_file, .arg = "F",
+             .help = "client certificate (mTLS), with --key"},
+            {.name = "key", .kind = CLI_PATH, .out = &cfg.key_file, .arg = "F",
+             .help = "the client certificate's private key"},
+            {.name = "timeout", .kind = CLI_INT, .out = &timeout, .arg = "S", .min = 1,
+             .max = 86400,
+             .def = "60", .help = "per-attempt timeout in seconds"},
+            {.name = "retries", .kind = CLI_INT, .out = &retries, .arg = "N", .min = 1, .max = 100,
+             .def = "5", .help = "attempts per request incl. the first"},
+            {.name = "max-pages", .kind = CLI_INT, .out = &max_pages, .arg = "N", .min = 1,
+             .max = 10000000, .def = "1000", .help = "search page cap (hitting it fails)"},
+            {.name = "count", .kind = CLI_INT, .out = &count, .arg = "N", .min = 1, .max = 100000,
+             .help = "search: add _count=N to the first page"},
+            {.name = "max-bytes", .kind = CLI_INT, .out = &max_bytes, .arg = "N", .min = 1,
+             .max = 1LL << 40, .def = "64 MiB", .help = "largest response body"},
+            {.name = "if-none-exist", .kind = CLI_STR, .out = &if_none_exist, .arg = "Q",
+             .help = "post: conditional create"},
+            {.name = "data", .kind = CLI_STR, .out = &data, .arg = "FILE|-",
+             .help = "request body, JSON or XML (post, put, transaction)"},
+            {0},
+        },
+    };
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_GO)
+        return prc;
+    const char *verb = argv[first];
+    const char *path = first + 1 < argc ? argv[first + 1] : NULL;
+    if (strcmp(verb, "get") && strcmp(verb, "search") && strcmp(verb, "post") &&
+        strcmp(verb, "put") && strcmp(verb, "transaction"))
+        return cli_error(&cmd, "unknown action '%s' (get, search, post, put, transaction)", verb);
+    int methods = (au->bearer_file || au->bearer_env) + !!au->basic_user + !!au->smart_client_id;
+    if (methods > 1)
+        return cli_error(&cmd, "one auth method only (bearer, Basic or SMART)");
+    if (au->bearer_file || au->bearer_env)
+        au->kind = FHIR_AUTH_BEARER;
+    else if (au->basic_user)
+        au->kind = FHIR_AUTH_BASIC;
+    else if (au->smart_client_id)
+        au->kind = FHIR_AUTH_SMART;
+    if ((au->basic_pass_env && au->kind != FHIR_AUTH_BASIC) ||
+        ((au->smart_key_file || au->smart_kid || au->smart_alg || au->smart_scope ||
+          au->smart_token_url) && au->kind != FHIR_AUTH_SMART))
+        return cli_error(&cmd, "--auth-basic-pass-env needs --auth-basic-user, and --smart-* "
+                               "options need --smart-client-id");
+    if (format == 1)
         cfg.format = FHIR_FORMAT_XML;
-    else if (strcmp(format, "json")) {
-        fprintf(stderr, "cartgate fhir: --format must be json or xml\n");
-        return 2;
-    }
-    const char *path = NULL;
-    if (optind < argc)
-        path = argv[optind++];
-    if (optind < argc) {
-        fprintf(stderr, "cartgate fhir: unexpected argument '%s'\n", argv[optind]);
-        return 2;
-    }
+    cfg.total_timeout_ms = (long)timeout * 1000;
+    cfg.retry.max_attempts = (unsigned)retries;
+    cfg.max_pages = (unsigned)max_pages;
+    cfg.max_response_bytes = (size_t)max_bytes;
     bool is_tx = !strcmp(verb, "transaction");
-    if (!path && !is_tx) {
-        fprintf(stderr, "cartgate fhir %s: PATH is required\n", verb);
-        return 2;
-    }
+    if (!path && !is_tx)
+        return cli_error(&cmd, "%s: PATH is required", verb);
     bool needs_body = is_tx || !strcmp(verb, "post") || !strcmp(verb, "put");
-    if (needs_body != (data != NULL)) {
-        fprintf(stderr, "cartgate fhir %s: --data %s\n", verb,
-                needs_body ? "FILE|- is required" : "is only for post, put and transaction");
-        return 2;
-    }
+    if (needs_body != (data != NULL))
+        return cli_error(&cmd, "%s: --data %s", verb,
+                         needs_body ? "FILE|- is required" : "is only for post, put and transaction");
 
     fhir_error err = {{0}, 0};
     fhir_client *c = fhir_client_new(NULL, &cfg, &err);
@@ -263,12 +163,12 @@ int cmd_fhir(int argc, char **argv)
     fhir_client_result *res = NULL;
     if (!strcmp(verb, "search")) {
         char *q = NULL;
-        if (have_count) {
+        if (count) {
             size_t n = strlen(path) + 32;
             q = malloc(n);
             if (!q)
                 abort();
-            snprintf(q, n, "%s%s_count=%lu", path, strchr(path, '?') ? "&" : "?", count);
+            snprintf(q, n, "%s%s_count=%lld", path, strchr(path, '?') ? "&" : "?", count);
         }
         search_out so = {0};
         res = fhir_client_search_sync(c, q ? q : path, print_page, &so);
@@ -295,9 +195,9 @@ int cmd_fhir(int argc, char **argv)
     }
     fhir_client_request req = {.path = path ? path : ""};
     if (needs_body) {
-        fhir_node *body = read_body(a, data, &err);
+        fhir_node *body = fhir_xml_parse_any_file(a, data, NULL, &err);
         if (!body) {
-            fprintf(stderr, "cartgate fhir: %s: %s\n", data, err.msg);
+            fprintf(stderr, "cartgate fhir: %s\n", err.msg);
             goto out;
         }
         req.resource = body;

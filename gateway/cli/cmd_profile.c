@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
@@ -14,75 +15,34 @@
 
 #define PROFILE_OUT_CAP (16u * 1024u * 1024u)
 
-static void profile_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cartgate profile [--as-of YYYY-MM-DD] [--json] [--lookback DAYS]\n"
-            "                        [--anchor start|end] [--mappings DIR] FILE|DIR...\n"
-            "  Builds the clinical profile of every patient found in FHIR Bundles (JSON), NDJSON\n"
-            "  files or folders of either (bulk-export layout: Patient.000.ndjson, ...).\n"
-            "  --as-of     evaluation date (default: today)\n"
-            "  --json      one JSON object per patient per line (schema: mappings/README.md)\n"
-            "  --lookback  lab / ECOG lookback in days (default 90)\n"
-            "  --anchor    relapse interval anchor: start (default) or end of line 1\n"
-            "  --mappings  terminology table folder (default: the compiled-in mappings/)\n");
-}
-
 int cmd_profile(int argc, char **argv)
 {
     map_profile_opts o;
     map_profile_opts_default(&o);
     bool json = false;
     const char *mdir = NULL;
-    int first = argc;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            profile_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--as-of") && i + 1 < argc) {
-            int64_t d;
-            const char *v = argv[++i];
-            if (strlen(v) != 10 || fhir_clock_parse_date(v, &d) != 0) {
-                fprintf(stderr, "cartgate profile: --as-of wants YYYY-MM-DD, got '%s'\n", v);
-                return 2;
-            }
-            o.as_of_days = d;
-        } else if (!strcmp(a, "--lookback") && i + 1 < argc) {
-            char *end;
-            long v = strtol(argv[++i], &end, 10);
-            if (*end || v < 1 || v > 3650) {
-                fprintf(stderr, "cartgate profile: --lookback wants 1..3650 days\n");
-                return 2;
-            }
-            o.lab_lookback_days = (int)v;
-        } else if (!strcmp(a, "--anchor") && i + 1 < argc) {
-            const char *v = argv[++i];
-            if (!strcmp(v, "start"))
-                o.relapse_anchor_end = 0;
-            else if (!strcmp(v, "end"))
-                o.relapse_anchor_end = 1;
-            else {
-                fprintf(stderr, "cartgate profile: --anchor wants start or end\n");
-                return 2;
-            }
-        } else if (!strcmp(a, "--mappings") && i + 1 < argc) {
-            mdir = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "cartgate profile: unknown option '%s'\n", a);
-            profile_usage(stderr);
-            return 2;
-        } else {
-            first = i;
-            break;
-        }
-    }
-    if (first >= argc) {
-        profile_usage(stderr);
-        return 2;
-    }
+    long long lookback = o.lab_lookback_days;
+    const cli_cmd cmd = {
+        .name = "profile", .args = "FILE|DIR...", .min_args = 1, .max_args = -1,
+        .about = "Builds the clinical profile of every patient found in FHIR Bundles (JSON), NDJSON\n"
+                 "files or folders of either (bulk-export layout: Patient.000.ndjson, ...).",
+        .opts = (const cli_opt[]){
+            CLI_OPT_AS_OF(&o.as_of_days, "today", "evaluation date"),
+            CLI_OPT_JSON(&json,
+                         "one JSON object per patient per line (schema: mappings/README.md)"),
+            {.name = "lookback", .kind = CLI_INT, .out = &lookback, .arg = "DAYS", .min = 1,
+             .max = 3650, .def = "90", .help = "lab / ECOG lookback in days"},
+            {.name = "anchor", .kind = CLI_ENUM, .out = &o.relapse_anchor_end, .arg = "start|end",
+             .def = "start", .help = "relapse interval anchor: start or end of line 1"},
+            CLI_OPT_MAPPINGS(&mdir),
+            {0},
+        },
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
+    rc = 0;
+    o.lab_lookback_days = (int)lookback;
     fhir_error err;
     fhir_error_clear(&err);
     map_tables *t = map_tables_load(mdir, &err);
@@ -91,13 +51,7 @@ int cmd_profile(int argc, char **argv)
         return 1;
     }
     map_group *g = map_group_new(NULL);
-    int rc = 0;
     for (int i = first; i < argc; i++) {
-        if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "cartgate profile: options go before the files ('%s')\n", argv[i]);
-            rc = 2;
-            break;
-        }
         if (map_group_add_path(g, argv[i], &err)) {
             fprintf(stderr, "cartgate profile: %s\n", err.msg);
             rc = 1;

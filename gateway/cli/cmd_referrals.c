@@ -10,21 +10,21 @@
  *   cartgate referrals send    --db FILE --centers FILE [--until-idle] [--passes N]
  *                              [--interval-ms MS] [--attempts N] [--backoff-ms MS]
  *   cartgate referrals poll    --db FILE --centers FILE
- *   cartgate referrals seed-demo --db FILE --centers FILE --center ID --count N [--auto]
- *        (fictional patients with complete payloads, for demos and delivery tests) */
+ * Referrals are created by the daemon's screening (cartgate run); tests and demos feed it a
+ * `cartgate synth` cohort. */
 #include <curl/curl.h>
-#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-#include "bser.h"
 #include "centers.h"
+#include "cli_opt.h"
+#include "cli_url.h"
 #include "cmd.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
-#include "fhir_log.h"
+#include "fhir_suggest.h"
 #include "referral.h"
 #include "sender.h"
 #include "store.h"
@@ -32,78 +32,18 @@
 typedef struct opts {
     const char *db, *centers, *state, *center, *actor, *reason;
     const char *admin, *token_file, *token_env;
-    bool json, until_idle, auto_mode, actor_set;
-    long passes, interval_ms, attempts, backoff_ms, count;
+    bool json, until_idle, actor_set;
+    long long passes, interval_ms, attempts, backoff_ms;
 } opts;
 
-static void usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cartgate referrals <action> (--admin URL | --db FILE) [options]\n"
-            "  --admin URL        through the daemon's admin API (http://127.0.0.1:8089;\n"
-            "                     loopback http or https); default $CARTGATE_ADMIN_URL\n"
-            "  --token-file F     bearer token of the admin API (first line of F)\n"
-            "  --token-env VAR    ... or from this variable (default CARTGATE_ADMIN_TOKEN)\n"
-            "  --db FILE          on the SQLite store directly (no daemon needed)\n"
-            "  list, show, approve, cancel, retry work with either; send, poll and\n"
-            "  seed-demo need --db. --json prints the API's JSON as is.\n"
-            "  list [--state S] [--center ID] [--json]   referrals, oldest first\n"
-            "  show ID                                   one referral with its audit trail\n"
-            "  approve ID [--actor NAME]                 pending_approval -> approved\n"
-            "  cancel ID [--actor NAME] [--reason TEXT]  -> cancelled\n"
-            "  retry ID [--actor NAME]                   failed -> approved\n"
-            "  send --centers FILE [--until-idle] [--passes N] [--interval-ms MS]\n"
-            "       [--attempts N] [--backoff-ms MS]     deliver approved referrals\n"
-            "  poll --centers FILE                       follow the centers' Tasks\n"
-            "  seed-demo --centers FILE --center ID --count N [--auto]\n"
-            "                                            fictional referrals with payloads\n");
-}
+#define REFERRALS_LINE_MAX (1u << 20) /* bytes of one --json line of list --db */
 
-static int parse(int argc, char **argv, opts *o)
+/* obj[key] = v as a JSON number. */
+static void set_int(fhir_arena *a, fhir_node *obj, const char *key, long long v)
 {
-    static const struct option lo[] = {
-        {"db", required_argument, NULL, 'd'},          {"centers", required_argument, NULL, 'c'},
-        {"state", required_argument, NULL, 's'},       {"center", required_argument, NULL, 'C'},
-        {"actor", required_argument, NULL, 'a'},       {"reason", required_argument, NULL, 'r'},
-        {"json", no_argument, NULL, 'j'},              {"until-idle", no_argument, NULL, 'u'},
-        {"passes", required_argument, NULL, 'p'},      {"interval-ms", required_argument, NULL, 'i'},
-        {"attempts", required_argument, NULL, 'A'},    {"backoff-ms", required_argument, NULL, 'b'},
-        {"count", required_argument, NULL, 'n'},       {"auto", no_argument, NULL, 'U'},
-        {"admin", required_argument, NULL, 'D'},       {"token-file", required_argument, NULL, 'T'},
-        {"token-env", required_argument, NULL, 'E'},   {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    memset(o, 0, sizeof *o);
-    o->interval_ms = 1000;
-    o->passes = 1;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "", lo, NULL)) != -1) {
-        switch (c) {
-        case 'd': o->db = optarg; break;
-        case 'c': o->centers = optarg; break;
-        case 's': o->state = optarg; break;
-        case 'C': o->center = optarg; break;
-        case 'a': o->actor = optarg; o->actor_set = true; break;
-        case 'D': o->admin = optarg; break;
-        case 'T': o->token_file = optarg; break;
-        case 'E': o->token_env = optarg; break;
-        case 'r': o->reason = optarg; break;
-        case 'j': o->json = true; break;
-        case 'u': o->until_idle = true; break;
-        case 'p': o->passes = atol(optarg); break;
-        case 'i': o->interval_ms = atol(optarg); break;
-        case 'A': o->attempts = atol(optarg); break;
-        case 'b': o->backoff_ms = atol(optarg); break;
-        case 'n': o->count = atol(optarg); break;
-        case 'U': o->auto_mode = true; break;
-        case 'h': usage(stdout); exit(0);
-        default: return -1;
-        }
-    }
-    if (!o->actor)
-        o->actor = getenv("USER") ? getenv("USER") : "operator";
-    return 0;
+    char t[32];
+    int n = snprintf(t, sizeof t, "%lld", v);
+    fhir_node_set(a, obj, key, fhir_node_new_num(a, t, (size_t)n));
 }
 
 static void fmt_ms(int64_t ms, char *out, size_t n)
@@ -121,25 +61,30 @@ static int print_row(void *ctx, const refer_record *r)
     char upd[40];
     fmt_ms(r->updated_ms, upd, sizeof upd);
     if (o->json) {
-        fhir_buf b;
-        fhir_buf_init(&b, 1u << 20);
-        fhir_buf_printf(&b, "{\"id\":%lld,\"placer_id\":", (long long)r->id);
-        fhir_json_write_string(&b, r->placer_id, strlen(r->placer_id));
-        fhir_buf_puts(&b, ",\"patient_id\":");
-        fhir_json_write_string(&b, r->patient_id, strlen(r->patient_id));
-        fhir_buf_puts(&b, ",\"center_id\":");
-        fhir_json_write_string(&b, r->center_id, strlen(r->center_id));
-        fhir_buf_printf(&b, ",\"state\":\"%s\",\"mode\":\"%s\",\"urgency\":\"%s\",\"attempts\":%d,"
-                            "\"updated\":\"%s\",\"indications\":",
-                        refer_state_name(r->state), r->mode, r->urgency, r->attempts, upd);
-        fhir_json_write_string(&b, r->indications, strlen(r->indications));
-        if (r->last_error) {
-            fhir_buf_puts(&b, ",\"last_error\":");
-            fhir_json_write_string(&b, r->last_error, strlen(r->last_error));
+        /* the same keys, in the same order, as ever */
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_node *j = fhir_node_new(a, FHIR_OBJECT);
+        set_int(a, j, "id", r->id);
+        fhir_node_set_str(a, j, "placer_id", r->placer_id);
+        fhir_node_set_str(a, j, "patient_id", r->patient_id);
+        fhir_node_set_str(a, j, "center_id", r->center_id);
+        fhir_node_set_str(a, j, "state", refer_state_name(r->state));
+        fhir_node_set_str(a, j, "mode", r->mode ? r->mode : "");
+        fhir_node_set_str(a, j, "urgency", r->urgency ? r->urgency : "");
+        set_int(a, j, "attempts", r->attempts);
+        fhir_node_set_str(a, j, "updated", upd);
+        fhir_node_set_str(a, j, "indications", r->indications ? r->indications : "");
+        if (r->last_error)
+            fhir_node_set_str(a, j, "last_error", r->last_error);
+        char *line = fhir_json_to_string(j, FHIR_JSON_COMPACT, REFERRALS_LINE_MAX);
+        fhir_arena_free(a);
+        if (!line) {
+            fprintf(stderr, "cartgate referrals: referral %lld: JSON line larger than %u bytes\n",
+                    (long long)r->id, REFERRALS_LINE_MAX);
+            return -1;
         }
-        fhir_buf_puts(&b, "}\n");
-        fputs(fhir_buf_cstr(&b), stdout);
-        fhir_buf_free(&b);
+        printf("%s\n", line);
+        free(line);
     } else {
         printf("%-5lld %-17s %-24s %-14s %-8s %2d  %s%s%s\n", (long long)r->id,
                refer_state_name(r->state), r->center_id, r->patient_id, r->urgency, r->attempts,
@@ -252,123 +197,15 @@ static int run_send(store *s, const opts *o, bool poll, fhir_error *err)
     return rc;
 }
 
-/* ---- seed-demo: fictional patients with complete payloads --------------------------- */
-
-static int seed_demo(store *s, const opts *o, fhir_error *err)
-{
-    if (!o->centers || !o->center || o->count <= 0)
-        return fhir_error_set(err, "seed-demo needs --centers FILE --center ID --count N");
-    centers_dir *dir = centers_load(o->centers, err);
-    if (!dir)
-        return -1;
-    const centers_center *c = centers_find(dir, o->center);
-    if (!c) {
-        centers_free(dir);
-        return fhir_error_set(err, "center \"%s\" is not in %s", o->center, o->centers);
-    }
-    static const char *const given[] = {"Avery", "Blake", "Casey", "Devon", "Emery", "Finley"};
-    static const char *const family[] = {"Samplewood", "Testington", "Placeholder", "Exampleton"};
-    int rc = 0;
-    for (long i = 0; i < o->count && rc == 0; i++) {
-        fhir_arena *a = fhir_arena_new(0);
-        char pid[64], json[2048];
-        snprintf(pid, sizeof pid, "demo-%s-%04ld", c->id, i + 1);
-        snprintf(json, sizeof json,
-                 "{\"resourceType\":\"Patient\",\"id\":\"%s\",\"identifier\":[{\"system\":"
-                 "\"urn:cartgate:demo:mrn\",\"value\":\"DEMO-%06ld\"}],\"name\":[{\"family\":"
-                 "\"%s\",\"given\":[\"%s\"]}],\"gender\":\"%s\",\"birthDate\":\"%d-0%ld-1%ld\","
-                 "\"address\":[{\"city\":\"Rochester\",\"state\":\"MN\",\"postalCode\":\"55902\"}]}",
-                 pid, i + 1, family[i % 4], given[i % 6], i % 2 ? "female" : "male",
-                 1950 + (int)(i % 30), 1 + i % 9, i % 10);
-        fhir_node *pt = fhir_json_parse(a, json, strlen(json), NULL, err);
-        snprintf(json, sizeof json,
-                 "{\"resourceType\":\"Condition\",\"id\":\"cond-%s\",\"clinicalStatus\":"
-                 "{\"coding\":[{\"system\":\"http://terminology.hl7.org/CodeSystem/"
-                 "condition-clinical\",\"code\":\"relapse\"}]},\"code\":{\"text\":\"Diffuse "
-                 "large B-cell lymphoma\"},\"subject\":{\"reference\":\"Patient/%s\"}}",
-                 pid, pid);
-        fhir_node *cond = pt ? fhir_json_parse(a, json, strlen(json), NULL, err) : NULL;
-        if (!pt || !cond) {
-            fhir_arena_free(a);
-            rc = -1;
-            break;
-        }
-        const char *ind[] = {"axi-cel:lbcl_2l"};
-        char placer[REFER_PLACER_MAX];
-        if (refer_placer_id("demo-site", pid, ind, 1, c->id, placer, err)) {
-            fhir_arena_free(a);
-            rc = -1;
-            break;
-        }
-        bser_input in = {
-            .id_system_base = "urn:cartgate:demo-site", .placer_id = placer,
-            .site_id = "demo-site", .site_name = "Demo Community Hospital (fictional)",
-            .center = c, .patient_id = pid, .patient = pt, .condition = cond,
-            .reason_text = "Refractory LBCL after first line: CAR T evaluation (axi-cel)",
-            .summary_text = "Demo referral (fictional patient): eligible for axi-cel, LBCL 2L.",
-            .verdict_json = "{\"category\":\"eligible\",\"demo\":true}", .urgency = "urgent",
-            .authored_ms = fhir_clock_now_ms(),
-        };
-        fhir_node *b = bser_build(a, &in, err);
-        char *payload = b ? fhir_json_to_string(b, FHIR_JSON_COMPACT, 0) : NULL;
-        if (!payload) {
-            fhir_arena_free(a);
-            rc = -1;
-            break;
-        }
-        refer_request rq = {
-            .site_id = "demo-site", .patient_id = pid, .center_id = c->id,
-            .indications = ind, .n_indications = 1, .urgency = "urgent",
-            .explanation = in.summary_text, .verdict_json = in.verdict_json,
-            .payload = payload, .mode = o->auto_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL,
-            .actor = "seed-demo",
-        };
-        int64_t id;
-        rc = refer_create(s, &rq, &id, NULL, err);
-        free(payload);
-        fhir_arena_free(a);
-    }
-    centers_free(dir);
-    if (rc == 0)
-        printf("seeded=%ld center=%s\n", o->count, o->center);
-    return rc;
-}
-
 /* ---- through the daemon's admin API ---------------------------------------------------- */
 
 #define ADMIN_RESP_MAX (64u << 20) /* bytes of one admin API answer */
 #define ADMIN_TOKEN_MAX 4096
 
 typedef struct api_conn {
-    char base[1024]; /* URL without trailing '/' */
+    cli_url *base; /* the admin API's base URL (cli_url.h) */
     char auth[ADMIN_TOKEN_MAX + 32];
 } api_conn;
-
-/* http:// only to loopback (the token must not cross a network in clear), https:// anywhere. */
-static int api_check_url(const char *url, api_conn *c, fhir_error *err)
-{
-    size_t n = strlen(url);
-    while (n && url[n - 1] == '/')
-        n--;
-    if (n == 0 || n >= sizeof c->base)
-        return fhir_error_set(err, "--admin: bad URL \"%s\"", url);
-    bool ok = !strncmp(url, "https://", 8);
-    if (!ok && !strncmp(url, "http://", 7)) {
-        const char *h = url + 7;
-        static const char *const loop[] = {"127.", "localhost", "[::1]"};
-        for (size_t i = 0; i < sizeof loop / sizeof loop[0] && !ok; i++) {
-            size_t l = strlen(loop[i]);
-            if (!strncmp(h, loop[i], l) && (loop[i][l - 1] == '.' || h[l] == ':' || h[l] == '/' || !h[l]))
-                ok = true;
-        }
-    }
-    if (!ok)
-        return fhir_error_set(err, "--admin %s: only https:// or http:// to a loopback address "
-                                   "(127.x, localhost, [::1])", url);
-    memcpy(c->base, url, n);
-    c->base[n] = 0;
-    return 0;
-}
 
 static int api_token(const opts *o, api_conn *c, fhir_error *err)
 {
@@ -431,17 +268,21 @@ static const char *api_error_message(fhir_arena *a, const fhir_buf *b)
 static int api_call(const api_conn *c, const char *method, const char *path, int64_t id,
                     fhir_buf *out, long *status, fhir_error *err)
 {
+    *status = 0;
     static bool inited;
     if (!inited) {
         if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
             return fhir_error_set(err, "curl_global_init failed");
         inited = true;
     }
-    char url[2048];
-    snprintf(url, sizeof url, "%s%s", c->base, path);
+    char *url = cli_url_join(c->base, path, err);
+    if (!url)
+        return -1;
     CURL *h = curl_easy_init();
-    if (!h)
+    if (!h) {
+        free(url);
         return fhir_error_set(err, "curl_easy_init failed");
+    }
     struct curl_slist *hd = curl_slist_append(NULL, c->auth);
     hd = curl_slist_append(hd, "Accept: application/json");
     char ebuf[CURL_ERROR_SIZE] = "";
@@ -462,19 +303,22 @@ static int api_call(const api_conn *c, const char *method, const char *path, int
         curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
     }
     CURLcode cc = curl_easy_perform(h);
-    *status = 0;
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
     curl_slist_free_all(hd);
     curl_easy_cleanup(h);
     if (cc != CURLE_OK) {
         const char *why = *ebuf ? ebuf : curl_easy_strerror(cc);
         if (cc == CURLE_COULDNT_CONNECT)
-            return fhir_error_set(err, "cannot connect to the admin API at %s (is the daemon running?): %s",
-                                  c->base, why);
-        if ((cc == CURLE_WRITE_ERROR && out->overflow) || cc == CURLE_FILESIZE_EXCEEDED)
-            return fhir_error_set(err, "admin API answer larger than %u bytes", ADMIN_RESP_MAX);
-        return fhir_error_set(err, "admin API %s %s: %s", method, url, why);
+            fhir_error_set(err, "cannot connect to the admin API at %s (is the daemon running?): %s",
+                           cli_url_origin(c->base), why);
+        else if ((cc == CURLE_WRITE_ERROR && out->overflow) || cc == CURLE_FILESIZE_EXCEEDED)
+            fhir_error_set(err, "admin API answer larger than %u bytes", ADMIN_RESP_MAX);
+        else
+            fhir_error_set(err, "admin API %s %s: %s", method, url, why);
+        free(url);
+        return -1;
     }
+    free(url);
     if (*status >= 200 && *status < 300)
         return 0;
     fhir_arena *a = fhir_arena_new(0);
@@ -522,12 +366,12 @@ static fhir_node *api_parse(fhir_arena *a, const fhir_buf *b, fhir_error *err)
 
 static int api_list(const api_conn *c, const opts *o, fhir_error *err)
 {
-    char path[256] = "/api/v1/referrals";
+    char path[256] = "api/v1/referrals";
     if (o->state) {
         refer_state st;
         if (refer_state_parse(o->state, &st))
             return fhir_error_set(err, "unknown state \"%s\"", o->state);
-        snprintf(path, sizeof path, "/api/v1/referrals?state=%s", refer_state_name(st));
+        snprintf(path, sizeof path, "api/v1/referrals?state=%s", refer_state_name(st));
     }
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_RESP_MAX);
@@ -547,11 +391,9 @@ static int api_list(const api_conn *c, const opts *o, fhir_error *err)
         for (const fhir_node *r = fhir_node_first(arr); r && list; r = r->next)
             if (!strcmp(jstr(r, "center"), o->center) && fhir_node_append(a, list, NULL, 0, fhir_node_clone(a, r)))
                 n++;
-        char cnt[32];
-        snprintf(cnt, sizeof cnt, "%zu", n);
-        char *s = list ? (fhir_node_set(a, out, "count", fhir_node_new_num(a, cnt, strlen(cnt))),
-                          fhir_json_to_string(out, FHIR_JSON_COMPACT, 0))
-                       : NULL;
+        if (list)
+            set_int(a, out, "count", (long long)n);
+        char *s = list ? fhir_json_to_string(out, FHIR_JSON_COMPACT, 0) : NULL;
         if (!s)
             rc = fhir_error_set(err, "out of memory");
         else
@@ -584,9 +426,9 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
     char path[128];
     bool show = !strcmp(action, "show");
     if (show)
-        snprintf(path, sizeof path, "/api/v1/referrals/%lld", (long long)id);
+        snprintf(path, sizeof path, "api/v1/referrals/%lld", (long long)id);
     else
-        snprintf(path, sizeof path, "/api/v1/referrals/%lld/%s", (long long)id, action);
+        snprintf(path, sizeof path, "api/v1/referrals/%lld/%s", (long long)id, action);
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_RESP_MAX);
     long status;
@@ -639,22 +481,15 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
     return rc;
 }
 
-static int run_admin(const opts *o, const char *action, int64_t id)
+static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int64_t id)
 {
     fhir_error err = {0};
-    api_conn c;
-    bool known = !strcmp(action, "list") || !strcmp(action, "show") || !strcmp(action, "approve") ||
-                 !strcmp(action, "cancel") || !strcmp(action, "retry");
-    if (!known) {
-        if (!strcmp(action, "send") || !strcmp(action, "poll") || !strcmp(action, "seed-demo"))
-            fprintf(stderr, "cartgate referrals %s: needs --db FILE (not available through the admin API)\n",
-                    action);
-        else
-            fprintf(stderr, "cartgate referrals: unknown action \"%s\"\n", action);
-        return 2;
-    }
-    if (api_check_url(o->admin, &c, &err) || api_token(o, &c, &err)) {
+    api_conn c = {0};
+    if (!strcmp(action, "send") || !strcmp(action, "poll"))
+        return cli_error(cmd, "%s: needs --db FILE (not available through the admin API)", action);
+    if (!(c.base = cli_url_admin(o->admin, &err)) || api_token(o, &c, &err)) {
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
+        cli_url_free(c.base);
         return 1;
     }
     if ((o->actor_set || o->reason) && strcmp(action, "list") && strcmp(action, "show"))
@@ -662,49 +497,108 @@ static int run_admin(const opts *o, const char *action, int64_t id)
                         "--actor/--reason apply only with --db\n", action);
     int rc = !strcmp(action, "list") ? api_list(&c, o, &err) : api_one(&c, o, action, id, &err);
     memset(c.auth, 0, sizeof c.auth);
+    cli_url_free(c.base);
     if (rc)
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
     return rc ? 1 : 0;
 }
 
+static const char *const actions[] = {"list", "show", "approve", "cancel", "retry", "send", "poll"};
+
 int cmd_referrals(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    opts o = {.passes = 1, .interval_ms = 1000};
+    const cli_cmd cmd = {
+        .name = "referrals", .args = "ACTION [ID]", .min_args = 1, .max_args = 2,
+        .synopsis = "cartgate referrals ACTION [ID] (--admin URL | --db FILE) [options]",
+        .about =
+            "Operator control of referrals: through the daemon's admin API (--admin) or on the\n"
+            "SQLite store directly (--db). list, show, approve, cancel and retry work with\n"
+            "either; send and poll need --db.\n"
+            "\n"
+            "actions:\n"
+            "  list [--state S] [--center ID] [--json]   referrals, oldest first\n"
+            "  show ID                                   one referral with its audit trail\n"
+            "  approve ID [--actor NAME]                 pending_approval -> approved\n"
+            "  cancel ID [--actor NAME] [--reason TEXT]  -> cancelled\n"
+            "  retry ID [--actor NAME]                   failed -> approved\n"
+            "  send --centers FILE [--until-idle] [--passes N] [--interval-ms MS]\n"
+            "       [--attempts N] [--backoff-ms MS]     deliver approved referrals\n"
+            "  poll --centers FILE                       follow the centers' Tasks",
+        .notes = "Referrals are proposed by the daemon's screening (cartgate run).",
+        .opts = (const cli_opt[]){
+            {.name = "admin", .kind = CLI_STR, .out = &o.admin, .arg = "URL",
+             .def = "$CARTGATE_ADMIN_URL",
+             .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
+                     "http only to a loopback address, else https)"},
+            {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
+             .help = "bearer token of the admin API (first line of F)"},
+            {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
+             .def = "CARTGATE_ADMIN_TOKEN", .help = "... or from this environment variable"},
+            {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
+             .help = "on the SQLite store directly (no daemon needed)"},
+            CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
+                                  "(--admin); show --admin: the API's JSON"),
+            {.name = "state", .kind = CLI_STR, .out = &o.state, .arg = "S",
+             .help = "list: only referrals in state S"},
+            {.name = "center", .kind = CLI_STR, .out = &o.center, .arg = "ID",
+             .help = "list: only referrals to center ID"},
+            {.name = "actor", .kind = CLI_STR, .out = &o.actor, .arg = "NAME", .def = "$USER",
+             .help = "approve, cancel, retry with --db: who acts (audited)"},
+            {.name = "reason", .kind = CLI_STR, .out = &o.reason, .arg = "TEXT",
+             .help = "cancel with --db: why (audited)"},
+            CLI_OPT_CENTERS(&o.centers, NULL, "send, poll: the center directory"),
+            {.name = "until-idle", .kind = CLI_FLAG, .out = &o.until_idle,
+             .help = "send: repeat passes until nothing is outstanding"},
+            {.name = "passes", .kind = CLI_INT, .out = &o.passes, .arg = "N", .min = 1,
+             .max = 1000000, .def = "1", .help = "send: at most N passes"},
+            {.name = "interval-ms", .kind = CLI_INT, .out = &o.interval_ms, .arg = "MS", .min = 1,
+             .max = 3600000, .def = "1000", .help = "send: pause between passes"},
+            {.name = "attempts", .kind = CLI_INT, .out = &o.attempts, .arg = "N", .min = 1,
+             .max = 1000, .def = "5",
+             .help = "send: HTTP attempts per request, the first included"},
+            {.name = "backoff-ms", .kind = CLI_INT, .out = &o.backoff_ms, .arg = "MS", .min = 1,
+             .max = 86400000, .def = "2000", .help = "send: backoff after a transient failure"},
+            {0},
+        },
+    };
+    int first, prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_GO)
+        return prc;
+    const char *action = argv[first];
+    bool known = false;
+    for (size_t i = 0; i < sizeof actions / sizeof actions[0]; i++)
+        known |= !strcmp(action, actions[i]);
+    if (!known) {
+        const char *s = fhir_suggest(action, actions, sizeof actions / sizeof actions[0]);
+        return cli_error(&cmd, "unknown action \"%s\"%s%s%s", action, s ? " (did you mean " : "",
+                         s ? s : "", s ? "?)" : "");
     }
-    const char *action = argv[1];
-    opts o;
-    if (parse(argc - 1, argv + 1, &o)) {
-        usage(stderr);
-        return 2;
-    }
+    o.actor_set = o.actor != NULL;
+    if (!o.actor)
+        o.actor = getenv("USER") ? getenv("USER") : "operator";
     if (!o.db && !o.admin && getenv("CARTGATE_ADMIN_URL") && *getenv("CARTGATE_ADMIN_URL"))
         o.admin = getenv("CARTGATE_ADMIN_URL");
-    if (o.db && o.admin) {
-        fprintf(stderr, "cartgate referrals: use either --db FILE or --admin URL, not both\n");
-        return 2;
-    }
-    if (!o.db && !o.admin) {
-        fprintf(stderr, "cartgate referrals: --admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required\n");
-        usage(stderr);
-        return 2;
-    }
+    if (o.db && o.admin)
+        return cli_error(&cmd, "use either --db FILE or --admin URL, not both");
+    if (!o.db && !o.admin)
+        return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
     bool needs_id = !strcmp(action, "show") || !strcmp(action, "approve") ||
                     !strcmp(action, "cancel") || !strcmp(action, "retry");
     int64_t id = 0;
+    const char *idarg = first + 1 < argc ? argv[first + 1] : NULL;
     if (needs_id) {
         char *end = NULL;
-        const char *arg = optind < argc - 1 ? argv[1 + optind] : NULL;
-        if (arg)
-            id = strtoll(arg, &end, 10);
-        if (!arg || !end || *end || id <= 0) {
-            fprintf(stderr, "cartgate referrals %s: needs a referral id\n", action);
-            return 2;
-        }
+        if (idarg)
+            id = strtoll(idarg, &end, 10);
+        if (!idarg || !end || *end || id <= 0)
+            return cli_error(&cmd, "%s: needs a referral id%s%s", action, idarg ? ", not " : "",
+                             idarg ? idarg : "");
+    } else if (idarg) {
+        return cli_error(&cmd, "%s: unexpected argument '%s'", action, idarg);
     }
     if (o.admin)
-        return run_admin(&o, action, id);
+        return run_admin(&cmd, &o, action, id);
     fhir_error err = {0};
     store *s = store_open(o.db, 0, &err);
     if (!s) {
@@ -717,9 +611,8 @@ int cmd_referrals(int argc, char **argv)
         if (o.state) {
             refer_state st;
             if (refer_state_parse(o.state, &st)) {
-                fprintf(stderr, "cartgate referrals: unknown state \"%s\"\n", o.state);
                 store_close(s);
-                return 2;
+                return cli_error(&cmd, "--state: unknown state: %s", o.state);
             }
             filter = (int)st;
         }
@@ -737,15 +630,8 @@ int cmd_referrals(int argc, char **argv)
         rc = refer_retry(s, id, o.actor, &err);
     } else if (!strcmp(action, "send")) {
         rc = run_send(s, &o, false, &err);
-    } else if (!strcmp(action, "poll")) {
-        rc = run_send(s, &o, true, &err);
-    } else if (!strcmp(action, "seed-demo")) {
-        rc = seed_demo(s, &o, &err);
     } else {
-        fprintf(stderr, "cartgate referrals: unknown action \"%s\"\n", action);
-        store_close(s);
-        usage(stderr);
-        return 2;
+        rc = run_send(s, &o, true, &err);
     }
     if (rc == 0 && needs_id && strcmp(action, "show"))
         printf("referral %lld: %s done\n", (long long)id, action);

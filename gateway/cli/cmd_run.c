@@ -1,38 +1,28 @@
 /* cartgate run — the daemon (gateway/daemon/daemon.h). */
 #include <stdio.h>
-#include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "daemon.h"
 #include "fhir_log.h"
 
-static void usage(FILE *f)
-{
-    fprintf(f, "usage: cartgate run -c FILE\n"
-               "Runs the daemon: polls the configured sources, screens changed patients, proposes\n"
-               "and delivers referrals, serves the admin API. SIGTERM/SIGINT stop cleanly (in-flight\n"
-               "polls finish first), SIGHUP reloads the configuration, criteria and centers.\n"
-               "Check a configuration first with: cartgate check-config -c FILE\n");
-}
-
 int cmd_run(int argc, char **argv)
 {
     const char *path = NULL;
-    for (int i = 1; i < argc; i++) {
-        if ((!strcmp(argv[i], "-c") || !strcmp(argv[i], "--config")) && i + 1 < argc)
-            path = argv[++i];
-        else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
-            usage(stdout);
-            return 0;
-        } else {
-            usage(stderr);
-            return 2;
-        }
-    }
-    if (!path) {
-        usage(stderr);
-        return 2;
-    }
+    const cli_cmd cmd = {
+        .name = "run",
+        .about = "Runs the daemon: polls the configured sources, screens changed patients, proposes\n"
+                 "and delivers referrals, serves the admin API. SIGTERM/SIGINT stop cleanly (in-flight\n"
+                 "polls finish first), SIGHUP reloads the configuration, criteria and centers.",
+        .notes = "Check a configuration first with: cartgate check-config -c FILE",
+        .opts = (const cli_opt[]){
+            CLI_OPT_CONFIG(&path, true, "the daemon configuration"),
+            {0},
+        },
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
     setvbuf(stderr, NULL, _IOLBF, 0);
     fhir_error err;
     fhir_error_clear(&err);
@@ -43,7 +33,7 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "cartgate run: %s\n", err.msg);
         return 1;
     }
-    int rc = daemon_run(d);
+    rc = daemon_run(d);
     daemon_free(d);
     return rc;
 }

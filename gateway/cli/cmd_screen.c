@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "elig.h"
 #include "fhir_buf.h"
@@ -16,23 +17,6 @@
 #include "map_profile.h"
 
 #define SCREEN_LINE_CAP (4u * 1024u * 1024u)
-
-static void screen_usage(FILE *f)
-{
-    fprintf(f,
-            "usage: cartgate screen [--as-of YYYY-MM-DD] [--json] [--criteria DIR]\n"
-            "                       [--param NAME=VALUE]... [--mappings DIR] FILE|DIR...\n"
-            "  Screens every patient found in FHIR Bundles (JSON), NDJSON files or folders of\n"
-            "  either against the CAR T label criteria.\n"
-            "  --as-of     evaluation date (default: today); fix it for reproducible output\n"
-            "  --json      one JSON object per patient per line (schema: conf/criteria/README.md)\n"
-            "  --criteria  criteria folder (default: $CARTGATE_CRITERIA_DIR or the source tree's\n"
-            "              conf/criteria)\n"
-            "  --param     override a criteria parameter (see conf/criteria/params.json), e.g.\n"
-            "              --param lbcl_1l_anchor=start\n"
-            "  --mappings  terminology table folder (default: the compiled-in mappings/)\n"
-            "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.\n");
-}
 
 typedef struct row {
     char *id;
@@ -137,51 +121,35 @@ int cmd_screen(int argc, char **argv)
     bool json = false;
     const char *mdir = NULL, *cdir = NULL;
     const char *params[32];
-    size_t nparams = 0;
-    int first = argc;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            screen_usage(stdout);
-            return 0;
-        } else if (!strcmp(a, "--json")) {
-            json = true;
-        } else if (!strcmp(a, "--as-of") && i + 1 < argc) {
-            int64_t d;
-            const char *v = argv[++i];
-            if (strlen(v) != 10 || fhir_clock_parse_date(v, &d) != 0) {
-                fprintf(stderr, "cartgate screen: --as-of wants YYYY-MM-DD, got '%s'\n", v);
-                return 2;
-            }
-            o.as_of_days = d;
-        } else if (!strcmp(a, "--criteria") && i + 1 < argc) {
-            cdir = argv[++i];
-        } else if (!strcmp(a, "--mappings") && i + 1 < argc) {
-            mdir = argv[++i];
-        } else if (!strcmp(a, "--param") && i + 1 < argc) {
-            if (nparams == sizeof params / sizeof params[0] || !strchr(argv[i + 1], '=')) {
-                fprintf(stderr, "cartgate screen: --param wants NAME=VALUE\n");
-                return 2;
-            }
-            params[nparams++] = argv[++i];
-        } else if (a[0] == '-' && a[1]) {
-            fprintf(stderr, "cartgate screen: unknown option '%s'\n", a);
-            screen_usage(stderr);
-            return 2;
-        } else {
-            first = i;
-            break;
-        }
-    }
-    if (first >= argc) {
-        screen_usage(stderr);
-        return 2;
-    }
-    for (int i = first; i < argc; i++)
-        if (argv[i][0] == '-' && argv[i][1]) {
-            fprintf(stderr, "cartgate screen: options go before the files ('%s')\n", argv[i]);
-            return 2;
-        }
+    cli_list plist = {params, 0, sizeof params / sizeof params[0]};
+    const cli_cmd cmd = {
+        .name = "screen", .args = "FILE|DIR...", .min_args = 1, .max_args = -1,
+        .about = "Screens every patient found in FHIR Bundles (JSON), NDJSON files or folders of\n"
+                 "either against the CAR T label criteria.",
+        .notes = "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.",
+        .opts = (const cli_opt[]){
+            CLI_OPT_AS_OF(&o.as_of_days, "today",
+                          "evaluation date; fix it for reproducible output"),
+            CLI_OPT_JSON(&json,
+                         "one JSON object per patient per line (schema: conf/criteria/README.md)"),
+            {.name = "criteria", .kind = CLI_PATH, .out = &cdir, .arg = "DIR",
+             .def = "$CARTGATE_CRITERIA_DIR or the source tree's conf/criteria",
+             .help = "criteria folder"},
+            {.name = "param", .kind = CLI_LIST, .out = &plist, .arg = "NAME=VALUE",
+             .help = "override a criteria parameter (see conf/criteria/params.json),\n"
+                     "e.g. --param lbcl_1l_anchor=start"},
+            CLI_OPT_MAPPINGS(&mdir),
+            {0},
+        },
+    };
+    int first;
+    int prc = cli_parse(&cmd, argc, argv, &first);
+    if (prc != CLI_GO)
+        return prc;
+    size_t nparams = plist.n;
+    for (size_t k = 0; k < nparams; k++)
+        if (!strchr(params[k], '='))
+            return cli_error(&cmd, "--param: not NAME=VALUE: %s", params[k]);
 
     fhir_error err;
     fhir_error_clear(&err);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <yajl/yajl_version.h>
 
+#include "cli_opt.h"
 #include "cmd.h"
 #include "store.h"
 
@@ -23,8 +24,13 @@ void cmd_print_versions(void)
 
 int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    static const cli_cmd cmd = {
+        .name = "version",
+        .about = "Prints the cartgate version and the versions of the libraries it runs on.",
+    };
+    int first, rc = cli_parse(&cmd, argc, argv, &first);
+    if (rc != CLI_GO)
+        return rc;
     printf("cartgate %s\n", CARTGATE_VERSION);
     cmd_print_versions();
     return 0;

@@ -1,9 +1,10 @@
 /* cartgate — CAR T eligibility screening and referral gateway. Entry point: dispatches to
- * the subcommands in gateway/cmd_*.c. */
+ * the subcommands in gateway/cli/cmd_*.c (each parses its options with cli_opt.h). */
 #include <stdio.h>
 #include <string.h>
 
 #include "cmd.h"
+#include "fhir_suggest.h"
 
 /* One line per subcommand, in the order `cartgate --help` lists them. */
 static const cmd_entry commands[] = {
@@ -44,7 +45,14 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(name, commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "cartgate: unknown command '%s'\n\n", name);
+    const char *names[sizeof commands / sizeof commands[0]];
+    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+        names[i] = commands[i].name;
+    const char *near = fhir_suggest(name, names, sizeof names / sizeof names[0]);
+    if (near)
+        fprintf(stderr, "cartgate: unknown command '%s' (did you mean '%s'?)\n\n", name, near);
+    else
+        fprintf(stderr, "cartgate: unknown command '%s'\n\n", name);
     usage(stderr);
     return 2;
 }

@@ -17,6 +17,7 @@
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
+#include "fhir_suggest.h"
 
 #define CONFIG_MAX_BYTES (1024u * 1024u)
 #define CONFIG_MAX_SOURCES 64
@@ -499,28 +500,6 @@ typedef struct walk {
     config *cfg;
 } walk;
 
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 40 || lb > 40)
-        return 99;
-    size_t d[41][41];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++)
-        for (size_t j = 1; j <= lb; j++) {
-            size_t c = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-            if (d[i - 1][j] + 1 < c)
-                c = d[i - 1][j] + 1;
-            if (d[i][j - 1] + 1 < c)
-                c = d[i][j - 1] + 1;
-            d[i][j] = c;
-        }
-    return d[la][lb];
-}
-
 /* Closest option name with the same parent prefix. */
 static const char *suggest(const char *prefix, const char *key)
 {
@@ -533,7 +512,7 @@ static const char *suggest(const char *prefix, const char *key)
             continue;
         if (OPTS[i].type == OT_CLEAR)
             continue;
-        size_t dd = edit_distance(n + pl, key);
+        size_t dd = fhir_suggest_distance(n + pl, key);
         if (dd < bestd) {
             bestd = dd;
             best = n + pl;

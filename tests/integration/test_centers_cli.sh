@@ -11,14 +11,22 @@ fail() { echo "FAIL: $*"; exit 1; }
 ok() { N=$((N + 1)); echo "ok $N - $*"; }
 C="$SRC/conf/centers.json"
 
-"$BIN" centers --centers "$C" --near 40.75,-74.00 --product axi-cel --date 2026-11-27 >"$TMP/out" ||
+"$BIN" centers --centers "$C" --near 40.75,-74.00 --product axi-cel --as-of 2026-11-27 >"$TMP/out" ||
   fail "centers --near LAT,LON"
 head -3 "$TMP/out" | grep -q ' 1\. east-river-nyc' || fail "nearest to Manhattan should be east-river-nyc: $(head -4 "$TMP/out")"
 grep -q 'sonoran-phoenix: capacity is closed' "$TMP/out" || fail "closed center not listed as excluded"
 grep -q 'prairie-kansascity: no unexpired accreditation' "$TMP/out" || fail "expired center not excluded"
 ok "nearest center from coordinates; closed and expired centers excluded with reasons"
+"$BIN" centers --centers "$C" --near 40.75,-74.00 --product axi-cel --date 2026-11-27 >"$TMP/old" 2>"$TMP/e" ||
+  fail "the old spelling --date: $(cat "$TMP/e")"
+cmp -s "$TMP/out" "$TMP/old" && grep -q -- '--date is deprecated, use --as-of' "$TMP/e" ||
+  fail "--date should still work, with a note: $(cat "$TMP/e")"
+"$BIN" centers --centers "$C" --near 40.75,-74.00 --as-of 2026-13-01 >/dev/null 2>"$TMP/e"
+[ $? = 2 ] && grep -q 'cartgate centers: --as-of: not a date (YYYY-MM-DD): 2026-13-01' "$TMP/e" ||
+  fail "a bad --as-of should be a usage error: $(cat "$TMP/e")"
+ok "--as-of is strict YYYY-MM-DD; the old spelling --date gives the same answer with a deprecation note"
 
-"$BIN" centers --centers "$C" --near 44.02,-92.47 --product ide-cel --json --date 2026-11-27 >"$TMP/j" ||
+"$BIN" centers --centers "$C" --near 44.02,-92.47 --product ide-cel --json --as-of 2026-11-27 >"$TMP/j" ||
   fail "--json"
 grep -q '"center": "mississippi-minneapolis"' "$TMP/j" || fail "JSON lacks the Minneapolis candidate"
 grep -q '"beyond_stay_near": true' "$TMP/j" || fail "JSON lacks a stay-near flag"
@@ -36,7 +44,7 @@ ok "usage error without a ZCTA table; directory errors carry file:line"
 
 Z="${CARTGATE_SHARED_DATA:-}/zcta-centroids/Gaz_zcta_national.txt"
 if [ -n "${CARTGATE_SHARED_DATA:-}" ] && [ -r "$Z" ]; then
-  "$BIN" centers --centers "$C" --zcta "$Z" --near 55905 --date 2026-11-27 >"$TMP/z" || fail "--near ZIP"
+  "$BIN" centers --centers "$C" --zcta "$Z" --near 55905 --as-of 2026-11-27 >"$TMP/z" || fail "--near ZIP"
   grep -q 'centroid of ZIP 55905' "$TMP/z" && head -3 "$TMP/z" | grep -q ' 1\. mississippi-minneapolis' ||
     fail "ZIP 55905 should route to Minneapolis: $(head -4 "$TMP/z")"
   ok "nearest center from a ZIP via the shared Census ZCTA table"

@@ -17,6 +17,9 @@
 #      accepts TCP connections but never answers holds only its own queue: the other center's
 #      referrals are delivered while the hung exchange is still open (no attempt recorded yet,
 #      the client's 30 s per-attempt timeout has not run out), and /healthz answers meanwhile.
+# The referrals come from the real pipeline: a `cartgate synth` cohort dropped into a files
+# source of `cartgate run` (approval mode), which screens each patient, routes it and builds
+# the BSeR package; "auto" sections then approve them with `cartgate referrals approve`.
 set -u
 . "$(dirname "$0")/lib.sh"
 KILLS=${CARTGATE_CRASH_KILLS:-10}
@@ -41,7 +44,9 @@ write_centers() {
    "position": {"lat": 41.9, "lon": -87.6},
    "address": {"city": "Chicago", "state": "IL", "postalCode": "60611"},
    "accreditations": [{"body": "FACT", "expires": "2030-01-01"}],
-   "products": ["axi-cel"], "diseases": ["dlbcl_nos"], "capacity": "open",
+   "products": ["tisa-cel", "axi-cel", "brexu-cel", "liso-cel", "ide-cel", "cilta-cel", "obe-cel"],
+   "diseases": ["dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
+                "b_all", "mm", "pcl", "pcnsl"], "capacity": "open",
    "contact": {"phone": "+1-555-0100"}}
 EOF
     done
@@ -81,13 +86,81 @@ exactly_once() {
 
 SEND_FAST=(--interval-ms 50 --backoff-ms 50 --attempts 2)
 
+# ---- referrals through the real pipeline ----------------------------------------------
+# A synth cohort (one Bundle per patient); the patients `cartgate screen` finds eligible or
+# possibly eligible are handed out in order, each to one proposal only.
+NEED=$((20 + N_CRASH))
+"$BIN" synth --seed "$SEED" --patients $((2 * NEED + 40)) --format bundle --out "$TMP/cohort" \
+  >/dev/null 2>"$TMP/synth.err" || fail "synth"
+"$BIN" screen --as-of 2026-11-01 --json "$TMP/cohort" 2>"$TMP/screen.err" |
+  node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n"))if(l.trim()){const r=JSON.parse(l);if(r.category==="eligible"||r.category==="possibly_eligible")console.log(r.patient)}})' \
+  >"$TMP/candidates.txt" || fail "screen of the cohort"
+[ "$(wc -l <"$TMP/candidates.txt")" -ge "$NEED" ] ||
+  fail "the cohort has $(wc -l <"$TMP/candidates.txt") candidates, $NEED needed"
+NEXT=1
+PROPOSALS=0
+
+# propose DB CENTERS_FILE CENTER N: the next N candidates go through `cartgate run` (files
+# source, approval mode, CENTER alone in its directory, site demo-site) into DB; returns once
+# the daemon has proposed exactly N referrals to CENTER and stopped.
+propose() {
+  local db=$1 cfile=$2 center=$3 n=$4
+  PROPOSALS=$((PROPOSALS + 1))
+  local k=$PROPOSALS
+  mkdir -p "$TMP/drop-$k"
+  local id
+  for id in $(sed -n "${NEXT},$((NEXT + n - 1))p" "$TMP/candidates.txt"); do
+    cp "$TMP/cohort/$id.json" "$TMP/drop-$k/" || fail "no Bundle for $id"
+  done
+  NEXT=$((NEXT + n))
+  node -e 'const fs=require("fs");const d=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
+    d.centers=d.centers.filter(c=>c.id===process.argv[2]);fs.writeFileSync(process.argv[3],JSON.stringify(d));' \
+    "$cfile" "$center" "$TMP/one-$k.json"
+  printf '%s\n' '{' \
+    '"site": {"id": "demo-site", "name": "Loopback site (fictional)", "location": {"lat": 41.59, "lon": -93.62}},' \
+    "\"store\": {\"path\": \"$db\"}," \
+    '"admin": {"enabled": false},' \
+    "\"centers\": {\"file\": \"$TMP/one-$k.json\"}," \
+    "\"criteria\": {\"dir\": \"$SRC/conf/criteria\"}," \
+    '"as_of": "2026-11-01",' \
+    '"referral": {"mode": "approval"},' \
+    "\"sources\": [{\"name\": \"drop-$k\", \"kind\": \"files\", \"dir\": \"$TMP/drop-$k\", \"interval_s\": 1}]" \
+    '}' >"$TMP/propose-$k.conf"
+  "$BIN" run -c "$TMP/propose-$k.conf" 2>"$TMP/propose-$k.log" &
+  local p=$!
+  PIDS+=("$p")
+  # daemon.ready follows the first poll and the screening of what it brought in; the store is
+  # read only then (the daemon creates it)
+  local got=0
+  for _ in $(seq 1 1200); do
+    kill -0 "$p" 2>/dev/null || fail "propose $k: the daemon exited early"
+    if grep -q 'event=daemon.ready' "$TMP/propose-$k.log"; then
+      got=$(cg referrals list --db "$db" --center "$center" --json | grep -c '"id"')
+      [ "$got" -ge "$n" ] && break
+    fi
+    sleep 0.1
+  done
+  kill -TERM "$p"
+  wait "$p" || fail "propose $k: daemon exit status $?"
+  got=$(cg referrals list --db "$db" --center "$center" --json | grep -c '"id"')
+  [ "$got" = "$n" ] || fail "propose $k: $got referrals to $center, $n expected"
+}
+
+# approve_all DB CENTER: every pending referral of CENTER approved (as the "auto" mode would).
+approve_all() {
+  local id
+  for id in $(cg referrals list --db "$1" --center "$2" --state pending_approval --json |
+              node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n"))if(l.trim())console.log(JSON.parse(l).id)})'); do
+    cg referrals approve --db "$1" "$id" >/dev/null || fail "approve $id"
+  done
+}
+
 # ---- A. approve -> exactly once -------------------------------------------------------
 start_server a
 PA=$PORT
 write_centers "$TMP/a.json" "ctr-a:$PA"
 DB="$TMP/a.db"
-cg referrals seed-demo --db "$DB" --centers "$TMP/a.json" --center ctr-a --count 3 >/dev/null ||
-  fail "seed-demo"
+propose "$DB" "$TMP/a.json" ctr-a 3
 [ "$(state_count "$DB" pending_approval)" = 3 ] || fail "3 referrals should await approval"
 cg referrals send --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "send (nothing approved)"
 [ "$(total "$PA" ServiceRequest)" = 0 ] || fail "an unapproved referral was sent"
@@ -139,8 +212,8 @@ curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
   "http://127.0.0.1:$PB/admin/faults" || fail "set faults"
 write_centers "$TMP/b.json" "ctr-b:$PB"
 DB="$TMP/b.db"
-cg referrals seed-demo --db "$DB" --centers "$TMP/b.json" --center ctr-b --count 6 --auto >/dev/null ||
-  fail "seed-demo b"
+propose "$DB" "$TMP/b.json" ctr-b 6
+approve_all "$DB" ctr-b
 timeout 300 "$BIN" referrals send --db "$DB" --centers "$TMP/b.json" "${SEND_FAST[@]}" --until-idle \
   >"$TMP/send-b.out" 2>>"$TMP/cartgate.log" || fail "send b: $(cat "$TMP/send-b.out")"
 [ "$(state_count "$DB" sent)" = 6 ] || fail "6 referrals should be sent through the faults"
@@ -157,9 +230,10 @@ start_server c
 PC=$PORT
 write_centers "$TMP/c.json" "ctr-up:$PC" "ctr-down:$PDEAD"
 DB="$TMP/c.db"
-cg referrals seed-demo --db "$DB" --centers "$TMP/c.json" --center ctr-down --count 3 --auto >/dev/null &&
-  cg referrals seed-demo --db "$DB" --centers "$TMP/c.json" --center ctr-up --count 3 --auto >/dev/null ||
-  fail "seed-demo c"
+propose "$DB" "$TMP/c.json" ctr-down 3
+propose "$DB" "$TMP/c.json" ctr-up 3
+approve_all "$DB" ctr-down
+approve_all "$DB" ctr-up
 cg referrals send --db "$DB" --centers "$TMP/c.json" "${SEND_FAST[@]}" --passes 3 >"$TMP/send-c.out" ||
   fail "send c"
 [ "$(state_count "$DB" sent ctr-up)" = 3 ] || fail "the up center's referrals should be sent"
@@ -184,8 +258,8 @@ curl -s -o /dev/null -X POST -H 'Content-Type: application/json' \
   -d '{"mode": "latency", "latency_ms": 30, "methods": ["POST"]}' "http://127.0.0.1:$PE/admin/faults"
 write_centers "$TMP/e.json" "ctr-e:$PE"
 DB="$TMP/e.db"
-cg referrals seed-demo --db "$DB" --centers "$TMP/e.json" --center ctr-e --count "$N_CRASH" --auto >/dev/null ||
-  fail "seed-demo e"
+propose "$DB" "$TMP/e.json" ctr-e "$N_CRASH"
+approve_all "$DB" ctr-e
 RANDOM=$SEED
 landed=0
 for i in $(seq 1 "$KILLS"); do
@@ -228,9 +302,10 @@ PG=$PORT
 write_centers "$TMP/f.json" "ctr-hang:$PH" "ctr-good:$PG"
 DB="$TMP/f.db"
 # the hung center's referrals come first in the outbox (lower ids)
-cg referrals seed-demo --db "$DB" --centers "$TMP/f.json" --center ctr-hang --count 2 --auto >/dev/null &&
-  cg referrals seed-demo --db "$DB" --centers "$TMP/f.json" --center ctr-good --count 3 --auto >/dev/null ||
-  fail "seed-demo f"
+propose "$DB" "$TMP/f.json" ctr-hang 2
+propose "$DB" "$TMP/f.json" ctr-good 3
+approve_all "$DB" ctr-hang
+approve_all "$DB" ctr-good
 export CARTGATE_ADMIN_TOKEN="f-token-$$"
 printf '%s\n' '{' \
   '"site": {"id": "demo-site", "name": "Loopback site (fictional)", "location": {"lat": 41.59, "lon": -93.62}},' \
