@@ -1442,6 +1442,24 @@ static void test_cli_search(void **state)
     free(err);
 }
 
+/* Origins: normalised (lower case, default port), only absolute http(s) URLs. */
+static void test_url_origin(void **state)
+{
+    (void)state;
+    char o[64];
+    assert_string_equal(fhir_client_url_origin("HTTPS://EHR.Example.org/fhir/P?x=1", o, sizeof o),
+                        "https://ehr.example.org:443");
+    assert_string_equal(fhir_client_url_origin("http://127.0.0.1/a", o, sizeof o),
+                        "http://127.0.0.1:80");
+    assert_string_equal(fhir_client_url_origin("http://127.0.0.1:8080", o, sizeof o),
+                        "http://127.0.0.1:8080");
+    assert_string_equal(fhir_client_url_origin("http://u:p@files.example:81/x", o, sizeof o),
+                        "http://files.example:81");
+    assert_null(fhir_client_url_origin("ftp://files.example/x", o, sizeof o));
+    assert_null(fhir_client_url_origin("Patient/1", o, sizeof o));
+    assert_null(fhir_client_url_origin("https://a-very-long-host-name.example.org/", o, 20));
+}
+
 /* `cartgate fhir search` on a truncated result: exit 1 and the reason on stderr; searchset
  * warnings on stderr, never among the resources on stdout. */
 static void test_cli_search_incomplete(void **state)
@@ -1497,6 +1515,7 @@ int main(void)
         cmocka_unit_test(test_next_link_origins),
         cmocka_unit_test(test_stream_no_auth_off_origin),
         cmocka_unit_test(test_cli_search_incomplete),
+        cmocka_unit_test(test_url_origin),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -4,8 +4,9 @@
 # POST /admin/quirks) and of what they build on: truncated paging, searchset warnings,
 # _lastUpdated / _since ignored, paging links and bulk files on a second origin
 # (--alt-port), pre-signed bulk files that refuse an Authorization header, manifest error[]
-# and deleted[] entries, a bulk file failing once (status or truncated body), one bulk job at a
-# time, multi-file exports (--bulk-file-max), and fault rules filtered by query string.
+# and deleted[] entries, type-level _history with deletions, a bulk file failing once
+# (status or truncated body), one bulk job at a time, multi-file exports (--bulk-file-max),
+# and fault rules filtered by query string.
 set -u
 . "$(dirname "$0")/lib.sh"
 need_tools node curl
@@ -151,6 +152,20 @@ export_manifest "$BASE/Group/qg/\$export"
 [ "$(jget "$TMP/manifest.json" 'd.deleted.length')" = 0 ] || fail "deleted[] without _since"
 req DELETE "$STATUS_URL" "${AUTH[@]}"
 ok "bulk deleted[]: deletions after _since in the group (Condition/qc0, Observation/qo1) as DELETE Bundles; earlier ones and other patients' not; none without _since"
+
+# --- type history: versions and deletions since an instant ---------------------------------------
+req GET "$BASE/Condition/_history?_since=$T1" "${AUTH[@]}"
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" 'd.type+" "+d.total+" "+d.entry.map(e=>e.request.method+" "+e.request.url+" "+e.response.status+" "+(e.resource?"res":"none")).sort().join()')" = \
+  "history 2 DELETE Condition/qc0 410 Gone none,DELETE Condition/qc2 410 Gone none" ] || fail "type history: $CODE $(head -c 400 "$TMP/resp")"
+req PUT "$BASE/Condition/qc1" "${AUTH[@]}" -H 'Content-Type: application/fhir+json' \
+  --data '{"resourceType":"Condition","id":"qc1","code":{"text":"changed"},"subject":{"reference":"Patient/qp1"}}'
+[ "$CODE" = 200 ] || fail "update qc1: $CODE"
+req GET "$BASE/Condition/_history?_since=$T1&_count=2" "${AUTH[@]}"
+[ "$(jget "$TMP/resp" 'd.total+" "+d.entry[0].request.method+" "+d.entry[0].request.url+" "+d.entry[0].resource.code.text+" "+d.link.some(l=>l.relation==="next")')" = "3 PUT Condition/qc1 changed true" ] \
+  || fail "type history after update: $(head -c 400 "$TMP/resp")"
+req GET "$BASE/Condition/_history?_count=1000" "${AUTH[@]}"
+[ "$(jget "$TMP/resp" 'd.total')" = 14 ] || fail "full type history: $(jget "$TMP/resp" 'd.total')"
+ok "GET Condition/_history?_since: deletions as DELETE entries (410, no resource), updates as PUT, newest first, paged; without _since every version"
 
 # --- bulk_errors -----------------------------------------------------------------------------------
 quirks '{"bulk_errors":{"types":["Condition"],"text":"database timeout"}}'

@@ -427,8 +427,9 @@ export class FhirStore {
     const type = segs[0];
     if (!isResourceType(type)) throw new HttpError(404, errorOutcome(404, `unknown resource type '${type}'`));
 
-    // Search: GET [type] and POST [type]/_search
+    // Search: GET [type] and POST [type]/_search; type history: GET [type]/_history
     if (segs.length === 1 && method === 'GET') return this.search(type, query, lowerHeaders(headers));
+    if (segs.length === 2 && segs[1] === '_history' && method === 'GET') return this.typeHistory(type, query);
     if (segs.length === 2 && segs[1] === '_search' && method === 'POST') {
       const merged = new URLSearchParams(query);
       const form = typeof req.body === 'string' ? new URLSearchParams(req.body) : new URLSearchParams();
@@ -631,6 +632,52 @@ export class FhirStore {
       this.quirks.fire(warn);
       entries.push({ resource: outcome(warn.severity, warn.code, warn.text), search: { mode: 'outcome' } });
     }
+    if (entries.length) bundle.entry = entries;
+    return { status: 200, body: bundle, headers: {} };
+  }
+
+  // GET [type]/_history[?_since=&_count=&_offset=]: every version of every resource of the type
+  // (the current one and earlier ones) and every deletion, newest first, paged like a search.
+  // A deletion is an entry without resource: request {method: DELETE, url: Type/id},
+  // response {status: "410 Gone", lastModified}.
+  typeHistory(type, query) {
+    let since = null;
+    const sinceParam = query.get('_since');
+    if (sinceParam !== null) {
+      since = Date.parse(sinceParam);
+      if (Number.isNaN(since)) throw new HttpError(400, errorOutcome(400, `invalid _since '${sinceParam}'`));
+    }
+    const items = [];
+    for (const versions of (this.repo.history.get(type) ?? new Map()).values()) {
+      for (const v of versions) {
+        const at = Date.parse(v.meta?.lastUpdated ?? '');
+        if (since === null || at >= since) items.push({ at, resource: v });
+      }
+    }
+    for (const d of this.repo.deletions.values()) {
+      const at = Date.parse(d.at);
+      if (d.type === type && (since === null || at >= since)) items.push({ at, deleted: d });
+    }
+    items.sort((a, b) => b.at - a.at);
+    const count = Math.min(Number.parseInt(query.get('_count') ?? String(this.defaultCount), 10) || this.defaultCount, this.maxCount);
+    const offset = Math.max(0, Number.parseInt(query.get('_offset') ?? '0', 10) || 0);
+    const page = items.slice(offset, offset + count);
+    const url = (off) => {
+      const p = new URLSearchParams();
+      for (const [k, v] of query.entries()) if (k !== '_count' && k !== '_offset') p.append(k, v);
+      p.set('_count', String(count));
+      if (off > 0) p.set('_offset', String(off));
+      return `${this.linkBase()}/${type}/_history?${p.toString()}`;
+    };
+    const bundle = { resourceType: 'Bundle', id: this.repo.generateId(), meta: { lastUpdated: new Date().toISOString() }, type: 'history', total: items.length };
+    bundle.link = [{ relation: 'self', url: url(offset) }];
+    if (offset + count < items.length) bundle.link.push({ relation: 'next', url: url(offset + count) });
+    const entries = page.map((it) => (it.resource
+      ? { fullUrl: this.fullUrl(type, it.resource.id), resource: deepClone(it.resource),
+        request: { method: it.resource.meta?.versionId === this.repo.history.get(type)?.get(it.resource.id)?.[0]?.meta?.versionId ? 'POST' : 'PUT', url: `${type}/${it.resource.id}` },
+        response: { status: '200 OK', lastModified: it.resource.meta?.lastUpdated } }
+      : { fullUrl: this.fullUrl(type, it.deleted.id), request: { method: 'DELETE', url: `${type}/${it.deleted.id}` },
+        response: { status: '410 Gone', lastModified: it.deleted.at } }));
     if (entries.length) bundle.entry = entries;
     return { status: 200, body: bundle, headers: {} };
   }
@@ -878,7 +925,7 @@ export class FhirStore {
         conditionalCreate: true,
         conditionalUpdate: true,
         conditionalDelete: 'single',
-        interaction: ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'create', 'search-type'].map((code) => ({ code })),
+        interaction: ['read', 'vread', 'update', 'patch', 'delete', 'history-instance', 'history-type', 'create', 'search-type'].map((code) => ({ code })),
         searchParam: Object.entries(globalSchema.types[type].searchParams ?? {})
           .filter(([, p]) => p?.type)
           .map(([name, p]) => ({ name, type: p.type })),
