@@ -9,6 +9,7 @@
 #include "centers.h"
 #include "cmd.h"
 #include "fhir_clock.h"
+#include "fhir_datadir.h"
 #include "fhir_json.h"
 #include "route.h"
 
@@ -25,7 +26,8 @@ static void usage(FILE *f)
             "  --disease KEY        only centers listing this disease key (mappings/FACTS.md)\n"
             "  --payer NAME         patient's payer; centers listing payers without it rank lower\n"
             "  --date YYYY-MM-DD    evaluation date for accreditation expiry (default: today)\n"
-            "  --centers FILE       center directory (default: conf/centers.json)\n"
+            "  --centers FILE       center directory (default: the data folder's centers.json;\n"
+            "                       `cartgate version` shows where that is)\n"
             "  --zcta FILE          ZCTA centroid table (Census Gazetteer format; default:\n"
             "                       $CARTGATE_ZCTA)\n"
             "  --detour F --speed KMH --stay-near MIN   travel-time assumptions (1.3, 80, 120)\n"
@@ -44,7 +46,7 @@ int cmd_centers(int argc, char **argv)
         {NULL, 0, NULL, 0},
     };
     const char *near = NULL, *product = NULL, *disease = NULL, *payer = NULL, *date = NULL;
-    const char *centers_path = "conf/centers.json", *zcta_path = getenv("CARTGATE_ZCTA");
+    const char *centers_path = fhir_datadir_path("centers.json"), *zcta_path = getenv("CARTGATE_ZCTA");
     bool json = false;
     route_params params = {0};
     int c;

@@ -25,7 +25,8 @@ static void profile_usage(FILE *f)
             "  --json      one JSON object per patient per line (schema: mappings/README.md)\n"
             "  --lookback  lab / ECOG lookback in days (default 90)\n"
             "  --anchor    relapse interval anchor: start (default) or end of line 1\n"
-            "  --mappings  terminology table folder (default: the compiled-in mappings/)\n");
+            "  --mappings  terminology table folder (default: the data folder's mappings/;\n"
+            "              `cartgate version` shows where that is)\n");
 }
 
 int cmd_profile(int argc, char **argv)

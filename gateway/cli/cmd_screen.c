@@ -11,6 +11,7 @@
 #include "elig.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
+#include "fhir_datadir.h"
 #include "fhir_error.h"
 #include "map_group.h"
 #include "map_profile.h"
@@ -26,11 +27,11 @@ static void screen_usage(FILE *f)
             "  either against the CAR T label criteria.\n"
             "  --as-of     evaluation date (default: today); fix it for reproducible output\n"
             "  --json      one JSON object per patient per line (schema: conf/criteria/README.md)\n"
-            "  --criteria  criteria folder (default: $CARTGATE_CRITERIA_DIR or the source tree's\n"
-            "              conf/criteria)\n"
+            "  --criteria  criteria folder (default: $CARTGATE_CRITERIA_DIR or the data folder's\n"
+            "              criteria/; `cartgate version` shows where that is)\n"
             "  --param     override a criteria parameter (see conf/criteria/params.json), e.g.\n"
             "              --param lbcl_1l_anchor=start\n"
-            "  --mappings  terminology table folder (default: the compiled-in mappings/)\n"
+            "  --mappings  terminology table folder (default: the data folder's mappings/)\n"
             "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.\n");
 }
 
@@ -123,11 +124,7 @@ static const char *default_criteria_dir(void)
     const char *e = getenv("CARTGATE_CRITERIA_DIR");
     if (e && *e)
         return e;
-#ifdef CARTGATE_SOURCE_DIR
-    return CARTGATE_SOURCE_DIR "/conf/criteria";
-#else
-    return "conf/criteria";
-#endif
+    return fhir_datadir_path("criteria");
 }
 
 int cmd_screen(int argc, char **argv)

@@ -4,9 +4,12 @@
 #include <libxml/xmlversion.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
+#include <string.h>
+#include <unistd.h>
 #include <yajl/yajl_version.h>
 
 #include "cmd.h"
+#include "fhir_datadir.h"
 #include "store.h"
 
 void cmd_print_versions(void)
@@ -21,11 +24,32 @@ void cmd_print_versions(void)
     printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
 }
 
+/* Where the data files are looked for (fhir_datadir.h) and whether each is there. */
+static void print_data_paths(void)
+{
+    static const char *const items[] = {"criteria", "mappings", "centers.json"};
+    printf("data %s (%s)\n", fhir_datadir(NULL), fhir_datadir_why());
+    for (size_t i = 0; i < sizeof items / sizeof items[0]; i++) {
+        const char *p = fhir_datadir_path(items[i]);
+        printf("  %-12s %s%s\n", items[i], p, access(p, R_OK) == 0 ? "" : " (missing)");
+    }
+    printf("  override with $CARTGATE_DATA_DIR, or criteria.dir / mappings.dir / centers.file\n");
+}
+
 int cmd_version(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            printf("usage: cartgate version\n"
+                   "  Prints cartgate's version, where it looks for its data files (criteria,\n"
+                   "  mappings, center directory) and the versions of the libraries it runs on.\n");
+            return 0;
+        }
+        fprintf(stderr, "cartgate version: unknown argument '%s'\nusage: cartgate version\n", argv[i]);
+        return 2;
+    }
     printf("cartgate %s\n", CARTGATE_VERSION);
+    print_data_paths();
     cmd_print_versions();
     return 0;
 }
