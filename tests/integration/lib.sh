@@ -10,7 +10,7 @@ CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 BIN=$CG
 SERVER_DIR="$SRC/tests/fhir-server"
 # The Node.js that scripts/bootstrap installed for the server when the system's is too old.
-[ -d "$SERVER_DIR/runtime/node_modules/.bin" ] && PATH="$SERVER_DIR/runtime/node_modules/.bin:$PATH"
+[ -d "$SERVER_DIR/runtime/bin" ] && PATH="$SERVER_DIR/runtime/bin:$PATH"
 TMP=$(mktemp -d /tmp/cg-test.XXXXXX)
 PIDS=()
 CHECKS=0
