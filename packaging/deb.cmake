@@ -22,7 +22,16 @@ add_custom_target(deb-files ALL DEPENDS ${DEB_GZ})
 install(FILES ${DEB_OUT}/cartgate.8.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
 install(FILES ${DEB_OUT}/cartgate.conf.5.gz DESTINATION ${CMAKE_INSTALL_MANDIR}/man5)
 
-install(FILES ${DEB_DIR}/cartgate.service DESTINATION /lib/systemd/system)
+# The unit goes where the building release's own packages put theirs: /lib/systemd/system up to
+# Debian 12, /usr/lib/systemd/system from Debian 13 on (/usr-merge completed).
+set(DEB_UNIT_DIR /lib/systemd/system)
+if(EXISTS /etc/os-release)
+  file(STRINGS /etc/os-release os_version REGEX "^VERSION_ID=")
+  if(os_version MATCHES "VERSION_ID=\"?([0-9]+)" AND CMAKE_MATCH_1 GREATER_EQUAL 13)
+    set(DEB_UNIT_DIR /usr/lib/systemd/system)
+  endif()
+endif()
+install(FILES ${DEB_DIR}/cartgate.service DESTINATION ${DEB_UNIT_DIR})
 install(FILES ${DEB_DIR}/copyright ${DEB_DIR}/README.Debian ${DEB_OUT}/changelog.Debian.gz
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 install(FILES ${DEB_DIR}/lintian-overrides DESTINATION ${CMAKE_INSTALL_DATADIR}/lintian/overrides

@@ -25,21 +25,29 @@ else
   echo "note: lintian not installed; not linted"
 fi
 
+# the unit's folder follows the building release (packaging/deb.cmake)
+unitdir=/lib/systemd/system
+. /etc/os-release 2>/dev/null && [ "${VERSION_ID%%.*}" -ge 13 ] 2>/dev/null && unitdir=/usr/lib/systemd/system
+
 # file list with owners and modes: "MODE OWNER PATH"
 dpkg-deb -c "$deb" | awk '{ p = $6; sub(/^\.\//, "/", p); sub(/\/$/, "", p); if (p != "/") print $1, $2, p }' |
   sort -k3 >"$TMP/contents"
 {
-  for d in /etc /lib /lib/systemd /lib/systemd/system /usr /usr/bin /usr/share /usr/share/cartgate \
+  for d in /etc /usr /usr/bin /usr/share /usr/share/cartgate \
            /usr/share/cartgate/criteria /usr/share/cartgate/mappings /usr/share/doc /usr/share/doc/cartgate \
            /usr/share/lintian /usr/share/lintian/overrides /usr/share/man /usr/share/man/man5 \
            /usr/share/man/man8 /var /var/lib; do
     echo "drwxr-xr-x root/root $d"
   done
+  case $unitdir in
+    /lib/*) for d in /lib /lib/systemd /lib/systemd/system; do echo "drwxr-xr-x root/root $d"; done ;;
+    *) for d in /usr/lib /usr/lib/systemd /usr/lib/systemd/system; do echo "drwxr-xr-x root/root $d"; done ;;
+  esac
   echo "drwxr-x--- root/root /etc/cartgate"
   echo "-rw-r----- root/root /etc/cartgate/cartgate.conf"
   echo "drwx------ root/root /var/lib/cartgate"
   echo "-rwxr-xr-x root/root /usr/bin/cartgate"
-  for f in /lib/systemd/system/cartgate.service /usr/share/cartgate/README-centers.md \
+  for f in $unitdir/cartgate.service /usr/share/cartgate/README-centers.md \
            /usr/share/cartgate/cartgate.conf /usr/share/cartgate/centers.json \
            /usr/share/doc/cartgate/README.Debian /usr/share/doc/cartgate/changelog.Debian.gz \
            /usr/share/doc/cartgate/copyright /usr/share/lintian/overrides/cartgate \
@@ -77,7 +85,7 @@ ok "control: conffiles /etc/cartgate/cartgate.conf; postinst (user cartgate, own
 # the packaged unit and binary
 mkdir -p "$TMP/root"
 dpkg-deb -x "$deb" "$TMP/root"
-unit=$TMP/root/lib/systemd/system/cartgate.service
+unit=$TMP/root$unitdir/cartgate.service
 for line in Type=exec User=cartgate UMask=0077 ProtectSystem=strict ProtectHome=yes PrivateTmp=yes \
             NoNewPrivileges=yes ReadWritePaths=/var/lib/cartgate Restart=on-failure \
             "ExecStart=/usr/bin/cartgate run -c /etc/cartgate/cartgate.conf"; do
