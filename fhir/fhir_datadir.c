@@ -3,6 +3,7 @@
 
 #include <limits.h>
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,20 @@ static char dir[FHIR_DATADIR_PATH_MAX];
 static char why[FHIR_DATADIR_PATH_MAX + 64];
 static char paths[N_ITEMS][FHIR_DATADIR_PATH_MAX];
 static fhir_datadir_origin origin_of;
+
+/* snprintf that empties out and returns -1 when the text does not fit. */
+__attribute__((format(printf, 3, 4))) static int put(char *out, size_t cap, const char *f, ...)
+{
+    va_list ap;
+    va_start(ap, f);
+    int k = vsnprintf(out, cap, f, ap);
+    va_end(ap);
+    if (k < 0 || (size_t)k >= cap) {
+        out[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
 
 static int is_dir(const char *p)
 {
@@ -82,13 +97,13 @@ static void init(void)
         exe[0] = '\0';
     }
     if (env && *env) {
-        snprintf(dir, sizeof dir, "%s", env);
-        snprintf(why, sizeof why, "$CARTGATE_DATA_DIR");
+        put(dir, sizeof dir, "%s", env);
+        put(why, sizeof why, "$CARTGATE_DATA_DIR");
         origin_of = FHIR_DATADIR_ENV;
 #ifdef CARTGATE_SOURCE_TREE_DIR
     } else if (exe[0] && in_build_tree(exe)) {
-        snprintf(dir, sizeof dir, "%s", CARTGATE_SOURCE_TREE_DIR);
-        snprintf(why, sizeof why, "source tree: running from the build tree %s", exe);
+        put(dir, sizeof dir, "%s", CARTGATE_SOURCE_TREE_DIR);
+        put(why, sizeof why, "source tree: running from the build tree %s", exe);
         origin_of = FHIR_DATADIR_SOURCE;
         source = 1;
 #endif
@@ -98,26 +113,25 @@ static void init(void)
             int levels = 1;
             for (const char *c = CARTGATE_INSTALL_BINDIR_REL; *c; c++)
                 levels += *c == '/';
-            snprintf(prefix, sizeof prefix, "%s", exe);
+            put(prefix, sizeof prefix, "%s", exe);
             up(prefix, levels);
-            snprintf(dir, sizeof dir, "%s%s%s", prefix, strcmp(prefix, "/") ? "/" : "",
+            put(dir, sizeof dir, "%s%s%s", prefix, strcmp(prefix, "/") ? "/" : "",
                      CARTGATE_INSTALL_DATADIR_REL);
         }
         if (prefix[0] && (is_dir(dir) || !is_dir(CARTGATE_INSTALL_DATADIR))) {
-            snprintf(why, sizeof why, "installed prefix %s", prefix);
+            put(why, sizeof why, "installed prefix %s", prefix);
             origin_of = FHIR_DATADIR_PREFIX;
         } else {
-            snprintf(dir, sizeof dir, "%s", CARTGATE_INSTALL_DATADIR);
-            snprintf(why, sizeof why, "compiled-in install folder");
+            put(dir, sizeof dir, "%s", CARTGATE_INSTALL_DATADIR);
+            put(why, sizeof why, "compiled-in install folder");
             origin_of = FHIR_DATADIR_COMPILED;
         }
     }
-    for (size_t i = 0; i < N_ITEMS; i++) {
-        int k = snprintf(paths[i], sizeof paths[i], "%s/%s", dir,
-                         source ? ITEMS[i].source : ITEMS[i].name);
-        if (k < 0 || (size_t)k >= sizeof paths[i])
-            paths[i][0] = '\0'; /* too long: not found rather than a wrong file */
-    }
+    /* a path too long is left empty: not found rather than a wrong file */
+    for (size_t i = 0; i < N_ITEMS; i++)
+        if (!dir[0] || put(paths[i], sizeof paths[i], "%s/%s", dir,
+                           source ? ITEMS[i].source : ITEMS[i].name))
+            paths[i][0] = '\0';
 }
 
 const char *fhir_datadir(fhir_datadir_origin *origin)
