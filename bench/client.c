@@ -110,6 +110,11 @@ static int start_server(const char *src)
         dup2(of, 1);
         int dn = open("/dev/null", O_WRONLY);
         dup2(dn, 2);
+        /* the Node.js scripts/bootstrap installed for the server, when it did */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/tests/fhir-server/runtime/bin:%s", src,
+                 getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+        setenv("PATH", path, 1);
         execlp("node", "node", script, "--port", "0", "--seed", seed, (char *)NULL);
         _exit(127);
     }

@@ -14,6 +14,7 @@ set -euo pipefail
 N=${1:-240}
 RUNS=${2:-5}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+[ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 [ -x "$CG" ] || { echo "build cartgate first ($CG)"; exit 1; }
 TMP=$(mktemp -d /tmp/cg-bench-daemon.XXXXXX)

@@ -11,10 +11,7 @@
 #include <strings.h>
 
 #include "fhir_arena.h"
-
-#ifndef CARTGATE_MAPPINGS_DIR
-#define CARTGATE_MAPPINGS_DIR "mappings"
-#endif
+#include "fhir_datadir.h"
 
 #define TSV_MAX_BYTES (8u * 1024u * 1024u)
 #define TSV_MAX_COLS 12
@@ -845,7 +842,7 @@ static int load_procedures(map_tables *mt, const char *dir, fhir_error *err)
 map_tables *map_tables_load(const char *dir, fhir_error *err)
 {
     if (!dir)
-        dir = CARTGATE_MAPPINGS_DIR;
+        dir = fhir_datadir_path("mappings");
     map_tables *mt = calloc(1, sizeof *mt);
     if (!mt)
         abort();

@@ -12,7 +12,7 @@
 
 typedef struct map_tables map_tables;
 
-/* Loads every table from dir (NULL = CARTGATE_MAPPINGS_DIR compiled in); errors carry
+/* Loads every table from dir (NULL = the data folder's mappings/, fhir_datadir.h); errors carry
  * file:line. Caller frees with map_tables_free. */
 map_tables *map_tables_load(const char *dir, fhir_error *err);
 void map_tables_free(map_tables *t);

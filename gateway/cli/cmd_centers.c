@@ -9,6 +9,7 @@
 #include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_clock.h"
+#include "fhir_datadir.h"
 #include "fhir_json.h"
 #include "route.h"
 
@@ -18,7 +19,7 @@ static const char *const all_products[] = {"tisa-cel", "axi-cel", "brexu-cel", "
 int cmd_centers(int argc, char **argv)
 {
     const char *near = NULL, *product = NULL, *disease = NULL, *payer = NULL;
-    const char *centers_path = "conf/centers.json", *zcta_path = getenv("CARTGATE_ZCTA");
+    const char *centers_path = fhir_datadir_path("centers.json"), *zcta_path = getenv("CARTGATE_ZCTA");
     bool json = false;
     int64_t day = fhir_clock_now() / 86400;
     route_params params = {0};

@@ -12,6 +12,7 @@
 #include "elig.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
+#include "fhir_datadir.h"
 #include "fhir_error.h"
 #include "map_group.h"
 #include "map_profile.h"
@@ -107,11 +108,7 @@ static const char *default_criteria_dir(void)
     const char *e = getenv("CARTGATE_CRITERIA_DIR");
     if (e && *e)
         return e;
-#ifdef CARTGATE_SOURCE_DIR
-    return CARTGATE_SOURCE_DIR "/conf/criteria";
-#else
-    return "conf/criteria";
-#endif
+    return fhir_datadir_path("criteria");
 }
 
 int cmd_screen(int argc, char **argv)

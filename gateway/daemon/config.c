@@ -16,6 +16,7 @@
 #include "fhir_arena.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
+#include "fhir_datadir.h"
 #include "fhir_log.h"
 #include "fhir_suggest.h"
 
@@ -234,6 +235,9 @@ typedef struct opt {
     const char *help;
 } opt;
 
+/* A default inside the data folder (fhir_datadir.h: installed prefix, $CARTGATE_DATA_DIR or,
+ * running from the build tree, the source tree), resolved when applied. */
+#define DATA_DEF "<data>/"
 #define M(f) SC_MAIN, offsetof(config, f)
 #define S(f) SC_SOURCE, offsetof(config_source, f)
 #define NO 0, 0, NULL
@@ -268,13 +272,13 @@ static const opt OPTS[] = {
     {"admin.token", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0, "admin.token_file or admin.token_env", false,
      "Refused: secrets never appear in the file."},
     {"criteria", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Eligibility criteria."},
-    {"criteria.dir", OT_PATH, M(criteria_dir), CARTGATE_SOURCE_DIR "/conf/criteria", NO, false,
+    {"criteria.dir", OT_PATH, M(criteria_dir), DATA_DEF "criteria", NO, false,
      "Folder of criteria files (one JSON file per product indication, plus params.json)."},
     {"mappings", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Terminology tables of the clinical profile."},
-    {"mappings.dir", OT_PATH, M(mappings_dir), NULL, NO, false,
-     "Folder of the mapping TSV files (default: the source tree's mappings/, fixed at build time)."},
+    {"mappings.dir", OT_PATH, M(mappings_dir), DATA_DEF "mappings", NO, false,
+     "Folder of the mapping TSV files."},
     {"centers", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Treatment center directory and routing."},
-    {"centers.file", OT_PATH, M(centers_file), CARTGATE_SOURCE_DIR "/conf/centers.json", NO, false,
+    {"centers.file", OT_PATH, M(centers_file), DATA_DEF "centers.json", NO, false,
      "Center directory (conf/README-centers.md)."},
     {"centers.zcta_file", OT_PATH, M(zcta_file), NULL, NO, false,
      "ZIP centroid table (Census Gazetteer ZCTA, tab-separated); optional."},
@@ -442,8 +446,15 @@ static void apply_default(void *base, const opt *o)
     if (!o->def)
         return;
     switch (o->type) {
-    case OT_STR:
     case OT_PATH:
+        if (!strncmp(o->def, DATA_DEF, strlen(DATA_DEF))) {
+            const char *p = fhir_datadir_path(o->def + strlen(DATA_DEF));
+            set_str(base, o, p ? p : o->def);
+            break;
+        }
+        set_str(base, o, o->def);
+        break;
+    case OT_STR:
     case OT_DATE:
     case OT_INSTANT:
         set_str(base, o, o->def);
@@ -1133,11 +1144,7 @@ int config_write_reference(fhir_buf *out)
         const char *def = o->def;
         char defbuf[200] = "";
         if (def) {
-            const char *src = CARTGATE_SOURCE_DIR "/";
-            if (!strncmp(def, src, strlen(src)))
-                snprintf(defbuf, sizeof defbuf, "`<source>/%s`", def + strlen(src));
-            else
-                snprintf(defbuf, sizeof defbuf, "`%s`", def);
+            snprintf(defbuf, sizeof defbuf, "`%s`", def);
         } else if (o->required)
             snprintf(defbuf, sizeof defbuf, "**required**");
         fhir_buf_printf(out, "| `%s` | %s | %s | %s | %s |\n", o->name, type_name(o), defbuf,

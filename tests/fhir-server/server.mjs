@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // Reference FHIR R4 server for cartgate's tests. See README.md for the CLI and admin API.
+import './lib/engines-guard.mjs';
 import './lib/ws-stub.mjs';
 import fs from 'node:fs';
 import http from 'node:http';

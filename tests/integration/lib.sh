@@ -9,6 +9,8 @@ SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 BIN=$CG
 SERVER_DIR="$SRC/tests/fhir-server"
+# The Node.js that scripts/bootstrap installed for the server when the system's is too old.
+[ -d "$SERVER_DIR/runtime/bin" ] && PATH="$SERVER_DIR/runtime/bin:$PATH"
 TMP=$(mktemp -d /tmp/cg-test.XXXXXX)
 PIDS=()
 CHECKS=0

@@ -335,8 +335,9 @@ static void test_sample_configs(void **state)
     /* the shipped samples must pass check-config (tokens come from the environment) */
     setenv("CARTGATE_ADMIN_TOKEN", "t", 1);
     setenv("CARTGATE_EHR_TOKEN", "t", 1);
-    const char *files[] = {"conf/cartgate.conf", "conf/demo.conf"};
-    for (size_t i = 0; i < 2; i++) {
+    const char *files[] = {"conf/cartgate.conf", "conf/demo.conf", "docker/cartgate.conf",
+                           "docker/compose.conf"};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
         char path[4096];
         snprintf(path, sizeof path, "%s/%s", CARTGATE_SOURCE_DIR, files[i]);
         if (access(path, R_OK) != 0)
