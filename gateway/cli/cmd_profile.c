@@ -46,7 +46,7 @@ int cmd_profile(int argc, char **argv)
         } else if (!strcmp(a, "--as-of") && i + 1 < argc) {
             int64_t d;
             const char *v = argv[++i];
-            if (strlen(v) != 10 || fhir_clock_parse_date(v, &d) != 0) {
+            if (fhir_clock_parse_ymd(v, &d) != 0) {
                 fprintf(stderr, "cartgate profile: --as-of wants YYYY-MM-DD, got '%s'\n", v);
                 return 2;
             }

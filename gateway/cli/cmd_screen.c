@@ -9,6 +9,7 @@
 
 #include "cmd.h"
 #include "elig.h"
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_datadir.h"
@@ -58,16 +59,6 @@ static char *join(const char *const *v, size_t n, const char *suffix)
     return s;
 }
 
-static char *dupstr(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    return d;
-}
-
 static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, const char *id)
 {
     const char *keys[ELIG_MAX_INDICATIONS];
@@ -81,9 +72,9 @@ static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, con
     const char *miss[ELIG_MAX_FACTS], *flags[ELIG_MAX_FLAGS];
     size_t nm = elig_result_missing(rs, res, miss, ELIG_MAX_FACTS);
     size_t nf = elig_result_flags(rs, res, flags, ELIG_MAX_FLAGS);
-    r->text[0] = dupstr(id);
-    r->text[1] = dupstr(elig_category_name(elig_result_category(res)));
-    r->text[2] = dupstr(elig_urgency_name(elig_result_urgency(res)));
+    r->text[0] = fhir_xstrdup(id);
+    r->text[1] = fhir_xstrdup(elig_category_name(elig_result_category(res)));
+    r->text[2] = fhir_xstrdup(elig_urgency_name(elig_result_urgency(res)));
     r->text[3] = join(keys, nk, any_eligible ? "" : "?");
     r->text[4] = join(miss, nm, "");
     r->text[5] = join(flags, nf, "");
@@ -146,7 +137,7 @@ int cmd_screen(int argc, char **argv)
         } else if (!strcmp(a, "--as-of") && i + 1 < argc) {
             int64_t d;
             const char *v = argv[++i];
-            if (strlen(v) != 10 || fhir_clock_parse_date(v, &d) != 0) {
+            if (fhir_clock_parse_ymd(v, &d) != 0) {
                 fprintf(stderr, "cartgate screen: --as-of wants YYYY-MM-DD, got '%s'\n", v);
                 return 2;
             }
@@ -229,7 +220,7 @@ int cmd_screen(int argc, char **argv)
         fhir_buf_init(&line, SCREEN_LINE_CAP);
         size_t counts[3] = {0, 0, 0};
         for (size_t i = 0; i < n; i++) {
-            rows[i].id = dupstr(map_group_patient_id(g, i));
+            rows[i].id = fhir_xstrdup(map_group_patient_id(g, i));
             size_t nr;
             const fhir_node *const *resv = map_group_resources(g, i, &nr);
             map_profile *p = map_profile_build(t, resv, nr, &o, &err);

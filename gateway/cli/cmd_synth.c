@@ -85,7 +85,7 @@ int cmd_synth(int argc, char **argv)
             }
             i++;
         } else if (!strcmp(a, "--as-of")) {
-            if (synth_parse_day(v, &o.as_of_days)) {
+            if (fhir_clock_parse_ymd(v, &o.as_of_days)) {
                 fprintf(stderr, "cartgate synth: --as-of needs a date YYYY-MM-DD\n");
                 return 2;
             }

@@ -13,6 +13,7 @@
 
 #include "admin.h"
 #include "bser.h"
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -22,14 +23,6 @@
 #include "referral.h"
 
 #define SCREEN_MAX_RESOURCES 100000
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d)
-        abort();
-    return d;
-}
 
 /* ---- runtime (config + criteria + centers), loaded and swapped as one ---------------- */
 
@@ -511,7 +504,7 @@ static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
 {
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
-    j->pid = xstrdup(pid);
+    j->pid = fhir_xstrdup(pid);
     j->l.a = fhir_arena_new(512u << 20);
     j->l.err = err;
     fhir_buf_init(&j->vj, 4u << 20);
@@ -950,7 +943,7 @@ daemon *daemon_new(const char *config_path, fhir_error *err)
     daemon *d = calloc(1, sizeof *d);
     if (!d)
         abort();
-    d->config_path = xstrdup(config_path);
+    d->config_path = fhir_xstrdup(config_path);
     d->m.started_ms = fhir_clock_now_ms();
     d->rt = rt_load(config_path, err);
     if (!d->rt)

@@ -10,6 +10,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
@@ -62,14 +63,6 @@ struct poll_op {
     size_t type;
     long member;      /* -1 when not per member */
 };
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
 
 static void log_err(const char *event, const poll_source *p, const char *msg)
 {
@@ -283,7 +276,7 @@ static void files_poll(poll_source *p)
                 abort();
             names = nn;
         }
-        names[n++] = xstrdup(e->d_name);
+        names[n++] = fhir_xstrdup(e->d_name);
     }
     closedir(dh);
     if (n)
@@ -499,7 +492,7 @@ static const char *initial_cursor(poll_source *p, const char *key, size_t slot)
     }
     free(v);
     if (p->cfg->since) {
-        p->cursor_old[slot] = xstrdup(p->cfg->since);
+        p->cursor_old[slot] = fhir_xstrdup(p->cfg->since);
         return p->cursor_old[slot];
     }
     return NULL;
@@ -612,7 +605,7 @@ static void on_group(void *ud, fhir_client_result *res)
         store_cursor_get(p->d->st, p->cfg->name, key, &v, &err);
         p->member_new[p->n_members] = v == NULL;
         free(v);
-        p->members[p->n_members++] = xstrdup(ref + 8);
+        p->members[p->n_members++] = fhir_xstrdup(ref + 8);
     }
     fhir_client_result_free(res);
     fhir_log(FHIR_LOG_DEBUG, "poll.group", "source=%s members=%zu", p->cfg->name, p->n_members);
@@ -902,7 +895,7 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
         bulk_fail(p, msg);
         return;
     }
-    p->status_url = xstrdup(res->content_location);
+    p->status_url = fhir_xstrdup(res->content_location);
     fhir_client_result_free(res);
     fhir_log(FHIR_LOG_DEBUG, "bulk.started", "source=%s", p->cfg->name);
     p->status_polls = 0;
