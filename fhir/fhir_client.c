@@ -760,7 +760,7 @@ static void op_schedule_retry(op *o, long status)
     st->retries++;
     o->retries++;
     fhir_log(FHIR_LOG_INFO, "fhir.retry",
-             "endpoint=%s request=\"%s\" status=%ld attempt=%u delay_ms=%" PRId64
+             "endpoint=%s request=%s status=%ld attempt=%u delay_ms=%" PRId64
              " retry_after=%s",
              c->name, o->label, status, o->attempts, delay, ra >= 0 ? "yes" : "no");
     if (!o->retry_timer) {
@@ -889,7 +889,7 @@ static void op_completed(op *o, CURLcode rc)
         o->st->auth_retries++;
         if (o->auth_gen == fhir_auth_generation(c->auth))
             fhir_auth_invalidate(c->auth);
-        fhir_log(FHIR_LOG_INFO, "fhir.auth_retry", "endpoint=%s request=\"%s\"", c->name,
+        fhir_log(FHIR_LOG_INFO, "fhir.auth_retry", "endpoint=%s request=%s", c->name,
                  o->label);
         queue_push(&c->pending_head, &c->pending_tail, o, true);
         return;

@@ -52,10 +52,10 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
         const char *p = fhir_buf_cstr(&diag);
         while (p && *p) {
             const char *nl = strchr(p, '\n');
-            char line[600], q[700];
+            char line[600];
             snprintf(line, sizeof line, "%.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
             fhir_log(FHIR_LOG_ERROR, "config.error", "detail=%s",
-                     fhir_log_quote(line, q, sizeof q));
+                     line);
             p = nl ? nl + 1 : NULL;
         }
         fhir_buf_free(&diag);
@@ -359,9 +359,8 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     if (route_resolve_origin(&loc, rt->zcta, &site, &origin, &err) ||
         route_rank(a, rt->centers, &origin, needs, n, payer && payer->known ? payer->str : NULL, day,
                    NULL, &rr, &err)) {
-        char q[600];
         fhir_log(FHIR_LOG_WARN, "referral.route_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(err.msg, q, sizeof q));
+                 err.msg);
         fhir_arena_free(a);
         return;
     }
@@ -437,9 +436,8 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
         if (bundle)
             payload = fhir_json_to_string(bundle, FHIR_JSON_COMPACT, 64u << 20);
         else {
-            char q[600];
             fhir_log(FHIR_LOG_WARN, "referral.payload_failed", "patient=%s error=%s", pid,
-                     fhir_log_quote(err.msg, q, sizeof q));
+                     err.msg);
         }
     }
     fhir_node *rj = route_explain_json(a, &rr);
@@ -460,9 +458,8 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
                      (long long)rid, pid, center->id, n, c->referral_mode ? "auto" : "approval", urg);
         }
     } else if (payload) {
-        char q[600];
         fhir_log(FHIR_LOG_ERROR, "referral.create_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(err.msg, q, sizeof q));
+                 err.msg);
     }
     free(route_json);
     free(payload);
@@ -603,9 +600,8 @@ long daemon_screen_pending(daemon *d, fhir_error *err)
             fhir_error_clear(&e);
             if (job_build(d, &jobs[i], ids[i], &e)) {
                 d->m.screen_errors++;
-                char q[600];
                 fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", ids[i],
-                         fhir_log_quote(e.msg, q, sizeof q));
+                         e.msg);
             }
         }
         /* the batch's verdicts and dirty marks in one transaction (one fsync, not 2n) */
@@ -616,9 +612,8 @@ long daemon_screen_pending(daemon *d, fhir_error *err)
             if (jobs[i].ok && job_store(d, &jobs[i], &e)) {
                 jobs[i].ok = false;
                 d->m.screen_errors++;
-                char q[600];
                 fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", ids[i],
-                         fhir_log_quote(e.msg, q, sizeof q));
+                         e.msg);
             }
             undirty(d, ids[i]);
         }
@@ -653,8 +648,7 @@ static void sender_rebuild(daemon *d)
     fhir_error err;
     d->snd = sender_new(d->st, &so, &err);
     if (!d->snd) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.failed", "error=%s", err.msg);
     }
     writeback_free(d->wb);
     d->wb = NULL;
@@ -669,8 +663,7 @@ static void sender_rebuild(daemon *d)
         fhir_error_clear(&err);
         d->wb = writeback_new(d->st, &wo, &err);
         if (!d->wb) {
-            char q[600];
-            fhir_log(FHIR_LOG_ERROR, "writeback.disabled", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+            fhir_log(FHIR_LOG_ERROR, "writeback.disabled", "error=%s", err.msg);
         }
     }
 }
@@ -684,8 +677,7 @@ static void writeback_kick(daemon *d)
     fhir_error err;
     fhir_error_clear(&err);
     if (writeback_pass_start(d->wb, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "writeback.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "writeback.pass_failed", "error=%s", err.msg);
     }
 }
 
@@ -701,8 +693,7 @@ static void on_send_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error err;
     fhir_error_clear(&err);
     if (sender_pass_start(d->snd, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", err.msg);
     }
     writeback_kick(d);
 }
@@ -717,8 +708,7 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error err;
     fhir_error_clear(&err);
     if (sender_poll_start(d->snd, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", err.msg);
     }
     writeback_kick(d);
 }
@@ -781,8 +771,7 @@ static void apply_pending_sources(daemon *d)
     g_retired = NULL;
     fhir_error err;
     if (sources_build(d, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sources.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sources.failed", "error=%s", err.msg);
     }
 }
 
@@ -803,8 +792,7 @@ void daemon_poll_finished(daemon *d, poll_source *src, bool ok)
     if (n > 0)
         fhir_log(FHIR_LOG_INFO, "screen.batch", "patients=%ld", n);
     else if (n < 0) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "screen.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "screen.failed", "error=%s", err.msg);
     }
     bool ready = true;
     for (size_t i = 0; i < d->n_sources; i++)
@@ -873,8 +861,7 @@ int daemon_reload(daemon *d, fhir_error *err)
     }
     if (!nrt) {
         d->m.reloads_failed++;
-        char q[700];
-        fhir_log(FHIR_LOG_ERROR, "reload.refused", "error=%s kept=previous", fhir_log_quote(err->msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "reload.refused", "error=%s kept=previous", err->msg);
         return -1;
     }
     const config *oc = d->rt->cfg, *nc = nrt->cfg;
@@ -928,12 +915,12 @@ static void log_versions(struct event_base *base)
     curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
     char yv[32];
     snprintf(yv, sizeof yv, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);
-    char ssl[128], q[160];
+    char ssl[128];
     snprintf(ssl, sizeof ssl, "%s", cv->ssl_version ? cv->ssl_version : "none");
     fhir_log(FHIR_LOG_INFO, "daemon.start",
              "version=%s yajl=%s libcurl=%s curl_tls=%s libxml2=%s libevent=%s libevent_backend=%s "
              "sqlite=%s openssl=%s",
-             CARTGATE_VERSION, yv, cv->version, fhir_log_quote(ssl, q, sizeof q), LIBXML_DOTTED_VERSION,
+             CARTGATE_VERSION, yv, cv->version, ssl, LIBXML_DOTTED_VERSION,
              event_get_version(), event_base_get_method(base), store_sqlite_version(),
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }

@@ -66,8 +66,7 @@ struct poll_op {
 
 static void log_err(const char *event, const poll_source *p, const char *msg)
 {
-    char q[700];
-    fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, fhir_log_quote(msg, q, sizeof q));
+    fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, msg);
 }
 
 const char *poll_source_name(const poll_source *p)
@@ -297,9 +296,8 @@ static void files_poll(poll_source *p)
             p->changed = before;
             move_to(dir, "failed", names[i], err.msg);
             bad++;
-            char q[700];
             fhir_log(FHIR_LOG_WARN, "files.failed", "source=%s file=%s error=%s", p->cfg->name, names[i],
-                     fhir_log_quote(err.msg, q, sizeof q));
+                     err.msg);
         }
         free(names[i]);
     }

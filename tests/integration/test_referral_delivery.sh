@@ -247,7 +247,7 @@ PIDS+=("$DPF")
 ADMIN=""
 for _ in $(seq 1 300); do
   kill -0 "$DPF" 2>/dev/null || fail "daemon f exited early"
-  ap=$(sed -n 's/.*event=admin.listen bind=[^ ]* port=\([0-9]*\).*/\1/p' "$TMP/daemon-f.log" | tail -n1)
+  ap=$(sed -n 's/.*event="admin.listen" bind="[^"]*" port="\([0-9]*\)".*/\1/p' "$TMP/daemon-f.log" | tail -n1)
   [ -n "$ap" ] && { ADMIN="http://127.0.0.1:$ap"; break; }
   sleep 0.1
 done
