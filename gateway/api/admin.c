@@ -38,7 +38,7 @@ static void send_buf(struct evhttp_request *req, int code, const char *ctype, fh
 static void send_error(struct evhttp_request *req, int code, const char *msg)
 {
     fhir_buf b;
-    fhir_buf_init(&b, 8192);
+    fhir_buf_init(&b, ADMIN_ERROR_MAX);
     fhir_buf_printf(&b, "{\"error\":{\"status\":%d,\"message\":", code);
     fhir_json_write_string(&b, msg, strlen(msg));
     fhir_buf_puts(&b, "}}\n");
@@ -133,7 +133,7 @@ static void histogram_add(void *ctx, int64_t ms)
 static void metrics(daemon *d, struct evhttp_request *req)
 {
     fhir_buf b;
-    fhir_buf_init(&b, 4u << 20);
+    fhir_buf_init(&b, ADMIN_METRICS_MAX);
     daemon_metrics *m = &d->m;
     int64_t now = fhir_clock_now_ms();
     fhir_buf_printf(&b, "# HELP cartgate_up 1 while the daemon runs.\n# TYPE cartgate_up gauge\ncartgate_up 1\n");
@@ -512,7 +512,7 @@ static void handle(struct evhttp_request *req, void *arg)
             method_not_allowed(req, "GET");
         else {
             fhir_buf b;
-            fhir_buf_init(&b, 256);
+            fhir_buf_init(&b, ADMIN_HEALTH_MAX);
             fhir_buf_puts(&b, "{\"status\":\"ok\"}");
             send_json(req, 200, &b);
             fhir_buf_free(&b);
@@ -526,7 +526,7 @@ static void handle(struct evhttp_request *req, void *arg)
             method_not_allowed(req, "GET");
         else {
             fhir_buf b;
-            fhir_buf_init(&b, 256);
+            fhir_buf_init(&b, ADMIN_HEALTH_MAX);
             fhir_buf_printf(&b, "{\"ready\":%s,\"sources\":%zu}", d->ready ? "true" : "false", d->n_sources);
             send_json(req, d->ready ? 200 : 503, &b);
             fhir_buf_free(&b);

@@ -16,6 +16,11 @@
 #ifndef ADMIN_H
 #define ADMIN_H
 
+/* Byte caps of answers built whole. */
+#define ADMIN_ERROR_MAX 8192u        /* a JSON error */
+#define ADMIN_METRICS_MAX (4u << 20) /* /metrics */
+#define ADMIN_HEALTH_MAX 256u        /* /healthz, /readyz */
+
 #include "daemon.h"
 #include "fhir_error.h"
 

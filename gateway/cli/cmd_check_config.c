@@ -147,7 +147,7 @@ int cmd_check_config(int argc, char **argv)
         return 2;
     }
     fhir_buf diag;
-    fhir_buf_init(&diag, 1u << 20);
+    fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
     size_t n = 0;
     fhir_error err;
     config *c = config_load(path, &diag, &n, &err);

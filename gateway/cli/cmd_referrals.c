@@ -122,7 +122,7 @@ static int print_row(void *ctx, const refer_record *r)
     fmt_ms(r->updated_ms, upd, sizeof upd);
     if (o->json) {
         fhir_buf b;
-        fhir_buf_init(&b, 1u << 20);
+        fhir_buf_init(&b, CMD_REFERRAL_JSON_MAX);
         fhir_buf_printf(&b, "{\"id\":%lld,\"placer_id\":", (long long)r->id);
         fhir_json_write_string(&b, r->placer_id, strlen(r->placer_id));
         fhir_buf_puts(&b, ",\"patient_id\":");

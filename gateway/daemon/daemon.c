@@ -44,7 +44,7 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     if (!rt)
         abort();
     fhir_buf diag;
-    fhir_buf_init(&diag, 1u << 16);
+    fhir_buf_init(&diag, DAEMON_CONFIG_DIAG_MAX);
     size_t nerr = 0;
     rt->cfg = config_load(path, &diag, &nerr, err);
     if (!rt->cfg) {
@@ -339,7 +339,7 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     if (n == 0)
         return;
     fhir_error err;
-    fhir_arena *a = fhir_arena_new(64u << 20);
+    fhir_arena *a = fhir_arena_new(DAEMON_ROUTE_ARENA_MAX);
     route_patient_location loc = {0};
     const map_fact *lat = map_profile_fact(prof, "latitude"), *lon = map_profile_fact(prof, "longitude");
     if (lat && lat->known && lon && lon->known) {
@@ -411,10 +411,10 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
         }
     }
     fhir_buf expl;
-    fhir_buf_init(&expl, 1u << 20);
+    fhir_buf_init(&expl, DAEMON_EXPLANATION_MAX);
     elig_result_write_explanation(rt->rules, fs, res, &expl);
     fhir_buf reason;
-    fhir_buf_init(&reason, 4096);
+    fhir_buf_init(&reason, DAEMON_REASON_MAX);
     fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
     for (size_t i = 1; i < n; i++)
         fhir_buf_printf(&reason, ", %s", inds[i]);
@@ -502,10 +502,10 @@ static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
     j->pid = fhir_xstrdup(pid);
-    j->l.a = fhir_arena_new(512u << 20);
+    j->l.a = fhir_arena_new(DAEMON_SCREEN_ARENA_MAX);
     j->l.err = err;
-    fhir_buf_init(&j->vj, 4u << 20);
-    fhir_buf_init(&j->pj, 16u << 20);
+    fhir_buf_init(&j->vj, DAEMON_VERDICT_JSON_MAX);
+    fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
     if (store_resource_each(d->st, pid, res_cb, &j->l, err) < 0)
         return -1;
     add_referenced_medications(d, &j->l);

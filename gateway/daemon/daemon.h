@@ -46,6 +46,15 @@ typedef struct daemon_rt {
 
 #define DAEMON_MAX_STATUS 24
 
+/* Byte caps of the daemon's buffers and arenas. */
+#define DAEMON_CONFIG_DIAG_MAX (1u << 16)     /* config errors of a load or reload */
+#define DAEMON_ROUTE_ARENA_MAX (64u << 20)    /* routing one patient's proposal */
+#define DAEMON_EXPLANATION_MAX (1u << 20)     /* a verdict's explanation text */
+#define DAEMON_REASON_MAX 4096u               /* a referral's reason line */
+#define DAEMON_SCREEN_ARENA_MAX (512u << 20)  /* one patient's resources while screening */
+#define DAEMON_VERDICT_JSON_MAX (4u << 20)    /* a stored verdict */
+#define DAEMON_PROFILE_JSON_MAX (16u << 20)   /* a stored clinical profile */
+
 typedef struct daemon_src_metrics {
     char name[72];
     uint64_t polls_ok, polls_failed;

@@ -224,13 +224,13 @@ static int file_process(poll_source *p, const char *path, fhir_error *err)
     int rc = 0;
     file_ctx fc = {.p = p, .err = err};
     if (has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl")) {
-        fhir_json_limits lim = {.max_bytes = 256u << 20};
+        fhir_json_limits lim = {.max_bytes = POLL_DROP_LINE_MAX};
         fhir_ndjson *r = fhir_ndjson_new(&lim, file_line, NULL, &fc);
         rc = fhir_ndjson_read_path(r, path, err);
         fhir_ndjson_free(r);
     } else {
         fhir_arena *a = fhir_arena_new(0);
-        fhir_json_limits lim = {.max_bytes = 512u << 20};
+        fhir_json_limits lim = {.max_bytes = POLL_DROP_BUNDLE_MAX};
         fhir_node *n = fhir_json_parse_file(a, path, &lim, err);
         rc = n ? daemon_ingest(p->d, p->cfg->name, n, &p->changed, &p->unchanged, err) : -1;
         fhir_arena_free(a);
@@ -906,7 +906,7 @@ static void bulk_poll(poll_source *p)
     alloc_slots(p, 1);
     const char *cur = initial_cursor(p, "transactionTime", 0);
     fhir_buf u;
-    fhir_buf_init(&u, 8192);
+    fhir_buf_init(&u, POLL_EXPORT_URL_MAX);
     fhir_buf_printf(&u, "Group/%s/$export?_type=", p->cfg->group_id);
     for (size_t i = 0; i < p->cfg->types.n; i++)
         fhir_buf_printf(&u, "%s%s", i ? "," : "", p->cfg->types.v[i]);
