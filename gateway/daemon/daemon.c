@@ -575,9 +575,8 @@ static void undirty(daemon *d, const char *pid)
 {
     fhir_error e;
     if (store_dirty_clear(d->st, pid, &e)) {
-        char q[600];
         fhir_log(FHIR_LOG_ERROR, "screen.undirty_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(e.msg, q, sizeof q));
+                 e.msg);
     }
 }
 
@@ -886,8 +885,7 @@ int daemon_reload(daemon *d, fhir_error *err)
     /* the rule set may have changed: re-screen everyone with a verdict under another hash */
     fhir_error e;
     if (store_dirty_mark_ruleset_changed(d->st, elig_ruleset_hash(nrt->rules), &e)) {
-        char q[700];
-        fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", fhir_log_quote(e.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", e.msg);
     }
     if (!any_busy(d))
         daemon_poll_finished(d, NULL, true);
