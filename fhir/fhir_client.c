@@ -1712,11 +1712,9 @@ static void page_outcomes(search *s, const char *label, const fhir_node *entry)
         if (fhir_buf_printf(&s->warnings, "%s\n", line) < 0)
             continue;
         fhir_buf_cstr(&s->warnings);
-        char qlabel[200], qtext[500];
         fhir_log(FHIR_LOG_WARN, "fhir.search_outcome",
                  "endpoint=%s request=%s severity=%s code=%s text=%s page=%u", s->c->name,
-                 fhir_log_quote(label, qlabel, sizeof qlabel), sev ? sev : "unknown",
-                 code ? code : "unknown", fhir_log_quote(txt ? txt : "", qtext, sizeof qtext),
+                 label, sev ? sev : "unknown", code ? code : "unknown", txt ? txt : "",
                  s->pages);
     }
 }
