@@ -20,6 +20,7 @@
 #include "map_profile.h"
 #include "poll_source.h"
 #include "referral.h"
+#include "screen.h"
 
 #define SCREEN_MAX_RESOURCES 100000
 
@@ -323,16 +324,12 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     char products[ELIG_MAX_INDICATIONS][48];
     size_t n = 0;
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    for (size_t i = 0; i < elig_ruleset_count(rt->rules) && n < ELIG_MAX_INDICATIONS; i++) {
-        elig_category ic = elig_result_ind_category(res, i);
-        bool take = ic == ELIG_ELIGIBLE ||
-                    (ic == ELIG_POSSIBLY_ELIGIBLE && c->referral_min_category == 1);
-        /* an eligible patient is referred for what it is eligible for */
-        if (cat == ELIG_ELIGIBLE && ic != ELIG_ELIGIBLE)
-            take = false;
-        if (!take)
-            continue;
-        const char *key = elig_ruleset_key(rt->rules, i);
+    size_t idx[ELIG_MAX_INDICATIONS];
+    size_t nidx = screen_indications(rt->rules, res, c->referral_min_category == 1, idx,
+                                     ELIG_MAX_INDICATIONS);
+    for (size_t k = 0; k < nidx && k < ELIG_MAX_INDICATIONS; k++) {
+        elig_category ic = elig_result_ind_category(res, idx[k]);
+        const char *key = elig_ruleset_key(rt->rules, idx[k]);
         const char *colon = strchr(key, ':');
         snprintf(products[n], sizeof products[n], "%.*s", (int)(colon ? colon - key : (long)strlen(key)),
                  key);
@@ -486,18 +483,17 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
 typedef struct screen_job {
     char *pid;
     res_list l;
-    map_profile *p;
-    elig_factset *fs;
-    elig_result *res;
+    screen *sc;
+    const map_profile *p;     /* p, fs, res: borrowed from sc */
+    const elig_factset *fs;
+    const elig_result *res;
     fhir_buf vj, pj;
     bool ok;
 } screen_job;
 
 static void job_free(screen_job *j)
 {
-    elig_result_free(j->res);
-    elig_factset_free(j->fs);
-    map_profile_free(j->p);
+    screen_free(j->sc);
     fhir_buf_free(&j->vj);
     fhir_buf_free(&j->pj);
     fhir_arena_free(j->l.a);
@@ -525,17 +521,13 @@ static int job_build(daemon *d, screen_job *j, const char *pid, fhir_error *err)
     map_profile_opts_default(&o);
     if (rt->as_of_days >= 0)
         o.as_of_days = rt->as_of_days;
-    elig_profile_opts_apply(rt->rules, &o); /* the profile's 1L anchor follows the criteria */
-    j->p = map_profile_build(rt->tables, j->l.v, j->l.n, &o, err);
-    if (!j->p)
+    j->sc = screen_new(rt->tables, rt->rules, &o);
+    if (screen_patient(j->sc, j->l.v, j->l.n, err))
         return -1;
-    j->fs = elig_factset_new(rt->rules);
-    j->res = elig_result_new(rt->rules);
-    elig_profile_source src;
-    elig_profile_source_init(&src, j->p, &o);
-    elig_factset_fill(j->fs, elig_profile_fact, &src);
-    elig_evaluate(rt->rules, j->fs, o.as_of_days, j->res);
-    elig_result_write_json(rt->rules, j->fs, j->res, pid, &j->vj);
+    j->p = screen_profile(j->sc);
+    j->fs = screen_facts(j->sc);
+    j->res = screen_result(j->sc);
+    screen_write_json(j->sc, pid, &j->vj);
     map_profile_write_json(j->p, &j->pj, 0);
     j->ok = true;
     return 0;
