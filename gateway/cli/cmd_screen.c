@@ -22,7 +22,8 @@ static void screen_usage(FILE *f)
 {
     fprintf(f,
             "usage: cartgate screen [--as-of YYYY-MM-DD] [--json] [--criteria DIR]\n"
-            "                       [--param NAME=VALUE]... [--mappings DIR] FILE|DIR...\n"
+            "                       [--param NAME=VALUE]... [--include-pending] [--mappings DIR]\n"
+            "                       FILE|DIR...\n"
             "  Screens every patient found in FHIR Bundles (JSON), NDJSON files or folders of\n"
             "  either against the CAR T label criteria.\n"
             "  --as-of     evaluation date (default: today); fix it for reproducible output\n"
@@ -31,13 +32,15 @@ static void screen_usage(FILE *f)
             "              conf/criteria)\n"
             "  --param     override a criteria parameter (see conf/criteria/params.json), e.g.\n"
             "              --param lbcl_1l_anchor=start\n"
+            "  --include-pending  also show what pending products (label not verified yet, e.g.\n"
+            "              anito-cel) would decide, apart: never in the category\n"
             "  --mappings  terminology table folder (default: the compiled-in mappings/)\n"
             "Exit status: 0 ok, 1 error (bad criteria, unreadable input), 2 usage.\n");
 }
 
 typedef struct row {
     char *id;
-    char *text[6]; /* patient, category, urgency, products, missing, flags */
+    char *text[7]; /* patient, category, urgency, consult, products, missing, flags */
     char *json;
 } row;
 
@@ -68,7 +71,8 @@ static char *dupstr(const char *s)
     return d;
 }
 
-static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, const char *id)
+static void fill_row(row *r, const elig_ruleset *rs, const elig_factset *fs, const elig_result *res,
+                     const char *id)
 {
     const char *keys[ELIG_MAX_INDICATIONS];
     size_t idx[ELIG_MAX_INDICATIONS];
@@ -77,42 +81,44 @@ static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, con
         keys[k] = elig_ruleset_key(rs, idx[k]);
     bool any_eligible = elig_result_category(res) == ELIG_ELIGIBLE;
     const char *miss[ELIG_MAX_FACTS], *flags[ELIG_MAX_FLAGS];
-    size_t nm = elig_result_missing(rs, res, miss, ELIG_MAX_FACTS);
+    size_t nm = elig_result_missing(rs, fs, res, miss, ELIG_MAX_FACTS);
     size_t nf = elig_result_flags(rs, res, flags, ELIG_MAX_FLAGS);
     r->text[0] = dupstr(id);
     r->text[1] = dupstr(elig_category_name(elig_result_category(res)));
     r->text[2] = dupstr(elig_urgency_name(elig_result_urgency(res)));
-    r->text[3] = join(keys, nk, any_eligible ? "" : "?");
-    r->text[4] = join(miss, nm, "");
-    r->text[5] = join(flags, nf, "");
+    r->text[3] = dupstr(elig_consult_name(elig_result_consult(res)));
+    r->text[4] = join(keys, nk, any_eligible ? "" : "?");
+    r->text[5] = join(miss, nm < ELIG_MAX_FACTS ? nm : ELIG_MAX_FACTS, "");
+    r->text[6] = join(flags, nf, "");
 }
 
 static void print_table(row *rows, size_t n, const elig_ruleset *rs, const char *as_of,
                         size_t counts[3])
 {
-    static const char *const head[6] = {"PATIENT", "CATEGORY", "URGENCY", "PRODUCTS",
+    static const char *const head[7] = {"PATIENT", "CATEGORY", "URGENCY", "CONSULT", "PRODUCTS",
                                         "MISSING", "REVIEW FLAGS"};
-    size_t w[6];
-    for (int c = 0; c < 6; c++) {
+    size_t w[7];
+    for (int c = 0; c < 7; c++) {
         w[c] = strlen(head[c]);
         for (size_t i = 0; i < n; i++)
             if (rows[i].text[0] && strlen(rows[i].text[c]) > w[c])
                 w[c] = strlen(rows[i].text[c]);
     }
-    for (int c = 0; c < 5; c++)
+    for (int c = 0; c < 6; c++)
         printf("%-*s  ", (int)w[c], head[c]);
-    printf("%s\n", head[5]);
+    printf("%s\n", head[6]);
     for (size_t i = 0; i < n; i++) {
         if (!rows[i].text[0])
             continue;
-        for (int c = 0; c < 5; c++)
+        for (int c = 0; c < 6; c++)
             printf("%-*s  ", (int)w[c], rows[i].text[c]);
-        printf("%s\n", rows[i].text[5]);
+        printf("%s\n", rows[i].text[6]);
     }
     printf("\n%zu patient(s): %zu eligible, %zu possibly eligible, %zu not eligible "
            "(as of %s; criteria %s)\n"
            "Products ending in '?' are possibly eligible: check the missing facts. Review flags "
-           "never block a referral.\n",
+           "never block a referral. CONSULT is the refer-early recommendation (refer_now, "
+           "early_consult), independent of the label verdict.\n",
            counts[0] + counts[1] + counts[2], counts[2], counts[1], counts[0], as_of,
            elig_ruleset_hash(rs));
 }
@@ -133,7 +139,7 @@ int cmd_screen(int argc, char **argv)
 {
     map_profile_opts o;
     map_profile_opts_default(&o);
-    bool json = false;
+    bool json = false, include_pending = false;
     const char *mdir = NULL, *cdir = NULL;
     const char *params[32];
     size_t nparams = 0;
@@ -145,6 +151,8 @@ int cmd_screen(int argc, char **argv)
             return 0;
         } else if (!strcmp(a, "--json")) {
             json = true;
+        } else if (!strcmp(a, "--include-pending")) {
+            include_pending = true;
         } else if (!strcmp(a, "--as-of") && i + 1 < argc) {
             int64_t d;
             const char *v = argv[++i];
@@ -201,6 +209,7 @@ int cmd_screen(int argc, char **argv)
             return 2;
         }
     }
+    elig_ruleset_show_pending(rs, include_pending);
     map_tables *t = map_tables_load(mdir, &err);
     if (!t) {
         fprintf(stderr, "cartgate screen: %s\n", err.msg);
@@ -247,7 +256,7 @@ int cmd_screen(int argc, char **argv)
                     rows[i].json = fhir_buf_steal(&line, NULL);
                 }
             } else {
-                fill_row(&rows[i], rs, res, rows[i].id);
+                fill_row(&rows[i], rs, screen_facts(sc), res, rows[i].id);
             }
         }
         fhir_buf_free(&line);
@@ -267,7 +276,7 @@ int cmd_screen(int argc, char **argv)
         for (size_t i = 0; i < n; i++) {
             free(rows[i].id);
             free(rows[i].json);
-            for (int c = 0; c < 6; c++)
+            for (int c = 0; c < 7; c++)
                 free(rows[i].text[c]);
         }
         free(rows);
