@@ -75,6 +75,9 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     rt->rules = elig_load_dir(c->criteria_dir, err);
     if (!rt->rules)
         goto fail;
+    for (size_t i = 0; i < c->criteria_enable_pending.n; i++) /* labels verified by the site */
+        if (elig_ruleset_enable_pending(rt->rules, c->criteria_enable_pending.v[i], err))
+            goto fail;
     rt->centers = centers_load(c->centers_file, err);
     if (!rt->centers)
         goto fail;
@@ -315,7 +318,12 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     elig_category cat = elig_result_category(res);
     bool candidate = cat == ELIG_ELIGIBLE ||
                      (cat == ELIG_POSSIBLY_ELIGIBLE && c->referral_min_category == 1);
-    if (!candidate) {
+    /* a refer-early recommendation alone makes a proposal when the site chose so
+     * (referral.consult_proposals: 1 refer_now, 2 early_consult and refer_now) */
+    elig_consult cons = elig_result_consult(res);
+    bool consult_only = !candidate && cons != ELIG_CONSULT_NONE && c->referral_consult_proposals > 0 &&
+                        (cons == ELIG_CONSULT_NOW || c->referral_consult_proposals == 2);
+    if (!candidate && !consult_only) {
         cancel_stale_proposals(d, pid, NULL, "verdict no longer makes the patient a candidate");
         return;
     }
@@ -325,8 +333,9 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     size_t n = 0;
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
     size_t idx[ELIG_MAX_INDICATIONS];
-    size_t nidx = screen_indications(rt->rules, res, c->referral_min_category == 1, idx,
-                                     ELIG_MAX_INDICATIONS);
+    size_t nidx = consult_only ? screen_consult_indications(rt->rules, res, idx, ELIG_MAX_INDICATIONS)
+                               : screen_indications(rt->rules, res, c->referral_min_category == 1, idx,
+                                                    ELIG_MAX_INDICATIONS);
     for (size_t k = 0; k < nidx && k < ELIG_MAX_INDICATIONS; k++) {
         elig_category ic = elig_result_ind_category(res, idx[k]);
         const char *key = elig_ruleset_key(rt->rules, idx[k]);
@@ -420,7 +429,11 @@ static void propose_referral(daemon *d, const char *pid, const map_profile *prof
     elig_result_write_explanation(rt->rules, fs, res, &expl);
     fhir_buf reason;
     fhir_buf_init(&reason, 4096);
-    fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
+    if (consult_only)
+        fhir_buf_printf(&reason, "CAR T consultation (%s; label %s): %s", elig_consult_name(cons),
+                        elig_category_name(cat), inds[0]);
+    else
+        fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
     for (size_t i = 1; i < n; i++)
         fhir_buf_printf(&reason, ", %s", inds[i]);
     const char *urg = urgency_for(rt, elig_result_urgency(res));
