@@ -1,5 +1,6 @@
-/* map_fact — a typed, three-valued fact with provenance (see mappings/FACTS.md).
- * Shared by the clinical profile (producer) and the eligibility engine (consumer). */
+/* map_fact — a typed, three-valued fact with provenance, and the vocabulary of fact names
+ * (mappings/FACTS.md). Shared by the clinical profile (producer) and the eligibility engine
+ * (consumer). */
 #ifndef MAP_FACT_H
 #define MAP_FACT_H
 
@@ -15,6 +16,8 @@ typedef enum map_fact_type {
 } map_fact_type;
 
 #define MAP_FACT_SET_MAX 32
+/* Number of facts in the vocabulary (FACTS.md); checked against the table in map_fact.c. */
+#define MAP_FACT_COUNT 40
 
 /* A fact as answered by a profile. All pointers are borrowed from the profile and valid
  * as long as the profile is. */
@@ -28,5 +31,20 @@ typedef struct map_fact {
     size_t nset;
     const char *evidence;       /* provenance: "Condition/c1 code=C83.30 onset=2024-01-02; ..." */
 } map_fact;
+
+/* ---- the vocabulary (FACTS.md) -------------------------------------------------------- */
+
+/* Index of fact name in FACTS.md order (0 .. MAP_FACT_COUNT-1), or -1 (name NULL or unknown). */
+int map_fact_index(const char *name);
+
+/* For the criteria loader: is name a fact, and of which type? (type may be NULL) */
+bool map_fact_lookup(const char *name, map_fact_type *type);
+/* Closed code lists for CODE/SET facts (diseases, primary_disease, sex, prior_classes,
+ * first_line_classes, prior_drugs): is value allowed for fact name? false for other facts. */
+bool map_fact_code_valid(const char *name, const char *value);
+/* Iteration over the vocabulary in FACTS.md order: i in [0, map_fact_count()).
+ * Static strings. */
+size_t map_fact_count(void);
+const char *map_fact_name_at(size_t i, map_fact_type *type);
 
 #endif

@@ -1,6 +1,6 @@
 /* map_profile — builds the clinical profile of one patient (see map_profile.h, FACTS.md and
  * mappings/README.md for the rules). */
-#include "map_profile.h"
+#include "map_profile_int.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -15,66 +15,7 @@
 #include "fhir_ref.h"
 #include "map_lot.h"
 
-#define PROFILE_ARENA_CAP (64u * 1024u * 1024u)
-#define MAX_WARNINGS 64
 #define INFECTION_DAYS 30
-
-/* ---- vocabulary (FACTS.md order) ------------------------------------------------------------ */
-
-typedef struct fact_def {
-    const char *name;
-    map_fact_type type;
-} fact_def;
-
-static const fact_def FACTS[] = {
-    {"age", MAP_FACT_NUMBER},
-    {"sex", MAP_FACT_CODE},
-    {"deceased", MAP_FACT_BOOL},
-    {"diseases", MAP_FACT_SET},
-    {"primary_disease", MAP_FACT_CODE},
-    {"histology_transformed", MAP_FACT_BOOL},
-    {"pcnsl", MAP_FACT_BOOL},
-    {"cns_involvement", MAP_FACT_BOOL},
-    {"lines", MAP_FACT_NUMBER},
-    {"prior_classes", MAP_FACT_SET},
-    {"prior_drugs", MAP_FACT_SET},
-    {"first_line_classes", MAP_FACT_SET},
-    {"relapsed", MAP_FACT_BOOL},
-    {"refractory", MAP_FACT_BOOL},
-    {"primary_refractory", MAP_FACT_BOOL},
-    {"relapse_months_after_1l", MAP_FACT_NUMBER},
-    {"relapse_count", MAP_FACT_NUMBER},
-    {"lenalidomide_refractory", MAP_FACT_BOOL},
-    {"btki_progression", MAP_FACT_BOOL},
-    {"prior_auto_hct", MAP_FACT_BOOL},
-    {"prior_allo_hct", MAP_FACT_BOOL},
-    {"prior_car_t", MAP_FACT_BOOL},
-    {"hct_ineligible", MAP_FACT_BOOL},
-    {"ecog", MAP_FACT_NUMBER},
-    {"anc", MAP_FACT_NUMBER},
-    {"alc", MAP_FACT_NUMBER},
-    {"platelets", MAP_FACT_NUMBER},
-    {"hemoglobin", MAP_FACT_NUMBER},
-    {"creatinine", MAP_FACT_NUMBER},
-    {"crcl", MAP_FACT_NUMBER},
-    {"bilirubin", MAP_FACT_NUMBER},
-    {"ast", MAP_FACT_NUMBER},
-    {"alt", MAP_FACT_NUMBER},
-    {"lvef", MAP_FACT_NUMBER},
-    {"spo2", MAP_FACT_NUMBER},
-    {"active_infection", MAP_FACT_BOOL},
-    {"postal_code", MAP_FACT_STRING},
-    {"latitude", MAP_FACT_NUMBER},
-    {"longitude", MAP_FACT_NUMBER},
-    {"payer", MAP_FACT_STRING},
-};
-#define NFACTS (sizeof FACTS / sizeof FACTS[0])
-
-static const char *const DISEASES[] = {
-    "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
-    "b_all", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL,
-};
-static const char *const SEXES[] = {"male", "female", "other", "unknown", NULL};
 
 /* Specificity rank when one Condition carries several codings (lower wins). */
 static const char *const DX_RANK[] = {
@@ -90,74 +31,7 @@ static int list_index(const char *const *list, const char *s)
     return -1;
 }
 
-static int fact_index(const char *name)
-{
-    if (!name)
-        return -1;
-    for (size_t i = 0; i < NFACTS; i++)
-        if (!strcmp(FACTS[i].name, name))
-            return (int)i;
-    return -1;
-}
-
-bool map_fact_lookup(const char *name, map_fact_type *type)
-{
-    int i = fact_index(name);
-    if (i < 0)
-        return false;
-    if (type)
-        *type = FACTS[i].type;
-    return true;
-}
-
-size_t map_fact_count(void)
-{
-    return NFACTS;
-}
-
-const char *map_fact_name_at(size_t i, map_fact_type *type)
-{
-    if (i >= NFACTS)
-        return NULL;
-    if (type)
-        *type = FACTS[i].type;
-    return FACTS[i].name;
-}
-
-bool map_fact_code_valid(const char *name, const char *value)
-{
-    if (!name || !value)
-        return false;
-    if (!strcmp(name, "diseases") || !strcmp(name, "primary_disease"))
-        return list_index(DISEASES, value) >= 0;
-    if (!strcmp(name, "sex"))
-        return list_index(SEXES, value) >= 0;
-    if (!strcmp(name, "prior_classes") || !strcmp(name, "first_line_classes"))
-        return map_class_from_key(value) >= 0;
-    if (!strcmp(name, "prior_drugs")) {
-        /* ingredient keys: lower-case words; check membership with map_tables_has_ingredient */
-        if (!*value)
-            return false;
-        for (const char *p = value; *p; p++)
-            if (!(islower((unsigned char)*p) || *p == ' ' || *p == '-'))
-                return false;
-        return true;
-    }
-    return false;
-}
-
 /* ---- profile ----------------------------------------------------------------------------------- */
-
-struct map_profile {
-    fhir_arena *a;
-    const char *patient_id;
-    int64_t as_of;
-    map_fact facts[NFACTS];
-    map_line *lines;
-    size_t nlines;
-    const char *warnings[MAX_WARNINGS];
-    size_t nwarnings;
-};
 
 void map_profile_opts_default(map_profile_opts *o)
 {
@@ -178,7 +52,7 @@ const char *map_profile_patient_id(const map_profile *p)
 
 const map_fact *map_profile_fact(const map_profile *p, const char *name)
 {
-    int i = fact_index(name);
+    int i = map_fact_index(name);
     if (!p || i < 0)
         return NULL;
     return &p->facts[i];
@@ -210,174 +84,6 @@ void map_profile_free(map_profile *p)
         return;
     fhir_arena_free(p->a);
     free(p);
-}
-
-/* ---- builder state --------------------------------------------------------------------------- */
-
-typedef struct cond {
-    const char *concept;
-    const char *row;
-    const char *code;
-    const char *ref;       /* "Condition/c1" */
-    const char *id;
-    int64_t onset;         /* INT64_MIN when unknown */
-    int64_t status_day;    /* recordedDate or onset */
-    int state;             /* 0 active, 1 remission, 2 inactive/resolved */
-    int code_status;       /* 0 none, 1 remission, 2 relapse (ICD 5th character / "A") */
-    bool relapse_status;   /* clinicalStatus relapse / recurrence */
-} cond;
-
-typedef struct lab_pick {
-    bool have;
-    int64_t ms;
-    const map_lab_def *def;
-    double raw;
-    const char *unit;
-    const char *ref;
-    const char *date;
-} lab_pick;
-
-typedef struct dated {
-    int64_t day;
-    const char *ref;
-    const char *what;
-} dated;
-
-typedef struct vec {
-    void *v;
-    size_t n, cap, sz;
-} vec;
-
-static void *vec_push(vec *v)
-{
-    if (v->n == v->cap) {
-        v->cap = v->cap ? v->cap * 2 : 16;
-        void *nv = realloc(v->v, v->cap * v->sz);
-        if (!nv)
-            abort();
-        v->v = nv;
-    }
-    void *slot = (char *)v->v + v->n * v->sz;
-    memset(slot, 0, v->sz);
-    v->n++;
-    return slot;
-}
-
-typedef struct builder {
-    map_profile *p;
-    const map_tables *t;
-    const map_profile_opts *o;
-    const fhir_node *patient;
-    vec meds;      /* const fhir_node * Medication resources */
-    vec conds;     /* cond */
-    vec ex;        /* map_lot_exposure */
-    vec ev;        /* map_lot_event */
-    vec prog;      /* dated progression */
-    vec resp;      /* dated response */
-    lab_pick labs[16];
-    size_t nlabs;
-    lab_pick ecog, kps;
-    const fhir_node *coverage;
-    int64_t coverage_start;
-    size_t nresources_seen;
-} builder;
-
-static const char *astr(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static const char *astr(map_profile *p, const char *fmt, ...)
-{
-    char buf[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    const char *r = fhir_arena_strdup(p->a, buf);
-    return r ? r : "(evidence dropped: profile memory cap)";
-}
-
-static void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(map_profile *p, const char *fmt, ...)
-{
-    if (p->nwarnings >= MAX_WARNINGS)
-        return;
-    char buf[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    const char *s = fhir_arena_strdup(p->a, buf);
-    if (s)
-        p->warnings[p->nwarnings++] = s;
-}
-
-static map_fact *F(map_profile *p, const char *name)
-{
-    int i = fact_index(name);
-    if (i < 0)
-        abort(); /* broken invariant: a name used here is not in FACTS */
-    return &p->facts[i];
-}
-
-static void set_num(map_profile *p, const char *name, double v, const char *evidence)
-{
-    map_fact *f = F(p, name);
-    f->known = true;
-    f->num = v;
-    f->evidence = evidence;
-}
-
-static void set_bool(map_profile *p, const char *name, bool v, const char *evidence)
-{
-    map_fact *f = F(p, name);
-    f->known = true;
-    f->b = v;
-    f->evidence = evidence;
-}
-
-static void set_str(map_profile *p, const char *name, const char *v, const char *evidence)
-{
-    map_fact *f = F(p, name);
-    f->known = true;
-    f->str = v;
-    f->evidence = evidence;
-}
-
-static void set_unknown(map_profile *p, const char *name, const char *why)
-{
-    map_fact *f = F(p, name);
-    f->known = false;
-    f->evidence = why;
-}
-
-static void set_add(map_profile *p, const char *name, const char *v)
-{
-    map_fact *f = F(p, name);
-    f->known = true;
-    for (size_t i = 0; i < f->nset; i++)
-        if (!strcmp(f->set[i], v))
-            return;
-    if (f->nset < MAP_FACT_SET_MAX)
-        f->set[f->nset++] = v;
-    else
-        warn(p, "%s: more than %d members, '%s' dropped", name, MAP_FACT_SET_MAX, v);
-}
-
-static void set_remove(map_profile *p, const char *name, const char *v)
-{
-    map_fact *f = F(p, name);
-    for (size_t i = 0; i < f->nset; i++)
-        if (!strcmp(f->set[i], v)) {
-            memmove(&f->set[i], &f->set[i + 1], (f->nset - i - 1) * sizeof f->set[0]);
-            f->nset--;
-            return;
-        }
-}
-
-static void fmt_day(int64_t day, char *out, size_t n)
-{
-    int y;
-    unsigned m, d;
-    fhir_clock_civil_from_days(day, &y, &m, &d);
-    snprintf(out, n, "%04d-%02u-%02u", y, m, d);
 }
 
 static bool date_of(const fhir_node *n, const char *path, int64_t *day)
@@ -455,15 +161,9 @@ static const char *ref_tail(const char *ref, const char **type_out, size_t *type
 
 /* ---- diagnoses --------------------------------------------------------------------------------- */
 
-static bool concept_is_heme(const char *c)
-{
-    int i = list_index(DISEASES, c);
-    return i >= 0 && strcmp(c, "non_heme");
-}
-
 static bool concept_is_disease(const char *c)
 {
-    return list_index(DISEASES, c) >= 0;
+    return map_fact_code_valid("diseases", c);
 }
 
 static int code_status_of(const char *system, const char *code)
@@ -969,11 +669,6 @@ static bool lab_value(builder *b, const lab_pick *l, const char *fact, double *o
     return true;
 }
 
-static double round_to(double v, double step)
-{
-    return round(v / step) * step;
-}
-
 /* ---- facts ----------------------------------------------------------------------------------- */
 
 static void patient_facts(builder *b)
@@ -1001,7 +696,7 @@ static void patient_facts(builder *b)
         set_unknown(p, "age", astr(p, "%s has no birthDate", pref));
     }
     const char *g = fhir_node_str(fhir_node_get(pt, "gender"));
-    if (g && list_index(SEXES, g) >= 0)
+    if (g && map_fact_code_valid("sex", g))
         set_str(p, "sex", fhir_arena_strdup(p->a, g), astr(p, "%s gender=%s", pref, g));
     else
         set_unknown(p, "sex", astr(p, "%s has no gender", pref));
@@ -1061,19 +756,6 @@ static void patient_facts(builder *b)
         set_unknown(p, "latitude", astr(p, "%s has no address geolocation", pref));
         set_unknown(p, "longitude", astr(p, "%s has no address geolocation", pref));
     }
-}
-
-static const cond *find_cond(builder *b, const char *concept, int max_state, const cond *exclude)
-{
-    const cond *best = NULL;
-    const cond *c = b->conds.v;
-    for (size_t i = 0; i < b->conds.n; i++) {
-        if (&c[i] == exclude || strcmp(c[i].concept, concept) || c[i].state > max_state)
-            continue;
-        if (!best || c[i].onset > best->onset)
-            best = &c[i];
-    }
-    return best;
 }
 
 static void diagnosis_facts(builder *b)
@@ -1165,365 +847,6 @@ static void diagnosis_facts(builder *b)
         set_bool(p, "active_infection", true, astr(p, "%s %s active (%s)", inf->ref, inf->code, inf->row));
     else
         set_unknown(p, "active_infection", "no active infection documented in the last 30 days (absence is not proof)");
-}
-
-static int cmp_dated(const void *a, const void *b)
-{
-    const dated *x = a, *y = b;
-    return x->day < y->day ? -1 : (x->day > y->day);
-}
-
-static int cmp_i64(const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return x < y ? -1 : (x > y);
-}
-
-/* First dated event in [lo, hi]; NULL when none. */
-static const dated *first_in(const vec *v, int64_t lo, int64_t hi)
-{
-    const dated *d = v->v;
-    for (size_t i = 0; i < v->n; i++)
-        if (d[i].day >= lo && d[i].day <= hi)
-            return &d[i];
-    return NULL;
-}
-
-static void therapy_facts(builder *b)
-{
-    map_profile *p = b->p;
-    const map_profile_opts *o = b->o;
-    const cond *c = b->conds.v;
-
-    /* relapse-coded diagnoses count as progression / response events */
-    for (size_t i = 0; i < b->conds.n; i++) {
-        if (!concept_is_heme(c[i].concept) || c[i].status_day == INT64_MIN)
-            continue;
-        if (c[i].code_status == 2 || c[i].relapse_status) {
-            dated *d = vec_push(&b->prog);
-            d->day = c[i].status_day;
-            d->ref = c[i].ref;
-            d->what = "relapse";
-        } else if (c[i].code_status == 1) {
-            dated *d = vec_push(&b->resp);
-            d->day = c[i].status_day;
-            d->ref = c[i].ref;
-            d->what = "remission";
-        }
-    }
-    if (b->prog.n)
-        qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
-    if (b->resp.n)
-        qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
-    int64_t *pdays = malloc((b->prog.n ? b->prog.n : 1) * sizeof *pdays);
-    if (!pdays)
-        abort();
-    for (size_t i = 0; i < b->prog.n; i++)
-        pdays[i] = ((dated *)b->prog.v)[i].day;
-    if (b->prog.n)
-        qsort(pdays, b->prog.n, sizeof *pdays, cmp_i64);
-
-    const map_fact *pd = F(p, "primary_disease");
-    map_lot_params lp;
-    map_lot_params_default(&lp);
-    lp.window_days = o->lot_window_days;
-    lp.gap_days = o->lot_gap_days;
-    lp.as_of = p->as_of;
-    lp.myeloma = pd->known && (!strcmp(pd->str, "mm") || !strcmp(pd->str, "pcl"));
-    lp.progression_days = pdays;
-    lp.nprogression = b->prog.n;
-    map_lot_result r;
-    map_lot_derive(b->ex.v, b->ex.n, b->ev.v, b->ev.n, &lp, &r);
-    free(pdays);
-
-    p->nlines = r.nlines;
-    p->lines = fhir_arena_calloc(p->a, (r.nlines ? r.nlines : 1) * sizeof *p->lines);
-    if (!p->lines)
-        abort();
-    fhir_buf ev;
-    fhir_buf_init(&ev, 1u << 16);
-    for (size_t k = 0; k < r.nlines; k++) {
-        const map_lot_line *s = &r.lines[k];
-        map_line *l = &p->lines[k];
-        l->number = (int)k + 1;
-        l->start_days = s->start;
-        l->end_days = s->end;
-        l->ndrugs = s->ndrugs < MAP_LINE_MAX_DRUGS ? s->ndrugs : MAP_LINE_MAX_DRUGS;
-        for (size_t i = 0; i < l->ndrugs; i++)
-            l->drugs[i] = s->drugs[i];
-        l->classes = s->classes;
-        l->has_auto_hct = s->auto_hct;
-        l->has_allo_hct = s->allo_hct;
-        l->is_car_t = s->car_t;
-        l->maintenance = s->maintenance;
-        l->end_reason = s->end_reason;
-        fhir_buf_reset(&ev);
-        for (size_t i = 0; i < s->nrefs && i < 8; i++)
-            fhir_buf_printf(&ev, "%s%s", i ? " " : "", r.refs[s->first_ref + i]);
-        if (s->nrefs > 8)
-            fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - 8);
-        l->evidence = astr(p, "%s", fhir_buf_cstr(&ev));
-    }
-    map_lot_result_free(&r);
-
-    /* lines, classes, drugs */
-    size_t nmeds = b->ex.n;
-    set_num(p, "lines", (double)p->nlines,
-            p->nlines ? astr(p, "%zu line(s) derived from %zu drug exposure(s) and %zu transplant/CAR T event(s); see lines",
-                             p->nlines, nmeds, b->ev.n)
-                      : astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
-    F(p, "prior_classes")->known = true;
-    F(p, "prior_drugs")->known = true;
-    fhir_buf_reset(&ev);
-    for (size_t k = 0; k < p->nlines; k++) {
-        const map_line *l = &p->lines[k];
-        for (size_t i = 0; i < l->ndrugs; i++)
-            set_add(p, "prior_drugs", l->drugs[i]);
-        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
-            if (l->classes & (1u << ci))
-                set_add(p, "prior_classes", map_class_key((map_class)ci));
-    }
-    /* drugs outside any line (e.g. a lone steroid) are not "therapy received" */
-    for (size_t k = 0; k < p->nlines && k < 12; k++) {
-        const map_line *l = &p->lines[k];
-        char s1[16];
-        fmt_day(l->start_days, s1, sizeof s1);
-        fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
-        for (size_t i = 0; i < l->ndrugs; i++)
-            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
-        if (l->has_auto_hct || l->has_allo_hct)
-            fhir_buf_printf(&ev, "%s%s HCT", l->ndrugs ? " -> " : "", l->has_auto_hct ? "auto" : "allo");
-        if (l->is_car_t && !l->ndrugs)
-            fhir_buf_puts(&ev, "CAR T");
-    }
-    const char *lines_ev = p->nlines ? astr(p, "%s", fhir_buf_cstr(&ev)) : "no antineoplastic therapy recorded";
-    F(p, "prior_classes")->evidence = lines_ev;
-    F(p, "prior_drugs")->evidence = lines_ev;
-    if (p->nlines) {
-        F(p, "first_line_classes")->known = true;
-        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
-            if (p->lines[0].classes & (1u << ci))
-                set_add(p, "first_line_classes", map_class_key((map_class)ci));
-        F(p, "first_line_classes")->evidence = astr(p, "line 1: %s", p->lines[0].evidence);
-    } else {
-        set_unknown(p, "first_line_classes", "no line of therapy");
-    }
-    fhir_buf_free(&ev);
-
-    /* transplant and CAR T history */
-    const map_lot_event *e = b->ev.v;
-    const char *auto_ref = NULL, *allo_ref = NULL, *any_ref = NULL, *cart_ref = NULL;
-    for (size_t i = 0; i < b->ev.n; i++) {
-        if (e[i].kind == MAP_LOT_AUTO_HCT && !auto_ref)
-            auto_ref = e[i].ref;
-        else if (e[i].kind == MAP_LOT_ALLO_HCT && !allo_ref)
-            allo_ref = e[i].ref;
-        else if (e[i].kind == MAP_LOT_HCT && !any_ref)
-            any_ref = e[i].ref;
-        else if (e[i].kind == MAP_LOT_CAR_T && !cart_ref)
-            cart_ref = e[i].ref;
-    }
-    const map_lot_exposure *x = b->ex.v;
-    for (size_t i = 0; i < b->ex.n && !cart_ref; i++)
-        if (!strcmp(x[i].drug->role, "car_t"))
-            cart_ref = x[i].ref;
-    const cond *hx_hct = find_cond(b, "hx_hct", 2, NULL);
-    const cond *hx_allo = find_cond(b, "hx_allo", 2, NULL);
-    const cond *hx_cart = find_cond(b, "hx_car_t", 2, NULL);
-    if (!any_ref && hx_hct)
-        any_ref = hx_hct->ref;
-    if (!allo_ref && hx_allo)
-        allo_ref = hx_allo->ref;
-    if (auto_ref)
-        set_bool(p, "prior_auto_hct", true, astr(p, "%s autologous HCT", auto_ref));
-    else if (any_ref)
-        set_unknown(p, "prior_auto_hct", astr(p, "%s transplant of unspecified type", any_ref));
-    else
-        set_bool(p, "prior_auto_hct", false, "no HCT procedure or transplant status recorded");
-    if (allo_ref)
-        set_bool(p, "prior_allo_hct", true, astr(p, "%s allogeneic HCT (or GVHD)", allo_ref));
-    else if (any_ref && !auto_ref)
-        set_unknown(p, "prior_allo_hct", astr(p, "%s transplant of unspecified type", any_ref));
-    else
-        set_bool(p, "prior_allo_hct", false, "no allogeneic HCT procedure or GVHD recorded");
-    if (cart_ref)
-        set_bool(p, "prior_car_t", true, astr(p, "%s CAR T infusion", cart_ref));
-    else if (hx_cart)
-        set_bool(p, "prior_car_t", true, astr(p, "%s %s (%s)", hx_cart->ref, hx_cart->code, hx_cart->row));
-    else
-        set_bool(p, "prior_car_t", false, "no CAR T infusion, CAR T product or history code recorded");
-
-    /* relapse / refractoriness (three-valued; see README) */
-    const vec *P = &b->prog, *R = &b->resp;
-    const dated *pv = P->v, *rv = R->v;
-    int rd = o->refractory_days;
-    /* relapsed */
-    const dated *rel = NULL;
-    for (size_t i = 0; i < P->n && !rel; i++) {
-        if (!strcmp(pv[i].what, "relapse")) {
-            rel = &pv[i];
-            break;
-        }
-        for (size_t j = 0; j < R->n; j++)
-            if (rv[j].day < pv[i].day) {
-                rel = &pv[i];
-                break;
-            }
-        for (size_t k = 0; k < p->nlines && !rel; k++) {
-            const map_line *l = &p->lines[k];
-            bool next_before = k + 1 < p->nlines && p->lines[k + 1].start_days <= pv[i].day;
-            if (!next_before && pv[i].day > l->end_days + rd && pv[i].day >= l->start_days)
-                rel = &pv[i];
-        }
-    }
-    if (rel)
-        set_bool(p, "relapsed", true, astr(p, "%s %s documented", rel->ref, rel->what));
-    else if (R->n)
-        set_bool(p, "relapsed", false, astr(p, "%s response documented; no later progression", rv[R->n - 1].ref));
-    else
-        set_unknown(p, "relapsed", P->n ? "progression documented only during or right after therapy (no response documented)"
-                                        : "no disease status documented");
-
-    if (!p->nlines && P->n) {
-        /* Relapse or progression without any recorded therapy: the treatment happened
-         * outside this record. Zero lines would be a guess that could exclude a candidate,
-         * so the count becomes unknown for a clinician to check. */
-        set_unknown(p, "lines", astr(p, "%s %s documented but no antineoplastic therapy recorded: prior lines may be "
-                                        "outside this record", pv[0].ref, pv[0].what));
-    }
-    if (!p->nlines) {
-        set_unknown(p, "refractory", "no line of therapy");
-        set_unknown(p, "primary_refractory", "no line of therapy");
-        set_unknown(p, "relapse_months_after_1l", "no line of therapy");
-        set_unknown(p, "relapse_count", "no line of therapy");
-    } else {
-        for (int which = 0; which < 2; which++) {
-            const map_line *l = which ? &p->lines[0] : &p->lines[p->nlines - 1];
-            const char *name = which ? "primary_refractory" : "refractory";
-            int64_t hi = l->end_days + rd;
-            const dated *pp = first_in(P, l->start_days, INT64_MAX); /* first progression after start */
-            const dated *rr = first_in(R, l->start_days, INT64_MAX);
-            char s1[16], s2[16], s3[16];
-            fmt_day(l->start_days, s1, sizeof s1);
-            fmt_day(l->end_days, s2, sizeof s2);
-            if (pp)
-                fmt_day(pp->day, s3, sizeof s3);
-            if (pp && pp->day <= hi)
-                set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
-                                             pp->ref, pp->what, s3, rd, l->number, s1, s2));
-            else if (pp)
-                set_bool(p, name, false, astr(p, "first progression after line %d (%s..%s) is %s %s on %s, > %d days after it",
-                                              l->number, s1, s2, pp->ref, pp->what, s3, rd));
-            else if (rr)
-                set_bool(p, name, false, astr(p, "%s response after line %d started (%s..%s); no progression documented since",
-                                              rr->ref, l->number, s1, s2));
-            else
-                set_unknown(p, name, astr(p, "no disease status documented since line %d started (%s)", l->number, s1));
-        }
-        const map_line *l1 = &p->lines[0];
-        const dated *first_prog = first_in(P, l1->start_days, INT64_MAX);
-        if (first_prog) {
-            int64_t anchor = o->relapse_anchor_end ? l1->end_days : l1->start_days;
-            double months = (double)(first_prog->day - anchor) / 30.4375;
-            if (months < 0)
-                months = 0;
-            char s1[16];
-            fmt_day(anchor, s1, sizeof s1);
-            set_num(p, "relapse_months_after_1l", round_to(months, 0.1),
-                    astr(p, "%s %s, anchor %s of line 1 = %s", first_prog->ref, first_prog->what,
-                         o->relapse_anchor_end ? "end" : "start", s1));
-        } else {
-            set_unknown(p, "relapse_months_after_1l", "no progression documented after the start of line 1");
-        }
-        if (P->n || R->n) {
-            int count = 0;
-            int64_t prev_prog = INT64_MIN;
-            for (size_t k = 0; k < p->nlines; k++) {
-                const map_line *l = &p->lines[k];
-                int64_t lo = l->start_days;
-                int64_t hi = k + 1 < p->nlines ? p->lines[k + 1].start_days - 1 : INT64_MAX;
-                const dated *pp = first_in(P, lo, hi);
-                if (!pp)
-                    continue;
-                bool relapse = !strcmp(pp->what, "relapse") || pp->day > l->end_days + rd;
-                for (size_t j = 0; j < R->n && !relapse; j++)
-                    if (rv[j].day < pp->day && rv[j].day > prev_prog && rv[j].day >= lo)
-                        relapse = true;
-                if (relapse)
-                    count++;
-                for (size_t j = 0; j < P->n; j++) /* last progression of this line's period */
-                    if (pv[j].day >= lo && pv[j].day <= hi)
-                        prev_prog = pv[j].day;
-            }
-            set_num(p, "relapse_count", count,
-                    astr(p, "%d relapse(s): progression after a documented response or > %d days after a line, one per line (%zu progression, %zu response records)",
-                         count, rd, P->n, R->n));
-        } else {
-            set_unknown(p, "relapse_count", "no disease status documented");
-        }
-    }
-
-    /* drug-specific refractoriness: episodes of lenalidomide / any BTKi */
-    for (int which = 0; which < 2; which++) {
-        const char *name = which ? "btki_progression" : "lenalidomide_refractory";
-        int64_t ep_start = INT64_MIN, ep_end = INT64_MIN;
-        const dated *hit = NULL;
-        const char *hit_drug = NULL;
-        bool any = false, all_resp = true;
-        /* exposures sorted by start */
-        size_t n = b->ex.n;
-        const map_lot_exposure **sel = malloc((n ? n : 1) * sizeof *sel);
-        if (!sel)
-            abort();
-        size_t ns = 0;
-        for (size_t i = 0; i < n; i++) {
-            bool m = which ? (x[i].drug->classes & (1u << MAP_CLASS_BTKI)) != 0
-                           : !strcmp(x[i].drug->ingredient, "lenalidomide");
-            if (m)
-                sel[ns++] = &x[i];
-        }
-        for (size_t i = 1; i < ns; i++) { /* insertion sort by start */
-            const map_lot_exposure *t = sel[i];
-            size_t j = i;
-            while (j > 0 && sel[j - 1]->start > t->start) {
-                sel[j] = sel[j - 1];
-                j--;
-            }
-            sel[j] = t;
-        }
-        for (size_t i = 0; i <= ns && !hit; i++) {
-            if (i < ns && ep_end != INT64_MIN && sel[i]->start <= ep_end + o->lot_gap_days) {
-                if (sel[i]->end > ep_end)
-                    ep_end = sel[i]->end;
-                continue;
-            }
-            if (ep_end != INT64_MIN) { /* close episode */
-                any = true;
-                const dated *pp = first_in(P, ep_start, ep_end + rd);
-                if (pp) {
-                    hit = pp;
-                    hit_drug = sel[i - 1]->drug->ingredient;
-                } else if (!first_in(R, ep_start, INT64_MAX) && !first_in(P, ep_start, INT64_MAX)) {
-                    all_resp = false; /* neither a response nor a later progression documented */
-                }
-            }
-            if (i < ns) {
-                ep_start = sel[i]->start;
-                ep_end = sel[i]->end;
-            }
-        }
-        free(sel);
-        if (hit)
-            set_bool(p, name, true, astr(p, "%s %s during or <= %d days after %s", hit->ref, hit->what, rd, hit_drug));
-        else if (!any)
-            set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
-        else if (all_resp)
-            set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",
-                                          rd, which ? "BTK inhibitor" : "lenalidomide"));
-        else
-            set_unknown(p, name, astr(p, "%s given; no disease status documented since (window %d days)",
-                                      which ? "BTK inhibitor" : "lenalidomide", rd));
-    }
 }
 
 static void lab_facts(builder *b)
@@ -1672,8 +995,8 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     if (!p->a)
         abort();
     p->as_of = opts->as_of_days;
-    for (size_t i = 0; i < NFACTS; i++) {
-        p->facts[i].type = FACTS[i].type;
+    for (size_t i = 0; i < MAP_FACT_COUNT; i++) {
+        map_fact_name_at(i, &p->facts[i].type);
         p->facts[i].evidence = "not evaluated";
     }
     builder b = {.p = p, .t = t, .o = opts, .coverage_start = INT64_MIN};
@@ -1728,7 +1051,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     }
     patient_facts(&b);
     diagnosis_facts(&b);
-    therapy_facts(&b);
+    map_therapy_facts(&b);
     lab_facts(&b);
     payer_fact(&b);
     free(b.meds.v);
@@ -1790,9 +1113,9 @@ int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
     fhir_buf_printf(o, "{%s%s\"patient\":%s", nl, i1, sp);
     put_str(o, p->patient_id);
     fhir_buf_printf(o, ",%s%s\"as_of\":%s\"%s\",%s%s\"facts\":%s{", nl, i1, sp, day, nl, i1, sp);
-    for (size_t i = 0; i < NFACTS; i++) {
+    for (size_t i = 0; i < MAP_FACT_COUNT; i++) {
         const map_fact *f = &p->facts[i];
-        fhir_buf_printf(o, "%s%s%s\"%s\":%s{\"known\":%s", i ? "," : "", nl, i2, FACTS[i].name, sp,
+        fhir_buf_printf(o, "%s%s%s\"%s\":%s{\"known\":%s", i ? "," : "", nl, i2, map_fact_name_at(i, NULL), sp,
                         f->known ? "true" : "false");
         if (f->known) {
             fhir_buf_printf(o, ",%s\"value\":%s", sp, sp);
@@ -1845,9 +1168,9 @@ int map_profile_write_text(const map_profile *p, fhir_buf *o)
     char day[16];
     fmt_day(p->as_of, day, sizeof day);
     fhir_buf_printf(o, "patient %s (as of %s)\n", p->patient_id, day);
-    for (size_t i = 0; i < NFACTS; i++) {
+    for (size_t i = 0; i < MAP_FACT_COUNT; i++) {
         const map_fact *f = &p->facts[i];
-        fhir_buf_printf(o, "  %-24s ", FACTS[i].name);
+        fhir_buf_printf(o, "  %-24s ", map_fact_name_at(i, NULL));
         if (!f->known) {
             fhir_buf_puts(o, "unknown");
         } else if (f->type == MAP_FACT_SET) {

@@ -63,18 +63,6 @@ const char *map_profile_patient_id(const map_profile *p);
  * is something to say, e.g. "no ECOG or Karnofsky in lookback"). */
 const map_fact *map_profile_fact(const map_profile *p, const char *name);
 
-/* ---- the vocabulary (FACTS.md) -------------------------------------------------------- */
-
-/* For the criteria loader: is name a fact, and of which type? (type may be NULL) */
-bool map_fact_lookup(const char *name, map_fact_type *type);
-/* Closed code lists for CODE/SET facts (diseases, primary_disease, sex, prior_classes,
- * first_line_classes, prior_drugs): is value allowed for fact name? false for other facts. */
-bool map_fact_code_valid(const char *name, const char *value);
-/* Iteration over the vocabulary in FACTS.md order: i in [0, map_fact_count()).
- * Static strings. */
-size_t map_fact_count(void);
-const char *map_fact_name_at(size_t i, map_fact_type *type);
-
 /* ---- lines of therapy ------------------------------------------------------------------ */
 
 #define MAP_LINE_MAX_DRUGS 24

@@ -13,7 +13,6 @@
 #include <openssl/evp.h>
 
 #include "fhir_clock.h"
-#include "map_profile.h"
 
 /* ======================================================================================
  * The fact vocabulary (mappings/FACTS.md) comes from the profile module: map_fact_lookup() and

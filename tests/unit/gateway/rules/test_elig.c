@@ -1,4 +1,4 @@
-/* Unit tests for the eligibility engine (gateway/rules/elig.c) against the shipped criteria in
+/* Unit tests for the eligibility engine (gateway/rules/elig.h) against the shipped criteria in
  * conf/criteria: every indication gets an eligible patient, a near miss failing exactly one
  * hard gate and a possibly-eligible patient missing one fact; property tests over a generated
  * cohort of fact-patients; loader errors with file:line; parameters, effective dates, hash. */

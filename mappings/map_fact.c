@@ -1,0 +1,130 @@
+/* map_fact — the fact vocabulary of mappings/FACTS.md: names, types and the closed code lists
+ * of code/set facts. See map_fact.h. */
+#include "map_fact.h"
+
+#include <ctype.h>
+#include <string.h>
+
+#include "map_tables.h"
+
+
+typedef struct fact_def {
+    const char *name;
+    map_fact_type type;
+} fact_def;
+
+static const fact_def FACTS[] = {
+    {"age", MAP_FACT_NUMBER},
+    {"sex", MAP_FACT_CODE},
+    {"deceased", MAP_FACT_BOOL},
+    {"diseases", MAP_FACT_SET},
+    {"primary_disease", MAP_FACT_CODE},
+    {"histology_transformed", MAP_FACT_BOOL},
+    {"pcnsl", MAP_FACT_BOOL},
+    {"cns_involvement", MAP_FACT_BOOL},
+    {"lines", MAP_FACT_NUMBER},
+    {"prior_classes", MAP_FACT_SET},
+    {"prior_drugs", MAP_FACT_SET},
+    {"first_line_classes", MAP_FACT_SET},
+    {"relapsed", MAP_FACT_BOOL},
+    {"refractory", MAP_FACT_BOOL},
+    {"primary_refractory", MAP_FACT_BOOL},
+    {"relapse_months_after_1l", MAP_FACT_NUMBER},
+    {"relapse_count", MAP_FACT_NUMBER},
+    {"lenalidomide_refractory", MAP_FACT_BOOL},
+    {"btki_progression", MAP_FACT_BOOL},
+    {"prior_auto_hct", MAP_FACT_BOOL},
+    {"prior_allo_hct", MAP_FACT_BOOL},
+    {"prior_car_t", MAP_FACT_BOOL},
+    {"hct_ineligible", MAP_FACT_BOOL},
+    {"ecog", MAP_FACT_NUMBER},
+    {"anc", MAP_FACT_NUMBER},
+    {"alc", MAP_FACT_NUMBER},
+    {"platelets", MAP_FACT_NUMBER},
+    {"hemoglobin", MAP_FACT_NUMBER},
+    {"creatinine", MAP_FACT_NUMBER},
+    {"crcl", MAP_FACT_NUMBER},
+    {"bilirubin", MAP_FACT_NUMBER},
+    {"ast", MAP_FACT_NUMBER},
+    {"alt", MAP_FACT_NUMBER},
+    {"lvef", MAP_FACT_NUMBER},
+    {"spo2", MAP_FACT_NUMBER},
+    {"active_infection", MAP_FACT_BOOL},
+    {"postal_code", MAP_FACT_STRING},
+    {"latitude", MAP_FACT_NUMBER},
+    {"longitude", MAP_FACT_NUMBER},
+    {"payer", MAP_FACT_STRING},
+};
+#define NFACTS (sizeof FACTS / sizeof FACTS[0])
+_Static_assert(NFACTS == MAP_FACT_COUNT, "MAP_FACT_COUNT must match the vocabulary");
+
+static const char *const DISEASES[] = {
+    "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
+    "b_all", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL,
+};
+static const char *const SEXES[] = {"male", "female", "other", "unknown", NULL};
+
+
+static int list_index(const char *const *list, const char *s)
+{
+    for (int i = 0; list[i]; i++)
+        if (!strcmp(list[i], s))
+            return i;
+    return -1;
+}
+
+int map_fact_index(const char *name)
+{
+    if (!name)
+        return -1;
+    for (size_t i = 0; i < NFACTS; i++)
+        if (!strcmp(FACTS[i].name, name))
+            return (int)i;
+    return -1;
+}
+
+bool map_fact_lookup(const char *name, map_fact_type *type)
+{
+    int i = map_fact_index(name);
+    if (i < 0)
+        return false;
+    if (type)
+        *type = FACTS[i].type;
+    return true;
+}
+
+size_t map_fact_count(void)
+{
+    return NFACTS;
+}
+
+const char *map_fact_name_at(size_t i, map_fact_type *type)
+{
+    if (i >= NFACTS)
+        return NULL;
+    if (type)
+        *type = FACTS[i].type;
+    return FACTS[i].name;
+}
+
+bool map_fact_code_valid(const char *name, const char *value)
+{
+    if (!name || !value)
+        return false;
+    if (!strcmp(name, "diseases") || !strcmp(name, "primary_disease"))
+        return list_index(DISEASES, value) >= 0;
+    if (!strcmp(name, "sex"))
+        return list_index(SEXES, value) >= 0;
+    if (!strcmp(name, "prior_classes") || !strcmp(name, "first_line_classes"))
+        return map_class_from_key(value) >= 0;
+    if (!strcmp(name, "prior_drugs")) {
+        /* ingredient keys: lower-case words; check membership with map_tables_has_ingredient */
+        if (!*value)
+            return false;
+        for (const char *p = value; *p; p++)
+            if (!(islower((unsigned char)*p) || *p == ' ' || *p == '-'))
+                return false;
+        return true;
+    }
+    return false;
+}

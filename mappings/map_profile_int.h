@@ -1,0 +1,231 @@
+/* map_profile_int.h — what the files of the profile builder share (private to mappings/; the
+ * public interface is map_profile.h):
+ *   map_profile.c   resources -> builder state, patient / diagnosis / lab / payer facts, output
+ *   map_therapy.c   lines of therapy, prior therapy, transplant / CAR T history, relapse and
+ *                   refractoriness facts
+ * The helpers below are small and static inline so each file calls them by their short names.
+ */
+#ifndef MAP_PROFILE_INT_H
+#define MAP_PROFILE_INT_H
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fhir_arena.h"
+#include "fhir_clock.h"
+#include "map_lot.h"
+#include "map_profile.h"
+
+#define PROFILE_ARENA_CAP (64u * 1024u * 1024u)
+#define MAX_WARNINGS 64
+
+struct map_profile {
+    fhir_arena *a;
+    const char *patient_id;
+    int64_t as_of;
+    map_fact facts[MAP_FACT_COUNT];
+    map_line *lines;
+    size_t nlines;
+    const char *warnings[MAX_WARNINGS];
+    size_t nwarnings;
+};
+
+/* ---- builder state --------------------------------------------------------------------------- */
+
+typedef struct cond {
+    const char *concept;
+    const char *row;
+    const char *code;
+    const char *ref;       /* "Condition/c1" */
+    const char *id;
+    int64_t onset;         /* INT64_MIN when unknown */
+    int64_t status_day;    /* recordedDate or onset */
+    int state;             /* 0 active, 1 remission, 2 inactive/resolved */
+    int code_status;       /* 0 none, 1 remission, 2 relapse (ICD 5th character / "A") */
+    bool relapse_status;   /* clinicalStatus relapse / recurrence */
+} cond;
+
+typedef struct lab_pick {
+    bool have;
+    int64_t ms;
+    const map_lab_def *def;
+    double raw;
+    const char *unit;
+    const char *ref;
+    const char *date;
+} lab_pick;
+
+typedef struct dated {
+    int64_t day;
+    const char *ref;
+    const char *what;
+} dated;
+
+typedef struct vec {
+    void *v;
+    size_t n, cap, sz;
+} vec;
+
+static inline void *vec_push(vec *v)
+{
+    if (v->n == v->cap) {
+        v->cap = v->cap ? v->cap * 2 : 16;
+        void *nv = realloc(v->v, v->cap * v->sz);
+        if (!nv)
+            abort();
+        v->v = nv;
+    }
+    void *slot = (char *)v->v + v->n * v->sz;
+    memset(slot, 0, v->sz);
+    v->n++;
+    return slot;
+}
+
+typedef struct builder {
+    map_profile *p;
+    const map_tables *t;
+    const map_profile_opts *o;
+    const fhir_node *patient;
+    vec meds;      /* const fhir_node * Medication resources */
+    vec conds;     /* cond */
+    vec ex;        /* map_lot_exposure */
+    vec ev;        /* map_lot_event */
+    vec prog;      /* dated progression */
+    vec resp;      /* dated response */
+    lab_pick labs[16];
+    size_t nlabs;
+    lab_pick ecog, kps;
+    const fhir_node *coverage;
+    int64_t coverage_start;
+    size_t nresources_seen;
+} builder;
+
+static inline const char *astr(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline const char *astr(map_profile *p, const char *fmt, ...)
+{
+    char buf[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    const char *r = fhir_arena_strdup(p->a, buf);
+    return r ? r : "(evidence dropped: profile memory cap)";
+}
+
+static inline void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline void warn(map_profile *p, const char *fmt, ...)
+{
+    if (p->nwarnings >= MAX_WARNINGS)
+        return;
+    char buf[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    const char *s = fhir_arena_strdup(p->a, buf);
+    if (s)
+        p->warnings[p->nwarnings++] = s;
+}
+
+static inline map_fact *F(map_profile *p, const char *name)
+{
+    int i = map_fact_index(name);
+    if (i < 0)
+        abort(); /* broken invariant: a name used here is not in FACTS */
+    return &p->facts[i];
+}
+
+static inline void set_num(map_profile *p, const char *name, double v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->num = v;
+    f->evidence = evidence;
+}
+
+static inline void set_bool(map_profile *p, const char *name, bool v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->b = v;
+    f->evidence = evidence;
+}
+
+static inline void set_str(map_profile *p, const char *name, const char *v, const char *evidence)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    f->str = v;
+    f->evidence = evidence;
+}
+
+static inline void set_unknown(map_profile *p, const char *name, const char *why)
+{
+    map_fact *f = F(p, name);
+    f->known = false;
+    f->evidence = why;
+}
+
+static inline void set_add(map_profile *p, const char *name, const char *v)
+{
+    map_fact *f = F(p, name);
+    f->known = true;
+    for (size_t i = 0; i < f->nset; i++)
+        if (!strcmp(f->set[i], v))
+            return;
+    if (f->nset < MAP_FACT_SET_MAX)
+        f->set[f->nset++] = v;
+    else
+        warn(p, "%s: more than %d members, '%s' dropped", name, MAP_FACT_SET_MAX, v);
+}
+
+static inline void set_remove(map_profile *p, const char *name, const char *v)
+{
+    map_fact *f = F(p, name);
+    for (size_t i = 0; i < f->nset; i++)
+        if (!strcmp(f->set[i], v)) {
+            memmove(&f->set[i], &f->set[i + 1], (f->nset - i - 1) * sizeof f->set[0]);
+            f->nset--;
+            return;
+        }
+}
+
+static inline void fmt_day(int64_t day, char *out, size_t n)
+{
+    int y;
+    unsigned m, d;
+    fhir_clock_civil_from_days(day, &y, &m, &d);
+    snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+}
+
+static inline bool concept_is_heme(const char *c)
+{
+    return map_fact_code_valid("diseases", c) && strcmp(c, "non_heme");
+}
+
+static inline double round_to(double v, double step)
+{
+    return round(v / step) * step;
+}
+
+static inline const cond *find_cond(builder *b, const char *concept, int max_state, const cond *exclude)
+{
+    const cond *best = NULL;
+    const cond *c = b->conds.v;
+    for (size_t i = 0; i < b->conds.n; i++) {
+        if (&c[i] == exclude || strcmp(c[i].concept, concept) || c[i].state > max_state)
+            continue;
+        if (!best || c[i].onset > best->onset)
+            best = &c[i];
+    }
+    return best;
+}
+
+/* map_therapy.c: the therapy facts (lines, prior_*, *_hct, prior_car_t, relapse and
+ * refractoriness) from b's exposures, events and disease-status records. */
+void map_therapy_facts(builder *b);
+
+#endif

@@ -1,0 +1,363 @@
+/* map_therapy — the therapy facts of a profile: lines of therapy (map_lot), prior classes and
+ * drugs, transplant and CAR T history, relapse and refractoriness (three-valued; see
+ * mappings/README.md). Part of the profile builder (map_profile_int.h). */
+#include "map_profile_int.h"
+
+static int cmp_dated(const void *a, const void *b)
+{
+    const dated *x = a, *y = b;
+    return x->day < y->day ? -1 : (x->day > y->day);
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : (x > y);
+}
+
+/* First dated event in [lo, hi]; NULL when none. */
+static const dated *first_in(const vec *v, int64_t lo, int64_t hi)
+{
+    const dated *d = v->v;
+    for (size_t i = 0; i < v->n; i++)
+        if (d[i].day >= lo && d[i].day <= hi)
+            return &d[i];
+    return NULL;
+}
+
+void map_therapy_facts(builder *b)
+{
+    map_profile *p = b->p;
+    const map_profile_opts *o = b->o;
+    const cond *c = b->conds.v;
+
+    /* relapse-coded diagnoses count as progression / response events */
+    for (size_t i = 0; i < b->conds.n; i++) {
+        if (!concept_is_heme(c[i].concept) || c[i].status_day == INT64_MIN)
+            continue;
+        if (c[i].code_status == 2 || c[i].relapse_status) {
+            dated *d = vec_push(&b->prog);
+            d->day = c[i].status_day;
+            d->ref = c[i].ref;
+            d->what = "relapse";
+        } else if (c[i].code_status == 1) {
+            dated *d = vec_push(&b->resp);
+            d->day = c[i].status_day;
+            d->ref = c[i].ref;
+            d->what = "remission";
+        }
+    }
+    if (b->prog.n)
+        qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
+    if (b->resp.n)
+        qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
+    int64_t *pdays = malloc((b->prog.n ? b->prog.n : 1) * sizeof *pdays);
+    if (!pdays)
+        abort();
+    for (size_t i = 0; i < b->prog.n; i++)
+        pdays[i] = ((dated *)b->prog.v)[i].day;
+    if (b->prog.n)
+        qsort(pdays, b->prog.n, sizeof *pdays, cmp_i64);
+
+    const map_fact *pd = F(p, "primary_disease");
+    map_lot_params lp;
+    map_lot_params_default(&lp);
+    lp.window_days = o->lot_window_days;
+    lp.gap_days = o->lot_gap_days;
+    lp.as_of = p->as_of;
+    lp.myeloma = pd->known && (!strcmp(pd->str, "mm") || !strcmp(pd->str, "pcl"));
+    lp.progression_days = pdays;
+    lp.nprogression = b->prog.n;
+    map_lot_result r;
+    map_lot_derive(b->ex.v, b->ex.n, b->ev.v, b->ev.n, &lp, &r);
+    free(pdays);
+
+    p->nlines = r.nlines;
+    p->lines = fhir_arena_calloc(p->a, (r.nlines ? r.nlines : 1) * sizeof *p->lines);
+    if (!p->lines)
+        abort();
+    fhir_buf ev;
+    fhir_buf_init(&ev, 1u << 16);
+    for (size_t k = 0; k < r.nlines; k++) {
+        const map_lot_line *s = &r.lines[k];
+        map_line *l = &p->lines[k];
+        l->number = (int)k + 1;
+        l->start_days = s->start;
+        l->end_days = s->end;
+        l->ndrugs = s->ndrugs < MAP_LINE_MAX_DRUGS ? s->ndrugs : MAP_LINE_MAX_DRUGS;
+        for (size_t i = 0; i < l->ndrugs; i++)
+            l->drugs[i] = s->drugs[i];
+        l->classes = s->classes;
+        l->has_auto_hct = s->auto_hct;
+        l->has_allo_hct = s->allo_hct;
+        l->is_car_t = s->car_t;
+        l->maintenance = s->maintenance;
+        l->end_reason = s->end_reason;
+        fhir_buf_reset(&ev);
+        for (size_t i = 0; i < s->nrefs && i < 8; i++)
+            fhir_buf_printf(&ev, "%s%s", i ? " " : "", r.refs[s->first_ref + i]);
+        if (s->nrefs > 8)
+            fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - 8);
+        l->evidence = astr(p, "%s", fhir_buf_cstr(&ev));
+    }
+    map_lot_result_free(&r);
+
+    /* lines, classes, drugs */
+    size_t nmeds = b->ex.n;
+    set_num(p, "lines", (double)p->nlines,
+            p->nlines ? astr(p, "%zu line(s) derived from %zu drug exposure(s) and %zu transplant/CAR T event(s); see lines",
+                             p->nlines, nmeds, b->ev.n)
+                      : astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
+    F(p, "prior_classes")->known = true;
+    F(p, "prior_drugs")->known = true;
+    fhir_buf_reset(&ev);
+    for (size_t k = 0; k < p->nlines; k++) {
+        const map_line *l = &p->lines[k];
+        for (size_t i = 0; i < l->ndrugs; i++)
+            set_add(p, "prior_drugs", l->drugs[i]);
+        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
+            if (l->classes & (1u << ci))
+                set_add(p, "prior_classes", map_class_key((map_class)ci));
+    }
+    /* drugs outside any line (e.g. a lone steroid) are not "therapy received" */
+    for (size_t k = 0; k < p->nlines && k < 12; k++) {
+        const map_line *l = &p->lines[k];
+        char s1[16];
+        fmt_day(l->start_days, s1, sizeof s1);
+        fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
+        for (size_t i = 0; i < l->ndrugs; i++)
+            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+        if (l->has_auto_hct || l->has_allo_hct)
+            fhir_buf_printf(&ev, "%s%s HCT", l->ndrugs ? " -> " : "", l->has_auto_hct ? "auto" : "allo");
+        if (l->is_car_t && !l->ndrugs)
+            fhir_buf_puts(&ev, "CAR T");
+    }
+    const char *lines_ev = p->nlines ? astr(p, "%s", fhir_buf_cstr(&ev)) : "no antineoplastic therapy recorded";
+    F(p, "prior_classes")->evidence = lines_ev;
+    F(p, "prior_drugs")->evidence = lines_ev;
+    if (p->nlines) {
+        F(p, "first_line_classes")->known = true;
+        for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
+            if (p->lines[0].classes & (1u << ci))
+                set_add(p, "first_line_classes", map_class_key((map_class)ci));
+        F(p, "first_line_classes")->evidence = astr(p, "line 1: %s", p->lines[0].evidence);
+    } else {
+        set_unknown(p, "first_line_classes", "no line of therapy");
+    }
+    fhir_buf_free(&ev);
+
+    /* transplant and CAR T history */
+    const map_lot_event *e = b->ev.v;
+    const char *auto_ref = NULL, *allo_ref = NULL, *any_ref = NULL, *cart_ref = NULL;
+    for (size_t i = 0; i < b->ev.n; i++) {
+        if (e[i].kind == MAP_LOT_AUTO_HCT && !auto_ref)
+            auto_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_ALLO_HCT && !allo_ref)
+            allo_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_HCT && !any_ref)
+            any_ref = e[i].ref;
+        else if (e[i].kind == MAP_LOT_CAR_T && !cart_ref)
+            cart_ref = e[i].ref;
+    }
+    const map_lot_exposure *x = b->ex.v;
+    for (size_t i = 0; i < b->ex.n && !cart_ref; i++)
+        if (!strcmp(x[i].drug->role, "car_t"))
+            cart_ref = x[i].ref;
+    const cond *hx_hct = find_cond(b, "hx_hct", 2, NULL);
+    const cond *hx_allo = find_cond(b, "hx_allo", 2, NULL);
+    const cond *hx_cart = find_cond(b, "hx_car_t", 2, NULL);
+    if (!any_ref && hx_hct)
+        any_ref = hx_hct->ref;
+    if (!allo_ref && hx_allo)
+        allo_ref = hx_allo->ref;
+    if (auto_ref)
+        set_bool(p, "prior_auto_hct", true, astr(p, "%s autologous HCT", auto_ref));
+    else if (any_ref)
+        set_unknown(p, "prior_auto_hct", astr(p, "%s transplant of unspecified type", any_ref));
+    else
+        set_bool(p, "prior_auto_hct", false, "no HCT procedure or transplant status recorded");
+    if (allo_ref)
+        set_bool(p, "prior_allo_hct", true, astr(p, "%s allogeneic HCT (or GVHD)", allo_ref));
+    else if (any_ref && !auto_ref)
+        set_unknown(p, "prior_allo_hct", astr(p, "%s transplant of unspecified type", any_ref));
+    else
+        set_bool(p, "prior_allo_hct", false, "no allogeneic HCT procedure or GVHD recorded");
+    if (cart_ref)
+        set_bool(p, "prior_car_t", true, astr(p, "%s CAR T infusion", cart_ref));
+    else if (hx_cart)
+        set_bool(p, "prior_car_t", true, astr(p, "%s %s (%s)", hx_cart->ref, hx_cart->code, hx_cart->row));
+    else
+        set_bool(p, "prior_car_t", false, "no CAR T infusion, CAR T product or history code recorded");
+
+    /* relapse / refractoriness (three-valued; see README) */
+    const vec *P = &b->prog, *R = &b->resp;
+    const dated *pv = P->v, *rv = R->v;
+    int rd = o->refractory_days;
+    /* relapsed */
+    const dated *rel = NULL;
+    for (size_t i = 0; i < P->n && !rel; i++) {
+        if (!strcmp(pv[i].what, "relapse")) {
+            rel = &pv[i];
+            break;
+        }
+        for (size_t j = 0; j < R->n; j++)
+            if (rv[j].day < pv[i].day) {
+                rel = &pv[i];
+                break;
+            }
+        for (size_t k = 0; k < p->nlines && !rel; k++) {
+            const map_line *l = &p->lines[k];
+            bool next_before = k + 1 < p->nlines && p->lines[k + 1].start_days <= pv[i].day;
+            if (!next_before && pv[i].day > l->end_days + rd && pv[i].day >= l->start_days)
+                rel = &pv[i];
+        }
+    }
+    if (rel)
+        set_bool(p, "relapsed", true, astr(p, "%s %s documented", rel->ref, rel->what));
+    else if (R->n)
+        set_bool(p, "relapsed", false, astr(p, "%s response documented; no later progression", rv[R->n - 1].ref));
+    else
+        set_unknown(p, "relapsed", P->n ? "progression documented only during or right after therapy (no response documented)"
+                                        : "no disease status documented");
+
+    if (!p->nlines && P->n) {
+        /* Relapse or progression without any recorded therapy: the treatment happened
+         * outside this record. Zero lines would be a guess that could exclude a candidate,
+         * so the count becomes unknown for a clinician to check. */
+        set_unknown(p, "lines", astr(p, "%s %s documented but no antineoplastic therapy recorded: prior lines may be "
+                                        "outside this record", pv[0].ref, pv[0].what));
+    }
+    if (!p->nlines) {
+        set_unknown(p, "refractory", "no line of therapy");
+        set_unknown(p, "primary_refractory", "no line of therapy");
+        set_unknown(p, "relapse_months_after_1l", "no line of therapy");
+        set_unknown(p, "relapse_count", "no line of therapy");
+    } else {
+        for (int which = 0; which < 2; which++) {
+            const map_line *l = which ? &p->lines[0] : &p->lines[p->nlines - 1];
+            const char *name = which ? "primary_refractory" : "refractory";
+            int64_t hi = l->end_days + rd;
+            const dated *pp = first_in(P, l->start_days, INT64_MAX); /* first progression after start */
+            const dated *rr = first_in(R, l->start_days, INT64_MAX);
+            char s1[16], s2[16], s3[16];
+            fmt_day(l->start_days, s1, sizeof s1);
+            fmt_day(l->end_days, s2, sizeof s2);
+            if (pp)
+                fmt_day(pp->day, s3, sizeof s3);
+            if (pp && pp->day <= hi)
+                set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
+                                             pp->ref, pp->what, s3, rd, l->number, s1, s2));
+            else if (pp)
+                set_bool(p, name, false, astr(p, "first progression after line %d (%s..%s) is %s %s on %s, > %d days after it",
+                                              l->number, s1, s2, pp->ref, pp->what, s3, rd));
+            else if (rr)
+                set_bool(p, name, false, astr(p, "%s response after line %d started (%s..%s); no progression documented since",
+                                              rr->ref, l->number, s1, s2));
+            else
+                set_unknown(p, name, astr(p, "no disease status documented since line %d started (%s)", l->number, s1));
+        }
+        const map_line *l1 = &p->lines[0];
+        const dated *first_prog = first_in(P, l1->start_days, INT64_MAX);
+        if (first_prog) {
+            int64_t anchor = o->relapse_anchor_end ? l1->end_days : l1->start_days;
+            double months = (double)(first_prog->day - anchor) / 30.4375;
+            if (months < 0)
+                months = 0;
+            char s1[16];
+            fmt_day(anchor, s1, sizeof s1);
+            set_num(p, "relapse_months_after_1l", round_to(months, 0.1),
+                    astr(p, "%s %s, anchor %s of line 1 = %s", first_prog->ref, first_prog->what,
+                         o->relapse_anchor_end ? "end" : "start", s1));
+        } else {
+            set_unknown(p, "relapse_months_after_1l", "no progression documented after the start of line 1");
+        }
+        if (P->n || R->n) {
+            int count = 0;
+            int64_t prev_prog = INT64_MIN;
+            for (size_t k = 0; k < p->nlines; k++) {
+                const map_line *l = &p->lines[k];
+                int64_t lo = l->start_days;
+                int64_t hi = k + 1 < p->nlines ? p->lines[k + 1].start_days - 1 : INT64_MAX;
+                const dated *pp = first_in(P, lo, hi);
+                if (!pp)
+                    continue;
+                bool relapse = !strcmp(pp->what, "relapse") || pp->day > l->end_days + rd;
+                for (size_t j = 0; j < R->n && !relapse; j++)
+                    if (rv[j].day < pp->day && rv[j].day > prev_prog && rv[j].day >= lo)
+                        relapse = true;
+                if (relapse)
+                    count++;
+                for (size_t j = 0; j < P->n; j++) /* last progression of this line's period */
+                    if (pv[j].day >= lo && pv[j].day <= hi)
+                        prev_prog = pv[j].day;
+            }
+            set_num(p, "relapse_count", count,
+                    astr(p, "%d relapse(s): progression after a documented response or > %d days after a line, one per line (%zu progression, %zu response records)",
+                         count, rd, P->n, R->n));
+        } else {
+            set_unknown(p, "relapse_count", "no disease status documented");
+        }
+    }
+
+    /* drug-specific refractoriness: episodes of lenalidomide / any BTKi */
+    for (int which = 0; which < 2; which++) {
+        const char *name = which ? "btki_progression" : "lenalidomide_refractory";
+        int64_t ep_start = INT64_MIN, ep_end = INT64_MIN;
+        const dated *hit = NULL;
+        const char *hit_drug = NULL;
+        bool any = false, all_resp = true;
+        /* exposures sorted by start */
+        size_t n = b->ex.n;
+        const map_lot_exposure **sel = malloc((n ? n : 1) * sizeof *sel);
+        if (!sel)
+            abort();
+        size_t ns = 0;
+        for (size_t i = 0; i < n; i++) {
+            bool m = which ? (x[i].drug->classes & (1u << MAP_CLASS_BTKI)) != 0
+                           : !strcmp(x[i].drug->ingredient, "lenalidomide");
+            if (m)
+                sel[ns++] = &x[i];
+        }
+        for (size_t i = 1; i < ns; i++) { /* insertion sort by start */
+            const map_lot_exposure *t = sel[i];
+            size_t j = i;
+            while (j > 0 && sel[j - 1]->start > t->start) {
+                sel[j] = sel[j - 1];
+                j--;
+            }
+            sel[j] = t;
+        }
+        for (size_t i = 0; i <= ns && !hit; i++) {
+            if (i < ns && ep_end != INT64_MIN && sel[i]->start <= ep_end + o->lot_gap_days) {
+                if (sel[i]->end > ep_end)
+                    ep_end = sel[i]->end;
+                continue;
+            }
+            if (ep_end != INT64_MIN) { /* close episode */
+                any = true;
+                const dated *pp = first_in(P, ep_start, ep_end + rd);
+                if (pp) {
+                    hit = pp;
+                    hit_drug = sel[i - 1]->drug->ingredient;
+                } else if (!first_in(R, ep_start, INT64_MAX) && !first_in(P, ep_start, INT64_MAX)) {
+                    all_resp = false; /* neither a response nor a later progression documented */
+                }
+            }
+            if (i < ns) {
+                ep_start = sel[i]->start;
+                ep_end = sel[i]->end;
+            }
+        }
+        free(sel);
+        if (hit)
+            set_bool(p, name, true, astr(p, "%s %s during or <= %d days after %s", hit->ref, hit->what, rd, hit_drug));
+        else if (!any)
+            set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
+        else if (all_resp)
+            set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",
+                                          rd, which ? "BTK inhibitor" : "lenalidomide"));
+        else
+            set_unknown(p, name, astr(p, "%s given; no disease status documented since (window %d days)",
+                                      which ? "BTK inhibitor" : "lenalidomide", rd));
+    }
+}
