@@ -16,6 +16,7 @@
 #include "fhir_error.h"
 #include "map_group.h"
 #include "map_profile.h"
+#include "screen.h"
 
 #define SCREEN_LINE_CAP (4u * 1024u * 1024u)
 
@@ -55,13 +56,11 @@ static char *dupstr(const char *s)
 static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, const char *id)
 {
     const char *keys[ELIG_MAX_INDICATIONS];
-    size_t nk = 0;
+    size_t idx[ELIG_MAX_INDICATIONS];
+    size_t nk = screen_indications(rs, res, true, idx, ELIG_MAX_INDICATIONS);
+    for (size_t k = 0; k < nk; k++)
+        keys[k] = elig_ruleset_key(rs, idx[k]);
     bool any_eligible = elig_result_category(res) == ELIG_ELIGIBLE;
-    for (size_t i = 0; i < elig_ruleset_count(rs); i++) {
-        elig_category c = elig_result_ind_category(res, i);
-        if (c == (any_eligible ? ELIG_ELIGIBLE : ELIG_POSSIBLY_ELIGIBLE))
-            keys[nk++] = elig_ruleset_key(rs, i);
-    }
     const char *miss[ELIG_MAX_FACTS], *flags[ELIG_MAX_FLAGS];
     size_t nm = elig_result_missing(rs, res, miss, ELIG_MAX_FACTS);
     size_t nf = elig_result_flags(rs, res, flags, ELIG_MAX_FLAGS);
@@ -167,9 +166,6 @@ int cmd_screen(int argc, char **argv)
             return 2;
         }
     }
-    /* the profile computes relapse_months_after_1l from the anchor the criteria ask for */
-    elig_profile_opts_apply(rs, &o);
-
     map_tables *t = map_tables_load(mdir, &err);
     if (!t) {
         fprintf(stderr, "cartgate screen: %s\n", err.msg);
@@ -191,8 +187,7 @@ int cmd_screen(int argc, char **argv)
         row *rows = calloc(n ? n : 1, sizeof *rows);
         if (!rows)
             abort();
-        elig_factset *fs = elig_factset_new(rs);
-        elig_result *res = elig_result_new(rs);
+        screen *sc = screen_new(t, rs, &o);
         fhir_buf line;
         fhir_buf_init(&line, SCREEN_LINE_CAP);
         size_t counts[3] = {0, 0, 0};
@@ -200,20 +195,16 @@ int cmd_screen(int argc, char **argv)
             rows[i].id = dupstr(map_group_patient_id(g, i));
             size_t nr;
             const fhir_node *const *resv = map_group_resources(g, i, &nr);
-            map_profile *p = map_profile_build(t, resv, nr, &o, &err);
-            if (!p) {
+            if (screen_patient(sc, resv, nr, &err)) {
                 fprintf(stderr, "cartgate screen: patient %s: %s\n", rows[i].id, err.msg);
                 rc = 1;
                 continue;
             }
-            elig_profile_source src;
-            elig_profile_source_init(&src, p, &o);
-            elig_factset_fill(fs, elig_profile_fact, &src);
-            elig_evaluate(rs, fs, o.as_of_days, res);
+            const elig_result *res = screen_result(sc);
             counts[elig_result_category(res)]++;
             if (json) {
                 fhir_buf_reset(&line);
-                if (elig_result_write_json(rs, fs, res, rows[i].id, &line)) {
+                if (screen_write_json(sc, rows[i].id, &line)) {
                     fprintf(stderr, "cartgate screen: patient %s: output line too long\n",
                             rows[i].id);
                     rc = 1;
@@ -223,7 +214,6 @@ int cmd_screen(int argc, char **argv)
             } else {
                 fill_row(&rows[i], rs, res, rows[i].id);
             }
-            map_profile_free(p);
         }
         fhir_buf_free(&line);
         qsort(rows, n, sizeof *rows, cmp_row);
@@ -246,8 +236,7 @@ int cmd_screen(int argc, char **argv)
                 free(rows[i].text[c]);
         }
         free(rows);
-        elig_result_free(res);
-        elig_factset_free(fs);
+        screen_free(sc);
     }
     if (fflush(stdout) != 0) {
         fprintf(stderr, "cartgate screen: write error\n");

@@ -25,6 +25,7 @@
 #include "poll_source.h"
 #include "propose.h"
 #include "referral.h"
+#include "screen.h"
 #include "route.h"
 #include "sender.h"
 #include "store.h"
@@ -284,9 +285,10 @@ static void add_referenced_medications(daemon_proc *d, res_list *l)
 typedef struct screen_job {
     char *pid;
     res_list l;
-    map_profile *p;
-    elig_factset *fs;
-    elig_result *res;
+    screen *sc;
+    const map_profile *p;     /* p, fs, res: borrowed from sc */
+    const elig_factset *fs;
+    const elig_result *res;
     fhir_buf vj, pj;
     bool ok;
     /* written with the batch */
@@ -297,9 +299,7 @@ typedef struct screen_job {
 
 static void job_free(screen_job *j)
 {
-    elig_result_free(j->res);
-    elig_factset_free(j->fs);
-    map_profile_free(j->p);
+    screen_free(j->sc);
     fhir_buf_free(&j->vj);
     fhir_buf_free(&j->pj);
     fhir_arena_free(j->l.a);
@@ -328,17 +328,13 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     map_profile_opts_default(&o);
     if (rt->as_of_days >= 0)
         o.as_of_days = rt->as_of_days;
-    elig_profile_opts_apply(rt->rules, &o); /* the profile's 1L anchor follows the criteria */
-    j->p = map_profile_build(rt->tables, j->l.v, j->l.n, &o, err);
-    if (!j->p)
+    j->sc = screen_new(rt->tables, rt->rules, &o);
+    if (screen_patient(j->sc, j->l.v, j->l.n, err))
         return -1;
-    j->fs = elig_factset_new(rt->rules);
-    j->res = elig_result_new(rt->rules);
-    elig_profile_source src;
-    elig_profile_source_init(&src, j->p, &o);
-    elig_factset_fill(j->fs, elig_profile_fact, &src);
-    elig_evaluate(rt->rules, j->fs, o.as_of_days, j->res);
-    elig_result_write_json(rt->rules, j->fs, j->res, pid, &j->vj);
+    j->p = screen_profile(j->sc);
+    j->fs = screen_facts(j->sc);
+    j->res = screen_result(j->sc);
+    screen_write_json(j->sc, pid, &j->vj);
     map_profile_write_json(j->p, &j->pj, 0);
     j->ok = true;
     return 0;

@@ -1,0 +1,86 @@
+/* screen — one patient's resources -> profile -> verdict -> JSON. See screen.h. */
+#include "screen.h"
+
+#include <stdlib.h>
+
+struct screen {
+    const map_tables *t;
+    const elig_ruleset *rs;
+    map_profile_opts o;
+    map_profile *p;        /* last patient's profile, NULL when none */
+    elig_factset *fs;
+    elig_result *res;
+};
+
+screen *screen_new(const map_tables *t, const elig_ruleset *rs, const map_profile_opts *o)
+{
+    screen *s = calloc(1, sizeof *s);
+    if (!s)
+        abort();
+    s->t = t;
+    s->rs = rs;
+    if (o)
+        s->o = *o;
+    else
+        map_profile_opts_default(&s->o);
+    elig_profile_opts_apply(rs, &s->o); /* the profile's 1L anchor follows the criteria */
+    s->fs = elig_factset_new(rs);
+    s->res = elig_result_new(rs);
+    return s;
+}
+
+void screen_free(screen *s)
+{
+    if (!s)
+        return;
+    map_profile_free(s->p);
+    elig_result_free(s->res);
+    elig_factset_free(s->fs);
+    free(s);
+}
+
+int screen_patient(screen *s, const fhir_node *const *res, size_t n, fhir_error *err)
+{
+    map_profile_free(s->p);
+    s->p = map_profile_build(s->t, res, n, &s->o, err);
+    if (!s->p)
+        return -1;
+    elig_profile_source src;
+    elig_profile_source_init(&src, s->p, &s->o);
+    elig_factset_fill(s->fs, elig_profile_fact, &src);
+    elig_evaluate(s->rs, s->fs, s->o.as_of_days, s->res);
+    return 0;
+}
+
+const map_profile *screen_profile(const screen *s) { return s->p; }
+const elig_factset *screen_facts(const screen *s) { return s->p ? s->fs : NULL; }
+const elig_result *screen_result(const screen *s) { return s->p ? s->res : NULL; }
+const map_profile_opts *screen_opts(const screen *s) { return &s->o; }
+
+int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
+{
+    if (!s->p)
+        return -1;
+    return elig_result_write_json(s->rs, s->fs, s->res, patient_id, out);
+}
+
+size_t screen_indications(const elig_ruleset *rs, const elig_result *r, bool with_possible,
+                          size_t *idx, size_t max)
+{
+    elig_category best = elig_result_category(r);
+    elig_category want;
+    if (best == ELIG_ELIGIBLE)
+        want = ELIG_ELIGIBLE; /* an eligible patient counts for what it is eligible for */
+    else if (best == ELIG_POSSIBLY_ELIGIBLE && with_possible)
+        want = ELIG_POSSIBLY_ELIGIBLE;
+    else
+        return 0;
+    size_t n = 0;
+    for (size_t i = 0; i < elig_ruleset_count(rs); i++)
+        if (elig_result_ind_category(r, i) == want) {
+            if (n < max)
+                idx[n] = i;
+            n++;
+        }
+    return n;
+}

@@ -1,0 +1,213 @@
+/* Unit tests for the one screening path (gateway/rules/screen.h): which indications count for
+ * a verdict (eligible -> only the eligible ones; possibly -> the possible ones when asked;
+ * otherwise none), and screen_patient() on real resources gives the same verdict JSON as the
+ * profile and engine called step by step, for both 1L anchors of the shipped criteria. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "elig.h"
+#include "fhir_clock.h"
+#include "map_group.h"
+#include "screen.h"
+
+/* ---- which indications count ----------------------------------------------------------- */
+
+/* Indication <product>:LBCL-3L requiring the criteria in req (a JSON array of criteria). */
+static char *criteria(const char *product, const char *req)
+{
+    char *b = malloc(2048);
+    assert_non_null(b);
+    snprintf(b, 2048,
+             "{\"id\": \"%s:LBCL-3L\",\n"
+             " \"product\": {\"key\": \"%s\", \"generic\": \"g\", \"brand\": \"B\"},\n"
+             " \"indication\": {\"key\": \"LBCL-3L\", \"description\": \"d\"},\n"
+             " \"diseases\": [\"dlbcl_nos\"],\n"
+             " \"source\": {\"document\": \"PI\", \"revision\": \"2026-02\",\n"
+             "             \"url\": \"https://example.org/pi\"},\n"
+             " \"requires\": {\"all\": %s}}\n",
+             product, product, req);
+    return b;
+}
+
+typedef struct two {
+    elig_ruleset *rs;
+    elig_factset *fs;
+    elig_result *r;
+    int a, b; /* indices of a-cel and b-cel */
+} two;
+
+/* a-cel needs lines >= 2; b-cel needs lines >= 2 and ecog <= 1. */
+static void two_load(two *t)
+{
+    char *a = criteria("a-cel", "[{\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", "
+                                "\"value\": 2}]");
+    char *b = criteria("b-cel", "[{\"label\": \"l\", \"fact\": \"lines\", \"op\": \">=\", "
+                                "\"value\": 2},\n"
+                                "  {\"label\": \"e\", \"fact\": \"ecog\", \"op\": \"<=\", "
+                                "\"value\": 1}]");
+    elig_source src[2] = {{"a.json", a, strlen(a)}, {"b.json", b, strlen(b)}};
+    fhir_error err;
+    t->rs = elig_load_sources(src, 2, &err);
+    free(a);
+    free(b);
+    if (!t->rs)
+        fail_msg("criteria: %s", err.msg);
+    t->fs = elig_factset_new(t->rs);
+    t->r = elig_result_new(t->rs);
+    t->a = elig_ruleset_find(t->rs, "a-cel:LBCL-3L");
+    t->b = elig_ruleset_find(t->rs, "b-cel:LBCL-3L");
+    assert_true(t->a >= 0 && t->b >= 0);
+}
+
+static void two_free(two *t)
+{
+    elig_result_free(t->r);
+    elig_factset_free(t->fs);
+    elig_ruleset_free(t->rs);
+}
+
+/* Evaluates the patient with the given lines / ecog (< 0 = unknown) and returns the
+ * indications that count as a bit set (bit 0 a-cel, bit 1 b-cel). */
+static unsigned counted(two *t, double lines, double ecog, bool with_possible)
+{
+    map_fact fl = {.known = lines >= 0, .type = MAP_FACT_NUMBER, .num = lines};
+    map_fact fe = {.known = ecog >= 0, .type = MAP_FACT_NUMBER, .num = ecog};
+    elig_factset_clear(t->fs);
+    assert_int_equal(elig_factset_set(t->fs, "lines", &fl), 0);
+    assert_int_equal(elig_factset_set(t->fs, "ecog", &fe), 0);
+    elig_evaluate(t->rs, t->fs, 20000, t->r);
+    size_t idx[ELIG_MAX_INDICATIONS];
+    size_t n = screen_indications(t->rs, t->r, with_possible, idx, ELIG_MAX_INDICATIONS);
+    unsigned bits = 0;
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            assert_true(idx[k] > idx[k - 1]); /* rule-set order */
+        bits |= (int)idx[k] == t->a ? 1u : (int)idx[k] == t->b ? 2u : 4u;
+    }
+    return bits;
+}
+
+static void test_indications_that_count(void **state)
+{
+    (void)state;
+    two t;
+    two_load(&t);
+    for (int wp = 0; wp < 2; wp++) {
+        /* eligible for both */
+        assert_int_equal(counted(&t, 3, 0, wp), 3);
+        /* eligible for a-cel, possibly for b-cel: only what it is eligible for */
+        assert_int_equal(elig_result_ind_category(t.r, (size_t)t.a), ELIG_ELIGIBLE);
+        assert_int_equal(counted(&t, 2, -1, wp), 1);
+        assert_int_equal(elig_result_ind_category(t.r, (size_t)t.b), ELIG_POSSIBLY_ELIGIBLE);
+        /* eligible for a-cel, not for b-cel */
+        assert_int_equal(counted(&t, 2, 3, wp), 1);
+        /* not eligible for either */
+        assert_int_equal(counted(&t, 1, 0, wp), 0);
+    }
+    /* possibly eligible for both: counted only when possible verdicts are asked for */
+    assert_int_equal(counted(&t, -1, 0, true), 3);
+    assert_int_equal(elig_result_category(t.r), ELIG_POSSIBLY_ELIGIBLE);
+    assert_int_equal(counted(&t, -1, 0, false), 0);
+    /* max bounds what is written, not the count */
+    size_t idx[1];
+    counted(&t, 3, 0, false);
+    assert_int_equal(screen_indications(t.rs, t.r, false, idx, 1), 2);
+    assert_int_equal((int)idx[0], t.a < t.b ? t.a : t.b);
+    two_free(&t);
+}
+
+/* ---- screen_patient == the steps by hand ------------------------------------------------ */
+
+static void by_hand(const map_tables *tb, const elig_ruleset *rs, map_profile_opts o,
+                    const fhir_node *const *res, size_t n, const char *pid, fhir_buf *out)
+{
+    fhir_error err;
+    elig_profile_opts_apply(rs, &o);
+    map_profile *p = map_profile_build(tb, res, n, &o, &err);
+    if (!p)
+        fail_msg("profile: %s", err.msg);
+    elig_factset *fs = elig_factset_new(rs);
+    elig_result *r = elig_result_new(rs);
+    elig_profile_source src;
+    elig_profile_source_init(&src, p, &o);
+    elig_factset_fill(fs, elig_profile_fact, &src);
+    elig_evaluate(rs, fs, o.as_of_days, r);
+    assert_int_equal(elig_result_write_json(rs, fs, r, pid, out), 0);
+    elig_result_free(r);
+    elig_factset_free(fs);
+    map_profile_free(p);
+}
+
+static void test_screen_matches_steps(void **state)
+{
+    (void)state;
+    fhir_error err;
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!rs)
+        fail_msg("criteria: %s", err.msg);
+    map_tables *tb = map_tables_load(NULL, &err);
+    if (!tb)
+        fail_msg("tables: %s", err.msg);
+    map_group *g = map_group_new(NULL);
+    assert_int_equal(map_group_add_path(g, "tests/fixtures/demo-dlbcl-bundle.json", &err), 0);
+    assert_true(map_group_count(g) >= 1);
+    int64_t day;
+    assert_int_equal(fhir_clock_parse_date("2026-11-01", &day), 0);
+    static const char *const anchors[] = {"start", "end"};
+    size_t seen_eligible = 0;
+    for (int k = 0; k < 2; k++) {
+        assert_int_equal(elig_ruleset_set_param(rs, "lbcl_1l_anchor", anchors[k], &err), 0);
+        map_profile_opts o;
+        map_profile_opts_default(&o);
+        o.as_of_days = day;
+        o.relapse_anchor_end = !k; /* the screen must override this from the criteria */
+        screen *s = screen_new(tb, rs, &o);
+        assert_null(screen_result(s));
+        assert_int_equal(screen_opts(s)->relapse_anchor_end, k);
+        for (size_t i = 0; i < map_group_count(g); i++) {
+            size_t n;
+            const fhir_node *const *res = map_group_resources(g, i, &n);
+            const char *pid = map_group_patient_id(g, i);
+            assert_int_equal(screen_patient(s, res, n, &err), 0);
+            assert_string_equal(map_profile_patient_id(screen_profile(s)), pid);
+            fhir_buf a, b;
+            fhir_buf_init(&a, 1u << 20);
+            fhir_buf_init(&b, 1u << 20);
+            assert_int_equal(screen_write_json(s, pid, &a), 0);
+            by_hand(tb, rs, o, res, n, pid, &b);
+            assert_string_equal(fhir_buf_cstr(&a), fhir_buf_cstr(&b));
+            seen_eligible += elig_result_category(screen_result(s)) != ELIG_NOT_ELIGIBLE;
+            fhir_buf_free(&a);
+            fhir_buf_free(&b);
+        }
+        /* a patient without any patient reference is an error, not a verdict */
+        assert_int_not_equal(screen_patient(s, NULL, 0, &err), 0);
+        assert_true(err.msg[0] != 0);
+        assert_null(screen_result(s));
+        fhir_buf out;
+        fhir_buf_init(&out, 1024);
+        assert_int_equal(screen_write_json(s, "x", &out), -1);
+        fhir_buf_free(&out);
+        screen_free(s);
+    }
+    assert_true(seen_eligible > 0); /* the fixture is a candidate: the verdicts are not empty */
+    map_group_free(g);
+    map_tables_free(tb);
+    elig_ruleset_free(rs);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_indications_that_count),
+        cmocka_unit_test(test_screen_matches_steps),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
