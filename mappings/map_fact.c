@@ -3,6 +3,8 @@
 #include "map_fact.h"
 
 #include <ctype.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "map_tables.h"
@@ -73,13 +75,40 @@ static int list_index(const char *const *list, const char *s)
     return -1;
 }
 
+/* Name -> index: an open-addressing table over the vocabulary, built once (the profile
+ * looks facts up by name a few hundred times per patient). */
+#define INDEX_SLOTS 128
+_Static_assert(NFACTS * 2 <= INDEX_SLOTS, "INDEX_SLOTS must stay at least twice the vocabulary");
+static int8_t index_slot[INDEX_SLOTS];
+static pthread_once_t index_once = PTHREAD_ONCE_INIT;
+
+static size_t name_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h & (INDEX_SLOTS - 1);
+}
+
+static void index_build(void)
+{
+    memset(index_slot, -1, sizeof index_slot);
+    for (size_t i = 0; i < NFACTS; i++) {
+        size_t j = name_hash(FACTS[i].name);
+        while (index_slot[j] >= 0)
+            j = (j + 1) & (INDEX_SLOTS - 1);
+        index_slot[j] = (int8_t)i;
+    }
+}
+
 int map_fact_index(const char *name)
 {
     if (!name)
         return -1;
-    for (size_t i = 0; i < NFACTS; i++)
-        if (!strcmp(FACTS[i].name, name))
-            return (int)i;
+    pthread_once(&index_once, index_build);
+    for (size_t j = name_hash(name); index_slot[j] >= 0; j = (j + 1) & (INDEX_SLOTS - 1))
+        if (!strcmp(FACTS[index_slot[j]].name, name))
+            return index_slot[j];
     return -1;
 }
 

@@ -12,6 +12,7 @@
 #include "fhir_arena.h"
 #include "fhir_json.h"
 #include "fhir_ndjson.h"
+#include "map_profile.h"
 
 #define DEFAULT_MAX_BYTES ((size_t)4 << 30)
 #define DEFAULT_MAX_FILE ((size_t)256 << 20)
@@ -139,18 +140,10 @@ void map_group_free(map_group *g)
 
 static bool kept_type(const map_group *g, const char *type)
 {
-    static const char *const keep[] = {"Patient", "Condition", "Observation", "MedicationRequest",
-                                       "MedicationAdministration", "MedicationStatement",
-                                       "Medication", "Procedure", "Coverage", NULL};
-    if (g->o.all_types)
-        return true;
-    for (const char *const *k = keep; *k; k++)
-        if (!strcmp(*k, type))
-            return true;
-    return false;
+    return g->o.all_types || map_profile_reads(type, strlen(type));
 }
 
-static const char *patient_ref_of(const fhir_node *res)
+const char *map_group_patient_ref(const fhir_node *res)
 {
     static const char *const paths[] = {"subject.reference", "patient.reference",
                                         "beneficiary.reference", "individual.reference", NULL};
@@ -164,7 +157,7 @@ static const char *patient_ref_of(const fhir_node *res)
 
 /* Clone without the top-level members the profile never reads (narrative, meta): the clone
  * is most of the grouping cost, and narratives are often the largest part of a resource. */
-static fhir_node *clone_lean(fhir_arena *a, const fhir_node *res)
+fhir_node *map_group_clone_lean(fhir_arena *a, const fhir_node *res)
 {
     fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
     if (!o)
@@ -194,14 +187,14 @@ static int add_one(map_group *g, const fhir_node *res, const char *full_url, fhi
             abort();
         g->items = ni;
     }
-    fhir_node *c = g->o.all_types ? fhir_node_clone(g->a, res) : clone_lean(g->a, res);
+    fhir_node *c = g->o.all_types ? fhir_node_clone(g->a, res) : map_group_clone_lean(g->a, res);
     if (!c)
         return fhir_error_set(err, "resource grouping: memory cap of %zu bytes reached", g->o.max_bytes);
     item *it = &g->items[g->nitems];
     it->res = c;
     it->pref = NULL;
     if (strcmp(type, "Patient") && strcmp(type, "Medication")) {
-        const char *r = patient_ref_of(c);
+        const char *r = map_group_patient_ref(c);
         it->pref = r;
     }
     size_t idx = g->nitems++;
@@ -289,12 +282,18 @@ static bool has_suffix(const char *s, const char *suf)
 static int add_ndjson(map_group *g, const char *path, fhir_error *err)
 {
     fhir_json_limits lim = {.max_bytes = g->o.max_file_bytes};
-    nd_ctx c = {g, err, 0};
+    /* the callback's error has its own slot: the reader clears the one it is given when a
+     * callback stops it, and the cause (e.g. the memory cap) must reach the user */
+    fhir_error cb_err;
+    fhir_error_clear(&cb_err);
+    nd_ctx c = {g, &cb_err, 0};
     fhir_ndjson *r = fhir_ndjson_new(&lim, nd_line, nd_bad, &c);
     if (!r)
         abort();
     int rc = fhir_ndjson_read_path(r, path, err);
     fhir_ndjson_free(r);
+    if (c.failed)
+        *err = cb_err;
     if (rc || c.failed)
         return fhir_error_prefix(err, "%s", path);
     return 0;
@@ -319,9 +318,15 @@ static int add_json(map_group *g, const char *path, fhir_error *err)
     return rc;
 }
 
-static int add_file(map_group *g, const char *path, fhir_error *err)
+bool map_group_is_ndjson(const char *path)
 {
-    if (has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl"))
+    return has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl");
+}
+
+static int add_file(void *ud, const char *path, fhir_error *err)
+{
+    map_group *g = ud;
+    if (strcmp(path, "-") && map_group_is_ndjson(path))
         return add_ndjson(g, path, err);
     return add_json(g, path, err);
 }
@@ -333,13 +338,18 @@ static int cmp_str(const void *a, const void *b)
 
 int map_group_add_path(map_group *g, const char *path, fhir_error *err)
 {
+    return map_group_each_file(path, add_file, g, err);
+}
+
+int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_error *err)
+{
     struct stat st;
     if (!strcmp(path, "-"))
-        return add_json(g, path, err);
+        return fn(ud, path, err);
     if (stat(path, &st) != 0)
         return fhir_error_set(err, "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode))
-        return add_file(g, path, err);
+        return fn(ud, path, err);
     DIR *d = opendir(path);
     if (!d)
         return fhir_error_set(err, "%s: %s", path, strerror(errno));
@@ -379,7 +389,7 @@ int map_group_add_path(map_group *g, const char *path, fhir_error *err)
         struct stat fs;
         if (stat(full, &fs) != 0 || !S_ISREG(fs.st_mode))
             continue;
-        rc = add_file(g, full, err);
+        rc = fn(ud, full, err);
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
@@ -437,7 +447,12 @@ static const char *resolve_patient(map_group *g, const char *ref)
         const char *t = fhir_node_resource_type(r);
         return t && !strcmp(t, "Patient") ? fhir_node_resource_id(r) : NULL;
     }
-    if (!strncmp(ref, "urn:", 4))
+    return map_group_ref_patient_id(g->a, ref);
+}
+
+const char *map_group_ref_patient_id(fhir_arena *a, const char *ref)
+{
+    if (!ref || !strncmp(ref, "urn:", 4))
         return NULL;
     const char *h = strstr(ref, "/_history/");
     size_t len = h ? (size_t)(h - ref) : strlen(ref);
@@ -452,7 +467,7 @@ static const char *resolve_patient(map_group *g, const char *ref)
     size_t idl = (size_t)(ref + len - id);
     if (!idl || memchr(id, '/', idl))
         return NULL;
-    return fhir_arena_strndup(g->a, id, idl);
+    return fhir_arena_strndup(a, id, idl);
 }
 
 void map_group_finish(map_group *g)

@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "fhir_arena.h"
 #include "fhir_error.h"
 #include "fhir_node.h"
 
@@ -63,6 +64,29 @@ const char *map_group_patient_id(map_group *g, size_t i);
 /* Resources of patient i (Patient first when present), borrowed from g, valid until
  * map_group_free(). *n receives the count. */
 const fhir_node *const *map_group_resources(map_group *g, size_t i, size_t *n);
+
+/* ---- shared with other readers (map_stream) ---------------------------------------------- */
+
+/* The files a path stands for, in the order map_group_add_path() reads them: "-" (stdin) and
+ * a non-folder path as they are, else the folder's regular *.json / *.ndjson / *.jsonl files
+ * sorted by name (not recursive, at most 100,000). fn is called with each (path valid during
+ * the call); a non-zero return stops the walk and is returned (its error in err). Returns 0,
+ * or -1 with err set (a path that does not exist, an unreadable folder). */
+typedef int (*map_group_file_fn)(void *ud, const char *path, fhir_error *err);
+int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_error *err);
+/* Is the file read as NDJSON (*.ndjson, *.jsonl), not as one JSON document? */
+bool map_group_is_ndjson(const char *path);
+/* The patient reference of a resource as written: the first of subject / patient /
+ * beneficiary / individual .reference; NULL when none. Borrowed from res. */
+const char *map_group_patient_ref(const fhir_node *res);
+/* The patient id a reference names when it is not a Bundle fullUrl: ".../Patient/<id>" (a
+ * "/_history/..." tail dropped); NULL for urn: references and anything else. Copied into a
+ * (NULL when a's cap is hit). */
+const char *map_group_ref_patient_id(fhir_arena *a, const char *ref);
+
+/* A copy of res into a without the top-level members the profile never reads ("text",
+ * "meta"), as map_group keeps resources. NULL when a's cap is hit. */
+fhir_node *map_group_clone_lean(fhir_arena *a, const fhir_node *res);
 
 /* Resources seen / kept / without a resolvable patient, and NDJSON lines skipped. */
 size_t map_group_resources_seen(const map_group *g);

@@ -277,9 +277,69 @@ static void add_condition(builder *b, const fhir_node *res)
 
 #define MAX_DRUGS_PER_RECORD 6
 
-static size_t drugs_from_cc(const map_tables *t, const fhir_node *cc, const map_drug **out,
-                            size_t n, size_t max)
+static bool same_str(const char *a, const char *b)
 {
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* The remembered answer for (sys, code, text) of kind (0 drug text, 1 procedure); NULL when
+ * not asked yet. */
+static struct text_memo *memo_find(builder *b, int kind, const char *sys, const char *code,
+                                   const char *text)
+{
+    for (size_t i = 0; i < b->nmemo; i++) {
+        struct text_memo *m = &b->memo[i];
+        if (m->kind == kind && same_str(m->sys, sys) && same_str(m->code, code) &&
+            same_str(m->text, text))
+            return m;
+    }
+    return NULL;
+}
+
+static struct text_memo *memo_add(builder *b)
+{
+    if (b->nmemo == MEMO_SLOTS)
+        return NULL;
+    return &b->memo[b->nmemo++];
+}
+
+/* map_drug_lookup_text, remembered per patient. */
+static const map_drug *drug_text(builder *b, const char *text)
+{
+    if (!text || !*text)
+        return NULL;
+    struct text_memo *m = memo_find(b, 0, NULL, NULL, text);
+    if (m)
+        return m->answer;
+    const map_drug *d = map_drug_lookup_text(b->t, text);
+    if ((m = memo_add(b)))
+        *m = (struct text_memo){0, NULL, NULL, text, d, NULL, NULL};
+    return d;
+}
+
+/* map_proc_lookup, remembered per patient. */
+static const char *proc_lookup(builder *b, const char *sys, const char *code, const char *text,
+                               const char **row, const char **product)
+{
+    struct text_memo *m = memo_find(b, 1, sys, code, text);
+    if (!m) {
+        const char *ev = map_proc_lookup(b->t, sys, code, text, row, product);
+        if ((m = memo_add(b)))
+            *m = (struct text_memo){1, sys, code, text, ev, ev ? *row : NULL,
+                                    ev ? *product : NULL};
+        return ev;
+    }
+    if (m->answer) {
+        *row = m->row;
+        *product = m->product;
+    }
+    return m->answer;
+}
+
+static size_t drugs_from_cc(builder *b, const fhir_node *cc, const map_drug **out, size_t n,
+                            size_t max)
+{
+    const map_tables *t = b->t;
     size_t start = n;
     for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && n < max; c = c->next) {
         const char *sys = fhir_node_str(fhir_node_get(c, "system"));
@@ -292,12 +352,12 @@ static size_t drugs_from_cc(const map_tables *t, const fhir_node *cc, const map_
     if (n == start)
         for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && n < max;
              c = c->next) {
-            const map_drug *d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(c, "display")));
+            const map_drug *d = drug_text(b, fhir_node_str(fhir_node_get(c, "display")));
             if (d)
                 out[n++] = d;
         }
     if (n == start && n < max) {
-        const map_drug *d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(cc, "text")));
+        const map_drug *d = drug_text(b, fhir_node_str(fhir_node_get(cc, "text")));
         if (d)
             out[n++] = d;
     }
@@ -339,28 +399,28 @@ static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug *
     size_t n = 0;
     const fhir_node *cc = fhir_node_get(res, "medicationCodeableConcept");
     if (cc)
-        return drugs_from_cc(b->t, cc, out, 0, MAX_DRUGS_PER_RECORD);
+        return drugs_from_cc(b, cc, out, 0, MAX_DRUGS_PER_RECORD);
     const char *ref = fhir_node_path_str(res, "medicationReference.reference");
     const fhir_node *med = resolve_medication(b, res, ref);
     if (!med) {
         const char *disp = fhir_node_path_str(res, "medicationReference.display");
-        const map_drug *d = map_drug_lookup_text(b->t, disp);
+        const map_drug *d = drug_text(b, disp);
         if (d)
             out[n++] = d;
         return n;
     }
-    n = drugs_from_cc(b->t, fhir_node_get(med, "code"), out, 0, MAX_DRUGS_PER_RECORD);
+    n = drugs_from_cc(b, fhir_node_get(med, "code"), out, 0, MAX_DRUGS_PER_RECORD);
     for (const fhir_node *ing = fhir_node_first(fhir_node_get(med, "ingredient"));
          ing && n < MAX_DRUGS_PER_RECORD; ing = ing->next) {
         const fhir_node *icc = fhir_node_get(ing, "itemCodeableConcept");
         if (icc) {
-            n = drugs_from_cc(b->t, icc, out, n, MAX_DRUGS_PER_RECORD);
+            n = drugs_from_cc(b, icc, out, n, MAX_DRUGS_PER_RECORD);
         } else {
             const char *iref = fhir_node_path_str(ing, "itemReference.reference");
             const fhir_node *im = iref && iref[0] == '#' ? fhir_ref_contained(res, iref)
                                                          : resolve_medication(b, res, iref);
             if (im)
-                n = drugs_from_cc(b->t, fhir_node_get(im, "code"), out, n, MAX_DRUGS_PER_RECORD);
+                n = drugs_from_cc(b, fhir_node_get(im, "code"), out, n, MAX_DRUGS_PER_RECORD);
         }
     }
     /* dedupe across code and ingredients */
@@ -456,10 +516,10 @@ static void add_procedure(builder *b, const fhir_node *res)
         const char *sys = fhir_node_str(fhir_node_get(c, "system"));
         const char *code = fhir_node_str(fhir_node_get(c, "code"));
         const char *disp = fhir_node_str(fhir_node_get(c, "display"));
-        event = map_proc_lookup(b->t, sys, code, disp ? disp : text, &row, &product);
+        event = proc_lookup(b, sys, code, disp ? disp : text, &row, &product);
     }
     if (!event && text)
-        event = map_proc_lookup(b->t, NULL, NULL, text, &row, &product);
+        event = proc_lookup(b, NULL, NULL, text, &row, &product);
     if (!event)
         return;
     map_lot_event *e = vec_push(&b->ev);
@@ -974,6 +1034,22 @@ static const char *subject_patient_id(const fhir_node *res)
             return id;
     }
     return NULL;
+}
+
+/* What map_profile_build() reads; keep in step with its two passes below. */
+static const char *const READ_TYPES[] = {
+    "Patient", "Condition", "Observation", "Medication", "MedicationRequest",
+    "MedicationAdministration", "MedicationStatement", "Procedure", "Coverage", NULL,
+};
+
+bool map_profile_reads(const char *type, size_t len)
+{
+    if (!type)
+        return false;
+    for (const char *const *t = READ_TYPES; *t; t++)
+        if (strlen(*t) == len && !memcmp(*t, type, len))
+            return true;
+    return false;
 }
 
 map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res, size_t n,

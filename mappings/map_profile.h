@@ -54,6 +54,12 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *reso
                                const map_profile_opts *o, fhir_error *err);
 void map_profile_free(map_profile *p);
 
+/* The resource types map_profile_build() reads: Patient, Condition, Observation, Medication,
+ * MedicationRequest, MedicationAdministration, MedicationStatement, Procedure, Coverage. The
+ * one list readers use to drop every other type before parsing it (type: len bytes, not
+ * necessarily NUL-terminated). */
+bool map_profile_reads(const char *type, size_t len);
+
 /* Patient.id (or the id taken from the subject references when the Patient resource is
  * absent). Borrowed from p. */
 const char *map_profile_patient_id(const map_profile *p);

@@ -21,6 +21,7 @@
 
 #define PROFILE_ARENA_CAP (64u * 1024u * 1024u)
 #define MAX_WARNINGS 64
+#define MEMO_SLOTS 64 /* text lookups remembered per patient */
 
 struct map_profile {
     fhir_arena *a;
@@ -101,6 +102,15 @@ typedef struct builder {
     const fhir_node *coverage;
     int64_t coverage_start;
     size_t nresources_seen;
+    /* text lookups of this patient (the same drug and procedure names recur on most of a
+     * patient's records): map_drug_lookup_text / map_proc_lookup answers by their inputs */
+    struct text_memo {
+        int kind;                      /* 0 drug by text, 1 procedure */
+        const char *sys, *code, *text; /* borrowed from the resources */
+        const void *answer;            /* map_drug *, or the procedure event */
+        const char *row, *product;
+    } memo[MEMO_SLOTS];
+    size_t nmemo;
 } builder;
 
 static inline const char *astr(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
