@@ -1,0 +1,94 @@
+/* map_stream — every patient of a set of FHIR files (NDJSON, Bundles, single resources, folders
+ * of them), one patient at a time and in bounded memory, skipping what the profile never
+ * reads before parsing it. The offline counterpart of map_group (which holds the cohort):
+ * each patient gets the same resources in the same order map_group would give it.
+ *
+ *   map_stream_stats st;
+ *   map_stream_run(paths, npaths, NULL, on_patient, on_restart, ud, &st, &err);
+ *
+ * How (mappings/README.md "Streaming"):
+ *  - Skipping: a bulk-export file named after a type the profile never reads
+ *    (map_profile_reads, "Encounter.000.ndjson") is not opened; an NDJSON line whose
+ *    "resourceType" comes first is dropped on its first bytes; a Bundle is cut into entries by
+ *    a cheap scan and only the entries of read types are parsed. Skipped content is not
+ *    validated.
+ *  - Sorted input (NDJSON files, each ordered by patient id, as a per-type bulk export of our
+ *    synth or per-patient searches give): the files are merged like sorted runs, one open
+ *    reader each; one patient's resources are held at a time.
+ *  - Anything else: resources are grouped in memory while they fit in the budget; beyond it
+ *    every resource is partitioned by a hash of its patient into spill files (one pass), and
+ *    each spill file is grouped on its own (split again when it is still too large).
+ *  - Medications (shared, referenced by id or fullUrl) go to an on-disk table with an index
+ *    in memory, whatever the path.
+ *  - A fullUrl reference ("urn:uuid:...") resolves within its own Bundle.
+ * When the sorted merge finds input out of order (or a Medication outside a Medication file),
+ * it calls on_restart and starts again with grouping: everything delivered before is void.
+ */
+#ifndef MAP_STREAM_H
+#define MAP_STREAM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "fhir_error.h"
+#include "fhir_node.h"
+
+#define MAP_STREAM_BUDGET_DEFAULT (16u << 20) /* bytes of resource trees held at once */
+#define MAP_STREAM_MAX_FILE_DEFAULT (256u << 20) /* one JSON file / NDJSON line */
+#define MAP_STREAM_READ_BUF (128u << 10)      /* read buffer of each open NDJSON file */
+#define MAP_STREAM_MAX_PARTS 256              /* spill files written at once */
+#define MAP_STREAM_SPILL_BUF (16u << 10)      /* write buffer of each spill file */
+#define MAP_STREAM_MAX_SPLITS 4               /* levels of re-partitioning a spill file */
+
+typedef enum map_stream_mode {
+    MAP_STREAM_AUTO = 0,   /* sorted merge when every input is NDJSON, else grouping */
+    MAP_STREAM_SORTED,     /* sorted merge (falls back to grouping like AUTO) */
+    MAP_STREAM_GROUPED,    /* grouping: in memory, spilling beyond the budget */
+    MAP_STREAM_SPILL,      /* grouping, spilling from the start (tests, benchmarks) */
+} map_stream_mode;
+
+typedef struct map_stream_opts {
+    size_t budget;          /* bytes of resource trees held at once (0 = default) */
+    size_t max_file_bytes;  /* one JSON file / one NDJSON line (0 = default) */
+    const char *tmp_dir;    /* spill folder (NULL = $TMPDIR, else /tmp); files are unlinked */
+    map_stream_mode mode;
+} map_stream_opts;
+
+typedef struct map_stream_stats {
+    const char *mode;         /* "sorted", "memory" or "spill": how the patients were grouped */
+    size_t files;             /* input files */
+    size_t files_skipped;     /* not opened: named after a type the profile never reads */
+    uint64_t bytes;           /* input bytes (files skipped included) */
+    uint64_t bytes_skipped;   /* never parsed: skipped files, lines and Bundle entries */
+    size_t resources;         /* resources parsed of the types the profile reads */
+    size_t skipped;           /* lines and entries dropped on their type before parsing */
+    size_t orphans;           /* parsed but without a resolvable patient (not Medications) */
+    size_t bad_lines;         /* unparsable NDJSON lines (skipped) */
+    size_t patients;          /* delivered */
+    size_t restarts;          /* sorted merge abandoned for grouping */
+    size_t spill_files;       /* spill files written (partitions, re-partitions) */
+    uint64_t spill_bytes;     /* bytes written to spill files */
+    size_t peak_held;         /* most bytes of resource trees held at once */
+    size_t medications;       /* entries in the Medication table */
+} map_stream_stats;
+
+/* One patient: id (Patient.id, or the id its resources reference) and its resources (Patient
+ * first when present, the Medications its resources reference appended), all borrowed during
+ * the call only. Return 0 to go on, or -1 with err set to stop. */
+typedef int (*map_stream_patient_fn)(void *ud, const char *patient_id,
+                                     const fhir_node *const *res, size_t n, fhir_error *err);
+/* Everything delivered so far is void (the sorted merge met unsorted input); the patients
+ * will be delivered again. */
+typedef void (*map_stream_restart_fn)(void *ud);
+
+/* Reads paths (files, folders, "-" = one JSON document on stdin) in the order
+ * map_group_add_path() would, and calls fn once per patient. o may be NULL (defaults); st
+ * receives the counters (may be NULL). Returns 0, or -1 with err set: an unreadable file or
+ * a malformed JSON document (named as map_group names it), a spill write error, or fn's
+ * error. Bad NDJSON lines are counted, not fatal. */
+int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opts *o,
+                   map_stream_patient_fn fn, map_stream_restart_fn restart, void *ud,
+                   map_stream_stats *st, fhir_error *err);
+
+#endif
