@@ -1,11 +1,15 @@
 /* cmd_screen — `cartgate screen [--as-of DATE] [--json] [--criteria DIR] FILE|DIR...`
- * Offline screening: groups the FHIR resources in Bundles / NDJSON files / folders by patient,
+ * Offline screening: reads the FHIR resources in Bundles / NDJSON files / folders one patient at
+ * a time (map_stream: bounded memory, types screening never reads skipped before parsing),
  * builds each patient's clinical profile and evaluates it against the CAR T label criteria.
  * Prints a table (default) or one JSON object per patient per line (schema:
  * conf/criteria/README.md), sorted by patient id. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h> /* mallopt */
+#endif
 
 #include "cli_opt.h"
 #include "cmd.h"
@@ -14,92 +18,177 @@
 #include "fhir_clock.h"
 #include "fhir_datadir.h"
 #include "fhir_error.h"
-#include "map_group.h"
+#include "map_stream.h"
 #include "map_profile.h"
 #include "screen.h"
+#include "screen_sort.h"
 
 #define SCREEN_LINE_CAP (4u * 1024u * 1024u)
+#define SCREEN_MMAP_THRESHOLD (8 << 20)  /* malloc: blocks below this come from the heap */
+#define SCREEN_TRIM_THRESHOLD (64 << 20) /* malloc: free heap kept up to this much */
 
-typedef struct row {
-    char *id;
-    char *text[6]; /* patient, category, urgency, products, missing, flags */
-    char *json;
-} row;
-
-static int cmp_row(const void *a, const void *b)
+/* One table row: patient, category, urgency, products, missing, flags, NUL-separated. */
+static void row_text(fhir_buf *b, const elig_ruleset *rs, const elig_result *res, const char *id)
 {
-    return strcmp(((const row *)a)->id, ((const row *)b)->id);
-}
-
-static char *join(const char *const *v, size_t n, const char *suffix)
-{
-    fhir_buf b;
-    fhir_buf_init(&b, 0);
-    for (size_t i = 0; i < n; i++)
-        fhir_buf_printf(&b, "%s%s%s", i ? "," : "", v[i], suffix);
-    if (n == 0)
-        fhir_buf_putc(&b, '-');
-    char *s = fhir_buf_steal(&b, NULL);
-    return s;
-}
-
-static char *dupstr(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *d = malloc(n);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    return d;
-}
-
-static void fill_row(row *r, const elig_ruleset *rs, const elig_result *res, const char *id)
-{
-    const char *keys[ELIG_MAX_INDICATIONS];
     size_t idx[ELIG_MAX_INDICATIONS];
     size_t nk = screen_indications(rs, res, true, idx, ELIG_MAX_INDICATIONS);
-    for (size_t k = 0; k < nk; k++)
-        keys[k] = elig_ruleset_key(rs, idx[k]);
     bool any_eligible = elig_result_category(res) == ELIG_ELIGIBLE;
     const char *miss[ELIG_MAX_FACTS], *flags[ELIG_MAX_FLAGS];
     size_t nm = elig_result_missing(rs, res, miss, ELIG_MAX_FACTS);
     size_t nf = elig_result_flags(rs, res, flags, ELIG_MAX_FLAGS);
-    r->text[0] = dupstr(id);
-    r->text[1] = dupstr(elig_category_name(elig_result_category(res)));
-    r->text[2] = dupstr(elig_urgency_name(elig_result_urgency(res)));
-    r->text[3] = join(keys, nk, any_eligible ? "" : "?");
-    r->text[4] = join(miss, nm, "");
-    r->text[5] = join(flags, nf, "");
+    fhir_buf_reset(b);
+    fhir_buf_printf(b, "%s%c%s%c%s%c", id, 0, elig_category_name(elig_result_category(res)), 0,
+                    elig_urgency_name(elig_result_urgency(res)), 0);
+    for (size_t k = 0; k < nk; k++)
+        fhir_buf_printf(b, "%s%s%s", k ? "," : "", elig_ruleset_key(rs, idx[k]),
+                        any_eligible ? "" : "?");
+    fhir_buf_printf(b, "%s%c", nk ? "" : "-", 0);
+    for (size_t k = 0; k < nm; k++)
+        fhir_buf_printf(b, "%s%s", k ? "," : "", miss[k]);
+    fhir_buf_printf(b, "%s%c", nm ? "" : "-", 0);
+    for (size_t k = 0; k < nf; k++)
+        fhir_buf_printf(b, "%s%s", k ? "," : "", flags[k]);
+    fhir_buf_puts(b, nf ? "" : "-");
 }
 
-static void print_table(row *rows, size_t n, const elig_ruleset *rs, const char *as_of,
-                        size_t counts[3])
+/* The columns of a row (6, NUL-separated; the row itself is not NUL-terminated). */
+static void row_cols(const char *row, size_t len, const char *col[6], int w[6])
+{
+    const char *p = row, *end = row + len;
+    for (int c = 0; c < 6; c++) {
+        const char *z = p < end ? memchr(p, 0, (size_t)(end - p)) : NULL;
+        col[c] = p < end ? p : "";
+        w[c] = p < end ? (int)((z ? z : end) - p) : 0;
+        p = z ? z + 1 : end;
+    }
+}
+
+#define SCREEN_MAX_ERRORS 1000 /* patient errors kept for the report */
+
+typedef struct run_ctx {
+    screen *sc;
+    const elig_ruleset *rs;
+    screen_sort *rows;
+    bool json;
+    fhir_buf line;
+    size_t counts[3];
+    char **errors;         /* per-patient errors, printed before the output */
+    size_t nerrors, more_errors;
+} run_ctx;
+
+static void note_error(run_ctx *c, const char *fmt, const char *id, const char *msg)
+{
+    if (c->nerrors == SCREEN_MAX_ERRORS) {
+        c->more_errors++;
+        return;
+    }
+    char buf[1024];
+    snprintf(buf, sizeof buf, fmt, id, msg);
+    char **ne = realloc(c->errors, (c->nerrors + 1) * sizeof *ne);
+    if (!ne || !(ne[c->nerrors] = strdup(buf)))
+        abort();
+    c->errors = ne;
+    c->nerrors++;
+}
+
+static void clear_errors(run_ctx *c)
+{
+    for (size_t i = 0; i < c->nerrors; i++)
+        free(c->errors[i]);
+    free(c->errors);
+    c->errors = NULL;
+    c->nerrors = c->more_errors = 0;
+}
+
+/* map_stream: one patient -> verdict -> a sorted row. */
+static int on_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
+                      fhir_error *err)
+{
+    run_ctx *c = ud;
+    fhir_error perr;
+    if (screen_patient(c->sc, res, n, &perr)) {
+        note_error(c, "cartgate screen: patient %s: %s", id, perr.msg);
+        return 0;
+    }
+    const elig_result *r = screen_result(c->sc);
+    c->counts[elig_result_category(r)]++;
+    fhir_buf_reset(&c->line);
+    if (c->json) {
+        if (screen_write_json(c->sc, id, &c->line)) {
+            note_error(c, "cartgate screen: patient %s: output line too long%s", id, "");
+            return 0;
+        }
+    } else {
+        row_text(&c->line, c->rs, r, id);
+    }
+    return screen_sort_add(c->rows, id, c->line.data ? c->line.data : "", c->line.len, err);
+}
+
+/* map_stream met unsorted input and reads it again: forget what was screened. */
+static void on_restart(void *ud)
+{
+    run_ctx *c = ud;
+    screen_sort_clear(c->rows);
+    memset(c->counts, 0, sizeof c->counts);
+    clear_errors(c);
+}
+
+static int print_json(void *ud, const char *key, const char *row, size_t len)
+{
+    (void)ud;
+    (void)key;
+    printf("%.*s\n", (int)len, row);
+    return 0;
+}
+
+static int widen(void *ud, const char *key, const char *row, size_t len)
+{
+    size_t *w = ud;
+    const char *col[6];
+    int cw[6];
+    (void)key;
+    row_cols(row, len, col, cw);
+    for (int c = 0; c < 6; c++)
+        if ((size_t)cw[c] > w[c])
+            w[c] = (size_t)cw[c];
+    return 0;
+}
+
+static int print_row(void *ud, const char *key, const char *row, size_t len)
+{
+    const size_t *w = ud;
+    const char *col[6];
+    int cw[6];
+    (void)key;
+    row_cols(row, len, col, cw);
+    for (int c = 0; c < 5; c++)
+        printf("%.*s%*s  ", cw[c], col[c], (int)w[c] - cw[c], "");
+    printf("%.*s\n", cw[5], col[5]);
+    return 0;
+}
+
+static int print_table(screen_sort *rows, const elig_ruleset *rs, const char *as_of,
+                       const size_t counts[3], fhir_error *err)
 {
     static const char *const head[6] = {"PATIENT", "CATEGORY", "URGENCY", "PRODUCTS",
                                         "MISSING", "REVIEW FLAGS"};
     size_t w[6];
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < 6; c++)
         w[c] = strlen(head[c]);
-        for (size_t i = 0; i < n; i++)
-            if (rows[i].text[0] && strlen(rows[i].text[c]) > w[c])
-                w[c] = strlen(rows[i].text[c]);
-    }
+    if (screen_sort_each(rows, widen, w, err))
+        return -1;
     for (int c = 0; c < 5; c++)
         printf("%-*s  ", (int)w[c], head[c]);
     printf("%s\n", head[5]);
-    for (size_t i = 0; i < n; i++) {
-        if (!rows[i].text[0])
-            continue;
-        for (int c = 0; c < 5; c++)
-            printf("%-*s  ", (int)w[c], rows[i].text[c]);
-        printf("%s\n", rows[i].text[5]);
-    }
+    if (screen_sort_each(rows, print_row, w, err))
+        return -1;
     printf("\n%zu patient(s): %zu eligible, %zu possibly eligible, %zu not eligible "
            "(as of %s; criteria %s)\n"
            "Products ending in '?' are possibly eligible: check the missing facts. Review flags "
            "never block a referral.\n",
            counts[0] + counts[1] + counts[2], counts[2], counts[1], counts[0], as_of,
            elig_ruleset_hash(rs));
+    return 0;
 }
 
 static const char *default_criteria_dir(void)
@@ -172,77 +261,61 @@ int cmd_screen(int argc, char **argv)
         elig_ruleset_free(rs);
         return 1;
     }
-    map_group *g = map_group_new(NULL);
+    /* patients one at a time (map_stream: bounded memory, skips what screening never reads),
+     * screened, rows kept in patient-id order (screen_sort) and printed at the end */
+#ifdef __GLIBC__
+    /* the per-patient arenas free and take the same blocks again for every patient: keep
+     * them in the heap rather than returning them to the kernel and faulting them in again
+     * (the peak stays bounded by what map_stream holds) */
+    mallopt(M_MMAP_THRESHOLD, SCREEN_MMAP_THRESHOLD);
+    mallopt(M_TRIM_THRESHOLD, SCREEN_TRIM_THRESHOLD);
+#endif
+    run_ctx c = {0};
+    c.sc = screen_new(t, rs, &o);
+    c.rs = rs;
+    c.rows = screen_sort_new(0, NULL);
+    c.json = json;
+    fhir_buf_init(&c.line, SCREEN_LINE_CAP);
+    map_stream_stats st;
     int rc = 0;
-    for (int i = first; i < argc && !rc; i++)
-        if (map_group_add_path(g, argv[i], &err)) {
-            fprintf(stderr, "cartgate screen: %s\n", err.msg);
-            rc = 1;
-        }
+    if (map_stream_run((const char *const *)argv + first, (size_t)(argc - first), NULL, on_patient,
+                       on_restart, &c, &st, &err)) {
+        fprintf(stderr, "cartgate screen: %s\n", err.msg);
+        rc = 1;
+    }
     if (!rc) {
-        if (map_group_bad_lines(g))
+        if (st.bad_lines)
             fprintf(stderr, "cartgate screen: skipped %zu unparsable NDJSON line(s)\n",
-                    map_group_bad_lines(g));
-        size_t n = map_group_count(g);
-        row *rows = calloc(n ? n : 1, sizeof *rows);
-        if (!rows)
-            abort();
-        screen *sc = screen_new(t, rs, &o);
-        fhir_buf line;
-        fhir_buf_init(&line, SCREEN_LINE_CAP);
-        size_t counts[3] = {0, 0, 0};
-        for (size_t i = 0; i < n; i++) {
-            rows[i].id = dupstr(map_group_patient_id(g, i));
-            size_t nr;
-            const fhir_node *const *resv = map_group_resources(g, i, &nr);
-            if (screen_patient(sc, resv, nr, &err)) {
-                fprintf(stderr, "cartgate screen: patient %s: %s\n", rows[i].id, err.msg);
-                rc = 1;
-                continue;
-            }
-            const elig_result *res = screen_result(sc);
-            counts[elig_result_category(res)]++;
-            if (json) {
-                fhir_buf_reset(&line);
-                if (screen_write_json(sc, rows[i].id, &line)) {
-                    fprintf(stderr, "cartgate screen: patient %s: output line too long\n",
-                            rows[i].id);
-                    rc = 1;
-                } else {
-                    rows[i].json = fhir_buf_steal(&line, NULL);
-                }
-            } else {
-                fill_row(&rows[i], rs, res, rows[i].id);
-            }
-        }
-        fhir_buf_free(&line);
-        qsort(rows, n, sizeof *rows, cmp_row);
+                    st.bad_lines);
+        for (size_t i = 0; i < c.nerrors; i++)
+            fprintf(stderr, "%s\n", c.errors[i]);
+        if (c.more_errors)
+            fprintf(stderr, "cartgate screen: ... and %zu more patient error(s)\n", c.more_errors);
+        rc = c.nerrors ? 1 : 0;
+        int prc;
         if (json) {
-            for (size_t i = 0; i < n; i++)
-                if (rows[i].json)
-                    printf("%s\n", rows[i].json);
+            prc = screen_sort_each(c.rows, print_json, NULL, &err);
         } else {
             int y;
             unsigned m, d;
             char as_of[16];
-            fhir_clock_civil_from_days(o.as_of_days, &y, &m, &d);
+            fhir_clock_civil_from_days(screen_opts(c.sc)->as_of_days, &y, &m, &d);
             snprintf(as_of, sizeof as_of, "%04d-%02u-%02u", y, m, d);
-            print_table(rows, n, rs, as_of, counts);
+            prc = print_table(c.rows, rs, as_of, c.counts, &err);
         }
-        for (size_t i = 0; i < n; i++) {
-            free(rows[i].id);
-            free(rows[i].json);
-            for (int c = 0; c < 6; c++)
-                free(rows[i].text[c]);
+        if (prc) {
+            fprintf(stderr, "cartgate screen: %s\n", err.msg);
+            rc = 1;
         }
-        free(rows);
-        screen_free(sc);
     }
+    clear_errors(&c);
+    fhir_buf_free(&c.line);
+    screen_sort_free(c.rows);
+    screen_free(c.sc);
     if (fflush(stdout) != 0) {
         fprintf(stderr, "cartgate screen: write error\n");
         rc = 1;
     }
-    map_group_free(g);
     map_tables_free(t);
     elig_ruleset_free(rs);
     return rc;

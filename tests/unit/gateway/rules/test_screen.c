@@ -1,7 +1,10 @@
 /* Unit tests for the one screening path (gateway/rules/screen.h): which indications count for
  * a verdict (eligible -> only the eligible ones; possibly -> the possible ones when asked;
- * otherwise none), and screen_patient() on real resources gives the same verdict JSON as the
- * profile and engine called step by step, for both 1L anchors of the shipped criteria. */
+ * otherwise none); screen_patient() on real resources gives the same verdict JSON as the
+ * profile and engine called step by step, for both 1L anchors of the shipped criteria; the
+ * streaming path (map_stream, every way it groups) gives the same verdicts as the in-memory
+ * path (map_group) on synth cohorts and the shared Synthea data; screen_sort hands rows back
+ * in id order from memory and from spilled runs. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,13 +12,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
 #include "elig.h"
 #include "fhir_clock.h"
 #include "map_group.h"
+#include "map_stream.h"
 #include "screen.h"
+#include "screen_sort.h"
+#include "synth.h"
 
 /* ---- which indications count ----------------------------------------------------------- */
 
@@ -203,11 +210,193 @@ static void test_screen_matches_steps(void **state)
     elig_ruleset_free(rs);
 }
 
+/* ---- streaming vs in memory: the same verdicts ------------------------------------------- */
+
+typedef struct verdicts {
+    screen *sc;
+    screen_sort *rows;
+    fhir_buf line;
+} verdicts;
+
+static int verdict_row(void *ud, const char *id, const fhir_node *const *res, size_t n,
+                       fhir_error *err)
+{
+    verdicts *v = ud;
+    fhir_buf_reset(&v->line);
+    fhir_error perr;
+    if (screen_patient(v->sc, res, n, &perr))
+        fhir_buf_printf(&v->line, "error: %s", perr.msg);
+    else
+        assert_int_equal(screen_write_json(v->sc, id, &v->line), 0);
+    return screen_sort_add(v->rows, id, v->line.data ? v->line.data : "", v->line.len, err);
+}
+
+static void verdicts_restart(void *ud)
+{
+    screen_sort_clear(((verdicts *)ud)->rows);
+}
+
+static int append_row(void *ud, const char *key, const char *row, size_t len)
+{
+    fhir_buf *b = ud;
+    fhir_buf_printf(b, "%s\t%.*s\n", key, (int)len, row);
+    return 0;
+}
+
+/* All verdict lines for the input, sorted by patient id: through map_group when mode < 0,
+ * else through map_stream in that mode. The sorter spills (small cap) so its merge is used. */
+static char *all_verdicts(const elig_ruleset *rs, const map_tables *tb, const char *path,
+                          int mode, size_t budget, size_t *patients)
+{
+    map_profile_opts o;
+    map_profile_opts_default(&o);
+    assert_int_equal(fhir_clock_parse_date("2026-11-01", &o.as_of_days), 0);
+    verdicts v = {screen_new(tb, rs, &o), screen_sort_new(16u << 10, NULL), {0}};
+    fhir_buf_init(&v.line, 4u << 20);
+    fhir_error err;
+    if (mode < 0) {
+        map_group *g = map_group_new(NULL);
+        assert_int_equal(map_group_add_path(g, path, &err), 0);
+        for (size_t i = 0; i < map_group_count(g); i++) {
+            size_t n;
+            const fhir_node *const *res = map_group_resources(g, i, &n);
+            assert_int_equal(verdict_row(&v, map_group_patient_id(g, i), res, n, &err), 0);
+        }
+        map_group_free(g);
+    } else {
+        map_stream_opts so = {.mode = (map_stream_mode)mode, .budget = budget};
+        const char *paths[] = {path};
+        if (map_stream_run(paths, 1, &so, verdict_row, verdicts_restart, &v, NULL, &err))
+            fail_msg("map_stream %s: %s", path, err.msg);
+    }
+    *patients = screen_sort_count(v.rows);
+    fhir_buf all;
+    fhir_buf_init(&all, 0);
+    assert_int_equal(screen_sort_each(v.rows, append_row, &all, &err), 0);
+    fhir_buf_free(&v.line);
+    screen_sort_free(v.rows);
+    screen_free(v.sc);
+    char *r = fhir_buf_steal(&all, NULL);
+    return r ? r : strdup("");
+}
+
+static void same_verdicts(const elig_ruleset *rs, const map_tables *tb, const char *path)
+{
+    size_t n_ref, n;
+    char *ref = all_verdicts(rs, tb, path, -1, 0, &n_ref);
+    assert_true(n_ref > 0);
+    static const struct {
+        map_stream_mode mode;
+        size_t budget;
+    } runs[] = {{MAP_STREAM_AUTO, 0}, {MAP_STREAM_GROUPED, 0}, {MAP_STREAM_SPILL, 256u << 10}};
+    for (size_t r = 0; r < sizeof runs / sizeof runs[0]; r++) {
+        char *got = all_verdicts(rs, tb, path, (int)runs[r].mode, runs[r].budget, &n);
+        if (strcmp(got, ref))
+            fail_msg("%s: streaming (mode %d) and in-memory verdicts differ", path,
+                     (int)runs[r].mode);
+        assert_int_equal(n, n_ref);
+        free(got);
+    }
+    free(ref);
+}
+
+static void test_stream_and_memory_agree(void **state)
+{
+    (void)state;
+    fhir_error err;
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    map_tables *tb = map_tables_load(NULL, &err);
+    assert_non_null(rs);
+    assert_non_null(tb);
+    char dir[] = "/tmp/cartgate-screentest-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    synth_opts so;
+    synth_opts_default(&so);
+    so.patients = 150;
+    so.seed = 11;
+    char p[600];
+    snprintf(p, sizeof p, "%s/ndjson", dir);
+    assert_int_equal(synth_write_cohort(&so, p, NULL, &err), 0);
+    same_verdicts(rs, tb, p);
+    so.patients = 40;
+    so.format = SYNTH_FORMAT_BUNDLE;
+    snprintf(p, sizeof p, "%s/bundles", dir);
+    assert_int_equal(synth_write_cohort(&so, p, NULL, &err), 0);
+    same_verdicts(rs, tb, p);
+    same_verdicts(rs, tb, "tests/fixtures/demo-dlbcl-bundle.json");
+    const char *base = getenv("CARTGATE_SHARED_DATA");
+    if (base) {
+        static const char *const sub[] = {"bulk-ndjson-synthea/10-patients",
+                                          "synthea-r4-patient-bundles"};
+        for (size_t i = 0; i < 2; i++) {
+            snprintf(p, sizeof p, "%s/%s", base, sub[i]);
+            if (access(p, R_OK) == 0)
+                same_verdicts(rs, tb, p);
+        }
+    }
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    map_tables_free(tb);
+    elig_ruleset_free(rs);
+}
+
+/* ---- screen_sort ----------------------------------------------------------------------- */
+
+static int collect(void *ud, const char *key, const char *row, size_t len)
+{
+    fhir_buf *b = ud;
+    assert_int_equal(len, strlen(key) + 2);
+    fhir_buf_printf(b, "%s|", key);
+    return 0;
+}
+
+static void test_sort_rows(void **state)
+{
+    (void)state;
+    fhir_error err;
+    for (int small = 0; small < 2; small++) {
+        /* 2000 keys added in a scrambled order; rows hold a NUL byte */
+        screen_sort *s = screen_sort_new(small ? 1024 : 0, NULL);
+        for (unsigned i = 0; i < 2000; i++) {
+            char key[32], row[40];
+            snprintf(key, sizeof key, "p%05u", (i * 7919u) % 2000u);
+            size_t kl = strlen(key);
+            memcpy(row, key, kl);
+            row[kl] = 0;
+            row[kl + 1] = 'x';
+            assert_int_equal(screen_sort_add(s, key, row, kl + 2, &err), 0);
+        }
+        assert_int_equal(screen_sort_count(s), 2000);
+        if (small)
+            assert_true(screen_sort_runs(s) > 10);
+        else
+            assert_int_equal(screen_sort_runs(s), 0);
+        for (int again = 0; again < 2; again++) { /* may be read twice (table widths, rows) */
+            fhir_buf b;
+            fhir_buf_init(&b, 0);
+            assert_int_equal(screen_sort_each(s, collect, &b, &err), 0);
+            const char *t = fhir_buf_cstr(&b);
+            for (unsigned i = 0; i < 2000; i++) {
+                char want[16];
+                snprintf(want, sizeof want, "p%05u|", i);
+                assert_memory_equal(t + 7 * i, want, 7);
+            }
+            fhir_buf_free(&b);
+        }
+        screen_sort_clear(s);
+        assert_int_equal(screen_sort_count(s), 0);
+        screen_sort_free(s);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_indications_that_count),
         cmocka_unit_test(test_screen_matches_steps),
+        cmocka_unit_test(test_stream_and_memory_agree),
+        cmocka_unit_test(test_sort_rows),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
