@@ -541,8 +541,12 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
         rc = map_stream_med_open(&m);
     /* the sorted merge reads NDJSON files only, each with its own reader */
     bool sortable = !m.have_stdin;
-    for (size_t i = 0; i < m.nfiles; i++)
+    size_t readers = 0;
+    for (size_t i = 0; i < m.nfiles; i++) {
         sortable = sortable && (m.files[i].skip || m.files[i].ndjson);
+        readers += !m.files[i].skip;
+    }
+    sortable = sortable && readers <= MAP_STREAM_MAX_MERGE;
     bool merged = false;
     if (!rc && sortable && (m.o.mode == MAP_STREAM_AUTO || m.o.mode == MAP_STREAM_SORTED)) {
         st->mode = "sorted";

@@ -12,9 +12,9 @@
  *    "resourceType" comes first is dropped on its first bytes; a Bundle is cut into entries by
  *    a cheap scan and only the entries of read types are parsed. Skipped content is not
  *    validated.
- *  - Sorted input (NDJSON files, each ordered by patient id, as a per-type bulk export of our
- *    synth or per-patient searches give): the files are merged like sorted runs, one open
- *    reader each; one patient's resources are held at a time.
+ *  - Sorted input (at most MAP_STREAM_MAX_MERGE NDJSON files, each ordered by patient id, as
+ *    a per-type bulk export of our synth or per-patient searches give): the files are merged
+ *    like sorted runs, one open reader each; one patient's resources are held at a time.
  *  - Anything else: resources are grouped in memory while they fit in the budget; beyond it
  *    every resource is partitioned by a hash of its patient into spill files (one pass), and
  *    each spill file is grouped on its own (split again when it is still too large).
@@ -37,6 +37,7 @@
 #define MAP_STREAM_BUDGET_DEFAULT (16u << 20) /* bytes of resource trees held at once */
 #define MAP_STREAM_MAX_FILE_DEFAULT (256u << 20) /* one JSON file / NDJSON line */
 #define MAP_STREAM_READ_BUF (128u << 10)      /* read buffer of each open NDJSON file */
+#define MAP_STREAM_MAX_MERGE 64               /* files merged side by side (more: grouping) */
 #define MAP_STREAM_MAX_PARTS 256              /* spill files written at once */
 #define MAP_STREAM_SPILL_BUF (16u << 10)      /* write buffer of each spill file */
 #define MAP_STREAM_MAX_SPLITS 4               /* levels of re-partitioning a spill file */
