@@ -292,18 +292,18 @@ int cmd_screen(int argc, char **argv)
         if (c.more_errors)
             fprintf(stderr, "cartgate screen: ... and %zu more patient error(s)\n", c.more_errors);
         rc = c.nerrors ? 1 : 0;
-        int prc;
+        int orc;
         if (json) {
-            prc = screen_sort_each(c.rows, print_json, NULL, &err);
+            orc = screen_sort_each(c.rows, print_json, NULL, &err);
         } else {
             int y;
             unsigned m, d;
             char as_of[16];
             fhir_clock_civil_from_days(screen_opts(c.sc)->as_of_days, &y, &m, &d);
             snprintf(as_of, sizeof as_of, "%04d-%02u-%02u", y, m, d);
-            prc = print_table(c.rows, rs, as_of, c.counts, &err);
+            orc = print_table(c.rows, rs, as_of, c.counts, &err);
         }
-        if (prc) {
+        if (orc) {
             fprintf(stderr, "cartgate screen: %s\n", err.msg);
             rc = 1;
         }
