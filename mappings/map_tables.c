@@ -177,9 +177,12 @@ int map_class_from_key(const char *key)
 /* Disease concepts and markers a diagnoses.tsv row may name. */
 static const char *const dx_concepts[] = {
     "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl", "b_all",
-    "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", "cns_secondary", "hx_car_t",
+    "all_nos", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", "cns_secondary", "hx_car_t",
     "hx_hct", "hx_allo", "hct_ineligible", "infection", "ignore", NULL,
 };
+
+/* What a lineage- or histology-unspecified code does not say (diagnoses.tsv `unspecified`). */
+static const char *const dx_axes[] = {"lineage", "histology", "grade", NULL};
 
 static const char *const proc_events[] = {
     "auto_hct", "allo_hct", "hct", "car_t", "car_t_collection", NULL,
@@ -433,16 +436,50 @@ static char *alower(map_tables *mt, const char *s)
 
 /* ---- loaders ----------------------------------------------------------------------------- */
 
+/* diagnoses.tsv `unspecified`: "-" or "axis:concept[,concept...]" (e.g. "lineage:b_all"). */
+static int parse_unspec(map_tables *mt, const tsv *t, const char *col, map_dx *dx, fhir_error *err)
+{
+    if (!strcmp(col, "-"))
+        return 0;
+    const char *colon = strchr(col, ':');
+    char axis[16];
+    if (!colon || (size_t)(colon - col) >= sizeof axis)
+        return fhir_error_set(err, "%s:%zu: unspecified must be '-' or 'axis:concept,...'", t->file,
+                              t->line);
+    snprintf(axis, sizeof axis, "%.*s", (int)(colon - col), col);
+    if (!in_list(dx_axes, axis))
+        return fhir_error_set(err, "%s:%zu: unknown unspecified axis '%s' (lineage, histology, grade)",
+                              t->file, t->line, axis);
+    dx->unspec_axis = adup(mt, axis);
+    for (const char *s = colon + 1; *s;) {
+        const char *e = strchr(s, ',');
+        size_t n = e ? (size_t)(e - s) : strlen(s);
+        char c[32];
+        if (n == 0 || n >= sizeof c)
+            return fhir_error_set(err, "%s:%zu: empty or long concept in unspecified", t->file, t->line);
+        snprintf(c, sizeof c, "%.*s", (int)n, s);
+        if (!in_list(dx_concepts, c) || dx->nunspec >= MAP_DX_UNSPEC_MAX)
+            return fhir_error_set(err, "%s:%zu: unspecified concept '%s' unknown or more than %d", t->file,
+                                  t->line, c, MAP_DX_UNSPEC_MAX);
+        dx->unspec[dx->nunspec++] = adup(mt, c);
+        s += n + (e ? 1 : 0);
+    }
+    if (!dx->nunspec)
+        return fhir_error_set(err, "%s:%zu: unspecified names no concept", t->file, t->line);
+    return 0;
+}
+
 static int load_diagnoses(map_tables *mt, const char *dir, fhir_error *err)
 {
-    static const char *const cols[] = {"system", "match", "code", "concept", "override", "source"};
+    static const char *const cols[] = {"system", "match", "code", "concept", "override",
+                                       "unspecified", "source"};
     tsv t;
     if (tsv_open(&t, dir, "diagnoses.tsv", err))
         return -1;
-    int rc = tsv_header(&t, cols, 6, err);
+    int rc = tsv_header(&t, cols, 7, err);
     size_t cap_names = 0;
     while (!rc && tsv_next(&t)) {
-        if ((rc = tsv_row_check(&t, 6, 0, err)))
+        if ((rc = tsv_row_check(&t, 7, 0, err)))
             break;
         const char *sys = t.col[0], *match = t.col[1], *code = t.col[2], *concept = t.col[3];
         bool is_name = !strcmp(sys, "name");
@@ -468,6 +505,8 @@ static int load_diagnoses(map_tables *mt, const char *dir, fhir_error *err)
             abort();
         r->dx.concept = adup(mt, concept);
         r->dx.row = row_ref(mt, &t);
+        if ((rc = parse_unspec(mt, &t, t.col[5], &r->dx, err)))
+            break;
         r->prefix = !strcmp(match, "prefix");
         r->override = !strcmp(t.col[4], "yes");
         if (is_name) {

@@ -52,9 +52,17 @@ int map_class_from_key(const char *key);
 
 /* ---- diagnoses --------------------------------------------------------------------------- */
 
+#define MAP_DX_UNSPEC_MAX 8
+
 typedef struct map_dx {
     const char *concept;   /* disease concept key (FACTS.md) or one of the markers below */
     const char *row;       /* "diagnoses.tsv:12" for provenance */
+    /* The code leaves a more specific disease open (diagnoses.tsv column `unspecified`):
+     * what it does not say ("lineage", "histology", "grade"; NULL when fully specified) and
+     * the disease concepts it may also be (e.g. C91.0x: lineage, b_all). */
+    const char *unspec_axis;
+    const char *unspec[MAP_DX_UNSPEC_MAX];
+    size_t nunspec;
 } map_dx;
 /* Marker concepts besides the disease keys: "cns_secondary" (secondary CNS involvement),
  * "hx_car_t" (personal history of CAR T), "hx_hct" (stem cell transplant status),
