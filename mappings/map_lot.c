@@ -91,6 +91,17 @@ static int drug_index(const wline *w, const char *ing)
 /* Adds (or extends) a drug in the line. */
 static void add_drug(wline *w, const map_lot_exposure *e, bool extend_end)
 {
+    if (e->end_unknown)
+        w->l.end_unknown = true;
+    if (is_role(e->drug, "unknown")) { /* agents not recorded: no drug, no class */
+        w->l.unknown_agents = true;
+        if (e->start < w->l.start)
+            w->l.start = e->start;
+        if (extend_end && e->end > w->l.end)
+            w->l.end = e->end;
+        add_ref(w, e->ref);
+        return;
+    }
     int i = drug_index(w, e->drug->ingredient);
     if (i < 0 && w->l.ndrugs < 24) {
         i = (int)w->l.ndrugs++;
@@ -301,6 +312,23 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
         if (!cur) {
             /* the previous line may be a CAR T line: never extend it */
             cur = new_line(&L, e->start);
+            add_drug(cur, e, true);
+            continue;
+        }
+        if (is_role(e->drug, "unknown")) {
+            /* therapy without agents: part of the line it falls in (during the line or its
+             * regimen window), else a line of its own (outside salvage, outside induction) */
+            if (e->start <= cur->l.end || e->start <= cur->window_end) {
+                add_drug(cur, e, true);
+            } else {
+                close_line(cur, "new_drug");
+                cur = new_line(&L, e->start);
+                add_drug(cur, e, true);
+            }
+            continue;
+        }
+        if (cur->l.end_unknown && drug_index(cur, e->drug->ingredient) >= 0) {
+            /* a drug of a line whose end is not recorded: a gap cannot be told */
             add_drug(cur, e, true);
             continue;
         }

@@ -11,10 +11,13 @@
 #include "map_tables.h"
 
 typedef struct map_lot_exposure {
-    const map_drug *drug;   /* from map_tables (ingredient, classes, role) */
+    const map_drug *drug;   /* from map_tables (ingredient, classes, role); role "unknown":
+                               therapy documented without its agents (a line of its own
+                               unless it falls inside a known line) */
     int64_t start;          /* days since epoch */
     int64_t end;            /* last day given (== start for a single administration) */
     const char *ref;        /* "MedicationAdministration/a1" for provenance */
+    bool end_unknown;       /* no end date recorded: the true end is end or later */
 } map_lot_exposure;
 
 typedef enum map_lot_event_kind {
@@ -56,6 +59,8 @@ typedef struct map_lot_line {
     size_t ndrugs;
     unsigned classes;
     bool auto_hct, allo_hct, hct_unspecified, car_t, maintenance;
+    bool unknown_agents;     /* therapy without recorded agents belongs to the line */
+    bool end_unknown;        /* a drug of the line has no end date: end is a lower bound */
     int64_t hct_day;         /* first HCT day, or INT64_MIN */
     const char *end_reason;  /* "new_drug" "gap" "hct" "car_t" "ongoing" "last" */
     size_t first_ref, nrefs; /* range into map_lot_result.refs */

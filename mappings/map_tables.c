@@ -709,7 +709,7 @@ static int load_drugs(map_tables *mt, const char *dir, fhir_error *err)
 {
     static const char *const cols[] = {"kind", "code", "ingredient", "classes", "role",
                                        "maint", "subst", "source"};
-    static const char *const roles[] = {"therapy", "steroid", "car_t", NULL};
+    static const char *const roles[] = {"therapy", "steroid", "car_t", "unknown", NULL};
     tsv t;
     if (tsv_open(&t, dir, "drugs.tsv", err))
         return -1;

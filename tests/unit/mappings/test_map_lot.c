@@ -52,7 +52,7 @@ static void give(plan *pl, const char *ing, int day, int len)
     const map_drug *d = map_drug_by_ingredient(T, ing);
     if (!d)
         fail_msg("unknown ingredient %s", ing);
-    pl->ex[pl->nex++] = (map_lot_exposure){d, D0 + day, D0 + day + (len > 0 ? len - 1 : 0), ing};
+    pl->ex[pl->nex++] = (map_lot_exposure){.drug = d, .start = D0 + day, .end = D0 + day + (len > 0 ? len - 1 : 0), .ref = ing};
 }
 
 /* cycles of a drug every `every` days, n times, starting at day */

@@ -93,7 +93,9 @@ static void test_dx_icd10_diseases(void **s)
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C88.4", NULL), "mzl");
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C88.40", NULL), "mzl");
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C91.10", NULL), "cll_sll");
-    assert_string_equal(dx(MAP_SYS_ICD10CM, "C91.00", NULL), "b_all");
+    /* C91.0x does not say B or T lineage (update-2026-12.md §6): all_nos, B-ALL stays possible */
+    assert_string_equal(dx(MAP_SYS_ICD10CM, "C91.00", NULL), "all_nos");
+    assert_string_equal(dx(MAP_SYS_ICD10CM, "C91.02", "B-cell acute lymphoblastic leukemia"), "b_all");
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C91.00", "T-cell acute lymphoblastic leukemia"), "other_heme");
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C90.02", NULL), "mm");
     assert_string_equal(dx(MAP_SYS_ICD10CM, "C90.10", NULL), "pcl");
@@ -123,6 +125,38 @@ static void test_dx_snomed_and_system_guess(void **s)
     assert_null(dx(MAP_SYS_SNOMED, "C8310", NULL));
 }
 
+/* Codes that leave the lineage, histology or grade open say so (diagnoses.tsv `unspecified`). */
+static void test_dx_unspecified(void **s)
+{
+    (void)s;
+    map_dx d;
+    assert_true(map_dx_lookup(T, MAP_SYS_ICD10CM, "C91.02", NULL, &d));
+    assert_string_equal(d.concept, "all_nos");
+    assert_string_equal(d.unspec_axis, "lineage");
+    assert_int_equal(d.nunspec, 1);
+    assert_string_equal(d.unspec[0], "b_all");
+    assert_true(map_dx_lookup(T, MAP_SYS_ICDO3, "9835/3", NULL, &d));
+    assert_string_equal(d.unspec_axis, "lineage");
+    assert_true(map_dx_lookup(T, MAP_SYS_SNOMED, "91857003", NULL, &d));
+    assert_string_equal(d.concept, "all_nos");
+    /* a specific code says nothing is open */
+    assert_true(map_dx_lookup(T, MAP_SYS_SNOMED, "277571004", NULL, &d));
+    assert_null(d.unspec_axis);
+    assert_int_equal(d.nunspec, 0);
+    assert_true(map_dx_lookup(T, MAP_SYS_ICD10CM, "C85.18", "B-cell lymphoma, unspecified", &d));
+    assert_string_equal(d.concept, "other_heme");
+    assert_string_equal(d.unspec_axis, "histology");
+    assert_true(d.nunspec >= 6);
+    /* a histology name settles it */
+    assert_true(map_dx_lookup(T, MAP_SYS_ICD10CM, "C85.18", "Diffuse large B-cell lymphoma", &d));
+    assert_string_equal(d.concept, "dlbcl_nos");
+    assert_null(d.unspec_axis);
+    assert_true(map_dx_lookup(T, MAP_SYS_ICD10CM, "C82.29", NULL, &d));
+    assert_string_equal(d.concept, "fl");
+    assert_string_equal(d.unspec_axis, "grade");
+    assert_string_equal(d.unspec[0], "fl_3b");
+}
+
 static void test_dx_icdo3(void **s)
 {
     (void)s;
@@ -131,6 +165,9 @@ static void test_dx_icdo3(void **s)
     assert_string_equal(dx(MAP_SYS_ICDO3, "9679/3", NULL), "pmbcl");
     assert_string_equal(dx(MAP_SYS_ICDO3, "9732/3", NULL), "mm");
     assert_string_equal(dx(MAP_SYS_ICDO3, "9811/3", NULL), "b_all");
+    assert_string_equal(dx(MAP_SYS_ICDO3, "9836/3", NULL), "b_all");
+    assert_string_equal(dx(MAP_SYS_ICDO3, "9835/3", NULL), "all_nos"); /* lineage unspecified */
+    assert_string_equal(dx(MAP_SYS_ICDO3, "9837/3", NULL), "other_heme"); /* T-ALL */
     assert_string_equal(dx(MAP_SYS_ICDO3, "9680/3", "Double hit lymphoma"), "hgbcl");
 }
 
@@ -380,8 +417,11 @@ static void expect_error(const char *file, const char *row, const char *needle)
 static void test_loader_errors(void **s)
 {
     (void)s;
-    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\tnot_a_concept\tno\tx\n", "unknown concept");
-    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC833\tdlbcl_nos\tno\tdup\n", "duplicate");
+    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\tnot_a_concept\tno\t-\tx\n", "unknown concept");
+    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC833\tdlbcl_nos\tno\t-\tdup\n", "duplicate");
+    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\tother_heme\tno\tcolour:b_all\tx\n", "unknown unspecified axis");
+    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\tother_heme\tno\tlineage:zzz\tx\n", "unspecified concept");
+    expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\tother_heme\tno\tlineage\tx\n", "unspecified must be");
     expect_error("diagnoses.tsv", "icd10cm\tprefix\tC99\n", "columns");
     expect_error("labs.tsv", "loinc\t1-1\tanc\t10*3/uL\tcount\t5\t1\tx\n", "plausible range");
     expect_error("labs.tsv", "loinc\t1-1\tanc\t10*3/uL\tnogroup\t0\t1\tx\n", "unit group");
@@ -410,6 +450,7 @@ int main(void)
         cmocka_unit_test(test_dx_name_override_on_convention_codes),
         cmocka_unit_test(test_dx_icd10_diseases),
         cmocka_unit_test(test_dx_snomed_and_system_guess),
+        cmocka_unit_test(test_dx_unspecified),
         cmocka_unit_test(test_dx_icdo3),
         cmocka_unit_test(test_dx_names),
         cmocka_unit_test(test_lab_lookup),
