@@ -243,7 +243,8 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
     item *it = xrealloc(NULL, (nex + n_ev + 1) * sizeof *it);
     size_t nit = 0;
     for (size_t i = 0; i < nex; i++)
-        if (assign[i] < 0 && !is_role(ex[i].drug, "car_t") && !is_role(ex[i].drug, "steroid"))
+        if (assign[i] < 0 && !is_role(ex[i].drug, "car_t") && !is_role(ex[i].drug, "steroid") &&
+            !is_role(ex[i].drug, "unknown"))
             it[nit++] = (item){ex[i].start, 0, i};
     for (size_t k = 0; k < n_ev; k++)
         if (!ev_drop[k] && ev[k].kind != MAP_LOT_CAR_T_COLLECTION)
@@ -315,18 +316,6 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
             add_drug(cur, e, true);
             continue;
         }
-        if (is_role(e->drug, "unknown")) {
-            /* therapy without agents: part of the line it falls in (during the line or its
-             * regimen window), else a line of its own (outside salvage, outside induction) */
-            if (e->start <= cur->l.end || e->start <= cur->window_end) {
-                add_drug(cur, e, true);
-            } else {
-                close_line(cur, "new_drug");
-                cur = new_line(&L, e->start);
-                add_drug(cur, e, true);
-            }
-            continue;
-        }
         if (cur->l.end_unknown && drug_index(cur, e->drug->ingredient) >= 0) {
             /* a drug of a line whose end is not recorded: a gap cannot be told */
             add_drug(cur, e, true);
@@ -376,6 +365,35 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
                 break;
             }
         }
+    }
+
+    /* Therapy without agents (after the known lines are laid out): part of the known line it
+     * falls in (from the regimen window before its start to the window after its end), else
+     * a line of its own, placed in time order. */
+    for (size_t i = 0; i < nex; i++) {
+        if (!is_role(ex[i].drug, "unknown"))
+            continue;
+        wline *host = NULL;
+        for (size_t k = 0; k < L.n && !host; k++) {
+            wline *w = &L.lines[k];
+            if (!w->l.car_t && ex[i].start >= w->l.start - p->window_days &&
+                ex[i].start <= w->l.end + p->window_days)
+                host = w;
+        }
+        if (!host) {
+            host = new_line(&L, ex[i].start);
+            size_t k = L.n - 1; /* keep lines sorted by start */
+            while (k > 0 && L.lines[k - 1].l.start > ex[i].start) {
+                wline tmp = L.lines[k - 1];
+                L.lines[k - 1] = L.lines[k];
+                L.lines[k] = tmp;
+                k--;
+            }
+            host = &L.lines[k];
+            if (k > 0 && L.lines[k - 1].l.end_reason && !strcmp(L.lines[k - 1].l.end_reason, "ongoing"))
+                L.lines[k - 1].l.end_reason = NULL;
+        }
+        add_drug(host, &ex[i], true);
     }
 
     /* Maintenance by continuation (a maintenance drug of the regimen goes on after the

@@ -431,6 +431,74 @@ static void test_lone_transplant_is_a_line(void **s)
     map_lot_result_free(&pl.r);
 }
 
+/* Open world: therapy documented without agents (an outside statement) is a line of its own
+ * when it falls outside every known line, with no drugs and no classes. */
+static void test_unknown_agents_line_of_its_own(void **s)
+{
+    (void)s;
+    plan pl;
+    plan_init(&pl);
+    rchop(&pl, 0, 6);
+    const map_drug *u = map_drug_lookup_text(T, "Salvage chemotherapy at an outside center");
+    assert_non_null(u);
+    assert_string_equal(u->role, "unknown");
+    pl.ex[pl.nex++] = (map_lot_exposure){.drug = u, .start = D0 + 400, .end = D0 + 500,
+                                         .ref = "MedicationStatement/out"};
+    give(&pl, "lenalidomide", 700, 21); /* our next line after the outside one */
+    run(&pl);
+    assert_int_equal(pl.r.nlines, 3);
+    assert_true(pl.r.lines[1].unknown_agents);
+    assert_int_equal(pl.r.lines[1].ndrugs, 0);
+    assert_int_equal(pl.r.lines[1].classes, 0);
+    assert_int_equal(pl.r.lines[1].start, D0 + 400);
+    assert_false(pl.r.lines[0].unknown_agents);
+    assert_false(pl.r.lines[2].unknown_agents);
+    assert_true(line_has(&pl.r.lines[2], "lenalidomide"));
+    map_lot_result_free(&pl.r);
+}
+
+/* ... and part of the known line it falls in (the same regimen recorded again). */
+static void test_unknown_agents_inside_a_line(void **s)
+{
+    (void)s;
+    plan pl;
+    plan_init(&pl);
+    rchop(&pl, 0, 6);
+    const map_drug *u = map_drug_lookup_text(T, "chemotherapy");
+    pl.ex[pl.nex++] = (map_lot_exposure){.drug = u, .start = D0 + 40, .end = D0 + 40,
+                                         .ref = "MedicationStatement/dup"};
+    run(&pl);
+    assert_int_equal(pl.r.nlines, 1);
+    assert_true(pl.r.lines[0].unknown_agents);
+    assert_int_equal(pl.r.lines[0].ndrugs, 5);
+    map_lot_result_free(&pl.r);
+}
+
+/* Open world: a drug without an end date makes the line's end a lower bound; restarting the
+ * same drug later cannot be told apart from continuing it, so it stays the same line. */
+static void test_end_unknown(void **s)
+{
+    (void)s;
+    plan pl;
+    plan_init(&pl);
+    give(&pl, "ibrutinib", 0, 1);
+    pl.ex[pl.nex - 1].end_unknown = true;
+    give(&pl, "ibrutinib", 400, 30); /* a later refill record */
+    run(&pl);
+    assert_int_equal(pl.r.nlines, 1);
+    assert_true(pl.r.lines[0].end_unknown);
+    assert_int_equal(pl.r.lines[0].end, D0 + 429);
+    map_lot_result_free(&pl.r);
+    /* without the unknown end the 400-day gap opens a second line */
+    plan_init(&pl);
+    give(&pl, "ibrutinib", 0, 1);
+    give(&pl, "ibrutinib", 400, 30);
+    run(&pl);
+    assert_int_equal(pl.r.nlines, 2);
+    assert_false(pl.r.lines[0].end_unknown);
+    map_lot_result_free(&pl.r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -451,6 +519,9 @@ int main(void)
         cmocka_unit_test(test_mm_restart_rule),
         cmocka_unit_test(test_btki_then_venetoclax),
         cmocka_unit_test(test_lone_transplant_is_a_line),
+        cmocka_unit_test(test_unknown_agents_line_of_its_own),
+        cmocka_unit_test(test_unknown_agents_inside_a_line),
+        cmocka_unit_test(test_end_unknown),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
