@@ -32,13 +32,18 @@ static const fact_def FACTS[] = {
     {"refractory", MAP_FACT_BOOL},
     {"primary_refractory", MAP_FACT_BOOL},
     {"relapse_months_after_1l", MAP_FACT_NUMBER},
+    {"relapse_months_after_1l_start", MAP_FACT_NUMBER},
+    {"relapse_months_after_1l_end", MAP_FACT_NUMBER},
+    {"relapse_months_after_asct", MAP_FACT_NUMBER},
     {"relapse_count", MAP_FACT_NUMBER},
     {"lenalidomide_refractory", MAP_FACT_BOOL},
     {"btki_progression", MAP_FACT_BOOL},
+    {"mm_high_risk", MAP_FACT_BOOL},
     {"prior_auto_hct", MAP_FACT_BOOL},
     {"prior_allo_hct", MAP_FACT_BOOL},
     {"prior_car_t", MAP_FACT_BOOL},
     {"hct_ineligible", MAP_FACT_BOOL},
+    {"hct_refusal", MAP_FACT_BOOL},
     {"ecog", MAP_FACT_NUMBER},
     {"anc", MAP_FACT_NUMBER},
     {"alc", MAP_FACT_NUMBER},
@@ -46,6 +51,8 @@ static const fact_def FACTS[] = {
     {"hemoglobin", MAP_FACT_NUMBER},
     {"creatinine", MAP_FACT_NUMBER},
     {"crcl", MAP_FACT_NUMBER},
+    {"egfr", MAP_FACT_NUMBER},
+    {"renal_function", MAP_FACT_NUMBER},
     {"bilirubin", MAP_FACT_NUMBER},
     {"ast", MAP_FACT_NUMBER},
     {"alt", MAP_FACT_NUMBER},
@@ -62,7 +69,7 @@ _Static_assert(NFACTS == MAP_FACT_COUNT, "MAP_FACT_COUNT must match the vocabula
 
 static const char *const DISEASES[] = {
     "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl",
-    "b_all", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL,
+    "b_all", "all_nos", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", NULL,
 };
 static const char *const SEXES[] = {"male", "female", "other", "unknown", NULL};
 

@@ -17,7 +17,16 @@ typedef enum map_fact_type {
 
 #define MAP_FACT_SET_MAX 32
 /* Number of facts in the vocabulary (FACTS.md); checked against the table in map_fact.c. */
-#define MAP_FACT_COUNT 40
+#define MAP_FACT_COUNT 47
+
+/* Partly known numbers (open world, FACTS.md): the true value is num exactly, at least num
+ * (a count with outside therapy whose lines are not recorded) or at most num (an interval
+ * whose end date is not recorded). */
+typedef enum map_fact_bound {
+    MAP_FACT_EXACT = 0,
+    MAP_FACT_AT_LEAST = 1,
+    MAP_FACT_AT_MOST = -1,
+} map_fact_bound;
 
 /* A fact as answered by a profile. All pointers are borrowed from the profile and valid
  * as long as the profile is. */
@@ -25,10 +34,17 @@ typedef struct map_fact {
     bool known;                 /* false = unknown: the data cannot establish it */
     map_fact_type type;
     double num;                 /* NUMBER */
+    map_fact_bound bound;       /* NUMBER: exact, or a lower / upper bound */
     bool b;                     /* BOOL */
     const char *str;            /* CODE, STRING */
-    const char *set[MAP_FACT_SET_MAX]; /* SET members */
+    const char *set[MAP_FACT_SET_MAX]; /* SET members (established) */
     size_t nset;
+    bool open;                  /* SET: members not listed may be present (unknown) */
+    const char *maybe[MAP_FACT_SET_MAX]; /* SET: possible members, not established */
+    size_t nmaybe;
+    const char *missing_as;     /* name listed under "missing" when a test on the partly known
+                                   part stays unknown ("lineage"); NULL = the fact name */
+    const char *settle;         /* plain words: the record that would settle what is unknown */
     const char *evidence;       /* provenance: "Condition/c1 code=C83.30 onset=2024-01-02; ..." */
 } map_fact;
 

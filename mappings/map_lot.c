@@ -368,17 +368,19 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
     }
 
     /* Therapy without agents (after the known lines are laid out): part of the known line it
-     * falls in (from the regimen window before its start to the window after its end), else
-     * a line of its own, placed in time order. */
+     * starts in (from the regimen window before the line's start to its last dose or regimen
+     * window, with no progression documented in between), else a line of its own, placed in
+     * time order. */
     for (size_t i = 0; i < nex; i++) {
         if (!is_role(ex[i].drug, "unknown"))
             continue;
         wline *host = NULL;
         for (size_t k = 0; k < L.n && !host; k++) {
             wline *w = &L.lines[k];
-            if (!w->l.car_t && ex[i].start >= w->l.start - p->window_days &&
-                ex[i].start <= w->l.end + p->window_days)
-                host = w;
+            int64_t last = w->l.end > w->window_end ? w->l.end : w->window_end;
+            if (!w->l.car_t && ex[i].start >= w->l.start - p->window_days && ex[i].start <= last &&
+                !progression_between(p, w->l.start, ex[i].start))
+                host = w; /* starts while the line goes on, with no progression in between */
         }
         if (!host) {
             host = new_line(&L, ex[i].start);

@@ -20,7 +20,7 @@
 /* Specificity rank when one Condition carries several codings (lower wins). */
 static const char *const DX_RANK[] = {
     "pcnsl", "tfl", "hgbcl", "pmbcl", "fl_3b", "dlbcl_nos", "mcl", "mzl", "cll_sll", "fl",
-    "b_all", "pcl", "mm", "hl", "other_heme", "non_heme", NULL,
+    "b_all", "all_nos", "pcl", "mm", "hl", "other_heme", "non_heme", NULL,
 };
 
 static int list_index(const char *const *list, const char *s)
@@ -189,6 +189,67 @@ static int code_status_of(const char *system, const char *code)
     return 0;
 }
 
+/* ---- findings in free text (cytogenetics reports, procedure status reasons) ---------------- */
+
+static void add_finding(builder *b, const char *what, const char *ref, const char *text)
+{
+    finding *f = vec_push(&b->findings);
+    f->what = what;
+    f->ref = ref;
+    f->text = astr(b->p, "%.200s", text);
+}
+
+static bool has_any(const char *low, const char *const *words)
+{
+    for (; *words; words++)
+        if (strstr(low, *words))
+            return true;
+    return false;
+}
+
+/* Myeloma cytogenetics named in a report or diagnosis text (IMS/IMWG 2025 high-risk markers,
+ * update-2026-12.md §0.1 item 5). Free text only: our codes reference lists no cytogenetics
+ * codes. Each ';'- or ','-separated part is read alone, and a part that says "not detected",
+ * "negative", "absent" or "no " is skipped. */
+static void scan_findings(builder *b, const char *ref, const char *text)
+{
+    static const struct {
+        const char *what;
+        const char *const words[10];
+    } marks[] = {
+        {"del17p", {"del(17p)", "del 17p", "17p deletion", "deletion 17p", "deletion of 17p", "17p-", NULL}},
+        {"tp53", {"tp53 mutation", "tp53 mutated", "tp53 deletion", NULL}},
+        {"t414", {"t(4;14)", NULL}},
+        {"t1416", {"t(14;16)", NULL}},
+        {"t1420", {"t(14;20)", NULL}},
+        {"gain1q", {"1q gain", "gain of 1q", "gain(1q)", "1q+", "amp(1q)", "1q21 gain", "1q21 amplification", "+1q", NULL}},
+        {"biallelic_del1p", {"biallelic del(1p32)", "biallelic 1p32", "homozygous del(1p32)", NULL}},
+        {"del1p", {"del(1p32)", "1p32 deletion", "del(1p)", "deletion 1p32", NULL}},
+        {"high_risk", {"high-risk cytogenetics", "high risk cytogenetics", "high-risk myeloma",
+                       "high risk myeloma", "high-risk multiple myeloma", "high risk multiple myeloma", NULL}},
+    };
+    static const char *const neg[] = {"not detected", "negative", "absent", "no ", "without", NULL};
+    char low[600];
+    size_t n = 0;
+    for (const char *t = text; *t && n + 1 < sizeof low; t++)
+        low[n++] = (char)tolower((unsigned char)*t);
+    low[n] = '\0';
+    for (char *part = low; *part;) {
+        char *end = part + strcspn(part, ";,");
+        char saved = *end;
+        *end = '\0';
+        if (!has_any(part, neg))
+            for (size_t i = 0; i < sizeof marks / sizeof marks[0]; i++)
+                if (has_any(part, marks[i].words)) {
+                    add_finding(b, marks[i].what, ref, text);
+                    if (!strcmp(marks[i].what, "biallelic_del1p"))
+                        break; /* not also a single del(1p32) */
+                }
+        *end = saved;
+        part = *end ? end + 1 : end;
+    }
+}
+
 static void add_condition(builder *b, const fhir_node *res)
 {
     static const char *const bad_ver[] = {"entered-in-error", "refuted", NULL};
@@ -227,6 +288,8 @@ static void add_condition(builder *b, const fhir_node *res)
         int rank = list_index(DX_RANK, dx.concept);
         if (rank < 0)
             rank = 500; /* markers rank after diseases */
+        if (dx.unspec_axis)
+            rank += 100; /* a coding that leaves lineage / histology open yields to a specific one */
         if (!strcmp(dx.concept, "ignore"))
             return;
         if (rank < best_rank) {
@@ -256,6 +319,12 @@ static void add_condition(builder *b, const fhir_node *res)
     c->onset = onset;
     c->status_day = rec != INT64_MIN ? rec : onset;
     c->code_status = cstatus;
+    c->unspec_axis = best.unspec_axis;
+    c->nunspec = best.nunspec;
+    for (size_t i = 0; i < best.nunspec; i++)
+        c->unspec[i] = best.unspec[i];
+    if (text)
+        scan_findings(b, c->ref, text);
     const char *cs = cc_code(res, "clinicalStatus");
     if (!cs || !strcmp(cs, "active") || !strcmp(cs, "recurrence") || !strcmp(cs, "relapse"))
         c->state = 0;
@@ -394,12 +463,37 @@ static const fhir_node *resolve_medication(builder *b, const fhir_node *res, con
     return NULL;
 }
 
-static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug **out)
+static bool cc_has_code(const fhir_node *cc)
+{
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c; c = c->next)
+        if (fhir_node_str(fhir_node_get(c, "code")))
+            return true;
+    return false;
+}
+
+static bool data_absent(const fhir_node *n)
+{
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(n, "extension")); e; e = e->next) {
+        const char *url = fhir_node_str(fhir_node_get(e, "url"));
+        if (url && strstr(url, "data-absent-reason"))
+            return true;
+    }
+    return false;
+}
+
+/* Drugs of a medication record. *uncoded: the medication names no coded drug (text only, a
+ * data-absent reason, or nothing): then "therapy without agents" rows (drugs.tsv role
+ * `unknown`) may apply; for a coded medication they never do (a coded drug that is not in
+ * the table is supportive care, not unknown therapy). */
+static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug **out, bool *uncoded)
 {
     size_t n = 0;
+    *uncoded = false;
     const fhir_node *cc = fhir_node_get(res, "medicationCodeableConcept");
-    if (cc)
+    if (cc) {
+        *uncoded = !cc_has_code(cc) || data_absent(cc);
         return drugs_from_cc(b, cc, out, 0, MAX_DRUGS_PER_RECORD);
+    }
     const char *ref = fhir_node_path_str(res, "medicationReference.reference");
     const fhir_node *med = resolve_medication(b, res, ref);
     if (!med) {
@@ -407,8 +501,10 @@ static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug *
         const map_drug *d = drug_text(b, disp);
         if (d)
             out[n++] = d;
+        *uncoded = true;
         return n;
     }
+    *uncoded = !cc_has_code(fhir_node_get(med, "code")) && !fhir_node_get(med, "ingredient");
     n = drugs_from_cc(b, fhir_node_get(med, "code"), out, 0, MAX_DRUGS_PER_RECORD);
     for (const fhir_node *ing = fhir_node_first(fhir_node_get(med, "ingredient"));
          ing && n < MAX_DRUGS_PER_RECORD; ing = ing->next) {
@@ -436,13 +532,40 @@ static size_t drugs_of_record(builder *b, const fhir_node *res, const map_drug *
     return w;
 }
 
+/* Does the record give a heme Condition as its reason (reasonReference / reasonCode)? */
+static bool reason_is_heme(builder *b, const fhir_node *res)
+{
+    for (const fhir_node *r = fhir_node_first(fhir_node_get(res, "reasonReference")); r; r = r->next) {
+        const char *id = ref_tail(fhir_node_str(fhir_node_get(r, "reference")), NULL, NULL);
+        const cond *c = b->conds.v;
+        for (size_t i = 0; id && i < b->conds.n; i++)
+            if (c[i].id && !strcmp(c[i].id, id) && concept_is_heme(c[i].concept))
+                return true;
+    }
+    for (const fhir_node *r = fhir_node_first(fhir_node_get(res, "reasonCode")); r; r = r->next)
+        for (const fhir_node *c = fhir_node_first(fhir_node_get(r, "coding")); c; c = c->next) {
+            map_dx dx;
+            if (map_dx_lookup(b->t, fhir_node_str(fhir_node_get(c, "system")),
+                              fhir_node_str(fhir_node_get(c, "code")), NULL, &dx) &&
+                concept_is_heme(dx.concept))
+                return true;
+        }
+    return false;
+}
+
+/* One exposure per drug of a medication record. End dates (mappings/README.md "Open world"):
+ * an end date or supply duration is the end; an active (or on-hold / in-progress) record
+ * without one runs to the evaluation date; any other record without one has an unknown end
+ * (end_unknown, end = start as a lower bound). */
 static void add_med(builder *b, const fhir_node *res, const char *type)
 {
     map_profile *p = b->p;
     int64_t start = INT64_MIN, end = INT64_MIN;
+    bool ongoing = false, end_unknown = false;
     if (!strcmp(type, "MedicationRequest")) {
         static const char *const bad[] = {"entered-in-error", "cancelled", "draft", NULL};
         static const char *const bad_intent[] = {"proposal", "plan", NULL};
+        static const char *const on[] = {"active", "on-hold", NULL};
         if (status_is(res, "status", bad) || status_is(res, "intent", bad_intent) ||
             fhir_node_bool(fhir_node_get(res, "doNotPerform"), false))
             return;
@@ -456,37 +579,64 @@ static void add_med(builder *b, const fhir_node *res, const char *type)
             const char *unit = fhir_node_str(fhir_node_get(dur, "code"));
             if (!unit)
                 unit = fhir_node_str(fhir_node_get(dur, "unit"));
-            if (fhir_node_double(fhir_node_get(dur, "value"), &days) && days > 0 && days < 3650 &&
-                (!unit || !strcmp(unit, "d") || !strcmp(unit, "days") || !strcmp(unit, "day")))
+            if (status_is(res, "status", on))
+                ongoing = true;
+            else if (fhir_node_double(fhir_node_get(dur, "value"), &days) && days > 0 && days < 3650 &&
+                     (!unit || !strcmp(unit, "d") || !strcmp(unit, "days") || !strcmp(unit, "day")))
                 end = start + (int64_t)days - 1;
+            else
+                end_unknown = true;
         }
     } else if (!strcmp(type, "MedicationAdministration")) {
         static const char *const bad[] = {"entered-in-error", "not-done", NULL};
+        static const char *const on[] = {"in-progress", "on-hold", NULL};
         if (status_is(res, "status", bad))
             return;
         static const char *const sp[] = {"effectiveDateTime", "effectivePeriod.start", NULL};
         if (!first_date(res, sp, &start))
             return;
-        date_of(res, "effectivePeriod.end", &end);
+        if (fhir_node_path(res, "effectivePeriod") && !date_of(res, "effectivePeriod.end", &end)) {
+            if (status_is(res, "status", on))
+                ongoing = true;
+            else
+                end_unknown = true;
+        }
     } else { /* MedicationStatement */
         static const char *const bad[] = {"entered-in-error", "not-taken", "intended", NULL};
+        static const char *const on[] = {"active", "on-hold", NULL};
         if (status_is(res, "status", bad))
             return;
         static const char *const sp[] = {"effectiveDateTime", "effectivePeriod.start",
                                          "dateAsserted", NULL};
         if (!first_date(res, sp, &start))
             return;
-        date_of(res, "effectivePeriod.end", &end);
+        if (!fhir_node_get(res, "effectiveDateTime") && !date_of(res, "effectivePeriod.end", &end)) {
+            if (status_is(res, "status", on))
+                ongoing = true;
+            else
+                end_unknown = true;
+        }
     }
     if (start > p->as_of)
         return;
+    if (ongoing)
+        end = p->as_of;
     if (end == INT64_MIN || end < start)
         end = start;
     if (end > p->as_of)
         end = p->as_of;
     const map_drug *drugs[MAX_DRUGS_PER_RECORD];
-    size_t nd = drugs_of_record(b, res, drugs);
-    if (!nd)
+    bool uncoded;
+    size_t nd = drugs_of_record(b, res, drugs, &uncoded);
+    /* therapy without agents: only from a medication that names no coded drug */
+    size_t w = 0;
+    for (size_t i = 0; i < nd; i++)
+        if (strcmp(drugs[i]->role, "unknown") || uncoded)
+            drugs[w++] = drugs[i];
+    nd = w;
+    if (!nd && uncoded && reason_is_heme(b, res))
+        drugs[nd++] = map_drug_by_ingredient(b->t, "unknown agent");
+    if (!nd || !drugs[0])
         return;
     const char *ref = res_ref(p, res);
     for (size_t i = 0; i < nd; i++) {
@@ -494,15 +644,71 @@ static void add_med(builder *b, const fhir_node *res, const char *type)
         e->drug = drugs[i];
         e->start = start;
         e->end = end;
+        e->end_unknown = end_unknown;
         e->ref = ref;
     }
 }
 
 /* ---- procedures -------------------------------------------------------------------------------- */
 
+/* A transplant that was not done, and why (mappings/README.md "Open world"): a reason saying
+ * contraindicated / not eligible / comorbidity / age documents ineligibility; a reason saying
+ * the patient declined is a refusal, which the label does not count as ineligibility. */
+static void hct_not_done(builder *b, const fhir_node *res)
+{
+    static const char *const inelig[] = {"contraindicat", "not eligible", "ineligib", "not a candidate",
+                                         "not candidate", "comorbid", "frail", "too old", "advanced age",
+                                         "due to age", "and age", "of age", "poor performance", NULL};
+    static const char *const refusal[] = {"declin", "refus", "patient choice", "patient preference",
+                                          "patient wish", "does not want", "did not want", "opted",
+                                          "chose not", NULL};
+    const fhir_node *cc = fhir_node_get(res, "code");
+    const char *event = NULL;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && !event; c = c->next)
+        event = map_proc_lookup(b->t, fhir_node_str(fhir_node_get(c, "system")),
+                                fhir_node_str(fhir_node_get(c, "code")),
+                                fhir_node_str(fhir_node_get(c, "display")), NULL, NULL);
+    if (!event)
+        event = map_proc_lookup(b->t, NULL, NULL, fhir_node_str(fhir_node_get(cc, "text")), NULL, NULL);
+    if (!event || (strcmp(event, "auto_hct") && strcmp(event, "allo_hct") && strcmp(event, "hct")))
+        return;
+    int64_t day;
+    static const char *const dp[] = {"performedDateTime", "performedPeriod.start", NULL};
+    if (first_date(res, dp, &day) && day > b->p->as_of)
+        return;
+    char why[600] = "";
+    const fhir_node *sr = fhir_node_get(res, "statusReason");
+    size_t w = 0;
+    const char *t = fhir_node_str(fhir_node_get(sr, "text"));
+    if (t)
+        w += (size_t)snprintf(why, sizeof why, "%s", t);
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(sr, "coding")); c && w < sizeof why; c = c->next) {
+        const char *d = fhir_node_str(fhir_node_get(c, "display"));
+        if (d)
+            w += (size_t)snprintf(why + w, sizeof why - w, "%s%s", w ? "; " : "", d);
+    }
+    if (!w)
+        return;
+    char low[600];
+    size_t n = 0;
+    for (const char *x = why; *x && n + 1 < sizeof low; x++)
+        low[n++] = (char)tolower((unsigned char)*x);
+    low[n] = '\0';
+    const char *ref = res_ref(b->p, res);
+    if (has_any(low, inelig))
+        add_finding(b, "hct_ineligible", ref, why);
+    if (has_any(low, refusal))
+        add_finding(b, "hct_refusal", ref, why);
+}
+
 static void add_procedure(builder *b, const fhir_node *res)
 {
     static const char *const bad[] = {"entered-in-error", "not-done", "preparation", NULL};
+    static const char *const not_done[] = {"not-done", NULL};
+    if (status_is(res, "status", not_done)) {
+        hct_not_done(b, res);
+        return;
+    }
     if (status_is(res, "status", bad))
         return;
     static const char *const dp[] = {"performedDateTime", "performedPeriod.start", NULL};
@@ -640,11 +846,18 @@ static void add_observation(builder *b, const fhir_node *res)
         }
         def = map_lab_lookup(b->t, sys, code);
     }
-    if (!def && !disease_status)
-        return;
     int64_t day = INT64_MIN;
     const char *date = NULL;
     int64_t ms = obs_when(res, &day, &date);
+    if (!def && !disease_status) {
+        /* a report in words (e.g. a plasma-cell FISH panel): cytogenetic findings */
+        const char *v = fhir_node_str(fhir_node_get(res, "valueString"));
+        if (!v)
+            v = fhir_node_path_str(res, "valueCodeableConcept.text");
+        if (v && ms != INT64_MIN && day <= p->as_of)
+            scan_findings(b, res_ref(p, res), v);
+        return;
+    }
     if (ms == INT64_MIN || day > p->as_of)
         return;
     if (disease_status) {
@@ -818,6 +1031,108 @@ static void patient_facts(builder *b)
     }
 }
 
+/* Possible diseases of codes that leave the lineage, histology or grade open (diagnoses.tsv
+ * `unspecified`): `maybe` members of diseases, unless another diagnosis establishes them. */
+static void unspecified_diseases(builder *b)
+{
+    static const struct {
+        const char *axis, *settle;
+    } axes[] = {
+        {"lineage", "lineage (B or T) of the lymphoblastic leukemia: the immunophenotype (flow cytometry) "
+                    "report, or a lineage-specific diagnosis code (B-cell ALL: SNOMED 277571004, ICD-O-3 "
+                    "9811/3-9819/3 or 9836/3)"},
+        {"histology", "histology: the pathology report naming the lymphoma subtype (large B-cell, "
+                      "follicular, mantle cell, marginal zone ...)"},
+        {"grade", "grade: the pathology report giving the follicular lymphoma grade (3A or 3B)"},
+    };
+    map_profile *p = b->p;
+    map_fact *f = F(p, "diseases");
+    const cond *c = b->conds.v;
+    const char *axis = NULL;
+    for (size_t a = 0; a < sizeof axes / sizeof axes[0]; a++)
+        for (size_t i = 0; i < b->conds.n; i++) {
+            if (!c[i].nunspec || c[i].state > 1 || strcmp(c[i].unspec_axis, axes[a].axis))
+                continue;
+            for (size_t k = 0; k < c[i].nunspec; k++) {
+                bool have = false;
+                for (size_t j = 0; j < f->nset; j++)
+                    have |= !strcmp(f->set[j], c[i].unspec[k]);
+                for (size_t j = 0; j < f->nmaybe; j++)
+                    have |= !strcmp(f->maybe[j], c[i].unspec[k]);
+                if (!have && f->nmaybe < MAP_FACT_SET_MAX)
+                    f->maybe[f->nmaybe++] = c[i].unspec[k];
+                if (!have && !axis) {
+                    axis = axes[a].axis;
+                    f->missing_as = axes[a].axis;
+                    f->settle = axes[a].settle;
+                }
+            }
+        }
+}
+
+static const finding *find_finding(builder *b, const char *what)
+{
+    const finding *f = b->findings.v;
+    for (size_t i = 0; i < b->findings.n; i++)
+        if (!strcmp(f[i].what, what))
+            return &f[i];
+    return NULL;
+}
+
+/* hct_ineligible / hct_refusal from Conditions (diagnoses.tsv markers) and from HSCT
+ * procedures not done with a reason (hct_not_done). A refusal never makes ineligibility. */
+static void transplant_eligibility(builder *b)
+{
+    map_profile *p = b->p;
+    const cond *ine = find_cond(b, "hct_ineligible", 1, NULL);
+    const finding *pf = find_finding(b, "hct_ineligible");
+    if (pf)
+        set_bool(p, "hct_ineligible", true, astr(p, "%s transplant not done: \"%s\"", pf->ref, pf->text));
+    else if (ine)
+        set_bool(p, "hct_ineligible", true, astr(p, "%s %s (%s)", ine->ref, ine->code, ine->row));
+    else {
+        set_unknown(p, "hct_ineligible", "transplant ineligibility not documented");
+        F(p, "hct_ineligible")->settle = "the treating physician's note on transplant eligibility (not eligible for HSCT "
+                                         "due to comorbidities or age)";
+    }
+    const cond *ref = find_cond(b, "hct_refusal", 1, NULL);
+    const finding *rf = find_finding(b, "hct_refusal");
+    if (rf)
+        set_bool(p, "hct_refusal", true, astr(p, "%s transplant not done: \"%s\"", rf->ref, rf->text));
+    else if (ref)
+        set_bool(p, "hct_refusal", true, astr(p, "%s %s (%s)", ref->ref, ref->code, ref->row));
+    else
+        set_unknown(p, "hct_refusal", "no refusal of transplant documented");
+}
+
+/* mm_high_risk by IMS/IMWG 2025 from cytogenetic findings in words; never false from silence. */
+static void myeloma_risk(builder *b)
+{
+    map_profile *p = b->p;
+    static const char *const alone[] = {"del17p", "tp53", "biallelic_del1p", "high_risk", NULL};
+    for (const char *const *w = alone; *w; w++) {
+        const finding *f = find_finding(b, *w);
+        if (f) {
+            set_bool(p, "mm_high_risk", true, astr(p, "%s \"%s\"", f->ref, f->text));
+            return;
+        }
+    }
+    static const char *const trans[] = {"t414", "t1416", "t1420", NULL};
+    const finding *t = NULL, *g = find_finding(b, "gain1q");
+    if (!g)
+        g = find_finding(b, "del1p");
+    for (const char *const *w = trans; *w && !t; w++)
+        t = find_finding(b, *w);
+    if (t && g) {
+        set_bool(p, "mm_high_risk", true, astr(p, "%s \"%s\"; %s \"%s\"", t->ref, t->text, g->ref, g->text));
+        return;
+    }
+    set_unknown(p, "mm_high_risk", t ? astr(p, "%s \"%s\" without a 1q gain or del(1p32) result", t->ref, t->text)
+                                     : "no high-risk cytogenetics documented (absence is not proof)");
+    F(p, "mm_high_risk")->settle = "the FISH / cytogenetics report (del(17p), TP53, t(4;14), t(14;16), t(14;20), "
+                                   "1q gain, del(1p32))";
+}
+
 static void diagnosis_facts(builder *b)
 {
     map_profile *p = b->p;
@@ -838,7 +1153,14 @@ static void diagnosis_facts(builder *b)
                         c[i].code, c[i].concept, c[i].row, od, c[i].state == 1 ? " remission" : "");
         if (!concept_is_heme(c[i].concept))
             continue;
-        int rank = strcmp(c[i].concept, "other_heme") ? 0 : 1; /* specific before other_heme */
+        if (c[i].nunspec) {
+            fhir_buf_printf(&ev, " (%s not specified: ", c[i].unspec_axis);
+            for (size_t k = 0; k < c[i].nunspec; k++)
+                fhir_buf_printf(&ev, "%s%s", k ? "," : "", c[i].unspec[k]);
+            fhir_buf_puts(&ev, " possible)");
+        }
+        /* specific before other_heme / lineage- or histology-unspecified diagnoses */
+        int rank = strcmp(c[i].concept, "other_heme") && strcmp(c[i].concept, "all_nos") && !c[i].nunspec ? 0 : 1;
         if (!primary || rank < primary_rank || (rank == primary_rank && c[i].onset > primary->onset)) {
             primary = &c[i];
             primary_rank = rank;
@@ -847,6 +1169,7 @@ static void diagnosis_facts(builder *b)
     F(p, "diseases")->evidence = ev.len ? astr(p, "%s", fhir_buf_cstr(&ev))
                                         : "no active cancer diagnosis among the Conditions";
     fhir_buf_free(&ev);
+    unspecified_diseases(b);
 
     if (!primary) {
         set_unknown(p, "primary_disease", "no active heme diagnosis");
@@ -893,11 +1216,8 @@ static void diagnosis_facts(builder *b)
         set_bool(p, "cns_involvement", true, astr(p, "%s code=%s (%s)", cns->ref, cns->code, cns->row));
     else
         set_unknown(p, "cns_involvement", "no secondary CNS involvement documented (absence is not proof)");
-    const cond *ine = find_cond(b, "hct_ineligible", 1, NULL);
-    if (ine)
-        set_bool(p, "hct_ineligible", true, astr(p, "%s %s (%s)", ine->ref, ine->code, ine->row));
-    else
-        set_unknown(p, "hct_ineligible", "transplant ineligibility not documented");
+    transplant_eligibility(b);
+    myeloma_risk(b);
     const cond *inf = NULL;
     for (size_t i = 0; i < b->conds.n; i++)
         if (!strcmp(c[i].concept, "infection") && c[i].state == 0 &&
@@ -913,7 +1233,7 @@ static void lab_facts(builder *b)
 {
     map_profile *p = b->p;
     static const char *const labs[] = {"anc", "alc", "platelets", "hemoglobin", "creatinine", "crcl",
-                                       "bilirubin", "ast", "alt", "lvef", "spo2", NULL};
+                                       "egfr", "bilirubin", "ast", "alt", "lvef", "spo2", NULL};
     double weight = NAN;
     const lab_pick *wpick = NULL;
     for (const char *const *n = labs; *n; n++)
@@ -952,7 +1272,33 @@ static void lab_facts(builder *b)
                          sex->str, weight, wpick->ref, cr->num));
         } else if (cr->known) {
             set_unknown(p, "crcl", "no CrCl result; Cockcroft-Gault needs age, male/female sex, weight in lookback and creatinine");
+            F(p, "crcl")->settle = "a body weight in the last 90 days (Cockcroft-Gault) or a measured creatinine clearance";
         }
+    }
+    /* CKD-EPI 2021 (race-free) eGFR when none is reported: needs creatinine, age >= 18 and
+     * male/female sex (Inker et al. 2021: 142 x min(Scr/k,1)^a x max(Scr/k,1)^-1.200 x
+     * 0.9938^age [x 1.012 female], k 0.7 / 0.9, a -0.241 / -0.302 female / male) */
+    const map_fact *eg = F(p, "egfr");
+    if (!eg->known && cr->known && cr->num > 0 && age->known && age->num >= 18 && sex->known &&
+        (!strcmp(sex->str, "male") || !strcmp(sex->str, "female"))) {
+        bool fem = !strcmp(sex->str, "female");
+        double k = fem ? 0.7 : 0.9, a = fem ? -0.241 : -0.302, r = cr->num / k;
+        double e = 142.0 * pow(r < 1 ? r : 1, a) * pow(r > 1 ? r : 1, -1.200) * pow(0.9938, age->num);
+        if (fem)
+            e *= 1.012;
+        set_num(p, "egfr", round_to(e, 0.1),
+                astr(p, "CKD-EPI 2021: creatinine %g mg/dL (%s), age %g, %s", cr->num, cr->evidence, age->num, sex->str));
+    }
+    /* renal function for review flags: creatinine clearance when known, else eGFR (say which) */
+    if (crcl->known)
+        set_num(p, "renal_function", crcl->num, astr(p, "creatinine clearance %g mL/min: %s", crcl->num, crcl->evidence));
+    else if (eg->known)
+        set_num(p, "renal_function", eg->num,
+                astr(p, "eGFR %g mL/min/1.73 m2 (no creatinine clearance: %s): %s", eg->num,
+                     wpick ? "no Cockcroft-Gault" : "no body weight for Cockcroft-Gault", eg->evidence));
+    else {
+        set_unknown(p, "renal_function", "no creatinine, creatinine clearance or eGFR result in the lookback");
+        F(p, "renal_function")->settle = "a serum creatinine (with a body weight for Cockcroft-Gault)";
     }
     /* ECOG, Karnofsky mapped when ECOG absent (codes.md §2.3 crosswalk) */
     double v;
@@ -1081,6 +1427,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     b.ex.sz = sizeof(map_lot_exposure);
     b.ev.sz = sizeof(map_lot_event);
     b.prog.sz = b.resp.sz = sizeof(dated);
+    b.findings.sz = sizeof(finding);
 
     /* pass 1: Patient, Medications, Conditions (needed to resolve the others) */
     const char *pid = NULL;
@@ -1106,6 +1453,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
         map_profile_free(p);
         free(b.meds.v);
         free(b.conds.v);
+        free(b.findings.v);
         return NULL;
     }
     p->patient_id = fhir_arena_strdup(p->a, pid);
@@ -1136,6 +1484,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     free(b.ev.v);
     free(b.prog.v);
     free(b.resp.v);
+    free(b.findings.v);
     return p;
 }
 
@@ -1197,8 +1546,29 @@ int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
             fhir_buf_printf(o, ",%s\"value\":%s", sp, sp);
             put_value(o, f);
         }
+        if (f->known && f->bound)
+            fhir_buf_printf(o, ",%s\"bound\":%s\"%s\"", sp, sp, f->bound > 0 ? "at_least" : "at_most");
+        if (f->open)
+            fhir_buf_printf(o, ",%s\"open\":%strue", sp, sp);
+        if (f->nmaybe) {
+            fhir_buf_printf(o, ",%s\"maybe\":%s[", sp, sp);
+            for (size_t k = 0; k < f->nmaybe; k++) {
+                if (k)
+                    fhir_buf_putc(o, ',');
+                put_str(o, f->maybe[k]);
+            }
+            fhir_buf_putc(o, ']');
+        }
+        if (f->missing_as) {
+            fhir_buf_printf(o, ",%s\"missing_as\":%s", sp, sp);
+            put_str(o, f->missing_as);
+        }
         fhir_buf_printf(o, ",%s\"evidence\":%s", sp, sp);
         put_str(o, f->evidence);
+        if (f->settle) {
+            fhir_buf_printf(o, ",%s\"settle\":%s", sp, sp);
+            put_str(o, f->settle);
+        }
         fhir_buf_putc(o, '}');
     }
     fhir_buf_printf(o, "%s%s},%s%s\"lines\":%s[", nl, i1, nl, i1, sp);
@@ -1222,10 +1592,15 @@ int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
                 first = false;
             }
         fhir_buf_printf(o, "],%s\"maintenance\":%s,%s\"auto_hct\":%s,%s\"allo_hct\":%s,%s\"car_t\":%s,%s"
-                           "\"end_reason\":\"%s\",%s\"evidence\":",
+                           "\"end_reason\":\"%s\",%s",
                         sp, l->maintenance ? "true" : "false", sp, l->has_auto_hct ? "true" : "false", sp,
                         l->has_allo_hct ? "true" : "false", sp, l->is_car_t ? "true" : "false", sp,
                         l->end_reason ? l->end_reason : "", sp);
+        if (l->unknown_agents)
+            fhir_buf_printf(o, "\"unknown_agents\":%strue,%s", sp, sp);
+        if (l->end_unknown)
+            fhir_buf_printf(o, "\"end_unknown\":%strue,%s", sp, sp);
+        fhir_buf_puts(o, "\"evidence\":");
         put_str(o, l->evidence);
         fhir_buf_putc(o, '}');
     }
@@ -1254,14 +1629,22 @@ int map_profile_write_text(const map_profile *p, fhir_buf *o)
                 fhir_buf_puts(o, "(none)");
             for (size_t k = 0; k < f->nset; k++)
                 fhir_buf_printf(o, "%s%s", k ? "," : "", f->set[k]);
+            if (f->open)
+                fhir_buf_puts(o, " (+ unknown)");
+            for (size_t k = 0; k < f->nmaybe; k++)
+                fhir_buf_printf(o, "%s%s", k ? "," : " (possibly ", f->maybe[k]);
+            if (f->nmaybe)
+                fhir_buf_putc(o, ')');
         } else if (f->type == MAP_FACT_NUMBER) {
-            fhir_buf_printf(o, "%g", f->num);
+            fhir_buf_printf(o, "%s%g", f->bound > 0 ? ">=" : f->bound < 0 ? "<=" : "", f->num);
         } else if (f->type == MAP_FACT_BOOL) {
             fhir_buf_puts(o, f->b ? "yes" : "no");
         } else {
             fhir_buf_puts(o, f->str ? f->str : "");
         }
         fhir_buf_printf(o, "    <- %s\n", f->evidence ? f->evidence : "");
+        if (f->settle)
+            fhir_buf_printf(o, "  %-24s settled by: %s\n", "", f->settle);
     }
     for (size_t k = 0; k < p->nlines; k++) {
         const map_line *l = &p->lines[k];
@@ -1277,7 +1660,10 @@ int map_profile_write_text(const map_profile *p, fhir_buf *o)
             fhir_buf_puts(o, l->ndrugs ? " -> allo HCT" : "allo HCT");
         if (l->is_car_t && !l->ndrugs)
             fhir_buf_puts(o, "CAR T");
-        fhir_buf_printf(o, "%s  end=%s\n", l->maintenance ? "  (maintenance)" : "", l->end_reason);
+        if (l->unknown_agents)
+            fhir_buf_puts(o, l->ndrugs ? " + agents not recorded" : "agents not recorded");
+        fhir_buf_printf(o, "%s%s  end=%s\n", l->maintenance ? "  (maintenance)" : "",
+                        l->end_unknown ? "  (end date not recorded)" : "", l->end_reason);
     }
     for (size_t i = 0; i < p->nwarnings; i++)
         fhir_buf_printf(o, "  warning: %s\n", p->warnings[i]);

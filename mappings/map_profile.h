@@ -84,6 +84,8 @@ typedef struct map_line {
     bool has_allo_hct;
     bool is_car_t;              /* CAR T line (lymphodepletion and bridging folded in) */
     bool maintenance;           /* line continued as maintenance (subset of the regimen) */
+    bool unknown_agents;        /* therapy recorded without its agents belongs to the line */
+    bool end_unknown;           /* a drug of the line has no end date: end_days is a lower bound */
     const char *end_reason;     /* "new_drug", "gap", "hct", "car_t", "ongoing", "last" */
     const char *evidence;       /* resource ids that make up the line */
 } map_line;

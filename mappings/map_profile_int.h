@@ -47,7 +47,18 @@ typedef struct cond {
     int state;             /* 0 active, 1 remission, 2 inactive/resolved */
     int code_status;       /* 0 none, 1 remission, 2 relapse (ICD 5th character / "A") */
     bool relapse_status;   /* clinicalStatus relapse / recurrence */
+    const char *unspec_axis; /* the code leaves lineage / histology / grade open (map_dx) */
+    const char *unspec[MAP_DX_UNSPEC_MAX];
+    size_t nunspec;
 } cond;
+
+/* A finding that settles (or leaves open) a fact, with its resource (procedure status
+ * reasons, cytogenetics reports). */
+typedef struct finding {
+    const char *what;      /* "hct_ineligible", "hct_refusal", "del17p", "gain1q" ... */
+    const char *ref;
+    const char *text;
+} finding;
 
 typedef struct lab_pick {
     bool have;
@@ -96,9 +107,10 @@ typedef struct builder {
     vec ev;        /* map_lot_event */
     vec prog;      /* dated progression */
     vec resp;      /* dated response */
-    lab_pick labs[16];
+    lab_pick labs[24];
     size_t nlabs;
     lab_pick ecog, kps;
+    vec findings;  /* finding */
     const fhir_node *coverage;
     int64_t coverage_start;
     size_t nresources_seen;

@@ -178,7 +178,7 @@ int map_class_from_key(const char *key)
 static const char *const dx_concepts[] = {
     "dlbcl_nos", "hgbcl", "pmbcl", "tfl", "fl_3b", "fl", "mcl", "cll_sll", "mzl", "b_all",
     "all_nos", "mm", "pcl", "pcnsl", "hl", "other_heme", "non_heme", "cns_secondary", "hx_car_t",
-    "hx_hct", "hx_allo", "hct_ineligible", "infection", "ignore", NULL,
+    "hx_hct", "hx_allo", "hct_ineligible", "hct_refusal", "infection", "ignore", NULL,
 };
 
 /* What a lineage- or histology-unspecified code does not say (diagnoses.tsv `unspecified`). */

@@ -92,6 +92,8 @@ void map_therapy_facts(builder *b)
         l->has_allo_hct = s->allo_hct;
         l->is_car_t = s->car_t;
         l->maintenance = s->maintenance;
+        l->unknown_agents = s->unknown_agents;
+        l->end_unknown = s->end_unknown;
         l->end_reason = s->end_reason;
         fhir_buf_reset(&ev);
         for (size_t i = 0; i < s->nrefs && i < 8; i++)
@@ -104,12 +106,64 @@ void map_therapy_facts(builder *b)
 
     /* lines, classes, drugs */
     size_t nmeds = b->ex.n;
-    set_num(p, "lines", (double)p->nlines,
-            p->nlines ? astr(p, "%zu line(s) derived from %zu drug exposure(s) and %zu transplant/CAR T event(s); see lines",
-                             p->nlines, nmeds, b->ev.n)
-                      : astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
+    int outside = -1; /* first line made only of therapy without agents (it may hide more lines) */
+    bool any_unknown = false;
+    for (size_t k = 0; k < p->nlines; k++) {
+        const map_line *l = &p->lines[k];
+        any_unknown |= l->unknown_agents;
+        if (outside < 0 && l->unknown_agents && !l->ndrugs && !l->has_auto_hct && !l->has_allo_hct && !l->is_car_t)
+            outside = (int)k;
+    }
+    fhir_buf_reset(&ev);
+    for (size_t k = 0; k < p->nlines && k < 12; k++) {
+        const map_line *l = &p->lines[k];
+        char s1[16], s2[16];
+        fmt_day(l->start_days, s1, sizeof s1);
+        fmt_day(l->end_days, s2, sizeof s2);
+        fhir_buf_printf(&ev, "%sline %d %s..%s%s ", k ? "; " : "", l->number, s1, l->end_unknown ? "(end not recorded) " : "",
+                        l->end_unknown ? "" : s2);
+        for (size_t i = 0; i < l->ndrugs; i++)
+            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+        if (l->unknown_agents)
+            fhir_buf_printf(&ev, "%sagents not recorded", l->ndrugs ? " + " : "");
+        if (l->has_auto_hct || l->has_allo_hct)
+            fhir_buf_printf(&ev, " -> %s HCT", l->has_auto_hct ? "auto" : "allo");
+        if (l->is_car_t && !l->ndrugs)
+            fhir_buf_puts(&ev, "CAR T");
+        fhir_buf_printf(&ev, " [%s]", l->evidence);
+    }
+    if (p->nlines) {
+        char last[16];
+        fmt_day(p->lines[p->nlines - 1].end_days, last, sizeof last);
+        set_num(p, "lines", (double)p->nlines,
+                astr(p, "%zu line%s%s, last %s %s: %s", p->nlines, p->nlines == 1 ? "" : "s",
+                     outside >= 0 ? " at least" : "", p->lines[p->nlines - 1].end_reason &&
+                     !strcmp(p->lines[p->nlines - 1].end_reason, "ongoing") ? "ongoing, latest" : "ended",
+                     last, fhir_buf_cstr(&ev)));
+    } else {
+        set_num(p, "lines", 0, astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
+    }
+    if (outside >= 0) {
+        char s1[16];
+        fmt_day(p->lines[outside].start_days, s1, sizeof s1);
+        F(p, "lines")->bound = MAP_FACT_AT_LEAST;
+        F(p, "lines")->settle = astr(p, "the treatment summary of the therapy recorded without its agents from %s "
+                                        "(%s): each regimen with its agents and dates", s1, p->lines[outside].evidence);
+    }
     F(p, "prior_classes")->known = true;
     F(p, "prior_drugs")->known = true;
+    if (any_unknown) {
+        const char *why = NULL;
+        for (size_t k = 0; k < p->nlines && !why; k++)
+            if (p->lines[k].unknown_agents) {
+                char s1[16];
+                fmt_day(p->lines[k].start_days, s1, sizeof s1);
+                why = astr(p, "the regimen (agents and dates) of line %d from %s, recorded without its agents (%s)",
+                           p->lines[k].number, s1, p->lines[k].evidence);
+            }
+        F(p, "prior_classes")->open = F(p, "prior_drugs")->open = true;
+        F(p, "prior_classes")->settle = F(p, "prior_drugs")->settle = why;
+    }
     fhir_buf_reset(&ev);
     for (size_t k = 0; k < p->nlines; k++) {
         const map_line *l = &p->lines[k];
@@ -127,6 +181,8 @@ void map_therapy_facts(builder *b)
         fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
         for (size_t i = 0; i < l->ndrugs; i++)
             fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+        if (l->unknown_agents)
+            fhir_buf_printf(&ev, "%sagents not recorded", l->ndrugs ? " + " : "");
         if (l->has_auto_hct || l->has_allo_hct)
             fhir_buf_printf(&ev, "%s%s HCT", l->ndrugs ? " -> " : "", l->has_auto_hct ? "auto" : "allo");
         if (l->is_car_t && !l->ndrugs)
@@ -141,6 +197,10 @@ void map_therapy_facts(builder *b)
             if (p->lines[0].classes & (1u << ci))
                 set_add(p, "first_line_classes", map_class_key((map_class)ci));
         F(p, "first_line_classes")->evidence = astr(p, "line 1: %s", p->lines[0].evidence);
+        if (p->lines[0].unknown_agents) {
+            F(p, "first_line_classes")->open = true;
+            F(p, "first_line_classes")->settle = F(p, "prior_classes")->settle;
+        }
     } else {
         set_unknown(p, "first_line_classes", "no line of therapy");
     }
@@ -208,7 +268,7 @@ void map_therapy_facts(builder *b)
         for (size_t k = 0; k < p->nlines && !rel; k++) {
             const map_line *l = &p->lines[k];
             bool next_before = k + 1 < p->nlines && p->lines[k + 1].start_days <= pv[i].day;
-            if (!next_before && pv[i].day > l->end_days + rd && pv[i].day >= l->start_days)
+            if (!next_before && !l->end_unknown && pv[i].day > l->end_days + rd && pv[i].day >= l->start_days)
                 rel = &pv[i];
         }
     }
@@ -231,6 +291,8 @@ void map_therapy_facts(builder *b)
         set_unknown(p, "refractory", "no line of therapy");
         set_unknown(p, "primary_refractory", "no line of therapy");
         set_unknown(p, "relapse_months_after_1l", "no line of therapy");
+        set_unknown(p, "relapse_months_after_1l_start", "no line of therapy");
+        set_unknown(p, "relapse_months_after_1l_end", "no line of therapy");
         set_unknown(p, "relapse_count", "no line of therapy");
     } else {
         for (int which = 0; which < 2; which++) {
@@ -247,7 +309,11 @@ void map_therapy_facts(builder *b)
             if (pp && pp->day <= hi)
                 set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
                                              pp->ref, pp->what, s3, rd, l->number, s1, s2));
-            else if (pp)
+            else if (pp && l->end_unknown) {
+                set_unknown(p, name, astr(p, "line %d (from %s) has no recorded end; first progression after it is %s %s on %s",
+                                          l->number, s1, pp->ref, pp->what, s3));
+                F(p, name)->settle = astr(p, "the end date of line %d (%s)", l->number, l->evidence);
+            } else if (pp)
                 set_bool(p, name, false, astr(p, "first progression after line %d (%s..%s) is %s %s on %s, > %d days after it",
                                               l->number, s1, s2, pp->ref, pp->what, s3, rd));
             else if (rr)
@@ -258,19 +324,27 @@ void map_therapy_facts(builder *b)
         }
         const map_line *l1 = &p->lines[0];
         const dated *first_prog = first_in(P, l1->start_days, INT64_MAX);
-        if (first_prog) {
-            int64_t anchor = o->relapse_anchor_end ? l1->end_days : l1->start_days;
+        static const char *const names[] = {"relapse_months_after_1l_start", "relapse_months_after_1l_end"};
+        for (int end = 0; end < 2; end++) {
+            if (!first_prog) {
+                set_unknown(p, names[end], "no progression documented after the start of line 1");
+                continue;
+            }
+            int64_t anchor = end ? l1->end_days : l1->start_days;
             double months = (double)(first_prog->day - anchor) / 30.4375;
             if (months < 0)
                 months = 0;
             char s1[16];
             fmt_day(anchor, s1, sizeof s1);
-            set_num(p, "relapse_months_after_1l", round_to(months, 0.1),
-                    astr(p, "%s %s, anchor %s of line 1 = %s", first_prog->ref, first_prog->what,
-                         o->relapse_anchor_end ? "end" : "start", s1));
-        } else {
-            set_unknown(p, "relapse_months_after_1l", "no progression documented after the start of line 1");
+            set_num(p, names[end], round_to(months, 0.1),
+                    astr(p, "%s %s, %s of line 1 %s%s", first_prog->ref, first_prog->what, end ? "end" : "start",
+                         end && l1->end_unknown ? "not recorded, at most months from " : "", s1));
+            if (end && l1->end_unknown) {
+                F(p, names[end])->bound = MAP_FACT_AT_MOST; /* the true end is later: fewer months */
+                F(p, names[end])->settle = astr(p, "the end date of line 1 (%s)", l1->evidence);
+            }
         }
+        *F(p, "relapse_months_after_1l") = *F(p, o->relapse_anchor_end ? names[1] : names[0]);
         if (P->n || R->n) {
             int count = 0;
             int64_t prev_prog = INT64_MIN;
@@ -299,10 +373,33 @@ void map_therapy_facts(builder *b)
         }
     }
 
+    /* months from the first autologous transplant to the first progression after it */
+    int64_t asct = INT64_MIN;
+    const char *asct_ref = NULL;
+    for (size_t i = 0; i < b->ev.n; i++)
+        if (e[i].kind == MAP_LOT_AUTO_HCT && (asct == INT64_MIN || e[i].day < asct)) {
+            asct = e[i].day;
+            asct_ref = e[i].ref;
+        }
+    const dated *after = asct != INT64_MIN ? first_in(P, asct + 1, INT64_MAX) : NULL;
+    if (after) {
+        char s1[16], s2[16];
+        fmt_day(asct, s1, sizeof s1);
+        fmt_day(after->day, s2, sizeof s2);
+        set_num(p, "relapse_months_after_asct", round_to((double)(after->day - asct) / 30.4375, 0.1),
+                astr(p, "%s autologous HCT %s; %s %s on %s", asct_ref, s1, after->ref, after->what, s2));
+    } else {
+        set_unknown(p, "relapse_months_after_asct", asct == INT64_MIN ? "no autologous HCT recorded"
+                                                                      : "no progression documented after the autologous HCT");
+    }
+
     /* drug-specific refractoriness: episodes of lenalidomide / any BTKi */
     for (int which = 0; which < 2; which++) {
         const char *name = which ? "btki_progression" : "lenalidomide_refractory";
         int64_t ep_start = INT64_MIN, ep_end = INT64_MIN;
+        bool ep_open = false;        /* the episode has an exposure without an end date */
+        const char *open_ref = NULL; /* ... the record without it */
+        const char *unknown_ref = NULL; /* the record whose missing end leaves the answer open */
         const dated *hit = NULL;
         const char *hit_drug = NULL;
         bool any = false, all_resp = true;
@@ -328,9 +425,13 @@ void map_therapy_facts(builder *b)
             sel[j] = t;
         }
         for (size_t i = 0; i <= ns && !hit; i++) {
-            if (i < ns && ep_end != INT64_MIN && sel[i]->start <= ep_end + o->lot_gap_days) {
+            if (i < ns && ep_end != INT64_MIN && (ep_open || sel[i]->start <= ep_end + o->lot_gap_days)) {
                 if (sel[i]->end > ep_end)
                     ep_end = sel[i]->end;
+                if (sel[i]->end_unknown) {
+                    ep_open = true;
+                    open_ref = sel[i]->ref;
+                }
                 continue;
             }
             if (ep_end != INT64_MIN) { /* close episode */
@@ -339,6 +440,9 @@ void map_therapy_facts(builder *b)
                 if (pp) {
                     hit = pp;
                     hit_drug = sel[i - 1]->drug->ingredient;
+                } else if (ep_open && first_in(P, ep_start, INT64_MAX)) {
+                    all_resp = false; /* progression later than the recorded end: the end is unknown */
+                    unknown_ref = open_ref;
                 } else if (!first_in(R, ep_start, INT64_MAX) && !first_in(P, ep_start, INT64_MAX)) {
                     all_resp = false; /* neither a response nor a later progression documented */
                 }
@@ -346,18 +450,31 @@ void map_therapy_facts(builder *b)
             if (i < ns) {
                 ep_start = sel[i]->start;
                 ep_end = sel[i]->end;
+                ep_open = sel[i]->end_unknown;
+                open_ref = ep_open ? sel[i]->ref : NULL;
             }
         }
         free(sel);
+        const char *drug = which ? "BTK inhibitor" : "lenalidomide";
         if (hit)
             set_bool(p, name, true, astr(p, "%s %s during or <= %d days after %s", hit->ref, hit->what, rd, hit_drug));
-        else if (!any)
+        else if (!any && any_unknown) {
+            set_unknown(p, name, astr(p, "no %s recorded, but therapy without recorded agents may have included it", drug));
+            F(p, name)->settle = F(p, "prior_classes")->settle;
+        } else if (!any)
             set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
-        else if (all_resp)
+        else if (!all_resp && unknown_ref) {
+            set_unknown(p, name, astr(p, "%s %s has no end date: whether the progression came on or within %d days of it is unknown",
+                                      unknown_ref, drug, rd));
+            F(p, name)->settle = astr(p, "the stop date of %s (%s)", drug, unknown_ref);
+        } else if (all_resp && !any_unknown)
             set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",
                                           rd, which ? "BTK inhibitor" : "lenalidomide"));
-        else
-            set_unknown(p, name, astr(p, "%s given; no disease status documented since (window %d days)",
-                                      which ? "BTK inhibitor" : "lenalidomide", rd));
+        else if (all_resp) {
+            set_unknown(p, name, astr(p, "no progression during or <= %d days after any recorded %s episode, but therapy "
+                                         "without recorded agents may have included it", rd, drug));
+            F(p, name)->settle = F(p, "prior_classes")->settle;
+        } else
+            set_unknown(p, name, astr(p, "%s given; no disease status documented since (window %d days)", drug, rd));
     }
 }

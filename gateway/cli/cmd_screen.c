@@ -23,22 +23,28 @@
 #include "screen.h"
 #include "screen_sort.h"
 
+#define ROW_COLS 7 /* patient, category, urgency, consult, products, missing, flags */
 #define SCREEN_LINE_CAP (4u * 1024u * 1024u)
 #define SCREEN_MMAP_THRESHOLD (8 << 20)  /* malloc: blocks below this come from the heap */
 #define SCREEN_TRIM_THRESHOLD (64 << 20) /* malloc: free heap kept up to this much */
 
-/* One table row: patient, category, urgency, products, missing, flags, NUL-separated. */
-static void row_text(fhir_buf *b, const elig_ruleset *rs, const elig_result *res, const char *id)
+/* One table row: patient, category, urgency, consult, products, missing, flags,
+ * NUL-separated. */
+static void row_text(fhir_buf *b, const elig_ruleset *rs, const elig_factset *fs,
+                     const elig_result *res, const char *id)
 {
     size_t idx[ELIG_MAX_INDICATIONS];
     size_t nk = screen_indications(rs, res, true, idx, ELIG_MAX_INDICATIONS);
     bool any_eligible = elig_result_category(res) == ELIG_ELIGIBLE;
     const char *miss[ELIG_MAX_FACTS], *flags[ELIG_MAX_FLAGS];
-    size_t nm = elig_result_missing(rs, res, miss, ELIG_MAX_FACTS);
+    size_t nm = elig_result_missing(rs, fs, res, miss, ELIG_MAX_FACTS);
+    if (nm > ELIG_MAX_FACTS)
+        nm = ELIG_MAX_FACTS;
     size_t nf = elig_result_flags(rs, res, flags, ELIG_MAX_FLAGS);
     fhir_buf_reset(b);
-    fhir_buf_printf(b, "%s%c%s%c%s%c", id, 0, elig_category_name(elig_result_category(res)), 0,
-                    elig_urgency_name(elig_result_urgency(res)), 0);
+    fhir_buf_printf(b, "%s%c%s%c%s%c%s%c", id, 0, elig_category_name(elig_result_category(res)), 0,
+                    elig_urgency_name(elig_result_urgency(res)), 0,
+                    elig_consult_name(elig_result_consult(res)), 0);
     for (size_t k = 0; k < nk; k++)
         fhir_buf_printf(b, "%s%s%s", k ? "," : "", elig_ruleset_key(rs, idx[k]),
                         any_eligible ? "" : "?");
@@ -51,11 +57,11 @@ static void row_text(fhir_buf *b, const elig_ruleset *rs, const elig_result *res
     fhir_buf_puts(b, nf ? "" : "-");
 }
 
-/* The columns of a row (6, NUL-separated; the row itself is not NUL-terminated). */
-static void row_cols(const char *row, size_t len, const char *col[6], int w[6])
+/* The columns of a row (ROW_COLS, NUL-separated; the row itself is not NUL-terminated). */
+static void row_cols(const char *row, size_t len, const char *col[ROW_COLS], int w[ROW_COLS])
 {
     const char *p = row, *end = row + len;
-    for (int c = 0; c < 6; c++) {
+    for (int c = 0; c < ROW_COLS; c++) {
         const char *z = p < end ? memchr(p, 0, (size_t)(end - p)) : NULL;
         col[c] = p < end ? p : "";
         w[c] = p < end ? (int)((z ? z : end) - p) : 0;
@@ -119,7 +125,7 @@ static int on_patient(void *ud, const char *id, const fhir_node *const *res, siz
             return 0;
         }
     } else {
-        row_text(&c->line, c->rs, r, id);
+        row_text(&c->line, c->rs, screen_facts(c->sc), r, id);
     }
     return screen_sort_add(c->rows, id, c->line.data ? c->line.data : "", c->line.len, err);
 }
@@ -144,11 +150,11 @@ static int print_json(void *ud, const char *key, const char *row, size_t len)
 static int widen(void *ud, const char *key, const char *row, size_t len)
 {
     size_t *w = ud;
-    const char *col[6];
-    int cw[6];
+    const char *col[ROW_COLS];
+    int cw[ROW_COLS];
     (void)key;
     row_cols(row, len, col, cw);
-    for (int c = 0; c < 6; c++)
+    for (int c = 0; c < ROW_COLS; c++)
         if ((size_t)cw[c] > w[c])
             w[c] = (size_t)cw[c];
     return 0;
@@ -157,35 +163,36 @@ static int widen(void *ud, const char *key, const char *row, size_t len)
 static int print_row(void *ud, const char *key, const char *row, size_t len)
 {
     const size_t *w = ud;
-    const char *col[6];
-    int cw[6];
+    const char *col[ROW_COLS];
+    int cw[ROW_COLS];
     (void)key;
     row_cols(row, len, col, cw);
-    for (int c = 0; c < 5; c++)
+    for (int c = 0; c < ROW_COLS - 1; c++)
         printf("%.*s%*s  ", cw[c], col[c], (int)w[c] - cw[c], "");
-    printf("%.*s\n", cw[5], col[5]);
+    printf("%.*s\n", cw[ROW_COLS - 1], col[ROW_COLS - 1]);
     return 0;
 }
 
 static int print_table(screen_sort *rows, const elig_ruleset *rs, const char *as_of,
                        const size_t counts[3], fhir_error *err)
 {
-    static const char *const head[6] = {"PATIENT", "CATEGORY", "URGENCY", "PRODUCTS",
+    static const char *const head[ROW_COLS] = {"PATIENT", "CATEGORY", "URGENCY", "CONSULT", "PRODUCTS",
                                         "MISSING", "REVIEW FLAGS"};
-    size_t w[6];
-    for (int c = 0; c < 6; c++)
+    size_t w[ROW_COLS];
+    for (int c = 0; c < ROW_COLS; c++)
         w[c] = strlen(head[c]);
     if (screen_sort_each(rows, widen, w, err))
         return -1;
-    for (int c = 0; c < 5; c++)
+    for (int c = 0; c < ROW_COLS - 1; c++)
         printf("%-*s  ", (int)w[c], head[c]);
-    printf("%s\n", head[5]);
+    printf("%s\n", head[ROW_COLS - 1]);
     if (screen_sort_each(rows, print_row, w, err))
         return -1;
     printf("\n%zu patient(s): %zu eligible, %zu possibly eligible, %zu not eligible "
            "(as of %s; criteria %s)\n"
            "Products ending in '?' are possibly eligible: check the missing facts. Review flags "
-           "never block a referral.\n",
+           "never block a referral. CONSULT is the refer-early recommendation (refer_now, "
+           "early_consult), independent of the label verdict.\n",
            counts[0] + counts[1] + counts[2], counts[2], counts[1], counts[0], as_of,
            elig_ruleset_hash(rs));
     return 0;
@@ -203,7 +210,7 @@ int cmd_screen(int argc, char **argv)
 {
     map_profile_opts o;
     map_profile_opts_default(&o);
-    bool json = false;
+    bool json = false, include_pending = false;
     const char *mdir = NULL, *cdir = NULL;
     const char *params[32];
     cli_list plist = {params, 0, sizeof params / sizeof params[0]};
@@ -223,6 +230,9 @@ int cmd_screen(int argc, char **argv)
             {.name = "param", .kind = CLI_LIST, .out = &plist, .arg = "NAME=VALUE",
              .help = "override a criteria parameter (see conf/criteria/params.json),\n"
                      "e.g. --param lbcl_1l_anchor=start"},
+            {.name = "include-pending", .kind = CLI_FLAG, .out = &include_pending,
+             .help = "also show what pending products (label not verified yet, e.g.\n"
+                     "anito-cel) would decide, apart: never in the category"},
             CLI_OPT_MAPPINGS(&mdir),
             {0},
         },
@@ -255,6 +265,7 @@ int cmd_screen(int argc, char **argv)
             return 2;
         }
     }
+    elig_ruleset_show_pending(rs, include_pending);
     map_tables *t = map_tables_load(mdir, &err);
     if (!t) {
         fprintf(stderr, "cartgate screen: %s\n", err.msg);

@@ -54,6 +54,17 @@ typedef enum elig_urgency {
     ELIG_URGENCY_NOW,        /* a timing trigger fired: refer before the next line starts */
 } elig_urgency;
 
+/* Refer-early recommendation of the consult files (conf/criteria/consult_*.json), independent
+ * of the label verdicts: refer for a CAR T consultation now, consult early, or nothing. */
+typedef enum elig_consult {
+    ELIG_CONSULT_NONE = 0,
+    ELIG_CONSULT_EARLY = 1,
+    ELIG_CONSULT_NOW = 2,
+} elig_consult;
+
+/* Static strings: "none", "early_consult", "refer_now". */
+const char *elig_consult_name(elig_consult c);
+
 /* Static strings: "eligible", "possibly_eligible", "not_eligible", "not_in_force". */
 const char *elig_category_name(elig_category c);
 /* Static strings: "none", "review", "soon", "now". */
@@ -91,6 +102,20 @@ const char *elig_ruleset_param(const elig_ruleset *rs, const char *name);
 /* "sha256:<64 hex>" over the sorted file names and contents plus parameter overrides.
  * Borrowed from rs. */
 const char *elig_ruleset_hash(const elig_ruleset *rs);
+
+/* Pending products ("status": "pending" in their criteria file: label not verified yet) are
+ * not in force. Enabling one by configuration, once its label is verified, makes it count like
+ * any other indication and changes the hash. Returns 0, or -1 with err (unknown key, not
+ * pending). */
+int elig_ruleset_enable_pending(elig_ruleset *rs, const char *key, fhir_error *err);
+/* With show set, pending indications that are not enabled are evaluated too, into the
+ * result's pending categories (elig_result_pending_category, the "pending" lists of the JSON);
+ * they never change the category, flags, urgency or consult. */
+void elig_ruleset_show_pending(elig_ruleset *rs, bool show);
+/* Is indication i pending and not enabled? */
+bool elig_ruleset_is_pending(const elig_ruleset *rs, size_t i);
+/* Key of consult file i ("consult:LBCL") and its count; borrowed from rs. */
+size_t elig_ruleset_consult_count(const elig_ruleset *rs);
 
 /* Indications, sorted by key ("axi-cel:LBCL-2L"). Strings borrowed from rs. */
 size_t elig_ruleset_count(const elig_ruleset *rs);
@@ -161,20 +186,41 @@ elig_category elig_result_ind_category(const elig_result *r, size_t i);
 const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r, size_t i);
 /* Unknown facts that keep indication i from a decision (bit i of the rule set's fact order). */
 uint64_t elig_result_ind_missing(const elig_result *r, size_t i);
-/* Patient-level: missing facts over possibly-eligible indications, sorted; returns how many
- * (writes at most max names, borrowed from rs). */
-size_t elig_result_missing(const elig_ruleset *rs, const elig_result *r, const char **names,
-                           size_t max);
+/* Patient-level: what is missing over possibly-eligible indications, sorted and distinct:
+ * fact names, or the name a partly known fact gives its unknown part ("lineage") when fs
+ * (may be NULL) says so. Returns how many (writes at most max names, borrowed from rs / the
+ * facts). */
+size_t elig_result_missing(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                           const char **names, size_t max);
+/* Records to request: for each missing fact, in plain words, what would settle it (the
+ * fact's `settle` text); distinct, in fact-name order. Borrowed from the facts. */
+size_t elig_result_to_request(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                              const char **texts, size_t max);
 /* Patient-level review flag ids raised by eligible / possibly eligible indications, sorted. */
 size_t elig_result_flags(const elig_ruleset *rs, const elig_result *r, const char **ids,
                          size_t max);
+/* Patient-level note ids (not threshold breaches: "no_prior_btki", "hct_refusal" ...) raised
+ * by eligible / possibly eligible indications, sorted. */
+size_t elig_result_notes(const elig_ruleset *rs, const elig_result *r, const char **ids,
+                         size_t max);
+/* Refer-early recommendation (highest over the raised triggers) and the raised triggers in
+ * rule-set order: ids and reasons (borrowed from rs). Returns how many were raised. */
+elig_consult elig_result_consult(const elig_result *r);
+size_t elig_result_consult_triggers(const elig_ruleset *rs, const elig_result *r, const char **ids,
+                                    const char **reasons, size_t max);
+/* Category pending indication i would have (elig_ruleset_show_pending); ELIG_NOT_IN_FORCE for
+ * indications that are not pending or when pending ones are not shown. */
+elig_category elig_result_pending_category(const elig_result *r, size_t i);
 elig_urgency elig_result_urgency(const elig_result *r);
 /* Reason for the urgency (borrowed from rs; static text for the defaults). */
 const char *elig_result_urgency_reason(const elig_ruleset *rs, const elig_result *r);
 
 /* One JSON object (one line, no trailing newline), schema in conf/criteria/README.md:
- * {"patient","category","products","possible_products","missing","review_flags","urgency",
- *  "explanation","ruleset"}. Deterministic. Returns 0, or -1 when out's cap is hit. */
+ * {"patient","category","products","possible_products","missing","review_flags","notes",
+ *  "consult":{"recommendation","triggers","reasons"},["pending":{...}],"urgency",
+ *  "explanation","to_request","provenance","ruleset"}. Explanations are plain words with the
+ * label citation; resource ids, table rows and criteria files are in "provenance".
+ * Deterministic. Returns 0, or -1 when out's cap is hit. */
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                            const elig_result *r, const char *patient_id, fhir_buf *out);
 /* Human-readable explanation lines (one per relevant indication), each ending in '\n'. */

@@ -6,24 +6,40 @@
  * Evaluation (the hot path: no allocation, no string operations).
  * ====================================================================================== */
 
-static inline bool leaf_test(const hnode *n, const fval *f)
+/* One test on a known fact, three-valued: a partly known fact (mappings/FACTS.md "Open
+ * world") gives TU where its unknown part could decide, never TF. */
+static inline int leaf_test(const hnode *n, const fval *f)
 {
-    switch (n->op) {
-    case OP_LT: return f->num < n->num;
-    case OP_LE: return f->num <= n->num;
-    case OP_GT: return f->num > n->num;
-    case OP_GE: return f->num >= n->num;
-    case OP_EQ: return f->num == n->num;
-    case OP_NE: return f->num != n->num;
-    case OP_TRUE: return f->b;
-    case OP_FALSE: return !f->b;
-    case OP_IN:
-    case OP_ANY_OF: return (f->bits & n->mask) != 0;
-    case OP_NOT_IN:
-    case OP_NONE_OF: return (f->bits & n->mask) == 0;
-    case OP_ALL_OF: return (f->bits & n->mask) == n->mask;
+    if (f->bound) { /* the true value is >= num (bound +1) or <= num (bound -1) */
+        double v = f->num, x = n->num;
+        bool lo = f->bound > 0;
+        switch (n->op) {
+        case OP_LT: return lo ? (v >= x ? TF : TU) : (v < x ? TT : TU);
+        case OP_LE: return lo ? (v > x ? TF : TU) : (v <= x ? TT : TU);
+        case OP_GT: return lo ? (v > x ? TT : TU) : (v <= x ? TF : TU);
+        case OP_GE: return lo ? (v >= x ? TT : TU) : (v < x ? TF : TU);
+        case OP_EQ: return (lo ? v > x : v < x) ? TF : TU;
+        case OP_NE: return (lo ? v > x : v < x) ? TT : TU;
+        default: break;
+        }
     }
-    return false;
+    uint64_t m = n->mask, have = f->bits & m, may = f->maybe & m;
+    switch (n->op) {
+    case OP_LT: return f->num < n->num ? TT : TF;
+    case OP_LE: return f->num <= n->num ? TT : TF;
+    case OP_GT: return f->num > n->num ? TT : TF;
+    case OP_GE: return f->num >= n->num ? TT : TF;
+    case OP_EQ: return f->num == n->num ? TT : TF;
+    case OP_NE: return f->num != n->num ? TT : TF;
+    case OP_TRUE: return f->b ? TT : TF;
+    case OP_FALSE: return !f->b ? TT : TF;
+    case OP_IN:
+    case OP_ANY_OF: return have ? TT : may ? TU : TF;
+    case OP_NOT_IN:
+    case OP_NONE_OF: return have ? TF : may ? TU : TT;
+    case OP_ALL_OF: return have == m ? TT : (have | may) == m ? TU : TF;
+    }
+    return TF;
 }
 
 static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni, uint8_t *out,
@@ -43,7 +59,9 @@ static inline int eval_leaf(const hnode *n, const fval *fv, uint32_t ni, uint8_t
         *miss |= 1ull << n->fact;
         r = TU;
     } else {
-        r = leaf_test(n, f) ? TT : TF;
+        r = leaf_test(n, f);
+        if (r == TU)
+            *miss |= 1ull << n->fact;
     }
     out[ni] = (uint8_t)r;
     return r;
@@ -137,6 +155,8 @@ elig_result *elig_result_new(const elig_ruleset *rs)
     r->ninds = rs->ninds;
     r->nnodes = rs->nnodes;
     r->cat = xcalloc(rs->ninds, 1);
+    r->pend = xcalloc(rs->ninds, 1);
+    r->trig = xcalloc(rs->ntrigs, 1);
     r->miss = xcalloc(rs->ninds, sizeof *r->miss);
     r->failed = xcalloc(rs->ninds, sizeof *r->failed);
     r->out = xcalloc(rs->nnodes, 1);
@@ -151,6 +171,8 @@ void elig_result_free(elig_result *r)
     if (!r)
         return;
     free(r->cat);
+    free(r->pend);
+    free(r->trig);
     free(r->miss);
     free(r->failed);
     free(r->out);
@@ -178,7 +200,13 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
         const eind *ind = &rs->inds[i];
         r->miss[i] = 0;
         r->failed[i] = -1;
+        r->pend[i] = ELIG_NOT_IN_FORCE;
         if (day < ind->from || day >= ind->until) {
+            r->cat[i] = ELIG_NOT_IN_FORCE;
+            continue;
+        }
+        bool pending = ind->pending && !ind->enabled;
+        if (pending && !rs->show_pending) {
             r->cat[i] = ELIG_NOT_IN_FORCE;
             continue;
         }
@@ -188,6 +216,11 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
             t = TT;
         uint8_t cat = t == TT ? ELIG_ELIGIBLE : t == TU ? ELIG_POSSIBLY_ELIGIBLE
                                                         : ELIG_NOT_ELIGIBLE;
+        if (pending) { /* shown apart; never the category, flags, urgency */
+            r->pend[i] = cat;
+            r->cat[i] = ELIG_NOT_IN_FORCE;
+            continue;
+        }
         r->cat[i] = cat;
         if (cat > r->best)
             r->best = cat;
@@ -239,6 +272,23 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
             r->urg_tim = tim;
         }
     }
+    /* refer-early triggers: independent of the label verdicts */
+    r->consult = ELIG_CONSULT_NONE;
+    memset(r->trig, 0, rs->ntrigs);
+    for (size_t c = 0; c < rs->nconsults; c++) {
+        const econsult *cs = &rs->consults[c];
+        uint64_t m = 0;
+        if (eval(rs, fv, day, cs->applies, r->out, &m) != TT)
+            continue;
+        for (uint32_t k = 0; k < cs->ntrig; k++) {
+            const etrig *t = &rs->trigs[cs->trig0 + k];
+            if (eval(rs, fv, day, t->node, r->out, &m) == TT) {
+                r->trig[cs->trig0 + k] = 1;
+                if (t->rec > r->consult)
+                    r->consult = t->rec;
+            }
+        }
+    }
 }
 
 elig_category elig_result_category(const elig_result *r) { return (elig_category)r->best; }
@@ -261,19 +311,93 @@ uint64_t elig_result_ind_missing(const elig_result *r, size_t i)
     return i < r->ninds ? r->miss[i] : 0;
 }
 
-size_t elig_result_missing(const elig_ruleset *rs, const elig_result *r, const char **names,
-                           size_t max)
+static int cmp_cstr(const void *a, const void *b)
 {
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+size_t elig_result_missing(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                           const char **names, size_t max)
+{
+    const char *all[ELIG_MAX_FACTS];
     size_t n = 0;
     for (size_t k = 0; k < rs->nfacts; k++) {
         uint8_t fi = rs->fact_order[k];
-        if (r->miss_all >> fi & 1) {
+        if (!(r->miss_all >> fi & 1))
+            continue;
+        const map_fact *mf = fs ? fs->v[fi].src : NULL;
+        /* a partly known fact names its unknown part ("lineage"); an unknown one its name */
+        const char *name = mf && mf->known && mf->missing_as ? mf->missing_as : rs->facts[fi].name;
+        bool dup = false;
+        for (size_t j = 0; j < n; j++)
+            dup |= !strcmp(all[j], name);
+        if (!dup)
+            all[n++] = name;
+    }
+    qsort(all, n, sizeof all[0], cmp_cstr);
+    for (size_t k = 0; k < n && k < max; k++)
+        names[k] = all[k];
+    return n;
+}
+
+size_t elig_result_to_request(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                              const char **texts, size_t max)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < rs->nfacts && fs; k++) {
+        uint8_t fi = rs->fact_order[k];
+        const map_fact *mf = fs->v[fi].src;
+        if (!(r->miss_all >> fi & 1) || !mf || !mf->settle)
+            continue;
+        bool dup = false;
+        for (size_t j = 0; j < n && j < max; j++)
+            dup |= !strcmp(texts[j], mf->settle);
+        if (dup)
+            continue;
+        if (n < max)
+            texts[n] = mf->settle;
+        n++;
+    }
+    return n;
+}
+
+size_t elig_result_notes(const elig_ruleset *rs, const elig_result *r, const char **ids,
+                         size_t max)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < rs->nflag_ids; k++) {
+        uint8_t fi = rs->flag_order[k];
+        if ((r->flags >> fi & 1) && rs->flag_is_note[fi]) {
             if (n < max)
-                names[n] = rs->facts[fi].name;
+                ids[n] = rs->flag_ids[fi];
             n++;
         }
     }
     return n;
+}
+
+elig_consult elig_result_consult(const elig_result *r) { return (elig_consult)r->consult; }
+
+size_t elig_result_consult_triggers(const elig_ruleset *rs, const elig_result *r, const char **ids,
+                                    const char **reasons, size_t max)
+{
+    size_t n = 0;
+    for (size_t k = 0; k < rs->ntrigs; k++)
+        if (r->trig[k]) {
+            if (n < max) {
+                if (ids)
+                    ids[n] = rs->trigs[k].id;
+                if (reasons)
+                    reasons[n] = rs->trigs[k].reason;
+            }
+            n++;
+        }
+    return n;
+}
+
+elig_category elig_result_pending_category(const elig_result *r, size_t i)
+{
+    return i < r->ninds ? (elig_category)r->pend[i] : ELIG_NOT_IN_FORCE;
 }
 
 size_t elig_result_flags(const elig_ruleset *rs, const elig_result *r, const char **ids,
@@ -282,7 +406,7 @@ size_t elig_result_flags(const elig_ruleset *rs, const elig_result *r, const cha
     size_t n = 0;
     for (size_t k = 0; k < rs->nflag_ids; k++) {
         uint8_t fi = rs->flag_order[k];
-        if (r->flags >> fi & 1) {
+        if ((r->flags >> fi & 1) && !rs->flag_is_note[fi]) {
             if (n < max)
                 ids[n] = rs->flag_ids[fi];
             n++;

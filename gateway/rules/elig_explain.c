@@ -15,6 +15,16 @@ const char *elig_category_name(elig_category c)
     return "?";
 }
 
+const char *elig_consult_name(elig_consult c)
+{
+    switch (c) {
+    case ELIG_CONSULT_NONE: return "none";
+    case ELIG_CONSULT_EARLY: return "early_consult";
+    case ELIG_CONSULT_NOW: return "refer_now";
+    }
+    return "?";
+}
+
 const char *elig_urgency_name(elig_urgency u)
 {
     switch (u) {
@@ -27,40 +37,130 @@ const char *elig_urgency_name(elig_urgency u)
 }
 
 /* ======================================================================================
- * Explanations and JSON.
+ * Explanations (plain words, label citations) and JSON. Explanations speak to a clinician:
+ * facts by their clinical names and values, the label with its revision and DailyMed link,
+ * resource ids a clinician can open in the EHR. Table rows, criteria files and our reference
+ * go to "provenance" (developers).
  * ====================================================================================== */
+
+/* Clinical names of facts and of disease / class codes. */
+static const struct {
+    const char *key, *words;
+} WORDS[] = {
+    {"age", "age"}, {"sex", "sex"}, {"deceased", "deceased"}, {"diseases", "diagnoses"},
+    {"primary_disease", "main diagnosis"}, {"histology_transformed", "transformed histology"},
+    {"pcnsl", "primary CNS lymphoma"}, {"cns_involvement", "secondary CNS involvement"},
+    {"lines", "prior lines of therapy"}, {"prior_classes", "prior therapy classes"},
+    {"prior_drugs", "prior drugs"}, {"first_line_classes", "first-line therapy classes"},
+    {"relapsed", "relapse after a response"}, {"refractory", "refractory to the last line"},
+    {"primary_refractory", "refractory to the first line"},
+    {"relapse_months_after_1l", "months from first-line therapy to progression"},
+    {"relapse_months_after_1l_start", "months from the start of first-line therapy to progression"},
+    {"relapse_months_after_1l_end", "months from the end of first-line therapy to progression"},
+    {"relapse_months_after_asct", "months from autologous transplant to progression"},
+    {"relapse_count", "documented relapses"}, {"lenalidomide_refractory", "lenalidomide-refractory"},
+    {"btki_progression", "progression on or after a BTK inhibitor"},
+    {"mm_high_risk", "high-risk myeloma (IMS/IMWG 2025)"},
+    {"prior_auto_hct", "prior autologous transplant"}, {"prior_allo_hct", "prior allogeneic transplant"},
+    {"prior_car_t", "prior CAR T therapy"}, {"hct_ineligible", "documented transplant ineligibility"},
+    {"hct_refusal", "transplant declined by the patient"}, {"ecog", "ECOG"},
+    {"anc", "ANC (x10^3/uL)"}, {"alc", "ALC (x10^3/uL)"}, {"platelets", "platelets (x10^3/uL)"},
+    {"hemoglobin", "hemoglobin (g/dL)"}, {"creatinine", "creatinine (mg/dL)"},
+    {"crcl", "creatinine clearance (mL/min)"}, {"egfr", "eGFR (mL/min/1.73 m2)"},
+    {"renal_function", "renal function (mL/min)"}, {"bilirubin", "bilirubin (mg/dL)"},
+    {"ast", "AST (U/L)"}, {"alt", "ALT (U/L)"}, {"lvef", "LVEF (%)"}, {"spo2", "SpO2 (%)"},
+    {"active_infection", "active infection"},
+    /* disease and class codes */
+    {"dlbcl_nos", "diffuse large B-cell lymphoma"}, {"hgbcl", "high-grade B-cell lymphoma"},
+    {"pmbcl", "primary mediastinal large B-cell lymphoma"},
+    {"tfl", "large B-cell lymphoma transformed from follicular lymphoma"},
+    {"fl_3b", "follicular lymphoma grade 3B"}, {"fl", "follicular lymphoma"},
+    {"mcl", "mantle cell lymphoma"}, {"cll_sll", "CLL/SLL"}, {"mzl", "marginal zone lymphoma"},
+    {"b_all", "B-cell acute lymphoblastic leukemia"},
+    {"all_nos", "acute lymphoblastic leukemia, lineage not specified"}, {"mm", "multiple myeloma"},
+    {"pcl", "plasma cell leukemia"}, {"hl", "Hodgkin lymphoma"},
+    {"other_heme", "another hematologic malignancy"}, {"non_heme", "a non-hematologic cancer"},
+    {"anti_cd20", "anti-CD20 antibody"}, {"anthracycline", "anthracycline"}, {"alkylator", "alkylator"},
+    {"btki", "BTK inhibitor"}, {"bcl2i", "BCL-2 inhibitor"}, {"imid", "IMiD"},
+    {"pi", "proteasome inhibitor"}, {"anti_cd38", "anti-CD38 antibody"},
+    {"bcma_directed", "BCMA-directed therapy"}, {"cd19_directed", "CD19-directed therapy"},
+    {"bispecific", "bispecific antibody"}, {"car_t", "CAR T"},
+};
+
+static const char *words(const char *key)
+{
+    for (size_t i = 0; key && i < sizeof WORDS / sizeof WORDS[0]; i++)
+        if (!strcmp(WORDS[i].key, key))
+            return WORDS[i].words;
+    return key ? key : "?";
+}
+
+/* Evidence without table rows or reference documents: drops parenthesised groups that cite
+ * a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)"). */
+static void put_plain(fhir_buf *b, const char *ev)
+{
+    for (const char *p = ev; p && *p;) {
+        if (*p == '(' || (*p == ' ' && p[1] == '(')) {
+            const char *open = *p == '(' ? p : p + 1;
+            const char *close = strchr(open, ')');
+            if (close) {
+                size_t n = (size_t)(close - open);
+                bool cites = false;
+                for (size_t i = 0; i + 3 < n; i++)
+                    if (!strncmp(open + i, ".tsv", 4) || !strncmp(open + i, ".md", 3) ||
+                        !strncmp(open + i, ".json", 5))
+                        cites = true;
+                if (cites) {
+                    p = close + 1;
+                    continue;
+                }
+            }
+        }
+        fhir_buf_putc(b, *p);
+        p++;
+    }
+}
 
 static void put_value(fhir_buf *b, const efact *f, const fval *v)
 {
     const map_fact *mf = v->src;
     switch (f->type) {
     case MAP_FACT_NUMBER:
-        fhir_buf_printf(b, "%g", v->num);
+        if (!strcmp(f->name, "lines") && mf && mf->evidence && strchr(mf->evidence, ':')) {
+            /* "3 lines, last ended 2026-08-14" */
+            const char *c = strchr(mf->evidence, ':');
+            fhir_buf_append(b, mf->evidence, (size_t)(c - mf->evidence));
+            break;
+        }
+        fhir_buf_printf(b, "%s %s%g", words(f->name), v->bound > 0 ? "at least " : v->bound < 0 ? "at most " : "",
+                        v->num);
         break;
     case MAP_FACT_BOOL:
-        fhir_buf_puts(b, v->b ? "true" : "false");
+        fhir_buf_printf(b, "%s: %s", words(f->name), v->b ? "yes" : "no");
         break;
     case MAP_FACT_CODE:
     case MAP_FACT_STRING:
-        fhir_buf_puts(b, mf && mf->str ? mf->str : "?");
+        fhir_buf_printf(b, "%s: %s", words(f->name), words(mf && mf->str ? mf->str : "?"));
         break;
     case MAP_FACT_SET:
-        if (!mf || mf->nset == 0) {
-            fhir_buf_puts(b, "none");
-            break;
-        }
-        for (size_t k = 0; k < mf->nset && k < MAP_FACT_SET_MAX; k++) {
-            if (k)
-                fhir_buf_putc(b, '+');
-            fhir_buf_puts(b, mf->set[k] ? mf->set[k] : "?");
-        }
+        fhir_buf_printf(b, "%s: ", words(f->name));
+        if (!mf || mf->nset == 0)
+            fhir_buf_puts(b, "none recorded");
+        for (size_t k = 0; mf && k < mf->nset && k < MAP_FACT_SET_MAX; k++)
+            fhir_buf_printf(b, "%s%s", k ? ", " : "", words(mf->set[k]));
+        if (mf && mf->open)
+            fhir_buf_puts(b, ", others not recorded");
+        for (size_t k = 0; mf && k < mf->nmaybe && k < MAP_FACT_SET_MAX; k++)
+            fhir_buf_printf(b, "%s%s", k ? ", " : "; possibly ", words(mf->maybe[k]));
         break;
     }
 }
 
-/* Writes the facts that decided node ni ("lines=1 [evidence]"), comma-separated. */
+/* Writes the facts that decided node ni in plain words, comma-separated; with evidence, an
+ * unknown or partly known fact says why and what would settle it. used collects the facts
+ * named (for provenance). */
 static void describe(const elig_ruleset *rs, const elig_factset *fs, const uint8_t *out,
-                     uint32_t ni, bool evidence, fhir_buf *b, bool *first)
+                     uint32_t ni, bool evidence, fhir_buf *b, bool *first, uint64_t *used)
 {
     const enode *n = &rs->nodes[ni];
     int res = out[ni] & 7;
@@ -70,21 +170,30 @@ static void describe(const elig_ruleset *rs, const elig_factset *fs, const uint8
         const efact *f = &rs->facts[n->fact];
         const fval *v = &fs->v[n->fact];
         if (!*first)
-            fhir_buf_puts(b, ", ");
+            fhir_buf_puts(b, "; ");
         *first = false;
+        if (used)
+            *used |= 1ull << n->fact;
         if (!v->known) {
             if (out[ni] & T_ASSUMED)
-                fhir_buf_printf(b, "%s not documented (treated as %s)", f->name,
-                                ((out[ni] & 7) == TT) == (n->op != OP_FALSE) ? "present"
-                                                                             : "absent");
+                fhir_buf_printf(b, "%s not documented (taken as %s)", words(f->name),
+                                ((out[ni] & 7) == TT) == (n->op != OP_FALSE) ? "present" : "absent");
             else
-                fhir_buf_printf(b, "%s unknown", f->name);
+                fhir_buf_printf(b, "%s unknown", words(f->name));
         } else {
-            fhir_buf_printf(b, "%s=", f->name);
             put_value(b, f, v);
         }
-        if (evidence && v->src && v->src->evidence && v->src->evidence[0])
-            fhir_buf_printf(b, " [%s]", v->src->evidence);
+        const map_fact *mf = v->src;
+        bool partial = res == TU || !v->known;
+        if ((evidence || partial) && mf && mf->evidence && mf->evidence[0] && !(out[ni] & T_ASSUMED)) {
+            fhir_buf_puts(b, " (");
+            put_plain(b, mf->evidence);
+            if (partial && mf->settle) {
+                fhir_buf_puts(b, "; would be settled by ");
+                fhir_buf_puts(b, mf->settle);
+            }
+            fhir_buf_putc(b, ')');
+        }
         return;
     }
     for (uint32_t k = 0; k < n->nkids; k++) {
@@ -103,10 +212,16 @@ static void describe(const elig_ruleset *rs, const elig_factset *fs, const uint8
             take = res == TF || cr == TT;
         if (!take)
             continue;
-        describe(rs, fs, out, c, evidence, b, first);
+        describe(rs, fs, out, c, evidence, b, first, used);
         if ((n->kind == N_ALL && res == TF) || (n->kind == N_ANY && res == TT))
             break; /* the first deciding child is enough */
     }
+}
+
+static const char *base_name(const char *path)
+{
+    const char *s = strrchr(path, '/');
+    return s ? s + 1 : path;
 }
 
 static bool gate_is_disease(const elig_ruleset *rs, uint32_t ni)
@@ -115,37 +230,52 @@ static bool gate_is_disease(const elig_ruleset *rs, uint32_t ni)
     return role && !strcmp(role, "disease");
 }
 
-/* Writes the explanation of eligible / possibly eligible indication i (no newline). */
+static void cite(fhir_buf *b, const char *doc, const char *rev, const char *url)
+{
+    fhir_buf_printf(b, " Label: %s, revised %s, %s", doc, rev, url);
+}
+
+static const char *cat_words(uint8_t c)
+{
+    return c == ELIG_ELIGIBLE ? "eligible" : c == ELIG_POSSIBLY_ELIGIBLE ? "possibly eligible" : "not eligible";
+}
+
+/* Explanation of eligible / possibly eligible indication i (no newline): every gate with its
+ * facts in plain words, then the label. */
 static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
-                        size_t i, fhir_buf *b)
+                        size_t i, uint8_t cat, fhir_buf *b, uint64_t *used)
 {
     const eind *ind = &rs->inds[i];
     const enode *root = &rs->nodes[ind->root];
-    fhir_buf_printf(b, "%s %s:", ind->key, elig_category_name((elig_category)r->cat[i]));
-    { /* eligible or possibly eligible: every gate with its facts */
-        uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
-        bool sep = false;
-        for (uint32_t k = 0; k < ng; k++) {
-            uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
-            int gr = r->out[g] & 7;
-            if (gr == TNA || gr == TNE)
-                continue;
-            bool first = true;
-            fhir_buf_printf(b, "%s %s %s (", sep ? ";" : "", node_label(rs, g),
-                            gr == TT ? "met" : "unknown");
-            sep = true;
-            describe(rs, fs, r->out, g, gr == TU, b, &first);
+    fhir_buf_printf(b, "%s %s (%s, %s): %s%s.", ind->key, elig_category_name((elig_category)cat), ind->brand,
+                    ind->description, cat_words(cat), ind->pending ? " if its expected label is approved" : "");
+    uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
+    bool sep = false;
+    for (uint32_t k = 0; k < ng; k++) {
+        uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
+        int gr = r->out[g] & 7;
+        if (gr == TNA || gr == TNE)
+            continue;
+        bool first = true;
+        fhir_buf_printf(b, "%s %s: %s", sep ? ";" : "", node_label(rs, g),
+                        gr == TT ? "met" : gr == TU ? "unknown" : "not met");
+        sep = true;
+        size_t before = b->len;
+        fhir_buf_puts(b, " (");
+        describe(rs, fs, r->out, g, false, b, &first, used);
+        if (first) /* nothing to say */
+            b->len = before;
+        else
             fhir_buf_putc(b, ')');
-        }
     }
-    fhir_buf_printf(b, " | source: %s, rev. %s", ind->src_doc, ind->src_rev);
+    fhir_buf_putc(b, '.');
+    cite(b, ind->src_doc, ind->src_rev, ind->src_url);
 }
 
-/* Calls emit(line) for each explanation line; lines are built in tmp. */
 typedef void (*line_fn)(void *ud, const char *line, size_t len);
 
 static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
-                    line_fn emit, void *ud)
+                    line_fn emit, void *ud, uint64_t *used)
 {
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
@@ -158,7 +288,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
             bool first = true;
             fhir_buf_reset(&b);
             fhir_buf_printf(&b, "fails '%s' (", node_label(rs, (uint32_t)r->failed[i]));
-            describe(rs, fs, r->out, (uint32_t)r->failed[i], true, &b, &first);
+            describe(rs, fs, r->out, (uint32_t)r->failed[i], true, &b, &first, used);
             fhir_buf_putc(&b, ')');
             fails[i] = xstrdup(fhir_buf_cstr(&b));
         }
@@ -172,7 +302,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         }
         fhir_buf_reset(&b);
         if (!fails[i]) {
-            explain_ind(rs, fs, r, i, &b);
+            explain_ind(rs, fs, r, i, r->cat[i], &b, used);
             emit(ud, fhir_buf_cstr(&b), b.len);
             continue;
         }
@@ -184,10 +314,9 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
                 fhir_buf_printf(&b, "%s%s", same ? "," : "", rs->inds[j].key);
                 same++;
             }
-        fhir_buf_printf(&b, " not_eligible: %s", fails[i]);
+        fhir_buf_printf(&b, " not_eligible: %s.", fails[i]);
         if (same == 1)
-            fhir_buf_printf(&b, " | source: %s, rev. %s", rs->inds[i].src_doc,
-                            rs->inds[i].src_rev);
+            cite(&b, rs->inds[i].src_doc, rs->inds[i].src_rev, rs->inds[i].src_url);
         for (size_t j = i + 1; j < rs->ninds; j++)
             if (fails[j] && !strcmp(fails[j], fails[i]))
                 fails[j][0] = 0;
@@ -207,8 +336,22 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
             }
         bool first = true;
         fhir_buf_puts(&b, " (");
-        describe(rs, fs, r->out, (uint32_t)r->failed[first_dis], true, &b, &first);
+        describe(rs, fs, r->out, (uint32_t)r->failed[first_dis], true, &b, &first, used);
         fhir_buf_putc(&b, ')');
+        emit(ud, fhir_buf_cstr(&b), b.len);
+    }
+    /* pending products (shown only on request): what they would decide */
+    for (size_t i = 0; i < rs->ninds; i++) {
+        if (r->pend[i] == ELIG_NOT_IN_FORCE)
+            continue;
+        fhir_buf_reset(&b);
+        fhir_buf_puts(&b, "pending (label not verified, not counted): ");
+        if (r->pend[i] == ELIG_NOT_ELIGIBLE) {
+            fhir_buf_printf(&b, "%s would be not eligible.", rs->inds[i].key);
+            cite(&b, rs->inds[i].src_doc, rs->inds[i].src_rev, rs->inds[i].src_url);
+        } else {
+            explain_ind(rs, fs, r, i, r->pend[i], &b, used);
+        }
         emit(ud, fhir_buf_cstr(&b), b.len);
     }
     for (size_t k = 0; k < rs->nflag_ids; k++) {
@@ -218,9 +361,35 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         const eflag *fl = &rs->flags[r->flag_src[fi]];
         bool first = true;
         fhir_buf_reset(&b);
-        fhir_buf_printf(&b, "review flag %s (", rs->flag_ids[fi]);
-        describe(rs, fs, r->out, fl->node, false, &b, &first);
-        fhir_buf_printf(&b, "): %s", fl->message);
+        if (rs->flag_is_note[fi]) {
+            fhir_buf_printf(&b, "note %s: %s", rs->flag_ids[fi], fl->message);
+        } else {
+            fhir_buf_printf(&b, "review flag %s (", rs->flag_ids[fi]);
+            describe(rs, fs, r->out, fl->node, false, &b, &first, used);
+            fhir_buf_printf(&b, "): %s", fl->message);
+        }
+        emit(ud, fhir_buf_cstr(&b), b.len);
+    }
+    bool any_trig = false;
+    for (size_t k = 0; k < rs->ntrigs; k++)
+        if (r->trig[k]) {
+            const etrig *t = &rs->trigs[k];
+            fhir_buf_reset(&b);
+            fhir_buf_printf(&b, "consult %s: %s (%s)", elig_consult_name((elig_consult)t->rec), t->reason,
+                            t->source);
+            emit(ud, fhir_buf_cstr(&b), b.len);
+            any_trig = true;
+        }
+    if (!any_trig && rs->nconsults) {
+        fhir_buf_reset(&b);
+        fhir_buf_puts(&b, "consult none: no refer-early trigger is documented");
+        emit(ud, fhir_buf_cstr(&b), b.len);
+    }
+    const char *req[ELIG_MAX_FACTS];
+    size_t nr = elig_result_to_request(rs, fs, r, req, ELIG_MAX_FACTS);
+    for (size_t k = 0; k < nr && k < ELIG_MAX_FACTS; k++) {
+        fhir_buf_reset(&b);
+        fhir_buf_printf(&b, "record to request: %s", req[k]);
         emit(ud, fhir_buf_cstr(&b), b.len);
     }
     fhir_buf_reset(&b);
@@ -257,7 +426,7 @@ static void emit_text(void *ud, const char *line, size_t len)
 int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs,
                                   const elig_result *r, fhir_buf *out)
 {
-    explain(rs, fs, r, emit_text, out);
+    explain(rs, fs, r, emit_text, out, NULL);
     return out->overflow ? -1 : 0;
 }
 
@@ -268,58 +437,158 @@ static void json_key(fhir_buf *out, const char *k)
     fhir_buf_putc(out, ':');
 }
 
+static void json_strs(fhir_buf *out, const char *const *v, size_t n)
+{
+    fhir_buf_putc(out, '[');
+    for (size_t k = 0; k < n; k++) {
+        if (k)
+            fhir_buf_putc(out, ',');
+        fhir_json_write_string(out, v[k], strlen(v[k]));
+    }
+    fhir_buf_putc(out, ']');
+}
+
+static void json_str(fhir_buf *out, const char *s)
+{
+    fhir_json_write_string(out, s ? s : "", s ? strlen(s) : 0);
+}
+
+static void json_cats(fhir_buf *out, const elig_ruleset *rs, const uint8_t *cats, uint8_t want)
+{
+    fhir_buf_putc(out, '[');
+    bool sep = false;
+    for (size_t i = 0; i < rs->ninds; i++)
+        if (cats[i] == want) {
+            if (sep)
+                fhir_buf_putc(out, ',');
+            sep = true;
+            json_str(out, rs->inds[i].key);
+        }
+    fhir_buf_putc(out, ']');
+}
+
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                            const elig_result *r, const char *patient_id, fhir_buf *out)
 {
     fhir_buf_puts(out, "{\"patient\":");
-    fhir_json_write_string(out, patient_id ? patient_id : "", patient_id ? strlen(patient_id) : 0);
+    json_str(out, patient_id);
     json_key(out, "category");
-    const char *c = elig_category_name((elig_category)r->best);
-    fhir_json_write_string(out, c, strlen(c));
-    for (int pass = 0; pass < 2; pass++) {
-        json_key(out, pass == 0 ? "products" : "possible_products");
-        uint8_t want = pass == 0 ? ELIG_ELIGIBLE : ELIG_POSSIBLY_ELIGIBLE;
-        fhir_buf_putc(out, '[');
-        bool sep = false;
-        for (size_t i = 0; i < rs->ninds; i++)
-            if (r->cat[i] == want) {
-                if (sep)
-                    fhir_buf_putc(out, ',');
-                sep = true;
-                fhir_json_write_string(out, rs->inds[i].key, strlen(rs->inds[i].key));
-            }
-        fhir_buf_putc(out, ']');
-    }
-    json_key(out, "missing");
-    fhir_buf_putc(out, '[');
+    json_str(out, elig_category_name((elig_category)r->best));
+    json_key(out, "products");
+    json_cats(out, rs, r->cat, ELIG_ELIGIBLE);
+    json_key(out, "possible_products");
+    json_cats(out, rs, r->cat, ELIG_POSSIBLY_ELIGIBLE);
     const char *names[ELIG_MAX_FACTS];
-    size_t nm = elig_result_missing(rs, r, names, ELIG_MAX_FACTS);
-    for (size_t k = 0; k < nm; k++) {
-        if (k)
-            fhir_buf_putc(out, ',');
-        fhir_json_write_string(out, names[k], strlen(names[k]));
-    }
-    fhir_buf_putc(out, ']');
-    json_key(out, "review_flags");
-    fhir_buf_putc(out, '[');
+    size_t nm = elig_result_missing(rs, fs, r, names, ELIG_MAX_FACTS);
+    json_key(out, "missing");
+    json_strs(out, names, nm < ELIG_MAX_FACTS ? nm : ELIG_MAX_FACTS);
     const char *ids[ELIG_MAX_FLAGS];
     size_t nf = elig_result_flags(rs, r, ids, ELIG_MAX_FLAGS);
-    for (size_t k = 0; k < nf; k++) {
-        if (k)
-            fhir_buf_putc(out, ',');
-        fhir_json_write_string(out, ids[k], strlen(ids[k]));
+    json_key(out, "review_flags");
+    json_strs(out, ids, nf < ELIG_MAX_FLAGS ? nf : ELIG_MAX_FLAGS);
+    nf = elig_result_notes(rs, r, ids, ELIG_MAX_FLAGS);
+    json_key(out, "notes");
+    json_strs(out, ids, nf < ELIG_MAX_FLAGS ? nf : ELIG_MAX_FLAGS);
+    json_key(out, "consult");
+    fhir_buf_puts(out, "{\"recommendation\":");
+    json_str(out, elig_consult_name((elig_consult)r->consult));
+    fhir_buf_puts(out, ",\"triggers\":[");
+    bool sep = false;
+    for (size_t k = 0; k < rs->ntrigs; k++)
+        if (r->trig[k]) {
+            if (sep)
+                fhir_buf_putc(out, ',');
+            sep = true;
+            json_str(out, rs->trigs[k].id);
+        }
+    fhir_buf_puts(out, "],\"reasons\":[");
+    sep = false;
+    for (size_t k = 0; k < rs->ntrigs; k++)
+        if (r->trig[k]) {
+            if (sep)
+                fhir_buf_putc(out, ',');
+            sep = true;
+            fhir_buf b;
+            fhir_buf_init(&b, 0);
+            fhir_buf_printf(&b, "%s: %s (%s)", elig_consult_name((elig_consult)rs->trigs[k].rec),
+                            rs->trigs[k].reason, rs->trigs[k].source);
+            fhir_json_write_string(out, b.data, b.len);
+            fhir_buf_free(&b);
+        }
+    fhir_buf_puts(out, "]}");
+    if (rs->show_pending) {
+        json_key(out, "pending");
+        fhir_buf_puts(out, "{\"eligible\":");
+        json_cats(out, rs, r->pend, ELIG_ELIGIBLE);
+        fhir_buf_puts(out, ",\"possibly_eligible\":");
+        json_cats(out, rs, r->pend, ELIG_POSSIBLY_ELIGIBLE);
+        fhir_buf_puts(out, ",\"not_eligible\":");
+        json_cats(out, rs, r->pend, ELIG_NOT_ELIGIBLE);
+        fhir_buf_putc(out, '}');
     }
-    fhir_buf_putc(out, ']');
     json_key(out, "urgency");
-    const char *u = elig_urgency_name((elig_urgency)r->urgency);
-    fhir_json_write_string(out, u, strlen(u));
+    json_str(out, elig_urgency_name((elig_urgency)r->urgency));
     json_key(out, "explanation");
     fhir_buf_putc(out, '[');
     json_lines jl = {out, true};
-    explain(rs, fs, r, emit_json, &jl);
+    uint64_t used = 0;
+    explain(rs, fs, r, emit_json, &jl, &used);
+    fhir_buf_putc(out, ']');
+    const char *req[ELIG_MAX_FACTS];
+    size_t nr = elig_result_to_request(rs, fs, r, req, ELIG_MAX_FACTS);
+    json_key(out, "to_request");
+    json_strs(out, req, nr < ELIG_MAX_FACTS ? nr : ELIG_MAX_FACTS);
+    /* developers: criteria files, our reference, table rows behind each fact named above */
+    json_key(out, "provenance");
+    fhir_buf_putc(out, '[');
+    sep = false;
+    fhir_buf p;
+    fhir_buf_init(&p, 0);
+    for (size_t i = 0; i < rs->ninds; i++) {
+        /* the indications the explanation discusses (not those excluded by their disease) */
+        bool shown = r->pend[i] != ELIG_NOT_IN_FORCE || r->cat[i] == ELIG_ELIGIBLE ||
+                     r->cat[i] == ELIG_POSSIBLY_ELIGIBLE ||
+                     (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i]));
+        if (!shown)
+            continue;
+        fhir_buf_reset(&p);
+        fhir_buf_printf(&p, "%s: %s; %s", rs->inds[i].key, base_name(rs->inds[i].file),
+                        rs->inds[i].src_ref ? rs->inds[i].src_ref : "(no reference)");
+        if (sep)
+            fhir_buf_putc(out, ',');
+        sep = true;
+        fhir_json_write_string(out, p.data, p.len);
+    }
+    for (size_t c = 0; c < rs->nconsults; c++) {
+        bool fired = false;
+        for (uint32_t k = 0; k < rs->consults[c].ntrig; k++)
+            fired |= r->trig[rs->consults[c].trig0 + k] != 0;
+        if (!fired)
+            continue;
+        fhir_buf_reset(&p);
+        fhir_buf_printf(&p, "%s: %s; %s", rs->consults[c].key, base_name(rs->consults[c].file),
+                        rs->consults[c].src_ref ? rs->consults[c].src_ref : "(no reference)");
+        if (sep)
+            fhir_buf_putc(out, ',');
+        sep = true;
+        fhir_json_write_string(out, p.data, p.len);
+    }
+    for (size_t k = 0; k < rs->nfacts; k++) {
+        uint8_t fi = rs->fact_order[k];
+        const map_fact *mf = fs->v[fi].src;
+        if (!(used >> fi & 1) || !mf || !mf->evidence)
+            continue;
+        fhir_buf_reset(&p);
+        fhir_buf_printf(&p, "%s: %s", rs->facts[fi].name, mf->evidence);
+        if (sep)
+            fhir_buf_putc(out, ',');
+        sep = true;
+        fhir_json_write_string(out, p.data, p.len);
+    }
+    fhir_buf_free(&p);
     fhir_buf_putc(out, ']');
     json_key(out, "ruleset");
-    fhir_json_write_string(out, rs->hash, strlen(rs->hash));
+    json_str(out, rs->hash);
     fhir_buf_putc(out, '}');
     return out->overflow ? -1 : 0;
 }

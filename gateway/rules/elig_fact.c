@@ -55,6 +55,7 @@ static int set_index(elig_factset *fs, size_t i, const map_fact *mf)
             return -1;
         }
         v->num = mf->num;
+        v->bound = (int8_t)(mf->bound > 0 ? 1 : mf->bound < 0 ? -1 : 0);
         break;
     case MAP_FACT_BOOL:
         v->b = mf->b;
@@ -65,6 +66,11 @@ static int set_index(elig_factset *fs, size_t i, const map_fact *mf)
     case MAP_FACT_SET:
         for (size_t k = 0; k < mf->nset && k < MAP_FACT_SET_MAX; k++)
             v->bits |= code_mask(f, mf->set[k]);
+        for (size_t k = 0; k < mf->nmaybe && k < MAP_FACT_SET_MAX; k++)
+            v->maybe |= code_mask(f, mf->maybe[k]);
+        if (mf->open)
+            v->maybe = ~0ull;
+        v->maybe &= ~v->bits;
         break;
     case MAP_FACT_STRING:
         break;

@@ -144,7 +144,7 @@ typedef struct eparam {
 } eparam;
 
 typedef struct eflag {
-    uint16_t id;           /* index into rs->flag_ids */
+    uint16_t id;           /* index into rs->flag_ids (review flags and notes share it) */
     uint16_t uid;          /* identical "when" trees share one uid: evaluated once per patient */
     uint32_t node;
     const char *message;
@@ -161,9 +161,25 @@ typedef struct eind {
     const char *src_doc, *src_rev, *src_url, *src_ref;
     int32_t from, until;
     uint32_t root;
-    uint32_t flag0, nflags;
+    uint32_t flag0, nflags; /* review flags and notes of the indication */
     uint32_t tim0, ntims;
+    bool pending;          /* "status": "pending": not in force unless enabled */
+    bool enabled;          /* a pending indication enabled by configuration */
 } eind;
+
+/* A refer-early trigger of a consult file (conf/criteria/consult_*.json). */
+typedef struct etrig {
+    const char *id, *reason, *source;
+    uint8_t rec;           /* elig_consult */
+    uint32_t node;
+} etrig;
+
+typedef struct econsult {
+    const char *key, *description, *file;
+    const char *src_doc, *src_rev, *src_url, *src_ref;
+    uint32_t applies;      /* node: which patients the file is about */
+    uint32_t trig0, ntrig;
+} econsult;
 
 struct elig_ruleset {
     eind *inds;
@@ -177,6 +193,7 @@ struct elig_ruleset {
     size_t nfacts;
     uint8_t fact_order[ELIG_MAX_FACTS]; /* fact indices sorted by name */
     const char *flag_ids[ELIG_MAX_FLAGS];
+    bool flag_is_note[ELIG_MAX_FLAGS]; /* a note (not a threshold breach) rather than a flag */
     size_t nflag_ids;
     uint8_t flag_order[ELIG_MAX_FLAGS];
     eflag *flags;
@@ -184,6 +201,11 @@ struct elig_ruleset {
     size_t nuflags;        /* distinct flag conditions */
     etiming *tims;
     size_t ntims;
+    econsult *consults;
+    size_t nconsults;
+    etrig *trigs;
+    size_t ntrigs;
+    bool show_pending;     /* evaluate pending indications into the "pending" lists */
     eparam *params;
     size_t nparams;
     char **strs;           /* every string the rule set owns */
@@ -197,8 +219,10 @@ struct elig_ruleset {
 typedef struct fval {
     bool known;
     bool b;
+    int8_t bound;          /* numbers: 0 exact, +1 at least num, -1 at most num */
     double num;
-    uint64_t bits;
+    uint64_t bits;         /* codes / sets: established members */
+    uint64_t maybe;        /* sets: possible members (all bits when the set is open) */
     const map_fact *src;
 } fval;
 
@@ -219,6 +243,9 @@ struct elig_result {
     uint64_t flags;
     uint32_t flag_src[ELIG_MAX_FLAGS]; /* eflag index that raised each flag id */
     uint8_t *cat;
+    uint8_t *pend;         /* category a pending indication would have (show_pending) */
+    uint8_t consult;       /* elig_consult */
+    uint8_t *trig;         /* per trigger: 1 raised */
     uint64_t *miss;
     int32_t *failed;       /* node index of the failed gate, -1 */
     uint8_t *out;          /* per node result of the last evaluation */

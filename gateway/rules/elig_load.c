@@ -16,30 +16,12 @@
 
 /* ======================================================================================
  * The fact vocabulary (mappings/FACTS.md) comes from the profile module: map_fact_lookup() and
- * map_fact_code_valid(). Facts the eligibility engine added to FACTS.md that the profile does
- * not publish yet are listed here; `cartgate screen` answers them from the profile's own
- * relapse interval (elig_profile_fact). Drop a line once the profile knows the fact.
+ * map_fact_code_valid().
  * ====================================================================================== */
-
-static const struct {
-    const char *name;
-    map_fact_type type;
-} pending_facts[] = {
-    {"relapse_months_after_1l_start", MAP_FACT_NUMBER},
-    {"relapse_months_after_1l_end", MAP_FACT_NUMBER},
-};
 
 static bool vocab_lookup(const char *name, map_fact_type *type)
 {
-    if (map_fact_lookup(name, type))
-        return true;
-    for (size_t i = 0; i < sizeof pending_facts / sizeof pending_facts[0]; i++)
-        if (!strcmp(pending_facts[i].name, name)) {
-            if (type)
-                *type = pending_facts[i].type;
-            return true;
-        }
-    return false;
+    return map_fact_lookup(name, type);
 }
 
 static bool vocab_code_valid(const char *name, const char *value)
@@ -560,13 +542,18 @@ static int load_params(ld *L, const jv *root)
     return 0;
 }
 
+/* A review flag (is_note false) or a note (true): id, message, when. Flags and notes share
+ * one id space; an id is either a flag or a note everywhere. */
+static int load_flag(ld *L, const jv *item, bool is_note);
+
 static int load_flag_or_timing(ld *L, const jv *item, bool is_flag)
 {
     elig_ruleset *rs = L->rs;
-    static const char *const fkeys[] = {"id", "message", "when", "source", "note", NULL};
     static const char *const tkeys[] = {"urgency", "reason", "when", "source", "note", NULL};
-    const char *what = is_flag ? "a review flag" : "a timing rule";
-    if (want_kind(L, item, JV_OBJ, what) || check_keys(L, item, what, is_flag ? fkeys : tkeys))
+    if (is_flag)
+        return load_flag(L, item, false);
+    const char *what = "a timing rule";
+    if (want_kind(L, item, JV_OBJ, what) || check_keys(L, item, what, tkeys))
         return -1;
     const jv *when = elig_jv_get(item, "when");
     if (!when)
@@ -575,31 +562,7 @@ static int load_flag_or_timing(ld *L, const jv *item, bool is_flag)
     if (opt_str(L, item, "source", what, &src))
         return -1;
     uint32_t node;
-    if (is_flag) {
-        const char *id, *msg;
-        if (req_str(L, item, "id", what, &id) || req_str(L, item, "message", what, &msg))
-            return -1;
-        bool idok = true;
-        for (const char *c = id; *c; c++)
-            idok &= islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '_';
-        if (!idok)
-            return lerr(L, elig_jv_get(item, "id")->line,
-                        "review flag id \"%s\" must be lower-case letters, digits, _", id);
-        if (compile_node(L, when, 0, &node))
-            return -1;
-        size_t fid = rs->nflag_ids;
-        for (size_t i = 0; i < rs->nflag_ids; i++)
-            if (!strcmp(rs->flag_ids[i], id))
-                fid = i;
-        if (fid == rs->nflag_ids) {
-            if (rs->nflag_ids == ELIG_MAX_FLAGS)
-                return lerr(L, item->line, "more than %d review flag ids", ELIG_MAX_FLAGS);
-            rs->flag_ids[rs->nflag_ids++] = id;
-        }
-        rs->flags = xrealloc(rs->flags, (rs->nflags + 1) * sizeof *rs->flags);
-        rs->flags[rs->nflags++] =
-            (eflag){.id = (uint16_t)fid, .uid = 0, .node = node, .message = msg};
-    } else {
+    {
         const char *urg, *reason;
         if (req_str(L, item, "urgency", what, &urg) || req_str(L, item, "reason", what, &reason))
             return -1;
@@ -616,14 +579,156 @@ static int load_flag_or_timing(ld *L, const jv *item, bool is_flag)
     return 0;
 }
 
+static bool id_ok(const char *id)
+{
+    bool ok = *id != 0;
+    for (const char *c = id; *c; c++)
+        ok &= islower((unsigned char)*c) || isdigit((unsigned char)*c) || *c == '_';
+    return ok;
+}
+
+static int load_flag(ld *L, const jv *item, bool is_note)
+{
+    elig_ruleset *rs = L->rs;
+    static const char *const fkeys[] = {"id", "message", "when", "source", "note", NULL};
+    const char *what = is_note ? "a note" : "a review flag";
+    if (want_kind(L, item, JV_OBJ, what) || check_keys(L, item, what, fkeys))
+        return -1;
+    const jv *when = elig_jv_get(item, "when");
+    if (!when)
+        return lerr(L, item->line, "%s needs \"when\"", what);
+    const char *src, *id, *msg;
+    if (opt_str(L, item, "source", what, &src) || req_str(L, item, "id", what, &id) ||
+        req_str(L, item, "message", what, &msg))
+        return -1;
+    if (!id_ok(id))
+        return lerr(L, elig_jv_get(item, "id")->line, "%s id \"%s\" must be lower-case letters, digits, _",
+                    is_note ? "note" : "review flag", id);
+    uint32_t node;
+    if (compile_node(L, when, 0, &node))
+        return -1;
+    size_t fid = rs->nflag_ids;
+    for (size_t i = 0; i < rs->nflag_ids; i++)
+        if (!strcmp(rs->flag_ids[i], id))
+            fid = i;
+    if (fid == rs->nflag_ids) {
+        if (rs->nflag_ids == ELIG_MAX_FLAGS)
+            return lerr(L, item->line, "more than %d review flag and note ids", ELIG_MAX_FLAGS);
+        rs->flag_is_note[rs->nflag_ids] = is_note;
+        rs->flag_ids[rs->nflag_ids++] = id;
+    } else if (rs->flag_is_note[fid] != is_note) {
+        return lerr(L, elig_jv_get(item, "id")->line, "\"%s\" is a %s elsewhere: ids of review flags "
+                    "and notes must differ", id, is_note ? "review flag" : "note");
+    }
+    rs->flags = xrealloc(rs->flags, (rs->nflags + 1) * sizeof *rs->flags);
+    rs->flags[rs->nflags++] = (eflag){.id = (uint16_t)fid, .uid = 0, .node = node, .message = msg};
+    return 0;
+}
+
+/* "source" of a criteria or consult file: document, revision (YYYY-MM[-DD]), http(s) url,
+ * optional reference (our provenance) and note. */
+static int load_source(ld *L, const jv *src, const char **doc, const char **rev, const char **url,
+                       const char **ref)
+{
+    static const char *const skeys[] = {"document", "revision", "url", "reference", "note", NULL};
+    if (want_kind(L, src, JV_OBJ, "\"source\"") || check_keys(L, src, "\"source\"", skeys) ||
+        req_str(L, src, "document", "source", doc) || req_str(L, src, "revision", "source", rev) ||
+        req_str(L, src, "url", "source", url) || opt_str(L, src, "reference", "source", ref))
+        return -1;
+    int64_t d;
+    if (fhir_clock_parse_date(*rev, &d) != 0 || (strlen(*rev) != 7 && strlen(*rev) != 10))
+        return lerr(L, elig_jv_get(src, "revision")->line,
+                    "source revision must be a date \"YYYY-MM\" or \"YYYY-MM-DD\"");
+    if (strncmp(*url, "https://", 8) && strncmp(*url, "http://", 7))
+        return lerr(L, elig_jv_get(src, "url")->line, "source url must be an http(s) URL");
+    return 0;
+}
+
+/* A consult file: when to refer for a CAR T consultation, independent of the label gates. */
+static int load_consult(ld *L, const jv *root)
+{
+    elig_ruleset *rs = L->rs;
+    static const char *const top[] = {"id", "kind", "description", "applies_to", "source", "triggers",
+                                      "note", NULL};
+    static const char *const tkeys[] = {"id", "recommendation", "when", "reason", "source", "note", NULL};
+    if (check_keys(L, root, "a consult file", top))
+        return -1;
+    econsult c;
+    memset(&c, 0, sizeof c);
+    c.file = L->file;
+    if (req_str(L, root, "id", "consult file", &c.key) ||
+        req_str(L, root, "description", "consult file", &c.description))
+        return -1;
+    if (strncmp(c.key, "consult:", 8) || !key_ok(c.key + 8, true))
+        return lerr(L, elig_jv_get(root, "id")->line, "consult id \"%s\" must be \"consult:KEY\" "
+                    "(upper-case letters, digits, '-')", c.key);
+    for (size_t i = 0; i < rs->nconsults; i++)
+        if (!strcmp(rs->consults[i].key, c.key))
+            return lerr(L, elig_jv_get(root, "id")->line, "consult \"%s\" already defined in %s", c.key,
+                        rs->consults[i].file);
+    const jv *src = elig_jv_get(root, "source"), *app = elig_jv_get(root, "applies_to"),
+             *trig = elig_jv_get(root, "triggers");
+    if (!src)
+        return lerr(L, root->line, "missing \"source\" (document, revision, url)");
+    if (load_source(L, src, &c.src_doc, &c.src_rev, &c.src_url, &c.src_ref))
+        return -1;
+    if (!app)
+        return lerr(L, root->line, "missing \"applies_to\" (which patients the triggers are about)");
+    if (compile_node(L, app, 0, &c.applies))
+        return -1;
+    if (!trig || trig->kind != JV_ARR || !trig->n)
+        return lerr(L, (trig ? trig : root)->line, "\"triggers\" must list at least one trigger");
+    c.trig0 = (uint32_t)rs->ntrigs;
+    for (const jv *t = trig->first; t; t = t->next) {
+        etrig e;
+        memset(&e, 0, sizeof e);
+        const char *rec;
+        if (want_kind(L, t, JV_OBJ, "a trigger") || check_keys(L, t, "a trigger", tkeys) ||
+            req_str(L, t, "id", "trigger", &e.id) || req_str(L, t, "recommendation", "trigger", &rec) ||
+            req_str(L, t, "reason", "trigger", &e.reason) || req_str(L, t, "source", "trigger", &e.source))
+            return -1;
+        if (!id_ok(e.id))
+            return lerr(L, elig_jv_get(t, "id")->line, "trigger id \"%s\" must be lower-case letters, digits, _",
+                        e.id);
+        for (size_t i = 0; i < rs->ntrigs; i++)
+            if (!strcmp(rs->trigs[i].id, e.id))
+                return lerr(L, elig_jv_get(t, "id")->line, "trigger \"%s\" already defined", e.id);
+        if (!strcmp(rec, "refer_now"))
+            e.rec = ELIG_CONSULT_NOW;
+        else if (!strcmp(rec, "early_consult"))
+            e.rec = ELIG_CONSULT_EARLY;
+        else
+            return lerr(L, elig_jv_get(t, "recommendation")->line,
+                        "recommendation must be \"refer_now\" or \"early_consult\"");
+        const jv *when = elig_jv_get(t, "when");
+        if (!when)
+            return lerr(L, t->line, "a trigger needs \"when\"");
+        if (compile_node(L, when, 0, &e.node))
+            return -1;
+        rs->trigs = xrealloc(rs->trigs, (rs->ntrigs + 1) * sizeof *rs->trigs);
+        rs->trigs[rs->ntrigs++] = e;
+    }
+    c.ntrig = (uint32_t)rs->ntrigs - c.trig0;
+    rs->consults = xrealloc(rs->consults, (rs->nconsults + 1) * sizeof *rs->consults);
+    rs->consults[rs->nconsults++] = c;
+    return 0;
+}
+
 static int load_criteria(ld *L, const jv *root)
 {
     elig_ruleset *rs = L->rs;
     static const char *const top[] = {
         "id", "product", "indication", "diseases", "approval", "source", "effective_from",
-        "effective_until", "requires", "review_flags", "timing", "note", NULL};
-    if (want_kind(L, root, JV_OBJ, "a criteria file") ||
-        check_keys(L, root, "a criteria file", top))
+        "effective_until", "status", "requires", "review_flags", "notes", "timing", "note", NULL};
+    if (want_kind(L, root, JV_OBJ, "a criteria file"))
+        return -1;
+    const jv *kind = elig_jv_get(root, "kind");
+    if (kind) {
+        if (kind->kind != JV_STR || strcmp(kind->str, "consult"))
+            return lerr(L, kind->line, "kind must be \"consult\" (criteria files have no kind)");
+        return load_consult(L, root);
+    }
+    if (check_keys(L, root, "a criteria file", top))
         return -1;
     eind ind;
     memset(&ind, 0, sizeof ind);
@@ -644,7 +749,6 @@ static int load_criteria(ld *L, const jv *root)
         return lerr(L, root->line, "missing \"requires\"");
     static const char *const pkeys[] = {"key", "generic", "brand", NULL};
     static const char *const ikeys[] = {"key", "description", NULL};
-    static const char *const skeys[] = {"document", "revision", "url", "reference", "note", NULL};
     if (want_kind(L, prod, JV_OBJ, "\"product\"") || check_keys(L, prod, "\"product\"", pkeys) ||
         req_str(L, prod, "key", "product", &ind.product) ||
         req_str(L, prod, "generic", "product", &ind.generic) ||
@@ -655,21 +759,8 @@ static int load_criteria(ld *L, const jv *root)
         req_str(L, indic, "key", "indication", &ind.indication) ||
         req_str(L, indic, "description", "indication", &ind.description))
         return -1;
-    if (want_kind(L, src, JV_OBJ, "\"source\"") || check_keys(L, src, "\"source\"", skeys) ||
-        req_str(L, src, "document", "source", &ind.src_doc) ||
-        req_str(L, src, "revision", "source", &ind.src_rev) ||
-        req_str(L, src, "url", "source", &ind.src_url) ||
-        opt_str(L, src, "reference", "source", &ind.src_ref))
+    if (load_source(L, src, &ind.src_doc, &ind.src_rev, &ind.src_url, &ind.src_ref))
         return -1;
-    {
-        int64_t d;
-        const char *r = ind.src_rev;
-        if (fhir_clock_parse_date(r, &d) != 0 || (strlen(r) != 7 && strlen(r) != 10))
-            return lerr(L, elig_jv_get(src, "revision")->line,
-                        "source revision must be a date \"YYYY-MM\" or \"YYYY-MM-DD\"");
-        if (strncmp(ind.src_url, "https://", 8) && strncmp(ind.src_url, "http://", 7))
-            return lerr(L, elig_jv_get(src, "url")->line, "source url must be an http(s) URL");
-    }
     if (!key_ok(ind.product, false))
         return lerr(L, elig_jv_get(prod, "key")->line, "product key \"%s\" must be lower-case "
                                                   "letters, digits and '-'", ind.product);
@@ -700,6 +791,17 @@ static int load_criteria(ld *L, const jv *root)
         return lerr(L, appr->line, "approval must be \"regular\" or \"accelerated\"");
     if (parse_window(L, root, &ind.from, &ind.until))
         return -1;
+    const jv *status = elig_jv_get(root, "status");
+    if (status) {
+        if (status->kind != JV_STR || strcmp(status->str, "pending"))
+            return lerr(L, status->line, "status must be \"pending\" (a product whose label is not "
+                                         "verified yet) or absent");
+        if (elig_jv_get(root, "effective_from"))
+            return lerr(L, elig_jv_get(root, "effective_from")->line,
+                        "a pending indication has no effective_from: set it when the label is verified "
+                        "and remove \"status\"");
+        ind.pending = true;
+    }
     /* requires: the root may not carry its own dates or parameter gate */
     if (req->kind == JV_OBJ && (elig_jv_get(req, "effective_from") || elig_jv_get(req, "effective_until") ||
                                 elig_jv_get(req, "if_param")))
@@ -722,6 +824,14 @@ static int load_criteria(ld *L, const jv *root)
             return -1;
         for (const jv *c = flags->first; c; c = c->next)
             if (load_flag_or_timing(L, c, true))
+                return -1;
+    }
+    const jv *notes = elig_jv_get(root, "notes");
+    if (notes) {
+        if (want_kind(L, notes, JV_ARR, "\"notes\""))
+            return -1;
+        for (const jv *c = notes->first; c; c = c->next)
+            if (load_flag(L, c, true))
                 return -1;
     }
     ind.nflags = (uint32_t)rs->nflags - ind.flag0;

@@ -21,6 +21,8 @@ void elig_ruleset_free(elig_ruleset *rs)
     free(rs->kids);
     free(rs->flags);
     free(rs->tims);
+    free(rs->consults);
+    free(rs->trigs);
     free(rs->params);
     free(rs);
 }
@@ -110,6 +112,34 @@ const char *elig_ruleset_param(const elig_ruleset *rs, const char *name)
     snprintf(buf, sizeof rs->param_text, "%g", p->num);
     return buf;
 }
+
+int elig_ruleset_enable_pending(elig_ruleset *rs, const char *key, fhir_error *err)
+{
+    int i = elig_ruleset_find(rs, key);
+    if (i < 0)
+        return fhir_error_set(err, "no indication \"%s\" in the criteria", key);
+    eind *ind = &rs->inds[i];
+    if (!ind->pending)
+        return fhir_error_set(err, "indication \"%s\" is not pending (its label is in force already)", key);
+    if (ind->enabled)
+        return 0;
+    size_t ol = strlen(rs->overrides);
+    int w = snprintf(rs->overrides + ol, sizeof rs->overrides - ol, "enable_pending=%s\n", key);
+    if (w < 0 || (size_t)w >= sizeof rs->overrides - ol)
+        return fhir_error_set(err, "too many criteria overrides");
+    ind->enabled = true;
+    elig_ruleset_compute_hash(rs);
+    return 0;
+}
+
+void elig_ruleset_show_pending(elig_ruleset *rs, bool show) { rs->show_pending = show; }
+
+bool elig_ruleset_is_pending(const elig_ruleset *rs, size_t i)
+{
+    return i < rs->ninds && rs->inds[i].pending && !rs->inds[i].enabled;
+}
+
+size_t elig_ruleset_consult_count(const elig_ruleset *rs) { return rs->nconsults; }
 
 const char *elig_ruleset_hash(const elig_ruleset *rs) { return rs->hash; }
 size_t elig_ruleset_count(const elig_ruleset *rs) { return rs->ninds; }

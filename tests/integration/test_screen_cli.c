@@ -400,10 +400,10 @@ static void test_screen_json_deterministic(void **state)
         if (!o)
             fail_msg("line %zu: %s", lines + 1, err.msg);
         static const char *keys[] = {"patient", "category", "products", "possible_products",
-                                     "missing", "review_flags", "urgency", "explanation",
-                                     "ruleset"};
+                                     "missing", "review_flags", "notes", "consult", "urgency",
+                                     "explanation", "to_request", "provenance", "ruleset"};
         const fhir_node *m = fhir_node_first(o);
-        for (size_t k = 0; k < 9; k++, m = m->next) {
+        for (size_t k = 0; k < 13; k++, m = m->next) {
             assert_non_null(m);
             assert_true(fhir_node_key_is(m, keys[k]));
         }

@@ -1,5 +1,5 @@
 /* The clinician-style vignettes (tests/vignettes/NN-name.json, one patient's FHIR Bundle each)
- * through the real `cartgate screen --json`, compared with NN-name.expect.json: category,
+ * through the real `cartgate screen --json`, compared with expect/NN-name.json: category,
  * products, possible products, missing facts, review flags, notes, consult recommendation and
  * its triggers, pending verdicts (--include-pending) and the records to request. Every verdict
  * is also checked for explanations a clinician can check: a label citation with a DailyMed
@@ -164,7 +164,7 @@ static bool requests(const fhir_node *want, const fhir_node *v, char *msg, size_
 static bool check_one(const char *name, size_t *counted)
 {
     char epath[900], bpath[900];
-    snprintf(epath, sizeof epath, "%s/%s.expect.json", vdir, name);
+    snprintf(epath, sizeof epath, "%s/expect/%s.json", vdir, name);
     snprintf(bpath, sizeof bpath, "%s/%s.json", vdir, name);
     char *etext = slurp(epath);
     assert_non_null(etext);
@@ -235,13 +235,15 @@ static bool check_one(const char *name, size_t *counted)
 static void test_vignettes(void **state)
 {
     (void)state;
-    DIR *d = opendir(vdir);
+    char edir[700];
+    snprintf(edir, sizeof edir, "%s/expect", vdir);
+    DIR *d = opendir(edir);
     assert_non_null(d);
     static char names[MAX_VIGNETTES][256];
     size_t n = 0;
     for (struct dirent *de; (de = readdir(d)) && n < MAX_VIGNETTES;) {
         size_t l = strlen(de->d_name);
-        static const char suf[] = ".expect.json";
+        static const char suf[] = ".json";
         if (l > sizeof suf - 1 && !strcmp(de->d_name + l - (sizeof suf - 1), suf))
             snprintf(names[n++], sizeof names[0], "%.*s", (int)(l - (sizeof suf - 1)), de->d_name);
     }

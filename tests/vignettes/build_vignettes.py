@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the clinician-style vignettes of this folder: NN-name.json (a FHIR R4 collection Bundle
-with one patient's record, US Core / mCODE shapes) and NN-name.expect.json (what `cartgate
+with one patient's record, US Core / mCODE shapes) and expect/NN-name.json (what `cartgate
 screen --json` must say, and the label rationale in one sentence).
 
 A development aid only (python3, standard library): the tests read the JSON files. Run it from
@@ -294,10 +294,10 @@ def v14():
     c.status("2026-10-13", "worsened", d, "Relapse")
     routine(c, weight=81)
     return c, expect("possibly_eligible", [], ["axi-cel:LBCL-2L", "liso-cel:LBCL-2L", "liso-cel:LBCL-2L-TI"],
-                     ["hct_ineligible", "relapse_months_after_1l_end"], "refer_now", RR_TRIG_LBCL,
-                     to_request=["end date"],
-                     rationale="Without the end date of the outside R-CHOP the 12-month window of the "
-                               "second-line labels cannot be checked, so it stays open.")
+                     ["hct_ineligible", "primary_refractory", "relapse_months_after_1l_end"], "refer_now",
+                     RR_TRIG_LBCL, to_request=["end date"],
+                     rationale="Without the end date of the outside R-CHOP neither the 12-month window of "
+                               "the second-line labels nor refractoriness can be checked, so both stay open.")
 
 
 @vignette(15, "lbcl-third-line-cockcroft-gault-59")
@@ -481,9 +481,10 @@ def v24():
     c.status("2026-09-22", "worsened", d)
     routine(c, weight=59)
     return c, expect("eligible", ["axi-cel:FL-3L", "liso-cel:FL-3L", "tisa-cel:FL-3L"], [], [],
-                     "refer_now", ["fl_multiple_relapse", "fl_relapse"],
+                     "refer_now", ["fl_multiple_relapse", "fl_relapse"], ["renal"],
                      rationale="An outside second line with the agent marked not recorded still counts, "
-                               "giving two prior lines for the follicular lymphoma labels.")
+                               "giving two prior lines for the follicular lymphoma labels; creatinine "
+                               "clearance 55.7 mL/min is below the ZUMA/JULIET value of 60, a review flag.")
 
 
 @vignette(25, "mzl-third-line")
@@ -542,7 +543,7 @@ def v27():
     return c, expect("possibly_eligible", [],
                      ["axi-cel:FL-3L", "axi-cel:LBCL-3L", "brexu-cel:MCL", "liso-cel:FL-3L",
                       "liso-cel:LBCL-3L", "liso-cel:MZL", "tisa-cel:FL-3L", "tisa-cel:LBCL-3L"],
-                     ["histology"], "none", [], to_request=["histology"],
+                     ["histology"], "none", [], notes=["no_prior_btki"], to_request=["histology"],
                      rationale="A B-cell lymphoma code without histology cannot be matched to a label, "
                                "so every B-cell lymphoma indication the lines fit stays possible until the "
                                "pathology report names the histology.")
@@ -650,9 +651,13 @@ def v33():
     c.dx(DLBCL, "Richter transformation: diffuse large B-cell lymphoma (clonally related)",
          "2026-10-20")
     routine(c, weight=86)
-    return c, expect("not_eligible", [], [], [], "refer_now", ["cll_richter", "lbcl_transformed"],
-                     rationale="Richter transformation on a BTK inhibitor is on no label before large-cell "
-                               "therapy, but it is a refer-now trigger (ASTCT CLL 2025).")
+    return c, expect("possibly_eligible", [], ["axi-cel:LBCL-2L", "liso-cel:LBCL-2L", "liso-cel:LBCL-2L-TI"],
+                     ["hct_ineligible", "primary_refractory", "refractory", "relapse_months_after_1l_end",
+                      "relapsed"], "refer_now", ["cll_richter", "lbcl_transformed"], notes=["first_line_regimen"],
+                     rationale="Richter transformation after one line (ibrutinib) leaves the second-line "
+                               "large B-cell lymphoma labels open until the disease status on the BTK "
+                               "inhibitor is documented, with a note that line 1 was not "
+                               "chemoimmunotherapy; Richter itself is a refer-now trigger (ASTCT CLL 2025).")
 
 
 # ---------------------------------------------------------------- myeloma
@@ -673,7 +678,7 @@ def v34():
     c = Chart("vig34")
     c.patient("male", "1964-05-05")
     d = c.dx(MM, "IgG kappa multiple myeloma, R-ISS II", "2023-01-02")
-    mm_first_line(c, d, "2023-01-16", "2023-07-10", "2023-09-01")
+    mm_first_line(c, d, "2023-01-16", "2023-06-05", "2023-08-01")
     c.status("2023-10-16", "improved", d, "VGPR")
     c.status("2026-06-22", "worsened", d, "Progression on lenalidomide maintenance (rising M-protein)")
     routine(c, weight=88)
@@ -688,7 +693,7 @@ def v35():
     c = Chart("vig35")
     c.patient("female", "1960-09-14")
     d = c.dx(MM, "Multiple myeloma", "2022-01-10")
-    mm_first_line(c, d, "2022-01-24", "2022-07-18", "2022-09-12", maint_status="stopped",
+    mm_first_line(c, d, "2022-01-24", "2022-06-13", "2022-08-08", maint_status="stopped",
                   maint_kind="statement")
     c.status("2022-11-14", "improved", d)
     c.status("2026-08-10", "worsened", d)
@@ -726,9 +731,9 @@ def v37():
     c = Chart("vig37")
     c.patient("male", "1966-11-28")
     d = c.dx(MM, "Multiple myeloma", "2025-04-21")
-    mm_first_line(c, d, "2025-05-05", "2025-10-20", "2025-12-15")
+    mm_first_line(c, d, "2025-05-05", "2025-09-22", "2025-11-10")
     c.status("2026-01-19", "improved", d)
-    c.status("2026-08-24", "worsened", d, "Progression 10 months after ASCT")
+    c.status("2026-08-24", "worsened", d, "Progression 11 months after ASCT")
     routine(c, weight=77)
     return c, expect("eligible", ["cilta-cel:MM-2L"], [], [], "refer_now",
                      ["mm_fhr_asct", "mm_fhr_first_line", "mm_len_refractory", "mm_relapse"],
@@ -772,7 +777,7 @@ def v40():
     c = Chart("vig40")
     c.patient("male", "1958-06-09")
     d = c.dx(MM, "IgA lambda multiple myeloma", "2021-02-01")
-    mm_first_line(c, d, "2021-02-15", "2021-08-09", "2021-10-04", maint_status="completed",
+    mm_first_line(c, d, "2021-02-15", "2021-07-06", "2021-09-01", maint_status="completed",
                   maint_end="2023-06-30")
     c.status("2021-11-15", "improved", d)
     c.status("2023-06-19", "worsened", d, "Progression on lenalidomide maintenance")
@@ -793,7 +798,7 @@ def v41():
     c = Chart("vig41")
     c.patient("female", "1957-12-12")
     d = c.dx(MM, "Multiple myeloma", "2019-06-03")
-    mm_first_line(c, d, "2019-06-17", "2019-12-09", "2020-02-03", maint_status="completed",
+    mm_first_line(c, d, "2019-06-17", "2019-11-04", "2020-01-06", maint_status="completed",
                   maint_end="2021-09-30")
     c.status("2020-03-02", "improved", d)
     c.status("2021-09-20", "worsened", d)
@@ -818,7 +823,7 @@ def v42():
     c = Chart("vig42")
     c.patient("male", "1962-04-27")
     d = c.dx(MM, "Multiple myeloma", "2022-03-07")
-    mm_first_line(c, d, "2022-03-21", "2022-09-12", "2022-11-07", maint_status="completed",
+    mm_first_line(c, d, "2022-03-21", "2022-08-08", "2022-10-03", maint_status="completed",
                   maint_end="2025-12-31")
     c.status("2023-01-09", "improved", d)
     c.status("2026-02-27", "worsened", d, "Progression 58 days after stopping lenalidomide")
@@ -833,7 +838,7 @@ def v43():
     c = Chart("vig43")
     c.patient("male", "1962-04-27")
     d = c.dx(MM, "Multiple myeloma", "2022-03-07")
-    mm_first_line(c, d, "2022-03-21", "2022-09-12", "2022-11-07", maint_status="completed",
+    mm_first_line(c, d, "2022-03-21", "2022-08-08", "2022-10-03", maint_status="completed",
                   maint_end="2025-12-31")
     c.status("2023-01-09", "improved", d)
     c.status("2026-03-08", "worsened", d, "Progression 67 days after stopping lenalidomide")
@@ -947,12 +952,13 @@ def v51():
 
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
+    os.makedirs(os.path.join(here, "expect"), exist_ok=True)
     for num, slug, fn in V:
         chart, exp = fn()
         name = "%02d-%s" % (num, slug)
         exp = dict({"vignette": name, "patient": chart.pid}, **exp)
         write_json(os.path.join(here, name + ".json"), chart.bundle())
-        write_json(os.path.join(here, name + ".expect.json"), exp)
+        write_json(os.path.join(here, "expect", name + ".json"), exp)
     print("%d vignettes written to %s" % (len(V), here))
 
 

@@ -139,6 +139,7 @@ static void tp_base(tp *p)
     tp_num(p, "platelets", 180);
     tp_num(p, "hemoglobin", 12);
     tp_num(p, "crcl", 85);
+    tp_num(p, "renal_function", 85);
     tp_num(p, "bilirubin", 0.7);
     tp_num(p, "ast", 25);
     tp_num(p, "alt", 22);
@@ -219,7 +220,7 @@ static bool missing_has(fx *f, const char *key, const char *fact)
     uint64_t m = elig_result_ind_missing(f->r, (size_t)i);
     /* patient-level list is sorted names; check there and that the indication misses it */
     const char *names[ELIG_MAX_FACTS];
-    size_t nm = elig_result_missing(f->rs, f->r, names, ELIG_MAX_FACTS);
+    size_t nm = elig_result_missing(f->rs, f->fs, f->r, names, ELIG_MAX_FACTS);
     bool found = false;
     for (size_t k = 0; k < nm; k++)
         found |= !strcmp(names[k], fact);
@@ -416,11 +417,18 @@ static void test_all_indications_loaded(void **state)
 {
     fx *f = *state;
     /* the 16 label rows of clinical.md §1.1 give 18 product:indication keys (Breyanzi LBCL
-     * has three alternatives: 2L, 2L transplant-ineligible, 3L+) */
-    assert_int_equal(elig_ruleset_count(f->rs), 18);
+     * has three alternatives: 2L, 2L transplant-ineligible, 3L+), plus one pending product
+     * (anito-cel, label not verified: not in force) */
+    assert_int_equal(elig_ruleset_count(f->rs), 19);
     assert_int_equal(NCASES, 18);
-    for (size_t i = 0; i < NCASES; i++)
+    for (size_t i = 0; i < NCASES; i++) {
         assert_true(elig_ruleset_find(f->rs, cases[i].key) >= 0);
+        assert_false(elig_ruleset_is_pending(f->rs, (size_t)elig_ruleset_find(f->rs, cases[i].key)));
+    }
+    int anito = elig_ruleset_find(f->rs, "anito-cel:MM-4L");
+    assert_true(anito >= 0);
+    assert_true(elig_ruleset_is_pending(f->rs, (size_t)anito));
+    assert_int_equal(elig_ruleset_consult_count(f->rs), 7);
     assert_non_null(strstr(elig_ruleset_hash(f->rs), "sha256:"));
     assert_int_equal(strlen(elig_ruleset_hash(f->rs)), 7 + 64);
 }
@@ -575,20 +583,21 @@ static void test_review_flags_reported(void **state)
     tp_base(&p);
     e_axi_3l(&p);
     tp_num(&p, "ecog", 3);
-    tp_num(&p, "crcl", 25);
+    tp_num(&p, "renal_function", 25);
     tp_bool(&p, "active_infection", true);
     run(f, &p, AS_OF);
     assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_ELIGIBLE);
     assert_true(flag_has(f, "ecog"));
-    assert_true(flag_has(f, "crcl"));
+    assert_true(flag_has(f, "renal"));
     assert_true(flag_has(f, "active_infection"));
     assert_false(flag_has(f, "lvef"));
     fhir_buf b;
     fhir_buf_init(&b, 0);
     elig_result_write_json(f->rs, f->fs, f->r, "p-flags", &b);
     const char *j = fhir_buf_cstr(&b);
-    assert_non_null(strstr(j, "\"review_flags\":[\"active_infection\",\"crcl\",\"ecog\"]"));
-    assert_non_null(strstr(j, "review flag ecog (ecog=3)"));
+    assert_non_null(strstr(j, "\"review_flags\":[\"active_infection\",\"ecog\",\"renal\"]"));
+    assert_non_null(strstr(j, "review flag ecog (ECOG 3)"));
+    assert_non_null(strstr(j, "review flag renal (renal function (mL/min) 25)"));
     fhir_buf_free(&b);
 }
 
@@ -610,8 +619,11 @@ static void test_json_shape_and_determinism(void **state)
     const char *j = fhir_buf_cstr(&a);
     assert_non_null(strstr(j, "{\"patient\":\"pt-1\",\"category\":\"possibly_eligible\","
                               "\"products\":[],\"possible_products\":[\"liso-cel:LBCL-2L-TI\"],"
-                              "\"missing\":[\"hct_ineligible\"],\"review_flags\":[],"
-                              "\"urgency\":\"now\",\"explanation\":["));
+                              "\"missing\":[\"hct_ineligible\"],\"review_flags\":[],\"notes\":[],"
+                              "\"consult\":{\"recommendation\":"));
+    assert_non_null(strstr(j, "]},\"urgency\":\"now\",\"explanation\":["));
+    assert_non_null(strstr(j, "],\"to_request\":["));
+    assert_non_null(strstr(j, "],\"provenance\":["));
     assert_non_null(strstr(j, "\"ruleset\":\"sha256:"));
     assert_null(strchr(j, '\n'));
     fhir_buf_free(&a);
@@ -636,6 +648,8 @@ static void test_no_heme_disease(void **state)
     run(f, &only, AS_OF);
     assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
     for (size_t i = 0; i < elig_ruleset_count(f->rs); i++) {
+        if (elig_ruleset_is_pending(f->rs, i))
+            continue; /* not in force */
         const char *g = elig_result_ind_failed(f->rs, f->r, i);
         assert_non_null(g);
         assert_null(strstr(g, "alive"));
@@ -654,7 +668,7 @@ static void test_no_heme_disease(void **state)
     fhir_buf_init(&b, 0);
     elig_result_write_explanation(f->rs, f->fs, f->r, &b);
     const char *x = fhir_buf_cstr(&b);
-    const char *alive = strstr(x, "not_eligible: fails 'patient alive' (deceased=true");
+    const char *alive = strstr(x, "not_eligible: fails 'patient alive' (deceased: yes");
     assert_non_null(alive);
     assert_null(strstr(alive + strlen("not_eligible: fails"), "fails 'patient alive'"));
     assert_non_null(strstr(x, "axi-cel:LBCL-2L,axi-cel:LBCL-3L,liso-cel:LBCL-2L,"));
@@ -665,7 +679,8 @@ static void test_no_heme_disease(void **state)
     run(f, &empty, AS_OF);
     assert_int_equal(elig_result_category(f->r), ELIG_POSSIBLY_ELIGIBLE);
     for (size_t i = 0; i < elig_ruleset_count(f->rs); i++)
-        assert_int_equal(elig_result_ind_category(f->r, i), ELIG_POSSIBLY_ELIGIBLE);
+        assert_int_equal(elig_result_ind_category(f->r, i),
+                         elig_ruleset_is_pending(f->rs, i) ? ELIG_NOT_IN_FORCE : ELIG_POSSIBLY_ELIGIBLE);
 }
 
 static void test_type_mismatch_fact_is_unknown(void **state)
