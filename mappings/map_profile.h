@@ -72,6 +72,8 @@ const map_fact *map_profile_fact(const map_profile *p, const char *name);
 /* ---- lines of therapy ------------------------------------------------------------------ */
 
 #define MAP_LINE_MAX_DRUGS 24
+/* Resource references a line's evidence lists before "(+N more)". */
+#define MAP_LINE_MAX_REFS 64
 
 typedef struct map_line {
     int number;                 /* 1-based */

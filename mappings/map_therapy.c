@@ -96,11 +96,13 @@ void map_therapy_facts(builder *b)
         l->end_unknown = s->end_unknown;
         l->end_reason = s->end_reason;
         fhir_buf_reset(&ev);
-        for (size_t i = 0; i < s->nrefs && i < 8; i++)
+        for (size_t i = 0; i < s->nrefs && i < MAP_LINE_MAX_REFS; i++)
             fhir_buf_printf(&ev, "%s%s", i ? " " : "", r.refs[s->first_ref + i]);
-        if (s->nrefs > 8)
-            fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - 8);
-        l->evidence = astr(p, "%s", fhir_buf_cstr(&ev));
+        if (s->nrefs > MAP_LINE_MAX_REFS)
+            fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - MAP_LINE_MAX_REFS);
+        l->evidence = fhir_arena_strdup(p->a, fhir_buf_cstr(&ev));
+        if (!l->evidence)
+            l->evidence = "(evidence dropped: profile memory cap)";
     }
     map_lot_result_free(&r);
 
@@ -400,6 +402,7 @@ void map_therapy_facts(builder *b)
         bool ep_open = false;        /* the episode has an exposure without an end date */
         const char *open_ref = NULL; /* ... the record without it */
         const char *unknown_ref = NULL; /* the record whose missing end leaves the answer open */
+        const dated *unknown_prog = NULL; /* ... and the progression it leaves open */
         const dated *hit = NULL;
         const char *hit_drug = NULL;
         bool any = false, all_resp = true;
@@ -443,6 +446,7 @@ void map_therapy_facts(builder *b)
                 } else if (ep_open && first_in(P, ep_start, INT64_MAX)) {
                     all_resp = false; /* progression later than the recorded end: the end is unknown */
                     unknown_ref = open_ref;
+                    unknown_prog = first_in(P, ep_start, INT64_MAX);
                 } else if (!first_in(R, ep_start, INT64_MAX) && !first_in(P, ep_start, INT64_MAX)) {
                     all_resp = false; /* neither a response nor a later progression documented */
                 }
@@ -464,8 +468,11 @@ void map_therapy_facts(builder *b)
         } else if (!any)
             set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
         else if (!all_resp && unknown_ref) {
-            set_unknown(p, name, astr(p, "%s %s has no end date: whether the progression came on or within %d days of it is unknown",
-                                      unknown_ref, drug, rd));
+            char s3[16];
+            fmt_day(unknown_prog->day, s3, sizeof s3);
+            set_unknown(p, name, astr(p, "%s %s has no end date: whether the progression (%s %s on %s) came on or within %d "
+                                         "days of it is unknown",
+                                      unknown_ref, drug, unknown_prog->ref, unknown_prog->what, s3, rd));
             F(p, name)->settle = astr(p, "the stop date of %s (%s)", drug, unknown_ref);
         } else if (all_resp && !any_unknown)
             set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",

@@ -184,6 +184,12 @@ elig_category elig_result_category(const elig_result *r);
 elig_category elig_result_ind_category(const elig_result *r, size_t i);
 /* Plain-words label of the hard gate indication i failed (NULL unless not_eligible). */
 const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r, size_t i);
+/* Facts the failed gate of not_eligible indication i tests (bit k = fact k of the rule set,
+ * the order of elig_ruleset_fact_index); 0 unless not_eligible. */
+uint64_t elig_result_ind_failed_facts(const elig_ruleset *rs, const elig_result *r, size_t i);
+/* Index (bit position) of fact name in the rule set's facts, or -1 when the criteria do not
+ * reference it. */
+int elig_ruleset_fact_index(const elig_ruleset *rs, const char *name);
 /* Unknown facts that keep indication i from a decision (bit i of the rule set's fact order). */
 uint64_t elig_result_ind_missing(const elig_result *r, size_t i);
 /* Patient-level: what is missing over possibly-eligible indications, sorted and distinct:

@@ -306,6 +306,24 @@ const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r,
     return node_label(rs, (uint32_t)r->failed[i]);
 }
 
+static uint64_t leaves(const elig_ruleset *rs, uint32_t ni)
+{
+    const enode *n = &rs->nodes[ni];
+    if (n->kind == N_LEAF)
+        return 1ull << n->fact;
+    uint64_t m = 0;
+    for (uint32_t k = 0; k < n->nkids; k++)
+        m |= leaves(rs, rs->kids[n->kids + k]);
+    return m;
+}
+
+uint64_t elig_result_ind_failed_facts(const elig_ruleset *rs, const elig_result *r, size_t i)
+{
+    if (i >= r->ninds || r->cat[i] != ELIG_NOT_ELIGIBLE || r->failed[i] < 0)
+        return 0;
+    return leaves(rs, (uint32_t)r->failed[i]);
+}
+
 uint64_t elig_result_ind_missing(const elig_result *r, size_t i)
 {
     return i < r->ninds ? r->miss[i] : 0;

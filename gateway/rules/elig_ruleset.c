@@ -159,6 +159,14 @@ int elig_ruleset_find(const elig_ruleset *rs, const char *key)
 
 size_t elig_ruleset_fact_count(const elig_ruleset *rs) { return rs->nfacts; }
 
+int elig_ruleset_fact_index(const elig_ruleset *rs, const char *name)
+{
+    for (size_t i = 0; name && i < rs->nfacts; i++)
+        if (!strcmp(rs->facts[i].name, name))
+            return (int)i;
+    return -1;
+}
+
 const char *elig_ruleset_fact_name(const elig_ruleset *rs, size_t i, map_fact_type *type)
 {
     if (i >= rs->nfacts)
