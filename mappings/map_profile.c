@@ -209,8 +209,8 @@ static bool has_any(const char *low, const char *const *words)
 
 /* Myeloma cytogenetics named in a report or diagnosis text (IMS/IMWG 2025 high-risk markers,
  * update-2026-12.md §0.1 item 5). Free text only: our codes reference lists no cytogenetics
- * codes. Each ';'- or ','-separated part is read alone, and a part that says "not detected",
- * "negative", "absent" or "no " is skipped. */
+ * codes. Each ';'- or ','-separated part (outside parentheses) is read alone, and a part that
+ * says "not detected", "negative", "absent", "without" or "no " is skipped. */
 static void scan_findings(builder *b, const char *ref, const char *text)
 {
     static const struct {
@@ -235,7 +235,9 @@ static void scan_findings(builder *b, const char *ref, const char *text)
         low[n++] = (char)tolower((unsigned char)*t);
     low[n] = '\0';
     for (char *part = low; *part;) {
-        char *end = part + strcspn(part, ";,");
+        char *end = part;
+        for (int depth = 0; *end && (depth > 0 || (*end != ';' && *end != ',')); end++)
+            depth += *end == '(' ? 1 : *end == ')' && depth > 0 ? -1 : 0; /* "t(4;14)" is one part */
         char saved = *end;
         *end = '\0';
         if (!has_any(part, neg))

@@ -273,7 +273,9 @@ static const opt OPTS[] = {
      "Refused: secrets never appear in the file."},
     {"criteria", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Eligibility criteria."},
     {"criteria.dir", OT_PATH, M(criteria_dir), DATA_DEF "criteria", NO, false,
-     "Folder of criteria files (one JSON file per product indication, plus params.json)."},
+     "Folder of criteria files (one JSON file per product indication, consult_*.json refer-early triggers, plus params.json)."},
+    {"criteria.enable_pending", OT_STRLIST, M(criteria_enable_pending), "", NO, false,
+     "Pending product indications (criteria files with \"status\": \"pending\", e.g. anito-cel:MM-4L) to count like approved ones once the label is verified on DailyMed; changes the rule-set hash."},
     {"mappings", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Terminology tables of the clinical profile."},
     {"mappings.dir", OT_PATH, M(mappings_dir), DATA_DEF "mappings", NO, false,
      "Folder of the mapping TSV files."},
@@ -288,6 +290,9 @@ static const opt OPTS[] = {
     {"referral.min_category", OT_ENUM, M(referral_min_category), "possibly_eligible", 0, 0,
      "eligible|possibly_eligible", false,
      "Least certain verdict that creates a referral proposal."},
+    {"referral.consult_proposals", OT_ENUM, M(referral_consult_proposals), "none", 0, 0,
+     "none|refer_now|early_consult", false,
+     "Whether a refer-early consult recommendation alone (no label indication at referral.min_category) creates a referral proposal: none, refer_now only, or early_consult and refer_now. The proposal names the indications whose disease the patient has, as possible."},
     {"referral.urgency", OT_ENUM, SC_MAIN, offsetof(config, referral_urgency_default), "routine", 0, 0,
      "routine|urgent|asap|stat", false, "FHIR priority when the verdict gives no timing trigger."},
     {"referral.send_interval_s", OT_INT, M(referral_send_interval_s), "5", 1, 3600, NULL, false,
@@ -955,6 +960,7 @@ void config_free(config *c)
             break;
         }
     }
+    strlist_free(&c->criteria_enable_pending);
     for (size_t i = 0; i < c->n_sources; i++)
         source_free(&c->sources[i]);
     free(c->sources);

@@ -84,10 +84,12 @@ typedef struct config {
     long admin_port;
     char *admin_token_file, *admin_token_env;
     char *criteria_dir;
+    config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */
     char *centers_file, *zcta_file;
     int referral_mode;     /* refer_mode: 0 approval, 1 auto */
     int referral_min_category; /* 0 eligible, 1 possibly_eligible */
+    int referral_consult_proposals; /* 0 none, 1 refer_now, 2 early_consult (elig_consult order) */
     char *referral_urgency_default;
     long referral_send_interval_s;
     long referral_task_poll_s;

@@ -113,6 +113,9 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     rt->rules = elig_load_dir(c->criteria_dir, err);
     if (!rt->rules)
         goto fail;
+    for (size_t i = 0; i < c->criteria_enable_pending.n; i++) /* labels verified by the site */
+        if (elig_ruleset_enable_pending(rt->rules, c->criteria_enable_pending.v[i], err))
+            goto fail;
     rt->centers = centers_load(c->centers_file, err);
     if (!rt->centers)
         goto fail;
@@ -355,6 +358,7 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
     propose_opts po = {
         .site_id = c->site_id, .site_name = c->site_name, .site_has_location = c->site_has_location,
         .site_lat = c->site_lat, .site_lon = c->site_lon, .with_possible = c->referral_min_category == 1,
+        .consult_proposals = c->referral_consult_proposals,
         .urgency_default = c->referral_urgency_default,
         .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
         .centers = rt->centers, .zcta = rt->zcta,

@@ -11,6 +11,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "screen.h"
 
 #define PROPOSE_MAX_EXPLANATION (1u << 20) /* bytes of the clinician summary */
 #define PROPOSE_MAX_REASON 4096            /* bytes of ServiceRequest.reasonCode text */
@@ -110,24 +111,29 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const map_profile *prof = in->profile;
     elig_category cat = elig_result_category(res);
     bool candidate = cat == ELIG_ELIGIBLE || (cat == ELIG_POSSIBLY_ELIGIBLE && o->with_possible);
-    if (!candidate) {
+    /* a refer-early recommendation alone makes a proposal when the site chose so
+     * (referral.consult_proposals: 1 refer_now, 2 early_consult and refer_now) */
+    elig_consult cons = elig_result_consult(res);
+    bool consult_only = !candidate && cons != ELIG_CONSULT_NONE && o->consult_proposals > 0 &&
+                        (cons == ELIG_CONSULT_NOW || o->consult_proposals == 2);
+    if (!candidate && !consult_only) {
         out->outcome = PROPOSE_NOT_CANDIDATE;
         return cancel_stale(s, pid, NULL, "verdict no longer makes the patient a candidate", out,
                             err);
     }
-    /* which indications count: an eligible patient is referred for what it is eligible for */
+    /* which indications count: screen.h decides (one definition for every caller) */
     const char *inds[ELIG_MAX_INDICATIONS];
     route_need needs[ELIG_MAX_INDICATIONS];
     char products[ELIG_MAX_INDICATIONS][48];
+    size_t idx[ELIG_MAX_INDICATIONS];
+    size_t n_idx = consult_only
+                       ? screen_consult_indications(o->rules, res, idx, ELIG_MAX_INDICATIONS)
+                       : screen_indications(o->rules, res, o->with_possible, idx, ELIG_MAX_INDICATIONS);
     size_t n = 0;
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    for (size_t i = 0; i < elig_ruleset_count(o->rules) && n < ELIG_MAX_INDICATIONS; i++) {
+    for (size_t k = 0; k < n_idx; k++) {
+        size_t i = idx[k];
         elig_category ic = elig_result_ind_category(res, i);
-        bool take = ic == ELIG_ELIGIBLE || (ic == ELIG_POSSIBLY_ELIGIBLE && o->with_possible);
-        if (cat == ELIG_ELIGIBLE && ic != ELIG_ELIGIBLE)
-            take = false;
-        if (!take)
-            continue;
         const char *key = elig_ruleset_key(o->rules, i);
         const char *colon = strchr(key, ':');
         snprintf(products[n], sizeof products[n], "%.*s", (int)(colon ? colon - key : (long)strlen(key)),
@@ -206,7 +212,11 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     /* the package */
     parts_pick(in, dis && dis->evidence ? dis->evidence : "", &parts);
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
-    fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
+    if (consult_only)
+        fhir_buf_printf(&reason, "CAR T consultation (%s; label %s): %s", elig_consult_name(cons),
+                        elig_category_name(cat), inds[0]);
+    else
+        fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
     for (size_t i = 1; i < n; i++)
         fhir_buf_printf(&reason, ", %s", inds[i]);
     const char *urg = urgency_for(o, elig_result_urgency(res));

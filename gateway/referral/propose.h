@@ -8,7 +8,8 @@
  * committed. Exactly once: the placer identifier is deterministic, and an existing referral
  * with it (in any state) is left alone.
  *
- *   candidate? (eligible, or possibly eligible when opts.with_possible)
+ *   candidate? (eligible, or possibly eligible when opts.with_possible; or, when the site
+ *               chose so, a refer-early consult recommendation alone: opts.consult_proposals)
  *     no  -> cancel the patient's proposals still pending approval
  *     yes -> indications -> route -> placer id; cancel the patient's other pending proposals;
  *            existing placer id -> nothing more; else Bundle -> refer_create_in_tx
@@ -37,6 +38,9 @@ typedef struct propose_opts {
     bool site_has_location;
     double site_lat, site_lon;
     bool with_possible;          /* referral.min_category = possibly_eligible */
+    int consult_proposals;       /* referral.consult_proposals: 0 none, 1 refer_now,
+                                  * 2 early_consult and refer_now (a refer-early
+                                  * recommendation alone makes a proposal) */
     const char *urgency_default; /* NULL: routine */
     refer_mode mode;
     const elig_ruleset *rules;

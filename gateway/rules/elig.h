@@ -184,6 +184,9 @@ elig_category elig_result_category(const elig_result *r);
 elig_category elig_result_ind_category(const elig_result *r, size_t i);
 /* Plain-words label of the hard gate indication i failed (NULL unless not_eligible). */
 const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r, size_t i);
+/* Does indication i (in force) cover the patient's disease: its disease gate did not fail
+ * (eligible, possibly eligible, or not eligible on another gate)? */
+bool elig_result_ind_disease_matches(const elig_ruleset *rs, const elig_result *r, size_t i);
 /* Facts the failed gate of not_eligible indication i tests (bit k = fact k of the rule set,
  * the order of elig_ruleset_fact_index); 0 unless not_eligible. */
 uint64_t elig_result_ind_failed_facts(const elig_ruleset *rs, const elig_result *r, size_t i);

@@ -306,6 +306,16 @@ const char *elig_result_ind_failed(const elig_ruleset *rs, const elig_result *r,
     return node_label(rs, (uint32_t)r->failed[i]);
 }
 
+bool elig_result_ind_disease_matches(const elig_ruleset *rs, const elig_result *r, size_t i)
+{
+    if (i >= r->ninds || r->cat[i] == ELIG_NOT_IN_FORCE)
+        return false;
+    if (r->cat[i] != ELIG_NOT_ELIGIBLE)
+        return true;
+    const char *role = r->failed[i] >= 0 ? rs->nodes[r->failed[i]].role : NULL;
+    return !role || strcmp(role, "disease");
+}
+
 static uint64_t leaves(const elig_ruleset *rs, uint32_t ni)
 {
     const enode *n = &rs->nodes[ni];

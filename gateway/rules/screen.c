@@ -84,3 +84,16 @@ size_t screen_indications(const elig_ruleset *rs, const elig_result *r, bool wit
         }
     return n;
 }
+
+size_t screen_consult_indications(const elig_ruleset *rs, const elig_result *r, size_t *idx,
+                                  size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < elig_ruleset_count(rs); i++)
+        if (elig_result_ind_disease_matches(rs, r, i)) {
+            if (n < max)
+                idx[n] = i;
+            n++;
+        }
+    return n;
+}

@@ -55,4 +55,10 @@ int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out);
 size_t screen_indications(const elig_ruleset *rs, const elig_result *r, bool with_possible,
                           size_t *idx, size_t max);
 
+/* When a refer-early recommendation alone makes a referral proposal (daemon configuration
+ * referral.consult_proposals): the indications in force whose disease the patient has, in
+ * rule-set order (at most max indices into idx); returns how many. */
+size_t screen_consult_indications(const elig_ruleset *rs, const elig_result *r, size_t *idx,
+                                  size_t max);
+
 #endif

@@ -608,6 +608,185 @@ static void test_json_output(void **s)
     done(&t);
 }
 
+/* ---- open world (mappings/README.md "Open world") ---- */
+
+#define STMT_TEXT(id, text, start, end, status)                                                    \
+    "{\"resourceType\":\"MedicationStatement\",\"id\":\"" id "\",\"status\":\"" status "\","        \
+    "\"subject\":{\"reference\":\"Patient/p1\"},\"medicationCodeableConcept\":{\"text\":\"" text "\"}," \
+    "\"effectivePeriod\":{\"start\":\"" start "\"" end "}}"
+
+/* Therapy documented without its agents counts as a line: lines at least n, classes open,
+ * and "never given" cannot be concluded for lenalidomide or a BTK inhibitor. */
+static void test_outside_line_without_agents(void **s)
+{
+    (void)s;
+    pt t;
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C91.10", "CLL", "active", "2019-01-01") ","
+              MA("i1", "1442981", "ibrutinib", "2021-03-01") "," STATUS("s1", "271299001", "2021-03-20") ","
+              STMT_TEXT("o1", "Second-line therapy at an outside cancer center, agent not recorded",
+                        "2021-06-01", ",\"end\":\"2022-01-10\"", "completed") ","
+              STATUS("s2", "271299001", "2023-05-01") "]",
+          "2024-01-01");
+    const map_fact *lines = fact(&t, "lines");
+    assert_true(lines->known);
+    assert_int_equal(lines->num, 2);
+    assert_int_equal(lines->bound, MAP_FACT_AT_LEAST);
+    assert_non_null(lines->settle);
+    assert_non_null(strstr(lines->settle, "MedicationStatement/o1"));
+    const map_fact *pc = fact(&t, "prior_classes");
+    assert_true(pc->open);
+    assert_true(set_has(&t, "prior_classes", "btki"));
+    assert_true(map_profile_line(t.p, 1)->unknown_agents);
+    assert_int_equal(map_profile_line(t.p, 1)->ndrugs, 0);
+    expect_unknown(&t, "lenalidomide_refractory");
+    expect_bool(&t, "btki_progression", true);
+    done(&t);
+    /* a coded drug that is not in the table (supportive care) is not "unknown therapy" */
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C91.10", "CLL", "active", "2019-01-01") ","
+              "{\"resourceType\":\"MedicationStatement\",\"id\":\"o2\",\"status\":\"completed\","
+              "\"subject\":{\"reference\":\"Patient/p1\"},\"medicationCodeableConcept\":{\"coding\":[{\"system\":\"" RX
+              "\",\"code\":\"26225\",\"display\":\"ondansetron\"}],\"text\":\"ondansetron for chemotherapy nausea\"},"
+              "\"effectiveDateTime\":\"2021-06-01\"}]",
+          "2024-01-01");
+    expect_num(&t, "lines", 0);
+    assert_int_equal(fact(&t, "lines")->bound, MAP_FACT_EXACT);
+    assert_false(fact(&t, "prior_classes")->open);
+    done(&t);
+}
+
+/* A statement without an end date: the line's end is a lower bound; windows from the end are
+ * upper bounds or unknown; an active record runs to the evaluation date. */
+static void test_statement_without_end_date(void **s)
+{
+    (void)s;
+    pt t;
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C90.00", "Multiple myeloma", "active", "2020-01-01") ","
+              "{\"resourceType\":\"MedicationStatement\",\"id\":\"len\",\"status\":\"stopped\","
+              "\"subject\":{\"reference\":\"Patient/p1\"},\"medicationCodeableConcept\":{\"coding\":[{\"system\":\"" RX
+              "\",\"code\":\"342369\"}]},\"effectivePeriod\":{\"start\":\"2020-02-01\"}},"
+              STATUS("r1", "268910001", "2020-06-01") "," STATUS("p1", "271299001", "2023-03-01") "]",
+          "2024-01-01");
+    assert_true(map_profile_line(t.p, 0)->end_unknown);
+    expect_unknown(&t, "lenalidomide_refractory");
+    expect_evidence(&t, "lenalidomide_refractory", "no end date");
+    assert_non_null(strstr(fact(&t, "lenalidomide_refractory")->settle, "stop date"));
+    const map_fact *end = fact(&t, "relapse_months_after_1l_end");
+    assert_true(end->known);
+    assert_int_equal(end->bound, MAP_FACT_AT_MOST);
+    expect_unknown(&t, "refractory");
+    done(&t);
+    /* the same statement active: ongoing, so the progression is on lenalidomide */
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C90.00", "Multiple myeloma", "active", "2020-01-01") ","
+              "{\"resourceType\":\"MedicationStatement\",\"id\":\"len\",\"status\":\"active\","
+              "\"subject\":{\"reference\":\"Patient/p1\"},\"medicationCodeableConcept\":{\"coding\":[{\"system\":\"" RX
+              "\",\"code\":\"342369\"}]},\"effectivePeriod\":{\"start\":\"2020-02-01\"}},"
+              STATUS("r1", "268910001", "2020-06-01") "," STATUS("p1", "271299001", "2023-03-01") "]",
+          "2024-01-01");
+    assert_false(map_profile_line(t.p, 0)->end_unknown);
+    expect_bool(&t, "lenalidomide_refractory", true);
+    done(&t);
+}
+
+/* C91.0x does not say B or T lineage: B-ALL stays possible, "lineage" is what is missing. */
+static void test_lineage_unspecified(void **s)
+{
+    (void)s;
+    pt t;
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C91.00", "Acute lymphoblastic leukemia", "active", "2023-01-01") "]",
+          "2024-01-01");
+    const map_fact *d = fact(&t, "diseases");
+    assert_true(set_has(&t, "diseases", "all_nos"));
+    assert_false(set_has(&t, "diseases", "b_all"));
+    assert_int_equal(d->nmaybe, 1);
+    assert_string_equal(d->maybe[0], "b_all");
+    assert_string_equal(d->missing_as, "lineage");
+    assert_non_null(strstr(d->settle, "immunophenotype"));
+    expect_str(&t, "primary_disease", "all_nos");
+    done(&t);
+    /* a B-ALL coding of the same Condition settles it */
+    build(&t, "[" PATIENT ",{\"resourceType\":\"Condition\",\"id\":\"c1\",\"subject\":{\"reference\":\"Patient/p1\"},"
+              "\"code\":{\"coding\":[{\"system\":\"" ICD "\",\"code\":\"C91.00\"},{\"system\":\"" SCT
+              "\",\"code\":\"277571004\"}]},\"onsetDateTime\":\"2023-01-01\"}]",
+          "2024-01-01");
+    assert_true(set_has(&t, "diseases", "b_all"));
+    assert_int_equal(fact(&t, "diseases")->nmaybe, 0);
+    done(&t);
+}
+
+#define ASCT_NOT_DONE(id, reason)                                                                  \
+    "{\"resourceType\":\"Procedure\",\"id\":\"" id "\",\"status\":\"not-done\",\"subject\":{\"reference\":\"Patient/p1\"}," \
+    "\"code\":{\"coding\":[{\"system\":\"http://www.ama-assn.org/go/cpt\",\"code\":\"38241\"}]},"  \
+    "\"statusReason\":{\"text\":\"" reason "\"}}"
+
+/* A transplant not done because it is contraindicated documents ineligibility; a refusal
+ * does not (a note for the clinician). */
+static void test_transplant_not_done(void **s)
+{
+    (void)s;
+    pt t;
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C83.30", "DLBCL", "active", "2023-01-01") ","
+              ASCT_NOT_DONE("x1", "Procedure contraindicated: comorbidities and age") "]",
+          "2024-01-01");
+    expect_bool(&t, "hct_ineligible", true);
+    expect_evidence(&t, "hct_ineligible", "Procedure/x1");
+    expect_unknown(&t, "hct_refusal");
+    expect_num(&t, "lines", 0); /* a transplant not done is not a line */
+    done(&t);
+    build(&t, "[" PATIENT "," COND("c1", ICD, "C83.30", "DLBCL", "active", "2023-01-01") ","
+              ASCT_NOT_DONE("x1", "Patient declined autologous stem cell transplant") "]",
+          "2024-01-01");
+    expect_unknown(&t, "hct_ineligible");
+    expect_bool(&t, "hct_refusal", true);
+    assert_non_null(fact(&t, "hct_ineligible")->settle);
+    done(&t);
+}
+
+/* Renal function: Cockcroft-Gault with a weight, else CKD-EPI 2021 eGFR, saying which. */
+static void test_renal_function(void **s)
+{
+    (void)s;
+    pt t;
+    /* female, 67 at 2024-01-01, creatinine 212 umol/L = 2.398 mg/dL, no weight */
+    build(&t, "[" PATIENT "," LAB("cr", "14682-9", "212", "umol/L", "2023-12-01") "]", "2024-01-01");
+    expect_unknown(&t, "crcl");
+    const map_fact *e = fact(&t, "egfr");
+    assert_true(e->known);
+    /* 142 x (2.398/0.7)^-1.2 x 0.9938^67 x 1.012 */
+    double want = 142.0 * pow(2.398190 / 0.7, -1.2) * pow(0.9938, 67) * 1.012;
+    assert_true(fabs(e->num - want) < 0.2);
+    expect_evidence(&t, "renal_function", "eGFR");
+    expect_evidence(&t, "renal_function", "no body weight");
+    done(&t);
+    build(&t, "[" PATIENT "," LAB("cr", "2160-0", "1.0", "mg/dL", "2023-12-01") ","
+              LAB("wt", "29463-7", "60", "kg", "2023-12-01") "]",
+          "2024-01-01");
+    expect_evidence(&t, "renal_function", "creatinine clearance");
+    expect_num(&t, "renal_function", fact(&t, "crcl")->num);
+    done(&t);
+}
+
+/* IMS/IMWG 2025 high risk from a cytogenetics report in words; never false from silence. */
+static void test_myeloma_high_risk(void **s)
+{
+    (void)s;
+    pt t;
+    build(&t, "[" PATIENT ",{\"resourceType\":\"Observation\",\"id\":\"fish\",\"status\":\"final\","
+              "\"subject\":{\"reference\":\"Patient/p1\"},\"code\":{\"text\":\"Plasma cell FISH\"},"
+              "\"valueString\":\"t(4;14) detected; gain of 1q (4 copies); del(17p) not detected\","
+              "\"effectiveDateTime\":\"2023-06-01\"}]",
+          "2024-01-01");
+    expect_bool(&t, "mm_high_risk", true);
+    expect_evidence(&t, "mm_high_risk", "Observation/fish");
+    done(&t);
+    build(&t, "[" PATIENT ",{\"resourceType\":\"Observation\",\"id\":\"fish\",\"status\":\"final\","
+              "\"subject\":{\"reference\":\"Patient/p1\"},\"code\":{\"text\":\"Plasma cell FISH\"},"
+              "\"valueString\":\"t(4;14) detected, del(17p) negative\",\"effectiveDateTime\":\"2023-06-01\"}]",
+          "2024-01-01");
+    expect_unknown(&t, "mm_high_risk");
+    expect_evidence(&t, "mm_high_risk", "without a 1q gain");
+    done(&t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -630,6 +809,12 @@ int main(void)
         cmocka_unit_test(test_cockcroft_gault_and_payer),
         cmocka_unit_test(test_vocabulary),
         cmocka_unit_test(test_json_output),
+        cmocka_unit_test(test_outside_line_without_agents),
+        cmocka_unit_test(test_statement_without_end_date),
+        cmocka_unit_test(test_lineage_unspecified),
+        cmocka_unit_test(test_transplant_not_done),
+        cmocka_unit_test(test_renal_function),
+        cmocka_unit_test(test_myeloma_high_risk),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -77,6 +77,17 @@ static void tp_set(tp *p, const char *name, const char *csv)
     }
 }
 
+static void tp_str_code(tp *p, const char *name, const char *v)
+{
+    map_fact *f = tp_slot(p, name);
+    size_t idx = (size_t)(f - p->facts);
+    memset(f, 0, sizeof *f);
+    f->known = true;
+    f->type = MAP_FACT_CODE;
+    snprintf(p->strs[idx][0], sizeof p->strs[0][0], "%s", v);
+    f->str = p->strs[idx][0];
+}
+
 static void tp_del(tp *p, const char *name)
 {
     for (size_t i = 0; i < p->n; i++)
@@ -961,6 +972,227 @@ static void test_load_dir_missing(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/criteria"));
 }
 
+/* ---- open world, notes, consult, pending ------------------------------------------- */
+
+static map_fact *tp_fact(tp *p, const char *name)
+{
+    for (size_t i = 0; i < p->n; i++)
+        if (!strcmp(p->names[i], name))
+            return &p->facts[i];
+    fail_msg("no fact %s", name);
+    return NULL;
+}
+
+static bool notes_have(fx *f, const char *id)
+{
+    const char *ids[ELIG_MAX_FLAGS];
+    size_t n = elig_result_notes(f->rs, f->r, ids, ELIG_MAX_FLAGS);
+    for (size_t k = 0; k < n; k++)
+        if (!strcmp(ids[k], id))
+            return true;
+    return false;
+}
+
+/* Partly known facts (mappings/FACTS.md "Open world") make a test unknown, never false. */
+static void test_open_world_facts(void **state)
+{
+    fx *f = *state;
+    tp p;
+    /* "at least 2 lines" meets ">= 2" and fails "== 1" (one more than allowed is certain) */
+    tp_base(&p);
+    e_axi_3l(&p);
+    tp_fact(&p, "lines")->bound = MAP_FACT_AT_LEAST;
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_ELIGIBLE);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_NOT_ELIGIBLE);
+    /* "at least 1 line" leaves ">= 2" open */
+    tp_num(&p, "lines", 1);
+    tp_fact(&p, "lines")->bound = MAP_FACT_AT_LEAST;
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-3L"), ELIG_POSSIBLY_ELIGIBLE);
+    assert_true(missing_has(f, "axi-cel:LBCL-3L", "lines"));
+    /* an open set: BTKi seen, a BCL-2 inhibitor neither seen nor excluded */
+    tp_base(&p);
+    e_cll(&p);
+    n_btki_only(&p);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "liso-cel:CLL"), ELIG_NOT_ELIGIBLE);
+    tp_fact(&p, "prior_classes")->open = true;
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "liso-cel:CLL"), ELIG_POSSIBLY_ELIGIBLE);
+    assert_true(missing_has(f, "liso-cel:CLL", "prior_classes"));
+    /* a possible disease (lineage not said) names what is missing */
+    tp_base(&p);
+    e_brexu_all(&p);
+    tp_set(&p, "diseases", "all_nos");
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "brexu-cel:ALL"), ELIG_NOT_ELIGIBLE);
+    map_fact *d = tp_fact(&p, "diseases");
+    d->maybe[0] = "b_all";
+    d->nmaybe = 1;
+    d->missing_as = "lineage";
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "brexu-cel:ALL"), ELIG_POSSIBLY_ELIGIBLE);
+    assert_true(missing_has(f, "brexu-cel:ALL", "lineage"));
+    assert_false(missing_has(f, "brexu-cel:ALL", "diseases"));
+    /* an upper bound: at most 16 months from the end of line 1 leaves "<= 12" open, at most
+     * 10 meets it */
+    tp_base(&p);
+    e_axi_2l(&p);
+    tp_num(&p, "relapse_months_after_1l_end", 16);
+    tp_fact(&p, "relapse_months_after_1l_end")->bound = MAP_FACT_AT_MOST;
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_POSSIBLY_ELIGIBLE);
+    tp_num(&p, "relapse_months_after_1l_end", 10);
+    tp_fact(&p, "relapse_months_after_1l_end")->bound = MAP_FACT_AT_MOST;
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_ELIGIBLE);
+}
+
+/* Notes are not review flags: no_prior_btki for Tecartus MCL (a ZUMA-2 requirement the US
+ * label does not have). */
+static void test_notes_apart_from_flags(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_mcl(&p);
+    tp_set(&p, "prior_classes", "anti_cd20,alkylator");
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "brexu-cel:MCL"), ELIG_ELIGIBLE);
+    assert_true(notes_have(f, "no_prior_btki"));
+    assert_false(flag_has(f, "no_prior_btki"));
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    elig_result_write_json(f->rs, f->fs, f->r, "p-notes", &b);
+    assert_non_null(strstr(fhir_buf_cstr(&b), "\"notes\":[\"no_prior_btki\"]"));
+    assert_non_null(strstr(fhir_buf_cstr(&b), "note no_prior_btki: "));
+    fhir_buf_free(&b);
+}
+
+/* Refer-early triggers give a consult recommendation beside the label verdict. */
+static void test_consult_recommendation(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_axi_2l(&p);
+    tp_str_code(&p, "primary_disease", "dlbcl_nos");
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_consult(f->r), ELIG_CONSULT_NOW);
+    const char *ids[16], *why[16];
+    size_t n = elig_result_consult_triggers(f->rs, f->r, ids, why, 16);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], "lbcl_relapse");
+    assert_non_null(strstr(why[0], "relapse"));
+    /* a relapse 20 months after first line: no longer on the 2L label, still refer now */
+    n_late(&p);
+    tp_num(&p, "relapse_months_after_1l_end", 20);
+    run(f, &p, AS_OF);
+    assert_int_equal(cat_of(f, "axi-cel:LBCL-2L"), ELIG_NOT_ELIGIBLE);
+    assert_int_equal(elig_result_consult(f->r), ELIG_CONSULT_NOW);
+    /* nothing relapsed, nothing high-risk: none; deceased: none */
+    tp_bool(&p, "relapsed", false);
+    tp_num(&p, "relapse_count", 0);
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_consult(f->r), ELIG_CONSULT_NONE);
+    e_axi_2l(&p);
+    tp_bool(&p, "deceased", true);
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_consult(f->r), ELIG_CONSULT_NONE);
+    /* high-risk myeloma at diagnosis: early consult */
+    tp_base(&p);
+    tp_set(&p, "diseases", "mm");
+    tp_str_code(&p, "primary_disease", "mm");
+    tp_num(&p, "lines", 1);
+    tp_bool(&p, "mm_high_risk", true);
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_NOT_ELIGIBLE);
+    assert_int_equal(elig_result_consult(f->r), ELIG_CONSULT_EARLY);
+    assert_string_equal(elig_consult_name(ELIG_CONSULT_EARLY), "early_consult");
+}
+
+/* A pending product is not in force; shown on request; counted once enabled. */
+static void test_pending_product(void **state)
+{
+    (void)state;
+    fhir_error err;
+    elig_ruleset *rs = elig_load_dir(criteria_dir(), &err);
+    assert_non_null(rs);
+    elig_factset *fs = elig_factset_new(rs);
+    elig_result *r = elig_result_new(rs);
+    tp p;
+    tp_base(&p);
+    e_ide(&p);
+    elig_factset_fill(fs, tp_lookup, &p);
+    int a = elig_ruleset_find(rs, "anito-cel:MM-4L");
+    assert_true(a >= 0);
+    elig_evaluate(rs, fs, day(AS_OF), r);
+    assert_int_equal(elig_result_ind_category(r, (size_t)a), ELIG_NOT_IN_FORCE);
+    assert_int_equal(elig_result_pending_category(r, (size_t)a), ELIG_NOT_IN_FORCE);
+    char h0[128];
+    snprintf(h0, sizeof h0, "%s", elig_ruleset_hash(rs));
+    elig_ruleset_show_pending(rs, true);
+    elig_evaluate(rs, fs, day(AS_OF), r);
+    assert_int_equal(elig_result_ind_category(r, (size_t)a), ELIG_NOT_IN_FORCE);
+    assert_int_equal(elig_result_pending_category(r, (size_t)a), ELIG_ELIGIBLE);
+    assert_string_equal(h0, elig_ruleset_hash(rs)); /* showing changes no verdict */
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    elig_result_write_json(rs, fs, r, "p-pend", &b);
+    assert_non_null(strstr(fhir_buf_cstr(&b), "\"pending\":{\"eligible\":[\"anito-cel:MM-4L\"]"));
+    assert_null(strstr(fhir_buf_cstr(&b), "\"products\":[\"anito-cel"));
+    fhir_buf_free(&b);
+    assert_int_equal(elig_ruleset_enable_pending(rs, "ide-cel:MM-3L", &err), -1);
+    assert_non_null(strstr(err.msg, "not pending"));
+    assert_int_equal(elig_ruleset_enable_pending(rs, "nope:X", &err), -1);
+    assert_int_equal(elig_ruleset_enable_pending(rs, "anito-cel:MM-4L", &err), 0);
+    assert_string_not_equal(h0, elig_ruleset_hash(rs));
+    elig_evaluate(rs, fs, day(AS_OF), r);
+    assert_int_equal(elig_result_ind_category(r, (size_t)a), ELIG_ELIGIBLE);
+    elig_result_free(r);
+    elig_factset_free(fs);
+    elig_ruleset_free(rs);
+}
+
+/* Loader errors of notes, pending files and consult files. */
+static void test_loader_errors_new_keys(void **state)
+{
+    (void)state;
+    const char *crit = criteria_with("    {" LINES_OK "}", SOURCE_OK);
+    char t[6000];
+    /* status must be "pending" and a pending file has no effective_from */
+    snprintf(t, sizeof t, "%.*s  \"status\": \"maybe\",\n%s", 2, crit, crit + 2);
+    expect_error(t, "conf/criteria/x.json:2: ", "status must be \"pending\"");
+    snprintf(t, sizeof t, "%.*s  \"status\": \"pending\",\n  \"effective_from\": \"2026-01-01\",\n%s", 2, crit,
+             crit + 2);
+    expect_error(t, "conf/criteria/x.json:3: ", "a pending indication has no effective_from");
+    /* an id cannot be a review flag here and a note there */
+    snprintf(t, sizeof t, "%.*s  \"review_flags\": [{\"id\": \"x\", \"when\": {\"fact\": \"age\", \"op\": \">\", "
+             "\"value\": 90}, \"message\": \"m\"}],\n  \"notes\": [{\"id\": \"x\", \"when\": {\"fact\": \"age\", "
+             "\"op\": \">\", \"value\": 91}, \"message\": \"m\"}],\n%s", 2, crit, crit + 2);
+    expect_error(t, "conf/criteria/x.json:3: ", "ids of review flags and notes must differ");
+    /* consult files */
+    const char *c1 = "{\n  \"id\": \"consult:X\",\n  \"kind\": \"consult\",\n  \"description\": \"d\",\n"
+                     "  \"applies_to\": {\"fact\": \"age\", \"op\": \">=\", \"value\": 18},\n" SOURCE_OK
+                     "  \"triggers\": [{\"id\": \"t1\", \"recommendation\": \"soonish\", \"when\": {\"fact\": "
+                     "\"relapsed\", \"op\": \"is_true\"}, \"reason\": \"r\", \"source\": \"s\"}]\n}\n";
+    expect_error(c1, "conf/criteria/x.json:8: ", "recommendation must be \"refer_now\" or \"early_consult\"");
+    const char *c2 = "{\n  \"id\": \"consult:X\",\n  \"kind\": \"consult\",\n  \"description\": \"d\",\n"
+                     "  \"applies_to\": {\"fact\": \"age\", \"op\": \">=\", \"value\": 18},\n" SOURCE_OK
+                     "  \"triggers\": []\n}\n";
+    expect_error(c2, "conf/criteria/x.json:8: ", "at least one trigger");
+    const char *c3 = "{\n  \"id\": \"x-cel:LBCL-3L\",\n  \"kind\": \"advice\"\n}\n";
+    expect_error(c3, "conf/criteria/x.json:3: ", "kind must be \"consult\"");
+    const char *c4 = "{\n  \"id\": \"consult:X\",\n  \"kind\": \"consult\",\n  \"description\": \"d\",\n"
+                     "  \"applies_to\": {\"fact\": \"age\", \"op\": \">=\", \"value\": 18},\n" SOURCE_OK
+                     "  \"triggers\": [{\"id\": \"t1\", \"recommendation\": \"refer_now\", \"when\": {\"fact\": "
+                     "\"relapsed\", \"op\": \"is_true\"}, \"reason\": \"r\", \"source\": \"s\"},\n"
+                     "               {\"id\": \"t1\", \"recommendation\": \"refer_now\", \"when\": {\"fact\": "
+                     "\"relapsed\", \"op\": \"is_true\"}, \"reason\": \"r\", \"source\": \"s\"}]\n}\n";
+    expect_error(c4, "conf/criteria/x.json:9: ", "trigger \"t1\" already defined");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -976,11 +1208,16 @@ int main(void)
         cmocka_unit_test(test_type_mismatch_fact_is_unknown),
         cmocka_unit_test(test_property_missing_never_excludes),
         cmocka_unit_test(test_property_flags_never_change_category),
+        cmocka_unit_test(test_open_world_facts),
+        cmocka_unit_test(test_notes_apart_from_flags),
+        cmocka_unit_test(test_consult_recommendation),
+        cmocka_unit_test(test_pending_product),
         cmocka_unit_test(test_anchor_parameter), /* last: it changes parameters */
     };
     const struct CMUnitTest loader[] = {
         cmocka_unit_test(test_loader_valid_fixture),
         cmocka_unit_test(test_loader_errors),
+        cmocka_unit_test(test_loader_errors_new_keys),
         cmocka_unit_test(test_load_dir_missing),
     };
     int rc = cmocka_run_group_tests_name("elig", tests, setup, teardown);
