@@ -1081,29 +1081,31 @@ static const finding *find_finding(builder *b, const char *what)
     return NULL;
 }
 
-/* hct_ineligible / hct_refusal from Conditions (diagnoses.tsv markers) and from HSCT
- * procedures not done with a reason (hct_not_done). A refusal never makes ineligibility. */
+/* A transplant-eligibility fact (hct_ineligible, hct_refusal): true from an HSCT procedure not
+ * done with such a reason (hct_not_done), else from a Condition naming it (diagnoses.tsv
+ * markers), else unknown. */
+static bool documented(builder *b, const char *name)
+{
+    map_profile *p = b->p;
+    const finding *f = find_finding(b, name);
+    const cond *c = find_cond(b, name, 1, NULL);
+    if (f)
+        set_bool(p, name, true, astr(p, "%s transplant not done: \"%s\"", f->ref, f->text));
+    else if (c)
+        set_bool(p, name, true, astr(p, "%s %s (%s)", c->ref, c->code, c->row));
+    return f || c;
+}
+
+/* hct_ineligible / hct_refusal. A refusal never makes ineligibility. */
 static void transplant_eligibility(builder *b)
 {
     map_profile *p = b->p;
-    const cond *ine = find_cond(b, "hct_ineligible", 1, NULL);
-    const finding *pf = find_finding(b, "hct_ineligible");
-    if (pf)
-        set_bool(p, "hct_ineligible", true, astr(p, "%s transplant not done: \"%s\"", pf->ref, pf->text));
-    else if (ine)
-        set_bool(p, "hct_ineligible", true, astr(p, "%s %s (%s)", ine->ref, ine->code, ine->row));
-    else {
+    if (!documented(b, "hct_ineligible")) {
         set_unknown(p, "hct_ineligible", "transplant ineligibility not documented");
         F(p, "hct_ineligible")->settle = "the treating physician's note on transplant eligibility (not eligible for HSCT "
                                          "due to comorbidities or age)";
     }
-    const cond *ref = find_cond(b, "hct_refusal", 1, NULL);
-    const finding *rf = find_finding(b, "hct_refusal");
-    if (rf)
-        set_bool(p, "hct_refusal", true, astr(p, "%s transplant not done: \"%s\"", rf->ref, rf->text));
-    else if (ref)
-        set_bool(p, "hct_refusal", true, astr(p, "%s %s (%s)", ref->ref, ref->code, ref->row));
-    else
+    if (!documented(b, "hct_refusal"))
         set_unknown(p, "hct_refusal", "no refusal of transplant documented");
 }
 

@@ -467,6 +467,18 @@ static void json_cats(fhir_buf *out, const elig_ruleset *rs, const uint8_t *cats
     fhir_buf_putc(out, ']');
 }
 
+/* One provenance entry "key: file; reference" (developers), comma-separated in out. */
+static void put_provenance(fhir_buf *out, fhir_buf *tmp, bool *sep, const char *key, const char *file,
+                           const char *ref)
+{
+    fhir_buf_reset(tmp);
+    fhir_buf_printf(tmp, "%s: %s; %s", key, base_name(file), ref ? ref : "(no reference)");
+    if (*sep)
+        fhir_buf_putc(out, ',');
+    *sep = true;
+    fhir_json_write_string(out, tmp->data, tmp->len);
+}
+
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                            const elig_result *r, const char *patient_id, fhir_buf *out)
 {
@@ -549,29 +561,15 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
         bool shown = r->pend[i] != ELIG_NOT_IN_FORCE || r->cat[i] == ELIG_ELIGIBLE ||
                      r->cat[i] == ELIG_POSSIBLY_ELIGIBLE ||
                      (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i]));
-        if (!shown)
-            continue;
-        fhir_buf_reset(&p);
-        fhir_buf_printf(&p, "%s: %s; %s", rs->inds[i].key, base_name(rs->inds[i].file),
-                        rs->inds[i].src_ref ? rs->inds[i].src_ref : "(no reference)");
-        if (sep)
-            fhir_buf_putc(out, ',');
-        sep = true;
-        fhir_json_write_string(out, p.data, p.len);
+        if (shown)
+            put_provenance(out, &p, &sep, rs->inds[i].key, rs->inds[i].file, rs->inds[i].src_ref);
     }
     for (size_t c = 0; c < rs->nconsults; c++) {
         bool fired = false;
         for (uint32_t k = 0; k < rs->consults[c].ntrig; k++)
             fired |= r->trig[rs->consults[c].trig0 + k] != 0;
-        if (!fired)
-            continue;
-        fhir_buf_reset(&p);
-        fhir_buf_printf(&p, "%s: %s; %s", rs->consults[c].key, base_name(rs->consults[c].file),
-                        rs->consults[c].src_ref ? rs->consults[c].src_ref : "(no reference)");
-        if (sep)
-            fhir_buf_putc(out, ',');
-        sep = true;
-        fhir_json_write_string(out, p.data, p.len);
+        if (fired)
+            put_provenance(out, &p, &sep, rs->consults[c].key, rs->consults[c].file, rs->consults[c].src_ref);
     }
     for (size_t k = 0; k < rs->nfacts; k++) {
         uint8_t fi = rs->fact_order[k];

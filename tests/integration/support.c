@@ -327,6 +327,21 @@ void support_rmtree(const char *dir)
     support_run(argv, NULL, NULL, 60);
 }
 
+char *support_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    membuf m = {0};
+    char buf[8192];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        if (collect(buf, 1, n, &m) != n)
+            break;
+    fclose(f);
+    return m.data ? m.data : strdup("");
+}
+
 int support_write_file(const char *path, const char *s)
 {
     FILE *f = fopen(path, "w");

@@ -51,6 +51,8 @@ int support_run(char *const argv[], char **out, char **err, int timeout_s);
 int support_tmpdir(char *buf, size_t n);
 /* rm -rf of a directory made by support_tmpdir. */
 void support_rmtree(const char *dir);
+/* The whole file at path, NUL-terminated (caller frees), or NULL. */
+char *support_read_file(const char *path);
 /* Writes s to path. 0 or -1. */
 int support_write_file(const char *path, const char *s);
 

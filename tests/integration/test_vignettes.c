@@ -27,23 +27,6 @@
 static const char *bin;
 static char vdir[600];
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    size_t got = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!b)
-        return NULL;
-    b[got] = 0;
-    return b;
-}
-
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(const char *const *)a, *(const char *const *)b);
@@ -166,7 +149,7 @@ static bool check_one(const char *name, size_t *counted)
     char epath[900], bpath[900];
     snprintf(epath, sizeof epath, "%s/expect/%s.json", vdir, name);
     snprintf(bpath, sizeof bpath, "%s/%s.json", vdir, name);
-    char *etext = slurp(epath);
+    char *etext = support_read_file(epath);
     assert_non_null(etext);
     fhir_arena *a = fhir_arena_new(0);
     fhir_error err;

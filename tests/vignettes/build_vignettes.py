@@ -300,20 +300,30 @@ def v14():
                                "the second-line labels nor refractoriness can be checked, so both stay open.")
 
 
+def third_line_chart(pid, gender, birth, dx_day, cycle1, relapse1, salvage1, response2, relapse2,
+                     relapse2_note=None):
+    """DLBCL: R-CHOP x6, complete response, relapse, R-ICE x3, response, second relapse."""
+    c = Chart(pid)
+    c.patient(gender, birth)
+    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", dx_day)
+    last = c.regimen("R-CHOP", cycle1, 6, 21, d)
+    c.status(add_days(last, 40), "improved", d)
+    c.status(relapse1, "worsened", d)
+    c.regimen("R-ICE", salvage1, 3, 21, d)
+    c.status(response2, "improved", d)
+    c.status(relapse2, "worsened", d, relapse2_note)
+    return c, d
+
+
+THIRD_LINE = ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"]
+
+
 @vignette(15, "lbcl-third-line-cockcroft-gault-59")
 def v15():
-    c = Chart("vig15")
-    c.patient("male", "1956-06-01")
-    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", "2023-03-01")
-    c.regimen("R-CHOP", "2023-03-13", 6, 21, d)
-    c.status("2023-08-01", "improved", d)
-    c.status("2024-11-04", "worsened", d)
-    c.regimen("R-ICE", "2024-11-18", 3, 21, d)
-    c.status("2025-02-24", "improved", d)
-    c.status("2026-10-06", "worsened", d)
+    c, d = third_line_chart("vig15", "male", "1956-06-01", "2023-03-01", "2023-03-13", "2024-11-04",
+                            "2024-11-18", "2025-02-24", "2026-10-06")
     routine(c, weight=80, creatinine=1.30)
-    return c, expect("eligible", ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"], [], [],
-                     "refer_now", RR_TRIG_LBCL, ["renal"],
+    return c, expect("eligible", THIRD_LINE, [], [], "refer_now", RR_TRIG_LBCL, ["renal"],
                      rationale="Third-line large B-cell lymphoma is on label; creatinine clearance 59.8 "
                                "mL/min (Cockcroft-Gault) is below the ZUMA-1 and JULIET value of 60, a "
                                "review flag only.")
@@ -321,38 +331,22 @@ def v15():
 
 @vignette(16, "lbcl-third-line-cockcroft-gault-61")
 def v16():
-    c = Chart("vig16")
-    c.patient("male", "1956-06-01")
-    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", "2023-03-01")
-    c.regimen("R-CHOP", "2023-03-13", 6, 21, d)
-    c.status("2023-08-01", "improved", d)
-    c.status("2024-11-04", "worsened", d)
-    c.regimen("R-ICE", "2024-11-18", 3, 21, d)
-    c.status("2025-02-24", "improved", d)
-    c.status("2026-10-06", "worsened", d)
+    c, d = third_line_chart("vig16", "male", "1956-06-01", "2023-03-01", "2023-03-13", "2024-11-04",
+                            "2024-11-18", "2025-02-24", "2026-10-06")
     routine(c, weight=80, creatinine=1.28)
-    return c, expect("eligible", ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"], [], [],
-                     "refer_now", RR_TRIG_LBCL,
+    return c, expect("eligible", THIRD_LINE, [], [], "refer_now", RR_TRIG_LBCL,
                      rationale="Third-line large B-cell lymphoma is on label; creatinine clearance 60.8 "
                                "mL/min is at the ZUMA-1 threshold, so no renal flag.")
 
 
 @vignette(17, "lbcl-third-line-creatinine-umol-no-weight")
 def v17():
-    c = Chart("vig17")
-    c.patient("male", "1958-02-14")
-    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", "2023-05-01")
-    c.regimen("R-CHOP", "2023-05-15", 6, 21, d)
-    c.status("2023-10-02", "improved", d)
-    c.status("2025-01-06", "worsened", d)
-    c.regimen("R-ICE", "2025-01-20", 3, 21, d)
-    c.status("2025-04-28", "improved", d)
-    c.status("2026-10-19", "worsened", d)
+    c, d = third_line_chart("vig17", "male", "1958-02-14", "2023-05-01", "2023-05-15", "2025-01-06",
+                            "2025-01-20", "2025-04-28", "2026-10-19")
     c.panel(LABS, creatinine=None, creatinine_si=212, hemoglobin=(118, "g/L"),
             platelets=(165, "10*9/L"), bilirubin=(10, "umol/L"))
     c.ecog(1, LABS)
-    return c, expect("eligible", ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"], [], [],
-                     "refer_now", RR_TRIG_LBCL, ["renal"],
+    return c, expect("eligible", THIRD_LINE, [], [], "refer_now", RR_TRIG_LBCL, ["renal"],
                      rationale="Third-line large B-cell lymphoma is on label; creatinine 212 umol/L "
                                "(2.4 mg/dL) without a body weight gives a CKD-EPI 2021 eGFR of about 29, "
                                "flagged for renal review.")
@@ -360,40 +354,24 @@ def v17():
 
 @vignette(18, "lbcl-third-line-karnofsky-60")
 def v18():
-    c = Chart("vig18")
-    c.patient("female", "1960-11-11")
-    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", "2023-05-01")
-    c.regimen("R-CHOP", "2023-05-15", 6, 21, d)
-    c.status("2023-10-02", "improved", d)
-    c.status("2025-01-06", "worsened", d)
-    c.regimen("R-ICE", "2025-01-20", 3, 21, d)
-    c.status("2025-04-28", "improved", d)
-    c.status("2026-10-19", "worsened", d)
+    c, d = third_line_chart("vig18", "female", "1960-11-11", "2023-05-01", "2023-05-15", "2025-01-06",
+                            "2025-01-20", "2025-04-28", "2026-10-19")
     c.panel(LABS)
     c.karnofsky(60, LABS)
     c.weight(68, LABS)
-    return c, expect("eligible", ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"], [], [],
-                     "refer_now", RR_TRIG_LBCL, ["ecog"],
+    return c, expect("eligible", THIRD_LINE, [], [], "refer_now", RR_TRIG_LBCL, ["ecog"],
                      rationale="Third-line large B-cell lymphoma is on label; Karnofsky 60 (ECOG 2) is "
                                "above the ZUMA-1 and JULIET ECOG 0-1 entry criterion, a review flag only.")
 
 
 @vignette(19, "lbcl-third-line-secondary-cns")
 def v19():
-    c = Chart("vig19")
-    c.patient("male", "1966-04-04")
-    d = c.dx(DLBCL, "Diffuse large B-cell lymphoma", "2023-05-01")
-    c.regimen("R-CHOP", "2023-05-15", 6, 21, d)
-    c.status("2023-10-02", "improved", d)
-    c.status("2025-01-06", "worsened", d)
-    c.regimen("R-ICE", "2025-01-20", 3, 21, d)
-    c.status("2025-04-28", "improved", d)
-    c.status("2026-10-19", "worsened", d, "Relapse with leptomeningeal involvement")
+    c, d = third_line_chart("vig19", "male", "1966-04-04", "2023-05-01", "2023-05-15", "2025-01-06",
+                            "2025-01-20", "2025-04-28", "2026-10-19", "Relapse with leptomeningeal involvement")
     c.dx([("icd10cm", "C79.32", "Secondary malignant neoplasm of cerebral meninges")],
          "Secondary CNS involvement by DLBCL (leptomeningeal)", "2026-10-19", kind="secondary")
     routine(c, weight=75)
-    return c, expect("eligible", ["axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"], [], [],
-                     "refer_now", RR_TRIG_LBCL, ["cns_involvement"],
+    return c, expect("eligible", THIRD_LINE, [], [], "refer_now", RR_TRIG_LBCL, ["cns_involvement"],
                      rationale="Secondary CNS involvement is not a label exclusion; third-line large B-cell "
                                "lymphoma is on label and the CNS disease is flagged for the center.")
 
