@@ -2,6 +2,8 @@
  * conf/criteria/README.md). See elig.h. */
 #include "elig_int.h"
 
+#include <stdio.h>
+
 #include "fhir_json.h"
 
 const char *elig_category_name(elig_category c)
@@ -96,10 +98,24 @@ static const char *words(const char *key)
 }
 
 /* Evidence without table rows or reference documents: drops parenthesised groups that cite
- * a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)"). */
+ * a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)") and names the concept a code
+ * maps to in words ("-> dlbcl_nos" -> "-> diffuse large B-cell lymphoma"). */
 static void put_plain(fhir_buf *b, const char *ev)
 {
     for (const char *p = ev; p && *p;) {
+        if (!strncmp(p, "-> ", 3)) {
+            char key[40];
+            size_t n = 0;
+            const char *k = p + 3;
+            while (n + 1 < sizeof key && ((k[n] >= 'a' && k[n] <= 'z') || (k[n] >= '0' && k[n] <= '9') || k[n] == '_'))
+                n++;
+            snprintf(key, sizeof key, "%.*s", (int)n, k);
+            if (n && strcmp(words(key), key)) {
+                fhir_buf_printf(b, "-> %s", words(key));
+                p = k + n;
+                continue;
+            }
+        }
         if (*p == '(' || (*p == ' ' && p[1] == '(')) {
             const char *open = *p == '(' ? p : p + 1;
             const char *close = strchr(open, ')');
@@ -118,6 +134,23 @@ static void put_plain(fhir_buf *b, const char *ev)
         }
         fhir_buf_putc(b, *p);
         p++;
+    }
+}
+
+/* The lines of the `lines` evidence without their record lists ("[MedicationAdministration/a1 ...]"). */
+static void put_lines(fhir_buf *b, const char *ev)
+{
+    for (const char *p = ev; *p; p++) {
+        if (*p == '[') {
+            const char *close = strchr(p, ']');
+            if (close) {
+                p = close;
+                while (b->len && b->data[b->len - 1] == ' ')
+                    b->len--;
+                continue;
+            }
+        }
+        fhir_buf_putc(b, *p);
     }
 }
 
@@ -187,7 +220,11 @@ static void describe(const elig_ruleset *rs, const elig_factset *fs, const uint8
         bool partial = res == TU || !v->known;
         if ((evidence || partial) && mf && mf->evidence && mf->evidence[0] && !(out[ni] & T_ASSUMED)) {
             fhir_buf_puts(b, " (");
-            put_plain(b, mf->evidence);
+            const char *colon = strchr(mf->evidence, ':');
+            if (!strcmp(f->name, "lines") && v->known && colon)
+                put_lines(b, colon + 2); /* the lines in words; their records are in provenance */
+            else
+                put_plain(b, mf->evidence);
             if (partial && mf->settle) {
                 fhir_buf_puts(b, "; would be settled by ");
                 fhir_buf_puts(b, mf->settle);
@@ -365,7 +402,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
             fhir_buf_printf(&b, "note %s: %s", rs->flag_ids[fi], fl->message);
         } else {
             fhir_buf_printf(&b, "review flag %s (", rs->flag_ids[fi]);
-            describe(rs, fs, r->out, fl->node, false, &b, &first, used);
+            describe(rs, fs, r->out, fl->node, true, &b, &first, used); /* the value says which measure */
             fhir_buf_printf(&b, "): %s", fl->message);
         }
         emit(ud, fhir_buf_cstr(&b), b.len);

@@ -870,10 +870,11 @@ def v46():
     c = all_chart("vig46", "female", "1985-09-19",
                   [("icd10cm", "C91.00", "Acute lymphoblastic leukemia not having achieved remission")],
                   "Acute lymphoblastic leukemia", ["2026-10-12"])
-    return c, expect("possibly_eligible", [], ["brexu-cel:ALL", "obe-cel:ALL"], ["lineage"], "none", [],
-                     to_request=["lineage"],
+    return c, expect("possibly_eligible", [], ["brexu-cel:ALL", "obe-cel:ALL"], ["lineage"], "refer_now",
+                     ["ball_relapse"], to_request=["lineage"],
                      rationale="ICD-10-CM C91.0x does not say B or T lineage, and the B-ALL labels need B "
-                               "lineage: possibly eligible until immunophenotyping is on record.")
+                               "lineage: possibly eligible until immunophenotyping is on record; the relapse "
+                               "itself calls for referral now.")
 
 
 @vignette(47, "t-all-relapse")

@@ -607,8 +607,8 @@ static void test_review_flags_reported(void **state)
     elig_result_write_json(f->rs, f->fs, f->r, "p-flags", &b);
     const char *j = fhir_buf_cstr(&b);
     assert_non_null(strstr(j, "\"review_flags\":[\"active_infection\",\"ecog\",\"renal\"]"));
-    assert_non_null(strstr(j, "review flag ecog (ECOG 3)"));
-    assert_non_null(strstr(j, "review flag renal (renal function (mL/min) 25)"));
+    assert_non_null(strstr(j, "review flag ecog (ECOG 3 (test))"));
+    assert_non_null(strstr(j, "review flag renal (renal function (mL/min) 25"));
     fhir_buf_free(&b);
 }
 
