@@ -302,6 +302,38 @@ static void test_writeback_options(void **state)
     fhir_buf_free(&d);
 }
 
+/* Consult-only proposals and pending products enabled by the site. */
+static void test_consult_and_pending_options(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n = 99;
+    config *c = load(MIN_OK, &d, &n);
+    assert_non_null(c);
+    assert_int_equal(c->referral_consult_proposals, 0); /* none */
+    assert_int_equal(c->criteria_enable_pending.n, 0);
+    config_free(c);
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+             "\"criteria\":{\"enable_pending\":[\"anito-cel:MM-4L\"]},\n"
+             "\"referral\":{\"consult_proposals\":\"early_consult\"}}",
+             &d, &n);
+    assert_non_null(c);
+    assert_int_equal(n, 0);
+    assert_int_equal(c->referral_consult_proposals, 2);
+    assert_int_equal(c->criteria_enable_pending.n, 1);
+    assert_string_equal(c->criteria_enable_pending.v[0], "anito-cel:MM-4L");
+    config_free(c);
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n"
+             "\"referral\":{\"consult_proposals\":\"always\"}}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: referral.consult_proposals: \"always\" is not one of "
+                             "none|refer_now|early_consult"));
+    fhir_buf_free(&d);
+}
+
 static void test_reference_table(void **state)
 {
     (void)state;
@@ -366,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_bounds_inclusive),
         cmocka_unit_test(test_auth_rules),
         cmocka_unit_test(test_writeback_options),
+        cmocka_unit_test(test_consult_and_pending_options),
         cmocka_unit_test(test_reference_table),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_sample_configs),
