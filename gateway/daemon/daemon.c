@@ -282,9 +282,9 @@ static void add_referenced_medications(daemon_proc *d, res_list *l)
     }
 }
 
-/* One patient's screening: built first (no store writes), then its verdict and the proposal
- * it calls for written together inside the batch's transaction, then logged once that has
- * committed. */
+/* One patient's screening: built (reads only), then its verdict and the proposal it calls
+ * for written together inside the batch's transaction, then reported (counters, log lines)
+ * once that has committed. */
 typedef struct screen_job {
     char *pid;
     res_list l;
@@ -295,7 +295,6 @@ typedef struct screen_job {
     fhir_buf vj, pj;
     bool ok;
     /* written with the batch */
-    bool stored;
     char *old_category;       /* the verdict before this one (NULL: none) */
     propose_result prop;
 } screen_job;
@@ -376,83 +375,103 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
         store_savepoint_rollback(d->st);
         return -1;
     }
-    j->stored = true;
     return 0;
 }
 
-/* After the batch committed: counters and log lines. */
-static void job_report(daemon_proc *d, const screen_job *j)
+/* What is reported of a patient once the batch has committed. */
+typedef struct screen_report {
+    char *pid;
+    char *old_category;
+    elig_category category;
+    elig_urgency urgency;
+    propose_result prop;
+} screen_report;
+
+static void report_take(screen_report *r, screen_job *j)
 {
-    elig_category cat = elig_result_category(j->res);
-    d->m.patients_screened++;
-    if ((unsigned)cat < 4)
-        d->m.verdicts[cat]++;
-    if (!j->old_category || strcmp(j->old_category, elig_category_name(cat)))
-        fhir_log(FHIR_LOG_INFO, "screen.verdict", "patient=%s category=%s previous=%s urgency=%s", j->pid,
-                 elig_category_name(cat), j->old_category ? j->old_category : "none",
-                 elig_urgency_name(elig_result_urgency(j->res)));
-    if (j->prop.outcome == PROPOSE_CREATED)
-        d->m.referrals_created++;
-    propose_log(j->pid, d->rt->cfg->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, &j->prop);
+    r->pid = j->pid;
+    r->old_category = j->old_category;
+    j->pid = j->old_category = NULL;
+    r->category = elig_result_category(j->res);
+    r->urgency = elig_result_urgency(j->res);
+    r->prop = j->prop;
 }
 
-#define SCREEN_BATCH 16
+/* After the batch committed: counters and log lines. */
+static void report_log(daemon_proc *d, const screen_report *r)
+{
+    const char *cat = elig_category_name(r->category);
+    d->m.patients_screened++;
+    if ((unsigned)r->category < 4)
+        d->m.verdicts[r->category]++;
+    if (!r->old_category || strcmp(r->old_category, cat))
+        fhir_log(FHIR_LOG_INFO, "screen.verdict", "patient=%s category=%s previous=%s urgency=%s", r->pid,
+                 cat, r->old_category ? r->old_category : "none", elig_urgency_name(r->urgency));
+    if (r->prop.outcome == PROPOSE_CREATED)
+        d->m.referrals_created++;
+    propose_log(r->pid, d->rt->cfg->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, &r->prop);
+}
 
-/* Screens every patient marked by ingest (profile, verdict, referral proposal). Returns how
- * many were screened, -1 on a store error. */
+#define SCREEN_BATCH 64         /* patients per transaction (one fsync) ... */
+#define SCREEN_BATCH_MS 1000    /* ... or as many as this long allows, whichever is less */
+
+static void screen_failed(daemon_proc *d, const char *pid, const fhir_error *e)
+{
+    d->m.screen_errors++;
+    char q[600];
+    fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", pid, fhir_log_quote(e->msg, q, sizeof q));
+}
+
+/* Screens every patient marked by ingest, one patient in memory at a time. Each batch of
+ * patients is one transaction: their verdicts, the proposals they call for and the removal of
+ * their marks commit together (a crash leaves them marked, and the restart screens them
+ * again). Returns how many were screened, -1 on a store error. */
 static long screen_pending(daemon_proc *d, fhir_error *err)
 {
     long total = 0;
     for (;;) {
         char *ids[SCREEN_BATCH];
         long got = store_dirty_next(d->st, ids, SCREEN_BATCH, err);
-        if (got < 0)
-            return -1;
-        size_t n = (size_t)got;
-        if (n == 0)
-            break;
-        screen_job jobs[SCREEN_BATCH];
-        for (size_t i = 0; i < n; i++) {
-            fhir_error e;
-            fhir_error_clear(&e);
-            if (job_build(d, &jobs[i], ids[i], &e)) {
-                d->m.screen_errors++;
-                char q[600];
-                fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", ids[i],
-                         fhir_log_quote(e.msg, q, sizeof q));
-            }
-        }
-        /* the batch's verdicts, the proposals they call for and the dirty marks in one
-         * transaction (one fsync, not one per patient and proposal) */
+        if (got <= 0)
+            return got < 0 ? -1 : total;
+        size_t n = (size_t)got, done = 0, nrep = 0;
+        screen_report *rep = calloc(n, sizeof *rep);
+        if (!rep)
+            abort();
         fhir_error e;
         fhir_error_clear(&e);
         int rc = store_begin(d->st, &e);
-        for (size_t i = 0; rc == 0 && i < n; i++) {
-            if (jobs[i].ok && job_commit(d, &jobs[i], &e)) {
-                d->m.screen_errors++;
-                char q[600];
-                fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", ids[i],
-                         fhir_log_quote(e.msg, q, sizeof q));
+        int64_t t0 = fhir_clock_mono_ms();
+        for (; rc == 0 && done < n; done++) {
+            if (done > 0 && fhir_clock_mono_ms() - t0 > SCREEN_BATCH_MS)
+                break; /* the rest stays marked for the next batch */
+            screen_job j;
+            if (job_build(d, &j, ids[done], &e) || job_commit(d, &j, &e)) {
+                screen_failed(d, ids[done], &e);
                 fhir_error_clear(&e);
+            } else {
+                report_take(&rep[nrep++], &j);
             }
-            if (store_dirty_clear(d->st, ids[i], &e))
-                rc = -1;
+            job_free(&j);
+            rc = store_dirty_clear(d->st, ids[done], &e);
         }
         if (rc == 0)
             rc = store_commit(d->st, &e);
         else
             store_rollback(d->st);
-        for (size_t i = 0; i < n; i++) {
-            if (rc == 0 && jobs[i].stored)
-                job_report(d, &jobs[i]);
-            job_free(&jobs[i]);
-            free(ids[i]);
+        for (size_t i = 0; i < nrep; i++) {
+            if (rc == 0)
+                report_log(d, &rep[i]);
+            free(rep[i].pid);
+            free(rep[i].old_category);
         }
+        free(rep);
+        for (size_t i = 0; i < n; i++)
+            free(ids[i]);
         if (rc)
             return fhir_error_set(err, "screening batch: %s", e.msg);
-        total += (long)n;
+        total += (long)done;
     }
-    return total;
 }
 
 /* ---- sender timers ------------------------------------------------------------------- */
