@@ -231,6 +231,33 @@ static void metrics(admin *ad, struct evhttp_request *req)
     for (size_t i = 0; i < m->n_src; i++)
         fhir_buf_printf(&b, "cartgate_resources_unchanged_total{source=\"%s\"} %llu\n", m->src[i].name,
                         (unsigned long long)m->src[i].unchanged);
+    fhir_buf_puts(&b, "# HELP cartgate_resources_deleted_total Cached resources removed because the source deleted them, by source.\n"
+                      "# TYPE cartgate_resources_deleted_total counter\n");
+    for (size_t i = 0; i < m->n_src; i++)
+        fhir_buf_printf(&b, "cartgate_resources_deleted_total{source=\"%s\"} %llu\n", m->src[i].name,
+                        (unsigned long long)m->src[i].deleted);
+    fhir_buf_puts(&b, "# HELP cartgate_search_outcome_issues_total OperationOutcome issues the server put inside searchset pages, by source.\n"
+                      "# TYPE cartgate_search_outcome_issues_total counter\n");
+    for (size_t i = 0; i < m->n_src; i++)
+        fhir_buf_printf(&b, "cartgate_search_outcome_issues_total{source=\"%s\"} %llu\n", m->src[i].name,
+                        (unsigned long long)m->src[i].outcome_issues);
+    fhir_buf_puts(&b, "# HELP cartgate_bulk_error_issues_total Issues in the error files of bulk export manifests, by source.\n"
+                      "# TYPE cartgate_bulk_error_issues_total counter\n");
+    for (size_t i = 0; i < m->n_src; i++)
+        fhir_buf_printf(&b, "cartgate_bulk_error_issues_total{source=\"%s\"} %llu\n", m->src[i].name,
+                        (unsigned long long)m->src[i].bulk_issues);
+    fhir_buf_puts(&b, "# HELP cartgate_source_ignores_since 1 once the source returned data older than the _since or _lastUpdated asked for.\n"
+                      "# TYPE cartgate_source_ignores_since gauge\n");
+    for (size_t i = 0; i < m->n_src; i++)
+        fhir_buf_printf(&b, "cartgate_source_ignores_since{source=\"%s\"} %d\n", m->src[i].name,
+                        m->src[i].since_ignored ? 1 : 0);
+    fhir_buf_puts(&b, "# HELP cartgate_patients_held Patients whose data came from a poll that has not completed (not screened until one does), by source (store).\n"
+                      "# TYPE cartgate_patients_held gauge\n");
+    for (size_t i = 0; i < m->n_src; i++) {
+        int64_t held = store_held_count(ad->env.st, m->src[i].name);
+        fhir_buf_printf(&b, "cartgate_patients_held{source=\"%s\"} %lld\n", m->src[i].name,
+                        (long long)(held < 0 ? 0 : held));
+    }
     fhir_buf_puts(&b, "# HELP cartgate_last_successful_poll_timestamp_seconds Unix time of the last successful poll.\n"
                       "# TYPE cartgate_last_successful_poll_timestamp_seconds gauge\n");
     for (size_t i = 0; i < m->n_src; i++)

@@ -38,6 +38,10 @@ typedef struct admin_source_metrics {
     uint64_t polls_ok, polls_failed;
     uint64_t resources;             /* resources ingested (new or changed) */
     uint64_t unchanged;             /* resources seen again without change */
+    uint64_t deleted;               /* cached resources removed (deleted at the source) */
+    uint64_t outcome_issues;        /* OperationOutcome issues inside searchset pages */
+    uint64_t bulk_issues;           /* issues in bulk manifests' error[] files */
+    bool since_ignored;             /* the server was seen ignoring _since / _lastUpdated */
     int64_t last_success_ms;        /* 0 = never */
     long status[ADMIN_MAX_STATUS];  /* HTTP statuses seen (0 = no response) */
     uint64_t status_n[ADMIN_MAX_STATUS];

@@ -331,6 +331,16 @@ static const opt OPTS[] = {
      NO, false, "Resource types read (bulk: _type). group: Medication is read with one population search, the others per member."},
     {"sources[].since", OT_INSTANT, S(since), NULL, NO, false,
      "Where the first poll starts (FHIR instant); absent = all data."},
+    {"sources[].full_refresh_s", OT_INT, S(full_refresh_s), "0", 0, 31536000, NULL, false,
+     "Read everything again (no _since / _lastUpdated) once the last complete full read is older than this; 0 = never. For EHRs whose bulk export is not incremental."},
+    {"sources[].retry_s", OT_INT, S(retry_s), "30", 1, 86400, NULL, false,
+     "After a failed poll the next one starts after retry_s, doubled for every further failure in a row, at most interval_s."},
+    {"sources[].trusted_origins", OT_STRLIST, S(trusted_origins), NULL, NO, false,
+     "Other origins (scheme://host[:port]) whose search next links and bulk files are read with this source's credentials; by default only the base URL's origin is. Bulk files with requiresAccessToken false are read from any origin, without credentials."},
+    {"sources[].download_concurrency", OT_INT, S(download_concurrency), "1", 1, 16, NULL, false,
+     "bulk: output files downloaded at once."},
+    {"sources[].busy_wait_s", OT_INT, S(busy_wait_s), "900", 0, 86400, NULL, false,
+     "bulk: how long a poll waits (per Retry-After) while the server refuses a new export because one is already running (429 or an OperationOutcome saying so) before the poll fails; a second job is never started."},
     {"sources[].ca_file", OT_PATH, S(ca_file), NULL, NO, false, "PEM CA bundle (default: system store)."},
     {"sources[].auth", OT_OBJ, SC_SOURCE, 0, NULL, NO, false, "Credentials for the endpoint."},
     {"sources[].auth.kind", OT_ENUM, S(auth_kind), "none", 0, 0, "none|bearer|basic|smart", false,
@@ -869,6 +879,16 @@ static void check_rules(config *c, diag_ctx *d, int root_line)
                 diag(d, s->line, "sources[%zu]: kind %s needs group_id", i,
                      config_source_kind_name(s->kind));
         }
+        for (size_t t = 0; t < s->trusted_origins.n; t++) {
+            const char *o = s->trusted_origins.v[t];
+            char norm[300];
+            const char *rest = strstr(o, "://");
+            rest = rest ? rest + 3 + strcspn(rest + 3, "/?#") : NULL;
+            if (!fhir_client_url_origin(o, norm, sizeof norm) || !rest ||
+                (*rest && strcmp(rest, "/")))
+                diag(d, s->line, "sources[%zu].trusted_origins: \"%s\" is not an origin "
+                     "(scheme://host[:port], http or https)", i, o);
+        }
         if (s->types.n == 0)
             diag(d, s->line, "sources[%zu].types: must name at least one resource type", i);
         for (size_t t = 0; t < s->types.n; t++) {
@@ -1194,4 +1214,6 @@ void config_source_client(const config_source *cfg, fhir_client_config *cc)
     cc->auth.smart_alg = cfg->auth_alg;
     cc->auth.smart_scope = cfg->auth_scope;
     cc->auth.smart_token_url = cfg->auth_token_url;
+    cc->trusted_origins = (const char *const *)cfg->trusted_origins.v;
+    cc->n_trusted_origins = cfg->trusted_origins.n;
 }

@@ -63,6 +63,11 @@ typedef struct config_source {
     char *dir;             /* files */
     config_strlist types;  /* resource types read (_type for bulk) */
     char *since;           /* first poll starts here (instant); NULL = everything */
+    long full_refresh_s;   /* read everything again after this long; 0 = never */
+    long retry_s;          /* first delay after a failed poll (doubled per failure in a row) */
+    config_strlist trusted_origins; /* other origins read with the source's credentials */
+    long download_concurrency; /* bulk: files downloaded at once */
+    long busy_wait_s;      /* bulk: how long to wait for the server's running export */
     char *ca_file;
     int auth_kind;         /* config_auth_kind */
     char *auth_token_file, *auth_token_env;

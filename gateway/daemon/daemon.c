@@ -179,9 +179,10 @@ static bool resource_patient(const fhir_node *res, const char *type, char *out, 
 
 /* Stores one resource (a Bundle is unpacked) into the cache, inside the caller's store
  * transaction. A resource stored before with the same JSON is counted unchanged; a new or
- * changed one marks its patient for screening. 0, or -1 with err. */
-static int ingest(daemon_proc *d, const fhir_node *res, size_t *changed, size_t *unchanged,
-                  fhir_error *err)
+ * changed one holds its patient for the source (screened once a poll of the source
+ * completes). 0, or -1 with err. */
+static int ingest(daemon_proc *d, const char *source, const fhir_node *res, size_t *changed,
+                  size_t *unchanged, fhir_error *err)
 {
     const char *type = fhir_node_resource_type(res);
     if (!type)
@@ -189,7 +190,7 @@ static int ingest(daemon_proc *d, const fhir_node *res, size_t *changed, size_t 
     if (!strcmp(type, "Bundle")) {
         for (const fhir_node *e = fhir_node_first(fhir_node_get(res, "entry")); e; e = e->next) {
             const fhir_node *r = fhir_node_get(e, "resource");
-            if (r && ingest(d, r, changed, unchanged, err))
+            if (r && ingest(d, source, r, changed, unchanged, err))
                 return -1;
         }
         return 0;
@@ -218,10 +219,24 @@ static int ingest(daemon_proc *d, const fhir_node *res, size_t *changed, size_t 
             (*unchanged)++;
         return 0;
     }
-    if (has_patient && store_dirty_mark(d->st, pid, err))
+    if (has_patient && store_held_mark(d->st, source, pid, err))
         return -1;
     if (changed)
         (*changed)++;
+    return 0;
+}
+
+/* Removes a resource deleted at the source from the cache (inside the caller's transaction);
+ * its patient is held for the source like a change, so the verdict it supported is made
+ * again once the poll completes. 0, or -1 with err. */
+static int remove_resource(daemon_proc *d, const char *source, const char *type,
+                           const char *id, bool *found, fhir_error *err)
+{
+    char pid[128];
+    if (store_resource_delete(d->st, type, id, pid, sizeof pid, found, err))
+        return -1;
+    if (*found && pid[0] && store_held_mark(d->st, source, pid, err))
+        return -1;
     return 0;
 }
 
@@ -294,6 +309,7 @@ typedef struct screen_job {
     const elig_result *res;
     fhir_buf vj, pj;
     bool ok;
+    bool gone;                /* nothing of the patient is cached any more (all deleted) */
     /* written with the batch */
     char *old_category;       /* the verdict before this one (NULL: none) */
     propose_result prop;
@@ -324,8 +340,11 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     if (store_resource_each(d->st, pid, res_cb, &j->l, err) < 0)
         return -1;
     add_referenced_medications(d, &j->l);
-    if (j->l.n == 0)
-        return fhir_error_set(err, "patient %s: nothing cached", pid);
+    if (j->l.n == 0) {
+        /* every resource of the patient was deleted at the source: no verdict may stay */
+        j->gone = true;
+        return 0;
+    }
     map_profile_opts o;
     map_profile_opts_default(&o);
     if (rt->as_of_days >= 0)
@@ -378,10 +397,28 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
     return 0;
 }
 
+/* Inside the batch's transaction: the verdict of a patient of whom nothing is cached any
+ * more is removed and the proposals still pending approval withdrawn. 0, or -1 with err. */
+static int job_commit_gone(daemon_proc *d, screen_job *j, fhir_error *err)
+{
+    if (store_savepoint(d->st, err))
+        return -1;
+    free(j->old_category);
+    j->old_category = NULL;
+    if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
+        store_verdict_delete(d->st, j->pid, err) ||
+        propose_withdraw(d->st, j->pid, &j->prop, err) || store_savepoint_release(d->st, err)) {
+        store_savepoint_rollback(d->st);
+        return -1;
+    }
+    return 0;
+}
+
 /* What is reported of a patient once the batch has committed. */
 typedef struct screen_report {
     char *pid;
     char *old_category;
+    bool gone;                /* verdict removed: nothing of the patient is cached any more */
     elig_category category;
     elig_urgency urgency;
     propose_result prop;
@@ -392,14 +429,26 @@ static void report_take(screen_report *r, screen_job *j)
     r->pid = j->pid;
     r->old_category = j->old_category;
     j->pid = j->old_category = NULL;
-    r->category = elig_result_category(j->res);
-    r->urgency = elig_result_urgency(j->res);
+    r->gone = j->gone;
+    if (!j->gone) {
+        r->category = elig_result_category(j->res);
+        r->urgency = elig_result_urgency(j->res);
+    }
     r->prop = j->prop;
 }
 
 /* After the batch committed: counters and log lines. */
 static void report_log(daemon_proc *d, const screen_report *r)
 {
+    if (r->gone) {
+        if (r->old_category)
+            fhir_log(FHIR_LOG_INFO, "screen.verdict",
+                     "patient=%s category=none previous=%s reason=no_data_cached", r->pid,
+                     r->old_category);
+        propose_log(r->pid, d->rt->cfg->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL,
+                    &r->prop);
+        return;
+    }
     const char *cat = elig_category_name(r->category);
     d->m.patients_screened++;
     if ((unsigned)r->category < 4)
@@ -446,7 +495,8 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
             if (done > 0 && fhir_clock_mono_ms() - t0 > SCREEN_BATCH_MS)
                 break; /* the rest stays marked for the next batch */
             screen_job j;
-            if (job_build(d, &j, ids[done], &e) || job_commit(d, &j, &e)) {
+            if (job_build(d, &j, ids[done], &e) ||
+                (j.gone ? job_commit_gone(d, &j, &e) : job_commit(d, &j, &e))) {
                 screen_failed(d, ids[done], &e);
                 fhir_error_clear(&e);
             } else {
@@ -581,10 +631,16 @@ static void sources_free(daemon_proc *d)
 
 /* ---- the sources' environment ---------------------------------------------------------- */
 
-static int env_ingest(void *ud, const fhir_node *res, size_t *changed, size_t *unchanged,
-                      fhir_error *err)
+static int env_ingest(void *ud, const char *source, const fhir_node *res, size_t *changed,
+                      size_t *unchanged, fhir_error *err)
 {
-    return ingest(ud, res, changed, unchanged, err);
+    return ingest(ud, source, res, changed, unchanged, err);
+}
+
+static int env_remove(void *ud, const char *source, const char *type, const char *id,
+                      bool *found, fhir_error *err)
+{
+    return remove_resource(ud, source, type, id, found, err);
 }
 
 static void env_count_status(void *ud, const char *source, long status)
@@ -602,7 +658,8 @@ static int sources_build(daemon_proc *d, fhir_error *err)
     if (!d->sources)
         abort();
     poll_env env = {.base = d->base, .st = d->st, .ud = d, .ingest = env_ingest,
-                    .done = on_poll_done, .count_status = env_count_status};
+                    .remove = env_remove, .done = on_poll_done,
+                    .count_status = env_count_status};
     for (size_t i = 0; i < c->n_sources; i++) {
         admin_metrics_source(&d->m, c->sources[i].name); /* counters shown from the start */
         poll_source *p = poll_source_new(&env, &c->sources[i], err);
@@ -679,6 +736,10 @@ static void on_poll_done(void *ud, poll_source *src, const poll_result *r)
     admin_source_metrics *m = admin_metrics_source(&d->m, poll_source_name(src));
     m->resources += r->changed;
     m->unchanged += r->unchanged;
+    m->deleted += r->deleted;
+    m->outcome_issues += r->outcome_issues;
+    m->bulk_issues += r->bulk_issues;
+    m->since_ignored = m->since_ignored || r->since_ignored;
     if (r->ok) {
         m->polls_ok++;
         m->last_success_ms = fhir_clock_now_ms();

@@ -49,7 +49,8 @@ static int group_member_cursors(poll_source *p, fhir_error *err)
 static void group_members_start(poll_source *p)
 {
     group_state *g = p->state;
-    const char *cur = p->cursor_old[0];
+    const char *cur = p->full_refresh ? NULL : p->cursor_old[0];
+    int64_t cur_ms = poll_instant_ms(cur);
     char enc[128] = "";
     if (cur)
         poll_enc_instant(enc, sizeof enc, cur);
@@ -62,10 +63,13 @@ static void group_members_start(poll_source *p)
             int k = !strcmp(type, "Patient")
                         ? snprintf(q, sizeof q, "Patient?_id=%s", g->members[m])
                         : snprintf(q, sizeof q, "%s?patient=%s", type, g->members[m]);
-            if (cur && !g->member_new[m])
+            poll_op *o = poll_op_new(p, 0, t, (long)m);
+            if (cur && !g->member_new[m]) {
                 k += snprintf(q + k, sizeof q - (size_t)k, "&_lastUpdated=ge%s", enc);
+                o->since_ms = cur_ms;
+            }
             snprintf(q + k, sizeof q - (size_t)k, "&_count=%ld", p->cfg->page_size);
-            if (poll_start_search(p, poll_op_new(p, 0, t, (long)m), q))
+            if (poll_start_search(p, o, q))
                 break;
         }
         if (p->failed)
@@ -78,9 +82,12 @@ static void group_members_start(poll_source *p)
             continue;
         char q[300];
         int k = snprintf(q, sizeof q, "Medication?_count=%ld", p->cfg->page_size);
-        if (cur)
+        poll_op *o = poll_op_new(p, 0, t, -1);
+        if (cur) {
             snprintf(q + k, sizeof q - (size_t)k, "&_lastUpdated=ge%s", enc);
-        poll_start_search(p, poll_op_new(p, 0, t, -1), q);
+            o->since_ms = cur_ms;
+        }
+        poll_start_search(p, o, q);
     }
     if (p->pending == 0)
         group_finish(p);
@@ -139,6 +146,7 @@ static void group_poll(poll_source *p)
 {
     poll_alloc_slots(p, 1);
     poll_initial_cursor(p, "lastUpdated", 0);
+    poll_full_refresh_due(p);
     fhir_error err;
     fhir_error_clear(&err);
     poll_op *o = poll_op_new(p, 0, 0, -1);

@@ -24,6 +24,7 @@ typedef struct poll_op {
     size_t slot;  /* cursor slot (type index for search, 0 for group) */
     size_t type;  /* index in cfg->types */
     long member;  /* -1 when not per member */
+    int64_t since_ms; /* the _lastUpdated=ge instant the search asked for; 0 = none */
 } poll_op;
 
 /* A strategy. Every poll ends with exactly one poll_end(). */
@@ -57,8 +58,13 @@ struct poll_source {
     /* the poll in progress */
     int pending;              /* searches in flight */
     bool failed;
-    size_t changed, unchanged;
+    size_t changed, unchanged, deleted, outcome_issues, bulk_issues;
+    bool since_ignored;       /* this poll saw data older than it asked for */
+    bool full_refresh;        /* this poll reads everything (full_refresh_s) */
     int64_t started_mono;
+    /* across polls */
+    bool since_ignored_said;  /* logged once per source */
+    unsigned failed_in_row;
     char **cursor_old;        /* per slot: the cursor the poll started from (owned) */
     char (*cursor_new)[POLL_CURSOR_MAX]; /* per slot: largest meta.lastUpdated seen */
     int64_t *cursor_new_ms;
@@ -91,6 +97,18 @@ void poll_enc_instant(char *out, size_t outlen, const char *v);
 void poll_count_result(poll_source *p, const fhir_client_result *res);
 /* One resource through env->ingest (inside the caller's transaction). */
 int poll_ingest(poll_source *p, const fhir_node *res, fhir_error *err);
+/* One deletion through env->remove (inside the caller's transaction), counted. */
+int poll_remove(poll_source *p, const char *type, const char *id, fhir_error *err);
+/* A resource the cache holds unchanged came back although it is older than the instant (ms)
+ * the request asked for: the server ignores _since / _lastUpdated (said once per source).
+ * Callers pass only resources ingest found unchanged (a Group export may legitimately send a
+ * new member's older data). No-op when since_ms is 0. */
+void poll_note_since(poll_source *p, int64_t since_ms, const fhir_node *res);
+/* Is a full read due (full_refresh_s)? Sets p->full_refresh; a complete poll then records
+ * the time in poll_commit_cursors. Call once at the start of a poll. */
+bool poll_full_refresh_due(poll_source *p);
+/* The instant of a cursor value in ms, or 0. */
+int64_t poll_instant_ms(const char *v);
 /* Starts a paged search (each page stored in one transaction, meta.lastUpdated noted in the
  * op's slot); impl->searches_done runs when the last search of the poll ends. 0, or -1
  * (logged, slot marked failed). */

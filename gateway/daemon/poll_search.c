@@ -9,17 +9,20 @@ static void search_poll(poll_source *p)
 {
     size_t nt = p->cfg->types.n;
     poll_alloc_slots(p, nt);
+    bool full = poll_full_refresh_due(p);
     for (size_t i = 0; i < nt; i++) {
         char key[160];
         snprintf(key, sizeof key, "lastUpdated:%s", p->cfg->types.v[i]);
         const char *cur = poll_initial_cursor(p, key, i);
         char q[512], enc[128];
-        if (cur) {
+        poll_op *o = poll_op_new(p, i, i, -1);
+        if (cur && !full) {
             poll_enc_instant(enc, sizeof enc, cur);
             snprintf(q, sizeof q, "%s?_lastUpdated=ge%s&_count=%ld", p->cfg->types.v[i], enc, p->cfg->page_size);
+            o->since_ms = poll_instant_ms(cur);
         } else
             snprintf(q, sizeof q, "%s?_count=%ld", p->cfg->types.v[i], p->cfg->page_size);
-        poll_start_search(p, poll_op_new(p, i, i, -1), q);
+        poll_start_search(p, o, q);
     }
     if (p->pending == 0)
         p->impl->searches_done(p);

@@ -69,23 +69,58 @@ static void poll_reset(poll_source *p)
     p->n_ops = p->cap_ops = 0;
     p->pending = 0;
     p->failed = false;
-    p->changed = p->unchanged = 0;
+    p->changed = p->unchanged = p->deleted = p->outcome_issues = p->bulk_issues = 0;
+    p->since_ignored = p->full_refresh = false;
     if (p->impl->reset)
         p->impl->reset(p);
 }
 
+/* A complete poll: the patients the source holds (from this poll, and from earlier polls
+ * that failed) are released for screening. 0, or -1 (logged). */
+static int release_held(poll_source *p)
+{
+    store *st = p->env.st;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_begin(st, &err) == 0) {
+        if (store_held_release(st, p->cfg->name, &err) == 0 && store_commit(st, &err) == 0)
+            return 0;
+        store_rollback(st);
+    }
+    poll_log_err("poll.release_failed", p, err.msg);
+    return -1;
+}
+
 void poll_end(poll_source *p)
 {
-    poll_result r = {.ok = !p->failed, .changed = p->changed, .unchanged = p->unchanged};
+    if (!p->failed && release_held(p))
+        p->failed = true;
+    poll_result r = {.ok = !p->failed, .changed = p->changed, .unchanged = p->unchanged,
+                     .deleted = p->deleted, .outcome_issues = p->outcome_issues,
+                     .bulk_issues = p->bulk_issues, .since_ignored = p->since_ignored};
     if (r.ok)
         p->done_once = true;
+    int64_t held = store_held_count(p->env.st, p->cfg->name);
     fhir_log(p->failed ? FHIR_LOG_WARN : FHIR_LOG_INFO, "poll.done",
-             "source=%s kind=%s result=%s changed=%zu unchanged=%zu ms=%lld", p->cfg->name,
-             config_source_kind_name(p->cfg->kind), p->failed ? "failed" : "ok", p->changed, p->unchanged,
+             "source=%s kind=%s result=%s changed=%zu unchanged=%zu deleted=%zu held=%lld%s ms=%lld",
+             p->cfg->name, config_source_kind_name(p->cfg->kind), p->failed ? "failed" : "ok",
+             p->changed, p->unchanged, p->deleted, (long long)(held < 0 ? 0 : held),
+             p->full_refresh ? " full_refresh=true" : "",
              (long long)(fhir_clock_mono_ms() - p->started_mono));
+    /* after a failure: retry_s, doubled per failure in a row, at most interval_s */
+    long next = p->cfg->interval_s;
+    if (p->failed) {
+        unsigned k = p->failed_in_row < 16 ? p->failed_in_row : 16;
+        long long d = (long long)p->cfg->retry_s << k;
+        p->failed_in_row++;
+        if (d < next)
+            next = (long)d;
+    } else {
+        p->failed_in_row = 0;
+    }
     poll_reset(p);
     p->busy = false;
-    schedule(p, p->cfg->interval_s);
+    schedule(p, next);
     p->env.done(p->env.ud, p, &r);
 }
 
@@ -111,7 +146,56 @@ poll_op *poll_op_new(poll_source *p, size_t slot, size_t type, long member)
 
 int poll_ingest(poll_source *p, const fhir_node *res, fhir_error *err)
 {
-    return p->env.ingest(p->env.ud, res, &p->changed, &p->unchanged, err);
+    return p->env.ingest(p->env.ud, p->cfg->name, res, &p->changed, &p->unchanged, err);
+}
+
+int poll_remove(poll_source *p, const char *type, const char *id, fhir_error *err)
+{
+    bool found = false;
+    if (p->env.remove(p->env.ud, p->cfg->name, type, id, &found, err))
+        return -1;
+    if (found)
+        p->deleted++;
+    return 0;
+}
+
+int64_t poll_instant_ms(const char *v)
+{
+    int64_t ms;
+    return v && fhir_clock_parse_instant(v, &ms) == 0 ? ms : 0;
+}
+
+void poll_note_since(poll_source *p, int64_t since_ms, const fhir_node *res)
+{
+    if (!since_ms || p->since_ignored)
+        return;
+    int64_t lu = poll_instant_ms(fhir_node_path_str(res, "meta.lastUpdated"));
+    if (!lu || lu >= since_ms)
+        return;
+    p->since_ignored = true;
+    if (p->since_ignored_said)
+        return;
+    p->since_ignored_said = true;
+    fhir_log(FHIR_LOG_WARN, "source.since_ignored",
+             "source=%s kind=%s note=\"the server returns data older than the _since or "
+             "_lastUpdated asked for; every poll reads everything and unchanged resources are "
+             "recognised against the cache\"", p->cfg->name, config_source_kind_name(p->cfg->kind));
+}
+
+bool poll_full_refresh_due(poll_source *p)
+{
+    p->full_refresh = false;
+    if (p->cfg->full_refresh_s <= 0)
+        return false;
+    char *v = NULL;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_cursor_get(p->env.st, p->cfg->name, "fullRefresh", &v, &err))
+        return false;
+    int64_t last = v ? strtoll(v, NULL, 10) : 0;
+    free(v);
+    p->full_refresh = !last || fhir_clock_now_ms() - last >= (int64_t)p->cfg->full_refresh_s * 1000;
+    return p->full_refresh;
 }
 
 void poll_count_result(poll_source *p, const fhir_client_result *res)
@@ -199,6 +283,19 @@ void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
         p->failed = true;
         return;
     }
+    bool all_ok = !p->failed;
+    for (size_t i = 0; i < nslots; i++)
+        all_ok = all_ok && p->type_ok[i];
+    if (p->full_refresh && all_ok) {
+        char now[32];
+        snprintf(now, sizeof now, "%lld", (long long)fhir_clock_now_ms());
+        if (store_cursor_put(st, p->cfg->name, "fullRefresh", now, &err)) {
+            store_rollback(st);
+            poll_log_err("poll.cursor_failed", p, err.msg);
+            p->failed = true;
+            return;
+        }
+    }
     if (store_commit(st, &err)) {
         poll_log_err("poll.cursor_failed", p, err.msg);
         p->failed = true;
@@ -227,12 +324,15 @@ static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
         const char *mode = fhir_node_path_str(e, "search.mode");
         if (mode && !strcmp(mode, "outcome"))
             continue;
+        size_t unchanged = p->unchanged;
         if (poll_ingest(p, r, &err)) {
             store_rollback(st);
             poll_log_err("poll.store_failed", p, err.msg);
             return 1;
         }
         note_last_updated(p, o->slot, r);
+        if (p->unchanged > unchanged) /* sent again although older than asked for */
+            poll_note_since(p, o->since_ms, r);
     }
     if (store_commit(st, &err)) {
         poll_log_err("poll.store_failed", p, err.msg);
@@ -246,6 +346,7 @@ static void on_search_done(void *ud, fhir_client_result *res)
     poll_op *o = ud;
     poll_source *p = o->p;
     poll_count_result(p, res);
+    p->outcome_issues += res->stats.outcome_issues;
     if (res->err.msg[0]) {
         char msg[800];
         snprintf(msg, sizeof msg, "%s: %s", p->cfg->types.v[o->type], res->err.msg);

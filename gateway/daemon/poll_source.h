@@ -7,20 +7,32 @@
  *           and the move re-reads the file next time: ingest is idempotent.
  *   search: one population search per type, `T?_lastUpdated=ge<cursor>&_count=N` (all
  *           pages), each page stored in one transaction; the type's cursor (largest
- *           meta.lastUpdated seen) is written only after the whole search is stored.
+ *           meta.lastUpdated seen) is written only after the whole search is stored. A search
+ *           short of Bundle.total, a page that fails after retries or a next link refused
+ *           (another origin that is not trusted) fails the poll.
  *   group:  `Group/<id>` members, then per member and type `T?patient=<id>` (Patient: `_id`)
  *           with `_lastUpdated=ge<cursor>`; members never seen before are read in full. The
  *           cursor is written after every member's data is stored.
  *   bulk:   `Group/<id>/$export?_type=...&_since=<cursor>` kick-off (Prefer: respond-async),
  *           status polling honouring Retry-After, manifest, NDJSON downloads streamed into
- *           the store as they arrive, job DELETEd after; all asynchronous on the loop with the
- *           source's auth (bearer, Basic, SMART); cursor = the manifest's transactionTime,
- *           written after every file is stored.
+ *           the store as they arrive (download_concurrency at once, each file retried), the
+ *           manifest's error[] (failing the types concerned) and deleted[] (removed from the
+ *           cache), job DELETEd after; all asynchronous on the loop with the source's auth
+ *           (bearer, Basic, SMART; none for files with requiresAccessToken false); one job at
+ *           a time (its status URL is kept across restarts and resumed; a kick-off refused
+ *           because a job runs is retried per Retry-After); per-type cursors = the
+ *           manifest's transactionTime, written for the types read completely.
  *
  * A source knows only its environment (poll_env): the loop, the store (cursors, and the
- * transactions its ingest runs in), and callbacks for ingest, the end of a poll and metrics.
- * A poll never overlaps itself; the next one is scheduled interval_s after the previous
- * ended. */
+ * transactions its ingest runs in), and callbacks for ingest, removal, the end of a poll and
+ * metrics. A poll never overlaps itself; the next one is scheduled interval_s after the
+ * previous ended (after a failed one: retry_s, doubled per failure in a row, at most
+ * interval_s). Only a poll that read everything moves cursors and releases the patients whose
+ * data it (or an earlier failed poll of the source) brought for screening. Every full_refresh_s
+ * a poll reads everything (no _since / _lastUpdated). A server that sends data older than the
+ * poll's _since / _lastUpdated is said once per source (log source.since_ignored, metric);
+ * unchanged resources are recognised against the cache, so their patients are not
+ * re-screened. */
 #ifndef POLL_SOURCE_H
 #define POLL_SOURCE_H
 
@@ -36,11 +48,17 @@
 struct event_base;
 typedef struct poll_source poll_source;
 
-/* How a poll ended (passed to poll_env.done). */
+/* How a poll ended (passed to poll_env.done). A poll is ok only when it read everything it
+ * asked for: then its cursors moved and the patients it brought were released for screening
+ * (a failed poll keeps them held, store_held_mark). */
 typedef struct poll_result {
     bool ok;
-    size_t changed;   /* resources stored new or changed */
-    size_t unchanged; /* resources seen again without change */
+    size_t changed;        /* resources stored new or changed */
+    size_t unchanged;      /* resources seen again without change */
+    size_t deleted;        /* cached resources removed (deleted at the source) */
+    size_t outcome_issues; /* OperationOutcome issues inside searchset pages */
+    size_t bulk_issues;    /* issues in a bulk manifest's error[] files */
+    bool since_ignored;    /* the server sent data older than the poll's _since/_lastUpdated */
 } poll_result;
 
 /* What a source may use; everything borrowed for the source's life. */
@@ -49,8 +67,13 @@ typedef struct poll_env {
     store *st;
     void *ud; /* first argument of every callback */
     /* Stores one resource (a Bundle is unpacked) inside the transaction the source opened;
-     * counts it in *changed or *unchanged. 0, or -1 with err. */
-    int (*ingest)(void *ud, const fhir_node *res, size_t *changed, size_t *unchanged,
+     * counts it in *changed or *unchanged; a changed resource's patient is held for the
+     * source (store_held_mark) until a poll of it completes. 0, or -1 with err. */
+    int (*ingest)(void *ud, const char *source, const fhir_node *res, size_t *changed,
+                  size_t *unchanged, fhir_error *err);
+    /* Removes one cached resource deleted at the source (inside the source's transaction);
+     * its patient is held for re-screening like a change. *found: it was cached. 0, or -1. */
+    int (*remove)(void *ud, const char *source, const char *type, const char *id, bool *found,
                   fhir_error *err);
     /* A poll ended (its data and cursors committed, or not when !r->ok). Called last: the
      * source may be freed only from a later loop turn. */

@@ -102,6 +102,14 @@ static void parts_free(package_parts *p)
     free(p->med);
 }
 
+int propose_withdraw(store *s, const char *patient_id, propose_result *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    out->outcome = PROPOSE_NOT_CANDIDATE;
+    return cancel_stale(s, patient_id, NULL, "nothing of the patient is cached any more", out,
+                        err);
+}
+
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,
                      propose_result *out, fhir_error *err)
 {

@@ -87,6 +87,10 @@ typedef struct propose_result {
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,
                      propose_result *out, fhir_error *err);
 
+/* Withdraws the patient's proposals still pending approval when nothing of the patient is
+ * cached any more (every resource deleted at the source), inside the caller's open
+ * transaction; *out says which (outcome PROPOSE_NOT_CANDIDATE). 0, or -1 with err. */
+int propose_withdraw(store *s, const char *patient_id, propose_result *out, fhir_error *err);
 /* Logs what a committed proposal did (referral.created, referral.cancelled, and the reason a
  * candidate got no referral), by the pseudonymous patient id only. */
 void propose_log(const char *patient_id, refer_mode mode, const propose_result *r);

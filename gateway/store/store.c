@@ -157,6 +157,16 @@ static const struct {
      "ALTER TABLE audit ADD COLUMN role TEXT;"
      "ALTER TABLE audit ADD COLUMN source TEXT;"
      "ALTER TABLE audit ADD COLUMN reason TEXT;"},
+    /* Patients whose data arrived in a poll that has not completed (held per source): they
+     * are screened only once a poll of that source completes (store_held_release). */
+    {"held (patients with data from an incomplete poll)",
+     "CREATE TABLE held ("
+     "  source TEXT NOT NULL,"
+     "  patient_id TEXT NOT NULL,"
+     "  marked_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (source, patient_id)"
+     ");"
+     "CREATE INDEX held_patient ON held(patient_id);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -191,6 +201,12 @@ enum {
     Q_RES_UPSERT,
     Q_RES_EACH,
     Q_RES_GET,
+    Q_RES_DELETE,
+    Q_HELD_MARK,
+    Q_HELD_RELEASE,
+    Q_HELD_CLEAR,
+    Q_HELD_COUNT,
+    Q_HELD_COUNT_ALL,
     Q_DIRTY_MARK,
     Q_DIRTY_RULESET,
     Q_DIRTY_NEXT,
@@ -198,6 +214,7 @@ enum {
     Q_DIRTY_COUNT,
     Q_VERDICT_PUT,
     Q_VERDICT_GET,
+    Q_VERDICT_DELETE,
     Q_VERDICT_LIST,
     Q_VERDICT_LIST_CAT,
     Q_VERDICT_COUNT,
@@ -296,7 +313,19 @@ static const struct {
     [Q_DIRTY_RULESET] = {"dirty mark",
                          "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) SELECT "
                          "patient_id, ? FROM verdicts WHERE ruleset_hash <> ?"},
-    [Q_DIRTY_NEXT] = {"dirty read", "SELECT patient_id FROM daemon_dirty "
+    [Q_RES_DELETE] = {"resource delete",
+                      "DELETE FROM resources WHERE type = ? AND id = ? RETURNING patient_id"},
+    [Q_HELD_MARK] = {"held mark", "INSERT OR IGNORE INTO held(source, patient_id, marked_ms) "
+                                  "VALUES (?,?,?)"},
+    [Q_HELD_RELEASE] = {"held release",
+                        "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) SELECT "
+                        "patient_id, marked_ms FROM held WHERE source = ?"},
+    [Q_HELD_CLEAR] = {"held release", "DELETE FROM held WHERE source = ?"},
+    [Q_HELD_COUNT] = {"held count", "SELECT count(*) FROM held WHERE source = ?"},
+    [Q_HELD_COUNT_ALL] = {"held count", "SELECT count(DISTINCT patient_id) FROM held"},
+    /* a patient still held by any source waits (held_patient index) */
+    [Q_DIRTY_NEXT] = {"dirty read", "SELECT patient_id FROM daemon_dirty d WHERE NOT EXISTS "
+                                    "(SELECT 1 FROM held h WHERE h.patient_id = d.patient_id) "
                                     "ORDER BY marked_ms, patient_id LIMIT ?"},
     [Q_DIRTY_CLEAR] = {"dirty clear", "DELETE FROM daemon_dirty WHERE patient_id = ?"},
     [Q_DIRTY_COUNT] = {"dirty count", "SELECT count(*) FROM daemon_dirty"},
@@ -309,6 +338,7 @@ static const struct {
     [Q_VERDICT_GET] = {"verdict read",
                        "SELECT patient_id, ruleset_hash, category, profile_json, verdict_json, "
                        "updated_ms FROM verdicts WHERE patient_id = ?"},
+    [Q_VERDICT_DELETE] = {"verdict delete", "DELETE FROM verdicts WHERE patient_id = ?"},
     [Q_VERDICT_LIST] = {"verdict list",
                         "SELECT patient_id, ruleset_hash, category, NULL, verdict_json, "
                         "updated_ms FROM verdicts ORDER BY " WORKLIST_ORDER ", patient_id "
@@ -441,6 +471,9 @@ struct store {
     /* the patient store_dirty_mark marked last in the open transaction: resources arrive
      * grouped by patient, so most marks repeat it */
     char last_dirty[STORE_DIRTY_MEMO];
+    /* the same for store_held_mark: the last (source, patient) held in the transaction */
+    char last_held[STORE_DIRTY_MEMO];
+    char last_held_source[STORE_DIRTY_MEMO];
     sqlite3_stmt *cache[Q_SLOTS];
     bool busy[Q_SLOTS]; /* handed out and not yet given back */
 };
@@ -661,6 +694,7 @@ int store_begin(store *s, fhir_error *err)
         return -1;
     s->in_tx = true;
     s->last_dirty[0] = '\0';
+    s->last_held[0] = '\0';
     return 0;
 }
 
@@ -686,6 +720,7 @@ void store_rollback(store *s)
     s->in_tx = false;
     s->in_sp = false;
     s->last_dirty[0] = '\0';
+    s->last_held[0] = '\0';
 }
 
 bool store_in_transaction(const store *s)
@@ -719,6 +754,7 @@ void store_savepoint_rollback(store *s)
     sqlite3_exec(s->db, "ROLLBACK TO unit; RELEASE unit", NULL, NULL, NULL);
     s->in_sp = false;
     s->last_dirty[0] = '\0';
+    s->last_held[0] = '\0';
 }
 
 /* ---- audit ---------------------------------------------------------------------------------- */
@@ -984,6 +1020,87 @@ int store_resource_get(store *s, const char *type, const char *id, store_resourc
     return n < 0 ? -1 : n > 0;
 }
 
+typedef struct pid_out {
+    char *buf;
+    size_t n;
+    bool found;
+} pid_out;
+
+static int pid_row(void *ctx, sqlite3_stmt *st)
+{
+    pid_out *o = ctx;
+    o->found = true;
+    if (o->buf && o->n)
+        snprintf(o->buf, o->n, "%s", col_text(st, 0) ? col_text(st, 0) : "");
+    return 0;
+}
+
+int store_resource_delete(store *s, const char *type, const char *id, char *patient_id_out,
+                          size_t n, bool *found, fhir_error *err)
+{
+    if (patient_id_out && n)
+        patient_id_out[0] = '\0';
+    q x;
+    if (q_take(s, Q_RES_DELETE, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    bind_text(x.st, 2, id);
+    pid_out o = {patient_id_out, n, false};
+    if (q_rows(s, &x, "resource delete", pid_row, &o, err) < 0)
+        return -1;
+    if (found)
+        *found = o.found;
+    return 0;
+}
+
+/* ---- patients held by an incomplete poll --------------------------------------------------------- */
+
+int store_held_mark(store *s, const char *source, const char *patient_id, fhir_error *err)
+{
+    if (s->in_tx && patient_id && patient_id[0] && !strcmp(patient_id, s->last_held) &&
+        !strcmp(source, s->last_held_source))
+        return 0; /* already held in this transaction */
+    q x;
+    if (q_take(s, Q_HELD_MARK, &x, err))
+        return -1;
+    bind_text(x.st, 1, source);
+    bind_text(x.st, 2, patient_id);
+    sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
+    if (q_run(s, &x, "held mark", err))
+        return -1;
+    if (s->in_tx && strlen(patient_id) < sizeof s->last_held &&
+        strlen(source) < sizeof s->last_held_source) {
+        snprintf(s->last_held, sizeof s->last_held, "%s", patient_id);
+        snprintf(s->last_held_source, sizeof s->last_held_source, "%s", source);
+    }
+    return 0;
+}
+
+int store_held_release(store *s, const char *source, fhir_error *err)
+{
+    s->last_held[0] = '\0';
+    q x;
+    if (q_take(s, Q_HELD_RELEASE, &x, err))
+        return -1;
+    bind_text(x.st, 1, source);
+    if (q_run(s, &x, "held release", err))
+        return -1;
+    if (q_take(s, Q_HELD_CLEAR, &x, err))
+        return -1;
+    bind_text(x.st, 1, source);
+    return q_run(s, &x, "held release", err);
+}
+
+int64_t store_held_count(store *s, const char *source)
+{
+    q x;
+    if (q_take(s, source ? Q_HELD_COUNT : Q_HELD_COUNT_ALL, &x, NULL))
+        return -1;
+    if (source)
+        bind_text(x.st, 1, source);
+    return q_int(s, &x, 0);
+}
+
 /* ---- patients to screen ------------------------------------------------------------------------ */
 
 int store_dirty_mark(store *s, const char *patient_id, fhir_error *err)
@@ -1128,6 +1245,15 @@ int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
 {
     verdict_copy c = {ruleset_hash_out, category_out, verdict_json_out};
     return store_verdict_read(s, patient_id, verdict_copy_fn, &c, err);
+}
+
+int store_verdict_delete(store *s, const char *patient_id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_DELETE, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    return q_run(s, &x, "verdict delete", err);
 }
 
 int64_t store_verdict_list(store *s, const char *category, int64_t limit, int64_t offset,

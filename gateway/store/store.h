@@ -26,7 +26,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 5
+#define STORE_SCHEMA_VERSION 6
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -130,14 +130,30 @@ int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn 
 /* Calls fn once with the cached resource type/id (borrowed strings). 1 found, 0 absent, -1. */
 int store_resource_get(store *s, const char *type, const char *id, store_resource_fn fn,
                        void *ctx, fhir_error *err);
+/* Removes one cached resource (deleted at the source). *found (may be NULL) tells whether it
+ * was cached; its patient id ("" when none) goes to patient_id_out (n bytes, may be NULL).
+ * 0, or -1 with err. */
+int store_resource_delete(store *s, const char *type, const char *id, char *patient_id_out,
+                          size_t n, bool *found, fhir_error *err);
+
+/* ---- patients held by an incomplete poll -------------------------------------------- */
+/* A patient whose cached data a poll of `source` changed while that poll has not completed:
+ * never screened while held by any source (store_dirty_next skips it), released for
+ * screening when a poll of that source completes. Kept across restarts. */
+int store_held_mark(store *s, const char *source, const char *patient_id, fhir_error *err);
+/* Every patient held by source becomes a patient to screen (store_dirty_*); the source holds
+ * none after. */
+int store_held_release(store *s, const char *source, fhir_error *err);
+/* Patients held by source (NULL: by any source, each counted once). -1 on error. */
+int64_t store_held_count(store *s, const char *source);
 
 /* ---- patients still to screen ------------------------------------------------------- */
 /* Marks a patient whose cached data changed (kept across restarts until cleared). */
 int store_dirty_mark(store *s, const char *patient_id, fhir_error *err);
 /* Marks every patient whose verdict was made under another rule set. */
 int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_error *err);
-/* Up to max marked patients, oldest mark first, into ids[] (caller frees each). Returns how
- * many, or -1. */
+/* Up to max marked patients that no source holds, oldest mark first, into ids[] (caller
+ * frees each). Returns how many, or -1. */
 long store_dirty_next(store *s, char **ids, size_t max, fhir_error *err);
 int store_dirty_clear(store *s, const char *patient_id, fhir_error *err);
 /* Patients marked. -1 on error. */
@@ -147,6 +163,8 @@ int64_t store_dirty_count(store *s);
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
                       const char *category, const char *profile_json, const char *verdict_json,
                       fhir_error *err);
+/* Removes a patient's verdict (nothing of the patient is cached any more). */
+int store_verdict_delete(store *s, const char *patient_id, fhir_error *err);
 /* Caller frees the out strings (NULL allowed for the ones not wanted). 1 found, 0 absent,
  * -1 error. */
 int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,

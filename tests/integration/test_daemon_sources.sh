@@ -123,8 +123,11 @@ verdicts_of "$TMP/bulk.db" >"$TMP/bulk.txt"
 diff "$TMP/expected.txt" "$TMP/bulk.txt" >"$TMP/bulk.diff" || fail "bulk verdicts differ: $(head "$TMP/bulk.diff")"
 grep -q 'event=bulk.complete source=ehr-bulk status_polls=[1-9]' "$TMP/bulk.log" || fail "no status polling (Retry-After)"
 grep -q 'event=bulk.deleted source=ehr-bulk status=202' "$TMP/bulk.log" || fail "export job not deleted"
-tt=$(sqlite3 "$TMP/bulk.db" "SELECT value FROM cursors WHERE source='ehr-bulk' AND key='transactionTime'")
+# one cursor per type (the types read completely advance), all the manifest's transactionTime
+tt=$(sqlite3 "$TMP/bulk.db" "SELECT value FROM cursors WHERE source='ehr-bulk' AND key='transactionTime:Patient'")
 [ -n "$tt" ] || fail "no transactionTime cursor"
+[ "$(sqlite3 "$TMP/bulk.db" "SELECT count(*) FROM cursors WHERE source='ehr-bulk' AND key LIKE 'transactionTime:%' AND value='$tt'")" = 9 ] ||
+  fail "not every type's cursor is the transactionTime: $(sqlite3 "$TMP/bulk.db" "SELECT key, value FROM cursors WHERE source='ehr-bulk'")"
 bulk_twice() { [ "$(grep -c 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log")" -ge 2 ]; }
 wait_for "a second bulk poll" 60 bulk_twice
 grep 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log" | sed -n 2p | grep -q 'changed=0 ' || fail "second export (_since) stored data again"
@@ -157,7 +160,7 @@ grep -q 'event=poll.done source=ehr-tok kind=bulk result=ok' "$TMP/bulkauth.log"
 grep -q 'event=bulk.complete source=ehr-tok status_polls=[1-9]' "$TMP/bulkauth.log" || fail "bulk (bearer): no status polling"
 deleted_tok() { grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkauth.log"; }
 wait_for "bulk (bearer): job deleted" 10 deleted_tok
-[ -n "$(sqlite3 "$TMP/bulkauth.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime'")" ] || fail "bulk (bearer): no cursor"
+[ -n "$(sqlite3 "$TMP/bulkauth.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime:Patient'")" ] || fail "bulk (bearer): no cursor"
 curl -s "$TOKADMIN/stats" >"$TMP/tokstats.json"
 n401=$(jget "$TMP/tokstats.json" 'd.fhir.by_status["401"]||0')
 n200=$(jget "$TMP/tokstats.json" 'd.fhir.by_status["200"]||0')
@@ -180,7 +183,7 @@ grep -q 'event=bulk.abandoned source=ehr-tok' "$TMP/bulkstop.log" || fail "no bu
 grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkstop.log" || fail "abandoned job not deleted"
 curl -s "$TOKADMIN/stats" >"$TMP/tokstats2.json"
 [ "$(jget "$TMP/tokstats2.json" 'd.fhir.by_method.DELETE||0')" = 1 ] || fail "server saw no DELETE: $(cat "$TMP/tokstats2.json")"
-[ -z "$(sqlite3 "$TMP/bulkstop.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime'")" ] || fail "cursor written by an abandoned export"
+[ "$(sqlite3 "$TMP/bulkstop.db" "SELECT count(*) FROM cursors WHERE source='ehr-tok' AND key LIKE 'transactionTime%'")" = 0 ] || fail "cursor written by an abandoned export"
 ok "bulk (bearer): an export abandoned at stop (grace 0) is DELETEd with the token; no cursor written"
 
 # ---- bulk with SMART Backend Services (RS384 client assertion, token from the server) ----------

@@ -192,6 +192,7 @@ static void test_cursors_resources_verdicts(void **state)
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
 #define UNDO_AFTER_V4                                                                        \
+    "DROP TABLE held;"                                                                       \
     "DROP TABLE sessions; DROP TABLE api_tokens; DROP TABLE login_failures; DROP TABLE users;" \
     "ALTER TABLE audit DROP COLUMN user_id; ALTER TABLE audit DROP COLUMN role;"             \
     "ALTER TABLE audit DROP COLUMN source; ALTER TABLE audit DROP COLUMN reason;"
@@ -277,6 +278,61 @@ static int count_json(void *ctx, const char *type, const char *id, const char *j
     (void)json;
     (*(int *)ctx)++;
     return 0;
+}
+
+/* Patients held by an incomplete poll are never handed out for screening (even when another
+ * source marked them) until a poll of every source holding them completes; a deleted
+ * resource names its patient; a verdict can be removed. */
+static void test_held_until_released(void **state)
+{
+    (void)state;
+    store *s = open_fresh("held.db");
+    fhir_error err = {0};
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0); /* once (memo) */
+    assert_int_equal(store_held_mark(s, "ehr", "p2", &err), 0);
+    assert_int_equal(store_held_mark(s, "lab", "p2", &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0); /* once (table) */
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 2);
+    assert_int_equal(store_held_count(s, "lab"), 1);
+    assert_int_equal(store_held_count(s, NULL), 2);
+    assert_int_equal(store_dirty_mark(s, "p2", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "p3", &err), 0);
+    char *ids[8];
+    long got = store_dirty_next(s, ids, 8, &err);
+    assert_int_equal(got, 1); /* p2 is held */
+    assert_string_equal(ids[0], "p3");
+    assert_int_equal(store_dirty_clear(s, ids[0], &err), 0);
+    free(ids[0]);
+    assert_int_equal(store_held_release(s, "ehr", &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 0);
+    got = store_dirty_next(s, ids, 8, &err);
+    assert_int_equal(got, 1); /* p1; p2 still held by lab */
+    assert_string_equal(ids[0], "p1");
+    free(ids[0]);
+    assert_int_equal(store_held_release(s, "lab", &err), 0);
+    got = store_dirty_next(s, ids, 8, &err);
+    assert_int_equal(got, 2);
+    for (long i = 0; i < got; i++)
+        free(ids[i]);
+    assert_int_equal(store_held_count(s, NULL), 0);
+
+    bool changed = false, found = true;
+    char pid[32];
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{}", &changed,
+                                           &err), 0);
+    assert_int_equal(store_resource_delete(s, "Condition", "c1", pid, sizeof pid, &found, &err), 0);
+    assert_true(found);
+    assert_string_equal(pid, "p1");
+    assert_int_equal(store_resource_delete(s, "Condition", "c1", pid, sizeof pid, &found, &err), 0);
+    assert_false(found);
+    assert_string_equal(pid, "");
+    assert_int_equal(store_verdict_put(s, "p1", "h", "eligible", NULL, "{}", &err), 0);
+    assert_int_equal(store_verdict_delete(s, "p1", &err), 0);
+    assert_int_equal(store_verdict_get(s, "p1", NULL, NULL, NULL, &err), 0);
+    store_close(s);
 }
 
 static void test_resource_upsert_and_dirty(void **state)
@@ -505,6 +561,7 @@ int main(void)
         cmocka_unit_test(test_v4_to_people),
         cmocka_unit_test(test_savepoint),
         cmocka_unit_test(test_resource_upsert_and_dirty),
+        cmocka_unit_test(test_held_until_released),
         cmocka_unit_test(test_referral_rows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
