@@ -93,3 +93,34 @@ wait_for() {
 
 # screened_count: patients with a verdict (store).
 screened_count() { sqlite3 "$1" "SELECT count(*) FROM verdicts"; }
+
+# source_conf NAME SOURCE_JSON [GRACE]: $TMP/NAME.conf, a daemon with that one source, store
+# $TMP/NAME.db, centers $TMP/centers.json, as of 2026-11-01, nothing sent.
+source_conf() {
+  cat >"$TMP/$1.conf" <<EOF
+{
+  "site": {"id": "t-src", "location": {"lat": 41.59, "lon": -93.62}},
+  "store": {"path": "$TMP/$1.db"},
+  "log": {"level": "debug"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "shutdown_grace_s": ${3:-30},
+  "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
+  "sources": [$2]
+}
+EOF
+}
+# verdicts_of DB: "patient|category" lines, sorted.
+verdicts_of() { sqlite3 "$1" "SELECT patient_id || '|' || category FROM verdicts ORDER BY 1"; }
+# all_screened DB: all $N patients have a verdict and none waits for screening.
+all_screened() { [ "$(screened_count "$1" 2>/dev/null)" = $N ] && [ "$(sqlite3 "$1" 'SELECT count(*) FROM daemon_dirty')" = 0 ]; }
+# expected_verdicts COHORT_DIR OUT: `cartgate screen` of the cohort files as "patient|category".
+expected_verdicts() {
+  "$CG" screen --as-of 2026-11-01 --json "$1" >"$2.ndjson" 2>/dev/null || fail "cartgate screen $1"
+  node -e '
+const fs=require("fs");
+const rows=fs.readFileSync(process.argv[1],"utf8").trim().split("\n").map(JSON.parse);
+fs.writeFileSync(process.argv[2], rows.map(r=>r.patient+"|"+r.category).sort().join("\n")+"\n");' "$2.ndjson" "$2"
+}

@@ -12,12 +12,7 @@ set -u
 daemon_need_tools
 N=60
 cohort "$TMP" 21 $N
-"$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >"$TMP/screen.ndjson" 2>/dev/null || fail "cartgate screen"
-node -e '
-const fs=require("fs");
-const rows=fs.readFileSync(process.argv[1],"utf8").trim().split("\n").map(JSON.parse);
-fs.writeFileSync(process.argv[2], rows.map(r=>r.patient+"|"+r.category).sort().join("\n")+"\n");' \
-  "$TMP/screen.ndjson" "$TMP/expected.txt"
+expected_verdicts "$TMP/cohort" "$TMP/expected.txt"
 [ "$(wc -l <"$TMP/expected.txt")" = $N ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
 centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
 
@@ -26,25 +21,7 @@ EHR=$BASE
 start_server slow --seed "$TMP/seed" --fault-mode latency --fault-latency 3000 --fault-path Observation
 SLOW=$BASE
 
-# conf NAME SOURCE_JSON [GRACE]
-conf() {
-  cat >"$TMP/$1.conf" <<EOF
-{
-  "site": {"id": "t-src", "location": {"lat": 41.59, "lon": -93.62}},
-  "store": {"path": "$TMP/$1.db"},
-  "log": {"level": "debug"},
-  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
-  "centers": {"file": "$TMP/centers.json"},
-  "criteria": {"dir": "$SRC/conf/criteria"},
-  "as_of": "2026-11-01",
-  "shutdown_grace_s": ${3:-30},
-  "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
-  "sources": [$2]
-}
-EOF
-}
-verdicts_of() { sqlite3 "$1" "SELECT patient_id || '|' || category FROM verdicts ORDER BY 1"; }
-all_screened() { [ "$(screened_count "$1" 2>/dev/null)" = $N ] && [ "$(sqlite3 "$1" 'SELECT count(*) FROM daemon_dirty')" = 0 ]; }
+conf() { source_conf "$@"; }
 
 # ---- search -------------------------------------------------------------------------------
 conf search "{\"name\":\"ehr\",\"kind\":\"search\",\"base_url\":\"$EHR\",\"interval_s\":2,\"page_size\":100}"
