@@ -194,6 +194,16 @@ static void histogram_add(void *ctx, int64_t ms)
             h->bucket[i]++;
 }
 
+/* One counter of every source: HELP, TYPE and a line per source (field at off, uint64_t). */
+static void source_counter(fhir_buf *b, const admin_metrics *m, const char *name, const char *help,
+                           size_t off)
+{
+    fhir_buf_printf(b, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (size_t i = 0; i < m->n_src; i++)
+        fhir_buf_printf(b, "%s{source=\"%s\"} %llu\n", name, m->src[i].name,
+                        (unsigned long long)*(const uint64_t *)((const char *)&m->src[i] + off));
+}
+
 static void metrics(admin *ad, struct evhttp_request *req)
 {
     fhir_buf b;
@@ -221,31 +231,21 @@ static void metrics(admin *ad, struct evhttp_request *req)
         for (size_t k = 0; k < m->src[i].n_status; k++)
             fhir_buf_printf(&b, "cartgate_requests_total{endpoint=\"%s\",status=\"%ld\"} %llu\n",
                             m->src[i].name, m->src[i].status[k], (unsigned long long)m->src[i].status_n[k]);
-    fhir_buf_puts(&b, "# HELP cartgate_resources_ingested_total New or changed resources stored, by source.\n"
-                      "# TYPE cartgate_resources_ingested_total counter\n");
-    for (size_t i = 0; i < m->n_src; i++)
-        fhir_buf_printf(&b, "cartgate_resources_ingested_total{source=\"%s\"} %llu\n", m->src[i].name,
-                        (unsigned long long)m->src[i].resources);
-    fhir_buf_puts(&b, "# HELP cartgate_resources_unchanged_total Resources seen again unchanged, by source.\n"
-                      "# TYPE cartgate_resources_unchanged_total counter\n");
-    for (size_t i = 0; i < m->n_src; i++)
-        fhir_buf_printf(&b, "cartgate_resources_unchanged_total{source=\"%s\"} %llu\n", m->src[i].name,
-                        (unsigned long long)m->src[i].unchanged);
-    fhir_buf_puts(&b, "# HELP cartgate_resources_deleted_total Cached resources removed because the source deleted them, by source.\n"
-                      "# TYPE cartgate_resources_deleted_total counter\n");
-    for (size_t i = 0; i < m->n_src; i++)
-        fhir_buf_printf(&b, "cartgate_resources_deleted_total{source=\"%s\"} %llu\n", m->src[i].name,
-                        (unsigned long long)m->src[i].deleted);
-    fhir_buf_puts(&b, "# HELP cartgate_search_outcome_issues_total OperationOutcome issues the server put inside searchset pages, by source.\n"
-                      "# TYPE cartgate_search_outcome_issues_total counter\n");
-    for (size_t i = 0; i < m->n_src; i++)
-        fhir_buf_printf(&b, "cartgate_search_outcome_issues_total{source=\"%s\"} %llu\n", m->src[i].name,
-                        (unsigned long long)m->src[i].outcome_issues);
-    fhir_buf_puts(&b, "# HELP cartgate_bulk_error_issues_total Issues in the error files of bulk export manifests, by source.\n"
-                      "# TYPE cartgate_bulk_error_issues_total counter\n");
-    for (size_t i = 0; i < m->n_src; i++)
-        fhir_buf_printf(&b, "cartgate_bulk_error_issues_total{source=\"%s\"} %llu\n", m->src[i].name,
-                        (unsigned long long)m->src[i].bulk_issues);
+    source_counter(&b, m, "cartgate_resources_ingested_total",
+                   "New or changed resources stored, by source.",
+                   offsetof(admin_source_metrics, resources));
+    source_counter(&b, m, "cartgate_resources_unchanged_total",
+                   "Resources seen again unchanged, by source.",
+                   offsetof(admin_source_metrics, unchanged));
+    source_counter(&b, m, "cartgate_resources_deleted_total",
+                   "Cached resources removed because the source deleted them, by source.",
+                   offsetof(admin_source_metrics, deleted));
+    source_counter(&b, m, "cartgate_search_outcome_issues_total",
+                   "OperationOutcome issues the server put inside searchset pages, by source.",
+                   offsetof(admin_source_metrics, outcome_issues));
+    source_counter(&b, m, "cartgate_bulk_error_issues_total",
+                   "Issues in the error files of bulk export manifests, by source.",
+                   offsetof(admin_source_metrics, bulk_issues));
     fhir_buf_puts(&b, "# HELP cartgate_source_ignores_since 1 once the source returned data older than the _since or _lastUpdated asked for.\n"
                       "# TYPE cartgate_source_ignores_since gauge\n");
     for (size_t i = 0; i < m->n_src; i++)

@@ -116,6 +116,34 @@ EOF
 verdicts_of() { sqlite3 "$1" "SELECT patient_id || '|' || category FROM verdicts ORDER BY 1"; }
 # all_screened DB: all $N patients have a verdict and none waits for screening.
 all_screened() { [ "$(screened_count "$1" 2>/dev/null)" = $N ] && [ "$(sqlite3 "$1" 'SELECT count(*) FROM daemon_dirty')" = 0 ]; }
+# reads_setup N SERVER_ARGS...: a synth cohort of N (seed 21) with its `cartgate screen`
+# verdicts in $TMP/expected.txt, centers that are never reached, and the reference server
+# "ehr" requiring a bearer token (TOK, in $TMP/ehr.token) with a second origin (--alt-port):
+# sets EHR, EPORT, QADMIN (its admin API), ALT (the second origin) and AUTH (the sources'
+# "auth" member).
+reads_setup() {
+  N=$1
+  shift
+  cohort "$TMP" 21 "$N"
+  expected_verdicts "$TMP/cohort" "$TMP/expected.txt"
+  [ "$(wc -l <"$TMP/expected.txt")" = "$N" ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
+  centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
+  printf 'reads-%s-%s\n' "$RANDOM" "$RANDOM" >"$TMP/ehr.token"
+  chmod 600 "$TMP/ehr.token"
+  TOK=$(head -n1 "$TMP/ehr.token")
+  start_server ehr --seed "$TMP/seed" --token "$TOK" --alt-port 0 "$@"
+  EHR=$BASE
+  EPORT=$PORT
+  QADMIN="http://127.0.0.1:$PORT/admin"
+  ALT="http://127.0.0.1:$(sed -n 2p "$TMP/ehr.out")"
+  AUTH="\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}"
+}
+# quirks JSON: replaces the quirks of the server at QADMIN.
+quirks() { [ "$(curl -s -o "$TMP/q.out" -w '%{http_code}' -X POST -d "$1" "$QADMIN/quirks")" = 200 ] || fail "quirks $1: $(cat "$TMP/q.out")"; }
+# held_of DB: patients held by an incomplete poll; cursor_of DB KEY: a cursor's value.
+held_of() { sqlite3 "$1" "SELECT count(*) FROM held"; }
+cursor_of() { sqlite3 "$1" "SELECT value FROM cursors WHERE key='$2'"; }
+
 # expected_verdicts COHORT_DIR OUT: `cartgate screen` of the cohort files as "patient|category".
 expected_verdicts() {
   "$CG" screen --as-of 2026-11-01 --json "$1" >"$2.ndjson" 2>/dev/null || fail "cartgate screen $1"

@@ -14,28 +14,12 @@
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
-N=40
-cohort "$TMP" 21 $N
-expected_verdicts "$TMP/cohort" "$TMP/expected.txt"
-[ "$(wc -l <"$TMP/expected.txt")" = $N ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
-centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
-printf 'reads-%s-%s\n' "$RANDOM" "$RANDOM" >"$TMP/ehr.token"
-chmod 600 "$TMP/ehr.token"
-TOK=$(head -n1 "$TMP/ehr.token")
-start_server ehr --seed "$TMP/seed" --token "$TOK" --alt-port 0 --bulk-file-max 150
-EHR=$BASE
-EPORT=$PORT
-QADMIN="http://127.0.0.1:$PORT/admin"
-ALT="http://127.0.0.1:$(sed -n 2p "$TMP/ehr.out")"
-AUTH="\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}"
+reads_setup 40 --bulk-file-max 150
 bulk_src() { # EXTRA_JSON [BASE]
   echo "{\"name\":\"ehr\",\"kind\":\"bulk\",\"base_url\":\"${2:-$EHR}\",\"group_id\":\"cohort\",\"interval_s\":2,\"retry_s\":1${1:-},$AUTH}"
 }
 
-quirks() { [ "$(curl -s -o "$TMP/q.out" -w '%{http_code}' -X POST -d "$1" "$QADMIN/quirks")" = 200 ] || fail "quirks $1: $(cat "$TMP/q.out")"; }
 polls() { grep -c "event=poll.done source=ehr kind=bulk result=$2" "$TMP/$1.log"; }
-held_of() { sqlite3 "$1" "SELECT count(*) FROM held"; }
-cursor_of() { sqlite3 "$1" "SELECT value FROM cursors WHERE key='$2'"; }
 fhir() { curl -s -H "Authorization: Bearer $TOK" "$@"; }
 same_verdicts() { verdicts_of "$1" >"$1.txt"; diff "$2" "$1.txt" >"$1.diff" || fail "verdicts of $1 differ: $(head "$1.diff")"; }
 

@@ -13,25 +13,11 @@
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
-N=40
-cohort "$TMP" 21 $N
-expected_verdicts "$TMP/cohort" "$TMP/expected.txt"
-[ "$(wc -l <"$TMP/expected.txt")" = $N ] || fail "screen gave $(wc -l <"$TMP/expected.txt") rows"
-centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"
-printf 'reads-%s-%s\n' "$RANDOM" "$RANDOM" >"$TMP/ehr.token"
-chmod 600 "$TMP/ehr.token"
-start_server ehr --seed "$TMP/seed" --token "$(head -n1 "$TMP/ehr.token")" --alt-port 0
-EHR=$BASE
-QADMIN="http://127.0.0.1:$PORT/admin"
-ALT="http://127.0.0.1:$(sed -n 2p "$TMP/ehr.out")"
-AUTH="\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}"
+reads_setup 40
 
-quirks() { [ "$(curl -s -o "$TMP/q.out" -w '%{http_code}' -X POST -d "$1" "$QADMIN/quirks")" = 200 ] || fail "quirks $1: $(cat "$TMP/q.out")"; }
 faults() { [ "$(curl -s -o "$TMP/f.out" -w '%{http_code}' -X POST -d "$1" "$QADMIN/faults")" = 200 ] || fail "faults $1: $(cat "$TMP/f.out")"; }
 # polls NAME SOURCE RESULT: poll.done lines of that result in NAME's log
 polls() { grep -c "event=poll.done source=$2 kind=[a-z]* result=$3" "$TMP/$1.log"; }
-held_of() { sqlite3 "$1" "SELECT count(*) FROM held"; }
-cursor_of() { sqlite3 "$1" "SELECT value FROM cursors WHERE key='$2'"; }
 
 # ---- truncated paging: the poll fails, nothing is screened, the next clean poll completes -----
 quirks '{"search_truncate":{"page":2,"types":["Observation"]}}'
