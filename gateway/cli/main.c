@@ -13,6 +13,7 @@ static const cmd_entry commands[] = {
     {"centers", cmd_centers, "rank treatment centers from a ZIP or LAT,LON and explain why"},
     {"fhir", cmd_fhir, "FHIR REST client: get, search (all pages), post, put, transaction"},
     {"run", cmd_run, "run the daemon: poll, screen, refer, serve the admin API (-c FILE)"},
+    {"users", cmd_users, "people and services who may use cartgate: add, list, disable, passwd, role, token"},
     {"check-config", cmd_check_config, "validate a daemon configuration file (every error with FILE:LINE)"},
     {"profile", cmd_profile, "print the clinical profile of each patient in Bundles / NDJSON / folders"},
     {"screen", cmd_screen, "screen patients against the CAR T label criteria (table or --json)"},
