@@ -427,10 +427,14 @@ int access_token_revoke(access_ctx *a, const char *name, int64_t id, const acces
 static int open_session(access_ctx *a, const store_user *u, const char *source, char *cookie, unsigned char key[32],
                         fhir_error *err)
 {
+    /* sessions past their timeouts go when a new one comes (the table stays small) */
+    int64_t now = fhir_clock_now_ms();
+    if (store_session_prune(a->st, now, a->cfg.session_idle_s * 1000, err) < 0)
+        return -1;
     random_bytes(key, 32);
     unsigned char h[STORE_SECRET_HASH];
     sha256(key, 32, h);
-    int64_t expires = fhir_clock_now_ms() + a->cfg.session_max_s * 1000;
+    int64_t expires = now + a->cfg.session_max_s * 1000;
     if (store_session_put(a->st, h, u->id, source, expires, err) || store_user_touch_login(a->st, u->id, err) < 0)
         return -1;
     b64_32(key, cookie, ACCESS_COOKIE_LEN);
