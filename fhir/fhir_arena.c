@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
+
 #define ARENA_BLOCK_MIN (64u * 1024u)
 
 typedef struct block {
@@ -26,9 +28,7 @@ struct fhir_arena {
 
 static block *block_new(size_t size)
 {
-    block *b = malloc(sizeof *b + size);
-    if (!b)
-        abort(); /* out of memory is a broken invariant here */
+    block *b = fhir_xmalloc(sizeof *b + size); /* out of memory is a broken invariant here */
     b->next = NULL;
     b->size = size;
     b->used = 0;
@@ -37,9 +37,7 @@ static block *block_new(size_t size)
 
 fhir_arena *fhir_arena_new(size_t cap_bytes)
 {
-    fhir_arena *a = calloc(1, sizeof *a);
-    if (!a)
-        abort();
+    fhir_arena *a = fhir_xcalloc(1, sizeof *a);
     a->cap = cap_bytes;
     return a;
 }

@@ -18,6 +18,7 @@
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_json.h"
@@ -45,16 +46,6 @@ struct fhir_auth {
     uint64_t generation;
 };
 
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
-
 static void openssl_cause(fhir_error *err, const char *what)
 {
     unsigned long e = ERR_get_error();
@@ -72,9 +63,7 @@ char *fhir_auth_b64url_encode(const void *data, size_t len)
     static const char tbl[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     const unsigned char *p = data;
-    char *out = malloc(len / 3 * 4 + 5);
-    if (!out)
-        abort();
+    char *out = fhir_xmalloc(len / 3 * 4 + 5);
     size_t o = 0, i = 0;
     for (; i + 2 < len; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16 | (uint32_t)p[i + 1] << 8 | p[i + 2];
@@ -116,9 +105,7 @@ unsigned char *fhir_auth_b64url_decode(const char *s, size_t len, size_t *out_le
 {
     if (len % 4 == 1)
         return NULL;
-    unsigned char *out = malloc(len / 4 * 3 + 3);
-    if (!out)
-        abort();
+    unsigned char *out = fhir_xmalloc(len / 4 * 3 + 3);
     size_t o = 0;
     uint32_t acc = 0;
     int bits = 0;
@@ -143,9 +130,7 @@ char *fhir_auth_form_encode(const char *s)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t n = strlen(s);
-    char *out = malloc(n * 3 + 1);
-    if (!out)
-        abort();
+    char *out = fhir_xmalloc(n * 3 + 1);
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
@@ -172,9 +157,7 @@ static char *read_secret_file(const char *path, const char *what, fhir_error *er
         fhir_error_set(err, "%s file %s: %s", what, path, strerror(errno));
         return NULL;
     }
-    char *buf = malloc(SECRET_MAX + 1);
-    if (!buf)
-        abort();
+    char *buf = fhir_xmalloc(SECRET_MAX + 1);
     size_t n = fread(buf, 1, SECRET_MAX, f);
     bool more = fgetc(f) != EOF;
     fclose(f);
@@ -199,7 +182,7 @@ static char *read_secret_file(const char *path, const char *what, fhir_error *er
         fhir_error_set(err, "%s file %s is empty", what, path);
         return NULL;
     }
-    char *r = xstrdup(p);
+    char *r = fhir_xstrdup(p);
     free(buf);
     return r;
 }
@@ -215,7 +198,7 @@ static char *read_secret_env(const char *var, const char *what, fhir_error *err)
         fhir_error_set(err, "%s: environment variable %s holds a malformed value", what, var);
         return NULL;
     }
-    return xstrdup(v);
+    return fhir_xstrdup(v);
 }
 
 static bool header_safe(const char *s)
@@ -275,9 +258,7 @@ static int load_key(fhir_auth *a, const fhir_auth_config *cfg, fhir_error *err)
 
 fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
 {
-    fhir_auth *a = calloc(1, sizeof *a);
-    if (!a)
-        abort();
+    fhir_auth *a = fhir_xcalloc(1, sizeof *a);
     a->kind = cfg ? cfg->kind : FHIR_AUTH_NONE;
     switch (a->kind) {
     case FHIR_AUTH_NONE:
@@ -298,9 +279,7 @@ fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
             goto fail;
         }
         size_t n = strlen(tok) + 32;
-        a->static_header = malloc(n);
-        if (!a->static_header)
-            abort();
+        a->static_header = fhir_xmalloc(n);
         snprintf(a->static_header, n, "Authorization: Bearer %s", tok);
         free(tok);
         return a;
@@ -325,15 +304,11 @@ fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
         free(pass);
         /* standard base64 with padding for Basic */
         int blen = 4 * (int)((b.len + 2) / 3);
-        unsigned char *enc = malloc((size_t)blen + 1);
-        if (!enc)
-            abort();
+        unsigned char *enc = fhir_xmalloc((size_t)blen + 1);
         EVP_EncodeBlock(enc, (const unsigned char *)b.data, (int)b.len);
         fhir_buf_free(&b);
         size_t n = (size_t)blen + 32;
-        a->static_header = malloc(n);
-        if (!a->static_header)
-            abort();
+        a->static_header = fhir_xmalloc(n);
         snprintf(a->static_header, n, "Authorization: Basic %s", (char *)enc);
         free(enc);
         return a;
@@ -344,11 +319,11 @@ fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
             fhir_error_set(err, "SMART auth needs a client id, a private key file and a kid");
             goto fail;
         }
-        a->client_id = xstrdup(cfg->smart_client_id);
-        a->kid = xstrdup(cfg->smart_kid);
-        a->scope = xstrdup(cfg->smart_scope ? cfg->smart_scope : "system/*.rs");
-        a->token_url = xstrdup(cfg->smart_token_url);
-        a->audience = xstrdup(cfg->smart_audience);
+        a->client_id = fhir_xstrdup(cfg->smart_client_id);
+        a->kid = fhir_xstrdup(cfg->smart_kid);
+        a->scope = fhir_xstrdup(cfg->smart_scope ? cfg->smart_scope : "system/*.rs");
+        a->token_url = fhir_xstrdup(cfg->smart_token_url);
+        a->audience = fhir_xstrdup(cfg->smart_audience);
         a->assertion_ttl_s = cfg->smart_assertion_ttl_s > 0 ? cfg->smart_assertion_ttl_s : 300;
         if (a->assertion_ttl_s > 300)
             a->assertion_ttl_s = 300;
@@ -455,7 +430,7 @@ static bool array_has(const fhir_node *arr, const char *s)
 static char *resolve_url(const char *base, const char *ref)
 {
     if (strstr(ref, "://"))
-        return xstrdup(ref);
+        return fhir_xstrdup(ref);
     fhir_buf b;
     fhir_buf_init(&b, 8192);
     if (ref[0] == '/') {
@@ -527,9 +502,7 @@ static unsigned char *sign(fhir_auth *a, const char *data, size_t len, size_t *s
         openssl_cause(err, "JWT signing failed");
         goto fail;
     }
-    sig = malloc(n);
-    if (!sig)
-        abort();
+    sig = fhir_xmalloc(n);
     if (EVP_DigestSign(ctx, sig, &n, (const unsigned char *)data, len) != 1) {
         openssl_cause(err, "JWT signing failed");
         goto fail;
@@ -546,9 +519,7 @@ static unsigned char *sign(fhir_auth *a, const char *data, size_t len, size_t *s
         }
         const BIGNUM *r, *s;
         ECDSA_SIG_get0(es, &r, &s);
-        unsigned char *raw = malloc(96);
-        if (!raw)
-            abort();
+        unsigned char *raw = fhir_xmalloc(96);
         if (BN_bn2binpad(r, raw, 48) != 48 || BN_bn2binpad(s, raw + 48, 48) != 48) {
             ECDSA_SIG_free(es);
             free(raw);
@@ -710,9 +681,7 @@ int fhir_auth_accept_token(fhir_auth *a, const char *body, size_t len, int64_t n
         free(a->token_header);
     }
     size_t n = strlen(tok) + 32;
-    a->token_header = malloc(n);
-    if (!a->token_header)
-        abort();
+    a->token_header = fhir_xmalloc(n);
     snprintf(a->token_header, n, "Authorization: Bearer %s", tok);
     a->token_expiry_ms = now_ms + expires_in;
     a->token_refresh_ms = a->token_expiry_ms - margin;

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_error.h"
 
 void fhir_buf_init(fhir_buf *b, size_t cap)
@@ -44,9 +45,7 @@ static int grow(fhir_buf *b, size_t need)
         n *= 2;
     if (b->cap && n > b->cap + 1)
         n = b->cap + 1;
-    char *p = realloc(b->data, n);
-    if (!p)
-        abort();
+    char *p = fhir_xrealloc(b->data, n);
     b->data = p;
     b->alloc = n;
     return 0;
@@ -110,9 +109,7 @@ char *fhir_buf_steal(fhir_buf *b, size_t *len_out)
     memset(b, 0, sizeof *b);
     b->cap = cap;
     if (!p) {
-        p = calloc(1, 1);
-        if (!p)
-            abort();
+        p = fhir_xcalloc(1, 1);
     }
     return p;
 }

@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <openssl/rand.h>
 
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -160,34 +161,6 @@ static void op_free(op *o);
 
 /* ---- small helpers -------------------------------------------------------------------- */
 
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
-
-static char *xstrndup(const char *s, size_t n)
-{
-    char *d = malloc(n + 1);
-    if (!d)
-        abort();
-    memcpy(d, s, n);
-    d[n] = '\0';
-    return d;
-}
-
-static void *xcalloc(size_t n, size_t sz)
-{
-    void *p = calloc(n, sz);
-    if (!p)
-        abort();
-    return p;
-}
-
 /* Monotonic ms for event-loop pacing (timers run in real time, as libevent's do). */
 static int64_t loop_now_ms(void)
 {
@@ -303,9 +276,7 @@ static char *make_label(fhir_client *c, const char *method, const char *url)
     while (*p == '/')
         p++;
     size_t n = strcspn(p, "/?#");
-    char *l = malloc(strlen(method) + n + 2 + 10);
-    if (!l)
-        abort();
+    char *l = fhir_xmalloc(strlen(method) + n + 2 + 10);
     if (n)
         sprintf(l, "%s %.*s", method, (int)n, p);
     else
@@ -436,7 +407,7 @@ const char *fhir_client_result_header(const fhir_client_result *r, const char *n
 
 static fhir_client_result *result_new(void)
 {
-    fhir_client_result *r = xcalloc(1, sizeof *r);
+    fhir_client_result *r = fhir_xcalloc(1, sizeof *r);
     return r;
 }
 
@@ -491,7 +462,7 @@ static int curl_socket_cb(CURL *e, curl_socket_t s, int what, void *userp, void 
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
     if (!si) {
-        si = xcalloc(1, sizeof *si);
+        si = fhir_xcalloc(1, sizeof *si);
         curl_multi_assign(c->multi, s, si);
     } else {
         event_free(si->ev);
@@ -522,7 +493,7 @@ static char *header_value(const char *s, size_t n, size_t name_len)
         end--;
     if ((size_t)(end - v) > FHIR_CLIENT_HEADER_MAX)
         return NULL;
-    return xstrndup(v, (size_t)(end - v));
+    return fhir_xstrndup(v, (size_t)(end - v));
 }
 
 static void free_headers(op *o)
@@ -667,9 +638,7 @@ static void add_header(op *o, const char *h)
 static void add_headerf(op *o, const char *name, const char *value)
 {
     size_t n = strlen(name) + strlen(value) + 3;
-    char *h = malloc(n);
-    if (!h)
-        abort();
+    char *h = fhir_xmalloc(n);
     snprintf(h, n, "%s: %s", name, value);
     add_header(o, h);
     free(h);
@@ -998,11 +967,11 @@ static void check_multi_info(fhir_client *c)
 
 static op *op_new(fhir_client *c, op_kind kind, const char *method, const char *url)
 {
-    op *o = xcalloc(1, sizeof *o);
+    op *o = fhir_xcalloc(1, sizeof *o);
     o->c = c;
     o->kind = kind;
-    o->method = xstrdup(method);
-    o->url = xstrdup(url);
+    o->method = fhir_xstrdup(method);
+    o->url = fhir_xstrdup(url);
     o->label = make_label(c, method, url);
     fhir_buf_init(&o->raw, kind == OP_TOKEN || kind == OP_DISCOVERY ? AUTH_BODY_MAX
                                                                       : c->max_bytes);
@@ -1233,7 +1202,7 @@ static char *trim_base(const char *url)
     size_t n = strlen(url);
     while (n && url[n - 1] == '/')
         n--;
-    return xstrndup(url, n);
+    return fhir_xstrndup(url, n);
 }
 
 fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *cfg,
@@ -1273,14 +1242,14 @@ fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *
     fhir_auth *auth = fhir_auth_new(&cfg->auth, err);
     if (!auth)
         return NULL;
-    fhir_client *c = xcalloc(1, sizeof *c);
+    fhir_client *c = fhir_xcalloc(1, sizeof *c);
     c->auth = auth;
-    c->origin_norm = xstrdup(norm);
+    c->origin_norm = fhir_xstrdup(norm);
     if (cfg->n_trusted_origins) {
-        c->trusted = xcalloc(cfg->n_trusted_origins, sizeof *c->trusted);
+        c->trusted = fhir_xcalloc(cfg->n_trusted_origins, sizeof *c->trusted);
         for (size_t i = 0; i < cfg->n_trusted_origins; i++) {
             fhir_client_url_origin(cfg->trusted_origins[i], tnorm, sizeof tnorm);
-            c->trusted[c->n_trusted++] = xstrdup(tnorm);
+            c->trusted[c->n_trusted++] = fhir_xstrdup(tnorm);
         }
     }
     c->base = base;
@@ -1290,20 +1259,20 @@ fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *
             abort();
         c->own_base = true;
     }
-    c->name = xstrdup(cfg->name ? cfg->name : "fhir");
+    c->name = fhir_xstrdup(cfg->name ? cfg->name : "fhir");
     c->base_url = trim_base(cfg->base_url);
     const char *hs = strstr(c->base_url, "://") + 3;
     size_t olen = (size_t)(hs - c->base_url) + strcspn(hs, "/?#");
-    c->origin = xstrndup(c->base_url, olen);
+    c->origin = fhir_xstrndup(c->base_url, olen);
     c->format = cfg->format;
     c->connect_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : DEFAULT_CONNECT_MS;
     c->total_ms = cfg->total_timeout_ms > 0 ? cfg->total_timeout_ms : DEFAULT_TOTAL_MS;
     c->max_concurrent = cfg->max_concurrent ? cfg->max_concurrent : DEFAULT_CONCURRENT;
     c->max_bytes = cfg->max_response_bytes ? cfg->max_response_bytes : DEFAULT_MAX_BYTES;
     c->max_pages = cfg->max_pages ? cfg->max_pages : DEFAULT_MAX_PAGES;
-    c->ca_file = xstrdup(cfg->ca_file);
-    c->cert_file = xstrdup(cfg->cert_file);
-    c->key_file = xstrdup(cfg->key_file);
+    c->ca_file = fhir_xstrdup(cfg->ca_file);
+    c->cert_file = fhir_xstrdup(cfg->cert_file);
+    c->key_file = fhir_xstrdup(cfg->key_file);
     c->retry = cfg->retry;
     fhir_retry_policy_default(&c->retry);
     c->random = cfg->random;
@@ -1430,7 +1399,7 @@ static char *make_url(fhir_client *c, const char *path, fhir_error *err)
                 fhir_error_set(err, "URL contains a space or control character");
                 return NULL;
             }
-        return xstrdup(path);
+        return fhir_xstrdup(path);
     }
     for (const char *p = path; *p; p++)
         if ((unsigned char)*p <= 0x20 || *p == 0x7f) {
@@ -1440,9 +1409,7 @@ static char *make_url(fhir_client *c, const char *path, fhir_error *err)
     while (*path == '/')
         path++;
     size_t n = strlen(c->base_url) + strlen(path) + 2;
-    char *u = malloc(n);
-    if (!u)
-        abort();
+    char *u = fhir_xmalloc(n);
     snprintf(u, n, "%s%s%s", c->base_url, *path ? "/" : "", path);
     return u;
 }
@@ -1453,7 +1420,7 @@ static int serialise(fhir_client *c, const fhir_client_request *req, char **out,
     *out = NULL;
     *len = 0;
     if (req->body) {
-        *out = xstrndup(req->body, req->body_len);
+        *out = fhir_xstrndup(req->body, req->body_len);
         *len = req->body_len;
         return 0;
     }
@@ -1501,13 +1468,13 @@ static op *user_op(fhir_client *c, const fhir_client_request *req, fhir_error *e
     free(url);
     o->body = body;
     o->body_len = blen;
-    o->if_none_exist = xstrdup(req->if_none_exist);
-    o->if_match = xstrdup(req->if_match);
-    o->prefer = xstrdup(req->prefer);
+    o->if_none_exist = fhir_xstrdup(req->if_none_exist);
+    o->if_match = fhir_xstrdup(req->if_match);
+    o->prefer = fhir_xstrdup(req->prefer);
     o->not_idempotent = req->not_idempotent;
     o->accept_202 = req->accept_202;
-    o->accept = xstrdup(req->accept);
-    o->content_type = xstrdup(req->content_type);
+    o->accept = fhir_xstrdup(req->accept);
+    o->content_type = fhir_xstrdup(req->content_type);
     o->timeout_ms = req->timeout_ms;
     for (const char *h = o->accept; h && *h; h++)
         if ((unsigned char)*h < 0x20) {
@@ -1570,7 +1537,7 @@ int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req
         for (const char *p = req->url; *p; p++)
             if ((unsigned char)*p <= 0x20 || *p == 0x7f)
                 return fhir_error_set(err, "URL contains a space or control character");
-        url = xstrdup(req->url);
+        url = fhir_xstrdup(req->url);
     } else {
         url = make_url(c, req->url, err);
     }
@@ -1580,7 +1547,7 @@ int fhir_client_get_stream(fhir_client *c, const fhir_client_stream_request *req
     free(url);
     o->no_auth = req->no_auth;
     o->foreign = foreign;
-    o->accept = xstrdup(accept);
+    o->accept = fhir_xstrdup(accept);
     o->timeout_ms = req->timeout_ms;
     o->chunk_cb = chunk;
     o->stream_max = req->max_bytes ? req->max_bytes : c->max_bytes;
@@ -1845,7 +1812,7 @@ static void search_page_done(op *o)
     op_free(o);
     fhir_arena_reset(s->arena);
     free(s->prev_url);
-    s->prev_url = xstrdup(url);
+    s->prev_url = fhir_xstrdup(url);
     op *n = page_op(s, url);
     free(url);
     queue_push(&c->pending_head, &c->pending_tail, n, false);
@@ -1873,7 +1840,7 @@ static int search_start(fhir_client *c, const char *query, fhir_client_page_cb p
     char *url = make_url(c, query, err);
     if (!url)
         return -1;
-    search *s = xcalloc(1, sizeof *s);
+    search *s = fhir_xcalloc(1, sizeof *s);
     s->c = c;
     s->page_cb = page_cb;
     s->done = done;
@@ -1881,7 +1848,7 @@ static int search_start(fhir_client *c, const char *query, fhir_client_page_cb p
     s->done_ud = done_ud;
     s->res = result_new();
     s->arena = fhir_arena_new(16 * c->max_bytes);
-    s->prev_url = xstrdup(url);
+    s->prev_url = fhir_xstrdup(url);
     s->total = -1;
     fhir_buf_init(&s->warnings, FHIR_CLIENT_WARNINGS_MAX);
     s->count_only = query_has(url, "_summary=count") || query_has(url, "_count=0");

@@ -158,6 +158,17 @@ int fhir_clock_parse_date(const char *s, int64_t *days_out)
     return 0;
 }
 
+int fhir_clock_parse_ymd(const char *s, int64_t *days_out)
+{
+    int y, m, d;
+    if (!s || strlen(s) != 10 || s[4] != '-' || s[7] != '-' || digits(s, 4, &y) < 0 ||
+        digits(s + 5, 2, &m) < 0 || digits(s + 8, 2, &d) < 0 || m < 1 || m > 12 || d < 1 ||
+        d > days_in_month(y, m))
+        return -1;
+    *days_out = fhir_clock_days_from_civil(y, (unsigned)m, (unsigned)d);
+    return 0;
+}
+
 int fhir_clock_parse_instant(const char *s, int64_t *ms_out)
 {
     if (!s)

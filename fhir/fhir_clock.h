@@ -24,6 +24,10 @@ void fhir_clock_civil_from_days(int64_t z, int *y, unsigned *m, unsigned *d);
  * "2024-05-17T10:00:00+02:00") to days since epoch (UTC date of the instant; partial dates
  * take the first day). Returns 0 on success, -1 when malformed. */
 int fhir_clock_parse_date(const char *s, int64_t *days_out);
+/* The one strict date parser (configuration, criteria, centers, command lines): exactly
+ * "YYYY-MM-DD" (four digits, '-', two digits, '-', two digits, a day that exists) to days
+ * since the epoch. No partial dates, times, signs or spaces. Returns 0, or -1 (s may be NULL). */
+int fhir_clock_parse_ymd(const char *s, int64_t *days_out);
 /* Parses an instant/dateTime with time to ms since epoch; date-only gives midnight UTC. */
 int fhir_clock_parse_instant(const char *s, int64_t *ms_out);
 /* Formats ms since epoch as "YYYY-MM-DDThh:mm:ss.sssZ" into out (>= 32 bytes). */

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <yajl/yajl_parse.h>
 
+#include "fhir_alloc.h"
+
 /* Objects with more members than this switch from a linear duplicate-key scan to a hash. */
 #define DUP_LINEAR_MAX 16
 
@@ -74,9 +76,7 @@ static int dup_insert(parser *p, const fhir_node *obj, const char *k, uint32_t n
 {
     if ((p->dup_used + 1) * 2 > p->dup_cap) {
         size_t ncap = p->dup_cap ? p->dup_cap * 2 : 256;
-        dup_slot *nt = calloc(ncap, sizeof *nt);
-        if (!nt)
-            abort();
+        dup_slot *nt = fhir_xcalloc(ncap, sizeof *nt);
         for (size_t i = 0; i < p->dup_cap; i++) {
             if (!p->dup[i].obj)
                 continue;
@@ -184,9 +184,7 @@ static int push(parser *p, fhir_kind k)
         return 0;
     if (p->depth == p->stack_alloc) {
         size_t na = p->stack_alloc ? p->stack_alloc * 2 : 32;
-        fhir_node **ns = realloc(p->stack, na * sizeof *ns);
-        if (!ns)
-            abort();
+        fhir_node **ns = fhir_xrealloc(p->stack, na * sizeof *ns);
         p->stack = ns;
         p->stack_alloc = na;
     }
@@ -283,9 +281,7 @@ static void report(fhir_json_stream *s, yajl_status st, const unsigned char *chu
 
 fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim)
 {
-    fhir_json_stream *s = calloc(1, sizeof *s);
-    if (!s)
-        abort();
+    fhir_json_stream *s = fhir_xcalloc(1, sizeof *s);
     parser_init(&s->p, a, lim);
     s->h = yajl_alloc(&callbacks, NULL, &s->p);
     if (!s->h)

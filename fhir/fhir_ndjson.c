@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
+
 struct fhir_ndjson {
     fhir_json_limits lim;
     fhir_ndjson_cb cb;
@@ -23,9 +25,7 @@ struct fhir_ndjson {
 fhir_ndjson *fhir_ndjson_new(const fhir_json_limits *lim, fhir_ndjson_cb cb,
                              fhir_ndjson_err_cb on_error, void *ud)
 {
-    fhir_ndjson *r = calloc(1, sizeof *r);
-    if (!r)
-        abort();
+    fhir_ndjson *r = fhir_xcalloc(1, sizeof *r);
     if (lim)
         r->lim = *lim;
     fhir_json_limits_default(&r->lim);
@@ -174,9 +174,7 @@ int fhir_ndjson_finish(fhir_ndjson *r, fhir_error *err)
 
 int fhir_ndjson_read_file(fhir_ndjson *r, FILE *f, fhir_error *err)
 {
-    char *chunk = malloc(65536);
-    if (!chunk)
-        abort();
+    char *chunk = fhir_xmalloc(65536);
     size_t n;
     int rc = 0;
     while ((n = fread(chunk, 1, 65536, f)) > 0)

@@ -27,6 +27,7 @@
 #include <libxml/parserInternals.h>
 #include <libxml/xmlerror.h>
 
+#include "fhir_alloc.h"
 #include "fhir_meta.h"
 
 /* ==== reader ============================================================================ */
@@ -135,9 +136,7 @@ static frame *push(parser *p, int mode, const char *name)
     }
     if (p->depth == p->alloc) {
         size_t n = p->alloc ? p->alloc * 2 : 32;
-        frame *s = realloc(p->stack, n * sizeof *s);
-        if (!s)
-            abort();
+        frame *s = fhir_xrealloc(p->stack, n * sizeof *s);
         p->stack = s;
         p->alloc = n;
     }

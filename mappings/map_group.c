@@ -9,6 +9,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_json.h"
 #include "fhir_ndjson.h"
@@ -42,9 +43,7 @@ static void gmap_put(gmap *m, const char *key, size_t val)
 {
     if ((m->n + 1) * 2 > m->cap) {
         size_t ncap = m->cap ? m->cap * 2 : 256;
-        gent *ne = calloc(ncap, sizeof *ne);
-        if (!ne)
-            abort();
+        gent *ne = fhir_xcalloc(ncap, sizeof *ne);
         for (size_t i = 0; i < m->cap; i++) {
             if (!m->e[i].key)
                 continue;
@@ -108,9 +107,7 @@ struct map_group {
 
 map_group *map_group_new(const map_group_opts *o)
 {
-    map_group *g = calloc(1, sizeof *g);
-    if (!g)
-        abort();
+    map_group *g = fhir_xcalloc(1, sizeof *g);
     if (o)
         g->o = *o;
     if (!g->o.max_bytes)
@@ -182,9 +179,7 @@ static int add_one(map_group *g, const fhir_node *res, const char *full_url, fhi
         return 0;
     if (g->nitems == g->capitems) {
         g->capitems = g->capitems ? g->capitems * 2 : 1024;
-        item *ni = realloc(g->items, g->capitems * sizeof *ni);
-        if (!ni)
-            abort();
+        item *ni = fhir_xrealloc(g->items, g->capitems * sizeof *ni);
         g->items = ni;
     }
     fhir_node *c = g->o.all_types ? fhir_node_clone(g->a, res) : map_group_clone_lean(g->a, res);
@@ -366,14 +361,10 @@ int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_e
             break;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn)
-                abort();
+            char **nn = fhir_xrealloc(names, cap * sizeof *nn);
             names = nn;
         }
-        names[n] = strdup(nm);
-        if (!names[n])
-            abort();
+        names[n] = fhir_xstrdup(nm);
         n++;
     }
     closedir(d);
@@ -406,9 +397,7 @@ static size_t patient_slot(map_group *g, const char *id)
         return idx;
     if (g->npts == g->cappts) {
         g->cappts = g->cappts ? g->cappts * 2 : 256;
-        patient *np = realloc(g->pts, g->cappts * sizeof *np);
-        if (!np)
-            abort();
+        patient *np = fhir_xrealloc(g->pts, g->cappts * sizeof *np);
         g->pts = np;
     }
     idx = g->npts++;
@@ -422,9 +411,7 @@ static void pt_push(patient *pt, const fhir_node *res, bool front)
 {
     if (pt->n == pt->cap) {
         pt->cap = pt->cap ? pt->cap * 2 : 32;
-        const fhir_node **nr = realloc(pt->res, pt->cap * sizeof *nr);
-        if (!nr)
-            abort();
+        const fhir_node **nr = fhir_xrealloc(pt->res, pt->cap * sizeof *nr);
         pt->res = nr;
     }
     if (front) {
@@ -475,9 +462,7 @@ void map_group_finish(map_group *g)
     if (g->finished)
         return;
     g->finished = true;
-    size_t *owner = malloc((g->nitems ? g->nitems : 1) * sizeof *owner);
-    if (!owner)
-        abort();
+    size_t *owner = fhir_xmalloc((g->nitems ? g->nitems : 1) * sizeof *owner);
     /* Patients first, so ids come from Patient.id even when references use fullUrls. */
     for (size_t i = 0; i < g->nitems; i++) {
         owner[i] = SIZE_MAX;

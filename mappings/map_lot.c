@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
+
 #define DUP_EVENT_DAYS 7
 
 void map_lot_params_default(map_lot_params *p)
@@ -32,14 +34,6 @@ typedef struct lot {
     size_t n, cap;
 } lot;
 
-static void *xrealloc(void *p, size_t n)
-{
-    void *r = realloc(p, n ? n : 1);
-    if (!r)
-        abort();
-    return r;
-}
-
 static bool is_role(const map_drug *d, const char *role)
 {
     return d && d->role && !strcmp(d->role, role);
@@ -55,7 +49,7 @@ static wline *new_line(lot *L, int64_t start)
 {
     if (L->n == L->cap) {
         L->cap = L->cap ? L->cap * 2 : 8;
-        L->lines = xrealloc(L->lines, L->cap * sizeof *L->lines);
+        L->lines = fhir_xrealloc(L->lines, L->cap * sizeof *L->lines);
     }
     wline *w = &L->lines[L->n++];
     memset(w, 0, sizeof *w);
@@ -75,7 +69,7 @@ static void add_ref(wline *w, const char *ref)
             return;
     if (w->nrefs == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 8;
-        w->refs = xrealloc(w->refs, w->cap * sizeof *w->refs);
+        w->refs = fhir_xrealloc(w->refs, w->cap * sizeof *w->refs);
     }
     w->refs[w->nrefs++] = ref;
 }
@@ -170,16 +164,14 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
 
     /* Events: CAR T products given as medications become CAR T events; dedupe. */
     size_t cap_ev = nev + nex + 1;
-    map_lot_event *ev = xrealloc(NULL, cap_ev * sizeof *ev);
+    map_lot_event *ev = fhir_xrealloc(NULL, cap_ev * sizeof *ev);
     size_t n_ev = 0;
     for (size_t i = 0; i < nev; i++)
         ev[n_ev++] = ev_in[i];
     for (size_t i = 0; i < nex; i++)
         if (is_role(ex_in[i].drug, "car_t"))
             ev[n_ev++] = (map_lot_event){MAP_LOT_CAR_T, ex_in[i].start, ex_in[i].drug, ex_in[i].ref};
-    bool *ev_drop = calloc(n_ev ? n_ev : 1, sizeof *ev_drop);
-    if (!ev_drop)
-        abort();
+    bool *ev_drop = fhir_xcalloc(n_ev ? n_ev : 1, sizeof *ev_drop);
     for (size_t i = 0; i < n_ev; i++) {
         for (size_t j = 0; j < i && !ev_drop[i]; j++) {
             if (ev_drop[j])
@@ -240,7 +232,7 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
     }
 
     /* Timeline. */
-    item *it = xrealloc(NULL, (nex + n_ev + 1) * sizeof *it);
+    item *it = fhir_xrealloc(NULL, (nex + n_ev + 1) * sizeof *it);
     size_t nit = 0;
     for (size_t i = 0; i < nex; i++)
         if (assign[i] < 0 && !is_role(ex[i].drug, "car_t") && !is_role(ex[i].drug, "steroid") &&
@@ -435,11 +427,11 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
 
     /* Flatten. */
     out->nlines = L.n;
-    out->lines = xrealloc(NULL, (L.n ? L.n : 1) * sizeof *out->lines);
+    out->lines = fhir_xrealloc(NULL, (L.n ? L.n : 1) * sizeof *out->lines);
     size_t total = 0;
     for (size_t k = 0; k < L.n; k++)
         total += L.lines[k].nrefs;
-    out->refs = xrealloc(NULL, (total ? total : 1) * sizeof *out->refs);
+    out->refs = fhir_xrealloc(NULL, (total ? total : 1) * sizeof *out->refs);
     for (size_t k = 0; k < L.n; k++) {
         out->lines[k] = L.lines[k].l;
         out->lines[k].first_ref = out->nrefs;

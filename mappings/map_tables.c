@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_datadir.h"
 
@@ -60,9 +61,7 @@ static void *hmap_put(hmap *m, const char *key, void *val)
 {
     if ((m->n + 1) * 2 > m->cap) {
         size_t ncap = m->cap ? m->cap * 2 : 64;
-        hent *ne = calloc(ncap, sizeof *ne);
-        if (!ne)
-            abort();
+        hent *ne = fhir_xcalloc(ncap, sizeof *ne);
         for (size_t i = 0; i < m->cap; i++)
             if (m->e[i].key)
                 hmap_put_raw(ne, ncap, m->e[i].key, m->e[i].val);
@@ -301,9 +300,7 @@ static int tsv_open(tsv *t, const char *dir, const char *name, fhir_error *err)
     if (!f)
         return fhir_error_set(err, "%s: cannot open: %s", path, strerror(errno));
     size_t cap = 1 << 16, len = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        abort();
+    char *buf = fhir_xmalloc(cap);
     for (;;) {
         if (len + 1 >= cap) {
             if (cap >= TSV_MAX_BYTES) {
@@ -312,9 +309,7 @@ static int tsv_open(tsv *t, const char *dir, const char *name, fhir_error *err)
                 return fhir_error_set(err, "%s: larger than %u bytes", path, TSV_MAX_BYTES);
             }
             cap *= 2;
-            char *nb = realloc(buf, cap);
-            if (!nb)
-                abort();
+            char *nb = fhir_xrealloc(buf, cap);
             buf = nb;
         }
         size_t r = fread(buf + len, 1, cap - len - 1, f);
@@ -513,9 +508,7 @@ static int load_diagnoses(map_tables *mt, const char *dir, fhir_error *err)
             r->pattern = alower(mt, code);
             if (mt->ndx_names == cap_names) {
                 cap_names = cap_names ? cap_names * 2 : 64;
-                dx_row **nn = realloc(mt->dx_names, cap_names * sizeof *nn);
-                if (!nn)
-                    abort();
+                dx_row **nn = fhir_xrealloc(mt->dx_names, cap_names * sizeof *nn);
                 mt->dx_names = nn;
             }
             mt->dx_names[mt->ndx_names++] = r;
@@ -569,9 +562,7 @@ static int load_units(map_tables *mt, const char *dir, fhir_error *err)
             break;
         if (mt->nunits == cap) {
             cap = cap ? cap * 2 : 64;
-            unit_row *nu = realloc(mt->units, cap * sizeof *nu);
-            if (!nu)
-                abort();
+            unit_row *nu = fhir_xrealloc(mt->units, cap * sizeof *nu);
             mt->units = nu;
         }
         mt->units[mt->nunits++] = (unit_row){adup(mt, t.col[0]), adup(mt, t.col[1]), f, divide};
@@ -780,9 +771,7 @@ static int load_drugs(map_tables *mt, const char *dir, fhir_error *err)
                 break;
             if (mt->ndrug_names == cap) {
                 cap = cap ? cap * 2 : 128;
-                name_drug *nn = realloc(mt->drug_names, cap * sizeof *nn);
-                if (!nn)
-                    abort();
+                name_drug *nn = fhir_xrealloc(mt->drug_names, cap * sizeof *nn);
                 mt->drug_names = nn;
             }
             mt->drug_names[mt->ndrug_names++] = (name_drug){lname, strlen(lname), &d->d};
@@ -855,9 +844,7 @@ static int load_procedures(map_tables *mt, const char *dir, fhir_error *err)
             r->pattern = alower(mt, code);
             if (mt->nproc_names == cap) {
                 cap = cap ? cap * 2 : 64;
-                proc_row **nn = realloc(mt->proc_names, cap * sizeof *nn);
-                if (!nn)
-                    abort();
+                proc_row **nn = fhir_xrealloc(mt->proc_names, cap * sizeof *nn);
                 mt->proc_names = nn;
             }
             mt->proc_names[mt->nproc_names++] = r;
@@ -882,9 +869,7 @@ map_tables *map_tables_load(const char *dir, fhir_error *err)
 {
     if (!dir)
         dir = fhir_datadir_path("mappings");
-    map_tables *mt = calloc(1, sizeof *mt);
-    if (!mt)
-        abort();
+    map_tables *mt = fhir_xcalloc(1, sizeof *mt);
     mt->a = fhir_arena_new(0);
     if (!mt->a)
         abort();

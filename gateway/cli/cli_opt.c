@@ -184,7 +184,7 @@ static int store_value(const cli_cmd *c, const cli_opt *o, const char *v, FILE *
     }
     case CLI_DATE: {
         int64_t d;
-        if (strlen(v) != 10 || fhir_clock_parse_date(v, &d) != 0) {
+        if (fhir_clock_parse_ymd(v, &d) != 0) {
             fprintf(err, "cartgate %s: --%s: not a date (YYYY-MM-DD): %s\n", c->name, o->name, v);
             return -1;
         }

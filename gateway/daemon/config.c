@@ -13,6 +13,7 @@
 
 #include <yajl/yajl_parse.h>
 
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
@@ -404,16 +405,6 @@ static int enum_index(const char *values, const char *v)
 
 /* ---- storing values -------------------------------------------------------------------- */
 
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
-
 static void *field(void *base, const opt *o)
 {
     return (char *)base + o->off;
@@ -423,7 +414,7 @@ static void set_str(void *base, const opt *o, const char *v)
 {
     char **p = field(base, o);
     free(*p);
-    *p = xstrdup(v);
+    *p = fhir_xstrdup(v);
 }
 
 static void strlist_free(config_strlist *l)
@@ -437,21 +428,17 @@ static void strlist_free(config_strlist *l)
 
 static void strlist_push(config_strlist *l, const char *s)
 {
-    char **nv = realloc(l->v, (l->n + 1) * sizeof *nv);
-    if (!nv)
-        abort();
+    char **nv = fhir_xrealloc(l->v, (l->n + 1) * sizeof *nv);
     l->v = nv;
-    l->v[l->n++] = xstrdup(s);
+    l->v[l->n++] = fhir_xstrdup(s);
 }
 
 static char *resolve_path(const char *base_dir, const char *p)
 {
     if (!p || p[0] == '/' || !base_dir || !base_dir[0] || !strcmp(base_dir, "."))
-        return xstrdup(p);
+        return fhir_xstrdup(p);
     size_t n = strlen(base_dir) + strlen(p) + 2;
-    char *r = malloc(n);
-    if (!r)
-        abort();
+    char *r = fhir_xmalloc(n);
     snprintf(r, n, "%s/%s", base_dir, p);
     return r;
 }
@@ -572,12 +559,6 @@ static const char *cv_kind_name(cv_kind k)
     return "?";
 }
 
-static bool valid_date(const char *s)
-{
-    int64_t d;
-    return strlen(s) == 10 && s[4] == '-' && s[7] == '-' && fhir_clock_parse_date(s, &d) == 0;
-}
-
 static void walk_object(walk *w, const cv *obj, const char *prefix, void *base);
 
 static void walk_value(walk *w, const opt *o, const cv *v, const char *full, void *base)
@@ -614,9 +595,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
                 diag(d, e->line, "%s: more than %d sources", full, CONFIG_MAX_SOURCES);
                 return;
             }
-            config_source *ns = realloc(w->cfg->sources, (w->cfg->n_sources + 1) * sizeof *ns);
-            if (!ns)
-                abort();
+            config_source *ns = fhir_xrealloc(w->cfg->sources, (w->cfg->n_sources + 1) * sizeof *ns);
             w->cfg->sources = ns;
             config_source *s = &ns[w->cfg->n_sources++];
             memset(s, 0, sizeof *s);
@@ -696,7 +675,8 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         set_str(base, o, v->text);
         break;
     case OT_DATE:
-        if (!valid_date(v->text)) {
+        int64_t day;
+        if (fhir_clock_parse_ymd(v->text, &day) != 0) {
             diag(d, v->line, "%s: \"%s\" is not a date YYYY-MM-DD", full, v->text);
             return;
         }
@@ -1030,10 +1010,8 @@ config *config_load_mem(const char *name, const char *text, size_t len, const ch
         diag(&d, p.root ? p.root->line : 1, "the configuration must be a JSON object");
         goto done;
     }
-    c = calloc(1, sizeof *c);
-    if (!c)
-        abort();
-    c->path = xstrdup(name);
+    c = fhir_xcalloc(1, sizeof *c);
+    c->path = fhir_xstrdup(name);
     apply_defaults(c, SC_MAIN);
     /* defaults of PATH options are absolute or relative to the working directory */
     walk w = {.d = &d, .base_dir = base_dir, .cfg = c};
@@ -1089,7 +1067,7 @@ config *config_load(const char *path, fhir_buf *diagbuf, size_t *n_errors, fhir_
             fhir_buf_printf(diagbuf, "%s\n", err ? err->msg : "");
         return NULL;
     }
-    char *dir = xstrdup(path);
+    char *dir = fhir_xstrdup(path);
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = 0;
@@ -1117,14 +1095,14 @@ int config_read_secret(const char *file, const char *env, char **out, fhir_error
         line[strcspn(line, "\r\n")] = 0;
         if (!line[0])
             return fhir_error_set(err, "secret file %s: first line is empty", file);
-        *out = xstrdup(line);
+        *out = fhir_xstrdup(line);
         return 0;
     }
     if (env) {
         const char *v = getenv(env);
         if (!v || !*v)
             return fhir_error_set(err, "environment variable %s is not set", env);
-        *out = xstrdup(v);
+        *out = fhir_xstrdup(v);
         return 0;
     }
     return fhir_error_set(err, "no secret configured (neither a file nor an environment variable)");

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "elig.h"
 #include "fhir_arena.h"
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
@@ -61,14 +62,6 @@ struct daemon_proc {
     daemon_rt *retired;      /* an rt replaced while its sources were still polling */
     admin_metrics m;
 };
-
-static char *xstrdup(const char *s)
-{
-    char *d = strdup(s ? s : "");
-    if (!d)
-        abort();
-    return d;
-}
 
 /* ---- runtime (config + criteria + centers), loaded and swapped as one ---------------- */
 
@@ -332,7 +325,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
 {
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
-    j->pid = xstrdup(pid);
+    j->pid = fhir_xstrdup(pid);
     j->l.a = fhir_arena_new(512u << 20);
     j->l.err = err;
     fhir_buf_init(&j->vj, 4u << 20);
@@ -890,7 +883,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     daemon_proc *d = calloc(1, sizeof *d);
     if (!d)
         abort();
-    d->config_path = xstrdup(config_path);
+    d->config_path = fhir_xstrdup(config_path);
     d->m.started_ms = fhir_clock_now_ms();
     d->rt = rt_load(config_path, err);
     if (!d->rt)

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
@@ -700,7 +701,7 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
         bulk_fail(p, msg);
         return;
     }
-    b->status_url = poll_xstrdup(res->content_location);
+    b->status_url = fhir_xstrdup(res->content_location);
     fhir_client_result_free(res);
     job_remember(p, b->status_url, b->since);
     fhir_log(FHIR_LOG_INFO, "bulk.started", "source=%s since=%s%s", p->cfg->name,
@@ -747,10 +748,10 @@ static const char *type_cursor(poll_source *p, size_t i, const char *legacy)
     }
     free(v);
     if (legacy) {
-        p->cursor_old[i] = poll_xstrdup(legacy);
+        p->cursor_old[i] = fhir_xstrdup(legacy);
         return p->cursor_old[i];
     }
-    return p->cfg->since ? (p->cursor_old[i] = poll_xstrdup(p->cfg->since)) : NULL;
+    return p->cfg->since ? (p->cursor_old[i] = fhir_xstrdup(p->cfg->since)) : NULL;
 }
 
 static void bulk_poll(poll_source *p)

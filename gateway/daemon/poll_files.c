@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
@@ -122,7 +123,7 @@ static void files_poll(poll_source *p)
                 abort();
             names = nn;
         }
-        names[n++] = poll_xstrdup(e->d_name);
+        names[n++] = fhir_xstrdup(e->d_name);
     }
     closedir(dh);
     if (n)

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_log.h"
 #include "poll_impl.h"
 
@@ -135,7 +136,7 @@ static void on_group(void *ud, fhir_client_result *res)
         store_cursor_get(p->env.st, p->cfg->name, key, &v, &err);
         g->member_new[g->n_members] = v == NULL;
         free(v);
-        g->members[g->n_members++] = poll_xstrdup(ref + 8);
+        g->members[g->n_members++] = fhir_xstrdup(ref + 8);
     }
     fhir_client_result_free(res);
     fhir_log(FHIR_LOG_DEBUG, "poll.group", "source=%s members=%zu", p->cfg->name, g->n_members);

@@ -76,8 +76,6 @@ struct poll_source {
 
 /* ---- shared parts (poll_source.c) ---------------------------------------------------------- */
 
-/* Caller frees. */
-char *poll_xstrdup(const char *s);
 void poll_log_err(const char *event, const poll_source *p, const char *msg);
 /* Ends the poll: counters to env->done, per-poll state dropped, next poll scheduled. */
 void poll_end(poll_source *p);

@@ -7,17 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
 #include "poll_impl.h"
-
-char *poll_xstrdup(const char *s)
-{
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
 
 void poll_log_err(const char *event, const poll_source *p, const char *msg)
 {
@@ -252,7 +245,7 @@ const char *poll_initial_cursor(poll_source *p, const char *key, size_t slot)
     }
     free(v);
     if (p->cfg->since) {
-        p->cursor_old[slot] = poll_xstrdup(p->cfg->since);
+        p->cursor_old[slot] = fhir_xstrdup(p->cfg->since);
         return p->cursor_old[slot];
     }
     return NULL;

@@ -9,6 +9,7 @@
 #include <strings.h>
 #include <yajl/yajl_parse.h>
 
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_node.h"
@@ -256,25 +257,6 @@ static int get_coord(loader *L, const fhir_node *obj, const char *key, const cha
     return 0;
 }
 
-static int parse_ymd(const char *s, int64_t *day)
-{
-    int y;
-    unsigned m, d;
-    char tail;
-    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2u-%2u%c", &y, &m, &d, &tail) != 3)
-        return -1;
-    if (m < 1 || m > 12 || d < 1 || d > 31)
-        return -1;
-    int64_t z = fhir_clock_days_from_civil(y, m, d);
-    int yy;
-    unsigned mm, dd;
-    fhir_clock_civil_from_days(z, &yy, &mm, &dd);
-    if (yy != y || mm != m || dd != d) /* 2027-02-30 and friends */
-        return -1;
-    *day = z;
-    return 0;
-}
-
 static int load_auth(loader *L, const fhir_node *fhir, const char *where, centers_auth *a)
 {
     const fhir_node *an = fhir_node_get(fhir, "auth");
@@ -386,7 +368,7 @@ static int load_center(loader *L, const fhir_node *o, size_t idx, centers_center
             get_str(L, e, "scope", where, false, &a->scope) ||
             get_str(L, e, "expires", where, true, &a->expires))
             return -1;
-        if (parse_ymd(a->expires, &a->expires_day))
+        if (fhir_clock_parse_ymd(a->expires, &a->expires_day))
             return fail(L, fhir_node_get(e, "expires"),
                         "%s: accreditation expiry \"%s\" is not a valid YYYY-MM-DD date", where,
                         a->expires);
@@ -440,9 +422,7 @@ centers_dir *centers_load_mem(const char *name, const char *data, size_t len, fh
         fhir_error_set(err, "%s: file is larger than %u bytes", name, CENTERS_MAX_BYTES);
         return NULL;
     }
-    centers_dir *d = calloc(1, sizeof *d);
-    if (!d)
-        abort();
+    centers_dir *d = fhir_xcalloc(1, sizeof *d);
     d->arena = fhir_arena_new(0);
     d->path = fhir_arena_strdup(d->arena, name);
     loader L = {.name = d->path, .arena = d->arena, .err = err};
@@ -457,9 +437,7 @@ centers_dir *centers_load_mem(const char *name, const char *data, size_t len, fh
     }
     line_index li;
     if (line_index_build(&li, data, len) == 0 && li.n == fhir_node_size(root)) {
-        L.map = calloc(li.n, sizeof *L.map);
-        if (!L.map)
-            abort();
+        L.map = fhir_xcalloc(li.n, sizeof *L.map);
         size_t i = 0;
         map_walk(root, li.lines, li.n, L.map, &i);
         L.n_map = li.n;
@@ -482,9 +460,7 @@ centers_dir *centers_load_mem(const char *name, const char *data, size_t len, fh
         int64_t v;
         if (ver && (!fhir_node_int(ver, &v) || v != 1))
             rc = fail(&L, ver, "\"version\" must be 1 (the only schema version so far)");
-        d->centers = calloc(fhir_node_count(arr) + 1, sizeof *d->centers);
-        if (!d->centers)
-            abort();
+        d->centers = fhir_xcalloc(fhir_node_count(arr) + 1, sizeof *d->centers);
         size_t i = 0;
         for (const fhir_node *o = fhir_node_first(arr); !rc && o; o = o->next, i++) {
             rc = load_center(&L, o, i, &d->centers[i]);
@@ -516,9 +492,7 @@ centers_dir *centers_load(const char *path, fhir_error *err)
         return NULL;
     }
     size_t cap = CENTERS_MAX_BYTES + 1, len = 0;
-    char *buf = malloc(cap);
-    if (!buf)
-        abort();
+    char *buf = fhir_xmalloc(cap);
     len = fread(buf, 1, cap, f);
     int rd_err = ferror(f);
     fclose(f);

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
@@ -82,9 +83,7 @@ static int cmp_str(const void *a, const void *b)
 /* Sorted, de-duplicated, comma-joined indication keys. Caller frees. */
 static char *join_indications(const char *const *ind, size_t n, fhir_error *err)
 {
-    const char **v = calloc(n + 1, sizeof *v);
-    if (!v)
-        abort();
+    const char **v = fhir_xcalloc(n + 1, sizeof *v);
     for (size_t i = 0; i < n; i++) {
         if (!ind[i] || !ind[i][0] || strchr(ind[i], ',')) {
             free(v);
@@ -155,9 +154,7 @@ static char *dup_or_null(const char *v)
 {
     if (!v)
         return NULL;
-    char *r = strdup(v);
-    if (!r)
-        abort();
+    char *r = fhir_xstrdup(v);
     return r;
 }
 

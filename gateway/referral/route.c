@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 
 #define ZCTA_MAX_LINE 4096
@@ -161,9 +162,7 @@ route_zcta *route_zcta_load(const char *path, fhir_error *err)
         }
         if (z->n == alloc) {
             alloc = alloc ? alloc * 2 : 1024;
-            z->rows = realloc(z->rows, alloc * sizeof *z->rows);
-            if (!z->rows)
-                abort();
+            z->rows = fhir_xrealloc(z->rows, alloc * sizeof *z->rows);
         }
         z->rows[z->n++] = (zrow){.zip = zip, .line = lineno, .lat = (float)lat, .lon = (float)lon};
     }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bser.h"
+#include "fhir_alloc.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -86,9 +87,7 @@ sender *sender_new(store *s, const sender_opts *opts, fhir_error *err)
         fhir_error_set(err, "sender: a center directory is required");
         return NULL;
     }
-    sender *snd = calloc(1, sizeof *snd);
-    if (!snd)
-        abort();
+    sender *snd = fhir_xcalloc(1, sizeof *snd);
     snd->st = s;
     snd->o = *opts;
     if (!snd->o.backoff_base_ms)
@@ -112,9 +111,7 @@ sender *sender_new(store *s, const sender_opts *opts, fhir_error *err)
     }
     /* one queue per directory entry at most; jobs point into this array, so it never grows */
     snd->alloc_qs = opts->centers->n + 1;
-    snd->qs = calloc(snd->alloc_qs, sizeof *snd->qs);
-    if (!snd->qs)
-        abort();
+    snd->qs = fhir_xcalloc(snd->alloc_qs, sizeof *snd->qs);
     return snd;
 }
 
@@ -202,9 +199,7 @@ static center_q *queue_for(sender *snd, const centers_center *c, fhir_error *err
         abort(); /* broken invariant: more queues than directory entries */
     center_q *q = &snd->qs[snd->n_qs++];
     memset(q, 0, sizeof *q);
-    q->center_id = strdup(c->id);
-    if (!q->center_id)
-        abort();
+    q->center_id = fhir_xstrdup(c->id);
     q->client = cl;
     return q;
 }
@@ -535,9 +530,7 @@ static void on_http(void *ud, fhir_client_result *res)
 /* Starts one referral of a send lane. true when a job is now in flight. */
 static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
 {
-    job *j = calloc(1, sizeof *j);
-    if (!j)
-        abort();
+    job *j = fhir_xcalloc(1, sizeof *j);
     j->snd = snd;
     j->q = q;
     j->ln = ln;
@@ -605,9 +598,7 @@ static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
 
 static bool start_poll(sender *snd, center_q *q, lane *ln, const due *d)
 {
-    job *j = calloc(1, sizeof *j);
-    if (!j)
-        abort();
+    job *j = fhir_xcalloc(1, sizeof *j);
     j->snd = snd;
     j->q = q;
     j->ln = ln;
@@ -677,9 +668,7 @@ static int collect_due(void *ctx, const refer_record *r)
     due_list *l = ctx;
     if (l->n == l->alloc) {
         l->alloc = l->alloc ? l->alloc * 2 : 64;
-        l->v = realloc(l->v, l->alloc * sizeof *l->v);
-        if (!l->v)
-            abort();
+        l->v = fhir_xrealloc(l->v, l->alloc * sizeof *l->v);
     }
     due *d = &l->v[l->n++];
     d->id = r->id;
@@ -694,9 +683,7 @@ static void lane_push(lane *ln, const due *d, size_t *alloc)
 {
     if (ln->n == *alloc) {
         *alloc = *alloc ? *alloc * 2 : 16;
-        ln->v = realloc(ln->v, *alloc * sizeof *ln->v);
-        if (!ln->v)
-            abort();
+        ln->v = fhir_xrealloc(ln->v, *alloc * sizeof *ln->v);
     }
     ln->v[ln->n++] = *d;
 }
@@ -803,9 +790,7 @@ int sender_poll_start(sender *snd, fhir_error *err)
             const due *d = &l.v[(first + k) % l.n];
             if (sel.n == sel.alloc) {
                 sel.alloc = sel.alloc ? sel.alloc * 2 : 64;
-                sel.v = realloc(sel.v, sel.alloc * sizeof *sel.v);
-                if (!sel.v)
-                    abort();
+                sel.v = fhir_xrealloc(sel.v, sel.alloc * sizeof *sel.v);
             }
             sel.v[sel.n++] = *d;
         }

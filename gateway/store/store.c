@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 
 /* ---- schema ------------------------------------------------------------------------------ */
@@ -554,9 +555,7 @@ static char *xdup(const char *v)
 {
     if (!v)
         return NULL;
-    char *r = strdup(v);
-    if (!r)
-        abort();
+    char *r = fhir_xstrdup(v);
     return r;
 }
 

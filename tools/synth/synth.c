@@ -1088,23 +1088,6 @@ void synth_opts_default(synth_opts *o)
     o->format = SYNTH_FORMAT_NDJSON;
 }
 
-int synth_parse_day(const char *s, int64_t *days)
-{
-    int y, m, d;
-    char tail;
-    if (!s || strlen(s) != 10 || sscanf(s, "%4d-%2d-%2d%c", &y, &m, &d, &tail) != 3 || m < 1 ||
-        m > 12 || d < 1 || d > 31)
-        return -1;
-    int64_t z = fhir_clock_days_from_civil(y, (unsigned)m, (unsigned)d);
-    int yy;
-    unsigned mm, dd;
-    fhir_clock_civil_from_days(z, &yy, &mm, &dd);
-    if (yy != y || (int)mm != m || (int)dd != d)
-        return -1;
-    *days = z;
-    return 0;
-}
-
 /* ---- drawing a patient ------------------------------------------------------------------- */
 
 static double round_to(double v, int decimals)

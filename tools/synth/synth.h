@@ -76,7 +76,4 @@ int synth_patient(const synth_opts *o, size_t index, synth_sink sink, void *ud, 
 int synth_write_cohort(const synth_opts *o, const char *out_dir, uint64_t *bytes_out,
                        fhir_error *err);
 
-/* Parses "YYYY-MM-DD" to days since the epoch; -1 on malformed input. */
-int synth_parse_day(const char *s, int64_t *days);
-
 #endif

@@ -54,6 +54,18 @@ static void test_dates(void **state)
     for (int i = 0; bad[i]; i++)
         if (fhir_clock_parse_date(bad[i], &d) != -1)
             fail_msg("accepted '%s'", bad[i]);
+    /* the strict YYYY-MM-DD parser takes a real calendar day and nothing else */
+    assert_int_equal(fhir_clock_parse_ymd("2024-02-29", &d), 0);
+    assert_true(d == fhir_clock_days_from_civil(2024, 2, 29));
+    assert_int_equal(fhir_clock_parse_ymd("1969-12-31", &d), 0);
+    assert_true(d == -1);
+    const char *not_ymd[] = {"2023-02-29", "2024-04-31", "2024-00-10", "2024-13-01", "2024-01-00",
+                             "2024", "2024-05", "2024-05-17T10:00:00Z", "+202-01-01", " 2024-01-1",
+                             "2024-1-011", "2026-1-01", "2026-02-30", "2024/01/01", "2024-01-01 ", "", NULL};
+    for (int i = 0; not_ymd[i]; i++)
+        if (fhir_clock_parse_ymd(not_ymd[i], &d) != -1)
+            fail_msg("fhir_clock_parse_ymd accepted '%s'", not_ymd[i]);
+    assert_int_equal(fhir_clock_parse_ymd(NULL, &d), -1);
     int64_t ms;
     assert_int_equal(fhir_clock_parse_instant("2024-05-17T10:00:00.25Z", &ms), 0);
     char buf[40];
