@@ -2,12 +2,9 @@
 #include "fhir_retry.h"
 
 #include <ctype.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <strings.h>
+#include <time.h>
 
-#include "fhir_clock.h"
+#include <curl/curl.h>
 
 void fhir_retry_policy_default(fhir_retry_policy *p)
 {
@@ -60,64 +57,15 @@ int64_t fhir_retry_delay_ms(const fhir_retry_policy *p, unsigned retry, uint64_t
 
 /* ---- HTTP-date ------------------------------------------------------------------------ */
 
-static int month_index(const char *m)
-{
-    static const char *const names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-    for (int i = 0; i < 12; i++)
-        if (!strncasecmp(m, names[i], 3))
-            return i + 1;
-    return 0;
-}
-
-static int civil_to_ms(int y, int mon, int d, int hh, int mm, int ss, int64_t *out)
-{
-    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
-    if (mon < 1 || mon > 12 || d < 1 || d > mdays[mon - 1] || hh < 0 || hh > 23 || mm < 0 ||
-        mm > 59 || ss < 0 || ss > 60 || y < 1900 || y > 9999)
-        return -1;
-    int64_t days = fhir_clock_days_from_civil(y, (unsigned)mon, (unsigned)d);
-    *out = ((days * 24 + hh) * 60 + mm) * 60000LL + ss * 1000LL;
-    return 0;
-}
-
 int fhir_retry_parse_http_date(const char *s, int64_t *ms_out)
 {
-    char wday[16], mon[4], tz[8];
-    int d, y, hh, mm, ss, n = 0;
     if (!s)
         return -1;
-    while (*s == ' ' || *s == '\t')
-        s++;
-    /* IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT */
-    if (sscanf(s, "%15[A-Za-z], %2d %3s %4d %2d:%2d:%2d %7s%n", wday, &d, mon, &y, &hh, &mm,
-               &ss, tz, &n) == 8 &&
-        !strcmp(tz, "GMT")) {
-        int m = month_index(mon);
-        if (strlen(wday) == 3 && m && s[n] == '\0')
-            return civil_to_ms(y, m, d, hh, mm, ss, ms_out);
+    time_t t = curl_getdate(s, NULL);
+    if (t == (time_t)-1)
         return -1;
-    }
-    /* RFC 850: Sunday, 06-Nov-94 08:49:37 GMT */
-    n = 0;
-    if (sscanf(s, "%15[A-Za-z], %2d-%3s-%2d %2d:%2d:%2d %7s%n", wday, &d, mon, &y, &hh, &mm,
-               &ss, tz, &n) == 8 &&
-        !strcmp(tz, "GMT")) {
-        int m = month_index(mon);
-        if (!m || s[n] != '\0')
-            return -1;
-        y += y < 70 ? 2000 : 1900; /* RFC 9110: interpret as within 50 years; coarse rule */
-        return civil_to_ms(y, m, d, hh, mm, ss, ms_out);
-    }
-    /* asctime: Sun Nov  6 08:49:37 1994 */
-    n = 0;
-    if (sscanf(s, "%3s %3s %d %2d:%2d:%2d %4d%n", wday, mon, &d, &hh, &mm, &ss, &y, &n) == 7) {
-        int m = month_index(mon);
-        if (!m || s[n] != '\0')
-            return -1;
-        return civil_to_ms(y, m, d, hh, mm, ss, ms_out);
-    }
-    return -1;
+    *ms_out = (int64_t)t * 1000;
+    return 0;
 }
 
 int fhir_retry_parse_retry_after(const char *value, int64_t now_ms, int64_t *delay_ms)
@@ -143,16 +91,8 @@ int fhir_retry_parse_retry_after(const char *value, int64_t now_ms, int64_t *del
         *delay_ms = secs * 1000;
         return 0;
     }
-    char buf[64];
-    size_t n = strlen(p);
-    while (n && (p[n - 1] == ' ' || p[n - 1] == '\r' || p[n - 1] == '\n' || p[n - 1] == '\t'))
-        n--;
-    if (n == 0 || n >= sizeof buf)
-        return -1;
-    memcpy(buf, p, n);
-    buf[n] = '\0';
     int64_t at;
-    if (fhir_retry_parse_http_date(buf, &at) < 0)
+    if (fhir_retry_parse_http_date(p, &at) < 0)
         return -1;
     *delay_ms = at > now_ms ? at - now_ms : 0;
     return 0;

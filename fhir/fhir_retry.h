@@ -1,6 +1,6 @@
 /* fhir_retry — pure retry decisions for the HTTP client: which failures are transient,
- * capped exponential backoff with full jitter, Retry-After parsing (delta-seconds or
- * HTTP-date), and a token bucket for request pacing. Nothing here reads a clock or a random
+ * capped exponential backoff with full jitter, Retry-After parsing (delta-seconds, or an
+ * HTTP-date read by libcurl), and a token bucket for request pacing. Nothing here reads a clock or a random
  * source: callers pass "now" and the random draw, so every schedule is reproducible. */
 #ifndef FHIR_RETRY_H
 #define FHIR_RETRY_H
@@ -31,12 +31,15 @@ bool fhir_retry_status_transient(long http_status);
  * attempt): uniform in [0, min(cap, base * 2^retry)] using the 64-bit random draw rnd. */
 int64_t fhir_retry_backoff_ms(const fhir_retry_policy *p, unsigned retry, uint64_t rnd);
 
-/* Parses a Retry-After header value: delta-seconds ("120") or an IMF-fixdate / RFC 850 /
- * asctime HTTP-date, relative to now_ms (ms since the epoch, from fhir_clock). A date in the
- * past gives 0. Returns 0 with *delay_ms set, or -1 when the value is malformed. */
+/* Parses a Retry-After header value: delta-seconds ("120") or an HTTP-date, relative to
+ * now_ms (ms since the epoch, from fhir_clock). A date in the past gives 0. Returns 0 with
+ * *delay_ms set, or -1 when the value is malformed. */
 int fhir_retry_parse_retry_after(const char *value, int64_t now_ms, int64_t *delay_ms);
 
-/* Parses an HTTP-date (the three RFC 9110 forms) to ms since the epoch. 0 or -1. */
+/* Parses an HTTP-date to ms since the epoch with libcurl's curl_getdate(): the three RFC 9110
+ * forms (IMF-fixdate, RFC 850, asctime) and the looser forms curl accepts (other zones,
+ * out-of-range days rolled over). A lenient reading only changes how long a retry waits, and
+ * that wait is capped by max_retry_after_ms. Returns 0, or -1 when curl cannot read it. */
 int fhir_retry_parse_http_date(const char *s, int64_t *ms_out);
 
 /* Chooses the wait before retry number `retry`: the server's Retry-After when given
