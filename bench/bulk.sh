@@ -98,7 +98,7 @@ EOF
   DPID=$!
   line=""
   for _ in $(seq 1 12000); do
-    line=$(grep -m1 'event=poll.done' "$TMP/d.log" || true)
+    line=$(grep -m1 'event="poll.done"' "$TMP/d.log" || true)
     [ -n "$line" ] && break
     kill -0 "$DPID" 2>/dev/null || break
     sleep 0.05
@@ -108,10 +108,10 @@ EOF
   kill "$DPID"
   wait "$DPID" || true
   DPID=""
-  [[ "$line" == *result=ok* ]] || { echo "cartgate poll failed: $line" >&2; tail -5 "$TMP/d.log" >&2; exit 1; }
+  [[ "$line" == *result=\"ok\"* ]] || { echo "cartgate poll failed: $line" >&2; tail -5 "$TMP/d.log" >&2; exit 1; }
   local ms changed
-  ms=$(sed -n 's/.* ms=\([0-9]*\).*/\1/p' <<<"$line")
-  changed=$(sed -n 's/.* changed=\([0-9]*\).*/\1/p' <<<"$line")
+  ms=$(sed -n 's/.* ms="\([0-9]*\)".*/\1/p' <<<"$line")
+  changed=$(sed -n 's/.* changed="\([0-9]*\)".*/\1/p' <<<"$line")
   echo "$ms $cpu $changed"
 }
 

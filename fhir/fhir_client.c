@@ -760,7 +760,7 @@ static void op_schedule_retry(op *o, long status)
     st->retries++;
     o->retries++;
     fhir_log(FHIR_LOG_INFO, "fhir.retry",
-             "endpoint=%s request=\"%s\" status=%ld attempt=%u delay_ms=%" PRId64
+             "endpoint=%s request=%s status=%ld attempt=%u delay_ms=%" PRId64
              " retry_after=%s",
              c->name, o->label, status, o->attempts, delay, ra >= 0 ? "yes" : "no");
     if (!o->retry_timer) {
@@ -889,7 +889,7 @@ static void op_completed(op *o, CURLcode rc)
         o->st->auth_retries++;
         if (o->auth_gen == fhir_auth_generation(c->auth))
             fhir_auth_invalidate(c->auth);
-        fhir_log(FHIR_LOG_INFO, "fhir.auth_retry", "endpoint=%s request=\"%s\"", c->name,
+        fhir_log(FHIR_LOG_INFO, "fhir.auth_retry", "endpoint=%s request=%s", c->name,
                  o->label);
         queue_push(&c->pending_head, &c->pending_tail, o, true);
         return;
@@ -1716,11 +1716,10 @@ static void page_outcomes(search *s, const char *label, const fhir_node *entry)
         if (fhir_buf_printf(&s->warnings, "%s\n", line) < 0)
             continue;
         fhir_buf_cstr(&s->warnings);
-        char qlabel[200], qtext[500];
         fhir_log(FHIR_LOG_WARN, "fhir.search_outcome",
                  "endpoint=%s request=%s severity=%s code=%s text=%s page=%u", s->c->name,
-                 fhir_log_quote(label, qlabel, sizeof qlabel), sev ? sev : "unknown",
-                 code ? code : "unknown", fhir_log_quote(txt ? txt : "", qtext, sizeof qtext),
+                 label, sev ? sev : "unknown",
+                 code ? code : "unknown", txt ? txt : "",
                  s->pages);
     }
 }

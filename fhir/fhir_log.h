@@ -1,15 +1,27 @@
-/* fhir_log — levelled, structured key=value logs on stderr (or a FILE you choose).
+/* fhir_log — levelled, structured logfmt lines on stderr (or a FILE you choose).
  *
  *   fhir_log(FHIR_LOG_INFO, "poll.done", "endpoint=%s resources=%zu", name, n);
- *   -> ts=2026-11-27T18:00:00.000Z level=info event=poll.done endpoint=ehr resources=12
+ *   -> ts="2026-11-27T18:00:00.000Z" level="info" event="poll.done" endpoint="ehr" resources="12"
+ *
+ * fmt is a printf format made of key=value pairs separated by single spaces. fhir_log writes
+ * every value in double quotes and escapes it (logfmt rules: \" \\ \n \r \t, other control
+ * bytes as \u00XX), so nothing a caller passes (a message with spaces, a quote, a newline, a
+ * string like `x actor=admin`) can close a value, forge a field or start a new line. Callers
+ * never quote. A value runs from its '=' to the next space in fmt that is followed by a key
+ * and '=' (keys are [A-Za-z0-9_.-]); text in between stays in the value ("delay=%dms"), and
+ * what a conversion produces never splits a value. Text before the first key= is logged as
+ * msg="...". A line is at most FHIR_LOG_LINE_MAX bytes: a longer one is cut between two
+ * characters of a value, which still closes its quote, and ends with truncated="true".
  *
  * Logs never carry PHI: name patients by their pseudonymous id, never by name, MRN,
- * birth date or address. Values with spaces or quotes are the caller's to quote with
- * fhir_log_quote(). */
+ * birth date or address. */
 #ifndef FHIR_LOG_H
 #define FHIR_LOG_H
 
 #include <stdio.h>
+
+/* Longest line written, newline included. */
+#define FHIR_LOG_LINE_MAX 4096u
 
 typedef enum fhir_log_level {
     FHIR_LOG_DEBUG = 0,
@@ -26,10 +38,9 @@ int fhir_log_level_parse(const char *s, fhir_log_level *out);
 /* Where logs go (borrowed; default stderr). */
 void fhir_log_set_stream(FILE *f);
 
+/* Writes one line: ts, level, event, then the pairs of fmt, every value quoted (see above).
+ * The %n conversion is not supported (its argument is skipped). */
 void fhir_log(fhir_log_level lvl, const char *event, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-
-/* Writes s as a log-safe value into out (quotes and escapes when needed). Returns out. */
-const char *fhir_log_quote(const char *s, char *out, size_t outlen);
 
 #endif

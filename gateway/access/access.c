@@ -180,11 +180,6 @@ static void fill_principal(access_principal *p, const store_user *u, role r, acc
     snprintf(p->source, sizeof p->source, "%s", source ? source : "");
 }
 
-static const char *q(const char *s, char *buf, size_t n)
-{
-    return fhir_log_quote(s ? s : "", buf, n);
-}
-
 /* Runs fn inside one store transaction. */
 static int in_tx(access_ctx *a, fhir_error *err, int (*fn)(access_ctx *, void *, fhir_error *), void *ctx)
 {
@@ -560,14 +555,13 @@ int access_login_password(access_ctx *a, const char *name, const char *password,
     int rc = in_tx(a, err, do_login_password, &o);
     if (retry_after_s)
         *retry_after_s = o.retry_after_s;
-    char qs[96];
     if (rc == ACCESS_OK)
         fhir_log(FHIR_LOG_INFO, "access.sign_in", "user=%lld via=password source=%s", (long long)out->user_id,
-                 q(source, qs, sizeof qs));
+                 source ? source : "");
     else if (rc > 0) {
         fhir_error_set(err, "%s", o.why);
         fhir_log(FHIR_LOG_WARN, "access.sign_in_failed", "via=password source=%s locked=%s",
-                 q(source, qs, sizeof qs), rc == ACCESS_LOCKED ? "true" : "false");
+                 source ? source : "", rc == ACCESS_LOCKED ? "true" : "false");
     }
     return rc;
 }
@@ -685,13 +679,12 @@ int access_login_oidc(access_ctx *a, const access_oidc_identity *id, const char 
     }
     oidc_op o = {.id = id, .source = source, .out = out, .cookie = cookie};
     int rc = in_tx(a, err, do_login_oidc, &o);
-    char qs[96];
     if (rc == ACCESS_OK)
         fhir_log(FHIR_LOG_INFO, "access.sign_in", "user=%lld via=oidc source=%s", (long long)out->user_id,
-                 q(source, qs, sizeof qs));
+                 source ? source : "");
     else if (rc > 0) {
         fhir_error_set(err, "%s", o.why);
-        fhir_log(FHIR_LOG_WARN, "access.sign_in_failed", "via=oidc source=%s", q(source, qs, sizeof qs));
+        fhir_log(FHIR_LOG_WARN, "access.sign_in_failed", "via=oidc source=%s", source ? source : "");
     }
     return rc;
 }
@@ -794,9 +787,8 @@ int access_logout(access_ctx *a, const char *cookie, const access_principal *p, 
     if (n < 0)
         return -1;
     if (n > 0 && p) {
-        char qs[96];
         fhir_log(FHIR_LOG_INFO, "access.sign_out", "user=%lld source=%s", (long long)p->user_id,
-                 q(p->source, qs, sizeof qs));
+                 p->source);
         return access_audit(a, p, "sign-out", "session ended by the user", NULL, err);
     }
     return 0;

@@ -401,8 +401,7 @@ static void on_discovery(void *ud, fhir_client_result *res)
     if (err.msg[0]) {
         o->disc_failed_ms = fhir_clock_now_ms();
         snprintf(o->disc_error, sizeof o->disc_error, "%s", err.msg);
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_WARN, "oidc.discovery_failed", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_WARN, "oidc.discovery_failed", "error=%s", err.msg);
     } else {
         o->disc_error[0] = 0;
         fhir_log(FHIR_LOG_INFO, "oidc.discovered", "keys=%s", o->keys ? "loaded" : "fetching");
@@ -482,8 +481,7 @@ static void on_jwks(void *ud, fhir_client_result *res)
         oidc_set_jwks(o, k);
         fhir_log(FHIR_LOG_INFO, "oidc.jwks", "keys=%zu skipped=%zu", jose_jwks_count(k), skipped);
     } else {
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", err.msg);
     }
     resume_jwks_waiters(o, k != NULL, err.msg);
 }
@@ -496,8 +494,7 @@ static void fetch_jwks(oidc *o)
     fhir_client *c = client_for(o, o->jwks_uri, &err);
     fhir_client_request rq = {.method = "GET", .path = o->jwks_uri, .accept = "application/json"};
     if (!c || fhir_client_send(c, &rq, on_jwks, o, &err)) {
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_WARN, "oidc.jwks_failed", "error=%s", err.msg);
         resume_jwks_waiters(o, false, err.msg);
         return;
     }

@@ -28,8 +28,7 @@ int cmd_run(int argc, char **argv)
     fhir_error_clear(&err);
     daemon_proc *d = daemon_new(path, &err);
     if (!d) {
-        char q[700];
-        fhir_log(FHIR_LOG_ERROR, "daemon.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "daemon.failed", "error=%s", err.msg);
         fprintf(stderr, "cartgate run: %s\n", err.msg);
         return 1;
     }

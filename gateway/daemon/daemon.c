@@ -91,10 +91,10 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
         const char *p = fhir_buf_cstr(&diag);
         while (p && *p) {
             const char *nl = strchr(p, '\n');
-            char line[600], q[700];
+            char line[600];
             snprintf(line, sizeof line, "%.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
             fhir_log(FHIR_LOG_ERROR, "config.error", "detail=%s",
-                     fhir_log_quote(line, q, sizeof q));
+                     line);
             p = nl ? nl + 1 : NULL;
         }
         fhir_buf_free(&diag);
@@ -460,8 +460,7 @@ static void report_log(daemon_proc *d, const screen_report *r)
 static void screen_failed(daemon_proc *d, const char *pid, const fhir_error *e)
 {
     d->m.screen_errors++;
-    char q[600];
-    fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", pid, fhir_log_quote(e->msg, q, sizeof q));
+    fhir_log(FHIR_LOG_WARN, "screen.failed", "patient=%s error=%s", pid, e->msg);
 }
 
 /* Screens every patient marked by ingest, one patient in memory at a time. Each batch of
@@ -528,8 +527,7 @@ static void sender_rebuild(daemon_proc *d)
     fhir_error err;
     d->snd = sender_new(d->st, &so, &err);
     if (!d->snd) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.failed", "error=%s", err.msg);
     }
     writeback_free(d->wb);
     d->wb = NULL;
@@ -544,8 +542,7 @@ static void sender_rebuild(daemon_proc *d)
         fhir_error_clear(&err);
         d->wb = writeback_new(d->st, &wo, &err);
         if (!d->wb) {
-            char q[600];
-            fhir_log(FHIR_LOG_ERROR, "writeback.disabled", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+            fhir_log(FHIR_LOG_ERROR, "writeback.disabled", "error=%s", err.msg);
         }
     }
 }
@@ -559,8 +556,7 @@ static void writeback_kick(daemon_proc *d)
     fhir_error err;
     fhir_error_clear(&err);
     if (writeback_pass_start(d->wb, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "writeback.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "writeback.pass_failed", "error=%s", err.msg);
     }
 }
 
@@ -576,8 +572,7 @@ static void on_send_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error err;
     fhir_error_clear(&err);
     if (sender_pass_start(d->snd, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.pass_failed", "error=%s", err.msg);
     }
     writeback_kick(d);
 }
@@ -592,8 +587,7 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error err;
     fhir_error_clear(&err);
     if (sender_poll_start(d->snd, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sender.poll_failed", "error=%s", err.msg);
     }
     writeback_kick(d);
 }
@@ -680,8 +674,7 @@ static void apply_pending_sources(daemon_proc *d)
     d->retired = NULL;
     fhir_error err;
     if (sources_build(d, &err)) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "sources.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "sources.failed", "error=%s", err.msg);
     }
 }
 
@@ -702,8 +695,7 @@ static void after_polls(daemon_proc *d)
     if (n > 0)
         fhir_log(FHIR_LOG_INFO, "screen.batch", "patients=%ld", n);
     else if (n < 0) {
-        char q[600];
-        fhir_log(FHIR_LOG_ERROR, "screen.failed", "error=%s", fhir_log_quote(err.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "screen.failed", "error=%s", err.msg);
     }
     bool ready = true;
     for (size_t i = 0; i < d->n_sources; i++)
@@ -792,8 +784,7 @@ int daemon_reload(daemon_proc *d, fhir_error *err)
     }
     if (!nrt) {
         d->m.reloads_failed++;
-        char q[700];
-        fhir_log(FHIR_LOG_ERROR, "reload.refused", "error=%s kept=previous", fhir_log_quote(err->msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "reload.refused", "error=%s kept=previous", err->msg);
         return -1;
     }
     const config *oc = d->rt->cfg, *nc = nrt->cfg;
@@ -818,8 +809,7 @@ int daemon_reload(daemon_proc *d, fhir_error *err)
     /* the rule set may have changed: re-screen everyone with a verdict under another hash */
     fhir_error e;
     if (store_dirty_mark_ruleset_changed(d->st, elig_ruleset_hash(nrt->rules), &e)) {
-        char q[700];
-        fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", fhir_log_quote(e.msg, q, sizeof q));
+        fhir_log(FHIR_LOG_ERROR, "reload.rescreen_failed", "error=%s", e.msg);
     }
     if (!any_busy(d))
         after_polls(d);
@@ -847,12 +837,12 @@ static void log_versions(struct event_base *base)
     curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
     char yv[32];
     snprintf(yv, sizeof yv, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);
-    char ssl[128], q[160];
+    char ssl[128];
     snprintf(ssl, sizeof ssl, "%s", cv->ssl_version ? cv->ssl_version : "none");
     fhir_log(FHIR_LOG_INFO, "daemon.start",
              "version=%s yajl=%s libcurl=%s curl_tls=%s libxml2=%s libevent=%s libevent_backend=%s "
              "sqlite=%s openssl=%s",
-             CARTGATE_VERSION, yv, cv->version, fhir_log_quote(ssl, q, sizeof q), LIBXML_DOTTED_VERSION,
+             CARTGATE_VERSION, yv, cv->version, ssl, LIBXML_DOTTED_VERSION,
              event_get_version(), event_base_get_method(base), store_sqlite_version(),
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }

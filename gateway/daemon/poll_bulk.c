@@ -255,11 +255,10 @@ static void error_outcome(bulk_file *f, const fhir_node *oo)
         if (fatal && !types[0])
             fail_all_types(p);
         if (b->issues_logged++ < BULK_ISSUE_LOG_MAX) {
-            char q[700];
             fhir_log(fatal ? FHIR_LOG_WARN : FHIR_LOG_INFO, "bulk.error_issue",
                      "source=%s severity=%s code=%s types=%s fails=%s text=%s", p->cfg->name,
                      sev ? sev : "unknown", code ? code : "unknown", types[0] ? types : "all",
-                     fatal ? "yes" : "no", fhir_log_quote(issue_text(is), q, sizeof q));
+                     fatal ? "yes" : "no", issue_text(is));
         }
     }
 }
@@ -419,10 +418,9 @@ static void on_file(void *ud, fhir_client_result *res)
     }
     file_reset(f);
     if (f->attempts < BULK_FILE_ATTEMPTS) {
-        char q[FHIR_ERROR_MAX + 100];
         fhir_log(FHIR_LOG_WARN, "bulk.file_retry", "source=%s kind=%s type=%s attempt=%u error=%s",
                  p->cfg->name, kind_name(f->kind), f->type, f->attempts,
-                 fhir_log_quote(cause, q, sizeof q));
+                 cause);
         if (!f->retry_timer)
             f->retry_timer = evtimer_new(p->env.base, on_file_retry, f);
         struct timeval tv = {.tv_sec = 1L << (f->attempts - 1)};
@@ -671,11 +669,10 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
             delay = 1000;
         if (delay > 300000)
             delay = 300000;
-        char q[FHIR_ERROR_MAX + 100];
         fhir_log(FHIR_LOG_WARN, "bulk.busy",
                  "source=%s status=%ld waited_ms=%lld retry_in_ms=%lld error=%s", p->cfg->name,
                  res->status, (long long)waited, (long long)delay,
-                 fhir_log_quote(res->err.msg, q, sizeof q));
+                 res->err.msg);
         if (waited + delay > (int64_t)p->cfg->busy_wait_s * 1000) {
             char msg[FHIR_ERROR_MAX + 200];
             snprintf(msg, sizeof msg, "kick-off refused for %lld s: the server is running another "

@@ -141,9 +141,8 @@ static void files_poll(poll_source *p)
         } else {
             p->changed = before;
             move_to(dir, "failed", names[i], err.msg);
-            char q[700];
             fhir_log(FHIR_LOG_WARN, "files.failed", "source=%s file=%s error=%s", p->cfg->name, names[i],
-                     fhir_log_quote(err.msg, q, sizeof q));
+                     err.msg);
         }
         free(names[i]);
     }

@@ -14,8 +14,7 @@
 
 void poll_log_err(const char *event, const poll_source *p, const char *msg)
 {
-    char q[700];
-    fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, fhir_log_quote(msg, q, sizeof q));
+    fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, msg);
 }
 
 const char *poll_source_name(const poll_source *p)
@@ -170,9 +169,9 @@ void poll_note_since(poll_source *p, int64_t since_ms, const fhir_node *res)
         return;
     p->since_ignored_said = true;
     fhir_log(FHIR_LOG_WARN, "source.since_ignored",
-             "source=%s kind=%s note=\"the server returns data older than the _since or "
-             "_lastUpdated asked for; every poll reads everything and unchanged resources are "
-             "recognised against the cache\"", p->cfg->name, config_source_kind_name(p->cfg->kind));
+             "source=%s kind=%s note=%s", p->cfg->name, config_source_kind_name(p->cfg->kind),
+             "the server returns data older than the _since or _lastUpdated asked for; every "
+             "poll reads everything and unchanged resources are recognised against the cache");
 }
 
 bool poll_full_refresh_due(poll_source *p)

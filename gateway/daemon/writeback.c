@@ -162,8 +162,7 @@ static int row_update(writeback *w, int64_t row_id, const char *status, bool att
 
 static void log_store_failure(const fhir_error *e)
 {
-    char q[600];
-    fhir_log(FHIR_LOG_ERROR, "writeback.store_failed", "error=%s", fhir_log_quote(e->msg, q, sizeof q));
+    fhir_log(FHIR_LOG_ERROR, "writeback.store_failed", "error=%s", e->msg);
 }
 
 /* A permanent failure: the row is kept as failed and an audit row makes it visible. */

@@ -284,11 +284,10 @@ void propose_log(const char *pid, refer_mode mode, const propose_result *r)
     for (size_t i = 0; i < r->n_cancelled; i++)
         fhir_log(FHIR_LOG_INFO, "referral.cancelled", "referral=%lld patient=%s reason=verdict_changed",
                  (long long)r->cancelled[i], pid);
-    char q[FHIR_ERROR_MAX + 100];
     switch (r->outcome) {
     case PROPOSE_ROUTE_FAILED:
         fhir_log(FHIR_LOG_WARN, "referral.route_failed", "patient=%s error=%s", pid,
-                 fhir_log_quote(r->detail, q, sizeof q));
+                 r->detail);
         break;
     case PROPOSE_NO_CENTER:
         fhir_log(FHIR_LOG_WARN, "referral.no_center", "patient=%s indications=%zu", pid,
@@ -297,7 +296,7 @@ void propose_log(const char *pid, refer_mode mode, const propose_result *r)
     case PROPOSE_NO_PAYLOAD:
         if (r->detail[0])
             fhir_log(FHIR_LOG_WARN, "referral.payload_failed", "patient=%s error=%s", pid,
-                     fhir_log_quote(r->detail, q, sizeof q));
+                     r->detail);
         break;
     case PROPOSE_CREATED:
         fhir_log(FHIR_LOG_INFO, "referral.created",

@@ -266,8 +266,7 @@ static void local_error(sender *snd, lane *ln, const fhir_error *e)
         snd->has_err = true;
         snd->err = *e;
     }
-    char q[600];
-    fhir_log(FHIR_LOG_ERROR, "sender.store_failed", "error=%s", fhir_log_quote(e->msg, q, sizeof q));
+    fhir_log(FHIR_LOG_ERROR, "sender.store_failed", "error=%s", e->msg);
     if (ln)
         ln->blocked = true;
 }

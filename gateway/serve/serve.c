@@ -438,7 +438,8 @@ serve *serve_new(struct event_base *base, access_ctx *acc, const serve_config *c
     }
     if (!tls && !serve_is_loopback(bind))
         fhir_log(FHIR_LOG_WARN, "serve.insecure",
-                 "bind=%s tls=false note=\"plain HTTP on a network address: only behind a TLS proxy\"", bind);
+                 "bind=%s tls=false note=%s", bind,
+                 "plain HTTP on a network address: only behind a TLS proxy");
     return s;
 }
 
@@ -935,8 +936,7 @@ static void authenticate(serve_req *r, bool *bad_token)
             rc = access_check_session(s->acc, cookie, r->source, &r->who, &err);
     }
     if (rc < 0) {
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_ERROR, "serve.auth_error", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_ERROR, "serve.auth_error", "error=%s", err.msg);
     }
     r->has_who = rc == ACCESS_OK;
 }

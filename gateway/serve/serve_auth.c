@@ -114,8 +114,7 @@ static void post_login(serve_req *r, void *ud)
     } else if (rc == ACCESS_DENIED) {
         login_page(r, a, 401, "Sign-in failed: wrong user name or password.", next_copy);
     } else {
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_ERROR, "auth.error", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_ERROR, "auth.error", "error=%s", err.msg);
         login_page(r, a, 500, "Sign-in is not available right now.", next_copy);
     }
 }
@@ -166,8 +165,7 @@ static void on_begin(void *ud, const char *url, const char *binding, const fhir_
 {
     serve_req *r = ud;
     if (!url) {
-        char qe[FHIR_ERROR_MAX + 8];
-        fhir_log(FHIR_LOG_WARN, "auth.oidc_unavailable", "error=%s", fhir_log_quote(err->msg, qe, sizeof qe));
+        fhir_log(FHIR_LOG_WARN, "auth.oidc_unavailable", "error=%s", err->msg);
         fhir_buf b;
         fhir_buf_init(&b, 4096);
         fhir_buf_puts(&b, "<h1>Sign-in unavailable</h1>\n<p role=\"alert\">The hospital sign-in service cannot be "
@@ -216,11 +214,10 @@ static void on_finish(void *ud, const access_oidc_identity *id, const char *retu
     free(c);
     fhir_error err;
     fhir_error_clear(&err);
-    char qe[FHIR_ERROR_MAX + 8], qs[96];
     if (!id) {
         /* refused before a person is known (state, nonce, signature, token endpoint ...) */
         fhir_log(FHIR_LOG_WARN, "access.sign_in_failed", "via=oidc source=%s error=%s",
-                 fhir_log_quote(serve_source(r), qs, sizeof qs), fhir_log_quote(ferr->msg, qe, sizeof qe));
+                 serve_source(r), ferr->msg);
         access_principal who;
         memset(&who, 0, sizeof who);
         snprintf(who.name, sizeof who.name, "(unknown user)");
@@ -228,7 +225,7 @@ static void on_finish(void *ud, const access_oidc_identity *id, const char *retu
         char detail[FHIR_ERROR_MAX + 64];
         snprintf(detail, sizeof detail, "OpenID Connect sign-in refused: %s", ferr->msg);
         if (access_audit(a->acc, &who, "sign-in-failed", detail, NULL, &err))
-            fhir_log(FHIR_LOG_ERROR, "auth.audit_error", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+            fhir_log(FHIR_LOG_ERROR, "auth.audit_error", "error=%s", err.msg);
         failed_page(r);
         return;
     }
@@ -237,7 +234,7 @@ static void on_finish(void *ud, const access_oidc_identity *id, const char *retu
     int rc = access_login_oidc(a->acc, id, serve_source(r), &p, cookie, &err);
     if (rc != ACCESS_OK) {
         if (rc < 0)
-            fhir_log(FHIR_LOG_ERROR, "auth.error", "error=%s", fhir_log_quote(err.msg, qe, sizeof qe));
+            fhir_log(FHIR_LOG_ERROR, "auth.error", "error=%s", err.msg);
         failed_page(r);
         return;
     }

@@ -46,7 +46,7 @@ start_daemon() {
   for _ in $(seq 1 300); do
     kill -0 "$DPID" 2>/dev/null || fail "daemon $name exited early"
     local port
-    port=$(sed -n 's/.*event=admin.listen bind=[^ ]* port=\([0-9]*\).*/\1/p' "$TMP/$name.log" 2>/dev/null | tail -n1)
+    port=$(sed -n 's/.*event="admin.listen" bind="[^"]*" port="\([0-9]*\)".*/\1/p' "$TMP/$name.log" 2>/dev/null | tail -n1)
     if [ -n "$port" ]; then
       ADMIN="http://127.0.0.1:$port"
       return 0

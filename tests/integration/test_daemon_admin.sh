@@ -144,25 +144,25 @@ ok "no --admin/--db -> usage (exit 2); http to a non-loopback host refused; --db
 cp "$TMP/c.conf" "$TMP/c.good"
 printf '{ "site": {"id": "t-admin"}, "log": {"level": "loud"} }\n' >"$TMP/c.conf"
 kill -HUP "$DPID"
-refused() { grep -q "event=reload.refused" "$TMP/d1.log"; }
+refused() { grep -q 'event="reload.refused"' "$TMP/d1.log"; }
 wait_for "reload.refused logged" 10 refused
-grep -q 'event=config.error detail=.*c.conf:1: log.level' "$TMP/d1.log" || fail "config error not logged with file:line"
+grep -q 'event="config.error" detail=".*c.conf:1: log.level' "$TMP/d1.log" || fail "config error not logged with file:line"
 kill -0 "$DPID" || fail "daemon died on a broken config"
 api /healthz; [ "$CODE" = 200 ] || fail "not serving after refused reload"
 api /api/v1/referrals; [ "$CODE" = 200 ] || fail "old token not kept"
 ok "SIGHUP with a broken config: refused (error with file:line logged), still running on the old one"
 sed 's/"site": {"id": "t-admin",/"log": {"level": "debug"}, "site": {"id": "t-admin",/' "$TMP/c.good" >"$TMP/c.conf"
 kill -HUP "$DPID"
-reloaded() { grep -q "event=reload.done" "$TMP/d1.log"; }
+reloaded() { grep -q 'event="reload.done"' "$TMP/d1.log"; }
 wait_for "reload.done logged" 10 reloaded
 api /metrics; grep -q '^cartgate_reloads_total{result="ok"} 1$' "$TMP/resp" && grep -q '^cartgate_reloads_total{result="refused"} 1$' "$TMP/resp" || fail "reload counters"
 api /api/v1/patients; [ "$CODE" = 200 ] || fail "after reload"
 ok "SIGHUP with a good config applies it"
 
-grep -q "event=daemon.start .*libevent_backend=" "$TMP/d1.log" || fail "start-up versions not logged"
+grep -q 'event="daemon.start" .*libevent_backend="' "$TMP/d1.log" || fail "start-up versions not logged"
 stop_daemon "$DPID"
 [ "$DRC" = 0 ] || fail "exit status $DRC after SIGTERM"
-grep -q "event=daemon.stop" "$TMP/d1.log" || fail "no daemon.stop"
+grep -q 'event="daemon.stop"' "$TMP/d1.log" || fail "no daemon.stop"
 ok "start-up logs library versions and the libevent backend; SIGTERM exits 0"
 "$CG" referrals list --admin "$ADMIN" >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
 [ "$rc" = 1 ] && grep -q "cannot connect to the admin API at $ADMIN (is the daemon running?)" "$TMP/cli.err" || fail "daemon down: rc=$rc $(cat "$TMP/cli.err")"

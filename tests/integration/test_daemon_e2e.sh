@@ -103,7 +103,7 @@ stop_daemon "$P"
 [ "$DRC" = 0 ] || fail "exit status $DRC"
 start_daemon e2e2 "$TMP/e2e.conf"
 P=$DPID
-polled() { grep -q 'event=poll.done source=ehr' "$TMP/e2e2.log"; }
+polled() { grep -q 'event="poll.done" source="ehr' "$TMP/e2e2.log"; }
 wait_for "a poll after restart" 60 polled
 sleep 3
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM referrals")" = "$n_ref" ] || fail "restart created referrals"

@@ -19,7 +19,7 @@ bulk_src() { # EXTRA_JSON [BASE]
   echo "{\"name\":\"ehr\",\"kind\":\"bulk\",\"base_url\":\"${2:-$EHR}\",\"group_id\":\"cohort\",\"interval_s\":2,\"retry_s\":1${1:-},$AUTH}"
 }
 
-polls() { grep -c "event=poll.done source=ehr kind=bulk result=$2" "$TMP/$1.log"; }
+polls() { grep -c "event=\"poll.done\" source=\"ehr\" kind=\"bulk\" result=\"$2\"" "$TMP/$1.log"; }
 fhir() { curl -s -H "Authorization: Bearer $TOK" "$@"; }
 same_verdicts() { verdicts_of "$1" >"$1.txt"; diff "$2" "$1.txt" >"$1.diff" || fail "verdicts of $1 differ: $(head "$1.diff")"; }
 
@@ -31,7 +31,7 @@ B1=$DPID
 DB="$TMP/b1.db"
 failed_twice() { [ "$(polls b1 failed)" -ge 2 ]; }
 wait_for "two failed exports (error[] for Condition)" 90 failed_twice
-grep -q 'event=bulk.error_issue source=ehr severity=error code=exception types=Condition fails=yes text="Condition: export of Condition timed out"' "$TMP/b1.log" ||
+grep -q 'event="bulk.error_issue" source="ehr" severity="error" code="exception" types="Condition" fails="yes" text="Condition: export of Condition timed out"' "$TMP/b1.log" ||
   fail "error issue not logged: $(grep bulk.error_issue "$TMP/b1.log" | head -1)"
 [ "$(screened_count "$DB")" = 0 ] || fail "$(screened_count "$DB") patients screened without their Conditions"
 [ "$(held_of "$DB")" -ge $((N / 2)) ] || fail "held: $(held_of "$DB")"
@@ -71,7 +71,7 @@ changed_to() { [ "$(sqlite3 "$DB" "SELECT category FROM verdicts WHERE patient_i
 wait_for "$E re-screened without its deleted Conditions" 60 changed_to
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM resources WHERE type='Condition' AND patient_id='$E'")" = 0 ] || fail "deleted Conditions still cached"
 [ "$(metric 'cartgate_resources_deleted_total{source="ehr"}')" = "$n_del" ] || fail "deleted metric: $(metric 'cartgate_resources_deleted_total{source="ehr"}') vs $n_del"
-grep -q "event=screen.verdict patient=$E category=$want previous=eligible" "$TMP/b1.log" || fail "no verdict change logged for $E"
+grep -q "event=\"screen.verdict\" patient=\"$E\" category=\"$want\" previous=\"eligible\"" "$TMP/b1.log" || fail "no verdict change logged for $E"
 ok "bulk: deleted[] ($n_del Condition(s) of $E) removes them from the cache; $E goes from eligible to $want, as cartgate screen says without them"
 
 # a patient of whom nothing is left loses the verdict
@@ -90,7 +90,7 @@ done <"$TMP/f-refs.txt"
 gone() { [ "$(sqlite3 "$DB" "SELECT count(*) FROM verdicts WHERE patient_id='$F'")" = 0 ]; }
 wait_for "$F's verdict removed" 60 gone
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM resources WHERE patient_id='$F'")" = 0 ] || fail "$F still has cached resources"
-grep -q "event=screen.verdict patient=$F category=none previous=.* reason=no_data_cached" "$TMP/b1.log" || fail "no removal logged for $F"
+grep -q "event=\"screen.verdict\" patient=\"$F\" category=\"none\" previous=.* reason=\"no_data_cached\"" "$TMP/b1.log" || fail "no removal logged for $F"
 ok "bulk: every resource of $F deleted at the source -> nothing cached, the verdict removed (logged)"
 # from here on the EHR holds the cohort without E's Conditions and without F
 grep -v "^$F|" "$TMP/expected2.txt" >"$TMP/expected-now.txt"
@@ -104,11 +104,11 @@ n_ok=$(polls b1 ok)
 more_ok() { [ "$(polls b1 ok)" -ge $((n_ok + 2)) ]; }
 wait_for "two exports ignoring _since" 90 more_ok
 curl -s -X DELETE "$QADMIN/quirks" >/dev/null
-[ "$(grep -c 'event=source.since_ignored source=ehr kind=bulk' "$TMP/b1.log")" = 1 ] || fail "since_ignored said $(grep -c since_ignored "$TMP/b1.log") times"
+[ "$(grep -c 'event="source.since_ignored" source="ehr" kind="bulk"' "$TMP/b1.log")" = 1 ] || fail "since_ignored said $(grep -c since_ignored "$TMP/b1.log") times"
 [ "$(metric 'cartgate_source_ignores_since{source="ehr"}')" = 1 ] || fail "ignores_since metric"
 [ "$(sqlite3 "$DB" "SELECT sum(updated_ms) FROM verdicts")" = "$sum_before" ] || fail "patients re-screened"
-last=$(grep 'event=poll.done source=ehr kind=bulk result=ok' "$TMP/b1.log" | tail -n1)
-[[ "$last" == *"changed=0 "* ]] || fail "re-sent data stored as changed: $last"
+last=$(grep 'event="poll.done" source="ehr" kind="bulk" result="ok"' "$TMP/b1.log" | tail -n1)
+[[ "$last" == *' changed="0" '* ]] || fail "re-sent data stored as changed: $last"
 ok "bulk: a server ignoring _since is said once (log, metric 1); everything it re-sends is recognised unchanged, nobody re-screened"
 stop_daemon "$B1"
 
@@ -118,9 +118,9 @@ source_conf b3 "$(bulk_src ',"download_concurrency":3')"
 start_daemon b3 "$TMP/b3.conf"
 wait_for "b3: $N patients screened" 120 all_screened "$TMP/b3.db"
 same_verdicts "$TMP/b3.db" "$TMP/expected-now.txt"
-grep -q 'event=bulk.manifest source=ehr output=1[0-9] ' "$TMP/b3.log" || fail "not a multi-file export: $(grep bulk.manifest "$TMP/b3.log")"
-[ "$(grep -c 'event=bulk.file_retry source=ehr kind=output type=Observation attempt=1' "$TMP/b3.log")" = 1 ] || fail "no retry of the truncated file"
-grep -q 'event=bulk.file source=ehr kind=output type=Observation .* attempt=2' "$TMP/b3.log" || fail "second attempt not stored"
+grep -q 'event="bulk.manifest" source="ehr" output="1[0-9]" ' "$TMP/b3.log" || fail "not a multi-file export: $(grep bulk.manifest "$TMP/b3.log")"
+[ "$(grep -c 'event="bulk.file_retry" source="ehr" kind="output" type="Observation" attempt="1"' "$TMP/b3.log")" = 1 ] || fail "no retry of the truncated file"
+grep -q 'event="bulk.file" source="ehr" kind="output" type="Observation" .* attempt="2"' "$TMP/b3.log" || fail "second attempt not stored"
 [ "$(polls b3 failed)" = 0 ] || fail "the first export failed"
 curl -s "$QADMIN/quirks" >"$TMP/q.json"
 [ "$(jget "$TMP/q.json" 'd.quirks.bulk_file_fail.fired')" = 1 ] || fail "the file did not fail"
@@ -135,8 +135,8 @@ start_daemon b4 "$TMP/b4.conf"
 wait_for "b4: $N patients screened" 120 all_screened "$TMP/b4.db"
 same_verdicts "$TMP/b4.db" "$TMP/expected-now.txt"
 stop_daemon "$DPID"
-n_out=$(grep -m1 'event=bulk.manifest' "$TMP/b4.log" | sed -n 's/.* output=\([0-9]*\) .*/\1/p')
-grep -q 'event=bulk.manifest .* requires_access_token=false' "$TMP/b4.log" || fail "requiresAccessToken false not seen"
+n_out=$(grep -m1 'event="bulk.manifest"' "$TMP/b4.log" | sed -n 's/.* output="\([0-9]*\)" .*/\1/p')
+grep -q 'event="bulk.manifest" .* requires_access_token="false"' "$TMP/b4.log" || fail "requiresAccessToken false not seen"
 curl -s "$QADMIN/stats" >"$TMP/stats.json"
 [ "$(jget "$TMP/stats.json" 'd.files.by_status["200"]||0')" = "$n_out" ] && [ "$(jget "$TMP/stats.json" 'd.files.by_status["400"]||0')" = 0 ] ||
   fail "pre-signed files: $(jget "$TMP/stats.json" 'd.files') for $n_out outputs"
@@ -166,7 +166,7 @@ CODE=$(curl -s -o /dev/null -D "$TMP/kick.hdr" -w '%{http_code}' -H "Authorizati
 OURS=$(sed -n 's/^[Cc]ontent-[Ll]ocation: *//p' "$TMP/kick.hdr" | tr -d '\r')
 source_conf b6 "$(bulk_src ',"busy_wait_s":120')"
 start_daemon b6 "$TMP/b6.conf"
-busy_twice() { [ "$(grep -c 'event=bulk.busy source=ehr status=429' "$TMP/b6.log")" -ge 2 ]; }
+busy_twice() { [ "$(grep -c 'event="bulk.busy" source="ehr" status="429"' "$TMP/b6.log")" -ge 2 ]; }
 wait_for "the daemon waiting for the running job" 90 busy_twice
 [ "$(screened_count "$TMP/b6.db")" = 0 ] || fail "screened while the export was refused"
 curl -s -o /dev/null -X DELETE -H "Authorization: Bearer $TOK" "$OURS"
@@ -187,14 +187,14 @@ SADMIN="http://127.0.0.1:$PORT/admin"
 curl -s -X POST -d '{"bulk_one_job":{"retry_after":1}}' "$SADMIN/quirks" >/dev/null
 source_conf b7 "$(bulk_src '' "$SLOW")"
 start_daemon b7 "$TMP/b7.conf"
-started() { grep -q 'event=bulk.started source=ehr' "$TMP/b7.log"; }
+started() { grep -q 'event="bulk.started" source="ehr"' "$TMP/b7.log"; }
 wait_for "b7: export started" 60 started
 { kill -9 "$DPID" && wait "$DPID"; } 2>/dev/null
 [ -n "$(cursor_of "$TMP/b7.db" job)" ] || fail "the job was not remembered"
 start_daemon b7b "$TMP/b7.conf"
 wait_for "b7: $N patients screened after the restart" 120 all_screened "$TMP/b7.db"
 same_verdicts "$TMP/b7.db" "$TMP/expected.txt"
-grep -q 'event=bulk.resumed source=ehr' "$TMP/b7b.log" || fail "the job was not resumed"
+grep -q 'event="bulk.resumed" source="ehr"' "$TMP/b7b.log" || fail "the job was not resumed"
 stop_daemon "$DPID"
 curl -s "$SADMIN/requests" >"$TMP/reqs.json"
 [ "$(jget "$TMP/reqs.json" 'd.requests.filter(r=>r.url.startsWith("/Group/cohort/$export")).map(r=>r.status).join()')" = 202 ] ||

@@ -17,7 +17,7 @@ reads_setup 40
 
 faults() { [ "$(curl -s -o "$TMP/f.out" -w '%{http_code}' -X POST -d "$1" "$QADMIN/faults")" = 200 ] || fail "faults $1: $(cat "$TMP/f.out")"; }
 # polls NAME SOURCE RESULT: poll.done lines of that result in NAME's log
-polls() { grep -c "event=poll.done source=$2 kind=[a-z]* result=$3" "$TMP/$1.log"; }
+polls() { grep -c "event=\"poll.done\" source=\"$2\" kind=\"[a-z]*\" result=\"$3\"" "$TMP/$1.log"; }
 
 # ---- truncated paging: the poll fails, nothing is screened, the next clean poll completes -----
 quirks '{"search_truncate":{"page":2,"types":["Observation"]}}'
@@ -27,7 +27,7 @@ start_daemon trunc "$TMP/trunc.conf"
 DB="$TMP/trunc.db"
 failed_twice() { [ "$(polls trunc ehr failed)" -ge 2 ]; }
 wait_for "two failed polls (truncated Observation paging)" 60 failed_twice
-grep -q 'event=poll.search_failed source=ehr error=.*Observation: search incomplete: 100 of 531 matches received (Bundle.total) and page 2 has no next link' "$TMP/trunc.log" ||
+grep -q 'event="poll.search_failed" source="ehr" error=.*Observation: search incomplete: 100 of 531 matches received (Bundle.total) and page 2 has no next link' "$TMP/trunc.log" ||
   fail "no truncation message: $(grep search_failed "$TMP/trunc.log" | head -2)"
 [ "$(screened_count "$DB")" = 0 ] || fail "$(screened_count "$DB") patients screened on partial data"
 [ "$(held_of "$DB")" = $N ] || fail "held: $(held_of "$DB")"
@@ -80,7 +80,7 @@ wait_for "two polls with warnings" 60 more_ok
 curl -s -X DELETE "$QADMIN/quirks" >/dev/null
 issues=$(metric 'cartgate_search_outcome_issues_total{source="ehr"}')
 [ "${issues:-0}" -ge 2 ] || fail "outcome issues metric: '$issues'"
-grep -q 'event=fhir.search_outcome endpoint=ehr request="GET Condition" severity=warning code=informational text="search parameter _lastUpdated is only partly indexed"' "$TMP/trunc.log" ||
+grep -q 'event="fhir.search_outcome" endpoint="ehr" request="GET Condition" severity="warning" code="informational" text="search parameter _lastUpdated is only partly indexed"' "$TMP/trunc.log" ||
   fail "no fhir.search_outcome log line: $(grep search_outcome "$TMP/trunc.log" | head -2)"
 ok "search: OperationOutcome warnings inside searchsets logged (text, type, no query) and counted ($issues); polls complete"
 
@@ -90,10 +90,10 @@ quirks '{"search_ignore_last_updated":true}'
 n_ok=$(polls trunc ehr ok)
 wait_for "two polls against a server ignoring _lastUpdated" 60 more_ok
 curl -s -X DELETE "$QADMIN/quirks" >/dev/null
-[ "$(grep -c 'event=source.since_ignored source=ehr kind=search' "$TMP/trunc.log")" = 1 ] || fail "since_ignored said $(grep -c since_ignored "$TMP/trunc.log") times"
+[ "$(grep -c 'event="source.since_ignored" source="ehr" kind="search"' "$TMP/trunc.log")" = 1 ] || fail "since_ignored said $(grep -c since_ignored "$TMP/trunc.log") times"
 [ "$(metric 'cartgate_source_ignores_since{source="ehr"}')" = 1 ] || fail "ignores_since metric"
-last=$(grep 'event=poll.done source=ehr kind=search result=ok' "$TMP/trunc.log" | tail -n1)
-[[ "$last" == *"changed=0 "* && "$last" != *"unchanged=0 "* ]] || fail "the re-sent data was not recognised unchanged: $last"
+last=$(grep 'event="poll.done" source="ehr" kind="search" result="ok"' "$TMP/trunc.log" | tail -n1)
+[[ "$last" == *' changed="0" '* && "$last" != *' unchanged="0" '* ]] || fail "the re-sent data was not recognised unchanged: $last"
 [ "$(sqlite3 "$DB" "SELECT sum(updated_ms) FROM verdicts")" = "$sum_before" ] || fail "patients re-screened"
 ok "search: a server ignoring _lastUpdated is said once (log, metric 1); what it re-sends is recognised unchanged and nobody is re-screened"
 stop_daemon "$DPID"
@@ -129,7 +129,7 @@ stop_daemon "$DPID"
 curl -s "$QADMIN/requests" >"$TMP/reqs.json"
 [ "$(jget "$TMP/reqs.json" 'd.requests.filter(r=>r.url.startsWith("/Condition?")).length')" -ge 3 ] || fail "Condition searches"
 [ "$(jget "$TMP/reqs.json" 'd.requests.filter(r=>r.url.includes("_lastUpdated")).length')" = 0 ] || fail "a full refresh asked for _lastUpdated"
-[ "$(grep -c 'event=poll.done source=ehr kind=search result=ok.*full_refresh=true' "$TMP/full.log")" -ge 3 ] || fail "full_refresh not logged"
+[ "$(grep -c 'event="poll.done" source="ehr" kind="search" result="ok".* full_refresh="true"' "$TMP/full.log")" -ge 3 ] || fail "full_refresh not logged"
 [ -n "$(cursor_of "$TMP/full.db" fullRefresh)" ] || fail "no fullRefresh cursor"
 ok "search: full_refresh_s reads everything again (no _lastUpdated in $(polls full ehr ok) polls), recorded in the cursors"
 echo "PASS: $CHECKS checks"

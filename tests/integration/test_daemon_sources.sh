@@ -34,10 +34,10 @@ diff "$TMP/expected.txt" "$TMP/search.txt" >"$TMP/search.diff" || fail "search v
 ok "search: $N patients, every verdict equal to cartgate screen"
 n_cursors=$(sqlite3 "$TMP/search.db" "SELECT count(*) FROM cursors WHERE source='ehr' AND key LIKE 'lastUpdated:%'")
 [ "$n_cursors" -ge 5 ] || fail "search cursors: $n_cursors"
-polled_twice() { [ "$(grep -c 'event=poll.done source=ehr kind=search result=ok' "$TMP/search.log")" -ge 2 ]; }
+polled_twice() { [ "$(grep -c 'event="poll.done" source="ehr" kind="search" result="ok"' "$TMP/search.log")" -ge 2 ]; }
 wait_for "a second search poll" 30 polled_twice
-second=$(grep 'event=poll.done source=ehr kind=search result=ok' "$TMP/search.log" | sed -n 2p)
-echo "$second" | grep -q "changed=0 " || fail "second poll re-stored data: $second"
+second=$(grep 'event="poll.done" source="ehr" kind="search" result="ok"' "$TMP/search.log" | sed -n 2p)
+echo "$second" | grep -q ' changed="0" ' || fail "second poll re-stored data: $second"
 ok "search: $n_cursors _lastUpdated cursors persisted; the next poll stores nothing new ($second)"
 
 # an update on the server reaches the store and re-screens only that patient
@@ -98,16 +98,16 @@ BPID=$DPID
 wait_for "bulk: $N patients screened" 120 all_screened "$TMP/bulk.db"
 verdicts_of "$TMP/bulk.db" >"$TMP/bulk.txt"
 diff "$TMP/expected.txt" "$TMP/bulk.txt" >"$TMP/bulk.diff" || fail "bulk verdicts differ: $(head "$TMP/bulk.diff")"
-grep -q 'event=bulk.complete source=ehr-bulk status_polls=[1-9]' "$TMP/bulk.log" || fail "no status polling (Retry-After)"
-grep -q 'event=bulk.deleted source=ehr-bulk status=202' "$TMP/bulk.log" || fail "export job not deleted"
+grep -q 'event="bulk.complete" source="ehr-bulk" status_polls="[1-9]' "$TMP/bulk.log" || fail "no status polling (Retry-After)"
+grep -q 'event="bulk.deleted" source="ehr-bulk" status="202"' "$TMP/bulk.log" || fail "export job not deleted"
 # one cursor per type (the types read completely advance), all the manifest's transactionTime
 tt=$(sqlite3 "$TMP/bulk.db" "SELECT value FROM cursors WHERE source='ehr-bulk' AND key='transactionTime:Patient'")
 [ -n "$tt" ] || fail "no transactionTime cursor"
 [ "$(sqlite3 "$TMP/bulk.db" "SELECT count(*) FROM cursors WHERE source='ehr-bulk' AND key LIKE 'transactionTime:%' AND value='$tt'")" = 9 ] ||
   fail "not every type's cursor is the transactionTime: $(sqlite3 "$TMP/bulk.db" "SELECT key, value FROM cursors WHERE source='ehr-bulk'")"
-bulk_twice() { [ "$(grep -c 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log")" -ge 2 ]; }
+bulk_twice() { [ "$(grep -c 'event="poll.done" source="ehr-bulk" kind="bulk" result="ok"' "$TMP/bulk.log")" -ge 2 ]; }
 wait_for "a second bulk poll" 60 bulk_twice
-grep 'event=poll.done source=ehr-bulk kind=bulk result=ok' "$TMP/bulk.log" | sed -n 2p | grep -q 'changed=0 ' || fail "second export (_since) stored data again"
+grep 'event="poll.done" source="ehr-bulk" kind="bulk" result="ok"' "$TMP/bulk.log" | sed -n 2p | grep -q 'changed="0" ' || fail "second export (_since) stored data again"
 ok "bulk: Group/cohort/\$export (_type, Retry-After status polling, manifest, streamed NDJSON, job deleted); $N verdicts equal to cartgate screen; _since=$tt on the next poll"
 stop_daemon "$BPID"
 
@@ -124,18 +124,18 @@ TOKADMIN="http://127.0.0.1:$PORT/admin"
 conf bulkauth "{\"name\":\"ehr-tok\",\"kind\":\"bulk\",\"base_url\":\"$TOK\",\"group_id\":\"cohort\",\"interval_s\":3600,\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}}"
 start_daemon bulkauth "$TMP/bulkauth.conf"
 TPID=$DPID
-manifest_in() { grep -q 'event=bulk.complete source=ehr-tok' "$TMP/bulkauth.log"; }
+manifest_in() { grep -q 'event="bulk.complete" source="ehr-tok"' "$TMP/bulkauth.log"; }
 wait_for "bulk (bearer): manifest" 60 manifest_in
 api /healthz
 [ "$CODE" = 200 ] || fail "admin /healthz during the download: $CODE"
-! grep -q 'event=bulk.file source=ehr-tok' "$TMP/bulkauth.log" || fail "the first output file was stored before /healthz answered (download blocking the loop, or no latency fault)"
+! grep -q 'event="bulk.file" source="ehr-tok"' "$TMP/bulkauth.log" || fail "the first output file was stored before /healthz answered (download blocking the loop, or no latency fault)"
 ok "bulk (bearer): the admin API answered while the first output file's download was in flight"
 wait_for "bulk (bearer): $N patients screened" 120 all_screened "$TMP/bulkauth.db"
 verdicts_of "$TMP/bulkauth.db" >"$TMP/bulkauth.txt"
 diff "$TMP/expected.txt" "$TMP/bulkauth.txt" >"$TMP/bulkauth.diff" || fail "bulk (bearer) verdicts differ: $(head "$TMP/bulkauth.diff")"
-grep -q 'event=poll.done source=ehr-tok kind=bulk result=ok' "$TMP/bulkauth.log" || fail "bulk (bearer) poll not ok"
-grep -q 'event=bulk.complete source=ehr-tok status_polls=[1-9]' "$TMP/bulkauth.log" || fail "bulk (bearer): no status polling"
-deleted_tok() { grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkauth.log"; }
+grep -q 'event="poll.done" source="ehr-tok" kind="bulk" result="ok"' "$TMP/bulkauth.log" || fail "bulk (bearer) poll not ok"
+grep -q 'event="bulk.complete" source="ehr-tok" status_polls="[1-9]' "$TMP/bulkauth.log" || fail "bulk (bearer): no status polling"
+deleted_tok() { grep -q 'event="bulk.deleted" source="ehr-tok" status="202"' "$TMP/bulkauth.log"; }
 wait_for "bulk (bearer): job deleted" 10 deleted_tok
 [ -n "$(sqlite3 "$TMP/bulkauth.db" "SELECT value FROM cursors WHERE source='ehr-tok' AND key='transactionTime:Patient'")" ] || fail "bulk (bearer): no cursor"
 curl -s "$TOKADMIN/stats" >"$TMP/tokstats.json"
@@ -151,13 +151,13 @@ stop_daemon "$TPID"
 conf bulkstop "{\"name\":\"ehr-tok\",\"kind\":\"bulk\",\"base_url\":\"$TOK\",\"group_id\":\"cohort\",\"interval_s\":3600,\"auth\":{\"kind\":\"bearer\",\"token_file\":\"$TMP/ehr.token\"}}" 0
 start_daemon bulkstop "$TMP/bulkstop.conf"
 TPID=$DPID
-started_tok() { grep -q 'event=bulk.started source=ehr-tok' "$TMP/bulkstop.log"; }
+started_tok() { grep -q 'event="bulk.started" source="ehr-tok"' "$TMP/bulkstop.log"; }
 wait_for "bulk (bearer): export started" 30 started_tok
 curl -s -X DELETE "$TOKADMIN/stats" >/dev/null
 stop_daemon "$TPID"
 [ "$DRC" = 0 ] || fail "bulk stop exit $DRC"
-grep -q 'event=bulk.abandoned source=ehr-tok' "$TMP/bulkstop.log" || fail "no bulk.abandoned"
-grep -q 'event=bulk.deleted source=ehr-tok status=202' "$TMP/bulkstop.log" || fail "abandoned job not deleted"
+grep -q 'event="bulk.abandoned" source="ehr-tok"' "$TMP/bulkstop.log" || fail "no bulk.abandoned"
+grep -q 'event="bulk.deleted" source="ehr-tok" status="202"' "$TMP/bulkstop.log" || fail "abandoned job not deleted"
 curl -s "$TOKADMIN/stats" >"$TMP/tokstats2.json"
 [ "$(jget "$TMP/tokstats2.json" 'd.fhir.by_method.DELETE||0')" = 1 ] || fail "server saw no DELETE: $(cat "$TMP/tokstats2.json")"
 [ "$(sqlite3 "$TMP/bulkstop.db" "SELECT count(*) FROM cursors WHERE source='ehr-tok' AND key LIKE 'transactionTime%'")" = 0 ] || fail "cursor written by an abandoned export"
@@ -177,7 +177,7 @@ SMPID=$DPID
 wait_for "bulk (SMART): $N patients screened" 120 all_screened "$TMP/bulksmart.db"
 verdicts_of "$TMP/bulksmart.db" >"$TMP/bulksmart.txt"
 diff "$TMP/expected.txt" "$TMP/bulksmart.txt" >"$TMP/bulksmart.diff" || fail "bulk (SMART) verdicts differ: $(head "$TMP/bulksmart.diff")"
-grep -q 'event=poll.done source=ehr-smart kind=bulk result=ok' "$TMP/bulksmart.log" || fail "bulk (SMART) poll not ok"
+grep -q 'event="poll.done" source="ehr-smart" kind="bulk" result="ok"' "$TMP/bulksmart.log" || fail "bulk (SMART) poll not ok"
 curl -s "$SMADMIN/stats" >"$TMP/smstats.json"
 [ "$(jget "$TMP/smstats.json" 'd.fhir.by_status["401"]||0')" = 0 ] || fail "bulk (SMART): requests refused"
 ntok=$(jget "$TMP/smstats.json" 'd.tokens.issued||0')
@@ -205,12 +205,12 @@ cp "$TMP/slow1.db" "$TMP/slow2.db"
 conf slow2 "$SRC_SLOW" 0
 start_daemon slow2 "$TMP/slow2.conf"
 P=$DPID
-inflight() { grep -q 'event=poll.start source=slow' "$TMP/slow2.log"; }
+inflight() { grep -q 'event="poll.start" source="slow"' "$TMP/slow2.log"; }
 wait_for "poll started" 20 inflight
 sleep 1
 stop_daemon "$P"
 [ "$DRC" = 0 ] || fail "abandoning stop exit $DRC"
-grep -q 'event=daemon.grace_expired' "$TMP/slow2.log" || fail "grace not expired (poll was not in flight?)"
+grep -q 'event="daemon.grace_expired"' "$TMP/slow2.log" || fail "grace not expired (poll was not in flight?)"
 [ "$(sqlite3 "$TMP/slow2.db" "SELECT value FROM cursors WHERE source='slow' AND key='lastUpdated:Observation'")" = "$c_obs" ] || fail "cursor advanced by an abandoned poll"
 [ "$(sqlite3 "$TMP/slow2.db" "SELECT count(*) FROM resources WHERE id='$new2'")" = 0 ] || fail "Observation stored by the abandoned poll?"
 ok "SIGTERM mid-poll (grace 0): exit 0, the abandoned poll left the Observation cursor at $c_obs"
@@ -219,13 +219,13 @@ cp "$TMP/slow2.db" "$TMP/slow3.db"
 conf slow3 "$SRC_SLOW" 60
 start_daemon slow3 "$TMP/slow3.conf"
 P=$DPID
-inflight3() { grep -q 'event=poll.start source=slow' "$TMP/slow3.log"; }
+inflight3() { grep -q 'event="poll.start" source="slow"' "$TMP/slow3.log"; }
 wait_for "poll started" 20 inflight3
 sleep 1
 stop_daemon "$P"
 [ "$DRC" = 0 ] || fail "draining stop exit $DRC"
-grep -q 'event=daemon.draining' "$TMP/slow3.log" || fail "no draining"
-grep -q 'event=poll.done source=slow kind=search result=ok' "$TMP/slow3.log" || fail "in-flight poll not finished"
+grep -q 'event="daemon.draining"' "$TMP/slow3.log" || fail "no draining"
+grep -q 'event="poll.done" source="slow" kind="search" result="ok"' "$TMP/slow3.log" || fail "in-flight poll not finished"
 [ "$(sqlite3 "$TMP/slow3.db" "SELECT count(*) FROM resources WHERE id='$new2'")" = 1 ] || fail "new Observation lost"
 c_obs3=$(sqlite3 "$TMP/slow3.db" "SELECT value FROM cursors WHERE source='slow' AND key='lastUpdated:Observation'")
 [ "$c_obs3" \> "$c_obs" ] || fail "cursor did not advance: $c_obs3"

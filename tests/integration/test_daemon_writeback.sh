@@ -121,7 +121,7 @@ start_daemon wb2 "$TMP/wb.conf"
 P=$DPID
 rewritten() { [ "$(sqlite3 "$DB" "SELECT count(*) FROM writeback_outbox WHERE status='done'")" = "$want" ]; }
 wait_for "the pending write-backs retried after the restart" 60 rewritten
-grep -q 'event=writeback.written' "$TMP/wb2.log" || fail "no write-back after the restart"
+grep -q 'event="writeback.written"' "$TMP/wb2.log" || fail "no write-back after the restart"
 [ "$(count_of "$EHR/Communication")" = "$want" ] || fail "restart duplicated Communications: $(count_of "$EHR/Communication")"
 check_comms "after restart"
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM audit WHERE action='writeback-failed'")" = 0 ] || fail "write-back failures audited"

@@ -134,7 +134,7 @@ propose() {
   local got=0
   for _ in $(seq 1 1200); do
     kill -0 "$p" 2>/dev/null || fail "propose $k: the daemon exited early"
-    if grep -q 'event=daemon.ready' "$TMP/propose-$k.log"; then
+    if grep -q 'event="daemon.ready"' "$TMP/propose-$k.log"; then
       got=$(cg referrals list --db "$db" --center "$center" --json | grep -c '"id"')
       [ "$got" -ge "$n" ] && break
     fi
@@ -322,7 +322,7 @@ PIDS+=("$DPF")
 ADMIN=""
 for _ in $(seq 1 300); do
   kill -0 "$DPF" 2>/dev/null || fail "daemon f exited early"
-  ap=$(sed -n 's/.*event=admin.listen bind=[^ ]* port=\([0-9]*\).*/\1/p' "$TMP/daemon-f.log" | tail -n1)
+  ap=$(sed -n 's/.*event="admin.listen" bind="[^"]*" port="\([0-9]*\)".*/\1/p' "$TMP/daemon-f.log" | tail -n1)
   [ -n "$ap" ] && { ADMIN="http://127.0.0.1:$ap"; break; }
   sleep 0.1
 done

@@ -1,4 +1,5 @@
-/* Unit tests: injectable clock, FHIR date parsing, civil-date arithmetic, log quoting. */
+/* Unit tests: injectable clock, FHIR date parsing, civil-date arithmetic, the strict
+ * YYYY-MM-DD parser. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -9,7 +10,6 @@
 #include <cmocka.h>
 
 #include "fhir_clock.h"
-#include "fhir_log.h"
 
 static void test_fixed_clock(void **state)
 {
@@ -78,43 +78,11 @@ static void test_dates(void **state)
     }
 }
 
-static void test_log(void **state)
-{
-    (void)state;
-    char q[64];
-    assert_string_equal(fhir_log_quote("plain", q, sizeof q), "plain");
-    assert_string_equal(fhir_log_quote("two words", q, sizeof q), "\"two words\"");
-    assert_string_equal(fhir_log_quote("a\"b\nc", q, sizeof q), "\"a\\\"b c\"");
-    assert_string_equal(fhir_log_quote("", q, sizeof q), "\"\"");
-    fhir_log_level l;
-    assert_int_equal(fhir_log_level_parse("warn", &l), 0);
-    assert_int_equal(l, FHIR_LOG_WARN);
-    assert_int_equal(fhir_log_level_parse("loud", &l), -1);
-    char path[] = "/tmp/cartgate-log-XXXXXX";
-    FILE *f = fdopen(mkstemp(path), "w+");
-    fhir_log_set_stream(f);
-    fhir_clock_set_fixed(0);
-    fhir_log_set_level(FHIR_LOG_INFO);
-    fhir_log(FHIR_LOG_DEBUG, "hidden", "x=1");
-    fhir_log(FHIR_LOG_WARN, "poll.fail", "endpoint=%s status=%d", "ehr", 503);
-    fflush(f);
-    rewind(f);
-    char line[256] = {0};
-    assert_non_null(fgets(line, sizeof line, f));
-    assert_string_equal(line, "ts=1970-01-01T00:00:00.000Z level=warn event=poll.fail endpoint=ehr status=503\n");
-    assert_null(fgets(line, sizeof line, f));
-    fhir_log_set_stream(NULL);
-    fhir_clock_set_fixed(-1);
-    fclose(f);
-    remove(path);
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fixed_clock),
         cmocka_unit_test(test_dates),
-        cmocka_unit_test(test_log),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
