@@ -24,8 +24,6 @@
 #include "fhir_json.h"
 #include "fhir_node.h"
 
-#define SECRET_MAX 16384
-#define TOKEN_BODY_MAX (256u * 1024u)
 
 struct fhir_auth {
     fhir_auth_kind kind;
@@ -157,8 +155,8 @@ static char *read_secret_file(const char *path, const char *what, fhir_error *er
         fhir_error_set(err, "%s file %s: %s", what, path, strerror(errno));
         return NULL;
     }
-    char *buf = fhir_xmalloc(SECRET_MAX + 1);
-    size_t n = fread(buf, 1, SECRET_MAX, f);
+    char *buf = fhir_xmalloc(FHIR_AUTH_SECRET_MAX + 1);
+    size_t n = fread(buf, 1, FHIR_AUTH_SECRET_MAX, f);
     bool more = fgetc(f) != EOF;
     fclose(f);
     buf[n] = '\0';
@@ -168,7 +166,7 @@ static char *read_secret_file(const char *path, const char *what, fhir_error *er
     else if (more) {
         free(buf);
         fhir_error_set(err, "%s file %s: first line longer than %d bytes", what, path,
-                       SECRET_MAX);
+                       FHIR_AUTH_SECRET_MAX);
         return NULL;
     }
     char *p = buf;
@@ -194,7 +192,7 @@ static char *read_secret_env(const char *var, const char *what, fhir_error *err)
         fhir_error_set(err, "%s: environment variable %s is not set or empty", what, var);
         return NULL;
     }
-    if (strlen(v) > SECRET_MAX || strpbrk(v, "\r\n")) {
+    if (strlen(v) > FHIR_AUTH_SECRET_MAX || strpbrk(v, "\r\n")) {
         fhir_error_set(err, "%s: environment variable %s holds a malformed value", what, var);
         return NULL;
     }
@@ -299,7 +297,7 @@ fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
         if (!pass)
             goto fail;
         fhir_buf b;
-        fhir_buf_init(&b, SECRET_MAX * 2);
+        fhir_buf_init(&b, FHIR_AUTH_SECRET_MAX * 2);
         fhir_buf_printf(&b, "%s:%s", cfg->basic_user, pass);
         free(pass);
         /* standard base64 with padding for Basic */
@@ -432,7 +430,7 @@ static char *resolve_url(const char *base, const char *ref)
     if (strstr(ref, "://"))
         return fhir_xstrdup(ref);
     fhir_buf b;
-    fhir_buf_init(&b, 8192);
+    fhir_buf_init(&b, FHIR_AUTH_URL_MAX);
     if (ref[0] == '/') {
         const char *p = strstr(base, "://");
         const char *end = p ? strchr(p + 3, '/') : NULL;
@@ -453,8 +451,8 @@ static char *resolve_url(const char *base, const char *ref)
 int fhir_auth_parse_discovery(fhir_auth *a, const char *body, size_t len,
                               const char *fhir_base, fhir_error *err)
 {
-    fhir_arena *ar = fhir_arena_new(4u * TOKEN_BODY_MAX);
-    fhir_json_limits lim = {.max_bytes = TOKEN_BODY_MAX};
+    fhir_arena *ar = fhir_arena_new(4u * FHIR_AUTH_TOKEN_BODY_MAX);
+    fhir_json_limits lim = {.max_bytes = FHIR_AUTH_TOKEN_BODY_MAX};
     int rc = -1;
     fhir_node *doc = fhir_json_parse(ar, body, len, &lim, err);
     if (!doc) {
@@ -567,9 +565,9 @@ char *fhir_auth_jwt_assertion(fhir_auth *a, const char *aud, int64_t now_ms, fhi
     int64_t now_s = now_ms / 1000;
 
     fhir_buf hdr, claims, out;
-    fhir_buf_init(&hdr, 4096);
-    fhir_buf_init(&claims, 16384);
-    fhir_buf_init(&out, 65536);
+    fhir_buf_init(&hdr, FHIR_AUTH_JWT_HEADER_MAX);
+    fhir_buf_init(&claims, FHIR_AUTH_JWT_CLAIMS_MAX);
+    fhir_buf_init(&out, FHIR_AUTH_JWT_MAX);
     fhir_buf_printf(&hdr, "{\"alg\":\"%s\",\"kid\":", a->alg);
     fhir_json_write_string(&hdr, a->kid, strlen(a->kid));
     fhir_buf_puts(&hdr, ",\"typ\":\"JWT\"}");
@@ -620,7 +618,7 @@ char *fhir_auth_token_request(fhir_auth *a, int64_t now_ms, fhir_error *err)
         return NULL;
     char *scope = fhir_auth_form_encode(a->scope);
     fhir_buf b;
-    fhir_buf_init(&b, 131072);
+    fhir_buf_init(&b, FHIR_AUTH_TOKEN_REQUEST_MAX);
     fhir_buf_printf(&b,
                     "grant_type=client_credentials&scope=%s"
                     "&client_assertion_type=urn%%3Aietf%%3Aparams%%3Aoauth%%3Aclient-assertion-"
@@ -642,8 +640,8 @@ int fhir_auth_accept_token(fhir_auth *a, const char *body, size_t len, int64_t n
 {
     if (!a || a->kind != FHIR_AUTH_SMART)
         return fhir_error_set(err, "token response for non-SMART auth");
-    fhir_arena *ar = fhir_arena_new(4u * TOKEN_BODY_MAX);
-    fhir_json_limits lim = {.max_bytes = TOKEN_BODY_MAX};
+    fhir_arena *ar = fhir_arena_new(4u * FHIR_AUTH_TOKEN_BODY_MAX);
+    fhir_json_limits lim = {.max_bytes = FHIR_AUTH_TOKEN_BODY_MAX};
     int rc = -1;
     fhir_node *doc = fhir_json_parse(ar, body, len, &lim, err);
     if (!doc) {
@@ -652,7 +650,7 @@ int fhir_auth_accept_token(fhir_auth *a, const char *body, size_t len, int64_t n
     }
     const char *tok = fhir_node_str(fhir_node_get(doc, "access_token"));
     const char *type = fhir_node_str(fhir_node_get(doc, "token_type"));
-    if (!tok || !*tok || !header_safe(tok) || strlen(tok) > SECRET_MAX) {
+    if (!tok || !*tok || !header_safe(tok) || strlen(tok) > FHIR_AUTH_SECRET_MAX) {
         fhir_error_set(err, "token response has no usable access_token");
         goto out;
     }

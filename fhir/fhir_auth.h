@@ -9,6 +9,15 @@
 #ifndef FHIR_AUTH_H
 #define FHIR_AUTH_H
 
+/* Byte caps (each buffer fails cleanly at its cap). */
+#define FHIR_AUTH_SECRET_MAX 16384u                /* a token or password file */
+#define FHIR_AUTH_TOKEN_BODY_MAX (256u * 1024u)    /* a token endpoint's answer */
+#define FHIR_AUTH_URL_MAX 8192u                    /* a resolved endpoint URL */
+#define FHIR_AUTH_JWT_HEADER_MAX 4096u             /* the assertion's JOSE header */
+#define FHIR_AUTH_JWT_CLAIMS_MAX 16384u            /* the assertion's claims */
+#define FHIR_AUTH_JWT_MAX 65536u                   /* the signed assertion */
+#define FHIR_AUTH_TOKEN_REQUEST_MAX 131072u        /* the token request's form body */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -31,10 +31,6 @@
 #define DEFAULT_CONNECT_MS 10000L
 #define DEFAULT_TOTAL_MS 60000L
 #define DEFAULT_CONCURRENT 4u
-#define DEFAULT_MAX_BYTES (64u * 1024u * 1024u)
-#define DEFAULT_MAX_PAGES 1000u
-#define ERROR_BODY_MAX (64u * 1024u) /* error bodies kept for the message */
-#define AUTH_BODY_MAX (256u * 1024u)
 
 typedef enum op_kind { OP_USER, OP_PAGE, OP_DISCOVERY, OP_TOKEN } op_kind;
 
@@ -570,7 +566,7 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
     op *o = ud;
     size_t n = size * nmemb;
     fhir_client *c = o->c;
-    size_t cap = (o->kind == OP_TOKEN || o->kind == OP_DISCOVERY) ? AUTH_BODY_MAX
+    size_t cap = (o->kind == OP_TOKEN || o->kind == OP_DISCOVERY) ? FHIR_CLIENT_AUTH_BODY_MAX
                  : o->chunk_cb                                     ? o->stream_max
                                                                    : c->max_bytes;
     if (o->chunk_cb && o->status >= 200 && o->status < 300) {
@@ -605,10 +601,10 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
         }
         return n;
     }
-    /* buffered: auth bodies, XML, error bodies (only the first ERROR_BODY_MAX kept) */
+    /* buffered: auth bodies, XML, error bodies (only the first FHIR_CLIENT_ERROR_BODY_MAX kept) */
     bool is_error = o->status >= 300 && (o->kind == OP_USER || o->kind == OP_PAGE);
-    if (is_error && o->raw.len + n > ERROR_BODY_MAX) {
-        size_t room = ERROR_BODY_MAX > o->raw.len ? ERROR_BODY_MAX - o->raw.len : 0;
+    if (is_error && o->raw.len + n > FHIR_CLIENT_ERROR_BODY_MAX) {
+        size_t room = FHIR_CLIENT_ERROR_BODY_MAX > o->raw.len ? FHIR_CLIENT_ERROR_BODY_MAX - o->raw.len : 0;
         if (room)
             fhir_buf_append(&o->raw, data, room);
         return n;
@@ -778,12 +774,12 @@ static void http_error(op *o, fhir_error *err)
 {
     char detail[FHIR_ERROR_MAX] = "";
     if (o->raw.len) {
-        fhir_arena *a = fhir_arena_new(16u * ERROR_BODY_MAX);
+        fhir_arena *a = fhir_arena_new(16u * FHIR_CLIENT_ERROR_BODY_MAX);
         fhir_error perr = {{0}, 0};
         fhir_node *n = NULL;
-        if (o->raw.len < ERROR_BODY_MAX)
+        if (o->raw.len < FHIR_CLIENT_ERROR_BODY_MAX)
             n = fhir_json_parse(a, o->raw.data, o->raw.len, NULL, &perr);
-        if (!n && o->raw.len < ERROR_BODY_MAX && fhir_xml_detect(o->raw.data, o->raw.len))
+        if (!n && o->raw.len < FHIR_CLIENT_ERROR_BODY_MAX && fhir_xml_detect(o->raw.data, o->raw.len))
             n = fhir_xml_parse(a, o->raw.data, o->raw.len, NULL, &perr);
         if (n && fhir_node_resource_type(n))
             fhir_client_outcome_text(n, detail, sizeof detail);
@@ -973,7 +969,7 @@ static op *op_new(fhir_client *c, op_kind kind, const char *method, const char *
     o->method = fhir_xstrdup(method);
     o->url = fhir_xstrdup(url);
     o->label = make_label(c, method, url);
-    fhir_buf_init(&o->raw, kind == OP_TOKEN || kind == OP_DISCOVERY ? AUTH_BODY_MAX
+    fhir_buf_init(&o->raw, kind == OP_TOKEN || kind == OP_DISCOVERY ? FHIR_CLIENT_AUTH_BODY_MAX
                                                                       : c->max_bytes);
     o->all_next = c->all;
     if (c->all)
@@ -1268,8 +1264,8 @@ fhir_client *fhir_client_new(struct event_base *base, const fhir_client_config *
     c->connect_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : DEFAULT_CONNECT_MS;
     c->total_ms = cfg->total_timeout_ms > 0 ? cfg->total_timeout_ms : DEFAULT_TOTAL_MS;
     c->max_concurrent = cfg->max_concurrent ? cfg->max_concurrent : DEFAULT_CONCURRENT;
-    c->max_bytes = cfg->max_response_bytes ? cfg->max_response_bytes : DEFAULT_MAX_BYTES;
-    c->max_pages = cfg->max_pages ? cfg->max_pages : DEFAULT_MAX_PAGES;
+    c->max_bytes = cfg->max_response_bytes ? cfg->max_response_bytes : FHIR_CLIENT_DEFAULT_MAX_BYTES;
+    c->max_pages = cfg->max_pages ? cfg->max_pages : FHIR_CLIENT_DEFAULT_MAX_PAGES;
     c->ca_file = fhir_xstrdup(cfg->ca_file);
     c->cert_file = fhir_xstrdup(cfg->cert_file);
     c->key_file = fhir_xstrdup(cfg->key_file);

@@ -49,6 +49,12 @@
 #include "fhir_node.h"
 #include "fhir_retry.h"
 
+/* Byte and page caps. */
+#define FHIR_CLIENT_DEFAULT_MAX_BYTES (64u * 1024u * 1024u) /* a response body */
+#define FHIR_CLIENT_DEFAULT_MAX_PAGES 1000u                 /* pages of one search */
+#define FHIR_CLIENT_ERROR_BODY_MAX (64u * 1024u) /* of an error body, kept for the message */
+#define FHIR_CLIENT_AUTH_BODY_MAX (256u * 1024u) /* a token or discovery answer */
+
 struct event_base;
 
 typedef enum fhir_format {
@@ -69,8 +75,8 @@ typedef struct fhir_client_config {
     long total_timeout_ms;        /* per attempt; 0 = 60 s */
     unsigned max_concurrent;      /* requests in flight; 0 = 4 */
     double rate_per_s;            /* request starts per second; 0 = unlimited */
-    size_t max_response_bytes;    /* per response body; 0 = 64 MiB */
-    unsigned max_pages;           /* search page cap; 0 = 1000 */
+    size_t max_response_bytes;    /* per response body; 0 = FHIR_CLIENT_DEFAULT_MAX_BYTES */
+    unsigned max_pages;           /* search page cap; 0 = FHIR_CLIENT_DEFAULT_MAX_PAGES */
     const char *ca_file;          /* PEM CA bundle; NULL = system store */
     const char *cert_file;        /* client certificate (mTLS), PEM */
     const char *key_file;         /* its private key, PEM */

@@ -207,7 +207,7 @@ static void source_counter(fhir_buf *b, const admin_metrics *m, const char *name
 static void metrics(admin *ad, struct evhttp_request *req)
 {
     fhir_buf b;
-    fhir_buf_init(&b, 4u << 20);
+    fhir_buf_init(&b, ADMIN_METRICS_MAX);
     const admin_metrics *m = ad->env.metrics(ad->env.ud);
     size_t n_sources = 0;
     bool ready = ad->env.ready(ad->env.ud, &n_sources);

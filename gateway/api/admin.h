@@ -31,6 +31,7 @@ struct event_base;
 
 #define ADMIN_MAX_SOURCES 64 /* sources with counters */
 #define ADMIN_MAX_STATUS 24  /* distinct HTTP statuses counted per source */
+#define ADMIN_METRICS_MAX (4u << 20) /* bytes of a /metrics answer */
 
 /* The counters of one source. */
 typedef struct admin_source_metrics {

@@ -4,6 +4,12 @@
 #ifndef CMD_H
 #define CMD_H
 
+/* Byte caps of the commands' buffers. */
+#define CMD_CONFIG_DIAG_MAX (1u << 20)    /* check-config: every config error */
+#define CMD_CENTERS_ARENA_MAX (64u << 20) /* centers: directory, ranking */
+#define CMD_CENTERS_OUT_MAX (16u << 20)   /* centers: the printed ranking */
+#define CMD_REFERRAL_JSON_MAX (1u << 20)  /* referrals --json: one referral */
+
 typedef int (*cmd_fn)(int argc, char **argv);
 
 typedef struct cmd_entry {

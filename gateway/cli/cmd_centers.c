@@ -85,7 +85,7 @@ int cmd_centers(int argc, char **argv)
     rc = 1;
     route_zcta *zcta = NULL;
     centers_dir *dir = NULL;
-    fhir_arena *a = fhir_arena_new(64u * 1024u * 1024u);
+    fhir_arena *a = fhir_arena_new(CMD_CENTERS_ARENA_MAX);
     if (!loc.has_geo && !(zcta = route_zcta_load(zcta_path, &err)))
         goto fail;
     if (!(dir = centers_load(centers_path, &err)))
@@ -104,7 +104,7 @@ int cmd_centers(int argc, char **argv)
     if (route_rank(a, dir, &origin, needs, n_needs, payer, day, &params, &res, &err))
         goto fail;
     fhir_buf out;
-    fhir_buf_init(&out, 16u * 1024u * 1024u);
+    fhir_buf_init(&out, CMD_CENTERS_OUT_MAX);
     if (json) {
         fhir_node *j = route_explain_json(a, &res);
         if (!j || fhir_json_write(&out, j, FHIR_JSON_PRETTY)) {

@@ -136,7 +136,7 @@ int cmd_check_config(int argc, char **argv)
     if (!path)
         return cli_error(&cmd, "--config FILE or --reference is required");
     fhir_buf diag;
-    fhir_buf_init(&diag, 1u << 20);
+    fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
     size_t n = 0;
     fhir_error err;
     config *c = config_load(path, &diag, &n, &err);

@@ -83,7 +83,7 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     if (!rt)
         abort();
     fhir_buf diag;
-    fhir_buf_init(&diag, 1u << 16);
+    fhir_buf_init(&diag, DAEMON_CONFIG_DIAG_MAX);
     size_t nerr = 0;
     rt->cfg = config_load(path, &diag, &nerr, err);
     if (!rt->cfg) {
@@ -326,10 +326,10 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
     j->pid = fhir_xstrdup(pid);
-    j->l.a = fhir_arena_new(512u << 20);
+    j->l.a = fhir_arena_new(DAEMON_SCREEN_ARENA_MAX);
     j->l.err = err;
-    fhir_buf_init(&j->vj, 4u << 20);
-    fhir_buf_init(&j->pj, 16u << 20);
+    fhir_buf_init(&j->vj, DAEMON_VERDICT_JSON_MAX);
+    fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
     if (store_resource_each(d->st, pid, res_cb, &j->l, err) < 0)
         return -1;
     add_referenced_medications(d, &j->l);

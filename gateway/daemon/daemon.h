@@ -14,6 +14,12 @@
 #ifndef DAEMON_H
 #define DAEMON_H
 
+/* Byte caps of the daemon's buffers and arenas. */
+#define DAEMON_CONFIG_DIAG_MAX (1u << 16)    /* config errors of a load or reload */
+#define DAEMON_SCREEN_ARENA_MAX (512u << 20) /* one patient's resources while screening */
+#define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
+#define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
+
 #include "fhir_error.h"
 
 /* The running service (private to daemon.c). */

@@ -36,6 +36,11 @@
 #ifndef POLL_SOURCE_H
 #define POLL_SOURCE_H
 
+/* Byte caps of a drop folder's files and of a bulk kick-off URL. */
+#define POLL_DROP_LINE_MAX (256u << 20)   /* one resource of an .ndjson drop */
+#define POLL_DROP_BUNDLE_MAX (512u << 20) /* a .json Bundle drop */
+#define POLL_EXPORT_URL_MAX 8192u         /* Group/{id}/$export?_type=...&_since=... */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

@@ -94,7 +94,7 @@ static char *join_indications(const char *const *ind, size_t n, fhir_error *err)
     }
     qsort(v, n, sizeof *v, cmp_str);
     fhir_buf b;
-    fhir_buf_init(&b, 64u * 1024u);
+    fhir_buf_init(&b, REFER_INDICATIONS_MAX);
     for (size_t i = 0; i < n; i++)
         if (i == 0 || strcmp(v[i], v[i - 1]))
             fhir_buf_printf(&b, "%s%s", b.len ? "," : "", v[i]);

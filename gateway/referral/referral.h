@@ -59,6 +59,8 @@ typedef enum refer_mode {
  * the sorted de-duplicated indication keys, center). out must hold REFER_PLACER_MAX bytes.
  * Returns 0, -1 with err on empty inputs. */
 #define REFER_PLACER_MAX 40
+/* Byte cap of a referral's joined indication keys. */
+#define REFER_INDICATIONS_MAX (64u * 1024u)
 int refer_placer_id(const char *site_id, const char *patient_id,
                     const char *const *indications, size_t n_indications,
                     const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err);

@@ -347,7 +347,7 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
             const centers_accreditation *acc = centers_valid_accreditation(c, day);
             if (!acc) {
                 fhir_buf b;
-                fhir_buf_init(&b, 1024);
+                fhir_buf_init(&b, ROUTE_REASON_MAX);
                 if (c->n_accreditations == 0)
                     fhir_buf_puts(&b, "no accreditation listed");
                 else {
@@ -364,7 +364,7 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
                 rc->matched = fhir_arena_calloc(a, (n_needs + 1) * sizeof *rc->matched);
                 OOM_CHECK(rc->matched);
                 fhir_buf miss;
-                fhir_buf_init(&miss, 1024);
+                fhir_buf_init(&miss, ROUTE_REASON_MAX);
                 for (size_t k = 0; k < n_needs; k++) {
                     const route_need *nd = &needs[k];
                     const char *label = nd->indication ? nd->indication : nd->product;
@@ -407,7 +407,7 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
     for (size_t i = 0; i < out->n_candidates; i++) {
         route_candidate *rc = &out->candidates[i];
         fhir_buf b;
-        fhir_buf_init(&b, 2048);
+        fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
         fhir_buf_printf(&b, "%.0f km great-circle, about %.0f min by road; serves ",
                         rc->distance_km, rc->travel_minutes);
         for (size_t k = 0; k < rc->n_matched; k++)

@@ -15,6 +15,10 @@
 #ifndef ROUTE_H
 #define ROUTE_H
 
+/* Byte caps of the texts a ranking builds. */
+#define ROUTE_REASON_MAX 1024u       /* why a center is excluded / what it misses */
+#define ROUTE_EXPLANATION_MAX 2048u  /* why a candidate ranks where it does */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

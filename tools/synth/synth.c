@@ -2204,7 +2204,7 @@ int synth_patient(const synth_opts *o, size_t index, synth_sink sink, void *ud, 
     R.o = o;
     R.t = &t;
     rng_seed(&R.r, o->seed ^ 0x5bd1e995u, (uint64_t)index + 1);
-    fhir_buf_init(&R.res, 1u << 20);
+    fhir_buf_init(&R.res, SYNTH_RESOURCE_MAX);
     R.sink = sink;
     R.ud = ud;
     fhir_error local;
@@ -2345,12 +2345,12 @@ int synth_write_cohort(const synth_opts *o, const char *out_dir, uint64_t *bytes
     w.dir = out_dir;
     w.err = err;
     w.uuid_state = o->seed ^ 0x243f6a8885a308d3ULL;
-    fhir_buf_init(&w.bundle, 256u << 20);
+    fhir_buf_init(&w.bundle, SYNTH_BUNDLE_MAX);
     char *gtvbuf = NULL;
     FILE *gtf = open_out(&w, "ground_truth.ndjson", &gtvbuf, err);
     int rc = gtf ? 0 : -1;
     fhir_buf gt;
-    fhir_buf_init(&gt, 1u << 20);
+    fhir_buf_init(&gt, SYNTH_TRUTH_MAX);
     for (size_t i = 0; rc == 0 && i < o->patients; i++) {
         fhir_buf_reset(&gt);
         if (o->format == SYNTH_FORMAT_BUNDLE) {

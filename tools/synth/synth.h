@@ -29,6 +29,11 @@
 #ifndef SYNTH_H
 #define SYNTH_H
 
+/* Byte caps of the generator's buffers. */
+#define SYNTH_RESOURCE_MAX (1u << 20)  /* one rendered resource */
+#define SYNTH_BUNDLE_MAX (256u << 20)  /* one patient's Bundle (bundle format) */
+#define SYNTH_TRUTH_MAX (1u << 20)     /* one patient's ground-truth line */
+
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
