@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_alloc.h"
 #include "fhir_auth.h"
 #include "fhir_json.h"
 
@@ -53,16 +54,6 @@ static const alg_info *alg_find(const char *name)
         if (!strcmp(ALGS[i].name, name))
             return &ALGS[i];
     return NULL;
-}
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
 }
 
 static BIGNUM *b64_bn(const char *s)
@@ -181,8 +172,8 @@ jose_jwks *jose_jwks_from_node(const fhir_node *doc, size_t *skipped, fhir_error
             skip++;
             continue;
         }
-        key->kid = xstrdup(fhir_node_str(fhir_node_get(j, "kid")));
-        key->alg = xstrdup(alg);
+        key->kid = fhir_xstrdup(fhir_node_str(fhir_node_get(j, "kid")));
+        key->alg = fhir_xstrdup(alg);
         k->n++;
     }
     if (skipped)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fhir_alloc.h"
 #include "fhir_auth.h"
 #include "fhir_buf.h"
 #include "fhir_client.h"
@@ -73,16 +74,6 @@ struct oidc {
     oidc_pending pending[OIDC_MAX_PENDING];
     size_t n_pending;
 };
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
 
 static const char *const DEFAULT_ALGS[] = {"RS256", "ES256", "RS384", "RS512", "ES384", "PS256", NULL};
 
@@ -223,16 +214,16 @@ oidc *oidc_new(struct event_base *base, const oidc_config *cfg, fhir_error *err)
         abort();
     o->base = base;
     size_t il = strlen(cfg->issuer);
-    o->issuer = xstrdup(cfg->issuer);
+    o->issuer = fhir_xstrdup(cfg->issuer);
     (void)il;
-    o->client_id = xstrdup(cfg->client_id);
-    o->client_secret = xstrdup(cfg->client_secret);
-    o->redirect_uri = xstrdup(cfg->redirect_uri);
-    o->scopes = xstrdup(scopes);
-    o->user_claim = xstrdup(cfg->user_claim ? cfg->user_claim : "sub");
-    o->name_claim = xstrdup(cfg->name_claim ? cfg->name_claim : "name");
-    o->role_claim = xstrdup(cfg->role_claim ? cfg->role_claim : "groups");
-    o->ca_file = xstrdup(cfg->ca_file);
+    o->client_id = fhir_xstrdup(cfg->client_id);
+    o->client_secret = fhir_xstrdup(cfg->client_secret);
+    o->redirect_uri = fhir_xstrdup(cfg->redirect_uri);
+    o->scopes = fhir_xstrdup(scopes);
+    o->user_claim = fhir_xstrdup(cfg->user_claim ? cfg->user_claim : "sub");
+    o->name_claim = fhir_xstrdup(cfg->name_claim ? cfg->name_claim : "name");
+    o->role_claim = fhir_xstrdup(cfg->role_claim ? cfg->role_claim : "groups");
+    o->ca_file = fhir_xstrdup(cfg->ca_file);
     o->provision = cfg->provision;
     o->skew_ms = (cfg->clock_skew_s > 0 ? cfg->clock_skew_s : 60) * 1000;
     o->ttl_ms = (cfg->login_ttl_s > 0 ? cfg->login_ttl_s : 600) * 1000;
@@ -248,7 +239,7 @@ oidc *oidc_new(struct event_base *base, const oidc_config *cfg, fhir_error *err)
             oidc_free(o);
             return NULL;
         }
-        o->algs[i] = xstrdup(algs[i]);
+        o->algs[i] = fhir_xstrdup(algs[i]);
     }
     int rc = 0;
     parse_role_map(o, cfg, err, &rc);
@@ -358,9 +349,9 @@ int oidc_set_discovery(oidc *o, const fhir_node *doc, fhir_error *err)
     free(o->auth_ep);
     free(o->token_ep);
     free(o->jwks_uri);
-    o->auth_ep = xstrdup(auth);
-    o->token_ep = xstrdup(tok);
-    o->jwks_uri = xstrdup(jwks);
+    o->auth_ep = fhir_xstrdup(auth);
+    o->token_ep = fhir_xstrdup(tok);
+    o->jwks_uri = fhir_xstrdup(jwks);
     return 0;
 }
 
@@ -825,7 +816,7 @@ static void on_token(void *ud, fhir_client_result *res)
         fail_flow(f, "%s", "token endpoint answered without an id_token");
         return;
     }
-    f->id_token = xstrdup(idt);
+    f->id_token = fhir_xstrdup(idt);
     fhir_client_result_free(res);
     flow_verify(f);
 }

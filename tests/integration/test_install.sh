@@ -98,7 +98,7 @@ start_daemon_hidden() {
   PIDS+=("$DPID")
   for _ in $(seq 1 300); do
     kill -0 "$DPID" 2>/dev/null || fail "installed daemon exited early"
-    port=$(sed -n 's/.*event=admin.listen bind=[^ ]* port=\([0-9]*\).*/\1/p' "$TMP/daemon.log" | tail -n1)
+    port=$(sed -n 's/.*event="admin.listen" bind="[^"]*" port="\([0-9]*\)".*/\1/p' "$TMP/daemon.log" | tail -n1)
     [ -n "$port" ] && { ADMIN="http://127.0.0.1:$port"; return 0; }
     sleep 0.1
   done
