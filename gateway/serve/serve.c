@@ -20,6 +20,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
@@ -87,16 +88,6 @@ struct serve {
     size_t n_on_free;
     serve_stats stats;
 };
-
-static char *xstrdup(const char *s)
-{
-    if (!s)
-        return NULL;
-    char *d = strdup(s);
-    if (!d)
-        abort();
-    return d;
-}
 
 /* ---- configuration ------------------------------------------------------------------------- */
 
@@ -414,9 +405,9 @@ serve *serve_new(struct event_base *base, access_ctx *acc, const serve_config *c
     s->base = base;
     s->acc = acc;
     s->cfg = *cfg;
-    s->bind = xstrdup(bind);
-    s->cert = xstrdup(cfg->tls_cert_file);
-    s->key = xstrdup(cfg->tls_key_file);
+    s->bind = fhir_xstrdup(bind);
+    s->cert = fhir_xstrdup(cfg->tls_cert_file);
+    s->key = fhir_xstrdup(cfg->tls_key_file);
     s->cfg.bind = s->bind;
     s->cfg.tls_cert_file = s->cert;
     s->cfg.tls_key_file = s->key;
@@ -663,8 +654,8 @@ void serve_add_header(serve_req *r, const char *name, const char *value)
             return; /* never split a header */
     if (!strcasecmp(name, "Cache-Control"))
         r->own_cache_control = true;
-    r->hname[r->nhdr] = xstrdup(name);
-    r->hval[r->nhdr++] = xstrdup(value);
+    r->hname[r->nhdr] = fhir_xstrdup(name);
+    r->hval[r->nhdr++] = fhir_xstrdup(value);
 }
 
 void serve_set_cookie(serve_req *r, const char *name, const char *value, const char *path, const char *same_site,
@@ -853,7 +844,7 @@ static bool match(serve_req *r, const char *pattern, const char *path, bool fill
         size_t pn = strcspn(p, "/"), qn = strcspn(q, "/");
         if (pn == 1 && *p == '*') {
             if (fill) {
-                names[np] = xstrdup("*");
+                names[np] = fhir_xstrdup("*");
                 vals[np++] = evhttp_uridecode(q, 0, NULL);
             }
             p += 1;
@@ -998,7 +989,7 @@ static void handle(struct evhttp_request *req, void *arg)
         serve_error(r, 400, "malformed request URI");
         return;
     }
-    r->path = xstrdup(path);
+    r->path = fhir_xstrdup(path);
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(in);
     if (blen > s->cfg.max_body_bytes) {
