@@ -701,8 +701,8 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
     b->status_url = fhir_xstrdup(res->content_location);
     fhir_client_result_free(res);
     job_remember(p, b->status_url, b->since);
-    fhir_log(FHIR_LOG_INFO, "bulk.started", "source=%s since=%s%s", p->cfg->name,
-             b->since[0] ? b->since : "none", p->full_refresh ? " full_refresh=true" : "");
+    fhir_log(FHIR_LOG_INFO, "bulk.started", "source=%s since=%s full_refresh=%s", p->cfg->name,
+             b->since[0] ? b->since : "none", p->full_refresh ? "true" : "false");
     start_status(p);
 }
 

@@ -94,10 +94,10 @@ void poll_end(poll_source *p)
         p->done_once = true;
     int64_t held = store_held_count(p->env.st, p->cfg->name);
     fhir_log(p->failed ? FHIR_LOG_WARN : FHIR_LOG_INFO, "poll.done",
-             "source=%s kind=%s result=%s changed=%zu unchanged=%zu deleted=%zu held=%lld%s ms=%lld",
+             "source=%s kind=%s result=%s changed=%zu unchanged=%zu deleted=%zu held=%lld full_refresh=%s ms=%lld",
              p->cfg->name, config_source_kind_name(p->cfg->kind), p->failed ? "failed" : "ok",
              p->changed, p->unchanged, p->deleted, (long long)(held < 0 ? 0 : held),
-             p->full_refresh ? " full_refresh=true" : "",
+             p->full_refresh ? "true" : "false",
              (long long)(fhir_clock_mono_ms() - p->started_mono));
     /* after a failure: retry_s, doubled per failure in a row, at most interval_s */
     long next = p->cfg->interval_s;

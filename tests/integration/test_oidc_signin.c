@@ -28,6 +28,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "fhir_clock.h"
 #include "fhir_log.h"
 #include "oidc.h"
 #include "serve.h"
@@ -290,6 +291,9 @@ static void test_key_rotation(void **state)
     (void)state;
     support_stop(&idp); /* the provider comes back on the same port with a new key */
     idp_start("ES256", "k-ec-2", keys2);
+    /* the relying party refetches the key set for an unknown kid at most every
+     * OIDC_JWKS_MIN_REFETCH_S: let that much time pass on the injectable clock */
+    fhir_clock_set_fixed(fhir_clock_now_ms() + (OIDC_JWKS_MIN_REFETCH_S + 1) * 1000);
     expect_signed_in("dr.alan", "clinician");
     assert_int_equal(audit_count("sign-in", "OpenID Connect"), 4);
 }
