@@ -2,20 +2,12 @@
  * fhir_json_write; /metrics is Prometheus text. */
 #include "admin.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/http.h>
-#include <sys/queue.h>
-#include <event2/keyvalq_struct.h>
-#include <openssl/crypto.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "access.h"
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
@@ -23,17 +15,14 @@
 #include "fhir_log.h"
 #include "fhir_node.h"
 #include "referral.h"
+#include "role.h"
 
-#define ADMIN_MAX_BODY (1u << 20)
 #define ADMIN_MAX_OUT (256u << 20)   /* bytes of one answer */
-#define ADMIN_MAX_TOKEN 4096          /* bytes of a bearer token compared */
+#define ADMIN_AUDIT_MAX 10000        /* audit rows of one answer */
 
 struct admin {
     admin_env env;
-    struct evhttp *http;
-    struct evhttp_bound_socket *sock;
-    int port;
-    uint64_t requests;
+    serve *srv;                      /* the listener the routes were added to */
 };
 
 /* ---- counters (filled by the daemon) --------------------------------------------------- */
@@ -66,48 +55,17 @@ void admin_metrics_count_status(admin_source_metrics *s, long status)
 
 /* ---- answers ---------------------------------------------------------------------------- */
 
-static void send_buf(struct evhttp_request *req, int code, const char *ctype, fhir_buf *b)
-{
-    struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-    evhttp_add_header(h, "Content-Type", ctype);
-    evhttp_add_header(h, "Cache-Control", "no-store");
-    struct evbuffer *out = evbuffer_new();
-    if (b->len)
-        evbuffer_add(out, b->data, b->len);
-    evhttp_send_reply(req, code, code == 200 ? "OK" : "Error", out);
-    evbuffer_free(out);
-}
-
 /* Writes the tree as the JSON answer (one line). */
-static void send_node(struct evhttp_request *req, int code, const fhir_node *root);
-
-static void send_error(struct evhttp_request *req, int code, const char *msg)
-{
-    fhir_arena *a = fhir_arena_new(0);
-    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
-    fhir_node *e = fhir_node_set_obj(a, root, "error");
-    char n[16];
-    int len = snprintf(n, sizeof n, "%d", code);
-    fhir_node_set(a, e, "status", fhir_node_new_num(a, n, (size_t)len));
-    fhir_node_set_str(a, e, "message", msg);
-    if (code == 401)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
-                          "Bearer realm=\"cartgate\"");
-    send_node(req, code, root);
-    fhir_arena_free(a);
-}
-
-static void send_node(struct evhttp_request *req, int code, const fhir_node *root)
+static void send_node(serve_req *r, int code, const fhir_node *root)
 {
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_MAX_OUT);
     if (fhir_json_write(&b, root, FHIR_JSON_COMPACT) || b.overflow) {
         fhir_buf_free(&b);
-        send_error(req, 500, "response too large");
+        serve_error(r, 500, "response too large");
         return;
     }
-    fhir_buf_putc(&b, '\n');
-    send_buf(req, code, "application/json", &b);
+    serve_json(r, code, &b);
     fhir_buf_free(&b);
 }
 
@@ -143,24 +101,10 @@ static void put_json(fhir_arena *a, fhir_node *o, const char *key, const char *j
     fhir_node_set(a, o, key, v ? v : fhir_node_new(a, FHIR_NULL));
 }
 
-/* Token check: same length, then a constant-time compare. */
-static bool authorized(admin *ad, struct evhttp_request *req)
+/* A query parameter as a number in [min, max]; def when absent; *bad when malformed. */
+static long qlong(serve_req *r, const char *name, long def, long min, long max, bool *bad)
 {
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    const char *want = ad->env.token(ad->env.ud);
-    if (!h || !want || strncmp(h, "Bearer ", 7))
-        return false;
-    const char *got = h + 7;
-    size_t lg = strnlen(got, ADMIN_MAX_TOKEN + 1), lw = strlen(want);
-    if (lg != lw || lw == 0 || lw > ADMIN_MAX_TOKEN)
-        return false;
-    return CRYPTO_memcmp(got, want, lw) == 0;
-}
-
-/* query parameter (decoded); caller frees the evkeyvalq via evhttp_clear_headers. */
-static long qlong(struct evkeyvalq *q, const char *name, long def, long min, long max, bool *bad)
-{
-    const char *v = evhttp_find_header(q, name);
+    const char *v = serve_query(r, name);
     if (!v)
         return def;
     char *end;
@@ -204,7 +148,7 @@ static void source_counter(fhir_buf *b, const admin_metrics *m, const char *name
                         (unsigned long long)*(const uint64_t *)((const char *)&m->src[i] + off));
 }
 
-static void metrics(admin *ad, struct evhttp_request *req)
+static void metrics(admin *ad, serve_req *req)
 {
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_METRICS_MAX);
@@ -312,8 +256,24 @@ static void metrics(admin *ad, struct evhttp_request *req)
                         "cartgate_reloads_total{result=\"refused\"} %llu\n",
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
     fhir_buf_printf(&b, "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
-                    (unsigned long long)ad->requests);
-    send_buf(req, 200, "text/plain; version=0.0.4", &b);
+                    (unsigned long long)(ad->srv ? serve_get_stats(ad->srv)->requests : 0));
+    if (ad->srv) {
+        const serve_stats *ss = serve_get_stats(ad->srv);
+        fhir_buf_printf(&b, "# HELP cartgate_http_connections_open Connections open on the listener.\n"
+                            "# TYPE cartgate_http_connections_open gauge\ncartgate_http_connections_open %d\n"
+                            "# TYPE cartgate_http_connections_total counter\ncartgate_http_connections_total %llu\n"
+                            "# TYPE cartgate_http_timeouts_total counter\ncartgate_http_timeouts_total %llu\n",
+                        ss->open, (unsigned long long)ss->connections, (unsigned long long)ss->timeouts);
+        fhir_buf_puts(&b, "# HELP cartgate_http_responses_total Answers of the listener by status class.\n"
+                          "# TYPE cartgate_http_responses_total counter\n");
+        for (int c = 2; c <= 5; c++)
+            fhir_buf_printf(&b, "cartgate_http_responses_total{class=\"%dxx\"} %llu\n", c,
+                            (unsigned long long)ss->status[c]);
+    }
+    if (b.overflow)
+        serve_error(req, 500, "response too large");
+    else
+        serve_reply(req, 200, "text/plain; version=0.0.4", b.data, b.len);
     fhir_buf_free(&b);
 }
 
@@ -338,17 +298,17 @@ static int patient_row(void *ctx, const store_verdict *v)
     return 0;
 }
 
-static void patients_list(admin *ad, struct evhttp_request *req, struct evkeyvalq *q)
+static void patients_list(admin *ad, serve_req *req)
 {
     bool bad = false;
-    long limit = qlong(q, "limit", 1000, 1, 100000, &bad);
-    long offset = qlong(q, "offset", 0, 0, 100000000, &bad);
-    const char *cat = evhttp_find_header(q, "category");
+    long limit = qlong(req, "limit", 1000, 1, 100000, &bad);
+    long offset = qlong(req, "offset", 0, 0, 100000000, &bad);
+    const char *cat = serve_query(req, "category");
     if (cat && strcmp(cat, "eligible") && strcmp(cat, "possibly_eligible") && strcmp(cat, "not_eligible") &&
         strcmp(cat, "not_in_force"))
         bad = true;
     if (bad) {
-        send_error(req, 400, "bad query: category must be eligible|possibly_eligible|not_eligible|not_in_force;"
+        serve_error(req, 400, "bad query: category must be eligible|possibly_eligible|not_eligible|not_in_force;"
                              " limit 1..100000; offset >= 0");
         return;
     }
@@ -358,7 +318,7 @@ static void patients_list(admin *ad, struct evhttp_request *req, struct evkeyval
     fhir_error err;
     fhir_error_clear(&err);
     if (store_verdict_list(ad->env.st, cat, limit, offset, patient_row, &pr, &err) < 0)
-        send_error(req, 500, err.msg);
+        serve_error(req, 500, err.msg);
     else {
         put_int(a, root, "count", (long long)pr.n);
         put_int(a, root, "offset", offset);
@@ -429,7 +389,7 @@ static int patient_head_row(void *ctx, const store_verdict *v)
     return 1;
 }
 
-static void patient_one(admin *ad, struct evhttp_request *req, const char *id)
+static void patient_one(admin *ad, serve_req *req, const char *id)
 {
     fhir_arena *a = fhir_arena_new(0);
     patient_head h = {.a = a, .root = fhir_node_new(a, FHIR_OBJECT)};
@@ -437,15 +397,15 @@ static void patient_one(admin *ad, struct evhttp_request *req, const char *id)
     fhir_error_clear(&err);
     int f = store_verdict_read(ad->env.st, id, patient_head_row, &h, &err);
     if (f < 0)
-        send_error(req, 500, err.msg);
+        serve_error(req, 500, err.msg);
     else if (f == 0)
-        send_error(req, 404, "no such patient (not screened)");
+        serve_error(req, 404, "no such patient (not screened)");
     else {
         /* the patient's referrals, by the patient index */
         ref_list l = {.a = a, .list = fhir_node_set_arr(a, h.root, "referrals")};
         refer_filter rf = {.state = -1, .patient_id = id, .summary = true};
         if (refer_list(ad->env.st, &rf, ref_row, &l, &err) < 0)
-            send_error(req, 500, err.msg);
+            serve_error(req, 500, err.msg);
         else
             send_node(req, 200, h.root);
     }
@@ -454,12 +414,12 @@ static void patient_one(admin *ad, struct evhttp_request *req, const char *id)
 
 /* ---- referrals --------------------------------------------------------------------------- */
 
-static void referrals_list(admin *ad, struct evhttp_request *req, struct evkeyvalq *q)
+static void referrals_list(admin *ad, serve_req *req)
 {
-    const char *state = evhttp_find_header(q, "state");
+    const char *state = serve_query(req, "state");
     refer_state s = REFER_PENDING_APPROVAL;
     if (state && refer_state_parse(state, &s) != 0) {
-        send_error(req, 400, "bad query: unknown referral state");
+        serve_error(req, 400, "bad query: unknown referral state");
         return;
     }
     fhir_arena *a = fhir_arena_new(0);
@@ -469,7 +429,7 @@ static void referrals_list(admin *ad, struct evhttp_request *req, struct evkeyva
     fhir_error_clear(&err);
     refer_filter rf = {.state = state ? (int)s : -1, .summary = true};
     if (refer_list(ad->env.st, &rf, ref_row, &l, &err) < 0)
-        send_error(req, 500, err.msg);
+        serve_error(req, 500, err.msg);
     else {
         put_int(a, root, "count", (long long)l.n);
         send_node(req, 200, root);
@@ -477,51 +437,104 @@ static void referrals_list(admin *ad, struct evhttp_request *req, struct evkeyva
     fhir_arena_free(a);
 }
 
-static void referral_one(admin *ad, struct evhttp_request *req, int64_t id, const char *action)
+/* ---- the audit trail ------------------------------------------------------------------- */
+
+typedef struct audit_rows {
+    fhir_arena *a;
+    fhir_node *list;
+    size_t n;
+} audit_rows;
+
+static int audit_row(void *ctx, const store_audit_row *row)
 {
-    store *st = ad->env.st;
-    fhir_error err;
-    fhir_error_clear(&err);
-    refer_record r;
-    int found = refer_get(st, id, &r, &err);
-    if (found < 0) {
-        send_error(req, 500, err.msg);
-        return;
-    }
-    if (found == 0) {
-        send_error(req, 404, "no such referral");
-        return;
-    }
-    if (action) {
-        refer_record_free(&r);
-        int rc;
-        if (!strcmp(action, "approve"))
-            rc = refer_approve(st, id, "admin-api", &err);
-        else if (!strcmp(action, "cancel"))
-            rc = refer_cancel(st, id, "admin-api", "cancelled via admin API", &err);
-        else
-            rc = refer_retry(st, id, "admin-api", &err);
-        if (rc) {
-            send_error(req, 409, err.msg);
-            return;
-        }
-        fhir_log(FHIR_LOG_INFO, "referral.action", "referral=%lld action=%s actor=admin-api", (long long)id,
-                 action);
-        if (refer_get(st, id, &r, &err) != 1) {
-            send_error(req, 500, err.msg);
-            return;
-        }
-    }
-    fhir_arena *a = fhir_arena_new(0);
-    send_node(req, 200, referral_node(a, &r, true));
-    fhir_arena_free(a);
-    refer_record_free(&r);
+    audit_rows *ar = ctx;
+    fhir_arena *a = ar->a;
+    fhir_node *o = fhir_node_append(a, ar->list, NULL, 0, fhir_node_new(a, FHIR_OBJECT));
+    put_int(a, o, "id", (long long)row->id);
+    put_time(a, o, "time", row->ts_ms);
+    put_str(a, o, "actor", row->actor);
+    if (row->user_id > 0)
+        put_int(a, o, "user_id", (long long)row->user_id);
+    else
+        fhir_node_set(a, o, "user_id", fhir_node_new(a, FHIR_NULL));
+    put_str(a, o, "role", row->role);
+    put_str(a, o, "source", row->source);
+    put_str(a, o, "action", row->action);
+    put_str(a, o, "from", row->from_state);
+    put_str(a, o, "to", row->to_state);
+    put_str(a, o, "detail", row->detail);
+    put_str(a, o, "reason", row->reason);
+    ar->n++;
+    return 0;
 }
 
-/* ---- routing ------------------------------------------------------------------------------ */
-
-static bool parse_id(const char *s, size_t n, int64_t *out)
+/* GET /api/v1/audit: the rows about no referral (sign-ins, users, tokens). */
+static void audit_list(admin *ad, serve_req *req)
 {
+    bool bad = false;
+    long after = qlong(req, "after", 0, 0, 0x7fffffffL, &bad);
+    long limit = qlong(req, "limit", 1000, 1, ADMIN_AUDIT_MAX, &bad);
+    if (bad) {
+        serve_error(req, 400, "bad query: after >= 0; limit 1..10000");
+        return;
+    }
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    audit_rows ar = {.a = a, .list = fhir_node_set_arr(a, root, "audit")};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_audit_list(ad->env.st, 0, after, limit, audit_row, &ar, &err) < 0)
+        serve_error(req, 500, err.msg);
+    else {
+        put_int(a, root, "count", (long long)ar.n);
+        send_node(req, 200, root);
+    }
+    fhir_arena_free(a);
+}
+
+/* ---- one referral, and the acts on it ------------------------------------------------------ */
+
+/* The reason a person gave: JSON {"reason": "..."} or a form field; NULL when none. *bad when
+ * the body is neither. The string lives in arena a. */
+static const char *body_reason(serve_req *req, fhir_arena *a, bool *bad)
+{
+    *bad = false;
+    size_t len;
+    const char *body = serve_body(req, &len);
+    const char *ct = serve_header(req, "Content-Type");
+    if (len == 0)
+        return NULL;
+    if (ct && !strncmp(ct, "application/x-www-form-urlencoded", 33)) {
+        const char *v = serve_form(req, "reason");
+        return v ? fhir_arena_strdup(a, v) : NULL;
+    }
+    fhir_error e;
+    fhir_json_limits lim = {.max_bytes = len + 1};
+    fhir_node *n = fhir_json_parse(a, body, len, &lim, &e);
+    if (!n || !fhir_node_is(n, FHIR_OBJECT)) {
+        *bad = true;
+        return NULL;
+    }
+    const fhir_node *v = fhir_node_get(n, "reason");
+    if (v && !fhir_node_is(v, FHIR_STRING) && !fhir_node_is(v, FHIR_NULL)) {
+        *bad = true;
+        return NULL;
+    }
+    return fhir_node_str(v);
+}
+
+/* The role a principal acted in on a route needing `need`: its own when that grants it (a
+ * person), else the one needed (a service holding several). */
+static const char *acted_role(const access_principal *p, role need)
+{
+    if (role_grants(p->role) & ROLE_BIT(need))
+        return role_name(p->role);
+    return role_name(need);
+}
+
+static bool parse_id(const char *s, int64_t *out)
+{
+    size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > 18)
         return false;
     int64_t v = 0;
@@ -534,9 +547,67 @@ static bool parse_id(const char *s, size_t n, int64_t *out)
     return v > 0;
 }
 
+/* GET a referral (act < 0) or act on it, answering with the referral and its audit trail. */
+static void referral_one(admin *ad, serve_req *req, int act, role need)
+{
+    store *st = ad->env.st;
+    int64_t id;
+    if (!parse_id(serve_param(req, "id"), &id)) {
+        serve_error(req, 400, "bad referral id (a positive integer)");
+        return;
+    }
+    fhir_error err;
+    fhir_error_clear(&err);
+    refer_record r;
+    int found = refer_get(st, id, &r, &err);
+    if (found < 0) {
+        serve_error(req, 500, err.msg);
+        return;
+    }
+    if (found == 0) {
+        serve_error(req, 404, "no such referral");
+        return;
+    }
+    fhir_arena *a = fhir_arena_new(0);
+    if (act >= 0) {
+        refer_record_free(&r);
+        bool bad;
+        const char *reason = body_reason(req, a, &bad);
+        const access_principal *p = serve_principal(req);
+        if (bad || !p) {
+            serve_error(req, 400, "the body must be JSON {\"reason\": \"...\"} or a form with a reason field");
+            fhir_arena_free(a);
+            return;
+        }
+        store_actor who = access_actor(p, reason);
+        who.role = acted_role(p, need);
+        fhir_error_clear(&err);
+        if (refer_do(st, id, (refer_act)act, &who, &err)) {
+            serve_error(req, err.code == 400 ? 400 : err.code == 409 ? 409 : 500, err.msg);
+            fhir_arena_free(a);
+            return;
+        }
+        if (refer_get(st, id, &r, &err) != 1) {
+            serve_error(req, 500, err.msg);
+            fhir_arena_free(a);
+            return;
+        }
+    }
+    fhir_node *o = referral_node(a, &r, true);
+    refer_record_free(&r);
+    audit_rows ar = {.a = a, .list = fhir_node_set_arr(a, o, "audit")};
+    if (store_audit_list(st, id, 0, ADMIN_AUDIT_MAX, audit_row, &ar, &err) < 0)
+        serve_error(req, 500, err.msg);
+    else
+        send_node(req, 200, o);
+    fhir_arena_free(a);
+}
+
+/* ---- routes -------------------------------------------------------------------------------- */
+
 static bool valid_patient_id(const char *s)
 {
-    size_t n = strlen(s);
+    size_t n = s ? strlen(s) : 0;
     if (n == 0 || n > 64)
         return false;
     for (size_t i = 0; i < n; i++)
@@ -546,185 +617,122 @@ static bool valid_patient_id(const char *s)
     return true;
 }
 
-static void method_not_allowed(struct evhttp_request *req, const char *allow)
-{
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", allow);
-    send_error(req, 405, "method not allowed");
-}
-
-static void send_status(struct evhttp_request *req, int code, const char *key, bool value,
-                        const char *key2, long long v2)
+static void json_status(serve_req *req, int code, const char *key, bool value)
 {
     fhir_arena *a = fhir_arena_new(0);
     fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
-    if (key2) {
-        fhir_node_set(a, root, key, fhir_node_new_bool(a, value));
-        put_int(a, root, key2, v2);
-    } else {
+    if (!strcmp(key, "status"))
         put_str(a, root, key, "ok");
-    }
+    else
+        fhir_node_set(a, root, key, fhir_node_new_bool(a, value));
     send_node(req, code, root);
     fhir_arena_free(a);
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+static void h_healthz(serve_req *req, void *ud)
 {
-    admin *ad = arg;
-    ad->requests++;
-    int64_t t0 = fhir_clock_mono_ms();
-    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
-    const char *uri = evhttp_request_get_uri(req);
-    struct evhttp_uri *u = evhttp_uri_parse(uri);
-    const char *route = "other";
-    if (!u) {
-        send_error(req, 400, "malformed request URI");
-        goto out;
-    }
-    const char *path = evhttp_uri_get_path(u);
-    if (!path || !*path)
-        path = "/";
-    struct evkeyvalq q;
-    TAILQ_INIT(&q);
-    const char *query = evhttp_uri_get_query(u);
-    if (query && evhttp_parse_query_str(query, &q) != 0) {
-        send_error(req, 400, "malformed query string");
-        evhttp_uri_free(u);
-        goto out;
-    }
-    bool get = cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD;
-    if (!strcmp(path, "/healthz")) {
-        route = "/healthz";
-        if (!get)
-            method_not_allowed(req, "GET");
-        else
-            send_status(req, 200, "status", false, NULL, 0);
-    } else if (!authorized(ad, req)) {
-        route = "unauthorized";
-        send_error(req, 401, "missing or wrong bearer token");
-    } else if (!strcmp(path, "/readyz")) {
-        route = "/readyz";
-        if (!get)
-            method_not_allowed(req, "GET");
-        else {
-            size_t n = 0;
-            bool ready = ad->env.ready(ad->env.ud, &n);
-            send_status(req, ready ? 200 : 503, "ready", ready, "sources", (long long)n);
-        }
-    } else if (!strcmp(path, "/metrics")) {
-        route = "/metrics";
-        if (!get)
-            method_not_allowed(req, "GET");
-        else
-            metrics(ad, req);
-    } else if (!strcmp(path, "/api/v1/patients")) {
-        route = "/api/v1/patients";
-        if (!get)
-            method_not_allowed(req, "GET");
-        else
-            patients_list(ad, req, &q);
-    } else if (!strncmp(path, "/api/v1/patients/", 17)) {
-        route = "/api/v1/patients/{id}";
-        char *id = evhttp_uridecode(path + 17, 0, NULL);
-        if (!get)
-            method_not_allowed(req, "GET");
-        else if (!id || !valid_patient_id(id))
-            send_error(req, 400, "bad patient id");
-        else
-            patient_one(ad, req, id);
-        free(id);
-    } else if (!strcmp(path, "/api/v1/referrals")) {
-        route = "/api/v1/referrals";
-        if (!get)
-            method_not_allowed(req, "GET");
-        else
-            referrals_list(ad, req, &q);
-    } else if (!strncmp(path, "/api/v1/referrals/", 18)) {
-        const char *rest = path + 18;
-        const char *slash = strchr(rest, '/');
-        int64_t id;
-        if (!parse_id(rest, slash ? (size_t)(slash - rest) : strlen(rest), &id)) {
-            route = "/api/v1/referrals/{id}";
-            send_error(req, 400, "bad referral id (a positive integer)");
-        } else if (!slash) {
-            route = "/api/v1/referrals/{id}";
-            if (!get)
-                method_not_allowed(req, "GET");
-            else
-                referral_one(ad, req, id, NULL);
-        } else {
-            const char *action = slash + 1;
-            if (strcmp(action, "approve") && strcmp(action, "cancel") && strcmp(action, "retry")) {
-                route = "/api/v1/referrals/{id}/?";
-                send_error(req, 404, "no such resource");
-            } else {
-                route = !strcmp(action, "approve") ? "/api/v1/referrals/{id}/approve"
-                        : !strcmp(action, "cancel") ? "/api/v1/referrals/{id}/cancel"
-                                                     : "/api/v1/referrals/{id}/retry";
-                if (cmd != EVHTTP_REQ_POST)
-                    method_not_allowed(req, "POST");
-                else
-                    referral_one(ad, req, id, action);
-            }
-        }
-    } else {
-        send_error(req, 404, "no such resource");
-    }
-    evhttp_clear_headers(&q);
-    evhttp_uri_free(u);
-out:
-    fhir_log(FHIR_LOG_DEBUG, "admin.request", "method=%s route=%s ms=%lld",
-             cmd == EVHTTP_REQ_GET ? "GET" : cmd == EVHTTP_REQ_POST ? "POST" : cmd == EVHTTP_REQ_HEAD ? "HEAD" : "other",
-             route, (long long)(fhir_clock_mono_ms() - t0));
+    (void)ud;
+    json_status(req, 200, "status", true);
 }
 
-admin *admin_start(const admin_env *env, fhir_error *err)
+static void h_readyz(serve_req *req, void *ud)
 {
-    admin *ad = calloc(1, sizeof *ad);
-    if (!ad)
-        abort();
+    admin *ad = ud;
+    size_t n = 0;
+    bool ready = ad->env.ready(ad->env.ud, &n);
+    json_status(req, ready ? 200 : 503, "ready", ready);
+}
+
+static void h_metrics(serve_req *req, void *ud)
+{
+    metrics(ud, req);
+}
+
+static void h_patients(serve_req *req, void *ud)
+{
+    patients_list(ud, req);
+}
+
+static void h_patient(serve_req *req, void *ud)
+{
+    const char *id = serve_param(req, "id");
+    if (!valid_patient_id(id))
+        serve_error(req, 400, "bad patient id");
+    else
+        patient_one(ud, req, id);
+}
+
+static void h_referrals(serve_req *req, void *ud)
+{
+    referrals_list(ud, req);
+}
+
+static void h_referral(serve_req *req, void *ud)
+{
+    referral_one(ud, req, -1, ROLE_VIEWER);
+}
+
+static void h_approve(serve_req *req, void *ud)
+{
+    referral_one(ud, req, REFER_ACT_APPROVE, ROLE_CLINICIAN);
+}
+
+static void h_decline(serve_req *req, void *ud)
+{
+    referral_one(ud, req, REFER_ACT_DECLINE, ROLE_CLINICIAN);
+}
+
+static void h_cancel(serve_req *req, void *ud)
+{
+    referral_one(ud, req, REFER_ACT_CANCEL, ROLE_CLINICIAN);
+}
+
+static void h_retry(serve_req *req, void *ud)
+{
+    referral_one(ud, req, REFER_ACT_RETRY, ROLE_ADMIN);
+}
+
+static void h_audit(serve_req *req, void *ud)
+{
+    audit_list(ud, req);
+}
+
+/* The role of each act must match the one its handler records (h_approve ... h_retry). */
+static const serve_route ROUTES[] = {
+    {"GET", "/healthz", ROLE_PUBLIC, h_healthz, 0},
+    {"GET", "/readyz", ROLE_PUBLIC, h_readyz, 0},
+    {"GET", "/metrics", ROLE_VIEWER, h_metrics, 0},
+    {"GET", "/api/v1/patients", ROLE_VIEWER, h_patients, 0},
+    {"GET", "/api/v1/patients/{id}", ROLE_VIEWER, h_patient, 0},
+    {"GET", "/api/v1/referrals", ROLE_VIEWER, h_referrals, 0},
+    {"GET", "/api/v1/referrals/{id}", ROLE_VIEWER, h_referral, 0},
+    {"POST", "/api/v1/referrals/{id}/approve", ROLE_CLINICIAN, h_approve, 0},
+    {"POST", "/api/v1/referrals/{id}/decline", ROLE_CLINICIAN, h_decline, 0},
+    {"POST", "/api/v1/referrals/{id}/cancel", ROLE_CLINICIAN, h_cancel, 0},
+    {"POST", "/api/v1/referrals/{id}/retry", ROLE_ADMIN, h_retry, 0},
+    {"GET", "/api/v1/audit", ROLE_ADMIN, h_audit, 0},
+};
+
+const serve_route *admin_routes(size_t *n)
+{
+    *n = sizeof ROUTES / sizeof ROUTES[0];
+    return ROUTES;
+}
+
+admin *admin_new(const admin_env *env)
+{
+    admin *ad = fhir_xcalloc(1, sizeof *ad);
     ad->env = *env;
-    ad->http = evhttp_new(env->base);
-    if (!ad->http) {
-        free(ad);
-        fhir_error_set(err, "admin: evhttp_new failed");
-        return NULL;
-    }
-    evhttp_set_max_body_size(ad->http, ADMIN_MAX_BODY);
-    evhttp_set_max_headers_size(ad->http, 16384);
-    evhttp_set_timeout(ad->http, 30);
-    evhttp_set_allowed_methods(ad->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
-                                             EVHTTP_REQ_DELETE | EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(ad->http, handle, ad);
-    ad->sock = evhttp_bind_socket_with_handle(ad->http, env->bind, (ev_uint16_t)env->port);
-    if (!ad->sock) {
-        evhttp_free(ad->http);
-        free(ad);
-        fhir_error_set(err, "admin: cannot listen on %s:%ld", env->bind, env->port);
-        return NULL;
-    }
-    evutil_socket_t fd = evhttp_bound_socket_get_fd(ad->sock);
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    ad->port = (int)env->port;
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        if (ss.ss_family == AF_INET)
-            ad->port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        else if (ss.ss_family == AF_INET6)
-            ad->port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-    }
-    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d", env->bind, ad->port);
     return ad;
 }
 
-int admin_port(const admin *a)
+int admin_add_routes(admin *a, serve *s, fhir_error *err)
 {
-    return a->port;
+    a->srv = s;
+    return serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], a, err);
 }
 
-void admin_stop(admin *a)
+void admin_free(admin *a)
 {
-    if (!a)
-        return;
-    evhttp_free(a->http);
     free(a);
 }

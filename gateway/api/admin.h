@@ -1,22 +1,30 @@
-/* admin — the admin HTTP API of the daemon (libevent evhttp on the daemon's loop).
- *
- * Bound to config admin.bind (127.0.0.1 by default). Every path except GET /healthz needs
- * "Authorization: Bearer <token>" (the token the environment names; compared in constant
- * time).
- *   GET  /healthz                          liveness, no token
- *   GET  /readyz                           200 once every source has completed a poll
- *   GET  /metrics                          Prometheus text format 0.0.4
- *   GET  /api/v1/patients[?category=C&limit=N&offset=N]   the worklist (latest verdicts)
- *   GET  /api/v1/patients/{id}             profile + verdict + explanation + referrals
- *   GET  /api/v1/referrals[?state=S&limit=N&offset=N]
- *   GET  /api/v1/referrals/{id}
- *   POST /api/v1/referrals/{id}/approve | /cancel | /retry
- * Errors are JSON: {"error":{"status":404,"message":"..."}} with 400, 401, 404, 405 (with
- * Allow), 409 (transition refused) or 500. Responses never go to the logs; the log line of
- * a request carries method, path template, status and duration only (no ids from queries).
+/* admin — the JSON admin API of the daemon, served on the daemon's one listener (serve.h),
+ * with the role each route needs:
+ *   GET  /healthz                          public   liveness: {"status":"ok"}, nothing else
+ *   GET  /readyz                           public   200 {"ready":true} once every source has
+ *                                                   completed a poll, else 503 {"ready":false}
+ *   GET  /metrics                          viewer   Prometheus text format 0.0.4
+ *   GET  /api/v1/patients[?category=C&limit=N&offset=N]   viewer   the worklist (latest verdicts)
+ *   GET  /api/v1/patients/{id}             viewer   profile + verdict + explanation + referrals
+ *   GET  /api/v1/referrals[?state=S]       viewer
+ *   GET  /api/v1/referrals/{id}            viewer   the referral with its audit trail
+ *   POST /api/v1/referrals/{id}/approve    clinician
+ *   POST /api/v1/referrals/{id}/decline    clinician  (a reason is required)
+ *   POST /api/v1/referrals/{id}/cancel     clinician
+ *   POST /api/v1/referrals/{id}/retry      admin
+ *   GET  /api/v1/audit[?after=ID&limit=N]  admin    audit rows about no referral (sign-ins,
+ *                                                   user and token changes)
+ * Authentication, roles, CSRF and the transport are the listener's (serve.h): a per-user API
+ * token or the shared service token as "Authorization: Bearer ...", or a session cookie (then
+ * state changes carry the CSRF token). An action's body may give a reason: JSON
+ * {"reason":"..."} or a form field reason. Every action is audited with the acting person
+ * (user name and id, the role acted in, source address, time, reason); the log names the
+ * user by id only.
+ * Errors are JSON: {"error":{"status":404,"message":"..."}} with 400, 401, 403, 404, 405
+ * (with Allow), 409 (transition refused) or 500. Responses never go to the logs.
  *
  * The API knows the daemon only through admin_env: the store, and callbacks for the counters
- * (/metrics), readiness and the current token. */
+ * (/metrics) and readiness. */
 #ifndef ADMIN_H
 #define ADMIN_H
 
@@ -25,9 +33,8 @@
 #include <stdint.h>
 
 #include "fhir_error.h"
+#include "serve.h"
 #include "store.h"
-
-struct event_base;
 
 #define ADMIN_MAX_SOURCES 64 /* sources with counters */
 #define ADMIN_MAX_STATUS 24  /* distinct HTTP statuses counted per source */
@@ -67,29 +74,25 @@ admin_source_metrics *admin_metrics_source(admin_metrics *m, const char *name);
 /* Counts one HTTP status of a source. */
 void admin_metrics_count_status(admin_source_metrics *s, long status);
 
-/* What the API may use; everything borrowed until admin_stop. */
+/* What the API may use; everything borrowed until admin_free. */
 typedef struct admin_env {
-    struct event_base *base;
     store *st;
-    const char *bind;
-    long port;            /* 0: any free port (admin_port tells which) */
     void *ud;             /* first argument of the callbacks */
     /* The daemon's counters (borrowed for the duration of one request). */
     const admin_metrics *(*metrics)(void *ud);
     /* true once every source completed a poll; *n_sources gets their number. */
     bool (*ready)(void *ud, size_t *n_sources);
-    /* The current admin token (borrowed for the call); NULL refuses every request but
-     * /healthz. */
-    const char *(*token)(void *ud);
 } admin_env;
 
 typedef struct admin admin;
 
-/* Binds and serves on env->base. Caller stops with admin_stop(). NULL with err (address in
- * use ...). */
-admin *admin_start(const admin_env *env, fhir_error *err);
-/* The bound port. */
-int admin_port(const admin *a);
-void admin_stop(admin *a);
+/* The API over env. Caller frees with admin_free() after the listener it was added to. */
+admin *admin_new(const admin_env *env);
+/* Registers the routes on s (borrowed; must outlive nothing of a: requests end with s).
+ * 0, or -1 with err. */
+int admin_add_routes(admin *a, serve *s, fhir_error *err);
+/* The route table (tests check every route has a role). */
+const serve_route *admin_routes(size_t *n);
+void admin_free(admin *a);
 
 #endif

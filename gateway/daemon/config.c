@@ -20,6 +20,8 @@
 #include "fhir_datadir.h"
 #include "fhir_log.h"
 #include "fhir_suggest.h"
+#include "role.h"
+#include "serve.h"
 
 #define CONFIG_MAX_BYTES (1024u * 1024u)
 #define CONFIG_MAX_SOURCES 64
@@ -260,18 +262,59 @@ static const opt OPTS[] = {
     {"log", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Logging (key=value lines on stderr, never PHI)."},
     {"log.level", OT_ENUM, M(log_level), "info", 0, 0, "debug|info|warn|error|off", false,
      "Least severe level written."},
-    {"admin", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Admin HTTP API (health, metrics, worklist, referrals)."},
-    {"admin.enabled", OT_BOOL, M(admin_enabled), "true", NO, false, "Serve the admin API."},
+    {"admin", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "The daemon's one HTTP listener: health, metrics, the JSON API (worklist, referrals, audit) and sign-in. People authenticate with their own API token (cartgate users token) or a session; every route needs a role."},
+    {"admin.enabled", OT_BOOL, M(admin_enabled), "true", NO, false, "Run the listener."},
     {"admin.bind", OT_STR, M(admin_bind), "127.0.0.1", NO, false,
-     "Address to listen on. Keep loopback unless a TLS proxy sits in front."},
+     "Address to listen on. Plain HTTP is accepted only on a loopback address: another address needs admin.tls_cert_file and admin.tls_key_file (or admin.insecure_plain_http behind a TLS proxy)."},
     {"admin.port", OT_INT, M(admin_port), "8089", 0, 65535, NULL, false,
      "TCP port (0 = any free port; the chosen one is logged as event=admin.listen)."},
+    {"admin.tls_cert_file", OT_PATH, M(admin_tls_cert_file), NULL, NO, false,
+     "PEM certificate chain of the listener: TLS 1.2 or later, reloaded on SIGHUP."},
+    {"admin.tls_key_file", OT_SECRET_FILE, M(admin_tls_key_file), NULL, NO, false,
+     "PEM private key of the certificate (with admin.tls_cert_file)."},
+    {"admin.insecure_plain_http", OT_BOOL, M(admin_insecure_plain_http), "false", NO, false,
+     "Allow plain HTTP on a non-loopback admin.bind: only for a TLS proxy on another host, never for browsers across a network."},
+    {"admin.max_connections", OT_INT, M(admin_max_connections), "256", 1, 100000, NULL, false,
+     "Connections served at once (more wait in the kernel's backlog)."},
     {"admin.token_file", OT_SECRET_FILE, M(admin_token_file), NULL, NO, false,
-     "File whose first line is the bearer token of the admin API."},
+     "Optional shared service token for automation (first line of the file): acts as the service \"admin-api\" (viewer, clinician, admin) and is audited under that name. People use their own tokens."},
     {"admin.token_env", OT_SECRET_ENV, M(admin_token_env), NULL, NO, false,
-     "Environment variable holding the bearer token (when token_file is not set)."},
+     "Environment variable holding the shared service token (instead of admin.token_file)."},
     {"admin.token", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0, "admin.token_file or admin.token_env", false,
      "Refused: secrets never appear in the file."},
+    {"access", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Sign-in sessions and API tokens."},
+    {"access.session_idle_s", OT_INT, M(access_session_idle_s), "1800", 60, 86400, NULL, false,
+     "A session ends after this long without a request."},
+    {"access.session_max_s", OT_INT, M(access_session_max_s), "43200", 300, 604800, NULL, false,
+     "A session ends this long after sign-in, used or not."},
+    {"access.token_max_days", OT_INT, M(access_token_max_days), "3650", 1, 36500, NULL, false,
+     "Longest validity of an API token."},
+    {"oidc", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "Hospital sign-in with OpenID Connect (authorization code flow with PKCE); off unless oidc.issuer is set."},
+    {"oidc.issuer", OT_STR, M(oidc_issuer), NULL, NO, false,
+     "Issuer URL exactly as in the provider's discovery document (https, or http on loopback)."},
+    {"oidc.client_id", OT_STR, M(oidc_client_id), NULL, NO, false, "Client id registered at the provider."},
+    {"oidc.client_secret_file", OT_SECRET_FILE, M(oidc_client_secret_file), NULL, NO, false,
+     "File holding the client secret (absent: a public client, PKCE only)."},
+    {"oidc.client_secret_env", OT_SECRET_ENV, M(oidc_client_secret_env), NULL, NO, false,
+     "Environment variable holding the client secret."},
+    {"oidc.client_secret", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0, "oidc.client_secret_file or oidc.client_secret_env",
+     false, "Refused."},
+    {"oidc.redirect_uri", OT_STR, M(oidc_redirect_uri), NULL, NO, false,
+     "Our callback URL as registered at the provider: https://HOST[:PORT]/auth/oidc/callback."},
+    {"oidc.scopes", OT_STR, M(oidc_scopes), "openid profile email", NO, false, "Scopes asked for (must hold openid)."},
+    {"oidc.user_claim", OT_STR, M(oidc_user_claim), "sub", NO, false,
+     "Claim naming the user (matched across sign-ins together with the issuer)."},
+    {"oidc.name_claim", OT_STR, M(oidc_name_claim), "name", NO, false, "Claim with the display name."},
+    {"oidc.role_claim", OT_STR, M(oidc_role_claim), "groups", NO, false,
+     "Claim holding the person's groups (a dotted path such as realm_access.roles works)."},
+    {"oidc.role_map", OT_STRLIST, M(oidc_role_map), NULL, NO, false,
+     "\"GROUP=ROLE\" entries (ROLE: viewer, clinician, intake, admin), first match wins; \"*=ROLE\" matches everyone. A person with no match is refused."},
+    {"oidc.provision", OT_BOOL, M(oidc_provision), "true", NO, false,
+     "Create a user on first sign-in (with the mapped role); false: only users added beforehand."},
+    {"oidc.ca_file", OT_PATH, M(oidc_ca_file), NULL, NO, false, "PEM CA bundle for the provider (default: system store)."},
+    {"oidc.label", OT_STR, M(oidc_label), "Hospital sign-in", NO, false, "Name of the provider on the sign-in page."},
     {"criteria", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Eligibility criteria."},
     {"criteria.dir", OT_PATH, M(criteria_dir), DATA_DEF "criteria", NO, false,
      "Folder of criteria files (one JSON file per product indication, consult_*.json refer-early triggers, plus params.json)."},
@@ -652,6 +695,10 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     switch (o->type) {
     case OT_STR:
         set_str(base, o, v->text);
+        if (o->scope == SC_MAIN && o->off == offsetof(config, admin_bind))
+            ((config *)base)->admin_bind_line = v->line;
+        if (o->scope == SC_MAIN && o->off == offsetof(config, oidc_issuer))
+            ((config *)base)->oidc_line = v->line;
         break;
     case OT_PATH: {
         char **p = field(base, o);
@@ -813,6 +860,41 @@ static bool valid_name(const char *s)
     return true;
 }
 
+/* The listener (serve.h) and OpenID Connect sign-in (oidc.h). */
+static void check_listener(config *c, diag_ctx *d, int root_line)
+{
+    int bl = c->admin_bind_line > 0 ? c->admin_bind_line : root_line;
+    bool tls = c->admin_tls_cert_file || c->admin_tls_key_file;
+    if (tls && (!c->admin_tls_cert_file || !c->admin_tls_key_file))
+        diag(d, bl, "admin: TLS needs both admin.tls_cert_file and admin.tls_key_file");
+    if (c->admin_enabled && !tls && !c->admin_insecure_plain_http && !serve_is_loopback(c->admin_bind))
+        diag(d, bl, "admin.bind: plain HTTP on %s (not a loopback address) is refused: set admin.tls_cert_file "
+             "and admin.tls_key_file, or bind to 127.0.0.1 behind a TLS proxy (admin.insecure_plain_http "
+             "only for a proxy on another host)", c->admin_bind);
+    int ol = c->oidc_line > 0 ? c->oidc_line : root_line;
+    if (!c->oidc_issuer) {
+        if (c->oidc_client_id || c->oidc_redirect_uri || c->oidc_role_map.n || c->oidc_client_secret_file ||
+            c->oidc_client_secret_env)
+            diag(d, root_line, "oidc: the OpenID Connect settings need oidc.issuer");
+        return;
+    }
+    if (!c->oidc_client_id)
+        diag(d, ol, "oidc: needs oidc.client_id");
+    if (!c->oidc_redirect_uri)
+        diag(d, ol, "oidc: needs oidc.redirect_uri (our /auth/oidc/callback URL)");
+    if (c->oidc_client_secret_file && c->oidc_client_secret_env)
+        diag(d, ol, "oidc: set only one of oidc.client_secret_file and oidc.client_secret_env");
+    if (c->oidc_role_map.n == 0)
+        diag(d, ol, "oidc: needs oidc.role_map (\"GROUP=ROLE\" entries): nobody could sign in");
+    for (size_t i = 0; i < c->oidc_role_map.n; i++) {
+        const char *eq = strchr(c->oidc_role_map.v[i], '=');
+        role r;
+        if (!eq || eq == c->oidc_role_map.v[i] || role_parse(eq + 1, &r))
+            diag(d, ol, "oidc.role_map: \"%s\" is not GROUP=ROLE with ROLE one of viewer, clinician, intake, admin",
+                 c->oidc_role_map.v[i]);
+    }
+}
+
 static void check_rules(config *c, diag_ctx *d, int root_line)
 {
     if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
@@ -832,11 +914,9 @@ static void check_rules(config *c, diag_ctx *d, int root_line)
                      c->referral_writeback_source);
         }
     }
-    if (c->admin_enabled && !c->admin_token_file && !c->admin_token_env)
-        diag(d, root_line, "admin: the admin API needs admin.token_file or admin.token_env "
-             "(or set admin.enabled to false)");
     if (c->admin_token_file && c->admin_token_env)
         diag(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
+    check_listener(c, d, root_line);
     for (size_t i = 0; i < c->n_sources; i++) {
         config_source *s = &c->sources[i];
         if (s->name && !valid_name(s->name))
@@ -961,6 +1041,7 @@ void config_free(config *c)
         }
     }
     strlist_free(&c->criteria_enable_pending);
+    strlist_free(&c->oidc_role_map);
     for (size_t i = 0; i < c->n_sources; i++)
         source_free(&c->sources[i]);
     free(c->sources);

@@ -87,7 +87,20 @@ typedef struct config {
     bool admin_enabled;
     char *admin_bind;
     long admin_port;
-    char *admin_token_file, *admin_token_env;
+    char *admin_token_file, *admin_token_env;   /* the shared service token ("admin-api") */
+    char *admin_tls_cert_file, *admin_tls_key_file; /* TLS on the listener (both or neither) */
+    bool admin_insecure_plain_http; /* plain HTTP on a non-loopback bind (behind a TLS proxy) */
+    long admin_max_connections;
+    int admin_bind_line;   /* line of admin.bind in the file (0 = absent) */
+    long access_session_idle_s, access_session_max_s;
+    long access_token_max_days;
+    /* OpenID Connect sign-in (oidc.h); off while oidc_issuer is NULL */
+    char *oidc_issuer, *oidc_client_id, *oidc_client_secret_file, *oidc_client_secret_env;
+    char *oidc_redirect_uri, *oidc_scopes, *oidc_user_claim, *oidc_name_claim, *oidc_role_claim;
+    char *oidc_ca_file, *oidc_label;
+    config_strlist oidc_role_map;   /* "GROUP=ROLE" */
+    bool oidc_provision;
+    int oidc_line;         /* line of oidc.issuer in the file (0 = absent) */
     char *criteria_dir;
     config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <yajl/yajl_version.h>
 
+#include "access.h"
 #include "admin.h"
 #include "centers.h"
 #include "config.h"
@@ -23,10 +24,13 @@
 #include "fhir_node.h"
 #include "map_profile.h"
 #include "map_tables.h"
+#include "oidc.h"
 #include "poll_source.h"
 #include "propose.h"
 #include "referral.h"
 #include "screen.h"
+#include "serve.h"
+#include "serve_auth.h"
 #include "route.h"
 #include "sender.h"
 #include "store.h"
@@ -55,8 +59,10 @@ struct daemon_proc {
     size_t n_sources;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *send_timer, *task_timer, *grace_timer;
-    admin *api;              /* NULL when admin.enabled is false */
-    char *admin_token;
+    serve *srv;              /* the one listener; NULL when admin.enabled is false */
+    access_ctx *acc;         /* who is acting (users, sessions, tokens) */
+    admin *api;              /* the JSON API's routes on srv */
+    char *admin_token;       /* the shared service token, NULL when none is configured */
     bool stopping;
     bool ready;              /* every source has completed a poll (or has none) */
     daemon_rt *retired;      /* an rt replaced while its sources were still polling */
@@ -774,6 +780,11 @@ static int load_admin_token(const config *c, char **out, fhir_error *err)
     return config_read_secret(c->admin_token_file, c->admin_token_env, out, err);
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
 int daemon_reload(daemon_proc *d, fhir_error *err)
 {
     daemon_rt *nrt = rt_load(d->config_path, err);
@@ -789,10 +800,24 @@ int daemon_reload(daemon_proc *d, fhir_error *err)
     }
     const config *oc = d->rt->cfg, *nc = nrt->cfg;
     if (strcmp(oc->store_path, nc->store_path) || strcmp(oc->admin_bind, nc->admin_bind) ||
-        oc->admin_port != nc->admin_port || oc->admin_enabled != nc->admin_enabled)
-        fhir_log(FHIR_LOG_WARN, "reload.restart_needed", "note=store and admin listener changes apply at the next start");
+        oc->admin_port != nc->admin_port || oc->admin_enabled != nc->admin_enabled ||
+        !same_str(oc->admin_tls_cert_file, nc->admin_tls_cert_file) ||
+        !same_str(oc->admin_tls_key_file, nc->admin_tls_key_file) ||
+        !same_str(oc->oidc_issuer, nc->oidc_issuer) || oc->access_session_idle_s != nc->access_session_idle_s ||
+        oc->access_session_max_s != nc->access_session_max_s)
+        fhir_log(FHIR_LOG_WARN, "reload.restart_needed",
+                 "note=store, listener, session and sign-in changes apply at the next start");
+    if (d->srv) {
+        /* the same certificate and key files, read again (renewed certificates) */
+        fhir_error te;
+        fhir_error_clear(&te);
+        if (serve_reload_tls(d->srv, &te))
+            fhir_log(FHIR_LOG_ERROR, "reload.tls_refused", "error=%s kept=previous", te.msg);
+    }
     free(d->admin_token);
     d->admin_token = tok;
+    if (d->acc)
+        access_set_shared_token(d->acc, tok);
     fhir_log_set_level((fhir_log_level)nc->log_level);
     daemon_rt *old = d->rt;
     d->rt = nrt;
@@ -862,10 +887,62 @@ static bool api_ready(void *ud, size_t *n_sources)
     return d->ready;
 }
 
-static const char *api_token(void *ud)
+/* The listener: access (users, sessions, tokens in the store), serve (TLS, limits), the
+ * sign-in routes (with OpenID Connect when configured) and the API's routes. */
+static int listener_start(daemon_proc *d, fhir_error *err)
 {
-    daemon_proc *d = ud;
-    return d->admin_token;
+    const config *c = d->rt->cfg;
+    access_config ac = {.session_idle_s = c->access_session_idle_s, .session_max_s = c->access_session_max_s,
+                        .token_max_days = c->access_token_max_days};
+    d->acc = access_new(d->st, &ac);
+    access_set_shared_token(d->acc, d->admin_token);
+    serve_config sc = {.bind = c->admin_bind,
+                       .port = (int)c->admin_port,
+                       .tls_cert_file = c->admin_tls_cert_file,
+                       .tls_key_file = c->admin_tls_key_file,
+                       .insecure_plain_http = c->admin_insecure_plain_http,
+                       .max_connections = (int)c->admin_max_connections};
+    d->srv = serve_new(d->base, d->acc, &sc, err);
+    if (!d->srv)
+        return fhir_error_prefix(err, "admin listener");
+    oidc *o = NULL;
+    if (c->oidc_issuer) {
+        char *secret = NULL;
+        if ((c->oidc_client_secret_file || c->oidc_client_secret_env) &&
+            config_read_secret(c->oidc_client_secret_file, c->oidc_client_secret_env, &secret, err))
+            return fhir_error_prefix(err, "oidc");
+        oidc_config oc = {.issuer = c->oidc_issuer,
+                          .client_id = c->oidc_client_id,
+                          .client_secret = secret,
+                          .redirect_uri = c->oidc_redirect_uri,
+                          .scopes = c->oidc_scopes,
+                          .user_claim = c->oidc_user_claim,
+                          .name_claim = c->oidc_name_claim,
+                          .role_claim = c->oidc_role_claim,
+                          .role_map = (const char *const *)c->oidc_role_map.v,
+                          .n_role_map = c->oidc_role_map.n,
+                          .provision = c->oidc_provision,
+                          .ca_file = c->oidc_ca_file};
+        o = oidc_new(d->base, &oc, err);
+        if (secret) {
+            memset(secret, 0, strlen(secret));
+            free(secret);
+        }
+        if (!o)
+            return fhir_error_prefix(err, "oidc");
+    }
+    if (serve_auth_add(d->srv, o, c->oidc_label, err))
+        return -1;
+    if (o)
+        oidc_start(o);
+    admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready};
+    d->api = admin_new(&env);
+    if (admin_add_routes(d->api, d->srv, err) || serve_start(d->srv, err))
+        return -1;
+    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d tls=%s shared_token=%s oidc=%s", c->admin_bind,
+             serve_port(d->srv), serve_is_tls(d->srv) ? "true" : "false", d->admin_token ? "true" : "false",
+             o ? "true" : "false");
+    return 0;
 }
 
 daemon_proc *daemon_new(const char *config_path, fhir_error *err)
@@ -894,15 +971,8 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
     sender_rebuild(d);
-    if (d->rt->cfg->admin_enabled) {
-        const config *c = d->rt->cfg;
-        admin_env env = {.base = d->base, .st = d->st, .bind = c->admin_bind,
-                         .port = c->admin_port, .ud = d, .metrics = api_metrics,
-                         .ready = api_ready, .token = api_token};
-        d->api = admin_start(&env, err);
-        if (!d->api)
-            goto fail;
-    }
+    if (d->rt->cfg->admin_enabled && listener_start(d, err))
+        goto fail;
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
     d->sig_int = evsignal_new(d->base, SIGINT, on_signal, d);
     d->sig_hup = evsignal_new(d->base, SIGHUP, on_signal, d);
@@ -940,7 +1010,9 @@ void daemon_free(daemon_proc *d)
     if (!d)
         return;
     sources_free(d);
-    admin_stop(d->api);
+    serve_free(d->srv); /* first: no request may outlive what it uses */
+    admin_free(d->api);
+    access_free(d->acc);
     if (d->sig_term)
         event_free(d->sig_term);
     if (d->sig_int)

@@ -318,8 +318,8 @@ static int read_state(store *s, int64_t id, refer_state *out, fhir_error *err)
 }
 
 /* Inside an open transaction: checks, updates (the state and whatever else x sets),
- * audits. */
-static int transition_locked(store *s, int64_t id, refer_state to, const char *actor,
+ * audits with who (name, user id, role, source, reason). */
+static int transition_locked(store *s, int64_t id, refer_state to, const store_actor *who,
                              const char *action, const char *detail,
                              const store_referral_change *x, refer_state *from_out,
                              fhir_error *err)
@@ -342,43 +342,129 @@ static int transition_locked(store *s, int64_t id, refer_state to, const char *a
     u.state = state_names[to];
     if (store_referral_update(s, id, &u, err))
         return -1;
-    if (store_audit(s, actor, action, id, state_names[from], state_names[to], detail, err))
+    if (store_audit_actor(s, who, action, id, state_names[from], state_names[to], detail, err))
         return -1;
     return 0;
 }
 
-static int transition_tx(store *s, int64_t id, refer_state to, const char *actor,
+/* A system actor (the daemon's parts, a center, the command line's --actor). */
+static store_actor named(const char *actor)
+{
+    return (store_actor){.name = actor ? actor : "system"};
+}
+
+static int transition_tx(store *s, int64_t id, refer_state to, const store_actor *who,
                          const char *action, const char *detail,
                          const store_referral_change *x, fhir_error *err)
 {
     if (store_begin(s, err))
         return -1;
     refer_state from = to;
-    if (transition_locked(s, id, to, actor, action, detail, x, &from, err)) {
+    if (transition_locked(s, id, to, who, action, detail, x, &from, err)) {
         store_rollback(s);
         return -1;
     }
     if (store_commit(s, err))
         return -1;
-    fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s actor=%s",
-             (long long)id, state_names[from], state_names[to], actor ? actor : "system");
+    /* a person is named in the log by user id only (the audit row has the name) */
+    if (who->user_id > 0)
+        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s user=%lld role=%s",
+                 (long long)id, state_names[from], state_names[to], action, (long long)who->user_id,
+                 who->role ? who->role : "-");
+    else
+        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s actor=%s", (long long)id,
+                 state_names[from], state_names[to], action, who->name ? who->name : "system");
     return 0;
 }
 
 int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
                      const char *detail, fhir_error *err)
 {
-    return transition_tx(s, id, to, actor, refer_state_name(to), detail, NULL, err);
+    store_actor who = named(actor);
+    return transition_tx(s, id, to, &who, refer_state_name(to), detail, NULL, err);
+}
+
+const char *refer_act_name(refer_act act)
+{
+    switch (act) {
+    case REFER_ACT_APPROVE: return "approve";
+    case REFER_ACT_DECLINE: return "decline";
+    case REFER_ACT_CANCEL: return "cancel";
+    case REFER_ACT_RETRY: return "retry";
+    }
+    return "?";
+}
+
+int refer_act_parse(const char *name, refer_act *out)
+{
+    for (int a = REFER_ACT_APPROVE; a <= REFER_ACT_RETRY; a++)
+        if (name && !strcmp(name, refer_act_name((refer_act)a))) {
+            *out = (refer_act)a;
+            return 0;
+        }
+    return -1;
+}
+
+int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_error *err)
+{
+    if (!who || !who->name || !*who->name)
+        return fhir_error_set(err, "referral %lld: %s needs an actor", (long long)id, refer_act_name(act));
+    if (who->reason && strlen(who->reason) > REFER_REASON_MAX) {
+        if (err)
+            err->code = 400;
+        return fhir_error_set(err, "referral %lld: the reason is longer than %u bytes", (long long)id,
+                              REFER_REASON_MAX);
+    }
+    switch (act) {
+    case REFER_ACT_APPROVE:
+        return transition_tx(s, id, REFER_APPROVED, who, "approve", NULL, NULL, err);
+    case REFER_ACT_DECLINE: {
+        if (!who->reason || !*who->reason) {
+            if (err)
+                err->code = 400;
+            return fhir_error_set(err, "referral %lld: declining needs a reason", (long long)id);
+        }
+        refer_state from;
+        if (read_state(s, id, &from, err))
+            return -1;
+        if (from != REFER_PENDING_APPROVAL) {
+            if (err)
+                err->code = 409;
+            return fhir_error_set(err, "referral %lld: only a proposal pending approval can be declined (it is %s)",
+                                  (long long)id, state_names[from]);
+        }
+        return transition_tx(s, id, REFER_CANCELLED, who, "decline", who->reason, NULL, err);
+    }
+    case REFER_ACT_CANCEL:
+        return transition_tx(s, id, REFER_CANCELLED, who, "cancel", who->reason, NULL, err);
+    case REFER_ACT_RETRY: {
+        refer_state from;
+        if (read_state(s, id, &from, err))
+            return -1;
+        if (from != REFER_FAILED) {
+            if (err)
+                err->code = 409;
+            return fhir_error_set(err, "referral %lld: retry is only for failed referrals (it is "
+                                       "%s)", (long long)id, state_names[from]);
+        }
+        store_referral_change x = {.reset_attempts = true};
+        return transition_tx(s, id, REFER_APPROVED, who, "retry", NULL, &x, err);
+    }
+    }
+    return fhir_error_set(err, "referral %lld: unknown action", (long long)id);
 }
 
 int refer_approve(store *s, int64_t id, const char *actor, fhir_error *err)
 {
-    return transition_tx(s, id, REFER_APPROVED, actor, "approve", NULL, NULL, err);
+    store_actor who = named(actor);
+    return refer_do(s, id, REFER_ACT_APPROVE, &who, err);
 }
 
 int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fhir_error *err)
 {
-    return transition_tx(s, id, REFER_CANCELLED, actor, "cancel", reason, NULL, err);
+    store_actor who = named(actor);
+    who.reason = reason;
+    return refer_do(s, id, REFER_ACT_CANCEL, &who, err);
 }
 
 int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reason,
@@ -387,22 +473,14 @@ int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reas
     if (!store_in_transaction(s))
         return fhir_error_set(err, "referral %lld: cancel_in_tx needs an open transaction",
                               (long long)id);
-    return transition_locked(s, id, REFER_CANCELLED, actor, "cancel", reason, NULL, NULL, err);
+    store_actor who = named(actor);
+    return transition_locked(s, id, REFER_CANCELLED, &who, "cancel", reason, NULL, NULL, err);
 }
 
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err)
 {
-    refer_state from;
-    if (read_state(s, id, &from, err))
-        return -1;
-    if (from != REFER_FAILED) {
-        if (err)
-            err->code = 409;
-        return fhir_error_set(err, "referral %lld: retry is only for failed referrals (it is "
-                                   "%s)", (long long)id, state_names[from]);
-    }
-    store_referral_change x = {.reset_attempts = true};
-    return transition_tx(s, id, REFER_APPROVED, actor, "retry", NULL, &x, err);
+    store_actor who = named(actor);
+    return refer_do(s, id, REFER_ACT_RETRY, &who, err);
 }
 
 static const char *const urgencies[] = {"routine", "urgent", "asap", "stat"};
@@ -448,9 +526,10 @@ static int create_locked(store *s, const refer_request *req, int64_t *id_out, bo
              req->center_id, joined);
     free(joined);
     const char *actor = req->actor ? req->actor : "system";
+    store_actor auto_actor = named("auto");
     if (store_audit(s, actor, "create", *id_out, NULL, "pending_approval", detail, err) ||
         (req->mode == REFER_MODE_AUTO &&
-         transition_locked(s, *id_out, REFER_APPROVED, "auto", "approve",
+         transition_locked(s, *id_out, REFER_APPROVED, &auto_actor, "approve",
                            "standing order (auto mode)", NULL, NULL, err))) {
         *id_out = 0;
         return -1;
@@ -551,7 +630,8 @@ int refer_mark_sent(store *s, int64_t id, const char *sr_ref, const char *task_r
 {
     store_referral_change x = {.set_center_refs = true, .center_sr_ref = sr_ref,
                                .center_task_ref = task_ref};
-    return transition_tx(s, id, REFER_SENT, "sender", "sent", detail, &x, err);
+    store_actor who = named("sender");
+    return transition_tx(s, id, REFER_SENT, &who, "sent", detail, &x, err);
 }
 
 int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
@@ -559,7 +639,8 @@ int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
 {
     store_referral_change x = {.set_outcome = true, .last_status = http_status,
                                .last_error = error, .last_response = response};
-    return transition_tx(s, id, REFER_FAILED, "sender", "dead-letter", error, &x, err);
+    store_actor who = named("sender");
+    return transition_tx(s, id, REFER_FAILED, &who, "dead-letter", error, &x, err);
 }
 
 /* ---- closed loop -------------------------------------------------------------------- */
@@ -634,7 +715,8 @@ int refer_apply_task(store *s, int64_t id, const char *task_status, const char *
                                .business_status = business_status};
     if (refer_state_from_task(task_status, business_status, &want) == 0 && want != cur &&
         refer_transition_allowed(cur, want)) {
-        if (transition_tx(s, id, want, actor, "task-update", detail, &x, err))
+        store_actor who = named(actor);
+        if (transition_tx(s, id, want, &who, "task-update", detail, &x, err))
             return -1;
         *changed = true;
         return 0;

@@ -148,13 +148,35 @@ int64_t refer_time_to_sent(store *s, void (*fn)(void *ctx, int64_t ms), void *ct
 int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
                      const char *detail, fhir_error *err);
 
-/* Operator actions. */
+/* A person's (or a service's) act on a referral, audited with who did it: name, user id,
+ * role acted in, source address and reason (store_actor; the reason also becomes the audit
+ * row's detail for decline and cancel). The log line names a user by id only.
+ *   approve  pending_approval -> approved
+ *   decline  pending_approval -> cancelled (the proposal is declined; a reason is required)
+ *   cancel   -> cancelled (not while sending: the sender resolves that first)
+ *   retry    failed -> approved; clears the attempt counter and backoff
+ * Refusals set err->code: 409 for a move the state machine does not allow, 400 for a missing
+ * or too long reason. */
+typedef enum refer_act {
+    REFER_ACT_APPROVE = 0,
+    REFER_ACT_DECLINE,
+    REFER_ACT_CANCEL,
+    REFER_ACT_RETRY,
+} refer_act;
+#define REFER_REASON_MAX 2000u /* bytes of a person's reason */
+/* "approve", "decline", "cancel", "retry". Static string. */
+const char *refer_act_name(refer_act act);
+/* 0 and *out, or -1 when the name is unknown. */
+int refer_act_parse(const char *name, refer_act *out);
+/* who (borrowed for the call, name required) acts on referral id. 0, or -1 with err. */
+int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_error *err);
+
+/* Operator actions by a plain actor name (no user id, role or source): refer_do. */
 int refer_approve(store *s, int64_t id, const char *actor, fhir_error *err);
 int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fhir_error *err);
 /* The same inside the caller's open store transaction; nothing is logged. */
 int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reason,
                        fhir_error *err);
-/* failed -> approved; clears the attempt counter and backoff. */
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err);
 
 /* Stores (or replaces) the payload; allowed until the referral is first sent

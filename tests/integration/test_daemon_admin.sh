@@ -36,8 +36,11 @@ ok "check-config reports every error with file:line and exits non-zero"
 start_daemon d1 "$TMP/c.conf"
 CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' "$ADMIN/healthz")
 [ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" d.status)" = ok ] || fail "healthz without token: $CODE"
-ok "GET /healthz needs no token"
-for p in /readyz /metrics /api/v1/patients /api/v1/referrals /nowhere; do
+CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' "$ADMIN/readyz")
+{ [ "$CODE" = 200 ] || [ "$CODE" = 503 ]; } && [ "$(jget "$TMP/resp" 'Object.keys(d).join()')" = ready ] ||
+  fail "readyz without token: $CODE $(cat "$TMP/resp")"
+ok "GET /healthz and /readyz need no token and say nothing but ok / ready"
+for p in /metrics /api/v1/patients /api/v1/referrals /nowhere; do
   CODE=$(curl -s -o "$TMP/resp" -w '%{http_code}' "$ADMIN$p")
   [ "$CODE" = 401 ] || fail "$p without token: $CODE"
   [ "$(jget "$TMP/resp" d.error.status)" = 401 ] || fail "$p 401 body not JSON: $(cat "$TMP/resp")"
