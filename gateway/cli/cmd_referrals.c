@@ -1,17 +1,20 @@
-/* cmd_referrals — operator control of referrals, through the daemon's admin API
- * (--admin URL, or $CARTGATE_ADMIN_URL) or on the store directly (--db FILE):
- *   cartgate referrals list|show|approve|cancel|retry --admin URL [--token-file F |
- *                              --token-env VAR] ...   (same options as below)
+/* cmd_referrals — operator control of referrals, through the daemon's API (--admin URL, or
+ * $CARTGATE_ADMIN_URL) with the person's own API token, or on the store directly (--db FILE):
+ *   cartgate referrals list|show|approve|decline|cancel|retry --admin URL [--token-file F |
+ *                              --token-env VAR] [--ca-file F] [--reason TEXT] ...
  *   cartgate referrals list    --db FILE [--state S] [--center ID] [--json]
  *   cartgate referrals show    --db FILE ID
- *   cartgate referrals approve --db FILE ID [--actor NAME]
+ *   cartgate referrals approve --db FILE ID [--actor NAME] [--reason TEXT]
+ *   cartgate referrals decline --db FILE ID --reason TEXT [--actor NAME]
  *   cartgate referrals cancel  --db FILE ID [--actor NAME] [--reason TEXT]
  *   cartgate referrals retry   --db FILE ID [--actor NAME]
  *   cartgate referrals send    --db FILE --centers FILE [--until-idle] [--passes N]
  *                              [--interval-ms MS] [--attempts N] [--backoff-ms MS]
  *   cartgate referrals poll    --db FILE --centers FILE
- * Referrals are created by the daemon's screening (cartgate run); tests and demos feed it a
- * `cartgate synth` cohort. */
+ * Through the API the act is audited with the token's owner (`cartgate users token`; the
+ * token comes from --token-file, --token-env, else $CARTGATE_TOKEN, else the shared service
+ * token in $CARTGATE_ADMIN_TOKEN, audited as "admin-api"). Referrals are created by the
+ * daemon's screening (cartgate run); tests and demos feed it a `cartgate synth` cohort. */
 #include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,7 +34,7 @@
 
 typedef struct opts {
     const char *db, *centers, *state, *center, *actor, *reason;
-    const char *admin, *token_file, *token_env;
+    const char *admin, *token_file, *token_env, *ca_file;
     bool json, until_idle, actor_set;
     long long passes, interval_ms, attempts, backoff_ms;
 } opts;
@@ -94,14 +97,34 @@ static int print_row(void *ctx, const refer_record *r)
     return 0;
 }
 
-static int print_audit(void *ctx, int64_t ts, const char *actor, const char *action,
-                       const char *from, const char *to, const char *detail)
+/* One line of an audit trail: time, who (with role, user id and source address when a person
+ * or service acted through the API), action, states, detail and reason. */
+static void print_trail(const char *time, const char *actor, long long user_id, const char *role,
+                        const char *source, const char *action, const char *from, const char *to,
+                        const char *detail, const char *reason)
+{
+    printf("  %s  %-12s %-14s %s -> %s", time, actor ? actor : "-", action ? action : "-",
+           from && *from ? from : "-", to && *to ? to : "-");
+    if (role && *role)
+        printf("  [%s%s", role, user_id > 0 || (source && *source) ? "" : "]");
+    if (user_id > 0)
+        printf(", user %lld%s", user_id, source && *source ? "" : "]");
+    if (source && *source)
+        printf(", from %s]", source);
+    if (detail && *detail && !(reason && !strcmp(detail, reason)))
+        printf("  %s", detail);
+    if (reason && *reason)
+        printf("  reason: %s", reason);
+    printf("\n");
+}
+
+static int print_audit(void *ctx, const store_audit_row *row)
 {
     (void)ctx;
     char t[40];
-    fmt_ms(ts, t, sizeof t);
-    printf("  %s  %-12s %-14s %s -> %s%s%s\n", t, actor, action, from ? from : "-",
-           to ? to : "-", detail ? "  " : "", detail ? detail : "");
+    fmt_ms(row->ts_ms, t, sizeof t);
+    print_trail(t, row->actor, (long long)row->user_id, row->role, row->source, row->action, row->from_state,
+                row->to_state, row->detail, row->reason);
     return 0;
 }
 
@@ -138,7 +161,7 @@ static int show(store *s, int64_t id, fhir_error *err)
         printf("  summary      %s\n", r.explanation);
     printf("audit:\n");
     refer_record_free(&r);
-    return store_audit_each(s, id, print_audit, NULL, err) < 0 ? -1 : 0;
+    return store_audit_list(s, id, 0, 0, print_audit, NULL, err) < 0 ? -1 : 0;
 }
 
 static void sleep_ms(long ms)
@@ -205,6 +228,7 @@ static int run_send(store *s, const opts *o, bool poll, fhir_error *err)
 typedef struct api_conn {
     cli_url *base; /* the admin API's base URL (cli_url.h) */
     char auth[ADMIN_TOKEN_MAX + 32];
+    const char *ca_file; /* PEM CA bundle for https (NULL: the system store) */
 } api_conn;
 
 static int api_token(const opts *o, api_conn *c, fhir_error *err)
@@ -218,11 +242,15 @@ static int api_token(const opts *o, api_conn *c, fhir_error *err)
             tok[0] = 0;
         fclose(f);
     } else {
-        const char *var = o->token_env ? o->token_env : "CARTGATE_ADMIN_TOKEN";
+        /* --token-env, else the person's own token, else the shared service token */
+        const char *var = o->token_env;
+        if (!var)
+            var = getenv("CARTGATE_TOKEN") && *getenv("CARTGATE_TOKEN") ? "CARTGATE_TOKEN" : "CARTGATE_ADMIN_TOKEN";
         const char *v = getenv(var);
         if (!v || !*v)
-            return fhir_error_set(err, "no admin token: set %s or use --token-file F / --token-env VAR",
-                                  var);
+            return fhir_error_set(err, "no API token: set %s (your token: cartgate users token NAME) or use "
+                                       "--token-file F / --token-env VAR",
+                                  o->token_env ? var : "CARTGATE_TOKEN");
         if (strlen(v) > ADMIN_TOKEN_MAX)
             return fhir_error_set(err, "admin token in %s is longer than %d bytes", var, ADMIN_TOKEN_MAX);
         snprintf(tok, sizeof tok, "%s", v);
@@ -265,7 +293,7 @@ static const char *api_error_message(fhir_arena *a, const fhir_buf *b)
 
 /* One request; *status is the HTTP status. 2xx returns 0 with the body in out; anything else
  * is an error whose message names the status and its meaning. id > 0 names the referral. */
-static int api_call(const api_conn *c, const char *method, const char *path, int64_t id,
+static int api_call(const api_conn *c, const char *method, const char *path, const char *body, int64_t id,
                     fhir_buf *out, long *status, fhir_error *err)
 {
     *status = 0;
@@ -285,6 +313,10 @@ static int api_call(const api_conn *c, const char *method, const char *path, int
     }
     struct curl_slist *hd = curl_slist_append(NULL, c->auth);
     hd = curl_slist_append(hd, "Accept: application/json");
+    if (body)
+        hd = curl_slist_append(hd, "Content-Type: application/json");
+    if (c->ca_file)
+        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
     char ebuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(h, CURLOPT_URL, url);
     curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
@@ -299,8 +331,8 @@ static int api_call(const api_conn *c, const char *method, const char *path, int
     curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ADMIN_RESP_MAX);
     if (!strcmp(method, "POST")) {
         curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, 0L);
+        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
     }
     CURLcode cc = curl_easy_perform(h);
     curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
@@ -330,6 +362,12 @@ static int api_call(const api_conn *c, const char *method, const char *path, int
     case 401:
         fhir_error_set(err, "401 Unauthorized: the admin API refused the token (check --token-file / "
                             "--token-env): %s", m);
+        break;
+    case 403:
+        fhir_error_set(err, "403 Forbidden: %s%s", what, m);
+        break;
+    case 400:
+        fhir_error_set(err, "400 Bad Request: %s%s", what, m);
         break;
     case 404:
         fhir_error_set(err, "404 Not Found: %s%s", what, id > 0 ? "no such referral" : m);
@@ -376,7 +414,7 @@ static int api_list(const api_conn *c, const opts *o, fhir_error *err)
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_RESP_MAX);
     long status;
-    int rc = api_call(c, "GET", path, 0, &b, &status, err);
+    int rc = api_call(c, "GET", path, NULL, 0, &b, &status, err);
     fhir_arena *a = fhir_arena_new(0);
     fhir_node *root = rc ? NULL : api_parse(a, &b, err);
     const fhir_node *arr = fhir_node_get(root, "referrals");
@@ -432,7 +470,20 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
     fhir_buf b;
     fhir_buf_init(&b, ADMIN_RESP_MAX);
     long status;
-    int rc = api_call(c, show ? "GET" : "POST", path, id, &b, &status, err);
+    char *body = NULL;
+    if (!show) {
+        /* {"reason": ...} (or {}) */
+        fhir_arena *ba = fhir_arena_new(0);
+        fhir_node *j = fhir_node_new(ba, FHIR_OBJECT);
+        if (o->reason)
+            fhir_node_set_str(ba, j, "reason", o->reason);
+        body = fhir_json_to_string(j, FHIR_JSON_COMPACT, 0);
+        fhir_arena_free(ba);
+        if (!body)
+            return fhir_error_set(err, "out of memory");
+    }
+    int rc = api_call(c, show ? "GET" : "POST", path, body, id, &b, &status, err);
+    free(body);
     fhir_arena *a = fhir_arena_new(0);
     fhir_node *r = rc ? NULL : api_parse(a, &b, err);
     if (!rc && !r)
@@ -474,7 +525,13 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
         const char *ex = fhir_node_str(fhir_node_get(r, "explanation"));
         if (ex)
             printf("  summary      %s\n", ex);
-        printf("audit: not served by the admin API (cartgate referrals show --db FILE %lld)\n", (long long)id);
+        printf("audit:\n");
+        for (const fhir_node *e = fhir_node_first(fhir_node_get(r, "audit")); e; e = e->next) {
+            int64_t uid = 0;
+            fhir_node_int(fhir_node_get(e, "user_id"), &uid);
+            print_trail(jstr(e, "time"), jstr(e, "actor"), (long long)uid, jstr(e, "role"), jstr(e, "source"),
+                        jstr(e, "action"), jstr(e, "from"), jstr(e, "to"), jstr(e, "detail"), jstr(e, "reason"));
+        }
     }
     fhir_arena_free(a);
     fhir_buf_free(&b);
@@ -487,14 +544,15 @@ static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int6
     api_conn c = {0};
     if (!strcmp(action, "send") || !strcmp(action, "poll"))
         return cli_error(cmd, "%s: needs --db FILE (not available through the admin API)", action);
+    c.ca_file = o->ca_file;
     if (!(c.base = cli_url_admin(o->admin, &err)) || api_token(o, &c, &err)) {
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
         cli_url_free(c.base);
         return 1;
     }
-    if ((o->actor_set || o->reason) && strcmp(action, "list") && strcmp(action, "show"))
-        fprintf(stderr, "cartgate referrals %s: note: the admin API records the actor \"admin-api\"; "
-                        "--actor/--reason apply only with --db\n", action);
+    if (o->actor_set && strcmp(action, "list") && strcmp(action, "show"))
+        fprintf(stderr, "cartgate referrals %s: note: the API records the token's owner; --actor applies only "
+                        "with --db\n", action);
     int rc = !strcmp(action, "list") ? api_list(&c, o, &err) : api_one(&c, o, action, id, &err);
     memset(c.auth, 0, sizeof c.auth);
     cli_url_free(c.base);
@@ -503,7 +561,7 @@ static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int6
     return rc ? 1 : 0;
 }
 
-static const char *const actions[] = {"list", "show", "approve", "cancel", "retry", "send", "poll"};
+static const char *const actions[] = {"list", "show", "approve", "decline", "cancel", "retry", "send", "poll"};
 
 int cmd_referrals(int argc, char **argv)
 {
@@ -512,14 +570,16 @@ int cmd_referrals(int argc, char **argv)
         .name = "referrals", .args = "ACTION [ID]", .min_args = 1, .max_args = 2,
         .synopsis = "cartgate referrals ACTION [ID] (--admin URL | --db FILE) [options]",
         .about =
-            "Operator control of referrals: through the daemon's admin API (--admin) or on the\n"
-            "SQLite store directly (--db). list, show, approve, cancel and retry work with\n"
-            "either; send and poll need --db.\n"
+            "Operator control of referrals: through the daemon's API (--admin) with your own\n"
+            "API token, or on the SQLite store directly (--db). list, show, approve, decline,\n"
+            "cancel and retry work with either; send and poll need --db. Through the API every\n"
+            "act is audited with the token's owner, role and address.\n"
             "\n"
             "actions:\n"
             "  list [--state S] [--center ID] [--json]   referrals, oldest first\n"
             "  show ID                                   one referral with its audit trail\n"
-            "  approve ID [--actor NAME]                 pending_approval -> approved\n"
+            "  approve ID [--actor NAME] [--reason TEXT] pending_approval -> approved\n"
+            "  decline ID --reason TEXT [--actor NAME]   a proposal declined (-> cancelled)\n"
             "  cancel ID [--actor NAME] [--reason TEXT]  -> cancelled\n"
             "  retry ID [--actor NAME]                   failed -> approved\n"
             "  send --centers FILE [--until-idle] [--passes N] [--interval-ms MS]\n"
@@ -532,9 +592,13 @@ int cmd_referrals(int argc, char **argv)
              .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
                      "http only to a loopback address, else https)"},
             {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
-             .help = "bearer token of the admin API (first line of F)"},
+             .help = "your API token (first line of F; cartgate users token NAME)"},
             {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
-             .def = "CARTGATE_ADMIN_TOKEN", .help = "... or from this environment variable"},
+             .def = "CARTGATE_TOKEN, else CARTGATE_ADMIN_TOKEN",
+             .help = "... or from this environment variable (CARTGATE_ADMIN_TOKEN:\n"
+                     "the shared service token, audited as admin-api)"},
+            {.name = "ca-file", .kind = CLI_PATH, .out = &o.ca_file, .arg = "F",
+             .help = "PEM CA bundle for an https --admin URL (default: the system store)"},
             {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
              .help = "on the SQLite store directly (no daemon needed)"},
             CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
@@ -544,9 +608,9 @@ int cmd_referrals(int argc, char **argv)
             {.name = "center", .kind = CLI_STR, .out = &o.center, .arg = "ID",
              .help = "list: only referrals to center ID"},
             {.name = "actor", .kind = CLI_STR, .out = &o.actor, .arg = "NAME", .def = "$USER",
-             .help = "approve, cancel, retry with --db: who acts (audited)"},
+             .help = "approve, decline, cancel, retry with --db: who acts (audited)"},
             {.name = "reason", .kind = CLI_STR, .out = &o.reason, .arg = "TEXT",
-             .help = "cancel with --db: why (audited)"},
+             .help = "approve, decline (required), cancel, retry: why (audited)"},
             CLI_OPT_CENTERS(&o.centers, NULL, "send, poll: the center directory"),
             {.name = "until-idle", .kind = CLI_FLAG, .out = &o.until_idle,
              .help = "send: repeat passes until nothing is outstanding"},
@@ -583,8 +647,11 @@ int cmd_referrals(int argc, char **argv)
         return cli_error(&cmd, "use either --db FILE or --admin URL, not both");
     if (!o.db && !o.admin)
         return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
-    bool needs_id = !strcmp(action, "show") || !strcmp(action, "approve") ||
-                    !strcmp(action, "cancel") || !strcmp(action, "retry");
+    refer_act act = REFER_ACT_APPROVE;
+    bool is_act = refer_act_parse(action, &act) == 0;
+    bool needs_id = !strcmp(action, "show") || is_act;
+    if (is_act && act == REFER_ACT_DECLINE && (!o.reason || !*o.reason))
+        return cli_error(&cmd, "decline: needs --reason TEXT");
     int64_t id = 0;
     const char *idarg = first + 1 < argc ? argv[first + 1] : NULL;
     if (needs_id) {
@@ -622,12 +689,9 @@ int cmd_referrals(int argc, char **argv)
         rc = refer_each(s, filter, o.center, print_row, &o, &err) < 0 ? -1 : 0;
     } else if (!strcmp(action, "show")) {
         rc = show(s, id, &err);
-    } else if (!strcmp(action, "approve")) {
-        rc = refer_approve(s, id, o.actor, &err);
-    } else if (!strcmp(action, "cancel")) {
-        rc = refer_cancel(s, id, o.actor, o.reason, &err);
-    } else if (!strcmp(action, "retry")) {
-        rc = refer_retry(s, id, o.actor, &err);
+    } else if (is_act) {
+        store_actor who = {.name = o.actor, .reason = o.reason};
+        rc = refer_do(s, id, act, &who, &err);
     } else if (!strcmp(action, "send")) {
         rc = run_send(s, &o, false, &err);
     } else {

@@ -193,10 +193,64 @@ static void test_secret_from_file_and_env(void **state)
     assert_null(c);
     assert_true(has_line(&d, "admin.token_env: environment variable CG_TEST_ADMIN_TOKEN is not set"));
     fhir_buf_free(&d);
-    /* admin enabled without any token */
+    /* the listener without a shared token: people use their own tokens */
     c = load("{\"site\":{\"id\":\"s1\"}}", &d, &n);
+    assert_non_null(c);
+    assert_true(c->admin_enabled);
+    assert_null(c->admin_token_file);
+    assert_null(c->admin_token_env);
+    config_free(c);
+    fhir_buf_free(&d);
+}
+
+/* The listener: plain HTTP only on loopback unless said; TLS needs both files; OpenID
+ * Connect needs its client, callback and a valid role map. */
+static void test_listener_rules(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n;
+    config *c = load("{\"site\":{\"id\":\"s1\"},\n\"admin\":{\n \"bind\":\"0.0.0.0\"}}", &d, &n);
     assert_null(c);
-    assert_true(has_line(&d, "the admin API needs admin.token_file or admin.token_env"));
+    assert_true(has_line(&d, "t.conf:3: admin.bind: plain HTTP on 0.0.0.0 (not a loopback address) is refused"));
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"bind\":\"0.0.0.0\",\"insecure_plain_http\":true}}", &d, &n);
+    assert_non_null(c);
+    assert_true(c->admin_insecure_plain_http);
+    config_free(c);
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"bind\":\"::1\"}}", &d, &n);
+    assert_non_null(c);
+    config_free(c);
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"bind\":\"10.1.2.3\",\"tls_cert_file\":\"c.pem\"}}", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "TLS needs both admin.tls_cert_file and admin.tls_key_file"));
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\n\"oidc\":{\"issuer\":\"https://idp.example\",\n"
+             "\"role_map\":[\"oncology=clinician\",\"nurses=boss\"],\"client_secret\":\"x\"}}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "t.conf:2: oidc: needs oidc.client_id"));
+    assert_true(has_line(&d, "oidc: needs oidc.redirect_uri"));
+    assert_true(has_line(&d, "oidc.role_map: \"nurses=boss\" is not GROUP=ROLE"));
+    assert_true(has_line(&d, "oidc.client_secret: secrets are not accepted"));
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"oidc\":{\"client_id\":\"cg\"}}", &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "oidc: the OpenID Connect settings need oidc.issuer"));
+    fhir_buf_free(&d);
+    c = load("{\"site\":{\"id\":\"s1\"},\"oidc\":{\"issuer\":\"https://idp.example\",\"client_id\":\"cg\","
+             "\"redirect_uri\":\"https://cg.example/auth/oidc/callback\",\"role_map\":[\"*=viewer\"]},"
+             "\"access\":{\"session_idle_s\":600}}",
+             &d, &n);
+    assert_non_null(c);
+    assert_int_equal(c->oidc_role_map.n, 1);
+    assert_true(c->oidc_provision);
+    assert_string_equal(c->oidc_user_claim, "sub");
+    assert_int_equal(c->access_session_idle_s, 600);
+    assert_int_equal(c->access_session_max_s, 43200);
+    config_free(c);
     fhir_buf_free(&d);
 }
 
@@ -395,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_syntax_error_line),
         cmocka_unit_test(test_secrets_refused_in_clear),
         cmocka_unit_test(test_secret_from_file_and_env),
+        cmocka_unit_test(test_listener_rules),
         cmocka_unit_test(test_bounds_inclusive),
         cmocka_unit_test(test_auth_rules),
         cmocka_unit_test(test_writeback_options),

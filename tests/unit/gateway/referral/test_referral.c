@@ -1,6 +1,8 @@
 /* Unit tests: referral state machine on a real SQLite store — placer id determinism, create
  * idempotency, approval and auto modes, every illegal transition refused, audit rows, Task
- * status mapping, and crash safety (a child process killed with SIGKILL mid-run). */
+ * status mapping, crash safety (a child process killed with SIGKILL mid-run), and the acts of a
+ * person (refer_do): audited with name, user id, role, source and reason; decline needs a
+ * reason and a pending proposal; refusals carry 409 / 400. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -404,6 +406,92 @@ static void test_crash_safety_sigkill(void **state)
     assert_true(max_seen >= 1);
 }
 
+typedef struct trail {
+    char actor[64], action[16], role[16], source[32], reason[64], to[24];
+    int64_t user_id;
+    int n;
+} trail;
+
+static int last_row(void *ctx, const store_audit_row *row)
+{
+    trail *t = ctx;
+    t->n++;
+    snprintf(t->actor, sizeof t->actor, "%s", row->actor ? row->actor : "");
+    snprintf(t->action, sizeof t->action, "%s", row->action ? row->action : "");
+    snprintf(t->role, sizeof t->role, "%s", row->role ? row->role : "");
+    snprintf(t->source, sizeof t->source, "%s", row->source ? row->source : "");
+    snprintf(t->reason, sizeof t->reason, "%s", row->reason ? row->reason : "");
+    snprintf(t->to, sizeof t->to, "%s", row->to_state ? row->to_state : "");
+    t->user_id = row->user_id;
+    return 0;
+}
+
+static void test_acts_with_a_person(void **state)
+{
+    (void)state;
+    store *s = open_fresh("acts.db");
+    fhir_error err = {0};
+    int64_t a = 0, b = 0;
+    refer_request r1 = req_for("p-act-1", "center-a", REFER_MODE_APPROVAL);
+    refer_request r2 = req_for("p-act-2", "center-a", REFER_MODE_APPROVAL);
+    assert_int_equal(refer_create(s, &r1, &a, NULL, &err), 0);
+    assert_int_equal(refer_create(s, &r2, &b, NULL, &err), 0);
+
+    store_actor ada = {.name = "dr.ada", .user_id = 7, .role = "clinician", .source = "10.0.0.5",
+                       .reason = "relapse within 12 months, discussed with the patient"};
+    assert_int_equal(refer_do(s, a, REFER_ACT_APPROVE, &ada, &err), 0);
+    trail t = {0};
+    assert_true(store_audit_list(s, a, 0, 0, last_row, &t, &err) >= 2);
+    assert_string_equal(t.actor, "dr.ada");
+    assert_string_equal(t.action, "approve");
+    assert_int_equal(t.user_id, 7);
+    assert_string_equal(t.role, "clinician");
+    assert_string_equal(t.source, "10.0.0.5");
+    assert_string_equal(t.reason, "relapse within 12 months, discussed with the patient");
+    assert_string_equal(t.to, "approved");
+
+    /* approving twice: 409 */
+    err.code = 0;
+    assert_int_equal(refer_do(s, a, REFER_ACT_APPROVE, &ada, &err), -1);
+    assert_int_equal(err.code, 409);
+    /* decline: a reason is required (400), only a pending proposal (409) */
+    store_actor bo = {.name = "dr.bo", .user_id = 8, .role = "clinician", .source = "10.0.0.6"};
+    err.code = 0;
+    assert_int_equal(refer_do(s, b, REFER_ACT_DECLINE, &bo, &err), -1);
+    assert_int_equal(err.code, 400);
+    bo.reason = "patient declined";
+    err.code = 0;
+    assert_int_equal(refer_do(s, a, REFER_ACT_DECLINE, &bo, &err), -1);
+    assert_int_equal(err.code, 409);
+    assert_int_equal(refer_do(s, b, REFER_ACT_DECLINE, &bo, &err), 0);
+    memset(&t, 0, sizeof t);
+    store_audit_list(s, b, 0, 0, last_row, &t, &err);
+    assert_string_equal(t.actor, "dr.bo");
+    assert_string_equal(t.action, "decline");
+    assert_int_equal(t.user_id, 8);
+    assert_string_equal(t.reason, "patient declined");
+    assert_string_equal(t.to, "cancelled");
+    /* retry of a referral that did not fail: 409; no actor: refused */
+    err.code = 0;
+    assert_int_equal(refer_do(s, a, REFER_ACT_RETRY, &ada, &err), -1);
+    assert_int_equal(err.code, 409);
+    store_actor nobody = {0};
+    assert_int_equal(refer_do(s, a, REFER_ACT_CANCEL, &nobody, &err), -1);
+    /* a reason longer than the cap: 400 */
+    char longr[REFER_REASON_MAX + 2];
+    memset(longr, 'x', sizeof longr - 1);
+    longr[sizeof longr - 1] = 0;
+    ada.reason = longr;
+    err.code = 0;
+    assert_int_equal(refer_do(s, a, REFER_ACT_CANCEL, &ada, &err), -1);
+    assert_int_equal(err.code, 400);
+    refer_act act;
+    assert_int_equal(refer_act_parse("decline", &act), 0);
+    assert_int_equal(act, REFER_ACT_DECLINE);
+    assert_int_equal(refer_act_parse("dismiss", &act), -1);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -414,6 +502,7 @@ int main(void)
         cmocka_unit_test(test_task_mapping),
         cmocka_unit_test(test_list_filters),
         cmocka_unit_test(test_crash_safety_sigkill),
+        cmocka_unit_test(test_acts_with_a_person),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
