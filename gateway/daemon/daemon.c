@@ -775,8 +775,8 @@ void daemon_stop(daemon_proc *d)
 static int load_admin_token(const config *c, char **out, fhir_error *err)
 {
     *out = NULL;
-    if (!c->admin_enabled)
-        return 0;
+    if (!c->admin_enabled || (!c->admin_token_file && !c->admin_token_env))
+        return 0; /* no shared service token: people use their own */
     return config_read_secret(c->admin_token_file, c->admin_token_env, out, err);
 }
 
