@@ -405,6 +405,19 @@ int refer_act_parse(const char *name, refer_act *out)
     return -1;
 }
 
+/* 0 when referral id is in state `want`; else -1 with err (409: "<why> (it is <state>)"). */
+static int require_state(store *s, int64_t id, refer_state want, const char *why, fhir_error *err)
+{
+    refer_state from;
+    if (read_state(s, id, &from, err))
+        return -1;
+    if (from == want)
+        return 0;
+    if (err)
+        err->code = 409;
+    return fhir_error_set(err, "referral %lld: %s (it is %s)", (long long)id, why, state_names[from]);
+}
+
 int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_error *err)
 {
     if (!who || !who->name || !*who->name)
@@ -424,29 +437,15 @@ int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_e
                 err->code = 400;
             return fhir_error_set(err, "referral %lld: declining needs a reason", (long long)id);
         }
-        refer_state from;
-        if (read_state(s, id, &from, err))
+        if (require_state(s, id, REFER_PENDING_APPROVAL, "only a proposal pending approval can be declined", err))
             return -1;
-        if (from != REFER_PENDING_APPROVAL) {
-            if (err)
-                err->code = 409;
-            return fhir_error_set(err, "referral %lld: only a proposal pending approval can be declined (it is %s)",
-                                  (long long)id, state_names[from]);
-        }
         return transition_tx(s, id, REFER_CANCELLED, who, "decline", who->reason, NULL, err);
     }
     case REFER_ACT_CANCEL:
         return transition_tx(s, id, REFER_CANCELLED, who, "cancel", who->reason, NULL, err);
     case REFER_ACT_RETRY: {
-        refer_state from;
-        if (read_state(s, id, &from, err))
+        if (require_state(s, id, REFER_FAILED, "retry is only for failed referrals", err))
             return -1;
-        if (from != REFER_FAILED) {
-            if (err)
-                err->code = 409;
-            return fhir_error_set(err, "referral %lld: retry is only for failed referrals (it is "
-                                       "%s)", (long long)id, state_names[from]);
-        }
         store_referral_change x = {.reset_attempts = true};
         return transition_tx(s, id, REFER_APPROVED, who, "retry", NULL, &x, err);
     }
