@@ -165,6 +165,48 @@ static int cb_number(void *ctx, const char *s, size_t n)
     return add_text(p, FHIR_NUMBER, s, n);
 }
 
+/* Strict UTF-8 (RFC 3629): the offset of the first byte that does not start a well-formed
+ * sequence — overlong forms, UTF-16 surrogates (U+D800..DFFF) and code points above U+10FFFF
+ * included — or n when all is well. yajl's own check lets overlong and surrogate forms
+ * through, and the XML side (libxml2) refuses them, so one resource could be read in one
+ * format and not in the other. */
+static size_t utf8_bad_at(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned char lo = 0x80, hi = 0xBF; /* allowed range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF)
+            len = 2;
+        else if (c >= 0xE0 && c <= 0xEF) {
+            len = 3;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            len = 4;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* above U+10FFFF */
+        } else
+            return i; /* 0x80..0xC1 (continuation or overlong lead), 0xF5..0xFF */
+        if (n - i < len || s[i + 1] < lo || s[i + 1] > hi)
+            return i;
+        for (size_t k = 2; k < len; k++)
+            if (s[i + k] < 0x80 || s[i + k] > 0xBF)
+                return i;
+        i += len;
+    }
+    return n;
+}
+
 static int cb_string(void *ctx, const unsigned char *s, size_t n)
 {
     parser *p = ctx;
@@ -172,6 +214,10 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n)
         return fail(p, "string longer than max_string (%zu bytes)", p->lim.max_string);
     if (memchr(s, '\0', n))
         return fail(p, "string contains a NUL character");
+    size_t bad = utf8_bad_at(s, n);
+    if (bad < n)
+        return fail(p, "string is not well-formed UTF-8 (byte %zu of the string: overlong form, "
+                       "surrogate or invalid sequence)", bad + 1);
     return add_text(p, FHIR_STRING, (const char *)s, n);
 }
 
@@ -207,6 +253,9 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
     parser *p = ctx;
     if (n > p->lim.max_string)
         return fail(p, "key longer than max_string (%zu bytes)", p->lim.max_string);
+    size_t bad = utf8_bad_at(k, n);
+    if (bad < n)
+        return fail(p, "key is not well-formed UTF-8 (byte %zu of the key)", bad + 1);
     fhir_node *obj = p->stack[p->depth - 1];
     if (is_duplicate(p, obj, (const char *)k, (uint32_t)n))
         return fail(p, "duplicate key \"%.*s\" (FHIR forbids repeated member names)",
@@ -229,7 +278,8 @@ struct fhir_json_stream {
     yajl_handle h;
     size_t fed;        /* bytes fed so far */
     size_t line;       /* newlines in fully fed chunks */
-    int started;       /* BOM check done */
+    int bom;           /* leading bytes matched against the UTF-8 BOM so far (held back,
+                        * not yet fed); -1 once decided */
     int failed;
 };
 
@@ -298,18 +348,8 @@ void fhir_json_stream_free(fhir_json_stream *s)
     free(s);
 }
 
-int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err)
+static int feed_raw(fhir_json_stream *s, const char *data, size_t len, fhir_error *err)
 {
-    if (s->failed)
-        return fhir_error_set(err, "JSON stream already failed");
-    if (!s->started && len) {
-        s->started = 1;
-        if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0) {
-            data += 3;
-            len -= 3;
-            s->fed += 3;
-        }
-    }
     if (len > s->p.lim.max_bytes || s->fed > s->p.lim.max_bytes - len) {
         s->failed = 1;
         return fhir_error_set(err, "byte %zu: document exceeds max_bytes (%zu)",
@@ -327,10 +367,46 @@ int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhi
     return 0;
 }
 
+static const char UTF8_BOM[3] = {'\xEF', '\xBB', '\xBF'};
+
+/* The bytes held back while they could still be the start of a BOM go to the parser once
+ * they turn out not to be one. */
+static int flush_bom_prefix(fhir_json_stream *s, fhir_error *err)
+{
+    size_t k = (size_t)s->bom;
+    s->bom = -1;
+    return k ? feed_raw(s, UTF8_BOM, k, err) : 0;
+}
+
+int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err)
+{
+    if (s->failed)
+        return fhir_error_set(err, "JSON stream already failed");
+    /* a leading UTF-8 BOM is skipped, also when it arrives split across pieces */
+    while (s->bom >= 0 && len) {
+        if (data[0] != UTF8_BOM[s->bom]) {
+            if (flush_bom_prefix(s, err))
+                return -1;
+            break;
+        }
+        data++;
+        len--;
+        if (++s->bom == 3) {
+            s->bom = -1;
+            s->fed += 3;
+        }
+    }
+    if (!len)
+        return 0;
+    return feed_raw(s, data, len, err);
+}
+
 fhir_node *fhir_json_stream_finish(fhir_json_stream *s, fhir_error *err)
 {
     if (s->failed)
         return fhir_error_set(err, "JSON stream already failed"), NULL;
+    if (s->bom > 0 && flush_bom_prefix(s, err)) /* input shorter than a BOM, but began like one */
+        return NULL;
     if (s->fed == 0)
         return fhir_error_set(err, "empty input: no JSON document"), NULL;
     yajl_status st = yajl_complete_parse(s->h);

@@ -721,7 +721,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
             diag(d, v->line, "%s: environment variable %s is not set", full, v->text);
         set_str(base, o, v->text);
         break;
-    case OT_DATE:
+    case OT_DATE: {
         int64_t day;
         if (fhir_clock_parse_ymd(v->text, &day) != 0) {
             diag(d, v->line, "%s: \"%s\" is not a date YYYY-MM-DD", full, v->text);
@@ -729,6 +729,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         }
         set_str(base, o, v->text);
         break;
+    }
     case OT_INSTANT: {
         int64_t ms;
         if (fhir_clock_parse_instant(v->text, &ms) != 0) {

@@ -89,6 +89,73 @@ static void test_bom_accepted(void **state)
     fhir_arena_free(a);
 }
 
+/* A BOM split across the first pieces of a stream is skipped like a whole one; a prefix of
+ * a BOM that is not one reaches the parser (and is an error there, as in a whole parse). */
+static void test_stream_bom_split(void **state)
+{
+    (void)state;
+    const char *s = "\xEF\xBB\xBF{\"resourceType\":\"Patient\"}";
+    size_t len = strlen(s);
+    for (size_t chunk = 1; chunk <= 4; chunk++) {
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_error err = {0};
+        fhir_json_stream *st = fhir_json_stream_new(a, NULL);
+        for (size_t o = 0; o < len; o += chunk)
+            assert_int_equal(fhir_json_stream_feed(st, s + o, o + chunk > len ? len - o : chunk, &err), 0);
+        fhir_node *n = fhir_json_stream_finish(st, &err);
+        if (!n)
+            fail_msg("pieces of %zu: %s", chunk, err.msg);
+        assert_string_equal(fhir_node_resource_type(n), "Patient");
+        fhir_json_stream_free(st);
+        fhir_arena_free(a);
+    }
+    const char *bad[] = {"\xEF\xBB{}", "\xEF", "\xEF\xBB\xBF"};
+    for (size_t i = 0; i < 3; i++) {
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_error err = {0};
+        fhir_json_stream *st = fhir_json_stream_new(a, NULL);
+        int rc = 0;
+        for (size_t o = 0; bad[i][o] && rc == 0; o++)
+            rc = fhir_json_stream_feed(st, bad[i] + o, 1, &err);
+        assert_true(rc != 0 || fhir_json_stream_finish(st, &err) == NULL);
+        assert_null(fhir_json_parse(a, bad[i], strlen(bad[i]), NULL, &err));
+        fhir_json_stream_free(st);
+        fhir_arena_free(a);
+    }
+}
+
+/* Strings and keys are strict UTF-8: overlong forms, surrogates and code points above
+ * U+10FFFF are refused (the XML reader refuses them too); every well-formed sequence up to
+ * four bytes is kept as it is. */
+static void test_strict_utf8(void **state)
+{
+    (void)state;
+    static const char *const bad[] = {
+        "{\"a\":\"\xC0\xAF\"}",         /* overlong '/' */
+        "{\"a\":\"\xC1\xBF\"}",         /* overlong */
+        "{\"a\":\"\xE0\x80\xAF\"}",     /* overlong, 3 bytes */
+        "{\"a\":\"\xF0\x80\x80\xAF\"}", /* overlong, 4 bytes */
+        "{\"a\":\"\xED\xA0\x80\"}",     /* U+D800 */
+        "{\"a\":\"\xED\xBF\xBF\"}",     /* U+DFFF */
+        "{\"a\":\"\xF4\x90\x80\x80\"}", /* U+110000 */
+        "{\"a\":\"\xF5\x80\x80\x80\"}",
+        "{\"a\":\"\x80\"}",             /* lone continuation byte */
+        "{\"a\":\"\xE2\x82\"}",         /* truncated */
+        "{\"\xC0\xAF\":1}",               /* in a key */
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+        expect_error(bad[i], strlen(bad[i]), NULL, "UTF"); /* ours or yajl's own check */
+    const char *good = "{\"a\":\"\xC2\x80 \xDF\xBF \xE0\xA0\x80 \xED\x9F\xBF \xEE\x80\x80 "
+                       "\xEF\xBF\xBF \xF0\x90\x80\x80 \xF4\x8F\xBF\xBF\"}";
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *n = fhir_json_parse(a, good, strlen(good), NULL, &err);
+    if (!n)
+        fail_msg("well-formed UTF-8 refused: %s", err.msg);
+    assert_int_equal(strlen(fhir_node_str(fhir_node_get(n, "a"))), strlen(good) - 8); /* less {"a":" and "} */
+    fhir_arena_free(a);
+}
+
 static void test_deep_nesting(void **state)
 {
     (void)state;
@@ -236,6 +303,8 @@ int main(void)
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_duplicate_keys_in_large_object),
         cmocka_unit_test(test_bom_accepted),
+        cmocka_unit_test(test_stream_bom_split),
+        cmocka_unit_test(test_strict_utf8),
         cmocka_unit_test(test_deep_nesting),
         cmocka_unit_test(test_huge_string_over_cap),
         cmocka_unit_test(test_arena_cap),
