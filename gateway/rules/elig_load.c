@@ -981,14 +981,17 @@ elig_ruleset *elig_load_sources(const elig_source *src, size_t n, fhir_error *er
         elig_ruleset_free(rs);
         return NULL;
     }
-    qsort(rs->inds, rs->ninds, sizeof *rs->inds, cmp_ind);
+    if (rs->ninds) /* qsort's pointer must not be NULL, even for no elements */
+        qsort(rs->inds, rs->ninds, sizeof *rs->inds, cmp_ind);
     for (size_t i = 0; i < rs->nfacts; i++)
         rs->fact_order[i] = (uint8_t)i;
     for (size_t i = 0; i < rs->nflag_ids; i++)
         rs->flag_order[i] = (uint8_t)i;
     sort_rs = rs;
-    qsort(rs->fact_order, rs->nfacts, 1, cmp_fact);
-    qsort(rs->flag_order, rs->nflag_ids, 1, cmp_flag);
+    if (rs->nfacts)
+        qsort(rs->fact_order, rs->nfacts, 1, cmp_fact);
+    if (rs->nflag_ids)
+        qsort(rs->flag_order, rs->nflag_ids, 1, cmp_flag);
     sort_rs = NULL;
     elig_ruleset_apply_params(rs);
     dedupe_flags(rs);
