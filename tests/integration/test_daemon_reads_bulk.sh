@@ -176,8 +176,10 @@ stop_daemon "$DPID"
 curl -s "$QADMIN/requests" >"$TMP/reqs.json"
 kick202=$(jget "$TMP/reqs.json" 'd.requests.filter(r=>r.method==="GET"&&r.url.startsWith("/Group/cohort/$export")&&r.status==="202").length')
 kick429=$(jget "$TMP/reqs.json" 'd.requests.filter(r=>r.url.startsWith("/Group/cohort/$export")&&r.status==="429").length')
-[ "$kick202" = 2 ] && [ "$kick429" -ge 2 ] || fail "kick-offs: $kick202 accepted, $kick429 refused"
-ok "bulk: while another job runs the kick-off is refused (429 x $kick429) and retried per Retry-After, never a second job; once it ended the export completed (2 jobs accepted in all: ours and the daemon's)"
+# ours and the daemon's at least; a slow (sanitizer) build may start its next poll's export
+# before it is stopped, which the server only accepts once the previous job is over
+[ "$kick202" -ge 2 ] && [ "$kick429" -ge 2 ] || fail "kick-offs: $kick202 accepted, $kick429 refused"
+ok "bulk: while another job runs the kick-off is refused (429 x $kick429) and retried per Retry-After, never a second job; once it ended the export completed ($kick202 jobs accepted in all, one at a time: ours, then the daemon's)"
 
 # a daemon killed mid-export resumes its job on restart (another server: the whole cohort)
 N=40
