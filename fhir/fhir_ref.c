@@ -60,6 +60,21 @@ static bool tail_type_id(const char *s, size_t len, const char **t, size_t *tn, 
     return true;
 }
 
+bool fhir_id_valid(const char *id)
+{
+    if (!id)
+        return false;
+    size_t n = 0;
+    for (const char *p = id; *p; p++, n++) {
+        char c = *p;
+        bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '-' || c == '.';
+        if (!ok || n == 64)
+            return false;
+    }
+    return n > 0;
+}
+
 bool fhir_ref_split(fhir_arena *a, const char *ref, const char **type, const char **id,
                     bool *contained)
 {

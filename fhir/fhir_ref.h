@@ -17,6 +17,10 @@
 bool fhir_ref_split(fhir_arena *a, const char *ref, const char **type, const char **id,
                     bool *contained);
 
+/* True when id is a FHIR R4 logical id: 1 to 64 of [A-Za-z0-9-.] (R4 "id" datatype). A
+ * resource whose id fails this rule is not stored (it could forge a log line or cut a URL). */
+bool fhir_id_valid(const char *id);
+
 typedef struct fhir_ref_index fhir_ref_index;
 
 /* Index of a Bundle's entries for O(1) resolution. Lives in arena a (borrowed until reset);

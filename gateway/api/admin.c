@@ -184,6 +184,9 @@ static void metrics(admin *ad, serve_req *req)
     source_counter(&b, m, "cartgate_resources_deleted_total",
                    "Cached resources removed because the source deleted them, by source.",
                    offsetof(admin_source_metrics, deleted));
+    source_counter(&b, m, "cartgate_resources_refused_total",
+                   "Resources not stored because their id is not a FHIR id, by source.",
+                   offsetof(admin_source_metrics, refused));
     source_counter(&b, m, "cartgate_search_outcome_issues_total",
                    "OperationOutcome issues the server put inside searchset pages, by source.",
                    offsetof(admin_source_metrics, outcome_issues));

@@ -1,5 +1,6 @@
 /* cartgate run — the daemon (gateway/daemon/daemon.h). */
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "cli_opt.h"
 #include "cmd.h"
@@ -24,6 +25,9 @@ int cmd_run(int argc, char **argv)
     if (rc != CLI_GO)
         return rc;
     setvbuf(stderr, NULL, _IOLBF, 0);
+    /* everything the daemon creates (store, its journals, spill files) is for its own user
+     * only: the store holds demographics (the systemd unit sets UMask=0077 as well) */
+    umask(077);
     fhir_error err;
     fhir_error_clear(&err);
     daemon_proc *d = daemon_new(path, &err);

@@ -21,6 +21,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_ref.h"
 #include "fhir_node.h"
 #include "map_profile.h"
 #include "map_tables.h"
@@ -153,7 +154,7 @@ static bool patient_from_ref(const char *ref, char *out, size_t outlen)
         return false;
     memcpy(out, p, n);
     out[n] = 0;
-    return true;
+    return fhir_id_valid(out);
 }
 
 static bool resource_patient(const fhir_node *res, const char *type, char *out, size_t outlen)
@@ -199,6 +200,13 @@ static int ingest(daemon_proc *d, const char *source, const fhir_node *res, size
     const char *id = fhir_node_resource_id(res);
     if (!id || !*id)
         return 0; /* a resource without id cannot be cached or updated */
+    if (!fhir_id_valid(id)) {
+        /* counted and logged by source and type; never the id itself (it is what is wrong) */
+        admin_metrics_source(&d->m, source)->refused++;
+        fhir_log(FHIR_LOG_WARN, "ingest.refused", "source=%s type=%s reason=%s", source, type,
+                 "id is not a FHIR id (1-64 of A-Z a-z 0-9 - .)");
+        return 0;
+    }
     char pid[128] = "";
     bool has_patient = resource_patient(res, type, pid, sizeof pid);
     char *json = fhir_json_to_string(res, FHIR_JSON_COMPACT, 16u << 20);

@@ -2,6 +2,9 @@
 #include "store.h"
 
 #include <sqlite3.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -613,9 +616,22 @@ static int migrate(store *s, fhir_error *err)
         return fhir_error_set(err, "%s: schema version %d is newer than this cartgate "
                                    "understands (%d); refusing to open", s->path, v,
                               N_MIGRATIONS);
-    for (; v < N_MIGRATIONS; v++) {
+    while (v < N_MIGRATIONS) {
         if (store_begin(s, err))
             return -1;
+        /* read again under the write lock: another process opening the same new database
+         * may have migrated it since (each step is decided inside its own transaction) */
+        int now = store_schema_version(s);
+        if (now < 0) {
+            store_rollback(s);
+            return sql_fail(s, err, "reading schema version");
+        }
+        if (now != v) {
+            if (store_commit(s, err))
+                return -1;
+            v = now;
+            continue;
+        }
         char pragma[64];
         snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
         if (exec(s, migrations[v].sql, err) || exec(s, pragma, err)) {
@@ -625,8 +641,23 @@ static int migrate(store *s, fhir_error *err)
         }
         if (store_commit(s, err))
             return -1;
+        v++;
     }
     return 0;
+}
+
+/* A new database file is created 0600 before SQLite opens it (it holds demographics); SQLite
+ * gives its -wal and -shm files the database file's mode. An existing file keeps its mode. */
+static int create_private(const char *path, fhir_error *err)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        close(fd);
+        return 0;
+    }
+    if (errno == EEXIST)
+        return 0;
+    return fhir_error_set(err, "%s: cannot create database: %s", path, strerror(errno));
 }
 
 store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
@@ -634,6 +665,10 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
     store *s = calloc(1, sizeof *s);
     if (!s || !(s->path = strdup(path)))
         abort();
+    if (strcmp(path, ":memory:") != 0 && create_private(path, err)) {
+        store_close(s);
+        return NULL;
+    }
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                                           SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
         fhir_error_set(err, "%s: cannot open database: %s", path,

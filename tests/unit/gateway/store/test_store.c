@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 
@@ -124,6 +126,75 @@ static void test_unopenable_path(void **state)
     fhir_error err = {0};
     assert_null(store_open("/nonexistent-dir/x.db", 0, &err));
     assert_non_null(strstr(err.msg, "/nonexistent-dir/x.db"));
+}
+
+/* The database and its -wal/-shm files are created 0600 whatever the umask (they hold
+ * demographics); an existing file keeps the mode its owner gave it. */
+static void test_files_private(void **state)
+{
+    (void)state;
+    mode_t old = umask(022);
+    store *s = open_fresh("private.db");
+    fhir_error err = {0};
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_audit(s, "test", "write", 0, NULL, NULL, NULL, &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    const char *suffix[] = {"", "-wal", "-shm"};
+    for (int i = 0; i < 3; i++) {
+        char p[600];
+        struct stat sb;
+        snprintf(p, sizeof p, "%s%s", dbpath, suffix[i]);
+        if (stat(p, &sb) != 0)
+            fail_msg("%s missing", p);
+        if ((sb.st_mode & 0777) != 0600)
+            fail_msg("%s has mode %03o, want 600", p, (unsigned)(sb.st_mode & 0777));
+    }
+    store_close(s);
+    /* an existing file is not re-moded */
+    assert_int_equal(chmod(dbpath, 0640), 0);
+    s = store_open(dbpath, 0, &err);
+    assert_non_null(s);
+    struct stat sb;
+    assert_int_equal(stat(dbpath, &sb), 0);
+    assert_int_equal(sb.st_mode & 0777, 0640);
+    store_close(s);
+    umask(old);
+}
+
+/* Several processes opening the same new database at once all succeed: the schema version
+ * is read again under the write lock before each migration step. */
+static void test_concurrent_first_open(void **state)
+{
+    (void)state;
+    for (int round = 0; round < 5; round++) {
+        snprintf(dbpath, sizeof dbpath, "%s/race-%d.db", tmpdir, round);
+        pid_t kids[4];
+        for (int k = 0; k < 4; k++) {
+            kids[k] = fork();
+            assert_true(kids[k] >= 0);
+            if (kids[k] == 0) {
+                fhir_error err = {0};
+                store *s = store_open(dbpath, 10000, &err);
+                if (!s) {
+                    fprintf(stderr, "child %d: %s\n", k, err.msg);
+                    _exit(1);
+                }
+                store_close(s);
+                _exit(0);
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            int st = 0;
+            assert_int_equal(waitpid(kids[k], &st, 0), kids[k]);
+            if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+                fail_msg("round %d: a process could not open the new database", round);
+        }
+        fhir_error err = {0};
+        store *s = store_open(dbpath, 0, &err);
+        assert_non_null(s);
+        assert_true(store_schema_version(s) > 0);
+        store_close(s);
+    }
 }
 
 static void test_transactions_and_audit(void **state)
@@ -554,6 +625,8 @@ int main(void)
         cmocka_unit_test(test_migrate_from_empty),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_unopenable_path),
+        cmocka_unit_test(test_files_private),
+        cmocka_unit_test(test_concurrent_first_open),
         cmocka_unit_test(test_transactions_and_audit),
         cmocka_unit_test(test_cursors_resources_verdicts),
         cmocka_unit_test(test_adopt_v1_stray_tables),
