@@ -2,9 +2,12 @@
  * fhir_json_write; /metrics is Prometheus text. */
 #include "admin.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "access.h"
 #include "fhir_alloc.h"
@@ -16,6 +19,7 @@
 #include "fhir_node.h"
 #include "referral.h"
 #include "role.h"
+#include "store.h"
 
 #define ADMIN_MAX_OUT (256u << 20)   /* bytes of one answer */
 #define ADMIN_AUDIT_MAX 10000        /* audit rows of one answer */
@@ -148,6 +152,61 @@ static void source_counter(fhir_buf *b, const admin_metrics *m, const char *name
                         (unsigned long long)*(const uint64_t *)((const char *)&m->src[i] + off));
 }
 
+/* The process's own figures (Prometheus' process_* names), from /proc on Linux; a figure that
+ * cannot be read is left out rather than shown as 0. */
+static void process_metrics(fhir_buf *b)
+{
+    long tick = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+    FILE *f = fopen("/proc/self/stat", "r");
+    char line[1024];
+    if (f && tick > 0 && fgets(line, sizeof line, f)) {
+        /* fields after the ")" that closes the command name: state is field 3 */
+        const char *p = strrchr(line, ')');
+        unsigned long long utime = 0, stime = 0, start = 0;
+        long long rss = 0;
+        if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d %*d "
+                                "%*d %*d %llu %*u %lld", &utime, &stime, &start, &rss) == 4) {
+            fhir_buf_printf(b, "# HELP process_cpu_seconds_total User and system CPU time spent, in seconds.\n"
+                               "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total %.2f\n",
+                            (double)(utime + stime) / (double)tick);
+            if (page > 0)
+                fhir_buf_printf(b, "# HELP process_resident_memory_bytes Resident memory size in bytes.\n"
+                                   "# TYPE process_resident_memory_bytes gauge\nprocess_resident_memory_bytes %lld\n",
+                                rss * (long long)page);
+            /* start time: boot time (/proc/stat btime) + ticks since boot */
+            FILE *sf = fopen("/proc/stat", "r");
+            char sl[256];
+            long long btime = -1;
+            while (sf && fgets(sl, sizeof sl, sf))
+                if (sscanf(sl, "btime %lld", &btime) == 1)
+                    break;
+            if (sf)
+                fclose(sf);
+            if (btime >= 0)
+                fhir_buf_printf(b, "# HELP process_start_time_seconds Start time of the process since the Unix epoch, in seconds.\n"
+                                   "# TYPE process_start_time_seconds gauge\nprocess_start_time_seconds %.2f\n",
+                                (double)btime + (double)start / (double)tick);
+        }
+    }
+    if (f)
+        fclose(f);
+    DIR *d = opendir("/proc/self/fd");
+    if (d) {
+        long n = 0;
+        struct dirent *e;
+        while ((e = readdir(d)))
+            if (e->d_name[0] != '.')
+                n++;
+        closedir(d);
+        fhir_buf_printf(b, "# HELP process_open_fds Number of open file descriptors.\n"
+                           "# TYPE process_open_fds gauge\nprocess_open_fds %ld\n", n - 1 /* the one reading */);
+    }
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY)
+        fhir_buf_printf(b, "# HELP process_max_fds Maximum number of open file descriptors.\n"
+                           "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
+}
+
 static void metrics(admin *ad, serve_req *req)
 {
     fhir_buf b;
@@ -159,7 +218,12 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "# HELP cartgate_up 1 while the daemon runs.\n# TYPE cartgate_up gauge\ncartgate_up 1\n");
     fhir_buf_printf(&b, "# HELP cartgate_ready 1 once every source completed a poll.\n# TYPE cartgate_ready gauge\n"
                         "cartgate_ready %d\n", ready ? 1 : 0);
-    fhir_buf_printf(&b, "# TYPE cartgate_uptime_seconds gauge\ncartgate_uptime_seconds %.3f\n",
+    fhir_buf_printf(&b, "# HELP cartgate_build_info The running version (value always 1).\n"
+                        "# TYPE cartgate_build_info gauge\ncartgate_build_info{version=\"%s\",sqlite=\"%s\"} 1\n",
+                    CARTGATE_VERSION, store_sqlite_version());
+    process_metrics(&b);
+    fhir_buf_printf(&b, "# HELP cartgate_uptime_seconds Seconds since the daemon started.\n"
+                        "# TYPE cartgate_uptime_seconds gauge\ncartgate_uptime_seconds %.3f\n",
                     (double)(now - m->started_ms) / 1000.0);
     fhir_buf_puts(&b, "# HELP cartgate_polls_total Polls finished, by source and result.\n"
                       "# TYPE cartgate_polls_total counter\n");
@@ -213,7 +277,8 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "# HELP cartgate_patients_screened_total Screenings run (profile + verdict).\n"
                         "# TYPE cartgate_patients_screened_total counter\ncartgate_patients_screened_total %llu\n",
                     (unsigned long long)m->patients_screened);
-    fhir_buf_printf(&b, "# TYPE cartgate_screen_errors_total counter\ncartgate_screen_errors_total %llu\n",
+    fhir_buf_printf(&b, "# HELP cartgate_screen_errors_total Patients whose screening failed (logged as screen.failed).\n"
+                        "# TYPE cartgate_screen_errors_total counter\ncartgate_screen_errors_total %llu\n",
                     (unsigned long long)m->screen_errors);
     fhir_buf_puts(&b, "# HELP cartgate_screenings_total Screenings by resulting category.\n"
                       "# TYPE cartgate_screenings_total counter\n");
@@ -236,8 +301,16 @@ static void metrics(admin *ad, serve_req *req)
     for (int i = 0; i < REFER_N_STATES; i++)
         fhir_buf_printf(&b, "cartgate_referrals{state=\"%s\"} %lld\n", refer_state_name((refer_state)i),
                         (long long)counts[i]);
-    fhir_buf_printf(&b, "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
+    fhir_buf_printf(&b, "# HELP cartgate_referrals_created_total Referral proposals created.\n"
+                        "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
                     (unsigned long long)m->referrals_created);
+    int64_t n_pending = 0, oldest_pending = 0;
+    store_referral_state_age(ad->env.st, refer_state_name(REFER_PENDING_APPROVAL), &n_pending, &oldest_pending,
+                             &err);
+    fhir_buf_printf(&b, "# HELP cartgate_pending_approval_oldest_age_seconds Age of the oldest referral awaiting a clinician's approval (0: none).\n"
+                        "# TYPE cartgate_pending_approval_oldest_age_seconds gauge\n"
+                        "cartgate_pending_approval_oldest_age_seconds %.3f\n",
+                    n_pending && oldest_pending ? (double)(now - oldest_pending) / 1000.0 : 0.0);
     int64_t depth = 0, oldest = 0;
     refer_outbox_stats(ad->env.st, &depth, &oldest, &err);
     fhir_buf_printf(&b, "# HELP cartgate_outbox_depth Referrals approved but not yet delivered.\n"
@@ -255,16 +328,20 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "cartgate_time_to_referral_seconds_bucket{le=\"+Inf\"} %llu\n"
                         "cartgate_time_to_referral_seconds_sum %.3f\ncartgate_time_to_referral_seconds_count %llu\n",
                     h.count, h.sum, h.count);
-    fhir_buf_printf(&b, "# TYPE cartgate_reloads_total counter\ncartgate_reloads_total{result=\"ok\"} %llu\n"
+    fhir_buf_printf(&b, "# HELP cartgate_reloads_total Configuration reloads (SIGHUP) by result.\n"
+                        "# TYPE cartgate_reloads_total counter\ncartgate_reloads_total{result=\"ok\"} %llu\n"
                         "cartgate_reloads_total{result=\"refused\"} %llu\n",
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
-    fhir_buf_printf(&b, "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
+    fhir_buf_printf(&b, "# HELP cartgate_admin_requests_total Requests answered by the listener.\n"
+                        "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
                     (unsigned long long)(ad->srv ? serve_get_stats(ad->srv)->requests : 0));
     if (ad->srv) {
         const serve_stats *ss = serve_get_stats(ad->srv);
         fhir_buf_printf(&b, "# HELP cartgate_http_connections_open Connections open on the listener.\n"
                             "# TYPE cartgate_http_connections_open gauge\ncartgate_http_connections_open %d\n"
+                            "# HELP cartgate_http_connections_total Connections accepted by the listener.\n"
                             "# TYPE cartgate_http_connections_total counter\ncartgate_http_connections_total %llu\n"
+                            "# HELP cartgate_http_timeouts_total Connections closed by a header, body or idle deadline.\n"
                             "# TYPE cartgate_http_timeouts_total counter\ncartgate_http_timeouts_total %llu\n",
                         ss->open, (unsigned long long)ss->connections, (unsigned long long)ss->timeouts);
         fhir_buf_puts(&b, "# HELP cartgate_http_responses_total Answers of the listener by status class.\n"
