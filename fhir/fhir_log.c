@@ -13,6 +13,20 @@ static fhir_log_level min_level = FHIR_LOG_INFO;
 static FILE *log_stream;
 
 static const char *const level_names[] = {"debug", "info", "warn", "error", "off"};
+static fhir_log_format out_format = FHIR_LOG_LOGFMT;
+
+void fhir_log_set_format(fhir_log_format f) { out_format = f; }
+
+int fhir_log_format_parse(const char *s, fhir_log_format *out)
+{
+    if (s && !strcmp(s, "logfmt"))
+        *out = FHIR_LOG_LOGFMT;
+    else if (s && !strcmp(s, "json"))
+        *out = FHIR_LOG_JSON;
+    else
+        return -1;
+    return 0;
+}
 
 void fhir_log_set_level(fhir_log_level lvl) { min_level = lvl; }
 fhir_log_level fhir_log_get_level(void) { return min_level; }
@@ -30,18 +44,21 @@ int fhir_log_level_parse(const char *s, fhir_log_level *out)
 
 /* ---- the line being written -------------------------------------------------------------- */
 
-/* Written after a cut: the open value's closing quote (when one is open), the marker, '\n'. */
+/* Written after a cut: the open value's closing quote (when one is open), the marker, '\n'.
+ * The JSON form's is the longer and sets the room kept for it. */
 #define TAIL " truncated=\"true\"\n"
+#define TAIL_JSON ",\"truncated\":\"true\"}\n"
 
 typedef struct line {
     char buf[FHIR_LOG_LINE_MAX];
     size_t n;
     bool cut;      /* something did not fit: nothing more is written but the tail */
     bool in_value; /* between the quotes of a value */
+    bool json;     /* {"key":"value",...} instead of key="value" ... */
 } line;
 
 /* Room for content: the tail (closing quote, truncation marker, newline) always fits. */
-#define ROOM (FHIR_LOG_LINE_MAX - sizeof TAIL - 1)
+#define ROOM (FHIR_LOG_LINE_MAX - sizeof TAIL_JSON - 1)
 
 static void put_raw(line *l, const char *s, size_t n)
 {
@@ -81,17 +98,20 @@ static void put_escaped(line *l, const char *s, size_t n)
     }
 }
 
-/* Opens a value: ` key="` (no space first on an empty line), all or nothing. */
+/* Opens a value, all or nothing: ` key="` (no space first on an empty line), or in JSON
+ * `,"key":"` (`{"key":"` first). Keys are [A-Za-z0-9_.-]: nothing to escape in either. */
 static void open_value(line *l, const char *key, size_t klen)
 {
-    size_t sp = l->n ? 1 : 0;
-    if (l->cut || l->n + sp + klen + 2 > ROOM) {
+    const char *pre = l->json ? (l->n ? ",\"" : "{\"") : (l->n ? " " : "");
+    const char *post = l->json ? "\":\"" : "=\"";
+    size_t np = strlen(pre), nq = strlen(post);
+    if (l->cut || l->n + np + klen + nq > ROOM) {
         l->cut = true;
         return;
     }
-    put_raw(l, " ", sp);
+    put_raw(l, pre, np);
     put_raw(l, key, klen);
-    put_raw(l, "=\"", 2);
+    put_raw(l, post, nq);
     l->in_value = true;
 }
 
@@ -276,6 +296,7 @@ void fhir_log(fhir_log_level lvl, const char *event, const char *fmt, ...)
     line l;
     l.n = 0;
     l.cut = l.in_value = false;
+    l.json = out_format == FHIR_LOG_JSON;
     put_pair(&l, "ts", ts);
     put_pair(&l, "level", level_names[lvl]);
     put_pair(&l, "event", event ? event : "");
@@ -288,9 +309,12 @@ void fhir_log(fhir_log_level lvl, const char *event, const char *fmt, ...)
     if (l.cut) {
         if (l.in_value)
             l.buf[l.n++] = '"';
-        memcpy(l.buf + l.n, TAIL, sizeof TAIL - 1);
-        l.n += sizeof TAIL - 1;
+        const char *tail = l.json ? TAIL_JSON : TAIL;
+        memcpy(l.buf + l.n, tail, strlen(tail));
+        l.n += strlen(tail);
     } else {
+        if (l.json)
+            l.buf[l.n++] = '}';
         l.buf[l.n++] = '\n';
     }
     fwrite(l.buf, 1, l.n, f);

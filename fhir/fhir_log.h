@@ -13,6 +13,10 @@
  * msg="...". A line is at most FHIR_LOG_LINE_MAX bytes: a longer one is cut between two
  * characters of a value, which still closes its quote, and ends with truncated="true".
  *
+ * fhir_log_set_format(FHIR_LOG_JSON) writes the same pairs as one JSON object per line (the
+ * escapes above are JSON's too; bytes >= 0x80 pass through, so the line is JSON as long as the
+ * values are UTF-8).
+ *
  * Logs never carry PHI: name patients by their pseudonymous id, never by name, MRN,
  * birth date or address. */
 #ifndef FHIR_LOG_H
@@ -31,7 +35,16 @@ typedef enum fhir_log_level {
     FHIR_LOG_OFF,
 } fhir_log_level;
 
+typedef enum fhir_log_format {
+    FHIR_LOG_LOGFMT = 0, /* ts="..." level="info" event="x" key="value" */
+    FHIR_LOG_JSON,       /* {"ts":"...","level":"info","event":"x","key":"value"}: one JSON
+                          * object per line, every value a string, escaped the same way */
+} fhir_log_format;
+
 void fhir_log_set_level(fhir_log_level lvl);
+void fhir_log_set_format(fhir_log_format f);
+/* Parses "logfmt|json"; returns -1 when unknown. */
+int fhir_log_format_parse(const char *s, fhir_log_format *out);
 fhir_log_level fhir_log_get_level(void);
 /* Parses "debug|info|warn|error|off"; returns -1 when unknown. */
 int fhir_log_level_parse(const char *s, fhir_log_level *out);

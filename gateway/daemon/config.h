@@ -84,6 +84,7 @@ typedef struct config {
     char *store_path;
     long store_busy_timeout_ms;
     int log_level;         /* fhir_log_level */
+    int log_format;        /* fhir_log_format (index in "logfmt|json") */
     bool admin_enabled;
     char *admin_bind;
     long admin_port;

@@ -827,6 +827,7 @@ int daemon_reload(daemon_proc *d, fhir_error *err)
     if (d->acc)
         access_set_shared_token(d->acc, tok);
     fhir_log_set_level((fhir_log_level)nc->log_level);
+    fhir_log_set_format((fhir_log_format)nc->log_format);
     daemon_rt *old = d->rt;
     d->rt = nrt;
     sender_rebuild(d); /* the sender borrows the center directory */
@@ -964,6 +965,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     if (!d->rt)
         goto fail;
     fhir_log_set_level((fhir_log_level)d->rt->cfg->log_level);
+    fhir_log_set_format((fhir_log_format)d->rt->cfg->log_format);
     if (load_admin_token(d->rt->cfg, &d->admin_token, err))
         goto fail;
     d->base = event_base_new();

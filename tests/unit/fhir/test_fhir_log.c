@@ -13,7 +13,9 @@
 #include <unistd.h>
 
 #include "fhir_clock.h"
+#include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_node.h"
 
 /* ---- a strict logfmt reader for the checks ---------------------------------------------- */
 
@@ -272,6 +274,48 @@ static void test_truncation(void **state)
     free(big);
 }
 
+/* log.format json: the same pairs as one JSON object per line that a JSON reader accepts,
+ * forged values included, and a cut line still one valid object that says so. */
+static void test_json_format(void **state)
+{
+    (void)state;
+    fhir_log_set_format(FHIR_LOG_JSON);
+    fhir_log(FHIR_LOG_INFO, "referral.approved", "referral=%d actor=%s note=%s", 7,
+             "x actor=\"admin\"\n{\"event\":\"forged\"}", "tab\there \x01 \xc3\xa9");
+    const char *out = captured();
+    assert_int_equal(count_lines(out), 1);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_node *n = fhir_json_parse(a, out, strlen(out), NULL, &err);
+    if (!n)
+        fail_msg("not JSON (%s): %s", err.msg, out);
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "level")), "info");
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "event")), "referral.approved");
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "referral")), "7");
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "actor")), "x actor=\"admin\"\n{\"event\":\"forged\"}");
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "note")), "tab\there \x01 \xc3\xa9");
+    assert_non_null(fhir_node_str(fhir_node_get(n, "ts")));
+    /* a line over the cap: cut, still one object, marked */
+    char *big = malloc(3 * FHIR_LOG_LINE_MAX);
+    assert_non_null(big);
+    memset(big, 'b', 3 * FHIR_LOG_LINE_MAX - 1);
+    big[3 * FHIR_LOG_LINE_MAX - 1] = '\0';
+    fhir_log(FHIR_LOG_WARN, "big", "a=%s b=%s", big, "after");
+    out = captured();
+    assert_int_equal(count_lines(out), 1);
+    assert_true(strlen(out) <= FHIR_LOG_LINE_MAX);
+    n = fhir_json_parse(a, out, strlen(out), NULL, &err);
+    if (!n)
+        fail_msg("cut line not JSON (%s)", err.msg);
+    assert_string_equal(fhir_node_str(fhir_node_get(n, "truncated")), "true");
+    assert_null(fhir_node_get(n, "b"));
+    free(big);
+    fhir_arena_free(a);
+    fhir_log_set_format(FHIR_LOG_LOGFMT);
+    assert_int_equal(fhir_log_format_parse("json", &(fhir_log_format){0}), 0);
+    assert_int_equal(fhir_log_format_parse("xml", &(fhir_log_format){0}), -1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -279,6 +323,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_values_cannot_forge, setup, teardown),
         cmocka_unit_test_setup_teardown(test_values_and_conversions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_json_format, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
