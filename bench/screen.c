@@ -247,7 +247,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[2], "raw")) {
             files f = {0};
             fhir_error err;
-            if (map_group_each_file(argv[3], add_file, &f, &err))
+            if (map_group_each_file(argv[3], add_file, NULL, &f, &err))
                 return 1;
             for (int p = 0; p < passes; p++)
                 run_raw(&f);
@@ -290,7 +290,7 @@ int main(int argc, char **argv)
     }
     files f = {0};
     fhir_error err;
-    if (map_group_each_file(dir, add_file, &f, &err)) {
+    if (map_group_each_file(dir, add_file, NULL, &f, &err)) {
         fprintf(stderr, "%s\n", err.msg);
         return 1;
     }

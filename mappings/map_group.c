@@ -12,6 +12,7 @@
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_json.h"
+#include "fhir_xml.h"
 #include "fhir_ndjson.h"
 #include "map_profile.h"
 
@@ -102,7 +103,7 @@ struct map_group {
     size_t npts, cappts;
     gmap pt_index;     /* patient id -> patient index */
     bool finished;
-    size_t seen, orphans, bad_lines;
+    size_t seen, orphans, bad_lines, ignored;
 };
 
 map_group *map_group_new(const map_group_opts *o)
@@ -300,10 +301,10 @@ static int add_json(map_group *g, const char *path, fhir_error *err)
     fhir_arena *a = fhir_arena_new(0);
     if (!a)
         abort();
-    fhir_node *root = fhir_json_parse_file(a, path, &lim, err);
+    fhir_node *root = fhir_xml_parse_any_file(a, path, &lim, err); /* JSON, or XML by its '<' */
     int rc = 0;
     if (!root) {
-        rc = fhir_error_prefix(err, "%s", path);
+        rc = -1; /* the reader's error names the path already */
     } else if (!fhir_node_resource_type(root)) {
         rc = fhir_error_set(err, "%s: not a FHIR resource (no resourceType)", path);
     } else if (map_group_add(g, root, err)) {
@@ -331,12 +332,32 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-int map_group_add_path(map_group *g, const char *path, fhir_error *err)
+static int count_ignored(void *ud, const char *path, fhir_error *err)
 {
-    return map_group_each_file(path, add_file, g, err);
+    (void)path;
+    (void)err;
+    ((map_group *)ud)->ignored++;
+    return 0;
 }
 
-int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_error *err)
+int map_group_add_path(map_group *g, const char *path, fhir_error *err)
+{
+    return map_group_each_file(path, add_file, count_ignored, g, err);
+}
+
+size_t map_group_files_ignored(const map_group *g)
+{
+    return g->ignored;
+}
+
+static bool read_by_name(const char *nm)
+{
+    return has_suffix(nm, ".json") || has_suffix(nm, ".ndjson") || has_suffix(nm, ".jsonl") ||
+           has_suffix(nm, ".xml");
+}
+
+int map_group_each_file(const char *path, map_group_file_fn fn, map_group_file_fn ignored, void *ud,
+                        fhir_error *err)
 {
     struct stat st;
     if (!strcmp(path, "-"))
@@ -354,8 +375,6 @@ int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_e
     while ((de = readdir(d))) {
         const char *nm = de->d_name;
         if (nm[0] == '.')
-            continue;
-        if (!has_suffix(nm, ".json") && !has_suffix(nm, ".ndjson") && !has_suffix(nm, ".jsonl"))
             continue;
         if (n >= MAX_DIR_FILES)
             break;
@@ -380,6 +399,11 @@ int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_e
         struct stat fs;
         if (stat(full, &fs) != 0 || !S_ISREG(fs.st_mode))
             continue;
+        if (!read_by_name(names[i])) {
+            if (ignored)
+                rc = ignored(ud, full, err);
+            continue;
+        }
         rc = fn(ud, full, err);
     }
     for (size_t i = 0; i < n; i++)

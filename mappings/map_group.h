@@ -68,12 +68,15 @@ const fhir_node *const *map_group_resources(map_group *g, size_t i, size_t *n);
 /* ---- shared with other readers (map_stream) ---------------------------------------------- */
 
 /* The files a path stands for, in the order map_group_add_path() reads them: "-" (stdin) and
- * a non-folder path as they are, else the folder's regular *.json / *.ndjson / *.jsonl files
- * sorted by name (not recursive, at most 100,000). fn is called with each (path valid during
- * the call); a non-zero return stops the walk and is returned (its error in err). Returns 0,
- * or -1 with err set (a path that does not exist, an unreadable folder). */
+ * a non-folder path as they are, else the folder's regular *.json / *.ndjson / *.jsonl /
+ * *.xml files sorted by name (not recursive, at most 100,000). fn is called with each (path
+ * valid during the call); a non-zero return stops the walk and is returned (its error in
+ * err). ignored (may be NULL) is called with every other regular file of a folder that is not
+ * hidden (a dot name), so a caller can say what it did not read. Returns 0, or -1 with err
+ * set (a path that does not exist, an unreadable folder). */
 typedef int (*map_group_file_fn)(void *ud, const char *path, fhir_error *err);
-int map_group_each_file(const char *path, map_group_file_fn fn, void *ud, fhir_error *err);
+int map_group_each_file(const char *path, map_group_file_fn fn, map_group_file_fn ignored, void *ud,
+                        fhir_error *err);
 /* Is the file read as NDJSON (*.ndjson, *.jsonl), not as one JSON document? */
 bool map_group_is_ndjson(const char *path);
 /* The patient reference of a resource as written: the first of subject / patient /
@@ -92,5 +95,7 @@ fhir_node *map_group_clone_lean(fhir_arena *a, const fhir_node *res);
 size_t map_group_resources_seen(const map_group *g);
 size_t map_group_orphans(const map_group *g);
 size_t map_group_bad_lines(const map_group *g);
+/* Files of the folders given that were not read: not *.json / *.ndjson / *.jsonl / *.xml. */
+size_t map_group_files_ignored(const map_group *g);
 
 #endif

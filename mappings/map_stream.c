@@ -47,6 +47,15 @@ static int list_file(void *ud, const char *path, fhir_error *err)
     return 0;
 }
 
+static int ignore_file(void *ud, const char *path, fhir_error *err)
+{
+    ms *m = ud;
+    (void)err;
+    if (!m->st->files_ignored++)
+        snprintf(m->st->first_ignored, sizeof m->st->first_ignored, "%s", path);
+    return 0;
+}
+
 void map_stream_lr_open(lreader *r, int fd, size_t max)
 {
     memset(r, 0, sizeof *r);
@@ -529,7 +538,7 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
     fhir_buf_init(&m.medw, 0);
     int rc = 0;
     for (size_t i = 0; i < npaths && !rc; i++)
-        rc = map_group_each_file(paths[i], list_file, &m, err);
+        rc = map_group_each_file(paths[i], list_file, ignore_file, &m, err);
     for (size_t i = 0; i < m.nfiles; i++)
         if (m.files[i].skip) {
             st->files_skipped++;

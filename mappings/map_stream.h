@@ -60,6 +60,8 @@ typedef struct map_stream_stats {
     const char *mode;         /* "sorted", "memory" or "spill": how the patients were grouped */
     size_t files;             /* input files */
     size_t files_skipped;     /* not opened: named after a type the profile never reads */
+    size_t files_ignored;     /* in a folder, not *.json / *.ndjson / *.jsonl / *.xml */
+    char first_ignored[256];  /* the first of them (a path), for the report */
     uint64_t bytes;           /* input bytes (files skipped included) */
     uint64_t bytes_skipped;   /* never parsed: skipped files, lines and Bundle entries */
     size_t resources;         /* resources parsed of the types the profile reads */

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "fhir_xml.h"
 #include "map_group.h"
 #include "map_profile.h"
 #include "map_scan.h"
@@ -271,13 +272,13 @@ static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line)
     if (reparse && rc == GROUP_OK) { /* the full parser: its tree, or its error */
         d.n = 0;
         fhir_error pe;
-        fhir_node *root = fhir_json_parse(a, s, n, &m->lim, &pe);
+        fhir_node *root = !line && fhir_xml_detect(s, n) ? fhir_xml_parse(a, s, n, &m->lim, &pe)
+                                                         : fhir_json_parse(a, s, n, &m->lim, &pe);
         const char *rt = root ? fhir_node_resource_type(root) : NULL;
         if (line && (!root || root->kind != FHIR_OBJECT)) {
             m->st->bad_lines++;
         } else if (!root) {
             *m->err = pe;
-            fhir_error_prefix(m->err, "%s", f->path);
             fhir_error_prefix(m->err, "%s", f->path);
             rc = GROUP_FAIL;
         } else if (!rt && !line) {

@@ -63,6 +63,9 @@ int cmd_profile(int argc, char **argv)
         if (map_group_bad_lines(g))
             fprintf(stderr, "cartgate profile: skipped %zu unparsable NDJSON line(s)\n",
                     map_group_bad_lines(g));
+        if (map_group_files_ignored(g))
+            fprintf(stderr, "cartgate profile: ignored %zu file(s) not named *.json, *.ndjson, "
+                            "*.jsonl or *.xml\n", map_group_files_ignored(g));
         fhir_buf out;
         fhir_buf_init(&out, PROFILE_OUT_CAP);
         for (size_t i = 0; i < n; i++) {

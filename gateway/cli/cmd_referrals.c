@@ -667,7 +667,7 @@ int cmd_referrals(int argc, char **argv)
     if (o.admin)
         return run_admin(&cmd, &o, action, id);
     fhir_error err = {0};
-    store *s = store_open(o.db, 0, &err);
+    store *s = store_open_existing(o.db, 0, &err);
     if (!s) {
         fprintf(stderr, "cartgate referrals: %s\n", err.msg);
         return 1;

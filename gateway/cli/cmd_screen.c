@@ -48,7 +48,24 @@ static void row_text(fhir_buf *b, const elig_ruleset *rs, const elig_factset *fs
     for (size_t k = 0; k < nk; k++)
         fhir_buf_printf(b, "%s%s%s", k ? "," : "", elig_ruleset_key(rs, idx[k]),
                         any_eligible ? "" : "?");
-    fhir_buf_printf(b, "%s%c", nk ? "" : "-", 0);
+    if (!nk && elig_result_category(res) == ELIG_NOT_ELIGIBLE) {
+        /* why, in a few words: the gate the first indication for the diagnosis failed */
+        const char *why = NULL, *key = NULL;
+        for (size_t i = 0; i < elig_ruleset_count(rs) && !why; i++)
+            if (elig_result_ind_category(res, i) == ELIG_NOT_ELIGIBLE &&
+                elig_result_ind_disease_matches(rs, res, i)) {
+                why = elig_result_ind_failed(rs, res, i);
+                key = elig_ruleset_key(rs, i);
+            }
+        if (why && strlen(why) > 70)
+            fhir_buf_printf(b, "- (%s needs: %.67s...)%c", key, why, 0);
+        else if (why)
+            fhir_buf_printf(b, "- (%s needs: %s)%c", key, why, 0);
+        else
+            fhir_buf_printf(b, "- (no CAR T indication for the diagnosis on record)%c", 0);
+    } else {
+        fhir_buf_printf(b, "%s%c", nk ? "" : "-", 0);
+    }
     for (size_t k = 0; k < nm; k++)
         fhir_buf_printf(b, "%s%s", k ? "," : "", miss[k]);
     fhir_buf_printf(b, "%s%c", nm ? "" : "-", 0);
@@ -298,6 +315,9 @@ int cmd_screen(int argc, char **argv)
         if (st.bad_lines)
             fprintf(stderr, "cartgate screen: skipped %zu unparsable NDJSON line(s)\n",
                     st.bad_lines);
+        if (st.files_ignored)
+            fprintf(stderr, "cartgate screen: ignored %zu file(s) not named *.json, *.ndjson, "
+                            "*.jsonl or *.xml (first: %s)\n", st.files_ignored, st.first_ignored);
         for (size_t i = 0; i < c.nerrors; i++)
             fprintf(stderr, "%s\n", c.errors[i]);
         if (c.more_errors)

@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -699,6 +700,17 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
         return NULL;
     }
     return s;
+}
+
+store *store_open_existing(const char *path, int busy_timeout_ms, fhir_error *err)
+{
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        fhir_error_set(err, "%s: no such database (the daemon creates it on its first start; "
+                            "check the path)", path);
+        return NULL;
+    }
+    return store_open(path, busy_timeout_ms, err);
 }
 
 void store_close(store *s)

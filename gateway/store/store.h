@@ -31,6 +31,9 @@ typedef struct store store;
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
 store *store_open(const char *path, int busy_timeout_ms, fhir_error *err);
+/* Same for a database that must exist already (an operator's --db): a path that does not
+ * exist is an error ("path: no such database ..."), nothing is created. */
+store *store_open_existing(const char *path, int busy_timeout_ms, fhir_error *err);
 void store_close(store *s);
 
 /* Borrowed until store_close. */
