@@ -772,6 +772,80 @@ static void h_retry(serve_req *req, void *ud)
     referral_one(ud, req, REFER_ACT_RETRY, ROLE_ADMIN);
 }
 
+/* What was (or will be) sent to the center: the stored transaction Bundle, as is. */
+static void h_payload(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    int64_t id;
+    if (!parse_id(serve_param(req, "id"), &id)) {
+        serve_error(req, 400, "bad referral id (a positive integer)");
+        return;
+    }
+    fhir_error err;
+    fhir_error_clear(&err);
+    refer_record r;
+    int found = refer_get(ad->env.st, id, &r, &err);
+    if (found < 0) {
+        serve_error(req, 500, err.msg);
+        return;
+    }
+    if (found == 0) {
+        serve_error(req, 404, "no such referral");
+        return;
+    }
+    if (!r.payload)
+        serve_error(req, 404, "this referral has no package yet");
+    else
+        serve_reply(req, 200, "application/fhir+json", r.payload, strlen(r.payload));
+    refer_record_free(&r);
+}
+
+/* Screens a patient again on the daemon's next pass (the cached resources, today's rules),
+ * audited with the person. */
+static void h_rescreen(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    const char *pid = serve_param(req, "id");
+    fhir_error err;
+    fhir_error_clear(&err);
+    char *cat = NULL;
+    int known = pid ? store_verdict_get(ad->env.st, pid, NULL, &cat, NULL, &err) : 0;
+    free(cat);
+    if (known < 0) {
+        serve_error(req, 500, err.msg);
+        return;
+    }
+    if (known == 0) {
+        serve_error(req, 404, "no such patient (never screened)");
+        return;
+    }
+    const access_principal *p = serve_principal(req);
+    store_actor who = {.name = p ? p->name : "unknown", .user_id = p ? p->user_id : 0,
+                       .role = p ? role_name(p->role) : NULL, .source = serve_source(req)};
+    int rc = store_begin(ad->env.st, &err);
+    if (rc == 0)
+        rc = store_dirty_mark(ad->env.st, pid, &err);
+    if (rc == 0)
+        rc = store_audit_actor(ad->env.st, &who, "rescreen", 0, NULL, NULL, pid, &err);
+    if (rc == 0)
+        rc = store_commit(ad->env.st, &err);
+    else
+        store_rollback(ad->env.st);
+    if (rc) {
+        serve_error(req, 500, err.msg);
+        return;
+    }
+    fhir_log(FHIR_LOG_INFO, "patient.rescreen", "patient=%s user=%lld", pid,
+             (long long)(p ? p->user_id : 0));
+    fhir_buf b;
+    fhir_buf_init(&b, ADMIN_METRICS_MAX);
+    fhir_buf_printf(&b, "{\"patient\":");
+    fhir_json_write_string(&b, pid, strlen(pid));
+    fhir_buf_puts(&b, ",\"rescreen\":\"queued\"}");
+    serve_json(req, 202, &b);
+    fhir_buf_free(&b);
+}
+
 static void h_audit(serve_req *req, void *ud)
 {
     audit_list(ud, req);
@@ -786,6 +860,8 @@ static const serve_route ROUTES[] = {
     {"GET", "/api/v1/patients/{id}", ROLE_VIEWER, h_patient, 0},
     {"GET", "/api/v1/referrals", ROLE_VIEWER, h_referrals, 0},
     {"GET", "/api/v1/referrals/{id}", ROLE_VIEWER, h_referral, 0},
+    {"GET", "/api/v1/referrals/{id}/payload", ROLE_VIEWER, h_payload, 0},
+    {"POST", "/api/v1/patients/{id}/rescreen", ROLE_CLINICIAN, h_rescreen, 0},
     {"POST", "/api/v1/referrals/{id}/approve", ROLE_CLINICIAN, h_approve, 0},
     {"POST", "/api/v1/referrals/{id}/decline", ROLE_CLINICIAN, h_decline, 0},
     {"POST", "/api/v1/referrals/{id}/cancel", ROLE_CLINICIAN, h_cancel, 0},

@@ -463,6 +463,18 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
 {
     char path[128];
     bool show = !strcmp(action, "show");
+    if (!strcmp(action, "payload")) {
+        /* the stored transaction Bundle, as the API gives it */
+        snprintf(path, sizeof path, "api/v1/referrals/%lld/payload", (long long)id);
+        fhir_buf pb;
+        fhir_buf_init(&pb, ADMIN_RESP_MAX);
+        long pstatus;
+        int prc = api_call(c, "GET", path, NULL, id, &pb, &pstatus, err);
+        if (!prc)
+            printf("%s\n", fhir_buf_cstr(&pb));
+        fhir_buf_free(&pb);
+        return prc;
+    }
     if (show)
         snprintf(path, sizeof path, "api/v1/referrals/%lld", (long long)id);
     else
@@ -561,7 +573,8 @@ static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int6
     return rc ? 1 : 0;
 }
 
-static const char *const actions[] = {"list", "show", "approve", "decline", "cancel", "retry", "send", "poll"};
+static const char *const actions[] = {"list",  "show",  "payload", "approve", "decline",
+                                      "cancel", "retry", "send",    "poll"};
 
 int cmd_referrals(int argc, char **argv)
 {
@@ -578,6 +591,8 @@ int cmd_referrals(int argc, char **argv)
             "actions:\n"
             "  list [--state S] [--center ID] [--json]   referrals, oldest first\n"
             "  show ID                                   one referral with its audit trail\n"
+            "  payload ID                                the Bundle sent (or to be sent) to the\n"
+            "                                            center, as stored\n"
             "  approve ID [--actor NAME] [--reason TEXT] pending_approval -> approved\n"
             "  decline ID --reason TEXT [--actor NAME]   a proposal declined (-> cancelled)\n"
             "  cancel ID [--actor NAME] [--reason TEXT]  -> cancelled\n"
@@ -649,7 +664,7 @@ int cmd_referrals(int argc, char **argv)
         return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
     refer_act act = REFER_ACT_APPROVE;
     bool is_act = refer_act_parse(action, &act) == 0;
-    bool needs_id = !strcmp(action, "show") || is_act;
+    bool needs_id = !strcmp(action, "show") || !strcmp(action, "payload") || is_act;
     if (is_act && act == REFER_ACT_DECLINE && (!o.reason || !*o.reason))
         return cli_error(&cmd, "decline: needs --reason TEXT");
     int64_t id = 0;
@@ -689,6 +704,18 @@ int cmd_referrals(int argc, char **argv)
         rc = refer_each(s, filter, o.center, print_row, &o, &err) < 0 ? -1 : 0;
     } else if (!strcmp(action, "show")) {
         rc = show(s, id, &err);
+    } else if (!strcmp(action, "payload")) {
+        refer_record r;
+        int f = refer_get(s, id, &r, &err);
+        if (f == 0)
+            fhir_error_set(&err, "referral %lld does not exist", (long long)id);
+        else if (f == 1 && !r.payload)
+            fhir_error_set(&err, "referral %lld has no package yet", (long long)id);
+        else if (f == 1)
+            printf("%s\n", r.payload);
+        rc = f == 1 && r.payload ? 0 : -1;
+        if (f == 1)
+            refer_record_free(&r);
     } else if (is_act) {
         store_actor who = {.name = o.actor, .reason = o.reason};
         rc = refer_do(s, id, act, &who, &err);
@@ -697,7 +724,7 @@ int cmd_referrals(int argc, char **argv)
     } else {
         rc = run_send(s, &o, true, &err);
     }
-    if (rc == 0 && needs_id && strcmp(action, "show"))
+    if (rc == 0 && needs_id && strcmp(action, "show") && strcmp(action, "payload"))
         printf("referral %lld: %s done\n", (long long)id, action);
     if (rc)
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
