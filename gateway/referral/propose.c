@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "bser.h"
+#include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
@@ -20,35 +21,207 @@
 #define PROPOSE_ARENA (64u << 20)          /* bytes of the package's trees */
 
 typedef struct cancel_ctx {
-    const char *keep_placer;
+    int64_t keep[2];
     int64_t ids[PROPOSE_MAX_CANCELLED];
     size_t n;
 } cancel_ctx;
 
 static int cancel_collect(void *ctx, int64_t id, const char *placer_id)
 {
+    (void)placer_id;
     cancel_ctx *c = ctx;
-    if (c->keep_placer && placer_id && !strcmp(placer_id, c->keep_placer))
+    if (id == c->keep[0] || id == c->keep[1])
         return 0;
     if (c->n < PROPOSE_MAX_CANCELLED)
         c->ids[c->n++] = id;
     return 0;
 }
 
-/* Cancels the patient's proposals still awaiting approval, except keep_placer (found by the
- * patient index, ids only). 0, or -1 on a store failure. */
-static int cancel_stale(store *s, const char *pid, const char *keep_placer, const char *reason,
-                        propose_result *out, fhir_error *err)
+/* Withdraws the patient's proposals still awaiting approval, except keep_a and keep_b (found
+ * by the patient index, ids only): cancelled with ended = withdrawn, which closes no episode.
+ * 0, or -1 on a store failure. */
+static int cancel_stale(store *s, const char *pid, int64_t keep_a, int64_t keep_b,
+                        const char *reason, propose_result *out, fhir_error *err)
 {
-    cancel_ctx c = {.keep_placer = keep_placer};
+    cancel_ctx c = {.keep = {keep_a, keep_b}};
     if (refer_patient_ids(s, pid, REFER_PENDING_APPROVAL, cancel_collect, &c, err) < 0)
         return -1;
     for (size_t i = 0; i < c.n; i++) {
-        if (refer_cancel_in_tx(s, c.ids[i], "screener", reason, err))
+        if (refer_withdraw_in_tx(s, c.ids[i], reason, err))
             return -1;
-        out->cancelled[out->n_cancelled++] = c.ids[i];
+        if (out->n_cancelled < PROPOSE_MAX_CANCELLED)
+            out->cancelled[out->n_cancelled++] = c.ids[i];
     }
     return 0;
+}
+
+/* ---- episodes ----------------------------------------------------------------------- */
+
+/* One field of a marker: its value after "name=" up to ';' ("?" when unknown). */
+static bool marker_field(const char *m, const char *name, char *out, size_t n)
+{
+    size_t len = strlen(name);
+    for (const char *p = m; p && *p;) {
+        if (!strncmp(p, name, len) && p[len] == '=') {
+            const char *v = p + len + 1, *e = strchr(v, ';');
+            size_t vl = e ? (size_t)(e - v) : strlen(v);
+            snprintf(out, n, "%.*s", (int)vl, v);
+            return true;
+        }
+        p = strchr(p, ';');
+        if (p)
+            p++;
+    }
+    return false;
+}
+
+void propose_episode_marker(const map_profile *p, char *out, size_t n)
+{
+    const map_fact *dis = map_profile_fact(p, "primary_disease");
+    const map_fact *rel = map_profile_fact(p, "relapse_count");
+    const map_fact *lines = map_profile_fact(p, "lines");
+    char r[32] = "?", l[32] = "?";
+    if (rel && rel->known)
+        snprintf(r, sizeof r, "%.0f", rel->num);
+    if (lines && lines->known)
+        snprintf(l, sizeof l, "%.0f", lines->num);
+    snprintf(out, n, "disease=%s;relapses=%s;lines=%s",
+             dis && dis->known && dis->str ? dis->str : "?", r, l);
+}
+
+/* a known count in both markers that grew */
+static bool count_grew(const char *closed, const char *now, const char *name)
+{
+    char a[32], b[32];
+    if (!marker_field(closed, name, a, sizeof a) || !marker_field(now, name, b, sizeof b) ||
+        !strcmp(a, "?") || !strcmp(b, "?"))
+        return false;
+    return strtol(b, NULL, 10) > strtol(a, NULL, 10);
+}
+
+bool propose_episode_new(const char *closed, const char *now)
+{
+    if (!closed || !now)
+        return false;
+    char a[64], b[64];
+    if (marker_field(closed, "disease", a, sizeof a) && marker_field(now, "disease", b, sizeof b) &&
+        strcmp(a, "?") && strcmp(b, "?") && strcmp(a, b))
+        return true; /* another disease */
+    return count_grew(closed, now, "relapses") || count_grew(closed, now, "lines");
+}
+
+/* The small columns of one of the patient's referrals. */
+typedef struct ep_row {
+    int64_t id, episode, supersedes;
+    refer_state state;
+    bool auto_mode, cancel_requested;
+    char *center, *indications, *ended, *marker;
+} ep_row;
+
+typedef struct ep_rows {
+    ep_row *v;
+    size_t n, cap;
+} ep_rows;
+
+static int ep_collect(void *ctx, const refer_record *r)
+{
+    ep_rows *l = ctx;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 8;
+        l->v = fhir_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    ep_row *e = &l->v[l->n++];
+    e->id = r->id;
+    e->episode = r->episode > 0 ? r->episode : 1;
+    e->supersedes = r->supersedes;
+    e->state = r->state;
+    e->auto_mode = r->mode && !strcmp(r->mode, "auto");
+    e->cancel_requested = r->cancel_requested_ms > 0;
+    e->center = fhir_xstrdup(r->center_id ? r->center_id : "");
+    e->indications = fhir_xstrdup(r->indications ? r->indications : "");
+    e->ended = r->ended ? fhir_xstrdup(r->ended) : NULL;
+    e->marker = r->episode_marker ? fhir_xstrdup(r->episode_marker) : NULL;
+    return 0;
+}
+
+static void ep_free(ep_rows *l)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->v[i].center);
+        free(l->v[i].indications);
+        free(l->v[i].ended);
+        free(l->v[i].marker);
+    }
+    free(l->v);
+}
+
+static bool ep_target(const ep_row *e, const char *center, const char *joined)
+{
+    return !strcmp(e->center, center) && !strcmp(e->indications, joined);
+}
+
+/* a re-route proposal still awaiting a person */
+static bool ep_pending_reroute(const ep_row *e)
+{
+    return e->supersedes > 0 && e->state == REFER_PENDING_APPROVAL;
+}
+
+/* What the patient's current episode is, from their referrals (derived each time). */
+typedef struct episode_view {
+    int64_t episode;          /* the current episode (0: the patient has none) */
+    bool closed;              /* nothing open and a referral closed by a person or center */
+    const ep_row *active;     /* the open referral that counts (NULL: none) */
+    const ep_row *reroute;    /* a pending re-route proposal of the active one (NULL: none) */
+    const char *marker;       /* the marker the episode opened with (NULL: not recorded) */
+    const ep_row *last;       /* the episode's newest row */
+} episode_view;
+
+static void episode_of(const ep_rows *l, episode_view *v)
+{
+    memset(v, 0, sizeof *v);
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].episode > v->episode)
+            v->episode = l->v[i].episode;
+    if (!v->episode)
+        return;
+    bool any_open = false, any_closing = false;
+    const ep_row *pending_rr = NULL;
+    for (size_t i = 0; i < l->n; i++) {
+        const ep_row *e = &l->v[i];
+        if (e->episode != v->episode)
+            continue;
+        v->last = e;
+        if (!v->marker && e->marker)
+            v->marker = e->marker;
+        if (refer_state_terminal(e->state)) {
+            if (!e->ended)
+                any_closing = true; /* declined, completed, or cancelled by a person */
+            continue;
+        }
+        any_open = true;
+        if (ep_pending_reroute(e))
+            pending_rr = e; /* the newest wins */
+        else if (!e->cancel_requested)
+            v->active = e; /* the newest open one */
+    }
+    v->closed = !any_open && any_closing;
+    if (!v->active && pending_rr)
+        v->active = pending_rr; /* what it replaces is over: it is the proposal now */
+    else if (pending_rr && pending_rr->supersedes == v->active->id)
+        v->reroute = pending_rr;
+}
+
+/* A re-route of the active referral to this target that a person turned down. */
+static bool reroute_refused(const ep_rows *l, const episode_view *v, const char *center,
+                            const char *joined)
+{
+    for (size_t i = 0; i < l->n; i++) {
+        const ep_row *e = &l->v[i];
+        if (e->episode == v->episode && e->supersedes == v->active->id &&
+            e->state == REFER_CANCELLED && !e->ended && ep_target(e, center, joined))
+            return true;
+    }
+    return false;
 }
 
 static const char *urgency_for(const propose_opts *o, elig_urgency u)
@@ -106,8 +279,98 @@ int propose_withdraw(store *s, const char *patient_id, propose_result *out, fhir
 {
     memset(out, 0, sizeof *out);
     out->outcome = PROPOSE_NOT_CANDIDATE;
-    return cancel_stale(s, patient_id, NULL, "nothing of the patient is cached any more", out,
+    return cancel_stale(s, patient_id, 0, 0, "nothing of the patient is cached any more", out,
                         err);
+}
+
+/* What the patient's episode calls for (decided before anything is built). */
+typedef enum ep_action {
+    ACT_NONE,          /* outcome already set */
+    ACT_CREATE,        /* a new referral (first of an episode, or after withdrawals) */
+    ACT_UPDATE,        /* change the active proposal in place (not yet sent) */
+    ACT_REROUTE_NEW,   /* a re-route proposal for a person */
+    ACT_REROUTE_UPDATE /* change the pending re-route proposal in place */
+} ep_action;
+
+/* Decides from the patient's referrals; sets out->outcome/referral_id for ACT_NONE. The
+ * episode, predecessor, marker and row to change go to the out parameters. */
+static int episode_decide(store *s, const propose_opts *o, const char *pid, const char *center,
+                          const char *joined, const char *marker, ep_rows *rows,
+                          episode_view *v, ep_action *act, int64_t *episode,
+                          int64_t *supersedes, const char **ep_marker, int64_t *row_id,
+                          propose_result *out, fhir_error *err)
+{
+    refer_filter f = {.state = -1, .patient_id = pid, .summary = true};
+    if (refer_list(s, &f, ep_collect, rows, err) < 0)
+        return -1;
+    episode_of(rows, v);
+    *act = ACT_NONE;
+    *supersedes = 0;
+    *row_id = 0;
+    *episode = v->episode ? v->episode : 1;
+    *ep_marker = v->marker ? v->marker : marker;
+    if (!v->episode) {
+        *act = ACT_CREATE;
+        return 0;
+    }
+    if (v->closed) {
+        if (!v->marker) {
+            /* closed before markers were kept (an adopted database): today's marker is the
+             * baseline a later relapse or progression is compared with */
+            if (refer_set_marker_in_tx(s, v->last->id, marker, err))
+                return -1;
+        } else if (propose_episode_new(v->marker, marker)) {
+            *act = ACT_CREATE;
+            *episode = v->episode + 1;
+            *ep_marker = marker;
+            return 0;
+        }
+        out->outcome = PROPOSE_EPISODE_CLOSED;
+        out->referral_id = v->last->id;
+        return 0;
+    }
+    const ep_row *a = v->active;
+    if (!a) {
+        *act = ACT_CREATE; /* every proposal of the episode was withdrawn */
+        return 0;
+    }
+    if (ep_target(a, center, joined)) {
+        out->outcome = PROPOSE_EXISTS; /* the same referral (a pending re-route is withdrawn) */
+        out->referral_id = a->id;
+        return 0;
+    }
+    bool unsent = a->state == REFER_PENDING_APPROVAL;
+    if (!unsent && a->state == REFER_APPROVED && a->auto_mode && o->mode == REFER_MODE_AUTO) {
+        int sent = refer_ever_sent(s, a->id, err); /* approved by the standing order only */
+        if (sent < 0)
+            return -1;
+        unsent = !sent;
+    }
+    if (unsent) {
+        *act = ACT_UPDATE;
+        *row_id = a->id;
+        *supersedes = a->supersedes;
+        return 0;
+    }
+    /* at a center, or approved by a person: a change is a proposal for a person */
+    if (v->reroute && ep_target(v->reroute, center, joined)) {
+        out->outcome = PROPOSE_EXISTS;
+        out->referral_id = v->reroute->id;
+        return 0;
+    }
+    if (reroute_refused(rows, v, center, joined)) {
+        out->outcome = PROPOSE_EXISTS; /* a person said no to this re-route */
+        out->referral_id = a->id;
+        return 0;
+    }
+    *supersedes = a->id;
+    if (v->reroute) {
+        *act = ACT_REROUTE_UPDATE;
+        *row_id = v->reroute->id;
+    } else {
+        *act = ACT_REROUTE_NEW;
+    }
+    return 0;
 }
 
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,
@@ -126,7 +389,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
                         (cons == ELIG_CONSULT_NOW || o->consult_proposals == 2);
     if (!candidate && !consult_only) {
         out->outcome = PROPOSE_NOT_CANDIDATE;
-        return cancel_stale(s, pid, NULL, "verdict no longer makes the patient a candidate", out,
+        return cancel_stale(s, pid, 0, 0, "verdict no longer makes the patient a candidate", out,
                             err);
     }
     /* which indications count: screen.h decides (one definition for every caller) */
@@ -192,31 +455,44 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     }
     const centers_center *center = rr.candidates[0].center;
     snprintf(out->center_id, sizeof out->center_id, "%s", center->id);
-    char placer[REFER_PLACER_MAX];
-    if (refer_placer_id(o->site_id, pid, inds, n, center->id, placer, &rerr)) {
-        out->outcome = PROPOSE_NO_PAYLOAD;
-        snprintf(out->detail, sizeof out->detail, "%s", rerr.msg);
-        fhir_arena_free(a);
-        return 0;
-    }
     int rc = -1;
     char *payload = NULL, *route_json = NULL;
     fhir_buf expl, reason;
     fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
     fhir_buf_init(&reason, PROPOSE_MAX_REASON);
     package_parts parts = {0};
-    if (cancel_stale(s, pid, placer, "superseded by a new verdict", out, err))
-        goto done;
-    int64_t existing;
-    int found = refer_find(s, placer, &existing, err);
-    if (found < 0)
-        goto done;
-    if (found == 1) {
-        out->outcome = PROPOSE_EXISTS; /* already proposed (or sent): exactly once */
-        out->referral_id = existing;
+    ep_rows rows = {0};
+    episode_view v;
+    char marker[PROPOSE_MARKER_MAX];
+    propose_episode_marker(prof, marker, sizeof marker);
+    char *joined = refer_join_indications(inds, n, &rerr);
+    if (!joined) {
+        out->outcome = PROPOSE_NO_PAYLOAD;
+        snprintf(out->detail, sizeof out->detail, "%s", rerr.msg);
         rc = 0;
         goto done;
     }
+    /* one active referral per patient and episode (propose.h) */
+    ep_action act;
+    int64_t episode, supersedes, row_id;
+    const char *ep_marker;
+    if (episode_decide(s, o, pid, center->id, joined, marker, &rows, &v, &act, &episode,
+                       &supersedes, &ep_marker, &row_id, out, err))
+        goto done;
+    out->episode = episode;
+    out->supersedes = supersedes;
+    if (act == ACT_NONE) {
+        /* nothing to build; proposals other than the one kept are taken back */
+        int64_t keep = out->outcome == PROPOSE_EXISTS ? out->referral_id : 0;
+        int64_t keep2 = v.active ? v.active->id : 0;
+        if (cancel_stale(s, pid, keep, keep2, "superseded by a new verdict", out, err))
+            goto done;
+        rc = 0;
+        goto done;
+    }
+    char placer[REFER_PLACER_MAX];
+    if (refer_placer_unique(s, o->site_id, pid, inds, n, center->id, placer, err))
+        goto done;
     /* the package */
     parts_pick(in, dis && dis->evidence ? dis->evidence : "", &parts);
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
@@ -258,18 +534,35 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     }
     fhir_node *rj = route_explain_json(a, &rr);
     route_json = rj ? fhir_json_to_string(rj, FHIR_JSON_COMPACT, PROPOSE_MAX_ROUTE) : NULL;
+    bool reroute = act == ACT_REROUTE_NEW || act == ACT_REROUTE_UPDATE;
     refer_request req = {
         .site_id = o->site_id, .patient_id = pid, .center_id = center->id, .indications = inds,
         .n_indications = n, .urgency = urg, .explanation = fhir_buf_cstr(&expl),
         .verdict_json = in->verdict_json, .route_json = route_json, .payload = payload,
-        .mode = o->mode, .actor = "screener",
+        /* a re-route always waits for a person, also under standing orders */
+        .mode = reroute ? REFER_MODE_APPROVAL : o->mode, .actor = "screener",
+        .episode = episode, .supersedes = supersedes, .episode_marker = ep_marker,
+        .placer_id = placer,
     };
-    bool created = false;
-    if (refer_create_in_tx(s, &req, &out->referral_id, &created, err))
+    if (act == ACT_UPDATE || act == ACT_REROUTE_UPDATE) {
+        if (refer_update_in_tx(s, row_id, &req, err))
+            goto done;
+        out->referral_id = row_id;
+        out->outcome = reroute ? PROPOSE_REROUTE : PROPOSE_UPDATED;
+    } else {
+        bool created = false;
+        if (refer_create_in_tx(s, &req, &out->referral_id, &created, err))
+            goto done;
+        out->outcome = !created ? PROPOSE_EXISTS : reroute ? PROPOSE_REROUTE : PROPOSE_CREATED;
+    }
+    /* any other proposal of the patient still awaiting approval is taken back */
+    if (cancel_stale(s, pid, out->referral_id, reroute ? supersedes : 0,
+                     "superseded by a new verdict", out, err))
         goto done;
-    out->outcome = created ? PROPOSE_CREATED : PROPOSE_EXISTS;
     rc = 0;
 done:
+    ep_free(&rows);
+    free(joined);
     parts_free(&parts);
     free(route_json);
     free(payload);
@@ -297,6 +590,17 @@ void propose_log(const char *pid, refer_mode mode, const propose_result *r)
         if (r->detail[0])
             fhir_log(FHIR_LOG_WARN, "referral.payload_failed", "patient=%s error=%s", pid,
                      r->detail);
+        break;
+    case PROPOSE_UPDATED:
+        fhir_log(FHIR_LOG_INFO, "referral.updated",
+                 "referral=%lld patient=%s center=%s indications=%zu urgency=%s",
+                 (long long)r->referral_id, pid, r->center_id, r->n_indications, r->urgency);
+        break;
+    case PROPOSE_REROUTE:
+        fhir_log(FHIR_LOG_INFO, "referral.reroute_proposed",
+                 "referral=%lld replaces=%lld patient=%s center=%s indications=%zu",
+                 (long long)r->referral_id, (long long)r->supersedes, pid, r->center_id,
+                 r->n_indications);
         break;
     case PROPOSE_CREATED:
         fhir_log(FHIR_LOG_INFO, "referral.created",

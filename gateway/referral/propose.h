@@ -1,19 +1,51 @@
 /* propose — the one proposal path: a patient's verdict -> the indications that count ->
- * the best center (route.h) -> the BSeR package (bser.h) -> a referral (referral.h), and the
- * patient's stale proposals cancelled.
+ * the best center (route.h) -> the BSeR package (bser.h) -> a referral (referral.h), within
+ * the patient's episode.
  *
  * Everything runs inside the caller's open store transaction, so the proposal commits with
  * the verdict that caused it (a crash cannot leave a verdict owed its proposal) and nothing
  * is logged before that commit: the caller logs the outcome with propose_log() once it has
- * committed. Exactly once: the placer identifier is deterministic, and an existing referral
- * with it (in any state) is left alone.
+ * committed.
+ *
+ * One active referral per patient and episode. An episode is the stretch of a patient's
+ * care one referral is about: it opens with the patient's first proposal and stays open while
+ * any of its referrals is open (not declined, completed or cancelled). It closes when its
+ * referral is closed by a person or a center — declined, completed, or cancelled by a person
+ * (a clinician turning the proposal down, an operator withdrawing a sent referral) — and
+ * nothing of it is open any more. Two endings do not close it: a proposal the screener takes
+ * back before anyone acted on it (ended = withdrawn: the verdict stopped calling for it, or
+ * the patient's data was deleted) and a referral replaced by an approved re-route (ended =
+ * superseded). A new episode opens only when a later verdict shows a new disease event
+ * against the marker the closed episode opened with (propose_episode_marker: another primary
+ * disease, more documented relapses/progressions, or more lines of therapy); the same data
+ * screened again, or a new rule set, opens none. Everything is derived from the patient's
+ * referral rows on each call (episode, supersedes, ended, episode_marker), nothing is
+ * remembered elsewhere, so a crash anywhere leaves a consistent answer.
  *
  *   candidate? (eligible, or possibly eligible when opts.with_possible; or, when the site
  *               chose so, a refer-early consult recommendation alone: opts.consult_proposals)
- *     no  -> cancel the patient's proposals still pending approval
- *     yes -> indications -> route -> placer id; cancel the patient's other pending proposals;
- *            existing placer id -> nothing more; else Bundle -> refer_create_in_tx
- */
+ *     no  -> withdraw the patient's proposals still pending approval (sent ones stay: a
+ *            person decides)
+ *     yes -> indications -> route -> the current episode:
+ *       none yet                 -> create (episode 1)
+ *       closed                   -> new disease event? create (next episode) : nothing
+ *                                   (PROPOSE_EPISODE_CLOSED)
+ *       open, nothing active     -> create (every earlier proposal was withdrawn)
+ *       same center+indications  -> nothing (PROPOSE_EXISTS; a pending re-route is withdrawn)
+ *       active not yet sent      -> update it in place (PROPOSE_UPDATED): pending approval,
+ *                                   or approved by the standing order (auto) and never sent
+ *       active sent, or approved by a person
+ *                                -> a re-route proposal for a person (PROPOSE_REROUTE),
+ *                                   pending approval also in auto mode, supersedes = the
+ *                                   active referral; an existing pending re-route is updated
+ *                                   in place; one a person cancelled is not proposed again.
+ *                                   Approving it (refer_approve, from the CLI or the API)
+ *                                   cancels the active one — at its center through the
+ *                                   sender (Task.status cancelled) — and the sender sends
+ *                                   the re-route only after that: never two at once.
+ *     every other proposal of the patient still pending approval is withdrawn.
+ * Placer identifiers are unique per referral (refer_placer_unique), so a center never sees
+ * one identifier on two referrals. */
 #ifndef PROPOSE_H
 #define PROPOSE_H
 
@@ -31,6 +63,7 @@
 #include "store.h"
 
 #define PROPOSE_MAX_CANCELLED 64 /* stale proposals cancelled per patient and verdict */
+#define PROPOSE_MARKER_MAX 160   /* bytes of an episode marker */
 
 /* The site and the referral policy; everything borrowed for the call. */
 typedef struct propose_opts {
@@ -68,12 +101,17 @@ typedef enum propose_outcome {
     PROPOSE_EXISTS,            /* the same referral exists already (any state) */
     PROPOSE_NO_PAYLOAD,        /* the package could not be built (detail; or no Patient) */
     PROPOSE_CREATED,
+    PROPOSE_UPDATED,           /* the open proposal (not yet sent) now says this */
+    PROPOSE_REROUTE,           /* a re-route proposal for a person (created or changed) */
+    PROPOSE_EPISODE_CLOSED,    /* the episode's referral was closed: nothing until a new one */
 } propose_outcome;
 
 /* What happened, for propose_log after the commit. */
 typedef struct propose_result {
     propose_outcome outcome;
-    int64_t referral_id;       /* CREATED, EXISTS */
+    int64_t referral_id;       /* CREATED, EXISTS, UPDATED, REROUTE, EPISODE_CLOSED */
+    int64_t episode;           /* the patient's episode it acted in */
+    int64_t supersedes;        /* REROUTE: the referral it would replace */
     char center_id[128];
     size_t n_indications;
     char urgency[16];
@@ -91,6 +129,13 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
  * cached any more (every resource deleted at the source), inside the caller's open
  * transaction; *out says which (outcome PROPOSE_NOT_CANDIDATE). 0, or -1 with err. */
 int propose_withdraw(store *s, const char *patient_id, propose_result *out, fhir_error *err);
+/* The episode marker of a profile: "disease=<primary_disease>;relapses=<relapse_count>;
+ * lines=<lines>", "?" for what is unknown. out holds n bytes (PROPOSE_MARKER_MAX). */
+void propose_episode_marker(const map_profile *p, char *out, size_t n);
+/* Does a verdict with marker `now` open a new episode after one closed with marker `closed`?
+ * Yes when the primary disease differs (both known), or documented relapses or lines of
+ * therapy grew (both known); never on what is unknown. */
+bool propose_episode_new(const char *closed, const char *now);
 /* Logs what a committed proposal did (referral.created, referral.cancelled, and the reason a
  * candidate got no referral), by the pseudonymous patient id only. */
 void propose_log(const char *patient_id, refer_mode mode, const propose_result *r);

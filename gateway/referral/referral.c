@@ -108,6 +108,11 @@ static char *join_indications(const char *const *ind, size_t n, fhir_error *err)
     return r ? r : strdup("");
 }
 
+char *refer_join_indications(const char *const *indications, size_t n, fhir_error *err)
+{
+    return join_indications(indications, n, err);
+}
+
 static int placer_from_joined(const char *site, const char *patient, const char *joined,
                               const char *center, char out[REFER_PLACER_MAX])
 {
@@ -148,6 +153,37 @@ int refer_placer_id(const char *site_id, const char *patient_id,
     return 0;
 }
 
+int refer_placer_unique(store *s, const char *site_id, const char *patient_id,
+                        const char *const *indications, size_t n_indications,
+                        const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
+{
+    if (refer_placer_id(site_id, patient_id, indications, n_indications, center_id, out, err))
+        return -1;
+    char *joined = join_indications(indications, n_indications, err);
+    if (!joined)
+        return -1;
+    int rc = -1;
+    for (unsigned k = 1; k <= 1000; k++) {
+        int64_t id;
+        int f = store_referral_find(s, out, &id, err);
+        if (f < 0)
+            goto done;
+        if (f == 0) {
+            rc = 0;
+            goto done;
+        }
+        /* taken (an earlier referral of the patient): the v2 form with a counter */
+        char n[16], mixed[REFER_INDICATIONS_MAX + 32];
+        snprintf(n, sizeof n, "%u", k);
+        snprintf(mixed, sizeof mixed, "%s#cartgate-placer-v2#%s", joined, n);
+        placer_from_joined(site_id, patient_id, mixed, center_id, out);
+    }
+    fhir_error_set(err, "no free placer identifier for patient %s after 1000 tries", patient_id);
+done:
+    free(joined);
+    return rc;
+}
+
 /* ---- rows --------------------------------------------------------------------------- */
 
 static char *dup_or_null(const char *v)
@@ -186,6 +222,11 @@ static void record_from_row(const store_referral *row, refer_record *r)
     r->business_status = dup_or_null(row->business_status);
     r->created_ms = row->created_ms;
     r->updated_ms = row->updated_ms;
+    r->episode = row->episode;
+    r->supersedes = row->supersedes;
+    r->episode_marker = dup_or_null(row->episode_marker);
+    r->ended = dup_or_null(row->ended);
+    r->cancel_requested_ms = row->cancel_requested_ms;
 }
 
 void refer_record_free(refer_record *r)
@@ -196,7 +237,7 @@ void refer_record_free(refer_record *r)
                      &r->indications, &r->mode, &r->urgency, &r->explanation,
                      &r->verdict_json, &r->route_json, &r->payload, &r->last_error,
                      &r->last_response, &r->center_sr_ref, &r->center_task_ref,
-                     &r->task_status, &r->business_status};
+                     &r->task_status, &r->business_status, &r->episode_marker, &r->ended};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -353,6 +394,20 @@ static store_actor named(const char *actor)
     return (store_actor){.name = actor ? actor : "system"};
 }
 
+/* After the commit: one line per state change; a person is named by user id only (the audit
+ * row has the name). */
+static void log_state(int64_t id, refer_state from, refer_state to, const char *action,
+                      const store_actor *who)
+{
+    if (who->user_id > 0)
+        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s user=%lld role=%s",
+                 (long long)id, state_names[from], state_names[to], action, (long long)who->user_id,
+                 who->role ? who->role : "-");
+    else
+        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s actor=%s", (long long)id,
+                 state_names[from], state_names[to], action, who->name ? who->name : "system");
+}
+
 static int transition_tx(store *s, int64_t id, refer_state to, const store_actor *who,
                          const char *action, const char *detail,
                          const store_referral_change *x, fhir_error *err)
@@ -366,14 +421,7 @@ static int transition_tx(store *s, int64_t id, refer_state to, const store_actor
     }
     if (store_commit(s, err))
         return -1;
-    /* a person is named in the log by user id only (the audit row has the name) */
-    if (who->user_id > 0)
-        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s user=%lld role=%s",
-                 (long long)id, state_names[from], state_names[to], action, (long long)who->user_id,
-                 who->role ? who->role : "-");
-    else
-        fhir_log(FHIR_LOG_INFO, "referral.state", "referral=%lld from=%s to=%s action=%s actor=%s", (long long)id,
-                 state_names[from], state_names[to], action, who->name ? who->name : "system");
+    log_state(id, from, to, action, who);
     return 0;
 }
 
@@ -418,6 +466,8 @@ static int require_state(store *s, int64_t id, refer_state want, const char *why
     return fhir_error_set(err, "referral %lld: %s (it is %s)", (long long)id, why, state_names[from]);
 }
 
+static int approve_tx(store *s, int64_t id, const store_actor *who, fhir_error *err);
+
 int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_error *err)
 {
     if (!who || !who->name || !*who->name)
@@ -430,7 +480,7 @@ int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_e
     }
     switch (act) {
     case REFER_ACT_APPROVE:
-        return transition_tx(s, id, REFER_APPROVED, who, "approve", NULL, NULL, err);
+        return approve_tx(s, id, who, err);
     case REFER_ACT_DECLINE: {
         if (!who->reason || !*who->reason) {
             if (err)
@@ -451,6 +501,84 @@ int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_e
     }
     }
     return fhir_error_set(err, "referral %lld: unknown action", (long long)id);
+}
+
+/* Inside the open transaction: the referral a just-approved re-route replaces ends —
+ * cancelled here when nothing of it can be at its center, else marked for the sender.
+ * *cancelled_here is set to the id cancelled here (0 none), *old_from to its state before. */
+static int supersede_locked(store *s, int64_t new_id, int64_t old_id, const store_actor *who,
+                            int64_t *cancelled_here, refer_state *old_from, fhir_error *err)
+{
+    *cancelled_here = 0;
+    refer_record old;
+    int f = refer_get(s, old_id, &old, err);
+    if (f < 0)
+        return -1;
+    if (f == 0)
+        return 0; /* nothing to replace */
+    int rc = 0;
+    char detail[160];
+    snprintf(detail, sizeof detail, "superseded by referral %lld (re-route approved)",
+             (long long)new_id);
+    if (refer_state_terminal(old.state)) {
+        rc = 0; /* already over */
+    } else if (old.state == REFER_PENDING_APPROVAL || old.state == REFER_APPROVED ||
+               old.state == REFER_FAILED) {
+        /* never at the center, or its Task there is over (failed): cancelled here */
+        store_referral_change x = {.set_ended = true, .ended = REFER_ENDED_SUPERSEDED};
+        rc = transition_locked(s, old_id, REFER_CANCELLED, who, "cancel", detail, &x, NULL,
+                               err);
+        if (rc == 0) {
+            *cancelled_here = old_id;
+            *old_from = old.state;
+        }
+    } else {
+        /* sending, sent, accepted, scheduled: the sender cancels its Task at the center */
+        store_referral_change x = {.set_ended = true, .ended = REFER_ENDED_SUPERSEDED,
+                                   .set_cancel_request = true,
+                                   .cancel_requested_ms = fhir_clock_now_ms()};
+        rc = store_referral_update(s, old_id, &x, err) ||
+                     store_audit_actor(s, who, "cancel-requested", old_id,
+                                 state_names[old.state], state_names[old.state], detail, err)
+                 ? -1
+                 : 0;
+    }
+    refer_record_free(&old);
+    return rc;
+}
+
+/* approve, and end what a re-route replaces, in one transaction (refer_do) */
+static int approve_tx(store *s, int64_t id, const store_actor *who, fhir_error *err)
+{
+    if (store_begin(s, err))
+        return -1;
+    refer_state from = REFER_APPROVED;
+    int64_t cancelled_here = 0;
+    refer_state old_from = REFER_APPROVED;
+    refer_record r;
+    int f = refer_get(s, id, &r, err);
+    if (f <= 0) {
+        if (f == 0)
+            fhir_error_set(err, "referral %lld does not exist", (long long)id);
+        store_rollback(s);
+        return -1;
+    }
+    int64_t old = r.supersedes;
+    refer_record_free(&r);
+    if (transition_locked(s, id, REFER_APPROVED, who, "approve", NULL, NULL, &from, err) ||
+        (old > 0 && supersede_locked(s, id, old, who, &cancelled_here, &old_from, err))) {
+        store_rollback(s);
+        return -1;
+    }
+    if (store_commit(s, err))
+        return -1;
+    log_state(id, from, REFER_APPROVED, "approve", who);
+    if (cancelled_here)
+        log_state(cancelled_here, old_from, REFER_CANCELLED, "cancel", who);
+    else if (old > 0)
+        fhir_log(FHIR_LOG_INFO, "referral.cancel_requested", "referral=%lld replaced_by=%lld",
+                 (long long)old, (long long)id);
+    return 0;
 }
 
 int refer_approve(store *s, int64_t id, const char *actor, fhir_error *err)
@@ -476,6 +604,98 @@ int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reas
     return transition_locked(s, id, REFER_CANCELLED, &who, "cancel", reason, NULL, NULL, err);
 }
 
+int refer_withdraw_in_tx(store *s, int64_t id, const char *reason, fhir_error *err)
+{
+    if (!store_in_transaction(s))
+        return fhir_error_set(err, "referral %lld: withdraw_in_tx needs an open transaction",
+                              (long long)id);
+    store_referral_change x = {.set_ended = true, .ended = REFER_ENDED_WITHDRAWN};
+    store_actor who = named("screener");
+    return transition_locked(s, id, REFER_CANCELLED, &who, "cancel", reason, &x, NULL, err);
+}
+
+static int audit_sending_probe(void *ctx, int64_t ts_ms, const char *actor, const char *action,
+                               const char *from_state, const char *to_state, const char *detail)
+{
+    (void)ts_ms, (void)actor, (void)action, (void)from_state, (void)detail;
+    if (to_state && !strcmp(to_state, "sending")) {
+        (*(int64_t *)ctx)++;
+        return 1;
+    }
+    return 0;
+}
+
+int refer_ever_sent(store *s, int64_t id, fhir_error *err)
+{
+    char st[32];
+    int f = store_referral_state(s, id, st, sizeof st, err);
+    if (f <= 0)
+        return f < 0 ? -1 : fhir_error_set(err, "referral %lld does not exist", (long long)id);
+    refer_state cur;
+    if (refer_state_parse(st, &cur) == 0 && cur != REFER_PENDING_APPROVAL &&
+        cur != REFER_APPROVED && cur != REFER_CANCELLED)
+        return 1;
+    /* approved or cancelled: the audit tells whether it ever went out */
+    int64_t hits = 0;
+    if (store_audit_each(s, id, audit_sending_probe, &hits, err) < 0)
+        return -1;
+    return hits > 0;
+}
+
+int refer_update_in_tx(store *s, int64_t id, const refer_request *req, fhir_error *err)
+{
+    if (!store_in_transaction(s))
+        return fhir_error_set(err, "referral %lld: update_in_tx needs an open transaction",
+                              (long long)id);
+    if (!req->placer_id || !req->placer_id[0])
+        return fhir_error_set(err, "referral %lld: update needs a placer identifier",
+                              (long long)id);
+    refer_record r;
+    int f = refer_get(s, id, &r, err);
+    if (f <= 0)
+        return f < 0 ? -1 : fhir_error_set(err, "referral %lld does not exist", (long long)id);
+    int rc = -1;
+    char *joined = NULL;
+    int sent = refer_ever_sent(s, id, err);
+    if (sent < 0)
+        goto done;
+    if (sent || (r.state != REFER_PENDING_APPROVAL && r.state != REFER_APPROVED)) {
+        if (err)
+            err->code = 409;
+        fhir_error_set(err, "referral %lld: only a proposal not yet sent can change (it is %s)",
+                       (long long)id, state_names[r.state]);
+        goto done;
+    }
+    const char *urg = req->urgency ? req->urgency : "routine";
+    joined = join_indications(req->indications, req->n_indications, err);
+    if (!joined)
+        goto done;
+    store_referral_change x = {
+        .set_proposal = true, .placer_id = req->placer_id, .center_id = req->center_id,
+        .indications = joined, .urgency = urg, .explanation = req->explanation,
+        .verdict_json = req->verdict_json, .route_json = req->route_json,
+        .set_payload = true, .payload = req->payload,
+    };
+    char detail[1024];
+    snprintf(detail, sizeof detail, "placer=%s center=%s -> %s indications=%s -> %s", req->placer_id,
+             r.center_id, req->center_id, r.indications, joined);
+    if (store_referral_update(s, id, &x, err) ||
+        store_audit(s, req->actor ? req->actor : "screener", "update", id,
+                    state_names[r.state], state_names[r.state], detail, err))
+        goto done;
+    rc = 0;
+done:
+    free(joined);
+    refer_record_free(&r);
+    return rc;
+}
+
+int refer_set_marker_in_tx(store *s, int64_t id, const char *marker, fhir_error *err)
+{
+    store_referral_change x = {.set_marker = true, .episode_marker = marker};
+    return store_referral_update(s, id, &x, err);
+}
+
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err)
 {
     store_actor who = named(actor);
@@ -499,9 +719,14 @@ static int create_locked(store *s, const refer_request *req, int64_t *id_out, bo
     if (!urg_ok)
         return fhir_error_set(err, "urgency \"%s\" is not one of routine, urgent, asap, stat",
                               urg);
-    if (refer_placer_id(req->site_id, req->patient_id, req->indications, req->n_indications,
-                        req->center_id, placer, err))
+    if (req->placer_id) {
+        if (!req->placer_id[0] || strlen(req->placer_id) >= REFER_PLACER_MAX)
+            return fhir_error_set(err, "placer identifier is empty or too long");
+        snprintf(placer, sizeof placer, "%s", req->placer_id);
+    } else if (refer_placer_id(req->site_id, req->patient_id, req->indications,
+                               req->n_indications, req->center_id, placer, err)) {
         return -1;
+    }
     char *joined = join_indications(req->indications, req->n_indications, err);
     if (!joined)
         return -1;
@@ -511,7 +736,8 @@ static int create_locked(store *s, const refer_request *req, int64_t *id_out, bo
         .state = state_names[REFER_PENDING_APPROVAL],
         .mode = req->mode == REFER_MODE_AUTO ? "auto" : "approval", .urgency = urg,
         .explanation = req->explanation, .verdict_json = req->verdict_json,
-        .route_json = req->route_json, .payload = req->payload,
+        .route_json = req->route_json, .payload = req->payload, .episode = req->episode,
+        .supersedes = req->supersedes, .episode_marker = req->episode_marker,
     };
     int ins = store_referral_insert(s, &row, id_out, err);
     if (ins <= 0) {
@@ -520,9 +746,12 @@ static int create_locked(store *s, const refer_request *req, int64_t *id_out, bo
             *id_out = 0;
         return ins < 0 ? -1 : 0; /* 0: the placer id exists, *id_out is that referral */
     }
-    char detail[256];
-    snprintf(detail, sizeof detail, "placer=%s center=%s indications=%s", placer,
-             req->center_id, joined);
+    char detail[512];
+    int dl = snprintf(detail, sizeof detail, "placer=%s center=%s indications=%s", placer,
+                      req->center_id, joined);
+    if (req->supersedes > 0 && dl > 0 && (size_t)dl < sizeof detail)
+        snprintf(detail + dl, sizeof detail - (size_t)dl, " replaces=%lld",
+                 (long long)req->supersedes);
     free(joined);
     const char *actor = req->actor ? req->actor : "system";
     store_actor auto_actor = named("auto");
@@ -640,6 +869,34 @@ int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
                                .last_error = error, .last_response = response};
     store_actor who = named("sender");
     return transition_tx(s, id, REFER_FAILED, &who, "dead-letter", error, &x, err);
+}
+
+int64_t refer_cancel_due(store *s, refer_each_fn fn, void *ctx, fhir_error *err)
+{
+    each_ctx c = {fn, ctx};
+    return store_referral_cancel_due(s, each_row, &c, err);
+}
+
+int refer_mark_cancelled_at_center(store *s, int64_t id, const char *detail, fhir_error *err)
+{
+    store_referral_change x = {.set_cancel_request = true, .cancel_requested_ms = 0,
+                               .set_task = true, .task_status = "cancelled"};
+    return transition_tx(s, id, REFER_CANCELLED, "sender", "cancel-at-center", detail, &x, err);
+}
+
+int refer_cancel_request_clear(store *s, int64_t id, const char *detail, fhir_error *err)
+{
+    if (store_begin(s, err))
+        return -1;
+    refer_state cur;
+    store_referral_change x = {.set_cancel_request = true, .cancel_requested_ms = 0};
+    if (read_state(s, id, &cur, err) || store_referral_update(s, id, &x, err) ||
+        store_audit(s, "sender", "cancel-request-cleared", id, state_names[cur],
+                    state_names[cur], detail, err)) {
+        store_rollback(s);
+        return -1;
+    }
+    return store_commit(s, err);
 }
 
 /* ---- closed loop -------------------------------------------------------------------- */

@@ -64,6 +64,9 @@ typedef enum refer_mode {
 int refer_placer_id(const char *site_id, const char *patient_id,
                     const char *const *indications, size_t n_indications,
                     const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err);
+/* The sorted, de-duplicated, comma-joined indication keys as stored in a referral (at most
+ * REFER_INDICATIONS_MAX bytes). Caller frees; NULL with err on an empty key or a comma. */
+char *refer_join_indications(const char *const *indications, size_t n, fhir_error *err);
 
 /* What a referral is made of. Strings are borrowed for the duration of the call. */
 typedef struct refer_request {
@@ -79,6 +82,12 @@ typedef struct refer_request {
     const char *payload;               /* transaction Bundle JSON (may be set later) */
     refer_mode mode;
     const char *actor;                 /* who created it ("screener", a user name) */
+    /* the episode (propose.h); zero values: episode 1, no predecessor, no marker, placer
+     * computed by refer_placer_id */
+    int64_t episode;                   /* the patient's episode this referral belongs to */
+    int64_t supersedes;                /* a re-route proposal: the referral it replaces */
+    const char *episode_marker;        /* the disease marker the episode opened with */
+    const char *placer_id;             /* chosen by the caller (refer_placer_unique) */
 } refer_request;
 
 /* Creates the referral (state pending_approval; in auto mode immediately approved, two audit
@@ -103,7 +112,16 @@ typedef struct refer_record {
     char *last_error, *last_response;
     char *center_sr_ref, *center_task_ref, *task_status, *business_status;
     int64_t created_ms, updated_ms;
+    int64_t episode;             /* the patient's episode (1, 2, ...) */
+    int64_t supersedes;          /* the referral this re-route replaces; 0 none */
+    char *episode_marker;        /* the disease marker the episode opened with; may be NULL */
+    char *ended;                 /* REFER_ENDED_WITHDRAWN | REFER_ENDED_SUPERSEDED | NULL */
+    int64_t cancel_requested_ms; /* > 0: the sender is to cancel it at its center */
 } refer_record;
+
+/* Why a referral ended without closing its patient's episode (refer_record.ended). */
+#define REFER_ENDED_WITHDRAWN "withdrawn"   /* a proposal the screener took back */
+#define REFER_ENDED_SUPERSEDED "superseded" /* replaced by an approved re-route */
 
 void refer_record_free(refer_record *r);
 /* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. */
@@ -151,7 +169,12 @@ int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
 /* A person's (or a service's) act on a referral, audited with who did it: name, user id,
  * role acted in, source address and reason (store_actor; the reason also becomes the audit
  * row's detail for decline and cancel). The log line names a user by id only.
- *   approve  pending_approval -> approved
+ *   approve  pending_approval -> approved; approving a re-route proposal (supersedes set)
+ *            also ends the referral it replaces in the same transaction: cancelled here
+ *            when nothing of it can be at its center (pending_approval, approved, failed),
+ *            otherwise marked for the sender to cancel at its center (Task.status
+ *            cancelled; cancel_requested_ms) — the re-route is sent only after that
+ *            (sender.h). Both audited with the approver.
  *   decline  pending_approval -> cancelled (the proposal is declined; a reason is required)
  *   cancel   -> cancelled (not while sending: the sender resolves that first)
  *   retry    failed -> approved; clears the attempt counter and backoff
@@ -177,6 +200,28 @@ int refer_cancel(store *s, int64_t id, const char *actor, const char *reason, fh
 /* The same inside the caller's open store transaction; nothing is logged. */
 int refer_cancel_in_tx(store *s, int64_t id, const char *actor, const char *reason,
                        fhir_error *err);
+/* The screener takes back a proposal nobody acted on (pending_approval, or approved by the
+ * standing order and never sent): cancelled with ended = withdrawn, which does not close the
+ * episode. Inside the caller's open transaction. */
+int refer_withdraw_in_tx(store *s, int64_t id, const char *reason, fhir_error *err);
+/* Changes what an unsent proposal is made of (placer, center, indications, urgency,
+ * explanation, verdict, route, payload from req; req->placer_id required) inside the
+ * caller's open transaction; audited as "update" with the old and new center and
+ * indications. Refused once the referral has gone to `sending`. */
+int refer_update_in_tx(store *s, int64_t id, const refer_request *req, fhir_error *err);
+/* Stores the episode marker of a referral (an adopted database's closed episode gets its
+ * marker from the first verdict after the upgrade). Inside the caller's transaction. */
+int refer_set_marker_in_tx(store *s, int64_t id, const char *marker, fhir_error *err);
+/* true when the referral has ever been in `sending` (its audit says so): it may be at its
+ * center. -1 on error (err). */
+int refer_ever_sent(store *s, int64_t id, fhir_error *err);
+/* A unique placer identifier for a new or changed proposal: refer_placer_id when no referral
+ * holds it yet, otherwise the same hash with a counter (v2) until one is free, so no two
+ * referrals ever carry the same identifier to a center. */
+int refer_placer_unique(store *s, const char *site_id, const char *patient_id,
+                        const char *const *indications, size_t n_indications,
+                        const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err);
+
 int refer_retry(store *s, int64_t id, const char *actor, fhir_error *err);
 
 /* Stores (or replaces) the payload; allowed until the referral is first sent
@@ -195,6 +240,16 @@ int refer_mark_sent(store *s, int64_t id, const char *sr_ref, const char *task_r
 /* sending -> failed (dead letter), keeping status, error and response. */
 int refer_mark_failed(store *s, int64_t id, int http_status, const char *error,
                       const char *response, fhir_error *err);
+
+/* Cancellation at the center (re-route): the referrals with a cancel request, in id order
+ * (summary records, borrowed for the call). Rows visited or -1. */
+int64_t refer_cancel_due(store *s, refer_each_fn fn, void *ctx, fhir_error *err);
+/* The center has the Task cancelled (or it was gone: detail says so): -> cancelled, the
+ * request cleared, Task.status stored. actor "sender". */
+int refer_mark_cancelled_at_center(store *s, int64_t id, const char *detail, fhir_error *err);
+/* Clears a cancel request that has nothing left to do (the referral reached a terminal state
+ * some other way); audited. */
+int refer_cancel_request_clear(store *s, int64_t id, const char *detail, fhir_error *err);
 
 /* The referral state a center's Task implies: Task.status terminal values (completed,
  * rejected, cancelled, failed, entered-in-error) win; otherwise the BSeR businessStatus code

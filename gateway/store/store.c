@@ -172,6 +172,21 @@ static const struct {
      "  PRIMARY KEY (source, patient_id)"
      ");"
      "CREATE INDEX held_patient ON held(patient_id);"},
+    /* One active referral per patient and episode (propose.h): the episode a referral
+     * belongs to, the referral a re-route replaces, the disease marker the episode opened
+     * with, why a referral ended without closing its episode ('withdrawn': a proposal the
+     * screener took back before anyone acted on it; 'superseded': replaced by an approved
+     * re-route) and when a cancellation at the center was requested (the sender does it).
+     * Existing rows are episode 1; proposals the screener cancelled are marked withdrawn. */
+    {"referral episodes (episode, supersedes, episode_marker, ended, cancel_requested_ms)",
+     "ALTER TABLE referrals ADD COLUMN episode INTEGER NOT NULL DEFAULT 1;"
+     "ALTER TABLE referrals ADD COLUMN supersedes INTEGER;"           /* a referrals id */
+     "ALTER TABLE referrals ADD COLUMN episode_marker TEXT;"
+     "ALTER TABLE referrals ADD COLUMN ended TEXT;"
+     "ALTER TABLE referrals ADD COLUMN cancel_requested_ms INTEGER NOT NULL DEFAULT 0;"
+     "UPDATE referrals SET ended = 'withdrawn' WHERE state = 'cancelled' AND id IN "
+     "  (SELECT referral_id FROM audit WHERE action = 'cancel' AND actor = 'screener');"
+     "CREATE INDEX referrals_cancel_due ON referrals(id) WHERE cancel_requested_ms > 0;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -184,12 +199,14 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
     "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
     "explanation, verdict_json, route_json, payload, attempts, next_attempt_ms, "            \
     "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
-    "business_status, created_ms, updated_ms"
+    "business_status, created_ms, updated_ms, episode, supersedes, episode_marker, ended, "  \
+    "cancel_requested_ms"
 /* the same positions, large columns left unread */
 #define REF_COLS_SUMMARY                                                                     \
     "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
     "NULL, NULL, NULL, NULL, attempts, next_attempt_ms, last_status, last_error, NULL, "     \
-    "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms"
+    "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms, " \
+    "episode, supersedes, episode_marker, ended, cancel_requested_ms"
 #define WORKLIST_ORDER                                                                       \
     "CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END"
 
@@ -233,6 +250,7 @@ enum {
     Q_REF_STATE_AGE,
     Q_REF_TIME_TO,
     Q_REF_UPDATE,
+    Q_REF_CANCEL_DUE,
     Q_OUTBOX_ADD,
     Q_OUTBOX_PENDING,
     Q_OUTBOX_UPDATE,
@@ -356,8 +374,9 @@ static const struct {
     [Q_REF_INSERT] = {"referral insert",
                       "INSERT INTO referrals(placer_id, site_id, patient_id, center_id, "
                       "indications, state, mode, urgency, explanation, verdict_json, "
-                      "route_json, payload, created_ms, updated_ms) VALUES "
-                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
+                      "route_json, payload, created_ms, updated_ms, episode, supersedes, "
+                      "episode_marker) VALUES "
+                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
     [Q_REF_GET] = {"referral read", "SELECT " REF_COLS " FROM referrals WHERE id = ?"},
     [Q_REF_GET_PLACER] = {"referral read",
                           "SELECT " REF_COLS " FROM referrals WHERE placer_id = ?"},
@@ -389,8 +408,22 @@ static const struct {
                       "last_response = CASE WHEN ?10 THEN ?13 ELSE last_response END, "
                       "task_status = CASE WHEN ?14 THEN ?15 ELSE task_status END, "
                       "business_status = CASE WHEN ?14 THEN ?16 ELSE business_status END, "
-                      "payload = CASE WHEN ?17 THEN ?18 ELSE payload END "
+                      "payload = CASE WHEN ?17 THEN ?18 ELSE payload END, "
+                      "placer_id = CASE WHEN ?19 THEN ?20 ELSE placer_id END, "
+                      "center_id = CASE WHEN ?19 THEN ?21 ELSE center_id END, "
+                      "indications = CASE WHEN ?19 THEN ?22 ELSE indications END, "
+                      "urgency = CASE WHEN ?19 THEN ?23 ELSE urgency END, "
+                      "explanation = CASE WHEN ?19 THEN ?24 ELSE explanation END, "
+                      "verdict_json = CASE WHEN ?19 THEN ?25 ELSE verdict_json END, "
+                      "route_json = CASE WHEN ?19 THEN ?26 ELSE route_json END, "
+                      "ended = CASE WHEN ?27 THEN ?28 ELSE ended END, "
+                      "cancel_requested_ms = CASE WHEN ?29 THEN ?30 ELSE cancel_requested_ms END, "
+                      "episode_marker = CASE WHEN ?31 THEN ?32 ELSE episode_marker END "
                       "WHERE id = ?1"},
+    /* the referrals whose cancellation at the center is still to do (partial index) */
+    [Q_REF_CANCEL_DUE] = {"referral list",
+                          "SELECT " REF_COLS_SUMMARY " FROM referrals INDEXED BY "
+                          "referrals_cancel_due WHERE cancel_requested_ms > 0 ORDER BY id"},
     [Q_OUTBOX_ADD] = {"writeback insert",
                       "INSERT OR IGNORE INTO writeback_outbox(referral_id, state, audit_id, "
                       "created_ms, updated_ms) VALUES (?,?,?,?,?)"},
@@ -1364,6 +1397,11 @@ static int ref_row(void *ctx, sqlite3_stmt *st)
         .business_status = col_text(st, 21),
         .created_ms = sqlite3_column_int64(st, 22),
         .updated_ms = sqlite3_column_int64(st, 23),
+        .episode = sqlite3_column_int64(st, 24),
+        .supersedes = sqlite3_column_int64(st, 25),
+        .episode_marker = col_text(st, 26),
+        .ended = col_text(st, 27),
+        .cancel_requested_ms = sqlite3_column_int64(st, 28),
     };
     return c->fn ? c->fn(c->ctx, &r) : 0;
 }
@@ -1382,6 +1420,12 @@ int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fh
     int64_t now = fhir_clock_now_ms();
     sqlite3_bind_int64(x.st, 13, now);
     sqlite3_bind_int64(x.st, 14, now);
+    sqlite3_bind_int64(x.st, 15, r->episode > 0 ? r->episode : 1);
+    if (r->supersedes > 0)
+        sqlite3_bind_int64(x.st, 16, r->supersedes);
+    else
+        sqlite3_bind_null(x.st, 16);
+    bind_text(x.st, 17, r->episode_marker);
     if (q_run(s, &x, "referral insert", err))
         return -1;
     if (sqlite3_changes(s->db) > 0) {
@@ -1602,11 +1646,31 @@ int store_referral_update(store *s, int64_t id, const store_referral_change *u,
     bind_text(st, 16, u->business_status);
     sqlite3_bind_int(st, 17, u->set_payload);
     bind_text(st, 18, u->payload);
+    sqlite3_bind_int(st, 19, u->set_proposal);
+    const char *pv[] = {u->placer_id, u->center_id, u->indications, u->urgency,
+                        u->explanation, u->verdict_json, u->route_json};
+    for (int i = 0; i < 7; i++)
+        bind_text(st, 20 + i, pv[i]);
+    sqlite3_bind_int(st, 27, u->set_ended);
+    bind_text(st, 28, u->ended);
+    sqlite3_bind_int(st, 29, u->set_cancel_request);
+    sqlite3_bind_int64(st, 30, u->cancel_requested_ms);
+    sqlite3_bind_int(st, 31, u->set_marker);
+    bind_text(st, 32, u->episode_marker);
     if (q_run(s, &x, "referral update", err))
         return -1;
     if (sqlite3_changes(s->db) == 0)
         return fhir_error_set(err, "referral %lld does not exist", (long long)id);
     return 0;
+}
+
+int64_t store_referral_cancel_due(store *s, store_referral_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_CANCEL_DUE, &x, err))
+        return -1;
+    ref_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral list", ref_row, &c, err);
 }
 
 /* ---- write-back outbox ------------------------------------------------------------------------- */

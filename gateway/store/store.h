@@ -26,7 +26,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 6
+#define STORE_SCHEMA_VERSION 7
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -208,10 +208,16 @@ typedef struct store_referral {
     const char *last_response;                                      /* NULL in summaries */
     const char *center_sr_ref, *center_task_ref, *task_status, *business_status;
     int64_t created_ms, updated_ms;
+    int64_t episode;              /* the patient's episode (1, 2, ...) */
+    int64_t supersedes;           /* the referral a re-route replaces; 0 none */
+    const char *episode_marker;   /* the disease marker the episode opened with; may be NULL */
+    const char *ended;            /* "withdrawn" | "superseded" | NULL (see migration 7) */
+    int64_t cancel_requested_ms;  /* > 0: to be cancelled at its center by the sender */
 } store_referral;
 typedef int (*store_referral_fn)(void *ctx, const store_referral *r);
 
-/* Inserts a referral (created/updated now; attempts 0) unless its placer_id exists. 1 and
+/* Inserts a referral (created/updated now; attempts 0; episode, supersedes and
+ * episode_marker from the row, episode 0 meaning 1) unless its placer_id exists. 1 and
  * *id_out when inserted, 0 and the existing row's id when the placer id was already there,
  * -1 with err. */
 int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fhir_error *err);
@@ -268,11 +274,24 @@ typedef struct store_referral_change {
     const char *task_status, *business_status;
     bool set_payload;
     const char *payload;
+    bool set_proposal;            /* what a proposal is made of (not yet at a center) */
+    const char *placer_id, *center_id, *indications, *urgency, *explanation, *verdict_json,
+        *route_json;
+    bool set_ended;               /* ended ("withdrawn", "superseded", NULL) */
+    const char *ended;
+    bool set_cancel_request;      /* cancel_requested_ms (0 = none) */
+    int64_t cancel_requested_ms;
+    bool set_marker;              /* episode_marker */
+    const char *episode_marker;
 } store_referral_change;
 /* Updates one row (inside the caller's transaction when one is open). 0, or -1 with err
  * (also when no row has that id). */
 int store_referral_update(store *s, int64_t id, const store_referral_change *u,
                           fhir_error *err);
+
+/* The referrals whose cancellation at their center was requested (cancel_requested_ms > 0),
+ * in id order, summary columns only. fn returns non-zero to stop. Rows visited or -1. */
+int64_t store_referral_cancel_due(store *s, store_referral_fn fn, void *ctx, fhir_error *err);
 
 /* ---- EHR write-back outbox ------------------------------------------------------------ */
 /* Queues (referral, state) once: a second add of the same pair is ignored. */

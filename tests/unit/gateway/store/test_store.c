@@ -262,7 +262,13 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+#define UNDO_AFTER_V6                                                                        \
+    "DROP INDEX referrals_cancel_due; ALTER TABLE referrals DROP COLUMN episode;"            \
+    "ALTER TABLE referrals DROP COLUMN supersedes;"                                          \
+    "ALTER TABLE referrals DROP COLUMN episode_marker; ALTER TABLE referrals DROP COLUMN ended;" \
+    "ALTER TABLE referrals DROP COLUMN cancel_requested_ms;"
 #define UNDO_AFTER_V4                                                                        \
+    UNDO_AFTER_V6                                                                            \
     "DROP TABLE held;"                                                                       \
     "DROP TABLE sessions; DROP TABLE api_tokens; DROP TABLE login_failures; DROP TABLE users;" \
     "ALTER TABLE audit DROP COLUMN user_id; ALTER TABLE audit DROP COLUMN role;"             \
@@ -587,6 +593,43 @@ static void test_referral_rows(void **state)
 
 /* A version 4 database with audit rows gets the tables of who is acting; its rows keep their
  * values and have no person (NULL columns), and the person columns work from then on. */
+/* A version 6 database with referrals: they become episode 1 with no predecessor; a
+ * proposal the screener cancelled is marked withdrawn, one a person cancelled is not. */
+static void test_v6_to_episodes(void **state)
+{
+    (void)state;
+    store *s = open_fresh("v6.db");
+    store_close(s);
+    raw_exec(UNDO_AFTER_V6
+             "INSERT INTO referrals(id, placer_id, site_id, patient_id, center_id, indications, "
+             "state, mode, urgency, created_ms, updated_ms) VALUES "
+             "(1, 'CG-a', 's', 'p1', 'c1', 'x:y', 'cancelled', 'approval', 'routine', 1, 1),"
+             "(2, 'CG-b', 's', 'p1', 'c2', 'x:y', 'cancelled', 'approval', 'routine', 1, 1),"
+             "(3, 'CG-c', 's', 'p1', 'c3', 'x:y', 'sent', 'approval', 'routine', 1, 1);"
+             "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, to_state) VALUES "
+             "(1, 'screener', 'cancel', 1, 'pending_approval', 'cancelled'),"
+             "(1, 'dr.a', 'cancel', 2, 'pending_approval', 'cancelled');"
+             "PRAGMA user_version = 6;");
+    fhir_error err = {0};
+    s = store_open(dbpath, 0, &err);
+    if (!s)
+        fail_msg("store_open: %s", err.msg);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int("SELECT count(*) FROM referrals WHERE episode = 1 AND supersedes IS "
+                             "NULL AND episode_marker IS NULL AND cancel_requested_ms = 0"), 3);
+    assert_int_equal(raw_int("SELECT id FROM referrals WHERE ended = 'withdrawn'"), 1);
+    assert_int_equal(raw_int("SELECT count(*) FROM referrals WHERE ended IS NULL"), 2);
+    /* the new columns work */
+    store_referral_change x = {.set_cancel_request = true, .cancel_requested_ms = 42,
+                               .set_ended = true, .ended = "superseded"};
+    assert_int_equal(store_referral_update(s, 3, &x, &err), 0);
+    assert_int_equal(store_referral_cancel_due(s, NULL, NULL, &err), 1);
+    x.cancel_requested_ms = 0;
+    assert_int_equal(store_referral_update(s, 3, &x, &err), 0);
+    assert_int_equal(store_referral_cancel_due(s, NULL, NULL, &err), 0);
+    store_close(s);
+}
+
 static void test_v4_to_people(void **state)
 {
     (void)state;
@@ -632,6 +675,7 @@ int main(void)
         cmocka_unit_test(test_adopt_v1_stray_tables),
         cmocka_unit_test(test_v1_without_stray_tables),
         cmocka_unit_test(test_v4_to_people),
+        cmocka_unit_test(test_v6_to_episodes),
         cmocka_unit_test(test_savepoint),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
