@@ -147,6 +147,14 @@ static int show(store *s, int64_t id, fhir_error *err)
            "(next %s)\n",
            (long long)r.id, r.placer_id, refer_state_name(r.state), r.mode, r.site_id,
            r.patient_id, r.center_id, r.indications, r.urgency, c, u, r.attempts, n);
+    printf("  episode      %lld\n", (long long)r.episode);
+    if (r.supersedes > 0)
+        printf("  replaces     referral %lld (a re-route: approving it cancels that one at its "
+               "center first)\n", (long long)r.supersedes);
+    if (r.cancel_requested_ms > 0)
+        printf("  cancelling   at its center (a re-route that replaces it was approved)\n");
+    if (r.ended)
+        printf("  ended        %s\n", r.ended);
     if (r.last_error)
         printf("  last error   %s (status %d)\n", r.last_error, r.last_status);
     if (r.last_response)

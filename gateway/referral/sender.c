@@ -21,6 +21,7 @@
 
 typedef struct due {
     int64_t id;
+    bool cancel;         /* cancel its Task at the center (a re-route was approved) */
     refer_state state;
     char center[128];
     int attempts;
@@ -50,7 +51,8 @@ typedef struct center_q {
     lane send, poll;
 } center_q;
 
-enum job_step { STEP_SEARCH_SR, STEP_SEARCH_TASK, STEP_POST, STEP_POLL };
+enum job_step { STEP_SEARCH_SR, STEP_SEARCH_TASK, STEP_POST, STEP_POLL, STEP_CANCEL_GET,
+                STEP_CANCEL_PUT };
 
 typedef struct job {
     sender *snd;
@@ -64,6 +66,8 @@ typedef struct job {
     fhir_node *payload;
     char sr_ident[512], task_ident[512];
     char sr_ref[300], task_ref[300];
+    char *put_body;      /* STEP_CANCEL_PUT: the Task with status cancelled */
+    char if_match[64];
     struct job *prev, *next; /* sender's list of in-flight jobs */
 } job;
 
@@ -117,6 +121,7 @@ sender *sender_new(store *s, const sender_opts *opts, fhir_error *err)
 
 static void job_free(job *j)
 {
+    free(j->put_body);
     fhir_arena_free(j->a);
     refer_record_free(&j->r);
     free(j);
@@ -350,6 +355,12 @@ static int job_submit(job *j)
         rq.path = "";
         rq.body = j->r.payload;
         rq.body_len = strlen(j->r.payload);
+    } else if (j->step == STEP_CANCEL_PUT) {
+        rq.method = "PUT";
+        snprintf(path, sizeof path, "%s", j->r.center_task_ref);
+        rq.body = j->put_body;
+        rq.body_len = strlen(j->put_body);
+        rq.if_match = j->if_match[0] ? j->if_match : NULL;
     } else {
         snprintf(path, sizeof path, "%s", j->r.center_task_ref);
     }
@@ -357,7 +368,7 @@ static int job_submit(job *j)
     fhir_error_clear(&e);
     if (fhir_client_send(j->q->client, &rq, on_http, j, &e) == 0)
         return 0;
-    if (j->step == STEP_POLL) {
+    if (j->step == STEP_POLL || j->step == STEP_CANCEL_GET) {
         j->ln->blocked = true;
     } else {
         char msg[FHIR_ERROR_MAX + 32];
@@ -508,10 +519,113 @@ static void on_poll(job *j, fhir_client_result *res)
     job_done(j);
 }
 
+/* The Task read before cancelling it at the center. */
+static void on_cancel_get(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    fhir_error e;
+    fhir_error_clear(&e);
+    long status = res->status;
+    if (!res->err.msg[0] && (status == 404 || status == 410)) {
+        COUNT(snd, j->ln, cancelled);
+        if (refer_mark_cancelled_at_center(snd->st, j->d.id,
+                                           "its Task is not at the center (404/410)", &e))
+            local_error(snd, j->ln, &e);
+        else
+            fhir_log(FHIR_LOG_INFO, "referral.cancelled_at_center",
+                     "referral=%lld center=%s task=absent", (long long)j->d.id, j->d.center);
+        job_done(j);
+        return;
+    }
+    if (res->err.msg[0] || status != 200 || !res->body) {
+        char msg[FHIR_ERROR_MAX + 64];
+        snprintf(msg, sizeof msg, "cancel: reading the Task: HTTP %ld %s", status, res->err.msg);
+        transient(j, status, msg, NULL);
+        job_done(j);
+        return;
+    }
+    const char *ts = fhir_node_path_str(res->body, "status");
+    refer_state implied;
+    if (ts && refer_state_from_task(ts, NULL, &implied) == 0 && refer_state_terminal(implied)) {
+        /* over at the center already */
+        char detail[160];
+        snprintf(detail, sizeof detail, "Task already %s at the center", ts);
+        if (implied == REFER_CANCELLED) {
+            COUNT(snd, j->ln, cancelled);
+            if (refer_mark_cancelled_at_center(snd->st, j->d.id, detail, &e))
+                local_error(snd, j->ln, &e);
+        } else {
+            bool changed = false;
+            if (refer_apply_task(snd->st, j->d.id, ts, NULL, &changed, &e) ||
+                refer_cancel_request_clear(snd->st, j->d.id, detail, &e))
+                local_error(snd, j->ln, &e);
+        }
+        job_done(j);
+        return;
+    }
+    if (ts && (!strcmp(ts, "failed") || !strcmp(ts, "entered-in-error"))) {
+        bool changed = false;
+        if (refer_apply_task(snd->st, j->d.id, ts, NULL, &changed, &e))
+            local_error(snd, j->ln, &e);
+        job_done(j); /* failed: the next pass cancels it here (no Task open at the center) */
+        return;
+    }
+    fhir_node_set_str(j->a, res->body, "status", "cancelled");
+    const char *vid = fhir_node_path_str(res->body, "meta.versionId");
+    if (vid)
+        snprintf(j->if_match, sizeof j->if_match, "W/\"%s\"", vid);
+    j->put_body = fhir_json_to_string(res->body, FHIR_JSON_COMPACT, RESPONSE_KEEP_BYTES * 16);
+    if (!j->put_body) {
+        transient(j, 0, "cancel: the Task is larger than its cap", NULL);
+        job_done(j);
+        return;
+    }
+    j->step = STEP_CANCEL_PUT;
+    if (job_submit(j) == 0)
+        return;
+    job_done(j);
+}
+
+static void on_cancel_put(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    fhir_error e;
+    fhir_error_clear(&e);
+    long status = res->status;
+    if (!res->err.msg[0] && (status == 200 || status == 201)) {
+        COUNT(snd, j->ln, cancelled);
+        fhir_log(FHIR_LOG_INFO, "referral.cancelled_at_center", "referral=%lld center=%s task=%s",
+                 (long long)j->d.id, j->d.center, j->r.center_task_ref);
+        if (refer_mark_cancelled_at_center(snd->st, j->d.id, "Task.status cancelled at the center",
+                                           &e))
+            local_error(snd, j->ln, &e);
+    } else {
+        /* 412 (the Task changed since it was read), transient or refused: tried again on a
+         * later pass, after the backoff; the re-route waits */
+        char oo[512] = "";
+        if (res->body)
+            fhir_client_outcome_text(res->body, oo, sizeof oo);
+        char msg[FHIR_ERROR_MAX + 600];
+        snprintf(msg, sizeof msg, "cancel: HTTP %ld: %s%s%s", status,
+                 res->err.msg[0] ? res->err.msg : "unexpected answer", oo[0] ? " — " : "", oo);
+        if (!transient_status(status) && status != 412)
+            fhir_log(FHIR_LOG_WARN, "referral.cancel_failed", "referral=%lld center=%s status=%ld",
+                     (long long)j->d.id, j->d.center, status);
+        transient(j, status, msg, response_text(res));
+    }
+    job_done(j);
+}
+
 static void on_http(void *ud, fhir_client_result *res)
 {
     job *j = ud;
     switch (j->step) {
+    case STEP_CANCEL_GET:
+        on_cancel_get(j, res);
+        break;
+    case STEP_CANCEL_PUT:
+        on_cancel_put(j, res);
+        break;
     case STEP_SEARCH_SR:
     case STEP_SEARCH_TASK:
         on_search(j, res);
@@ -526,9 +640,24 @@ static void on_http(void *ud, fhir_client_result *res)
     fhir_client_result_free(res);
 }
 
+static bool start_poll(sender *snd, center_q *q, lane *ln, const due *d);
+
+/* Is the referral a re-route replaces still open (then the re-route waits)? -1 on error. */
+static int predecessor_open(sender *snd, int64_t old_id, fhir_error *e)
+{
+    char st[32];
+    int f = store_referral_state(snd->st, old_id, st, sizeof st, e);
+    if (f <= 0)
+        return f; /* gone: nothing to wait for */
+    refer_state cur;
+    return refer_state_parse(st, &cur) == 0 && !refer_state_terminal(cur);
+}
+
 /* Starts one referral of a send lane. true when a job is now in flight. */
 static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
 {
+    if (d->cancel)
+        return start_poll(snd, q, ln, d); /* a Task read, then its update */
     job *j = fhir_xcalloc(1, sizeof *j);
     j->snd = snd;
     j->q = q;
@@ -546,6 +675,18 @@ static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
     if (j->r.state != REFER_APPROVED && j->r.state != REFER_SENDING) {
         job_free(j); /* moved on since the pass listed it (operator cancel) */
         return false;
+    }
+    if (j->r.state == REFER_APPROVED && j->r.supersedes > 0) {
+        /* a re-route goes out only once the referral it replaces is over at its center */
+        int open = predecessor_open(snd, j->r.supersedes, &e);
+        if (open != 0) {
+            if (open < 0)
+                local_error(snd, ln, &e);
+            else
+                COUNT(snd, ln, waiting);
+            job_free(j);
+            return false;
+        }
     }
     j->d.state = j->r.state;
     j->a = fhir_arena_new(0);
@@ -602,7 +743,9 @@ static bool start_poll(sender *snd, center_q *q, lane *ln, const due *d)
     j->q = q;
     j->ln = ln;
     j->d = *d;
-    j->step = STEP_POLL;
+    j->step = d->cancel ? STEP_CANCEL_GET : STEP_POLL;
+    if (d->cancel)
+        j->a = fhir_arena_new(0);
     fhir_error e;
     fhir_error_clear(&e);
     int f = refer_get(snd->st, d->id, &j->r, &e);
@@ -649,11 +792,13 @@ static void lane_pump(sender *snd, center_q *q, lane *ln)
         if (is_send)
             COUNT(snd, ln, waiting);
     if (is_send) {
-        if (ln->st.sent || ln->st.recovered || ln->st.transient || ln->st.failed)
+        if (ln->st.sent || ln->st.recovered || ln->st.transient || ln->st.failed ||
+            ln->st.cancelled)
             fhir_log(FHIR_LOG_INFO, "sender.pass",
-                     "center=%s sent=%u recovered=%u transient=%u failed=%u waiting=%u",
+                     "center=%s sent=%u recovered=%u transient=%u failed=%u waiting=%u "
+                     "cancelled=%u",
                      q->center_id, ln->st.sent, ln->st.recovered, ln->st.transient,
-                     ln->st.failed, ln->st.waiting);
+                     ln->st.failed, ln->st.waiting, ln->st.cancelled);
     } else if (ln->st.polled) {
         fhir_log(FHIR_LOG_INFO, "sender.tasks", "center=%s polled=%u changed=%u", q->center_id,
                  ln->st.polled, ln->st.changed);
@@ -670,6 +815,7 @@ static int collect_due(void *ctx, const refer_record *r)
         l->v = fhir_xrealloc(l->v, l->alloc * sizeof *l->v);
     }
     due *d = &l->v[l->n++];
+    memset(d, 0, sizeof *d);
     d->id = r->id;
     d->state = r->state;
     snprintf(d->center, sizeof d->center, "%s", r->center_id);
@@ -738,6 +884,42 @@ static void load_lanes(sender *snd, const due_list *l, bool is_send)
     free(loaded);
 }
 
+/* The referrals to cancel at their centers: those still open at a center join the list;
+ * what needs no center is settled here. */
+typedef struct cancel_collect_ctx {
+    sender *snd;
+    due_list *l;
+    size_t first; /* where this call's entries start */
+} cancel_collect_ctx;
+
+static int collect_cancel(void *ctx, const refer_record *r)
+{
+    cancel_collect_ctx *c = ctx;
+    if (r->state == REFER_SENDING)
+        return 0; /* recovery resolves it to sent (or failed) first */
+    if (r->state == REFER_SENT || r->state == REFER_ACCEPTED || r->state == REFER_SCHEDULED) {
+        if (r->center_task_ref) {
+            collect_due(c->l, r);
+            c->l->v[c->l->n - 1].cancel = true;
+            return 0;
+        }
+    }
+    fhir_error e;
+    fhir_error_clear(&e);
+    int rc;
+    if (refer_state_terminal(r->state))
+        rc = refer_cancel_request_clear(c->snd->st, r->id, "already over", &e);
+    else if (r->state == REFER_SENT || r->state == REFER_ACCEPTED || r->state == REFER_SCHEDULED)
+        rc = refer_mark_cancelled_at_center(c->snd->st, r->id, "no Task reference was kept", &e);
+    else
+        rc = refer_transition(c->snd->st, r->id, REFER_CANCELLED, "sender",
+                              "superseded; nothing of it open at the center", &e) ||
+             refer_cancel_request_clear(c->snd->st, r->id, "cancelled here", &e);
+    if (rc)
+        local_error(c->snd, NULL, &e);
+    return 0;
+}
+
 int sender_pass_start(sender *snd, fhir_error *err)
 {
     due_list l = {0};
@@ -745,7 +927,9 @@ int sender_pass_start(sender *snd, fhir_error *err)
      * index, the small columns only: each job reads its full row when it starts) */
     refer_filter sending = {.state = REFER_SENDING, .summary = true};
     refer_filter approved = {.state = REFER_APPROVED, .summary = true};
+    cancel_collect_ctx cc = {.snd = snd, .l = &l};
     if (refer_list(snd->st, &sending, collect_due, &l, err) < 0 ||
+        refer_cancel_due(snd->st, collect_cancel, &cc, err) < 0 ||
         refer_list(snd->st, &approved, collect_due, &l, err) < 0) {
         free(l.v);
         return -1;
@@ -810,6 +994,7 @@ static void add_diff(sender_stats *st, const sender_stats *after, const sender_s
     st->waiting += after->waiting - before->waiting;
     st->polled += after->polled - before->polled;
     st->changed += after->changed - before->changed;
+    st->cancelled += after->cancelled - before->cancelled;
 }
 
 /* Runs a start function on the private base until every queue is idle. */

@@ -15,6 +15,13 @@
  *   422 validation or 412 duplicate identifiers) -> `failed` with the response kept.
  *   Nothing undelivered is ever deleted; a failed referral waits for an operator `retry`.
  *
+ * Re-routes (propose.h): a referral marked for cancellation (refer_approve of the re-route
+ * that replaces it) is cancelled at its center in the same pass, on its center's queue after
+ * the recovery lookups: GET its Task; already over there -> recorded; otherwise PUT it back
+ * with status `cancelled` (If-Match its version) -> `cancelled` here. A failure is retried
+ * on a later pass after the backoff. An approved re-route is not sent while the referral it
+ * replaces is still open: it waits for the pass after the cancellation.
+ *
  * Closed loop (sender_poll): for each referral in sent/accepted/scheduled, GET its Task at the
  * center and apply Task.status + businessStatus (refer_apply_task).
  *
@@ -63,6 +70,7 @@ typedef struct sender_stats {
     unsigned waiting;     /* due later, behind a failing center, or without payload */
     unsigned polled;      /* Tasks read */
     unsigned changed;     /* referrals whose state followed the Task */
+    unsigned cancelled;   /* cancelled at their centers (an approved re-route) */
 } sender_stats;
 
 typedef struct sender sender;
