@@ -570,11 +570,16 @@ static void on_cancel_get(job *j, fhir_client_result *res)
         job_done(j); /* failed: the next pass cancels it here (no Task open at the center) */
         return;
     }
-    fhir_node_set_str(j->a, res->body, "status", "cancelled");
+    /* the same Task, member order kept, with status cancelled */
+    fhir_node *t = fhir_node_new(j->a, FHIR_OBJECT);
+    for (const fhir_node *c = fhir_node_first(res->body); c; c = c->next)
+        fhir_node_append(j->a, t, c->key, c->key_len,
+                         fhir_node_key_is(c, "status") ? fhir_node_new_str(j->a, "cancelled")
+                                                       : fhir_node_clone(j->a, c));
     const char *vid = fhir_node_path_str(res->body, "meta.versionId");
     if (vid)
         snprintf(j->if_match, sizeof j->if_match, "W/\"%s\"", vid);
-    j->put_body = fhir_json_to_string(res->body, FHIR_JSON_COMPACT, RESPONSE_KEEP_BYTES * 16);
+    j->put_body = fhir_json_to_string(t, FHIR_JSON_COMPACT, RESPONSE_KEEP_BYTES * 16);
     if (!j->put_body) {
         transient(j, 0, "cancel: the Task is larger than its cap", NULL);
         job_done(j);
