@@ -881,7 +881,8 @@ int refer_mark_cancelled_at_center(store *s, int64_t id, const char *detail, fhi
 {
     store_referral_change x = {.set_cancel_request = true, .cancel_requested_ms = 0,
                                .set_task = true, .task_status = "cancelled"};
-    return transition_tx(s, id, REFER_CANCELLED, "sender", "cancel-at-center", detail, &x, err);
+    store_actor who = named("sender");
+    return transition_tx(s, id, REFER_CANCELLED, &who, "cancel-at-center", detail, &x, err);
 }
 
 int refer_cancel_request_clear(store *s, int64_t id, const char *detail, fhir_error *err)
