@@ -27,6 +27,7 @@
 #include "map_tables.h"
 #include "oidc.h"
 #include "poll_source.h"
+#include "crashpoint.h"
 #include "propose.h"
 #include "referral.h"
 #include "screen.h"
@@ -401,6 +402,7 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
         store_savepoint_rollback(d->st);
         return -1;
     }
+    crashpoint("screen.proposed");
     return 0;
 }
 
@@ -515,6 +517,8 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
             rc = store_commit(d->st, &e);
         else
             store_rollback(d->st);
+        if (rc == 0)
+            crashpoint("screen.committed");
         for (size_t i = 0; i < nrep; i++) {
             if (rc == 0)
                 report_log(d, &rep[i]);

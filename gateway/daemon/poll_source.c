@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crashpoint.h"
 #include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
@@ -330,6 +331,7 @@ static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
         poll_log_err("poll.store_failed", p, err.msg);
         return 1;
     }
+    crashpoint("poll.page");
     return 0;
 }
 

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "bser.h"
+#include "crashpoint.h"
 #include "fhir_alloc.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
@@ -458,6 +459,7 @@ static void on_post(job *j, fhir_client_result *res)
     fhir_error_clear(&e);
     if (!res->err.msg[0] && res->status == 200 && res->body &&
         bser_response_refs(j->payload, res->body, sr_ref, task_ref, &berr) == 0) {
+        crashpoint("sender.posted");
         COUNT(snd, j->ln, sent);
         fhir_log(FHIR_LOG_INFO, "referral.sent", "referral=%lld center=%s", (long long)j->d.id,
                  j->d.center);
