@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Whole-pipeline chaos: nobody lost, nobody twice (issue 12).
 #
-# A synth cohort in the EHR reference server (paged search, every page slowed a little), one
+# A synth cohort in the EHR reference server (paged search, every page slowed a little; half of
+# the patients arrive after the step-boundary kills), one
 # center reference server answering 503, 429 and connection resets (some after doing the
 # request) on a seeded share of requests, cartgate run in auto mode, and the daemon killed
 # with SIGKILL again and again, restarted each time on the same store:
@@ -18,18 +19,40 @@
 # has any, and no ServiceRequest or Task identifier exists twice at the center.
 #
 # Parameters (environment): CARTGATE_CHAOS_KILLS (20), CARTGATE_CHAOS_SEED (printed; default
-# from the clock), CARTGATE_CHAOS_PATIENTS (80), CARTGATE_CHAOS_REPORT (a file to append the
+# from the clock), CARTGATE_CHAOS_PATIENTS (100), CARTGATE_CHAOS_REPORT (a file to append the
 # figures line to). bench/chaos runs the 100-kill version.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
 KILLS=${CARTGATE_CHAOS_KILLS:-20}
 SEED=${CARTGATE_CHAOS_SEED:-$(($(date +%s) % 100000))}
-N=${CARTGATE_CHAOS_PATIENTS:-80}
+N=${CARTGATE_CHAOS_PATIENTS:-100}
 echo "chaos: seed $SEED, $KILLS random kills, $N patients (rerun with CARTGATE_CHAOS_SEED=$SEED)"
 RANDOM=$SEED
 cohort "$TMP" 11 "$N"
-start_server ehr --seed "$TMP/seed"
+# half the patients are in the EHR from the start; the other half arrives (whole patients,
+# all their resources at once, while no daemon runs) before the random kills, so those land
+# in polling, screening and sending too
+mkdir -p "$TMP/seed-a"
+node -e '
+const fs=require("fs"), path=require("path");
+const [dir, outA, outB]=process.argv.slice(1);
+const pids=fs.readFileSync(path.join(dir,"Patient.000.ndjson"),"utf8").trim().split("\n").map(l=>JSON.parse(l).id);
+const late=new Set(pids.slice(Math.floor(pids.length/2)));
+const owner=(id)=>pids.find(p=>id===p||id.startsWith(p+"-"));
+const entries=[];
+for (const f of fs.readdirSync(dir).filter(f=>f.endsWith(".ndjson")&&f!=="ground_truth.ndjson")) {
+  const keep=[];
+  for (const l of fs.readFileSync(path.join(dir,f),"utf8").split("\n").filter(Boolean)) {
+    const r=JSON.parse(l);
+    if (late.has(owner(r.id))) entries.push({resource:r, request:{method:"PUT", url:r.resourceType+"/"+r.id}});
+    else keep.push(l);
+  }
+  fs.writeFileSync(path.join(outA,f), keep.join("\n")+"\n");
+}
+fs.writeFileSync(outB, JSON.stringify({resourceType:"Bundle", type:"batch", entry:entries}));
+console.log(entries.length);' "$TMP/cohort" "$TMP/seed-a" "$TMP/late.json" >"$TMP/late.count" || fail "splitting the cohort"
+start_server ehr --seed "$TMP/seed-a"
 EHR=$BASE
 EHR_ADMIN="http://127.0.0.1:$PORT/admin"
 start_server center
@@ -40,8 +63,9 @@ faults() { # URL BODY
   [ "$(curl -s -o "$TMP/f.out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' -d "$2" "$1/faults")" = 200 ] ||
     fail "faults $2: $(cat "$TMP/f.out")"
 }
-faults "$EHR_ADMIN" '{"rules": [{"mode": "latency", "latency_ms": 40}]}'
+faults "$EHR_ADMIN" '{"rules": [{"mode": "latency", "latency_ms": 60}]}'
 faults "$CENTER_ADMIN" "{\"seed\": $SEED, \"rules\": [
+  {\"mode\": \"latency\", \"latency_ms\": 150, \"methods\": [\"POST\"]},
   {\"mode\": \"status\", \"status\": 503, \"rate\": 0.08},
   {\"mode\": \"429\", \"rate\": 0.05, \"retry_after\": 1},
   {\"mode\": \"reset\", \"rate\": 0.04},
@@ -52,13 +76,13 @@ cat >"$TMP/chaos.conf" <<EOF
 {
   "site": {"id": "t-chaos", "name": "Chaos Community Hospital", "location": {"lat": 41.59, "lon": -93.62}},
   "store": {"path": "$DB"},
-  "log": {"level": "info"},
+  "log": {"level": "debug"},
   "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
   "centers": {"file": "$TMP/centers.json"},
   "criteria": {"dir": "$SRC/conf/criteria"},
   "as_of": "2026-11-01",
   "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 2},
-  "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 2, "page_size": 25}]
+  "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 2, "page_size": 20}]
 }
 EOF
 q() { sqlite3 "$DB" "$1"; }
@@ -76,7 +100,10 @@ run_until_dead() {
 # ---- the step boundaries -----------------------------------------------------------------
 for point in poll.page:3 screen.proposed:5 screen.committed:1 sender.posted:2; do
   RUNS=$((RUNS + 1))
-  CARTGATE_TEST_CRASH_AT=$point start_daemon "run$RUNS" "$TMP/chaos.conf"
+  # started directly: it may die before start_daemon would have seen it listening
+  CARTGATE_TEST_CRASH_AT=$point "$CG" run -c "$TMP/chaos.conf" 2>>"$TMP/run$RUNS.log" &
+  DPID=$!
+  PIDS+=("$DPID")
   run_until_dead "run$RUNS" 180 || fail "the daemon never reached $point within 180 s"
   [ "$DRC" = 137 ] || fail "run $RUNS ($point): exit status $DRC, not SIGKILL"
   grep -q "event=\"test.crashpoint\" point=\"${point%%:*}\"" "$TMP/run$RUNS.log" ||
@@ -85,16 +112,38 @@ for point in poll.page:3 screen.proposed:5 screen.committed:1 sender.posted:2; d
 done
 
 # ---- seeded random moments ---------------------------------------------------------------------
+# where each kill landed, from the store and the run's log at the moment of the kill
+declare -A LANDED=()
+phase() {
+  local log=$1 last_start last_done
+  last_start=$(grep -n 'event="poll.start"' "$log" | tail -n1 | cut -d: -f1)
+  last_done=$(grep -n 'event="poll.done"' "$log" | tail -n1 | cut -d: -f1)
+  if [ -n "$last_start" ] && [ "${last_done:-0}" -lt "$last_start" ]; then echo polling
+  elif [ "$(q 'SELECT count(*) FROM daemon_dirty')" != 0 ]; then echo screening
+  elif [ "$(q "SELECT count(*) FROM referrals WHERE state IN ('approved','sending')")" != 0 ]; then echo sending
+  else echo idle; fi
+}
+code=$(curl -s -o "$TMP/late.out" -w '%{http_code}' -X POST -H 'Content-Type: application/fhir+json' \
+  --data-binary @"$TMP/late.json" "$EHR")
+[ "$code" = 200 ] || fail "uploading the late half: HTTP $code"
+node -e 'const b=JSON.parse(require("fs").readFileSync(process.argv[1],"utf8"));
+const bad=b.entry.filter(e=>!/^20[01]/.test(e.response.status)); if (bad.length) { console.log(JSON.stringify(bad[0])); process.exit(1); }' \
+  "$TMP/late.out" || fail "the late half was not stored"
+ok "the other half of the cohort ($(cat "$TMP/late.count") resources) is in the EHR now"
 for k in $(seq 1 "$KILLS"); do
   RUNS=$((RUNS + 1))
   start_daemon "run$RUNS" "$TMP/chaos.conf"
-  # 0.3 .. 4.0 s after start: the first poll, screening and the send passes overlap
-  ms=$((300 + RANDOM % 3700))
+  # 0.3 .. 5.0 s after start: the polls, screening and the send passes overlap
+  ms=$((300 + RANDOM % 4700))
   sleep "$((ms / 1000)).$(printf '%03d' $((ms % 1000)))"
   kill -9 "$DPID" 2>/dev/null
   wait "$DPID" 2>/dev/null
+  p=$(phase "$TMP/run$RUNS.log")
+  LANDED[$p]=$((${LANDED[$p]:-0} + 1))
 done
-ok "$KILLS random kills (seed $SEED); $(q 'SELECT count(*) FROM verdicts') verdicts, $(q "SELECT group_concat(state || '=' || n, ' ') FROM (SELECT state, count(*) n FROM referrals GROUP BY state)")"
+landed=""
+for p in polling screening sending idle; do landed="$landed $p ${LANDED[$p]:-0}"; done
+ok "$KILLS random kills (seed $SEED) landed:$landed; $(q 'SELECT count(*) FROM verdicts') verdicts, $(q "SELECT group_concat(state || '=' || n, ' ') FROM (SELECT state, count(*) n FROM referrals GROUP BY state)")"
 
 # ---- drain -----------------------------------------------------------------------------------
 curl -s -X DELETE "$CENTER_ADMIN/faults" >/dev/null
@@ -115,16 +164,16 @@ stop_daemon "$P"
 ok "drained in run $RUNS and stopped cleanly"
 
 # ---- against the ground truth and the center -------------------------------------------------------
-q "SELECT placer_id || '|' || patient_id || '|' || state || '|' || center_id FROM referrals" >"$TMP/referrals.txt"
+q "SELECT placer_id || '|' || patient_id || '|' || state || '|' || center_id || '|' || coalesce(supersedes, 0) FROM referrals" >"$TMP/referrals.txt"
 curl -s "$CENTER/ServiceRequest?_count=1000" >"$TMP/sr.json"
 curl -s "$CENTER/Task?_count=1000" >"$TMP/task.json"
 node -e '
 const fs=require("fs");
-const [gtf, rf, srf, tf, kills, seed, runs]=process.argv.slice(1);
+const [gtf, rf, srf, tf, kills, seed, runs, landed]=process.argv.slice(1);
 const gt=fs.readFileSync(gtf,"utf8").trim().split("\n").map(JSON.parse);
 const cand=new Set(gt.filter(g=>g.expected_category==="eligible"||g.expected_category==="possibly_eligible").map(g=>g.patient));
 const rows=fs.readFileSync(rf,"utf8").trim().split("\n").filter(Boolean).map(l=>l.split("|"));
-const byPlacer=new Map(rows.map(r=>[r[0], {patient:r[1], state:r[2], center:r[3]}]));
+const byPlacer=new Map(rows.map(r=>[r[0], {patient:r[1], state:r[2], center:r[3], reroute:r[4]!=="0"}]));
 const problems=[];
 const ids=(res)=>(res.identifier||[]).map(i=>i.value).filter(v=>byPlacer.has(v));
 const bundle=(f)=>{const b=JSON.parse(fs.readFileSync(f,"utf8")); if (b.total>(b.entry||[]).length) problems.push(`${f}: paging`); return (b.entry||[]).map(e=>e.resource);};
@@ -140,8 +189,11 @@ for (const [kind, list] of [["ServiceRequest", srs], ["Task", tasks]])
   }
 // live at a center: a ServiceRequest whose Task is not cancelled
 const live=new Map(), open=new Map();
+let reroutes=0;
 for (const [placer, r] of byPlacer) {
-  if (!["declined","completed","cancelled"].includes(r.state)) open.set(r.patient, (open.get(r.patient)||0)+1);
+  // open: not over; a re-route proposal still waiting for a person is counted apart
+  if (r.reroute && r.state==="pending_approval") reroutes++;
+  else if (!["declined","completed","cancelled"].includes(r.state)) open.set(r.patient, (open.get(r.patient)||0)+1);
   const sr=seen.get("ServiceRequest|"+placer), t=seen.get("Task|"+placer);
   if (sr && !t) problems.push(`ServiceRequest ${placer} without its Task`);
   if (sr && t && t.status!=="cancelled") live.set(r.patient, (live.get(r.patient)||[]).concat(r.center));
@@ -155,10 +207,10 @@ for (const p of cand) {
 }
 for (const p of new Set([...live.keys(), ...open.keys()]))
   if (!cand.has(p)) { extra++; problems.push(`${p} is not a candidate but has a referral`); }
-const line=`chaos: seed ${seed} kills ${Number(kills)+4} (random ${kills}, step boundaries 4) runs ${runs} expected ${cand.size} delivered ${delivered} duplicated ${duplicated} lost ${lost} extra ${extra} (store ${rows.length} referral rows; center ${srs.length} ServiceRequests, ${tasks.length} Tasks)`;
+const line=`chaos: seed ${seed} kills ${Number(kills)+4} (random ${kills}:${landed}; step boundaries 4) runs ${runs} expected ${cand.size} delivered ${delivered} duplicated ${duplicated} lost ${lost} extra ${extra} (store ${rows.length} referral rows, ${reroutes} re-route proposals waiting; center ${srs.length} ServiceRequests, ${tasks.length} Tasks)`;
 console.log(line);
 if (problems.length) { console.log(problems.slice(0,30).join("\n")); process.exit(1); }
-' "$TMP/cohort/ground_truth.ndjson" "$TMP/referrals.txt" "$TMP/sr.json" "$TMP/task.json" "$KILLS" "$SEED" "$RUNS" >"$TMP/chaos.out"
+' "$TMP/cohort/ground_truth.ndjson" "$TMP/referrals.txt" "$TMP/sr.json" "$TMP/task.json" "$KILLS" "$SEED" "$RUNS" "$landed" >"$TMP/chaos.out"
 rc=$?
 cat "$TMP/chaos.out" | head -n 32
 [ -n "${CARTGATE_CHAOS_REPORT:-}" ] && head -n1 "$TMP/chaos.out" >>"$CARTGATE_CHAOS_REPORT"
