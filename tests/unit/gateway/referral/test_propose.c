@@ -332,6 +332,21 @@ static int64_t count_all(store *st)
     return refer_each(st, -1, NULL, NULL, NULL, &err);
 }
 
+/* The demo patient proposed and sent (its first referral id in *first), and a directory
+ * without the center it went to (caller frees): the patient's best center has changed. */
+static centers_dir *sent_then_moved(store *st, const propose_opts *o, propose_input *in,
+                                    int64_t *first)
+{
+    propose_result r;
+    assert_int_equal(propose_once(st, o, in, &r), PROPOSE_CREATED);
+    *first = r.referral_id;
+    make_sent(st, *first, "Task/1");
+    refer_record sent = get_rec(st, *first);
+    centers_dir *fewer = centers_without(sent.center_id);
+    refer_record_free(&sent);
+    return fewer;
+}
+
 /* Not yet sent: a changed route changes the one proposal (same row, new center, new placer),
  * in approval mode while pending, in auto mode while only the standing order approved it. */
 static void test_unsent_changes_in_place(void **state)
@@ -383,11 +398,9 @@ static void test_sent_becomes_reroute_proposal(void **state)
     propose_opts o = opts_for(REFER_MODE_AUTO);
     propose_result r;
     fhir_error err = {0};
-    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
-    int64_t first = r.referral_id;
-    make_sent(st, first, "Task/1");
+    int64_t first;
+    centers_dir *fewer = sent_then_moved(st, &o, &in, &first);
     refer_record sent = get_rec(st, first);
-    centers_dir *fewer = centers_without(sent.center_id);
     o.centers = fewer;
     assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_REROUTE);
     int64_t rr = r.referral_id;
@@ -459,18 +472,14 @@ static void test_refused_reroute_not_again(void **state)
     propose_opts o = opts_for(REFER_MODE_APPROVAL);
     propose_result r;
     fhir_error err = {0};
-    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
-    int64_t first = r.referral_id;
-    make_sent(st, first, "Task/1");
-    refer_record sent = get_rec(st, first);
-    centers_dir *fewer = centers_without(sent.center_id);
+    int64_t first;
+    centers_dir *fewer = sent_then_moved(st, &o, &in, &first);
     o.centers = fewer;
     assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_REROUTE);
     assert_int_equal(refer_cancel(st, r.referral_id, "dr.b", "stays where it is", &err), 0);
     assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EXISTS);
     assert_int_equal(r.referral_id, first);
     assert_int_equal(count_all(st), 2);
-    refer_record_free(&sent);
     centers_free(fewer);
     store_close(st);
     screened_free(&s);
