@@ -9,6 +9,8 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "access.h"
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
@@ -519,17 +521,34 @@ static void referrals_list(admin *ad, serve_req *req)
 
 /* ---- the audit trail ------------------------------------------------------------------- */
 
-typedef struct audit_rows {
+/* A list being filled (audit rows, users, tokens). */
+typedef struct rows {
     fhir_arena *a;
     fhir_node *list;
     size_t n;
-} audit_rows;
+} rows;
+
+/* A new object at the end of l (counted). */
+static fhir_node *row_obj(rows *l)
+{
+    l->n++;
+    return fhir_node_append(l->a, l->list, NULL, 0, fhir_node_new(l->a, FHIR_OBJECT));
+}
+
+/* A time, or null when 0 (never). */
+static void put_time_or_null(fhir_arena *a, fhir_node *o, const char *key, int64_t ms)
+{
+    if (ms)
+        put_time(a, o, key, ms);
+    else
+        fhir_node_set(a, o, key, fhir_node_new(a, FHIR_NULL));
+}
 
 static int audit_row(void *ctx, const store_audit_row *row)
 {
-    audit_rows *ar = ctx;
+    rows *ar = ctx;
     fhir_arena *a = ar->a;
-    fhir_node *o = fhir_node_append(a, ar->list, NULL, 0, fhir_node_new(a, FHIR_OBJECT));
+    fhir_node *o = row_obj(ar);
     put_int(a, o, "id", (long long)row->id);
     put_time(a, o, "time", row->ts_ms);
     put_str(a, o, "actor", row->actor);
@@ -544,7 +563,6 @@ static int audit_row(void *ctx, const store_audit_row *row)
     put_str(a, o, "to", row->to_state);
     put_str(a, o, "detail", row->detail);
     put_str(a, o, "reason", row->reason);
-    ar->n++;
     return 0;
 }
 
@@ -560,7 +578,7 @@ static void audit_list(admin *ad, serve_req *req)
     }
     fhir_arena *a = fhir_arena_new(0);
     fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
-    audit_rows ar = {.a = a, .list = fhir_node_set_arr(a, root, "audit")};
+    rows ar = {.a = a, .list = fhir_node_set_arr(a, root, "audit")};
     fhir_error err;
     fhir_error_clear(&err);
     if (store_audit_list(ad->env.st, 0, after, limit, audit_row, &ar, &err) < 0)
@@ -675,12 +693,244 @@ static void referral_one(admin *ad, serve_req *req, int act, role need)
     }
     fhir_node *o = referral_node(a, &r, true);
     refer_record_free(&r);
-    audit_rows ar = {.a = a, .list = fhir_node_set_arr(a, o, "audit")};
+    rows ar = {.a = a, .list = fhir_node_set_arr(a, o, "audit")};
     if (store_audit_list(st, id, 0, ADMIN_AUDIT_MAX, audit_row, &ar, &err) < 0)
         serve_error(req, 500, err.msg);
     else
         send_node(req, 200, o);
     fhir_arena_free(a);
+}
+
+/* ---- users and their tokens (admin) ------------------------------------------------------- */
+
+static int user_row(void *ctx, const store_user *u)
+{
+    rows *l = ctx;
+    fhir_arena *a = l->a;
+    fhir_node *o = row_obj(l);
+    put_int(a, o, "id", (long long)u->id);
+    put_str(a, o, "name", u->name);
+    put_str(a, o, "display_name", u->display_name);
+    put_str(a, o, "role", u->role);
+    put_str(a, o, "kind", u->service ? "service" : "person");
+    fhir_node_set(a, o, "password", fhir_node_new_bool(a, u->pw_hash != NULL));
+    fhir_node_set(a, o, "oidc", fhir_node_new_bool(a, u->oidc_subject != NULL));
+    fhir_node_set(a, o, "disabled", fhir_node_new_bool(a, u->disabled));
+    put_time_or_null(a, o, "last_login", u->last_login_ms);
+    return 0;
+}
+
+static int token_row(void *ctx, const store_token *t)
+{
+    rows *l = ctx;
+    fhir_arena *a = l->a;
+    fhir_node *o = row_obj(l);
+    put_int(a, o, "id", (long long)t->id);
+    put_str(a, o, "role", t->role);
+    put_str(a, o, "label", t->label[0] ? t->label : NULL);
+    put_time(a, o, "created", t->created_ms);
+    put_time(a, o, "expires", t->expires_ms);
+    put_time_or_null(a, o, "last_used", t->last_used_ms);
+    put_time_or_null(a, o, "revoked", t->revoked_ms);
+    return 0;
+}
+
+/* GET /api/v1/users: everyone, no secrets. */
+static void h_users(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    rows l = {.a = a, .list = fhir_node_set_arr(a, root, "users")};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_user_each(ad->env.st, user_row, &l, &err) < 0)
+        serve_error(req, 500, err.msg);
+    else {
+        put_int(a, root, "count", (long long)l.n);
+        send_node(req, 200, root);
+    }
+    fhir_arena_free(a);
+}
+
+/* The user of the {name} segment: 1 with *u (caller frees), else answered (404 / 500). */
+static int user_of(admin *ad, serve_req *req, store_user *u)
+{
+    fhir_error err;
+    fhir_error_clear(&err);
+    const char *name = serve_param(req, "name");
+    int f = name && access_name_check(name, &err) == 0 ? store_user_get(ad->env.st, name, u, &err) : 0;
+    if (f < 0)
+        serve_error(req, 500, err.msg);
+    else if (f == 0)
+        serve_error(req, 404, "no such user");
+    return f;
+}
+
+/* A JSON object body (an empty body is {}); NULL answered 400. */
+static fhir_node *body_object(serve_req *req, fhir_arena *a)
+{
+    size_t len;
+    const char *body = serve_body(req, &len);
+    if (len == 0)
+        return fhir_node_new(a, FHIR_OBJECT);
+    fhir_error e;
+    fhir_json_limits lim = {.max_bytes = len + 1};
+    fhir_node *n = fhir_json_parse(a, body, len, &lim, &e);
+    if (!n || !fhir_node_is(n, FHIR_OBJECT)) {
+        serve_error(req, 400, "the body must be a JSON object");
+        return NULL;
+    }
+    return n;
+}
+
+/* GET /api/v1/users/{name}/tokens: ids, roles, expiry, use; never the secrets. */
+static void h_tokens(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    store_user u;
+    if (user_of(ad, req, &u) != 1)
+        return;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    put_str(a, root, "user", u.name);
+    rows l = {.a = a, .list = fhir_node_set_arr(a, root, "tokens")};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_token_each(ad->env.st, u.id, token_row, &l, &err) < 0)
+        serve_error(req, 500, err.msg);
+    else
+        send_node(req, 200, root);
+    store_user_free(&u);
+    fhir_arena_free(a);
+}
+
+/* POST /api/v1/users/{name}/tokens {"days": N, "role": "...", "label": "..."}: 201 with the
+ * token, shown this once (the answer is never cached or logged). */
+static void h_token_new(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    store_user u;
+    if (user_of(ad, req, &u) != 1)
+        return;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *in = body_object(req, a);
+    if (in) {
+        int64_t days = 90;
+        const fhir_node *d = fhir_node_get(in, "days");
+        const char *rname = fhir_node_str(fhir_node_get(in, "role"));
+        const char *label = fhir_node_str(fhir_node_get(in, "label"));
+        role r = ROLE_UNSET;
+        if ((d && !fhir_node_int(d, &days)) || (rname && role_parse(rname, &r))) {
+            serve_error(req, 400, "days must be a whole number; role one of viewer, clinician, intake, admin");
+        } else {
+            char tok[ACCESS_TOKEN_LEN];
+            int64_t id = 0;
+            fhir_error err;
+            fhir_error_clear(&err);
+            if (access_token_create(serve_access(req), u.name, r, days, label, serve_principal(req), tok, &id, &err)) {
+                serve_error(req, 400, err.msg);
+            } else {
+                fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+                put_int(a, root, "id", (long long)id);
+                put_str(a, root, "user", u.name);
+                put_str(a, root, "token", tok);
+                put_int(a, root, "days", (long long)days);
+                send_node(req, 201, root);
+            }
+            OPENSSL_cleanse(tok, sizeof tok);
+        }
+    }
+    store_user_free(&u);
+    fhir_arena_free(a);
+}
+
+/* The answer of a user change: the user as GET /api/v1/users shows it. */
+static void send_user(admin *ad, serve_req *req, const char *name)
+{
+    fhir_error err;
+    fhir_error_clear(&err);
+    store_user u;
+    if (store_user_get(ad->env.st, name, &u, &err) != 1) {
+        serve_error(req, 500, err.msg[0] ? err.msg : "user vanished");
+        return;
+    }
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *wrap = fhir_node_new(a, FHIR_ARRAY);
+    rows l = {.a = a, .list = wrap};
+    user_row(&l, &u);
+    send_node(req, 200, fhir_node_first(wrap));
+    store_user_free(&u);
+    fhir_arena_free(a);
+}
+
+/* POST /api/v1/users/{name}/tokens/{id}/revoke */
+static void h_token_revoke(serve_req *req, void *ud)
+{
+    admin *ad = ud;
+    int64_t id;
+    if (!parse_id(serve_param(req, "id"), &id)) {
+        serve_error(req, 400, "bad token id (a positive integer)");
+        return;
+    }
+    store_user u;
+    if (user_of(ad, req, &u) != 1)
+        return;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (access_token_revoke(serve_access(req), u.name, id, serve_principal(req), &err))
+        serve_error(req, 409, err.msg);
+    else
+        send_user(ad, req, u.name);
+    store_user_free(&u);
+}
+
+/* POST /api/v1/users/{name}/disable | enable | role {"role": "..."} */
+static void user_change(serve_req *req, admin *ad, int what)
+{
+    store_user u;
+    if (user_of(ad, req, &u) != 1)
+        return;
+    fhir_error err;
+    fhir_error_clear(&err);
+    int rc;
+    if (what == 2) {
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_node *in = body_object(req, a);
+        role r;
+        const char *rname = in ? fhir_node_str(fhir_node_get(in, "role")) : NULL;
+        if (!in) {
+            fhir_arena_free(a);
+            store_user_free(&u);
+            return;
+        }
+        rc = !rname || role_parse(rname, &r)
+                 ? fhir_error_set(&err, "role must be viewer, clinician, intake or admin")
+                 : access_user_set_role(serve_access(req), u.name, r, serve_principal(req), &err);
+        fhir_arena_free(a);
+    } else {
+        rc = access_user_disable(serve_access(req), u.name, what == 1, serve_principal(req), &err);
+    }
+    if (rc)
+        serve_error(req, 400, err.msg);
+    else
+        send_user(ad, req, u.name);
+    store_user_free(&u);
+}
+
+static void h_user_disable(serve_req *req, void *ud)
+{
+    user_change(req, ud, 1);
+}
+
+static void h_user_enable(serve_req *req, void *ud)
+{
+    user_change(req, ud, 0);
+}
+
+static void h_user_role(serve_req *req, void *ud)
+{
+    user_change(req, ud, 2);
 }
 
 /* ---- routes -------------------------------------------------------------------------------- */
@@ -867,6 +1117,13 @@ static const serve_route ROUTES[] = {
     {"POST", "/api/v1/referrals/{id}/cancel", ROLE_CLINICIAN, h_cancel, 0},
     {"POST", "/api/v1/referrals/{id}/retry", ROLE_ADMIN, h_retry, 0},
     {"GET", "/api/v1/audit", ROLE_ADMIN, h_audit, 0},
+    {"GET", "/api/v1/users", ROLE_ADMIN, h_users, 0},
+    {"POST", "/api/v1/users/{name}/disable", ROLE_ADMIN, h_user_disable, 0},
+    {"POST", "/api/v1/users/{name}/enable", ROLE_ADMIN, h_user_enable, 0},
+    {"POST", "/api/v1/users/{name}/role", ROLE_ADMIN, h_user_role, 0},
+    {"GET", "/api/v1/users/{name}/tokens", ROLE_ADMIN, h_tokens, 0},
+    {"POST", "/api/v1/users/{name}/tokens", ROLE_ADMIN, h_token_new, 0},
+    {"POST", "/api/v1/users/{name}/tokens/{id}/revoke", ROLE_ADMIN, h_token_revoke, 0},
 };
 
 const serve_route *admin_routes(size_t *n)

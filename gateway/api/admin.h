@@ -14,6 +14,15 @@
  *   POST /api/v1/referrals/{id}/retry      admin
  *   GET  /api/v1/audit[?after=ID&limit=N]  admin    audit rows about no referral (sign-ins,
  *                                                   user and token changes)
+ *   GET  /api/v1/users                     admin    users, roles, kinds, state (no secrets)
+ *   POST /api/v1/users/{name}/disable | enable        admin
+ *   POST /api/v1/users/{name}/role         admin    {"role": "clinician"}
+ *   GET  /api/v1/users/{name}/tokens       admin    ids, roles, expiry, last use (no secrets)
+ *   POST /api/v1/users/{name}/tokens       admin    {"days": N, "role": R, "label": L} -> 201
+ *                                                   {"id", "token"}: the token shown this once
+ *   POST /api/v1/users/{name}/tokens/{id}/revoke      admin
+ * (users and passwords are added with `cartgate users` on the machine, or by OpenID Connect
+ * sign-in; every change here is audited with the acting admin, access.h)
  * Authentication, roles, CSRF and the transport are the listener's (serve.h): a per-user API
  * token or the shared service token as "Authorization: Bearer ...", or a session cookie (then
  * state changes carry the CSRF token). An action's body may give a reason: JSON

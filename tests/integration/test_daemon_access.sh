@@ -14,6 +14,8 @@
 #     name each person with user id, role, source address and reason; the log carries the user
 #     ids and never the names
 #   - a service token acts under the service's own name; decline needs a reason
+#   - users and tokens through the API: admin only, no secrets listed, a token shown once,
+#     revoked and disabled users refused, every change audited with the admin
 #   - no shared admin token is configured at all; SIGHUP loads a renewed certificate
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
@@ -219,6 +221,35 @@ A "$T_ROOT" GET "/api/v1/audit?limit=1000"
 [ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" "d.audit.some(x=>x.action==='sign-in'&&x.actor==='dr.bo'&&x.user_id===$UID_BO&&x.source==='127.0.0.1')")" = true ] ||
   fail "audit API lacks the sign-in: $CODE"
 ok "a service token acts under its own name (night-bot); decline needs a reason (400) then audits it; retry needs admin (403 for a clinician), approve is not an admin's (403); the audit API shows the sign-in"
+
+# ---- users and tokens through the API (admin) ----------------------------------------------------
+A "$T_BO" GET /api/v1/users; [ "$CODE" = 403 ] || fail "clinician lists users: $CODE"
+A "$T_ROOT" GET /api/v1/users
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" "d.users.map(u=>u.name+':'+u.role+':'+u.kind).join(',')")" = \
+  "dr.ada:clinician:person,dr.bo:clinician:person,it.root:admin:person,night-bot:clinician:service,nurse.cy:viewer:person" ] ||
+  fail "users: $CODE $(cat "$TMP/resp")"
+grep -q 'scrypt' "$TMP/resp" && fail "a password hash in the users answer"
+A "$T_ROOT" POST /api/v1/users/dr.bo/tokens -H 'Content-Type: application/json' -d '{"days":1,"role":"viewer","label":"ward laptop"}'
+[ "$CODE" = 201 ] || fail "token create: $CODE $(cat "$TMP/resp")"
+NEWTOK=$(jget "$TMP/resp" d.token); NEWID=$(jget "$TMP/resp" d.id)
+[[ "$NEWTOK" =~ ^cgt_ ]] || fail "token shape"
+A "$NEWTOK" GET "/api/v1/referrals/$R1"; [ "$CODE" = 200 ] || fail "new token read: $CODE"
+A "$NEWTOK" POST "/api/v1/referrals/$(pending 1)/approve"; [ "$CODE" = 403 ] || fail "viewer token of a clinician approved: $CODE"
+A "$T_ROOT" GET /api/v1/users/dr.bo/tokens
+[ "$(jget "$TMP/resp" "d.tokens.some(t=>t.id===$NEWID&&t.role==='viewer'&&t.label==='ward laptop'&&t.last_used!==null)")" = true ] ||
+  fail "tokens list: $(cat "$TMP/resp")"
+grep -q "$NEWTOK" "$TMP/resp" && fail "token secret listed"
+A "$T_ROOT" POST "/api/v1/users/dr.bo/tokens/$NEWID/revoke"; [ "$CODE" = 200 ] || fail "revoke: $CODE"
+A "$NEWTOK" GET "/api/v1/referrals/$R1"; [ "$CODE" = 401 ] || fail "revoked token still works: $CODE"
+A "$T_ROOT" POST "/api/v1/users/dr.bo/tokens/$NEWID/revoke"; [ "$CODE" = 409 ] || fail "second revoke: $CODE"
+A "$T_ROOT" POST /api/v1/users/nurse.cy/disable; [ "$CODE" = 200 ] && [ "$(jget "$TMP/resp" d.disabled)" = true ] || fail "disable: $CODE"
+A "$T_CY" GET /api/v1/referrals; [ "$CODE" = 401 ] || fail "disabled user's token works: $CODE"
+A "$T_ROOT" POST /api/v1/users/nurse.cy/enable; [ "$CODE" = 200 ] || fail "enable: $CODE"
+A "$T_ROOT" POST /api/v1/users/nurse.cy/role -H 'Content-Type: application/json' -d '{"role":"surgeon"}'; [ "$CODE" = 400 ] || fail "bad role: $CODE"
+A "$T_ROOT" POST /api/v1/users/nobody/disable; [ "$CODE" = 404 ] || fail "unknown user: $CODE"
+[ "$(sqlite3 "$DB" "SELECT group_concat(action, ',') FROM (SELECT action FROM audit WHERE actor='it.root' AND referral_id IS NULL ORDER BY id)")" = \
+  "token-create,token-revoke,user-disable,user-enable" ] || fail "admin changes audit: $(sqlite3 "$DB" "SELECT actor, action FROM audit WHERE referral_id IS NULL")"
+ok "users and tokens through the API (admin only): list without secrets, a token shown once and capped to its role, listed without secret, revoked (then 401), disable/enable (401 while disabled), unknown user 404; each change audited with the admin"
 
 # ---- SIGHUP loads a renewed certificate ------------------------------------------------------------
 serial() { openssl s_client -connect "127.0.0.1:$PORT" -CAfile "$TMP/ca.crt" </dev/null 2>/dev/null | openssl x509 -noout -serial; }

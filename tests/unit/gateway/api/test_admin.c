@@ -1,7 +1,7 @@
 /* Unit tests: the admin API's route table — every route declares a role (a route added
  * without one fails here, and the listener refuses it at start), and each route needs the role
  * the access rules give it: health and readiness public, reads viewer, clinical acts
- * clinician, retry and the audit admin. */
+ * clinician, retry, the audit, users and tokens admin. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -33,6 +33,13 @@ static const struct {
     {"POST", "/api/v1/referrals/{id}/cancel", ROLE_CLINICIAN},
     {"POST", "/api/v1/referrals/{id}/retry", ROLE_ADMIN},
     {"GET", "/api/v1/audit", ROLE_ADMIN},
+    {"GET", "/api/v1/users", ROLE_ADMIN},
+    {"POST", "/api/v1/users/{name}/disable", ROLE_ADMIN},
+    {"POST", "/api/v1/users/{name}/enable", ROLE_ADMIN},
+    {"POST", "/api/v1/users/{name}/role", ROLE_ADMIN},
+    {"GET", "/api/v1/users/{name}/tokens", ROLE_ADMIN},
+    {"POST", "/api/v1/users/{name}/tokens", ROLE_ADMIN},
+    {"POST", "/api/v1/users/{name}/tokens/{id}/revoke", ROLE_ADMIN},
 };
 
 static void test_every_route_has_a_role(void **state)
