@@ -152,3 +152,24 @@ const fs=require("fs");
 const rows=fs.readFileSync(process.argv[1],"utf8").trim().split("\n").map(JSON.parse);
 fs.writeFileSync(process.argv[2], rows.map(r=>r.patient+"|"+r.category).sort().join("\n")+"\n");' "$2.ndjson" "$2"
 }
+
+# test_ca: a test CA in $TMP/ca.crt (key $TMP/ca.key); then server_cert SERIAL writes
+# $TMP/tls.crt and $TMP/tls.key (0600) for 127.0.0.1, signed by it. openssl's chatter goes to
+# $TMP/openssl.txt.
+pki() { openssl "$@" >/dev/null 2>>"$TMP/openssl.txt" || fail "openssl $1: $(tail -3 "$TMP/openssl.txt")"; }
+test_ca() {
+  command -v openssl >/dev/null || fail "openssl not installed"
+  pki req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/ca.key" -out "$TMP/ca.crt" -days 2 -subj "/CN=cartgate test CA"
+}
+server_cert() {
+  pki req -newkey rsa:2048 -nodes -keyout "$TMP/tls.key.new" -out "$TMP/tls.csr" -subj /CN=127.0.0.1
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$TMP/san.ext"
+  pki x509 -req -in "$TMP/tls.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" -set_serial "$1" -days 1 \
+    -extfile "$TMP/san.ext" -out "$TMP/tls.crt.new"
+  mv "$TMP/tls.key.new" "$TMP/tls.key"
+  mv "$TMP/tls.crt.new" "$TMP/tls.crt"
+  chmod 600 "$TMP/tls.key"
+}
+# free_port: a TCP port free on 127.0.0.1 right now (for a URL needed before the listener
+# starts, e.g. an OpenID Connect redirect URI).
+free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'; }

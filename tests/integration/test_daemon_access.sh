@@ -24,17 +24,7 @@ command -v openssl >/dev/null || fail "openssl not installed"
 unset CARTGATE_ADMIN_TOKEN CARTGATE_TOKEN
 
 # ---- a test CA and a server certificate for 127.0.0.1 ----------------------------------------
-pki() { openssl "$@" >/dev/null 2>>"$TMP/openssl.txt" || fail "openssl $1"; }
-pki req -x509 -newkey rsa:2048 -nodes -keyout "$TMP/ca.key" -out "$TMP/ca.crt" -days 2 -subj "/CN=cartgate test CA"
-server_cert() { # SERIAL
-  pki req -newkey rsa:2048 -nodes -keyout "$TMP/tls.key.new" -out "$TMP/tls.csr" -subj /CN=127.0.0.1
-  printf 'subjectAltName=IP:127.0.0.1\n' >"$TMP/san.ext"
-  pki x509 -req -in "$TMP/tls.csr" -CA "$TMP/ca.crt" -CAkey "$TMP/ca.key" -set_serial "$1" -days 1 \
-    -extfile "$TMP/san.ext" -out "$TMP/tls.crt.new"
-  mv "$TMP/tls.key.new" "$TMP/tls.key"
-  mv "$TMP/tls.crt.new" "$TMP/tls.crt"
-  chmod 600 "$TMP/tls.key"
-}
+test_ca
 server_cert 4097
 
 # ---- users on the store the daemon will open ----------------------------------------------------
