@@ -114,21 +114,24 @@ char *fhir_buf_steal(fhir_buf *b, size_t *len_out)
     return p;
 }
 
+int fhir_buf_read_stream(fhir_buf *b, FILE *f, const char *name, fhir_error *err)
+{
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        if (fhir_buf_append(b, chunk, n) < 0)
+            return fhir_error_set(err, "%s: larger than %zu bytes", name, b->cap);
+    if (ferror(f))
+        return fhir_error_set(err, "%s: read error", name);
+    return 0;
+}
+
 int fhir_buf_read_file(fhir_buf *b, const char *path, fhir_error *err)
 {
     FILE *f = strcmp(path, "-") == 0 ? stdin : fopen(path, "rb");
     if (!f)
         return fhir_error_set(err, "%s: %s", path, strerror(errno));
-    char chunk[65536];
-    size_t n;
-    int rc = 0;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(b, chunk, n) < 0) {
-            rc = fhir_error_set(err, "%s: larger than %zu bytes", path, b->cap);
-            break;
-        }
-    if (rc == 0 && ferror(f))
-        rc = fhir_error_set(err, "%s: read error", path);
+    int rc = fhir_buf_read_stream(b, f, path, err);
     if (f != stdin)
         fclose(f);
     return rc;

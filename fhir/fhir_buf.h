@@ -5,6 +5,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct fhir_buf {
     char *data;     /* always NUL-terminated when len > 0 or after fhir_buf_cstr() */
@@ -36,5 +37,7 @@ struct fhir_error;
  * -1 with err = "PATH: why" (cannot open: the system's reason; "larger than CAP bytes" with
  * b->overflow set; read error). */
 int fhir_buf_read_file(fhir_buf *b, const char *path, struct fhir_error *err);
+/* The same from an open stream (left open); name is used in err. */
+int fhir_buf_read_stream(fhir_buf *b, FILE *f, const char *name, struct fhir_error *err);
 
 #endif

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <yajl/yajl_parse.h>
+#include <yajl/yajl_version.h>
 
 #include "fhir_alloc.h"
 
@@ -18,9 +19,10 @@
 
 typedef struct dup_slot {
     const fhir_node *obj;
-    const char *key;
+    const char *key;     /* arena copy: lives as long as the tree */
     uint32_t len;
     uint32_t hash;
+    uint32_t line;       /* of the key, when lines are recorded */
 } dup_slot;
 
 typedef struct parser {
@@ -31,9 +33,18 @@ typedef struct parser {
     size_t depth, stack_alloc;
     const char *key;     /* pending member name (arena copy) */
     uint32_t key_len;
+    uint32_t key_line;   /* line of the pending member name */
     char msg[256];       /* our own error (limits, duplicates); empty when yajl's */
     dup_slot *dup;
     size_t dup_cap, dup_used;
+    /* line recording (fhir_json_parse_ex with lines): the whole text is fed at once, so
+     * yajl's bytes-consumed count is an offset into text */
+    bool lines;
+    yajl_handle h;
+    const char *text;
+    size_t text_len;
+    size_t scan_pos;     /* newlines before scan_pos are counted in scan_line */
+    uint32_t scan_line;
 } parser;
 
 void fhir_json_limits_default(fhir_json_limits *lim)
@@ -71,8 +82,30 @@ static uint32_t hash_key(const fhir_node *obj, const char *k, size_t n)
     return h;
 }
 
-/* Inserts (obj,key) into the duplicate table; returns 1 if it was already there. */
-static int dup_insert(parser *p, const fhir_node *obj, const char *k, uint32_t n)
+/* Line of the token yajl has just read: the line of its last byte (a JSON token never spans
+ * lines). Offsets only grow during one yajl_parse call, so counting is linear overall. */
+static uint32_t token_line(parser *p)
+{
+    size_t off = yajl_get_bytes_consumed(p->h);
+    if (off > p->text_len)
+        off = p->text_len;
+    size_t end = off ? off - 1 : 0;
+    while (p->scan_pos < end) {
+        const char *nl = memchr(p->text + p->scan_pos, '\n', end - p->scan_pos);
+        if (!nl) {
+            p->scan_pos = end;
+            break;
+        }
+        p->scan_line++;
+        p->scan_pos = (size_t)(nl - p->text) + 1;
+    }
+    return p->scan_line;
+}
+
+/* Inserts (obj,key) into the duplicate table; returns the slot of the earlier member with
+ * that name, or NULL when there was none. */
+static const dup_slot *dup_insert(parser *p, const fhir_node *obj, const char *k, uint32_t n,
+                                  uint32_t line)
 {
     if ((p->dup_used + 1) * 2 > p->dup_cap) {
         size_t ncap = p->dup_cap ? p->dup_cap * 2 : 256;
@@ -94,26 +127,34 @@ static int dup_insert(parser *p, const fhir_node *obj, const char *k, uint32_t n
     while (p->dup[j].obj) {
         dup_slot *s = &p->dup[j];
         if (s->obj == obj && s->hash == h && s->len == n && memcmp(s->key, k, n) == 0)
-            return 1;
+            return s;
         j = (j + 1) & (p->dup_cap - 1);
     }
-    p->dup[j] = (dup_slot){obj, k, n, h};
+    p->dup[j] = (dup_slot){obj, k, n, h, line};
     p->dup_used++;
-    return 0;
+    return NULL;
 }
 
-static int is_duplicate(parser *p, const fhir_node *obj, const char *k, uint32_t n)
+/* k is the arena copy of the new member name. Returns true when obj already has a member of
+ * that name; *first_line is then the earlier member's line (0 when lines are not recorded). */
+static bool is_duplicate(parser *p, const fhir_node *obj, const char *k, uint32_t n,
+                         uint32_t *first_line)
 {
     if (obj->len < DUP_LINEAR_MAX) {
         for (const fhir_node *c = obj->child; c; c = c->next)
-            if (c->key_len == n && memcmp(c->key, k, n) == 0)
-                return 1;
-        return 0;
+            if (c->key_len == n && memcmp(c->key, k, n) == 0) {
+                *first_line = c->line;
+                return true;
+            }
+        return false;
     }
     if (obj->len == DUP_LINEAR_MAX)
         for (const fhir_node *c = obj->child; c; c = c->next)
-            dup_insert(p, obj, c->key, c->key_len);
-    return dup_insert(p, obj, k, n);
+            dup_insert(p, obj, c->key, c->key_len, c->line);
+    const dup_slot *s = dup_insert(p, obj, k, n, p->key_line);
+    if (s)
+        *first_line = s->line;
+    return s != NULL;
 }
 
 /* Links n under the current container (or makes it the root). */
@@ -122,6 +163,8 @@ static int add(parser *p, fhir_node *n)
     if (!n)
         return out_of_arena(p);
     if (p->depth == 0) {
+        if (p->lines)
+            n->line = token_line(p);
         p->root = n;
         return 1;
     }
@@ -129,6 +172,9 @@ static int add(parser *p, fhir_node *n)
     if (parent->kind == FHIR_OBJECT) {
         n->key = p->key;
         n->key_len = p->key_len;
+        n->line = p->key_line;
+    } else if (p->lines) {
+        n->line = token_line(p);
     }
     if (parent->last)
         parent->last->next = n;
@@ -257,12 +303,19 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
     if (bad < n)
         return fail(p, "key is not well-formed UTF-8 (byte %zu of the key)", bad + 1);
     fhir_node *obj = p->stack[p->depth - 1];
-    if (is_duplicate(p, obj, (const char *)k, (uint32_t)n))
-        return fail(p, "duplicate key \"%.*s\" (FHIR forbids repeated member names)",
-                    (int)(n > 80 ? 80 : n), (const char *)k);
+    /* the copy first: yajl's buffer is reused, and the duplicate table keeps the name */
     char *copy = fhir_arena_strndup(p->a, (const char *)k, n);
     if (!copy)
         return out_of_arena(p);
+    p->key_line = p->lines ? token_line(p) : 0;
+    uint32_t first = 0;
+    if (is_duplicate(p, obj, copy, (uint32_t)n, &first)) {
+        if (first)
+            return fail(p, "duplicate key \"%.*s\" (first on line %u)", (int)(n > 80 ? 80 : n),
+                        copy, (unsigned)first);
+        return fail(p, "duplicate key \"%.*s\" (FHIR forbids repeated member names)",
+                    (int)(n > 80 ? 80 : n), copy);
+    }
     p->key = copy;
     p->key_len = (uint32_t)n;
     return 1;
@@ -300,33 +353,54 @@ static void parser_free(parser *p)
     p->dup = NULL;
 }
 
-/* Builds the error message for a failure at absolute byte offset off (line known). */
-static void report(fhir_json_stream *s, yajl_status st, const unsigned char *chunk, size_t chunk_len,
-                   size_t chunk_off, fhir_error *err)
+/* Where and why yajl stopped: line = first_line + the newlines in chunk before the point
+ * reached; byte = chunk_off + that point. */
+static void describe(yajl_handle h, const parser *p, yajl_status st, const unsigned char *chunk,
+                     size_t chunk_len, size_t chunk_off, size_t first_line, fhir_json_failure *f)
 {
-    size_t consumed = chunk ? yajl_get_bytes_consumed(s->h) : 0;
-    size_t off = chunk_off + consumed;
-    size_t line = s->line + 1;
+    size_t consumed = chunk ? yajl_get_bytes_consumed(h) : 0;
+    f->line = first_line;
     for (size_t i = 0; i < consumed && i < chunk_len; i++)
         if (chunk[i] == '\n')
-            line++;
-    if (s->p.msg[0]) {
-        fhir_error_set(err, "line %zu, byte %zu: %s", line, off, s->p.msg);
+            f->line++;
+    f->byte = chunk_off + consumed;
+    f->syntax = false;
+    f->what[0] = '\0';
+    if (p->msg[0]) {
+        snprintf(f->what, sizeof f->what, "%s", p->msg);
         return;
     }
+    f->syntax = true;
     if (st == yajl_status_error) {
-        unsigned char *m = yajl_get_error(s->h, 0, chunk, chunk_len);
+        unsigned char *m = yajl_get_error(h, 0, chunk, chunk_len);
         char *t = (char *)m;
         size_t l = strlen(t);
         while (l && (t[l - 1] == '\n' || t[l - 1] == ' '))
             t[--l] = '\0';
         if (!strncmp(t, "parse error: ", 13))
             t += 13;
-        fhir_error_set(err, "line %zu, byte %zu: invalid JSON: %s", line, off, t);
-        yajl_free_error(s->h, m);
-        return;
+        snprintf(f->what, sizeof f->what, "%s", t);
+        yajl_free_error(h, m);
     }
-    fhir_error_set(err, "line %zu, byte %zu: invalid JSON", line, off);
+}
+
+/* The classic message of a failure: "line L, byte B: invalid JSON: what". */
+static void failure_to_error(const fhir_json_failure *f, fhir_error *err)
+{
+    if (!f->syntax)
+        fhir_error_set(err, "line %zu, byte %zu: %s", f->line, f->byte, f->what);
+    else if (f->what[0])
+        fhir_error_set(err, "line %zu, byte %zu: invalid JSON: %s", f->line, f->byte, f->what);
+    else
+        fhir_error_set(err, "line %zu, byte %zu: invalid JSON", f->line, f->byte);
+}
+
+static void report(fhir_json_stream *s, yajl_status st, const unsigned char *chunk, size_t chunk_len,
+                   size_t chunk_off, fhir_error *err)
+{
+    fhir_json_failure f;
+    describe(s->h, &s->p, st, chunk, chunk_len, chunk_off, s->line + 1, &f);
+    failure_to_error(&f, err);
 }
 
 fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim)
@@ -422,54 +496,102 @@ fhir_node *fhir_json_stream_finish(fhir_json_stream *s, fhir_error *err)
     return s->p.root;
 }
 
+/* One feed of the whole text (after a BOM): yajl never buffers a token across chunks, so
+ * memory is the input plus the tree. NULL with *f filled on error. */
+static fhir_node *parse_whole(fhir_arena *a, const char *data, size_t len, size_t start,
+                              const fhir_json_opts *o, fhir_json_failure *f)
+{
+    parser p;
+    parser_init(&p, a, &o->lim);
+    const unsigned char *u = (const unsigned char *)data + start;
+    size_t ulen = len - start;
+    p.h = yajl_alloc(&callbacks, NULL, &p);
+    if (!p.h)
+        abort();
+    if (o->comments)
+        yajl_config(p.h, yajl_allow_comments, 1);
+    p.lines = o->lines;
+    p.text = (const char *)u;
+    p.text_len = ulen;
+    p.scan_line = 1;
+    fhir_node *root = NULL;
+    yajl_status st = yajl_parse(p.h, u, ulen);
+    if (st != yajl_status_ok) {
+        describe(p.h, &p, st, u, ulen, start, 1, f);
+        goto out;
+    }
+    st = yajl_complete_parse(p.h);
+    if (st != yajl_status_ok) {
+        /* the document ended too early: the position is the end of the input */
+        size_t nl = 1;
+        for (const char *q = (const char *)u; (q = memchr(q, '\n', ulen - (size_t)(q - (const char *)u))); q++)
+            nl++;
+        describe(p.h, &p, st, NULL, 0, len, nl, f);
+        goto out;
+    }
+    if (!p.root) {
+        *f = (fhir_json_failure){.line = 1};
+        snprintf(f->what, sizeof f->what, "empty input: no JSON document");
+        goto out;
+    }
+    root = p.root;
+out:
+    yajl_free(p.h);
+    parser_free(&p);
+    return root;
+}
+
+static size_t bom_len(const char *data, size_t len)
+{
+    return len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0 ? 3 : 0;
+}
+
 fhir_node *fhir_json_parse(fhir_arena *a, const char *data, size_t len,
                            const fhir_json_limits *lim, fhir_error *err)
 {
-    /* One feed of the whole text: yajl never buffers a token across chunks, so memory is
-     * the input plus the tree. */
-    fhir_json_stream s;
-    memset(&s, 0, sizeof s);
-    parser_init(&s.p, a, lim);
-    size_t start = 0;
-    if (len >= 3 && memcmp(data, "\xEF\xBB\xBF", 3) == 0)
-        start = 3;
-    fhir_node *root = NULL;
+    fhir_json_opts o = {.lim = lim ? *lim : (fhir_json_limits){0}};
+    fhir_json_limits_default(&o.lim);
+    size_t start = bom_len(data, len);
     if (len - start == 0) {
         fhir_error_set(err, "empty input: no JSON document");
-        goto out;
+        return NULL;
     }
-    if (len > s.p.lim.max_bytes) {
+    if (len > o.lim.max_bytes) {
         fhir_error_set(err, "byte %zu: document of %zu bytes exceeds max_bytes (%zu)",
-                       s.p.lim.max_bytes, len, s.p.lim.max_bytes);
-        goto out;
+                       o.lim.max_bytes, len, o.lim.max_bytes);
+        return NULL;
     }
-    s.h = yajl_alloc(&callbacks, NULL, &s.p);
-    if (!s.h)
-        abort();
-    const unsigned char *u = (const unsigned char *)data + start;
-    yajl_status st = yajl_parse(s.h, u, len - start);
-    if (st != yajl_status_ok) {
-        report(&s, st, u, len - start, start, err);
-        goto out;
+    fhir_json_failure f;
+    fhir_node *root = parse_whole(a, data, len, start, &o, &f);
+    if (!root) {
+        if (f.byte == 0 && !f.syntax && !strcmp(f.what, "empty input: no JSON document"))
+            fhir_error_set(err, "%s", f.what);
+        else
+            failure_to_error(&f, err);
     }
-    st = yajl_complete_parse(s.h);
-    if (st != yajl_status_ok) {
-        /* the document ended too early: the position is the end of the input */
-        for (const char *q = (const char *)u; (q = memchr(q, '\n', len - start - (size_t)(q - (const char *)u))); q++)
-            s.line++;
-        report(&s, st, NULL, 0, len, err);
-        goto out;
-    }
-    if (!s.p.root) {
-        fhir_error_set(err, "empty input: no JSON document");
-        goto out;
-    }
-    root = s.p.root;
-out:
-    if (s.h)
-        yajl_free(s.h);
-    parser_free(&s.p);
     return root;
+}
+
+fhir_node *fhir_json_parse_ex(fhir_arena *a, const char *data, size_t len,
+                              const fhir_json_opts *opts, fhir_json_failure *fail)
+{
+    fhir_json_failure scratch;
+    fhir_json_failure *f = fail ? fail : &scratch;
+    fhir_json_opts o = opts ? *opts : (fhir_json_opts){0};
+    fhir_json_limits_default(&o.lim);
+    size_t start = bom_len(data, len);
+    *f = (fhir_json_failure){.line = 1};
+    if (len - start == 0) {
+        snprintf(f->what, sizeof f->what, "empty input: no JSON document");
+        return NULL;
+    }
+    if (len > o.lim.max_bytes) {
+        f->byte = o.lim.max_bytes;
+        snprintf(f->what, sizeof f->what, "document of %zu bytes exceeds max_bytes (%zu)", len,
+                 o.lim.max_bytes);
+        return NULL;
+    }
+    return parse_whole(a, data, len, start, &o, f);
 }
 
 fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir_json_limits *lim,
@@ -491,6 +613,13 @@ fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path, const fhir_json
                                 fhir_error *err)
 {
     return fhir_json_parse_file_with(a, path, lim, fhir_json_parse, err);
+}
+
+const char *fhir_json_yajl_version(char *buf, size_t n)
+{
+    int y = yajl_version();
+    snprintf(buf, n, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);
+    return buf;
 }
 
 /* ---- writer ---------------------------------------------------------------------------- */

@@ -31,6 +31,30 @@ void fhir_json_limits_default(fhir_json_limits *lim);
 fhir_node *fhir_json_parse(fhir_arena *a, const char *data, size_t len,
                            const fhir_json_limits *lim, fhir_error *err);
 
+/* Options of fhir_json_parse_ex beyond the limits. */
+typedef struct fhir_json_opts {
+    fhir_json_limits lim;  /* zero fields = the defaults */
+    bool comments;         /* accept // and slash-star comments (configuration files) */
+    bool lines;            /* record every node's line in fhir_node.line (see fhir_node.h) */
+} fhir_json_opts;
+
+/* Where and why fhir_json_parse_ex failed. */
+typedef struct fhir_json_failure {
+    size_t line;                /* 1-based line where the reader stopped */
+    size_t byte;                /* offset from the start of the text */
+    bool syntax;                /* the text is not JSON (else: a rule or limit of this reader) */
+    char what[FHIR_ERROR_MAX];  /* the cause, without the position; for syntax errors yajl's */
+} fhir_json_failure;
+
+/* fhir_json_parse with options (opts may be NULL). On error returns NULL and fills *fail (may
+ * be NULL). Duplicate keys name the line of the first one when lines are recorded. */
+fhir_node *fhir_json_parse_ex(fhir_arena *a, const char *data, size_t len,
+                              const fhir_json_opts *opts, fhir_json_failure *fail);
+
+/* The version of the yajl library this program runs with ("2.1.0"), written into buf (n
+ * bytes); returns buf. */
+const char *fhir_json_yajl_version(char *buf, size_t n);
+
 /* Reads a whole file ("-" = stdin) capped at lim->max_bytes and parses it. */
 fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path,
                                 const fhir_json_limits *lim, fhir_error *err);

@@ -353,6 +353,7 @@ fhir_node *fhir_node_clone(fhir_arena *a, const fhir_node *n)
     if (!c)
         return NULL;
     c->boolean = n->boolean;
+    c->line = n->line;
     for (const fhir_node *ch = fhir_node_first(n); ch; ch = ch->next) {
         fhir_node *cc = fhir_node_clone(a, ch);
         if (!cc || !fhir_node_append(a, c, ch->key, ch->key_len, cc))

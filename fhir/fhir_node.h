@@ -33,6 +33,10 @@ struct fhir_node {
     uint32_t len;          /* STRING/NUMBER: byte length of text; OBJECT/ARRAY: child count */
     const char *key;       /* member name when the parent is an object, else NULL */
     uint32_t key_len;
+    uint32_t line;         /* 1-based line in the source text when the reader was asked to
+                            * record lines (fhir_json_parse_ex, fhir_jsonfile): an object
+                            * member's is the line of its key, any other node's the line where
+                            * its value starts; 0 = not recorded */
     const char *text;      /* STRING: value (UTF-8, NUL-terminated); NUMBER: original text */
     fhir_node *child;      /* OBJECT/ARRAY: first child */
     fhir_node *last;       /* OBJECT/ARRAY: last child (O(1) append) */

@@ -42,6 +42,71 @@ static void test_bad_input(void **state)
     expect_error("{\n\"a\":1,\n\"a\":2}", 14, NULL, "line 3");
 }
 
+/* fhir_json_parse_ex: comments when asked, a line on every node (a member's is its key's),
+ * duplicate keys naming the first one's line, failures with their position. */
+static void test_parse_ex_lines(void **state)
+{
+    (void)state;
+    const char *t = "// head\n"                       /* 1 */
+                    "{\n"                             /* 2 */
+                    "  \"a\": 1, /* x\n"              /* 3 */
+                    "  y */ \"b\":\n"                 /* 4 */
+                    "    [true,\n"                    /* 5 */
+                    "     {\"c\": null}],\n"          /* 6 */
+                    "  \"d\": \"// not a comment\"\n" /* 7 */
+                    "}\n";
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_json_opts o = {.comments = true, .lines = true};
+    fhir_json_failure f;
+    fhir_node *r = fhir_json_parse_ex(a, t, strlen(t), &o, &f);
+    if (!r)
+        fail_msg("%zu: %s", f.line, f.what);
+    assert_int_equal(r->line, 2);
+    assert_int_equal(fhir_node_get(r, "a")->line, 3);
+    const fhir_node *b = fhir_node_get(r, "b");
+    assert_int_equal(b->line, 4); /* the key's line, not the bracket's */
+    assert_int_equal(fhir_node_at(b, 0)->line, 5);
+    assert_int_equal(fhir_node_at(b, 1)->line, 6);
+    assert_int_equal(fhir_node_get(fhir_node_at(b, 1), "c")->line, 6);
+    assert_string_equal(fhir_node_str(fhir_node_get(r, "d")), "// not a comment");
+    assert_int_equal(fhir_node_get(r, "d")->line, 7);
+    assert_int_equal(fhir_node_clone(a, b)->line, 4);
+    /* without the options: no comments, no lines */
+    assert_null(fhir_json_parse_ex(a, t, strlen(t), NULL, &f));
+    assert_true(f.syntax);
+    assert_int_equal(f.line, 1);
+    r = fhir_json_parse_ex(a, "{\n\"a\": 1}", 9, NULL, &f);
+    assert_non_null(r);
+    assert_int_equal(fhir_node_get(r, "a")->line, 0);
+    /* a duplicate names the first one's line; a syntax error its own */
+    assert_null(fhir_json_parse_ex(a, "{\"a\": 1,\n\n\"a\": 2}", 17, &o, &f));
+    assert_false(f.syntax);
+    assert_int_equal(f.line, 3);
+    assert_string_equal(f.what, "duplicate key \"a\" (first on line 1)");
+    assert_null(fhir_json_parse_ex(a, "{\"a\": 1,\n\"b\": }", 15, &o, &f));
+    assert_true(f.syntax);
+    assert_int_equal(f.line, 2);
+    assert_int_equal(f.byte, 15); /* just past the token that did not fit */
+    assert_non_null(strstr(f.what, "unallowed token"));
+    assert_null(fhir_json_parse_ex(a, "", 0, &o, &f));
+    assert_string_equal(f.what, "empty input: no JSON document");
+    fhir_arena_free(a);
+    /* large objects: the hash path names the first one's line too */
+    char buf[4096];
+    size_t n = 0;
+    buf[n++] = '{';
+    for (int i = 0; i < 40; i++)
+        n += (size_t)snprintf(buf + n, sizeof buf - n, "%s\"k%d\":%d\n", i ? "," : "", i, i);
+    snprintf(buf + n, sizeof buf - n, ",\"k7\":0}");
+    a = fhir_arena_new(0);
+    assert_null(fhir_json_parse_ex(a, buf, strlen(buf), &o, &f));
+    assert_string_equal(f.what, "duplicate key \"k7\" (first on line 8)");
+    assert_int_equal(f.line, 41);
+    fhir_arena_free(a);
+    char v[32];
+    assert_non_null(strchr(fhir_json_yajl_version(v, sizeof v), '.'));
+}
+
 static void test_duplicate_keys_in_large_object(void **state)
 {
     (void)state;
@@ -301,6 +366,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_parse_ex_lines),
         cmocka_unit_test(test_duplicate_keys_in_large_object),
         cmocka_unit_test(test_bom_accepted),
         cmocka_unit_test(test_stream_bom_split),
