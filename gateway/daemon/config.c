@@ -11,199 +11,20 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include <yajl/yajl_parse.h>
-
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_datadir.h"
+#include "fhir_jsonfile.h"
 #include "fhir_log.h"
 #include "fhir_suggest.h"
 #include "role.h"
 #include "serve.h"
 
 #define CONFIG_MAX_BYTES (1024u * 1024u)
+#define CONFIG_ARENA_CAP (16u * CONFIG_MAX_BYTES) /* the parsed tree of one file */
 #define CONFIG_MAX_SOURCES 64
-#define CONFIG_MAX_ERRORS 200
-
-/* ---- a tiny JSON tree with line numbers ---------------------------------------------- */
-
-typedef enum cv_kind { CV_NULL, CV_BOOL, CV_NUM, CV_STR, CV_OBJ, CV_ARR } cv_kind;
-
-typedef struct cv cv;
-struct cv {
-    cv_kind kind;
-    int line;       /* line of the value (of the key for object members) */
-    const char *key;
-    const char *text; /* STR value, NUM text */
-    bool b;
-    cv *child, *last, *next, *parent;
-};
-
-typedef struct cv_parse {
-    fhir_arena *a;
-    const char *text;
-    size_t len;
-    size_t pos;     /* offset up to which lines are counted */
-    int line;
-    yajl_handle h;
-    cv *root;
-    cv *cur;        /* current container */
-    const char *pending_key;
-    int pending_line;
-    bool dup;
-    char dup_msg[160];
-    int dup_line;
-} cv_parse;
-
-static int cv_line_at(cv_parse *p, size_t off)
-{
-    if (off > p->len)
-        off = p->len;
-    if (off < p->pos) { /* recount (should not happen: offsets grow) */
-        p->pos = 0;
-        p->line = 1;
-    }
-    for (; p->pos < off; p->pos++)
-        if (p->text[p->pos] == '\n')
-            p->line++;
-    return p->line;
-}
-
-/* Line of the token just consumed: back up over trailing whitespace/punctuation. */
-static int cv_cur_line(cv_parse *p)
-{
-    size_t off = yajl_get_bytes_consumed(p->h);
-    while (off > 0 && off <= p->len && isspace((unsigned char)p->text[off - 1]))
-        off--;
-    return cv_line_at(p, off ? off - 1 : 0);
-}
-
-static cv *cv_add(cv_parse *p, cv_kind k)
-{
-    cv *v = fhir_arena_calloc(p->a, sizeof *v);
-    if (!v)
-        return NULL;
-    v->kind = k;
-    v->line = cv_cur_line(p);
-    if (!p->cur) {
-        p->root = v;
-        return v;
-    }
-    v->parent = p->cur;
-    if (p->cur->kind == CV_OBJ) {
-        v->key = p->pending_key;
-        v->line = p->pending_line;
-        for (cv *c = p->cur->child; c; c = c->next)
-            if (c->key && v->key && !strcmp(c->key, v->key) && !p->dup) {
-                p->dup = true;
-                p->dup_line = v->line;
-                snprintf(p->dup_msg, sizeof p->dup_msg, "duplicate key \"%s\" (first on line %d)",
-                         v->key, c->line);
-            }
-    }
-    if (p->cur->last)
-        p->cur->last->next = v;
-    else
-        p->cur->child = v;
-    p->cur->last = v;
-    return v;
-}
-
-static int cb_null(void *ud)
-{
-    return cv_add(ud, CV_NULL) != NULL;
-}
-static int cb_bool(void *ud, int b)
-{
-    cv *v = cv_add(ud, CV_BOOL);
-    if (v)
-        v->b = b;
-    return v != NULL;
-}
-static int cb_number(void *ud, const char *s, size_t n)
-{
-    cv_parse *p = ud;
-    cv *v = cv_add(p, CV_NUM);
-    if (v)
-        v->text = fhir_arena_strndup(p->a, s, n);
-    return v && v->text;
-}
-static int cb_string(void *ud, const unsigned char *s, size_t n)
-{
-    cv_parse *p = ud;
-    cv *v = cv_add(p, CV_STR);
-    if (v)
-        v->text = fhir_arena_strndup(p->a, (const char *)s, n);
-    return v && v->text;
-}
-static int cb_start_map(void *ud)
-{
-    cv_parse *p = ud;
-    cv *v = cv_add(p, CV_OBJ);
-    if (v)
-        p->cur = v;
-    return v != NULL;
-}
-static int cb_key(void *ud, const unsigned char *s, size_t n)
-{
-    cv_parse *p = ud;
-    p->pending_key = fhir_arena_strndup(p->a, (const char *)s, n);
-    p->pending_line = cv_cur_line(p);
-    return p->pending_key != NULL;
-}
-static int cb_end(void *ud)
-{
-    cv_parse *p = ud;
-    if (p->cur)
-        p->cur = p->cur->parent;
-    return 1;
-}
-static int cb_start_array(void *ud)
-{
-    cv_parse *p = ud;
-    cv *v = cv_add(p, CV_ARR);
-    if (v)
-        p->cur = v;
-    return v != NULL;
-}
-
-static const yajl_callbacks cv_callbacks = {
-    cb_null, cb_bool, NULL, NULL, cb_number, cb_string,
-    cb_start_map, cb_key, cb_end, cb_start_array, cb_end,
-};
-
-/* ---- diagnostics ------------------------------------------------------------------------ */
-
-typedef struct diag_ctx {
-    const char *name;
-    fhir_buf *out;
-    size_t n;
-    char first[FHIR_ERROR_MAX];
-} diag_ctx;
-
-__attribute__((format(printf, 3, 4))) static void diag(diag_ctx *d, int line, const char *fmt, ...)
-{
-    char msg[400];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (d->n == 0) {
-        if (line > 0)
-            snprintf(d->first, sizeof d->first, "%s:%d: %s", d->name, line, msg);
-        else
-            snprintf(d->first, sizeof d->first, "%s: %s", d->name, msg);
-    }
-    d->n++;
-    if (d->out && d->n <= CONFIG_MAX_ERRORS) {
-        if (line > 0)
-            fhir_buf_printf(d->out, "%s:%d: %s\n", d->name, line, msg);
-        else
-            fhir_buf_printf(d->out, "%s: %s\n", d->name, msg);
-    }
-}
 
 /* ---- the option table --------------------------------------------------------------------- */
 
@@ -553,7 +374,7 @@ static void apply_defaults(void *base, int scope)
 /* ---- walking the tree ------------------------------------------------------------------- */
 
 typedef struct walk {
-    diag_ctx *d;
+    fhir_jsonfile *d;
     const char *base_dir;
     config *cfg;
 } walk;
@@ -591,32 +412,19 @@ static bool looks_secret(const char *key)
     return false;
 }
 
-static const char *cv_kind_name(cv_kind k)
-{
-    switch (k) {
-    case CV_NULL: return "null";
-    case CV_BOOL: return "a boolean";
-    case CV_NUM: return "a number";
-    case CV_STR: return "a string";
-    case CV_OBJ: return "an object";
-    case CV_ARR: return "an array";
-    }
-    return "?";
-}
+static void walk_object(walk *w, const fhir_node *obj, const char *prefix, void *base);
 
-static void walk_object(walk *w, const cv *obj, const char *prefix, void *base);
-
-static void walk_value(walk *w, const opt *o, const cv *v, const char *full, void *base)
+static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *full, void *base)
 {
-    diag_ctx *d = w->d;
+    fhir_jsonfile *d = w->d;
     switch (o->type) {
     case OT_CLEAR:
-        diag(d, v->line, "%s: secrets are not accepted in the configuration file; use %s", full,
+        fhir_jsonfile_error(d, v, "%s: secrets are not accepted in the configuration file; use %s", full,
              o->values);
         return;
     case OT_OBJ:
-        if (v->kind != CV_OBJ) {
-            diag(d, v->line, "%s: expected an object, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_OBJECT) {
+            fhir_jsonfile_error(d, v, "%s: expected an object, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         {
@@ -626,18 +434,18 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         }
         return;
     case OT_OBJLIST: {
-        if (v->kind != CV_ARR) {
-            diag(d, v->line, "%s: expected an array of objects, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_ARRAY) {
+            fhir_jsonfile_error(d, v, "%s: expected an array of objects, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         size_t i = 0;
-        for (const cv *e = v->child; e; e = e->next, i++) {
-            if (e->kind != CV_OBJ) {
-                diag(d, e->line, "%s[%zu]: expected an object, got %s", full, i, cv_kind_name(e->kind));
+        for (const fhir_node *e = v->child; e; e = e->next, i++) {
+            if (e->kind != FHIR_OBJECT) {
+                fhir_jsonfile_error(d, e, "%s[%zu]: expected an object, got %s", full, i, fhir_jsonfile_kind_a(e->kind));
                 continue;
             }
             if (w->cfg->n_sources >= CONFIG_MAX_SOURCES) {
-                diag(d, e->line, "%s: more than %d sources", full, CONFIG_MAX_SOURCES);
+                fhir_jsonfile_error(d, e, "%s: more than %d sources", full, CONFIG_MAX_SOURCES);
                 return;
             }
             config_source *ns = fhir_xrealloc(w->cfg->sources, (w->cfg->n_sources + 1) * sizeof *ns);
@@ -663,31 +471,31 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     case OT_DATE:
     case OT_INSTANT:
     case OT_ENUM:
-        if (v->kind != CV_STR) {
-            diag(d, v->line, "%s: expected a string, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_STRING) {
+            fhir_jsonfile_error(d, v, "%s: expected a string, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         if (!v->text[0] && o->type != OT_STR) {
-            diag(d, v->line, "%s: must not be empty", full);
+            fhir_jsonfile_error(d, v, "%s: must not be empty", full);
             return;
         }
         break;
     case OT_INT:
     case OT_NUM:
-        if (v->kind != CV_NUM) {
-            diag(d, v->line, "%s: expected a number, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_NUMBER) {
+            fhir_jsonfile_error(d, v, "%s: expected a number, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         break;
     case OT_BOOL:
-        if (v->kind != CV_BOOL) {
-            diag(d, v->line, "%s: expected true or false, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_BOOL) {
+            fhir_jsonfile_error(d, v, "%s: expected true or false, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         break;
     case OT_STRLIST:
-        if (v->kind != CV_ARR) {
-            diag(d, v->line, "%s: expected an array of strings, got %s", full, cv_kind_name(v->kind));
+        if (v->kind != FHIR_ARRAY) {
+            fhir_jsonfile_error(d, v, "%s: expected an array of strings, got %s", full, fhir_jsonfile_kind_a(v->kind));
             return;
         }
         break;
@@ -712,7 +520,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         char *path = resolve_path(w->base_dir, v->text);
         struct stat st;
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-            diag(d, v->line, "%s: secret file %s is not a readable file", full, path);
+            fhir_jsonfile_error(d, v, "%s: secret file %s is not a readable file", full, path);
         char **p = field(base, o);
         free(*p);
         *p = path;
@@ -720,13 +528,13 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     }
     case OT_SECRET_ENV:
         if (!getenv(v->text))
-            diag(d, v->line, "%s: environment variable %s is not set", full, v->text);
+            fhir_jsonfile_error(d, v, "%s: environment variable %s is not set", full, v->text);
         set_str(base, o, v->text);
         break;
     case OT_DATE: {
         int64_t day;
         if (fhir_clock_parse_ymd(v->text, &day) != 0) {
-            diag(d, v->line, "%s: \"%s\" is not a date YYYY-MM-DD", full, v->text);
+            fhir_jsonfile_error(d, v, "%s: \"%s\" is not a date YYYY-MM-DD", full, v->text);
             return;
         }
         set_str(base, o, v->text);
@@ -735,7 +543,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     case OT_INSTANT: {
         int64_t ms;
         if (fhir_clock_parse_instant(v->text, &ms) != 0) {
-            diag(d, v->line, "%s: \"%s\" is not a FHIR instant", full, v->text);
+            fhir_jsonfile_error(d, v, "%s: \"%s\" is not a FHIR instant", full, v->text);
             return;
         }
         set_str(base, o, v->text);
@@ -744,7 +552,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     case OT_ENUM: {
         int idx = enum_index(o->values, v->text);
         if (idx < 0) {
-            diag(d, v->line, "%s: \"%s\" is not one of %s", full, v->text, o->values);
+            fhir_jsonfile_error(d, v, "%s: \"%s\" is not one of %s", full, v->text, o->values);
             return;
         }
         if (enum_as_string(o))
@@ -760,11 +568,11 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         errno = 0;
         long long x = strtoll(v->text, &end, 10);
         if (*end || errno) {
-            diag(d, v->line, "%s: expected an integer, got %s", full, v->text);
+            fhir_jsonfile_error(d, v, "%s: expected an integer, got %s", full, v->text);
             return;
         }
         if ((double)x < o->min || (double)x > o->max) {
-            diag(d, v->line, "%s: %lld is out of bounds [%.0f, %.0f]", full, x, o->min, o->max);
+            fhir_jsonfile_error(d, v, "%s: %lld is out of bounds [%.0f, %.0f]", full, x, o->min, o->max);
             return;
         }
         *(long *)field(base, o) = (long)x;
@@ -773,7 +581,7 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     case OT_NUM: {
         double x = strtod(v->text, NULL);
         if (!isfinite(x) || x < o->min || x > o->max) {
-            diag(d, v->line, "%s: %s is out of bounds [%g, %g]", full, v->text, o->min, o->max);
+            fhir_jsonfile_error(d, v, "%s: %s is out of bounds [%g, %g]", full, v->text, o->min, o->max);
             return;
         }
         *(double *)field(base, o) = x;
@@ -782,16 +590,16 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
         break;
     }
     case OT_BOOL:
-        *(bool *)field(base, o) = v->b;
+        *(bool *)field(base, o) = v->boolean;
         break;
     case OT_STRLIST: {
         config_strlist *l = field(base, o);
         strlist_free(l);
         size_t i = 0;
-        for (const cv *e = v->child; e; e = e->next, i++) {
-            if (e->kind != CV_STR || !e->text[0]) {
-                diag(d, e->line, "%s[%zu]: expected a non-empty string, got %s", full, i,
-                     e->kind == CV_STR ? "\"\"" : cv_kind_name(e->kind));
+        for (const fhir_node *e = v->child; e; e = e->next, i++) {
+            if (e->kind != FHIR_STRING || !e->text[0]) {
+                fhir_jsonfile_error(d, e, "%s[%zu]: expected a non-empty string, got %s", full, i,
+                     e->kind == FHIR_STRING ? "\"\"" : fhir_jsonfile_kind_a(e->kind));
                 continue;
             }
             strlist_push(l, e->text);
@@ -803,11 +611,11 @@ static void walk_value(walk *w, const opt *o, const cv *v, const char *full, voi
     }
 }
 
-static void walk_object(walk *w, const cv *obj, const char *prefix, void *base)
+static void walk_object(walk *w, const fhir_node *obj, const char *prefix, void *base)
 {
-    diag_ctx *d = w->d;
+    fhir_jsonfile *d = w->d;
     /* the display name of this instance: sources[] becomes sources[i] */
-    for (const cv *m = obj->child; m; m = m->next) {
+    for (const fhir_node *m = obj->child; m; m = m->next) {
         char name[160];
         snprintf(name, sizeof name, "%s%s", prefix, m->key);
         char full[180];
@@ -819,15 +627,15 @@ static void walk_object(walk *w, const cv *obj, const char *prefix, void *base)
         if (!o) {
             const char *s = suggest(prefix, m->key);
             if (looks_secret(m->key))
-                diag(d, m->line, "%s: unknown option, and secrets are not accepted in the "
+                fhir_jsonfile_error(d, m, "%s: unknown option, and secrets are not accepted in the "
                      "configuration file (use a *_file or *_env option)", full);
             else if (s)
-                diag(d, m->line, "%s: unknown option (did you mean \"%s\"?)", full, s);
+                fhir_jsonfile_error(d, m, "%s: unknown option (did you mean \"%s\"?)", full, s);
             else
-                diag(d, m->line, "%s: unknown option", full);
+                fhir_jsonfile_error(d, m, "%s: unknown option", full);
             continue;
         }
-        if (m->kind == CV_NULL && !o->required && o->type != OT_CLEAR)
+        if (m->kind == FHIR_NULL && !o->required && o->type != OT_CLEAR)
             continue; /* null = keep the default */
         walk_value(w, o, m, full, base);
     }
@@ -838,15 +646,15 @@ static void walk_object(walk *w, const cv *obj, const char *prefix, void *base)
         if (!OPTS[i].required || strncmp(n, prefix, pl) || strchr(n + pl, '.'))
             continue;
         bool present = false;
-        for (const cv *m = obj->child; m; m = m->next)
-            if (!strcmp(m->key, n + pl) && m->kind != CV_NULL)
+        for (const fhir_node *m = obj->child; m; m = m->next)
+            if (!strcmp(m->key, n + pl) && m->kind != FHIR_NULL)
                 present = true;
         if (!present) {
             if (!strncmp(n, "sources[].", 10))
-                diag(d, obj->line, "sources[%zu].%s: required option missing", w->cfg->n_sources - 1,
+                fhir_jsonfile_error(d, obj, "sources[%zu].%s: required option missing", w->cfg->n_sources - 1,
                      n + 10);
             else
-                diag(d, obj->line, "%s: required option missing", n);
+                fhir_jsonfile_error(d, obj, "%s: required option missing", n);
         }
     }
 }
@@ -864,82 +672,82 @@ static bool valid_name(const char *s)
 }
 
 /* The listener (serve.h) and OpenID Connect sign-in (oidc.h). */
-static void check_listener(config *c, diag_ctx *d, int root_line)
+static void check_listener(config *c, fhir_jsonfile *d, int root_line)
 {
     int bl = c->admin_bind_line > 0 ? c->admin_bind_line : root_line;
     bool tls = c->admin_tls_cert_file || c->admin_tls_key_file;
     if (tls && (!c->admin_tls_cert_file || !c->admin_tls_key_file))
-        diag(d, bl, "admin: TLS needs both admin.tls_cert_file and admin.tls_key_file");
+        fhir_jsonfile_error_line(d, bl, "admin: TLS needs both admin.tls_cert_file and admin.tls_key_file");
     if (c->admin_enabled && !tls && !c->admin_insecure_plain_http && !serve_is_loopback(c->admin_bind))
-        diag(d, bl, "admin.bind: plain HTTP on %s (not a loopback address) is refused: set admin.tls_cert_file "
+        fhir_jsonfile_error_line(d, bl, "admin.bind: plain HTTP on %s (not a loopback address) is refused: set admin.tls_cert_file "
              "and admin.tls_key_file, or bind to 127.0.0.1 behind a TLS proxy (admin.insecure_plain_http "
              "only for a proxy on another host)", c->admin_bind);
     int ol = c->oidc_line > 0 ? c->oidc_line : root_line;
     if (!c->oidc_issuer) {
         if (c->oidc_client_id || c->oidc_redirect_uri || c->oidc_role_map.n || c->oidc_client_secret_file ||
             c->oidc_client_secret_env)
-            diag(d, root_line, "oidc: the OpenID Connect settings need oidc.issuer");
+            fhir_jsonfile_error_line(d, root_line, "oidc: the OpenID Connect settings need oidc.issuer");
         return;
     }
     if (!c->oidc_client_id)
-        diag(d, ol, "oidc: needs oidc.client_id");
+        fhir_jsonfile_error_line(d, ol, "oidc: needs oidc.client_id");
     if (!c->oidc_redirect_uri)
-        diag(d, ol, "oidc: needs oidc.redirect_uri (our /auth/oidc/callback URL)");
+        fhir_jsonfile_error_line(d, ol, "oidc: needs oidc.redirect_uri (our /auth/oidc/callback URL)");
     if (c->oidc_client_secret_file && c->oidc_client_secret_env)
-        diag(d, ol, "oidc: set only one of oidc.client_secret_file and oidc.client_secret_env");
+        fhir_jsonfile_error_line(d, ol, "oidc: set only one of oidc.client_secret_file and oidc.client_secret_env");
     if (c->oidc_role_map.n == 0)
-        diag(d, ol, "oidc: needs oidc.role_map (\"GROUP=ROLE\" entries): nobody could sign in");
+        fhir_jsonfile_error_line(d, ol, "oidc: needs oidc.role_map (\"GROUP=ROLE\" entries): nobody could sign in");
     for (size_t i = 0; i < c->oidc_role_map.n; i++) {
         const char *eq = strchr(c->oidc_role_map.v[i], '=');
         role r;
         if (!eq || eq == c->oidc_role_map.v[i] || role_parse(eq + 1, &r))
-            diag(d, ol, "oidc.role_map: \"%s\" is not GROUP=ROLE with ROLE one of viewer, clinician, intake, admin",
+            fhir_jsonfile_error_line(d, ol, "oidc.role_map: \"%s\" is not GROUP=ROLE with ROLE one of viewer, clinician, intake, admin",
                  c->oidc_role_map.v[i]);
     }
 }
 
-static void check_rules(config *c, diag_ctx *d, int root_line)
+static void check_rules(config *c, fhir_jsonfile *d, int root_line)
 {
     if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
         int line = c->referral_writeback_line > 0 ? c->referral_writeback_line : root_line;
         if (!c->referral_writeback_source) {
-            diag(d, line, "referral.writeback: needs referral.writeback_source (the EHR source written to)");
+            fhir_jsonfile_error_line(d, line, "referral.writeback: needs referral.writeback_source (the EHR source written to)");
         } else {
             const config_source *ws = NULL;
             for (size_t i = 0; i < c->n_sources; i++)
                 if (c->sources[i].name && !strcmp(c->sources[i].name, c->referral_writeback_source))
                     ws = &c->sources[i];
             if (!ws)
-                diag(d, line, "referral.writeback_source: \"%s\" is not a configured source",
+                fhir_jsonfile_error_line(d, line, "referral.writeback_source: \"%s\" is not a configured source",
                      c->referral_writeback_source);
             else if (!ws->base_url)
-                diag(d, line, "referral.writeback_source: source \"%s\" has no base_url",
+                fhir_jsonfile_error_line(d, line, "referral.writeback_source: source \"%s\" has no base_url",
                      c->referral_writeback_source);
         }
     }
     if (c->admin_token_file && c->admin_token_env)
-        diag(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
+        fhir_jsonfile_error_line(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
     check_listener(c, d, root_line);
     for (size_t i = 0; i < c->n_sources; i++) {
         config_source *s = &c->sources[i];
         if (s->name && !valid_name(s->name))
-            diag(d, s->line, "sources[%zu].name: \"%s\" must be 1-64 characters [A-Za-z0-9_-]", i,
+            fhir_jsonfile_error_line(d, s->line, "sources[%zu].name: \"%s\" must be 1-64 characters [A-Za-z0-9_-]", i,
                  s->name);
         for (size_t j = 0; j < i; j++)
             if (s->name && c->sources[j].name && !strcmp(s->name, c->sources[j].name))
-                diag(d, s->line, "sources[%zu].name: \"%s\" is already used by sources[%zu] (line %d)",
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].name: \"%s\" is already used by sources[%zu] (line %d)",
                      i, s->name, j, c->sources[j].line);
         if (s->kind == CONFIG_SOURCE_FILES) {
             if (!s->dir)
-                diag(d, s->line, "sources[%zu]: kind files needs dir", i);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu]: kind files needs dir", i);
         } else if (s->kind >= 0) {
             if (!s->base_url)
-                diag(d, s->line, "sources[%zu]: kind %s needs base_url", i,
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu]: kind %s needs base_url", i,
                      config_source_kind_name(s->kind));
             else if (strncmp(s->base_url, "http://", 7) && strncmp(s->base_url, "https://", 8))
-                diag(d, s->line, "sources[%zu].base_url: \"%s\" is not an http(s) URL", i, s->base_url);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].base_url: \"%s\" is not an http(s) URL", i, s->base_url);
             if ((s->kind == CONFIG_SOURCE_GROUP || s->kind == CONFIG_SOURCE_BULK) && !s->group_id)
-                diag(d, s->line, "sources[%zu]: kind %s needs group_id", i,
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu]: kind %s needs group_id", i,
                      config_source_kind_name(s->kind));
         }
         for (size_t t = 0; t < s->trusted_origins.n; t++) {
@@ -949,34 +757,34 @@ static void check_rules(config *c, diag_ctx *d, int root_line)
             rest = rest ? rest + 3 + strcspn(rest + 3, "/?#") : NULL;
             if (!fhir_client_url_origin(o, norm, sizeof norm) || !rest ||
                 (*rest && strcmp(rest, "/")))
-                diag(d, s->line, "sources[%zu].trusted_origins: \"%s\" is not an origin "
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].trusted_origins: \"%s\" is not an origin "
                      "(scheme://host[:port], http or https)", i, o);
         }
         if (s->types.n == 0)
-            diag(d, s->line, "sources[%zu].types: must name at least one resource type", i);
+            fhir_jsonfile_error_line(d, s->line, "sources[%zu].types: must name at least one resource type", i);
         for (size_t t = 0; t < s->types.n; t++) {
             const char *ty = s->types.v[t];
             bool ok = isupper((unsigned char)ty[0]);
             for (const char *p = ty; *p; p++)
                 ok = ok && isalpha((unsigned char)*p);
             if (!ok)
-                diag(d, s->line, "sources[%zu].types: \"%s\" is not a resource type name", i, ty);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].types: \"%s\" is not a resource type name", i, ty);
         }
         switch (s->auth_kind) {
         case CONFIG_AUTH_BEARER:
             if (!s->auth_token_file == !s->auth_token_env)
-                diag(d, s->line, "sources[%zu].auth: bearer needs exactly one of token_file and token_env", i);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].auth: bearer needs exactly one of token_file and token_env", i);
             break;
         case CONFIG_AUTH_BASIC:
             if (!s->auth_user)
-                diag(d, s->line, "sources[%zu].auth: basic needs user", i);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].auth: basic needs user", i);
             if (!s->auth_password_file == !s->auth_password_env)
-                diag(d, s->line,
+                fhir_jsonfile_error_line(d, s->line,
                      "sources[%zu].auth: basic needs exactly one of password_file and password_env", i);
             break;
         case CONFIG_AUTH_SMART:
             if (!s->auth_client_id || !s->auth_key_file)
-                diag(d, s->line, "sources[%zu].auth: smart needs client_id and key_file", i);
+                fhir_jsonfile_error_line(d, s->line, "sources[%zu].auth: smart needs client_id and key_file", i);
             break;
         default:
             break;
@@ -1052,114 +860,60 @@ void config_free(config *c)
     free(c);
 }
 
+static const fhir_jsonfile_opts file_opts = {.max_bytes = CONFIG_MAX_BYTES, .comments = true};
+
+/* Walks a read file into a config; every problem goes to f's list, which is then reported. */
+static config *config_from(fhir_jsonfile *f, fhir_arena *a, const char *base_dir,
+                           fhir_buf *diagbuf, size_t *n_errors, fhir_error *err)
+{
+    config *c = NULL;
+    const fhir_node *root = fhir_jsonfile_root(f);
+    if (root && root->kind != FHIR_OBJECT) {
+        fhir_jsonfile_error(f, root, "the configuration must be a JSON object");
+    } else if (root) {
+        c = fhir_xcalloc(1, sizeof *c);
+        c->path = fhir_xstrdup(fhir_jsonfile_name(f));
+        apply_defaults(c, SC_MAIN);
+        /* defaults of PATH options are absolute or relative to the working directory */
+        walk w = {.d = f, .base_dir = base_dir, .cfg = c};
+        walk_object(&w, root, "", c);
+        check_rules(c, f, (int)root->line);
+    }
+    if (n_errors)
+        *n_errors = fhir_jsonfile_error_count(f);
+    if (fhir_jsonfile_result(f, err)) {
+        if (diagbuf)
+            fhir_jsonfile_write_errors(f, diagbuf);
+        config_free(c);
+        c = NULL;
+    }
+    fhir_jsonfile_free(f);
+    fhir_arena_free(a);
+    return c;
+}
+
 config *config_load_mem(const char *name, const char *text, size_t len, const char *base_dir,
                         fhir_buf *diagbuf, size_t *n_errors, fhir_error *err)
 {
-    diag_ctx d = {.name = name ? name : "config", .out = diagbuf};
     fhir_error_clear(err);
-    if (n_errors)
-        *n_errors = 0;
-    fhir_arena *a = fhir_arena_new(16u * CONFIG_MAX_BYTES);
-    cv_parse p = {.a = a, .text = text, .len = len, .line = 1};
-    p.h = yajl_alloc(&cv_callbacks, NULL, &p);
-    yajl_config(p.h, yajl_allow_comments, 1);
-    yajl_config(p.h, yajl_dont_validate_strings, 0);
-    config *c = NULL;
-    yajl_status st = len > CONFIG_MAX_BYTES ? yajl_status_error
-                                            : yajl_parse(p.h, (const unsigned char *)text, len);
-    if (st == yajl_status_ok)
-        st = yajl_complete_parse(p.h);
-    if (len > CONFIG_MAX_BYTES) {
-        diag(&d, 0, "file larger than %u bytes", CONFIG_MAX_BYTES);
-        goto done;
-    }
-    if (st != yajl_status_ok) {
-        unsigned char *m = yajl_get_error(p.h, 0, (const unsigned char *)text, len);
-        size_t off = yajl_get_bytes_consumed(p.h);
-        p.pos = 0;
-        p.line = 1;
-        int line = cv_line_at(&p, off);
-        char msg[200];
-        snprintf(msg, sizeof msg, "%s", m ? (const char *)m : "syntax error");
-        char *nl = strchr(msg, '\n');
-        if (nl)
-            *nl = 0;
-        diag(&d, line, "JSON syntax error: %s", msg);
-        yajl_free_error(p.h, m);
-        goto done;
-    }
-    if (p.dup)
-        diag(&d, p.dup_line, "%s", p.dup_msg);
-    if (!p.root || p.root->kind != CV_OBJ) {
-        diag(&d, p.root ? p.root->line : 1, "the configuration must be a JSON object");
-        goto done;
-    }
-    c = fhir_xcalloc(1, sizeof *c);
-    c->path = fhir_xstrdup(name);
-    apply_defaults(c, SC_MAIN);
-    /* defaults of PATH options are absolute or relative to the working directory */
-    walk w = {.d = &d, .base_dir = base_dir, .cfg = c};
-    walk_object(&w, p.root, "", c);
-    check_rules(c, &d, p.root->line);
-done:
-    yajl_free(p.h);
-    fhir_arena_free(a);
-    if (n_errors)
-        *n_errors = d.n;
-    if (d.n) {
-        if (d.n > 1)
-            fhir_error_set(err, "%s (and %zu more)", d.first, d.n - 1);
-        else
-            fhir_error_set(err, "%s", d.first);
-        if (diagbuf && d.n > CONFIG_MAX_ERRORS)
-            fhir_buf_printf(diagbuf, "%s: ... %zu more errors not shown\n", d.name,
-                            d.n - CONFIG_MAX_ERRORS);
-        config_free(c);
-        return NULL;
-    }
-    return c;
+    fhir_arena *a = fhir_arena_new(CONFIG_ARENA_CAP);
+    fhir_jsonfile *f = fhir_jsonfile_parse(a, name ? name : "config", text, len, &file_opts);
+    return config_from(f, a, base_dir, diagbuf, n_errors, err);
 }
 
 config *config_load(const char *path, fhir_buf *diagbuf, size_t *n_errors, fhir_error *err)
 {
-    if (n_errors)
-        *n_errors = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        if (n_errors)
-            *n_errors = 1;
-        if (diagbuf)
-            fhir_buf_printf(diagbuf, "%s: cannot open: %s\n", path, strerror(errno));
-        fhir_error_set(err, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    fhir_buf b;
-    fhir_buf_init(&b, CONFIG_MAX_BYTES + 1);
-    char chunk[8192];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        if (fhir_buf_append(&b, chunk, n) < 0)
-            break;
-    bool rerr = ferror(f);
-    fclose(f);
-    if (rerr || b.overflow) {
-        fhir_buf_free(&b);
-        if (n_errors)
-            *n_errors = 1;
-        fhir_error_set(err, "%s: %s", path, rerr ? "read error" : "file larger than 1 MiB");
-        if (diagbuf)
-            fhir_buf_printf(diagbuf, "%s\n", err ? err->msg : "");
-        return NULL;
-    }
+    fhir_error_clear(err);
     char *dir = fhir_xstrdup(path);
     char *slash = strrchr(dir, '/');
     if (slash)
         *slash = 0;
     else
         strcpy(dir, ".");
-    config *c = config_load_mem(path, b.data ? b.data : "", b.len, dir, diagbuf, n_errors, err);
+    fhir_arena *a = fhir_arena_new(CONFIG_ARENA_CAP);
+    config *c = config_from(fhir_jsonfile_read(a, path, &file_opts), a, dir, diagbuf, n_errors,
+                            err);
     free(dir);
-    fhir_buf_free(&b);
     return c;
 }
 

@@ -125,7 +125,7 @@ static void test_syntax_error_line(void **state)
     config *c = load("{\n \"site\": {\"id\": \"s1\"},\n \"admin\": {\"enabled\": false,}\n}", &d, &n);
     assert_null(c);
     assert_int_equal(n, 1);
-    assert_true(has_line(&d, "t.conf:3: JSON syntax error"));
+    assert_true(has_line(&d, "t.conf:3: malformed JSON: ")); /* the one reader's wording (fhir_jsonfile) */
     fhir_buf_free(&d);
     c = load("{\"site\": {\"id\": \"a\"},\n\"site\": {\"id\": \"b\"}}", &d, &n);
     assert_null(c);
