@@ -151,18 +151,18 @@ static int eval(const elig_ruleset *rs, const fval *fv, int32_t day, uint32_t ni
 
 elig_result *elig_result_new(const elig_ruleset *rs)
 {
-    elig_result *r = xcalloc(1, sizeof *r);
+    elig_result *r = fhir_xcalloc(1, sizeof *r);
     r->ninds = rs->ninds;
     r->nnodes = rs->nnodes;
-    r->cat = xcalloc(rs->ninds, 1);
-    r->pend = xcalloc(rs->ninds, 1);
-    r->trig = xcalloc(rs->ntrigs, 1);
-    r->miss = xcalloc(rs->ninds, sizeof *r->miss);
-    r->failed = xcalloc(rs->ninds, sizeof *r->failed);
-    r->out = xcalloc(rs->nnodes, 1);
+    r->cat = fhir_xcalloc(rs->ninds, 1);
+    r->pend = fhir_xcalloc(rs->ninds, 1);
+    r->trig = fhir_xcalloc(rs->ntrigs, 1);
+    r->miss = fhir_xcalloc(rs->ninds, sizeof *r->miss);
+    r->failed = fhir_xcalloc(rs->ninds, sizeof *r->failed);
+    r->out = fhir_xcalloc(rs->nnodes, 1);
     r->nuflags = rs->nuflags;
-    r->ustate = xcalloc(rs->nuflags, 1);
-    r->usrc = xcalloc(rs->nuflags, sizeof *r->usrc);
+    r->ustate = fhir_xcalloc(rs->nuflags, 1);
+    r->usrc = fhir_xcalloc(rs->nuflags, sizeof *r->usrc);
     return r;
 }
 

@@ -319,7 +319,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
     /* indications excluded by their disease gate are summarised on one line; other
      * not_eligible indications failing the same gate on the same facts share a line */
     int first_dis = -1;
-    char **fails = xcalloc(rs->ninds, sizeof *fails);
+    char **fails = fhir_xcalloc(rs->ninds, sizeof *fails);
     for (size_t i = 0; i < rs->ninds; i++)
         if (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i])) {
             bool first = true;
@@ -327,7 +327,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
             fhir_buf_printf(&b, "fails '%s' (", node_label(rs, (uint32_t)r->failed[i]));
             describe(rs, fs, r->out, (uint32_t)r->failed[i], true, &b, &first, used);
             fhir_buf_putc(&b, ')');
-            fails[i] = xstrdup(fhir_buf_cstr(&b));
+            fails[i] = fhir_xstrdup(fhir_buf_cstr(&b));
         }
     for (size_t i = 0; i < rs->ninds; i++) {
         if (r->cat[i] == ELIG_NOT_IN_FORCE)

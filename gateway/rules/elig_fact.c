@@ -13,7 +13,7 @@
 
 elig_factset *elig_factset_new(const elig_ruleset *rs)
 {
-    elig_factset *fs = xcalloc(1, sizeof *fs);
+    elig_factset *fs = fhir_xcalloc(1, sizeof *fs);
     fs->rs = rs;
     return fs;
 }

@@ -1,7 +1,7 @@
 /* elig_int.h — what the files of the eligibility engine share (private to gateway/rules/;
  * the public interface is elig.h):
- *   elig_json.c     the criteria files' JSON tree with line numbers
- *   elig_load.c     criteria files -> compiled rule set (validation, FILE:LINE errors)
+ *   elig_load.c     criteria files -> compiled rule set (read with fhir_jsonfile: validation,
+ *                   FILE:LINE errors)
  *   elig_ruleset.c  the rule set: parameters, hash, accessors, free
  *   elig_fact.c     a patient's facts compiled against a rule set; the profile as fact source
  *   elig_eval.c     Kleene three-valued evaluation (the hot path) and the result
@@ -14,68 +14,9 @@
 #include <string.h>
 
 #include "elig.h"
+#include "fhir_alloc.h"
 
-/* ---- never-fail allocation (abort on out-of-memory) ------------------------------------- */
-
-static inline void *xmalloc(size_t n)
-{
-    void *p = malloc(n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static inline void *xcalloc(size_t n, size_t sz)
-{
-    void *p = calloc(n ? n : 1, sz ? sz : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static inline void *xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
-
-static inline char *xstrdup(const char *s)
-{
-    size_t n = strlen(s);
-    char *d = xmalloc(n + 1);
-    memcpy(d, s, n + 1);
-    return d;
-}
-
-/* ======================================================================================
- * A small JSON tree with line numbers (elig_json.c), so every validation error can say
- * file:line.
- * ====================================================================================== */
-
-typedef enum jv_kind { JV_NULL, JV_BOOL, JV_NUM, JV_STR, JV_OBJ, JV_ARR } jv_kind;
-
-typedef struct jv jv;
-struct jv {
-    jv_kind kind;
-    int line;
-    char *key;    /* member name when the parent is an object */
-    char *str;    /* JV_STR; JV_NUM: original text */
-    double num;
-    bool b;
-    jv *first, *last, *next;
-    size_t n;
-};
-
-/* Parses data into a tree; on error returns NULL with "<name>:<line>: <what>" in err.
- * Caller frees with elig_jv_free(). */
-jv *elig_jv_parse(const char *name, const char *data, size_t len, fhir_error *err);
-void elig_jv_free(jv *v);
-/* Member key of obj (borrowed), or NULL when obj is not an object or has no such key. */
-const jv *elig_jv_get(const jv *obj, const char *key);
-/* Static strings: "null", "boolean", "number", "string", "object", "array". */
-const char *elig_jv_kind_name(jv_kind k);
+#define ELIG_FILE_ARENA_CAP (16u * ELIG_MAX_FILE_BYTES) /* the parsed tree of one criteria file */
 
 /* ======================================================================================
  * The compiled rule set.

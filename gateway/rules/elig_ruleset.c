@@ -38,7 +38,7 @@ int elig_ruleset_param_index(const elig_ruleset *rs, const char *name)
 void elig_ruleset_apply_params(elig_ruleset *rs)
 {
     if (!rs->hot)
-        rs->hot = xcalloc(rs->nnodes, sizeof *rs->hot);
+        rs->hot = fhir_xcalloc(rs->nnodes, sizeof *rs->hot);
     for (size_t i = 0; i < rs->nnodes; i++) {
         enode *n = &rs->nodes[i];
         if (n->num_param >= 0)

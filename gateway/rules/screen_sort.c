@@ -33,7 +33,7 @@ struct screen_sort {
     size_t count;
 };
 
-static void *xrealloc(void *p, size_t n)
+static void *fhir_xrealloc(void *p, size_t n)
 {
     p = realloc(p, n ? n : 1);
     if (!p)
@@ -167,7 +167,7 @@ static int spill(screen_sort *s, fhir_error *err)
         close(fd);
         return -1;
     }
-    s->runs = xrealloc(s->runs, (s->nruns + 1) * sizeof *s->runs);
+    s->runs = fhir_xrealloc(s->runs, (s->nruns + 1) * sizeof *s->runs);
     s->runs[s->nruns++] = (run){fd, size};
     s->n = 0;
     fhir_buf_reset(&s->mem);
@@ -179,7 +179,7 @@ int screen_sort_add(screen_sort *s, const char *key, const char *row, size_t len
 {
     uint32_t kl = (uint32_t)strlen(key), rl = (uint32_t)len;
     if (s->n == s->capidx)
-        s->idx = xrealloc(s->idx, (s->capidx = s->capidx ? s->capidx * 2 : 1024) * sizeof *s->idx);
+        s->idx = fhir_xrealloc(s->idx, (s->capidx = s->capidx ? s->capidx * 2 : 1024) * sizeof *s->idx);
     s->idx[s->n] = (slot){s->mem.len, s->count};
     s->n++;
     s->count++;
@@ -216,7 +216,7 @@ static int rd_next(reader *r, fhir_error *err)
                 r->beg = 0;
             }
             if (need > r->cap)
-                r->buf = xrealloc(r->buf, r->cap = need);
+                r->buf = fhir_xrealloc(r->buf, r->cap = need);
             if (r->off >= r->size)
                 return r->end == r->beg && phase == 0
                            ? 0
@@ -291,7 +291,7 @@ int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *er
     size_t nh = 0;
     int rc = 0;
     for (size_t i = 0; i < s->nruns && !rc; i++) {
-        rd[i] = (reader){s->runs[i].fd, 0, s->runs[i].size, xrealloc(NULL, SCREEN_SORT_READ_BUF),
+        rd[i] = (reader){s->runs[i].fd, 0, s->runs[i].size, fhir_xrealloc(NULL, SCREEN_SORT_READ_BUF),
                          SCREEN_SORT_READ_BUF, 0, 0, NULL, NULL, 0, i};
         int got = rd_next(&rd[i], err);
         if (got < 0)
