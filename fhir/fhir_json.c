@@ -615,7 +615,7 @@ fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path, const fhir_json
     return fhir_json_parse_file_with(a, path, lim, fhir_json_parse, err);
 }
 
-const char *fhir_json_yajl_version(char *buf, size_t n)
+const char *fhir_json_lib_version(char *buf, size_t n)
 {
     int y = yajl_version();
     snprintf(buf, n, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);

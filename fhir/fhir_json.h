@@ -51,9 +51,11 @@ typedef struct fhir_json_failure {
 fhir_node *fhir_json_parse_ex(fhir_arena *a, const char *data, size_t len,
                               const fhir_json_opts *opts, fhir_json_failure *fail);
 
-/* The version of the yajl library this program runs with ("2.1.0"), written into buf (n
- * bytes); returns buf. */
-const char *fhir_json_yajl_version(char *buf, size_t n);
+/* The JSON library under this reader (a string literal, for version reports and log keys)
+ * and the version of it this program runs with ("2.1.0"), written into buf (n bytes);
+ * returns buf. */
+#define FHIR_JSON_LIB "yajl"
+const char *fhir_json_lib_version(char *buf, size_t n);
 
 /* Reads a whole file ("-" = stdin) capped at lim->max_bytes and parses it. */
 fhir_node *fhir_json_parse_file(fhir_arena *a, const char *path,

@@ -30,7 +30,7 @@ int cmd_check_config(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_users(int argc, char **argv);
 
-/* Prints the library versions (yajl, libcurl, libxml2, libevent, SQLite, OpenSSL). */
+/* Prints the library versions (the JSON parser, libcurl, libxml2, libevent, SQLite, OpenSSL). */
 void cmd_print_versions(void);
 
 #endif

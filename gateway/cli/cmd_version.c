@@ -6,18 +6,18 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include <yajl/yajl_version.h>
 
 #include "cli_opt.h"
 #include "cmd.h"
 #include "fhir_datadir.h"
+#include "fhir_json.h"
 #include "store.h"
 
 void cmd_print_versions(void)
 {
-    int y = yajl_version();
+    char json[32];
     curl_version_info_data *c = curl_version_info(CURLVERSION_NOW);
-    printf("yajl %d.%d.%d\n", y / 10000, y / 100 % 100, y % 100);
+    printf(FHIR_JSON_LIB " %s\n", fhir_json_lib_version(json, sizeof json));
     printf("libcurl %s (%s)\n", c->version, c->ssl_version ? c->ssl_version : "no TLS");
     printf("libxml2 %s\n", LIBXML_DOTTED_VERSION);
     printf("libevent %s\n", event_get_version());

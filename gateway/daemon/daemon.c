@@ -9,7 +9,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <yajl/yajl_version.h>
 
 #include "access.h"
 #include "admin.h"
@@ -871,16 +870,15 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static void log_versions(struct event_base *base)
 {
-    int y = yajl_version();
     curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
-    char yv[32];
-    snprintf(yv, sizeof yv, "%d.%d.%d", y / 10000, y / 100 % 100, y % 100);
+    char jv[32];
+    fhir_json_lib_version(jv, sizeof jv);
     char ssl[128];
     snprintf(ssl, sizeof ssl, "%s", cv->ssl_version ? cv->ssl_version : "none");
     fhir_log(FHIR_LOG_INFO, "daemon.start",
-             "version=%s yajl=%s libcurl=%s curl_tls=%s libxml2=%s libevent=%s libevent_backend=%s "
-             "sqlite=%s openssl=%s",
-             CARTGATE_VERSION, yv, cv->version, ssl, LIBXML_DOTTED_VERSION,
+             "version=%s " FHIR_JSON_LIB "=%s libcurl=%s curl_tls=%s libxml2=%s libevent=%s "
+             "libevent_backend=%s sqlite=%s openssl=%s",
+             CARTGATE_VERSION, jv, cv->version, ssl, LIBXML_DOTTED_VERSION,
              event_get_version(), event_base_get_method(base), store_sqlite_version(),
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }

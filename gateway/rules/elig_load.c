@@ -1,6 +1,6 @@
-/* elig_load — criteria files -> compiled rule set: JSON (elig_json.c), validation against the
- * fact vocabulary, compilation, FILE:LINE errors. See elig.h and conf/criteria/README.md for
- * the file format. */
+/* elig_load — criteria files -> compiled rule set: JSON read by fhir_jsonfile, validation
+ * against the fact vocabulary, compilation, FILE:LINE errors. See elig.h and
+ * conf/criteria/README.md for the file format. */
 #include "elig_int.h"
 
 #include <ctype.h>

@@ -104,7 +104,7 @@ static void test_parse_ex_lines(void **state)
     assert_int_equal(f.line, 41);
     fhir_arena_free(a);
     char v[32];
-    assert_non_null(strchr(fhir_json_yajl_version(v, sizeof v), '.'));
+    assert_non_null(strchr(fhir_json_lib_version(v, sizeof v), '.'));
 }
 
 static void test_duplicate_keys_in_large_object(void **state)
