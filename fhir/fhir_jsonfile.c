@@ -229,36 +229,35 @@ int fhir_jsonfile_keys(fhir_jsonfile *f, const fhir_node *obj, const char *what,
     return rc;
 }
 
-/* The member, NULL when absent; -1 is returned through *rc for a missing required one, 0
- * otherwise. */
-static const fhir_node *member(fhir_jsonfile *f, const fhir_node *obj, const char *key,
-                               const char *what, unsigned flags, int *rc)
+/* The member key of obj when it is there and of kind k. Else NULL, and *rc says why: -1 after
+ * recording a wrong kind (want names the kind in the message) or a missing required member,
+ * 0 for an absent optional one. */
+static const fhir_node *typed(fhir_jsonfile *f, const fhir_node *obj, const char *key,
+                              const char *what, unsigned flags, fhir_kind k, const char *want,
+                              int *rc)
 {
     const fhir_node *v = fhir_node_get(obj, key);
     *rc = 0;
-    if (v)
-        return v;
-    if (flags & FHIR_JSONFILE_REQUIRED)
-        *rc = fhir_jsonfile_error(f, obj, "%s: missing \"%s\"", what, key);
-    return NULL;
-}
-
-static int wrong_kind(fhir_jsonfile *f, const fhir_node *v, const char *key, const char *what,
-                      const char *want)
-{
-    return fhir_jsonfile_error(f, v, "%s: \"%s\" must be %s, not %s", what, key, want,
-                               fhir_jsonfile_kind_a(v->kind));
+    if (!v) {
+        if (flags & FHIR_JSONFILE_REQUIRED)
+            *rc = fhir_jsonfile_error(f, obj, "%s: missing \"%s\"", what, key);
+        return NULL;
+    }
+    if (v->kind != k) {
+        *rc = fhir_jsonfile_error(f, v, "%s: \"%s\" must be %s, not %s", what, key, want,
+                                  fhir_jsonfile_kind_a(v->kind));
+        return NULL;
+    }
+    return v;
 }
 
 int fhir_jsonfile_str(fhir_jsonfile *f, const fhir_node *obj, const char *key, const char *what,
                       unsigned flags, const char **out)
 {
     int rc;
-    const fhir_node *v = member(f, obj, key, what, flags, &rc);
+    const fhir_node *v = typed(f, obj, key, what, flags, FHIR_STRING, "a string", &rc);
     if (!v)
         return rc;
-    if (v->kind != FHIR_STRING)
-        return wrong_kind(f, v, key, what, "a string");
     if ((flags & FHIR_JSONFILE_NONEMPTY) && !v->text[0])
         return fhir_jsonfile_error(f, v, "%s: \"%s\" must not be empty", what, key);
     *out = v->text;
@@ -276,12 +275,10 @@ int fhir_jsonfile_num(fhir_jsonfile *f, const fhir_node *obj, const char *key, c
                       unsigned flags, double lo, double hi, double *out)
 {
     int rc;
-    const fhir_node *v = member(f, obj, key, what, flags, &rc);
+    const fhir_node *v = typed(f, obj, key, what, flags, FHIR_NUMBER, "a number", &rc);
     if (!v)
         return rc;
     double d;
-    if (v->kind != FHIR_NUMBER)
-        return wrong_kind(f, v, key, what, "a number");
     if (!fhir_node_double(v, &d) || !isfinite(d) || d < lo || d > hi)
         return out_of_range(f, v, key, what, lo, hi);
     *out = d;
@@ -292,11 +289,9 @@ int fhir_jsonfile_int(fhir_jsonfile *f, const fhir_node *obj, const char *key, c
                       unsigned flags, int64_t lo, int64_t hi, int64_t *out)
 {
     int rc;
-    const fhir_node *v = member(f, obj, key, what, flags, &rc);
+    const fhir_node *v = typed(f, obj, key, what, flags, FHIR_NUMBER, "an integer", &rc);
     if (!v)
         return rc;
-    if (v->kind != FHIR_NUMBER)
-        return wrong_kind(f, v, key, what, "an integer");
     int64_t x;
     if (strpbrk(v->text, ".eE"))
         return fhir_jsonfile_error(f, v, "%s: \"%s\" must be an integer, not %s", what, key,
@@ -311,11 +306,9 @@ int fhir_jsonfile_bool(fhir_jsonfile *f, const fhir_node *obj, const char *key, 
                        unsigned flags, bool *out)
 {
     int rc;
-    const fhir_node *v = member(f, obj, key, what, flags, &rc);
+    const fhir_node *v = typed(f, obj, key, what, flags, FHIR_BOOL, "true or false", &rc);
     if (!v)
         return rc;
-    if (v->kind != FHIR_BOOL)
-        return wrong_kind(f, v, key, what, "true or false");
     *out = v->boolean;
     return 1;
 }
@@ -349,11 +342,9 @@ static int container(fhir_jsonfile *f, const fhir_node *obj, const char *key, co
                      unsigned flags, fhir_kind k, const fhir_node **out)
 {
     int rc;
-    const fhir_node *v = member(f, obj, key, what, flags, &rc);
+    const fhir_node *v = typed(f, obj, key, what, flags, k, fhir_jsonfile_kind_a(k), &rc);
     if (!v)
         return rc;
-    if (v->kind != k)
-        return wrong_kind(f, v, key, what, fhir_jsonfile_kind_a(k));
     if ((flags & FHIR_JSONFILE_NONEMPTY) && v->len == 0)
         return fhir_jsonfile_error(f, v, "%s: \"%s\" must not be empty", what, key);
     *out = v;

@@ -806,23 +806,24 @@ const char *config_auth_kind_name(int kind)
     return kind >= 0 && kind < 4 ? n[kind] : "?";
 }
 
-static void source_free(config_source *s)
+/* Frees the strings and lists a config (scope SC_MAIN) or a source (SC_SOURCE) owns. */
+static void fields_free(void *base, int scope)
 {
     for (size_t i = 0; i < N_OPTS; i++) {
         const opt *o = &OPTS[i];
-        if (o->scope != SC_SOURCE)
+        if (o->scope != scope)
             continue;
         switch (o->type) {
         case OT_STR: case OT_PATH: case OT_SECRET_FILE: case OT_SECRET_ENV: case OT_DATE:
         case OT_INSTANT:
-            free(*(char **)field(s, o));
+            free(*(char **)field(base, o));
             break;
         case OT_ENUM:
             if (enum_as_string(o))
-                free(*(char **)field(s, o));
+                free(*(char **)field(base, o));
             break;
         case OT_STRLIST:
-            strlist_free(field(s, o));
+            strlist_free(field(base, o));
             break;
         default:
             break;
@@ -834,27 +835,9 @@ void config_free(config *c)
 {
     if (!c)
         return;
-    for (size_t i = 0; i < N_OPTS; i++) {
-        const opt *o = &OPTS[i];
-        if (o->scope != SC_MAIN)
-            continue;
-        switch (o->type) {
-        case OT_STR: case OT_PATH: case OT_SECRET_FILE: case OT_SECRET_ENV: case OT_DATE:
-        case OT_INSTANT:
-            free(*(char **)field(c, o));
-            break;
-        case OT_ENUM:
-            if (enum_as_string(o))
-                free(*(char **)field(c, o));
-            break;
-        default:
-            break;
-        }
-    }
-    strlist_free(&c->criteria_enable_pending);
-    strlist_free(&c->oidc_role_map);
+    fields_free(c, SC_MAIN);
     for (size_t i = 0; i < c->n_sources; i++)
-        source_free(&c->sources[i]);
+        fields_free(&c->sources[i], SC_SOURCE);
     free(c->sources);
     free(c->path);
     free(c);

@@ -356,26 +356,26 @@ const centers_accreditation *centers_valid_accreditation(const centers_center *c
     return best;
 }
 
-bool centers_offers_product(const centers_center *c, const char *product)
+static bool listed(const char *const *v, size_t n, const char *s,
+                   int (*cmp)(const char *, const char *))
 {
-    for (size_t i = 0; product && i < c->n_products; i++)
-        if (!strcmp(c->products[i], product))
+    for (size_t i = 0; s && i < n; i++)
+        if (!cmp(v[i], s))
             return true;
     return false;
+}
+
+bool centers_offers_product(const centers_center *c, const char *product)
+{
+    return listed(c->products, c->n_products, product, strcmp);
 }
 
 bool centers_treats_disease(const centers_center *c, const char *disease)
 {
-    for (size_t i = 0; disease && i < c->n_diseases; i++)
-        if (!strcmp(c->diseases[i], disease))
-            return true;
-    return false;
+    return listed(c->diseases, c->n_diseases, disease, strcmp);
 }
 
 bool centers_accepts_payer(const centers_center *c, const char *payer)
 {
-    for (size_t i = 0; payer && i < c->n_payers; i++)
-        if (!strcasecmp(c->payers[i], payer))
-            return true;
-    return false;
+    return listed(c->payers, c->n_payers, payer, strcasecmp);
 }

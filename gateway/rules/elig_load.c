@@ -625,6 +625,20 @@ static int load_source(ld *L, const fhir_node *src, const char **doc, const char
 }
 
 /* A consult file: when to refer for a CAR T consultation, independent of the label gates. */
+/* Every element of arr (NULL = none) through fn(L, element, arg); arr must be an array. */
+static int load_each(ld *L, const fhir_node *arr, const char *what,
+                     int (*fn)(ld *, const fhir_node *, bool), bool arg)
+{
+    if (!arr)
+        return 0;
+    if (fhir_jsonfile_want(L->f, arr, FHIR_ARRAY, what))
+        return -1;
+    for (const fhir_node *c = arr->child; c; c = c->next)
+        if (fn(L, c, arg))
+            return -1;
+    return 0;
+}
+
 static int load_consult(ld *L, const fhir_node *root)
 {
     elig_ruleset *rs = L->rs;
@@ -798,33 +812,15 @@ static int load_criteria(ld *L, const fhir_node *root)
                                 "every top-level gate of \"requires\" needs a \"label\" in "
                                 "plain words");
     }
-    const fhir_node *flags = fhir_node_get(root, "review_flags");
-    const fhir_node *timing = fhir_node_get(root, "timing");
     ind.flag0 = (uint32_t)rs->nflags;
-    if (flags) {
-        if (fhir_jsonfile_want(L->f, flags, FHIR_ARRAY, "\"review_flags\""))
-            return -1;
-        for (const fhir_node *c = flags->child; c; c = c->next)
-            if (load_flag_or_timing(L, c, true))
-                return -1;
-    }
-    const fhir_node *notes = fhir_node_get(root, "notes");
-    if (notes) {
-        if (fhir_jsonfile_want(L->f, notes, FHIR_ARRAY, "\"notes\""))
-            return -1;
-        for (const fhir_node *c = notes->child; c; c = c->next)
-            if (load_flag(L, c, true))
-                return -1;
-    }
+    if (load_each(L, fhir_node_get(root, "review_flags"), "\"review_flags\"",
+                  load_flag_or_timing, true) ||
+        load_each(L, fhir_node_get(root, "notes"), "\"notes\"", load_flag, true))
+        return -1;
     ind.nflags = (uint32_t)rs->nflags - ind.flag0;
     ind.tim0 = (uint32_t)rs->ntims;
-    if (timing) {
-        if (fhir_jsonfile_want(L->f, timing, FHIR_ARRAY, "\"timing\""))
-            return -1;
-        for (const fhir_node *c = timing->child; c; c = c->next)
-            if (load_flag_or_timing(L, c, false))
-                return -1;
-    }
+    if (load_each(L, fhir_node_get(root, "timing"), "\"timing\"", load_flag_or_timing, false))
+        return -1;
     ind.ntims = (uint32_t)rs->ntims - ind.tim0;
     if (rs->ninds == ELIG_MAX_INDICATIONS)
         return lerr(L, root, "more than %d indications", ELIG_MAX_INDICATIONS);
