@@ -239,8 +239,11 @@ cg referrals send --db "$DB" --centers "$TMP/c.json" "${SEND_FAST[@]}" --passes 
 [ "$(state_count "$DB" sent ctr-up)" = 3 ] || fail "the up center's referrals should be sent"
 [ $(( $(state_count "$DB" sending ctr-down) + $(state_count "$DB" approved ctr-down) )) = 3 ] ||
   fail "the down center's referrals should wait (sending/approved), not fail"
-cg referrals list --db "$DB" --center ctr-down | grep -q 'last error: HTTP 0' ||
-  fail "stuck referrals should show their last error"
+# the refused connection itself (HTTP 0), or on a later pass the search that looks for an
+# earlier delivery before sending again, whichever ran last (a loaded machine decides)
+cg referrals list --db "$DB" --center ctr-down >"$TMP/list-c.out"
+[ "$(grep -c 'last error: ' "$TMP/list-c.out")" = 3 ] ||
+  fail "stuck referrals should show their last error: $(cat "$TMP/list-c.out")"
 [ "$(exactly_once "$DB" "$PC" ctr-up)" = 3 ] || fail "exactly-once check c"
 ok "one center down: the other center's referrals delivered, stuck ones show their last error"
 start_server revived --port "$PDEAD"
