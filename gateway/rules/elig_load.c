@@ -474,7 +474,7 @@ static int load_params(ld *L, const fhir_node *root)
         if (want_obj(L, p, "a parameter", pkeys))
             return -1;
         eparam *e = &rs->params[rs->nparams];
-        const char *type, *src;
+        const char *type = NULL, *src = NULL;
         if (req_str(L, p, "name", "parameter", &e->name) ||
             req_str(L, p, "type", "parameter", &type) ||
             req_str(L, p, "description", "parameter", &e->description) ||
@@ -543,7 +543,7 @@ static int load_flag_or_timing(ld *L, const fhir_node *item, bool is_flag)
         return -1;
     uint32_t node;
     {
-        const char *urg, *reason;
+        const char *urg = NULL, *reason = NULL;
         if (req_str(L, item, "urgency", what, &urg) || req_str(L, item, "reason", what, &reason))
             return -1;
         int u = !strcmp(urg, "now") ? ELIG_URGENCY_NOW : !strcmp(urg, "soon") ? ELIG_URGENCY_SOON
@@ -577,7 +577,7 @@ static int load_flag(ld *L, const fhir_node *item, bool is_note)
     const fhir_node *when = fhir_node_get(item, "when");
     if (!when)
         return lerr(L, item, "%s needs \"when\"", what);
-    const char *src, *id, *msg;
+    const char *src = NULL, *id = NULL, *msg = NULL;
     if (opt_str(L, item, "source", what, &src) || req_str(L, item, "id", what, &id) ||
         req_str(L, item, "message", what, &msg))
         return -1;
@@ -676,7 +676,7 @@ static int load_consult(ld *L, const fhir_node *root)
     for (const fhir_node *t = trig->child; t; t = t->next) {
         etrig e;
         memset(&e, 0, sizeof e);
-        const char *rec;
+        const char *rec = NULL;
         if (want_obj(L, t, "a trigger", tkeys) ||
             req_str(L, t, "id", "trigger", &e.id) || req_str(L, t, "recommendation", "trigger", &rec) ||
             req_str(L, t, "reason", "trigger", &e.reason) || req_str(L, t, "source", "trigger", &e.source))
@@ -727,7 +727,7 @@ static int load_criteria(ld *L, const fhir_node *root)
     eind ind;
     memset(&ind, 0, sizeof ind);
     ind.file = L->file;
-    const char *id;
+    const char *id = NULL;
     if (req_str(L, root, "id", "criteria", &id))
         return -1;
     const fhir_node *prod = fhir_node_get(root, "product");
