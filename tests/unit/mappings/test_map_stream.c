@@ -3,7 +3,8 @@
  * shuffled NDJSON, Bundles) and on the shared Synthea data, through the sorted merge, memory
  * grouping and spill files; the spill path bounds what it holds (more spill files under a
  * smaller cap); types the profile never reads are skipped before parsing; errors keep their
- * cause. */
+ * cause; and the process's peak RSS on the unsorted path stays within the budget plus a
+ * fixed overhead. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -12,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <malloc.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fhir_buf.h"
@@ -329,6 +332,145 @@ static void test_spill_bounds_memory(void **state)
     assert_true(big.peak_held < whole.peak_held);
 }
 
+/* ---- resident memory of the unsorted path ------------------------------------------------- */
+
+#if defined(__SANITIZE_ADDRESS__)
+#define RSS_MEASURABLE 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define RSS_MEASURABLE 0
+#endif
+#endif
+#ifndef RSS_MEASURABLE
+#define RSS_MEASURABLE 1
+#endif
+
+/* What the process holds besides the budget's resource trees, at most: the spill files' write
+ * buffers (MAP_STREAM_MAX_PARTS x MAP_STREAM_SPILL_BUF) and 4 MiB for the read buffer, the
+ * Medication index, parser state and allocator slack (measured: 2.3-2.6 MiB in all). */
+#define RSS_OVERHEAD_KIB (MAP_STREAM_MAX_PARTS * (MAP_STREAM_SPILL_BUF >> 10) + (4u << 10))
+
+typedef struct rss_run {
+    long grown_kib;       /* VmHWM during the run minus VmRSS before it */
+    size_t spill_files, patients;
+    char mode[16];
+    int status;           /* 0, or 77 when the peak cannot be reset (no clear_refs) */
+} rss_run;
+
+static long status_kib(const char *field)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f)
+        return -1;
+    char line[256];
+    long v = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':') {
+            v = strtol(line + n + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+static int count_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
+                         fhir_error *err)
+{
+    (void)id, (void)res, (void)n, (void)err;
+    (*(size_t *)ud)++;
+    return 0;
+}
+
+static void count_restart(void *ud)
+{
+    *(size_t *)ud = 0;
+}
+
+/* Streams paths in a child process (its memory is its own) with this budget; the child resets
+ * its peak RSS (/proc/self/clear_refs "5") after trimming the allocator, so the peak measures
+ * the run alone. Patients are only counted: nothing is kept. */
+static rss_run rss_child(const char *const *paths, size_t np, size_t budget)
+{
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    fflush(NULL);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        close(fds[0]);
+        rss_run r = {0};
+        malloc_trim(0);
+        FILE *c = fopen("/proc/self/clear_refs", "w");
+        if (!c || fputs("5", c) < 0 || fclose(c) != 0) {
+            r.status = 77;
+        } else {
+            long before = status_kib("VmRSS");
+            map_stream_opts so = {.budget = budget, .mode = MAP_STREAM_GROUPED};
+            map_stream_stats st;
+            fhir_error err;
+            size_t patients = 0;
+            if (map_stream_run(paths, np, &so, count_patient, count_restart, &patients, &st, &err))
+                r.status = 1;
+            r.grown_kib = status_kib("VmHWM") - before;
+            r.spill_files = st.spill_files;
+            r.patients = patients;
+            snprintf(r.mode, sizeof r.mode, "%s", st.mode ? st.mode : "?");
+        }
+        ssize_t w = write(fds[1], &r, sizeof r);
+        _exit(w == (ssize_t)sizeof r ? 0 : 1);
+    }
+    close(fds[1]);
+    rss_run r;
+    ssize_t got = read(fds[0], &r, sizeof r);
+    close(fds[0]);
+    int ws;
+    assert_int_equal(waitpid(pid, &ws, 0), pid);
+    assert_true(WIFEXITED(ws) && WEXITSTATUS(ws) == 0);
+    assert_int_equal(got, (ssize_t)sizeof r);
+    return r;
+}
+
+/* The unsorted path bounds the process's resident memory, not only its own count of held
+ * trees: with a small budget the run spills and its peak RSS stays within the budget plus a
+ * fixed overhead, a smaller budget spills into more files, while grouping the same cohort in
+ * memory grows the process by far more (so the measure can tell them apart). */
+static void test_spill_bounds_rss(void **state)
+{
+    (void)state;
+    if (!RSS_MEASURABLE)
+        skip(); /* AddressSanitizer's quarantine keeps freed memory resident */
+    char p[512];
+    synth_cohort("rss", 2000, SYNTH_FORMAT_NDJSON, p, sizeof p);
+    const char *paths[] = {p};
+    rss_run whole = rss_child(paths, 1, (size_t)1 << 30);
+    if (whole.status == 77)
+        skip();
+    assert_int_equal(whole.status, 0);
+    assert_string_equal(whole.mode, "memory");
+    assert_int_equal(whole.patients, 2000);
+    const size_t small_cap = 1u << 20, big_cap = 4u << 20;
+    rss_run big = rss_child(paths, 1, big_cap), small = rss_child(paths, 1, small_cap);
+    assert_int_equal(big.status, 0);
+    assert_int_equal(small.status, 0);
+    assert_string_equal(big.mode, "spill");
+    assert_string_equal(small.mode, "spill");
+    assert_int_equal(big.patients, 2000);
+    assert_int_equal(small.patients, 2000);
+    assert_true(small.spill_files > big.spill_files);
+    print_message("peak RSS growth: in memory %ld KiB, cap %zu KiB %ld KiB (%zu spill files), "
+                  "cap %zu KiB %ld KiB (%zu spill files)\n", whole.grown_kib, big_cap >> 10,
+                  big.grown_kib, big.spill_files, small_cap >> 10, small.grown_kib, small.spill_files);
+    long bound_small = (long)(small_cap >> 10) + RSS_OVERHEAD_KIB;
+    long bound_big = (long)(big_cap >> 10) + RSS_OVERHEAD_KIB;
+    if (small.grown_kib > bound_small || big.grown_kib > bound_big)
+        fail_msg("peak RSS grew %ld KiB (cap %zu KiB) and %ld KiB (cap %zu KiB); bounds %ld and %ld KiB",
+                 small.grown_kib, small_cap >> 10, big.grown_kib, big_cap >> 10, bound_small, bound_big);
+    if (whole.grown_kib <= 2 * bound_big)
+        fail_msg("grouping the cohort in memory grew only %ld KiB: the cohort is too small to tell",
+                 whole.grown_kib);
+}
+
 static void test_shared_synthea(void **state)
 {
     (void)state;
@@ -486,6 +628,7 @@ int main(void)
         cmocka_unit_test(test_synth_unsorted_ndjson),
         cmocka_unit_test(test_synth_bundles),
         cmocka_unit_test(test_spill_bounds_memory),
+        cmocka_unit_test(test_spill_bounds_rss),
         cmocka_unit_test(test_shared_synthea),
         cmocka_unit_test(test_skip_and_errors),
         cmocka_unit_test(test_bundle_references),
