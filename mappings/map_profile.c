@@ -105,7 +105,17 @@ static const char *first_date(const fhir_node *n, const char *const *paths, int6
 static const char *res_ref(map_profile *p, const fhir_node *res)
 {
     const char *type = fhir_node_resource_type(res), *id = fhir_node_resource_id(res);
-    return astr(p, "%s/%s", type ? type : "?", id ? id : "?");
+    type = type ? type : "?";
+    id = id ? id : "?";
+    /* one per resource read: joined by hand, not by astr's printf (same bytes) */
+    size_t nt = strlen(type), ni = strlen(id);
+    char *r = nt + 1 + ni < 2048 ? fhir_arena_alloc(p->a, nt + ni + 2) : NULL;
+    if (!r)
+        return astr(p, "%s/%s", type, id);
+    memcpy(r, type, nt);
+    r[nt] = '/';
+    memcpy(r + nt + 1, id, ni + 1);
+    return r;
 }
 
 static bool status_is(const fhir_node *res, const char *path, const char *const *bad)

@@ -2,6 +2,7 @@
  * conf/criteria/README.md). See elig.h. */
 #include "elig_int.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 
 #include "fhir_json.h"
@@ -97,6 +98,20 @@ static const char *words(const char *key)
     return key ? key : "?";
 }
 
+/* Appends each string in turn (NULL written as printf's "%s" writes it): the explanation's
+ * lines are mostly labels and codes joined by fixed words, and formatting them with printf
+ * was a tenth of offline screening. */
+static const char put_end[] = "";
+#define PUT(b, ...) put_strs((b), __VA_ARGS__, put_end)
+static void put_strs(fhir_buf *b, ...)
+{
+    va_list ap;
+    va_start(ap, b);
+    for (const char *s; (s = va_arg(ap, const char *)) != put_end;)
+        fhir_buf_puts(b, s ? s : "(null)");
+    va_end(ap);
+}
+
 /* Evidence without table rows or reference documents: drops parenthesised groups that cite
  * a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)") and names the concept a code
  * maps to in words ("-> dlbcl_nos" -> "-> diffuse large B-cell lymphoma"). */
@@ -109,9 +124,10 @@ static void put_plain(fhir_buf *b, const char *ev)
             const char *k = p + 3;
             while (n + 1 < sizeof key && ((k[n] >= 'a' && k[n] <= 'z') || (k[n] >= '0' && k[n] <= '9') || k[n] == '_'))
                 n++;
-            snprintf(key, sizeof key, "%.*s", (int)n, k);
+            memcpy(key, k, n);
+            key[n] = 0;
             if (n && strcmp(words(key), key)) {
-                fhir_buf_printf(b, "-> %s", words(key));
+                PUT(b, "-> ", words(key));
                 p = k + n;
                 continue;
             }
@@ -169,22 +185,22 @@ static void put_value(fhir_buf *b, const efact *f, const fval *v)
                         v->num);
         break;
     case MAP_FACT_BOOL:
-        fhir_buf_printf(b, "%s: %s", words(f->name), v->b ? "yes" : "no");
+        PUT(b, words(f->name), ": ", v->b ? "yes" : "no");
         break;
     case MAP_FACT_CODE:
     case MAP_FACT_STRING:
-        fhir_buf_printf(b, "%s: %s", words(f->name), words(mf && mf->str ? mf->str : "?"));
+        PUT(b, words(f->name), ": ", words(mf && mf->str ? mf->str : "?"));
         break;
     case MAP_FACT_SET:
-        fhir_buf_printf(b, "%s: ", words(f->name));
+        PUT(b, words(f->name), ": ");
         if (!mf || mf->nset == 0)
             fhir_buf_puts(b, "none recorded");
         for (size_t k = 0; mf && k < mf->nset && k < MAP_FACT_SET_MAX; k++)
-            fhir_buf_printf(b, "%s%s", k ? ", " : "", words(mf->set[k]));
+            PUT(b, k ? ", " : "", words(mf->set[k]));
         if (mf && mf->open)
             fhir_buf_puts(b, ", others not recorded");
         for (size_t k = 0; mf && k < mf->nmaybe && k < MAP_FACT_SET_MAX; k++)
-            fhir_buf_printf(b, "%s%s", k ? ", " : "; possibly ", words(mf->maybe[k]));
+            PUT(b, k ? ", " : "; possibly ", words(mf->maybe[k]));
         break;
     }
 }
@@ -209,10 +225,10 @@ static void describe(const elig_ruleset *rs, const elig_factset *fs, const uint8
             *used |= 1ull << n->fact;
         if (!v->known) {
             if (out[ni] & T_ASSUMED)
-                fhir_buf_printf(b, "%s not documented (taken as %s)", words(f->name),
-                                ((out[ni] & 7) == TT) == (n->op != OP_FALSE) ? "present" : "absent");
+                PUT(b, words(f->name), " not documented (taken as ",
+                    ((out[ni] & 7) == TT) == (n->op != OP_FALSE) ? "present" : "absent", ")");
             else
-                fhir_buf_printf(b, "%s unknown", words(f->name));
+                PUT(b, words(f->name), " unknown");
         } else {
             put_value(b, f, v);
         }
@@ -269,7 +285,7 @@ static bool gate_is_disease(const elig_ruleset *rs, uint32_t ni)
 
 static void cite(fhir_buf *b, const char *doc, const char *rev, const char *url)
 {
-    fhir_buf_printf(b, " Label: %s, revised %s, %s", doc, rev, url);
+    PUT(b, " Label: ", doc, ", revised ", rev, ", ", url);
 }
 
 static const char *cat_words(uint8_t c)
@@ -284,8 +300,8 @@ static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const el
 {
     const eind *ind = &rs->inds[i];
     const enode *root = &rs->nodes[ind->root];
-    fhir_buf_printf(b, "%s %s (%s, %s): %s%s.", ind->key, elig_category_name((elig_category)cat), ind->brand,
-                    ind->description, cat_words(cat), ind->pending ? " if its expected label is approved" : "");
+    PUT(b, ind->key, " ", elig_category_name((elig_category)cat), " (", ind->brand, ", ", ind->description, "): ",
+        cat_words(cat), ind->pending ? " if its expected label is approved" : "", ".");
     uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
     bool sep = false;
     for (uint32_t k = 0; k < ng; k++) {
@@ -294,8 +310,7 @@ static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const el
         if (gr == TNA || gr == TNE)
             continue;
         bool first = true;
-        fhir_buf_printf(b, "%s %s: %s", sep ? ";" : "", node_label(rs, g),
-                        gr == TT ? "met" : gr == TU ? "unknown" : "not met");
+        PUT(b, sep ? "; " : " ", node_label(rs, g), ": ", gr == TT ? "met" : gr == TU ? "unknown" : "not met");
         sep = true;
         size_t before = b->len;
         fhir_buf_puts(b, " (");
@@ -324,7 +339,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         if (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i])) {
             bool first = true;
             fhir_buf_reset(&b);
-            fhir_buf_printf(&b, "fails '%s' (", node_label(rs, (uint32_t)r->failed[i]));
+            PUT(&b, "fails '", node_label(rs, (uint32_t)r->failed[i]), "' (");
             describe(rs, fs, r->out, (uint32_t)r->failed[i], true, &b, &first, used);
             fhir_buf_putc(&b, ')');
             fails[i] = fhir_xstrdup(fhir_buf_cstr(&b));
@@ -348,10 +363,10 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         size_t same = 0;
         for (size_t j = i; j < rs->ninds; j++)
             if (fails[j] && !strcmp(fails[j], fails[i])) {
-                fhir_buf_printf(&b, "%s%s", same ? "," : "", rs->inds[j].key);
+                PUT(&b, same ? "," : "", rs->inds[j].key);
                 same++;
             }
-        fhir_buf_printf(&b, " not_eligible: %s.", fails[i]);
+        PUT(&b, " not_eligible: ", fails[i], ".");
         if (same == 1)
             cite(&b, rs->inds[i].src_doc, rs->inds[i].src_rev, rs->inds[i].src_url);
         for (size_t j = i + 1; j < rs->ninds; j++)
@@ -368,7 +383,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         bool sep = false;
         for (size_t i = 0; i < rs->ninds; i++)
             if (r->cat[i] == ELIG_NOT_ELIGIBLE && gate_is_disease(rs, (uint32_t)r->failed[i])) {
-                fhir_buf_printf(&b, "%s%s", sep ? "," : " ", rs->inds[i].key);
+                PUT(&b, sep ? "," : " ", rs->inds[i].key);
                 sep = true;
             }
         bool first = true;
@@ -384,7 +399,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         fhir_buf_reset(&b);
         fhir_buf_puts(&b, "pending (label not verified, not counted): ");
         if (r->pend[i] == ELIG_NOT_ELIGIBLE) {
-            fhir_buf_printf(&b, "%s would be not eligible.", rs->inds[i].key);
+            PUT(&b, rs->inds[i].key, " would be not eligible.");
             cite(&b, rs->inds[i].src_doc, rs->inds[i].src_rev, rs->inds[i].src_url);
         } else {
             explain_ind(rs, fs, r, i, r->pend[i], &b, used);
@@ -399,11 +414,11 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         bool first = true;
         fhir_buf_reset(&b);
         if (rs->flag_is_note[fi]) {
-            fhir_buf_printf(&b, "note %s: %s", rs->flag_ids[fi], fl->message);
+            PUT(&b, "note ", rs->flag_ids[fi], ": ", fl->message);
         } else {
-            fhir_buf_printf(&b, "review flag %s (", rs->flag_ids[fi]);
+            PUT(&b, "review flag ", rs->flag_ids[fi], " (");
             describe(rs, fs, r->out, fl->node, true, &b, &first, used); /* the value says which measure */
-            fhir_buf_printf(&b, "): %s", fl->message);
+            PUT(&b, "): ", fl->message);
         }
         emit(ud, fhir_buf_cstr(&b), b.len);
     }
@@ -412,8 +427,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
         if (r->trig[k]) {
             const etrig *t = &rs->trigs[k];
             fhir_buf_reset(&b);
-            fhir_buf_printf(&b, "consult %s: %s (%s)", elig_consult_name((elig_consult)t->rec), t->reason,
-                            t->source);
+            PUT(&b, "consult ", elig_consult_name((elig_consult)t->rec), ": ", t->reason, " (", t->source, ")");
             emit(ud, fhir_buf_cstr(&b), b.len);
             any_trig = true;
         }
@@ -426,14 +440,13 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
     size_t nr = elig_result_to_request(rs, fs, r, req, ELIG_MAX_FACTS);
     for (size_t k = 0; k < nr && k < ELIG_MAX_FACTS; k++) {
         fhir_buf_reset(&b);
-        fhir_buf_printf(&b, "record to request: %s", req[k]);
+        PUT(&b, "record to request: ", req[k]);
         emit(ud, fhir_buf_cstr(&b), b.len);
     }
     fhir_buf_reset(&b);
-    fhir_buf_printf(&b, "urgency %s: %s", elig_urgency_name((elig_urgency)r->urgency),
-                    elig_result_urgency_reason(rs, r));
+    PUT(&b, "urgency ", elig_urgency_name((elig_urgency)r->urgency), ": ", elig_result_urgency_reason(rs, r));
     if (r->urg_ind >= 0)
-        fhir_buf_printf(&b, " (%s)", rs->inds[r->urg_ind].key);
+        PUT(&b, " (", rs->inds[r->urg_ind].key, ")");
     emit(ud, fhir_buf_cstr(&b), b.len);
     fhir_buf_free(&b);
 }
@@ -509,7 +522,7 @@ static void put_provenance(fhir_buf *out, fhir_buf *tmp, bool *sep, const char *
                            const char *ref)
 {
     fhir_buf_reset(tmp);
-    fhir_buf_printf(tmp, "%s: %s; %s", key, base_name(file), ref ? ref : "(no reference)");
+    PUT(tmp, key, ": ", base_name(file), "; ", ref ? ref : "(no reference)");
     if (*sep)
         fhir_buf_putc(out, ',');
     *sep = true;
@@ -559,8 +572,8 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
             sep = true;
             fhir_buf b;
             fhir_buf_init(&b, 0);
-            fhir_buf_printf(&b, "%s: %s (%s)", elig_consult_name((elig_consult)rs->trigs[k].rec),
-                            rs->trigs[k].reason, rs->trigs[k].source);
+            PUT(&b, elig_consult_name((elig_consult)rs->trigs[k].rec), ": ", rs->trigs[k].reason, " (",
+                rs->trigs[k].source, ")");
             fhir_json_write_string(out, b.data, b.len);
             fhir_buf_free(&b);
         }
@@ -614,7 +627,7 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
         if (!(used >> fi & 1) || !mf || !mf->evidence)
             continue;
         fhir_buf_reset(&p);
-        fhir_buf_printf(&p, "%s: %s", rs->facts[fi].name, mf->evidence);
+        PUT(&p, rs->facts[fi].name, ": ", mf->evidence);
         if (sep)
             fhir_buf_putc(out, ',');
         sep = true;
