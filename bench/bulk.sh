@@ -18,6 +18,7 @@ shift $(( $# >= 2 ? 2 : $# ))
 CONCS=("$@")
 [ ${#CONCS[@]} -gt 0 ] || CONCS=(1 4)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
+[ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 [ -x "$CG" ] || { echo "build cartgate first ($CG)"; exit 1; }
 TMP=$(mktemp -d /tmp/cg-bench-bulk.XXXXXX)
