@@ -1,5 +1,8 @@
 /* screen_sort — rows in patient-id order in bounded memory (sorted runs, merged). See
- * screen_sort.h. Record layout, in memory and in runs: [u32 key len][key][NUL][u32 row len][row]. */
+ * screen_sort.h. Record layout, in memory and in runs: [u32 key len][key][NUL][u32 row len][row].
+ * Every run is a stretch of one temporary file (one descriptor however many runs); more than
+ * SCREEN_SORT_MAX_MERGE runs are merged in passes into a second file first, so the final merge
+ * holds at most SCREEN_SORT_MAX_MERGE read buffers. */
 #include "screen_sort.h"
 
 #include <errno.h>
@@ -18,8 +21,7 @@ typedef struct slot {
 } slot;
 
 typedef struct run {
-    int fd;
-    uint64_t size;
+    uint64_t off, size;    /* a stretch of the run file */
 } run;
 
 struct screen_sort {
@@ -30,6 +32,9 @@ struct screen_sort {
     size_t n, capidx;
     run *runs;
     size_t nruns;
+    size_t written;        /* runs written since the last clear (screen_sort_runs) */
+    int fd;                /* the run file (-1: none yet) */
+    uint64_t fd_end;       /* its size */
     size_t count;
 };
 
@@ -53,14 +58,18 @@ screen_sort *screen_sort_new(size_t mem_cap, const char *tmp_dir)
             abort();
     }
     fhir_buf_init(&s->mem, 0);
+    s->fd = -1;
     return s;
 }
 
 void screen_sort_clear(screen_sort *s)
 {
-    for (size_t i = 0; i < s->nruns; i++)
-        close(s->runs[i].fd);
+    if (s->fd >= 0)
+        close(s->fd);
+    s->fd = -1;
+    s->fd_end = 0;
     s->nruns = 0;
+    s->written = 0;
     s->n = 0;
     s->count = 0;
     fhir_buf_reset(&s->mem);
@@ -79,7 +88,7 @@ void screen_sort_free(screen_sort *s)
 }
 
 size_t screen_sort_count(const screen_sort *s) { return s->count; }
-size_t screen_sort_runs(const screen_sort *s) { return s->nruns; }
+size_t screen_sort_runs(const screen_sort *s) { return s->written; }
 
 static const char *mem_key(const screen_sort *s, const slot *x)
 {
@@ -130,11 +139,9 @@ static int write_all(int fd, const char *p, size_t n, fhir_error *err)
     return 0;
 }
 
-/* Writes the rows in memory, sorted, as a new run. */
-static int spill(screen_sort *s, fhir_error *err)
+/* A new temporary file, already unlinked: its descriptor, or -1 with err set. */
+static int temp_file(const screen_sort *s, fhir_error *err)
 {
-    if (!s->n)
-        return 0;
     const char *dir = s->tmp_dir ? s->tmp_dir : getenv("TMPDIR");
     if (!dir || !*dir)
         dir = "/tmp";
@@ -144,6 +151,23 @@ static int spill(screen_sort *s, fhir_error *err)
     if (fd < 0)
         return fhir_error_set(err, "sort run in %s: %s", dir, strerror(errno));
     unlink(path);
+    return fd;
+}
+
+static void add_run(screen_sort *s, uint64_t off, uint64_t size)
+{
+    s->runs = fhir_xrealloc(s->runs, (s->nruns + 1) * sizeof *s->runs);
+    s->runs[s->nruns++] = (run){off, size};
+}
+
+/* Writes the rows in memory, sorted, as a new run at the end of the run file. */
+static int spill(screen_sort *s, fhir_error *err)
+{
+    if (!s->n)
+        return 0;
+    if (s->fd < 0 && (s->fd = temp_file(s, err)) < 0)
+        return -1;
+    int fd = s->fd;
     sort_mem(s);
     fhir_buf out;
     fhir_buf_init(&out, 0);
@@ -164,11 +188,16 @@ static int spill(screen_sort *s, fhir_error *err)
         rc = write_all(fd, out.data, out.len, err);
     fhir_buf_free(&out);
     if (rc) {
-        close(fd);
+        if (lseek(fd, (off_t)s->fd_end, SEEK_SET) < 0) { /* drop the partial run */
+            close(s->fd);
+            s->fd = -1; /* the runs so far are lost with it: the caller reports err */
+            s->nruns = 0;
+        }
         return -1;
     }
-    s->runs = fhir_xrealloc(s->runs, (s->nruns + 1) * sizeof *s->runs);
-    s->runs[s->nruns++] = (run){fd, size};
+    add_run(s, s->fd_end, size);
+    s->fd_end += size;
+    s->written++;
     s->n = 0;
     fhir_buf_reset(&s->mem);
     return 0;
@@ -196,7 +225,7 @@ int screen_sort_add(screen_sort *s, const char *key, const char *row, size_t len
 
 typedef struct reader {
     int fd;
-    uint64_t off, size;
+    uint64_t off, lim;     /* next byte to read, end of the run (file offsets) */
     char *buf;
     size_t cap, beg, end;
     const char *key, *row;
@@ -217,11 +246,14 @@ static int rd_next(reader *r, fhir_error *err)
             }
             if (need > r->cap)
                 r->buf = fhir_xrealloc(r->buf, r->cap = need);
-            if (r->off >= r->size)
+            if (r->off >= r->lim)
                 return r->end == r->beg && phase == 0
                            ? 0
                            : fhir_error_set(err, "sort run: truncated");
-            ssize_t got = pread(r->fd, r->buf + r->end, r->cap - r->end, (off_t)r->off);
+            size_t want = r->cap - r->end;
+            if (want > r->lim - r->off)
+                want = (size_t)(r->lim - r->off);
+            ssize_t got = pread(r->fd, r->buf + r->end, want, (off_t)r->off);
             if (got < 0 && errno == EINTR)
                 continue;
             if (got <= 0)
@@ -268,30 +300,17 @@ static void sift(reader **h, size_t n, size_t i)
     }
 }
 
-int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *err)
+/* Calls fn per record of runs[0..n) of fd, in key order (equal keys: earlier run first). */
+static int merge(int fd, const run *runs, size_t n, screen_sort_fn fn, void *ud, fhir_error *err)
 {
-    if (!s->nruns) { /* everything in memory */
-        sort_mem(s);
-        for (size_t i = 0; i < s->n; i++) {
-            const char *k, *row;
-            size_t len;
-            rec_parse(s->mem.data + s->idx[i].off, &k, &row, &len);
-            int rc = fn(ud, k, row, len);
-            if (rc)
-                return rc;
-        }
-        return 0;
-    }
-    if (spill(s, err))
-        return -1;
-    reader *rd = calloc(s->nruns, sizeof *rd);
-    reader **heap = calloc(s->nruns, sizeof *heap);
+    reader *rd = calloc(n ? n : 1, sizeof *rd);
+    reader **heap = calloc(n ? n : 1, sizeof *heap);
     if (!rd || !heap)
         abort();
     size_t nh = 0;
     int rc = 0;
-    for (size_t i = 0; i < s->nruns && !rc; i++) {
-        rd[i] = (reader){s->runs[i].fd, 0, s->runs[i].size, fhir_xrealloc(NULL, SCREEN_SORT_READ_BUF),
+    for (size_t i = 0; i < n && !rc; i++) {
+        rd[i] = (reader){fd, runs[i].off, runs[i].off + runs[i].size, fhir_xrealloc(NULL, SCREEN_SORT_READ_BUF),
                          SCREEN_SORT_READ_BUF, 0, 0, NULL, NULL, 0, i};
         int got = rd_next(&rd[i], err);
         if (got < 0)
@@ -315,9 +334,99 @@ int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *er
             heap[0] = heap[--nh];
         sift(heap, nh, 0);
     }
-    for (size_t i = 0; i < s->nruns; i++)
+    for (size_t i = 0; i < n; i++)
         free(rd[i].buf);
     free(rd);
     free(heap);
     return rc;
+}
+
+/* A merge pass writes its output here, buffered. */
+typedef struct pass_out {
+    int fd;
+    fhir_buf buf;
+    uint64_t size;
+    fhir_error *err;
+} pass_out;
+
+static int pass_flush(pass_out *o)
+{
+    int rc = o->buf.len ? write_all(o->fd, o->buf.data, o->buf.len, o->err) : 0;
+    fhir_buf_reset(&o->buf);
+    return rc;
+}
+
+static int pass_put(void *ud, const char *key, const char *row, size_t len)
+{
+    pass_out *o = ud;
+    uint32_t kl = (uint32_t)strlen(key), rl = (uint32_t)len;
+    fhir_buf_append(&o->buf, &kl, 4);
+    fhir_buf_append(&o->buf, key, kl + 1u);
+    fhir_buf_append(&o->buf, &rl, 4);
+    fhir_buf_append(&o->buf, row, len);
+    o->size += 4 + (uint64_t)kl + 1 + 4 + rl;
+    return o->buf.len >= (64u << 10) ? pass_flush(o) : 0;
+}
+
+/* Merges every SCREEN_SORT_MAX_MERGE consecutive runs into one run of a new file, which
+ * replaces the run file (run order, and so the order of equal keys, is kept). */
+static int merge_pass(screen_sort *s, fhir_error *err)
+{
+    int fd = temp_file(s, err);
+    if (fd < 0)
+        return -1;
+    size_t n = (s->nruns + SCREEN_SORT_MAX_MERGE - 1) / SCREEN_SORT_MAX_MERGE;
+    run *merged = fhir_xrealloc(NULL, n * sizeof *merged);
+    pass_out o = {fd, {0}, 0, err};
+    fhir_buf_init(&o.buf, 0);
+    uint64_t end = 0;
+    int rc = 0;
+    for (size_t g = 0; g < n && !rc; g++) {
+        size_t lo = g * SCREEN_SORT_MAX_MERGE, k = s->nruns - lo;
+        if (k > SCREEN_SORT_MAX_MERGE)
+            k = SCREEN_SORT_MAX_MERGE;
+        o.size = 0;
+        rc = merge(s->fd, s->runs + lo, k, pass_put, &o, err);
+        if (rc > 0)
+            rc = -1; /* pass_put's write error, err set */
+        if (!rc)
+            rc = pass_flush(&o);
+        merged[g] = (run){end, o.size};
+        end += o.size;
+    }
+    fhir_buf_free(&o.buf);
+    if (rc) {
+        close(fd);
+        free(merged);
+        return -1;
+    }
+    close(s->fd);
+    free(s->runs);
+    s->fd = fd;
+    s->fd_end = end;
+    s->runs = merged;
+    s->nruns = n;
+    return 0;
+}
+
+int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *err)
+{
+    if (!s->nruns) { /* everything in memory */
+        sort_mem(s);
+        for (size_t i = 0; i < s->n; i++) {
+            const char *k, *row;
+            size_t len;
+            rec_parse(s->mem.data + s->idx[i].off, &k, &row, &len);
+            int rc = fn(ud, k, row, len);
+            if (rc)
+                return rc;
+        }
+        return 0;
+    }
+    if (spill(s, err))
+        return -1;
+    while (s->nruns > SCREEN_SORT_MAX_MERGE)
+        if (merge_pass(s, err))
+            return -1;
+    return merge(s->fd, s->runs, s->nruns, fn, ud, err);
 }

@@ -17,6 +17,7 @@
 
 #define SCREEN_SORT_MEM_DEFAULT (8u << 20) /* bytes of rows kept before a run is written */
 #define SCREEN_SORT_READ_BUF (32u << 10)   /* read buffer of each run while merging */
+#define SCREEN_SORT_MAX_MERGE 64           /* runs merged at once (more: merged in passes first) */
 
 typedef struct screen_sort screen_sort;
 
@@ -40,7 +41,7 @@ void screen_sort_clear(screen_sort *s);
 typedef int (*screen_sort_fn)(void *ud, const char *key, const char *row, size_t len);
 int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *err);
 
-/* Rows added, and runs written to temporary files so far. */
+/* Rows added, and runs written to the temporary file so far (before any merge pass). */
 size_t screen_sort_count(const screen_sort *s);
 size_t screen_sort_runs(const screen_sort *s);
 

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -351,6 +352,12 @@ static int collect(void *ud, const char *key, const char *row, size_t len)
     return 0;
 }
 
+static int collect_rows(void *ud, const char *key, const char *row, size_t len)
+{
+    fhir_buf_printf(ud, "%s=%.*s|", key, (int)len, row);
+    return 0;
+}
+
 static void test_sort_rows(void **state)
 {
     (void)state;
@@ -390,6 +397,66 @@ static void test_sort_rows(void **state)
     }
 }
 
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n;
+}
+
+/* More runs than are merged at once: one temporary file holds them all (one descriptor),
+ * merged in a pass first, in order, equal keys in the order added; rows added after a read
+ * join the next one. */
+static void test_sort_many_runs(void **state)
+{
+    (void)state;
+    fhir_error err;
+    int fds_before = open_fds();
+    screen_sort *s = screen_sort_new(256, NULL);
+    const unsigned n = 12000; /* ~ 20 bytes a record, ~ 13 a run: ~ 900 runs, one merge pass */
+    for (unsigned i = 0; i < n; i++) {
+        char key[32], row[32];
+        snprintf(key, sizeof key, "p%05u", (i * 7919u) % (n / 2)); /* every key twice */
+        snprintf(row, sizeof row, "%u", i);
+        assert_int_equal(screen_sort_add(s, key, row, strlen(row), &err), 0);
+    }
+    assert_true(screen_sort_runs(s) > 8 * (size_t)SCREEN_SORT_MAX_MERGE);
+    if (fds_before > 0)
+        assert_true(open_fds() <= fds_before + 1);
+    for (int again = 0; again < 2; again++) {
+        if (again) /* a late row joins the next read */
+            assert_int_equal(screen_sort_add(s, "p99999", "late", 4, &err), 0);
+        fhir_buf b;
+        fhir_buf_init(&b, 0);
+        assert_int_equal(screen_sort_each(s, collect_rows, &b, &err), 0);
+        fhir_buf want;
+        fhir_buf_init(&want, 0);
+        for (unsigned k = 0; k < n / 2; k++) {
+            /* the two rows of key k, in the order they were added */
+            unsigned first = n, second = n;
+            for (unsigned i = 0; i < n; i++)
+                if ((i * 7919u) % (n / 2) == k) {
+                    if (first == n)
+                        first = i;
+                    else
+                        second = i;
+                }
+            fhir_buf_printf(&want, "p%05u=%u|p%05u=%u|", k, first, k, second);
+        }
+        if (again)
+            fhir_buf_puts(&want, "p99999=late|");
+        assert_string_equal(fhir_buf_cstr(&b), fhir_buf_cstr(&want));
+        fhir_buf_free(&b);
+        fhir_buf_free(&want);
+    }
+    screen_sort_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -397,6 +464,7 @@ int main(void)
         cmocka_unit_test(test_screen_matches_steps),
         cmocka_unit_test(test_stream_and_memory_agree),
         cmocka_unit_test(test_sort_rows),
+        cmocka_unit_test(test_sort_many_runs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
