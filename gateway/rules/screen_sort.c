@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fhir_alloc.h"
 #include "fhir_buf.h"
 
 typedef struct slot {
@@ -37,14 +38,6 @@ struct screen_sort {
     uint64_t fd_end;       /* its size */
     size_t count;
 };
-
-static void *fhir_xrealloc(void *p, size_t n)
-{
-    p = realloc(p, n ? n : 1);
-    if (!p)
-        abort();
-    return p;
-}
 
 screen_sort *screen_sort_new(size_t mem_cap, const char *tmp_dir)
 {
