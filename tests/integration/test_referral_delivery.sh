@@ -239,10 +239,12 @@ cg referrals send --db "$DB" --centers "$TMP/c.json" "${SEND_FAST[@]}" --passes 
 [ "$(state_count "$DB" sent ctr-up)" = 3 ] || fail "the up center's referrals should be sent"
 [ $(( $(state_count "$DB" sending ctr-down) + $(state_count "$DB" approved ctr-down) )) = 3 ] ||
   fail "the down center's referrals should wait (sending/approved), not fail"
-# the refused connection itself (HTTP 0), or on a later pass the search that looks for an
-# earlier delivery before sending again, whichever ran last (a loaded machine decides)
+# the ones tried show why they wait: the refused connection itself (HTTP 0), or on a later
+# pass the search that looks for an earlier delivery before sending again (how many are tried
+# before the center is set aside for the pass depends on timing)
 cg referrals list --db "$DB" --center ctr-down >"$TMP/list-c.out"
-[ "$(grep -c 'last error: ' "$TMP/list-c.out")" = 3 ] ||
+tried=$(grep -c 'last error: ' "$TMP/list-c.out")
+[ "$tried" -ge 1 ] && [ "$(grep 'last error: ' "$TMP/list-c.out" | grep -c "Couldn't connect")" = "$tried" ] ||
   fail "stuck referrals should show their last error: $(cat "$TMP/list-c.out")"
 [ "$(exactly_once "$DB" "$PC" ctr-up)" = 3 ] || fail "exactly-once check c"
 ok "one center down: the other center's referrals delivered, stuck ones show their last error"
