@@ -3,7 +3,7 @@
 # reference FHIR server on a random 127.0.0.1 port with bounded waits.
 #
 #   . "$(dirname "$0")/lib.sh"
-#   need_tools node curl          # SKIP (exit 0) without the server's node_modules
+#   need_tools node curl          # SKIP (exit 77: ctest shows it skipped) without the server's node_modules
 #   start_server ehr --seed DIR   # sets PID, PORT, BASE
 SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
@@ -41,7 +41,7 @@ ok() { CHECKS=$((CHECKS + 1)); echo "ok $CHECKS - $*"; }
 need_tools() {
   if [ ! -d "$SERVER_DIR/node_modules/@medplum/fhir-router" ]; then
     echo "SKIP: $SERVER_DIR/node_modules missing (run scripts/bootstrap)"
-    exit 0
+    exit 77
   fi
   for tool in "$@"; do
     command -v "$tool" >/dev/null 2>&1 || fail "$tool not installed"

@@ -14,7 +14,7 @@ set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
 OIDC_DIR="$SRC/tests/oidc-provider"
-[ -d "$OIDC_DIR/node_modules/oidc-provider" ] || { echo "SKIP: $OIDC_DIR/node_modules missing (run scripts/bootstrap)"; exit 0; }
+[ -d "$OIDC_DIR/node_modules/oidc-provider" ] || { echo "SKIP: $OIDC_DIR/node_modules missing (run scripts/bootstrap)"; exit 77; }
 unset CARTGATE_ADMIN_TOKEN CARTGATE_TOKEN
 
 test_ca

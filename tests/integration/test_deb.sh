@@ -6,7 +6,7 @@
 # conffiles, maintainer scripts), the systemd unit and the packaged binary are checked.
 . "$(dirname "$0")/lib.sh"
 for tool in dpkg-deb dpkg-buildflags dpkg-shlibdeps cmake; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool not installed (scripts/bootstrap installs dpkg-dev)"; exit 0; }
+  command -v "$tool" >/dev/null 2>&1 || { echo "SKIP: $tool not installed (scripts/bootstrap installs dpkg-dev)"; exit 77; }
 done
 
 "$SRC/scripts/build-deb" --out "$TMP/deb" --build "$TMP/build" >"$TMP/build-deb.log" 2>&1 ||

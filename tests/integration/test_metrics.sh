@@ -12,7 +12,7 @@ PROMTOOL=$SRC/tests/tools/bin/promtool
 [ -x "$PROMTOOL" ] || PROMTOOL=$(command -v promtool || true)
 if [ -z "$PROMTOOL" ]; then
   echo "SKIP: promtool not installed (scripts/bootstrap fetches it into tests/tools/bin)"
-  exit 0
+  exit 77
 fi
 
 mkdir -p "$TMP/drop"
