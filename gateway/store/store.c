@@ -712,15 +712,27 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
     }
     sqlite3_busy_timeout(s->db, busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
     sqlite3_extended_result_codes(s->db, 1);
-    /* journal_mode returns a row; check it really switched to WAL */
-    sqlite3_stmt *st;
+    /* journal_mode returns a row; check it really switched to WAL. Switching a new database
+     * needs its exclusive lock, for which SQLite does not wait (the busy handler is not
+     * called): another process opening the same new file at the same moment makes it answer
+     * "database is locked", so the switch is tried again, for at most the busy timeout. */
     bool wal = false;
-    if (sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL) == SQLITE_OK) {
-        if (sqlite3_step(st) == SQLITE_ROW) {
-            const char *m = col_text(st, 0);
-            wal = m && !strcmp(m, "wal");
+    int64_t give_up = fhir_clock_mono_ms() + (busy_timeout_ms > 0 ? busy_timeout_ms : 5000);
+    for (;;) {
+        sqlite3_stmt *st;
+        int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+        if (rc == SQLITE_OK) {
+            rc = sqlite3_step(st);
+            if (rc == SQLITE_ROW) {
+                const char *m = col_text(st, 0);
+                wal = m && !strcmp(m, "wal");
+            }
+            sqlite3_finalize(st);
         }
-        sqlite3_finalize(st);
+        if (wal || ((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+            fhir_clock_mono_ms() >= give_up)
+            break;
+        sqlite3_sleep(10);
     }
     if (!wal) {
         fhir_error_set(err, "%s: cannot switch to WAL journal mode: %s", path,
