@@ -316,7 +316,7 @@ int fhir_jsonfile_bool(fhir_jsonfile *f, const fhir_node *obj, const char *key, 
 int fhir_jsonfile_enum(fhir_jsonfile *f, const fhir_node *obj, const char *key, const char *what,
                        unsigned flags, const char *const *values, int *out)
 {
-    const char *s;
+    const char *s = NULL;
     int rc = fhir_jsonfile_str(f, obj, key, what, flags, &s);
     if (rc <= 0)
         return rc;
