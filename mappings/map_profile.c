@@ -68,6 +68,30 @@ const map_line *map_profile_line(const map_profile *p, size_t i)
     return p && i < p->nlines ? &p->lines[i] : NULL;
 }
 
+size_t map_profile_event_count(const map_profile *p)
+{
+    return p ? p->nevents : 0;
+}
+
+const map_event *map_profile_event(const map_profile *p, size_t i)
+{
+    return p && i < p->nevents ? &p->events[i] : NULL;
+}
+
+const char *map_event_kind_text(map_event_kind k)
+{
+    switch (k) {
+    case MAP_EVENT_RESPONSE: return "response";
+    case MAP_EVENT_PROGRESSION: return "progression or relapse";
+    case MAP_EVENT_AUTO_HCT: return "autologous stem cell transplant";
+    case MAP_EVENT_ALLO_HCT: return "allogeneic stem cell transplant";
+    case MAP_EVENT_HCT: return "stem cell transplant";
+    case MAP_EVENT_CAR_T: return "CAR T-cell infusion";
+    case MAP_EVENT_CAR_T_COLLECTION: return "cell collection for CAR T";
+    }
+    return "event";
+}
+
 size_t map_profile_warning_count(const map_profile *p)
 {
     return p ? p->nwarnings : 0;
@@ -1618,7 +1642,18 @@ int map_profile_write_json(const map_profile *p, fhir_buf *o, int pretty)
         put_str(o, l->evidence);
         fhir_buf_putc(o, '}');
     }
-    fhir_buf_printf(o, "%s%s],%s%s\"warnings\":%s[", p->nlines ? nl : "", p->nlines ? i1 : "", nl, i1, sp);
+    fhir_buf_printf(o, "%s%s],%s%s\"events\":%s[", p->nlines ? nl : "", p->nlines ? i1 : "", nl, i1, sp);
+    for (size_t k = 0; k < p->nevents; k++) {
+        const map_event *e = &p->events[k];
+        char d[16];
+        fmt_day(e->day, d, sizeof d);
+        fhir_buf_printf(o, "%s%s%s{\"date\":\"%s\",%s\"kind\":", k ? "," : "", nl, i2, d, sp);
+        put_str(o, map_event_kind_text(e->kind));
+        fhir_buf_printf(o, ",%s\"evidence\":", sp);
+        put_str(o, e->ref ? e->ref : "");
+        fhir_buf_putc(o, '}');
+    }
+    fhir_buf_printf(o, "%s%s],%s%s\"warnings\":%s[", p->nevents ? nl : "", p->nevents ? i1 : "", nl, i1, sp);
     for (size_t i = 0; i < p->nwarnings; i++) {
         fhir_buf_printf(o, "%s%s%s", i ? "," : "", nl, i2);
         put_str(o, p->warnings[i]);

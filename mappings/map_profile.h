@@ -96,6 +96,30 @@ typedef struct map_line {
 size_t map_profile_line_count(const map_profile *p);
 const map_line *map_profile_line(const map_profile *p, size_t i);
 
+/* Dated clinical events of the timeline (responses, progressions/relapses, transplants,
+ * CAR T), the ones the line and relapse facts were derived from; in date order. */
+typedef enum map_event_kind {
+    MAP_EVENT_RESPONSE = 0,  /* response or remission documented */
+    MAP_EVENT_PROGRESSION,   /* progression or relapse documented */
+    MAP_EVENT_AUTO_HCT,
+    MAP_EVENT_ALLO_HCT,
+    MAP_EVENT_HCT,           /* transplant of unspecified type */
+    MAP_EVENT_CAR_T,         /* CAR T infusion */
+    MAP_EVENT_CAR_T_COLLECTION,
+} map_event_kind;
+
+typedef struct map_event {
+    map_event_kind kind;
+    int64_t day;             /* days since epoch */
+    const char *ref;         /* "Observation/o1" (borrowed from the profile) */
+} map_event;
+
+/* Borrowed from the profile, valid until map_profile_free. */
+size_t map_profile_event_count(const map_profile *p);
+const map_event *map_profile_event(const map_profile *p, size_t i);
+/* Plain words for a kind ("response", "progression or relapse", "autologous transplant" ...). */
+const char *map_event_kind_text(map_event_kind k);
+
 /* ---- output ---------------------------------------------------------------------------- */
 
 /* JSON of the whole profile into out (one object; pretty = FHIR_JSON_PRETTY layout, else one

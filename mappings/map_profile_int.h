@@ -30,6 +30,8 @@ struct map_profile {
     map_fact facts[MAP_FACT_COUNT];
     map_line *lines;
     size_t nlines;
+    map_event *events;     /* arena, date order */
+    size_t nevents;
     const char *warnings[MAX_WARNINGS];
     size_t nwarnings;
 };

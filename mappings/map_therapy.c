@@ -25,6 +25,42 @@ static const dated *first_in(const vec *v, int64_t lo, int64_t hi)
     return NULL;
 }
 
+static int cmp_event(const void *a, const void *b)
+{
+    const map_event *x = a, *y = b;
+    if (x->day != y->day)
+        return x->day < y->day ? -1 : 1;
+    return (int)x->kind - (int)y->kind;
+}
+
+/* The profile's timeline: responses and progressions (sorted by the caller's qsort above or
+ * not), transplants and CAR T events, in date order. */
+static void timeline_events(builder *b)
+{
+    map_profile *p = b->p;
+    size_t n = b->resp.n + b->prog.n + b->ev.n;
+    p->nevents = 0;
+    p->events = fhir_arena_calloc(p->a, (n ? n : 1) * sizeof *p->events);
+    if (!p->events)
+        abort();
+    const dated *r = b->resp.v, *g = b->prog.v;
+    for (size_t i = 0; i < b->resp.n; i++)
+        p->events[p->nevents++] = (map_event){MAP_EVENT_RESPONSE, r[i].day, r[i].ref};
+    for (size_t i = 0; i < b->prog.n; i++)
+        p->events[p->nevents++] = (map_event){MAP_EVENT_PROGRESSION, g[i].day, g[i].ref};
+    const map_lot_event *e = b->ev.v;
+    for (size_t i = 0; i < b->ev.n; i++) {
+        map_event_kind k = e[i].kind == MAP_LOT_AUTO_HCT ? MAP_EVENT_AUTO_HCT
+                         : e[i].kind == MAP_LOT_ALLO_HCT ? MAP_EVENT_ALLO_HCT
+                         : e[i].kind == MAP_LOT_HCT      ? MAP_EVENT_HCT
+                         : e[i].kind == MAP_LOT_CAR_T    ? MAP_EVENT_CAR_T
+                                                         : MAP_EVENT_CAR_T_COLLECTION;
+        p->events[p->nevents++] = (map_event){k, e[i].day, e[i].ref};
+    }
+    if (p->nevents > 1)
+        qsort(p->events, p->nevents, sizeof *p->events, cmp_event);
+}
+
 void map_therapy_facts(builder *b)
 {
     map_profile *p = b->p;
@@ -51,6 +87,7 @@ void map_therapy_facts(builder *b)
         qsort(b->prog.v, b->prog.n, sizeof(dated), cmp_dated);
     if (b->resp.n)
         qsort(b->resp.v, b->resp.n, sizeof(dated), cmp_dated);
+    timeline_events(b);
     int64_t *pdays = malloc((b->prog.n ? b->prog.n : 1) * sizeof *pdays);
     if (!pdays)
         abort();

@@ -415,6 +415,19 @@ static void test_lenalidomide_refractory_and_hct(void **s)
     expect_bool(&t, "refractory", true);
     expect_bool(&t, "btki_progression", false);
     expect_evidence(&t, "prior_auto_hct", "Procedure/tx");
+    /* the timeline: response, transplant, progression, in date order */
+    assert_int_equal(map_profile_event_count(t.p), 3);
+    const map_event *e0 = map_profile_event(t.p, 0), *e1 = map_profile_event(t.p, 1),
+                    *e2 = map_profile_event(t.p, 2);
+    assert_int_equal(e0->kind, MAP_EVENT_AUTO_HCT);
+    assert_string_equal(e0->ref, "Procedure/tx");
+    assert_int_equal(e1->kind, MAP_EVENT_RESPONSE);
+    assert_string_equal(e1->ref, "Observation/s1");
+    assert_int_equal(e2->kind, MAP_EVENT_PROGRESSION);
+    assert_string_equal(e2->ref, "Observation/s2");
+    assert_true(e0->day < e1->day && e1->day < e2->day);
+    assert_null(map_profile_event(t.p, 3));
+    assert_string_equal(map_event_kind_text(e2->kind), "progression or relapse");
     done(&t);
 }
 
@@ -594,6 +607,8 @@ static void test_json_output(void **s)
         assert_int_equal(fhir_node_count(fhir_node_path(root, "facts")), 47);
         assert_int_equal(fhir_node_count(fhir_node_path(root, "lines[0].drugs")), 5);
         assert_int_equal(fhir_node_count(fhir_node_get(root, "warnings")), 1);
+        assert_non_null(fhir_node_get(root, "events")); /* no status recorded: an empty timeline */
+        assert_int_equal(fhir_node_count(fhir_node_get(root, "events")), 0);
         if (!pretty)
             assert_null(strchr(b.data, '\n')); /* one line per patient */
         fhir_arena_free(a);
