@@ -23,6 +23,7 @@
 #include "fhir_buf.h"
 #include "fhir_json.h"
 #include "fhir_node.h"
+#include "fhir_url.h"
 
 
 struct fhir_auth {
@@ -448,6 +449,29 @@ static char *resolve_url(const char *base, const char *ref)
     return r;
 }
 
+/* A discovered token endpoint receives our signed client assertion and hands out the token:
+ * it must be on the FHIR server's own host (any port; two loopback hosts count as the same),
+ * over https, or plain http only to a loopback host when the base itself is plain http. A
+ * token URL configured by hand is not checked here (the configuration's rules apply to it). */
+static int discovered_url_check(const char *url, const char *fhir_base, fhir_error *err)
+{
+    char ts[16], th[FHIR_URL_HOST_MAX], bs[16], bh[FHIR_URL_HOST_MAX];
+    if (!fhir_url_host(url, ts, sizeof ts, th, sizeof th) || (strcmp(ts, "https") && strcmp(ts, "http")))
+        return fhir_error_set(err, "SMART configuration: token_endpoint \"%.200s\" is not an http(s) URL", url);
+    if (!fhir_url_host(fhir_base, bs, sizeof bs, bh, sizeof bh))
+        return fhir_error_set(err, "SMART discovery: the FHIR base \"%.200s\" is not a URL", fhir_base);
+    bool tl = fhir_url_host_is_loopback(th), bl = fhir_url_host_is_loopback(bh);
+    if (strcasecmp(th, bh) && !(tl && bl))
+        return fhir_error_set(err, "SMART configuration: token_endpoint \"%.200s\" is not on the FHIR server's host "
+                                   "%s: refused (configure the token URL explicitly to use another host)",
+                              url, bh);
+    if (strcmp(ts, "https") && (!tl || !strcmp(bs, "https")))
+        return fhir_error_set(err, "SMART configuration: token_endpoint \"%.200s\" is not https: refused (the "
+                                   "client assertion and the access token would cross the network in clear)",
+                              url);
+    return 0;
+}
+
 int fhir_auth_parse_discovery(fhir_auth *a, const char *body, size_t len,
                               const char *fhir_base, fhir_error *err)
 {
@@ -476,8 +500,13 @@ int fhir_auth_parse_discovery(fhir_auth *a, const char *body, size_t len,
                        a->alg);
         goto out;
     }
+    char *url = resolve_url(fhir_base, te);
+    if (discovered_url_check(url, fhir_base, err)) {
+        free(url);
+        goto out;
+    }
     free(a->token_url);
-    a->token_url = resolve_url(fhir_base, te);
+    a->token_url = url;
     rc = 0;
 out:
     fhir_arena_free(ar);

@@ -1,13 +1,14 @@
 /* cli_url — the admin API base URL through libcurl's URL API (see cli_url.h). */
 #include "cli_url.h"
 
-#include <arpa/inet.h>
 #include <curl/curl.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include "fhir_url.h"
 
 struct cli_url {
     CURLU *h;                 /* the base; its path ends in '/' */
@@ -16,25 +17,7 @@ struct cli_url {
 
 bool cli_url_host_is_loopback(const char *host)
 {
-    if (!host || !*host)
-        return false;
-    if (!strcasecmp(host, "localhost"))
-        return true;
-    struct in_addr a4;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    char lit[INET6_ADDRSTRLEN + 2];
-    size_t n = strlen(host);
-    if (n >= 2 && host[0] == '[' && host[n - 1] == ']' && n - 2 < sizeof lit) {
-        memcpy(lit, host + 1, n - 2);
-        lit[n - 2] = 0;
-    } else if (n < sizeof lit) {
-        memcpy(lit, host, n + 1);
-    } else {
-        return false;
-    }
-    struct in6_addr a6;
-    return inet_pton(AF_INET6, lit, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+    return fhir_url_host_is_loopback(host);
 }
 
 /* Whether the URL has part p (CURLUE_NO_* when not). */

@@ -8,6 +8,7 @@
 #include "cli_opt.h"
 #include "cmd.h"
 #include "config.h"
+#include "daemon.h"
 
 /* Appends s to out as roff text: backslashes escaped, `code` in bold, "…" as "to"; minus:
  * '-' is a minus sign (option names and values), else a hyphen (prose). */
@@ -143,6 +144,16 @@ int cmd_check_config(int argc, char **argv)
     if (!c) {
         fputs(fhir_buf_cstr(&diag), stderr);
         fprintf(stderr, "%s: %zu error%s\n", path, n, n == 1 ? "" : "s");
+        fhir_buf_free(&diag);
+        return 1;
+    }
+    if (daemon_check_files(c, &diag, &err)) {
+        fputs(fhir_buf_cstr(&diag), stderr);
+        size_t nl = 0;
+        for (const char *q = fhir_buf_cstr(&diag); *q; q++)
+            nl += *q == '\n';
+        fprintf(stderr, "%s: %zu error%s in the files it names\n", path, nl, nl == 1 ? "" : "s");
+        config_free(c);
         fhir_buf_free(&diag);
         return 1;
     }

@@ -13,12 +13,14 @@
 
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
+#include "fhir_auth.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
 #include "fhir_datadir.h"
 #include "fhir_jsonfile.h"
 #include "fhir_log.h"
 #include "fhir_suggest.h"
+#include "fhir_url.h"
 #include "role.h"
 #include "serve.h"
 
@@ -151,6 +153,8 @@ static const opt OPTS[] = {
      "Center directory (conf/README-centers.md)."},
     {"centers.zcta_file", OT_PATH, M(zcta_file), NULL, NO, false,
      "ZIP centroid table (Census Gazetteer ZCTA, tab-separated); optional."},
+    {"centers.insecure_plain_http", OT_BOOL, M(centers_insecure_plain_http), "false", NO, false,
+     "Allow plain http:// center endpoints (fhir.base, token_url) on hosts that are not loopback: referrals with patient data then cross the network in clear. Only for a private network you control (containers); refused otherwise."},
     {"referral", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Referral creation and delivery."},
     {"referral.mode", OT_ENUM, M(referral_mode), "approval", 0, 0, "approval|auto", false,
      "approval: a clinician approves each proposal; auto: standing orders, approved on creation."},
@@ -180,7 +184,9 @@ static const opt OPTS[] = {
     {"sources[].kind", OT_ENUM, S(kind), NULL, 0, 0, "search|group|bulk|files", true,
      "Discovery strategy: population searches, Group members then per-patient searches, Group $export, or a folder of drops."},
     {"sources[].base_url", OT_STR, S(base_url), NULL, NO, false,
-     "FHIR base URL (http or https); required except for files."},
+     "FHIR base URL (https; plain http only to a loopback host unless insecure_plain_http); required except for files."},
+    {"sources[].insecure_plain_http", OT_BOOL, S(insecure_plain_http), "false", NO, false,
+     "Allow a plain http:// base_url, auth.token_url or trusted origin on a host that is not loopback: patient data and credentials then cross the network in clear. Only for a private network you control (containers); refused otherwise."},
     {"sources[].format", OT_ENUM, S(format), "json", 0, 0, "json|xml", false, "Wire format."},
     {"sources[].interval_s", OT_INT, S(interval_s), "300", 1, 86400, NULL, false, "Poll schedule."},
     {"sources[].concurrency", OT_INT, S(concurrency), "4", 1, 64, NULL, false, "Requests in flight."},
@@ -414,6 +420,57 @@ static bool looks_secret(const char *key)
 
 static void walk_object(walk *w, const fhir_node *obj, const char *prefix, void *base);
 
+/* A PEM key (admin.tls_key_file, sources[].auth.key_file) is read whole; the other secret
+ * files (tokens, passwords, client secrets) by their first line. */
+static bool is_key_file(const char *name)
+{
+    size_t n = strlen(name);
+    return n >= 8 && !strcmp(name + n - 8, "key_file");
+}
+
+/* What check-config refuses in a secret file, so that `run` does not fail on it later: not a
+ * readable regular file, empty, larger than CONFIG_SECRET_FILE_MAX, or (a token or password
+ * file) a blank first line or one longer than FHIR_AUTH_SECRET_MAX. 0, or -1 with why. */
+static int secret_file_check(const char *path, bool key, char *why, size_t n)
+{
+    struct stat st;
+    FILE *f = NULL;
+    if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || !(f = fopen(path, "rb"))) {
+        snprintf(why, n, "is not a readable file");
+        return -1;
+    }
+    int rc = -1;
+    if (st.st_size == 0)
+        snprintf(why, n, "is empty");
+    else if ((unsigned long long)st.st_size > CONFIG_SECRET_FILE_MAX)
+        snprintf(why, n, "is %lld bytes, more than the %u a secret file may hold", (long long)st.st_size,
+                 CONFIG_SECRET_FILE_MAX);
+    else {
+        char *buf = fhir_xmalloc(CONFIG_SECRET_FILE_MAX + 1);
+        size_t len = fread(buf, 1, CONFIG_SECRET_FILE_MAX, f);
+        buf[len] = 0;
+        size_t first = strcspn(buf, "\r\n");
+        bool blank = true, blank_first = true;
+        for (size_t i = 0; i < len; i++)
+            if (!isspace((unsigned char)buf[i])) {
+                blank = false;
+                if (i < first)
+                    blank_first = false;
+            }
+        if (blank)
+            snprintf(why, n, "is empty (only white space)");
+        else if (!key && blank_first)
+            snprintf(why, n, "has a blank first line (the secret is the first line)");
+        else if (!key && first > FHIR_AUTH_SECRET_MAX)
+            snprintf(why, n, "has a first line of %zu bytes, more than %u", first, FHIR_AUTH_SECRET_MAX);
+        else
+            rc = 0;
+        free(buf);
+    }
+    fclose(f);
+    return rc;
+}
+
 static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *full, void *base)
 {
     fhir_jsonfile *d = w->d;
@@ -518,19 +575,26 @@ static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *fu
     }
     case OT_SECRET_FILE: {
         char *path = resolve_path(w->base_dir, v->text);
-        struct stat st;
-        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode))
-            fhir_jsonfile_error(d, v, "%s: secret file %s is not a readable file", full, path);
+        char why[128];
+        if (secret_file_check(path, is_key_file(o->name), why, sizeof why))
+            fhir_jsonfile_error(d, v, "%s: secret file %s %s", full, path, why);
         char **p = field(base, o);
         free(*p);
         *p = path;
         break;
     }
-    case OT_SECRET_ENV:
-        if (!getenv(v->text))
+    case OT_SECRET_ENV: {
+        const char *val = getenv(v->text);
+        if (!val)
             fhir_jsonfile_error(d, v, "%s: environment variable %s is not set", full, v->text);
+        else if (!val[0])
+            fhir_jsonfile_error(d, v, "%s: environment variable %s is empty", full, v->text);
+        else if (strlen(val) > FHIR_AUTH_SECRET_MAX)
+            fhir_jsonfile_error(d, v, "%s: environment variable %s holds more than %u bytes", full, v->text,
+                                FHIR_AUTH_SECRET_MAX);
         set_str(base, o, v->text);
         break;
+    }
     case OT_DATE: {
         int64_t day;
         if (fhir_clock_parse_ymd(v->text, &day) != 0) {
@@ -706,6 +770,19 @@ static void check_listener(config *c, fhir_jsonfile *d, int root_line)
     }
 }
 
+/* Plain http:// to a host that is not loopback carries patient data and credentials in clear:
+ * refused unless the source says insecure_plain_http. */
+static void check_cleartext(fhir_jsonfile *d, const config_source *s, size_t i, const char *what, const char *url)
+{
+    if (s->insecure_plain_http || !fhir_url_cleartext_remote(url))
+        return;
+    char scheme[16], host[FHIR_URL_HOST_MAX];
+    fhir_url_host(url, scheme, sizeof scheme, host, sizeof host);
+    fhir_jsonfile_error_line(d, s->line, "sources[%zu].%s: \"%s\" is plain http:// to %s (not a loopback host): "
+         "patient data and credentials would cross the network in clear; use https, or set "
+         "sources[%zu].insecure_plain_http for a private network you control", i, what, url, host, i);
+}
+
 static void check_rules(config *c, fhir_jsonfile *d, int root_line)
 {
     if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
@@ -746,6 +823,8 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
                      config_source_kind_name(s->kind));
             else if (strncmp(s->base_url, "http://", 7) && strncmp(s->base_url, "https://", 8))
                 fhir_jsonfile_error_line(d, s->line, "sources[%zu].base_url: \"%s\" is not an http(s) URL", i, s->base_url);
+            else
+                check_cleartext(d, s, i, "base_url", s->base_url);
             if ((s->kind == CONFIG_SOURCE_GROUP || s->kind == CONFIG_SOURCE_BULK) && !s->group_id)
                 fhir_jsonfile_error_line(d, s->line, "sources[%zu]: kind %s needs group_id", i,
                      config_source_kind_name(s->kind));
@@ -759,6 +838,8 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
                 (*rest && strcmp(rest, "/")))
                 fhir_jsonfile_error_line(d, s->line, "sources[%zu].trusted_origins: \"%s\" is not an origin "
                      "(scheme://host[:port], http or https)", i, o);
+            else
+                check_cleartext(d, s, i, "trusted_origins", o);
         }
         if (s->types.n == 0)
             fhir_jsonfile_error_line(d, s->line, "sources[%zu].types: must name at least one resource type", i);
@@ -785,6 +866,8 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
         case CONFIG_AUTH_SMART:
             if (!s->auth_client_id || !s->auth_key_file)
                 fhir_jsonfile_error_line(d, s->line, "sources[%zu].auth: smart needs client_id and key_file", i);
+            if (s->auth_token_url)
+                check_cleartext(d, s, i, "auth.token_url", s->auth_token_url);
             break;
         default:
             break;

@@ -22,6 +22,8 @@
 #include "fhir_buf.h"
 #include "fhir_error.h"
 
+#define CONFIG_SECRET_FILE_MAX (64u * 1024u) /* bytes of a secret file (a token, a PEM key) */
+
 typedef enum config_source_kind {
     CONFIG_SOURCE_SEARCH = 0,
     CONFIG_SOURCE_GROUP,
@@ -52,6 +54,7 @@ typedef struct config_source {
     char *name;
     int kind;              /* config_source_kind */
     char *base_url;
+    bool insecure_plain_http; /* plain http:// base, token URL, trusted origins off loopback */
     int format;            /* 0 json, 1 xml */
     long interval_s;       /* poll schedule */
     long concurrency;      /* requests in flight */
@@ -106,6 +109,7 @@ typedef struct config {
     config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */
     char *centers_file, *zcta_file;
+    bool centers_insecure_plain_http; /* plain http:// center endpoints off loopback */
     int referral_mode;     /* refer_mode: 0 approval, 1 auto */
     int referral_min_category; /* 0 eligible, 1 possibly_eligible */
     int referral_consult_proposals; /* 0 none, 1 refer_now, 2 early_consult (elig_consult order) */

@@ -84,6 +84,62 @@ static void rt_free(daemon_rt *rt)
     free(rt);
 }
 
+/* Logs every line of diag as event=config.error. */
+static void log_diag(const fhir_buf *diag)
+{
+    const char *p = diag->len ? diag->data : NULL;
+    const char *end = p ? diag->data + diag->len : NULL;
+    while (p && p < end && *p) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        char line[600];
+        snprintf(line, sizeof line, "%.*s", (int)(nl ? nl - p : end - p), p);
+        fhir_log(FHIR_LOG_ERROR, "config.error", "detail=%s", line);
+        p = nl ? nl + 1 : NULL;
+    }
+}
+
+/* Loads what the configuration names (criteria, center directory, ZIP table, mappings) into
+ * rt and applies the rules across files: a center endpoint in clear to a host that is not
+ * loopback is refused unless centers.insecure_plain_http (each such endpoint a "FILE:LINE:
+ * what" line in diag). 0, or -1 with err. */
+static int rt_load_files(daemon_rt *rt, fhir_buf *diag, fhir_error *err)
+{
+    const config *c = rt->cfg;
+    rt->rules = elig_load_dir(c->criteria_dir, err);
+    if (!rt->rules)
+        return -1;
+    for (size_t i = 0; i < c->criteria_enable_pending.n; i++) /* labels verified by the site */
+        if (elig_ruleset_enable_pending(rt->rules, c->criteria_enable_pending.v[i], err))
+            return -1;
+    rt->centers = centers_load(c->centers_file, err);
+    if (!rt->centers)
+        return -1;
+    if (!c->centers_insecure_plain_http) {
+        size_t before = diag->len;
+        size_t n = centers_cleartext_endpoints(rt->centers, diag);
+        if (n) {
+            const char *first = diag->data + before;
+            if (n > 1)
+                fhir_error_set(err, "%.*s (and %zu more)", (int)strcspn(first, "\n"), first, n - 1);
+            else
+                fhir_error_set(err, "%.*s", (int)strcspn(first, "\n"), first);
+            return -1;
+        }
+    }
+    if (c->zcta_file) {
+        rt->zcta = route_zcta_load(c->zcta_file, err);
+        if (!rt->zcta)
+            return -1;
+    }
+    rt->tables = map_tables_load(c->mappings_dir, err);
+    if (!rt->tables)
+        return -1;
+    rt->as_of_days = -1;
+    if (c->as_of && fhir_clock_parse_date(c->as_of, &rt->as_of_days) != 0)
+        return fhir_error_set(err, "%s: as_of: bad date", c->path);
+    return 0;
+}
+
 static daemon_rt *rt_load(const char *path, fhir_error *err)
 {
     daemon_rt *rt = calloc(1, sizeof *rt);
@@ -93,49 +149,27 @@ static daemon_rt *rt_load(const char *path, fhir_error *err)
     fhir_buf_init(&diag, DAEMON_CONFIG_DIAG_MAX);
     size_t nerr = 0;
     rt->cfg = config_load(path, &diag, &nerr, err);
-    if (!rt->cfg) {
-        /* every error on its own log line, then the summary in err */
-        const char *p = fhir_buf_cstr(&diag);
-        while (p && *p) {
-            const char *nl = strchr(p, '\n');
-            char line[600];
-            snprintf(line, sizeof line, "%.*s", (int)(nl ? nl - p : (long)strlen(p)), p);
-            fhir_log(FHIR_LOG_ERROR, "config.error", "detail=%s",
-                     line);
-            p = nl ? nl + 1 : NULL;
-        }
+    if (!rt->cfg || rt_load_files(rt, &diag, err)) {
+        log_diag(&diag); /* every error on its own log line, then the summary in err */
         fhir_buf_free(&diag);
-        free(rt);
+        rt_free(rt);
         return NULL;
     }
     fhir_buf_free(&diag);
-    config *c = rt->cfg;
-    rt->rules = elig_load_dir(c->criteria_dir, err);
-    if (!rt->rules)
-        goto fail;
-    for (size_t i = 0; i < c->criteria_enable_pending.n; i++) /* labels verified by the site */
-        if (elig_ruleset_enable_pending(rt->rules, c->criteria_enable_pending.v[i], err))
-            goto fail;
-    rt->centers = centers_load(c->centers_file, err);
-    if (!rt->centers)
-        goto fail;
-    if (c->zcta_file) {
-        rt->zcta = route_zcta_load(c->zcta_file, err);
-        if (!rt->zcta)
-            goto fail;
-    }
-    rt->tables = map_tables_load(c->mappings_dir, err);
-    if (!rt->tables)
-        goto fail;
-    rt->as_of_days = -1;
-    if (c->as_of && fhir_clock_parse_date(c->as_of, &rt->as_of_days) != 0) {
-        fhir_error_set(err, "%s: as_of: bad date", path);
-        goto fail;
-    }
     return rt;
-fail:
+}
+
+int daemon_check_files(const config *c, fhir_buf *diag, fhir_error *err)
+{
+    daemon_rt *rt = fhir_xcalloc(1, sizeof *rt);
+    rt->cfg = (config *)c; /* borrowed: not freed below */
+    size_t before = diag->len;
+    int rc = rt_load_files(rt, diag, err);
+    if (rc && diag->len == before)
+        fhir_buf_printf(diag, "%s\n", err->msg); /* a file that did not load: its one error */
+    rt->cfg = NULL;
     rt_free(rt);
-    return NULL;
+    return rc;
 }
 
 /* ---- ingest --------------------------------------------------------------------------- */

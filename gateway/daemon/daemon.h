@@ -20,6 +20,8 @@
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
 
+#include "config.h"
+#include "fhir_buf.h"
 #include "fhir_error.h"
 
 /* The running service (private to daemon.c). */
@@ -34,6 +36,11 @@ void daemon_free(daemon_proc *d);
 int daemon_run(daemon_proc *d);
 /* Asks the loop to stop (same path as SIGTERM). */
 void daemon_stop(daemon_proc *d);
+/* check-config's second half: loads what the configuration c names (criteria, center
+ * directory, ZIP table, mappings) as `run` does and applies the rules across files (a center
+ * endpoint in plain http:// to a host that is not loopback, unless centers.insecure_plain_http).
+ * 0, or -1 with every problem appended to diag ("FILE:LINE: what" lines) and the first in err. */
+int daemon_check_files(const config *c, fhir_buf *diag, fhir_error *err);
 /* SIGHUP path: 0 when the new configuration is in force, -1 (old kept) with err. */
 int daemon_reload(daemon_proc *d, fhir_error *err);
 

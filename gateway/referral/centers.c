@@ -11,6 +11,7 @@
 #include "fhir_clock.h"
 #include "fhir_jsonfile.h"
 #include "fhir_node.h"
+#include "fhir_url.h"
 
 #define CENTERS_MAX_BYTES (8u * 1024u * 1024u)
 #define CENTERS_MAX_CENTERS 10000u
@@ -130,6 +131,7 @@ static int load_auth(loader *L, const fhir_node *fhir, const char *where, center
             str_field(L, an, "key_id", where, false, &a->key_id) ||
             str_field(L, an, "scope", where, false, &a->scope))
             return -1;
+        a->token_url_line = (int)fhir_node_get(an, "token_url")->line;
     }
     return 0;
 }
@@ -173,6 +175,7 @@ static int load_center(loader *L, const fhir_node *o, size_t idx, centers_center
     if (!fh || fhir_jsonfile_keys(L->f, fh, where, fkeys) ||
         str_field(L, fh, "base", where, true, &c->fhir_base))
         return -1;
+    c->fhir_base_line = (int)fhir_node_get(fh, "base")->line;
     if (strncmp(c->fhir_base, "https://", 8) && strncmp(c->fhir_base, "http://", 7))
         return fhir_jsonfile_error(L->f, fhir_node_get(fh, "base"),
                                    "%s: fhir base \"%s\" must be an http(s) URL", where,
@@ -331,6 +334,32 @@ void centers_free(centers_dir *d)
     free(d->centers);
     fhir_arena_free(d->arena);
     free(d);
+}
+
+static size_t cleartext(const centers_dir *d, const centers_center *c, const char *what,
+                        const char *url, int line, fhir_buf *diag)
+{
+    if (!url || !fhir_url_cleartext_remote(url))
+        return 0;
+    char scheme[16], host[FHIR_URL_HOST_MAX];
+    fhir_url_host(url, scheme, sizeof scheme, host, sizeof host);
+    if (diag)
+        fhir_buf_printf(diag, "%s:%d: center \"%s\": %s \"%s\" is plain http:// to %s (not a loopback "
+                        "host): referrals would cross the network in clear; use https, or set "
+                        "centers.insecure_plain_http in the configuration for a private network you "
+                        "control\n", d->path, line, c->id, what, url, host);
+    return 1;
+}
+
+size_t centers_cleartext_endpoints(const centers_dir *d, fhir_buf *diag)
+{
+    size_t n = 0;
+    for (size_t i = 0; d && i < d->n; i++) {
+        const centers_center *c = &d->centers[i];
+        n += cleartext(d, c, "fhir.base", c->fhir_base, c->fhir_base_line, diag);
+        n += cleartext(d, c, "fhir.auth.token_url", c->auth.token_url, c->auth.token_url_line, diag);
+    }
+    return n;
 }
 
 const centers_center *centers_find(const centers_dir *d, const char *id)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "fhir_arena.h"
+#include "fhir_buf.h"
 #include "fhir_error.h"
 
 typedef enum centers_capacity {
@@ -30,6 +31,7 @@ typedef struct centers_auth {
     const char *token_file, *token_env;              /* bearer */
     const char *client_id, *token_url, *key_file;    /* smart-backend */
     const char *key_id, *scope;                      /* smart-backend, optional */
+    int token_url_line;                              /* line of token_url in the file */
 } centers_auth;
 
 typedef struct centers_accreditation {
@@ -44,6 +46,7 @@ typedef struct centers_center {
     const char *id;
     const char *name;
     const char *fhir_base;
+    int fhir_base_line;            /* line of fhir.base in the file */
     centers_auth auth;
     double lat, lon;
     const char *const *address_lines;
@@ -76,6 +79,12 @@ centers_dir *centers_load(const char *path, fhir_error *err);
 /* Same, from a buffer; name is used in messages. Caller frees. */
 centers_dir *centers_load_mem(const char *name, const char *data, size_t len, fhir_error *err);
 void centers_free(centers_dir *d);
+
+/* The transport rule: every plain http:// endpoint of the directory (a center's fhir.base or
+ * SMART token_url) on a host that is not loopback, one "FILE:LINE: what" line each appended to
+ * diag (may be NULL). Returns how many; the daemon refuses a directory with any unless the
+ * configuration's centers.insecure_plain_http allows them. */
+size_t centers_cleartext_endpoints(const centers_dir *d, fhir_buf *diag);
 
 /* Borrowed from d; NULL when absent. */
 const centers_center *centers_find(const centers_dir *d, const char *id);

@@ -24,6 +24,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_url.h"
 
 #define MAX_EXTRA_HEADERS 16
 #define CSP "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; " \
@@ -93,17 +94,7 @@ struct serve {
 
 bool serve_is_loopback(const char *addr)
 {
-    if (!addr)
-        return false;
-    if (!strcasecmp(addr, "localhost"))
-        return true;
-    struct in_addr a4;
-    struct in6_addr a6;
-    if (inet_pton(AF_INET, addr, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
-    if (inet_pton(AF_INET6, addr, &a6) == 1)
-        return IN6_IS_ADDR_LOOPBACK(&a6);
-    return false;
+    return fhir_url_host_is_loopback(addr);
 }
 
 static int ssl_fail(fhir_error *err, const char *what, const char *file)

@@ -302,6 +302,28 @@ static void test_discovery(void **state)
     assert_non_null(strstr(err.msg, "ES384"));
     const char *nogrant = "{\"token_endpoint\":\"https://h/t\",\"grant_types_supported\":[\"authorization_code\"]}";
     assert_int_equal(fhir_auth_parse_discovery(a, nogrant, strlen(nogrant), "https://h", &err), -1);
+    /* the discovered endpoint: on the FHIR server's host, https (plain http only on loopback
+     * for a plain http base); a configured token URL is the way to another host */
+    const char *other = "{\"token_endpoint\":\"https://login.example/token\"}";
+    assert_int_equal(fhir_auth_parse_discovery(a, other, strlen(other), "https://h/fhir", &err), -1);
+    assert_string_equal(err.msg, "SMART configuration: token_endpoint \"https://login.example/token\" is not on "
+                                 "the FHIR server's host h: refused (configure the token URL explicitly to use "
+                                 "another host)");
+    const char *plain = "{\"token_endpoint\":\"http://h/token\"}";
+    assert_int_equal(fhir_auth_parse_discovery(a, plain, strlen(plain), "https://h/fhir", &err), -1);
+    assert_string_equal(err.msg, "SMART configuration: token_endpoint \"http://h/token\" is not https: refused "
+                                 "(the client assertion and the access token would cross the network in clear)");
+    assert_int_equal(fhir_auth_parse_discovery(a, plain, strlen(plain), "http://h/fhir", &err), -1);
+    assert_non_null(strstr(err.msg, "is not https: refused"));
+    const char *lo = "{\"token_endpoint\":\"http://127.0.0.1:9/auth/token\"}";
+    assert_int_equal(fhir_auth_parse_discovery(a, lo, strlen(lo), "http://localhost:9/fhir", &err), 0);
+    assert_string_equal(fhir_auth_token_url(a), "http://127.0.0.1:9/auth/token");
+    assert_int_equal(fhir_auth_parse_discovery(a, lo, strlen(lo), "https://127.0.0.1:9/fhir", &err), -1);
+    assert_non_null(strstr(err.msg, "is not https: refused"));
+    assert_string_equal(fhir_auth_token_url(a), "http://127.0.0.1:9/auth/token"); /* a refusal keeps the old */
+    const char *ftp = "{\"token_endpoint\":\"ftp://h/token\"}";
+    assert_int_equal(fhir_auth_parse_discovery(a, ftp, strlen(ftp), "https://h/fhir", &err), -1);
+    assert_non_null(strstr(err.msg, "is not an http(s) URL"));
     const char *none = "{\"issuer\":\"x\"}";
     assert_int_equal(fhir_auth_parse_discovery(a, none, strlen(none), "https://h", &err), -1);
     assert_non_null(strstr(err.msg, "token_endpoint"));

@@ -105,6 +105,9 @@ static void test_every_error_reported(void **state)
         "t.conf:9: sources[0].interval_s: 0 is out of bounds [1, 86400]",
         "t.conf:9: sources[0].concurrency: expected a number, got a string",
         "t.conf:8: sources[0]: kind group needs group_id",
+        "t.conf:8: sources[0].base_url: \"http://x\" is plain http:// to x (not a loopback host): patient data "
+        "and credentials would cross the network in clear; use https, or set sources[0].insecure_plain_http "
+        "for a private network you control",
         "t.conf:10: sources[1].name: \"a\" is already used by sources[0] (line 8)",
         "t.conf:10: sources[1]: kind files needs dir",
         "t.conf:12: extra: unknown option",
@@ -252,6 +255,139 @@ static void test_listener_rules(void **state)
     assert_int_equal(c->access_session_max_s, 43200);
     config_free(c);
     fhir_buf_free(&d);
+}
+
+/* Cleartext: plain http:// to a host that is not loopback (base_url, auth.token_url, trusted
+ * origins) is refused with FILE:LINE unless the source says insecure_plain_http. */
+static void test_cleartext_refused(void **state)
+{
+    (void)state;
+    fhir_buf d;
+    size_t n;
+    config *c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\n\"sources\":[\n"
+                     " {\"name\":\"a\",\"kind\":\"search\",\"base_url\":\"http://EHR.example:8080/fhir\",\n"
+                     "  \"trusted_origins\":[\"http://files.example\",\"https://cdn.example\",\"http://127.0.0.2:9\"],\n"
+                     "  \"auth\":{\"kind\":\"smart\",\"client_id\":\"c\",\"key_file\":\"/dev/null\",\n"
+                     "   \"token_url\":\"http://auth.example/token\"}}]}",
+                     &d, &n);
+    assert_null(c);
+    const char *want[] = {
+        "t.conf:3: sources[0].base_url: \"http://EHR.example:8080/fhir\" is plain http:// to EHR.example (not a "
+        "loopback host): patient data and credentials would cross the network in clear; use https, or set "
+        "sources[0].insecure_plain_http for a private network you control",
+        "t.conf:3: sources[0].trusted_origins: \"http://files.example\" is plain http:// to files.example (not a "
+        "loopback host)",
+        "t.conf:3: sources[0].auth.token_url: \"http://auth.example/token\" is plain http:// to auth.example (not "
+        "a loopback host)",
+        "t.conf:5: sources[0].auth.key_file: secret file /dev/null is not a readable file",
+    };
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        if (!has_line(&d, want[i]))
+            fail_msg("missing diagnostic: %s\ngot:\n%s", want[i], fhir_buf_cstr(&d));
+    assert_int_equal(n, 4);
+    fhir_buf_free(&d);
+    /* loopback http, https and the loud option pass */
+    const char *good[] = {
+        "{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\"sources\":[{\"name\":\"a\",\"kind\":\"search\","
+        "\"base_url\":\"http://127.0.0.1:8080/fhir\"},{\"name\":\"b\",\"kind\":\"search\",\"base_url\":"
+        "\"http://localhost/fhir\"},{\"name\":\"c\",\"kind\":\"search\",\"base_url\":\"http://[::1]:80/fhir\"},"
+        "{\"name\":\"d\",\"kind\":\"search\",\"base_url\":\"https://ehr.example/fhir\"}]}",
+        "{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\"sources\":[{\"name\":\"a\",\"kind\":\"search\","
+        "\"base_url\":\"http://ehr:8080/fhir\",\"insecure_plain_http\":true,\"trusted_origins\":[\"http://files\"]}]}",
+    };
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        c = load(good[i], &d, &n);
+        if (!c)
+            fail_msg("refused: %s", fhir_buf_cstr(&d));
+        config_free(c);
+        fhir_buf_free(&d);
+    }
+    /* names that only look like loopback are not */
+    c = load("{\"site\":{\"id\":\"s1\"},\"admin\":{\"enabled\":false},\"sources\":[{\"name\":\"a\","
+             "\"kind\":\"search\",\"base_url\":\"http://127.0.0.1.evil.example/fhir\"}]}",
+             &d, &n);
+    assert_null(c);
+    assert_true(has_line(&d, "is plain http:// to 127.0.0.1.evil.example (not a loopback host)"));
+    fhir_buf_free(&d);
+}
+
+/* Secret files and variables that `run` could not use are refused by check-config already:
+ * empty, only white space, a blank first line (tokens), a first line or a file too large. */
+static void test_secret_files_checked(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/cg-secrets.XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[6][64];
+    const char *names[] = {"empty", "spaces", "blankfirst", "longline", "huge", "good"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(path[i], sizeof path[i], "%s/%s", dir, names[i]);
+        FILE *f = fopen(path[i], "w");
+        assert_non_null(f);
+        if (i == 1)
+            fputs("  \t\n\n", f);
+        else if (i == 2)
+            fputs("\nsecret-on-line-two\n", f);
+        else if (i == 3)
+            for (int k = 0; k < 17000; k++)
+                fputc('a', f);
+        else if (i == 4)
+            for (int k = 0; k < 70000; k++)
+                fputc(k % 64 ? 'b' : '\n', f);
+        else if (i == 5)
+            fputs("tok\n", f);
+        fclose(f);
+    }
+    char text[4096];
+    snprintf(text, sizeof text,
+             "{\"site\":{\"id\":\"s1\"},\n"
+             "\"admin\":{\"token_file\":\"%s\",\n"
+             "  \"tls_cert_file\":\"c.pem\", \"tls_key_file\":\"%s\"},\n"
+             "\"sources\":[{\"name\":\"a\",\"kind\":\"search\",\"base_url\":\"https://e.example\",\n"
+             " \"auth\":{\"kind\":\"bearer\",\"token_file\":\"%s\"}},\n"
+             " {\"name\":\"b\",\"kind\":\"search\",\"base_url\":\"https://e.example\",\n"
+             " \"auth\":{\"kind\":\"basic\",\"user\":\"u\",\"password_file\":\"%s\"}},\n"
+             " {\"name\":\"c\",\"kind\":\"search\",\"base_url\":\"https://e.example\",\n"
+             " \"auth\":{\"kind\":\"smart\",\"client_id\":\"c\",\"key_file\":\"%s\"}},\n"
+             " {\"name\":\"d\",\"kind\":\"search\",\"base_url\":\"https://e.example\",\n"
+             " \"auth\":{\"kind\":\"bearer\",\"token_env\":\"CG_TEST_EMPTY_SECRET\"}}]}\n",
+             path[0], path[1], path[2], path[3], path[4]);
+    setenv("CG_TEST_EMPTY_SECRET", "", 1);
+    fhir_buf d;
+    size_t n;
+    config *c = load(text, &d, &n);
+    assert_null(c);
+    char want[6][512];
+    snprintf(want[0], sizeof want[0], "t.conf:2: admin.token_file: secret file %s is empty", path[0]);
+    snprintf(want[1], sizeof want[1], "t.conf:3: admin.tls_key_file: secret file %s is empty (only white space)",
+             path[1]);
+    snprintf(want[2], sizeof want[2],
+             "t.conf:5: sources[0].auth.token_file: secret file %s has a blank first line (the secret is the "
+             "first line)", path[2]);
+    snprintf(want[3], sizeof want[3],
+             "t.conf:7: sources[1].auth.password_file: secret file %s has a first line of 17000 bytes, more "
+             "than 16384", path[3]);
+    snprintf(want[4], sizeof want[4],
+             "t.conf:9: sources[2].auth.key_file: secret file %s is 70000 bytes, more than the 65536 a secret "
+             "file may hold", path[4]);
+    snprintf(want[5], sizeof want[5],
+             "t.conf:11: sources[3].auth.token_env: environment variable CG_TEST_EMPTY_SECRET is empty");
+    for (size_t i = 0; i < 6; i++)
+        if (!has_line(&d, want[i]))
+            fail_msg("missing diagnostic: %s\ngot:\n%s", want[i], fhir_buf_cstr(&d));
+    assert_int_equal(n, 6);
+    fhir_buf_free(&d);
+    /* a good token file passes */
+    snprintf(text, sizeof text, "{\"site\":{\"id\":\"s1\"},\"admin\":{\"token_file\":\"%s\"}}", path[5]);
+    c = load(text, &d, &n);
+    if (!c)
+        fail_msg("%s", fhir_buf_cstr(&d));
+    config_free(c);
+    fhir_buf_free(&d);
+    unsetenv("CG_TEST_EMPTY_SECRET");
+    for (int i = 0; i < 6; i++)
+        unlink(path[i]);
+    rmdir(dir);
 }
 
 static void test_bounds_inclusive(void **state)
@@ -447,6 +583,8 @@ int main(void)
         cmocka_unit_test(test_comments_and_lines),
         cmocka_unit_test(test_every_error_reported),
         cmocka_unit_test(test_syntax_error_line),
+        cmocka_unit_test(test_cleartext_refused),
+        cmocka_unit_test(test_secret_files_checked),
         cmocka_unit_test(test_secrets_refused_in_clear),
         cmocka_unit_test(test_secret_from_file_and_env),
         cmocka_unit_test(test_listener_rules),

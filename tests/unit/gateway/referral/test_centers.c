@@ -188,6 +188,48 @@ static void test_bad_values(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/centers.json: cannot open"));
 }
 
+/* The transport rule: plain http:// center endpoints on hosts that are not loopback are
+ * listed with FILE:LINE (the daemon and check-config refuse them unless
+ * centers.insecure_plain_http); https and loopback http are not. */
+static void test_cleartext_endpoints(void **state)
+{
+    (void)state;
+    const char *text =
+        "{\"centers\": [\n"
+        "{\"id\": \"a\", \"name\": \"A\", \"fhir\": {\"base\": \"https://x.example.org\"}, \"position\": {\"lat\": 1, \"lon\": 1},"
+        " \"address\": {\"city\": \"c\", \"state\": \"s\", \"postalCode\": \"1\"}, \"accreditations\": [],"
+        " \"products\": [\"axi-cel\"], \"diseases\": [\"fl\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}},\n"
+        "{\"id\": \"b\", \"name\": \"B\", \"fhir\": {\n"
+        "  \"base\": \"http://center.example:8080/fhir\",\n"
+        "  \"auth\": {\"type\": \"smart-backend\", \"client_id\": \"c\", \"key_file\": \"k.pem\",\n"
+        "           \"token_url\": \"http://auth.center.example/token\"}},\n"
+        " \"position\": {\"lat\": 1, \"lon\": 1},"
+        " \"address\": {\"city\": \"c\", \"state\": \"s\", \"postalCode\": \"1\"}, \"accreditations\": [],"
+        " \"products\": [\"axi-cel\"], \"diseases\": [\"fl\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}},\n"
+        "{\"id\": \"c\", \"name\": \"C\", \"fhir\": {\"base\": \"http://127.0.0.1:9/fhir\"}, \"position\": {\"lat\": 1, \"lon\": 1},"
+        " \"address\": {\"city\": \"c\", \"state\": \"s\", \"postalCode\": \"1\"}, \"accreditations\": [],"
+        " \"products\": [\"axi-cel\"], \"diseases\": [\"fl\"], \"capacity\": \"open\", \"contact\": {\"phone\": \"1\"}}]}";
+    fhir_error err = {0};
+    centers_dir *d = load_str(text, &err);
+    assert_non_null(d);
+    fhir_buf b;
+    fhir_buf_init(&b, 1u << 16);
+    assert_int_equal(centers_cleartext_endpoints(d, &b), 2);
+    assert_string_equal(fhir_buf_cstr(&b),
+        "mem.json:4: center \"b\": fhir.base \"http://center.example:8080/fhir\" is plain http:// to "
+        "center.example (not a loopback host): referrals would cross the network in clear; use https, or set "
+        "centers.insecure_plain_http in the configuration for a private network you control\n"
+        "mem.json:6: center \"b\": fhir.auth.token_url \"http://auth.center.example/token\" is plain http:// to "
+        "auth.center.example (not a loopback host): referrals would cross the network in clear; use https, or "
+        "set centers.insecure_plain_http in the configuration for a private network you control\n");
+    fhir_buf_free(&b);
+    centers_free(d);
+    d = centers_load("conf/centers.json", &err); /* the shipped sample: https everywhere */
+    assert_non_null(d);
+    assert_int_equal(centers_cleartext_endpoints(d, NULL), 0);
+    centers_free(d);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -195,6 +237,7 @@ int main(void)
         cmocka_unit_test(test_queries),
         cmocka_unit_test(test_errors_carry_file_and_line),
         cmocka_unit_test(test_bad_values),
+        cmocka_unit_test(test_cleartext_endpoints),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
