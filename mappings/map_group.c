@@ -14,6 +14,7 @@
 #include "fhir_json.h"
 #include "fhir_xml.h"
 #include "fhir_ndjson.h"
+#include "fhir_ref.h"
 #include "map_profile.h"
 
 #define DEFAULT_MAX_BYTES ((size_t)4 << 30)
@@ -575,4 +576,102 @@ size_t map_group_orphans(const map_group *g)
 size_t map_group_bad_lines(const map_group *g)
 {
     return g->bad_lines;
+}
+
+/* ---- the report of what was skipped (map_group_report_paths) --------------------------------- */
+
+typedef struct rep_ctx {
+    const map_group_report *r;
+    const char *file;
+    long bad;
+    size_t unresolved;
+} rep_ctx;
+
+/* Counts the resources of doc (a resource or a Bundle) whose urn: patient reference names no
+ * Patient entry of the Bundle. */
+static size_t urn_orphans(const fhir_node *doc)
+{
+    const char *rt = fhir_node_resource_type(doc);
+    if (!rt)
+        return 0;
+    if (strcmp(rt, "Bundle")) {
+        const char *ref = map_group_patient_ref(doc);
+        return ref && !strncmp(ref, "urn:", 4);
+    }
+    fhir_arena *a = fhir_arena_new(0);
+    const fhir_ref_index *idx = fhir_ref_index_build(a, doc);
+    size_t n = 0;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(doc, "entry")); e; e = e->next) {
+        const fhir_node *res = fhir_node_get(e, "resource");
+        const char *ref = res ? map_group_patient_ref(res) : NULL;
+        if (!ref || strncmp(ref, "urn:", 4))
+            continue;
+        const fhir_node *t = idx ? fhir_ref_resolve(idx, ref) : NULL;
+        const char *tt = t ? fhir_node_resource_type(t) : NULL;
+        n += !tt || strcmp(tt, "Patient");
+    }
+    fhir_arena_free(a);
+    return n;
+}
+
+static int rep_line(void *ud, const fhir_node *res, size_t line_no)
+{
+    rep_ctx *c = ud;
+    if (res->kind != FHIR_OBJECT) {
+        c->bad++;
+        if (c->r->bad_line)
+            c->r->bad_line(c->r->ud, c->file, line_no);
+        return 0;
+    }
+    c->unresolved += urn_orphans(res);
+    return 0;
+}
+
+static int rep_bad(void *ud, size_t line_no, const fhir_error *e)
+{
+    (void)e; /* its text may quote the line */
+    rep_ctx *c = ud;
+    c->bad++;
+    if (c->r->bad_line)
+        c->r->bad_line(c->r->ud, c->file, line_no);
+    return 0;
+}
+
+static int rep_file(void *ud, const char *path, fhir_error *err)
+{
+    rep_ctx *c = ud;
+    c->file = path;
+    c->unresolved = 0;
+    size_t max = c->r->max_line_bytes ? c->r->max_line_bytes : (256u << 20);
+    fhir_json_limits lim = {.max_bytes = max};
+    int rc = 0;
+    if (strcmp(path, "-") && map_group_is_ndjson(path)) {
+        fhir_ndjson *nd = fhir_ndjson_new(&lim, rep_line, rep_bad, c);
+        if (!nd)
+            abort();
+        rc = fhir_ndjson_read_path(nd, path, err);
+        fhir_ndjson_free(nd);
+        if (rc)
+            fhir_error_prefix(err, "%s", path);
+    } else if (strcmp(path, "-")) { /* stdin was read by the run already */
+        fhir_arena *a = fhir_arena_new(0);
+        fhir_node *root = fhir_xml_parse_any_file(a, path, &lim, err);
+        if (!root)
+            rc = -1;
+        else
+            c->unresolved = urn_orphans(root);
+        fhir_arena_free(a);
+    }
+    if (!rc && c->unresolved && c->r->unresolved)
+        c->r->unresolved(c->r->ud, path, c->unresolved);
+    return rc;
+}
+
+long map_group_report_paths(const char *const *paths, size_t n, const map_group_report *r, fhir_error *err)
+{
+    rep_ctx c = {.r = r};
+    for (size_t i = 0; i < n; i++)
+        if (map_group_each_file(paths[i], rep_file, NULL, &c, err))
+            return -1;
+    return c.bad;
 }

@@ -91,6 +91,22 @@ const char *map_group_ref_patient_id(fhir_arena *a, const char *ref);
  * "meta"), as map_group keeps resources. NULL when a's cap is hit. */
 fhir_node *map_group_clone_lean(fhir_arena *a, const fhir_node *res);
 
+/* What a reader skipped, file by file, for the report of `screen` and `profile` (a second
+ * pass over the same paths, made only when a run counted bad lines or orphans): bad_line is
+ * called with the file and line number of every NDJSON line that is not a JSON object (the
+ * lines map_group and map_stream skip), unresolved with a file and how many of its resources
+ * have a urn: patient reference (subject, patient, ...) that names no Patient entry of their
+ * Bundle (an NDJSON line is its own document). Nothing of the content is handed out. Either
+ * callback may be NULL. Returns the number of bad lines, or -1 with err (an unreadable file
+ * or folder, a malformed JSON document). max_line_bytes: as the run's (0 = 256 MiB). */
+typedef struct map_group_report {
+    void (*bad_line)(void *ud, const char *file, size_t line_no);
+    void (*unresolved)(void *ud, const char *file, size_t count);
+    void *ud;
+    size_t max_line_bytes;
+} map_group_report;
+long map_group_report_paths(const char *const *paths, size_t n, const map_group_report *r, fhir_error *err);
+
 /* Resources seen / kept / without a resolvable patient, and NDJSON lines skipped. */
 size_t map_group_resources_seen(const map_group *g);
 size_t map_group_orphans(const map_group *g);

@@ -253,6 +253,9 @@ static void metrics(admin *ad, serve_req *req)
     source_counter(&b, m, "cartgate_resources_refused_total",
                    "Resources not stored because their id is not a FHIR id, by source.",
                    offsetof(admin_source_metrics, refused));
+    source_counter(&b, m, "cartgate_resources_unresolved_total",
+                   "Resources whose patient reference (a urn:uuid of their Bundle) names no patient: stored, never screened, by source.",
+                   offsetof(admin_source_metrics, unresolved));
     source_counter(&b, m, "cartgate_search_outcome_issues_total",
                    "OperationOutcome issues the server put inside searchset pages, by source.",
                    offsetof(admin_source_metrics, outcome_issues));
@@ -344,8 +347,15 @@ static void metrics(admin *ad, serve_req *req)
                             "# HELP cartgate_http_connections_total Connections accepted by the listener.\n"
                             "# TYPE cartgate_http_connections_total counter\ncartgate_http_connections_total %llu\n"
                             "# HELP cartgate_http_timeouts_total Connections closed by a header, body or idle deadline.\n"
-                            "# TYPE cartgate_http_timeouts_total counter\ncartgate_http_timeouts_total %llu\n",
-                        ss->open, (unsigned long long)ss->connections, (unsigned long long)ss->timeouts);
+                            "# TYPE cartgate_http_timeouts_total counter\ncartgate_http_timeouts_total %llu\n"
+                            "# HELP cartgate_http_connections_max Connections served at once (admin.max_connections, lowered to what the descriptor limit leaves).\n"
+                            "# TYPE cartgate_http_connections_max gauge\ncartgate_http_connections_max %d\n"
+                            "# HELP cartgate_http_evicted_total Idle or unfinished connections closed at the cap to make room for a new one.\n"
+                            "# TYPE cartgate_http_evicted_total counter\ncartgate_http_evicted_total %llu\n"
+                            "# HELP cartgate_http_accept_errors_total Connections the listener failed to accept (descriptors or memory short).\n"
+                            "# TYPE cartgate_http_accept_errors_total counter\ncartgate_http_accept_errors_total %llu\n",
+                        ss->open, (unsigned long long)ss->connections, (unsigned long long)ss->timeouts, ss->cap,
+                        (unsigned long long)ss->evicted, (unsigned long long)ss->accept_errors);
         fhir_buf_puts(&b, "# HELP cartgate_http_responses_total Answers of the listener by status class.\n"
                           "# TYPE cartgate_http_responses_total counter\n");
         for (int c = 2; c <= 5; c++)
@@ -433,6 +443,8 @@ static fhir_node *referral_node(fhir_arena *a, const refer_record *r, bool full)
     put_str(a, o, "center_task", r->center_task_ref);
     put_str(a, o, "task_status", r->task_status);
     put_str(a, o, "business_status", r->business_status);
+    if (r->cancel_requested_ms > 0)
+        put_time(a, o, "cancel_requested", r->cancel_requested_ms); /* the sender cancels it at its center */
     put_time(a, o, "created", r->created_ms);
     put_time(a, o, "updated", r->updated_ms);
     if (full) {

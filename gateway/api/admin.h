@@ -57,6 +57,7 @@ typedef struct admin_source_metrics {
     uint64_t unchanged;             /* resources seen again without change */
     uint64_t deleted;               /* cached resources removed (deleted at the source) */
     uint64_t refused;               /* resources not stored: id not a FHIR id */
+    uint64_t unresolved;            /* resources whose patient reference named no patient */
     uint64_t outcome_issues;        /* OperationOutcome issues inside searchset pages */
     uint64_t bulk_issues;           /* issues in bulk manifests' error[] files */
     bool since_ignored;             /* the server was seen ignoring _since / _lastUpdated */

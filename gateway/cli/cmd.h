@@ -4,6 +4,9 @@
 #ifndef CMD_H
 #define CMD_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 /* Byte caps of the commands' buffers. */
 #define CMD_CONFIG_DIAG_MAX (1u << 20)    /* check-config: every config error */
 #define CMD_CENTERS_ARENA_MAX (64u << 20) /* centers: directory, ranking */
@@ -29,6 +32,16 @@ int cmd_screen(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_users(int argc, char **argv);
+
+#define CMD_BAD_LINES_LISTED 100 /* screen/profile: refused NDJSON lines named one by one */
+
+/* After a screen or profile run that skipped NDJSON lines (bad_lines) or met resources whose
+ * patient reference names no patient (orphans): reads the paths again and names each refused
+ * line as "FILE:LINE" (at most CMD_BAD_LINES_LISTED, then how many more) and, per file, how
+ * many resources name no patient, on stderr prefixed with "cartgate NAME: ". Returns 1 when
+ * any line was refused and keep_going is false (the caller's exit status), else 0. */
+int cmd_report_skipped(const char *name, const char *const *paths, size_t n, size_t bad_lines, size_t orphans,
+                       bool keep_going);
 
 /* Prints the library versions (the JSON parser, libcurl, libxml2, libevent, SQLite, OpenSSL). */
 void cmd_print_versions(void);

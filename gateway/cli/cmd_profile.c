@@ -19,7 +19,7 @@ int cmd_profile(int argc, char **argv)
 {
     map_profile_opts o;
     map_profile_opts_default(&o);
-    bool json = false;
+    bool json = false, keep_going = false;
     const char *mdir = NULL;
     long long lookback = o.lab_lookback_days;
     const cli_cmd cmd = {
@@ -35,6 +35,8 @@ int cmd_profile(int argc, char **argv)
             {.name = "anchor", .kind = CLI_ENUM, .out = &o.relapse_anchor_end, .arg = "start|end",
              .def = "start", .help = "relapse interval anchor: start or end of line 1"},
             CLI_OPT_MAPPINGS(&mdir),
+            {.name = "keep-going", .kind = CLI_FLAG, .out = &keep_going,
+             .help = "exit 0 although NDJSON lines were refused (each is still named FILE:LINE)"},
             {0},
         },
     };
@@ -60,9 +62,8 @@ int cmd_profile(int argc, char **argv)
     }
     if (!rc) {
         size_t n = map_group_count(g);
-        if (map_group_bad_lines(g))
-            fprintf(stderr, "cartgate profile: skipped %zu unparsable NDJSON line(s)\n",
-                    map_group_bad_lines(g));
+        rc = cmd_report_skipped("profile", (const char *const *)argv + first, (size_t)(argc - first),
+                                map_group_bad_lines(g), map_group_orphans(g), keep_going);
         if (map_group_files_ignored(g))
             fprintf(stderr, "cartgate profile: ignored %zu file(s) not named *.json, *.ndjson, "
                             "*.jsonl or *.xml\n", map_group_files_ignored(g));

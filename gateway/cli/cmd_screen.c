@@ -227,7 +227,7 @@ int cmd_screen(int argc, char **argv)
 {
     map_profile_opts o;
     map_profile_opts_default(&o);
-    bool json = false, include_pending = false;
+    bool json = false, include_pending = false, keep_going = false;
     const char *mdir = NULL, *cdir = NULL;
     const char *params[32];
     cli_list plist = {params, 0, sizeof params / sizeof params[0]};
@@ -247,6 +247,8 @@ int cmd_screen(int argc, char **argv)
             {.name = "param", .kind = CLI_LIST, .out = &plist, .arg = "NAME=VALUE",
              .help = "override a criteria parameter (see conf/criteria/params.json),\n"
                      "e.g. --param lbcl_1l_anchor=start"},
+            {.name = "keep-going", .kind = CLI_FLAG, .out = &keep_going,
+             .help = "exit 0 although NDJSON lines were refused (each is still named FILE:LINE)"},
             {.name = "include-pending", .kind = CLI_FLAG, .out = &include_pending,
              .help = "also show what pending products (label not verified yet, e.g.\n"
                      "anito-cel) would decide, apart: never in the category"},
@@ -311,10 +313,10 @@ int cmd_screen(int argc, char **argv)
         fprintf(stderr, "cartgate screen: %s\n", err.msg);
         rc = 1;
     }
+    int skipped_rc = 0;
     if (!rc) {
-        if (st.bad_lines)
-            fprintf(stderr, "cartgate screen: skipped %zu unparsable NDJSON line(s)\n",
-                    st.bad_lines);
+        skipped_rc = cmd_report_skipped("screen", (const char *const *)argv + first, (size_t)(argc - first),
+                                        st.bad_lines, st.orphans, keep_going);
         if (st.files_ignored)
             fprintf(stderr, "cartgate screen: ignored %zu file(s) not named *.json, *.ndjson, "
                             "*.jsonl or *.xml (first: %s)\n", st.files_ignored, st.first_ignored);
@@ -322,7 +324,7 @@ int cmd_screen(int argc, char **argv)
             fprintf(stderr, "%s\n", c.errors[i]);
         if (c.more_errors)
             fprintf(stderr, "cartgate screen: ... and %zu more patient error(s)\n", c.more_errors);
-        rc = c.nerrors ? 1 : 0;
+        rc = c.nerrors || skipped_rc ? 1 : 0;
         int orc;
         if (json) {
             orc = screen_sort_each(c.rows, print_json, NULL, &err);

@@ -101,7 +101,7 @@ static const opt OPTS[] = {
     {"admin.insecure_plain_http", OT_BOOL, M(admin_insecure_plain_http), "false", NO, false,
      "Allow plain HTTP on a non-loopback admin.bind: only for a TLS proxy on another host, never for browsers across a network."},
     {"admin.max_connections", OT_INT, M(admin_max_connections), "256", 1, 100000, NULL, false,
-     "Connections served at once (more wait in the kernel's backlog)."},
+     "Connections served at once: lowered at start to what the file descriptor limit leaves beyond those kept for the store and the sources; at the cap the oldest connection with no request being answered is closed for a new one."},
     {"admin.token_file", OT_SECRET_FILE, M(admin_token_file), NULL, NO, false,
      "Optional shared service token for automation (first line of the file): acts as the service \"admin-api\" (viewer, clinician, admin) and is audited under that name. People use their own tokens."},
     {"admin.token_env", OT_SECRET_ENV, M(admin_token_env), NULL, NO, false,

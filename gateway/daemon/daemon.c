@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "access.h"
 #include "admin.h"
@@ -191,8 +192,14 @@ static bool patient_from_ref(const char *ref, char *out, size_t outlen)
     return fhir_id_valid(out);
 }
 
-static bool resource_patient(const fhir_node *res, const char *type, char *out, size_t outlen)
+/* The patient of res into out: its own id (a Patient), else the first of its subject /
+ * patient / beneficiary / individual references naming one — "Patient/<id>" (or a URL ending
+ * so), or a fullUrl (urn:uuid:...) of a Patient entry of the Bundle it came in (idx, may be
+ * NULL). *unresolved: it has a urn: reference there that names no Patient of its Bundle. */
+static bool resource_patient(const fhir_node *res, const char *type, const fhir_ref_index *idx, char *out,
+                             size_t outlen, bool *unresolved)
 {
+    *unresolved = false;
     if (!strcmp(type, "Patient")) {
         const char *id = fhir_node_resource_id(res);
         if (!id || strlen(id) >= outlen)
@@ -201,33 +208,51 @@ static bool resource_patient(const fhir_node *res, const char *type, char *out, 
         return true;
     }
     static const char *const fields[] = {"subject", "patient", "beneficiary", "individual"};
+    bool urn = false;
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         const fhir_node *r = fhir_node_get(res, fields[i]);
         if (fhir_node_is(r, FHIR_ARRAY))
             r = fhir_node_at(r, 0);
-        if (patient_from_ref(fhir_node_path_str(r, "reference"), out, outlen))
+        const char *ref = fhir_node_path_str(r, "reference");
+        if (patient_from_ref(ref, out, outlen))
             return true;
+        if (!ref || strncmp(ref, "urn:", 4))
+            continue;
+        const fhir_node *t = idx ? fhir_ref_resolve(idx, ref) : NULL;
+        const char *tt = t ? fhir_node_resource_type(t) : NULL;
+        const char *id = tt && !strcmp(tt, "Patient") ? fhir_node_resource_id(t) : NULL;
+        if (id && fhir_id_valid(id) && strlen(id) < outlen) {
+            snprintf(out, outlen, "%s", id);
+            return true;
+        }
+        urn = true;
     }
+    *unresolved = urn;
     return false;
 }
 
-/* Stores one resource (a Bundle is unpacked) into the cache, inside the caller's store
- * transaction. A resource stored before with the same JSON is counted unchanged; a new or
- * changed one holds its patient for the source (screened once a poll of the source
- * completes). 0, or -1 with err. */
-static int ingest(daemon_proc *d, const char *source, const fhir_node *res, size_t *changed,
-                  size_t *unchanged, fhir_error *err)
+/* Stores one resource (a Bundle is unpacked: its entries resolve their urn:uuid patient
+ * references within it) into the cache, inside the caller's store transaction. A resource
+ * stored before with the same JSON is counted unchanged; a new or changed one holds its
+ * patient for the source (screened once a poll of the source completes); one whose patient
+ * reference names no patient is stored without one and counted in *unresolved. 0, or -1. */
+static int ingest_in(daemon_proc *d, const char *source, const fhir_node *res, const fhir_ref_index *idx,
+                     size_t *changed, size_t *unchanged, size_t *unresolved, fhir_error *err)
 {
     const char *type = fhir_node_resource_type(res);
     if (!type)
         return 0; /* not a resource: ignored */
     if (!strcmp(type, "Bundle")) {
-        for (const fhir_node *e = fhir_node_first(fhir_node_get(res, "entry")); e; e = e->next) {
+        fhir_arena *a = fhir_arena_new(0);
+        const fhir_ref_index *bi = fhir_ref_index_build(a, res);
+        int rc = 0;
+        for (const fhir_node *e = fhir_node_first(fhir_node_get(res, "entry")); e && !rc; e = e->next) {
             const fhir_node *r = fhir_node_get(e, "resource");
-            if (r && ingest(d, source, r, changed, unchanged, err))
-                return -1;
+            if (r && ingest_in(d, source, r, bi, changed, unchanged, unresolved, err))
+                rc = -1;
         }
-        return 0;
+        fhir_arena_free(a);
+        return rc;
     }
     if (!strcmp(type, "OperationOutcome"))
         return 0;
@@ -242,7 +267,13 @@ static int ingest(daemon_proc *d, const char *source, const fhir_node *res, size
         return 0;
     }
     char pid[128] = "";
-    bool has_patient = resource_patient(res, type, pid, sizeof pid);
+    bool unres;
+    bool has_patient = resource_patient(res, type, idx, pid, sizeof pid, &unres);
+    if (unres) {
+        admin_metrics_source(&d->m, source)->unresolved++;
+        if (unresolved)
+            (*unresolved)++;
+    }
     char *json = fhir_json_to_string(res, FHIR_JSON_COMPACT, 16u << 20);
     if (!json)
         return fhir_error_set(err, "%s/%s: resource larger than 16 MiB", type, id);
@@ -670,9 +701,9 @@ static void sources_free(daemon_proc *d)
 /* ---- the sources' environment ---------------------------------------------------------- */
 
 static int env_ingest(void *ud, const char *source, const fhir_node *res, size_t *changed,
-                      size_t *unchanged, fhir_error *err)
+                      size_t *unchanged, size_t *unresolved, fhir_error *err)
 {
-    return ingest(ud, source, res, changed, unchanged, err);
+    return ingest_in(ud, source, res, NULL, changed, unchanged, unresolved, err);
 }
 
 static int env_remove(void *ud, const char *source, const char *type, const char *id,
@@ -932,6 +963,31 @@ static bool api_ready(void *ud, size_t *n_sources)
     return d->ready;
 }
 
+/* Descriptors the listener's connections never take: the store, the loop, the centers and,
+ * per source, its requests in flight, its downloads and the drop files it reads. */
+static int fd_reserve(const config *c)
+{
+    long n = DAEMON_FD_RESERVE_BASE;
+    for (size_t i = 0; i < c->n_sources; i++)
+        n += c->sources[i].concurrency + c->sources[i].download_concurrency + DAEMON_FD_PER_SOURCE;
+    return n > 100000 ? 100000 : (int)n;
+}
+
+/* The soft descriptor limit up to the hard one, so a low default soft limit (1024) never
+ * starves the store and the sources; logged when it changes. */
+static void raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= rl.rlim_max)
+        return;
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? (rlim_t)DAEMON_NOFILE_UNLIMITED : rl.rlim_max;
+    if (rl.rlim_cur <= was || setrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    fhir_log(FHIR_LOG_INFO, "daemon.nofile", "soft_was=%llu soft=%llu", (unsigned long long)was,
+             (unsigned long long)rl.rlim_cur);
+}
+
 /* The listener: access (users, sessions, tokens in the store), serve (TLS, limits), the
  * sign-in routes (with OpenID Connect when configured) and the API's routes. */
 static int listener_start(daemon_proc *d, fhir_error *err)
@@ -946,7 +1002,8 @@ static int listener_start(daemon_proc *d, fhir_error *err)
                        .tls_cert_file = c->admin_tls_cert_file,
                        .tls_key_file = c->admin_tls_key_file,
                        .insecure_plain_http = c->admin_insecure_plain_http,
-                       .max_connections = (int)c->admin_max_connections};
+                       .max_connections = (int)c->admin_max_connections,
+                       .fd_reserve = fd_reserve(c)};
     d->srv = serve_new(d->base, d->acc, &sc, err);
     if (!d->srv)
         return fhir_error_prefix(err, "admin listener");
@@ -1002,6 +1059,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
         goto fail;
     fhir_log_set_level((fhir_log_level)d->rt->cfg->log_level);
     fhir_log_set_format((fhir_log_format)d->rt->cfg->log_format);
+    raise_nofile();
     if (load_admin_token(d->rt->cfg, &d->admin_token, err))
         goto fail;
     d->base = event_base_new();

@@ -20,6 +20,14 @@
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
 
+/* Descriptors kept from the listener's connections (serve_config.fd_reserve): a base for the
+ * store (database, -wal, -shm, temporary files), the loop, the centers and the sign-in client,
+ * plus per source its concurrency, download_concurrency and this many for drop files. */
+#define DAEMON_FD_RESERVE_BASE 48
+#define DAEMON_FD_PER_SOURCE 4
+/* The soft descriptor limit taken when the hard one is unlimited. */
+#define DAEMON_NOFILE_UNLIMITED 65536
+
 #include "config.h"
 #include "fhir_buf.h"
 #include "fhir_error.h"

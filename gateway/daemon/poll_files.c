@@ -133,13 +133,17 @@ static void files_poll(poll_source *p)
         snprintf(full, sizeof full, "%s/%s", dir, names[i]);
         fhir_error err;
         fhir_error_clear(&err);
-        size_t before = p->changed;
+        size_t before = p->changed, unresolved = p->unresolved;
         if (file_process(p, full, &err) == 0) {
             move_to(dir, "done", names[i], NULL);
             fhir_log(FHIR_LOG_INFO, "files.done", "source=%s file=%s changed=%zu", p->cfg->name, names[i],
                      p->changed - before);
+            if (p->unresolved > unresolved) /* by source, file and count: never the references */
+                fhir_log(FHIR_LOG_WARN, "files.unresolved", "source=%s file=%s count=%zu", p->cfg->name, names[i],
+                         p->unresolved - unresolved);
         } else {
             p->changed = before;
+            p->unresolved = unresolved;
             move_to(dir, "failed", names[i], err.msg);
             fhir_log(FHIR_LOG_WARN, "files.failed", "source=%s file=%s error=%s", p->cfg->name, names[i],
                      err.msg);

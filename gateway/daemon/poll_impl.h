@@ -58,7 +58,7 @@ struct poll_source {
     /* the poll in progress */
     int pending;              /* searches in flight */
     bool failed;
-    size_t changed, unchanged, deleted, outcome_issues, bulk_issues;
+    size_t changed, unchanged, unresolved, deleted, outcome_issues, bulk_issues;
     bool since_ignored;       /* this poll saw data older than it asked for */
     bool full_refresh;        /* this poll reads everything (full_refresh_s) */
     int64_t started_mono;

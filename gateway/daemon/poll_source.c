@@ -62,7 +62,7 @@ static void poll_reset(poll_source *p)
     p->n_ops = p->cap_ops = 0;
     p->pending = 0;
     p->failed = false;
-    p->changed = p->unchanged = p->deleted = p->outcome_issues = p->bulk_issues = 0;
+    p->changed = p->unchanged = p->unresolved = p->deleted = p->outcome_issues = p->bulk_issues = 0;
     p->since_ignored = p->full_refresh = false;
     if (p->impl->reset)
         p->impl->reset(p);
@@ -88,7 +88,10 @@ void poll_end(poll_source *p)
 {
     if (!p->failed && release_held(p))
         p->failed = true;
-    poll_result r = {.ok = !p->failed, .changed = p->changed, .unchanged = p->unchanged,
+    if (p->unresolved) /* counts only: the references themselves may carry identifiers */
+        fhir_log(FHIR_LOG_WARN, "ingest.unresolved", "source=%s count=%zu note=%s", p->cfg->name, p->unresolved,
+                 "patient references that name no patient (stored, never screened)");
+    poll_result r = {.ok = !p->failed, .changed = p->changed, .unchanged = p->unchanged, .unresolved = p->unresolved,
                      .deleted = p->deleted, .outcome_issues = p->outcome_issues,
                      .bulk_issues = p->bulk_issues, .since_ignored = p->since_ignored};
     if (r.ok)
@@ -139,7 +142,7 @@ poll_op *poll_op_new(poll_source *p, size_t slot, size_t type, long member)
 
 int poll_ingest(poll_source *p, const fhir_node *res, fhir_error *err)
 {
-    return p->env.ingest(p->env.ud, p->cfg->name, res, &p->changed, &p->unchanged, err);
+    return p->env.ingest(p->env.ud, p->cfg->name, res, &p->changed, &p->unchanged, &p->unresolved, err);
 }
 
 int poll_remove(poll_source *p, const char *type, const char *id, fhir_error *err)

@@ -60,6 +60,7 @@ typedef struct poll_result {
     bool ok;
     size_t changed;        /* resources stored new or changed */
     size_t unchanged;      /* resources seen again without change */
+    size_t unresolved;     /* resources whose patient reference resolved to no patient */
     size_t deleted;        /* cached resources removed (deleted at the source) */
     size_t outcome_issues; /* OperationOutcome issues inside searchset pages */
     size_t bulk_issues;    /* issues in a bulk manifest's error[] files */
@@ -72,10 +73,12 @@ typedef struct poll_env {
     store *st;
     void *ud; /* first argument of every callback */
     /* Stores one resource (a Bundle is unpacked) inside the transaction the source opened;
-     * counts it in *changed or *unchanged; a changed resource's patient is held for the
-     * source (store_held_mark) until a poll of it completes. 0, or -1 with err. */
+     * counts it in *changed or *unchanged, and in *unresolved when its patient reference
+     * (subject, patient, ...) names no patient: a urn:uuid that is no Patient entry of its
+     * Bundle (stored without a patient, never screened); a changed resource's patient is held
+     * for the source (store_held_mark) until a poll of it completes. 0, or -1 with err. */
     int (*ingest)(void *ud, const char *source, const fhir_node *res, size_t *changed,
-                  size_t *unchanged, fhir_error *err);
+                  size_t *unchanged, size_t *unresolved, fhir_error *err);
     /* Removes one cached resource deleted at the source (inside the source's transaction);
      * its patient is held for re-screening like a change. *found: it was cached. 0, or -1. */
     int (*remove)(void *ud, const char *source, const char *type, const char *id, bool *found,

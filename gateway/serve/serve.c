@@ -2,12 +2,15 @@
 #include "serve.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/queue.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include <event2/buffer.h>
@@ -40,7 +43,9 @@ struct conn {
     serve *s;
     struct bufferevent *bev;  /* handed to evhttp; we hold a reference of our own */
     struct event *deadline;
-    conn *prev, *next;
+    bool busy;                /* a request was dispatched and is not answered yet */
+    bool evicted;             /* shut down to make room; freed by the sweep */
+    conn *prev, *next;        /* newest first: the oldest is at the tail */
 };
 
 struct serve_req {
@@ -81,8 +86,14 @@ struct serve {
     reg routes[SERVE_MAX_ROUTES];
     size_t n_routes;
     conn *conns;
+    int cap;                   /* connections served at once: max_connections, lowered to
+                                  what the descriptor limit leaves beyond fd_reserve */
+    int evicting;              /* evicted connections not yet freed */
     struct event *sweep;       /* finds the connections evhttp has let go */
-    bool paused, closing;
+    struct event *accept_retry; /* re-enables accepting after the process ran out of fds */
+    struct event *next_turn;   /* re-enables accepting on the loop's next turn */
+    int evicted_turn;          /* connections evicted in this turn of the loop */
+    bool paused, closing, accept_failing, resting;
     serve_req *live;           /* every request not answered yet */
     void (*on_free[8])(void *);
     void *on_free_ud[8];
@@ -248,18 +259,26 @@ static bool released(const conn *c)
     return !rcb && !wcb && !ecb;
 }
 
+/* The listener accepts unless paused at the cap or resting after running out of descriptors. */
+static void listener_update(serve *s)
+{
+    if (s->closing || !s->sock)
+        return;
+    struct evconnlistener *l = evhttp_bound_socket_get_listener(s->sock);
+    if (s->paused || s->accept_failing || s->resting)
+        evconnlistener_disable(l);
+    else
+        evconnlistener_enable(l);
+}
+
 static void listener_pause(serve *s, bool pause)
 {
     if (s->closing || !s->sock || s->paused == pause)
         return;
-    struct evconnlistener *l = evhttp_bound_socket_get_listener(s->sock);
-    if (pause)
-        evconnlistener_disable(l);
-    else
-        evconnlistener_enable(l);
     s->paused = pause;
+    listener_update(s);
     fhir_log(pause ? FHIR_LOG_WARN : FHIR_LOG_INFO, "serve.cap", "connections=%d cap=%d accepting=%s", s->stats.open,
-             s->cfg.max_connections, pause ? "false" : "true");
+             s->cap, pause ? "false" : "true");
 }
 
 static void conn_free(conn *c)
@@ -273,6 +292,8 @@ static void conn_free(conn *c)
         c->next->prev = c->prev;
     event_free(c->deadline);
     bufferevent_decref(c->bev); /* the last reference: the bufferevent and its fd go */
+    if (c->evicted)
+        s->evicting--;
     free(c);
     s->stats.open--;
 }
@@ -286,7 +307,7 @@ static void sweep(serve *s)
         if (released(c))
             conn_free(c);
     }
-    if (s->stats.open < s->cfg.max_connections)
+    if (s->stats.open - s->evicting < s->cap)
         listener_pause(s, false);
     if (!s->conns)
         evtimer_del(s->sweep);
@@ -299,6 +320,57 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     sweep(arg);
 }
 
+/* Closes c's socket under evhttp: it sees EOF (or a failed write) and frees the connection. */
+static void close_under(conn *c)
+{
+    evutil_socket_t sfd = bufferevent_getfd(c->bev);
+    if (sfd >= 0)
+        shutdown(sfd, SHUT_RDWR);
+}
+
+/* At the cap, the oldest connection with no request in progress (idle between requests, or
+ * still sending its request: a flood of idle or trickling connections) makes room for the
+ * new one, so a health check is never kept out by them. Connections whose request is being
+ * answered are never evicted. The oldest such connection other than keep, or NULL. */
+static conn *oldest_idle(serve *s, const conn *keep)
+{
+    conn *tail = s->conns;
+    while (tail && tail->next)
+        tail = tail->next;
+    for (conn *c = tail; c; c = c->prev)
+        if (c != keep && !c->busy && !c->evicted && !released(c))
+            return c;
+    return NULL;
+}
+
+/* Frees an idle connection now, so its descriptor is back before the next accept (a burst of
+ * connections is accepted in one go): evhttp's connection (the argument of the callbacks it
+ * set on the bufferevent) is freed by evhttp_connection_free, then our reference. */
+static void conn_free(conn *c);
+static void listener_update(serve *s);
+static void evict(conn *c)
+{
+    serve *s = c->s;
+    c->evicted = true;
+    s->evicting++;
+    s->stats.evicted++;
+    /* libevent closes a freed connection's descriptor on the loop's next turn, and accepts a
+     * burst of connections in one go: past SERVE_EVICT_PER_TURN evictions, accepting rests
+     * until the next turn so the descriptors come back first */
+    if (++s->evicted_turn >= SERVE_EVICT_PER_TURN && !s->resting) {
+        s->resting = true;
+        listener_update(s);
+        event_active(s->next_turn, EV_TIMEOUT, 0);
+    }
+    bufferevent_data_cb rcb = NULL, wcb = NULL;
+    bufferevent_event_cb ecb = NULL;
+    void *evcon = NULL;
+    bufferevent_getcb(c->bev, &rcb, &wcb, &ecb, &evcon);
+    if (evcon && !released(c))
+        evhttp_connection_free(evcon);
+    conn_free(c);
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -307,17 +379,15 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     if (released(c))
         return; /* already closed by evhttp; the sweep frees it */
     c->s->stats.timeouts++;
-    evutil_socket_t sfd = bufferevent_getfd(c->bev);
     fhir_log(FHIR_LOG_INFO, "serve.deadline", "action=close");
-    if (sfd >= 0)
-        shutdown(sfd, SHUT_RDWR); /* evhttp sees EOF (or a failed write) and frees the connection */
+    close_under(c);
 }
 
 /* evhttp asks for the bufferevent of each accepted connection: TLS or plain. */
 static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
 {
     serve *s = arg;
-    if (s->stats.open + 1 >= s->cfg.max_connections)
+    if (s->stats.open - s->evicting + 1 >= s->cap || s->evicting)
         sweep(s); /* before the new one exists: evhttp sets its callbacks only after we return */
     struct bufferevent *bev;
     if (s->ssl) {
@@ -352,8 +422,13 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
         struct timeval one = {1, 0};
         event_add(s->sweep, &one);
     }
-    if (s->stats.open >= s->cfg.max_connections)
-        listener_pause(s, true);
+    if (s->stats.open - s->evicting > s->cap) {
+        conn *old = oldest_idle(s, c);
+        if (old)
+            evict(old);
+    }
+    if (s->stats.open - s->evicting >= s->cap && !oldest_idle(s, c))
+        listener_pause(s, true); /* every other connection is being answered: wait for one */
     return bev;
 }
 
@@ -370,8 +445,11 @@ static conn *conn_of(serve *s, struct evhttp_request *req)
 static void on_complete(struct evhttp_request *req, void *arg)
 {
     conn *c = conn_of(arg, req);
-    if (c)
+    if (c) {
+        c->busy = false;
         arm(c, c->s->cfg.request_timeout_s); /* the next request on this connection */
+        listener_pause(c->s, false); /* this one may now make room for a new one */
+    }
 }
 
 /* ---- life ------------------------------------------------------------------------------------ */
@@ -404,6 +482,9 @@ serve *serve_new(struct event_base *base, access_ctx *acc, const serve_config *c
     s->cfg.tls_key_file = s->key;
     if (s->cfg.max_connections <= 0)
         s->cfg.max_connections = 256;
+    if (s->cfg.fd_reserve <= 0)
+        s->cfg.fd_reserve = SERVE_FD_RESERVE_DEFAULT;
+    s->cap = s->cfg.max_connections;
     if (s->cfg.request_timeout_s <= 0)
         s->cfg.request_timeout_s = 30;
     if (s->cfg.idle_timeout_s <= 0)
@@ -426,6 +507,7 @@ serve *serve_new(struct event_base *base, access_ctx *acc, const serve_config *c
 }
 
 static void req_free(serve_req *r);
+static void listener_register(serve *s, bool on);
 
 void serve_free(serve *s)
 {
@@ -434,6 +516,7 @@ void serve_free(serve *s)
     for (size_t i = 0; i < s->n_on_free; i++)
         s->on_free[i](s->on_free_ud[i]);
     s->closing = true;
+    listener_register(s, false);
     /* requests still waiting for an asynchronous answer: freed with their connections */
     while (s->live) {
         serve_req *r = s->live;
@@ -449,6 +532,10 @@ void serve_free(serve *s)
         conn_free(s->conns);
     if (s->sweep)
         event_free(s->sweep);
+    if (s->accept_retry)
+        event_free(s->accept_retry);
+    if (s->next_turn)
+        event_free(s->next_turn);
     SSL_CTX_free(s->ssl);
     free(s->bind);
     free(s->cert);
@@ -479,8 +566,112 @@ int serve_reload_tls(serve *s, fhir_error *err)
 
 static void handle(struct evhttp_request *req, void *arg);
 
+/* The listeners of this process: libevent hands the accept error callback evhttp's own
+ * argument, so the callback finds its serve by the listener. */
+static serve *listeners[SERVE_MAX_LISTENERS];
+
+static void listener_register(serve *s, bool on)
+{
+    for (size_t i = 0; i < SERVE_MAX_LISTENERS; i++)
+        if (on ? !listeners[i] : listeners[i] == s) {
+            listeners[i] = on ? s : NULL;
+            return;
+        }
+}
+
+static serve *listener_of(struct evconnlistener *l)
+{
+    for (size_t i = 0; i < SERVE_MAX_LISTENERS; i++)
+        if (listeners[i] && listeners[i]->sock && evhttp_bound_socket_get_listener(listeners[i]->sock) == l)
+            return listeners[i];
+    return NULL;
+}
+
+static void on_next_turn(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    serve *s = arg;
+    s->evicted_turn = 0;
+    s->resting = false;
+    listener_update(s);
+}
+
+static void on_accept_retry(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    serve *s = arg;
+    s->accept_failing = false;
+    sweep(s);
+    listener_update(s);
+}
+
+/* accept() failed. Out of descriptors (or memory), the pending connection stays in the
+ * kernel's queue and the listening socket stays readable: accepting rests for a second (one
+ * warning per rest, not one per wake-up) while the sweep frees what evhttp let go. Anything
+ * else (a client that reset before we accepted it) is only counted. */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+    (void)arg; /* evhttp's */
+    int e = EVUTIL_SOCKET_ERROR();
+    serve *s = listener_of(l);
+    if (!s)
+        return;
+    s->stats.accept_errors++;
+    if (e != EMFILE && e != ENFILE && e != ENOBUFS && e != ENOMEM)
+        return;
+    if (!s->accept_failing)
+        fhir_log(FHIR_LOG_WARN, "serve.accept_failed", "reason=%s connections=%d action=%s", strerror(e),
+                 s->stats.open, "rest 1 s");
+    s->accept_failing = true;
+    listener_update(s);
+    struct timeval one = {1, 0};
+    evtimer_add(s->accept_retry, &one);
+}
+
+/* Descriptors open in this process now (/proc/self/fd; -1 when it cannot be read). */
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (!d)
+        return -1;
+    int n = 0;
+    while (readdir(d))
+        n++;
+    closedir(d);
+    return n - 3; /* ".", ".." and the directory's own descriptor */
+}
+
+/* The cap: max_connections, lowered so that connections never take the descriptors the
+ * store and the sources need (the soft RLIMIT_NOFILE minus those open now minus fd_reserve).
+ * 0, or -1 with err when fewer than SERVE_MIN_CAP connections would be left. */
+static int cap_from_limit(serve *s, fhir_error *err)
+{
+    s->cap = s->cfg.max_connections;
+    struct rlimit rl;
+    int used = open_fds();
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || used < 0)
+        return 0;
+    long budget = (long)rl.rlim_cur - used - s->cfg.fd_reserve;
+    if (budget >= s->cap)
+        return 0;
+    if (budget < SERVE_MIN_CAP)
+        return fhir_error_set(err, "listener: the descriptor limit %ld leaves %ld connections after the %d open and "
+                                   "the %d kept for the store and the sources (at least %d needed): raise it "
+                                   "(ulimit -n, LimitNOFILE=)",
+                              (long)rl.rlim_cur, budget, used, s->cfg.fd_reserve, SERVE_MIN_CAP);
+    s->cap = (int)budget;
+    fhir_log(FHIR_LOG_WARN, "serve.cap_lowered", "max_connections=%d cap=%d nofile=%ld open=%d reserve=%d",
+             s->cfg.max_connections, s->cap, (long)rl.rlim_cur, used, s->cfg.fd_reserve);
+    return 0;
+}
+
 int serve_start(serve *s, fhir_error *err)
 {
+    if (cap_from_limit(s, err))
+        return -1;
+    s->stats.cap = s->cap;
     s->http = evhttp_new(s->base);
     if (!s->http)
         return fhir_error_set(err, "listener: evhttp_new failed");
@@ -492,6 +683,10 @@ int serve_start(serve *s, fhir_error *err)
     s->sweep = event_new(s->base, -1, EV_PERSIST, on_sweep, s);
     if (!s->sweep)
         abort();
+    s->accept_retry = evtimer_new(s->base, on_accept_retry, s);
+    s->next_turn = evtimer_new(s->base, on_next_turn, s);
+    if (!s->accept_retry || !s->next_turn)
+        abort();
     evhttp_set_bevcb(s->http, on_new_conn, s);
     evhttp_set_gencb(s->http, handle, s);
     s->sock = evhttp_bind_socket_with_handle(s->http, s->bind, (ev_uint16_t)s->cfg.port);
@@ -500,6 +695,8 @@ int serve_start(serve *s, fhir_error *err)
         s->http = NULL;
         return fhir_error_set(err, "listener: cannot listen on %s:%d", s->bind, s->cfg.port);
     }
+    evconnlistener_set_error_cb(evhttp_bound_socket_get_listener(s->sock), on_accept_error);
+    listener_register(s, true);
     evutil_socket_t fd = evhttp_bound_socket_get_fd(s->sock);
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -940,8 +1137,10 @@ static void handle(struct evhttp_request *req, void *arg)
     serve *s = arg;
     s->stats.requests++;
     conn *c = conn_of(s, req);
-    if (c)
+    if (c) {
+        c->busy = true;
         arm(c, s->cfg.response_timeout_s);
+    }
     evhttp_request_set_on_complete_cb(req, on_complete, s);
     serve_req *r = calloc(1, sizeof *r);
     if (!r)

@@ -71,13 +71,21 @@ typedef struct serve_route {
     unsigned flags;
 } serve_route;
 
+#define SERVE_FD_RESERVE_DEFAULT 64 /* descriptors kept from connections when none is set */
+#define SERVE_MIN_CAP 4             /* fewer connections than this: serve_start refuses */
+#define SERVE_MAX_LISTENERS 16      /* listeners started at once in one process */
+#define SERVE_EVICT_PER_TURN 8      /* idle connections evicted per turn of the loop */
+
 typedef struct serve_config {
     const char *bind;              /* address; NULL = 127.0.0.1 */
     int port;                      /* 0 = any free port */
     const char *tls_cert_file;     /* PEM chain; with tls_key_file, or neither */
     const char *tls_key_file;
     bool insecure_plain_http;      /* allow plain HTTP on a non-loopback bind */
-    int max_connections;           /* 0 = 256 */
+    int max_connections;           /* 0 = 256; lowered at serve_start when the descriptor limit
+                                      (RLIMIT_NOFILE) minus those open minus fd_reserve is less */
+    int fd_reserve;                /* descriptors connections never take (the store, the
+                                      sources, files); 0 = SERVE_FD_RESERVE_DEFAULT */
     int request_timeout_s;         /* 0 = 30 */
     int idle_timeout_s;            /* 0 = 15 */
     int response_timeout_s;        /* 0 = 120 */
@@ -89,6 +97,9 @@ typedef struct serve_stats {
     uint64_t requests;             /* dispatched requests */
     uint64_t connections;          /* accepted */
     uint64_t timeouts;             /* connections closed by the request/response deadline */
+    uint64_t evicted;              /* idle connections closed at the cap to make room */
+    uint64_t accept_errors;        /* accepts that failed for want of descriptors or memory */
+    int cap;                       /* connections served at once (after serve_start) */
     uint64_t status[6];            /* answers by class: [2] 2xx ... [5] 5xx */
     int open;                      /* connections open now */
 } serve_stats;
