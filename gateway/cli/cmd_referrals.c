@@ -152,7 +152,9 @@ static int show(store *s, int64_t id, fhir_error *err)
         printf("  replaces     referral %lld (a re-route: approving it cancels that one at its "
                "center first)\n", (long long)r.supersedes);
     if (r.cancel_requested_ms > 0)
-        printf("  cancelling   at its center (a re-route that replaces it was approved)\n");
+        printf("  cancelling   at its center (%s)\n",
+               r.ended && !strcmp(r.ended, REFER_ENDED_SUPERSEDED) ? "a re-route that replaces it was approved"
+                                                                    : "a person cancelled it");
     if (r.ended)
         printf("  ended        %s\n", r.ended);
     if (r.last_error)

@@ -174,7 +174,18 @@ typedef struct episode_view {
     const ep_row *reroute;    /* a pending re-route proposal of the active one (NULL: none) */
     const char *marker;       /* the marker the episode opened with (NULL: not recorded) */
     const ep_row *last;       /* the episode's newest row */
+    const ep_row *stale;      /* a pending re-route of a referral the center completed */
 } episode_view;
+
+/* Was the referral a re-route replaces completed at its center (the patient was seen there:
+ * nothing is left to re-route)? */
+static bool predecessor_completed(const ep_rows *l, const ep_row *rr)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (l->v[i].id == rr->supersedes)
+            return l->v[i].state == REFER_COMPLETED;
+    return false;
+}
 
 static void episode_of(const ep_rows *l, episode_view *v)
 {
@@ -196,6 +207,10 @@ static void episode_of(const ep_rows *l, episode_view *v)
         if (refer_state_terminal(e->state)) {
             if (!e->ended)
                 any_closing = true; /* declined, completed, or cancelled by a person */
+            continue;
+        }
+        if (ep_pending_reroute(e) && predecessor_completed(l, e)) {
+            v->stale = e; /* withdrawn by propose: it keeps nothing open */
             continue;
         }
         any_open = true;
@@ -304,6 +319,10 @@ static int episode_decide(store *s, const propose_opts *o, const char *pid, cons
     if (refer_list(s, &f, ep_collect, rows, err) < 0)
         return -1;
     episode_of(rows, v);
+    if (v->stale && refer_withdraw_in_tx(s, v->stale->id,
+                                         "the referral it replaces was completed at its center: nothing to re-route",
+                                         err))
+        return -1;
     *act = ACT_NONE;
     *supersedes = 0;
     *row_id = 0;

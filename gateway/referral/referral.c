@@ -468,6 +468,47 @@ static int require_state(store *s, int64_t id, refer_state want, const char *why
 
 static int approve_tx(store *s, int64_t id, const store_actor *who, fhir_error *err);
 
+/* A person cancels: a referral at its center (sent, accepted, scheduled) is marked for the
+ * sender, which sets its Task's status to cancelled there (If-Match) and only then moves it
+ * to cancelled (refer_mark_cancelled_at_center); the request is audited with the person
+ * ("cancel-requested", state unchanged). Anything else is cancelled here at once. */
+static int cancel_tx(store *s, int64_t id, const store_actor *who, fhir_error *err)
+{
+    if (store_begin(s, err))
+        return -1;
+    refer_state cur;
+    if (read_state(s, id, &cur, err)) {
+        store_rollback(s);
+        return -1;
+    }
+    if (cur == REFER_SENT || cur == REFER_ACCEPTED || cur == REFER_SCHEDULED) {
+        store_referral_change x = {.set_cancel_request = true, .cancel_requested_ms = fhir_clock_now_ms()};
+        if (store_referral_update(s, id, &x, err) ||
+            store_audit_actor(s, who, "cancel-requested", id, state_names[cur], state_names[cur], who->reason, err)) {
+            store_rollback(s);
+            return -1;
+        }
+        if (store_commit(s, err))
+            return -1;
+        if (who->user_id > 0)
+            fhir_log(FHIR_LOG_INFO, "referral.cancel_requested", "referral=%lld state=%s user=%lld role=%s",
+                     (long long)id, state_names[cur], (long long)who->user_id, who->role ? who->role : "-");
+        else
+            fhir_log(FHIR_LOG_INFO, "referral.cancel_requested", "referral=%lld state=%s actor=%s", (long long)id,
+                     state_names[cur], who->name);
+        return 0;
+    }
+    refer_state from = cur;
+    if (transition_locked(s, id, REFER_CANCELLED, who, "cancel", who->reason, NULL, &from, err)) {
+        store_rollback(s);
+        return -1;
+    }
+    if (store_commit(s, err))
+        return -1;
+    log_state(id, from, REFER_CANCELLED, "cancel", who);
+    return 0;
+}
+
 int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_error *err)
 {
     if (!who || !who->name || !*who->name)
@@ -492,7 +533,7 @@ int refer_do(store *s, int64_t id, refer_act act, const store_actor *who, fhir_e
         return transition_tx(s, id, REFER_CANCELLED, who, "decline", who->reason, NULL, err);
     }
     case REFER_ACT_CANCEL:
-        return transition_tx(s, id, REFER_CANCELLED, who, "cancel", who->reason, NULL, err);
+        return cancel_tx(s, id, who, err);
     case REFER_ACT_RETRY: {
         if (require_state(s, id, REFER_FAILED, "retry is only for failed referrals", err))
             return -1;
@@ -565,6 +606,19 @@ static int approve_tx(store *s, int64_t id, const store_actor *who, fhir_error *
     }
     int64_t old = r.supersedes;
     refer_record_free(&r);
+    if (old > 0) {
+        refer_state os;
+        fhir_error ge;
+        int g = read_state(s, old, &os, &ge) == 0;
+        if (g && os == REFER_COMPLETED) {
+            store_rollback(s);
+            if (err)
+                err->code = 409;
+            return fhir_error_set(err, "referral %lld: the referral it replaces (%lld) was completed at its center: "
+                                       "nothing to re-route (cancel this proposal)",
+                                  (long long)id, (long long)old);
+        }
+    }
     if (transition_locked(s, id, REFER_APPROVED, who, "approve", NULL, NULL, &from, err) ||
         (old > 0 && supersede_locked(s, id, old, who, &cancelled_here, &old_from, err))) {
         store_rollback(s);

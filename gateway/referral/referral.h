@@ -176,7 +176,11 @@ int refer_transition(store *s, int64_t id, refer_state to, const char *actor,
  *            cancelled; cancel_requested_ms) — the re-route is sent only after that
  *            (sender.h). Both audited with the approver.
  *   decline  pending_approval -> cancelled (the proposal is declined; a reason is required)
- *   cancel   -> cancelled (not while sending: the sender resolves that first)
+ *   cancel   -> cancelled (not while sending: the sender resolves that first); a referral at
+ *            its center (sent, accepted, scheduled) stays as it is, marked for the sender
+ *            (cancel_requested_ms, audited "cancel-requested" with the person), which sets its
+ *            Task's status to cancelled at the center (If-Match) and then moves it to
+ *            cancelled (sender.h), as for an approved re-route
  *   retry    failed -> approved; clears the attempt counter and backoff
  * Refusals set err->code: 409 for a move the state machine does not allow, 400 for a missing
  * or too long reason. */

@@ -649,7 +649,9 @@ static void on_http(void *ud, fhir_client_result *res)
 
 static bool start_poll(sender *snd, center_q *q, lane *ln, const due *d);
 
-/* Is the referral a re-route replaces still open (then the re-route waits)? -1 on error. */
+/* Is the referral a re-route replaces still open (1: the re-route waits), over (0), or
+ * completed at its center (2: the patient was seen there, the re-route is not sent)? -1 on
+ * error. */
 static int predecessor_open(sender *snd, int64_t old_id, fhir_error *e)
 {
     char st[32];
@@ -657,7 +659,11 @@ static int predecessor_open(sender *snd, int64_t old_id, fhir_error *e)
     if (f <= 0)
         return f; /* gone: nothing to wait for */
     refer_state cur;
-    return refer_state_parse(st, &cur) == 0 && !refer_state_terminal(cur);
+    if (refer_state_parse(st, &cur) != 0)
+        return 0;
+    if (cur == REFER_COMPLETED)
+        return 2;
+    return !refer_state_terminal(cur);
 }
 
 /* Starts one referral of a send lane. true when a job is now in flight. */
@@ -686,6 +692,15 @@ static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
     if (j->r.state == REFER_APPROVED && j->r.supersedes > 0) {
         /* a re-route goes out only once the referral it replaces is over at its center */
         int open = predecessor_open(snd, j->r.supersedes, &e);
+        if (open == 2) {
+            char detail[160];
+            snprintf(detail, sizeof detail, "referral %lld, which it replaces, was completed at its center: "
+                     "nothing to re-route", (long long)j->r.supersedes);
+            if (refer_transition(snd->st, d->id, REFER_CANCELLED, "sender", detail, &e))
+                local_error(snd, ln, &e);
+            job_free(j);
+            return false;
+        }
         if (open != 0) {
             if (open < 0)
                 local_error(snd, ln, &e);

@@ -15,8 +15,9 @@
  *   422 validation or 412 duplicate identifiers) -> `failed` with the response kept.
  *   Nothing undelivered is ever deleted; a failed referral waits for an operator `retry`.
  *
- * Re-routes (propose.h): a referral marked for cancellation (refer_approve of the re-route
- * that replaces it) is cancelled at its center in the same pass, on its center's queue after
+ * Cancellation at the center: a referral marked for it (refer_approve of a re-route that
+ * replaces it, propose.h, or a person cancelling a referral already at its center,
+ * refer_do) is cancelled at its center in the same pass, on its center's queue after
  * the recovery lookups: GET its Task; already over there -> recorded; otherwise PUT it back
  * with status `cancelled` (If-Match its version) -> `cancelled` here. A failure is retried
  * on a later pass after the backoff. An approved re-route is not sent while the referral it

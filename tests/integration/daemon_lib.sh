@@ -27,6 +27,18 @@ const g={resourceType:"Group",id:"cohort",type:"person",actual:true,
 fs.writeFileSync(process.argv[2], JSON.stringify(g)+"\n");' "$dir/cohort/Patient.000.ndjson" "$dir/seed/Group.ndjson"
 }
 
+# demo_seed OUT: the demo DLBCL fixture (a collection Bundle) as NDJSON for the reference
+# server, its urn:uuid references made Type/id.
+demo_seed() {
+  node -e '
+const fs=require("fs");
+const b=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
+const map=new Map(b.entry.map(e=>[e.fullUrl, e.resource.resourceType+"/"+e.resource.id]));
+const out=b.entry.map(e=>JSON.stringify(e.resource, (k,v)=>k==="reference"&&map.has(v)?map.get(v):v));
+fs.writeFileSync(process.argv[2], out.join("\n")+"\n");' "$SRC/tests/fixtures/demo-dlbcl-bundle.json" "$1" ||
+    fail "demo fixture"
+}
+
 # centers_for CENTER_BASE OUT: the sample directory with every center at CENTER_BASE.
 centers_for() {
   node -e '

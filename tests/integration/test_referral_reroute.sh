@@ -14,14 +14,7 @@ set -u
 daemon_need_tools
 N=1
 mkdir -p "$TMP/seed"
-# the fixture's collection Bundle as NDJSON, its urn:uuid references made Type/id
-node -e '
-const fs=require("fs");
-const b=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
-const map=new Map(b.entry.map(e=>[e.fullUrl, e.resource.resourceType+"/"+e.resource.id]));
-const out=b.entry.map(e=>JSON.stringify(e.resource, (k,v)=>k==="reference"&&map.has(v)?map.get(v):v));
-fs.writeFileSync(process.argv[2], out.join("\n")+"\n");' \
-  "$SRC/tests/fixtures/demo-dlbcl-bundle.json" "$TMP/seed/demo.ndjson"
+demo_seed "$TMP/seed/demo.ndjson"
 start_server ehr --seed "$TMP/seed"
 EHR=$BASE
 start_server center-a

@@ -574,6 +574,96 @@ static void test_closed_episode(void **state)
     screened_free(&s);
 }
 
+/* Completed by the center: the episode is closed like a decline — nothing on the same data or
+ * a changed route; a new disease event opens episode 2. */
+static void test_completed_episode(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    propose_input in = input_for(&s);
+    store *st = open_fresh("completed.db");
+    propose_opts o = opts_for(REFER_MODE_AUTO);
+    propose_result r;
+    fhir_error err = {0};
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    int64_t first = r.referral_id;
+    make_sent(st, first, "Task/1");
+    bool changed = false;
+    assert_int_equal(refer_apply_task(st, first, "completed", NULL, &changed, &err), 0);
+    refer_record c = get_rec(st, first);
+    assert_int_equal(c.state, REFER_COMPLETED);
+    assert_null(c.ended);
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EPISODE_CLOSED);
+    assert_int_equal(r.referral_id, first);
+    centers_dir *fewer = centers_without(c.center_id);
+    o.centers = fewer;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EPISODE_CLOSED);
+    assert_int_equal(count_all(st), 1);
+    /* a new relapse after the closed referral: the episode had opened on another disease
+     * record (the marker rule), so this one is episode 2 — sent to the route of today */
+    char now[PROPOSE_MARKER_MAX], older[PROPOSE_MARKER_MAX];
+    propose_episode_marker(s.p, now, sizeof now);
+    snprintf(older, sizeof older, "disease=%s;relapses=0;lines=0", strstr(now, "disease=fl;") ? "mcl" : "fl");
+    assert_true(propose_episode_new(older, now));
+    assert_int_equal(store_begin(st, &err), 0);
+    assert_int_equal(refer_set_marker_in_tx(st, first, older, &err), 0);
+    assert_int_equal(store_commit(st, &err), 0);
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    assert_int_equal(r.episode, 2);
+    assert_int_equal(r.supersedes, 0); /* a new referral, not a re-route of the completed one */
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EXISTS);
+    assert_int_equal(count_all(st), 2);
+    refer_record_free(&c);
+    centers_free(fewer);
+    store_close(st);
+    screened_free(&s);
+}
+
+/* A re-route proposal whose first referral the center completes: the patient was seen there,
+ * so nothing is re-routed — a person cannot approve it (409), the next screening withdraws it
+ * (which closes nothing: the completion closed the episode), and nothing new is proposed. */
+static void test_completed_before_reroute(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    propose_input in = input_for(&s);
+    store *st = open_fresh("completed-rr.db");
+    propose_opts o = opts_for(REFER_MODE_AUTO);
+    propose_result r;
+    fhir_error err = {0};
+    int64_t first;
+    centers_dir *fewer = sent_then_moved(st, &o, &in, &first);
+    o.centers = fewer;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_REROUTE);
+    int64_t rr = r.referral_id;
+    bool changed = false;
+    assert_int_equal(refer_apply_task(st, first, "completed", NULL, &changed, &err), 0);
+    err.code = 0;
+    assert_int_equal(refer_approve(st, rr, "dr.b", &err), -1);
+    assert_int_equal(err.code, 409);
+    char want[200];
+    snprintf(want, sizeof want, "referral %lld: the referral it replaces (%lld) was completed at its center: "
+             "nothing to re-route (cancel this proposal)", (long long)rr, (long long)first);
+    assert_string_equal(err.msg, want);
+    refer_record w = get_rec(st, rr);
+    assert_int_equal(w.state, REFER_PENDING_APPROVAL);
+    refer_record_free(&w);
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EPISODE_CLOSED);
+    w = get_rec(st, rr);
+    assert_int_equal(w.state, REFER_CANCELLED);
+    assert_string_equal(w.ended, REFER_ENDED_WITHDRAWN);
+    refer_record_free(&w);
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EPISODE_CLOSED);
+    o.centers = centers;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_EPISODE_CLOSED);
+    assert_int_equal(count_all(st), 2);
+    centers_free(fewer);
+    store_close(st);
+    screened_free(&s);
+}
+
 /* An episode closed before markers were kept (an adopted database): the first verdict after
  * the upgrade records its marker and opens nothing. */
 static void test_closed_without_marker(void **state)
@@ -636,6 +726,8 @@ int main(void)
         cmocka_unit_test(test_refused_reroute_not_again),
         cmocka_unit_test(test_withdrawn_keeps_the_episode),
         cmocka_unit_test(test_closed_episode),
+        cmocka_unit_test(test_completed_episode),
+        cmocka_unit_test(test_completed_before_reroute),
         cmocka_unit_test(test_closed_without_marker),
         cmocka_unit_test(test_markers),
     };
