@@ -195,6 +195,9 @@ static int check_route(const serve_route *r, fhir_error *err)
     const char *m = r->method ? r->method : "?", *p = r->pattern ? r->pattern : "?";
     if (r->need == ROLE_UNSET || (unsigned)r->need >= ROLE_N_)
         return fhir_error_set(err, "route %s %s declares no role (use ROLE_PUBLIC for an open route)", m, p);
+    if ((r->flags & SERVE_OWN_AUTH) && (r->need != ROLE_PUBLIC || (r->flags & (SERVE_HTML | SERVE_NO_CSRF))))
+        return fhir_error_set(err, "route %s %s: SERVE_OWN_AUTH routes get no role from the listener (ROLE_PUBLIC, no "
+                                   "other flag)", m, p);
     if (!method_ok(r->method))
         return fhir_error_set(err, "route %s %s: unknown method", m, p);
     if (!r->fn)
@@ -1212,6 +1215,14 @@ static void handle(struct evhttp_request *req, void *arg)
             if (!strcmp(rm, "GET"))
                 strcat(allow, ", HEAD");
         }
+    }
+    if (hit && (hit->r->flags & SERVE_OWN_AUTH)) {
+        /* the handler authenticates the caller itself (serve.h): no credential of ours is
+         * read, so none can ride along, and nothing here grants a role */
+        r->route = hit;
+        match(r, hit->r->pattern, path, true);
+        hit->r->fn(r, hit->ud);
+        return;
     }
     bool bad_token;
     authenticate(r, &bad_token);

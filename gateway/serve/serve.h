@@ -6,7 +6,8 @@
  * whose last segment may be "*" (the rest of the path). GET routes also answer HEAD. A route
  * without a role (ROLE_UNSET) is refused when registered; ROLE_PUBLIC must be said. The order
  * of the checks for a request: path known? -> who is it? (Authorization: Bearer <token>, else
- * the session cookie) -> method allowed (405 with Allow) -> role allowed (401 anonymous, 403
+ * the session cookie; routes flagged SERVE_OWN_AUTH skip this and every later check: their
+ * handler authenticates) -> method allowed (405 with Allow) -> role allowed (401 anonymous, 403
  * otherwise) -> CSRF: a state-changing request (POST, PUT, PATCH, DELETE) made with a session
  * cookie must carry the session's CSRF token (header X-CSRF-Token or form field "csrf"), and
  * any request with an Origin header must come from our own origin; otherwise 403. An unknown
@@ -61,6 +62,14 @@ typedef void (*serve_handler)(serve_req *r, void *ud);
 enum {
     SERVE_HTML = 1u << 0,     /* a page: anonymous browsers go to the sign-in page */
     SERVE_NO_CSRF = 1u << 1,  /* the sign-in form itself (no session yet); Origin still checked */
+    /* Authenticated by the handler's own check of a signed credential (the EHR's CDS Hooks
+     * JWT, cds.h), not by us: the listener reads no Authorization header and no session
+     * cookie for the route (a person's token or session never reaches it, so there is nothing
+     * for CSRF or the Origin check to protect), grants no role, and hands every request to
+     * the handler, which answers 401 itself unless the credential verifies. Such a route must
+     * declare ROLE_PUBLIC (as far as the listener is concerned it is open) and no other flag;
+     * the route tables list it as "own-auth". */
+    SERVE_OWN_AUTH = 1u << 2,
 };
 
 typedef struct serve_route {

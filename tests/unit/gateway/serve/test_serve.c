@@ -55,11 +55,29 @@ static void h_act(serve_req *r, void *ud)
     serve_reply(r, 200, "text/plain", b, (size_t)n);
 }
 
+/* A route that authenticates by its own check (SERVE_OWN_AUTH): it sees the Authorization
+ * header as sent, never a principal of ours, and answers 401 itself unless the header is the
+ * one it expects. */
+static void h_own(serve_req *r, void *ud)
+{
+    (void)ud;
+    const char *a = serve_header(r, "Authorization");
+    if (!a || strcmp(a, "Bearer signed-by-the-ehr")) {
+        serve_error(r, 401, "own check failed");
+        return;
+    }
+    char b[200];
+    int n = snprintf(b, sizeof b, "own %s principal=%s\n", serve_param(r, "id"),
+                     serve_principal(r) ? serve_principal(r)->name : "none");
+    serve_reply(r, 200, "text/plain", b, (size_t)n);
+}
+
 static const serve_route ROUTES[] = {
     {"GET", "/t/public", ROLE_PUBLIC, h_public, 0},
     {"GET", "/t/view", ROLE_VIEWER, h_view, 0},
     {"GET", "/t/page", ROLE_VIEWER, h_view, SERVE_HTML},
     {"POST", "/t/act/{id}", ROLE_CLINICIAN, h_act, 0},
+    {"POST", "/t/own/{id}", ROLE_PUBLIC, h_own, SERVE_OWN_AUTH},
 };
 
 /* ---- route table and configuration ---------------------------------------------------------------- */
@@ -68,7 +86,14 @@ static void test_routes_need_roles(void **state)
 {
     (void)state;
     fhir_error err = {0};
-    assert_int_equal(serve_check_routes(ROUTES, 4, &err), 0);
+    assert_int_equal(serve_check_routes(ROUTES, sizeof ROUTES / sizeof ROUTES[0], &err), 0);
+    /* a route authenticated by its handler gets no role from the listener: it must say public
+     * and carry no other flag */
+    serve_route own_role[] = {{"POST", "/x", ROLE_CLINICIAN, h_own, SERVE_OWN_AUTH}};
+    assert_int_equal(serve_check_routes(own_role, 1, &err), -1);
+    assert_non_null(strstr(err.msg, "SERVE_OWN_AUTH"));
+    serve_route own_html[] = {{"GET", "/x", ROLE_PUBLIC, h_own, SERVE_OWN_AUTH | SERVE_HTML}};
+    assert_int_equal(serve_check_routes(own_html, 1, &err), -1);
     serve_route no_role[] = {{"GET", "/x", ROLE_UNSET, h_public, 0}};
     assert_int_equal(serve_check_routes(no_role, 1, &err), -1);
     assert_non_null(strstr(err.msg, "declares no role"));
@@ -346,6 +371,19 @@ static void *client_plain(void *arg)
     const char *oo[] = {ck, xh, own, NULL};
     req(L, "POST", "/t/act/9", oo, NULL, NULL, &r);
     CHECK(L, r.code == 200, "own origin: %ld %s", r.code, r.body);
+    /* a route authenticated by its own handler: the listener neither refuses a bearer token
+     * it does not know, nor lets a person's token, session or CSRF token stand in for the
+     * handler's check, nor applies the Origin check (no credential of ours is involved) */
+    const char *ownh[] = {"Authorization: Bearer signed-by-the-ehr", "Origin: https://ehr.example", NULL};
+    req(L, "POST", "/t/own/5", ownh, "{}", NULL, &r);
+    CHECK(L, r.code == 200 && !strcmp(r.body, "own 5 principal=none\n"), "own auth: %ld %s", r.code, r.body);
+    req(L, "POST", "/t/own/5", chs, "{}", NULL, &r);
+    CHECK(L, r.code == 401 && strstr(r.body, "own check failed"), "a person's token on own auth: %ld %s", r.code,
+          r.body);
+    req(L, "POST", "/t/own/5", right, "{}", NULL, &r);
+    CHECK(L, r.code == 401 && strstr(r.body, "own check failed"), "a session on own auth: %ld %s", r.code, r.body);
+    req(L, "POST", "/t/own/5", NULL, "{}", NULL, &r);
+    CHECK(L, r.code == 401, "anonymous on own auth: %ld", r.code);
     /* sign-out needs the CSRF token too; then the cookie is worthless */
     req(L, "POST", "/auth/logout", cks, NULL, NULL, &r);
     CHECK(L, r.code == 403, "logout without csrf: %ld", r.code);
@@ -555,7 +593,7 @@ static void run_live(serve_config *cfg, void *(*client)(void *), live *L)
     if (!s)
         fail_msg("serve_new: %s", err.msg);
     L->s = s;
-    assert_int_equal(serve_add_routes(s, ROUTES, 4, NULL, &err), 0);
+    assert_int_equal(serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], NULL, &err), 0);
     assert_int_equal(serve_auth_add(s, NULL, NULL, &err), 0);
     serve_route late[] = {{"GET", "/t/public", ROLE_VIEWER, h_public, 0}};
     assert_int_equal(serve_add_routes(s, late, 1, NULL, &err), -1); /* registered twice */
