@@ -264,7 +264,9 @@ fhir_auth *fhir_auth_new(const fhir_auth_config *cfg, fhir_error *err)
         return a;
     case FHIR_AUTH_BEARER: {
         char *tok = NULL;
-        if (cfg->bearer_file)
+        if (cfg->bearer_token)
+            tok = fhir_xstrdup(cfg->bearer_token);
+        else if (cfg->bearer_file)
             tok = read_secret_file(cfg->bearer_file, "bearer token", err);
         else if (cfg->bearer_env)
             tok = read_secret_env(cfg->bearer_env, "bearer token", err);

@@ -37,6 +37,9 @@ typedef struct fhir_auth_config {
     /* BEARER: token from the first line of a file, or from an environment variable. */
     const char *bearer_file;
     const char *bearer_env;
+    /* BEARER: the token itself, for a token handed to us per request (a CDS Hooks call's
+     * fhirAuthorization); copied, never logged. Takes precedence over file and variable. */
+    const char *bearer_token;
     /* BASIC: user name, password from an environment variable or the first line of a file. */
     const char *basic_user;
     const char *basic_pass_env;

@@ -317,15 +317,55 @@ static int split3(const char *c, size_t *d1, size_t *d2, size_t *len)
     return 0;
 }
 
-const char *jose_peek_kid(const char *compact, fhir_arena *a)
+const fhir_node *jose_peek(const char *compact, int part, fhir_arena *a)
 {
     size_t d1, d2, len;
     if (!compact || split3(compact, &d1, &d2, &len))
         return NULL;
     fhir_error e;
-    fhir_node *h = segment_json(a, compact, d1, "header", &e);
-    const char *kid = fhir_node_str(fhir_node_get(h, "kid"));
+    if (part == 0)
+        return segment_json(a, compact, d1, "header", &e);
+    return segment_json(a, compact + d1 + 1, d2 - d1 - 1, "payload", &e);
+}
+
+const char *jose_peek_kid(const char *compact, fhir_arena *a)
+{
+    const char *kid = fhir_node_str(fhir_node_get(jose_peek(compact, 0, a), "kid"));
     return kid ? fhir_arena_strdup(a, kid) : NULL;
+}
+
+bool jose_aud_has(const fhir_node *aud, const char *want, size_t *n)
+{
+    bool found = false;
+    *n = 0;
+    if (fhir_node_is(aud, FHIR_STRING)) {
+        *n = 1;
+        return !strcmp(fhir_node_str(aud), want);
+    }
+    if (!fhir_node_is(aud, FHIR_ARRAY))
+        return false;
+    for (const fhir_node *c = fhir_node_first(aud); c; c = c->next) {
+        (*n)++;
+        if (fhir_node_str(c) && !strcmp(fhir_node_str(c), want))
+            found = true;
+    }
+    return found;
+}
+
+int jose_check_times(const fhir_node *claims, int64_t now_ms, int64_t skew_ms, const char *what, fhir_error *err)
+{
+    int64_t exp, iat;
+    if (!fhir_node_int(fhir_node_get(claims, "exp"), &exp))
+        return fhir_error_set(err, "%s: no exp", what);
+    if (exp * 1000 + skew_ms <= now_ms)
+        return fhir_error_set(err, "%s expired (exp %lld, now %lld, skew %lld s)", what, (long long)exp,
+                              (long long)(now_ms / 1000), (long long)(skew_ms / 1000));
+    if (!fhir_node_int(fhir_node_get(claims, "iat"), &iat))
+        return fhir_error_set(err, "%s: no iat", what);
+    if (iat * 1000 > now_ms + skew_ms)
+        return fhir_error_set(err, "%s issued in the future (iat %lld, now %lld)", what, (long long)iat,
+                              (long long)(now_ms / 1000));
+    return 0;
 }
 
 int jose_verify(const jose_jwks *keys, const char *compact, const char *const *algs, fhir_arena *a,

@@ -15,6 +15,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "fhir_arena.h"
 #include "fhir_error.h"
@@ -47,5 +48,19 @@ int jose_verify(const jose_jwks *keys, const char *compact, const char *const *a
 
 /* The "kid" of a compact JWS header, or NULL (copied into arena a). Does not verify. */
 const char *jose_peek_kid(const char *compact, fhir_arena *a);
+/* The decoded header (part 0) or payload (part 1) of a compact JWS, in arena a, WITHOUT
+ * verifying anything: only to choose the key set (iss, jku) before jose_verify. NULL when
+ * malformed. */
+const fhir_node *jose_peek(const char *compact, int part, fhir_arena *a);
+
+/* ---- claims of a verified token ------------------------------------------------------------ */
+
+/* Does the "aud" claim (a string or an array of strings) hold want? *n gets the number of
+ * audiences it names. */
+bool jose_aud_has(const fhir_node *aud, const char *want, size_t *n);
+/* exp and iat are both required; the token is refused once exp + skew has passed and when
+ * iat lies more than skew in the future (now_ms from fhir_clock). what names the token in
+ * err ("ID token"). 0, or -1 with err. */
+int jose_check_times(const fhir_node *claims, int64_t now_ms, int64_t skew_ms, const char *what, fhir_error *err);
 
 #endif

@@ -85,8 +85,7 @@ static bool loopback_host(const char *h, size_t n)
            (n == 5 && !strncmp(h, "[::1]", 5));
 }
 
-/* https, or http to a loopback host. *origin_len gets the length of scheme://host[:port]. */
-static int check_url(const char *what, const char *url, size_t *origin_len, fhir_error *err)
+int oidc_check_url(const char *what, const char *url, size_t *origin_len, fhir_error *err)
 {
     if (!url || !*url)
         return fhir_error_set(err, "%s is missing", what);
@@ -124,7 +123,7 @@ static int check_url(const char *what, const char *url, size_t *origin_len, fhir
 static fhir_client *client_for(oidc *o, const char *url, fhir_error *err)
 {
     size_t olen;
-    if (check_url("URL", url, &olen, err))
+    if (oidc_check_url("URL", url, &olen, err))
         return NULL;
     for (size_t i = 0; i < MAX_CLIENTS; i++)
         if (o->clients[i].origin && strlen(o->clients[i].origin) == olen &&
@@ -189,7 +188,7 @@ static void parse_role_map(oidc *o, const oidc_config *cfg, fhir_error *err, int
 
 oidc *oidc_new(struct event_base *base, const oidc_config *cfg, fhir_error *err)
 {
-    if (check_url("oidc.issuer", cfg->issuer, NULL, err) || check_url("oidc.redirect_uri", cfg->redirect_uri, NULL, err))
+    if (oidc_check_url("oidc.issuer", cfg->issuer, NULL, err) || oidc_check_url("oidc.redirect_uri", cfg->redirect_uri, NULL, err))
         return NULL;
     if (!cfg->client_id || !*cfg->client_id) {
         fhir_error_set(err, "oidc.client_id is missing");
@@ -325,8 +324,8 @@ int oidc_set_discovery(oidc *o, const fhir_node *doc, fhir_error *err)
     if (!iss || strcmp(iss, o->issuer))
         return fhir_error_set(err, "discovery: issuer %.200s is not the configured %.200s", iss ? iss : "(none)",
                               o->issuer);
-    if (check_url("discovery authorization_endpoint", auth, NULL, err) ||
-        check_url("discovery token_endpoint", tok, NULL, err) || check_url("discovery jwks_uri", jwks, NULL, err))
+    if (oidc_check_url("discovery authorization_endpoint", auth, NULL, err) ||
+        oidc_check_url("discovery token_endpoint", tok, NULL, err) || oidc_check_url("discovery jwks_uri", jwks, NULL, err))
         return -1;
     const fhir_node *rts = fhir_node_get(doc, "response_types_supported");
     if (rts) {
@@ -645,22 +644,6 @@ int oidc_take_pending(oidc *o, const char *state, const char *binding, oidc_pend
     return fhir_error_set(err, "unknown or already used state");
 }
 
-static bool aud_has(const fhir_node *aud, const char *client_id, size_t *n)
-{
-    bool found = false;
-    *n = 0;
-    if (fhir_node_is(aud, FHIR_STRING)) {
-        *n = 1;
-        return !strcmp(fhir_node_str(aud), client_id);
-    }
-    for (const fhir_node *c = fhir_node_first(aud); c; c = c->next) {
-        (*n)++;
-        if (fhir_node_str(c) && !strcmp(fhir_node_str(c), client_id))
-            found = true;
-    }
-    return found;
-}
-
 int oidc_verify_id_token(oidc *o, const char *id_token, const char *nonce, fhir_arena *a, fhir_node **claims,
                          fhir_error *err)
 {
@@ -674,22 +657,13 @@ int oidc_verify_id_token(oidc *o, const char *id_token, const char *nonce, fhir_
     if (!iss || strcmp(iss, o->issuer))
         return fhir_error_set(err, "ID token: iss %.200s is not the configured issuer", iss ? iss : "(none)");
     size_t naud;
-    if (!aud_has(fhir_node_get(payload, "aud"), o->client_id, &naud))
+    if (!jose_aud_has(fhir_node_get(payload, "aud"), o->client_id, &naud))
         return fhir_error_set(err, "ID token: aud does not hold our client_id");
     const char *azp = fhir_node_str(fhir_node_get(payload, "azp"));
     if ((naud > 1 || azp) && (!azp || strcmp(azp, o->client_id)))
         return fhir_error_set(err, "ID token: azp is not our client_id");
-    int64_t exp, iat, now = fhir_clock_now_ms();
-    if (!fhir_node_int(fhir_node_get(payload, "exp"), &exp))
-        return fhir_error_set(err, "ID token: no exp");
-    if (exp * 1000 + o->skew_ms <= now)
-        return fhir_error_set(err, "ID token expired (exp %lld, now %lld, skew %lld s)", (long long)exp,
-                              (long long)(now / 1000), (long long)(o->skew_ms / 1000));
-    if (!fhir_node_int(fhir_node_get(payload, "iat"), &iat))
-        return fhir_error_set(err, "ID token: no iat");
-    if (iat * 1000 > now + o->skew_ms)
-        return fhir_error_set(err, "ID token issued in the future (iat %lld, now %lld)", (long long)iat,
-                              (long long)(now / 1000));
+    if (jose_check_times(payload, fhir_clock_now_ms(), o->skew_ms, "ID token", err))
+        return -1;
     const char *tn = fhir_node_str(fhir_node_get(payload, "nonce"));
     size_t nl = nonce ? strlen(nonce) : 0;
     if (!tn || !nl || strlen(tn) != nl || CRYPTO_memcmp(tn, nonce, nl))

@@ -92,6 +92,11 @@ typedef void (*oidc_finish_fn)(void *ud, const access_oidc_identity *id, const c
 void oidc_finish(oidc *o, const char *state, const char *code, const char *provider_error,
                  const char *binding, oidc_finish_fn cb, void *ud);
 
+/* An URL the daemon may fetch from outside parties (identity provider, an EHR's JWKS or FHIR
+ * server): https, or plain http to a loopback host only; no credentials, no spaces. what names
+ * it in err. *origin_len (may be NULL) gets the length of scheme://host[:port]. 0, or -1. */
+int oidc_check_url(const char *what, const char *url, size_t *origin_len, fhir_error *err);
+
 /* ---- the parts, for tests and the flow ------------------------------------------------------ */
 
 /* Takes a discovery document (borrowed). 0, or -1 with err. */

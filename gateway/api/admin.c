@@ -209,6 +209,12 @@ static void process_metrics(fhir_buf *b)
                            "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n", (unsigned long long)rl.rlim_cur);
 }
 
+static void feedback_line(void *ctx, const char *service, const char *outcome, int64_t count)
+{
+    fhir_buf_printf(ctx, "cartgate_cds_feedback{service=\"%s\",outcome=\"%s\"} %lld\n", service, outcome,
+                    (long long)count);
+}
+
 static void metrics(admin *ad, serve_req *req)
 {
     fhir_buf b;
@@ -309,6 +315,33 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "# HELP cartgate_referrals_created_total Referral proposals created.\n"
                         "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
                     (unsigned long long)m->referrals_created);
+    if (m->cds_enabled) {
+        fhir_buf_printf(&b,
+                        "# HELP cartgate_cds_calls_total CDS Hooks calls by result: answered (authenticated; cards or none), "
+                        "unauthorized (401), precondition_failed (412), bad_request (400), internal_error (answered with no "
+                        "cards).\n# TYPE cartgate_cds_calls_total counter\n"
+                        "cartgate_cds_calls_total{result=\"answered\"} %llu\n"
+                        "cartgate_cds_calls_total{result=\"unauthorized\"} %llu\n"
+                        "cartgate_cds_calls_total{result=\"precondition_failed\"} %llu\n"
+                        "cartgate_cds_calls_total{result=\"bad_request\"} %llu\n"
+                        "cartgate_cds_calls_total{result=\"internal_error\"} %llu\n",
+                        (unsigned long long)m->cds_calls, (unsigned long long)m->cds_unauthorized,
+                        (unsigned long long)m->cds_precondition, (unsigned long long)m->cds_bad_request,
+                        (unsigned long long)m->cds_internal);
+        fhir_buf_printf(&b,
+                        "# HELP cartgate_cds_cards_total CDS Hooks cards shown.\n# TYPE cartgate_cds_cards_total counter\n"
+                        "cartgate_cds_cards_total %llu\n"
+                        "# HELP cartgate_cds_cards_suppressed_total Cards held back: the patient's referral was declined in "
+                        "cartgate for the same verdict.\n# TYPE cartgate_cds_cards_suppressed_total counter\n"
+                        "cartgate_cds_cards_suppressed_total %llu\n"
+                        "# HELP cartgate_cds_fhir_fetches_total CDS Hooks calls that read missing data from the EHR's FHIR "
+                        "server.\n# TYPE cartgate_cds_fhir_fetches_total counter\ncartgate_cds_fhir_fetches_total %llu\n",
+                        (unsigned long long)m->cds_cards, (unsigned long long)m->cds_suppressed,
+                        (unsigned long long)m->cds_fetches);
+        fhir_buf_puts(&b, "# HELP cartgate_cds_feedback Feedback the EHR sent on cards, by service and outcome (store).\n"
+                          "# TYPE cartgate_cds_feedback gauge\n");
+        store_cds_feedback_count(ad->env.st, feedback_line, &b, &err);
+    }
     int64_t n_pending = 0, oldest_pending = 0;
     store_referral_state_age(ad->env.st, refer_state_name(REFER_PENDING_APPROVAL), &n_pending, &oldest_pending,
                              &err);

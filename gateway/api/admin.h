@@ -77,6 +77,10 @@ typedef struct admin_metrics {
     uint64_t referrals_created;
     uint64_t reloads_ok, reloads_failed;
     int64_t started_ms;
+    /* the CDS Hooks service (cds.h), when enabled */
+    bool cds_enabled;
+    uint64_t cds_calls, cds_cards, cds_unauthorized, cds_precondition, cds_bad_request, cds_internal,
+        cds_fetches, cds_suppressed;
 } admin_metrics;
 
 /* The counters of the source called name (a slot is created on first use; the last slot is

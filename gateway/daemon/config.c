@@ -21,6 +21,7 @@
 #include "fhir_log.h"
 #include "fhir_suggest.h"
 #include "fhir_url.h"
+#include "oidc.h"
 #include "role.h"
 #include "serve.h"
 
@@ -140,6 +141,21 @@ static const opt OPTS[] = {
      "Create a user on first sign-in (with the mapped role); false: only users added beforehand."},
     {"oidc.ca_file", OT_PATH, M(oidc_ca_file), NULL, NO, false, "PEM CA bundle for the provider (default: system store)."},
     {"oidc.label", OT_STR, M(oidc_label), "Hospital sign-in", NO, false, "Name of the provider on the sign-in page."},
+    {"cds", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "CDS Hooks 2.0 service on the listener (/cds-services): the EHR shows a CAR T card when a candidate's chart is opened (patient-view) or an order is selected (order-select). Each call is authenticated by the EHR's signed JWT, not by a person."},
+    {"cds.enabled", OT_BOOL, M(cds_enabled), "false", NO, false, "Serve /cds-services (needs admin.enabled)."},
+    {"cds.public_url", OT_STR, M(cds_public_url), NULL, NO, false,
+     "Our base URL as the EHR calls it (https://HOST[:PORT], no path): the JWT's aud must be <public_url>/cds-services/<id>, and cards link to <public_url>/ui/patients/<id>."},
+    {"cds.clients", OT_STRLIST, M(cds_clients), "", NO, false,
+     "The EHRs allowed to call, one \"ISS JWKS_URL\" entry each: the JWT's iss exactly, and the URL of its key set (a jku header must name the same URL). RS384 and ES384 signatures."},
+    {"cds.fhir_servers", OT_STRLIST, M(cds_fhir_servers), "", NO, false,
+     "FHIR base URLs a call's fhirServer may name: data the prefetch lacks is read from there with the call's fhirAuthorization token; another server is never contacted (answer 412 when the data is missing)."},
+    {"cds.fetch_timeout_ms", OT_INT, M(cds_fetch_timeout_ms), "2500", 100, 60000, NULL, false,
+     "Time budget for reading missing data from the fhirServer in one call."},
+    {"cds.jwks_ttl_s", OT_INT, M(cds_jwks_ttl_s), "3600", 10, 86400, NULL, false,
+     "How long a fetched key set is used before it is fetched again (an unknown kid refetches it at once, at most every 10 s)."},
+    {"cds.ca_file", OT_PATH, M(cds_ca_file), NULL, NO, false,
+     "PEM CA bundle for the EHRs' key sets and FHIR servers (default: system store)."},
     {"criteria", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Eligibility criteria."},
     {"criteria.dir", OT_PATH, M(criteria_dir), DATA_DEF "criteria", NO, false,
      "Folder of criteria files (one JSON file per product indication, consult_*.json refer-early triggers, plus params.json)."},
@@ -566,6 +582,8 @@ static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *fu
             ((config *)base)->admin_bind_line = v->line;
         if (o->scope == SC_MAIN && o->off == offsetof(config, oidc_issuer))
             ((config *)base)->oidc_line = v->line;
+        if (o->scope == SC_MAIN && o->off == offsetof(config, cds_enabled))
+            ((config *)base)->cds_line = v->line;
         break;
     case OT_PATH: {
         char **p = field(base, o);
@@ -783,6 +801,34 @@ static void check_cleartext(fhir_jsonfile *d, const config_source *s, size_t i, 
          "sources[%zu].insecure_plain_http for a private network you control", i, what, url, host, i);
 }
 
+/* The CDS Hooks service (cds.h). */
+static void check_cds(config *c, fhir_jsonfile *d, int root_line)
+{
+    if (!c->cds_enabled)
+        return;
+    int l = c->cds_line > 0 ? c->cds_line : root_line;
+    fhir_error e;
+    if (!c->admin_enabled)
+        fhir_jsonfile_error_line(d, l, "cds.enabled: the CDS Hooks service runs on the listener: needs admin.enabled");
+    size_t olen;
+    if (!c->cds_public_url)
+        fhir_jsonfile_error_line(d, l, "cds: needs cds.public_url (our base URL as the EHR calls it)");
+    else if (oidc_check_url("cds.public_url", c->cds_public_url, &olen, &e))
+        fhir_jsonfile_error_line(d, l, "%s", e.msg);
+    else if (c->cds_public_url[olen] && strcmp(c->cds_public_url + olen, "/"))
+        fhir_jsonfile_error_line(d, l, "cds.public_url: no path, only https://HOST[:PORT]");
+    if (c->cds_clients.n == 0)
+        fhir_jsonfile_error_line(d, l, "cds: needs cds.clients (\"ISS JWKS_URL\" entries): no EHR could call");
+    for (size_t i = 0; i < c->cds_clients.n; i++) {
+        const char *v = c->cds_clients.v[i], *sp = strchr(v, ' ');
+        if (!sp || sp == v || strchr(sp + 1, ' ') || oidc_check_url("the JWKS URL", sp + 1, NULL, &e))
+            fhir_jsonfile_error_line(d, l, "cds.clients: \"%s\" is not \"ISS JWKS_URL\" (one space; https URL)", v);
+    }
+    for (size_t i = 0; i < c->cds_fhir_servers.n; i++)
+        if (oidc_check_url("cds.fhir_servers", c->cds_fhir_servers.v[i], NULL, &e))
+            fhir_jsonfile_error_line(d, l, "%s", e.msg);
+}
+
 static void check_rules(config *c, fhir_jsonfile *d, int root_line)
 {
     if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
@@ -805,6 +851,7 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
     if (c->admin_token_file && c->admin_token_env)
         fhir_jsonfile_error_line(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
     check_listener(c, d, root_line);
+    check_cds(c, d, root_line);
     for (size_t i = 0; i < c->n_sources; i++) {
         config_source *s = &c->sources[i];
         if (s->name && !valid_name(s->name))

@@ -105,6 +105,13 @@ typedef struct config {
     config_strlist oidc_role_map;   /* "GROUP=ROLE" */
     bool oidc_provision;
     int oidc_line;         /* line of oidc.issuer in the file (0 = absent) */
+    /* CDS Hooks service (cds.h); off unless cds_enabled */
+    bool cds_enabled;
+    char *cds_public_url, *cds_ca_file;
+    config_strlist cds_clients;      /* "ISS JWKS_URL" */
+    config_strlist cds_fhir_servers; /* fhirServer base URLs we may read from */
+    long cds_fetch_timeout_ms, cds_jwks_ttl_s;
+    int cds_line;          /* line of cds.enabled in the file (0 = absent) */
     char *criteria_dir;
     config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */

@@ -33,6 +33,7 @@
 #include "screen.h"
 #include "serve.h"
 #include "serve_auth.h"
+#include "cds.h"
 #include "route.h"
 #include "sender.h"
 #include "store.h"
@@ -64,6 +65,7 @@ struct daemon_proc {
     serve *srv;              /* the one listener; NULL when admin.enabled is false */
     access_ctx *acc;         /* who is acting (users, sessions, tokens) */
     admin *api;              /* the JSON API's routes on srv */
+    cds *hooks;              /* the CDS Hooks service on srv; NULL unless cds.enabled */
     char *admin_token;       /* the shared service token, NULL when none is configured */
     bool stopping;
     bool ready;              /* every source has completed a poll (or has none) */
@@ -953,7 +955,59 @@ static void log_versions(struct event_base *base)
 static const admin_metrics *api_metrics(void *ud)
 {
     daemon_proc *d = ud;
+    if (d->hooks) {
+        const cds_stats *cs = cds_get_stats(d->hooks);
+        d->m.cds_enabled = true;
+        d->m.cds_calls = cs->calls;
+        d->m.cds_cards = cs->cards;
+        d->m.cds_unauthorized = cs->unauthorized;
+        d->m.cds_precondition = cs->precondition;
+        d->m.cds_bad_request = cs->bad_request;
+        d->m.cds_internal = cs->internal;
+        d->m.cds_fetches = cs->fetches;
+        d->m.cds_suppressed = cs->suppressed;
+    }
     return &d->m;
+}
+
+/* ---- the CDS Hooks service's environment ------------------------------------------------- */
+
+static void cds_screening_now(void *ud, cds_screening *out)
+{
+    daemon_proc *d = ud;
+    out->rules = d->rt->rules;
+    out->tables = d->rt->tables;
+    out->as_of_days = d->rt->as_of_days;
+}
+
+static void on_screen_now(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    daemon_proc *d = arg;
+    fhir_error err;
+    fhir_error_clear(&err);
+    long n = screen_pending(d, &err);
+    if (n > 0)
+        fhir_log(FHIR_LOG_INFO, "screen.batch", "patients=%ld", n);
+    else if (n < 0)
+        fhir_log(FHIR_LOG_ERROR, "screen.failed", "error=%s", err.msg);
+}
+
+/* A CDS card was accepted in the EHR: the patient (whose resources the card was made from are
+ * in the cache) is screened again and its referral proposed by the one path, on the next turn
+ * of the loop (not inside the request). */
+static void cds_propose(void *ud, const char *patient_id)
+{
+    daemon_proc *d = ud;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_dirty_mark(d->st, patient_id, &err)) {
+        fhir_log(FHIR_LOG_ERROR, "cds.propose_failed", "patient=%s error=%s", patient_id, err.msg);
+        return;
+    }
+    struct timeval tv = {0, 0};
+    event_base_once(d->base, -1, EV_TIMEOUT, on_screen_now, d, &tv);
 }
 
 static bool api_ready(void *ud, size_t *n_sources)
@@ -1039,11 +1093,27 @@ static int listener_start(daemon_proc *d, fhir_error *err)
         oidc_start(o);
     admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready};
     d->api = admin_new(&env);
-    if (admin_add_routes(d->api, d->srv, err) || serve_start(d->srv, err))
+    if (admin_add_routes(d->api, d->srv, err))
         return -1;
-    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d tls=%s shared_token=%s oidc=%s", c->admin_bind,
+    if (c->cds_enabled) {
+        cds_env ce = {.st = d->st, .base = d->base, .ud = d, .screening = cds_screening_now, .propose = cds_propose};
+        cds_config cc = {.public_url = c->cds_public_url,
+                         .clients = (const char *const *)c->cds_clients.v,
+                         .n_clients = c->cds_clients.n,
+                         .fhir_servers = (const char *const *)c->cds_fhir_servers.v,
+                         .n_fhir_servers = c->cds_fhir_servers.n,
+                         .ca_file = c->cds_ca_file,
+                         .fetch_timeout_ms = c->cds_fetch_timeout_ms,
+                         .jwks_ttl_s = c->cds_jwks_ttl_s};
+        d->hooks = cds_new(&ce, &cc, err);
+        if (!d->hooks || cds_add_routes(d->hooks, d->srv, err))
+            return fhir_error_prefix(err, "cds");
+    }
+    if (serve_start(d->srv, err))
+        return -1;
+    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d tls=%s shared_token=%s oidc=%s cds=%s", c->admin_bind,
              serve_port(d->srv), serve_is_tls(d->srv) ? "true" : "false", d->admin_token ? "true" : "false",
-             o ? "true" : "false");
+             o ? "true" : "false", d->hooks ? "true" : "false");
     return 0;
 }
 
@@ -1116,6 +1186,7 @@ void daemon_free(daemon_proc *d)
     sources_free(d);
     serve_free(d->srv); /* first: no request may outlive what it uses */
     admin_free(d->api);
+    cds_free(d->hooks);
     access_free(d->acc);
     if (d->sig_term)
         event_free(d->sig_term);

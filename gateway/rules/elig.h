@@ -120,6 +120,15 @@ size_t elig_ruleset_consult_count(const elig_ruleset *rs);
 /* Indications, sorted by key ("axi-cel:LBCL-2L"). Strings borrowed from rs. */
 size_t elig_ruleset_count(const elig_ruleset *rs);
 const char *elig_ruleset_key(const elig_ruleset *rs, size_t i);
+/* The product and label of indication i, as its criteria file cites them (strings borrowed
+ * from rs; any may be NULL when the file does not say). */
+typedef struct elig_label {
+    const char *product, *indication; /* "axi-cel", "LBCL-2L" */
+    const char *generic, *brand;      /* "axicabtagene ciloleucel", "Yescarta" */
+    const char *document, *revision, *url; /* the label: "Yescarta ... US Prescribing Information ...", "2026-02", DailyMed */
+} elig_label;
+/* 0, or -1 when i is out of range. */
+int elig_ruleset_label(const elig_ruleset *rs, size_t i, elig_label *out);
 /* Index of an indication key, or -1. */
 int elig_ruleset_find(const elig_ruleset *rs, const char *key);
 

@@ -149,6 +149,22 @@ const char *elig_ruleset_key(const elig_ruleset *rs, size_t i)
     return i < rs->ninds ? rs->inds[i].key : NULL;
 }
 
+int elig_ruleset_label(const elig_ruleset *rs, size_t i, elig_label *out)
+{
+    memset(out, 0, sizeof *out);
+    if (i >= rs->ninds)
+        return -1;
+    const eind *d = &rs->inds[i];
+    out->product = d->product;
+    out->indication = d->indication;
+    out->generic = d->generic;
+    out->brand = d->brand;
+    out->document = d->src_doc;
+    out->revision = d->src_rev;
+    out->url = d->src_url;
+    return 0;
+}
+
 int elig_ruleset_find(const elig_ruleset *rs, const char *key)
 {
     for (size_t i = 0; i < rs->ninds; i++)

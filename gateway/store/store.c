@@ -187,6 +187,36 @@ static const struct {
      "UPDATE referrals SET ended = 'withdrawn' WHERE state = 'cancelled' AND id IN "
      "  (SELECT referral_id FROM audit WHERE action = 'cancel' AND actor = 'screener');"
      "CREATE INDEX referrals_cancel_due ON referrals(id) WHERE cancel_requested_ms > 0;"},
+    /* CDS Hooks (cds.h): the JWT ids seen until they expire (replay), the cards shown (which
+     * patient a card's feedback is about) and the feedback the EHR sent. */
+    {"cds hooks (cds_jti, cds_cards, cds_feedback)",
+     "CREATE TABLE cds_jti ("
+     "  iss TEXT NOT NULL,"
+     "  jti TEXT NOT NULL,"
+     "  exp_ms INTEGER NOT NULL,"
+     "  PRIMARY KEY (iss, jti)"
+     ");"
+     "CREATE INDEX cds_jti_exp ON cds_jti(exp_ms);"
+     "CREATE TABLE cds_cards ("
+     "  uuid TEXT PRIMARY KEY,"
+     "  patient_id TEXT NOT NULL,"
+     "  service TEXT NOT NULL,"
+     "  category TEXT NOT NULL,"
+     "  first_ms INTEGER NOT NULL,"
+     "  last_ms INTEGER NOT NULL"
+     ");"
+     "CREATE TABLE cds_feedback ("
+     "  id INTEGER PRIMARY KEY,"
+     "  service TEXT NOT NULL,"
+     "  card TEXT NOT NULL,"
+     "  patient_id TEXT,"                         /* NULL: a card we do not know */
+     "  outcome TEXT NOT NULL CHECK (outcome IN ('accepted','overridden')),"
+     "  override_reason TEXT,"                    /* the coding's code and display */
+     "  accepted_suggestions TEXT,"               /* suggestion uuids, comma-separated */
+     "  outcome_ts TEXT,"                          /* as the EHR sent it */
+     "  received_ms INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX cds_feedback_card ON cds_feedback(card);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -284,6 +314,12 @@ enum {
     Q_LOGIN_PRUNE,
     Q_LOGIN_PUT,
     Q_LOGIN_CLEAR,
+    Q_CDS_JTI_PRUNE,
+    Q_CDS_JTI_ADD,
+    Q_CDS_CARD_PUT,
+    Q_CDS_CARD_GET,
+    Q_CDS_FEEDBACK_ADD,
+    Q_CDS_FEEDBACK_COUNT,
     Q_FIXED
 };
 
@@ -493,6 +529,18 @@ static const struct {
                      "excluded.failures, last_ms = excluded.last_ms, locked_until_ms = "
                      "excluded.locked_until_ms"},
     [Q_LOGIN_CLEAR] = {"sign-in failures clear", "DELETE FROM login_failures WHERE name = ?"},
+    [Q_CDS_JTI_PRUNE] = {"cds jti prune", "DELETE FROM cds_jti WHERE exp_ms < ?"},
+    [Q_CDS_JTI_ADD] = {"cds jti add", "INSERT OR IGNORE INTO cds_jti(iss, jti, exp_ms) VALUES (?, ?, ?)"},
+    [Q_CDS_CARD_PUT] = {"cds card put",
+                        "INSERT INTO cds_cards(uuid, patient_id, service, category, first_ms, last_ms) "
+                        "VALUES (?1, ?2, ?3, ?4, ?5, ?5) ON CONFLICT(uuid) DO UPDATE SET last_ms = ?5"},
+    [Q_CDS_CARD_GET] = {"cds card get", "SELECT patient_id, category FROM cds_cards WHERE uuid = ?"},
+    [Q_CDS_FEEDBACK_ADD] = {"cds feedback add",
+                            "INSERT INTO cds_feedback(service, card, patient_id, outcome, override_reason, "
+                            "accepted_suggestions, outcome_ts, received_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"},
+    [Q_CDS_FEEDBACK_COUNT] = {"cds feedback count",
+                              "SELECT service, outcome, count(*) FROM cds_feedback GROUP BY service, outcome "
+                              "ORDER BY service, outcome"},
 };
 
 /* store_referral_each: one statement per combination of filters (state, center, patient,
@@ -2159,4 +2207,85 @@ int store_login_clear(store *s, const char *name, fhir_error *err)
         return -1;
     bind_text(x.st, 1, name);
     return q_change(s, &x, "sign-in failures clear", err) < 0 ? -1 : 0;
+}
+
+/* ---- CDS Hooks ------------------------------------------------------------------------------ */
+
+int store_cds_jti_use(store *s, const char *iss, const char *jti, int64_t exp_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_CDS_JTI_PRUNE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    if (q_run(s, &x, "cds jti prune", err))
+        return -1;
+    if (q_take(s, Q_CDS_JTI_ADD, &x, err))
+        return -1;
+    bind_text(x.st, 1, iss);
+    bind_text(x.st, 2, jti);
+    sqlite3_bind_int64(x.st, 3, exp_ms);
+    if (q_run(s, &x, "cds jti add", err))
+        return -1;
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
+int store_cds_card_put(store *s, const char *uuid, const char *patient_id, const char *service,
+                       const char *category, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_CDS_CARD_PUT, &x, err))
+        return -1;
+    bind_text(x.st, 1, uuid);
+    bind_text(x.st, 2, patient_id);
+    bind_text(x.st, 3, service);
+    bind_text(x.st, 4, category);
+    sqlite3_bind_int64(x.st, 5, fhir_clock_now_ms());
+    return q_run(s, &x, "cds card put", err);
+}
+
+int store_cds_card_get(store *s, const char *uuid, char *patient_id, size_t n, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_CDS_CARD_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, uuid);
+    int rc = sqlite3_step(x.st);
+    int ret = 0;
+    if (rc == SQLITE_ROW) {
+        snprintf(patient_id, n, "%s", col_text(x.st, 0) ? col_text(x.st, 0) : "");
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(s, err, "cds card get");
+    }
+    q_give(s, &x);
+    return ret;
+}
+
+int store_cds_feedback_add(store *s, const store_cds_feedback *f, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_CDS_FEEDBACK_ADD, &x, err))
+        return -1;
+    bind_text(x.st, 1, f->service);
+    bind_text(x.st, 2, f->card);
+    bind_text(x.st, 3, f->patient_id);
+    bind_text(x.st, 4, f->outcome);
+    bind_text(x.st, 5, f->override_reason);
+    bind_text(x.st, 6, f->accepted_suggestions);
+    bind_text(x.st, 7, f->outcome_ts);
+    sqlite3_bind_int64(x.st, 8, fhir_clock_now_ms());
+    return q_run(s, &x, "cds feedback add", err);
+}
+
+int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_CDS_FEEDBACK_COUNT, &x, err))
+        return -1;
+    int rc;
+    while ((rc = sqlite3_step(x.st)) == SQLITE_ROW)
+        fn(ctx, col_text(x.st, 0), col_text(x.st, 1), sqlite3_column_int64(x.st, 2));
+    int ret = rc == SQLITE_DONE ? 0 : sql_fail(s, err, "cds feedback count");
+    q_give(s, &x);
+    return ret;
 }

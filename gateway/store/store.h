@@ -26,7 +26,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 7
+#define STORE_SCHEMA_VERSION 8
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -407,5 +407,26 @@ int store_login_get(store *s, const char *name, int *failures, int64_t *locked_u
 int store_login_put(store *s, const char *name, int failures, int64_t now_ms, int64_t locked_until_ms,
                     fhir_error *err);
 int store_login_clear(store *s, const char *name, fhir_error *err);
+
+/* ---- CDS Hooks (cds.h) ------------------------------------------------------------------------ */
+
+/* Records a JWT's (iss, jti) until exp_ms (rows past their exp are pruned first): 1 when it
+ * was not seen before, 0 when it is a replay, -1 with err. */
+int store_cds_jti_use(store *s, const char *iss, const char *jti, int64_t exp_ms, fhir_error *err);
+/* Remembers a card shown (uuid -> patient), first and last time. 0 or -1. */
+int store_cds_card_put(store *s, const char *uuid, const char *patient_id, const char *service,
+                       const char *category, fhir_error *err);
+/* The patient of a card shown (n bytes): 1 found, 0 unknown, -1 error. */
+int store_cds_card_get(store *s, const char *uuid, char *patient_id, size_t n, fhir_error *err);
+/* One feedback item as the EHR sent it (strings borrowed; patient_id NULL for an unknown
+ * card). */
+typedef struct store_cds_feedback {
+    const char *service, *card, *patient_id, *outcome; /* outcome: accepted | overridden */
+    const char *override_reason, *accepted_suggestions, *outcome_ts;
+} store_cds_feedback;
+int store_cds_feedback_add(store *s, const store_cds_feedback *f, fhir_error *err);
+/* Feedback counted by service and outcome (for /metrics). 0 or -1. */
+typedef void (*store_cds_count_fn)(void *ctx, const char *service, const char *outcome, int64_t count);
+int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_error *err);
 
 #endif

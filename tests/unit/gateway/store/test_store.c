@@ -16,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fhir_clock.h"
 #include "store.h"
 
 static char tmpdir[256];
@@ -262,7 +263,9 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+#define UNDO_AFTER_V7 "DROP TABLE cds_jti; DROP TABLE cds_cards; DROP TABLE cds_feedback;"
 #define UNDO_AFTER_V6                                                                        \
+    UNDO_AFTER_V7                                                                            \
     "DROP INDEX referrals_cancel_due; ALTER TABLE referrals DROP COLUMN episode;"            \
     "ALTER TABLE referrals DROP COLUMN supersedes;"                                          \
     "ALTER TABLE referrals DROP COLUMN episode_marker; ALTER TABLE referrals DROP COLUMN ended;" \
@@ -321,6 +324,56 @@ static void test_v1_without_stray_tables(void **state)
                              "('daemon_dirty','writeback_outbox','writeback_outbox_status')"), 3);
     assert_int_equal(store_dirty_mark(s, "p1", &err), 0);
     assert_int_equal(store_outbox_add(s, 1, "sent", 1, &err), -1); /* no referral 1 */
+    store_close(s);
+}
+
+/* CDS Hooks: a jti is accepted once until it expires (then pruned and usable again), per
+ * issuer; a card remembers its patient; feedback is counted by service and outcome; a v7 file
+ * gains the tables. */
+static void count_fb(void *ctx, const char *service, const char *outcome, int64_t n)
+{
+    char *b = ctx;
+    size_t l = strlen(b);
+    snprintf(b + l, 512 - l, "%s/%s=%lld;", service, outcome, (long long)n);
+}
+
+static void test_cds_tables(void **state)
+{
+    (void)state;
+    store *s = open_fresh("cds.db");
+    fhir_error err = {0};
+    fhir_clock_set_fixed(1000000);
+    assert_int_equal(store_cds_jti_use(s, "iss-a", "j1", 1060000, &err), 1);
+    assert_int_equal(store_cds_jti_use(s, "iss-a", "j1", 1060000, &err), 0); /* replay */
+    assert_int_equal(store_cds_jti_use(s, "iss-b", "j1", 1060000, &err), 1); /* another issuer */
+    fhir_clock_set_fixed(1060001);                                           /* expired: pruned */
+    assert_int_equal(store_cds_jti_use(s, "iss-a", "j1", 1120000, &err), 1);
+    fhir_clock_set_fixed(-1);
+    assert_int_equal(store_cds_card_put(s, "u-1", "p-1", "svc", "eligible", &err), 0);
+    assert_int_equal(store_cds_card_put(s, "u-1", "p-1", "svc", "eligible", &err), 0);
+    char pid[64] = "";
+    assert_int_equal(store_cds_card_get(s, "u-1", pid, sizeof pid, &err), 1);
+    assert_string_equal(pid, "p-1");
+    assert_int_equal(store_cds_card_get(s, "u-2", pid, sizeof pid, &err), 0);
+    store_cds_feedback f = {.service = "svc", .card = "u-1", .patient_id = "p-1", .outcome = "accepted"};
+    assert_int_equal(store_cds_feedback_add(s, &f, &err), 0);
+    f.outcome = "overridden";
+    f.override_reason = "x Patient declines";
+    assert_int_equal(store_cds_feedback_add(s, &f, &err), 0);
+    assert_int_equal(store_cds_feedback_add(s, &f, &err), 0);
+    f.outcome = "maybe";
+    assert_int_equal(store_cds_feedback_add(s, &f, &err), -1); /* the table checks the outcome */
+    char b[512] = "";
+    assert_int_equal(store_cds_feedback_count(s, count_fb, b, &err), 0);
+    assert_string_equal(b, "svc/accepted=1;svc/overridden=2;");
+    store_close(s);
+    /* a v7 file gains the tables */
+    raw_exec(UNDO_AFTER_V7 "PRAGMA user_version = 7;");
+    s = store_open(dbpath, 0, &err);
+    if (!s)
+        fail_msg("store_open: %s", err.msg);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(store_cds_jti_use(s, "iss-a", "j9", 1, &err), 1);
     store_close(s);
 }
 
@@ -677,6 +730,7 @@ int main(void)
         cmocka_unit_test(test_v4_to_people),
         cmocka_unit_test(test_v6_to_episodes),
         cmocka_unit_test(test_savepoint),
+        cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
         cmocka_unit_test(test_referral_rows),
