@@ -100,6 +100,8 @@ struct call {
     bool missing[N_PREFETCH];
     fhir_client *fc;
     struct event *timer;
+    struct event *done;      /* the reads ended: finished on the next turn of the loop (a
+                              * client's callback must not free the client) */
     int pending;
     bool fetch_failed;
     char fetch_error[FHIR_ERROR_MAX];
@@ -153,6 +155,8 @@ static void call_free(call *k)
     fhir_client_free(k->fc); /* pending reads are dropped without their callbacks */
     if (k->timer)
         event_free(k->timer);
+    if (k->done)
+        event_free(k->done);
     fhir_arena_free(k->a);
     free(k->res);
     free(k->token);
@@ -362,11 +366,11 @@ static void add_value(call *k, const fhir_node *v)
 
 static void screen_and_answer(call *k);
 
-static void fetch_done_one(call *k)
+static void on_reads_done(evutil_socket_t fd, short what, void *ud)
 {
-    if (--k->pending > 0)
-        return;
-    event_del(k->timer);
+    (void)fd;
+    (void)what;
+    call *k = ud;
     if (k->fetch_failed) {
         k->c->stats.precondition++;
         fhir_log(FHIR_LOG_WARN, "cds.fetch_failed", "service=%s patient=%s error=%s", k->sv->id, k->patient_id,
@@ -375,6 +379,14 @@ static void fetch_done_one(call *k)
         return;
     }
     screen_and_answer(k);
+}
+
+static void fetch_done_one(call *k)
+{
+    if (--k->pending > 0)
+        return;
+    event_del(k->timer);
+    event_active(k->done, EV_TIMEOUT, 0);
 }
 
 static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
@@ -462,6 +474,7 @@ static void fetch_missing(call *k, size_t n_missing)
     }
     c->stats.fetches++;
     k->timer = evtimer_new(c->env.base, on_budget, k);
+    k->done = event_new(c->env.base, -1, 0, on_reads_done, k);
     struct timeval tv = {c->fetch_timeout_ms / 1000, (c->fetch_timeout_ms % 1000) * 1000};
     evtimer_add(k->timer, &tv);
     k->pending = 1; /* held until every read is queued */
