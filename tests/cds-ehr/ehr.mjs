@@ -7,7 +7,8 @@
 //                                  every request: the test rotates keys by rewriting it) and
 //                                  GET /stats ({"fetches": n}); prints its port on the first line
 //   node ehr.mjs run OPTIONS       the checks; one "ok N - what" line each; exit 1 on a failure
-//   node ehr.mjs sign DIR KID ISS AUD [EXP_OFFSET_S]   prints one JWT (benchmarks)
+//   node ehr.mjs bench OPTIONS     latencies for bench/cds.sh (one JSON line)
+//   node ehr.mjs sign DIR KID ISS AUD [EXP_OFFSET_S]   prints one JWT
 import * as jose from 'jose';
 import fs from 'node:fs';
 import http from 'node:http';
@@ -320,9 +321,75 @@ async function run(o) {
   if (failed) process.exit(1);
 }
 
+// ---- benchmark (bench/cds.sh) -----------------------------------------------------------------
+
+const pct = (v, q) => { const a = [...v].sort((x, y) => x - y); return a[Math.min(a.length - 1, Math.ceil(q * a.length) - 1)]; };
+const med = (v) => { const a = [...v].sort((x, y) => x - y); const m = a.length >> 1; return a.length % 2 ? a[m] : (a[m - 1] + a[m]) / 2; };
+
+// ROUNDS rounds of CALLS service calls with prefetch interleaved with CALLS discovery calls on the
+// same listener (JWTs signed before the clock starts), then FETCH calls without prefetch that read
+// the patient from the reference FHIR server. Latency: from sending the request to the whole
+// answer read, in ms. Prints one JSON object.
+async function bench(o) {
+  const keys = loadKeys(o.keys);
+  const svc = `${o.public}/cds-services/cartgate-car-t`;
+  const truth = fs.readFileSync(o.truth, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+  const bundles = new Map(fs.readdirSync(o.bundles).filter((f) => f.endsWith('.json') && f.startsWith('p'))
+    .map((f) => JSON.parse(fs.readFileSync(path.join(o.bundles, f), 'utf8')))
+    .map((b) => [b.entry.find((e) => e.resource.resourceType === 'Patient').resource.id, b]));
+  const pids = truth.map((t) => t.patient);
+  const rounds = Number(o.rounds || 5), calls = Number(o.calls || 100), nfetch = Number(o.fetch || 100);
+  const timed = async (url, token, body) => {
+    const t0 = process.hrtime.bigint();
+    const r = await fetch(url, { method: body ? 'POST' : 'GET', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: body ? JSON.stringify(body) : undefined });
+    const text = await r.text();
+    const ms = Number(process.hrtime.bigint() - t0) / 1e6;
+    if (r.status !== 200) throw new Error(`HTTP ${r.status}: ${text.slice(0, 200)}`);
+    return { ms, cards: JSON.parse(text).cards?.length || 0 };
+  };
+  const out = { rounds: [], service_ms: [], discovery_ms: [], fetch_ms: [], cards: 0 };
+  // warm-up: key set fetched, connections open
+  await timed(`${o.cartgate}/cds-services`, await sign(keys, 'rsa-1', { aud: `${o.public}/cds-services` }));
+  await timed(svc.replace(o.public, o.cartgate), await sign(keys, 'rsa-1', { aud: svc }), hookBody('patient-view', pids[0], prefetchOf(bundles.get(pids[0]))));
+  for (let r = 0; r < rounds; r++) {
+    const work = [];
+    for (let i = 0; i < calls; i++) {
+      const pid = pids[(r * calls + i) % pids.length];
+      work.push({ pid, body: hookBody('patient-view', pid, prefetchOf(bundles.get(pid))),
+        st: await sign(keys, i % 2 ? 'ec-1' : 'rsa-1', { aud: svc }),
+        dt: await sign(keys, 'rsa-1', { aud: `${o.public}/cds-services` }) });
+    }
+    const s = [], d = [];
+    for (const w of work) {
+      const a = await timed(svc.replace(o.public, o.cartgate), w.st, w.body);
+      s.push(a.ms);
+      out.cards += a.cards;
+      d.push((await timed(`${o.cartgate}/cds-services`, w.dt)).ms);
+    }
+    out.service_ms.push(...s);
+    out.discovery_ms.push(...d);
+    out.rounds.push({ service_median: med(s), discovery_median: med(d), ratio: med(s) / med(d) });
+  }
+  const fw = [];
+  for (let i = 0; i < nfetch; i++) fw.push({ pid: pids[i % pids.length], t: await sign(keys, 'rsa-1', { aud: svc }) });
+  for (const w of fw)
+    out.fetch_ms.push((await timed(svc.replace(o.public, o.cartgate), w.t, hookBody('patient-view', w.pid, null,
+      { fhirServer: o.fhir, fhirAuthorization: { access_token: o.token, token_type: 'Bearer' } }))).ms);
+  const summary = {
+    calls: out.service_ms.length, discovery_calls: out.discovery_ms.length, fetch_calls: out.fetch_ms.length, cards: out.cards,
+    service: { median: med(out.service_ms), p99: pct(out.service_ms, 0.99) },
+    discovery: { median: med(out.discovery_ms), p99: pct(out.discovery_ms, 0.99) },
+    ratio_median_of_rounds: med(out.rounds.map((x) => x.ratio)),
+    rounds: out.rounds,
+    fetch: { median: med(out.fetch_ms), p99: pct(out.fetch_ms, 0.99) },
+  };
+  console.log(JSON.stringify(summary));
+}
+
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'jwks') await serveJwks(rest[0]);
 else if (mode === 'run') await run(opts(rest));
+else if (mode === 'bench') await bench(opts(rest));
 else if (mode === 'sign') {
   const [dir, kid, iss, aud, off] = rest;
   const now = Math.floor(Date.now() / 1000);
