@@ -136,3 +136,18 @@ int fhir_buf_read_file(fhir_buf *b, const char *path, fhir_error *err)
         fclose(f);
     return rc;
 }
+
+int fhir_buf_html_escape(fhir_buf *b, const char *s)
+{
+    for (; s && *s; s++) {
+        switch (*s) {
+        case '&': fhir_buf_puts(b, "&amp;"); break;
+        case '<': fhir_buf_puts(b, "&lt;"); break;
+        case '>': fhir_buf_puts(b, "&gt;"); break;
+        case '"': fhir_buf_puts(b, "&quot;"); break;
+        case '\'': fhir_buf_puts(b, "&#39;"); break;
+        default: fhir_buf_putc(b, *s);
+        }
+    }
+    return b->overflow ? -1 : 0;
+}

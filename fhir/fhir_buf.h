@@ -26,6 +26,9 @@ int fhir_buf_putc(fhir_buf *b, char c);
 int fhir_buf_puts(fhir_buf *b, const char *s);
 int fhir_buf_printf(fhir_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Appends s (may be NULL) escaped for HTML text and attribute values (& < > " '). */
+int fhir_buf_html_escape(fhir_buf *b, const char *s);
+
 /* Borrowed NUL-terminated view of the contents, valid until the next append or free. */
 const char *fhir_buf_cstr(fhir_buf *b);
 

@@ -57,7 +57,7 @@ This package holds the daemon and command-line tool, its criteria and mapping
 data, a sandboxed systemd unit and the cartgate system user.")
 # Depends: the shared libraries (dpkg-shlibdeps) and what the maintainer scripts run.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
-set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser")
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, fonts-dejavu-core") # the referral packet PDF needs a font
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
   ${DEB_DIR}/postinst ${DEB_DIR}/prerm ${DEB_DIR}/postrm ${DEB_DIR}/conffiles)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION TRUE)

@@ -28,14 +28,15 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_suggest.h"
+#include "packet.h"
 #include "referral.h"
 #include "sender.h"
 #include "store.h"
 
 typedef struct opts {
     const char *db, *centers, *state, *center, *actor, *reason;
-    const char *admin, *token_file, *token_env, *ca_file;
-    bool json, until_idle, actor_set;
+    const char *admin, *token_file, *token_env, *ca_file, *pdf;
+    bool json, until_idle, actor_set, html;
     long long passes, interval_ms, attempts, backoff_ms;
 } opts;
 
@@ -464,6 +465,39 @@ static int api_list(const api_conn *c, const opts *o, fhir_error *err)
     return rc;
 }
 
+/* `packet ID`: the referral packet inside a stored payload, as text, HTML, its JSON document,
+ * or a PDF file. */
+static int print_packet(const char *payload, size_t len, const opts *o, fhir_error *err)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    int rc = -1;
+    fhir_node *bundle = fhir_json_parse(a, payload, len, NULL, err);
+    fhir_node *pk = bundle ? packet_from_bundle(a, bundle, err) : NULL;
+    if (pk && o->pdf) {
+        rc = packet_write_pdf(pk, o->pdf, err);
+        if (!rc)
+            printf("referral packet written to %s\n", o->pdf);
+    } else if (pk && o->json) {
+        char *s = fhir_json_to_string(pk, FHIR_JSON_PRETTY, PACKET_MAX_JSON);
+        if (s) {
+            printf("%s\n", s);
+            rc = 0;
+        } else {
+            fhir_error_set(err, "referral packet larger than its cap");
+        }
+        free(s);
+    } else if (pk) {
+        fhir_buf b;
+        fhir_buf_init(&b, o->html ? PACKET_MAX_HTML : PACKET_MAX_TEXT);
+        rc = o->html ? packet_write_html(pk, &b, err) : packet_write_text(pk, &b, err);
+        if (!rc)
+            fputs(fhir_buf_cstr(&b), stdout);
+        fhir_buf_free(&b);
+    }
+    fhir_arena_free(a);
+    return rc;
+}
+
 static void print_or_dash(const char *label, const char *v)
 {
     printf("  %-12s %s\n", label, v && *v ? v : "-");
@@ -473,14 +507,16 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
 {
     char path[128];
     bool show = !strcmp(action, "show");
-    if (!strcmp(action, "payload")) {
+    if (!strcmp(action, "payload") || !strcmp(action, "packet")) {
         /* the stored transaction Bundle, as the API gives it */
         snprintf(path, sizeof path, "api/v1/referrals/%lld/payload", (long long)id);
         fhir_buf pb;
         fhir_buf_init(&pb, ADMIN_RESP_MAX);
         long pstatus;
         int prc = api_call(c, "GET", path, NULL, id, &pb, &pstatus, err);
-        if (!prc)
+        if (!prc && !strcmp(action, "packet"))
+            prc = print_packet(fhir_buf_cstr(&pb), pb.len, o, err);
+        else if (!prc)
             printf("%s\n", fhir_buf_cstr(&pb));
         fhir_buf_free(&pb);
         return prc;
@@ -583,8 +619,8 @@ static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int6
     return rc ? 1 : 0;
 }
 
-static const char *const actions[] = {"list",  "show",  "payload", "approve", "decline",
-                                      "cancel", "retry", "send",    "poll"};
+static const char *const actions[] = {"list",  "show",  "payload", "packet", "approve",
+                                      "decline", "cancel", "retry", "send",    "poll"};
 
 int cmd_referrals(int argc, char **argv)
 {
@@ -603,6 +639,9 @@ int cmd_referrals(int argc, char **argv)
             "  show ID                                   one referral with its audit trail\n"
             "  payload ID                                the Bundle sent (or to be sent) to the\n"
             "                                            center, as stored\n"
+            "  packet ID [--html | --json | --pdf FILE]  the referral packet the center reads:\n"
+            "                                            readable text, HTML, its JSON document,\n"
+            "                                            or a PDF (for centers taking faxes)\n"
             "  approve ID [--actor NAME] [--reason TEXT] pending_approval -> approved\n"
             "  decline ID --reason TEXT [--actor NAME]   a proposal declined (-> cancelled)\n"
             "  cancel ID [--actor NAME] [--reason TEXT]  -> cancelled\n"
@@ -628,6 +667,9 @@ int cmd_referrals(int argc, char **argv)
              .help = "on the SQLite store directly (no daemon needed)"},
             CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
                                   "(--admin); show --admin: the API's JSON"),
+            {.name = "html", .kind = CLI_FLAG, .out = &o.html, .help = "packet: as an HTML page"},
+            {.name = "pdf", .kind = CLI_PATH, .out = &o.pdf, .arg = "FILE",
+             .help = "packet: write a PDF to FILE (created 0600, replaced atomically)"},
             {.name = "state", .kind = CLI_STR, .out = &o.state, .arg = "S",
              .help = "list: only referrals in state S"},
             {.name = "center", .kind = CLI_STR, .out = &o.center, .arg = "ID",
@@ -674,7 +716,12 @@ int cmd_referrals(int argc, char **argv)
         return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
     refer_act act = REFER_ACT_APPROVE;
     bool is_act = refer_act_parse(action, &act) == 0;
-    bool needs_id = !strcmp(action, "show") || !strcmp(action, "payload") || is_act;
+    bool is_packet = !strcmp(action, "packet");
+    bool needs_id = !strcmp(action, "show") || !strcmp(action, "payload") || is_packet || is_act;
+    if ((o.html || o.pdf) && !is_packet)
+        return cli_error(&cmd, "--html and --pdf are for the packet action");
+    if (is_packet && (o.html + o.json + (o.pdf != NULL)) > 1)
+        return cli_error(&cmd, "packet: choose one of --html, --json, --pdf FILE");
     if (is_act && act == REFER_ACT_DECLINE && (!o.reason || !*o.reason))
         return cli_error(&cmd, "decline: needs --reason TEXT");
     int64_t id = 0;
@@ -726,6 +773,16 @@ int cmd_referrals(int argc, char **argv)
         rc = f == 1 && r.payload ? 0 : -1;
         if (f == 1)
             refer_record_free(&r);
+    } else if (is_packet) {
+        refer_record r;
+        int f = refer_get(s, id, &r, &err);
+        if (f == 0)
+            fhir_error_set(&err, "referral %lld does not exist", (long long)id);
+        else if (f == 1 && !r.payload)
+            fhir_error_set(&err, "referral %lld has no package yet", (long long)id);
+        rc = f == 1 && r.payload ? print_packet(r.payload, strlen(r.payload), &o, &err) : -1;
+        if (f == 1)
+            refer_record_free(&r);
     } else if (is_act) {
         store_actor who = {.name = o.actor, .reason = o.reason};
         rc = refer_do(s, id, act, &who, &err);
@@ -734,7 +791,7 @@ int cmd_referrals(int argc, char **argv)
     } else {
         rc = run_send(s, &o, true, &err);
     }
-    if (rc == 0 && needs_id && strcmp(action, "show") && strcmp(action, "payload"))
+    if (rc == 0 && needs_id && strcmp(action, "show") && strcmp(action, "payload") && !is_packet)
         printf("referral %lld: %s done\n", (long long)id, action);
     if (rc)
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);

@@ -82,6 +82,7 @@ typedef struct config_source {
 typedef struct config {
     char *path;            /* the file loaded */
     char *site_id, *site_name;
+    char *referrer_name, *referrer_phone, *referrer_direct; /* site.referrer.* */
     double site_lat, site_lon;
     bool site_has_location;
     char *store_path;

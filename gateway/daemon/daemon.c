@@ -455,6 +455,8 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
         .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
         .centers = rt->centers, .zcta = rt->zcta,
         .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
+        .referrer_name = c->referrer_name, .referrer_phone = c->referrer_phone,
+        .referrer_direct = c->referrer_direct,
     };
     propose_input pi = {
         .patient_id = j->pid, .profile = j->p, .facts = j->fs, .result = j->res,

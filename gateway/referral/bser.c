@@ -1,5 +1,6 @@
 /* bser — builds the BSeR-shaped transaction Bundle of a referral. */
 #include "bser.h"
+#include "packet.h"
 
 #include <openssl/evp.h>
 #include <stdbool.h>
@@ -310,6 +311,47 @@ fhir_node *bser_build(fhir_arena *a, const bser_input *in, fhir_error *err)
     fhir_node_set_str(a, site, "name", in->site_name ? in->site_name : in->site_id);
     add_entry(c, entries, site_urn, site, SYS("site"), in->site_id);
 
+    /* referring clinician (requester when known) */
+    const char *requester_urn = site_urn;
+    if (in->referrer_name && *in->referrer_name) {
+        requester_urn = entry_urn(c, "PractitionerRole");
+        fhir_node *pr = resource(c, "PractitionerRole");
+        if (!pr)
+            goto oom;
+        identifier(c, pr, SYS("referrer"), in->placer_id, NULL);
+        fhir_node_set(a, pr, "active", fhir_node_new_bool(a, true));
+        fhir_node *who = chk(c, fhir_node_set_obj(a, pr, "practitioner"));
+        if (!who)
+            goto oom;
+        fhir_node_set_str(a, who, "display", in->referrer_name);
+        ref(c, pr, "organization", site_urn);
+        fhir_node *prc = chk(c, fhir_node_set_arr(a, pr, "code"));
+        fhir_node *prcc = chk(c, fhir_node_new(a, FHIR_OBJECT));
+        if (!prc || !prcc)
+            goto oom;
+        fhir_node_set_str(a, prcc, "text", "Referring clinician");
+        fhir_node_append(a, prc, NULL, 0, prcc);
+        if ((in->referrer_phone && *in->referrer_phone) || (in->referrer_direct && *in->referrer_direct)) {
+            fhir_node *tl = chk(c, fhir_node_set_arr(a, pr, "telecom"));
+            if (!tl)
+                goto oom;
+            const char *sys[2] = {"phone", "email"};
+            const char *val[2] = {in->referrer_phone, in->referrer_direct};
+            for (int k = 0; k < 2; k++) {
+                if (!val[k] || !*val[k])
+                    continue;
+                fhir_node *t = chk(c, fhir_node_new(a, FHIR_OBJECT));
+                if (!t)
+                    goto oom;
+                fhir_node_set_str(a, t, "system", sys[k]);
+                fhir_node_set_str(a, t, "value", val[k]);
+                fhir_node_set_str(a, t, "use", "work");
+                fhir_node_append(a, tl, NULL, 0, t);
+            }
+        }
+        add_entry(c, entries, requester_urn, pr, SYS("referrer"), in->placer_id);
+    }
+
     /* center (performer, owner) */
     const centers_center *ce = in->center;
     const char *center_urn = entry_urn(c, "Organization/center");
@@ -417,6 +459,10 @@ fhir_node *bser_build(fhir_arena *a, const bser_input *in, fhir_error *err)
                in->summary_text ? in->summary_text : "(no summary)");
     attachment(c, content, "application/json", "Eligibility verdict (JSON)",
                in->verdict_json ? in->verdict_json : "{}");
+    if (in->packet_html)
+        attachment(c, content, "text/html; charset=utf-8", "Referral packet", in->packet_html);
+    if (in->packet_json)
+        attachment(c, content, PACKET_CONTENT_TYPE, "Referral packet (document)", in->packet_json);
     add_entry(c, entries, doc_urn, doc, SYS("eligibility-summary"), in->placer_id);
     ref_in(c, support, doc_urn);
 
@@ -435,7 +481,7 @@ fhir_node *bser_build(fhir_arena *a, const bser_input *in, fhir_error *err)
     fhir_node_set_str(a, code, "text", "Referral for CAR T-cell therapy evaluation");
     ref(c, sr, "subject", c->patient_urn);
     fhir_node_set_str(a, sr, "authoredOn", authored);
-    ref(c, sr, "requester", site_urn);
+    ref(c, sr, "requester", requester_urn);
     ref_in(c, chk(c, fhir_node_set_arr(a, sr, "performer")), center_urn);
     fhir_node *rc = chk(c, fhir_node_set_arr(a, sr, "reasonCode"));
     fhir_node *rcc = chk(c, fhir_node_new(a, FHIR_OBJECT));

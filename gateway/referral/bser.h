@@ -3,11 +3,13 @@
  *
  * Entries, each a conditional create (request.ifNoneExist = "identifier=system|value" on an
  * identifier the Bundle itself carries, so a resend never duplicates anything):
- *   Organization (referring site, requester) · Organization (center, performer/owner) ·
+ *   Organization (referring site) · PractitionerRole (referring clinician, requester, when
+ *   known) · Organization (center, performer/owner) ·
  *   Patient (minimum necessary: identifier, name, telecom, gender, birthDate, address) ·
  *   Coverage* · Condition (diagnosis) · Observation* · Medication{Request,Statement,
  *   Administration}* (medication history) · DocumentReference (eligibility summary: readable
- *   text and the JSON verdict as base64 attachments) · ServiceRequest (placer identifier type
+ *   text, the JSON verdict, and the referral packet as its document and HTML, as base64
+ *   attachments) · ServiceRequest (placer identifier type
  *   v2-0203#PLAC, status active, intent order, code SNOMED 3457005 "Patient referral" as in
  *   BSeR's example, reasonCode.text, reasonReference, priority from urgency, requester,
  *   performer = center, insurance, supportingInfo) · Task (code task-code#fulfill, focus =
@@ -56,6 +58,13 @@ typedef struct bser_input {
     const char *verdict_json;    /* machine-readable verdict */
     const char *urgency;         /* routine | urgent | asap | stat */
     int64_t authored_ms;         /* ServiceRequest/Task authoredOn */
+    /* the referring clinician: a PractitionerRole (practitioner by name, the site as its
+     * organization, phone and Direct address as telecom) that becomes the ServiceRequest's
+     * requester; NULL name: the requester stays the site Organization */
+    const char *referrer_name, *referrer_phone, *referrer_direct;
+    /* the referral packet (packet.h): its document and HTML rendering, attached to the
+     * eligibility summary DocumentReference when given */
+    const char *packet_json, *packet_html;
 } bser_input;
 
 /* Builds the transaction Bundle in arena a (borrowed, valid until the arena is reset).

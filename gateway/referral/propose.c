@@ -12,6 +12,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "packet.h"
 #include "screen.h"
 
 #define PROPOSE_MAX_EXPLANATION (1u << 20) /* bytes of the clinician summary */
@@ -283,6 +284,82 @@ static void parts_pick(const propose_input *in, const char *disease_evidence, pa
     }
 }
 
+/* The referring clinician: the prescriber named on the patient's most recent therapy order
+ * (MedicationRequest.requester.display), else the site's configured default. */
+static void pick_referrer(const propose_opts *o, const propose_input *in, packet_referrer *r,
+                          char *source, size_t n)
+{
+    const char *best = NULL, *best_when = NULL;
+    for (size_t i = 0; i < in->n_resources; i++) {
+        const fhir_node *m = in->resources[i];
+        const char *t = fhir_node_resource_type(m);
+        if (!t || strcmp(t, "MedicationRequest"))
+            continue;
+        const char *who = fhir_node_path_str(m, "requester.display");
+        const char *when = fhir_node_path_str(m, "authoredOn");
+        if (!who || !*who)
+            continue;
+        if (!best || (when && (!best_when || strcmp(when, best_when) > 0))) {
+            best = who;
+            best_when = when;
+        }
+    }
+    r->phone = o->referrer_phone;
+    r->direct = o->referrer_direct;
+    if (best) {
+        r->name = best;
+        snprintf(source, n, "prescriber of the most recent therapy order%s%.10s%s; phone and Direct "
+                            "address of the referring team",
+                 best_when ? " (" : "", best_when ? best_when : "", best_when ? ")" : "");
+    } else if (o->referrer_name && *o->referrer_name) {
+        r->name = o->referrer_name;
+        snprintf(source, n, "the site's referring clinician");
+    } else {
+        r->name = NULL;
+        source[0] = '\0';
+    }
+    r->source = source[0] ? source : NULL;
+}
+
+/* The referral packet (packet.h) as its document and HTML, caller frees both; NULL on failure
+ * (the referral still goes out with the summary text: a packet is never a reason to hold it). */
+static void build_packet(const propose_opts *o, const propose_input *in, const package_parts *parts,
+                         const centers_center *center, const char *reason, const char *urgency,
+                         int64_t authored_ms, char **json_out, char **html_out,
+                         packet_referrer *ref, char *source, size_t source_n)
+{
+    *json_out = *html_out = NULL;
+    pick_referrer(o, in, ref, source, source_n);
+    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
+    fhir_error e;
+    fhir_error_clear(&e);
+    const fhir_node *verdict = in->verdict_json
+                                   ? fhir_json_parse(a, in->verdict_json, strlen(in->verdict_json), NULL, &e)
+                                   : NULL;
+    packet_input pi = {
+        .site_name = o->site_name && *o->site_name ? o->site_name : o->site_id,
+        .center_name = center->name, .request = reason, .urgency = urgency,
+        .authored_ms = authored_ms, .patient = parts->patient, .condition = parts->condition,
+        .coverages = parts->cov, .n_coverages = parts->ncov, .profile = in->profile,
+        .verdict = verdict, .referrer = *ref,
+    };
+    fhir_node *pk = verdict ? packet_build(a, &pi, &e) : NULL;
+    fhir_buf html;
+    fhir_buf_init(&html, PACKET_MAX_HTML);
+    if (pk && !packet_write_html(pk, &html, &e)) {
+        *json_out = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
+        *html_out = *json_out ? fhir_buf_steal(&html, NULL) : NULL;
+    }
+    if (!*json_out || !*html_out) {
+        free(*json_out);
+        *json_out = NULL;
+        fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", in->patient_id,
+                 e.msg[0] ? e.msg : "packet larger than its cap");
+    }
+    fhir_buf_free(&html);
+    fhir_arena_free(a);
+}
+
 static void parts_free(package_parts *p)
 {
     free(p->cov);
@@ -475,7 +552,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const centers_center *center = rr.candidates[0].center;
     snprintf(out->center_id, sizeof out->center_id, "%s", center->id);
     int rc = -1;
-    char *payload = NULL, *route_json = NULL;
+    char *payload = NULL, *route_json = NULL, *packet_json = NULL, *packet_html = NULL;
     fhir_buf expl, reason;
     fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
     fhir_buf_init(&reason, PROPOSE_MAX_REASON);
@@ -531,6 +608,11 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     }
     char sysbase[200];
     snprintf(sysbase, sizeof sysbase, "urn:cartgate:%s", o->site_id);
+    int64_t authored = fhir_clock_now_ms();
+    packet_referrer referrer;
+    char ref_source[160];
+    build_packet(o, in, &parts, center, fhir_buf_cstr(&reason), urg, authored, &packet_json,
+                 &packet_html, &referrer, ref_source, sizeof ref_source);
     bser_input bi = {
         .id_system_base = sysbase, .placer_id = placer, .site_id = o->site_id,
         .site_name = o->site_name && *o->site_name ? o->site_name : o->site_id,
@@ -539,7 +621,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         .observations = parts.obs, .n_observations = parts.nobs, .medications = parts.med,
         .n_medications = parts.nmed, .reason_text = fhir_buf_cstr(&reason),
         .summary_text = fhir_buf_cstr(&expl), .verdict_json = in->verdict_json, .urgency = urg,
-        .authored_ms = fhir_clock_now_ms(),
+        .authored_ms = authored, .referrer_name = referrer.name, .referrer_phone = referrer.phone,
+        .referrer_direct = referrer.direct, .packet_json = packet_json, .packet_html = packet_html,
     };
     fhir_node *bundle = bser_build(a, &bi, &rerr);
     if (bundle)
@@ -585,6 +668,8 @@ done:
     parts_free(&parts);
     free(route_json);
     free(payload);
+    free(packet_json);
+    free(packet_html);
     fhir_buf_free(&expl);
     fhir_buf_free(&reason);
     fhir_arena_free(a);

@@ -80,6 +80,9 @@ typedef struct propose_opts {
     const centers_dir *centers;
     const route_zcta *zcta;      /* may be NULL */
     int64_t day;                 /* the routing day (days since the epoch) */
+    /* the site's referring clinician (site.referrer.*): the default when no order of the
+     * patient names its prescriber; phone and Direct address of the referring team */
+    const char *referrer_name, *referrer_phone, *referrer_direct;
 } propose_opts;
 
 /* One screened patient; everything borrowed for the call. */

@@ -1004,16 +1004,7 @@ void serve_redirect_external(serve_req *r, const char *url)
 
 void serve_html_escape(fhir_buf *b, const char *s)
 {
-    for (; s && *s; s++) {
-        switch (*s) {
-        case '&': fhir_buf_puts(b, "&amp;"); break;
-        case '<': fhir_buf_puts(b, "&lt;"); break;
-        case '>': fhir_buf_puts(b, "&gt;"); break;
-        case '"': fhir_buf_puts(b, "&quot;"); break;
-        case '\'': fhir_buf_puts(b, "&#39;"); break;
-        default: fhir_buf_putc(b, *s);
-        }
-    }
+    fhir_buf_html_escape(b, s);
 }
 
 /* ---- dispatch ---------------------------------------------------------------------------------- */
