@@ -8,6 +8,7 @@
 //                                  GET /stats ({"fetches": n}); prints its port on the first line
 //   node ehr.mjs run OPTIONS       the checks; one "ok N - what" line each; exit 1 on a failure
 //   node ehr.mjs bench OPTIONS     latencies for bench/cds.sh (one JSON line)
+//   node ehr.mjs call OPTIONS      one patient-view call with a patient's prefetch ({status, body})
 //   node ehr.mjs sign DIR KID ISS AUD [EXP_OFFSET_S]   prints one JWT
 import * as jose from 'jose';
 import fs from 'node:fs';
@@ -386,10 +387,20 @@ async function bench(o) {
   console.log(JSON.stringify(summary));
 }
 
+// One patient-view call with that patient's full prefetch; prints the answer's status and body.
+async function callOne(o) {
+  const keys = loadKeys(o.keys);
+  const svc = `${o.public}/cds-services/cartgate-car-t`;
+  const b = JSON.parse(fs.readFileSync(path.join(o.bundles, fs.readdirSync(o.bundles).find((f) => f.startsWith(o.pid))), 'utf8'));
+  const r = await call(svc.replace(o.public, o.cartgate), await sign(keys, o.kid || 'ec-1', { aud: svc }), hookBody('patient-view', o.pid, prefetchOf(b)));
+  console.log(JSON.stringify({ status: r.status, body: r.json }));
+}
+
 const [mode, ...rest] = process.argv.slice(2);
 if (mode === 'jwks') await serveJwks(rest[0]);
 else if (mode === 'run') await run(opts(rest));
 else if (mode === 'bench') await bench(opts(rest));
+else if (mode === 'call') await callOne(opts(rest));
 else if (mode === 'sign') {
   const [dir, kid, iss, aud, off] = rest;
   const now = Math.floor(Date.now() / 1000);

@@ -9,7 +9,8 @@
 # rotation; prefetch missing + fhirAuthorization -> read from the FHIR server with that token;
 # missing and no authorization -> 412; feedback. Then here: feedback stored, counted in
 # /metrics, and the accepted card's patient has a referral pending approval through the one
-# proposal path; logs carry no fixture names.
+# proposal path; once a clinician declines that proposal in cartgate the patient gets no card for
+# the same verdict (counted), others still do; logs carry no fixture names.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
@@ -84,6 +85,17 @@ wait_for "a referral proposal for $ACC" 30 pending_for
 [ "$(sqlite3 "$TMP/cds.db" "SELECT count(*) FROM referrals WHERE patient_id = '$OVR'")" = 0 ] || fail "an overridden card proposed a referral"
 ok "the accepted card's patient has one referral pending approval; the overridden one none"
 grep -q "event=\"referral.created\".*patient=\"$ACC\"" "$TMP/cds.log" || fail "no referral.created log line for $ACC"
+# a clinician declines that proposal in cartgate: the patient's card is held back until the
+# verdict changes (same data: no card, counted), while the overridden patient still gets one
+cdscall() { node "$EHR_DIR/ehr.mjs" call --cartgate "$ADMIN" --public "$PUBLIC" --keys "$TMP/keys" --bundles "$TMP/bundles" --pid "$1" >"$TMP/call.json" 2>>"$TMP/run.err" || fail "call $1"; }
+RID=$(sqlite3 "$TMP/cds.db" "SELECT id FROM referrals WHERE patient_id = '$ACC'")
+api "/api/v1/referrals/$RID/decline" -X POST -H 'Content-Type: application/json' -d '{"reason":"patient prefers to continue locally"}'
+[ "$CODE" = 200 ] || fail "decline: $CODE $(cat "$TMP/resp")"
+cdscall "$ACC"
+[ "$(jget "$TMP/call.json" 'd.status + "/" + d.body.cards.length')" = "200/0" ] || fail "a card after the referral was declined: $(head -c 300 "$TMP/call.json")"
+cdscall "$OVR"
+[ "$(jget "$TMP/call.json" 'd.status + "/" + d.body.cards.length')" = "200/1" ] || fail "the overridden patient lost its card: $(head -c 300 "$TMP/call.json")"
+ok "a patient whose referral was declined in cartgate gets no card for the same verdict; others still do"
 # metrics: HELP/TYPE, feedback by outcome, calls by result; promtool when present
 api /metrics
 [ "$CODE" = 200 ] || fail "/metrics $CODE"
@@ -94,6 +106,7 @@ UNAUTH=$(grep '^cartgate_cds_calls_total{result="unauthorized"}' "$TMP/resp" | a
 [ "${UNAUTH:-0}" -ge 8 ] || fail "401s not counted: $UNAUTH"
 PRE=$(grep '^cartgate_cds_calls_total{result="precondition_failed"}' "$TMP/resp" | awk '{print $2}')
 [ "${PRE:-0}" -ge 3 ] || fail "412s not counted: $PRE"
+[ "$(grep '^cartgate_cds_cards_suppressed_total ' "$TMP/resp" | awk '{print $2}')" = 1 ] || fail "the held-back card not counted"
 if command -v promtool >/dev/null 2>&1; then
   promtool check metrics <"$TMP/resp" >"$TMP/promtool.out" 2>&1 || fail "promtool: $(cat "$TMP/promtool.out")"
 fi
