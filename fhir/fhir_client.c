@@ -804,6 +804,57 @@ static void http_error(op *o, fhir_error *err)
     err->code = (int)o->status;
 }
 
+const char *fhir_client_fail_name(fhir_client_fail f)
+{
+    static const char *const n[] = {"none", "connect", "network", "timeout", "tls", "auth", "http_4xx",
+                                    "http_5xx", "parse", "incomplete", "stopped", "other"};
+    return (unsigned)f < sizeof n / sizeof n[0] ? n[f] : "other";
+}
+
+static fhir_client_fail fail_of_curl(CURLcode rc)
+{
+    switch (rc) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_COULDNT_CONNECT:
+        return FHIR_FAIL_CONNECT;
+    case CURLE_OPERATION_TIMEDOUT:
+        return FHIR_FAIL_TIMEOUT;
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_PARTIAL_FILE:
+    case CURLE_HTTP2:
+    case CURLE_HTTP2_STREAM:
+        return FHIR_FAIL_NETWORK;
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_ISSUER_ERROR:
+        return FHIR_FAIL_TLS;
+    default:
+        return FHIR_FAIL_OTHER;
+    }
+}
+
+/* A failed result without a reason gets the one its status says. */
+static void fail_settle(fhir_client_result *r)
+{
+    if (!r->err.msg[0]) {
+        r->fail = FHIR_FAIL_NONE;
+        return;
+    }
+    if (r->fail != FHIR_FAIL_NONE)
+        return;
+    long st = r->status;
+    r->fail = st == 401 || st == 403 ? FHIR_FAIL_AUTH
+              : st >= 500           ? FHIR_FAIL_HTTP_5XX
+              : st >= 400           ? FHIR_FAIL_HTTP_4XX
+                                    : FHIR_FAIL_OTHER;
+}
+
 static bool curl_code_transient(CURLcode rc, bool not_idempotent)
 {
     switch (rc) {
@@ -848,6 +899,7 @@ static void op_completed(op *o, CURLcode rc)
         if (o->chunk_stopped) {
             fhir_error_set(&o->res->err, "%s: stopped by the chunk callback after %" PRIu64
                            " bytes", o->label, o->delivered);
+            o->res->fail = FHIR_FAIL_STOPPED;
             o->res->status = o->status;
             op_finish(o);
             return;
@@ -857,6 +909,7 @@ static void op_completed(op *o, CURLcode rc)
             fhir_error_set(&o->res->err, "%s: %s (%s) after %" PRIu64 " body bytes; not retried",
                            o->label, curl_easy_strerror(rc), o->errbuf[0] ? o->errbuf : "no detail",
                            o->delivered);
+            o->res->fail = fail_of_curl(rc);
             o->res->status = o->status;
             op_finish(o);
             return;
@@ -864,6 +917,7 @@ static void op_completed(op *o, CURLcode rc)
         if (o->parse_failed) {
             fhir_error_set(&o->res->err, "%s: response body is not valid JSON: %s", o->label,
                            o->parse_err.msg);
+            o->res->fail = FHIR_FAIL_PARSE;
             o->res->status = o->status;
             op_finish(o);
             return;
@@ -875,6 +929,7 @@ static void op_completed(op *o, CURLcode rc)
         fhir_error_set(&o->res->err, "%s: %s (%s)%s", o->label, curl_easy_strerror(rc),
                        o->errbuf[0] ? o->errbuf : "no detail",
                        o->attempts > 1 ? " after retries" : "");
+        o->res->fail = fail_of_curl(rc);
         o->res->status = o->status;
         op_finish(o);
         return;
@@ -916,6 +971,7 @@ static void op_completed(op *o, CURLcode rc)
         if (!o->parsed) {
             fhir_error_set(&o->res->err, "%s: response body is not valid JSON: %s", o->label,
                            o->parse_err.msg);
+            o->res->fail = FHIR_FAIL_PARSE;
         }
     } else if (o->raw.len) {
         if (c->format == FHIR_FORMAT_JSON) {
@@ -926,9 +982,11 @@ static void op_completed(op *o, CURLcode rc)
             o->parsed = fhir_xml_parse_any(o->arena, o->raw.data, o->raw.len, &lim,
                                            &o->parse_err);
         }
-        if (!o->parsed)
+        if (!o->parsed) {
             fhir_error_set(&o->res->err, "%s: response body could not be parsed: %s", o->label,
                            o->parse_err.msg);
+            o->res->fail = FHIR_FAIL_PARSE;
+        }
     }
     op_finish(o);
 }
@@ -984,6 +1042,7 @@ static void fail_waiting(fhir_client *c, const fhir_error *cause)
     while ((w = queue_pop(&c->waiting_head, &c->waiting_tail))) {
         w->res->err = *cause;
         w->res->status = cause->code;
+        w->res->fail = FHIR_FAIL_AUTH;
         op_finish(w);
     }
 }
@@ -1165,6 +1224,7 @@ static void op_finish(op *o)
     o->res = NULL;
     r->stats.operations = 1;
     r->err.code = r->err.msg[0] ? (r->err.code ? r->err.code : (int)r->status) : 0;
+    fail_settle(r);
     if (!r->err.msg[0]) {
         r->body = o->parsed;
         r->arena = o->arena;
@@ -1631,6 +1691,7 @@ static void search_end(search *s, op *o)
     r->stats.operations = 1;
     if (r->err.msg[0] && !r->err.code)
         r->err.code = (int)r->status;
+    fail_settle(r);
     stats_add(&c->total, &r->stats);
     if (s->warnings.len) {
         fhir_buf_cstr(&s->warnings);
@@ -1728,6 +1789,7 @@ static void search_page_done(op *o)
     s->res->status = pr->status;
     if (pr->err.msg[0]) {
         s->res->err = pr->err;
+        s->res->fail = pr->fail;
         fhir_error_prefix(&s->res->err, "search page %u", s->pages + 1);
         search_end(s, o);
         return;
@@ -1737,6 +1799,7 @@ static void search_page_done(op *o)
     if (!rt || strcmp(rt, "Bundle")) {
         fhir_error_set(&s->res->err, "search page %u: response is %s, not a Bundle",
                        s->pages + 1, rt ? rt : "not a resource");
+        s->res->fail = FHIR_FAIL_PARSE;
         search_end(s, o);
         return;
     }
@@ -1761,16 +1824,19 @@ static void search_page_done(op *o)
         s->total = (long long)tv;
     if (s->page_cb && s->page_cb(s->ud, b, s->pages) != 0) {
         fhir_error_set(&s->res->err, "search stopped by caller after page %u", s->pages);
+        s->res->fail = FHIR_FAIL_STOPPED;
         search_end(s, o);
         return;
     }
     const char *next = next_link(b);
     if (!next) {
-        if (!s->count_only && s->total >= 0 && (long long)s->matches < s->total)
+        if (!s->count_only && s->total >= 0 && (long long)s->matches < s->total) {
             fhir_error_set(&s->res->err,
                            "search incomplete: %zu of %lld matches received (Bundle.total) "
                            "and page %u has no next link",
                            s->matches, s->total, s->pages);
+            s->res->fail = FHIR_FAIL_INCOMPLETE;
+        }
         search_end(s, o);
         return;
     }
@@ -1778,6 +1844,7 @@ static void search_page_done(op *o)
         fhir_error_set(&s->res->err,
                        "search stopped at the page cap (%u pages); the server has more pages",
                        c->max_pages);
+        s->res->fail = FHIR_FAIL_INCOMPLETE;
         search_end(s, o);
         return;
     }

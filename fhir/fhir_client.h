@@ -106,6 +106,26 @@ typedef struct fhir_client_stats {
     long schedule_status[FHIR_CLIENT_SCHEDULE_MAX]; /* HTTP status behind each; 0 = network */
 } fhir_client_stats;
 
+/* Why an operation failed, as a small fixed set (for metrics by reason). */
+typedef enum fhir_client_fail {
+    FHIR_FAIL_NONE = 0,
+    FHIR_FAIL_CONNECT,    /* could not resolve or connect */
+    FHIR_FAIL_NETWORK,    /* connection reset, nothing or part of a response received */
+    FHIR_FAIL_TIMEOUT,
+    FHIR_FAIL_TLS,        /* handshake or certificate verification */
+    FHIR_FAIL_AUTH,       /* 401/403, or the SMART token could not be had */
+    FHIR_FAIL_HTTP_4XX,
+    FHIR_FAIL_HTTP_5XX,
+    FHIR_FAIL_PARSE,      /* a body that does not parse, or a search page that is no Bundle */
+    FHIR_FAIL_INCOMPLETE, /* a search short of Bundle.total, or stopped at the page cap */
+    FHIR_FAIL_STOPPED,    /* the caller's page or chunk callback stopped it */
+    FHIR_FAIL_OTHER,      /* anything else (a body over the byte cap, a refused next link ...) */
+} fhir_client_fail;
+
+/* "connect", "network", "timeout", "tls", "auth", "http_4xx", "http_5xx", "parse",
+ * "incomplete", "stopped", "other" ("none" for FHIR_FAIL_NONE); static strings. */
+const char *fhir_client_fail_name(fhir_client_fail f);
+
 typedef struct fhir_client_result {
     long status;          /* final HTTP status; 0 when no response was received */
     fhir_node *body;      /* parsed response body (in arena); NULL when empty */
@@ -113,6 +133,7 @@ typedef struct fhir_client_result {
     char *location;       /* Location header or NULL */
     char *etag;           /* ETag header or NULL */
     fhir_error err;       /* err.msg empty on success; err.code = status */
+    fhir_client_fail fail; /* why it failed (FHIR_FAIL_NONE on success) */
     fhir_client_stats stats; /* this operation only */
     /* Selected response headers of the final response, on every result (also errors; the
      * Location/ETag above stay success-only). NULL when absent; values longer than

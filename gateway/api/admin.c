@@ -46,6 +46,21 @@ admin_source_metrics *admin_metrics_source(admin_metrics *m, const char *name)
     return s;
 }
 
+static const char *const FAIL_REASONS[] = {ADMIN_POLL_FAIL_REASONS};
+_Static_assert(sizeof FAIL_REASONS / sizeof FAIL_REASONS[0] == ADMIN_N_POLL_FAIL_REASONS,
+               "ADMIN_N_POLL_FAIL_REASONS counts ADMIN_POLL_FAIL_REASONS");
+
+void admin_metrics_count_failure(admin_source_metrics *s, const char *reason)
+{
+    size_t other = ADMIN_N_POLL_FAIL_REASONS - 1;
+    for (size_t i = 0; i < ADMIN_N_POLL_FAIL_REASONS; i++)
+        if (reason && !strcmp(reason, FAIL_REASONS[i])) {
+            s->polls_failed_by[i]++;
+            return;
+        }
+    s->polls_failed_by[other]++;
+}
+
 void admin_metrics_count_status(admin_source_metrics *s, long status)
 {
     for (size_t i = 0; i < s->n_status; i++)
@@ -241,6 +256,12 @@ static void metrics(admin *ad, serve_req *req)
         fhir_buf_printf(&b, "cartgate_polls_total{source=\"%s\",result=\"failed\"} %llu\n", m->src[i].name,
                         (unsigned long long)m->src[i].polls_failed);
     }
+    fhir_buf_puts(&b, "# HELP cartgate_poll_failures_total Failed polls by source and the reason of the first failure.\n"
+                      "# TYPE cartgate_poll_failures_total counter\n");
+    for (size_t i = 0; i < m->n_src; i++)
+        for (size_t k = 0; k < ADMIN_N_POLL_FAIL_REASONS; k++)
+            fhir_buf_printf(&b, "cartgate_poll_failures_total{source=\"%s\",reason=\"%s\"} %llu\n", m->src[i].name,
+                            FAIL_REASONS[k], (unsigned long long)m->src[i].polls_failed_by[k]);
     fhir_buf_puts(&b, "# HELP cartgate_requests_total FHIR operations by endpoint and final HTTP status (0 = no response).\n"
                       "# TYPE cartgate_requests_total counter\n");
     for (size_t i = 0; i < m->n_src; i++)
@@ -370,6 +391,9 @@ static void metrics(admin *ad, serve_req *req)
                         "# TYPE cartgate_reloads_total counter\ncartgate_reloads_total{result=\"ok\"} %llu\n"
                         "cartgate_reloads_total{result=\"refused\"} %llu\n",
                     (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_failed);
+    fhir_buf_printf(&b, "# HELP cartgate_retention_pruned_resources_total Cached resources of patients without a heme diagnosis removed by store.retention.\n"
+                        "# TYPE cartgate_retention_pruned_resources_total counter\ncartgate_retention_pruned_resources_total %llu\n",
+                    (unsigned long long)m->retention_resources);
     fhir_buf_printf(&b, "# HELP cartgate_admin_requests_total Requests answered by the listener.\n"
                         "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
                     (unsigned long long)(ad->srv ? serve_get_stats(ad->srv)->requests : 0));
@@ -1095,16 +1119,87 @@ static void h_payload(serve_req *req, void *ud)
     refer_record_free(&r);
 }
 
-/* Screens a patient again on the daemon's next pass (the cached resources, today's rules),
- * audited with the person. */
+/* The answer of a re-screen: {"patient": ID, "rescreen": "queued"} or {"patients": N,
+ * "rescreen": "queued"} (202). */
+static void send_queued(serve_req *req, const char *pid, int64_t n)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, ADMIN_RESCREEN_MAX);
+    if (pid) {
+        fhir_buf_puts(&b, "{\"patient\":");
+        fhir_json_write_string(&b, pid, strlen(pid));
+    } else {
+        fhir_buf_printf(&b, "{\"patients\":%lld", (long long)n);
+    }
+    fhir_buf_puts(&b, ",\"rescreen\":\"queued\"}");
+    if (b.overflow)
+        serve_error(req, 500, "response too large");
+    else
+        serve_json(req, 202, &b);
+    fhir_buf_free(&b);
+}
+
+/* Marks one patient (pid) or everyone with cached data (pid NULL) for screening on the
+ * daemon's next pass, audited with the person (action rescreen / rescreen-all, the patient id
+ * or the count as detail, the reason of the body). */
+static void rescreen(admin *ad, serve_req *req, const char *pid, role need)
+{
+    fhir_arena *a = fhir_arena_new(0);
+    bool bad;
+    const char *reason = body_reason(req, a, &bad);
+    const access_principal *p = serve_principal(req);
+    if (bad || !p) {
+        serve_error(req, 400, "the body must be empty, JSON {\"reason\": \"...\"} or a form with a reason field");
+        fhir_arena_free(a);
+        return;
+    }
+    store_actor who = access_actor(p, reason);
+    who.role = acted_role(p, need);
+    fhir_error err;
+    fhir_error_clear(&err);
+    int64_t n = 0;
+    char detail[96];
+    int rc = store_begin(ad->env.st, &err);
+    if (rc == 0 && pid) {
+        rc = store_dirty_mark(ad->env.st, pid, &err);
+        snprintf(detail, sizeof detail, "%s", pid);
+    } else if (rc == 0) {
+        rc = store_dirty_mark_all(ad->env.st, &n, &err);
+        snprintf(detail, sizeof detail, "%lld patients", (long long)n);
+    }
+    if (rc == 0)
+        rc = store_audit_actor(ad->env.st, &who, pid ? "rescreen" : "rescreen-all", 0, NULL, NULL, detail, &err);
+    if (rc == 0)
+        rc = store_commit(ad->env.st, &err);
+    else
+        store_rollback(ad->env.st);
+    fhir_arena_free(a);
+    if (rc) {
+        serve_error(req, 500, err.msg);
+        return;
+    }
+    if (pid)
+        fhir_log(FHIR_LOG_INFO, "patient.rescreen", "patient=%s user=%lld", pid, (long long)p->user_id);
+    else
+        fhir_log(FHIR_LOG_INFO, "patient.rescreen_all", "patients=%lld user=%lld", (long long)n,
+                 (long long)p->user_id);
+    send_queued(req, pid, n);
+}
+
+/* POST /api/v1/patients/{id}/rescreen: screens a patient again on the daemon's next pass (the
+ * cached resources, today's rules). */
 static void h_rescreen(serve_req *req, void *ud)
 {
     admin *ad = ud;
     const char *pid = serve_param(req, "id");
+    if (!valid_patient_id(pid)) {
+        serve_error(req, 400, "bad patient id");
+        return;
+    }
     fhir_error err;
     fhir_error_clear(&err);
     char *cat = NULL;
-    int known = pid ? store_verdict_get(ad->env.st, pid, NULL, &cat, NULL, &err) : 0;
+    int known = store_verdict_get(ad->env.st, pid, NULL, &cat, NULL, &err);
     free(cat);
     if (known < 0) {
         serve_error(req, 500, err.msg);
@@ -1114,31 +1209,26 @@ static void h_rescreen(serve_req *req, void *ud)
         serve_error(req, 404, "no such patient (never screened)");
         return;
     }
-    const access_principal *p = serve_principal(req);
-    store_actor who = {.name = p ? p->name : "unknown", .user_id = p ? p->user_id : 0,
-                       .role = p ? role_name(p->role) : NULL, .source = serve_source(req)};
-    int rc = store_begin(ad->env.st, &err);
-    if (rc == 0)
-        rc = store_dirty_mark(ad->env.st, pid, &err);
-    if (rc == 0)
-        rc = store_audit_actor(ad->env.st, &who, "rescreen", 0, NULL, NULL, pid, &err);
-    if (rc == 0)
-        rc = store_commit(ad->env.st, &err);
-    else
-        store_rollback(ad->env.st);
-    if (rc) {
-        serve_error(req, 500, err.msg);
+    int64_t cached = store_resource_count(ad->env.st, pid);
+    if (cached < 0) {
+        serve_error(req, 500, "resource count failed");
         return;
     }
-    fhir_log(FHIR_LOG_INFO, "patient.rescreen", "patient=%s user=%lld", pid,
-             (long long)(p ? p->user_id : 0));
-    fhir_buf b;
-    fhir_buf_init(&b, ADMIN_METRICS_MAX);
-    fhir_buf_printf(&b, "{\"patient\":");
-    fhir_json_write_string(&b, pid, strlen(pid));
-    fhir_buf_puts(&b, ",\"rescreen\":\"queued\"}");
-    serve_json(req, 202, &b);
-    fhir_buf_free(&b);
+    if (cached == 0) {
+        /* screening nothing would remove the verdict: keep it until new data arrives */
+        serve_error(req, 409, "nothing of this patient is cached (store.retention removed it); the patient "
+                              "is screened again when new data arrives");
+        return;
+    }
+    rescreen(ad, req, pid, ROLE_CLINICIAN);
+}
+
+/* POST /api/v1/patients/rescreen: everyone with cached data, on the daemon's next passes
+ * (admin: it re-screens the whole population, an operator's act after a mapping or data fix,
+ * not a clinical decision about one patient). */
+static void h_rescreen_all(serve_req *req, void *ud)
+{
+    rescreen(ud, req, NULL, ROLE_ADMIN);
 }
 
 static void h_audit(serve_req *req, void *ud)
@@ -1156,6 +1246,7 @@ static const serve_route ROUTES[] = {
     {"GET", "/api/v1/referrals", ROLE_VIEWER, h_referrals, 0},
     {"GET", "/api/v1/referrals/{id}", ROLE_VIEWER, h_referral, 0},
     {"GET", "/api/v1/referrals/{id}/payload", ROLE_VIEWER, h_payload, 0},
+    {"POST", "/api/v1/patients/rescreen", ROLE_ADMIN, h_rescreen_all, 0},
     {"POST", "/api/v1/patients/{id}/rescreen", ROLE_CLINICIAN, h_rescreen, 0},
     {"POST", "/api/v1/referrals/{id}/approve", ROLE_CLINICIAN, h_approve, 0},
     {"POST", "/api/v1/referrals/{id}/decline", ROLE_CLINICIAN, h_decline, 0},

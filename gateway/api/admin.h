@@ -8,6 +8,10 @@
  *   GET  /api/v1/patients/{id}             viewer   profile + verdict + explanation + referrals
  *   GET  /api/v1/referrals[?state=S]       viewer
  *   GET  /api/v1/referrals/{id}            viewer   the referral with its audit trail
+ *   POST /api/v1/patients/{id}/rescreen    clinician  screened again on the next pass (409 when
+ *                                                   nothing of the patient is cached any more)
+ *   POST /api/v1/patients/rescreen         admin    everyone with cached data, again (202
+ *                                                   {"patients": N, "rescreen": "queued"})
  *   POST /api/v1/referrals/{id}/approve    clinician
  *   POST /api/v1/referrals/{id}/decline    clinician  (a reason is required)
  *   POST /api/v1/referrals/{id}/cancel     clinician
@@ -48,11 +52,20 @@
 #define ADMIN_MAX_SOURCES 64 /* sources with counters */
 #define ADMIN_MAX_STATUS 24  /* distinct HTTP statuses counted per source */
 #define ADMIN_METRICS_MAX (4u << 20) /* bytes of a /metrics answer */
+#define ADMIN_RESCREEN_MAX 256u      /* bytes of a re-screen answer ({"patient": id, ...}) */
+
+/* Why a poll failed (poll_source.h says what each means): the fixed label set of
+ * cartgate_poll_failures_total{source,reason}; every value is shown for every source. */
+#define ADMIN_POLL_FAIL_REASONS                                                              \
+    "connect", "network", "timeout", "tls", "auth", "http_4xx", "http_5xx", "parse",         \
+        "incomplete", "ingest", "store", "files", "other"
+#define ADMIN_N_POLL_FAIL_REASONS 13
 
 /* The counters of one source. */
 typedef struct admin_source_metrics {
     char name[72];
     uint64_t polls_ok, polls_failed;
+    uint64_t polls_failed_by[ADMIN_N_POLL_FAIL_REASONS]; /* by ADMIN_POLL_FAIL_REASONS index */
     uint64_t resources;             /* resources ingested (new or changed) */
     uint64_t unchanged;             /* resources seen again without change */
     uint64_t deleted;               /* cached resources removed (deleted at the source) */
@@ -76,6 +89,7 @@ typedef struct admin_metrics {
     uint64_t screen_errors;
     uint64_t referrals_created;
     uint64_t reloads_ok, reloads_failed;
+    uint64_t retention_resources;   /* cached resources removed by store.retention */
     int64_t started_ms;
     /* the CDS Hooks service (cds.h), when enabled */
     bool cds_enabled;
@@ -86,6 +100,9 @@ typedef struct admin_metrics {
 /* The counters of the source called name (a slot is created on first use; the last slot is
  * shared once all are taken). Borrowed from m. */
 admin_source_metrics *admin_metrics_source(admin_metrics *m, const char *name);
+/* Counts one failed poll of a source by its reason (a name not in ADMIN_POLL_FAIL_REASONS
+ * counts as "other"). */
+void admin_metrics_count_failure(admin_source_metrics *s, const char *reason);
 /* Counts one HTTP status of a source. */
 void admin_metrics_count_status(admin_source_metrics *s, long status);
 

@@ -32,6 +32,8 @@ int cmd_screen(int argc, char **argv);
 int cmd_check_config(int argc, char **argv);
 int cmd_run(int argc, char **argv);
 int cmd_users(int argc, char **argv);
+int cmd_patients(int argc, char **argv);
+int cmd_store(int argc, char **argv);
 
 #define CMD_BAD_LINES_LISTED 100 /* screen/profile: refused NDJSON lines named one by one */
 

@@ -15,15 +15,14 @@
  * token comes from --token-file, --token-env, else $CARTGATE_TOKEN, else the shared service
  * token in $CARTGATE_ADMIN_TOKEN, audited as "admin-api"). Referrals are created by the
  * daemon's screening (cartgate run); tests and demos feed it a `cartgate synth` cohort. */
-#include <curl/curl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "centers.h"
+#include "cli_api.h"
 #include "cli_opt.h"
-#include "cli_url.h"
 #include "cmd.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -231,166 +230,16 @@ static int run_send(store *s, const opts *o, bool poll, fhir_error *err)
     return rc;
 }
 
-/* ---- through the daemon's admin API ---------------------------------------------------- */
+/* ---- through the daemon's admin API (cli_api.h) ----------------------------------------- */
 
-#define ADMIN_RESP_MAX (64u << 20) /* bytes of one admin API answer */
-#define ADMIN_TOKEN_MAX 4096
-
-typedef struct api_conn {
-    cli_url *base; /* the admin API's base URL (cli_url.h) */
-    char auth[ADMIN_TOKEN_MAX + 32];
-    const char *ca_file; /* PEM CA bundle for https (NULL: the system store) */
-} api_conn;
-
-static int api_token(const opts *o, api_conn *c, fhir_error *err)
-{
-    char tok[ADMIN_TOKEN_MAX + 2] = "";
-    if (o->token_file) {
-        FILE *f = fopen(o->token_file, "r");
-        if (!f)
-            return fhir_error_set(err, "--token-file %s: cannot open", o->token_file);
-        if (!fgets(tok, sizeof tok, f))
-            tok[0] = 0;
-        fclose(f);
-    } else {
-        /* --token-env, else the person's own token, else the shared service token */
-        const char *var = o->token_env;
-        if (!var)
-            var = getenv("CARTGATE_TOKEN") && *getenv("CARTGATE_TOKEN") ? "CARTGATE_TOKEN" : "CARTGATE_ADMIN_TOKEN";
-        const char *v = getenv(var);
-        if (!v || !*v)
-            return fhir_error_set(err, "no API token: set %s (your token: cartgate users token NAME) or use "
-                                       "--token-file F / --token-env VAR",
-                                  o->token_env ? var : "CARTGATE_TOKEN");
-        if (strlen(v) > ADMIN_TOKEN_MAX)
-            return fhir_error_set(err, "admin token in %s is longer than %d bytes", var, ADMIN_TOKEN_MAX);
-        snprintf(tok, sizeof tok, "%s", v);
-    }
-    size_t n = strlen(tok);
-    while (n && (tok[n - 1] == '\n' || tok[n - 1] == '\r' || tok[n - 1] == ' ' || tok[n - 1] == '\t'))
-        tok[--n] = 0;
-    if (n == 0)
-        return fhir_error_set(err, "admin token is empty%s%s", o->token_file ? " in " : "",
-                              o->token_file ? o->token_file : "");
-    if (n > ADMIN_TOKEN_MAX)
-        return fhir_error_set(err, "admin token is longer than %d bytes", ADMIN_TOKEN_MAX);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)tok[i] < 0x21 || tok[i] == 0x7f)
-            return fhir_error_set(err, "admin token contains a space or control character");
-    snprintf(c->auth, sizeof c->auth, "Authorization: Bearer %s", tok);
-    memset(tok, 0, sizeof tok);
-    return 0;
-}
-
-static size_t api_write(char *p, size_t size, size_t nmemb, void *ud)
-{
-    fhir_buf *b = ud;
-    size_t n = size * nmemb;
-    if (fhir_buf_append(b, p, n) != 0 || b->overflow)
-        return 0; /* aborts the transfer: CURLE_WRITE_ERROR */
-    return n;
-}
-
-/* The "message" of the API's {"error":{...}} body, or a short excerpt of the body; arena a. */
-static const char *api_error_message(fhir_arena *a, const fhir_buf *b)
-{
-    fhir_error e = {0};
-    fhir_node *n = b->len ? fhir_json_parse(a, b->data, b->len, NULL, &e) : NULL;
-    const char *m = fhir_node_path_str(n, "error.message");
-    if (m)
-        return m;
-    return b->len ? fhir_arena_sprintf(a, "%.200s", b->data) : "(empty body)";
-}
-
-/* One request; *status is the HTTP status. 2xx returns 0 with the body in out; anything else
- * is an error whose message names the status and its meaning. id > 0 names the referral. */
-static int api_call(const api_conn *c, const char *method, const char *path, const char *body, int64_t id,
+/* One request about referral id (0: none): the API's errors name it. */
+static int api_call(const cli_api *c, const char *method, const char *path, const char *body, int64_t id,
                     fhir_buf *out, long *status, fhir_error *err)
 {
-    *status = 0;
-    static bool inited;
-    if (!inited) {
-        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
-            return fhir_error_set(err, "curl_global_init failed");
-        inited = true;
-    }
-    char *url = cli_url_join(c->base, path, err);
-    if (!url)
-        return -1;
-    CURL *h = curl_easy_init();
-    if (!h) {
-        free(url);
-        return fhir_error_set(err, "curl_easy_init failed");
-    }
-    struct curl_slist *hd = curl_slist_append(NULL, c->auth);
-    hd = curl_slist_append(hd, "Accept: application/json");
-    if (body)
-        hd = curl_slist_append(hd, "Content-Type: application/json");
-    if (c->ca_file)
-        curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
-    char ebuf[CURL_ERROR_SIZE] = "";
-    curl_easy_setopt(h, CURLOPT_URL, url);
-    curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
-    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, api_write);
-    curl_easy_setopt(h, CURLOPT_WRITEDATA, out);
-    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, ebuf);
-    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 120000L);
-    curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)ADMIN_RESP_MAX);
-    if (!strcmp(method, "POST")) {
-        curl_easy_setopt(h, CURLOPT_POST, 1L);
-        curl_easy_setopt(h, CURLOPT_POSTFIELDS, body ? body : "");
-        curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE, (long)(body ? strlen(body) : 0));
-    }
-    CURLcode cc = curl_easy_perform(h);
-    curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, status);
-    curl_slist_free_all(hd);
-    curl_easy_cleanup(h);
-    if (cc != CURLE_OK) {
-        const char *why = *ebuf ? ebuf : curl_easy_strerror(cc);
-        if (cc == CURLE_COULDNT_CONNECT)
-            fhir_error_set(err, "cannot connect to the admin API at %s (is the daemon running?): %s",
-                           cli_url_origin(c->base), why);
-        else if ((cc == CURLE_WRITE_ERROR && out->overflow) || cc == CURLE_FILESIZE_EXCEEDED)
-            fhir_error_set(err, "admin API answer larger than %u bytes", ADMIN_RESP_MAX);
-        else
-            fhir_error_set(err, "admin API %s %s: %s", method, url, why);
-        free(url);
-        return -1;
-    }
-    free(url);
-    if (*status >= 200 && *status < 300)
-        return 0;
-    fhir_arena *a = fhir_arena_new(0);
-    const char *m = api_error_message(a, out);
-    char what[64] = "";
-    if (id > 0)
-        snprintf(what, sizeof what, "referral %lld: ", (long long)id);
-    switch (*status) {
-    case 401:
-        fhir_error_set(err, "401 Unauthorized: the admin API refused the token (check --token-file / "
-                            "--token-env): %s", m);
-        break;
-    case 403:
-        fhir_error_set(err, "403 Forbidden: %s%s", what, m);
-        break;
-    case 400:
-        fhir_error_set(err, "400 Bad Request: %s%s", what, m);
-        break;
-    case 404:
-        fhir_error_set(err, "404 Not Found: %s%s", what, id > 0 ? "no such referral" : m);
-        break;
-    case 409:
-        fhir_error_set(err, "409 Conflict: %sillegal state transition: %s", what, m);
-        break;
-    default:
-        fhir_error_set(err, "HTTP %ld from the admin API (%s %s): %s", *status, method, path, m);
-    }
-    fhir_arena_free(a);
-    return -1;
+    char what[48];
+    snprintf(what, sizeof what, "referral %lld", (long long)id);
+    cli_api_about about = {.what = id > 0 ? what : NULL, .conflict = "illegal state transition"};
+    return cli_api_call(c, method, path, body, &about, out, status, err);
 }
 
 static const char *jstr(const fhir_node *n, const char *name)
@@ -405,15 +254,7 @@ static long jint(const fhir_node *n, const char *name)
     return fhir_node_int(fhir_node_get(n, name), &v) ? (long)v : 0;
 }
 
-static fhir_node *api_parse(fhir_arena *a, const fhir_buf *b, fhir_error *err)
-{
-    fhir_node *n = fhir_json_parse(a, b->len ? b->data : "", b->len, NULL, err);
-    if (!n)
-        fhir_error_prefix(err, "admin API answer is not JSON: ");
-    return n;
-}
-
-static int api_list(const api_conn *c, const opts *o, fhir_error *err)
+static int api_list(const cli_api *c, const opts *o, fhir_error *err)
 {
     char path[256] = "api/v1/referrals";
     if (o->state) {
@@ -423,11 +264,11 @@ static int api_list(const api_conn *c, const opts *o, fhir_error *err)
         snprintf(path, sizeof path, "api/v1/referrals?state=%s", refer_state_name(st));
     }
     fhir_buf b;
-    fhir_buf_init(&b, ADMIN_RESP_MAX);
+    fhir_buf_init(&b, CLI_API_RESP_MAX);
     long status;
     int rc = api_call(c, "GET", path, NULL, 0, &b, &status, err);
     fhir_arena *a = fhir_arena_new(0);
-    fhir_node *root = rc ? NULL : api_parse(a, &b, err);
+    fhir_node *root = rc ? NULL : cli_api_parse(a, &b, err);
     const fhir_node *arr = fhir_node_get(root, "referrals");
     if (!rc && !fhir_node_is(arr, FHIR_ARRAY))
         rc = root ? fhir_error_set(err, "admin API answer has no \"referrals\" array") : -1;
@@ -503,7 +344,7 @@ static void print_or_dash(const char *label, const char *v)
     printf("  %-12s %s\n", label, v && *v ? v : "-");
 }
 
-static int api_one(const api_conn *c, const opts *o, const char *action, int64_t id, fhir_error *err)
+static int api_one(const cli_api *c, const opts *o, const char *action, int64_t id, fhir_error *err)
 {
     char path[128];
     bool show = !strcmp(action, "show");
@@ -511,7 +352,7 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
         /* the stored transaction Bundle, as the API gives it */
         snprintf(path, sizeof path, "api/v1/referrals/%lld/payload", (long long)id);
         fhir_buf pb;
-        fhir_buf_init(&pb, ADMIN_RESP_MAX);
+        fhir_buf_init(&pb, CLI_API_RESP_MAX);
         long pstatus;
         int prc = api_call(c, "GET", path, NULL, id, &pb, &pstatus, err);
         if (!prc && !strcmp(action, "packet"))
@@ -526,7 +367,7 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
     else
         snprintf(path, sizeof path, "api/v1/referrals/%lld/%s", (long long)id, action);
     fhir_buf b;
-    fhir_buf_init(&b, ADMIN_RESP_MAX);
+    fhir_buf_init(&b, CLI_API_RESP_MAX);
     long status;
     char *body = NULL;
     if (!show) {
@@ -543,7 +384,7 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
     int rc = api_call(c, show ? "GET" : "POST", path, body, id, &b, &status, err);
     free(body);
     fhir_arena *a = fhir_arena_new(0);
-    fhir_node *r = rc ? NULL : api_parse(a, &b, err);
+    fhir_node *r = rc ? NULL : cli_api_parse(a, &b, err);
     if (!rc && !r)
         rc = -1;
     if (!rc && o->json) {
@@ -599,21 +440,18 @@ static int api_one(const api_conn *c, const opts *o, const char *action, int64_t
 static int run_admin(const cli_cmd *cmd, const opts *o, const char *action, int64_t id)
 {
     fhir_error err = {0};
-    api_conn c = {0};
+    cli_api c;
     if (!strcmp(action, "send") || !strcmp(action, "poll"))
         return cli_error(cmd, "%s: needs --db FILE (not available through the admin API)", action);
-    c.ca_file = o->ca_file;
-    if (!(c.base = cli_url_admin(o->admin, &err)) || api_token(o, &c, &err)) {
+    if (cli_api_open(&c, o->admin, o->token_file, o->token_env, o->ca_file, &err)) {
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
-        cli_url_free(c.base);
         return 1;
     }
     if (o->actor_set && strcmp(action, "list") && strcmp(action, "show"))
         fprintf(stderr, "cartgate referrals %s: note: the API records the token's owner; --actor applies only "
                         "with --db\n", action);
     int rc = !strcmp(action, "list") ? api_list(&c, o, &err) : api_one(&c, o, action, id, &err);
-    memset(c.auth, 0, sizeof c.auth);
-    cli_url_free(c.base);
+    cli_api_close(&c);
     if (rc)
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
     return rc ? 1 : 0;

@@ -10,6 +10,8 @@
 static const cmd_entry commands[] = {
     {"convert", cmd_convert, "convert FHIR resources between JSON and XML (pretty or compact)"},
     {"referrals", cmd_referrals, "list, show, approve, cancel, retry, send and poll referrals"},
+    {"patients", cmd_patients, "re-screen one patient or everyone (through the daemon's API or on the store)"},
+    {"store", cmd_store, "store upkeep: prune cached resources per store.retention (dry run first)"},
     {"centers", cmd_centers, "rank treatment centers from a ZIP or LAT,LON and explain why"},
     {"fhir", cmd_fhir, "FHIR REST client: get, search (all pages), post, put, transaction"},
     {"run", cmd_run, "run the daemon: poll, screen, refer, serve the admin API (-c FILE)"},

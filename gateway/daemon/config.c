@@ -92,6 +92,8 @@ static const opt OPTS[] = {
      "Database file (WAL mode; keep it on a local disk and back it up)."},
     {"store.busy_timeout_ms", OT_INT, M(store_busy_timeout_ms), "5000", 1, 600000, NULL, false,
      "How long a writer waits for the database lock."},
+    {"store.retention_days", OT_INT, M(store_retention_days), "0", 0, 36500, NULL, false,
+     "Remove the cached FHIR resources of patients screened without a heme diagnosis (not eligible, never referred) once none of them changed for this many days; checked hourly. 0 = keep everything. Verdicts, referrals and the audit are never removed; cartgate store prune --dry-run shows what would go."},
     {"log", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Logging (one line per event on stderr, every value quoted, never PHI)."},
     {"log.level", OT_ENUM, M(log_level), "info", 0, 0, "debug|info|warn|error|off", false,
      "Least severe level written."},
@@ -404,6 +406,29 @@ static void apply_defaults(void *base, int scope)
 
 /* ---- walking the tree ------------------------------------------------------------------- */
 
+/* Where an option was set (config_key_line). */
+struct config_keyline {
+    const char *name; /* the option table's name (static) */
+    size_t source;    /* index of the source for sources[] options */
+    int line;
+};
+
+static void note_line(config *c, const opt *o, int line)
+{
+    c->keylines = fhir_xrealloc(c->keylines, (c->n_keylines + 1) * sizeof *c->keylines);
+    c->keylines[c->n_keylines++] = (struct config_keyline){
+        o->name, o->scope == SC_SOURCE && c->n_sources ? c->n_sources - 1 : 0, line};
+}
+
+int config_key_line(const config *c, const char *name, size_t source)
+{
+    bool src = !strncmp(name, "sources[].", 10);
+    for (size_t i = c->n_keylines; i-- > 0;)
+        if (!strcmp(c->keylines[i].name, name) && (!src || c->keylines[i].source == source))
+            return c->keylines[i].line;
+    return 0;
+}
+
 typedef struct walk {
     fhir_jsonfile *d;
     const char *base_dir;
@@ -545,6 +570,7 @@ static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *fu
         break;
     }
     /* scalars */
+    note_line(w->cfg, o, (int)v->line);
     switch (o->type) {
     case OT_STR:
     case OT_PATH:
@@ -978,6 +1004,7 @@ void config_free(config *c)
     for (size_t i = 0; i < c->n_sources; i++)
         fields_free(&c->sources[i], SC_SOURCE);
     free(c->sources);
+    free(c->keylines);
     free(c->path);
     free(c);
 }

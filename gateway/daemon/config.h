@@ -87,6 +87,7 @@ typedef struct config {
     bool site_has_location;
     char *store_path;
     long store_busy_timeout_ms;
+    long store_retention_days; /* prune non-heme patients' cached resources after; 0 = never */
     int log_level;         /* fhir_log_level */
     int log_format;        /* fhir_log_format (index in "logfmt|json") */
     bool admin_enabled;
@@ -131,6 +132,8 @@ typedef struct config {
     long shutdown_grace_s;
     config_source *sources;
     size_t n_sources;
+    struct config_keyline *keylines; /* the line of every scalar option set in the file */
+    size_t n_keylines;
 } config;
 
 /* Loads and validates FILE. On success returns the config (caller frees with config_free()).
@@ -148,6 +151,11 @@ void config_free(config *c);
  * environment variable env. Exactly one of them should be set. Caller frees *out.
  * 0, or -1 with err (names the file or variable, never the secret). */
 int config_read_secret(const char *file, const char *env, char **out, fhir_error *err);
+
+/* The line of the file where option name ("criteria.dir", "sources[].ca_file") was set, for
+ * the source at index `source` (main options: any value); 0 when the file does not set it
+ * (a default). */
+int config_key_line(const config *c, const char *name, size_t source);
 
 /* The option reference as a Markdown table (generated from the option table). */
 int config_write_reference(fhir_buf *out);

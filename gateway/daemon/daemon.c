@@ -61,7 +61,7 @@ struct daemon_proc {
     poll_source **sources;
     size_t n_sources;
     struct event *sig_term, *sig_int, *sig_hup;
-    struct event *send_timer, *task_timer, *grace_timer;
+    struct event *send_timer, *task_timer, *grace_timer, *retention_timer;
     serve *srv;              /* the one listener; NULL when admin.enabled is false */
     access_ctx *acc;         /* who is acting (users, sessions, tokens) */
     admin *api;              /* the JSON API's routes on srv */
@@ -384,6 +384,7 @@ typedef struct screen_job {
     fhir_buf vj, pj;
     bool ok;
     bool gone;                /* nothing of the patient is cached any more (all deleted) */
+    bool pruned;              /* nothing cached because store.retention pruned it: verdict kept */
     /* written with the batch */
     char *old_category;       /* the verdict before this one (NULL: none) */
     propose_result prop;
@@ -415,8 +416,13 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
         return -1;
     add_referenced_medications(d, &j->l);
     if (j->l.n == 0) {
-        /* every resource of the patient was deleted at the source: no verdict may stay */
-        j->gone = true;
+        /* every resource of the patient was deleted at the source: no verdict may stay; but
+         * a cache store.retention emptied keeps its verdict until new data arrives */
+        int64_t pruned = store_verdict_pruned(d->st, pid);
+        if (pruned < 0)
+            return fhir_error_set(err, "reading the retention mark failed");
+        j->pruned = pruned > 0;
+        j->gone = !j->pruned;
         return 0;
     }
     map_profile_opts o;
@@ -433,6 +439,19 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     map_profile_write_json(j->p, &j->pj, 0);
     j->ok = true;
     return 0;
+}
+
+/* Does the profile hold a heme diagnosis, or might it (store.retention keeps such patients)?
+ * Only a known, closed set of diseases with nothing but non_heme in it says no. */
+static bool profile_has_heme(const map_profile *p)
+{
+    const map_fact *f = map_profile_fact(p, "diseases");
+    if (!f || !f->known || f->open || f->nmaybe)
+        return true;
+    for (size_t i = 0; i < f->nset; i++)
+        if (strcmp(f->set[i], "non_heme"))
+            return true;
+    return false;
 }
 
 /* Inside the batch's transaction, as one unit (a savepoint): the verdict and the proposal it
@@ -465,6 +484,7 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
     if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
         store_verdict_put(d->st, j->pid, elig_ruleset_hash(rt->rules), elig_category_name(cat),
                           fhir_buf_cstr(&j->pj), fhir_buf_cstr(&j->vj), err) ||
+        store_verdict_set_heme(d->st, j->pid, profile_has_heme(j->p), err) ||
         propose_referral(d->st, &po, &pi, &j->prop, err) ||
         store_savepoint_release(d->st, err)) {
         store_savepoint_rollback(d->st);
@@ -572,10 +592,10 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
                 break; /* the rest stays marked for the next batch */
             screen_job j;
             if (job_build(d, &j, ids[done], &e) ||
-                (j.gone ? job_commit_gone(d, &j, &e) : job_commit(d, &j, &e))) {
+                (!j.pruned && (j.gone ? job_commit_gone(d, &j, &e) : job_commit(d, &j, &e)))) {
                 screen_failed(d, ids[done], &e);
                 fhir_error_clear(&e);
-            } else {
+            } else if (!j.pruned) {
                 report_take(&rep[nrep++], &j);
             }
             job_free(&j);
@@ -678,6 +698,47 @@ static void on_task_timer(evutil_socket_t fd, short what, void *arg)
     writeback_kick(d);
 }
 
+/* store.retention: the cached resources of patients without a heme diagnosis whose data has
+ * not changed for retention_days are removed (counts logged and audited, never an id). */
+static void retention_pass(daemon_proc *d)
+{
+    long days = d->rt->cfg->store_retention_days;
+    if (days <= 0 || d->stopping)
+        return;
+    fhir_error err;
+    fhir_error_clear(&err);
+    store_prune_counts n = {0};
+    int64_t cutoff = fhir_clock_now_ms() - (int64_t)days * 86400000;
+    int rc = store_begin(d->st, &err);
+    if (rc == 0)
+        rc = store_retention_prune(d->st, cutoff, true, &n, &err);
+    if (rc == 0 && n.resources > 0) {
+        char detail[160];
+        snprintf(detail, sizeof detail, "store.retention %ld days: %lld patients, %lld resources", days,
+                 (long long)n.patients, (long long)n.resources);
+        store_actor who = {.name = "retention"};
+        rc = store_audit_actor(d->st, &who, "retention-prune", 0, NULL, NULL, detail, &err);
+    }
+    if (rc == 0)
+        rc = store_commit(d->st, &err);
+    else
+        store_rollback(d->st);
+    if (rc) {
+        fhir_log(FHIR_LOG_ERROR, "retention.failed", "error=%s", err.msg);
+        return;
+    }
+    d->m.retention_resources += (uint64_t)n.resources;
+    fhir_log(FHIR_LOG_INFO, "retention.pruned", "days=%ld patients=%lld resources=%lld", days,
+             (long long)n.patients, (long long)n.resources);
+}
+
+static void on_retention_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    retention_pass(arg);
+}
+
 static void arm_timers(daemon_proc *d)
 {
     const config *c = d->rt->cfg;
@@ -689,6 +750,10 @@ static void arm_timers(daemon_proc *d)
     if (!d->task_timer)
         d->task_timer = event_new(d->base, -1, EV_PERSIST, on_task_timer, d);
     event_add(d->task_timer, &tv2);
+    struct timeval tv3 = {.tv_sec = DAEMON_RETENTION_INTERVAL_S};
+    if (!d->retention_timer)
+        d->retention_timer = event_new(d->base, -1, EV_PERSIST, on_retention_timer, d);
+    event_add(d->retention_timer, &tv3);
 }
 
 /* ---- sources ------------------------------------------------------------------------- */
@@ -816,6 +881,7 @@ static void on_poll_done(void *ud, poll_source *src, const poll_result *r)
         m->last_success_ms = fhir_clock_now_ms();
     } else {
         m->polls_failed++;
+        admin_metrics_count_failure(m, r->fail_reason);
     }
     after_polls(d);
 }
@@ -842,6 +908,8 @@ void daemon_stop(daemon_proc *d)
         event_del(d->send_timer);
     if (d->task_timer)
         event_del(d->task_timer);
+    if (d->retention_timer)
+        event_del(d->retention_timer);
     if (!any_busy(d)) {
         event_base_loopexit(d->base, NULL);
         return;
@@ -1175,6 +1243,7 @@ int daemon_run(daemon_proc *d)
     long n = screen_pending(d, &err);
     if (n > 0)
         fhir_log(FHIR_LOG_INFO, "screen.recovered", "patients=%ld", n);
+    retention_pass(d); /* at start, then every DAEMON_RETENTION_INTERVAL_S */
     event_base_dispatch(d->base);
     fhir_log(FHIR_LOG_INFO, "daemon.stop", "screened=%llu referrals_created=%llu",
              (unsigned long long)d->m.patients_screened, (unsigned long long)d->m.referrals_created);
@@ -1200,6 +1269,8 @@ void daemon_free(daemon_proc *d)
         event_free(d->send_timer);
     if (d->task_timer)
         event_free(d->task_timer);
+    if (d->retention_timer)
+        event_free(d->retention_timer);
     if (d->grace_timer)
         event_free(d->grace_timer);
     sender_free(d->snd);

@@ -19,6 +19,7 @@
 #define DAEMON_SCREEN_ARENA_MAX (512u << 20) /* one patient's resources while screening */
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
+#define DAEMON_RETENTION_INTERVAL_S 3600     /* store.retention applied at start, then this often */
 
 /* Descriptors kept from the listener's connections (serve_config.fd_reserve): a base for the
  * store (database, -wal, -shm, temporary files), the loop, the centers and the sign-in client,

@@ -93,10 +93,10 @@ typedef struct bulk_state {
 static void bulk_finish(poll_source *p);
 static void bulk_pump(poll_source *p);
 
-static void bulk_fail(poll_source *p, const char *msg)
+static void bulk_fail(poll_source *p, const char *reason, const char *msg)
 {
     poll_log_err("bulk.failed", p, msg);
-    p->failed = true;
+    poll_fail(p, reason);
     bulk_finish(p);
 }
 
@@ -368,7 +368,7 @@ static const char *kind_name(bulk_file_kind k)
 static void file_start(bulk_file *f);
 
 /* A file is done with (read, or failed for good). */
-static void file_finished(bulk_file *f, const char *failure)
+static void file_finished(bulk_file *f, const char *failure, const char *reason)
 {
     poll_source *p = f->p;
     bulk_state *b = B(p);
@@ -381,6 +381,7 @@ static void file_finished(bulk_file *f, const char *failure)
         snprintf(msg, sizeof msg, "%s %zu (%s) after %u attempt%s: %s", kind_name(f->kind),
                  f->index, f->type, f->attempts, f->attempts == 1 ? "" : "s", failure);
         poll_log_err("bulk.file_failed", p, msg);
+        poll_note_reason(p, reason);
         if (f->kind == BF_OUTPUT)
             fail_type(p, f->type);
         else
@@ -403,8 +404,11 @@ static void on_file(void *ud, fhir_client_result *res)
     poll_count_result(p, res);
     char cause[FHIR_ERROR_MAX];
     cause[0] = 0;
-    if (res->err.msg[0])
+    const char *reason = "ingest";
+    if (res->err.msg[0]) {
         snprintf(cause, sizeof cause, "%s", f->err.msg[0] ? f->err.msg : res->err.msg);
+        reason = f->err.msg[0] ? "ingest" : poll_reason_of(res);
+    }
     fhir_client_result_free(res);
     /* the rest of the batch, and the last line (which may lack its newline) */
     if (!cause[0] && file_store(f, f->batch.data, f->batch.len, true))
@@ -413,7 +417,7 @@ static void on_file(void *ud, fhir_client_result *res)
         fhir_log(FHIR_LOG_INFO, "bulk.file", "source=%s kind=%s type=%s changed=%zu lines=%zu attempt=%u",
                  p->cfg->name, kind_name(f->kind), f->type, p->changed - f->changed_before,
                  fhir_ndjson_stats_get(f->nd)->ok, f->attempts);
-        file_finished(f, NULL);
+        file_finished(f, NULL, NULL);
         return;
     }
     file_reset(f);
@@ -427,7 +431,7 @@ static void on_file(void *ud, fhir_client_result *res)
         evtimer_add(f->retry_timer, &tv);
         return;
     }
-    file_finished(f, cause);
+    file_finished(f, cause, reason);
 }
 
 static void file_start(bulk_file *f)
@@ -447,7 +451,7 @@ static void file_start(bulk_file *f)
     fhir_error_clear(&err);
     if (fhir_client_get_stream(p->client, &sr, file_chunk, on_file, f, &err)) {
         f->attempts = BULK_FILE_ATTEMPTS; /* refused before sending (another origin): for good */
-        file_finished(f, err.msg);
+        file_finished(f, err.msg, "other");
     }
 }
 
@@ -472,7 +476,8 @@ static void bulk_pump(poll_source *p)
     for (size_t i = 0; i < nt; i++)
         complete = complete && p->type_ok[i];
     if (!complete)
-        p->failed = true; /* the types read completely still advance */
+        poll_fail(p, "incomplete"); /* the types read completely still advance (a file's
+                                      * failure noted its own reason first) */
     char **keys = calloc(nt + 1, sizeof *keys);
     if (!keys)
         abort();
@@ -531,7 +536,7 @@ static void bulk_manifest(poll_source *p, fhir_client_result *res)
     add_files(p, fhir_node_get(m, "deleted"), BF_DELETED);
     for (size_t i = 0; i < b->n_files; i++)
         if (!b->files[i].url) {
-            bulk_fail(p, "manifest entry without url");
+            bulk_fail(p, "parse", "manifest entry without url");
             return;
         }
     fhir_log(FHIR_LOG_INFO, "bulk.manifest",
@@ -565,8 +570,9 @@ static void on_bulk_status_done(void *ud, fhir_client_result *res)
     if (res->err.msg[0]) {
         char msg[900];
         snprintf(msg, sizeof msg, "status request: %s", res->err.msg);
+        const char *reason = poll_reason_of(res);
         fhir_client_result_free(res);
-        bulk_fail(p, msg);
+        bulk_fail(p, reason, msg);
         return;
     }
     if (res->status == 202) {
@@ -580,7 +586,7 @@ static void on_bulk_status_done(void *ud, fhir_client_result *res)
             delay = 300000;
         fhir_client_result_free(res);
         if (++b->status_polls > BULK_MAX_STATUS_POLLS) {
-            bulk_fail(p, "export not complete after the status poll limit");
+            bulk_fail(p, "timeout", "export not complete after the status poll limit");
             return;
         }
         b->timer_kicks = false;
@@ -596,8 +602,9 @@ static void on_bulk_status_done(void *ud, fhir_client_result *res)
         char msg[200];
         snprintf(msg, sizeof msg, "status request: HTTP %ld%s", res->status,
                  res->status == 200 ? " with a manifest without a valid transactionTime" : "");
+        const char *reason = res->status == 200 ? "parse" : "other";
         fhir_client_result_free(res);
-        bulk_fail(p, msg);
+        bulk_fail(p, reason, msg);
         return;
     }
     fhir_log(FHIR_LOG_DEBUG, "bulk.complete", "source=%s status_polls=%u", p->cfg->name, b->status_polls);
@@ -618,7 +625,7 @@ static void on_bulk_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error err;
     fhir_error_clear(&err);
     if (fhir_client_send(p->client, &st, on_bulk_status_done, p, &err))
-        bulk_fail(p, err.msg);
+        bulk_fail(p, "other", err.msg);
 }
 
 static void start_status(poll_source *p)
@@ -678,7 +685,7 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
             snprintf(msg, sizeof msg, "kick-off refused for %lld s: the server is running another "
                      "export job (%s)", (long long)(waited / 1000), res->err.msg);
             fhir_client_result_free(res);
-            bulk_fail(p, msg);
+            bulk_fail(p, "timeout", msg);
             return;
         }
         fhir_client_result_free(res);
@@ -694,8 +701,9 @@ static void on_bulk_kickoff(void *ud, fhir_client_result *res)
         else
             snprintf(msg, sizeof msg, "kick-off: HTTP %ld%s", res->status,
                      res->content_location ? "" : " without Content-Location");
+        const char *reason = res->err.msg[0] ? poll_reason_of(res) : "other";
         fhir_client_result_free(res);
-        bulk_fail(p, msg);
+        bulk_fail(p, reason, msg);
         return;
     }
     b->status_url = fhir_xstrdup(res->content_location);
@@ -727,7 +735,7 @@ static void bulk_kickoff(poll_source *p)
                         : fhir_client_send(p->client, &kick, on_bulk_kickoff, p, &err);
     fhir_buf_free(&u);
     if (rc)
-        bulk_fail(p, err.msg);
+        bulk_fail(p, "other", err.msg);
 }
 
 /* The cursor of type slot i: its own, else the single cursor of older versions, else the

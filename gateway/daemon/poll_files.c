@@ -98,7 +98,7 @@ static void files_poll(poll_source *p)
         char msg[600];
         snprintf(msg, sizeof msg, "cannot open drop folder: %s", strerror(errno));
         poll_log_err("files.failed", p, msg);
-        p->failed = true;
+        poll_fail(p, "files");
         poll_end(p);
         return;
     }

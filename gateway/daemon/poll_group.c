@@ -103,8 +103,8 @@ static void on_group(void *ud, fhir_client_result *res)
     p->pending--;
     if (res->err.msg[0] || !res->body) {
         poll_log_err("poll.group_failed", p, res->err.msg[0] ? res->err.msg : "empty Group");
+        poll_fail(p, res->err.msg[0] ? poll_reason_of(res) : "parse");
         fhir_client_result_free(res);
-        p->failed = true;
         poll_end(p);
         return;
     }
@@ -153,7 +153,7 @@ static void group_poll(poll_source *p)
     poll_op *o = poll_op_new(p, 0, 0, -1);
     if (fhir_client_read(p->client, "Group", p->cfg->group_id, on_group, o, &err)) {
         poll_log_err("poll.group_failed", p, err.msg);
-        p->failed = true;
+        poll_fail(p, "other");
         poll_end(p);
         return;
     }

@@ -58,6 +58,7 @@ struct poll_source {
     /* the poll in progress */
     int pending;              /* searches in flight */
     bool failed;
+    const char *fail_reason;  /* the first reason this poll failed for (poll_fail) */
     size_t changed, unchanged, unresolved, deleted, outcome_issues, bulk_issues;
     bool since_ignored;       /* this poll saw data older than it asked for */
     bool full_refresh;        /* this poll reads everything (full_refresh_s) */
@@ -77,6 +78,13 @@ struct poll_source {
 /* ---- shared parts (poll_source.c) ---------------------------------------------------------- */
 
 void poll_log_err(const char *event, const poll_source *p, const char *msg);
+/* The poll fails (p->failed), for reason (one of ADMIN_POLL_FAIL_REASONS, admin.h) unless an
+ * earlier failure of the same poll gave one. poll_note_reason only records the reason (a part
+ * that fails the poll later, at its end). */
+void poll_fail(poll_source *p, const char *reason);
+void poll_note_reason(poll_source *p, const char *reason);
+/* The reason of a failed HTTP exchange (its fhir_client_fail). */
+const char *poll_reason_of(const fhir_client_result *res);
 /* Ends the poll: counters to env->done, per-poll state dropped, next poll scheduled. */
 void poll_end(poll_source *p);
 /* A new op owned by the poll. */

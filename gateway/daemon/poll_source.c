@@ -18,6 +18,30 @@ void poll_log_err(const char *event, const poll_source *p, const char *msg)
     fhir_log(FHIR_LOG_WARN, event, "source=%s error=%s", p->cfg->name, msg);
 }
 
+void poll_note_reason(poll_source *p, const char *reason)
+{
+    if (!p->fail_reason)
+        p->fail_reason = reason;
+}
+
+void poll_fail(poll_source *p, const char *reason)
+{
+    poll_note_reason(p, reason);
+    p->failed = true;
+}
+
+const char *poll_reason_of(const fhir_client_result *res)
+{
+    switch (res->fail) {
+    case FHIR_FAIL_STOPPED:
+        return "ingest"; /* our page or chunk callback stopped it: storing what arrived failed */
+    case FHIR_FAIL_NONE:
+        return "other";
+    default:
+        return fhir_client_fail_name(res->fail);
+    }
+}
+
 const char *poll_source_name(const poll_source *p)
 {
     return p->cfg->name;
@@ -62,6 +86,7 @@ static void poll_reset(poll_source *p)
     p->n_ops = p->cap_ops = 0;
     p->pending = 0;
     p->failed = false;
+    p->fail_reason = NULL;
     p->changed = p->unchanged = p->unresolved = p->deleted = p->outcome_issues = p->bulk_issues = 0;
     p->since_ignored = p->full_refresh = false;
     if (p->impl->reset)
@@ -87,22 +112,31 @@ static int release_held(poll_source *p)
 void poll_end(poll_source *p)
 {
     if (!p->failed && release_held(p))
-        p->failed = true;
+        poll_fail(p, "store");
     if (p->unresolved) /* counts only: the references themselves may carry identifiers */
         fhir_log(FHIR_LOG_WARN, "ingest.unresolved", "source=%s count=%zu note=%s", p->cfg->name, p->unresolved,
                  "patient references that name no patient (stored, never screened)");
-    poll_result r = {.ok = !p->failed, .changed = p->changed, .unchanged = p->unchanged, .unresolved = p->unresolved,
+    poll_result r = {.ok = !p->failed,
+                     .fail_reason = p->failed ? (p->fail_reason ? p->fail_reason : "other") : NULL,
+                     .changed = p->changed, .unchanged = p->unchanged, .unresolved = p->unresolved,
                      .deleted = p->deleted, .outcome_issues = p->outcome_issues,
                      .bulk_issues = p->bulk_issues, .since_ignored = p->since_ignored};
     if (r.ok)
         p->done_once = true;
     int64_t held = store_held_count(p->env.st, p->cfg->name);
-    fhir_log(p->failed ? FHIR_LOG_WARN : FHIR_LOG_INFO, "poll.done",
-             "source=%s kind=%s result=%s changed=%zu unchanged=%zu deleted=%zu held=%lld full_refresh=%s ms=%lld",
-             p->cfg->name, config_source_kind_name(p->cfg->kind), p->failed ? "failed" : "ok",
-             p->changed, p->unchanged, p->deleted, (long long)(held < 0 ? 0 : held),
-             p->full_refresh ? "true" : "false",
-             (long long)(fhir_clock_mono_ms() - p->started_mono));
+    long long ms = (long long)(fhir_clock_mono_ms() - p->started_mono);
+    if (p->failed)
+        fhir_log(FHIR_LOG_WARN, "poll.done",
+                 "source=%s kind=%s result=failed reason=%s changed=%zu unchanged=%zu deleted=%zu held=%lld "
+                 "full_refresh=%s ms=%lld",
+                 p->cfg->name, config_source_kind_name(p->cfg->kind), r.fail_reason, p->changed, p->unchanged,
+                 p->deleted, (long long)(held < 0 ? 0 : held), p->full_refresh ? "true" : "false", ms);
+    else
+        fhir_log(FHIR_LOG_INFO, "poll.done",
+                 "source=%s kind=%s result=ok changed=%zu unchanged=%zu deleted=%zu held=%lld full_refresh=%s "
+                 "ms=%lld",
+                 p->cfg->name, config_source_kind_name(p->cfg->kind), p->changed, p->unchanged, p->deleted,
+                 (long long)(held < 0 ? 0 : held), p->full_refresh ? "true" : "false", ms);
     /* after a failure: retry_s, doubled per failure in a row, at most interval_s */
     long next = p->cfg->interval_s;
     if (p->failed) {
@@ -261,7 +295,7 @@ void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
     fhir_error_clear(&err);
     if (store_begin(st, &err)) {
         poll_log_err("poll.cursor_failed", p, err.msg);
-        p->failed = true;
+        poll_fail(p, "store");
         return;
     }
     for (size_t i = 0; i < nslots; i++) {
@@ -270,13 +304,13 @@ void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
         if (store_cursor_put(st, p->cfg->name, keys[i], p->cursor_new[i], &err)) {
             store_rollback(st);
             poll_log_err("poll.cursor_failed", p, err.msg);
-            p->failed = true;
+            poll_fail(p, "store");
             return;
         }
     }
     if (p->impl->more_cursors && p->impl->more_cursors(p, &err)) {
         store_rollback(st);
-        p->failed = true;
+        poll_fail(p, "store");
         return;
     }
     bool all_ok = !p->failed;
@@ -288,13 +322,13 @@ void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
         if (store_cursor_put(st, p->cfg->name, "fullRefresh", now, &err)) {
             store_rollback(st);
             poll_log_err("poll.cursor_failed", p, err.msg);
-            p->failed = true;
+            poll_fail(p, "store");
             return;
         }
     }
     if (store_commit(st, &err)) {
         poll_log_err("poll.cursor_failed", p, err.msg);
-        p->failed = true;
+        poll_fail(p, "store");
     }
 }
 
@@ -348,7 +382,7 @@ static void on_search_done(void *ud, fhir_client_result *res)
         char msg[800];
         snprintf(msg, sizeof msg, "%s: %s", p->cfg->types.v[o->type], res->err.msg);
         poll_log_err("poll.search_failed", p, msg);
-        p->failed = true;
+        poll_fail(p, poll_reason_of(res));
         p->type_ok[o->slot] = false;
     }
     fhir_client_result_free(res);
@@ -363,7 +397,7 @@ int poll_start_search(poll_source *p, poll_op *o, const char *query)
     fhir_error_clear(&err);
     if (fhir_client_search(p->client, query, on_page, on_search_done, o, &err)) {
         poll_log_err("poll.search_failed", p, err.msg);
-        p->failed = true;
+        poll_fail(p, "other");
         p->type_ok[o->slot] = false;
         return -1;
     }

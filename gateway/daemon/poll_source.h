@@ -56,8 +56,16 @@ typedef struct poll_source poll_source;
 /* How a poll ended (passed to poll_env.done). A poll is ok only when it read everything it
  * asked for: then its cursors moved and the patients it brought were released for screening
  * (a failed poll keeps them held, store_held_mark). */
+/* Why a poll failed: one of ADMIN_POLL_FAIL_REASONS (admin.h), the first failure of the poll
+ * deciding (metrics cartgate_poll_failures_total{source,reason}): could not connect, the
+ * connection broke, a timeout, TLS, credentials refused (401/403, no SMART token), another 4xx,
+ * a 5xx, a body that does not parse, data the server left out (a search short of
+ * Bundle.total, the page cap, a bulk type failed in the manifest's error[]), storing what
+ * arrived failed (ingest), the store (cursors, held patients), a drop folder that cannot be
+ * read, anything else. */
 typedef struct poll_result {
     bool ok;
+    const char *fail_reason; /* !ok: one of ADMIN_POLL_FAIL_REASONS (static) */
     size_t changed;        /* resources stored new or changed */
     size_t unchanged;      /* resources seen again without change */
     size_t unresolved;     /* resources whose patient reference resolved to no patient */

@@ -151,6 +151,15 @@ static SSL_CTX *tls_ctx(const char *cert, const char *key, fhir_error *err)
     return c;
 }
 
+int serve_tls_check(const char *cert_file, const char *key_file, fhir_error *err)
+{
+    SSL_CTX *c = tls_ctx(cert_file, key_file, err);
+    if (!c)
+        return -1;
+    SSL_CTX_free(c);
+    return 0;
+}
+
 static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
 
 static bool method_ok(const char *m)

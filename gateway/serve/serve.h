@@ -113,6 +113,10 @@ typedef struct serve_stats {
     int open;                      /* connections open now */
 } serve_stats;
 
+/* The listener's TLS files as serve_new loads them: the PEM chain and key load and match.
+ * 0, or -1 with err naming the file (check-config). */
+int serve_tls_check(const char *cert_file, const char *key_file, fhir_error *err);
+
 /* Validates cfg (TLS files load and match; a plain-HTTP non-loopback bind is refused unless
  * insecure_plain_http) and builds the listener on base (borrowed). acc (borrowed) checks
  * tokens and sessions. Nothing is bound until serve_start(). Caller frees with serve_free(). */

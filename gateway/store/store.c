@@ -217,6 +217,13 @@ static const struct {
      "  received_ms INTEGER NOT NULL"
      ");"
      "CREATE INDEX cds_feedback_card ON cds_feedback(card);"},
+    /* store.retention: whether the patient's last screening found a heme diagnosis (1), none
+     * (0), or was made before this was recorded (NULL: never pruned); when the patient's
+     * cached resources were pruned (the verdict stays: nothing is screened from an empty
+     * cache until new data arrives). */
+    {"verdicts.heme, verdicts.pruned_ms (store.retention)",
+     "ALTER TABLE verdicts ADD COLUMN heme INTEGER;"
+     "ALTER TABLE verdicts ADD COLUMN pruned_ms INTEGER;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -237,6 +244,17 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
     "NULL, NULL, NULL, NULL, attempts, next_attempt_ms, last_status, last_error, NULL, "     \
     "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms, " \
     "episode, supersedes, episode_marker, ended, cancel_requested_ms"
+/* The patients store.retention may prune (?1: the cutoff in ms): screened without a heme
+ * diagnosis, not a candidate, no referral ever, nothing held or waiting to be screened, and no
+ * cached resource stored or changed since the cutoff. Verdicts, referrals and the audit are
+ * never touched; only the resources table is. */
+#define RETENTION_PATIENTS                                                                   \
+    "WITH prune(pid) AS (SELECT v.patient_id FROM verdicts v WHERE v.heme = 0 AND "          \
+    "v.category NOT IN ('eligible','possibly_eligible') AND "                                \
+    "NOT EXISTS (SELECT 1 FROM referrals f WHERE f.patient_id = v.patient_id) AND "          \
+    "NOT EXISTS (SELECT 1 FROM held h WHERE h.patient_id = v.patient_id) AND "               \
+    "NOT EXISTS (SELECT 1 FROM daemon_dirty d WHERE d.patient_id = v.patient_id) AND "       \
+    "(SELECT max(r.stored_ms) FROM resources r WHERE r.patient_id = v.patient_id) < ?1) "
 #define WORKLIST_ORDER                                                                       \
     "CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END"
 
@@ -254,6 +272,11 @@ enum {
     Q_RES_EACH,
     Q_RES_GET,
     Q_RES_DELETE,
+    Q_RES_COUNT,
+    Q_PRUNE_COUNT,
+    Q_PRUNE_DELETE,
+    Q_PRUNE_MARK,
+    Q_VERDICT_PRUNED,
     Q_HELD_MARK,
     Q_HELD_RELEASE,
     Q_HELD_CLEAR,
@@ -264,12 +287,15 @@ enum {
     Q_DIRTY_NEXT,
     Q_DIRTY_CLEAR,
     Q_DIRTY_COUNT,
+    Q_DIRTY_ALL,
+    Q_DIRTY_ALL_COUNT,
     Q_VERDICT_PUT,
     Q_VERDICT_GET,
     Q_VERDICT_DELETE,
     Q_VERDICT_LIST,
     Q_VERDICT_LIST_CAT,
     Q_VERDICT_COUNT,
+    Q_VERDICT_HEME,
     Q_REF_INSERT,
     Q_REF_GET,
     Q_REF_GET_PLACER,
@@ -374,6 +400,19 @@ static const struct {
                          "patient_id, ? FROM verdicts WHERE ruleset_hash <> ?"},
     [Q_RES_DELETE] = {"resource delete",
                       "DELETE FROM resources WHERE type = ? AND id = ? RETURNING patient_id"},
+    [Q_RES_COUNT] = {"resource count", "SELECT count(*) FROM resources WHERE patient_id = ?"},
+    /* store.retention: the patients whose cached resources may go (RETENTION_PATIENTS), and
+     * their resources counted or removed */
+    [Q_PRUNE_COUNT] = {"retention count",
+                       RETENTION_PATIENTS "SELECT count(DISTINCT patient_id), count(*) FROM "
+                       "resources WHERE patient_id IN (SELECT pid FROM prune)"},
+    [Q_PRUNE_DELETE] = {"retention prune",
+                        RETENTION_PATIENTS "DELETE FROM resources WHERE patient_id IN "
+                        "(SELECT pid FROM prune)"},
+    [Q_PRUNE_MARK] = {"retention prune",
+                      RETENTION_PATIENTS "UPDATE verdicts SET pruned_ms = ?2 WHERE patient_id IN "
+                      "(SELECT pid FROM prune)"},
+    [Q_VERDICT_PRUNED] = {"verdict read", "SELECT pruned_ms FROM verdicts WHERE patient_id = ?"},
     [Q_HELD_MARK] = {"held mark", "INSERT OR IGNORE INTO held(source, patient_id, marked_ms) "
                                   "VALUES (?,?,?)"},
     [Q_HELD_RELEASE] = {"held release",
@@ -388,6 +427,11 @@ static const struct {
                                     "ORDER BY marked_ms, patient_id LIMIT ?"},
     [Q_DIRTY_CLEAR] = {"dirty clear", "DELETE FROM daemon_dirty WHERE patient_id = ?"},
     [Q_DIRTY_COUNT] = {"dirty count", "SELECT count(*) FROM daemon_dirty"},
+    [Q_DIRTY_ALL] = {"dirty mark", "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) "
+                                   "SELECT DISTINCT patient_id, ? FROM resources WHERE "
+                                   "patient_id <> ''"},
+    [Q_DIRTY_ALL_COUNT] = {"dirty count", "SELECT count(DISTINCT patient_id) FROM resources "
+                                          "WHERE patient_id <> ''"},
     [Q_VERDICT_PUT] = {"verdict write",
                        "INSERT INTO verdicts(patient_id, ruleset_hash, category, profile_json, "
                        "verdict_json, updated_ms) VALUES (?,?,?,?,?,?) ON CONFLICT(patient_id) "
@@ -407,6 +451,8 @@ static const struct {
                             "updated_ms FROM verdicts WHERE category = ? ORDER BY patient_id "
                             "LIMIT ? OFFSET ?"},
     [Q_VERDICT_COUNT] = {"verdict count", "SELECT count(*) FROM verdicts WHERE category = ?"},
+    [Q_VERDICT_HEME] = {"verdict write",
+                        "UPDATE verdicts SET heme = ?, pruned_ms = NULL WHERE patient_id = ?"},
     [Q_REF_INSERT] = {"referral insert",
                       "INSERT INTO referrals(placer_id, site_id, patient_id, center_id, "
                       "indications, state, mode, urgency, explanation, verdict_json, "
@@ -1192,6 +1238,61 @@ int store_resource_delete(store *s, const char *type, const char *id, char *pati
     return 0;
 }
 
+int64_t store_resource_count(store *s, const char *patient_id)
+{
+    q x;
+    if (q_take(s, Q_RES_COUNT, &x, NULL))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    return q_int(s, &x, 0);
+}
+
+static int prune_counts(void *ctx, sqlite3_stmt *st)
+{
+    store_prune_counts *c = ctx;
+    c->patients = sqlite3_column_int64(st, 0);
+    c->resources = sqlite3_column_int64(st, 1);
+    return 1;
+}
+
+int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_counts *out,
+                          fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    bool own = !s->in_tx;
+    if (own && store_begin(s, err))
+        return -1;
+    q x;
+    int rc = q_take(s, Q_PRUNE_COUNT, &x, err);
+    if (rc == 0) {
+        sqlite3_bind_int64(x.st, 1, cutoff_ms);
+        rc = q_rows(s, &x, "retention count", prune_counts, out, err) < 0 ? -1 : 0;
+    }
+    if (rc == 0 && apply && out->resources > 0) {
+        /* the verdicts first: the patients are found through their cached resources */
+        rc = q_take(s, Q_PRUNE_MARK, &x, err);
+        if (rc == 0) {
+            sqlite3_bind_int64(x.st, 1, cutoff_ms);
+            sqlite3_bind_int64(x.st, 2, fhir_clock_now_ms());
+            rc = q_run(s, &x, "retention prune", err);
+        }
+    }
+    if (rc == 0 && apply && out->resources > 0) {
+        rc = q_take(s, Q_PRUNE_DELETE, &x, err);
+        if (rc == 0) {
+            sqlite3_bind_int64(x.st, 1, cutoff_ms);
+            rc = q_run(s, &x, "retention prune", err);
+        }
+    }
+    if (own) {
+        if (rc == 0)
+            rc = store_commit(s, err);
+        else
+            store_rollback(s);
+    }
+    return rc;
+}
+
 /* ---- patients held by an incomplete poll --------------------------------------------------------- */
 
 int store_held_mark(store *s, const char *source, const char *patient_id, fhir_error *err)
@@ -1265,6 +1366,22 @@ int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_er
         return -1;
     sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
     bind_text(x.st, 2, ruleset_hash);
+    return q_run(s, &x, "dirty mark", err);
+}
+
+int store_dirty_mark_all(store *s, int64_t *n_out, fhir_error *err)
+{
+    q x;
+    if (n_out) {
+        if (q_take(s, Q_DIRTY_ALL_COUNT, &x, err))
+            return -1;
+        *n_out = q_int(s, &x, 0);
+        if (*n_out < 0)
+            return sql_fail(s, err, "dirty count");
+    }
+    if (q_take(s, Q_DIRTY_ALL, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
     return q_run(s, &x, "dirty mark", err);
 }
 
@@ -1408,6 +1525,25 @@ int64_t store_verdict_list(store *s, const char *category, int64_t limit, int64_
     sqlite3_bind_int64(x.st, k, offset);
     verdict_ctx c = {fn, ctx};
     return q_rows(s, &x, "verdict list", verdict_row, &c, err);
+}
+
+int store_verdict_set_heme(store *s, const char *patient_id, bool heme, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_HEME, &x, err))
+        return -1;
+    sqlite3_bind_int(x.st, 1, heme ? 1 : 0);
+    bind_text(x.st, 2, patient_id);
+    return q_run(s, &x, "verdict write", err);
+}
+
+int64_t store_verdict_pruned(store *s, const char *patient_id)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_PRUNED, &x, NULL))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    return q_int(s, &x, 0);
 }
 
 int64_t store_verdict_count(store *s, const char *category, fhir_error *err)

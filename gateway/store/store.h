@@ -6,7 +6,8 @@
  * Durability: WAL journal, synchronous=FULL (every commit is on disk before it returns),
  * foreign keys on, busy timeout. The schema is versioned with PRAGMA user_version and
  * migrated forward on open, one transaction per step; a database newer than this binary
- * is refused. Nothing here prunes undelivered referrals.
+ * is refused. Nothing here prunes referrals, verdicts or the audit; store_retention_prune
+ * removes only cached resources (store.retention).
  *
  * Statements are prepared once per handle and kept until store_close (a statement still in
  * use by an outer iteration is prepared afresh for the inner call). Rows handed to callbacks
@@ -26,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 8
+#define STORE_SCHEMA_VERSION 9
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -139,6 +140,20 @@ int store_resource_get(store *s, const char *type, const char *id, store_resourc
 int store_resource_delete(store *s, const char *type, const char *id, char *patient_id_out,
                           size_t n, bool *found, fhir_error *err);
 
+/* Cached resources of one patient. -1 on error. */
+int64_t store_resource_count(store *s, const char *patient_id);
+
+/* store.retention: the cached resources of patients screened without a heme diagnosis
+ * (store_verdict_set_heme false), not eligible or possibly eligible, with no referral, nothing
+ * held or waiting to be screened, and no resource stored or changed since cutoff_ms. Counted
+ * into *out (patients, resources); removed too when apply (their verdicts are kept, marked
+ * pruned: store_verdict_pruned). Referrals and the audit are never touched. Its own transaction unless one is open. 0, or -1 with err. */
+typedef struct store_prune_counts {
+    int64_t patients, resources;
+} store_prune_counts;
+int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_counts *out,
+                          fhir_error *err);
+
 /* ---- patients held by an incomplete poll -------------------------------------------- */
 /* A patient whose cached data a poll of `source` changed while that poll has not completed:
  * never screened while held by any source (store_dirty_next skips it), released for
@@ -153,6 +168,9 @@ int64_t store_held_count(store *s, const char *source);
 /* ---- patients still to screen ------------------------------------------------------- */
 /* Marks a patient whose cached data changed (kept across restarts until cleared). */
 int store_dirty_mark(store *s, const char *patient_id, fhir_error *err);
+/* Marks every patient with cached resources (re-screen everyone); *n_out (may be NULL) gets
+ * how many patients that is. */
+int store_dirty_mark_all(store *s, int64_t *n_out, fhir_error *err);
 /* Marks every patient whose verdict was made under another rule set. */
 int store_dirty_mark_ruleset_changed(store *s, const char *ruleset_hash, fhir_error *err);
 /* Up to max marked patients that no source holds, oldest mark first, into ids[] (caller
@@ -166,6 +184,13 @@ int64_t store_dirty_count(store *s);
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
                       const char *category, const char *profile_json, const char *verdict_json,
                       fhir_error *err);
+/* Records whether the verdict's screening found a heme diagnosis (after store_verdict_put, in
+ * the same transaction; it also clears the retention mark: the verdict is made from cached
+ * data again); store.retention prunes only patients recorded without one. */
+int store_verdict_set_heme(store *s, const char *patient_id, bool heme, fhir_error *err);
+/* When store.retention pruned the patient's cached resources (ms; 0 = not pruned since the
+ * verdict was made, or no verdict). -1 on error. */
+int64_t store_verdict_pruned(store *s, const char *patient_id);
 /* Removes a patient's verdict (nothing of the patient is cached any more). */
 int store_verdict_delete(store *s, const char *patient_id, fhir_error *err);
 /* Caller frees the out strings (NULL allowed for the ones not wanted). 1 found, 0 absent,

@@ -2,7 +2,9 @@
 # Monitoring: the daemon's /metrics passes `promtool check metrics` (every family with HELP and
 # TYPE, names and units as Prometheus expects), carries cartgate_build_info, the process_*
 # figures and the age of the oldest referral awaiting approval; /readyz answers without a
-# token and says nothing but ready or not; conf/monitoring/alerts.yml passes `promtool check
+# token and says nothing but ready or not; failed polls are counted by source and reason (a
+# source where nothing listens: connect; one that answers 401, the daemon's own listener:
+# auth), every reason shown for every source; conf/monitoring/alerts.yml passes `promtool check
 # rules`, and every cartgate_/process_ series the alert rules and the Grafana dashboard use is
 # one /metrics serves. promtool comes from scripts/bootstrap (tests/tools/bin) or the PATH.
 set -u
@@ -19,16 +21,22 @@ mkdir -p "$TMP/drop"
 "$CG" synth --seed 5 --patients 30 --out "$TMP/cohort" --format ndjson >/dev/null || fail "synth"
 cp "$TMP"/cohort/*.000.ndjson "$TMP/drop/"
 centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"   # nothing listens: sends stay queued
+APORT=$(free_port)
+[ -n "$APORT" ] || fail "no free port"
 cat >"$TMP/c.conf" <<CONF
 {
   "site": {"id": "t-metrics", "location": {"lat": 41.59, "lon": -93.62}},
   "store": {"path": "$TMP/cg.db"},
-  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "admin": {"port": $APORT, "token_env": "CARTGATE_ADMIN_TOKEN"},
   "centers": {"file": "$TMP/centers.json"},
   "criteria": {"dir": "$SRC/conf/criteria"},
   "as_of": "2026-11-01",
   "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
-  "sources": [{"name": "drop", "kind": "files", "dir": "$TMP/drop", "interval_s": 1}]
+  "sources": [{"name": "drop", "kind": "files", "dir": "$TMP/drop", "interval_s": 1},
+              {"name": "nobody", "kind": "search", "base_url": "http://127.0.0.1:9/fhir", "types": ["Patient"],
+               "interval_s": 3600, "retry_s": 1, "timeout_s": 5},
+              {"name": "self", "kind": "search", "base_url": "http://127.0.0.1:$APORT/fhir", "types": ["Patient"],
+               "interval_s": 3600, "retry_s": 1}]
 }
 CONF
 start_daemon d1 "$TMP/c.conf"
@@ -64,6 +72,27 @@ if [ "$pending" -gt 0 ]; then
   awk -v a="$age" 'BEGIN {exit !(a > 0)}' || fail "$pending pending approval(s) but oldest age $age"
 fi
 ok "build_info, process CPU/RSS/fds/start time, oldest pending approval ($pending pending, $age s)"
+
+failures() { awk -v k="cartgate_poll_failures_total{source=\"$1\",reason=\"$2\"}" '$1==k {print $2}' "$TMP/metrics.txt"; }
+both_failed() {
+  api /metrics && cp "$TMP/resp" "$TMP/metrics.txt"
+  [ "$(failures nobody connect)" -ge 1 ] 2>/dev/null && [ "$(failures self auth)" -ge 1 ] 2>/dev/null
+}
+wait_for "a failed poll of each failing source counted" 120 both_failed
+for r in connect network timeout tls auth http_4xx http_5xx parse incomplete ingest store files other; do
+  for src in drop nobody self; do
+    [ -n "$(failures $src $r)" ] || fail "no cartgate_poll_failures_total for source $src reason $r"
+  done
+done
+[ "$(failures drop connect)" = 0 ] && [ "$(failures nobody auth)" = 0 ] && [ "$(failures self connect)" = 0 ] ||
+  fail "failures counted under the wrong source or reason: $(grep poll_failures "$TMP/metrics.txt" | grep -v ' 0$')"
+nfail=$(awk '$1 ~ /^cartgate_polls_total\{source="nobody",result="failed"\}/ {print $2}' "$TMP/metrics.txt")
+nconn=$(failures nobody connect)
+[ "$nfail" = "$nconn" ] || fail "nobody: $nfail failed polls but $nconn counted by reason"
+grep -q 'event="poll.done" source="nobody" kind="search" result="failed" reason="connect"' "$TMP/d1.log" || fail "no poll.done reason=connect: $(grep poll.done "$TMP/d1.log" | grep nobody | head -2)"
+grep -q 'event="poll.done" source="self" kind="search" result="failed" reason="auth"' "$TMP/d1.log" || fail "no poll.done reason=auth"
+"$PROMTOOL" check metrics <"$TMP/metrics.txt" >"$TMP/lint2.out" 2>&1 && [ ! -s "$TMP/lint2.out" ] || fail "promtool after failures: $(cat "$TMP/lint2.out")"
+ok "poll failures by reason: nobody listening = connect ($nconn), 401 = auth ($(failures self auth)); 13 reasons x 3 sources shown; promtool clean"
 stop_daemon "$DPID"
 
 "$PROMTOOL" check rules "$SRC/conf/monitoring/alerts.yml" >"$TMP/rules.out" 2>&1 || fail "promtool check rules: $(cat "$TMP/rules.out")"

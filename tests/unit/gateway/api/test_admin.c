@@ -27,6 +27,7 @@ static const struct {
     {"GET", "/api/v1/referrals", ROLE_VIEWER},
     {"GET", "/api/v1/referrals/{id}", ROLE_VIEWER},
     {"GET", "/api/v1/referrals/{id}/payload", ROLE_VIEWER},
+    {"POST", "/api/v1/patients/rescreen", ROLE_ADMIN},
     {"POST", "/api/v1/patients/{id}/rescreen", ROLE_CLINICIAN},
     {"POST", "/api/v1/referrals/{id}/approve", ROLE_CLINICIAN},
     {"POST", "/api/v1/referrals/{id}/decline", ROLE_CLINICIAN},

@@ -263,7 +263,11 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
-#define UNDO_AFTER_V7 "DROP TABLE cds_jti; DROP TABLE cds_cards; DROP TABLE cds_feedback;"
+#define UNDO_AFTER_V8                                                                        \
+    "ALTER TABLE verdicts DROP COLUMN heme; ALTER TABLE verdicts DROP COLUMN pruned_ms;"
+#define UNDO_AFTER_V7                                                                        \
+    UNDO_AFTER_V8                                                                            \
+    "DROP TABLE cds_jti; DROP TABLE cds_cards; DROP TABLE cds_feedback;"
 #define UNDO_AFTER_V6                                                                        \
     UNDO_AFTER_V7                                                                            \
     "DROP INDEX referrals_cancel_due; ALTER TABLE referrals DROP COLUMN episode;"            \
@@ -715,6 +719,84 @@ static void test_v4_to_people(void **state)
     store_close(s);
 }
 
+/* One patient for the retention test: a verdict (heme: 1, 0, or -1 = not recorded) and two
+ * cached resources stored at stored_ms. */
+static void retention_patient(store *s, const char *pid, const char *category, int heme, int64_t stored_ms)
+{
+    fhir_error err = {0};
+    fhir_clock_set_fixed(stored_ms);
+    char id[64];
+    snprintf(id, sizeof id, "%s-c", pid);
+    assert_int_equal(store_resource_put(s, pid, "Patient", pid, "1", NULL, "{\"resourceType\":\"Patient\"}", &err), 0);
+    assert_int_equal(store_resource_put(s, pid, "Condition", id, "1", NULL, "{\"resourceType\":\"Condition\"}", &err), 0);
+    assert_int_equal(store_verdict_put(s, pid, "h", category, NULL, "{}", &err), 0);
+    if (heme >= 0)
+        assert_int_equal(store_verdict_set_heme(s, pid, heme == 1, &err), 0);
+    fhir_clock_set_fixed(-1);
+}
+
+/* store.retention: only the cached resources of patients screened without a heme diagnosis,
+ * not candidates, never referred, nothing waiting, unchanged since the cutoff; a dry run
+ * removes nothing; verdicts, referrals and the audit stay; the verdict is marked pruned until
+ * it is made again. Re-screening everyone marks the patients with cached data. */
+static void test_retention_prune(void **state)
+{
+    (void)state;
+    store *s = open_fresh("retention.db");
+    fhir_error err = {0};
+    const int64_t old = 1000000000000LL, cutoff = old + 86400000LL, recent = cutoff + 1;
+    retention_patient(s, "gone", "not_eligible", 0, old);        /* pruned */
+    retention_patient(s, "gone2", "not_in_force", 0, old);       /* pruned */
+    retention_patient(s, "heme", "not_eligible", 1, old);        /* a heme diagnosis: kept */
+    retention_patient(s, "legacy", "not_eligible", -1, old);     /* not recorded: kept */
+    retention_patient(s, "fresh", "not_eligible", 0, recent);    /* changed since: kept */
+    retention_patient(s, "cand", "possibly_eligible", 0, old);   /* a candidate: kept */
+    retention_patient(s, "refd", "not_eligible", 0, old);        /* a referral: kept */
+    retention_patient(s, "dirty", "not_eligible", 0, old);       /* waiting to be screened: kept */
+    retention_patient(s, "held", "not_eligible", 0, old);        /* held by a poll: kept */
+    store_referral r = row_for("PR", "refd", "cancelled");
+    int64_t rid;
+    assert_int_equal(store_referral_insert(s, &r, &rid, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "dirty", &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "held", &err), 0);
+    assert_int_equal(store_audit(s, "x", "note", 0, NULL, NULL, NULL, &err), 0);
+    int64_t audit0 = store_audit_count(s, 0);
+
+    store_prune_counts n;
+    assert_int_equal(store_retention_prune(s, cutoff, false, &n, &err), 0);
+    assert_int_equal(n.patients, 2);
+    assert_int_equal(n.resources, 4);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources"), 18); /* a dry run removes nothing */
+    assert_int_equal(store_verdict_pruned(s, "gone"), 0);
+
+    assert_int_equal(store_retention_prune(s, cutoff, true, &n, &err), 0);
+    assert_int_equal(n.patients, 2);
+    assert_int_equal(n.resources, 4);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources"), 14);
+    assert_int_equal(store_resource_count(s, "gone"), 0);
+    assert_int_equal(store_resource_count(s, "gone2"), 0);
+    const char *kept[] = {"heme", "legacy", "fresh", "cand", "refd", "dirty", "held"};
+    for (size_t i = 0; i < sizeof kept / sizeof kept[0]; i++)
+        assert_int_equal(store_resource_count(s, kept[i]), 2);
+    assert_int_equal(raw_int("SELECT count(*) FROM verdicts"), 9);      /* every verdict stays */
+    assert_int_equal(raw_int("SELECT count(*) FROM referrals"), 1);
+    assert_int_equal(store_audit_count(s, 0), audit0);
+    assert_true(store_verdict_pruned(s, "gone") > 0);
+    assert_int_equal(store_verdict_pruned(s, "heme"), 0);
+    assert_int_equal(store_retention_prune(s, cutoff, true, &n, &err), 0); /* nothing left to do */
+    assert_int_equal(n.resources, 0);
+
+    /* everyone with cached data is marked again; the pruned patients have none */
+    int64_t all = 0;
+    assert_int_equal(store_dirty_mark_all(s, &all, &err), 0);
+    assert_int_equal(all, 7);
+    assert_int_equal(raw_int("SELECT count(*) FROM daemon_dirty WHERE patient_id IN ('gone','gone2')"), 0);
+    /* a verdict made again from cached data clears the mark */
+    assert_int_equal(store_verdict_set_heme(s, "gone", false, &err), 0);
+    assert_int_equal(store_verdict_pruned(s, "gone"), 0);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -734,6 +816,7 @@ int main(void)
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
         cmocka_unit_test(test_referral_rows),
+        cmocka_unit_test(test_retention_prune),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
