@@ -815,7 +815,6 @@ static fhir_client_fail fail_of_curl(CURLcode rc)
 {
     switch (rc) {
     case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
         return FHIR_FAIL_CONNECT;
     case CURLE_OPERATION_TIMEDOUT:
@@ -857,18 +856,13 @@ static void fail_settle(fhir_client_result *r)
 
 static bool curl_code_transient(CURLcode rc, bool not_idempotent)
 {
-    switch (rc) {
-    case CURLE_COULDNT_RESOLVE_HOST:
-    case CURLE_COULDNT_CONNECT:
+    if (rc == CURLE_SSL_CONNECT_ERROR)
+        return !not_idempotent; /* the handshake broke off (not a failed verification) */
+    switch (fail_of_curl(rc)) {
+    case FHIR_FAIL_CONNECT:
         return true; /* never reached the server: always safe */
-    case CURLE_OPERATION_TIMEDOUT:
-    case CURLE_SEND_ERROR:
-    case CURLE_RECV_ERROR:
-    case CURLE_GOT_NOTHING:
-    case CURLE_PARTIAL_FILE:
-    case CURLE_HTTP2:
-    case CURLE_HTTP2_STREAM:
-    case CURLE_SSL_CONNECT_ERROR:
+    case FHIR_FAIL_TIMEOUT:
+    case FHIR_FAIL_NETWORK:
         return !not_idempotent;
     default:
         return false;

@@ -50,6 +50,18 @@ static int read_token(cli_api *c, const char *token_file, const char *token_env,
     return 0;
 }
 
+const char *cli_api_target(const char **admin, const char *db)
+{
+    const char *env = getenv("CARTGATE_ADMIN_URL");
+    if (!db && !*admin && env && *env)
+        *admin = env;
+    if (db && *admin)
+        return "use either --db FILE or --admin URL, not both";
+    if (!db && !*admin)
+        return "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required";
+    return NULL;
+}
+
 int cli_api_open(cli_api *c, const char *url, const char *token_file, const char *token_env,
                  const char *ca_file, fhir_error *err)
 {

@@ -6,6 +6,7 @@
 #ifndef CLI_API_H
 #define CLI_API_H
 
+#include "cli_opt.h"
 #include "cli_url.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
@@ -20,6 +21,25 @@ typedef struct cli_api {
     char auth[CLI_API_TOKEN_MAX + 32];  /* "Authorization: Bearer ..." */
     const char *ca_file;                /* PEM CA bundle for https (NULL: the system store) */
 } cli_api;
+
+/* The options of a command that reaches the daemon's API (cli_opt.h entries): --admin URL,
+ * --token-file F, --token-env VAR, --ca-file F, into the const char * variables given. */
+#define CLI_API_OPTS(admin, token_file, token_env, ca_file)                                    \
+    {.name = "admin", .kind = CLI_STR, .out = (admin), .arg = "URL", .def = "$CARTGATE_ADMIN_URL", \
+     .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"                    \
+             "http only to a loopback address, else https)"},                                   \
+        {.name = "token-file", .kind = CLI_PATH, .out = (token_file), .arg = "F",               \
+         .help = "your API token (first line of F; cartgate users token NAME)"},                \
+        {.name = "token-env", .kind = CLI_STR, .out = (token_env), .arg = "VAR",                \
+         .def = "CARTGATE_TOKEN, else CARTGATE_ADMIN_TOKEN",                                    \
+         .help = "... or from this environment variable (CARTGATE_ADMIN_TOKEN:\n"               \
+                 "the shared service token, audited as admin-api)"},                            \
+        {.name = "ca-file", .kind = CLI_PATH, .out = (ca_file), .arg = "F",                     \
+         .help = "PEM CA bundle for an https --admin URL (default: the system store)"}
+
+/* Either the API (*admin, else $CARTGATE_ADMIN_URL when db is NULL too) or the store (db):
+ * NULL when exactly one is chosen, else the usage message (static). */
+const char *cli_api_target(const char **admin, const char *db);
 
 /* Opens a connection description: url checked (cli_url_admin), the token read from
  * token_file, else the variable token_env, else $CARTGATE_TOKEN, else $CARTGATE_ADMIN_TOKEN.

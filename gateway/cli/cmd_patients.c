@@ -142,17 +142,7 @@ int cmd_patients(int argc, char **argv)
         .notes = "The running daemon does the screening; with --db it picks the marks up from the store.",
         .opts = (const cli_opt[]){
             {.name = "all", .kind = CLI_FLAG, .out = &o.all, .help = "rescreen: every patient with cached data"},
-            {.name = "admin", .kind = CLI_STR, .out = &o.admin, .arg = "URL", .def = "$CARTGATE_ADMIN_URL",
-             .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
-                     "http only to a loopback address, else https)"},
-            {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
-             .help = "your API token (first line of F; cartgate users token NAME)"},
-            {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
-             .def = "CARTGATE_TOKEN, else CARTGATE_ADMIN_TOKEN",
-             .help = "... or from this environment variable (CARTGATE_ADMIN_TOKEN:\n"
-                     "the shared service token, audited as admin-api)"},
-            {.name = "ca-file", .kind = CLI_PATH, .out = &o.ca_file, .arg = "F",
-             .help = "PEM CA bundle for an https --admin URL (default: the system store)"},
+            CLI_API_OPTS(&o.admin, &o.token_file, &o.token_env, &o.ca_file),
             {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
              .help = "on the SQLite store directly (the daemon screens on its next pass)"},
             {.name = "actor", .kind = CLI_STR, .out = &o.actor, .arg = "NAME", .def = "$USER",
@@ -185,12 +175,9 @@ int cmd_patients(int argc, char **argv)
     o.actor_set = o.actor != NULL;
     if (!o.actor)
         o.actor = getenv("USER") && *getenv("USER") ? getenv("USER") : "operator";
-    if (!o.db && !o.admin && getenv("CARTGATE_ADMIN_URL") && *getenv("CARTGATE_ADMIN_URL"))
-        o.admin = getenv("CARTGATE_ADMIN_URL");
-    if (o.db && o.admin)
-        return cli_error(&cmd, "use either --db FILE or --admin URL, not both");
-    if (!o.db && !o.admin)
-        return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
+    const char *usage = cli_api_target(&o.admin, o.db);
+    if (usage)
+        return cli_error(&cmd, "%s", usage);
     if (o.admin && o.actor_set)
         fprintf(stderr, "cartgate patients rescreen: note: the API records the token's owner; --actor applies only "
                         "with --db\n");

@@ -489,18 +489,7 @@ int cmd_referrals(int argc, char **argv)
             "  poll --centers FILE                       follow the centers' Tasks",
         .notes = "Referrals are proposed by the daemon's screening (cartgate run).",
         .opts = (const cli_opt[]){
-            {.name = "admin", .kind = CLI_STR, .out = &o.admin, .arg = "URL",
-             .def = "$CARTGATE_ADMIN_URL",
-             .help = "through the daemon's admin API (e.g. http://127.0.0.1:8089;\n"
-                     "http only to a loopback address, else https)"},
-            {.name = "token-file", .kind = CLI_PATH, .out = &o.token_file, .arg = "F",
-             .help = "your API token (first line of F; cartgate users token NAME)"},
-            {.name = "token-env", .kind = CLI_STR, .out = &o.token_env, .arg = "VAR",
-             .def = "CARTGATE_TOKEN, else CARTGATE_ADMIN_TOKEN",
-             .help = "... or from this environment variable (CARTGATE_ADMIN_TOKEN:\n"
-                     "the shared service token, audited as admin-api)"},
-            {.name = "ca-file", .kind = CLI_PATH, .out = &o.ca_file, .arg = "F",
-             .help = "PEM CA bundle for an https --admin URL (default: the system store)"},
+            CLI_API_OPTS(&o.admin, &o.token_file, &o.token_env, &o.ca_file),
             {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
              .help = "on the SQLite store directly (no daemon needed)"},
             CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
@@ -546,12 +535,9 @@ int cmd_referrals(int argc, char **argv)
     o.actor_set = o.actor != NULL;
     if (!o.actor)
         o.actor = getenv("USER") ? getenv("USER") : "operator";
-    if (!o.db && !o.admin && getenv("CARTGATE_ADMIN_URL") && *getenv("CARTGATE_ADMIN_URL"))
-        o.admin = getenv("CARTGATE_ADMIN_URL");
-    if (o.db && o.admin)
-        return cli_error(&cmd, "use either --db FILE or --admin URL, not both");
-    if (!o.db && !o.admin)
-        return cli_error(&cmd, "--admin URL (or $CARTGATE_ADMIN_URL) or --db FILE is required");
+    const char *usage = cli_api_target(&o.admin, o.db);
+    if (usage)
+        return cli_error(&cmd, "%s", usage);
     refer_act act = REFER_ACT_APPROVE;
     bool is_act = refer_act_parse(action, &act) == 0;
     bool is_packet = !strcmp(action, "packet");

@@ -76,6 +76,21 @@ static void check_ca_file(check *k, const char *option, size_t source, const cha
     X509_free(x);
 }
 
+/* A secret file, read the way the daemon reads it (config_read_secret: the one reader), then
+ * forgotten. */
+static void check_secret(check *k, const char *option, const char *file)
+{
+    char *secret = NULL;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (config_read_secret(file, NULL, &secret, &err))
+        say(k, false, option, 0, "%s", err.msg);
+    if (secret) {
+        memset(secret, 0, strlen(secret));
+        free(secret);
+    }
+}
+
 /* The folder that must hold a file the daemon creates (the store). */
 static void check_parent(check *k, const char *option, const char *path)
 {
@@ -171,26 +186,10 @@ size_t config_check_files(const config *c, fhir_buf *errors, fhir_buf *warnings)
     }
     if (c->oidc_issuer && c->oidc_ca_file)
         check_ca_file(&k, "oidc.ca_file", 0, c->oidc_ca_file);
-    if (c->oidc_issuer && c->oidc_client_secret_file) {
-        char *secret = NULL;
-        fhir_error_clear(&err);
-        if (config_read_secret(c->oidc_client_secret_file, NULL, &secret, &err))
-            say(&k, false, "oidc.client_secret_file", 0, "%s", err.msg);
-        if (secret) {
-            memset(secret, 0, strlen(secret));
-            free(secret);
-        }
-    }
-    if (c->admin_enabled && c->admin_token_file) {
-        char *secret = NULL;
-        fhir_error_clear(&err);
-        if (config_read_secret(c->admin_token_file, NULL, &secret, &err))
-            say(&k, false, "admin.token_file", 0, "%s", err.msg);
-        if (secret) {
-            memset(secret, 0, strlen(secret));
-            free(secret);
-        }
-    }
+    if (c->oidc_issuer && c->oidc_client_secret_file)
+        check_secret(&k, "oidc.client_secret_file", c->oidc_client_secret_file);
+    if (c->admin_enabled && c->admin_token_file)
+        check_secret(&k, "admin.token_file", c->admin_token_file);
     check_sources(&k);
     if (c->store_path && strcmp(c->store_path, ":memory:"))
         check_parent(&k, "store.path", c->store_path);
