@@ -999,7 +999,8 @@ elig_ruleset *elig_load_dir(const char *dir, fhir_error *err)
         names[n++] = fhir_xstrdup(e->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n) /* qsort with NULL is undefined, even for 0 elements (UBSan) */
+        qsort(names, n, sizeof *names, cmp_str);
     elig_source *src = fhir_xcalloc(n, sizeof *src);
     elig_ruleset *rs = NULL;
     size_t loaded = 0;
