@@ -394,6 +394,19 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "# HELP cartgate_retention_pruned_resources_total Cached resources of patients without a heme diagnosis removed by store.retention.\n"
                         "# TYPE cartgate_retention_pruned_resources_total counter\ncartgate_retention_pruned_resources_total %llu\n",
                     (unsigned long long)m->retention_resources);
+    fhir_buf_puts(&b, "# HELP cartgate_notifications_total Notices (no PHI) by channel and outcome: sent, retried (a failed attempt tried again later), failed (given up).\n"
+                      "# TYPE cartgate_notifications_total counter\n");
+    static const char *const channels[2] = {"email", "webhook"};
+    for (int c = 0; c < 2; c++)
+        fhir_buf_printf(&b, "cartgate_notifications_total{channel=\"%s\",result=\"sent\"} %llu\n"
+                            "cartgate_notifications_total{channel=\"%s\",result=\"retried\"} %llu\n"
+                            "cartgate_notifications_total{channel=\"%s\",result=\"failed\"} %llu\n",
+                        channels[c], (unsigned long long)m->notices_sent[c], channels[c],
+                        (unsigned long long)m->notices_retried[c], channels[c],
+                        (unsigned long long)m->notices_failed[c]);
+    fhir_buf_printf(&b, "# HELP cartgate_notifications_interrupted_total Notices interrupted while sending (a crash) and not sent again (at most once).\n"
+                        "# TYPE cartgate_notifications_interrupted_total counter\ncartgate_notifications_interrupted_total %llu\n",
+                    (unsigned long long)m->notices_unknown);
     fhir_buf_printf(&b, "# HELP cartgate_admin_requests_total Requests answered by the listener.\n"
                         "# TYPE cartgate_admin_requests_total counter\ncartgate_admin_requests_total %llu\n",
                     (unsigned long long)(ad->srv ? serve_get_stats(ad->srv)->requests : 0));

@@ -90,6 +90,8 @@ typedef struct admin_metrics {
     uint64_t referrals_created;
     uint64_t reloads_ok, reloads_failed;
     uint64_t retention_resources;   /* cached resources removed by store.retention */
+    uint64_t notices_sent[2], notices_failed[2], notices_retried[2]; /* [0] email, [1] webhook */
+    uint64_t notices_unknown;       /* interrupted while sending, not sent again */
     int64_t started_ms;
     /* the CDS Hooks service (cds.h), when enabled */
     bool cds_enabled;

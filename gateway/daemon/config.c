@@ -201,6 +201,45 @@ static const opt OPTS[] = {
      "Write every center-driven state change back to the EHR as a Communication or a Task (conditional create, durable outbox); none: nothing is written."},
     {"referral.writeback_source", OT_STR, M(referral_writeback_source), NULL, NO, false,
      "Name of the source whose base_url and auth are the EHR endpoint written to; required when referral.writeback is not none."},
+    {"notify", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "Notices to the navigator without PHI (a count, an urgency and a link, never a name, MRN or birth date) by email and/or webhook: new candidates, stuck and declined referrals, a daily digest. Off unless notify.email.url or notify.webhook.url is set; changes apply at the next start."},
+    {"notify.public_url", OT_STR, M(notify_public_url), NULL, NO, false,
+     "Base of the links in notices (https://cartgate.hospital.example): they point to <public_url>/ui/ and /ui/referrals. Required with a channel."},
+    {"notify.candidates", OT_ENUM, M(notify_candidates), "now", 0, 0, "off|review|soon|now", false,
+     "A notice at once when patients become candidates with at least this urgency (now: a timing trigger fired; soon: eligible; review: possibly eligible); off: none."},
+    {"notify.stuck_business_days", OT_INT, M(notify_stuck_business_days), "3", 0, 60, NULL, false,
+     "A sent referral without an answer from the center for this many business days (Monday to Friday) is stuck (a failed one always is); 0 = only failed ones."},
+    {"notify.digest_hour", OT_INT, M(notify_digest_hour), "7", -1, 23, NULL, false,
+     "Hour (local time) of the daily digest of counts by category; -1 = no digest."},
+    {"notify.retry_s", OT_INT, M(notify_retry_s), "30", 1, 3600, NULL, false,
+     "A failed delivery is tried again after this long, doubled per attempt."},
+    {"notify.max_attempts", OT_INT, M(notify_max_attempts), "8", 1, 100, NULL, false,
+     "Attempts per notice before it is given up (logged and counted)."},
+    {"notify.email", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "Email through SMTP, always over TLS."},
+    {"notify.email.url", OT_STR, M(notify_email_url), NULL, NO, false,
+     "smtps://HOST[:PORT] (TLS from the start) or smtp://HOST[:PORT] (STARTTLS required: a server without it is refused)."},
+    {"notify.email.from", OT_STR, M(notify_email_from), NULL, NO, false, "Sender address."},
+    {"notify.email.to", OT_STRLIST, M(notify_email_to), NULL, NO, false, "Recipient addresses (1 to 32)."},
+    {"notify.email.user", OT_STR, M(notify_email_user), NULL, NO, false, "SMTP AUTH user (absent: no AUTH)."},
+    {"notify.email.password_file", OT_SECRET_FILE, M(notify_email_password_file), NULL, NO, false,
+     "File holding the SMTP password."},
+    {"notify.email.password_env", OT_SECRET_ENV, M(notify_email_password_env), NULL, NO, false,
+     "Environment variable holding the SMTP password."},
+    {"notify.email.password", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0,
+     "notify.email.password_file or notify.email.password_env", false, "Refused."},
+    {"notify.email.ca_file", OT_PATH, M(notify_email_ca_file), NULL, NO, false,
+     "PEM CA bundle for the mail server (default: system store)."},
+    {"notify.webhook", OT_OBJ, SC_MAIN, 0, NULL, NO, false, "A JSON POST per notice."},
+    {"notify.webhook.url", OT_STR, M(notify_webhook_url), NULL, NO, false,
+     "https URL (http only to a loopback address) that receives {\"site\", \"event\", \"count\", \"urgency\", \"text\", \"link\", \"time\"} (the digest adds \"counts\")."},
+    {"notify.webhook.token_file", OT_SECRET_FILE, M(notify_webhook_token_file), NULL, NO, false,
+     "File holding a bearer token sent as Authorization (absent: none)."},
+    {"notify.webhook.token_env", OT_SECRET_ENV, M(notify_webhook_token_env), NULL, NO, false,
+     "Environment variable holding the bearer token."},
+    {"notify.webhook.token", OT_CLEAR, SC_MAIN, 0, NULL, 0, 0,
+     "notify.webhook.token_file or notify.webhook.token_env", false, "Refused."},
+    {"notify.webhook.ca_file", OT_PATH, M(notify_webhook_ca_file), NULL, NO, false,
+     "PEM CA bundle for the webhook's server (default: system store)."},
     {"as_of", OT_DATE, M(as_of), NULL, NO, false,
      "Evaluation date override (YYYY-MM-DD) for demos and tests; absent = today."},
     {"shutdown_grace_s", OT_INT, M(shutdown_grace_s), "30", 0, 3600, NULL, false,
@@ -864,6 +903,46 @@ static void check_cds(config *c, fhir_jsonfile *d, int root_line)
             fhir_jsonfile_error_line(d, l, "%s", e.msg);
 }
 
+/* Notifications: a link base with any channel, TLS for email, a webhook in clear only on
+ * loopback, one secret source each. */
+static void check_notify(config *c, fhir_jsonfile *d, int root_line)
+{
+    int el = config_key_line(c, "notify.email.url", 0), wl = config_key_line(c, "notify.webhook.url", 0);
+    if (!c->notify_email_url && !c->notify_webhook_url) {
+        if (c->notify_email_to.n || c->notify_email_from || c->notify_public_url)
+            fhir_jsonfile_error_line(d, root_line, "notify: the notification settings need notify.email.url or notify.webhook.url");
+        return;
+    }
+    if (!c->notify_public_url)
+        fhir_jsonfile_error_line(d, el ? el : wl, "notify: needs notify.public_url (the base of the links in notices)");
+    else if (strncmp(c->notify_public_url, "https://", 8) && strncmp(c->notify_public_url, "http://", 7))
+        fhir_jsonfile_error_line(d, config_key_line(c, "notify.public_url", 0), "notify.public_url: \"%s\" is not an http(s) URL",
+             c->notify_public_url);
+    if (c->notify_email_url) {
+        if (strncmp(c->notify_email_url, "smtps://", 8) && strncmp(c->notify_email_url, "smtp://", 7))
+            fhir_jsonfile_error_line(d, el, "notify.email.url: \"%s\" is not smtps:// or smtp:// (STARTTLS)", c->notify_email_url);
+        if (!c->notify_email_from)
+            fhir_jsonfile_error_line(d, el, "notify.email: needs from");
+        if (c->notify_email_to.n == 0 || c->notify_email_to.n > 32)
+            fhir_jsonfile_error_line(d, el, "notify.email: needs 1 to 32 addresses in to");
+        if (c->notify_email_password_file && c->notify_email_password_env)
+            fhir_jsonfile_error_line(d, el, "notify.email: set only one of password_file and password_env");
+        if ((c->notify_email_password_file || c->notify_email_password_env) && !c->notify_email_user)
+            fhir_jsonfile_error_line(d, el, "notify.email: a password needs user");
+    }
+    if (c->notify_webhook_url) {
+        char scheme[16], host[FHIR_URL_HOST_MAX];
+        if (!fhir_url_host(c->notify_webhook_url, scheme, sizeof scheme, host, sizeof host) ||
+            (strcmp(scheme, "http") && strcmp(scheme, "https")))
+            fhir_jsonfile_error_line(d, wl, "notify.webhook.url: \"%s\" is not an http(s) URL", c->notify_webhook_url);
+        else if (fhir_url_cleartext_remote(c->notify_webhook_url))
+            fhir_jsonfile_error_line(d, wl, "notify.webhook.url: plain http to %s (not a loopback host) is refused: use https",
+                 host);
+        if (c->notify_webhook_token_file && c->notify_webhook_token_env)
+            fhir_jsonfile_error_line(d, wl, "notify.webhook: set only one of token_file and token_env");
+    }
+}
+
 static void check_rules(config *c, fhir_jsonfile *d, int root_line)
 {
     if (c->referral_writeback != CONFIG_WRITEBACK_NONE) {
@@ -887,6 +966,7 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
         fhir_jsonfile_error_line(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
     check_listener(c, d, root_line);
     check_cds(c, d, root_line);
+    check_notify(c, d, root_line);
     for (size_t i = 0; i < c->n_sources; i++) {
         config_source *s = &c->sources[i];
         if (s->name && !valid_name(s->name))

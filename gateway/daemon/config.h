@@ -128,6 +128,14 @@ typedef struct config {
     int referral_writeback; /* config_writeback: 0 none, 1 communication, 2 task */
     char *referral_writeback_source; /* name of a source (the EHR endpoint written to) */
     int referral_writeback_line;     /* line of referral.writeback in the file (0 = absent) */
+    /* notifications (notify.h); off unless a channel's url is set */
+    char *notify_public_url;
+    int notify_candidates;  /* off|review|soon|now: 0..3 (elig_urgency order) */
+    long notify_stuck_business_days, notify_digest_hour, notify_retry_s, notify_max_attempts;
+    char *notify_email_url, *notify_email_from, *notify_email_user;
+    config_strlist notify_email_to;
+    char *notify_email_password_file, *notify_email_password_env, *notify_email_ca_file;
+    char *notify_webhook_url, *notify_webhook_token_file, *notify_webhook_token_env, *notify_webhook_ca_file;
     char *as_of;           /* "YYYY-MM-DD" demo override, NULL = today */
     long shutdown_grace_s;
     config_source *sources;

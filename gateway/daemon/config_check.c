@@ -190,6 +190,14 @@ size_t config_check_files(const config *c, fhir_buf *errors, fhir_buf *warnings)
         check_secret(&k, "oidc.client_secret_file", c->oidc_client_secret_file);
     if (c->admin_enabled && c->admin_token_file)
         check_secret(&k, "admin.token_file", c->admin_token_file);
+    if (c->notify_email_url && c->notify_email_ca_file)
+        check_ca_file(&k, "notify.email.ca_file", 0, c->notify_email_ca_file);
+    if (c->notify_webhook_url && c->notify_webhook_ca_file)
+        check_ca_file(&k, "notify.webhook.ca_file", 0, c->notify_webhook_ca_file);
+    if (c->notify_email_url && c->notify_email_password_file)
+        check_secret(&k, "notify.email.password_file", c->notify_email_password_file);
+    if (c->notify_webhook_url && c->notify_webhook_token_file)
+        check_secret(&k, "notify.webhook.token_file", c->notify_webhook_token_file);
     check_sources(&k);
     if (c->store_path && strcmp(c->store_path, ":memory:"))
         check_parent(&k, "store.path", c->store_path);

@@ -25,6 +25,7 @@
 #include "fhir_node.h"
 #include "map_profile.h"
 #include "map_tables.h"
+#include "notify.h"
 #include "oidc.h"
 #include "poll_source.h"
 #include "crashpoint.h"
@@ -61,7 +62,8 @@ struct daemon_proc {
     poll_source **sources;
     size_t n_sources;
     struct event *sig_term, *sig_int, *sig_hup;
-    struct event *send_timer, *task_timer, *grace_timer, *retention_timer;
+    struct event *send_timer, *task_timer, *grace_timer, *retention_timer, *notify_timer;
+    notify *nt;              /* notices (email / webhook); NULL when none is configured */
     serve *srv;              /* the one listener; NULL when admin.enabled is false */
     access_ctx *acc;         /* who is acting (users, sessions, tokens) */
     admin *api;              /* the JSON API's routes on srv */
@@ -558,6 +560,42 @@ static void report_log(daemon_proc *d, const screen_report *r)
     propose_log(r->pid, d->rt->cfg->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, &r->prop);
 }
 
+static bool is_candidate(const char *category)
+{
+    return category && (!strcmp(category, "eligible") || !strcmp(category, "possibly_eligible"));
+}
+
+/* After a batch committed: the patients who became candidates at or above notify.candidates'
+ * urgency make one notice (a count, the highest urgency, a link; never who). */
+static void notify_candidates(daemon_proc *d, const screen_report *rep, size_t nrep)
+{
+    int least = d->rt->cfg->notify_candidates; /* 0 off, else an elig_urgency */
+    if (!d->nt || least <= 0)
+        return;
+    const char **keys = fhir_xcalloc(nrep + 1, sizeof *keys);
+    char (*buf)[160] = fhir_xcalloc(nrep + 1, sizeof *buf);
+    size_t n = 0;
+    elig_urgency top = ELIG_URGENCY_NONE;
+    int64_t now = fhir_clock_now_ms();
+    for (size_t i = 0; i < nrep; i++) {
+        const screen_report *r = &rep[i];
+        if (r->gone || (int)r->urgency < least || !is_candidate(elig_category_name(r->category)) ||
+            is_candidate(r->old_category))
+            continue;
+        snprintf(buf[n], sizeof buf[n], "candidate:%s:%lld", r->pid, (long long)now);
+        keys[n] = buf[n];
+        n++;
+        if (r->urgency > top)
+            top = r->urgency;
+    }
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (n && notify_screened(d->nt, d->st, keys, n, elig_urgency_name(top), &err))
+        fhir_log(FHIR_LOG_ERROR, "notify.failed", "kind=urgent_candidates error=%s", err.msg);
+    free(keys);
+    free(buf);
+}
+
 #define SCREEN_BATCH 64         /* patients per transaction (one fsync) ... */
 #define SCREEN_BATCH_MS 1000    /* ... or as many as this long allows, whichever is less */
 
@@ -607,6 +645,8 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
             store_rollback(d->st);
         if (rc == 0)
             crashpoint("screen.committed");
+        if (rc == 0)
+            notify_candidates(d, rep, nrep);
         for (size_t i = 0; i < nrep; i++) {
             if (rc == 0)
                 report_log(d, &rep[i]);
@@ -739,6 +779,19 @@ static void on_retention_timer(evutil_socket_t fd, short what, void *arg)
     retention_pass(arg);
 }
 
+static void on_notify_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    daemon_proc *d = arg;
+    if (d->stopping || !d->nt)
+        return;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (notify_scan(d->nt, d->st, &err))
+        fhir_log(FHIR_LOG_ERROR, "notify.scan_failed", "error=%s", err.msg);
+}
+
 static void arm_timers(daemon_proc *d)
 {
     const config *c = d->rt->cfg;
@@ -750,6 +803,12 @@ static void arm_timers(daemon_proc *d)
     if (!d->task_timer)
         d->task_timer = event_new(d->base, -1, EV_PERSIST, on_task_timer, d);
     event_add(d->task_timer, &tv2);
+    if (d->nt) {
+        struct timeval tv4 = {.tv_sec = DAEMON_NOTIFY_SCAN_S};
+        if (!d->notify_timer)
+            d->notify_timer = event_new(d->base, -1, EV_PERSIST, on_notify_timer, d);
+        event_add(d->notify_timer, &tv4);
+    }
     struct timeval tv3 = {.tv_sec = DAEMON_RETENTION_INTERVAL_S};
     if (!d->retention_timer)
         d->retention_timer = event_new(d->base, -1, EV_PERSIST, on_retention_timer, d);
@@ -910,6 +969,8 @@ void daemon_stop(daemon_proc *d)
         event_del(d->task_timer);
     if (d->retention_timer)
         event_del(d->retention_timer);
+    if (d->notify_timer)
+        event_del(d->notify_timer);
     if (!any_busy(d)) {
         event_base_loopexit(d->base, NULL);
         return;
@@ -1020,6 +1081,48 @@ static void log_versions(struct event_base *base)
              OpenSSL_version(OPENSSL_VERSION_STRING));
 }
 
+/* ---- notifications ------------------------------------------------------------------------ */
+
+/* The notifier when notify.email.url or notify.webhook.url is set (its secrets read now). */
+static int notify_start(daemon_proc *d, fhir_error *err)
+{
+    const config *c = d->rt->cfg;
+    if (!c->notify_email_url && !c->notify_webhook_url)
+        return 0;
+    char *password = NULL, *token = NULL;
+    if ((c->notify_email_password_file || c->notify_email_password_env) &&
+        config_read_secret(c->notify_email_password_file, c->notify_email_password_env, &password, err))
+        return fhir_error_prefix(err, "notify.email");
+    if ((c->notify_webhook_token_file || c->notify_webhook_token_env) &&
+        config_read_secret(c->notify_webhook_token_file, c->notify_webhook_token_env, &token, err)) {
+        free(password);
+        return fhir_error_prefix(err, "notify.webhook");
+    }
+    notify_config nc = {
+        .site_id = c->site_id, .public_url = c->notify_public_url, .email_url = c->notify_email_url,
+        .email_from = c->notify_email_from, .email_to = (const char *const *)c->notify_email_to.v,
+        .n_email_to = c->notify_email_to.n, .email_user = c->notify_email_user, .email_password = password,
+        .email_ca_file = c->notify_email_ca_file, .webhook_url = c->notify_webhook_url, .webhook_token = token,
+        .webhook_ca_file = c->notify_webhook_ca_file, .stuck_business_days = (int)c->notify_stuck_business_days,
+        .digest_hour = (int)c->notify_digest_hour, .retry_s = (int)c->notify_retry_s,
+        .max_attempts = (int)c->notify_max_attempts, .timeout_s = 30};
+    d->nt = notify_new(c->store_path, &nc, err);
+    if (password) {
+        memset(password, 0, strlen(password));
+        free(password);
+    }
+    if (token) {
+        memset(token, 0, strlen(token));
+        free(token);
+    }
+    if (!d->nt)
+        return -1;
+    fhir_log(FHIR_LOG_INFO, "notify.start", "email=%s webhook=%s digest_hour=%ld candidates=%d",
+             c->notify_email_url ? "true" : "false", c->notify_webhook_url ? "true" : "false",
+             c->notify_digest_hour, c->notify_candidates);
+    return 0;
+}
+
 /* ---- the admin API's environment --------------------------------------------------------- */
 
 static const admin_metrics *api_metrics(void *ud)
@@ -1036,6 +1139,16 @@ static const admin_metrics *api_metrics(void *ud)
         d->m.cds_internal = cs->internal;
         d->m.cds_fetches = cs->fetches;
         d->m.cds_suppressed = cs->suppressed;
+    }
+    if (d->nt) {
+        notify_stats ns;
+        notify_get_stats(d->nt, &ns);
+        for (int i = 0; i < 2; i++) {
+            d->m.notices_sent[i] = ns.sent[i];
+            d->m.notices_failed[i] = ns.failed[i];
+            d->m.notices_retried[i] = ns.retried[i];
+        }
+        d->m.notices_unknown = ns.unknown;
     }
     return &d->m;
 }
@@ -1215,6 +1328,8 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
     sender_rebuild(d);
+    if (notify_start(d, err))
+        goto fail;
     if (d->rt->cfg->admin_enabled && listener_start(d, err))
         goto fail;
     d->sig_term = evsignal_new(d->base, SIGTERM, on_signal, d);
@@ -1271,6 +1386,9 @@ void daemon_free(daemon_proc *d)
         event_free(d->task_timer);
     if (d->retention_timer)
         event_free(d->retention_timer);
+    if (d->notify_timer)
+        event_free(d->notify_timer);
+    notify_free(d->nt); /* its worker stops (an exchange in flight finishes) */
     if (d->grace_timer)
         event_free(d->grace_timer);
     sender_free(d->snd);

@@ -20,6 +20,7 @@
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
 #define DAEMON_RETENTION_INTERVAL_S 3600     /* store.retention applied at start, then this often */
+#define DAEMON_NOTIFY_SCAN_S 5               /* stuck / declined referrals and the digest looked for */
 
 /* Descriptors kept from the listener's connections (serve_config.fd_reserve): a base for the
  * store (database, -wal, -shm, temporary files), the loop, the centers and the sign-in client,

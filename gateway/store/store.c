@@ -224,6 +224,31 @@ static const struct {
     {"verdicts.heme, verdicts.pruned_ms (store.retention)",
      "ALTER TABLE verdicts ADD COLUMN heme INTEGER;"
      "ALTER TABLE verdicts ADD COLUMN pruned_ms INTEGER;"},
+    /* Notifications (notify.h): every event noticed once (its key), and the notices built from
+     * them, one row per channel, with their delivery state ('sending' left by a crash becomes
+     * 'unknown': delivered at most once). */
+    {"notify_events, notify_notices",
+     "CREATE TABLE notify_events ("
+     "  key TEXT PRIMARY KEY,"                    /* "declined:12", "digest:2026-12-06" ... */
+     "  kind TEXT NOT NULL,"
+     "  created_ms INTEGER NOT NULL"
+     ");"
+     "CREATE TABLE notify_notices ("
+     "  id INTEGER PRIMARY KEY,"
+     "  kind TEXT NOT NULL,"
+     "  channel TEXT NOT NULL CHECK (channel IN ('email','webhook')),"
+     "  count INTEGER NOT NULL,"
+     "  urgency TEXT,"
+     "  body_json TEXT NOT NULL,"                 /* counts and the link: never PHI */
+     "  status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN "
+     "    ('pending','sending','sent','failed','unknown')),"
+     "  attempts INTEGER NOT NULL DEFAULT 0,"
+     "  next_attempt_ms INTEGER NOT NULL DEFAULT 0,"
+     "  last_error TEXT,"
+     "  created_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX notify_notices_due ON notify_notices(status, next_attempt_ms);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -296,6 +321,14 @@ enum {
     Q_VERDICT_LIST_CAT,
     Q_VERDICT_COUNT,
     Q_VERDICT_HEME,
+    Q_NOTIFY_EVENT,
+    Q_NOTICE_ADD,
+    Q_NOTICE_DUE,
+    Q_NOTICE_CLAIM,
+    Q_NOTICE_DONE,
+    Q_NOTICE_ORPHANS,
+    Q_NOTICE_COUNT,
+    Q_REF_NOTICE_SCAN,
     Q_REF_INSERT,
     Q_REF_GET,
     Q_REF_GET_PLACER,
@@ -451,6 +484,25 @@ static const struct {
                             "updated_ms FROM verdicts WHERE category = ? ORDER BY patient_id "
                             "LIMIT ? OFFSET ?"},
     [Q_VERDICT_COUNT] = {"verdict count", "SELECT count(*) FROM verdicts WHERE category = ?"},
+    [Q_NOTIFY_EVENT] = {"notify event", "INSERT OR IGNORE INTO notify_events(key, kind, created_ms) "
+                                        "VALUES (?,?,?)"},
+    [Q_NOTICE_ADD] = {"notice add", "INSERT INTO notify_notices(kind, channel, count, urgency, body_json, "
+                                    "created_ms, updated_ms) VALUES (?,?,?,?,?,?,?)"},
+    [Q_NOTICE_DUE] = {"notice read", "SELECT id, kind, channel, count, urgency, body_json, attempts FROM "
+                                     "notify_notices WHERE status = 'pending' AND next_attempt_ms <= ? "
+                                     "ORDER BY id LIMIT ?"},
+    [Q_NOTICE_CLAIM] = {"notice claim", "UPDATE notify_notices SET status = 'sending', attempts = attempts "
+                                        "+ 1, updated_ms = ? WHERE id = ? AND status = 'pending'"},
+    [Q_NOTICE_DONE] = {"notice update", "UPDATE notify_notices SET status = ?, last_error = ?, "
+                                        "next_attempt_ms = ?, updated_ms = ? WHERE id = ?"},
+    [Q_NOTICE_ORPHANS] = {"notice update", "UPDATE notify_notices SET status = 'unknown', last_error = "
+                                           "'interrupted while sending (not sent again)', updated_ms = ? "
+                                           "WHERE status = 'sending'"},
+    [Q_NOTICE_COUNT] = {"notice count", "SELECT count(*) FROM notify_notices WHERE status = ?"},
+    /* referrals a notice may be about: failed, declined, or sent and unanswered since ?1 */
+    [Q_REF_NOTICE_SCAN] = {"referral list",
+                           "SELECT id, state, updated_ms FROM referrals WHERE state IN ('failed','declined') "
+                           "OR (state = 'sent' AND updated_ms < ?1) ORDER BY id"},
     [Q_VERDICT_HEME] = {"verdict write",
                         "UPDATE verdicts SET heme = ?, pruned_ms = NULL WHERE patient_id = ?"},
     [Q_REF_INSERT] = {"referral insert",
@@ -1535,6 +1587,135 @@ int store_verdict_set_heme(store *s, const char *patient_id, bool heme, fhir_err
     sqlite3_bind_int(x.st, 1, heme ? 1 : 0);
     bind_text(x.st, 2, patient_id);
     return q_run(s, &x, "verdict write", err);
+}
+
+/* ---- notifications ------------------------------------------------------------------------- */
+
+int store_notify_event(store *s, const char *key, const char *kind, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTIFY_EVENT, &x, err))
+        return -1;
+    bind_text(x.st, 1, key);
+    bind_text(x.st, 2, kind);
+    sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
+    if (q_run(s, &x, "notify event", err))
+        return -1;
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
+int store_notice_add(store *s, const store_notice *n, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_ADD, &x, err))
+        return -1;
+    int64_t now = fhir_clock_now_ms();
+    bind_text(x.st, 1, n->kind);
+    bind_text(x.st, 2, n->channel);
+    sqlite3_bind_int64(x.st, 3, n->count);
+    bind_text(x.st, 4, n->urgency);
+    bind_text(x.st, 5, n->body_json);
+    sqlite3_bind_int64(x.st, 6, now);
+    sqlite3_bind_int64(x.st, 7, now);
+    if (q_run(s, &x, "notice add", err))
+        return -1;
+    if (id_out)
+        *id_out = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+typedef struct notice_ctx {
+    store_notice_fn fn;
+    void *ctx;
+} notice_ctx;
+
+static int notice_row(void *ctx, sqlite3_stmt *st)
+{
+    notice_ctx *c = ctx;
+    store_notice n = {.id = sqlite3_column_int64(st, 0), .kind = col_text(st, 1), .channel = col_text(st, 2),
+                      .count = sqlite3_column_int64(st, 3), .urgency = col_text(st, 4),
+                      .body_json = col_text(st, 5), .attempts = sqlite3_column_int(st, 6)};
+    return c->fn(c->ctx, &n);
+}
+
+int64_t store_notice_due(store *s, int64_t now_ms, unsigned max, store_notice_fn fn, void *ctx,
+                         fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_DUE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, now_ms);
+    sqlite3_bind_int64(x.st, 2, max);
+    notice_ctx c = {fn, ctx};
+    return q_rows(s, &x, "notice read", notice_row, &c, err);
+}
+
+int store_notice_claim(store *s, int64_t id, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_CLAIM, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 2, id);
+    if (q_run(s, &x, "notice claim", err))
+        return -1;
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
+int store_notice_done(store *s, int64_t id, const char *status, const char *error, int64_t next_attempt_ms,
+                      fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_DONE, &x, err))
+        return -1;
+    bind_text(x.st, 1, status);
+    bind_text(x.st, 2, error);
+    sqlite3_bind_int64(x.st, 3, next_attempt_ms);
+    sqlite3_bind_int64(x.st, 4, fhir_clock_now_ms());
+    sqlite3_bind_int64(x.st, 5, id);
+    return q_run(s, &x, "notice update", err);
+}
+
+int64_t store_notice_orphans(store *s, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_ORPHANS, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    if (q_run(s, &x, "notice update", err))
+        return -1;
+    return sqlite3_changes(s->db);
+}
+
+int64_t store_notice_count(store *s, const char *status)
+{
+    q x;
+    if (q_take(s, Q_NOTICE_COUNT, &x, NULL))
+        return -1;
+    bind_text(x.st, 1, status);
+    return q_int(s, &x, 0);
+}
+
+typedef struct ref_scan_ctx {
+    store_referral_scan_fn fn;
+    void *ctx;
+} ref_scan_ctx;
+
+static int ref_scan_row(void *ctx, sqlite3_stmt *st)
+{
+    ref_scan_ctx *c = ctx;
+    return c->fn(c->ctx, sqlite3_column_int64(st, 0), col_text(st, 1), sqlite3_column_int64(st, 2));
+}
+
+int64_t store_referral_notice_scan(store *s, int64_t sent_before_ms, store_referral_scan_fn fn, void *ctx,
+                                   fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_NOTICE_SCAN, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, sent_before_ms);
+    ref_scan_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral list", ref_scan_row, &c, err);
 }
 
 int64_t store_verdict_pruned(store *s, const char *patient_id)

@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 9
+#define STORE_SCHEMA_VERSION 10
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -332,6 +332,43 @@ int64_t store_outbox_pending(store *s, unsigned max, store_outbox_fn fn, void *c
  * replaces the last error (NULL clears it); ehr_ref (NULL keeps it) is what the EHR made. */
 int store_outbox_update(store *s, int64_t row_id, const char *status, bool attempt,
                         const char *error, const char *ehr_ref, fhir_error *err);
+
+/* ---- notifications (notify.h) ------------------------------------------------------------- */
+/* Records an event by its key once: 1 when new, 0 when it was recorded before, -1 on error. */
+int store_notify_event(store *s, const char *key, const char *kind, fhir_error *err);
+
+/* A notice row (one channel). Strings borrowed (for the call of a store_notice_fn). */
+typedef struct store_notice {
+    int64_t id;
+    const char *kind, *channel; /* channel: "email" | "webhook" */
+    int64_t count;
+    const char *urgency;        /* may be NULL */
+    const char *body_json;      /* what the notice says: counts and a link, never PHI */
+    int attempts;
+} store_notice;
+typedef int (*store_notice_fn)(void *ctx, const store_notice *n);
+/* Adds a pending notice (id, attempts ignored); *id_out may be NULL. */
+int store_notice_add(store *s, const store_notice *n, int64_t *id_out, fhir_error *err);
+/* Up to max pending notices due at now_ms, oldest first. Returns rows visited or -1. */
+int64_t store_notice_due(store *s, int64_t now_ms, unsigned max, store_notice_fn fn, void *ctx,
+                         fhir_error *err);
+/* pending -> sending, attempts + 1: 1 claimed, 0 not pending any more, -1 error. */
+int store_notice_claim(store *s, int64_t id, fhir_error *err);
+/* The outcome of a send: status "sent", "failed" (for good) or "pending" (again at
+ * next_attempt_ms), with the error (NULL when sent). */
+int store_notice_done(store *s, int64_t id, const char *status, const char *error, int64_t next_attempt_ms,
+                      fhir_error *err);
+/* Notices left 'sending' by an interrupted process become 'unknown' (never sent again: at
+ * most once). Returns how many, or -1. */
+int64_t store_notice_orphans(store *s, fhir_error *err);
+/* Notices in one status. -1 on error. */
+int64_t store_notice_count(store *s, const char *status);
+/* Referrals a notice may be about: every failed or declined one, and the sent ones not updated
+ * since sent_before_ms (no answer from the center). fn(ctx, id, state, updated_ms) returns
+ * non-zero to stop. Returns rows visited or -1. */
+typedef int (*store_referral_scan_fn)(void *ctx, int64_t id, const char *state, int64_t updated_ms);
+int64_t store_referral_notice_scan(store *s, int64_t sent_before_ms, store_referral_scan_fn fn, void *ctx,
+                                   fhir_error *err);
 
 /* ---- who is acting: users, sessions, API tokens, failed sign-ins ---------------------------
  * Secrets are never stored: sessions and tokens are kept as the SHA-256 of their random value

@@ -185,3 +185,27 @@ server_cert() {
 # free_port: a TCP port free on 127.0.0.1 right now (for a URL needed before the listener
 # starts, e.g. an OpenID Connect redirect URI).
 free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close();});'; }
+
+# phi_terms PATIENTS_NDJSON OUT [all]: the PHI of the Patient resources, one term a line (at
+# least 3 characters; grep -F -w -f OUT finds them): names, identifiers (MRNs), birth dates,
+# address lines, telecom; with "all" also the patient ids, cities and postal codes (for text
+# that must not name a patient at all, such as a notification).
+phi_terms() {
+  node -e '
+const fs=require("fs");
+const all=process.argv[3]==="all", out=new Set();
+for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
+  const p=JSON.parse(l);
+  if (all) out.add(p.id);
+  for (const n of p.name||[]) { if (n.family) out.add(n.family); for (const g of n.given||[]) out.add(g); }
+  for (const i of p.identifier||[]) if (i.value) out.add(i.value);
+  if (p.birthDate) out.add(p.birthDate);
+  for (const a of p.address||[]) {
+    for (const x of a.line||[]) out.add(x);
+    if (all && a.city) out.add(a.city);
+    if (all && a.postalCode) out.add(a.postalCode);
+  }
+  for (const t of p.telecom||[]) if (t.value) out.add(t.value);
+}
+fs.writeFileSync(process.argv[2], [...out].filter(s=>s.length>=3).join("\n")+"\n");' "$1" "$2" "${3:-}"
+}

@@ -113,19 +113,7 @@ stop_daemon "$P"
 ok "restart on the same store: no new referral, nothing re-sent"
 
 # ---- no PHI in the logs ------------------------------------------------------------------------------
-node -e '
-const fs=require("fs");
-const out=new Set();
-for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
-  const p=JSON.parse(l);
-  for (const n of p.name||[]) { if (n.family) out.add(n.family); for (const g of n.given||[]) out.add(g); }
-  for (const i of p.identifier||[]) if (i.value) out.add(i.value);
-  if (p.birthDate) out.add(p.birthDate);
-  for (const a of p.address||[]) { for (const x of a.line||[]) out.add(x); }
-  for (const t of p.telecom||[]) if (t.value) out.add(t.value);
-}
-fs.writeFileSync(process.argv[2], [...out].filter(s=>s.length>=3).join("\n")+"\n");' \
-  "$TMP/cohort/Patient.000.ndjson" "$TMP/phi.txt"
+phi_terms "$TMP/cohort/Patient.000.ndjson" "$TMP/phi.txt"
 n_terms=$(wc -l <"$TMP/phi.txt")
 [ "$n_terms" -gt "$N" ] || fail "too few PHI terms extracted ($n_terms)"
 cat "$TMP"/e2e.log "$TMP"/e2e2.log >"$TMP/all-daemon-logs.txt"

@@ -263,7 +263,9 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+#define UNDO_AFTER_V9 "DROP TABLE notify_events; DROP TABLE notify_notices;"
 #define UNDO_AFTER_V8                                                                        \
+    UNDO_AFTER_V9                                                                            \
     "ALTER TABLE verdicts DROP COLUMN heme; ALTER TABLE verdicts DROP COLUMN pruned_ms;"
 #define UNDO_AFTER_V7                                                                        \
     UNDO_AFTER_V8                                                                            \
