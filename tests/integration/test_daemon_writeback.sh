@@ -51,8 +51,11 @@ n_ref=$(sqlite3 "$DB" "SELECT count(*) FROM referrals")
 [ "$n_ref" -ge 2 ] || fail "only $n_ref referrals: the cohort is too small for this test"
 ok "$n_ref referrals sent"
 
-# the center accepts every referral
-curl -s "$CENTER/Task?_count=1000" >"$TMP/tasks.json"
+# the center accepts every referral (its Tasks read once the center lists all of them: on a
+# loaded machine the search right after the last send has come back empty)
+tasks_there() { [ "$(count_of "$CENTER/Task" 2>/dev/null)" = "$n_ref" ]; }
+wait_for "the center lists $n_ref Tasks" 60 tasks_there
+curl -s "$CENTER/Task?_count=1000" >"$TMP/tasks.json" || fail "GET the center's Tasks"
 node -e '
 const fs=require("fs"); const b=JSON.parse(fs.readFileSync(process.argv[1],"utf8"));
 for (const e of b.entry||[]) {
@@ -61,6 +64,7 @@ for (const e of b.entry||[]) {
   fs.writeFileSync(process.argv[2]+"/task-"+t.id+".json", JSON.stringify(t));
 }' "$TMP/tasks.json" "$TMP"
 n_put=0
+shopt -s nullglob
 for f in "$TMP"/task-*.json; do
   id=$(basename "$f" .json); id=${id#task-}
   [ "$(curl -s -o "$TMP/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/fhir+json' \
