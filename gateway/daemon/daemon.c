@@ -38,6 +38,7 @@
 #include "route.h"
 #include "sender.h"
 #include "store.h"
+#include "web.h"
 #include "writeback.h"
 
 #define SCREEN_MAX_RESOURCES 100000
@@ -68,6 +69,7 @@ struct daemon_proc {
     access_ctx *acc;         /* who is acting (users, sessions, tokens) */
     admin *api;              /* the JSON API's routes on srv */
     cds *hooks;              /* the CDS Hooks service on srv; NULL unless cds.enabled */
+    web *ui;                 /* the clinician's pages on srv */
     char *admin_token;       /* the shared service token, NULL when none is configured */
     bool stopping;
     bool ready;              /* every source has completed a poll (or has none) */
@@ -1225,6 +1227,43 @@ static void raise_nofile(void)
              (unsigned long long)rl.rlim_cur);
 }
 
+/* ---- the web pages' environment ---------------------------------------------------------- */
+
+static void ui_runtime(void *ud, web_runtime *out)
+{
+    daemon_proc *d = ud;
+    daemon_rt *rt = d->rt;
+    const config *c = rt->cfg;
+    memset(out, 0, sizeof *out);
+    out->rules = rt->rules;
+    out->tables = rt->tables;
+    out->as_of_days = rt->as_of_days;
+    out->propose = (propose_opts){
+        .site_id = c->site_id, .site_name = c->site_name, .site_has_location = c->site_has_location,
+        .site_lat = c->site_lat, .site_lon = c->site_lon, .with_possible = c->referral_min_category == 1,
+        .consult_proposals = c->referral_consult_proposals,
+        .urgency_default = c->referral_urgency_default,
+        .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
+        .centers = rt->centers, .zcta = rt->zcta,
+        .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
+    };
+}
+
+static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_node ***out, size_t *n,
+                        fhir_error *err)
+{
+    daemon_proc *d = ud;
+    res_list l = {.a = a, .err = err};
+    if (store_resource_each(d->st, pid, res_cb, &l, err) < 0) {
+        free(l.v);
+        return -1;
+    }
+    add_referenced_medications(d, &l);
+    *out = l.v;
+    *n = l.n;
+    return 0;
+}
+
 /* The listener: access (users, sessions, tokens in the store), serve (TLS, limits), the
  * sign-in routes (with OpenID Connect when configured) and the API's routes. */
 static int listener_start(daemon_proc *d, fhir_error *err)
@@ -1277,6 +1316,11 @@ static int listener_start(daemon_proc *d, fhir_error *err)
     admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready};
     d->api = admin_new(&env);
     if (admin_add_routes(d->api, d->srv, err))
+    /* the web pages; CARTGATE_WEB_ASSETS (development) serves their assets from that folder */
+    web_env wenv = {.st = d->st, .ud = d, .runtime = ui_runtime, .resources = ui_resources,
+                    .site_name = c->site_name, .assets_dir = getenv("CARTGATE_WEB_ASSETS")};
+    d->ui = web_new(&wenv);
+    if (admin_add_routes(d->api, d->srv, err) || web_add_routes(d->ui, d->srv, err) || serve_start(d->srv, err))
         return -1;
     if (c->cds_enabled) {
         cds_env ce = {.st = d->st, .base = d->base, .ud = d, .screening = cds_screening_now, .propose = cds_propose};
@@ -1373,6 +1417,7 @@ void daemon_free(daemon_proc *d)
     serve_free(d->srv); /* first: no request may outlive what it uses */
     admin_free(d->api);
     cds_free(d->hooks);
+    web_free(d->ui);
     access_free(d->acc);
     if (d->sig_term)
         event_free(d->sig_term);

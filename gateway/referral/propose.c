@@ -549,7 +549,19 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         fhir_arena_free(a);
         return 0;
     }
-    const centers_center *center = rr.candidates[0].center;
+    size_t pick = 0;
+    if (o->center_id) { /* a person chose among the candidates */
+        while (pick < rr.n_candidates && strcmp(rr.candidates[pick].center->id, o->center_id))
+            pick++;
+        if (pick == rr.n_candidates) {
+            out->outcome = PROPOSE_NO_CENTER;
+            snprintf(out->detail, sizeof out->detail, "center %s is not among the ranked candidates",
+                     o->center_id);
+            fhir_arena_free(a);
+            return 0;
+        }
+    }
+    const centers_center *center = rr.candidates[pick].center;
     snprintf(out->center_id, sizeof out->center_id, "%s", center->id);
     int rc = -1;
     char *payload = NULL, *route_json = NULL, *packet_json = NULL, *packet_html = NULL;

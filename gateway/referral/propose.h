@@ -83,6 +83,9 @@ typedef struct propose_opts {
     /* the site's referring clinician (site.referrer.*): the default when no order of the
      * patient names its prescriber; phone and Direct address of the referring team */
     const char *referrer_name, *referrer_phone, *referrer_direct;
+    const char *center_id;       /* a person's choice among the ranked candidates (the web
+                                  * page's approve and re-route); NULL: the best one. A center
+                                  * that is not a candidate gives PROPOSE_NO_CENTER. */
 } propose_opts;
 
 /* One screened patient; everything borrowed for the call. */

@@ -233,6 +233,29 @@ elig_urgency elig_result_urgency(const elig_result *r);
 /* Reason for the urgency (borrowed from rs; static text for the defaults). */
 const char *elig_result_urgency_reason(const elig_ruleset *rs, const elig_result *r);
 
+/* Clinical words for a fact, disease or therapy-class key ("tfl" -> "large B-cell lymphoma
+ * transformed from follicular lymphoma"); the key itself when it has none. Static string. */
+const char *elig_words(const char *key);
+
+/* ---- one indication, gate by gate (the clinician's page) ---------------------------------- */
+
+typedef enum elig_gate_state {
+    ELIG_GATE_FAILED = 0,
+    ELIG_GATE_UNKNOWN = 1,
+    ELIG_GATE_MET = 2,
+} elig_gate_state;
+/* One hard gate: its plain-words label, its state and the facts that decided it with their
+ * evidence (resources, dates, values) in plain words; all borrowed for the call. */
+typedef void (*elig_gate_fn)(void *ud, const char *label, elig_gate_state state, const char *facts);
+/* Calls fn for every hard gate of indication i that applied (in criteria order), as the
+ * explanation words them, evidence included. Returns how many. */
+size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r, size_t i,
+                         elig_gate_fn fn, void *ud);
+/* The label of indication i (borrowed from rs): brand name, what the indication covers, and
+ * the citation: document, revision and link. NULL arguments are skipped. */
+void elig_ruleset_label(const elig_ruleset *rs, size_t i, const char **brand, const char **description,
+                        const char **doc, const char **rev, const char **url);
+
 /* One JSON object (one line, no trailing newline), schema in conf/criteria/README.md:
  * {"patient","category","products","possible_products","missing","review_flags","notes",
  *  "consult":{"recommendation","triggers","reasons"},["pending":{...}],"urgency",

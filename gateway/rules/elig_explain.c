@@ -98,6 +98,11 @@ static const char *words(const char *key)
     return key ? key : "?";
 }
 
+const char *elig_words(const char *key)
+{
+    return words(key);
+}
+
 /* Appends each string in turn (NULL written as printf's "%s" writes it): the explanation's
  * lines are mostly labels and codes joined by fixed words, and formatting them with printf
  * was a tenth of offline screening. */
@@ -322,6 +327,49 @@ static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const el
     }
     fhir_buf_putc(b, '.');
     cite(b, ind->src_doc, ind->src_rev, ind->src_url);
+}
+
+size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r, size_t i,
+                         elig_gate_fn fn, void *ud)
+{
+    if (i >= rs->ninds)
+        return 0;
+    const eind *ind = &rs->inds[i];
+    const enode *root = &rs->nodes[ind->root];
+    uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
+    fhir_buf b;
+    fhir_buf_init(&b, 64 * 1024);
+    size_t n = 0;
+    for (uint32_t k = 0; k < ng; k++) {
+        uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
+        int gr = r->out[g] & 7;
+        if (gr == TNA || gr == TNE)
+            continue;
+        bool first = true;
+        fhir_buf_reset(&b);
+        describe(rs, fs, r->out, g, true, &b, &first, NULL);
+        fn(ud, node_label(rs, g), gr == TT ? ELIG_GATE_MET : gr == TU ? ELIG_GATE_UNKNOWN : ELIG_GATE_FAILED,
+           fhir_buf_cstr(&b));
+        n++;
+    }
+    fhir_buf_free(&b);
+    return n;
+}
+
+void elig_ruleset_label(const elig_ruleset *rs, size_t i, const char **brand, const char **description,
+                        const char **doc, const char **rev, const char **url)
+{
+    const eind *ind = i < rs->ninds ? &rs->inds[i] : NULL;
+    if (brand)
+        *brand = ind ? ind->brand : NULL;
+    if (description)
+        *description = ind ? ind->description : NULL;
+    if (doc)
+        *doc = ind ? ind->src_doc : NULL;
+    if (rev)
+        *rev = ind ? ind->src_rev : NULL;
+    if (url)
+        *url = ind ? ind->src_url : NULL;
 }
 
 typedef void (*line_fn)(void *ud, const char *line, size_t len);

@@ -15,6 +15,40 @@
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
+/* The worklist row of a verdicts row (migration 11): T is the verdicts row (NEW in the
+ * triggers, the table in the first fill). Malformed JSON reads as {}. */
+#define WORKLIST_VJ(T) "(CASE WHEN json_valid(" T ".verdict_json) THEN " T ".verdict_json ELSE '{}' END)"
+#define WORKLIST_PJ(T) "(CASE WHEN json_valid(" T ".profile_json) THEN " T ".profile_json ELSE '{}' END)"
+#define WORKLIST_COLS(T)                                                                          \
+    T ".patient_id, "                                                                           \
+    "(" T ".category IN ('eligible','possibly_eligible') OR coalesce(json_extract(" WORKLIST_VJ(T) \
+    ", '$.consult.recommendation'), 'none') <> 'none'), "                                       \
+    T ".category, "                                                                             \
+    "CASE WHEN json_extract(" WORKLIST_VJ(T) ", '$.urgency') = 'now' OR json_extract("           \
+    WORKLIST_VJ(T) ", '$.consult.recommendation') = 'refer_now' THEN 0 "                        \
+    "WHEN json_extract(" WORKLIST_VJ(T) ", '$.urgency') = 'soon' THEN 1 "                       \
+    "WHEN json_extract(" WORKLIST_VJ(T) ", '$.urgency') = 'review' OR json_extract("            \
+    WORKLIST_VJ(T) ", '$.consult.recommendation') = 'early_consult' THEN 2 ELSE 3 END, "        \
+    "json_extract(" WORKLIST_VJ(T) ", '$.urgency'), "                                           \
+    "json_extract(" WORKLIST_VJ(T) ", '$.consult.recommendation'), "                            \
+    "json_extract(" WORKLIST_PJ(T) ", '$.facts.primary_disease.value'), "                       \
+    "(SELECT max(json_extract(e.value, '$.date')) FROM json_each(" WORKLIST_PJ(T)                \
+    ", '$.events') e WHERE json_extract(e.value, '$.kind') = 'progression or relapse'), "                  \
+    "coalesce((SELECT max(json_extract(e.value, '$.date')) FROM json_each(" WORKLIST_PJ(T)       \
+    ", '$.events') e WHERE json_extract(e.value, '$.kind') = 'progression or relapse'), '9999'), "         \
+    "coalesce(json_array_length(" WORKLIST_VJ(T) ", '$.missing'), 0), "                         \
+    "json_extract(" WORKLIST_VJ(T) ", '$.products'), "                                          \
+    "json_extract(" WORKLIST_VJ(T) ", '$.possible_products'), "                                 \
+    T ".category || '|' || coalesce(json_extract(" WORKLIST_VJ(T) ", '$.products'), '') || '|' || " \
+    "coalesce(json_extract(" WORKLIST_VJ(T) ", '$.possible_products'), '') || '|' || "          \
+    "coalesce(json_extract(" WORKLIST_VJ(T) ", '$.consult.recommendation'), ''), "              \
+    T ".updated_ms"
+#define WORKLIST_SELECT(T) "SELECT " WORKLIST_COLS(T) " FROM " T
+/* delete + insert: inside a trigger an outer upsert's conflict rule would override OR REPLACE */
+#define WORKLIST_ROW(T)                                                                           \
+    "DELETE FROM worklist WHERE patient_id = " T ".patient_id; INSERT INTO worklist SELECT "       \
+    WORKLIST_COLS(T) ";"
+
 /* Step i brings the schema from version i to i+1, in one transaction. Append only; never edit
  * a shipped step. A table that an older binary created outside the migrations is adopted with
  * CREATE ... IF NOT EXISTS in the step that takes it over. */
@@ -249,6 +283,48 @@ static const struct {
      "  updated_ms INTEGER NOT NULL"
      ");"
      "CREATE INDEX notify_notices_due ON notify_notices(status, next_attempt_ms);"},
+    /* The clinician's worklist (gateway/web): one row per screened patient derived from its
+     * verdict by triggers, so the listing pages through an index instead of parsing every
+     * verdict; the decisions of clinicians to take a patient off the list (bound to the
+     * verdict they saw: vkey); when each person last looked at the list. */
+    {"worklist, worklist_declines, worklist_visits",
+     "CREATE TABLE worklist ("
+     "  patient_id TEXT PRIMARY KEY,"
+     "  on_list INTEGER NOT NULL,"                /* eligible, possibly, or a consult */
+     "  category TEXT NOT NULL,"
+     "  urank INTEGER NOT NULL,"                  /* 0 now ... 3 none */
+     "  urgency TEXT,"
+     "  consult TEXT,"
+     "  disease TEXT,"
+     "  relapse_day TEXT,"                        /* last progression documented, YYYY-MM-DD */
+     "  relapse_sort TEXT NOT NULL,"              /* relapse_day, '9999' when none */
+     "  missing_n INTEGER NOT NULL,"
+     "  products TEXT,"                           /* JSON arrays of indication keys */
+     "  possible TEXT,"
+     "  vkey TEXT NOT NULL,"                      /* what a decline is bound to */
+     "  updated_ms INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX worklist_order ON worklist(on_list, urank, relapse_sort, patient_id);"
+     "CREATE INDEX worklist_disease ON worklist(on_list, disease);"
+     "CREATE TABLE worklist_declines ("
+     "  patient_id TEXT PRIMARY KEY,"
+     "  vkey TEXT NOT NULL,"
+     "  reason_code TEXT NOT NULL,"
+     "  reason TEXT,"
+     "  actor TEXT NOT NULL,"
+     "  user_id INTEGER,"
+     "  ts_ms INTEGER NOT NULL"
+     ");"
+     "CREATE TABLE worklist_visits ("
+     "  user_id INTEGER PRIMARY KEY,"
+     "  seen_ms INTEGER NOT NULL,"
+     "  prev_ms INTEGER NOT NULL"
+     ");"
+     "CREATE TRIGGER worklist_verdict_insert AFTER INSERT ON verdicts BEGIN " WORKLIST_ROW("NEW") " END;"
+     "CREATE TRIGGER worklist_verdict_update AFTER UPDATE ON verdicts BEGIN " WORKLIST_ROW("NEW") " END;"
+     "CREATE TRIGGER worklist_verdict_delete AFTER DELETE ON verdicts BEGIN "
+     "  DELETE FROM worklist WHERE patient_id = OLD.patient_id; END;"
+     "INSERT OR REPLACE INTO worklist SELECT * FROM (" WORKLIST_SELECT("verdicts") ");"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -379,6 +455,17 @@ enum {
     Q_CDS_CARD_GET,
     Q_CDS_FEEDBACK_ADD,
     Q_CDS_FEEDBACK_COUNT,
+    Q_WL_PAGE,
+    Q_WL_COUNT,
+    Q_WL_GET,
+    Q_WL_COUNTS,
+    Q_WL_DISEASES,
+    Q_WL_DECLINE,
+    Q_WL_VISIT_GET,
+    Q_WL_VISIT_PUT,
+    Q_PROGRAM_FUNNEL,
+    Q_PROGRAM_REFERRALS,
+    Q_PROGRAM_DECLINES,
     Q_FIXED
 };
 
@@ -389,6 +476,22 @@ enum {
 #define AUDIT_COLS                                                                           \
     "id, ts_ms, coalesce(referral_id, 0), actor, action, from_state, to_state, detail, "    \
     "coalesce(user_id, 0), role, source, reason"
+
+/* the worklist page: the row, its latest referral, and the filters ?1..?4 */
+#define WL_COLS                                                                              \
+    "w.patient_id, w.category, w.urgency, w.consult, w.disease, w.relapse_day, w.products, "   \
+    "w.possible, w.missing_n, w.updated_ms, r.state, coalesce(r.id, 0)"
+#define WL_FROM                                                                              \
+    "worklist w LEFT JOIN referrals r ON r.id = (SELECT max(id) FROM referrals x WHERE "      \
+    "x.patient_id = w.patient_id)"
+#define WL_NOT_DECLINED                                                                      \
+    "NOT EXISTS (SELECT 1 FROM worklist_declines d WHERE d.patient_id = w.patient_id AND "   \
+    "d.vkey = w.vkey)"
+#define WL_WHERE                                                                             \
+    "w.on_list = 1 AND (?1 IS NULL OR w.category = ?1 OR (?1 = 'consult' AND w.category NOT " \
+    "IN ('eligible','possibly_eligible'))) AND (?2 IS NULL OR w.disease = ?2) AND "          \
+    "(?3 = 0 OR w.updated_ms > ?3) AND (?4 IS NULL OR coalesce(r.state, 'none') = ?4) AND "   \
+    WL_NOT_DECLINED
 
 static const struct {
     const char *what; /* for error messages */
@@ -639,6 +742,43 @@ static const struct {
     [Q_CDS_FEEDBACK_COUNT] = {"cds feedback count",
                               "SELECT service, outcome, count(*) FROM cds_feedback GROUP BY service, outcome "
                               "ORDER BY service, outcome"},
+    /* the worklist (migration 11): the worklist_order index gives the order; the latest
+     * referral by the patient index; declines by their primary key */
+    [Q_WL_PAGE] = {"worklist read", "SELECT " WL_COLS " FROM " WL_FROM " WHERE " WL_WHERE
+                                    " ORDER BY w.urank, w.relapse_sort, w.patient_id LIMIT ?5 OFFSET ?6"},
+    [Q_WL_COUNT] = {"worklist count", "SELECT count(*) FROM " WL_FROM " WHERE " WL_WHERE},
+    [Q_WL_GET] = {"worklist read", "SELECT " WL_COLS " FROM " WL_FROM " WHERE w.patient_id = ?1"},
+    [Q_WL_COUNTS] = {"worklist count",
+                     "SELECT coalesce(sum(w.urank = 0), 0), coalesce(sum(w.category = 'possibly_eligible'), 0), "
+                     "coalesce(sum(w.category NOT IN ('eligible','possibly_eligible')), 0), "
+                     "(SELECT count(*) FROM referrals WHERE state = 'sent') FROM worklist w "
+                     "WHERE w.on_list = 1 AND " WL_NOT_DECLINED},
+    [Q_WL_DISEASES] = {"worklist read", "SELECT DISTINCT disease FROM worklist WHERE on_list = 1 AND "
+                                        "disease IS NOT NULL ORDER BY disease"},
+    [Q_WL_DECLINE] = {"worklist decline",
+                      "INSERT OR REPLACE INTO worklist_declines(patient_id, vkey, reason_code, reason, "
+                      "actor, user_id, ts_ms) SELECT patient_id, vkey, ?2, ?3, ?4, ?5, ?6 FROM worklist "
+                      "WHERE patient_id = ?1"},
+    [Q_WL_VISIT_GET] = {"worklist visit", "SELECT seen_ms, prev_ms FROM worklist_visits WHERE user_id = ?"},
+    [Q_WL_VISIT_PUT] = {"worklist visit",
+                        "INSERT OR REPLACE INTO worklist_visits(user_id, seen_ms, prev_ms) VALUES (?,?,?)"},
+    [Q_PROGRAM_FUNNEL] = {"program funnel",
+                          "SELECT strftime('%Y-%m', updated_ms / 1000, 'unixepoch'), 'screened', count(*) "
+                          "FROM verdicts GROUP BY 1 UNION ALL "
+                          "SELECT strftime('%Y-%m', updated_ms / 1000, 'unixepoch'), 'candidate', count(*) "
+                          "FROM worklist WHERE on_list = 1 GROUP BY 1 UNION ALL "
+                          "SELECT strftime('%Y-%m', created_ms / 1000, 'unixepoch'), 'proposed', count(*) "
+                          "FROM referrals GROUP BY 1 UNION ALL "
+                          "SELECT strftime('%Y-%m', t / 1000, 'unixepoch'), to_state, count(*) FROM "
+                          "(SELECT referral_id, to_state, min(ts_ms) AS t FROM audit WHERE referral_id IS NOT "
+                          "NULL AND to_state IN ('approved','sent','accepted','scheduled','completed',"
+                          "'declined','cancelled','failed') GROUP BY referral_id, to_state) GROUP BY 1, 2"},
+    [Q_PROGRAM_REFERRALS] = {"program referrals",
+                             "SELECT r.id, r.center_id, r.state, r.created_ms, (SELECT min(a.ts_ms) FROM audit a "
+                             "WHERE a.referral_id = r.id AND a.to_state = 'sent'), w.relapse_day FROM referrals r "
+                             "LEFT JOIN worklist w ON w.patient_id = r.patient_id ORDER BY r.id"},
+    [Q_PROGRAM_DECLINES] = {"program declines",
+                            "SELECT reason_code, count(*) FROM worklist_declines GROUP BY 1 ORDER BY 2 DESC, 1"},
 };
 
 /* store_referral_each: one statement per combination of filters (state, center, patient,
@@ -2605,4 +2745,208 @@ int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_er
     int ret = rc == SQLITE_DONE ? 0 : sql_fail(s, err, "cds feedback count");
     q_give(s, &x);
     return ret;
+/* ---- the worklist and the program figures ------------------------------------------------ */
+
+typedef struct wl_ctx {
+    store_worklist_fn fn;
+    void *ctx;
+} wl_ctx;
+
+static int wl_row(void *ctx, sqlite3_stmt *st)
+{
+    wl_ctx *c = ctx;
+    store_worklist_row r = {
+        .patient_id = col_text(st, 0), .category = col_text(st, 1), .urgency = col_text(st, 2),
+        .consult = col_text(st, 3), .disease = col_text(st, 4), .relapse_day = col_text(st, 5),
+        .products = col_text(st, 6), .possible = col_text(st, 7), .missing = sqlite3_column_int64(st, 8),
+        .updated_ms = sqlite3_column_int64(st, 9), .ref_state = col_text(st, 10),
+        .ref_id = sqlite3_column_int64(st, 11),
+    };
+    return c->fn ? c->fn(c->ctx, &r) : 0;
+}
+
+static void wl_bind(sqlite3_stmt *st, const store_worklist_filter *f)
+{
+    bind_text(st, 1, f ? f->category : NULL);
+    bind_text(st, 2, f ? f->disease : NULL);
+    sqlite3_bind_int64(st, 3, f ? f->changed_after_ms : 0);
+    bind_text(st, 4, f ? f->state : NULL);
+}
+
+int64_t store_worklist_page(store *s, const store_worklist_filter *f, int64_t limit, int64_t offset,
+                            store_worklist_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_WL_PAGE, &x, err))
+        return -1;
+    wl_bind(x.st, f);
+    sqlite3_bind_int64(x.st, 5, limit);
+    sqlite3_bind_int64(x.st, 6, offset);
+    wl_ctx c = {fn, ctx};
+    return q_rows(s, &x, "worklist read", wl_row, &c, err);
+}
+
+int64_t store_worklist_count(store *s, const store_worklist_filter *f, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_WL_COUNT, &x, err))
+        return -1;
+    wl_bind(x.st, f);
+    int64_t n = q_int(s, &x, 0);
+    if (n < 0)
+        sql_fail(s, err, "worklist count");
+    return n;
+}
+
+int store_worklist_get(store *s, const char *patient_id, store_worklist_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_WL_GET, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    wl_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "worklist read", wl_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+static int counts_row(void *ctx, sqlite3_stmt *st)
+{
+    int64_t *out = ctx;
+    for (int i = 0; i < 4; i++)
+        out[i] = sqlite3_column_int64(st, i);
+    return 1;
+}
+
+int store_worklist_counts(store *s, int64_t out[4], fhir_error *err)
+{
+    q x;
+    memset(out, 0, 4 * sizeof *out);
+    if (q_take(s, Q_WL_COUNTS, &x, err))
+        return -1;
+    return q_rows(s, &x, "worklist count", counts_row, out, err) < 0 ? -1 : 0;
+}
+
+typedef struct text_ctx {
+    store_text_fn fn;
+    void *ctx;
+} text_ctx;
+
+static int text_row(void *ctx, sqlite3_stmt *st)
+{
+    text_ctx *c = ctx;
+    c->fn(c->ctx, col_text(st, 0));
+    return 0;
+}
+
+int64_t store_worklist_diseases(store *s, store_text_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_WL_DISEASES, &x, err))
+        return -1;
+    text_ctx c = {fn, ctx};
+    return q_rows(s, &x, "worklist read", text_row, &c, err);
+}
+
+int store_worklist_decline(store *s, const char *patient_id, const char *code, const store_actor *who,
+                           fhir_error *err)
+{
+    bool own = !s->in_tx;
+    if (own && store_begin(s, err))
+        return -1;
+    q x;
+    int64_t n = -1;
+    if (q_take(s, Q_WL_DECLINE, &x, err) == 0) {
+        bind_text(x.st, 1, patient_id);
+        bind_text(x.st, 2, code);
+        bind_text(x.st, 3, who ? who->reason : NULL);
+        bind_text(x.st, 4, who && who->name ? who->name : "system");
+        if (who && who->user_id > 0)
+            sqlite3_bind_int64(x.st, 5, who->user_id);
+        sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+        n = q_change(s, &x, "worklist decline", err);
+    }
+    if (n == 0) {
+        fhir_error_set(err, "patient %s is not on the worklist", patient_id);
+        err->code = 404;
+    }
+    char detail[256];
+    snprintf(detail, sizeof detail, "patient=%s code=%s", patient_id, code);
+    int rc = n > 0 && store_audit_actor(s, who, "worklist-decline", 0, NULL, NULL, detail, err) == 0 ? 0 : -1;
+    if (own) {
+        if (rc == 0)
+            rc = store_commit(s, err);
+        else
+            store_rollback(s);
+    }
+    return rc;
+}
+
+static int visit_row(void *ctx, sqlite3_stmt *st)
+{
+    int64_t *v = ctx;
+    v[0] = sqlite3_column_int64(st, 0);
+    v[1] = sqlite3_column_int64(st, 1);
+    return 1;
+}
+
+int store_worklist_visit(store *s, int64_t user_id, int64_t now_ms, int64_t gap_ms, int64_t *prev_ms,
+                         fhir_error *err)
+{
+    q x;
+    int64_t v[2] = {0, 0}; /* seen, prev */
+    if (q_take(s, Q_WL_VISIT_GET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    if (q_rows(s, &x, "worklist visit", visit_row, v, err) < 0)
+        return -1;
+    /* a view long after the last one starts a new visit: the last one becomes the previous */
+    int64_t prev = v[0] && now_ms - v[0] > gap_ms ? v[0] : v[1];
+    *prev_ms = prev;
+    if (q_take(s, Q_WL_VISIT_PUT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, user_id);
+    sqlite3_bind_int64(x.st, 2, now_ms);
+    sqlite3_bind_int64(x.st, 3, prev);
+    return q_change(s, &x, "worklist visit", err) < 0 ? -1 : 0;
+}
+
+typedef struct cols_ctx {
+    store_cols_fn fn;
+    void *ctx;
+} cols_ctx;
+
+static int cols_row(void *ctx, sqlite3_stmt *st)
+{
+    cols_ctx *c = ctx;
+    const char *v[8];
+    int n = sqlite3_column_count(st);
+    if (n > 8)
+        n = 8;
+    for (int i = 0; i < n; i++)
+        v[i] = col_text(st, i);
+    return c->fn(c->ctx, v, n);
+}
+
+static int64_t program_rows(store *s, int id, store_cols_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, id, &x, err))
+        return -1;
+    cols_ctx c = {fn, ctx};
+    return q_rows(s, &x, fixed[id].what, cols_row, &c, err);
+}
+
+int64_t store_program_funnel(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
+{
+    return program_rows(s, Q_PROGRAM_FUNNEL, fn, ctx, err);
+}
+
+int64_t store_program_referrals(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
+{
+    return program_rows(s, Q_PROGRAM_REFERRALS, fn, ctx, err);
+}
+
+int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
+{
+    return program_rows(s, Q_PROGRAM_DECLINES, fn, ctx, err);
 }

@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 10
+#define STORE_SCHEMA_VERSION 11
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -490,5 +490,71 @@ int store_cds_feedback_add(store *s, const store_cds_feedback *f, fhir_error *er
 /* Feedback counted by service and outcome (for /metrics). 0 or -1. */
 typedef void (*store_cds_count_fn)(void *ctx, const char *service, const char *outcome, int64_t count);
 int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_error *err);
+/* ---- the clinician's worklist and the program figures (gateway/web) ----------------------
+ * The worklist table is derived from the verdicts by triggers (migration 11): one row per
+ * screened patient with what the list sorts and filters by. A patient is on the list with an
+ * eligible or possibly eligible verdict or a consult recommendation, unless a clinician took
+ * the patient off it for the verdict shown then (a decline is bound to the category, the
+ * products and the recommendation: a changed verdict brings the patient back). */
+
+/* Which rows; NULL / 0 fields match anything. */
+typedef struct store_worklist_filter {
+    const char *category;     /* "eligible", "possibly_eligible", or "consult" (on the list by
+                               * a consult recommendation alone) */
+    const char *disease;      /* primary disease key */
+    const char *state;        /* the latest referral's state name, or "none" (no referral) */
+    int64_t changed_after_ms; /* > 0: only verdicts written after this time */
+} store_worklist_filter;
+
+/* A worklist row, borrowed for the call. */
+typedef struct store_worklist_row {
+    const char *patient_id, *category;
+    const char *urgency, *consult, *disease;  /* NULL when the verdict has none */
+    const char *relapse_day;                  /* last progression documented, or NULL */
+    const char *products, *possible;          /* JSON arrays of indication keys, or NULL */
+    int64_t missing;                          /* facts missing for a decision */
+    int64_t updated_ms;                       /* when the verdict was written */
+    const char *ref_state;                    /* the latest referral's state; NULL: none */
+    int64_t ref_id;                           /* its id; 0: none */
+} store_worklist_row;
+typedef int (*store_worklist_fn)(void *ctx, const store_worklist_row *r);
+/* One page of the list, most urgent first, then the longest since relapse documented, through
+ * the worklist index. fn returns non-zero to stop. Rows visited or -1. */
+int64_t store_worklist_page(store *s, const store_worklist_filter *f, int64_t limit, int64_t offset,
+                            store_worklist_fn fn, void *ctx, fhir_error *err);
+/* Rows matching f. -1 on error. */
+int64_t store_worklist_count(store *s, const store_worklist_filter *f, fhir_error *err);
+/* One patient's row (on the list or not). 1 found, 0 absent, -1. */
+int store_worklist_get(store *s, const char *patient_id, store_worklist_fn fn, void *ctx, fhir_error *err);
+/* The list's headline: [0] refer now, [1] possibly eligible, [2] consult suggested only,
+ * [3] referrals sent and awaiting the center's answer. 0 or -1. */
+int store_worklist_counts(store *s, int64_t out[4], fhir_error *err);
+/* The primary diseases of the patients on the list, sorted. Rows visited or -1. */
+typedef void (*store_text_fn)(void *ctx, const char *text);
+int64_t store_worklist_diseases(store *s, store_text_fn fn, void *ctx, fhir_error *err);
+/* Takes a patient off the list for the verdict the row holds now, with a coded reason and
+ * the person's words, and audits it (action "worklist-decline", detail "patient=<id>
+ * code=<code>") in one transaction (or the caller's). err->code 404 when the patient has no
+ * worklist row. */
+int store_worklist_decline(store *s, const char *patient_id, const char *code, const store_actor *who,
+                           fhir_error *err);
+/* A person looks at the list at now_ms: *prev_ms gets the start of their previous visit (0:
+ * none). Views less than gap_ms apart are one visit. 0 or -1. */
+int store_worklist_visit(store *s, int64_t user_id, int64_t now_ms, int64_t gap_ms, int64_t *prev_ms,
+                         fhir_error *err);
+
+/* Rows of text columns (NULL for SQL NULL), borrowed for the call; fn returns non-zero to
+ * stop. */
+typedef int (*store_cols_fn)(void *ctx, const char *const *cols, int n);
+/* The funnel: (month "YYYY-MM", stage, count) for the stages screened (verdicts written),
+ * candidate (on the worklist), proposed (referrals created), and approved, sent, accepted,
+ * scheduled, completed, declined, cancelled, failed (referrals reaching the state, by the
+ * first audit row that says so). Rows visited or -1. */
+int64_t store_program_funnel(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
+/* Every referral: (id, center, state, created_ms, first sent ms or NULL, the patient's relapse
+ * documented day or NULL), by id. Rows visited or -1. */
+int64_t store_program_referrals(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
+/* Why clinicians took patients off the list: (code, count). Rows visited or -1. */
+int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
 
 #endif

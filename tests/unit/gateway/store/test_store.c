@@ -263,7 +263,12 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
-#define UNDO_AFTER_V9 "DROP TABLE notify_events; DROP TABLE notify_notices;"
+/* migration 11 (the worklist) */
+#define UNDO_AFTER_V10                                                                       \
+    "DROP TRIGGER worklist_verdict_insert; DROP TRIGGER worklist_verdict_update;"            \
+    "DROP TRIGGER worklist_verdict_delete; DROP TABLE worklist; DROP TABLE worklist_declines;" \
+    "DROP TABLE worklist_visits;"
+#define UNDO_AFTER_V9 UNDO_AFTER_V10 "DROP TABLE notify_events; DROP TABLE notify_notices;"
 #define UNDO_AFTER_V8                                                                        \
     UNDO_AFTER_V9                                                                            \
     "ALTER TABLE verdicts DROP COLUMN heme; ALTER TABLE verdicts DROP COLUMN pruned_ms;"

@@ -1,0 +1,562 @@
+/* web_referrals — the referrals pages (stuck first, the center's Task history, the payload)
+ * and the program dashboard with its CSV (web.h). */
+#include "web_int.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fhir_alloc.h"
+#include "fhir_clock.h"
+#include "fhir_json.h"
+#include "referral.h"
+
+/* ---- the list ---------------------------------------------------------------------------- */
+
+typedef struct rrow {
+    int64_t id, created_ms, updated_ms;
+    refer_state state;
+    char patient[72], center[128], indications[256], task[32], err[160];
+    int stuck;              /* 2 failed, 1 sent without an answer too long, 0 no */
+} rrow;
+
+typedef struct rrows {
+    rrow *v;
+    size_t n, cap;
+    int64_t now_ms, stuck_ms;
+} rrows;
+
+/* Business days between two times (Monday to Friday), roughly: whole days minus weekends. */
+static int64_t business_days(int64_t from_ms, int64_t to_ms)
+{
+    int64_t d0 = from_ms / 86400000, d1 = to_ms / 86400000, n = 0;
+    for (int64_t d = d0 + 1; d <= d1 && n < 10000; d++) {
+        int64_t wd = (d + 4) % 7; /* 1970-01-01 was a Thursday: 0 = Sunday */
+        if (wd != 0 && wd != 6)
+            n++;
+    }
+    return n;
+}
+
+static int rrow_cb(void *ctx, const refer_record *r)
+{
+    rrows *l = ctx;
+    if (l->n == WEB_REFERRALS_MAX)
+        return 1;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? l->cap * 2 : 64;
+        l->v = fhir_xrealloc(l->v, l->cap * sizeof *l->v);
+    }
+    rrow *x = &l->v[l->n++];
+    memset(x, 0, sizeof *x);
+    x->id = r->id;
+    x->created_ms = r->created_ms;
+    x->updated_ms = r->updated_ms;
+    x->state = r->state;
+    snprintf(x->patient, sizeof x->patient, "%s", r->patient_id ? r->patient_id : "");
+    snprintf(x->center, sizeof x->center, "%s", r->center_id ? r->center_id : "");
+    snprintf(x->indications, sizeof x->indications, "%s", r->indications ? r->indications : "");
+    snprintf(x->task, sizeof x->task, "%s", r->task_status ? r->task_status : "");
+    snprintf(x->err, sizeof x->err, "%s", r->last_error ? r->last_error : "");
+    x->stuck = r->state == REFER_FAILED ? 2 : r->state == REFER_SENT && l->stuck_ms >= 0 &&
+                                                  business_days(r->updated_ms, l->now_ms) >= l->stuck_ms ? 1 : 0;
+    return 0;
+}
+
+static int rrow_cmp(const void *a, const void *b)
+{
+    const rrow *x = a, *y = b;
+    if (x->stuck != y->stuck)
+        return y->stuck - x->stuck;
+    if (x->state != y->state)
+        return (int)x->state - (int)y->state;
+    return x->created_ms < y->created_ms ? -1 : x->created_ms > y->created_ms;
+}
+
+void web_h_referrals(serve_req *r, void *ud)
+{
+    web *w = ud;
+    int days = w->env.stuck_business_days > 0 ? w->env.stuck_business_days : 3;
+    rrows l = {.now_ms = fhir_clock_now_ms(), .stuck_ms = days};
+    fhir_error err;
+    fhir_error_clear(&err);
+    refer_filter rf = {.state = -1, .summary = true};
+    const char *cf = serve_query(r, "center");
+    if (cf && *cf && strlen(cf) < 128)
+        rf.center_id = cf;
+    if (refer_list(w->env.st, &rf, rrow_cb, &l, &err) < 0) {
+        free(l.v);
+        web_page_problem(w, r, 500, "Referrals are not available", err.msg);
+        return;
+    }
+    qsort(l.v, l.n, sizeof *l.v, rrow_cmp);
+    fhir_buf b;
+    web_page_begin(w, r, &b, "Referrals", "referrals");
+    size_t nstuck = 0;
+    for (size_t i = 0; i < l.n; i++)
+        nstuck += l.v[i].stuck != 0;
+    fhir_buf_printf(&b, "<h1>Referrals</h1>\n<p class=\"headline\">%zu referral%s · <span class=\"urg urg-now\">%zu stuck</span> "
+                        "(delivery failed, or sent without the center's answer for %d business days)</p>\n",
+                    l.n, l.n == 1 ? "" : "s", nstuck, days);
+    fhir_buf_puts(&b, "<table class=\"list\" id=\"referrals\"><caption>Stuck first, then by state and age</caption>\n<thead><tr>"
+                      "<th scope=\"col\">Referral</th><th scope=\"col\">Patient</th><th scope=\"col\">Center</th>"
+                      "<th scope=\"col\">Products</th><th scope=\"col\">State</th><th scope=\"col\">Age</th>"
+                      "<th scope=\"col\">Last change</th></tr></thead><tbody>\n");
+    fhir_arena *a = fhir_arena_new(0);
+    int64_t today = web_today(w);
+    for (size_t i = 0; i < l.n; i++) {
+        const rrow *x = &l.v[i];
+        web_person pp;
+        web_person_read(w, a, x->patient, today, &pp);
+        char d[16];
+        web_day_ms(x->updated_ms, d);
+        fhir_buf_printf(&b, "<tr class=\"%s\" data-state=\"%s\"><td><a href=\"/ui/referrals/%lld\">Referral %lld</a></td><td>"
+                            "<a href=\"/ui/patients/",
+                        x->stuck ? "stuck" : "", refer_state_name(x->state), (long long)x->id, (long long)x->id);
+        web_esc(&b, x->patient);
+        fhir_buf_puts(&b, "\">");
+        web_esc(&b, *pp.name ? pp.name : x->patient);
+        fhir_buf_puts(&b, "</a></td><td>");
+        web_esc(&b, x->center);
+        fhir_buf_puts(&b, "</td><td>");
+        web_esc(&b, x->indications);
+        fhir_buf_puts(&b, "</td><td>");
+        if (x->stuck)
+            fhir_buf_puts(&b, "<strong>Stuck:</strong> ");
+        web_esc(&b, web_state_words(refer_state_name(x->state)));
+        if (x->state == REFER_FAILED && x->err[0]) {
+            fhir_buf_puts(&b, "<br><span class=\"sub\">");
+            web_esc(&b, x->err);
+            fhir_buf_puts(&b, "</span>");
+        }
+        fhir_buf_printf(&b, "</td><td class=\"num\">%lld d</td><td>%s</td></tr>\n",
+                        (long long)((l.now_ms - x->created_ms) / 86400000), d);
+    }
+    if (!l.n)
+        fhir_buf_puts(&b, "<tr><td colspan=\"7\">No referral yet.</td></tr>\n");
+    fhir_buf_puts(&b, "</tbody></table>\n");
+    fhir_arena_free(a);
+    free(l.v);
+    web_page_send(r, &b, 200);
+}
+
+/* ---- one referral ------------------------------------------------------------------------ */
+
+static int audit_cb(void *ctx, const store_audit_row *a)
+{
+    fhir_buf *b = ctx;
+    char t[40];
+    fhir_clock_format_instant(a->ts_ms, t, sizeof t);
+    fhir_buf_puts(b, "<tr><td>");
+    web_esc(b, t);
+    fhir_buf_puts(b, "</td><td>");
+    web_esc(b, a->actor);
+    fhir_buf_puts(b, "</td><td>");
+    web_esc(b, a->action);
+    fhir_buf_puts(b, "</td><td>");
+    if (a->to_state) {
+        web_esc(b, web_state_words(a->from_state));
+        fhir_buf_puts(b, " → ");
+        web_esc(b, web_state_words(a->to_state));
+    }
+    fhir_buf_puts(b, "</td><td>");
+    web_esc(b, a->reason ? a->reason : a->detail);
+    fhir_buf_puts(b, "</td></tr>\n");
+    return 0;
+}
+
+/* The package as readable text: each resource with what it says in a line. */
+static void payload_text(fhir_buf *b, const fhir_node *bundle)
+{
+    fhir_buf_puts(b, "<dl class=\"payload\">\n");
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+        const fhir_node *res = fhir_node_get(e, "resource");
+        const char *type = fhir_node_resource_type(res);
+        if (!type)
+            continue;
+        fhir_buf_puts(b, "<dt>");
+        web_esc(b, type);
+        fhir_buf_puts(b, "</dt><dd>");
+        const char *texts[] = {"code.text", "code.coding.display", "status", "priority", "reasonCode.text",
+                               "valueString", "valueQuantity.value", "effectiveDateTime", "authoredOn",
+                               "businessStatus.text", "name.family", "birthDate", "description", NULL};
+        bool any = false;
+        for (size_t i = 0; texts[i]; i++) {
+            const fhir_node *n = fhir_node_path(res, texts[i]);
+            if (fhir_node_is(n, FHIR_ARRAY))
+                n = fhir_node_first(n);
+            const char *s = fhir_node_str(n) ? fhir_node_str(n) : fhir_node_num_text(n);
+            if (!s)
+                continue;
+            if (any)
+                fhir_buf_puts(b, " · ");
+            any = true;
+            web_esc(b, s);
+        }
+        for (const fhir_node *nt = fhir_node_first(fhir_node_get(res, "note")); nt; nt = nt->next) {
+            fhir_buf_puts(b, any ? " · note: " : "note: ");
+            any = true;
+            web_esc(b, fhir_node_str(fhir_node_get(nt, "text")));
+        }
+        const char *div = fhir_node_path_str(res, "text.div");
+        if (!any && div)
+            fhir_buf_puts(b, "(narrative)");
+        fhir_buf_puts(b, "</dd>\n");
+    }
+    fhir_buf_puts(b, "</dl>\n");
+}
+
+void web_h_referral(serve_req *r, void *ud)
+{
+    web *w = ud;
+    int64_t id;
+    fhir_error err;
+    fhir_error_clear(&err);
+    refer_record rec;
+    int f = web_parse_id(serve_param(r, "id"), &id) ? refer_get(w->env.st, id, &rec, &err) : 0;
+    if (f != 1) {
+        web_page_problem(w, r, f < 0 ? 500 : 404, "No such referral", f < 0 ? err.msg : "There is no referral with that number.");
+        return;
+    }
+    fhir_arena *a = fhir_arena_new(0);
+    web_person pp;
+    web_person_read(w, a, rec.patient_id, web_today(w), &pp);
+    fhir_buf b;
+    char title[64];
+    snprintf(title, sizeof title, "Referral %lld", (long long)rec.id);
+    web_page_begin(w, r, &b, title, "referrals");
+    fhir_buf_printf(&b, "<h1>Referral %lld</h1>\n<dl class=\"facts\"><dt>Patient</dt><dd><a href=\"/ui/patients/", (long long)rec.id);
+    web_esc(&b, rec.patient_id);
+    fhir_buf_puts(&b, "\">");
+    web_esc(&b, *pp.name ? pp.name : rec.patient_id);
+    fhir_buf_puts(&b, "</a></dd><dt>Center</dt><dd>");
+    web_esc(&b, rec.center_id);
+    fhir_buf_puts(&b, "</dd><dt>State</dt><dd id=\"ref-state\" data-state=\"");
+    web_esc(&b, refer_state_name(rec.state));
+    fhir_buf_puts(&b, "\">");
+    web_esc(&b, web_state_words(refer_state_name(rec.state)));
+    fhir_buf_puts(&b, "</dd><dt>Products</dt><dd>");
+    web_esc(&b, rec.indications);
+    fhir_buf_puts(&b, "</dd><dt>Urgency</dt><dd>");
+    web_esc(&b, rec.urgency);
+    fhir_buf_puts(&b, "</dd><dt>Identifier sent to the center</dt><dd>");
+    web_esc(&b, rec.placer_id);
+    fhir_buf_puts(&b, "</dd><dt>The center's task</dt><dd>");
+    web_esc(&b, rec.task_status ? rec.task_status : "no answer yet");
+    if (rec.business_status) {
+        fhir_buf_puts(&b, " (");
+        web_esc(&b, rec.business_status);
+        fhir_buf_puts(&b, ")");
+    }
+    fhir_buf_puts(&b, "</dd>");
+    if (rec.last_error) {
+        fhir_buf_puts(&b, "<dt>Last delivery problem</dt><dd>");
+        web_esc(&b, rec.last_error);
+        fhir_buf_puts(&b, "</dd>");
+    }
+    fhir_buf_puts(&b, "</dl>\n");
+    if (rec.state == REFER_FAILED && web_may(r, ROLE_ADMIN)) {
+        fhir_buf_printf(&b, "<form method=\"post\" action=\"/ui/referrals/%lld/retry\">", (long long)rec.id);
+        web_csrf_field(&b, r);
+        fhir_buf_puts(&b, "<button type=\"submit\">Try the delivery again</button></form>\n");
+    }
+    fhir_buf_puts(&b, "<h2>History</h2>\n<table class=\"list\" id=\"history\"><thead><tr><th scope=\"col\">Time (UTC)</th>"
+                      "<th scope=\"col\">Who</th><th scope=\"col\">What</th><th scope=\"col\">State</th>"
+                      "<th scope=\"col\">Reason or detail</th></tr></thead><tbody>\n");
+    store_audit_list(w->env.st, rec.id, 0, 0, audit_cb, &b, &err);
+    fhir_buf_puts(&b, "</tbody></table>\n<h2>What was sent to the center</h2>\n");
+    if (!rec.payload) {
+        fhir_buf_puts(&b, "<p>No package yet.</p>\n");
+    } else {
+        fhir_error e;
+        fhir_json_limits lim = {.max_bytes = strlen(rec.payload) + 1};
+        fhir_node *bundle = fhir_json_parse(a, rec.payload, strlen(rec.payload), &lim, &e);
+        if (bundle) {
+            payload_text(&b, bundle);
+            fhir_buf pretty;
+            fhir_buf_init(&pretty, WEB_PAGE_MAX / 2);
+            fhir_json_write(&pretty, bundle, FHIR_JSON_PRETTY);
+            fhir_buf_puts(&b, "<details><summary>The package as JSON (FHIR transaction Bundle)</summary><pre class=\"json\">");
+            web_esc(&b, fhir_buf_cstr(&pretty));
+            fhir_buf_puts(&b, "</pre></details>\n");
+            fhir_buf_free(&pretty);
+        }
+    }
+    refer_record_free(&rec);
+    fhir_arena_free(a);
+    web_page_send(r, &b, 200);
+}
+
+/* ---- the program ------------------------------------------------------------------------- */
+
+static const char *const STAGES[] = {"screened", "candidate", "proposed", "approved", "sent", "accepted",
+                                     "scheduled", "completed", "declined", "cancelled", "failed"};
+enum { N_STAGES = sizeof STAGES / sizeof STAGES[0], MAX_MONTHS = 120 };
+
+typedef struct program {
+    char month[MAX_MONTHS][8];
+    int64_t n[MAX_MONTHS][N_STAGES];
+    size_t nmonths;
+    /* time from relapse documented to referral sent, days, per month of sending */
+    int64_t *days[MAX_MONTHS];
+    size_t ndays[MAX_MONTHS], capdays[MAX_MONTHS];
+    /* by center and outcome */
+    char center[64][128];
+    int64_t by_center[64][REFER_N_STATES];
+    size_t ncenters;
+    char code[16][32];
+    int64_t code_n[16];
+    size_t ncodes;
+} program;
+
+static size_t month_slot(program *p, const char *m)
+{
+    for (size_t i = 0; i < p->nmonths; i++)
+        if (!strcmp(p->month[i], m))
+            return i;
+    if (p->nmonths == MAX_MONTHS)
+        return MAX_MONTHS - 1;
+    snprintf(p->month[p->nmonths], sizeof p->month[0], "%s", m);
+    return p->nmonths++;
+}
+
+static int funnel_cb(void *ctx, const char *const *c, int n)
+{
+    program *p = ctx;
+    if (n < 3 || !c[0] || !c[1])
+        return 0;
+    size_t m = month_slot(p, c[0]);
+    for (size_t k = 0; k < N_STAGES; k++)
+        if (!strcmp(STAGES[k], c[1]))
+            p->n[m][k] += strtoll(c[2] ? c[2] : "0", NULL, 10);
+    return 0;
+}
+
+static int refs_cb(void *ctx, const char *const *c, int n)
+{
+    program *p = ctx;
+    if (n < 6)
+        return 0;
+    refer_state st;
+    if (c[1] && c[2] && refer_state_parse(c[2], &st) == 0) {
+        size_t k = 0;
+        while (k < p->ncenters && strcmp(p->center[k], c[1]))
+            k++;
+        if (k == p->ncenters && p->ncenters < 64)
+            snprintf(p->center[p->ncenters++], sizeof p->center[0], "%s", c[1]);
+        if (k < 64)
+            p->by_center[k][st]++;
+    }
+    int64_t rd;
+    if (c[4] && c[5] && fhir_clock_parse_ymd(c[5], &rd) == 0) {
+        int64_t sent_ms = strtoll(c[4], NULL, 10);
+        char m[16];
+        web_day_ms(sent_ms, m);
+        m[7] = 0;
+        size_t s = month_slot(p, m);
+        if (p->ndays[s] == p->capdays[s]) {
+            p->capdays[s] = p->capdays[s] ? p->capdays[s] * 2 : 16;
+            p->days[s] = fhir_xrealloc(p->days[s], p->capdays[s] * sizeof *p->days[s]);
+        }
+        p->days[s][p->ndays[s]++] = sent_ms / 86400000 - rd;
+    }
+    return 0;
+}
+
+static int codes_cb(void *ctx, const char *const *c, int n)
+{
+    program *p = ctx;
+    if (n >= 2 && c[0] && p->ncodes < 16) {
+        snprintf(p->code[p->ncodes], sizeof p->code[0], "%s", c[0]);
+        p->code_n[p->ncodes++] = strtoll(c[1] ? c[1] : "0", NULL, 10);
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_month(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static program *program_load(web *w, fhir_error *err)
+{
+    program *p = fhir_xcalloc(1, sizeof *p);
+    if (store_program_funnel(w->env.st, funnel_cb, p, err) < 0 || store_program_referrals(w->env.st, refs_cb, p, err) < 0 ||
+        store_program_declines(w->env.st, codes_cb, p, err) < 0) {
+        for (size_t i = 0; i < MAX_MONTHS; i++)
+            free(p->days[i]);
+        free(p);
+        return NULL;
+    }
+    /* months in order (the day lists move with their month) */
+    for (size_t i = 1; i < p->nmonths; i++)
+        for (size_t j = i; j > 0 && cmp_month(p->month[j - 1], p->month[j]) > 0; j--) {
+            char t[8];
+            memcpy(t, p->month[j], 8);
+            memcpy(p->month[j], p->month[j - 1], 8);
+            memcpy(p->month[j - 1], t, 8);
+            int64_t tn[N_STAGES];
+            memcpy(tn, p->n[j], sizeof tn);
+            memcpy(p->n[j], p->n[j - 1], sizeof tn);
+            memcpy(p->n[j - 1], tn, sizeof tn);
+            int64_t *td = p->days[j];
+            p->days[j] = p->days[j - 1];
+            p->days[j - 1] = td;
+            size_t tz = p->ndays[j];
+            p->ndays[j] = p->ndays[j - 1];
+            p->ndays[j - 1] = tz;
+            tz = p->capdays[j];
+            p->capdays[j] = p->capdays[j - 1];
+            p->capdays[j - 1] = tz;
+        }
+    for (size_t i = 0; i < p->nmonths; i++)
+        if (p->ndays[i])
+            qsort(p->days[i], p->ndays[i], sizeof *p->days[i], cmp_i64);
+    return p;
+}
+
+static void program_free(program *p)
+{
+    for (size_t i = 0; p && i < MAX_MONTHS; i++)
+        free(p->days[i]);
+    free(p);
+}
+
+static const char *const STAGE_WORDS[] = {"Screened", "Eligible or possibly", "Proposed", "Approved", "Sent",
+                                          "Accepted", "Scheduled", "Completed", "Declined by center", "Cancelled",
+                                          "Delivery failed"};
+
+static const char *code_words(const char *c)
+{
+    static const struct {
+        const char *k, *w;
+    } W[] = {{"not_candidate", "Not a candidate"}, {"patient_declined", "Patient declined"},
+             {"referred_elsewhere", "Already referred elsewhere"}, {"hospice", "Hospice or comfort care"},
+             {"other", "Other"}};
+    for (size_t i = 0; i < sizeof W / sizeof W[0]; i++)
+        if (!strcmp(W[i].k, c))
+            return W[i].w;
+    return c;
+}
+
+void web_h_program(serve_req *r, void *ud)
+{
+    web *w = ud;
+    fhir_error err;
+    fhir_error_clear(&err);
+    program *p = program_load(w, &err);
+    if (!p) {
+        web_page_problem(w, r, 500, "The program figures are not available", err.msg);
+        return;
+    }
+    fhir_buf b;
+    web_page_begin(w, r, &b, "Program", "program");
+    fhir_buf_puts(&b, "<h1>Are we referring more patients, sooner?</h1>\n<p><a href=\"/ui/program.csv\" download>Download "
+                      "these figures (CSV)</a></p>\n<h2>The funnel by month</h2>\n<div class=\"scroll\"><table class=\"list\" "
+                      "id=\"funnel\"><thead><tr><th scope=\"col\">Month</th>");
+    for (size_t k = 0; k < N_STAGES; k++)
+        fhir_buf_printf(&b, "<th scope=\"col\" class=\"num\">%s</th>", STAGE_WORDS[k]);
+    fhir_buf_puts(&b, "</tr></thead><tbody>\n");
+    for (size_t i = 0; i < p->nmonths; i++) {
+        fhir_buf_printf(&b, "<tr><th scope=\"row\">%s</th>", p->month[i]);
+        for (size_t k = 0; k < N_STAGES; k++)
+            fhir_buf_printf(&b, "<td class=\"num\">%lld</td>", (long long)p->n[i][k]);
+        fhir_buf_puts(&b, "</tr>\n");
+    }
+    if (!p->nmonths)
+        fhir_buf_printf(&b, "<tr><td colspan=\"%d\">Nothing screened yet.</td></tr>\n", N_STAGES + 1);
+    fhir_buf_puts(&b, "</tbody></table></div>\n<p class=\"note\">Screened and eligible count patients by the month their "
+                      "current verdict was written; the referral stages count referrals by the month they first reached "
+                      "the stage.</p>\n<h2>Time from relapse documented to referral sent</h2>\n<table class=\"list\" id=\"ttr\">"
+                      "<thead><tr><th scope=\"col\">Month sent</th><th scope=\"col\" class=\"num\">Referrals</th>"
+                      "<th scope=\"col\" class=\"num\">Median days</th><th scope=\"col\" class=\"num\">Shortest</th>"
+                      "<th scope=\"col\" class=\"num\">Longest</th></tr></thead><tbody>\n");
+    size_t rows = 0;
+    for (size_t i = 0; i < p->nmonths; i++) {
+        size_t n = p->ndays[i];
+        if (!n)
+            continue;
+        rows++;
+        double med = n % 2 ? (double)p->days[i][n / 2] : ((double)p->days[i][n / 2 - 1] + (double)p->days[i][n / 2]) / 2;
+        fhir_buf_printf(&b, "<tr><th scope=\"row\">%s</th><td class=\"num\">%zu</td><td class=\"num\">%.1f</td>"
+                            "<td class=\"num\">%lld</td><td class=\"num\">%lld</td></tr>\n",
+                        p->month[i], n, med, (long long)p->days[i][0], (long long)p->days[i][n - 1]);
+    }
+    if (!rows)
+        fhir_buf_puts(&b, "<tr><td colspan=\"5\">No referral sent yet.</td></tr>\n");
+    fhir_buf_puts(&b, "</tbody></table>\n<h2>Referrals by center and outcome</h2>\n<div class=\"scroll\"><table class=\"list\" "
+                      "id=\"centers\"><thead><tr><th scope=\"col\">Center</th>");
+    for (int s = 0; s < REFER_N_STATES; s++)
+        fhir_buf_printf(&b, "<th scope=\"col\" class=\"num\">%s</th>", web_state_words(refer_state_name((refer_state)s)));
+    fhir_buf_puts(&b, "</tr></thead><tbody>\n");
+    for (size_t c = 0; c < p->ncenters; c++) {
+        fhir_buf_puts(&b, "<tr><th scope=\"row\">");
+        web_esc(&b, p->center[c]);
+        fhir_buf_puts(&b, "</th>");
+        for (int s = 0; s < REFER_N_STATES; s++)
+            fhir_buf_printf(&b, "<td class=\"num\">%lld</td>", (long long)p->by_center[c][s]);
+        fhir_buf_puts(&b, "</tr>\n");
+    }
+    if (!p->ncenters)
+        fhir_buf_printf(&b, "<tr><td colspan=\"%d\">No referral yet.</td></tr>\n", REFER_N_STATES + 1);
+    fhir_buf_puts(&b, "</tbody></table></div>\n<h2>Why clinicians declined</h2>\n<table class=\"list\" id=\"declines\"><thead><tr>"
+                      "<th scope=\"col\">Reason</th><th scope=\"col\" class=\"num\">Patients</th></tr></thead><tbody>\n");
+    for (size_t i = 0; i < p->ncodes; i++)
+        fhir_buf_printf(&b, "<tr><th scope=\"row\">%s</th><td class=\"num\">%lld</td></tr>\n", code_words(p->code[i]),
+                        (long long)p->code_n[i]);
+    if (!p->ncodes)
+        fhir_buf_puts(&b, "<tr><td colspan=\"2\">None.</td></tr>\n");
+    fhir_buf_puts(&b, "</tbody></table>\n");
+    program_free(p);
+    web_page_send(r, &b, 200);
+}
+
+void web_h_program_csv(serve_req *r, void *ud)
+{
+    web *w = ud;
+    fhir_error err;
+    fhir_error_clear(&err);
+    program *p = program_load(w, &err);
+    if (!p) {
+        serve_error(r, 500, err.msg);
+        return;
+    }
+    fhir_buf b;
+    fhir_buf_init(&b, WEB_PAGE_MAX);
+    fhir_buf_puts(&b, "section,month,key,value\n");
+    for (size_t i = 0; i < p->nmonths; i++)
+        for (size_t k = 0; k < N_STAGES; k++)
+            fhir_buf_printf(&b, "funnel,%s,%s,%lld\n", p->month[i], STAGES[k], (long long)p->n[i][k]);
+    for (size_t i = 0; i < p->nmonths; i++)
+        if (p->ndays[i]) {
+            size_t n = p->ndays[i];
+            double med = n % 2 ? (double)p->days[i][n / 2] : ((double)p->days[i][n / 2 - 1] + (double)p->days[i][n / 2]) / 2;
+            fhir_buf_printf(&b, "relapse_to_sent_days,%s,count,%zu\nrelapse_to_sent_days,%s,median,%.1f\n", p->month[i], n,
+                            p->month[i], med);
+        }
+    for (size_t c = 0; c < p->ncenters; c++)
+        for (int s = 0; s < REFER_N_STATES; s++)
+            if (p->by_center[c][s]) {
+                fhir_buf_puts(&b, "center,,");
+                /* center ids are FHIR-like ids; quote anyway */
+                fhir_buf_putc(&b, '"');
+                for (const char *q = p->center[c]; *q; q++) {
+                    if (*q == '"')
+                        fhir_buf_putc(&b, '"');
+                    fhir_buf_putc(&b, *q);
+                }
+                fhir_buf_printf(&b, ":%s\",%lld\n", refer_state_name((refer_state)s), (long long)p->by_center[c][s]);
+            }
+    for (size_t i = 0; i < p->ncodes; i++)
+        fhir_buf_printf(&b, "decline_reason,,%s,%lld\n", p->code[i], (long long)p->code_n[i]);
+    program_free(p);
+    serve_add_header(r, "Content-Disposition", "attachment; filename=\"cartgate-program.csv\"");
+    serve_reply(r, 200, "text/csv; charset=utf-8", b.data ? b.data : "", b.len);
+    fhir_buf_free(&b);
+}
