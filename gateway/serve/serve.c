@@ -945,7 +945,7 @@ void serve_reply(serve_req *r, int status, const char *content_type, const char 
         evhttp_add_header(h, "Content-Security-Policy", CSP);
         evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
         evhttp_add_header(h, "X-Frame-Options", "DENY");
-        evhttp_add_header(h, "Referrer-Policy", "no-referrer");
+        evhttp_add_header(h, "Referrer-Policy", "same-origin");
         evhttp_add_header(h, "Cross-Origin-Opener-Policy", "same-origin");
         if (r->tls)
             evhttp_add_header(h, "Strict-Transport-Security", "max-age=31536000");

@@ -17,7 +17,8 @@
  *
  * Every response carries: Content-Security-Policy (no inline script or style, no framing,
  * forms post only to us), X-Content-Type-Options: nosniff, X-Frame-Options: DENY,
- * Referrer-Policy: no-referrer, Cross-Origin-Opener-Policy: same-origin, Cache-Control:
+ * Referrer-Policy: same-origin (no-referrer would make browsers send "Origin: null" on our own
+ * form posts, which the Origin check refuses), Cross-Origin-Opener-Policy: same-origin, Cache-Control:
  * no-store (unless the handler sets its own), and Strict-Transport-Security on TLS.
  *
  * Transport: TLS 1.2+ through libevent's OpenSSL bufferevents (certificate chain and key from

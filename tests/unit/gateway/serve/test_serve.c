@@ -283,7 +283,7 @@ static void *client_plain(void *arg)
     CHECK(L, has_header(&r, "frame-ancestors 'none'"), "no frame-ancestors");
     CHECK(L, has_header(&r, "X-Content-Type-Options: nosniff"), "no nosniff");
     CHECK(L, has_header(&r, "X-Frame-Options: DENY"), "no XFO");
-    CHECK(L, has_header(&r, "Referrer-Policy: no-referrer"), "no referrer policy");
+    CHECK(L, has_header(&r, "Referrer-Policy: same-origin"), "referrer only to ourselves");
     CHECK(L, !has_header(&r, "Strict-Transport-Security"), "HSTS on plain HTTP");
     req(L, "HEAD", "/t/public", NULL, NULL, NULL, &r);
     CHECK(L, r.code == 200 && r.blen == 0, "HEAD: %ld %zu", r.code, r.blen);

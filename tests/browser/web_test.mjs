@@ -1,0 +1,199 @@
+// The clinician's pages in real headless Chromium (puppeteer-core driving the system browser)
+// against the running daemon; run by tests/integration/test_web_browser.sh, which starts the
+// reference EHR (a synth cohort), a reference center and the daemon and passes everything in
+// the environment. Every page visited: axe-core (no serious or critical violation) and a
+// screenshot under ARTIFACTS. Exits 1 with the reasons on any failure.
+import fs from 'node:fs';
+import path from 'node:path';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import puppeteer from 'puppeteer-core';
+
+const require = createRequire(import.meta.url);
+const AXE = fs.readFileSync(require.resolve('axe-core/axe.min.js'), 'utf8');
+const E = process.env;
+const BASE = E.ADMIN, ART = E.ARTIFACTS, CENTER = E.CENTER, DB = E.DB, CG = E.CG;
+fs.mkdirSync(ART, { recursive: true });
+const problems = [];
+const ok = (m) => console.log('ok - ' + m);
+const check = (cond, m) => { if (!cond) { problems.push(m); console.log('not ok - ' + m); } return cond; };
+const sql = (q) => execFileSync('sqlite3', [DB, q], { encoding: 'utf8' }).trim();
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const browser = await puppeteer.launch({
+  executablePath: E.CHROMIUM, headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-dev-shm-usage', '--no-first-run'],
+});
+const page = await browser.newPage();
+await page.setViewport({ width: 1280, height: 800 });
+let shots = 0;
+
+async function audit(name) {
+  await page.addScriptTag({ content: AXE }).catch(() => {}); // CSP blocks inline script tags: evaluate instead
+  const res = await page.evaluate(async (src) => {
+    if (!window.axe) { (0, eval)(src); }
+    const r = await window.axe.run(document, { resultTypes: ['violations'] });
+    return r.violations.map((v) => ({ id: v.id, impact: v.impact, n: v.nodes.length, help: v.help,
+                                      target: v.nodes[0] && v.nodes[0].target.join(' ') }));
+  }, AXE);
+  const bad = res.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  check(bad.length === 0, `axe on ${name}: ${JSON.stringify(bad)}`);
+  const file = path.join(ART, `${String(++shots).padStart(2, '0')}-${name}.png`);
+  await page.screenshot({ path: file, fullPage: true });
+  return res;
+}
+
+async function signIn(user, pw) {
+  await page.goto(BASE + '/ui/', { waitUntil: 'load' });
+  check(page.url().includes('/auth/login'), 'an anonymous browser is sent to sign in');
+  await page.type('#username', user);
+  await page.type('#password', pw);
+  await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('button[type=submit]')]);
+  check(new URL(page.url()).pathname === '/ui/', `${user} lands on the worklist (${page.url()})`);
+}
+
+async function worklistIds() {
+  const ids = [];
+  let url = BASE + '/ui/';
+  for (let i = 0; i < 100 && url; i++) {
+    await page.goto(url, { waitUntil: 'load' });
+    ids.push(...await page.$$eval('#worklist tbody a[href^="/ui/patients/"]',
+                                  (as) => as.map((a) => a.getAttribute('href').split('/').pop())));
+    url = await page.$$eval('nav.pages a', (as) => { const n = as.find((a) => a.textContent === 'Next page'); return n ? n.href : null; });
+  }
+  return ids;
+}
+
+const screen = fs.readFileSync(E.SCREEN, 'utf8').trim().split('\n').map(JSON.parse);
+const gt = fs.readFileSync(E.GT, 'utf8').trim().split('\n').map(JSON.parse);
+const byId = new Map(screen.map((s) => [s.patient, s]));
+
+// ---- the clinician -----------------------------------------------------------------------
+await page.goto(BASE + '/ui/', { waitUntil: 'load' });
+await audit('sign-in');
+await signIn('dr.ada', E.PW_ADA);
+check((await page.$eval('.who .person', (e) => e.textContent)) === 'Dr Ada Lovelace', 'the signed-in person is named');
+await audit('worklist');
+const listed = await worklistIds();
+const cands = gt.filter((g) => g.expected_category === 'eligible' || g.expected_category === 'possibly_eligible').map((g) => g.patient);
+const consultOnly = screen.filter((s) => s.consult && s.consult.recommendation !== 'none' &&
+                                         s.category !== 'eligible' && s.category !== 'possibly_eligible').map((s) => s.patient);
+const want = new Set([...cands, ...consultOnly]);
+check(listed.length === new Set(listed).size, 'no patient listed twice');
+check(cands.every((p) => listed.includes(p)), `every ground-truth candidate is listed (missing: ${cands.filter((p) => !listed.includes(p))})`);
+check(listed.length === want.size && listed.every((p) => want.has(p)),
+      `the worklist is exactly the ground-truth candidates (${cands.length}) plus the consult-only patients (${consultOnly.length}); listed ${listed.length}: extra ${listed.filter((p) => !want.has(p))}`);
+ok(`worklist: ${listed.length} patients = ${cands.length} ground-truth candidates + ${consultOnly.length} with a consult recommendation only`);
+
+// open an eligible patient with a proposal awaiting approval
+const pid = sql("SELECT patient_id FROM referrals WHERE state='pending_approval' AND supersedes IS NULL ORDER BY id LIMIT 1");
+const decl = sql(`SELECT patient_id FROM referrals WHERE state='pending_approval' AND supersedes IS NULL AND patient_id <> '${pid}' ORDER BY id LIMIT 1`);
+check(pid && decl, 'two proposals await approval');
+await page.goto(`${BASE}/ui/patients/${pid}`, { waitUntil: 'load' });
+await audit('patient');
+const s = byId.get(pid);
+const shown = await page.$$eval('section.ind', (secs) => secs.map((x) => ({
+  title: x.querySelector('h3').textContent, cat: x.querySelector('.cat').className,
+  gates: [...x.querySelectorAll('table.gates tbody tr')].map((tr) => tr.className) })));
+const eligShown = shown.filter((x) => x.cat.includes('cat-eligible')).map((x) => x.title);
+for (const key of s.products) {
+  const [prod, ind] = key.split(':');
+  check(eligShown.some((t) => t.includes(`${prod} ${ind}`)), `the page shows ${key} eligible as cartgate screen --json says`);
+}
+check(eligShown.length === s.products.length, `as many eligible indications on the page (${eligShown.length}) as in screen --json (${s.products.length})`);
+check(shown.filter((x) => x.cat.includes('cat-eligible')).every((x) => x.gates.length > 0 && x.gates.every((g) => g === 'gate-met')),
+      'every gate of an eligible indication is met');
+// the timeline: one bar per line of therapy with its drugs, as `cartgate profile --json` builds them
+const prof = execFileSync(CG, ['profile', '--json', '--as-of', '2026-11-01', E.COHORT_DIR], { encoding: 'utf8', maxBuffer: 1 << 28 })
+  .trim().split('\n').map(JSON.parse).find((x) => x.patient === pid);
+const bars = await page.$$eval('svg.timeline rect.bar', (rs) => rs.length);
+const texts = await page.$$eval('svg.timeline text.drugs', (ts) => ts.map((t) => t.textContent));
+check(bars === prof.lines.length, `timeline bars ${bars} = lines of therapy ${prof.lines.length}`);
+prof.lines.forEach((l, i) => check(texts[i] && texts[i].startsWith(`Line ${l.number}: ${l.drugs.join(' + ')}`),
+                                   `timeline line ${l.number}: "${texts[i]}"`));
+const marks = await page.$$eval('svg.timeline .mark', (m) => m.length);
+check(marks === prof.events.length, `timeline marks ${marks} = response/progression records ${prof.events.length}`);
+ok(`patient page of ${pid}: gates and timeline agree with cartgate screen / profile`);
+
+// approve with the default (top-ranked) center
+const rid = sql(`SELECT id FROM referrals WHERE patient_id='${pid}' AND state='pending_approval'`);
+const center = await page.$eval('#approve-center', (e) => e.value);
+check(center === sql(`SELECT center_id FROM referrals WHERE id=${rid}`), 'the center chooser defaults to the top-ranked center');
+await page.type('#approve-note', 'Please call the clinic about timing.');
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/approve"] button[type=submit]')]);
+check(page.url().includes('done=approved'), 'approve answers with a redirect back to the page');
+check((await page.$eval('.flash', (e) => e.textContent)).startsWith('Approved'), 'the page says it is approved');
+const aud = sql(`SELECT actor || '|' || role || '|' || reason FROM audit WHERE referral_id=${rid} AND action='approve'`);
+check(aud === 'dr.ada|clinician|Please call the clinic about timing.', `approval audited with the person and note: ${aud}`);
+let st = '';
+for (let i = 0; i < 120 && st !== 'sent'; i++) { await sleep(500); st = sql(`SELECT state FROM referrals WHERE id=${rid}`); }
+check(st === 'sent', `the referral reached the center (state ${st})`);
+const placer = sql(`SELECT placer_id FROM referrals WHERE id=${rid}`);
+const srs = await (await fetch(`${CENTER}/ServiceRequest?identifier=${encodeURIComponent(placer)}`)).json();
+check(srs.total === 1 || (srs.entry || []).length === 1, 'the center holds the ServiceRequest');
+const sr = srs.entry && srs.entry[0].resource;
+check(sr && (sr.note || []).some((n) => n.text === 'Please call the clinic about timing.'), 'the note to the center is in the ServiceRequest');
+await page.goto(`${BASE}/ui/referrals`, { waitUntil: 'load' });
+await audit('referrals');
+check(await page.$eval(`#referrals a[href="/ui/referrals/${rid}"]`, (a) => a.closest('tr').dataset.state) === 'sent', 'the referrals page shows it sent');
+// the center accepts: its Task changes, the daemon follows
+const taskRef = sql(`SELECT center_task_ref FROM referrals WHERE id=${rid}`);
+const task = await (await fetch(`${CENTER}/${taskRef}`)).json();
+task.status = 'accepted';
+task.businessStatus = { coding: [{ system: 'http://hl7.org/fhir/us/bser/CodeSystem/TaskBusinessStatusCS', code: '3.0' }] };
+const put = await fetch(`${CENTER}/${taskRef}`, { method: 'PUT', headers: { 'Content-Type': 'application/fhir+json' }, body: JSON.stringify(task) });
+check(put.status === 200, `PUT ${taskRef} at the center: ${put.status}`);
+let shownState = '';
+for (let i = 0; i < 120 && shownState !== 'accepted'; i++) {
+  await sleep(500);
+  await page.goto(`${BASE}/ui/referrals/${rid}`, { waitUntil: 'load' });
+  shownState = await page.$eval('#ref-state', (e) => e.dataset.state);
+}
+check(shownState === 'accepted', `the referral page shows accepted once the center's Task changes (${shownState})`);
+check((await page.$$eval('#history tbody tr', (t) => t.map((r) => r.textContent))).some((t) => t.includes('accepted by the center')),
+      'the history shows the center accepting');
+await audit('referral');
+ok(`referral ${rid}: approved → sent → accepted, followed in the pages`);
+
+// decline another with a coded reason
+await page.goto(`${BASE}/ui/patients/${decl}`, { waitUntil: 'load' });
+await page.click('input[name=code][value=patient_declined]');
+await page.type('#decline-text', 'prefers to stay local');
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/decline"] button[type=submit]')]);
+const after = await worklistIds();
+check(!after.includes(decl), 'a declined patient is gone from the worklist');
+check(after.length === listed.length - 1, `one patient fewer on the worklist (${after.length})`);
+const da = sql(`SELECT actor || '|' || reason FROM audit WHERE action='worklist-decline' AND detail='patient=${decl} code=patient_declined'`);
+check(da === 'dr.ada|Patient declined: prefers to stay local', `decline audited with the person and reason: ${da}`);
+check(sql(`SELECT state FROM referrals WHERE patient_id='${decl}' ORDER BY id DESC LIMIT 1`) === 'cancelled', 'its proposal is declined');
+ok(`decline of ${decl}: off the list, audited`);
+await page.goto(`${BASE}/ui/program`, { waitUntil: 'load' });
+await audit('program');
+const csv = await page.evaluate(async () => (await fetch('/ui/program.csv')).text());
+check(csv.includes('decline_reason,,patient_declined,1'), 'the CSV counts the decline reason');
+check(/funnel,\d{4}-\d{2},sent,1\n/.test(csv), 'the CSV funnel counts the referral sent');
+
+// ---- the viewer ---------------------------------------------------------------------------
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who button')]);
+await signIn('nurse.cy', E.PW_CY);
+const other = sql(`SELECT patient_id FROM referrals WHERE state='pending_approval' AND supersedes IS NULL ORDER BY id LIMIT 1`);
+await page.goto(`${BASE}/ui/patients/${other}`, { waitUntil: 'load' });
+check((await page.$$('form.act')).length === 0 && (await page.$$('section.actions')).length === 0, 'a viewer sees no action buttons');
+await audit('patient-viewer');
+const forged = await page.evaluate(async (p, r) => {
+  const csrf = document.querySelector('input[name=csrf]').value;
+  const res = await fetch(`/ui/patients/${p}/approve`, { method: 'POST', headers: { 'Content-Type': 'application/x-www-form-urlencoded' },
+                                                         body: `csrf=${encodeURIComponent(csrf)}&referral=${r}` });
+  return res.status;
+}, other, sql(`SELECT id FROM referrals WHERE patient_id='${other}' AND state='pending_approval'`));
+check(forged === 403, `a viewer's forged approve gets 403 (${forged})`);
+check(sql(`SELECT state FROM referrals WHERE patient_id='${other}' ORDER BY id DESC LIMIT 1`) === 'pending_approval', 'and nothing changed');
+// tablet width
+await page.setViewport({ width: 820, height: 1180 });
+await page.goto(BASE + '/ui/', { waitUntil: 'load' });
+await audit('worklist-tablet');
+ok('viewer: no buttons, forged POST refused; tablet width checked');
+
+await browser.close();
+if (problems.length) { console.log(`${problems.length} problem(s):\n` + problems.join('\n')); process.exit(1); }
+console.log(`all browser checks passed; ${shots} screenshots in ${ART}`);
