@@ -712,27 +712,13 @@ static const char *acted_role(const access_principal *p, role need)
     return role_name(need);
 }
 
-static bool parse_id(const char *s, int64_t *out)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 18)
-        return false;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return v > 0;
-}
 
 /* GET a referral (act < 0) or act on it, answering with the referral and its audit trail. */
 static void referral_one(admin *ad, serve_req *req, int act, role need)
 {
     store *st = ad->env.st;
     int64_t id;
-    if (!parse_id(serve_param(req, "id"), &id)) {
+    if (!serve_parse_id(serve_param(req, "id"), &id)) {
         serve_error(req, 400, "bad referral id (a positive integer)");
         return;
     }
@@ -951,7 +937,7 @@ static void h_token_revoke(serve_req *req, void *ud)
 {
     admin *ad = ud;
     int64_t id;
-    if (!parse_id(serve_param(req, "id"), &id)) {
+    if (!serve_parse_id(serve_param(req, "id"), &id)) {
         serve_error(req, 400, "bad token id (a positive integer)");
         return;
     }
@@ -1017,17 +1003,6 @@ static void h_user_role(serve_req *req, void *ud)
 
 /* ---- routes -------------------------------------------------------------------------------- */
 
-static bool valid_patient_id(const char *s)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '-' || s[i] == '.'))
-            return false;
-    return true;
-}
 
 static void json_status(serve_req *req, int code, const char *key, bool value)
 {
@@ -1068,7 +1043,7 @@ static void h_patients(serve_req *req, void *ud)
 static void h_patient(serve_req *req, void *ud)
 {
     const char *id = serve_param(req, "id");
-    if (!valid_patient_id(id))
+    if (!serve_id_ok(id))
         serve_error(req, 400, "bad patient id");
     else
         patient_one(ud, req, id);
@@ -1109,7 +1084,7 @@ static void h_payload(serve_req *req, void *ud)
 {
     admin *ad = ud;
     int64_t id;
-    if (!parse_id(serve_param(req, "id"), &id)) {
+    if (!serve_parse_id(serve_param(req, "id"), &id)) {
         serve_error(req, 400, "bad referral id (a positive integer)");
         return;
     }

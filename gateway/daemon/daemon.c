@@ -1246,6 +1246,8 @@ static void ui_runtime(void *ud, web_runtime *out)
         .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
         .centers = rt->centers, .zcta = rt->zcta,
         .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
+        .referrer_name = c->referrer_name, .referrer_phone = c->referrer_phone,
+        .referrer_direct = c->referrer_direct,
     };
 }
 

@@ -298,35 +298,83 @@ static const char *cat_words(uint8_t c)
     return c == ELIG_ELIGIBLE ? "eligible" : c == ELIG_POSSIBLY_ELIGIBLE ? "possibly eligible" : "not eligible";
 }
 
+/* The hard gates of indication i that applied, in criteria order: fn(ud, gate node, result).
+ * Returns how many. */
+static size_t each_gate(const elig_ruleset *rs, const elig_result *r, size_t i, void (*fn)(void *, uint32_t, int),
+                        void *ud)
+{
+    const eind *ind = &rs->inds[i];
+    const enode *root = &rs->nodes[ind->root];
+    uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
+    size_t n = 0;
+    for (uint32_t k = 0; k < ng; k++) {
+        uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
+        int gr = r->out[g] & 7;
+        if (gr == TNA || gr == TNE)
+            continue;
+        fn(ud, g, gr);
+        n++;
+    }
+    return n;
+}
+
+/* One gate on the explanation line: "; label: met (facts)". */
+typedef struct ind_line {
+    const elig_ruleset *rs;
+    const elig_factset *fs;
+    const elig_result *r;
+    fhir_buf *b;
+    uint64_t *used;
+    bool sep;
+} ind_line;
+
+static void ind_gate(void *ud, uint32_t g, int gr)
+{
+    ind_line *l = ud;
+    bool first = true;
+    PUT(l->b, l->sep ? "; " : " ", node_label(l->rs, g), ": ", gr == TT ? "met" : gr == TU ? "unknown" : "not met");
+    l->sep = true;
+    size_t before = l->b->len;
+    fhir_buf_puts(l->b, " (");
+    describe(l->rs, l->fs, l->r->out, g, false, l->b, &first, l->used);
+    if (first) /* nothing to say */
+        l->b->len = before;
+    else
+        fhir_buf_putc(l->b, ')');
+}
+
 /* Explanation of eligible / possibly eligible indication i (no newline): every gate with its
  * facts in plain words, then the label. */
 static void explain_ind(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
                         size_t i, uint8_t cat, fhir_buf *b, uint64_t *used)
 {
     const eind *ind = &rs->inds[i];
-    const enode *root = &rs->nodes[ind->root];
     PUT(b, ind->key, " ", elig_category_name((elig_category)cat), " (", ind->brand, ", ", ind->description, "): ",
         cat_words(cat), ind->pending ? " if its expected label is approved" : "", ".");
-    uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
-    bool sep = false;
-    for (uint32_t k = 0; k < ng; k++) {
-        uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
-        int gr = r->out[g] & 7;
-        if (gr == TNA || gr == TNE)
-            continue;
-        bool first = true;
-        PUT(b, sep ? "; " : " ", node_label(rs, g), ": ", gr == TT ? "met" : gr == TU ? "unknown" : "not met");
-        sep = true;
-        size_t before = b->len;
-        fhir_buf_puts(b, " (");
-        describe(rs, fs, r->out, g, false, b, &first, used);
-        if (first) /* nothing to say */
-            b->len = before;
-        else
-            fhir_buf_putc(b, ')');
-    }
+    ind_line l = {rs, fs, r, b, used, false};
+    each_gate(rs, r, i, ind_gate, &l);
     fhir_buf_putc(b, '.');
     cite(b, ind->src_doc, ind->src_rev, ind->src_url);
+}
+
+/* One gate for elig_result_gates: its facts with their evidence. */
+typedef struct gate_out {
+    const elig_ruleset *rs;
+    const elig_factset *fs;
+    const elig_result *r;
+    fhir_buf *b;
+    elig_gate_fn fn;
+    void *ud;
+} gate_out;
+
+static void gate_emit(void *ud, uint32_t g, int gr)
+{
+    gate_out *o = ud;
+    bool first = true;
+    fhir_buf_reset(o->b);
+    describe(o->rs, o->fs, o->r->out, g, true, o->b, &first, NULL);
+    o->fn(o->ud, node_label(o->rs, g), gr == TT ? ELIG_GATE_MET : gr == TU ? ELIG_GATE_UNKNOWN : ELIG_GATE_FAILED,
+          fhir_buf_cstr(o->b));
 }
 
 size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r, size_t i,
@@ -334,24 +382,10 @@ size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const e
 {
     if (i >= rs->ninds)
         return 0;
-    const eind *ind = &rs->inds[i];
-    const enode *root = &rs->nodes[ind->root];
-    uint32_t ng = root->kind == N_ALL ? root->nkids : 1;
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
-    size_t n = 0;
-    for (uint32_t k = 0; k < ng; k++) {
-        uint32_t g = root->kind == N_ALL ? rs->kids[root->kids + k] : ind->root;
-        int gr = r->out[g] & 7;
-        if (gr == TNA || gr == TNE)
-            continue;
-        bool first = true;
-        fhir_buf_reset(&b);
-        describe(rs, fs, r->out, g, true, &b, &first, NULL);
-        fn(ud, node_label(rs, g), gr == TT ? ELIG_GATE_MET : gr == TU ? ELIG_GATE_UNKNOWN : ELIG_GATE_FAILED,
-           fhir_buf_cstr(&b));
-        n++;
-    }
+    gate_out o = {rs, fs, r, &b, fn, ud};
+    size_t n = each_gate(rs, r, i, gate_emit, &o);
     fhir_buf_free(&b);
     return n;
 }

@@ -1011,6 +1011,33 @@ void serve_redirect_external(serve_req *r, const char *url)
     serve_reply(r, 302, "text/plain; charset=utf-8", "", 0);
 }
 
+bool serve_id_ok(const char *s)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
+              s[i] == '-' || s[i] == '.'))
+            return false;
+    return true;
+}
+
+bool serve_parse_id(const char *s, int64_t *out)
+{
+    size_t n = s ? strlen(s) : 0;
+    if (n == 0 || n > 18)
+        return false;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return v > 0;
+}
+
 void serve_html_escape(fhir_buf *b, const char *s)
 {
     fhir_buf_html_escape(b, s);

@@ -192,6 +192,11 @@ void serve_redirect(serve_req *r, const char *location);
 /* 302 Found to an absolute http(s) URL elsewhere (the identity provider). */
 void serve_redirect_external(serve_req *r, const char *url);
 
+/* Path segments the routes take: a patient id (1..64 of A-Z a-z 0-9 - ., FHIR id characters),
+ * and a positive decimal number of at most 18 digits (true and *out). */
+bool serve_id_ok(const char *s);
+bool serve_parse_id(const char *s, int64_t *out);
+
 /* Writes s HTML-escaped into b. */
 void serve_html_escape(fhir_buf *b, const char *s);
 

@@ -69,31 +69,14 @@ void web_day_ms(int64_t ms, char out[16])
     web_day(ms / 86400000, out);
 }
 
-bool web_patient_id_ok(const char *s)
+const char *web_center_name(web *w, const char *id)
 {
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++)
-        if (!((s[i] >= 'A' && s[i] <= 'Z') || (s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') ||
-              s[i] == '-' || s[i] == '.'))
-            return false;
-    return true;
-}
-
-bool web_parse_id(const char *s, int64_t *out)
-{
-    size_t n = s ? strlen(s) : 0;
-    if (n == 0 || n > 18)
-        return false;
-    int64_t v = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < '0' || s[i] > '9')
-            return false;
-        v = v * 10 + (s[i] - '0');
-    }
-    *out = v;
-    return v > 0;
+    web_runtime rt;
+    memset(&rt, 0, sizeof rt);
+    if (w->env.runtime)
+        w->env.runtime(w->env.ud, &rt);
+    const centers_center *c = rt.propose.centers && id ? centers_find(rt.propose.centers, id) : NULL;
+    return c && c->name ? c->name : id ? id : "";
 }
 
 const char *web_state_words(const char *st)

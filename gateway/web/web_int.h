@@ -52,16 +52,14 @@ void web_day(int64_t day, char out[16]);
 void web_day_ms(int64_t ms, char out[16]);
 /* Reads the cached Patient resource. 1 found, 0 not. */
 int web_person_read(web *w, fhir_arena *a, const char *patient_id, int64_t today, web_person *out);
+/* The name of a center of the directory in force (its id when the directory has none). */
+const char *web_center_name(web *w, const char *id);
 /* Referral states in words ("sent, awaiting the center's answer"). Static. */
 const char *web_state_words(const char *state);
 /* An indication key ("axi-cel:LBCL-3L") in words: "axi-cel, LBCL-3L". */
 void web_indication(fhir_buf *b, const char *key);
 /* A JSON array of indication keys as a comma-separated list in words; "" for none. */
 void web_indications_json(fhir_buf *b, const char *json, const char *suffix);
-/* Valid patient id (the API's rule). */
-bool web_patient_id_ok(const char *s);
-/* A positive decimal id. */
-bool web_parse_id(const char *s, int64_t *out);
 
 /* pages (handlers) */
 void web_h_patient(serve_req *r, void *ud);

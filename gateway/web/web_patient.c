@@ -227,7 +227,7 @@ static void labs_block(fhir_buf *b, const map_profile *p)
 }
 
 /* The centers of the route the proposal was made with: candidates ranked, exclusions. */
-static void centers_block(fhir_buf *b, const fhir_node *route)
+static void centers_block(web *w, fhir_buf *b, const fhir_node *route)
 {
     const fhir_node *cands = fhir_node_get(route, "candidates");
     if (!route || !cands) {
@@ -261,8 +261,7 @@ static void centers_block(fhir_buf *b, const fhir_node *route)
         fhir_buf_puts(b, "<h3>Excluded centers</h3>\n<ul class=\"excluded\">\n");
         for (const fhir_node *e = fhir_node_first(ex); e; e = e->next) {
             fhir_buf_puts(b, "<li>");
-            const char *nm = fhir_node_str(fhir_node_get(e, "name"));
-            web_esc(b, nm ? nm : fhir_node_str(fhir_node_get(e, "center")));
+            web_esc(b, web_center_name(w, fhir_node_str(fhir_node_get(e, "center"))));
             fhir_buf_puts(b, ": ");
             web_esc(b, fhir_node_str(fhir_node_get(e, "reason")));
             fhir_buf_puts(b, "</li>\n");
@@ -334,7 +333,7 @@ static void actions_block(web *w, serve_req *r, fhir_buf *b, const char *pid, co
             fhir_buf_printf(b, "<input type=\"hidden\" name=\"referral\" value=\"%lld\"><h3>Re-route proposed</h3>"
                                "<p>The screener proposes sending this patient to ",
                             (long long)reroute->id);
-            web_esc(b, reroute->center);
+            web_esc(b, web_center_name(w, reroute->center));
             fhir_buf_printf(b, " instead (referral %lld). Approving cancels the referral at the first center, then "
                                "sends this one.</p><button type=\"submit\">Approve the re-route</button></form>\n",
                             (long long)reroute->supersedes);
@@ -344,7 +343,7 @@ static void actions_block(web *w, serve_req *r, fhir_buf *b, const char *pid, co
             fhir_buf_puts(b, "/reroute\">");
             web_csrf_field(b, r);
             fhir_buf_puts(b, "<h3>Re-route to another center</h3><p>Cancels the referral at ");
-            web_esc(b, atc->center);
+            web_esc(b, web_center_name(w, atc->center));
             fhir_buf_puts(b, " and sends it to the center chosen here.</p>");
             center_select(b, route, NULL, atc->center, "reroute-center");
             fhir_buf_puts(b, "<label for=\"reroute-reason\">Reason</label><input id=\"reroute-reason\" name=\"reason\" "
@@ -369,7 +368,6 @@ static void actions_block(web *w, serve_req *r, fhir_buf *b, const char *pid, co
         fhir_buf_puts(b, "<h3>Delivery failed</h3><button type=\"submit\">Try the delivery again</button></form>\n");
     }
     fhir_buf_puts(b, "</section>\n");
-    (void)w;
 }
 
 static const char *done_words(const char *done)
@@ -391,7 +389,7 @@ void web_h_patient(serve_req *r, void *ud)
 {
     web *w = ud;
     const char *pid = serve_param(r, "id");
-    if (!web_patient_id_ok(pid)) {
+    if (!serve_id_ok(pid)) {
         web_page_problem(w, r, 400, "No such patient", "That is not a patient identifier.");
         return;
     }
@@ -502,7 +500,7 @@ void web_h_patient(serve_req *r, void *ud)
 
     actions_block(w, r, &b, pid, l, route);
 
-    fhir_buf_puts(&b, "<section aria-labelledby=\"tl-h\"><h2 id=\"tl-h\">Lines of therapy</h2>\n<div class=\"tl\">");
+    fhir_buf_puts(&b, "<section aria-labelledby=\"tl-h\"><h2 id=\"tl-h\">Lines of therapy</h2>\n<div class=\"tl\" tabindex=\"0\" role=\"region\" aria-label=\"Timeline\">");
     web_timeline_svg(&b, prof, today, 960);
     fhir_buf_puts(&b, "</div>\n<p class=\"legend\"><span class=\"lg bar\"></span> line of therapy "
                       "<span class=\"lg hct\"></span> with transplant <span class=\"lg cart\"></span> CAR T "
@@ -570,7 +568,7 @@ void web_h_patient(serve_req *r, void *ud)
     fhir_buf_puts(&b, "<section aria-labelledby=\"labs-h\"><h2 id=\"labs-h\">Recent labs and performance status</h2>\n");
     labs_block(&b, prof);
     fhir_buf_puts(&b, "</section>\n<section aria-labelledby=\"centers-h\"><h2 id=\"centers-h\">Centers</h2>\n");
-    centers_block(&b, route);
+    centers_block(w, &b, route);
     fhir_buf_puts(&b, "</section>\n<section aria-labelledby=\"refs-h\"><h2 id=\"refs-h\">Referrals</h2>\n");
     if (!l->n) {
         fhir_buf_puts(&b, "<p>None yet.</p>\n");
@@ -582,7 +580,7 @@ void web_h_patient(serve_req *r, void *ud)
             web_day_ms(l->v[i].created_ms, d);
             fhir_buf_printf(&b, "<tr><td><a href=\"/ui/referrals/%lld\">Referral %lld</a>%s</td><td>%s</td><td>",
                             (long long)l->v[i].id, (long long)l->v[i].id, l->v[i].supersedes ? " (re-route)" : "", d);
-            web_esc(&b, l->v[i].center);
+            web_esc(&b, web_center_name(w, l->v[i].center));
             fhir_buf_puts(&b, "</td><td>");
             web_esc(&b, web_state_words(refer_state_name(l->v[i].state)));
             fhir_buf_puts(&b, "</td></tr>\n");
@@ -689,7 +687,7 @@ static int propose_with_center(web *w, const char *pid, const char *center, prop
 static int form_referral(serve_req *r, const char *field, const char *pid, web *w, refer_record *rec, fhir_error *err)
 {
     int64_t id;
-    if (!web_parse_id(serve_form(r, field), &id)) {
+    if (!serve_parse_id(serve_form(r, field), &id)) {
         fhir_error_set(err, "the form names no referral");
         err->code = 400;
         return -1;
@@ -713,7 +711,7 @@ void web_h_approve(serve_req *r, void *ud)
     fhir_error err;
     fhir_error_clear(&err);
     refer_record rec;
-    if (!web_patient_id_ok(pid) || form_referral(r, "referral", pid, w, &rec, &err)) {
+    if (!serve_id_ok(pid) || form_referral(r, "referral", pid, w, &rec, &err)) {
         if (!err.msg[0])
             fhir_error_set(&err, "no such patient");
         act_failed(w, r, &err);
@@ -759,7 +757,7 @@ void web_h_decline(serve_req *r, void *ud)
     for (size_t i = 0; code && i < sizeof DECLINE / sizeof DECLINE[0]; i++)
         if (!strcmp(code, DECLINE[i].code))
             words = DECLINE[i].words;
-    if (!web_patient_id_ok(pid) || !words || (!strcmp(code, "other") && (!text || !*text))) {
+    if (!serve_id_ok(pid) || !words || (!strcmp(code, "other") && (!text || !*text))) {
         web_page_problem(w, r, 400, "Say why",
                          "Choose a reason for declining (and describe it when you choose Other).");
         return;
@@ -793,7 +791,7 @@ void web_h_reroute(serve_req *r, void *ud)
     const char *pid = serve_param(r, "id");
     fhir_error err;
     fhir_error_clear(&err);
-    if (!web_patient_id_ok(pid)) {
+    if (!serve_id_ok(pid)) {
         web_page_problem(w, r, 400, "No such patient", "That is not a patient identifier.");
         return;
     }
@@ -847,7 +845,7 @@ void web_h_retry(serve_req *r, void *ud)
     int64_t id;
     fhir_error err;
     fhir_error_clear(&err);
-    if (!web_parse_id(serve_param(r, "id"), &id)) {
+    if (!serve_parse_id(serve_param(r, "id"), &id)) {
         web_page_problem(w, r, 400, "No such referral", "That is not a referral number.");
         return;
     }

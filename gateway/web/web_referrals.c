@@ -117,7 +117,7 @@ void web_h_referrals(serve_req *r, void *ud)
         fhir_buf_puts(&b, "\">");
         web_esc(&b, *pp.name ? pp.name : x->patient);
         fhir_buf_puts(&b, "</a></td><td>");
-        web_esc(&b, x->center);
+        web_esc(&b, web_center_name(w, x->center));
         fhir_buf_puts(&b, "</td><td>");
         web_esc(&b, x->indications);
         fhir_buf_puts(&b, "</td><td>");
@@ -147,6 +147,10 @@ static int audit_cb(void *ctx, const store_audit_row *a)
     fhir_buf *b = ctx;
     char t[40];
     fhir_clock_format_instant(a->ts_ms, t, sizeof t);
+    if (strlen(t) >= 19) { /* 2026-06-15 09:30:12 */
+        t[10] = ' ';
+        t[19] = 0;
+    }
     fhir_buf_puts(b, "<tr><td>");
     web_esc(b, t);
     fhir_buf_puts(b, "</td><td>");
@@ -177,7 +181,8 @@ static void payload_text(fhir_buf *b, const fhir_node *bundle)
         fhir_buf_puts(b, "<dt>");
         web_esc(b, type);
         fhir_buf_puts(b, "</dt><dd>");
-        const char *texts[] = {"code.text", "code.coding.display", "status", "priority", "reasonCode.text",
+        const char *texts[] = {"name", "code.text", "code.coding.display", "medicationCodeableConcept.text",
+                               "medicationCodeableConcept.coding.display", "status", "priority", "reasonCode.text",
                                "valueString", "valueQuantity.value", "effectiveDateTime", "authoredOn",
                                "businessStatus.text", "name.family", "birthDate", "description", NULL};
         bool any = false;
@@ -213,7 +218,7 @@ void web_h_referral(serve_req *r, void *ud)
     fhir_error err;
     fhir_error_clear(&err);
     refer_record rec;
-    int f = web_parse_id(serve_param(r, "id"), &id) ? refer_get(w->env.st, id, &rec, &err) : 0;
+    int f = serve_parse_id(serve_param(r, "id"), &id) ? refer_get(w->env.st, id, &rec, &err) : 0;
     if (f != 1) {
         web_page_problem(w, r, f < 0 ? 500 : 404, "No such referral", f < 0 ? err.msg : "There is no referral with that number.");
         return;
@@ -230,7 +235,7 @@ void web_h_referral(serve_req *r, void *ud)
     fhir_buf_puts(&b, "\">");
     web_esc(&b, *pp.name ? pp.name : rec.patient_id);
     fhir_buf_puts(&b, "</a></dd><dt>Center</dt><dd>");
-    web_esc(&b, rec.center_id);
+    web_esc(&b, web_center_name(w, rec.center_id));
     fhir_buf_puts(&b, "</dd><dt>State</dt><dd id=\"ref-state\" data-state=\"");
     web_esc(&b, refer_state_name(rec.state));
     fhir_buf_puts(&b, "\">");
@@ -458,8 +463,8 @@ void web_h_program(serve_req *r, void *ud)
     fhir_buf b;
     web_page_begin(w, r, &b, "Program", "program");
     fhir_buf_puts(&b, "<h1>Are we referring more patients, sooner?</h1>\n<p><a href=\"/ui/program.csv\" download>Download "
-                      "these figures (CSV)</a></p>\n<h2>The funnel by month</h2>\n<div class=\"scroll\"><table class=\"list\" "
-                      "id=\"funnel\"><thead><tr><th scope=\"col\">Month</th>");
+                      "these figures (CSV)</a></p>\n<h2>The funnel by month</h2>\n<div class=\"scroll\" tabindex=\"0\" role=\"region\" "
+                      "aria-label=\"The funnel by month\"><table class=\"list\" id=\"funnel\"><thead><tr><th scope=\"col\">Month</th>");
     for (size_t k = 0; k < N_STAGES; k++)
         fhir_buf_printf(&b, "<th scope=\"col\" class=\"num\">%s</th>", STAGE_WORDS[k]);
     fhir_buf_puts(&b, "</tr></thead><tbody>\n");
@@ -490,14 +495,14 @@ void web_h_program(serve_req *r, void *ud)
     }
     if (!rows)
         fhir_buf_puts(&b, "<tr><td colspan=\"5\">No referral sent yet.</td></tr>\n");
-    fhir_buf_puts(&b, "</tbody></table>\n<h2>Referrals by center and outcome</h2>\n<div class=\"scroll\"><table class=\"list\" "
-                      "id=\"centers\"><thead><tr><th scope=\"col\">Center</th>");
+    fhir_buf_puts(&b, "</tbody></table>\n<h2>Referrals by center and outcome</h2>\n<div class=\"scroll\" tabindex=\"0\" role=\"region\" "
+                      "aria-label=\"Referrals by center and outcome\"><table class=\"list\" id=\"centers\"><thead><tr><th scope=\"col\">Center</th>");
     for (int s = 0; s < REFER_N_STATES; s++)
         fhir_buf_printf(&b, "<th scope=\"col\" class=\"num\">%s</th>", web_state_words(refer_state_name((refer_state)s)));
     fhir_buf_puts(&b, "</tr></thead><tbody>\n");
     for (size_t c = 0; c < p->ncenters; c++) {
         fhir_buf_puts(&b, "<tr><th scope=\"row\">");
-        web_esc(&b, p->center[c]);
+        web_esc(&b, web_center_name(w, p->center[c]));
         fhir_buf_puts(&b, "</th>");
         for (int s = 0; s < REFER_N_STATES; s++)
             fhir_buf_printf(&b, "<td class=\"num\">%lld</td>", (long long)p->by_center[c][s]);

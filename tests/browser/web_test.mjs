@@ -91,6 +91,7 @@ const decl = sql(`SELECT patient_id FROM referrals WHERE state='pending_approval
 check(pid && decl, 'two proposals await approval');
 await page.goto(`${BASE}/ui/patients/${pid}`, { waitUntil: 'load' });
 await audit('patient');
+await (await page.$('.tl')).screenshot({ path: path.join(ART, `${String(++shots).padStart(2, '0')}-timeline.png`) });
 const s = byId.get(pid);
 const shown = await page.$$eval('section.ind', (secs) => secs.map((x) => ({
   title: x.querySelector('h3').textContent, cat: x.querySelector('.cat').className,
