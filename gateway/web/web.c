@@ -109,6 +109,20 @@ void web_indication(fhir_buf *b, const char *key)
     web_esc(b, c + 1);
 }
 
+void web_indications_joined(fhir_buf *b, const char *joined)
+{
+    for (const char *p = joined; p && *p;) {
+        const char *comma = strchr(p, ',');
+        size_t n = comma ? (size_t)(comma - p) : strlen(p);
+        char key[256];
+        snprintf(key, sizeof key, "%.*s", (int)(n < sizeof key ? n : sizeof key - 1), p);
+        if (p != joined)
+            fhir_buf_puts(b, ", ");
+        web_indication(b, key);
+        p = comma ? comma + 1 : p + n;
+    }
+}
+
 void web_indications_json(fhir_buf *b, const char *json, const char *suffix)
 {
     if (!json || !*json)

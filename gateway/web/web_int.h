@@ -58,6 +58,8 @@ const char *web_center_name(web *w, const char *id);
 const char *web_state_words(const char *state);
 /* An indication key ("axi-cel:LBCL-3L") in words: "axi-cel, LBCL-3L". */
 void web_indication(fhir_buf *b, const char *key);
+/* A stored comma-joined list of indication keys in words: "axi-cel LBCL-3L, liso-cel ...". */
+void web_indications_joined(fhir_buf *b, const char *joined);
 /* A JSON array of indication keys as a comma-separated list in words; "" for none. */
 void web_indications_json(fhir_buf *b, const char *json, const char *suffix);
 

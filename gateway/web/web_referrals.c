@@ -119,7 +119,7 @@ void web_h_referrals(serve_req *r, void *ud)
         fhir_buf_puts(&b, "</a></td><td>");
         web_esc(&b, web_center_name(w, x->center));
         fhir_buf_puts(&b, "</td><td>");
-        web_esc(&b, x->indications);
+        web_indications_joined(&b, x->indications);
         fhir_buf_puts(&b, "</td><td>");
         if (x->stuck)
             fhir_buf_puts(&b, "<strong>Stuck:</strong> ");
@@ -241,7 +241,7 @@ void web_h_referral(serve_req *r, void *ud)
     fhir_buf_puts(&b, "\">");
     web_esc(&b, web_state_words(refer_state_name(rec.state)));
     fhir_buf_puts(&b, "</dd><dt>Products</dt><dd>");
-    web_esc(&b, rec.indications);
+    web_indications_joined(&b, rec.indications);
     fhir_buf_puts(&b, "</dd><dt>Urgency</dt><dd>");
     web_esc(&b, rec.urgency);
     fhir_buf_puts(&b, "</dd><dt>Identifier sent to the center</dt><dd>");
