@@ -1317,12 +1317,11 @@ static int listener_start(daemon_proc *d, fhir_error *err)
         oidc_start(o);
     admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready};
     d->api = admin_new(&env);
-    if (admin_add_routes(d->api, d->srv, err))
     /* the web pages; CARTGATE_WEB_ASSETS (development) serves their assets from that folder */
     web_env wenv = {.st = d->st, .ud = d, .runtime = ui_runtime, .resources = ui_resources,
                     .site_name = c->site_name, .assets_dir = getenv("CARTGATE_WEB_ASSETS")};
     d->ui = web_new(&wenv);
-    if (admin_add_routes(d->api, d->srv, err) || web_add_routes(d->ui, d->srv, err) || serve_start(d->srv, err))
+    if (admin_add_routes(d->api, d->srv, err) || web_add_routes(d->ui, d->srv, err))
         return -1;
     if (c->cds_enabled) {
         cds_env ce = {.st = d->st, .base = d->base, .ud = d, .screening = cds_screening_now, .propose = cds_propose};

@@ -251,10 +251,9 @@ typedef void (*elig_gate_fn)(void *ud, const char *label, elig_gate_state state,
  * explanation words them, evidence included. Returns how many. */
 size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r, size_t i,
                          elig_gate_fn fn, void *ud);
-/* The label of indication i (borrowed from rs): brand name, what the indication covers, and
- * the citation: document, revision and link. NULL arguments are skipped. */
-void elig_ruleset_label(const elig_ruleset *rs, size_t i, const char **brand, const char **description,
-                        const char **doc, const char **rev, const char **url);
+/* What indication i covers, in the words of its criteria file (borrowed from rs; NULL when i
+ * is out of range). */
+const char *elig_ruleset_description(const elig_ruleset *rs, size_t i);
 
 /* One JSON object (one line, no trailing newline), schema in conf/criteria/README.md:
  * {"patient","category","products","possible_products","missing","review_flags","notes",

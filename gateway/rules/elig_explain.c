@@ -390,20 +390,9 @@ size_t elig_result_gates(const elig_ruleset *rs, const elig_factset *fs, const e
     return n;
 }
 
-void elig_ruleset_label(const elig_ruleset *rs, size_t i, const char **brand, const char **description,
-                        const char **doc, const char **rev, const char **url)
+const char *elig_ruleset_description(const elig_ruleset *rs, size_t i)
 {
-    const eind *ind = i < rs->ninds ? &rs->inds[i] : NULL;
-    if (brand)
-        *brand = ind ? ind->brand : NULL;
-    if (description)
-        *description = ind ? ind->description : NULL;
-    if (doc)
-        *doc = ind ? ind->src_doc : NULL;
-    if (rev)
-        *rev = ind ? ind->src_rev : NULL;
-    if (url)
-        *url = ind ? ind->src_url : NULL;
+    return i < rs->ninds ? rs->inds[i].description : NULL;
 }
 
 typedef void (*line_fn)(void *ud, const char *line, size_t len);

@@ -2745,6 +2745,8 @@ int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_er
     int ret = rc == SQLITE_DONE ? 0 : sql_fail(s, err, "cds feedback count");
     q_give(s, &x);
     return ret;
+}
+
 /* ---- the worklist and the program figures ------------------------------------------------ */
 
 typedef struct wl_ctx {

@@ -162,8 +162,11 @@ static void gate_row(void *ud, const char *label, elig_gate_state st, const char
 static void indication_block(fhir_buf *b, const elig_ruleset *rs, const elig_factset *fs, const elig_result *res,
                              size_t i, elig_category cat)
 {
-    const char *brand, *desc, *doc, *rev, *url;
-    elig_ruleset_label(rs, i, &brand, &desc, &doc, &rev, &url);
+    elig_label lb;
+    memset(&lb, 0, sizeof lb);
+    elig_ruleset_label(rs, i, &lb);
+    const char *brand = lb.brand, *desc = elig_ruleset_description(rs, i), *doc = lb.document, *rev = lb.revision,
+               *url = lb.url;
     const char *key = elig_ruleset_key(rs, i);
     fhir_buf_printf(b, "<section class=\"ind\" aria-labelledby=\"ind-%zu\"><h3 id=\"ind-%zu\">", i, i);
     web_esc(b, brand);
