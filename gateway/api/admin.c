@@ -1180,7 +1180,7 @@ static void h_rescreen(serve_req *req, void *ud)
 {
     admin *ad = ud;
     const char *pid = serve_param(req, "id");
-    if (!valid_patient_id(pid)) {
+    if (!serve_id_ok(pid)) {
         serve_error(req, 400, "bad patient id");
         return;
     }
