@@ -27,7 +27,7 @@ mkdir -p "$TMP/drop"
 cp "$TMP"/cohort/*.ndjson "$TMP/drop/"
 cat >"$TMP/d.conf" <<EOF
 {"site": {"id": "bench", "name": "Bench Hospital", "location": {"lat": 41.59, "lon": -93.62}},
- "store": {"path": "$TMP/d.db"}, "log": {"level": "warn"},
+ "store": {"path": "$TMP/d.db"}, "log": {"level": "info"},
  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
  "centers": {"file": "$SRC/conf/centers.json"}, "criteria": {"dir": "$SRC/conf/criteria"},
  "as_of": "2026-11-01", "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
@@ -41,7 +41,7 @@ for _ in $(seq 1 600); do
   [ -n "$PORT" ] && break
   sleep 0.1
 done
-[ -n "$PORT" ] || { echo "no listener"; cat "$TMP/d.log"; exit 1; }
+[ -n "$PORT" ] || { echo "no listener"; tail -5 "$TMP/d.log"; exit 1; }
 t0=$(date +%s)
 for _ in $(seq 1 7200); do
   n=$(sqlite3 "$TMP/d.db" "SELECT count(*) FROM verdicts" 2>/dev/null || echo 0)
