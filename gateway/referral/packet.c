@@ -140,12 +140,10 @@ static void address_text(const fhir_node *pt, fhir_buf *b)
     }
 }
 
+/* o[k] = []; NULL when the arena's cap is hit (packet_build then reports it). */
 static fhir_node *arr(fhir_arena *a, fhir_node *o, const char *k)
 {
-    fhir_node *n = fhir_node_set_arr(a, o, k);
-    if (!n)
-        abort(); /* the arena's cap is checked by the caller through its return */
-    return n;
+    return fhir_node_set_arr(a, o, k);
 }
 
 /* The text without its resource references: " (Observation/x)" and "Observation/x " are
@@ -194,6 +192,8 @@ static const char *strip_refs(fhir_arena *a, const char *s)
 
 static void push_str(fhir_arena *a, fhir_node *array, const char *s)
 {
+    if (!array)
+        return;
     s = strip_refs(a, s);
     fhir_node *v = fhir_node_new_str(a, s ? s : "");
     if (v)
@@ -275,6 +275,8 @@ static const char *consult_words(fhir_arena *a, const char *reason)
 static void add_lines(fhir_arena *a, fhir_node *pk, const map_profile *p)
 {
     fhir_node *lines = arr(a, pk, "lines");
+    if (!lines)
+        return;
     size_t nl = map_profile_line_count(p), first = nl > PACKET_MAX_LINES ? nl - PACKET_MAX_LINES : 0;
     size_t ne = map_profile_event_count(p);
     for (size_t i = first; i < nl; i++) {
@@ -323,6 +325,8 @@ static void add_lines(fhir_arena *a, fhir_node *pk, const map_profile *p)
         fhir_node_append(a, lines, NULL, 0, o);
     }
     fhir_node *events = arr(a, pk, "events");
+    if (!events)
+        return;
     for (size_t k = 0; k < ne; k++) {
         const map_event *e = map_profile_event(p, k);
         fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
@@ -350,6 +354,8 @@ static void add_labs(fhir_arena *a, fhir_node *pk, const map_profile *p)
         }
     }
     fhir_node *labs = arr(a, pk, "labs");
+    if (!labs)
+        return;
     for (size_t i = 0; i < sizeof LABS / sizeof LABS[0]; i++) {
         const map_fact *f = map_profile_fact(p, LABS[i].fact);
         if (!f || !f->known || f->type != MAP_FACT_NUMBER)
@@ -482,7 +488,7 @@ fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err)
     }
 
     fhir_node *cov = arr(a, pk, "coverage");
-    for (size_t i = 0; i < in->n_coverages; i++) {
+    for (size_t i = 0; cov && i < in->n_coverages; i++) {
         const fhir_node *c = in->coverages[i];
         fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
         if (!o)
@@ -510,6 +516,15 @@ fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err)
         add_lines(a, pk, in->profile);
         add_labs(a, pk, in->profile);
     }
+    /* every list is there unless the arena's cap cut the building short */
+    static const char *const lists[] = {"coverage", "assessment", "other", "review_flags", "notes",
+                                        "consult", "to_request"};
+    for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
+        if (!fhir_node_get(pk, lists[i]))
+            goto oom;
+    if (in->profile && (!fhir_node_get(pk, "lines") || !fhir_node_get(pk, "events") ||
+                        !fhir_node_get(pk, "labs")))
+        goto oom;
     return pk;
 oom:
     fhir_error_set(err, "referral packet: memory cap reached");
@@ -661,9 +676,8 @@ static int walk(const fhir_node *pk, emitter *e, fhir_error *err)
     const fhir_node *dx = fhir_node_get(pk, "diagnosis");
     if (dx) {
         char d[512];
-        snprintf(d, sizeof d, "%s%s%s%s%s", S(dx, "text") ? S(dx, "text") : "diagnosis on record",
-                 S(dx, "code") ? " (" : "", S(dx, "code") ? S(dx, "code") : "", S(dx, "code") ? ")" : "",
-                 S(dx, "since") ? "" : "");
+        snprintf(d, sizeof d, "%s%s%s%s", S(dx, "text") ? S(dx, "text") : "diagnosis on record",
+                 S(dx, "code") ? " (" : "", S(dx, "code") ? S(dx, "code") : "", S(dx, "code") ? ")" : "");
         e->kv(e, "Diagnosis", d);
         if (S(dx, "since"))
             e->kv(e, "Diagnosed", S(dx, "since"));

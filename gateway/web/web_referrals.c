@@ -321,7 +321,7 @@ static size_t month_slot(program *p, const char *m)
             return i;
     if (p->nmonths == MAX_MONTHS)
         return MAX_MONTHS - 1;
-    snprintf(p->month[p->nmonths], sizeof p->month[0], "%s", m);
+    snprintf(p->month[p->nmonths], sizeof p->month[0], "%.7s", m); /* "YYYY-MM" */
     return p->nmonths++;
 }
 

@@ -106,6 +106,30 @@ static void test_document(void **state)
     fhir_arena_free(a);
 }
 
+/* The packet's arena cap is an error for the caller, never an abort of the daemon. */
+static void test_arena_cap(void **state)
+{
+    (void)state;
+    fhir_arena *in_a = fhir_arena_new(0);
+    packet_input in = {.site_name = "s", .center_name = "c", .authored_ms = 1795000000000LL,
+                       .patient = P(in_a, patient_json), .condition = P(in_a, condition_json),
+                       .verdict = P(in_a, verdict_json)};
+    for (size_t cap = 256; cap <= 8192; cap *= 2) {
+        fhir_arena *a = fhir_arena_new(cap);
+        fhir_error err = {0};
+        fhir_node *pk = packet_build(a, &in, &err);
+        if (!pk)
+            assert_string_equal(err.msg, "referral packet: memory cap reached");
+        fhir_arena_free(a);
+    }
+    fhir_arena *a = fhir_arena_new(512);
+    fhir_error err = {0};
+    assert_null(packet_build(a, &in, &err));
+    assert_string_equal(err.msg, "referral packet: memory cap reached");
+    fhir_arena_free(a);
+    fhir_arena_free(in_a);
+}
+
 static void test_renderings(void **state)
 {
     (void)state;
@@ -226,6 +250,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_document),
+        cmocka_unit_test(test_arena_cap),
         cmocka_unit_test(test_renderings),
         cmocka_unit_test(test_bundle_round_trip),
     };
