@@ -1827,13 +1827,18 @@ int64_t store_notice_orphans(store *s, fhir_error *err)
     return sqlite3_changes(s->db);
 }
 
-int64_t store_notice_count(store *s, const char *status)
+int64_t store_notice_count(store *s, const char *status, fhir_error *err)
 {
     q x;
-    if (q_take(s, Q_NOTICE_COUNT, &x, NULL))
+    if (q_take(s, Q_NOTICE_COUNT, &x, err))
         return -1;
     bind_text(x.st, 1, status);
-    return q_int(s, &x, 0);
+    int rc = sqlite3_step(x.st);
+    int64_t v = rc == SQLITE_ROW ? sqlite3_column_int64(x.st, 0) : -1;
+    if (v < 0)
+        sql_fail(s, err, "notice count");
+    q_give(s, &x);
+    return v;
 }
 
 typedef struct ref_scan_ctx {

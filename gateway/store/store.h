@@ -362,7 +362,7 @@ int store_notice_done(store *s, int64_t id, const char *status, const char *erro
  * most once). Returns how many, or -1. */
 int64_t store_notice_orphans(store *s, fhir_error *err);
 /* Notices in one status. -1 on error. */
-int64_t store_notice_count(store *s, const char *status);
+int64_t store_notice_count(store *s, const char *status, fhir_error *err);
 /* Referrals a notice may be about: every failed or declined one, and the sent ones not updated
  * since sent_before_ms (no answer from the center). fn(ctx, id, state, updated_ms) returns
  * non-zero to stop. Returns rows visited or -1. */
