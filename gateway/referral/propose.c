@@ -469,6 +469,80 @@ static int episode_decide(store *s, const propose_opts *o, const char *pid, cons
     return 0;
 }
 
+/* The indications a proposal is for and what each needs of a center. */
+typedef struct rank_needs {
+    const char *inds[ELIG_MAX_INDICATIONS];
+    route_need needs[ELIG_MAX_INDICATIONS];
+    char products[ELIG_MAX_INDICATIONS][48];
+    size_t n;
+} rank_needs;
+
+/* Which indications count: screen.h decides (one definition for every caller). */
+static void collect_needs(const propose_opts *o, const map_profile *prof, const elig_result *res,
+                          bool consult_only, bool with_possible, rank_needs *nd)
+{
+    size_t idx[ELIG_MAX_INDICATIONS];
+    size_t n_idx = consult_only ? screen_consult_indications(o->rules, res, idx, ELIG_MAX_INDICATIONS)
+                                : screen_indications(o->rules, res, with_possible, idx, ELIG_MAX_INDICATIONS);
+    nd->n = 0;
+    const map_fact *dis = map_profile_fact(prof, "primary_disease");
+    for (size_t k = 0; k < n_idx; k++) {
+        size_t i = idx[k], n = nd->n;
+        elig_category ic = elig_result_ind_category(res, i);
+        const char *key = elig_ruleset_key(o->rules, i);
+        const char *colon = strchr(key, ':');
+        snprintf(nd->products[n], sizeof nd->products[n], "%.*s",
+                 (int)(colon ? colon - key : (long)strlen(key)), key);
+        nd->inds[n] = key;
+        nd->needs[n].product = nd->products[n];
+        nd->needs[n].disease = dis && dis->known ? dis->str : NULL;
+        nd->needs[n].indication = key;
+        nd->needs[n].possible = ic != ELIG_ELIGIBLE;
+        nd->n++;
+    }
+}
+
+/* The centers ranked for those needs from the patient's location (or the site's). */
+static int rank_centers(const propose_opts *o, const map_profile *prof, const rank_needs *nd, fhir_arena *a,
+                        route_result *rr, fhir_error *err)
+{
+    route_patient_location loc = {0};
+    const map_fact *lat = map_profile_fact(prof, "latitude"), *lon = map_profile_fact(prof, "longitude");
+    if (lat && lat->known && lon && lon->known) {
+        loc.has_geo = true;
+        loc.lat = lat->num;
+        loc.lon = lon->num;
+    }
+    const map_fact *zip = map_profile_fact(prof, "postal_code");
+    if (zip && zip->known)
+        loc.zip = zip->str;
+    route_site site = {.has_location = o->site_has_location, .lat = o->site_lat, .lon = o->site_lon,
+                       .name = o->site_name};
+    route_origin origin;
+    const map_fact *payer = map_profile_fact(prof, "payer");
+    if (route_resolve_origin(&loc, o->zcta, &site, &origin, err))
+        return -1;
+    return route_rank(a, o->centers, &origin, nd->needs, nd->n, payer && payer->known ? payer->str : NULL,
+                      o->day, NULL, rr, err);
+}
+
+fhir_node *propose_rank(fhir_arena *a, const propose_opts *o, const map_profile *prof, const elig_result *res,
+                        fhir_error *err)
+{
+    rank_needs nd;
+    collect_needs(o, prof, res, false, true, &nd);
+    if (nd.n == 0 && elig_result_consult(res) != ELIG_CONSULT_NONE)
+        collect_needs(o, prof, res, true, true, &nd);
+    if (nd.n == 0) {
+        fhir_error_set(err, "no indication calls for a center");
+        return NULL;
+    }
+    route_result rr;
+    if (rank_centers(o, prof, &nd, a, &rr, err))
+        return NULL;
+    return route_explain_json(a, &rr);
+}
+
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,
                      propose_result *out, fhir_error *err)
 {
@@ -488,30 +562,10 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         return cancel_stale(s, pid, 0, 0, "verdict no longer makes the patient a candidate", out,
                             err);
     }
-    /* which indications count: screen.h decides (one definition for every caller) */
-    const char *inds[ELIG_MAX_INDICATIONS];
-    route_need needs[ELIG_MAX_INDICATIONS];
-    char products[ELIG_MAX_INDICATIONS][48];
-    size_t idx[ELIG_MAX_INDICATIONS];
-    size_t n_idx = consult_only
-                       ? screen_consult_indications(o->rules, res, idx, ELIG_MAX_INDICATIONS)
-                       : screen_indications(o->rules, res, o->with_possible, idx, ELIG_MAX_INDICATIONS);
-    size_t n = 0;
-    const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    for (size_t k = 0; k < n_idx; k++) {
-        size_t i = idx[k];
-        elig_category ic = elig_result_ind_category(res, i);
-        const char *key = elig_ruleset_key(o->rules, i);
-        const char *colon = strchr(key, ':');
-        snprintf(products[n], sizeof products[n], "%.*s", (int)(colon ? colon - key : (long)strlen(key)),
-                 key);
-        inds[n] = key;
-        needs[n].product = products[n];
-        needs[n].disease = dis && dis->known ? dis->str : NULL;
-        needs[n].indication = key;
-        needs[n].possible = ic != ELIG_ELIGIBLE;
-        n++;
-    }
+    rank_needs nd;
+    collect_needs(o, prof, res, consult_only, o->with_possible, &nd);
+    const char *const *inds = nd.inds;
+    size_t n = nd.n;
     out->n_indications = n;
     if (n == 0) {
         out->outcome = PROPOSE_NO_INDICATION;
@@ -521,24 +575,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     fhir_error rerr;
     fhir_error_clear(&rerr);
     fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
-    route_patient_location loc = {0};
-    const map_fact *lat = map_profile_fact(prof, "latitude"), *lon = map_profile_fact(prof, "longitude");
-    if (lat && lat->known && lon && lon->known) {
-        loc.has_geo = true;
-        loc.lat = lat->num;
-        loc.lon = lon->num;
-    }
-    const map_fact *zip = map_profile_fact(prof, "postal_code");
-    if (zip && zip->known)
-        loc.zip = zip->str;
-    route_site site = {.has_location = o->site_has_location, .lat = o->site_lat, .lon = o->site_lon,
-                       .name = o->site_name};
-    route_origin origin;
     route_result rr;
-    const map_fact *payer = map_profile_fact(prof, "payer");
-    if (route_resolve_origin(&loc, o->zcta, &site, &origin, &rerr) ||
-        route_rank(a, o->centers, &origin, needs, n, payer && payer->known ? payer->str : NULL, o->day,
-                   NULL, &rr, &rerr)) {
+    if (rank_centers(o, prof, &nd, a, &rr, &rerr)) {
         out->outcome = PROPOSE_ROUTE_FAILED;
         snprintf(out->detail, sizeof out->detail, "%s", rerr.msg);
         fhir_arena_free(a);
@@ -602,6 +640,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     if (refer_placer_unique(s, o->site_id, pid, inds, n, center->id, placer, err))
         goto done;
     /* the package */
+    const map_fact *dis = map_profile_fact(prof, "primary_disease");
     parts_pick(in, dis && dis->evidence ? dis->evidence : "", &parts);
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
     if (consult_only)

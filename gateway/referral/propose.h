@@ -126,6 +126,13 @@ typedef struct propose_result {
     char detail[FHIR_ERROR_MAX];
 } propose_result;
 
+/* The centers ranked for a patient as a proposal would rank them (eligible and possibly
+ * eligible indications, else the refer-early ones), for a page that shows them before any
+ * referral: route JSON like a referral's, allocated in `a` (caller owns the arena). NULL with
+ * err when no indication calls for a center or routing fails. Reads no store. */
+fhir_node *propose_rank(fhir_arena *a, const propose_opts *o, const map_profile *prof, const elig_result *res,
+                        fhir_error *err);
+
 /* Proposes (or withdraws) inside the caller's open transaction. 0 with *out filled, or -1
  * with err on a store failure (the caller rolls back what the call wrote). */
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,

@@ -229,16 +229,29 @@ static void labs_block(fhir_buf *b, const map_profile *p)
     fhir_buf_puts(b, "</tbody></table>\n");
 }
 
-/* The centers of the route the proposal was made with: candidates ranked, exclusions. */
-static void centers_block(web *w, fhir_buf *b, const fhir_node *route)
+/* The centers of the route the proposal was made with (or, before any referral, ranked now
+ * the same way; `why_none` says why none are when ranking was not possible): candidates
+ * ranked, exclusions. */
+static void centers_block(web *w, fhir_buf *b, const fhir_node *route, bool ranked_now, const char *why_none)
 {
     const fhir_node *cands = fhir_node_get(route, "candidates");
     if (!route || !cands) {
-        fhir_buf_puts(b, "<p>No center ranked yet: centers are ranked when a referral is proposed.</p>\n");
+        fhir_buf_puts(b, "<p>No center ranked");
+        if (why_none && *why_none) {
+            fhir_buf_puts(b, ": ");
+            web_esc(b, why_none);
+        }
+        fhir_buf_puts(b, ".</p>\n");
         return;
     }
+    if (ranked_now)
+        fhir_buf_puts(b, "<p class=\"note\">No referral yet: the centers a referral would go to, ranked today "
+                         "(nearest suitable first).</p>\n");
+    if (!fhir_node_first(cands))
+        fhir_buf_puts(b, "<p>No accredited center in the directory offers what this patient needs.</p>\n");
     const char *origin_note = fhir_node_path_str(route, "origin.note");
-    fhir_buf_puts(b, "<ol class=\"centers\">\n");
+    if (fhir_node_first(cands))
+        fhir_buf_puts(b, "<ol class=\"centers\">\n");
     for (const fhir_node *c = fhir_node_first(cands); c; c = c->next) {
         int64_t mins = 0;
         const fhir_node *tm = fhir_node_get(c, "travel_minutes");
@@ -258,7 +271,8 @@ static void centers_block(web *w, fhir_buf *b, const fhir_node *route)
         web_esc(b, fhir_node_str(fhir_node_get(c, "reason")));
         fhir_buf_puts(b, "</span></li>\n");
     }
-    fhir_buf_puts(b, "</ol>\n");
+    if (fhir_node_first(cands))
+        fhir_buf_puts(b, "</ol>\n");
     const fhir_node *ex = fhir_node_get(route, "excluded");
     if (fhir_node_first(ex)) {
         fhir_buf_puts(b, "<h3>Excluded centers</h3>\n<ul class=\"excluded\">\n");
@@ -428,6 +442,19 @@ void web_h_patient(serve_req *r, void *ud)
             refer_record_free(&rec);
         }
     }
+    /* no referral yet: the centers ranked now, the way a proposal would rank them */
+    bool ranked_now = false;
+    char why_none[FHIR_ERROR_MAX] = "";
+    if (!route) {
+        propose_opts po = v.rt.propose;
+        po.rules = v.rt.rules;
+        fhir_error e;
+        fhir_error_clear(&e);
+        route = propose_rank(v.a, &po, screen_profile(v.sc), screen_result(v.sc), &e);
+        ranked_now = route != NULL;
+        if (!route)
+            snprintf(why_none, sizeof why_none, "%s", e.msg);
+    }
     int64_t today = web_today(w);
     web_person pp;
     web_person_read(w, v.a, pid, today, &pp);
@@ -571,7 +598,7 @@ void web_h_patient(serve_req *r, void *ud)
     fhir_buf_puts(&b, "<section aria-labelledby=\"labs-h\"><h2 id=\"labs-h\">Recent labs and performance status</h2>\n");
     labs_block(&b, prof);
     fhir_buf_puts(&b, "</section>\n<section aria-labelledby=\"centers-h\"><h2 id=\"centers-h\">Centers</h2>\n");
-    centers_block(w, &b, route);
+    centers_block(w, &b, route, ranked_now, why_none);
     fhir_buf_puts(&b, "</section>\n<section aria-labelledby=\"refs-h\"><h2 id=\"refs-h\">Referrals</h2>\n");
     if (!l->n) {
         fhir_buf_puts(&b, "<p>None yet.</p>\n");

@@ -156,6 +156,58 @@ check((await page.$$eval('#history tbody tr', (t) => t.map((r) => r.textContent)
 await audit('referral');
 ok(`referral ${rid}: approved → sent → accepted, followed in the pages`);
 
+// re-route the accepted referral to another center: cancelled at the first, the new one sent there
+await page.goto(`${BASE}/ui/patients/${pid}`, { waitUntil: 'load' });
+const rerouteTo = await page.$$eval('#reroute-center option', (os) => os.map((o) => o.value));
+check(rerouteTo.length >= 1 && !rerouteTo.includes(center), `the re-route chooser offers the other ranked centers (${rerouteTo})`);
+await page.select('#reroute-center', rerouteTo[0]);
+await page.type('#reroute-reason', 'closer to family');
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/reroute"] button[type=submit]')]);
+check(page.url().includes('done=rerouted'), `re-route answers with a redirect back to the page (${page.url()})`);
+const rid2 = sql(`SELECT id FROM referrals WHERE patient_id='${pid}' AND supersedes=${rid}`);
+check(rid2 !== '' && sql(`SELECT center_id FROM referrals WHERE id=${rid2}`) === rerouteTo[0], `the re-route (${rid2}) goes to the chosen center`);
+check(sql(`SELECT actor || '|' || reason FROM audit WHERE referral_id=${rid2} AND action='approve'`) === 'dr.ada|closer to family',
+      're-route approval audited with the person and reason');
+let rr = '';
+for (let i = 0; i < 120 && rr !== 'cancelled|sent'; i++) {
+  await sleep(500);
+  rr = sql(`SELECT (SELECT state FROM referrals WHERE id=${rid}) || '|' || (SELECT state FROM referrals WHERE id=${rid2})`);
+}
+check(rr === 'cancelled|sent', `the first referral cancelled at its center, the re-route sent (${rr})`);
+const firstTask = await (await fetch(`${CENTER}/${taskRef}`)).json();
+check(firstTask.status === 'cancelled', `the first center's Task is cancelled (${firstTask.status})`);
+ok(`re-route of ${rid} to ${rerouteTo[0]} as referral ${rid2}: cancelled at the first center, sent to the second`);
+
+// approve a third proposal with a center other than the top-ranked one
+const alt = sql(`SELECT patient_id FROM referrals WHERE state='pending_approval' AND supersedes IS NULL AND patient_id NOT IN ('${pid}','${decl}') ORDER BY id LIMIT 1`);
+check(alt !== '', 'a third proposal awaits approval');
+await page.goto(`${BASE}/ui/patients/${alt}`, { waitUntil: 'load' });
+const altOpts = await page.$$eval('#approve-center option', (os) => os.map((o) => o.value));
+const altTop = await page.$eval('#approve-center', (e) => e.value);
+const altPick = altOpts.find((c) => c !== altTop);
+check(altPick, `the approve chooser offers more than the top-ranked center (${altOpts})`);
+await page.select('#approve-center', altPick);
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/approve"] button[type=submit]')]);
+check(page.url().includes('done=approved'), `approve with another center answers approved (${page.url()})`);
+const altRid = sql(`SELECT id FROM referrals WHERE patient_id='${alt}' AND state NOT IN ('cancelled','pending_approval') ORDER BY id DESC LIMIT 1`);
+check(altRid !== '' && sql(`SELECT center_id FROM referrals WHERE id=${altRid}`) === altPick, `the approved referral goes to the chosen center ${altPick}`);
+let as = '';
+for (let i = 0; i < 120 && as !== 'sent'; i++) { await sleep(500); as = sql(`SELECT state FROM referrals WHERE id=${altRid}`); }
+check(as === 'sent', `it reached the chosen center (${as})`);
+ok(`approve of ${alt} with ${altPick} instead of ${altTop}: sent there`);
+
+// a patient on the worklist without any referral: the centers are ranked on the page anyway
+const noRef = listed.find((p) => sql(`SELECT count(*) FROM referrals WHERE patient_id='${p}'`) === '0');
+if (noRef) {
+  await page.goto(`${BASE}/ui/patients/${noRef}`, { waitUntil: 'load' });
+  const ranked = await page.$$eval('ol.centers li', (l) => l.length);
+  check(ranked >= 1, `a listed patient without a referral (${noRef}) sees the centers ranked (${ranked})`);
+  await audit('patient-no-referral');
+  ok(`patient ${noRef} without a referral: ${ranked} centers ranked`);
+} else {
+  ok('every listed patient has a referral (no page without one to check)');
+}
+
 // decline another with a coded reason
 await page.goto(`${BASE}/ui/patients/${decl}`, { waitUntil: 'load' });
 await page.click('input[name=code][value=patient_declined]');
@@ -172,7 +224,8 @@ await page.goto(`${BASE}/ui/program`, { waitUntil: 'load' });
 await audit('program');
 const csv = await page.evaluate(async () => (await fetch('/ui/program.csv')).text());
 check(csv.includes('decline_reason,,patient_declined,1'), 'the CSV counts the decline reason');
-check(/funnel,\d{4}-\d{2},sent,1\n/.test(csv), 'the CSV funnel counts the referral sent');
+const nSent = sql("SELECT count(DISTINCT referral_id) FROM audit WHERE to_state='sent'");
+check(nSent === '3' && new RegExp(`funnel,\\d{4}-\\d{2},sent,${nSent}\n`).test(csv), `the CSV funnel counts the ${nSent} referrals sent`);
 
 // ---- the viewer ---------------------------------------------------------------------------
 await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who button')]);
