@@ -466,6 +466,7 @@ enum {
     Q_PROGRAM_FUNNEL,
     Q_PROGRAM_REFERRALS,
     Q_PROGRAM_DECLINES,
+    Q_PROGRAM_CDS,
     Q_FIXED
 };
 
@@ -777,6 +778,12 @@ static const struct {
                              "SELECT r.id, r.center_id, r.state, r.created_ms, (SELECT min(a.ts_ms) FROM audit a "
                              "WHERE a.referral_id = r.id AND a.to_state = 'sent'), w.relapse_day FROM referrals r "
                              "LEFT JOIN worklist w ON w.patient_id = r.patient_id ORDER BY r.id"},
+    /* CDS Hooks in the chart: distinct cards shown (one per patient and verdict), then the
+     * feedback by outcome and override reason */
+    [Q_PROGRAM_CDS] = {"program cds",
+                       "SELECT service, 'cards', '', count(*) FROM cds_cards GROUP BY service UNION ALL "
+                       "SELECT service, outcome, coalesce(override_reason, ''), count(*) FROM cds_feedback "
+                       "GROUP BY service, outcome, 3 ORDER BY 1, 2, 3"},
     [Q_PROGRAM_DECLINES] = {"program declines",
                             "SELECT reason_code, count(*) FROM worklist_declines GROUP BY 1 ORDER BY 2 DESC, 1"},
 };
@@ -2951,6 +2958,11 @@ int64_t store_program_funnel(store *s, store_cols_fn fn, void *ctx, fhir_error *
 int64_t store_program_referrals(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
 {
     return program_rows(s, Q_PROGRAM_REFERRALS, fn, ctx, err);
+}
+
+int64_t store_program_cds(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
+{
+    return program_rows(s, Q_PROGRAM_CDS, fn, ctx, err);
 }
 
 int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error *err)

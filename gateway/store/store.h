@@ -556,5 +556,8 @@ int64_t store_program_funnel(store *s, store_cols_fn fn, void *ctx, fhir_error *
 int64_t store_program_referrals(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
 /* Why clinicians took patients off the list: (code, count). Rows visited or -1. */
 int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
+/* CDS Hooks cards in the EHR's chart: (service, "cards", "", distinct cards shown) and
+ * (service, accepted|overridden, override reason or "", count). Rows visited or -1. */
+int64_t store_program_cds(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
 
 #endif

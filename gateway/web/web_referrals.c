@@ -312,6 +312,17 @@ typedef struct program {
     char code[16][32];
     int64_t code_n[16];
     size_t ncodes;
+    /* CDS Hooks: per service the cards shown and the feedback; the override reasons */
+    struct {
+        char service[64];
+        int64_t cards, accepted, overridden;
+    } cds[8];
+    size_t ncds;
+    struct {
+        char reason[160];
+        int64_t n;
+    } ovr[16];
+    size_t novr;
 } program;
 
 static size_t month_slot(program *p, const char *m)
@@ -378,6 +389,39 @@ static int codes_cb(void *ctx, const char *const *c, int n)
     return 0;
 }
 
+static int cds_cb(void *ctx, const char *const *c, int n)
+{
+    program *p = ctx;
+    if (n < 4 || !c[0] || !c[1])
+        return 0;
+    size_t i = 0;
+    while (i < p->ncds && strcmp(p->cds[i].service, c[0]))
+        i++;
+    if (i == p->ncds) {
+        if (p->ncds == sizeof p->cds / sizeof p->cds[0])
+            return 0;
+        snprintf(p->cds[i].service, sizeof p->cds[i].service, "%s", c[0]);
+        p->ncds++;
+    }
+    int64_t v = strtoll(c[3] ? c[3] : "0", NULL, 10);
+    if (!strcmp(c[1], "cards"))
+        p->cds[i].cards += v;
+    else if (!strcmp(c[1], "accepted"))
+        p->cds[i].accepted += v;
+    else if (!strcmp(c[1], "overridden")) {
+        p->cds[i].overridden += v;
+        const char *why = c[2] && *c[2] ? c[2] : "no reason given";
+        size_t k = 0;
+        while (k < p->novr && strcmp(p->ovr[k].reason, why))
+            k++;
+        if (k == p->novr && p->novr < sizeof p->ovr / sizeof p->ovr[0])
+            snprintf(p->ovr[p->novr++].reason, sizeof p->ovr[0].reason, "%s", why);
+        if (k < p->novr)
+            p->ovr[k].n += v;
+    }
+    return 0;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -393,7 +437,7 @@ static program *program_load(web *w, fhir_error *err)
 {
     program *p = fhir_xcalloc(1, sizeof *p);
     if (store_program_funnel(w->env.st, funnel_cb, p, err) < 0 || store_program_referrals(w->env.st, refs_cb, p, err) < 0 ||
-        store_program_declines(w->env.st, codes_cb, p, err) < 0) {
+        store_program_declines(w->env.st, codes_cb, p, err) < 0 || store_program_cds(w->env.st, cds_cb, p, err) < 0) {
         for (size_t i = 0; i < MAX_MONTHS; i++)
             free(p->days[i]);
         free(p);
@@ -517,7 +561,30 @@ void web_h_program(serve_req *r, void *ud)
                         (long long)p->code_n[i]);
     if (!p->ncodes)
         fhir_buf_puts(&b, "<tr><td colspan=\"2\">None.</td></tr>\n");
+    fhir_buf_puts(&b, "</tbody></table>\n<h2>Cards in the EHR's chart (CDS Hooks)</h2>\n<table class=\"list\" id=\"cds\"><thead>"
+                      "<tr><th scope=\"col\">Service</th><th scope=\"col\" class=\"num\">Cards shown</th>"
+                      "<th scope=\"col\" class=\"num\">Referral suggested, accepted</th>"
+                      "<th scope=\"col\" class=\"num\">Overridden</th></tr></thead><tbody>\n");
+    for (size_t i = 0; i < p->ncds; i++) {
+        fhir_buf_puts(&b, "<tr><th scope=\"row\">");
+        web_esc(&b, !strcmp(p->cds[i].service, "cartgate-car-t") ? "Chart opened (patient-view)"
+                    : !strcmp(p->cds[i].service, "cartgate-car-t-order-select") ? "Order entry (order-select)"
+                                                                          : p->cds[i].service);
+        fhir_buf_printf(&b, "</th><td class=\"num\">%lld</td><td class=\"num\">%lld</td><td class=\"num\">%lld</td></tr>\n",
+                        (long long)p->cds[i].cards, (long long)p->cds[i].accepted, (long long)p->cds[i].overridden);
+    }
+    if (!p->ncds)
+        fhir_buf_puts(&b, "<tr><td colspan=\"4\">No card shown yet.</td></tr>\n");
     fhir_buf_puts(&b, "</tbody></table>\n");
+    if (p->novr) {
+        fhir_buf_puts(&b, "<h3>Why cards were overridden</h3>\n<ul id=\"cds-overrides\">\n");
+        for (size_t k = 0; k < p->novr; k++) {
+            fhir_buf_puts(&b, "<li>");
+            web_esc(&b, p->ovr[k].reason);
+            fhir_buf_printf(&b, ": %lld</li>\n", (long long)p->ovr[k].n);
+        }
+        fhir_buf_puts(&b, "</ul>\n");
+    }
     program_free(p);
     web_page_send(r, &b, 200);
 }
@@ -560,6 +627,19 @@ void web_h_program_csv(serve_req *r, void *ud)
             }
     for (size_t i = 0; i < p->ncodes; i++)
         fhir_buf_printf(&b, "decline_reason,,%s,%lld\n", p->code[i], (long long)p->code_n[i]);
+    for (size_t i = 0; i < p->ncds; i++)
+        fhir_buf_printf(&b, "cds,,%s:cards,%lld\ncds,,%s:accepted,%lld\ncds,,%s:overridden,%lld\n", p->cds[i].service,
+                        (long long)p->cds[i].cards, p->cds[i].service, (long long)p->cds[i].accepted, p->cds[i].service,
+                        (long long)p->cds[i].overridden);
+    for (size_t k = 0; k < p->novr; k++) {
+        fhir_buf_puts(&b, "cds_override_reason,,\"");
+        for (const char *q = p->ovr[k].reason; *q; q++) {
+            if (*q == '"')
+                fhir_buf_putc(&b, '"');
+            fhir_buf_putc(&b, *q);
+        }
+        fhir_buf_printf(&b, "\",%lld\n", (long long)p->ovr[k].n);
+    }
     program_free(p);
     serve_add_header(r, "Content-Disposition", "attachment; filename=\"cartgate-program.csv\"");
     serve_reply(r, 200, "text/csv; charset=utf-8", b.data ? b.data : "", b.len);

@@ -111,6 +111,18 @@ if command -v promtool >/dev/null 2>&1; then
   promtool check metrics <"$TMP/resp" >"$TMP/promtool.out" 2>&1 || fail "promtool: $(cat "$TMP/promtool.out")"
 fi
 ok "metrics count CDS calls by result and feedback by outcome"
+# the program dashboard shows the same figures (page and CSV)
+api /ui/program.csv
+[ "$CODE" = 200 ] || fail "/ui/program.csv $CODE"
+grep -q '^cds,,cartgate-car-t:accepted,1$' "$TMP/resp" || fail "CSV: accepted feedback: $(grep '^cds' "$TMP/resp")"
+grep -q '^cds,,cartgate-car-t:overridden,1$' "$TMP/resp" || fail "CSV: overridden feedback: $(grep '^cds' "$TMP/resp")"
+CARDS=$(sqlite3 "$TMP/cds.db" "SELECT count(*) FROM cds_cards WHERE service='cartgate-car-t'")
+[ "$CARDS" -ge 2 ] && grep -q "^cds,,cartgate-car-t:cards,$CARDS\$" "$TMP/resp" || fail "CSV: cards shown ($CARDS): $(grep '^cds' "$TMP/resp")"
+grep -q '^cds_override_reason,,"patient-declines Patient declines / discussed",1$' "$TMP/resp" || fail "CSV: override reason: $(grep '^cds_over' "$TMP/resp")"
+api /ui/program
+[ "$CODE" = 200 ] || fail "/ui/program $CODE"
+grep -q '<li>patient-declines Patient declines / discussed: 1</li>' "$TMP/resp" || fail "the program page lacks the override reason"
+ok "the program dashboard shows cards shown ($CARDS), feedback accepted and overridden, and why"
 # the 401s are logged with the reason, never the token; no PHI in the log
 grep -q 'event="cds.unauthorized".*reason="jti seen before (replay)"' "$TMP/cds.log" || fail "replay not logged"
 grep -q 'event="cds.unauthorized".*reason="iss https://other-ehr.example is not an allowed CDS client"' "$TMP/cds.log" || fail "wrong iss not logged"
