@@ -364,6 +364,75 @@ static void add_value(call *k, const fhir_node *v)
     add_res(k, v);
 }
 
+/* order-select: is a therapy being ordered? The draft orders the EHR sent (the selected ones
+ * when it names them) hold a MedicationRequest whose drug the mapping tables know as
+ * antineoplastic therapy (by code or name; a regimen named without its agents counts). An
+ * order for anything else (a lab, an antiemetic, a steroid alone) shows no card: the card
+ * belongs to the moment before the next line, not to every order. */
+static bool selected(const fhir_node *sel, const char *type, const char *id)
+{
+    if (!fhir_node_first(sel))
+        return true; /* no selections: every draft order */
+    char ref[256];
+    snprintf(ref, sizeof ref, "%s/%s", type, id ? id : "");
+    for (const fhir_node *n = fhir_node_first(sel); n; n = n->next)
+        if (fhir_node_str(n) && !strcmp(fhir_node_str(n), ref))
+            return true;
+    return false;
+}
+
+static bool therapy_drug(const map_tables *t, const fhir_node *cc)
+{
+    const map_drug *d = NULL;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && !d; c = c->next) {
+        const char *sys = fhir_node_str(fhir_node_get(c, "system")), *code = fhir_node_str(fhir_node_get(c, "code"));
+        if (code && sys && !strcmp(sys, "http://www.nlm.nih.gov/research/umls/rxnorm"))
+            d = map_drug_lookup_code(t, sys, code);
+        if (!d && fhir_node_str(fhir_node_get(c, "display")))
+            d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(c, "display")));
+    }
+    if (!d && fhir_node_str(fhir_node_get(cc, "text")))
+        d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(cc, "text")));
+    return d && d->role && (!strcmp(d->role, "therapy") || !strcmp(d->role, "unknown"));
+}
+
+static bool therapy_ordered(const fhir_node *body, const map_tables *t)
+{
+    const fhir_node *sel = fhir_node_path(body, "context.selections");
+    const fhir_node *draft = fhir_node_path(body, "context.draftOrders");
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(draft, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        const char *type = fhir_node_resource_type(r);
+        if (!type || strcmp(type, "MedicationRequest") || !selected(sel, type, fhir_node_resource_id(r)))
+            continue;
+        const fhir_node *cc = fhir_node_get(r, "medicationCodeableConcept");
+        if (cc && therapy_drug(t, cc))
+            return true;
+        /* a referenced Medication: contained, or among the draft orders */
+        const char *ref = fhir_node_path_str(r, "medicationReference.reference");
+        if (fhir_node_path_str(r, "medicationReference.display")) {
+            const map_drug *d = map_drug_lookup_text(t, fhir_node_path_str(r, "medicationReference.display"));
+            if (d && d->role && (!strcmp(d->role, "therapy") || !strcmp(d->role, "unknown")))
+                return true;
+        }
+        if (!ref)
+            continue;
+        const fhir_node *pool[2] = {fhir_node_get(r, "contained"), fhir_node_get(draft, "entry")};
+        for (int k = 0; k < 2; k++)
+            for (const fhir_node *m = fhir_node_first(pool[k]); m; m = m->next) {
+                const fhir_node *med = k ? fhir_node_get(m, "resource") : m;
+                const char *mt = fhir_node_resource_type(med), *mid = fhir_node_resource_id(med);
+                if (!mt || strcmp(mt, "Medication") || !mid)
+                    continue;
+                bool match = k == 0 ? (ref[0] == '#' && !strcmp(ref + 1, mid))
+                                    : (!strncmp(ref, "Medication/", 11) && !strcmp(ref + 11, mid));
+                if (match && therapy_drug(t, fhir_node_get(med, "code")))
+                    return true;
+            }
+    }
+    return false;
+}
+
 static void screen_and_answer(call *k);
 
 static void on_reads_done(evutil_socket_t fd, short what, void *ud)
@@ -690,8 +759,12 @@ static void screen_and_answer(call *k)
     fhir_buf_puts(&b, "{\"cards\":[");
     char uuid[CDS_CARD_UUID_LEN] = "";
     int rc = 1;
+    bool order_select = !strcmp(k->sv->hook, "order-select");
     if (cds_card_wanted(scr.rules, screen_result(sc))) {
-        if (declined_for_same(k, scr.rules, sc))
+        if (order_select && !therapy_ordered(k->body, scr.tables))
+            fhir_log(FHIR_LOG_DEBUG, "cds.no_card", "patient=%s reason=%s", k->patient_id,
+                     "no antineoplastic therapy among the draft orders");
+        else if (declined_for_same(k, scr.rules, sc))
             c->stats.suppressed++;
         else
             rc = cds_card_write(&in, &b, uuid);

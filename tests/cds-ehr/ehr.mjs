@@ -115,8 +115,14 @@ function hookBody(hook, pid, prefetch, extra = {}) {
   const b = { hook, hookInstance: crypto.randomUUID(), context: { userId: 'Practitioner/onc-1', patientId: pid }, ...extra };
   if (prefetch) b.prefetch = prefetch;
   if (hook === 'order-select') {
+    // the selected draft order is the next line's drug (glofitamab, matched by name);
+    // extra.draftDrug replaces it. The second draft (a therapy too) is not selected, so a
+    // non-therapy selection shows that only the selected orders count.
+    const drug = extra.draftDrug || 'glofitamab (Columvi) 2.5 mg IV';
+    const mr = (id, text) => ({ resource: { resourceType: 'MedicationRequest', id, status: 'draft', intent: 'order', subject: { reference: `Patient/${pid}` }, medicationCodeableConcept: { text } } });
+    b.context.draftOrders = { resourceType: 'Bundle', type: 'collection', entry: [mr('draft-1', drug), mr('draft-2', 'glofitamab 10 mg IV')] };
     b.context.selections = ['MedicationRequest/draft-1'];
-    b.context.draftOrders = { resourceType: 'Bundle', type: 'collection', entry: [{ resource: { resourceType: 'MedicationRequest', id: 'draft-1', status: 'draft', intent: 'order', subject: { reference: `Patient/${pid}` }, medicationCodeableConcept: { text: 'next line' } } }] };
+    delete b.draftDrug;
   }
   return b;
 }
@@ -241,6 +247,11 @@ async function run(o) {
   const os = await call(`${base}/cds-services/cartgate-car-t-order-select`, await tok({ aud: svcUrl('cartgate-car-t-order-select') }),
     hookBody('order-select', pid0, prefetchOf(bundles.get(pid0))));
   ok(os.status === 200 && os.json?.cards?.[0]?.summary === cards[pid0].summary, 'order-select shows the same card', os.text.slice(0, 200));
+  // an order that is not a therapy (an antiemetic selected; the unselected draft is a therapy): no card
+  const osNo = await call(`${base}/cds-services/cartgate-car-t-order-select`, await tok({ aud: svcUrl('cartgate-car-t-order-select') }),
+    hookBody('order-select', pid0, prefetchOf(bundles.get(pid0)), { draftDrug: 'ondansetron 8 mg PO' }));
+  ok(osNo.status === 200 && Array.isArray(osNo.json?.cards) && osNo.json.cards.length === 0,
+     'order-select for a non-therapy order (ondansetron selected) shows no card', osNo.text.slice(0, 200));
 
   // authentication failures: 401 each
   const body0 = () => hookBody('patient-view', pid0, prefetchOf(bundles.get(pid0)));
