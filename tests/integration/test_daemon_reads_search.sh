@@ -47,8 +47,13 @@ ok "search: paging short of Bundle.total (100 of 531) fails every poll: no verdi
 P1=$(head -n1 "$TMP/expected.txt" | cut -d'|' -f1)
 before=$(sqlite3 "$DB" "SELECT updated_ms || category FROM verdicts WHERE patient_id='$P1'")
 others=$(sqlite3 "$DB" "SELECT sum(updated_ms) FROM verdicts WHERE patient_id<>'$P1'")
-n_ok=$(polls trunc ehr ok)
+n_failed0=$(polls trunc ehr failed)
 faults '{"mode":"status","status":503,"path":"Observation"}'
+# a poll already past its Observation pages when the fault went in may still end ok: count the
+# ok polls from the first failed one on (polls of a source run one after another)
+first_failed() { [ "$(polls trunc ehr failed)" -gt "$n_failed0" ]; }
+wait_for "a poll failing on the injected fault" 60 first_failed
+n_ok=$(polls trunc ehr ok)
 cat >"$TMP/cond.json" <<EOF
 {"resourceType":"Condition","subject":{"reference":"Patient/$P1"},"clinicalStatus":{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/condition-clinical","code":"active"}]},
  "code":{"coding":[{"system":"http://snomed.info/sct","code":"38341003"}],"text":"Hypertension"},"recordedDate":"2026-10-20"}
