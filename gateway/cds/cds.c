@@ -664,6 +664,20 @@ static bool declined_for_same(call *k, const elig_ruleset *rs, const screen *sc)
 {
     cds *c = k->c;
     fhir_error err;
+    fhir_error_clear(&err);
+    /* taken off the worklist by a clinician for this very verdict (gateway/web's decline) */
+    fhir_buf vj;
+    fhir_buf_init(&vj, CDS_VERDICT_JSON_MAX);
+    int wl = screen_write_json(sc, k->patient_id, &vj) == 0
+                 ? store_worklist_declined_for(c->env.st, k->patient_id,
+                                               elig_category_name(elig_result_category(screen_result(sc))),
+                                               fhir_buf_cstr(&vj), &err)
+                 : 0;
+    fhir_buf_free(&vj);
+    if (wl < 0)
+        fhir_log(FHIR_LOG_WARN, "cds.store_failed", "patient=%s error=%s", k->patient_id, err.msg);
+    if (wl == 1)
+        return true;
     last_closed l = {c->env.st, 0};
     if (store_referral_ids(c->env.st, k->patient_id, "cancelled", take_max, &l, &err) < 0 ||
         store_referral_ids(c->env.st, k->patient_id, "declined", take_max, &l, &err) < 0 || l.id == 0)

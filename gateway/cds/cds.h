@@ -49,6 +49,7 @@ struct event_base;
 #define CDS_MAX_RESOURCES 20000     /* resources of one call (prefetch and fetched) */
 #define CDS_ARENA_MAX (64u << 20)   /* bytes of one call's parsed body and resources */
 #define CDS_RESPONSE_MAX (1u << 20) /* bytes of one answer */
+#define CDS_VERDICT_JSON_MAX (4u << 20) /* bytes of the verdict line a worklist decline is matched on */
 
 /* Strings borrowed for cds_new (copied). */
 typedef struct cds_config {

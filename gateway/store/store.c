@@ -463,6 +463,7 @@ enum {
     Q_WL_DECLINE,
     Q_WL_VISIT_GET,
     Q_WL_VISIT_PUT,
+    Q_WL_DECLINED_FOR,
     Q_PROGRAM_FUNNEL,
     Q_PROGRAM_REFERRALS,
     Q_PROGRAM_DECLINES,
@@ -760,6 +761,12 @@ static const struct {
                       "INSERT OR REPLACE INTO worklist_declines(patient_id, vkey, reason_code, reason, "
                       "actor, user_id, ts_ms) SELECT patient_id, vkey, ?2, ?3, ?4, ?5, ?6 FROM worklist "
                       "WHERE patient_id = ?1"},
+    /* a decline bound to this verdict: the vkey of WORKLIST_COLS made from a verdict line */
+    [Q_WL_DECLINED_FOR] = {"worklist decline",
+                           "SELECT count(*) FROM worklist_declines WHERE patient_id = ?1 AND vkey = "
+                           "?2 || '|' || coalesce(json_extract(?3, '$.products'), '') || '|' || "
+                           "coalesce(json_extract(?3, '$.possible_products'), '') || '|' || "
+                           "coalesce(json_extract(?3, '$.consult.recommendation'), '')"},
     [Q_WL_VISIT_GET] = {"worklist visit", "SELECT seen_ms, prev_ms FROM worklist_visits WHERE user_id = ?"},
     [Q_WL_VISIT_PUT] = {"worklist visit",
                         "INSERT OR REPLACE INTO worklist_visits(user_id, seen_ms, prev_ms) VALUES (?,?,?)"},
@@ -2859,6 +2866,25 @@ int64_t store_worklist_diseases(store *s, store_text_fn fn, void *ctx, fhir_erro
         return -1;
     text_ctx c = {fn, ctx};
     return q_rows(s, &x, "worklist read", text_row, &c, err);
+}
+
+int store_worklist_declined_for(store *s, const char *patient_id, const char *category, const char *verdict_json,
+                                fhir_error *err)
+{
+    if (!verdict_json || !category)
+        return 0;
+    q x;
+    if (q_take(s, Q_WL_DECLINED_FOR, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    bind_text(x.st, 2, category);
+    bind_text(x.st, 3, verdict_json);
+    int rc = sqlite3_step(x.st);
+    int v = rc == SQLITE_ROW ? sqlite3_column_int(x.st, 0) > 0 : -1;
+    if (v < 0)
+        sql_fail(s, err, "worklist decline");
+    q_give(s, &x);
+    return v;
 }
 
 int store_worklist_decline(store *s, const char *patient_id, const char *code, const store_actor *who,

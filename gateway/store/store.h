@@ -532,6 +532,11 @@ int store_worklist_counts(store *s, int64_t out[4], fhir_error *err);
 /* The primary diseases of the patients on the list, sorted. Rows visited or -1. */
 typedef void (*store_text_fn)(void *ctx, const char *text);
 int64_t store_worklist_diseases(store *s, store_text_fn fn, void *ctx, fhir_error *err);
+/* Did a clinician take the patient off the worklist for this very verdict (the same category,
+ * products, possible products and consult recommendation as verdict_json, one line of screen
+ * JSON; the worklist's vkey)? 1 yes, 0 no, -1 error. */
+int store_worklist_declined_for(store *s, const char *patient_id, const char *category, const char *verdict_json,
+                                fhir_error *err);
 /* Takes a patient off the list for the verdict the row holds now, with a coded reason and
  * the person's words, and audits it (action "worklist-decline", detail "patient=<id>
  * code=<code>") in one transaction (or the caller's). err->code 404 when the patient has no

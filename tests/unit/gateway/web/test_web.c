@@ -284,6 +284,16 @@ static void test_worklist_paging(void **state)
     assert_int_equal(store_worklist_decline(st, "p00000", "patient_declined", &who, &err), 0);
     assert_int_equal(store_worklist_count(st, &all, &err), 4999);
     assert_int_equal(store_audit_count(st, 0), 1);
+    /* the CDS service asks the same with a verdict line it made itself: the same category,
+     * products, possible products and consult match (other fields may differ); another not */
+    const char *same = "{\"patient\":\"p00000\",\"category\":\"eligible\",\"products\":[\"axi-cel:LBCL-2L\"],"
+                       "\"possible_products\":[],\"missing\":[],\"consult\":{\"recommendation\":\"none\"},\"urgency\":\"soon\"}";
+    const char *other = "{\"patient\":\"p00000\",\"category\":\"eligible\",\"products\":[\"liso-cel:LBCL-2L\"],"
+                        "\"possible_products\":[],\"consult\":{\"recommendation\":\"none\"}}";
+    assert_int_equal(store_worklist_declined_for(st, "p00000", "eligible", same, &err), 1);
+    assert_int_equal(store_worklist_declined_for(st, "p00000", "eligible", other, &err), 0);
+    assert_int_equal(store_worklist_declined_for(st, "p00000", "possibly_eligible", same, &err), 0);
+    assert_int_equal(store_worklist_declined_for(st, "p00004", "eligible", same, &err), 0);
     put_verdict(st, 0, "eligible", "now", "2026-01-01"); /* the same verdict written again */
     assert_int_equal(store_worklist_count(st, &all, &err), 4999);
     put_verdict(st, 0, "possibly_eligible", "review", NULL); /* changed */
