@@ -325,6 +325,11 @@ static const struct {
      "CREATE TRIGGER worklist_verdict_delete AFTER DELETE ON verdicts BEGIN "
      "  DELETE FROM worklist WHERE patient_id = OLD.patient_id; END;"
      "INSERT OR REPLACE INTO worklist SELECT * FROM (" WORKLIST_SELECT("verdicts") ");"},
+    /* The worklist reads each listed patient's latest referral state from this index alone
+     * (the referral rows are large: payload, verdict; reading 5,000 of them for a count took
+     * 30-50 ms at 10,000 patients, the index 2-5 ms). */
+    {"referrals_patient_state index",
+     "CREATE INDEX referrals_patient_state ON referrals(patient_id, id, state);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -480,19 +485,22 @@ enum {
     "coalesce(user_id, 0), role, source, reason"
 
 /* the worklist page: the row, its latest referral, and the filters ?1..?4 */
+/* the patient's latest referral, from the referrals_patient_state index alone */
+#define WL_LAST_STATE                                                                        \
+    "(SELECT x.state FROM referrals x WHERE x.patient_id = w.patient_id ORDER BY x.id DESC "  \
+    "LIMIT 1)"
 #define WL_COLS                                                                              \
     "w.patient_id, w.category, w.urgency, w.consult, w.disease, w.relapse_day, w.products, "   \
-    "w.possible, w.missing_n, w.updated_ms, r.state, coalesce(r.id, 0)"
-#define WL_FROM                                                                              \
-    "worklist w LEFT JOIN referrals r ON r.id = (SELECT max(id) FROM referrals x WHERE "      \
-    "x.patient_id = w.patient_id)"
+    "w.possible, w.missing_n, w.updated_ms, " WL_LAST_STATE ", "                              \
+    "coalesce((SELECT max(x.id) FROM referrals x WHERE x.patient_id = w.patient_id), 0)"
+#define WL_FROM "worklist w"
 #define WL_NOT_DECLINED                                                                      \
     "NOT EXISTS (SELECT 1 FROM worklist_declines d WHERE d.patient_id = w.patient_id AND "   \
     "d.vkey = w.vkey)"
 #define WL_WHERE                                                                             \
     "w.on_list = 1 AND (?1 IS NULL OR w.category = ?1 OR (?1 = 'consult' AND w.category NOT " \
     "IN ('eligible','possibly_eligible'))) AND (?2 IS NULL OR w.disease = ?2) AND "          \
-    "(?3 = 0 OR w.updated_ms > ?3) AND (?4 IS NULL OR coalesce(r.state, 'none') = ?4) AND "   \
+    "(?3 = 0 OR w.updated_ms > ?3) AND (?4 IS NULL OR coalesce(" WL_LAST_STATE ", 'none') = ?4) AND "   \
     WL_NOT_DECLINED
 
 static const struct {

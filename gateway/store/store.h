@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 11
+#define STORE_SCHEMA_VERSION 12
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */

@@ -263,8 +263,9 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
-/* migration 11 (the worklist) */
+/* migration 12 (the worklist's referral index), 11 (the worklist) */
 #define UNDO_AFTER_V10                                                                       \
+    "DROP INDEX referrals_patient_state;"                                                    \
     "DROP TRIGGER worklist_verdict_insert; DROP TRIGGER worklist_verdict_update;"            \
     "DROP TRIGGER worklist_verdict_delete; DROP TABLE worklist; DROP TABLE worklist_declines;" \
     "DROP TABLE worklist_visits;"
