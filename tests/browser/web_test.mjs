@@ -248,6 +248,36 @@ await page.goto(BASE + '/ui/', { waitUntil: 'load' });
 await audit('worklist-tablet');
 ok('viewer: no buttons, forged POST refused; tablet width checked');
 
+// ---- a delivery the center refused, tried again by an administrator ------------------------
+await page.setViewport({ width: 1280, height: 800 });
+const signOut = async () => Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('.who button')]);
+const setFaults = async (rules) => (await fetch(`${E.CENTER_ADMIN}/faults`, { method: 'POST',
+  headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ rules }) })).status;
+await signOut();
+await signIn('dr.ada', E.PW_ADA);
+const fpid = sql(`SELECT patient_id FROM referrals WHERE state='pending_approval' AND supersedes IS NULL ORDER BY id LIMIT 1`);
+check(fpid !== '', 'a fourth proposal awaits approval');
+check(await setFaults([{ mode: 'status', status: 422, methods: ['POST'] }]) === 200, 'the center refuses deliveries (422)');
+await page.goto(`${BASE}/ui/patients/${fpid}`, { waitUntil: 'load' });
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/approve"] button[type=submit]')]);
+const frid = sql(`SELECT id FROM referrals WHERE patient_id='${fpid}' ORDER BY id DESC LIMIT 1`);
+let fst = '';
+for (let i = 0; i < 120 && fst !== 'failed'; i++) { await sleep(500); fst = sql(`SELECT state FROM referrals WHERE id=${frid}`); }
+check(fst === 'failed', `the refused delivery is failed (${fst})`);
+await page.goto(`${BASE}/ui/referrals/${frid}`, { waitUntil: 'load' });
+check((await page.$$('form[action$="/retry"]')).length === 0, 'a clinician sees no retry button (administrators retry)');
+check(await setFaults([]) === 200, 'the center takes deliveries again');
+await signOut();
+await signIn('it.ops', E.PW_OPS);
+await page.goto(`${BASE}/ui/referrals/${frid}`, { waitUntil: 'load' });
+await audit('referral-failed');
+await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/retry"] button[type=submit]')]);
+let rst = '';
+for (let i = 0; i < 120 && rst !== 'sent'; i++) { await sleep(500); rst = sql(`SELECT state FROM referrals WHERE id=${frid}`); }
+check(rst === 'sent', `retried by the administrator, the referral reached the center (${rst})`);
+check(sql(`SELECT actor || '|' || role FROM audit WHERE referral_id=${frid} AND action='retry'`) === 'it.ops|admin', 'the retry is audited with the administrator');
+ok(`referral ${frid}: refused by the center (422), failed, retried in the web app by an administrator, sent`);
+
 await browser.close();
 if (problems.length) { console.log(`${problems.length} problem(s):\n` + problems.join('\n')); process.exit(1); }
 console.log(`all browser checks passed; ${shots} screenshots in ${ART}`);

@@ -8,7 +8,7 @@
 #   -> the referral reaches the center (the note in its ServiceRequest) -> the referrals page
 #   shows it sent, then accepted once the center's Task changes; decline with a coded reason
 #   -> gone from the worklist and audited; a viewer sees no action buttons and a forged POST
-#   gets 403; axe-core: no serious or critical violation on any page; a screenshot of every
+#   gets 403; a delivery the center refuses fails and an administrator retries it; axe-core: no serious or critical violation on any page; a screenshot of every
 #   page in build/artifacts/browser/. Skips (77) without Chromium or the browser packages.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
@@ -25,12 +25,15 @@ start_server ehr --seed "$TMP/seed"
 EHR=$BASE
 start_server center
 CENTER=$BASE
+CENTER_ADMIN="http://127.0.0.1:$PORT/admin"
 centers_for "$CENTER" "$TMP/centers.json"
 DB="$TMP/web.db"
 PW_ADA='ada: correct horse battery'
 PW_CY='cy: only looking at lists'
+PW_OPS='ops: keeps the lights on'
 echo "$PW_ADA" | "$CG" users add dr.ada --role clinician --display 'Dr Ada Lovelace' --password-stdin --db "$DB" >/dev/null 2>&1 || fail "add ada"
 echo "$PW_CY" | "$CG" users add nurse.cy --role viewer --password-stdin --db "$DB" >/dev/null 2>&1 || fail "add cy"
+echo "$PW_OPS" | "$CG" users add it.ops --role admin --password-stdin --db "$DB" >/dev/null 2>&1 || fail "add ops"
 cat >"$TMP/web.conf" <<EOF
 {
   "site": {"id": "t-web", "name": "Demo Community Hospital", "location": {"lat": 41.59, "lon": -93.62}},
@@ -51,7 +54,7 @@ ok "$N patients screened; $(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE 
 
 ART="${CARTGATE_BUILD_DIR:-$SRC/build}/artifacts/browser"
 rm -rf "$ART"
-ADMIN="$ADMIN" ARTIFACTS="$ART" CENTER="$CENTER" DB="$DB" CG="$CG" CHROMIUM="$CHROMIUM" PW_ADA="$PW_ADA" PW_CY="$PW_CY" \
+ADMIN="$ADMIN" ARTIFACTS="$ART" CENTER="$CENTER" CENTER_ADMIN="$CENTER_ADMIN" PW_OPS="$PW_OPS" DB="$DB" CG="$CG" CHROMIUM="$CHROMIUM" PW_ADA="$PW_ADA" PW_CY="$PW_CY" \
   SCREEN="$TMP/screen.ndjson" GT="$TMP/cohort/ground_truth.ndjson" COHORT_DIR="$TMP/cohort" \
   node "$SRC/tests/browser/web_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?
