@@ -125,7 +125,7 @@ static const map_fact *lookup(void *ud, const char *name)
 
 /* ---- part 2 helpers ------------------------------------------------------------------ */
 
-static int ingest_cb(void *ud, const fhir_node *res, size_t line_no)
+static int ingest_cb(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     (void)line_no;
     (*(size_t *)ud) += res != NULL;

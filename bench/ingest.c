@@ -102,7 +102,7 @@ typedef struct acc {
     size_t creat;
 } acc;
 
-static int on_obs(void *ud, const fhir_node *res, size_t line)
+static int on_obs(void *ud, const fhir_node *res, size_t line, fhir_error *err)
 {
     (void)line;
     acc *a = ud;

@@ -52,7 +52,7 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
-static int count_cb(void *ud, const fhir_node *res, size_t line)
+static int count_cb(void *ud, const fhir_node *res, size_t line, fhir_error *err)
 {
     (void)res;
     (void)line;

@@ -92,11 +92,13 @@ static int do_line(fhir_ndjson *r, const char *s, size_t n, fhir_error *err)
         return bad_line(r, &lerr, err);
     }
     r->st.ok++;
-    int stop = r->cb ? r->cb(r->ud, res, r->line_no) : 0;
+    fhir_error cb_err;
+    fhir_error *e = err ? err : &cb_err; /* the callback's cause goes back to the caller */
+    fhir_error_clear(e);
+    int stop = r->cb ? r->cb(r->ud, res, r->line_no, e) : 0;
     fhir_arena_reset(r->arena);
     if (stop) {
         r->stopped = 1;
-        fhir_error_clear(err);
         return -1;
     }
     return 0;

@@ -13,8 +13,10 @@
 #include "fhir_node.h"
 
 /* Called once per parsed line. res is borrowed and valid only during the call (the arena
- * is reset after each line). Return 0 to continue, non-zero to stop the stream. */
-typedef int (*fhir_ndjson_cb)(void *ud, const fhir_node *res, size_t line_no);
+ * is reset after each line). Return 0 to continue, non-zero to stop the stream; err is the
+ * error the feed / finish / read call was given (emptied before the call): what the callback
+ * sets there (the cause of the stop) is what that call returns with. */
+typedef int (*fhir_ndjson_cb)(void *ud, const fhir_node *res, size_t line_no, fhir_error *err);
 
 /* Called for a line that fails to parse; err names the line. Return 0 to skip the line and
  * continue (counted in stats.bad), non-zero to stop with that error. NULL = stop. */
@@ -35,8 +37,8 @@ fhir_ndjson *fhir_ndjson_new(const fhir_json_limits *lim, fhir_ndjson_cb cb,
 void fhir_ndjson_free(fhir_ndjson *r);
 
 /* Push interface: feed bytes as they arrive, then finish (handles a last line without a
- * newline). Return 0, or -1 with err set when stopped by an error or by the callback
- * (then err is empty). */
+ * newline). Return 0, or -1 with err set when stopped by an error or by the callback (then
+ * err holds what the callback set: its cause, or empty when it set nothing). */
 int fhir_ndjson_feed(fhir_ndjson *r, const char *data, size_t len, fhir_error *err);
 int fhir_ndjson_finish(fhir_ndjson *r, fhir_error *err);
 

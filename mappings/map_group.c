@@ -246,15 +246,14 @@ int map_group_add(map_group *g, const fhir_node *res, fhir_error *err)
 
 typedef struct nd_ctx {
     map_group *g;
-    fhir_error *err;
     int failed;
 } nd_ctx;
 
-static int nd_line(void *ud, const fhir_node *res, size_t line_no)
+static int nd_line(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     nd_ctx *c = ud;
     (void)line_no;
-    if (map_group_add(c->g, res, c->err)) {
+    if (map_group_add(c->g, res, err)) { /* the reader returns with this cause */
         c->failed = 1;
         return 1;
     }
@@ -279,21 +278,15 @@ static bool has_suffix(const char *s, const char *suf)
 static int add_ndjson(map_group *g, const char *path, fhir_error *err)
 {
     fhir_json_limits lim = {.max_bytes = g->o.max_file_bytes};
-    /* the callback's error has its own slot: the reader clears the one it is given when a
-     * callback stops it, and the cause (e.g. the memory cap) must reach the user */
-    fhir_error cb_err;
-    fhir_error_clear(&cb_err);
-    nd_ctx c = {g, &cb_err, 0};
+    nd_ctx c = {g, 0};
     fhir_ndjson *r = fhir_ndjson_new(&lim, nd_line, nd_bad, &c);
     if (!r)
         abort();
-    int rc = fhir_ndjson_read_path(r, path, err);
+    int rc = fhir_ndjson_read_path(r, path, err); /* prefixes the path to what it returns */
     fhir_ndjson_free(r);
-    if (c.failed)
-        *err = cb_err;
-    if (rc || c.failed)
+    if (rc && !c.failed)
         return fhir_error_prefix(err, "%s", path);
-    return 0;
+    return rc;
 }
 
 static int add_json(map_group *g, const char *path, fhir_error *err)
@@ -614,7 +607,7 @@ static size_t urn_orphans(const fhir_node *doc)
     return n;
 }
 
-static int rep_line(void *ud, const fhir_node *res, size_t line_no)
+static int rep_line(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     rep_ctx *c = ud;
     if (res->kind != FHIR_OBJECT) {

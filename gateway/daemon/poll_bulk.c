@@ -304,10 +304,11 @@ static int deleted_bundle(bulk_file *f, const fhir_node *bundle)
     return 0;
 }
 
-static int file_line(void *ud, const fhir_node *res, size_t line_no)
+static int file_line(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     bulk_file *f = ud;
     poll_source *p = f->p;
+    (void)err; /* &f->err: file_store feeds the reader with it */
     const char *rt = fhir_node_resource_type(res);
     if (f->kind == BF_ERROR || (rt && !strcmp(rt, "OperationOutcome"))) {
         error_outcome(f, res);

@@ -15,14 +15,13 @@
 
 typedef struct file_ctx {
     poll_source *p;
-    fhir_error *err;
 } file_ctx;
 
-static int file_line(void *ud, const fhir_node *res, size_t line_no)
+static int file_line(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     file_ctx *f = ud;
-    if (poll_ingest(f->p, res, f->err))
-        return fhir_error_prefix(f->err, "line %zu", line_no), 1;
+    if (poll_ingest(f->p, res, err)) /* the reader returns with this cause */
+        return fhir_error_prefix(err, "line %zu", line_no), 1;
     return 0;
 }
 
@@ -70,7 +69,7 @@ static int file_process(poll_source *p, const char *path, fhir_error *err)
     if (store_begin(st, err))
         return -1;
     int rc = 0;
-    file_ctx fc = {.p = p, .err = err};
+    file_ctx fc = {.p = p};
     if (has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl")) {
         fhir_json_limits lim = {.max_bytes = 256u << 20};
         fhir_ndjson *r = fhir_ndjson_new(&lim, file_line, NULL, &fc);

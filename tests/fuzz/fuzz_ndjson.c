@@ -10,7 +10,7 @@
 #include "fhir_node.h"
 #include "fuzz.h"
 
-static int on_res(void *ud, const fhir_node *res, size_t line_no)
+static int on_res(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     (void)ud;
     (void)line_no;

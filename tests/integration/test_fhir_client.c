@@ -606,7 +606,7 @@ typedef struct stream_count {
     size_t stop_after; /* return non-zero once this many bytes were seen; 0 = never */
 } stream_count;
 
-static int count_line(void *ud, const fhir_node *res, size_t line_no)
+static int count_line(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     (void)line_no;
     size_t *n = ud;

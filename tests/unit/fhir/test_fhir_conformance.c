@@ -137,7 +137,7 @@ static void test_synthea_bundles(void **state)
     assert_int_equal(resolved, refs);
 }
 
-static int count_cb(void *ud, const fhir_node *res, size_t line)
+static int count_cb(void *ud, const fhir_node *res, size_t line, fhir_error *err)
 {
     (void)line;
     if (fhir_node_resource_type(res) || fhir_node_count(res) > 0)

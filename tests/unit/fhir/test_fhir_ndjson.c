@@ -22,7 +22,7 @@ typedef struct seen {
     size_t err_lines[8];
 } seen;
 
-static int on_res(void *ud, const fhir_node *res, size_t line_no)
+static int on_res(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
 {
     seen *s = ud;
     const char *id = fhir_node_resource_id(res);
@@ -117,6 +117,58 @@ static void test_callback_stop(void **state)
     fhir_ndjson_free(r);
 }
 
+/* A callback that stops with a cause: the feed, the finish and the file reader return it
+ * (the file reader with the path in front), not an empty error. */
+static int stop_with_cause(void *ud, const fhir_node *res, size_t line_no, fhir_error *err)
+{
+    size_t *calls = ud;
+    (*calls)++;
+    const char *id = fhir_node_resource_id(res);
+    if (id && !strcmp(id, "d"))
+        return fhir_error_set(err, "line %zu: no room for %s", line_no, id), 1;
+    return 0;
+}
+
+static void test_callback_cause(void **state)
+{
+    (void)state;
+    size_t calls = 0;
+    fhir_ndjson *r = fhir_ndjson_new(NULL, stop_with_cause, on_err, &calls);
+    fhir_error err = {0};
+    const char *in = "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n"
+                     "{\"resourceType\":\"Patient\",\"id\":\"d\"}\n"
+                     "{\"resourceType\":\"Patient\",\"id\":\"e\"}\n";
+    assert_int_equal(fhir_ndjson_feed(r, in, strlen(in), &err), -1);
+    assert_string_equal(err.msg, "line 2: no room for d");
+    assert_int_equal(calls, 2);
+    fhir_ndjson_free(r);
+
+    /* the last line, without a newline, stops in finish */
+    calls = 0;
+    r = fhir_ndjson_new(NULL, stop_with_cause, on_err, &calls);
+    fhir_error_clear(&err);
+    const char *tail = "{\"resourceType\":\"Patient\",\"id\":\"d\"}";
+    assert_int_equal(fhir_ndjson_feed(r, tail, strlen(tail), &err), 0);
+    assert_int_equal(fhir_ndjson_finish(r, &err), -1);
+    assert_string_equal(err.msg, "line 1: no room for d");
+    fhir_ndjson_free(r);
+
+    char path[] = "/tmp/cartgate-ndjson-cause-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, in, strlen(in)), (ssize_t)strlen(in));
+    close(fd);
+    calls = 0;
+    r = fhir_ndjson_new(NULL, stop_with_cause, on_err, &calls);
+    fhir_error_clear(&err);
+    assert_int_equal(fhir_ndjson_read_path(r, path, &err), -1);
+    char want[256];
+    snprintf(want, sizeof want, "%s: line 2: no room for d", path);
+    assert_string_equal(err.msg, want);
+    fhir_ndjson_free(r);
+    unlink(path);
+}
+
 static void test_long_line_and_non_object(void **state)
 {
     (void)state;
@@ -171,6 +223,7 @@ int main(void)
         cmocka_unit_test(test_skip_broken_line),
         cmocka_unit_test(test_stop_on_broken_line),
         cmocka_unit_test(test_callback_stop),
+        cmocka_unit_test(test_callback_cause),
         cmocka_unit_test(test_long_line_and_non_object),
         cmocka_unit_test(test_read_file),
     };
