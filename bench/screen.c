@@ -93,7 +93,7 @@ typedef struct ctx {
 } ctx;
 
 static int on_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
-                      fhir_error *err)
+                      uint64_t order, fhir_error *err)
 {
     ctx *c = ud;
     fhir_error perr;
@@ -174,7 +174,7 @@ static int run_screen(const char *dir, bool stream, int passes)
             for (size_t i = 0; i < map_group_count(g); i++) {
                 size_t n;
                 const fhir_node *const *res = map_group_resources(g, i, &n);
-                if (on_patient(&c, map_group_patient_id(g, i), res, n, &err))
+                if (on_patient(&c, map_group_patient_id(g, i), res, n, i, &err))
                     return 1;
             }
             map_group_free(g);

@@ -84,6 +84,7 @@ int map_stream_lr_next(lreader *r, const char **s, size_t *n)
             size_t j = (size_t)(nl - r->buf);
             *s = r->buf + r->beg;
             *n = j - r->beg;
+            r->line_off = r->buf_off + r->beg;
             r->beg = r->scan = j + 1;
             if (r->skipping) {
                 r->skipping = false;
@@ -97,6 +98,7 @@ int map_stream_lr_next(lreader *r, const char **s, size_t *n)
                 return 0;
             *s = r->buf + r->beg;
             *n = r->end - r->beg;
+            r->line_off = r->buf_off + r->beg;
             r->beg = r->scan = r->end;
             if (r->skipping) {
                 r->skipping = false;
@@ -105,9 +107,11 @@ int map_stream_lr_next(lreader *r, const char **s, size_t *n)
             return 1;
         }
         if (r->skipping) {
+            r->buf_off += r->end;
             r->beg = r->scan = r->end = 0;
         } else if (r->beg > 0) {
             memmove(r->buf, r->buf + r->beg, r->end - r->beg);
+            r->buf_off += r->beg;
             r->end -= r->beg;
             r->scan = r->end;
             r->beg = 0;
@@ -115,6 +119,7 @@ int map_stream_lr_next(lreader *r, const char **s, size_t *n)
         if (r->end == r->cap) {
             if (r->end > r->max) { /* longer than max: drop what is buffered, find its end */
                 r->skipping = true;
+                r->buf_off += r->end;
                 r->beg = r->scan = r->end = 0;
             } else {
                 size_t nc = r->cap * 2 > r->max + 1 ? r->max + 1 : r->cap * 2;
@@ -449,10 +454,16 @@ static void arr_push(ms *m, const fhir_node *r, bool front)
 int map_stream_deliver(ms *m, const char *key, const rec *v, size_t n, size_t held)
 {
     m->narr = m->nmedsel = 0;
+    uint64_t first = UINT64_MAX, first_patient = UINT64_MAX;
     for (size_t i = 0; i < n; i++) {
         const fhir_node *r = v[i].res;
         const char *t = fhir_node_resource_type(r);
-        arr_push(m, r, t && !strcmp(t, "Patient"));
+        bool is_patient = t && !strcmp(t, "Patient");
+        arr_push(m, r, is_patient);
+        if (v[i].pos < first)
+            first = v[i].pos;
+        if (is_patient && v[i].pos < first_patient)
+            first_patient = v[i].pos;
         const char *mref = fhir_node_path_str(r, "medicationReference.reference");
         if (!mref || mref[0] == '#')
             continue;
@@ -483,7 +494,8 @@ int map_stream_deliver(ms *m, const char *key, const rec *v, size_t n, size_t he
     if (held > m->st->peak_held)
         m->st->peak_held = held;
     m->st->patients++;
-    int rc = m->fn(m->ud, key, m->arr, m->narr, m->err);
+    uint64_t order = first_patient != UINT64_MAX ? first_patient : first | 1ull << 63;
+    int rc = m->fn(m->ud, key, m->arr, m->narr, order, m->err);
     fhir_arena_reset(m->pa);
     return rc ? -1 : 0;
 }

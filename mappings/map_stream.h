@@ -78,9 +78,23 @@ typedef struct map_stream_stats {
 
 /* One patient: id (Patient.id, or the id its resources reference) and its resources (Patient
  * first when present, the Medications its resources reference appended), all borrowed during
- * the call only. Return 0 to go on, or -1 with err set to stop. */
+ * the call only; order: the patient's place in the input, ascending in the order map_group
+ * lists patients (those with a Patient resource by their first one, then the others by their
+ * first resource; see map_stream_order). Return 0 to go on, or -1 with err set to stop. */
 typedef int (*map_stream_patient_fn)(void *ud, const char *patient_id,
-                                     const fhir_node *const *res, size_t n, fhir_error *err);
+                                     const fhir_node *const *res, size_t n, uint64_t order,
+                                     fhir_error *err);
+
+/* The order of a patient: no_patient (no Patient resource among its resources), then the
+ * input file (its index in the run's list of files), then the position of the first
+ * resource that counts within that file (document order: an NDJSON line's byte offset, plus
+ * the entry's index inside a Bundle). */
+#define MAP_STREAM_ORDER_FILE_SHIFT 40
+static inline uint64_t map_stream_order(bool no_patient, uint64_t file, uint64_t pos)
+{
+    return (no_patient ? 1ull << 63 : 0) | (file << MAP_STREAM_ORDER_FILE_SHIFT) |
+           (pos & ((1ull << MAP_STREAM_ORDER_FILE_SHIFT) - 1));
+}
 /* Everything delivered so far is void (the sorted merge met unsorted input); the patients
  * will be delivered again. */
 typedef void (*map_stream_restart_fn)(void *ud);

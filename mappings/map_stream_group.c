@@ -65,19 +65,20 @@ static void spills_close(spill *p, size_t n)
     free(p);
 }
 
-/* Writes one keyed resource to its spill file: [u32 key len][key][u32 len][text]. */
+/* Writes one keyed resource to its spill file: [u32 key len][key][u32 len][u64 pos][text]. */
 static int spill_rec(ms *m, spill *parts, size_t np, uint64_t seed, const char *key,
-                     size_t kl, const char *raw, size_t len)
+                     size_t kl, const char *raw, size_t len, uint64_t pos)
 {
     spill *p = &parts[hash_key(key, kl, seed) % np];
     uint32_t a = (uint32_t)kl, b = (uint32_t)len;
     if (spill_write(m, p, &a, sizeof a) || spill_write(m, p, key, kl) ||
-        spill_write(m, p, &b, sizeof b) || spill_write(m, p, raw, len))
+        spill_write(m, p, &b, sizeof b) || spill_write(m, p, &pos, sizeof pos) ||
+        spill_write(m, p, raw, len))
         return -1;
     return 0;
 }
 
-static int rec_push(ms *m, const char *key, size_t kl, const char *raw, size_t len)
+static int rec_push(ms *m, const char *key, size_t kl, const char *raw, size_t len, uint64_t pos)
 {
     if (m->nrecs == m->caprecs) {
         m->caprecs = m->caprecs ? m->caprecs * 2 : 1024;
@@ -88,18 +89,19 @@ static int rec_push(ms *m, const char *key, size_t kl, const char *raw, size_t l
     if (!k || !t)
         abort();
     memcpy(t, raw, len);
-    m->recs[m->nrecs] = (rec){k, NULL, t, len, m->nrecs};
+    m->recs[m->nrecs] = (rec){k, NULL, t, len, m->nrecs, pos};
     m->nrecs++;
     return fhir_arena_used(m->hold) + m->nrecs * sizeof *m->recs > m->o.budget ? GROUP_OVER
                                                                                 : GROUP_OK;
 }
 
 /* One resource of the input (its text raw, and its tree res when it has been parsed, e.g. a
- * Bundle entry): a Medication goes to the table; another type the profile reads is kept as
- * text under its patient, in memory or in its spill file, and parsed when the patient is
- * delivered. A line is parsed here only when a scan cannot tell its patient. */
+ * Bundle entry; pos: its rec.pos): a Medication goes to the table; another type the profile
+ * reads is kept as text under its patient, in memory or in its spill file, and parsed when
+ * the patient is delivered. A line is parsed here only when a scan cannot tell its patient. */
 static int take(ms *m, const char *type, size_t tl, const char *raw, size_t len,
-                const fhir_node *res, const char *url, size_t url_len, const scope *sc)
+                const fhir_node *res, const char *url, size_t url_len, const scope *sc,
+                uint64_t pos)
 {
     if (!type || !map_profile_reads(type, tl))
         return GROUP_OK;
@@ -130,9 +132,9 @@ static int take(ms *m, const char *type, size_t tl, const char *raw, size_t len,
         return GROUP_OK;
     }
     if (!m->spilling)
-        return rec_push(m, key, strlen(key), raw, len);
-    return spill_rec(m, m->parts, m->nparts, 0, key, strlen(key), raw, len) ? GROUP_FAIL
-                                                                           : GROUP_OK;
+        return rec_push(m, key, strlen(key), raw, len, pos);
+    return spill_rec(m, m->parts, m->nparts, 0, key, strlen(key), raw, len, pos) ? GROUP_FAIL
+                                                                                : GROUP_OK;
 }
 
 /* Entries of one document (scanned spans or parsed trees), flattened through nested
@@ -197,8 +199,8 @@ static void tree_entries(doc *d, const fhir_node *b, int depth)
 }
 
 /* Takes the kept entries of a document: Patients first (their fullUrls make the Bundle's
- * scope), then the others, each group in document order. */
-static int take_entries(ms *m, doc *d, fhir_arena *a, bool *reparse)
+ * scope), then the others, each group in document order; entry i's rec.pos is pos + i. */
+static int take_entries(ms *m, doc *d, fhir_arena *a, bool *reparse, uint64_t pos)
 {
     scope sc = {0};
     int rc = GROUP_OK;
@@ -234,15 +236,16 @@ static int take_entries(ms *m, doc *d, fhir_arena *a, bool *reparse)
             const dent *e = &d->v[i];
             if (!e->node || is_type(e->type, e->type_len, "Patient") != (pass == 0))
                 continue;
-            rc = take(m, e->type, e->type_len, e->res, e->len, e->node, e->url, e->url_len, &sc);
+            rc = take(m, e->type, e->type_len, e->res, e->len, e->node, e->url, e->url_len, &sc,
+                      pos + i);
         }
     free(sc.v);
     return rc;
 }
 
-/* One JSON document: a whole file, or an NDJSON line holding a Bundle (line_no > 0: errors
- * make it a bad line, as map_group counts them). */
-static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line)
+/* One JSON document: a whole file, or an NDJSON line holding a Bundle (line: errors make it
+ * a bad line, as map_group counts them); pos: its rec.pos (of its first entry). */
+static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line, uint64_t pos)
 {
     fhir_arena *a = m->scratch; /* take() copies what memory mode holds */
     doc d = {0};
@@ -264,10 +267,10 @@ static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line)
             if (!res)
                 reparse = true;
             else
-                rc = take(m, t, tl, s, n, res, NULL, 0, NULL);
+                rc = take(m, t, tl, s, n, res, NULL, 0, NULL, pos);
         }
     } else if (!reparse) {
-        rc = take_entries(m, &d, a, &reparse);
+        rc = take_entries(m, &d, a, &reparse, pos);
     }
     if (reparse && rc == GROUP_OK) { /* the full parser: its tree, or its error */
         d.n = 0;
@@ -286,9 +289,9 @@ static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line)
             rc = GROUP_FAIL;
         } else if (rt && !strcmp(rt, "Bundle")) {
             tree_entries(&d, root, 0);
-            rc = take_entries(m, &d, a, &reparse);
+            rc = take_entries(m, &d, a, &reparse, pos);
         } else if (rt) {
-            rc = take(m, rt, strlen(rt), NULL, 0, root, NULL, 0, NULL);
+            rc = take(m, rt, strlen(rt), NULL, 0, root, NULL, 0, NULL, pos);
         }
     }
     free(d.v);
@@ -309,7 +312,7 @@ static int pass_inputs(ms *m)
             size_t n = 0;
             if (map_stream_read_doc(m, f, &b, &n))
                 return GROUP_FAIL;
-            rc = take_doc(m, f, b, n, false);
+            rc = take_doc(m, f, b, n, false, map_stream_pos(m, f, 0));
             if (b != m->stdin_doc)
                 free(b);
             continue;
@@ -327,8 +330,9 @@ static int pass_inputs(ms *m)
                 rc = kind < 0 ? GROUP_FAIL : rc;
                 break;
             }
+            uint64_t pos = map_stream_pos(m, f, r.line_off);
             if (kind == LINE_BUNDLE) {
-                rc = take_doc(m, f, s, n, true);
+                rc = take_doc(m, f, s, n, true, pos);
                 continue;
             }
             fhir_arena_reset(m->scratch);
@@ -336,18 +340,18 @@ static int pass_inputs(ms *m)
             size_t tl = 0;
             if (kind == LINE_READ) {
                 map_scan_first_type(s, n, &t, &tl);
-                rc = take(m, t, tl, s, n, NULL, NULL, 0, NULL);
+                rc = take(m, t, tl, s, n, NULL, NULL, 0, NULL, pos);
                 continue;
             }
             bool bundle;
             fhir_node *res = map_stream_parse_kept(m, m->scratch, s, n, false, &bundle);
             if (bundle) {
-                rc = take_doc(m, f, s, n, true);
+                rc = take_doc(m, f, s, n, true, pos);
                 continue;
             }
             if (res) {
                 t = fhir_node_resource_type(res);
-                rc = take(m, t, strlen(t), s, n, res, NULL, 0, NULL);
+                rc = take(m, t, strlen(t), s, n, res, NULL, 0, NULL, pos);
             }
         }
         map_stream_lr_close(&r);
@@ -430,7 +434,7 @@ static int sr_need(ms *m, sreader *r, size_t n)
 
 /* Next record: 1 with key / text pointing into the reader (valid until the next call). */
 static int sr_next(ms *m, sreader *r, const char **key, size_t *kl, const char **text,
-                   size_t *tl)
+                   size_t *tl, uint64_t *pos)
 {
     uint32_t a, b;
     int got = sr_need(m, r, 4);
@@ -440,12 +444,13 @@ static int sr_next(ms *m, sreader *r, const char **key, size_t *kl, const char *
     if (sr_need(m, r, 4 + (size_t)a + 4) <= 0)
         return -1;
     memcpy(&b, r->buf + r->beg + 4 + a, 4);
-    size_t total = 8 + (size_t)a + b;
+    size_t total = 16 + (size_t)a + b;
     if (sr_need(m, r, total) <= 0)
         return -1;
     *key = r->buf + r->beg + 4;
     *kl = a;
-    *text = r->buf + r->beg + 8 + a;
+    memcpy(pos, r->buf + r->beg + 8 + a, 8);
+    *text = r->buf + r->beg + 16 + a;
     *tl = b;
     r->beg += total;
     return 1;
@@ -455,7 +460,7 @@ static int group_spill(ms *m, int fd, uint64_t size, int level);
 
 /* Calls fn for every record of a spill file, from its start. */
 typedef int (*spill_fn)(ms *m, void *ud, const char *key, size_t kl, const char *text,
-                        size_t len);
+                        size_t len, uint64_t pos);
 
 static int each_spill_rec(ms *m, int fd, spill_fn fn, void *ud)
 {
@@ -466,12 +471,13 @@ static int each_spill_rec(ms *m, int fd, spill_fn fn, void *ud)
     while (rc == GROUP_OK) {
         const char *k, *t;
         size_t kl, tl;
-        int got = sr_next(m, &r, &k, &kl, &t, &tl);
+        uint64_t pos;
+        int got = sr_next(m, &r, &k, &kl, &t, &tl, &pos);
         if (got <= 0) {
             rc = got < 0 ? GROUP_FAIL : GROUP_OK;
             break;
         }
-        rc = fn(m, ud, k, kl, t, tl);
+        rc = fn(m, ud, k, kl, t, tl, pos);
     }
     free(r.buf);
     return rc;
@@ -483,17 +489,19 @@ typedef struct split_ctx {
     int level;
 } split_ctx;
 
-static int to_part(ms *m, void *ud, const char *k, size_t kl, const char *t, size_t tl)
+static int to_part(ms *m, void *ud, const char *k, size_t kl, const char *t, size_t tl,
+                   uint64_t pos)
 {
     split_ctx *c = ud;
-    return spill_rec(m, c->parts, c->np, (uint64_t)c->level, k, kl, t, tl) ? GROUP_FAIL
-                                                                          : GROUP_OK;
+    return spill_rec(m, c->parts, c->np, (uint64_t)c->level, k, kl, t, tl, pos) ? GROUP_FAIL
+                                                                               : GROUP_OK;
 }
 
-static int to_held(ms *m, void *ud, const char *k, size_t kl, const char *t, size_t tl)
+static int to_held(ms *m, void *ud, const char *k, size_t kl, const char *t, size_t tl,
+                   uint64_t pos)
 {
     (void)ud;
-    rec_push(m, k, kl, t, tl); /* within the budget: the file's size said so */
+    rec_push(m, k, kl, t, tl, pos); /* within the budget: the file's size said so */
     return GROUP_OK;
 }
 

@@ -62,6 +62,7 @@ typedef struct rec {
     const char *raw;       /* held text (grouping), NULL in the sorted merge */
     size_t len;
     size_t seq;
+    uint64_t pos;          /* map_stream_order(false, file, position in the file) */
 } rec;
 
 typedef struct spill {
@@ -125,6 +126,8 @@ typedef struct lreader {
     char *buf;
     size_t cap, beg, end, scan, max;
     bool eof, skipping;
+    uint64_t buf_off;      /* file offset of buf[0] */
+    uint64_t line_off;     /* file offset of the line returned last */
 } lreader;
 
 typedef struct alias {
@@ -178,6 +181,11 @@ fhir_node *map_stream_parse_kept(ms *m, fhir_arena *a, const char *s, size_t n, 
 /* One patient's resources (records in input order) to the consumer, as map_group orders
  * them; held: bytes of trees and text held meanwhile (for the peak). */
 int map_stream_deliver(ms *m, const char *key, const rec *v, size_t n, size_t held);
+/* rec.pos of a position in input file f (an index into m->files). */
+static inline uint64_t map_stream_pos(const ms *m, const sfile *f, uint64_t at)
+{
+    return map_stream_order(false, (uint64_t)(f - m->files), at);
+}
 /* Counters start again for another pass over the input. */
 void map_stream_begin_pass(ms *m);
 

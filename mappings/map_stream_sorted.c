@@ -14,6 +14,7 @@ typedef struct cursor {
     int cur;
     const fhir_node *head;
     const char *key;
+    uint64_t pos;          /* head's rec.pos */
 } cursor;
 
 /* Moves c to its next keyed resource (head NULL at the end). */
@@ -48,6 +49,7 @@ static int cur_advance(ms *m, cursor *c)
             return MERGE_UNSORTED;
         c->head = res;
         c->key = key;
+        c->pos = map_stream_pos(m, c->f, c->r.line_off);
         return MERGE_OK;
     }
 }
@@ -144,7 +146,7 @@ int map_stream_run_sorted(ms *m)
             while (cs[i].head && !strcmp(cs[i].key, key)) {
                 if (nv == capv)
                     v = xrealloc(v, (capv = capv ? capv * 2 : 256) * sizeof *v);
-                v[nv] = (rec){key, cs[i].head, NULL, 0, nv};
+                v[nv] = (rec){key, cs[i].head, NULL, 0, nv, cs[i].pos};
                 nv++;
                 if ((rc = cur_advance(m, &cs[i])) != MERGE_OK)
                     break;

@@ -125,7 +125,7 @@ static void clear_errors(run_ctx *c)
 
 /* map_stream: one patient -> verdict -> a sorted row. */
 static int on_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
-                      fhir_error *err)
+                      uint64_t order, fhir_error *err)
 {
     run_ctx *c = ud;
     fhir_error perr;

@@ -56,14 +56,21 @@ static int teardown(void **state)
 
 /* ---- patients as "id\tprofile JSON" lines, sorted ----------------------------------------- */
 
+typedef struct oid {
+    uint64_t order;   /* map_stream's order; map_group's patient index */
+    char *id;
+} oid;
+
 typedef struct out {
     char **v;
     size_t n, cap;
+    oid *ids;         /* the patients in delivery order with their order */
     size_t restarts;  /* on_restart calls */
     size_t fail_at;   /* the callback fails at this patient (1-based; 0 = never) */
 } out;
 
-static void out_add(out *o, const char *id, const fhir_node *const *res, size_t n)
+static void out_add(out *o, const char *id, const fhir_node *const *res, size_t n,
+                    uint64_t order)
 {
     fhir_error err;
     map_profile *p = map_profile_build(T, res, n, &O, &err);
@@ -84,16 +91,22 @@ static void out_add(out *o, const char *id, const fhir_node *const *res, size_t 
     if (o->n == o->cap) {
         o->cap = o->cap ? o->cap * 2 : 256;
         o->v = realloc(o->v, o->cap * sizeof *o->v);
+        o->ids = realloc(o->ids, o->cap * sizeof *o->ids);
         assert_non_null(o->v);
+        assert_non_null(o->ids);
     }
+    o->ids[o->n] = (oid){order, strdup(id)};
     o->v[o->n++] = fhir_buf_steal(&b, NULL);
 }
 
 static void out_free(out *o)
 {
-    for (size_t i = 0; i < o->n; i++)
+    for (size_t i = 0; i < o->n; i++) {
         free(o->v[i]);
+        free(o->ids[i].id);
+    }
     free(o->v);
+    free(o->ids);
     memset(o, 0, sizeof *o);
 }
 
@@ -103,20 +116,22 @@ static int cmp_str(const void *a, const void *b)
 }
 
 static int on_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
-                      fhir_error *err)
+                      uint64_t order, fhir_error *err)
 {
     out *o = ud;
     if (o->fail_at && o->n + 1 == o->fail_at)
         return fhir_error_set(err, "stopped by the consumer at patient %s", id);
-    out_add(o, id, res, n);
+    out_add(o, id, res, n, order);
     return 0;
 }
 
 static void on_restart(void *ud)
 {
     out *o = ud;
-    for (size_t i = 0; i < o->n; i++)
+    for (size_t i = 0; i < o->n; i++) {
         free(o->v[i]);
+        free(o->ids[i].id);
+    }
     o->n = 0;
     o->restarts++;
 }
@@ -132,7 +147,7 @@ static void by_group(const char *const *paths, size_t np, out *o)
     for (size_t i = 0; i < map_group_count(g); i++) {
         size_t n;
         const fhir_node *const *res = map_group_resources(g, i, &n);
-        out_add(o, map_group_patient_id(g, i), res, n);
+        out_add(o, map_group_patient_id(g, i), res, n, i);
     }
     map_group_free(g);
     qsort(o->v, o->n, sizeof *o->v, cmp_str);
@@ -148,10 +163,30 @@ static void by_stream(const char *const *paths, size_t np, map_stream_mode mode,
     qsort(o->v, o->n, sizeof *o->v, cmp_str);
 }
 
+static int cmp_oid(const void *a, const void *b)
+{
+    const oid *x = a, *y = b;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+/* a: map_stream, b: map_group. The same patients with the same arrays and profiles, and a's
+ * patients sorted by their order are in b's order (how `cartgate profile` prints them). */
 static void assert_same(const out *a, const out *b, const char *what)
 {
     if (a->n != b->n)
         fail_msg("%s: %zu patients, map_group %zu", what, a->n, b->n);
+    oid *s = malloc((a->n ? a->n : 1) * sizeof *s);
+    assert_non_null(s);
+    memcpy(s, a->ids, a->n * sizeof *s);
+    qsort(s, a->n, sizeof *s, cmp_oid);
+    for (size_t i = 0; i < a->n; i++) {
+        if (i && s[i].order == s[i - 1].order)
+            fail_msg("%s: patients %s and %s have the same order", what, s[i - 1].id, s[i].id);
+        if (strcmp(s[i].id, b->ids[i].id))
+            fail_msg("%s: patient %zu in order is %s, map_group's is %s", what, i, s[i].id,
+                     b->ids[i].id);
+    }
+    free(s);
     for (size_t i = 0; i < a->n; i++)
         if (strcmp(a->v[i], b->v[i])) {
             size_t k = 0;
@@ -375,7 +410,7 @@ static long status_kib(const char *field)
 }
 
 static int count_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
-                         fhir_error *err)
+                         uint64_t order, fhir_error *err)
 {
     (void)id, (void)res, (void)n, (void)err;
     (*(size_t *)ud)++;
@@ -607,6 +642,47 @@ static void test_bundle_references(void **state)
     out_free(&o);
 }
 
+/* The order of patients: those with a Patient resource by their first one, then those known
+ * only from references by their first resource, across files, lines and Bundle entries, in
+ * every mode (check_all_modes compares the order with map_group's). */
+static void test_patient_order(void **state)
+{
+    (void)state;
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/order", dir);
+    mkdir(sub, 0700);
+    /* files are read in name order: a.ndjson, b.json, c.ndjson */
+    write_file("order/a.ndjson",
+               "{\"resourceType\":\"Condition\",\"id\":\"c1\",\"subject\":{\"reference\":\"Patient/z\"}}\n"
+               "{\"resourceType\":\"Condition\",\"id\":\"c2\",\"subject\":{\"reference\":\"Patient/m\"}}\n"
+               "{\"resourceType\":\"Patient\",\"id\":\"q\"}\n"
+               "{\"resourceType\":\"Condition\",\"id\":\"c3\",\"subject\":{\"reference\":\"Patient/y\"}}\n");
+    write_file("order/b.json",
+               "{\"resourceType\":\"Bundle\",\"type\":\"collection\",\"entry\":["
+               "{\"resource\":{\"resourceType\":\"Condition\",\"id\":\"c4\",\"subject\":{\"reference\":\"Patient/x\"}}},"
+               "{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"y\"}},"
+               "{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"b\"}}]}");
+    write_file("order/c.ndjson",
+               "{\"resourceType\":\"Patient\",\"id\":\"m\"}\n"
+               "{\"resourceType\":\"Condition\",\"id\":\"c5\",\"subject\":{\"reference\":\"Patient/a\"}}\n"
+               "{\"resourceType\":\"Patient\",\"id\":\"q\"}\n");
+    const char *paths[] = {sub};
+    out ref = {0};
+    by_group(paths, 1, &ref);
+    /* map_group's order, spelled out: Patients q, y, b, m; then z, x, a by first reference */
+    static const char *const want[] = {"q", "y", "b", "m", "z", "x", "a"};
+    assert_int_equal(ref.n, 7);
+    for (size_t i = 0; i < 7; i++)
+        assert_string_equal(ref.ids[i].id, want[i]);
+    out_free(&ref);
+    check_all_modes(paths, 1, "order", NULL);
+    /* and with the NDJSON file alone, where the sorted merge does not apply (unsorted ids) */
+    char one[600];
+    snprintf(one, sizeof one, "%s/a.ndjson", sub);
+    const char *p1[] = {one};
+    check_all_modes(p1, 1, "order, one file", NULL);
+}
+
 /* map_group keeps the cause when its memory cap stops an NDJSON file. */
 static void test_group_cap_keeps_cause(void **state)
 {
@@ -637,6 +713,7 @@ int main(void)
         cmocka_unit_test(test_shared_synthea),
         cmocka_unit_test(test_skip_and_errors),
         cmocka_unit_test(test_bundle_references),
+        cmocka_unit_test(test_patient_order),
         cmocka_unit_test(test_group_cap_keeps_cause),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

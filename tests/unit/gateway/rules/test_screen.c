@@ -220,7 +220,7 @@ typedef struct verdicts {
 } verdicts;
 
 static int verdict_row(void *ud, const char *id, const fhir_node *const *res, size_t n,
-                       fhir_error *err)
+                       uint64_t order, fhir_error *err)
 {
     verdicts *v = ud;
     fhir_buf_reset(&v->line);
@@ -261,7 +261,7 @@ static char *all_verdicts(const elig_ruleset *rs, const map_tables *tb, const ch
         for (size_t i = 0; i < map_group_count(g); i++) {
             size_t n;
             const fhir_node *const *res = map_group_resources(g, i, &n);
-            assert_int_equal(verdict_row(&v, map_group_patient_id(g, i), res, n, &err), 0);
+            assert_int_equal(verdict_row(&v, map_group_patient_id(g, i), res, n, i, &err), 0);
         }
         map_group_free(g);
     } else {
