@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `cartgate profile`: NDJSON folder (bulk layout) and Bundle input grouped by patient, text and
-# --json output, --as-of, bad mapping tables reported with file:line, usage exit codes, and
+# --json output, patients in input order from sorted and unsorted input, --as-of, bad mapping tables reported with file:line, usage exit codes, and
 # (when present) the shared Synthea data profiles without error.
 set -u
 SRC=${CARTGATE_SOURCE_DIR:-$(cd "$(dirname "$0")/../.." && pwd)}
@@ -66,6 +66,22 @@ ok "bad mapping row reported with file:line"
 [ $? = 1 ] || fail "missing file should exit 1"
 grep -q nonexistent "$TMP/e" || fail "error names the file"
 ok "usage and input errors"
+
+# Order and streaming: patients print in the order they appear (their Patient resource, else
+# their first resource), whether the input is sorted by patient (merged) or not (grouped).
+"$BIN" synth --seed 5 --patients 300 --out "$TMP/syn" >/dev/null || fail "synth"
+mkdir -p "$TMP/rev"
+for f in "$TMP"/syn/*.ndjson; do tac "$f" >"$TMP/rev/$(basename "$f")"; done
+printf '%s\n' '{"resourceType":"Condition","id":"cz","subject":{"reference":"Patient/zz-no-patient"},"code":{"coding":[{"system":"http://snomed.info/sct","code":"109989006"}]}}' \
+  >>"$TMP/rev/Condition.000.ndjson"
+"$BIN" profile --json --as-of 2026-11-01 "$TMP/syn" >"$TMP/syn.jsonl" 2>"$TMP/e" || fail "synth profile: $(cat "$TMP/e")"
+"$BIN" profile --json --as-of 2026-11-01 "$TMP/rev" >"$TMP/rev.jsonl" 2>"$TMP/e" || fail "reversed profile: $(cat "$TMP/e")"
+[ "$(wc -l <"$TMP/syn.jsonl")" = 300 ] || fail "expected 300 profiles"
+head -c 40 "$TMP/syn.jsonl" | grep -q '"patient":"p000000-' || fail "first patient: $(head -c 60 "$TMP/syn.jsonl")"
+tail -n 1 "$TMP/rev.jsonl" | grep -q '"patient":"zz-no-patient"' || fail "a patient without a Patient resource comes last"
+ids() { grep -o '^{"patient":"[^"]*"' "$1"; }
+ids "$TMP/rev.jsonl" | head -n 300 | cmp -s - <(ids "$TMP/syn.jsonl" | tac) || fail "reversed input: not the patients in reversed order"
+ok "patients in input order from sorted (merged) and unsorted (grouped) input"
 
 D=${CARTGATE_SHARED_DATA:-}
 if [ -n "$D" ] && [ -d "$D/synthea-r4-patient-bundles" ]; then
