@@ -1,9 +1,10 @@
 /* bench_screen — offline screening throughput and peak memory: the streaming path of
  * `cartgate screen` (map_stream -> screen -> screen_sort) against a raw yajl scan of the same
  * bytes (the floor for any yajl-based reader) and against the in-memory path it replaced
- * (map_group holding the cohort -> screen -> rows sorted in memory).
+ * (map_group holding the cohort -> screen -> rows sorted in memory); "profile" is the path of
+ * `cartgate profile --json` (map_stream -> profile JSON -> rows in input order).
  *
- *   bench_screen [PATIENTS=10000 | DIR] [RUNS=5] [PASSES=1] [MODES=raw,memory,stream]
+ *   bench_screen [PATIENTS=10000 | DIR] [RUNS=5] [PASSES=1] [MODES=raw,memory,stream,profile]
  *
  * A number generates (once) a synth cohort of that many patients (seed 1, NDJSON bulk layout)
  * in /tmp/cartgate-bench-screen-<N>; a path benches that input (e.g. the Synthea bulk export).
@@ -29,6 +30,7 @@
 #include "elig.h"
 #include "fhir_clock.h"
 #include "map_group.h"
+#include "map_profile.h"
 #include "map_stream.h"
 #include "screen.h"
 #include "screen_sort.h"
@@ -197,9 +199,76 @@ static int run_screen(const char *dir, bool stream, int passes)
     return 0;
 }
 
+/* ---- cartgate profile: map_stream -> profile JSON -> rows in input order ------------------ */
+
+typedef struct pctx {
+    const map_tables *t;
+    const map_profile_opts *o;
+    screen_sort *rows;
+    fhir_buf out;
+} pctx;
+
+static int on_profile(void *ud, const char *id, const fhir_node *const *res, size_t n,
+                      uint64_t order, fhir_error *err)
+{
+    pctx *c = ud;
+    char key[24];
+    (void)id;
+    snprintf(key, sizeof key, "%016llx", (unsigned long long)order);
+    fhir_error perr;
+    map_profile *p = map_profile_build(c->t, res, n, c->o, &perr);
+    if (!p)
+        return 0;
+    fhir_buf_reset(&c->out);
+    map_profile_write_json(p, &c->out, 0);
+    map_profile_free(p);
+    return screen_sort_add(c->rows, key, c->out.data ? c->out.data : "", c->out.len, err);
+}
+
+static void on_profile_restart(void *ud)
+{
+    screen_sort_clear(((pctx *)ud)->rows);
+}
+
+static int run_profile(const char *dir, int passes)
+{
+    mallopt(M_MMAP_THRESHOLD, 8 << 20);
+    mallopt(M_TRIM_THRESHOLD, 64 << 20);
+    fhir_error err;
+    map_tables *t = map_tables_load(NULL, &err);
+    if (!t) {
+        fprintf(stderr, "%s\n", err.msg);
+        return 1;
+    }
+    map_profile_opts o;
+    map_profile_opts_default(&o);
+    o.as_of_days = fhir_clock_days_from_civil(2026, 11, 1);
+    uint64_t h = 0;
+    size_t patients = 0;
+    for (int p = 0; p < passes; p++) {
+        pctx c = {t, &o, screen_sort_new(0, NULL), {0}};
+        fhir_buf_init(&c.out, 16u << 20);
+        const char *paths[] = {dir};
+        if (map_stream_run(paths, 1, NULL, on_profile, on_profile_restart, &c, NULL, &err)) {
+            fprintf(stderr, "profile: %s\n", err.msg);
+            return 1;
+        }
+        patients = screen_sort_count(c.rows);
+        h = 1469598103934665603ull;
+        if (screen_sort_each(c.rows, sum_row, &h, &err))
+            return 1;
+        screen_sort_free(c.rows);
+        fhir_buf_free(&c.out);
+    }
+    printf("%zu %016llx\n", patients, (unsigned long long)h);
+    map_tables_free(t);
+    return 0;
+}
+
 /* ---- the parent ------------------------------------------------------------------------- */
 
-static const char *const MODES[] = {"raw", "memory", "stream"};
+#define NMODES 4
+static const char *const MODES[NMODES] = {"raw", "memory", "stream", "profile"};
 
 typedef struct result {
     double cpu[MAX_RUNS];
@@ -261,6 +330,8 @@ int main(int argc, char **argv)
             printf("-\n");
             return 0;
         }
+        if (!strcmp(argv[2], "profile"))
+            return run_profile(argv[3], passes);
         return run_screen(argv[3], !strcmp(argv[2], "stream"), passes);
     }
     const char *what = argc > 1 ? argv[1] : "10000";
@@ -302,23 +373,23 @@ int main(int argc, char **argv)
         return 1;
     }
     double mb = (double)f.bytes * passes / 1e6;
-    bool on[3];
-    for (int m = 0; m < 3; m++)
+    bool on[NMODES];
+    for (int m = 0; m < NMODES; m++)
         on[m] = strstr(modes, MODES[m]) != NULL;
     on[0] = true; /* the baseline */
     run_raw(&f); /* warm the page cache */
-    static result res[3];
+    static result res[NMODES];
     for (int r = 0; r < runs; r++)
-        for (int m = 0; m < 3; m++)
+        for (int m = 0; m < NMODES; m++)
             if (on[m])
                 child(m, dir, passes, &res[m], r);
-    for (int m = 0; m < 3; m++)
+    for (int m = 0; m < NMODES; m++)
         if (on[m])
             qsort(res[m].cpu, (size_t)runs, sizeof(double), dcmp);
     double base = res[0].cpu[runs / 2];
     printf("input: %s, %zu files, %.1f MB x %d pass(es); median of %d runs (CPU s of each child)\n",
            dir, f.n, (double)f.bytes / 1e6, passes, runs);
-    for (int m = 0; m < 3; m++) {
+    for (int m = 0; m < NMODES; m++) {
         if (!on[m])
             continue;
         double t = res[m].cpu[runs / 2];

@@ -222,7 +222,22 @@ static inline void fmt_day(int64_t day, char *out, size_t n)
     int y;
     unsigned m, d;
     fhir_clock_civil_from_days(day, &y, &m, &d);
-    snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+    if (y < 0 || y > 9999 || n < 11) { /* the usual case by hand: printf was a hot spot */
+        snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+        return;
+    }
+    char *o = out;
+    *o++ = (char)('0' + y / 1000);
+    *o++ = (char)('0' + y / 100 % 10);
+    *o++ = (char)('0' + y / 10 % 10);
+    *o++ = (char)('0' + y % 10);
+    *o++ = '-';
+    *o++ = (char)('0' + m / 10 % 10);
+    *o++ = (char)('0' + m % 10);
+    *o++ = '-';
+    *o++ = (char)('0' + d / 10 % 10);
+    *o++ = (char)('0' + d % 10);
+    *o = '\0';
 }
 
 static inline bool concept_is_heme(const char *c)
