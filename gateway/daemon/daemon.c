@@ -486,9 +486,9 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
         .verdict_json = fhir_buf_cstr(&j->vj), .resources = j->l.v, .n_resources = j->l.n,
     };
     if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
-        store_verdict_put(d->st, j->pid, elig_ruleset_hash(rt->rules), elig_category_name(cat),
-                          fhir_buf_cstr(&j->pj), fhir_buf_cstr(&j->vj), err) ||
-        store_verdict_set_heme(d->st, j->pid, profile_has_heme(j->p), err) ||
+        store_verdict_put_screened(d->st, j->pid, elig_ruleset_hash(rt->rules),
+                                   elig_category_name(cat), fhir_buf_cstr(&j->pj),
+                                   fhir_buf_cstr(&j->vj), profile_has_heme(j->p), err) ||
         propose_referral(d->st, &po, &pi, &j->prop, err) ||
         store_savepoint_release(d->st, err)) {
         store_savepoint_rollback(d->st);

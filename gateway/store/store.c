@@ -396,7 +396,9 @@ enum {
     Q_DIRTY_ALL,
     Q_DIRTY_ALL_COUNT,
     Q_VERDICT_PUT,
+    Q_VERDICT_PUT_HEME,
     Q_VERDICT_GET,
+    Q_VERDICT_HEAD,
     Q_VERDICT_DELETE,
     Q_VERDICT_LIST,
     Q_VERDICT_LIST_CAT,
@@ -584,6 +586,18 @@ static const struct {
                        "DO UPDATE SET ruleset_hash = excluded.ruleset_hash, category = "
                        "excluded.category, profile_json = excluded.profile_json, verdict_json = "
                        "excluded.verdict_json, updated_ms = excluded.updated_ms"},
+    /* a screening's verdict and its heme mark in one statement (the worklist trigger runs once) */
+    [Q_VERDICT_PUT_HEME] = {"verdict write",
+                            "INSERT INTO verdicts(patient_id, ruleset_hash, category, profile_json, "
+                            "verdict_json, updated_ms, heme, pruned_ms) VALUES (?,?,?,?,?,?,?,NULL) "
+                            "ON CONFLICT(patient_id) DO UPDATE SET ruleset_hash = "
+                            "excluded.ruleset_hash, category = excluded.category, profile_json = "
+                            "excluded.profile_json, verdict_json = excluded.verdict_json, "
+                            "updated_ms = excluded.updated_ms, heme = excluded.heme, pruned_ms = NULL"},
+    /* the small columns only: the JSON columns are not read */
+    [Q_VERDICT_HEAD] = {"verdict read",
+                        "SELECT patient_id, ruleset_hash, category, NULL, NULL, updated_ms "
+                        "FROM verdicts WHERE patient_id = ?"},
     [Q_VERDICT_GET] = {"verdict read",
                        "SELECT patient_id, ruleset_hash, category, profile_json, verdict_json, "
                        "updated_ms FROM verdicts WHERE patient_id = ?"},
@@ -1048,7 +1062,10 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
         store_close(s);
         return NULL;
     }
-    if (exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err) || migrate(s, err)) {
+    char cache[64];
+    snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u;", STORE_CACHE_KIB);
+    if (exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err) || exec(s, cache, err) ||
+        migrate(s, err)) {
         store_close(s);
         return NULL;
     }
@@ -1223,13 +1240,15 @@ int64_t store_audit_each(store *s, int64_t referral_id, store_audit_fn fn, void 
     return q_rows(s, &x, "audit read", audit_each_row, &c, err);
 }
 
-/* A single-value query's integer (or -1). */
+/* A single-value query's integer: absent when there is no row or it is NULL; -1 on error. */
 static int64_t q_int(store *s, q *x, int64_t absent)
 {
     int64_t v = -1;
     int rc = sqlite3_step(x->st);
     if (rc == SQLITE_ROW)
         v = sqlite3_column_type(x->st, 0) == SQLITE_NULL ? absent : sqlite3_column_int64(x->st, 0);
+    else if (rc == SQLITE_DONE)
+        v = absent; /* no row */
     q_give(s, x);
     return v;
 }
@@ -1666,6 +1685,23 @@ int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash
     return q_run(s, &x, "verdict write", err);
 }
 
+int store_verdict_put_screened(store *s, const char *patient_id, const char *ruleset_hash,
+                               const char *category, const char *profile_json,
+                               const char *verdict_json, bool heme, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_VERDICT_PUT_HEME, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    bind_text(x.st, 2, ruleset_hash);
+    bind_text(x.st, 3, category);
+    bind_text(x.st, 4, profile_json);
+    bind_text(x.st, 5, verdict_json);
+    sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+    sqlite3_bind_int(x.st, 7, heme ? 1 : 0);
+    return q_run(s, &x, "verdict write", err);
+}
+
 typedef struct verdict_ctx {
     store_verdict_fn fn;
     void *ctx;
@@ -1682,16 +1718,22 @@ static int verdict_row(void *ctx, sqlite3_stmt *st)
     return c->fn ? c->fn(c->ctx, &v) : 0;
 }
 
-int store_verdict_read(store *s, const char *patient_id, store_verdict_fn fn, void *ctx,
-                       fhir_error *err)
+static int verdict_read(store *s, int which, const char *patient_id, store_verdict_fn fn,
+                        void *ctx, fhir_error *err)
 {
     q x;
-    if (q_take(s, Q_VERDICT_GET, &x, err))
+    if (q_take(s, which, &x, err))
         return -1;
     bind_text(x.st, 1, patient_id);
     verdict_ctx c = {fn, ctx};
     int64_t n = q_rows(s, &x, "verdict read", verdict_row, &c, err);
     return n < 0 ? -1 : n > 0;
+}
+
+int store_verdict_read(store *s, const char *patient_id, store_verdict_fn fn, void *ctx,
+                       fhir_error *err)
+{
+    return verdict_read(s, Q_VERDICT_GET, patient_id, fn, ctx, err);
 }
 
 typedef struct verdict_copy {
@@ -1714,7 +1756,8 @@ int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
                       char **category_out, char **verdict_json_out, fhir_error *err)
 {
     verdict_copy c = {ruleset_hash_out, category_out, verdict_json_out};
-    return store_verdict_read(s, patient_id, verdict_copy_fn, &c, err);
+    return verdict_read(s, verdict_json_out ? Q_VERDICT_GET : Q_VERDICT_HEAD, patient_id,
+                        verdict_copy_fn, &c, err);
 }
 
 int store_verdict_delete(store *s, const char *patient_id, fhir_error *err)
@@ -2040,30 +2083,42 @@ int store_referral_state(store *s, int64_t id, char *out, size_t n, fhir_error *
     return ret;
 }
 
+#define EACH_STATE 1
+#define EACH_CENTER 2
+#define EACH_PATIENT 4
+#define EACH_SUMMARY 8
+#define EACH_SQL_MAX 800
+
+/* The statement of one store_referral_each variant (EACH_* flags). */
+static void each_sql(int variant, char sql[EACH_SQL_MAX])
+{
+    int k = snprintf(sql, EACH_SQL_MAX, "SELECT %s FROM referrals%s WHERE 1",
+                     variant & EACH_SUMMARY ? REF_COLS_SUMMARY : REF_COLS,
+                     variant & EACH_PATIENT ? " INDEXED BY referrals_patient" : "");
+    int p = 1;
+    if (variant & EACH_STATE)
+        k += snprintf(sql + k, EACH_SQL_MAX - (size_t)k, " AND state = ?%d", p++);
+    if (variant & EACH_CENTER)
+        k += snprintf(sql + k, EACH_SQL_MAX - (size_t)k, " AND center_id = ?%d", p++);
+    if (variant & EACH_PATIENT)
+        k += snprintf(sql + k, EACH_SQL_MAX - (size_t)k, " AND patient_id = ?%d", p++);
+    snprintf(sql + k, EACH_SQL_MAX - (size_t)k, " ORDER BY id");
+}
+
 int64_t store_referral_each(store *s, const store_referral_filter *f, store_referral_fn fn,
                             void *ctx, fhir_error *err)
 {
     static const store_referral_filter none = {0};
     if (!f)
         f = &none;
-    int variant = (f->state ? 1 : 0) | (f->center_id ? 2 : 0) | (f->patient_id ? 4 : 0) |
-                  (f->summary ? 8 : 0);
-    char sql[800];
-    int k = snprintf(sql, sizeof sql, "SELECT %s FROM referrals%s WHERE 1",
-                     f->summary ? REF_COLS_SUMMARY : REF_COLS,
-                     f->patient_id ? " INDEXED BY referrals_patient" : "");
-    int p = 1;
-    if (f->state)
-        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND state = ?%d", p++);
-    if (f->center_id)
-        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND center_id = ?%d", p++);
-    if (f->patient_id)
-        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND patient_id = ?%d", p++);
-    snprintf(sql + k, sizeof sql - (size_t)k, " ORDER BY id");
+    int variant = (f->state ? EACH_STATE : 0) | (f->center_id ? EACH_CENTER : 0) |
+                  (f->patient_id ? EACH_PATIENT : 0) | (f->summary ? EACH_SUMMARY : 0);
+    char sql[EACH_SQL_MAX];
+    each_sql(variant, sql);
     q x;
     if (q_take_sql(s, Q_FIXED + variant, sql, "referral list", &x, err))
         return -1;
-    p = 1;
+    int p = 1;
     if (f->state)
         bind_text(x.st, p++, f->state);
     if (f->center_id)
@@ -3002,4 +3057,72 @@ int64_t store_program_cds(store *s, store_cols_fn fn, void *ctx, fhir_error *err
 int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error *err)
 {
     return program_rows(s, Q_PROGRAM_DECLINES, fn, ctx, err);
+}
+
+/* ---- work counters and query plans (tests) ------------------------------------------------- */
+
+/* The statements the daemon runs for each patient it ingests, screens and proposes for, and
+ * the sender's and write-back's per-referral ones: each must find its rows by an index, so
+ * that their cost does not grow with the store (store_plan_each; test_store checks). */
+static const int per_patient[] = {
+    Q_RES_UPSERT, Q_RES_PUT, Q_RES_EACH, Q_RES_GET, Q_RES_DELETE, Q_HELD_MARK, Q_HELD_RELEASE,
+    Q_HELD_CLEAR, Q_DIRTY_MARK, Q_DIRTY_NEXT, Q_DIRTY_CLEAR, Q_VERDICT_PRUNED, Q_VERDICT_HEAD,
+    Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_VERDICT_HEME, Q_VERDICT_DELETE,
+    Q_REF_INSERT, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
+    Q_AUDIT_INSERT, Q_AUDIT_ACTOR, Q_AUDIT_EACH_REF, Q_AUDIT_COUNT_REF, Q_OUTBOX_ADD,
+    Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_CURSOR_GET, Q_CURSOR_PUT,
+};
+/* store_referral_each as propose and the sender call it: by patient (summary or not) */
+static const int per_patient_each[] = {
+    EACH_PATIENT, EACH_PATIENT | EACH_SUMMARY, EACH_PATIENT | EACH_STATE,
+    EACH_PATIENT | EACH_STATE | EACH_SUMMARY,
+};
+
+static int plan_of(store *s, const char *sql, store_plan_fn fn, void *ctx, fhir_error *err)
+{
+    char *eqp = sqlite3_mprintf("EXPLAIN QUERY PLAN %s", sql);
+    if (!eqp)
+        abort();
+    sqlite3_stmt *st;
+    int rc = sqlite3_prepare_v2(s->db, eqp, -1, &st, NULL);
+    sqlite3_free(eqp);
+    if (rc != SQLITE_OK)
+        return sql_fail(s, err, "query plan");
+    int ret = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *detail = col_text(st, 3);
+        if (fn(ctx, sql, detail ? detail : ""))
+            break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        ret = sql_fail(s, err, "query plan");
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int store_plan_each(store *s, store_plan_fn fn, void *ctx, fhir_error *err)
+{
+    for (size_t i = 0; i < sizeof per_patient / sizeof per_patient[0]; i++)
+        if (plan_of(s, fixed[per_patient[i]].sql, fn, ctx, err))
+            return -1;
+    for (size_t i = 0; i < sizeof per_patient_each / sizeof per_patient_each[0]; i++) {
+        char sql[EACH_SQL_MAX];
+        each_sql(per_patient_each[i], sql);
+        if (plan_of(s, sql, fn, ctx, err))
+            return -1;
+    }
+    return 0;
+}
+
+void store_work_take(store *s, store_work *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < Q_SLOTS; i++) {
+        sqlite3_stmt *st = s->cache[i];
+        if (!st)
+            continue;
+        out->vm_steps += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_VM_STEP, 1);
+        out->fullscan_steps += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1);
+        out->sorts += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_SORT, 1);
+    }
 }

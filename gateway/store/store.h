@@ -28,6 +28,9 @@ typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
 #define STORE_SCHEMA_VERSION 12
+/* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
+ * writes fit in it without spilling to the WAL before the commit. */
+#define STORE_CACHE_KIB 16384u
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -184,6 +187,11 @@ int64_t store_dirty_count(store *s);
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
                       const char *category, const char *profile_json, const char *verdict_json,
                       fhir_error *err);
+/* store_verdict_put and store_verdict_set_heme in one statement (what the screener writes per
+ * patient: the worklist row is derived once). */
+int store_verdict_put_screened(store *s, const char *patient_id, const char *ruleset_hash,
+                               const char *category, const char *profile_json,
+                               const char *verdict_json, bool heme, fhir_error *err);
 /* Records whether the verdict's screening found a heme diagnosis (after store_verdict_put, in
  * the same transaction; it also clears the retention mark: the verdict is made from cached
  * data again); store.retention prunes only patients recorded without one. */
@@ -564,5 +572,20 @@ int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error
 /* CDS Hooks cards in the EHR's chart: (service, "cards", "", distinct cards shown) and
  * (service, accepted|overridden, override reason or "", count). Rows visited or -1. */
 int64_t store_program_cds(store *s, store_cols_fn fn, void *ctx, fhir_error *err);
+
+/* ---- what the statements cost (for tests; no timing) ------------------------------------- */
+/* The query plan (EXPLAIN QUERY PLAN) of every statement the daemon runs per patient or per
+ * referral: fn(ctx, sql, detail) for each plan line, e.g. "SEARCH referrals USING INDEX
+ * referrals_patient (patient_id=?)"; fn returns non-zero to skip the rest of that statement.
+ * 0, or -1 with err. */
+typedef int (*store_plan_fn)(void *ctx, const char *sql, const char *detail);
+int store_plan_each(store *s, store_plan_fn fn, void *ctx, fhir_error *err);
+/* The work the store's cached statements did since the last call (sqlite3_stmt_status:
+ * virtual machine steps, triggers included; steps of full table scans; sorts), summed; the
+ * counters restart at zero. */
+typedef struct store_work {
+    int64_t vm_steps, fullscan_steps, sorts;
+} store_work;
+void store_work_take(store *s, store_work *out);
 
 #endif

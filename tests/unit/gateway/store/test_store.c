@@ -805,6 +805,153 @@ static void test_retention_prune(void **state)
     store_close(s);
 }
 
+/* ---- the per-patient work does not grow with the store ------------------------------------ */
+
+/* Every statement the daemon runs per patient or per referral finds its rows through an index:
+ * no plan line scans a table. The one ordered walk allowed is the head of the screening queue
+ * (daemon_dirty_order with a LIMIT). */
+static int plan_line(void *ctx, const char *sql, const char *detail)
+{
+    int *n = ctx;
+    (*n)++;
+    if (!strncmp(detail, "SCAN ", 5) &&
+        !(strstr(detail, "COVERING INDEX daemon_dirty_order") && strstr(sql, " LIMIT ")))
+        fail_msg("a per-patient statement scans: %s\n  in: %s", detail, sql);
+    return 0;
+}
+
+static void test_per_patient_plans(void **state)
+{
+    (void)state;
+    store *s = open_fresh("plans.db");
+    fhir_error err = {0};
+    int lines = 0;
+    assert_int_equal(store_plan_each(s, plan_line, &lines, &err), 0);
+    assert_true(lines > 20);
+    store_close(s);
+}
+
+#define PROFILE_WITH_EVENTS                                                                     \
+    "{\"facts\":{\"primary_disease\":{\"value\":\"dlbcl\"}},\"events\":[{\"kind\":"             \
+    "\"progression or relapse\",\"date\":\"2026-01-02\"},{\"kind\":\"transplant\",\"date\":"   \
+    "\"2025-05-06\"}]}"
+#define VERDICT_WITH_PRODUCTS                                                                   \
+    "{\"urgency\":\"soon\",\"products\":[\"axi-cel\"],\"missing\":[\"ecog\"],\"consult\":"      \
+    "{\"recommendation\":\"refer_now\"}}"
+
+/* What the daemon does for one patient, through the store: the poll caches three resources and
+ * holds the patient, the completed poll releases it, the screener reads the cache, writes the
+ * verdict (worklist trigger), looks up the patient's referrals, proposes one (audit row) and
+ * clears the mark; then the sender moves it on. */
+static void one_patient(store *s, const char *pid)
+{
+    fhir_error err = {0};
+    static const char *const types[] = {"Patient", "Condition", "Observation"};
+    char id[64], json[256], placer[64];
+    assert_int_equal(store_begin(s, &err), 0);
+    for (int i = 0; i < 3; i++) {
+        snprintf(id, sizeof id, "%s-%d", pid, i);
+        snprintf(json, sizeof json, "{\"resourceType\":\"%s\",\"id\":\"%s\"}", types[i], id);
+        bool changed = false;
+        assert_int_equal(store_resource_upsert(s, pid, types[i], id, "1", NULL, json, &changed,
+                                               &err), 0);
+        assert_true(changed);
+        assert_int_equal(store_held_mark(s, "ehr", pid, &err), 0);
+    }
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_release(s, "ehr", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+
+    assert_int_equal(store_begin(s, &err), 0);
+    char *ids[4] = {0};
+    assert_int_equal(store_dirty_next(s, ids, 4, &err), 1);
+    assert_string_equal(ids[0], pid);
+    free(ids[0]);
+    assert_int_equal(store_resource_each(s, pid, NULL, NULL, &err), 3);
+    assert_int_equal(store_verdict_pruned(s, pid), 0);
+    char *old = NULL;
+    assert_int_equal(store_verdict_get(s, pid, NULL, &old, NULL, &err), 0);
+    assert_int_equal(store_verdict_put_screened(s, pid, "h", "eligible", PROFILE_WITH_EVENTS,
+                                                VERDICT_WITH_PRODUCTS, true, &err), 0);
+    store_referral_filter mine = {.patient_id = pid, .summary = true};
+    assert_int_equal(store_referral_each(s, &mine, NULL, NULL, &err), 0);
+    assert_int_equal(store_referral_ids(s, pid, "pending_approval", NULL, NULL, &err), 0);
+    snprintf(placer, sizeof placer, "placer-%s", pid);
+    int64_t rid = 0, again = 0;
+    store_referral r = row_for(placer, pid, "pending_approval");
+    assert_int_equal(store_referral_find(s, placer, &again, &err), 0);
+    assert_int_equal(store_referral_insert(s, &r, &rid, &err), 1);
+    assert_int_equal(store_audit(s, "screener", "create", rid, NULL, "pending_approval", NULL, &err), 0);
+    assert_int_equal(store_dirty_clear(s, pid, &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+
+    assert_int_equal(store_begin(s, &err), 0);
+    store_referral_change u = {.state = "sent", .set_center_refs = true,
+                               .center_sr_ref = "ServiceRequest/1", .center_task_ref = "Task/1"};
+    assert_int_equal(store_referral_update(s, rid, &u, &err), 0);
+    assert_int_equal(store_audit(s, "sender", "sent", rid, "pending_approval", "sent", NULL, &err), 0);
+    assert_int_equal(store_outbox_add(s, rid, "sent", 1, &err), 0);
+    char st[32];
+    assert_int_equal(store_referral_state(s, rid, st, sizeof st, &err), 1);
+    assert_int_equal(store_audit_count(s, rid), 2);
+    assert_int_equal(store_commit(s, &err), 0);
+}
+
+/* The same patient's work, counted in SQLite virtual machine steps (triggers included), is the
+ * same with 3 other patients in the store and with 3,000: a statement that regressed into a
+ * scan of resources, verdicts, referrals, the worklist or the audit would add thousands. */
+static void test_per_patient_work_flat(void **state)
+{
+    (void)state;
+    store *s = open_fresh("flat.db");
+    fhir_error err = {0};
+    char pid[32];
+    for (int i = 0; i < 3; i++) {
+        snprintf(pid, sizeof pid, "warm-%d", i);
+        one_patient(s, pid);
+    }
+    store_work small, big;
+    store_work_take(s, &small);
+    one_patient(s, "probe-small");
+    store_work_take(s, &small);
+
+    /* grow the store: 3,000 patients with resources, verdicts, referrals and audit rows (one
+     * transaction, as a large poll and screening would leave them) */
+    assert_int_equal(store_begin(s, &err), 0);
+    for (int i = 0; i < 3000; i++) {
+        char id[48], placer[48];
+        snprintf(pid, sizeof pid, "bulk-%d", i);
+        for (int k = 0; k < 3; k++) {
+            bool changed;
+            snprintf(id, sizeof id, "%s-%d", pid, k);
+            assert_int_equal(store_resource_upsert(s, pid, k ? "Observation" : "Patient", id, "1",
+                                                   NULL, "{\"resourceType\":\"Observation\"}",
+                                                   &changed, &err), 0);
+        }
+        assert_int_equal(store_verdict_put_screened(s, pid, "h", i % 2 ? "eligible" : "not_eligible",
+                                                    PROFILE_WITH_EVENTS, VERDICT_WITH_PRODUCTS,
+                                                    i % 3 == 0, &err), 0);
+        snprintf(placer, sizeof placer, "placer-%s", pid);
+        store_referral r = row_for(placer, pid, i % 2 ? "pending_approval" : "sent");
+        int64_t rid;
+        assert_int_equal(store_referral_insert(s, &r, &rid, &err), 1);
+        assert_int_equal(store_audit(s, "screener", "create", rid, NULL, r.state, NULL, &err), 0);
+    }
+    assert_int_equal(store_commit(s, &err), 0);
+    store_work_take(s, &big);
+    one_patient(s, "probe-big__");
+    store_work_take(s, &big);
+
+    assert_true(small.vm_steps > 100);
+    assert_int_equal(small.fullscan_steps, 0);
+    assert_int_equal(big.fullscan_steps, 0);
+    if (big.vm_steps != small.vm_steps)
+        fail_msg("one patient's work grew with the store: %lld VM steps with 4 patients, %lld "
+                 "with 3,004", (long long)small.vm_steps, (long long)big.vm_steps);
+    store_close(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -825,6 +972,8 @@ int main(void)
         cmocka_unit_test(test_held_until_released),
         cmocka_unit_test(test_referral_rows),
         cmocka_unit_test(test_retention_prune),
+        cmocka_unit_test(test_per_patient_plans),
+        cmocka_unit_test(test_per_patient_work_flat),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
