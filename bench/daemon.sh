@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# bench/daemon.sh [PATIENTS] [RUNS] — end-to-end throughput of `cartgate run` (search source)
-# screening a synth cohort served by the reference FHIR server, against a baseline measured in
-# the same session: `cartgate screen` over the same cohort files (no HTTP, no store).
+# bench/daemon.sh [PATIENTS[,PATIENTS...]] [RUNS] — end-to-end throughput of `cartgate run`
+# (search source) screening a synth cohort served by the reference FHIR server, against a
+# baseline measured in the same session: `cartgate screen` over the same cohort files (no HTTP,
+# no store). Several cohort sizes (e.g. 240,2000,20000) run one after the other in one
+# invocation, each with its own cohort and server, and a summary table ends the output.
 # Per run (fresh store, same server): wall time from daemon start until every patient has a
 # verdict in the store, the daemon's CPU time (user+sys), the server's CPU time over the same
 # window, and the daemon's peak RSS (VmHWM). Median of RUNS (>= 5). Proposals are created
@@ -9,9 +11,11 @@
 # a ratio to the server's CPU per patient in the same run (median of the per-run ratios):
 # the server's cost per patient is flat, so a ratio that stays put from 240 to 20,000
 # patients means the daemon's cost per patient does not grow with the store. CARTGATE_BIN
-# runs another binary (an older build, for before/after). Not run by ctest.
+# runs another binary (an older build, for before/after: `cmake --install <build> --prefix DIR`
+# and CARTGATE_BIN=DIR/bin/cartgate, so that its `screen` finds its data folder). Not run by
+# ctest.
 set -euo pipefail
-N=${1:-240}
+SIZES=${1:-240}
 RUNS=${2:-5}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 [ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
@@ -20,9 +24,13 @@ CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 TMP=$(mktemp -d /tmp/cg-bench-daemon.XXXXXX)
 SPID=""
 DPID=""
+stop_server() {
+  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  SPID=""
+}
 cleanup() {
   [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
+  stop_server
   rm -rf "$TMP"
 }
 trap cleanup EXIT
@@ -32,27 +40,31 @@ ms_now() { date +%s%3N; }
 calc() { awk "BEGIN {print $1}"; }
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 
-"$CG" synth --seed 7 --patients "$N" --out "$TMP/cohort" --format ndjson 2>/dev/null
-mkdir -p "$TMP/seed" && cp "$TMP"/cohort/*.000.ndjson "$TMP/seed/"
-node "$SRC/tests/fhir-server/server.mjs" --port 0 --seed "$TMP/seed" >"$TMP/srv.out" 2>"$TMP/srv.err" &
-SPID=$!
-for _ in $(seq 1 600); do
-  PORT=$(head -n1 "$TMP/srv.out" 2>/dev/null || true)
-  [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
-  sleep 0.1
-done
-export CARTGATE_ADMIN_TOKEN=bench
-: >"$TMP/base.txt"
-: >"$TMP/runs.txt"
-for r in $(seq 1 "$RUNS"); do
-  # baseline: offline screening of the same files
-  t0=$(ms_now)
-  "$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >/dev/null 2>&1
-  t1=$(ms_now)
-  echo "$(( t1 - t0 ))" >>"$TMP/base.txt"
-  # the daemon
-  rm -f "$TMP"/d.db*
-  cat >"$TMP/d.conf" <<EOF
+# One cohort size: its cohort, its server, RUNS runs, its block of figures and a summary row.
+bench_one() {
+  local N=$1
+  rm -rf "$TMP/cohort" "$TMP/seed"
+  "$CG" synth --seed 7 --patients "$N" --out "$TMP/cohort" --format ndjson 2>/dev/null
+  mkdir -p "$TMP/seed" && cp "$TMP"/cohort/*.000.ndjson "$TMP/seed/"
+  node "$SRC/tests/fhir-server/server.mjs" --port 0 --seed "$TMP/seed" >"$TMP/srv.out" 2>"$TMP/srv.err" &
+  SPID=$!
+  for _ in $(seq 1 600); do
+    PORT=$(head -n1 "$TMP/srv.out" 2>/dev/null || true)
+    [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
+    sleep 0.1
+  done
+  export CARTGATE_ADMIN_TOKEN=bench
+  : >"$TMP/base.txt"
+  : >"$TMP/runs.txt"
+  for r in $(seq 1 "$RUNS"); do
+    # baseline: offline screening of the same files
+    t0=$(ms_now)
+    "$CG" screen --as-of 2026-11-01 --json "$TMP/cohort" >/dev/null 2>&1
+    t1=$(ms_now)
+    echo "$(( t1 - t0 ))" >>"$TMP/base.txt"
+    # the daemon
+    rm -f "$TMP"/d.db*
+    cat >"$TMP/d.conf" <<EOF
 {"site": {"id": "bench", "location": {"lat": 41.59, "lon": -93.62}},
  "store": {"path": "$TMP/d.db"}, "log": {"level": "warn"},
  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
@@ -61,41 +73,58 @@ for r in $(seq 1 "$RUNS"); do
  "sources": [{"name": "ehr", "kind": "search", "base_url": "http://127.0.0.1:$PORT/fhir",
               "interval_s": 3600, "page_size": 1000}]}
 EOF
-  s0=$(cpu_s "$SPID")
-  t0=$(ms_now)
-  "$CG" run -c "$TMP/d.conf" 2>"$TMP/d.log" &
-  DPID=$!
-  deadline=$(( $(date +%s) + ${CARTGATE_BENCH_TIMEOUT_S:-3600} ))
-  while [ "$(date +%s)" -lt "$deadline" ]; do
-    n=$(sqlite3 "$TMP/d.db" "SELECT count(*) FROM verdicts" 2>/dev/null || echo 0)
-    left=$(sqlite3 "$TMP/d.db" "SELECT count(*) FROM daemon_dirty" 2>/dev/null || echo 1)
-    [ "$n" = "$N" ] && [ "$left" = 0 ] && break
-    sleep 0.1
+    s0=$(cpu_s "$SPID")
+    t0=$(ms_now)
+    "$CG" run -c "$TMP/d.conf" 2>"$TMP/d.log" &
+    DPID=$!
+    deadline=$(( $(date +%s) + ${CARTGATE_BENCH_TIMEOUT_S:-3600} ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+      n=$(sqlite3 "$TMP/d.db" "SELECT count(*) FROM verdicts" 2>/dev/null || echo 0)
+      left=$(sqlite3 "$TMP/d.db" "SELECT count(*) FROM daemon_dirty" 2>/dev/null || echo 1)
+      [ "$n" = "$N" ] && [ "$left" = 0 ] && break
+      sleep 0.1
+    done
+    t1=$(ms_now)
+    dcpu=$(cpu_s "$DPID")
+    s1=$(cpu_s "$SPID")
+    rss=$(awk '/VmHWM/ {print $2}' "/proc/$DPID/status")
+    kill "$DPID"
+    wait "$DPID" || true
+    DPID=""
+    [ "$n" = "$N" ] || { echo "run $r: only $n of $N screened"; tail "$TMP/d.log"; exit 1; }
+    scpu_run=$(calc "$s1 - $s0")
+    echo "$(( t1 - t0 )) $dcpu $scpu_run $rss $(calc "$dcpu / ($scpu_run > 0 ? $scpu_run : 0.01)")" >>"$TMP/runs.txt"
+    echo "run $r: daemon $(( t1 - t0 )) ms wall, ${dcpu}s CPU, server $(calc "$s1 - $s0")s CPU, peak RSS ${rss} KiB; baseline screen $(tail -n1 "$TMP/base.txt") ms" >&2
   done
-  t1=$(ms_now)
-  dcpu=$(cpu_s "$DPID")
-  s1=$(cpu_s "$SPID")
-  rss=$(awk '/VmHWM/ {print $2}' "/proc/$DPID/status")
-  kill "$DPID"
-  wait "$DPID" || true
-  DPID=""
-  [ "$n" = "$N" ] || { echo "run $r: only $n of $N screened"; tail "$TMP/d.log"; exit 1; }
-  scpu_run=$(calc "$s1 - $s0")
-  echo "$(( t1 - t0 )) $dcpu $scpu_run $rss $(calc "$dcpu / ($scpu_run > 0 ? $scpu_run : 0.01)")" >>"$TMP/runs.txt"
-  echo "run $r: daemon $(( t1 - t0 )) ms wall, ${dcpu}s CPU, server $(calc "$s1 - $s0")s CPU, peak RSS ${rss} KiB; baseline screen $(tail -n1 "$TMP/base.txt") ms" >&2
+  base_ms=$(median <"$TMP/base.txt")
+  wall_ms=$(awk '{print $1}' "$TMP/runs.txt" | median)
+  dcpu=$(awk '{print $2}' "$TMP/runs.txt" | median)
+  scpu=$(awk '{print $3}' "$TMP/runs.txt" | median)
+  rss=$(awk '{print $4}' "$TMP/runs.txt" | median)
+  ratio=$(awk '{print $5}' "$TMP/runs.txt" | median)
+  res=$(cat "$TMP"/seed/*.ndjson | wc -l)
+  printf 'patients %d (%s resources), runs %d (medians)\n' "$N" "$res" "$RUNS"
+  printf 'baseline  cartgate screen (files, no HTTP/store): %6d ms  %7.1f patients/s\n' "$base_ms" "$(calc "$N * 1000 / $base_ms")"
+  printf 'daemon    EHR server -> store -> profile -> verdict: %6d ms  %7.1f patients/s  (ratio %.2f of baseline)\n' \
+    "$wall_ms" "$(calc "$N * 1000 / $wall_ms")" "$(calc "$base_ms / $wall_ms")"
+  printf 'CPU       daemon %.2f s, reference server %.2f s (server/daemon %.1fx)\n' "$dcpu" "$scpu" "$(calc "$scpu / $dcpu")"
+  printf 'CPU/patient daemon %.3f ms, reference server %.3f ms: daemon/server %.2f (median of per-run ratios)\n' \
+    "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio"
+  printf 'peak RSS  daemon %.1f MiB\n' "$(calc "$rss / 1024")"
+  stop_server
+  printf '| %s | %s | %s ms (%.1f patients/s) | %s ms (%.1f patients/s) | %.2f | %.3f ms | %.3f ms | **%.2f** | %.1f MiB |\n' \
+    "$N" "$res" "$base_ms" "$(calc "$N * 1000 / $base_ms")" "$wall_ms" "$(calc "$N * 1000 / $wall_ms")" \
+    "$(calc "$base_ms / $wall_ms")" "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio" \
+    "$(calc "$rss / 1024")" >>"$TMP/summary.txt"
+}
+
+: >"$TMP/summary.txt"
+load0=$(cut -d' ' -f1-3 /proc/loadavg)
+for size in ${SIZES//,/ }; do
+  bench_one "$size"
 done
-base_ms=$(median <"$TMP/base.txt")
-wall_ms=$(awk '{print $1}' "$TMP/runs.txt" | median)
-dcpu=$(awk '{print $2}' "$TMP/runs.txt" | median)
-scpu=$(awk '{print $3}' "$TMP/runs.txt" | median)
-rss=$(awk '{print $4}' "$TMP/runs.txt" | median)
-ratio=$(awk '{print $5}' "$TMP/runs.txt" | median)
-res=$(cat "$TMP"/seed/*.ndjson | wc -l)
-printf 'patients %d (%s resources), runs %d (medians)\n' "$N" "$res" "$RUNS"
-printf 'baseline  cartgate screen (files, no HTTP/store): %6d ms  %7.1f patients/s\n' "$base_ms" "$(calc "$N * 1000 / $base_ms")"
-printf 'daemon    EHR server -> store -> profile -> verdict: %6d ms  %7.1f patients/s  (ratio %.2f of baseline)\n' \
-  "$wall_ms" "$(calc "$N * 1000 / $wall_ms")" "$(calc "$base_ms / $wall_ms")"
-printf 'CPU       daemon %.2f s, reference server %.2f s (server/daemon %.1fx)\n' "$dcpu" "$scpu" "$(calc "$scpu / $dcpu")"
-printf 'CPU/patient daemon %.3f ms, reference server %.3f ms: daemon/server %.2f (median of per-run ratios)\n' \
-  "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio"
-printf 'peak RSS  daemon %.1f MiB\n' "$(calc "$rss / 1024")"
+echo
+echo "$(date -u +%Y-%m-%d) $(nproc) cores; load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $CG ($("$CG" version 2>/dev/null | head -n1); source tree at $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo '| patients | resources | baseline screen | daemon end-to-end | end-to-end / baseline | daemon CPU/patient | server CPU/patient | daemon/server CPU | daemon peak RSS |'
+echo '|---|---|---|---|---|---|---|---|---|'
+cat "$TMP/summary.txt"
