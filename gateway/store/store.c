@@ -1669,12 +1669,13 @@ int64_t store_dirty_count(store *s)
 
 /* ---- verdicts --------------------------------------------------------------------------------- */
 
-int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
-                      const char *category, const char *profile_json, const char *verdict_json,
-                      fhir_error *err)
+/* heme < 0: the verdict alone (the heme mark stays as it is) */
+static int verdict_write(store *s, const char *patient_id, const char *ruleset_hash,
+                         const char *category, const char *profile_json, const char *verdict_json,
+                         int heme, fhir_error *err)
 {
     q x;
-    if (q_take(s, Q_VERDICT_PUT, &x, err))
+    if (q_take(s, heme < 0 ? Q_VERDICT_PUT : Q_VERDICT_PUT_HEME, &x, err))
         return -1;
     bind_text(x.st, 1, patient_id);
     bind_text(x.st, 2, ruleset_hash);
@@ -1682,24 +1683,25 @@ int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash
     bind_text(x.st, 4, profile_json);
     bind_text(x.st, 5, verdict_json);
     sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+    if (heme >= 0)
+        sqlite3_bind_int(x.st, 7, heme);
     return q_run(s, &x, "verdict write", err);
+}
+
+int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
+                      const char *category, const char *profile_json, const char *verdict_json,
+                      fhir_error *err)
+{
+    return verdict_write(s, patient_id, ruleset_hash, category, profile_json, verdict_json, -1,
+                         err);
 }
 
 int store_verdict_put_screened(store *s, const char *patient_id, const char *ruleset_hash,
                                const char *category, const char *profile_json,
                                const char *verdict_json, bool heme, fhir_error *err)
 {
-    q x;
-    if (q_take(s, Q_VERDICT_PUT_HEME, &x, err))
-        return -1;
-    bind_text(x.st, 1, patient_id);
-    bind_text(x.st, 2, ruleset_hash);
-    bind_text(x.st, 3, category);
-    bind_text(x.st, 4, profile_json);
-    bind_text(x.st, 5, verdict_json);
-    sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
-    sqlite3_bind_int(x.st, 7, heme ? 1 : 0);
-    return q_run(s, &x, "verdict write", err);
+    return verdict_write(s, patient_id, ruleset_hash, category, profile_json, verdict_json,
+                         heme ? 1 : 0, err);
 }
 
 typedef struct verdict_ctx {
