@@ -31,6 +31,8 @@ typedef struct store store;
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
+/* Page size of a new database file (bytes; SQLite's default is 4096). */
+#define STORE_PAGE_SIZE_STR "16384"
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
