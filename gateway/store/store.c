@@ -3076,7 +3076,7 @@ static const int per_patient[] = {
     Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_VERDICT_HEME, Q_VERDICT_DELETE,
     Q_REF_INSERT, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
     Q_AUDIT_INSERT, Q_AUDIT_ACTOR, Q_AUDIT_EACH_REF, Q_AUDIT_COUNT_REF, Q_OUTBOX_ADD,
-    Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_CURSOR_GET, Q_CURSOR_PUT,
+    Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_WL_DECLINED_FOR, Q_CURSOR_GET, Q_CURSOR_PUT,
 };
 /* store_referral_each as propose and the sender call it: by patient (summary or not) */
 static const int per_patient_each[] = {
