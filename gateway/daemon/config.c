@@ -152,6 +152,18 @@ static const opt OPTS[] = {
      "Create a user on first sign-in (with the mapped role); false: only users added beforehand."},
     {"oidc.ca_file", OT_PATH, M(oidc_ca_file), NULL, NO, false, "PEM CA bundle for the provider (default: system store)."},
     {"oidc.label", OT_STR, M(oidc_label), "Hospital sign-in", NO, false, "Name of the provider on the sign-in page."},
+    {"role", OT_ENUM, M(role), "site", 0, 0, "site|center", false,
+     "site: a referring hospital (reads its EHR, screens, refers). center: cartgate at a CAR T center, receiving referrals from sites' cartgate on the listener (/fhir, SMART Backend Services) with the intake inbox (/ui/intake) for the intake team; needs admin.enabled and the intake section."},
+    {"intake", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
+     "A center's side (role center): who may send referrals and how long one may wait for an answer."},
+    {"intake.public_url", OT_STR, M(intake_public_url), NULL, NO, false,
+     "Our base URL as referring sites call it (https://HOST[:PORT], no path): their FHIR base is <public_url>/fhir and their client assertions' aud must be <public_url>/fhir/auth/token."},
+    {"intake.clients", OT_STRLIST, M(intake_clients), "", NO, false,
+     "Registered referring sites: \"CLIENT_ID JWKS_FILE\" entries (their public keys; assertions signed RS384 or ES384)."},
+    {"intake.token_ttl_s", OT_INT, M(intake_token_ttl_s), "300", 60, 3600, NULL, false,
+     "Lifetime of an access token issued to a referring site."},
+    {"intake.waiting_business_days", OT_INT, M(intake_waiting_business_days), "2", 1, 60, NULL, false,
+     "A referral received and not yet answered for this many business days is highlighted in the inbox and noticed (notify) once."},
     {"cds", OT_OBJ, SC_MAIN, 0, NULL, NO, false,
      "CDS Hooks 2.0 service on the listener (/cds-services): the EHR shows a CAR T card when a candidate's chart is opened (patient-view) or an order is selected (order-select). Each call is authenticated by the EHR's signed JWT, not by a person."},
     {"cds.enabled", OT_BOOL, M(cds_enabled), "false", NO, false, "Serve /cds-services (needs admin.enabled)."},
@@ -903,6 +915,34 @@ static void check_cds(config *c, fhir_jsonfile *d, int root_line)
             fhir_jsonfile_error_line(d, l, "%s", e.msg);
 }
 
+/* A center (role center, intake.h): the listener, our public URL and at least one site. */
+static void check_intake(config *c, fhir_jsonfile *d, int root_line)
+{
+    if (c->role != 1)
+        return;
+    int l = config_key_line(c, "role", 0);
+    l = l > 0 ? l : root_line;
+    int pl = config_key_line(c, "intake.public_url", 0), cl = config_key_line(c, "intake.clients", 0);
+    fhir_error e;
+    size_t olen;
+    if (!c->admin_enabled)
+        fhir_jsonfile_error_line(d, l, "role center: referrals arrive on the listener: needs admin.enabled");
+    if (!c->intake_public_url)
+        fhir_jsonfile_error_line(d, l, "role center: needs intake.public_url (our base URL as referring sites call it)");
+    else if (oidc_check_url("intake.public_url", c->intake_public_url, &olen, &e))
+        fhir_jsonfile_error_line(d, pl > 0 ? pl : l, "%s", e.msg);
+    else if (c->intake_public_url[olen] && strcmp(c->intake_public_url + olen, "/"))
+        fhir_jsonfile_error_line(d, pl > 0 ? pl : l, "intake.public_url: no path, only https://HOST[:PORT]");
+    if (c->intake_clients.n == 0)
+        fhir_jsonfile_error_line(d, l, "role center: needs intake.clients (\"CLIENT_ID JWKS_FILE\" entries): no site could send");
+    for (size_t i = 0; i < c->intake_clients.n; i++) {
+        const char *v = c->intake_clients.v[i], *sp = strchr(v, ' ');
+        if (!sp || sp == v || !sp[1] || strchr(sp + 1, ' '))
+            fhir_jsonfile_error_line(d, cl > 0 ? cl : l,
+                                     "intake.clients: \"%s\" is not \"CLIENT_ID JWKS_FILE\" (one space)", v);
+    }
+}
+
 /* Notifications: a link base with any channel, TLS for email, a webhook in clear only on
  * loopback, one secret source each. */
 static void check_notify(config *c, fhir_jsonfile *d, int root_line)
@@ -966,6 +1006,7 @@ static void check_rules(config *c, fhir_jsonfile *d, int root_line)
         fhir_jsonfile_error_line(d, root_line, "admin: set only one of admin.token_file and admin.token_env");
     check_listener(c, d, root_line);
     check_cds(c, d, root_line);
+    check_intake(c, d, root_line);
     check_notify(c, d, root_line);
     for (size_t i = 0; i < c->n_sources; i++) {
         config_source *s = &c->sources[i];

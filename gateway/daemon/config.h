@@ -114,6 +114,11 @@ typedef struct config {
     config_strlist cds_fhir_servers; /* fhirServer base URLs we may read from */
     long cds_fetch_timeout_ms, cds_jwks_ttl_s;
     int cds_line;          /* line of cds.enabled in the file (0 = absent) */
+    /* cartgate at a CAR T center (intake.h): role 1 = center serves /fhir and the inbox */
+    int role;              /* 0 site, 1 center */
+    char *intake_public_url;
+    config_strlist intake_clients;   /* "CLIENT_ID JWKS_FILE" */
+    long intake_token_ttl_s, intake_waiting_business_days;
     char *criteria_dir;
     config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */

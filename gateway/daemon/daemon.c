@@ -16,6 +16,7 @@
 #include "centers.h"
 #include "config.h"
 #include "elig.h"
+#include "intake.h"
 #include "fhir_arena.h"
 #include "fhir_alloc.h"
 #include "fhir_clock.h"
@@ -70,6 +71,7 @@ struct daemon_proc {
     admin *api;              /* the JSON API's routes on srv */
     cds *hooks;              /* the CDS Hooks service on srv; NULL unless cds.enabled */
     web *ui;                 /* the clinician's pages on srv */
+    intake *center;          /* a center's /fhir endpoint on srv; NULL unless role center */
     char *admin_token;       /* the shared service token, NULL when none is configured */
     bool stopping;
     bool ready;              /* every source has completed a poll (or has none) */
@@ -792,6 +794,9 @@ static void on_notify_timer(evutil_socket_t fd, short what, void *arg)
     fhir_error_clear(&err);
     if (notify_scan(d->nt, d->st, &err))
         fhir_log(FHIR_LOG_ERROR, "notify.scan_failed", "error=%s", err.msg);
+    fhir_error_clear(&err);
+    if (d->center && intake_scan(d->center, &err))
+        fhir_log(FHIR_LOG_ERROR, "intake.scan_failed", "error=%s", err.msg);
 }
 
 static void arm_timers(daemon_proc *d)
@@ -1319,7 +1324,8 @@ static int listener_start(daemon_proc *d, fhir_error *err)
     d->api = admin_new(&env);
     /* the web pages; CARTGATE_WEB_ASSETS (development) serves their assets from that folder */
     web_env wenv = {.st = d->st, .ud = d, .runtime = ui_runtime, .resources = ui_resources,
-                    .site_name = c->site_name, .assets_dir = getenv("CARTGATE_WEB_ASSETS")};
+                    .site_name = c->site_name, .assets_dir = getenv("CARTGATE_WEB_ASSETS"),
+                    .intake = c->role == 1, .intake_waiting_days = (int)c->intake_waiting_business_days};
     d->ui = web_new(&wenv);
     if (admin_add_routes(d->api, d->srv, err) || web_add_routes(d->ui, d->srv, err))
         return -1;
@@ -1337,11 +1343,22 @@ static int listener_start(daemon_proc *d, fhir_error *err)
         if (!d->hooks || cds_add_routes(d->hooks, d->srv, err))
             return fhir_error_prefix(err, "cds");
     }
+    if (c->role == 1) {
+        intake_env ie = {.st = d->st, .nt = d->nt};
+        intake_config ic = {.public_url = c->intake_public_url,
+                            .clients = (const char *const *)c->intake_clients.v,
+                            .n_clients = c->intake_clients.n,
+                            .token_ttl_s = (int)c->intake_token_ttl_s,
+                            .waiting_business_days = (int)c->intake_waiting_business_days};
+        d->center = intake_new(&ie, &ic, err);
+        if (!d->center || intake_add_routes(d->center, d->srv, err))
+            return fhir_error_prefix(err, "intake");
+    }
     if (serve_start(d->srv, err))
         return -1;
-    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d tls=%s shared_token=%s oidc=%s cds=%s", c->admin_bind,
+    fhir_log(FHIR_LOG_INFO, "admin.listen", "bind=%s port=%d tls=%s shared_token=%s oidc=%s cds=%s role=%s", c->admin_bind,
              serve_port(d->srv), serve_is_tls(d->srv) ? "true" : "false", d->admin_token ? "true" : "false",
-             o ? "true" : "false", d->hooks ? "true" : "false");
+             o ? "true" : "false", d->hooks ? "true" : "false", c->role == 1 ? "center" : "site");
     return 0;
 }
 
@@ -1419,6 +1436,7 @@ void daemon_free(daemon_proc *d)
     admin_free(d->api);
     cds_free(d->hooks);
     web_free(d->ui);
+    intake_free(d->center);
     access_free(d->acc);
     if (d->sig_term)
         event_free(d->sig_term);

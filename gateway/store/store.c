@@ -330,6 +330,52 @@ static const struct {
      * 30-50 ms at 10,000 patients, the index 2-5 ms). */
     {"referrals_patient_state index",
      "CREATE INDEX referrals_patient_state ON referrals(patient_id, id, state);"},
+    /* A center's side (gateway/intake): the FHIR resources received from referring sites (the
+     * id is the FHIR id; the JSON carries it with meta.versionId/lastUpdated), their
+     * identifiers (ifNoneExist and searches), one row per received referral (the inbox), the
+     * short-lived access tokens issued to referring sites (SHA-256 of the token), and the
+     * audit of the intake team's acts (audit.intake_id). */
+    {"intake_resources, intake_identifiers, intake_referrals, intake_tokens, audit.intake_id",
+     "CREATE TABLE intake_resources ("
+     "  id INTEGER PRIMARY KEY,"
+     "  type TEXT NOT NULL,"
+     "  referral_id INTEGER,"                     /* intake_referrals.id once known */
+     "  client_id TEXT NOT NULL,"                 /* the referring site that sent it */
+     "  version INTEGER NOT NULL DEFAULT 1,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  json TEXT NOT NULL"
+     ");"
+     "CREATE INDEX intake_resources_updated ON intake_resources(type, updated_ms);"
+     "CREATE INDEX intake_resources_referral ON intake_resources(referral_id);"
+     "CREATE TABLE intake_identifiers ("
+     "  resource_id INTEGER NOT NULL REFERENCES intake_resources(id),"
+     "  type TEXT NOT NULL,"
+     "  system TEXT NOT NULL,"                    /* '' when the identifier has none */
+     "  value TEXT NOT NULL,"
+     "  PRIMARY KEY (type, system, value, resource_id)"
+     ");"
+     "CREATE TABLE intake_referrals ("
+     "  id INTEGER PRIMARY KEY,"                  /* the referral's number in the inbox */
+     "  client_id TEXT NOT NULL,"
+     "  sr_id INTEGER NOT NULL REFERENCES intake_resources(id),"
+     "  task_id INTEGER NOT NULL UNIQUE REFERENCES intake_resources(id),"
+     "  priority TEXT,"                           /* routine | urgent | asap | stat */
+     "  urank INTEGER NOT NULL,"                  /* 0 stat, 1 asap, 2 urgent, 3 routine */
+     "  task_status TEXT NOT NULL,"
+     "  business_status TEXT,"
+     "  reason TEXT,"                             /* the last act's reason in words */
+     "  consult TEXT,"                            /* the consult's date and time, when scheduled */
+     "  received_ms INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL"
+     ");"
+     "CREATE INDEX intake_referrals_inbox ON intake_referrals(urank, received_ms);"
+     "CREATE TABLE intake_tokens ("
+     "  hash BLOB PRIMARY KEY,"
+     "  client_id TEXT NOT NULL,"
+     "  exp_ms INTEGER NOT NULL"
+     ");"
+     "ALTER TABLE audit ADD COLUMN intake_id INTEGER;"
+     "CREATE INDEX audit_intake ON audit(intake_id, id) WHERE intake_id IS NOT NULL;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -475,6 +521,24 @@ enum {
     Q_PROGRAM_REFERRALS,
     Q_PROGRAM_DECLINES,
     Q_PROGRAM_CDS,
+    Q_INTAKE_RES_NEW,
+    Q_INTAKE_RES_PUT,
+    Q_INTAKE_RES_GET,
+    Q_INTAKE_RES_IDENT,
+    Q_INTAKE_RES_SINCE,
+    Q_INTAKE_RES_OF_REF,
+    Q_INTAKE_IDENT_ADD,
+    Q_INTAKE_REF_ADD,
+    Q_INTAKE_REF_GET,
+    Q_INTAKE_REF_BY_TASK,
+    Q_INTAKE_REF_LIST,
+    Q_INTAKE_REF_UPDATE,
+    Q_INTAKE_REF_COUNT,
+    Q_INTAKE_AUDIT,
+    Q_INTAKE_AUDIT_LIST,
+    Q_INTAKE_TOKEN_PRUNE,
+    Q_INTAKE_TOKEN_PUT,
+    Q_INTAKE_TOKEN_GET,
     Q_FIXED
 };
 
@@ -486,6 +550,10 @@ enum {
     "id, ts_ms, coalesce(referral_id, 0), actor, action, from_state, to_state, detail, "    \
     "coalesce(user_id, 0), role, source, reason"
 
+#define INTAKE_RES_COLS "id, type, coalesce(referral_id, 0), client_id, version, updated_ms, json"
+#define INTAKE_REF_COLS                                                                      \
+    "id, client_id, sr_id, task_id, priority, urank, task_status, business_status, reason, "  \
+    "consult, received_ms, updated_ms"
 /* the worklist page: the row, its latest referral, and the filters ?1..?4 */
 /* the patient's latest referral, from the referrals_patient_state index alone */
 #define WL_LAST_STATE                                                                        \
@@ -695,6 +763,49 @@ static const struct {
                          "UPDATE writeback_outbox SET status = ?, attempts = attempts + ?, "
                          "last_error = ?, ehr_ref = coalesce(?, ehr_ref), updated_ms = ? "
                          "WHERE id = ?"},
+    [Q_INTAKE_RES_NEW] = {"intake resource add",
+                          "INSERT INTO intake_resources(type, client_id, updated_ms, json) VALUES (?1, ?2, ?3, '')"},
+    [Q_INTAKE_RES_PUT] = {"intake resource write",
+                          "UPDATE intake_resources SET referral_id = coalesce(?2, referral_id), version = ?3, "
+                          "updated_ms = ?4, json = ?5 WHERE id = ?1"},
+    [Q_INTAKE_RES_GET] = {"intake resource read",
+                          "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE id = ?1 AND type = ?2"},
+    [Q_INTAKE_RES_IDENT] = {"intake identifier search",
+                            "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE id IN (SELECT resource_id "
+                            "FROM intake_identifiers WHERE type = ?1 AND value = ?3 AND (?2 IS NULL OR system = ?2)) "
+                            "ORDER BY id LIMIT ?4"},
+    [Q_INTAKE_RES_SINCE] = {"intake resource search",
+                            "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE type = ?1 AND json <> '' AND "
+                            "updated_ms >= ?2 AND updated_ms <= ?3 ORDER BY updated_ms, id LIMIT ?4"},
+    [Q_INTAKE_RES_OF_REF] = {"intake referral resources",
+                             "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE referral_id = ?1 ORDER BY id"},
+    [Q_INTAKE_IDENT_ADD] = {"intake identifier add",
+                            "INSERT OR IGNORE INTO intake_identifiers(resource_id, type, system, value) VALUES (?,?,?,?)"},
+    [Q_INTAKE_REF_ADD] = {"intake referral add",
+                          "INSERT INTO intake_referrals(client_id, sr_id, task_id, priority, urank, task_status, "
+                          "business_status, received_ms, updated_ms) VALUES (?,?,?,?,?,?,?,?,?8)"},
+    [Q_INTAKE_REF_GET] = {"intake referral read", "SELECT " INTAKE_REF_COLS " FROM intake_referrals WHERE id = ?"},
+    [Q_INTAKE_REF_BY_TASK] = {"intake referral read",
+                              "SELECT " INTAKE_REF_COLS " FROM intake_referrals WHERE task_id = ?"},
+    [Q_INTAKE_REF_LIST] = {"intake inbox",
+                           "SELECT " INTAKE_REF_COLS " FROM intake_referrals WHERE (?1 = 0 OR task_status NOT IN "
+                           "('rejected','cancelled','completed','failed','entered-in-error')) "
+                           "ORDER BY urank, received_ms, id LIMIT ?2"},
+    [Q_INTAKE_REF_UPDATE] = {"intake referral update",
+                             "UPDATE intake_referrals SET task_status = ?2, business_status = ?3, "
+                             "reason = coalesce(?4, reason), consult = coalesce(?5, consult), updated_ms = ?6 "
+                             "WHERE id = ?1"},
+    [Q_INTAKE_REF_COUNT] = {"intake referral count",
+                            "SELECT count(*) FROM intake_referrals WHERE ?1 IS NULL OR task_status = ?1"},
+    [Q_INTAKE_AUDIT] = {"audit insert",
+                        "INSERT INTO audit(ts_ms, actor, action, intake_id, from_state, to_state, detail, user_id, "
+                        "role, source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
+    [Q_INTAKE_AUDIT_LIST] = {"audit read", "SELECT " AUDIT_COLS " FROM audit WHERE intake_id = ?1 ORDER BY id"},
+    [Q_INTAKE_TOKEN_PRUNE] = {"intake token prune", "DELETE FROM intake_tokens WHERE exp_ms < ?1"},
+    [Q_INTAKE_TOKEN_PUT] = {"intake token add",
+                            "INSERT INTO intake_tokens(hash, client_id, exp_ms) VALUES (?,?,?)"},
+    [Q_INTAKE_TOKEN_GET] = {"intake token read",
+                            "SELECT client_id FROM intake_tokens WHERE hash = ?1 AND exp_ms > ?2"},
     [Q_AUDIT_ACTOR] = {"audit insert",
                        "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, to_state, "
                        "detail, user_id, role, source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
@@ -3131,4 +3242,285 @@ void store_work_take(store *s, store_work *out)
         out->fullscan_steps += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_FULLSCAN_STEP, 1);
         out->sorts += sqlite3_stmt_status(st, SQLITE_STMTSTATUS_SORT, 1);
     }
+}
+
+/* ---- a center's intake (gateway/intake) ------------------------------------------------------ */
+
+typedef struct intake_res_ctx {
+    store_intake_res_fn fn;
+    void *ctx;
+} intake_res_ctx;
+
+static int intake_res_row(void *ctx, sqlite3_stmt *st)
+{
+    intake_res_ctx *c = ctx;
+    store_intake_res r = {.id = sqlite3_column_int64(st, 0), .type = col_text(st, 1),
+                          .referral_id = sqlite3_column_int64(st, 2), .client_id = col_text(st, 3),
+                          .version = sqlite3_column_int64(st, 4), .updated_ms = sqlite3_column_int64(st, 5),
+                          .json = col_text(st, 6)};
+    return c->fn ? c->fn(c->ctx, &r) : 0;
+}
+
+int store_intake_res_new(store *s, const char *type, const char *client_id, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_NEW, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    bind_text(x.st, 2, client_id);
+    sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
+    if (q_run(s, &x, "intake resource add", err))
+        return -1;
+    *id_out = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int store_intake_res_put(store *s, int64_t id, int64_t referral_id, int64_t version, int64_t updated_ms,
+                         const char *json, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_PUT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    if (referral_id > 0)
+        sqlite3_bind_int64(x.st, 2, referral_id);
+    sqlite3_bind_int64(x.st, 3, version);
+    sqlite3_bind_int64(x.st, 4, updated_ms);
+    bind_text(x.st, 5, json);
+    int n = q_change(s, &x, "intake resource write", err);
+    if (n == 0)
+        return fhir_error_set(err, "intake resource %lld does not exist", (long long)id);
+    return n < 0 ? -1 : 0;
+}
+
+int store_intake_res_get(store *s, const char *type, int64_t id, store_intake_res_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_GET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    bind_text(x.st, 2, type);
+    intake_res_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "intake resource read", intake_res_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int64_t store_intake_res_by_ident(store *s, const char *type, const char *system, const char *value, int64_t limit,
+                                  store_intake_res_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_IDENT, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    bind_text(x.st, 2, system);
+    bind_text(x.st, 3, value);
+    sqlite3_bind_int64(x.st, 4, limit > 0 ? limit : -1);
+    intake_res_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake identifier search", intake_res_row, &c, err);
+}
+
+int64_t store_intake_res_since(store *s, const char *type, int64_t from_ms, int64_t to_ms, int64_t limit,
+                               store_intake_res_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_SINCE, &x, err))
+        return -1;
+    bind_text(x.st, 1, type);
+    sqlite3_bind_int64(x.st, 2, from_ms);
+    sqlite3_bind_int64(x.st, 3, to_ms > 0 ? to_ms : INT64_MAX);
+    sqlite3_bind_int64(x.st, 4, limit > 0 ? limit : -1);
+    intake_res_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake resource search", intake_res_row, &c, err);
+}
+
+int store_intake_ident_add(store *s, int64_t resource_id, const char *type, const char *system, const char *value,
+                           fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_IDENT_ADD, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, resource_id);
+    bind_text(x.st, 2, type);
+    bind_text(x.st, 3, system ? system : "");
+    bind_text(x.st, 4, value);
+    return q_run(s, &x, "intake identifier add", err);
+}
+
+typedef struct intake_ref_ctx {
+    store_intake_ref_fn fn;
+    void *ctx;
+} intake_ref_ctx;
+
+static int intake_ref_row(void *ctx, sqlite3_stmt *st)
+{
+    intake_ref_ctx *c = ctx;
+    store_intake_ref r = {.id = sqlite3_column_int64(st, 0), .client_id = col_text(st, 1),
+                          .sr_id = sqlite3_column_int64(st, 2), .task_id = sqlite3_column_int64(st, 3),
+                          .priority = col_text(st, 4), .urank = sqlite3_column_int(st, 5),
+                          .task_status = col_text(st, 6), .business_status = col_text(st, 7),
+                          .reason = col_text(st, 8), .consult = col_text(st, 9),
+                          .received_ms = sqlite3_column_int64(st, 10), .updated_ms = sqlite3_column_int64(st, 11)};
+    return c->fn ? c->fn(c->ctx, &r) : 0;
+}
+
+int store_intake_ref_add(store *s, const store_intake_ref *r, int64_t *id_out, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_ADD, &x, err))
+        return -1;
+    bind_text(x.st, 1, r->client_id);
+    sqlite3_bind_int64(x.st, 2, r->sr_id);
+    sqlite3_bind_int64(x.st, 3, r->task_id);
+    bind_text(x.st, 4, r->priority);
+    sqlite3_bind_int(x.st, 5, r->urank);
+    bind_text(x.st, 6, r->task_status);
+    bind_text(x.st, 7, r->business_status);
+    sqlite3_bind_int64(x.st, 8, r->received_ms ? r->received_ms : fhir_clock_now_ms());
+    if (q_change(s, &x, "intake referral add", err) < 0)
+        return -1;
+    *id_out = sqlite3_last_insert_rowid(s->db);
+    return 0;
+}
+
+int store_intake_ref_get(store *s, int64_t id, store_intake_ref_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_GET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    intake_ref_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "intake referral read", intake_ref_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int store_intake_ref_by_task(store *s, int64_t task_id, store_intake_ref_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_BY_TASK, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, task_id);
+    intake_ref_ctx c = {fn, ctx};
+    int64_t n = q_rows(s, &x, "intake referral read", intake_ref_row, &c, err);
+    return n < 0 ? -1 : n > 0;
+}
+
+int64_t store_intake_ref_list(store *s, bool open_only, int64_t limit, store_intake_ref_fn fn, void *ctx,
+                              fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_LIST, &x, err))
+        return -1;
+    sqlite3_bind_int(x.st, 1, open_only ? 1 : 0);
+    sqlite3_bind_int64(x.st, 2, limit > 0 ? limit : -1);
+    intake_ref_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake inbox", intake_ref_row, &c, err);
+}
+
+int store_intake_ref_update(store *s, int64_t id, const char *task_status, const char *business_status,
+                            const char *reason, const char *consult, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_UPDATE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    bind_text(x.st, 2, task_status);
+    bind_text(x.st, 3, business_status);
+    bind_text(x.st, 4, reason);
+    bind_text(x.st, 5, consult);
+    sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+    int n = q_change(s, &x, "intake referral update", err);
+    if (n == 0)
+        return fhir_error_set(err, "intake referral %lld does not exist", (long long)id);
+    return n < 0 ? -1 : 0;
+}
+
+int64_t store_intake_ref_count(store *s, const char *task_status)
+{
+    q x;
+    fhir_error e;
+    if (q_take(s, Q_INTAKE_REF_COUNT, &x, &e))
+        return -1;
+    bind_text(x.st, 1, task_status);
+    int64_t n = -1;
+    if (sqlite3_step(x.st) == SQLITE_ROW)
+        n = sqlite3_column_int64(x.st, 0);
+    q_give(s, &x);
+    return n;
+}
+
+int store_intake_audit(store *s, const store_actor *who, const char *action, int64_t intake_id, const char *from_state,
+                       const char *to_state, const char *detail, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_AUDIT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    bind_text(x.st, 2, who && who->name ? who->name : "system");
+    bind_text(x.st, 3, action);
+    sqlite3_bind_int64(x.st, 4, intake_id);
+    bind_text(x.st, 5, from_state);
+    bind_text(x.st, 6, to_state);
+    bind_text(x.st, 7, detail);
+    if (who && who->user_id > 0)
+        sqlite3_bind_int64(x.st, 8, who->user_id);
+    bind_text(x.st, 9, who ? who->role : NULL);
+    bind_text(x.st, 10, who ? who->source : NULL);
+    bind_text(x.st, 11, who ? who->reason : NULL);
+    return q_run(s, &x, "audit insert", err);
+}
+
+int64_t store_intake_audit_list(store *s, int64_t intake_id, store_audit_row_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_AUDIT_LIST, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, intake_id);
+    audit_since_ctx c = {fn, ctx};
+    return q_rows(s, &x, "audit read", audit_since_row, &c, err);
+}
+
+int store_intake_token_put(store *s, const unsigned char hash[STORE_SECRET_HASH], const char *client_id,
+                           int64_t exp_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_TOKEN_PRUNE, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, fhir_clock_now_ms());
+    if (q_run(s, &x, "intake token prune", err))
+        return -1;
+    if (q_take(s, Q_INTAKE_TOKEN_PUT, &x, err))
+        return -1;
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    bind_text(x.st, 2, client_id);
+    sqlite3_bind_int64(x.st, 3, exp_ms);
+    return q_run(s, &x, "intake token add", err);
+}
+
+int store_intake_token_get(store *s, const unsigned char hash[STORE_SECRET_HASH], char *client_out, size_t n,
+                           fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_TOKEN_GET, &x, err))
+        return -1;
+    sqlite3_bind_blob(x.st, 1, hash, STORE_SECRET_HASH, SQLITE_TRANSIENT);
+    sqlite3_bind_int64(x.st, 2, fhir_clock_now_ms());
+    int rc = sqlite3_step(x.st), ret = 0;
+    if (rc == SQLITE_ROW) {
+        copy_col(x.st, 0, client_out, n);
+        ret = 1;
+    } else if (rc != SQLITE_DONE) {
+        ret = sql_fail(s, err, "intake token read");
+    }
+    q_give(s, &x);
+    return ret;
+}
+
+int64_t store_intake_res_of_referral(store *s, int64_t referral_id, store_intake_res_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_OF_REF, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, referral_id);
+    intake_res_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake referral resources", intake_res_row, &c, err);
 }

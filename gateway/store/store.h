@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 12
+#define STORE_SCHEMA_VERSION 13
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
@@ -589,5 +589,77 @@ typedef struct store_work {
     int64_t vm_steps, fullscan_steps, sorts;
 } store_work;
 void store_work_take(store *s, store_work *out);
+/* ---- a center's intake (gateway/intake) ------------------------------------------------------
+ * The FHIR resources referring sites POST to a center's cartgate (/fhir), their identifiers, one
+ * row per received referral (the intake inbox), the access tokens issued to the sites, and the
+ * intake team's audit (audit rows with an intake_id). Strings of the rows handed to callbacks
+ * are borrowed for the call. */
+typedef struct store_intake_res {
+    int64_t id;               /* the FHIR id */
+    const char *type;
+    int64_t referral_id;      /* 0 when not (yet) part of a referral */
+    const char *client_id;    /* the site that sent it */
+    int64_t version, updated_ms;
+    const char *json;         /* "" while its transaction is writing it */
+} store_intake_res;
+typedef int (*store_intake_res_fn)(void *ctx, const store_intake_res *r);
+/* Reserves the id of a new resource (its JSON follows with store_intake_res_put). */
+int store_intake_res_new(store *s, const char *type, const char *client_id, int64_t *id_out, fhir_error *err);
+/* Writes a resource's JSON, version and time (referral_id > 0 also sets its referral). */
+int store_intake_res_put(store *s, int64_t id, int64_t referral_id, int64_t version, int64_t updated_ms,
+                         const char *json, fhir_error *err);
+/* One resource of type by id: 1 found (fn called), 0 absent, -1. */
+int store_intake_res_get(store *s, const char *type, int64_t id, store_intake_res_fn fn, void *ctx, fhir_error *err);
+/* The resources of type carrying identifier system|value (system NULL: any system), by id, at
+ * most limit (0 = all). Rows visited or -1. */
+int64_t store_intake_res_by_ident(store *s, const char *type, const char *system, const char *value, int64_t limit,
+                                  store_intake_res_fn fn, void *ctx, fhir_error *err);
+/* The resources of type updated in [from_ms, to_ms] (to_ms 0 = no bound), oldest first, at
+ * most limit (0 = all). Rows visited or -1. */
+int64_t store_intake_res_since(store *s, const char *type, int64_t from_ms, int64_t to_ms, int64_t limit,
+                               store_intake_res_fn fn, void *ctx, fhir_error *err);
+/* The resources that arrived with inbox referral referral_id, by id. Rows visited or -1. */
+int64_t store_intake_res_of_referral(store *s, int64_t referral_id, store_intake_res_fn fn, void *ctx, fhir_error *err);
+/* Records an identifier of a stored resource (system NULL = none). */
+int store_intake_ident_add(store *s, int64_t resource_id, const char *type, const char *system, const char *value,
+                           fhir_error *err);
+
+typedef struct store_intake_ref {
+    int64_t id;               /* the referral's number in the inbox */
+    const char *client_id;
+    int64_t sr_id, task_id;   /* its ServiceRequest and Task (intake_resources ids) */
+    const char *priority;     /* routine | urgent | asap | stat (NULL: not said) */
+    int urank;                /* 0 stat ... 3 routine */
+    const char *task_status, *business_status;
+    const char *reason;       /* the last act's reason in words */
+    const char *consult;      /* the consult's date and time once scheduled */
+    int64_t received_ms, updated_ms;
+} store_intake_ref;
+typedef int (*store_intake_ref_fn)(void *ctx, const store_intake_ref *r);
+int store_intake_ref_add(store *s, const store_intake_ref *r, int64_t *id_out, fhir_error *err);
+/* 1 found (fn called), 0 absent, -1. */
+int store_intake_ref_get(store *s, int64_t id, store_intake_ref_fn fn, void *ctx, fhir_error *err);
+int store_intake_ref_by_task(store *s, int64_t task_id, store_intake_ref_fn fn, void *ctx, fhir_error *err);
+/* The inbox: the open referrals only (open_only) or all, most urgent first then oldest, at
+ * most limit (0 = all). Rows visited or -1. */
+int64_t store_intake_ref_list(store *s, bool open_only, int64_t limit, store_intake_ref_fn fn, void *ctx,
+                              fhir_error *err);
+/* Sets the Task's status and business status (reason, consult: NULL keeps them). */
+int store_intake_ref_update(store *s, int64_t id, const char *task_status, const char *business_status,
+                            const char *reason, const char *consult, fhir_error *err);
+/* Referrals received (with that Task.status when given). -1 on error. */
+int64_t store_intake_ref_count(store *s, const char *task_status);
+/* An audit row about intake referral intake_id (the person in who). */
+int store_intake_audit(store *s, const store_actor *who, const char *action, int64_t intake_id, const char *from_state,
+                       const char *to_state, const char *detail, fhir_error *err);
+/* The audit rows of one intake referral, oldest first. Rows visited or -1. */
+int64_t store_intake_audit_list(store *s, int64_t intake_id, store_audit_row_fn fn, void *ctx, fhir_error *err);
+/* An access token issued to a referring site (its SHA-256), valid until exp_ms; expired ones
+ * are removed. */
+int store_intake_token_put(store *s, const unsigned char hash[STORE_SECRET_HASH], const char *client_id,
+                           int64_t exp_ms, fhir_error *err);
+/* The client of an unexpired token into client_out (n bytes): 1, 0 unknown or expired, -1. */
+int store_intake_token_get(store *s, const unsigned char hash[STORE_SECRET_HASH], char *client_out, size_t n,
+                           fhir_error *err);
 
 #endif

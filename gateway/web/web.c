@@ -248,6 +248,9 @@ void web_page_begin(web *w, serve_req *r, fhir_buf *b, const char *title, const 
     for (size_t i = 0; i < sizeof NAV / sizeof NAV[0]; i++)
         fhir_buf_printf(b, "<li><a href=\"%s\"%s>%s</a></li>", NAV[i].href,
                         active && !strcmp(active, NAV[i].key) ? " aria-current=\"page\"" : "", NAV[i].label);
+    if (w->env.intake)
+        fhir_buf_printf(b, "<li><a href=\"/ui/intake\"%s>Intake inbox</a></li>",
+                        active && !strcmp(active, "intake") ? " aria-current=\"page\"" : "");
     fhir_buf_puts(b, "</ul></nav>\n<div class=\"who\">");
     const access_principal *p = serve_principal(r);
     if (p) {
@@ -326,8 +329,8 @@ static void h_asset(serve_req *r, void *ud)
 
 static void h_root(serve_req *r, void *ud)
 {
-    (void)ud;
-    serve_redirect(r, "/ui/");
+    web *w = ud;
+    serve_redirect(r, w->env.intake ? "/ui/intake" : "/ui/");
 }
 
 /* ---- the worklist --------------------------------------------------------------------------- */
@@ -575,6 +578,13 @@ static const serve_route ROUTES[] = {
     {"GET", "/ui/referrals/{id}", ROLE_VIEWER, web_h_referral, SERVE_HTML},
     {"GET", "/ui/program", ROLE_VIEWER, web_h_program, SERVE_HTML},
     {"GET", "/ui/program.csv", ROLE_VIEWER, web_h_program_csv, SERVE_HTML},
+    {"GET", "/ui/intake", ROLE_INTAKE, web_h_intake, SERVE_HTML},
+    {"GET", "/ui/intake/{id}", ROLE_INTAKE, web_h_intake_one, SERVE_HTML},
+    {"GET", "/ui/intake/{id}/packet.pdf", ROLE_INTAKE, web_h_intake_pdf, SERVE_HTML},
+    {"POST", "/ui/intake/{id}/accept", ROLE_INTAKE, web_h_intake_accept, SERVE_HTML},
+    {"POST", "/ui/intake/{id}/info", ROLE_INTAKE, web_h_intake_info, SERVE_HTML},
+    {"POST", "/ui/intake/{id}/decline", ROLE_INTAKE, web_h_intake_decline, SERVE_HTML},
+    {"POST", "/ui/intake/{id}/schedule", ROLE_INTAKE, web_h_intake_schedule, SERVE_HTML},
 };
 
 const serve_route *web_routes(size_t *n)

@@ -16,6 +16,12 @@
  *   GET  /ui/referrals/{id}              viewer     the center's Task history, the payload
  *   GET  /ui/program                     viewer     the funnel per month, time to referral,
  *   GET  /ui/program.csv                 viewer     outcomes by center, decline reasons
+ *   GET  /ui/intake                      intake     a center's inbox: received referrals by
+ *                                                   urgency and age, the clock since received
+ *   GET  /ui/intake/{n}                  intake     one referral: the packet, its Task, history
+ *   GET  /ui/intake/{n}/packet.pdf       intake     the packet as PDF (to print or fax)
+ *   POST /ui/intake/{n}/accept|info|     intake     the answer (intake_task.h): accept, request
+ *        decline|schedule                           more information, decline (coded), schedule
  * Pages are HTML built on the server (every value escaped by serve_html_escape), with no
  * inline script or style (the listener's CSP); forms carry the session's CSRF token and
  * answer with a redirect (POST-redirect-GET). Every act goes through the referral room's
@@ -69,6 +75,8 @@ typedef struct web_env {
     const char *site_name;       /* shown in the header */
     const char *assets_dir;      /* NULL: the embedded assets; else served from this folder */
     int stuck_business_days;     /* a sent referral without an answer this long is stuck; 0 = 3 */
+    bool intake;                 /* a center (role center): the intake inbox under /ui/intake */
+    int intake_waiting_days;     /* an unanswered referral this long is highlighted; 0 = 2 */
 } web_env;
 
 typedef struct web web;

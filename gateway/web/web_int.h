@@ -4,6 +4,7 @@
  *   web_patient.c    the patient page and the acts on it
  *   web_timeline.c   the lines-of-therapy timeline (SVG)
  *   web_referrals.c  the referrals pages and the program dashboard
+ *   web_intake.c     a center's intake inbox (role center)
  *   web_assets.c     the embedded assets (the generated arrays: web_assets_data.c) */
 #ifndef WEB_INT_H
 #define WEB_INT_H
@@ -73,5 +74,13 @@ void web_h_referrals(serve_req *r, void *ud);
 void web_h_referral(serve_req *r, void *ud);
 void web_h_program(serve_req *r, void *ud);
 void web_h_program_csv(serve_req *r, void *ud);
+/* web_intake.c: a center's intake inbox */
+void web_h_intake(serve_req *r, void *ud);
+void web_h_intake_one(serve_req *r, void *ud);
+void web_h_intake_pdf(serve_req *r, void *ud);
+void web_h_intake_accept(serve_req *r, void *ud);
+void web_h_intake_info(serve_req *r, void *ud);
+void web_h_intake_decline(serve_req *r, void *ud);
+void web_h_intake_schedule(serve_req *r, void *ud);
 
 #endif
