@@ -287,9 +287,7 @@ static void h_post(serve_req *r, void *ud)
     fhir_error e;
     fhir_error_clear(&e);
     fhir_arena *a = fhir_arena_new(0);
-    fhir_json_limits lim;
-    fhir_json_limits_default(&lim);
-    lim.max_bytes = len + 1;
+    fhir_json_limits lim = {.max_bytes = len + 1};
     const fhir_node *bundle = body && len ? fhir_json_parse(a, body, len, &lim, &e) : NULL;
     if (!bundle) {
         fhir_arena_free(a);
@@ -534,9 +532,7 @@ static void h_put_task(serve_req *r, void *ud)
     size_t len = 0;
     const char *body = serve_body(r, &len);
     fhir_arena *a = fhir_arena_new(0);
-    fhir_json_limits lim;
-    fhir_json_limits_default(&lim);
-    lim.max_bytes = len + 1;
+    fhir_json_limits lim = {.max_bytes = len + 1};
     const fhir_node *t = body && len ? fhir_json_parse(a, body, len, &lim, &e) : NULL;
     const char *rt = t ? fhir_node_resource_type(t) : NULL, *rid = t ? fhir_node_resource_id(t) : NULL;
     const char *status = t ? fhir_node_str(fhir_node_get(t, "status")) : NULL;

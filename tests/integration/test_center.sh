@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# cartgate at a CAR T center (role center, gateway/intake) with a referring site's cartgate,
+# both on loopback, and the reference EHR (a synth cohort):
+#   - refusals at the center: token requests from an unknown client, with a bad assertion
+#     (signed by another key), the wrong audience and a replayed jti -> 401 invalid_client
+#     saying which; FHIR requests without a token -> 401 OperationOutcome; a Bundle without
+#     ServiceRequest, one with a reference that does not resolve -> 422 OperationOutcome
+#     saying what is wrong; nothing stored by any of them;
+#   - the site approves its proposals (API, a clinician's act) -> every referral reaches the
+#     center once (SMART Backend Services token, transaction with ifNoneExist), each one
+#     inbox row; the same Bundle posted again answers with the same ids and stores nothing;
+#   - the intake team works the inbox in real headless Chromium (tests/browser/intake_test.mjs,
+#     axe-core, screenshots in build/artifacts/browser-intake): accepts one referral, then
+#     schedules its consult; declines another with a coded reason; asks for more information
+#     on a third -> the site's referrals move to scheduled / declined, the on-hold Task is in
+#     the site's history, and the EHR gets the write-back (Communication per state);
+#   - a notice to the intake team per new referral (webhook), with its number, urgency and
+#     link and no PHI of the cohort.
+set -u
+. "$(dirname "$0")/daemon_lib.sh"
+. "$(dirname "$0")/center_lib.sh"
+daemon_need_tools
+NOTIFY_DIR="$SRC/tests/notify"
+N=${CARTGATE_CENTER_PATIENTS:-40}
+cohort "$TMP" 7 "$N"
+start_server ehr --seed "$TMP/seed"
+EHR=$BASE
+center_keys
+CPORT=$(free_port)
+CBASE="http://127.0.0.1:$CPORT"
+centers_smart "$CPORT" "$TMP/centers.json"
+
+# the intake team's webhook
+mkdir -p "$TMP/hooks"
+node "$NOTIFY_DIR/webhook.mjs" "$TMP/hooks" 0 >"$TMP/webhook.out" 2>"$TMP/webhook.err" &
+PIDS+=("$!")
+WPORT=""
+for _ in $(seq 1 300); do
+  WPORT=$(sed -n 's/^listening \([0-9]*\)$/\1/p' "$TMP/webhook.out" 2>/dev/null)
+  [ -n "$WPORT" ] && break
+  sleep 0.1
+done
+[ -n "$WPORT" ] || fail "webhook receiver did not start"
+
+CDB="$TMP/center.db"
+center_conf "$TMP/center.conf" "$CDB" "$CPORT" \
+  "\"notify\": {\"public_url\": \"https://intake.center.example\", \"retry_s\": 1, \"webhook\": {\"url\": \"http://127.0.0.1:$WPORT/hook\"}}"
+"$CG" check-config -c "$TMP/center.conf" >/dev/null 2>"$TMP/cc.err" || fail "check-config (center): $(cat "$TMP/cc.err")"
+start_center center "$TMP/center.conf" "$CPORT"
+CP=$CPID
+q() { sqlite3 "$CDB" "$1"; }
+stored() { q "SELECT (SELECT count(*) FROM intake_resources) || ':' || (SELECT count(*) FROM intake_referrals)"; }
+
+# ---- refusals ---------------------------------------------------------------------------------
+token "$TMP/site.pem" site-b
+[ "$CODE" = 401 ] && [ "$(jget "$TMP/tok.json" d.error)" = invalid_client ] &&
+  jget "$TMP/tok.json" d.error_description | grep -q 'unknown client site-b' || fail "unknown client: $CODE $(cat "$TMP/tok.json")"
+token "$TMP/other.pem"
+[ "$CODE" = 401 ] && jget "$TMP/tok.json" d.error_description | grep -q 'bad client assertion' ||
+  fail "assertion signed by another key: $CODE $(cat "$TMP/tok.json")"
+token "$TMP/site.pem" site-a "http://127.0.0.1:$CPORT/other/token"
+[ "$CODE" = 401 ] && jget "$TMP/tok.json" d.error_description | grep -q 'wrong audience' ||
+  fail "wrong audience: $CODE $(cat "$TMP/tok.json")"
+token "$TMP/site.pem" site-a "$CBASE/fhir/auth/token" "jti-once-$$"
+[ "$CODE" = 200 ] || fail "a good assertion: $CODE $(cat "$TMP/tok.json")"
+CTOK=$(jget "$TMP/tok.json" d.access_token)
+token "$TMP/site.pem" site-a "$CBASE/fhir/auth/token" "jti-once-$$"
+[ "$CODE" = 401 ] && jget "$TMP/tok.json" d.error_description | grep -q 'replay' || fail "replayed jti: $CODE $(cat "$TMP/tok.json")"
+ok "token endpoint: unknown client, another key, wrong audience and a replayed jti refused (401 invalid_client, saying which); a good assertion gets a token"
+
+SAVE=$CTOK
+CTOK=not-a-token
+fhir POST "" --data-binary '{"resourceType":"Bundle","type":"transaction","entry":[]}'
+[ "$CODE" = 401 ] && [ "$(jget "$TMP/f.json" d.resourceType)" = OperationOutcome ] || fail "no token: $CODE $(cat "$TMP/f.json")"
+CTOK=$SAVE
+node -e '
+const b={resourceType:"Bundle",type:"transaction",entry:[
+ {fullUrl:"urn:uuid:p1",resource:{resourceType:"Patient",identifier:[{system:"urn:t",value:"p1"}]},request:{method:"POST",url:"Patient"}},
+ {fullUrl:"urn:uuid:t1",resource:{resourceType:"Task",status:"requested",intent:"order",for:{reference:"urn:uuid:p1"}},request:{method:"POST",url:"Task"}}]};
+require("fs").writeFileSync(process.argv[1]+"/nosr.json", JSON.stringify(b));
+b.entry.push({fullUrl:"urn:uuid:s1",resource:{resourceType:"ServiceRequest",status:"active",intent:"order",
+  subject:{reference:"urn:uuid:p1"},requester:{reference:"Practitioner/9"}},request:{method:"POST",url:"ServiceRequest"}});
+b.entry[1].resource.focus={reference:"urn:uuid:s1"};
+require("fs").writeFileSync(process.argv[1]+"/badref.json", JSON.stringify(b));' "$TMP"
+fhir POST "" --data-binary "@$TMP/nosr.json"
+[ "$CODE" = 422 ] && [ "$(jget "$TMP/f.json" 'd.issue[0].diagnostics')" = "the Bundle has no ServiceRequest: a referral needs a ServiceRequest and a Task" ] ||
+  fail "Bundle without ServiceRequest: $CODE $(cat "$TMP/f.json")"
+fhir POST "" --data-binary "@$TMP/badref.json"
+[ "$CODE" = 422 ] && jget "$TMP/f.json" 'd.issue[0].diagnostics' | grep -q 'reference "Practitioner/9" at ServiceRequest.requester.reference does not resolve within the Bundle' ||
+  fail "unresolvable reference: $CODE $(cat "$TMP/f.json")"
+[ "$(stored)" = "0:0" ] || fail "refused requests stored something: $(stored)"
+ok "no token -> 401 OperationOutcome; no ServiceRequest, an unresolvable reference -> 422 OperationOutcome saying what is wrong; nothing stored"
+
+# ---- the site ---------------------------------------------------------------------------------
+SDB="$TMP/site.db"
+cat >"$TMP/site.conf" <<EOF2
+{
+  "site": {"id": "t-site", "name": "Prairie Community Hospital", "location": {"lat": 41.59, "lon": -93.62},
+           "referrer": {"name": "Dr. A. Rivera, hematology-oncology", "phone": "555-0100"}},
+  "store": {"path": "$SDB"},
+  "log": {"level": "debug"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "referral": {"mode": "approval", "send_interval_s": 1, "task_poll_s": 1,
+               "writeback": "communication", "writeback_source": "ehr"},
+  "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 3600, "page_size": 500}]
+}
+EOF2
+"$CG" check-config -c "$TMP/site.conf" >/dev/null 2>"$TMP/cc.err" || fail "check-config (site): $(cat "$TMP/cc.err")"
+start_daemon site "$TMP/site.conf"
+SP=$DPID
+wait_for "$N patients screened at the site" 180 all_screened "$SDB"
+n_ref=$(sqlite3 "$SDB" "SELECT count(*) FROM referrals WHERE state='pending_approval'")
+[ "$n_ref" -ge 3 ] || fail "only $n_ref proposals: the cohort is too small for this test"
+for id in $(sqlite3 "$SDB" "SELECT id FROM referrals WHERE state='pending_approval' ORDER BY id"); do
+  api "/api/v1/referrals/$id/approve" -X POST -H 'Content-Type: application/json' -d '{"reason":"approved in the center test"}'
+  [ "$CODE" = 200 ] || fail "approve $id: $CODE $(cat "$TMP/resp")"
+done
+all_sent() { [ "$(sqlite3 "$SDB" "SELECT count(*) FROM referrals WHERE state='sent'")" = "$n_ref" ]; }
+wait_for "$n_ref referrals sent to the center" 120 all_sent
+[ "$(q "SELECT count(*) FROM intake_referrals")" = "$n_ref" ] || fail "center inbox: $(q "SELECT count(*) FROM intake_referrals") for $n_ref"
+[ "$(q "SELECT count(*) FROM (SELECT value FROM intake_identifiers WHERE type='ServiceRequest' GROUP BY system, value HAVING count(DISTINCT resource_id) > 1)")" = 0 ] ||
+  fail "a ServiceRequest identifier stored twice"
+# every site referral's placer identifier is at the center exactly once, its Task reference the center's
+sqlite3 "$SDB" "SELECT placer_id || '|' || center_task_ref FROM referrals ORDER BY 1" >"$TMP/site-refs.txt"
+while IFS='|' read -r placer tref; do
+  n=$(q "SELECT count(*) FROM intake_identifiers WHERE type='ServiceRequest' AND value='$placer'")
+  [ "$n" = 1 ] || fail "referral $placer: $n ServiceRequests at the center"
+  tid=${tref#Task/}
+  [ "$(q "SELECT count(*) FROM intake_referrals WHERE task_id=$tid AND client_id='site-a'")" = 1 ] || fail "referral $placer: Task $tref not in the inbox"
+done <"$TMP/site-refs.txt"
+grep -q 'event="intake.token" client="site-a"' "$TMP/center.log" || fail "the site got no token"
+ok "$n_ref approved referrals delivered with SMART Backend Services: each in the center's inbox exactly once, the site holding the center's Task"
+
+# the same Bundle again: the same ids, nothing stored
+id1=$(sqlite3 "$SDB" "SELECT id FROM referrals ORDER BY id LIMIT 1")
+api "/api/v1/referrals/$id1/payload"
+cp "$TMP/resp" "$TMP/payload.json"
+before=$(stored)
+fhir POST "" --data-binary "@$TMP/payload.json"
+[ "$CODE" = 200 ] || fail "repeat POST: $CODE $(cat "$TMP/f.json")"
+[ "$(jget "$TMP/f.json" 'd.entry.every(e=>e.response.status==="200 OK")')" = true ] || fail "repeat POST created: $(cat "$TMP/f.json")"
+want_task=$(sqlite3 "$SDB" "SELECT center_task_ref FROM referrals WHERE id=$id1")
+jget "$TMP/f.json" 'd.entry.map(e=>e.response.location).join(" ")' | grep -q "$want_task/_history/" || fail "repeat POST: not the same Task ($want_task)"
+[ "$(stored)" = "$before" ] || fail "repeat POST stored something: $before -> $(stored)"
+fhir GET "/ServiceRequest?identifier=$(sqlite3 "$SDB" "SELECT placer_id FROM referrals WHERE id=$id1" | sed 's/|/%7C/')"
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/f.json" 'd.total')" = 1 ] || fail "search by identifier: $CODE $(cat "$TMP/f.json")"
+fhir GET "/Task?_lastUpdated=ge2020-01-01"
+[ "$(jget "$TMP/f.json" 'd.total')" = "$n_ref" ] || fail "search by _lastUpdated: $(jget "$TMP/f.json" d.total)"
+ok "the same Bundle posted again: 200 with the same ids, nothing stored; search by identifier and _lastUpdated"
+echo "$n_ref" >"$TMP/n_ref"
