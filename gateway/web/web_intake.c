@@ -159,7 +159,7 @@ static int inbox_row(void *ctx, const store_intake_ref *x)
                     late ? " class=\"late\"" : "", (long long)x->id, (long long)x->id, cls, pw);
     patient_words(b, rr.patient);
     fhir_buf_puts(b, "</td><td>");
-    web_esc(b, rr.sr ? fhir_node_path_str(rr.sr, "reasonCode.0.text") : NULL);
+    web_esc(b, rr.sr ? fhir_node_path_str(rr.sr, "reasonCode.text") : NULL);
     char d[16];
     web_day_ms(x->received_ms, d);
     fhir_buf_printf(b, "</td><td>%s</td><td class=\"num\">", d);
@@ -348,7 +348,7 @@ void web_h_intake_one(serve_req *r, void *ud)
         fhir_buf_puts(&b, "<p>The referral carries no packet: ");
         web_esc(&b, e.msg);
         fhir_buf_puts(&b, ".</p>\n");
-        const char *reason = rr.sr ? fhir_node_path_str(rr.sr, "reasonCode.0.text") : NULL;
+        const char *reason = rr.sr ? fhir_node_path_str(rr.sr, "reasonCode.text") : NULL;
         if (reason) {
             fhir_buf_puts(&b, "<p>Reason for referral: ");
             web_esc(&b, reason);

@@ -37,6 +37,13 @@ static const struct {
     {"GET", "/ui/referrals/{id}", ROLE_VIEWER},
     {"GET", "/ui/program", ROLE_VIEWER},
     {"GET", "/ui/program.csv", ROLE_VIEWER},
+    {"GET", "/ui/intake", ROLE_INTAKE},
+    {"GET", "/ui/intake/{id}", ROLE_INTAKE},
+    {"GET", "/ui/intake/{id}/packet.pdf", ROLE_INTAKE},
+    {"POST", "/ui/intake/{id}/accept", ROLE_INTAKE},
+    {"POST", "/ui/intake/{id}/info", ROLE_INTAKE},
+    {"POST", "/ui/intake/{id}/decline", ROLE_INTAKE},
+    {"POST", "/ui/intake/{id}/schedule", ROLE_INTAKE},
 };
 
 static void test_routes_roles(void **state)
