@@ -150,4 +150,71 @@ fhir GET "/ServiceRequest?identifier=$(sqlite3 "$SDB" "SELECT placer_id FROM ref
 fhir GET "/Task?_lastUpdated=ge2020-01-01"
 [ "$(jget "$TMP/f.json" 'd.total')" = "$n_ref" ] || fail "search by _lastUpdated: $(jget "$TMP/f.json" d.total)"
 ok "the same Bundle posted again: 200 with the same ids, nothing stored; search by identifier and _lastUpdated"
-echo "$n_ref" >"$TMP/n_ref"
+
+
+# ---- the intake team, in the browser ---------------------------------------------------------
+CHROMIUM=$(command -v chromium || command -v chromium-browser || true)
+[ -n "$CHROMIUM" ] || fail "chromium not installed (scripts/bootstrap installs it)"
+[ -d "$SRC/tests/browser/node_modules/puppeteer-core" ] || fail "tests/browser packages missing (scripts/bootstrap runs npm ci)"
+PW_KIM='kim: intake nurse at the center'
+echo "$PW_KIM" | "$CG" users add nurse.kim --role intake --password-stdin --db "$CDB" >/dev/null 2>&1 || fail "add nurse.kim"
+ART="${CARTGATE_BUILD_DIR:-$SRC/build}/artifacts/browser-intake"
+rm -rf "$ART"
+CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
+  node "$SRC/tests/browser/intake_test.mjs" >"$TMP/browser.out" 2>&1
+rc=$?
+cat "$TMP/browser.out"
+[ $rc = 0 ] || fail "intake browser checks failed (above); screenshots in $ART"
+ok "intake in Chromium: $(ls "$ART"/*.png | wc -l) pages checked with axe-core, screenshots in $ART"
+
+# ---- the answer reaches the site and its EHR -------------------------------------------------
+read -r A B C <<<"$(q "SELECT group_concat(id, ' ') FROM (SELECT id FROM intake_referrals ORDER BY urank, received_ms, id LIMIT 3)")"
+site_of_intake() { sqlite3 "$SDB" "SELECT id FROM referrals WHERE center_task_ref='Task/$(q "SELECT task_id FROM intake_referrals WHERE id=$1")'"; }
+SA=$(site_of_intake "$A"); SB=$(site_of_intake "$B"); SC=$(site_of_intake "$C")
+[ -n "$SA" ] && [ -n "$SB" ] && [ -n "$SC" ] || fail "the site's referrals of the center's $A $B $C"
+state_of() { sqlite3 "$SDB" "SELECT state FROM referrals WHERE id=$1"; }
+followed() { [ "$(state_of "$SA")" = scheduled ] && [ "$(state_of "$SB")" = declined ] &&
+  [ "$(sqlite3 "$SDB" "SELECT task_status FROM referrals WHERE id=$SC")" = on-hold ]; }
+wait_for "the site follows the center's answers" 60 followed
+sqlite3 "$SDB" "SELECT to_state FROM audit WHERE referral_id=$SA AND action='task-update' ORDER BY id" | tr '\n' ' ' | grep -q 'accepted scheduled' ||
+  fail "the site's history of $SA: $(sqlite3 "$SDB" "SELECT action, to_state, detail FROM audit WHERE referral_id=$SA")"
+sqlite3 "$SDB" "SELECT detail FROM audit WHERE referral_id=$SC AND action='task-observed'" | grep -q 'Task.status=on-hold' ||
+  fail "the request for information is not in the site's history of $SC"
+ok "the site followed: referral $SA accepted then scheduled, $SB declined, $SC on hold (more information requested) in its history"
+count_of() { curl -s "$1?_summary=count" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(String(JSON.parse(s).total)))'; }
+comm_for() { # PLACER STATE: Communications in the EHR for that referral and state
+  curl -s "$EHR/Communication?identifier=urn:cartgate:writeback%7C$1-$2" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(String(JSON.parse(s).total??(JSON.parse(s).entry||[]).length)))'
+}
+PA=$(sqlite3 "$SDB" "SELECT placer_id FROM referrals WHERE id=$SA"); PB=$(sqlite3 "$SDB" "SELECT placer_id FROM referrals WHERE id=$SB")
+written() { [ "$(comm_for "$PA" accepted)" = 1 ] && [ "$(comm_for "$PA" scheduled)" = 1 ] && [ "$(comm_for "$PB" declined)" = 1 ]; }
+wait_for "the write-back of accepted, scheduled and declined to the EHR" 60 written
+ok "the EHR holds one Communication each for $PA accepted and scheduled and $PB declined"
+
+# ---- notices to the intake team ---------------------------------------------------------------
+noticed() { [ "$(ls "$TMP/hooks"/hook-*.json 2>/dev/null | wc -l)" -ge "$n_ref" ]; }
+wait_for "a notice per new referral" 60 noticed
+for i in $(q "SELECT id FROM intake_referrals"); do
+  grep -l "referral no. $i (" "$TMP/hooks"/hook-*.json >/dev/null || fail "no notice of referral $i"
+done
+[ "$(q "SELECT count(*) FROM notify_notices WHERE kind='intake_new_referral'")" = "$n_ref" ] || fail "notices: $(q "SELECT kind, count(*) FROM notify_notices GROUP BY kind")"
+for f in "$TMP/hooks"/hook-*.json; do
+  jget "$f" '/^https:\/\/intake\.center\.example\/ui\/intake\/[0-9]+$/.test(d.link) && /CAR T referral no\. [0-9]+ \((routine|urgent|asap|stat)\)/.test(d.text)' | grep -qx true ||
+    fail "notice body $(cat "$f")"
+done
+phi_terms "$TMP/cohort/Patient.000.ndjson" "$TMP/phi.txt" all
+cat "$TMP/hooks"/hook-*.json >"$TMP/all-notices.txt"
+if grep -F -w -f "$TMP/phi.txt" "$TMP/all-notices.txt" >"$TMP/phi-hits.txt"; then
+  head -5 "$TMP/phi-hits.txt"
+  fail "PHI in the intake notices"
+fi
+if grep -F -w -f "$TMP/phi.txt" "$TMP/center.log" >"$TMP/phi-log.txt"; then
+  head -5 "$TMP/phi-log.txt"
+  fail "PHI in the center's log"
+fi
+ok "one notice per new referral (number, urgency, link to the inbox); no name, MRN, birth date, address or patient id of the cohort in any notice or in the center's log"
+
+stop_daemon "$SP"
+[ "$DRC" = 0 ] || fail "site exit status $DRC"
+stop_daemon "$CP"
+[ "$DRC" = 0 ] || fail "center exit status $DRC"
+ok "both daemons stopped cleanly"
