@@ -245,7 +245,8 @@ void web_page_begin(web *w, serve_req *r, fhir_buf *b, const char *title, const 
         const char *key, *href, *label;
     } NAV[] = {{"worklist", "/ui/", "Worklist"}, {"referrals", "/ui/referrals", "Referrals"},
                {"program", "/ui/program", "Program"}};
-    for (size_t i = 0; i < sizeof NAV / sizeof NAV[0]; i++)
+    /* the site's pages only for those who may read them (an intake nurse at a center may not) */
+    for (size_t i = 0; (!w->env.intake || web_may(r, ROLE_VIEWER)) && i < sizeof NAV / sizeof NAV[0]; i++)
         fhir_buf_printf(b, "<li><a href=\"%s\"%s>%s</a></li>", NAV[i].href,
                         active && !strcmp(active, NAV[i].key) ? " aria-current=\"page\"" : "", NAV[i].label);
     if (w->env.intake)
