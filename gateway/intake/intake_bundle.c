@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crashpoint.h"
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_clock.h"
@@ -402,8 +403,12 @@ int intake_transaction(store *st, const fhir_node *bundle_node, const char *clie
     }
     size_t mark = response->len;
     int rc = tx_body(st, &b, client_id, response, res, err);
+    if (rc == 0)
+        crashpoint("intake.writing");
     if (rc == 0 && store_commit(st, err))
         rc = bad(err, 500);
+    if (rc == 0)
+        crashpoint("intake.stored");
     if (rc) {
         if (store_in_transaction(st))
             store_rollback(st);

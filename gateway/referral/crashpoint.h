@@ -8,6 +8,8 @@
  *   screen.committed  a screening batch (verdicts + proposals) has just committed
  *   poll.page         a search page has committed and more may follow (mid-poll)
  *   sender.posted     a center answered 200 to a referral, not yet recorded as sent
+ *   intake.writing    (a center) a received Bundle is written, its transaction not committed
+ *   intake.stored     (a center) a received Bundle has committed, the site not yet answered
  * The variable is read once; reaching a point costs a string comparison. */
 #ifndef CRASHPOINT_H
 #define CRASHPOINT_H

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A center's cartgate killed (SIGKILL) again and again while a site's cartgate delivers its
+# referrals: at the step boundaries of intake (the test hook CARTGATE_TEST_CRASH_AT:
+# intake.writing — the Bundle written, its transaction not committed; intake.stored — committed,
+# the site not yet answered, so the site sees a reset and must look before resending) and at
+# random moments, at least 10 kills in all, the center restarted on the same port each time.
+# Then: every referral of the site is in the center's inbox exactly once (one ServiceRequest
+# per placer identifier, one inbox row per Task, the site holding that Task), none lost,
+# nothing half written.
+set -u
+. "$(dirname "$0")/daemon_lib.sh"
+. "$(dirname "$0")/center_lib.sh"
+daemon_need_tools
+N=${CARTGATE_CENTER_CHAOS_PATIENTS:-60}
+KILLS=${CARTGATE_CENTER_KILLS:-12}
+cohort "$TMP" 11 "$N"
+start_server ehr --seed "$TMP/seed"
+EHR=$BASE
+center_keys
+CPORT=$(free_port)
+CBASE="http://127.0.0.1:$CPORT"
+centers_smart "$CPORT" "$TMP/centers.json"
+CDB="$TMP/center.db"
+center_conf "$TMP/center.conf" "$CDB" "$CPORT"
+q() { sqlite3 "$CDB" "$1"; }
+SDB="$TMP/site.db"
+cat >"$TMP/site.conf" <<EOF2
+{
+  "site": {"id": "t-chaos-site", "location": {"lat": 41.59, "lon": -93.62}},
+  "store": {"path": "$SDB"},
+  "log": {"level": "debug"},
+  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
+  "centers": {"file": "$TMP/centers.json"},
+  "criteria": {"dir": "$SRC/conf/criteria"},
+  "as_of": "2026-11-01",
+  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 3600},
+  "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 3600, "page_size": 500}]
+}
+EOF2
+
+# the center up first (the site's first sends find it), then the site
+start_center c0 "$TMP/center.conf" "$CPORT"
+start_daemon site "$TMP/site.conf"
+SP=$DPID
+kills=0 hooked=0
+# center_run NAME [POINT]: a center run that dies at POINT (the hook) or is killed after a
+# random 0.3..1.5 s; counts the SIGKILLs.
+center_run() {
+  local name=$1 point=${2:-}
+  local before
+  before=$(cat "$TMP/$name.log" 2>/dev/null | wc -l)
+  if [ -n "$point" ]; then
+    CARTGATE_TEST_CRASH_AT=$point "$CG" run -c "$TMP/center.conf" 2>>"$TMP/$name.log" &
+  else
+    "$CG" run -c "$TMP/center.conf" 2>>"$TMP/$name.log" &
+  fi
+  local pid=$!
+  PIDS+=("$pid")
+  if [ -n "$point" ]; then
+    # the hook fires once a Bundle reaches it; bounded wait, then killed anyway
+    for _ in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$pid" 2>/dev/null || hooked=$((hooked + 1))
+  else
+    sleep "0.$((3 + RANDOM % 12))"
+  fi
+  kill -9 "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null
+  local rc=$?
+  [ "$rc" = 137 ] || fail "center run $name ended with $rc, not by SIGKILL"
+  kills=$((kills + 1))
+}
+kill -9 "$CPID"; wait "$CPID" 2>/dev/null; kills=1
+# hooked and random kills interleaved, so the random ones also fall while the site sends
+points=(intake.writing:1 - intake.stored:1 - intake.writing:2 - intake.stored:2 - intake.writing:1 - intake.stored:3)
+i=0
+while [ "$kills" -lt "$KILLS" ]; do
+  p=${points[$i]:--}
+  center_run "c$((i + 1))" "${p#-}" 2>/dev/null
+  i=$((i + 1))
+done
+[ "$hooked" -ge 4 ] || fail "only $hooked runs died at an intake step (the site sent too little while the center ran)"
+ok "$kills SIGKILLs of the center ($hooked at an intake step: intake.writing / intake.stored; the rest at random moments)"
+
+start_center final "$TMP/center.conf" "$CPORT"
+CP=$CPID
+n_site() { sqlite3 "$SDB" "SELECT count(*) FROM referrals"; }
+settled() {
+  [ "$(all_screened "$SDB" && echo y)" = y ] &&
+    [ "$(sqlite3 "$SDB" "SELECT count(*) FROM referrals WHERE state IN ('pending_approval','approved','sending')")" = 0 ]
+}
+wait_for "every referral of the site settled" 300 settled
+n=$(n_site)
+[ "$n" -ge 10 ] || fail "only $n referrals: too few for this test"
+[ "$(sqlite3 "$SDB" "SELECT count(*) FROM referrals WHERE state <> 'sent'")" = 0 ] ||
+  fail "referrals not sent: $(sqlite3 "$SDB" "SELECT id, state, last_error FROM referrals WHERE state <> 'sent'")"
+[ "$(q "SELECT count(*) FROM intake_referrals")" = "$n" ] || fail "the center holds $(q "SELECT count(*) FROM intake_referrals") referrals for the site's $n"
+[ "$(q "SELECT count(*) FROM intake_resources WHERE json = ''")" = 0 ] || fail "half-written resources at the center"
+[ "$(q "SELECT count(*) FROM (SELECT 1 FROM intake_identifiers WHERE type IN ('ServiceRequest','Task','Patient') GROUP BY type, system, value HAVING count(*) > 1)")" = 0 ] ||
+  fail "an identifier stored twice at the center"
+sqlite3 "$SDB" "SELECT placer_id || '|' || center_task_ref FROM referrals" >"$TMP/refs.txt"
+while IFS='|' read -r placer tref; do
+  [ "$(q "SELECT count(*) FROM intake_identifiers WHERE type='ServiceRequest' AND value='$placer'")" = 1 ] || fail "$placer: not exactly once"
+  [ "$(q "SELECT count(*) FROM intake_referrals WHERE task_id=${tref#Task/}")" = 1 ] || fail "$placer: its Task $tref not in the inbox"
+done <"$TMP/refs.txt"
+# the Bundles committed at the center whose answer was lost (intake.stored) came back as a
+# lookup by identifier (recovered) or as the same Bundle again (answered as a repeat)
+rec=$(grep -c 'event="referral.recovered"' "$TMP/site.log")
+rep=$(cat "$TMP"/c*.log "$TMP/final.log" | grep -c 'event="intake.repeat"')
+[ $((rec + rep)) -ge 1 ] || fail "no lost answer was recovered or repeated (intake.stored never hit?)"
+ok "all $n referrals in the center's inbox exactly once, none lost, nothing half written; after lost answers $rec found at the center by identifier, $rep sent again and answered as repeats"
+stop_daemon "$SP"
+stop_daemon "$CP"
+[ "$DRC" = 0 ] || fail "center exit status $DRC"
