@@ -159,7 +159,7 @@ static const opt OPTS[] = {
     {"intake.public_url", OT_STR, M(intake_public_url), NULL, NO, false,
      "Our base URL as referring sites call it (https://HOST[:PORT], no path): their FHIR base is <public_url>/fhir and their client assertions' aud must be <public_url>/fhir/auth/token."},
     {"intake.clients", OT_STRLIST, M(intake_clients), "", NO, false,
-     "Registered referring sites: \"CLIENT_ID JWKS_FILE\" entries (their public keys; assertions signed RS384 or ES384)."},
+     "Registered referring sites: \"CLIENT_ID JWKS_FILE\" entries (their public keys, a file relative to this configuration file; assertions signed RS384 or ES384)."},
     {"intake.token_ttl_s", OT_INT, M(intake_token_ttl_s), "300", 60, 3600, NULL, false,
      "Lifetime of an access token issued to a referring site."},
     {"intake.waiting_business_days", OT_INT, M(intake_waiting_business_days), "2", 1, 60, NULL, false,
@@ -770,7 +770,19 @@ static void walk_value(walk *w, const opt *o, const fhir_node *v, const char *fu
                      e->kind == FHIR_STRING ? "\"\"" : fhir_jsonfile_kind_a(e->kind));
                 continue;
             }
-            strlist_push(l, e->text);
+            const char *sp = o->scope == SC_MAIN && o->off == offsetof(config, intake_clients) ? strchr(e->text, ' ')
+                                                                                              : NULL;
+            if (sp && sp[1] && sp[1] != '/') { /* "CLIENT_ID JWKS_FILE": the file beside the configuration */
+                char *path = resolve_path(w->base_dir, sp + 1);
+                size_t n = (size_t)(sp - e->text) + strlen(path) + 2;
+                char *entry = fhir_xmalloc(n);
+                snprintf(entry, n, "%.*s %s", (int)(sp - e->text), e->text, path);
+                strlist_push(l, entry);
+                free(entry);
+                free(path);
+            } else {
+                strlist_push(l, e->text);
+            }
         }
         break;
     }

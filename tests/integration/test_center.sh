@@ -14,6 +14,8 @@
 #     schedules its consult; declines another with a coded reason; asks for more information
 #     on a third -> the site's referrals move to scheduled / declined, the on-hold Task is in
 #     the site's history, and the EHR gets the write-back (Communication per state);
+#   - a referral unanswered for longer than intake.waiting_business_days is highlighted in the
+#     inbox and noticed once;
 #   - a notice to the intake team per new referral (webhook), with its number, urgency and
 #     link and no PHI of the cohort.
 set -u
@@ -190,9 +192,25 @@ written() { [ "$(comm_for "$PA" accepted)" = 1 ] && [ "$(comm_for "$PA" schedule
 wait_for "the write-back of accepted, scheduled and declined to the EHR" 60 written
 ok "the EHR holds one Communication each for $PA accepted and scheduled and $PB declined"
 
+# ---- a referral waiting too long: highlighted in the inbox, noticed once ---------------------
+D=$(q "SELECT id FROM intake_referrals WHERE task_status='received' ORDER BY id LIMIT 1")
+[ -n "$D" ] || fail "no unanswered referral left"
+# received ten days ago (more than intake.waiting_business_days = 2 business days)
+q "UPDATE intake_referrals SET received_ms = received_ms - 10 * 86400000 WHERE id = $D"
+waited() { grep -l "referral no\. $D (.*) waiting" "$TMP/hooks"/hook-*.json >/dev/null 2>&1; }
+wait_for "a notice of referral $D waiting too long" 60 waited
+jar="$TMP/kim.cookies"
+curl -s -o /dev/null -c "$jar" -b "$jar" -H "Origin: $CBASE" --data-urlencode username=nurse.kim \
+  --data-urlencode "password=$PW_KIM" "$CBASE/auth/login"
+curl -s -b "$jar" "$CBASE/ui/intake" >"$TMP/inbox.html"
+grep -q "<tr class=\"late\"><td class=\"num\"><a href=\"/ui/intake/$D\">" "$TMP/inbox.html" || fail "referral $D not highlighted in the inbox"
+[ "$(grep -c '<tr class="late">' "$TMP/inbox.html")" = 1 ] || fail "other referrals highlighted: $(grep -c '<tr class="late">' "$TMP/inbox.html")"
+ok "referral $D, unanswered for 10 days: highlighted in the inbox and noticed as waiting too long"
+
 # ---- notices to the intake team ---------------------------------------------------------------
-noticed() { [ "$(ls "$TMP/hooks"/hook-*.json 2>/dev/null | wc -l)" -ge "$n_ref" ]; }
-wait_for "a notice per new referral" 60 noticed
+noticed() { [ "$(ls "$TMP/hooks"/hook-*.json 2>/dev/null | wc -l)" -ge $((n_ref + 1)) ]; }
+wait_for "a notice per new referral and one of the waiting referral" 60 noticed
+[ "$(q "SELECT count(*) FROM notify_notices WHERE kind='intake_waiting'")" = 1 ] || fail "waiting notices: $(q "SELECT count(*) FROM notify_notices WHERE kind='intake_waiting'")"
 for i in $(q "SELECT id FROM intake_referrals"); do
   grep -l "referral no. $i (" "$TMP/hooks"/hook-*.json >/dev/null || fail "no notice of referral $i"
 done
