@@ -127,6 +127,7 @@ typedef struct config {
     int referral_mode;     /* refer_mode: 0 approval, 1 auto */
     int referral_min_category; /* 0 eligible, 1 possibly_eligible */
     int referral_consult_proposals; /* 0 none, 1 refer_now, 2 early_consult (elig_consult order) */
+    int referral_report_lookback_days; /* pathology/imaging reports in the packet (0: all) */
     char *referral_urgency_default;
     long referral_send_interval_s;
     long referral_task_poll_s;

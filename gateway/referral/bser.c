@@ -436,6 +436,12 @@ fhir_node *bser_build(fhir_arena *a, const bser_input *in, fhir_error *err)
             goto fail;
         ref_in(c, support, urn);
     }
+    for (size_t i = 0; i < in->n_reports; i++) {
+        const char *urn;
+        if (!copy_resource(c, in->reports[i], "diagnostic report", entries, &urn))
+            goto fail;
+        ref_in(c, support, urn);
+    }
 
     /* DocumentReference: eligibility summary */
     const char *doc_urn = entry_urn(c, "DocumentReference");

@@ -52,6 +52,8 @@ typedef struct bser_input {
     size_t n_observations;
     const fhir_node *const *medications;
     size_t n_medications;
+    const fhir_node *const *reports; /* pathology and imaging DiagnosticReports */
+    size_t n_reports;
     const char *reason_text;     /* ServiceRequest.reasonCode.text, e.g. "Relapsed LBCL: CAR T
                                     evaluation (axi-cel, liso-cel)" */
     const char *summary_text;    /* readable eligibility summary */

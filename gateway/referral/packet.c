@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <errno.h>
 #include <fcntl.h>
@@ -406,6 +407,91 @@ static void add_verdict(fhir_arena *a, fhir_node *pk, const fhir_node *v)
             push_str(a, req, fhir_node_str(r));
 }
 
+/* ---- pathology and imaging reports ---------------------------------------------------------- */
+
+/* Is w a whole word of s (case-insensitive; words are runs of letters and digits)? */
+static bool has_word(const char *s, const char *w)
+{
+    size_t n = strlen(w);
+    for (const char *p = s; p && *p; p++) {
+        if ((p == s || !isalnum((unsigned char)p[-1])) && !strncasecmp(p, w, n) && !isalnum((unsigned char)p[n]))
+            return true;
+    }
+    return false;
+}
+
+static const char *kind_of_text(const char *t)
+{
+    static const char *const PATH[] = {"pathology", "pathologic", "biopsy", "histology", "histopathology",
+                                       "cytogenetics", "cytogenetic", "FISH", "flow cytometry",
+                                       "bone marrow", "immunohistochemistry", "karyotype", NULL};
+    static const char *const IMG[] = {"radiology", "imaging", "PET", "CT", "PET/CT", "MRI", "tomography",
+                                      "scan", NULL};
+    if (!t)
+        return NULL;
+    for (const char *const *w = PATH; *w; w++)
+        if (has_word(t, *w))
+            return "pathology";
+    for (const char *const *w = IMG; *w; w++)
+        if (has_word(t, *w))
+            return "imaging";
+    return NULL;
+}
+
+static const char *kind_of_cc(const fhir_node *cc)
+{
+    const char *k = kind_of_text(fhir_node_str(fhir_node_get(cc, "text")));
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(cc, "coding")); c && !k; c = c->next)
+        k = kind_of_text(fhir_node_str(fhir_node_get(c, "display")));
+    return k;
+}
+
+const char *packet_report_kind(const fhir_node *dr)
+{
+    const char *t = fhir_node_resource_type(dr);
+    if (!t || strcmp(t, "DiagnosticReport"))
+        return NULL;
+    const char *k = NULL;
+    for (const fhir_node *c = fhir_node_first(fhir_node_get(dr, "category")); c && !k; c = c->next)
+        k = kind_of_cc(c);
+    return k ? k : kind_of_cc(fhir_node_get(dr, "code"));
+}
+
+static void add_reports(fhir_arena *a, fhir_node *pk, const packet_input *in)
+{
+    fhir_node *rep = arr(a, pk, "reports");
+    if (in->report_lookback_days > 0) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", in->report_lookback_days);
+        fhir_node_set_str(a, pk, "report_lookback_days", v);
+    }
+    for (size_t i = 0; rep && i < in->n_reports; i++) {
+        const fhir_node *r = in->reports[i];
+        fhir_node *o = fhir_node_new(a, FHIR_OBJECT);
+        if (!o)
+            return;
+        set_opt(a, o, "kind", packet_report_kind(r));
+        const char *when = fhir_node_path_str(r, "effectiveDateTime");
+        if (!when)
+            when = fhir_node_path_str(r, "effectivePeriod.start");
+        if (!when)
+            when = fhir_node_path_str(r, "issued");
+        if (when && strlen(when) >= 10) {
+            char d[11];
+            memcpy(d, when, 10);
+            d[10] = '\0';
+            fhir_node_set_str(a, o, "date", d);
+        }
+        set_opt(a, o, "title", codeable_text(fhir_node_get(r, "code")));
+        set_opt(a, o, "status", fhir_node_path_str(r, "status"));
+        const char *concl = fhir_node_path_str(r, "conclusion");
+        if (!concl)
+            concl = codeable_text(fhir_node_first(fhir_node_get(r, "conclusionCode")));
+        set_opt(a, o, "conclusion", concl);
+        fhir_node_append(a, rep, NULL, 0, o);
+    }
+}
+
 fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err)
 {
     fhir_error_clear(err);
@@ -512,13 +598,14 @@ fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err)
     fhir_buf_free(&b);
 
     add_verdict(a, pk, in->verdict);
+    add_reports(a, pk, in);
     if (in->profile) {
         add_lines(a, pk, in->profile);
         add_labs(a, pk, in->profile);
     }
     /* every list is there unless the arena's cap cut the building short */
     static const char *const lists[] = {"coverage", "assessment", "other", "review_flags", "notes",
-                                        "consult", "to_request"};
+                                        "consult", "to_request", "reports"};
     for (size_t i = 0; i < sizeof lists / sizeof lists[0]; i++)
         if (!fhir_node_get(pk, lists[i]))
             goto oom;
@@ -720,6 +807,33 @@ static int walk(const fhir_node *pk, emitter *e, fhir_error *err)
         e->table(e, 2, H);
         for (const fhir_node *x = fhir_node_first(ev); x; x = x->next) {
             const char *c[2] = {S(x, "date"), S(x, "what")};
+            e->row(e, c);
+        }
+        e->table_end(e);
+    }
+
+    const fhir_node *reps = fhir_node_get(pk, "reports");
+    e->heading(e, "Pathology and imaging reports");
+    if (!fhir_node_count(reps)) {
+        char p[320];
+        snprintf(p, sizeof p, "No pathology or imaging report %s%s%s at the referring site: request the diagnostic "
+                              "biopsy report (with FISH or cytogenetics) and the most recent PET/CT.",
+                 S(pk, "report_lookback_days") ? "in the last " : "on record",
+                 S(pk, "report_lookback_days") ? S(pk, "report_lookback_days") : "",
+                 S(pk, "report_lookback_days") ? " days" : "");
+        e->para(e, p);
+    } else {
+        static const char *const H[] = {"Date", "Report and finding"};
+        e->table(e, 2, H);
+        for (const fhir_node *x = fhir_node_first(reps); x; x = x->next) {
+            char what[1400];
+            const char *k = S(x, "kind");
+            snprintf(what, sizeof what, "%s: %s%s%s. Finding: %s", k && !strcmp(k, "imaging") ? "Imaging" : "Pathology",
+                     S(x, "title") ? S(x, "title") : "report",
+                     S(x, "status") && strcmp(S(x, "status"), "final") ? " — " : "",
+                     S(x, "status") && strcmp(S(x, "status"), "final") ? S(x, "status") : "",
+                     S(x, "conclusion") ? S(x, "conclusion") : "none in the report: ask for it");
+            const char *c[2] = {S(x, "date") ? S(x, "date") : "date not recorded", what};
             e->row(e, c);
         }
         e->table_end(e);

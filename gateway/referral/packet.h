@@ -52,7 +52,19 @@ typedef struct packet_input {
     const map_profile *profile;  /* lines, timeline, ECOG and labs (may be NULL) */
     const fhir_node *verdict;    /* the verdict JSON (elig_result_write_json), parsed */
     packet_referrer referrer;
+    /* pathology and imaging DiagnosticReports (packet_report_kind), newest first, already
+     * limited to the lookback; report_lookback_days is said in the packet (0: no limit) */
+    const fhir_node *const *reports;
+    size_t n_reports;
+    int report_lookback_days;
 } packet_input;
+
+/* What a DiagnosticReport is for the packet: "pathology" or "imaging", else NULL. By name in
+ * its category and code (text and coding displays: pathology, biopsy, cytogenetics, FISH, flow
+ * cytometry, bone marrow / radiology, imaging, PET, CT, MRI, tomography): no DiagnosticReport
+ * category or report code is confirmed in reference/codes.md, so none is matched by code.
+ * Static strings. */
+const char *packet_report_kind(const fhir_node *dr);
 
 /* Builds the packet document in arena a (borrowed until the arena is reset). NULL with err
  * when the Patient or the verdict is missing or the arena's cap is hit. */

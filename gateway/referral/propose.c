@@ -250,17 +250,51 @@ static const char *urgency_for(const propose_opts *o, elig_urgency u)
 /* The patient's resources the package carries. */
 typedef struct package_parts {
     const fhir_node *patient, *condition;
-    const fhir_node **cov, **obs, **med;
-    size_t ncov, nobs, nmed;
+    const fhir_node **cov, **obs, **med, **rep;
+    size_t ncov, nobs, nmed, nrep;
 } package_parts;
 
-static void parts_pick(const propose_input *in, const char *disease_evidence, package_parts *p)
+/* A report's day (effective, else issued), or INT64_MIN when it says none. */
+static int64_t report_day(const fhir_node *r)
+{
+    const char *w = fhir_node_path_str(r, "effectiveDateTime");
+    if (!w)
+        w = fhir_node_path_str(r, "effectivePeriod.start");
+    if (!w)
+        w = fhir_node_path_str(r, "issued");
+    int64_t d;
+    return w && fhir_clock_parse_date(w, &d) == 0 ? d : INT64_MIN;
+}
+
+static int cmp_report_newest(const void *x, const void *y)
+{
+    int64_t a = report_day(*(const fhir_node *const *)x), b = report_day(*(const fhir_node *const *)y);
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+/* Pathology and imaging reports for the packet: not entered in error or cancelled, within the
+ * lookback from the routing day (a report without a date is kept: its age is unknown), newest
+ * first, at most PROPOSE_MAX_REPORTS. */
+static bool report_wanted(const propose_opts *o, const fhir_node *r)
+{
+    const char *st = fhir_node_path_str(r, "status");
+    if (st && (!strcmp(st, "entered-in-error") || !strcmp(st, "cancelled") || !strcmp(st, "registered")))
+        return false;
+    if (!packet_report_kind(r))
+        return false;
+    int64_t d = report_day(r);
+    return o->report_lookback_days <= 0 || d == INT64_MIN || d >= o->day - o->report_lookback_days;
+}
+
+static void parts_pick(const propose_opts *o, const propose_input *in, const char *disease_evidence,
+                       package_parts *p)
 {
     memset(p, 0, sizeof *p);
     p->cov = calloc(in->n_resources + 1, sizeof *p->cov);
     p->obs = calloc(in->n_resources + 1, sizeof *p->obs);
     p->med = calloc(in->n_resources + 1, sizeof *p->med);
-    if (!p->cov || !p->obs || !p->med)
+    p->rep = calloc(in->n_resources + 1, sizeof *p->rep);
+    if (!p->cov || !p->obs || !p->med || !p->rep)
         abort();
     for (size_t i = 0; i < in->n_resources; i++) {
         const fhir_node *r = in->resources[i];
@@ -275,6 +309,8 @@ static void parts_pick(const propose_input *in, const char *disease_evidence, pa
             p->obs[p->nobs++] = r;
         else if (!strncmp(t, "Medication", 10) && strcmp(t, "Medication"))
             p->med[p->nmed++] = r;
+        else if (!strcmp(t, "DiagnosticReport") && report_wanted(o, r))
+            p->rep[p->nrep++] = r;
         else if (!strcmp(t, "Condition")) {
             char ref[200];
             snprintf(ref, sizeof ref, "Condition/%s", fhir_node_resource_id(r) ? fhir_node_resource_id(r) : "");
@@ -282,6 +318,9 @@ static void parts_pick(const propose_input *in, const char *disease_evidence, pa
                 p->condition = r;
         }
     }
+    qsort(p->rep, p->nrep, sizeof *p->rep, cmp_report_newest);
+    if (p->nrep > PROPOSE_MAX_REPORTS)
+        p->nrep = PROPOSE_MAX_REPORTS;
 }
 
 /* The referring clinician: the prescriber named on the patient's most recent therapy order
@@ -341,7 +380,8 @@ static void build_packet(const propose_opts *o, const propose_input *in, const p
         .center_name = center->name, .request = reason, .urgency = urgency,
         .authored_ms = authored_ms, .patient = parts->patient, .condition = parts->condition,
         .coverages = parts->cov, .n_coverages = parts->ncov, .profile = in->profile,
-        .verdict = verdict, .referrer = *ref,
+        .verdict = verdict, .referrer = *ref, .reports = parts->rep, .n_reports = parts->nrep,
+        .report_lookback_days = o->report_lookback_days,
     };
     fhir_node *pk = verdict ? packet_build(a, &pi, &e) : NULL;
     fhir_buf html;
@@ -365,6 +405,7 @@ static void parts_free(package_parts *p)
     free(p->cov);
     free(p->obs);
     free(p->med);
+    free(p->rep);
 }
 
 int propose_withdraw(store *s, const char *patient_id, propose_result *out, fhir_error *err)
@@ -641,7 +682,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         goto done;
     /* the package */
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    parts_pick(in, dis && dis->evidence ? dis->evidence : "", &parts);
+    parts_pick(o, in, dis && dis->evidence ? dis->evidence : "", &parts);
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
     if (consult_only)
         fhir_buf_printf(&reason, "CAR T consultation (%s; label %s): %s", elig_consult_name(cons),
@@ -670,7 +711,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         .center = center, .patient_id = pid, .patient = parts.patient,
         .coverages = parts.cov, .n_coverages = parts.ncov, .condition = parts.condition,
         .observations = parts.obs, .n_observations = parts.nobs, .medications = parts.med,
-        .n_medications = parts.nmed, .reason_text = fhir_buf_cstr(&reason),
+        .n_medications = parts.nmed, .reports = parts.rep, .n_reports = parts.nrep,
+        .reason_text = fhir_buf_cstr(&reason),
         .summary_text = fhir_buf_cstr(&expl), .verdict_json = in->verdict_json, .urgency = urg,
         .authored_ms = authored, .referrer_name = referrer.name, .referrer_phone = referrer.phone,
         .referrer_direct = referrer.direct, .packet_json = packet_json, .packet_html = packet_html,

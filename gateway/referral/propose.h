@@ -64,6 +64,7 @@
 
 #define PROPOSE_MAX_CANCELLED 64 /* stale proposals cancelled per patient and verdict */
 #define PROPOSE_MARKER_MAX 160   /* bytes of an episode marker */
+#define PROPOSE_MAX_REPORTS 20   /* pathology and imaging reports carried by a referral */
 
 /* The site and the referral policy; everything borrowed for the call. */
 typedef struct propose_opts {
@@ -83,6 +84,8 @@ typedef struct propose_opts {
     /* the site's referring clinician (site.referrer.*): the default when no order of the
      * patient names its prescriber; phone and Direct address of the referring team */
     const char *referrer_name, *referrer_phone, *referrer_direct;
+    int report_lookback_days;    /* referral.report_lookback_days: pathology and imaging
+                                  * reports older than this stay out of the packet (0: all) */
     const char *center_id;       /* a person's choice among the ranked candidates (the web
                                   * page's approve and re-route); NULL: the best one. A center
                                   * that is not a candidate gives PROPOSE_NO_CENTER. */

@@ -100,10 +100,10 @@ verdicts_of "$TMP/bulk.db" >"$TMP/bulk.txt"
 diff "$TMP/expected.txt" "$TMP/bulk.txt" >"$TMP/bulk.diff" || fail "bulk verdicts differ: $(head "$TMP/bulk.diff")"
 grep -q 'event="bulk.complete" source="ehr-bulk" status_polls="[1-9]' "$TMP/bulk.log" || fail "no status polling (Retry-After)"
 grep -q 'event="bulk.deleted" source="ehr-bulk" status="202"' "$TMP/bulk.log" || fail "export job not deleted"
-# one cursor per type (the types read completely advance), all the manifest's transactionTime
+# one cursor per type (the 10 default types; the types read completely advance), all the manifest's transactionTime
 tt=$(sqlite3 "$TMP/bulk.db" "SELECT value FROM cursors WHERE source='ehr-bulk' AND key='transactionTime:Patient'")
 [ -n "$tt" ] || fail "no transactionTime cursor"
-[ "$(sqlite3 "$TMP/bulk.db" "SELECT count(*) FROM cursors WHERE source='ehr-bulk' AND key LIKE 'transactionTime:%' AND value='$tt'")" = 9 ] ||
+[ "$(sqlite3 "$TMP/bulk.db" "SELECT count(*) FROM cursors WHERE source='ehr-bulk' AND key LIKE 'transactionTime:%' AND value='$tt'")" = 10 ] ||
   fail "not every type's cursor is the transactionTime: $(sqlite3 "$TMP/bulk.db" "SELECT key, value FROM cursors WHERE source='ehr-bulk'")"
 bulk_twice() { [ "$(grep -c 'event="poll.done" source="ehr-bulk" kind="bulk" result="ok"' "$TMP/bulk.log")" -ge 2 ]; }
 wait_for "a second bulk poll" 60 bulk_twice

@@ -3,6 +3,7 @@
 # side for every proposed referral and carried in its Bundle; `cartgate referrals packet ID`
 # renders it as text, HTML, its JSON document or a PDF laid out by pango. For every synth
 # candidate: the PDF opens with pdftotext and holds the diagnosis, the lines of therapy, the
+# dates of the pathology and imaging reports of the lookback (and the Bundle the reports), the
 # label citation and the referring clinician, and no repository path or table row; the first
 # page of one is kept as a PNG under the build folder (artifacts/packet/) for a reviewer.
 # A files source (no FHIR server needed).
@@ -54,7 +55,7 @@ first=$(echo "$ids" | head -n1)
 ok "the Bundle carries the packet (HTML and its document) and the referring clinician as requester"
 
 # every candidate's packet as a PDF, read back as text
-bad=0
+bad=0 nrep=0
 for id in $ids; do
   "$CG" referrals packet "$id" --db "$TMP/cg.db" --pdf "$TMP/p$id.pdf" >/dev/null 2>"$TMP/err" ||
     fail "packet $id --pdf: $(cat "$TMP/err")"
@@ -77,6 +78,20 @@ for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
               "+1-515-555-0142" "Demo Community Hospital" "Insurance"; do
     grep -Fq -- "$want" "$t" || { echo "packet $id lacks \"$want\""; bad=$((bad + 1)); cp "$t" "$TMP/bad.txt"; }
   done
+  # the patient's pathology and imaging reports of the last 730 days (the default lookback from
+  # the as-of day 2026-11-01): each one's date in the packet's reports table
+  grep -Fq "Pathology and imaging reports" "$t" || { echo "packet $id lacks its reports section"; bad=$((bad + 1)); }
+  node -e '
+const fs=require("fs"); const pid=process.argv[2];
+const from=new Date(Date.UTC(2026,10,1)-730*86400000).toISOString().slice(0,10);
+for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
+  const r=JSON.parse(l); if (r.subject.reference!=="Patient/"+pid) continue;
+  const d=(r.effectiveDateTime||r.issued||"").slice(0,10); if (d>=from) console.log(d); }' \
+    "$TMP/cohort/DiagnosticReport.000.ndjson" "$pid" >"$TMP/dr"
+  while read -r d; do
+    grep -Fq -- "$d" "$t" || { echo "packet $id lacks the report of $d"; bad=$((bad + 1)); cp "$t" "$TMP/bad.txt"; }
+  done <"$TMP/dr"
+  nrep=$((nrep + $(grep -c . "$TMP/dr")))
   # a label verdict cites its label; a consultation on refer-early grounds cites its guideline
   cat=$(sqlite3 "$TMP/cg.db" "SELECT category FROM verdicts WHERE patient_id='$pid'")
   case $cat in
@@ -90,7 +105,19 @@ for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
   fi
 done
 [ "$bad" = 0 ] || { cat "$TMP/bad.txt" >&2; fail "$bad packet check(s) failed (above)"; }
-ok "$n packets rendered as PDF: each opens with pdftotext and holds the diagnosis, lines of therapy, label citation, referring clinician and phone; no repository paths or table rows"
+[ "$nrep" -ge 10 ] || fail "only $nrep pathology/imaging reports in the packets' lookback (synth makes them for each candidate)"
+ok "$n packets rendered as PDF: each opens with pdftotext and holds the diagnosis, lines of therapy, $nrep pathology/imaging reports by date, label citation, referring clinician and phone; no repository paths or table rows"
+# the Bundle carries the same reports as DiagnosticReport entries (references to the patient only)
+nb=$(jget "$TMP/b.json" 'd.entry.filter(e=>e.resource.resourceType==="DiagnosticReport").length')
+pf=$(sqlite3 "$TMP/cg.db" "SELECT patient_id FROM referrals WHERE id=$first")
+nw=$(node -e '
+const fs=require("fs"); const pid=process.argv[2]; let n=0;
+const from=new Date(Date.UTC(2026,10,1)-730*86400000).toISOString().slice(0,10);
+for (const l of fs.readFileSync(process.argv[1],"utf8").trim().split("\n")) {
+  const r=JSON.parse(l); if (r.subject.reference==="Patient/"+pid && (r.effectiveDateTime||"").slice(0,10)>=from) n++; }
+console.log(n)' "$TMP/cohort/DiagnosticReport.000.ndjson" "$pf")
+[ "$nb" = "$nw" ] || fail "Bundle of referral $first: $nb DiagnosticReport entries, $nw expected"
+ok "the Bundle carries the patient's $nb pathology/imaging reports of the lookback"
 
 # a lines-of-therapy table with a drug in it (a patient with treatment on record)
 grep -l "rituximab\|lenalidomide\|bortezomib\|ibrutinib" "$TMP"/p*.txt >/dev/null || fail "no packet lists a drug of a line"

@@ -1762,6 +1762,78 @@ static void emit_labs(render *R)
 
 static int64_t rng_int64(rng *r, int lo, int hi) { return (int64_t)rng_int(r, lo, hi); }
 
+/* Pathology and imaging reports for the referral packet: the diagnostic biopsy at diagnosis
+ * and, after a documented progression, the re-biopsy and a PET/CT. Category and code are
+ * text only (no DiagnosticReport category or report code is confirmed in codes.md, so none is
+ * made up); the packet matches them by name. No random draws: the rest of the cohort is the
+ * same with or without them (ids too: they come last). */
+static const char *path_finding(const char *concept)
+{
+    if (!strcmp(concept, "hgbcl"))
+        return "FISH: MYC and BCL2 rearrangements detected.";
+    if (!strcmp(concept, "dlbcl_nos") || !strcmp(concept, "tfl") || !strcmp(concept, "pmbcl") ||
+        !strcmp(concept, "fl_3b") || !strcmp(concept, "pcnsl"))
+        return "CD20 positive. FISH: MYC rearrangement not detected; BCL2 rearrangement not detected.";
+    if (!strcmp(concept, "mcl"))
+        return "CD5 and cyclin D1 positive. FISH: t(11;14) detected.";
+    if (!strcmp(concept, "fl") || !strcmp(concept, "mzl"))
+        return "CD20 positive. FISH: t(14;18) status as reported by the laboratory.";
+    if (!strcmp(concept, "mm") || !strcmp(concept, "pcl"))
+        return "Clonal plasma cells in the marrow. FISH/cytogenetics: t(4;14) not detected; del(17p) not detected.";
+    if (!strcmp(concept, "b_all"))
+        return "B-lymphoblasts; CD19 positive by flow cytometry. Cytogenetics: BCR::ABL1 not detected.";
+    if (!strcmp(concept, "cll"))
+        return "CD5 and CD23 positive by flow cytometry. FISH: del(17p) not detected.";
+    return NULL;
+}
+
+static void emit_report(render *R, const char *category, const char *title, int64_t day, const char *conclusion)
+{
+    char id[64], d[11];
+    begin(R, "DiagnosticReport", id, sizeof id, "dr");
+    b_printf(R, ",\"status\":\"final\",\"category\":[{\"text\":\"%s\"}],\"code\":{\"text\":\"%s\"}", category,
+             title);
+    b_subject(R);
+    fmt_day(day, d);
+    b_printf(R, ",\"effectiveDateTime\":\"%s\",\"issued\":\"%sT12:00:00Z\",\"conclusion\":\"%s\"", d, d,
+             conclusion);
+    finish(R, "DiagnosticReport", id);
+}
+
+static void emit_reports(render *R)
+{
+    truth *t = R->t;
+    const cond *dxc = NULL;
+    for (int i = 0; i < t->ncond && !dxc; i++)
+        if (t->cond[i].counts && t->primary && !strcmp(t->cond[i].concept, t->primary))
+            dxc = &t->cond[i];
+    const char *finding = dxc ? path_finding(dxc->concept) : NULL;
+    const dx_def *dx = dxc ? dx_find(dxc->concept) : NULL;
+    if (!dxc || !finding || !dx)
+        return;
+    bool marrow = !strcmp(dxc->concept, "mm") || !strcmp(dxc->concept, "pcl") || !strcmp(dxc->concept, "b_all") ||
+                  !strcmp(dxc->concept, "cll");
+    char text[512];
+    snprintf(text, sizeof text, "%s. %s", dx->text, finding);
+    emit_report(R, "Pathology", marrow ? "Bone marrow biopsy, pathology report" : "Lymph node biopsy, pathology report",
+                dxc->onset, text);
+    int64_t last = INT64_MIN;
+    for (int i = 0; i < t->nevt; i++)
+        if (t->evt[i].type == EVT_PROGRESSION && t->evt[i].day > last)
+            last = t->evt[i].day;
+    if (last == INT64_MIN)
+        return;
+    snprintf(text, sizeof text, "Relapsed %s. %s", dx->text, finding);
+    emit_report(R, "Pathology", marrow ? "Bone marrow biopsy at relapse, pathology report"
+                                       : "Biopsy at relapse, pathology report",
+                last - 7, text);
+    if (!strcmp(dxc->concept, "b_all") || !strcmp(dxc->concept, "cll"))
+        return;
+    emit_report(R, "Radiology", "PET/CT skull base to mid-thigh", last,
+                marrow ? "New FDG-avid lytic bone lesions: progressive disease."
+                       : "New and enlarging FDG-avid nodal disease (Deauville 5): progressive disease.");
+}
+
 static void emit_all(render *R)
 {
     truth *t = R->t;
@@ -1787,6 +1859,7 @@ static void emit_all(render *R)
     for (int i = 0; i < t->nevt; i++)
         emit_disease_status(R, &t->evt[i]);
     emit_labs(R);
+    emit_reports(R);
 }
 
 /* ---- ground truth ------------------------------------------------------------------------ */
@@ -2228,7 +2301,8 @@ int synth_patient(const synth_opts *o, size_t index, synth_sink sink, void *ud, 
 
 static const char *const TYPES[] = {"Patient",   "Coverage",   "Condition",
                                     "Medication", "MedicationRequest", "MedicationAdministration",
-                                    "MedicationStatement", "Procedure", "Observation"};
+                                    "MedicationStatement", "Procedure", "Observation",
+                                    "DiagnosticReport"};
 #define NTYPES (sizeof TYPES / sizeof TYPES[0])
 
 typedef struct writer {

@@ -130,6 +130,57 @@ static void test_arena_cap(void **state)
     fhir_arena_free(in_a);
 }
 
+/* Pathology and imaging reports: told apart by name (no code is confirmed), carried with
+ * date, title and finding, rendered in a section; an unrelated report is neither. */
+static void test_reports(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    const fhir_node *path = P(a, "{\"resourceType\":\"DiagnosticReport\",\"id\":\"d1\",\"status\":\"final\","
+                                 "\"category\":[{\"text\":\"Pathology\"}],\"code\":{\"text\":\"Lymph node biopsy\"},"
+                                 "\"effectiveDateTime\":\"2026-08-20\",\"conclusion\":\"DLBCL. FISH: MYC not rearranged.\"}");
+    const fhir_node *img = P(a, "{\"resourceType\":\"DiagnosticReport\",\"id\":\"d2\",\"status\":\"preliminary\","
+                                "\"code\":{\"coding\":[{\"display\":\"PET/CT skull base to mid-thigh\"}]},"
+                                "\"issued\":\"2026-09-01T08:00:00Z\",\"conclusion\":\"Deauville 5\"}");
+    const fhir_node *echo = P(a, "{\"resourceType\":\"DiagnosticReport\",\"id\":\"d3\",\"status\":\"final\","
+                                 "\"code\":{\"text\":\"Basic metabolic panel\"}}");
+    const fhir_node *obs = P(a, "{\"resourceType\":\"Observation\",\"id\":\"o\",\"code\":{\"text\":\"biopsy\"}}");
+    const fhir_node *fishing = P(a, "{\"resourceType\":\"DiagnosticReport\",\"id\":\"d4\",\"code\":{\"text\":\"Fishing license scanner\"}}");
+    assert_string_equal(packet_report_kind(path), "pathology");
+    assert_string_equal(packet_report_kind(img), "imaging");
+    assert_null(packet_report_kind(echo));
+    assert_null(packet_report_kind(obs));      /* only DiagnosticReports */
+    assert_null(packet_report_kind(fishing)); /* whole words: neither FISH nor scan */
+    const fhir_node *reps[2] = {img, path};
+    packet_input in = {.site_name = "s", .center_name = "c", .authored_ms = 1795000000000LL,
+                       .patient = P(a, patient_json), .verdict = P(a, verdict_json), .reports = reps,
+                       .n_reports = 2, .report_lookback_days = 730};
+    fhir_error err = {0};
+    fhir_node *pk = packet_build(a, &in, &err);
+    if (!pk)
+        fail_msg("packet_build: %s", err.msg);
+    assert_string_equal(fhir_node_path_str(pk, "reports[0].kind"), "imaging");
+    assert_string_equal(fhir_node_path_str(pk, "reports[0].date"), "2026-09-01");
+    assert_string_equal(fhir_node_path_str(pk, "reports[1].title"), "Lymph node biopsy");
+    assert_string_equal(fhir_node_path_str(pk, "reports[1].conclusion"), "DLBCL. FISH: MYC not rearranged.");
+    fhir_buf t;
+    fhir_buf_init(&t, 1u << 20);
+    assert_int_equal(packet_write_text(pk, &t, &err), 0);
+    const char *txt = fhir_buf_cstr(&t);
+    assert_non_null(strstr(txt, "Pathology and imaging reports"));
+    assert_non_null(strstr(txt, "Imaging: PET/CT skull base to mid-thigh — preliminary"));
+    assert_non_null(strstr(txt, "Pathology: Lymph node biopsy. Finding: DLBCL. FISH: MYC not rearranged."));
+    /* none: the packet says what to ask for, and over what span */
+    packet_input none = in;
+    none.n_reports = 0;
+    pk = packet_build(a, &none, &err);
+    fhir_buf_reset(&t);
+    assert_int_equal(packet_write_text(pk, &t, &err), 0);
+    assert_non_null(strstr(fhir_buf_cstr(&t), "No pathology or imaging report in the last 730 days"));
+    fhir_buf_free(&t);
+    fhir_arena_free(a);
+}
+
 static void test_renderings(void **state)
 {
     (void)state;
@@ -251,6 +302,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_document),
         cmocka_unit_test(test_arena_cap),
+        cmocka_unit_test(test_reports),
         cmocka_unit_test(test_renderings),
         cmocka_unit_test(test_bundle_round_trip),
     };
