@@ -47,6 +47,78 @@ static int list_file(void *ud, const char *path, fhir_error *err)
     return 0;
 }
 
+/* ---- bulk export manifests ----------------------------------------------------------------- */
+
+static const char *base_name(const char *path, size_t *dir_len)
+{
+    const char *b = strrchr(path, '/');
+    *dir_len = b ? (size_t)(b - path) : 0;
+    return b ? b + 1 : path;
+}
+
+/* The files a manifest lists ("output" / "error": type and url) take their type from it:
+ * those of types the profile never reads are not opened. Matched by name in the manifest's
+ * folder (the url's last segment, without a query). */
+static void apply_manifest(ms *m, const sfile *mf, const fhir_node *root)
+{
+    size_t mdl;
+    base_name(mf->path, &mdl);
+    static const char *const lists[] = {"output", "error"};
+    for (size_t l = 0; l < 2; l++)
+        for (const fhir_node *e = fhir_node_first(fhir_node_get(root, lists[l])); e; e = e->next) {
+            const char *type = fhir_node_str(fhir_node_get(e, "type"));
+            const char *url = fhir_node_str(fhir_node_get(e, "url"));
+            if (!type || !url)
+                continue;
+            size_t ul = strcspn(url, "?#"), tl = strlen(type);
+            const char *ub = url + ul;
+            while (ub > url && ub[-1] != '/')
+                ub--;
+            size_t bl = (size_t)(url + ul - ub);
+            fhir_meta_type t = fhir_meta_type_find(type, tl);
+            if (!bl || t < 0 || !fhir_meta_is_resource(t) || is_type(type, tl, "Bundle"))
+                continue;
+            for (size_t i = 0; i < m->nfiles; i++) {
+                sfile *f = &m->files[i];
+                size_t dl;
+                const char *b = base_name(f->path, &dl);
+                if (!f->ndjson || f->manifest || dl != mdl || memcmp(f->path, mf->path, dl) ||
+                    strlen(b) != bl || memcmp(b, ub, bl))
+                    continue;
+                f->skip = !map_profile_reads(type, tl);
+                f->medication = is_type(type, tl, "Medication");
+            }
+        }
+}
+
+/* A file named manifest.json that holds a bulk export manifest (an object with "output" and
+ * "transactionTime", no resourceType) is applied to its folder and not read as FHIR. */
+static int find_manifests(ms *m)
+{
+    for (size_t i = 0; i < m->nfiles; i++) {
+        sfile *f = &m->files[i];
+        size_t dl;
+        if (f->ndjson || strcmp(base_name(f->path, &dl), "manifest.json"))
+            continue;
+        char *b = NULL;
+        size_t n = 0;
+        if (map_stream_read_doc(m, f, &b, &n))
+            return -1;
+        fhir_arena_reset(m->scratch);
+        fhir_error pe;
+        const fhir_node *root = fhir_json_parse(m->scratch, b, n, &m->lim, &pe);
+        free(b);
+        if (root && root->kind == FHIR_OBJECT && !fhir_node_resource_type(root) &&
+            fhir_node_get(root, "output") && fhir_node_str(fhir_node_get(root, "transactionTime"))) {
+            f->manifest = f->skip = true;
+            m->st->manifests++;
+            apply_manifest(m, f, root);
+        }
+        fhir_arena_reset(m->scratch);
+    }
+    return 0;
+}
+
 static int ignore_file(void *ud, const char *path, fhir_error *err)
 {
     ms *m = ud;
@@ -509,6 +581,7 @@ void map_stream_begin_pass(ms *m)
     st->mode = keep.mode;
     st->files = keep.files;
     st->files_skipped = keep.files_skipped;
+    st->manifests = keep.manifests;
     st->bytes = keep.bytes;
     st->restarts = keep.restarts;
     st->spill_files = keep.spill_files;
@@ -551,6 +624,8 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
     int rc = 0;
     for (size_t i = 0; i < npaths && !rc; i++)
         rc = map_group_each_file(paths[i], list_file, ignore_file, &m, err);
+    if (!rc)
+        rc = find_manifests(&m);
     for (size_t i = 0; i < m.nfiles; i++)
         if (m.files[i].skip) {
             st->files_skipped++;

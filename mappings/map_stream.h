@@ -8,7 +8,8 @@
  *
  * How (mappings/README.md "Streaming"):
  *  - Skipping: a bulk-export file named after a type the profile never reads
- *    (map_profile_reads, "Encounter.000.ndjson") is not opened; an NDJSON line whose
+ *    (map_profile_reads, "Encounter.000.ndjson"), or listed with such a type in the export's
+ *    manifest (a manifest.json in its folder), is not opened; an NDJSON line whose
  *    "resourceType" comes first is dropped on its first bytes; a Bundle is cut into entries by
  *    a cheap scan and only the entries of read types are parsed. Skipped content is not
  *    validated.
@@ -59,7 +60,9 @@ typedef struct map_stream_opts {
 typedef struct map_stream_stats {
     const char *mode;         /* "sorted", "memory" or "spill": how the patients were grouped */
     size_t files;             /* input files */
-    size_t files_skipped;     /* not opened: named after a type the profile never reads */
+    size_t files_skipped;     /* not opened: named (or listed in a manifest) after a type the
+                                 profile never reads, and the manifests themselves */
+    size_t manifests;         /* bulk export manifests (manifest.json) applied */
     size_t files_ignored;     /* in a folder, not *.json / *.ndjson / *.jsonl / *.xml */
     char first_ignored[256];  /* the first of them (a path), for the report */
     uint64_t bytes;           /* input bytes (files skipped included) */

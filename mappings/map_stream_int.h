@@ -51,8 +51,9 @@ static inline bool is_type(const char *t, size_t tl, const char *name)
 typedef struct sfile {
     char *path;
     bool ndjson;
-    bool skip;             /* named after a type the profile never reads */
+    bool skip;             /* named after a type the profile never reads (or a manifest's) */
     bool medication;       /* named after Medication (bulk layout) */
+    bool manifest;         /* a bulk export's manifest: read for the types, not as FHIR */
     uint64_t size;
 } sfile;
 

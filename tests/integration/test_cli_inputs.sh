@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `cartgate screen` and `profile` read, as a newcomer tries them: FHIR XML (a file and a
 # folder) gives the verdicts JSON gives; a file in a folder that is not FHIR by name is
-# reported, not silently skipped; a broken XML file is an error naming the path once; a
+# reported, not silently skipped; a broken XML file is an error naming the path once; a bulk
+# export folder with its manifest.json reads as the same folder named by type; a
 # not-eligible row says why in a few words; `referrals --db` on a path that does not exist is an
 # error, not a new empty database. No FHIR server needed.
 set -u
@@ -41,6 +42,30 @@ grep -E '^vig51 +not_eligible .* - \(no CAR T indication for the diagnosis on re
 grep -E '^vig12 +not_eligible .* - \(axi-cel:LBCL-2L needs: patient alive\)' "$TMP/table.out" >/dev/null ||
   fail "deceased patient row: $(grep vig12 "$TMP/table.out")"
 ok "not-eligible rows say why (no indication for the diagnosis; the gate an indication needs)"
+# A bulk export saved with its manifest and files named by number, not by type: the manifest
+# gives each file's type (files of types screening never reads are not opened; here they hold
+# lines that would be refused if read) and is not itself read as FHIR.
+"$CG" synth --seed 9 --patients 40 --out "$TMP/typed" >/dev/null || fail "synth"
+mkdir -p "$TMP/bulk"
+i=0
+entries=""
+for f in "$TMP"/typed/*.000.ndjson; do
+  i=$((i + 1))
+  cp "$f" "$TMP/bulk/$i.ndjson"
+  entries="$entries{\"type\":\"$(basename "$f" .000.ndjson)\",\"url\":\"https://ehr.example/bulk/$i.ndjson\"},"
+done
+echo 'not FHIR: a DocumentReference export this reader must not open' >"$TMP/bulk/99.ndjson"
+printf '{"transactionTime":"2026-12-05T00:00:00Z","request":"https://ehr.example/$export","requiresAccessToken":true,"output":[%s{"type":"DocumentReference","url":"https://ehr.example/bulk/99.ndjson?part=1"}],"error":[]}\n' \
+  "$entries" >"$TMP/bulk/manifest.json"
+"$CG" screen --json --as-of 2026-12-05 "$TMP/typed" >"$TMP/typed.out" 2>"$TMP/typed.err" || fail "screen typed: $(cat "$TMP/typed.err")"
+"$CG" screen --json --as-of 2026-12-05 "$TMP/bulk" >"$TMP/bulk.out" 2>"$TMP/bulk.err" || fail "screen with a manifest: $(cat "$TMP/bulk.err")"
+[ "$(wc -l <"$TMP/bulk.out")" = 40 ] || fail "manifest folder: $(wc -l <"$TMP/bulk.out") patients"
+cmp -s "$TMP/typed.out" "$TMP/bulk.out" || fail "manifest folder: verdicts differ from the typed folder"
+[ ! -s "$TMP/bulk.err" ] || fail "manifest folder: $(cat "$TMP/bulk.err")"
+"$CG" profile --json --as-of 2026-12-05 "$TMP/bulk" >"$TMP/bulkp.out" 2>"$TMP/bulkp.err" || fail "profile with a manifest: $(cat "$TMP/bulkp.err")"
+"$CG" profile --json --as-of 2026-12-05 "$TMP/typed" | cmp -s - "$TMP/bulkp.out" || fail "manifest folder: profiles differ"
+ok "a bulk export folder with its manifest.json: types from the manifest, the typed folder's verdicts and profiles"
+
 "$CG" referrals list --db "$TMP/typo.db" >/dev/null 2>"$TMP/db.err" && fail "referrals --db on a missing file succeeded"
 grep -q "$TMP/typo.db: no such database" "$TMP/db.err" || fail "no cause: $(cat "$TMP/db.err")"
 [ ! -e "$TMP/typo.db" ] || fail "a database was created by a typo"

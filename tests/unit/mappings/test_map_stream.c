@@ -683,6 +683,60 @@ static void test_patient_order(void **state)
     check_all_modes(p1, 1, "order, one file", NULL);
 }
 
+/* A bulk export's manifest.json gives the types of files whose names do not: those of types
+ * the profile never reads are not opened, and the manifest is not read as FHIR. A file named
+ * manifest.json that is a FHIR resource is read as one. */
+static void test_bulk_manifest(void **state)
+{
+    (void)state;
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/manifest", dir);
+    mkdir(sub, 0700);
+    write_file("manifest/manifest.json",
+               "{\"transactionTime\":\"2026-11-01T00:00:00Z\",\"request\":\"https://ehr/$export\","
+               "\"requiresAccessToken\":true,\"output\":["
+               "{\"type\":\"Patient\",\"url\":\"https://ehr/files/1.ndjson\"},"
+               "{\"type\":\"Condition\",\"url\":\"https://ehr/files/2.ndjson?sig=abc\"},"
+               "{\"type\":\"DocumentReference\",\"url\":\"https://ehr/files/3.ndjson\"}],"
+               "\"error\":[{\"type\":\"OperationOutcome\",\"url\":\"https://ehr/files/4.ndjson\"}]}");
+    write_file("manifest/1.ndjson", "{\"resourceType\":\"Patient\",\"id\":\"a\"}\n");
+    write_file("manifest/2.ndjson",
+               "{\"resourceType\":\"Condition\",\"id\":\"c1\",\"subject\":{\"reference\":\"Patient/a\"}}\n");
+    /* never opened: read, each of these lines would count as unparsable */
+    write_file("manifest/3.ndjson", "not even JSON\n{broken\n");
+    write_file("manifest/4.ndjson", "not even JSON\n");
+    const char *paths[] = {sub};
+    for (int mode = MAP_STREAM_AUTO; mode <= MAP_STREAM_SPILL; mode++) {
+        out o = {0};
+        map_stream_stats st;
+        by_stream(paths, 1, (map_stream_mode)mode, 0, &o, &st);
+        assert_int_equal(o.n, 1);
+        assert_non_null(strstr(o.v[0], "\tPatient/a Condition/c1 "));
+        assert_int_equal(st.manifests, 1);
+        assert_int_equal(st.files_skipped, 3); /* 3.ndjson, 4.ndjson and the manifest */
+        assert_int_equal(st.bad_lines, 0);
+        assert_int_equal(st.orphans, 0);
+        out_free(&o);
+    }
+    /* without the manifest the unread files are opened (their lines refused) */
+    char mp[600];
+    snprintf(mp, sizeof mp, "%s/manifest.json", sub);
+    unlink(mp);
+    out o = {0};
+    map_stream_stats st;
+    by_stream(paths, 1, MAP_STREAM_AUTO, 0, &o, &st);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(st.manifests, 0);
+    assert_int_equal(st.bad_lines, 3);
+    out_free(&o);
+    /* a FHIR resource named manifest.json is read as FHIR */
+    write_file("manifest/manifest.json", "{\"resourceType\":\"Patient\",\"id\":\"m\"}");
+    by_stream(paths, 1, MAP_STREAM_AUTO, 0, &o, &st);
+    assert_int_equal(o.n, 2);
+    assert_int_equal(st.manifests, 0);
+    out_free(&o);
+}
+
 /* map_group keeps the cause when its memory cap stops an NDJSON file. */
 static void test_group_cap_keeps_cause(void **state)
 {
@@ -714,6 +768,7 @@ int main(void)
         cmocka_unit_test(test_skip_and_errors),
         cmocka_unit_test(test_bundle_references),
         cmocka_unit_test(test_patient_order),
+        cmocka_unit_test(test_bulk_manifest),
         cmocka_unit_test(test_group_cap_keeps_cause),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
