@@ -404,7 +404,7 @@ static void test_bounds_inclusive(void **state)
     assert_true(c->site_lat == 90.0);
     assert_int_equal(c->sources[0].interval_s, 86400);
     assert_string_equal(c->sources[0].dir, "/etc/cg/drop"); /* relative to the config file */
-    assert_int_equal(c->sources[0].types.n, 9);              /* default type list */
+    assert_int_equal(c->sources[0].types.n, 10);             /* default type list */
     config_free(c);
     fhir_buf_free(&d);
     c = load("{\"site\":{\"id\":\"s1\",\"location\":{\"lat\":90.0001}},\"admin\":{\"enabled\":false},"
