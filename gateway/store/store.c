@@ -19,6 +19,14 @@
  * triggers, the table in the first fill). Malformed JSON reads as {}. */
 #define WORKLIST_VJ(T) "(CASE WHEN json_valid(" T ".verdict_json) THEN " T ".verdict_json ELSE '{}' END)"
 #define WORKLIST_PJ(T) "(CASE WHEN json_valid(" T ".profile_json) THEN " T ".profile_json ELSE '{}' END)"
+/* What a clinician's decline is bound to (worklist.vkey): the category, products, possible
+ * products and consult recommendation of a verdict. One definition for the worklist's trigger
+ * and for the CDS service's lookup of a verdict line it made itself (store_worklist_declined_for);
+ * the expansion is the text migration 11 shipped. */
+#define WORKLIST_VKEY(CAT, VJ)                                                                      \
+    CAT " || '|' || coalesce(json_extract(" VJ ", '$.products'), '') || '|' || "                     \
+    "coalesce(json_extract(" VJ ", '$.possible_products'), '') || '|' || "                           \
+    "coalesce(json_extract(" VJ ", '$.consult.recommendation'), '')"
 #define WORKLIST_COLS(T)                                                                          \
     T ".patient_id, "                                                                           \
     "(" T ".category IN ('eligible','possibly_eligible') OR coalesce(json_extract(" WORKLIST_VJ(T) \
@@ -39,9 +47,7 @@
     "coalesce(json_array_length(" WORKLIST_VJ(T) ", '$.missing'), 0), "                         \
     "json_extract(" WORKLIST_VJ(T) ", '$.products'), "                                          \
     "json_extract(" WORKLIST_VJ(T) ", '$.possible_products'), "                                 \
-    T ".category || '|' || coalesce(json_extract(" WORKLIST_VJ(T) ", '$.products'), '') || '|' || " \
-    "coalesce(json_extract(" WORKLIST_VJ(T) ", '$.possible_products'), '') || '|' || "          \
-    "coalesce(json_extract(" WORKLIST_VJ(T) ", '$.consult.recommendation'), ''), "              \
+    WORKLIST_VKEY(T ".category", WORKLIST_VJ(T)) ", "                                             \
     T ".updated_ms"
 #define WORKLIST_SELECT(T) "SELECT " WORKLIST_COLS(T) " FROM " T
 /* delete + insert: inside a trigger an outer upsert's conflict rule would override OR REPLACE */
@@ -897,9 +903,7 @@ static const struct {
     /* a decline bound to this verdict: the vkey of WORKLIST_COLS made from a verdict line */
     [Q_WL_DECLINED_FOR] = {"worklist decline",
                            "SELECT count(*) FROM worklist_declines WHERE patient_id = ?1 AND vkey = "
-                           "?2 || '|' || coalesce(json_extract(?3, '$.products'), '') || '|' || "
-                           "coalesce(json_extract(?3, '$.possible_products'), '') || '|' || "
-                           "coalesce(json_extract(?3, '$.consult.recommendation'), '')"},
+                           WORKLIST_VKEY("?2", "?3")},
     [Q_WL_VISIT_GET] = {"worklist visit", "SELECT seen_ms, prev_ms FROM worklist_visits WHERE user_id = ?"},
     [Q_WL_VISIT_PUT] = {"worklist visit",
                         "INSERT OR REPLACE INTO worklist_visits(user_id, seen_ms, prev_ms) VALUES (?,?,?)"},
