@@ -381,6 +381,11 @@ static bool selected(const fhir_node *sel, const char *type, const char *id)
     return false;
 }
 
+static bool is_therapy(const map_drug *d)
+{
+    return d && d->role && (!strcmp(d->role, "therapy") || !strcmp(d->role, "unknown"));
+}
+
 static bool therapy_drug(const map_tables *t, const fhir_node *cc)
 {
     const map_drug *d = NULL;
@@ -393,7 +398,7 @@ static bool therapy_drug(const map_tables *t, const fhir_node *cc)
     }
     if (!d && fhir_node_str(fhir_node_get(cc, "text")))
         d = map_drug_lookup_text(t, fhir_node_str(fhir_node_get(cc, "text")));
-    return d && d->role && (!strcmp(d->role, "therapy") || !strcmp(d->role, "unknown"));
+    return is_therapy(d);
 }
 
 static bool therapy_ordered(const fhir_node *body, const map_tables *t)
@@ -411,8 +416,7 @@ static bool therapy_ordered(const fhir_node *body, const map_tables *t)
         /* a referenced Medication: contained, or among the draft orders */
         const char *ref = fhir_node_path_str(r, "medicationReference.reference");
         if (fhir_node_path_str(r, "medicationReference.display")) {
-            const map_drug *d = map_drug_lookup_text(t, fhir_node_path_str(r, "medicationReference.display"));
-            if (d && d->role && (!strcmp(d->role, "therapy") || !strcmp(d->role, "unknown")))
+            if (is_therapy(map_drug_lookup_text(t, fhir_node_path_str(r, "medicationReference.display"))))
                 return true;
         }
         if (!ref)
