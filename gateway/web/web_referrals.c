@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "fhir_alloc.h"
 #include "fhir_clock.h"
@@ -142,9 +143,197 @@ void web_h_referrals(serve_req *r, void *ud)
 
 /* ---- one referral ------------------------------------------------------------------------ */
 
+/* What happened, in words (the audit's action names are for the log and the API). */
+static const char *action_words(const char *action)
+{
+    static const char *const words[][2] = {
+        {"create", "Proposed"},
+        {"update", "Proposal updated by a new screening"},
+        {"approve", "Approved"},
+        {"decline", "Declined"},
+        {"worklist-decline", "Taken off the worklist"},
+        {"cancel", "Cancelled"},
+        {"cancel-requested", "Cancellation asked of the center"},
+        {"cancel-request-cleared", "Cancellation request settled"},
+        {"cancel-at-center", "Cancelled at the center"},
+        {"retry", "Delivery to be tried again"},
+        {"payload", "Package prepared"},
+        {"attempt", "Delivery attempt"},
+        {"sending", "Delivery started"},
+        {"sent", "Sent to the center"},
+        {"dead-letter", "Delivery given up"},
+        {"task-update", "The center answered"},
+        {"task-observed", "The center's status seen"},
+        {"writeback", "Written back to the EHR"},
+        {"writeback-failed", "Write-back to the EHR failed"},
+    };
+    for (size_t i = 0; action && i < sizeof words / sizeof words[0]; i++)
+        if (!strcmp(action, words[i][0]))
+            return words[i][1];
+    return action ? action : "";
+}
+
+enum { DETAIL_TOKENS = 32 };
+
+/* The value after "key=" in a referral's create/update detail ("placer=P center=A -> B
+ * indications=x,y replaces=7"), and the new value when it is followed by "-> NEW". Tokens point
+ * into buf (a copy of the detail, split on spaces). */
+typedef struct detail_kv {
+    const char *key, *old, *now;
+} detail_kv;
+
+static size_t detail_split(char *buf, detail_kv *kv, size_t max)
+{
+    char *tok[DETAIL_TOKENS];
+    size_t nt = 0, n = 0;
+    for (char *save = NULL, *t = strtok_r(buf, " ", &save); t && nt < DETAIL_TOKENS;
+         t = strtok_r(NULL, " ", &save))
+        tok[nt++] = t;
+    for (size_t i = 0; i < nt && n < max; i++) {
+        char *eq = strchr(tok[i], '=');
+        if (!eq)
+            return 0; /* not of that shape: the caller shows the text as it is */
+        *eq = 0;
+        kv[n] = (detail_kv){.key = tok[i], .old = eq + 1, .now = eq + 1};
+        if (i + 2 < nt && !strcmp(tok[i + 1], "->")) {
+            kv[n].now = tok[i + 2];
+            i += 2;
+        }
+        n++;
+    }
+    return n;
+}
+
+static const detail_kv *detail_get(const detail_kv *kv, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(kv[i].key, key))
+            return &kv[i];
+    return NULL;
+}
+
+/* A proposal's create/update detail in words: the products and the center (and what they were
+ * before an update); the placer identifier is for the center's systems, not for this table.
+ * Returns false when the detail is not of that shape. */
+static bool detail_words(fhir_buf *b, web *w, const char *action, const char *detail)
+{
+    char buf[1024];
+    detail_kv kv[8];
+    if (!detail || strlen(detail) >= sizeof buf)
+        return false;
+    memcpy(buf, detail, strlen(detail) + 1);
+    size_t n = detail_split(buf, kv, sizeof kv / sizeof kv[0]);
+    const detail_kv *center = detail_get(kv, n, "center"), *ind = detail_get(kv, n, "indications");
+    if (!center || !ind)
+        return false;
+    const detail_kv *rep = detail_get(kv, n, "replaces");
+    if (!strcmp(action, "create")) {
+        fhir_buf_puts(b, "For ");
+        web_indications_joined(b, ind->now);
+        fhir_buf_puts(b, " at ");
+        web_esc(b, web_center_name(w, center->now));
+        if (rep) {
+            fhir_buf_puts(b, "; replaces referral ");
+            web_esc(b, rep->now);
+        }
+        return true;
+    }
+    bool same_center = !strcmp(center->old, center->now), same_ind = !strcmp(ind->old, ind->now);
+    if (same_center && same_ind) {
+        fhir_buf_puts(b, "Same products and center; the clinical summary was refreshed");
+        return true;
+    }
+    if (!same_ind) {
+        fhir_buf_puts(b, "Products: ");
+        web_indications_joined(b, ind->old);
+        fhir_buf_puts(b, " → ");
+        web_indications_joined(b, ind->now);
+    }
+    if (!same_center) {
+        fhir_buf_puts(b, same_ind ? "Center: " : "; center: ");
+        web_esc(b, web_center_name(w, center->old));
+        fhir_buf_puts(b, " → ");
+        web_esc(b, web_center_name(w, center->now));
+    }
+    return true;
+}
+
+/* BSeR Task.businessStatus codes in words (update-2026-12.md §0.4, fhir.md §1.3). */
+static const char *business_words(const char *code)
+{
+    static const char *const words[][2] = {
+        {"2.0", "received"},  {"3.0", "accepted"},          {"4.0", "declined"},
+        {"5.1.1", "consult scheduled"}, {"5.1.2", "patient did not attend"},
+        {"5.1.3", "appointment cancelled"}, {"5.1.4", "interim note"},
+        {"5.2", "cancellation requested"}, {"6.0", "fulfilment cancelled"}, {"7.0", "completed"},
+    };
+    for (size_t i = 0; code && i < sizeof words / sizeof words[0]; i++)
+        if (!strcasecmp(code, words[i][0]))
+            return words[i][1];
+    return NULL;
+}
+
+/* The center's Task as it was seen ("Task.status=accepted businessStatus=3.0"): "accepted
+ * (BSeR 3.0 accepted)". Returns false when the detail is not of that shape. */
+static bool task_words(fhir_buf *b, const char *detail)
+{
+    char st[64], bs[32];
+    if (!detail || sscanf(detail, "Task.status=%63s businessStatus=%31s", st, bs) != 2)
+        return false;
+    fhir_buf_puts(b, "The center's task is ");
+    web_esc(b, st);
+    const char *words = business_words(bs);
+    if (words && strcmp(words, st)) {
+        fhir_buf_puts(b, ": ");
+        web_esc(b, words);
+    }
+    if (strcmp(bs, "-") && strcmp(bs, "(none)")) {
+        fhir_buf_puts(b, " (BSeR ");
+        web_esc(b, bs);
+        fhir_buf_puts(b, ")");
+    }
+    return true;
+}
+
+/* The sender's attempt ("status=422 the center refused ...") and the package size ("87099
+ * bytes") in words. */
+static bool sender_words(fhir_buf *b, const char *action, const char *detail)
+{
+    long long n;
+    int used = 0;
+    if (!detail)
+        return false;
+    if (!strcmp(action, "payload") && sscanf(detail, "%lld bytes%n", &n, &used) == 1 &&
+        !detail[used]) {
+        fhir_buf_printf(b, "%lld KB (the FHIR Bundle with the summary and its PDF)", (n + 1023) / 1024);
+        return true;
+    }
+    if (!strcmp(action, "attempt") && sscanf(detail, "status=%lld%n", &n, &used) == 1) {
+        const char *msg = detail + used;
+        while (*msg == ' ')
+            msg++;
+        if (n == 0)
+            fhir_buf_puts(b, "No answer from the center");
+        else
+            fhir_buf_printf(b, "The center answered HTTP %lld", n);
+        if (*msg) {
+            fhir_buf_puts(b, ": ");
+            web_esc(b, msg);
+        }
+        return true;
+    }
+    return false;
+}
+
+typedef struct history_ctx {
+    web *w;
+    fhir_buf *b;
+} history_ctx;
+
 static int audit_cb(void *ctx, const store_audit_row *a)
 {
-    fhir_buf *b = ctx;
+    history_ctx *h = ctx;
+    fhir_buf *b = h->b;
     char t[40];
     fhir_clock_format_instant(a->ts_ms, t, sizeof t);
     if (strlen(t) >= 19) { /* 2026-06-15 09:30:12 */
@@ -155,8 +344,10 @@ static int audit_cb(void *ctx, const store_audit_row *a)
     web_esc(b, t);
     fhir_buf_puts(b, "</td><td>");
     web_esc(b, a->actor);
-    fhir_buf_puts(b, "</td><td>");
+    fhir_buf_puts(b, "</td><td data-action=\"");
     web_esc(b, a->action);
+    fhir_buf_puts(b, "\">");
+    web_esc(b, action_words(a->action));
     fhir_buf_puts(b, "</td><td>");
     if (a->to_state) {
         web_esc(b, web_state_words(a->from_state));
@@ -164,7 +355,14 @@ static int audit_cb(void *ctx, const store_audit_row *a)
         web_esc(b, web_state_words(a->to_state));
     }
     fhir_buf_puts(b, "</td><td>");
-    web_esc(b, a->reason ? a->reason : a->detail);
+    const char *act = a->action ? a->action : "";
+    bool proposal = !strcmp(act, "create") || !strcmp(act, "update");
+    bool task = !strcmp(act, "task-update") || !strcmp(act, "task-observed");
+    if (a->reason)
+        web_esc(b, a->reason);
+    else if (!(proposal && detail_words(b, h->w, act, a->detail)) && !(task && task_words(b, a->detail)) &&
+             !sender_words(b, act, a->detail))
+        web_esc(b, a->detail);
     fhir_buf_puts(b, "</td></tr>\n");
     return 0;
 }
@@ -234,7 +432,7 @@ void web_h_referral(serve_req *r, void *ud)
     web_esc(&b, rec.patient_id);
     fhir_buf_puts(&b, "\">");
     web_esc(&b, *pp.name ? pp.name : rec.patient_id);
-    fhir_buf_puts(&b, "</a></dd><dt>Center</dt><dd>");
+    fhir_buf_puts(&b, "</a></dd><dt>Center</dt><dd id=\"ref-center\">");
     web_esc(&b, web_center_name(w, rec.center_id));
     fhir_buf_puts(&b, "</dd><dt>State</dt><dd id=\"ref-state\" data-state=\"");
     web_esc(&b, refer_state_name(rec.state));
@@ -268,7 +466,8 @@ void web_h_referral(serve_req *r, void *ud)
     fhir_buf_puts(&b, "<h2>History</h2>\n<table class=\"list\" id=\"history\"><thead><tr><th scope=\"col\">Time (UTC)</th>"
                       "<th scope=\"col\">Who</th><th scope=\"col\">What</th><th scope=\"col\">State</th>"
                       "<th scope=\"col\">Reason or detail</th></tr></thead><tbody>\n");
-    store_audit_list(w->env.st, rec.id, 0, 0, audit_cb, &b, &err);
+    history_ctx hc = {.w = w, .b = &b};
+    store_audit_list(w->env.st, rec.id, 0, 0, audit_cb, &hc, &err);
     fhir_buf_puts(&b, "</tbody></table>\n<h2>What was sent to the center</h2>\n");
     if (!rec.payload) {
         fhir_buf_puts(&b, "<p>No package yet.</p>\n");

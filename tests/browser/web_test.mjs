@@ -153,6 +153,12 @@ for (let i = 0; i < 120 && shownState !== 'accepted'; i++) {
 check(shownState === 'accepted', `the referral page shows accepted once the center's Task changes (${shownState})`);
 check((await page.$$eval('#history tbody tr', (t) => t.map((r) => r.textContent))).some((t) => t.includes('accepted by the center')),
       'the history shows the center accepting');
+{
+  const h1 = await page.$$eval('#history tbody tr', (t) => t.map((r) => ({ what: r.cells[2].textContent, detail: r.cells[4].textContent })));
+  check(h1.some((h) => h.what === 'The center answered' && h.detail === "The center's task is accepted (BSeR 3.0)"),
+        `the center's answer is in words with its BSeR code (${JSON.stringify(h1.map((h) => h.detail))})`);
+  check(h1.some((h) => h.what === 'Package prepared' && /^\d+ KB /.test(h.detail)), `the package size in KB (${JSON.stringify(h1)})`);
+}
 await audit('referral');
 ok(`referral ${rid}: approved → sent → accepted, followed in the pages`);
 
@@ -176,6 +182,15 @@ for (let i = 0; i < 120 && rr !== 'cancelled|sent'; i++) {
 check(rr === 'cancelled|sent', `the first referral cancelled at its center, the re-route sent (${rr})`);
 const firstTask = await (await fetch(`${CENTER}/${taskRef}`)).json();
 check(firstTask.status === 'cancelled', `the first center's Task is cancelled (${firstTask.status})`);
+// its history reads in words: what was proposed, for which products at which center, replacing which
+await page.goto(`${BASE}/ui/referrals/${rid2}`, { waitUntil: 'load' });
+const hist = await page.$$eval('#history tbody tr', (t) => t.map((r) => ({ act: r.cells[2].dataset.action, what: r.cells[2].textContent, detail: r.cells[4].textContent })));
+const made = hist.find((h) => h.act === 'create');
+const centerName2 = await page.$eval('#ref-center', (e) => e.textContent);
+check(made && made.what === 'Proposed' && made.detail.startsWith('For ') && made.detail.includes(` at ${centerName2}`) &&
+      made.detail.endsWith(`replaces referral ${rid}`), `the history's first line says what was proposed, in words (${JSON.stringify(made)})`);
+check(hist.every((h) => !/placer=|center=|indications=/.test(h.detail)), `no internal keys in the history (${JSON.stringify(hist.map((h) => h.detail))})`);
+check(hist.some((h) => h.what === 'Approved'), 'the approval is in the history in words');
 ok(`re-route of ${rid} to ${rerouteTo[0]} as referral ${rid2}: cancelled at the first center, sent to the second`);
 
 // approve a third proposal with a center other than the top-ranked one
