@@ -473,6 +473,83 @@ static void note_line(config *c, const opt *o, int line)
         o->name, o->scope == SC_SOURCE && c->n_sources ? c->n_sources - 1 : 0, line};
 }
 
+/* Options a reload does not apply (the listener, the store, sign-in, the CDS service, the
+ * center's intake and notices are built once at start); prefixes of OPTS names. */
+static const char *const RESTART_ONLY[] = {"store.path", "store.busy_timeout_ms", "admin.bind",
+                                           "admin.port", "admin.enabled", "admin.tls_cert_file",
+                                           "admin.tls_key_file", "admin.insecure_plain_http",
+                                           "admin.max_connections", "access.", "oidc.", "cds.",
+                                           "intake.", "notify.", "role"};
+
+static bool restart_only(const char *name)
+{
+    if (!strcmp(name, "notify.candidates")) /* read at each screening */
+        return false;
+    for (size_t i = 0; i < sizeof RESTART_ONLY / sizeof RESTART_ONLY[0]; i++)
+        if (!strncmp(name, RESTART_ONLY[i], strlen(RESTART_ONLY[i])))
+            return true;
+    return false;
+}
+
+static bool same_text(const char *p, const char *q)
+{
+    return p == q || (p && q && !strcmp(p, q));
+}
+
+static bool same_value(const config *a, const config *b, const opt *o)
+{
+    const void *x = (const char *)a + o->off, *y = (const char *)b + o->off;
+    switch (o->type) {
+    case OT_INT:
+        return *(const long *)x == *(const long *)y;
+    case OT_NUM:
+        return *(const double *)x == *(const double *)y;
+    case OT_BOOL:
+        return *(const bool *)x == *(const bool *)y;
+    case OT_ENUM:
+        if (!enum_as_string(o))
+            return *(const int *)x == *(const int *)y;
+        return same_text(*(char *const *)x, *(char *const *)y);
+    case OT_STR:
+    case OT_PATH:
+    case OT_SECRET_FILE:
+    case OT_SECRET_ENV:
+    case OT_DATE:
+    case OT_INSTANT:
+        return same_text(*(char *const *)x, *(char *const *)y);
+    case OT_STRLIST: {
+        const config_strlist *l = x, *m = y;
+        if (l->n != m->n)
+            return false;
+        for (size_t i = 0; i < l->n; i++)
+            if (strcmp(l->v[i], m->v[i]))
+                return false;
+        return true;
+    }
+    default:
+        return true; /* sections, clear secrets: nothing of their own */
+    }
+}
+
+size_t config_restart_changes(const config *a, const config *b, char *out, size_t cap)
+{
+    size_t n = 0, len = 0;
+    if (cap)
+        out[0] = 0;
+    for (size_t i = 0; i < sizeof OPTS / sizeof OPTS[0]; i++) {
+        const opt *o = &OPTS[i];
+        if (o->scope != SC_MAIN || !restart_only(o->name) || same_value(a, b, o))
+            continue;
+        n++;
+        int w = snprintf(out + len, cap > len ? cap - len : 0, "%s%s", len ? "," : "", o->name);
+        if (w > 0 && len + (size_t)w < cap)
+            len += (size_t)w;
+        else if (cap)
+            out[len] = 0; /* whole names only */
+    }
+    return n;
+}
+
 int config_key_line(const config *c, const char *name, size_t source)
 {
     bool src = !strncmp(name, "sources[].", 10);

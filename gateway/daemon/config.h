@@ -166,6 +166,11 @@ void config_free(config *c);
  * 0, or -1 with err (names the file or variable, never the secret). */
 int config_read_secret(const char *file, const char *env, char **out, fhir_error *err);
 
+/* The options that differ between a and b and that a reload does not apply (store, listener,
+ * sign-in, CDS, intake, notices: built at start), as "store.path,cds.clients" in out (truncated
+ * to cap; borrowed a and b). Returns how many differ. */
+size_t config_restart_changes(const config *a, const config *b, char *out, size_t cap);
+
 /* The line of the file where option name ("criteria.dir", "sources[].ca_file") was set, for
  * the source at index `source` (main options: any value); 0 when the file does not set it
  * (a default). */

@@ -997,10 +997,6 @@ static int load_admin_token(const config *c, char **out, fhir_error *err)
     return config_read_secret(c->admin_token_file, c->admin_token_env, out, err);
 }
 
-static bool same_str(const char *a, const char *b)
-{
-    return (!a && !b) || (a && b && !strcmp(a, b));
-}
 
 int daemon_reload(daemon_proc *d, fhir_error *err)
 {
@@ -1016,14 +1012,10 @@ int daemon_reload(daemon_proc *d, fhir_error *err)
         return -1;
     }
     const config *oc = d->rt->cfg, *nc = nrt->cfg;
-    if (strcmp(oc->store_path, nc->store_path) || strcmp(oc->admin_bind, nc->admin_bind) ||
-        oc->admin_port != nc->admin_port || oc->admin_enabled != nc->admin_enabled ||
-        !same_str(oc->admin_tls_cert_file, nc->admin_tls_cert_file) ||
-        !same_str(oc->admin_tls_key_file, nc->admin_tls_key_file) ||
-        !same_str(oc->oidc_issuer, nc->oidc_issuer) || oc->access_session_idle_s != nc->access_session_idle_s ||
-        oc->access_session_max_s != nc->access_session_max_s)
-        fhir_log(FHIR_LOG_WARN, "reload.restart_needed",
-                 "note=store, listener, session and sign-in changes apply at the next start");
+    char later[512];
+    if (config_restart_changes(oc, nc, later, sizeof later))
+        fhir_log(FHIR_LOG_WARN, "reload.restart_needed", "options=%s note=%s", later,
+                 "these apply at the next start");
     if (d->srv) {
         /* the same certificate and key files, read again (renewed certificates) */
         fhir_error te;
@@ -1326,7 +1318,7 @@ static int listener_start(daemon_proc *d, fhir_error *err)
     d->api = admin_new(&env);
     /* the web pages; CARTGATE_WEB_ASSETS (development) serves their assets from that folder */
     web_env wenv = {.st = d->st, .ud = d, .runtime = ui_runtime, .resources = ui_resources,
-                    .site_name = c->site_name, .assets_dir = getenv("CARTGATE_WEB_ASSETS"),
+                    .assets_dir = getenv("CARTGATE_WEB_ASSETS"),
                     .intake = c->role == 1, .intake_waiting_days = (int)c->intake_waiting_business_days};
     d->ui = web_new(&wenv);
     if (admin_add_routes(d->api, d->srv, err) || web_add_routes(d->ui, d->srv, err))

@@ -236,9 +236,13 @@ void web_page_begin(web *w, serve_req *r, fhir_buf *b, const char *title, const 
                      "<script src=\"/ui/assets/app.js\" defer></script></head>\n<body>\n"
                      "<a class=\"skip\" href=\"#main\">Skip to content</a>\n<header class=\"top\">"
                      "<span class=\"site\"><a href=\"/ui/\">cartgate</a>");
-    if (w->env.site_name && *w->env.site_name) {
+    /* the site's name of this moment: a reload may change it (and frees the old configuration) */
+    web_runtime rt = {0};
+    if (w->env.runtime)
+        w->env.runtime(w->env.ud, &rt);
+    if (rt.propose.site_name && *rt.propose.site_name) {
         fhir_buf_puts(b, " · ");
-        web_esc(b, w->env.site_name);
+        web_esc(b, rt.propose.site_name);
     }
     fhir_buf_puts(b, "</span>\n<nav aria-label=\"Main\"><ul>");
     static const struct {

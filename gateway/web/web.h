@@ -72,7 +72,6 @@ typedef struct web_env {
      * (owned by the caller): *out (caller frees the array) and *n. 0, or -1 with err. */
     int (*resources)(void *ud, const char *patient_id, fhir_arena *a, const fhir_node ***out, size_t *n,
                      fhir_error *err);
-    const char *site_name;       /* shown in the header */
     const char *assets_dir;      /* NULL: the embedded assets; else served from this folder */
     int stuck_business_days;     /* a sent referral without an answer this long is stuck; 0 = 3 */
     bool intake;                 /* a center (role center): the intake inbox under /ui/intake */

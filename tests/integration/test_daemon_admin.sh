@@ -15,7 +15,7 @@ centers_for "http://127.0.0.1:9/fhir" "$TMP/centers.json"   # nothing listens: s
 cat >"$TMP/c.conf" <<EOF
 // admin test
 {
-  "site": {"id": "t-admin", "location": {"lat": 41.59, "lon": -93.62}},
+  "site": {"id": "t-admin", "name": "Before Reload Hospital", "location": {"lat": 41.59, "lon": -93.62}},
   "store": {"path": "$TMP/cg.db"},
   "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
   "centers": {"file": "$TMP/centers.json"},
@@ -161,6 +161,24 @@ wait_for "reload.done logged" 10 reloaded
 api /metrics; grep -q '^cartgate_reloads_total{result="ok"} 1$' "$TMP/resp" && grep -q '^cartgate_reloads_total{result="refused"} 1$' "$TMP/resp" || fail "reload counters"
 api /api/v1/patients; [ "$CODE" = 200 ] || fail "after reload"
 ok "SIGHUP with a good config applies it"
+# the pages follow the reloaded configuration (the site's name in every page's header), also
+# after the configuration they started with has been freed (a second reload frees the first's)
+api /ui/; [ "$CODE" = 200 ] && grep -q "Before Reload Hospital" "$TMP/resp" || fail "worklist page before renaming: $CODE"
+sed -i 's/Before Reload Hospital/After Reload Hospital/' "$TMP/c.conf"
+for n in 2 3; do
+  # the third also changes an option that only a restart applies: named in the log, the rest applied
+  [ "$n" = 3 ] && sed -i 's|"store": {"path": "\([^"]*\)"}|"store": {"path": "\1", "busy_timeout_ms": 7000}|' "$TMP/c.conf"
+  kill -HUP "$DPID"
+  reloads_ok() { [ "$(metric 'cartgate_reloads_total{result="ok"}')" = "$n" ]; }
+  wait_for "reload $n" 10 reloads_ok
+  sleep 1.5   # the files source polls every second: the replaced configuration is freed after it
+  api /ui/; [ "$CODE" = 200 ] && grep -q "After Reload Hospital" "$TMP/resp" && ! grep -q "Before Reload" "$TMP/resp" ||
+    fail "worklist page after reload $n: $CODE $(grep -o '<span class="site">.*</span>' "$TMP/resp" | head -c 300)"
+done
+[ "$(grep -c 'event="reload.restart_needed"' "$TMP/d1.log")" = 1 ] &&
+  grep -q 'event="reload.restart_needed" options="store.busy_timeout_ms"' "$TMP/d1.log" ||
+  fail "reload.restart_needed: $(grep 'reload.restart_needed' "$TMP/d1.log")"
+ok "the web pages show the site's name of the reloaded configuration (two more reloads); a restart-only change is named in the log"
 
 grep -q 'event="daemon.start" .*libevent_backend="' "$TMP/d1.log" || fail "start-up versions not logged"
 stop_daemon "$DPID"

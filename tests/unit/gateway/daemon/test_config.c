@@ -576,6 +576,47 @@ static void test_sample_configs(void **state)
     }
 }
 
+
+/* What a reload cannot apply is named, what it applies is not. */
+static void test_restart_changes(void **state)
+{
+    (void)state;
+    fhir_buf d1, d2, d3;
+    size_t n1 = 9, n2 = 9, n3 = 9;
+    config *a = load("{\"site\":{\"id\":\"s1\",\"name\":\"A\"},\"admin\":{\"enabled\":false},"
+                     "\"store\":{\"path\":\"a.db\",\"retention_days\":30},"
+                     "\"notify\":{\"candidates\":\"now\"},"
+                     "\"cds\":{\"clients\":[\"ehr https://ehr.example/jwks\"]}}", &d1, &n1);
+    config *b = load("{\"site\":{\"id\":\"s1\",\"name\":\"B\"},\"admin\":{\"enabled\":false},"
+                     "\"store\":{\"path\":\"b.db\",\"retention_days\":60},"
+                     "\"notify\":{\"candidates\":\"review\"},"
+                     "\"cds\":{\"clients\":[\"ehr https://ehr.example/jwks2\"],\"fetch_timeout_ms\":900}}", &d2, &n2);
+    config *c = load("{\"site\":{\"id\":\"s1\",\"name\":\"C\"},\"admin\":{\"enabled\":false},"
+                     "\"store\":{\"path\":\"a.db\",\"retention_days\":90},"
+                     "\"notify\":{\"candidates\":\"review\"},"
+                     "\"cds\":{\"clients\":[\"ehr https://ehr.example/jwks\"]}}", &d3, &n3);
+    assert_non_null(a);
+    assert_non_null(b);
+    assert_non_null(c);
+    assert_int_equal(n1 + n2 + n3, 0);
+    char out[256];
+    assert_int_equal(config_restart_changes(a, b, out, sizeof out), 3);
+    assert_string_equal(out, "store.path,cds.clients,cds.fetch_timeout_ms");
+    /* site name, retention and notify.candidates apply at once: nothing to name */
+    assert_int_equal(config_restart_changes(a, c, out, sizeof out), 0);
+    assert_string_equal(out, "");
+    /* a short buffer keeps whole names and still counts them all */
+    char small[16];
+    assert_int_equal(config_restart_changes(a, b, small, sizeof small), 3);
+    assert_string_equal(small, "store.path");
+    config_free(a);
+    config_free(b);
+    config_free(c);
+    fhir_buf_free(&d1);
+    fhir_buf_free(&d2);
+    fhir_buf_free(&d3);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -595,6 +636,7 @@ int main(void)
         cmocka_unit_test(test_reference_table),
         cmocka_unit_test(test_missing_file),
         cmocka_unit_test(test_sample_configs),
+        cmocka_unit_test(test_restart_changes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
