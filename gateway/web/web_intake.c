@@ -246,17 +246,37 @@ static bool load_one(web *w, serve_req *r, one *o)
     return true;
 }
 
+/* What happened at intake, in words (the audit's action names are for the log and the API). */
+static const char *intake_action_words(const char *action)
+{
+    static const char *const words[][2] = {
+        {"intake-received", "Received"},      {"accept", "Accepted"},
+        {"request-info", "More information requested"}, {"decline", "Declined"},
+        {"schedule", "Consult scheduled"},    {"cancelled-by-site", "Cancelled by the referring site"},
+    };
+    for (size_t i = 0; action && i < sizeof words / sizeof words[0]; i++)
+        if (!strcmp(action, words[i][0]))
+            return words[i][1];
+    return action ? action : "";
+}
+
 static int hist_row(void *ctx, const store_audit_row *a)
 {
     fhir_buf *b = ctx;
     char d[40];
     fhir_clock_format_instant(a->ts_ms, d, sizeof d);
+    if (strlen(d) >= 19) { /* 2026-06-15 09:30:12, as on the site's pages */
+        d[10] = ' ';
+        d[19] = 0;
+    }
     fhir_buf_puts(b, "<tr><td>");
     web_esc(b, d);
     fhir_buf_puts(b, "</td><td>");
     web_esc(b, a->actor);
-    fhir_buf_puts(b, "</td><td>");
+    fhir_buf_puts(b, "</td><td data-action=\"");
     web_esc(b, a->action);
+    fhir_buf_puts(b, "\">");
+    web_esc(b, intake_action_words(a->action));
     fhir_buf_puts(b, "</td><td>");
     web_esc(b, a->reason ? a->reason : a->detail);
     fhir_buf_puts(b, "</td></tr>\n");
@@ -303,8 +323,8 @@ void web_h_intake_one(serve_req *r, void *ud)
     fhir_buf_puts(&b, "</p>\n");
     const char *done = serve_query(r, "done");
     if (done && strlen(done) < 32) {
-        fhir_buf_puts(&b, "<p class=\"note\" role=\"status\">Recorded: ");
-        web_esc(&b, done);
+        fhir_buf_puts(&b, "<p class=\"note\" role=\"status\" id=\"done\">Recorded: ");
+        web_esc(&b, intake_action_words(done));
         fhir_buf_puts(&b, ". The referring site sees it at its next check.</p>\n");
     }
     /* the answer */
@@ -357,7 +377,7 @@ void web_h_intake_one(serve_req *r, void *ud)
     }
     fhir_buf_free(&txt);
     fhir_buf_puts(&b, "</section>\n<section aria-labelledby=\"h-h\"><h2 id=\"h-h\">History</h2>\n"
-                      "<table class=\"list\"><thead><tr><th scope=\"col\">When</th><th scope=\"col\">Who</th>"
+                      "<table class=\"list\" id=\"history\"><thead><tr><th scope=\"col\">When (UTC)</th><th scope=\"col\">Who</th>"
                       "<th scope=\"col\">What</th><th scope=\"col\">Reason</th></tr></thead><tbody>\n");
     store_intake_audit_list(w->env.st, o.id, hist_row, &b, &e);
     fhir_buf_puts(&b, "</tbody></table></section>\n<p><a href=\"/ui/intake\">Back to the inbox</a></p>\n");

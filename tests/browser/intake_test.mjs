@@ -91,6 +91,10 @@ try {
   await page.type('#inf-text', 'Please send the latest PET/CT report');
   await submit('#do-info');
   check((await page.$eval('#answer', (x) => x.textContent)) === 'More information requested', 'more information requested');
+  check((await page.$eval('#done', (x) => x.textContent)).startsWith('Recorded: More information requested.'), 'the note after acting says what in words');
+  const hist = await page.$$eval('#history tbody tr', (t) => t.map((r) => r.cells[0].textContent + '|' + r.cells[2].textContent));
+  check(hist.length === 2 && /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\|Received$/.test(hist[0]) && hist[1].endsWith('|More information requested'),
+    `the history in words, times as on the site's pages (${hist})`);
   await audit('info');
 
   // back in the inbox: the declined one is gone from the open list
