@@ -360,14 +360,14 @@ static void pick_referrer(const propose_opts *o, const propose_input *in, packet
     r->source = source[0] ? source : NULL;
 }
 
-/* The referral packet (packet.h) as its document and HTML, caller frees both; NULL on failure
- * (the referral still goes out with the summary text: a packet is never a reason to hold it). */
-static void build_packet(const propose_opts *o, const propose_input *in, const package_parts *parts,
-                         const centers_center *center, const char *reason, const char *urgency,
-                         int64_t authored_ms, char **json_out, char **html_out,
-                         packet_referrer *ref, char *source, size_t source_n)
+/* The referral packet's document (packet.h), caller frees; NULL on failure (the referral still
+ * goes out with the summary text: a packet is never a reason to hold it). Its HTML rendering is
+ * made from the document when the Bundle is built (package_html). */
+static char *build_packet(const propose_opts *o, const propose_input *in, const package_parts *parts,
+                          const centers_center *center, const char *reason, const char *urgency,
+                          int64_t authored_ms, packet_referrer *ref, char *source, size_t source_n)
 {
-    *json_out = *html_out = NULL;
+    char *json = NULL;
     pick_referrer(o, in, ref, source, source_n);
     fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
     fhir_error e;
@@ -384,20 +384,235 @@ static void build_packet(const propose_opts *o, const propose_input *in, const p
         .report_lookback_days = o->report_lookback_days,
     };
     fhir_node *pk = verdict ? packet_build(a, &pi, &e) : NULL;
-    fhir_buf html;
-    fhir_buf_init(&html, PACKET_MAX_HTML);
-    if (pk && !packet_write_html(pk, &html, &e)) {
-        *json_out = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
-        *html_out = *json_out ? fhir_buf_steal(&html, NULL) : NULL;
-    }
-    if (!*json_out || !*html_out) {
-        free(*json_out);
-        *json_out = NULL;
+    if (pk)
+        json = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
+    if (!json)
         fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", in->patient_id,
                  e.msg[0] ? e.msg : "packet larger than its cap");
-    }
+    fhir_arena_free(a);
+    return json;
+}
+
+/* The HTML rendering of a packet document, caller frees; NULL when it cannot be made (the
+ * Bundle then carries neither, as when the packet could not be built). */
+static char *package_html(const char *packet_json, const char *patient_id)
+{
+    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
+    fhir_error e;
+    fhir_error_clear(&e);
+    fhir_buf html;
+    fhir_buf_init(&html, PACKET_MAX_HTML);
+    char *out = NULL;
+    const fhir_node *pk = fhir_json_parse(a, packet_json, strlen(packet_json), NULL, &e);
+    if (pk && !packet_write_html(pk, &html, &e))
+        out = fhir_buf_steal(&html, NULL);
+    if (!out)
+        fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", patient_id,
+                 e.msg[0] ? e.msg : "packet larger than its cap");
     fhir_buf_free(&html);
     fhir_arena_free(a);
+    return out;
+}
+
+/* ---- the package: what a proposal keeps, and the Bundle built from it ------------------ */
+
+/* "Type/id" of each resource into arr. */
+static void recipe_refs(fhir_arena *a, fhir_node *arr, const fhir_node *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char ref[512];
+        snprintf(ref, sizeof ref, "%s/%s", fhir_node_resource_type(v[i]) ? fhir_node_resource_type(v[i]) : "",
+                 fhir_node_resource_id(v[i]) ? fhir_node_resource_id(v[i]) : "");
+        fhir_node_append(a, arr, NULL, 0, fhir_node_new_str(a, ref));
+    }
+}
+
+/* The package recipe (JSON, caller frees): everything the Bundle is built from besides the
+ * referral's own columns (placer, site, patient, urgency, summary, verdict) — the patient's
+ * resources it carries by type and id in their order, the center and the referrer as they
+ * were, the request text, the authored time and the packet document. NULL when the arena's
+ * cap is hit. */
+static char *package_recipe(const propose_opts *o, const package_parts *p, const centers_center *ce,
+                            const packet_referrer *ref, const char *reason, int64_t authored_ms,
+                            const char *packet_json)
+{
+    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
+    fhir_node *r = fhir_node_new(a, FHIR_OBJECT);
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)authored_ms);
+    fhir_node_set_str(a, r, "authored_ms", ms);
+    fhir_node_set_str(a, r, "reason", reason);
+    fhir_node_set_str(a, r, "site_name", o->site_name && *o->site_name ? o->site_name : o->site_id);
+    fhir_node *rf = fhir_node_set_obj(a, r, "referrer");
+    if (ref->name)
+        fhir_node_set_str(a, rf, "name", ref->name);
+    if (ref->phone)
+        fhir_node_set_str(a, rf, "phone", ref->phone);
+    if (ref->direct)
+        fhir_node_set_str(a, rf, "direct", ref->direct);
+    fhir_node *c = fhir_node_set_obj(a, r, "center");
+    fhir_node_set_str(a, c, "id", ce->id);
+    fhir_node_set_str(a, c, "name", ce->name);
+    if (ce->contact_phone)
+        fhir_node_set_str(a, c, "contact_phone", ce->contact_phone);
+    if (ce->contact_email)
+        fhir_node_set_str(a, c, "contact_email", ce->contact_email);
+    fhir_node *lines = fhir_node_set_arr(a, c, "address_lines");
+    for (size_t i = 0; i < ce->n_address_lines; i++)
+        fhir_node_append(a, lines, NULL, 0, fhir_node_new_str(a, ce->address_lines[i]));
+    if (ce->city)
+        fhir_node_set_str(a, c, "city", ce->city);
+    if (ce->state)
+        fhir_node_set_str(a, c, "state", ce->state);
+    if (ce->postal_code)
+        fhir_node_set_str(a, c, "postal_code", ce->postal_code);
+    recipe_refs(a, fhir_node_set_arr(a, r, "patient"), &p->patient, 1);
+    recipe_refs(a, fhir_node_set_arr(a, r, "condition"), &p->condition, p->condition ? 1 : 0);
+    recipe_refs(a, fhir_node_set_arr(a, r, "coverages"), p->cov, p->ncov);
+    recipe_refs(a, fhir_node_set_arr(a, r, "observations"), p->obs, p->nobs);
+    recipe_refs(a, fhir_node_set_arr(a, r, "medications"), p->med, p->nmed);
+    recipe_refs(a, fhir_node_set_arr(a, r, "reports"), p->rep, p->nrep);
+    if (packet_json)
+        fhir_node_set_str(a, r, "packet", packet_json);
+    char *out = fhir_json_to_string(r, FHIR_JSON_COMPACT, PROPOSE_MAX_PAYLOAD);
+    fhir_arena_free(a);
+    return out;
+}
+
+typedef struct fetched {
+    fhir_arena *a;
+    const fhir_node *node;
+} fetched;
+
+static int fetch_cb(void *ctx, const char *type, const char *id, const char *json)
+{
+    (void)type;
+    (void)id;
+    fetched *f = ctx;
+    fhir_error e;
+    f->node = fhir_json_parse(f->a, json, strlen(json), NULL, &e);
+    return 0;
+}
+
+/* The cached resources a recipe array names, in its order, into a new array (caller frees);
+ * -1 with err when one is no longer cached or unreadable. */
+static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhir_node ***out,
+                        size_t *n, fhir_error *err)
+{
+    size_t cnt = fhir_node_count(arr);
+    *out = fhir_xcalloc(cnt + 1, sizeof **out);
+    *n = 0;
+    for (const fhir_node *c = fhir_node_first(arr); c; c = c->next) {
+        const char *ref = fhir_node_str(c), *slash = ref ? strchr(ref, '/') : NULL;
+        if (!slash)
+            return fhir_error_set(err, "the package names a resource without type/id");
+        char type[64];
+        snprintf(type, sizeof type, "%.*s", (int)(slash - ref), ref);
+        fetched f = {.a = a};
+        int g = store_resource_get(s, type, slash + 1, fetch_cb, &f, err);
+        if (g < 0)
+            return -1;
+        if (g == 0 || !f.node)
+            return fhir_error_set(err, "%s is no longer cached: the package cannot be built "
+                                       "(screen the patient again)", ref);
+        (*out)[(*n)++] = f.node;
+    }
+    return 0;
+}
+
+int propose_package_payload(store *s, const refer_record *r, char **payload, fhir_error *err)
+{
+    *payload = NULL;
+    if (!r->package)
+        return fhir_error_set(err, "referral %lld has no package", (long long)r->id);
+    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
+    const fhir_node **pat = NULL, **cond = NULL, **cov = NULL, **obs = NULL, **med = NULL, **rep = NULL;
+    size_t npat = 0, ncond = 0, ncov = 0, nobs = 0, nmed = 0, nrep = 0;
+    char *html = NULL;
+    const char **lines = NULL;
+    int rc = -1;
+    const fhir_node *rc_node = fhir_json_parse(a, r->package, strlen(r->package), NULL, err);
+    if (!rc_node)
+        goto done;
+    if (recipe_fetch(s, a, fhir_node_get(rc_node, "patient"), &pat, &npat, err) ||
+        recipe_fetch(s, a, fhir_node_get(rc_node, "condition"), &cond, &ncond, err) ||
+        recipe_fetch(s, a, fhir_node_get(rc_node, "coverages"), &cov, &ncov, err) ||
+        recipe_fetch(s, a, fhir_node_get(rc_node, "observations"), &obs, &nobs, err) ||
+        recipe_fetch(s, a, fhir_node_get(rc_node, "medications"), &med, &nmed, err) ||
+        recipe_fetch(s, a, fhir_node_get(rc_node, "reports"), &rep, &nrep, err))
+        goto done;
+    const fhir_node *c = fhir_node_get(rc_node, "center");
+    const fhir_node *al = fhir_node_get(c, "address_lines");
+    size_t nl = fhir_node_count(al);
+    lines = fhir_xcalloc(nl + 1, sizeof *lines);
+    for (size_t i = 0; i < nl; i++)
+        lines[i] = fhir_node_str(fhir_node_at(al, i));
+    centers_center ce = {
+        .id = fhir_node_str(fhir_node_get(c, "id")), .name = fhir_node_str(fhir_node_get(c, "name")),
+        .contact_phone = fhir_node_str(fhir_node_get(c, "contact_phone")),
+        .contact_email = fhir_node_str(fhir_node_get(c, "contact_email")),
+        .address_lines = lines, .n_address_lines = nl,
+        .city = fhir_node_str(fhir_node_get(c, "city")), .state = fhir_node_str(fhir_node_get(c, "state")),
+        .postal_code = fhir_node_str(fhir_node_get(c, "postal_code")),
+    };
+    const char *ms = fhir_node_str(fhir_node_get(rc_node, "authored_ms"));
+    const char *packet_json = fhir_node_str(fhir_node_get(rc_node, "packet"));
+    if (packet_json)
+        html = package_html(packet_json, r->patient_id);
+    const fhir_node *rf = fhir_node_get(rc_node, "referrer");
+    char sysbase[200];
+    snprintf(sysbase, sizeof sysbase, "urn:cartgate:%s", r->site_id);
+    bser_input bi = {
+        .id_system_base = sysbase, .placer_id = r->placer_id, .site_id = r->site_id,
+        .site_name = fhir_node_str(fhir_node_get(rc_node, "site_name")),
+        .center = &ce, .patient_id = r->patient_id, .patient = npat ? pat[0] : NULL,
+        .coverages = cov, .n_coverages = ncov, .condition = ncond ? cond[0] : NULL,
+        .observations = obs, .n_observations = nobs, .medications = med,
+        .n_medications = nmed, .reports = rep, .n_reports = nrep,
+        .reason_text = fhir_node_str(fhir_node_get(rc_node, "reason")),
+        .summary_text = r->explanation, .verdict_json = r->verdict_json, .urgency = r->urgency,
+        .authored_ms = ms ? strtoll(ms, NULL, 10) : 0,
+        .referrer_name = fhir_node_str(fhir_node_get(rf, "name")),
+        .referrer_phone = fhir_node_str(fhir_node_get(rf, "phone")),
+        .referrer_direct = fhir_node_str(fhir_node_get(rf, "direct")),
+        .packet_json = html ? packet_json : NULL, .packet_html = html,
+    };
+    fhir_node *bundle = bser_build(a, &bi, err);
+    if (!bundle)
+        goto done;
+    *payload = fhir_json_to_string(bundle, FHIR_JSON_COMPACT, PROPOSE_MAX_PAYLOAD);
+    if (!*payload) {
+        fhir_error_set(err, "the package is larger than its cap");
+        goto done;
+    }
+    rc = 0;
+done:
+    free(pat);
+    free(cond);
+    free(cov);
+    free(obs);
+    free(med);
+    free(rep);
+    free(lines);
+    free(html);
+    fhir_arena_free(a);
+    return rc;
+}
+
+static bool all_identified(const fhir_node *const *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!fhir_node_resource_type(v[i]) || !fhir_node_resource_id(v[i]))
+            return false;
+    return true;
+}
+
+/* Does every resource the package carries have a type and an id (the recipe names them so)? */
+static bool parts_identified(const package_parts *p)
+{
+    return all_identified(&p->patient, 1) && all_identified(&p->condition, p->condition ? 1 : 0) &&
+           all_identified(p->cov, p->ncov) && all_identified(p->obs, p->nobs) &&
+           all_identified(p->med, p->nmed) && all_identified(p->rep, p->nrep);
 }
 
 static void parts_free(package_parts *p)
@@ -643,7 +858,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const centers_center *center = rr.candidates[pick].center;
     snprintf(out->center_id, sizeof out->center_id, "%s", center->id);
     int rc = -1;
-    char *payload = NULL, *route_json = NULL, *packet_json = NULL, *packet_html = NULL;
+    char *package = NULL, *route_json = NULL, *packet_json = NULL;
     fhir_buf expl, reason;
     fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
     fhir_buf_init(&reason, PROPOSE_MAX_REASON);
@@ -698,32 +913,25 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         rc = 0;
         goto done;
     }
-    char sysbase[200];
-    snprintf(sysbase, sizeof sysbase, "urn:cartgate:%s", o->site_id);
     int64_t authored = fhir_clock_now_ms();
     packet_referrer referrer;
     char ref_source[160];
-    build_packet(o, in, &parts, center, fhir_buf_cstr(&reason), urg, authored, &packet_json,
-                 &packet_html, &referrer, ref_source, sizeof ref_source);
-    bser_input bi = {
-        .id_system_base = sysbase, .placer_id = placer, .site_id = o->site_id,
-        .site_name = o->site_name && *o->site_name ? o->site_name : o->site_id,
-        .center = center, .patient_id = pid, .patient = parts.patient,
-        .coverages = parts.cov, .n_coverages = parts.ncov, .condition = parts.condition,
-        .observations = parts.obs, .n_observations = parts.nobs, .medications = parts.med,
-        .n_medications = parts.nmed, .reports = parts.rep, .n_reports = parts.nrep,
-        .reason_text = fhir_buf_cstr(&reason),
-        .summary_text = fhir_buf_cstr(&expl), .verdict_json = in->verdict_json, .urgency = urg,
-        .authored_ms = authored, .referrer_name = referrer.name, .referrer_phone = referrer.phone,
-        .referrer_direct = referrer.direct, .packet_json = packet_json, .packet_html = packet_html,
-    };
-    fhir_node *bundle = bser_build(a, &bi, &rerr);
-    if (bundle)
-        payload = fhir_json_to_string(bundle, FHIR_JSON_COMPACT, PROPOSE_MAX_PAYLOAD);
-    if (!payload) {
-        out->outcome = PROPOSE_NO_PAYLOAD;
+    if (!parts_identified(&parts)) {
+        out->outcome = PROPOSE_NO_PAYLOAD; /* what bser_build would refuse to copy */
         snprintf(out->detail, sizeof out->detail, "%s",
-                 bundle ? "the package is larger than its cap" : rerr.msg);
+                 "referral package: every copied resource needs resourceType and id");
+        rc = 0;
+        goto done;
+    }
+    packet_json = build_packet(o, in, &parts, center, fhir_buf_cstr(&reason), urg, authored,
+                               &referrer, ref_source, sizeof ref_source);
+    /* the Bundle itself is built from this when it is shown, approved or sent
+     * (propose_package_payload) */
+    package = package_recipe(o, &parts, center, &referrer, fhir_buf_cstr(&reason), authored,
+                             packet_json);
+    if (!package) {
+        out->outcome = PROPOSE_NO_PAYLOAD;
+        snprintf(out->detail, sizeof out->detail, "%s", "the package is larger than its cap");
         rc = 0;
         goto done;
     }
@@ -733,7 +941,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     refer_request req = {
         .site_id = o->site_id, .patient_id = pid, .center_id = center->id, .indications = inds,
         .n_indications = n, .urgency = urg, .explanation = fhir_buf_cstr(&expl),
-        .verdict_json = in->verdict_json, .route_json = route_json, .payload = payload,
+        .verdict_json = in->verdict_json, .route_json = route_json, .package = package,
         /* a re-route always waits for a person, also under standing orders */
         .mode = reroute ? REFER_MODE_APPROVAL : o->mode, .actor = "screener",
         .episode = episode, .supersedes = supersedes, .episode_marker = ep_marker,
@@ -760,9 +968,8 @@ done:
     free(joined);
     parts_free(&parts);
     free(route_json);
-    free(payload);
+    free(package);
     free(packet_json);
-    free(packet_html);
     fhir_buf_free(&expl);
     fhir_buf_free(&reason);
     fhir_arena_free(a);

@@ -156,4 +156,11 @@ bool propose_episode_new(const char *closed, const char *now);
  * candidate got no referral), by the pseudonymous patient id only. */
 void propose_log(const char *patient_id, refer_mode mode, const propose_result *r);
 
+/* The transaction Bundle of a referral whose payload is not stored yet, built from its package
+ * (refer_record.package: what the proposal kept) and the patient's resources as cached now:
+ * what would be sent. *payload: caller frees. 0, or -1 with err (no package, a resource it
+ * names is no longer cached, or a cap). refer_get calls it; the sender stores the result
+ * before the first send, so what was sent stays what is shown. */
+int propose_package_payload(store *s, const refer_record *r, char **payload, fhir_error *err);
+
 #endif

@@ -11,6 +11,7 @@
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_log.h"
+#include "propose.h"
 
 static const char *const state_names[REFER_N_STATES] = {
     "pending_approval", "approved", "sending", "sent", "accepted",
@@ -227,6 +228,7 @@ static void record_from_row(const store_referral *row, refer_record *r)
     r->episode_marker = dup_or_null(row->episode_marker);
     r->ended = dup_or_null(row->ended);
     r->cancel_requested_ms = row->cancel_requested_ms;
+    r->package = dup_or_null(row->package);
 }
 
 void refer_record_free(refer_record *r)
@@ -237,7 +239,8 @@ void refer_record_free(refer_record *r)
                      &r->indications, &r->mode, &r->urgency, &r->explanation,
                      &r->verdict_json, &r->route_json, &r->payload, &r->last_error,
                      &r->last_response, &r->center_sr_ref, &r->center_task_ref,
-                     &r->task_status, &r->business_status, &r->episode_marker, &r->ended};
+                     &r->task_status, &r->business_status, &r->episode_marker, &r->ended,
+                     &r->package};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -250,14 +253,51 @@ static int copy_row(void *ctx, const store_referral *row)
     return 1;
 }
 
-int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)
+/* The row as stored (no payload built): what the state machine reads. */
+static int get_row(store *s, int64_t id, refer_record *out, fhir_error *err)
 {
     return store_referral_get(s, id, copy_row, out, err);
 }
 
+/* A payload not stored yet, built from the package (a failure leaves it NULL: logged). */
+static void build_payload(store *s, refer_record *r)
+{
+    if (r->payload || !r->package)
+        return;
+    fhir_error e;
+    fhir_error_clear(&e);
+    char *p = NULL;
+    if (propose_package_payload(s, r, &p, &e) == 0) {
+        r->payload = p;
+        r->payload_built = true;
+    } else {
+        fhir_log(FHIR_LOG_WARN, "referral.payload_failed", "referral=%lld patient=%s error=%s",
+                 (long long)r->id, r->patient_id ? r->patient_id : "", e.msg);
+    }
+}
+
+int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)
+{
+    int f = get_row(s, id, out, err);
+    if (f == 1)
+        build_payload(s, out);
+    return f;
+}
+
 int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err)
 {
-    return store_referral_get_by_placer(s, placer_id, copy_row, out, err);
+    int f = store_referral_get_by_placer(s, placer_id, copy_row, out, err);
+    if (f == 1)
+        build_payload(s, out);
+    return f;
+}
+
+int refer_keep_payload(store *s, const refer_record *r, fhir_error *err)
+{
+    if (!r->payload_built)
+        return 0;
+    store_referral_change u = {.set_payload = true, .payload = r->payload};
+    return store_referral_update(s, r->id, &u, err);
 }
 
 int refer_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err)
@@ -552,7 +592,7 @@ static int supersede_locked(store *s, int64_t new_id, int64_t old_id, const stor
 {
     *cancelled_here = 0;
     refer_record old;
-    int f = refer_get(s, old_id, &old, err);
+    int f = get_row(s, old_id, &old, err);
     if (f < 0)
         return -1;
     if (f == 0)
@@ -597,7 +637,7 @@ static int approve_tx(store *s, int64_t id, const store_actor *who, fhir_error *
     int64_t cancelled_here = 0;
     refer_state old_from = REFER_APPROVED;
     refer_record r;
-    int f = refer_get(s, id, &r, err);
+    int f = get_row(s, id, &r, err);
     if (f <= 0) {
         if (f == 0)
             fhir_error_set(err, "referral %lld does not exist", (long long)id);
@@ -705,7 +745,7 @@ int refer_update_in_tx(store *s, int64_t id, const refer_request *req, fhir_erro
         return fhir_error_set(err, "referral %lld: update needs a placer identifier",
                               (long long)id);
     refer_record r;
-    int f = refer_get(s, id, &r, err);
+    int f = get_row(s, id, &r, err);
     if (f <= 0)
         return f < 0 ? -1 : fhir_error_set(err, "referral %lld does not exist", (long long)id);
     int rc = -1;
@@ -728,7 +768,8 @@ int refer_update_in_tx(store *s, int64_t id, const refer_request *req, fhir_erro
         .set_proposal = true, .placer_id = req->placer_id, .center_id = req->center_id,
         .indications = joined, .urgency = urg, .explanation = req->explanation,
         .verdict_json = req->verdict_json, .route_json = req->route_json,
-        .set_payload = true, .payload = req->payload,
+        .set_payload = true, .payload = req->payload, .set_package = true,
+        .package = req->package,
     };
     char detail[1024];
     snprintf(detail, sizeof detail, "placer=%s center=%s -> %s indications=%s -> %s", req->placer_id,
@@ -790,7 +831,8 @@ static int create_locked(store *s, const refer_request *req, int64_t *id_out, bo
         .state = state_names[REFER_PENDING_APPROVAL],
         .mode = req->mode == REFER_MODE_AUTO ? "auto" : "approval", .urgency = urg,
         .explanation = req->explanation, .verdict_json = req->verdict_json,
-        .route_json = req->route_json, .payload = req->payload, .episode = req->episode,
+        .route_json = req->route_json, .payload = req->payload, .package = req->package,
+        .episode = req->episode,
         .supersedes = req->supersedes, .episode_marker = req->episode_marker,
     };
     int ins = store_referral_insert(s, &row, id_out, err);
@@ -1006,7 +1048,7 @@ int refer_apply_task(store *s, int64_t id, const char *task_status, const char *
 {
     *changed = false;
     refer_record r;
-    int f = refer_get(s, id, &r, err);
+    int f = get_row(s, id, &r, err);
     if (f != 1)
         return f == 0 ? fhir_error_set(err, "referral %lld does not exist", (long long)id) : -1;
     char actor[160];

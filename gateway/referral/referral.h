@@ -80,6 +80,7 @@ typedef struct refer_request {
     const char *verdict_json;          /* machine-readable verdict */
     const char *route_json;            /* route_explain_json output */
     const char *payload;               /* transaction Bundle JSON (may be set later) */
+    const char *package;               /* what the Bundle is built from (propose.h) */
     refer_mode mode;
     const char *actor;                 /* who created it ("screener", a user name) */
     /* the episode (propose.h); zero values: episode 1, no predecessor, no marker, placer
@@ -117,6 +118,8 @@ typedef struct refer_record {
     char *episode_marker;        /* the disease marker the episode opened with; may be NULL */
     char *ended;                 /* REFER_ENDED_WITHDRAWN | REFER_ENDED_SUPERSEDED | NULL */
     int64_t cancel_requested_ms; /* > 0: the sender is to cancel it at its center */
+    char *package;               /* what the payload is built from until it is stored */
+    bool payload_built;          /* refer_get built payload from package (not stored yet) */
 } refer_record;
 
 /* Why a referral ended without closing its patient's episode (refer_record.ended). */
@@ -124,8 +127,13 @@ typedef struct refer_record {
 #define REFER_ENDED_SUPERSEDED "superseded" /* replaced by an approved re-route */
 
 void refer_record_free(refer_record *r);
-/* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. */
+/* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. A referral whose
+ * payload is not stored yet gets it built from its package (propose_package_payload: what
+ * would be sent, payload_built set); when that cannot be built, payload stays NULL. */
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err);
+/* Stores the payload refer_get built (r->payload_built) before it is first sent, without an
+ * audit row (nothing changes but where the Bundle is kept). 0, or -1 with err. */
+int refer_keep_payload(store *s, const refer_record *r, fhir_error *err);
 int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err);
 /* Only the id of a placer identifier: 1 and *id_out, 0 not found, -1 error. */
 int refer_find(store *s, const char *placer_id, int64_t *id_out, fhir_error *err);

@@ -733,6 +733,13 @@ static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
         job_free(j);
         return false;
     }
+    /* a payload built from the proposal's package is stored before it first goes out: what
+     * was sent is what is shown afterwards */
+    if (refer_keep_payload(snd->st, &j->r, &e)) {
+        local_error(snd, ln, &e);
+        job_free(j);
+        return false;
+    }
     if (j->r.state == REFER_SENDING) {
         j->recovery = true; /* possibly already there: look before resending */
         j->step = STEP_SEARCH_SR;

@@ -382,6 +382,12 @@ static const struct {
      ");"
      "ALTER TABLE audit ADD COLUMN intake_id INTEGER;"
      "CREATE INDEX audit_intake ON audit(intake_id, id) WHERE intake_id IS NOT NULL;"},
+    /* 14: what a proposal's package is made of (the referral room's recipe: the resources
+     * it carries by type and id, the packet document, the center and referrer as they were),
+     * so the transaction Bundle is built when it is needed (shown, approved, sent) and stored
+     * in payload once it is sent, instead of ~65 KB written with every proposal. Last column:
+     * the small columns before it stay in the row's first page. */
+    {"referrals.package", "ALTER TABLE referrals ADD COLUMN package TEXT;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -395,13 +401,13 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
     "explanation, verdict_json, route_json, payload, attempts, next_attempt_ms, "            \
     "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
     "business_status, created_ms, updated_ms, episode, supersedes, episode_marker, ended, "  \
-    "cancel_requested_ms"
+    "cancel_requested_ms, package"
 /* the same positions, large columns left unread */
 #define REF_COLS_SUMMARY                                                                     \
     "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
     "NULL, NULL, NULL, NULL, attempts, next_attempt_ms, last_status, last_error, NULL, "     \
     "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms, " \
-    "episode, supersedes, episode_marker, ended, cancel_requested_ms"
+    "episode, supersedes, episode_marker, ended, cancel_requested_ms, NULL"
 /* The patients store.retention may prune (?1: the cutoff in ms): screened without a heme
  * diagnosis, not a candidate, no referral ever, nothing held or waiting to be screened, and no
  * cached resource stored or changed since the cutoff. Verdicts, referrals and the audit are
@@ -710,8 +716,8 @@ static const struct {
                       "INSERT INTO referrals(placer_id, site_id, patient_id, center_id, "
                       "indications, state, mode, urgency, explanation, verdict_json, "
                       "route_json, payload, created_ms, updated_ms, episode, supersedes, "
-                      "episode_marker) VALUES "
-                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
+                      "episode_marker, package) VALUES "
+                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
     [Q_REF_GET] = {"referral read", "SELECT " REF_COLS " FROM referrals WHERE id = ?"},
     [Q_REF_GET_PLACER] = {"referral read",
                           "SELECT " REF_COLS " FROM referrals WHERE placer_id = ?"},
@@ -753,7 +759,8 @@ static const struct {
                       "route_json = CASE WHEN ?19 THEN ?26 ELSE route_json END, "
                       "ended = CASE WHEN ?27 THEN ?28 ELSE ended END, "
                       "cancel_requested_ms = CASE WHEN ?29 THEN ?30 ELSE cancel_requested_ms END, "
-                      "episode_marker = CASE WHEN ?31 THEN ?32 ELSE episode_marker END "
+                      "episode_marker = CASE WHEN ?31 THEN ?32 ELSE episode_marker END, "
+                      "package = CASE WHEN ?33 THEN ?34 ELSE package END "
                       "WHERE id = ?1"},
     /* the referrals whose cancellation at the center is still to do (partial index) */
     [Q_REF_CANCEL_DUE] = {"referral list",
@@ -2110,6 +2117,7 @@ static int ref_row(void *ctx, sqlite3_stmt *st)
         .episode_marker = col_text(st, 26),
         .ended = col_text(st, 27),
         .cancel_requested_ms = sqlite3_column_int64(st, 28),
+        .package = col_text(st, 29),
     };
     return c->fn ? c->fn(c->ctx, &r) : 0;
 }
@@ -2134,6 +2142,7 @@ int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fh
     else
         sqlite3_bind_null(x.st, 16);
     bind_text(x.st, 17, r->episode_marker);
+    bind_text(x.st, 18, r->package);
     if (q_run(s, &x, "referral insert", err))
         return -1;
     if (sqlite3_changes(s->db) > 0) {
@@ -2377,6 +2386,8 @@ int store_referral_update(store *s, int64_t id, const store_referral_change *u,
     sqlite3_bind_int64(st, 30, u->cancel_requested_ms);
     sqlite3_bind_int(st, 31, u->set_marker);
     bind_text(st, 32, u->episode_marker);
+    sqlite3_bind_int(st, 33, u->set_package);
+    bind_text(st, 34, u->package);
     if (q_run(s, &x, "referral update", err))
         return -1;
     if (sqlite3_changes(s->db) == 0)

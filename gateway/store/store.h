@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 13
+#define STORE_SCHEMA_VERSION 14
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
@@ -248,6 +248,8 @@ typedef struct store_referral {
     const char *episode_marker;   /* the disease marker the episode opened with; may be NULL */
     const char *ended;            /* "withdrawn" | "superseded" | NULL (see migration 7) */
     int64_t cancel_requested_ms;  /* > 0: to be cancelled at its center by the sender */
+    const char *package;          /* what the payload is built from until it is stored
+                                   * (migration 14); NULL in summaries */
 } store_referral;
 typedef int (*store_referral_fn)(void *ctx, const store_referral *r);
 
@@ -318,6 +320,8 @@ typedef struct store_referral_change {
     int64_t cancel_requested_ms;
     bool set_marker;              /* episode_marker */
     const char *episode_marker;
+    bool set_package;             /* package (what the payload is built from) */
+    const char *package;
 } store_referral_change;
 /* Updates one row (inside the caller's transaction when one is open). 0, or -1 with err
  * (also when no row has that id). */

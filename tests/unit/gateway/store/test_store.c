@@ -264,8 +264,11 @@ static void test_cursors_resources_verdicts(void **state)
 }
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+/* migration 14 (a proposal's package) */
+#define UNDO_AFTER_V13 "ALTER TABLE referrals DROP COLUMN package;"
 /* migration 13 (a center's intake) */
 #define UNDO_AFTER_V12                                                                       \
+    UNDO_AFTER_V13                                                                           \
     "DROP INDEX audit_intake; ALTER TABLE audit DROP COLUMN intake_id;"                      \
     "DROP TABLE intake_identifiers; DROP TABLE intake_referrals; DROP TABLE intake_tokens;"  \
     "DROP TABLE intake_resources;"
