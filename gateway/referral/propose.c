@@ -494,8 +494,9 @@ static int fetch_cb(void *ctx, const char *type, const char *id, const char *jso
     return 0;
 }
 
-/* The cached resources a recipe array names, in its order, into a new array (caller frees);
- * -1 with err when one is no longer cached or unreadable. */
+/* The cached resources a recipe array names, in its order, into a new array (caller frees).
+ * One no longer cached (deleted at the source since) is left out, as a newer screening would
+ * leave it out; -1 with err on a store failure or a malformed name. */
 static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhir_node ***out,
                         size_t *n, fhir_error *err)
 {
@@ -512,10 +513,8 @@ static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhi
         int g = store_resource_get(s, type, slash + 1, fetch_cb, &f, err);
         if (g < 0)
             return -1;
-        if (g == 0 || !f.node)
-            return fhir_error_set(err, "%s is no longer cached: the package cannot be built "
-                                       "(screen the patient again)", ref);
-        (*out)[(*n)++] = f.node;
+        if (g == 1 && f.node)
+            (*out)[(*n)++] = f.node;
     }
     return 0;
 }
@@ -541,6 +540,10 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
         recipe_fetch(s, a, fhir_node_get(rc_node, "medications"), &med, &nmed, err) ||
         recipe_fetch(s, a, fhir_node_get(rc_node, "reports"), &rep, &nrep, err))
         goto done;
+    if (!npat) {
+        fhir_error_set(err, "the patient is no longer cached: the package cannot be built");
+        goto done;
+    }
     const fhir_node *c = fhir_node_get(rc_node, "center");
     const fhir_node *al = fhir_node_get(c, "address_lines");
     size_t nl = fhir_node_count(al);

@@ -98,7 +98,8 @@ typedef struct propose_input {
     const elig_factset *facts;
     const elig_result *result;
     const char *verdict_json;
-    const fhir_node *const *resources; /* the patient's (for the package) */
+    const fhir_node *const *resources; /* the patient's (for the package), as cached in the
+                                        * store: the package names them by type and id */
     size_t n_resources;
 } propose_input;
 
@@ -158,9 +159,10 @@ void propose_log(const char *patient_id, refer_mode mode, const propose_result *
 
 /* The transaction Bundle of a referral whose payload is not stored yet, built from its package
  * (refer_record.package: what the proposal kept) and the patient's resources as cached now:
- * what would be sent. *payload: caller frees. 0, or -1 with err (no package, a resource it
- * names is no longer cached, or a cap). refer_get calls it; the sender stores the result
- * before the first send, so what was sent stays what is shown. */
+ * what would be sent. A resource the package names that is no longer cached is left out.
+ * *payload: caller frees. 0, or -1 with err (no package, the Patient no longer cached, a cap).
+ * refer_get calls it; the sender stores the result before the first send, so what was sent
+ * stays what is shown. */
 int propose_package_payload(store *s, const refer_record *r, char **payload, fhir_error *err);
 
 #endif

@@ -30,7 +30,7 @@ start_daemon d1 "$TMP/c.conf"
 screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 30 ]; }
 wait_for "30 patients screened" 60 screened
 
-id=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL ORDER BY id LIMIT 1")
+id=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL OR package IS NOT NULL ORDER BY id LIMIT 1")
 [ -n "$id" ] || fail "no referral with a package"
 "$CG" referrals payload "$id" --db "$TMP/cg.db" >"$TMP/p-db.json" || fail "referrals payload --db"
 [ "$(jget "$TMP/p-db.json" 'd.resourceType + "/" + d.type')" = "Bundle/transaction" ] || fail "not the Bundle: $(head -c 200 "$TMP/p-db.json")"

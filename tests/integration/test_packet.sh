@@ -37,7 +37,7 @@ screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 40 ]; }
 wait_for "40 patients screened" 60 screened
 stop_daemon "$DPID"
 
-ids=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL ORDER BY id")
+ids=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL OR package IS NOT NULL ORDER BY id")
 n=$(echo "$ids" | grep -c .)
 [ "$n" -ge 10 ] || fail "expected at least 10 proposed referrals from 40 synth patients, got $n"
 

@@ -143,6 +143,21 @@ static store *open_fresh(const char *name)
     store *st = store_open(path, 0, &err);
     if (!st)
         fail_msg("store_open: %s", err.msg);
+    /* the demo patient's resources in the cache, as the daemon screens from them: a proposal
+     * names what its package carries there (propose_package_payload) */
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *b = fhir_json_parse_file(a, "tests/fixtures/demo-dlbcl-bundle.json", NULL, &err);
+    if (!b)
+        fail_msg("fixture: %s", err.msg);
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        char *json = fhir_json_to_string(r, FHIR_JSON_COMPACT, 1u << 24);
+        if (!json || store_resource_put(st, "demo-dlbcl-1", fhir_node_resource_type(r),
+                                        fhir_node_resource_id(r), NULL, NULL, json, &err))
+            fail_msg("caching the fixture: %s", err.msg);
+        free(json);
+    }
+    fhir_arena_free(a);
     return st;
 }
 
