@@ -1190,7 +1190,7 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
     }
     char cache[64];
     snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u;", STORE_CACHE_KIB);
-    if (exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err) || exec(s, cache, err) ||
+    if (exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;", err) || exec(s, cache, err) ||
         migrate(s, err)) {
         store_close(s);
         return NULL;
