@@ -64,7 +64,15 @@ int fhir_buf_append(fhir_buf *b, const void *p, size_t n)
     return 0;
 }
 
-int fhir_buf_putc(fhir_buf *b, char c) { return fhir_buf_append(b, &c, 1); }
+int fhir_buf_putc(fhir_buf *b, char c)
+{
+    if (!b->overflow && b->len + 2 <= b->alloc && (!b->cap || b->len < b->cap)) {
+        b->data[b->len++] = c;
+        b->data[b->len] = '\0';
+        return 0;
+    }
+    return fhir_buf_append(b, &c, 1);
+}
 int fhir_buf_puts(fhir_buf *b, const char *s) { return fhir_buf_append(b, s, strlen(s)); }
 
 int fhir_buf_printf(fhir_buf *b, const char *fmt, ...)

@@ -31,7 +31,7 @@ typedef struct parser {
     fhir_node *root;
     fhir_node **stack;
     size_t depth, stack_alloc;
-    const char *key;     /* pending member name (arena copy) */
+    const char *key;     /* pending member name (arena copy, or the reader's shared one) */
     uint32_t key_len;
     uint32_t key_line;   /* line of the pending member name */
     char msg[256];       /* our own error (limits, duplicates); empty when yajl's */
@@ -45,7 +45,69 @@ typedef struct parser {
     size_t text_len;
     size_t scan_pos;     /* newlines before scan_pos are counted in scan_line */
     uint32_t scan_line;
+    /* fhir_json_reader: documents parsed so far on this handle (more than one: a second
+     * top-level value) and where the root's last token ended in the text fed */
+    size_t roots;
+    size_t root_end;
+    struct interns *in;  /* member names shared across documents (fhir_json_reader), or NULL */
 } parser;
+
+/* The member names a fhir_json_reader has seen, shared by the trees it builds (resources repeat
+ * a few dozen names): one copy of each, checked once. Bounded: past INTERN_SLOTS / 2 names or
+ * INTERN_BYTES of them, further names are copied into the tree's arena as without a reader. */
+#define INTERN_SLOTS 4096u          /* power of two */
+#define INTERN_BYTES (256u << 10)   /* byte cap of the names' arena */
+
+typedef struct intern_slot {
+    const char *s;
+    uint32_t len;
+    uint32_t hash;
+} intern_slot;
+
+typedef struct interns {
+    intern_slot slot[INTERN_SLOTS];
+    size_t used;
+    fhir_arena *a;
+} interns;
+
+static uint32_t name_hash(const unsigned char *k, size_t n)
+{
+    uint64_t x = 0, y = 0;
+    if (n >= 8) {
+        memcpy(&x, k, 8);
+        memcpy(&y, k + n - 8, 8);
+    } else {
+        for (size_t i = 0; i < n; i++)
+            x |= (uint64_t)k[i] << (8 * i);
+    }
+    uint64_t h = (x ^ (y * 0x9E3779B97F4A7C15ull) ^ n) * 0xff51afd7ed558ccdull;
+    return (uint32_t)(h >> 32);
+}
+
+/* The shared copy of name k, or NULL; *slot is where it would go. */
+static const char *intern_find(const interns *in, const unsigned char *k, size_t n, uint32_t h,
+                               size_t *slot)
+{
+    size_t j = h & (INTERN_SLOTS - 1);
+    for (; in->slot[j].s; j = (j + 1) & (INTERN_SLOTS - 1))
+        if (in->slot[j].hash == h && in->slot[j].len == n && !memcmp(in->slot[j].s, k, n))
+            return in->slot[j].s;
+    *slot = j;
+    return NULL;
+}
+
+/* A shared copy of a (well-formed) name not seen before; NULL when the table is full. */
+static const char *intern_add(interns *in, size_t slot, uint32_t h, const unsigned char *k, size_t n)
+{
+    if (in->used >= INTERN_SLOTS / 2)
+        return NULL;
+    char *c = fhir_arena_strndup(in->a, (const char *)k, n);
+    if (!c)
+        return NULL;
+    in->slot[slot] = (intern_slot){c, (uint32_t)n, h};
+    in->used++;
+    return c;
+}
 
 void fhir_json_limits_default(fhir_json_limits *lim)
 {
@@ -166,6 +228,7 @@ static int add(parser *p, fhir_node *n)
         if (p->lines)
             n->line = token_line(p);
         p->root = n;
+        p->roots++;
         return 1;
     }
     fhir_node *parent = p->stack[p->depth - 1];
@@ -220,6 +283,13 @@ static size_t utf8_bad_at(const unsigned char *s, size_t n)
 {
     size_t i = 0;
     while (i < n) {
+        for (uint64_t w; i + 8 <= n; i += 8) { /* ASCII, a word at a time */
+            memcpy(&w, s + i, 8);
+            if (w & 0x8080808080808080ull)
+                break;
+        }
+        if (i == n)
+            break;
         unsigned char c = s[i];
         if (c < 0x80) {
             i++;
@@ -258,12 +328,24 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n)
     parser *p = ctx;
     if (n > p->lim.max_string)
         return fail(p, "string longer than max_string (%zu bytes)", p->lim.max_string);
-    if (memchr(s, '\0', n))
-        return fail(p, "string contains a NUL character");
-    size_t bad = utf8_bad_at(s, n);
-    if (bad < n)
-        return fail(p, "string is not well-formed UTF-8 (byte %zu of the string: overlong form, "
-                       "surrogate or invalid sequence)", bad + 1);
+    /* ASCII without NUL, a word at a time; else the checks in their order: NUL, then UTF-8 */
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        if ((w | ((w - ones) & ~w)) & high)
+            break;
+    }
+    while (i < n && s[i] && s[i] < 0x80)
+        i++;
+    if (i < n) {
+        if (memchr(s + i, '\0', n - i))
+            return fail(p, "string contains a NUL character");
+        size_t bad = i + utf8_bad_at(s + i, n - i);
+        if (bad < n)
+            return fail(p, "string is not well-formed UTF-8 (byte %zu of the string: overlong form, "
+                           "surrogate or invalid sequence)", bad + 1);
+    }
     return add_text(p, FHIR_STRING, (const char *)s, n);
 }
 
@@ -290,7 +372,8 @@ static int cb_start_array(void *ctx) { return push(ctx, FHIR_ARRAY); }
 static int cb_end(void *ctx)
 {
     parser *p = ctx;
-    p->depth--;
+    if (--p->depth == 0 && p->h)
+        p->root_end = yajl_get_bytes_consumed(p->h);
     return 1;
 }
 
@@ -299,24 +382,32 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
     parser *p = ctx;
     if (n > p->lim.max_string)
         return fail(p, "key longer than max_string (%zu bytes)", p->lim.max_string);
-    size_t bad = utf8_bad_at(k, n);
-    if (bad < n)
-        return fail(p, "key is not well-formed UTF-8 (byte %zu of the key)", bad + 1);
+    const char *name = NULL;
+    uint32_t h = 0;
+    size_t slot = 0;
+    if (p->in) /* a name seen before was checked then */
+        name = intern_find(p->in, k, n, h = name_hash(k, n), &slot);
+    if (!name) {
+        size_t bad = utf8_bad_at(k, n);
+        if (bad < n)
+            return fail(p, "key is not well-formed UTF-8 (byte %zu of the key)", bad + 1);
+        if (p->in)
+            name = intern_add(p->in, slot, h, k, n);
+        /* else the copy first: yajl's buffer is reused, and the duplicate table keeps the name */
+        if (!name && !(name = fhir_arena_strndup(p->a, (const char *)k, n)))
+            return out_of_arena(p);
+    }
     fhir_node *obj = p->stack[p->depth - 1];
-    /* the copy first: yajl's buffer is reused, and the duplicate table keeps the name */
-    char *copy = fhir_arena_strndup(p->a, (const char *)k, n);
-    if (!copy)
-        return out_of_arena(p);
     p->key_line = p->lines ? token_line(p) : 0;
     uint32_t first = 0;
-    if (is_duplicate(p, obj, copy, (uint32_t)n, &first)) {
+    if (is_duplicate(p, obj, name, (uint32_t)n, &first)) {
         if (first)
             return fail(p, "duplicate key \"%.*s\" (first on line %u)", (int)(n > 80 ? 80 : n),
-                        copy, (unsigned)first);
+                        name, (unsigned)first);
         return fail(p, "duplicate key \"%.*s\" (FHIR forbids repeated member names)",
-                    (int)(n > 80 ? 80 : n), copy);
+                    (int)(n > 80 ? 80 : n), name);
     }
-    p->key = copy;
+    p->key = name;
     p->key_len = (uint32_t)n;
     return 1;
 }
@@ -594,6 +685,85 @@ fhir_node *fhir_json_parse_ex(fhir_arena *a, const char *data, size_t len,
     return parse_whole(a, data, len, start, &o, f);
 }
 
+/* ---- a parser kept across documents --------------------------------------------------- */
+
+struct fhir_json_reader {
+    parser p;              /* p.h: the handle (NULL after a document that did not parse) */
+    interns in;
+};
+
+static void reader_handle(fhir_json_reader *r)
+{
+    r->p.h = yajl_alloc(&callbacks, NULL, &r->p);
+    if (!r->p.h)
+        abort();
+    yajl_config(r->p.h, yajl_allow_multiple_values, 1);
+}
+
+fhir_json_reader *fhir_json_reader_new(const fhir_json_limits *lim)
+{
+    fhir_json_reader *r = fhir_xcalloc(1, sizeof *r);
+    parser_init(&r->p, NULL, lim);
+    r->in.a = fhir_arena_new(INTERN_BYTES);
+    reader_handle(r);
+    return r;
+}
+
+void fhir_json_reader_free(fhir_json_reader *r)
+{
+    if (!r)
+        return;
+    if (r->p.h)
+        yajl_free(r->p.h);
+    parser_free(&r->p);
+    fhir_arena_free(r->in.a);
+    free(r);
+}
+
+static bool json_space(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (s[i] != ' ' && s[i] != '\t' && s[i] != '\n' && s[i] != '\r')
+            return false;
+    return true;
+}
+
+/* yajl has no reset: the handle takes documents one after another as a stream of values
+ * (yajl_allow_multiple_values). A document is accepted on it only when exactly one object or
+ * array was read and nothing but white space follows it, so nothing is left pending in the
+ * handle; anything else (errors, limits, a BOM, a scalar, trailing bytes, a truncated document)
+ * drops the handle and goes to fhir_json_parse, whose result and message are returned. */
+fhir_node *fhir_json_reader_parse(fhir_json_reader *r, fhir_arena *a, const char *data, size_t len,
+                                  fhir_error *err)
+{
+    parser *p = &r->p;
+    if (len == 0 || len > p->lim.max_bytes || bom_len(data, len))
+        return fhir_json_parse(a, data, len, &p->lim, err);
+    if (!p->h)
+        reader_handle(r);
+    p->a = a;
+    p->root = NULL;
+    p->depth = 0;
+    p->key = NULL;
+    p->key_len = 0;
+    p->msg[0] = '\0';
+    p->roots = 0;
+    p->root_end = 0;
+    p->in = &r->in;
+    if (p->dup_used) { /* slots name objects by address: an arena reused would match */
+        memset(p->dup, 0, p->dup_cap * sizeof *p->dup);
+        p->dup_used = 0;
+    }
+    yajl_status st = yajl_parse(p->h, (const unsigned char *)data, len);
+    if (st == yajl_status_ok && p->roots == 1 && p->depth == 0 &&
+        (p->root->kind == FHIR_OBJECT || p->root->kind == FHIR_ARRAY) &&
+        json_space(data + p->root_end, len - p->root_end))
+        return p->root;
+    yajl_free(p->h);
+    p->h = NULL;
+    return fhir_json_parse(a, data, len, &p->lim, err);
+}
+
 fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir_json_limits *lim,
                                      fhir_parse_fn parse, fhir_error *err)
 {
@@ -631,6 +801,16 @@ int fhir_json_write_string(fhir_buf *out, const char *s, size_t n)
         return -1;
     size_t run = 0;
     for (size_t i = 0; i < n; i++) {
+        /* eight bytes at a time while none is a control character, '"' or '\\' */
+        for (uint64_t w; i + 8 <= n; i += 8) {
+            memcpy(&w, s + i, 8);
+            const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+            uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+            if ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) & high)
+                break;
+        }
+        if (i == n)
+            break;
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;

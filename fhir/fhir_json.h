@@ -66,6 +66,18 @@ typedef fhir_node *(*fhir_parse_fn)(fhir_arena *a, const char *data, size_t len,
 fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir_json_limits *lim,
                                      fhir_parse_fn parse, fhir_error *err);
 
+/* A parser kept across many small documents in a row (the lines of an NDJSON file): one yajl
+ * handle while documents parse cleanly. Same rules, limits, results and messages as
+ * fhir_json_parse (lim may be NULL for defaults). Caller frees with fhir_json_reader_free(). */
+typedef struct fhir_json_reader fhir_json_reader;
+fhir_json_reader *fhir_json_reader_new(const fhir_json_limits *lim);
+/* The tree lives in arena a; its member names may be the reader's own copies (one per name,
+ * up to a cap), so the tree is valid until a is reset or r is freed, whichever comes first.
+ * NULL with err set on error. */
+fhir_node *fhir_json_reader_parse(fhir_json_reader *r, fhir_arena *a, const char *data, size_t len,
+                                  fhir_error *err);
+void fhir_json_reader_free(fhir_json_reader *r);
+
 /* Incremental parse for bodies that arrive in chunks (e.g. HTTP). Caller frees with
  * fhir_json_stream_free(). feed() may be called any number of times, then finish(). */
 typedef struct fhir_json_stream fhir_json_stream;

@@ -449,7 +449,7 @@ int map_stream_next_line(ms *m, lreader *r, const sfile *f, const char **s, size
 static fhir_node *parse_line(ms *m, fhir_arena *a, const char *s, size_t n)
 {
     fhir_error e;
-    fhir_node *res = fhir_json_parse(a, s, n, &m->lim, &e);
+    fhir_node *res = map_stream_parse(m, a, s, n, &e);
     if (!res || res->kind != FHIR_OBJECT) {
         m->st->bad_lines++;
         return NULL;
@@ -501,7 +501,7 @@ fhir_node *map_stream_parse_kept(ms *m, fhir_arena *a, const char *s, size_t n, 
         return res;
     fhir_arena_reset(m->scratch);
     fhir_error e;
-    return fhir_json_parse(a, s, n, &m->lim, &e);
+    return map_stream_parse(m, a, s, n, &e);
 }
 
 /* ---- patient assembly --------------------------------------------------------------------- */
@@ -615,6 +615,7 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
     m.ud = ud;
     m.lim.max_bytes = m.o.max_file_bytes;
     fhir_json_limits_default(&m.lim);
+    m.jr = fhir_json_reader_new(&m.lim);
     m.med_fd = -1;
     m.hold = fhir_arena_new(0);
     m.scratch = fhir_arena_new(0);
@@ -665,6 +666,7 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
     fhir_arena_free(m.hold);
     fhir_arena_free(m.scratch);
     fhir_arena_free(m.pa);
+    fhir_json_reader_free(m.jr);
     fhir_buf_free(&m.tmp);
     fhir_buf_free(&m.medw);
     free(m.recs);

@@ -116,7 +116,7 @@ static int take(ms *m, const char *type, size_t tl, const char *raw, size_t len,
     const char *key = NULL;
     int k = res || is_type(type, tl, "Medication") ? -1 : map_stream_key_scan(raw, len, type, tl, sc, a, &key);
     if (k <= 0 && !res) { /* the parser decides: a Medication, no patient, or unscannable */
-        res = fhir_json_parse(a, raw, len, &m->lim, &pe);
+        res = map_stream_parse(m, a, raw, len, &pe);
         if (!res || res->kind != FHIR_OBJECT) {
             m->st->bad_lines++;
             return GROUP_OK;
@@ -216,7 +216,7 @@ static int take_entries(ms *m, doc *d, fhir_arena *a, bool *reparse, uint64_t po
             continue;
         }
         fhir_error pe;
-        e->node = fhir_json_parse(a, e->res, e->len, &m->lim, &pe);
+        e->node = map_stream_parse(m, a, e->res, e->len, &pe);
         if (!e->node) {
             *reparse = true;
             return GROUP_OK;
@@ -263,7 +263,7 @@ static int take_doc(ms *m, const sfile *f, const char *s, size_t n, bool line, u
             m->st->bytes_skipped += n;
         } else {
             fhir_error pe;
-            fhir_node *res = fhir_json_parse(a, s, n, &m->lim, &pe);
+            fhir_node *res = map_stream_parse(m, a, s, n, &pe);
             if (!res)
                 reparse = true;
             else
@@ -379,7 +379,7 @@ static int deliver_held(ms *m)
         for (; j < m->nrecs && !strcmp(m->recs[j].key, m->recs[i].key); j++) {
             fhir_error pe;
             rec r = m->recs[j];
-            r.res = fhir_json_parse(m->pa, r.raw, r.len, &m->lim, &pe);
+            r.res = map_stream_parse(m, m->pa, r.raw, r.len, &pe);
             if (!r.res || r.res->kind != FHIR_OBJECT) {
                 m->st->bad_lines++;
                 m->st->resources--;

@@ -91,6 +91,7 @@ typedef struct ms {
     map_stream_restart_fn restart;
     void *ud;
     fhir_json_limits lim;
+    fhir_json_reader *jr;  /* one parser handle for every resource text (fhir_json_reader) */
     sfile *files;
     size_t nfiles;
     char *stdin_doc;       /* "-" read once (grouping may read the input twice) */
@@ -151,6 +152,13 @@ enum { MERGE_OK = 0, MERGE_FAIL = -1, MERGE_UNSORTED = 1 };
 enum { GROUP_OK = 0, GROUP_FAIL = -1, GROUP_OVER = 1 };
 
 /* ---- map_stream.c: inputs, keys, delivery ------------------------------------------------- */
+
+/* One resource's JSON text into a (the reader kept across texts). */
+static inline fhir_node *map_stream_parse(ms *m, fhir_arena *a, const char *s, size_t n,
+                                          fhir_error *err)
+{
+    return fhir_json_reader_parse(m->jr, a, s, n, err);
+}
 
 void map_stream_lr_open(lreader *r, int fd, size_t max);
 void map_stream_lr_close(lreader *r);

@@ -185,7 +185,7 @@ int map_stream_med_find(ms *m, const char *ref, const fhir_node **med, uint64_t 
         if (!found)
             continue;
         fhir_error e;
-        fhir_node *n = fhir_json_parse(m->pa, text, tl, &m->lim, &e);
+        fhir_node *n = map_stream_parse(m, m->pa, text, tl, &e);
         if (!n)
             return fhir_error_set(m->err, "Medication table: %s", e.msg);
         *med = n;

@@ -7,31 +7,54 @@
 
 #include "map_profile.h"
 
+/* A cursor's trees live in two arenas: a[cur] holds the patient being collected (reset once
+ * that patient is delivered), a[!cur] the resources read ahead, which belong to a later
+ * patient. A line goes to a[!cur] unless it names the patient being collected (its id occurs in
+ * the text: a guess, checked once parsed; a wrong guess is copied over), so the head read ahead
+ * is not copied between arenas for every patient. */
 typedef struct cursor {
     const sfile *f;
     lreader r;
     fhir_arena *a[2];
     int cur;
+    bool used;             /* advanced while collecting the patient being delivered */
     const fhir_node *head;
     const char *key;
     uint64_t pos;          /* head's rec.pos */
 } cursor;
 
+/* Does k (kl > 0 bytes) occur in s? */
+static bool occurs(const char *s, size_t n, const char *k, size_t kl)
+{
+    for (const char *p = s, *end = s + n; (size_t)(end - p) >= kl; p++) {
+        p = memchr(p, k[0], (size_t)(end - p) - kl + 1);
+        if (!p)
+            return false;
+        if (!memcmp(p, k, kl))
+            return true;
+    }
+    return false;
+}
+
 /* Moves c to its next keyed resource (head NULL at the end). */
 static int cur_advance(ms *m, cursor *c)
 {
     const char *prev = c->head ? c->key : NULL;
+    size_t prev_len = prev ? strlen(prev) : 0;
     c->head = NULL;
+    c->used = c->used || prev;
     for (;;) {
         const char *s;
         size_t n;
         int kind = map_stream_next_line(m, &c->r, c->f, &s, &n);
         if (kind <= 0)
             return kind < 0 ? MERGE_FAIL : MERGE_OK;
+        bool ahead = prev_len && !occurs(s, n, prev, prev_len);
+        fhir_arena *a = c->a[c->cur ^ ahead];
         bool bundle;
         fhir_node *res = kind == LINE_BUNDLE
                              ? NULL
-                             : map_stream_parse_kept(m, c->a[c->cur], s, n, kind == LINE_READ, &bundle);
+                             : map_stream_parse_kept(m, a, s, n, kind == LINE_READ, &bundle);
         if (kind == LINE_BUNDLE || bundle)
             return MERGE_UNSORTED;
         if (!res)
@@ -40,13 +63,21 @@ static int cur_advance(ms *m, cursor *c)
         m->st->resources++;
         if (!strcmp(type, "Medication"))
             return MERGE_UNSORTED;
-        const char *key = map_stream_key_of(res, type, NULL, c->a[c->cur]);
+        const char *key = map_stream_key_of(res, type, NULL, a);
         if (!key) {
             m->st->orphans++;
             continue;
         }
-        if (prev && strcmp(key, prev) < 0)
+        int order = prev ? strcmp(key, prev) : 0;
+        if (order < 0)
             return MERGE_UNSORTED;
+        if (order > 0 && !ahead) { /* the guess was wrong: a later patient's */
+            a = c->a[!c->cur];
+            res = fhir_node_clone(a, res);
+            key = fhir_arena_strdup(a, key);
+            if (!res || !key)
+                abort();
+        }
         c->head = res;
         c->key = key;
         c->pos = map_stream_pos(m, c->f, c->r.line_off);
@@ -155,25 +186,19 @@ int map_stream_run_sorted(ms *m)
             break;
         size_t held = 0;
         for (size_t i = 0; i < nc; i++)
-            held += fhir_arena_used(cs[i].a[cs[i].cur]);
+            held += fhir_arena_used(cs[i].a[0]) + fhir_arena_used(cs[i].a[1]);
         if (map_stream_deliver(m, key, v, nv, held)) {
             rc = MERGE_FAIL;
             break;
         }
-        /* free this patient's trees; each cursor's next resource moves to its other arena */
+        /* free this patient's trees: the heads read ahead are in the other arenas */
         for (size_t i = 0; i < nc; i++) {
             cursor *c = &cs[i];
-            fhir_arena *next = c->a[!c->cur];
-            if (c->head) {
-                fhir_node *h = fhir_node_clone(next, c->head);
-                const char *k = fhir_arena_strdup(next, c->key);
-                if (!h || !k)
-                    abort();
-                c->head = h;
-                c->key = k;
-            }
+            if (!c->used)
+                continue;
             fhir_arena_reset(c->a[c->cur]);
             c->cur = !c->cur;
+            c->used = false;
         }
     }
     for (size_t i = 0; i < nc; i++) {

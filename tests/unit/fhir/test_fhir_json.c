@@ -362,6 +362,87 @@ static void test_parse_file_errors(void **state)
     fhir_arena_free(a);
 }
 
+/* fhir_json_reader: one handle across documents; every document, good or bad, gives what
+ * fhir_json_parse gives (same trees, same messages), before and after a failure. */
+static void test_reader_matches_parse(void **state)
+{
+    (void)state;
+    static const char *const docs[] = {
+        "{\"resourceType\":\"Observation\",\"id\":\"o1\",\"valueQuantity\":{\"value\":1.5}}",
+        "{\"a\":1} {\"b\":2}", /* two documents on one line */
+        "{\"a\":1}{}",
+        "{\"a\":1} 12",          /* a number pending at the end */
+        "{\"a\":1} \"open",      /* a string pending at the end */
+        "{\"a\":[1,2",            /* truncated */
+        "12",                     /* a scalar */
+        "\"text\"",
+        "[1,{\"x\":null}]",
+        "\xEF\xBB\xBF{\"bom\":true}",
+        "{\"a\":1,\"b\":2,\"a\":3}",
+        "{\"a\":\"x\\u0000y\"}",
+        "{\"a\":\"\xc3\xa9\xed\xa0\x80\"}", /* a surrogate */
+        "{\"\xc0\xaf\":1}",       /* an overlong key */
+        "{\"a\":true}  \r\n",
+        "",
+        "   ",
+        "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"name\":[{\"family\":\"X\"}]}",
+    };
+    fhir_json_reader *r = fhir_json_reader_new(NULL);
+    fhir_arena *a = fhir_arena_new(0), *b = fhir_arena_new(0);
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < sizeof docs / sizeof docs[0]; i++) {
+            size_t n = strlen(docs[i]);
+            fhir_error e1 = {0}, e2 = {0};
+            fhir_node *want = fhir_json_parse(a, docs[i], n, NULL, &e1);
+            fhir_node *got = fhir_json_reader_parse(r, b, docs[i], n, &e2);
+            if (!want != !got || (want && !fhir_node_equal(want, got, false)))
+                fail_msg("document %zu: reader and parse differ", i);
+            if (!want && strcmp(e1.msg, e2.msg))
+                fail_msg("document %zu: '%s' vs '%s'", i, e1.msg, e2.msg);
+            fhir_arena_reset(a);
+            fhir_arena_reset(b);
+        }
+    /* member names are shared across documents, and outlive an arena reset */
+    const char *doc = "{\"code\":{\"text\":\"x\"}}";
+    fhir_error e;
+    const fhir_node *t1 = fhir_json_reader_parse(r, a, doc, strlen(doc), &e);
+    const fhir_node *t2 = fhir_json_reader_parse(r, b, doc, strlen(doc), &e);
+    assert_non_null(t1);
+    assert_non_null(t2);
+    assert_ptr_equal(t1->child->key, t2->child->key);
+    fhir_arena_reset(a);
+    assert_string_equal(fhir_node_path_str(t2, "code.text"), "x");
+    assert_string_equal(t2->child->key, "code");
+    fhir_arena_free(a);
+    fhir_arena_free(b);
+    fhir_json_reader_free(r);
+}
+
+/* Past the reader's table of names (hostile input: every key new), names go to the tree's
+ * arena and documents still parse. */
+static void test_reader_many_names(void **state)
+{
+    (void)state;
+    fhir_json_reader *r = fhir_json_reader_new(NULL);
+    fhir_arena *a = fhir_arena_new(0);
+    char doc[64];
+    for (int i = 0; i < 10000; i++) {
+        int n = snprintf(doc, sizeof doc, "{\"k%05d\":%d,\"k%05d\":1}", i, i, i + 1);
+        fhir_error e;
+        const fhir_node *t = fhir_json_reader_parse(r, a, doc, (size_t)n, &e);
+        assert_non_null(t);
+        char k[16];
+        snprintf(k, sizeof k, "k%05d", i);
+        assert_string_equal(t->child->key, k);
+        n = snprintf(doc, sizeof doc, "{\"k%05d\":1,\"k%05d\":2}", i, i);
+        assert_null(fhir_json_reader_parse(r, a, doc, (size_t)n, &e));
+        assert_non_null(strstr(e.msg, "duplicate key"));
+        fhir_arena_reset(a);
+    }
+    fhir_arena_free(a);
+    fhir_json_reader_free(r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -377,6 +458,8 @@ int main(void)
         cmocka_unit_test(test_writer),
         cmocka_unit_test(test_stream_chunks),
         cmocka_unit_test(test_parse_file_errors),
+        cmocka_unit_test(test_reader_matches_parse),
+        cmocka_unit_test(test_reader_many_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
