@@ -2,6 +2,7 @@
 #include "fhir_buf.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,26 +76,208 @@ int fhir_buf_putc(fhir_buf *b, char c)
 }
 int fhir_buf_puts(fhir_buf *b, const char *s) { return fhir_buf_append(b, s, strlen(s)); }
 
-int fhir_buf_printf(fhir_buf *b, const char *fmt, ...)
+/* Appends the decimal digits of u, after a '-' when neg. */
+static int put_dec(fhir_buf *b, unsigned long long u, bool neg)
+{
+    char d[24];
+    size_t i = sizeof d;
+    do
+        d[--i] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (neg)
+        d[--i] = '-';
+    return fhir_buf_append(b, d + i, sizeof d - i);
+}
+
+static int put_int(fhir_buf *b, long long v)
+{
+    return put_dec(b, v < 0 ? 0ull - (unsigned long long)v : (unsigned long long)v, v < 0);
+}
+
+/* "%g" of v when 1e-4 <= |v| < 1e6 and the sixth significant digit is not a near tie (the
+ * value scaled to six digits is more than 1e-6 away from .5): six digits rounded, trailing zeros
+ * dropped, as printf writes them. false when printf must decide (and for NaN, infinities,
+ * other magnitudes). */
+static bool fast_g(double v, char *out, size_t *len)
+{
+    static const double p10[] = {1e-4, 1e-3, 1e-2, 1e-1, 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6,
+                                 1e7, 1e8, 1e9};
+    double a = fabs(v);
+    if (!(a >= 1e-4 && a < 1e6))
+        return false;
+    int e = -4; /* 10^e <= a < 10^(e+1), up to the rounding of the constants (checked below) */
+    while (e < 5 && a >= p10[e + 5])
+        e++;
+    double x = a * p10[4 + 5 - e], fl = floor(x);
+    if (fabs(x - fl - 0.5) < 1e-6)
+        return false;
+    double m = x - fl < 0.5 ? fl : fl + 1;
+    if (m < 1e5 || m >= 1e6)
+        return false;
+    char dig[6];
+    unsigned long u = (unsigned long)m;
+    for (int i = 5; i >= 0; i--, u /= 10)
+        dig[i] = (char)('0' + u % 10);
+    size_t o = 0;
+    if (v < 0)
+        out[o++] = '-';
+    int nd = 6; /* significant digits left after dropping trailing zeros of the fraction */
+    int point = e + 1; /* digits before the decimal point (<= 0: "0." and zeros first) */
+    while (nd > (point > 0 ? point : 0) && dig[nd - 1] == '0')
+        nd--;
+    if (point > 0) {
+        memcpy(out + o, dig, (size_t)point);
+        o += (size_t)point;
+        if (nd > point) {
+            out[o++] = '.';
+            memcpy(out + o, dig + point, (size_t)(nd - point));
+            o += (size_t)(nd - point);
+        }
+    } else {
+        out[o++] = '0';
+        out[o++] = '.';
+        for (int z = 0; z < -point; z++)
+            out[o++] = '0';
+        memcpy(out + o, dig, (size_t)nd);
+        o += (size_t)nd;
+    }
+    *len = o;
+    return true;
+}
+
+/* What vsnprintf would append for the common conversions, without its cost: %s, %.<n>s, %c,
+ * %d, %u, %ld, %zu, %% and %g (integral values below 10^6 by hand, others through snprintf).
+ * 1 when fmt has anything else (flags, widths, other conversions, a NULL string): nothing
+ * consumed from the caller's point of view, the caller formats with vsnprintf. */
+static int fast_vprintf(fhir_buf *b, const char *fmt, va_list ap, int *rc)
+{
+    for (const char *f = fmt; (f = strchr(f, '%')); f++) { /* check first: ap is used once */
+        f++;
+        if (*f == '.') {
+            do
+                f++;
+            while (*f >= '0' && *f <= '9');
+            if (*f != 's')
+                return 1;
+        } else if (*f == 'z' || *f == 'l') {
+            if (f[1] != (*f == 'z' ? 'u' : 'd'))
+                return 1;
+            f++;
+        } else if (!strchr("sdcug%", *f) || !*f) {
+            return 1;
+        }
+    }
+    va_list aq;
+    va_copy(aq, ap);
+    size_t start = b->len;
+    int r = 0;
+    const char *f = fmt;
+    while (!r && *f) {
+        const char *pct = strchr(f, '%');
+        size_t lit = pct ? (size_t)(pct - f) : strlen(f);
+        if (lit)
+            r = fhir_buf_append(b, f, lit);
+        if (!pct || r)
+            break;
+        f = pct + 1;
+        size_t prec = (size_t)-1;
+        if (*f == '.') {
+            prec = 0;
+            for (f++; *f >= '0' && *f <= '9'; f++)
+                prec = prec * 10 + (size_t)(*f - '0');
+        }
+        switch (*f) {
+        case '%':
+            r = fhir_buf_putc(b, '%');
+            break;
+        case 's': {
+            const char *v = va_arg(aq, const char *);
+            if (!v) { /* vsnprintf's own words for NULL */
+                va_end(aq);
+                b->len = start;
+                if (b->data)
+                    b->data[start] = '\0';
+                return 1;
+            }
+            r = fhir_buf_append(b, v, prec == (size_t)-1 ? strlen(v) : strnlen(v, prec));
+            break;
+        }
+        case 'c':
+            r = fhir_buf_putc(b, (char)va_arg(aq, int));
+            break;
+        case 'd':
+            r = put_int(b, va_arg(aq, int));
+            break;
+        case 'u':
+            r = put_dec(b, va_arg(aq, unsigned), false);
+            break;
+        case 'l':
+            f++;
+            r = put_int(b, va_arg(aq, long));
+            break;
+        case 'z':
+            f++;
+            r = put_dec(b, va_arg(aq, size_t), false);
+            break;
+        case 'g': {
+            double v = va_arg(aq, double);
+            char d[64];
+            size_t n;
+            if (v > -1e6 && v < 1e6 && v == (double)(long long)v && (v != 0 || !signbit(v))) {
+                r = put_int(b, (long long)v);
+            } else if (fast_g(v, d, &n)) {
+                r = fhir_buf_append(b, d, n);
+            } else {
+                n = (size_t)snprintf(d, sizeof d, "%g", v);
+                r = fhir_buf_append(b, d, n);
+            }
+            break;
+        }
+        }
+        f++;
+    }
+    va_end(aq);
+    if (r) { /* over the cap: nothing appended, as vsnprintf's path does */
+        b->len = start;
+        if (b->data)
+            b->data[start] = '\0';
+    }
+    *rc = r;
+    return 0;
+}
+
+int fhir_buf_vprintf(fhir_buf *b, const char *fmt, va_list ap)
 {
     if (b->overflow)
         return -1;
+    int rc;
+    if (!fast_vprintf(b, fmt, ap, &rc))
+        return rc;
     char small[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
+    va_list aq;
+    va_copy(aq, ap);
+    int n = vsnprintf(small, sizeof small, fmt, aq);
+    va_end(aq);
     if (n < 0)
         return -1;
     if ((size_t)n < sizeof small)
         return fhir_buf_append(b, small, (size_t)n);
     if (grow(b, b->len + (size_t)n) < 0)
         return -1;
-    va_start(ap, fmt);
-    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
+    va_copy(aq, ap);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, aq);
+    va_end(aq);
     b->len += (size_t)n;
     return 0;
+}
+
+int fhir_buf_printf(fhir_buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int rc = fhir_buf_vprintf(b, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 const char *fhir_buf_cstr(fhir_buf *b)

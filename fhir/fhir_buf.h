@@ -3,6 +3,7 @@
 #ifndef FHIR_BUF_H
 #define FHIR_BUF_H
 
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -25,6 +26,8 @@ int fhir_buf_append(fhir_buf *b, const void *p, size_t n);
 int fhir_buf_putc(fhir_buf *b, char c);
 int fhir_buf_puts(fhir_buf *b, const char *s);
 int fhir_buf_printf(fhir_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The same with a va_list (ap is not consumed: the caller still va_end()s it). */
+int fhir_buf_vprintf(fhir_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Appends s (may be NULL) escaped for HTML text and attribute values (& < > " '). */
 int fhir_buf_html_escape(fhir_buf *b, const char *s);

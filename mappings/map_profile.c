@@ -107,6 +107,7 @@ void map_profile_free(map_profile *p)
     if (!p)
         return;
     fhir_arena_free(p->a);
+    fhir_buf_free(&p->fmt);
     free(p);
 }
 
@@ -1454,6 +1455,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     p->a = fhir_arena_new(PROFILE_ARENA_CAP);
     if (!p->a)
         abort();
+    fhir_buf_init(&p->fmt, ASTR_MAX);
     p->as_of = opts->as_of_days;
     for (size_t i = 0; i < MAP_FACT_COUNT; i++) {
         map_fact_name_at(i, &p->facts[i].type);

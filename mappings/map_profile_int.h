@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "fhir_arena.h"
+#include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "map_lot.h"
 #include "map_profile.h"
@@ -22,6 +23,7 @@
 #define PROFILE_ARENA_CAP (64u * 1024u * 1024u)
 #define MAX_WARNINGS 64
 #define MEMO_SLOTS 64 /* text lookups remembered per patient */
+#define ASTR_MAX 2047 /* bytes of one formatted evidence string (longer ones are cut) */
 
 struct map_profile {
     fhir_arena *a;
@@ -34,6 +36,7 @@ struct map_profile {
     size_t nevents;
     const char *warnings[MAX_WARNINGS];
     size_t nwarnings;
+    fhir_buf fmt;          /* astr's scratch, capped at ASTR_MAX bytes */
 };
 
 /* ---- builder state --------------------------------------------------------------------------- */
@@ -130,12 +133,18 @@ typedef struct builder {
 static inline const char *astr(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline const char *astr(map_profile *p, const char *fmt, ...)
 {
-    char buf[2048];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
+    fhir_buf_reset(&p->fmt);
+    const char *r;
+    if (!fhir_buf_vprintf(&p->fmt, fmt, ap)) {
+        r = fhir_arena_strndup(p->a, p->fmt.data ? p->fmt.data : "", p->fmt.len);
+    } else { /* longer than ASTR_MAX: the first ASTR_MAX bytes */
+        char buf[ASTR_MAX + 1];
+        vsnprintf(buf, sizeof buf, fmt, ap);
+        r = fhir_arena_strdup(p->a, buf);
+    }
     va_end(ap);
-    const char *r = fhir_arena_strdup(p->a, buf);
     return r ? r : "(evidence dropped: profile memory cap)";
 }
 
