@@ -50,12 +50,14 @@ typedef struct parser {
     size_t roots;
     size_t root_end;
     struct interns *in;  /* member names shared across documents (fhir_json_reader), or NULL */
+    bool shared_only;    /* every name of this document so far is a shared one: equal names
+                          * are the same pointer */
 } parser;
 
 /* The member names a fhir_json_reader has seen, shared by the trees it builds (resources repeat
  * a few dozen names): one copy of each, checked once. Bounded: past INTERN_SLOTS / 2 names or
  * INTERN_BYTES of them, further names are copied into the tree's arena as without a reader. */
-#define INTERN_SLOTS 4096u          /* power of two */
+#define INTERN_SLOTS 2048u          /* power of two (32 KiB of slots: stays in cache) */
 #define INTERN_BYTES (256u << 10)   /* byte cap of the names' arena */
 
 typedef struct intern_slot {
@@ -89,9 +91,26 @@ static const char *intern_find(const interns *in, const unsigned char *k, size_t
                                size_t *slot)
 {
     size_t j = h & (INTERN_SLOTS - 1);
-    for (; in->slot[j].s; j = (j + 1) & (INTERN_SLOTS - 1))
-        if (in->slot[j].hash == h && in->slot[j].len == n && !memcmp(in->slot[j].s, k, n))
-            return in->slot[j].s;
+    for (; in->slot[j].s; j = (j + 1) & (INTERN_SLOTS - 1)) {
+        const intern_slot *e = &in->slot[j];
+        if (e->hash != h || e->len != n)
+            continue;
+        if (n >= 8) { /* first and last eight bytes, then what lies between */
+            uint64_t a, b, c, d;
+            memcpy(&a, e->s, 8);
+            memcpy(&b, k, 8);
+            memcpy(&c, e->s + n - 8, 8);
+            memcpy(&d, k + n - 8, 8);
+            if (a == b && c == d && (n <= 16 || !memcmp(e->s + 8, k + 8, n - 16)))
+                return e->s;
+        } else {
+            size_t i = 0;
+            while (i < n && e->s[i] == (char)k[i])
+                i++;
+            if (i == n)
+                return e->s;
+        }
+    }
     *slot = j;
     return NULL;
 }
@@ -204,7 +223,7 @@ static bool is_duplicate(parser *p, const fhir_node *obj, const char *k, uint32_
 {
     if (obj->len < DUP_LINEAR_MAX) {
         for (const fhir_node *c = obj->child; c; c = c->next)
-            if (c->key_len == n && memcmp(c->key, k, n) == 0) {
+            if (p->shared_only ? c->key == k : (c->key_len == n && memcmp(c->key, k, n) == 0)) {
                 *first_line = c->line;
                 return true;
             }
@@ -394,8 +413,11 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
         if (p->in)
             name = intern_add(p->in, slot, h, k, n);
         /* else the copy first: yajl's buffer is reused, and the duplicate table keeps the name */
-        if (!name && !(name = fhir_arena_strndup(p->a, (const char *)k, n)))
-            return out_of_arena(p);
+        if (!name) {
+            p->shared_only = false;
+            if (!(name = fhir_arena_strndup(p->a, (const char *)k, n)))
+                return out_of_arena(p);
+        }
     }
     fhir_node *obj = p->stack[p->depth - 1];
     p->key_line = p->lines ? token_line(p) : 0;
@@ -750,6 +772,7 @@ fhir_node *fhir_json_reader_parse(fhir_json_reader *r, fhir_arena *a, const char
     p->roots = 0;
     p->root_end = 0;
     p->in = &r->in;
+    p->shared_only = true;
     if (p->dup_used) { /* slots name objects by address: an arena reused would match */
         memset(p->dup, 0, p->dup_cap * sizeof *p->dup);
         p->dup_used = 0;

@@ -37,6 +37,11 @@ struct screen_sort {
     int fd;                /* the run file (-1: none yet) */
     uint64_t fd_end;       /* its size */
     size_t count;
+    /* rows added in key order so far (since the last clear): runs are written as they are and
+     * one run continues the one before (sorted input, e.g. map_stream's sorted merge) */
+    bool in_order;
+    char *last;            /* the last key added */
+    size_t last_cap;
 };
 
 screen_sort *screen_sort_new(size_t mem_cap, const char *tmp_dir)
@@ -52,6 +57,7 @@ screen_sort *screen_sort_new(size_t mem_cap, const char *tmp_dir)
     }
     fhir_buf_init(&s->mem, 0);
     s->fd = -1;
+    s->in_order = true;
     return s;
 }
 
@@ -65,6 +71,7 @@ void screen_sort_clear(screen_sort *s)
     s->written = 0;
     s->n = 0;
     s->count = 0;
+    s->in_order = true;
     fhir_buf_reset(&s->mem);
 }
 
@@ -75,6 +82,7 @@ void screen_sort_free(screen_sort *s)
     screen_sort_clear(s);
     free(s->runs);
     free(s->idx);
+    free(s->last);
     free(s->tmp_dir);
     fhir_buf_free(&s->mem);
     free(s);
@@ -161,6 +169,25 @@ static int spill(screen_sort *s, fhir_error *err)
     if (s->fd < 0 && (s->fd = temp_file(s, err)) < 0)
         return -1;
     int fd = s->fd;
+    if (s->in_order) { /* the records are in key order as they lie in memory */
+        if (write_all(fd, s->mem.data, s->mem.len, err)) {
+            if (lseek(fd, (off_t)s->fd_end, SEEK_SET) < 0) {
+                close(s->fd);
+                s->fd = -1;
+                s->nruns = 0;
+            }
+            return -1;
+        }
+        if (s->nruns) /* continues the run before */
+            s->runs[s->nruns - 1].size += s->mem.len;
+        else
+            add_run(s, s->fd_end, s->mem.len);
+        s->fd_end += s->mem.len;
+        s->written++;
+        s->n = 0;
+        fhir_buf_reset(&s->mem);
+        return 0;
+    }
     sort_mem(s);
     fhir_buf out;
     fhir_buf_init(&out, 0);
@@ -200,6 +227,15 @@ int screen_sort_add(screen_sort *s, const char *key, const char *row, size_t len
                     fhir_error *err)
 {
     uint32_t kl = (uint32_t)strlen(key), rl = (uint32_t)len;
+    if (s->in_order) {
+        if (s->count && strcmp(s->last, key) > 0)
+            s->in_order = false;
+        else {
+            if (kl + 1u > s->last_cap)
+                s->last = fhir_xrealloc(s->last, s->last_cap = kl + 1u);
+            memcpy(s->last, key, kl + 1u);
+        }
+    }
     if (s->n == s->capidx)
         s->idx = fhir_xrealloc(s->idx, (s->capidx = s->capidx ? s->capidx * 2 : 1024) * sizeof *s->idx);
     s->idx[s->n] = (slot){s->mem.len, s->count};
@@ -405,7 +441,8 @@ static int merge_pass(screen_sort *s, fhir_error *err)
 int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *err)
 {
     if (!s->nruns) { /* everything in memory */
-        sort_mem(s);
+        if (!s->in_order)
+            sort_mem(s);
         for (size_t i = 0; i < s->n; i++) {
             const char *k, *row;
             size_t len;
