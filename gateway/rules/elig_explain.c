@@ -93,7 +93,7 @@ static const struct {
 static const char *words(const char *key)
 {
     for (size_t i = 0; key && i < sizeof WORDS / sizeof WORDS[0]; i++)
-        if (!strcmp(WORDS[i].key, key))
+        if (WORDS[i].key[0] == key[0] && !strcmp(WORDS[i].key, key))
             return WORDS[i].words;
     return key ? key : "?";
 }
@@ -123,7 +123,7 @@ static void put_strs(fhir_buf *b, ...)
 static void put_plain(fhir_buf *b, const char *ev)
 {
     for (const char *p = ev; p && *p;) {
-        if (!strncmp(p, "-> ", 3)) {
+        if (p[0] == '-' && p[1] == '>' && p[2] == ' ') {
             char key[40];
             size_t n = 0;
             const char *k = p + 3;
@@ -153,25 +153,29 @@ static void put_plain(fhir_buf *b, const char *ev)
                 }
             }
         }
-        fhir_buf_putc(b, *p);
-        p++;
+        /* this byte, and those up to where either test above could hold again */
+        size_t n = 1 + strcspn(p + 1, "-( ");
+        fhir_buf_append(b, p, n);
+        p += n;
     }
 }
 
 /* The lines of the `lines` evidence without their record lists ("[MedicationAdministration/a1 ...]"). */
 static void put_lines(fhir_buf *b, const char *ev)
 {
-    for (const char *p = ev; *p; p++) {
+    for (const char *p = ev; *p;) {
         if (*p == '[') {
             const char *close = strchr(p, ']');
             if (close) {
-                p = close;
+                p = close + 1;
                 while (b->len && b->data[b->len - 1] == ' ')
                     b->len--;
                 continue;
             }
         }
-        fhir_buf_putc(b, *p);
+        size_t n = 1 + strcspn(p + 1, "[");
+        fhir_buf_append(b, p, n);
+        p += n;
     }
 }
 
