@@ -32,7 +32,7 @@ static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
     if (!obj || obj->kind != FHIR_OBJECT)
         return NULL;
     for (const fhir_node *c = obj->child; c; c = c->next)
-        if (c->key_len == l && memcmp(c->key, name, l) == 0)
+        if (c->key_len == l && (!l || c->key[0] == name[0]) && memcmp(c->key, name, l) == 0)
             return c;
     return NULL;
 }
