@@ -55,10 +55,11 @@ typedef struct parser {
 } parser;
 
 /* The member names a fhir_json_reader has seen, shared by the trees it builds (resources repeat
- * a few dozen names): one copy of each, checked once. Bounded: past INTERN_SLOTS / 2 names or
- * INTERN_BYTES of them, further names are copied into the tree's arena as without a reader. */
-#define INTERN_SLOTS 2048u          /* power of two (32 KiB of slots: stays in cache) */
-#define INTERN_BYTES (256u << 10)   /* byte cap of the names' arena */
+ * a few dozen names): one copy of each, checked once. Bounded (fhir_json.h): past
+ * FHIR_JSON_READER_NAMES names or FHIR_JSON_READER_NAME_BYTES of them, further names are
+ * copied into the tree's arena as without a reader. */
+#define INTERN_SLOTS (2 * FHIR_JSON_READER_NAMES) /* a power of two, at most half full */
+#define INTERN_BYTES FHIR_JSON_READER_NAME_BYTES
 
 typedef struct intern_slot {
     const char *s;

@@ -70,6 +70,8 @@ fhir_node *fhir_json_parse_file_with(fhir_arena *a, const char *path, const fhir
  * handle while documents parse cleanly. Same rules, limits, results and messages as
  * fhir_json_parse (lim may be NULL for defaults). Caller frees with fhir_json_reader_free(). */
 typedef struct fhir_json_reader fhir_json_reader;
+#define FHIR_JSON_READER_NAMES 1024u               /* member names shared at most (power of two) */
+#define FHIR_JSON_READER_NAME_BYTES (256u << 10)   /* byte cap of the shared names */
 fhir_json_reader *fhir_json_reader_new(const fhir_json_limits *lim);
 /* The tree lives in arena a; its member names may be the reader's own copies (one per name,
  * up to a cap), so the tree is valid until a is reset or r is freed, whichever comes first.
