@@ -1071,30 +1071,39 @@ static void start_token_fetch(fhir_client *c)
     queue_push(&c->pending_head, &c->pending_tail, o, true);
 }
 
+/* A token request about to be sent again gets a fresh assertion (a new jti): the endpoint may
+ * have read the last one before the failure (a reset after it answered, a 5xx after it checked
+ * the assertion), and an assertion is accepted once. 0, or -1 with err. */
+static int token_body_renew(fhir_client *c, op *o, fhir_error *err)
+{
+    if (o->kind != OP_TOKEN)
+        return 0;
+    char *body = fhir_auth_token_request(c->auth, fhir_clock_now_ms(), err);
+    if (!body)
+        return -1;
+    free(o->body);
+    o->body = body;
+    o->body_len = strlen(body);
+    c->total.token_fetches++;
+    return 0;
+}
+
 static void token_done(fhir_client *c, op *o, CURLcode rc)
 {
     fhir_error err = {{0}, 0};
     const char *what = o->kind == OP_TOKEN ? "SMART token request" : "SMART discovery";
     bool retryable_left = o->attempts < c->retry.max_attempts;
     if (rc != CURLE_OK) {
-        if (!o->too_big && curl_code_transient(rc, false) && retryable_left) {
+        if (!o->too_big && curl_code_transient(rc, false) && retryable_left &&
+            token_body_renew(c, o, &err) == 0) {
             op_schedule_retry(o, 0);
             return;
         }
-        fhir_error_set(&err, "%s %s: %s (%s)", what, o->url,
-                       o->too_big ? "response too large" : curl_easy_strerror(rc), o->errbuf);
+        if (!err.msg[0])
+            fhir_error_set(&err, "%s %s: %s (%s)", what, o->url,
+                           o->too_big ? "response too large" : curl_easy_strerror(rc), o->errbuf);
     } else if (fhir_retry_status_transient(o->status) && retryable_left) {
-        if (o->kind == OP_TOKEN) {
-            /* a fresh assertion (new jti) for the re-send */
-            char *body = fhir_auth_token_request(c->auth, fhir_clock_now_ms(), &err);
-            if (body) {
-                free(o->body);
-                o->body = body;
-                o->body_len = strlen(body);
-                c->total.token_fetches++;
-            }
-        }
-        if (!err.msg[0]) {
+        if (token_body_renew(c, o, &err) == 0) {
             op_schedule_retry(o, o->status);
             return;
         }

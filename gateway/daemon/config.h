@@ -130,6 +130,7 @@ typedef struct config {
     int referral_report_lookback_days; /* pathology/imaging reports in the packet (0: all) */
     char *referral_urgency_default;
     long referral_send_interval_s;
+    long referral_retry_min_ms, referral_retry_max_s; /* sender backoff after transient failures */
     long referral_task_poll_s;
     int referral_writeback; /* config_writeback: 0 none, 1 communication, 2 task */
     char *referral_writeback_source; /* name of a source (the EHR endpoint written to) */

@@ -674,7 +674,9 @@ static void sender_rebuild(daemon_proc *d)
     sender_free(d->snd);
     d->snd = NULL;
     /* asynchronous on the daemon's loop: one queue per center (sender.h) */
-    sender_opts so = {.centers = d->rt->centers, .base = d->base};
+    sender_opts so = {.centers = d->rt->centers, .base = d->base,
+                      .backoff_base_ms = d->rt->cfg->referral_retry_min_ms,
+                      .backoff_cap_ms = d->rt->cfg->referral_retry_max_s * 1000};
     fhir_error err;
     d->snd = sender_new(d->st, &so, &err);
     if (!d->snd) {

@@ -12,7 +12,8 @@ center_keys() {
 }
 
 # center_conf FILE DB PORT [NOTIFY_JSON]: a center cartgate on 127.0.0.1:PORT with the site
-# "site-a" registered.
+# "site-a" registered; its public URL is CENTER_PUBLIC when set (a proxy in front of it), else
+# http://127.0.0.1:PORT.
 center_conf() {
   cat >"$1" <<EOC
 {
@@ -23,7 +24,7 @@ center_conf() {
   "admin": {"port": $3, "token_env": "CARTGATE_ADMIN_TOKEN"},
   "centers": {"file": "$TMP/centers.json"},
   "criteria": {"dir": "$SRC/conf/criteria"},
-  "intake": {"public_url": "http://127.0.0.1:$3", "clients": ["site-a $TMP/site.jwks"], "token_ttl_s": 300}${4:+,
+  "intake": {"public_url": "${CENTER_PUBLIC:-http://127.0.0.1:$3}", "clients": ["site-a $TMP/site.jwks"], "token_ttl_s": 300}${4:+,
   $4}
 }
 EOC
@@ -74,4 +75,24 @@ start_center() {
     sleep 0.1
   done
   fail "center $1 did not listen on $3"
+}
+
+# start_fault_proxy UPSTREAM_PORT SEED LOG [ARGS...]: tests/integration/fault_proxy.mjs in front
+# of 127.0.0.1:UPSTREAM_PORT (502/503/resets by a seeded schedule, one JSON line per request in
+# LOG); sets PROXY_PID and PROXY_PORT.
+start_fault_proxy() {
+  local up=$1 seed=$2 log=$3
+  shift 3
+  node "$SRC/tests/integration/fault_proxy.mjs" --upstream "http://127.0.0.1:$up" --seed "$seed" \
+    --log "$log" "$@" >"$TMP/proxy.out" 2>"$TMP/proxy.err" &
+  PROXY_PID=$!
+  PIDS+=("$PROXY_PID")
+  PROXY_PORT=""
+  for _ in $(seq 1 300); do
+    kill -0 "$PROXY_PID" 2>/dev/null || fail "fault proxy exited early: $(cat "$TMP/proxy.err")"
+    PROXY_PORT=$(head -n1 "$TMP/proxy.out" 2>/dev/null)
+    [[ "$PROXY_PORT" =~ ^[0-9]+$ ]] && return 0
+    sleep 0.1
+  done
+  fail "fault proxy did not listen"
 }

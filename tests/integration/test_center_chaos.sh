@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # A center's cartgate killed (SIGKILL) again and again while a site's cartgate delivers its
-# referrals: at the step boundaries of intake (the test hook CARTGATE_TEST_CRASH_AT:
+# referrals through a faulting proxy (fault_proxy.mjs, by a seeded schedule: 502 and 503 answered
+# by the proxy, connections reset mid-request before anything reached the center, and reset
+# after the center answered — for a Bundle: stored there, the site never told): at the step boundaries of intake (the test hook CARTGATE_TEST_CRASH_AT:
 # intake.writing — the Bundle written, its transaction not committed; intake.stored — committed,
 # the site not yet answered, so the site sees a reset and must look before resending) and at
 # random moments, at least 10 kills in all, the center restarted on the same port each time.
@@ -11,7 +13,7 @@ set -u
 . "$(dirname "$0")/daemon_lib.sh"
 . "$(dirname "$0")/center_lib.sh"
 daemon_need_tools
-N=${CARTGATE_CENTER_CHAOS_PATIENTS:-60}
+N=${CARTGATE_CENTER_CHAOS_PATIENTS:-90}
 KILLS=${CARTGATE_CENTER_KILLS:-12}
 cohort "$TMP" 11 "$N"
 start_server ehr --seed "$TMP/seed"
@@ -19,9 +21,12 @@ EHR=$BASE
 center_keys
 CPORT=$(free_port)
 CBASE="http://127.0.0.1:$CPORT"
-centers_smart "$CPORT" "$TMP/centers.json"
+SEED=${CARTGATE_FAULT_SEED:-$((RANDOM * 32768 + RANDOM))}
+echo "# fault schedule seed $SEED (CARTGATE_FAULT_SEED=$SEED replays it)"
+start_fault_proxy "$CPORT" "$SEED" "$TMP/faults.jsonl"
+centers_smart "$PROXY_PORT" "$TMP/centers.json"
 CDB="$TMP/center.db"
-center_conf "$TMP/center.conf" "$CDB" "$CPORT"
+CENTER_PUBLIC="http://127.0.0.1:$PROXY_PORT" center_conf "$TMP/center.conf" "$CDB" "$CPORT"
 q() { sqlite3 "$CDB" "$1"; }
 SDB="$TMP/site.db"
 cat >"$TMP/site.conf" <<EOF2
@@ -33,7 +38,8 @@ cat >"$TMP/site.conf" <<EOF2
   "centers": {"file": "$TMP/centers.json"},
   "criteria": {"dir": "$SRC/conf/criteria"},
   "as_of": "2026-11-01",
-  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 3600},
+  "referral": {"mode": "auto", "send_interval_s": 1, "task_poll_s": 3600,
+               "retry_min_ms": 100, "retry_max_s": 1},
   "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 3600, "page_size": 500}]
 }
 EOF2
@@ -79,12 +85,15 @@ while [ "$kills" -lt "$KILLS" ]; do
   center_run "c$((i + 1))" "${p#-}" 2>/dev/null
   i=$((i + 1))
 done
-# On a quiet machine few hooked runs receive a Bundle (clean-clone CI: 3, then 1 of 6; a loaded
-# machine: 6 of 6): after each failure the site waits out its retry delay for the center, longer
-# than most center runs live. At least one kill must fall at an intake step; making every hooked
-# run receive a Bundle needs a test-only shorter retry delay at the site (not built yet).
-[ "$hooked" -ge 1 ] || fail "no run died at an intake step (the site sent nothing while the center ran)"
-echo "# $hooked of the $kills kills fell at an intake step"
+# Every hooked run must die at its intake step: the site retries a failing center after 0.1 s
+# to 1 s (referral.retry_min_ms / retry_max_s), so a Bundle reaches each run well within its
+# 30 s (before those options, the default 2 s .. 5 min backoff outlived most center runs and a
+# quiet machine hooked 1 of 6). Enough referrals remain for the last hooked run: a random run
+# delivers a few of them at most.
+nhook=0
+for p in "${points[@]:0:$i}"; do [ "$p" = - ] || nhook=$((nhook + 1)); done
+[ "$hooked" -eq "$nhook" ] || fail "only $hooked of the $nhook hooked center runs died at their intake step (the site sent them nothing)"
+echo "# $hooked of the $kills kills fell at an intake step; $(sqlite3 "$SDB" "SELECT count(*) FROM referrals WHERE state IN ('approved','sending')") referrals still to deliver after them"
 ok "$kills SIGKILLs of the center ($hooked at an intake step: intake.writing / intake.stored; the rest at random moments)"
 
 start_center final "$TMP/center.conf" "$CPORT"
@@ -114,6 +123,15 @@ rec=$(grep -c 'event="referral.recovered"' "$TMP/site.log")
 rep=$(cat "$TMP"/c*.log "$TMP/final.log" | grep -c 'event="intake.repeat"')
 [ $((rec + rep)) -ge 1 ] || fail "no lost answer was recovered or repeated (intake.stored never hit?)"
 ok "all $n referrals in the center's inbox exactly once, none lost, nothing half written; after lost answers $rec found at the center by identifier, $rep sent again and answered as repeats"
+# the faults really happened, each kind on the Bundles themselves
+fc() { grep -cE "\"method\":\"POST\",\"path\":\"/fhir/?\",\"fault\":\"$1\"${2:+,\"upstream\":$2}" "$TMP/faults.jsonl"; }
+f502=$(fc 502) f503=$(fc 503) frb=$(fc reset_before) fra=$(fc reset_after 200) fdown=$(fc down)
+fall=$(grep -cv '"fault":"pass"' "$TMP/faults.jsonl") nreq=$(wc -l <"$TMP/faults.jsonl")
+echo "# proxy: $nreq requests, $fall not passed; Bundles: $f502 x 502, $f503 x 503, $frb reset before the center, $fra reset after the center stored it (200), $fdown without the center's answer"
+for k in f502 f503 frb fra; do
+  [ "${!k}" -ge 1 ] || fail "fault $k never hit a Bundle (seed $SEED): the test would prove nothing"
+done
+ok "faults between site and center: $f502 Bundles answered 502, $f503 answered 503, $frb reset mid-request, $fra reset after the center stored them; $fall of $nreq requests faulted in all"
 stop_daemon "$SP"
 stop_daemon "$CP"
 [ "$DRC" = 0 ] || fail "center exit status $DRC"
