@@ -230,6 +230,70 @@ static void feedback_line(void *ctx, const char *service, const char *outcome, i
                     (long long)count);
 }
 
+/* A center's inbox by Task.status (store): the statuses intake_task.h writes, then other. */
+static const char *const INTAKE_STATUSES[] = {"received", "accepted", "on-hold", "in-progress",
+                                              "rejected", "cancelled", "completed", "other"};
+#define N_INTAKE_STATUSES (sizeof INTAKE_STATUSES / sizeof INTAKE_STATUSES[0])
+
+typedef struct intake_gauges {
+    int64_t n[N_INTAKE_STATUSES];
+    int64_t waiting, oldest_waiting_ms;
+} intake_gauges;
+
+static int intake_state_cb(void *ctx, const char *status, int64_t n, int64_t oldest_ms)
+{
+    intake_gauges *g = ctx;
+    size_t i = 0;
+    while (i < N_INTAKE_STATUSES - 1 && strcmp(INTAKE_STATUSES[i], status ? status : ""))
+        i++;
+    g->n[i] += n;
+    /* waiting for the center's answer: received (a site's "requested" is stored as received) */
+    if (status && (!strcmp(status, "received") || !strcmp(status, "requested"))) {
+        g->waiting += n;
+        if (!g->oldest_waiting_ms || oldest_ms < g->oldest_waiting_ms)
+            g->oldest_waiting_ms = oldest_ms;
+    }
+    return 0;
+}
+
+/* The intake counters and inbox gauges of a center: counts only, no PHI. */
+static void intake_metrics(admin *ad, const admin_metrics *m, fhir_buf *b, int64_t now)
+{
+    fhir_buf_printf(b, "# HELP cartgate_intake_received_total Referrals received from referring sites and stored (new inbox rows).\n"
+                       "# TYPE cartgate_intake_received_total counter\ncartgate_intake_received_total %llu\n"
+                       "# HELP cartgate_intake_repeated_total Referral Bundles sent again by a site (its answer was lost) and answered from what was stored.\n"
+                       "# TYPE cartgate_intake_repeated_total counter\ncartgate_intake_repeated_total %llu\n",
+                    (unsigned long long)m->intake_received, (unsigned long long)m->intake_repeated);
+    fhir_buf_puts(b, "# HELP cartgate_intake_refused_total Referral Bundles refused, nothing stored, by reason: not_json (400), "
+                     "not_transaction (400), invalid (422: no ServiceRequest or Task, an unresolved reference, ...), "
+                     "ambiguous_identifier (412), too_large (413).\n"
+                     "# TYPE cartgate_intake_refused_total counter\n");
+    for (size_t i = 0; i < m->n_intake_refuse; i++)
+        fhir_buf_printf(b, "cartgate_intake_refused_total{reason=\"%s\"} %llu\n", m->intake_refuse_reasons[i],
+                        (unsigned long long)m->intake_refused[i]);
+    fhir_buf_printf(b, "# HELP cartgate_intake_unauthorized_total Requests to /fhir without a valid site token, and refused token requests.\n"
+                       "# TYPE cartgate_intake_unauthorized_total counter\ncartgate_intake_unauthorized_total %llu\n"
+                       "# HELP cartgate_intake_tokens_total Access tokens issued to referring sites.\n"
+                       "# TYPE cartgate_intake_tokens_total counter\ncartgate_intake_tokens_total %llu\n",
+                    (unsigned long long)m->intake_unauthorized, (unsigned long long)m->intake_tokens);
+    intake_gauges g = {{0}, 0, 0};
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_intake_ref_states(ad->env.st, intake_state_cb, &g, &err) < 0)
+        fhir_log(FHIR_LOG_ERROR, "metrics.store_failed", "error=%s", err.msg);
+    fhir_buf_puts(b, "# HELP cartgate_intake_referrals Referrals in the intake inbox by their Task's status (store): received "
+                     "(no answer yet), accepted, on-hold (more information requested), in-progress (consult scheduled), "
+                     "rejected (declined), cancelled (by the referring site), completed, other.\n"
+                     "# TYPE cartgate_intake_referrals gauge\n");
+    for (size_t i = 0; i < N_INTAKE_STATUSES; i++)
+        fhir_buf_printf(b, "cartgate_intake_referrals{status=\"%s\"} %lld\n", INTAKE_STATUSES[i], (long long)g.n[i]);
+    fhir_buf_printf(b, "# HELP cartgate_intake_waiting Referrals waiting for the center's first answer (store).\n"
+                       "# TYPE cartgate_intake_waiting gauge\ncartgate_intake_waiting %lld\n"
+                       "# HELP cartgate_intake_waiting_oldest_age_seconds Age of the oldest referral waiting for the center's first answer (0: none).\n"
+                       "# TYPE cartgate_intake_waiting_oldest_age_seconds gauge\ncartgate_intake_waiting_oldest_age_seconds %.3f\n",
+                    (long long)g.waiting, g.waiting && g.oldest_waiting_ms ? (double)(now - g.oldest_waiting_ms) / 1000.0 : 0.0);
+}
+
 static void metrics(admin *ad, serve_req *req)
 {
     fhir_buf b;
@@ -363,6 +427,8 @@ static void metrics(admin *ad, serve_req *req)
                           "# TYPE cartgate_cds_feedback gauge\n");
         store_cds_feedback_count(ad->env.st, feedback_line, &b, &err);
     }
+    if (m->intake_enabled)
+        intake_metrics(ad, m, &b, now);
     int64_t n_pending = 0, oldest_pending = 0;
     store_referral_state_age(ad->env.st, refer_state_name(REFER_PENDING_APPROVAL), &n_pending, &oldest_pending,
                              &err);

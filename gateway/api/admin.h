@@ -51,6 +51,7 @@
 
 #define ADMIN_MAX_SOURCES 64 /* sources with counters */
 #define ADMIN_MAX_STATUS 24  /* distinct HTTP statuses counted per source */
+#define ADMIN_MAX_INTAKE_REFUSE 8 /* reasons of refused referral Bundles (a center) */
 #define ADMIN_METRICS_MAX (4u << 20) /* bytes of a /metrics answer */
 #define ADMIN_RESCREEN_MAX 256u      /* bytes of a re-screen answer ({"patient": id, ...}) */
 
@@ -97,6 +98,12 @@ typedef struct admin_metrics {
     bool cds_enabled;
     uint64_t cds_calls, cds_cards, cds_unauthorized, cds_precondition, cds_bad_request, cds_internal,
         cds_fetches, cds_suppressed;
+    /* a center's intake (intake.h), when role center; the inbox gauges come from the store */
+    bool intake_enabled;
+    uint64_t intake_received, intake_repeated, intake_unauthorized, intake_tokens;
+    const char *const *intake_refuse_reasons; /* static names, n_intake_refuse of them */
+    size_t n_intake_refuse;                   /* at most ADMIN_MAX_INTAKE_REFUSE */
+    uint64_t intake_refused[ADMIN_MAX_INTAKE_REFUSE];
 } admin_metrics;
 
 /* The counters of the source called name (a slot is created on first use; the last slot is

@@ -162,6 +162,8 @@ static const opt OPTS[] = {
      "Registered referring sites: \"CLIENT_ID JWKS_FILE\" entries (their public keys, a file relative to this configuration file; assertions signed RS384 or ES384)."},
     {"intake.token_ttl_s", OT_INT, M(intake_token_ttl_s), "300", 60, 3600, NULL, false,
      "Lifetime of an access token issued to a referring site."},
+    {"intake.max_body_mib", OT_INT, M(intake_max_body_mib), "32", 1, 256, NULL, false,
+     "Largest referral Bundle a site may POST to /fhir, in MiB (the pathology and imaging reports it carries may hold their documents; every other route keeps the listener's 1 MiB). A larger one is refused with an OperationOutcome (413) and nothing is stored."},
     {"intake.waiting_business_days", OT_INT, M(intake_waiting_business_days), "2", 1, 60, NULL, false,
      "A referral received and not yet answered for this many business days is highlighted in the inbox and noticed (notify) once."},
     {"cds", OT_OBJ, SC_MAIN, 0, NULL, NO, false,

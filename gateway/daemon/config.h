@@ -118,7 +118,7 @@ typedef struct config {
     int role;              /* 0 site, 1 center */
     char *intake_public_url;
     config_strlist intake_clients;   /* "CLIENT_ID JWKS_FILE" */
-    long intake_token_ttl_s, intake_waiting_business_days;
+    long intake_token_ttl_s, intake_waiting_business_days, intake_max_body_mib;
     char *criteria_dir;
     config_strlist criteria_enable_pending; /* pending indications enabled (label verified) */
     char *mappings_dir;    /* terminology tables; NULL = the built-in folder */

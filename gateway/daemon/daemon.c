@@ -1106,7 +1106,7 @@ static int notify_start(daemon_proc *d, fhir_error *err)
         .n_email_to = c->notify_email_to.n, .email_user = c->notify_email_user, .email_password = password,
         .email_ca_file = c->notify_email_ca_file, .webhook_url = c->notify_webhook_url, .webhook_token = token,
         .webhook_ca_file = c->notify_webhook_ca_file, .stuck_business_days = (int)c->notify_stuck_business_days,
-        .digest_hour = (int)c->notify_digest_hour, .retry_s = (int)c->notify_retry_s,
+        .digest_hour = (int)c->notify_digest_hour, .center = c->role == 1, .retry_s = (int)c->notify_retry_s,
         .max_attempts = (int)c->notify_max_attempts, .timeout_s = 30};
     d->nt = notify_new(c->store_path, &nc, err);
     if (password) {
@@ -1141,6 +1141,18 @@ static const admin_metrics *api_metrics(void *ud)
         d->m.cds_internal = cs->internal;
         d->m.cds_fetches = cs->fetches;
         d->m.cds_suppressed = cs->suppressed;
+    }
+    if (d->center) {
+        const intake_stats *is = intake_get_stats(d->center);
+        d->m.intake_enabled = true;
+        d->m.intake_received = is->received;
+        d->m.intake_repeated = is->repeated;
+        d->m.intake_unauthorized = is->unauthorized;
+        d->m.intake_tokens = is->tokens;
+        d->m.intake_refuse_reasons = intake_refuse_reasons;
+        d->m.n_intake_refuse = INTAKE_N_REFUSE < ADMIN_MAX_INTAKE_REFUSE ? INTAKE_N_REFUSE : ADMIN_MAX_INTAKE_REFUSE;
+        for (size_t i = 0; i < d->m.n_intake_refuse; i++)
+            d->m.intake_refused[i] = is->refused_by[i];
     }
     if (d->nt) {
         notify_stats ns;
@@ -1345,7 +1357,8 @@ static int listener_start(daemon_proc *d, fhir_error *err)
                             .clients = (const char *const *)c->intake_clients.v,
                             .n_clients = c->intake_clients.n,
                             .token_ttl_s = (int)c->intake_token_ttl_s,
-                            .waiting_business_days = (int)c->intake_waiting_business_days};
+                            .waiting_business_days = (int)c->intake_waiting_business_days,
+                            .max_body_bytes = (size_t)c->intake_max_body_mib << 20};
         d->center = intake_new(&ie, &ic, err);
         if (!d->center || intake_add_routes(d->center, d->srv, err))
             return fhir_error_prefix(err, "intake");

@@ -24,6 +24,7 @@ struct intake {
     intake_auth *auth;
     char *public_url;
     int waiting_days;
+    size_t max_body;               /* of a Bundle POSTed to /fhir (the listener's cap is 1 MiB) */
     intake_stats stats;
 };
 
@@ -276,6 +277,29 @@ int intake_scan(intake *in, fhir_error *err)
 
 /* ---- the FHIR interactions ------------------------------------------------------------------ */
 
+const char *const intake_refuse_reasons[INTAKE_N_REFUSE] = {"not_json", "not_transaction", "invalid",
+                                                             "ambiguous_identifier", "too_large"};
+
+/* Counts a refused POST /fhir by its HTTP status (the parse failure is not_json). */
+static void count_refused(intake *in, int status, bool not_json)
+{
+    size_t i = not_json ? 0 : status == 400 ? 1 : status == 412 ? 3 : status == 413 ? 4 : 2;
+    in->stats.refused++;
+    in->stats.refused_by[i]++;
+}
+
+/* A Bundle over the cap (serve.h): refused unread, nothing stored. */
+static void h_too_large(serve_req *r, void *ud)
+{
+    intake *in = ud;
+    count_refused(in, 413, false);
+    fhir_log(FHIR_LOG_WARN, "intake.refused", "status=413 max_body_mib=%zu", in->max_body >> 20);
+    char msg[160];
+    snprintf(msg, sizeof msg, "the Bundle is larger than this center accepts (%zu MiB, intake.max_body_mib)",
+             in->max_body >> 20);
+    oo(r, 413, "too-long", msg);
+}
+
 static void h_post(serve_req *r, void *ud)
 {
     intake *in = ud;
@@ -291,7 +315,7 @@ static void h_post(serve_req *r, void *ud)
     const fhir_node *bundle = body && len ? fhir_json_parse(a, body, len, &lim, &e) : NULL;
     if (!bundle) {
         fhir_arena_free(a);
-        in->stats.refused++;
+        count_refused(in, 400, true);
         char msg[FHIR_ERROR_MAX + 40];
         snprintf(msg, sizeof msg, "the body is not JSON: %s", len ? e.msg : "empty");
         fhir_log(FHIR_LOG_WARN, "intake.refused", "client=%s status=400", client);
@@ -306,7 +330,7 @@ static void h_post(serve_req *r, void *ud)
     if (rc) {
         fhir_buf_free(&resp);
         if (e.code != 500)
-            in->stats.refused++;
+            count_refused(in, e.code, false);
         fhir_log(e.code == 500 ? FHIR_LOG_ERROR : FHIR_LOG_WARN, "intake.refused", "client=%s status=%d", client,
                  e.code);
         oo_err(r, &e);
@@ -609,6 +633,7 @@ intake *intake_new(const intake_env *env, const intake_config *cfg, fhir_error *
     memcpy(in->public_url, pu, pl);
     in->public_url[pl] = 0;
     in->waiting_days = cfg->waiting_business_days > 0 ? cfg->waiting_business_days : 2;
+    in->max_body = cfg->max_body_bytes ? cfg->max_body_bytes : INTAKE_BODY_DEFAULT;
     return in;
 }
 
@@ -623,7 +648,9 @@ void intake_free(intake *in)
 
 int intake_add_routes(intake *in, serve *s, fhir_error *err)
 {
-    return serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], in, err);
+    if (serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], in, err))
+        return -1;
+    return serve_route_body_cap(s, "POST", "/fhir", in->max_body, h_too_large, err);
 }
 
 const intake_stats *intake_get_stats(const intake *in)

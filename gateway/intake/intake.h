@@ -33,6 +33,7 @@
 
 #define INTAKE_SEARCH_MAX 1000     /* entries of one search answer */
 #define INTAKE_PAGE_MAX (32u << 20) /* bytes of one answer (a search of full resources) */
+#define INTAKE_BODY_DEFAULT (32u << 20) /* bytes of a POSTed Bundle unless configured */
 
 typedef struct intake_config {
     const char *public_url;        /* our base URL as the sites call it (https://HOST[:PORT]):
@@ -42,6 +43,7 @@ typedef struct intake_config {
     size_t n_clients;
     int token_ttl_s;               /* 0 = 300 */
     int waiting_business_days;     /* a referral unanswered this long is waiting too long; 0 = 2 */
+    size_t max_body_bytes;         /* largest Bundle POSTed to /fhir; 0 = INTAKE_BODY_DEFAULT */
 } intake_config;
 
 typedef struct intake_env {
@@ -49,8 +51,20 @@ typedef struct intake_env {
     notify *nt;                    /* borrowed; NULL: no notices */
 } intake_env;
 
+/* Why a POST /fhir was refused (nothing stored): the body is not JSON (400), not a
+ * transaction Bundle (400), breaks the Bundle rules (422: no ServiceRequest or Task, a
+ * reference that does not resolve, ...), an identifier matches more than one stored resource
+ * (412), or the body is over intake.max_body_kib (413). */
+#define INTAKE_N_REFUSE 5
+extern const char *const intake_refuse_reasons[INTAKE_N_REFUSE];
+
 typedef struct intake_stats {
-    uint64_t received, repeated, refused, unauthorized, tokens;
+    uint64_t received;      /* new referrals stored */
+    uint64_t repeated;      /* Bundles sent again, answered from what was stored */
+    uint64_t refused;       /* POST /fhir refused (the sum of refused_by) */
+    uint64_t refused_by[INTAKE_N_REFUSE]; /* by intake_refuse_reasons index */
+    uint64_t unauthorized;  /* requests without a valid site token, and refused token requests */
+    uint64_t tokens;        /* tokens issued */
 } intake_stats;
 
 typedef struct intake intake;

@@ -61,6 +61,25 @@ static void count_state(void *ctx, const char *name, int64_t count)
     fhir_node_set(d->a, d->obj, fhir_arena_strdup(d->a, key), fhir_node_new_num(d->a, num, (size_t)len));
 }
 
+/* A center's digest: the inbox by Task.status (the statuses intake_task.h writes, then
+ * other); "received" is waiting for the center's first answer. */
+static const char *const INTAKE_STATUS[] = {"received", "accepted", "on-hold", "in-progress", "rejected",
+                                            "cancelled", "completed", "other"};
+#define N_INTAKE_STATUS (sizeof INTAKE_STATUS / sizeof INTAKE_STATUS[0])
+
+static int count_intake(void *ctx, const char *status, int64_t count, int64_t oldest_ms)
+{
+    (void)oldest_ms;
+    int64_t *n = ctx;
+    size_t i = 0;
+    if (status && !strcmp(status, "requested"))
+        status = "received";
+    while (i < N_INTAKE_STATUS - 1 && strcmp(INTAKE_STATUS[i], status ? status : ""))
+        i++;
+    n[i] += count;
+    return 0;
+}
+
 /* The JSON of a notice (what the webhook receives; the email is written from it): site,
  * event, count, urgency, text, link, time, and for the digest its date and counts. */
 static char *notice_json(notify *n, store *st, const notify_notice *w, int64_t count, fhir_error *err)
@@ -84,7 +103,23 @@ static char *notice_json(notify *n, store *st, const notify_notice *w, int64_t c
     fhir_node_set_str(a, o, "link", link);
     fhir_clock_format_instant(fhir_clock_now_ms(), when, sizeof when);
     fhir_node_set_str(a, o, "time", when);
-    if (!strcmp(w->kind, "digest")) {
+    if (!strcmp(w->kind, "digest") && n->cfg.center) {
+        fhir_node *c = fhir_node_set_obj(a, o, "counts");
+        int64_t by[N_INTAKE_STATUS] = {0};
+        if (store_intake_ref_states(st, count_intake, by, err) < 0) {
+            fhir_arena_free(a);
+            return NULL;
+        }
+        for (size_t i = 0; i < N_INTAKE_STATUS; i++) {
+            char key[32];
+            snprintf(key, sizeof key, "%s", INTAKE_STATUS[i]);
+            for (char *q = key; *q; q++)
+                if (*q == '-')
+                    *q = '_';
+            len = snprintf(num, sizeof num, "%lld", (long long)by[i]);
+            fhir_node_set(a, c, fhir_arena_strdup(a, key), fhir_node_new_num(a, num, (size_t)len));
+        }
+    } else if (!strcmp(w->kind, "digest")) {
         fhir_node *c = fhir_node_set_obj(a, o, "counts");
         static const char *const cats[] = {"eligible", "possibly_eligible", "not_eligible"};
         for (size_t i = 0; i < sizeof cats / sizeof cats[0]; i++) {
@@ -255,10 +290,11 @@ int notify_scan(notify *n, store *st, fhir_error *err)
         if (tm.tm_hour >= n->cfg.digest_hour) {
             char key[40], text[96];
             snprintf(key, sizeof key, "digest:%04d-%02d-%02d", tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
-            snprintf(text, sizeof text, "daily digest %04d-%02d-%02d: candidates and referrals by state",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday);
+            snprintf(text, sizeof text, "daily digest %04d-%02d-%02d: %s", tm.tm_year + 1900, tm.tm_mon + 1,
+                     tm.tm_mday, n->cfg.center ? "the intake inbox by status" : "candidates and referrals by state");
             const char *keys[1] = {key};
-            notify_notice w = {.kind = "digest", .keys = keys, .n_keys = 1, .summary = text, .link_path = "/ui/"};
+            notify_notice w = {.kind = "digest", .keys = keys, .n_keys = 1, .summary = text,
+                               .link_path = n->cfg.center ? "/ui/intake" : "/ui/"};
             rc = notify_post(n, st, &w, NULL, err);
         }
     }

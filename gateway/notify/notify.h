@@ -15,7 +15,7 @@
  * (immediate, after each screening batch); referrals stuck (failed, or sent without an answer
  * for stuck_business_days business days) and declined (on the next scan, every few seconds);
  * a daily digest of counts by category at digest_hour (local time of the injectable clock,
- * fhir_clock). Other rooms (web, a center's intake) post their own with notify_post. */
+ * fhir_clock; at a center the intake inbox's counts instead). Other rooms (web, a center's intake) post their own with notify_post. */
 #ifndef NOTIFY_H
 #define NOTIFY_H
 
@@ -50,6 +50,9 @@ typedef struct notify_config {
     /* events */
     int stuck_business_days;       /* a sent referral unanswered this long is stuck (0 = never) */
     int digest_hour;               /* 0..23 local time; -1 = no digest */
+    bool center;                   /* cartgate at a center (role center): the digest is the
+                                      intake inbox's (referrals by Task status and those waiting
+                                      for a first answer, counts only), linked to /ui/intake */
     /* delivery */
     int retry_s;                   /* first retry after this long, doubled per attempt */
     int max_attempts;

@@ -37,6 +37,8 @@
 typedef struct reg {
     const serve_route *r;
     void *ud;
+    size_t max_body;           /* 0 = the listener's (serve_route_body_cap) */
+    serve_handler too_large;
 } reg;
 
 typedef struct conn conn;
@@ -97,6 +99,8 @@ struct serve {
     int evicted_turn;          /* connections evicted in this turn of the loop */
     bool paused, closing, accept_failing, resting;
     serve_req *live;           /* every request not answered yet */
+    size_t body_read_max;      /* bodies evhttp reads: max_body_bytes, or the largest route
+                                  cap + SERVE_BODY_SLACK */
     void (*on_free[8])(void *);
     void *on_free_ud[8];
     size_t n_on_free;
@@ -241,10 +245,26 @@ int serve_add_routes(serve *s, const serve_route *routes, size_t n, void *ud, fh
             if (!strcmp(routes[i].method, s->routes[j].r->method) &&
                 !strcmp(routes[i].pattern, s->routes[j].r->pattern))
                 return fhir_error_set(err, "route %s %s registered twice", routes[i].method, routes[i].pattern);
-    for (size_t i = 0; i < n; i++) {
-        s->routes[s->n_routes].r = &routes[i];
-        s->routes[s->n_routes++].ud = ud;
-    }
+    for (size_t i = 0; i < n; i++)
+        s->routes[s->n_routes++] = (reg){.r = &routes[i], .ud = ud};
+    return 0;
+}
+
+int serve_route_body_cap(serve *s, const char *method, const char *pattern, size_t max_body,
+                         serve_handler too_large, fhir_error *err)
+{
+    reg *g = NULL;
+    for (size_t i = 0; i < s->n_routes && !g; i++)
+        if (!strcmp(s->routes[i].r->method, method) && !strcmp(s->routes[i].r->pattern, pattern))
+            g = &s->routes[i];
+    if (!g)
+        return fhir_error_set(err, "body cap for %s %s: no such route", method, pattern);
+    g->max_body = max_body;
+    g->too_large = too_large;
+    if (max_body > s->cfg.max_body_bytes && max_body + SERVE_BODY_SLACK > s->body_read_max)
+        s->body_read_max = max_body + SERVE_BODY_SLACK;
+    if (s->http)
+        evhttp_set_max_body_size(s->http, (ev_ssize_t)s->body_read_max);
     return 0;
 }
 
@@ -419,7 +439,7 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
         abort(); /* out of memory: never fall back to an unencrypted default */
     bufferevent_incref(bev);
     /* whatever arrives after evhttp let go stays bounded until the sweep */
-    bufferevent_setwatermark(bev, EV_READ, 0, s->cfg.max_header_bytes + s->cfg.max_body_bytes + 65536);
+    bufferevent_setwatermark(bev, EV_READ, 0, s->cfg.max_header_bytes + s->body_read_max + 65536);
     c->s = s;
     c->bev = bev;
     c->deadline = evtimer_new(base, on_deadline, c);
@@ -509,6 +529,7 @@ serve *serve_new(struct event_base *base, access_ctx *acc, const serve_config *c
         s->cfg.max_header_bytes = 16384;
     if (!s->cfg.max_body_bytes)
         s->cfg.max_body_bytes = 1u << 20;
+    s->body_read_max = s->cfg.max_body_bytes;
     if (tls && !(s->ssl = tls_ctx(s->cert, s->key, err))) {
         serve_free(s);
         return NULL;
@@ -689,7 +710,7 @@ int serve_start(serve *s, fhir_error *err)
     s->http = evhttp_new(s->base);
     if (!s->http)
         return fhir_error_set(err, "listener: evhttp_new failed");
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.max_body_bytes);
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->body_read_max);
     evhttp_set_max_headers_size(s->http, (ev_ssize_t)s->cfg.max_header_bytes);
     evhttp_set_timeout(s->http, s->cfg.idle_timeout_s);
     evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD | EVHTTP_REQ_PUT |
@@ -1223,16 +1244,10 @@ static void handle(struct evhttp_request *req, void *arg)
     r->path = fhir_xstrdup(path);
     struct evbuffer *in = evhttp_request_get_input_buffer(req);
     size_t blen = evbuffer_get_length(in);
-    if (blen > s->cfg.max_body_bytes) {
+    if (blen > s->body_read_max) {
         serve_error(r, 413, "request body too large");
         return;
     }
-    r->body = malloc(blen + 1);
-    if (!r->body)
-        abort();
-    evbuffer_copyout(in, r->body, blen);
-    r->body[blen] = 0;
-    r->body_len = blen;
 
     /* the route: path first, then method */
     const char *want = !strcmp(m, "HEAD") ? "GET" : m;
@@ -1254,6 +1269,24 @@ static void handle(struct evhttp_request *req, void *arg)
                 strcat(allow, ", HEAD");
         }
     }
+    /* the body, within the route's cap (or the listener's) */
+    size_t cap = hit && hit->max_body ? hit->max_body : s->cfg.max_body_bytes;
+    if (blen > cap) {
+        if (hit && hit->too_large) {
+            r->route = hit;
+            match(r, hit->r->pattern, path, true);
+            hit->too_large(r, hit->ud);
+        } else {
+            serve_error(r, 413, "request body too large");
+        }
+        return;
+    }
+    r->body = malloc(blen + 1);
+    if (!r->body)
+        abort();
+    evbuffer_copyout(in, r->body, blen);
+    r->body[blen] = 0;
+    r->body_len = blen;
     if (hit && (hit->r->flags & SERVE_OWN_AUTH)) {
         /* the handler authenticates the caller itself (serve.h): no credential of ours is
          * read, so none can ride along, and nothing here grants a role */

@@ -81,6 +81,8 @@ typedef struct serve_route {
     unsigned flags;
 } serve_route;
 
+#define SERVE_BODY_SLACK (1u << 20) /* bytes read beyond a route's own body cap to answer it */
+
 #define SERVE_FD_RESERVE_DEFAULT 64 /* descriptors kept from connections when none is set */
 #define SERVE_MIN_CAP 4             /* fewer connections than this: serve_start refuses */
 #define SERVE_MAX_LISTENERS 16      /* listeners started at once in one process */
@@ -128,6 +130,14 @@ void serve_free(serve *s);
  * Refuses a route without a role, an unknown method, a malformed pattern, or a method and
  * pattern registered twice. 0, or -1 with err naming the route. */
 int serve_add_routes(serve *s, const serve_route *routes, size_t n, void *ud, fhir_error *err);
+/* Gives the registered route method + pattern its own cap on request bodies (max_body bytes,
+ * instead of the listener's max_body_bytes, larger or smaller). A body over it is answered by
+ * too_large(r, ud) when given (the body is not kept: serve_body gives none; no credential
+ * is read), else with the listener's 413. A body more than SERVE_BODY_SLACK over the largest
+ * cap of the listener is cut off by libevent with its own 413 before any route.
+ * 0, or -1 with err (no such route). */
+int serve_route_body_cap(serve *s, const char *method, const char *pattern, size_t max_body,
+                         serve_handler too_large, fhir_error *err);
 /* Checks a route table without a listener (the same rules as serve_add_routes). */
 int serve_check_routes(const serve_route *routes, size_t n, fhir_error *err);
 

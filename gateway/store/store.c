@@ -546,6 +546,7 @@ enum {
     Q_INTAKE_REF_LIST,
     Q_INTAKE_REF_UPDATE,
     Q_INTAKE_REF_COUNT,
+    Q_INTAKE_REF_STATES,
     Q_INTAKE_AUDIT,
     Q_INTAKE_AUDIT_LIST,
     Q_INTAKE_TOKEN_PRUNE,
@@ -810,6 +811,9 @@ static const struct {
                              "WHERE id = ?1"},
     [Q_INTAKE_REF_COUNT] = {"intake referral count",
                             "SELECT count(*) FROM intake_referrals WHERE ?1 IS NULL OR task_status = ?1"},
+    [Q_INTAKE_REF_STATES] = {"intake referral states",
+                             "SELECT task_status, count(*), min(received_ms) FROM intake_referrals "
+                             "GROUP BY task_status ORDER BY task_status"},
     [Q_INTAKE_AUDIT] = {"audit insert",
                         "INSERT INTO audit(ts_ms, actor, action, intake_id, from_state, to_state, detail, user_id, "
                         "role, source, reason) VALUES (?,?,?,?,?,?,?,?,?,?,?)"},
@@ -3461,6 +3465,26 @@ int64_t store_intake_ref_count(store *s, const char *task_status)
         n = sqlite3_column_int64(x.st, 0);
     q_give(s, &x);
     return n;
+}
+
+typedef struct intake_states_ctx {
+    store_intake_state_fn fn;
+    void *ctx;
+} intake_states_ctx;
+
+static int intake_states_row(void *ctx, sqlite3_stmt *st)
+{
+    intake_states_ctx *c = ctx;
+    return c->fn(c->ctx, col_text(st, 0), sqlite3_column_int64(st, 1), sqlite3_column_int64(st, 2));
+}
+
+int64_t store_intake_ref_states(store *s, store_intake_state_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_REF_STATES, &x, err))
+        return -1;
+    intake_states_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake referral states", intake_states_row, &c, err);
 }
 
 int store_intake_audit(store *s, const store_actor *who, const char *action, int64_t intake_id, const char *from_state,

@@ -653,6 +653,10 @@ int store_intake_ref_update(store *s, int64_t id, const char *task_status, const
                             const char *reason, const char *consult, fhir_error *err);
 /* Referrals received (with that Task.status when given). -1 on error. */
 int64_t store_intake_ref_count(store *s, const char *task_status);
+/* The inbox by Task.status: fn(ctx, status, referrals, oldest received_ms) once per status
+ * held, by status name (status borrowed for the call). Rows visited or -1. */
+typedef int (*store_intake_state_fn)(void *ctx, const char *task_status, int64_t n, int64_t oldest_received_ms);
+int64_t store_intake_ref_states(store *s, store_intake_state_fn fn, void *ctx, fhir_error *err);
 /* An audit row about intake referral intake_id (the person in who). */
 int store_intake_audit(store *s, const store_actor *who, const char *action, int64_t intake_id, const char *from_state,
                        const char *to_state, const char *detail, fhir_error *err);

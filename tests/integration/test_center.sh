@@ -17,7 +17,11 @@
 #   - a referral unanswered for longer than intake.waiting_business_days is highlighted in the
 #     inbox and noticed once;
 #   - a notice to the intake team per new referral (webhook), with its number, urgency and
-#     link and no PHI of the cohort.
+#     link and no PHI of the cohort;
+#   - a Bundle over the listener's 1 MiB (a report with its document) is stored; one over
+#     intake.max_body_mib is refused 413 with an OperationOutcome, nothing stored;
+#   - /metrics: the intake counters (received, repeated, refused by reason) and the inbox by
+#     Task status, waiting and the oldest wait, HELP/TYPE (promtool), no PHI.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 . "$(dirname "$0")/center_lib.sh"
@@ -46,7 +50,7 @@ done
 
 CDB="$TMP/center.db"
 center_conf "$TMP/center.conf" "$CDB" "$CPORT" \
-  "\"notify\": {\"public_url\": \"https://intake.center.example\", \"retry_s\": 1, \"webhook\": {\"url\": \"http://127.0.0.1:$WPORT/hook\"}}"
+  "\"notify\": {\"public_url\": \"https://intake.center.example\", \"retry_s\": 1, \"digest_hour\": 0, \"webhook\": {\"url\": \"http://127.0.0.1:$WPORT/hook\"}}"
 "$CG" check-config -c "$TMP/center.conf" >/dev/null 2>"$TMP/cc.err" || fail "check-config (center): $(cat "$TMP/cc.err")"
 start_center center "$TMP/center.conf" "$CPORT"
 CP=$CPID
@@ -231,6 +235,84 @@ if grep -F -w -f "$TMP/phi.txt" "$TMP/center.log" >"$TMP/phi-log.txt"; then
   fail "PHI in the center's log"
 fi
 ok "one notice per new referral (number, urgency, link to the inbox); no name, MRN, birth date, address or patient id of the cohort in any notice or in the center's log"
+# the center's daily digest (digest_hour 0: at its first scan) is the intake inbox's: counts by
+# Task status, linked to the inbox; nothing of a site's digest (verdicts, site referrals)
+dg=$(grep -l '"event":"digest"' "$TMP/hooks"/hook-*.json)
+[ "$(echo "$dg" | grep -c .)" = 1 ] || fail "center digests: $(echo "$dg" | grep -c .)"
+jget "$dg" 'd.link==="https://intake.center.example/ui/intake" && /^daily digest [0-9-]+: the intake inbox by status$/.test(d.text) &&
+  JSON.stringify(Object.keys(d.counts))===JSON.stringify(["received","accepted","on_hold","in_progress","rejected","cancelled","completed","other"]) &&
+  Object.values(d.counts).every(v => Number.isInteger(v))' | grep -qx true || fail "center digest: $(cat "$dg")"
+ok "the center's daily digest: the intake inbox by status (counts only), linked to /ui/intake"
+
+# ---- a Bundle over the listener's 1 MiB: its own cap (intake.max_body_mib, 32) -------------
+# a referral carrying a pathology report with its document (2.5 MiB of base64) is stored; one
+# over 32 MiB is refused with an OperationOutcome (413) and nothing stored; every other route
+# keeps the listener's 1 MiB
+node -e '
+const fs=require("fs");
+const doc=Buffer.alloc(2.5*1024*1024/4*3,7).toString("base64");
+const mk=(id,pad)=>({resourceType:"Bundle",type:"transaction",entry:[
+ {fullUrl:"urn:uuid:p",resource:{resourceType:"Patient",identifier:[{system:"urn:t",value:id}]},request:{method:"POST",url:"Patient"}},
+ {fullUrl:"urn:uuid:r",resource:{resourceType:"DiagnosticReport",status:"final",code:{text:"Bone marrow biopsy"},subject:{reference:"urn:uuid:p"},
+   presentedForm:[{contentType:"application/pdf",data:pad}]},request:{method:"POST",url:"DiagnosticReport"}},
+ {fullUrl:"urn:uuid:s",resource:{resourceType:"ServiceRequest",identifier:[{system:"urn:t:sr",value:id}],status:"active",intent:"order",
+   subject:{reference:"urn:uuid:p"},supportingInfo:[{reference:"urn:uuid:r"}]},request:{method:"POST",url:"ServiceRequest",ifNoneExist:"identifier=urn:t:sr|"+id}},
+ {fullUrl:"urn:uuid:t",resource:{resourceType:"Task",status:"requested",intent:"order",focus:{reference:"urn:uuid:s"},for:{reference:"urn:uuid:p"}},request:{method:"POST",url:"Task"}}]});
+fs.writeFileSync(process.argv[1]+"/big.json", JSON.stringify(mk("big-1",doc)));
+fs.writeFileSync(process.argv[1]+"/huge.json", JSON.stringify(mk("huge-1",doc.repeat(13))));' "$TMP"
+big=$(stat -c %s "$TMP/big.json") huge=$(stat -c %s "$TMP/huge.json")
+[ "$big" -gt $((2 << 20)) ] && [ "$huge" -gt $((32 << 20)) ] && [ "$huge" -lt $((33 << 20)) ] || fail "test Bundles of $big and $huge bytes"
+before=$(stored)
+fhir POST "" --data-binary "@$TMP/big.json"
+[ "$CODE" = 200 ] || fail "a $big-byte Bundle: $CODE $(head -c 300 "$TMP/f.json")"
+[ "$(q "SELECT count(*) FROM intake_referrals r JOIN intake_identifiers i ON i.resource_id = r.sr_id WHERE i.value = 'big-1'")" = 1 ] || fail "the big referral is not in the inbox"
+[ "$(q "SELECT max(length(json)) FROM intake_resources WHERE type = 'DiagnosticReport'")" -gt $((2 << 20)) ] || fail "the report's document was not stored whole"
+after_big=$(stored)
+fhir POST "" --data-binary "@$TMP/huge.json"
+[ "$CODE" = 413 ] && [ "$(jget "$TMP/f.json" d.resourceType)" = OperationOutcome ] &&
+  jget "$TMP/f.json" 'd.issue[0].diagnostics' | grep -q 'larger than this center accepts (32 MiB, intake.max_body_mib)' ||
+  fail "a $huge-byte Bundle: $CODE $(head -c 300 "$TMP/f.json")"
+[ "$(stored)" = "$after_big" ] || fail "the refused Bundle stored something: $after_big -> $(stored)"
+head -c $((2 << 20)) /dev/zero | tr '\0' a >"$TMP/2mib.txt"
+CODE=$(curl -s -o "$TMP/f.json" -w '%{http_code}' -X POST --data-binary "@$TMP/2mib.txt" "$CBASE/fhir/auth/token")
+[ "$CODE" = 413 ] || fail "2 MiB to the token endpoint: $CODE (the listener's 1 MiB should hold there)"
+ok "a $big-byte referral Bundle (a report with its document) stored ($before -> $after_big resources:referrals); a $huge-byte one refused 413 with an OperationOutcome, nothing stored; other routes keep 1 MiB"
+
+# ---- the center's /metrics: intake counters and inbox gauges, no PHI -------------------------
+CODE=$(curl -s -o "$TMP/metrics.txt" -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "$CBASE/metrics")
+[ "$CODE" = 200 ] || fail "center /metrics: $CODE"
+mv() { sed -n "s/^$1 \([0-9.e+]*\)\$/\1/p" "$TMP/metrics.txt"; }
+for f in cartgate_intake_received_total cartgate_intake_repeated_total cartgate_intake_refused_total \
+  cartgate_intake_unauthorized_total cartgate_intake_tokens_total cartgate_intake_referrals cartgate_intake_waiting \
+  cartgate_intake_waiting_oldest_age_seconds; do
+  grep -q "^# HELP $f " "$TMP/metrics.txt" && grep -q "^# TYPE $f " "$TMP/metrics.txt" || fail "no HELP/TYPE for $f"
+done
+total=$(q "SELECT count(*) FROM intake_referrals")
+[ "$(mv cartgate_intake_received_total)" = "$total" ] || fail "received_total $(mv cartgate_intake_received_total), the inbox holds $total"
+[ "$(mv cartgate_intake_repeated_total)" -ge 1 ] || fail "the Bundle posted again not counted"
+[ "$(mv 'cartgate_intake_refused_total{reason="invalid"}')" = 2 ] || fail "refused invalid: $(grep refused_total "$TMP/metrics.txt")"
+[ "$(mv 'cartgate_intake_refused_total{reason="too_large"}')" = 1 ] || fail "refused too_large: $(grep refused_total "$TMP/metrics.txt")"
+[ "$(mv 'cartgate_intake_refused_total{reason="not_json"}')" = 0 ] || fail "refused not_json: $(grep refused_total "$TMP/metrics.txt")"
+[ "$(mv cartgate_intake_unauthorized_total)" -ge 5 ] || fail "unauthorized: $(mv cartgate_intake_unauthorized_total) (4 token refusals and a request without a token)"
+for st in received accepted on-hold in-progress rejected cancelled completed; do
+  [ "$(mv "cartgate_intake_referrals{status=\"$st\"}")" = "$(q "SELECT count(*) FROM intake_referrals WHERE task_status='$st'")" ] ||
+    fail "referrals $st: $(mv "cartgate_intake_referrals{status=\"$st\"}")"
+done
+[ "$(mv 'cartgate_intake_referrals{status="in-progress"}')" -ge 1 ] && [ "$(mv 'cartgate_intake_referrals{status="rejected"}')" -ge 1 ] &&
+  [ "$(mv 'cartgate_intake_referrals{status="on-hold"}')" -ge 1 ] || fail "scheduled/declined/on hold not shown: $(grep '^cartgate_intake_referrals' "$TMP/metrics.txt")"
+[ "$(mv cartgate_intake_waiting)" = "$(mv 'cartgate_intake_referrals{status="received"}')" ] || fail "waiting $(mv cartgate_intake_waiting)"
+age=$(mv cartgate_intake_waiting_oldest_age_seconds)
+awk -v a="$age" 'BEGIN { exit !(a >= 10 * 86400 && a < 11 * 86400) }' || fail "oldest waiting age $age s (referral $D was received 10 days ago)"
+PROMTOOL=$SRC/tests/tools/bin/promtool
+[ -x "$PROMTOOL" ] || PROMTOOL=$(command -v promtool || true)
+if [ -n "$PROMTOOL" ]; then
+  "$PROMTOOL" check metrics <"$TMP/metrics.txt" >"$TMP/promtool.out" 2>&1 || fail "promtool: $(cat "$TMP/promtool.out")"
+fi
+if grep -F -w -f "$TMP/phi.txt" "$TMP/metrics.txt" >"$TMP/phi-metrics.txt"; then
+  head -5 "$TMP/phi-metrics.txt"
+  fail "PHI in the center's metrics"
+fi
+ok "center /metrics: $total received, $(mv cartgate_intake_repeated_total) repeated, refused by reason, the inbox by status, $(mv cartgate_intake_waiting) waiting (oldest ${age%.*} s)${PROMTOOL:+, promtool clean}; no PHI"
 
 stop_daemon "$SP"
 [ "$DRC" = 0 ] || fail "site exit status $DRC"

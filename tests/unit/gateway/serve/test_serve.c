@@ -58,6 +58,17 @@ static void h_act(serve_req *r, void *ud)
 /* A route that authenticates by its own check (SERVE_OWN_AUTH): it sees the Authorization
  * header as sent, never a principal of ours, and answers 401 itself unless the header is the
  * one it expects. */
+/* The own-auth route's answer to a body over its own cap (serve_route_body_cap). */
+static void h_own_too_large(serve_req *r, void *ud)
+{
+    (void)ud;
+    size_t n = 0;
+    const char *b = serve_body(r, &n);
+    char m[200];
+    int k = snprintf(m, sizeof m, "own too large %s body=%s\n", serve_param(r, "id"), b && n ? "kept" : "none");
+    serve_reply(r, 413, "text/plain", m, (size_t)k);
+}
+
 static void h_own(serve_req *r, void *ud)
 {
     (void)ud;
@@ -400,6 +411,23 @@ static void *client_plain(void *arg)
     req(L, "POST", "/t/act/1", chs, big, NULL, &r);
     CHECK(L, r.code == 413, "body cap: %ld", r.code);
     free(big);
+    /* a route with its own cap (100000 bytes, above this listener's 65536): under it the
+     * handler gets the body, over it the route's own answer, far over it libevent's 413 */
+    size_t sizes[] = {80000, 120000, 100000 + SERVE_BODY_SLACK + 4096};
+    for (int i = 0; i < 3; i++) {
+        big = malloc(sizes[i] + 1);
+        memset(big, 'x', sizes[i]);
+        big[sizes[i]] = 0;
+        req(L, "POST", "/t/own/5", ownh, big, NULL, &r);
+        if (i == 0)
+            CHECK(L, r.code == 200 && !strcmp(r.body, "own 5 principal=none\n"), "own cap, under: %ld %s", r.code, r.body);
+        else if (i == 1)
+            CHECK(L, r.code == 413 && !strcmp(r.body, "own too large 5 body=none\n"), "own cap, over: %ld %s", r.code,
+                  r.body);
+        else
+            CHECK(L, r.code == 413 && !strstr(r.body, "own too large"), "own cap, far over: %ld %s", r.code, r.body);
+        free(big);
+    }
     return NULL;
 }
 
@@ -597,6 +625,8 @@ static void run_live(serve_config *cfg, void *(*client)(void *), live *L)
     L->s = s;
     assert_int_equal(serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], NULL, &err), 0);
     assert_int_equal(serve_auth_add(s, NULL, NULL, &err), 0);
+    assert_int_equal(serve_route_body_cap(s, "POST", "/t/own/{id}", 100000, h_own_too_large, &err), 0);
+    assert_int_equal(serve_route_body_cap(s, "POST", "/t/nothing", 10, NULL, &err), -1);
     serve_route late[] = {{"GET", "/t/public", ROLE_VIEWER, h_public, 0}};
     assert_int_equal(serve_add_routes(s, late, 1, NULL, &err), -1); /* registered twice */
     assert_int_equal(serve_start(s, &err), 0);
