@@ -427,6 +427,13 @@ static void recipe_refs(fhir_arena *a, fhir_node *arr, const fhir_node *const *v
     }
 }
 
+/* obj[key] = val when val is set. */
+static void set_opt(fhir_arena *a, fhir_node *obj, const char *key, const char *val)
+{
+    if (val)
+        fhir_node_set_str(a, obj, key, val);
+}
+
 /* The package recipe (JSON, caller frees): everything the Bundle is built from besides the
  * referral's own columns (placer, site, patient, urgency, summary, verdict) — the patient's
  * resources it carries by type and id in their order, the center and the referrer as they
@@ -444,28 +451,20 @@ static char *package_recipe(const propose_opts *o, const package_parts *p, const
     fhir_node_set_str(a, r, "reason", reason);
     fhir_node_set_str(a, r, "site_name", o->site_name && *o->site_name ? o->site_name : o->site_id);
     fhir_node *rf = fhir_node_set_obj(a, r, "referrer");
-    if (ref->name)
-        fhir_node_set_str(a, rf, "name", ref->name);
-    if (ref->phone)
-        fhir_node_set_str(a, rf, "phone", ref->phone);
-    if (ref->direct)
-        fhir_node_set_str(a, rf, "direct", ref->direct);
+    set_opt(a, rf, "name", ref->name);
+    set_opt(a, rf, "phone", ref->phone);
+    set_opt(a, rf, "direct", ref->direct);
     fhir_node *c = fhir_node_set_obj(a, r, "center");
     fhir_node_set_str(a, c, "id", ce->id);
     fhir_node_set_str(a, c, "name", ce->name);
-    if (ce->contact_phone)
-        fhir_node_set_str(a, c, "contact_phone", ce->contact_phone);
-    if (ce->contact_email)
-        fhir_node_set_str(a, c, "contact_email", ce->contact_email);
+    set_opt(a, c, "contact_phone", ce->contact_phone);
+    set_opt(a, c, "contact_email", ce->contact_email);
     fhir_node *lines = fhir_node_set_arr(a, c, "address_lines");
     for (size_t i = 0; i < ce->n_address_lines; i++)
         fhir_node_append(a, lines, NULL, 0, fhir_node_new_str(a, ce->address_lines[i]));
-    if (ce->city)
-        fhir_node_set_str(a, c, "city", ce->city);
-    if (ce->state)
-        fhir_node_set_str(a, c, "state", ce->state);
-    if (ce->postal_code)
-        fhir_node_set_str(a, c, "postal_code", ce->postal_code);
+    set_opt(a, c, "city", ce->city);
+    set_opt(a, c, "state", ce->state);
+    set_opt(a, c, "postal_code", ce->postal_code);
     recipe_refs(a, fhir_node_set_arr(a, r, "patient"), &p->patient, 1);
     recipe_refs(a, fhir_node_set_arr(a, r, "condition"), &p->condition, p->condition ? 1 : 0);
     recipe_refs(a, fhir_node_set_arr(a, r, "coverages"), p->cov, p->ncov);
