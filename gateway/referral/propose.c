@@ -240,6 +240,16 @@ static bool reroute_refused(const ep_rows *l, const episode_view *v, const char 
     return false;
 }
 
+/* A label category in the words of a referral's reason. */
+static const char *category_words(elig_category c)
+{
+    switch (c) {
+    case ELIG_ELIGIBLE: return "meets the FDA label on the data on record";
+    case ELIG_POSSIBLY_ELIGIBLE: return "may meet the FDA label; facts still to confirm";
+    default: return "label criteria not met on the data on record";
+    }
+}
+
 static const char *urgency_for(const propose_opts *o, elig_urgency u)
 {
     if (u == ELIG_URGENCY_NOW)
@@ -901,13 +911,22 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
     parts_pick(o, in, dis && dis->evidence ? dis->evidence : "", &parts);
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
+    /* the request in words (the ServiceRequest's reasonCode.text, the packet, the inboxes) */
     if (consult_only)
-        fhir_buf_printf(&reason, "CAR T consultation (%s; label %s): %s", elig_consult_name(cons),
-                        elig_category_name(cat), inds[0]);
+        fhir_buf_printf(&reason, "CAR T-cell therapy consultation (%s; FDA label: %s): ",
+                        cons == ELIG_CONSULT_NOW ? "refer now, relapsed or refractory disease"
+                                                 : "consult early",
+                        category_words(cat));
     else
-        fhir_buf_printf(&reason, "CAR T evaluation (%s): %s", elig_category_name(cat), inds[0]);
-    for (size_t i = 1; i < n; i++)
-        fhir_buf_printf(&reason, ", %s", inds[i]);
+        fhir_buf_printf(&reason, "CAR T-cell therapy evaluation (%s): ", category_words(cat));
+    for (size_t i = 0; i < n; i++) {
+        const char *colon = strchr(inds[i], ':');
+        if (colon) /* "axi-cel:LBCL-3L" -> "axi-cel LBCL-3L" */
+            fhir_buf_printf(&reason, "%s%.*s %s", i ? ", " : "", (int)(colon - inds[i]), inds[i],
+                            colon + 1);
+        else
+            fhir_buf_printf(&reason, "%s%s", i ? ", " : "", inds[i]);
+    }
     const char *urg = urgency_for(o, elig_result_urgency(res));
     snprintf(out->urgency, sizeof out->urgency, "%s", urg);
     if (!parts.patient) {
