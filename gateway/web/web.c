@@ -69,6 +69,25 @@ void web_day_ms(int64_t ms, char out[16])
     web_day(ms / 86400000, out);
 }
 
+void web_history_cells(fhir_buf *b, const store_audit_row *a, const char *what)
+{
+    char t[40];
+    fhir_clock_format_instant(a->ts_ms, t, sizeof t);
+    if (strlen(t) >= 19) { /* 2026-06-15T09:30:12.345Z -> 2026-06-15 09:30:12 */
+        t[10] = ' ';
+        t[19] = 0;
+    }
+    fhir_buf_puts(b, "<td>");
+    web_esc(b, t);
+    fhir_buf_puts(b, "</td><td>");
+    web_esc(b, a->actor);
+    fhir_buf_puts(b, "</td><td data-action=\"");
+    web_esc(b, a->action);
+    fhir_buf_puts(b, "\">");
+    web_esc(b, what);
+    fhir_buf_puts(b, "</td>");
+}
+
 const char *web_center_name(web *w, const char *id)
 {
     web_runtime rt;

@@ -51,6 +51,9 @@ int64_t web_today(web *w);
 void web_day(int64_t day, char out[16]);
 /* "2026-06-15" of a time in ms. */
 void web_day_ms(int64_t ms, char out[16]);
+/* The first three cells of a history row (an audit row): the time in UTC ("2026-06-15
+ * 09:30:12"), who, and `what` (the action in words; its name in data-action). */
+void web_history_cells(fhir_buf *b, const store_audit_row *a, const char *what);
 /* Reads the cached Patient resource. 1 found, 0 not. */
 int web_person_read(web *w, fhir_arena *a, const char *patient_id, int64_t today, web_person *out);
 /* The name of a center of the directory in force (its id when the directory has none). */

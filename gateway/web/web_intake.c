@@ -263,21 +263,9 @@ static const char *intake_action_words(const char *action)
 static int hist_row(void *ctx, const store_audit_row *a)
 {
     fhir_buf *b = ctx;
-    char d[40];
-    fhir_clock_format_instant(a->ts_ms, d, sizeof d);
-    if (strlen(d) >= 19) { /* 2026-06-15 09:30:12, as on the site's pages */
-        d[10] = ' ';
-        d[19] = 0;
-    }
-    fhir_buf_puts(b, "<tr><td>");
-    web_esc(b, d);
-    fhir_buf_puts(b, "</td><td>");
-    web_esc(b, a->actor);
-    fhir_buf_puts(b, "</td><td data-action=\"");
-    web_esc(b, a->action);
-    fhir_buf_puts(b, "\">");
-    web_esc(b, intake_action_words(a->action));
-    fhir_buf_puts(b, "</td><td>");
+    fhir_buf_puts(b, "<tr>");
+    web_history_cells(b, a, intake_action_words(a->action));
+    fhir_buf_puts(b, "<td>");
     web_esc(b, a->reason ? a->reason : a->detail);
     fhir_buf_puts(b, "</td></tr>\n");
     return 0;

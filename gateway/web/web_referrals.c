@@ -287,7 +287,7 @@ static bool task_words(fhir_buf *b, const char *detail)
         fhir_buf_puts(b, ": ");
         web_esc(b, words);
     }
-    if (strcmp(bs, "-") && strcmp(bs, "(none)")) {
+    if (strcmp(bs, "-")) { /* "-": none */
         fhir_buf_puts(b, " (BSeR ");
         web_esc(b, bs);
         fhir_buf_puts(b, ")");
@@ -305,7 +305,7 @@ static bool sender_words(fhir_buf *b, const char *action, const char *detail)
         return false;
     if (!strcmp(action, "payload") && sscanf(detail, "%lld bytes%n", &n, &used) == 1 &&
         !detail[used]) {
-        fhir_buf_printf(b, "%lld KB (the FHIR Bundle with the summary and its PDF)", (n + 1023) / 1024);
+        fhir_buf_printf(b, "%lld KB (the FHIR Bundle for the center)", (n + 1023) / 1024);
         return true;
     }
     if (!strcmp(action, "attempt") && sscanf(detail, "status=%lld%n", &n, &used) == 1) {
@@ -334,21 +334,9 @@ static int audit_cb(void *ctx, const store_audit_row *a)
 {
     history_ctx *h = ctx;
     fhir_buf *b = h->b;
-    char t[40];
-    fhir_clock_format_instant(a->ts_ms, t, sizeof t);
-    if (strlen(t) >= 19) { /* 2026-06-15 09:30:12 */
-        t[10] = ' ';
-        t[19] = 0;
-    }
-    fhir_buf_puts(b, "<tr><td>");
-    web_esc(b, t);
-    fhir_buf_puts(b, "</td><td>");
-    web_esc(b, a->actor);
-    fhir_buf_puts(b, "</td><td data-action=\"");
-    web_esc(b, a->action);
-    fhir_buf_puts(b, "\">");
-    web_esc(b, action_words(a->action));
-    fhir_buf_puts(b, "</td><td>");
+    fhir_buf_puts(b, "<tr>");
+    web_history_cells(b, a, action_words(a->action));
+    fhir_buf_puts(b, "<td>");
     if (a->to_state) {
         web_esc(b, web_state_words(a->from_state));
         fhir_buf_puts(b, " → ");
