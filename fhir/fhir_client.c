@@ -664,8 +664,10 @@ static void op_start_attempt(op *o)
     curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     /* libcurl silently re-sends a request once when a reused connection dies before any
-     * response byte; for a request that must not be repeated use a fresh connection */
-    if (o->not_idempotent)
+     * response byte; for a request that must not be repeated use a fresh connection. A token
+     * request is one: its signed assertion is accepted once (jti), so a re-send must carry a
+     * fresh one (token_body_renew), which only our own retry does */
+    if (o->not_idempotent || o->kind == OP_TOKEN)
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_USERAGENT, "cartgate-fhir-client");

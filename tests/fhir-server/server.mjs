@@ -421,7 +421,21 @@ async function onRequest(req, res) {
         inc(stats.token.by_status, '405');
         return send(res, 405, { error: 'invalid_request', error_description: 'POST only' }, {}, 'application/json');
       }
+      // faults with endpoint "token" (lib/faults.mjs): before the request is read, or after
+      // the assertion was checked and its jti recorded
+      const { latency_ms, fault } = faults.decide('POST', '/auth/token', '', 'token');
+      if (latency_ms > 0) await sleep(latency_ms);
+      const tokenFault = () => {
+        stats.faults.injected++;
+        inc(stats.faults.by_mode, fault.mode);
+        inc(stats.token.by_status, fault.mode.endsWith('reset') ? 'reset' : String(fault.status));
+        if (fault.mode.endsWith('reset')) return void res.socket?.destroy();
+        send(res, fault.status, { error: 'temporarily_unavailable', error_description: `injected fault (${fault.mode} ${fault.status})` },
+          fault.retry_after !== undefined ? { 'Retry-After': String(Math.round(fault.retry_after)) } : {}, 'application/json');
+      };
+      if (fault && (fault.mode === 'status' || fault.mode === '429' || fault.mode === 'reset')) return tokenFault();
       const r = auth.tokenRequest(raw.toString('utf8'), req.headers['content-type']);
+      if (fault) return tokenFault();
       inc(stats.token.by_status, String(r.status));
       if (opts.log) log(`POST /auth/token -> ${r.status}${r.body.error ? ` ${r.body.error}: ${r.body.error_description}` : ''}`);
       return send(res, r.status, r.body, { 'Cache-Control': 'no-store', Pragma: 'no-cache' }, 'application/json');

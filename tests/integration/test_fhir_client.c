@@ -806,6 +806,34 @@ static void test_smart(void **state)
     assert_int_equal(fhir_client_stats_get(c)->token_fetches, 5);
     fhir_client_result_free(r);
     fhir_client_free(c);
+
+    /* a token request that fails after the endpoint checked its assertion (a reset after the
+     * answer, a 503 after the check) is sent again with a fresh assertion: the endpoint accepts
+     * an assertion's jti once, so re-sending the same one would be refused as a replay */
+    const char *token_faults[] = {
+        "{\"rules\":[{\"endpoint\":\"token\",\"mode\":\"after-reset\",\"every\":1,\"limit\":1}]}",
+        "{\"rules\":[{\"endpoint\":\"token\",\"mode\":\"after\",\"status\":503,\"every\":1,"
+        "\"limit\":1}]}",
+    };
+    const char *fault_row[] = {"token.by_status.reset", "token.by_status.503"};
+    for (int i = 0; i < 2; i++) {
+        c = client_or_fail(&cfg);
+        reset_stats(sadmin);
+        assert_int_equal(support_http("POST", url, token_faults[i], NULL), 200);
+        r = fhir_client_send_sync(c, &rd);
+        support_http("DELETE", url, NULL, NULL);
+        if (r->err.msg[0])
+            fail_msg("token fault %d: %s", i, r->err.msg);
+        assert_int_equal(r->status, 200);
+        /* the fault fired once, on a request the endpoint had accepted */
+        assert_int_equal(admin_stat(sadmin, "faults.injected"), 1);
+        assert_int_equal(admin_stat(sadmin, fault_row[i]), 1);
+        assert_int_equal(admin_stat(sadmin, "token.by_status.401"), 0);
+        assert_int_equal(admin_stat(sadmin, "token.by_status.200"), 1);
+        assert_int_equal(fhir_client_stats_get(c)->token_fetches, 2);
+        fhir_client_result_free(r);
+        fhir_client_free(c);
+    }
     support_stop(&s);
 }
 

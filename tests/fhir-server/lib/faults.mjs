@@ -10,6 +10,9 @@
 // Any rule may also carry latency_ms (delay before the fault), methods (["GET", ...]),
 // path (a substring of the path after /fhir), query (a substring of the query string, e.g.
 // "_offset=" for every page but the first), and limit (fire at most that many times).
+// endpoint "token" makes a rule apply to the SMART token endpoint (/auth/token) instead of
+// /fhir (the default, "fhir"): "after-reset" there consumes the client's assertion (its jti)
+// and then drops the connection, as a proxy that fails after forwarding would.
 
 const MODES = ['status', 'after', 'reset', 'after-reset', '429', 'latency'];
 
@@ -49,6 +52,8 @@ export function normalizeRule(r) {
     rule.methods = m.map((x) => String(x).trim().toUpperCase()).filter(Boolean);
   }
   if (r.path !== undefined) rule.path = String(r.path);
+  rule.endpoint = r.endpoint === undefined ? 'fhir' : String(r.endpoint);
+  if (!['fhir', 'token'].includes(rule.endpoint)) throw new Error("endpoint must be 'fhir' or 'token'");
   if (r.query !== undefined) rule.query = String(r.query);
   rule.latency_ms = r.latency_ms === undefined ? 0 : Number(r.latency_ms);
   if (!(rule.latency_ms >= 0)) throw new Error('latency_ms must be >= 0');
@@ -96,10 +101,11 @@ export class Faults {
   }
 
   // Decides for one request. Returns { latency_ms, fault: rule|null }.
-  decide(method, path, query = '') {
+  decide(method, path, query = '', endpoint = 'fhir') {
     let latency = 0;
     let fault = null;
     for (const r of this.rules) {
+      if (r.endpoint !== endpoint) continue;
       if (r.methods && !r.methods.includes(method)) continue;
       if (r.path && !path.includes(r.path)) continue;
       if (r.query && !query.includes(r.query)) continue;
