@@ -77,6 +77,7 @@ struct daemon_proc {
     bool ready;              /* every source has completed a poll (or has none) */
     daemon_rt *retired;      /* an rt replaced while its sources were still polling */
     admin_metrics m;
+    fhir_json_reader *rd;    /* parses the cached resources read back (one yajl handle) */
 };
 
 /* ---- runtime (config + criteria + centers), loaded and swapped as one ---------------- */
@@ -282,14 +283,18 @@ static int ingest_in(daemon_proc *d, const char *source, const fhir_node *res, c
         if (unresolved)
             (*unresolved)++;
     }
-    char *json = fhir_json_to_string(res, FHIR_JSON_COMPACT, 16u << 20);
-    if (!json)
+    /* the bytes as read when the reader kept them (a search page's entries), else written */
+    const char *src = fhir_node_source(res);
+    char *json = NULL;
+    if (src && strlen(src) > DAEMON_RESOURCE_MAX)
+        src = NULL; /* written below: the same error */
+    if (!src && !(json = fhir_json_to_string(res, FHIR_JSON_COMPACT, DAEMON_RESOURCE_MAX)))
         return fhir_error_set(err, "%s/%s: resource larger than 16 MiB", type, id);
     /* one statement: an identical cached copy is left as it is */
     bool is_new = false;
     int rc = store_resource_upsert(d->st, has_patient ? pid : "", type, id,
                                    fhir_node_path_str(res, "meta.versionId"),
-                                   fhir_node_path_str(res, "meta.lastUpdated"), json, &is_new,
+                                   fhir_node_path_str(res, "meta.lastUpdated"), src ? src : json, &is_new,
                                    err);
     free(json);
     if (rc)
@@ -324,6 +329,7 @@ static int remove_resource(daemon_proc *d, const char *source, const char *type,
 
 typedef struct res_list {
     fhir_arena *a;
+    fhir_json_reader *rd;     /* borrowed from the daemon: the trees' member names are its own */
     const fhir_node **v;
     size_t n, cap;
     fhir_error *err;
@@ -335,7 +341,7 @@ static int res_list_add_json(res_list *l, const char *json)
     if (l->n >= SCREEN_MAX_RESOURCES)
         return 1;
     fhir_error e;
-    fhir_node *n = fhir_json_parse(l->a, json, strlen(json), NULL, &e);
+    fhir_node *n = fhir_json_reader_parse(l->rd, l->a, json, strlen(json), &e);
     if (!n)
         return 0; /* cached by us, so this cannot happen unless the db was edited: skip */
     if (l->n == l->cap) {
@@ -415,6 +421,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     memset(j, 0, sizeof *j);
     j->pid = fhir_xstrdup(pid);
     j->l.a = fhir_arena_new(DAEMON_SCREEN_ARENA_MAX);
+    j->l.rd = d->rd;
     j->l.err = err;
     fhir_buf_init(&j->vj, DAEMON_VERDICT_JSON_MAX);
     fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
@@ -1268,7 +1275,7 @@ static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_nod
                         fhir_error *err)
 {
     daemon_proc *d = ud;
-    res_list l = {.a = a, .err = err};
+    res_list l = {.a = a, .rd = d->rd, .err = err};
     if (store_resource_each(d->st, pid, res_cb, &l, err) < 0) {
         free(l.v);
         return -1;
@@ -1395,6 +1402,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     d->st = store_open(d->rt->cfg->store_path, (int)d->rt->cfg->store_busy_timeout_ms, err);
     if (!d->st)
         goto fail;
+    d->rd = fhir_json_reader_new(NULL);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
@@ -1469,6 +1477,7 @@ void daemon_free(daemon_proc *d)
     store_close(d->st);
     rt_free(d->rt);
     rt_free(d->retired);
+    fhir_json_reader_free(d->rd); /* after everything that may hold a tree it built */
     if (d->base)
         event_base_free(d->base);
     free(d->admin_token);
