@@ -1530,6 +1530,22 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
 
 /* ---- output ---------------------------------------------------------------------------------------- */
 
+bool map_profile_last_event_day(const map_profile *p, map_event_kind k, char *out, size_t n)
+{
+    out[0] = '\0';
+    bool any = false;
+    for (size_t i = 0; i < p->nevents; i++) {
+        if (p->events[i].kind != k)
+            continue;
+        char d[16];
+        fmt_day(p->events[i].day, d, sizeof d);
+        if (!any || strcmp(d, out) > 0)
+            snprintf(out, n, "%s", d);
+        any = true;
+    }
+    return any;
+}
+
 static void put_num(fhir_buf *o, double v)
 {
     if (v == floor(v) && fabs(v) < 1e15)

@@ -119,6 +119,9 @@ size_t map_profile_event_count(const map_profile *p);
 const map_event *map_profile_event(const map_profile *p, size_t i);
 /* Plain words for a kind ("response", "progression or relapse", "autologous transplant" ...). */
 const char *map_event_kind_text(map_event_kind k);
+/* The date of the latest event of kind k as the profile JSON writes it (the greatest
+ * "YYYY-MM-DD" text) into out (n >= 16 bytes). false (out "") when there is none. */
+bool map_profile_last_event_day(const map_profile *p, map_event_kind k, char *out, size_t n);
 
 /* ---- output ---------------------------------------------------------------------------- */
 

@@ -394,6 +394,7 @@ typedef struct screen_job {
     const elig_factset *fs;
     const elig_result *res;
     fhir_buf vj, pj;
+    fhir_buf products, possible; /* the worklist's arrays (parts of vj: its cap) */
     bool ok;
     bool gone;                /* nothing of the patient is cached any more (all deleted) */
     bool pruned;              /* nothing cached because store.retention pruned it: verdict kept */
@@ -407,6 +408,8 @@ static void job_free(screen_job *j)
     screen_free(j->sc);
     fhir_buf_free(&j->vj);
     fhir_buf_free(&j->pj);
+    fhir_buf_free(&j->products);
+    fhir_buf_free(&j->possible);
     fhir_arena_free(j->l.a);
     free(j->l.v);
     free(j->pid);
@@ -425,6 +428,8 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     j->l.err = err;
     fhir_buf_init(&j->vj, DAEMON_VERDICT_JSON_MAX);
     fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
+    fhir_buf_init(&j->products, DAEMON_VERDICT_JSON_MAX);
+    fhir_buf_init(&j->possible, DAEMON_VERDICT_JSON_MAX);
     if (store_resource_each(d->st, pid, res_cb, &j->l, err) < 0)
         return -1;
     add_referenced_medications(d, &j->l);
@@ -495,10 +500,24 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
         .patient_id = j->pid, .profile = j->p, .facts = j->fs, .result = j->res,
         .verdict_json = fhir_buf_cstr(&j->vj), .resources = j->l.v, .n_resources = j->l.n,
     };
+    /* the worklist row from the values the JSON was written from; from the JSON itself in
+     * SQL when a text hit its cap (what is stored then is what the row is made of) */
+    screen_summary sum;
+    store_worklist_in wl;
+    bool typed = !j->vj.overflow && !j->pj.overflow &&
+                 !screen_summarize(j->sc, &sum, &j->products, &j->possible);
+    if (typed)
+        wl = (store_worklist_in){.urgency = sum.urgency, .consult = sum.consult,
+                                 .disease = sum.disease,
+                                 .relapse_day = sum.relapse_day[0] ? sum.relapse_day : NULL,
+                                 .missing = (int64_t)sum.missing,
+                                 .products = fhir_buf_cstr(&j->products),
+                                 .possible = fhir_buf_cstr(&j->possible)};
     if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
         store_verdict_put_screened(d->st, j->pid, elig_ruleset_hash(rt->rules),
                                    elig_category_name(cat), fhir_buf_cstr(&j->pj),
-                                   fhir_buf_cstr(&j->vj), profile_has_heme(j->p), err) ||
+                                   fhir_buf_cstr(&j->vj), profile_has_heme(j->p),
+                                   typed ? &wl : NULL, err) ||
         propose_referral(d->st, &po, &pi, &j->prop, err) ||
         store_savepoint_release(d->st, err)) {
         store_savepoint_rollback(d->st);

@@ -263,6 +263,11 @@ const char *elig_ruleset_description(const elig_ruleset *rs, size_t i);
  * Deterministic. Returns 0, or -1 when out's cap is hit. */
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                            const elig_result *r, const char *patient_id, fhir_buf *out);
+/* The keys of the indications whose category is want, in rule-set order, as the JSON array
+ * elig_result_write_json writes ("products": ELIG_ELIGIBLE, "possible_products":
+ * ELIG_POSSIBLY_ELIGIBLE). Returns 0, or -1 when out's cap is hit. */
+int elig_result_write_products(const elig_ruleset *rs, const elig_result *r, elig_category want,
+                               fhir_buf *out);
 /* Human-readable explanation lines (one per relevant indication), each ending in '\n'. */
 int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs,
                                   const elig_result *r, fhir_buf *out);

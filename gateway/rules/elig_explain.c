@@ -592,6 +592,13 @@ static void json_cats(fhir_buf *out, const elig_ruleset *rs, const uint8_t *cats
     fhir_buf_putc(out, ']');
 }
 
+int elig_result_write_products(const elig_ruleset *rs, const elig_result *r, elig_category want,
+                               fhir_buf *out)
+{
+    json_cats(out, rs, r->cat, (uint8_t)want);
+    return out->overflow ? -1 : 0;
+}
+
 /* One provenance entry "key: file; reference" (developers), comma-separated in out. */
 static void put_provenance(fhir_buf *out, fhir_buf *tmp, bool *sep, const char *key, const char *file,
                            const char *ref)

@@ -2,6 +2,7 @@
 #include "screen.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 struct screen {
     const map_tables *t;
@@ -62,6 +63,32 @@ int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
     if (!s->p)
         return -1;
     return elig_result_write_json(s->rs, s->fs, s->res, patient_id, out);
+}
+
+int screen_summarize(const screen *s, screen_summary *out, fhir_buf *products, fhir_buf *possible)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->p)
+        return -1;
+    const elig_result *r = s->res;
+    const char *u = elig_urgency_name(elig_result_urgency(r));
+    const char *c = elig_consult_name(elig_result_consult(r));
+    out->urgency = u ? u : "";
+    out->consult = c ? c : "";
+    const map_fact *d = map_profile_fact(s->p, "primary_disease");
+    if (d && d->known) {
+        if (d->type != MAP_FACT_CODE && d->type != MAP_FACT_STRING)
+            return -1;
+        out->disease = d->str ? d->str : "";
+    }
+    map_profile_last_event_day(s->p, MAP_EVENT_PROGRESSION, out->relapse_day, sizeof out->relapse_day);
+    const char *names[ELIG_MAX_FACTS];
+    size_t nm = elig_result_missing(s->rs, s->fs, r, names, ELIG_MAX_FACTS);
+    out->missing = nm < ELIG_MAX_FACTS ? nm : ELIG_MAX_FACTS;
+    if (elig_result_write_products(s->rs, r, ELIG_ELIGIBLE, products) ||
+        elig_result_write_products(s->rs, r, ELIG_POSSIBLY_ELIGIBLE, possible))
+        return -1;
+    return 0;
 }
 
 size_t screen_indications(const elig_ruleset *rs, const elig_result *r, bool with_possible,

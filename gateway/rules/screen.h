@@ -48,6 +48,20 @@ const map_profile_opts *screen_opts(const screen *s);
  * out under patient_id. Returns 0, or -1 when out's cap is hit (or nothing was screened). */
 int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out);
 
+/* The last patient's values the clinician's worklist is made of, typed as the patient's screen
+ * JSON and profile JSON carry them: the urgency and consult recommendation names, the primary
+ * disease (NULL: unknown), the latest progression or relapse documented (relapse_day "":
+ * none), how many facts "missing" lists, and the "products" / "possible_products" arrays as
+ * the screen JSON writes them (appended to products and possible, the caller's buffers).
+ * Strings borrowed until the next screen_patient(). Returns 0; -1 when nothing was screened,
+ * a buffer's cap is hit, or the primary disease is not a plain code (then read the JSON). */
+typedef struct screen_summary {
+    const char *urgency, *consult, *disease;
+    char relapse_day[16];
+    size_t missing;
+} screen_summary;
+int screen_summarize(const screen *s, screen_summary *out, fhir_buf *products, fhir_buf *possible);
+
 /* Which indications count for a verdict: when the patient is eligible, the indications it is
  * eligible for; otherwise, with with_possible, the possibly eligible ones; else none. Writes
  * at most max rule-set indices (elig_ruleset_key) into idx in rule-set order and returns how

@@ -388,6 +388,13 @@ static const struct {
      * in payload once it is sent, instead of ~65 KB written with every proposal. Last column:
      * the small columns before it stay in the row's first page. */
     {"referrals.package", "ALTER TABLE referrals ADD COLUMN package TEXT;"},
+    /* 15: the worklist row is written with its verdict (store_verdict_put_screened binds the
+     * values the screener has typed; store_verdict_put derives them in SQL from the JSON as the
+     * triggers did), instead of the insert and update triggers running json_extract a dozen
+     * times and json_each twice over ~14 KB of JSON per verdict. The delete trigger stays. The
+     * other updates of a verdict (heme, pruned_ms) change nothing the row is made of. */
+    {"worklist written with the verdict",
+     "DROP TRIGGER worklist_verdict_insert; DROP TRIGGER worklist_verdict_update;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -455,6 +462,8 @@ enum {
     Q_DIRTY_ALL_COUNT,
     Q_VERDICT_PUT,
     Q_VERDICT_PUT_HEME,
+    Q_WL_PUT,
+    Q_WL_PUT_JSON,
     Q_VERDICT_GET,
     Q_VERDICT_HEAD,
     Q_VERDICT_DELETE,
@@ -675,6 +684,20 @@ static const struct {
                             "excluded.ruleset_hash, category = excluded.category, profile_json = "
                             "excluded.profile_json, verdict_json = excluded.verdict_json, "
                             "updated_ms = excluded.updated_ms, heme = excluded.heme, pruned_ms = NULL"},
+    /* a verdict's worklist row (migration 15): from the screener's typed values (?1 patient,
+     * ?2 category, ?3 urgency, ?4 consult recommendation, ?5 disease, ?6 relapse day, ?7
+     * missing, ?8 products, ?9 possible products, ?10 updated_ms), computed as WORKLIST_COLS
+     * computes them from the JSON; or from the verdicts row's JSON itself */
+    [Q_WL_PUT] = {"worklist write",
+                  "INSERT OR REPLACE INTO worklist(patient_id, on_list, category, urank, urgency, "
+                  "consult, disease, relapse_day, relapse_sort, missing_n, products, possible, vkey, "
+                  "updated_ms) VALUES (?1, (?2 IN ('eligible','possibly_eligible') OR "
+                  "coalesce(?4, 'none') <> 'none'), ?2, CASE WHEN ?3 = 'now' OR ?4 = 'refer_now' "
+                  "THEN 0 WHEN ?3 = 'soon' THEN 1 WHEN ?3 = 'review' OR ?4 = 'early_consult' THEN 2 "
+                  "ELSE 3 END, ?3, ?4, ?5, ?6, coalesce(?6, '9999'), ?7, ?8, ?9, ?2 || '|' || "
+                  "coalesce(?8, '') || '|' || coalesce(?9, '') || '|' || coalesce(?4, ''), ?10)"},
+    [Q_WL_PUT_JSON] = {"worklist write", "INSERT OR REPLACE INTO worklist "
+                                         WORKLIST_SELECT("verdicts") " WHERE patient_id = ?"},
     /* the small columns only: the JSON columns are not read */
     [Q_VERDICT_HEAD] = {"verdict read",
                         "SELECT patient_id, ruleset_hash, category, NULL, NULL, updated_ms "
@@ -1800,23 +1823,57 @@ int64_t store_dirty_count(store *s)
 
 /* ---- verdicts --------------------------------------------------------------------------------- */
 
+/* Binds text that outlives the statement's step (no copy). */
+static void bind_static(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+/* The worklist row of a verdict just written at now_ms: from wl, or (NULL) from its JSON. */
+static int worklist_write(store *s, const char *patient_id, const char *category,
+                          const store_worklist_in *wl, int64_t now_ms, fhir_error *err)
+{
+    q x;
+    if (q_take(s, wl ? Q_WL_PUT : Q_WL_PUT_JSON, &x, err))
+        return -1;
+    bind_static(x.st, 1, patient_id);
+    if (wl) {
+        bind_static(x.st, 2, category);
+        bind_static(x.st, 3, wl->urgency);
+        bind_static(x.st, 4, wl->consult);
+        bind_static(x.st, 5, wl->disease);
+        bind_static(x.st, 6, wl->relapse_day);
+        sqlite3_bind_int64(x.st, 7, wl->missing);
+        bind_static(x.st, 8, wl->products);
+        bind_static(x.st, 9, wl->possible);
+        sqlite3_bind_int64(x.st, 10, now_ms);
+    }
+    return q_run(s, &x, "worklist write", err);
+}
+
 /* heme < 0: the verdict alone (the heme mark stays as it is) */
 static int verdict_write(store *s, const char *patient_id, const char *ruleset_hash,
                          const char *category, const char *profile_json, const char *verdict_json,
-                         int heme, fhir_error *err)
+                         int heme, const store_worklist_in *wl, fhir_error *err)
 {
     q x;
     if (q_take(s, heme < 0 ? Q_VERDICT_PUT : Q_VERDICT_PUT_HEME, &x, err))
         return -1;
-    bind_text(x.st, 1, patient_id);
-    bind_text(x.st, 2, ruleset_hash);
-    bind_text(x.st, 3, category);
-    bind_text(x.st, 4, profile_json);
-    bind_text(x.st, 5, verdict_json);
-    sqlite3_bind_int64(x.st, 6, fhir_clock_now_ms());
+    int64_t now_ms = fhir_clock_now_ms();
+    bind_static(x.st, 1, patient_id);
+    bind_static(x.st, 2, ruleset_hash);
+    bind_static(x.st, 3, category);
+    bind_static(x.st, 4, profile_json);
+    bind_static(x.st, 5, verdict_json);
+    sqlite3_bind_int64(x.st, 6, now_ms);
     if (heme >= 0)
         sqlite3_bind_int(x.st, 7, heme);
-    return q_run(s, &x, "verdict write", err);
+    if (q_run(s, &x, "verdict write", err))
+        return -1;
+    return worklist_write(s, patient_id, category, wl, now_ms, err);
 }
 
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
@@ -1824,15 +1881,16 @@ int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash
                       fhir_error *err)
 {
     return verdict_write(s, patient_id, ruleset_hash, category, profile_json, verdict_json, -1,
-                         err);
+                         NULL, err);
 }
 
 int store_verdict_put_screened(store *s, const char *patient_id, const char *ruleset_hash,
                                const char *category, const char *profile_json,
-                               const char *verdict_json, bool heme, fhir_error *err)
+                               const char *verdict_json, bool heme, const store_worklist_in *wl,
+                               fhir_error *err)
 {
     return verdict_write(s, patient_id, ruleset_hash, category, profile_json, verdict_json,
-                         heme ? 1 : 0, err);
+                         heme ? 1 : 0, wl, err);
 }
 
 typedef struct verdict_ctx {
@@ -3204,7 +3262,8 @@ int64_t store_program_declines(store *s, store_cols_fn fn, void *ctx, fhir_error
 static const int per_patient[] = {
     Q_RES_UPSERT, Q_RES_PUT, Q_RES_EACH, Q_RES_GET, Q_RES_DELETE, Q_HELD_MARK, Q_HELD_RELEASE,
     Q_HELD_CLEAR, Q_DIRTY_MARK, Q_DIRTY_NEXT, Q_DIRTY_CLEAR, Q_VERDICT_PRUNED, Q_VERDICT_HEAD,
-    Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_VERDICT_HEME, Q_VERDICT_DELETE,
+    Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_WL_PUT, Q_WL_PUT_JSON, Q_VERDICT_HEME,
+    Q_VERDICT_DELETE,
     Q_REF_INSERT, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
     Q_AUDIT_INSERT, Q_AUDIT_ACTOR, Q_AUDIT_EACH_REF, Q_AUDIT_COUNT_REF, Q_OUTBOX_ADD,
     Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_WL_DECLINED_FOR, Q_CURSOR_GET, Q_CURSOR_PUT,

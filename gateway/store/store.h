@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 14
+#define STORE_SCHEMA_VERSION 15
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
@@ -190,14 +190,29 @@ int store_dirty_clear(store *s, const char *patient_id, fhir_error *err);
 int64_t store_dirty_count(store *s);
 
 /* ---- profiles and verdicts ---------------------------------------------------------- */
+/* Writes a patient's verdict and its worklist row, derived from the JSON texts in SQL (the
+ * expression migration 11 shipped). 0, or -1 with err. */
 int store_verdict_put(store *s, const char *patient_id, const char *ruleset_hash,
                       const char *category, const char *profile_json, const char *verdict_json,
                       fhir_error *err);
-/* store_verdict_put and store_verdict_set_heme in one statement (what the screener writes per
- * patient: the worklist row is derived once). */
+/* The worklist columns of a verdict as the screener knows them, typed (what the verdict's and
+ * the profile's JSON say; store_verdict_put_screened): the urgency and consult recommendation
+ * names of the verdict, the primary disease's value in the profile (NULL: unknown), the date of
+ * the latest progression or relapse documented (YYYY-MM-DD as the profile writes it; NULL:
+ * none), the count of the verdict's missing facts, and its products and possible products
+ * arrays exactly as the verdict JSON writes them. All borrowed for the call. */
+typedef struct store_worklist_in {
+    const char *urgency, *consult, *disease, *relapse_day;
+    int64_t missing;
+    const char *products, *possible;
+} store_worklist_in;
+/* store_verdict_put and store_verdict_set_heme in one statement group (what the screener writes
+ * per patient), with the patient's worklist row written from wl's bound values; wl NULL: the row
+ * is derived from the two JSON texts in SQL (as store_verdict_put does). */
 int store_verdict_put_screened(store *s, const char *patient_id, const char *ruleset_hash,
                                const char *category, const char *profile_json,
-                               const char *verdict_json, bool heme, fhir_error *err);
+                               const char *verdict_json, bool heme, const store_worklist_in *wl,
+                               fhir_error *err);
 /* Records whether the verdict's screening found a heme diagnosis (after store_verdict_put, in
  * the same transaction; it also clears the retention mark: the verdict is made from cached
  * data again); store.retention prunes only patients recorded without one. */
@@ -509,8 +524,9 @@ int store_cds_feedback_add(store *s, const store_cds_feedback *f, fhir_error *er
 typedef void (*store_cds_count_fn)(void *ctx, const char *service, const char *outcome, int64_t count);
 int store_cds_feedback_count(store *s, store_cds_count_fn fn, void *ctx, fhir_error *err);
 /* ---- the clinician's worklist and the program figures (gateway/web) ----------------------
- * The worklist table is derived from the verdicts by triggers (migration 11): one row per
- * screened patient with what the list sorts and filters by. A patient is on the list with an
+ * The worklist table is derived from the verdicts (migration 11; written with each verdict
+ * since migration 15, removed with it by a trigger): one row per screened patient with what
+ * the list sorts and filters by. A patient is on the list with an
  * eligible or possibly eligible verdict or a consult recommendation, unless a clinician took
  * the patient off it for the verdict shown then (a decline is bound to the category, the
  * products and the recommendation: a changed verdict brings the patient back). */

@@ -72,6 +72,29 @@ cat "$TMP/gt.out" | head -n 20
 [ $rc = 0 ] || fail "daemon results differ from the ground truth (above)"
 ok "every ground-truth candidate referred exactly once, nobody else; counts by category equal the ground truth"
 
+# ---- the worklist: written from the screener's typed values (store migration 15) ------------
+# the reference: migration 11's expression over each verdict's JSON (its text, as shipped)
+VJ="(CASE WHEN json_valid(v.verdict_json) THEN v.verdict_json ELSE '{}' END)"
+PJ="(CASE WHEN json_valid(v.profile_json) THEN v.profile_json ELSE '{}' END)"
+REL="(SELECT max(json_extract(e.value, '\$.date')) FROM json_each($PJ, '\$.events') e WHERE json_extract(e.value, '\$.kind') = 'progression or relapse')"
+OLD="SELECT v.patient_id, (v.category IN ('eligible','possibly_eligible') OR coalesce(json_extract($VJ, '\$.consult.recommendation'), 'none') <> 'none'), v.category,
+ CASE WHEN json_extract($VJ, '\$.urgency') = 'now' OR json_extract($VJ, '\$.consult.recommendation') = 'refer_now' THEN 0
+  WHEN json_extract($VJ, '\$.urgency') = 'soon' THEN 1
+  WHEN json_extract($VJ, '\$.urgency') = 'review' OR json_extract($VJ, '\$.consult.recommendation') = 'early_consult' THEN 2 ELSE 3 END,
+ json_extract($VJ, '\$.urgency'), json_extract($VJ, '\$.consult.recommendation'), json_extract($PJ, '\$.facts.primary_disease.value'),
+ $REL, coalesce($REL, '9999'), coalesce(json_array_length($VJ, '\$.missing'), 0), json_extract($VJ, '\$.products'),
+ json_extract($VJ, '\$.possible_products'),
+ v.category || '|' || coalesce(json_extract($VJ, '\$.products'), '') || '|' || coalesce(json_extract($VJ, '\$.possible_products'), '') || '|' || coalesce(json_extract($VJ, '\$.consult.recommendation'), ''),
+ v.updated_ms FROM verdicts v"
+wl_diff=$(sqlite3 "$DB" "SELECT (SELECT count(*) FROM (SELECT * FROM worklist EXCEPT $OLD)) || ' ' || (SELECT count(*) FROM ($OLD EXCEPT SELECT * FROM worklist)) || ' ' || (SELECT count(*) FROM worklist) || ' ' || (SELECT count(*) FROM verdicts)")
+[ "$wl_diff" = "0 0 $N $N" ] || fail "the worklist differs from the one derived from the verdicts' JSON (rows only in the worklist, only derived, worklist, verdicts): $wl_diff"
+# the cohort exercises what the row is made of
+wl_mix=$(sqlite3 "$DB" "SELECT count(DISTINCT urank) || ' ' || count(DISTINCT disease) || ' ' || count(relapse_day) || ' ' || sum(possible <> '[]') || ' ' || sum(on_list) FROM worklist")
+read -r n_urank n_dis n_rel n_poss n_on <<<"$wl_mix"
+[ "$n_urank" -ge 3 ] && [ "$n_dis" -ge 3 ] && [ "$n_rel" -gt 0 ] && [ "$n_poss" -gt 0 ] && [ "$n_on" -gt 0 ] ||
+  fail "the cohort does not exercise the worklist (urgency ranks, diseases, relapse days, possible products, on list): $wl_mix"
+ok "the worklist of the $N patients is the one migration 11's SQL derives from their verdicts' JSON ($wl_mix)"
+
 # ---- delivery and the center ----------------------------------------------------------------
 n_ref=$(sqlite3 "$DB" "SELECT count(*) FROM referrals")
 n_sent=$(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE state='sent'")

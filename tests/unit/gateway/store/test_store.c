@@ -263,9 +263,53 @@ static void test_cursors_resources_verdicts(void **state)
     store_close(s);
 }
 
+/* The worklist row of a verdicts row T as migration 11 derived it from the JSON (its text,
+ * frozen here: the reference the typed write of migration 15 is compared with, and the body of
+ * the triggers a version 14 file has). */
+#define OLD_VJ(T) "(CASE WHEN json_valid(" T ".verdict_json) THEN " T ".verdict_json ELSE '{}' END)"
+#define OLD_PJ(T) "(CASE WHEN json_valid(" T ".profile_json) THEN " T ".profile_json ELSE '{}' END)"
+#define OLD_RELAPSE(T)                                                                          \
+    "(SELECT max(json_extract(e.value, '$.date')) FROM json_each(" OLD_PJ(T) ", '$.events') e " \
+    "WHERE json_extract(e.value, '$.kind') = 'progression or relapse')"
+#define OLD_WORKLIST_COLS(T)                                                                    \
+    T ".patient_id, (" T ".category IN ('eligible','possibly_eligible') OR "                    \
+    "coalesce(json_extract(" OLD_VJ(T) ", '$.consult.recommendation'), 'none') <> 'none'), "   \
+    T ".category, CASE WHEN json_extract(" OLD_VJ(T) ", '$.urgency') = 'now' OR json_extract(" \
+    OLD_VJ(T) ", '$.consult.recommendation') = 'refer_now' THEN 0 WHEN json_extract("          \
+    OLD_VJ(T) ", '$.urgency') = 'soon' THEN 1 WHEN json_extract(" OLD_VJ(T) ", '$.urgency') = " \
+    "'review' OR json_extract(" OLD_VJ(T) ", '$.consult.recommendation') = 'early_consult' "   \
+    "THEN 2 ELSE 3 END, json_extract(" OLD_VJ(T) ", '$.urgency'), json_extract(" OLD_VJ(T)     \
+    ", '$.consult.recommendation'), json_extract(" OLD_PJ(T) ", '$.facts.primary_disease.value'), " \
+    OLD_RELAPSE(T) ", coalesce(" OLD_RELAPSE(T) ", '9999'), coalesce(json_array_length("        \
+    OLD_VJ(T) ", '$.missing'), 0), json_extract(" OLD_VJ(T) ", '$.products'), json_extract("   \
+    OLD_VJ(T) ", '$.possible_products'), " T ".category || '|' || coalesce(json_extract("        \
+    OLD_VJ(T) ", '$.products'), '') || '|' || coalesce(json_extract(" OLD_VJ(T)                \
+    ", '$.possible_products'), '') || '|' || coalesce(json_extract(" OLD_VJ(T)                  \
+    ", '$.consult.recommendation'), ''), " T ".updated_ms"
+#define OLD_WORKLIST_ROW                                                                        \
+    "DELETE FROM worklist WHERE patient_id = NEW.patient_id; INSERT INTO worklist SELECT "      \
+    OLD_WORKLIST_COLS("NEW") ";"
+
+#define PROFILE_WITH_EVENTS                                                                     \
+    "{\"facts\":{\"primary_disease\":{\"value\":\"dlbcl\"}},\"events\":[{\"kind\":"             \
+    "\"progression or relapse\",\"date\":\"2026-01-02\"},{\"kind\":\"transplant\",\"date\":"   \
+    "\"2025-05-06\"}]}"
+#define VERDICT_WITH_PRODUCTS                                                                   \
+    "{\"urgency\":\"soon\",\"products\":[\"axi-cel\"],\"missing\":[\"ecog\"],\"consult\":"      \
+    "{\"recommendation\":\"refer_now\"}}"
+/* what the screener binds for the two texts above (store_verdict_put_screened) */
+static const store_worklist_in typed_wl = {.urgency = "soon", .consult = "refer_now",
+                                           .disease = "dlbcl", .relapse_day = "2026-01-02",
+                                           .missing = 1, .products = "[\"axi-cel\"]"};
+
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+/* migration 15 (the worklist written with the verdict): version 14's triggers again */
+#define UNDO_AFTER_V14                                                                       \
+    "CREATE TRIGGER worklist_verdict_insert AFTER INSERT ON verdicts BEGIN " OLD_WORKLIST_ROW  \
+    " END; CREATE TRIGGER worklist_verdict_update AFTER UPDATE ON verdicts BEGIN "            \
+    OLD_WORKLIST_ROW " END;"
 /* migration 14 (a proposal's package) */
-#define UNDO_AFTER_V13 "ALTER TABLE referrals DROP COLUMN package;"
+#define UNDO_AFTER_V13 UNDO_AFTER_V14 "ALTER TABLE referrals DROP COLUMN package;"
 /* migration 13 (a center's intake) */
 #define UNDO_AFTER_V12                                                                       \
     UNDO_AFTER_V13                                                                           \
@@ -357,6 +401,120 @@ static void count_fb(void *ctx, const char *service, const char *outcome, int64_
     char *b = ctx;
     size_t l = strlen(b);
     snprintf(b + l, 512 - l, "%s/%s=%lld;", service, outcome, (long long)n);
+}
+
+/* ---- the worklist written with the verdict (migration 15) ------------------------------- */
+
+/* Rows of the worklist that migration 11's expression over the verdicts does not give, and
+ * the other way round (0 and 0: the same table). */
+static void worklist_is_old_way(void)
+{
+    assert_int_equal(raw_int("SELECT count(*) FROM (SELECT * FROM worklist EXCEPT SELECT "
+                             OLD_WORKLIST_COLS("verdicts") " FROM verdicts)"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM (SELECT " OLD_WORKLIST_COLS("verdicts")
+                             " FROM verdicts EXCEPT SELECT * FROM worklist)"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist"), raw_int("SELECT count(*) FROM verdicts"));
+}
+
+static void test_worklist_typed(void **state)
+{
+    (void)state;
+    store *s = open_fresh("wl.db");
+    fhir_error err = {0};
+    static const struct {
+        const char *category, *pj, *vj;
+        store_worklist_in wl;
+    } cases[] = {
+        {.category = "eligible", .pj = PROFILE_WITH_EVENTS, .vj = VERDICT_WITH_PRODUCTS,
+         .wl = {.urgency = "soon", .consult = "refer_now", .disease = "dlbcl", .relapse_day = "2026-01-02",
+          .missing = 1, .products = "[\"axi-cel\"]"}},
+        /* a consult alone puts a patient on the list; two relapses: the later one */
+        {.category = "not_eligible",
+         .pj = "{\"facts\":{\"primary_disease\":{\"known\":true,\"value\":\"fl\"}},\"events\":["
+         "{\"date\":\"2025-03-01\",\"kind\":\"progression or relapse\"},{\"date\":"
+         "\"2025-09-30\",\"kind\":\"progression or relapse\"},{\"date\":\"2026-01-01\","
+         "\"kind\":\"response\"}]}",
+         .vj = "{\"category\":\"not_eligible\",\"products\":[],\"possible_products\":[],\"missing\":[],"
+         "\"consult\":{\"recommendation\":\"early_consult\"},\"urgency\":\"none\"}",
+         .wl = {.urgency = "none", .consult = "early_consult", .disease = "fl", .relapse_day = "2025-09-30",
+          .missing = 0, .products = "[]", .possible = "[]"}},
+        /* possibly eligible, unknown disease, nothing documented */
+        {.category = "possibly_eligible", .pj = "{\"facts\":{\"primary_disease\":{\"known\":false}},\"events\":[]}",
+         .vj = "{\"products\":[],\"possible_products\":[\"liso-cel:LBCL-2L\",\"axi-cel:LBCL-2L\"],"
+         "\"missing\":[\"ecog\",\"lines\",\"anc\"],\"consult\":{\"recommendation\":\"none\"},"
+         "\"urgency\":\"review\"}",
+         .wl = {.urgency = "review", .consult = "none", .missing = 3, .products = "[]",
+          .possible = "[\"liso-cel:LBCL-2L\",\"axi-cel:LBCL-2L\"]"}},
+        {.category = "not_eligible", .pj = "{\"facts\":{}}",
+         .vj = "{\"products\":[],\"possible_products\":[],\"missing\":[],\"consult\":{\"recommendation\":"
+         "\"none\"},\"urgency\":\"none\"}",
+         .wl = {.urgency = "none", .consult = "none", .products = "[]", .possible = "[]"}},
+        {.category = "eligible", .pj = "{\"facts\":{\"primary_disease\":{\"value\":\"mcl\"}}}",
+         .vj = "{\"products\":[\"brexu-cel:MCL\"],\"possible_products\":[],\"missing\":[],\"consult\":"
+         "{\"recommendation\":\"refer_now\"},\"urgency\":\"now\"}",
+         .wl = {.urgency = "now", .consult = "refer_now", .disease = "mcl", .products = "[\"brexu-cel:MCL\"]",
+          .possible = "[]"}},
+    };
+    char pid[32];
+    fhir_clock_set_fixed(1700000000);
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        /* typed, as the screener writes it; then the same verdict again over it */
+        snprintf(pid, sizeof pid, "typed-%zu", i);
+        for (int k = 0; k < 2; k++)
+            assert_int_equal(store_verdict_put_screened(s, pid, "h", cases[i].category, cases[i].pj,
+                                                        cases[i].vj, true, &cases[i].wl, &err), 0);
+        /* from the JSON in SQL: store_verdict_put, and the screener's fallback */
+        snprintf(pid, sizeof pid, "json-%zu", i);
+        assert_int_equal(store_verdict_put(s, pid, "h", cases[i].category, cases[i].pj, cases[i].vj,
+                                           &err), 0);
+        snprintf(pid, sizeof pid, "fallback-%zu", i);
+        assert_int_equal(store_verdict_put_screened(s, pid, "h", cases[i].category, cases[i].pj,
+                                                    cases[i].vj, false, NULL, &err), 0);
+        worklist_is_old_way();
+    }
+    /* the values are the ones read back (not NULL everywhere) */
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist WHERE on_list = 1"), 3 * 4);
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist WHERE relapse_day = '2025-09-30' AND "
+                             "urank = 2 AND disease = 'fl' AND consult = 'early_consult'"), 3);
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist WHERE missing_n = 3 AND possible LIKE "
+                             "'[\"liso-cel%'"), 3);
+    /* a changed verdict replaces the row; a typed value that disagrees with the JSON would show */
+    store_worklist_in wrong = cases[0].wl;
+    wrong.urgency = "now";
+    assert_int_equal(store_verdict_put_screened(s, "typed-0", "h", cases[0].category, cases[0].pj,
+                                                cases[0].vj, true, &wrong, &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM (SELECT * FROM worklist EXCEPT SELECT "
+                             OLD_WORKLIST_COLS("verdicts") " FROM verdicts)"), 1);
+    assert_int_equal(store_verdict_put_screened(s, "typed-0", "h", cases[1].category, cases[1].pj,
+                                                cases[1].vj, true, &cases[1].wl, &err), 0);
+    worklist_is_old_way();
+    /* heme and the retention mark change nothing the row is made of; a delete removes it */
+    assert_int_equal(store_verdict_set_heme(s, "typed-1", false, &err), 0);
+    assert_int_equal(store_verdict_delete(s, "typed-2", &err), 0);
+    worklist_is_old_way();
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist WHERE patient_id = 'typed-2'"), 0);
+    fhir_clock_set_fixed(-1);
+    store_close(s);
+
+    /* a version 14 file (the triggers wrote its rows) keeps them; the triggers are dropped */
+    s = open_fresh("wl14.db");
+    store_close(s);
+    raw_exec(UNDO_AFTER_V14 "PRAGMA user_version = 14;");
+    raw_exec("INSERT INTO verdicts(patient_id, ruleset_hash, category, profile_json, verdict_json, "
+             "updated_ms) VALUES ('old', 'h', 'eligible', '" PROFILE_WITH_EVENTS "', '"
+             VERDICT_WITH_PRODUCTS "', 5)");
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist WHERE patient_id = 'old' AND urank = 0"), 1);
+    s = store_open(dbpath, 0, &err);
+    assert_non_null(s);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name IN "
+                             "('worklist_verdict_insert','worklist_verdict_update')"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND name = "
+                             "'worklist_verdict_delete'"), 1);
+    worklist_is_old_way();
+    assert_int_equal(store_verdict_delete(s, "old", &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM worklist"), 0);
+    store_close(s);
 }
 
 static void test_cds_tables(void **state)
@@ -841,13 +999,6 @@ static void test_per_patient_plans(void **state)
     store_close(s);
 }
 
-#define PROFILE_WITH_EVENTS                                                                     \
-    "{\"facts\":{\"primary_disease\":{\"value\":\"dlbcl\"}},\"events\":[{\"kind\":"             \
-    "\"progression or relapse\",\"date\":\"2026-01-02\"},{\"kind\":\"transplant\",\"date\":"   \
-    "\"2025-05-06\"}]}"
-#define VERDICT_WITH_PRODUCTS                                                                   \
-    "{\"urgency\":\"soon\",\"products\":[\"axi-cel\"],\"missing\":[\"ecog\"],\"consult\":"      \
-    "{\"recommendation\":\"refer_now\"}}"
 
 /* What the daemon does for one patient, through the store: the poll caches three resources and
  * holds the patient, the completed poll releases it, the screener reads the cache, writes the
@@ -883,7 +1034,7 @@ static void one_patient(store *s, const char *pid)
     char *old = NULL;
     assert_int_equal(store_verdict_get(s, pid, NULL, &old, NULL, &err), 0);
     assert_int_equal(store_verdict_put_screened(s, pid, "h", "eligible", PROFILE_WITH_EVENTS,
-                                                VERDICT_WITH_PRODUCTS, true, &err), 0);
+                                                VERDICT_WITH_PRODUCTS, true, &typed_wl, &err), 0);
     store_referral_filter mine = {.patient_id = pid, .summary = true};
     assert_int_equal(store_referral_each(s, &mine, NULL, NULL, &err), 0);
     assert_int_equal(store_referral_ids(s, pid, "pending_approval", NULL, NULL, &err), 0);
@@ -942,7 +1093,7 @@ static void test_per_patient_work_flat(void **state)
         }
         assert_int_equal(store_verdict_put_screened(s, pid, "h", i % 2 ? "eligible" : "not_eligible",
                                                     PROFILE_WITH_EVENTS, VERDICT_WITH_PRODUCTS,
-                                                    i % 3 == 0, &err), 0);
+                                                    i % 3 == 0, &typed_wl, &err), 0);
         snprintf(placer, sizeof placer, "placer-%s", pid);
         store_referral r = row_for(placer, pid, i % 2 ? "pending_approval" : "sent");
         int64_t rid;
@@ -978,6 +1129,7 @@ int main(void)
         cmocka_unit_test(test_v4_to_people),
         cmocka_unit_test(test_v6_to_episodes),
         cmocka_unit_test(test_savepoint),
+        cmocka_unit_test(test_worklist_typed),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
