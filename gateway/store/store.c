@@ -395,6 +395,9 @@ static const struct {
      * other updates of a verdict (heme, pruned_ms) change nothing the row is made of. */
     {"worklist written with the verdict",
      "DROP TRIGGER worklist_verdict_insert; DROP TRIGGER worklist_verdict_update;"},
+    /* 16: a referral's verdict may be the marker REF_VERDICT_SHARED (the patient's verdicts
+     * row holds the text); no table changes, the version keeps older binaries out */
+    {"referrals.verdict_json shared with the verdict", "SELECT 1;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -403,9 +406,24 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
 
 /* ---- statements -------------------------------------------------------------------------- */
 
+/* A referral's verdict_json is the verdict it was proposed on. While that is still the text of
+ * the patient's verdicts row (the usual case: the screener writes both in one transaction), the
+ * column holds the marker REF_VERDICT_SHARED (a zero-length blob: no text is one) instead of a
+ * second copy of ~8 KB; the verdict's writes copy the text into the referrals that share it
+ * before they change or delete it (Q_REF_VERDICT_UNSHARE), so the referral keeps what it was
+ * proposed on. Readers get the text through REF_VERDICT. (Migration 16 marks the files that may
+ * hold the marker: older binaries refuse them.) */
+#define REF_VERDICT_SHARED "X''"
+#define REF_VERDICT                                                                          \
+    "CASE WHEN typeof(verdict_json) = 'blob' THEN (SELECT v.verdict_json FROM verdicts v "    \
+    "WHERE v.patient_id = referrals.patient_id) ELSE verdict_json END"
+/* the marker when VJ is the patient PID's verdict text now, else VJ */
+#define REF_VERDICT_SHARE(VJ, PID)                                                           \
+    "CASE WHEN " VJ " = (SELECT v.verdict_json FROM verdicts v WHERE v.patient_id = " PID     \
+    ") THEN " REF_VERDICT_SHARED " ELSE " VJ " END"
 #define REF_COLS                                                                             \
     "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
-    "explanation, verdict_json, route_json, payload, attempts, next_attempt_ms, "            \
+    "explanation, " REF_VERDICT ", route_json, payload, attempts, next_attempt_ms, "         \
     "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
     "business_status, created_ms, updated_ms, episode, supersedes, episode_marker, ended, "  \
     "cancel_requested_ms, package"
@@ -480,6 +498,7 @@ enum {
     Q_NOTICE_COUNT,
     Q_REF_NOTICE_SCAN,
     Q_REF_INSERT,
+    Q_REF_VERDICT_UNSHARE,
     Q_REF_GET,
     Q_REF_GET_PLACER,
     Q_REF_FIND,
@@ -741,7 +760,15 @@ static const struct {
                       "indications, state, mode, urgency, explanation, verdict_json, "
                       "route_json, payload, created_ms, updated_ms, episode, supersedes, "
                       "episode_marker, package) VALUES "
-                      "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(placer_id) DO NOTHING"},
+                      "(?1,?2,?3,?4,?5,?6,?7,?8,?9," REF_VERDICT_SHARE("?10", "?3")
+                      ",?11,?12,?13,?14,?15,?16,?17,?18) ON CONFLICT(placer_id) DO NOTHING"},
+    /* before a patient's verdict text changes to ?2 or goes (?2 NULL): the referrals sharing
+     * it get their own copy */
+    [Q_REF_VERDICT_UNSHARE] = {"referral verdict copy",
+                               "UPDATE referrals SET verdict_json = (SELECT v.verdict_json FROM "
+                               "verdicts v WHERE v.patient_id = ?1) WHERE patient_id = ?1 AND "
+                               "typeof(verdict_json) = 'blob' AND ?2 IS NOT (SELECT "
+                               "v.verdict_json FROM verdicts v WHERE v.patient_id = ?1)"},
     [Q_REF_GET] = {"referral read", "SELECT " REF_COLS " FROM referrals WHERE id = ?"},
     [Q_REF_GET_PLACER] = {"referral read",
                           "SELECT " REF_COLS " FROM referrals WHERE placer_id = ?"},
@@ -779,7 +806,8 @@ static const struct {
                       "indications = CASE WHEN ?19 THEN ?22 ELSE indications END, "
                       "urgency = CASE WHEN ?19 THEN ?23 ELSE urgency END, "
                       "explanation = CASE WHEN ?19 THEN ?24 ELSE explanation END, "
-                      "verdict_json = CASE WHEN ?19 THEN ?25 ELSE verdict_json END, "
+                      "verdict_json = CASE WHEN ?19 THEN " REF_VERDICT_SHARE("?25", "referrals.patient_id")
+                      " ELSE verdict_json END, "
                       "route_json = CASE WHEN ?19 THEN ?26 ELSE route_json END, "
                       "ended = CASE WHEN ?27 THEN ?28 ELSE ended END, "
                       "cancel_requested_ms = CASE WHEN ?29 THEN ?30 ELSE cancel_requested_ms END, "
@@ -1854,13 +1882,27 @@ static int worklist_write(store *s, const char *patient_id, const char *category
     return q_run(s, &x, "worklist write", err);
 }
 
+/* Before the patient's verdict text becomes verdict_json (NULL: is deleted): the referrals
+ * sharing the text now keep their own copy of it (REF_VERDICT). */
+static int verdict_unshare(store *s, const char *patient_id, const char *verdict_json,
+                           fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_VERDICT_UNSHARE, &x, err))
+        return -1;
+    bind_static(x.st, 1, patient_id);
+    bind_static(x.st, 2, verdict_json);
+    return q_run(s, &x, "referral verdict copy", err);
+}
+
 /* heme < 0: the verdict alone (the heme mark stays as it is) */
 static int verdict_write(store *s, const char *patient_id, const char *ruleset_hash,
                          const char *category, const char *profile_json, const char *verdict_json,
                          int heme, const store_worklist_in *wl, fhir_error *err)
 {
     q x;
-    if (q_take(s, heme < 0 ? Q_VERDICT_PUT : Q_VERDICT_PUT_HEME, &x, err))
+    if (verdict_unshare(s, patient_id, verdict_json, err) ||
+        q_take(s, heme < 0 ? Q_VERDICT_PUT : Q_VERDICT_PUT_HEME, &x, err))
         return -1;
     int64_t now_ms = fhir_clock_now_ms();
     bind_static(x.st, 1, patient_id);
@@ -1954,7 +1996,7 @@ int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
 int store_verdict_delete(store *s, const char *patient_id, fhir_error *err)
 {
     q x;
-    if (q_take(s, Q_VERDICT_DELETE, &x, err))
+    if (verdict_unshare(s, patient_id, NULL, err) || q_take(s, Q_VERDICT_DELETE, &x, err))
         return -1;
     bind_text(x.st, 1, patient_id);
     return q_run(s, &x, "verdict delete", err);
@@ -2280,7 +2322,7 @@ int store_referral_state(store *s, int64_t id, char *out, size_t n, fhir_error *
 #define EACH_CENTER 2
 #define EACH_PATIENT 4
 #define EACH_SUMMARY 8
-#define EACH_SQL_MAX 800
+#define EACH_SQL_MAX 1200
 
 /* The statement of one store_referral_each variant (EACH_* flags). */
 static void each_sql(int variant, char sql[EACH_SQL_MAX])
@@ -3264,7 +3306,7 @@ static const int per_patient[] = {
     Q_HELD_CLEAR, Q_DIRTY_MARK, Q_DIRTY_NEXT, Q_DIRTY_CLEAR, Q_VERDICT_PRUNED, Q_VERDICT_HEAD,
     Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_WL_PUT, Q_WL_PUT_JSON, Q_VERDICT_HEME,
     Q_VERDICT_DELETE,
-    Q_REF_INSERT, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
+    Q_REF_INSERT, Q_REF_VERDICT_UNSHARE, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
     Q_AUDIT_INSERT, Q_AUDIT_ACTOR, Q_AUDIT_EACH_REF, Q_AUDIT_COUNT_REF, Q_OUTBOX_ADD,
     Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_WL_DECLINED_FOR, Q_CURSOR_GET, Q_CURSOR_PUT,
 };

@@ -973,6 +973,80 @@ static void test_retention_prune(void **state)
     store_close(s);
 }
 
+/* ---- a referral's verdict shared with the verdicts row (migration 16) ----------------------- */
+
+static int copy_verdict(void *ctx, const store_referral *r)
+{
+    char **out = ctx;
+    free(*out);
+    *out = r->verdict_json ? strdup(r->verdict_json) : NULL;
+    return 0;
+}
+
+/* The referral's verdict as the store reads it, and whether the row holds its own copy. */
+static void expect_ref_verdict(store *s, int64_t id, const char *want, bool own_copy)
+{
+    fhir_error err = {0};
+    char *got = NULL;
+    assert_int_equal(store_referral_get(s, id, copy_verdict, &got, &err), 1);
+    if (want)
+        assert_string_equal(got, want);
+    else
+        assert_null(got);
+    free(got);
+    char q[128];
+    snprintf(q, sizeof q, "SELECT typeof(verdict_json) = 'blob' FROM referrals WHERE id = %lld", (long long)id);
+    assert_int_equal(raw_int(q), own_copy ? 0 : 1);
+}
+
+static void test_referral_verdict_shared(void **state)
+{
+    (void)state;
+    store *s = open_fresh("share.db");
+    fhir_error err = {0};
+    const char *v1 = "{\"v\":1}", *v2 = "{\"v\":2}";
+    assert_int_equal(store_verdict_put(s, "p", "h", "eligible", "{}", v1, &err), 0);
+    /* proposed on the verdict the patient has: one copy, in the verdicts row */
+    store_referral r = row_for("pl-1", "p", "pending_approval");
+    r.verdict_json = v1;
+    int64_t a, b, c, d;
+    assert_int_equal(store_referral_insert(s, &r, &a, &err), 1);
+    expect_ref_verdict(s, a, v1, false);
+    /* on another text, or without a verdict row, or without a verdict: its own */
+    r = row_for("pl-2", "p", "sent");
+    r.verdict_json = v2;
+    assert_int_equal(store_referral_insert(s, &r, &b, &err), 1);
+    expect_ref_verdict(s, b, v2, true);
+    r = row_for("pl-3", "nobody", "sent");
+    assert_int_equal(store_referral_insert(s, &r, &c, &err), 1);
+    expect_ref_verdict(s, c, "{}", true);
+    r = row_for("pl-4", "p", "sent");
+    r.verdict_json = NULL;
+    assert_int_equal(store_referral_insert(s, &r, &d, &err), 1);
+    expect_ref_verdict(s, d, NULL, true);
+    /* the same verdict written again: still shared; a new one: the referral keeps v1 */
+    assert_int_equal(store_verdict_put_screened(s, "p", "h", "eligible", "{}", v1, true, NULL, &err), 0);
+    expect_ref_verdict(s, a, v1, false);
+    assert_int_equal(store_verdict_put(s, "p", "h", "eligible", "{}", v2, &err), 0);
+    expect_ref_verdict(s, a, v1, true);
+    expect_ref_verdict(s, b, v2, true);
+    /* a proposal updated with the verdict of now shares it; the verdict removed: kept */
+    store_referral_change u = {.set_proposal = true, .placer_id = "pl-1", .center_id = "ctr",
+                               .indications = "x:y", .urgency = "routine", .explanation = "why",
+                               .verdict_json = v2};
+    assert_int_equal(store_referral_update(s, a, &u, &err), 0);
+    expect_ref_verdict(s, a, v2, false);
+    assert_int_equal(store_verdict_delete(s, "p", &err), 0);
+    expect_ref_verdict(s, a, v2, true);
+    /* lists read it the same way */
+    store_referral_filter mine = {.patient_id = "p"};
+    char *got = NULL;
+    assert_int_equal(store_referral_each(s, &mine, copy_verdict, &got, &err), 3);
+    assert_null(got); /* the last row by id: pl-4 without a verdict */
+    free(got);
+    store_close(s);
+}
+
 /* ---- the per-patient work does not grow with the store ------------------------------------ */
 
 /* Every statement the daemon runs per patient or per referral finds its rows through an index:
@@ -1130,6 +1204,7 @@ int main(void)
         cmocka_unit_test(test_v6_to_episodes),
         cmocka_unit_test(test_savepoint),
         cmocka_unit_test(test_worklist_typed),
+        cmocka_unit_test(test_referral_verdict_shared),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
