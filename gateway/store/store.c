@@ -448,6 +448,8 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
     "CASE category WHEN 'eligible' THEN 0 WHEN 'possibly_eligible' THEN 1 ELSE 2 END"
 
 enum {
+    Q_SAVEPOINT,
+    Q_SAVEPOINT_RELEASE,
     Q_AUDIT_INSERT,
     Q_AUDIT_EACH,
     Q_AUDIT_EACH_REF,
@@ -618,6 +620,9 @@ static const struct {
     const char *what; /* for error messages */
     const char *sql;
 } fixed[Q_FIXED] = {
+    /* one per screened patient (store_savepoint): prepared once, not parsed each time */
+    [Q_SAVEPOINT] = {"savepoint", "SAVEPOINT unit"},
+    [Q_SAVEPOINT_RELEASE] = {"savepoint release", "RELEASE unit"},
     [Q_AUDIT_INSERT] = {"audit insert",
                         "INSERT INTO audit(ts_ms, actor, action, referral_id, from_state, "
                         "to_state, detail) VALUES (?,?,?,?,?,?,?)"},
@@ -1331,7 +1336,8 @@ int store_savepoint(store *s, fhir_error *err)
     if (!s->in_tx || s->in_sp)
         return fhir_error_set(err, "%s: a savepoint needs an open transaction and no other "
                                    "savepoint", s->path);
-    if (exec(s, "SAVEPOINT unit", err))
+    q x;
+    if (q_take(s, Q_SAVEPOINT, &x, err) || q_run(s, &x, "savepoint", err))
         return -1;
     s->in_sp = true;
     return 0;
@@ -1342,7 +1348,10 @@ int store_savepoint_release(store *s, fhir_error *err)
     if (!s->in_sp)
         return fhir_error_set(err, "%s: release without a savepoint", s->path);
     s->in_sp = false;
-    return exec(s, "RELEASE unit", err);
+    q x;
+    if (q_take(s, Q_SAVEPOINT_RELEASE, &x, err))
+        return -1;
+    return q_run(s, &x, "savepoint release", err);
 }
 
 void store_savepoint_rollback(store *s)
