@@ -13,7 +13,7 @@
 #include "fhir_node.h"
 
 /* Called once per parsed line. res is borrowed and valid only during the call (the arena
- * is reset after each line). Return 0 to continue, non-zero to stop the stream; err is the
+ * is reset after each line; the lines are parsed on one fhir_json_reader). Return 0 to continue, non-zero to stop the stream; err is the
  * error the feed / finish / read call was given (emptied before the call): what the callback
  * sets there (the cause of the stop) is what that call returns with. */
 typedef int (*fhir_ndjson_cb)(void *ud, const fhir_node *res, size_t line_no, fhir_error *err);
@@ -35,6 +35,9 @@ typedef struct fhir_ndjson fhir_ndjson;
 fhir_ndjson *fhir_ndjson_new(const fhir_json_limits *lim, fhir_ndjson_cb cb,
                              fhir_ndjson_err_cb on_error, void *ud);
 void fhir_ndjson_free(fhir_ndjson *r);
+/* Each line's object keeps the line's text (without the white space around it) as its
+ * source (fhir_node_source): what the callback gets is the bytes as read, too. */
+void fhir_ndjson_keep_source(fhir_ndjson *r);
 
 /* Push interface: feed bytes as they arrive, then finish (handles a last line without a
  * newline). Return 0, or -1 with err set when stopped by an error or by the callback (then
