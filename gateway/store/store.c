@@ -1248,9 +1248,8 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
         store_close(s);
         return NULL;
     }
-    char cache[96];
-    snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u; PRAGMA mmap_size=%llu;", STORE_CACHE_KIB,
-             (unsigned long long)STORE_MMAP_BYTES);
+    char cache[64];
+    snprintf(cache, sizeof cache, "PRAGMA cache_size=-%u;", STORE_CACHE_KIB);
     if (exec(s, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON; PRAGMA temp_store=MEMORY;", err) || exec(s, cache, err) ||
         migrate(s, err)) {
         store_close(s);

@@ -31,10 +31,6 @@ typedef struct store store;
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
-/* The part of the database file read through a memory map (PRAGMA mmap_size; address space,
- * not memory): pages read without a pread and a copy each (the screening job reads every
- * patient's cached resources back). SQLite caps it at its SQLITE_MAX_MMAP_SIZE. */
-#define STORE_MMAP_BYTES (1ull << 30)
 /* Page size of a new database file (bytes; SQLite's default is 4096). */
 #define STORE_PAGE_SIZE_STR "16384"
 
