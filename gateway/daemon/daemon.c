@@ -362,6 +362,28 @@ static int res_cb(void *ctx, const char *type, const char *id, const char *json)
     return res_list_add_json(ctx, json);
 }
 
+static int res_order(const void *a, const void *b)
+{
+    const fhir_node *x = *(const fhir_node *const *)a, *y = *(const fhir_node *const *)b;
+    const char *tx = fhir_node_resource_type(x), *ty = fhir_node_resource_type(y);
+    int c = strcmp(tx ? tx : "", ty ? ty : "");
+    if (c)
+        return c;
+    const char *ix = fhir_node_resource_id(x), *iy = fhir_node_resource_id(y);
+    return strcmp(ix ? ix : "", iy ? iy : "");
+}
+
+/* The patient's cached resources, parsed, in (type, id) order (the cache's key, as the profile
+ * always read them). 0, or -1 with the list's err set. */
+static int res_list_load(daemon_proc *d, res_list *l, const char *pid)
+{
+    if (store_resource_each(d->st, pid, res_cb, l, l->err) < 0)
+        return -1;
+    if (l->n > 1)
+        qsort(l->v, l->n, sizeof *l->v, res_order);
+    return 0;
+}
+
 /* Adds the Medications the patient's medication resources reference (shared pool). */
 static void add_referenced_medications(daemon_proc *d, res_list *l)
 {
@@ -430,7 +452,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
     fhir_buf_init(&j->products, DAEMON_VERDICT_JSON_MAX);
     fhir_buf_init(&j->possible, DAEMON_VERDICT_JSON_MAX);
-    if (store_resource_each(d->st, pid, res_cb, &j->l, err) < 0)
+    if (res_list_load(d, &j->l, pid))
         return -1;
     add_referenced_medications(d, &j->l);
     if (j->l.n == 0) {
@@ -1295,7 +1317,7 @@ static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_nod
 {
     daemon_proc *d = ud;
     res_list l = {.a = a, .rd = d->rd, .err = err};
-    if (store_resource_each(d->st, pid, res_cb, &l, err) < 0) {
+    if (res_list_load(d, &l, pid)) {
         free(l.v);
         return -1;
     }

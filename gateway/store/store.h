@@ -131,8 +131,9 @@ int store_resource_put(store *s, const char *patient_id, const char *type, const
 int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
                           const char *version, const char *last_updated, const char *json,
                           bool *changed, fhir_error *err);
-/* Calls fn for every cached resource of the patient (borrowed strings, valid during the
- * call); fn returns non-zero to stop. Returns the count visited or -1. */
+/* Calls fn for every cached resource of the patient, in no particular order (borrowed
+ * strings, valid during the call); fn returns non-zero to stop. Returns the count visited or
+ * -1. */
 typedef int (*store_resource_fn)(void *ctx, const char *type, const char *id, const char *json);
 int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
                             fhir_error *err);
