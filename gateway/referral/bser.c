@@ -15,6 +15,10 @@ typedef struct ctx {
     const bser_input *in;
     const char *patient_src_ref;   /* "Patient/<ehr id>" */
     const char *patient_urn;
+    const fhir_node *med_row;      /* the medication row being copied (NULL: another resource) */
+    const char **drug_refs;        /* "Medication/<id>" of each drug copied ... */
+    const char **drug_urns;        /* ... and its fullUrl */
+    size_t n_drugs;
     fhir_error *err;
     bool oom;
 } ctx;
@@ -52,19 +56,35 @@ static const char *entry_urn(ctx *c, const char *label)
 
 /* ---- sanitised copy of EHR resources ------------------------------------------------ */
 
-static bool is_patient_ref(ctx *c, const char *ref)
+/* Does ref name target ("Type/id"), relative or in the absolute form ".../Type/id"? */
+static bool ref_names(const char *ref, const char *target)
 {
-    if (!ref || !c->patient_src_ref)
+    if (!ref || !target)
         return false;
-    size_t n = strlen(ref), m = strlen(c->patient_src_ref);
-    if (!strcmp(ref, c->patient_src_ref))
+    size_t n = strlen(ref), m = strlen(target);
+    if (!strcmp(ref, target))
         return true;
-    /* absolute form ".../Patient/<id>" */
-    return n > m && ref[n - m - 1] == '/' && !strcmp(ref + n - m, c->patient_src_ref);
+    return n > m && ref[n - m - 1] == '/' && !strcmp(ref + n - m, target);
+}
+
+/* The contained Medication a medication row names by "#id" in medicationReference, or NULL. */
+static const fhir_node *contained_drug(const fhir_node *row)
+{
+    const char *ref = fhir_node_path_str(row, "medicationReference.reference");
+    if (!ref || ref[0] != '#' || !ref[1])
+        return NULL;
+    for (const fhir_node *m = fhir_node_first(fhir_node_get(row, "contained")); m; m = m->next) {
+        const char *t = fhir_node_resource_type(m), *id = fhir_node_resource_id(m);
+        if (t && !strcmp(t, "Medication") && id && !strcmp(id, ref + 1))
+            return m;
+    }
+    return NULL;
 }
 
 static fhir_node *copy(ctx *c, const fhir_node *src, int depth);
 
+/* A reference inside a copied resource: to the Bundle's Patient, to a drug the Bundle carries
+ * (a copied Medication, or the contained one of the row being copied), else display-only. */
 static fhir_node *copy_reference(ctx *c, const fhir_node *src)
 {
     fhir_node *o = chk(c, fhir_node_new(c->a, FHIR_OBJECT));
@@ -72,13 +92,49 @@ static fhir_node *copy_reference(ctx *c, const fhir_node *src)
         return NULL;
     const char *ref = fhir_node_str(fhir_node_get(src, "reference"));
     const char *display = fhir_node_str(fhir_node_get(src, "display"));
-    if (is_patient_ref(c, ref)) {
+    if (ref_names(ref, c->patient_src_ref)) {
         chk(c, fhir_node_set_str(c->a, o, "reference", c->patient_urn));
         return o;
     }
-    chk(c, fhir_node_set_str(c->a, o, "display",
-                             display && display[0] ? display : "not included in the referral"));
+    const char *to = NULL;
+    for (size_t i = 0; i < c->n_drugs && !to; i++)
+        if (ref_names(ref, c->drug_refs[i]))
+            to = c->drug_urns[i];
+    const fhir_node *cd = c->med_row && ref && ref[0] == '#' ? contained_drug(c->med_row) : NULL;
+    if (cd && !strcmp(fhir_node_resource_id(cd), ref + 1))
+        to = ref;
+    if (to) {
+        chk(c, fhir_node_set_str(c->a, o, "reference", to));
+        if (display && display[0])
+            chk(c, fhir_node_set_str(c->a, o, "display", display));
+        return o;
+    }
+    chk(c, fhir_node_set_str(c->a, o, "display", display && display[0] ? display : BSER_NOT_INCLUDED));
     return o;
+}
+
+/* Appends v to o under m's key unless it came out empty. */
+static void put_member(ctx *c, fhir_node *o, const fhir_node *m, fhir_node *v)
+{
+    if (v && !(v->kind == FHIR_ARRAY && v->len == 0) && !(v->kind == FHIR_OBJECT && v->len == 0))
+        chk(c, fhir_node_append(c->a, o, m->key, m->key_len, v));
+}
+
+/* The medication row's contained Medication it names by "#id" (its id kept, meta and narrative
+ * not), as the row's "contained", when there is one. */
+static void keep_contained_drug(ctx *c, const fhir_node *row, fhir_node *o)
+{
+    const fhir_node *cd = contained_drug(row);
+    if (!cd)
+        return;
+    fhir_node *arr = chk(c, fhir_node_set_arr(c->a, o, "contained"));
+    fhir_node *med = chk(c, fhir_node_new(c->a, FHIR_OBJECT));
+    if (!arr || !med)
+        return;
+    for (const fhir_node *m = fhir_node_first(cd); m; m = m->next)
+        if (!fhir_node_key_is(m, "meta") && !fhir_node_key_is(m, "text") && !fhir_node_key_is(m, "contained"))
+            put_member(c, med, m, copy(c, m, 3));
+    chk(c, fhir_node_append(c->a, arr, NULL, 0, med));
 }
 
 static fhir_node *copy(ctx *c, const fhir_node *src, int depth)
@@ -93,15 +149,15 @@ static fhir_node *copy(ctx *c, const fhir_node *src, int depth)
         if (!o)
             return NULL;
         for (const fhir_node *m = fhir_node_first(src); m; m = m->next) {
-            if (fhir_node_key_is(m, "contained"))
+            if (fhir_node_key_is(m, "contained")) {
+                if (depth == 0 && src == c->med_row)
+                    keep_contained_drug(c, src, o);
                 continue;
+            }
             if (depth == 0 && (fhir_node_key_is(m, "id") || fhir_node_key_is(m, "meta") ||
                                fhir_node_key_is(m, "text")))
                 continue;
-            fhir_node *v = copy(c, m, depth + 1);
-            if (v && !(v->kind == FHIR_ARRAY && v->len == 0) &&
-                !(v->kind == FHIR_OBJECT && v->len == 0))
-                chk(c, fhir_node_append(c->a, o, m->key, m->key_len, v));
+            put_member(c, o, m, copy(c, m, depth + 1));
         }
         return o;
     }
@@ -430,9 +486,36 @@ fhir_node *bser_build(fhir_arena *a, const bser_input *in, fhir_error *err)
             goto fail;
         ref_in(c, support, urn);
     }
+    c->drug_refs = fhir_arena_alloc(a, (in->n_drugs + 1) * sizeof *c->drug_refs);
+    c->drug_urns = fhir_arena_alloc(a, (in->n_drugs + 1) * sizeof *c->drug_urns);
+    if (!c->drug_refs || !c->drug_urns)
+        goto oom;
+    for (size_t i = 0; i < in->n_drugs; i++) {
+        const char *t = fhir_node_resource_type(in->drugs[i]), *id = fhir_node_resource_id(in->drugs[i]);
+        if (!t || strcmp(t, "Medication") || !id) {
+            fhir_error_set(err, "drug %zu: a referenced drug must be a Medication with an id", i);
+            return NULL;
+        }
+        const char *dref = fhir_arena_sprintf(a, "Medication/%s", id);
+        if (!dref)
+            goto oom;
+        bool seen = false;
+        for (size_t k = 0; k < c->n_drugs && !seen; k++)
+            seen = !strcmp(c->drug_refs[k], dref);
+        if (seen) /* each once */
+            continue;
+        const char *urn;
+        if (!copy_resource(c, in->drugs[i], "drug", entries, &urn))
+            goto fail;
+        c->drug_refs[c->n_drugs] = dref;
+        c->drug_urns[c->n_drugs++] = urn;
+    }
     for (size_t i = 0; i < in->n_medications; i++) {
         const char *urn;
-        if (!copy_resource(c, in->medications[i], "medication", entries, &urn))
+        c->med_row = in->medications[i];
+        const fhir_node *cp = copy_resource(c, in->medications[i], "medication", entries, &urn);
+        c->med_row = NULL;
+        if (!cp)
             goto fail;
         ref_in(c, support, urn);
     }
@@ -536,6 +619,54 @@ fail:
     if (c->oom)
         goto oom;
     return NULL;
+}
+
+/* ---- reading a Bundle ------------------------------------------------------------------ */
+
+/* A concept's words: its text, else the first display of its codings. NULL when neither. */
+static const char *concept_words(const fhir_node *cc)
+{
+    const char *t = fhir_node_str(fhir_node_get(cc, "text"));
+    if (t && *t)
+        return t;
+    for (const fhir_node *cd = fhir_node_first(fhir_node_get(cc, "coding")); cd; cd = cd->next) {
+        const char *d = fhir_node_str(fhir_node_get(cd, "display"));
+        if (d && *d)
+            return d;
+    }
+    return NULL;
+}
+
+/* The Medication of bundle a reference names: by fullUrl, else by "Medication/<id>". */
+static const fhir_node *bundle_drug(const fhir_node *bundle, const char *ref)
+{
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        const char *t = fhir_node_resource_type(r), *id = fhir_node_resource_id(r);
+        if (!t || strcmp(t, "Medication"))
+            continue;
+        const char *full = fhir_node_str(fhir_node_get(e, "fullUrl"));
+        if (full && !strcmp(full, ref))
+            return r;
+        if (id && !strncmp(ref, "Medication/", 11) && !strcmp(ref + 11, id))
+            return r;
+    }
+    return NULL;
+}
+
+const char *bser_medication_name(const fhir_node *bundle, const fhir_node *row)
+{
+    const char *w = concept_words(fhir_node_get(row, "medicationCodeableConcept"));
+    if (w)
+        return w;
+    const char *ref = fhir_node_path_str(row, "medicationReference.reference");
+    const fhir_node *med = !ref ? NULL : ref[0] == '#' ? contained_drug(row) : bundle_drug(bundle, ref);
+    if (med && (w = concept_words(fhir_node_get(med, "code"))))
+        return w;
+    w = fhir_node_path_str(row, "medicationReference.display");
+    if (w && *w && strcmp(w, BSER_NOT_INCLUDED))
+        return w;
+    return BSER_MEDICATION_UNNAMED;
 }
 
 static void put_bounded(char *out, size_t n, const char *a, const char *b)

@@ -528,14 +528,44 @@ static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhi
     return 0;
 }
 
+/* The Medications the medication rows reference ("Medication/<id>"), as cached now, each once
+ * in the order first referenced, into a new array (caller frees). One not cached is left out
+ * (the row keeps its reference's display). 0, or -1 with err on a store failure. */
+static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, size_t n, const fhir_node ***out,
+                       size_t *nout, fhir_error *err)
+{
+    *out = fhir_xcalloc(n + 1, sizeof **out);
+    *nout = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *ref = fhir_node_path_str(rows[i], "medicationReference.reference");
+        if (!ref || strncmp(ref, "Medication/", 11) || !ref[11])
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < i && !seen; k++) {
+            const char *rk = fhir_node_path_str(rows[k], "medicationReference.reference");
+            seen = rk && !strcmp(rk, ref);
+        }
+        if (seen)
+            continue;
+        fetched f = {.a = a};
+        int g = store_resource_get(s, "Medication", ref + 11, fetch_cb, &f, err);
+        if (g < 0)
+            return -1;
+        if (g == 1 && f.node)
+            (*out)[(*nout)++] = f.node;
+    }
+    return 0;
+}
+
 int propose_package_payload(store *s, const refer_record *r, char **payload, fhir_error *err)
 {
     *payload = NULL;
     if (!r->package)
         return fhir_error_set(err, "referral %lld has no package", (long long)r->id);
     fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
-    const fhir_node **pat = NULL, **cond = NULL, **cov = NULL, **obs = NULL, **med = NULL, **rep = NULL;
-    size_t npat = 0, ncond = 0, ncov = 0, nobs = 0, nmed = 0, nrep = 0;
+    const fhir_node **pat = NULL, **cond = NULL, **cov = NULL, **obs = NULL, **med = NULL, **rep = NULL,
+                    **drugs = NULL;
+    size_t npat = 0, ncond = 0, ncov = 0, nobs = 0, nmed = 0, nrep = 0, ndrugs = 0;
     char *html = NULL;
     const char **lines = NULL;
     int rc = -1;
@@ -547,7 +577,8 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
         recipe_fetch(s, a, fhir_node_get(rc_node, "coverages"), &cov, &ncov, err) ||
         recipe_fetch(s, a, fhir_node_get(rc_node, "observations"), &obs, &nobs, err) ||
         recipe_fetch(s, a, fhir_node_get(rc_node, "medications"), &med, &nmed, err) ||
-        recipe_fetch(s, a, fhir_node_get(rc_node, "reports"), &rep, &nrep, err))
+        recipe_fetch(s, a, fhir_node_get(rc_node, "reports"), &rep, &nrep, err) ||
+        drugs_fetch(s, a, med, nmed, &drugs, &ndrugs, err))
         goto done;
     if (!npat) {
         fhir_error_set(err, "the patient is no longer cached: the package cannot be built");
@@ -580,7 +611,7 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
         .center = &ce, .patient_id = r->patient_id, .patient = npat ? pat[0] : NULL,
         .coverages = cov, .n_coverages = ncov, .condition = ncond ? cond[0] : NULL,
         .observations = obs, .n_observations = nobs, .medications = med,
-        .n_medications = nmed, .reports = rep, .n_reports = nrep,
+        .n_medications = nmed, .drugs = drugs, .n_drugs = ndrugs, .reports = rep, .n_reports = nrep,
         .reason_text = fhir_node_str(fhir_node_get(rc_node, "reason")),
         .summary_text = r->explanation, .verdict_json = r->verdict_json, .urgency = r->urgency,
         .authored_ms = ms ? strtoll(ms, NULL, 10) : 0,
@@ -605,6 +636,7 @@ done:
     free(obs);
     free(med);
     free(rep);
+    free(drugs);
     free(lines);
     free(html);
     fhir_arena_free(a);

@@ -10,6 +10,7 @@
 #include "fhir_alloc.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
+#include "bser.h"
 #include "referral.h"
 
 /* ---- the list ---------------------------------------------------------------------------- */
@@ -367,11 +368,17 @@ static void payload_text(fhir_buf *b, const fhir_node *bundle)
         fhir_buf_puts(b, "<dt>");
         web_esc(b, type);
         fhir_buf_puts(b, "</dt><dd>");
-        const char *texts[] = {"name", "code.text", "code.coding.display", "medicationCodeableConcept.text",
-                               "medicationCodeableConcept.coding.display", "status", "priority", "reasonCode.text",
+        const char *texts[] = {"name", "code.text", "code.coding.display", "status", "priority", "reasonCode.text",
                                "valueString", "valueQuantity.value", "effectiveDateTime", "authoredOn",
                                "businessStatus.text", "name.family", "birthDate", "description", NULL};
         bool any = false;
+        if (!strncmp(type, "Medication", 10) && strcmp(type, "Medication")) {
+            /* a medication row: its drug first, named from the row or the Medication it references */
+            fhir_buf_puts(b, "<span class=\"drug\">");
+            web_esc(b, bser_medication_name(bundle, res));
+            fhir_buf_puts(b, "</span>");
+            any = true;
+        }
         for (size_t i = 0; texts[i]; i++) {
             const fhir_node *n = fhir_node_path(res, texts[i]);
             if (fhir_node_is(n, FHIR_ARRAY))

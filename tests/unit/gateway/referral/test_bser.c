@@ -218,12 +218,106 @@ static void test_response_refs(void **state)
     fhir_arena_free(a);
 }
 
+/* Medication rows and their drugs: a referenced Medication is copied once (given twice, named
+ * relatively and absolutely) and the rows point at its entry; a contained Medication named by
+ * "#id" stays contained (other contained resources do not); a reference to a Medication the
+ * Bundle lacks keeps only its display; each row's drug is named in plain words. */
+static void test_medication_rows_keep_their_drug(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
+    assert_non_null(d);
+    const fhir_node *med[6], *drugs[2];
+    med[0] = P(a, "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-1\",\"status\":\"completed\","
+                  "\"medicationReference\":{\"reference\":\"Medication/ritux\"},\"effectiveDateTime\":\"2025-01-02\"}");
+    med[1] = P(a, "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-2\",\"status\":\"completed\","
+                  "\"medicationReference\":{\"reference\":\"http://ehr.example.org/fhir/Medication/ritux\","
+                  "\"display\":\"Rituxan\"}}");
+    med[2] = P(a, "{\"resourceType\":\"MedicationRequest\",\"id\":\"mr-3\",\"status\":\"completed\",\"intent\":\"order\","
+                  "\"contained\":[{\"resourceType\":\"Practitioner\",\"id\":\"p\"},{\"resourceType\":\"Medication\","
+                  "\"id\":\"c1\",\"meta\":{\"versionId\":\"2\"},\"code\":{\"coding\":[{\"system\":\"http://www.nlm.nih.gov/research/umls/rxnorm\","
+                  "\"code\":\"1747556\"},{\"display\":\"venetoclax 100 MG Oral Tablet\"}]}}],"
+                  "\"medicationReference\":{\"reference\":\"#c1\"},\"recorder\":{\"reference\":\"#p\"}}");
+    med[3] = P(a, "{\"resourceType\":\"MedicationStatement\",\"id\":\"ms-4\",\"status\":\"completed\","
+                  "\"medicationReference\":{\"reference\":\"Medication/gone\",\"display\":\"bendamustine\"}}");
+    med[4] = P(a, "{\"resourceType\":\"MedicationStatement\",\"id\":\"ms-5\",\"status\":\"completed\","
+                  "\"medicationReference\":{\"reference\":\"Medication/gone\"}}");
+    med[5] = P(a, "{\"resourceType\":\"MedicationRequest\",\"id\":\"mr-6\",\"status\":\"completed\",\"intent\":\"order\","
+                  "\"medicationCodeableConcept\":{\"coding\":[{\"code\":\"x\"},{\"display\":\"polatuzumab vedotin\"}]}}");
+    drugs[0] = drugs[1] = P(a, "{\"resourceType\":\"Medication\",\"id\":\"ritux\",\"meta\":{\"versionId\":\"7\"},"
+                               "\"code\":{\"text\":\"rituximab\"},\"manufacturer\":{\"reference\":\"Organization/m\"}}");
+    bser_input in = {
+        .id_system_base = "urn:cartgate:community-1", .placer_id = "CG-0123456789abcdef0123456789abcdef",
+        .site_id = "community-1", .center = &d->centers[0], .patient_id = "pseudo-42",
+        .patient = P(a, bser_test_patient), .medications = med, .n_medications = 6, .drugs = drugs, .n_drugs = 2,
+        .urgency = "routine", .authored_ms = 1795000000000LL,
+    };
+    fhir_node *b = bser_build(a, &in, &err);
+    if (!b)
+        fail_msg("%s", err.msg);
+    const fhir_node *rows[6], *drug = NULL;
+    size_t nrows = 0, ndrugs = 0;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next) {
+        const char *t = fhir_node_path_str(e, "resource.resourceType");
+        if (!strcmp(t, "Medication")) {
+            ndrugs++;
+            drug = e;
+        } else if (!strncmp(t, "Medication", 10)) {
+            assert_true(nrows < 6);
+            rows[nrows++] = fhir_node_get(e, "resource");
+        }
+    }
+    assert_int_equal(ndrugs, 1);
+    assert_int_equal(nrows, 6);
+    const char *urn = fhir_node_path_str(drug, "fullUrl");
+    assert_string_equal(fhir_node_path_str(drug, "resource.code.text"), "rituximab");
+    assert_null(fhir_node_path(drug, "resource.meta"));
+    assert_null(fhir_node_path(drug, "resource.id"));
+    assert_string_equal(fhir_node_path_str(drug, "request.ifNoneExist"), "identifier=urn:cartgate:community-1:source|Medication.ritux");
+    assert_null(fhir_node_path(drug, "resource.manufacturer.reference"));
+    assert_string_equal(fhir_node_path_str(rows[0], "medicationReference.reference"), urn);
+    assert_string_equal(fhir_node_path_str(rows[1], "medicationReference.reference"), urn);
+    assert_string_equal(fhir_node_path_str(rows[1], "medicationReference.display"), "Rituxan");
+    /* contained: only the Medication the row names, with its id, without meta */
+    assert_int_equal(fhir_node_count(fhir_node_get(rows[2], "contained")), 1);
+    assert_string_equal(fhir_node_path_str(rows[2], "contained.resourceType"), "Medication");
+    assert_string_equal(fhir_node_path_str(rows[2], "contained.id"), "c1");
+    assert_null(fhir_node_path(rows[2], "contained.meta"));
+    assert_string_equal(fhir_node_path_str(rows[2], "medicationReference.reference"), "#c1");
+    assert_null(fhir_node_path(rows[2], "recorder.reference"));
+    assert_null(fhir_node_path(rows[3], "medicationReference.reference"));
+    assert_string_equal(fhir_node_path_str(rows[3], "medicationReference.display"), "bendamustine");
+    assert_string_equal(fhir_node_path_str(rows[4], "medicationReference.display"), BSER_NOT_INCLUDED);
+    /* the drug of each row, in words */
+    assert_string_equal(bser_medication_name(b, rows[0]), "rituximab");
+    assert_string_equal(bser_medication_name(b, rows[1]), "rituximab");
+    assert_string_equal(bser_medication_name(b, rows[2]), "venetoclax 100 MG Oral Tablet");
+    assert_string_equal(bser_medication_name(b, rows[3]), "bendamustine");
+    assert_string_equal(bser_medication_name(b, rows[4]), BSER_MEDICATION_UNNAMED);
+    assert_string_equal(bser_medication_name(b, rows[5]), "polatuzumab vedotin");
+    /* as received at a center, references rewritten to "Medication/<id>": found by id too */
+    const fhir_node *at_center = P(a, "{\"resourceType\":\"Bundle\",\"entry\":[{\"resource\":{\"resourceType\":"
+                                      "\"Medication\",\"id\":\"17\",\"code\":{\"text\":\"tafasitamab\"}}}]}");
+    const fhir_node *row = P(a, "{\"resourceType\":\"MedicationRequest\",\"medicationReference\":{\"reference\":\"Medication/17\"}}");
+    assert_string_equal(bser_medication_name(at_center, row), "tafasitamab");
+    assert_string_equal(bser_medication_name(NULL, row), BSER_MEDICATION_UNNAMED);
+    /* a drug that is not a Medication is refused */
+    drugs[1] = med[0];
+    assert_null(bser_build(a, &in, &err));
+    assert_non_null(strstr(err.msg, "Medication"));
+    centers_free(d);
+    fhir_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bundle_shape),
         cmocka_unit_test(test_bad_inputs),
         cmocka_unit_test(test_response_refs),
+        cmocka_unit_test(test_medication_rows_keep_their_drug),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

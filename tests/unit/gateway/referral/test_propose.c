@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "bser.h"
 #include "centers.h"
 #include "elig.h"
 #include "fhir_buf.h"
@@ -730,6 +731,97 @@ static void test_markers(void **state)
     screened_free(&s);
 }
 
+/* Medication rows that name their drug by medicationReference: the package carries each
+ * referenced Medication once (two rows name "Medication/m-ondan", one relatively and one through
+ * the same id), the rows' references resolve to it inside the Bundle, a Medication no row names
+ * stays out, and a row whose Medication is not cached is still sent with its reference's display. */
+static const char *const MED_EXTRAS[] = {
+    "{\"resourceType\":\"Medication\",\"id\":\"m-ondan\",\"code\":{\"text\":\"ondansetron 8 mg tablet\"}}",
+    "{\"resourceType\":\"Medication\",\"id\":\"m-unref\",\"code\":{\"text\":\"allopurinol 300 mg tablet\"}}",
+    "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-1\",\"status\":\"completed\","
+    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-ondan\"},"
+    "\"effectiveDateTime\":\"2026-05-02\"}",
+    "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-2\",\"status\":\"completed\","
+    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-ondan\","
+    "\"display\":\"Zofran\"},\"effectiveDateTime\":\"2026-05-23\"}",
+    "{\"resourceType\":\"MedicationStatement\",\"id\":\"ms-1\",\"status\":\"completed\","
+    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-gone\","
+    "\"display\":\"filgrastim\"},\"effectiveDateTime\":\"2026-05-03\"}",
+};
+
+static const fhir_node *bundle_entry(const fhir_node *bundle, const char *type, const char *source_id)
+{
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+        const fhir_node *r = fhir_node_get(e, "resource");
+        if (strcmp(fhir_node_resource_type(r), type))
+            continue;
+        for (const fhir_node *i = fhir_node_first(fhir_node_get(r, "identifier")); i; i = i->next)
+            if (fhir_node_str(fhir_node_get(i, "value")) && !strcmp(fhir_node_str(fhir_node_get(i, "value")), source_id))
+                return e;
+    }
+    return NULL;
+}
+
+static void test_package_carries_referenced_medications(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    store *st = open_fresh("meds.db");
+    fhir_error err = {0};
+    for (size_t i = 0; i < sizeof MED_EXTRAS / sizeof MED_EXTRAS[0]; i++) {
+        const fhir_node *r = fhir_json_parse(s.a, MED_EXTRAS[i], strlen(MED_EXTRAS[i]), NULL, &err);
+        assert_non_null(r);
+        bool drug = !strcmp(fhir_node_resource_type(r), "Medication");
+        s.res[s.n++] = r; /* as the daemon adds the referenced Medications to the patient's */
+        assert_int_equal(store_resource_put(st, drug ? "" : "demo-dlbcl-1", fhir_node_resource_type(r),
+                                            fhir_node_resource_id(r), NULL, NULL, MED_EXTRAS[i], &err), 0);
+    }
+    propose_opts o = opts_for(REFER_MODE_APPROVAL);
+    propose_input in = input_for(&s);
+    propose_result r;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    refer_record rec;
+    assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+    assert_non_null(rec.payload);
+    fhir_arena *a = fhir_arena_new(0);
+    const fhir_node *b = fhir_json_parse(a, rec.payload, strlen(rec.payload), NULL, &err);
+    assert_non_null(b);
+    size_t drugs = 0;
+    const fhir_node *drug = NULL;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next)
+        if (!strcmp(fhir_node_path_str(e, "resource.resourceType"), "Medication")) {
+            drugs++;
+            drug = e;
+        }
+    assert_int_equal(drugs, 1); /* m-ondan once; m-unref is named by no row; m-gone is not cached */
+    assert_ptr_equal(drug, bundle_entry(b, "Medication", "Medication.m-ondan"));
+    assert_string_equal(fhir_node_path_str(drug, "resource.code.text"), "ondansetron 8 mg tablet");
+    const char *urn = fhir_node_path_str(drug, "fullUrl");
+    const fhir_node *ma1 = bundle_entry(b, "MedicationAdministration", "MedicationAdministration.ma-1");
+    const fhir_node *ma2 = bundle_entry(b, "MedicationAdministration", "MedicationAdministration.ma-2");
+    const fhir_node *ms1 = bundle_entry(b, "MedicationStatement", "MedicationStatement.ms-1");
+    assert_non_null(ma1);
+    assert_non_null(ma2);
+    assert_non_null(ms1);
+    assert_string_equal(fhir_node_path_str(ma1, "resource.medicationReference.reference"), urn);
+    assert_string_equal(fhir_node_path_str(ma2, "resource.medicationReference.reference"), urn);
+    assert_string_equal(fhir_node_path_str(ma2, "resource.medicationReference.display"), "Zofran");
+    /* the missing one: still sent, its display kept, no dangling reference */
+    assert_null(fhir_node_path(ms1, "resource.medicationReference.reference"));
+    assert_string_equal(fhir_node_path_str(ms1, "resource.medicationReference.display"), "filgrastim");
+    assert_null(strstr(rec.payload, "Medication/"));
+    assert_null(strstr(rec.payload, "allopurinol"));
+    /* what a reader of the package is shown for each row */
+    assert_string_equal(bser_medication_name(b, fhir_node_get(ma1, "resource")), "ondansetron 8 mg tablet");
+    assert_string_equal(bser_medication_name(b, fhir_node_get(ma2, "resource")), "ondansetron 8 mg tablet");
+    assert_string_equal(bser_medication_name(b, fhir_node_get(ms1, "resource")), "filgrastim");
+    fhir_arena_free(a);
+    refer_record_free(&rec);
+    store_close(st);
+    screened_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -745,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_completed_before_reroute),
         cmocka_unit_test(test_closed_without_marker),
         cmocka_unit_test(test_markers),
+        cmocka_unit_test(test_package_carries_referenced_medications),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
