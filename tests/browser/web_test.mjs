@@ -68,6 +68,39 @@ const screen = fs.readFileSync(E.SCREEN, 'utf8').trim().split('\n').map(JSON.par
 const gt = fs.readFileSync(E.GT, 'utf8').trim().split('\n').map(JSON.parse);
 const byId = new Map(screen.map((s) => [s.patient, s]));
 
+// ---- the drug of each medication row of a referral's package, named as a clinician reads it ----
+// Expected from the cohort itself (not from the Bundle): medicationCodeableConcept (text, else a
+// coding's display), else the Medication it references (contained "#id" or the cohort's
+// Medication file) by code, else the reference's display, else the plain-words fallback.
+const UNNAMED = 'medication not named in the record';
+const cohortOf = (prefix) => fs.readdirSync(E.COHORT_DIR).filter((f) => f.startsWith(prefix + '.') && f.endsWith('.ndjson'))
+  .flatMap((f) => fs.readFileSync(path.join(E.COHORT_DIR, f), 'utf8').trim().split('\n').filter(Boolean).map(JSON.parse));
+const cohortDrugs = new Map(cohortOf('Medication').map((m) => [m.id, m]));
+const medRows = ['MedicationRequest', 'MedicationAdministration', 'MedicationStatement'].flatMap(cohortOf);
+const words = (cc) => cc && ((cc.text) || ((cc.coding || []).find((c) => c.display) || {}).display);
+function drugName(row) {
+  const w = words(row.medicationCodeableConcept);
+  if (w) return w;
+  const ref = row.medicationReference && row.medicationReference.reference;
+  const med = !ref ? null : ref.startsWith('#') ? (row.contained || []).find((c) => c.resourceType === 'Medication' && c.id === ref.slice(1))
+    : ref.startsWith('Medication/') ? cohortDrugs.get(ref.slice(11)) : null;
+  return (med && words(med.code)) || (row.medicationReference && row.medicationReference.display) || UNNAMED;
+}
+const rowsOf = (p) => medRows.filter((r) => r.subject && r.subject.reference === `Patient/${p}`);
+async function checkDrugs(refId, p) {
+  const want = rowsOf(p).map(drugName).sort();
+  const shown = await page.$$eval('dl.payload dt', (dts) => dts.filter((dt) => /^Medication(Request|Administration|Statement)$/.test(dt.textContent))
+    .map((dt) => { const s = dt.nextElementSibling.querySelector('span.drug'); return s ? s.textContent : '(no drug)'; }));
+  shown.sort();
+  check(JSON.stringify(shown) === JSON.stringify(want),
+        `referral ${refId}: each medication row names its drug as the record does (shown ${JSON.stringify(shown)}, want ${JSON.stringify(want)})`);
+  const referenced = new Set(rowsOf(p).map((r) => r.medicationReference && r.medicationReference.reference)
+    .filter((x) => x && x.startsWith('Medication/') && cohortDrugs.has(x.slice(11))));
+  const drugsShown = await page.$$eval('dl.payload dt', (dts) => dts.filter((dt) => dt.textContent === 'Medication').length);
+  check(drugsShown === referenced.size, `referral ${refId}: the package carries each referenced Medication once (${drugsShown} of ${referenced.size})`);
+  return { rows: want.length, referenced: referenced.size, contained: rowsOf(p).filter((r) => r.medicationReference && r.medicationReference.reference.startsWith('#')).length };
+}
+
 // ---- the clinician -----------------------------------------------------------------------
 await page.goto(BASE + '/ui/', { waitUntil: 'load' });
 await audit('sign-in');
@@ -159,6 +192,7 @@ check((await page.$$eval('#history tbody tr', (t) => t.map((r) => r.textContent)
         `the center's answer is in words with its BSeR code (${JSON.stringify(h1.map((h) => h.detail))})`);
   check(h1.some((h) => h.what === 'Package prepared' && /^\d+ KB /.test(h.detail)), `the package size in KB (${JSON.stringify(h1)})`);
 }
+await checkDrugs(rid, pid);
 await audit('referral');
 ok(`referral ${rid}: approved → sent → accepted, followed in the pages`);
 
@@ -292,6 +326,22 @@ for (let i = 0; i < 120 && rst !== 'sent'; i++) { await sleep(500); rst = sql(`S
 check(rst === 'sent', `retried by the administrator, the referral reached the center (${rst})`);
 check(sql(`SELECT actor || '|' || role FROM audit WHERE referral_id=${frid} AND action='retry'`) === 'it.ops|admin', 'the retry is audited with the administrator');
 ok(`referral ${frid}: refused by the center (422), failed, retried in the web app by an administrator, sent`);
+
+// a referral whose medication rows name their drugs by reference to a Medication (and, when the
+// cohort has one, by a contained Medication): each row's drug is named on the page
+{
+  const refs = sql('SELECT id || \'|\' || patient_id FROM referrals ORDER BY id').split('\n').filter(Boolean).map((l) => l.split('|'));
+  const usesRef = (p) => rowsOf(p).some((r) => r.medicationReference && r.medicationReference.reference.startsWith('Medication/'));
+  const usesContained = (p) => rowsOf(p).some((r) => r.medicationReference && r.medicationReference.reference.startsWith('#'));
+  const pick = refs.find(([, p]) => usesRef(p) && usesContained(p)) || refs.find(([, p]) => usesRef(p));
+  if (check(pick, 'a referral of the cohort has medication rows that reference a Medication')) {
+    await page.goto(`${BASE}/ui/referrals/${pick[0]}`, { waitUntil: 'load' });
+    const n = await checkDrugs(pick[0], pick[1]);
+    check(n.referenced >= 1, `referral ${pick[0]}: rows referencing a Medication checked (${n.referenced})`);
+    await audit('referral-medications');
+    ok(`referral ${pick[0]}: ${n.rows} medication rows named (${n.referenced} referenced Medications, ${n.contained} rows with a contained one)`);
+  }
+}
 
 await browser.close();
 if (problems.length) { console.log(`${problems.length} problem(s):\n` + problems.join('\n')); process.exit(1); }
