@@ -159,7 +159,9 @@ void propose_log(const char *patient_id, refer_mode mode, const propose_result *
 
 /* The transaction Bundle of a referral whose payload is not stored yet, built from its package
  * (refer_record.package: what the proposal kept) and the patient's resources as cached now:
- * what would be sent. A resource the package names that is no longer cached is left out.
+ * what would be sent. A resource the package names that is no longer cached is left out. The
+ * Medications its medication rows reference ("Medication/<id>", the shared pool) come along,
+ * each once, as cached now; one not cached leaves the row with its reference's display.
  * *payload: caller frees. 0, or -1 with err (no package, the Patient no longer cached, a cap).
  * refer_get calls it; the sender stores the result before the first send, so what was sent
  * stays what is shown. */
