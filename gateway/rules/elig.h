@@ -132,6 +132,34 @@ int elig_ruleset_label(const elig_ruleset *rs, size_t i, elig_label *out);
 /* Index of an indication key, or -1. */
 int elig_ruleset_find(const elig_ruleset *rs, const char *key);
 
+/* ---- indications as people read them ------------------------------------------------------ */
+
+#define ELIG_SHORT_MAX 100u /* bytes of an indication's "short" label (criteria file) */
+
+/* One indication in the words of the pages, the referral and the notifications: the product
+ * by brand and key and the indication in a few plain words (indication.short of its criteria
+ * file, else its description). Strings borrowed from rs or from the key asked for. */
+typedef struct elig_display {
+    const char *product; /* "axi-cel"; an unknown key: the key itself */
+    const char *brand;   /* "Yescarta"; NULL when not known */
+    const char *generic; /* "axicabtagene ciloleucel"; NULL when not known */
+    const char *text;    /* "large B-cell lymphoma, third line or later"; unknown: the key */
+    bool known;          /* the key is an indication of rs */
+} elig_display;
+/* The display pieces of key ("axi-cel:LBCL-3L"). NULL-safe: with rs NULL or a key rs does not
+ * define, product and text are the key itself (nothing is lost), brand and generic NULL;
+ * key NULL gives "". Returns out->known. */
+bool elig_display_of(const elig_ruleset *rs, const char *key, elig_display *out);
+/* Indication keys as one line of plain text, grouped by product in the order given:
+ * "Breyanzi (liso-cel): large B-cell lymphoma, second line; large B-cell lymphoma, second
+ * line, transplant-ineligible"; products whose indications read alike share them
+ * ("Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later");
+ * groups are separated by " · "; unknown keys are written as they are; repeated keys once.
+ * Not escaped (HTML callers escape it). Returns 0, or -1 when out's cap is hit. */
+int elig_display_write(const elig_ruleset *rs, const char *const *keys, size_t n, fhir_buf *out);
+/* Same for keys joined by ',' ("axi-cel:LBCL-3L,liso-cel:LBCL-3L", as referrals store them). */
+int elig_display_write_joined(const elig_ruleset *rs, const char *joined, fhir_buf *out);
+
 /* Facts the criteria reference, sorted by name (borrowed). */
 size_t elig_ruleset_fact_count(const elig_ruleset *rs);
 const char *elig_ruleset_fact_name(const elig_ruleset *rs, size_t i, map_fact_type *type);

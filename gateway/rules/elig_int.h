@@ -99,6 +99,7 @@ typedef struct etiming {
 
 typedef struct eind {
     const char *key, *product, *indication, *generic, *brand, *description, *file;
+    const char *short_text; /* indication.short, else the description */
     const char *src_doc, *src_rev, *src_url, *src_ref;
     int32_t from, until;
     uint32_t root;

@@ -743,7 +743,7 @@ static int load_criteria(ld *L, const fhir_node *root)
     if (!req)
         return lerr(L, root, "missing \"requires\"");
     static const char *const pkeys[] = {"key", "generic", "brand", NULL};
-    static const char *const ikeys[] = {"key", "description", NULL};
+    static const char *const ikeys[] = {"key", "description", "short", NULL};
     if (want_obj(L, prod, "\"product\"", pkeys) ||
         req_str(L, prod, "key", "product", &ind.product) ||
         req_str(L, prod, "generic", "product", &ind.generic) ||
@@ -751,8 +751,20 @@ static int load_criteria(ld *L, const fhir_node *root)
         return -1;
     if (want_obj(L, indic, "\"indication\"", ikeys) ||
         req_str(L, indic, "key", "indication", &ind.indication) ||
-        req_str(L, indic, "description", "indication", &ind.description))
+        req_str(L, indic, "description", "indication", &ind.description) ||
+        opt_str(L, indic, "short", "indication", &ind.short_text))
         return -1;
+    if (ind.short_text) {
+        size_t sl = strlen(ind.short_text);
+        if (sl > ELIG_SHORT_MAX)
+            return lerr(L, fhir_node_get(indic, "short"),
+                        "indication \"short\" is %zu bytes, at most %u: a few words a clinician reads "
+                        "in a list (the description says the rest)", sl, (unsigned)ELIG_SHORT_MAX);
+        if (strpbrk(ind.short_text, "\n\r\t"))
+            return lerr(L, fhir_node_get(indic, "short"), "indication \"short\" must be one line");
+    } else {
+        ind.short_text = ind.description;
+    }
     if (load_source(L, src, &ind.src_doc, &ind.src_rev, &ind.src_url, &ind.src_ref))
         return -1;
     if (!key_ok(ind.product, false))

@@ -1193,6 +1193,123 @@ static void test_loader_errors_new_keys(void **state)
     expect_error(c4, "conf/criteria/x.json:9: ", "trigger \"t1\" already defined");
 }
 
+/* Indications as people read them: brand, product and the short label of the file. */
+static void test_display(void **state)
+{
+    fx *f = *state;
+    elig_display d;
+    assert_true(elig_display_of(f->rs, "axi-cel:LBCL-3L", &d));
+    assert_string_equal(d.product, "axi-cel");
+    assert_string_equal(d.brand, "Yescarta");
+    assert_string_equal(d.generic, "axicabtagene ciloleucel");
+    assert_string_equal(d.text, "large B-cell lymphoma, third line or later");
+    assert_true(elig_display_of(f->rs, "liso-cel:LBCL-2L-TI", &d));
+    assert_string_equal(d.text, "large B-cell lymphoma, second line, transplant-ineligible");
+    /* unknown keys, no rule set, no key: the key itself, nothing lost */
+    assert_false(elig_display_of(f->rs, "zz-cel:XX-9L", &d));
+    assert_string_equal(d.product, "zz-cel:XX-9L");
+    assert_string_equal(d.text, "zz-cel:XX-9L");
+    assert_null(d.brand);
+    assert_null(d.generic);
+    assert_false(elig_display_of(NULL, "axi-cel:LBCL-3L", &d));
+    assert_string_equal(d.text, "axi-cel:LBCL-3L");
+    assert_false(elig_display_of(f->rs, NULL, &d));
+    assert_string_equal(d.text, "");
+    /* every indication file carries its own short label: no key, not the description */
+    for (size_t i = 0; i < elig_ruleset_count(f->rs); i++) {
+        const char *key = elig_ruleset_key(f->rs, i);
+        assert_true(elig_display_of(f->rs, key, &d));
+        assert_string_not_equal(d.text, elig_ruleset_description(f->rs, i));
+        assert_true(strlen(d.text) <= ELIG_SHORT_MAX);
+        assert_null(strstr(d.text, key));
+        if (strchr(strchr(key, ':') + 1, '-')) /* "LBCL-3L"; "CLL" is the disease's own name */
+            assert_null(strstr(d.text, strchr(key, ':') + 1));
+    }
+
+    fhir_buf b;
+    fhir_buf_init(&b, 4096);
+    /* products whose indications read alike share them */
+    const char *k1[] = {"axi-cel:LBCL-3L", "liso-cel:LBCL-3L", "tisa-cel:LBCL-3L"};
+    assert_int_equal(elig_display_write(f->rs, k1, 3, &b), 0);
+    assert_string_equal(fhir_buf_cstr(&b), "Yescarta (axi-cel), Breyanzi (liso-cel), Kymriah (tisa-cel): "
+                                           "large B-cell lymphoma, third line or later");
+    /* several indications of one product are grouped under it, in the order given */
+    fhir_buf_reset(&b);
+    const char *k2[] = {"liso-cel:LBCL-2L", "axi-cel:LBCL-2L", "liso-cel:LBCL-2L-TI"};
+    assert_int_equal(elig_display_write(f->rs, k2, 3, &b), 0);
+    assert_string_equal(fhir_buf_cstr(&b),
+                        "Breyanzi (liso-cel): large B-cell lymphoma, second line (refractory or relapse within 12 "
+                        "months); large B-cell lymphoma, second line, transplant-ineligible · Yescarta (axi-cel): "
+                        "large B-cell lymphoma, second line (refractory or relapse within 12 months)");
+    /* unknown keys stay as they are; a repeated key once */
+    fhir_buf_reset(&b);
+    assert_int_equal(elig_display_write_joined(f->rs, "cilta-cel:MM-2L,zz:Q,cilta-cel:MM-2L", &b), 0);
+    assert_string_equal(fhir_buf_cstr(&b),
+                        "Carvykti (cilta-cel): multiple myeloma, second line or later, refractory to lenalidomide · zz:Q");
+    fhir_buf_reset(&b);
+    assert_int_equal(elig_display_write_joined(NULL, "a:B,c:D", &b), 0);
+    assert_string_equal(fhir_buf_cstr(&b), "a:B · c:D");
+    fhir_buf_reset(&b);
+    assert_int_equal(elig_display_write_joined(f->rs, "", &b), 0);
+    assert_int_equal(b.len, 0);
+    /* a brand that starts with the product key is not repeated */
+    fhir_buf_reset(&b);
+    assert_int_equal(elig_display_write_joined(f->rs, "anito-cel:MM-4L", &b), 0);
+    assert_string_equal(fhir_buf_cstr(&b), "anito-cel (no US brand name recorded): multiple myeloma, fourth line "
+                                           "or later (expected wording, label pending)");
+    /* the cap */
+    fhir_buf small;
+    fhir_buf_init(&small, 16);
+    assert_int_equal(elig_display_write(f->rs, k1, 3, &small), -1);
+    fhir_buf_free(&small);
+    fhir_buf_free(&b);
+}
+
+/* indication.short: optional (the description stands in), one line, bounded, a string. */
+static void test_loader_short(void **state)
+{
+    (void)state;
+    const char *crit = criteria_with("    {" LINES_OK "}", SOURCE_OK);
+    const char *at = "\"description\": \"d\"";
+    size_t pre = (size_t)(strstr(crit, at) - crit) + strlen(at);
+    char t[6000];
+    /* absent: the description */
+    elig_source src[2] = {{"params.json", params_json, strlen(params_json)}, {"x.json", crit, strlen(crit)}};
+    fhir_error err;
+    elig_ruleset *rs = elig_load_sources(src, 2, &err);
+    if (!rs)
+        fail_msg("%s", err.msg);
+    elig_display d;
+    assert_true(elig_display_of(rs, "x-cel:LBCL-3L", &d));
+    assert_string_equal(d.text, "d");
+    assert_string_equal(d.brand, "B");
+    elig_ruleset_free(rs);
+    /* present */
+    snprintf(t, sizeof t, "%.*s, \"short\": \"large B-cell lymphoma\"%s", (int)pre, crit, crit + pre);
+    src[1].data = t;
+    src[1].len = strlen(t);
+    rs = elig_load_sources(src, 2, &err);
+    if (!rs)
+        fail_msg("%s", err.msg);
+    assert_true(elig_display_of(rs, "x-cel:LBCL-3L", &d));
+    assert_string_equal(d.text, "large B-cell lymphoma");
+    elig_ruleset_free(rs);
+    /* invalid: empty, not a string, two lines, too long, a misspelt key */
+    snprintf(t, sizeof t, "%.*s, \"short\": \"\"%s", (int)pre, crit, crit + pre);
+    expect_error(t, "conf/criteria/x.json:4: ", "short");
+    snprintf(t, sizeof t, "%.*s, \"short\": 3%s", (int)pre, crit, crit + pre);
+    expect_error(t, "conf/criteria/x.json:4: ", "short");
+    snprintf(t, sizeof t, "%.*s, \"short\": \"a\\nb\"%s", (int)pre, crit, crit + pre);
+    expect_error(t, "conf/criteria/x.json:4: ", "indication \"short\" must be one line");
+    char longs[160];
+    memset(longs, 'x', sizeof longs - 1);
+    longs[sizeof longs - 1] = 0;
+    snprintf(t, sizeof t, "%.*s, \"short\": \"%s\"%s", (int)pre, crit, longs, crit + pre);
+    expect_error(t, "conf/criteria/x.json:4: ", "is 159 bytes, at most 100");
+    snprintf(t, sizeof t, "%.*s, \"shrt\": \"x\"%s", (int)pre, crit, crit + pre);
+    expect_error(t, "conf/criteria/x.json:4: ", "shrt");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1212,12 +1329,14 @@ int main(void)
         cmocka_unit_test(test_notes_apart_from_flags),
         cmocka_unit_test(test_consult_recommendation),
         cmocka_unit_test(test_pending_product),
+        cmocka_unit_test(test_display),
         cmocka_unit_test(test_anchor_parameter), /* last: it changes parameters */
     };
     const struct CMUnitTest loader[] = {
         cmocka_unit_test(test_loader_valid_fixture),
         cmocka_unit_test(test_loader_errors),
         cmocka_unit_test(test_loader_errors_new_keys),
+        cmocka_unit_test(test_loader_short),
         cmocka_unit_test(test_load_dir_missing),
     };
     int rc = cmocka_run_group_tests_name("elig", tests, setup, teardown);
