@@ -822,8 +822,9 @@ static int rank_centers(const propose_opts *o, const map_profile *prof, const ra
     const map_fact *payer = map_profile_fact(prof, "payer");
     if (route_resolve_origin(&loc, o->zcta, &site, &origin, err))
         return -1;
+    route_params params = {.rules = o->rules}; /* reasons name the indications in words */
     return route_rank(a, o->centers, &origin, nd->needs, nd->n, payer && payer->known ? payer->str : NULL,
-                      o->day, NULL, rr, err);
+                      o->day, &params, rr, err);
 }
 
 fhir_node *propose_rank(fhir_arena *a, const propose_opts *o, const map_profile *prof, const elig_result *res,
@@ -945,20 +946,14 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     elig_result_write_explanation(o->rules, in->facts, res, &expl);
     /* the request in words (the ServiceRequest's reasonCode.text, the packet, the inboxes) */
     if (consult_only)
-        fhir_buf_printf(&reason, "CAR T-cell therapy consultation (%s; FDA label: %s): ",
+        fhir_buf_printf(&reason, "CAR T-cell therapy consultation (%s; FDA label: %s) for ",
                         cons == ELIG_CONSULT_NOW ? "refer now, relapsed or refractory disease"
                                                  : "consult early",
                         category_words(cat));
     else
-        fhir_buf_printf(&reason, "CAR T-cell therapy evaluation (%s): ", category_words(cat));
-    for (size_t i = 0; i < n; i++) {
-        const char *colon = strchr(inds[i], ':');
-        if (colon) /* "axi-cel:LBCL-3L" -> "axi-cel LBCL-3L" */
-            fhir_buf_printf(&reason, "%s%.*s %s", i ? ", " : "", (int)(colon - inds[i]), inds[i],
-                            colon + 1);
-        else
-            fhir_buf_printf(&reason, "%s%s", i ? ", " : "", inds[i]);
-    }
+        fhir_buf_printf(&reason, "CAR T-cell therapy evaluation (%s) for ", category_words(cat));
+    /* "Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later" */
+    elig_display_write(o->rules, inds, n, &reason);
     const char *urg = urgency_for(o, elig_result_urgency(res));
     snprintf(out->urgency, sizeof out->urgency, "%s", urg);
     if (!parts.patient) {

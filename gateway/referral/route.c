@@ -321,6 +321,18 @@ static void fmt_day(int64_t day, char out[16])
             return fhir_error_set(err, "route: arena cap reached while ranking centers");   \
     } while (0)
 
+/* A need's product in the words of the reasons: "Yescarta (axi-cel)" with the criteria, else
+ * its key. In arena a. */
+static const char *product_words(fhir_arena *a, const route_params *p, const route_need *nd)
+{
+    elig_display d;
+    if (!p->rules || !elig_display_of(p->rules, nd->indication, &d) || !d.brand ||
+        !strncmp(d.brand, d.product, strlen(d.product)))
+        return nd->product;
+    const char *s = fhir_arena_sprintf(a, "%s (%s)", d.brand, d.product);
+    return s ? s : nd->product;
+}
+
 int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
                const route_need *needs, size_t n_needs, const char *payer, int64_t day,
                const route_params *params, route_result *out, fhir_error *err)
@@ -370,10 +382,11 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
                     const char *label = nd->indication ? nd->indication : nd->product;
                     if (!centers_offers_product(c, nd->product))
                         fhir_buf_printf(&miss, "%sdoes not offer %s", miss.len ? "; " : "",
-                                        nd->product);
+                                        product_words(a, &out->params, nd));
                     else if (nd->disease && !centers_treats_disease(c, nd->disease))
-                        fhir_buf_printf(&miss, "%soffers %s but does not list disease %s",
-                                        miss.len ? "; " : "", nd->product, nd->disease);
+                        fhir_buf_printf(&miss, "%soffers %s but does not list %s",
+                                        miss.len ? "; " : "", product_words(a, &out->params, nd),
+                                        out->params.rules ? elig_words(nd->disease) : nd->disease);
                     else
                         rc->matched[rc->n_matched++] = label;
                 }
@@ -410,8 +423,11 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
         fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
         fhir_buf_printf(&b, "%.0f km great-circle, about %.0f min by road; serves ",
                         rc->distance_km, rc->travel_minutes);
-        for (size_t k = 0; k < rc->n_matched; k++)
-            fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
+        if (out->params.rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
+            elig_display_write(out->params.rules, rc->matched, rc->n_matched, &b);
+        else
+            for (size_t k = 0; k < rc->n_matched; k++)
+                fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
         fhir_buf_printf(&b, "; %s valid through %s", rc->accreditation->body,
                         rc->accreditation->expires);
         if (rc->center->capacity == CENTERS_LIMITED)

@@ -24,6 +24,7 @@
 #include <stdint.h>
 
 #include "centers.h"
+#include "elig.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_error.h"
@@ -83,6 +84,8 @@ typedef struct route_params {
     double avg_speed_kmh;     /* 0 = 80 */
     double stay_near_minutes; /* 0 = 120 */
     int stay_near_days;       /* 0 = 14 (post-infusion monitoring, clinical.md §3.4) */
+    const elig_ruleset *rules; /* borrowed: names the indications in the reasons in plain words
+                                * ("Yescarta (axi-cel): ..."); NULL = by their keys */
 } route_params;
 
 /* One indication the patient is eligible or possibly eligible for. */

@@ -114,35 +114,41 @@ const char *web_state_words(const char *st)
     return st ? st : "not referred";
 }
 
-void web_indication(fhir_buf *b, const char *key)
+const elig_ruleset *web_rules(web *w)
 {
-    const char *c = key ? strchr(key, ':') : NULL;
-    if (!c) {
-        web_esc(b, key);
-        return;
-    }
-    char prod[64];
-    snprintf(prod, sizeof prod, "%.*s", (int)(c - key), key);
-    web_esc(b, prod);
-    fhir_buf_puts(b, " ");
-    web_esc(b, c + 1);
+    web_runtime rt;
+    memset(&rt, 0, sizeof rt);
+    if (w->env.runtime)
+        w->env.runtime(w->env.ud, &rt);
+    return rt.rules;
 }
 
-void web_indications_joined(fhir_buf *b, const char *joined)
+/* The plain text of elig_display_write, escaped. */
+static void display_esc(fhir_buf *b, const fhir_buf *t)
 {
-    for (const char *p = joined; p && *p;) {
-        const char *comma = strchr(p, ',');
-        size_t n = comma ? (size_t)(comma - p) : strlen(p);
-        char key[256];
-        snprintf(key, sizeof key, "%.*s", (int)(n < sizeof key ? n : sizeof key - 1), p);
-        if (p != joined)
-            fhir_buf_puts(b, ", ");
-        web_indication(b, key);
-        p = comma ? comma + 1 : p + n;
-    }
+    if (t->len)
+        web_esc(b, fhir_buf_cstr((fhir_buf *)t));
 }
 
-void web_indications_json(fhir_buf *b, const char *json, const char *suffix)
+void web_indications(fhir_buf *b, web *w, const char *const *keys, size_t n)
+{
+    fhir_buf t;
+    fhir_buf_init(&t, WEB_PAGE_MAX);
+    elig_display_write(web_rules(w), keys, n, &t);
+    display_esc(b, &t);
+    fhir_buf_free(&t);
+}
+
+void web_indications_joined(fhir_buf *b, web *w, const char *joined)
+{
+    fhir_buf t;
+    fhir_buf_init(&t, WEB_PAGE_MAX);
+    elig_display_write_joined(web_rules(w), joined, &t);
+    display_esc(b, &t);
+    fhir_buf_free(&t);
+}
+
+void web_indications_json(fhir_buf *b, web *w, const char *json)
 {
     if (!json || !*json)
         return;
@@ -150,17 +156,16 @@ void web_indications_json(fhir_buf *b, const char *json, const char *suffix)
     fhir_error e;
     fhir_json_limits lim = {.max_bytes = strlen(json) + 1};
     const fhir_node *arr = fhir_json_parse(a, json, strlen(json), &lim, &e);
-    bool first = true;
-    for (const fhir_node *n = arr ? fhir_node_first(arr) : NULL; n; n = n->next) {
-        if (!fhir_node_str(n))
-            continue;
-        if (!first)
-            fhir_buf_puts(b, ", ");
-        first = false;
-        web_indication(b, fhir_node_str(n));
-        if (suffix)
-            fhir_buf_puts(b, suffix);
-    }
+    size_t n = 0;
+    for (const fhir_node *x = arr ? fhir_node_first(arr) : NULL; x; x = x->next)
+        n += fhir_node_str(x) != NULL;
+    const char **keys = fhir_xcalloc(n ? n : 1, sizeof *keys);
+    n = 0;
+    for (const fhir_node *x = arr ? fhir_node_first(arr) : NULL; x; x = x->next)
+        if (fhir_node_str(x))
+            keys[n++] = fhir_node_str(x);
+    web_indications(b, w, keys, n);
+    free(keys);
     fhir_arena_free(a);
 }
 
@@ -423,11 +428,11 @@ static int wl_row_cb(void *ctx, const store_worklist_row *row)
     web_esc(b, category_words(row->category));
     fhir_buf_puts(b, "</span></td><td>");
     size_t before = b->len;
-    web_indications_json(b, row->products, NULL);
+    web_indications_json(b, pg->w, row->products);
     if (row->possible && strcmp(row->possible, "[]")) {
-        if (b->len > before)
-            fhir_buf_puts(b, "; ");
-        web_indications_json(b, row->possible, " (possible)");
+        fhir_buf_puts(b, b->len > before ? "<br><span class=\"sub\">possibly: " : "<span class=\"sub\">possibly: ");
+        web_indications_json(b, pg->w, row->possible);
+        fhir_buf_puts(b, "</span>");
     }
     if (b->len == before)
         fhir_buf_puts(b, row->consult ? "consultation" : "");

@@ -60,12 +60,15 @@ int web_person_read(web *w, fhir_arena *a, const char *patient_id, int64_t today
 const char *web_center_name(web *w, const char *id);
 /* Referral states in words ("sent, awaiting the center's answer"). Static. */
 const char *web_state_words(const char *state);
-/* An indication key ("axi-cel:LBCL-3L") in words: "axi-cel, LBCL-3L". */
-void web_indication(fhir_buf *b, const char *key);
-/* A stored comma-joined list of indication keys in words: "axi-cel LBCL-3L, liso-cel ...". */
-void web_indications_joined(fhir_buf *b, const char *joined);
-/* A JSON array of indication keys as a comma-separated list in words; "" for none. */
-void web_indications_json(fhir_buf *b, const char *json, const char *suffix);
+/* The criteria in force (NULL when the daemon gives none); borrowed for the request. */
+const elig_ruleset *web_rules(web *w);
+/* Indication keys as people read them, escaped: "Yescarta (axi-cel), Breyanzi (liso-cel):
+ * large B-cell lymphoma, third line or later" (elig_display_write); "" for none. */
+void web_indications(fhir_buf *b, web *w, const char *const *keys, size_t n);
+/* Same for a stored comma-joined list of keys ("axi-cel:LBCL-3L,liso-cel:LBCL-3L"). */
+void web_indications_joined(fhir_buf *b, web *w, const char *joined);
+/* Same for a JSON array of keys (a verdict's "products"). */
+void web_indications_json(fhir_buf *b, web *w, const char *json);
 
 /* pages (handlers) */
 void web_h_patient(serve_req *r, void *ud);

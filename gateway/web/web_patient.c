@@ -167,11 +167,17 @@ static void indication_block(fhir_buf *b, const elig_ruleset *rs, const elig_fac
     elig_ruleset_label(rs, i, &lb);
     const char *brand = lb.brand, *desc = elig_ruleset_description(rs, i), *doc = lb.document, *rev = lb.revision,
                *url = lb.url;
-    const char *key = elig_ruleset_key(rs, i);
+    elig_display d;
+    elig_display_of(rs, elig_ruleset_key(rs, i), &d);
     fhir_buf_printf(b, "<section class=\"ind\" aria-labelledby=\"ind-%zu\"><h3 id=\"ind-%zu\">", i, i);
     web_esc(b, brand);
+    if (brand && strcmp(brand, d.product) && strncmp(brand, d.product, strlen(d.product))) {
+        fhir_buf_puts(b, " (");
+        web_esc(b, d.product);
+        fhir_buf_puts(b, ")");
+    }
     fhir_buf_puts(b, " — ");
-    web_indication(b, key);
+    web_esc(b, d.text);
     fhir_buf_printf(b, " <span class=\"cat cat-%s\">%s</span></h3>\n<p class=\"desc\">",
                     cat == ELIG_ELIGIBLE ? "eligible" : cat == ELIG_POSSIBLY_ELIGIBLE ? "possible" : "not",
                     cat == ELIG_ELIGIBLE ? "eligible" : cat == ELIG_POSSIBLY_ELIGIBLE ? "possibly eligible" : "not eligible");
@@ -495,13 +501,12 @@ void web_h_patient(serve_req *r, void *ud)
     const fhir_node *prods = fhir_node_get(v.verdict, cat == ELIG_ELIGIBLE ? "products" : "possible_products");
     if (fhir_node_first(prods)) {
         fhir_buf_puts(&b, " — ");
-        bool first = true;
-        for (const fhir_node *n = fhir_node_first(prods); n; n = n->next) {
-            if (!first)
-                fhir_buf_puts(&b, ", ");
-            first = false;
-            web_indication(&b, fhir_node_str(n));
-        }
+        const char *keys[ELIG_MAX_INDICATIONS];
+        size_t nk = 0;
+        for (const fhir_node *n = fhir_node_first(prods); n && nk < ELIG_MAX_INDICATIONS; n = n->next)
+            if (fhir_node_str(n))
+                keys[nk++] = fhir_node_str(n);
+        web_indications(&b, w, keys, nk);
     }
     fhir_buf_puts(&b, "</p>\n");
     const char *ureason = elig_result_urgency_reason(rs, res);

@@ -121,7 +121,7 @@ void web_h_referrals(serve_req *r, void *ud)
         fhir_buf_puts(&b, "</a></td><td>");
         web_esc(&b, web_center_name(w, x->center));
         fhir_buf_puts(&b, "</td><td>");
-        web_indications_joined(&b, x->indications);
+        web_indications_joined(&b, w, x->indications);
         fhir_buf_puts(&b, "</td><td>");
         if (x->stuck)
             fhir_buf_puts(&b, "<strong>Stuck:</strong> ");
@@ -230,7 +230,7 @@ static bool detail_words(fhir_buf *b, web *w, const char *action, const char *de
     const detail_kv *rep = detail_get(kv, n, "replaces");
     if (!strcmp(action, "create")) {
         fhir_buf_puts(b, "For ");
-        web_indications_joined(b, ind->now);
+        web_indications_joined(b, w, ind->now);
         fhir_buf_puts(b, " at ");
         web_esc(b, web_center_name(w, center->now));
         if (rep) {
@@ -246,9 +246,9 @@ static bool detail_words(fhir_buf *b, web *w, const char *action, const char *de
     }
     if (!same_ind) {
         fhir_buf_puts(b, "Products: ");
-        web_indications_joined(b, ind->old);
+        web_indications_joined(b, w, ind->old);
         fhir_buf_puts(b, " → ");
-        web_indications_joined(b, ind->now);
+        web_indications_joined(b, w, ind->now);
     }
     if (!same_center) {
         fhir_buf_puts(b, same_ind ? "Center: " : "; center: ");
@@ -434,7 +434,7 @@ void web_h_referral(serve_req *r, void *ud)
     fhir_buf_puts(&b, "\">");
     web_esc(&b, web_state_words(refer_state_name(rec.state)));
     fhir_buf_puts(&b, "</dd><dt>Products</dt><dd>");
-    web_indications_joined(&b, rec.indications);
+    web_indications_joined(&b, w, rec.indications);
     fhir_buf_puts(&b, "</dd><dt>Urgency</dt><dd>");
     web_esc(&b, rec.urgency);
     fhir_buf_puts(&b, "</dd><dt>Identifier sent to the center</dt><dd>");

@@ -197,7 +197,31 @@ static void test_commits_with_the_transaction(void **state)
     assert_string_equal(rec.center_id, r.center_id);
     assert_non_null(rec.payload);
     assert_non_null(strstr(rec.payload, "\"ServiceRequest\""));
+    /* the request in words names brand, product and indication in plain words, never a key */
+    const char *rt = strstr(rec.payload, "\"reasonCode\":[{\"text\":\"");
+    assert_non_null(rt);
+    rt += strlen("\"reasonCode\":[{\"text\":\"");
+    char reason[1024];
+    snprintf(reason, sizeof reason, "%.*s", (int)strcspn(rt, "\""), rt);
+    const char *want = "CAR T-cell therapy evaluation (meets the FDA label on the data on record) for ";
+    if (strncmp(reason, want, strlen(want)))
+        fail_msg("reason: %s", reason);
+    assert_non_null(rec.indications);
+    char inds[512];
+    snprintf(inds, sizeof inds, "%s", rec.indications);
+    for (char *k = strtok(inds, ","); k; k = strtok(NULL, ",")) {
+        elig_display d;
+        assert_true(elig_display_of(rules, k, &d));
+        char prod[128];
+        snprintf(prod, sizeof prod, "%s (%s)", d.brand, d.product);
+        if (!strstr(reason, prod) || !strstr(reason, d.text) || strstr(reason, k) ||
+            strstr(reason, strchr(k, ':') + 1))
+            fail_msg("reason \"%s\" for %s", reason, k);
+    }
+    /* the route's reasons too */
     assert_non_null(rec.route_json);
+    assert_non_null(strstr(rec.route_json, "; serves Yescarta (axi-cel)"));
+    assert_null(strstr(rec.route_json, "serves axi-cel"));
     assert_non_null(rec.explanation);
     refer_record_free(&rec);
     assert_int_equal(store_audit_count(st, r.referral_id), 1);
