@@ -173,8 +173,10 @@ static void markdown(const cds_card_input *in, const size_t *idx, size_t k, fhir
             elig_ruleset_label(rs, idx[i], &l);
             const char *key = elig_ruleset_key(rs, idx[i]);
             elig_category c = elig_result_ind_category(r, idx[i]);
-            fhir_buf_printf(md, "- **%s** (%s, %s): %s\n", l.brand ? l.brand : l.product, l.generic ? l.generic : "",
-                            l.indication ? l.indication : "",
+            elig_display d;
+            elig_display_of(rs, key, &d);
+            fhir_buf_printf(md, "- **%s** (%s) \xe2\x80\x94 %s: %s\n", l.brand ? l.brand : l.product,
+                            l.generic ? l.generic : "", d.text,
                             c == ELIG_ELIGIBLE ? "every gate met" : "no gate failed, some facts unknown");
             detail_for(md, expl, key);
         }

@@ -129,7 +129,8 @@ static void test_eligible_card(void **state)
     assert_non_null(strstr(fhir_node_path_str(c, "source.url"), "https://dailymed.nlm.nih.gov/"));
     const char *detail = fhir_node_str(fhir_node_get(c, "detail"));
     assert_non_null(strstr(detail, "**Label indications**"));
-    assert_non_null(strstr(detail, "- **Yescarta** (axicabtagene ciloleucel"));
+    assert_non_null(strstr(detail, "- **Yescarta** (axicabtagene ciloleucel) \xe2\x80\x94 large B-cell lymphoma, second line"));
+    assert_null(strstr(detail, "LBCL-2L"));
     assert_non_null(strstr(detail, "every gate met"));
     if (!strstr(detail, "Yescarta (axicabtagene ciloleucel) US Prescribing Information"))
         fail_msg("no label citation in the detail: %s", detail);
