@@ -356,6 +356,20 @@ static int audit_cb(void *ctx, const store_audit_row *a)
     return 0;
 }
 
+/* A FHIR date or date-time in one readable form: "2024-03-10T09:30:00-05:00" -> "2024-03-10
+ * 09:30" (the time as the record wrote it), "...Z" -> "... 09:30 UTC"; a date stays as it is. */
+static void when_words(fhir_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 16 || s[10] != 'T' || s[13] != ':') {
+        web_esc(b, s);
+        return;
+    }
+    char t[32];
+    snprintf(t, sizeof t, "%.10s %.5s%s", s, s + 11, s[n - 1] == 'Z' ? " UTC" : "");
+    web_esc(b, t);
+}
+
 /* The package as readable text: each resource with what it says in a line. */
 static void payload_text(fhir_buf *b, const fhir_node *bundle)
 {
@@ -372,6 +386,8 @@ static void payload_text(fhir_buf *b, const fhir_node *bundle)
                                "valueString", "valueQuantity.value", "effectiveDateTime", "authoredOn",
                                "businessStatus.text", "name.family", "birthDate", "description", NULL};
         bool any = false;
+        const char *shown[sizeof texts / sizeof texts[0]]; /* each text once ("code.text" = display) */
+        size_t nshown = 0;
         if (!strncmp(type, "Medication", 10) && strcmp(type, "Medication")) {
             /* a medication row: its drug first, named from the row or the Medication it references */
             fhir_buf_puts(b, "<span class=\"drug\">");
@@ -386,10 +402,20 @@ static void payload_text(fhir_buf *b, const fhir_node *bundle)
             const char *s = fhir_node_str(n) ? fhir_node_str(n) : fhir_node_num_text(n);
             if (!s)
                 continue;
+            bool again = false;
+            for (size_t k = 0; k < nshown && !again; k++)
+                again = !strcmp(shown[k], s);
+            if (again)
+                continue;
+            shown[nshown++] = s;
             if (any)
                 fhir_buf_puts(b, " · ");
             any = true;
-            web_esc(b, s);
+            if (!strcmp(texts[i], "effectiveDateTime") || !strcmp(texts[i], "authoredOn") ||
+                !strcmp(texts[i], "birthDate"))
+                when_words(b, s);
+            else
+                web_esc(b, s);
         }
         for (const fhir_node *nt = fhir_node_first(fhir_node_get(res, "note")); nt; nt = nt->next) {
             fhir_buf_puts(b, any ? " · note: " : "note: ");
@@ -433,7 +459,7 @@ void web_h_referral(serve_req *r, void *ud)
     web_esc(&b, refer_state_name(rec.state));
     fhir_buf_puts(&b, "\">");
     web_esc(&b, web_state_words(refer_state_name(rec.state)));
-    fhir_buf_puts(&b, "</dd><dt>Products</dt><dd>");
+    fhir_buf_puts(&b, "</dd><dt>Products</dt><dd id=\"ref-products\">");
     web_indications_joined(&b, w, rec.indications);
     fhir_buf_puts(&b, "</dd><dt>Urgency</dt><dd>");
     web_esc(&b, rec.urgency);

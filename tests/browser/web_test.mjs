@@ -64,6 +64,21 @@ async function worklistIds() {
   return ids;
 }
 
+// ---- products and indications as people read them (never a criteria key) --------------------
+// Expected from the criteria files themselves: brand (product), indication.short (else the
+// description). KEY_RE finds keys such as "axi-cel LBCL-3L", "cilta-cel:MM-2L" or "LBCL-2L-TI".
+const CRIT = new Map(fs.readdirSync(E.CRITERIA).filter((f) => f.endsWith('.json'))
+  .map((f) => JSON.parse(fs.readFileSync(path.join(E.CRITERIA, f), 'utf8'))).filter((c) => c.product && c.indication)
+  .map((c) => [c.id, { brand: c.product.brand, product: c.product.key, text: c.indication.short || c.indication.description }]));
+const KEY_RE = /[A-Za-z]+-cel[: ][A-Z]+-?\d?L?|\b(?:LBCL|FL|MM|MCL|MZL|CLL|ALL)-\d+L\b/;
+const prodWords = (k) => { const c = CRIT.get(k); return c.brand.startsWith(c.product) ? c.brand : `${c.brand} (${c.product})`; };
+const namesAll = (text, keys) => keys.every((k) => text.includes(prodWords(k)) && text.includes(CRIT.get(k).text));
+async function noKeys(name) {
+  const t = await page.evaluate(() => document.body.innerText);
+  const m = t.match(KEY_RE);
+  return check(!m, `${name}: no criteria key in the visible text (found "${m && m[0]}")`);
+}
+
 const screen = fs.readFileSync(E.SCREEN, 'utf8').trim().split('\n').map(JSON.parse);
 const gt = fs.readFileSync(E.GT, 'utf8').trim().split('\n').map(JSON.parse);
 const byId = new Map(screen.map((s) => [s.patient, s]));
@@ -107,6 +122,7 @@ await audit('sign-in');
 await signIn('dr.ada', E.PW_ADA);
 check((await page.$eval('.who .person', (e) => e.textContent)) === 'Dr Ada Lovelace', 'the signed-in person is named');
 await audit('worklist');
+await noKeys('the worklist');
 const listed = await worklistIds();
 const cands = gt.filter((g) => g.expected_category === 'eligible' || g.expected_category === 'possibly_eligible').map((g) => g.patient);
 const consultOnly = screen.filter((s) => s.consult && s.consult.recommendation !== 'none' &&
@@ -131,8 +147,14 @@ const shown = await page.$$eval('section.ind', (secs) => secs.map((x) => ({
   gates: [...x.querySelectorAll('table.gates tbody tr')].map((tr) => tr.className) })));
 const eligShown = shown.filter((x) => x.cat.includes('cat-eligible')).map((x) => x.title);
 for (const key of s.products) {
-  const [prod, ind] = key.split(':');
-  check(eligShown.some((t) => t.includes(`${prod} ${ind}`)), `the page shows ${key} eligible as cartgate screen --json says`);
+  check(eligShown.some((t) => t.includes(prodWords(key)) && t.includes(CRIT.get(key).text)),
+        `the page shows ${key} eligible as cartgate screen --json says, in words (${JSON.stringify(eligShown)})`);
+}
+{
+  const banner = await page.$eval('.verdict .big', (e) => e.innerText);
+  check(banner.startsWith('ELIGIBLE — ') && namesAll(banner, s.products),
+        `the banner names brand, product and indication in plain words: "${banner}"`);
+  await noKeys('the patient page');
 }
 check(eligShown.length === s.products.length, `as many eligible indications on the page (${eligShown.length}) as in screen --json (${s.products.length})`);
 check(shown.filter((x) => x.cat.includes('cat-eligible')).every((x) => x.gates.length > 0 && x.gates.every((g) => g === 'gate-met')),
@@ -167,8 +189,15 @@ const srs = await (await fetch(`${CENTER}/ServiceRequest?identifier=${encodeURIC
 check(srs.total === 1 || (srs.entry || []).length === 1, 'the center holds the ServiceRequest');
 const sr = srs.entry && srs.entry[0].resource;
 check(sr && (sr.note || []).some((n) => n.text === 'Please call the clinic about timing.'), 'the note to the center is in the ServiceRequest');
+{
+  const reason = sr && sr.reasonCode && sr.reasonCode[0].text || '';
+  const inds = sql(`SELECT indications FROM referrals WHERE id=${rid}`).split(',');
+  check(reason.startsWith('CAR T-cell therapy evaluation (') && namesAll(reason, inds) && !KEY_RE.test(reason),
+        `the ServiceRequest's reason names the products and indications in words: "${reason}"`);
+}
 await page.goto(`${BASE}/ui/referrals`, { waitUntil: 'load' });
 await audit('referrals');
+await noKeys('the referrals list');
 check(await page.$eval(`#referrals a[href="/ui/referrals/${rid}"]`, (a) => a.closest('tr').dataset.state) === 'sent', 'the referrals page shows it sent');
 // the center accepts: its Task changes, the daemon follows
 const taskRef = sql(`SELECT center_task_ref FROM referrals WHERE id=${rid}`);
@@ -193,6 +222,18 @@ check((await page.$$eval('#history tbody tr', (t) => t.map((r) => r.textContent)
   check(h1.some((h) => h.what === 'Package prepared' && /^\d+ KB /.test(h.detail)), `the package size in KB (${JSON.stringify(h1)})`);
 }
 await checkDrugs(rid, pid);
+{
+  const inds = sql(`SELECT indications FROM referrals WHERE id=${rid}`).split(',');
+  const prods = await page.$eval('#ref-products', (e) => e.innerText);
+  check(namesAll(prods, inds), `the referral page's Products row in words: "${prods}"`);
+  await noKeys(`referral ${rid}`);
+  // what was sent, readable: a text once per line, dates as "2024-03-10" or "2024-03-10 09:30"
+  const lines = await page.$$eval('dl.payload dd', (dds) => dds.map((d) => d.innerText));
+  const twice = lines.filter((l) => { const p = l.split(' · '); return p.some((x, i) => p.indexOf(x) !== i); });
+  check(twice.length === 0, `no line of the package repeats a text (${JSON.stringify(twice.slice(0, 3))})`);
+  const raw = lines.filter((l) => /\d{4}-\d{2}-\d{2}T\d{2}:/.test(l));
+  check(raw.length === 0, `the package shows dates in one readable form (${JSON.stringify(raw.slice(0, 3))})`);
+}
 await audit('referral');
 ok(`referral ${rid}: approved → sent → accepted, followed in the pages`);
 
@@ -222,7 +263,9 @@ const hist = await page.$$eval('#history tbody tr', (t) => t.map((r) => ({ act: 
 const made = hist.find((h) => h.act === 'create');
 const centerName2 = await page.$eval('#ref-center', (e) => e.textContent);
 check(made && made.what === 'Proposed' && made.detail.startsWith('For ') && made.detail.includes(` at ${centerName2}`) &&
-      made.detail.endsWith(`replaces referral ${rid}`), `the history's first line says what was proposed, in words (${JSON.stringify(made)})`);
+      made.detail.endsWith(`replaces referral ${rid}`) &&
+      namesAll(made.detail, sql(`SELECT indications FROM referrals WHERE id=${rid2}`).split(',')) && !KEY_RE.test(made.detail),
+      `the history's first line says what was proposed, in words (${JSON.stringify(made)})`);
 check(hist.every((h) => !/placer=|center=|indications=/.test(h.detail)), `no internal keys in the history (${JSON.stringify(hist.map((h) => h.detail))})`);
 check(hist.some((h) => h.what === 'Approved'), 'the approval is in the history in words');
 ok(`re-route of ${rid} to ${rerouteTo[0]} as referral ${rid2}: cancelled at the first center, sent to the second`);

@@ -55,7 +55,7 @@ ok "$N patients screened; $(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE 
 ART="${CARTGATE_BUILD_DIR:-$SRC/build}/artifacts/browser"
 rm -rf "$ART"
 ADMIN="$ADMIN" ARTIFACTS="$ART" CENTER="$CENTER" CENTER_ADMIN="$CENTER_ADMIN" PW_OPS="$PW_OPS" DB="$DB" CG="$CG" CHROMIUM="$CHROMIUM" PW_ADA="$PW_ADA" PW_CY="$PW_CY" \
-  SCREEN="$TMP/screen.ndjson" GT="$TMP/cohort/ground_truth.ndjson" COHORT_DIR="$TMP/cohort" \
+  CRITERIA="$SRC/conf/criteria" SCREEN="$TMP/screen.ndjson" GT="$TMP/cohort/ground_truth.ndjson" COHORT_DIR="$TMP/cohort" \
   node "$SRC/tests/browser/web_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?
 cat "$TMP/browser.out"
