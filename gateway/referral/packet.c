@@ -375,7 +375,59 @@ static void add_labs(fhir_arena *a, fhir_node *pk, const map_profile *p)
     }
 }
 
-static void add_verdict(fhir_arena *a, fhir_node *pk, const fhir_node *v)
+/* An explanation line about indications with the indications in words: "axi-cel:LBCL-2L
+ * eligible (Yescarta, <description>): eligible. <gates>" -> "Yescarta (axi-cel): <short> —
+ * eligible. <gates>"; "a:X,b:Y not_eligible: <why>" -> "<a and b in words> — not met: <why>".
+ * The line as it is without rules or when it is not of that shape. In arena a. */
+static const char *line_words(fhir_arena *a, const elig_ruleset *rules, const char *s)
+{
+    const char *sp = strchr(s, ' ');
+    char keys[1024];
+    if (!rules || !sp || (size_t)(sp - s) >= sizeof keys)
+        return s;
+    memcpy(keys, s, (size_t)(sp - s));
+    keys[sp - s] = 0;
+    const char *rest = NULL, *what = "";
+    if (!strncmp(sp, " not_eligible: ", 15)) {
+        rest = sp + 15;
+        what = "not met: ";
+    } else {
+        elig_label l;
+        int i = elig_ruleset_find(rules, keys);
+        if (i < 0 || elig_ruleset_label(rules, (size_t)i, &l))
+            return s;
+        const elig_category cats[] = {ELIG_ELIGIBLE, ELIG_POSSIBLY_ELIGIBLE};
+        for (size_t k = 0; k < 2 && !rest; k++) {
+            char *pre = fhir_arena_sprintf(a, "%s %s (%s, %s): ", keys, elig_category_name(cats[k]),
+                                           l.brand ? l.brand : "", elig_ruleset_description(rules, (size_t)i));
+            if (pre && !strncmp(s, pre, strlen(pre)))
+                rest = s + strlen(pre);
+        }
+    }
+    if (!rest)
+        return s;
+    for (char *k = keys; k && *k;) { /* every key known, else the line stays as written */
+        char *comma = strchr(k, ',');
+        if (comma)
+            *comma = 0;
+        elig_display d;
+        bool known = elig_display_of(rules, k, &d);
+        if (comma)
+            *comma = ',';
+        if (!known)
+            return s;
+        k = comma ? comma + 1 : NULL;
+    }
+    fhir_buf b;
+    fhir_buf_init(&b, PACKET_MAX_JSON);
+    elig_display_write_joined(rules, keys, &b);
+    fhir_buf_printf(&b, " \xe2\x80\x94 %s%s", what, rest);
+    const char *out = b.overflow ? NULL : fhir_arena_strdup(a, fhir_buf_cstr(&b));
+    fhir_buf_free(&b);
+    return out ? out : s;
+}
+
+static void add_verdict(fhir_arena *a, fhir_node *pk, const fhir_node *v, const elig_ruleset *rules)
 {
     set_opt(a, pk, "category", fhir_node_path_str(v, "category"));
     fhir_node *assess = arr(a, pk, "assessment"), *other = arr(a, pk, "other");
@@ -393,9 +445,9 @@ static void add_verdict(fhir_arena *a, fhir_node *pk, const fhir_node *v)
             continue; /* consult reasons come from "consult", the urgency is the header's;
                          pending labels and labels for other diseases are not the center's */
         else if (strstr(s, " not_eligible"))
-            push_str(a, other, s);
+            push_str(a, other, line_words(a, rules, s));
         else
-            push_str(a, assess, s);
+            push_str(a, assess, line_words(a, rules, s));
     }
     fhir_node *consult = arr(a, pk, "consult");
     for (const fhir_node *r = fhir_node_first(fhir_node_path(v, "consult.reasons")); r; r = r->next)
@@ -597,7 +649,7 @@ fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err)
     }
     fhir_buf_free(&b);
 
-    add_verdict(a, pk, in->verdict);
+    add_verdict(a, pk, in->verdict, in->rules);
     add_reports(a, pk, in);
     if (in->profile) {
         add_lines(a, pk, in->profile);

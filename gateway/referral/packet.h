@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "elig.h"
 #include "fhir_arena.h"
 #include "fhir_buf.h"
 #include "fhir_error.h"
@@ -51,6 +52,8 @@ typedef struct packet_input {
     size_t n_coverages;
     const map_profile *profile;  /* lines, timeline, ECOG and labs (may be NULL) */
     const fhir_node *verdict;    /* the verdict JSON (elig_result_write_json), parsed */
+    const elig_ruleset *rules;   /* the criteria of the verdict: its lines name the indications
+                                  * in words ("Yescarta (axi-cel): ..."); NULL: by their keys */
     packet_referrer referrer;
     /* pathology and imaging DiagnosticReports (packet_report_kind), newest first, already
      * limited to the lookback; report_lookback_days is said in the packet (0: no limit) */

@@ -390,7 +390,7 @@ static char *build_packet(const propose_opts *o, const propose_input *in, const 
         .center_name = center->name, .request = reason, .urgency = urgency,
         .authored_ms = authored_ms, .patient = parts->patient, .condition = parts->condition,
         .coverages = parts->cov, .n_coverages = parts->ncov, .profile = in->profile,
-        .verdict = verdict, .referrer = *ref, .reports = parts->rep, .n_reports = parts->nrep,
+        .verdict = verdict, .rules = o->rules, .referrer = *ref, .reports = parts->rep, .n_reports = parts->nrep,
         .report_lookback_days = o->report_lookback_days,
     };
     fhir_node *pk = verdict ? packet_build(a, &pi, &e) : NULL;

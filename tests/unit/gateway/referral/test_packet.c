@@ -297,6 +297,55 @@ static void test_bundle_round_trip(void **state)
     fhir_arena_free(a);
 }
 
+/* With the criteria, the assessment names each indication in words (brand, product, short
+ * label) instead of its key; a line not of the explanation's shape stays as written. */
+static void test_indications_in_words(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!rs)
+        fail_msg("criteria: %s", err.msg);
+    int i = elig_ruleset_find(rs, "axi-cel:LBCL-2L");
+    assert_true(i >= 0);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_buf v;
+    fhir_buf_init(&v, 1u << 16);
+    fhir_buf_puts(&v, "{\"patient\":\"pseudo-42\",\"category\":\"eligible\",\"explanation\":[");
+    char line[2048];
+    snprintf(line, sizeof line, "axi-cel:LBCL-2L eligible (Yescarta, %s): eligible. adult: met (age 64).",
+             elig_ruleset_description(rs, (size_t)i));
+    fhir_json_write_string(&v, line, strlen(line));
+    fhir_buf_puts(&v, ",\"axi-cel:LBCL-3L,liso-cel:LBCL-3L not_eligible: fails 'at least 2 prior lines' (1 line).\","
+                      "\"zz-cel:Q eligible (Z, z): eligible.\"]}");
+    static const fhir_node *cov[1];
+    cov[0] = P(a, coverage_json);
+    packet_input in = {
+        .site_name = "Community Hospital (fictional)", .center_name = "Lakeshore (fictional)",
+        .request = "r", .urgency = "urgent", .authored_ms = 1795000000000LL, .patient = P(a, patient_json),
+        .coverages = cov, .n_coverages = 1, .verdict = P(a, fhir_buf_cstr(&v)), .rules = rs,
+        .referrer = {.name = "Dr. A. Rivera", .source = "s"},
+    };
+    fhir_node *pk = packet_build(a, &in, &err);
+    if (!pk)
+        fail_msg("packet_build: %s", err.msg);
+    assert_string_equal(fhir_node_path_str(pk, "assessment[0]"),
+                        "Yescarta (axi-cel): large B-cell lymphoma, second line (refractory or relapse within 12 "
+                        "months) \xe2\x80\x94 eligible. adult: met (age 64).");
+    assert_string_equal(fhir_node_path_str(pk, "assessment[1]"), "zz-cel:Q eligible (Z, z): eligible.");
+    assert_string_equal(fhir_node_path_str(pk, "other[0]"),
+                        "Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later "
+                        "\xe2\x80\x94 not met: fails 'at least 2 prior lines' (1 line).");
+    /* without the criteria: as written */
+    in.rules = NULL;
+    pk = packet_build(a, &in, &err);
+    assert_non_null(pk);
+    assert_string_equal(fhir_node_path_str(pk, "assessment[0]"), line);
+    fhir_buf_free(&v);
+    fhir_arena_free(a);
+    elig_ruleset_free(rs);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -305,6 +354,7 @@ int main(void)
         cmocka_unit_test(test_reports),
         cmocka_unit_test(test_renderings),
         cmocka_unit_test(test_bundle_round_trip),
+        cmocka_unit_test(test_indications_in_words),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
