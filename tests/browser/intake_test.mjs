@@ -56,6 +56,14 @@ try {
   const nums = await page.$$eval('#inbox tbody a[href^="/ui/intake/"]', (as) => as.map((a) => a.textContent.trim()));
   const want = sql("SELECT id FROM intake_referrals ORDER BY urank, received_ms, id").split('\n');
   check(JSON.stringify(nums) === JSON.stringify(want), `the inbox lists every referral once, most urgent then oldest (${nums} vs ${want})`);
+  // what the nurse reads names products and indications in words, never a criteria key
+  // ("axi-cel LBCL-3L", "cilta-cel:MM-2L", "LBCL-2L-TI")
+  const KEY_RE = /[A-Za-z]+-cel[: ][A-Z]+-?\d?L?|\b(?:LBCL|FL|MM|MCL|MZL|CLL|ALL)-\d+L\b/;
+  const inboxText = await page.evaluate(() => document.body.innerText);
+  check(!KEY_RE.test(inboxText), `the inbox shows no criteria key (${(inboxText.match(KEY_RE) || [])[0]})`);
+  const reasons = await page.$$eval('#inbox tbody tr', (trs) => trs.map((tr) => tr.innerText));
+  check(reasons.every((r) => /CAR T-cell therapy (evaluation|consultation) .* for [A-Z][a-z]+ \([a-z]+-cel\)/.test(r)),
+        `every request names a product by brand (${JSON.stringify(reasons.slice(0, 2))})`);
   ok(`inbox: ${nums.length} referrals`);
   const [a, b, c] = want;
 
@@ -64,6 +72,7 @@ try {
   const packet = await page.$eval('pre.packet', (p) => p.textContent).catch(() => '');
   check(packet.length > 200, 'the referral page shows the packet');
   check(/Dr\. A\. Rivera/.test(packet), 'the packet names the referring clinician');
+  check(!KEY_RE.test(packet), `the packet shows no criteria key (${(packet.match(KEY_RE) || [])[0]})`);
   await audit('referral');
   const pdf = await page.evaluate(async (u) => { const r = await fetch(u); return [r.status, r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]; },
     `${BASE}/ui/intake/${a}/packet.pdf`);
