@@ -228,6 +228,29 @@ static void test_rank_from_zip(void **state)
     assert_int_equal(route_rank(a, d, &o, &mm, 1, NULL, today, NULL, &r, &err), 0);
     assert_int_equal(r.n_candidates, 2);
     assert_string_equal(r.candidates[0].center->id, "mid-myeloma");
+
+    /* with the criteria, the reasons name products and indications in words, not keys */
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!rs)
+        fail_msg("criteria: %s", err.msg);
+    route_params words = {.rules = rs};
+    route_need two[2] = {{.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:LBCL-3L"},
+                         {.product = "liso-cel", .disease = "dlbcl_nos", .indication = "liso-cel:LBCL-3L"}};
+    assert_int_equal(route_rank(a, d, &o, two, 2, NULL, today, &words, &r, &err), 0);
+    assert_int_equal(r.n_candidates, 2);
+    assert_non_null(strstr(r.candidates[0].reason, "; serves Yescarta (axi-cel): large B-cell lymphoma, third line "
+                                                   "or later;"));
+    assert_null(strstr(r.candidates[0].reason, "LBCL"));
+    const char *why = find_exclusion(&r, "mid-myeloma");
+    assert_non_null(strstr(why, "does not offer Yescarta (axi-cel)"));
+    assert_null(strstr(why, "axi-cel:"));
+    /* a center that offers the product but not the disease: the disease in words */
+    route_need mmw = {.product = "ide-cel", .disease = "dlbcl_nos", .indication = "ide-cel:MM-3L"};
+    assert_int_equal(route_rank(a, d, &o, &mmw, 1, NULL, today, &words, &r, &err), 0);
+    why = find_exclusion(&r, "mid-myeloma");
+    if (!strstr(why, "offers Abecma (ide-cel) but does not list diffuse large B-cell lymphoma"))
+        fail_msg("%s", why);
+    elig_ruleset_free(rs);
     fhir_arena_free(a);
     centers_free(d);
     route_zcta_free(z);
