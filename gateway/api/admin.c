@@ -604,6 +604,7 @@ static int ref_row(void *ctx, const refer_record *r)
 typedef struct patient_head {
     fhir_arena *a;
     fhir_node *root;
+    bool have_profile; /* the row kept one (store.h: only when its worklist row needed it) */
 } patient_head;
 
 static int patient_head_row(void *ctx, const store_verdict *v)
@@ -614,9 +615,27 @@ static int patient_head_row(void *ctx, const store_verdict *v)
     put_str(a, h->root, "category", v->category);
     put_str(a, h->root, "ruleset", v->ruleset_hash);
     put_time(a, h->root, "updated", v->updated_ms);
-    put_json(a, h->root, "profile", v->profile_json);
+    h->have_profile = v->profile_json && *v->profile_json;
+    if (h->have_profile)
+        put_json(a, h->root, "profile", v->profile_json);
     put_json(a, h->root, "verdict", v->verdict_json);
     return 1;
+}
+
+/* The profile built now from the cached resources (the same screening path as the verdict's;
+ * null when nothing is cached any more, e.g. after store.retention). 0, or -1 with err. */
+static int patient_profile(admin *ad, fhir_arena *a, fhir_node *root, const char *id,
+                           fhir_error *err)
+{
+    fhir_buf pj;
+    fhir_buf_init(&pj, ADMIN_MAX_OUT);
+    int rc = ad->env.profile ? ad->env.profile(ad->env.ud, id, &pj, err) : 0;
+    if (rc > 0 && pj.overflow)
+        rc = fhir_error_set(err, "the profile is larger than an answer may be");
+    if (rc >= 0)
+        put_json(a, root, "profile", rc > 0 ? fhir_buf_cstr(&pj) : NULL);
+    fhir_buf_free(&pj);
+    return rc < 0 ? -1 : 0;
 }
 
 static void patient_one(admin *ad, serve_req *req, const char *id)
@@ -630,6 +649,8 @@ static void patient_one(admin *ad, serve_req *req, const char *id)
         serve_error(req, 500, err.msg);
     else if (f == 0)
         serve_error(req, 404, "no such patient (not screened)");
+    else if (!h.have_profile && patient_profile(ad, a, h.root, id, &err) < 0)
+        serve_error(req, 500, err.msg);
     else {
         /* the patient's referrals, by the patient index */
         ref_list l = {.a = a, .list = fhir_node_set_arr(a, h.root, "referrals")};

@@ -45,6 +45,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fhir_buf.h"
 #include "fhir_error.h"
 #include "serve.h"
 #include "store.h"
@@ -123,6 +124,10 @@ typedef struct admin_env {
     const admin_metrics *(*metrics)(void *ud);
     /* true once every source completed a poll; *n_sources gets their number. */
     bool (*ready)(void *ud, size_t *n_sources);
+    /* The patient's clinical profile as JSON, built now from the cached resources (verdict
+     * rows do not keep it): appended to out (owned by the caller). 1, 0 when nothing is
+     * cached for the patient, or -1 with err. NULL: the API shows a stored one or null. */
+    int (*profile)(void *ud, const char *patient_id, fhir_buf *out, fhir_error *err);
 } admin_env;
 
 typedef struct admin admin;

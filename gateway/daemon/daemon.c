@@ -476,7 +476,6 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     j->fs = screen_facts(j->sc);
     j->res = screen_result(j->sc);
     screen_write_json(j->sc, pid, &j->vj);
-    map_profile_write_json(j->p, &j->pj, 0);
     j->ok = true;
     return 0;
 }
@@ -526,8 +525,11 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
      * SQL when a text hit its cap (what is stored then is what the row is made of) */
     screen_summary sum;
     store_worklist_in wl;
-    bool typed = !j->vj.overflow && !j->pj.overflow &&
-                 !screen_summarize(j->sc, &sum, &j->products, &j->possible);
+    bool typed = !j->vj.overflow && !screen_summarize(j->sc, &sum, &j->products, &j->possible);
+    /* the profile is stored only for that SQL (the API builds it again when asked,
+     * api_profile): it is the largest text of a verdict and nothing else reads it back */
+    if (!typed)
+        map_profile_write_json(j->p, &j->pj, 0);
     if (typed)
         wl = (store_worklist_in){.urgency = sum.urgency, .consult = sum.consult,
                                  .disease = sum.disease,
@@ -537,7 +539,7 @@ static int job_commit(daemon_proc *d, screen_job *j, fhir_error *err)
                                  .possible = fhir_buf_cstr(&j->possible)};
     if (store_verdict_get(d->st, j->pid, NULL, &j->old_category, NULL, err) < 0 ||
         store_verdict_put_screened(d->st, j->pid, elig_ruleset_hash(rt->rules),
-                                   elig_category_name(cat), fhir_buf_cstr(&j->pj),
+                                   elig_category_name(cat), typed ? NULL : fhir_buf_cstr(&j->pj),
                                    fhir_buf_cstr(&j->vj), profile_has_heme(j->p),
                                    typed ? &wl : NULL, err) ||
         propose_referral(d->st, &po, &pi, &j->prop, err) ||
@@ -1327,6 +1329,20 @@ static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_nod
     return 0;
 }
 
+/* The admin API's profile of a patient (admin_env.profile): screened now from the cache by
+ * the screening job's own steps, as the verdict was. */
+static int api_profile(void *ud, const char *pid, fhir_buf *out, fhir_error *err)
+{
+    daemon_proc *d = ud;
+    screen_job j;
+    int rc = job_build(d, &j, pid, err);
+    if (rc == 0 && j.ok)
+        map_profile_write_json(j.p, out, 0);
+    bool built = rc == 0 && j.ok;
+    job_free(&j);
+    return rc < 0 ? -1 : built ? 1 : 0;
+}
+
 /* The listener: access (users, sessions, tokens in the store), serve (TLS, limits), the
  * sign-in routes (with OpenID Connect when configured) and the API's routes. */
 static int listener_start(daemon_proc *d, fhir_error *err)
@@ -1376,7 +1392,8 @@ static int listener_start(daemon_proc *d, fhir_error *err)
         return -1;
     if (o)
         oidc_start(o);
-    admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready};
+    admin_env env = {.st = d->st, .ud = d, .metrics = api_metrics, .ready = api_ready,
+                     .profile = api_profile};
     d->api = admin_new(&env);
     /* the web pages; CARTGATE_WEB_ASSETS (development) serves their assets from that folder */
     web_env wenv = {.st = d->st, .ud = d, .runtime = ui_runtime, .resources = ui_resources,

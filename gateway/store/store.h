@@ -227,7 +227,8 @@ int store_verdict_get(store *s, const char *patient_id, char **ruleset_hash_out,
 /* A verdicts row, borrowed for the call of a store_verdict_fn. */
 typedef struct store_verdict {
     const char *patient_id, *ruleset_hash, *category;
-    const char *profile_json; /* NULL in lists (store_verdict_list) */
+    const char *profile_json; /* NULL in lists (store_verdict_list), and when the screener
+                               * wrote the worklist row from typed values (it keeps no profile) */
     const char *verdict_json;
     int64_t updated_ms;
 } store_verdict;

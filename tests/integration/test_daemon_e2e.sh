@@ -73,9 +73,29 @@ cat "$TMP/gt.out" | head -n 20
 ok "every ground-truth candidate referred exactly once, nobody else; counts by category equal the ground truth"
 
 # ---- the worklist: written from the screener's typed values (store migration 15) ------------
-# the reference: migration 11's expression over each verdict's JSON (its text, as shipped)
+# the reference: migration 11's expression over each verdict's JSON (its text, as shipped). A
+# verdict row keeps no profile since migration 15's typed rows need none: the profile comes from
+# the admin API, which builds it again from the cache (so this also checks that it is the one
+# the verdict was made from: a different one moves the disease or relapse day of some row).
+[ "$(sqlite3 "$DB" "SELECT count(*) FROM verdicts WHERE profile_json IS NOT NULL")" = 0 ] ||
+  fail "verdict rows keep their profile although their worklist row was written from typed values"
+sqlite3 "$DB" "SELECT patient_id FROM verdicts ORDER BY 1" >"$TMP/pids.txt"
+ADMIN="$ADMIN" TOKEN="$TOKEN" node -e '
+const fs=require("fs"); const ids=fs.readFileSync(process.argv[1],"utf8").trim().split("\n");
+(async()=>{ const out=[];
+  for (const id of ids) {
+    const r=await fetch(process.env.ADMIN+"/api/v1/patients/"+encodeURIComponent(id),{headers:{authorization:"Bearer "+process.env.TOKEN}});
+    const d=await r.json();
+    if (r.status!==200 || !d.profile || d.profile.patient!==id) { console.error(id+": "+r.status+" "+JSON.stringify(d).slice(0,200)); process.exit(1); }
+    out.push(id+"\t"+JSON.stringify(d.profile));
+  }
+  fs.writeFileSync(process.argv[2], out.join("\n")+"\n"); })();
+' "$TMP/pids.txt" "$TMP/profiles.tsv" 2>"$TMP/profiles.err" || fail "the API gave no profile: $(head -c 300 "$TMP/profiles.err")"
+sqlite3 "$DB" ".backup $TMP/wl.db"
+sqlite3 "$TMP/wl.db" "CREATE TABLE prof(patient_id TEXT PRIMARY KEY, profile_json TEXT)" ".mode tabs" ".import $TMP/profiles.tsv prof"
+[ "$(sqlite3 "$TMP/wl.db" "SELECT count(*) FROM prof WHERE json_valid(profile_json)")" = "$N" ] || fail "profiles from the API not imported"
 VJ="(CASE WHEN json_valid(v.verdict_json) THEN v.verdict_json ELSE '{}' END)"
-PJ="(CASE WHEN json_valid(v.profile_json) THEN v.profile_json ELSE '{}' END)"
+PJ="(SELECT p.profile_json FROM prof p WHERE p.patient_id = v.patient_id)"
 REL="(SELECT max(json_extract(e.value, '\$.date')) FROM json_each($PJ, '\$.events') e WHERE json_extract(e.value, '\$.kind') = 'progression or relapse')"
 OLD="SELECT v.patient_id, (v.category IN ('eligible','possibly_eligible') OR coalesce(json_extract($VJ, '\$.consult.recommendation'), 'none') <> 'none'), v.category,
  CASE WHEN json_extract($VJ, '\$.urgency') = 'now' OR json_extract($VJ, '\$.consult.recommendation') = 'refer_now' THEN 0
@@ -86,7 +106,7 @@ OLD="SELECT v.patient_id, (v.category IN ('eligible','possibly_eligible') OR coa
  json_extract($VJ, '\$.possible_products'),
  v.category || '|' || coalesce(json_extract($VJ, '\$.products'), '') || '|' || coalesce(json_extract($VJ, '\$.possible_products'), '') || '|' || coalesce(json_extract($VJ, '\$.consult.recommendation'), ''),
  v.updated_ms FROM verdicts v"
-wl_diff=$(sqlite3 "$DB" "SELECT (SELECT count(*) FROM (SELECT * FROM worklist EXCEPT $OLD)) || ' ' || (SELECT count(*) FROM ($OLD EXCEPT SELECT * FROM worklist)) || ' ' || (SELECT count(*) FROM worklist) || ' ' || (SELECT count(*) FROM verdicts)")
+wl_diff=$(sqlite3 "$TMP/wl.db" "SELECT (SELECT count(*) FROM (SELECT * FROM worklist EXCEPT $OLD)) || ' ' || (SELECT count(*) FROM ($OLD EXCEPT SELECT * FROM worklist)) || ' ' || (SELECT count(*) FROM worklist) || ' ' || (SELECT count(*) FROM verdicts)")
 [ "$wl_diff" = "0 0 $N $N" ] || fail "the worklist differs from the one derived from the verdicts' JSON (rows only in the worklist, only derived, worklist, verdicts): $wl_diff"
 # the cohort exercises what the row is made of
 wl_mix=$(sqlite3 "$DB" "SELECT count(DISTINCT urank) || ' ' || count(DISTINCT disease) || ' ' || count(relapse_day) || ' ' || sum(possible <> '[]') || ' ' || sum(on_list) FROM worklist")
