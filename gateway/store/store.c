@@ -1208,8 +1208,18 @@ store *store_open(const char *path, int busy_timeout_ms, fhir_error *err)
         store_close(s);
         return NULL;
     }
+    /* SQLite's memory statistics take a global mutex on every allocation and nothing reads
+     * them; the setting is accepted only before SQLite initialises, which the first open does
+     * (on the main thread, before any worker opens its own handle), later calls are ignored */
+    static bool configured;
+    if (!configured) {
+        configured = true;
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+    }
+    /* a handle is used by one thread at a time (the event loop's; a worker opens its own), so
+     * it needs no mutex of its own */
     if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                          SQLITE_OPEN_FULLMUTEX, NULL) != SQLITE_OK) {
+                                          SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
         fhir_error_set(err, "%s: cannot open database: %s", path,
                        s->db ? sqlite3_errmsg(s->db) : "out of memory");
         store_close(s);
