@@ -145,8 +145,61 @@ static bool fast_g(double v, char *out, size_t *len)
     return true;
 }
 
+/* "%.<prec>f" of v (prec <= 6) when |v| * 10^prec < 1e9 and the value scaled to prec digits
+ * is more than 1e-6 away from a tie (.5): rounded as printf rounds it (the exact binary value
+ * decides; the scaling's error is below 2^-23 there, so only a near tie could round the other
+ * way). false when printf must decide (and
+ * for NaN, infinities, larger magnitudes). */
+static bool fast_f(double v, unsigned prec, char *out, size_t *len)
+{
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};
+    if (prec > 6)
+        return false;
+    double x = fabs(v) * p10[prec];
+    if (!(x < 1e9)) /* also false for NaN */
+        return false;
+    double fl = floor(x);
+    if (fabs(x - fl - 0.5) < 1e-6)
+        return false;
+    unsigned long long m = (unsigned long long)(x - fl < 0.5 ? fl : fl + 1);
+    char dig[24];
+    size_t nd = 0;
+    do
+        dig[nd++] = (char)('0' + m % 10);
+    while (m /= 10);
+    while (nd <= prec) /* at least one digit before the point */
+        dig[nd++] = '0';
+    size_t o = 0;
+    if (signbit(v)) /* printf keeps the sign of a negative value that rounds to zero */
+        out[o++] = '-';
+    for (size_t i = nd; i-- > prec;)
+        out[o++] = dig[i];
+    if (prec) {
+        out[o++] = '.';
+        for (size_t i = prec; i-- > 0;)
+            out[o++] = dig[i];
+    }
+    *len = o;
+    return true;
+}
+
+size_t fhir_fmt_fixed(char *out, size_t size, double v, unsigned prec)
+{
+    char d[64];
+    size_t n;
+    if (prec > 60 || !fast_f(v, prec, d, &n))
+        return (size_t)snprintf(out, size, "%.*f", (int)prec, v);
+    if (size == 0)
+        return n;
+    size_t k = n < size - 1 ? n : size - 1;
+    memcpy(out, d, k);
+    out[k] = '\0';
+    return n;
+}
+
 /* What vsnprintf would append for the common conversions, without its cost: %s, %.<n>s, %c,
- * %d, %u, %ld, %zu, %% and %g (integral values below 10^6 by hand, others through snprintf).
+ * %d, %u, %ld, %zu, %% and %g (integral values below 10^6 by hand, others through snprintf),
+ * %.<n>f (fast_f, else snprintf).
  * 1 when fmt has anything else (flags, widths, other conversions, a NULL string): nothing
  * consumed from the caller's point of view, the caller formats with vsnprintf. */
 static int fast_vprintf(fhir_buf *b, const char *fmt, va_list ap, int *rc)
@@ -154,10 +207,10 @@ static int fast_vprintf(fhir_buf *b, const char *fmt, va_list ap, int *rc)
     for (const char *f = fmt; (f = strchr(f, '%')); f++) { /* check first: ap is used once */
         f++;
         if (*f == '.') {
-            do
-                f++;
-            while (*f >= '0' && *f <= '9');
-            if (*f != 's')
+            unsigned prec = 0;
+            for (f++; *f >= '0' && *f <= '9'; f++)
+                prec = prec < 100 ? prec * 10 + (unsigned)(*f - '0') : prec;
+            if (*f != 's' && (*f != 'f' || prec > 6))
                 return 1;
         } else if (*f == 'z' || *f == 'l') {
             if (f[1] != (*f == 'z' ? 'u' : 'd'))
@@ -219,6 +272,22 @@ static int fast_vprintf(fhir_buf *b, const char *fmt, va_list ap, int *rc)
             f++;
             r = put_dec(b, va_arg(aq, size_t), false);
             break;
+        case 'f': { /* only with a precision (the check above) */
+            double v = va_arg(aq, double);
+            char d[64];
+            size_t n;
+            if (!fast_f(v, (unsigned)prec, d, &n))
+                n = (size_t)snprintf(d, sizeof d, "%.*f", (int)prec, v); /* prec <= 6 */
+            if (n >= sizeof d) { /* a magnitude printf writes longer: it formats it all */
+                va_end(aq);
+                b->len = start;
+                if (b->data)
+                    b->data[start] = '\0';
+                return 1;
+            }
+            r = fhir_buf_append(b, d, n);
+            break;
+        }
         case 'g': {
             double v = va_arg(aq, double);
             char d[64];

@@ -29,6 +29,10 @@ int fhir_buf_printf(fhir_buf *b, const char *fmt, ...) __attribute__((format(pri
 /* The same with a va_list (ap is not consumed: the caller still va_end()s it). */
 int fhir_buf_vprintf(fhir_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
+/* printf's "%.<prec>f" of v into out (size bytes, NUL-terminated, truncated as snprintf does),
+ * without printf's cost where the rounding is not a near tie. Returns the full length. */
+size_t fhir_fmt_fixed(char *out, size_t size, double v, unsigned prec);
+
 /* Appends s (may be NULL) escaped for HTML text and attribute values (& < > " '). */
 int fhir_buf_html_escape(fhir_buf *b, const char *s);
 

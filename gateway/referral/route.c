@@ -482,11 +482,12 @@ int route_explain_text(const route_result *r, fhir_buf *out)
     return out->overflow ? -1 : 0;
 }
 
-static fhir_node *num(fhir_arena *a, const char *fmt, double v)
+/* v with prec decimals, as "%.<prec>f" writes it */
+static fhir_node *num(fhir_arena *a, unsigned prec, double v)
 {
     char t[64];
-    int n = snprintf(t, sizeof t, fmt, v);
-    return fhir_node_new_num(a, t, (size_t)n);
+    size_t n = fhir_fmt_fixed(t, sizeof t, v, prec);
+    return fhir_node_new_num(a, t, n < sizeof t ? n : sizeof t - 1);
 }
 
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
@@ -498,14 +499,14 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
     fhir_node_set_str(a, o, "source", origin_source_name(r->origin.source));
     if (r->origin.zip[0])
         fhir_node_set_str(a, o, "zip", r->origin.zip);
-    fhir_node_set(a, o, "lat", num(a, "%.6f", r->origin.lat));
-    fhir_node_set(a, o, "lon", num(a, "%.6f", r->origin.lon));
+    fhir_node_set(a, o, "lat", num(a, 6, r->origin.lat));
+    fhir_node_set(a, o, "lon", num(a, 6, r->origin.lon));
     fhir_node_set_str(a, o, "note", r->origin.note);
     fhir_node *p = fhir_node_set_obj(a, root, "assumptions");
-    fhir_node_set(a, p, "detour_factor", num(a, "%.2f", r->params.detour_factor));
-    fhir_node_set(a, p, "avg_speed_kmh", num(a, "%.1f", r->params.avg_speed_kmh));
-    fhir_node_set(a, p, "stay_near_minutes", num(a, "%.0f", r->params.stay_near_minutes));
-    fhir_node_set(a, p, "stay_near_days", num(a, "%.0f", (double)r->params.stay_near_days));
+    fhir_node_set(a, p, "detour_factor", num(a, 2, r->params.detour_factor));
+    fhir_node_set(a, p, "avg_speed_kmh", num(a, 1, r->params.avg_speed_kmh));
+    fhir_node_set(a, p, "stay_near_minutes", num(a, 0, r->params.stay_near_minutes));
+    fhir_node_set(a, p, "stay_near_days", num(a, 0, (double)r->params.stay_near_days));
     char day[16];
     fmt_day(r->day, day);
     fhir_node_set_str(a, root, "evaluated_on", day);
@@ -515,13 +516,13 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
         fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
         if (!e)
             return NULL;
-        fhir_node_set(a, e, "rank", num(a, "%.0f", (double)(i + 1)));
+        fhir_node_set(a, e, "rank", num(a, 0, (double)(i + 1)));
         fhir_node_set_str(a, e, "center", c->center->id);
         fhir_node_set_str(a, e, "name", c->center->name);
         fhir_node_set_str(a, e, "city", c->center->city);
         fhir_node_set_str(a, e, "state", c->center->state);
-        fhir_node_set(a, e, "distance_km", num(a, "%.1f", c->distance_km));
-        fhir_node_set(a, e, "travel_minutes", num(a, "%.0f", c->travel_minutes));
+        fhir_node_set(a, e, "distance_km", num(a, 1, c->distance_km));
+        fhir_node_set(a, e, "travel_minutes", num(a, 0, c->travel_minutes));
         fhir_node_set_str(a, e, "capacity", centers_capacity_name(c->center->capacity));
         fhir_node *acc = fhir_node_set_obj(a, e, "accreditation");
         fhir_node_set_str(a, acc, "body", c->accreditation->body);

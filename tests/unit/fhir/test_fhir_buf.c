@@ -78,6 +78,53 @@ static void test_printf_g(void **state)
     }
 }
 
+/* %.<n>f (n <= 6, fhir_buf and fhir_fmt_fixed): distances, minutes, coordinates, and ties
+ * that the exact binary value decides (0.125 -> "0.12", 2.5 -> "2"), against snprintf. */
+static void check_fixed(double v, unsigned prec)
+{
+    char want[512], got[512];
+    int wn = snprintf(want, sizeof want, "%.*f", (int)prec, v);
+    size_t gn = fhir_fmt_fixed(got, sizeof got, v, prec);
+    if ((size_t)wn != gn || strcmp(want, got))
+        fail_msg("%%.%uf of %.17g: want \"%s\", fhir_fmt_fixed \"%s\"", prec, v, want, got);
+}
+
+static void test_printf_f(void **state)
+{
+    (void)state;
+    static const char *const fmts[] = {"%.0f", "%.1f", "%.2f", "%.3f", "%.4f", "%.5f", "%.6f"};
+    uint64_t x = 2463534242ull;
+    for (int i = 0; i < 200000; i++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        double v;
+        switch (i % 4) {
+        case 0: v = (double)(x % 10000000) / 10.0; break;                        /* km */
+        case 1: v = (double)(x % 2000000) / 1000.0 - 1000.0; break;              /* halves, ties */
+        case 2: v = (double)(x >> 11) / 9007199254740992.0 * 360.0 - 180.0; break; /* lat/lon */
+        default: v = (double)(x >> 11) / 9007199254740992.0 * pow(10, (int)(x % 20) - 8); break;
+        }
+        unsigned p = (unsigned)(i % 7);
+        check(fmts[p], v);
+        check_fixed(v, p);
+    }
+    static const double edge[] = {0.0, -0.0, 0.5, 1.5, 2.5, 0.125, 0.375, 1.005, 2.675, 0.05,
+                                  0.15, 0.25, 0.35, 999999999.5, 1e9, 4e9, 1e15, 1e300, 5e-7,
+                                  4.9999995, 0.4999999, 1e-300, NAN, INFINITY, 377.35, 368.5};
+    for (size_t i = 0; i < sizeof edge / sizeof edge[0]; i++)
+        for (unsigned p = 0; p <= 6; p++) {
+            check(fmts[p], edge[i]);
+            check(fmts[p], -edge[i]);
+            check_fixed(edge[i], p);
+            check_fixed(-edge[i], p);
+        }
+    check("%.7f|%.12f|%f|%.3f km", 1.0 / 3, 2.0 / 3, 0.1, 12.3456); /* 7+ and bare %f: vsnprintf */
+    char small[4];
+    assert_int_equal(fhir_fmt_fixed(small, sizeof small, 12345.678, 1), 7); /* truncated */
+    assert_string_equal(small, "123");
+}
+
 static void test_printf_cap(void **state)
 {
     (void)state;
@@ -100,6 +147,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_printf_like_vsnprintf),
         cmocka_unit_test(test_printf_g),
+        cmocka_unit_test(test_printf_f),
         cmocka_unit_test(test_printf_cap),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
