@@ -18,23 +18,11 @@ shift $(( $# >= 2 ? 2 : $# ))
 CONCS=("$@")
 [ ${#CONCS[@]} -gt 0 ] || CONCS=(1 4)
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-[ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
+. "$SRC/bench/lib.sh"
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 [ -x "$CG" ] || { echo "build cartgate first ($CG)"; exit 1; }
 TMP=$(mktemp -d /tmp/cg-bench-bulk.XXXXXX)
-SPID=""
-DPID=""
-cleanup() {
-  [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-HZ=$(getconf CLK_TCK)
-cpu_s() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
-ms_now() { date +%s%3N; }
-calc() { awk "BEGIN {print $1}"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+trap bench_cleanup EXIT
 
 "$CG" synth --seed 7 --patients "$N" --out "$TMP/cohort" --format ndjson 2>/dev/null
 mkdir -p "$TMP/seed" && cp "$TMP"/cohort/*.000.ndjson "$TMP/seed/"

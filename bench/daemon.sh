@@ -18,27 +18,15 @@ set -euo pipefail
 SIZES=${1:-240}
 RUNS=${2:-5}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-[ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
+. "$SRC/bench/lib.sh"
 CG=${CARTGATE_BIN:-$SRC/build/cartgate}
 [ -x "$CG" ] || { echo "build cartgate first ($CG)"; exit 1; }
 TMP=$(mktemp -d /tmp/cg-bench-daemon.XXXXXX)
-SPID=""
-DPID=""
 stop_server() {
   [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
   SPID=""
 }
-cleanup() {
-  [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-  stop_server
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-HZ=$(getconf CLK_TCK)
-cpu_s() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
-ms_now() { date +%s%3N; }
-calc() { awk "BEGIN {print $1}"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+trap bench_cleanup EXIT
 
 # One cohort size: its cohort, its server, RUNS runs, its block of figures and a summary row.
 bench_one() {
@@ -46,14 +34,7 @@ bench_one() {
   rm -rf "$TMP/cohort" "$TMP/seed"
   "$CG" synth --seed 7 --patients "$N" --out "$TMP/cohort" --format ndjson 2>/dev/null
   mkdir -p "$TMP/seed" && cp "$TMP"/cohort/*.000.ndjson "$TMP/seed/"
-  node "$SRC/tests/fhir-server/server.mjs" --port 0 --seed "$TMP/seed" >"$TMP/srv.out" 2>"$TMP/srv.err" &
-  SPID=$!
-  for _ in $(seq 1 600); do
-    PORT=$(head -n1 "$TMP/srv.out" 2>/dev/null || true)
-    [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
-    sleep 0.1
-  done
-  export CARTGATE_ADMIN_TOKEN=bench
+  bench_server "$TMP/seed"
   : >"$TMP/base.txt"
   : >"$TMP/runs.txt"
   for r in $(seq 1 "$RUNS"); do
@@ -63,16 +44,7 @@ bench_one() {
     t1=$(ms_now)
     echo "$(( t1 - t0 ))" >>"$TMP/base.txt"
     # the daemon
-    rm -f "$TMP"/d.db*
-    cat >"$TMP/d.conf" <<EOF
-{"site": {"id": "bench", "location": {"lat": 41.59, "lon": -93.62}},
- "store": {"path": "$TMP/d.db"}, "log": {"level": "warn"},
- "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
- "centers": {"file": "$SRC/conf/centers.json"}, "criteria": {"dir": "$SRC/conf/criteria"},
- "as_of": "2026-11-01", "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
- "sources": [{"name": "ehr", "kind": "search", "base_url": "http://127.0.0.1:$PORT/fhir",
-              "interval_s": 3600, "page_size": 1000}]}
-EOF
+    bench_daemon_conf "$TMP/d.conf"
     s0=$(cpu_s "$SPID")
     t0=$(ms_now)
     "$CG" run -c "$TMP/d.conf" 2>"$TMP/d.log" &

@@ -13,44 +13,18 @@
 set -euo pipefail
 A=${1:?BIN_A}; B=${2:?BIN_B}; N=${3:-2000}; PAIRS=${4:-5}
 SRC=$(cd "$(dirname "$0")/.." && pwd)
-[ -d "$SRC/tests/fhir-server/runtime/bin" ] && PATH="$SRC/tests/fhir-server/runtime/bin:$PATH"
+. "$SRC/bench/lib.sh"
 for b in "$A" "$B"; do [ -x "$b" ] || { echo "not executable: $b" >&2; exit 1; }; done
 TMP=$(mktemp -d /tmp/cg-bench-ab.XXXXXX)
-SPID=""; DPID=""
-cleanup() {
-  [ -n "$DPID" ] && kill "$DPID" 2>/dev/null && wait "$DPID" 2>/dev/null
-  [ -n "$SPID" ] && kill "$SPID" 2>/dev/null && wait "$SPID" 2>/dev/null
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
-HZ=$(getconf CLK_TCK)
-cpu_s() { awk -v hz="$HZ" '{print ($14 + $15) / hz}' "/proc/$1/stat"; }
-median() { sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+trap bench_cleanup EXIT
 "$A" synth --seed 7 --patients "$N" --out "$TMP/cohort" --format ndjson 2>/dev/null
 mkdir -p "$TMP/seed" && cp "$TMP"/cohort/*.000.ndjson "$TMP/seed/"
-node "$SRC/tests/fhir-server/server.mjs" --port 0 --seed "$TMP/seed" >"$TMP/srv.out" 2>"$TMP/srv.err" &
-SPID=$!
-for _ in $(seq 1 600); do
-  PORT=$(head -n1 "$TMP/srv.out" 2>/dev/null || true)
-  [[ "$PORT" =~ ^[0-9]+$ ]] && [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$PORT/healthz")" = 200 ] && break
-  sleep 0.1
-done
-[[ "${PORT:-}" =~ ^[0-9]+$ ]] || { echo "the reference server did not start" >&2; cat "$TMP/srv.err" >&2; exit 1; }
-export CARTGATE_ADMIN_TOKEN=bench
+bench_server "$TMP/seed"
 
 # run LABEL BIN [valgrind]: one daemon run; appends "LABEL cpu server_cpu wchar store_bytes [instructions]"
 run() {
   local label=$1 bin=$2 vg=${3:-}
-  rm -f "$TMP"/d.db*
-  cat >"$TMP/d.conf" <<CONF
-{"site": {"id": "bench", "location": {"lat": 41.59, "lon": -93.62}},
- "store": {"path": "$TMP/d.db"}, "log": {"level": "warn"},
- "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
- "centers": {"file": "$SRC/conf/centers.json"}, "criteria": {"dir": "$SRC/conf/criteria"},
- "as_of": "2026-11-01", "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
- "sources": [{"name": "ehr", "kind": "search", "base_url": "http://127.0.0.1:$PORT/fhir",
-              "interval_s": 3600, "page_size": 1000}]}
-CONF
+  bench_daemon_conf "$TMP/d.conf"
   sync
   local s0 s1 d w n left
   s0=$(cpu_s "$SPID")
