@@ -1464,6 +1464,11 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
+    /* criteria changed while the daemon was stopped (an upgrade, edited files and a restart
+     * instead of SIGHUP): everyone screened under another rule set is screened again on the
+     * first pass, as a reload does */
+    if (store_dirty_mark_ruleset_changed(d->st, elig_ruleset_hash(d->rt->rules), err))
+        goto fail;
     sender_rebuild(d);
     if (notify_start(d, err))
         goto fail;

@@ -185,6 +185,28 @@ stop_daemon "$DPID"
 [ "$DRC" = 0 ] || fail "exit status $DRC after SIGTERM"
 grep -q 'event="daemon.stop"' "$TMP/d1.log" || fail "no daemon.stop"
 ok "start-up logs library versions and the libevent backend; SIGTERM exits 0"
+
+# criteria changed while the daemon was stopped (an upgrade, or files edited and a restart
+# instead of SIGHUP): every verdict made under the old rule set is screened again
+cp -r "$SRC/conf/criteria" "$TMP/crit"
+sed -i 's/"short": "\([^"]*\)"/"short": "\1, edited"/' "$TMP/crit/axi-cel_LBCL-3L.json"
+grep -q ', edited"' "$TMP/crit/axi-cel_LBCL-3L.json" || fail "criteria file not edited"
+sed "s|\"dir\": \"$SRC/conf/criteria\"|\"dir\": \"$TMP/crit\"|" "$TMP/c.conf" >"$TMP/c2.conf"
+grep -q "$TMP/crit" "$TMP/c2.conf" || fail "second configuration does not name the edited criteria"
+rs_of() { sed -n 's/.*event="store.open" .*ruleset="\([^"]*\)".*/\1/p' "$1" | tail -n1; }
+old_rs=$(rs_of "$TMP/d1.log")
+n_old=$(sqlite3 "$TMP/cg.db" "SELECT count(*) FROM verdicts WHERE ruleset_hash = '$old_rs'")
+[ "$n_old" -gt 0 ] || fail "no verdict under the first rule set ($old_rs)"
+start_daemon d2 "$TMP/c2.conf"
+opened() { [ -n "$(rs_of "$TMP/d2.log")" ]; }
+wait_for "store.open logged" 10 opened
+new_rs=$(rs_of "$TMP/d2.log")
+[ "$new_rs" != "$old_rs" ] || fail "the edited criteria kept the rule set's hash ($new_rs)"
+rescreened() { [ "$(sqlite3 "$TMP/cg.db" "SELECT count(*) FROM verdicts WHERE ruleset_hash <> '$new_rs'")" = 0 ]; }
+wait_for "every verdict screened again under the changed criteria" 60 rescreened
+stop_daemon "$DPID"
+[ "$DRC" = 0 ] || fail "exit status $DRC after SIGTERM (second start)"
+ok "a restart with changed criteria screens all $n_old patients again (rule set $old_rs -> $new_rs)"
 "$CG" referrals list --admin "$ADMIN" >"$TMP/cli.out" 2>"$TMP/cli.err"; rc=$?
 [ "$rc" = 1 ] && grep -q "cannot connect to the admin API at $ADMIN (is the daemon running?)" "$TMP/cli.err" || fail "daemon down: rc=$rc $(cat "$TMP/cli.err")"
 ok "referrals list --admin with the daemon stopped: exit 1, cannot connect"
