@@ -1,5 +1,7 @@
 /* bser — builds the BSeR-shaped transaction Bundle of a referral. */
 #include "bser.h"
+
+#include "fhir_ref.h"
 #include "packet.h"
 
 #include <openssl/evp.h>
@@ -70,15 +72,9 @@ static bool ref_names(const char *ref, const char *target)
 /* The contained Medication a medication row names by "#id" in medicationReference, or NULL. */
 static const fhir_node *contained_drug(const fhir_node *row)
 {
-    const char *ref = fhir_node_path_str(row, "medicationReference.reference");
-    if (!ref || ref[0] != '#' || !ref[1])
-        return NULL;
-    for (const fhir_node *m = fhir_node_first(fhir_node_get(row, "contained")); m; m = m->next) {
-        const char *t = fhir_node_resource_type(m), *id = fhir_node_resource_id(m);
-        if (t && !strcmp(t, "Medication") && id && !strcmp(id, ref + 1))
-            return m;
-    }
-    return NULL;
+    const fhir_node *m = fhir_ref_contained(row, fhir_node_path_str(row, "medicationReference.reference"));
+    const char *t = fhir_node_resource_type(m);
+    return t && !strcmp(t, "Medication") ? m : NULL;
 }
 
 static fhir_node *copy(ctx *c, const fhir_node *src, int depth);

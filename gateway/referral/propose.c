@@ -12,6 +12,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "fhir_ref.h"
 #include "packet.h"
 #include "screen.h"
 
@@ -528,7 +529,8 @@ static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhi
     return 0;
 }
 
-/* The Medications the medication rows reference ("Medication/<id>"), as cached now, each once
+/* The Medications the medication rows reference ("Medication/<id>", relative or absolute), as
+ * cached now, each once
  * in the order first referenced, into a new array (caller frees). One not cached is left out
  * (the row keeps its reference's display). 0, or -1 with err on a store failure. */
 static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, size_t n, const fhir_node ***out,
@@ -537,8 +539,10 @@ static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, si
     *out = fhir_xcalloc(n + 1, sizeof **out);
     *nout = 0;
     for (size_t i = 0; i < n; i++) {
-        const char *ref = fhir_node_path_str(rows[i], "medicationReference.reference");
-        if (!ref || strncmp(ref, "Medication/", 11) || !ref[11])
+        const char *ref = fhir_node_path_str(rows[i], "medicationReference.reference"), *type, *id;
+        bool contained;
+        if (!fhir_ref_split(a, ref, &type, &id, &contained) || contained || !type ||
+            strcmp(type, "Medication")) /* relative "Medication/<id>" or an absolute URL ending so */
             continue;
         bool seen = false;
         for (size_t k = 0; k < i && !seen; k++) {
@@ -548,7 +552,7 @@ static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, si
         if (seen)
             continue;
         fetched f = {.a = a};
-        int g = store_resource_get(s, "Medication", ref + 11, fetch_cb, &f, err);
+        int g = store_resource_get(s, "Medication", id, fetch_cb, &f, err);
         if (g < 0)
             return -1;
         if (g == 1 && f.node)

@@ -763,10 +763,10 @@ static const char *const MED_EXTRAS[] = {
     "{\"resourceType\":\"Medication\",\"id\":\"m-ondan\",\"code\":{\"text\":\"ondansetron 8 mg tablet\"}}",
     "{\"resourceType\":\"Medication\",\"id\":\"m-unref\",\"code\":{\"text\":\"allopurinol 300 mg tablet\"}}",
     "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-1\",\"status\":\"completed\","
-    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-ondan\"},"
+    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"https://ehr.example.org/fhir/Medication/m-ondan\"},"
     "\"effectiveDateTime\":\"2026-05-02\"}",
     "{\"resourceType\":\"MedicationAdministration\",\"id\":\"ma-2\",\"status\":\"completed\","
-    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-ondan\","
+    "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"https://ehr.example.org/fhir/Medication/m-ondan\","
     "\"display\":\"Zofran\"},\"effectiveDateTime\":\"2026-05-23\"}",
     "{\"resourceType\":\"MedicationStatement\",\"id\":\"ms-1\",\"status\":\"completed\","
     "\"subject\":{\"reference\":\"Patient/demo-dlbcl-1\"},\"medicationReference\":{\"reference\":\"Medication/m-gone\","
@@ -818,7 +818,8 @@ static void test_package_carries_referenced_medications(void **state)
             drugs++;
             drug = e;
         }
-    assert_int_equal(drugs, 1); /* m-ondan once; m-unref is named by no row; m-gone is not cached */
+    assert_int_equal(drugs, 1); /* m-ondan once (both rows name it by an absolute URL); m-unref is named
+                                 * by no row; m-gone is not cached */
     assert_ptr_equal(drug, bundle_entry(b, "Medication", "Medication.m-ondan"));
     assert_string_equal(fhir_node_path_str(drug, "resource.code.text"), "ondansetron 8 mg tablet");
     const char *urn = fhir_node_path_str(drug, "fullUrl");
