@@ -326,10 +326,13 @@ static void fmt_day(int64_t day, char out[16])
 static const char *product_words(fhir_arena *a, const route_params *p, const route_need *nd)
 {
     elig_display d;
-    if (!p->rules || !elig_display_of(p->rules, nd->indication, &d) || !d.brand ||
-        !strncmp(d.brand, d.product, strlen(d.product)))
+    if (!p->rules || !elig_display_of(p->rules, nd->indication, &d))
         return nd->product;
-    const char *s = fhir_arena_sprintf(a, "%s (%s)", d.brand, d.product);
+    fhir_buf b;
+    fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
+    elig_display_write_product(&d, &b);
+    const char *s = b.overflow ? NULL : fhir_arena_strdup(a, fhir_buf_cstr(&b));
+    fhir_buf_free(&b);
     return s ? s : nd->product;
 }
 

@@ -150,6 +150,9 @@ typedef struct elig_display {
  * define, product and text are the key itself (nothing is lost), brand and generic NULL;
  * key NULL gives "". Returns out->known. */
 bool elig_display_of(const elig_ruleset *rs, const char *key, elig_display *out);
+/* d's product as people read it: "Yescarta (axi-cel)"; a brand that already starts with the
+ * product key stands alone; no brand: the key. Not escaped. */
+void elig_display_write_product(const elig_display *d, fhir_buf *out);
 /* Indication keys as one line of plain text, grouped by product in the order given:
  * "Breyanzi (liso-cel): large B-cell lymphoma, second line; large B-cell lymphoma, second
  * line, transplant-ineligible"; products whose indications read alike share them

@@ -23,8 +23,7 @@ bool elig_display_of(const elig_ruleset *rs, const char *key, elig_display *out)
     return true;
 }
 
-/* "Yescarta (axi-cel)"; a brand that already starts with the product key stands alone. */
-static void write_product(fhir_buf *out, const elig_display *d)
+void elig_display_write_product(const elig_display *d, fhir_buf *out)
 {
     size_t pl = strlen(d->product);
     if (!d->brand || !*d->brand) {
@@ -109,11 +108,11 @@ int elig_display_write(const elig_ruleset *rs, const char *const *keys, size_t n
             fhir_buf_puts(out, g[j].d.product);
             continue;
         }
-        write_product(out, &g[j].d);
+        elig_display_write_product(&g[j].d, out);
         for (size_t h = j + 1; h < ng; h++)
             if (!g[h].done && same_texts(&g[j], &g[h])) {
                 fhir_buf_puts(out, ", ");
-                write_product(out, &g[h].d);
+                elig_display_write_product(&g[h].d, out);
                 g[h].done = true;
             }
         fhir_buf_puts(out, ": ");

@@ -170,12 +170,11 @@ static void indication_block(fhir_buf *b, const elig_ruleset *rs, const elig_fac
     elig_display d;
     elig_display_of(rs, elig_ruleset_key(rs, i), &d);
     fhir_buf_printf(b, "<section class=\"ind\" aria-labelledby=\"ind-%zu\"><h3 id=\"ind-%zu\">", i, i);
-    web_esc(b, brand);
-    if (brand && strcmp(brand, d.product) && strncmp(brand, d.product, strlen(d.product))) {
-        fhir_buf_puts(b, " (");
-        web_esc(b, d.product);
-        fhir_buf_puts(b, ")");
-    }
+    fhir_buf pw;
+    fhir_buf_init(&pw, WEB_PAGE_MAX);
+    elig_display_write_product(&d, &pw);
+    web_esc(b, pw.len ? fhir_buf_cstr(&pw) : brand);
+    fhir_buf_free(&pw);
     fhir_buf_puts(b, " — ");
     web_esc(b, d.text);
     fhir_buf_printf(b, " <span class=\"cat cat-%s\">%s</span></h3>\n<p class=\"desc\">",
