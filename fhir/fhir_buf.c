@@ -148,8 +148,7 @@ static bool fast_g(double v, char *out, size_t *len)
 /* "%.<prec>f" of v (prec <= 6) when |v| * 10^prec < 1e9 and the value scaled to prec digits
  * is more than 1e-6 away from a tie (.5): rounded as printf rounds it (the exact binary value
  * decides; the scaling's error is below 2^-23 there, so only a near tie could round the other
- * way). false when printf must decide (and
- * for NaN, infinities, larger magnitudes). */
+ * way). false when printf must decide (and for NaN, infinities, larger magnitudes). */
 static bool fast_f(double v, unsigned prec, char *out, size_t *len)
 {
     static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6};

@@ -13,9 +13,10 @@
 #include "fhir_node.h"
 
 /* Called once per parsed line. res is borrowed and valid only during the call (the arena
- * is reset after each line; the lines are parsed on one fhir_json_reader). Return 0 to continue, non-zero to stop the stream; err is the
- * error the feed / finish / read call was given (emptied before the call): what the callback
- * sets there (the cause of the stop) is what that call returns with. */
+ * is reset after each line; the lines are parsed on one fhir_json_reader). Return 0 to
+ * continue, non-zero to stop the stream; err is the error the feed / finish / read call was
+ * given (emptied before the call): what the callback sets there (the cause of the stop) is what
+ * that call returns with. */
 typedef int (*fhir_ndjson_cb)(void *ud, const fhir_node *res, size_t line_no, fhir_error *err);
 
 /* Called for a line that fails to parse; err names the line. Return 0 to skip the line and

@@ -34,6 +34,15 @@ static void check(const char *fmt, ...)
     fhir_buf_free(&b);
 }
 
+/* xorshift64: the tests' repeatable pseudo-random values */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
 static void test_printf_like_vsnprintf(void **state)
 {
     (void)state;
@@ -57,9 +66,7 @@ static void test_printf_g(void **state)
     (void)state;
     uint64_t x = 88172645463325252ull;
     for (int i = 0; i < 200000; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        next_rand(&x);
         double v;
         switch (i % 4) {
         case 0: v = (double)(x % 100000000) / 100.0; break;
@@ -95,9 +102,7 @@ static void test_printf_f(void **state)
     static const char *const fmts[] = {"%.0f", "%.1f", "%.2f", "%.3f", "%.4f", "%.5f", "%.6f"};
     uint64_t x = 2463534242ull;
     for (int i = 0; i < 200000; i++) {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
+        next_rand(&x);
         double v;
         switch (i % 4) {
         case 0: v = (double)(x % 10000000) / 10.0; break;                        /* km */
