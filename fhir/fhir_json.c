@@ -498,6 +498,7 @@ struct fhir_json_stream {
     parser p;
     yajl_handle h;
     capture cap;       /* used when p.cap points to it (fhir_json_stream_keep_entries) */
+    interns *in;       /* the stream's member names: one copy each, in the trees' arena */
     size_t fed;        /* bytes fed so far */
     size_t line;       /* newlines in fully fed chunks */
     int bom;           /* leading bytes matched against the UTF-8 BOM so far (held back,
@@ -576,6 +577,12 @@ fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *li
 {
     fhir_json_stream *s = fhir_xcalloc(1, sizeof *s);
     parser_init(&s->p, a, lim);
+    if (a) { /* names interned into the trees' own arena: they live exactly as long */
+        s->in = fhir_xcalloc(1, sizeof *s->in);
+        s->in->a = a;
+        s->p.in = s->in;
+        s->p.shared_only = true;
+    }
     s->h = yajl_alloc(&callbacks, NULL, &s->p);
     if (!s->h)
         abort();
@@ -589,6 +596,7 @@ void fhir_json_stream_free(fhir_json_stream *s)
     yajl_free(s->h);
     parser_free(&s->p);
     fhir_buf_free(&s->cap.buf);
+    free(s->in);
     free(s);
 }
 

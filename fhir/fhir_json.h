@@ -81,7 +81,9 @@ fhir_node *fhir_json_reader_parse(fhir_json_reader *r, fhir_arena *a, const char
 void fhir_json_reader_free(fhir_json_reader *r);
 
 /* Incremental parse for bodies that arrive in chunks (e.g. HTTP). Caller frees with
- * fhir_json_stream_free(). feed() may be called any number of times, then finish(). */
+ * fhir_json_stream_free(). feed() may be called any number of times, then finish(). The trees
+ * live in a; so do their member names, one copy of each name (up to FHIR_JSON_READER_NAMES of
+ * them, as a reader's), so equal names in the trees of one stream are the same pointer. */
 typedef struct fhir_json_stream fhir_json_stream;
 fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim);
 int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err);

@@ -189,6 +189,44 @@ static void test_stream_bom_split(void **state)
     }
 }
 
+/* A stream keeps one copy of each member name, in the trees' arena: the entries of a page
+ * repeat a few dozen names, and equal names are then one pointer; a repeated member is still
+ * refused, including one whose name arrives split across two pieces. */
+static void test_stream_shares_names(void **state)
+{
+    (void)state;
+    const char *s = "{\"entry\":[{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"a\"}},"
+                    "{\"resource\":{\"resourceType\":\"Patient\",\"id\":\"b\"}}]}";
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    fhir_json_stream *st = fhir_json_stream_new(a, NULL);
+    assert_int_equal(fhir_json_stream_feed(st, s, strlen(s), &err), 0);
+    fhir_node *n = fhir_json_stream_finish(st, &err);
+    fhir_json_stream_free(st);
+    assert_non_null(n);
+    const fhir_node *e0 = fhir_node_first(fhir_node_get(n, "entry"));
+    assert_non_null(e0);
+    assert_non_null(e0->next);
+    const fhir_node *r0 = fhir_node_get(e0, "resource"), *r1 = fhir_node_get(e0->next, "resource");
+    assert_non_null(r0);
+    assert_non_null(r1);
+    assert_string_equal(fhir_node_resource_id(r1), "b"); /* read after the stream is gone */
+    assert_ptr_equal(r0->child->key, r1->child->key);
+    assert_ptr_equal(r0->child->next->key, r1->child->next->key);
+    assert_ptr_equal(e0->child->key, e0->next->child->key);
+    fhir_arena_free(a);
+    const char *pieces[] = {"{\"id\":\"a\",\"i", "d\":\"b\"}"};
+    a = fhir_arena_new(0);
+    st = fhir_json_stream_new(a, NULL);
+    int rc = 0;
+    for (size_t i = 0; i < 2 && rc == 0; i++)
+        rc = fhir_json_stream_feed(st, pieces[i], strlen(pieces[i]), &err);
+    assert_true(rc != 0 || fhir_json_stream_finish(st, &err) == NULL);
+    assert_non_null(strstr(err.msg, "duplicate key"));
+    fhir_json_stream_free(st);
+    fhir_arena_free(a);
+}
+
 /* fhir_json_stream_keep_entries: each root.entry[i].resource object keeps the bytes it was read
  * from — white space, escapes and all — whatever the pieces the body arrives in (1 byte to
  * whole); nothing else is kept (the Bundle, an entry, a deeper "resource", a resource of a
@@ -519,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_reader_matches_parse),
         cmocka_unit_test(test_reader_many_names),
         cmocka_unit_test(test_stream_keep_entries),
+        cmocka_unit_test(test_stream_shares_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
