@@ -21,6 +21,7 @@
 #include "fhir_node.h"
 #include "referral.h"
 #include "role.h"
+#include "route.h"
 #include "store.h"
 
 #define ADMIN_MAX_OUT (256u << 20)   /* bytes of one answer */
@@ -110,16 +111,28 @@ static void put_time(fhir_arena *a, fhir_node *o, const char *key, int64_t ms)
     put_str(a, o, key, t);
 }
 
-/* A JSON text we produced ourselves (verdicts, profiles, routes), embedded as a value. */
+/* A JSON text we produced ourselves (verdicts, profiles, routes), parsed; NULL when absent. */
+static fhir_node *json_value(fhir_arena *a, const char *json)
+{
+    if (!json || !*json)
+        return NULL;
+    fhir_error e;
+    fhir_json_limits lim = {.max_bytes = ADMIN_MAX_OUT};
+    return fhir_json_parse(a, json, strlen(json), &lim, &e);
+}
+
+/* A JSON text we produced ourselves, embedded as a value (null when absent). */
 static void put_json(fhir_arena *a, fhir_node *o, const char *key, const char *json)
 {
-    fhir_node *v = NULL;
-    if (json && *json) {
-        fhir_error e;
-        fhir_json_limits lim = {.max_bytes = ADMIN_MAX_OUT};
-        v = fhir_json_parse(a, json, strlen(json), &lim, &e);
-    }
+    fhir_node *v = json_value(a, json);
     fhir_node_set(a, o, key, v ? v : fhir_node_new(a, FHIR_NULL));
+}
+
+/* A referral's route as the API shows it: each candidate with its reason (route.h). */
+static void put_route(fhir_arena *a, fhir_node *o, const char *json)
+{
+    fhir_node *v = json_value(a, json), *shown = v ? route_json_shown(a, v) : NULL;
+    fhir_node_set(a, o, "route", shown ? shown : v ? v : fhir_node_new(a, FHIR_NULL));
 }
 
 /* A query parameter as a number in [min, max]; def when absent; *bad when malformed. */
@@ -585,7 +598,7 @@ static fhir_node *referral_node(fhir_arena *a, const refer_record *r, bool full)
     put_time(a, o, "updated", r->updated_ms);
     if (full) {
         put_str(a, o, "explanation", r->explanation);
-        put_json(a, o, "route", r->route_json);
+        put_route(a, o, r->route_json);
         put_json(a, o, "verdict", r->verdict_json);
         put_int(a, o, "payload_bytes", (long long)(r->payload ? strlen(r->payload) : 0));
         put_str(a, o, "last_response", r->last_response);

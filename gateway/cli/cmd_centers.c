@@ -106,7 +106,7 @@ int cmd_centers(int argc, char **argv)
     fhir_buf out;
     fhir_buf_init(&out, CMD_CENTERS_OUT_MAX);
     if (json) {
-        fhir_node *j = route_explain_json(a, &res);
+        fhir_node *j = route_json_shown(a, route_explain_json(a, &res));
         if (!j || fhir_json_write(&out, j, FHIR_JSON_PRETTY)) {
             fhir_buf_free(&out);
             fhir_error_set(&err, "output too large");

@@ -336,6 +336,36 @@ static const char *product_words(fhir_arena *a, const route_params *p, const rou
     return s ? s : nd->product;
 }
 
+/* What a candidate's reason sentence is made of (a ranking's candidate, or a stored route's). */
+typedef struct reason_parts {
+    double km, minutes;       /* written as whole numbers */
+    const char *serves;       /* the indications it serves, in words */
+    const char *body, *expires; /* the accreditation */
+    bool limited, demoted, payers_listed, beyond;
+    const char *payer;        /* the patient's payer (set when demoted) */
+    double stay_minutes;
+    int stay_days;
+} reason_parts;
+
+/* The one writer of a candidate's reason sentence. */
+static void reason_write(const reason_parts *p, fhir_buf *b)
+{
+    fhir_buf_printf(b, "%.0f km great-circle, about %.0f min by road; serves %s", p->km, p->minutes,
+                    p->serves ? p->serves : "");
+    fhir_buf_printf(b, "; %s valid through %s", p->body ? p->body : "", p->expires ? p->expires : "");
+    if (p->limited)
+        fhir_buf_puts(b, "; capacity limited (expect a longer wait, call intake)");
+    if (p->demoted)
+        fhir_buf_printf(b, "; payer \"%s\" is not on the center's accepted list "
+                           "(ranked after centers without a payer mismatch)", p->payer ? p->payer : "");
+    else if (!p->payers_listed)
+        fhir_buf_puts(b, "; accepted payers not listed (not held against it)");
+    if (p->beyond)
+        fhir_buf_printf(b, "; beyond %.0f min: the patient will need to stay near the "
+                           "center for the %d-day post-infusion monitoring period",
+                        p->stay_minutes, p->stay_days);
+}
+
 int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
                const route_need *needs, size_t n_needs, const char *payer, int64_t day,
                const route_params *params, route_result *out, fhir_error *err)
@@ -424,29 +454,30 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
         route_candidate *rc = &out->candidates[i];
         fhir_buf b;
         fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
-        fhir_buf_printf(&b, "%.0f km great-circle, about %.0f min by road; serves ",
-                        rc->distance_km, rc->travel_minutes);
         if (out->params.rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
             elig_display_write(out->params.rules, rc->matched, rc->n_matched, &b);
         else
             for (size_t k = 0; k < rc->n_matched; k++)
                 fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
-        fhir_buf_printf(&b, "; %s valid through %s", rc->accreditation->body,
-                        rc->accreditation->expires);
-        if (rc->center->capacity == CENTERS_LIMITED)
-            fhir_buf_puts(&b, "; capacity limited (expect a longer wait, call intake)");
-        if (rc->payer_demoted)
-            fhir_buf_printf(&b, "; payer \"%s\" is not on the center's accepted list "
-                                "(ranked after centers without a payer mismatch)", payer);
-        else if (!rc->center->payers_listed)
-            fhir_buf_puts(&b, "; accepted payers not listed (not held against it)");
-        if (rc->beyond_stay_near)
-            fhir_buf_printf(&b, "; beyond %.0f min: the patient will need to stay near the "
-                                "center for the %d-day post-infusion monitoring period",
-                            out->params.stay_near_minutes, out->params.stay_near_days);
+        rc->serves = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+        OOM_CHECK(rc->serves);
+        fhir_buf_reset(&b);
+        reason_parts rp = {
+            .km = rc->distance_km, .minutes = rc->travel_minutes, .serves = rc->serves,
+            .body = rc->accreditation->body, .expires = rc->accreditation->expires,
+            .limited = rc->center->capacity == CENTERS_LIMITED, .demoted = rc->payer_demoted,
+            .payers_listed = rc->center->payers_listed, .payer = payer,
+            .beyond = rc->beyond_stay_near, .stay_minutes = out->params.stay_near_minutes,
+            .stay_days = out->params.stay_near_days,
+        };
+        reason_write(&rp, &b);
         rc->reason = fhir_arena_strdup(a, fhir_buf_cstr(&b));
         fhir_buf_free(&b);
         OOM_CHECK(rc->reason);
+    }
+    if (out->n_candidates && payer) {
+        out->payer = fhir_arena_strdup(a, payer);
+        OOM_CHECK(out->payer);
     }
     return 0;
 }
@@ -493,6 +524,20 @@ static fhir_node *num(fhir_arena *a, unsigned prec, double v)
     return fhir_node_new_num(a, t, n < sizeof t ? n : sizeof t - 1);
 }
 
+/* The position in the route's "serves" list of candidate k's words (k the first candidate
+ * with them). */
+static size_t serves_index(const route_result *r, size_t k)
+{
+    size_t idx = 0;
+    for (size_t i = 0; i < k; i++) {
+        size_t j = 0;
+        while (j < i && strcmp(r->candidates[j].serves, r->candidates[i].serves))
+            j++;
+        idx += j == i; /* the first with its words */
+    }
+    return idx;
+}
+
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
 {
     fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
@@ -514,6 +559,10 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
     fmt_day(r->day, day);
     fhir_node_set_str(a, root, "evaluated_on", day);
     fhir_node *cands = fhir_node_set_arr(a, root, "candidates");
+    fhir_node *serves = fhir_node_new(a, FHIR_ARRAY);
+    bool any_demoted = false;
+    if (!serves)
+        return NULL;
     for (size_t i = 0; i < r->n_candidates; i++) {
         const route_candidate *c = &r->candidates[i];
         fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
@@ -535,7 +584,16 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
             fhir_node_append(a, ind, NULL, 0, fhir_node_new_str(a, c->matched[k]));
         fhir_node_set(a, e, "payer_demoted", fhir_node_new_bool(a, c->payer_demoted));
         fhir_node_set(a, e, "beyond_stay_near", fhir_node_new_bool(a, c->beyond_stay_near));
-        fhir_node_set_str(a, e, "reason", c->reason);
+        /* what the reason sentence needs besides the fields above (route_json_reason) */
+        fhir_node_set(a, e, "km", num(a, 0, c->distance_km));
+        fhir_node_set(a, e, "payers_listed", fhir_node_new_bool(a, c->center->payers_listed));
+        size_t k = 0; /* the words of what it serves, once per route */
+        while (k < i && strcmp(r->candidates[k].serves, c->serves))
+            k++;
+        if (k == i)
+            fhir_node_append(a, serves, NULL, 0, fhir_node_new_str(a, c->serves));
+        fhir_node_set(a, e, "serves", num(a, 0, (double)serves_index(r, k)));
+        any_demoted = any_demoted || c->payer_demoted;
         if (!fhir_node_append(a, cands, NULL, 0, e))
             return NULL;
     }
@@ -548,6 +606,107 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
         fhir_node_set_str(a, e, "reason", r->exclusions[i].reason);
         if (!fhir_node_append(a, ex, NULL, 0, e))
             return NULL;
+    }
+    fhir_node_set(a, root, "serves", serves);
+    if (any_demoted && r->payer)
+        fhir_node_set_str(a, root, "payer", r->payer);
+    return root;
+}
+
+/* a number member as a double (0 when absent or not a number) */
+static double num_of(const fhir_node *o, const char *key)
+{
+    double v = 0;
+    const fhir_node *n = fhir_node_get(o, key);
+    return n && fhir_node_double(n, &v) ? v : 0;
+}
+
+int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *out)
+{
+    const char *stored = fhir_node_str(fhir_node_get(cand, "reason"));
+    if (stored) /* written by an older version */
+        return fhir_buf_puts(out, stored);
+    const fhir_node *si = fhir_node_get(cand, "serves");
+    double sv = -1;
+    const fhir_node *words = si && fhir_node_double(si, &sv) && sv >= 0
+                                 ? fhir_node_at(fhir_node_get(route, "serves"), (size_t)sv)
+                                 : NULL;
+    const char *capacity = fhir_node_str(fhir_node_get(cand, "capacity"));
+    reason_parts rp = {
+        .km = num_of(cand, "km"), .minutes = num_of(cand, "travel_minutes"),
+        .serves = fhir_node_str(words),
+        .body = fhir_node_path_str(cand, "accreditation.body"),
+        .expires = fhir_node_path_str(cand, "accreditation.expires"),
+        .limited = capacity && !strcmp(capacity, centers_capacity_name(CENTERS_LIMITED)),
+        .demoted = fhir_node_bool(fhir_node_get(cand, "payer_demoted"), false),
+        .payers_listed = fhir_node_bool(fhir_node_get(cand, "payers_listed"), false),
+        .payer = fhir_node_str(fhir_node_get(route, "payer")),
+        .beyond = fhir_node_bool(fhir_node_get(cand, "beyond_stay_near"), false),
+        .stay_minutes = num_of(fhir_node_get(route, "assumptions"), "stay_near_minutes"),
+        .stay_days = (int)num_of(fhir_node_get(route, "assumptions"), "stay_near_days"),
+    };
+    reason_write(&rp, out);
+    return out->overflow ? -1 : 0;
+}
+
+static bool key_is(const fhir_node *m, const char *k)
+{
+    size_t n = strlen(k);
+    return m->key && m->key_len == n && !memcmp(m->key, k, n);
+}
+
+/* members of a stored route that only its reasons need */
+static bool helper_key(const fhir_node *m, bool candidate)
+{
+    return candidate ? key_is(m, "km") || key_is(m, "payers_listed") || key_is(m, "serves")
+                     : key_is(m, "serves") || key_is(m, "payer");
+}
+
+/* a copy of member m appended to obj under its key */
+static fhir_node *copy_member(fhir_arena *a, fhir_node *obj, const fhir_node *m)
+{
+    fhir_node *v = fhir_node_clone(a, m);
+    return v ? fhir_node_append(a, obj, m->key, m->key_len, v) : NULL;
+}
+
+fhir_node *route_json_shown(fhir_arena *a, const fhir_node *route)
+{
+    if (!route || route->kind != FHIR_OBJECT)
+        return route ? fhir_node_clone(a, route) : NULL;
+    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
+    if (!root)
+        return NULL;
+    for (const fhir_node *m = fhir_node_first(route); m; m = m->next) {
+        if (helper_key(m, false))
+            continue;
+        if (!key_is(m, "candidates") || m->kind != FHIR_ARRAY) {
+            if (!copy_member(a, root, m))
+                return NULL;
+            continue;
+        }
+        fhir_node *cands = fhir_node_set_arr(a, root, "candidates");
+        if (!cands)
+            return NULL;
+        for (const fhir_node *c = fhir_node_first(m); c; c = c->next) {
+            if (c->kind != FHIR_OBJECT || fhir_node_get(c, "reason")) { /* an older route's */
+                if (!fhir_node_append(a, cands, NULL, 0, fhir_node_clone(a, c)))
+                    return NULL;
+                continue;
+            }
+            fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
+            if (!e)
+                return NULL;
+            for (const fhir_node *f = fhir_node_first(c); f; f = f->next)
+                if (!helper_key(f, true) && !copy_member(a, e, f))
+                    return NULL;
+            fhir_buf b;
+            fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
+            route_json_reason(route, c, &b);
+            fhir_node *why = fhir_node_set_str(a, e, "reason", fhir_buf_cstr(&b));
+            fhir_buf_free(&b);
+            if (!why || !fhir_node_append(a, cands, NULL, 0, e))
+                return NULL;
+        }
     }
     return root;
 }

@@ -105,6 +105,7 @@ typedef struct route_candidate {
     bool beyond_stay_near;                    /* travel_minutes > stay_near_minutes */
     const char **matched;                     /* indications the center can serve */
     size_t n_matched;
+    const char *serves;                       /* the matched indications in words */
     const char *reason;                       /* one-sentence explanation */
 } route_candidate;
 
@@ -121,6 +122,7 @@ typedef struct route_result {
     size_t n_candidates;
     route_exclusion *exclusions; /* in directory order */
     size_t n_exclusions;
+    const char *payer;           /* the patient's payer as given (NULL: unknown) */
 } route_result;
 
 /* Ranks the directory's centers for the needs. payer may be NULL (unknown). day = the
@@ -138,7 +140,21 @@ double route_travel_minutes(double km, const route_params *params);
 
 /* Human-readable explanation (origin, assumptions, ranked list, exclusions) appended to out. */
 int route_explain_text(const route_result *r, fhir_buf *out);
-/* The same as a JSON object in arena a (borrowed). NULL when the arena's cap is hit. */
+/* The same as a JSON object in arena a (borrowed), the form a referral keeps: a candidate
+ * carries its fields, not its reason sentence, plus what the sentence needs besides them —
+ * "km" (the distance as the sentence rounds it), "payers_listed", "serves" (an index into the
+ * route's "serves": the words of the indications it serves, each distinct text once) and,
+ * when a candidate was demoted for it, the route's "payer". route_json_reason writes the
+ * sentence; route_json_shown gives the form people and the API see. Exclusions keep their
+ * "reason". NULL when the arena's cap is hit. */
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r);
+/* Appends the reason sentence of candidate cand of route (a tree of route_explain_json, as
+ * stored): the text route_rank gave the candidate. A candidate of a route stored by an older
+ * version keeps its "reason": that text. 0, or -1 when out's cap is hit. */
+int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *out);
+/* Route as shown (the admin API, `cartgate centers --json`): a copy in arena a (borrowed)
+ * without the members only the reasons need, each candidate with its "reason" last. An older
+ * route (candidates with their reason) is copied as it is. NULL when the arena's cap is hit. */
+fhir_node *route_json_shown(fhir_arena *a, const fhir_node *route);
 
 #endif

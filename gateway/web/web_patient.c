@@ -14,6 +14,7 @@
 #include "fhir_log.h"
 #include "referral.h"
 #include "role.h"
+#include "route.h"
 #include "screen.h"
 
 #define VERDICT_JSON_MAX (4u << 20)
@@ -273,7 +274,11 @@ static void centers_block(web *w, fhir_buf *b, const fhir_node *route, bool rank
         if (fhir_node_bool(fhir_node_get(c, "beyond_stay_near"), false))
             fhir_buf_puts(b, " (needs lodging near the center for the monitoring weeks)");
         fhir_buf_puts(b, "<br><span class=\"sub\">");
-        web_esc(b, fhir_node_str(fhir_node_get(c, "reason")));
+        fhir_buf why;
+        fhir_buf_init(&why, ROUTE_EXPLANATION_MAX);
+        route_json_reason(route, c, &why);
+        web_esc(b, fhir_buf_cstr(&why));
+        fhir_buf_free(&why);
         fhir_buf_puts(b, "</span></li>\n");
     }
     if (fhir_node_first(cands))

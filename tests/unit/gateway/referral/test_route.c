@@ -256,6 +256,125 @@ static void test_rank_from_zip(void **state)
     route_zcta_free(z);
 }
 
+/* The reason sentence of candidate i of a stored route (route_json_reason), in arena a. */
+static const char *stored_reason(fhir_arena *a, const fhir_node *route, size_t i)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
+    assert_int_equal(route_json_reason(route, fhir_node_at(fhir_node_get(route, "candidates"), i), &b), 0);
+    const char *s = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+    fhir_buf_free(&b);
+    return s;
+}
+
+/* route_explain_json as a referral stores it: text, read back. */
+static const fhir_node *stored(fhir_arena *a, const route_result *r)
+{
+    char *t = fhir_json_to_string(route_explain_json(a, r), FHIR_JSON_COMPACT, 0);
+    assert_non_null(t);
+    fhir_error err = {0};
+    const fhir_node *n = fhir_json_parse(a, t, strlen(t), NULL, &err);
+    free(t);
+    assert_non_null(n);
+    return n;
+}
+
+/* A stored route keeps no candidate's sentence, only what it is made of; the sentence written
+ * from that is the one the ranking wrote, word for word: payers listed and accepted, listed and
+ * not accepted (demoted, the payer named), not listed; beyond stay-near; capacity limited. The
+ * form shown (API, --json) has each candidate's reason last and none of the helper members. */
+static void test_stored_route_reasons(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!z || !d || !rs)
+        fail_msg("%s", err.msg);
+    route_origin o;
+    route_patient_location loc = {.zip = "55902"};
+    assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
+    fhir_arena *a = fhir_arena_new(0);
+    route_params words = {.rules = rs};
+    route_need two[2] = {{.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:LBCL-3L"},
+                         {.product = "liso-cel", .disease = "dlbcl_nos", .indication = "liso-cel:LBCL-3L"}};
+    route_result r;
+    int64_t today = fhir_clock_days_from_civil(2026, 11, 27);
+    const char *payers[] = {"Aetna", "medicare", NULL};
+    for (size_t p = 0; p < 3; p++) {
+        assert_int_equal(route_rank(a, d, &o, two, 2, payers[p], today, &words, &r, &err), 0);
+        assert_int_equal(r.n_candidates, 2);
+        const fhir_node *j = stored(a, &r);
+        for (size_t i = 0; i < r.n_candidates; i++) {
+            const fhir_node *c = fhir_node_at(fhir_node_get(j, "candidates"), i);
+            assert_null(fhir_node_get(c, "reason"));
+            assert_string_equal(stored_reason(a, j, i), r.candidates[i].reason);
+        }
+        /* both serve the same: their words are kept once */
+        assert_int_equal(fhir_node_count(fhir_node_get(j, "serves")), 1);
+        assert_true(fhir_node_get(j, "payer") == NULL || p == 0);
+        const fhir_node *shown = route_json_shown(a, j);
+        for (size_t i = 0; i < r.n_candidates; i++) {
+            const fhir_node *c = fhir_node_at(fhir_node_get(shown, "candidates"), i);
+            assert_string_equal(fhir_node_str(c->last), r.candidates[i].reason);
+            assert_string_equal(c->last->key, "reason");
+            assert_null(fhir_node_get(c, "km"));
+            assert_null(fhir_node_get(c, "serves"));
+            assert_null(fhir_node_get(c, "payers_listed"));
+        }
+        assert_null(fhir_node_get(shown, "serves"));
+        assert_null(fhir_node_get(shown, "payer"));
+        assert_int_equal(fhir_node_count(fhir_node_get(shown, "excluded")), 3);
+        if (p == 0) { /* the sentences as route.c wrote them before routes stopped keeping them */
+            assert_string_equal(stored_reason(a, j, 0),
+                                "460 km great-circle, about 449 min by road; serves Yescarta (axi-cel): large "
+                                "B-cell lymphoma, third line or later; FACT valid through 2030-01-01; capacity "
+                                "limited (expect a longer wait, call intake); accepted payers not listed (not "
+                                "held against it); beyond 120 min: the patient will need to stay near the center "
+                                "for the 14-day post-infusion monitoring period");
+            assert_string_equal(stored_reason(a, j, 1),
+                                "73 km great-circle, about 71 min by road; serves Yescarta (axi-cel): large "
+                                "B-cell lymphoma, third line or later; FACT valid through 2030-01-01; payer "
+                                "\"Aetna\" is not on the center's accepted list (ranked after centers without a "
+                                "payer mismatch)");
+        }
+        if (p == 1)
+            assert_string_equal(stored_reason(a, j, 0),
+                                "73 km great-circle, about 71 min by road; serves Yescarta (axi-cel): large "
+                                "B-cell lymphoma, third line or later; FACT valid through 2030-01-01");
+    }
+    elig_ruleset_free(rs);
+    fhir_arena_free(a);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
+/* A route stored by an older version (each candidate with its "reason") keeps its text, and is
+ * shown as it is. */
+static void test_older_route_reasons(void **state)
+{
+    (void)state;
+    static const char old[] =
+        "{\"origin\":{\"source\":\"site\",\"lat\":41.590000,\"lon\":-93.620000,\"note\":\"n\"},"
+        "\"assumptions\":{\"detour_factor\":1.30,\"avg_speed_kmh\":80.0,\"stay_near_minutes\":120,"
+        "\"stay_near_days\":14},\"evaluated_on\":\"2026-11-01\",\"candidates\":[{\"rank\":1,\"center\":"
+        "\"c1\",\"name\":\"C\",\"city\":\"X\",\"state\":\"IA\",\"distance_km\":12.5,\"travel_minutes\":"
+        "12,\"capacity\":\"open\",\"accreditation\":{\"body\":\"FACT\",\"expires\":\"2030-01-01\"},"
+        "\"indications\":[\"axi-cel:LBCL-3L\"],\"payer_demoted\":false,\"beyond_stay_near\":false,"
+        "\"reason\":\"as it was written then\"}],\"excluded\":[{\"center\":\"c2\",\"reason\":\"closed\"}]}";
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_error err = {0};
+    const fhir_node *j = fhir_json_parse(a, old, strlen(old), NULL, &err);
+    assert_non_null(j);
+    assert_string_equal(stored_reason(a, j, 0), "as it was written then");
+    char *t = fhir_json_to_string(route_json_shown(a, j), FHIR_JSON_COMPACT, 0);
+    assert_non_null(t);
+    assert_string_equal(t, old);
+    free(t);
+    fhir_arena_free(a);
+}
+
 static void test_origin_fallbacks(void **state)
 {
     (void)state;
@@ -297,6 +416,8 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_zcta_tiny_table),
         cmocka_unit_test(test_zcta_errors),
+        cmocka_unit_test(test_stored_route_reasons),
+        cmocka_unit_test(test_older_route_reasons),
         cmocka_unit_test(test_zcta_shared_census_copy),
         cmocka_unit_test(test_rank_from_zip),
         cmocka_unit_test(test_origin_fallbacks),
