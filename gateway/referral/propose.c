@@ -448,8 +448,9 @@ static void set_opt(fhir_arena *a, fhir_node *obj, const char *key, const char *
 /* The package recipe (JSON, caller frees): everything the Bundle is built from besides the
  * referral's own columns (placer, site, patient, urgency, summary, verdict) — the patient's
  * resources it carries by type and id in their order, the center and the referrer as they
- * were, the request text, the authored time and the packet document. NULL when the arena's
- * cap is hit. */
+ * were, the request text, the authored time and the packet document (a JSON object; recipes
+ * of older versions hold its text as a string, propose_package_payload reads both). NULL when
+ * the arena's cap is hit. */
 static char *package_recipe(const propose_opts *o, const package_parts *p, const centers_center *ce,
                             const packet_referrer *ref, const char *reason, int64_t authored_ms,
                             const char *packet_json)
@@ -482,10 +483,20 @@ static char *package_recipe(const propose_opts *o, const package_parts *p, const
     recipe_refs(a, fhir_node_set_arr(a, r, "observations"), p->obs, p->nobs);
     recipe_refs(a, fhir_node_set_arr(a, r, "medications"), p->med, p->nmed);
     recipe_refs(a, fhir_node_set_arr(a, r, "reports"), p->rep, p->nrep);
-    if (packet_json)
-        fhir_node_set_str(a, r, "packet", packet_json);
-    char *out = fhir_json_to_string(r, FHIR_JSON_COMPACT, PROPOSE_MAX_PAYLOAD);
+    /* the packet document goes in as the JSON object it is ("packet" last): its text is
+     * appended as written, not escaped into a string again */
+    fhir_buf b;
+    fhir_buf_init(&b, PROPOSE_MAX_PAYLOAD);
+    fhir_json_write(&b, r, FHIR_JSON_COMPACT);
     fhir_arena_free(a);
+    if (packet_json && b.len > 0 && !b.overflow) {
+        b.len--; /* the recipe's closing brace */
+        fhir_buf_puts(&b, ",\"packet\":");
+        fhir_buf_puts(&b, packet_json);
+        fhir_buf_putc(&b, '}');
+    }
+    char *out = b.overflow ? NULL : fhir_buf_steal(&b, NULL);
+    fhir_buf_free(&b);
     return out;
 }
 
@@ -570,7 +581,7 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
     const fhir_node **pat = NULL, **cond = NULL, **cov = NULL, **obs = NULL, **med = NULL, **rep = NULL,
                     **drugs = NULL;
     size_t npat = 0, ncond = 0, ncov = 0, nobs = 0, nmed = 0, nrep = 0, ndrugs = 0;
-    char *html = NULL;
+    char *html = NULL, *packet_text = NULL;
     const char **lines = NULL;
     int rc = -1;
     const fhir_node *rc_node = fhir_json_parse(a, r->package, strlen(r->package), NULL, err);
@@ -603,7 +614,11 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
         .postal_code = fhir_node_str(fhir_node_get(c, "postal_code")),
     };
     const char *ms = fhir_node_str(fhir_node_get(rc_node, "authored_ms"));
-    const char *packet_json = fhir_node_str(fhir_node_get(rc_node, "packet"));
+    /* the packet document: a JSON object (an older recipe: its text as a string) */
+    const fhir_node *pk = fhir_node_get(rc_node, "packet");
+    if (pk && pk->kind == FHIR_OBJECT)
+        packet_text = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
+    const char *packet_json = packet_text ? packet_text : fhir_node_str(pk);
     if (packet_json)
         html = package_html(packet_json, r->patient_id);
     const fhir_node *rf = fhir_node_get(rc_node, "referrer");
@@ -643,6 +658,7 @@ done:
     free(drugs);
     free(lines);
     free(html);
+    free(packet_text);
     fhir_arena_free(a);
     return rc;
 }

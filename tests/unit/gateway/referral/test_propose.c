@@ -853,6 +853,54 @@ static void test_package_carries_referenced_medications(void **state)
     screened_free(&s);
 }
 
+/* The package keeps the packet document as a JSON object (not its text escaped into a string);
+ * a package written by an older version, with the packet as a string, builds the same Bundle. */
+static void test_package_packet_object(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    store *st = open_fresh("packet.db");
+    fhir_error err = {0};
+    propose_opts o = opts_for(REFER_MODE_APPROVAL);
+    propose_input in = input_for(&s);
+    propose_result r;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    refer_record rec;
+    assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+    assert_non_null(rec.package);
+    assert_non_null(rec.payload);
+    fhir_arena *a = fhir_arena_new(0);
+    const fhir_node *pkg = fhir_json_parse(a, rec.package, strlen(rec.package), NULL, &err);
+    assert_non_null(pkg);
+    const fhir_node *pk = fhir_node_get(pkg, "packet");
+    assert_non_null(pk);
+    assert_int_equal(pk->kind, FHIR_OBJECT);
+    assert_ptr_equal(pkg->last, pk); /* last, as before */
+    /* the same package as an older version wrote it: the packet's text as a string */
+    const char *at = strstr(rec.package, ",\"packet\":{");
+    assert_non_null(at);
+    fhir_buf old;
+    fhir_buf_init(&old, 0);
+    fhir_buf_append(&old, rec.package, (size_t)(at - rec.package));
+    fhir_buf_puts(&old, ",\"packet\":");
+    const char *text = at + strlen(",\"packet\":");
+    fhir_json_write_string(&old, text, strlen(text) - 1); /* without the package's closing brace */
+    fhir_buf_putc(&old, '}');
+    refer_record older = rec;
+    older.package = (char *)fhir_buf_cstr(&old);
+    char *payload = NULL;
+    assert_int_equal(propose_package_payload(st, &older, &payload, &err), 0);
+    assert_string_equal(payload, rec.payload);
+    assert_non_null(strstr(payload, "Referral packet (document)"));
+    free(payload);
+    fhir_buf_free(&old);
+    fhir_arena_free(a);
+    refer_record_free(&rec);
+    store_close(st);
+    screened_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -869,6 +917,7 @@ int main(void)
         cmocka_unit_test(test_closed_without_marker),
         cmocka_unit_test(test_markers),
         cmocka_unit_test(test_package_carries_referenced_medications),
+        cmocka_unit_test(test_package_packet_object),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
