@@ -404,25 +404,35 @@ static char *build_packet(const propose_opts *o, const propose_input *in, const 
     return json;
 }
 
-/* The HTML rendering of a packet document, caller frees; NULL when it cannot be made (the
- * Bundle then carries neither, as when the packet could not be built). */
-static char *package_html(const char *packet_json, const char *patient_id)
+/* The HTML and the plain-text renderings of a packet document (the recipe's object, or an
+ * older recipe's text), caller frees both; *html NULL when it cannot be made (the Bundle then
+ * carries neither document, as when the packet could not be built), *text NULL when only the
+ * text could not (the summary is then the explanation). */
+static void package_renderings(const fhir_node *packet, const char *patient_id, char **html,
+                               char **text)
 {
+    *html = *text = NULL;
     fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
     fhir_error e;
     fhir_error_clear(&e);
-    fhir_buf html;
-    fhir_buf_init(&html, PACKET_MAX_HTML);
-    char *out = NULL;
-    const fhir_node *pk = fhir_json_parse(a, packet_json, strlen(packet_json), NULL, &e);
-    if (pk && !packet_write_html(pk, &html, &e))
-        out = fhir_buf_steal(&html, NULL);
-    if (!out)
+    fhir_buf h, t;
+    fhir_buf_init(&h, PACKET_MAX_HTML);
+    fhir_buf_init(&t, PACKET_MAX_TEXT);
+    const fhir_node *pk = packet && packet->kind == FHIR_OBJECT ? packet : NULL;
+    const char *s = pk ? NULL : fhir_node_str(packet);
+    if (s)
+        pk = fhir_json_parse(a, s, strlen(s), NULL, &e);
+    if (pk && !packet_write_html(pk, &h, &e)) {
+        *html = fhir_buf_steal(&h, NULL);
+        if (!packet_write_text(pk, &t, &e))
+            *text = fhir_buf_steal(&t, NULL);
+    }
+    if (!*html || !*text)
         fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", patient_id,
                  e.msg[0] ? e.msg : "packet larger than its cap");
-    fhir_buf_free(&html);
+    fhir_buf_free(&h);
+    fhir_buf_free(&t);
     fhir_arena_free(a);
-    return out;
 }
 
 /* ---- the package: what a proposal keeps, and the Bundle built from it ------------------ */
@@ -581,7 +591,7 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
     const fhir_node **pat = NULL, **cond = NULL, **cov = NULL, **obs = NULL, **med = NULL, **rep = NULL,
                     **drugs = NULL;
     size_t npat = 0, ncond = 0, ncov = 0, nobs = 0, nmed = 0, nrep = 0, ndrugs = 0;
-    char *html = NULL, *packet_text = NULL;
+    char *html = NULL, *summary = NULL, *packet_text = NULL;
     const char **lines = NULL;
     int rc = -1;
     const fhir_node *rc_node = fhir_json_parse(a, r->package, strlen(r->package), NULL, err);
@@ -619,8 +629,10 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
     if (pk && pk->kind == FHIR_OBJECT)
         packet_text = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
     const char *packet_json = packet_text ? packet_text : fhir_node_str(pk);
+    /* the summary the center reads as text is the packet's: in words, with the label
+     * citations; the explanation's lines (criteria keys, record ids) only without a packet */
     if (packet_json)
-        html = package_html(packet_json, r->patient_id);
+        package_renderings(pk, r->patient_id, &html, &summary);
     const fhir_node *rf = fhir_node_get(rc_node, "referrer");
     char sysbase[200];
     snprintf(sysbase, sizeof sysbase, "urn:cartgate:%s", r->site_id);
@@ -632,7 +644,7 @@ int propose_package_payload(store *s, const refer_record *r, char **payload, fhi
         .observations = obs, .n_observations = nobs, .medications = med,
         .n_medications = nmed, .drugs = drugs, .n_drugs = ndrugs, .reports = rep, .n_reports = nrep,
         .reason_text = fhir_node_str(fhir_node_get(rc_node, "reason")),
-        .summary_text = r->explanation, .verdict_json = r->verdict_json, .urgency = r->urgency,
+        .summary_text = summary ? summary : r->explanation, .verdict_json = r->verdict_json, .urgency = r->urgency,
         .authored_ms = ms ? strtoll(ms, NULL, 10) : 0,
         .referrer_name = fhir_node_str(fhir_node_get(rf, "name")),
         .referrer_phone = fhir_node_str(fhir_node_get(rf, "phone")),
@@ -658,6 +670,7 @@ done:
     free(drugs);
     free(lines);
     free(html);
+    free(summary);
     free(packet_text);
     fhir_arena_free(a);
     return rc;

@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <cmocka.h>
+#include <openssl/evp.h>
 
 #include "bser.h"
 #include "centers.h"
@@ -197,6 +198,37 @@ static void test_commits_with_the_transaction(void **state)
     assert_string_equal(rec.center_id, r.center_id);
     assert_non_null(rec.payload);
     assert_non_null(strstr(rec.payload, "\"ServiceRequest\""));
+    /* the summary the center reads as text (the DocumentReference's text/plain attachment) is
+     * the packet in words: products by name, review flags without their ids, no criteria keys
+     * or record ids (the explanation's lines carry both) */
+    {
+        fhir_arena *ba = fhir_arena_new(0);
+        const fhir_node *bundle = fhir_json_parse(ba, rec.payload, strlen(rec.payload), NULL, &err);
+        assert_non_null(bundle);
+        const char *data = NULL;
+        for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
+            const fhir_node *res = fhir_node_get(e, "resource");
+            if (strcmp(fhir_node_resource_type(res) ? fhir_node_resource_type(res) : "", "DocumentReference"))
+                continue;
+            for (const fhir_node *c = fhir_node_first(fhir_node_get(res, "content")); c; c = c->next)
+                if (!strcmp(fhir_node_path_str(c, "attachment.contentType") ? fhir_node_path_str(c, "attachment.contentType") : "",
+                            "text/plain; charset=utf-8"))
+                    data = fhir_node_path_str(c, "attachment.data");
+        }
+        assert_non_null(data);
+        size_t n = strlen(data);
+        unsigned char *txt = calloc(1, n + 1);
+        assert_non_null(txt);
+        assert_true(EVP_DecodeBlock(txt, (const unsigned char *)data, (int)n) > 0);
+        assert_non_null(strstr((char *)txt, "Yescarta (axi-cel)"));
+        assert_non_null(strstr((char *)txt, "dailymed.nlm.nih.gov")); /* the label cited */
+        assert_null(strstr((char *)txt, "axi-cel:"));
+        assert_null(strstr((char *)txt, "review flag "));
+        assert_null(strstr((char *)txt, "Observation/"));
+        assert_null(strstr((char *)txt, "Condition/"));
+        free(txt);
+        fhir_arena_free(ba);
+    }
     /* the request in words names brand, product and indication in plain words, never a key */
     const char *rt = strstr(rec.payload, "\"reasonCode\":[{\"text\":\"");
     assert_non_null(rt);
