@@ -1087,6 +1087,16 @@ static void bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
+/* Binds text that outlives the statement's step (no copy): the caller's argument of a call that
+ * steps and gives the statement back (q_run, q_rows) before it returns. */
+static void bind_static(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
 static const char *col_text(sqlite3_stmt *st, int i)
 {
     return (const char *)sqlite3_column_text(st, i);
@@ -1574,12 +1584,13 @@ static int resource_write(store *s, int which, const char *patient_id, const cha
     q x;
     if (q_take(s, which, &x, err))
         return -1;
-    bind_text(x.st, 1, type);
-    bind_text(x.st, 2, id);
-    bind_text(x.st, 3, patient_id);
-    bind_text(x.st, 4, version);
-    bind_text(x.st, 5, last_updated);
-    sqlite3_bind_text(x.st, 6, json, -1, SQLITE_STATIC); /* NOT NULL; outlives the step */
+    /* every value outlives the step (q_run steps and resets before returning): no copies */
+    bind_static(x.st, 1, type);
+    bind_static(x.st, 2, id);
+    bind_static(x.st, 3, patient_id);
+    bind_static(x.st, 4, version);
+    bind_static(x.st, 5, last_updated);
+    bind_static(x.st, 6, json); /* NOT NULL */
     sqlite3_bind_int64(x.st, 7, fhir_clock_now_ms());
     if (q_run(s, &x, "resource write", err))
         return -1;
@@ -1737,8 +1748,8 @@ int store_held_mark(store *s, const char *source, const char *patient_id, fhir_e
     q x;
     if (q_take(s, Q_HELD_MARK, &x, err))
         return -1;
-    bind_text(x.st, 1, source);
-    bind_text(x.st, 2, patient_id);
+    bind_static(x.st, 1, source);
+    bind_static(x.st, 2, patient_id);
     sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
     if (q_run(s, &x, "held mark", err))
         return -1;
@@ -1869,15 +1880,6 @@ int64_t store_dirty_count(store *s)
 }
 
 /* ---- verdicts --------------------------------------------------------------------------------- */
-
-/* Binds text that outlives the statement's step (no copy). */
-static void bind_static(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
 
 /* The worklist row of a verdict just written at now_ms: from wl, or (NULL) from its JSON. */
 static int worklist_write(store *s, const char *patient_id, const char *category,
