@@ -2257,8 +2257,8 @@ int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fh
     const char *vals[] = {r->placer_id, r->site_id, r->patient_id, r->center_id,
                           r->indications, r->state, r->mode, r->urgency, r->explanation,
                           r->verdict_json, r->route_json, r->payload};
-    for (int i = 0; i < 12; i++)
-        bind_text(x.st, i + 1, vals[i]);
+    for (int i = 0; i < 12; i++) /* the caller's: outlive the step (no copies) */
+        bind_static(x.st, i + 1, vals[i]);
     int64_t now = fhir_clock_now_ms();
     sqlite3_bind_int64(x.st, 13, now);
     sqlite3_bind_int64(x.st, 14, now);
@@ -2267,8 +2267,8 @@ int store_referral_insert(store *s, const store_referral *r, int64_t *id_out, fh
         sqlite3_bind_int64(x.st, 16, r->supersedes);
     else
         sqlite3_bind_null(x.st, 16);
-    bind_text(x.st, 17, r->episode_marker);
-    bind_text(x.st, 18, r->package);
+    bind_static(x.st, 17, r->episode_marker);
+    bind_static(x.st, 18, r->package);
     if (q_run(s, &x, "referral insert", err))
         return -1;
     if (sqlite3_changes(s->db) > 0) {
