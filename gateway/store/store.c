@@ -1007,6 +1007,19 @@ static const struct {
 
 #define STORE_DIRTY_MEMO 128 /* bytes of the last patient id marked (longer ids: not kept) */
 
+/* The (source, patient) pairs store_held_mark knows to be rows of held on this handle: marked
+ * by it, committed or in the open transaction. held rows are deleted by store_held_release
+ * alone (Q_HELD_CLEAR), which forgets them all, as every rollback does (a rolled-back mark is
+ * no row). Pairs are "source\0patient\0" in bytes (STORE_HELD_MEMO_MAX), found through an
+ * open-addressing table of their offsets + 1; full: forgotten. */
+#define HELD_MEMO_SLOTS 32768u /* a power of two; at most half used (16,384 pairs) */
+typedef struct held_memo {
+    char *bytes;
+    size_t used;
+    uint32_t *slot;
+    size_t n;
+} held_memo;
+
 struct store {
     sqlite3 *db;
     char *path;
@@ -1014,9 +1027,7 @@ struct store {
     /* the patient store_dirty_mark marked last in the open transaction: resources arrive
      * grouped by patient, so most marks repeat it */
     char last_dirty[STORE_DIRTY_MEMO];
-    /* the same for store_held_mark: the last (source, patient) held in the transaction */
-    char last_held[STORE_DIRTY_MEMO];
-    char last_held_source[STORE_DIRTY_MEMO];
+    held_memo held; /* the (source, patient) pairs known to be in held (store_held_mark) */
     sqlite3_stmt *cache[Q_SLOTS];
     bool busy[Q_SLOTS]; /* handed out and not yet given back */
 };
@@ -1296,6 +1307,8 @@ void store_close(store *s)
         return;
     for (int i = 0; i < Q_SLOTS; i++)
         sqlite3_finalize(s->cache[i]);
+    free(s->held.bytes);
+    free(s->held.slot);
     if (s->db)
         sqlite3_close_v2(s->db);
     free(s->path);
@@ -1309,6 +1322,13 @@ const char *store_path(const store *s)
 
 /* ---- transactions --------------------------------------------------------------------------- */
 
+static void held_forget(store *s)
+{
+    if (s->held.slot)
+        memset(s->held.slot, 0, HELD_MEMO_SLOTS * sizeof *s->held.slot);
+    s->held.used = s->held.n = 0;
+}
+
 int store_begin(store *s, fhir_error *err)
 {
     if (s->in_tx)
@@ -1317,7 +1337,6 @@ int store_begin(store *s, fhir_error *err)
         return -1;
     s->in_tx = true;
     s->last_dirty[0] = '\0';
-    s->last_held[0] = '\0';
     return 0;
 }
 
@@ -1343,7 +1362,7 @@ void store_rollback(store *s)
     s->in_tx = false;
     s->in_sp = false;
     s->last_dirty[0] = '\0';
-    s->last_held[0] = '\0';
+    held_forget(s);
 }
 
 bool store_in_transaction(const store *s)
@@ -1381,7 +1400,7 @@ void store_savepoint_rollback(store *s)
     sqlite3_exec(s->db, "ROLLBACK TO unit; RELEASE unit", NULL, NULL, NULL);
     s->in_sp = false;
     s->last_dirty[0] = '\0';
-    s->last_held[0] = '\0';
+    held_forget(s);
 }
 
 /* ---- audit ---------------------------------------------------------------------------------- */
@@ -1740,11 +1759,66 @@ int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_c
 
 /* ---- patients held by an incomplete poll --------------------------------------------------------- */
 
+static uint32_t held_hash(const char *source, const char *patient_id)
+{
+    uint32_t h = 2166136261u; /* FNV-1a over "source\0patient" */
+    for (const char *p = source; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    h *= 16777619u;
+    for (const char *p = patient_id; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h;
+}
+
+/* The slot of the pair: the one holding it (*found), else the empty one where it would go. */
+static uint32_t *held_slot(const held_memo *m, const char *source, const char *patient_id,
+                           bool *found)
+{
+    for (uint32_t i = held_hash(source, patient_id);; i++) {
+        uint32_t *sl = &m->slot[i & (HELD_MEMO_SLOTS - 1)];
+        if (!*sl) {
+            *found = false;
+            return sl;
+        }
+        const char *src = m->bytes + *sl - 1;
+        if (!strcmp(src, source) && !strcmp(src + strlen(src) + 1, patient_id)) {
+            *found = true;
+            return sl;
+        }
+    }
+}
+
+/* Remembers a pair just written to held (a pair that does not fit is not remembered). */
+static void held_remember(store *s, const char *source, const char *patient_id)
+{
+    held_memo *m = &s->held;
+    size_t ls = strlen(source) + 1, lp = strlen(patient_id) + 1;
+    if (ls + lp > STORE_HELD_MEMO_MAX)
+        return;
+    if (!m->slot) {
+        m->slot = fhir_xcalloc(HELD_MEMO_SLOTS, sizeof *m->slot);
+        m->bytes = fhir_xmalloc(STORE_HELD_MEMO_MAX);
+    }
+    if (m->used + ls + lp > STORE_HELD_MEMO_MAX || m->n + 1 > HELD_MEMO_SLOTS / 2)
+        held_forget(s);
+    bool found;
+    uint32_t *sl = held_slot(m, source, patient_id, &found);
+    if (found)
+        return;
+    memcpy(m->bytes + m->used, source, ls);
+    memcpy(m->bytes + m->used + ls, patient_id, lp);
+    *sl = (uint32_t)m->used + 1;
+    m->used += ls + lp;
+    m->n++;
+}
+
 int store_held_mark(store *s, const char *source, const char *patient_id, fhir_error *err)
 {
-    if (s->in_tx && patient_id && patient_id[0] && !strcmp(patient_id, s->last_held) &&
-        !strcmp(source, s->last_held_source))
-        return 0; /* already held in this transaction */
+    bool found = false;
+    if (s->held.slot && patient_id && source)
+        held_slot(&s->held, source, patient_id, &found);
+    if (found)
+        return 0; /* a row of held already */
     q x;
     if (q_take(s, Q_HELD_MARK, &x, err))
         return -1;
@@ -1753,17 +1827,14 @@ int store_held_mark(store *s, const char *source, const char *patient_id, fhir_e
     sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
     if (q_run(s, &x, "held mark", err))
         return -1;
-    if (s->in_tx && strlen(patient_id) < sizeof s->last_held &&
-        strlen(source) < sizeof s->last_held_source) {
-        snprintf(s->last_held, sizeof s->last_held, "%s", patient_id);
-        snprintf(s->last_held_source, sizeof s->last_held_source, "%s", source);
-    }
+    if (patient_id && source)
+        held_remember(s, source, patient_id);
     return 0;
 }
 
 int store_held_release(store *s, const char *source, fhir_error *err)
 {
-    s->last_held[0] = '\0';
+    held_forget(s); /* every source's: one clear is simpler than picking */
     q x;
     if (q_take(s, Q_HELD_RELEASE, &x, err))
         return -1;

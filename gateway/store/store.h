@@ -33,6 +33,9 @@ typedef struct store store;
 #define STORE_CACHE_KIB 16384u
 /* Page size of a new database file (bytes; SQLite's default is 4096). */
 #define STORE_PAGE_SIZE_STR "16384"
+/* Bytes of (source, patient) pairs a handle remembers as held (store_held_mark): a full memo
+ * is forgotten and the pairs are marked again (one statement each). */
+#define STORE_HELD_MEMO_MAX (256u * 1024u)
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
@@ -163,7 +166,9 @@ int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_c
 /* ---- patients held by an incomplete poll -------------------------------------------- */
 /* A patient whose cached data a poll of `source` changed while that poll has not completed:
  * never screened while held by any source (store_dirty_next skips it), released for
- * screening when a poll of that source completes. Kept across restarts. */
+ * screening when a poll of that source completes. Kept across restarts. A pair this handle
+ * marked before (committed, or in the open transaction) and has not released since costs no
+ * statement (a poll's pages of every type name the same patients again). */
 int store_held_mark(store *s, const char *source, const char *patient_id, fhir_error *err);
 /* Every patient held by source becomes a patient to screen (store_dirty_*); the source holds
  * none after. */

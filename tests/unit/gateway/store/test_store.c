@@ -593,6 +593,64 @@ static int count_json(void *ctx, const char *type, const char *id, const char *j
     return 0;
 }
 
+/* store_held_mark remembers the (source, patient) pairs it wrote, so a pair marked again costs
+ * no statement, and forgets them whenever they may be rows no more: a release (of any source),
+ * a rollback, a savepoint rolled back, a full memo. Every pair marked is a row afterwards. */
+static void test_held_memo(void **state)
+{
+    (void)state;
+    store *s = open_fresh("held-memo.db");
+    fhir_error err = {0};
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0); /* committed before: no row more */
+    assert_int_equal(store_held_mark(s, "lab", "p1", &err), 0); /* another source: its own row */
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 1);
+    assert_int_equal(store_held_count(s, "lab"), 1);
+    /* released: the next poll's mark is a row again */
+    assert_int_equal(store_held_release(s, "ehr", &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p1", &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 1);
+    /* a mark rolled back is no row */
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p2", &err), 0);
+    store_rollback(s);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p2", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 2);
+    /* nor is one in a savepoint rolled back */
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_savepoint(s, &err), 0);
+    assert_int_equal(store_held_mark(s, "ehr", "p3", &err), 0);
+    store_savepoint_rollback(s);
+    assert_int_equal(store_held_mark(s, "ehr", "p3", &err), 0);
+    assert_int_equal(store_commit(s, &err), 0);
+    assert_int_equal(store_held_count(s, "ehr"), 3);
+    /* more pairs than the memo holds (forgotten when full: its bytes with long ids, its slots
+     * with short ones), each marked twice: every one a row; released, none */
+    assert_int_equal(store_held_release(s, "ehr", &err), 0);
+    enum { MANY = 20000 };
+    char pid[96];
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(store_begin(s, &err), 0);
+        for (int pass = 0; pass < 2; pass++)
+            for (int i = 0; i < MANY; i++) {
+                snprintf(pid, sizeof pid, round ? "p%d" : "patient-%05d-with-a-long-id-to-fill-the-bytes", i);
+                assert_int_equal(store_held_mark(s, "ehr", pid, &err), 0);
+            }
+        assert_int_equal(store_commit(s, &err), 0);
+        assert_int_equal(store_held_count(s, "ehr"), MANY);
+        assert_int_equal(store_held_release(s, "ehr", &err), 0);
+        assert_int_equal(store_held_count(s, "ehr"), 0);
+    }
+    store_close(s);
+}
+
 /* Patients held by an incomplete poll are never handed out for screening (even when another
  * source marked them) until a poll of every source holding them completes; a deleted
  * resource names its patient; a verdict can be removed. */
@@ -1215,6 +1273,7 @@ int main(void)
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
+        cmocka_unit_test(test_held_memo),
         cmocka_unit_test(test_referral_rows),
         cmocka_unit_test(test_retention_prune),
         cmocka_unit_test(test_per_patient_plans),
