@@ -855,7 +855,8 @@ static int rank_centers(const propose_opts *o, const map_profile *prof, const ra
     const map_fact *payer = map_profile_fact(prof, "payer");
     if (route_resolve_origin(&loc, o->zcta, &site, &origin, err))
         return -1;
-    route_params params = {.rules = o->rules}; /* reasons name the indications in words */
+    /* the words name the indications; a stored route keeps no reason sentences */
+    route_params params = {.rules = o->rules, .no_reasons = true};
     return route_rank(a, o->centers, &origin, nd->needs, nd->n, payer && payer->known ? payer->str : NULL,
                       o->day, &params, rr, err);
 }

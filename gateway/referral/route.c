@@ -366,6 +366,30 @@ static void reason_write(const reason_parts *p, fhir_buf *b)
                         p->stay_minutes, p->stay_days);
 }
 
+/* What a ranked candidate's reason sentence is made of (payer: the patient's, as given). */
+static reason_parts candidate_parts(const route_result *r, const route_candidate *rc, const char *payer)
+{
+    return (reason_parts){
+        .km = rc->distance_km, .minutes = rc->travel_minutes, .serves = rc->serves,
+        .body = rc->accreditation->body, .expires = rc->accreditation->expires,
+        .limited = rc->center->capacity == CENTERS_LIMITED, .demoted = rc->payer_demoted,
+        .payers_listed = rc->center->payers_listed, .payer = payer,
+        .beyond = rc->beyond_stay_near, .stay_minutes = r->params.stay_near_minutes,
+        .stay_days = r->params.stay_near_days,
+    };
+}
+
+/* Do two candidates serve the same indications (the needs' keys, in the same order)? */
+static bool same_matched(const route_candidate *x, const route_candidate *y)
+{
+    if (x->n_matched != y->n_matched)
+        return false;
+    for (size_t k = 0; k < x->n_matched; k++)
+        if (x->matched[k] != y->matched[k] && strcmp(x->matched[k], y->matched[k]))
+            return false;
+    return true;
+}
+
 int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
                const route_need *needs, size_t n_needs, const char *payer, int64_t day,
                const route_params *params, route_result *out, fhir_error *err)
@@ -454,26 +478,26 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
         route_candidate *rc = &out->candidates[i];
         fhir_buf b;
         fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
-        if (out->params.rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
-            elig_display_write(out->params.rules, rc->matched, rc->n_matched, &b);
-        else
-            for (size_t k = 0; k < rc->n_matched; k++)
-                fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
-        rc->serves = fhir_arena_strdup(a, fhir_buf_cstr(&b));
-        OOM_CHECK(rc->serves);
-        fhir_buf_reset(&b);
-        reason_parts rp = {
-            .km = rc->distance_km, .minutes = rc->travel_minutes, .serves = rc->serves,
-            .body = rc->accreditation->body, .expires = rc->accreditation->expires,
-            .limited = rc->center->capacity == CENTERS_LIMITED, .demoted = rc->payer_demoted,
-            .payers_listed = rc->center->payers_listed, .payer = payer,
-            .beyond = rc->beyond_stay_near, .stay_minutes = out->params.stay_near_minutes,
-            .stay_days = out->params.stay_near_days,
-        };
-        reason_write(&rp, &b);
-        rc->reason = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+        for (size_t k = 0; k < i && !rc->serves; k++) /* most serve what another does */
+            if (same_matched(&out->candidates[k], rc))
+                rc->serves = out->candidates[k].serves;
+        if (!rc->serves) {
+            if (out->params.rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
+                elig_display_write(out->params.rules, rc->matched, rc->n_matched, &b);
+            else
+                for (size_t k = 0; k < rc->n_matched; k++)
+                    fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
+            rc->serves = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+            OOM_CHECK(rc->serves);
+            fhir_buf_reset(&b);
+        }
+        if (!out->params.no_reasons) {
+            reason_parts rp = candidate_parts(out, rc, payer);
+            reason_write(&rp, &b);
+            rc->reason = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+            OOM_CHECK(rc->reason);
+        }
         fhir_buf_free(&b);
-        OOM_CHECK(rc->reason);
     }
     if (out->n_candidates && payer) {
         out->payer = fhir_arena_strdup(a, payer);
@@ -504,9 +528,16 @@ int route_explain_text(const route_result *r, fhir_buf *out)
         fhir_buf_puts(out, "No center qualifies.\n");
     for (size_t i = 0; i < r->n_candidates; i++) {
         const route_candidate *c = &r->candidates[i];
-        fhir_buf_printf(out, "%2zu. %s — %s, %s %s [%s]\n    %s\n", i + 1, c->center->id,
+        fhir_buf_printf(out, "%2zu. %s — %s, %s %s [%s]\n    ", i + 1, c->center->id,
                         c->center->name, c->center->city, c->center->state,
-                        centers_capacity_name(c->center->capacity), c->reason);
+                        centers_capacity_name(c->center->capacity));
+        if (c->reason)
+            fhir_buf_puts(out, c->reason);
+        else { /* ranked without them (route_params.no_reasons) */
+            reason_parts rp = candidate_parts(r, c, r->payer);
+            reason_write(&rp, out);
+        }
+        fhir_buf_putc(out, '\n');
     }
     if (r->n_exclusions)
         fhir_buf_puts(out, "Excluded:\n");

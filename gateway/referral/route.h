@@ -86,6 +86,8 @@ typedef struct route_params {
     int stay_near_days;       /* 0 = 14 (post-infusion monitoring, clinical.md §3.4) */
     const elig_ruleset *rules; /* borrowed: names the indications in the reasons in plain words
                                 * ("Yescarta (axi-cel): ..."); NULL = by their keys */
+    bool no_reasons;           /* candidates get no reason sentence (reason NULL): a referral
+                                * keeps none, route_json_reason writes it when shown */
 } route_params;
 
 /* One indication the patient is eligible or possibly eligible for. */
@@ -106,7 +108,8 @@ typedef struct route_candidate {
     const char **matched;                     /* indications the center can serve */
     size_t n_matched;
     const char *serves;                       /* the matched indications in words */
-    const char *reason;                       /* one-sentence explanation */
+    const char *reason;                       /* one-sentence explanation (NULL with
+                                               * route_params.no_reasons) */
 } route_candidate;
 
 typedef struct route_exclusion {

@@ -339,6 +339,25 @@ static void test_stored_route_reasons(void **state)
                                 "\"Aetna\" is not on the center's accepted list (ranked after centers without a "
                                 "payer mismatch)");
         }
+        /* ranked without sentences (as a proposal ranks): none written, the same route kept,
+         * the same text explanation */
+        fhir_buf t1, t2;
+        fhir_buf_init(&t1, 1 << 20);
+        fhir_buf_init(&t2, 1 << 20);
+        assert_int_equal(route_explain_text(&r, &t1), 0);
+        char *kept = fhir_json_to_string(route_explain_json(a, &r), FHIR_JSON_COMPACT, 0);
+        route_params bare = {.rules = rs, .no_reasons = true};
+        route_result rb;
+        assert_int_equal(route_rank(a, d, &o, two, 2, payers[p], today, &bare, &rb, &err), 0);
+        assert_null(rb.candidates[0].reason);
+        assert_int_equal(route_explain_text(&rb, &t2), 0);
+        assert_string_equal(fhir_buf_cstr(&t2), fhir_buf_cstr(&t1));
+        char *kept2 = fhir_json_to_string(route_explain_json(a, &rb), FHIR_JSON_COMPACT, 0);
+        assert_string_equal(kept2, kept);
+        free(kept);
+        free(kept2);
+        fhir_buf_free(&t1);
+        fhir_buf_free(&t2);
         if (p == 1)
             assert_string_equal(stored_reason(a, j, 0),
                                 "73 km great-circle, about 71 min by road; serves Yescarta (axi-cel): large "
