@@ -229,8 +229,7 @@ static void num_text(double v, char *out, size_t n)
         snprintf(out, n, "%.3g", v);
 }
 
-/* "review flag ID (WHAT): WHY" -> "WHAT: WHY"; "note ID: WHY" -> "WHY". */
-static const char *flag_words(fhir_arena *a, const char *line, bool note)
+const char *packet_flag_words(fhir_arena *a, const char *line, bool note)
 {
     const char *p = line + (note ? 5 : 12);
     while (*p && *p != ' ' && *p != ':')
@@ -437,9 +436,9 @@ static void add_verdict(fhir_arena *a, fhir_node *pk, const fhir_node *v, const 
         if (!s)
             continue;
         if (!strncmp(s, "review flag ", 12))
-            push_str(a, flags, flag_words(a, s, false));
+            push_str(a, flags, packet_flag_words(a, s, false));
         else if (!strncmp(s, "note ", 5))
-            push_str(a, notes, flag_words(a, s, true));
+            push_str(a, notes, packet_flag_words(a, s, true));
         else if (!strncmp(s, "consult ", 8) || !strncmp(s, "pending ", 8) ||
                  !strncmp(s, "urgency ", 8) || !strncmp(s, "not the disease of the label", 28))
             continue; /* consult reasons come from "consult", the urgency is the header's;

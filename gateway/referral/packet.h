@@ -69,6 +69,11 @@ typedef struct packet_input {
  * Static strings. */
 const char *packet_report_kind(const fhir_node *dr);
 
+/* A verdict's review flag or note line in words, without the flag's id: "review flag ID (WHAT):
+ * WHY" -> "WHAT: WHY", "note ID: WHY" -> "WHY" (note: the line is a note); the line itself when
+ * it is not of that shape. The words are in a (or are the line). */
+const char *packet_flag_words(fhir_arena *a, const char *line, bool note);
+
 /* Builds the packet document in arena a (borrowed until the arena is reset). NULL with err
  * when the Patient or the verdict is missing or the arena's cap is hit. */
 fhir_node *packet_build(fhir_arena *a, const packet_input *in, fhir_error *err);

@@ -12,6 +12,7 @@
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
+#include "packet.h"
 #include "referral.h"
 #include "role.h"
 #include "route.h"
@@ -123,6 +124,8 @@ static const pref *prefs_find(const prefs *l, int kind)
 /* ---- pieces of the page ------------------------------------------------------------------------- */
 
 /* Evidence in words: parenthesised groups naming our tables or documents are left out. */
+#define WEB_CENTERS_SHOWN 3u /* ranked centers in view on the patient page; the rest folded */
+
 static void plain(fhir_buf *b, const char *ev)
 {
     for (const char *p = ev; p && *p; p++) {
@@ -258,7 +261,14 @@ static void centers_block(web *w, fhir_buf *b, const fhir_node *route, bool rank
     const char *origin_note = fhir_node_path_str(route, "origin.note");
     if (fhir_node_first(cands))
         fhir_buf_puts(b, "<ol class=\"centers\">\n");
-    for (const fhir_node *c = fhir_node_first(cands); c; c = c->next) {
+    size_t nc = fhir_node_count(cands), k = 0;
+    for (const fhir_node *c = fhir_node_first(cands); c; c = c->next, k++) {
+        /* the first few in view; the rest, farther or serving less, one click away */
+        if (k == WEB_CENTERS_SHOWN && nc > WEB_CENTERS_SHOWN + 1)
+            fhir_buf_printf(b, "</ol>\n<details class=\"more-centers\"><summary>%zu more center%s, "
+                               "farther away or serving fewer of the products</summary>\n"
+                               "<ol class=\"centers\" start=\"%zu\">\n",
+                            nc - k, nc - k == 1 ? "" : "s", k + 1);
         int64_t mins = 0;
         const fhir_node *tm = fhir_node_get(c, "travel_minutes");
         double dm = 0;
@@ -282,7 +292,7 @@ static void centers_block(web *w, fhir_buf *b, const fhir_node *route, bool rank
         fhir_buf_puts(b, "</span></li>\n");
     }
     if (fhir_node_first(cands))
-        fhir_buf_puts(b, "</ol>\n");
+        fhir_buf_puts(b, nc > WEB_CENTERS_SHOWN + 1 ? "</ol></details>\n" : "</ol>\n");
     const fhir_node *ex = fhir_node_get(route, "excluded");
     if (fhir_node_first(ex)) {
         fhir_buf_puts(b, "<h3>Excluded centers</h3>\n<ul class=\"excluded\">\n");
@@ -598,8 +608,15 @@ void web_h_patient(serve_req *r, void *ud)
     fhir_buf_puts(&b, "<section aria-labelledby=\"flags-h\"><h2 id=\"flags-h\">Review flags (for the treating center; they "
                       "do not block)</h2>\n<ul class=\"flags\">\n");
     size_t before = b.len;
-    str_list(&b, expl, "review flag ", 12);
-    str_list(&b, expl, "note ", 5);
+    for (int note = 0; note < 2; note++) /* the flags, then the notes; in words, as the packet */
+        for (const fhir_node *n = fhir_node_first(expl); n; n = n->next) {
+            const char *s = fhir_node_str(n);
+            if (!s || strncmp(s, note ? "note " : "review flag ", note ? 5 : 12))
+                continue;
+            fhir_buf_puts(&b, "<li>");
+            plain(&b, packet_flag_words(v.a, s, note));
+            fhir_buf_puts(&b, "</li>\n");
+        }
     if (b.len == before)
         fhir_buf_puts(&b, "<li>None raised.</li>\n");
     fhir_buf_puts(&b, "</ul></section>\n");

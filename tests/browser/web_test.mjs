@@ -155,6 +155,10 @@ for (const key of s.products) {
   check(banner.startsWith('ELIGIBLE — ') && namesAll(banner, s.products),
         `the banner names brand, product and indication in plain words: "${banner}"`);
   await noKeys('the patient page');
+  // review flags and notes in words, as the packet says them: not "ecog (ECOG 2 ...): ..."
+  const flags = await page.$$eval('ul.flags li', (l) => l.map((x) => x.innerText));
+  check(flags.length > 0 && flags.every((f) => f === 'None raised.' || !/^[a-z0-9_]+ \(/.test(f)),
+        `review flags start with what was found, not the flag's id: ${JSON.stringify(flags.map((f) => f.slice(0, 40)))}`);
 }
 check(eligShown.length === s.products.length, `as many eligible indications on the page (${eligShown.length}) as in screen --json (${s.products.length})`);
 check(shown.filter((x) => x.cat.includes('cat-eligible')).every((x) => x.gates.length > 0 && x.gates.every((g) => g === 'gate-met')),
@@ -170,6 +174,22 @@ prof.lines.forEach((l, i) => check(texts[i] && texts[i].startsWith(`Line ${l.num
 const marks = await page.$$eval('svg.timeline .mark', (m) => m.length);
 check(marks === prof.events.length, `timeline marks ${marks} = response/progression records ${prof.events.length}`);
 ok(`patient page of ${pid}: gates and timeline agree with cartgate screen / profile`);
+{
+  // the ranked centers: the first three in view, the rest folded (a details element, closed), in
+  // the route's order, every one of them ranked; the stored route says how many
+  const route = JSON.parse(sql(`SELECT route_json FROM referrals WHERE patient_id='${pid}' AND state='pending_approval'`) || '{}');
+  const n = (route.candidates || []).length;
+  const lists = await page.$$eval('ol.centers', (ls) => ls.map((l) => ({ items: l.querySelectorAll('li').length,
+    folded: !!l.closest('details.more-centers'), start: l.getAttribute('start') })));
+  const inView = lists.filter((l) => !l.folded).reduce((a, l) => a + l.items, 0);
+  const folded = lists.filter((l) => l.folded).reduce((a, l) => a + l.items, 0);
+  check(n > 4, `the route ranks more than four centers (${n})`);
+  check(inView === 3 && folded === n - 3 && lists.some((l) => l.folded && l.start === '4'),
+        `three centers in view, the other ${n - 3} folded from number 4 (${JSON.stringify(lists)})`);
+  const more = await page.$eval('details.more-centers', (d) => ({ open: d.open, s: d.querySelector('summary').innerText }));
+  check(!more.open && more.s.startsWith(`${n - 3} more centers`), `the fold is closed and says how many: "${more.s}"`);
+  ok(`patient page of ${pid}: 3 of ${n} ranked centers in view, ${n - 3} one click away`);
+}
 
 // approve with the default (top-ranked) center
 const rid = sql(`SELECT id FROM referrals WHERE patient_id='${pid}' AND state='pending_approval'`);
