@@ -545,7 +545,8 @@ static int job_commit(daemon_proc *d, screen_job *j, bool unit, fhir_error *err)
                                    typed ? &wl : NULL, err) ||
         propose_referral(d->st, &po, &pi, &j->prop, err) ||
         (unit && store_savepoint_release(d->st, err))) {
-        store_savepoint_rollback(d->st);
+        if (unit) /* without, the caller rolls the whole batch back */
+            store_savepoint_rollback(d->st);
         return -1;
     }
     crashpoint("screen.proposed");
@@ -565,7 +566,8 @@ static int job_commit_gone(daemon_proc *d, screen_job *j, bool unit, fhir_error 
         store_verdict_delete(d->st, j->pid, err) ||
         propose_withdraw(d->st, j->pid, &j->prop, err) ||
         (unit && store_savepoint_release(d->st, err))) {
-        store_savepoint_rollback(d->st);
+        if (unit) /* without, the caller rolls the whole batch back */
+            store_savepoint_rollback(d->st);
         return -1;
     }
     return 0;
@@ -657,7 +659,7 @@ static void notify_candidates(daemon_proc *d, const screen_report *rep, size_t n
 #define SCREEN_BATCH 64         /* patients per transaction (one fsync) ... */
 #define SCREEN_BATCH_MS 1000    /* ... or as many as this long allows, whichever is less */
 
-/* The reports of a batch rolled back: nothing of them is logged or counted. */
+/* Frees a batch's reports (of a batch rolled back: nothing of them logged or counted). */
 static void report_drop(screen_report *rep, size_t nrep)
 {
     for (size_t i = 0; i < nrep; i++) {
@@ -707,9 +709,9 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
             if (done > 0 && fhir_clock_mono_ms() - t0 > SCREEN_BATCH_MS)
                 break; /* the rest stays marked for the next batch */
             screen_job j;
-            if (job_build(d, &j, ids[done], &e) ||
-                (!j.pruned &&
-                 (j.gone ? job_commit_gone(d, &j, unit, &e) : job_commit(d, &j, unit, &e)))) {
+            bool failed = job_build(d, &j, ids[done], &e) != 0; /* reads only */
+            if (!failed && !j.pruned &&
+                (j.gone ? job_commit_gone(d, &j, unit, &e) : job_commit(d, &j, unit, &e))) {
                 if (!unit) {
                     /* part of the patient may be written: again from the batch's start, the
                      * failure logged and counted once, by that pass */
@@ -717,6 +719,9 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
                     retry = true;
                     break;
                 }
+                failed = true;
+            }
+            if (failed) {
                 screen_failed(d, ids[done], &e);
                 fhir_error_clear(&e);
             } else if (!j.pruned) {
@@ -741,13 +746,9 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
             crashpoint("screen.committed");
         if (rc == 0)
             notify_candidates(d, rep, nrep);
-        for (size_t i = 0; i < nrep; i++) {
-            if (rc == 0)
-                report_log(d, &rep[i]);
-            free(rep[i].pid);
-            free(rep[i].old_category);
-        }
-        free(rep);
+        for (size_t i = 0; i < nrep && rc == 0; i++)
+            report_log(d, &rep[i]);
+        report_drop(rep, nrep);
         for (size_t i = 0; i < (size_t)got; i++)
             free(ids[i]);
         if (rc)

@@ -555,20 +555,6 @@ static fhir_node *num(fhir_arena *a, unsigned prec, double v)
     return fhir_node_new_num(a, t, n < sizeof t ? n : sizeof t - 1);
 }
 
-/* The position in the route's "serves" list of candidate k's words (k the first candidate
- * with them). */
-static size_t serves_index(const route_result *r, size_t k)
-{
-    size_t idx = 0;
-    for (size_t i = 0; i < k; i++) {
-        size_t j = 0;
-        while (j < i && strcmp(r->candidates[j].serves, r->candidates[i].serves))
-            j++;
-        idx += j == i; /* the first with its words */
-    }
-    return idx;
-}
-
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
 {
     fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
@@ -591,8 +577,10 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
     fhir_node_set_str(a, root, "evaluated_on", day);
     fhir_node *cands = fhir_node_set_arr(a, root, "candidates");
     fhir_node *serves = fhir_node_new(a, FHIR_ARRAY);
+    /* each candidate's position in "serves" (the words of what it serves, each text once) */
+    size_t *at = fhir_arena_alloc(a, (r->n_candidates + 1) * sizeof *at), n_serves = 0;
     bool any_demoted = false;
-    if (!serves)
+    if (!serves || !at)
         return NULL;
     for (size_t i = 0; i < r->n_candidates; i++) {
         const route_candidate *c = &r->candidates[i];
@@ -618,12 +606,16 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
         /* what the reason sentence needs besides the fields above (route_json_reason) */
         fhir_node_set(a, e, "km", num(a, 0, c->distance_km));
         fhir_node_set(a, e, "payers_listed", fhir_node_new_bool(a, c->center->payers_listed));
-        size_t k = 0; /* the words of what it serves, once per route */
+        size_t k = 0; /* the first candidate with the same words */
         while (k < i && strcmp(r->candidates[k].serves, c->serves))
             k++;
-        if (k == i)
+        if (k == i) {
+            at[i] = n_serves++;
             fhir_node_append(a, serves, NULL, 0, fhir_node_new_str(a, c->serves));
-        fhir_node_set(a, e, "serves", num(a, 0, (double)serves_index(r, k)));
+        } else {
+            at[i] = at[k];
+        }
+        fhir_node_set(a, e, "serves", num(a, 0, (double)at[i]));
         any_demoted = any_demoted || c->payer_demoted;
         if (!fhir_node_append(a, cands, NULL, 0, e))
             return NULL;

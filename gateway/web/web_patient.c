@@ -123,9 +123,9 @@ static const pref *prefs_find(const prefs *l, int kind)
 
 /* ---- pieces of the page ------------------------------------------------------------------------- */
 
-/* Evidence in words: parenthesised groups naming our tables or documents are left out. */
 #define WEB_CENTERS_SHOWN 3u /* ranked centers in view on the patient page; the rest folded */
 
+/* Evidence in words: parenthesised groups naming our tables or documents are left out. */
 static void plain(fhir_buf *b, const char *ev)
 {
     for (const char *p = ev; p && *p; p++) {

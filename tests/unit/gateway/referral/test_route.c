@@ -363,6 +363,25 @@ static void test_stored_route_reasons(void **state)
                                 "73 km great-circle, about 71 min by road; serves Yescarta (axi-cel): large "
                                 "B-cell lymphoma, third line or later; FACT valid through 2030-01-01");
     }
+    /* candidates serving different things: each distinct text once, in order of first use, and
+     * every candidate's sentence with its own words (A B B A -> "serves" [A, B]) */
+    route_candidate four[4] = {r.candidates[0], r.candidates[1], r.candidates[1], r.candidates[0]};
+    const char *words_of[4] = {"words A", "words B", "words B", "words A"};
+    for (size_t i = 0; i < 4; i++)
+        four[i].serves = words_of[i];
+    r.candidates = four;
+    r.n_candidates = 4;
+    const fhir_node *j4 = stored(a, &r);
+    const fhir_node *sv = fhir_node_get(j4, "serves");
+    assert_int_equal(fhir_node_count(sv), 2);
+    assert_string_equal(fhir_node_str(fhir_node_at(sv, 0)), "words A");
+    assert_string_equal(fhir_node_str(fhir_node_at(sv, 1)), "words B");
+    for (size_t i = 0; i < 4; i++) {
+        char want[64];
+        snprintf(want, sizeof want, "; serves %s;", words_of[i]);
+        if (!strstr(stored_reason(a, j4, i), want))
+            fail_msg("candidate %zu: %s", i, stored_reason(a, j4, i));
+    }
     elig_ruleset_free(rs);
     fhir_arena_free(a);
     centers_free(d);
