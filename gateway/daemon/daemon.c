@@ -384,24 +384,28 @@ static int res_list_load(daemon_proc *d, res_list *l, const char *pid)
     return 0;
 }
 
-/* Adds the Medications the patient's medication resources reference (shared pool). */
+/* Adds the Medications the patient's medication resources reference (shared pool), by
+ * "Medication/<id>" or an absolute URL ending so (fhir_ref_split, as the referral package's
+ * drugs_fetch reads them; the profile resolves both). */
 static void add_referenced_medications(daemon_proc *d, res_list *l)
 {
     size_t n0 = l->n;
     for (size_t i = 0; i < n0; i++) {
-        const char *ref = fhir_node_path_str(l->v[i], "medicationReference.reference");
-        if (!ref || strncmp(ref, "Medication/", 11))
+        const char *ref = fhir_node_path_str(l->v[i], "medicationReference.reference"), *type, *id;
+        bool contained;
+        if (!fhir_ref_split(l->a, ref, &type, &id, &contained) || contained || !type ||
+            strcmp(type, "Medication"))
             continue;
         bool have = false;
         for (size_t j = 0; j < l->n && !have; j++)
             if (!strcmp(fhir_node_resource_type(l->v[j]) ? fhir_node_resource_type(l->v[j]) : "",
                         "Medication") &&
-                fhir_node_resource_id(l->v[j]) && !strcmp(fhir_node_resource_id(l->v[j]), ref + 11))
+                fhir_node_resource_id(l->v[j]) && !strcmp(fhir_node_resource_id(l->v[j]), id))
                 have = true;
         if (have)
             continue;
         fhir_error e;
-        store_resource_get(d->st, "Medication", ref + 11, res_cb, l, &e);
+        store_resource_get(d->st, "Medication", id, res_cb, l, &e);
     }
 }
 
