@@ -65,6 +65,13 @@ int fhir_buf_append(fhir_buf *b, const void *p, size_t n)
     return 0;
 }
 
+int fhir_buf_reserve(fhir_buf *b, size_t n)
+{
+    if (b->overflow)
+        return -1;
+    return grow(b, b->len + n);
+}
+
 int fhir_buf_putc(fhir_buf *b, char c)
 {
     if (!b->overflow && b->len + 2 <= b->alloc && (!b->cap || b->len < b->cap)) {

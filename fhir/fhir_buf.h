@@ -24,6 +24,9 @@ void fhir_buf_reset(fhir_buf *b); /* len = 0, overflow cleared, memory kept */
 /* Appends; returns 0, or -1 (and sets overflow) when the cap would be exceeded. */
 int fhir_buf_append(fhir_buf *b, const void *p, size_t n);
 int fhir_buf_putc(fhir_buf *b, char c);
+/* Room for n more bytes (and the NUL) within the cap, for a writer that fills b->data + b->len
+ * itself, then advances b->len and NUL-terminates. 0, or -1 (overflow set) at the cap. */
+int fhir_buf_reserve(fhir_buf *b, size_t n);
 int fhir_buf_puts(fhir_buf *b, const char *s);
 int fhir_buf_printf(fhir_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* The same with a va_list (ap is not consumed: the caller still va_end()s it). */

@@ -587,8 +587,6 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *ud)
         o->streaming = true;
         fhir_json_limits lim = {.max_bytes = cap};
         o->stream = fhir_json_stream_new(o->arena, &lim);
-        if (o->kind == OP_PAGE) /* a search page: its resources' bytes go to the cache as read */
-            fhir_json_stream_keep_entries(o->stream);
     }
     o->received += n;
     o->st->bytes_in += n;

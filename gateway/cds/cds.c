@@ -10,6 +10,7 @@
 #include "cds_card.h"
 #include "cds_jwt.h"
 #include "fhir_alloc.h"
+#include "fhir_bin.h"
 #include "fhir_buf.h"
 #include "fhir_client.h"
 #include "fhir_clock.h"
@@ -707,20 +708,25 @@ static int remember(call *k, const char *uuid, const char *category, fhir_error 
     store *st = k->c->env.st;
     if (store_begin(st, err))
         return -1;
+    fhir_buf bin;
+    fhir_buf_init(&bin, 16u << 20);
     int rc = store_cds_card_put(st, uuid, k->patient_id, k->sv->id, category, err);
     for (size_t i = 0; i < k->n && rc == 0; i++) {
         const char *type = fhir_node_resource_type(k->res[i]), *id = fhir_node_resource_id(k->res[i]);
         if (!type || !valid_id(id))
             continue;
-        char *json = fhir_json_to_string(k->res[i], FHIR_JSON_COMPACT, 16u << 20);
-        if (!json)
+        /* the binary form, as the daemon's poll caches it (fhir_bin.h): the same resource
+         * from either is the same bytes */
+        fhir_buf_reset(&bin);
+        if (fhir_bin_write(&bin, k->res[i]) < 0)
             continue;
         bool is_new = false;
         const char *pid = strcmp(type, "Medication") ? k->patient_id : ""; /* a shared pool */
         rc = store_resource_upsert(st, pid, type, id, fhir_node_path_str(k->res[i], "meta.versionId"),
-                                   fhir_node_path_str(k->res[i], "meta.lastUpdated"), json, &is_new, err);
-        free(json);
+                                   fhir_node_path_str(k->res[i], "meta.lastUpdated"), bin.data, bin.len,
+                                   &is_new, err);
     }
+    fhir_buf_free(&bin);
     if (rc || store_commit(st, err)) {
         store_rollback(st);
         return -1;

@@ -19,6 +19,7 @@
 #include "intake.h"
 #include "fhir_arena.h"
 #include "fhir_alloc.h"
+#include "fhir_bin.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_log.h"
@@ -77,7 +78,8 @@ struct daemon_proc {
     bool ready;              /* every source has completed a poll (or has none) */
     daemon_rt *retired;      /* an rt replaced while its sources were still polling */
     admin_metrics m;
-    fhir_json_reader *rd;    /* parses the cached resources read back (one yajl handle) */
+    fhir_json_reader *rd;    /* parses cached resources stored as JSON (older rows) */
+    fhir_buf bin;            /* a resource's binary form being cached (DAEMON_RESOURCE_MAX) */
 };
 
 /* ---- runtime (config + criteria + centers), loaded and swapped as one ---------------- */
@@ -283,20 +285,16 @@ static int ingest_in(daemon_proc *d, const char *source, const fhir_node *res, c
         if (unresolved)
             (*unresolved)++;
     }
-    /* the bytes as read when the reader kept them (a search page's entries), else written */
-    const char *src = fhir_node_source(res);
-    char *json = NULL;
-    if (src && strlen(src) > DAEMON_RESOURCE_MAX)
-        src = NULL; /* written below: the same error */
-    if (!src && !(json = fhir_json_to_string(res, FHIR_JSON_COMPACT, DAEMON_RESOURCE_MAX)))
+    /* cached in the binary form (fhir_bin.h): read back without a second JSON parse */
+    fhir_buf_reset(&d->bin);
+    if (fhir_bin_write(&d->bin, res) < 0)
         return fhir_error_set(err, "%s/%s: resource larger than 16 MiB", type, id);
     /* one statement: an identical cached copy is left as it is */
     bool is_new = false;
     int rc = store_resource_upsert(d->st, has_patient ? pid : "", type, id,
                                    fhir_node_path_str(res, "meta.versionId"),
-                                   fhir_node_path_str(res, "meta.lastUpdated"), src ? src : json, &is_new,
-                                   err);
-    free(json);
+                                   fhir_node_path_str(res, "meta.lastUpdated"), d->bin.data, d->bin.len,
+                                   &is_new, err);
     if (rc)
         return -1;
     if (!is_new) {
@@ -336,12 +334,12 @@ typedef struct res_list {
     bool failed;
 } res_list;
 
-static int res_list_add_json(res_list *l, const char *json)
+static int res_list_add(res_list *l, const void *data, size_t len)
 {
     if (l->n >= SCREEN_MAX_RESOURCES)
         return 1;
     fhir_error e;
-    fhir_node *n = fhir_json_reader_parse(l->rd, l->a, json, strlen(json), &e);
+    fhir_node *n = fhir_bin_or_json_read(l->rd, l->a, data, len, &e);
     if (!n)
         return 0; /* cached by us, so this cannot happen unless the db was edited: skip */
     if (l->n == l->cap) {
@@ -355,11 +353,11 @@ static int res_list_add_json(res_list *l, const char *json)
     return 0;
 }
 
-static int res_cb(void *ctx, const char *type, const char *id, const char *json)
+static int res_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)type;
     (void)id;
-    return res_list_add_json(ctx, json);
+    return res_list_add(ctx, data, len);
 }
 
 static int res_order(const void *a, const void *b)
@@ -1505,6 +1503,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     if (!d->st)
         goto fail;
     d->rd = fhir_json_reader_new(NULL);
+    fhir_buf_init(&d->bin, DAEMON_RESOURCE_MAX);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
@@ -1585,6 +1584,7 @@ void daemon_free(daemon_proc *d)
     rt_free(d->rt);
     rt_free(d->retired);
     fhir_json_reader_free(d->rd); /* after everything that may hold a tree it built */
+    fhir_buf_free(&d->bin);
     if (d->base)
         event_base_free(d->base);
     free(d->admin_token);

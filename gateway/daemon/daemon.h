@@ -19,7 +19,7 @@
 #define DAEMON_SCREEN_ARENA_MAX (512u << 20) /* one patient's resources while screening */
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
-#define DAEMON_RESOURCE_MAX (16u << 20)      /* one cached resource's JSON */
+#define DAEMON_RESOURCE_MAX (16u << 20)      /* one cached resource (its binary form, fhir_bin.h) */
 #define DAEMON_RETENTION_INTERVAL_S 3600     /* store.retention applied at start, then this often */
 #define DAEMON_NOTIFY_SCAN_S 5               /* stuck / declined referrals and the digest looked for */
 

@@ -442,7 +442,6 @@ static void file_start(bulk_file *f)
     fhir_error_clear(&f->err);
     fhir_json_limits lim = {.max_bytes = BULK_MAX_LINE_BYTES};
     f->nd = fhir_ndjson_new(&lim, file_line, NULL, f);
-    fhir_ndjson_keep_source(f->nd); /* cached as the lines read */
     fhir_buf_init(&f->batch, BULK_BATCH_BYTES);
     f->changed_before = p->changed;
     fhir_client_stream_request sr = {.url = f->url, .accept = "application/fhir+ndjson",

@@ -73,7 +73,6 @@ static int file_process(poll_source *p, const char *path, fhir_error *err)
     if (has_suffix(path, ".ndjson") || has_suffix(path, ".jsonl")) {
         fhir_json_limits lim = {.max_bytes = 256u << 20};
         fhir_ndjson *r = fhir_ndjson_new(&lim, file_line, NULL, &fc);
-        fhir_ndjson_keep_source(r); /* cached as the lines read */
         rc = fhir_ndjson_read_path(r, path, err);
         fhir_ndjson_free(r);
     } else {

@@ -8,6 +8,7 @@
 #include "bser.h"
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
+#include "fhir_bin.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -515,13 +516,13 @@ typedef struct fetched {
     const fhir_node *node;
 } fetched;
 
-static int fetch_cb(void *ctx, const char *type, const char *id, const char *json)
+static int fetch_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)type;
     (void)id;
     fetched *f = ctx;
     fhir_error e;
-    f->node = fhir_json_parse(f->a, json, strlen(json), NULL, &e);
+    f->node = fhir_bin_or_json_read(NULL, f->a, data, len, &e);
     return 0;
 }
 

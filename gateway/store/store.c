@@ -4,6 +4,7 @@
 #include <sqlite3.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 #include <string.h>
 
 #include "fhir_alloc.h"
+#include "fhir_bin.h"
 #include "fhir_clock.h"
 
 /* ---- schema ------------------------------------------------------------------------------ */
@@ -1598,8 +1600,10 @@ int store_cursor_put(store *s, const char *source, const char *key, const char *
 
 static int resource_write(store *s, int which, const char *patient_id, const char *type,
                           const char *id, const char *version, const char *last_updated,
-                          const char *json, bool *changed, fhir_error *err)
+                          const void *data, size_t len, bool *changed, fhir_error *err)
 {
+    if (!data || len > INT_MAX)
+        return fhir_error_set(err, "%s/%s: no resource bytes, or more than the store takes", type, id);
     q x;
     if (q_take(s, which, &x, err))
         return -1;
@@ -1609,7 +1613,10 @@ static int resource_write(store *s, int which, const char *patient_id, const cha
     bind_static(x.st, 3, patient_id);
     bind_static(x.st, 4, version);
     bind_static(x.st, 5, last_updated);
-    bind_static(x.st, 6, json); /* NOT NULL */
+    if (fhir_bin_is(data, len)) /* NOT NULL; the binary form as a BLOB, JSON as text */
+        sqlite3_bind_blob(x.st, 6, data, (int)len, SQLITE_STATIC);
+    else
+        sqlite3_bind_text(x.st, 6, data, (int)len, SQLITE_STATIC);
     sqlite3_bind_int64(x.st, 7, fhir_clock_now_ms());
     if (q_run(s, &x, "resource write", err))
         return -1;
@@ -1619,18 +1626,18 @@ static int resource_write(store *s, int which, const char *patient_id, const cha
 }
 
 int store_resource_put(store *s, const char *patient_id, const char *type, const char *id,
-                       const char *version, const char *last_updated, const char *json,
+                       const char *version, const char *last_updated, const void *data, size_t len,
                        fhir_error *err)
 {
-    return resource_write(s, Q_RES_PUT, patient_id, type, id, version, last_updated, json, NULL,
+    return resource_write(s, Q_RES_PUT, patient_id, type, id, version, last_updated, data, len, NULL,
                           err);
 }
 
 int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
-                          const char *version, const char *last_updated, const char *json,
-                          bool *changed, fhir_error *err)
+                          const char *version, const char *last_updated, const void *data,
+                          size_t len, bool *changed, fhir_error *err)
 {
-    return resource_write(s, Q_RES_UPSERT, patient_id, type, id, version, last_updated, json,
+    return resource_write(s, Q_RES_UPSERT, patient_id, type, id, version, last_updated, data, len,
                           changed, err);
 }
 
@@ -1642,7 +1649,13 @@ typedef struct res_ctx {
 static int res_row(void *ctx, sqlite3_stmt *st)
 {
     res_ctx *c = ctx;
-    return c->fn ? c->fn(c->ctx, col_text(st, 0), col_text(st, 1), col_text(st, 2)) : 0;
+    if (!c->fn)
+        return 0;
+    /* a BLOB is the binary form; text (older rows, JSON writers) comes NUL-terminated */
+    const void *data = sqlite3_column_type(st, 2) == SQLITE_BLOB ? sqlite3_column_blob(st, 2)
+                                                                 : (const void *)col_text(st, 2);
+    size_t len = (size_t)sqlite3_column_bytes(st, 2);
+    return c->fn(c->ctx, col_text(st, 0), col_text(st, 1), data ? data : "", data ? len : 0);
 }
 
 int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,

@@ -7,6 +7,7 @@
 
 #include "access.h"
 #include "fhir_alloc.h"
+#include "fhir_bin.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "referral.h"
@@ -176,14 +177,13 @@ typedef struct person_ctx {
     const fhir_node *res;
 } person_ctx;
 
-static int person_cb(void *ctx, const char *type, const char *id, const char *json)
+static int person_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)type;
     (void)id;
     person_ctx *c = ctx;
     fhir_error e;
-    fhir_json_limits lim = {.max_bytes = strlen(json) + 1};
-    c->res = fhir_json_parse(c->a, json, strlen(json), &lim, &e);
+    c->res = fhir_bin_or_json_read(NULL, c->a, data, len, &e);
     return 1;
 }
 

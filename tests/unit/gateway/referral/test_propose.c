@@ -19,6 +19,7 @@
 #include "bser.h"
 #include "centers.h"
 #include "elig.h"
+#include "fhir_bin.h"
 #include "fhir_buf.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
@@ -153,11 +154,13 @@ static store *open_fresh(const char *name)
         fail_msg("fixture: %s", err.msg);
     for (const fhir_node *e = fhir_node_first(fhir_node_get(b, "entry")); e; e = e->next) {
         const fhir_node *r = fhir_node_get(e, "resource");
-        char *json = fhir_json_to_string(r, FHIR_JSON_COMPACT, 1u << 24);
-        if (!json || store_resource_put(st, "demo-dlbcl-1", fhir_node_resource_type(r),
-                                        fhir_node_resource_id(r), NULL, NULL, json, &err))
+        fhir_buf bin; /* cached in the binary form, as the daemon caches what it reads */
+        fhir_buf_init(&bin, 1u << 24);
+        if (fhir_bin_write(&bin, r) < 0 ||
+            store_resource_put(st, "demo-dlbcl-1", fhir_node_resource_type(r), fhir_node_resource_id(r),
+                               NULL, NULL, bin.data, bin.len, &err))
             fail_msg("caching the fixture: %s", err.msg);
-        free(json);
+        fhir_buf_free(&bin);
     }
     fhir_arena_free(a);
     return st;
@@ -837,7 +840,8 @@ static void test_package_carries_referenced_medications(void **state)
         bool drug = !strcmp(fhir_node_resource_type(r), "Medication");
         s.res[s.n++] = r; /* as the daemon adds the referenced Medications to the patient's */
         assert_int_equal(store_resource_put(st, drug ? "" : "demo-dlbcl-1", fhir_node_resource_type(r),
-                                            fhir_node_resource_id(r), NULL, NULL, MED_EXTRAS[i], &err), 0);
+                                            fhir_node_resource_id(r), NULL, NULL, MED_EXTRAS[i],
+                                            strlen(MED_EXTRAS[i]), &err), 0);
     }
     propose_opts o = opts_for(REFER_MODE_APPROVAL);
     propose_input in = input_for(&s);

@@ -17,7 +17,9 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "fhir_bin.h"
 #include "fhir_clock.h"
+#include "fhir_json.h"
 #include "store.h"
 
 static char tmpdir[256];
@@ -216,9 +218,10 @@ static void test_transactions_and_audit(void **state)
     store_close(s);
 }
 
-static int collect(void *ctx, const char *type, const char *id, const char *json)
+static int collect(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
-    (void)json;
+    (void)data;
+    (void)len;
     char *acc = ctx;
     strcat(acc, type);
     strcat(acc, "/");
@@ -241,10 +244,10 @@ static void test_cursors_resources_verdicts(void **state)
     assert_string_equal(v, "2026-02-01T00:00:00Z");
     free(v);
 
-    assert_int_equal(store_resource_put(s, "p1", "Patient", "p1", "1", NULL, "{}", &err), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "1", NULL, "{}", &err), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "2", NULL, "{\"v\":2}", &err), 0);
-    assert_int_equal(store_resource_put(s, "p2", "Condition", "c9", "1", NULL, "{}", &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Patient", "p1", "1", NULL, "{}", 2, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "1", NULL, "{}", 2, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "2", NULL, "{\"v\":2}", 7, &err), 0);
+    assert_int_equal(store_resource_put(s, "p2", "Condition", "c9", "1", NULL, "{}", 2, &err), 0);
     char acc[256] = "";
     assert_int_equal(store_resource_each(s, "p1", collect, acc, &err), 2);
     /* in no particular order (the daemon orders what it parsed) */
@@ -584,11 +587,12 @@ static void test_savepoint(void **state)
     store_close(s);
 }
 
-static int count_json(void *ctx, const char *type, const char *id, const char *json)
+static int count_json(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)type;
     (void)id;
-    (void)json;
+    (void)data;
+    (void)len;
     (*(int *)ctx)++;
     return 0;
 }
@@ -692,7 +696,7 @@ static void test_held_until_released(void **state)
 
     bool changed = false, found = true;
     char pid[32];
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{}", &changed,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{}", 2, &changed,
                                            &err), 0);
     assert_int_equal(store_resource_delete(s, "Condition", "c1", pid, sizeof pid, &found, &err), 0);
     assert_true(found);
@@ -706,19 +710,76 @@ static void test_held_until_released(void **state)
     store_close(s);
 }
 
+typedef struct got_bytes {
+    char data[512];
+    size_t len;
+} got_bytes;
+
+static int keep_bytes(void *ctx, const char *type, const char *id, const void *data, size_t len)
+{
+    (void)type;
+    (void)id;
+    got_bytes *g = ctx;
+    assert_true(len < sizeof g->data);
+    memcpy(g->data, data, len);
+    g->len = len;
+    return 0;
+}
+
+/* The daemon caches the binary form (fhir_bin.h): kept as a BLOB, handed back byte for byte, an
+ * identical copy left untouched; an older row's JSON text is handed back as text, and the
+ * binary form of the same resource replaces it (counted as a change once). */
+static void test_resource_binary_form(void **state)
+{
+    (void)state;
+    store *s = open_fresh("bin.db");
+    fhir_error err = {0};
+    fhir_arena *a = fhir_arena_new(0);
+    static const char json[] = "{\"resourceType\":\"Condition\",\"id\":\"c1\",\"code\":{\"text\":\"DLBCL\"}}";
+    fhir_node *n = fhir_json_parse(a, json, strlen(json), NULL, &err);
+    assert_non_null(n);
+    fhir_buf bin;
+    fhir_buf_init(&bin, 4096);
+    assert_int_equal(fhir_bin_write(&bin, n), 0);
+    bool changed = false;
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, bin.data, bin.len,
+                                           &changed, &err), 0);
+    assert_true(changed);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE typeof(json) = 'blob'"), 1);
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, bin.data, bin.len,
+                                           &changed, &err), 0);
+    assert_false(changed);
+    got_bytes g = {0};
+    assert_int_equal(store_resource_get(s, "Condition", "c1", keep_bytes, &g, &err), 1);
+    assert_int_equal(g.len, bin.len);
+    assert_memory_equal(g.data, bin.data, bin.len);
+    /* an older row: JSON text, read back as text; then the binary form replaces it */
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c2", "1", NULL, json, strlen(json), &err), 0);
+    assert_int_equal(store_resource_get(s, "Condition", "c2", keep_bytes, &g, &err), 1);
+    assert_int_equal(g.len, strlen(json));
+    assert_false(fhir_bin_is(g.data, g.len));
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c2", "1", NULL, bin.data, bin.len,
+                                           &changed, &err), 0);
+    assert_true(changed);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE typeof(json) = 'blob'"), 2);
+    fhir_buf_free(&bin);
+    fhir_arena_free(a);
+    store_close(s);
+}
+
 static void test_resource_upsert_and_dirty(void **state)
 {
     (void)state;
     store *s = open_fresh("res.db");
     fhir_error err = {0};
     bool changed = false;
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}",
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}", 7,
                                            &changed, &err), 0);
     assert_true(changed);
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}",
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}", 7,
                                            &changed, &err), 0);
     assert_false(changed); /* identical: untouched */
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "2", NULL, "{\"a\":2}",
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "2", NULL, "{\"a\":2}", 7,
                                            &changed, &err), 0);
     assert_true(changed);
     int n = 0;
@@ -964,8 +1025,8 @@ static void retention_patient(store *s, const char *pid, const char *category, i
     fhir_clock_set_fixed(stored_ms);
     char id[64];
     snprintf(id, sizeof id, "%s-c", pid);
-    assert_int_equal(store_resource_put(s, pid, "Patient", pid, "1", NULL, "{\"resourceType\":\"Patient\"}", &err), 0);
-    assert_int_equal(store_resource_put(s, pid, "Condition", id, "1", NULL, "{\"resourceType\":\"Condition\"}", &err), 0);
+    assert_int_equal(store_resource_put(s, pid, "Patient", pid, "1", NULL, "{\"resourceType\":\"Patient\"}", 26, &err), 0);
+    assert_int_equal(store_resource_put(s, pid, "Condition", id, "1", NULL, "{\"resourceType\":\"Condition\"}", 28, &err), 0);
     assert_int_equal(store_verdict_put(s, pid, "h", category, NULL, "{}", &err), 0);
     if (heme >= 0)
         assert_int_equal(store_verdict_set_heme(s, pid, heme == 1, &err), 0);
@@ -1153,7 +1214,7 @@ static void one_patient(store *s, const char *pid)
         snprintf(id, sizeof id, "%s-%d", pid, i);
         snprintf(json, sizeof json, "{\"resourceType\":\"%s\",\"id\":\"%s\"}", types[i], id);
         bool changed = false;
-        assert_int_equal(store_resource_upsert(s, pid, types[i], id, "1", NULL, json, &changed,
+        assert_int_equal(store_resource_upsert(s, pid, types[i], id, "1", NULL, json, strlen(json), &changed,
                                                &err), 0);
         assert_true(changed);
         assert_int_equal(store_held_mark(s, "ehr", pid, &err), 0);
@@ -1227,7 +1288,7 @@ static void test_per_patient_work_flat(void **state)
             bool changed;
             snprintf(id, sizeof id, "%s-%d", pid, k);
             assert_int_equal(store_resource_upsert(s, pid, k ? "Observation" : "Patient", id, "1",
-                                                   NULL, "{\"resourceType\":\"Observation\"}",
+                                                   NULL, "{\"resourceType\":\"Observation\"}", 30,
                                                    &changed, &err), 0);
         }
         assert_int_equal(store_verdict_put_screened(s, pid, "h", i % 2 ? "eligible" : "not_eligible",
@@ -1257,6 +1318,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_migrate_from_empty),
+        cmocka_unit_test(test_resource_binary_form),
         cmocka_unit_test(test_newer_schema_refused),
         cmocka_unit_test(test_unopenable_path),
         cmocka_unit_test(test_files_private),

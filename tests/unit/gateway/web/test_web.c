@@ -114,10 +114,11 @@ static void test_escaping(void **state)
     (void)state;
     store *st = fresh_store("esc.db");
     fhir_error err = {0};
-    assert_int_equal(store_resource_put(st, "p1", "Patient", "p1", "1", NULL,
-                                        "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"name\":[{\"given\":"
-                                        "[\"<script>alert(1)</script>\"],\"family\":\"O'Brien & \\\"Co\\\"\"}],"
-                                        "\"identifier\":[{\"value\":\"<b>7</b>\"}],\"birthDate\":\"1960-06-15\"}",
+    static const char patient[] =
+        "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"name\":[{\"given\":"
+        "[\"<script>alert(1)</script>\"],\"family\":\"O'Brien & \\\"Co\\\"\"}],"
+        "\"identifier\":[{\"value\":\"<b>7</b>\"}],\"birthDate\":\"1960-06-15\"}";
+    assert_int_equal(store_resource_put(st, "p1", "Patient", "p1", "1", NULL, patient, sizeof patient - 1,
                                         &err),
                      0);
     web_env env = {.st = st};

@@ -1,0 +1,324 @@
+/* fhir_bin — the binary form of a fhir_node tree (see fhir_bin.h). */
+#include "fhir_bin.h"
+
+#include <pthread.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { T_NULL, T_FALSE, T_TRUE, T_NUMBER, T_STRING, T_OBJECT, T_ARRAY };
+
+#define NAME_INLINE 0xFF
+
+/* FHIR element names in one byte (version 1; append only, at most 255 entries). The most
+ * frequent member names of Synthea and mCODE data first; any other name is written in full. */
+static const char *const names[] = {
+    "resourceType", "id", "meta", "versionId", "lastUpdated", "profile", "text", "status", "div",
+    "code", "system", "display", "coding", "reference", "subject", "patient", "value", "unit",
+    "valueQuantity", "valueCodeableConcept", "valueString", "valueDateTime", "valueBoolean",
+    "valueInteger", "valueDecimal", "valueCode", "valueCoding", "valueReference", "valuePeriod",
+    "valueRange", "valueRatio", "effectiveDateTime", "effectivePeriod", "issued", "category",
+    "type", "url", "identifier", "use", "start", "end", "period", "name", "family", "given",
+    "prefix", "suffix", "telecom", "gender", "birthDate", "address", "line", "city", "state",
+    "postalCode", "country", "district", "extension", "modifierExtension",
+    "medicationCodeableConcept", "medicationReference", "intent", "authoredOn",
+    "dosageInstruction", "timing", "repeat", "boundsPeriod", "frequency", "periodUnit",
+    "doseAndRate", "doseQuantity", "route", "sequence", "contained", "encounter", "performer",
+    "actor", "date", "description", "language", "conclusion", "conclusionCode", "result",
+    "presentedForm", "contentType", "data", "title", "clinicalStatus", "verificationStatus",
+    "onsetDateTime", "onsetAge", "abatementDateTime", "recordedDate", "recorder", "asserter",
+    "bodySite", "stage", "summary", "assessment", "evidence", "detail", "note", "authorString",
+    "time", "component", "interpretation", "referenceRange", "low", "high", "method", "specimen",
+    "hasMember", "derivedFrom", "focus", "basedOn", "partOf", "reasonCode", "reasonReference",
+    "requester", "informationSource", "medication", "dosage", "context", "statusReason",
+    "occurrenceDateTime", "performedDateTime", "performedPeriod", "outcome", "report", "usedCode",
+    "beneficiary", "payor", "subscriber", "subscriberId", "relationship", "class", "order",
+    "network", "coverage", "insurance", "organization", "managingOrganization",
+    "generalPractitioner", "maritalStatus", "multipleBirthBoolean", "multipleBirthInteger",
+    "deceasedBoolean", "deceasedDateTime", "communication", "preferred", "contact", "active",
+    "rank", "quantity", "ingredient", "itemCodeableConcept", "strength", "numerator",
+    "denominator", "form", "amount", "comparator", "answer", "item", "linkId", "version", "source",
+    "security", "tag", "fullUrl", "resource", "entry", "search", "mode", "request", "response",
+    "total", "link", "relation", "valueAttachment", "valueTime", "valueSampledData", "assigner",
+    "serviceProvider", "hospitalization", "diagnosis", "participant", "individual", "location",
+    "priority", "supportingInfo", "servicedDateTime", "occurrencePeriod", "progress", "therapy",
+    "doNotPerform", "subjectStatus", "collection", "collectedDateTime", "accession", "container",
+    "processing", "condition", "onsetPeriod", "onsetString", "abatementPeriod", "severity",
+    "dispenseRequest", "substitution", "allowed", "allowedBoolean", "validityPeriod",
+    "numberOfRepeatsAllowed", "expectedSupplyDuration", "courseOfTherapyType", "reported",
+    "reportedBoolean", "dateAsserted", "taken", "wasNotTaken", "author", "custodian", "docStatus",
+    "attachment", "content", "format", "size", "hash", "creation", "valueSet", "expression",
+    "criticality", "reaction", "manifestation", "onset", "lotNumber", "expirationDate", "batch",
+    "count", "unitOfMeasure",
+};
+
+#define NNAMES (sizeof names / sizeof names[0])
+
+/* ---- writing ------------------------------------------------------------------------ */
+
+/* Name lookup: an open-addressing hash of the table, built once (the table never changes),
+ * on a cheap hash of a name's length and three of its bytes, each hit checked in full. */
+#define HSLOTS 1024u
+static unsigned char hslot[HSLOTS]; /* index + 1; 0 = empty */
+static uint8_t name_len[NNAMES];
+static pthread_once_t honce = PTHREAD_ONCE_INIT;
+
+static uint32_t name_hash(const char *s, size_t n)
+{
+    if (!n)
+        return 0;
+    return ((uint32_t)n * 131u + (unsigned char)s[0] * 31u + (unsigned char)s[n / 2] * 7u +
+            (unsigned char)s[n - 1]) & (HSLOTS - 1);
+}
+
+static void hash_build(void)
+{
+    _Static_assert(NNAMES < NAME_INLINE, "member name table larger than one byte");
+    for (size_t i = 0; i < NNAMES; i++) {
+        size_t n = strlen(names[i]);
+        if (n > UINT8_MAX)
+            abort(); /* the table is broken */
+        name_len[i] = (uint8_t)n;
+        uint32_t h = name_hash(names[i], n);
+        while (hslot[h]) {
+            if (!strcmp(names[hslot[h] - 1], names[i]))
+                abort(); /* a name listed twice: the table is broken */
+            h = (h + 1) & (HSLOTS - 1);
+        }
+        hslot[h] = (unsigned char)(i + 1);
+    }
+}
+
+static int name_index(const char *s, size_t n)
+{
+    for (uint32_t h = name_hash(s, n); hslot[h]; h = (h + 1) & (HSLOTS - 1)) {
+        unsigned ix = hslot[h] - 1u;
+        if (name_len[ix] == n && !memcmp(names[ix], s, n))
+            return (int)ix;
+    }
+    return -1;
+}
+
+/* Writers below fill reserved room directly: at most this many bytes besides a text's own. */
+#define NODE_ROOM (1 + 1 + 5 + 1 + 1 + 5 + 1) /* name byte, inline name's length and NUL, tag,
+                                                * length, NUL */
+
+static char *put_len(char *p, size_t v)
+{
+    while (v >= 0x80) {
+        *p++ = (char)(unsigned char)((v & 0x7F) | 0x80);
+        v >>= 7;
+    }
+    *p++ = (char)(unsigned char)v;
+    return p;
+}
+
+static char *put_text(char *p, const char *s, size_t n)
+{
+    p = put_len(p, n);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p + n + 1;
+}
+
+/* One node (with its member name when key is set); the room is reserved per node. */
+static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
+{
+    size_t text = n->kind == FHIR_NUMBER || n->kind == FHIR_STRING ? (n->text ? n->len : 0) : 0;
+    int ix = -1;
+    size_t kl = 0;
+    if (key) {
+        kl = key->key ? key->key_len : 0;
+        ix = name_index(key->key ? key->key : "", kl);
+    }
+    if (text > UINT32_MAX || fhir_buf_reserve(out, NODE_ROOM + text + (ix < 0 ? kl : 0)) < 0)
+        return -1;
+    char *p = out->data + out->len;
+    if (key) {
+        if (ix >= 0) {
+            *p++ = (char)(unsigned char)ix;
+        } else {
+            *p++ = (char)NAME_INLINE;
+            p = put_text(p, key->key ? key->key : "", kl);
+        }
+    }
+    switch (n->kind) {
+    case FHIR_NULL: *p++ = T_NULL; break;
+    case FHIR_BOOL: *p++ = n->boolean ? T_TRUE : T_FALSE; break;
+    case FHIR_NUMBER:
+    case FHIR_STRING:
+        *p++ = n->kind == FHIR_NUMBER ? T_NUMBER : T_STRING;
+        p = put_text(p, n->text ? n->text : "", text);
+        break;
+    case FHIR_OBJECT:
+    case FHIR_ARRAY: {
+        size_t cnt = 0;
+        for (const fhir_node *c = n->child; c; c = c->next)
+            cnt++;
+        *p++ = n->kind == FHIR_OBJECT ? T_OBJECT : T_ARRAY;
+        p = put_len(p, cnt);
+        out->len = (size_t)(p - out->data);
+        for (const fhir_node *c = n->child; c; c = c->next)
+            if (write_node(out, c, n->kind == FHIR_OBJECT ? c : NULL) < 0)
+                return -1;
+        return 0;
+    }
+    default: return -1;
+    }
+    out->len = (size_t)(p - out->data);
+    return 0;
+}
+
+int fhir_bin_write(fhir_buf *out, const fhir_node *n)
+{
+    pthread_once(&honce, hash_build);
+    if (fhir_buf_putc(out, (char)FHIR_BIN_MAGIC) < 0 || fhir_buf_putc(out, FHIR_BIN_VERSION) < 0 ||
+        write_node(out, n, NULL) < 0)
+        return -1;
+    out->data[out->len] = '\0';
+    return 0;
+}
+
+bool fhir_bin_is(const void *data, size_t len)
+{
+    return data && len >= 2 && ((const unsigned char *)data)[0] == FHIR_BIN_MAGIC;
+}
+
+/* ---- reading ------------------------------------------------------------------------ */
+
+typedef struct bin_rd {
+    fhir_arena *a;
+    const char *p, *end; /* the arena's copy */
+    fhir_error *err;
+    bool failed;
+} bin_rd;
+
+static void *bad(bin_rd *r, const char *what)
+{
+    if (!r->failed)
+        fhir_error_set(r->err, "cached resource (binary form): %s", what);
+    r->failed = true;
+    return NULL;
+}
+
+static bool get_len(bin_rd *r, size_t *v)
+{
+    size_t x = 0;
+    for (unsigned shift = 0; shift < 35; shift += 7) {
+        if (r->p >= r->end)
+            return false;
+        unsigned char b = (unsigned char)*r->p++;
+        x |= (size_t)(b & 0x7F) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return true;
+        }
+    }
+    return false;
+}
+
+/* A length-prefixed, NUL-terminated text in place: its start, or NULL. */
+static const char *get_text(bin_rd *r, uint32_t *len)
+{
+    size_t n;
+    if (!get_len(r, &n) || n >= (size_t)(r->end - r->p) || n > UINT32_MAX || r->p[n] != '\0')
+        return bad(r, "a text runs past its end");
+    const char *s = r->p;
+    r->p += n + 1;
+    *len = (uint32_t)n;
+    return s;
+}
+
+/* Reads one node into *n (allocated by the caller: children of one parent are one block). */
+static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
+{
+    if (r->p >= r->end)
+        return bad(r, "truncated"), false;
+    unsigned char t = (unsigned char)*r->p++;
+    switch (t) {
+    case T_NULL: n->kind = FHIR_NULL; return true;
+    case T_FALSE:
+    case T_TRUE: n->kind = FHIR_BOOL; n->boolean = t == T_TRUE; return true;
+    case T_NUMBER:
+    case T_STRING:
+        n->kind = t == T_NUMBER ? FHIR_NUMBER : FHIR_STRING;
+        n->text = get_text(r, &n->len);
+        return n->text != NULL;
+    case T_OBJECT:
+    case T_ARRAY: {
+        n->kind = t == T_OBJECT ? FHIR_OBJECT : FHIR_ARRAY;
+        size_t cnt;
+        if (!get_len(r, &cnt) || cnt > (size_t)(r->end - r->p) || cnt > UINT32_MAX)
+            return bad(r, "a child count runs past the end"), false;
+        if (depth >= FHIR_BIN_MAX_DEPTH)
+            return bad(r, "nested too deeply"), false;
+        n->len = (uint32_t)cnt;
+        if (!cnt)
+            return true;
+        fhir_node *kids = fhir_arena_alloc(r->a, cnt * sizeof *kids);
+        if (!kids)
+            return bad(r, "larger than its memory cap"), false;
+        memset(kids, 0, cnt * sizeof *kids);
+        for (size_t i = 0; i < cnt; i++) {
+            fhir_node *c = &kids[i];
+            if (t == T_OBJECT) {
+                if (r->p >= r->end)
+                    return bad(r, "truncated"), false;
+                unsigned char k = (unsigned char)*r->p++;
+                if (k == NAME_INLINE) {
+                    if (!(c->key = get_text(r, &c->key_len)))
+                        return false;
+                } else if (k < NNAMES) {
+                    c->key = names[k];
+                    c->key_len = name_len[k];
+                } else {
+                    return bad(r, "a member name outside the table"), false;
+                }
+            }
+            if (!read_node(r, c, depth + 1))
+                return false;
+            if (i + 1 < cnt)
+                c->next = &kids[i + 1];
+        }
+        n->child = &kids[0];
+        n->last = &kids[cnt - 1];
+        return true;
+    }
+    default: return bad(r, "an unknown tag"), false;
+    }
+}
+
+fhir_node *fhir_bin_read(fhir_arena *a, const void *data, size_t len, fhir_error *err)
+{
+    if (!fhir_bin_is(data, len))
+        return fhir_error_set(err, "cached resource: not the binary form"), NULL;
+    const unsigned char *b = data;
+    if (b[1] != FHIR_BIN_VERSION)
+        return fhir_error_set(err, "cached resource: binary form version %u, this program reads %u", b[1],
+                              FHIR_BIN_VERSION),
+               NULL;
+    pthread_once(&honce, hash_build); /* name_len */
+    char *copy = fhir_arena_alloc(a, len - 2);
+    fhir_node *root = copy ? fhir_arena_alloc(a, sizeof *root) : NULL;
+    if (!root)
+        return fhir_error_set(err, "cached resource larger than its memory cap"), NULL;
+    memcpy(copy, b + 2, len - 2);
+    memset(root, 0, sizeof *root);
+    bin_rd r = {.a = a, .p = copy, .end = copy + (len - 2), .err = err};
+    if (!read_node(&r, root, 0))
+        return NULL;
+    if (r.p != r.end)
+        return bad(&r, "bytes after the resource");
+    return root;
+}
+
+fhir_node *fhir_bin_or_json_read(fhir_json_reader *rd, fhir_arena *a, const void *data, size_t len,
+                                 fhir_error *err)
+{
+    if (fhir_bin_is(data, len))
+        return fhir_bin_read(a, data, len, err);
+    if (rd)
+        return fhir_json_reader_parse(rd, a, data, len, err);
+    fhir_json_limits lim = {.max_bytes = len + 1};
+    return fhir_json_parse(a, data, len, &lim, err);
+}
