@@ -360,15 +360,17 @@ static int res_cb(void *ctx, const char *type, const char *id, const void *data,
     return res_list_add(ctx, data, len);
 }
 
+/* A resource with its sort key, looked up once (not in every comparison). */
+typedef struct res_key {
+    const char *type, *id;
+    const fhir_node *n;
+} res_key;
+
 static int res_order(const void *a, const void *b)
 {
-    const fhir_node *x = *(const fhir_node *const *)a, *y = *(const fhir_node *const *)b;
-    const char *tx = fhir_node_resource_type(x), *ty = fhir_node_resource_type(y);
-    int c = strcmp(tx ? tx : "", ty ? ty : "");
-    if (c)
-        return c;
-    const char *ix = fhir_node_resource_id(x), *iy = fhir_node_resource_id(y);
-    return strcmp(ix ? ix : "", iy ? iy : "");
+    const res_key *x = a, *y = b;
+    int c = strcmp(x->type, y->type);
+    return c ? c : strcmp(x->id, y->id);
 }
 
 /* The patient's cached resources, parsed, in (type, id) order (the cache's key, as the profile
@@ -377,8 +379,17 @@ static int res_list_load(daemon_proc *d, res_list *l, const char *pid)
 {
     if (store_resource_each(d->st, pid, res_cb, l, l->err) < 0)
         return -1;
-    if (l->n > 1)
-        qsort(l->v, l->n, sizeof *l->v, res_order);
+    if (l->n < 2)
+        return 0;
+    res_key *k = fhir_xcalloc(l->n, sizeof *k);
+    for (size_t i = 0; i < l->n; i++) {
+        const char *t = fhir_node_resource_type(l->v[i]), *id = fhir_node_resource_id(l->v[i]);
+        k[i] = (res_key){t ? t : "", id ? id : "", l->v[i]};
+    }
+    qsort(k, l->n, sizeof *k, res_order);
+    for (size_t i = 0; i < l->n; i++)
+        l->v[i] = k[i].n;
+    free(k);
     return 0;
 }
 
