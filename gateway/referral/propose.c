@@ -372,21 +372,63 @@ static void pick_referrer(const propose_opts *o, const propose_input *in, packet
     r->source = source[0] ? source : NULL;
 }
 
-/* The referral packet's document (packet.h), caller frees; NULL on failure (the referral still
+/* What the packet reads of the verdict ("category", "explanation", "consult.reasons",
+ * "to_request": elig_result_write_json's members of those names) and the clinician summary
+ * (elig_result_write_explanation's text), from one pass over the explanation's lines: the
+ * verdict JSON the screening wrote is not parsed again. */
+typedef struct verdict_words {
+    fhir_arena *a;
+    fhir_node *arr; /* the array the next line goes to */
+    fhir_buf *text; /* the summary (NULL: none) */
+} verdict_words;
+
+static void verdict_line(void *ud, const char *line, size_t len)
+{
+    verdict_words *w = ud;
+    fhir_node_append(w->a, w->arr, NULL, 0, fhir_node_new_strn(w->a, line, len));
+    if (w->text) { /* as elig_result_write_explanation writes it */
+        fhir_buf_puts(w->text, "  ");
+        fhir_buf_append(w->text, line, len);
+        fhir_buf_putc(w->text, '\n');
+    }
+}
+
+/* The verdict's members the packet reads, in arena a (NULL when its cap is hit); the
+ * explanation's text appended to expl. */
+static fhir_node *verdict_for_packet(fhir_arena *a, const elig_ruleset *rs, const elig_factset *fs,
+                                     const elig_result *r, fhir_buf *expl)
+{
+    fhir_node *v = fhir_node_new(a, FHIR_OBJECT);
+    if (!v || !fhir_node_set_str(a, v, "category", elig_category_name(elig_result_category(r))))
+        return NULL;
+    verdict_words w = {.a = a, .arr = fhir_node_set_arr(a, v, "explanation"), .text = expl};
+    if (!w.arr)
+        return NULL;
+    elig_result_each_line(rs, fs, r, verdict_line, &w);
+    fhir_node *c = fhir_node_set_obj(a, v, "consult");
+    w = (verdict_words){.a = a, .arr = c ? fhir_node_set_arr(a, c, "reasons") : NULL};
+    if (!w.arr)
+        return NULL;
+    elig_result_each_consult_reason(rs, r, verdict_line, &w);
+    fhir_node *req = fhir_node_set_arr(a, v, "to_request");
+    const char *texts[ELIG_MAX_FACTS];
+    size_t nr = elig_result_to_request(rs, fs, r, texts, ELIG_MAX_FACTS);
+    for (size_t k = 0; req && k < nr && k < ELIG_MAX_FACTS; k++)
+        fhir_node_append(a, req, NULL, 0, fhir_node_new_str(a, texts[k]));
+    return req ? v : NULL;
+}
+
+/* The referral packet's document (packet.h) in arena a; NULL on failure (the referral still
  * goes out with the summary text: a packet is never a reason to hold it). Its HTML rendering is
  * made from the document when the Bundle is built (package_html). */
-static char *build_packet(const propose_opts *o, const propose_input *in, const package_parts *parts,
-                          const centers_center *center, const char *reason, const char *urgency,
-                          int64_t authored_ms, packet_referrer *ref, char *source, size_t source_n)
+static fhir_node *build_packet(fhir_arena *a, const propose_opts *o, const propose_input *in,
+                               const package_parts *parts, const fhir_node *verdict,
+                               const centers_center *center, const char *reason, const char *urgency,
+                               int64_t authored_ms, packet_referrer *ref, char *source, size_t source_n)
 {
-    char *json = NULL;
     pick_referrer(o, in, ref, source, source_n);
-    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
     fhir_error e;
     fhir_error_clear(&e);
-    const fhir_node *verdict = in->verdict_json
-                                   ? fhir_json_parse(a, in->verdict_json, strlen(in->verdict_json), NULL, &e)
-                                   : NULL;
     packet_input pi = {
         .site_name = o->site_name && *o->site_name ? o->site_name : o->site_id,
         .center_name = center->name, .request = reason, .urgency = urgency,
@@ -395,14 +437,11 @@ static char *build_packet(const propose_opts *o, const propose_input *in, const 
         .verdict = verdict, .rules = o->rules, .referrer = *ref, .reports = parts->rep, .n_reports = parts->nrep,
         .report_lookback_days = o->report_lookback_days,
     };
-    fhir_node *pk = verdict ? packet_build(a, &pi, &e) : NULL;
-    if (pk)
-        json = fhir_json_to_string(pk, FHIR_JSON_COMPACT, PACKET_MAX_JSON);
-    if (!json)
+    fhir_node *pk = in->verdict_json && verdict ? packet_build(a, &pi, &e) : NULL;
+    if (!pk)
         fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", in->patient_id,
                  e.msg[0] ? e.msg : "packet larger than its cap");
-    fhir_arena_free(a);
-    return json;
+    return pk;
 }
 
 /* The HTML and the plain-text renderings of a packet document (the recipe's object, or an
@@ -438,74 +477,119 @@ static void package_renderings(const fhir_node *packet, const char *patient_id, 
 
 /* ---- the package: what a proposal keeps, and the Bundle built from it ------------------ */
 
-/* "Type/id" of each resource into arr. */
-static void recipe_refs(fhir_arena *a, fhir_node *arr, const fhir_node *const *v, size_t n)
+/* ,"key": (the first member of an object without its comma: first) */
+static void put_key(fhir_buf *b, const char *key, bool first)
 {
-    for (size_t i = 0; i < n; i++) {
-        char ref[512];
-        snprintf(ref, sizeof ref, "%s/%s", fhir_node_resource_type(v[i]) ? fhir_node_resource_type(v[i]) : "",
-                 fhir_node_resource_id(v[i]) ? fhir_node_resource_id(v[i]) : "");
-        fhir_node_append(a, arr, NULL, 0, fhir_node_new_str(a, ref));
-    }
+    if (!first)
+        fhir_buf_putc(b, ',');
+    fhir_json_write_string(b, key, strlen(key));
+    fhir_buf_putc(b, ':');
 }
 
-/* obj[key] = val when val is set. */
-static void set_opt(fhir_arena *a, fhir_node *obj, const char *key, const char *val)
+/* ,"key":"val" */
+static void put_str(fhir_buf *b, const char *key, const char *val, bool first)
 {
-    if (val)
-        fhir_node_set_str(a, obj, key, val);
+    put_key(b, key, first);
+    fhir_json_write_string(b, val, strlen(val));
+}
+
+/* ,"key":"val" when val is set; *first cleared when written */
+static void put_opt(fhir_buf *b, const char *key, const char *val, bool *first)
+{
+    if (!val)
+        return;
+    put_str(b, key, val, *first);
+    *first = false;
+}
+
+/* ,"key":["Type/id",...] of each resource ("Type/id" cut at 511 bytes, as it always was). */
+static void put_refs(fhir_buf *b, const char *key, const fhir_node *const *v, size_t n)
+{
+    put_key(b, key, false);
+    fhir_buf_putc(b, '[');
+    for (size_t i = 0; i < n; i++) {
+        const char *t = fhir_node_resource_type(v[i]), *id = fhir_node_resource_id(v[i]);
+        char ref[512];
+        size_t tl = t ? strlen(t) : 0, il = id ? strlen(id) : 0, len = 0;
+        size_t k = tl < sizeof ref - 1 ? tl : sizeof ref - 1;
+        memcpy(ref, t ? t : "", k);
+        len = k;
+        if (len < sizeof ref - 1)
+            ref[len++] = '/';
+        k = il < sizeof ref - 1 - len ? il : sizeof ref - 1 - len;
+        memcpy(ref + len, id ? id : "", k);
+        len += k;
+        if (i)
+            fhir_buf_putc(b, ',');
+        fhir_json_write_string(b, ref, len);
+    }
+    fhir_buf_putc(b, ']');
 }
 
 /* The package recipe (JSON, caller frees): everything the Bundle is built from besides the
  * referral's own columns (placer, site, patient, urgency, summary, verdict) — the patient's
  * resources it carries by type and id in their order, the center and the referrer as they
  * were, the request text, the authored time and the packet document (a JSON object; recipes
- * of older versions hold its text as a string, propose_package_payload reads both). NULL when
- * the arena's cap is hit. */
+ * of older versions hold its text as a string, propose_package_payload reads both; left out
+ * when packet is NULL or its text is over PACKET_MAX_JSON). Written straight into its buffer,
+ * each part once. NULL when the recipe is over PROPOSE_MAX_PAYLOAD. */
 static char *package_recipe(const propose_opts *o, const package_parts *p, const centers_center *ce,
                             const packet_referrer *ref, const char *reason, int64_t authored_ms,
-                            const char *packet_json)
+                            const fhir_node *packet, const char *patient_id)
 {
-    fhir_arena *a = fhir_arena_new(PROPOSE_ARENA);
-    fhir_node *r = fhir_node_new(a, FHIR_OBJECT);
-    char ms[32];
-    snprintf(ms, sizeof ms, "%lld", (long long)authored_ms);
-    fhir_node_set_str(a, r, "authored_ms", ms);
-    fhir_node_set_str(a, r, "reason", reason);
-    fhir_node_set_str(a, r, "site_name", o->site_name && *o->site_name ? o->site_name : o->site_id);
-    fhir_node *rf = fhir_node_set_obj(a, r, "referrer");
-    set_opt(a, rf, "name", ref->name);
-    set_opt(a, rf, "phone", ref->phone);
-    set_opt(a, rf, "direct", ref->direct);
-    fhir_node *c = fhir_node_set_obj(a, r, "center");
-    fhir_node_set_str(a, c, "id", ce->id);
-    fhir_node_set_str(a, c, "name", ce->name);
-    set_opt(a, c, "contact_phone", ce->contact_phone);
-    set_opt(a, c, "contact_email", ce->contact_email);
-    fhir_node *lines = fhir_node_set_arr(a, c, "address_lines");
-    for (size_t i = 0; i < ce->n_address_lines; i++)
-        fhir_node_append(a, lines, NULL, 0, fhir_node_new_str(a, ce->address_lines[i]));
-    set_opt(a, c, "city", ce->city);
-    set_opt(a, c, "state", ce->state);
-    set_opt(a, c, "postal_code", ce->postal_code);
-    recipe_refs(a, fhir_node_set_arr(a, r, "patient"), &p->patient, 1);
-    recipe_refs(a, fhir_node_set_arr(a, r, "condition"), &p->condition, p->condition ? 1 : 0);
-    recipe_refs(a, fhir_node_set_arr(a, r, "coverages"), p->cov, p->ncov);
-    recipe_refs(a, fhir_node_set_arr(a, r, "observations"), p->obs, p->nobs);
-    recipe_refs(a, fhir_node_set_arr(a, r, "medications"), p->med, p->nmed);
-    recipe_refs(a, fhir_node_set_arr(a, r, "reports"), p->rep, p->nrep);
-    /* the packet document goes in as the JSON object it is ("packet" last): its text is
-     * appended as written, not escaped into a string again */
     fhir_buf b;
     fhir_buf_init(&b, PROPOSE_MAX_PAYLOAD);
-    fhir_json_write(&b, r, FHIR_JSON_COMPACT);
-    fhir_arena_free(a);
-    if (packet_json && b.len > 0 && !b.overflow) {
-        b.len--; /* the recipe's closing brace */
-        fhir_buf_puts(&b, ",\"packet\":");
-        fhir_buf_puts(&b, packet_json);
-        fhir_buf_putc(&b, '}');
+    char ms[32];
+    snprintf(ms, sizeof ms, "%lld", (long long)authored_ms);
+    fhir_buf_putc(&b, '{');
+    put_str(&b, "authored_ms", ms, true);
+    put_str(&b, "reason", reason, false);
+    put_str(&b, "site_name", o->site_name && *o->site_name ? o->site_name : o->site_id, false);
+    put_key(&b, "referrer", false);
+    fhir_buf_putc(&b, '{');
+    bool first = true;
+    put_opt(&b, "name", ref->name, &first);
+    put_opt(&b, "phone", ref->phone, &first);
+    put_opt(&b, "direct", ref->direct, &first);
+    fhir_buf_putc(&b, '}');
+    put_key(&b, "center", false);
+    fhir_buf_putc(&b, '{');
+    put_str(&b, "id", ce->id, true);
+    put_str(&b, "name", ce->name, false);
+    first = false;
+    put_opt(&b, "contact_phone", ce->contact_phone, &first);
+    put_opt(&b, "contact_email", ce->contact_email, &first);
+    put_key(&b, "address_lines", false);
+    fhir_buf_putc(&b, '[');
+    for (size_t i = 0; i < ce->n_address_lines; i++) {
+        if (i)
+            fhir_buf_putc(&b, ',');
+        fhir_json_write_string(&b, ce->address_lines[i], strlen(ce->address_lines[i]));
     }
+    fhir_buf_putc(&b, ']');
+    put_opt(&b, "city", ce->city, &first);
+    put_opt(&b, "state", ce->state, &first);
+    put_opt(&b, "postal_code", ce->postal_code, &first);
+    fhir_buf_putc(&b, '}');
+    put_refs(&b, "patient", &p->patient, 1);
+    put_refs(&b, "condition", &p->condition, p->condition ? 1 : 0);
+    put_refs(&b, "coverages", p->cov, p->ncov);
+    put_refs(&b, "observations", p->obs, p->nobs);
+    put_refs(&b, "medications", p->med, p->nmed);
+    put_refs(&b, "reports", p->rep, p->nrep);
+    /* the packet document goes in as the JSON object it is ("packet" last), written once */
+    size_t mark = b.len;
+    if (packet && !b.overflow) {
+        put_key(&b, "packet", false);
+        size_t start = b.len;
+        if (!fhir_json_write(&b, packet, FHIR_JSON_COMPACT) && b.len - start > PACKET_MAX_JSON) {
+            b.len = mark; /* over the packet's cap: the recipe goes without it */
+            b.data[b.len] = '\0';
+            fhir_log(FHIR_LOG_WARN, "referral.packet_failed", "patient=%s error=%s", patient_id,
+                     "packet larger than its cap");
+        }
+    }
+    fhir_buf_putc(&b, '}');
     char *out = b.overflow ? NULL : fhir_buf_steal(&b, NULL);
     fhir_buf_free(&b);
     return out;
@@ -938,7 +1022,7 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const centers_center *center = rr.candidates[pick].center;
     snprintf(out->center_id, sizeof out->center_id, "%s", center->id);
     int rc = -1;
-    char *package = NULL, *route_json = NULL, *packet_json = NULL;
+    char *package = NULL, *route_json = NULL;
     fhir_buf expl, reason;
     fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
     fhir_buf_init(&reason, PROPOSE_MAX_REASON);
@@ -978,7 +1062,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     /* the package */
     const map_fact *dis = map_profile_fact(prof, "primary_disease");
     parts_pick(o, in, dis && dis->evidence ? dis->evidence : "", &parts);
-    elig_result_write_explanation(o->rules, in->facts, res, &expl);
+    /* the clinician summary, and the verdict's words the packet reads, in one pass */
+    const fhir_node *verdict = verdict_for_packet(a, o->rules, in->facts, res, &expl);
     /* the request in words (the ServiceRequest's reasonCode.text, the packet, the inboxes) */
     if (consult_only)
         fhir_buf_printf(&reason, "CAR T-cell therapy consultation (%s; FDA label: %s) for ",
@@ -1006,12 +1091,12 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         rc = 0;
         goto done;
     }
-    packet_json = build_packet(o, in, &parts, center, fhir_buf_cstr(&reason), urg, authored,
-                               &referrer, ref_source, sizeof ref_source);
+    const fhir_node *packet = build_packet(a, o, in, &parts, verdict, center, fhir_buf_cstr(&reason), urg,
+                                           authored, &referrer, ref_source, sizeof ref_source);
     /* the Bundle itself is built from this when it is shown, approved or sent
      * (propose_package_payload) */
-    package = package_recipe(o, &parts, center, &referrer, fhir_buf_cstr(&reason), authored,
-                             packet_json);
+    package = package_recipe(o, &parts, center, &referrer, fhir_buf_cstr(&reason), authored, packet,
+                             pid);
     if (!package) {
         out->outcome = PROPOSE_NO_PAYLOAD;
         snprintf(out->detail, sizeof out->detail, "%s", "the package is larger than its cap");
@@ -1052,7 +1137,6 @@ done:
     parts_free(&parts);
     free(route_json);
     free(package);
-    free(packet_json);
     fhir_buf_free(&expl);
     fhir_buf_free(&reason);
     fhir_arena_free(a);

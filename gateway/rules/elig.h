@@ -302,5 +302,16 @@ int elig_result_write_products(const elig_ruleset *rs, const elig_result *r, eli
 /* Human-readable explanation lines (one per relevant indication), each ending in '\n'. */
 int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs,
                                   const elig_result *r, fhir_buf *out);
+/* One line of words, borrowed for the call (len bytes, NUL-terminated). */
+typedef void (*elig_line_fn)(void *ud, const char *line, size_t len);
+/* Calls fn with each explanation line in order: the lines elig_result_write_json's
+ * "explanation" holds and elig_result_write_explanation writes (without its indent and
+ * newline), from one pass (a caller needing both makes them from these). */
+void elig_result_each_line(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                           elig_line_fn fn, void *ud);
+/* Calls fn with each raised refer-early trigger in rule-set order, worded as
+ * elig_result_write_json's "consult.reasons": "refer_now: <reason> (<source>)". */
+void elig_result_each_consult_reason(const elig_ruleset *rs, const elig_result *r, elig_line_fn fn,
+                                     void *ud);
 
 #endif

@@ -399,10 +399,8 @@ const char *elig_ruleset_description(const elig_ruleset *rs, size_t i)
     return i < rs->ninds ? rs->inds[i].description : NULL;
 }
 
-typedef void (*line_fn)(void *ud, const char *line, size_t len);
-
 static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
-                    line_fn emit, void *ud, uint64_t *used)
+                    elig_line_fn emit, void *ud, uint64_t *used)
 {
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
@@ -555,6 +553,27 @@ int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs
     return out->overflow ? -1 : 0;
 }
 
+void elig_result_each_line(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                           elig_line_fn fn, void *ud)
+{
+    explain(rs, fs, r, fn, ud, NULL);
+}
+
+void elig_result_each_consult_reason(const elig_ruleset *rs, const elig_result *r, elig_line_fn fn,
+                                     void *ud)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    for (size_t k = 0; k < rs->ntrigs; k++)
+        if (r->trig[k]) {
+            fhir_buf_reset(&b);
+            PUT(&b, elig_consult_name((elig_consult)rs->trigs[k].rec), ": ", rs->trigs[k].reason, " (",
+                rs->trigs[k].source, ")");
+            fn(ud, fhir_buf_cstr(&b), b.len);
+        }
+    fhir_buf_free(&b);
+}
+
 static void json_key(fhir_buf *out, const char *k)
 {
     fhir_buf_putc(out, ',');
@@ -646,19 +665,8 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
             json_str(out, rs->trigs[k].id);
         }
     fhir_buf_puts(out, "],\"reasons\":[");
-    sep = false;
-    for (size_t k = 0; k < rs->ntrigs; k++)
-        if (r->trig[k]) {
-            if (sep)
-                fhir_buf_putc(out, ',');
-            sep = true;
-            fhir_buf b;
-            fhir_buf_init(&b, 0);
-            PUT(&b, elig_consult_name((elig_consult)rs->trigs[k].rec), ": ", rs->trigs[k].reason, " (",
-                rs->trigs[k].source, ")");
-            fhir_json_write_string(out, b.data, b.len);
-            fhir_buf_free(&b);
-        }
+    json_lines jr = {out, true};
+    elig_result_each_consult_reason(rs, r, emit_json, &jr);
     fhir_buf_puts(out, "]}");
     if (rs->show_pending) {
         json_key(out, "pending");
