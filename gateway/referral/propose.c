@@ -1103,8 +1103,10 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         rc = 0;
         goto done;
     }
-    fhir_node *rj = route_explain_json(a, &rr);
-    route_json = rj ? fhir_json_to_string(rj, FHIR_JSON_COMPACT, PROPOSE_MAX_ROUTE) : NULL;
+    fhir_buf rb; /* the route as the referral keeps it, written once */
+    fhir_buf_init(&rb, PROPOSE_MAX_ROUTE);
+    route_json = route_explain_write(&rr, &rb) ? NULL : fhir_buf_steal(&rb, NULL);
+    fhir_buf_free(&rb);
     bool reroute = act == ACT_REROUTE_NEW || act == ACT_REROUTE_UPDATE;
     refer_request req = {
         .site_id = o->site_id, .patient_id = pid, .center_id = center->id, .indications = inds,

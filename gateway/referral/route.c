@@ -10,6 +10,7 @@
 
 #include "fhir_alloc.h"
 #include "fhir_clock.h"
+#include "fhir_json.h"
 
 #define ZCTA_MAX_LINE 4096
 #define ZCTA_MAX_ROWS 200000u
@@ -547,92 +548,128 @@ int route_explain_text(const route_result *r, fhir_buf *out)
     return out->overflow ? -1 : 0;
 }
 
-/* v with prec decimals, as "%.<prec>f" writes it */
-static fhir_node *num(fhir_arena *a, unsigned prec, double v)
+/* ,"key": (first: no comma) */
+static void jkey(fhir_buf *b, const char *key, bool first)
+{
+    if (!first)
+        fhir_buf_putc(b, ',');
+    fhir_json_write_string(b, key, strlen(key));
+    fhir_buf_putc(b, ':');
+}
+
+static void jstr(fhir_buf *b, const char *key, const char *val, bool first)
+{
+    jkey(b, key, first);
+    fhir_json_write_string(b, val, strlen(val));
+}
+
+/* ,"key":v with prec decimals, as "%.<prec>f" writes it */
+static void jnum(fhir_buf *b, const char *key, unsigned prec, double v, bool first)
 {
     char t[64];
     size_t n = fhir_fmt_fixed(t, sizeof t, v, prec);
-    return fhir_node_new_num(a, t, n < sizeof t ? n : sizeof t - 1);
+    jkey(b, key, first);
+    fhir_buf_append(b, t, n < sizeof t ? n : sizeof t - 1);
+}
+
+static void jbool(fhir_buf *b, const char *key, bool v)
+{
+    jkey(b, key, false);
+    fhir_buf_puts(b, v ? "true" : "false");
+}
+
+int route_explain_write(const route_result *r, fhir_buf *out)
+{
+    fhir_buf_puts(out, "{\"origin\":{");
+    jstr(out, "source", origin_source_name(r->origin.source), true);
+    if (r->origin.zip[0])
+        jstr(out, "zip", r->origin.zip, false);
+    jnum(out, "lat", 6, r->origin.lat, false);
+    jnum(out, "lon", 6, r->origin.lon, false);
+    jstr(out, "note", r->origin.note, false);
+    fhir_buf_puts(out, "},\"assumptions\":{");
+    jnum(out, "detour_factor", 2, r->params.detour_factor, true);
+    jnum(out, "avg_speed_kmh", 1, r->params.avg_speed_kmh, false);
+    jnum(out, "stay_near_minutes", 0, r->params.stay_near_minutes, false);
+    jnum(out, "stay_near_days", 0, (double)r->params.stay_near_days, false);
+    fhir_buf_putc(out, '}');
+    char day[16];
+    fmt_day(r->day, day);
+    jstr(out, "evaluated_on", day, false);
+    fhir_buf_puts(out, ",\"candidates\":[");
+    /* each candidate's position in "serves" (the words of what it serves, each text once) */
+    size_t *at = fhir_xcalloc(r->n_candidates + 1, sizeof *at), n_serves = 0;
+    bool any_demoted = false;
+    for (size_t i = 0; i < r->n_candidates; i++) {
+        const route_candidate *c = &r->candidates[i];
+        if (i)
+            fhir_buf_putc(out, ',');
+        fhir_buf_putc(out, '{');
+        jnum(out, "rank", 0, (double)(i + 1), true);
+        jstr(out, "center", c->center->id, false);
+        jstr(out, "name", c->center->name, false);
+        jstr(out, "city", c->center->city, false);
+        jstr(out, "state", c->center->state, false);
+        jnum(out, "distance_km", 1, c->distance_km, false);
+        jnum(out, "travel_minutes", 0, c->travel_minutes, false);
+        jstr(out, "capacity", centers_capacity_name(c->center->capacity), false);
+        jkey(out, "accreditation", false);
+        fhir_buf_putc(out, '{');
+        jstr(out, "body", c->accreditation->body, true);
+        jstr(out, "expires", c->accreditation->expires, false);
+        fhir_buf_putc(out, '}');
+        jkey(out, "indications", false);
+        fhir_buf_putc(out, '[');
+        for (size_t k = 0; k < c->n_matched; k++) {
+            if (k)
+                fhir_buf_putc(out, ',');
+            fhir_json_write_string(out, c->matched[k], strlen(c->matched[k]));
+        }
+        fhir_buf_putc(out, ']');
+        jbool(out, "payer_demoted", c->payer_demoted);
+        jbool(out, "beyond_stay_near", c->beyond_stay_near);
+        /* what the reason sentence needs besides the fields above (route_json_reason) */
+        jnum(out, "km", 0, c->distance_km, false);
+        jbool(out, "payers_listed", c->center->payers_listed);
+        size_t k = 0; /* the first candidate with the same words */
+        while (k < i && strcmp(r->candidates[k].serves, c->serves))
+            k++;
+        at[i] = k == i ? n_serves++ : at[k];
+        jnum(out, "serves", 0, (double)at[i], false);
+        fhir_buf_putc(out, '}');
+        any_demoted = any_demoted || c->payer_demoted;
+    }
+    fhir_buf_puts(out, "],\"excluded\":[");
+    for (size_t i = 0; i < r->n_exclusions; i++) {
+        if (i)
+            fhir_buf_putc(out, ',');
+        fhir_buf_putc(out, '{');
+        jstr(out, "center", r->exclusions[i].center->id, true);
+        jstr(out, "reason", r->exclusions[i].reason, false);
+        fhir_buf_putc(out, '}');
+    }
+    fhir_buf_puts(out, "],\"serves\":[");
+    for (size_t i = 0, w = 0; i < r->n_candidates; i++)
+        if (at[i] == w) { /* the first candidate with these words */
+            if (w++)
+                fhir_buf_putc(out, ',');
+            fhir_json_write_string(out, r->candidates[i].serves, strlen(r->candidates[i].serves));
+        }
+    fhir_buf_putc(out, ']');
+    free(at);
+    if (any_demoted && r->payer)
+        jstr(out, "payer", r->payer, false);
+    fhir_buf_putc(out, '}');
+    return out->overflow ? -1 : 0;
 }
 
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r)
 {
-    fhir_node *root = fhir_node_new(a, FHIR_OBJECT);
-    if (!root)
-        return NULL;
-    fhir_node *o = fhir_node_set_obj(a, root, "origin");
-    fhir_node_set_str(a, o, "source", origin_source_name(r->origin.source));
-    if (r->origin.zip[0])
-        fhir_node_set_str(a, o, "zip", r->origin.zip);
-    fhir_node_set(a, o, "lat", num(a, 6, r->origin.lat));
-    fhir_node_set(a, o, "lon", num(a, 6, r->origin.lon));
-    fhir_node_set_str(a, o, "note", r->origin.note);
-    fhir_node *p = fhir_node_set_obj(a, root, "assumptions");
-    fhir_node_set(a, p, "detour_factor", num(a, 2, r->params.detour_factor));
-    fhir_node_set(a, p, "avg_speed_kmh", num(a, 1, r->params.avg_speed_kmh));
-    fhir_node_set(a, p, "stay_near_minutes", num(a, 0, r->params.stay_near_minutes));
-    fhir_node_set(a, p, "stay_near_days", num(a, 0, (double)r->params.stay_near_days));
-    char day[16];
-    fmt_day(r->day, day);
-    fhir_node_set_str(a, root, "evaluated_on", day);
-    fhir_node *cands = fhir_node_set_arr(a, root, "candidates");
-    fhir_node *serves = fhir_node_new(a, FHIR_ARRAY);
-    /* each candidate's position in "serves" (the words of what it serves, each text once) */
-    size_t *at = fhir_arena_alloc(a, (r->n_candidates + 1) * sizeof *at), n_serves = 0;
-    bool any_demoted = false;
-    if (!serves || !at)
-        return NULL;
-    for (size_t i = 0; i < r->n_candidates; i++) {
-        const route_candidate *c = &r->candidates[i];
-        fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
-        if (!e)
-            return NULL;
-        fhir_node_set(a, e, "rank", num(a, 0, (double)(i + 1)));
-        fhir_node_set_str(a, e, "center", c->center->id);
-        fhir_node_set_str(a, e, "name", c->center->name);
-        fhir_node_set_str(a, e, "city", c->center->city);
-        fhir_node_set_str(a, e, "state", c->center->state);
-        fhir_node_set(a, e, "distance_km", num(a, 1, c->distance_km));
-        fhir_node_set(a, e, "travel_minutes", num(a, 0, c->travel_minutes));
-        fhir_node_set_str(a, e, "capacity", centers_capacity_name(c->center->capacity));
-        fhir_node *acc = fhir_node_set_obj(a, e, "accreditation");
-        fhir_node_set_str(a, acc, "body", c->accreditation->body);
-        fhir_node_set_str(a, acc, "expires", c->accreditation->expires);
-        fhir_node *ind = fhir_node_set_arr(a, e, "indications");
-        for (size_t k = 0; k < c->n_matched; k++)
-            fhir_node_append(a, ind, NULL, 0, fhir_node_new_str(a, c->matched[k]));
-        fhir_node_set(a, e, "payer_demoted", fhir_node_new_bool(a, c->payer_demoted));
-        fhir_node_set(a, e, "beyond_stay_near", fhir_node_new_bool(a, c->beyond_stay_near));
-        /* what the reason sentence needs besides the fields above (route_json_reason) */
-        fhir_node_set(a, e, "km", num(a, 0, c->distance_km));
-        fhir_node_set(a, e, "payers_listed", fhir_node_new_bool(a, c->center->payers_listed));
-        size_t k = 0; /* the first candidate with the same words */
-        while (k < i && strcmp(r->candidates[k].serves, c->serves))
-            k++;
-        if (k == i) {
-            at[i] = n_serves++;
-            fhir_node_append(a, serves, NULL, 0, fhir_node_new_str(a, c->serves));
-        } else {
-            at[i] = at[k];
-        }
-        fhir_node_set(a, e, "serves", num(a, 0, (double)at[i]));
-        any_demoted = any_demoted || c->payer_demoted;
-        if (!fhir_node_append(a, cands, NULL, 0, e))
-            return NULL;
-    }
-    fhir_node *ex = fhir_node_set_arr(a, root, "excluded");
-    for (size_t i = 0; i < r->n_exclusions; i++) {
-        fhir_node *e = fhir_node_new(a, FHIR_OBJECT);
-        if (!e)
-            return NULL;
-        fhir_node_set_str(a, e, "center", r->exclusions[i].center->id);
-        fhir_node_set_str(a, e, "reason", r->exclusions[i].reason);
-        if (!fhir_node_append(a, ex, NULL, 0, e))
-            return NULL;
-    }
-    fhir_node_set(a, root, "serves", serves);
-    if (any_demoted && r->payer)
-        fhir_node_set_str(a, root, "payer", r->payer);
+    fhir_buf b;
+    fhir_buf_init(&b, ROUTE_JSON_MAX);
+    fhir_error err;
+    fhir_node *root = route_explain_write(r, &b) ? NULL : fhir_json_parse(a, b.data, b.len, NULL, &err);
+    fhir_buf_free(&b);
     return root;
 }
 

@@ -18,6 +18,7 @@
 /* Byte caps of the texts a ranking builds. */
 #define ROUTE_REASON_MAX 1024u       /* why a center is excluded / what it misses */
 #define ROUTE_EXPLANATION_MAX 2048u  /* why a candidate ranks where it does */
+#define ROUTE_JSON_MAX (1u << 20)    /* bytes of route_explain_json's text */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -143,13 +144,16 @@ double route_travel_minutes(double km, const route_params *params);
 
 /* Human-readable explanation (origin, assumptions, ranked list, exclusions) appended to out. */
 int route_explain_text(const route_result *r, fhir_buf *out);
-/* The same as a JSON object in arena a (borrowed), the form a referral keeps: a candidate
- * carries its fields, not its reason sentence, plus what the sentence needs besides them —
- * "km" (the distance as the sentence rounds it), "payers_listed", "serves" (an index into the
- * route's "serves": the words of the indications it serves, each distinct text once) and,
- * when a candidate was demoted for it, the route's "payer". route_json_reason writes the
- * sentence; route_json_shown gives the form people and the API see. Exclusions keep their
- * "reason". NULL when the arena's cap is hit. */
+/* The same as a JSON object, the form a referral keeps, written compact into out (the text a
+ * referral stores, made without a tree): a candidate carries its fields, not its reason
+ * sentence, plus what the sentence needs besides them — "km" (the distance as the sentence
+ * rounds it), "payers_listed", "serves" (an index into the route's "serves": the words of the
+ * indications it serves, each distinct text once) and, when a candidate was demoted for it,
+ * the route's "payer". route_json_reason writes the sentence; route_json_shown gives the form
+ * people and the API see. Exclusions keep their "reason". 0, or -1 when out's cap is hit. */
+int route_explain_write(const route_result *r, fhir_buf *out);
+/* That text read into a tree in arena a (borrowed). NULL when it is over ROUTE_JSON_MAX or
+ * the arena's cap is hit. */
 fhir_node *route_explain_json(fhir_arena *a, const route_result *r);
 /* Appends the reason sentence of candidate cand of route (a tree of route_explain_json, as
  * stored): the text route_rank gave the candidate. A candidate of a route stored by an older
