@@ -548,55 +548,48 @@ int route_explain_text(const route_result *r, fhir_buf *out)
     return out->overflow ? -1 : 0;
 }
 
-/* ,"key": (first: no comma) */
-static void jkey(fhir_buf *b, const char *key, bool first)
-{
-    if (!first)
-        fhir_buf_putc(b, ',');
-    fhir_json_write_string(b, key, strlen(key));
-    fhir_buf_putc(b, ':');
-}
+/* The route's JSON is written with its keys as literals ("\"key\":", ASCII, nothing to
+ * escape) and each value once. */
+#define JLIT(b, lit) fhir_buf_append((b), (lit), sizeof(lit) - 1)
 
-static void jstr(fhir_buf *b, const char *key, const char *val, bool first)
+/* key (a literal with its comma and colon) then the string val */
+static void jstr(fhir_buf *b, const char *key, size_t keyn, const char *val)
 {
-    jkey(b, key, first);
+    fhir_buf_append(b, key, keyn);
     fhir_json_write_string(b, val, strlen(val));
 }
+#define JSTR(b, lit, val) jstr((b), (lit), sizeof(lit) - 1, (val))
 
-/* ,"key":v with prec decimals, as "%.<prec>f" writes it */
-static void jnum(fhir_buf *b, const char *key, unsigned prec, double v, bool first)
+/* key then v with prec decimals, as "%.<prec>f" writes it */
+static void jnum(fhir_buf *b, const char *key, size_t keyn, unsigned prec, double v)
 {
     char t[64];
     size_t n = fhir_fmt_fixed(t, sizeof t, v, prec);
-    jkey(b, key, first);
+    fhir_buf_append(b, key, keyn);
     fhir_buf_append(b, t, n < sizeof t ? n : sizeof t - 1);
 }
-
-static void jbool(fhir_buf *b, const char *key, bool v)
-{
-    jkey(b, key, false);
-    fhir_buf_puts(b, v ? "true" : "false");
-}
+#define JNUM(b, lit, prec, v) jnum((b), (lit), sizeof(lit) - 1, (prec), (v))
+#define JBOOL(b, lit, v) ((v) ? JLIT((b), lit "true") : JLIT((b), lit "false"))
 
 int route_explain_write(const route_result *r, fhir_buf *out)
 {
-    fhir_buf_puts(out, "{\"origin\":{");
-    jstr(out, "source", origin_source_name(r->origin.source), true);
+    JLIT(out, "{\"origin\":{");
+    JSTR(out, "\"source\":", origin_source_name(r->origin.source));
     if (r->origin.zip[0])
-        jstr(out, "zip", r->origin.zip, false);
-    jnum(out, "lat", 6, r->origin.lat, false);
-    jnum(out, "lon", 6, r->origin.lon, false);
-    jstr(out, "note", r->origin.note, false);
-    fhir_buf_puts(out, "},\"assumptions\":{");
-    jnum(out, "detour_factor", 2, r->params.detour_factor, true);
-    jnum(out, "avg_speed_kmh", 1, r->params.avg_speed_kmh, false);
-    jnum(out, "stay_near_minutes", 0, r->params.stay_near_minutes, false);
-    jnum(out, "stay_near_days", 0, (double)r->params.stay_near_days, false);
+        JSTR(out, ",\"zip\":", r->origin.zip);
+    JNUM(out, ",\"lat\":", 6, r->origin.lat);
+    JNUM(out, ",\"lon\":", 6, r->origin.lon);
+    JSTR(out, ",\"note\":", r->origin.note);
+    JLIT(out, "},\"assumptions\":{");
+    JNUM(out, "\"detour_factor\":", 2, r->params.detour_factor);
+    JNUM(out, ",\"avg_speed_kmh\":", 1, r->params.avg_speed_kmh);
+    JNUM(out, ",\"stay_near_minutes\":", 0, r->params.stay_near_minutes);
+    JNUM(out, ",\"stay_near_days\":", 0, (double)r->params.stay_near_days);
     fhir_buf_putc(out, '}');
     char day[16];
     fmt_day(r->day, day);
-    jstr(out, "evaluated_on", day, false);
-    fhir_buf_puts(out, ",\"candidates\":[");
+    JSTR(out, ",\"evaluated_on\":", day);
+    JLIT(out, ",\"candidates\":[");
     /* each candidate's position in "serves" (the words of what it serves, each text once) */
     size_t *at = fhir_xcalloc(r->n_candidates + 1, sizeof *at), n_serves = 0;
     bool any_demoted = false;
@@ -605,50 +598,48 @@ int route_explain_write(const route_result *r, fhir_buf *out)
         if (i)
             fhir_buf_putc(out, ',');
         fhir_buf_putc(out, '{');
-        jnum(out, "rank", 0, (double)(i + 1), true);
-        jstr(out, "center", c->center->id, false);
-        jstr(out, "name", c->center->name, false);
-        jstr(out, "city", c->center->city, false);
-        jstr(out, "state", c->center->state, false);
-        jnum(out, "distance_km", 1, c->distance_km, false);
-        jnum(out, "travel_minutes", 0, c->travel_minutes, false);
-        jstr(out, "capacity", centers_capacity_name(c->center->capacity), false);
-        jkey(out, "accreditation", false);
-        fhir_buf_putc(out, '{');
-        jstr(out, "body", c->accreditation->body, true);
-        jstr(out, "expires", c->accreditation->expires, false);
+        JNUM(out, "\"rank\":", 0, (double)(i + 1));
+        JSTR(out, ",\"center\":", c->center->id);
+        JSTR(out, ",\"name\":", c->center->name);
+        JSTR(out, ",\"city\":", c->center->city);
+        JSTR(out, ",\"state\":", c->center->state);
+        JNUM(out, ",\"distance_km\":", 1, c->distance_km);
+        JNUM(out, ",\"travel_minutes\":", 0, c->travel_minutes);
+        JSTR(out, ",\"capacity\":", centers_capacity_name(c->center->capacity));
+        JLIT(out, ",\"accreditation\":{");
+        JSTR(out, "\"body\":", c->accreditation->body);
+        JSTR(out, ",\"expires\":", c->accreditation->expires);
         fhir_buf_putc(out, '}');
-        jkey(out, "indications", false);
-        fhir_buf_putc(out, '[');
+        JLIT(out, ",\"indications\":[");
         for (size_t k = 0; k < c->n_matched; k++) {
             if (k)
                 fhir_buf_putc(out, ',');
             fhir_json_write_string(out, c->matched[k], strlen(c->matched[k]));
         }
         fhir_buf_putc(out, ']');
-        jbool(out, "payer_demoted", c->payer_demoted);
-        jbool(out, "beyond_stay_near", c->beyond_stay_near);
+        JBOOL(out, ",\"payer_demoted\":", c->payer_demoted);
+        JBOOL(out, ",\"beyond_stay_near\":", c->beyond_stay_near);
         /* what the reason sentence needs besides the fields above (route_json_reason) */
-        jnum(out, "km", 0, c->distance_km, false);
-        jbool(out, "payers_listed", c->center->payers_listed);
+        JNUM(out, ",\"km\":", 0, c->distance_km);
+        JBOOL(out, ",\"payers_listed\":", c->center->payers_listed);
         size_t k = 0; /* the first candidate with the same words */
         while (k < i && strcmp(r->candidates[k].serves, c->serves))
             k++;
         at[i] = k == i ? n_serves++ : at[k];
-        jnum(out, "serves", 0, (double)at[i], false);
+        JNUM(out, ",\"serves\":", 0, (double)at[i]);
         fhir_buf_putc(out, '}');
         any_demoted = any_demoted || c->payer_demoted;
     }
-    fhir_buf_puts(out, "],\"excluded\":[");
+    JLIT(out, "],\"excluded\":[");
     for (size_t i = 0; i < r->n_exclusions; i++) {
         if (i)
             fhir_buf_putc(out, ',');
         fhir_buf_putc(out, '{');
-        jstr(out, "center", r->exclusions[i].center->id, true);
-        jstr(out, "reason", r->exclusions[i].reason, false);
+        JSTR(out, "\"center\":", r->exclusions[i].center->id);
+        JSTR(out, ",\"reason\":", r->exclusions[i].reason);
         fhir_buf_putc(out, '}');
     }
-    fhir_buf_puts(out, "],\"serves\":[");
+    JLIT(out, "],\"serves\":[");
     for (size_t i = 0, w = 0; i < r->n_candidates; i++)
         if (at[i] == w) { /* the first candidate with these words */
             if (w++)
@@ -658,7 +649,7 @@ int route_explain_write(const route_result *r, fhir_buf *out)
     fhir_buf_putc(out, ']');
     free(at);
     if (any_demoted && r->payer)
-        jstr(out, "payer", r->payer, false);
+        JSTR(out, ",\"payer\":", r->payer);
     fhir_buf_putc(out, '}');
     return out->overflow ? -1 : 0;
 }
