@@ -25,12 +25,20 @@
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
+/* "YYYY-MM-DD" ("%04d-%02u-%02u": by hand for years 0..9999, a common day, else printf). */
 static void day_text(int64_t day, char *out, size_t n)
 {
     int y;
     unsigned m, d;
     fhir_clock_civil_from_days(day, &y, &m, &d);
-    snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+    if (y < 0 || y > 9999 || m > 99 || d > 99 || n < 11) {
+        snprintf(out, n, "%04d-%02u-%02u", y, m, d);
+        return;
+    }
+    const char t[11] = {(char)('0' + y / 1000), (char)('0' + y / 100 % 10), (char)('0' + y / 10 % 10),
+                        (char)('0' + y % 10), '-', (char)('0' + m / 10), (char)('0' + m % 10), '-',
+                        (char)('0' + d / 10), (char)('0' + d % 10), '\0'};
+    memcpy(out, t, sizeof t);
 }
 
 /* The first "(YYYY-MM-DD)" in a profile evidence string (the date of the value). */
@@ -148,46 +156,56 @@ static fhir_node *arr(fhir_arena *a, fhir_node *o, const char *k)
 }
 
 /* The text without its resource references: " (Observation/x)" and "Observation/x " are
- * provenance for the screen's JSON, not words for a nurse. */
+ * provenance for the screen's JSON, not words for a nurse. A reference: a word of letters
+ * (more than three, the first capital, the second small, not after a letter or digit), '/',
+ * then an id (letters, digits, '-', '.'); dropped with its brackets, or with the spaces after
+ * it. Found from the text's '/'s (most lines have none but a URL's); s itself when it has
+ * none. */
 static const char *strip_refs(fhir_arena *a, const char *s)
 {
-    if (!s || !strchr(s, '/'))
+    const char *slash = s ? strchr(s, '/') : NULL;
+    if (!slash)
         return s;
-    size_t n = strlen(s);
-    char *out = fhir_arena_alloc(a, n + 1);
+    size_t n = strlen(s), o = 0, cur = 0; /* s[cur..] is not copied yet */
+    char *out = NULL;
+    for (size_t j = (size_t)(slash - s); j < n;) {
+        size_t i = j, k = j + 1; /* the word before the '/' starts at i */
+        while (i > 0 && isalpha((unsigned char)s[i - 1]))
+            i--;
+        bool ref = i >= cur && j > i + 3 && isupper((unsigned char)s[i]) && islower((unsigned char)s[i + 1]) &&
+                   (i == 0 || !isalnum((unsigned char)s[i - 1]));
+        if (ref) {
+            while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '-' || s[k] == '.'))
+                k++;
+            ref = k > j + 1;
+        }
+        if (!ref) {
+            slash = strchr(s + j + 1, '/');
+            j = slash ? (size_t)(slash - s) : n;
+            continue;
+        }
+        if (!out && !(out = fhir_arena_alloc(a, n + 1)))
+            return s;
+        memcpy(out + o, s + cur, i - cur);
+        o += i - cur;
+        /* drop it with its brackets, or with the space after it */
+        if (o > 0 && out[o - 1] == '(' && k < n && s[k] == ')') {
+            o--;
+            k++;
+            while (o > 0 && out[o - 1] == ' ')
+                o--;
+        } else {
+            while (k < n && s[k] == ' ')
+                k++;
+        }
+        cur = k;
+        slash = k < n ? strchr(s + k, '/') : NULL;
+        j = slash ? (size_t)(slash - s) : n;
+    }
     if (!out)
         return s;
-    size_t o = 0;
-    for (size_t i = 0; i < n;) {
-        /* a reference: Capitalised letters, '/', then an id (no spaces) */
-        size_t j = i;
-        if (isupper((unsigned char)s[j]) && islower((unsigned char)s[j + 1]) &&
-            (i == 0 || !isalnum((unsigned char)s[i - 1]))) {
-            while (j < n && isalpha((unsigned char)s[j]))
-                j++;
-            if (j < n && s[j] == '/' && j > i + 3) {
-                size_t k = j + 1;
-                while (k < n && (isalnum((unsigned char)s[k]) || s[k] == '-' || s[k] == '.'))
-                    k++;
-                if (k > j + 1) {
-                    /* drop it with its brackets, or with the space after it */
-                    if (o > 0 && out[o - 1] == '(' && k < n && s[k] == ')') {
-                        o--;
-                        k++;
-                        while (o > 0 && out[o - 1] == ' ')
-                            o--;
-                    } else {
-                        while (k < n && s[k] == ' ')
-                            k++;
-                    }
-                    i = k;
-                    continue;
-                }
-            }
-        }
-        out[o++] = s[i++];
-    }
-    out[o] = '\0';
+    memcpy(out + o, s + cur, n - cur);
+    out[o + n - cur] = '\0';
     return out;
 }
 
@@ -224,7 +242,7 @@ static const struct lab_row {
 static void num_text(double v, char *out, size_t n)
 {
     if (v == floor(v) && fabs(v) < 1e9)
-        snprintf(out, n, "%.0f", v);
+        fhir_fmt_fixed(out, n, v, 0); /* "%.0f" */
     else
         snprintf(out, n, "%.3g", v);
 }
@@ -374,6 +392,18 @@ static void add_labs(fhir_arena *a, fhir_node *pk, const map_profile *p)
     }
 }
 
+/* s after the texts parts[0..n) written one after another; NULL when s does not start so. */
+static const char *after_parts(const char *s, const char *const *parts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        size_t len = strlen(parts[i]);
+        if (strncmp(s, parts[i], len))
+            return NULL;
+        s += len;
+    }
+    return s;
+}
+
 /* An explanation line about indications with the indications in words: "axi-cel:LBCL-2L
  * eligible (Yescarta, <description>): eligible. <gates>" -> "Yescarta (axi-cel): <short> —
  * eligible. <gates>"; "a:X,b:Y not_eligible: <why>" -> "<a and b in words> — not met: <why>".
@@ -396,11 +426,10 @@ static const char *line_words(fhir_arena *a, const elig_ruleset *rules, const ch
         if (i < 0 || elig_ruleset_label(rules, (size_t)i, &l))
             return s;
         const elig_category cats[] = {ELIG_ELIGIBLE, ELIG_POSSIBLY_ELIGIBLE};
-        for (size_t k = 0; k < 2 && !rest; k++) {
-            char *pre = fhir_arena_sprintf(a, "%s %s (%s, %s): ", keys, elig_category_name(cats[k]),
-                                           l.brand ? l.brand : "", elig_ruleset_description(rules, (size_t)i));
-            if (pre && !strncmp(s, pre, strlen(pre)))
-                rest = s + strlen(pre);
+        for (size_t k = 0; k < 2 && !rest; k++) { /* "KEYS CATEGORY (BRAND, DESCRIPTION): " */
+            const char *pre[] = {keys, " ", elig_category_name(cats[k]), " (", l.brand ? l.brand : "", ", ",
+                                 elig_ruleset_description(rules, (size_t)i), "): "};
+            rest = after_parts(s, pre, sizeof pre / sizeof *pre);
         }
     }
     if (!rest)
