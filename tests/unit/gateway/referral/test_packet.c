@@ -316,6 +316,12 @@ static void test_indications_in_words(void **state)
     snprintf(line, sizeof line, "axi-cel:LBCL-2L eligible (Yescarta, %s): eligible. adult: met (age 64).",
              elig_ruleset_description(rs, (size_t)i));
     fhir_json_write_string(&v, line, strlen(line));
+    snprintf(line, sizeof line, "axi-cel:LBCL-2L possibly_eligible (Yescarta, %s): possibly eligible. lines: unknown.",
+             elig_ruleset_description(rs, (size_t)i));
+    fhir_buf_putc(&v, ',');
+    fhir_json_write_string(&v, line, strlen(line));
+    snprintf(line, sizeof line, "axi-cel:LBCL-2L eligible (Yescarta, %s): eligible. adult: met (age 64).",
+             elig_ruleset_description(rs, (size_t)i));
     fhir_buf_puts(&v, ",\"axi-cel:LBCL-3L,liso-cel:LBCL-3L not_eligible: fails 'at least 2 prior lines' (1 line).\","
                       "\"zz-cel:Q eligible (Z, z): eligible.\"]}");
     static const fhir_node *cov[1];
@@ -332,7 +338,10 @@ static void test_indications_in_words(void **state)
     assert_string_equal(fhir_node_path_str(pk, "assessment[0]"),
                         "Yescarta (axi-cel): large B-cell lymphoma, second line (refractory or relapse within 12 "
                         "months) \xe2\x80\x94 eligible. adult: met (age 64).");
-    assert_string_equal(fhir_node_path_str(pk, "assessment[1]"), "zz-cel:Q eligible (Z, z): eligible.");
+    assert_string_equal(fhir_node_path_str(pk, "assessment[1]"),
+                        "Yescarta (axi-cel): large B-cell lymphoma, second line (refractory or relapse within 12 "
+                        "months) \xe2\x80\x94 possibly eligible. lines: unknown.");
+    assert_string_equal(fhir_node_path_str(pk, "assessment[2]"), "zz-cel:Q eligible (Z, z): eligible.");
     assert_string_equal(fhir_node_path_str(pk, "other[0]"),
                         "Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later "
                         "\xe2\x80\x94 not met: fails 'at least 2 prior lines' (1 line).");
@@ -346,6 +355,49 @@ static void test_indications_in_words(void **state)
     elig_ruleset_free(rs);
 }
 
+/* References are dropped from the words wherever they stand (start, end, in brackets, after a
+ * URL's '/'s, one after another); what only looks like one stays. The expected texts are what
+ * the byte-by-byte scan this replaced made of the same lines. */
+static void test_references_removed(void **state)
+{
+    (void)state;
+    static const char *const cases[][2] = {
+        {"Observation/o-1 first, then words", "first, then words"},
+        {"creatinine 1.5 mg/dL (Observation/o-2) on 2026-01-02", "creatinine 1.5 mg/dL on 2026-01-02"},
+        {"values (  Observation/o-3) and (Observation/o-4 ) kept", "values (  ) and () kept"},
+        {"see https://dailymed.nlm.nih.gov/dailymed/drugInfo.cfm?setid=9b7 and DiagnosticReport/dr.7   then",
+         "see https://dailymed.nlm.nih.gov/dailymed/drugInfo.cfm?setid=9b7 and then"},
+        {"xObservation/o-5, 2Condition/c1, Abc/x, AB/x, Abcd/ end",
+         "xObservation/o-5, 2Condition/c1, Abc/x, AB/x, Abcd/ end"},
+        {"MedicationRequest/mr-1/Patient/p1 (Condition/c1)", "/"},
+        {"trailing Observation/o-9", "trailing "},
+        {"mL/min and a/b and Word/", "mL/min and a/b and Word/"},
+    };
+    size_t n = sizeof cases / sizeof *cases;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_buf v;
+    fhir_buf_init(&v, 1u << 16);
+    fhir_buf_puts(&v, "{\"category\":\"eligible\",\"explanation\":[],\"to_request\":[");
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            fhir_buf_putc(&v, ',');
+        fhir_json_write_string(&v, cases[i][0], strlen(cases[i][0]));
+    }
+    fhir_buf_puts(&v, "]}");
+    fhir_error err = {0};
+    packet_input in = {.site_name = "s", .center_name = "c", .request = "r", .urgency = "routine",
+                       .patient = P(a, patient_json), .verdict = P(a, fhir_buf_cstr(&v))};
+    fhir_node *pk = packet_build(a, &in, &err);
+    if (!pk)
+        fail_msg("packet_build: %s", err.msg);
+    const fhir_node *req = fhir_node_get(pk, "to_request");
+    assert_int_equal(fhir_node_count(req), n);
+    for (size_t i = 0; i < n; i++)
+        assert_string_equal(fhir_node_str(fhir_node_at(req, i)), cases[i][1]);
+    fhir_buf_free(&v);
+    fhir_arena_free(a);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -355,6 +407,7 @@ int main(void)
         cmocka_unit_test(test_renderings),
         cmocka_unit_test(test_bundle_round_trip),
         cmocka_unit_test(test_indications_in_words),
+        cmocka_unit_test(test_references_removed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
