@@ -388,6 +388,89 @@ static void test_stored_route_reasons(void **state)
     route_zcta_free(z);
 }
 
+/* The route a referral stores, as text. */
+static char *route_text(const route_result *r)
+{
+#ifdef ROUTE_RECORD_OLD /* how the fixture was recorded: the tree, then its text */
+    fhir_arena *a = fhir_arena_new(0);
+    char *t = fhir_json_to_string(route_explain_json(a, r), FHIR_JSON_COMPACT, 0);
+    fhir_arena_free(a);
+    return t;
+#else
+    fhir_buf b;
+    fhir_buf_init(&b, ROUTE_JSON_MAX);
+    assert_int_equal(route_explain_write(r, &b), 0);
+    return fhir_buf_steal(&b, NULL);
+#endif
+}
+
+/* route_explain_write writes, byte for byte, the text the route's tree made before it was
+ * written directly (tests/fixtures/route-explain.txt, recorded from that tree, one route a line):
+ * an origin from a ZIP and from coordinates (no "zip"), payers demoted (the route's "payer"),
+ * accepted and unknown, exclusions, candidates serving A B B A; and route_explain_json reads
+ * it back to the same text. */
+static void test_route_text_recorded(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!z || !d || !rs)
+        fail_msg("%s", err.msg);
+    fhir_arena *a = fhir_arena_new(0);
+    route_params words = {.rules = rs, .no_reasons = true};
+    route_need two[2] = {{.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:LBCL-3L"},
+                         {.product = "liso-cel", .disease = "dlbcl_nos", .indication = "liso-cel:LBCL-3L"}};
+    int64_t today = fhir_clock_days_from_civil(2026, 11, 27);
+    route_patient_location locs[2] = {{.zip = "55902"}, {.has_geo = true, .lat = 41.9, .lon = -87.7}};
+    const char *payers[] = {"Aetna", "medicare", NULL};
+    fhir_buf got;
+    fhir_buf_init(&got, 1u << 20);
+    route_result r;
+    for (size_t l = 0; l < 2; l++)
+        for (size_t p = 0; p < 3; p++) {
+            route_origin o;
+            assert_int_equal(route_resolve_origin(&locs[l], z, NULL, &o, &err), 0);
+            assert_int_equal(route_rank(a, d, &o, two, 2, payers[p], today, &words, &r, &err), 0);
+            char *t = route_text(&r);
+            char *back = fhir_json_to_string(route_explain_json(a, &r), FHIR_JSON_COMPACT, 0);
+            assert_string_equal(back, t);
+            fhir_buf_printf(&got, "%s\n", t);
+            free(t);
+            free(back);
+        }
+    route_candidate four[4] = {r.candidates[0], r.candidates[1], r.candidates[1], r.candidates[0]};
+    const char *words_of[4] = {"words A", "words B", "words B", "words A"};
+    for (size_t i = 0; i < 4; i++)
+        four[i].serves = words_of[i];
+    r.candidates = four;
+    r.n_candidates = 4;
+    char *t = route_text(&r);
+    fhir_buf_printf(&got, "%s\n", t);
+    free(t);
+#ifdef ROUTE_RECORD_OLD
+    FILE *f = fopen("tests/fixtures/route-explain.txt", "wb");
+    assert_non_null(f);
+    fputs(fhir_buf_cstr(&got), f);
+    fclose(f);
+#endif
+    fhir_buf want;
+    fhir_buf_init(&want, 1u << 20);
+    assert_int_equal(fhir_buf_read_file(&want, "tests/fixtures/route-explain.txt", &err), 0);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.data, want.data, got.len);
+    assert_non_null(strstr(fhir_buf_cstr(&want), "\"payer\":\"Aetna\"")); /* what the cases cover */
+    assert_non_null(strstr(fhir_buf_cstr(&want), "\"source\":\"geolocation\""));
+    assert_non_null(strstr(fhir_buf_cstr(&want), "\"serves\":[\"words A\",\"words B\"]"));
+    fhir_buf_free(&got);
+    fhir_buf_free(&want);
+    elig_ruleset_free(rs);
+    fhir_arena_free(a);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
 /* A route stored by an older version (each candidate with its "reason") keeps its text, and is
  * shown as it is. */
 static void test_older_route_reasons(void **state)
@@ -455,6 +538,7 @@ int main(void)
         cmocka_unit_test(test_zcta_tiny_table),
         cmocka_unit_test(test_zcta_errors),
         cmocka_unit_test(test_stored_route_reasons),
+        cmocka_unit_test(test_route_text_recorded),
         cmocka_unit_test(test_older_route_reasons),
         cmocka_unit_test(test_zcta_shared_census_copy),
         cmocka_unit_test(test_rank_from_zip),
