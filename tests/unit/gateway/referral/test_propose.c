@@ -26,6 +26,7 @@
 #include "fhir_log.h"
 #include "map_profile.h"
 #include "map_tables.h"
+#include "packet.h"
 #include "propose.h"
 #include "referral.h"
 #include "store.h"
@@ -937,6 +938,88 @@ static void test_package_packet_object(void **state)
     screened_free(&s);
 }
 
+/* What a proposal keeps is what it kept before the package, the route and the packet's
+ * verdict words were written without their trees and without parsing the verdict again: the
+ * package (clock fixed), the route and the summary of the demo patient, with the site's
+ * referrer and without, byte for byte as recorded from that code
+ * (tests/fixtures/propose-demo-kept.txt, PROPOSE_RECORD_OLD); the packet's verdict members
+ * as packet_build makes them from the parsed verdict JSON; the summary as
+ * elig_result_write_explanation writes it. */
+static void test_kept_as_before(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    fhir_error err = {0};
+    fhir_buf got;
+    fhir_buf_init(&got, 1u << 22);
+    fhir_arena *a = fhir_arena_new(0);
+    for (int v = 0; v < 2; v++) {
+        store *st = open_fresh("kept.db");
+        propose_opts o = opts_for(REFER_MODE_APPROVAL);
+        if (v) {
+            o.referrer_name = "Dr. Site Default (fictional)";
+            o.referrer_phone = "+1-555-0100";
+            o.referrer_direct = "referrals@direct.example.org";
+        }
+        propose_input in = input_for(&s);
+        propose_result r;
+        fhir_clock_set_fixed(1795000000000LL);
+        propose_outcome out = propose_once(st, &o, &in, &r);
+        fhir_clock_set_fixed(-1);
+        assert_int_equal(out, PROPOSE_CREATED);
+        refer_record rec;
+        assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+        fhir_buf_printf(&got, "%s\n%s\n%s\n", rec.package, rec.route_json, rec.explanation);
+        /* the summary, and the verdict's words in the packet, as the verdict JSON says them */
+        fhir_buf expl;
+        fhir_buf_init(&expl, 1u << 20);
+        assert_int_equal(elig_result_write_explanation(rules, s.fs, s.r, &expl), 0);
+        assert_string_equal(rec.explanation, fhir_buf_cstr(&expl));
+        fhir_buf_free(&expl);
+        const fhir_node *kept = fhir_node_get(fhir_json_parse(a, rec.package, strlen(rec.package), NULL, &err),
+                                              "packet");
+        packet_input pi = {.site_name = "s", .center_name = "c", .request = "r", .urgency = "routine",
+                           .patient = s.res[0], .rules = rules,
+                           .verdict = fhir_json_parse(a, fhir_buf_cstr(&s.vj), s.vj.len, NULL, &err)};
+        for (size_t i = 0; i < s.n && strcmp(fhir_node_resource_type(pi.patient), "Patient"); i++)
+            pi.patient = s.res[i];
+        const fhir_node *pk = packet_build(a, &pi, &err);
+        assert_non_null(kept);
+        assert_non_null(pk);
+        static const char *const members[] = {"category", "assessment", "other", "review_flags", "notes",
+                                              "consult", "to_request"};
+        for (size_t m = 0; m < sizeof members / sizeof *members; m++) {
+            char *x = fhir_json_to_string(fhir_node_get(kept, members[m]), FHIR_JSON_COMPACT, 0);
+            char *y = fhir_json_to_string(fhir_node_get(pk, members[m]), FHIR_JSON_COMPACT, 0);
+            assert_non_null(x);
+            assert_non_null(y);
+            assert_string_equal(x, y);
+            free(x);
+            free(y);
+        }
+        assert_true(fhir_node_count(fhir_node_get(pk, "consult")) > 0); /* what the case covers */
+        assert_true(fhir_node_count(fhir_node_get(pk, "assessment")) > 0);
+        refer_record_free(&rec);
+        store_close(st);
+    }
+#ifdef PROPOSE_RECORD_OLD
+    FILE *f = fopen("tests/fixtures/propose-demo-kept.txt", "wb");
+    assert_non_null(f);
+    fputs(fhir_buf_cstr(&got), f);
+    fclose(f);
+#endif
+    fhir_buf want;
+    fhir_buf_init(&want, 1u << 22);
+    assert_int_equal(fhir_buf_read_file(&want, "tests/fixtures/propose-demo-kept.txt", &err), 0);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.data, want.data, got.len);
+    fhir_buf_free(&want);
+    fhir_buf_free(&got);
+    fhir_arena_free(a);
+    screened_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -954,6 +1037,7 @@ int main(void)
         cmocka_unit_test(test_markers),
         cmocka_unit_test(test_package_carries_referenced_medications),
         cmocka_unit_test(test_package_packet_object),
+        cmocka_unit_test(test_kept_as_before),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
