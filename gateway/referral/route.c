@@ -560,15 +560,30 @@ static void jstr(fhir_buf *b, const char *key, size_t keyn, const char *val)
 }
 #define JSTR(b, lit, val) jstr((b), (lit), sizeof(lit) - 1, (val))
 
-/* key then v with prec decimals, as "%.<prec>f" writes it */
+/* key then v with prec decimals, as "%.<prec>f" writes it (one append) */
 static void jnum(fhir_buf *b, const char *key, size_t keyn, unsigned prec, double v)
 {
-    char t[64];
-    size_t n = fhir_fmt_fixed(t, sizeof t, v, prec);
-    fhir_buf_append(b, key, keyn);
-    fhir_buf_append(b, t, n < sizeof t ? n : sizeof t - 1);
+    char t[128];
+    memcpy(t, key, keyn);
+    size_t n = fhir_fmt_fixed(t + keyn, 64, v, prec);
+    fhir_buf_append(b, t, keyn + (n < 64 ? n : 63));
 }
 #define JNUM(b, lit, prec, v) jnum((b), (lit), sizeof(lit) - 1, (prec), (v))
+
+/* key then the decimal digits of v (a count: "%.0f" of it) */
+static void jint(fhir_buf *b, const char *key, size_t keyn, size_t v)
+{
+    char d[24];
+    size_t i = sizeof d;
+    do
+        d[--i] = (char)('0' + v % 10);
+    while (v /= 10);
+    char t[128];
+    memcpy(t, key, keyn);
+    memcpy(t + keyn, d + i, sizeof d - i);
+    fhir_buf_append(b, t, keyn + sizeof d - i);
+}
+#define JINT(b, lit, v) jint((b), (lit), sizeof(lit) - 1, (v))
 #define JBOOL(b, lit, v) ((v) ? JLIT((b), lit "true") : JLIT((b), lit "false"))
 
 int route_explain_write(const route_result *r, fhir_buf *out)
@@ -596,9 +611,9 @@ int route_explain_write(const route_result *r, fhir_buf *out)
     for (size_t i = 0; i < r->n_candidates; i++) {
         const route_candidate *c = &r->candidates[i];
         if (i)
-            fhir_buf_putc(out, ',');
-        fhir_buf_putc(out, '{');
-        JNUM(out, "\"rank\":", 0, (double)(i + 1));
+            JINT(out, ",{\"rank\":", i + 1);
+        else
+            JINT(out, "{\"rank\":", i + 1);
         JSTR(out, ",\"center\":", c->center->id);
         JSTR(out, ",\"name\":", c->center->name);
         JSTR(out, ",\"city\":", c->center->city);
@@ -609,15 +624,13 @@ int route_explain_write(const route_result *r, fhir_buf *out)
         JLIT(out, ",\"accreditation\":{");
         JSTR(out, "\"body\":", c->accreditation->body);
         JSTR(out, ",\"expires\":", c->accreditation->expires);
-        fhir_buf_putc(out, '}');
-        JLIT(out, ",\"indications\":[");
+        JLIT(out, "},\"indications\":[");
         for (size_t k = 0; k < c->n_matched; k++) {
             if (k)
                 fhir_buf_putc(out, ',');
             fhir_json_write_string(out, c->matched[k], strlen(c->matched[k]));
         }
-        fhir_buf_putc(out, ']');
-        JBOOL(out, ",\"payer_demoted\":", c->payer_demoted);
+        JBOOL(out, "],\"payer_demoted\":", c->payer_demoted);
         JBOOL(out, ",\"beyond_stay_near\":", c->beyond_stay_near);
         /* what the reason sentence needs besides the fields above (route_json_reason) */
         JNUM(out, ",\"km\":", 0, c->distance_km);
@@ -626,7 +639,7 @@ int route_explain_write(const route_result *r, fhir_buf *out)
         while (k < i && strcmp(r->candidates[k].serves, c->serves))
             k++;
         at[i] = k == i ? n_serves++ : at[k];
-        JNUM(out, ",\"serves\":", 0, (double)at[i]);
+        JINT(out, ",\"serves\":", at[i]);
         fhir_buf_putc(out, '}');
         any_demoted = any_demoted || c->payer_demoted;
     }
