@@ -97,7 +97,9 @@ typedef struct propose_input {
     const map_profile *profile;
     const elig_factset *facts;
     const elig_result *result;
-    const char *verdict_json;
+    const char *verdict_json;          /* elig_result_write_json of result and facts: kept with
+                                        * the referral (the packet's words are made from result;
+                                        * NULL: no packet) */
     const fhir_node *const *resources; /* the patient's (for the package), as cached in the
                                         * store: the package names them by type and id */
     size_t n_resources;
