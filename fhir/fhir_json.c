@@ -50,7 +50,6 @@ typedef struct parser {
     size_t roots;
     size_t root_end;
     struct interns *in;  /* member names shared across documents (fhir_json_reader), or NULL */
-    struct capture *cap; /* the source text of Bundle entries kept (fhir_json_stream), or NULL */
     bool shared_only;    /* every name of this document so far is a shared one: equal names
                           * are the same pointer */
 } parser;
@@ -370,55 +369,6 @@ static int cb_string(void *ctx, const unsigned char *s, size_t n)
     return add_text(p, FHIR_STRING, (const char *)s, n);
 }
 
-/* fhir_json_stream_keep_entries: the bytes of root.entry[i].resource as they pass, copied into
- * the arena as that object's text once it ends. The chunk in flight is fed whole, so an object
- * that starts and ends in it is copied from it; one that spans chunks collects in buf. */
-typedef struct capture {
-    yajl_handle h;
-    const unsigned char *chunk; /* the chunk yajl is parsing */
-    size_t from;                /* where the object's bytes start in it (0: an earlier chunk) */
-    fhir_node *node;            /* the object being kept, or NULL */
-    fhir_buf buf;               /* its bytes from earlier chunks (cap: the document's max_bytes) */
-} capture;
-
-/* n (just pushed, at depth 4) is root.entry[i].resource. */
-static bool is_entry_resource(const parser *p, const fhir_node *n)
-{
-    return n->kind == FHIR_OBJECT && p->depth == 4 && p->stack[0]->kind == FHIR_OBJECT &&
-           p->stack[1]->kind == FHIR_ARRAY && p->stack[1]->key_len == 5 &&
-           !memcmp(p->stack[1]->key, "entry", 5) && p->stack[2]->kind == FHIR_OBJECT &&
-           n->key_len == 8 && !memcmp(n->key, "resource", 8);
-}
-
-static void capture_start(parser *p, fhir_node *n)
-{
-    capture *c = p->cap;
-    c->node = n;
-    c->from = yajl_get_bytes_consumed(c->h) - 1; /* just past its '{' */
-    fhir_buf_reset(&c->buf);
-}
-
-/* The kept object ended (its '}' just read): its text into the arena. 1, or 0 (yajl: cancel). */
-static int capture_end(parser *p)
-{
-    capture *c = p->cap;
-    size_t end = yajl_get_bytes_consumed(c->h);
-    const char *from = (const char *)c->chunk + c->from;
-    size_t n = end - c->from;
-    if (c->buf.len) {
-        if (fhir_buf_append(&c->buf, from, n) < 0)
-            return fail(p, "document exceeds max_bytes (%zu)", p->lim.max_bytes);
-        from = c->buf.data;
-        n = c->buf.len;
-    }
-    char *t = fhir_arena_strndup(p->a, from, n);
-    if (!t)
-        return out_of_arena(p);
-    c->node->text = t;
-    c->node = NULL;
-    return 1;
-}
-
 static int push(parser *p, fhir_kind k)
 {
     if (p->depth >= p->lim.max_depth)
@@ -433,8 +383,6 @@ static int push(parser *p, fhir_kind k)
         p->stack_alloc = na;
     }
     p->stack[p->depth++] = n;
-    if (p->cap && p->depth == 4 && is_entry_resource(p, n))
-        capture_start(p, n);
     return 1;
 }
 
@@ -444,8 +392,6 @@ static int cb_start_array(void *ctx) { return push(ctx, FHIR_ARRAY); }
 static int cb_end(void *ctx)
 {
     parser *p = ctx;
-    if (p->cap && p->cap->node && p->depth == 4 && p->stack[3] == p->cap->node && !capture_end(p))
-        return 0;
     if (--p->depth == 0 && p->h)
         p->root_end = yajl_get_bytes_consumed(p->h);
     return 1;
@@ -497,7 +443,6 @@ static const yajl_callbacks callbacks = {
 struct fhir_json_stream {
     parser p;
     yajl_handle h;
-    capture cap;       /* used when p.cap points to it (fhir_json_stream_keep_entries) */
     interns *in;       /* the stream's member names: one copy each, in the trees' arena */
     size_t fed;        /* bytes fed so far */
     size_t line;       /* newlines in fully fed chunks */
@@ -595,18 +540,8 @@ void fhir_json_stream_free(fhir_json_stream *s)
         return;
     yajl_free(s->h);
     parser_free(&s->p);
-    fhir_buf_free(&s->cap.buf);
     free(s->in);
     free(s);
-}
-
-void fhir_json_stream_keep_entries(fhir_json_stream *s)
-{
-    if (s->p.cap)
-        return;
-    s->cap.h = s->h;
-    fhir_buf_init(&s->cap.buf, s->p.lim.max_bytes);
-    s->p.cap = &s->cap;
 }
 
 static int feed_raw(fhir_json_stream *s, const char *data, size_t len, fhir_error *err)
@@ -616,16 +551,7 @@ static int feed_raw(fhir_json_stream *s, const char *data, size_t len, fhir_erro
         return fhir_error_set(err, "byte %zu: document exceeds max_bytes (%zu)",
                               s->p.lim.max_bytes, s->p.lim.max_bytes);
     }
-    s->cap.chunk = (const unsigned char *)data;
     yajl_status st = yajl_parse(s->h, (const unsigned char *)data, len);
-    if (st == yajl_status_ok && s->p.cap && s->cap.node) { /* a kept object goes on past this chunk */
-        if (fhir_buf_append(&s->cap.buf, data + s->cap.from, len - s->cap.from) < 0) {
-            s->failed = 1;
-            return fhir_error_set(err, "byte %zu: document exceeds max_bytes (%zu)", s->fed + len,
-                                  s->p.lim.max_bytes);
-        }
-        s->cap.from = 0;
-    }
     if (st != yajl_status_ok) {
         report(s, st, (const unsigned char *)data, len, s->fed, err);
         s->failed = 1;

@@ -87,9 +87,6 @@ void fhir_json_reader_free(fhir_json_reader *r);
 typedef struct fhir_json_stream fhir_json_stream;
 fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim);
 int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err);
-/* Keeps the source text of each Bundle entry's resource (root.entry[i].resource): that object's
- * bytes as read, copied into the arena (fhir_node_source). Call before the first feed. */
-void fhir_json_stream_keep_entries(fhir_json_stream *s);
 /* Returns the root (borrowed from the arena) or NULL with err set. */
 fhir_node *fhir_json_stream_finish(fhir_json_stream *s, fhir_error *err);
 void fhir_json_stream_free(fhir_json_stream *s);

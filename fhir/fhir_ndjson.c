@@ -17,7 +17,6 @@ struct fhir_ndjson {
     fhir_arena *arena;
     fhir_buf carry;        /* partial line across chunks */
     fhir_json_reader *rd;  /* one yajl handle for every line */
-    bool keep;             /* fhir_ndjson_keep_source */
     int skipping;          /* discarding the rest of an over-long line */
     int stopped;
     size_t line_no;        /* current (1-based) line number */
@@ -39,11 +38,6 @@ fhir_ndjson *fhir_ndjson_new(const fhir_json_limits *lim, fhir_ndjson_cb cb,
     fhir_buf_init(&r->carry, r->lim.max_bytes);
     r->rd = fhir_json_reader_new(&r->lim);
     return r;
-}
-
-void fhir_ndjson_keep_source(fhir_ndjson *r)
-{
-    r->keep = true;
 }
 
 void fhir_ndjson_free(fhir_ndjson *r)
@@ -99,19 +93,6 @@ static int do_line(fhir_ndjson *r, const char *s, size_t n, fhir_error *err)
         fhir_error_set(&lerr, "NDJSON line %zu: expected a resource object, got %s", r->line_no,
                        fhir_node_kind_name(res->kind));
         return bad_line(r, &lerr, err);
-    }
-    if (r->keep) { /* the line without the white space (and a BOM) around the object */
-        size_t a = n >= 3 && !memcmp(s, "\xEF\xBB\xBF", 3) ? 3 : 0, b = n;
-        while (a < b && (s[a] == ' ' || s[a] == '\t' || s[a] == '\r'))
-            a++;
-        while (b > a && (s[b - 1] == ' ' || s[b - 1] == '\t' || s[b - 1] == '\r'))
-            b--;
-        res->text = fhir_arena_strndup(r->arena, s + a, b - a);
-        if (!res->text) {
-            fhir_arena_reset(r->arena);
-            fhir_error_set(&lerr, "NDJSON line %zu: exceeds the memory cap", r->line_no);
-            return bad_line(r, &lerr, err);
-        }
     }
     r->st.ok++;
     fhir_error cb_err;

@@ -36,9 +36,6 @@ typedef struct fhir_ndjson fhir_ndjson;
 fhir_ndjson *fhir_ndjson_new(const fhir_json_limits *lim, fhir_ndjson_cb cb,
                              fhir_ndjson_err_cb on_error, void *ud);
 void fhir_ndjson_free(fhir_ndjson *r);
-/* Each line's object keeps the line's text (without the white space around it) as its
- * source (fhir_node_source): what the callback gets is the bytes as read, too. */
-void fhir_ndjson_keep_source(fhir_ndjson *r);
 
 /* Push interface: feed bytes as they arrive, then finish (handles a last line without a
  * newline). Return 0, or -1 with err set when stopped by an error or by the callback (then

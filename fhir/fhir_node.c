@@ -67,11 +67,6 @@ const char *fhir_node_str(const fhir_node *n)
     return n && n->kind == FHIR_STRING ? n->text : NULL;
 }
 
-const char *fhir_node_source(const fhir_node *n)
-{
-    return n && n->kind == FHIR_OBJECT ? n->text : NULL;
-}
-
 const char *fhir_node_num_text(const fhir_node *n)
 {
     return n && n->kind == FHIR_NUMBER ? n->text : NULL;

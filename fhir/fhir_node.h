@@ -37,9 +37,7 @@ struct fhir_node {
                             * record lines (fhir_json_parse_ex, fhir_jsonfile): an object
                             * member's is the line of its key, any other node's the line where
                             * its value starts; 0 = not recorded */
-    const char *text;      /* STRING: value (UTF-8, NUL-terminated); NUMBER: original text;
-                            * OBJECT: its JSON text as read when the reader kept it
-                            * (fhir_json_stream_keep_entries), else NULL (fhir_node_source) */
+    const char *text;      /* STRING: value (UTF-8, NUL-terminated); NUMBER: original text */
     fhir_node *child;      /* OBJECT/ARRAY: first child */
     fhir_node *last;       /* OBJECT/ARRAY: last child (O(1) append) */
     fhir_node *next;       /* next sibling */
@@ -61,9 +59,6 @@ size_t fhir_node_count(const fhir_node *n);
  * NULL for scalars and NULL. */
 const fhir_node *fhir_node_first(const fhir_node *n);
 
-/* The JSON text an OBJECT was read from, when its reader kept it (a Bundle entry's resource
- * read by fhir_json_stream_keep_entries); NULL otherwise. Borrowed like the node. */
-const char *fhir_node_source(const fhir_node *n);
 
 /* Typed getters; NULL/false/fallback when the node is missing or of another kind. */
 const char *fhir_node_str(const fhir_node *n);        /* STRING text */
