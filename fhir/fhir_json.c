@@ -826,9 +826,37 @@ const char *fhir_json_lib_version(char *buf, size_t n)
 
 /* ---- writer ---------------------------------------------------------------------------- */
 
+/* Does s[0..n) hold nothing to escape (no control character, '"' or '\\')? Eight bytes at a time. */
+static bool plain_text(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+    size_t i = 0;
+    for (uint64_t w; i + 8 <= n; i += 8) {
+        memcpy(&w, s + i, 8);
+        uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+        if ((((w - ones * 0x20) & ~w) | ((q - ones) & ~q) | ((b - ones) & ~b)) & high)
+            return false;
+    }
+    for (; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == '"' || s[i] == '\\')
+            return false;
+    return true;
+}
+
 int fhir_json_write_string(fhir_buf *out, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
+    if (plain_text(s, n)) { /* the common case: one reservation, one copy */
+        if (n > SIZE_MAX - 2 || fhir_buf_reserve(out, n + 2) < 0)
+            return -1;
+        char *p = out->data + out->len;
+        p[0] = '"';
+        memcpy(p + 1, s, n);
+        p[n + 1] = '"';
+        p[n + 2] = '\0';
+        out->len += n + 2;
+        return 0;
+    }
     if (fhir_buf_putc(out, '"') < 0)
         return -1;
     size_t run = 0;
