@@ -3,6 +3,7 @@
  * whitespace, member names outside the table, every truncation and corruption refused with a
  * cause (never a crash), the version checked, and JSON text still read by
  * fhir_bin_or_json_read. The shared Synthea/mCODE bundles round-trip when present. */
+#define _GNU_SOURCE /* memmem */
 #include <dirent.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -73,6 +74,11 @@ static void test_round_trip_sample(void **state)
     assert_string_equal(fhir_node_path_str(back, "code.coding.display"),
                         "Creatinine \"serum\" \xc3\xa9\xe4\xb8\xad");
     assert_string_equal(fhir_node_path_str(back, "\xc3\xa9l\xc3\xa9ment"), "v");
+    /* a common code system in one byte: its text and length as written */
+    const fhir_node *sys = fhir_node_path(back, "code.coding.system");
+    assert_string_equal(fhir_node_str(sys), "http://loinc.org");
+    assert_int_equal(sys->len, 16);
+    assert_null(memmem(bin.data, bin.len, "loinc", 5));
     assert_int_equal(fhir_node_count(fhir_node_get(back, "x-custom-name")), 6);
     assert_int_equal(fhir_node_count(fhir_node_get(back, "empty")), 0);
     const fhir_node *last = fhir_node_get(back, "nested");
@@ -140,6 +146,10 @@ static void test_refuses_damage(void **state)
         fhir_arena_reset(r);
         (void)fhir_bin_read(r, copy, bin.len, &err);
     }
+    /* a value index past the table */
+    static const char badvalue[] = {(char)FHIR_BIN_MAGIC, FHIR_BIN_VERSION, 7, (char)0xFE};
+    assert_null(fhir_bin_read(r, badvalue, sizeof badvalue, &err));
+    assert_non_null(strstr(err.msg, "value"));
     /* a name index past the table */
     static const char badname[] = {(char)FHIR_BIN_MAGIC, FHIR_BIN_VERSION, 5, 1, (char)0xFE, 0};
     assert_null(fhir_bin_read(r, badname, sizeof badname, &err));
