@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1275,9 +1276,11 @@ static void lab_facts(builder *b)
                                        "egfr", "bilirubin", "ast", "alt", "lvef", "spo2", NULL};
     double weight = NAN;
     const lab_pick *wpick = NULL;
+    char days[24];
+    snprintf(days, sizeof days, "%d", b->o->lab_lookback_days);
     for (const char *const *n = labs; *n; n++)
-        set_unknown(p, *n, astr(p, "no %s result in the %d days before the evaluation date", *n,
-                                b->o->lab_lookback_days));
+        set_unknown(p, *n, ajoin(p, "no ", *n, " result in the ", days, " days before the evaluation date",
+                                 AJOIN_END));
     for (size_t i = 0; i < b->nlabs; i++) {
         const lab_pick *l = &b->labs[i];
         const char *an = l->def->analyte;
@@ -1437,6 +1440,25 @@ bool map_profile_reads(const char *type, size_t len)
     return false;
 }
 
+/* A zeroed profile, except the member arrays of its facts (set, maybe: 0.5 KB a fact, read only
+ * below nset / nmaybe): zeroing all 26 KB with calloc was a tenth of building a profile. */
+static map_profile *profile_alloc(void)
+{
+    map_profile *p = malloc(sizeof *p);
+    if (!p)
+        abort();
+    memset(p, 0, offsetof(map_profile, facts));
+    for (size_t i = 0; i < MAP_FACT_COUNT; i++) {
+        char *f = (char *)&p->facts[i];
+        memset(f, 0, offsetof(map_fact, set));
+        memset(f + offsetof(map_fact, nset), 0, offsetof(map_fact, maybe) - offsetof(map_fact, nset));
+        memset(f + offsetof(map_fact, nmaybe), 0, sizeof(map_fact) - offsetof(map_fact, nmaybe));
+    }
+    size_t tail = offsetof(map_profile, facts) + sizeof p->facts;
+    memset((char *)p + tail, 0, sizeof *p - tail);
+    return p;
+}
+
 map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res, size_t n,
                                const map_profile_opts *opts, fhir_error *err)
 {
@@ -1449,9 +1471,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
         fhir_error_set(err, "profile: no terminology tables");
         return NULL;
     }
-    map_profile *p = calloc(1, sizeof *p);
-    if (!p)
-        abort();
+    map_profile *p = profile_alloc();
     p->a = fhir_arena_new(PROFILE_ARENA_CAP);
     if (!p->a)
         abort();

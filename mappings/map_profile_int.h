@@ -148,6 +148,39 @@ static inline const char *astr(map_profile *p, const char *fmt, ...)
     return r ? r : "(evidence dropped: profile memory cap)";
 }
 
+/* The strings given, joined into one arena string (as astr(p, "%s%s...") writes them, NULL as
+ * "(null)", cut at ASTR_MAX bytes) without printf: for the evidence written for most patients.
+ * The list ends with AJOIN_END. */
+static const char ajoin_end[] = "";
+#define AJOIN_END ajoin_end
+static inline const char *ajoin(map_profile *p, ...)
+{
+    va_list ap;
+    size_t n = 0;
+    va_start(ap, p);
+    for (const char *s; (s = va_arg(ap, const char *)) != ajoin_end;)
+        n += strlen(s ? s : "(null)");
+    va_end(ap);
+    if (n > ASTR_MAX)
+        n = ASTR_MAX;
+    char *r = fhir_arena_alloc(p->a, n + 1);
+    if (!r)
+        return "(evidence dropped: profile memory cap)";
+    size_t w = 0;
+    va_start(ap, p);
+    for (const char *s; w < n && (s = va_arg(ap, const char *)) != ajoin_end;) {
+        s = s ? s : "(null)";
+        size_t l = strlen(s);
+        if (l > n - w)
+            l = n - w;
+        memcpy(r + w, s, l);
+        w += l;
+    }
+    va_end(ap);
+    r[n] = '\0';
+    return r;
+}
+
 static inline void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void warn(map_profile *p, const char *fmt, ...)
 {

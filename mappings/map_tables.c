@@ -927,6 +927,19 @@ static const dx_row *dx_by_name(const map_tables *t, const char *display)
     return NULL;
 }
 
+/* Lookup keys joined by hand (snprintf was most of a lookup): appends len bytes of s at *w,
+ * cut as snprintf cuts at size - 1 bytes; out stays NUL-terminated. */
+static void key_put(char *out, size_t size, size_t *w, const char *s, size_t len)
+{
+    if (*w + len > size - 1)
+        len = size - 1 - *w;
+    memcpy(out + *w, s, len);
+    *w += len;
+    out[*w] = '\0';
+}
+
+#define KEY_PUT(out, w, s) key_put((out), sizeof(out), (w), (s), strlen(s))
+
 bool map_dx_lookup(const map_tables *t, const char *system, const char *code,
                    const char *display, map_dx *out)
 {
@@ -935,16 +948,23 @@ bool map_dx_lookup(const map_tables *t, const char *system, const char *code,
     if (sk && code && *code) {
         char nc[64], key[96];
         norm_code(sk, code, nc, sizeof nc);
-        snprintf(key, sizeof key, "E|%s|%s", sk, nc);
+        size_t w = 0, pre;
+        KEY_PUT(key, &w, "E|");
+        KEY_PUT(key, &w, sk);
+        KEY_PUT(key, &w, "|");
+        pre = w;
+        KEY_PUT(key, &w, nc);
         hit = hmap_get(&t->dx_code, key);
         if (!hit && !strcmp(sk, "icdo3") && !strchr(nc, '/')) {
-            snprintf(key, sizeof key, "E|%s|%s/3", sk, nc);
+            KEY_PUT(key, &w, "/3"); /* "E|icdo3|<nc>/3" */
             hit = hmap_get(&t->dx_code, key);
         }
+        key[0] = 'P';
         for (size_t n = strlen(nc); !hit && n > 0; n--) {
             if (n > t->dx_prefix_max)
                 continue;
-            snprintf(key, sizeof key, "P|%s|%.*s", sk, (int)n, nc);
+            w = pre;
+            key_put(key, sizeof key, &w, nc, n); /* "P|<sk>|<first n of nc>" */
             hit = hmap_get(&t->dx_code, key);
         }
     }
@@ -970,7 +990,10 @@ const map_lab_def *map_lab_lookup(const map_tables *t, const char *system, const
     if (!sk || !code)
         return NULL;
     char key[96];
-    snprintf(key, sizeof key, "%s|%s", sk, code);
+    size_t w = 0;
+    KEY_PUT(key, &w, sk);
+    KEY_PUT(key, &w, "|");
+    KEY_PUT(key, &w, code);
     const lab_row *r = hmap_get(&t->labs, key);
     return r ? &r->def : NULL;
 }
@@ -1011,7 +1034,12 @@ const char *map_answer_lookup(const map_tables *t, const char *kind, const char 
     if (!sk || !code || !kind)
         return NULL;
     char key[128];
-    snprintf(key, sizeof key, "%s|%s|%s", kind, sk, code);
+    size_t w = 0;
+    KEY_PUT(key, &w, kind);
+    KEY_PUT(key, &w, "|");
+    KEY_PUT(key, &w, sk);
+    KEY_PUT(key, &w, "|");
+    KEY_PUT(key, &w, code);
     return hmap_get(&t->answers, key);
 }
 
