@@ -1196,7 +1196,7 @@ static void diagnosis_facts(builder *b)
         if (c[i].nunspec) {
             fhir_buf_printf(&ev, " (%s not specified: ", c[i].unspec_axis);
             for (size_t k = 0; k < c[i].nunspec; k++)
-                fhir_buf_printf(&ev, "%s%s", k ? "," : "", c[i].unspec[k]);
+                put2(&ev, k ? "," : "", c[i].unspec[k]);
             fhir_buf_puts(&ev, " possible)");
         }
         /* specific before other_heme / lineage- or histology-unspecified diagnoses */
@@ -1269,6 +1269,31 @@ static void diagnosis_facts(builder *b)
         set_unknown(p, "active_infection", "no active infection documented in the last 30 days (absence is not proof)");
 }
 
+/* A used lab's evidence, as astr(p, "%s %s=%g %s (%.10s) -> %g %s", ...) writes it, with two
+ * printf calls of one number instead of a printf of the whole: most patients have several. */
+static const char *lab_evidence(map_profile *p, const lab_pick *l, const char *an, double v)
+{
+    fhir_buf *f = &p->fmt;
+    fhir_buf_reset(f);
+    if (l->ref && l->date && l->def->unit) {
+        put2(f, l->ref, " ");
+        put2(f, an, "=");
+        fhir_buf_printf(f, "%g", l->raw);
+        put2(f, " ", l->unit ? l->unit : "");
+        fhir_buf_puts(f, " (");
+        fhir_buf_append(f, l->date, strnlen(l->date, 10));
+        fhir_buf_puts(f, ") -> ");
+        fhir_buf_printf(f, "%g", v);
+        put2(f, " ", l->def->unit);
+        if (!f->overflow) {
+            const char *r = fhir_arena_strndup(p->a, f->data ? f->data : "", f->len);
+            return r ? r : "(evidence dropped: profile memory cap)";
+        }
+    }
+    return astr(p, "%s %s=%g %s (%.10s) -> %g %s", l->ref, an, l->raw, l->unit ? l->unit : "", l->date, v,
+                l->def->unit);
+}
+
 static void lab_facts(builder *b)
 {
     map_profile *p = b->p;
@@ -1295,9 +1320,7 @@ static void lab_facts(builder *b)
         if (!map_fact_lookup(an, NULL))
             continue;
         if (lab_value(b, l, an, &v))
-            set_num(p, an, v,
-                    astr(p, "%s %s=%g %s (%.10s) -> %g %s", l->ref, an, l->raw, l->unit ? l->unit : "",
-                         l->date, v, l->def->unit));
+            set_num(p, an, v, lab_evidence(p, l, an, v));
     }
     /* Cockcroft-Gault when no CrCl result */
     const map_fact *crcl = F(p, "crcl"), *cr = F(p, "creatinine"), *age = F(p, "age"), *sex = F(p, "sex");
@@ -1739,11 +1762,11 @@ int map_profile_write_text(const map_profile *p, fhir_buf *o)
             if (!f->nset)
                 fhir_buf_puts(o, "(none)");
             for (size_t k = 0; k < f->nset; k++)
-                fhir_buf_printf(o, "%s%s", k ? "," : "", f->set[k]);
+                put2(o, k ? "," : "", f->set[k]);
             if (f->open)
                 fhir_buf_puts(o, " (+ unknown)");
             for (size_t k = 0; k < f->nmaybe; k++)
-                fhir_buf_printf(o, "%s%s", k ? "," : " (possibly ", f->maybe[k]);
+                put2(o, k ? "," : " (possibly ", f->maybe[k]);
             if (f->nmaybe)
                 fhir_buf_putc(o, ')');
         } else if (f->type == MAP_FACT_NUMBER) {
@@ -1764,7 +1787,7 @@ int map_profile_write_text(const map_profile *p, fhir_buf *o)
         fmt_day(l->end_days, s2, sizeof s2);
         fhir_buf_printf(o, "  line %d  %s..%s  ", l->number, s1, s2);
         for (size_t i = 0; i < l->ndrugs; i++)
-            fhir_buf_printf(o, "%s%s", i ? "+" : "", l->drugs[i]);
+            put2(o, i ? "+" : "", l->drugs[i]);
         if (l->has_auto_hct)
             fhir_buf_puts(o, l->ndrugs ? " -> auto HCT" : "auto HCT");
         if (l->has_allo_hct)

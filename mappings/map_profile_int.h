@@ -181,6 +181,18 @@ static inline const char *ajoin(map_profile *p, ...)
     return r;
 }
 
+/* fhir_buf_printf(b, "%s%s", x, y) without printf: both or, over b's cap, neither. */
+static inline void put2(fhir_buf *b, const char *x, const char *y)
+{
+    x = x ? x : "(null)";
+    y = y ? y : "(null)";
+    size_t lx = strlen(x), ly = strlen(y);
+    if (fhir_buf_reserve(b, lx + ly))
+        return;
+    fhir_buf_append(b, x, lx);
+    fhir_buf_append(b, y, ly);
+}
+
 static inline void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void warn(map_profile *p, const char *fmt, ...)
 {

@@ -134,7 +134,7 @@ void map_therapy_facts(builder *b)
         l->end_reason = s->end_reason;
         fhir_buf_reset(&ev);
         for (size_t i = 0; i < s->nrefs && i < MAP_LINE_MAX_REFS; i++)
-            fhir_buf_printf(&ev, "%s%s", i ? " " : "", r.refs[s->first_ref + i]);
+            put2(&ev, i ? " " : "", r.refs[s->first_ref + i]);
         if (s->nrefs > MAP_LINE_MAX_REFS)
             fhir_buf_printf(&ev, " (+%zu more)", s->nrefs - MAP_LINE_MAX_REFS);
         l->evidence = fhir_arena_strdup(p->a, fhir_buf_cstr(&ev));
@@ -162,7 +162,7 @@ void map_therapy_facts(builder *b)
         fhir_buf_printf(&ev, "%sline %d %s..%s%s ", k ? "; " : "", l->number, s1, l->end_unknown ? "(end not recorded) " : "",
                         l->end_unknown ? "" : s2);
         for (size_t i = 0; i < l->ndrugs; i++)
-            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+            put2(&ev, i ? "+" : "", l->drugs[i]);
         if (l->unknown_agents)
             fhir_buf_printf(&ev, "%sagents not recorded", l->ndrugs ? " + " : "");
         if (l->has_auto_hct || l->has_allo_hct)
@@ -219,7 +219,7 @@ void map_therapy_facts(builder *b)
         fmt_day(l->start_days, s1, sizeof s1);
         fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
         for (size_t i = 0; i < l->ndrugs; i++)
-            fhir_buf_printf(&ev, "%s%s", i ? "+" : "", l->drugs[i]);
+            put2(&ev, i ? "+" : "", l->drugs[i]);
         if (l->unknown_agents)
             fhir_buf_printf(&ev, "%sagents not recorded", l->ndrugs ? " + " : "");
         if (l->has_auto_hct || l->has_allo_hct)
