@@ -54,6 +54,13 @@ static int grow(fhir_buf *b, size_t need)
 
 int fhir_buf_append(fhir_buf *b, const void *p, size_t n)
 {
+    /* the usual case first: it fits in what is allocated and under the cap */
+    if (!b->overflow && n < b->alloc - b->len && (!b->cap || n <= b->cap - b->len)) {
+        memcpy(b->data + b->len, p, n);
+        b->len += n;
+        b->data[b->len] = '\0';
+        return 0;
+    }
     if (b->overflow)
         return -1;
     if (grow(b, b->len + n) < 0)
