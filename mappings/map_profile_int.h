@@ -10,6 +10,7 @@
 
 #include <math.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,7 @@
 #define MAX_WARNINGS 64
 #define MEMO_SLOTS 64 /* text lookups remembered per patient */
 #define ASTR_MAX 2047 /* bytes of one formatted evidence string (longer ones are cut) */
+#define FNAME_SLOTS 64 /* F()'s remembered fact names (a power of 2) */
 
 struct map_profile {
     fhir_arena *a;
@@ -37,6 +39,11 @@ struct map_profile {
     const char *warnings[MAX_WARNINGS];
     size_t nwarnings;
     fhir_buf fmt;          /* astr's scratch, capped at ASTR_MAX bytes */
+    /* F()'s answers by the address of the name asked (the builder names facts with literals and
+     * table strings that outlive it): a fact is set a few times per patient, and hashing its
+     * name every time was a tenth of the profile */
+    const char *fname[FNAME_SLOTS];
+    int8_t fidx[FNAME_SLOTS];
 };
 
 /* ---- builder state --------------------------------------------------------------------------- */
@@ -210,9 +217,14 @@ static inline void warn(map_profile *p, const char *fmt, ...)
 
 static inline map_fact *F(map_profile *p, const char *name)
 {
+    size_t h = (size_t)(((uint64_t)(uintptr_t)name * 0x9E3779B97F4A7C15ull) >> 58) & (FNAME_SLOTS - 1);
+    if (p->fname[h] == name)
+        return &p->facts[p->fidx[h]];
     int i = map_fact_index(name);
     if (i < 0)
         abort(); /* broken invariant: a name used here is not in FACTS */
+    p->fname[h] = name;
+    p->fidx[h] = (int8_t)i;
     return &p->facts[i];
 }
 

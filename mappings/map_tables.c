@@ -200,31 +200,36 @@ static const char *sys_key(const char *system)
 {
     static const struct {
         const char *uri, *key;
+        size_t ul, kl;
     } m[] = {
-        {MAP_SYS_ICD10CM, "icd10cm"},
-        {"http://hl7.org/fhir/sid/icd-10", "icd10cm"},
-        {"urn:oid:2.16.840.1.113883.6.90", "icd10cm"},
-        {MAP_SYS_SNOMED, "snomed"},
-        {"urn:oid:2.16.840.1.113883.6.96", "snomed"},
-        {MAP_SYS_LOINC, "loinc"},
-        {"urn:oid:2.16.840.1.113883.6.1", "loinc"},
-        {MAP_SYS_RXNORM, "rxnorm"},
-        {"urn:oid:2.16.840.1.113883.6.88", "rxnorm"},
-        {MAP_SYS_ICDO3, "icdo3"},
-        {"urn:oid:2.16.840.1.113883.6.43.1", "icdo3"},
-        {MAP_SYS_CPT, "cpt"},
-        {"urn:oid:2.16.840.1.113883.6.12", "cpt"},
-        {MAP_SYS_ICD10PCS, "icd10pcs"},
-        {"http://www.cms.gov/Medicare/Coding/ICD10PCS", "icd10pcs"},
-        {"urn:oid:2.16.840.1.113883.6.4", "icd10pcs"},
-        {MAP_SYS_HCPCS, "hcpcs"},
-        {"http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "hcpcs"},
-        {"urn:oid:2.16.840.1.113883.6.285", "hcpcs"},
+#define SYS(uri, key) {uri, key, sizeof uri - 1, sizeof key - 1}
+        SYS(MAP_SYS_ICD10CM, "icd10cm"),
+        SYS("http://hl7.org/fhir/sid/icd-10", "icd10cm"),
+        SYS("urn:oid:2.16.840.1.113883.6.90", "icd10cm"),
+        SYS(MAP_SYS_SNOMED, "snomed"),
+        SYS("urn:oid:2.16.840.1.113883.6.96", "snomed"),
+        SYS(MAP_SYS_LOINC, "loinc"),
+        SYS("urn:oid:2.16.840.1.113883.6.1", "loinc"),
+        SYS(MAP_SYS_RXNORM, "rxnorm"),
+        SYS("urn:oid:2.16.840.1.113883.6.88", "rxnorm"),
+        SYS(MAP_SYS_ICDO3, "icdo3"),
+        SYS("urn:oid:2.16.840.1.113883.6.43.1", "icdo3"),
+        SYS(MAP_SYS_CPT, "cpt"),
+        SYS("urn:oid:2.16.840.1.113883.6.12", "cpt"),
+        SYS(MAP_SYS_ICD10PCS, "icd10pcs"),
+        SYS("http://www.cms.gov/Medicare/Coding/ICD10PCS", "icd10pcs"),
+        SYS("urn:oid:2.16.840.1.113883.6.4", "icd10pcs"),
+        SYS(MAP_SYS_HCPCS, "hcpcs"),
+        SYS("http://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets", "hcpcs"),
+        SYS("urn:oid:2.16.840.1.113883.6.285", "hcpcs"),
+#undef SYS
     };
     if (!system)
         return NULL;
+    /* the usual URIs differ in their length: compare only the entries of the same length */
+    size_t n = strlen(system);
     for (size_t i = 0; i < sizeof m / sizeof m[0]; i++)
-        if (!strcmp(m[i].uri, system) || !strcmp(m[i].key, system))
+        if ((m[i].ul == n && !memcmp(m[i].uri, system, n)) || (m[i].kl == n && !memcmp(m[i].key, system, n)))
             return m[i].key;
     return NULL;
 }
@@ -1006,8 +1011,9 @@ map_lab_status map_lab_normalize(const map_tables *t, const map_lab_def *def, do
     while (*u == ' ')
         u++;
     const unit_row *hit = NULL;
-    for (size_t i = 0; i < t->nunits && !hit; i++)
-        if (!strcmp(t->units[i].group, r->group) && !strcmp(t->units[i].from, u))
+    for (size_t i = 0; i < t->nunits && !hit; i++) /* first bytes first: a strcmp per row was most of it */
+        if (t->units[i].group[0] == r->group[0] && t->units[i].from[0] == u[0] &&
+            !strcmp(t->units[i].group, r->group) && !strcmp(t->units[i].from, u))
             hit = &t->units[i];
     for (size_t i = 0; i < t->nunits && !hit; i++)
         if (!strcmp(t->units[i].group, r->group) && !strcasecmp(t->units[i].from, u))
