@@ -3,6 +3,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,10 +75,42 @@ const char *fhir_node_num_text(const fhir_node *n)
 
 bool fhir_node_is(const fhir_node *n, fhir_kind k) { return n && n->kind == k; }
 
+/* A plain decimal ("-12.5": at most 15 digits, no exponent) as strtod reads it: the digits as an
+ * integer, exact in a double, divided by an exact power of ten is correctly rounded (one IEEE
+ * division), so the same double. false for anything else. */
+static bool plain_decimal(const char *s, size_t len, double *out)
+{
+    static const double p10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    const char *p = s, *e = s + len;
+    bool neg = p < e && *p == '-';
+    p += neg;
+    uint64_t m = 0;
+    unsigned digits = 0, frac = 0;
+    bool dot = false;
+    for (; p < e; p++) {
+        if (*p >= '0' && *p <= '9') {
+            m = m * 10 + (uint64_t)(*p - '0');
+            digits++;
+            frac += dot;
+        } else if (*p == '.' && !dot && digits) {
+            dot = true;
+        } else {
+            return false;
+        }
+    }
+    if (!digits || digits > 15 || (dot && !frac))
+        return false;
+    double v = (double)m / p10[frac];
+    *out = neg ? -v : v;
+    return true;
+}
+
 bool fhir_node_double(const fhir_node *n, double *out)
 {
     if (!n || (n->kind != FHIR_NUMBER && n->kind != FHIR_STRING) || n->len == 0)
         return false;
+    if (plain_decimal(n->text, n->len, out))
+        return true;
     char *end;
     errno = 0;
     double v = strtod(n->text, &end);
