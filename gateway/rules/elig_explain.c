@@ -143,9 +143,9 @@ static void put_plain(fhir_buf *b, const char *ev)
             if (close) {
                 size_t n = (size_t)(close - open);
                 bool cites = false;
-                for (size_t i = 0; i + 3 < n; i++)
-                    if (!strncmp(open + i, ".tsv", 4) || !strncmp(open + i, ".md", 3) ||
-                        !strncmp(open + i, ".json", 5))
+                for (size_t i = 0; i + 3 < n && !cites; i++)
+                    if (open[i] == '.' && (!strncmp(open + i, ".tsv", 4) || !strncmp(open + i, ".md", 3) ||
+                                           !strncmp(open + i, ".json", 5)))
                         cites = true;
                 if (cites) {
                     p = close + 1;
