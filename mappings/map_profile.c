@@ -137,7 +137,7 @@ static const char *res_ref(map_profile *p, const fhir_node *res)
     size_t nt = strlen(type), ni = strlen(id);
     char *r = nt + 1 + ni < 2048 ? fhir_arena_alloc(p->a, nt + ni + 2) : NULL;
     if (!r)
-        return astr(p, "%s/%s", type, id);
+        return ajoin(p, type, "/", id, AJOIN_END);
     memcpy(r, type, nt);
     r[nt] = '/';
     memcpy(r + nt + 1, id, ni + 1);
@@ -1002,24 +1002,25 @@ static void patient_facts(builder *b)
         fhir_clock_civil_from_days(bday, &y1, &m1, &d1);
         fhir_clock_civil_from_days(p->as_of, &y2, &m2, &d2);
         int age = y2 - y1 - ((m2 < m1 || (m2 == m1 && d2 < d1)) ? 1 : 0);
-        set_num(p, "age", age, astr(p, "%s birthDate=%s", pref, bd));
+        set_num(p, "age", age, ajoin(p, pref, " birthDate=", bd, AJOIN_END));
     } else {
-        set_unknown(p, "age", astr(p, "%s has no birthDate", pref));
+        set_unknown(p, "age", ajoin(p, pref, " has no birthDate", AJOIN_END));
     }
     const char *g = fhir_node_str(fhir_node_get(pt, "gender"));
     if (g && map_fact_code_valid("sex", g))
-        set_str(p, "sex", fhir_arena_strdup(p->a, g), astr(p, "%s gender=%s", pref, g));
+        set_str(p, "sex", fhir_arena_strdup(p->a, g), ajoin(p, pref, " gender=", g, AJOIN_END));
     else
-        set_unknown(p, "sex", astr(p, "%s has no gender", pref));
+        set_unknown(p, "sex", ajoin(p, pref, " has no gender", AJOIN_END));
     const fhir_node *db = fhir_node_get(pt, "deceasedBoolean");
     const char *dd = fhir_node_str(fhir_node_get(pt, "deceasedDateTime"));
     int64_t dday;
     if (db && fhir_node_is(db, FHIR_BOOL))
-        set_bool(p, "deceased", db->boolean, astr(p, "%s deceasedBoolean=%s", pref, db->boolean ? "true" : "false"));
+        set_bool(p, "deceased", db->boolean, ajoin(p, pref, " deceasedBoolean=",
+                                                   db->boolean ? "true" : "false", AJOIN_END));
     else if (dd && fhir_clock_parse_date(dd, &dday) == 0)
-        set_bool(p, "deceased", dday <= p->as_of, astr(p, "%s deceasedDateTime=%s", pref, dd));
+        set_bool(p, "deceased", dday <= p->as_of, ajoin(p, pref, " deceasedDateTime=", dd, AJOIN_END));
     else
-        set_bool(p, "deceased", false, astr(p, "%s has no deceased[x] (alive per record)", pref));
+        set_bool(p, "deceased", false, ajoin(p, pref, " has no deceased[x] (alive per record)", AJOIN_END));
 
     /* residence: home address first, else the first address */
     const fhir_node *addr = NULL;
@@ -1043,9 +1044,10 @@ static void patient_facts(builder *b)
     }
     zip[zn] = '\0';
     if (zn == 5)
-        set_str(p, "postal_code", fhir_arena_strdup(p->a, zip), astr(p, "%s address.postalCode", pref));
+        set_str(p, "postal_code", fhir_arena_strdup(p->a, zip), ajoin(p, pref, " address.postalCode",
+                                                                      AJOIN_END));
     else
-        set_unknown(p, "postal_code", astr(p, "%s has no 5-digit postalCode", pref));
+        set_unknown(p, "postal_code", ajoin(p, pref, " has no 5-digit postalCode", AJOIN_END));
     bool lat_ok = false, lon_ok = false;
     double lat = 0, lon = 0;
     for (const fhir_node *e = fhir_node_first(fhir_node_get(addr, "extension")); e; e = e->next) {
@@ -1061,11 +1063,11 @@ static void patient_facts(builder *b)
         }
     }
     if (lat_ok && lon_ok) {
-        set_num(p, "latitude", lat, astr(p, "%s address geolocation", pref));
-        set_num(p, "longitude", lon, astr(p, "%s address geolocation", pref));
+        set_num(p, "latitude", lat, ajoin(p, pref, " address geolocation", AJOIN_END));
+        set_num(p, "longitude", lon, ajoin(p, pref, " address geolocation", AJOIN_END));
     } else {
-        set_unknown(p, "latitude", astr(p, "%s has no address geolocation", pref));
-        set_unknown(p, "longitude", astr(p, "%s has no address geolocation", pref));
+        set_unknown(p, "latitude", ajoin(p, pref, " has no address geolocation", AJOIN_END));
+        set_unknown(p, "longitude", ajoin(p, pref, " has no address geolocation", AJOIN_END));
     }
 }
 
@@ -1126,9 +1128,9 @@ static bool documented(builder *b, const char *name)
     const finding *f = find_finding(b, name);
     const cond *c = find_cond(b, name, 1, NULL);
     if (f)
-        set_bool(p, name, true, astr(p, "%s transplant not done: \"%s\"", f->ref, f->text));
+        set_bool(p, name, true, ajoin(p, f->ref, " transplant not done: \"", f->text, "\"", AJOIN_END));
     else if (c)
-        set_bool(p, name, true, astr(p, "%s %s (%s)", c->ref, c->code, c->row));
+        set_bool(p, name, true, ajoin(p, c->ref, " ", c->code, " (", c->row, ")", AJOIN_END));
     return f || c;
 }
 
@@ -1153,7 +1155,7 @@ static void myeloma_risk(builder *b)
     for (const char *const *w = alone; *w; w++) {
         const finding *f = find_finding(b, *w);
         if (f) {
-            set_bool(p, "mm_high_risk", true, astr(p, "%s \"%s\"", f->ref, f->text));
+            set_bool(p, "mm_high_risk", true, ajoin(p, f->ref, " \"", f->text, "\"", AJOIN_END));
             return;
         }
     }
@@ -1164,10 +1166,12 @@ static void myeloma_risk(builder *b)
     for (const char *const *w = trans; *w && !t; w++)
         t = find_finding(b, *w);
     if (t && g) {
-        set_bool(p, "mm_high_risk", true, astr(p, "%s \"%s\"; %s \"%s\"", t->ref, t->text, g->ref, g->text));
+        set_bool(p, "mm_high_risk", true, ajoin(p, t->ref, " \"", t->text, "\"; ", g->ref, " \"", g->text,
+                                                "\"", AJOIN_END));
         return;
     }
-    set_unknown(p, "mm_high_risk", t ? astr(p, "%s \"%s\" without a 1q gain or del(1p32) result", t->ref, t->text)
+    set_unknown(p, "mm_high_risk", t ? ajoin(p, t->ref, " \"", t->text,
+                                             "\" without a 1q gain or del(1p32) result", AJOIN_END)
                                      : "no high-risk cytogenetics documented (absence is not proof)");
     F(p, "mm_high_risk")->settle = "the FISH / cytogenetics report (del(17p), TP53, t(4;14), t(14;16), t(14;20), "
                                    "1q gain, del(1p32))";
@@ -1206,7 +1210,7 @@ static void diagnosis_facts(builder *b)
             primary_rank = rank;
         }
     }
-    F(p, "diseases")->evidence = ev.len ? astr(p, "%s", fhir_buf_cstr(&ev))
+    F(p, "diseases")->evidence = ev.len ? ajoin(p, fhir_buf_cstr(&ev), AJOIN_END)
                                         : "no active cancer diagnosis among the Conditions";
     fhir_buf_free(&ev);
     unspecified_diseases(b);
@@ -1217,7 +1221,8 @@ static void diagnosis_facts(builder *b)
         set_unknown(p, "pcnsl", "no active heme diagnosis");
     } else {
         const char *pc = primary->concept;
-        const char *pev = astr(p, "%s code=%s -> %s (%s)", primary->ref, primary->code, pc, primary->row);
+        const char *pev = ajoin(p, primary->ref, " code=", primary->code, " -> ", pc, " (", primary->row, ")",
+                                AJOIN_END);
         /* transformation: large-cell lymphoma after an indolent lymphoma (any status) */
         const cond *indolent = NULL;
         if (!strcmp(pc, "dlbcl_nos") || !strcmp(pc, "hgbcl")) {
@@ -1232,7 +1237,8 @@ static void diagnosis_facts(builder *b)
             set_remove(p, "diseases", "dlbcl_nos");
             set_add(p, "diseases", "tfl");
             set_str(p, "primary_disease", "tfl",
-                    astr(p, "%s; after %s code=%s -> fl (transformed FL)", pev, indolent->ref, indolent->code));
+                    ajoin(p, pev, "; after ", indolent->ref, " code=", indolent->code,
+                          " -> fl (transformed FL)", AJOIN_END));
         } else {
             set_str(p, "primary_disease", pc, pev);
         }
@@ -1241,19 +1247,23 @@ static void diagnosis_facts(builder *b)
             set_bool(p, "histology_transformed", true, F(p, "primary_disease")->evidence);
         else if (indolent)
             set_bool(p, "histology_transformed", true,
-                     astr(p, "%s after %s code=%s -> %s", pev, indolent->ref, indolent->code, indolent->concept));
+                     ajoin(p, pev, " after ", indolent->ref, " code=", indolent->code, " -> ",
+                           indolent->concept, AJOIN_END));
         else
             set_bool(p, "histology_transformed", false,
-                     astr(p, "%s; no earlier FL/MZL/CLL diagnosis recorded", pev));
+                     ajoin(p, pev, "; no earlier FL/MZL/CLL diagnosis recorded", AJOIN_END));
         const cond *pc_cond = find_cond(b, "pcnsl", 1, NULL);
         if (pc_cond)
-            set_bool(p, "pcnsl", true, astr(p, "%s code=%s -> pcnsl (%s)", pc_cond->ref, pc_cond->code, pc_cond->row));
+            set_bool(p, "pcnsl", true, ajoin(p, pc_cond->ref, " code=", pc_cond->code, " -> pcnsl (",
+                                             pc_cond->row, ")", AJOIN_END));
         else
-            set_bool(p, "pcnsl", false, astr(p, "primary disease %s; no PCNSL diagnosis", prim));
+            set_bool(p, "pcnsl", false, ajoin(p, "primary disease ", prim, "; no PCNSL diagnosis",
+                                              AJOIN_END));
     }
     const cond *cns = find_cond(b, "cns_secondary", 1, NULL);
     if (cns)
-        set_bool(p, "cns_involvement", true, astr(p, "%s code=%s (%s)", cns->ref, cns->code, cns->row));
+        set_bool(p, "cns_involvement", true, ajoin(p, cns->ref, " code=", cns->code, " (", cns->row, ")",
+                                                   AJOIN_END));
     else
         set_unknown(p, "cns_involvement", "no secondary CNS involvement documented (absence is not proof)");
     transplant_eligibility(b);
@@ -1264,7 +1274,8 @@ static void diagnosis_facts(builder *b)
             (c[i].onset == INT64_MIN || c[i].onset >= p->as_of - INFECTION_DAYS))
             inf = &c[i];
     if (inf)
-        set_bool(p, "active_infection", true, astr(p, "%s %s active (%s)", inf->ref, inf->code, inf->row));
+        set_bool(p, "active_infection", true, ajoin(p, inf->ref, " ", inf->code, " active (", inf->row, ")",
+                                                    AJOIN_END));
     else
         set_unknown(p, "active_infection", "no active infection documented in the last 30 days (absence is not proof)");
 }
@@ -1410,10 +1421,10 @@ static void payer_fact(builder *b)
     if (!name)
         name = fhir_node_path_str(cov, "type.coding.display");
     if (!name) {
-        set_unknown(p, "payer", astr(p, "%s names no payor", res_ref(p, cov)));
+        set_unknown(p, "payer", ajoin(p, res_ref(p, cov), " names no payor", AJOIN_END));
         return;
     }
-    set_str(p, "payer", fhir_arena_strdup(p->a, name), astr(p, "%s payor", res_ref(p, cov)));
+    set_str(p, "payer", fhir_arena_strdup(p->a, name), ajoin(p, res_ref(p, cov), " payor", AJOIN_END));
 }
 
 static void add_coverage(builder *b, const fhir_node *res)

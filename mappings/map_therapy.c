@@ -186,8 +186,10 @@ void map_therapy_facts(builder *b)
         char s1[16];
         fmt_day(p->lines[outside].start_days, s1, sizeof s1);
         F(p, "lines")->bound = MAP_FACT_AT_LEAST;
-        F(p, "lines")->settle = astr(p, "the treatment summary of the therapy recorded without its agents from %s "
-                                        "(%s): each regimen with its agents and dates", s1, p->lines[outside].evidence);
+        F(p, "lines")->settle = ajoin(p,
+                                      "the treatment summary of the therapy recorded without its agents from ",
+                                      s1, " (", p->lines[outside].evidence,
+                                      "): each regimen with its agents and dates", AJOIN_END);
     }
     F(p, "prior_classes")->known = true;
     F(p, "prior_drugs")->known = true;
@@ -227,7 +229,8 @@ void map_therapy_facts(builder *b)
         if (l->is_car_t && !l->ndrugs)
             fhir_buf_puts(&ev, "CAR T");
     }
-    const char *lines_ev = p->nlines ? astr(p, "%s", fhir_buf_cstr(&ev)) : "no antineoplastic therapy recorded";
+    const char *lines_ev = p->nlines ? ajoin(p, fhir_buf_cstr(&ev),
+                                             AJOIN_END) : "no antineoplastic therapy recorded";
     F(p, "prior_classes")->evidence = lines_ev;
     F(p, "prior_drugs")->evidence = lines_ev;
     if (p->nlines) {
@@ -235,7 +238,7 @@ void map_therapy_facts(builder *b)
         for (int ci = 0; ci < MAP_CLASS_COUNT; ci++)
             if (p->lines[0].classes & (1u << ci))
                 set_add(p, "first_line_classes", map_class_key((map_class)ci));
-        F(p, "first_line_classes")->evidence = astr(p, "line 1: %s", p->lines[0].evidence);
+        F(p, "first_line_classes")->evidence = ajoin(p, "line 1: ", p->lines[0].evidence, AJOIN_END);
         if (p->lines[0].unknown_agents) {
             F(p, "first_line_classes")->open = true;
             F(p, "first_line_classes")->settle = F(p, "prior_classes")->settle;
@@ -270,21 +273,22 @@ void map_therapy_facts(builder *b)
     if (!allo_ref && hx_allo)
         allo_ref = hx_allo->ref;
     if (auto_ref)
-        set_bool(p, "prior_auto_hct", true, astr(p, "%s autologous HCT", auto_ref));
+        set_bool(p, "prior_auto_hct", true, ajoin(p, auto_ref, " autologous HCT", AJOIN_END));
     else if (any_ref)
-        set_unknown(p, "prior_auto_hct", astr(p, "%s transplant of unspecified type", any_ref));
+        set_unknown(p, "prior_auto_hct", ajoin(p, any_ref, " transplant of unspecified type", AJOIN_END));
     else
         set_bool(p, "prior_auto_hct", false, "no HCT procedure or transplant status recorded");
     if (allo_ref)
-        set_bool(p, "prior_allo_hct", true, astr(p, "%s allogeneic HCT (or GVHD)", allo_ref));
+        set_bool(p, "prior_allo_hct", true, ajoin(p, allo_ref, " allogeneic HCT (or GVHD)", AJOIN_END));
     else if (any_ref && !auto_ref)
-        set_unknown(p, "prior_allo_hct", astr(p, "%s transplant of unspecified type", any_ref));
+        set_unknown(p, "prior_allo_hct", ajoin(p, any_ref, " transplant of unspecified type", AJOIN_END));
     else
         set_bool(p, "prior_allo_hct", false, "no allogeneic HCT procedure or GVHD recorded");
     if (cart_ref)
-        set_bool(p, "prior_car_t", true, astr(p, "%s CAR T infusion", cart_ref));
+        set_bool(p, "prior_car_t", true, ajoin(p, cart_ref, " CAR T infusion", AJOIN_END));
     else if (hx_cart)
-        set_bool(p, "prior_car_t", true, astr(p, "%s %s (%s)", hx_cart->ref, hx_cart->code, hx_cart->row));
+        set_bool(p, "prior_car_t", true, ajoin(p, hx_cart->ref, " ", hx_cart->code, " (", hx_cart->row, ")",
+                                               AJOIN_END));
     else
         set_bool(p, "prior_car_t", false, "no CAR T infusion, CAR T product or history code recorded");
 
@@ -312,9 +316,10 @@ void map_therapy_facts(builder *b)
         }
     }
     if (rel)
-        set_bool(p, "relapsed", true, astr(p, "%s %s documented", rel->ref, rel->what));
+        set_bool(p, "relapsed", true, ajoin(p, rel->ref, " ", rel->what, " documented", AJOIN_END));
     else if (R->n)
-        set_bool(p, "relapsed", false, astr(p, "%s response documented; no later progression", rv[R->n - 1].ref));
+        set_bool(p, "relapsed", false, ajoin(p, rv[R->n - 1].ref,
+                                             " response documented; no later progression", AJOIN_END));
     else
         set_unknown(p, "relapsed", P->n ? "progression documented only during or right after therapy (no response documented)"
                                         : "no disease status documented");
@@ -323,8 +328,9 @@ void map_therapy_facts(builder *b)
         /* Relapse or progression without any recorded therapy: the treatment happened
          * outside this record. Zero lines would be a guess that could exclude a candidate,
          * so the count becomes unknown for a clinician to check. */
-        set_unknown(p, "lines", astr(p, "%s %s documented but no antineoplastic therapy recorded: prior lines may be "
-                                        "outside this record", pv[0].ref, pv[0].what));
+        set_unknown(p, "lines", ajoin(p, pv[0].ref, " ", pv[0].what,
+                                      " documented but no antineoplastic therapy recorded: prior lines may be outside this record",
+                                      AJOIN_END));
     }
     if (!p->nlines) {
         set_unknown(p, "refractory", "no line of therapy");
@@ -376,11 +382,12 @@ void map_therapy_facts(builder *b)
             char s1[16];
             fmt_day(anchor, s1, sizeof s1);
             set_num(p, names[end], round_to(months, 0.1),
-                    astr(p, "%s %s, %s of line 1 %s%s", first_prog->ref, first_prog->what, end ? "end" : "start",
-                         end && l1->end_unknown ? "not recorded, at most months from " : "", s1));
+                    ajoin(p, first_prog->ref, " ", first_prog->what, ", ", end ? "end" : "start",
+                          " of line 1 ", end && l1->end_unknown ? "not recorded, at most months from " : "",
+                          s1, AJOIN_END));
             if (end && l1->end_unknown) {
                 F(p, names[end])->bound = MAP_FACT_AT_MOST; /* the true end is later: fewer months */
-                F(p, names[end])->settle = astr(p, "the end date of line 1 (%s)", l1->evidence);
+                F(p, names[end])->settle = ajoin(p, "the end date of line 1 (", l1->evidence, ")", AJOIN_END);
             }
         }
         *F(p, "relapse_months_after_1l") = *F(p, o->relapse_anchor_end ? names[1] : names[0]);
@@ -426,7 +433,8 @@ void map_therapy_facts(builder *b)
         fmt_day(asct, s1, sizeof s1);
         fmt_day(after->day, s2, sizeof s2);
         set_num(p, "relapse_months_after_asct", round_to((double)(after->day - asct) / 30.4375, 0.1),
-                astr(p, "%s autologous HCT %s; %s %s on %s", asct_ref, s1, after->ref, after->what, s2));
+                ajoin(p, asct_ref, " autologous HCT ", s1, "; ", after->ref, " ", after->what, " on ", s2,
+                      AJOIN_END));
     } else {
         set_unknown(p, "relapse_months_after_asct", asct == INT64_MIN ? "no autologous HCT recorded"
                                                                       : "no progression documented after the autologous HCT");
@@ -500,7 +508,9 @@ void map_therapy_facts(builder *b)
         if (hit)
             set_bool(p, name, true, astr(p, "%s %s during or <= %d days after %s", hit->ref, hit->what, rd, hit_drug));
         else if (!any && any_unknown) {
-            set_unknown(p, name, astr(p, "no %s recorded, but therapy without recorded agents may have included it", drug));
+            set_unknown(p, name, ajoin(p, "no ", drug,
+                                       " recorded, but therapy without recorded agents may have included it",
+                                       AJOIN_END));
             F(p, name)->settle = F(p, "prior_classes")->settle;
         } else if (!any)
             set_bool(p, name, false, which ? "no BTK inhibitor recorded" : "no lenalidomide recorded");
@@ -510,7 +520,7 @@ void map_therapy_facts(builder *b)
             set_unknown(p, name, astr(p, "%s %s has no end date: whether the progression (%s %s on %s) came on or within %d "
                                          "days of it is unknown",
                                       unknown_ref, drug, unknown_prog->ref, unknown_prog->what, s3, rd));
-            F(p, name)->settle = astr(p, "the stop date of %s (%s)", drug, unknown_ref);
+            F(p, name)->settle = ajoin(p, "the stop date of ", drug, " (", unknown_ref, ")", AJOIN_END);
         } else if (all_resp && !any_unknown)
             set_bool(p, name, false, astr(p, "no progression during or <= %d days after any %s episode (response, or first progression later)",
                                           rd, which ? "BTK inhibitor" : "lenalidomide"));
