@@ -618,16 +618,23 @@ int elig_result_write_products(const elig_ruleset *rs, const elig_result *r, eli
     return out->overflow ? -1 : 0;
 }
 
-/* One provenance entry "key: file; reference" (developers), comma-separated in out. */
-static void put_provenance(fhir_buf *out, fhir_buf *tmp, bool *sep, const char *key, const char *file,
-                           const char *ref)
+void elig_provenance_json(fhir_buf *out, const char *key, const char *file, const char *ref)
 {
-    fhir_buf_reset(tmp);
-    PUT(tmp, key, ": ", base_name(file), "; ", ref ? ref : "(no reference)");
+    fhir_buf tmp;
+    fhir_buf_init(&tmp, 0);
+    PUT(&tmp, key, ": ", base_name(file), "; ", ref ? ref : "(no reference)");
+    fhir_json_write_string(out, tmp.data ? tmp.data : "", tmp.len);
+    fhir_buf_free(&tmp);
+}
+
+/* One provenance entry "key: file; reference" (developers, written at load), comma-separated
+ * in out. */
+static void put_provenance(fhir_buf *out, bool *sep, const char *prov)
+{
     if (*sep)
         fhir_buf_putc(out, ',');
     *sep = true;
-    fhir_json_write_string(out, tmp->data, tmp->len);
+    fhir_buf_puts(out, prov);
 }
 
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
@@ -702,14 +709,14 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                      r->cat[i] == ELIG_POSSIBLY_ELIGIBLE ||
                      (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i]));
         if (shown)
-            put_provenance(out, &p, &sep, rs->inds[i].key, rs->inds[i].file, rs->inds[i].src_ref);
+            put_provenance(out, &sep, rs->inds[i].prov);
     }
     for (size_t c = 0; c < rs->nconsults; c++) {
         bool fired = false;
         for (uint32_t k = 0; k < rs->consults[c].ntrig; k++)
             fired |= r->trig[rs->consults[c].trig0 + k] != 0;
         if (fired)
-            put_provenance(out, &p, &sep, rs->consults[c].key, rs->consults[c].file, rs->consults[c].src_ref);
+            put_provenance(out, &sep, rs->consults[c].prov);
     }
     for (size_t k = 0; k < rs->nfacts; k++) {
         uint8_t fi = rs->fact_order[k];

@@ -107,6 +107,7 @@ typedef struct eind {
     uint32_t tim0, ntims;
     bool pending;          /* "status": "pending": not in force unless enabled */
     bool enabled;          /* a pending indication enabled by configuration */
+    const char *prov;      /* its provenance entry, a JSON string (elig_provenance_json) */
 } eind;
 
 /* A refer-early trigger of a consult file (conf/criteria/consult_*.json). */
@@ -121,6 +122,7 @@ typedef struct econsult {
     const char *src_doc, *src_rev, *src_url, *src_ref;
     uint32_t applies;      /* node: which patients the file is about */
     uint32_t trig0, ntrig;
+    const char *prov;      /* its provenance entry, a JSON string (elig_provenance_json) */
 } econsult;
 
 struct elig_ruleset {
@@ -208,5 +210,10 @@ int elig_ruleset_param_index(const elig_ruleset *rs, const char *name);
 void elig_ruleset_apply_params(elig_ruleset *rs);
 /* rs->hash from the files' hash and the parameter overrides. */
 void elig_ruleset_compute_hash(elig_ruleset *rs);
+
+/* elig_explain.c: the provenance entry "key: file; reference" of a criteria file as a JSON
+ * string (quoted, escaped) into out: the loader keeps one per indication and consult file, and
+ * the screen JSON copies it. */
+void elig_provenance_json(fhir_buf *out, const char *key, const char *file, const char *ref);
 
 #endif

@@ -52,6 +52,17 @@ static const char *rs_str(elig_ruleset *rs, const char *s)
     return d;
 }
 
+/* The provenance entry of a criteria file, written once here for every screen JSON. */
+static const char *load_prov(elig_ruleset *rs, const char *key, const char *file, const char *ref)
+{
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    elig_provenance_json(&b, key, file, ref);
+    const char *r = rs_str(rs, fhir_buf_cstr(&b));
+    fhir_buf_free(&b);
+    return r;
+}
+
 /* ======================================================================================
  * Loading and validation.
  * ====================================================================================== */
@@ -703,6 +714,7 @@ static int load_consult(ld *L, const fhir_node *root)
         rs->trigs[rs->ntrigs++] = e;
     }
     c.ntrig = (uint32_t)rs->ntrigs - c.trig0;
+    c.prov = load_prov(rs, c.key, c.file, c.src_ref);
     rs->consults = fhir_xrealloc(rs->consults, (rs->nconsults + 1) * sizeof *rs->consults);
     rs->consults[rs->nconsults++] = c;
     return 0;
@@ -836,6 +848,7 @@ static int load_criteria(ld *L, const fhir_node *root)
     ind.ntims = (uint32_t)rs->ntims - ind.tim0;
     if (rs->ninds == ELIG_MAX_INDICATIONS)
         return lerr(L, root, "more than %d indications", ELIG_MAX_INDICATIONS);
+    ind.prov = load_prov(rs, ind.key, ind.file, ind.src_ref);
     rs->inds = fhir_xrealloc(rs->inds, (rs->ninds + 1) * sizeof *rs->inds);
     rs->inds[rs->ninds++] = ind;
     return 0;
