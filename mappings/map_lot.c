@@ -36,7 +36,7 @@ typedef struct lot {
 
 static bool is_role(const map_drug *d, const char *role)
 {
-    return d && d->role && !strcmp(d->role, role);
+    return d && d->role && d->role[0] == role[0] && !strcmp(d->role, role);
 }
 
 static bool is_lymphodepleting(const map_drug *d)

@@ -942,7 +942,7 @@ static void add_observation(builder *b, const fhir_node *res)
         return;
     lab_pick *slot = NULL;
     for (size_t i = 0; i < b->nlabs; i++)
-        if (!strcmp(b->labs[i].def->analyte, def->analyte))
+        if (b->labs[i].def->analyte[0] == def->analyte[0] && !strcmp(b->labs[i].def->analyte, def->analyte))
             slot = &b->labs[i];
     if (!slot) {
         if (b->nlabs >= sizeof b->labs / sizeof b->labs[0])
@@ -1458,6 +1458,34 @@ static const char *subject_patient_id(const fhir_node *res)
     return NULL;
 }
 
+/* The resource types map_profile_build() tells apart (res_kind). */
+enum { RK_NONE, RK_OTHER, RK_PATIENT, RK_CONDITION, RK_MEDICATION, RK_OBSERVATION, RK_MED_RECORD,
+       RK_PROCEDURE, RK_COVERAGE };
+
+/* A resource type's kind: by its first letter, then one or two strcmp (a chain of strcmp per
+ * resource and pass was most of the dispatch). */
+static int res_kind(const char *type)
+{
+    switch (type[0]) {
+    case 'P':
+        return !strcmp(type, "Patient") ? RK_PATIENT : !strcmp(type, "Procedure") ? RK_PROCEDURE : RK_OTHER;
+    case 'C':
+        return !strcmp(type, "Condition") ? RK_CONDITION : !strcmp(type, "Coverage") ? RK_COVERAGE : RK_OTHER;
+    case 'O':
+        return !strcmp(type, "Observation") ? RK_OBSERVATION : RK_OTHER;
+    case 'M':
+        if (strncmp(type, "Medication", 10))
+            return RK_OTHER;
+        if (!type[10])
+            return RK_MEDICATION;
+        return !strcmp(type + 10, "Request") || !strcmp(type + 10, "Administration") ||
+                       !strcmp(type + 10, "Statement")
+                   ? RK_MED_RECORD
+                   : RK_OTHER;
+    }
+    return RK_OTHER;
+}
+
 /* What map_profile_build() reads; keep in step with its two passes below. */
 static const char *const READ_TYPES[] = {
     "Patient", "Condition", "Observation", "Medication", "MedicationRequest",
@@ -1525,16 +1553,20 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
 
     /* pass 1: Patient, Medications, Conditions (needed to resolve the others) */
     const char *pid = NULL;
+    unsigned char *kind = malloc(n ? n : 1); /* each resource's res_kind, for pass 2 */
+    if (!kind)
+        abort();
     for (size_t i = 0; i < n; i++) {
         const char *type = fhir_node_resource_type(res[i]);
-        if (!type)
+        kind[i] = (unsigned char)(type ? res_kind(type) : RK_NONE);
+        if (kind[i] == RK_NONE)
             continue;
-        if (!strcmp(type, "Patient")) {
+        if (kind[i] == RK_PATIENT) {
             if (!b.patient)
                 b.patient = res[i];
-        } else if (!strcmp(type, "Medication")) {
+        } else if (kind[i] == RK_MEDICATION) {
             *(const fhir_node **)vec_push(&b.meds) = res[i];
-        } else if (!strcmp(type, "Condition")) {
+        } else if (kind[i] == RK_CONDITION) {
             add_condition(&b, res[i]);
         }
         if (!pid)
@@ -1545,6 +1577,7 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     if (!pid) {
         fhir_error_set(err, "profile: no Patient resource and no subject reference among %zu resources", n);
         map_profile_free(p);
+        free(kind);
         free(b.meds.v);
         free(b.conds.v);
         free(b.findings.v);
@@ -1553,20 +1586,16 @@ map_profile *map_profile_build(const map_tables *t, const fhir_node *const *res,
     p->patient_id = fhir_arena_strdup(p->a, pid);
     /* pass 2 */
     for (size_t i = 0; i < n; i++) {
-        const char *type = fhir_node_resource_type(res[i]);
-        if (!type)
-            continue;
-        if (!strcmp(type, "Observation"))
+        if (kind[i] == RK_OBSERVATION)
             add_observation(&b, res[i]);
-        else if (!strncmp(type, "Medication", 10) && strcmp(type, "Medication") &&
-                 (!strcmp(type, "MedicationRequest") || !strcmp(type, "MedicationAdministration") ||
-                  !strcmp(type, "MedicationStatement")))
-            add_med(&b, res[i], type);
-        else if (!strcmp(type, "Procedure"))
+        else if (kind[i] == RK_MED_RECORD)
+            add_med(&b, res[i], fhir_node_resource_type(res[i]));
+        else if (kind[i] == RK_PROCEDURE)
             add_procedure(&b, res[i]);
-        else if (!strcmp(type, "Coverage"))
+        else if (kind[i] == RK_COVERAGE)
             add_coverage(&b, res[i]);
     }
+    free(kind);
     patient_facts(&b);
     diagnosis_facts(&b);
     map_therapy_facts(&b);
