@@ -1289,12 +1289,12 @@ static const char *lab_evidence(map_profile *p, const lab_pick *l, const char *a
     if (l->ref && l->date && l->def->unit) {
         put2(f, l->ref, " ");
         put2(f, an, "=");
-        fhir_buf_printf(f, "%g", l->raw);
+        put_g(f, l->raw);
         put2(f, " ", l->unit ? l->unit : "");
         fhir_buf_puts(f, " (");
         fhir_buf_append(f, l->date, strnlen(l->date, 10));
         fhir_buf_puts(f, ") -> ");
-        fhir_buf_printf(f, "%g", v);
+        put_g(f, v);
         put2(f, " ", l->def->unit);
         if (!f->overflow) {
             const char *r = fhir_arena_strndup(p->a, f->data ? f->data : "", f->len);

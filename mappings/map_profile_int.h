@@ -200,6 +200,51 @@ static inline void put2(fhir_buf *b, const char *x, const char *y)
     fhir_buf_append(b, y, ly);
 }
 
+/* The strings given (list ending with AJOIN_END, NULL as "(null)") appended to b as one
+ * fhir_buf_printf of "%s%s..." appends them: all, or over b's cap none. */
+static inline void putn(fhir_buf *b, ...)
+{
+    va_list ap;
+    size_t n = 0;
+    va_start(ap, b);
+    for (const char *s; (s = va_arg(ap, const char *)) != ajoin_end;)
+        n += strlen(s ? s : "(null)");
+    va_end(ap);
+    if (fhir_buf_reserve(b, n))
+        return;
+    va_start(ap, b);
+    for (const char *s; (s = va_arg(ap, const char *)) != ajoin_end;)
+        fhir_buf_puts(b, s ? s : "(null)");
+    va_end(ap);
+}
+
+/* v in decimal as printf's "%d" writes it, into out (at least 12 bytes). */
+static inline const char *fmt_int(int v, char *out)
+{
+    char d[12];
+    size_t i = sizeof d;
+    unsigned u = v < 0 ? 0u - (unsigned)v : (unsigned)v;
+    do
+        d[--i] = (char)('0' + u % 10);
+    while (u /= 10);
+    if (v < 0)
+        d[--i] = '-';
+    memcpy(out, d + i, sizeof d - i);
+    out[sizeof d - i] = '\0';
+    return out;
+}
+
+/* fhir_buf_printf(b, "%g", v), with an integer below a million written without printf. */
+static inline void put_g(fhir_buf *b, double v)
+{
+    if (v > -1e6 && v < 1e6 && v == (double)(int)v && (v != 0 || !signbit(v))) {
+        char num[12];
+        fhir_buf_puts(b, fmt_int((int)v, num));
+    } else {
+        fhir_buf_printf(b, "%g", v);
+    }
+}
+
 static inline void warn(map_profile *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static inline void warn(map_profile *p, const char *fmt, ...)
 {

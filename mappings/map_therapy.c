@@ -159,8 +159,9 @@ void map_therapy_facts(builder *b)
         char s1[16], s2[16];
         fmt_day(l->start_days, s1, sizeof s1);
         fmt_day(l->end_days, s2, sizeof s2);
-        fhir_buf_printf(&ev, "%sline %d %s..%s%s ", k ? "; " : "", l->number, s1, l->end_unknown ? "(end not recorded) " : "",
-                        l->end_unknown ? "" : s2);
+        char num[12];
+        putn(&ev, k ? "; " : "", "line ", fmt_int(l->number, num), " ", s1, "..",
+             l->end_unknown ? "(end not recorded) " : "", l->end_unknown ? "" : s2, " ", AJOIN_END);
         for (size_t i = 0; i < l->ndrugs; i++)
             put2(&ev, i ? "+" : "", l->drugs[i]);
         if (l->unknown_agents)
@@ -169,16 +170,16 @@ void map_therapy_facts(builder *b)
             fhir_buf_printf(&ev, " -> %s HCT", l->has_auto_hct ? "auto" : "allo");
         if (l->is_car_t && !l->ndrugs)
             fhir_buf_puts(&ev, "CAR T");
-        fhir_buf_printf(&ev, " [%s]", l->evidence);
+        putn(&ev, " [", l->evidence, "]", AJOIN_END);
     }
     if (p->nlines) {
-        char last[16];
+        char last[16], num[12];
         fmt_day(p->lines[p->nlines - 1].end_days, last, sizeof last);
         set_num(p, "lines", (double)p->nlines,
-                astr(p, "%zu line%s%s, last %s %s: %s", p->nlines, p->nlines == 1 ? "" : "s",
-                     outside >= 0 ? " at least" : "", p->lines[p->nlines - 1].end_reason &&
-                     !strcmp(p->lines[p->nlines - 1].end_reason, "ongoing") ? "ongoing, latest" : "ended",
-                     last, fhir_buf_cstr(&ev)));
+                ajoin(p, fmt_int((int)p->nlines, num), " line", p->nlines == 1 ? "" : "s",
+                      outside >= 0 ? " at least" : "", ", last ", p->lines[p->nlines - 1].end_reason &&
+                      !strcmp(p->lines[p->nlines - 1].end_reason, "ongoing") ? "ongoing, latest" : "ended",
+                      " ", last, ": ", fhir_buf_cstr(&ev), AJOIN_END));
     } else {
         set_num(p, "lines", 0, astr(p, "no antineoplastic therapy recorded (%zu mapped drug exposure(s))", nmeds));
     }
@@ -219,7 +220,8 @@ void map_therapy_facts(builder *b)
         const map_line *l = &p->lines[k];
         char s1[16];
         fmt_day(l->start_days, s1, sizeof s1);
-        fhir_buf_printf(&ev, "%sline %d (%s): ", k ? "; " : "", l->number, s1);
+        char num[12];
+        putn(&ev, k ? "; " : "", "line ", fmt_int(l->number, num), " (", s1, "): ", AJOIN_END);
         for (size_t i = 0; i < l->ndrugs; i++)
             put2(&ev, i ? "+" : "", l->drugs[i]);
         if (l->unknown_agents)
