@@ -59,6 +59,11 @@ const map_fact *map_profile_fact(const map_profile *p, const char *name)
     return &p->facts[i];
 }
 
+const map_fact *map_profile_fact_at(const map_profile *p, size_t i)
+{
+    return p && i < MAP_FACT_COUNT ? &p->facts[i] : NULL;
+}
+
 size_t map_profile_line_count(const map_profile *p)
 {
     return p ? p->nlines : 0;

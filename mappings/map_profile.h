@@ -68,6 +68,8 @@ const char *map_profile_patient_id(const map_profile *p);
  * an unestablished fact comes back with known == false (and evidence saying why, when there
  * is something to say, e.g. "no ECOG or Karnofsky in lookback"). */
 const map_fact *map_profile_fact(const map_profile *p, const char *name);
+/* The fact at index i of the vocabulary (map_fact_index), borrowed; NULL when i is out of range. */
+const map_fact *map_profile_fact_at(const map_profile *p, size_t i);
 
 /* ---- lines of therapy ------------------------------------------------------------------ */
 

@@ -205,6 +205,9 @@ void elig_profile_source_init(elig_profile_source *s, const struct map_profile *
                               const struct map_profile_opts *o);
 /* An elig_fact_fn: ud is an elig_profile_source. */
 const map_fact *elig_profile_fact(void *ud, const char *name);
+/* elig_factset_fill(fs, elig_profile_fact, s), with each criteria fact's place in the profile
+ * looked up once per factset instead of by name for every patient. */
+void elig_factset_fill_profile(elig_factset *fs, elig_profile_source *s);
 
 /* ---- evaluation ------------------------------------------------------------------------- */
 

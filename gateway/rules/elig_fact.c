@@ -84,6 +84,20 @@ void elig_factset_fill(elig_factset *fs, elig_fact_fn fn, void *ud)
         set_index(fs, i, fn(ud, fs->rs->facts[i].name));
 }
 
+void elig_factset_fill_profile(elig_factset *fs, elig_profile_source *s)
+{
+    const elig_ruleset *rs = fs->rs;
+    if (fs->nidx != rs->nfacts) {
+        for (size_t i = 0; i < rs->nfacts; i++)
+            fs->idx[i] = (int8_t)map_fact_index(rs->facts[i].name);
+        fs->nidx = rs->nfacts;
+    }
+    for (size_t i = 0; i < rs->nfacts; i++) {
+        const map_fact *f = fs->idx[i] >= 0 ? map_profile_fact_at(s->p, (size_t)fs->idx[i]) : NULL;
+        set_index(fs, i, f ? f : elig_profile_fact(s, rs->facts[i].name));
+    }
+}
+
 int elig_factset_set(elig_factset *fs, const char *name, const map_fact *f)
 {
     for (size_t i = 0; i < fs->rs->nfacts; i++)

@@ -173,6 +173,8 @@ typedef struct fval {
 struct elig_factset {
     const elig_ruleset *rs;
     fval v[ELIG_MAX_FACTS];
+    size_t nidx;                 /* facts of rs with their profile index in idx (fill_profile) */
+    int8_t idx[ELIG_MAX_FACTS];  /* map_fact_index of the fact's name, -1 when not a profile fact */
 };
 
 struct elig_result {

@@ -48,7 +48,7 @@ int screen_patient(screen *s, const fhir_node *const *res, size_t n, fhir_error 
         return -1;
     elig_profile_source src;
     elig_profile_source_init(&src, s->p, &s->o);
-    elig_factset_fill(s->fs, elig_profile_fact, &src);
+    elig_factset_fill_profile(s->fs, &src);
     elig_evaluate(s->rs, s->fs, s->o.as_of_days, s->res);
     return 0;
 }
