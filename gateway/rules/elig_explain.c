@@ -2,7 +2,9 @@
  * conf/criteria/README.md). See elig.h. */
 #include "elig_int.h"
 
+#include <pthread.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "fhir_json.h"
@@ -90,12 +92,41 @@ static const struct {
     {"bispecific", "bispecific antibody"}, {"car_t", "CAR T"},
 };
 
+/* WORDS by key: open addressing on a hash of the key (a scan of the table per fact and code
+ * named was a tenth of the screen JSON), built once. */
+#define WORDS_SLOTS 256
+static int16_t words_slot[WORDS_SLOTS];
+static pthread_once_t words_once = PTHREAD_ONCE_INIT;
+
+static size_t words_hash(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h & (WORDS_SLOTS - 1);
+}
+
+static void words_build(void)
+{
+    for (size_t j = 0; j < WORDS_SLOTS; j++)
+        words_slot[j] = -1;
+    for (size_t i = sizeof WORDS / sizeof WORDS[0]; i-- > 0;) { /* the first of equal keys wins */
+        size_t j = words_hash(WORDS[i].key);
+        while (words_slot[j] >= 0 && strcmp(WORDS[words_slot[j]].key, WORDS[i].key))
+            j = (j + 1) & (WORDS_SLOTS - 1);
+        words_slot[j] = (int16_t)i;
+    }
+}
+
 static const char *words(const char *key)
 {
-    for (size_t i = 0; key && i < sizeof WORDS / sizeof WORDS[0]; i++)
-        if (WORDS[i].key[0] == key[0] && !strcmp(WORDS[i].key, key))
-            return WORDS[i].words;
-    return key ? key : "?";
+    if (!key)
+        return "?";
+    pthread_once(&words_once, words_build);
+    for (size_t j = words_hash(key); words_slot[j] >= 0; j = (j + 1) & (WORDS_SLOTS - 1))
+        if (!strcmp(WORDS[words_slot[j]].key, key))
+            return WORDS[words_slot[j]].words;
+    return key;
 }
 
 const char *elig_words(const char *key)
