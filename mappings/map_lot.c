@@ -64,6 +64,8 @@ static void add_ref(wline *w, const char *ref)
 {
     if (!ref)
         return;
+    if (w->nrefs && w->refs[w->nrefs - 1] == ref)
+        return; /* the usual repeat: the next drug of the same record */
     for (size_t i = 0; i < w->nrefs; i++)
         if (w->refs[i] == ref || !strcmp(w->refs[i], ref))
             return;
@@ -77,7 +79,7 @@ static void add_ref(wline *w, const char *ref)
 static int drug_index(const wline *w, const char *ing)
 {
     for (size_t i = 0; i < w->l.ndrugs; i++)
-        if (!strcmp(w->l.drugs[i], ing))
+        if (w->l.drugs[i] == ing || (w->l.drugs[i][0] == ing[0] && !strcmp(w->l.drugs[i], ing)))
             return (int)i;
     return -1;
 }
