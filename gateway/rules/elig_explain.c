@@ -435,6 +435,7 @@ static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_r
 {
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
+    fhir_buf_reserve(&b, 4096); /* the usual longest line, allocated once (not grown by doubling) */
     /* indications excluded by their disease gate are summarised on one line; other
      * not_eligible indications failing the same gate on the same facts share a line */
     int first_dis = -1;
