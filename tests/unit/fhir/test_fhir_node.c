@@ -2,6 +2,7 @@
  * equality (decimals by value and precision), references. */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -21,6 +22,55 @@ static fhir_node *parse(fhir_arena *a, const char *s)
     if (!n)
         fail_msg("parse failed: %s", err.msg);
     return n;
+}
+
+/* fhir_node_double reads plain decimals itself (integer / power of ten): the same double as
+ * strtod for every decimal it takes, and strtod's answer (or refusal) for the rest. */
+static void check_double(fhir_arena *a, const char *text)
+{
+    fhir_node *n = fhir_node_new_num(a, text, strlen(text));
+    char *end;
+    double want = strtod(text, &end);
+    bool ok_want = *end == '\0' && text[0] && text[0] != ' ';
+    double got = 0;
+    bool ok = fhir_node_double(n, &got);
+    assert_int_equal(ok, ok_want);
+    if (ok && memcmp(&got, &want, sizeof got))
+        fail_msg("%s: %.17g, strtod %.17g", text, got, want);
+}
+
+static void test_double_plain_decimals(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    static const char *const fixed[] = {
+        "0", "-0", "0.0", "-0.0", "1", "007", "12.5", "-12.5", "0.1", "0.3", "2.675", "1.005",
+        "999999999999999", "0.000000000000001", "123456789012345", "1234567890123456", "9007199254740993",
+        "1.", ".5", "-", "1e5", "1.5e-3", "+5", "1.2.3", "12a", "80%", "0x10", "inf", "nan", "1,5",
+        "4.35", "132.6", "88.4", "3.14159265358979",
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        check_double(a, fixed[i]);
+    uint64_t x = 88172645463325252ull; /* xorshift: any digits, any point, either sign */
+    for (int k = 0; k < 200000; k++) {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        char t[32];
+        size_t nd = 1 + x % 17, point = (x >> 8) % (nd + 1), o = 0;
+        if (x >> 63)
+            t[o++] = '-';
+        uint64_t y = x;
+        for (size_t d = 0; d < nd; d++) {
+            if (d == point && d)
+                t[o++] = '.';
+            y = y * 6364136223846793005ull + 1442695040888963407ull;
+            t[o++] = (char)('0' + (y >> 33) % 10);
+        }
+        t[o] = '\0';
+        check_double(a, t);
+    }
+    fhir_arena_free(a);
 }
 
 static void test_arena_cap_and_reset(void **state)
@@ -227,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_accessors),
         cmocka_unit_test(test_builders_and_clone),
         cmocka_unit_test(test_equal_decimals),
+        cmocka_unit_test(test_double_plain_decimals),
         cmocka_unit_test(test_ref_split),
         cmocka_unit_test(test_ref_resolve),
     };
