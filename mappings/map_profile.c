@@ -855,11 +855,13 @@ static bool focus_is_non_heme(builder *b, const fhir_node *res)
     return false;
 }
 
-static void keep_latest(lab_pick *slot, int64_t ms, const map_lab_def *def, double raw,
-                        const char *unit, const char *ref, const char *date)
+/* The record's ref is made only when the record is kept (an older one is not). */
+static void keep_latest(map_profile *p, lab_pick *slot, int64_t ms, const map_lab_def *def, double raw,
+                        const char *unit, const fhir_node *res, const char *date)
 {
     if (slot->have && slot->ms > ms)
         return;
+    const char *ref = res_ref(p, res);
     slot->have = true;
     slot->ms = ms;
     slot->def = def;
@@ -940,7 +942,7 @@ static void add_observation(builder *b, const fhir_node *res)
             warn(p, "%s %s without a usable value", res_ref(p, res), def->analyte);
             return;
         }
-        keep_latest(is_ecog ? &b->ecog : &b->kps, ms, def, v, unit, res_ref(p, res), date);
+        keep_latest(p, is_ecog ? &b->ecog : &b->kps, ms, def, v, unit, res, date);
         return;
     }
     if (!obs_value(res, &v, &unit))
@@ -955,7 +957,7 @@ static void add_observation(builder *b, const fhir_node *res)
         slot = &b->labs[b->nlabs++];
         memset(slot, 0, sizeof *slot);
     }
-    keep_latest(slot, ms, def, v, unit, res_ref(p, res), date);
+    keep_latest(p, slot, ms, def, v, unit, res, date);
 }
 
 /* Evaluates a picked lab: known value, or unknown with the reason (flagged, never guessed). */

@@ -163,10 +163,14 @@ static const char ajoin_end[] = "";
 static inline const char *ajoin(map_profile *p, ...)
 {
     va_list ap;
-    size_t n = 0;
+    size_t n = 0, k = 0, lens[16]; /* the first 16 lengths, not measured twice */
     va_start(ap, p);
-    for (const char *s; (s = va_arg(ap, const char *)) != ajoin_end;)
-        n += strlen(s ? s : "(null)");
+    for (const char *s; (s = va_arg(ap, const char *)) != ajoin_end; k++) {
+        size_t l = strlen(s ? s : "(null)");
+        if (k < 16)
+            lens[k] = l;
+        n += l;
+    }
     va_end(ap);
     if (n > ASTR_MAX)
         n = ASTR_MAX;
@@ -174,10 +178,11 @@ static inline const char *ajoin(map_profile *p, ...)
     if (!r)
         return "(evidence dropped: profile memory cap)";
     size_t w = 0;
+    k = 0;
     va_start(ap, p);
-    for (const char *s; w < n && (s = va_arg(ap, const char *)) != ajoin_end;) {
+    for (const char *s; w < n && (s = va_arg(ap, const char *)) != ajoin_end; k++) {
         s = s ? s : "(null)";
-        size_t l = strlen(s);
+        size_t l = k < 16 ? lens[k] : strlen(s);
         if (l > n - w)
             l = n - w;
         memcpy(r + w, s, l);

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#define SCREEN_JSON_RESERVE 8192 /* bytes reserved in a verdict's buffer before writing it */
+
 struct screen {
     const map_tables *t;
     const elig_ruleset *rs;
@@ -62,6 +64,10 @@ int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
 {
     if (!s->p)
         return -1;
+    /* a verdict is ~6 KB: allocated once rather than doubled up from 256 bytes (each doubling
+     * copies what is written), when out's cap leaves the room */
+    if (!out->overflow && (!out->cap || out->cap - out->len >= SCREEN_JSON_RESERVE))
+        fhir_buf_reserve(out, SCREEN_JSON_RESERVE);
     return elig_result_write_json(s->rs, s->fs, s->res, patient_id, out);
 }
 
