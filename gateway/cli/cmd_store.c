@@ -4,7 +4,10 @@
  * eligible or possibly eligible, never referred, nothing waiting to be screened) whose cached
  * data has not changed for N days are removed; verdicts, referrals and the audit stay. Prints
  * counts only (no patient is named). The daemon applies the same rule every hour when
- * store.retention_days is set; --apply is audited (actor --actor, default $USER). */
+ * store.retention_days is set; --apply is audited (actor --actor, default $USER).
+ *   cartgate store resource (-c FILE | --db FILE) TYPE/ID
+ * one cached resource as JSON (the cache keeps a binary form of it, fhir_bin.h, which the
+ * sqlite3 shell shows as bytes): for support, on the operator's terminal, never logged. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +15,63 @@
 #include "cli_opt.h"
 #include "cmd.h"
 #include "config.h"
+#include "fhir_bin.h"
 #include "fhir_clock.h"
+#include "fhir_json.h"
 #include "store.h"
+
+#define STORE_SHOW_MAX (64u << 20) /* bytes of one resource printed as JSON */
+
+typedef struct shown {
+    fhir_buf out;
+    fhir_error err;
+    bool bad;
+} shown;
+
+static int show_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
+{
+    (void)type;
+    (void)id;
+    shown *s = ctx;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *n = fhir_bin_or_json_read(NULL, a, data, len, &s->err);
+    s->bad = !n || fhir_json_write(&s->out, n, FHIR_JSON_PRETTY) < 0;
+    if (n && s->bad)
+        fhir_error_set(&s->err, "larger than %u bytes as JSON", STORE_SHOW_MAX);
+    fhir_arena_free(a);
+    return 1;
+}
+
+/* `resource TYPE/ID`: the cached resource as JSON on standard output. 0, or 1 with a cause. */
+static int show_resource(const char *db, const char *ref)
+{
+    const char *slash = strchr(ref, '/');
+    if (!slash || slash == ref || !slash[1] || strchr(slash + 1, '/')) {
+        fprintf(stderr, "cartgate store resource: \"%s\" is not TYPE/ID (for example Patient/p1)\n", ref);
+        return 2;
+    }
+    char type[128];
+    snprintf(type, sizeof type, "%.*s", (int)(slash - ref), ref);
+    fhir_error err = {0};
+    store *s = store_open_existing(db, 0, &err);
+    shown sh = {.bad = false};
+    fhir_buf_init(&sh.out, STORE_SHOW_MAX);
+    int found = s ? store_resource_get(s, type, slash + 1, show_cb, &sh, &err) : -1;
+    int rc = 1;
+    if (found < 0)
+        fprintf(stderr, "cartgate store resource: %s\n", err.msg);
+    else if (found == 0)
+        fprintf(stderr, "cartgate store resource: %s is not cached in %s\n", ref, db);
+    else if (sh.bad)
+        fprintf(stderr, "cartgate store resource: %s: %s\n", ref, sh.err.msg);
+    else {
+        fwrite(sh.out.data, 1, sh.out.len, stdout);
+        rc = 0;
+    }
+    fhir_buf_free(&sh.out);
+    store_close(s);
+    return rc;
+}
 
 int cmd_store(int argc, char **argv)
 {
@@ -21,8 +79,9 @@ int cmd_store(int argc, char **argv)
     long long days = 0;
     bool dry = false, apply = false;
     const cli_cmd cmd = {
-        .name = "store", .args = "ACTION", .min_args = 1, .max_args = 1,
-        .synopsis = "cartgate store prune (-c FILE | --db FILE --days N) (--dry-run | --apply)",
+        .name = "store", .args = "ACTION [TYPE/ID]", .min_args = 1, .max_args = 2,
+        .synopsis = "cartgate store prune (-c FILE | --db FILE --days N) (--dry-run | --apply)\n"
+                    "cartgate store resource (-c FILE | --db FILE) TYPE/ID",
         .about =
             "Store upkeep.\n"
             "\n"
@@ -30,7 +89,10 @@ int cmd_store(int argc, char **argv)
             "  prune   store.retention: remove the cached FHIR resources of patients screened\n"
             "          without a heme diagnosis (not a candidate, never referred) whose data has\n"
             "          not changed for N days. Verdicts, referrals and the audit are kept.\n"
-            "          Prints counts only.",
+            "          Prints counts only.\n"
+            "  resource TYPE/ID   one cached resource as JSON (the cache keeps a compact binary\n"
+            "          form that the sqlite3 shell shows as bytes). Patient data: for support\n"
+            "          on this terminal only.",
         .notes = "The daemon applies store.retention_days by itself every hour.",
         .opts = (const cli_opt[]){
             CLI_OPT_CONFIG(&conf, false, "the daemon's configuration (store.path, store.retention_days)"),
@@ -47,8 +109,35 @@ int cmd_store(int argc, char **argv)
     int first, prc = cli_parse(&cmd, argc, argv, &first);
     if (prc != CLI_GO)
         return prc;
+    if (!strcmp(argv[first], "resource")) {
+        if (first + 1 >= argc)
+            return cli_error(&cmd, "resource: give TYPE/ID");
+        if (!conf == !db)
+            return cli_error(&cmd, "resource: give -c FILE or --db FILE");
+        if (dry || apply || days || actor)
+            return cli_error(&cmd, "resource: --dry-run, --apply, --days and --actor are for prune");
+        config *rc_conf = NULL;
+        if (conf) {
+            fhir_buf diag;
+            fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
+            fhir_error e;
+            rc_conf = config_load(conf, &diag, NULL, &e);
+            if (!rc_conf) {
+                fputs(fhir_buf_cstr(&diag), stderr);
+                fhir_buf_free(&diag);
+                return 1;
+            }
+            fhir_buf_free(&diag);
+            db = rc_conf->store_path;
+        }
+        int rc = show_resource(db, argv[first + 1]);
+        config_free(rc_conf);
+        return rc;
+    }
     if (strcmp(argv[first], "prune"))
-        return cli_error(&cmd, "unknown action \"%s\" (prune)", argv[first]);
+        return cli_error(&cmd, "unknown action \"%s\" (prune, resource)", argv[first]);
+    if (first + 1 < argc)
+        return cli_error(&cmd, "prune takes no TYPE/ID");
     if (dry == apply)
         return cli_error(&cmd, "prune: give --dry-run or --apply");
     if (!conf == !db)

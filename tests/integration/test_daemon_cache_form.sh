@@ -29,6 +29,18 @@ total=$(sqlite3 "$DB" "SELECT count(*) FROM resources")
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM resources WHERE typeof(json) <> 'blob'")" = 0 ] ||
   fail "resources cached other than in the binary form"
 ok "$total resources cached, each in the binary form"
+# what support reads of one: `cartgate store resource` prints it as the JSON it came as
+pat=$(head -n1 "$TMP"/cohort/*Patient*.ndjson)
+pid=$(node -e 'console.log(JSON.parse(process.argv[1]).id)' "$pat")
+"$CG" store resource --db "$DB" "Patient/$pid" >"$TMP/shown.json" 2>"$TMP/shown.err" ||
+  fail "store resource: $(cat "$TMP/shown.err")"
+node -e '
+const fs=require("fs"), a=JSON.parse(process.argv[1]), b=JSON.parse(fs.readFileSync(process.argv[2],"utf8"));
+if (JSON.stringify(a)!==JSON.stringify(b)) { console.log("printed: "+JSON.stringify(b).slice(0,300)); process.exit(1); }' \
+  "$pat" "$TMP/shown.json" >"$TMP/shown.cmp" || fail "the printed resource is not the one sent: $(cat "$TMP/shown.cmp")"
+"$CG" store resource --db "$DB" "Patient/not-there" >/dev/null 2>"$TMP/shown.err"
+[ $? = 1 ] && grep -q "not cached" "$TMP/shown.err" || fail "an absent resource: $(cat "$TMP/shown.err")"
+ok "cartgate store resource prints a cached resource as the JSON it came as; an absent one says so"
 sqlite3 "$DB" "SELECT verdict_json FROM verdicts ORDER BY patient_id" >"$TMP/bin.verdicts"
 
 # 2. the store as an older version left it: JSON text rows; verdicts gone, patients marked
