@@ -150,8 +150,7 @@ static void hash_build(void)
 static int value_index(const char *s, size_t n)
 {
     for (size_t i = 0; i < NVALUES; i++)
-        if (value_len[i] == n && s[n > 8 ? n - 8 : 0] == values[i][n > 8 ? n - 8 : 0] &&
-            !memcmp(values[i], s, n))
+        if (value_len[i] == n && !memcmp(values[i], s, n))
             return (int)i;
     return -1;
 }

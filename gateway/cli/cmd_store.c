@@ -73,6 +73,20 @@ static int show_resource(const char *db, const char *ref)
     return rc;
 }
 
+/* The daemon's configuration at path (its errors printed with their file:line), or NULL. The
+ * caller frees it. */
+static config *load_config(const char *path)
+{
+    fhir_buf diag;
+    fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
+    fhir_error err;
+    config *c = config_load(path, &diag, NULL, &err);
+    if (!c)
+        fputs(fhir_buf_cstr(&diag), stderr);
+    fhir_buf_free(&diag);
+    return c;
+}
+
 int cmd_store(int argc, char **argv)
 {
     const char *conf = NULL, *db = NULL, *actor = NULL;
@@ -116,22 +130,11 @@ int cmd_store(int argc, char **argv)
             return cli_error(&cmd, "resource: give -c FILE or --db FILE");
         if (dry || apply || days || actor)
             return cli_error(&cmd, "resource: --dry-run, --apply, --days and --actor are for prune");
-        config *rc_conf = NULL;
-        if (conf) {
-            fhir_buf diag;
-            fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
-            fhir_error e;
-            rc_conf = config_load(conf, &diag, NULL, &e);
-            if (!rc_conf) {
-                fputs(fhir_buf_cstr(&diag), stderr);
-                fhir_buf_free(&diag);
-                return 1;
-            }
-            fhir_buf_free(&diag);
-            db = rc_conf->store_path;
-        }
-        int rc = show_resource(db, argv[first + 1]);
-        config_free(rc_conf);
+        config *c = conf ? load_config(conf) : NULL;
+        if (conf && !c)
+            return 1;
+        int rc = show_resource(c ? c->store_path : db, argv[first + 1]);
+        config_free(c);
         return rc;
     }
     if (strcmp(argv[first], "prune"))
@@ -144,16 +147,8 @@ int cmd_store(int argc, char **argv)
         return cli_error(&cmd, "prune: give -c FILE or --db FILE");
     config *c = NULL;
     if (conf) {
-        fhir_buf diag;
-        fhir_buf_init(&diag, CMD_CONFIG_DIAG_MAX);
-        fhir_error err;
-        c = config_load(conf, &diag, NULL, &err);
-        if (!c) {
-            fputs(fhir_buf_cstr(&diag), stderr);
-            fhir_buf_free(&diag);
+        if (!(c = load_config(conf)))
             return 1;
-        }
-        fhir_buf_free(&diag);
         db = c->store_path;
         if (!days)
             days = c->store_retention_days;
