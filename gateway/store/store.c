@@ -57,8 +57,8 @@
     "DELETE FROM worklist WHERE patient_id = " T ".patient_id; INSERT INTO worklist SELECT "       \
     WORKLIST_COLS(T) ";"
 
-/* Step i brings the schema from version i to i+1, in one transaction. Append only; never edit
- * a shipped step. A table that an older binary created outside the migrations is adopted with
+/* Step i brings the schema from version i to i+1; the pending steps run in one transaction
+ * (migrate). Append only; never edit a shipped step. A table that an older binary created outside the migrations is adopted with
  * CREATE ... IF NOT EXISTS in the step that takes it over. */
 static const struct {
     const char *what;
@@ -1194,16 +1194,23 @@ static int migrate(store *s, fhir_error *err)
             v = now;
             continue;
         }
+        /* every pending step in this one transaction: a new file is made at the current
+         * schema with one commit (one WAL sync instead of one per step), and an upgrade is
+         * all or nothing */
+        for (; v < N_MIGRATIONS; v++)
+            if (exec(s, migrations[v].sql, err)) {
+                fhir_error_prefix(err, "migration %d -> %d (%s)", v, v + 1, migrations[v].what);
+                store_rollback(s);
+                return -1;
+            }
         char pragma[64];
-        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", v + 1);
-        if (exec(s, migrations[v].sql, err) || exec(s, pragma, err)) {
-            fhir_error_prefix(err, "migration %d -> %d (%s)", v, v + 1, migrations[v].what);
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", N_MIGRATIONS);
+        if (exec(s, pragma, err)) {
             store_rollback(s);
             return -1;
         }
         if (store_commit(s, err))
             return -1;
-        v++;
     }
     return 0;
 }

@@ -113,6 +113,24 @@ static void test_migrate_from_empty(void **state)
     store_close(s);
 }
 
+/* The pending steps run in one transaction: a step that fails leaves the file as it was, the
+ * steps before it in the same upgrade included (one commit per step would have kept 13 -> 14). */
+static void test_migration_all_or_nothing(void **state)
+{
+    (void)state;
+    store *s = open_fresh("aon.db");
+    store_close(s);
+    /* a v13 file whose worklist triggers are already gone: step 14 adds referrals.package,
+     * step 15 (DROP TRIGGER) then fails */
+    raw_exec("ALTER TABLE referrals DROP COLUMN package; PRAGMA user_version = 13;");
+    fhir_error err = {0};
+    assert_null(store_open(dbpath, 0, &err));
+    assert_non_null(strstr(err.msg, "migration 14 -> 15"));
+    assert_int_equal(raw_int("PRAGMA user_version"), 13);
+    assert_int_equal(raw_int("SELECT count(*) FROM pragma_table_info('referrals') WHERE name = "
+                             "'package'"), 0);
+}
+
 static void test_newer_schema_refused(void **state)
 {
     (void)state;
@@ -1320,6 +1338,7 @@ int main(void)
         cmocka_unit_test(test_migrate_from_empty),
         cmocka_unit_test(test_resource_binary_form),
         cmocka_unit_test(test_newer_schema_refused),
+        cmocka_unit_test(test_migration_all_or_nothing),
         cmocka_unit_test(test_unopenable_path),
         cmocka_unit_test(test_files_private),
         cmocka_unit_test(test_concurrent_first_open),
