@@ -8,7 +8,10 @@
 # verdict in the store, the daemon's CPU time (user+sys), the server's CPU time over the same
 # window, and the daemon's peak RSS (VmHWM). Median of RUNS (>= 5). Proposals are created
 # (approval mode) but nothing is sent. The headline figure is the daemon's CPU per patient as
-# a ratio to the server's CPU per patient in the same run (median of the per-run ratios):
+# a ratio to the server's CPU per patient in the same run (median of the per-run ratios); after
+# each run the same daemon is started without its source and its CPU read once idle (its start:
+# a fresh store, criteria, centers, libraries, which the already running server does not pay),
+# and the ratio is also given for the daemon's CPU beyond that start:
 # the server's cost per patient is flat, so a ratio that stays put from 240 to 20,000
 # patients means the daemon's cost per patient does not grow with the store. CARTGATE_BIN
 # runs another binary (an older build, for before/after: `cmake --install <build> --prefix DIR`
@@ -65,8 +68,18 @@ bench_one() {
     DPID=""
     [ "$n" = "$N" ] || { echo "run $r: only $n of $N screened"; tail "$TMP/d.log"; exit 1; }
     scpu_run=$(calc "$s1 - $s0")
-    echo "$(( t1 - t0 )) $dcpu $scpu_run $rss $(calc "$dcpu / ($scpu_run > 0 ? $scpu_run : 0.01)")" >>"$TMP/runs.txt"
-    echo "run $r: daemon $(( t1 - t0 )) ms wall, ${dcpu}s CPU, server $(calc "$s1 - $s0")s CPU, peak RSS ${rss} KiB; baseline screen $(tail -n1 "$TMP/base.txt") ms" >&2
+    # what starting costs, which the already running server does not pay: the same daemon
+    # without its source, its CPU once it is idle (a fresh store, criteria, centers, libraries)
+    bench_daemon_conf "$TMP/s.conf" nosource
+    "$CG" run -c "$TMP/s.conf" 2>"$TMP/s.log" &
+    DPID=$!
+    sleep 0.5
+    start=$(cpu_s "$DPID")
+    kill "$DPID"
+    wait "$DPID" || true
+    DPID=""
+    echo "$(( t1 - t0 )) $dcpu $scpu_run $rss $(calc "$dcpu / ($scpu_run > 0 ? $scpu_run : 0.01)") $start $(calc "($dcpu - $start) / ($scpu_run > 0 ? $scpu_run : 0.01)")" >>"$TMP/runs.txt"
+    echo "run $r: daemon $(( t1 - t0 )) ms wall, ${dcpu}s CPU (its start alone ${start}s), server $(calc "$s1 - $s0")s CPU, peak RSS ${rss} KiB; baseline screen $(tail -n1 "$TMP/base.txt") ms" >&2
   done
   base_ms=$(median <"$TMP/base.txt")
   wall_ms=$(awk '{print $1}' "$TMP/runs.txt" | median)
@@ -74,6 +87,8 @@ bench_one() {
   scpu=$(awk '{print $3}' "$TMP/runs.txt" | median)
   rss=$(awk '{print $4}' "$TMP/runs.txt" | median)
   ratio=$(awk '{print $5}' "$TMP/runs.txt" | median)
+  start=$(awk '{print $6}' "$TMP/runs.txt" | median)
+  ratio_run=$(awk '{print $7}' "$TMP/runs.txt" | median)
   res=$(cat "$TMP"/seed/*.ndjson | wc -l)
   printf 'patients %d (%s resources), runs %d (medians)\n' "$N" "$res" "$RUNS"
   printf 'baseline  cartgate screen (files, no HTTP/store): %6d ms  %7.1f patients/s\n' "$base_ms" "$(calc "$N * 1000 / $base_ms")"
@@ -82,11 +97,14 @@ bench_one() {
   printf 'CPU       daemon %.2f s, reference server %.2f s (server/daemon %.1fx)\n' "$dcpu" "$scpu" "$(calc "$scpu / $dcpu")"
   printf 'CPU/patient daemon %.3f ms, reference server %.3f ms: daemon/server %.2f (median of per-run ratios)\n' \
     "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio"
+  printf 'start     daemon %.2f s CPU to start on a fresh store (no source); beyond it %.3f ms per patient: daemon/server %.2f\n' \
+    "$start" "$(calc "($dcpu - $start) * 1000 / $N")" "$ratio_run"
   printf 'peak RSS  daemon %.1f MiB\n' "$(calc "$rss / 1024")"
   stop_server
-  printf '| %s | %s | %s ms (%.1f patients/s) | %s ms (%.1f patients/s) | %.2f | %.3f ms | %.3f ms | **%.2f** | %.1f MiB |\n' \
+  printf '| %s | %s | %s ms (%.1f patients/s) | %s ms (%.1f patients/s) | %.2f | %.3f ms | %.3f ms | **%.2f** | %.2f s | %.3f ms | **%.2f** | %.1f MiB |\n' \
     "$N" "$res" "$base_ms" "$(calc "$N * 1000 / $base_ms")" "$wall_ms" "$(calc "$N * 1000 / $wall_ms")" \
     "$(calc "$base_ms / $wall_ms")" "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio" \
+    "$start" "$(calc "($dcpu - $start) * 1000 / $N")" "$ratio_run" \
     "$(calc "$rss / 1024")" >>"$TMP/summary.txt"
 }
 
@@ -97,6 +115,6 @@ for size in ${SIZES//,/ }; do
 done
 echo
 echo "$(date -u +%Y-%m-%d) $(nproc) cores; load average $load0 at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end; $CG ($("$CG" version 2>/dev/null | head -n1); source tree at $(git -C "$SRC" rev-parse --short HEAD 2>/dev/null || echo '?'))"
-echo '| patients | resources | baseline screen | daemon end-to-end | end-to-end / baseline | daemon CPU/patient | server CPU/patient | daemon/server CPU | daemon peak RSS |'
-echo '|---|---|---|---|---|---|---|---|---|'
+echo '| patients | resources | baseline screen | daemon end-to-end | end-to-end / baseline | daemon CPU/patient | server CPU/patient | daemon/server CPU | daemon start CPU | daemon CPU/patient beyond its start | daemon/server CPU beyond the start | daemon peak RSS |'
+echo '|---|---|---|---|---|---|---|---|---|---|---|---|'
 cat "$TMP/summary.txt"

@@ -30,18 +30,22 @@ bench_server() {
   return 1
 }
 
-# bench_daemon_conf FILE: a daemon on a fresh store $TMP/d.db with one search source on the
-# server at $PORT, proposals in approval mode, nothing sent within the run.
+# bench_daemon_conf FILE [nosource]: a daemon on a fresh store $TMP/d.db with one search source
+# on the server at $PORT, proposals in approval mode, nothing sent within the run; with
+# "nosource" the same daemon without its source (what starting costs: the fresh store, criteria,
+# centers, libraries).
 bench_daemon_conf() {
   rm -f "$TMP"/d.db*
   export CARTGATE_ADMIN_TOKEN=bench
+  local sources='[{"name": "ehr", "kind": "search", "base_url": "http://127.0.0.1:'"$PORT"'/fhir",
+              "interval_s": 3600, "page_size": 1000}]'
+  [ "${2:-}" = nosource ] && sources='[]'
   cat >"$1" <<CONF
 {"site": {"id": "bench", "location": {"lat": 41.59, "lon": -93.62}},
  "store": {"path": "$TMP/d.db"}, "log": {"level": "warn"},
  "admin": {"port": 0, "token_env": "CARTGATE_ADMIN_TOKEN"},
  "centers": {"file": "$SRC/conf/centers.json"}, "criteria": {"dir": "$SRC/conf/criteria"},
  "as_of": "2026-11-01", "referral": {"send_interval_s": 3600, "task_poll_s": 3600},
- "sources": [{"name": "ehr", "kind": "search", "base_url": "http://127.0.0.1:$PORT/fhir",
-              "interval_s": 3600, "page_size": 1000}]}
+ "sources": $sources}
 CONF
 }
