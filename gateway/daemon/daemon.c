@@ -669,7 +669,10 @@ static void notify_candidates(daemon_proc *d, const screen_report *rep, size_t n
     free(buf);
 }
 
-#define SCREEN_BATCH 64         /* patients per transaction (one fsync) ... */
+/* patients per transaction (one fsync) ...: each commit writes every page the batch touched
+ * (worklist and verdict index pages, the dirty and held tables) once more; 256 instead of 64
+ * wrote 7 % fewer bytes over 2,000 patients (1024: no fewer) */
+#define SCREEN_BATCH 256
 #define SCREEN_BATCH_MS 1000    /* ... or as many as this long allows, whichever is less */
 
 /* Frees a batch's reports (of a batch rolled back: nothing of them logged or counted). */
