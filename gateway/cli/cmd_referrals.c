@@ -24,6 +24,7 @@
 #include "cli_api.h"
 #include "cli_opt.h"
 #include "cmd.h"
+#include "daemon.h"
 #include "fhir_clock.h"
 #include "fhir_json.h"
 #include "fhir_suggest.h"
@@ -33,7 +34,7 @@
 #include "store.h"
 
 typedef struct opts {
-    const char *db, *centers, *state, *center, *actor, *reason;
+    const char *db, *centers, *state, *center, *actor, *reason, *config;
     const char *admin, *token_file, *token_env, *ca_file, *pdf;
     bool json, until_idle, actor_set, html;
     long long passes, interval_ms, attempts, backoff_ms;
@@ -126,6 +127,18 @@ static int print_audit(void *ctx, const store_audit_row *row)
     print_trail(t, row->actor, (long long)row->user_id, row->role, row->source, row->action, row->from_state,
                 row->to_state, row->detail, row->reason);
     return 0;
+}
+
+/* Why a referral has no Bundle to show: not composed yet (the screening stores proposals
+ * without their package: -c composes it), or it could not be built. */
+static void no_package(const refer_record *r, fhir_error *err)
+{
+    if (refer_texts_pending(r))
+        fhir_error_set(err, "referral %lld has no package yet: it is composed when first read "
+                            "(give -c with the daemon's configuration, or read it through --admin)",
+                       (long long)r->id);
+    else
+        fhir_error_set(err, "referral %lld has no package yet", (long long)r->id);
 }
 
 static int show(store *s, int64_t id, fhir_error *err)
@@ -492,6 +505,10 @@ int cmd_referrals(int argc, char **argv)
             CLI_API_OPTS(&o.admin, &o.token_file, &o.token_env, &o.ca_file),
             {.name = "db", .kind = CLI_PATH, .out = &o.db, .arg = "FILE",
              .help = "on the SQLite store directly (no daemon needed)"},
+            CLI_OPT_CONFIG(&o.config, false,
+                           "with --db: the daemon's configuration, to compose the summary, route\n"
+                           "and package of a proposal the screening stored without them (they are\n"
+                           "made when first read, then kept)"),
             CLI_OPT_JSON(&o.json, "list: one JSON object a line (--db), or the API's JSON as is\n"
                                   "(--admin); show --admin: the API's JSON"),
             {.name = "html", .kind = CLI_FLAG, .out = &o.html, .help = "packet: as an HTML page"},
@@ -568,6 +585,12 @@ int cmd_referrals(int argc, char **argv)
         fprintf(stderr, "cartgate referrals: %s\n", err.msg);
         return 1;
     }
+    daemon_proc *composer = NULL;
+    if (o.config && !(composer = daemon_composer_new(o.config, s, &err))) {
+        fprintf(stderr, "cartgate referrals: %s\n", err.msg);
+        store_close(s);
+        return 1;
+    }
     int rc = 0;
     if (!strcmp(action, "list")) {
         int filter = -1;
@@ -591,7 +614,7 @@ int cmd_referrals(int argc, char **argv)
         if (f == 0)
             fhir_error_set(&err, "referral %lld does not exist", (long long)id);
         else if (f == 1 && !r.payload)
-            fhir_error_set(&err, "referral %lld has no package yet", (long long)id);
+            no_package(&r, &err);
         else if (f == 1)
             printf("%s\n", r.payload);
         rc = f == 1 && r.payload ? 0 : -1;
@@ -603,7 +626,7 @@ int cmd_referrals(int argc, char **argv)
         if (f == 0)
             fhir_error_set(&err, "referral %lld does not exist", (long long)id);
         else if (f == 1 && !r.payload)
-            fhir_error_set(&err, "referral %lld has no package yet", (long long)id);
+            no_package(&r, &err);
         rc = f == 1 && r.payload ? print_packet(r.payload, strlen(r.payload), &o, &err) : -1;
         if (f == 1)
             refer_record_free(&r);
@@ -619,6 +642,7 @@ int cmd_referrals(int argc, char **argv)
         printf("referral %lld: %s done\n", (long long)id, action);
     if (rc)
         fprintf(stderr, "cartgate referrals %s: %s\n", action, err.msg);
+    daemon_composer_free(composer);
     store_close(s);
     return rc ? 1 : 0;
 }

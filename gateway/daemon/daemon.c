@@ -530,6 +530,7 @@ static int job_commit(daemon_proc *d, screen_job *j, bool unit, fhir_error *err)
         .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
         .referrer_name = c->referrer_name, .referrer_phone = c->referrer_phone,
         .referrer_direct = c->referrer_direct,
+        .defer_texts = true, /* composed when first read (compose_texts) */
     };
     propose_input pi = {
         .patient_id = j->pid, .profile = j->p, .facts = j->fs, .result = j->res,
@@ -1385,6 +1386,43 @@ static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_nod
     return 0;
 }
 
+/* The texts of a proposal the screening stored without them (propose_opts.defer_texts),
+ * composed for its first reader (refer_get: the pages, the API, the sender, the write-back)
+ * with the runtime of this moment and the cache as the screening reads it. */
+static int compose_texts(void *ud, store *s, const refer_record *r, fhir_error *err)
+{
+    daemon_proc *d = ud;
+    web_runtime rt;
+    ui_runtime(d, &rt);
+    propose_env env = {.opts = rt.propose, .tables = rt.tables, .as_of_days = rt.as_of_days,
+                       .resources = ui_resources, .ud = d};
+    return propose_compose(s, &env, r, err);
+}
+
+daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err)
+{
+    daemon_proc *d = fhir_xcalloc(1, sizeof *d);
+    d->rt = rt_load(config_path, err);
+    if (!d->rt) {
+        free(d);
+        return NULL;
+    }
+    d->st = st;
+    d->rd = fhir_json_reader_new(NULL);
+    refer_set_composer(compose_texts, d);
+    return d;
+}
+
+void daemon_composer_free(daemon_proc *d)
+{
+    if (!d)
+        return;
+    refer_set_composer(NULL, NULL);
+    rt_free(d->rt);
+    fhir_json_reader_free(d->rd);
+    free(d);
+}
+
 /* The admin API's profile of a patient (admin_env.profile): screened now from the cache by
  * the screening job's own steps, as the verdict was. */
 static int api_profile(void *ud, const char *pid, fhir_buf *out, fhir_error *err)
@@ -1518,6 +1556,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
         goto fail;
     d->rd = fhir_json_reader_new(NULL);
     fhir_buf_init(&d->bin, DAEMON_RESOURCE_MAX);
+    refer_set_composer(compose_texts, d);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
              store_schema_version(d->st), elig_ruleset_hash(d->rt->rules),
              elig_ruleset_count(d->rt->rules), d->rt->centers->n);
@@ -1594,6 +1633,8 @@ void daemon_free(daemon_proc *d)
         event_free(d->grace_timer);
     sender_free(d->snd);
     writeback_free(d->wb);
+    if (d->st)
+        refer_set_composer(NULL, NULL);
     store_close(d->st);
     rt_free(d->rt);
     rt_free(d->retired);

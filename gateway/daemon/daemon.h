@@ -34,6 +34,7 @@
 #include "config.h"
 #include "fhir_buf.h"
 #include "fhir_error.h"
+#include "store.h"
 
 /* The running service (private to daemon.c). */
 typedef struct daemon_proc daemon_proc;
@@ -54,5 +55,11 @@ void daemon_stop(daemon_proc *d);
 int daemon_check_files(const config *c, fhir_buf *diag, fhir_error *err);
 /* SIGHUP path: 0 when the new configuration is in force, -1 (old kept) with err. */
 int daemon_reload(daemon_proc *d, fhir_error *err);
+/* For a command outside the daemon that reads referrals from the store (cartgate referrals
+ * --db): loads config_path's criteria, tables and centers as `run` does and registers the
+ * composer of proposals stored without their texts (refer_set_composer) over st (borrowed
+ * until daemon_composer_free, which removes it). NULL with err. */
+daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err);
+void daemon_composer_free(daemon_proc *d);
 
 #endif

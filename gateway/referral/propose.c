@@ -963,6 +963,71 @@ fhir_node *propose_rank(fhir_arena *a, const propose_opts *o, const map_profile 
     return route_explain_json(a, &rr);
 }
 
+/* Does the verdict call for a proposal? *consult_only: a refer-early recommendation alone
+ * makes it (the site chose so: referral.consult_proposals 1 refer_now, 2 early_consult and
+ * refer_now). */
+static bool proposal_called(const propose_opts *o, const elig_result *res, bool *consult_only)
+{
+    elig_category cat = elig_result_category(res);
+    bool candidate = cat == ELIG_ELIGIBLE || (cat == ELIG_POSSIBLY_ELIGIBLE && o->with_possible);
+    elig_consult cons = elig_result_consult(res);
+    *consult_only = !candidate && cons != ELIG_CONSULT_NONE && o->consult_proposals > 0 &&
+                    (cons == ELIG_CONSULT_NOW || o->consult_proposals == 2);
+    return candidate || *consult_only;
+}
+
+/* The resources the package carries (the condition the primary disease rests on). */
+static void parts_of(const propose_opts *o, const propose_input *in, package_parts *parts)
+{
+    const map_fact *dis = map_profile_fact(in->profile, "primary_disease");
+    parts_pick(o, in, dis && dis->evidence ? dis->evidence : "", parts);
+}
+
+/* The request in words (the ServiceRequest's reasonCode.text, the packet, the inboxes). */
+static void write_reason(const propose_opts *o, const elig_result *res, bool consult_only, const rank_needs *nd,
+                         fhir_buf *reason)
+{
+    elig_category cat = elig_result_category(res);
+    if (consult_only)
+        fhir_buf_printf(reason, "CAR T-cell therapy consultation (%s; FDA label: %s) for ",
+                        elig_result_consult(res) == ELIG_CONSULT_NOW ? "refer now, relapsed or refractory disease"
+                                                                     : "consult early",
+                        category_words(cat));
+    else
+        fhir_buf_printf(reason, "CAR T-cell therapy evaluation (%s) for ", category_words(cat));
+    /* "Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later" */
+    elig_display_write(o->rules, nd->inds, nd->n, reason);
+}
+
+/* A proposal's three texts for center (rr's pick), authored now: the clinician summary
+ * (appended to expl), the route as the referral keeps it (*route_json, NULL when over its
+ * cap) and the package recipe (*package); caller frees both. 0, or -1 when the package is over
+ * its cap. */
+static int texts_compose(fhir_arena *a, const propose_opts *o, const propose_input *in,
+                         const package_parts *parts, const route_result *rr, const centers_center *center,
+                         const char *reason, const char *urg, fhir_buf *expl, char **route_json,
+                         char **package)
+{
+    *route_json = *package = NULL;
+    /* the clinician summary, and the verdict's words the packet reads, in one pass */
+    const fhir_node *verdict = verdict_for_packet(a, o->rules, in->facts, in->result, expl);
+    int64_t authored = fhir_clock_now_ms();
+    packet_referrer referrer;
+    char ref_source[160];
+    const fhir_node *packet = build_packet(a, o, in, parts, verdict, center, reason, urg, authored, &referrer,
+                                           ref_source, sizeof ref_source);
+    /* the Bundle itself is built from this when it is shown, approved or sent
+     * (propose_package_payload) */
+    *package = package_recipe(o, parts, center, &referrer, reason, authored, packet, in->patient_id);
+    if (!*package)
+        return -1;
+    fhir_buf rb; /* the route as the referral keeps it, written once */
+    fhir_buf_init(&rb, PROPOSE_MAX_ROUTE);
+    *route_json = route_explain_write(rr, &rb) ? NULL : fhir_buf_steal(&rb, NULL);
+    fhir_buf_free(&rb);
+    return 0;
+}
+
 int propose_referral(store *s, const propose_opts *o, const propose_input *in,
                      propose_result *out, fhir_error *err)
 {
@@ -970,14 +1035,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     const char *pid = in->patient_id;
     const elig_result *res = in->result;
     const map_profile *prof = in->profile;
-    elig_category cat = elig_result_category(res);
-    bool candidate = cat == ELIG_ELIGIBLE || (cat == ELIG_POSSIBLY_ELIGIBLE && o->with_possible);
-    /* a refer-early recommendation alone makes a proposal when the site chose so
-     * (referral.consult_proposals: 1 refer_now, 2 early_consult and refer_now) */
-    elig_consult cons = elig_result_consult(res);
-    bool consult_only = !candidate && cons != ELIG_CONSULT_NONE && o->consult_proposals > 0 &&
-                        (cons == ELIG_CONSULT_NOW || o->consult_proposals == 2);
-    if (!candidate && !consult_only) {
+    bool consult_only;
+    if (!proposal_called(o, res, &consult_only)) {
         out->outcome = PROPOSE_NOT_CANDIDATE;
         return cancel_stale(s, pid, 0, 0, "verdict no longer makes the patient a candidate", out,
                             err);
@@ -1059,21 +1118,8 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
     char placer[REFER_PLACER_MAX];
     if (refer_placer_unique(s, o->site_id, pid, inds, n, center->id, placer, err))
         goto done;
-    /* the package */
-    const map_fact *dis = map_profile_fact(prof, "primary_disease");
-    parts_pick(o, in, dis && dis->evidence ? dis->evidence : "", &parts);
-    /* the clinician summary, and the verdict's words the packet reads, in one pass */
-    const fhir_node *verdict = verdict_for_packet(a, o->rules, in->facts, res, &expl);
-    /* the request in words (the ServiceRequest's reasonCode.text, the packet, the inboxes) */
-    if (consult_only)
-        fhir_buf_printf(&reason, "CAR T-cell therapy consultation (%s; FDA label: %s) for ",
-                        cons == ELIG_CONSULT_NOW ? "refer now, relapsed or refractory disease"
-                                                 : "consult early",
-                        category_words(cat));
-    else
-        fhir_buf_printf(&reason, "CAR T-cell therapy evaluation (%s) for ", category_words(cat));
-    /* "Yescarta (axi-cel), Breyanzi (liso-cel): large B-cell lymphoma, third line or later" */
-    elig_display_write(o->rules, inds, n, &reason);
+    /* the package's parts */
+    parts_of(o, in, &parts);
     const char *urg = urgency_for(o, elig_result_urgency(res));
     snprintf(out->urgency, sizeof out->urgency, "%s", urg);
     if (!parts.patient) {
@@ -1081,9 +1127,6 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         rc = 0;
         goto done;
     }
-    int64_t authored = fhir_clock_now_ms();
-    packet_referrer referrer;
-    char ref_source[160];
     if (!parts_identified(&parts)) {
         out->outcome = PROPOSE_NO_PAYLOAD; /* what bser_build would refuse to copy */
         snprintf(out->detail, sizeof out->detail, "%s",
@@ -1091,26 +1134,21 @@ int propose_referral(store *s, const propose_opts *o, const propose_input *in,
         rc = 0;
         goto done;
     }
-    const fhir_node *packet = build_packet(a, o, in, &parts, verdict, center, fhir_buf_cstr(&reason), urg,
-                                           authored, &referrer, ref_source, sizeof ref_source);
-    /* the Bundle itself is built from this when it is shown, approved or sent
-     * (propose_package_payload) */
-    package = package_recipe(o, &parts, center, &referrer, fhir_buf_cstr(&reason), authored, packet,
-                             pid);
-    if (!package) {
-        out->outcome = PROPOSE_NO_PAYLOAD;
-        snprintf(out->detail, sizeof out->detail, "%s", "the package is larger than its cap");
-        rc = 0;
-        goto done;
+    /* the texts: now, or when the row is first read (propose_compose, the same code) */
+    if (!o->defer_texts) {
+        write_reason(o, res, consult_only, &nd, &reason);
+        if (texts_compose(a, o, in, &parts, &rr, center, fhir_buf_cstr(&reason), urg, &expl, &route_json,
+                          &package)) {
+            out->outcome = PROPOSE_NO_PAYLOAD;
+            snprintf(out->detail, sizeof out->detail, "%s", "the package is larger than its cap");
+            rc = 0;
+            goto done;
+        }
     }
-    fhir_buf rb; /* the route as the referral keeps it, written once */
-    fhir_buf_init(&rb, PROPOSE_MAX_ROUTE);
-    route_json = route_explain_write(&rr, &rb) ? NULL : fhir_buf_steal(&rb, NULL);
-    fhir_buf_free(&rb);
     bool reroute = act == ACT_REROUTE_NEW || act == ACT_REROUTE_UPDATE;
     refer_request req = {
         .site_id = o->site_id, .patient_id = pid, .center_id = center->id, .indications = inds,
-        .n_indications = n, .urgency = urg, .explanation = fhir_buf_cstr(&expl),
+        .n_indications = n, .urgency = urg, .explanation = o->defer_texts ? NULL : fhir_buf_cstr(&expl),
         .verdict_json = in->verdict_json, .route_json = route_json, .package = package,
         /* a re-route always waits for a person, also under standing orders */
         .mode = reroute ? REFER_MODE_APPROVAL : o->mode, .actor = "screener",
@@ -1144,6 +1182,95 @@ done:
     fhir_arena_free(a);
     return rc;
 }
+
+int propose_compose(store *s, const propose_env *env, const refer_record *r, fhir_error *err)
+{
+    if (!r->patient_id || !r->center_id || !r->placer_id)
+        return fhir_error_set(err, "referral %lld: no patient, center or placer id", (long long)r->id);
+    if (!env->resources || !env->tables || !env->opts.rules || !env->opts.centers)
+        return fhir_error_set(err, "the criteria, tables or centers are not loaded");
+    propose_opts o = env->opts;
+    o.center_id = r->center_id; /* the proposal's center, also a person's choice */
+    o.defer_texts = false;
+    int rc = -1;
+    fhir_arena *ra = fhir_arena_new(PROPOSE_ARENA), *a = NULL;
+    const fhir_node **res = NULL;
+    size_t nres = 0;
+    screen *sc = NULL;
+    package_parts parts = {0};
+    char *route_json = NULL, *package = NULL;
+    fhir_buf expl, reason;
+    fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
+    fhir_buf_init(&reason, PROPOSE_MAX_REASON);
+    /* the patient as cached now, screened as the screening did (the same steps) */
+    if (env->resources(env->ud, r->patient_id, ra, &res, &nres, err))
+        goto done;
+    if (nres == 0) {
+        fhir_error_set(err, "nothing of the patient is cached any more");
+        goto done;
+    }
+    map_profile_opts po;
+    map_profile_opts_default(&po);
+    if (env->as_of_days >= 0)
+        po.as_of_days = env->as_of_days;
+    sc = screen_new(env->tables, o.rules, &po);
+    if (screen_patient(sc, res, nres, err))
+        goto done;
+    const map_profile *prof = screen_profile(sc);
+    const elig_result *vres = screen_result(sc);
+    bool consult_only;
+    rank_needs nd;
+    if (proposal_called(&o, vres, &consult_only))
+        collect_needs(&o, prof, vres, consult_only, o.with_possible, &nd);
+    else
+        nd.n = 0;
+    if (nd.n == 0) {
+        fhir_error_set(err, "the verdict no longer calls for this proposal (a re-screen withdraws it)");
+        goto done;
+    }
+    a = fhir_arena_new(PROPOSE_ARENA);
+    route_result rr;
+    if (rank_centers(&o, prof, &nd, a, &rr, err))
+        goto done;
+    size_t pick = 0;
+    while (pick < rr.n_candidates && strcmp(rr.candidates[pick].center->id, o.center_id))
+        pick++;
+    if (pick == rr.n_candidates) {
+        fhir_error_set(err, "center %s is no longer among the ranked candidates", o.center_id);
+        goto done;
+    }
+    propose_input in = {.patient_id = r->patient_id, .profile = prof, .facts = screen_facts(sc),
+                        .result = vres, .verdict_json = r->verdict_json, .resources = res,
+                        .n_resources = nres};
+    parts_of(&o, &in, &parts);
+    if (!parts.patient || !parts_identified(&parts)) {
+        fhir_error_set(err, "the package's resources are not cached with type and id");
+        goto done;
+    }
+    write_reason(&o, vres, consult_only, &nd, &reason);
+    if (texts_compose(a, &o, &in, &parts, &rr, rr.candidates[pick].center, fhir_buf_cstr(&reason),
+                      r->urgency ? r->urgency : urgency_for(&o, elig_result_urgency(vres)), &expl,
+                      &route_json, &package)) {
+        fhir_error_set(err, "the package is larger than its cap");
+        goto done;
+    }
+    /* 0 stored: another reader stored them first, or a re-screen changed the proposal */
+    if (store_referral_set_texts(s, r->id, r->placer_id, fhir_buf_cstr(&expl), route_json, package, err) < 0)
+        goto done;
+    rc = 0;
+done:
+    parts_free(&parts);
+    free(route_json);
+    free(package);
+    fhir_buf_free(&expl);
+    fhir_buf_free(&reason);
+    screen_free(sc);
+    free(res);
+    fhir_arena_free(a);
+    fhir_arena_free(ra);
+    return rc;
+}
+
 
 void propose_log(const char *pid, refer_mode mode, const propose_result *r)
 {

@@ -55,9 +55,11 @@
 
 #include "centers.h"
 #include "elig.h"
+#include "fhir_arena.h"
 #include "fhir_error.h"
 #include "fhir_node.h"
 #include "map_profile.h"
+#include "map_tables.h"
 #include "referral.h"
 #include "route.h"
 #include "store.h"
@@ -89,6 +91,10 @@ typedef struct propose_opts {
     const char *center_id;       /* a person's choice among the ranked candidates (the web
                                   * page's approve and re-route); NULL: the best one. A center
                                   * that is not a candidate gives PROPOSE_NO_CENTER. */
+    bool defer_texts;            /* the screening's proposals: decided and stored as ever, but
+                                  * without explanation, route_json and package (NULL), which
+                                  * propose_compose makes when the row is first read
+                                  * (refer_get); false: composed now */
 } propose_opts;
 
 /* One screened patient; everything borrowed for the call. */
@@ -158,6 +164,31 @@ bool propose_episode_new(const char *closed, const char *now);
 /* Logs what a committed proposal did (referral.created, referral.cancelled, and the reason a
  * candidate got no referral), by the pseudonymous patient id only. */
 void propose_log(const char *patient_id, refer_mode mode, const propose_result *r);
+
+/* What composing a proposal's texts after the screening needs: the site and the referral
+ * policy as the screening had them (center_id and defer_texts ignored), the terminology
+ * tables and the profile's as-of day, and the patient's cached resources with the
+ * Medications they reference, in the screening's order (parsed into a, caller frees *out).
+ * Everything borrowed for the call. */
+typedef struct propose_env {
+    propose_opts opts;
+    const map_tables *tables;
+    int64_t as_of_days; /* -1: today */
+    int (*resources)(void *ud, const char *patient_id, fhir_arena *a, const fhir_node ***out,
+                     size_t *n, fhir_error *err);
+    void *ud;
+} propose_env;
+
+/* Composes the explanation, route and package of referral r (the row as stored, without
+ * them: refer_texts_pending) with the code and from the inputs propose_referral composes
+ * them with when it does not defer: the patient screened now from the cache, the centers
+ * ranked, the row's center picked. The patient's data may have changed since the proposal
+ * was stored and before the re-screen that updates or withdraws it: the texts then say what
+ * the cache says now. Stores them (store_referral_set_texts: only while the row still waits
+ * for them and carries the same placer id); authored_ms is the composing time. 0 (also when
+ * another reader stored them first), or -1 with err (the patient not cached, the row's
+ * center no longer a candidate, a cap). */
+int propose_compose(store *s, const propose_env *env, const refer_record *r, fhir_error *err);
 
 /* The transaction Bundle of a referral whose payload is not stored yet, built from its package
  * (refer_record.package: what the proposal kept) and the patient's resources as cached now:

@@ -276,9 +276,43 @@ static void build_payload(store *s, refer_record *r)
     }
 }
 
+static refer_compose_fn composer;
+static void *composer_ud;
+
+void refer_set_composer(refer_compose_fn fn, void *ud)
+{
+    composer = fn;
+    composer_ud = fn ? ud : NULL;
+}
+
+bool refer_texts_pending(const refer_record *r)
+{
+    return !r->package && !r->payload && !r->explanation && !r->route_json;
+}
+
+/* The texts of a proposal stored without them, composed now (the first reader) and read back
+ * as stored; a failure is logged and leaves the row as it was (read without them). */
+static int compose_texts(store *s, refer_record *r, fhir_error *err)
+{
+    if (!composer || !refer_texts_pending(r))
+        return 1;
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (composer(composer_ud, s, r, &e)) {
+        fhir_log(FHIR_LOG_WARN, "referral.compose_failed", "referral=%lld patient=%s error=%s",
+                 (long long)r->id, r->patient_id ? r->patient_id : "", e.msg);
+        return 1;
+    }
+    int64_t id = r->id;
+    refer_record_free(r);
+    return get_row(s, id, r, err);
+}
+
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)
 {
     int f = get_row(s, id, out, err);
+    if (f == 1)
+        f = compose_texts(s, out, err);
     if (f == 1)
         build_payload(s, out);
     return f;
@@ -287,6 +321,8 @@ int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)
 int refer_get_by_placer(store *s, const char *placer_id, refer_record *out, fhir_error *err)
 {
     int f = store_referral_get_by_placer(s, placer_id, copy_row, out, err);
+    if (f == 1)
+        f = compose_texts(s, out, err);
     if (f == 1)
         build_payload(s, out);
     return f;

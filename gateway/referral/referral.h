@@ -127,10 +127,22 @@ typedef struct refer_record {
 #define REFER_ENDED_SUPERSEDED "superseded" /* replaced by an approved re-route */
 
 void refer_record_free(refer_record *r);
-/* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. A referral whose
- * payload is not stored yet gets it built from its package (propose_package_payload: what
- * would be sent, payload_built set); when that cannot be built, payload stays NULL. */
+/* 1 found (caller frees *out with refer_record_free), 0 not found, -1 error. A proposal the
+ * screening stored without its texts (explanation, route_json and package NULL, no payload:
+ * propose_opts.defer_texts) gets them composed first by the composer the process registered
+ * (refer_set_composer; none: they stay NULL), which stores them, so the row is frozen from
+ * then on. A referral whose payload is not stored yet gets it built from its package
+ * (propose_package_payload: what would be sent, payload_built set); when that cannot be
+ * built, payload stays NULL. */
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err);
+/* Composes and stores the texts of a proposal stored without them (r: the row as stored,
+ * borrowed for the call); 0, or -1 with err (the row is then read without them). */
+typedef int (*refer_compose_fn)(void *ud, store *s, const refer_record *r, fhir_error *err);
+/* The process's composer (one per process: the daemon's, or the CLI's when it has the
+ * configuration); fn NULL removes it. ud is borrowed until it is replaced. */
+void refer_set_composer(refer_compose_fn fn, void *ud);
+/* Does the row wait for its texts (stored by a screening that deferred them)? */
+bool refer_texts_pending(const refer_record *r);
 /* Stores the payload refer_get built (r->payload_built) before it is first sent, without an
  * audit row (nothing changes but where the Bundle is kept). 0, or -1 with err. */
 int refer_keep_payload(store *s, const refer_record *r, fhir_error *err);

@@ -512,6 +512,7 @@ enum {
     Q_REF_STATE_AGE,
     Q_REF_TIME_TO,
     Q_REF_UPDATE,
+    Q_REF_TEXTS,
     Q_REF_CANCEL_DUE,
     Q_OUTBOX_ADD,
     Q_OUTBOX_PENDING,
@@ -822,6 +823,11 @@ static const struct {
                       "episode_marker = CASE WHEN ?31 THEN ?32 ELSE episode_marker END, "
                       "package = CASE WHEN ?33 THEN ?34 ELSE package END "
                       "WHERE id = ?1"},
+    /* a proposal's texts composed when first read: only while it is still without them and
+     * still the proposal they were composed for (updated_ms kept: nothing of it changed) */
+    [Q_REF_TEXTS] = {"referral texts",
+                     "UPDATE referrals SET explanation = ?3, route_json = ?4, package = ?5 "
+                     "WHERE id = ?1 AND placer_id = ?2 AND package IS NULL AND payload IS NULL"},
     /* the referrals whose cancellation at the center is still to do (partial index) */
     [Q_REF_CANCEL_DUE] = {"referral list",
                           "SELECT " REF_COLS_SUMMARY " FROM referrals INDEXED BY "
@@ -2612,6 +2618,23 @@ int store_referral_update(store *s, int64_t id, const store_referral_change *u,
     return 0;
 }
 
+int store_referral_set_texts(store *s, int64_t id, const char *placer_id, const char *explanation,
+                             const char *route_json, const char *package, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_TEXTS, &x, err))
+        return -1;
+    sqlite3_stmt *st = x.st;
+    sqlite3_bind_int64(st, 1, id);
+    bind_text(st, 2, placer_id);
+    bind_text(st, 3, explanation);
+    bind_text(st, 4, route_json);
+    bind_text(st, 5, package);
+    if (q_run(s, &x, "referral texts", err))
+        return -1;
+    return sqlite3_changes(s->db) > 0 ? 1 : 0;
+}
+
 int64_t store_referral_cancel_due(store *s, store_referral_fn fn, void *ctx, fhir_error *err)
 {
     q x;
@@ -3418,7 +3441,7 @@ static const int per_patient[] = {
     Q_HELD_CLEAR, Q_DIRTY_MARK, Q_DIRTY_NEXT, Q_DIRTY_CLEAR, Q_VERDICT_PRUNED, Q_VERDICT_HEAD,
     Q_VERDICT_GET, Q_VERDICT_PUT, Q_VERDICT_PUT_HEME, Q_WL_PUT, Q_WL_PUT_JSON, Q_VERDICT_HEME,
     Q_VERDICT_DELETE,
-    Q_REF_INSERT, Q_REF_VERDICT_UNSHARE, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE,
+    Q_REF_INSERT, Q_REF_VERDICT_UNSHARE, Q_REF_GET, Q_REF_GET_PLACER, Q_REF_FIND, Q_REF_STATE, Q_REF_IDS, Q_REF_UPDATE, Q_REF_TEXTS,
     Q_AUDIT_INSERT, Q_AUDIT_ACTOR, Q_AUDIT_EACH_REF, Q_AUDIT_COUNT_REF, Q_OUTBOX_ADD,
     Q_OUTBOX_UPDATE, Q_NOTIFY_EVENT, Q_WL_GET, Q_WL_DECLINED_FOR, Q_CURSOR_GET, Q_CURSOR_PUT,
 };

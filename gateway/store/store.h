@@ -353,6 +353,13 @@ typedef struct store_referral_change {
 int store_referral_update(store *s, int64_t id, const store_referral_change *u,
                           fhir_error *err);
 
+/* Stores a proposal's explanation, route and package composed after it was stored without
+ * them (propose.h: propose_compose): only while the row still has neither package nor payload
+ * and still carries placer_id (a re-screen may have changed it since). updated_ms is kept.
+ * 1 written, 0 not (another reader was first, or the proposal changed), -1 with err. */
+int store_referral_set_texts(store *s, int64_t id, const char *placer_id, const char *explanation,
+                             const char *route_json, const char *package, fhir_error *err);
+
 /* The referrals whose cancellation at their center was requested (cancel_requested_ms > 0),
  * in id order, summary columns only. fn returns non-zero to stop. Rows visited or -1. */
 int64_t store_referral_cancel_due(store *s, store_referral_fn fn, void *ctx, fhir_error *err);
