@@ -30,8 +30,25 @@ start_daemon d1 "$TMP/c.conf"
 screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 30 ]; }
 wait_for "30 patients screened" 60 screened
 
-id=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL OR package IS NOT NULL ORDER BY id LIMIT 1")
-[ -n "$id" ] || fail "no referral with a package"
+# the screening stores its proposals without summary, route and package: the first reader
+# composes them (the API in the daemon, the CLI with the configuration) and stores them
+texts() { sqlite3 "$TMP/cg.db" "SELECT (explanation IS NULL) || (route_json IS NULL) || (package IS NULL) || (payload IS NULL) FROM referrals WHERE id=$1"; }
+[ "$(sqlite3 "$TMP/cg.db" "SELECT count(*) FROM referrals WHERE package IS NOT NULL OR explanation IS NOT NULL OR route_json IS NOT NULL")" = 0 ] ||
+  fail "the screening stored a proposal's texts"
+id=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals ORDER BY id LIMIT 1")
+id2=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals ORDER BY id LIMIT 1 OFFSET 1")
+[ -n "$id" ] && [ -n "$id2" ] || fail "fewer than two referrals"
+"$CG" referrals payload "$id2" --db "$TMP/cg.db" >/dev/null 2>"$TMP/p.err" && fail "payload without the configuration"
+grep -q "composed when first read" "$TMP/p.err" || fail "no cause: $(cat "$TMP/p.err")"
+[ "$(texts "$id2")" = 1111 ] || fail "a reader without the configuration stored something"
+api "/api/v1/referrals/$id"; [ "$CODE" = 200 ] || fail "GET referral: $CODE"
+[ "$(jget "$TMP/resp" 'typeof d.explanation === "string" && d.explanation.length > 100 && Array.isArray(d.route.candidates)')" = true ] ||
+  fail "the API shows no summary or route: $(head -c 300 "$TMP/resp")"
+[ "$(texts "$id")" = 0001 ] || fail "the API's read did not store the texts: $(texts "$id")"
+"$CG" referrals show "$id2" -c "$TMP/c.conf" --db "$TMP/cg.db" >"$TMP/show2.txt" || fail "show -c"
+grep -q '^  summary ' "$TMP/show2.txt" || fail "show -c has no summary: $(head -c 300 "$TMP/show2.txt")"
+[ "$(texts "$id2")" = 0001 ] || fail "the CLI's read did not store the texts: $(texts "$id2")"
+ok "proposals stored without summary, route and package; composed and stored by the first reader (API $id, CLI -c $id2); without the configuration the CLI says so and stores nothing"
 "$CG" referrals payload "$id" --db "$TMP/cg.db" >"$TMP/p-db.json" || fail "referrals payload --db"
 [ "$(jget "$TMP/p-db.json" 'd.resourceType + "/" + d.type')" = "Bundle/transaction" ] || fail "not the Bundle: $(head -c 200 "$TMP/p-db.json")"
 [ "$(jget "$TMP/p-db.json" 'd.entry.some(e=>e.resource.resourceType==="ServiceRequest") && d.entry.some(e=>e.resource.resourceType==="Task")')" = true ] ||

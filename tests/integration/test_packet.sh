@@ -37,13 +37,15 @@ screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 40 ]; }
 wait_for "40 patients screened" 60 screened
 stop_daemon "$DPID"
 
-ids=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals WHERE payload IS NOT NULL OR package IS NOT NULL ORDER BY id")
+# the screening stores its proposals without their package: the CLI composes it when it first
+# reads one, with the daemon's configuration (-c)
+ids=$(sqlite3 "$TMP/cg.db" "SELECT id FROM referrals ORDER BY id")
 n=$(echo "$ids" | grep -c .)
 [ "$n" -ge 10 ] || fail "expected at least 10 proposed referrals from 40 synth patients, got $n"
 
 # the Bundle: a PractitionerRole requests, with the team's phone and Direct address
 first=$(echo "$ids" | head -n1)
-"$CG" referrals payload "$first" --db "$TMP/cg.db" >"$TMP/b.json" || fail "payload"
+"$CG" referrals payload "$first" -c "$TMP/c.conf" --db "$TMP/cg.db" >"$TMP/b.json" || fail "payload"
 [ "$(jget "$TMP/b.json" '(()=>{const sr=d.entry.find(e=>e.resource.resourceType==="ServiceRequest");
   const pr=d.entry.find(e=>e.fullUrl===sr.resource.requester.reference);
   return pr.resource.resourceType+"|"+pr.resource.practitioner.display+"|"+pr.resource.telecom.map(t=>t.system+":"+t.value).join(",")})()')" = \
@@ -57,7 +59,7 @@ ok "the Bundle carries the packet (HTML and its document) and the referring clin
 # every candidate's packet as a PDF, read back as text
 bad=0 nrep=0
 for id in $ids; do
-  "$CG" referrals packet "$id" --db "$TMP/cg.db" --pdf "$TMP/p$id.pdf" >/dev/null 2>"$TMP/err" ||
+  "$CG" referrals packet "$id" -c "$TMP/c.conf" --db "$TMP/cg.db" --pdf "$TMP/p$id.pdf" >/dev/null 2>"$TMP/err" ||
     fail "packet $id --pdf: $(cat "$TMP/err")"
   [ "$(stat -c %a "$TMP/p$id.pdf")" = 600 ] || fail "packet PDF not created 0600"
   pdftotext -layout "$TMP/p$id.pdf" "$TMP/p$id.txt" || fail "pdftotext cannot read packet $id"

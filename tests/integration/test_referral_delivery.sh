@@ -144,6 +144,14 @@ propose() {
   wait "$p" || fail "propose $k: daemon exit status $?"
   got=$(cg referrals list --db "$db" --center "$center" --json | grep -c '"id"')
   [ "$got" = "$n" ] || fail "propose $k: $got referrals to $center, $n expected"
+  # the screening stores its proposals without their package: a person looks at each (the
+  # first reader composes it, here the CLI with the daemon's configuration)
+  for id in $(cg referrals list --db "$db" --center "$center" --json |
+              node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>{for(const l of s.split("\n"))if(l.trim())console.log(JSON.parse(l).id)})'); do
+    cg referrals show -c "$TMP/propose-$k.conf" --db "$db" "$id" >/dev/null || fail "propose $k: show $id"
+    [ "$(sqlite3 "$db" "SELECT package IS NOT NULL FROM referrals WHERE id=$id")" = 1 ] ||
+      fail "propose $k: referral $id has no package after it was read"
+  done
 }
 
 # approve_all DB CENTER: every pending referral of CENTER approved (as the "auto" mode would).

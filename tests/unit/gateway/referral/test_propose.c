@@ -1020,6 +1020,160 @@ static void test_kept_as_before(void **state)
     screened_free(&s);
 }
 
+/* The composer a process registers (refer_set_composer), over the demo patient's resources
+ * as screened; counts its calls. */
+typedef struct test_composer {
+    screened *s;
+    propose_opts o;
+    int calls;
+} test_composer;
+
+static int test_resources(void *ud, const char *pid, fhir_arena *a, const fhir_node ***out, size_t *n,
+                          fhir_error *err)
+{
+    (void)a;
+    (void)err;
+    screened *s = ud;
+    assert_string_equal(pid, "demo-dlbcl-1");
+    *out = calloc(s->n + 1, sizeof **out);
+    assert_non_null(*out);
+    memcpy(*out, s->res, s->n * sizeof **out);
+    *n = s->n;
+    return 0;
+}
+
+static int test_compose(void *ud, store *st, const refer_record *r, fhir_error *err)
+{
+    test_composer *c = ud;
+    c->calls++;
+    propose_env env = {.opts = c->o, .tables = tables, .as_of_days = as_of, .resources = test_resources,
+                       .ud = c->s};
+    return propose_compose(st, &env, r, err);
+}
+
+static int raw_row(void *ctx, const store_referral *row)
+{
+    refer_record *r = ctx;
+    r->explanation = row->explanation ? strdup(row->explanation) : NULL;
+    r->route_json = row->route_json ? strdup(row->route_json) : NULL;
+    r->package = row->package ? strdup(row->package) : NULL;
+    r->payload = row->payload ? strdup(row->payload) : NULL;
+    return 1;
+}
+
+/* The row's texts as stored (no composing, no payload built). */
+static refer_record stored_texts(store *st, int64_t id)
+{
+    refer_record r;
+    memset(&r, 0, sizeof r);
+    fhir_error err = {0};
+    assert_int_equal(store_referral_get(st, id, raw_row, &r, &err), 1);
+    return r;
+}
+
+/* The screening's proposals (defer_texts) are stored without explanation, route and package;
+ * without a composer a reader sees them missing; the first read through refer_get (and
+ * refer_get_by_placer) composes them once, stores them, and they are byte for byte what the
+ * proposal composed at once keeps (tests/fixtures/propose-demo-kept.txt, clock fixed), also
+ * the payload built from them; later reads compose nothing. */
+static void test_texts_composed_when_first_read(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    fhir_error err = {0};
+    fhir_buf got;
+    fhir_buf_init(&got, 1u << 22);
+    for (int v = 0; v < 2; v++) {
+        char name[32], eager_name[32];
+        snprintf(name, sizeof name, "deferred%d.db", v);
+        snprintf(eager_name, sizeof eager_name, "eager%d.db", v);
+        store *st = open_fresh(name), *eager = open_fresh(eager_name);
+        propose_opts o = opts_for(REFER_MODE_APPROVAL);
+        if (v) {
+            o.referrer_name = "Dr. Site Default (fictional)";
+            o.referrer_phone = "+1-555-0100";
+            o.referrer_direct = "referrals@direct.example.org";
+        }
+        propose_input in = input_for(&s);
+        propose_result r, re;
+        fhir_clock_set_fixed(1795000000000LL);
+        assert_int_equal(propose_once(eager, &o, &in, &re), PROPOSE_CREATED);
+        o.defer_texts = true;
+        assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+        o.defer_texts = false;
+        /* decided as ever, stored without the texts */
+        refer_record raw = stored_texts(st, r.referral_id);
+        assert_null(raw.explanation);
+        assert_null(raw.route_json);
+        assert_null(raw.package);
+        assert_null(raw.payload);
+        refer_record_free(&raw);
+        refer_record rec;
+        refer_set_composer(NULL, NULL);
+        assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+        assert_true(refer_texts_pending(&rec));
+        assert_null(rec.payload);
+        assert_string_equal(rec.center_id, r.center_id);
+        refer_record_free(&rec);
+        /* the first reader composes them (v 1: by placer id) */
+        test_composer c = {.s = &s, .o = o};
+        refer_set_composer(test_compose, &c);
+        refer_record ea;
+        assert_int_equal(refer_get(eager, re.referral_id, &ea, &err), 1);
+        assert_int_equal(c.calls, 0); /* composed at once: nothing to compose */
+        if (v) {
+            char placer[REFER_PLACER_MAX];
+            assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1); /* counted below */
+            snprintf(placer, sizeof placer, "%s", rec.placer_id);
+            refer_record_free(&rec);
+            assert_int_equal(c.calls, 1);
+            c.calls = 0;
+            /* stored: a second reader by placer composes nothing */
+            assert_int_equal(refer_get_by_placer(st, placer, &rec, &err), 1);
+            assert_int_equal(c.calls, 0);
+        } else {
+            assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+            assert_int_equal(c.calls, 1);
+        }
+        assert_false(refer_texts_pending(&rec));
+        assert_non_null(rec.package);
+        assert_non_null(rec.route_json);
+        assert_non_null(rec.explanation);
+        assert_string_equal(rec.package, ea.package);
+        assert_string_equal(rec.route_json, ea.route_json);
+        assert_string_equal(rec.explanation, ea.explanation);
+        assert_non_null(rec.payload);
+        assert_string_equal(rec.payload, ea.payload);
+        fhir_buf_printf(&got, "%s\n%s\n%s\n", rec.package, rec.route_json, rec.explanation);
+        refer_record_free(&rec);
+        refer_record_free(&ea);
+        /* frozen: stored once, read again without composing */
+        raw = stored_texts(st, r.referral_id);
+        assert_non_null(raw.package);
+        assert_null(raw.payload);
+        refer_record_free(&raw);
+        int64_t id = r.referral_id;
+        assert_int_equal(store_referral_set_texts(st, id, "CG-other", "x", "y", "z", &err), 0);
+        assert_int_equal(refer_get(st, id, &rec, &err), 1);
+        assert_int_equal(c.calls, v ? 0 : 1);
+        refer_record_free(&rec);
+        fhir_clock_set_fixed(-1);
+        refer_set_composer(NULL, NULL);
+        store_close(st);
+        store_close(eager);
+    }
+    /* what the proposal composed at once keeps (test_kept_as_before) */
+    fhir_buf want;
+    fhir_buf_init(&want, 1u << 22);
+    assert_int_equal(fhir_buf_read_file(&want, "tests/fixtures/propose-demo-kept.txt", &err), 0);
+    assert_int_equal(got.len, want.len);
+    assert_memory_equal(got.data, want.data, got.len);
+    fhir_buf_free(&want);
+    fhir_buf_free(&got);
+    screened_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1038,6 +1192,7 @@ int main(void)
         cmocka_unit_test(test_package_carries_referenced_medications),
         cmocka_unit_test(test_package_packet_object),
         cmocka_unit_test(test_kept_as_before),
+        cmocka_unit_test(test_texts_composed_when_first_read),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
