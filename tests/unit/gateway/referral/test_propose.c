@@ -938,6 +938,18 @@ static void test_package_packet_object(void **state)
     screened_free(&s);
 }
 
+/* The site of the kept fixture: without (v 0) and with (v 1) its referring clinician. */
+static propose_opts opts_kept(int v)
+{
+    propose_opts o = opts_for(REFER_MODE_APPROVAL);
+    if (v) {
+        o.referrer_name = "Dr. Site Default (fictional)";
+        o.referrer_phone = "+1-555-0100";
+        o.referrer_direct = "referrals@direct.example.org";
+    }
+    return o;
+}
+
 /* What a proposal keeps is what it kept before the package, the route and the packet's
  * verdict words were written without their trees and without parsing the verdict again: the
  * package (clock fixed), the route and the summary of the demo patient, with the site's
@@ -956,12 +968,7 @@ static void test_kept_as_before(void **state)
     fhir_arena *a = fhir_arena_new(0);
     for (int v = 0; v < 2; v++) {
         store *st = open_fresh("kept.db");
-        propose_opts o = opts_for(REFER_MODE_APPROVAL);
-        if (v) {
-            o.referrer_name = "Dr. Site Default (fictional)";
-            o.referrer_phone = "+1-555-0100";
-            o.referrer_direct = "referrals@direct.example.org";
-        }
+        propose_opts o = opts_kept(v);
         propose_input in = input_for(&s);
         propose_result r;
         fhir_clock_set_fixed(1795000000000LL);
@@ -1089,12 +1096,7 @@ static void test_texts_composed_when_first_read(void **state)
         snprintf(name, sizeof name, "deferred%d.db", v);
         snprintf(eager_name, sizeof eager_name, "eager%d.db", v);
         store *st = open_fresh(name), *eager = open_fresh(eager_name);
-        propose_opts o = opts_for(REFER_MODE_APPROVAL);
-        if (v) {
-            o.referrer_name = "Dr. Site Default (fictional)";
-            o.referrer_phone = "+1-555-0100";
-            o.referrer_direct = "referrals@direct.example.org";
-        }
+        propose_opts o = opts_kept(v);
         propose_input in = input_for(&s);
         propose_result r, re;
         fhir_clock_set_fixed(1795000000000LL);
