@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fhir_names.h"
+
 enum { T_NULL, T_FALSE, T_TRUE, T_NUMBER, T_STRING, T_OBJECT, T_ARRAY, T_VALUE };
 
 /* The values of "system" and "url" members most often repeated in EHR data (code systems,
@@ -49,87 +51,20 @@ static const char *const values[] = {
 
 #define NAME_INLINE 0xFF
 
-/* FHIR element names in one byte (version 1; append only, at most 255 entries). The most
- * frequent member names of Synthea and mCODE data first; any other name is written in full. */
-static const char *const names[] = {
-    "resourceType", "id", "meta", "versionId", "lastUpdated", "profile", "text", "status", "div",
-    "code", "system", "display", "coding", "reference", "subject", "patient", "value", "unit",
-    "valueQuantity", "valueCodeableConcept", "valueString", "valueDateTime", "valueBoolean",
-    "valueInteger", "valueDecimal", "valueCode", "valueCoding", "valueReference", "valuePeriod",
-    "valueRange", "valueRatio", "effectiveDateTime", "effectivePeriod", "issued", "category",
-    "type", "url", "identifier", "use", "start", "end", "period", "name", "family", "given",
-    "prefix", "suffix", "telecom", "gender", "birthDate", "address", "line", "city", "state",
-    "postalCode", "country", "district", "extension", "modifierExtension",
-    "medicationCodeableConcept", "medicationReference", "intent", "authoredOn",
-    "dosageInstruction", "timing", "repeat", "boundsPeriod", "frequency", "periodUnit",
-    "doseAndRate", "doseQuantity", "route", "sequence", "contained", "encounter", "performer",
-    "actor", "date", "description", "language", "conclusion", "conclusionCode", "result",
-    "presentedForm", "contentType", "data", "title", "clinicalStatus", "verificationStatus",
-    "onsetDateTime", "onsetAge", "abatementDateTime", "recordedDate", "recorder", "asserter",
-    "bodySite", "stage", "summary", "assessment", "evidence", "detail", "note", "authorString",
-    "time", "component", "interpretation", "referenceRange", "low", "high", "method", "specimen",
-    "hasMember", "derivedFrom", "focus", "basedOn", "partOf", "reasonCode", "reasonReference",
-    "requester", "informationSource", "medication", "dosage", "context", "statusReason",
-    "occurrenceDateTime", "performedDateTime", "performedPeriod", "outcome", "report", "usedCode",
-    "beneficiary", "payor", "subscriber", "subscriberId", "relationship", "class", "order",
-    "network", "coverage", "insurance", "organization", "managingOrganization",
-    "generalPractitioner", "maritalStatus", "multipleBirthBoolean", "multipleBirthInteger",
-    "deceasedBoolean", "deceasedDateTime", "communication", "preferred", "contact", "active",
-    "rank", "quantity", "ingredient", "itemCodeableConcept", "strength", "numerator",
-    "denominator", "form", "amount", "comparator", "answer", "item", "linkId", "version", "source",
-    "security", "tag", "fullUrl", "resource", "entry", "search", "mode", "request", "response",
-    "total", "link", "relation", "valueAttachment", "valueTime", "valueSampledData", "assigner",
-    "serviceProvider", "hospitalization", "diagnosis", "participant", "individual", "location",
-    "priority", "supportingInfo", "servicedDateTime", "occurrencePeriod", "progress", "therapy",
-    "doNotPerform", "subjectStatus", "collection", "collectedDateTime", "accession", "container",
-    "processing", "condition", "onsetPeriod", "onsetString", "abatementPeriod", "severity",
-    "dispenseRequest", "substitution", "allowed", "allowedBoolean", "validityPeriod",
-    "numberOfRepeatsAllowed", "expectedSupplyDuration", "courseOfTherapyType", "reported",
-    "reportedBoolean", "dateAsserted", "taken", "wasNotTaken", "author", "custodian", "docStatus",
-    "attachment", "content", "format", "size", "hash", "creation", "valueSet", "expression",
-    "criticality", "reaction", "manifestation", "onset", "lotNumber", "expirationDate", "batch",
-    "count", "unitOfMeasure",
-};
-
-#define NNAMES (sizeof names / sizeof names[0])
-
-/* ---- writing ------------------------------------------------------------------------ */
-
-/* Name lookup: an open-addressing hash of the table, built once (the table never changes),
- * on a cheap hash of a name's length and three of its bytes, each hit checked in full. */
-#define HSLOTS 1024u
-static unsigned char hslot[HSLOTS]; /* index + 1; 0 = empty */
-static uint8_t name_len[NNAMES];
+/* Member names: the table of fhir_names.h (an index below NAME_INLINE in one byte). */
+static const char *name_at[FHIR_NAMES_MAX]; /* the table's own copies (fhir_names_at) */
+static uint32_t name_len[FHIR_NAMES_MAX];
+static size_t nnames;
 static uint8_t value_len[NVALUES];
 static pthread_once_t honce = PTHREAD_ONCE_INIT;
 static int sys_ix = -1, url_ix = -1; /* the names "system" and "url" in the table (hash_build) */
 
-static uint32_t name_hash(const char *s, size_t n)
-{
-    if (!n)
-        return 0;
-    return ((uint32_t)n * 131u + (unsigned char)s[0] * 31u + (unsigned char)s[n / 2] * 7u +
-            (unsigned char)s[n - 1]) & (HSLOTS - 1);
-}
-
-static int name_index(const char *s, size_t n);
-
 static void hash_build(void)
 {
-    _Static_assert(NNAMES < NAME_INLINE, "member name table larger than one byte");
-    for (size_t i = 0; i < NNAMES; i++) {
-        size_t n = strlen(names[i]);
-        if (n > UINT8_MAX)
-            abort(); /* the table is broken */
-        name_len[i] = (uint8_t)n;
-        uint32_t h = name_hash(names[i], n);
-        while (hslot[h]) {
-            if (!strcmp(names[hslot[h] - 1], names[i]))
-                abort(); /* a name listed twice: the table is broken */
-            h = (h + 1) & (HSLOTS - 1);
-        }
-        hslot[h] = (unsigned char)(i + 1);
-    }
+    _Static_assert(FHIR_NAMES_MAX <= NAME_INLINE, "member name table larger than one byte");
+    nnames = fhir_names_count();
+    for (size_t i = 0; i < nnames; i++)
+        name_at[i] = fhir_names_at(i, &name_len[i]);
     _Static_assert(NVALUES <= 255, "value table larger than one byte");
     for (size_t i = 0; i < NVALUES; i++) {
         size_t n = strlen(values[i]);
@@ -140,8 +75,8 @@ static void hash_build(void)
                 abort(); /* a value listed twice: the table is broken */
         value_len[i] = (uint8_t)n;
     }
-    sys_ix = name_index("system", 6);
-    url_ix = name_index("url", 3);
+    sys_ix = fhir_names_find("system", 6);
+    url_ix = fhir_names_find("url", 3);
     if (sys_ix < 0 || url_ix < 0)
         abort(); /* the name table lost them: broken */
 }
@@ -152,16 +87,6 @@ static int value_index(const char *s, size_t n)
     for (size_t i = 0; i < NVALUES; i++)
         if (value_len[i] == n && !memcmp(values[i], s, n))
             return (int)i;
-    return -1;
-}
-
-static int name_index(const char *s, size_t n)
-{
-    for (uint32_t h = name_hash(s, n); hslot[h]; h = (h + 1) & (HSLOTS - 1)) {
-        unsigned ix = hslot[h] - 1u;
-        if (name_len[ix] == n && !memcmp(names[ix], s, n))
-            return (int)ix;
-    }
     return -1;
 }
 
@@ -195,7 +120,9 @@ static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
     size_t kl = 0;
     if (key) {
         kl = key->key ? key->key_len : 0;
-        ix = name_index(key->key ? key->key : "", kl);
+        ix = fhir_names_own(key->key); /* a name read or interned as the table's copy */
+        if (ix < 0)
+            ix = fhir_names_find(key->key, kl);
     }
     if (text > UINT32_MAX || fhir_buf_reserve(out, NODE_ROOM + text + (ix < 0 ? kl : 0)) < 0)
         return -1;
@@ -353,8 +280,8 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
                 if (k == NAME_INLINE) {
                     if (!(c->key = get_text(r, &c->key_len)))
                         return false;
-                } else if (k < NNAMES) {
-                    c->key = names[k];
+                } else if (k < nnames) {
+                    c->key = name_at[k];
                     c->key_len = name_len[k];
                 } else {
                     return bad(r, "a member name outside the table"), false;

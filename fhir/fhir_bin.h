@@ -11,12 +11,12 @@
  * (0 null, 1 false, 2 true, 3 number, 4 string, 5 object, 6 array); a number or string is
  * followed by its byte length (LEB128) and its bytes and a NUL; an object or array by its child
  * count (LEB128) and the children; an object's child is its member name then the node. A member
- * name is one byte: below FHIR_BIN_NAMES an index into a fixed table of FHIR element names
- * (append-only: an index never changes meaning within a version), 0xFF followed by the name's
+ * name is one byte: below 0xFF an index into the fixed table of FHIR element names of
+ * fhir_names.h (append-only: an index never changes meaning), 0xFF followed by the name's
  * length, bytes and NUL. Not an interchange format: only this program writes and reads it.
  *
  * Ownership: writers append to the caller's buffer; a read tree lives in the caller's arena
- * (its strings in one copy of the bytes, in the same arena). */
+ * (its strings in one copy of the bytes, in the same arena; table names and values static). */
 #ifndef FHIR_BIN_H
 #define FHIR_BIN_H
 

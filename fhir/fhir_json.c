@@ -13,6 +13,7 @@
 #include <yajl/yajl_version.h>
 
 #include "fhir_alloc.h"
+#include "fhir_names.h"
 
 /* Objects with more members than this switch from a linear duplicate-key scan to a hash. */
 #define DUP_LINEAR_MAX 16
@@ -62,9 +63,9 @@ typedef struct parser {
 #define INTERN_BYTES FHIR_JSON_READER_NAME_BYTES
 
 typedef struct intern_slot {
-    const char *s;
+    uint64_t x, y;       /* the name's bytes as name_words packs them */
+    const char *s;       /* NULL = empty slot */
     uint32_t len;
-    uint32_t hash;
 } intern_slot;
 
 typedef struct interns {
@@ -73,58 +74,59 @@ typedef struct interns {
     fhir_arena *a;
 } interns;
 
-static uint32_t name_hash(const unsigned char *k, size_t n)
+/* A name's bytes in two words, which with its length tell every name of up to 16 bytes from
+ * every other: the first and last eight bytes (overlapping when shorter than 16); below eight,
+ * the first and last four; below four, the first, middle and last byte. No byte past k[n). */
+static void name_words(const unsigned char *k, size_t n, uint64_t *x, uint64_t *y)
 {
-    uint64_t x = 0, y = 0;
     if (n >= 8) {
-        memcpy(&x, k, 8);
-        memcpy(&y, k + n - 8, 8);
+        memcpy(x, k, 8);
+        memcpy(y, k + n - 8, 8);
+    } else if (n >= 4) {
+        uint32_t lo, hi;
+        memcpy(&lo, k, 4);
+        memcpy(&hi, k + n - 4, 4);
+        *x = lo | (uint64_t)hi << 32;
+        *y = 0;
     } else {
-        for (size_t i = 0; i < n; i++)
-            x |= (uint64_t)k[i] << (8 * i);
+        *x = n ? k[0] | (uint32_t)k[n / 2] << 8 | (uint32_t)k[n - 1] << 16 : 0;
+        *y = 0;
     }
-    uint64_t h = (x ^ (y * 0x9E3779B97F4A7C15ull) ^ n) * 0xff51afd7ed558ccdull;
-    return (uint32_t)(h >> 32);
 }
 
-/* The shared copy of name k, or NULL; *slot is where it would go. */
-static const char *intern_find(const interns *in, const unsigned char *k, size_t n, uint32_t h,
-                               size_t *slot)
+static uint32_t name_hash(uint64_t x, uint64_t y, size_t n)
 {
-    size_t j = h & (INTERN_SLOTS - 1);
+    return (uint32_t)(((x ^ (y * 0x9E3779B97F4A7C15ull) ^ n) * 0xff51afd7ed558ccdull) >> 32);
+}
+
+/* The shared copy of name k (packed as x, y), or NULL; *slot is where it would go. */
+static const char *intern_find(const interns *in, const unsigned char *k, size_t n, uint64_t x,
+                               uint64_t y, size_t *slot)
+{
+    size_t j = name_hash(x, y, n) & (INTERN_SLOTS - 1);
     for (; in->slot[j].s; j = (j + 1) & (INTERN_SLOTS - 1)) {
         const intern_slot *e = &in->slot[j];
-        if (e->hash != h || e->len != n)
-            continue;
-        if (n >= 8) { /* first and last eight bytes, then what lies between */
-            uint64_t a, b, c, d;
-            memcpy(&a, e->s, 8);
-            memcpy(&b, k, 8);
-            memcpy(&c, e->s + n - 8, 8);
-            memcpy(&d, k + n - 8, 8);
-            if (a == b && c == d && (n <= 16 || !memcmp(e->s + 8, k + 8, n - 16)))
-                return e->s;
-        } else {
-            size_t i = 0;
-            while (i < n && e->s[i] == (char)k[i])
-                i++;
-            if (i == n)
-                return e->s;
-        }
+        if (e->x == x && e->y == y && e->len == n &&
+            (n <= 16 || !memcmp(e->s + 8, k + 8, n - 16))) /* what lies between the words */
+            return e->s;
     }
     *slot = j;
     return NULL;
 }
 
-/* A shared copy of a (well-formed) name not seen before; NULL when the table is full. */
-static const char *intern_add(interns *in, size_t slot, uint32_t h, const unsigned char *k, size_t n)
+/* A shared copy of a (well-formed) name not seen before: the name table's own copy of a common
+ * FHIR name (fhir_names.h), else one in the interns' arena; NULL when the table is full. */
+static const char *intern_add(interns *in, size_t slot, uint64_t x, uint64_t y,
+                              const unsigned char *k, size_t n)
 {
     if (in->used >= INTERN_SLOTS / 2)
         return NULL;
-    char *c = fhir_arena_strndup(in->a, (const char *)k, n);
+    int ix = fhir_names_find((const char *)k, n);
+    const char *c = ix >= 0 ? fhir_names_at((size_t)ix, NULL)
+                            : fhir_arena_strndup(in->a, (const char *)k, n);
     if (!c)
         return NULL;
-    in->slot[slot] = (intern_slot){c, (uint32_t)n, h};
+    in->slot[slot] = (intern_slot){x, y, c, (uint32_t)n};
     in->used++;
     return c;
 }
@@ -403,16 +405,18 @@ static int cb_map_key(void *ctx, const unsigned char *k, size_t n)
     if (n > p->lim.max_string)
         return fail(p, "key longer than max_string (%zu bytes)", p->lim.max_string);
     const char *name = NULL;
-    uint32_t h = 0;
+    uint64_t x = 0, y = 0;
     size_t slot = 0;
-    if (p->in) /* a name seen before was checked then */
-        name = intern_find(p->in, k, n, h = name_hash(k, n), &slot);
+    if (p->in) { /* a name seen before was checked then */
+        name_words(k, n, &x, &y);
+        name = intern_find(p->in, k, n, x, y, &slot);
+    }
     if (!name) {
         size_t bad = utf8_bad_at(k, n);
         if (bad < n)
             return fail(p, "key is not well-formed UTF-8 (byte %zu of the key)", bad + 1);
         if (p->in)
-            name = intern_add(p->in, slot, h, k, n);
+            name = intern_add(p->in, slot, x, y, k, n);
         /* else the copy first: yajl's buffer is reused, and the duplicate table keeps the name */
         if (!name) {
             p->shared_only = false;

@@ -74,7 +74,8 @@ typedef struct fhir_json_reader fhir_json_reader;
 #define FHIR_JSON_READER_NAME_BYTES (256u << 10)   /* byte cap of the shared names */
 fhir_json_reader *fhir_json_reader_new(const fhir_json_limits *lim);
 /* The tree lives in arena a; its member names may be the reader's own copies (one per name,
- * up to a cap), so the tree is valid until a is reset or r is freed, whichever comes first.
+ * up to a cap; a common FHIR name is the static copy of fhir_names.h), so the tree is valid
+ * until a is reset or r is freed, whichever comes first.
  * NULL with err set on error. */
 fhir_node *fhir_json_reader_parse(fhir_json_reader *r, fhir_arena *a, const char *data, size_t len,
                                   fhir_error *err);
@@ -83,7 +84,8 @@ void fhir_json_reader_free(fhir_json_reader *r);
 /* Incremental parse for bodies that arrive in chunks (e.g. HTTP). Caller frees with
  * fhir_json_stream_free(). feed() may be called any number of times, then finish(). The trees
  * live in a; so do their member names, one copy of each name (up to FHIR_JSON_READER_NAMES of
- * them, as a reader's), so equal names in the trees of one stream are the same pointer. */
+ * them, as a reader's; a common FHIR name is the static copy of fhir_names.h), so equal names
+ * in the trees of one stream are the same pointer. */
 typedef struct fhir_json_stream fhir_json_stream;
 fhir_json_stream *fhir_json_stream_new(fhir_arena *a, const fhir_json_limits *lim);
 int fhir_json_stream_feed(fhir_json_stream *s, const char *data, size_t len, fhir_error *err);

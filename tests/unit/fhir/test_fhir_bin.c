@@ -18,6 +18,7 @@
 #include "fhir_bin.h"
 #include "fhir_buf.h"
 #include "fhir_json.h"
+#include "fhir_names.h"
 #include "fhir_node.h"
 
 static fhir_node *parse(fhir_arena *a, const char *s)
@@ -87,6 +88,38 @@ static void test_round_trip_sample(void **state)
     assert_true(bin.len < strlen(SAMPLE));
     fhir_arena_free(b);
     fhir_buf_free(&bin);
+    fhir_arena_free(a);
+}
+
+/* Table names are written by their index whether the writer finds them by their bytes (a tree
+ * of fhir_json_parse: arena copies) or by the address of the shared copy (a reader's tree, a
+ * tree read back): the same bytes all three ways. */
+static void test_names_by_address(void **state)
+{
+    (void)state;
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_buf x, y, z;
+    fhir_buf_init(&x, 1u << 20);
+    fhir_buf_init(&y, 1u << 20);
+    fhir_buf_init(&z, 1u << 20);
+    fhir_json_reader *r = fhir_json_reader_new(NULL);
+    fhir_error err = {0};
+    fhir_node *shared = fhir_json_reader_parse(r, a, SAMPLE, strlen(SAMPLE), &err);
+    assert_non_null(shared);
+    assert_int_equal(fhir_bin_write(&x, parse(a, SAMPLE)), 0);
+    assert_int_equal(fhir_bin_write(&y, shared), 0);
+    assert_int_equal(x.len, y.len);
+    assert_memory_equal(x.data, y.data, x.len);
+    fhir_node *back = fhir_bin_read(a, x.data, x.len, &err);
+    assert_non_null(back);
+    assert_true(fhir_names_own(back->child->key) >= 0); /* "resourceType": the table's copy */
+    assert_int_equal(fhir_bin_write(&z, back), 0);
+    assert_int_equal(x.len, z.len);
+    assert_memory_equal(x.data, z.data, x.len);
+    fhir_json_reader_free(r);
+    fhir_buf_free(&x);
+    fhir_buf_free(&y);
+    fhir_buf_free(&z);
     fhir_arena_free(a);
 }
 
@@ -282,6 +315,7 @@ int main(void)
         cmocka_unit_test(test_round_trip_sample), cmocka_unit_test(test_same_tree_same_bytes),
         cmocka_unit_test(test_refuses_damage),    cmocka_unit_test(test_depth_and_cap),
         cmocka_unit_test(test_json_or_bin),       cmocka_unit_test(test_shared_bundles),
+        cmocka_unit_test(test_names_by_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

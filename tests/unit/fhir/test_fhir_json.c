@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "fhir_json.h"
+#include "fhir_names.h"
 
 /* Parses s expecting failure; checks that the message contains want. */
 static void expect_error(const char *s, size_t len, const fhir_json_limits *lim, const char *want)
@@ -490,6 +491,45 @@ static void test_reader_matches_parse(void **state)
     fhir_json_reader_free(r);
 }
 
+/* A reader shares one copy of each name: names that differ in any one byte, at any length, stay
+ * apart (two of them in one object are not a duplicate; each tree keeps its own), an equal name
+ * is the same pointer in every document, and a common FHIR name is the table's copy. */
+static void test_reader_names_apart(void **state)
+{
+    (void)state;
+    fhir_json_reader *r = fhir_json_reader_new(NULL);
+    fhir_arena *a = fhir_arena_new(0);
+    char k1[48], k2[48], doc[160];
+    for (size_t len = 1; len <= 40; len++)
+        for (size_t at = 0; at < len; at++) {
+            for (size_t i = 0; i < len; i++)
+                k1[i] = (char)('a' + (len + i) % 26);
+            memcpy(k2, k1, len);
+            k2[at] = 'Z'; /* differs from k1 in byte at alone */
+            k1[len] = k2[len] = '\0';
+            int n = snprintf(doc, sizeof doc, "{\"%s\":1,\"%s\":2}", k1, k2);
+            fhir_error e = {0};
+            const fhir_node *t = fhir_json_reader_parse(r, a, doc, (size_t)n, &e);
+            if (!t)
+                fail_msg("length %zu, byte %zu: %s", len, at, e.msg);
+            assert_string_equal(t->child->key, k1);
+            assert_string_equal(t->child->next->key, k2);
+            n = snprintf(doc, sizeof doc, "{\"%s\":3}", k2);
+            const fhir_node *u = fhir_json_reader_parse(r, a, doc, (size_t)n, &e);
+            assert_non_null(u);
+            assert_ptr_equal(u->child->key, t->child->next->key);
+            fhir_arena_reset(a);
+        }
+    const char *res = "{\"resourceType\":\"Patient\",\"id\":\"p\"}";
+    fhir_error e = {0};
+    const fhir_node *p = fhir_json_reader_parse(r, a, res, strlen(res), &e);
+    assert_non_null(p);
+    assert_int_equal(fhir_names_own(p->child->key), fhir_names_find("resourceType", 12));
+    assert_int_equal(fhir_names_own(p->child->next->key), fhir_names_find("id", 2));
+    fhir_arena_free(a);
+    fhir_json_reader_free(r);
+}
+
 /* Past the reader's table of names (hostile input: every key new), names go to the tree's
  * arena and documents still parse. */
 static void test_reader_many_names(void **state)
@@ -532,6 +572,7 @@ int main(void)
         cmocka_unit_test(test_parse_file_errors),
         cmocka_unit_test(test_reader_matches_parse),
         cmocka_unit_test(test_reader_many_names),
+        cmocka_unit_test(test_reader_names_apart),
         cmocka_unit_test(test_stream_pieces),
         cmocka_unit_test(test_stream_shares_names),
     };
