@@ -15,14 +15,15 @@
 typedef struct block {
     struct block *next;
     size_t size;  /* usable bytes in data[] */
-    size_t used;
     max_align_t data[];
 } block;
 
 struct fhir_arena {
     block *head;   /* current block (most recent) */
     block *first;  /* oldest block, kept on reset */
-    size_t used;   /* bytes handed out since reset */
+    char *cur;     /* next free byte of head (NULL before the first block) */
+    char *lim;     /* cur may grow up to here: head's end, or sooner where the cap is reached */
+    size_t done;   /* bytes handed out in the blocks before head since reset */
     size_t cap;
 };
 
@@ -31,7 +32,6 @@ static block *block_new(size_t size)
     block *b = fhir_xmalloc(sizeof *b + size); /* out of memory is a broken invariant here */
     b->next = NULL;
     b->size = size;
-    b->used = 0;
     return b;
 }
 
@@ -55,6 +55,24 @@ void fhir_arena_free(fhir_arena *a)
     free(a);
 }
 
+size_t fhir_arena_used(const fhir_arena *a)
+{
+    return a->done + (a->head ? (size_t)(a->cur - (char *)a->head->data) : 0);
+}
+
+/* cur at the start of block b (or where it is in it): lim = b's end, or the cap's point. */
+static void set_lim(fhir_arena *a)
+{
+    char *end = (char *)a->head->data + a->head->size;
+    a->lim = end;
+    if (a->cap) {
+        size_t used = fhir_arena_used(a);
+        size_t room = a->cap > used ? a->cap - used : 0;
+        if (room < (size_t)(end - a->cur))
+            a->lim = a->cur + room;
+    }
+}
+
 void fhir_arena_reset(fhir_arena *a)
 {
     block *b = a->head;
@@ -64,20 +82,23 @@ void fhir_arena_reset(fhir_arena *a)
         b = n;
     }
     a->head = a->first;
-    if (a->first)
-        a->first->used = 0;
-    a->used = 0;
+    a->done = 0;
+    if (a->first) {
+        a->cur = (char *)a->first->data;
+        set_lim(a);
+    } else {
+        a->cur = a->lim = NULL;
+    }
 }
 
-void *fhir_arena_alloc(fhir_arena *a, size_t n)
+/* What does not fit between cur and lim: past the cap, or a new block. */
+static void *alloc_slow(fhir_arena *a, size_t n)
 {
-    n = (n + 7u) & ~(size_t)7u;
-    if (n == 0)
-        n = 8;
-    if (a->cap && (n > a->cap || a->used > a->cap - n))
+    size_t used = fhir_arena_used(a);
+    if (a->cap && (n > a->cap || used > a->cap - n))
         return NULL;
     block *b = a->head;
-    if (!b || b->size - b->used < n) {
+    if (!b || (size_t)((char *)b->data + b->size - a->cur) < n) {
         size_t size = ARENA_BLOCK_MIN;
         if (b && b->size < (1u << 20))
             size = b->size * 2; /* grow geometrically up to 1 MiB blocks */
@@ -90,12 +111,28 @@ void *fhir_arena_alloc(fhir_arena *a, size_t n)
         a->head = nb;
         if (!a->first)
             a->first = nb;
-        b = nb;
+        a->done = used;
+        a->cur = (char *)nb->data;
     }
-    void *p = (char *)b->data + b->used;
-    b->used += n;
-    a->used += n;
+    void *p = a->cur;
+    a->cur += n;
+    set_lim(a);
     return p;
+}
+
+void *fhir_arena_alloc(fhir_arena *a, size_t n)
+{
+    n = (n + 7u) & ~(size_t)7u;
+    if (n == 0)
+        n = 8;
+    /* the usual case: it fits before lim (within the block and the cap); compared as
+     * integers, as cur and lim are both NULL before the first block */
+    uintptr_t c = (uintptr_t)a->cur;
+    if (n <= (uintptr_t)a->lim - c) {
+        a->cur += n;
+        return (void *)c;
+    }
+    return alloc_slow(a, n);
 }
 
 void *fhir_arena_calloc(fhir_arena *a, size_t n)
@@ -139,5 +176,4 @@ char *fhir_arena_sprintf(fhir_arena *a, const char *fmt, ...)
     return p;
 }
 
-size_t fhir_arena_used(const fhir_arena *a) { return a->used; }
 size_t fhir_arena_cap(const fhir_arena *a) { return a->cap; }

@@ -124,7 +124,12 @@ static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
         if (ix < 0)
             ix = fhir_names_find(key->key, kl);
     }
-    if (text > UINT32_MAX || fhir_buf_reserve(out, NODE_ROOM + text + (ix < 0 ? kl : 0)) < 0)
+    size_t room = NODE_ROOM + text + (ix < 0 ? kl : 0);
+    if (text > UINT32_MAX)
+        return -1;
+    /* room (and the NUL after it) already there and under the cap, or reserved */
+    if ((room >= out->alloc - out->len || (out->cap && room > out->cap - out->len) || out->overflow) &&
+        fhir_buf_reserve(out, room) < 0)
         return -1;
     char *p = out->data + out->len;
     if (key) {
@@ -270,9 +275,9 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
         fhir_node *kids = fhir_arena_alloc(r->a, cnt * sizeof *kids);
         if (!kids)
             return bad(r, "larger than its memory cap"), false;
-        memset(kids, 0, cnt * sizeof *kids);
         for (size_t i = 0; i < cnt; i++) {
             fhir_node *c = &kids[i];
+            *c = (fhir_node){.next = i + 1 < cnt ? &kids[i + 1] : NULL};
             if (t == T_OBJECT) {
                 if (r->p >= r->end)
                     return bad(r, "truncated"), false;
@@ -289,8 +294,6 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
             }
             if (!read_node(r, c, depth + 1))
                 return false;
-            if (i + 1 < cnt)
-                c->next = &kids[i + 1];
         }
         n->child = &kids[0];
         n->last = &kids[cnt - 1];
@@ -310,12 +313,12 @@ fhir_node *fhir_bin_read(fhir_arena *a, const void *data, size_t len, fhir_error
                               FHIR_BIN_VERSION),
                NULL;
     pthread_once(&honce, hash_build); /* name_len */
-    char *copy = fhir_arena_alloc(a, len - 2);
-    fhir_node *root = copy ? fhir_arena_alloc(a, sizeof *root) : NULL;
-    if (!root)
+    fhir_node *root = len - 2 < SIZE_MAX - sizeof *root ? fhir_arena_alloc(a, sizeof *root + len - 2) : NULL;
+    if (!root) /* one allocation: the root, then the copy of the bytes */
         return fhir_error_set(err, "cached resource larger than its memory cap"), NULL;
+    char *copy = (char *)(root + 1);
     memcpy(copy, b + 2, len - 2);
-    memset(root, 0, sizeof *root);
+    *root = (fhir_node){0};
     bin_rd r = {.a = a, .p = copy, .end = copy + (len - 2), .err = err};
     if (!read_node(&r, root, 0))
         return NULL;

@@ -76,6 +76,31 @@ static void test_double_plain_decimals(void **state)
 static void test_arena_cap_and_reset(void **state)
 {
     (void)state;
+    /* the cap is exact, within one block and across blocks, and again after a reset: every
+     * allocation that fits is given (the bytes handed out counted, rounded to eight), the
+     * first that does not is refused */
+    static const size_t caps[] = {1000, 65536, 200000, 300003};
+    static const size_t sizes[] = {8, 24, 1000, 4096};
+    for (size_t ci = 0; ci < sizeof caps / sizeof caps[0]; ci++)
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            fhir_arena *c = fhir_arena_new(caps[ci]);
+            for (int round = 0; round < 2; round++) {
+                size_t got = 0;
+                while (fhir_arena_alloc(c, sizes[si] - round)) /* 7, 23, ...: rounded up */
+                    got++;
+                assert_int_equal(got, caps[ci] / sizes[si]);
+                assert_int_equal(fhir_arena_used(c), got * sizes[si]);
+                size_t left = caps[ci] - got * sizes[si];
+                if (left >= 8) { /* what is left below the size still fits */
+                    assert_non_null(fhir_arena_alloc(c, left & ~(size_t)7));
+                    assert_int_equal(fhir_arena_used(c), caps[ci] & ~(size_t)7);
+                }
+                assert_null(fhir_arena_alloc(c, 8 + (caps[ci] & 7)));
+                fhir_arena_reset(c);
+                assert_int_equal(fhir_arena_used(c), 0);
+            }
+            fhir_arena_free(c);
+        }
     fhir_arena *a = fhir_arena_new(1000);
     assert_non_null(fhir_arena_alloc(a, 900));
     assert_null(fhir_arena_alloc(a, 200)); /* over the cap */
