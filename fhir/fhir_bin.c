@@ -112,8 +112,10 @@ static char *put_text(char *p, const char *s, size_t n)
     return p + n + 1;
 }
 
-/* One node (with its member name when key is set); the room is reserved per node. */
-static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
+/* One node (with its member name when key is set): a scalar whole, a container its tag and
+ * child count (write_node writes the children); the room is reserved per node. */
+static inline __attribute__((always_inline)) int write_item(fhir_buf *out, const fhir_node *n,
+                                                            const fhir_node *key)
 {
     size_t text = n->kind == FHIR_NUMBER || n->kind == FHIR_STRING ? (n->text ? n->len : 0) : 0;
     int ix = -1;
@@ -163,15 +165,28 @@ static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
             cnt++;
         *p++ = n->kind == FHIR_OBJECT ? T_OBJECT : T_ARRAY;
         p = put_len(p, cnt);
-        out->len = (size_t)(p - out->data);
-        for (const fhir_node *c = n->child; c; c = c->next)
-            if (write_node(out, c, n->kind == FHIR_OBJECT ? c : NULL) < 0)
-                return -1;
-        return 0;
+        break;
     }
     default: return -1;
     }
     out->len = (size_t)(p - out->data);
+    return 0;
+}
+
+/* One node and its subtree: a scalar child written in place, only a container child costs a
+ * call. */
+static int write_node(fhir_buf *out, const fhir_node *n, const fhir_node *key)
+{
+    if (write_item(out, n, key) < 0)
+        return -1;
+    if (n->kind != FHIR_OBJECT && n->kind != FHIR_ARRAY)
+        return 0;
+    for (const fhir_node *c = n->child; c; c = c->next) {
+        const fhir_node *k = n->kind == FHIR_OBJECT ? c : NULL;
+        if ((c->kind == FHIR_OBJECT || c->kind == FHIR_ARRAY ? write_node(out, c, k)
+                                                              : write_item(out, c, k)) < 0)
+            return -1;
+    }
     return 0;
 }
 
@@ -235,8 +250,8 @@ static const char *get_text(bin_rd *r, uint32_t *len)
     return s;
 }
 
-/* Reads one node into *n (allocated by the caller: children of one parent are one block). */
-static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
+/* Reads one scalar node (tag and value) into *n; any other tag is refused. */
+static inline __attribute__((always_inline)) bool read_scalar(bin_rd *r, fhir_node *n)
 {
     if (r->p >= r->end)
         return bad(r, "truncated"), false;
@@ -261,46 +276,57 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
         n->kind = t == T_NUMBER ? FHIR_NUMBER : FHIR_STRING;
         n->text = get_text(r, &n->len);
         return n->text != NULL;
-    case T_OBJECT:
-    case T_ARRAY: {
-        n->kind = t == T_OBJECT ? FHIR_OBJECT : FHIR_ARRAY;
-        size_t cnt;
-        if (!get_len(r, &cnt) || cnt > (size_t)(r->end - r->p) || cnt > UINT32_MAX)
-            return bad(r, "a child count runs past the end"), false;
-        if (depth >= FHIR_BIN_MAX_DEPTH)
-            return bad(r, "nested too deeply"), false;
-        n->len = (uint32_t)cnt;
-        if (!cnt)
-            return true;
-        fhir_node *kids = fhir_arena_alloc(r->a, cnt * sizeof *kids);
-        if (!kids)
-            return bad(r, "larger than its memory cap"), false;
-        for (size_t i = 0; i < cnt; i++) {
-            fhir_node *c = &kids[i];
-            *c = (fhir_node){.next = i + 1 < cnt ? &kids[i + 1] : NULL};
-            if (t == T_OBJECT) {
-                if (r->p >= r->end)
-                    return bad(r, "truncated"), false;
-                unsigned char k = (unsigned char)*r->p++;
-                if (k == NAME_INLINE) {
-                    if (!(c->key = get_text(r, &c->key_len)))
-                        return false;
-                } else if (k < nnames) {
-                    c->key = name_at[k];
-                    c->key_len = name_len[k];
-                } else {
-                    return bad(r, "a member name outside the table"), false;
-                }
-            }
-            if (!read_node(r, c, depth + 1))
-                return false;
-        }
-        n->child = &kids[0];
-        n->last = &kids[cnt - 1];
-        return true;
-    }
     default: return bad(r, "an unknown tag"), false;
     }
+}
+
+static bool is_container(const bin_rd *r)
+{
+    return r->p < r->end && (*r->p == T_OBJECT || *r->p == T_ARRAY);
+}
+
+/* Reads one node into *n (allocated by the caller: children of one parent are one block);
+ * a scalar child is read in place, only a container child costs a call. */
+static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
+{
+    if (!is_container(r))
+        return read_scalar(r, n);
+    unsigned char t = (unsigned char)*r->p++;
+    n->kind = t == T_OBJECT ? FHIR_OBJECT : FHIR_ARRAY;
+    size_t cnt;
+    if (!get_len(r, &cnt) || cnt > (size_t)(r->end - r->p) || cnt > UINT32_MAX)
+        return bad(r, "a child count runs past the end"), false;
+    if (depth >= FHIR_BIN_MAX_DEPTH)
+        return bad(r, "nested too deeply"), false;
+    n->len = (uint32_t)cnt;
+    if (!cnt)
+        return true;
+    fhir_node *kids = fhir_arena_alloc(r->a, cnt * sizeof *kids);
+    if (!kids)
+        return bad(r, "larger than its memory cap"), false;
+    for (size_t i = 0; i < cnt; i++) {
+        fhir_node *c = &kids[i];
+        *c = (fhir_node){.next = i + 1 < cnt ? &kids[i + 1] : NULL};
+        if (t == T_OBJECT) {
+            if (r->p >= r->end)
+                return bad(r, "truncated"), false;
+            unsigned char k = (unsigned char)*r->p++;
+            if (k == NAME_INLINE) {
+                if (!(c->key = get_text(r, &c->key_len)))
+                    return false;
+            } else if (k < nnames) {
+                c->key = name_at[k];
+                c->key_len = name_len[k];
+            } else {
+                return bad(r, "a member name outside the table"), false;
+            }
+        }
+        if (!(is_container(r) ? read_node(r, c, depth + 1) : read_scalar(r, c)))
+            return false;
+    }
+    n->child = &kids[0];
+    n->last = &kids[cnt - 1];
+    return true;
 }
 
 fhir_node *fhir_bin_read(fhir_arena *a, const void *data, size_t len, fhir_error *err)
