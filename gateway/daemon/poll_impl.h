@@ -54,6 +54,8 @@ struct poll_source {
     const poll_impl *impl;
     fhir_client *client;      /* NULL for files */
     struct event *timer;
+    struct event *group_timer; /* commits the ingest group POLL_GROUP_IDLE_MS after a page */
+    size_t group_n;           /* resources in this source's open ingest group */
     bool busy, paused, done_once;
     /* the poll in progress */
     int pending;              /* searches in flight */
@@ -70,6 +72,7 @@ struct poll_source {
     char (*cursor_new)[POLL_CURSOR_MAX]; /* per slot: largest meta.lastUpdated seen */
     int64_t *cursor_new_ms;
     bool *type_ok;            /* per slot: every search of the slot succeeded */
+    size_t n_slots;           /* of cursor_new, cursor_new_ms, type_ok */
     poll_op **ops;            /* every op of this poll, freed at the end */
     size_t n_ops, cap_ops;
     void *state;              /* the strategy's own */

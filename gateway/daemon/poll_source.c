@@ -82,6 +82,7 @@ static void poll_reset(poll_source *p)
     p->cursor_new = NULL;
     p->cursor_new_ms = NULL;
     p->type_ok = NULL;
+    p->n_slots = 0;
     p->ops = NULL;
     p->n_ops = p->cap_ops = 0;
     p->pending = 0;
@@ -109,8 +110,46 @@ static int release_held(poll_source *p)
     return -1;
 }
 
+/* The pages of the ingest group are lost (rolled back): no cursor of the poll may advance
+ * (the group may hold pages of every slot). */
+static void group_dropped(poll_source *p)
+{
+    if (p->type_ok)
+        for (size_t i = 0; i < p->n_slots; i++)
+            p->type_ok[i] = false;
+}
+
+/* store_group_lost_fn: another use of the store could not commit the group. */
+static void on_group_lost(void *owner, const char *msg)
+{
+    poll_source *p = owner;
+    poll_log_err("poll.store_failed", p, msg);
+    group_dropped(p);
+    poll_fail(p, "store");
+}
+
+/* Commits the source's ingest group if open: 0, or -1 (logged, the poll failed). */
+static int group_finish(poll_source *p)
+{
+    evtimer_del(p->group_timer);
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (store_group_flush(p->env.st, p, &err) >= 0)
+        return 0;
+    on_group_lost(p, err.msg);
+    return -1;
+}
+
+static void on_group_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    group_finish(arg);
+}
+
 void poll_end(poll_source *p)
 {
+    group_finish(p);
     if (!p->failed && release_held(p))
         poll_fail(p, "store");
     if (p->unresolved) /* counts only: the references themselves may carry identifiers */
@@ -268,6 +307,7 @@ void poll_alloc_slots(poll_source *p, size_t n)
     p->type_ok = calloc(n, sizeof *p->type_ok);
     if (!p->cursor_old || !p->cursor_new || !p->cursor_new_ms || !p->type_ok)
         abort();
+    p->n_slots = n;
     for (size_t i = 0; i < n; i++)
         p->type_ok[i] = true;
 }
@@ -291,6 +331,8 @@ const char *poll_initial_cursor(poll_source *p, const char *key, size_t slot)
 void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
 {
     store *st = p->env.st;
+    if (group_finish(p))
+        return;
     fhir_error err;
     fhir_error_clear(&err);
     if (store_begin(st, &err)) {
@@ -334,7 +376,9 @@ void poll_commit_cursors(poll_source *p, size_t nslots, const char *const *keys)
 
 /* ---- paged searches (search and group) ---------------------------------------------------- */
 
-/* One search page: stored in one transaction. */
+/* One search page: stored in the source's ingest group (store_group_begin), which commits
+ * at POLL_GROUP_RESOURCES here, else later (group_finish, the idle timer, another use of the
+ * store). A page that cannot be stored rolls the whole group back. */
 static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
 {
     poll_op *o = ud;
@@ -343,10 +387,14 @@ static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
     (void)page_no;
     fhir_error err;
     fhir_error_clear(&err);
-    if (store_begin(st, &err)) {
+    evtimer_del(p->group_timer);
+    int opened = store_group_begin(st, p, on_group_lost, &err);
+    if (opened < 0) {
         poll_log_err("poll.store_failed", p, err.msg);
         return 1;
     }
+    if (opened)
+        p->group_n = 0;
     for (const fhir_node *e = fhir_node_first(fhir_node_get(bundle, "entry")); e; e = e->next) {
         const fhir_node *r = fhir_node_get(e, "resource");
         if (!r)
@@ -357,16 +405,25 @@ static int on_page(void *ud, const fhir_node *bundle, unsigned page_no)
         size_t unchanged = p->unchanged;
         if (poll_ingest(p, r, &err)) {
             store_rollback(st);
+            group_dropped(p);
             poll_log_err("poll.store_failed", p, err.msg);
             return 1;
         }
+        p->group_n++;
         note_last_updated(p, o->slot, r);
         if (p->unchanged > unchanged) /* sent again although older than asked for */
             poll_note_since(p, o->since_ms, r);
     }
-    if (store_commit(st, &err)) {
+    bool full = p->group_n >= POLL_GROUP_RESOURCES;
+    if (store_group_end(st, full, &err)) {
+        group_dropped(p);
         poll_log_err("poll.store_failed", p, err.msg);
         return 1;
+    }
+    if (!full) {
+        struct timeval tv = {.tv_sec = POLL_GROUP_IDLE_MS / 1000,
+                             .tv_usec = (POLL_GROUP_IDLE_MS % 1000) * 1000};
+        evtimer_add(p->group_timer, &tv);
     }
     crashpoint("poll.page");
     return 0;
@@ -470,6 +527,7 @@ poll_source *poll_source_new(const poll_env *env, const config_source *cfg, fhir
         return NULL;
     }
     p->timer = evtimer_new(env->base, on_timer, p);
+    p->group_timer = evtimer_new(env->base, on_group_timer, p);
     struct timeval tv = {0, 0};
     evtimer_add(p->timer, &tv);
     fhir_log(FHIR_LOG_INFO, "source.ready", "source=%s kind=%s interval_s=%ld types=%zu", cfg->name,
@@ -481,6 +539,12 @@ void poll_source_free(poll_source *p)
 {
     if (!p)
         return;
+    if (p->group_timer) { /* pages stored so far commit (no cursor moves): the store must not
+                           * keep a group of a source that is gone */
+        fhir_error err;
+        store_group_flush(p->env.st, p, &err);
+        event_free(p->group_timer);
+    }
     if (p->timer)
         event_free(p->timer);
     fhir_client_free(p->client); /* drops in-flight operations: their cursors never advanced */

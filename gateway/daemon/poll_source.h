@@ -6,10 +6,14 @@
  *           it cannot be read, to failed/ with a FILE.error note). A crash between the commit
  *           and the move re-reads the file next time: ingest is idempotent.
  *   search: one population search per type, `T?_lastUpdated=ge<cursor>&_count=N` (all
- *           pages), each page stored in one transaction; the type's cursor (largest
- *           meta.lastUpdated seen) is written only after the whole search is stored. A search
- *           short of Bundle.total, a page that fails after retries or a next link refused
- *           (another origin that is not trusted) fails the poll.
+ *           pages); consecutive pages of a poll are stored in one ingest group
+ *           (store_group_begin: one transaction, committed at POLL_GROUP_RESOURCES,
+ *           POLL_GROUP_IDLE_MS after a page when no next page came, at any other use of the
+ *           store, at the poll's end); the type's cursor (largest meta.lastUpdated seen) is
+ *           written only after the whole search is stored, so a crash refetches the pages of
+ *           an uncommitted group. A search short of Bundle.total, a page that fails after
+ *           retries or a next link refused (another origin that is not trusted) fails the
+ *           poll.
  *   group:  `Group/<id>` members, then per member and type `T?patient=<id>` (Patient: `_id`)
  *           with `_lastUpdated=ge<cursor>`; members never seen before are read in full. The
  *           cursor is written after every member's data is stored.
@@ -40,6 +44,11 @@
 #define POLL_DROP_LINE_MAX (256u << 20)   /* one resource of an .ndjson drop */
 #define POLL_DROP_BUNDLE_MAX (512u << 20) /* a .json Bundle drop */
 #define POLL_EXPORT_URL_MAX 8192u         /* Group/{id}/$export?_type=...&_since=... */
+/* Search and group pages: an ingest group commits once it holds this many resources ... */
+#define POLL_GROUP_RESOURCES 5000u
+/* ... or when it is still open this long (ms) after a page was stored (the write lock is not
+ * kept from other processes while the poll waits for the server). */
+#define POLL_GROUP_IDLE_MS 100
 
 #include <stdbool.h>
 #include <stddef.h>

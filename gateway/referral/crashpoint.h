@@ -6,7 +6,8 @@
  * The points:
  *   screen.proposed   a patient's verdict and proposal are written, the batch not committed
  *   screen.committed  a screening batch (verdicts + proposals) has just committed
- *   poll.page         a search page has committed and more may follow (mid-poll)
+ *   poll.page         a search page is stored in the poll's ingest group, committed or not
+ *                     (a crash loses the uncommitted pages; no cursor has moved: refetched)
  *   sender.posted     a center answered 200 to a referral, not yet recorded as sent
  *   intake.writing    (a center) a received Bundle is written, its transaction not committed
  *   intake.stored     (a center) a received Bundle has committed, the site not yet answered

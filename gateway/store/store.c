@@ -1032,6 +1032,11 @@ struct store {
     sqlite3 *db;
     char *path;
     bool in_tx, in_sp;
+    /* the open ingest group (store_group_begin): its owner (NULL: none), whether the owner is
+     * between store_group_begin and store_group_end, and what to tell it when the group is lost */
+    void *group_owner;
+    bool group_inside;
+    store_group_lost_fn group_lost;
     /* the patient store_dirty_mark marked last in the open transaction: resources arrive
      * grouped by patient, so most marks repeat it */
     char last_dirty[STORE_DIRTY_MEMO];
@@ -1052,9 +1057,12 @@ static int sql_fail(store *s, fhir_error *err, const char *what)
     return fhir_error_set(err, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
+static void group_yield(store *s);
+
 static int q_take_sql(store *s, int slot, const char *sql, const char *what, q *out,
                       fhir_error *err)
 {
+    group_yield(s);
     if (!s->busy[slot]) {
         if (!s->cache[slot] && sqlite3_prepare_v3(s->db, sql, -1, SQLITE_PREPARE_PERSISTENT,
                                                   &s->cache[slot], NULL) != SQLITE_OK)
@@ -1137,6 +1145,7 @@ static char *dup_col(sqlite3_stmt *st, int i)
 
 static int exec(store *s, const char *sql, fhir_error *err)
 {
+    group_yield(s);
     char *msg = NULL;
     if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
         fhir_error_set(err, "%s: %s", s->path, msg ? msg : sqlite3_errmsg(s->db));
@@ -1152,6 +1161,7 @@ static int pragma_int(store *s, const char *sql)
 {
     sqlite3_stmt *st;
     int v = -1;
+    group_yield(s);
     if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
         return -1;
     if (sqlite3_step(st) == SQLITE_ROW)
@@ -1346,6 +1356,7 @@ static void held_forget(store *s)
 
 int store_begin(store *s, fhir_error *err)
 {
+    group_yield(s);
     if (s->in_tx)
         return fhir_error_set(err, "%s: transaction already open (nested begin)", s->path);
     if (exec(s, "BEGIN IMMEDIATE", err))
@@ -1355,39 +1366,116 @@ int store_begin(store *s, fhir_error *err)
     return 0;
 }
 
-int store_commit(store *s, fhir_error *err)
+/* The open transaction is undone (ROLLBACK); the group, the memos of it forgotten. */
+static void tx_rollback(store *s)
 {
-    if (!s->in_tx)
-        return fhir_error_set(err, "%s: commit without a transaction", s->path);
-    if (s->in_sp)
-        return fhir_error_set(err, "%s: commit with a savepoint still open", s->path);
-    if (exec(s, "COMMIT", err)) {
-        store_rollback(s);
-        return -1;
-    }
-    s->in_tx = false;
-    return 0;
-}
-
-void store_rollback(store *s)
-{
-    if (!s->in_tx)
-        return;
     sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
     s->in_tx = false;
     s->in_sp = false;
+    s->group_owner = NULL;
+    s->group_inside = false;
+    s->group_lost = NULL;
     s->last_dirty[0] = '\0';
     held_forget(s);
 }
 
-bool store_in_transaction(const store *s)
+/* COMMIT of the open transaction (the group's too): 0, or -1 with err (rolled back). */
+static int tx_commit(store *s, fhir_error *err)
 {
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, "COMMIT", NULL, NULL, &msg) != SQLITE_OK) {
+        fhir_error_set(err, "%s: %s", s->path, msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        tx_rollback(s);
+        return -1;
+    }
+    s->in_tx = false;
+    s->group_owner = NULL;
+    s->group_inside = false;
+    s->group_lost = NULL;
+    return 0;
+}
+
+/* Any use of the handle but the group owner's own unit of work: the open group commits first
+ * (a failed commit rolls it back and tells its owner), so that the caller neither joins it nor
+ * rolls it back. */
+static void group_yield(store *s)
+{
+    if (!s->group_owner || s->group_inside)
+        return;
+    void *owner = s->group_owner;
+    store_group_lost_fn lost = s->group_lost;
+    fhir_error err;
+    fhir_error_clear(&err);
+    if (tx_commit(s, &err) && lost)
+        lost(owner, err.msg);
+}
+
+/* Whether a transaction is open for the caller (an open group commits first). */
+static bool tx_open(store *s)
+{
+    group_yield(s);
     return s->in_tx;
+}
+
+int store_commit(store *s, fhir_error *err)
+{
+    group_yield(s);
+    if (!s->in_tx)
+        return fhir_error_set(err, "%s: commit without a transaction", s->path);
+    if (s->in_sp)
+        return fhir_error_set(err, "%s: commit with a savepoint still open", s->path);
+    return tx_commit(s, err);
+}
+
+void store_rollback(store *s)
+{
+    group_yield(s);
+    if (!s->in_tx)
+        return;
+    tx_rollback(s);
+}
+
+bool store_in_transaction(store *s)
+{
+    return tx_open(s);
+}
+
+int store_group_begin(store *s, void *owner, store_group_lost_fn lost, fhir_error *err)
+{
+    if (s->group_owner == owner && owner) {
+        s->group_inside = true;
+        return 0;
+    }
+    group_yield(s); /* another owner's group */
+    if (!owner)
+        return fhir_error_set(err, "%s: a group needs an owner", s->path);
+    if (store_begin(s, err))
+        return -1;
+    s->group_owner = owner;
+    s->group_lost = lost;
+    s->group_inside = true;
+    return 1;
+}
+
+int store_group_end(store *s, bool flush, fhir_error *err)
+{
+    if (!s->group_owner || !s->group_inside)
+        return fhir_error_set(err, "%s: group end outside a group's unit", s->path);
+    s->group_inside = false;
+    return flush ? tx_commit(s, err) : 0;
+}
+
+int store_group_flush(store *s, const void *owner, fhir_error *err)
+{
+    if (!owner || s->group_owner != owner || s->group_inside)
+        return 0;
+    return tx_commit(s, err) ? -1 : 1;
 }
 
 int store_savepoint(store *s, fhir_error *err)
 {
-    if (!s->in_tx || s->in_sp)
+    if (!tx_open(s) || s->in_sp)
         return fhir_error_set(err, "%s: a savepoint needs an open transaction and no other "
                                    "savepoint", s->path);
     q x;
@@ -1749,7 +1837,7 @@ int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_c
                           fhir_error *err)
 {
     memset(out, 0, sizeof *out);
-    bool own = !s->in_tx;
+    bool own = !tx_open(s);
     if (own && store_begin(s, err))
         return -1;
     q x;
@@ -1887,7 +1975,7 @@ int64_t store_held_count(store *s, const char *source)
 
 int store_dirty_mark(store *s, const char *patient_id, fhir_error *err)
 {
-    if (s->in_tx && patient_id && patient_id[0] && !strcmp(patient_id, s->last_dirty))
+    if (tx_open(s) && patient_id && patient_id[0] && !strcmp(patient_id, s->last_dirty))
         return 0; /* already marked in this transaction */
     q x;
     if (q_take(s, Q_DIRTY_MARK, &x, err))
@@ -3325,7 +3413,7 @@ int store_worklist_declined_for(store *s, const char *patient_id, const char *ca
 int store_worklist_decline(store *s, const char *patient_id, const char *code, const store_actor *who,
                            fhir_error *err)
 {
-    bool own = !s->in_tx;
+    bool own = !tx_open(s);
     if (own && store_begin(s, err))
         return -1;
     q x;

@@ -59,7 +59,28 @@ const char *store_sqlite_version(void);
 int store_begin(store *s, fhir_error *err);
 int store_commit(store *s, fhir_error *err);
 void store_rollback(store *s);
-bool store_in_transaction(const store *s);
+/* Whether a transaction is open for the caller (an open group, below, commits first). */
+bool store_in_transaction(store *s);
+
+/* Ingest groups: one transaction (BEGIN IMMEDIATE) kept open across an owner's consecutive
+ * units of work (a poll's search pages), committed when the owner flushes it. Between its
+ * units (after store_group_end, before the next store_group_begin) ANY other use of the
+ * handle (every function of this header, another owner's group included) first commits the
+ * group, so other callers never join, delay or roll back its writes; a store_rollback by the
+ * owner inside a unit undoes the whole group. A commit that fails rolls the group back; when
+ * it was not the owner's own call, lost(owner, message) tells the owner (from inside that
+ * other call). The owner must flush or drop its group before it goes away. */
+typedef void (*store_group_lost_fn)(void *owner, const char *msg);
+/* The owner's unit of work starts: joins its open group, else opens one (after committing
+ * any other owner's). 1 a group was opened, 0 joined, -1 with err (e.g. a transaction of
+ * another caller open). */
+int store_group_begin(store *s, void *owner, store_group_lost_fn lost, fhir_error *err);
+/* The owner's unit of work ends; with flush the group commits: 0, or -1 with err (the group
+ * rolled back). */
+int store_group_end(store *s, bool flush, fhir_error *err);
+/* Commits the owner's group if still open (a timer, the end of a poll): 1 committed, 0 none
+ * open, -1 with err (the group rolled back). */
+int store_group_flush(store *s, const void *owner, fhir_error *err);
 /* One savepoint inside the open transaction (a unit that commits with the transaction or
  * is undone alone): store_savepoint, then store_savepoint_release or
  * store_savepoint_rollback. Not nestable. */
