@@ -10,6 +10,8 @@
 # - a server ignoring _lastUpdated is said once (log + metric) and nobody is re-screened;
 # - paging links on another origin are refused (the origin named) unless trusted;
 # - full_refresh_s reads everything again.
+# - a poll's pages share one ingest group, committed when the poll waits for a next page
+#   (POLL_GROUP_IDLE_MS) without moving the cursor; the poll's end moves it.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
@@ -137,4 +139,26 @@ curl -s "$QADMIN/requests" >"$TMP/reqs.json"
 [ "$(grep -c 'event="poll.done" source="ehr" kind="search" result="ok".* full_refresh="true"' "$TMP/full.log")" -ge 3 ] || fail "full_refresh not logged"
 [ -n "$(cursor_of "$TMP/full.db" fullRefresh)" ] || fail "no fullRefresh cursor"
 ok "search: full_refresh_s reads everything again (no _lastUpdated in $(polls full ehr ok) polls), recorded in the cursors"
+# ---- the ingest group: pages stored so far commit while the poll waits for the next one ----------
+# Patient in pages of 10 (40 patients): the fourth page is 4 s late; meanwhile a second
+# connection sees the first three pages (the idle timer committed the group; held by the source,
+# no cursor), then the poll completes.
+faults '{"mode":"latency","latency_ms":4000,"path":"Patient","query":"_offset=30","limit":1}'
+source_conf grp "{\"name\":\"ehr\",\"kind\":\"search\",\"base_url\":\"$EHR\",\"interval_s\":3600,\"page_size\":10,\"types\":[\"Patient\"],$AUTH}"
+start_daemon grp "$TMP/grp.conf"
+DB="$TMP/grp.db"
+patients_of() { sqlite3 "$DB" "SELECT count(*) FROM resources WHERE type='Patient'" 2>/dev/null; }
+three_pages() { [ "$(patients_of)" = 30 ]; }
+wait_for "three pages committed while the fourth is late" 3 three_pages
+[ "$(polls grp ehr ok)" = 0 ] || fail "the poll ended before its late page"
+[ -z "$(cursor_of "$DB" 'lastUpdated:Patient')" ] || fail "the Patient cursor moved before the last page"
+[ "$(held_of "$DB")" = 30 ] || fail "held while the poll runs: $(held_of "$DB")"
+grp_done() { [ "$(polls grp ehr ok)" = 1 ]; }
+wait_for "the poll with the late page" 30 grp_done
+[ "$(patients_of)" = $N ] && [ -n "$(cursor_of "$DB" 'lastUpdated:Patient')" ] ||
+  fail "after the poll: $(patients_of) patients, cursor '$(cursor_of "$DB" 'lastUpdated:Patient')'"
+stop_daemon "$DPID"
+curl -s -X DELETE "$QADMIN/faults" >/dev/null
+ok "search: pages of one poll share an ingest group; while the last page is 4 s late the first 30 patients are committed (idle timer), held, no cursor; the poll completes with $N and the cursor"
+
 echo "PASS: $CHECKS checks"

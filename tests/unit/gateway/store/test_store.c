@@ -605,6 +605,109 @@ static void test_savepoint(void **state)
     store_close(s);
 }
 
+/* store_group_lost_fn of the tests: counts the lost groups of its owner (an int). */
+static void group_lost_count(void *owner, const char *msg)
+{
+    (void)msg;
+    (*(int *)owner)++;
+}
+
+static int64_t dirty_rows(const char *patient_id)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql, "SELECT count(*) FROM daemon_dirty WHERE patient_id = '%s'", patient_id);
+    return raw_int(sql);
+}
+
+/* An ingest group spans its owner's units ("pages"); any other use of the handle between them
+ * commits it first, a rollback of another caller's transaction leaves its rows, the owner's own
+ * rollback inside a unit undoes it, store_group_flush and store_group_end(flush) commit it. */
+static void test_ingest_group(void **state)
+{
+    (void)state;
+    store *s = open_fresh("group.db");
+    fhir_error err = {0};
+    int owner = 0, other = 0;
+    /* two pages in one group: nothing is visible to a second connection until another
+     * statement of the handle runs */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g1", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(dirty_rows("g1"), 0);
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 0); /* joined */
+    assert_int_equal(store_dirty_mark(s, "g2", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(dirty_rows("g1") + dirty_rows("g2"), 0);
+    assert_int_equal(store_dirty_count(s), 2); /* another use: the group commits first */
+    assert_int_equal(dirty_rows("g1") + dirty_rows("g2"), 2);
+    assert_false(store_in_transaction(s));
+
+    /* another caller's transaction rolled back: the group's rows (and its held memo) stay */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_held_mark(s, "src", "g3", &err), 0);
+    assert_int_equal(store_dirty_mark(s, "g3", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_dirty_mark(s, "x", &err), 0);
+    store_rollback(s);
+    assert_int_equal(dirty_rows("g3"), 1);
+    assert_int_equal(dirty_rows("x"), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM held WHERE patient_id = 'g3'"), 1);
+    /* the same for a bare store_rollback and a store_in_transaction check between pages */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g4", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    store_rollback(s);
+    assert_int_equal(dirty_rows("g4"), 1);
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g4b", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_false(store_in_transaction(s));
+    assert_int_equal(dirty_rows("g4b"), 1);
+
+    /* the owner's rollback inside a page undoes the group; nothing is left open */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g5", &err), 0);
+    store_rollback(s);
+    assert_false(store_in_transaction(s));
+    assert_int_equal(store_group_flush(s, &owner, &err), 0);
+    assert_int_equal(dirty_rows("g5"), 0);
+
+    /* flush: only the owner's group, and not inside its page; end(flush) commits */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g6", &err), 0);
+    assert_int_equal(store_group_flush(s, &owner, &err), 0); /* inside its page */
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(store_group_flush(s, &other, &err), 0);
+    assert_int_equal(dirty_rows("g6"), 0);
+    assert_int_equal(store_group_flush(s, &owner, &err), 1);
+    assert_int_equal(dirty_rows("g6"), 1);
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g7", &err), 0);
+    assert_int_equal(store_group_end(s, true, &err), 0);
+    assert_int_equal(dirty_rows("g7"), 1);
+    assert_int_equal(store_group_end(s, false, &err), -1); /* not inside a page */
+
+    /* another owner's page commits the open group first */
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), 1);
+    assert_int_equal(store_dirty_mark(s, "g8", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(store_group_begin(s, &other, group_lost_count, &err), 1);
+    assert_int_equal(dirty_rows("g8"), 1);
+    assert_int_equal(store_dirty_mark(s, "o1", &err), 0);
+    assert_int_equal(store_group_end(s, false, &err), 0);
+    assert_int_equal(store_group_flush(s, &owner, &err), 0);
+    assert_int_equal(dirty_rows("o1"), 0);
+    assert_int_equal(store_group_flush(s, &other, &err), 1);
+    assert_int_equal(dirty_rows("o1"), 1);
+    /* a group inside another caller's transaction is refused */
+    assert_int_equal(store_begin(s, &err), 0);
+    assert_int_equal(store_group_begin(s, &owner, group_lost_count, &err), -1);
+    store_rollback(s);
+    assert_int_equal(owner + other, 0); /* no commit failed */
+    store_close(s);
+}
+
 static int count_json(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)type;
@@ -1349,6 +1452,7 @@ int main(void)
         cmocka_unit_test(test_v4_to_people),
         cmocka_unit_test(test_v6_to_episodes),
         cmocka_unit_test(test_savepoint),
+        cmocka_unit_test(test_ingest_group),
         cmocka_unit_test(test_worklist_typed),
         cmocka_unit_test(test_referral_verdict_shared),
         cmocka_unit_test(test_cds_tables),
