@@ -1,4 +1,5 @@
-/* cartgate version — cartgate and the versions of the libraries it runs on. */
+/* cartgate version — cartgate and the versions of the libraries it runs on; with --pdf, also
+ * the PDF renderer's (loaded only then: packet.h), proven by drawing a test page. */
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <libxml/xmlversion.h>
@@ -11,6 +12,7 @@
 #include "cmd.h"
 #include "fhir_datadir.h"
 #include "fhir_json.h"
+#include "packet.h"
 #include "store.h"
 
 void cmd_print_versions(void)
@@ -37,12 +39,46 @@ static void print_data_paths(void)
     printf("  override with $CARTGATE_DATA_DIR, or criteria.dir / mappings.dir / centers.file\n");
 }
 
+/* --pdf FILE: loads the PDF renderer, prints its versions and draws an empty referral packet
+ * (every field "not recorded", no patient) to FILE. 0, or 1 with the cause on stderr. */
+static int pdf_test_page(const char *path)
+{
+    static const char doc[] = "{\"kind\": \"" PACKET_KIND "\", \"from\": \"cartgate version --pdf\","
+                              " \"to\": \"a test page (no patient)\"}";
+    char versions[128];
+    fhir_error err;
+    if (packet_pdf_renderer(versions, sizeof versions, &err)) {
+        fprintf(stderr, "cartgate version: %s\n", err.msg);
+        return 1;
+    }
+    printf("PDF renderer %s (loaded when a PDF is first drawn)\n", versions);
+    fhir_arena *a = fhir_arena_new(0);
+    fhir_node *pk = fhir_json_parse(a, doc, sizeof doc - 1, NULL, &err);
+    int rc = pk ? packet_write_pdf(pk, path, &err) : -1;
+    fhir_arena_free(a);
+    if (rc) {
+        fprintf(stderr, "cartgate version: %s\n", err.msg);
+        return 1;
+    }
+    printf("PDF test page written to %s\n", path);
+    return 0;
+}
+
 int cmd_version(int argc, char **argv)
 {
-    static const cli_cmd cmd = {
+    const char *pdf = NULL;
+    static const char about[] =
+        "Prints cartgate's version, where it looks for its data files (criteria, mappings, "
+        "center directory) and the versions of the libraries it runs on.";
+    const cli_cmd cmd = {
         .name = "version",
-        .about = "Prints cartgate's version, where it looks for its data files (criteria, mappings, "
-                 "center directory) and the versions of the libraries it runs on.",
+        .about = about,
+        .opts = (const cli_opt[]){
+            {.name = "pdf", .kind = CLI_PATH, .out = &pdf, .arg = "FILE",
+             .help = "also load the PDF renderer (pango, cairo: loaded only when a PDF is drawn),\n"
+                     "print its versions and draw a test page (no patient) to FILE"},
+            {0},
+        },
     };
     int first, rc = cli_parse(&cmd, argc, argv, &first);
     if (rc != CLI_GO)
@@ -50,5 +86,5 @@ int cmd_version(int argc, char **argv)
     printf("cartgate %s\n", CARTGATE_VERSION);
     print_data_paths();
     cmd_print_versions();
-    return 0;
+    return pdf ? pdf_test_page(pdf) : 0;
 }

@@ -15,13 +15,13 @@
 
 #include <cairo-pdf.h>
 #include <cairo.h>
+#include <dlfcn.h>
 #include <openssl/evp.h>
 #include <pango/pangocairo.h>
+#include <pthread.h>
 
 #include "fhir_clock.h"
 #include "fhir_json.h"
-
-#define PACKET_KIND "cartgate-packet"
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
@@ -1154,7 +1154,98 @@ int packet_write_text(const fhir_node *pk, fhir_buf *out, fhir_error *err)
     return 0;
 }
 
-/* -- PDF (cairo + pango) -- */
+/* -- PDF (cairo + pango) --
+ * pango and cairo are not linked: with what they load (glib, harfbuzz, freetype, fontconfig,
+ * pixman, X11, png ...) they are about 30 shared libraries, ~12 ms of CPU at every start of
+ * every cartgate process, for a PDF that few processes draw (issue 20). The headers give the
+ * types; the functions come from dlopen/dlsym when a PDF is first drawn, once per process
+ * (pthread_once: the listener's thread and any other may draw one), into this table. Each
+ * function is looked up in the library that exports it; the handles stay open for the life of
+ * the process (glib must never be unloaded), also when a later library fails to load. */
+#define PDF_LIBS(X)                                                                                \
+    X(PDF_CAIRO, "libcairo.so.2")                                                                  \
+    X(PDF_GOBJECT, "libgobject-2.0.so.0")                                                          \
+    X(PDF_PANGO, "libpango-1.0.so.0")                                                              \
+    X(PDF_PANGOCAIRO, "libpangocairo-1.0.so.0")
+#define PDF_FNS(X)                                                                                 \
+    X(PDF_CAIRO, cairo_create) X(PDF_CAIRO, cairo_destroy) X(PDF_CAIRO, cairo_line_to)             \
+    X(PDF_CAIRO, cairo_move_to) X(PDF_CAIRO, cairo_pdf_surface_create_for_stream)                  \
+    X(PDF_CAIRO, cairo_pdf_surface_set_metadata) X(PDF_CAIRO, cairo_set_line_width)                \
+    X(PDF_CAIRO, cairo_set_source_rgb) X(PDF_CAIRO, cairo_show_page) X(PDF_CAIRO, cairo_status)    \
+    X(PDF_CAIRO, cairo_status_to_string) X(PDF_CAIRO, cairo_stroke)                                \
+    X(PDF_CAIRO, cairo_surface_destroy) X(PDF_CAIRO, cairo_surface_finish)                         \
+    X(PDF_CAIRO, cairo_surface_status) X(PDF_CAIRO, cairo_version_string)                          \
+    X(PDF_GOBJECT, g_object_unref)                                                                 \
+    X(PDF_PANGO, pango_font_description_free) X(PDF_PANGO, pango_font_description_from_string)     \
+    X(PDF_PANGO, pango_layout_get_size) X(PDF_PANGO, pango_layout_set_font_description)            \
+    X(PDF_PANGO, pango_layout_set_text) X(PDF_PANGO, pango_layout_set_width)                       \
+    X(PDF_PANGO, pango_layout_set_wrap) X(PDF_PANGO, pango_version_string)                         \
+    X(PDF_PANGOCAIRO, pango_cairo_create_layout) X(PDF_PANGOCAIRO, pango_cairo_show_layout)
+
+enum {
+#define PDF_LIB_ENUM(id, soname) id,
+    PDF_LIBS(PDF_LIB_ENUM)
+#undef PDF_LIB_ENUM
+    PDF_NLIBS
+};
+
+/* the functions, typed by the headers' own declarations */
+static struct {
+#define PDF_FN_FIELD(lib, fn) __typeof__(fn) *fn;
+    PDF_FNS(PDF_FN_FIELD)
+#undef PDF_FN_FIELD
+} pdf_lib;
+static pthread_once_t pdf_lib_once = PTHREAD_ONCE_INIT;
+static char pdf_lib_error[512]; /* after pdf_lib_load: why it failed, "" when it did not */
+
+static void pdf_lib_load(void)
+{
+    static const char *const soname[PDF_NLIBS] = {
+#define PDF_LIB_NAME(id, name) [id] = name,
+        PDF_LIBS(PDF_LIB_NAME)
+#undef PDF_LIB_NAME
+    };
+    void *h[PDF_NLIBS];
+    for (int i = 0; i < PDF_NLIBS; i++) {
+        h[i] = dlopen(soname[i], RTLD_NOW | RTLD_LOCAL);
+        if (!h[i]) {
+            const char *why = dlerror();
+            snprintf(pdf_lib_error, sizeof pdf_lib_error, "the PDF renderer is not installed: %s",
+                     why ? why : soname[i]);
+            return;
+        }
+    }
+    void *sym;
+#define PDF_FN_LOAD(lib, fn)                                                                       \
+    if (!(sym = dlsym(h[lib], #fn))) {                                                             \
+        snprintf(pdf_lib_error, sizeof pdf_lib_error,                                              \
+                 "the PDF renderer is not installed: %s has no " #fn, soname[lib]);                \
+        return;                                                                                    \
+    }                                                                                              \
+    memcpy(&pdf_lib.fn, &sym, sizeof sym);
+    PDF_FNS(PDF_FN_LOAD)
+#undef PDF_FN_LOAD
+}
+
+/* The table, loaded at the first call; NULL with err when a library or function is missing. */
+static bool pdf_lib_get(fhir_error *err)
+{
+    pthread_once(&pdf_lib_once, pdf_lib_load);
+    if (pdf_lib_error[0]) {
+        fhir_error_set(err, "%s", pdf_lib_error);
+        return false;
+    }
+    return true;
+}
+
+int packet_pdf_renderer(char *buf, size_t cap, fhir_error *err)
+{
+    fhir_error_clear(err);
+    if (!pdf_lib_get(err))
+        return -1;
+    snprintf(buf, cap, "pango %s, cairo %s", pdf_lib.pango_version_string(), pdf_lib.cairo_version_string());
+    return 0;
+}
 
 typedef struct pdf {
     cairo_t *cr;
@@ -1170,25 +1261,25 @@ typedef struct pdf {
 
 static PangoLayout *pdf_layout(pdf *p, const char *text, PangoFontDescription *font, double width)
 {
-    PangoLayout *l = pango_cairo_create_layout(p->cr);
-    pango_layout_set_font_description(l, font);
-    pango_layout_set_width(l, (int)(width * PANGO_SCALE));
-    pango_layout_set_wrap(l, PANGO_WRAP_WORD_CHAR);
-    pango_layout_set_text(l, text ? text : "", -1);
+    PangoLayout *l = pdf_lib.pango_cairo_create_layout(p->cr);
+    pdf_lib.pango_layout_set_font_description(l, font);
+    pdf_lib.pango_layout_set_width(l, (int)(width * PANGO_SCALE));
+    pdf_lib.pango_layout_set_wrap(l, PANGO_WRAP_WORD_CHAR);
+    pdf_lib.pango_layout_set_text(l, text ? text : "", -1);
     return l;
 }
 
 static double pdf_height(PangoLayout *l)
 {
     int w, h;
-    pango_layout_get_size(l, &w, &h);
+    pdf_lib.pango_layout_get_size(l, &w, &h);
     return (double)h / PANGO_SCALE;
 }
 
 static void pdf_room(pdf *p, double h)
 {
     if (p->y + h > p->bottom && p->y > p->top) {
-        cairo_show_page(p->cr);
+        pdf_lib.cairo_show_page(p->cr);
         p->y = p->top;
     }
 }
@@ -1200,10 +1291,10 @@ static void pdf_block(pdf *p, const char *text, PangoFontDescription *font, doub
     double h = pdf_height(l);
     p->y += before;
     pdf_room(p, h);
-    cairo_move_to(p->cr, p->left + indent, p->y);
-    pango_cairo_show_layout(p->cr, l);
+    pdf_lib.cairo_move_to(p->cr, p->left + indent, p->y);
+    pdf_lib.pango_cairo_show_layout(p->cr, l);
     p->y += h + after;
-    g_object_unref(l);
+    pdf_lib.g_object_unref(l);
 }
 
 static void p_title(emitter *e, const char *t, const char *sub)
@@ -1218,10 +1309,10 @@ static void p_heading(emitter *e, const char *t)
     pdf *p = e->ud;
     pdf_room(p, 70); /* keep a heading with what follows */
     pdf_block(p, t, p->h2, 0, 8, 1);
-    cairo_set_line_width(p->cr, 0.6);
-    cairo_move_to(p->cr, p->left, p->y);
-    cairo_line_to(p->cr, p->left + p->width, p->y);
-    cairo_stroke(p->cr);
+    pdf_lib.cairo_set_line_width(p->cr, 0.6);
+    pdf_lib.cairo_move_to(p->cr, p->left, p->y);
+    pdf_lib.cairo_line_to(p->cr, p->left + p->width, p->y);
+    pdf_lib.cairo_stroke(p->cr);
     p->y += 3;
 }
 
@@ -1232,13 +1323,13 @@ static void p_kv(emitter *e, const char *k, const char *v)
     PangoLayout *lk = pdf_layout(p, k, p->bold, kw - 6), *lv = pdf_layout(p, v, p->body, p->width - kw);
     double h = fmax(pdf_height(lk), pdf_height(lv));
     pdf_room(p, h);
-    cairo_move_to(p->cr, p->left, p->y);
-    pango_cairo_show_layout(p->cr, lk);
-    cairo_move_to(p->cr, p->left + kw, p->y);
-    pango_cairo_show_layout(p->cr, lv);
+    pdf_lib.cairo_move_to(p->cr, p->left, p->y);
+    pdf_lib.pango_cairo_show_layout(p->cr, lk);
+    pdf_lib.cairo_move_to(p->cr, p->left + kw, p->y);
+    pdf_lib.pango_cairo_show_layout(p->cr, lv);
     p->y += h + 1;
-    g_object_unref(lk);
-    g_object_unref(lv);
+    pdf_lib.g_object_unref(lk);
+    pdf_lib.g_object_unref(lv);
 }
 
 static void p_para(emitter *e, const char *t)
@@ -1254,9 +1345,9 @@ static void p_bullet(emitter *e, const char *t)
     double y0 = p->y;
     pdf_block(p, t, p->body, 12, 0, 2);
     /* the bullet goes beside the first line of the block (after a page break: the new top) */
-    cairo_move_to(p->cr, p->left, p->y < y0 ? p->top : y0);
-    pango_cairo_show_layout(p->cr, dot);
-    g_object_unref(dot);
+    pdf_lib.cairo_move_to(p->cr, p->left, p->y < y0 ? p->top : y0);
+    pdf_lib.pango_cairo_show_layout(p->cr, dot);
+    pdf_lib.g_object_unref(dot);
 }
 
 static void p_cells(pdf *p, const char *const *cells, PangoFontDescription *font)
@@ -1270,16 +1361,16 @@ static void p_cells(pdf *p, const char *const *cells, PangoFontDescription *font
     pdf_room(p, h + 3);
     double x = p->left;
     for (size_t i = 0; i < p->ncols; i++) {
-        cairo_move_to(p->cr, x, p->y);
-        pango_cairo_show_layout(p->cr, l[i]);
+        pdf_lib.cairo_move_to(p->cr, x, p->y);
+        pdf_lib.pango_cairo_show_layout(p->cr, l[i]);
         x += p->colw[i];
-        g_object_unref(l[i]);
+        pdf_lib.g_object_unref(l[i]);
     }
     p->y += h + 2;
-    cairo_set_line_width(p->cr, 0.3);
-    cairo_move_to(p->cr, p->left, p->y);
-    cairo_line_to(p->cr, p->left + p->width, p->y);
-    cairo_stroke(p->cr);
+    pdf_lib.cairo_set_line_width(p->cr, 0.3);
+    pdf_lib.cairo_move_to(p->cr, p->left, p->y);
+    pdf_lib.cairo_line_to(p->cr, p->left + p->width, p->y);
+    pdf_lib.cairo_stroke(p->cr);
     p->y += 2;
 }
 
@@ -1320,6 +1411,8 @@ static cairo_status_t pdf_write(void *closure, const unsigned char *data, unsign
 int packet_write_pdf(const fhir_node *pk, const char *path, fhir_error *err)
 {
     fhir_error_clear(err);
+    if (!pdf_lib_get(err))
+        return -1;
     char tmp[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) {
         fhir_error_set(err, "%s: path too long", path);
@@ -1333,33 +1426,33 @@ int packet_write_pdf(const fhir_node *pk, const char *path, fhir_error *err)
             close(fd);
         return -1;
     }
-    cairo_surface_t *surf = cairo_pdf_surface_create_for_stream(pdf_write, f, PDF_W, PDF_H);
-    cairo_pdf_surface_set_metadata(surf, CAIRO_PDF_METADATA_TITLE, "Referral for CAR T-cell therapy evaluation");
-    cairo_pdf_surface_set_metadata(surf, CAIRO_PDF_METADATA_CREATOR, "cartgate");
-    pdf P = {.cr = cairo_create(surf), .top = PDF_MARGIN, .bottom = PDF_H - PDF_MARGIN,
+    cairo_surface_t *surf = pdf_lib.cairo_pdf_surface_create_for_stream(pdf_write, f, PDF_W, PDF_H);
+    pdf_lib.cairo_pdf_surface_set_metadata(surf, CAIRO_PDF_METADATA_TITLE, "Referral for CAR T-cell therapy evaluation");
+    pdf_lib.cairo_pdf_surface_set_metadata(surf, CAIRO_PDF_METADATA_CREATOR, "cartgate");
+    pdf P = {.cr = pdf_lib.cairo_create(surf), .top = PDF_MARGIN, .bottom = PDF_H - PDF_MARGIN,
              .left = PDF_MARGIN, .width = PDF_W - 2 * PDF_MARGIN};
     P.y = P.top;
-    P.body = pango_font_description_from_string("Sans 9");
-    P.bold = pango_font_description_from_string("Sans Bold 9");
-    P.h2 = pango_font_description_from_string("Sans Bold 11");
-    P.big = pango_font_description_from_string("Sans Bold 15");
-    cairo_set_source_rgb(P.cr, 0.1, 0.1, 0.1);
+    P.body = pdf_lib.pango_font_description_from_string("Sans 9");
+    P.bold = pdf_lib.pango_font_description_from_string("Sans Bold 9");
+    P.h2 = pdf_lib.pango_font_description_from_string("Sans Bold 11");
+    P.big = pdf_lib.pango_font_description_from_string("Sans Bold 15");
+    pdf_lib.cairo_set_source_rgb(P.cr, 0.1, 0.1, 0.1);
     emitter e = {p_title, p_heading, p_kv, p_para, p_bullet, p_table, p_row, p_table_end, p_end,
                  NULL, 0, &P};
     int rc = walk(pk, &e, err);
-    cairo_show_page(P.cr);
-    cairo_status_t st = cairo_status(P.cr);
-    cairo_destroy(P.cr);
-    cairo_surface_finish(surf);
+    pdf_lib.cairo_show_page(P.cr);
+    cairo_status_t st = pdf_lib.cairo_status(P.cr);
+    pdf_lib.cairo_destroy(P.cr);
+    pdf_lib.cairo_surface_finish(surf);
     if (st == CAIRO_STATUS_SUCCESS)
-        st = cairo_surface_status(surf);
-    cairo_surface_destroy(surf);
-    pango_font_description_free(P.body);
-    pango_font_description_free(P.bold);
-    pango_font_description_free(P.h2);
-    pango_font_description_free(P.big);
+        st = pdf_lib.cairo_surface_status(surf);
+    pdf_lib.cairo_surface_destroy(surf);
+    pdf_lib.pango_font_description_free(P.body);
+    pdf_lib.pango_font_description_free(P.bold);
+    pdf_lib.pango_font_description_free(P.h2);
+    pdf_lib.pango_font_description_free(P.big);
     if (!rc && st != CAIRO_STATUS_SUCCESS) {
-        fhir_error_set(err, "%s: PDF: %s", path, cairo_status_to_string(st));
+        fhir_error_set(err, "%s: PDF: %s", path, pdf_lib.cairo_status_to_string(st));
         rc = -1;
     }
     if (fflush(f) || fsync(fileno(f))) {

@@ -27,6 +27,7 @@
 #include "map_profile.h"
 
 #define PACKET_CONTENT_TYPE "application/vnd.cartgate.packet+json"
+#define PACKET_KIND "cartgate-packet" /* the document's "kind" */
 #define PACKET_MAX_HTML (256u * 1024u) /* byte cap of one rendered HTML packet */
 #define PACKET_MAX_TEXT (128u * 1024u) /* byte cap of one rendered text packet */
 #define PACKET_MAX_JSON (128u * 1024u) /* byte cap of the packet document */
@@ -85,8 +86,16 @@ int packet_write_html(const fhir_node *pk, fhir_buf *out, fhir_error *err);
 int packet_write_text(const fhir_node *pk, fhir_buf *out, fhir_error *err);
 
 /* Writes a PDF (A4/Letter-neutral: US Letter) laid out with pango to path (created 0600,
- * replaced atomically). Returns 0, or -1 with err. */
+ * replaced atomically). Returns 0, or -1 with err; "the PDF renderer is not installed: <the
+ * loader's reason>" when pango or cairo cannot be loaded (see packet_pdf_renderer). */
 int packet_write_pdf(const fhir_node *pk, const char *path, fhir_error *err);
+
+/* The PDF renderer, pango and cairo, is not linked into cartgate: its libraries (about 30 with
+ * their dependencies) are loaded when a PDF is first drawn, once per process and thread-safe,
+ * so a process that draws none never maps them. Loads them if not yet and writes their
+ * versions ("pango 1.50.12, cairo 1.16.0") into buf (cap bytes); 0, or -1 with err "the PDF
+ * renderer is not installed: <the loader's reason>". */
+int packet_pdf_renderer(char *buf, size_t cap, fhir_error *err);
 
 /* The packet document inside a referral Bundle (the DocumentReference attachment of type
  * PACKET_CONTENT_TYPE), parsed into arena a. NULL with err when the Bundle carries none
