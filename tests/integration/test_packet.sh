@@ -35,6 +35,10 @@ CONF
 start_daemon d1 "$TMP/c.conf"
 screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 40 ]; }
 wait_for "40 patients screened" 60 screened
+# pango and cairo are loaded only when a PDF is drawn (packet.h): the daemon that screened and
+# proposed (packets composed as HTML and JSON) maps none of them
+pdf_libs() { grep -Eo '/lib(pangocairo-1\.0|pango-1\.0|cairo|gobject-2\.0|fontconfig|harfbuzz)\.so[.0-9]*' "$1" | sort -u | tr '\n' ' '; }
+[ -z "$(pdf_libs /proc/$DPID/maps)" ] || fail "the daemon maps the PDF renderer without drawing a PDF: $(pdf_libs /proc/$DPID/maps)"
 stop_daemon "$DPID"
 
 # the screening stores its proposals without their package: the CLI composes it when it first
@@ -148,4 +152,37 @@ grep -q "No such file or directory" "$TMP/err" || fail "no cause: $(cat "$TMP/er
 "$CG" referrals show "$first" --db "$TMP/cg.db" --pdf "$TMP/x.pdf" 2>"$TMP/err" && fail "--pdf on show accepted"
 grep -q "are for the packet action" "$TMP/err" || fail "no cause: $(cat "$TMP/err")"
 ok "text, HTML (no script) and JSON renderings; one rendering at a time; a missing referral or folder is an error with its cause"
+
+# the PDF renderer is loaded when the first PDF is drawn, not at start (issue 20): what the
+# loader initializes (LD_DEBUG=libs) for a command that draws none and for one that draws one
+LD_DEBUG=libs "$CG" version 2>"$TMP/ld.version" >/dev/null || fail "version"
+n_version=$(grep -c "calling init:" "$TMP/ld.version")
+[ -z "$(pdf_libs "$TMP/ld.version")" ] || fail "cartgate version loads the PDF renderer: $(pdf_libs "$TMP/ld.version")"
+LD_DEBUG=libs "$CG" referrals packet "$first" --db "$TMP/cg.db" >/dev/null 2>"$TMP/ld.text" || fail "packet (text)"
+[ -z "$(pdf_libs "$TMP/ld.text")" ] || fail "the text packet loads the PDF renderer: $(pdf_libs "$TMP/ld.text")"
+LD_DEBUG=libs "$CG" referrals packet "$first" --db "$TMP/cg.db" --pdf "$TMP/again.pdf" >/dev/null 2>"$TMP/ld.pdf" ||
+  fail "packet --pdf: $(grep -v '^ *[0-9]*:' "$TMP/ld.pdf")"
+for lib in libpangocairo-1.0 libpango-1.0 libcairo libgobject-2.0 libfontconfig; do
+  grep -q "calling init: .*/$lib\.so" "$TMP/ld.pdf" || fail "drawing a PDF did not load $lib"
+done
+ok "cartgate version initializes $n_version libraries, none of pango/cairo's (nor does a text packet); drawing a PDF loads pango, cairo, gobject, fontconfig"
+# version --pdf: the renderer's versions and a test page without a patient
+"$CG" version --pdf "$TMP/test-page.pdf" >"$TMP/v.out" 2>&1 || fail "version --pdf: $(cat "$TMP/v.out")"
+grep -Eq '^PDF renderer pango 1\.[0-9.]+, cairo 1\.[0-9.]+ \(loaded when a PDF is first drawn\)$' "$TMP/v.out" ||
+  fail "version --pdf does not name the renderer: $(cat "$TMP/v.out")"
+pdftotext "$TMP/test-page.pdf" - | grep -q "Referral for CAR T-cell therapy evaluation" || fail "the test page does not read back"
+ok "version --pdf: the renderer's versions and a test page that pdftotext reads"
+# a renderer that cannot be loaded (here a broken libpangocairo first on the loader's path):
+# the PDF fails with the loader's reason and leaves no file; every other rendering still works
+mkdir -p "$TMP/broken"
+echo "not a library" >"$TMP/broken/libpangocairo-1.0.so.0"
+LD_LIBRARY_PATH="$TMP/broken" "$CG" referrals packet "$first" --db "$TMP/cg.db" --pdf "$TMP/none.pdf" 2>"$TMP/err" >/dev/null &&
+  fail "a PDF without its renderer succeeded"
+grep -q "the PDF renderer is not installed: $TMP/broken/libpangocairo-1.0.so.0: " "$TMP/err" || fail "no cause: $(cat "$TMP/err")"
+ls "$TMP"/none.pdf* >/dev/null 2>&1 && fail "a failed PDF left a file: $(ls "$TMP"/none.pdf*)"
+LD_LIBRARY_PATH="$TMP/broken" "$CG" version --pdf "$TMP/none.pdf" >/dev/null 2>"$TMP/err" && fail "version --pdf without its renderer succeeded"
+grep -q "^cartgate version: the PDF renderer is not installed: " "$TMP/err" || fail "version --pdf: no cause: $(cat "$TMP/err")"
+LD_LIBRARY_PATH="$TMP/broken" "$CG" referrals packet "$first" --db "$TMP/cg.db" --html >"$TMP/pk2.html" || fail "HTML packet without the PDF renderer"
+cmp -s "$TMP/pk.html" "$TMP/pk2.html" || fail "the HTML packet differs without the PDF renderer"
+ok "without a loadable renderer: the PDF fails with the loader's reason and no file, the HTML packet is unchanged"
 echo "test_packet: $CHECKS checks passed"

@@ -181,6 +181,45 @@ static void test_reports(void **state)
     fhir_arena_free(a);
 }
 
+/* Whether a shared library whose file name starts with name is mapped into this process. */
+static bool mapped(const char *name)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    assert_non_null(f);
+    char line[4096];
+    bool found = false;
+    while (fgets(line, sizeof line, f)) {
+        const char *base = strrchr(line, '/');
+        found |= base && !strncmp(base + 1, name, strlen(name));
+    }
+    fclose(f);
+    return found;
+}
+
+/* pango and cairo are not linked: a process maps them only once it draws a PDF (or asks for the
+ * renderer's versions), so this test runs first. */
+static void test_renderer_loaded_on_first_use(void **state)
+{
+    (void)state;
+    static const char *const libs[] = {"libpangocairo-1.0.so", "libpango-1.0.so", "libcairo.so",
+                                       "libgobject-2.0.so", "libfontconfig.so", "libharfbuzz.so"};
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++)
+        if (mapped(libs[i]))
+            fail_msg("%s is mapped before any PDF is drawn", libs[i]);
+    char v[128];
+    fhir_error err = {0};
+    assert_int_equal(packet_pdf_renderer(v, sizeof v, &err), 0);
+    assert_true(!strncmp(v, "pango 1.", 8));
+    assert_non_null(strstr(v, ", cairo 1."));
+    for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) /* with their dependencies */
+        if (!mapped(libs[i]))
+            fail_msg("%s is not mapped after the renderer was loaded", libs[i]);
+    /* once per process: the same table again */
+    char v2[128];
+    assert_int_equal(packet_pdf_renderer(v2, sizeof v2, &err), 0);
+    assert_string_equal(v, v2);
+}
+
 static void test_renderings(void **state)
 {
     (void)state;
@@ -401,6 +440,7 @@ static void test_references_removed(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_renderer_loaded_on_first_use), /* first: nothing drawn yet */
         cmocka_unit_test(test_document),
         cmocka_unit_test(test_arena_cap),
         cmocka_unit_test(test_reports),
