@@ -105,6 +105,10 @@ wait_for() {
 
 # screened_count: patients with a verdict (store).
 screened_count() { sqlite3 "$1" "SELECT count(*) FROM verdicts"; }
+# pdf_libs FILE: the PDF renderer's libraries (pango, cairo and what they bring) that FILE names
+# (/proc/PID/maps, LD_DEBUG output), one line; empty when none. They are loaded when a process
+# first draws a PDF (gateway/referral/packet.h).
+pdf_libs() { grep -Eo '/lib(pangocairo-1\.0|pango-1\.0|cairo|gobject-2\.0|fontconfig|harfbuzz)\.so[.0-9]*' "$1" | sort -u | tr '\n' ' '; }
 
 # source_conf NAME SOURCE_JSON [GRACE]: $TMP/NAME.conf, a daemon with that one source, store
 # $TMP/NAME.db, centers $TMP/centers.json, as of 2026-11-01, nothing sent.

@@ -166,12 +166,20 @@ PW_KIM='kim: intake nurse at the center'
 echo "$PW_KIM" | "$CG" users add nurse.kim --role intake --password-stdin --db "$CDB" >/dev/null 2>&1 || fail "add nurse.kim"
 ART="${CARTGATE_BUILD_DIR:-$SRC/build}/artifacts/browser-intake"
 rm -rf "$ART"
+# the PDF renderer (pango, cairo) is loaded when the first PDF is drawn: neither daemon, which
+# composed, sent and received the packets, maps it yet; the browser downloads a packet's PDF
+for p in "$CP" "$SP"; do
+  [ -z "$(pdf_libs /proc/$p/maps)" ] || fail "daemon $p maps the PDF renderer before drawing a PDF: $(pdf_libs /proc/$p/maps)"
+done
 CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
   node "$SRC/tests/browser/intake_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?
 cat "$TMP/browser.out"
 [ $rc = 0 ] || fail "intake browser checks failed (above); screenshots in $ART"
-ok "intake in Chromium: $(ls "$ART"/*.png | wc -l) pages checked with axe-core, screenshots in $ART"
+for lib in libpangocairo-1.0 libpango-1.0 libcairo libfontconfig; do
+  grep -q "/$lib\.so" "/proc/$CP/maps" || fail "the center drew the packet's PDF without $lib mapped"
+done
+ok "intake in Chromium: $(ls "$ART"/*.png | wc -l) pages checked with axe-core, screenshots in $ART; the center mapped pango/cairo only once it drew the packet PDF"
 
 # ---- the answer reaches the site and its EHR -------------------------------------------------
 read -r A B C <<<"$(q "SELECT group_concat(id, ' ') FROM (SELECT id FROM intake_referrals ORDER BY urank, received_ms, id LIMIT 3)")"

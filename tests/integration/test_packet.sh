@@ -37,7 +37,6 @@ screened() { [ "$(screened_count "$TMP/cg.db" 2>/dev/null)" = 40 ]; }
 wait_for "40 patients screened" 60 screened
 # pango and cairo are loaded only when a PDF is drawn (packet.h): the daemon that screened and
 # proposed (packets composed as HTML and JSON) maps none of them
-pdf_libs() { grep -Eo '/lib(pangocairo-1\.0|pango-1\.0|cairo|gobject-2\.0|fontconfig|harfbuzz)\.so[.0-9]*' "$1" | sort -u | tr '\n' ' '; }
 [ -z "$(pdf_libs /proc/$DPID/maps)" ] || fail "the daemon maps the PDF renderer without drawing a PDF: $(pdf_libs /proc/$DPID/maps)"
 stop_daemon "$DPID"
 
