@@ -160,7 +160,7 @@ n_version=$(grep -c "calling init:" "$TMP/ld.version")
 LD_DEBUG=libs "$CG" referrals packet "$first" --db "$TMP/cg.db" >/dev/null 2>"$TMP/ld.text" || fail "packet (text)"
 [ -z "$(pdf_libs "$TMP/ld.text")" ] || fail "the text packet loads the PDF renderer: $(pdf_libs "$TMP/ld.text")"
 LD_DEBUG=libs "$CG" referrals packet "$first" --db "$TMP/cg.db" --pdf "$TMP/again.pdf" >/dev/null 2>"$TMP/ld.pdf" ||
-  fail "packet --pdf: $(grep -v '^ *[0-9]*:' "$TMP/ld.pdf")"
+  fail "packet --pdf: $(grep -v '^[[:space:]]*[0-9]*:' "$TMP/ld.pdf")"
 for lib in libpangocairo-1.0 libpango-1.0 libcairo libgobject-2.0 libfontconfig; do
   grep -q "calling init: .*/$lib\.so" "$TMP/ld.pdf" || fail "drawing a PDF did not load $lib"
 done
