@@ -118,6 +118,7 @@ typedef struct item {
     int64_t day;
     int kind; /* 0 exposure, 1 hct event, 2 car t event */
     size_t idx;
+    const map_lot_exposure *ex; /* kind 0: the exposure (its drug and record break day ties) */
 } item;
 
 static int item_cmp(const void *a, const void *b)
@@ -127,6 +128,15 @@ static int item_cmp(const void *a, const void *b)
         return x->day < y->day ? -1 : 1;
     if (x->kind != y->kind)
         return x->kind < y->kind ? -1 : 1;
+    /* exposures of one day in the same order whatever order the records came in (a line's
+     * drugs are listed as first met): by drug, then by record */
+    if (x->ex && y->ex) {
+        int c = strcmp(x->ex->drug->ingredient, y->ex->drug->ingredient);
+        if (!c && x->ex->ref && y->ex->ref)
+            c = strcmp(x->ex->ref, y->ex->ref);
+        if (c)
+            return c;
+    }
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
 }
 
@@ -239,10 +249,10 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
     for (size_t i = 0; i < nex; i++)
         if (assign[i] < 0 && !is_role(ex[i].drug, "car_t") && !is_role(ex[i].drug, "steroid") &&
             !is_role(ex[i].drug, "unknown"))
-            it[nit++] = (item){ex[i].start, 0, i};
+            it[nit++] = (item){ex[i].start, 0, i, &ex[i]};
     for (size_t k = 0; k < n_ev; k++)
         if (!ev_drop[k] && ev[k].kind != MAP_LOT_CAR_T_COLLECTION)
-            it[nit++] = (item){ev[k].day, ev[k].kind == MAP_LOT_CAR_T ? 2 : 1, k};
+            it[nit++] = (item){ev[k].day, ev[k].kind == MAP_LOT_CAR_T ? 2 : 1, k, NULL};
     if (nit)
         qsort(it, nit, sizeof *it, item_cmp);
 

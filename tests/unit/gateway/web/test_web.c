@@ -185,8 +185,8 @@ static void test_timeline_svg(void **state)
     assert_true(strlen(svg) > 6 && !strcmp(svg + strlen(svg) - 6, "</svg>"));
     assert_int_equal(count(svg, "<rect class=\"bar\""), 1);     /* R-CHOP */
     assert_int_equal(count(svg, "<rect class=\"bar hct\""), 1); /* salvage with the transplant */
-    assert_non_null(strstr(svg, "Line 1: rituximab + cyclophosphamide + doxorubicin + vincristine + prednisone"));
-    assert_non_null(strstr(svg, "Line 2: rituximab + ifosfamide + carboplatin + etoposide (autologous transplant)"));
+    assert_non_null(strstr(svg, "Line 1: cyclophosphamide + doxorubicin + rituximab + vincristine + prednisone"));
+    assert_non_null(strstr(svg, "Line 2: carboplatin + etoposide + ifosfamide + rituximab (autologous transplant)"));
     assert_non_null(strstr(svg, "<title>Line 1, 2024-01-15 to 2024-04-29</title>"));
     assert_int_equal(count(svg, "class=\"mark resp\""), 1);
     assert_int_equal(count(svg, "class=\"mark prog\""), 1);
