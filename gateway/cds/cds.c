@@ -673,7 +673,7 @@ static bool declined_for_same(call *k, const elig_ruleset *rs, const screen *sc)
     /* taken off the worklist by a clinician for this very verdict (gateway/web's decline) */
     fhir_buf vj;
     fhir_buf_init(&vj, CDS_VERDICT_JSON_MAX);
-    int wl = screen_write_json(sc, k->patient_id, &vj) == 0
+    int wl = screen_write_verdict_json(sc, k->patient_id, &vj) == 0
                  ? store_worklist_declined_for(c->env.st, k->patient_id,
                                                elig_category_name(elig_result_category(screen_result(sc))),
                                                fhir_buf_cstr(&vj), &err)

@@ -488,7 +488,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     j->p = screen_profile(j->sc);
     j->fs = screen_facts(j->sc);
     j->res = screen_result(j->sc);
-    screen_write_json(j->sc, pid, &j->vj);
+    screen_write_verdict_json(j->sc, pid, &j->vj);
     j->ok = true;
     return 0;
 }

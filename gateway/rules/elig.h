@@ -297,6 +297,12 @@ const char *elig_ruleset_description(const elig_ruleset *rs, size_t i);
  * Deterministic. Returns 0, or -1 when out's cap is hit. */
 int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
                            const elig_result *r, const char *patient_id, fhir_buf *out);
+/* The same object without "provenance" (criteria files, our references, table rows: for
+ * developers, printed by `cartgate screen`): the verdict as the daemon stores it and its API,
+ * pages and cards read it. Its other members are byte for byte elig_result_write_json's.
+ * Returns 0, or -1 when out's cap is hit. */
+int elig_result_write_verdict_json(const elig_ruleset *rs, const elig_factset *fs,
+                                   const elig_result *r, const char *patient_id, fhir_buf *out);
 /* The keys of the indications whose category is want, in rule-set order, as the JSON array
  * elig_result_write_json writes ("products": ELIG_ELIGIBLE, "possible_products":
  * ELIG_POSSIBLY_ELIGIBLE). Returns 0, or -1 when out's cap is hit. */

@@ -669,8 +669,51 @@ static void put_provenance(fhir_buf *out, bool *sep, const char *prov)
     fhir_buf_puts(out, prov);
 }
 
-int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
-                           const elig_result *r, const char *patient_id, fhir_buf *out)
+/* The "provenance" array (developers): the criteria files and our references of the
+ * indications the explanation discusses and of the raised refer-early triggers, then the
+ * evidence behind each fact it used (bit i of used: fact i). */
+static void put_provenance_list(fhir_buf *out, const elig_ruleset *rs, const elig_factset *fs,
+                                const elig_result *r, uint64_t used)
+{
+    /* developers: criteria files, our reference, table rows behind each fact named above */
+    fhir_buf_putc(out, '[');
+    bool sep = false;
+    fhir_buf p;
+    fhir_buf_init(&p, 0);
+    for (size_t i = 0; i < rs->ninds; i++) {
+        /* the indications the explanation discusses (not those excluded by their disease) */
+        bool shown = r->pend[i] != ELIG_NOT_IN_FORCE || r->cat[i] == ELIG_ELIGIBLE ||
+                     r->cat[i] == ELIG_POSSIBLY_ELIGIBLE ||
+                     (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i]));
+        if (shown)
+            put_provenance(out, &sep, rs->inds[i].prov);
+    }
+    for (size_t c = 0; c < rs->nconsults; c++) {
+        bool fired = false;
+        for (uint32_t k = 0; k < rs->consults[c].ntrig; k++)
+            fired |= r->trig[rs->consults[c].trig0 + k] != 0;
+        if (fired)
+            put_provenance(out, &sep, rs->consults[c].prov);
+    }
+    for (size_t k = 0; k < rs->nfacts; k++) {
+        uint8_t fi = rs->fact_order[k];
+        const map_fact *mf = fs->v[fi].src;
+        if (!(used >> fi & 1) || !mf || !mf->evidence)
+            continue;
+        fhir_buf_reset(&p);
+        PUT(&p, rs->facts[fi].name, ": ", mf->evidence);
+        if (sep)
+            fhir_buf_putc(out, ',');
+        sep = true;
+        fhir_json_write_string(out, p.data, p.len);
+    }
+    fhir_buf_free(&p);
+    fhir_buf_putc(out, ']');
+}
+
+/* The screen JSON, with or without the developers' "provenance" member. */
+static int write_json(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
+                      const char *patient_id, bool provenance, fhir_buf *out)
 {
     fhir_buf_puts(out, "{\"patient\":");
     json_str(out, patient_id);
@@ -729,43 +772,24 @@ int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
     size_t nr = elig_result_to_request(rs, fs, r, req, ELIG_MAX_FACTS);
     json_key(out, "to_request");
     json_strs(out, req, nr < ELIG_MAX_FACTS ? nr : ELIG_MAX_FACTS);
-    /* developers: criteria files, our reference, table rows behind each fact named above */
-    json_key(out, "provenance");
-    fhir_buf_putc(out, '[');
-    sep = false;
-    fhir_buf p;
-    fhir_buf_init(&p, 0);
-    for (size_t i = 0; i < rs->ninds; i++) {
-        /* the indications the explanation discusses (not those excluded by their disease) */
-        bool shown = r->pend[i] != ELIG_NOT_IN_FORCE || r->cat[i] == ELIG_ELIGIBLE ||
-                     r->cat[i] == ELIG_POSSIBLY_ELIGIBLE ||
-                     (r->cat[i] == ELIG_NOT_ELIGIBLE && !gate_is_disease(rs, (uint32_t)r->failed[i]));
-        if (shown)
-            put_provenance(out, &sep, rs->inds[i].prov);
+    if (provenance) {
+        json_key(out, "provenance");
+        put_provenance_list(out, rs, fs, r, used);
     }
-    for (size_t c = 0; c < rs->nconsults; c++) {
-        bool fired = false;
-        for (uint32_t k = 0; k < rs->consults[c].ntrig; k++)
-            fired |= r->trig[rs->consults[c].trig0 + k] != 0;
-        if (fired)
-            put_provenance(out, &sep, rs->consults[c].prov);
-    }
-    for (size_t k = 0; k < rs->nfacts; k++) {
-        uint8_t fi = rs->fact_order[k];
-        const map_fact *mf = fs->v[fi].src;
-        if (!(used >> fi & 1) || !mf || !mf->evidence)
-            continue;
-        fhir_buf_reset(&p);
-        PUT(&p, rs->facts[fi].name, ": ", mf->evidence);
-        if (sep)
-            fhir_buf_putc(out, ',');
-        sep = true;
-        fhir_json_write_string(out, p.data, p.len);
-    }
-    fhir_buf_free(&p);
-    fhir_buf_putc(out, ']');
     json_key(out, "ruleset");
     json_str(out, rs->hash);
     fhir_buf_putc(out, '}');
     return out->overflow ? -1 : 0;
+}
+
+int elig_result_write_json(const elig_ruleset *rs, const elig_factset *fs,
+                           const elig_result *r, const char *patient_id, fhir_buf *out)
+{
+    return write_json(rs, fs, r, patient_id, true, out);
+}
+
+int elig_result_write_verdict_json(const elig_ruleset *rs, const elig_factset *fs,
+                                   const elig_result *r, const char *patient_id, fhir_buf *out)
+{
+    return write_json(rs, fs, r, patient_id, false, out);
 }

@@ -71,6 +71,15 @@ int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
     return elig_result_write_json(s->rs, s->fs, s->res, patient_id, out);
 }
 
+int screen_write_verdict_json(const screen *s, const char *patient_id, fhir_buf *out)
+{
+    if (!s->p)
+        return -1;
+    if (!out->overflow && (!out->cap || out->cap - out->len >= SCREEN_JSON_RESERVE))
+        fhir_buf_reserve(out, SCREEN_JSON_RESERVE);
+    return elig_result_write_verdict_json(s->rs, s->fs, s->res, patient_id, out);
+}
+
 int screen_summarize(const screen *s, screen_summary *out, fhir_buf *products, fhir_buf *possible)
 {
     memset(out, 0, sizeof *out);

@@ -47,6 +47,9 @@ const map_profile_opts *screen_opts(const screen *s);
 /* The last patient's verdict as one line of screen JSON (conf/criteria/README.md) appended to
  * out under patient_id. Returns 0, or -1 when out's cap is hit (or nothing was screened). */
 int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out);
+/* The same without the developers' "provenance" (elig_result_write_verdict_json): the verdict
+ * as stored. Returns 0, or -1 when out's cap is hit (or nothing was screened). */
+int screen_write_verdict_json(const screen *s, const char *patient_id, fhir_buf *out);
 
 /* The last patient's values the clinician's worklist is made of, typed as the patient's screen
  * JSON and profile JSON carry them: the urgency and consult recommendation names, the primary

@@ -62,7 +62,7 @@ static int pview_load(web *w, const char *pid, pview *v, fhir_error *err)
     if (v->rt.as_of_days >= 0)
         o.as_of_days = v->rt.as_of_days;
     v->sc = screen_new(v->rt.tables, v->rt.rules, &o);
-    if (screen_patient(v->sc, v->res, v->nres, err) || screen_write_json(v->sc, pid, &v->vj))
+    if (screen_patient(v->sc, v->res, v->nres, err) || screen_write_verdict_json(v->sc, pid, &v->vj))
         return fhir_error_set(err, "%s", err->msg[0] ? err->msg : "the verdict is too large");
     fhir_error e;
     fhir_json_limits lim = {.max_bytes = v->vj.len + 1};

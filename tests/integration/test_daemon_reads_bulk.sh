@@ -42,8 +42,21 @@ grep -q 'event="bulk.error_issue" source="ehr" severity="error" code="exception"
 curl -s -X DELETE "$QADMIN/quirks" >/dev/null
 wait_for "the clean export: $N patients screened" 120 all_screened "$DB"
 same_verdicts "$DB" "$TMP/expected.txt"
+# the verdicts as stored are `cartgate screen`'s JSON lines byte for byte, without the developers'
+# "provenance" (criteria files, references, table rows), which only the screen prints
+sqlite3 "$DB" "SELECT verdict_json FROM verdicts ORDER BY patient_id" >"$TMP/stored.ndjson"
+node -e '
+const fs=require("fs");
+const lines=f=>fs.readFileSync(f,"utf8").trim().split("\n");
+const want=lines(process.argv[1]).map(l=>{const o=JSON.parse(l);if(!Array.isArray(o.provenance))throw new Error("screen: no provenance");delete o.provenance;return JSON.stringify(o);}).sort();
+const got=lines(process.argv[2]);
+if(got.some(l=>l.includes("\"provenance\""))) throw new Error("a stored verdict carries provenance");
+const gs=got.map(l=>JSON.stringify(JSON.parse(l))).sort();
+if(want.length!==gs.length) throw new Error(`${gs.length} stored for ${want.length}`);
+for(let i=0;i<want.length;i++) if(want[i]!==gs[i]) throw new Error(`differs:\n${want[i].slice(0,400)}\n${gs[i].slice(0,400)}`);
+' "$TMP/expected.txt.ndjson" "$TMP/stored.ndjson" 2>"$TMP/cmp.err" || { cp "$TMP/cmp.err" "$TMP/stored.ndjson" "$TMP/expected.txt.ndjson" /tmp/dbgcmp/; false; } || fail "stored verdicts vs cartgate screen: $(head -c 1200 "$TMP/cmp.err")"
 [ -n "$(cursor_of "$DB" 'transactionTime:Condition')" ] && [ "$(held_of "$DB")" = 0 ] || fail "after the clean export"
-ok "bulk: error[] naming Condition fails the export (logged, counted): no verdict, Condition cursor stays, other types advance and are kept; the clean export completes with $N verdicts equal to cartgate screen"
+ok "bulk: error[] naming Condition fails the export (logged, counted): no verdict, Condition cursor stays, other types advance and are kept; the clean export completes with $N verdicts equal to cartgate screen (stored: its JSON without provenance)"
 
 # ---- deleted[]: resources leave the cache and the verdicts they supported change --------------------
 E=$(node -e '

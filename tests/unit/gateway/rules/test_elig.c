@@ -637,6 +637,20 @@ static void test_json_shape_and_determinism(void **state)
     assert_non_null(strstr(j, "],\"provenance\":["));
     assert_non_null(strstr(j, "\"ruleset\":\"sha256:"));
     assert_null(strchr(j, '\n'));
+    /* the verdict as the daemon stores it: the same bytes without the "provenance" member */
+    fhir_buf v;
+    fhir_buf_init(&v, 0);
+    assert_int_equal(elig_result_write_verdict_json(f->rs, f->fs, f->r, "pt-1", &v), 0);
+    const char *pv = strstr(j, ",\"provenance\":["), *rs = strstr(j, ",\"ruleset\":");
+    assert_non_null(pv);
+    assert_non_null(rs);
+    assert_true(rs > pv);
+    size_t head = (size_t)(pv - j);
+    assert_int_equal(v.len, a.len - (size_t)(rs - pv));
+    assert_memory_equal(v.data, j, head);
+    assert_string_equal(fhir_buf_cstr(&v) + head, rs);
+    assert_null(strstr(fhir_buf_cstr(&v), "provenance"));
+    fhir_buf_free(&v);
     fhir_buf_free(&a);
     fhir_buf_free(&b);
 }
