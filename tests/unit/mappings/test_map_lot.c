@@ -87,6 +87,36 @@ static void rchop(plan *pl, int day, int n)
         cycles(pl, c[i], day, 21, n);
 }
 
+/* Rule: a line's drugs are listed as first given; drugs first given on the same day by name,
+ * whatever order their records come in (the daemon reads its cache by type and id, the
+ * offline screen in file order: one patient, one wording). */
+static void test_same_day_order_independent_of_input(void **s)
+{
+    (void)s;
+    plan a, b;
+    plan_init(&a);
+    rchop(&a, 0, 3);
+    give(&a, "lenalidomide", 5, 1); /* a later start keeps its place after the day-0 drugs */
+    plan_init(&b);
+    for (size_t i = a.nex; i-- > 0;)
+        b.ex[b.nex++] = a.ex[i];
+    run(&a);
+    run(&b);
+    assert_int_equal(a.r.nlines, 1);
+    assert_int_equal(b.r.nlines, 1);
+    /* the steroid joins the line after its chemotherapy (map_lot: steroids never open a line) */
+    static const char *const want[] = {"cyclophosphamide", "doxorubicin", "rituximab", "vincristine",
+                                       "lenalidomide", "prednisone"};
+    assert_int_equal(a.r.lines[0].ndrugs, 6);
+    assert_int_equal(b.r.lines[0].ndrugs, 6);
+    for (size_t i = 0; i < 6; i++) {
+        assert_string_equal(a.r.lines[0].drugs[i], want[i]);
+        assert_string_equal(b.r.lines[0].drugs[i], want[i]);
+    }
+    map_lot_result_free(&a.r);
+    map_lot_result_free(&b.r);
+}
+
 /* Rule: drugs first given within the 28-day window form one regimen. */
 static void test_window_forms_one_regimen(void **s)
 {
@@ -522,6 +552,7 @@ int main(void)
         cmocka_unit_test(test_unknown_agents_line_of_its_own),
         cmocka_unit_test(test_unknown_agents_inside_a_line),
         cmocka_unit_test(test_end_unknown),
+        cmocka_unit_test(test_same_day_order_independent_of_input),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
