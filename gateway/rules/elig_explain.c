@@ -148,12 +148,48 @@ static void put_strs(fhir_buf *b, ...)
     va_end(ap);
 }
 
-/* Evidence without table rows or reference documents: drops parenthesised groups that cite
- * a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)") and names the concept a code
- * maps to in words ("-> dlbcl_nos" -> "-> diffuse large B-cell lymphoma"). */
+/* Length of the record reference ("Observation/p1-ds19") starting at p, followed by a space,
+ * ';', ')' or the end: one of the resource types the profile reads, '/', an id
+ * ([A-Za-z0-9.-]{1,64}, FHIR's id). 0 when p holds none. */
+static size_t ref_at(const char *p)
+{
+    static const char *const types[] = {"Condition", "Observation", "Procedure", "DiagnosticReport",
+                                        "MedicationAdministration", "MedicationRequest", "MedicationStatement",
+                                        "Medication", "Patient", "Coverage", "Encounter", "DocumentReference"};
+    if (*p < 'A' || *p > 'Z')
+        return 0;
+    for (size_t t = 0; t < sizeof types / sizeof *types; t++) {
+        size_t tl = strlen(types[t]);
+        if (strncmp(p, types[t], tl) || p[tl] != '/')
+            continue;
+        size_t n = 0;
+        const char *id = p + tl + 1;
+        while (n < 65 && ((id[n] >= 'a' && id[n] <= 'z') || (id[n] >= 'A' && id[n] <= 'Z') ||
+                          (id[n] >= '0' && id[n] <= '9') || id[n] == '-' || id[n] == '.'))
+            n++;
+        if (n >= 1 && n <= 64 && (!id[n] || id[n] == ' ' || id[n] == ';' || id[n] == ')'))
+            return tl + 1 + n;
+    }
+    return 0;
+}
+
+/* Evidence without table rows, reference documents or record references: drops
+ * parenthesised groups that cite a file ("(diagnoses.tsv:162)", "(codes.md §2.3 crosswalk)")
+ * and the references of the records behind a value ("Observation/ds19 response after line
+ * 1 started" -> "response after line 1 started": they are in "provenance"), and names the
+ * concept a code maps to in words ("-> dlbcl_nos" -> "-> diffuse large B-cell lymphoma"). */
 static void put_plain(fhir_buf *b, const char *ev)
 {
     for (const char *p = ev; p && *p;) {
+        if (p == ev || p[-1] == ' ' || p[-1] == '(') {
+            size_t r = ref_at(p);
+            if (r) {
+                p += r;
+                if (*p == ' ')
+                    p++;
+                continue;
+            }
+        }
         if (p[0] == '-' && p[1] == '>' && p[2] == ' ') {
             char key[40];
             size_t n = 0;
@@ -178,14 +214,17 @@ static void put_plain(fhir_buf *b, const char *ev)
                     if (open[i] == '.' && (!strncmp(open + i, ".tsv", 4) || !strncmp(open + i, ".md", 3) ||
                                            !strncmp(open + i, ".json", 5)))
                         cites = true;
-                if (cites) {
+                if (cites || ref_at(open + 1) + 1 == n) { /* or "(Observation/o66)" */
                     p = close + 1;
                     continue;
                 }
             }
         }
-        /* this byte, and those up to where either test above could hold again */
-        size_t n = 1 + strcspn(p + 1, "-( ");
+        /* this byte, and those up to where a test above could hold again (a reference starts
+         * after a space or '(') */
+        size_t n = *p == '(' ? 1 : 1 + strcspn(p + 1, "-( ");
+        if (p[n] == ' ' && p[n + 1] != '(')
+            n++; /* the space itself, then the word after it is tested */
         fhir_buf_append(b, p, n);
         p += n;
     }
