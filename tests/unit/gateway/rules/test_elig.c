@@ -655,6 +655,37 @@ static void test_json_shape_and_determinism(void **state)
     fhir_buf_free(&b);
 }
 
+/* What a clinician reads names no record: the references in a fact's evidence stay in
+ * "provenance" only. */
+static void test_explanation_without_record_references(void **state)
+{
+    fx *f = *state;
+    tp p;
+    tp_base(&p);
+    e_liso_ti(&p);
+    map_fact *h = tp_slot(&p, "hct_ineligible");
+    memset(h, 0, sizeof *h);
+    h->type = MAP_FACT_BOOL;
+    h->evidence = "Observation/o1 performance note; weight 50 kg (Observation/o66), seen "
+                  "(Procedure/p-1.2 biopsy) with N/A (diagnoses.tsv:3)";
+    run(f, &p, AS_OF);
+    assert_int_equal(elig_result_category(f->r), ELIG_POSSIBLY_ELIGIBLE);
+    fhir_buf v, full;
+    fhir_buf_init(&v, 0);
+    fhir_buf_init(&full, 0);
+    assert_int_equal(elig_result_write_verdict_json(f->rs, f->fs, f->r, "pt-1", &v), 0);
+    assert_int_equal(elig_result_write_json(f->rs, f->fs, f->r, "pt-1", &full), 0);
+    const char *j = fhir_buf_cstr(&v);
+    assert_non_null(strstr(j, "(performance note; weight 50 kg, seen (biopsy) with N/A"));
+    assert_null(strstr(j, "Observation/"));
+    assert_null(strstr(j, "Procedure/"));
+    assert_null(strstr(j, "diagnoses.tsv"));
+    /* the developers' copy keeps them */
+    assert_non_null(strstr(fhir_buf_cstr(&full), "Observation/o1 performance note; weight 50 kg (Observation/o66)"));
+    fhir_buf_free(&v);
+    fhir_buf_free(&full);
+}
+
 static void test_no_heme_disease(void **state)
 {
     fx *f = *state;
@@ -1335,6 +1366,7 @@ int main(void)
         cmocka_unit_test(test_effective_from),
         cmocka_unit_test(test_review_flags_reported),
         cmocka_unit_test(test_json_shape_and_determinism),
+        cmocka_unit_test(test_explanation_without_record_references),
         cmocka_unit_test(test_no_heme_disease),
         cmocka_unit_test(test_type_mismatch_fact_is_unknown),
         cmocka_unit_test(test_property_missing_never_excludes),
