@@ -60,7 +60,10 @@ const elig_factset *screen_facts(const screen *s) { return s->p ? s->fs : NULL; 
 const elig_result *screen_result(const screen *s) { return s->p ? s->res : NULL; }
 const map_profile_opts *screen_opts(const screen *s) { return &s->o; }
 
-int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
+typedef int (*json_writer)(const elig_ruleset *, const elig_factset *, const elig_result *,
+                           const char *, fhir_buf *);
+
+static int write_with(const screen *s, const char *patient_id, fhir_buf *out, json_writer w)
 {
     if (!s->p)
         return -1;
@@ -68,16 +71,17 @@ int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
      * copies what is written), when out's cap leaves the room */
     if (!out->overflow && (!out->cap || out->cap - out->len >= SCREEN_JSON_RESERVE))
         fhir_buf_reserve(out, SCREEN_JSON_RESERVE);
-    return elig_result_write_json(s->rs, s->fs, s->res, patient_id, out);
+    return w(s->rs, s->fs, s->res, patient_id, out);
+}
+
+int screen_write_json(const screen *s, const char *patient_id, fhir_buf *out)
+{
+    return write_with(s, patient_id, out, elig_result_write_json);
 }
 
 int screen_write_verdict_json(const screen *s, const char *patient_id, fhir_buf *out)
 {
-    if (!s->p)
-        return -1;
-    if (!out->overflow && (!out->cap || out->cap - out->len >= SCREEN_JSON_RESERVE))
-        fhir_buf_reserve(out, SCREEN_JSON_RESERVE);
-    return elig_result_write_verdict_json(s->rs, s->fs, s->res, patient_id, out);
+    return write_with(s, patient_id, out, elig_result_write_verdict_json);
 }
 
 int screen_summarize(const screen *s, screen_summary *out, fhir_buf *products, fhir_buf *possible)
