@@ -1389,14 +1389,15 @@ static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_nod
 /* The texts of a proposal the screening stored without them (propose_opts.defer_texts),
  * composed for its first reader (refer_get: the pages, the API, the sender, the write-back)
  * with the runtime of this moment and the cache as the screening reads it. */
-static int compose_texts(void *ud, store *s, const refer_record *r, fhir_error *err)
+static int compose_texts(void *ud, store *s, const refer_record *r, refer_compose_cause *cause,
+                         fhir_error *err)
 {
     daemon_proc *d = ud;
     web_runtime rt;
     ui_runtime(d, &rt);
     propose_env env = {.opts = rt.propose, .tables = rt.tables, .as_of_days = rt.as_of_days,
                        .resources = ui_resources, .ud = d};
-    return propose_compose(s, &env, r, err);
+    return propose_compose(s, &env, r, cause, err);
 }
 
 daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err)

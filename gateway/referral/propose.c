@@ -1183,12 +1183,18 @@ done:
     return rc;
 }
 
-int propose_compose(store *s, const propose_env *env, const refer_record *r, fhir_error *err)
+int propose_compose(store *s, const propose_env *env, const refer_record *r, refer_compose_cause *cause,
+                    fhir_error *err)
 {
+    refer_compose_cause why_local;
+    refer_compose_cause *why = cause ? cause : &why_local;
+    *why = REFER_COMPOSE_OTHER;
     if (!r->patient_id || !r->center_id || !r->placer_id)
         return fhir_error_set(err, "referral %lld: no patient, center or placer id", (long long)r->id);
-    if (!env->resources || !env->tables || !env->opts.rules || !env->opts.centers)
+    if (!env->resources || !env->tables || !env->opts.rules || !env->opts.centers) {
+        *why = REFER_COMPOSE_NOT_LOADED;
         return fhir_error_set(err, "the criteria, tables or centers are not loaded");
+    }
     propose_opts o = env->opts;
     o.center_id = r->center_id; /* the proposal's center, also a person's choice */
     o.defer_texts = false;
@@ -1206,6 +1212,7 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, fhi
     if (env->resources(env->ud, r->patient_id, ra, &res, &nres, err))
         goto done;
     if (nres == 0) {
+        *why = REFER_COMPOSE_NOT_CACHED;
         fhir_error_set(err, "nothing of the patient is cached any more");
         goto done;
     }
@@ -1225,6 +1232,7 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, fhi
     else
         nd.n = 0;
     if (nd.n == 0) {
+        *why = REFER_COMPOSE_VERDICT_CHANGED;
         fhir_error_set(err, "the verdict no longer calls for this proposal (a re-screen withdraws it)");
         goto done;
     }
@@ -1236,6 +1244,7 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, fhi
     while (pick < rr.n_candidates && strcmp(rr.candidates[pick].center->id, o.center_id))
         pick++;
     if (pick == rr.n_candidates) {
+        *why = REFER_COMPOSE_CENTER_GONE;
         fhir_error_set(err, "center %s is no longer among the ranked candidates", o.center_id);
         goto done;
     }
@@ -1244,6 +1253,7 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, fhi
                         .n_resources = nres};
     parts_of(&o, &in, &parts);
     if (!parts.patient || !parts_identified(&parts)) {
+        *why = !parts.patient ? REFER_COMPOSE_NOT_CACHED : REFER_COMPOSE_OTHER;
         fhir_error_set(err, "the package's resources are not cached with type and id");
         goto done;
     }
@@ -1251,12 +1261,14 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, fhi
     if (texts_compose(a, &o, &in, &parts, &rr, rr.candidates[pick].center, fhir_buf_cstr(&reason),
                       r->urgency ? r->urgency : urgency_for(&o, elig_result_urgency(vres)), &expl,
                       &route_json, &package)) {
+        *why = REFER_COMPOSE_TOO_LARGE;
         fhir_error_set(err, "the package is larger than its cap");
         goto done;
     }
     /* 0 stored: another reader stored them first, or a re-screen changed the proposal */
     if (store_referral_set_texts(s, r->id, r->placer_id, fhir_buf_cstr(&expl), route_json, package, err) < 0)
         goto done;
+    *why = REFER_COMPOSE_OK;
     rc = 0;
 done:
     parts_free(&parts);

@@ -186,9 +186,12 @@ typedef struct propose_env {
  * was stored and before the re-screen that updates or withdraws it: the texts then say what
  * the cache says now. Stores them (store_referral_set_texts: only while the row still waits
  * for them and carries the same placer id); authored_ms is the composing time. 0 (also when
- * another reader stored them first), or -1 with err (the patient not cached, the row's
- * center no longer a candidate, a cap). */
-int propose_compose(store *s, const propose_env *env, const refer_record *r, fhir_error *err);
+ * another reader stored them first), or -1 with err and *cause (may be NULL) saying which:
+ * the patient not cached (REFER_COMPOSE_NOT_CACHED), the verdict no longer calling for it
+ * (VERDICT_CHANGED), the row's center no longer a candidate (CENTER_GONE), the package's cap
+ * (TOO_LARGE), nothing loaded (NOT_LOADED), else OTHER. */
+int propose_compose(store *s, const propose_env *env, const refer_record *r, refer_compose_cause *cause,
+                    fhir_error *err);
 
 /* The transaction Bundle of a referral whose payload is not stored yet, built from its package
  * (refer_record.package: what the proposal kept) and the patient's resources as cached now:

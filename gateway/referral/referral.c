@@ -229,6 +229,11 @@ static void record_from_row(const store_referral *row, refer_record *r)
     r->ended = dup_or_null(row->ended);
     r->cancel_requested_ms = row->cancel_requested_ms;
     r->package = dup_or_null(row->package);
+    refer_compose_cause cc = REFER_COMPOSE_OK;
+    if (row->compose_cause && refer_compose_cause_parse(row->compose_cause, &cc))
+        cc = REFER_COMPOSE_OTHER; /* a cause this binary does not know */
+    r->compose_cause = (int)cc;
+    r->compose_error = dup_or_null(row->compose_error);
 }
 
 void refer_record_free(refer_record *r)
@@ -240,7 +245,7 @@ void refer_record_free(refer_record *r)
                      &r->verdict_json, &r->route_json, &r->payload, &r->last_error,
                      &r->last_response, &r->center_sr_ref, &r->center_task_ref,
                      &r->task_status, &r->business_status, &r->episode_marker, &r->ended,
-                     &r->package};
+                     &r->package, &r->compose_error};
     for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) {
         free(*strs[i]);
         *strs[i] = NULL;
@@ -279,6 +284,14 @@ static void build_payload(store *s, refer_record *r)
 static refer_compose_fn composer;
 static void *composer_ud;
 
+static int transition_locked(store *s, int64_t id, refer_state to, const store_actor *who,
+                             const char *action, const char *detail,
+                             const store_referral_change *x, refer_state *from_out,
+                             fhir_error *err);
+static store_actor named(const char *actor);
+static void log_state(int64_t id, refer_state from, refer_state to, const char *action,
+                      const store_actor *who);
+
 void refer_set_composer(refer_compose_fn fn, void *ud)
 {
     composer = fn;
@@ -290,22 +303,152 @@ bool refer_texts_pending(const refer_record *r)
     return !r->package && !r->payload && !r->explanation && !r->route_json;
 }
 
+static const char *const compose_cause_names[REFER_COMPOSE_N_CAUSES] = {
+    "ok", "patient_not_cached", "verdict_changed", "center_not_candidate", "package_too_large",
+    "not_loaded", "other",
+};
+
+const char *refer_compose_cause_name(refer_compose_cause c)
+{
+    return (unsigned)c < REFER_COMPOSE_N_CAUSES ? compose_cause_names[c] : "other";
+}
+
+int refer_compose_cause_parse(const char *name, refer_compose_cause *out)
+{
+    if (!name) {
+        *out = REFER_COMPOSE_OK;
+        return 0;
+    }
+    for (int i = 0; i < REFER_COMPOSE_N_CAUSES; i++)
+        if (!strcmp(name, compose_cause_names[i])) {
+            *out = (refer_compose_cause)i;
+            return 0;
+        }
+    return -1;
+}
+
+/* The cause in plain words for the people who act on the referral: what happened and what
+ * they can do (no paths, no patient data). */
+static void compose_sentence(const refer_record *r, refer_compose_cause c, char *out, size_t n)
+{
+    bool pending = r->state == REFER_PENDING_APPROVAL;
+    switch (c) {
+    case REFER_COMPOSE_NOT_CACHED:
+        snprintf(out, n, "Nothing of the patient's record is held here any more (the EHR no longer "
+                         "returns it), so the referral cannot be prepared. It is screened again when "
+                         "the EHR returns data for the patient; otherwise %s it.",
+                 pending ? "decline" : "cancel");
+        break;
+    case REFER_COMPOSE_VERDICT_CHANGED:
+        snprintf(out, n, "The patient's record as screened now no longer calls for this referral%s",
+                 pending ? ": the proposal was withdrawn, as a new screening would withdraw it."
+                         : ". It is not sent: cancel it, or it is prepared again if a new screening "
+                           "calls for it.");
+        break;
+    case REFER_COMPOSE_CENTER_GONE:
+        snprintf(out, n, "Center %s is no longer among the centers ranked for this patient (the center "
+                         "directory changed, or the center no longer offers what the patient needs). "
+                         "Choose another center (re-route)%s.",
+                 r->center_id ? r->center_id : "?", pending ? " or decline it" : " or cancel it");
+        break;
+    case REFER_COMPOSE_TOO_LARGE:
+        snprintf(out, n, "The referral package is larger than cartgate sends, so it cannot be prepared. "
+                         "%s it and refer the patient by other means.",
+                 pending ? "Decline" : "Cancel");
+        break;
+    case REFER_COMPOSE_NOT_LOADED:
+        snprintf(out, n, "The criteria, terminology tables or center directory are not loaded, so the "
+                         "referral cannot be prepared; an administrator must fix the configuration. "
+                         "It is prepared once they load.");
+        break;
+    default:
+        snprintf(out, n, "The referral could not be prepared (an internal error, logged as "
+                         "referral.compose_failed). It is tried again; if this stays, tell the "
+                         "administrator%s.",
+                 pending ? ", or decline it" : ", or cancel it");
+        break;
+    }
+}
+
+/* Records why the texts of r could not be composed: the cause and its sentence on the row,
+ * audited ("compose-failed", actor "composer") when they changed; a proposal still pending
+ * approval whose verdict no longer calls for it is withdrawn as a re-screen withdraws it.
+ * Joins the caller's transaction when one is open. r is read back as stored. 0 or -1. */
+static int compose_record(store *s, refer_record *r, refer_compose_cause cause, fhir_error *err)
+{
+    char text[REFER_COMPOSE_ERROR_MAX];
+    compose_sentence(r, cause, text, sizeof text);
+    bool withdraw = cause == REFER_COMPOSE_VERDICT_CHANGED && r->state == REFER_PENDING_APPROVAL;
+    if (!withdraw && r->compose_cause == (int)cause && r->compose_error && !strcmp(r->compose_error, text))
+        return 0; /* recorded before */
+    bool own = !store_in_transaction(s);
+    if (own && store_begin(s, err))
+        return -1;
+    store_referral_change x = {.set_compose = true, .compose_cause = refer_compose_cause_name(cause),
+                               .compose_error = text};
+    store_actor who = named("composer");
+    refer_state from = r->state;
+    int rc;
+    if (withdraw) {
+        x.set_ended = true;
+        x.ended = REFER_ENDED_WITHDRAWN;
+        rc = transition_locked(s, r->id, REFER_CANCELLED, &who, "cancel", text, &x, &from, err);
+    } else {
+        rc = store_referral_update(s, r->id, &x, err) ||
+                     store_audit_actor(s, &who, "compose-failed", r->id, state_names[r->state],
+                                       state_names[r->state], text, err)
+                 ? -1
+                 : 0;
+    }
+    if (own) {
+        if (rc)
+            store_rollback(s);
+        else if (store_commit(s, err))
+            rc = -1;
+    }
+    if (rc)
+        return -1;
+    if (withdraw && own)
+        log_state(r->id, from, REFER_CANCELLED, "cancel", &who);
+    int64_t id = r->id;
+    refer_record_free(r);
+    return get_row(s, id, r, err) == 1 ? 0 : -1;
+}
+
 /* The texts of a proposal stored without them, composed now (the first reader) and read back
- * as stored; a failure is logged and leaves the row as it was (read without them). */
+ * as stored; a failure is logged and recorded on the row (compose_record), which is read
+ * without them. A row that ended with a recorded cause is not composed again. */
 static int compose_texts(store *s, refer_record *r, fhir_error *err)
 {
     if (!composer || !refer_texts_pending(r))
         return 1;
+    if (r->compose_cause != REFER_COMPOSE_OK && refer_state_terminal(r->state))
+        return 1;
     fhir_error e;
     fhir_error_clear(&e);
-    if (composer(composer_ud, s, r, &e)) {
-        fhir_log(FHIR_LOG_WARN, "referral.compose_failed", "referral=%lld patient=%s error=%s",
-                 (long long)r->id, r->patient_id ? r->patient_id : "", e.msg);
-        return 1;
+    refer_compose_cause cause = REFER_COMPOSE_OTHER;
+    if (composer(composer_ud, s, r, &cause, &e) == 0) {
+        int64_t id = r->id;
+        refer_record_free(r);
+        return get_row(s, id, r, err);
     }
+    if (cause == REFER_COMPOSE_OK || (unsigned)cause >= REFER_COMPOSE_N_CAUSES)
+        cause = REFER_COMPOSE_OTHER;
+    fhir_log(FHIR_LOG_WARN, "referral.compose_failed", "referral=%lld patient=%s cause=%s error=%s",
+             (long long)r->id, r->patient_id ? r->patient_id : "", refer_compose_cause_name(cause), e.msg);
     int64_t id = r->id;
-    refer_record_free(r);
-    return get_row(s, id, r, err);
+    fhir_error re;
+    fhir_error_clear(&re);
+    if (compose_record(s, r, cause, &re)) {
+        /* not recorded (a store failure): read as it was */
+        fhir_log(FHIR_LOG_ERROR, "referral.compose_record_failed", "referral=%lld error=%s",
+                 (long long)id, re.msg);
+        if (!r->placer_id) { /* freed by a failed read back */
+            memset(r, 0, sizeof *r);
+            return get_row(s, id, r, err);
+        }
+    }
+    return 1;
 }
 
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err)

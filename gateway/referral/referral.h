@@ -120,7 +120,35 @@ typedef struct refer_record {
     int64_t cancel_requested_ms; /* > 0: the sender is to cancel it at its center */
     char *package;               /* what the payload is built from until it is stored */
     bool payload_built;          /* refer_get built payload from package (not stored yet) */
+    int compose_cause;           /* refer_compose_cause: why its texts could not be composed
+                                  * when last read (REFER_COMPOSE_OK: they were, or none
+                                  * tried) */
+    char *compose_error;         /* that cause in plain words, with what a person can do */
 } refer_record;
+
+/* Why a proposal stored without its texts could not get them when it was read (refer_get);
+ * recorded on the row (compose_cause, compose_error), audited as "compose-failed" by the
+ * actor "composer" when it changes, and cleared once they are composed or a re-screen
+ * changes the proposal. REFER_COMPOSE_VERDICT_CHANGED withdraws a proposal still pending
+ * approval, as a re-screen would (cancelled, ended = withdrawn, actor "composer"); a referral
+ * already approved stays approved and is not sent (sender.h) until its texts compose. */
+typedef enum refer_compose_cause {
+    REFER_COMPOSE_OK = 0,
+    REFER_COMPOSE_NOT_CACHED,      /* nothing of the patient (or no Patient) is cached any more */
+    REFER_COMPOSE_VERDICT_CHANGED, /* the verdict as screened now no longer calls for it */
+    REFER_COMPOSE_CENTER_GONE,     /* its center is no longer among the ranked candidates */
+    REFER_COMPOSE_TOO_LARGE,       /* the package is larger than its cap */
+    REFER_COMPOSE_NOT_LOADED,      /* criteria, terminology tables or centers not loaded */
+    REFER_COMPOSE_OTHER,           /* anything else (a store error, a routing failure) */
+    REFER_COMPOSE_N_CAUSES,
+} refer_compose_cause;
+/* "ok", "patient_not_cached", "verdict_changed", "center_not_candidate", "package_too_large",
+ * "not_loaded", "other". Static string. */
+const char *refer_compose_cause_name(refer_compose_cause c);
+/* 0 and *out, or -1 when the name is unknown (NULL: REFER_COMPOSE_OK). */
+int refer_compose_cause_parse(const char *name, refer_compose_cause *out);
+/* Byte cap of a recorded compose_error. */
+#define REFER_COMPOSE_ERROR_MAX 600u
 
 /* Why a referral ended without closing its patient's episode (refer_record.ended). */
 #define REFER_ENDED_WITHDRAWN "withdrawn"   /* a proposal the screener took back */
@@ -133,11 +161,15 @@ void refer_record_free(refer_record *r);
  * (refer_set_composer; none: they stay NULL), which stores them, so the row is frozen from
  * then on. A referral whose payload is not stored yet gets it built from its package
  * (propose_package_payload: what would be sent, payload_built set); when that cannot be
- * built, payload stays NULL. */
+ * built, payload stays NULL. When the composer fails, the cause is recorded on the row
+ * (refer_compose_cause) and the row is read back with it; a row that ended (terminal) with a
+ * recorded cause is not composed again. */
 int refer_get(store *s, int64_t id, refer_record *out, fhir_error *err);
 /* Composes and stores the texts of a proposal stored without them (r: the row as stored,
- * borrowed for the call); 0, or -1 with err (the row is then read without them). */
-typedef int (*refer_compose_fn)(void *ud, store *s, const refer_record *r, fhir_error *err);
+ * borrowed for the call); 0, or -1 with err and *cause (the row is then read without them,
+ * the cause recorded on it: refer_compose_cause). */
+typedef int (*refer_compose_fn)(void *ud, store *s, const refer_record *r, refer_compose_cause *cause,
+                                fhir_error *err);
 /* The process's composer (one per process: the daemon's, or the CLI's when it has the
  * configuration); fn NULL removes it. ud is borrowed until it is replaced. */
 void refer_set_composer(refer_compose_fn fn, void *ud);

@@ -318,6 +318,32 @@ static void transient(job *j, long status, const char *msg, char *resp)
     free(resp);
 }
 
+/* An approved referral that cannot be made ready to send (its texts not composed: the cause
+ * recorded on the row; or its Bundle not built from its package): the attempt is recorded with
+ * the cause in words and the next one waits for the backoff; it stays approved. */
+static void unprepared(sender *snd, lane *ln, job *j)
+{
+    char msg[REFER_COMPOSE_ERROR_MAX + 64];
+    if (j->r.compose_cause != REFER_COMPOSE_OK)
+        snprintf(msg, sizeof msg, "could not be prepared: %s",
+                 j->r.compose_error ? j->r.compose_error : refer_compose_cause_name(j->r.compose_cause));
+    else
+        snprintf(msg, sizeof msg, "could not be prepared: its Bundle could not be built from the prepared "
+                                  "package (the patient's record is no longer held here); it is tried again");
+    int64_t next = fhir_clock_now_ms() + backoff_ms(snd, j->r.attempts);
+    COUNT(snd, ln, unprepared);
+    COUNT(snd, ln, waiting);
+    fhir_log(FHIR_LOG_WARN, "referral.unprepared", "referral=%lld center=%s cause=%s attempts=%d",
+             (long long)j->d.id, j->d.center,
+             j->r.compose_cause != REFER_COMPOSE_OK ? refer_compose_cause_name(j->r.compose_cause)
+                                                    : "payload_not_built",
+             j->r.attempts + 1);
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (refer_record_attempt(snd->st, j->d.id, 0, msg, NULL, next, &e))
+        local_error(snd, ln, &e);
+}
+
 static void lane_pump(sender *snd, center_q *q, lane *ln);
 
 static void job_done(job *j)
@@ -720,7 +746,10 @@ static bool start_send(sender *snd, center_q *q, lane *ln, const due *d)
     if (!j->payload ||
         payload_identifier(j->payload, "ServiceRequest", j->sr_ident, sizeof j->sr_ident) ||
         payload_identifier(j->payload, "Task", j->task_ident, sizeof j->task_ident)) {
-        if (j->r.state == REFER_APPROVED && !j->r.payload) {
+        if (j->r.state == REFER_APPROVED && !j->r.payload &&
+            (j->r.compose_cause != REFER_COMPOSE_OK || j->r.package)) {
+            unprepared(snd, ln, j);
+        } else if (j->r.state == REFER_APPROVED && !j->r.payload) {
             COUNT(snd, ln, waiting); /* the screener has not attached it yet */
         } else {
             char msg[FHIR_ERROR_MAX + 64];
@@ -1024,6 +1053,7 @@ static void add_diff(sender_stats *st, const sender_stats *after, const sender_s
     st->polled += after->polled - before->polled;
     st->changed += after->changed - before->changed;
     st->cancelled += after->cancelled - before->cancelled;
+    st->unprepared += after->unprepared - before->unprepared;
 }
 
 /* Runs a start function on the private base until every queue is idle. */

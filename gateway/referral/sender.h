@@ -14,6 +14,13 @@
  *   next pass (other centers go on: one queue per destination); permanent (other 4xx, e.g.
  *   422 validation or 412 duplicate identifiers) -> `failed` with the response kept.
  *   Nothing undelivered is ever deleted; a failed referral waits for an operator `retry`.
+ *   An approved referral whose texts cannot be composed (referral.h: refer_compose_cause,
+ *   e.g. the patient no longer cached, its center no longer a candidate) or whose Bundle
+ *   cannot be built from its package is not sent and not held silently: the attempt is
+ *   recorded (attempts + 1, last_error "could not be prepared: <cause in words>", audited
+ *   "attempt" by "sender", event=referral.unprepared) and it is tried again after the
+ *   backoff (capped, never a hot loop), when the cause may have cleared (a new screening,
+ *   the centers reloaded).
  *
  * Cancellation at the center: a referral marked for it (refer_approve of a re-route that
  * replaces it, propose.h, or a person cancelling a referral already at its center,
@@ -72,6 +79,8 @@ typedef struct sender_stats {
     unsigned polled;      /* Tasks read */
     unsigned changed;     /* referrals whose state followed the Task */
     unsigned cancelled;   /* cancelled at their centers (an approved re-route) */
+    unsigned unprepared;  /* approved but their texts or Bundle cannot be made (recorded,
+                           * tried again after the backoff; also counted as waiting) */
 } sender_stats;
 
 typedef struct sender sender;

@@ -400,6 +400,13 @@ static const struct {
     /* 16: a referral's verdict may be the marker REF_VERDICT_SHARED (the patient's verdicts
      * row holds the text); no table changes, the version keeps older binaries out */
     {"referrals.verdict_json shared with the verdict", "SELECT 1;"},
+    /* 17: why a proposal's texts could not be composed when it was read (referral.h:
+     * refer_compose_cause): its cause code and the plain sentence shown with it; cleared when
+     * the texts are composed or the proposal changes. Last columns: NULL on every row that
+     * composed, so a summary read never reaches past the package for them. */
+    {"referrals.compose_cause, compose_error",
+     "ALTER TABLE referrals ADD COLUMN compose_cause TEXT;"
+     "ALTER TABLE referrals ADD COLUMN compose_error TEXT;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -428,13 +435,14 @@ _Static_assert(N_MIGRATIONS == STORE_SCHEMA_VERSION,
     "explanation, " REF_VERDICT ", route_json, payload, attempts, next_attempt_ms, "         \
     "last_status, last_error, last_response, center_sr_ref, center_task_ref, task_status, " \
     "business_status, created_ms, updated_ms, episode, supersedes, episode_marker, ended, "  \
-    "cancel_requested_ms, package"
+    "cancel_requested_ms, package, compose_cause, compose_error"
 /* the same positions, large columns left unread */
 #define REF_COLS_SUMMARY                                                                     \
     "id, placer_id, site_id, patient_id, center_id, indications, state, mode, urgency, "     \
     "NULL, NULL, NULL, NULL, attempts, next_attempt_ms, last_status, last_error, NULL, "     \
     "center_sr_ref, center_task_ref, task_status, business_status, created_ms, updated_ms, " \
-    "episode, supersedes, episode_marker, ended, cancel_requested_ms, NULL"
+    "episode, supersedes, episode_marker, ended, cancel_requested_ms, NULL, compose_cause, "      \
+    "compose_error"
 /* The patients store.retention may prune (?1: the cutoff in ms): screened without a heme
  * diagnosis, not a candidate, no referral ever, nothing held or waiting to be screened, and no
  * cached resource stored or changed since the cutoff. Verdicts, referrals and the audit are
@@ -821,13 +829,17 @@ static const struct {
                       "ended = CASE WHEN ?27 THEN ?28 ELSE ended END, "
                       "cancel_requested_ms = CASE WHEN ?29 THEN ?30 ELSE cancel_requested_ms END, "
                       "episode_marker = CASE WHEN ?31 THEN ?32 ELSE episode_marker END, "
-                      "package = CASE WHEN ?33 THEN ?34 ELSE package END "
+                      "package = CASE WHEN ?33 THEN ?34 ELSE package END, "
+                      "compose_cause = CASE WHEN ?35 THEN ?36 WHEN ?19 THEN NULL "
+                      "  ELSE compose_cause END, "
+                      "compose_error = CASE WHEN ?35 THEN ?37 WHEN ?19 THEN NULL "
+                      "  ELSE compose_error END "
                       "WHERE id = ?1"},
     /* a proposal's texts composed when first read: only while it is still without them and
      * still the proposal they were composed for (updated_ms kept: nothing of it changed) */
     [Q_REF_TEXTS] = {"referral texts",
-                     "UPDATE referrals SET explanation = ?3, route_json = ?4, package = ?5 "
-                     "WHERE id = ?1 AND placer_id = ?2 AND package IS NULL AND payload IS NULL"},
+                     "UPDATE referrals SET explanation = ?3, route_json = ?4, package = ?5, "
+                     "compose_cause = NULL, compose_error = NULL WHERE id = ?1 AND placer_id = ?2 AND package IS NULL AND payload IS NULL"},
     /* the referrals whose cancellation at the center is still to do (partial index) */
     [Q_REF_CANCEL_DUE] = {"referral list",
                           "SELECT " REF_COLS_SUMMARY " FROM referrals INDEXED BY "
@@ -2429,6 +2441,8 @@ static int ref_row(void *ctx, sqlite3_stmt *st)
         .ended = col_text(st, 27),
         .cancel_requested_ms = sqlite3_column_int64(st, 28),
         .package = col_text(st, 29),
+        .compose_cause = col_text(st, 30),
+        .compose_error = col_text(st, 31),
     };
     return c->fn ? c->fn(c->ctx, &r) : 0;
 }
@@ -2528,7 +2542,7 @@ int store_referral_state(store *s, int64_t id, char *out, size_t n, fhir_error *
 #define EACH_CENTER 2
 #define EACH_PATIENT 4
 #define EACH_SUMMARY 8
-#define EACH_SQL_MAX 1200
+#define EACH_SQL_MAX 1600
 
 /* The statement of one store_referral_each variant (EACH_* flags). */
 static void each_sql(int variant, char sql[EACH_SQL_MAX])
@@ -2699,6 +2713,9 @@ int store_referral_update(store *s, int64_t id, const store_referral_change *u,
     bind_text(st, 32, u->episode_marker);
     sqlite3_bind_int(st, 33, u->set_package);
     bind_text(st, 34, u->package);
+    sqlite3_bind_int(st, 35, u->set_compose);
+    bind_text(st, 36, u->compose_cause);
+    bind_text(st, 37, u->compose_error);
     if (q_run(s, &x, "referral update", err))
         return -1;
     if (sqlite3_changes(s->db) == 0)

@@ -27,7 +27,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 16
+#define STORE_SCHEMA_VERSION 17
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
@@ -296,6 +296,10 @@ typedef struct store_referral {
     int64_t cancel_requested_ms;  /* > 0: to be cancelled at its center by the sender */
     const char *package;          /* what the payload is built from until it is stored
                                    * (migration 14); NULL in summaries */
+    const char *compose_cause;    /* why its texts could not be composed (migration 17: a
+                                   * refer_compose_cause name); NULL when they were or none
+                                   * tried */
+    const char *compose_error;    /* that cause in plain words; NULL with it */
 } store_referral;
 typedef int (*store_referral_fn)(void *ctx, const store_referral *r);
 
@@ -368,6 +372,9 @@ typedef struct store_referral_change {
     const char *episode_marker;
     bool set_package;             /* package (what the payload is built from) */
     const char *package;
+    bool set_compose;             /* compose_cause, compose_error (NULL clears); without it
+                                   * set_proposal clears them (a changed proposal) */
+    const char *compose_cause, *compose_error;
 } store_referral_change;
 /* Updates one row (inside the caller's transaction when one is open). 0, or -1 with err
  * (also when no row has that id). */
@@ -376,7 +383,8 @@ int store_referral_update(store *s, int64_t id, const store_referral_change *u,
 
 /* Stores a proposal's explanation, route and package composed after it was stored without
  * them (propose.h: propose_compose): only while the row still has neither package nor payload
- * and still carries placer_id (a re-screen may have changed it since). updated_ms is kept.
+ * and still carries placer_id (a re-screen may have changed it since); a recorded compose
+ * cause is cleared. updated_ms is kept.
  * 1 written, 0 not (another reader was first, or the proposal changed), -1 with err. */
 int store_referral_set_texts(store *s, int64_t id, const char *placer_id, const char *explanation,
                              const char *route_json, const char *package, fhir_error *err);

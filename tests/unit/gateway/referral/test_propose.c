@@ -29,6 +29,7 @@
 #include "packet.h"
 #include "propose.h"
 #include "referral.h"
+#include "sender.h"
 #include "store.h"
 
 static char tmpdir[256];
@@ -1035,12 +1036,19 @@ typedef struct test_composer {
     int calls;
 } test_composer;
 
+static bool cache_empty; /* test_resources finds nothing of the patient */
+
 static int test_resources(void *ud, const char *pid, fhir_arena *a, const fhir_node ***out, size_t *n,
                           fhir_error *err)
 {
     (void)a;
     (void)err;
     screened *s = ud;
+    if (cache_empty) {
+        *out = NULL;
+        *n = 0;
+        return 0;
+    }
     assert_string_equal(pid, "demo-dlbcl-1");
     *out = calloc(s->n + 1, sizeof **out);
     assert_non_null(*out);
@@ -1049,13 +1057,13 @@ static int test_resources(void *ud, const char *pid, fhir_arena *a, const fhir_n
     return 0;
 }
 
-static int test_compose(void *ud, store *st, const refer_record *r, fhir_error *err)
+static int test_compose(void *ud, store *st, const refer_record *r, refer_compose_cause *cause, fhir_error *err)
 {
     test_composer *c = ud;
     c->calls++;
     propose_env env = {.opts = c->o, .tables = tables, .as_of_days = as_of, .resources = test_resources,
                        .ud = c->s};
-    return propose_compose(st, &env, r, err);
+    return propose_compose(st, &env, r, cause, err);
 }
 
 static int raw_row(void *ctx, const store_referral *row)
@@ -1176,6 +1184,245 @@ static void test_texts_composed_when_first_read(void **state)
     screened_free(&s);
 }
 
+/* The audit rows of a referral with one action (and actor, when given). */
+typedef struct audit_probe {
+    const char *action, *actor;
+    int n;
+    char last_detail[600];
+} audit_probe;
+
+static int audit_probe_row(void *ctx, int64_t ts, const char *actor, const char *action, const char *from,
+                           const char *to, const char *detail)
+{
+    (void)ts, (void)from, (void)to;
+    audit_probe *p = ctx;
+    if (action && !strcmp(action, p->action) && (!p->actor || (actor && !strcmp(actor, p->actor)))) {
+        p->n++;
+        snprintf(p->last_detail, sizeof p->last_detail, "%s", detail ? detail : "");
+    }
+    return 0;
+}
+
+static audit_probe audit_of(store *st, int64_t id, const char *action, const char *actor)
+{
+    audit_probe p = {.action = action, .actor = actor};
+    fhir_error err = {0};
+    assert_true(store_audit_each(st, id, audit_probe_row, &p, &err) >= 0);
+    return p;
+}
+
+/* The demo directory without one center (the centers file changed): a shallow copy. */
+static centers_dir dir_without(const char *center_id, centers_center *buf)
+{
+    centers_dir d = *centers;
+    size_t k = 0;
+    for (size_t i = 0; i < centers->n; i++)
+        if (strcmp(centers->centers[i].id, center_id))
+            buf[k++] = centers->centers[i];
+    assert_int_equal(k, centers->n - 1);
+    d.centers = buf;
+    d.n = k;
+    return d;
+}
+
+/* A deferred proposal of the demo patient (pending approval); its id and center. */
+static int64_t deferred_proposal(store *st, screened *s, char *center, size_t n)
+{
+    propose_opts o = opts_for(REFER_MODE_APPROVAL);
+    o.defer_texts = true;
+    propose_input in = input_for(s);
+    propose_result r;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    snprintf(center, n, "%s", r.center_id);
+    return r.referral_id;
+}
+
+/* A proposal whose texts cannot be composed when read says why, on the row, in plain words,
+ * audited once per cause by "composer" (not on every read): its center no longer among the
+ * ranked candidates (the centers file dropped it) leaves it pending with the re-route advice;
+ * once the center is back it composes and the cause is cleared. The verdict no longer calling
+ * for it withdraws a pending proposal as a re-screen would (cancelled, withdrawn, actor
+ * composer), which is then not composed again, and leaves an approved one approved with the
+ * cause. Nothing loaded says so. */
+static void test_compose_failure_recorded(void **state)
+{
+    (void)state;
+    screened s, gone;
+    screen_demo(&s, false);
+    screen_demo(&gone, true);
+    fhir_error err = {0};
+    store *st = open_fresh("cause.db");
+    char center[128];
+    int64_t id = deferred_proposal(st, &s, center, sizeof center);
+    centers_center *buf = calloc(centers->n, sizeof *buf);
+    assert_non_null(buf);
+    centers_dir less = dir_without(center, buf);
+    test_composer c = {.s = &s, .o = opts_for(REFER_MODE_APPROVAL)};
+    c.o.centers = &less;
+    refer_set_composer(test_compose, &c);
+    refer_record rec;
+    for (int k = 0; k < 2; k++) { /* the second read records nothing new */
+        assert_int_equal(refer_get(st, id, &rec, &err), 1);
+        assert_int_equal(rec.state, REFER_PENDING_APPROVAL);
+        assert_int_equal(rec.compose_cause, REFER_COMPOSE_CENTER_GONE);
+        assert_non_null(rec.compose_error);
+        assert_non_null(strstr(rec.compose_error, center));
+        assert_non_null(strstr(rec.compose_error, "re-route"));
+        assert_null(rec.explanation);
+        assert_null(rec.package);
+        refer_record_free(&rec);
+        audit_probe p = audit_of(st, id, "compose-failed", "composer");
+        assert_int_equal(p.n, 1);
+        assert_non_null(strstr(p.last_detail, "no longer among the centers ranked"));
+    }
+    assert_int_equal(c.calls, 2); /* tried on each read: the cause may clear */
+    /* the center is back: composed, the cause cleared */
+    c.o.centers = centers;
+    assert_int_equal(refer_get(st, id, &rec, &err), 1);
+    assert_int_equal(rec.compose_cause, REFER_COMPOSE_OK);
+    assert_null(rec.compose_error);
+    assert_non_null(rec.package);
+    assert_non_null(rec.explanation);
+    assert_non_null(rec.payload);
+    refer_record_free(&rec);
+
+    /* nothing loaded */
+    int64_t id2;
+    store *st2 = open_fresh("cause2.db");
+    id2 = deferred_proposal(st2, &s, center, sizeof center);
+    c.o.rules = NULL;
+    assert_int_equal(refer_get(st2, id2, &rec, &err), 1);
+    assert_int_equal(rec.compose_cause, REFER_COMPOSE_NOT_LOADED);
+    assert_non_null(strstr(rec.compose_error, "not loaded"));
+    refer_record_free(&rec);
+    c.o.rules = rules;
+    /* the verdict no longer calls for it: approved, it stays approved and says so */
+    assert_int_equal(refer_approve(st2, id2, "dr-a", &err), 0);
+    c.s = &gone;
+    assert_int_equal(refer_get(st2, id2, &rec, &err), 1);
+    assert_int_equal(rec.state, REFER_APPROVED);
+    assert_int_equal(rec.compose_cause, REFER_COMPOSE_VERDICT_CHANGED);
+    assert_non_null(strstr(rec.compose_error, "It is not sent"));
+    refer_record_free(&rec);
+    store_close(st2);
+
+    /* pending: withdrawn as a re-screen withdraws it */
+    store *st3 = open_fresh("cause3.db");
+    int64_t id3 = deferred_proposal(st3, &s, center, sizeof center);
+    int calls = c.calls;
+    assert_int_equal(refer_get(st3, id3, &rec, &err), 1);
+    assert_int_equal(rec.state, REFER_CANCELLED);
+    assert_non_null(rec.ended);
+    assert_string_equal(rec.ended, REFER_ENDED_WITHDRAWN);
+    assert_int_equal(rec.compose_cause, REFER_COMPOSE_VERDICT_CHANGED);
+    assert_non_null(strstr(rec.compose_error, "withdrawn"));
+    refer_record_free(&rec);
+    audit_probe p = audit_of(st3, id3, "cancel", "composer");
+    assert_int_equal(p.n, 1);
+    assert_int_equal(c.calls, calls + 1);
+    /* over: not composed again */
+    assert_int_equal(refer_get(st3, id3, &rec, &err), 1);
+    assert_int_equal(c.calls, calls + 1);
+    refer_record_free(&rec);
+    store_close(st3);
+
+    refer_set_composer(NULL, NULL);
+    free(buf);
+    store_close(st);
+    screened_free(&gone);
+    screened_free(&s);
+}
+
+/* A referral of the sender's: state, attempts and last error. */
+static refer_record row_now(store *st, int64_t id)
+{
+    refer_record r;
+    fhir_error err = {0};
+    refer_set_composer(NULL, NULL); /* as stored, nothing composed */
+    assert_int_equal(refer_get(st, id, &r, &err), 1);
+    return r;
+}
+
+/* An approved referral whose texts cannot be composed (the patient no longer cached) is not
+ * sent and not held silently: the sender records the attempt with the cause in words
+ * (last_error), keeps it approved, and waits for the backoff (a second pass at once does not
+ * try again); once the patient is cached again it composes and goes to its center (a POST
+ * made: `sending`, here refused by a closed port and recorded as transient). */
+static void test_sender_unprepared(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    fhir_error err = {0};
+    store *st = open_fresh("unprepared.db");
+    char center[128];
+    int64_t id = deferred_proposal(st, &s, center, sizeof center);
+    assert_int_equal(refer_approve(st, id, "dr-a", &err), 0);
+    /* the demo directory with every center on a closed loopback port */
+    centers_center *buf = calloc(centers->n, sizeof *buf);
+    assert_non_null(buf);
+    centers_dir closed = *centers;
+    for (size_t i = 0; i < centers->n; i++) {
+        buf[i] = centers->centers[i];
+        buf[i].fhir_base = "http://127.0.0.1:9/fhir";
+    }
+    closed.centers = buf;
+    test_composer c = {.s = &s, .o = opts_for(REFER_MODE_APPROVAL)};
+    sender_opts so = {.centers = &closed, .timeout_ms = 2000, .backoff_base_ms = 60000,
+                      .backoff_cap_ms = 600000};
+    so.retry.max_attempts = 1;
+    sender *snd = sender_new(st, &so, &err);
+    assert_non_null(snd);
+    int64_t t0 = 1795000000000LL;
+    fhir_clock_set_fixed(t0);
+    cache_empty = true;
+    refer_set_composer(test_compose, &c);
+    sender_stats stt = {0};
+    assert_int_equal(sender_pass(snd, &stt, &err), 0);
+    assert_int_equal(stt.unprepared, 1);
+    assert_int_equal(stt.sent + stt.transient + stt.failed, 0);
+    refer_record r = row_now(st, id);
+    assert_int_equal(r.state, REFER_APPROVED);
+    assert_int_equal(r.attempts, 1);
+    assert_int_equal(r.compose_cause, REFER_COMPOSE_NOT_CACHED);
+    assert_non_null(r.last_error);
+    assert_non_null(strstr(r.last_error, "could not be prepared: Nothing of the patient's record"));
+    assert_true(r.next_attempt_ms >= t0 + 60000);
+    refer_record_free(&r);
+    assert_int_equal(audit_of(st, id, "attempt", "sender").n, 1);
+    /* at once again: waits for the backoff, nothing composed or recorded */
+    int calls = c.calls;
+    memset(&stt, 0, sizeof stt);
+    refer_set_composer(test_compose, &c);
+    assert_int_equal(sender_pass(snd, &stt, &err), 0);
+    assert_int_equal(stt.unprepared, 0);
+    assert_int_equal(stt.waiting, 1);
+    assert_int_equal(c.calls, calls);
+    r = row_now(st, id);
+    assert_int_equal(r.attempts, 1);
+    refer_record_free(&r);
+    /* the cause clears (the patient cached again), the backoff is over: composed and sent */
+    cache_empty = false;
+    fhir_clock_set_fixed(t0 + 120000);
+    memset(&stt, 0, sizeof stt);
+    refer_set_composer(test_compose, &c);
+    assert_int_equal(sender_pass(snd, &stt, &err), 0);
+    assert_int_equal(stt.unprepared, 0);
+    assert_int_equal(stt.transient, 1); /* the POST went out (to a closed port) */
+    r = row_now(st, id);
+    assert_int_equal(r.state, REFER_SENDING);
+    assert_int_equal(r.compose_cause, REFER_COMPOSE_OK);
+    assert_non_null(r.payload); /* stored before it first went out */
+    assert_non_null(r.package);
+    refer_record_free(&r);
+    fhir_clock_set_fixed(-1);
+    refer_set_composer(NULL, NULL);
+    sender_free(snd);
+    free(buf);
+    store_close(st);
+    screened_free(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1195,6 +1442,8 @@ int main(void)
         cmocka_unit_test(test_package_packet_object),
         cmocka_unit_test(test_kept_as_before),
         cmocka_unit_test(test_texts_composed_when_first_read),
+        cmocka_unit_test(test_compose_failure_recorded),
+        cmocka_unit_test(test_sender_unprepared),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -327,8 +327,13 @@ static const store_worklist_in typed_wl = {.urgency = "soon", .consult = "refer_
                                            .missing = 1, .products = "[\"axi-cel\"]"};
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
+/* migration 17 (why a proposal's texts could not be composed) */
+#define UNDO_AFTER_V16                                                                       \
+    "ALTER TABLE referrals DROP COLUMN compose_cause;"                                       \
+    "ALTER TABLE referrals DROP COLUMN compose_error;"
 /* migration 15 (the worklist written with the verdict): version 14's triggers again */
 #define UNDO_AFTER_V14                                                                       \
+    UNDO_AFTER_V16                                                                           \
     "CREATE TRIGGER worklist_verdict_insert AFTER INSERT ON verdicts BEGIN " OLD_WORKLIST_ROW  \
     " END; CREATE TRIGGER worklist_verdict_update AFTER UPDATE ON verdicts BEGIN "            \
     OLD_WORKLIST_ROW " END;"
@@ -1000,6 +1005,76 @@ static int collect_id(void *ctx, int64_t id, const char *placer)
     return 0;
 }
 
+/* The compose cause (migration 17): a version 16 file gets the two columns, its rows read
+ * without a cause; a cause set by store_referral_update is read in the full row and in a
+ * summary; composed texts (store_referral_set_texts) and a changed proposal (set_proposal)
+ * clear it. */
+typedef struct cause_seen {
+    char cause[64], error[128];
+    int rows;
+} cause_seen;
+
+static int cause_row(void *ctx, const store_referral *r)
+{
+    cause_seen *c = ctx;
+    snprintf(c->cause, sizeof c->cause, "%s", r->compose_cause ? r->compose_cause : "-");
+    snprintf(c->error, sizeof c->error, "%s", r->compose_error ? r->compose_error : "-");
+    c->rows++;
+    return 0;
+}
+
+static void test_compose_cause_columns(void **state)
+{
+    (void)state;
+    store *s = open_fresh("cause.db");
+    fhir_error err = {0};
+    int64_t id;
+    store_referral r = row_for("PC", "pat-c", "approved");
+    r.explanation = NULL;
+    r.payload = NULL;
+    assert_int_equal(store_referral_insert(s, &r, &id, &err), 1);
+    store_close(s);
+    raw_exec(UNDO_AFTER_V16 "PRAGMA user_version = 16;");
+    s = store_open(dbpath, 0, &err);
+    assert_non_null(s);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    cause_seen c = {0};
+    assert_int_equal(store_referral_get(s, id, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "-");
+    store_referral_change x = {.set_compose = true, .compose_cause = "center_not_candidate",
+                               .compose_error = "Center ctr is no longer among"};
+    assert_int_equal(store_referral_update(s, id, &x, &err), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_referral_get(s, id, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "center_not_candidate");
+    assert_string_equal(c.error, "Center ctr is no longer among");
+    memset(&c, 0, sizeof c);
+    store_referral_filter sum = {.summary = true, .patient_id = "pat-c"};
+    assert_int_equal(store_referral_each(s, &sum, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "center_not_candidate");
+    /* an attempt or a state change keeps it */
+    store_referral_change at = {.add_attempt = true, .set_outcome = true, .last_error = "x"};
+    assert_int_equal(store_referral_update(s, id, &at, &err), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_referral_get(s, id, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "center_not_candidate");
+    /* composed: cleared */
+    assert_int_equal(store_referral_set_texts(s, id, "PC", "e", "{}", "{}", &err), 1);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_referral_get(s, id, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "-");
+    assert_string_equal(c.error, "-");
+    /* a changed proposal clears it too, unless the same update sets one */
+    assert_int_equal(store_referral_update(s, id, &x, &err), 0);
+    store_referral_change prop = {.set_proposal = true, .placer_id = "PC2", .center_id = "ctr",
+                                  .indications = "x:y", .urgency = "routine"};
+    assert_int_equal(store_referral_update(s, id, &prop, &err), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_referral_get(s, id, cause_row, &c, &err), 1);
+    assert_string_equal(c.cause, "-");
+    store_close(s);
+}
+
 static void test_referral_rows(void **state)
 {
     (void)state;
@@ -1455,6 +1530,7 @@ int main(void)
         cmocka_unit_test(test_ingest_group),
         cmocka_unit_test(test_worklist_typed),
         cmocka_unit_test(test_referral_verdict_shared),
+        cmocka_unit_test(test_compose_cause_columns),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_held_until_released),
