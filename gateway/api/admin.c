@@ -588,6 +588,10 @@ static fhir_node *referral_node(fhir_arena *a, const refer_record *r, bool full)
     put_int(a, o, "attempts", r->attempts);
     put_int(a, o, "last_status", r->last_status);
     put_str(a, o, "last_error", r->last_error);
+    if (r->compose_cause != REFER_COMPOSE_OK) { /* its texts could not be composed: why, in words */
+        put_str(a, o, "compose_cause", refer_compose_cause_name(r->compose_cause));
+        put_str(a, o, "compose_error", r->compose_error);
+    }
     put_str(a, o, "center_service_request", r->center_sr_ref);
     put_str(a, o, "center_task", r->center_task_ref);
     put_str(a, o, "task_status", r->task_status);

@@ -80,6 +80,11 @@ static int print_row(void *ctx, const refer_record *r)
         fhir_node_set_str(a, j, "indications", r->indications ? r->indications : "");
         if (r->last_error)
             fhir_node_set_str(a, j, "last_error", r->last_error);
+        if (r->compose_cause != REFER_COMPOSE_OK) {
+            fhir_node_set_str(a, j, "compose_cause", refer_compose_cause_name(r->compose_cause));
+            if (r->compose_error)
+                fhir_node_set_str(a, j, "compose_error", r->compose_error);
+        }
         char *line = fhir_json_to_string(j, FHIR_JSON_COMPACT, REFERRALS_LINE_MAX);
         fhir_arena_free(a);
         if (!line) {
@@ -90,10 +95,11 @@ static int print_row(void *ctx, const refer_record *r)
         printf("%s\n", line);
         free(line);
     } else {
-        printf("%-5lld %-17s %-24s %-14s %-8s %2d  %s%s%s\n", (long long)r->id,
+        printf("%-5lld %-17s %-24s %-14s %-8s %2d  %s%s%s%s%s\n", (long long)r->id,
                refer_state_name(r->state), r->center_id, r->patient_id, r->urgency, r->attempts,
-               r->indications, r->last_error ? "  last error: " : "",
-               r->last_error ? r->last_error : "");
+               r->indications, r->compose_cause != REFER_COMPOSE_OK ? "  could not be prepared: " : "",
+               r->compose_cause != REFER_COMPOSE_OK ? refer_compose_cause_name(r->compose_cause) : "",
+               r->last_error ? "  last error: " : "", r->last_error ? r->last_error : "");
     }
     return 0;
 }
@@ -170,6 +176,9 @@ static int show(store *s, int64_t id, fhir_error *err)
                                                                     : "a person cancelled it");
     if (r.ended)
         printf("  ended        %s\n", r.ended);
+    if (r.compose_cause != REFER_COMPOSE_OK)
+        printf("  not prepared %s: %s\n", refer_compose_cause_name(r.compose_cause),
+               r.compose_error ? r.compose_error : "");
     if (r.last_error)
         printf("  last error   %s (status %d)\n", r.last_error, r.last_status);
     if (r.last_response)
@@ -309,9 +318,11 @@ static int api_list(const cli_api *c, const opts *o, fhir_error *err)
             if (o->center && strcmp(jstr(r, "center"), o->center))
                 continue;
             const char *le = fhir_node_str(fhir_node_get(r, "last_error"));
-            printf("%-5ld %-17s %-24s %-14s %-8s %2ld  %s%s%s\n", jint(r, "id"), jstr(r, "state"),
+            const char *cc = fhir_node_str(fhir_node_get(r, "compose_cause"));
+            printf("%-5ld %-17s %-24s %-14s %-8s %2ld  %s%s%s%s%s\n", jint(r, "id"), jstr(r, "state"),
                    jstr(r, "center"), jstr(r, "patient"), jstr(r, "urgency"), jint(r, "attempts"),
-                   jstr(r, "indications"), le ? "  last error: " : "", le ? le : "");
+                   jstr(r, "indications"), cc ? "  could not be prepared: " : "", cc ? cc : "",
+                   le ? "  last error: " : "", le ? le : "");
         }
     }
     fhir_arena_free(a);
@@ -416,6 +427,9 @@ static int api_one(const cli_api *c, const opts *o, const char *action, int64_t 
         print_or_dash("created", jstr(r, "created"));
         print_or_dash("updated", jstr(r, "updated"));
         printf("  attempts     %ld\n", jint(r, "attempts"));
+        const char *cc = fhir_node_str(fhir_node_get(r, "compose_cause"));
+        if (cc)
+            printf("  not prepared %s: %s\n", cc, jstr(r, "compose_error"));
         const char *le = fhir_node_str(fhir_node_get(r, "last_error"));
         if (le)
             printf("  last error   %s (status %ld)\n", le, jint(r, "last_status"));

@@ -313,6 +313,19 @@ const char *refer_compose_cause_name(refer_compose_cause c)
     return (unsigned)c < REFER_COMPOSE_N_CAUSES ? compose_cause_names[c] : "other";
 }
 
+const char *refer_compose_cause_words(refer_compose_cause c)
+{
+    switch (c) {
+    case REFER_COMPOSE_OK: return "prepared";
+    case REFER_COMPOSE_NOT_CACHED: return "the patient's record is no longer held here";
+    case REFER_COMPOSE_VERDICT_CHANGED: return "the current verdict no longer calls for it";
+    case REFER_COMPOSE_CENTER_GONE: return "its center is no longer a candidate: choose another center";
+    case REFER_COMPOSE_TOO_LARGE: return "the package is larger than cartgate sends";
+    case REFER_COMPOSE_NOT_LOADED: return "the criteria or center directory are not loaded";
+    default: return "an internal error";
+    }
+}
+
 int refer_compose_cause_parse(const char *name, refer_compose_cause *out)
 {
     if (!name) {

@@ -145,6 +145,8 @@ typedef enum refer_compose_cause {
 /* "ok", "patient_not_cached", "verdict_changed", "center_not_candidate", "package_too_large",
  * "not_loaded", "other". Static string. */
 const char *refer_compose_cause_name(refer_compose_cause c);
+/* A few plain words for lists ("its center is no longer a candidate"). Static string. */
+const char *refer_compose_cause_words(refer_compose_cause c);
 /* 0 and *out, or -1 when the name is unknown (NULL: REFER_COMPOSE_OK). */
 int refer_compose_cause_parse(const char *name, refer_compose_cause *out);
 /* Byte cap of a recorded compose_error. */

@@ -77,11 +77,14 @@ typedef struct pref {
     refer_state state;
     char center[128];
     char task[32];
+    int compose_cause;                          /* refer_compose_cause: not prepared, why */
+    char compose_error[REFER_COMPOSE_ERROR_MAX]; /* in words */
 } pref;
 
 typedef struct prefs {
     pref v[64];
     size_t n;
+    char *latest_route; /* the latest referral's route_json (prefs_read); caller frees */
 } prefs;
 
 static int pref_cb(void *ctx, const refer_record *r)
@@ -94,6 +97,8 @@ static int pref_cb(void *ctx, const refer_record *r)
     p->state = r->state;
     snprintf(p->center, sizeof p->center, "%s", r->center_id ? r->center_id : "");
     snprintf(p->task, sizeof p->task, "%s", r->task_status ? r->task_status : "");
+    p->compose_cause = r->compose_cause;
+    snprintf(p->compose_error, sizeof p->compose_error, "%s", r->compose_error ? r->compose_error : "");
     return 0;
 }
 
@@ -102,6 +107,47 @@ static int prefs_load(web *w, const char *pid, prefs *l, fhir_error *err)
     l->n = 0;
     refer_filter rf = {.state = -1, .patient_id = pid, .summary = true};
     return refer_list(w->env.st, &rf, pref_cb, l, err) < 0 ? -1 : 0;
+}
+
+/* The same, then each referral not yet sent (pending approval, approved) and the latest read
+ * in full: their texts composed when nobody has yet (refer_get), or why they could not be
+ * (compose_cause), and the latest one's route kept. */
+static int prefs_read(web *w, const char *pid, prefs *l, fhir_error *err)
+{
+    if (prefs_load(w, pid, l, err))
+        return -1;
+    for (size_t i = 0; i < l->n; i++) {
+        pref *p = &l->v[i];
+        bool latest = i + 1 == l->n;
+        if (!latest && p->state != REFER_PENDING_APPROVAL && p->state != REFER_APPROVED)
+            continue;
+        refer_record rec;
+        if (refer_get(w->env.st, p->id, &rec, err) != 1)
+            continue;
+        p->state = rec.state; /* a proposal the composer withdrew */
+        p->compose_cause = rec.compose_cause;
+        snprintf(p->compose_error, sizeof p->compose_error, "%s", rec.compose_error ? rec.compose_error : "");
+        if (latest && rec.route_json)
+            l->latest_route = fhir_xstrdup(rec.route_json);
+        refer_record_free(&rec);
+    }
+    return 0;
+}
+
+static void prefs_free(prefs *l)
+{
+    if (l)
+        free(l->latest_route);
+    free(l);
+}
+
+/* An open referral of the patient that could not be prepared (the latest first). */
+static const pref *prefs_unprepared(const prefs *l)
+{
+    for (size_t i = l->n; i-- > 0;)
+        if (l->v[i].compose_cause != REFER_COMPOSE_OK && !refer_state_terminal(l->v[i].state))
+            return &l->v[i];
+    return NULL;
 }
 
 /* The proposal awaiting approval (not a re-route), the pending re-route, the one at a center. */
@@ -348,7 +394,27 @@ static void actions_block(web *w, serve_req *r, fhir_buf *b, const char *pid, co
     if (!web_may(r, ROLE_CLINICIAN) && !web_may(r, ROLE_ADMIN))
         return;
     const pref *pending = prefs_find(l, 0), *reroute = prefs_find(l, 1), *atc = prefs_find(l, 2), *failed = prefs_find(l, 3);
+    const pref *unprep = prefs_unprepared(l);
     fhir_buf_puts(b, "<section class=\"actions\" aria-labelledby=\"act-h\"><h2 id=\"act-h\">Act</h2>\n");
+    if (unprep) { /* why its summary, route and package are missing, and what to do */
+        fhir_buf_printf(b, "<div class=\"unprepared\" id=\"unprepared\" role=\"alert\" data-cause=\"%s\" "
+                           "data-referral=\"%lld\"><p><strong>Referral %lld (",
+                        refer_compose_cause_name(unprep->compose_cause), (long long)unprep->id, (long long)unprep->id);
+        web_esc(b, web_state_words(refer_state_name(unprep->state)));
+        fhir_buf_puts(b, ") could not be prepared.</strong> ");
+        web_esc(b, unprep->compose_error[0] ? unprep->compose_error : refer_compose_cause_words(unprep->compose_cause));
+        fhir_buf_puts(b, "</p>");
+        if (unprep->compose_cause == REFER_COMPOSE_CENTER_GONE)
+            fhir_buf_puts(b, fhir_node_first(fhir_node_get(route, "candidates"))
+                                 ? "<p>The centers ranked today are below; choose one here.</p>"
+                                 : "<p>No center is ranked for this patient today.</p>");
+        fhir_buf_puts(b, "</div>\n");
+    }
+    /* an approved referral (not sent) whose center is no longer a candidate: re-route it */
+    const pref *gone = unprep && unprep->state == REFER_APPROVED && unprep->compose_cause == REFER_COMPOSE_CENTER_GONE &&
+                               fhir_node_first(fhir_node_get(route, "candidates"))
+                           ? unprep
+                           : NULL;
     if (web_may(r, ROLE_CLINICIAN)) {
         if (pending) {
             fhir_buf_puts(b, "<form method=\"post\" class=\"act\" action=\"/ui/patients/");
@@ -374,6 +440,19 @@ static void actions_block(web *w, serve_req *r, fhir_buf *b, const char *pid, co
             fhir_buf_printf(b, " instead (referral %lld). Approving cancels the referral at the first center, then "
                                "sends this one.</p><button type=\"submit\">Approve the re-route</button></form>\n",
                             (long long)reroute->supersedes);
+        } else if (gone && !atc) {
+            fhir_buf_puts(b, "<form method=\"post\" class=\"act\" id=\"reroute-unprepared\" action=\"/ui/patients/");
+            web_esc(b, pid);
+            fhir_buf_puts(b, "/reroute\">");
+            web_csrf_field(b, r);
+            fhir_buf_puts(b, "<h3>Re-route to another center</h3><p>Referral ");
+            fhir_buf_printf(b, "%lld to ", (long long)gone->id);
+            web_esc(b, web_center_name(w, gone->center));
+            fhir_buf_puts(b, " was approved but cannot be sent there. It goes to the center chosen here instead.</p>");
+            center_select(b, route, NULL, gone->center, "reroute-center");
+            fhir_buf_puts(b, "<label for=\"reroute-reason\">Reason</label><input id=\"reroute-reason\" name=\"reason\" "
+                             "maxlength=\"500\" required value=\"center no longer a candidate\">"
+                             "<button type=\"submit\">Re-route</button></form>\n");
         } else if (atc && fhir_node_count(fhir_node_get(route, "candidates")) > 1) {
             fhir_buf_puts(b, "<form method=\"post\" class=\"act\" action=\"/ui/patients/");
             web_esc(b, pid);
@@ -443,24 +522,18 @@ void web_h_patient(serve_req *r, void *ud)
         return;
     }
     prefs *l = fhir_xcalloc(1, sizeof *l);
-    if (prefs_load(w, pid, l, &err)) {
-        free(l);
+    if (prefs_read(w, pid, l, &err)) {
+        prefs_free(l);
         pview_free(&v);
         web_page_problem(w, r, 500, "The patient page is not available", err.msg);
         return;
     }
     /* the route of the latest referral */
     const fhir_node *route = NULL;
-    if (l->n) {
-        refer_record rec;
-        if (refer_get(w->env.st, l->v[l->n - 1].id, &rec, &err) == 1) {
-            if (rec.route_json) {
-                fhir_error e;
-                fhir_json_limits lim = {.max_bytes = strlen(rec.route_json) + 1};
-                route = fhir_json_parse(v.a, rec.route_json, strlen(rec.route_json), &lim, &e);
-            }
-            refer_record_free(&rec);
-        }
+    if (l->latest_route) {
+        fhir_error e;
+        fhir_json_limits lim = {.max_bytes = strlen(l->latest_route) + 1};
+        route = fhir_json_parse(v.a, l->latest_route, strlen(l->latest_route), &lim, &e);
     }
     /* no referral yet: the centers ranked now, the way a proposal would rank them */
     bool ranked_now = false;
@@ -471,7 +544,7 @@ void web_h_patient(serve_req *r, void *ud)
         fhir_error e;
         fhir_error_clear(&e);
         route = propose_rank(v.a, &po, screen_profile(v.sc), screen_result(v.sc), &e);
-        ranked_now = route != NULL;
+        ranked_now = route != NULL && !l->n;
         if (!route)
             snprintf(why_none, sizeof why_none, "%s", e.msg);
     }
@@ -644,7 +717,7 @@ void web_h_patient(serve_req *r, void *ud)
         fhir_buf_puts(&b, "</tbody></table>\n");
     }
     fhir_buf_puts(&b, "</section>\n");
-    free(l);
+    prefs_free(l);
     pview_free(&v);
     web_page_send(r, &b, 200);
 }
@@ -877,6 +950,15 @@ void web_h_reroute(serve_req *r, void *ud)
         if (propose_with_center(w, pid, center, &pr, &err)) {
             act_failed(w, r, &err);
             return;
+        }
+        if (pr.outcome == PROPOSE_UPDATED) {
+            /* approved by the standing order and never sent: it now goes to that center */
+            char st[32];
+            if (store_referral_state(w->env.st, pr.referral_id, st, sizeof st, &err) == 1 &&
+                !strcmp(st, refer_state_name(REFER_APPROVED))) {
+                back_to(r, pid, "rerouted");
+                return;
+            }
         }
         if (pr.outcome != PROPOSE_REROUTE) {
             fhir_error_set(&err, "no referral at a center to re-route (the proposal is %s)",

@@ -19,7 +19,9 @@ typedef struct rrow {
     int64_t id, created_ms, updated_ms;
     refer_state state;
     char patient[72], center[128], indications[256], task[32], err[160];
-    int stuck;              /* 2 failed, 1 sent without an answer too long, 0 no */
+    int stuck;              /* 2 failed or could not be prepared, 1 sent without an answer too
+                             * long, 0 no */
+    int compose_cause;      /* refer_compose_cause (an open referral not prepared) */
 } rrow;
 
 typedef struct rrows {
@@ -60,8 +62,12 @@ static int rrow_cb(void *ctx, const refer_record *r)
     snprintf(x->indications, sizeof x->indications, "%s", r->indications ? r->indications : "");
     snprintf(x->task, sizeof x->task, "%s", r->task_status ? r->task_status : "");
     snprintf(x->err, sizeof x->err, "%s", r->last_error ? r->last_error : "");
-    x->stuck = r->state == REFER_FAILED ? 2 : r->state == REFER_SENT && l->stuck_ms >= 0 &&
-                                                  business_days(r->updated_ms, l->now_ms) >= l->stuck_ms ? 1 : 0;
+    x->compose_cause = refer_state_terminal(r->state) ? REFER_COMPOSE_OK : r->compose_cause;
+    x->stuck = r->state == REFER_FAILED || x->compose_cause != REFER_COMPOSE_OK ? 2
+               : r->state == REFER_SENT && l->stuck_ms >= 0 &&
+                       business_days(r->updated_ms, l->now_ms) >= l->stuck_ms
+                   ? 1
+                   : 0;
     return 0;
 }
 
@@ -98,7 +104,8 @@ void web_h_referrals(serve_req *r, void *ud)
     for (size_t i = 0; i < l.n; i++)
         nstuck += l.v[i].stuck != 0;
     fhir_buf_printf(&b, "<h1>Referrals</h1>\n<p class=\"headline\">%zu referral%s · <span class=\"urg urg-now\">%zu stuck</span> "
-                        "(delivery failed, or sent without the center's answer for %d business days)</p>\n",
+                        "(could not be prepared, delivery failed, or sent without the center's answer for %d "
+                        "business days)</p>\n",
                     l.n, l.n == 1 ? "" : "s", nstuck, days);
     fhir_buf_puts(&b, "<table class=\"list\" id=\"referrals\"><caption>Stuck first, then by state and age</caption>\n<thead><tr>"
                       "<th scope=\"col\">Referral</th><th scope=\"col\">Patient</th><th scope=\"col\">Center</th>"
@@ -126,7 +133,11 @@ void web_h_referrals(serve_req *r, void *ud)
         if (x->stuck)
             fhir_buf_puts(&b, "<strong>Stuck:</strong> ");
         web_esc(&b, web_state_words(refer_state_name(x->state)));
-        if (x->state == REFER_FAILED && x->err[0]) {
+        if (x->compose_cause != REFER_COMPOSE_OK) {
+            fhir_buf_puts(&b, "<br><span class=\"sub unprepared\">Could not be prepared: ");
+            web_esc(&b, refer_compose_cause_words(x->compose_cause));
+            fhir_buf_puts(&b, "</span>");
+        } else if (x->state == REFER_FAILED && x->err[0]) {
             fhir_buf_puts(&b, "<br><span class=\"sub\">");
             web_esc(&b, x->err);
             fhir_buf_puts(&b, "</span>");
@@ -473,6 +484,19 @@ void web_h_referral(serve_req *r, void *ud)
         fhir_buf_puts(&b, ")");
     }
     fhir_buf_puts(&b, "</dd>");
+    if (rec.compose_cause != REFER_COMPOSE_OK) {
+        fhir_buf_printf(&b, "<dt>Could not be prepared</dt><dd id=\"ref-unprepared\" data-cause=\"%s\">",
+                        refer_compose_cause_name(rec.compose_cause));
+        web_esc(&b, rec.compose_error ? rec.compose_error : refer_compose_cause_words(rec.compose_cause));
+        if (!refer_state_terminal(rec.state)) {
+            fhir_buf_puts(&b, " <a href=\"/ui/patients/");
+            web_esc(&b, rec.patient_id);
+            fhir_buf_puts(&b, rec.compose_cause == REFER_COMPOSE_CENTER_GONE ? "#act-h\">Choose another center on the "
+                                                                              "patient's page</a>"
+                                                                            : "#act-h\">Act on the patient's page</a>");
+        }
+        fhir_buf_puts(&b, "</dd>");
+    }
     if (rec.last_error) {
         fhir_buf_puts(&b, "<dt>Last delivery problem</dt><dd>");
         web_esc(&b, rec.last_error);
@@ -491,7 +515,8 @@ void web_h_referral(serve_req *r, void *ud)
     store_audit_list(w->env.st, rec.id, 0, 0, audit_cb, &hc, &err);
     fhir_buf_puts(&b, "</tbody></table>\n<h2>What was sent to the center</h2>\n");
     if (!rec.payload) {
-        fhir_buf_puts(&b, "<p>No package yet.</p>\n");
+        fhir_buf_puts(&b, rec.compose_cause != REFER_COMPOSE_OK ? "<p>No package: it could not be prepared (above).</p>\n"
+                                                                : "<p>No package yet.</p>\n");
     } else {
         fhir_error e;
         fhir_json_limits lim = {.max_bytes = strlen(rec.payload) + 1};
