@@ -307,6 +307,16 @@ static void intake_metrics(admin *ad, const admin_metrics *m, fhir_buf *b, int64
                     (long long)g.waiting, g.waiting && g.oldest_waiting_ms ? (double)(now - g.oldest_waiting_ms) / 1000.0 : 0.0);
 }
 
+/* store_referral_unprepared_counts: a count per refer_compose_cause (unknown names: other) */
+static void count_cause(void *ctx, const char *name, int64_t n)
+{
+    int64_t *v = ctx;
+    refer_compose_cause c;
+    if (refer_compose_cause_parse(name, &c) || c == REFER_COMPOSE_OK)
+        c = REFER_COMPOSE_OTHER;
+    v[c] += n;
+}
+
 static void metrics(admin *ad, serve_req *req)
 {
     fhir_buf b;
@@ -410,6 +420,15 @@ static void metrics(admin *ad, serve_req *req)
     for (int i = 0; i < REFER_N_STATES; i++)
         fhir_buf_printf(&b, "cartgate_referrals{state=\"%s\"} %lld\n", refer_state_name((refer_state)i),
                         (long long)counts[i]);
+    int64_t unprep[REFER_COMPOSE_N_CAUSES] = {0};
+    if (store_referral_unprepared_counts(ad->env.st, count_cause, unprep, &err))
+        fhir_log(FHIR_LOG_ERROR, "metrics.store_failed", "error=%s", err.msg);
+    fhir_buf_puts(&b, "# HELP cartgate_referrals_unprepared Referrals pending approval or approved whose summary, route "
+                      "and package could not be prepared, by cause (store; shown on their pages; an approved one is "
+                      "not sent until the cause clears).\n# TYPE cartgate_referrals_unprepared gauge\n");
+    for (int i = 1; i < REFER_COMPOSE_N_CAUSES; i++)
+        fhir_buf_printf(&b, "cartgate_referrals_unprepared{cause=\"%s\"} %lld\n",
+                        refer_compose_cause_name((refer_compose_cause)i), (long long)unprep[i]);
     fhir_buf_printf(&b, "# HELP cartgate_referrals_created_total Referral proposals created.\n"
                         "# TYPE cartgate_referrals_created_total counter\ncartgate_referrals_created_total %llu\n",
                     (unsigned long long)m->referrals_created);

@@ -250,6 +250,9 @@ static int scan_row(void *ctx, int64_t id, const char *state, int64_t updated_ms
     } else if (!strcmp(state, "failed")) {
         snprintf(key, sizeof key, "referral_failed:%lld", (long long)id);
         push(&c->stuck, &c->n_stuck, &c->cap_stuck, fhir_xstrdup(key));
+    } else if (!strcmp(state, "unprepared")) { /* approved, its texts cannot be composed */
+        snprintf(key, sizeof key, "referral_unprepared:%lld", (long long)id);
+        push(&c->stuck, &c->n_stuck, &c->cap_stuck, fhir_xstrdup(key));
     } else if (c->n->cfg.stuck_business_days > 0 &&
                notify_business_days(updated_ms, c->now) >= c->n->cfg.stuck_business_days) {
         snprintf(key, sizeof key, "referral_unanswered:%lld:%lld", (long long)id, (long long)updated_ms);
@@ -268,7 +271,8 @@ int notify_scan(notify *n, store *st, fhir_error *err)
     int rc = store_referral_notice_scan(st, before, scan_row, &c, err) < 0 ? -1 : 0;
     if (rc == 0 && c.n_stuck) {
         notify_notice w = {.kind = "referral_stuck", .keys = (const char *const *)c.stuck, .n_keys = c.n_stuck,
-                           .summary = "referral(s) stuck: failed, or sent without an answer from the center",
+                           .summary = "referral(s) stuck: failed, approved but could not be prepared, or sent "
+                                      "without an answer from the center",
                            .link_path = "/ui/referrals"};
         rc = notify_post(n, st, &w, NULL, err);
     }

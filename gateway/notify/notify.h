@@ -12,8 +12,9 @@
  * the error only) and counted (notify_get_stats).
  *
  * The daemon's events (notify_scan, notify_screened): new candidates at or above an urgency
- * (immediate, after each screening batch); referrals stuck (failed, or sent without an answer
- * for stuck_business_days business days) and declined (on the next scan, every few seconds);
+ * (immediate, after each screening batch); referrals stuck (failed, approved but not prepared:
+ * referral.h refer_compose_cause, or sent without an answer for stuck_business_days business
+ * days) and declined (on the next scan, every few seconds);
  * a daily digest of counts by category at digest_hour (local time of the injectable clock,
  * fhir_clock; at a center the intake inbox's counts instead). Other rooms (web, a center's intake) post their own with notify_post. */
 #ifndef NOTIFY_H

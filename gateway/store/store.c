@@ -406,7 +406,8 @@ static const struct {
      * composed, so a summary read never reaches past the package for them. */
     {"referrals.compose_cause, compose_error",
      "ALTER TABLE referrals ADD COLUMN compose_cause TEXT;"
-     "ALTER TABLE referrals ADD COLUMN compose_error TEXT;"},
+     "ALTER TABLE referrals ADD COLUMN compose_error TEXT;"
+     "CREATE INDEX referrals_unprepared ON referrals(compose_cause) WHERE compose_cause IS NOT NULL;"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -509,6 +510,7 @@ enum {
     Q_NOTICE_ORPHANS,
     Q_NOTICE_COUNT,
     Q_REF_NOTICE_SCAN,
+    Q_REF_UNPREPARED,
     Q_REF_INSERT,
     Q_REF_VERDICT_UNSHARE,
     Q_REF_GET,
@@ -766,10 +768,18 @@ static const struct {
                                            "'interrupted while sending (not sent again)', updated_ms = ? "
                                            "WHERE status = 'sending'"},
     [Q_NOTICE_COUNT] = {"notice count", "SELECT count(*) FROM notify_notices WHERE status = ?"},
-    /* referrals a notice may be about: failed, declined, or sent and unanswered since ?1 */
+    /* referrals a notice may be about: failed, declined, sent and unanswered since ?1, or
+     * approved but not prepared (migration 17; its state read as 'unprepared') */
     [Q_REF_NOTICE_SCAN] = {"referral list",
-                           "SELECT id, state, updated_ms FROM referrals WHERE state IN ('failed','declined') "
-                           "OR (state = 'sent' AND updated_ms < ?1) ORDER BY id"},
+                           "SELECT id, CASE WHEN state = 'approved' THEN 'unprepared' ELSE state END, "
+                           "updated_ms FROM referrals WHERE state IN ('failed','declined') "
+                           "OR (state = 'sent' AND updated_ms < ?1) OR (state = 'approved' AND "
+                           "compose_cause IS NOT NULL) ORDER BY id"},
+    /* open referrals not prepared, by cause (the partial index of migration 17) */
+    [Q_REF_UNPREPARED] = {"referral count",
+                          "SELECT compose_cause, count(*) FROM referrals INDEXED BY referrals_unprepared "
+                          "WHERE compose_cause IS NOT NULL AND state IN ('pending_approval','approved') "
+                          "GROUP BY compose_cause"},
     [Q_VERDICT_HEME] = {"verdict write",
                         "UPDATE verdicts SET heme = ?, pruned_ms = NULL WHERE patient_id = ?"},
     [Q_REF_INSERT] = {"referral insert",
@@ -2625,6 +2635,15 @@ int store_referral_count_by_state(store *s, store_count_fn fn, void *ctx, fhir_e
 {
     q x;
     if (q_take(s, Q_REF_COUNT_STATES, &x, err))
+        return -1;
+    count_ctx c = {fn, ctx};
+    return q_rows(s, &x, "referral count", count_row, &c, err) < 0 ? -1 : 0;
+}
+
+int store_referral_unprepared_counts(store *s, store_count_fn fn, void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_REF_UNPREPARED, &x, err))
         return -1;
     count_ctx c = {fn, ctx};
     return q_rows(s, &x, "referral count", count_row, &c, err) < 0 ? -1 : 0;

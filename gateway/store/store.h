@@ -337,6 +337,9 @@ int64_t store_referral_ids(store *s, const char *patient_id, const char *state,
 /* Calls fn(state, count) for every state present. 0 or -1. */
 typedef void (*store_count_fn)(void *ctx, const char *name, int64_t count);
 int store_referral_count_by_state(store *s, store_count_fn fn, void *ctx, fhir_error *err);
+/* Calls fn(cause, count) for the referrals pending approval or approved whose texts could not
+ * be composed (compose_cause), by cause. 0 or -1. */
+int store_referral_unprepared_counts(store *s, store_count_fn fn, void *ctx, fhir_error *err);
 /* Referrals in one state and the oldest creation time among them (0 when none). 0 or -1. */
 int store_referral_state_age(store *s, const char *state, int64_t *count,
                              int64_t *oldest_created_ms, fhir_error *err);
@@ -438,8 +441,9 @@ int store_notice_done(store *s, int64_t id, const char *status, const char *erro
 int64_t store_notice_orphans(store *s, fhir_error *err);
 /* Notices in one status. -1 on error. */
 int64_t store_notice_count(store *s, const char *status, fhir_error *err);
-/* Referrals a notice may be about: every failed or declined one, and the sent ones not updated
- * since sent_before_ms (no answer from the center). fn(ctx, id, state, updated_ms) returns
+/* Referrals a notice may be about: every failed or declined one, the sent ones not updated
+ * since sent_before_ms (no answer from the center), and the approved ones whose texts could not
+ * be composed (state given as "unprepared"). fn(ctx, id, state, updated_ms) returns
  * non-zero to stop. Returns rows visited or -1. */
 typedef int (*store_referral_scan_fn)(void *ctx, int64_t id, const char *state, int64_t updated_ms);
 int64_t store_referral_notice_scan(store *s, int64_t sent_before_ms, store_referral_scan_fn fn, void *ctx,

@@ -170,6 +170,7 @@ static const char *action_words(const char *action)
         {"cancel-at-center", "Cancelled at the center"},
         {"retry", "Delivery to be tried again"},
         {"payload", "Package prepared"},
+        {"compose-failed", "Could not be prepared"},
         {"attempt", "Delivery attempt"},
         {"sending", "Delivery started"},
         {"sent", "Sent to the center"},

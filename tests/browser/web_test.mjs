@@ -406,6 +406,60 @@ ok(`referral ${frid}: refused by the center (422), failed, retried in the web ap
   }
 }
 
+// a proposal nobody has read yet whose center is dropped from the directory (the centers file
+// changed, SIGHUP): the patient page says it could not be prepared and why (the cause in words,
+// the re-route), the approve form offers only the centers ranked today, the referral page says
+// it too; approving with the first ranked center sends it there
+{
+  const row = sql("SELECT id || '|' || patient_id || '|' || center_id FROM referrals WHERE state='pending_approval' " +
+                  "AND supersedes IS NULL AND package IS NULL AND payload IS NULL ORDER BY id LIMIT 1");
+  if (check(row, 'a proposal nobody has read yet (its texts not composed)')) {
+    const [uid, upid, ux] = row.split('|');
+    const d = JSON.parse(fs.readFileSync(E.CENTERS, 'utf8'));
+    d.centers = d.centers.filter((c) => c.id !== ux);
+    fs.writeFileSync(E.CENTERS + '.tmp', JSON.stringify(d, null, 1));
+    fs.renameSync(E.CENTERS + '.tmp', E.CENTERS);
+    const reloads = () => fs.readFileSync(E.DLOG, 'utf8').split('event="reload.done"').length;
+    const before = reloads();
+    process.kill(Number(E.DPID), 'SIGHUP');
+    for (let i = 0; i < 120 && reloads() === before; i++) await sleep(250);
+    check(reloads() > before, 'the daemon reloaded the centers file');
+    await signOut();
+    await signIn('dr.ada', E.PW_ADA);
+    await page.goto(`${BASE}/ui/patients/${upid}`, { waitUntil: 'load' });
+    const box = await page.$('#unprepared');
+    if (check(box, `patient ${upid}: the page says referral ${uid} could not be prepared`)) {
+      const cause = await page.$eval('#unprepared', (e) => e.dataset.cause);
+      const txt = await page.$eval('#unprepared', (e) => e.innerText);
+      check(cause === 'center_not_candidate', `the cause is its center (${cause})`);
+      check(txt.includes(`Referral ${uid}`) && txt.includes('could not be prepared') && txt.includes(ux) &&
+            txt.includes('re-route') && !txt.includes('/work') && !txt.includes('.c:'),
+            `in plain words, naming the center and the re-route: "${txt}"`);
+    }
+    const opts = await page.$$eval('#approve-center option', (os) => os.map((o) => o.value));
+    check(opts.length >= 1 && !opts.includes(ux), `the approve form offers the centers ranked today, not ${ux}: ${JSON.stringify(opts)}`);
+    check(sql(`SELECT compose_cause FROM referrals WHERE id=${uid}`) === 'center_not_candidate', 'the cause is on the row');
+    await audit('patient-unprepared');
+    await page.goto(`${BASE}/ui/referrals/${uid}`, { waitUntil: 'load' });
+    const rtxt = await page.$eval('#ref-unprepared', (e) => e.innerText).catch(() => '');
+    check(rtxt.includes('no longer among the centers ranked') && rtxt.includes('Choose another center'),
+          `the referral page says why and where to act: "${rtxt}"`);
+    await audit('referral-unprepared');
+    await page.goto(`${BASE}/ui/referrals`, { waitUntil: 'load' });
+    const ltxt = await page.$eval(`#referrals tr:has(a[href="/ui/referrals/${uid}"])`, (e) => e.innerText).catch(() => '');
+    check(ltxt.includes('Could not be prepared'), `the referrals list marks it: "${ltxt}"`);
+    if (opts.length) {
+      await page.goto(`${BASE}/ui/patients/${upid}`, { waitUntil: 'load' });
+      await Promise.all([page.waitForNavigation({ waitUntil: 'load' }), page.click('form[action$="/approve"] button[type=submit]')]);
+      let st = '';
+      for (let i = 0; i < 120 && st !== 'sent'; i++) { await sleep(500); st = sql(`SELECT state FROM referrals WHERE id=${uid}`); }
+      const now = sql(`SELECT center_id || '|' || coalesce(compose_cause, '-') FROM referrals WHERE id=${uid}`);
+      check(st === 'sent' && now === `${opts[0]}|-`, `approved with ${opts[0]}: sent there, the cause cleared (${st}, ${now})`);
+      ok(`referral ${uid}: its center ${ux} dropped from the directory; shown why, approved with ${opts[0]}, sent`);
+    }
+  }
+}
+
 await browser.close();
 if (problems.length) { console.log(`${problems.length} problem(s):\n` + problems.join('\n')); process.exit(1); }
 console.log(`all browser checks passed; ${shots} screenshots in ${ART}`);

@@ -7,7 +7,8 @@
 #   2. The centers file drops X; SIGHUP. Reading the proposal through the API composes it: it
 #      cannot be (X is no longer ranked), so it says so — compose_cause center_not_candidate
 #      and the sentence naming X and the re-route — also in `cartgate referrals show` and the
-#      log (cause only); audited once ("compose-failed" by "composer"), not on every read.
+#      log (cause only) and /metrics (cartgate_referrals_unprepared); audited once
+#      ("compose-failed" by "composer"), not on every read.
 #   3. X is back but closed (in the directory, not a candidate); SIGHUP; a clinician approves it
 #      through the API. The sender does not send it and does not hold it silently: attempts
 #      recorded with last_error "could not be prepared: ...", event=referral.unprepared, the
@@ -91,7 +92,8 @@ grep -q "not prepared center_not_candidate: Center $X is no longer among" "$TMP/
   fail "referrals show does not say why: $(cat "$TMP/show.txt")"
 "$CG" referrals list --db "$DB" --json >"$TMP/list.json" || fail "referrals list"
 grep -q '"compose_cause":"center_not_candidate"' "$TMP/list.json" || fail "referrals list --json: $(cat "$TMP/list.json")"
-ok "center dropped: the API, show and list say why (center_not_candidate, the re-route), audited once"
+[ "$(metric 'cartgate_referrals_unprepared{cause="center_not_candidate"}')" = 1 ] || fail "unprepared gauge: $(grep unprepared "$TMP/resp")"
+ok "center dropped: the API, show, list and /metrics say why (center_not_candidate, the re-route), audited once"
 
 # ---- 3. approved, its center closed: recorded, not sent, not retried in a loop ----------------
 edit_centers close
@@ -127,6 +129,7 @@ wait_for "the referral sent once its center is back" 60 sent
 api "/api/v1/referrals/$ID"
 [ "$(jget "$TMP/resp" 'd.compose_cause === undefined')" = true ] || fail "the API still shows a cause"
 [ "$(q "SELECT center_id FROM referrals WHERE id=$ID")" = "$X" ] || fail "center changed"
+[ "$(metric 'cartgate_referrals_unprepared{cause="center_not_candidate"}')" = 0 ] || fail "unprepared gauge stays"
 ok "center back: composed and sent to $X (one ServiceRequest), the cause cleared"
 
 stop_daemon "$P"

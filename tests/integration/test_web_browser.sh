@@ -8,7 +8,9 @@
 #   -> the referral reaches the center (the note in its ServiceRequest) -> the referrals page
 #   shows it sent, then accepted once the center's Task changes; decline with a coded reason
 #   -> gone from the worklist and audited; a viewer sees no action buttons and a forged POST
-#   gets 403; a delivery the center refuses fails and an administrator retries it; axe-core: no serious or critical violation on any page; a screenshot of every
+#   gets 403; a delivery the center refuses fails and an administrator retries it; a proposal
+#   whose center the centers file drops (SIGHUP) says on the patient, referral and referrals
+#   pages that it could not be prepared and why, and is approved to a center ranked today; axe-core: no serious or critical violation on any page; a screenshot of every
 #   page in build/artifacts/browser/. Skips (77) without Chromium or the browser packages.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
@@ -54,7 +56,7 @@ ok "$N patients screened; $(sqlite3 "$DB" "SELECT count(*) FROM referrals WHERE 
 
 ART="${CARTGATE_BUILD_DIR:-$SRC/build}/artifacts/browser"
 rm -rf "$ART"
-ADMIN="$ADMIN" ARTIFACTS="$ART" CENTER="$CENTER" CENTER_ADMIN="$CENTER_ADMIN" PW_OPS="$PW_OPS" DB="$DB" CG="$CG" CHROMIUM="$CHROMIUM" PW_ADA="$PW_ADA" PW_CY="$PW_CY" \
+CENTERS="$TMP/centers.json" DPID="$P" DLOG="$TMP/web.log" ADMIN="$ADMIN" ARTIFACTS="$ART" CENTER="$CENTER" CENTER_ADMIN="$CENTER_ADMIN" PW_OPS="$PW_OPS" DB="$DB" CG="$CG" CHROMIUM="$CHROMIUM" PW_ADA="$PW_ADA" PW_CY="$PW_CY" \
   CRITERIA="$SRC/conf/criteria" SCREEN="$TMP/screen.ndjson" GT="$TMP/cohort/ground_truth.ndjson" COHORT_DIR="$TMP/cohort" \
   node "$SRC/tests/browser/web_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?

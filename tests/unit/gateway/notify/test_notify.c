@@ -181,12 +181,65 @@ static void test_failed_delivery_retried(void **state)
     store_close(st);
 }
 
+/* An approved referral whose texts could not be composed (referral.h refer_compose_cause) is a
+ * stuck referral: notify_scan records it once ("referral_unprepared:<id>") in a referral_stuck
+ * notice; one whose cause is gone, or still pending approval, is not noticed. */
+static void test_unprepared_noticed(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    char path[160];
+    snprintf(path, sizeof path, "%s/u.db", dir);
+    store *st = store_open(path, 0, &err);
+    assert_non_null(st);
+    notify_config c = {.site_id = "site-1", .public_url = "https://cg.example/", .webhook_url = "http://127.0.0.1:9/h",
+                       .stuck_business_days = 3, .digest_hour = -1, .retry_s = 3600, .max_attempts = 3,
+                       .timeout_s = 5};
+    fhir_clock_set_fixed(MON_0800);
+    notify *n = notify_new(path, &c, &err);
+    if (!n)
+        fail_msg("notify_new: %s", err.msg);
+    int64_t ids[3];
+    const char *states[] = {"approved", "approved", "pending_approval"};
+    for (int i = 0; i < 3; i++) {
+        char placer[16];
+        snprintf(placer, sizeof placer, "U%d", i);
+        store_referral r = {.placer_id = placer, .site_id = "s", .patient_id = "p", .center_id = "c",
+                            .indications = "x:y", .state = states[i], .mode = "approval", .urgency = "routine"};
+        assert_int_equal(store_referral_insert(st, &r, &ids[i], &err), 1);
+        if (i != 1) {
+            store_referral_change x = {.set_compose = true, .compose_cause = "center_not_candidate",
+                                       .compose_error = "Center c is no longer among"};
+            assert_int_equal(store_referral_update(st, ids[i], &x, &err), 0);
+        }
+    }
+    assert_int_equal(notify_scan(n, st, &err), 0);
+    notify_free(n);
+    char key[64];
+    snprintf(key, sizeof key, "referral_unprepared:%lld", (long long)ids[0]);
+    assert_int_equal(store_notify_event(st, key, "referral_stuck", &err), 0); /* recorded by the scan */
+    for (int i = 1; i < 3; i++) {
+        snprintf(key, sizeof key, "referral_unprepared:%lld", (long long)ids[i]);
+        assert_int_equal(store_notify_event(st, key, "referral_stuck", &err), 1); /* new: not noticed */
+    }
+    bodies b = {.n = 0};
+    fhir_clock_set_fixed(MON_0800 + 30LL * 86400000);
+    assert_true(store_notice_due(st, fhir_clock_now_ms(), 10, take, &b, &err) >= 0);
+    assert_int_equal(b.n, 1);
+    assert_non_null(strstr(b.body[0], "\"event\":\"referral_stuck\",\"count\":1"));
+    assert_non_null(strstr(b.body[0], "could not be prepared"));
+    assert_null(strstr(b.body[0], "Center c")); /* counts and a link, nothing about anyone */
+    fhir_clock_set_fixed(-1);
+    store_close(st);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_business_days),
         cmocka_unit_test(test_events_once_and_digest),
         cmocka_unit_test(test_failed_delivery_retried),
+        cmocka_unit_test(test_unprepared_noticed),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

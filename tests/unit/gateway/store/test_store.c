@@ -329,7 +329,7 @@ static const store_worklist_in typed_wl = {.urgency = "soon", .consult = "refer_
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
 /* migration 17 (why a proposal's texts could not be composed) */
 #define UNDO_AFTER_V16                                                                       \
-    "ALTER TABLE referrals DROP COLUMN compose_cause;"                                       \
+    "DROP INDEX referrals_unprepared; ALTER TABLE referrals DROP COLUMN compose_cause;"      \
     "ALTER TABLE referrals DROP COLUMN compose_error;"
 /* migration 15 (the worklist written with the verdict): version 14's triggers again */
 #define UNDO_AFTER_V14                                                                       \
