@@ -12,7 +12,8 @@
 #   3. X is back but closed (in the directory, not a candidate); SIGHUP; a clinician approves it
 #      through the API. The sender does not send it and does not hold it silently: attempts
 #      recorded with last_error "could not be prepared: ...", event=referral.unprepared, the
-#      backoff between them (no hot loop); the center gets nothing.
+#      backoff between them (no hot loop); the center gets nothing. The patient page says why
+#      and offers the re-route form with the centers ranked today.
 #   4. The centers file as it was; SIGHUP: the cause clears, it is composed and sent (one
 #      ServiceRequest at the center), and the cause is gone from the row and the API.
 set -u
@@ -27,6 +28,8 @@ CA=$BASE
 centers_for "$CA" "$TMP/centers.json"
 cp "$TMP/centers.json" "$TMP/centers.orig.json"
 DB="$TMP/up.db"
+PW_ADA='ada: correct horse battery'
+echo "$PW_ADA" | "$CG" users add dr.ada --role clinician --password-stdin --db "$DB" >/dev/null 2>&1 || fail "users add"
 cat >"$TMP/up.conf" <<EOF
 {
   "site": {"id": "t-up", "name": "Unprepared Community Hospital", "location": {"lat": 41.59, "lon": -93.62}},
@@ -117,6 +120,24 @@ secs=$(($(date +%s) - t0))
 [ "$(total "$CA" ServiceRequest)" = 0 ] || fail "the center got a ServiceRequest"
 api "/api/v1/referrals?state=approved"
 grep -q '"compose_cause":"center_not_candidate"' "$TMP/resp" || fail "the API list does not say why: $(cat "$TMP/resp")"
+# the patient page, signed in as a clinician: the cause in words and the re-route form, which
+# offers the centers ranked today and not X
+CODE=$(curl -s -D "$TMP/login.h" -o /dev/null -w '%{http_code}' --data-urlencode "username=dr.ada" \
+  --data-urlencode "password=$PW_ADA" --data-urlencode "next=/ui/" "$ADMIN/auth/login")
+[ "$CODE" = 303 ] || fail "sign-in: $CODE"
+COOKIE=$(grep -i '^set-cookie: cartgate_session=' "$TMP/login.h" | tr -d '\r' | sed 's/^[^:]*: \(cartgate_session=[^;]*\).*/\1/')
+CODE=$(curl -s -o "$TMP/page.html" -w '%{http_code}' -H "Cookie: $COOKIE" "$ADMIN/ui/patients/$PAT")
+[ "$CODE" = 200 ] || fail "patient page: $CODE"
+grep -q "id=\"unprepared\" role=\"alert\" data-cause=\"center_not_candidate\" data-referral=\"$ID\"" "$TMP/page.html" ||
+  fail "the patient page does not say the referral could not be prepared"
+grep -q "could not be prepared.</strong> Center $X is no longer among the centers ranked" "$TMP/page.html" || fail "the cause in words"
+node -e '
+const h=require("fs").readFileSync(process.argv[1],"utf8");
+const f=h.match(/<form[^>]*id="reroute-unprepared"[\s\S]*?<\/form>/);
+if (!f) { console.log("no re-route form"); process.exit(1); }
+const opts=[...f[0].matchAll(/<option value="([^"]+)"/g)].map(m=>m[1]);
+if (!opts.length || opts.includes(process.argv[2])) { console.log("options: "+opts); process.exit(1); }' "$TMP/page.html" "$X" ||
+  fail "the re-route form"
 ok "approved and unpreparable: stays approved, $n attempts in ${secs}s recorded with the cause, nothing at the center"
 
 # ---- 4. the cause clears: composed and sent -----------------------------------------------------
