@@ -308,6 +308,11 @@ int elig_result_write_verdict_json(const elig_ruleset *rs, const elig_factset *f
  * ELIG_POSSIBLY_ELIGIBLE). Returns 0, or -1 when out's cap is hit. */
 int elig_result_write_products(const elig_ruleset *rs, const elig_result *r, elig_category want,
                                fhir_buf *out);
+/* A fact's evidence in the words the explanation uses (appended to out): without the groups
+ * citing our tables or documents, without record references ("Observation/o1"), codes' concepts
+ * named. For pages that show evidence; out should be capped (ELIG_WORDS_MAX). */
+#define ELIG_WORDS_MAX (64u << 10)
+void elig_plain_words(fhir_buf *out, const char *evidence);
 /* Human-readable explanation lines (one per relevant indication), each ending in '\n'. */
 int elig_result_write_explanation(const elig_ruleset *rs, const elig_factset *fs,
                                   const elig_result *r, fhir_buf *out);

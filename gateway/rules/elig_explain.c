@@ -230,6 +230,11 @@ static void put_plain(fhir_buf *b, const char *ev)
     }
 }
 
+void elig_plain_words(fhir_buf *out, const char *evidence)
+{
+    put_plain(out, evidence);
+}
+
 /* The lines of the `lines` evidence without their record lists ("[MedicationAdministration/a1 ...]"). */
 static void put_lines(fhir_buf *b, const char *ev)
 {

@@ -171,24 +171,17 @@ static const pref *prefs_find(const prefs *l, int kind)
 
 #define WEB_CENTERS_SHOWN 3u /* ranked centers in view on the patient page; the rest folded */
 
-/* Evidence in words: parenthesised groups naming our tables or documents are left out. */
+/* Evidence in words, as the explanation says it (elig_plain_words): no table or document
+ * citations, no record references. */
 static void plain(fhir_buf *b, const char *ev)
 {
-    for (const char *p = ev; p && *p; p++) {
-        if (*p == '(') {
-            const char *close = strchr(p, ')');
-            if (close) {
-                char grp[256];
-                snprintf(grp, sizeof grp, "%.*s", (int)(close - p), p);
-                if (strstr(grp, ".tsv") || strstr(grp, ".md") || strstr(grp, ".json")) {
-                    p = close;
-                    continue;
-                }
-            }
-        }
-        char c[2] = {*p, 0};
-        web_esc(b, c);
-    }
+    if (!ev)
+        return;
+    fhir_buf w;
+    fhir_buf_init(&w, ELIG_WORDS_MAX);
+    elig_plain_words(&w, ev);
+    web_esc(b, fhir_buf_cstr(&w));
+    fhir_buf_free(&w);
 }
 
 typedef struct gate_ctx {

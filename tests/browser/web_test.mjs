@@ -155,6 +155,12 @@ for (const key of s.products) {
   check(banner.startsWith('ELIGIBLE — ') && namesAll(banner, s.products),
         `the banner names brand, product and indication in plain words: "${banner}"`);
   await noKeys('the patient page');
+  {
+    // the labs and the gates name no record ("Observation/<id>"): a clinician reads values and dates
+    const t = await page.evaluate(() => document.body.innerText);
+    const m = t.match(/\b(Observation|Condition|Procedure|Medication(Administration|Request|Statement)?|DiagnosticReport|Coverage)\/[A-Za-z0-9.-]+/);
+    check(!m, `the patient page: no record reference in the visible text (found "${m && m[0]}")`);
+  }
   // review flags and notes in words, as the packet says them: not "ecog (ECOG 2 ...): ..."
   const flags = await page.$$eval('ul.flags li', (l) => l.map((x) => x.innerText));
   check(flags.length > 0 && flags.every((f) => f === 'None raised.' || !/^[a-z0-9_]+ \(/.test(f)),
