@@ -346,13 +346,17 @@ typedef struct reason_parts {
     const char *payer;        /* the patient's payer (set when demoted) */
     double stay_minutes;
     int stay_days;
+    bool rest;                /* without the distance, the travel time and the stay near it */
 } reason_parts;
 
 /* The one writer of a candidate's reason sentence. */
 static void reason_write(const reason_parts *p, fhir_buf *b)
 {
-    fhir_buf_printf(b, "%.0f km great-circle, about %.0f min by road; serves %s", p->km, p->minutes,
-                    p->serves ? p->serves : "");
+    if (p->rest)
+        fhir_buf_printf(b, "serves %s", p->serves ? p->serves : "");
+    else
+        fhir_buf_printf(b, "%.0f km great-circle, about %.0f min by road; serves %s", p->km, p->minutes,
+                        p->serves ? p->serves : "");
     fhir_buf_printf(b, "; %s valid through %s", p->body ? p->body : "", p->expires ? p->expires : "");
     if (p->limited)
         fhir_buf_puts(b, "; capacity limited (expect a longer wait, call intake)");
@@ -361,7 +365,7 @@ static void reason_write(const reason_parts *p, fhir_buf *b)
                            "(ranked after centers without a payer mismatch)", p->payer ? p->payer : "");
     else if (!p->payers_listed)
         fhir_buf_puts(b, "; accepted payers not listed (not held against it)");
-    if (p->beyond)
+    if (p->beyond && !p->rest)
         fhir_buf_printf(b, "; beyond %.0f min: the patient will need to stay near the "
                            "center for the %d-day post-infusion monitoring period",
                         p->stay_minutes, p->stay_days);
@@ -685,7 +689,7 @@ static double num_of(const fhir_node *o, const char *key)
     return n && fhir_node_double(n, &v) ? v : 0;
 }
 
-int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *out)
+static int json_reason(const fhir_node *route, const fhir_node *cand, bool rest, fhir_buf *out)
 {
     const char *stored = fhir_node_str(fhir_node_get(cand, "reason"));
     if (stored) /* written by an older version */
@@ -708,9 +712,20 @@ int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *o
         .beyond = fhir_node_bool(fhir_node_get(cand, "beyond_stay_near"), false),
         .stay_minutes = num_of(fhir_node_get(route, "assumptions"), "stay_near_minutes"),
         .stay_days = (int)num_of(fhir_node_get(route, "assumptions"), "stay_near_days"),
+        .rest = rest,
     };
     reason_write(&rp, out);
     return out->overflow ? -1 : 0;
+}
+
+int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *out)
+{
+    return json_reason(route, cand, false, out);
+}
+
+int route_json_reason_rest(const fhir_node *route, const fhir_node *cand, fhir_buf *out)
+{
+    return json_reason(route, cand, true, out);
 }
 
 static bool key_is(const fhir_node *m, const char *k)

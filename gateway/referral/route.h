@@ -159,6 +159,10 @@ fhir_node *route_explain_json(fhir_arena *a, const route_result *r);
  * stored): the text route_rank gave the candidate. A candidate of a route stored by an older
  * version keeps its "reason": that text. 0, or -1 when out's cap is hit. */
 int route_json_reason(const fhir_node *route, const fhir_node *cand, fhir_buf *out);
+/* The same sentence without the distance, the travel time and the stay near the center (for a
+ * page that says them beside the center's name): "serves ...; <accreditation> ...". A stored
+ * "reason" of an older version comes whole. 0, or -1 when out's cap is hit. */
+int route_json_reason_rest(const fhir_node *route, const fhir_node *cand, fhir_buf *out);
 /* Route as shown (the admin API, `cartgate centers --json`): a copy in arena a (borrowed)
  * without the members only the reasons need, each candidate with its "reason" last. An older
  * route (candidates with their reason) is copied as it is. NULL when the arena's cap is hit. */

@@ -319,13 +319,23 @@ static void centers_block(web *w, fhir_buf *b, const fhir_node *route, bool rank
         web_esc(b, fhir_node_str(fhir_node_get(c, "city")));
         fhir_buf_puts(b, " ");
         web_esc(b, fhir_node_str(fhir_node_get(c, "state")));
-        fhir_buf_printf(b, " — about %lld h %02lld min by road", (long long)(mins / 60), (long long)(mins % 60));
-        if (fhir_node_bool(fhir_node_get(c, "beyond_stay_near"), false))
-            fhir_buf_puts(b, " (needs lodging near the center for the monitoring weeks)");
+        double km = 0;
+        fhir_node_double(fhir_node_get(c, "km"), &km);
+        fhir_buf_printf(b, " — about %lld h %02lld min by road (%.0f km)", (long long)(mins / 60),
+                        (long long)(mins % 60), km);
+        if (fhir_node_bool(fhir_node_get(c, "beyond_stay_near"), false)) {
+            double days = 0;
+            fhir_node_double(fhir_node_path(route, "assumptions.stay_near_days"), &days);
+            if (days >= 1)
+                fhir_buf_printf(b, "; the patient will need lodging near the center for the %.0f-day "
+                                   "post-infusion monitoring", days);
+            else
+                fhir_buf_puts(b, "; the patient will need lodging near the center for the monitoring weeks");
+        }
         fhir_buf_puts(b, "<br><span class=\"sub\">");
         fhir_buf why;
         fhir_buf_init(&why, ROUTE_EXPLANATION_MAX);
-        route_json_reason(route, c, &why);
+        route_json_reason_rest(route, c, &why); /* the time, distance and lodging said above */
         web_esc(b, fhir_buf_cstr(&why));
         fhir_buf_free(&why);
         fhir_buf_puts(b, "</span></li>\n");

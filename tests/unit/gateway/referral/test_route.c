@@ -338,6 +338,15 @@ static void test_stored_route_reasons(void **state)
                                 "B-cell lymphoma, third line or later; FACT valid through 2030-01-01; payer "
                                 "\"Aetna\" is not on the center's accepted list (ranked after centers without a "
                                 "payer mismatch)");
+            /* the rest, for a page that says distance, time and lodging beside the name */
+            fhir_buf rest;
+            fhir_buf_init(&rest, 1 << 16);
+            assert_int_equal(route_json_reason_rest(j, fhir_node_at(fhir_node_get(j, "candidates"), 0), &rest), 0);
+            assert_string_equal(fhir_buf_cstr(&rest),
+                                "serves Yescarta (axi-cel): large B-cell lymphoma, third line or later; FACT "
+                                "valid through 2030-01-01; capacity limited (expect a longer wait, call intake); "
+                                "accepted payers not listed (not held against it)");
+            fhir_buf_free(&rest);
         }
         /* ranked without sentences (as a proposal ranks): none written, the same route kept,
          * the same text explanation */
