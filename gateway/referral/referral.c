@@ -423,9 +423,16 @@ static int compose_record(store *s, refer_record *r, refer_compose_cause cause, 
         return -1;
     if (withdraw && own)
         log_state(r->id, from, REFER_CANCELLED, "cancel", &who);
-    int64_t id = r->id;
+    /* read back into a fresh record: on failure r stays as it was */
+    refer_record fresh;
+    memset(&fresh, 0, sizeof fresh);
+    if (get_row(s, r->id, &fresh, err) != 1) {
+        refer_record_free(&fresh);
+        return -1;
+    }
     refer_record_free(r);
-    return get_row(s, id, r, err) == 1 ? 0 : -1;
+    *r = fresh;
+    return 0;
 }
 
 /* The texts of a proposal stored without them, composed now (the first reader) and read back
@@ -449,18 +456,11 @@ static int compose_texts(store *s, refer_record *r, fhir_error *err)
         cause = REFER_COMPOSE_OTHER;
     fhir_log(FHIR_LOG_WARN, "referral.compose_failed", "referral=%lld patient=%s cause=%s error=%s",
              (long long)r->id, r->patient_id ? r->patient_id : "", refer_compose_cause_name(cause), e.msg);
-    int64_t id = r->id;
     fhir_error re;
     fhir_error_clear(&re);
-    if (compose_record(s, r, cause, &re)) {
-        /* not recorded (a store failure): read as it was */
+    if (compose_record(s, r, cause, &re)) /* not recorded (a store failure): r as it was read */
         fhir_log(FHIR_LOG_ERROR, "referral.compose_record_failed", "referral=%lld error=%s",
-                 (long long)id, re.msg);
-        if (!r->placer_id) { /* freed by a failed read back */
-            memset(r, 0, sizeof *r);
-            return get_row(s, id, r, err);
-        }
-    }
+                 (long long)r->id, re.msg);
     return 1;
 }
 
