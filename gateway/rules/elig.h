@@ -221,6 +221,20 @@ void elig_result_free(elig_result *r);
 void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of_days,
                    elig_result *r);
 
+/* How much of the patient's chart the facts were made from: read of the cached records
+ * (the daemon reads at most its per-patient cap, gateway/daemon/daemon.h). */
+typedef struct elig_records {
+    uint64_t read, cached;
+} elig_records;
+/* Marks r, after elig_evaluate, as made from rec->read of rec->cached records; nothing when
+ * read >= cached (or rec is NULL). A partial result's explanation says so first ("Only the
+ * first N of M records in this chart were read; the verdict may miss facts.") and its JSON
+ * carries "partial":{"read","cached"}. elig_evaluate clears the mark. */
+void elig_result_set_records(elig_result *r, const elig_records *rec);
+/* Was r made from part of the chart (elig_result_set_records)? out (may be NULL) gets the
+ * counts (0, 0 when not partial). */
+bool elig_result_partial(const elig_result *r, elig_records *out);
+
 /* Best category over the indications in force. */
 elig_category elig_result_category(const elig_result *r);
 /* Category of indication i (rule-set order). */

@@ -166,6 +166,20 @@ elig_result *elig_result_new(const elig_ruleset *rs)
     return r;
 }
 
+void elig_result_set_records(elig_result *r, const elig_records *rec)
+{
+    bool partial = rec && rec->read < rec->cached;
+    r->rec_read = partial ? rec->read : 0;
+    r->rec_cached = partial ? rec->cached : 0;
+}
+
+bool elig_result_partial(const elig_result *r, elig_records *out)
+{
+    if (out)
+        *out = (elig_records){r->rec_read, r->rec_cached};
+    return r->rec_read < r->rec_cached;
+}
+
 void elig_result_free(elig_result *r)
 {
     if (!r)
@@ -195,6 +209,7 @@ void elig_evaluate(const elig_ruleset *rs, const elig_factset *fs, int64_t as_of
     r->urg_tim = -1;
     r->miss_all = 0;
     r->flags = 0;
+    r->rec_read = r->rec_cached = 0; /* every record read unless the caller says otherwise */
     memset(r->ustate, 0, rs->nuflags);
     for (size_t i = 0; i < rs->ninds; i++) {
         const eind *ind = &rs->inds[i];

@@ -474,12 +474,33 @@ const char *elig_ruleset_description(const elig_ruleset *rs, size_t i)
     return i < rs->ninds ? rs->inds[i].description : NULL;
 }
 
+/* n in words' digits, thousands grouped ("120,000"). */
+static void put_count(fhir_buf *b, uint64_t n)
+{
+    char d[32];
+    int len = snprintf(d, sizeof d, "%llu", (unsigned long long)n);
+    for (int i = 0; i < len; i++) {
+        if (i && (len - i) % 3 == 0)
+            fhir_buf_putc(b, ',');
+        fhir_buf_putc(b, d[i]);
+    }
+}
+
 static void explain(const elig_ruleset *rs, const elig_factset *fs, const elig_result *r,
                     elig_line_fn emit, void *ud, uint64_t *used)
 {
     fhir_buf b;
     fhir_buf_init(&b, 64 * 1024);
     fhir_buf_reserve(&b, 4096); /* the usual longest line, allocated once (not grown by doubling) */
+    if (r->rec_read < r->rec_cached) { /* first: what follows was decided on part of the chart */
+        fhir_buf_puts(&b, "Only the first ");
+        put_count(&b, r->rec_read);
+        fhir_buf_puts(&b, " of ");
+        put_count(&b, r->rec_cached);
+        fhir_buf_puts(&b, " records in this chart were read; the verdict may miss facts.");
+        emit(ud, fhir_buf_cstr(&b), b.len);
+        fhir_buf_reset(&b);
+    }
     /* indications excluded by their disease gate are summarised on one line; other
      * not_eligible indications failing the same gate on the same facts share a line */
     int first_dis = -1;
@@ -803,6 +824,11 @@ static int write_json(const elig_ruleset *rs, const elig_factset *fs, const elig
         fhir_buf_puts(out, ",\"not_eligible\":");
         json_cats(out, rs, r->pend, ELIG_NOT_ELIGIBLE);
         fhir_buf_putc(out, '}');
+    }
+    if (r->rec_read < r->rec_cached) {
+        json_key(out, "partial");
+        fhir_buf_printf(out, "{\"read\":%llu,\"cached\":%llu}", (unsigned long long)r->rec_read,
+                        (unsigned long long)r->rec_cached);
     }
     json_key(out, "urgency");
     json_str(out, elig_urgency_name((elig_urgency)r->urgency));

@@ -195,6 +195,7 @@ struct elig_result {
     uint64_t *miss;
     int32_t *failed;       /* node index of the failed gate, -1 */
     uint8_t *out;          /* per node result of the last evaluation */
+    uint64_t rec_read, rec_cached; /* elig_result_set_records: records read of those cached */
 };
 
 /* Label of node ni for explanations (borrowed from rs). */

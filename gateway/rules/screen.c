@@ -55,6 +55,12 @@ int screen_patient(screen *s, const fhir_node *const *res, size_t n, fhir_error 
     return 0;
 }
 
+void screen_set_records(screen *s, const elig_records *rec)
+{
+    if (s->p)
+        elig_result_set_records(s->res, rec);
+}
+
 const map_profile *screen_profile(const screen *s) { return s->p; }
 const elig_factset *screen_facts(const screen *s) { return s->p ? s->fs : NULL; }
 const elig_result *screen_result(const screen *s) { return s->p ? s->res : NULL; }

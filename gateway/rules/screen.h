@@ -36,6 +36,11 @@ void screen_free(screen *s);
  * -1 with err set (no Patient and no subject reference among the resources). */
 int screen_patient(screen *s, const fhir_node *const *res, size_t n, fhir_error *err);
 
+/* Marks the last screened patient's result as made from rec->read of the rec->cached records
+ * of the chart (elig_result_set_records: the explanation and the JSON say so); nothing when
+ * all were read. Call after screen_patient(); the next one clears it. */
+void screen_set_records(screen *s, const elig_records *rec);
+
 /* The last screened patient's profile, facts and result; borrowed until the next
  * screen_patient() or screen_free(). NULL before the first successful screen_patient(). */
 const map_profile *screen_profile(const screen *s);

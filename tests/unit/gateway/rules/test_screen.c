@@ -4,7 +4,8 @@
  * profile and engine called step by step, for both 1L anchors of the shipped criteria; the
  * streaming path (map_stream, every way it groups) gives the same verdicts as the in-memory
  * path (map_group) on synth cohorts and the shared Synthea data; screen_sort hands rows back
- * in id order from memory and from spilled runs. */
+ * in id order from memory and from spilled runs; a verdict made from part of the chart
+ * (screen_set_records) says so in its JSON and first explanation line. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -206,6 +207,80 @@ static void test_screen_matches_steps(void **state)
         screen_free(s);
     }
     assert_true(seen_eligible > 0); /* the fixture is a candidate: the verdicts are not empty */
+    map_group_free(g);
+    map_tables_free(tb);
+    elig_ruleset_free(rs);
+}
+
+/* ---- a verdict made from part of the chart says so ------------------------------------- */
+
+/* screen_set_records with fewer read than cached: the verdict JSON carries "partial" and its
+ * explanation (and the clinician's text) starts with the sentence saying so, the rest as
+ * before; all read (or none said) changes nothing; the next screen_patient clears it. */
+static void test_partial_records(void **state)
+{
+    (void)state;
+    fhir_error err;
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!rs)
+        fail_msg("criteria: %s", err.msg);
+    map_tables *tb = map_tables_load(NULL, &err);
+    if (!tb)
+        fail_msg("tables: %s", err.msg);
+    map_group *g = map_group_new(NULL);
+    assert_int_equal(map_group_add_path(g, "tests/fixtures/demo-dlbcl-bundle.json", &err), 0);
+    size_t n;
+    const fhir_node *const *res = map_group_resources(g, 0, &n);
+    const char *pid = map_group_patient_id(g, 0);
+    map_profile_opts o;
+    map_profile_opts_default(&o);
+    assert_int_equal(fhir_clock_parse_date("2026-11-01", &o.as_of_days), 0);
+    screen *s = screen_new(tb, rs, &o);
+    fhir_buf whole, part, again, ex;
+    fhir_buf_init(&whole, 1u << 20);
+    fhir_buf_init(&part, 1u << 20);
+    fhir_buf_init(&again, 1u << 20);
+    fhir_buf_init(&ex, 1u << 20);
+    assert_int_equal(screen_patient(s, res, n, &err), 0);
+    screen_set_records(s, &(elig_records){n, n}); /* all read: nothing said */
+    assert_false(elig_result_partial(screen_result(s), NULL));
+    assert_int_equal(screen_write_verdict_json(s, pid, &whole), 0);
+    screen_set_records(s, &(elig_records){100000, 120000});
+    elig_records got;
+    assert_true(elig_result_partial(screen_result(s), &got));
+    assert_int_equal(got.read, 100000);
+    assert_int_equal(got.cached, 120000);
+    assert_int_equal(screen_write_verdict_json(s, pid, &part), 0);
+    static const char line[] =
+        "Only the first 100,000 of 120,000 records in this chart were read; the verdict may miss facts.";
+    const char *w = fhir_buf_cstr(&whole), *p = fhir_buf_cstr(&part);
+    assert_non_null(strstr(p, ",\"partial\":{\"read\":100000,\"cached\":120000},\"urgency\":"));
+    assert_null(strstr(w, "\"partial\""));
+    assert_null(strstr(w, "Only the first"));
+    char first[256];
+    snprintf(first, sizeof first, "\"explanation\":[\"%s\",", line);
+    assert_non_null(strstr(p, first));
+    /* the rest of the verdict is the whole chart's: without the member and the line, the same */
+    char *strip = strdup(p);
+    char *m = strstr(strip, ",\"partial\":");
+    char *u = strstr(m, ",\"urgency\":");
+    memmove(m, u, strlen(u) + 1);
+    char *l = strstr(strip, line);
+    memmove(l, l + strlen(line) + 3, strlen(l + strlen(line) + 3) + 1); /* the line, quote, comma, quote */
+    assert_string_equal(strip, w);
+    free(strip);
+    assert_int_equal(elig_result_write_explanation(rs, screen_facts(s), screen_result(s), &ex), 0);
+    assert_true(!strncmp(fhir_buf_cstr(&ex), "  ", 2) && !strncmp(fhir_buf_cstr(&ex) + 2, line, sizeof line - 1));
+    /* the next patient (the same one again) starts whole */
+    assert_int_equal(screen_patient(s, res, n, &err), 0);
+    assert_false(elig_result_partial(screen_result(s), NULL));
+    assert_int_equal(screen_write_verdict_json(s, pid, &again), 0);
+    assert_string_equal(fhir_buf_cstr(&again), w);
+    fhir_buf_free(&whole);
+    fhir_buf_free(&part);
+    fhir_buf_free(&again);
+    fhir_buf_free(&ex);
+    screen_free(s);
     map_group_free(g);
     map_tables_free(tb);
     elig_ruleset_free(rs);
@@ -496,6 +571,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_indications_that_count),
         cmocka_unit_test(test_screen_matches_steps),
+        cmocka_unit_test(test_partial_records),
         cmocka_unit_test(test_stream_and_memory_agree),
         cmocka_unit_test(test_sort_rows),
         cmocka_unit_test(test_sort_many_runs),
