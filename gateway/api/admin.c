@@ -399,6 +399,9 @@ static void metrics(admin *ad, serve_req *req)
     fhir_buf_printf(&b, "# HELP cartgate_screen_errors_total Patients whose screening failed (logged as screen.failed).\n"
                         "# TYPE cartgate_screen_errors_total counter\ncartgate_screen_errors_total %llu\n",
                     (unsigned long long)m->screen_errors);
+    fhir_buf_printf(&b, "# HELP cartgate_screen_partial_total Verdicts made from only part of a patient's cached records (logged as screen.partial).\n"
+                        "# TYPE cartgate_screen_partial_total counter\ncartgate_screen_partial_total %llu\n",
+                    (unsigned long long)m->screen_partial);
     fhir_buf_puts(&b, "# HELP cartgate_screenings_total Screenings by resulting category.\n"
                       "# TYPE cartgate_screenings_total counter\n");
     static const char *cats[4] = {"not_eligible", "possibly_eligible", "eligible", "not_in_force"};
@@ -659,19 +662,22 @@ static int patient_head_row(void *ctx, const store_verdict *v)
 }
 
 /* The profile built now from the cached resources (the same screening path as the verdict's;
- * null when nothing is cached any more, e.g. after store.retention). 0, or -1 with err. */
-static int patient_profile(admin *ad, fhir_arena *a, fhir_node *root, const char *id,
-                           fhir_error *err)
+ * null when nothing is cached any more, e.g. after store.retention). When it cannot be built
+ * (a cached record that does not decode, the profile over the answer's cap), "profile" is null
+ * and "profile_error" says why: the stored verdict is still shown. */
+static void patient_profile(admin *ad, fhir_arena *a, fhir_node *root, const char *id)
 {
     fhir_buf pj;
     fhir_buf_init(&pj, ADMIN_MAX_OUT);
-    int rc = ad->env.profile ? ad->env.profile(ad->env.ud, id, &pj, err) : 0;
+    fhir_error err;
+    fhir_error_clear(&err);
+    int rc = ad->env.profile ? ad->env.profile(ad->env.ud, id, &pj, &err) : 0;
     if (rc > 0 && pj.overflow)
-        rc = fhir_error_set(err, "the profile is larger than an answer may be");
-    if (rc >= 0)
-        put_json(a, root, "profile", rc > 0 ? fhir_buf_cstr(&pj) : NULL);
+        rc = fhir_error_set(&err, "the profile is larger than an answer may be");
+    put_json(a, root, "profile", rc > 0 ? fhir_buf_cstr(&pj) : NULL);
+    if (rc < 0)
+        put_str(a, root, "profile_error", err.msg);
     fhir_buf_free(&pj);
-    return rc < 0 ? -1 : 0;
 }
 
 static void patient_one(admin *ad, serve_req *req, const char *id)
@@ -685,9 +691,9 @@ static void patient_one(admin *ad, serve_req *req, const char *id)
         serve_error(req, 500, err.msg);
     else if (f == 0)
         serve_error(req, 404, "no such patient (not screened)");
-    else if (!h.have_profile && patient_profile(ad, a, h.root, id, &err) < 0)
-        serve_error(req, 500, err.msg);
     else {
+        if (!h.have_profile)
+            patient_profile(ad, a, h.root, id);
         /* the patient's referrals, by the patient index */
         ref_list l = {.a = a, .list = fhir_node_set_arr(a, h.root, "referrals")};
         refer_filter rf = {.state = -1, .patient_id = id, .summary = true};

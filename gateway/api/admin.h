@@ -89,6 +89,7 @@ typedef struct admin_metrics {
     uint64_t patients_screened;
     uint64_t verdicts[4];           /* screenings by elig_category */
     uint64_t screen_errors;
+    uint64_t screen_partial;        /* verdicts made from part of the chart (screen.partial) */
     uint64_t referrals_created;
     uint64_t reloads_ok, reloads_failed;
     uint64_t retention_resources;   /* cached resources removed by store.retention */

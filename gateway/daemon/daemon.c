@@ -43,8 +43,6 @@
 #include "web.h"
 #include "writeback.h"
 
-#define SCREEN_MAX_RESOURCES 100000
-
 /* Everything a reload replaces at once. */
 typedef struct daemon_rt {
     config *cfg;
@@ -79,6 +77,7 @@ struct daemon_proc {
     daemon_rt *retired;      /* an rt replaced while its sources were still polling */
     admin_metrics m;
     fhir_json_reader *rd;    /* parses cached resources stored as JSON (older rows) */
+    size_t max_resources;    /* a patient's records read per screening (DAEMON_SCREEN_MAX_RESOURCES) */
     fhir_buf bin;            /* a resource's binary form being cached (DAEMON_RESOURCE_MAX) */
 };
 
@@ -330,18 +329,41 @@ typedef struct res_list {
     fhir_json_reader *rd;     /* borrowed from the daemon: the trees' member names are its own */
     const fhir_node **v;
     size_t n, cap;
-    fhir_error *err;
-    bool failed;
+    size_t max;               /* the patient's records read at most (daemon_proc.max_resources) */
+    size_t read;              /* the patient's records read (v also holds referenced Medications) */
+    bool full;                /* stopped at max or at the arena's cap: not every record was read */
+    fhir_error *err;          /* a record that does not decode, named by type/id */
 } res_list;
 
-static int res_list_add(res_list *l, const void *data, size_t len)
+/* Appends one cached record, parsed. 0 to go on; 1 to stop, the list full (l->full: at max,
+ * or at the arena's cap); -1 when the record does not decode (l->err names it; the caller
+ * fails: a verdict is never made from less than the cache holds without saying so). own: a
+ * record of the patient (counted against max), else a Medication one of them references. */
+static int res_list_add(res_list *l, const char *type, const char *id, const void *data, size_t len,
+                        bool own)
 {
-    if (l->n >= SCREEN_MAX_RESOURCES)
+    if (own && l->read >= l->max) {
+        l->full = true;
         return 1;
+    }
     fhir_error e;
+    fhir_error_clear(&e);
     fhir_node *n = fhir_bin_or_json_read(l->rd, l->a, data, len, &e);
-    if (!n)
-        return 0; /* cached by us, so this cannot happen unless the db was edited: skip */
+    if (!n) {
+        /* the arena's cap or a damaged row (the db edited, a disk fault): read alone, with no
+         * cap, the record tells which (only on this path, never in the usual case) */
+        fhir_arena *t = fhir_arena_new(0);
+        fhir_error e2;
+        bool decodes = fhir_bin_or_json_read(NULL, t, data, len, &e2) != NULL;
+        fhir_arena_free(t);
+        if (decodes && own) {
+            l->full = true;
+            return 1;
+        }
+        fhir_error_set(l->err, "cached %s/%s does not decode (%s)", type ? type : "?", id ? id : "?",
+                       decodes ? "larger than the memory left for this chart" : e.msg);
+        return -1;
+    }
     if (l->n == l->cap) {
         l->cap = l->cap ? l->cap * 2 : 64;
         const fhir_node **nv = realloc(l->v, l->cap * sizeof *nv);
@@ -350,14 +372,28 @@ static int res_list_add(res_list *l, const void *data, size_t len)
         l->v = nv;
     }
     l->v[l->n++] = n;
+    if (own)
+        l->read++;
     return 0;
 }
 
+typedef struct res_walk {
+    res_list *l;
+    int rc;                   /* res_list_add's last answer */
+} res_walk;
+
 static int res_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
-    (void)type;
-    (void)id;
-    return res_list_add(ctx, data, len);
+    res_walk *w = ctx;
+    w->rc = res_list_add(w->l, type, id, data, len, true);
+    return w->rc != 0;
+}
+
+static int med_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
+{
+    res_walk *w = ctx;
+    w->rc = res_list_add(w->l, type, id, data, len, false);
+    return w->rc != 0;
 }
 
 /* A resource with its sort key, looked up once (not in every comparison). */
@@ -374,11 +410,20 @@ static int res_order(const void *a, const void *b)
 }
 
 /* The patient's cached resources, parsed, in (type, id) order (the cache's key, as the profile
- * always read them). 0, or -1 with the list's err set. */
-static int res_list_load(daemon_proc *d, res_list *l, const char *pid)
+ * always read them), at most l->max of them; rec (may be NULL) gets how many were read of
+ * those cached. 0, or -1 with the list's err set: the store failed, or a record does not
+ * decode (nothing is made of the rest). */
+static int res_list_load(daemon_proc *d, res_list *l, const char *pid, elig_records *rec)
 {
-    if (store_resource_each(d->st, pid, res_cb, l, l->err) < 0)
+    res_walk w = {l, 0};
+    if (store_resource_each(d->st, pid, res_cb, &w, l->err) < 0 || w.rc < 0)
         return -1;
+    if (rec) {
+        int64_t cached = l->full ? store_resource_count(d->st, pid) : (int64_t)l->read;
+        if (cached < 0)
+            return fhir_error_set(l->err, "counting the patient's cached records failed");
+        *rec = (elig_records){l->read, (uint64_t)cached};
+    }
     if (l->n < 2)
         return 0;
     res_key *k = fhir_xcalloc(l->n, sizeof *k);
@@ -395,8 +440,9 @@ static int res_list_load(daemon_proc *d, res_list *l, const char *pid)
 
 /* Adds the Medications the patient's medication resources reference (shared pool), by
  * "Medication/<id>" or an absolute URL ending so (fhir_ref_split, as the referral package's
- * drugs_fetch reads them; the profile resolves both). */
-static void add_referenced_medications(daemon_proc *d, res_list *l)
+ * drugs_fetch reads them; the profile resolves both). One not cached is left out (the row
+ * keeps its display); 0, or -1 with the list's err: the store failed, or one does not decode. */
+static int add_referenced_medications(daemon_proc *d, res_list *l)
 {
     size_t n0 = l->n;
     for (size_t i = 0; i < n0; i++) {
@@ -413,9 +459,11 @@ static void add_referenced_medications(daemon_proc *d, res_list *l)
                 have = true;
         if (have)
             continue;
-        fhir_error e;
-        store_resource_get(d->st, "Medication", id, res_cb, l, &e);
+        res_walk w = {l, 0};
+        if (store_resource_get(d->st, "Medication", id, med_cb, &w, l->err) < 0 || w.rc < 0)
+            return -1;
     }
+    return 0;
 }
 
 /* One patient's screening: built (reads only), then its verdict and the proposal it calls
@@ -433,6 +481,7 @@ typedef struct screen_job {
     bool ok;
     bool gone;                /* nothing of the patient is cached any more (all deleted) */
     bool pruned;              /* nothing cached because store.retention pruned it: verdict kept */
+    elig_records rec;         /* the patient's records read of those cached (partial: fewer) */
     /* written with the batch */
     char *old_category;       /* the verdict before this one (NULL: none) */
     propose_result prop;
@@ -460,14 +509,14 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     j->pid = fhir_xstrdup(pid);
     j->l.a = fhir_arena_new(DAEMON_SCREEN_ARENA_MAX);
     j->l.rd = d->rd;
+    j->l.max = d->max_resources;
     j->l.err = err;
     fhir_buf_init(&j->vj, DAEMON_VERDICT_JSON_MAX);
     fhir_buf_init(&j->pj, DAEMON_PROFILE_JSON_MAX);
     fhir_buf_init(&j->products, DAEMON_VERDICT_JSON_MAX);
     fhir_buf_init(&j->possible, DAEMON_VERDICT_JSON_MAX);
-    if (res_list_load(d, &j->l, pid))
+    if (res_list_load(d, &j->l, pid, &j->rec) || add_referenced_medications(d, &j->l))
         return -1;
-    add_referenced_medications(d, &j->l);
     if (j->l.n == 0) {
         /* every resource of the patient was deleted at the source: no verdict may stay; but
          * a cache store.retention emptied keeps its verdict until new data arrives */
@@ -485,6 +534,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     j->sc = screen_new(rt->tables, rt->rules, &o);
     if (screen_patient(j->sc, j->l.v, j->l.n, err))
         return -1;
+    screen_set_records(j->sc, &j->rec); /* the verdict says when it was made from part of the chart */
     j->p = screen_profile(j->sc);
     j->fs = screen_facts(j->sc);
     j->res = screen_result(j->sc);
@@ -594,6 +644,7 @@ typedef struct screen_report {
     bool gone;                /* verdict removed: nothing of the patient is cached any more */
     elig_category category;
     elig_urgency urgency;
+    elig_records rec;         /* read < cached: the verdict was made from part of the chart */
     propose_result prop;
 } screen_report;
 
@@ -606,6 +657,7 @@ static void report_take(screen_report *r, screen_job *j)
     if (!j->gone) {
         r->category = elig_result_category(j->res);
         r->urgency = elig_result_urgency(j->res);
+        r->rec = j->rec;
     }
     r->prop = j->prop;
 }
@@ -626,6 +678,11 @@ static void report_log(daemon_proc *d, const screen_report *r)
     d->m.patients_screened++;
     if ((unsigned)r->category < 4)
         d->m.verdicts[r->category]++;
+    if (r->rec.read < r->rec.cached) {
+        d->m.screen_partial++;
+        fhir_log(FHIR_LOG_WARN, "screen.partial", "patient=%s read=%llu cached=%llu category=%s", r->pid,
+                 (unsigned long long)r->rec.read, (unsigned long long)r->rec.cached, cat);
+    }
     if (!r->old_category || strcmp(r->old_category, cat))
         fhir_log(FHIR_LOG_INFO, "screen.verdict", "patient=%s category=%s previous=%s urgency=%s", r->pid,
                  cat, r->old_category ? r->old_category : "none", elig_urgency_name(r->urgency));
@@ -1372,15 +1429,14 @@ static void ui_runtime(void *ud, web_runtime *out)
 }
 
 static int ui_resources(void *ud, const char *pid, fhir_arena *a, const fhir_node ***out, size_t *n,
-                        fhir_error *err)
+                        elig_records *rec, fhir_error *err)
 {
     daemon_proc *d = ud;
-    res_list l = {.a = a, .rd = d->rd, .err = err};
-    if (res_list_load(d, &l, pid)) {
+    res_list l = {.a = a, .rd = d->rd, .max = d->max_resources, .err = err};
+    if (res_list_load(d, &l, pid, rec) || add_referenced_medications(d, &l)) {
         free(l.v);
         return -1;
     }
-    add_referenced_medications(d, &l);
     *out = l.v;
     *n = l.n;
     return 0;
@@ -1400,6 +1456,19 @@ static int compose_texts(void *ud, store *s, const refer_record *r, refer_compos
     return propose_compose(s, &env, r, cause, err);
 }
 
+/* DAEMON_SCREEN_MAX_RESOURCES, or the test hook's lower value (daemon.h). */
+static size_t screen_max_resources(void)
+{
+    const char *v = getenv("CARTGATE_TEST_SCREEN_MAX_RESOURCES");
+    char *end = NULL;
+    long long n = v && *v ? strtoll(v, &end, 10) : 0;
+    if (n >= 1 && n <= DAEMON_SCREEN_MAX_RESOURCES && end && !*end) {
+        fhir_log(FHIR_LOG_WARN, "daemon.test_hook", "name=CARTGATE_TEST_SCREEN_MAX_RESOURCES value=%lld", n);
+        return (size_t)n;
+    }
+    return DAEMON_SCREEN_MAX_RESOURCES;
+}
+
 daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err)
 {
     daemon_proc *d = fhir_xcalloc(1, sizeof *d);
@@ -1410,6 +1479,7 @@ daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error 
     }
     d->st = st;
     d->rd = fhir_json_reader_new(NULL);
+    d->max_resources = screen_max_resources();
     refer_set_composer(compose_texts, d);
     return d;
 }
@@ -1556,6 +1626,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     if (!d->st)
         goto fail;
     d->rd = fhir_json_reader_new(NULL);
+    d->max_resources = screen_max_resources();
     fhir_buf_init(&d->bin, DAEMON_RESOURCE_MAX);
     refer_set_composer(compose_texts, d);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",

@@ -20,6 +20,11 @@
 #define DAEMON_VERDICT_JSON_MAX (4u << 20)   /* a stored verdict */
 #define DAEMON_PROFILE_JSON_MAX (16u << 20)  /* a stored clinical profile */
 #define DAEMON_RESOURCE_MAX (16u << 20)      /* one cached resource (its binary form, fhir_bin.h) */
+/* A patient's cached records read for one screening, at most (with the Medications they
+ * reference, each a pointer in the screening's list): past it, or past DAEMON_SCREEN_ARENA_MAX,
+ * the verdict is made from the records read and says so (event=screen.partial). The test hook
+ * CARTGATE_TEST_SCREEN_MAX_RESOURCES=N (1 to this) lowers it for `cartgate run`: tests only. */
+#define DAEMON_SCREEN_MAX_RESOURCES 100000
 #define DAEMON_RETENTION_INTERVAL_S 3600     /* store.retention applied at start, then this often */
 #define DAEMON_NOTIFY_SCAN_S 5               /* stuck / declined referrals and the digest looked for */
 

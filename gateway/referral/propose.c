@@ -598,21 +598,24 @@ static char *package_recipe(const propose_opts *o, const package_parts *p, const
 typedef struct fetched {
     fhir_arena *a;
     const fhir_node *node;
+    fhir_error *err;          /* set when the cached bytes do not decode */
 } fetched;
 
 static int fetch_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
-    (void)type;
-    (void)id;
     fetched *f = ctx;
     fhir_error e;
+    fhir_error_clear(&e);
     f->node = fhir_bin_or_json_read(NULL, f->a, data, len, &e);
+    if (!f->node) /* never sent without it: the Bundle would silently lack a record */
+        fhir_error_set(f->err, "cached %s/%s does not decode (%s)", type ? type : "?", id ? id : "?", e.msg);
     return 0;
 }
 
 /* The cached resources a recipe array names, in its order, into a new array (caller frees).
  * One no longer cached (deleted at the source since) is left out, as a newer screening would
- * leave it out; -1 with err on a store failure or a malformed name. */
+ * leave it out; -1 with err on a store failure, a malformed name, or a cached one that does
+ * not decode. */
 static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhir_node ***out,
                         size_t *n, fhir_error *err)
 {
@@ -625,11 +628,11 @@ static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhi
             return fhir_error_set(err, "the package names a resource without type/id");
         char type[64];
         snprintf(type, sizeof type, "%.*s", (int)(slash - ref), ref);
-        fetched f = {.a = a};
+        fetched f = {.a = a, .err = err};
         int g = store_resource_get(s, type, slash + 1, fetch_cb, &f, err);
-        if (g < 0)
+        if (g < 0 || (g == 1 && !f.node))
             return -1;
-        if (g == 1 && f.node)
+        if (g == 1)
             (*out)[(*n)++] = f.node;
     }
     return 0;
@@ -638,7 +641,8 @@ static int recipe_fetch(store *s, fhir_arena *a, const fhir_node *arr, const fhi
 /* The Medications the medication rows reference ("Medication/<id>", relative or absolute), as
  * cached now, each once
  * in the order first referenced, into a new array (caller frees). One not cached is left out
- * (the row keeps its reference's display). 0, or -1 with err on a store failure. */
+ * (the row keeps its reference's display). 0, or -1 with err on a store failure or a cached one
+ * that does not decode. */
 static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, size_t n, const fhir_node ***out,
                        size_t *nout, fhir_error *err)
 {
@@ -657,11 +661,11 @@ static int drugs_fetch(store *s, fhir_arena *a, const fhir_node *const *rows, si
         }
         if (seen)
             continue;
-        fetched f = {.a = a};
+        fetched f = {.a = a, .err = err};
         int g = store_resource_get(s, "Medication", id, fetch_cb, &f, err);
-        if (g < 0)
+        if (g < 0 || (g == 1 && !f.node))
             return -1;
-        if (g == 1 && f.node)
+        if (g == 1)
             (*out)[(*nout)++] = f.node;
     }
     return 0;
@@ -1209,7 +1213,8 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, ref
     fhir_buf_init(&expl, PROPOSE_MAX_EXPLANATION);
     fhir_buf_init(&reason, PROPOSE_MAX_REASON);
     /* the patient as cached now, screened as the screening did (the same steps) */
-    if (env->resources(env->ud, r->patient_id, ra, &res, &nres, err))
+    elig_records rec = {0, 0};
+    if (env->resources(env->ud, r->patient_id, ra, &res, &nres, &rec, err))
         goto done;
     if (nres == 0) {
         *why = REFER_COMPOSE_NOT_CACHED;
@@ -1223,6 +1228,7 @@ int propose_compose(store *s, const propose_env *env, const refer_record *r, ref
     sc = screen_new(env->tables, o.rules, &po);
     if (screen_patient(sc, res, nres, err))
         goto done;
+    screen_set_records(sc, &rec); /* the texts say so when made from part of the chart */
     const map_profile *prof = screen_profile(sc);
     const elig_result *vres = screen_result(sc);
     bool consult_only;

@@ -175,7 +175,7 @@ typedef struct propose_env {
     const map_tables *tables;
     int64_t as_of_days; /* -1: today */
     int (*resources)(void *ud, const char *patient_id, fhir_arena *a, const fhir_node ***out,
-                     size_t *n, fhir_error *err);
+                     size_t *n, elig_records *rec, fhir_error *err); /* rec: read of cached */
     void *ud;
 } propose_env;
 

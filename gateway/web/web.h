@@ -69,9 +69,11 @@ typedef struct web_env {
     /* The runtime of this moment (reloads swap it between requests). */
     void (*runtime)(void *ud, web_runtime *out);
     /* The patient's cached resources and the Medications they reference, parsed into a
-     * (owned by the caller): *out (caller frees the array) and *n. 0, or -1 with err. */
+     * (owned by the caller): *out (caller frees the array) and *n; *rec: how many of the
+     * patient's cached records were read (fewer past the daemon's per-patient cap). 0, or -1
+     * with err (also when a cached record does not decode). */
     int (*resources)(void *ud, const char *patient_id, fhir_arena *a, const fhir_node ***out, size_t *n,
-                     fhir_error *err);
+                     elig_records *rec, fhir_error *err);
     const char *assets_dir;      /* NULL: the embedded assets; else served from this folder */
     int stuck_business_days;     /* a sent referral without an answer this long is stuck; 0 = 3 */
     bool intake;                 /* a center (role center): the intake inbox under /ui/intake */

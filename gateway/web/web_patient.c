@@ -53,7 +53,8 @@ static int pview_load(web *w, const char *pid, pview *v, fhir_error *err)
         w->env.runtime(w->env.ud, &v->rt);
     if (!v->rt.rules || !v->rt.tables || !w->env.resources)
         return fhir_error_set(err, "the criteria are not loaded");
-    if (w->env.resources(w->env.ud, pid, v->a, &v->res, &v->nres, err))
+    elig_records rec = {0, 0};
+    if (w->env.resources(w->env.ud, pid, v->a, &v->res, &v->nres, &rec, err))
         return -1;
     if (v->nres == 0)
         return 0;
@@ -62,8 +63,11 @@ static int pview_load(web *w, const char *pid, pview *v, fhir_error *err)
     if (v->rt.as_of_days >= 0)
         o.as_of_days = v->rt.as_of_days;
     v->sc = screen_new(v->rt.tables, v->rt.rules, &o);
-    if (screen_patient(v->sc, v->res, v->nres, err) || screen_write_verdict_json(v->sc, pid, &v->vj))
-        return fhir_error_set(err, "%s", err->msg[0] ? err->msg : "the verdict is too large");
+    if (screen_patient(v->sc, v->res, v->nres, err))
+        return -1;
+    screen_set_records(v->sc, &rec); /* the page says when it was made from part of the chart */
+    if (screen_write_verdict_json(v->sc, pid, &v->vj))
+        return fhir_error_set(err, "the verdict is too large");
     fhir_error e;
     fhir_json_limits lim = {.max_bytes = v->vj.len + 1};
     v->verdict = fhir_json_parse(v->a, v->vj.data, v->vj.len, &lim, &e);
@@ -599,6 +603,12 @@ void web_h_patient(serve_req *r, void *ud)
         web_indications(&b, w, keys, nk);
     }
     fhir_buf_puts(&b, "</p>\n");
+    if (elig_result_partial(res, NULL)) { /* the explanation's first line says how much was read */
+        const char *first = fhir_node_str(fhir_node_first(fhir_node_get(v.verdict, "explanation")));
+        fhir_buf_puts(&b, "<p class=\"partial\" role=\"alert\"><strong>");
+        web_esc(&b, first ? first : "Not every record in this chart was read; the verdict may miss facts.");
+        fhir_buf_puts(&b, "</strong></p>\n");
+    }
     const char *ureason = elig_result_urgency_reason(rs, res);
     elig_urgency urg = elig_result_urgency(res);
     if (urg != ELIG_URGENCY_NONE) {

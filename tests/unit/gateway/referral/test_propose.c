@@ -939,6 +939,48 @@ static void test_package_packet_object(void **state)
     screened_free(&s);
 }
 
+/* A cached row the package names that does not decode (the store edited, a disk fault): the
+ * Bundle is not built without it (-1, the row named), where it used to leave the record out
+ * silently; one no longer cached is still left out. */
+static void test_package_damaged_row(void **state)
+{
+    (void)state;
+    screened s;
+    screen_demo(&s, false);
+    store *st = open_fresh("damaged.db");
+    fhir_error err = {0};
+    propose_opts o = opts_for(REFER_MODE_APPROVAL);
+    propose_input in = input_for(&s);
+    propose_result r;
+    assert_int_equal(propose_once(st, &o, &in, &r), PROPOSE_CREATED);
+    refer_record rec;
+    assert_int_equal(refer_get(st, r.referral_id, &rec, &err), 1);
+    assert_non_null(strstr(rec.package, "Observation/demo-ecog-1"));
+    char *payload = NULL;
+    assert_int_equal(propose_package_payload(st, &rec, &payload, &err), 0); /* whole: built */
+    assert_non_null(strstr(payload, "demo-ecog-1"));
+    free(payload);
+    payload = NULL;
+    static const unsigned char bad[] = {0xFB, 0x01, 0xFF, 0x7F, 0x00}; /* the magic, then nothing valid */
+    assert_int_equal(store_resource_put(st, "demo-dlbcl-1", "Observation", "demo-ecog-1", NULL, NULL, bad,
+                                        sizeof bad, &err), 0);
+    fhir_error_clear(&err);
+    assert_int_equal(propose_package_payload(st, &rec, &payload, &err), -1);
+    assert_null(payload);
+    assert_non_null(strstr(err.msg, "cached Observation/demo-ecog-1 does not decode"));
+    /* deleted at the source instead: left out, as before */
+    bool found = false;
+    char pid[64];
+    assert_int_equal(store_resource_delete(st, "Observation", "demo-ecog-1", pid, sizeof pid, &found, &err), 0);
+    assert_true(found);
+    assert_int_equal(propose_package_payload(st, &rec, &payload, &err), 0);
+    assert_null(strstr(payload, "demo-ecog-1"));
+    free(payload);
+    refer_record_free(&rec);
+    store_close(st);
+    screened_free(&s);
+}
+
 /* The site of the kept fixture: without (v 0) and with (v 1) its referring clinician. */
 static propose_opts opts_kept(int v)
 {
@@ -1039,9 +1081,10 @@ typedef struct test_composer {
 static bool cache_empty; /* test_resources finds nothing of the patient */
 
 static int test_resources(void *ud, const char *pid, fhir_arena *a, const fhir_node ***out, size_t *n,
-                          fhir_error *err)
+                          elig_records *rec, fhir_error *err)
 {
     (void)a;
+    (void)rec; /* every record read: left as the caller set it */
     (void)err;
     screened *s = ud;
     if (cache_empty) {
@@ -1440,6 +1483,7 @@ int main(void)
         cmocka_unit_test(test_markers),
         cmocka_unit_test(test_package_carries_referenced_medications),
         cmocka_unit_test(test_package_packet_object),
+        cmocka_unit_test(test_package_damaged_row),
         cmocka_unit_test(test_kept_as_before),
         cmocka_unit_test(test_texts_composed_when_first_read),
         cmocka_unit_test(test_compose_failure_recorded),
