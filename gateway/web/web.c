@@ -195,7 +195,12 @@ int web_person_read(web *w, fhir_arena *a, const char *pid, int64_t today, web_p
     person_ctx c = {.a = a};
     fhir_error e;
     fhir_error_clear(&e);
-    if (store_resource_get(w->env.st, "Patient", pid, person_cb, &c, &e) != 1 || !c.res)
+    int f = store_resource_get(w->env.st, "Patient", pid, person_cb, &c, &e);
+    if (f == 1 && !c.res) { /* cached but damaged: not "no name recorded" (screen.failed says which) */
+        out->name = "(patient record unreadable: the cached Patient does not decode)";
+        return 0;
+    }
+    if (f != 1)
         return 0;
     const fhir_node *nm = fhir_node_first(fhir_node_get(c.res, "name"));
     if (nm) {

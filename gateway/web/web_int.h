@@ -54,7 +54,8 @@ void web_day_ms(int64_t ms, char out[16]);
 /* The first three cells of a history row (an audit row): the time in UTC ("2026-06-15
  * 09:30:12"), who, and `what` (the action in words; its name in data-action). */
 void web_history_cells(fhir_buf *b, const store_audit_row *a, const char *what);
-/* Reads the cached Patient resource. 1 found, 0 not. */
+/* Reads the cached Patient resource. 1 found, 0 not (a cached one that does not decode: 0
+ * with a name saying so, never an empty one that reads as "no name recorded"). */
 int web_person_read(web *w, fhir_arena *a, const char *patient_id, int64_t today, web_person *out);
 /* The name of a center of the directory in force (its id when the directory has none). */
 const char *web_center_name(web *w, const char *id);

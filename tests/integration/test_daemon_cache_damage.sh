@@ -8,8 +8,9 @@
 #      cartgate_screen_errors_total counts it, the verdict is kept as it was (same JSON, same
 #      time), the row stays cached (not dropped: a dropped row would let the next screening
 #      decide on less data without a word), and the API still shows the kept verdict with
-#      "profile_error". Before this, the row was skipped and the patient lost the diagnosis
-#      that made him eligible.
+#      "profile_error", and the patient page refuses with the cause. Before this, the row was
+#      skipped and the patient lost the diagnosis that made him eligible. The Patient row
+#      damaged too: the worklist shows the patient as unreadable, not "(no name recorded)".
 #   3. The source sends the resource again (a new version at the EHR): the poll replaces the
 #      damaged row, the patient is screened again from every record, eligible.
 #   4. A second daemon with the per-patient cap lowered by the test hook
@@ -31,7 +32,8 @@ PAT=demo-dlbcl-1
 ROW="type='Condition' AND id='demo-dx-1'"
 q() { sqlite3 "$DB" "$1"; }
 PW='viewer: correct horse battery'
-# page DB: the patient page signed in as a viewer of that store (body $TMP/page.html, status CODE)
+# page DB [PATH]: a page (default the patient's) signed in as a viewer of that store (body
+# $TMP/page.html, status CODE)
 page() {
   echo "$PW" | "$CG" users add vera --role viewer --password-stdin --db "$1" >/dev/null 2>&1
   CODE=$(curl -s -D "$TMP/login.h" -o /dev/null -w '%{http_code}' --data-urlencode "username=vera" \
@@ -39,7 +41,7 @@ page() {
   [ "$CODE" = 303 ] || fail "sign-in: $CODE"
   local cookie
   cookie=$(grep -i '^set-cookie: cartgate_session=' "$TMP/login.h" | tr -d '\r' | sed 's/^[^:]*: \(cartgate_session=[^;]*\).*/\1/')
-  CODE=$(curl -s -o "$TMP/page.html" -w '%{http_code}' -H "Cookie: $cookie" "$ADMIN/ui/patients/$PAT")
+  CODE=$(curl -s -o "$TMP/page.html" -w '%{http_code}' -H "Cookie: $cookie" "$ADMIN${2:-/ui/patients/$PAT}")
 }
 vstate() { q "SELECT category || '|' || updated_ms || '|' || verdict_json FROM verdicts WHERE patient_id='$PAT'"; }
 
@@ -48,15 +50,19 @@ start_daemon dmg "$TMP/dmg.conf"
 screened() { [ "$(q "SELECT category FROM verdicts WHERE patient_id='$PAT'" 2>/dev/null)" = eligible ] &&
   [ "$(q 'SELECT count(*) FROM daemon_dirty')" = 0 ]; }
 wait_for "the demo patient screened" 120 screened
-# The search asks _lastUpdated=ge<cursor>: the newest Condition is read again on every poll (a
-# damaged copy of it would be replaced at once). Another patient's newer Condition moves the
-# cursor past the demo's diagnosis, so that only a new version of it brings it again.
-echo '{"resourceType":"Condition","id":"other-dx","subject":{"reference":"Patient/other-1"},"code":{"text":"other"}}' >"$TMP/other.json"
-code=$(curl -s -o "$TMP/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/fhir+json' \
-  --data-binary @"$TMP/other.json" "$EHR/Condition/other-dx")
-case "$code" in 200 | 201) ;; *) fail "PUT Condition/other-dx at the EHR: $code $(head -c 300 "$TMP/put.out")" ;; esac
-other_cached() { [ "$(q "SELECT count(*) FROM resources WHERE type='Condition' AND id='other-dx'")" = 1 ]; }
-wait_for "the other Condition cached" 60 other_cached
+# The search asks _lastUpdated=ge<cursor>: the newest Patient and Condition are read again on
+# every poll (a damaged copy of them would be replaced at once). Another patient's newer
+# Patient and Condition move the cursors past the demo's, so that only a new version of them
+# brings them again.
+echo '{"resourceType":"Patient","id":"other-1","gender":"male"}' >"$TMP/other-p.json"
+echo '{"resourceType":"Condition","id":"other-dx","subject":{"reference":"Patient/other-1"},"code":{"text":"other"}}' >"$TMP/other-c.json"
+for r in Patient/other-1:other-p Condition/other-dx:other-c; do
+  code=$(curl -s -o "$TMP/put.out" -w '%{http_code}' -X PUT -H 'Content-Type: application/fhir+json' \
+    --data-binary @"$TMP/${r#*:}.json" "$EHR/${r%:*}")
+  case "$code" in 200 | 201) ;; *) fail "PUT ${r%:*} at the EHR: $code $(head -c 300 "$TMP/put.out")" ;; esac
+done
+other_cached() { [ "$(q "SELECT count(*) FROM resources WHERE patient_id='other-1'")" = 2 ]; }
+wait_for "the other patient cached" 60 other_cached
 polls=$(grep -c 'event="poll.done"' "$TMP/dmg.log")
 two_more() { [ "$(grep -c 'event="poll.done"' "$TMP/dmg.log")" -ge $((polls + 2)) ]; }
 wait_for "two more polls" 60 two_more
@@ -111,6 +117,16 @@ page "$DB"
 [ "$CODE" = 500 ] && grep -q "cached Condition/demo-dx-1 does not decode" "$TMP/page.html" ||
   fail "the patient page: $CODE $(grep -o '<main[^>]*>.*' "$TMP/page.html" | head -c 400)"
 ok "the patient page refuses with the cause instead of showing a chart without its diagnosis"
+# the Patient row damaged too: the worklist (the kept verdict) says so, not "no name recorded"
+PHEX=$(q "SELECT hex(json) FROM resources WHERE type='Patient' AND id='$PAT'")
+q "UPDATE resources SET json = X'FB01FF7F00' WHERE type='Patient' AND id='$PAT'" || fail "damaging the Patient row"
+page "$DB" /ui/
+[ "$CODE" = 200 ] || fail "the worklist: $CODE"
+grep -q "(patient record unreadable: the cached Patient does not decode)</a>" "$TMP/page.html" ||
+  fail "the worklist does not say the Patient record is unreadable: $(grep -o "/ui/patients/$PAT[^<]*<" "$TMP/page.html" | head -c 300)"
+grep -q "(no name recorded)" "$TMP/page.html" && fail "the worklist says no name is recorded"
+q "UPDATE resources SET json = X'$PHEX' WHERE type='Patient' AND id='$PAT'" || fail "restoring the Patient row"
+ok "the worklist shows a damaged Patient row as unreadable, not as a patient without a name"
 
 # ---- 3. the source sends it again: the row replaced, screened from every record --------------
 curl -s -o "$TMP/cond.json" "$EHR/Condition/demo-dx-1" || fail "reading the Condition at the EHR"
