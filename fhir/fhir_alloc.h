@@ -23,4 +23,16 @@ char *fhir_xstrdup(const char *s);
 /* NUL-terminated copy of s[0..n) (s need not be terminated); caller frees. */
 char *fhir_xstrndup(const char *s, size_t n);
 
+/* The heap of an allocation-heavy process (the daemon, offline screening), set up once, early,
+ * on the main thread, before the big allocations:
+ * - blocks below mmap_bytes come from the heap and freed memory up to trim_bytes stays in it,
+ *   so arenas and buffers freed and taken again (every search page, every patient) reuse
+ *   memory already mapped instead of returning it to the kernel and faulting it in again;
+ * - the first reserve_bytes of the heap (at most mmap_bytes - 1 MiB) are advised onto
+ *   transparent huge pages (madvise MADV_HUGEPAGE): where the kernel offers them (THP
+ *   "madvise" or "always"), touching new heap costs one fault per 2 MiB instead of 512; with
+ *   THP "never" (the operator's choice) nothing changes. Memory is only taken when touched.
+ * Not on glibc/Linux: does nothing. Returns the bytes advised (0 when none). */
+size_t fhir_alloc_heap_setup(size_t reserve_bytes, size_t mmap_bytes, size_t trim_bytes);
+
 #endif
