@@ -13,6 +13,7 @@
  * malformed or foreign div cannot leak into the output. */
 #include "fhir_xml.h"
 
+#include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,6 +30,73 @@
 
 #include "fhir_alloc.h"
 #include "fhir_meta.h"
+
+/* libxml2 is not linked: with what it loads (ICU's two libraries, libstdc++, liblzma) it cost
+ * ~5 ms of CPU at every start of every cartgate process (issue 20), and only XML input or
+ * output needs it. The headers give the types; the functions come from dlopen/dlsym at the
+ * first XML parse, once per process (pthread_once: a worker thread may parse too), into this
+ * table; the handle stays open for the life of the process. */
+#define XML_SONAME "libxml2.so.2"
+#define XML_FNS(X)                                                                                 \
+    X(xmlCreateMemoryParserCtxt) X(xmlCtxtUseOptions) X(xmlFreeParserCtxt)                         \
+    X(xmlGetPredefinedEntity) X(xmlInitParser) X(xmlParseDocument) X(xmlSAX2GetLineNumber)         \
+    X(xmlStopParser)
+static struct {
+#define XML_FN_FIELD(fn) __typeof__(fn) *fn;
+    XML_FNS(XML_FN_FIELD)
+#undef XML_FN_FIELD
+    const char *const *parser_version; /* xmlParserVersion: "20914" */
+} xml_lib;
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+static char xml_lib_error[512]; /* after xml_load: why it failed, "" when it did not */
+
+static void xml_load(void)
+{
+    void *h = dlopen(XML_SONAME, RTLD_NOW | RTLD_LOCAL);
+    if (!h) {
+        const char *why = dlerror();
+        snprintf(xml_lib_error, sizeof xml_lib_error, "XML support (libxml2) is not installed: %s",
+                 why ? why : XML_SONAME);
+        return;
+    }
+    void *sym;
+#define XML_FN_LOAD(fn)                                                                            \
+    if (!(sym = dlsym(h, #fn))) {                                                                  \
+        snprintf(xml_lib_error, sizeof xml_lib_error,                                              \
+                 "XML support (libxml2) is not installed: " XML_SONAME " has no " #fn);           \
+        return;                                                                                    \
+    }                                                                                              \
+    memcpy(&xml_lib.fn, &sym, sizeof sym);
+    XML_FNS(XML_FN_LOAD)
+#undef XML_FN_LOAD
+    xml_lib.parser_version = dlsym(h, "xmlParserVersion");
+    xml_lib.xmlInitParser(); /* global tables; not safe to race on first use */
+}
+
+/* The table, loaded at the first call; false with err set when libxml2 cannot be loaded. */
+static bool xml_lib_get(fhir_error *err)
+{
+    pthread_once(&xml_once, xml_load);
+    if (xml_lib_error[0]) {
+        fhir_error_set(err, "%s", xml_lib_error);
+        return false;
+    }
+    return true;
+}
+
+int fhir_xml_lib_version(char *buf, size_t cap, fhir_error *err)
+{
+    fhir_error_clear(err);
+    if (!xml_lib_get(err))
+        return -1;
+    long v = xml_lib.parser_version && *xml_lib.parser_version
+                 ? strtol(*xml_lib.parser_version, NULL, 10) : 0;
+    if (v > 0)
+        snprintf(buf, cap, "%ld.%ld.%ld", v / 10000, v / 100 % 100, v % 100);
+    else
+        snprintf(buf, cap, "(unknown)");
+    return 0;
+}
 
 /* ==== reader ============================================================================ */
 
@@ -83,7 +151,7 @@ typedef struct parser {
 
 static int line_of(parser *p)
 {
-    return p->ctxt ? xmlSAX2GetLineNumber(p->ctxt) : 0;
+    return p->ctxt ? xml_lib.xmlSAX2GetLineNumber(p->ctxt) : 0;
 }
 
 /* Dotted path of the open elements plus an optional last segment, for messages. */
@@ -113,7 +181,7 @@ static void fail(parser *p, const char *fmt, ...)
     va_end(ap);
     fhir_error_set(p->err, "XML line %d: %s", line_of(p), msg);
     if (p->ctxt)
-        xmlStopParser(p->ctxt);
+        xml_lib.xmlStopParser(p->ctxt);
 }
 
 static void fail_path(parser *p, const char *last, const char *what)
@@ -866,7 +934,7 @@ static void on_entity_decl(void *ctx, const xmlChar *name, int type, const xmlCh
 static xmlEntityPtr on_get_entity(void *ctx, const xmlChar *name)
 {
     (void)ctx;
-    return xmlGetPredefinedEntity(name); /* &lt; &gt; &amp; &quot; &apos; only */
+    return xml_lib.xmlGetPredefinedEntity(name); /* &lt; &gt; &amp; &quot; &apos; only */
 }
 
 #if LIBXML_VERSION >= 21200
@@ -894,11 +962,6 @@ static void init_limits(parser *p, const fhir_json_limits *lim)
     fhir_json_limits_default(&p->lim);
 }
 
-static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-static void xml_init(void)
-{
-    xmlInitParser(); /* global tables; not safe to race on first use */
-}
 
 /* Runs the SAX parse of data into p. Returns 0 or -1 (p->err set). */
 static int run(parser *p, const char *data, size_t len)
@@ -908,13 +971,14 @@ static int run(parser *p, const char *data, size_t len)
                               p->lim.max_bytes);
     if (len > INT_MAX)
         return fhir_error_set(p->err, "XML document too large");
-    pthread_once(&xml_once, xml_init);
+    if (!xml_lib_get(p->err))
+        return -1;
     if (len == 0)
         return fhir_error_set(p->err, "XML: empty document");
-    xmlParserCtxtPtr ctxt = xmlCreateMemoryParserCtxt(data, (int)len);
+    xmlParserCtxtPtr ctxt = xml_lib.xmlCreateMemoryParserCtxt(data, (int)len);
     if (!ctxt)
         return fhir_error_set(p->err, "XML: cannot create parser");
-    xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOCDATA);
+    xml_lib.xmlCtxtUseOptions(ctxt, XML_PARSE_NONET | XML_PARSE_NOCDATA);
     xmlSAXHandler h;
     memset(&h, 0, sizeof h);
     h.initialized = XML_SAX2_MAGIC;
@@ -935,10 +999,10 @@ static int run(parser *p, const char *data, size_t len)
     ctxt->loadsubset = 0;
     ctxt->validate = 0;
     p->ctxt = ctxt;
-    xmlParseDocument(ctxt);
+    xml_lib.xmlParseDocument(ctxt);
     bool wf = ctxt->wellFormed;
     p->ctxt = NULL;
-    xmlFreeParserCtxt(ctxt);
+    xml_lib.xmlFreeParserCtxt(ctxt);
     if (p->failed)
         return -1;
     if (!wf)

@@ -54,4 +54,8 @@ enum {
  * div) or out's cap is hit. out may hold partial output after an error. */
 int fhir_xml_write(fhir_buf *out, const fhir_node *n, int flags, fhir_error *err);
 
+/* libxml2 is loaded (dlopen) at the first XML parse, not linked. This loads it now and writes
+ * its version ("2.9.14") into buf: 0, or -1 with err set when it cannot be loaded. */
+int fhir_xml_lib_version(char *buf, size_t cap, fhir_error *err);
+
 #endif

@@ -58,18 +58,19 @@ data, a sandboxed systemd unit and the cartgate system user.")
 # Depends: the shared libraries (dpkg-shlibdeps) and what the maintainer scripts run.
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # The referral packet's PDF renderer is loaded with dlopen when a PDF is first drawn
-# (gateway/referral/packet.c, PDF_LIBS: keep these sonames in step), so dpkg-shlibdeps does not
-# see it: each library's package, as the building release names it (dpkg-query -S of the file
+# (gateway/referral/packet.c, PDF_LIBS: keep these sonames in step), and libxml2 at the first XML
+# parse (fhir/fhir_xml.c, XML_SONAME), so dpkg-shlibdeps does not see them: each library's package, as the building release names it (dpkg-query -S of the file
 # the soname resolves to: libcairo2, libglib2.0-0 (gobject), libpango-1.0-0, libpangocairo-1.0-0
 # on Debian 12; Debian 13 renamed some, e.g. libglib2.0-0t64), with the version its shlibs file
 # asks for, as dpkg-shlibdeps would write it.
 set(DEB_PDF_DEPENDS "")
-foreach(soname libcairo.so.2 libgobject-2.0.so.0 libpango-1.0.so.0 libpangocairo-1.0.so.0)
+foreach(soname libcairo.so.2 libgobject-2.0.so.0 libpango-1.0.so.0 libpangocairo-1.0.so.0
+                libxml2.so.2)
   find_library(DEB_PDF_LIB NAMES ${soname} NO_CACHE REQUIRED)
   execute_process(COMMAND dpkg-query -S ${DEB_PDF_LIB} OUTPUT_VARIABLE owner RESULT_VARIABLE rc
                   ERROR_QUIET OUTPUT_STRIP_TRAILING_WHITESPACE)
   if(NOT rc EQUAL 0 OR NOT owner MATCHES "^([^ ,]+): /")
-    message(FATAL_ERROR "packaging: no Debian package holds ${DEB_PDF_LIB} (${soname}, the PDF renderer)")
+    message(FATAL_ERROR "packaging: no Debian package holds ${DEB_PDF_LIB} (${soname}, loaded with dlopen)")
   endif()
   set(pkg ${CMAKE_MATCH_1})               # libcairo2:amd64
   string(REGEX REPLACE ":.*" "" dep ${pkg}) # libcairo2
@@ -85,7 +86,7 @@ foreach(soname libcairo.so.2 libgobject-2.0.so.0 libpango-1.0.so.0 libpangocairo
 endforeach()
 list(REMOVE_DUPLICATES DEB_PDF_DEPENDS)
 list(JOIN DEB_PDF_DEPENDS ", " DEB_PDF_DEPENDS)
-message(STATUS "packaging: the PDF renderer's Depends: ${DEB_PDF_DEPENDS}")
+message(STATUS "packaging: the Depends of what is loaded with dlopen: ${DEB_PDF_DEPENDS}")
 # adduser: the maintainer scripts; fonts-dejavu-core: the referral packet PDF needs a font
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "adduser, fonts-dejavu-core, ${DEB_PDF_DEPENDS}")
 set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA

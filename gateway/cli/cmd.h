@@ -45,7 +45,8 @@ int cmd_store(int argc, char **argv);
 int cmd_report_skipped(const char *name, const char *const *paths, size_t n, size_t bad_lines, size_t orphans,
                        bool keep_going);
 
-/* Prints the library versions (the JSON parser, libcurl, libxml2, libevent, SQLite, OpenSSL). */
-void cmd_print_versions(void);
+/* Prints the library versions (the JSON parser, libcurl, libxml2, libevent, SQLite, OpenSSL):
+ * 0, or 1 when one cannot be loaded (libxml2 is loaded here; the line says why). */
+int cmd_print_versions(void);
 
 #endif

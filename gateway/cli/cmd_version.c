@@ -2,7 +2,6 @@
  * the PDF renderer's (loaded only then: packet.h), proven by drawing a test page. */
 #include <curl/curl.h>
 #include <event2/event.h>
-#include <libxml/xmlversion.h>
 #include <openssl/crypto.h>
 #include <stdio.h>
 #include <string.h>
@@ -12,19 +11,28 @@
 #include "cmd.h"
 #include "fhir_datadir.h"
 #include "fhir_json.h"
+#include "fhir_xml.h"
 #include "packet.h"
 #include "store.h"
 
-void cmd_print_versions(void)
+int cmd_print_versions(void)
 {
     char json[32];
     curl_version_info_data *c = curl_version_info(CURLVERSION_NOW);
     printf(FHIR_JSON_LIB " %s\n", fhir_json_lib_version(json, sizeof json));
     printf("libcurl %s (%s)\n", c->version, c->ssl_version ? c->ssl_version : "no TLS");
-    printf("libxml2 %s\n", LIBXML_DOTTED_VERSION);
+    /* loaded here (the first XML parse would): an image or host missing it fails this */
+    char xml[32];
+    fhir_error err;
+    int missing = fhir_xml_lib_version(xml, sizeof xml, &err) != 0;
+    if (!missing)
+        printf("libxml2 %s (loaded when XML is first read or written)\n", xml);
+    else
+        printf("libxml2 missing: %s\n", err.msg);
     printf("libevent %s\n", event_get_version());
     printf("SQLite %s\n", store_sqlite_version());
     printf("OpenSSL %s\n", OpenSSL_version(OPENSSL_VERSION_STRING));
+    return missing;
 }
 
 /* Where the data files are looked for (fhir_datadir.h) and whether each is there. */
@@ -85,6 +93,7 @@ int cmd_version(int argc, char **argv)
         return rc;
     printf("cartgate %s\n", CARTGATE_VERSION);
     print_data_paths();
-    cmd_print_versions();
+    if (cmd_print_versions())
+        return 1;
     return pdf ? pdf_test_page(pdf) : 0;
 }

@@ -67,8 +67,8 @@ ok "dpkg-deb -c: $(wc -l <"$TMP/contents") entries, owners and modes as expected
 
 # control: dependencies from dpkg-shlibdeps plus adduser; conffiles; maintainer scripts
 dpkg-deb -f "$deb" Depends >"$TMP/depends"
-# the PDF renderer is loaded with dlopen (dpkg-shlibdeps cannot see it): packaging/deb.cmake names
-# its packages (libglib2.0-0: gobject)
+# the PDF renderer and libxml2 are loaded with dlopen (dpkg-shlibdeps cannot see them):
+# packaging/deb.cmake names their packages (libglib2.0-0: gobject)
 for dep in adduser libc6 libcurl4 libevent-2.1-7 libsqlite3-0 libssl3 libxml2 libyajl2 fonts-dejavu-core \
            libcairo2 libglib2.0-0 libpango-1.0-0 libpangocairo-1.0-0; do
   # Debian 13 renamed some for the 64-bit time_t transition (libcurl4t64, libssl3t64, ...)
@@ -112,9 +112,10 @@ grep -qxF "data $TMP/root/usr/share/cartgate (installed prefix $TMP/root/usr)" "
 ok "binary: no build path inside; finds its data under the unpacked /usr/share/cartgate"
 # the packaged binary links no part of the PDF renderer, yet draws a PDF (loaded when drawn)
 needed=$(objdump -p "$TMP/root/usr/bin/cartgate" | awk '$1 == "NEEDED" { print $2 }')
-grep -Eq 'pango|cairo|gobject|glib|fontconfig|harfbuzz' <<<"$needed" &&
-  fail "the packaged binary links the PDF renderer: $(tr '\n' ' ' <<<"$needed")"
+grep -Eq 'pango|cairo|gobject|glib|fontconfig|harfbuzz|libxml2' <<<"$needed" &&
+  fail "the packaged binary links the PDF renderer or libxml2: $(tr '\n' ' ' <<<"$needed")"
+grep -q '^libxml2 2\.' "$TMP/version.txt" || fail "packaged version did not load libxml2: $(grep libxml2 "$TMP/version.txt")"
 "$TMP/root/usr/bin/cartgate" version --pdf "$TMP/test.pdf" >"$TMP/pdf.txt" 2>&1 || fail "packaged version --pdf: $(cat "$TMP/pdf.txt")"
 head -c 5 "$TMP/test.pdf" | grep -q '^%PDF-' || fail "packaged version --pdf wrote no PDF"
-ok "binary: $(grep -c . <<<"$needed") libraries NEEDED, none of pango/cairo's; draws a PDF ($(grep '^PDF renderer' "$TMP/pdf.txt"))"
+ok "binary: $(grep -c . <<<"$needed") libraries NEEDED, none of pango/cairo's nor libxml2; loads libxml2; draws a PDF ($(grep '^PDF renderer' "$TMP/pdf.txt"))"
 echo "$CHECKS passed, 0 failed"
