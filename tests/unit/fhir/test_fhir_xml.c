@@ -8,6 +8,8 @@
 
 #include <cmocka.h>
 
+#include "../unit_maps.h"
+
 #include <dirent.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -516,27 +518,12 @@ static void test_truncated_and_corrupted(void **state)
     fhir_arena_free(a);
 }
 
-/* Whether a shared library whose file name starts with name is mapped into this process. */
-static bool mapped(const char *name)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    assert_non_null(f);
-    char line[4096];
-    bool found = false;
-    while (fgets(line, sizeof line, f)) {
-        const char *base = strrchr(line, '/');
-        found |= base && !strncmp(base + 1, name, strlen(name));
-    }
-    fclose(f);
-    return found;
-}
-
 /* libxml2 is not linked: a process maps it (and ICU) only once it reads XML, so this test runs
  * first. Writing needs no libxml2 unless a narrative div is re-parsed. */
 static void test_libxml2_loaded_on_first_parse(void **state)
 {
     (void)state;
-    if (mapped("libxml2.so"))
+    if (unit_mapped("libxml2.so"))
         fail_msg("libxml2 is mapped before any XML was read");
     static const char doc[] = "<Patient xmlns=\"http://hl7.org/fhir\"><id value=\"p1\"/></Patient>";
     fhir_arena *a = fhir_arena_new(0);
@@ -544,7 +531,7 @@ static void test_libxml2_loaded_on_first_parse(void **state)
     fhir_node *n = fhir_xml_parse(a, doc, sizeof doc - 1, NULL, &err);
     assert_non_null(n);
     assert_string_equal(fhir_node_str(fhir_node_get(n, "id")), "p1");
-    if (!mapped("libxml2.so"))
+    if (!unit_mapped("libxml2.so"))
         fail_msg("libxml2 is not mapped after an XML parse");
     char v[32];
     assert_int_equal(fhir_xml_lib_version(v, sizeof v, &err), 0);

@@ -13,6 +13,8 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "../../unit_maps.h"
+
 #include "bser.h"
 #include "centers.h"
 #include "fhir_json.h"
@@ -181,21 +183,6 @@ static void test_reports(void **state)
     fhir_arena_free(a);
 }
 
-/* Whether a shared library whose file name starts with name is mapped into this process. */
-static bool mapped(const char *name)
-{
-    FILE *f = fopen("/proc/self/maps", "r");
-    assert_non_null(f);
-    char line[4096];
-    bool found = false;
-    while (fgets(line, sizeof line, f)) {
-        const char *base = strrchr(line, '/');
-        found |= base && !strncmp(base + 1, name, strlen(name));
-    }
-    fclose(f);
-    return found;
-}
-
 /* pango and cairo are not linked: a process maps them only once it draws a PDF (or asks for the
  * renderer's versions), so this test runs first. */
 static void test_renderer_loaded_on_first_use(void **state)
@@ -204,7 +191,7 @@ static void test_renderer_loaded_on_first_use(void **state)
     static const char *const libs[] = {"libpangocairo-1.0.so", "libpango-1.0.so", "libcairo.so",
                                        "libgobject-2.0.so", "libfontconfig.so", "libharfbuzz.so"};
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++)
-        if (mapped(libs[i]))
+        if (unit_mapped(libs[i]))
             fail_msg("%s is mapped before any PDF is drawn", libs[i]);
     char v[128];
     fhir_error err = {0};
@@ -212,7 +199,7 @@ static void test_renderer_loaded_on_first_use(void **state)
     assert_true(!strncmp(v, "pango 1.", 8));
     assert_non_null(strstr(v, ", cairo 1."));
     for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) /* with their dependencies */
-        if (!mapped(libs[i]))
+        if (!unit_mapped(libs[i]))
             fail_msg("%s is not mapped after the renderer was loaded", libs[i]);
     /* once per process: the same table again */
     char v2[128];
