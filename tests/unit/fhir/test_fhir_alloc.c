@@ -39,6 +39,7 @@ static void thp_mode(char *out, size_t n)
     fclose(f);
 }
 
+#ifndef UNDER_ASAN
 /* THPeligible of the mapping holding address p in /proc/self/smaps: 1, 0, or -1 not found. */
 static int thp_eligible(const void *p)
 {
@@ -63,6 +64,7 @@ static int thp_eligible(const void *p)
     fclose(f);
     return r;
 }
+#endif
 
 static void heap_on_huge_pages(void **state)
 {
