@@ -1207,6 +1207,20 @@ const char *store_sqlite_version(void)
     return sqlite3_libversion();
 }
 
+/* A new, empty database is created from the snapshot of the schema the steps make (one
+ * statement per object, in the order SQLite holds them), instead of replaying every step: a
+ * step that alters a table makes SQLite parse the whole schema again (15 ALTERs: ~30 M
+ * instructions, the largest part of a new daemon's start). store_snapshot.inc is generated
+ * from the steps (test_store.c writes it with CARTGATE_WRITE_SNAPSHOT=FILE and fails while it
+ * differs from what the steps make); a snapshot of another version is not used. */
+#include "store_snapshot.inc"
+
+static bool snapshot_usable(store *s)
+{
+    return STORE_SNAPSHOT_VERSION == N_MIGRATIONS &&
+           pragma_int(s, "SELECT count(*) FROM sqlite_master") == 0;
+}
+
 static int migrate(store *s, fhir_error *err)
 {
     int v = store_schema_version(s);
@@ -1235,6 +1249,14 @@ static int migrate(store *s, fhir_error *err)
         /* every pending step in this one transaction: a new file is made at the current
          * schema with one commit (one WAL sync instead of one per step), and an upgrade is
          * all or nothing */
+        if (v == 0 && snapshot_usable(s)) {
+            if (exec(s, store_snapshot_sql, err)) {
+                fhir_error_prefix(err, "creating the schema (version %d)", N_MIGRATIONS);
+                store_rollback(s);
+                return -1;
+            }
+            v = N_MIGRATIONS;
+        }
         for (; v < N_MIGRATIONS; v++)
             if (exec(s, migrations[v].sql, err)) {
                 fhir_error_prefix(err, "migration %d -> %d (%s)", v, v + 1, migrations[v].what);
@@ -3923,4 +3945,77 @@ int64_t store_intake_res_of_referral(store *s, int64_t referral_id, store_intake
     sqlite3_bind_int64(x.st, 1, referral_id);
     intake_res_ctx c = {fn, ctx};
     return q_rows(s, &x, "intake referral resources", intake_res_row, &c, err);
+}
+
+/* The schema's statements as SQLite holds them, in its order (sqlite_master by rowid; SQLite's
+ * own objects left out), each followed by ";\n". */
+static int schema_dump(sqlite3 *db, fhir_buf *out, fhir_error *err)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(db, "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT "
+                               "LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY rowid",
+                           -1, &st, NULL) != SQLITE_OK)
+        return fhir_error_set(err, "schema: %s", sqlite3_errmsg(db));
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        fhir_buf_puts(out, col_text(st, 0));
+        fhir_buf_puts(out, ";\n");
+    }
+    sqlite3_finalize(st);
+    if (rc != SQLITE_DONE)
+        return fhir_error_set(err, "schema: %s", sqlite3_errmsg(db));
+    return out->overflow ? fhir_error_set(err, "schema: larger than the buffer's cap") : 0;
+}
+
+/* Runs sql on db; 0, or -1 with err set to SQLite's message after what. */
+static int db_exec(sqlite3 *db, const char *sql, const char *what, fhir_error *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(db, sql, NULL, NULL, &msg) == SQLITE_OK)
+        return 0;
+    fhir_error_set(err, "%s: %s", what, msg ? msg : sqlite3_errmsg(db));
+    sqlite3_free(msg);
+    return -1;
+}
+
+int store_schema_sql(fhir_buf *out, bool from_snapshot, fhir_error *err)
+{
+    fhir_error_clear(err);
+    if (from_snapshot && STORE_SNAPSHOT_VERSION != N_MIGRATIONS)
+        return fhir_error_set(err, "the schema snapshot is of version %d, the steps make %d",
+                              STORE_SNAPSHOT_VERSION, N_MIGRATIONS);
+    sqlite3 *db;
+    if (sqlite3_open(":memory:", &db) != SQLITE_OK)
+        abort(); /* out of memory */
+    int rc = 0;
+    if (from_snapshot) {
+        rc = db_exec(db, store_snapshot_sql, "the schema snapshot", err);
+    } else {
+        for (int v = 0; v < N_MIGRATIONS && !rc; v++)
+            if (db_exec(db, migrations[v].sql, migrations[v].what, err)) {
+                fhir_error_prefix(err, "migration %d -> %d", v, v + 1);
+                rc = -1;
+            }
+        /* a step that writes rows on a new database would be lost by the snapshot */
+        sqlite3_stmt *st;
+        if (!rc && sqlite3_prepare_v2(db, "SELECT name FROM sqlite_master WHERE type = 'table' "
+                                          "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\'",
+                                      -1, &st, NULL) == SQLITE_OK) {
+            while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+                char count[256];
+                snprintf(count, sizeof count, "SELECT count(*) FROM \"%s\"", col_text(st, 0));
+                sqlite3_stmt *c;
+                if (sqlite3_prepare_v2(db, count, -1, &c, NULL) == SQLITE_OK &&
+                    sqlite3_step(c) == SQLITE_ROW && sqlite3_column_int64(c, 0) != 0)
+                    rc = fhir_error_set(err, "a step writes rows into %s on a new database",
+                                        col_text(st, 0));
+                sqlite3_finalize(c);
+            }
+            sqlite3_finalize(st);
+        }
+    }
+    if (!rc)
+        rc = schema_dump(db, out, err);
+    sqlite3_close(db);
+    return rc;
 }

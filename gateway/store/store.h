@@ -22,6 +22,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "fhir_buf.h"
 #include "fhir_error.h"
 
 typedef struct store store;
@@ -49,6 +50,10 @@ void store_close(store *s);
 const char *store_path(const store *s);
 /* Current PRAGMA user_version. */
 int store_schema_version(store *s);
+/* The schema (every CREATE statement, as SQLite holds it, in its order, each ending ";\n")
+ * appended to out: of a new database made by the migration steps, or from the snapshot a new
+ * store is created from (store_snapshot.inc); the two must be the same. 0, or -1 with err. */
+int store_schema_sql(fhir_buf *out, bool from_snapshot, fhir_error *err);
 /* PRAGMA synchronous of this connection (2 = FULL), -1 on error. */
 int store_synchronous(store *s);
 /* The SQLite library version ("3.40.1"); static string. */

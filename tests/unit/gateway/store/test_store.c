@@ -1510,9 +1510,82 @@ static void test_per_patient_work_flat(void **state)
     store_close(s);
 }
 
+/* Writes the schema the steps make as store_snapshot.inc (a C string literal, one statement a
+ * line) to path. */
+static void write_snapshot(const char *path, const char *sql)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fprintf(f, "/* Generated: the store's schema at version %d, as SQLite holds it after every migration\n"
+               " * step on a new database (store.c creates a new database from it in one step). Do not\n"
+               " * edit: after adding a step, run\n"
+               " *   CARTGATE_WRITE_SNAPSHOT=gateway/store/store_snapshot.inc build/test_store\n"
+               " * from the repository (test_store fails while this differs from what the steps make). */\n"
+               "#define STORE_SNAPSHOT_VERSION %d\n"
+               "static const char store_snapshot_sql[] =\n",
+            STORE_SCHEMA_VERSION, STORE_SCHEMA_VERSION);
+    for (const char *p = sql; *p;) {
+        const char *e = strchr(p, '\n');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        fputs("    \"", f);
+        for (size_t i = 0; i < n; i++) {
+            if (p[i] == '"' || p[i] == '\\')
+                fputc('\\', f);
+            fputc(p[i], f);
+        }
+        fputs(e ? "\\n\"\n" : "\"\n", f);
+        p += n + (e ? 1 : 0);
+    }
+    fputs("    \"\";\n", f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* A new store is created from the snapshot of the schema (store_snapshot.inc), not by the
+ * steps: the two make the same schema, statement for statement, and the steps write no row
+ * into a new database (the snapshot has none). */
+static void test_schema_snapshot(void **state)
+{
+    (void)state;
+    fhir_buf steps, snap;
+    fhir_buf_init(&steps, 1u << 20);
+    fhir_buf_init(&snap, 1u << 20);
+    fhir_error err;
+    if (store_schema_sql(&steps, false, &err))
+        fail_msg("the steps' schema: %s", err.msg);
+    const char *out = getenv("CARTGATE_WRITE_SNAPSHOT");
+    if (out && *out)
+        write_snapshot(out, fhir_buf_cstr(&steps));
+    if (store_schema_sql(&snap, true, &err))
+        fail_msg("%s: regenerate it with CARTGATE_WRITE_SNAPSHOT=gateway/store/store_snapshot.inc "
+                 "build/test_store", err.msg);
+    if (strcmp(fhir_buf_cstr(&steps), fhir_buf_cstr(&snap)))
+        fail_msg("store_snapshot.inc differs from the schema the migration steps make: regenerate "
+                 "it with CARTGATE_WRITE_SNAPSHOT=gateway/store/store_snapshot.inc build/test_store");
+    assert_true(steps.len > 1000);
+    /* a new file gets it at the current version */
+    char path[] = "/tmp/cg-snapshot-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    close(fd);
+    unlink(path);
+    store *s = store_open(path, 0, &err);
+    assert_non_null(s);
+    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
+    store_close(s);
+    char side[sizeof path + 8];
+    unlink(path);
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    fhir_buf_free(&steps);
+    fhir_buf_free(&snap);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_schema_snapshot),
         cmocka_unit_test(test_migrate_from_empty),
         cmocka_unit_test(test_resource_binary_form),
         cmocka_unit_test(test_newer_schema_refused),
