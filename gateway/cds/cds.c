@@ -722,9 +722,7 @@ static int remember(call *k, const char *uuid, const char *category, fhir_error 
             continue;
         bool is_new = false;
         const char *pid = strcmp(type, "Medication") ? k->patient_id : ""; /* a shared pool */
-        rc = store_resource_upsert(st, pid, type, id, fhir_node_path_str(k->res[i], "meta.versionId"),
-                                   fhir_node_path_str(k->res[i], "meta.lastUpdated"), bin.data, bin.len,
-                                   &is_new, err);
+        rc = store_resource_upsert(st, pid, type, id, bin.data, bin.len, &is_new, err);
     }
     fhir_buf_free(&bin);
     if (rc || store_commit(st, err)) {

@@ -290,9 +290,7 @@ static int ingest_in(daemon_proc *d, const char *source, const fhir_node *res, c
         return fhir_error_set(err, "%s/%s: resource larger than 16 MiB", type, id);
     /* one statement: an identical cached copy is left as it is */
     bool is_new = false;
-    int rc = store_resource_upsert(d->st, has_patient ? pid : "", type, id,
-                                   fhir_node_path_str(res, "meta.versionId"),
-                                   fhir_node_path_str(res, "meta.lastUpdated"), d->bin.data, d->bin.len,
+    int rc = store_resource_upsert(d->st, has_patient ? pid : "", type, id, d->bin.data, d->bin.len,
                                    &is_new, err);
     if (rc)
         return -1;

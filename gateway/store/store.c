@@ -652,18 +652,19 @@ static const struct {
                       "INSERT INTO cursors(source, key, value, updated_ms) VALUES (?,?,?,?) "
                       "ON CONFLICT(source, key) DO UPDATE SET value = excluded.value, "
                       "updated_ms = excluded.updated_ms"},
+    /* version and last_updated (v1 columns, read by nothing: the bytes carry meta) are left
+     * NULL, and cleared when an older row changes */
     [Q_RES_PUT] = {"resource write",
-                   "INSERT INTO resources(type, id, patient_id, version, last_updated, json, "
-                   "stored_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET "
-                   "patient_id = excluded.patient_id, version = excluded.version, "
-                   "last_updated = excluded.last_updated, json = excluded.json, "
+                   "INSERT INTO resources(type, id, patient_id, json, stored_ms) VALUES (?,?,?,?,?) "
+                   "ON CONFLICT(type, id) DO UPDATE SET patient_id = excluded.patient_id, "
+                   "version = NULL, last_updated = NULL, json = excluded.json, "
                    "stored_ms = excluded.stored_ms"},
     [Q_RES_UPSERT] = {"resource write",
-                      "INSERT INTO resources(type, id, patient_id, version, last_updated, json, "
-                      "stored_ms) VALUES (?,?,?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET "
-                      "patient_id = excluded.patient_id, version = excluded.version, "
-                      "last_updated = excluded.last_updated, json = excluded.json, "
-                      "stored_ms = excluded.stored_ms WHERE resources.json IS NOT excluded.json"},
+                      "INSERT INTO resources(type, id, patient_id, json, stored_ms) VALUES "
+                      "(?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET patient_id = "
+                      "excluded.patient_id, version = NULL, last_updated = NULL, json = "
+                      "excluded.json, stored_ms = excluded.stored_ms WHERE resources.json IS NOT "
+                      "excluded.json"},
     /* no ORDER BY: a sort would copy every row (json included) through a temporary b-tree;
      * the caller orders what it parsed (fewer bytes) */
     [Q_RES_EACH] = {"resource read", "SELECT type, id, json FROM resources WHERE patient_id = ?"},
@@ -1744,8 +1745,8 @@ int store_cursor_put(store *s, const char *source, const char *key, const char *
 /* ---- resources -------------------------------------------------------------------------------- */
 
 static int resource_write(store *s, int which, const char *patient_id, const char *type,
-                          const char *id, const char *version, const char *last_updated,
-                          const void *data, size_t len, bool *changed, fhir_error *err)
+                          const char *id, const void *data, size_t len, bool *changed,
+                          fhir_error *err)
 {
     if (!data || len > INT_MAX)
         return fhir_error_set(err, "%s/%s: no resource bytes, or more than the store takes", type, id);
@@ -1756,13 +1757,11 @@ static int resource_write(store *s, int which, const char *patient_id, const cha
     bind_static(x.st, 1, type);
     bind_static(x.st, 2, id);
     bind_static(x.st, 3, patient_id);
-    bind_static(x.st, 4, version);
-    bind_static(x.st, 5, last_updated);
     if (fhir_bin_is(data, len)) /* NOT NULL; the binary form as a BLOB, JSON as text */
-        sqlite3_bind_blob(x.st, 6, data, (int)len, SQLITE_STATIC);
+        sqlite3_bind_blob(x.st, 4, data, (int)len, SQLITE_STATIC);
     else
-        sqlite3_bind_text(x.st, 6, data, (int)len, SQLITE_STATIC);
-    sqlite3_bind_int64(x.st, 7, fhir_clock_now_ms());
+        sqlite3_bind_text(x.st, 4, data, (int)len, SQLITE_STATIC);
+    sqlite3_bind_int64(x.st, 5, fhir_clock_now_ms());
     if (q_run(s, &x, "resource write", err))
         return -1;
     if (changed)
@@ -1771,19 +1770,15 @@ static int resource_write(store *s, int which, const char *patient_id, const cha
 }
 
 int store_resource_put(store *s, const char *patient_id, const char *type, const char *id,
-                       const char *version, const char *last_updated, const void *data, size_t len,
-                       fhir_error *err)
+                       const void *data, size_t len, fhir_error *err)
 {
-    return resource_write(s, Q_RES_PUT, patient_id, type, id, version, last_updated, data, len, NULL,
-                          err);
+    return resource_write(s, Q_RES_PUT, patient_id, type, id, data, len, NULL, err);
 }
 
 int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
-                          const char *version, const char *last_updated, const void *data,
-                          size_t len, bool *changed, fhir_error *err)
+                          const void *data, size_t len, bool *changed, fhir_error *err)
 {
-    return resource_write(s, Q_RES_UPSERT, patient_id, type, id, version, last_updated, data, len,
-                          changed, err);
+    return resource_write(s, Q_RES_UPSERT, patient_id, type, id, data, len, changed, err);
 }
 
 typedef struct res_ctx {

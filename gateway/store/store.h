@@ -153,15 +153,16 @@ int store_cursor_put(store *s, const char *source, const char *key, const char *
 /* ---- patient resource cache --------------------------------------------------------- */
 /* A cached resource's bytes are its JSON text or its binary form (fhir_bin.h: what the daemon
  * writes); the store keeps them as given (the binary form as a BLOB) and hands them back so.
- * Upserts one resource (data: len bytes, borrowed for the call) keyed by type/id. */
+ * Its meta (versionId, lastUpdated) is in those bytes only: the table's version and
+ * last_updated columns, which nothing read, are no longer written (NULL in every row written
+ * or changed since). Upserts one resource (data: len bytes, borrowed for the call) keyed by
+ * type/id. */
 int store_resource_put(store *s, const char *patient_id, const char *type, const char *id,
-                       const char *version, const char *last_updated, const void *data, size_t len,
-                       fhir_error *err);
+                       const void *data, size_t len, fhir_error *err);
 /* The same, in one statement that leaves an identical stored copy untouched: *changed is
  * true when the resource was new or its bytes differed. */
 int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
-                          const char *version, const char *last_updated, const void *data,
-                          size_t len, bool *changed, fhir_error *err);
+                          const void *data, size_t len, bool *changed, fhir_error *err);
 /* Calls fn for every cached resource of the patient, in no particular order (borrowed
  * strings and bytes, valid during the call: data is JSON text, NUL-terminated, or the binary
  * form, fhir_bin_is); fn returns non-zero to stop. Returns the count visited or -1. */

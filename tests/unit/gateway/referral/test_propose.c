@@ -160,7 +160,7 @@ static store *open_fresh(const char *name)
         fhir_buf_init(&bin, 1u << 24);
         if (fhir_bin_write(&bin, r) < 0 ||
             store_resource_put(st, "demo-dlbcl-1", fhir_node_resource_type(r), fhir_node_resource_id(r),
-                               NULL, NULL, bin.data, bin.len, &err))
+                               bin.data, bin.len, &err))
             fail_msg("caching the fixture: %s", err.msg);
         fhir_buf_free(&bin);
     }
@@ -842,7 +842,7 @@ static void test_package_carries_referenced_medications(void **state)
         bool drug = !strcmp(fhir_node_resource_type(r), "Medication");
         s.res[s.n++] = r; /* as the daemon adds the referenced Medications to the patient's */
         assert_int_equal(store_resource_put(st, drug ? "" : "demo-dlbcl-1", fhir_node_resource_type(r),
-                                            fhir_node_resource_id(r), NULL, NULL, MED_EXTRAS[i],
+                                            fhir_node_resource_id(r), MED_EXTRAS[i],
                                             strlen(MED_EXTRAS[i]), &err), 0);
     }
     propose_opts o = opts_for(REFER_MODE_APPROVAL);
@@ -962,7 +962,7 @@ static void test_package_damaged_row(void **state)
     free(payload);
     payload = NULL;
     static const unsigned char bad[] = {0xFB, 0x01, 0xFF, 0x7F, 0x00}; /* the magic, then nothing valid */
-    assert_int_equal(store_resource_put(st, "demo-dlbcl-1", "Observation", "demo-ecog-1", NULL, NULL, bad,
+    assert_int_equal(store_resource_put(st, "demo-dlbcl-1", "Observation", "demo-ecog-1", bad,
                                         sizeof bad, &err), 0);
     fhir_error_clear(&err);
     assert_int_equal(propose_package_payload(st, &rec, &payload, &err), -1);

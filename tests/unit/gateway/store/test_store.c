@@ -262,10 +262,10 @@ static void test_cursors_resources_verdicts(void **state)
     assert_string_equal(v, "2026-02-01T00:00:00Z");
     free(v);
 
-    assert_int_equal(store_resource_put(s, "p1", "Patient", "p1", "1", NULL, "{}", 2, &err), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "1", NULL, "{}", 2, &err), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "2", NULL, "{\"v\":2}", 7, &err), 0);
-    assert_int_equal(store_resource_put(s, "p2", "Condition", "c9", "1", NULL, "{}", 2, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Patient", "p1", "{}", 2, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "{}", 2, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "{\"v\":2}", 7, &err), 0);
+    assert_int_equal(store_resource_put(s, "p2", "Condition", "c9", "{}", 2, &err), 0);
     char acc[256] = "";
     assert_int_equal(store_resource_each(s, "p1", collect, acc, &err), 2);
     /* in no particular order (the daemon orders what it parsed) */
@@ -822,7 +822,7 @@ static void test_held_until_released(void **state)
 
     bool changed = false, found = true;
     char pid[32];
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{}", 2, &changed,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{}", 2, &changed,
                                            &err), 0);
     assert_int_equal(store_resource_delete(s, "Condition", "c1", pid, sizeof pid, &found, &err), 0);
     assert_true(found);
@@ -868,11 +868,11 @@ static void test_resource_binary_form(void **state)
     fhir_buf_init(&bin, 4096);
     assert_int_equal(fhir_bin_write(&bin, n), 0);
     bool changed = false;
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, bin.data, bin.len,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", bin.data, bin.len,
                                            &changed, &err), 0);
     assert_true(changed);
     assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE typeof(json) = 'blob'"), 1);
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, bin.data, bin.len,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", bin.data, bin.len,
                                            &changed, &err), 0);
     assert_false(changed);
     got_bytes g = {0};
@@ -880,11 +880,11 @@ static void test_resource_binary_form(void **state)
     assert_int_equal(g.len, bin.len);
     assert_memory_equal(g.data, bin.data, bin.len);
     /* an older row: JSON text, read back as text; then the binary form replaces it */
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c2", "1", NULL, json, strlen(json), &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c2", json, strlen(json), &err), 0);
     assert_int_equal(store_resource_get(s, "Condition", "c2", keep_bytes, &g, &err), 1);
     assert_int_equal(g.len, strlen(json));
     assert_false(fhir_bin_is(g.data, g.len));
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c2", "1", NULL, bin.data, bin.len,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c2", bin.data, bin.len,
                                            &changed, &err), 0);
     assert_true(changed);
     assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE typeof(json) = 'blob'"), 2);
@@ -899,13 +899,13 @@ static void test_resource_upsert_and_dirty(void **state)
     store *s = open_fresh("res.db");
     fhir_error err = {0};
     bool changed = false;
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}", 7,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":1}", 7,
                                            &changed, &err), 0);
     assert_true(changed);
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "1", NULL, "{\"a\":1}", 7,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":1}", 7,
                                            &changed, &err), 0);
     assert_false(changed); /* identical: untouched */
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "2", NULL, "{\"a\":2}", 7,
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":2}", 7,
                                            &changed, &err), 0);
     assert_true(changed);
     int n = 0;
@@ -952,6 +952,34 @@ static void test_resource_upsert_and_dirty(void **state)
     assert_int_equal(store_dirty_mark(s, "c", &err), 0);
     assert_int_equal(store_commit(s, &err), 0);
     assert_int_equal(store_dirty_count(s), 1);
+    store_close(s);
+}
+
+/* A resource's meta lives in its bytes: the version and last_updated columns are left NULL, an
+ * older row keeps its values while its bytes are unchanged and loses them when they change
+ * (no column says a version the bytes no longer have). */
+static void test_resource_meta_columns(void **state)
+{
+    (void)state;
+    store *s = open_fresh("meta.db");
+    fhir_error err = {0};
+    bool changed = false;
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":1}", 7, &changed, &err), 0);
+    assert_int_equal(store_resource_put(s, "p1", "Condition", "c2", "{\"a\":1}", 7, &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE version IS NULL AND last_updated IS NULL"), 2);
+    /* a row as a schema-17 binary wrote it */
+    raw_exec("UPDATE resources SET version = '3', last_updated = '2026-01-01T00:00:00Z' WHERE id = 'c1'");
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":1}", 7, &changed, &err), 0);
+    assert_false(changed);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE id = 'c1' AND version = '3'"), 1);
+    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":2}", 7, &changed, &err), 0);
+    assert_true(changed);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE id = 'c1' AND version IS NULL AND "
+                             "last_updated IS NULL"), 1);
+    raw_exec("UPDATE resources SET version = '3', last_updated = '2026-01-01T00:00:00Z' WHERE id = 'c2'");
+    assert_int_equal(store_resource_put(s, "p2", "Condition", "c2", "{\"a\":2}", 7, &err), 0);
+    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE id = 'c2' AND patient_id = 'p2' AND "
+                             "version IS NULL AND last_updated IS NULL"), 1);
     store_close(s);
 }
 
@@ -1221,8 +1249,8 @@ static void retention_patient(store *s, const char *pid, const char *category, i
     fhir_clock_set_fixed(stored_ms);
     char id[64];
     snprintf(id, sizeof id, "%s-c", pid);
-    assert_int_equal(store_resource_put(s, pid, "Patient", pid, "1", NULL, "{\"resourceType\":\"Patient\"}", 26, &err), 0);
-    assert_int_equal(store_resource_put(s, pid, "Condition", id, "1", NULL, "{\"resourceType\":\"Condition\"}", 28, &err), 0);
+    assert_int_equal(store_resource_put(s, pid, "Patient", pid, "{\"resourceType\":\"Patient\"}", 26, &err), 0);
+    assert_int_equal(store_resource_put(s, pid, "Condition", id, "{\"resourceType\":\"Condition\"}", 28, &err), 0);
     assert_int_equal(store_verdict_put(s, pid, "h", category, NULL, "{}", &err), 0);
     if (heme >= 0)
         assert_int_equal(store_verdict_set_heme(s, pid, heme == 1, &err), 0);
@@ -1410,7 +1438,7 @@ static void one_patient(store *s, const char *pid)
         snprintf(id, sizeof id, "%s-%d", pid, i);
         snprintf(json, sizeof json, "{\"resourceType\":\"%s\",\"id\":\"%s\"}", types[i], id);
         bool changed = false;
-        assert_int_equal(store_resource_upsert(s, pid, types[i], id, "1", NULL, json, strlen(json), &changed,
+        assert_int_equal(store_resource_upsert(s, pid, types[i], id, json, strlen(json), &changed,
                                                &err), 0);
         assert_true(changed);
         assert_int_equal(store_held_mark(s, "ehr", pid, &err), 0);
@@ -1483,8 +1511,8 @@ static void test_per_patient_work_flat(void **state)
         for (int k = 0; k < 3; k++) {
             bool changed;
             snprintf(id, sizeof id, "%s-%d", pid, k);
-            assert_int_equal(store_resource_upsert(s, pid, k ? "Observation" : "Patient", id, "1",
-                                                   NULL, "{\"resourceType\":\"Observation\"}", 30,
+            assert_int_equal(store_resource_upsert(s, pid, k ? "Observation" : "Patient", id,
+                                                   "{\"resourceType\":\"Observation\"}", 30,
                                                    &changed, &err), 0);
         }
         assert_int_equal(store_verdict_put_screened(s, pid, "h", i % 2 ? "eligible" : "not_eligible",
@@ -1606,6 +1634,7 @@ int main(void)
         cmocka_unit_test(test_compose_cause_columns),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
+        cmocka_unit_test(test_resource_meta_columns),
         cmocka_unit_test(test_held_until_released),
         cmocka_unit_test(test_held_memo),
         cmocka_unit_test(test_referral_rows),

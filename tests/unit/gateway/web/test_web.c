@@ -118,7 +118,7 @@ static void test_escaping(void **state)
         "{\"resourceType\":\"Patient\",\"id\":\"p1\",\"name\":[{\"given\":"
         "[\"<script>alert(1)</script>\"],\"family\":\"O'Brien & \\\"Co\\\"\"}],"
         "\"identifier\":[{\"value\":\"<b>7</b>\"}],\"birthDate\":\"1960-06-15\"}";
-    assert_int_equal(store_resource_put(st, "p1", "Patient", "p1", "1", NULL, patient, sizeof patient - 1,
+    assert_int_equal(store_resource_put(st, "p1", "Patient", "p1", patient, sizeof patient - 1,
                                         &err),
                      0);
     web_env env = {.st = st};
