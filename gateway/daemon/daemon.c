@@ -436,6 +436,26 @@ static int res_list_load(daemon_proc *d, res_list *l, const char *pid, elig_reco
     return 0;
 }
 
+/* Is a resource of this type and (non-empty) id among v[0..n), sorted as res_list_load sorts
+ * (res_order: a missing type or id as "")? */
+static bool res_sorted_has(const fhir_node *const *v, size_t n, const char *type, const char *id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const char *t = fhir_node_resource_type(v[mid]), *i = fhir_node_resource_id(v[mid]);
+        res_key k = {t ? t : "", i ? i : "", v[mid]}, want = {type, id, NULL};
+        int c = res_order(&k, &want);
+        if (!c)
+            return true;
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
 /* Adds the Medications the patient's medication resources reference (shared pool), by
  * "Medication/<id>" or an absolute URL ending so (fhir_ref_split, as the referral package's
  * drugs_fetch reads them; the profile resolves both). One not cached is left out (the row
@@ -449,8 +469,10 @@ static int add_referenced_medications(daemon_proc *d, res_list *l)
         if (!fhir_ref_split(l->a, ref, &type, &id, &contained) || contained || !type ||
             strcmp(type, "Medication"))
             continue;
-        bool have = false;
-        for (size_t j = 0; j < l->n && !have; j++)
+        /* the patient's own records are in (type, id) order: a binary search; those added
+         * here (after n0) one by one */
+        bool have = *id && res_sorted_has(l->v, n0, "Medication", id);
+        for (size_t j = *id ? n0 : 0; j < l->n && !have; j++)
             if (!strcmp(fhir_node_resource_type(l->v[j]) ? fhir_node_resource_type(l->v[j]) : "",
                         "Medication") &&
                 fhir_node_resource_id(l->v[j]) && !strcmp(fhir_node_resource_id(l->v[j]), id))

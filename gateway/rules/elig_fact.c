@@ -87,13 +87,9 @@ void elig_factset_fill(elig_factset *fs, elig_fact_fn fn, void *ud)
 void elig_factset_fill_profile(elig_factset *fs, elig_profile_source *s)
 {
     const elig_ruleset *rs = fs->rs;
-    if (fs->nidx != rs->nfacts) {
-        for (size_t i = 0; i < rs->nfacts; i++)
-            fs->idx[i] = (int8_t)map_fact_index(rs->facts[i].name);
-        fs->nidx = rs->nfacts;
-    }
     for (size_t i = 0; i < rs->nfacts; i++) {
-        const map_fact *f = fs->idx[i] >= 0 ? map_profile_fact_at(s->p, (size_t)fs->idx[i]) : NULL;
+        int ix = rs->facts[i].profile_ix;
+        const map_fact *f = ix >= 0 ? map_profile_fact_at(s->p, (size_t)ix) : NULL;
         set_index(fs, i, f ? f : elig_profile_fact(s, rs->facts[i].name));
     }
 }

@@ -70,6 +70,7 @@ typedef struct hnode {
 typedef struct efact {
     const char *name;
     map_fact_type type;
+    int8_t profile_ix;     /* map_fact_index(name), looked up once at load (-1: not a profile fact) */
     const char *codes[ELIG_MAX_CODES];
     size_t ncodes;
 } efact;
@@ -173,8 +174,6 @@ typedef struct fval {
 struct elig_factset {
     const elig_ruleset *rs;
     fval v[ELIG_MAX_FACTS];
-    size_t nidx;                 /* facts of rs with their profile index in idx (fill_profile) */
-    int8_t idx[ELIG_MAX_FACTS];  /* map_fact_index of the fact's name, -1 when not a profile fact */
 };
 
 struct elig_result {

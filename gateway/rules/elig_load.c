@@ -145,6 +145,7 @@ static int fact_index(ld *L, const fhir_node *at, const char *name, int *out)
         return lerr(L, at, "more than %d distinct facts", ELIG_MAX_FACTS);
     rs->facts[rs->nfacts].name = rs_str(rs, name);
     rs->facts[rs->nfacts].type = t;
+    rs->facts[rs->nfacts].profile_ix = (int8_t)map_fact_index(name); /* not per patient */
     *out = (int)rs->nfacts++;
     return 0;
 }
