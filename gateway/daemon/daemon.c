@@ -380,11 +380,25 @@ typedef struct res_walk {
     int rc;                   /* res_list_add's last answer */
 } res_walk;
 
-static int res_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
+static int res_bytes_cb(void *ctx, const void *data, size_t len)
 {
     res_walk *w = ctx;
-    w->rc = res_list_add(w->l, type, id, data, len, true);
+    w->rc = res_list_add(w->l, NULL, NULL, data, len, true);
     return w->rc != 0;
+}
+
+/* Names the patient's first cached record that does not decode in err (ctx); 1 to stop there. */
+static int name_undecodable(void *ctx, const char *type, const char *id, const void *data, size_t len)
+{
+    fhir_arena *t = fhir_arena_new(0);
+    fhir_error e;
+    fhir_error_clear(&e);
+    bool decodes = fhir_bin_or_json_read(NULL, t, data, len, &e) != NULL;
+    fhir_arena_free(t);
+    if (decodes)
+        return 0;
+    fhir_error_set(ctx, "cached %s/%s does not decode (%s)", type ? type : "?", id ? id : "?", e.msg);
+    return 1;
 }
 
 static int med_cb(void *ctx, const char *type, const char *id, const void *data, size_t len)
@@ -414,8 +428,14 @@ static int res_order(const void *a, const void *b)
 static int res_list_load(daemon_proc *d, res_list *l, const char *pid, elig_records *rec)
 {
     res_walk w = {l, 0};
-    if (store_resource_each(d->st, pid, res_cb, &w, l->err) < 0 || w.rc < 0)
+    if (store_resource_each(d->st, pid, res_bytes_cb, &w, l->err) < 0)
         return -1;
+    if (w.rc < 0) {
+        /* the bytes alone do not say which record that was: read again with the type and id
+         * columns, only on this path */
+        store_resource_each_named(d->st, pid, name_undecodable, l->err, l->err);
+        return -1;
+    }
     if (rec) {
         int64_t cached = l->full ? store_resource_count(d->st, pid) : (int64_t)l->read;
         if (cached < 0)

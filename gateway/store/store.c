@@ -472,6 +472,7 @@ enum {
     Q_RES_PUT,
     Q_RES_UPSERT,
     Q_RES_EACH,
+    Q_RES_EACH_NAMED,
     Q_RES_GET,
     Q_RES_DELETE,
     Q_RES_COUNT,
@@ -667,7 +668,9 @@ static const struct {
                       "excluded.json"},
     /* no ORDER BY: a sort would copy every row (json included) through a temporary b-tree;
      * the caller orders what it parsed (fewer bytes) */
-    [Q_RES_EACH] = {"resource read", "SELECT type, id, json FROM resources WHERE patient_id = ?"},
+    [Q_RES_EACH] = {"resource read", "SELECT json FROM resources WHERE patient_id = ?"},
+    [Q_RES_EACH_NAMED] = {"resource read",
+                          "SELECT type, id, json FROM resources WHERE patient_id = ?"},
     [Q_RES_GET] = {"resource read",
                    "SELECT type, id, json FROM resources WHERE type = ? AND id = ?"},
     [Q_DIRTY_MARK] = {"dirty mark", "INSERT OR IGNORE INTO daemon_dirty(patient_id, marked_ms) "
@@ -1783,29 +1786,59 @@ int store_resource_upsert(store *s, const char *patient_id, const char *type, co
 
 typedef struct res_ctx {
     store_resource_fn fn;
+    store_resource_bytes_fn bytes_fn;
     void *ctx;
 } res_ctx;
+
+/* A BLOB is the binary form; text (older rows, JSON writers) comes NUL-terminated. */
+static const void *res_bytes(sqlite3_stmt *st, int col, size_t *len)
+{
+    const void *data = sqlite3_column_type(st, col) == SQLITE_BLOB ? sqlite3_column_blob(st, col)
+                                                                   : (const void *)col_text(st, col);
+    *len = data ? (size_t)sqlite3_column_bytes(st, col) : 0;
+    return data ? data : "";
+}
 
 static int res_row(void *ctx, sqlite3_stmt *st)
 {
     res_ctx *c = ctx;
     if (!c->fn)
         return 0;
-    /* a BLOB is the binary form; text (older rows, JSON writers) comes NUL-terminated */
-    const void *data = sqlite3_column_type(st, 2) == SQLITE_BLOB ? sqlite3_column_blob(st, 2)
-                                                                 : (const void *)col_text(st, 2);
-    size_t len = (size_t)sqlite3_column_bytes(st, 2);
-    return c->fn(c->ctx, col_text(st, 0), col_text(st, 1), data ? data : "", data ? len : 0);
+    size_t len;
+    const void *data = res_bytes(st, 2, &len);
+    return c->fn(c->ctx, col_text(st, 0), col_text(st, 1), data, len);
 }
 
-int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
+/* Q_RES_EACH's row: the bytes alone (the type and id columns are not read) */
+static int res_bytes_row(void *ctx, sqlite3_stmt *st)
+{
+    res_ctx *c = ctx;
+    if (!c->bytes_fn)
+        return 0;
+    size_t len;
+    const void *data = res_bytes(st, 0, &len);
+    return c->bytes_fn(c->ctx, data, len);
+}
+
+int64_t store_resource_each(store *s, const char *patient_id, store_resource_bytes_fn fn, void *ctx,
                             fhir_error *err)
 {
     q x;
     if (q_take(s, Q_RES_EACH, &x, err))
         return -1;
     bind_text(x.st, 1, patient_id);
-    res_ctx c = {fn, ctx};
+    res_ctx c = {.bytes_fn = fn, .ctx = ctx};
+    return q_rows(s, &x, "resource read", res_bytes_row, &c, err);
+}
+
+int64_t store_resource_each_named(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
+                                  fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_RES_EACH_NAMED, &x, err))
+        return -1;
+    bind_text(x.st, 1, patient_id);
+    res_ctx c = {.fn = fn, .ctx = ctx};
     return q_rows(s, &x, "resource read", res_row, &c, err);
 }
 
@@ -1817,7 +1850,7 @@ int store_resource_get(store *s, const char *type, const char *id, store_resourc
         return -1;
     bind_text(x.st, 1, type);
     bind_text(x.st, 2, id);
-    res_ctx c = {fn, ctx};
+    res_ctx c = {.fn = fn, .ctx = ctx};
     int64_t n = q_rows(s, &x, "resource read", res_row, &c, err);
     return n < 0 ? -1 : n > 0;
 }

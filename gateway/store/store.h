@@ -163,13 +163,19 @@ int store_resource_put(store *s, const char *patient_id, const char *type, const
  * true when the resource was new or its bytes differed. */
 int store_resource_upsert(store *s, const char *patient_id, const char *type, const char *id,
                           const void *data, size_t len, bool *changed, fhir_error *err);
-/* Calls fn for every cached resource of the patient, in no particular order (borrowed
- * strings and bytes, valid during the call: data is JSON text, NUL-terminated, or the binary
- * form, fhir_bin_is); fn returns non-zero to stop. Returns the count visited or -1. */
+/* Calls fn for every cached resource of the patient, in no particular order (borrowed bytes,
+ * valid during the call: data is JSON text, NUL-terminated, or the binary form, fhir_bin_is;
+ * the resource's type and id are in them, not read a second time); fn returns non-zero to
+ * stop. Returns the count visited or -1. */
+typedef int (*store_resource_bytes_fn)(void *ctx, const void *data, size_t len);
+int64_t store_resource_each(store *s, const char *patient_id, store_resource_bytes_fn fn, void *ctx,
+                            fhir_error *err);
+/* The same with each resource's type and id (borrowed strings): for a caller that must name
+ * one (a record that does not decode), the columns store_resource_each leaves unread. */
 typedef int (*store_resource_fn)(void *ctx, const char *type, const char *id, const void *data,
                                  size_t len);
-int64_t store_resource_each(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
-                            fhir_error *err);
+int64_t store_resource_each_named(store *s, const char *patient_id, store_resource_fn fn, void *ctx,
+                                  fhir_error *err);
 /* Calls fn once with the cached resource type/id (borrowed strings). 1 found, 0 absent, -1. */
 int store_resource_get(store *s, const char *type, const char *id, store_resource_fn fn,
                        void *ctx, fhir_error *err);

@@ -236,6 +236,14 @@ static void test_transactions_and_audit(void **state)
     store_close(s);
 }
 
+static int collect_bytes(void *ctx, const void *data, size_t len)
+{
+    char *acc = ctx;
+    strncat(acc, data, len);
+    strcat(acc, ";");
+    return 0;
+}
+
 static int collect(void *ctx, const char *type, const char *id, const void *data, size_t len)
 {
     (void)data;
@@ -267,11 +275,17 @@ static void test_cursors_resources_verdicts(void **state)
     assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "{\"v\":2}", 7, &err), 0);
     assert_int_equal(store_resource_put(s, "p2", "Condition", "c9", "{}", 2, &err), 0);
     char acc[256] = "";
-    assert_int_equal(store_resource_each(s, "p1", collect, acc, &err), 2);
+    assert_int_equal(store_resource_each_named(s, "p1", collect, acc, &err), 2);
     /* in no particular order (the daemon orders what it parsed) */
     assert_int_equal(strlen(acc), strlen("Condition/c1;Patient/p1;"));
     assert_non_null(strstr(acc, "Condition/c1;"));
     assert_non_null(strstr(acc, "Patient/p1;"));
+    /* the bytes alone, the last ones of each */
+    acc[0] = '\0';
+    assert_int_equal(store_resource_each(s, "p1", collect_bytes, acc, &err), 2);
+    assert_int_equal(strlen(acc), strlen("{};{\"v\":2};"));
+    assert_non_null(strstr(acc, "{};"));
+    assert_non_null(strstr(acc, "{\"v\":2};"));
 
     assert_int_equal(store_verdict_get(s, "p1", NULL, NULL, NULL, &err), 0);
     assert_int_equal(store_verdict_put(s, "p1", "sha256:abc", "eligible", "{}", "{\"x\":1}", &err), 0);
