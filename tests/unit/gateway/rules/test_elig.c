@@ -1017,6 +1017,60 @@ static void test_load_dir_missing(void **state)
     assert_non_null(strstr(err.msg, "/nonexistent/criteria"));
 }
 
+/* A criteria directory read whole: a copy of conf/criteria loads to the same ruleset hash; a
+ * file one byte past ELIG_MAX_FILE_BYTES is refused by name, and a file at the cap is read to
+ * its end (the reader grows to the file, it is not cut short). */
+static void test_load_dir_file_sizes(void **state)
+{
+    (void)state;
+    char tmpl[] = "/tmp/cartgate-elig-XXXXXX";
+    char *dir = mkdtemp(tmpl);
+    assert_non_null(dir);
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "cp '%s'/*.json '%s'/", criteria_dir(), dir);
+    assert_int_equal(system(cmd), 0);
+    fhir_error err;
+    elig_ruleset *want = elig_load_dir(criteria_dir(), &err);
+    assert_non_null(want);
+    elig_ruleset *got = elig_load_dir(dir, &err);
+    assert_non_null(got);
+    assert_string_equal(elig_ruleset_hash(got), elig_ruleset_hash(want));
+    elig_ruleset_free(got);
+
+    /* at the cap: a criteria file padded with spaces to exactly ELIG_MAX_FILE_BYTES bytes
+     * still loads (and changes nothing the rules read: same hash is not required, the bytes
+     * differ, but it must load) */
+    char path[1200];
+    snprintf(path, sizeof path, "%s/zz-pad.json", dir);
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    const char *body = "{}";
+    for (size_t i = 0; i + 2 < ELIG_MAX_FILE_BYTES; i++)
+        fputc(' ', f);
+    fputs(body, f);
+    fclose(f);
+    got = elig_load_dir(dir, &err);
+    if (got) { /* "{}" may not be a valid criteria file; what matters is how it is read */
+        elig_ruleset_free(got);
+    } else {
+        assert_null(strstr(err.msg, "larger than"));
+        assert_non_null(strstr(err.msg, "zz-pad.json"));
+    }
+    /* one byte past the cap */
+    f = fopen(path, "ab");
+    assert_non_null(f);
+    fputc(' ', f);
+    fclose(f);
+    assert_null(elig_load_dir(dir, &err));
+    char wantmsg[1400];
+    snprintf(wantmsg, sizeof wantmsg, "%s:1: file larger than %u bytes", path, ELIG_MAX_FILE_BYTES);
+    assert_string_equal(err.msg, wantmsg);
+
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    assert_int_equal(system(cmd), 0);
+    elig_ruleset_free(want);
+}
+
 /* ---- open world, notes, consult, pending ------------------------------------------- */
 
 static map_fact *tp_fact(tp *p, const char *name)
@@ -1384,6 +1438,7 @@ int main(void)
         cmocka_unit_test(test_loader_errors_new_keys),
         cmocka_unit_test(test_loader_short),
         cmocka_unit_test(test_load_dir_missing),
+        cmocka_unit_test(test_load_dir_file_sizes),
     };
     int rc = cmocka_run_group_tests_name("elig", tests, setup, teardown);
     rc |= cmocka_run_group_tests_name("elig_loader", loader, NULL, NULL);
