@@ -78,6 +78,7 @@ struct daemon_proc {
     admin_metrics m;
     fhir_json_reader *rd;    /* parses cached resources stored as JSON (older rows) */
     size_t max_resources;    /* a patient's records read per screening (DAEMON_SCREEN_MAX_RESOURCES) */
+    size_t arena_max;        /* bytes of a patient's records per screening (DAEMON_SCREEN_ARENA_MAX) */
     fhir_buf bin;            /* a resource's binary form being cached (DAEMON_RESOURCE_MAX) */
 };
 
@@ -547,7 +548,7 @@ static int job_build(daemon_proc *d, screen_job *j, const char *pid, fhir_error 
     daemon_rt *rt = d->rt;
     memset(j, 0, sizeof *j);
     j->pid = fhir_xstrdup(pid);
-    j->l.a = fhir_arena_new(DAEMON_SCREEN_ARENA_MAX);
+    j->l.a = fhir_arena_new(d->arena_max);
     j->l.rd = d->rd;
     j->l.max = d->max_resources;
     j->l.err = err;
@@ -1509,6 +1510,19 @@ static size_t screen_max_resources(void)
     return DAEMON_SCREEN_MAX_RESOURCES;
 }
 
+/* DAEMON_SCREEN_ARENA_MAX, or the test hook's lower value (daemon.h). */
+static size_t screen_arena_max(void)
+{
+    const char *v = getenv("CARTGATE_TEST_SCREEN_ARENA_MAX");
+    char *end = NULL;
+    long long n = v && *v ? strtoll(v, &end, 10) : 0;
+    if (n >= 4096 && n <= (long long)DAEMON_SCREEN_ARENA_MAX && end && !*end) {
+        fhir_log(FHIR_LOG_WARN, "daemon.test_hook", "name=CARTGATE_TEST_SCREEN_ARENA_MAX value=%lld", n);
+        return (size_t)n;
+    }
+    return DAEMON_SCREEN_ARENA_MAX;
+}
+
 daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err)
 {
     daemon_proc *d = fhir_xcalloc(1, sizeof *d);
@@ -1520,6 +1534,7 @@ daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error 
     d->st = st;
     d->rd = fhir_json_reader_new(NULL);
     d->max_resources = screen_max_resources();
+    d->arena_max = screen_arena_max();
     refer_set_composer(compose_texts, d);
     return d;
 }
@@ -1667,6 +1682,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
         goto fail;
     d->rd = fhir_json_reader_new(NULL);
     d->max_resources = screen_max_resources();
+    d->arena_max = screen_arena_max();
     fhir_buf_init(&d->bin, DAEMON_RESOURCE_MAX);
     refer_set_composer(compose_texts, d);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",

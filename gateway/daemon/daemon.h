@@ -23,7 +23,9 @@
 /* A patient's cached records read for one screening, at most (with the Medications they
  * reference, each a pointer in the screening's list): past it, or past DAEMON_SCREEN_ARENA_MAX,
  * the verdict is made from the records read and says so (event=screen.partial). The test hook
- * CARTGATE_TEST_SCREEN_MAX_RESOURCES=N (1 to this) lowers it for `cartgate run`: tests only. */
+ * CARTGATE_TEST_SCREEN_MAX_RESOURCES=N (1 to this) lowers it for `cartgate run`, and
+ * CARTGATE_TEST_SCREEN_ARENA_MAX=BYTES (4096 to DAEMON_SCREEN_ARENA_MAX) the arena's cap: tests
+ * only (a chart over 512 MiB is not a test fixture). */
 #define DAEMON_SCREEN_MAX_RESOURCES 100000
 #define DAEMON_RETENTION_INTERVAL_S 3600     /* store.retention applied at start, then this often */
 #define DAEMON_NOTIFY_SCAN_S 5               /* stuck / declined referrals and the digest looked for */

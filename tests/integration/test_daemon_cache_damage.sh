@@ -18,6 +18,9 @@
 #      ("partial":{"read":4,"cached":10}, the explanation's first line "Only the first 4 of
 #      10 records in this chart were read; the verdict may miss facts."), event=screen.partial
 #      with the counts, cartgate_screen_partial_total 1.
+#   5. A third daemon with the memory for one chart lowered by the test hook
+#      CARTGATE_TEST_SCREEN_ARENA_MAX=8192 (DAEMON_SCREEN_ARENA_MAX is 512 MiB): the records that
+#      fit are read and the verdict is marked partial the same way, nothing fails.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 daemon_need_tools
@@ -191,5 +194,33 @@ jget "$TMP/resp" 'd.explanation' | grep -q "Only the first 4 of 10 records in th
 grep -q "Only the first 4 of 10 records in this chart were read" "$TMP/packet.txt" ||
   fail "the referral packet does not say so: $(head -c 600 "$TMP/packet.txt")"
 ok "the proposal's summary and the referral packet the center reads say so too"
+stop_daemon "$DPID"
+
+# ---- 5. past the memory left for one chart: a verdict marked partial too ---------------------
+# The arena's cap (DAEMON_SCREEN_ARENA_MAX, 512 MiB) lowered by the test hook: the records that
+# fit are read, the verdict says how many of the 10.
+source_conf mem "{\"name\": \"ehr\", \"kind\": \"search\", \"base_url\": \"$EHR\", \"interval_s\": 1, \"page_size\": 50}"
+MDB="$TMP/mem.db"
+export CARTGATE_TEST_SCREEN_ARENA_MAX=8192
+start_daemon mem "$TMP/mem.conf"
+unset CARTGATE_TEST_SCREEN_ARENA_MAX
+mem_partial() { grep -q 'event="screen.partial"' "$TMP/mem.log" &&
+  [ "$(sqlite3 "$MDB" "SELECT count(*) FROM verdicts WHERE patient_id='$PAT'")" = 1 ]; }
+wait_for "the screening past the memory cap" 120 mem_partial
+grep -q 'event="daemon.test_hook" name="CARTGATE_TEST_SCREEN_ARENA_MAX" value="8192"' "$TMP/mem.log" ||
+  fail "the arena test hook is not logged"
+line=$(grep 'event="screen.partial"' "$TMP/mem.log" | head -n1)
+READ=$(printf '%s\n' "$line" | sed -n 's/.* read="\([0-9]*\)" cached="10".*/\1/p')
+[ -n "$READ" ] && [ "$READ" -lt 10 ] || fail "screen.partial past the memory cap without the counts: $line"
+ok "event=screen.partial past the memory cap: read $READ of 10"
+sqlite3 "$MDB" "SELECT verdict_json FROM verdicts WHERE patient_id='$PAT'" >"$TMP/mem.verdict.json"
+[ "$(jget "$TMP/mem.verdict.json" 'JSON.stringify(d.partial)')" = "{\"read\":$READ,\"cached\":10}" ] ||
+  fail "the verdict is not marked partial: $(head -c 400 "$TMP/mem.verdict.json")"
+[ "$(jget "$TMP/mem.verdict.json" 'd.explanation[0]')" = \
+  "Only the first $READ of 10 records in this chart were read; the verdict may miss facts." ] ||
+  fail "the explanation does not say so first: $(jget "$TMP/mem.verdict.json" 'd.explanation[0]')"
+ok "the verdict says in plain words that only $READ of the 10 records were read"
+if grep -q 'event="screen.failed"' "$TMP/mem.log"; then fail "a screening failed past the memory cap: $(grep 'event="screen.failed"' "$TMP/mem.log" | head -n1)"; fi
+ok "nothing failed: the records past the cap were left out, said, and counted"
 stop_daemon "$DPID"
 echo "test_daemon_cache_damage: $CHECKS checks passed"
