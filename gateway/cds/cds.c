@@ -333,6 +333,23 @@ static void begin(serve_req *r, cds *c, call_kind kind)
     jwks_get(c->jwks, k->client->jwks_url, false, on_keys, k);
 }
 
+/* The head check of the hook routes (serve_route_head_check): what begin() refuses before
+ * any key set is fetched (no such service, no bearer JWT, no allow-listed client named in
+ * it), so that a request it refuses is never read. Nothing is stored or fetched. */
+static bool head_ok(const serve_req *r, void *ud)
+{
+    cds *c = ud;
+    const char *auth = serve_header(r, "Authorization");
+    if (!svc_find(serve_param(r, "id")) || !auth || strncasecmp(auth, "Bearer ", 7) || !auth[7])
+        return false;
+    fhir_arena *a = fhir_arena_new(CDS_ARENA_MAX);
+    fhir_error err;
+    fhir_error_clear(&err);
+    bool ok = cds_jwt_pick(c->clients, c->n_clients, jose_peek(auth + 7, 0, a), jose_peek(auth + 7, 1, a), &err);
+    fhir_arena_free(a);
+    return ok;
+}
+
 static void h_service(serve_req *r, void *ud) { begin(r, ud, K_SERVICE); }
 static void h_feedback(serve_req *r, void *ud) { begin(r, ud, K_FEEDBACK); }
 
@@ -931,6 +948,9 @@ int cds_add_routes(cds *c, serve *s, fhir_error *err)
 {
     if (serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], c, err))
         return -1;
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+        if (!strcmp(ROUTES[i].method, "POST") && serve_route_head_check(s, "POST", ROUTES[i].pattern, head_ok, err))
+            return -1;
     serve_on_free(s, on_serve_free, c);
     return 0;
 }

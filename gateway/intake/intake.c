@@ -87,6 +87,20 @@ static bool site_of(intake *in, serve_req *r, char *client_out)
     return false;
 }
 
+/* The head check of the site routes (serve_route_head_check): a bearer token of a registered
+ * site, as site_of() reads it; a store error is left to site_of() (500). Counts nothing. */
+static bool site_head_ok(const serve_req *r, void *ud)
+{
+    intake *in = ud;
+    const char *h = serve_header(r, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7))
+        return false;
+    char client[INTAKE_AUTH_CLIENT_MAX];
+    fhir_error e;
+    fhir_error_clear(&e);
+    return intake_auth_check(in->auth, in->env.st, h + 7, client, &e) != 0;
+}
+
 /* ---- discovery ---------------------------------------------------------------------------- */
 
 static void h_metadata(serve_req *r, void *ud)
@@ -650,6 +664,11 @@ int intake_add_routes(intake *in, serve *s, fhir_error *err)
 {
     if (serve_add_routes(s, ROUTES, sizeof ROUTES / sizeof ROUTES[0], in, err))
         return -1;
+    /* the site routes refuse a request without a site's token before its body is read */
+    for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
+        if (ROUTES[i].fn != h_metadata && ROUTES[i].fn != h_smart && ROUTES[i].fn != h_token &&
+            serve_route_head_check(s, ROUTES[i].method, ROUTES[i].pattern, site_head_ok, err))
+            return -1;
     return serve_route_body_cap(s, "POST", "/fhir", in->max_body, h_too_large, err);
 }
 

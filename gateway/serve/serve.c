@@ -39,6 +39,7 @@ typedef struct reg {
     void *ud;
     size_t max_body;           /* 0 = the listener's (serve_route_body_cap) */
     serve_handler too_large;
+    serve_head_check head_ok;  /* SERVE_OWN_AUTH: the handler's check of the head (serve_route_head_check) */
 } reg;
 
 typedef struct conn conn;
@@ -49,8 +50,17 @@ struct conn {
     bool busy;                /* a request was dispatched and is not answered yet */
     bool evicted;             /* shut down to make room; freed by the sweep */
     bool nodelay;             /* TCP_NODELAY set (on its first request: evhttp sets the socket late) */
+    /* the head of the next request, seen before evhttp reads it ("before the body" below) */
+    int head;                 /* HEAD_WAIT, HEAD_PASSED or HEAD_CUT */
+    struct evbuffer *held;    /* the bytes of a head not yet complete, kept from evhttp */
+    struct evbuffer_cb_entry *input_cb;
+    size_t scanned;           /* bytes of held searched for the end of the head */
+    uint64_t cut_len;         /* the Content-Length of a request cut (HEAD_CUT) */
+    bool in_input;            /* on_input runs (its own moves call it again) */
     conn *prev, *next;        /* newest first: the oldest is at the tail */
 };
+
+enum { HEAD_WAIT, HEAD_PASSED, HEAD_CUT };
 
 struct serve_req {
     serve *s;
@@ -74,6 +84,10 @@ struct serve_req {
     bool own_cache_control;
     char *hname[MAX_EXTRA_HEADERS], *hval[MAX_EXTRA_HEADERS];
     size_t nhdr;
+    const struct evkeyvalq *head_hdrs; /* a head seen before evhttp read it (dry run) */
+    bool dry;                  /* a dry run of the checks on a head: refusals are noted, not sent */
+    int refused;               /* the status a dry run would answer (0: none) */
+    bool cut;                  /* its body was never read: refused from its head (HEAD_CUT) */
     int64_t t0;
     serve_req *prev, *next;    /* pending (asynchronous) requests */
 };
@@ -250,13 +264,19 @@ int serve_add_routes(serve *s, const serve_route *routes, size_t n, void *ud, fh
     return 0;
 }
 
+/* The registered route method + pattern, or NULL. */
+static reg *find_reg(serve *s, const char *method, const char *pattern)
+{
+    for (size_t i = 0; i < s->n_routes; i++)
+        if (!strcmp(s->routes[i].r->method, method) && !strcmp(s->routes[i].r->pattern, pattern))
+            return &s->routes[i];
+    return NULL;
+}
+
 int serve_route_body_cap(serve *s, const char *method, const char *pattern, size_t max_body,
                          serve_handler too_large, fhir_error *err)
 {
-    reg *g = NULL;
-    for (size_t i = 0; i < s->n_routes && !g; i++)
-        if (!strcmp(s->routes[i].r->method, method) && !strcmp(s->routes[i].r->pattern, pattern))
-            g = &s->routes[i];
+    reg *g = find_reg(s, method, pattern);
     if (!g)
         return fhir_error_set(err, "body cap for %s %s: no such route", method, pattern);
     g->max_body = max_body;
@@ -265,6 +285,18 @@ int serve_route_body_cap(serve *s, const char *method, const char *pattern, size
         s->body_read_max = max_body + SERVE_BODY_SLACK;
     if (s->http)
         evhttp_set_max_body_size(s->http, (ev_ssize_t)s->body_read_max);
+    return 0;
+}
+
+int serve_route_head_check(serve *s, const char *method, const char *pattern, serve_head_check fn, fhir_error *err)
+{
+    reg *g = find_reg(s, method, pattern);
+    if (!g)
+        return fhir_error_set(err, "head check for %s %s: no such route", method, pattern);
+    if (!(g->r->flags & SERVE_OWN_AUTH))
+        return fhir_error_set(err, "head check for %s %s: the listener checks the credentials of this route itself",
+                              method, pattern);
+    g->head_ok = fn;
     return 0;
 }
 
@@ -325,6 +357,8 @@ static void conn_free(conn *c)
     if (c->next)
         c->next->prev = c->prev;
     event_free(c->deadline);
+    evbuffer_remove_cb_entry(bufferevent_get_input(c->bev), c->input_cb);
+    evbuffer_free(c->held);
     bufferevent_decref(c->bev); /* the last reference: the bufferevent and its fd go */
     if (c->evicted)
         s->evicting--;
@@ -417,6 +451,8 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     close_under(c);
 }
 
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg);
+
 /* evhttp asks for the bufferevent of each accepted connection: TLS or plain. */
 static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
 {
@@ -443,7 +479,11 @@ static struct bufferevent *on_new_conn(struct event_base *base, void *arg)
     c->s = s;
     c->bev = bev;
     c->deadline = evtimer_new(base, on_deadline, c);
-    if (!c->deadline)
+    c->held = evbuffer_new();
+    if (!c->deadline || !c->held)
+        abort();
+    c->input_cb = evbuffer_add_cb(bufferevent_get_input(bev), on_input, c);
+    if (!c->input_cb)
         abort();
     c->next = s->conns;
     if (s->conns)
@@ -476,6 +516,289 @@ static conn *conn_of(serve *s, struct evhttp_request *req)
     return NULL;
 }
 
+/* ---- before the body -------------------------------------------------------------------------
+ *
+ * evhttp reads a request's whole body before it calls us, and libevent 2.1 has no hook that
+ * runs between a request's head and its body on a server (2.2's evhttp_set_newreqcb is not
+ * in 2.1; a request's header callback can only be set on a request object we never see in
+ * time). So each connection's input buffer carries a callback of ours that runs as bytes
+ * arrive, before evhttp's read callback: while the next request's head is not complete, its
+ * bytes are held back from evhttp (at most max_header_bytes; beyond that evhttp gets them
+ * and answers 400 itself). When the head is complete and declares a body (Content-Length > 0,
+ * or Transfer-Encoding), the checks of refuse_by_head() run on it dry. When they refuse it,
+ * the head evhttp gets is the same without its body: Content-Length, Transfer-Encoding,
+ * Expect and Connection are replaced by "Content-Length: 0" and "Connection: close", what
+ * came after the head is dropped, and reading is throttled to max_header_bytes. evhttp then
+ * hands us the request at once; handle() runs the same checks on it (with the declared
+ * length), which answer as they always did (401 with WWW-Authenticate, 403, 413, a route's
+ * own answer), and the connection closes after that answer (the unread body would otherwise
+ * be taken for the next request). A head declaring more than evhttp's body limit is left to
+ * evhttp, which answers 413 from the head too. After each answer (on_complete) the next head
+ * is waited for; bytes pipelined meanwhile are looked at then. */
+
+static bool refuse_by_head(serve_req *r, const char *uri, size_t blen, const reg **hit_out);
+static serve_req *req_new(serve *s);
+static void req_free(serve_req *r);
+
+#define HEAD_MAX_FIELDS 128 /* header fields of a head looked at; more: left to evhttp */
+
+/* The header fields of a head as evhttp reads them (http.c, evhttp_parse_headers_): lines end
+ * at LF, after an optional CR; a line starting with a space or tab continues the field before
+ * it (joined with one space); the name is what precedes the first ':'; the value loses leading
+ * spaces and trailing spaces and tabs. lines: the head after the request line. -1 when evhttp
+ * would refuse it or it has more than HEAD_MAX_FIELDS fields. */
+typedef struct head_line {
+    const char *p;
+    size_t n;
+} head_line;
+
+static size_t rtrim_lws(const char *p, size_t n)
+{
+    while (n && (p[n - 1] == ' ' || p[n - 1] == '\t' || p[n - 1] == '\r' || p[n - 1] == '\n'))
+        n--;
+    return n;
+}
+
+static int head_fields(const head_line *lines, size_t n, struct evkeyvalq *out)
+{
+    char *names[HEAD_MAX_FIELDS], *vals[HEAD_MAX_FIELDS];
+    size_t nf = 0;
+    int rc = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *p = lines[i].p;
+        size_t len = lines[i].n;
+        if (p[0] == ' ' || p[0] == '\t') {
+            if (!nf) {
+                rc = -1;
+                break;
+            }
+            while (len && (*p == ' ' || *p == '\t'))
+                p++, len--;
+            len = rtrim_lws(p, len);
+            size_t old = strlen(vals[nf - 1]);
+            char *v = realloc(vals[nf - 1], old + len + 2);
+            if (!v)
+                abort();
+            v[old] = ' ';
+            memcpy(v + old + 1, p, len);
+            v[old + 1 + len] = 0;
+            vals[nf - 1] = v;
+            continue;
+        }
+        const char *colon = memchr(p, ':', len);
+        if (!colon || nf == HEAD_MAX_FIELDS) {
+            rc = -1;
+            break;
+        }
+        const char *v = colon + 1;
+        size_t vn = len - (size_t)(v - p);
+        while (vn && *v == ' ')
+            v++, vn--;
+        names[nf] = strndup(p, (size_t)(colon - p));
+        vals[nf] = strndup(v, rtrim_lws(v, vn));
+        if (!names[nf] || !vals[nf])
+            abort();
+        nf++;
+    }
+    for (size_t i = 0; i < nf; i++) {
+        if (!rc && (strlen(names[i]) != strcspn(names[i], "\r\n") || evhttp_add_header(out, names[i], vals[i])))
+            rc = -1;
+        free(names[i]);
+        free(vals[i]);
+    }
+    return rc;
+}
+
+/* A field that decides whether and how a body follows: dropped from a cut head. */
+static bool body_field(const char *p, size_t n)
+{
+    static const char *const F[] = {"Content-Length", "Transfer-Encoding", "Expect", "Connection"};
+    const char *colon = memchr(p, ':', n);
+    size_t k = colon ? (size_t)(colon - p) : n;
+    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
+        if (k == strlen(F[i]) && !strncasecmp(p, F[i], k))
+            return true;
+    return false;
+}
+
+/* The peer address of c as evhttp names it. */
+static void conn_source(conn *c, char *out, size_t n)
+{
+    out[0] = 0;
+    bufferevent_data_cb rcb = NULL, wcb = NULL;
+    bufferevent_event_cb ecb = NULL;
+    void *evcon = NULL;
+    bufferevent_getcb(c->bev, &rcb, &wcb, &ecb, &evcon);
+    if (!evcon || released(c))
+        return;
+    char *addr = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evcon, &addr, &port);
+    snprintf(out, n, "%s", addr ? addr : "");
+}
+
+/* The head of lines (the request line first) without its body into cut: the fields that
+ * declare one dropped (with their continuation lines), "Content-Length: 0" and
+ * "Connection: close" added. */
+static void cut_head(const head_line *lines, size_t nl, struct evbuffer *cut)
+{
+    evbuffer_add(cut, lines[0].p, lines[0].n);
+    evbuffer_add(cut, "\r\n", 2);
+    bool dropping = false;
+    for (size_t i = 1; i < nl; i++) {
+        if (lines[i].p[0] != ' ' && lines[i].p[0] != '\t')
+            dropping = body_field(lines[i].p, lines[i].n);
+        if (dropping)
+            continue;
+        evbuffer_add(cut, lines[i].p, lines[i].n);
+        evbuffer_add(cut, "\r\n", 2);
+    }
+    evbuffer_add(cut, "Content-Length: 0\r\nConnection: close\r\n\r\n", 41);
+}
+
+/* A whole head, p[0, n) (its blank line included): when it declares a body and the checks
+ * refuse it, the head without its body into cut (see above) and true. */
+static bool head_refused(conn *c, const char *p, size_t n, struct evbuffer *cut)
+{
+    serve *s = c->s;
+    head_line lines[HEAD_MAX_FIELDS + 2];
+    size_t nl = 0;
+    for (size_t at = 0; at < n;) {
+        const char *lf = memchr(p + at, '\n', n - at);
+        if (!lf)
+            break;
+        size_t len = (size_t)(lf - (p + at));
+        if (len && p[at + len - 1] == '\r')
+            len--;
+        if (!len)
+            break; /* the blank line */
+        if (nl == sizeof lines / sizeof lines[0])
+            return false;
+        lines[nl++] = (head_line){p + at, len};
+        at = (size_t)(lf - p) + 1;
+    }
+    if (nl < 1 || memchr(p, 0, n))
+        return false;
+    /* the request line: METHOD SP URI SP VERSION (trailing spaces ignored, as evhttp does) */
+    size_t rl = lines[0].n;
+    while (rl && lines[0].p[rl - 1] == ' ')
+        rl--;
+    char *line = strndup(lines[0].p, rl);
+    if (!line)
+        abort();
+    char *sp = strchr(line, ' '), *ver = strrchr(line, ' ');
+    bool refused = false;
+    struct evkeyvalq hdrs;
+    TAILQ_INIT(&hdrs);
+    if (!sp || ver == sp || head_fields(lines + 1, nl - 1, &hdrs)) {
+        evhttp_clear_headers(&hdrs);
+        free(line);
+        return false;
+    }
+    *sp = *ver = 0;
+    const char *method = line, *uri = sp + 1;
+    /* the body it declares, read as evhttp reads it */
+    const char *te = evhttp_find_header(&hdrs, "Transfer-Encoding");
+    const char *cl = evhttp_find_header(&hdrs, "Content-Length");
+    long long declared = 0;
+    bool body = false, known = method_ok(method) || !strcmp(method, "HEAD");
+    if (te && !strcasecmp(te, "chunked")) {
+        body = true;
+    } else if (cl) {
+        char *end;
+        errno = 0;
+        declared = strtoll(cl, &end, 10);
+        body = *cl && !*end && !errno && declared > 0;
+    }
+    if (known && body && strcmp(method, "HEAD") && (uint64_t)declared <= s->body_read_max) {
+        serve_req *r = req_new(s);
+        r->dry = true;
+        r->head_hdrs = &hdrs;
+        snprintf(r->method, sizeof r->method, "%s", method);
+        conn_source(c, r->source, sizeof r->source);
+        const reg *hit = NULL;
+        refused = refuse_by_head(r, uri, (size_t)declared, &hit);
+        if (refused) {
+            cut_head(lines, nl, cut);
+            /* evhttp counts a head's lines against max_header_bytes: one grown past it by
+             * the two fields added is left as it was */
+            refused = evbuffer_get_length(cut) <= s->cfg.max_header_bytes;
+            if (!refused)
+                evbuffer_drain(cut, evbuffer_get_length(cut));
+        }
+        if (refused) {
+            fhir_log(FHIR_LOG_INFO, "serve.refused_unread", "method=%s route=%s status=%d declared_bytes=%lld",
+                     r->method, serve_route_name(r), r->refused, declared);
+            c->cut_len = (uint64_t)declared;
+        }
+        r->head_hdrs = NULL;
+        req_free(r);
+    }
+    evhttp_clear_headers(&hdrs);
+    free(line);
+    return refused;
+}
+
+/* The end of the head in c->held (its blank line included), or 0 while it is not complete. */
+static size_t head_end(conn *c, const char **p)
+{
+    size_t len = evbuffer_get_length(c->held), lim = c->s->cfg.max_header_bytes + 3;
+    size_t n = len < lim ? len : lim;
+    *p = (const char *)evbuffer_pullup(c->held, (ev_ssize_t)n);
+    size_t from = c->scanned > 2 ? c->scanned - 2 : 0;
+    for (size_t i = from; *p && i < n; i++) {
+        if ((*p)[i] != '\n')
+            continue;
+        if (i + 1 < n && (*p)[i + 1] == '\n')
+            return i + 2;
+        if (i + 2 < n && (*p)[i + 1] == '\r' && (*p)[i + 2] == '\n')
+            return i + 3;
+    }
+    c->scanned = n;
+    return 0;
+}
+
+/* Takes what arrived for the next request's head into c->held; when the head is whole (or
+ * too long to be), gives evhttp the bytes back, without the body when refused. */
+static void take_head(conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    if (c->head != HEAD_WAIT || c->in_input || !evbuffer_get_length(in))
+        return;
+    c->in_input = true;
+    evbuffer_add_buffer(c->held, in);
+    const char *p = NULL;
+    size_t end = head_end(c, &p);
+    if (end || evbuffer_get_length(c->held) > c->s->cfg.max_header_bytes) {
+        c->head = HEAD_PASSED;
+        c->scanned = 0;
+        struct evbuffer *cut = evbuffer_new();
+        if (!cut)
+            abort();
+        if (end && head_refused(c, p, end, cut)) {
+            c->head = HEAD_CUT;
+            evbuffer_drain(c->held, evbuffer_get_length(c->held));
+            evbuffer_add_buffer(c->held, cut);
+            /* what the client sends after the head is read at most this far, then left
+             * unread until the connection closes */
+            bufferevent_setwatermark(c->bev, EV_READ, 0, c->s->cfg.max_header_bytes);
+        }
+        evbuffer_free(cut);
+        /* in is empty here (all of it was taken); its front may be added to even while
+         * the bufferevent keeps its end frozen */
+        evbuffer_prepend_buffer(in, c->held);
+    }
+    c->in_input = false;
+}
+
+static void on_input(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+    (void)buf;
+    conn *c = arg;
+    if (info->n_added && !c->in_input)
+        take_head(c);
+}
+
 static void on_complete(struct evhttp_request *req, void *arg)
 {
     conn *c = conn_of(arg, req);
@@ -483,6 +806,10 @@ static void on_complete(struct evhttp_request *req, void *arg)
         c->busy = false;
         arm(c, c->s->cfg.request_timeout_s); /* the next request on this connection */
         listener_pause(c->s, false); /* this one may now make room for a new one */
+        if (c->head == HEAD_PASSED) {
+            c->head = HEAD_WAIT;
+            take_head(c); /* a request pipelined behind this one */
+        }
     }
 }
 
@@ -823,6 +1150,8 @@ const char *serve_body(serve_req *r, size_t *len)
 
 const char *serve_header(const serve_req *r, const char *name)
 {
+    if (r->head_hdrs)
+        return evhttp_find_header(r->head_hdrs, name);
     return r->req ? evhttp_find_header(evhttp_request_get_input_headers(r->req), name) : NULL;
 }
 
@@ -1185,69 +1514,32 @@ static void login_redirect(serve_req *r)
     fhir_buf_free(&b);
 }
 
-static void handle(struct evhttp_request *req, void *arg)
+/* A refusal by the checks of a head: sent, or in a dry run only noted. true. */
+static bool refuse(serve_req *r, int status, const char *msg)
 {
-    serve *s = arg;
-    s->stats.requests++;
-    conn *c = conn_of(s, req);
-    if (c) {
-        c->busy = true;
-        arm(c, s->cfg.response_timeout_s);
-        if (!c->nodelay) {
-            /* an answer larger than one segment must not wait for the client's delayed ACK of
-             * the previous one (Nagle: ~40 ms per page on keep-alive connections) */
-            int one = 1;
-            evutil_socket_t fd = bufferevent_getfd(c->bev);
-            if (fd >= 0)
-                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-            c->nodelay = true;
-        }
-    }
-    evhttp_request_set_on_complete_cb(req, on_complete, s);
-    serve_req *r = calloc(1, sizeof *r);
-    if (!r)
-        abort();
-    r->s = s;
-    r->req = req;
-    r->t0 = fhir_clock_mono_ms();
-    r->tls = s->ssl != NULL;
-    TAILQ_INIT(&r->query);
-    TAILQ_INIT(&r->form);
-    r->next = s->live;
-    if (s->live)
-        s->live->prev = r;
-    s->live = r;
-    struct evhttp_connection *ec = evhttp_request_get_connection(req);
-    if (ec) {
-        char *addr = NULL;
-        ev_uint16_t port = 0;
-        evhttp_connection_get_peer(ec, &addr, &port);
-        snprintf(r->source, sizeof r->source, "%s", addr ? addr : "");
-    }
-    const char *m;
-    switch (evhttp_request_get_command(req)) {
-    case EVHTTP_REQ_GET: m = "GET"; break;
-    case EVHTTP_REQ_HEAD: m = "HEAD"; break;
-    case EVHTTP_REQ_POST: m = "POST"; break;
-    case EVHTTP_REQ_PUT: m = "PUT"; break;
-    case EVHTTP_REQ_PATCH: m = "PATCH"; break;
-    case EVHTTP_REQ_DELETE: m = "DELETE"; break;
-    default: m = "OPTIONS"; break;
-    }
-    snprintf(r->method, sizeof r->method, "%s", m);
-    r->uri = evhttp_uri_parse_with_flags(evhttp_request_get_uri(req), 0);
+    if (r->dry)
+        r->refused = status;
+    else
+        serve_error(r, status, msg);
+    return true;
+}
+
+/* The checks of a request that need only its head, in the order of serve.h, on a request
+ * evhttp has read (r->req), or in a dry run on a head seen before evhttp reads it (r->dry:
+ * nothing is sent, r->refused is the status that would be). blen: the body's length (the
+ * declared length of a head, or of a request whose body was cut). true when r was refused
+ * (answered unless dry); false with *hit_out set: the body is read and the handler runs. */
+static bool refuse_by_head(serve_req *r, const char *uri, size_t blen, const reg **hit_out)
+{
+    serve *s = r->s;
+    const char *m = r->method;
+    r->uri = evhttp_uri_parse_with_flags(uri ? uri : "", 0);
     const char *path = r->uri ? evhttp_uri_get_path(r->uri) : NULL;
-    if (!r->uri || !path || path[0] != '/' || strstr(path, "/../") || strstr(path, "/./")) {
-        serve_error(r, 400, "malformed request URI");
-        return;
-    }
+    if (!r->uri || !path || path[0] != '/' || strstr(path, "/../") || strstr(path, "/./"))
+        return refuse(r, 400, "malformed request URI");
     r->path = fhir_xstrdup(path);
-    struct evbuffer *in = evhttp_request_get_input_buffer(req);
-    size_t blen = evbuffer_get_length(in);
-    if (blen > s->body_read_max) {
-        serve_error(r, 413, "request body too large");
-        return;
-    }
+    if (blen > s->body_read_max)
+        return refuse(r, 413, "request body too large");
 
     /* the route: path first, then method */
     const char *want = !strcmp(m, "HEAD") ? "GET" : m;
@@ -1269,16 +1561,145 @@ static void handle(struct evhttp_request *req, void *arg)
                 strcat(allow, ", HEAD");
         }
     }
+    if (r->dry)
+        r->route = hit; /* for the log line */
     /* the body, within the route's cap (or the listener's) */
     size_t cap = hit && hit->max_body ? hit->max_body : s->cfg.max_body_bytes;
     if (blen > cap) {
-        if (hit && hit->too_large) {
+        if (hit && hit->too_large && !r->dry) {
             r->route = hit;
             match(r, hit->r->pattern, path, true);
             hit->too_large(r, hit->ud);
-        } else {
-            serve_error(r, 413, "request body too large");
+            return true;
         }
+        return refuse(r, 413, "request body too large");
+    }
+    if (hit && (hit->r->flags & SERVE_OWN_AUTH)) {
+        /* the handler authenticates the caller itself (serve.h): no credential of ours is
+         * read, so none can ride along, and nothing here grants a role. Its head check says
+         * whether it will refuse the request from the head alone; then it answers that
+         * refusal itself, without a body */
+        r->route = hit;
+        match(r, hit->r->pattern, path, true);
+        if ((r->dry || r->cut) && hit->head_ok && !hit->head_ok(r, hit->ud)) {
+            if (r->dry)
+                r->refused = 401;
+            else
+                hit->r->fn(r, hit->ud);
+            return true;
+        }
+        *hit_out = hit;
+        return false;
+    }
+    bool bad_token;
+    authenticate(r, &bad_token);
+    if (bad_token)
+        return refuse(r, 401, "missing or wrong bearer token");
+    if (!path_known)
+        return r->has_who ? refuse(r, 404, "no such resource") : refuse(r, 401, "authentication required");
+    if (!hit) {
+        if (!r->has_who)
+            return refuse(r, 401, "authentication required");
+        if (!r->dry)
+            serve_add_header(r, "Allow", allow);
+        return refuse(r, 405, "method not allowed");
+    }
+    r->route = hit;
+    match(r, hit->r->pattern, path, true);
+    role need = hit->r->need;
+    if (need != ROLE_PUBLIC && !r->has_who) {
+        if (!(hit->r->flags & SERVE_HTML))
+            return refuse(r, 401, "authentication required");
+        if (r->dry)
+            r->refused = 303;
+        else
+            login_redirect(r);
+        return true;
+    }
+    if (need != ROLE_PUBLIC && !role_allows(r->who.mask, need)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "this needs the %s role (you act as %s)", role_name(need), role_name(r->who.role));
+        return refuse(r, 403, msg);
+    }
+    if (state_changing(m) && !origin_ok(r))
+        return refuse(r, 403, "cross-origin request refused");
+    *hit_out = hit;
+    return false;
+}
+
+static const char *method_of(enum evhttp_cmd_type t)
+{
+    switch (t) {
+    case EVHTTP_REQ_GET: return "GET";
+    case EVHTTP_REQ_HEAD: return "HEAD";
+    case EVHTTP_REQ_POST: return "POST";
+    case EVHTTP_REQ_PUT: return "PUT";
+    case EVHTTP_REQ_PATCH: return "PATCH";
+    case EVHTTP_REQ_DELETE: return "DELETE";
+    default: return "OPTIONS";
+    }
+}
+
+/* A new serve_req of s (not yet among the live ones). */
+static serve_req *req_new(serve *s)
+{
+    serve_req *r = calloc(1, sizeof *r);
+    if (!r)
+        abort();
+    r->s = s;
+    r->t0 = fhir_clock_mono_ms();
+    r->tls = s->ssl != NULL;
+    TAILQ_INIT(&r->query);
+    TAILQ_INIT(&r->form);
+    return r;
+}
+
+static void handle(struct evhttp_request *req, void *arg)
+{
+    serve *s = arg;
+    s->stats.requests++;
+    conn *c = conn_of(s, req);
+    if (c) {
+        c->busy = true;
+        arm(c, s->cfg.response_timeout_s);
+        if (!c->nodelay) {
+            /* an answer larger than one segment must not wait for the client's delayed ACK of
+             * the previous one (Nagle: ~40 ms per page on keep-alive connections) */
+            int one = 1;
+            evutil_socket_t fd = bufferevent_getfd(c->bev);
+            if (fd >= 0)
+                setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+            c->nodelay = true;
+        }
+    }
+    evhttp_request_set_on_complete_cb(req, on_complete, s);
+    serve_req *r = req_new(s);
+    r->req = req;
+    r->next = s->live;
+    if (s->live)
+        s->live->prev = r;
+    s->live = r;
+    struct evhttp_connection *ec = evhttp_request_get_connection(req);
+    if (ec) {
+        char *addr = NULL;
+        ev_uint16_t port = 0;
+        evhttp_connection_get_peer(ec, &addr, &port);
+        snprintf(r->source, sizeof r->source, "%s", addr ? addr : "");
+    }
+    snprintf(r->method, sizeof r->method, "%s", method_of(evhttp_request_get_command(req)));
+    /* a request refused from its head before its body was read: the body is not here (its
+     * declared length stands for it) and the connection closes after the answer */
+    r->cut = c && c->head == HEAD_CUT;
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    size_t blen = r->cut ? (size_t)c->cut_len : evbuffer_get_length(in);
+    const reg *hit = NULL;
+    if (refuse_by_head(r, evhttp_request_get_uri(req), blen, &hit))
+        return;
+    if (r->cut) {
+        /* refused when its head was seen, but not now: a handler never gets a request whose
+         * body was not read */
+        fhir_log(FHIR_LOG_WARN, "serve.cut_mismatch", "route=%s", serve_route_name(r));
+        serve_error(r, 400, "the request could not be read");
         return;
     }
     r->body = malloc(blen + 1);
@@ -1287,65 +1708,18 @@ static void handle(struct evhttp_request *req, void *arg)
     evbuffer_copyout(in, r->body, blen);
     r->body[blen] = 0;
     r->body_len = blen;
-    if (hit && (hit->r->flags & SERVE_OWN_AUTH)) {
-        /* the handler authenticates the caller itself (serve.h): no credential of ours is
-         * read, so none can ride along, and nothing here grants a role */
-        r->route = hit;
-        match(r, hit->r->pattern, path, true);
+    if (hit->r->flags & SERVE_OWN_AUTH) {
         hit->r->fn(r, hit->ud);
         return;
     }
-    bool bad_token;
-    authenticate(r, &bad_token);
-    if (bad_token) {
-        serve_error(r, 401, "missing or wrong bearer token");
-        return;
-    }
-    if (!path_known) {
-        if (r->has_who)
-            serve_error(r, 404, "no such resource");
-        else
-            serve_error(r, 401, "authentication required");
-        return;
-    }
-    if (!hit) {
-        if (!r->has_who) {
-            serve_error(r, 401, "authentication required");
+    if (state_changing(r->method) && r->has_who && r->who.via == ACCESS_VIA_SESSION &&
+        !(hit->r->flags & SERVE_NO_CSRF)) {
+        const char *tok = serve_header(r, "X-CSRF-Token");
+        if (!tok)
+            tok = serve_form(r, "csrf");
+        if (!access_csrf_check(&r->who, tok)) {
+            serve_error(r, 403, tok ? "wrong CSRF token" : "missing CSRF token");
             return;
-        }
-        serve_add_header(r, "Allow", allow);
-        serve_error(r, 405, "method not allowed");
-        return;
-    }
-    r->route = hit;
-    match(r, hit->r->pattern, path, true);
-    role need = hit->r->need;
-    if (need != ROLE_PUBLIC && !r->has_who) {
-        if (hit->r->flags & SERVE_HTML)
-            login_redirect(r);
-        else
-            serve_error(r, 401, "authentication required");
-        return;
-    }
-    if (need != ROLE_PUBLIC && !role_allows(r->who.mask, need)) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "this needs the %s role (you act as %s)", role_name(need), role_name(r->who.role));
-        serve_error(r, 403, msg);
-        return;
-    }
-    if (state_changing(m)) {
-        if (!origin_ok(r)) {
-            serve_error(r, 403, "cross-origin request refused");
-            return;
-        }
-        if (r->has_who && r->who.via == ACCESS_VIA_SESSION && !(hit->r->flags & SERVE_NO_CSRF)) {
-            const char *tok = serve_header(r, "X-CSRF-Token");
-            if (!tok)
-                tok = serve_form(r, "csrf");
-            if (!access_csrf_check(&r->who, tok)) {
-                serve_error(r, 403, tok ? "wrong CSRF token" : "missing CSRF token");
-                return;
-            }
         }
     }
     hit->r->fn(r, hit->ud);

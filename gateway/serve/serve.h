@@ -25,6 +25,14 @@
  * PEM files; serve_reload_tls() swaps them, existing connections keep theirs). Plain HTTP is
  * accepted only on a loopback bind, unless insecure_plain_http says otherwise (for a TLS
  * proxy on another host; never for people's browsers across a network).
+ * Before the body: a request that declares a body (Content-Length > 0, or chunked) is checked
+ * from its head before any of its body is read — the checks above up to the Origin check, the
+ * body cap against its Content-Length, and for a SERVE_OWN_AUTH route the handler's head check
+ * (serve_route_head_check). A request they refuse gets the same answer as before (401 with
+ * WWW-Authenticate, 403, 404, 405, the sign-in redirect, 413 or the route's own too_large
+ * answer), its body is never read, and the connection closes after the answer. A client that
+ * waits for "100 Continue" gets the refusal instead. The head is held back from evhttp until
+ * it is complete (at most max_header_bytes per connection).
  * Limits: at most max_connections at once (the listener pauses at the cap, connections then
  * wait in the kernel backlog); a request's headers and body must arrive within
  * request_timeout_s of the connection opening or of the previous reply (a client trickling
@@ -138,6 +146,17 @@ int serve_add_routes(serve *s, const serve_route *routes, size_t n, void *ud, fh
  * 0, or -1 with err (no such route). */
 int serve_route_body_cap(serve *s, const char *method, const char *pattern, size_t max_body,
                          serve_handler too_large, fhir_error *err);
+/* A SERVE_OWN_AUTH route's check of a request's head before its body is read: false when its
+ * handler will refuse the request from the head alone (no or unknown credentials). The
+ * listener then reads no body and hands the handler the request without one (serve_body
+ * empty), and the handler must answer that refusal without the body; true (also when it
+ * cannot tell) and the body is read as usual. Sees serve_header, serve_param, serve_path,
+ * serve_method, serve_source, serve_route_name; must have no side effects (the handler checks
+ * again). */
+typedef bool (*serve_head_check)(const serve_req *r, void *ud);
+/* Gives the registered SERVE_OWN_AUTH route method + pattern its head check. 0, or -1 with
+ * err (no such route, or not SERVE_OWN_AUTH: the listener checks the others itself). */
+int serve_route_head_check(serve *s, const char *method, const char *pattern, serve_head_check fn, fhir_error *err);
 /* Checks a route table without a listener (the same rules as serve_add_routes). */
 int serve_check_routes(const serve_route *routes, size_t n, fhir_error *err);
 

@@ -21,7 +21,9 @@
 #   - a Bundle over the listener's 1 MiB (a report with its document) is stored; one over
 #     intake.max_body_mib is refused 413 with an OperationOutcome, nothing stored;
 #   - /metrics: the intake counters (received, repeated, refused by reason) and the inbox by
-#     Task status, waiting and the oldest wait, HELP/TYPE (promtool), no PHI.
+#     Task status, waiting and the oldest wait, HELP/TYPE (promtool), no PHI;
+#   - credentials before the body: POST /fhir heads declaring 30 MiB without a site token get
+#     their 401 at once, the body never read; over 32 MiB with the token 413 unread.
 set -u
 . "$(dirname "$0")/daemon_lib.sh"
 . "$(dirname "$0")/center_lib.sh"
@@ -321,6 +323,46 @@ if grep -F -w -f "$TMP/phi.txt" "$TMP/metrics.txt" >"$TMP/phi-metrics.txt"; then
   fail "PHI in the center's metrics"
 fi
 ok "center /metrics: $total received, $(mv cartgate_intake_repeated_total) repeated, refused by reason, the inbox by status, $(mv cartgate_intake_waiting) waiting (oldest ${age%.*} s)${PROMTOOL:+, promtool clean}; no PHI"
+
+# ---- credentials before the body: heads whose body is never sent -------------------------------
+# POST /fhir declaring 30 MiB without a token, or with one that is not a site's: 401 (the same
+# OperationOutcome and WWW-Authenticate) at once, the body never read, the connection closed;
+# with the site's token a head over 32 MiB gets the 413 OperationOutcome the same way; with the
+# site's token and a Bundle's length nothing is answered until the Bundle is sent, then 200
+token "$TMP/site.pem" site-a "$CBASE/fhir/auth/token" "jti-unread-$$"
+[ "$CODE" = 200 ] || fail "a fresh token: $CODE $(cat "$TMP/tok.json")"
+CTOK=$(jget "$TMP/tok.json" d.access_token)
+node -e '
+const net=require("net"), fs=require("fs");
+const [port, tok, bundle]=[+process.argv[1], process.argv[2], fs.readFileSync(process.argv[3])];
+function ask(head, body) {
+  return new Promise(res => {
+    const s=net.connect(port, "127.0.0.1"), t0=Date.now();
+    let out="", before=null, done=false;
+    const end=closed => { if (!done) { done=true; s.destroy(); res({out, before, closed, ms: Date.now()-t0}); } };
+    s.on("data", d => out+=d); s.on("end", () => end(true)); s.on("error", () => end(true));
+    s.write(head);
+    if (body) setTimeout(() => { before=out; s.write(body); }, 700);
+    setTimeout(() => end(false), 10000);
+  });
+}
+const H=(auth, n) => "POST /fhir HTTP/1.1\r\nHost: x\r\nContent-Type: application/fhir+json\r\n" +
+  (auth ? "Authorization: Bearer "+auth+"\r\n" : "") + "Content-Length: "+n+"\r\nConnection: close\r\n\r\n";
+const fail=m => { console.error(m); process.exit(1); };
+(async () => {
+  for (const auth of [null, "not-a-token"]) {
+    const r=await ask(H(auth, 30<<20));
+    if (!/^HTTP\/1.1 401 /.test(r.out) || !r.out.includes("WWW-Authenticate: Bearer error=\"invalid_token\"") ||
+        !r.out.includes("\"resourceType\":\"OperationOutcome\"") || !r.closed || r.ms > 3000)
+      fail("30 MiB head, token "+auth+": "+r.ms+" ms closed="+r.closed+": "+r.out.slice(0, 300));
+  }
+  let r=await ask(H(tok, (32<<20)+1));
+  if (!/^HTTP\/1.1 413 /.test(r.out) || !r.out.includes("larger than this center accepts") || !r.closed || r.ms > 3000)
+    fail("32 MiB + 1 head with the token: "+r.ms+" ms: "+r.out.slice(0, 300));
+  r=await ask(H(tok, bundle.length), bundle);
+  if (r.before !== "" || !/^HTTP\/1.1 200 /.test(r.out)) fail("the Bundle with the token: before the body \""+r.before+"\", then "+r.out.slice(0, 300));
+})();' "$CPORT" "$CTOK" "$TMP/big.json" || fail "credentials before the body"
+ok "POST /fhir heads declaring 30 MiB without a site token (none, or not one): 401 OperationOutcome at once, the body never read; 32 MiB + 1 with the token: 413 unread; with the token a Bundle is waited for, then answered 200"
 
 stop_daemon "$SP"
 [ "$DRC" = 0 ] || fail "site exit status $DRC"

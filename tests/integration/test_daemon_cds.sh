@@ -139,6 +139,33 @@ for (const l of fs.readFileSync(process.argv[2],"utf8").trim().split("\n")) {
 }
 if (bad.length) { console.log(bad.slice(0,5).join(" ")); process.exit(1); }' "$TMP/cds.log" "$TMP/cohort/Patient.000.ndjson" >"$TMP/phi.out" || fail "PHI in the log: $(cat "$TMP/phi.out")"
 ok "401s logged with their reason; no token, JWT, name or birth date in the log"
+# credentials before the body: a hook call declaring 900 KB without a bearer JWT, or with one
+# naming no allowed client, gets its 401 at once, the body never read, the connection closed
+node -e '
+const net=require("net"), port=+process.argv[1];
+const b64=o => Buffer.from(JSON.stringify(o)).toString("base64url");
+const jwt=b64({alg:"RS384",typ:"JWT"})+"."+b64({iss:"https://other-ehr.example",sub:"x"})+".c2ln";
+function ask(head) {
+  return new Promise(res => {
+    const s=net.connect(port, "127.0.0.1"), t0=Date.now();
+    let out="", done=false;
+    const end=closed => { if (!done) { done=true; s.destroy(); res({out, closed, ms: Date.now()-t0}); } };
+    s.on("data", d => out+=d); s.on("end", () => end(true)); s.on("error", () => end(true));
+    s.write(head);
+    setTimeout(() => end(false), 10000);
+  });
+}
+(async () => {
+  for (const auth of [null, jwt]) {
+    const r=await ask("POST /cds-services/cartgate-car-t HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+      (auth ? "Authorization: Bearer "+auth+"\r\n" : "") + "Content-Length: 900000\r\n\r\n");
+    if (!/^HTTP\/1.1 401 /.test(r.out) || !r.out.includes("WWW-Authenticate: Bearer error=\"invalid_token\"") || !r.closed || r.ms > 3000) {
+      console.error((auth ? "unknown iss" : "no JWT")+": "+r.ms+" ms closed="+r.closed+": "+r.out.slice(0, 300));
+      process.exit(1);
+    }
+  }
+})();' "$APORT" || fail "CDS credentials before the body"
+ok "hook calls declaring 900 KB without a JWT or with one naming no allowed client: 401 at once, the body never read"
 stop_daemon "$P"
 [ "$DRC" = 0 ] || fail "daemon exit status $DRC"
 echo "passed: $CHECKS checks"

@@ -25,6 +25,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fhir_clock.h"
 #include "serve.h"
 #include "serve_auth.h"
 
@@ -83,7 +84,29 @@ static void h_own(serve_req *r, void *ud)
     serve_reply(r, 200, "text/plain", b, (size_t)n);
 }
 
+/* A clinician's route that takes a large body (its cap is 32 MiB, like the center intake's):
+ * answers with the number of bytes it got. */
+#define BIG_CAP (32u << 20)
+static void h_big(serve_req *r, void *ud)
+{
+    (void)ud;
+    size_t n = 0;
+    serve_body(r, &n);
+    char b[64];
+    int k = snprintf(b, sizeof b, "big %zu\n", n);
+    serve_reply(r, 200, "text/plain", b, (size_t)k);
+}
+
+/* The own-auth route's head check: its handler refuses anything but this header. */
+static bool own_head_ok(const serve_req *r, void *ud)
+{
+    (void)ud;
+    const char *a = serve_header(r, "Authorization");
+    return a && !strcmp(a, "Bearer signed-by-the-ehr");
+}
+
 static const serve_route ROUTES[] = {
+    {"POST", "/t/big", ROLE_CLINICIAN, h_big, 0},
     {"GET", "/t/public", ROLE_PUBLIC, h_public, 0},
     {"GET", "/t/view", ROLE_VIEWER, h_view, 0},
     {"GET", "/t/page", ROLE_VIEWER, h_view, SERVE_HTML},
@@ -413,7 +436,7 @@ static void *client_plain(void *arg)
     free(big);
     /* a route with its own cap (100000 bytes, above this listener's 65536): under it the
      * handler gets the body, over it the route's own answer, far over it libevent's 413 */
-    size_t sizes[] = {80000, 120000, 100000 + SERVE_BODY_SLACK + 4096};
+    size_t sizes[] = {80000, 120000, BIG_CAP + SERVE_BODY_SLACK + 4096}; /* BIG_CAP: the largest cap */
     for (int i = 0; i < 3; i++) {
         big = malloc(sizes[i] + 1);
         memset(big, 'x', sizes[i]);
@@ -499,6 +522,14 @@ static void *client_limits(void *arg)
     return NULL;
 }
 
+/* A request body of 'x' for curl; counts the calls. */
+static size_t on_read(char *p, size_t sz, size_t n, void *ud)
+{
+    ++*(size_t *)ud;
+    memset(p, 'x', sz * n);
+    return sz * n;
+}
+
 static void *client_tls(void *arg)
 {
     live *L = arg;
@@ -509,6 +540,35 @@ static void *client_tls(void *arg)
     req(L, "GET", "/t/public", NULL, NULL, NULL, &r); /* the system store does not know our CA */
     CHECK(L, r.rc == CURLE_PEER_FAILED_VERIFICATION || r.rc == CURLE_SSL_CACERT, "TLS without the CA: %s",
           curl_easy_strerror(r.rc));
+    /* an anonymous POST of 30 MiB waiting for "100 Continue": refused from its head, no byte
+     * of its body asked for */
+    {
+        CURL *x = curl_easy_init();
+        char url[128];
+        snprintf(url, sizeof url, "%s/t/big", L->base);
+        curl_easy_setopt(x, CURLOPT_URL, url);
+        curl_easy_setopt(x, CURLOPT_CAINFO, L->ca);
+        curl_easy_setopt(x, CURLOPT_POST, 1L);
+        curl_easy_setopt(x, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(30 << 20));
+        curl_easy_setopt(x, CURLOPT_READFUNCTION, on_read);
+        size_t reads = 0;
+        curl_easy_setopt(x, CURLOPT_READDATA, &reads);
+        struct curl_slist *sl = curl_slist_append(NULL, "Expect: 100-continue");
+        curl_easy_setopt(x, CURLOPT_HTTPHEADER, sl);
+        curl_easy_setopt(x, CURLOPT_EXPECT_100_TIMEOUT_MS, 10000L);
+        curl_easy_setopt(x, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(x, CURLOPT_WRITEDATA, &r);
+        curl_easy_setopt(x, CURLOPT_TIMEOUT, 20L);
+        memset(&r, 0, sizeof r);
+        int64_t t0 = fhir_clock_mono_ms();
+        CURLcode xc = curl_easy_perform(x);
+        int64_t ms = fhir_clock_mono_ms() - t0;
+        curl_easy_getinfo(x, CURLINFO_RESPONSE_CODE, &r.code);
+        CHECK(L, xc == CURLE_OK && r.code == 401 && reads == 0 && ms < 5000, "TLS anonymous 30 MiB: %s %ld reads=%zu %lld ms",
+              curl_easy_strerror(xc), r.code, reads, (long long)ms);
+        curl_slist_free_all(sl);
+        curl_easy_cleanup(x);
+    }
     /* TLS 1.1 is refused */
     CURL *e = curl_easy_init();
     char url[128];
@@ -541,6 +601,162 @@ static void *client_tls(void *arg)
     CHECK(L, r.rc == CURLE_OK && r.code == 200, "after reload, the new CA: %s", curl_easy_strerror(r.rc));
     req(L, "GET", "/t/public", NULL, NULL, L->ca, &r);
     CHECK(L, r.rc != CURLE_OK, "after reload, the old CA still accepted");
+    return NULL;
+}
+
+/* Sends data on fd, then reads for up to ms (until the end of the stream): what was answered
+ * (NUL-terminated) into out; *closed when the stream ended. */
+static size_t raw_ask(int fd, const char *data, int ms, char *out, size_t n, bool *closed)
+{
+    *closed = false;
+    size_t got = 0;
+    out[0] = 0;
+    if (data && send(fd, data, strlen(data), MSG_NOSIGNAL) != (ssize_t)strlen(data))
+        return 0;
+    for (int waited = 0; waited < ms && got + 1 < n; waited += 50) {
+        ssize_t k = raw_wait(fd, out + got, n - 1 - got, 50);
+        if (k == 0 || (k < 0 && errno == ECONNRESET)) {
+            *closed = true;
+            break;
+        }
+        if (k > 0)
+            got += (size_t)k;
+        out[got] = 0;
+    }
+    return got;
+}
+
+/* Sends n bytes of 'x' (blocking): true when all went. */
+static bool raw_body(int fd, size_t n)
+{
+    static char chunk[65536];
+    memset(chunk, 'x', sizeof chunk);
+    while (n) {
+        size_t k = n < sizeof chunk ? n : sizeof chunk;
+        ssize_t w = send(fd, chunk, k, MSG_NOSIGNAL);
+        if (w <= 0)
+            return false;
+        n -= (size_t)w;
+    }
+    return true;
+}
+
+/* head sent alone on a new connection: answered at once with status and text in it, and the
+ * connection closed (the body it declares is never sent). */
+static void refused_unread(live *L, const char *head, const char *status, const char *text, const char *what)
+{
+    char out[8192];
+    bool closed;
+    int fd = raw_connect(L->port);
+    raw_ask(fd, head, 5000, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, status, strlen(status)) && strstr(out, text) && closed, "%s: closed=%d %.200s", what, closed,
+          out);
+    close(fd);
+}
+
+/* Credentials are checked from a request's head before its body is read: requests whose
+ * body is never sent are answered at once (and the connection closed) when refused, and
+ * wait for their body when accepted. */
+static void *client_unread(void *arg)
+{
+    live *L = arg;
+    char out[8192], head[1024];
+    bool closed;
+    const size_t big = 30u << 20;
+    /* anonymous: 401 with WWW-Authenticate, the JSON error, then the end */
+    int fd = raw_connect(L->port);
+    snprintf(head, sizeof head, "POST /t/big HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                                "Content-Length: %zu\r\n\r\n", big);
+    int64_t t0 = fhir_clock_mono_ms();
+    raw_ask(fd, head, 5000, out, sizeof out, &closed);
+    int64_t ms = fhir_clock_mono_ms() - t0;
+    if (getenv("SERVE_TEST_DEBUG"))
+        fprintf(stderr, "anonymous 30 MiB head: answered in %lld ms\n", (long long)ms);
+    CHECK(L, !strncmp(out, "HTTP/1.1 401", 12) && ci_find(out, "WWW-Authenticate: Bearer") &&
+                 strstr(out, "\"status\":401") && closed && ms < 3000,
+          "anonymous 30 MiB unsent: closed=%d %lld ms: %.200s", closed, (long long)ms, out);
+    close(fd);
+    /* a viewer's token: 403 */
+    char vh[160], ch[160];
+    snprintf(vh, sizeof vh, "Authorization: Bearer %s\r\n", L->vtok);
+    snprintf(ch, sizeof ch, "Authorization: Bearer %s\r\n", L->ctok);
+    snprintf(head, sizeof head, "POST /t/big HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n", vh, big);
+    refused_unread(L, head, "HTTP/1.1 403", "needs the clinician role", "viewer 30 MiB unsent");
+    /* a wrong token, the head arriving in three pieces, and "Expect: 100-continue": the
+     * refusal, never a "100 Continue" */
+    fd = raw_connect(L->port);
+    raw_ask(fd, "POST /t/big HTTP/1.1\r\nHo", 150, out, sizeof out, &closed);
+    CHECK(L, !out[0] && !closed, "answered a partial head: %.200s", out);
+    snprintf(head, sizeof head, "st: x\r\nAuthorization: Bearer cgt_nope\r\nExpect: 100-continue\r\nContent-Length: %zu\r\n",
+             big);
+    raw_ask(fd, head, 150, out, sizeof out, &closed);
+    CHECK(L, !out[0] && !closed, "answered a partial head: %.200s", out);
+    raw_ask(fd, "\r\n", 5000, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, "HTTP/1.1 401", 12) && strstr(out, "wrong bearer token") && !strstr(out, "100 Continue") &&
+                 closed,
+          "wrong token in pieces: %.200s", out);
+    close(fd);
+    /* a session cookie that is no session */
+    snprintf(head, sizeof head, "POST /t/big HTTP/1.1\r\nHost: x\r\nCookie: %s=bm9wZQ\r\nContent-Length: %zu\r\n\r\n",
+             SERVE_SESSION_COOKIE, big);
+    refused_unread(L, head, "HTTP/1.1 401", "authentication required", "no session, 30 MiB unsent");
+    /* a chunked body, anonymous */
+    refused_unread(L, "POST /t/act/1 HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", "HTTP/1.1 401",
+                   "authentication required", "anonymous chunked");
+    /* over the route's cap (within what evhttp would read), with the right token: 413 unread */
+    snprintf(head, sizeof head, "POST /t/big HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\n\r\n", ch,
+             (size_t)BIG_CAP + 1);
+    refused_unread(L, head, "HTTP/1.1 413", "request body too large", "over the cap unsent");
+    /* the own-auth route: its head check refuses an anonymous caller (its handler's 401) and
+     * a body over its cap gets its own 413, both unread */
+    refused_unread(L, "POST /t/own/5 HTTP/1.1\r\nHost: x\r\nContent-Length: 90000\r\n\r\n", "HTTP/1.1 401",
+                   "own check failed", "own anonymous");
+    refused_unread(L, "POST /t/own/5 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer signed-by-the-ehr\r\n"
+                      "Content-Length: 120000\r\n\r\n",
+                   "HTTP/1.1 413", "own too large 5 body=none", "own over its cap");
+    /* accepted heads wait for their bodies, and get them */
+    fd = raw_connect(L->port);
+    raw_ask(fd, "POST /t/own/6 HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer signed-by-the-ehr\r\n"
+                "Content-Length: 5\r\nConnection: close\r\n\r\n",
+            500, out, sizeof out, &closed);
+    CHECK(L, !out[0] && !closed, "own accepted, answered before its body: %.200s", out);
+    raw_ask(fd, "{}   ", 5000, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, "HTTP/1.1 200", 12) && strstr(out, "own 6 principal=none"), "own accepted: %.200s", out);
+    close(fd);
+    fd = raw_connect(L->port);
+    snprintf(head, sizeof head, "POST /t/big HTTP/1.1\r\nHost: x\r\n%sContent-Length: %zu\r\nConnection: close\r\n\r\n",
+             ch, big);
+    raw_ask(fd, head, 500, out, sizeof out, &closed);
+    CHECK(L, !out[0] && !closed, "clinician 30 MiB, answered before the body: %.200s", out);
+    int64_t tb = fhir_clock_mono_ms();
+    CHECK(L, raw_body(fd, big), "clinician 30 MiB: the body was not taken");
+    if (getenv("SERVE_TEST_DEBUG"))
+        fprintf(stderr, "30 MiB sent in %lld ms\n", (long long)(fhir_clock_mono_ms() - tb));
+    char want[64];
+    snprintf(want, sizeof want, "big %zu\n", big);
+    raw_ask(fd, NULL, 10000, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, "HTTP/1.1 200", 12) && strstr(out, want), "clinician 30 MiB: %.200s", out);
+    close(fd);
+    /* pipelined on one connection: a public read, a clinician's post with its body, then an
+     * anonymous post without one: 200, 200, 401, the end */
+    fd = raw_connect(L->port);
+    snprintf(head, sizeof head,
+             "GET /t/public HTTP/1.1\r\nHost: x\r\n\r\n"
+             "POST /t/act/3 HTTP/1.1\r\nHost: x\r\n%sContent-Length: 5\r\n\r\nhello"
+             "POST /t/act/4 HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n",
+             ch);
+    raw_ask(fd, head, 5000, out, sizeof out, &closed);
+    const char *a1 = strstr(out, "HTTP/1.1 200"), *a2 = a1 ? strstr(a1 + 1, "HTTP/1.1 200") : NULL;
+    const char *a3 = a2 ? strstr(a2 + 1, "HTTP/1.1 401") : NULL;
+    CHECK(L, a1 == out && a2 && strstr(out, "acted on 3 by cleo") && a3 && closed, "pipelined: %.600s", out);
+    close(fd);
+    /* a refused head with no body declared keeps its connection (nothing to skip) */
+    fd = raw_connect(L->port);
+    raw_ask(fd, "GET /t/view HTTP/1.1\r\nHost: x\r\n\r\n", 500, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, "HTTP/1.1 401", 12) && !closed, "anonymous GET: closed=%d %.200s", closed, out);
+    raw_ask(fd, "GET /t/public HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 5000, out, sizeof out, &closed);
+    CHECK(L, !strncmp(out, "HTTP/1.1 200", 12), "then public on the same connection: %.200s", out);
+    close(fd);
     return NULL;
 }
 
@@ -627,6 +843,10 @@ static void run_live(serve_config *cfg, void *(*client)(void *), live *L)
     assert_int_equal(serve_auth_add(s, NULL, NULL, &err), 0);
     assert_int_equal(serve_route_body_cap(s, "POST", "/t/own/{id}", 100000, h_own_too_large, &err), 0);
     assert_int_equal(serve_route_body_cap(s, "POST", "/t/nothing", 10, NULL, &err), -1);
+    assert_int_equal(serve_route_body_cap(s, "POST", "/t/big", BIG_CAP, NULL, &err), 0);
+    assert_int_equal(serve_route_head_check(s, "POST", "/t/own/{id}", own_head_ok, &err), 0);
+    assert_int_equal(serve_route_head_check(s, "POST", "/t/act/{id}", own_head_ok, &err), -1); /* ours to check */
+    assert_int_equal(serve_route_head_check(s, "POST", "/t/nothing", own_head_ok, &err), -1);
     serve_route late[] = {{"GET", "/t/public", ROLE_VIEWER, h_public, 0}};
     assert_int_equal(serve_add_routes(s, late, 1, NULL, &err), -1); /* registered twice */
     assert_int_equal(serve_start(s, &err), 0);
@@ -667,6 +887,14 @@ static void test_live_limits(void **state)
     live L = {0};
     serve_config c = {.bind = "127.0.0.1", .request_timeout_s = 1, .idle_timeout_s = 5, .max_connections = 2};
     run_live(&c, client_limits, &L);
+}
+
+static void test_live_unread(void **state)
+{
+    (void)state;
+    live L = {0};
+    serve_config c = {.bind = "127.0.0.1", .max_body_bytes = 65536};
+    run_live(&c, client_unread, &L);
 }
 
 static void test_live_tls(void **state)
@@ -720,6 +948,7 @@ int main(void)
         cmocka_unit_test(test_bind_checks),
         cmocka_unit_test(test_live_plain),
         cmocka_unit_test(test_live_limits),
+        cmocka_unit_test(test_live_unread),
         cmocka_unit_test(test_live_tls),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
