@@ -12,7 +12,9 @@
  * signs (Authorization: Bearer <JWT>), not a person (cds_jwt.h: allow-listed iss, key set from
  * the configured URL / jku with caching and rotation (jwks.h), RS384/ES384, aud = the service's
  * URL, exp/iat, jti not seen before (store)). Any failure answers 401 and logs why (never the
- * token). Discovery answers without a token too.
+ * token). A hook call without a bearer JWT naming an allowed client (or to no such service)
+ * is refused from its head, before its body is read (serve_route_head_check). Discovery
+ * answers without a token too.
  *
  * A call: the JSON body (hook must be the service's, context.patientId required: else 400) ->
  * the patient's resources from the prefetch (keys absent or null count as missing) -> what is

@@ -13,7 +13,9 @@
  *   PUT  /fhir/Task/{id}                      site     the referring site cancels its referral
  *                                                      (status cancelled, If-Match the version)
  * "site" routes are flagged SERVE_OWN_AUTH: the bearer token of a registered referring site
- * (not a person's session or token) is checked here, and a site sees only what it sent.
+ * (not a person's session or token) is checked here, and a site sees only what it sent; a
+ * request without one is refused from its head, before any of its body is read (the site
+ * routes' head check, serve_route_head_check).
  * Errors are OperationOutcomes saying what is wrong. Responses are application/fhir+json.
  *
  * Notices (notify.h, never PHI: the referral's number, its urgency and a link to the inbox):

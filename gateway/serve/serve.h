@@ -32,7 +32,8 @@
  * WWW-Authenticate, 403, 404, 405, the sign-in redirect, 413 or the route's own too_large
  * answer), its body is never read, and the connection closes after the answer. A client that
  * waits for "100 Continue" gets the refusal instead. The head is held back from evhttp until
- * it is complete (at most max_header_bytes per connection).
+ * it is complete, or longer than max_header_bytes (then evhttp refuses it): per connection at
+ * most max_header_bytes plus the bytes of one read.
  * Limits: at most max_connections at once (the listener pauses at the cap, connections then
  * wait in the kernel backlog); a request's headers and body must arrive within
  * request_timeout_s of the connection opening or of the previous reply (a client trickling
@@ -141,7 +142,8 @@ int serve_add_routes(serve *s, const serve_route *routes, size_t n, void *ud, fh
 /* Gives the registered route method + pattern its own cap on request bodies (max_body bytes,
  * instead of the listener's max_body_bytes, larger or smaller). A body over it is answered by
  * too_large(r, ud) when given (the body is not kept: serve_body gives none; no credential
- * is read), else with the listener's 413. A body more than SERVE_BODY_SLACK over the largest
+ * is read), else with the listener's 413; a Content-Length over it is answered so from the
+ * head, the body unread (see "Before the body"). A body more than SERVE_BODY_SLACK over the largest
  * cap of the listener is cut off by libevent with its own 413 before any route.
  * 0, or -1 with err (no such route). */
 int serve_route_body_cap(serve *s, const char *method, const char *pattern, size_t max_body,
