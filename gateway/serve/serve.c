@@ -609,13 +609,14 @@ static int head_fields(const head_line *lines, size_t n, struct evkeyvalq *out)
     return rc;
 }
 
-/* A field that decides whether and how a body follows: dropped from a cut head. */
-static bool body_field(const char *p, size_t n)
+/* A field that decides whether and how a body follows: dropped from a cut head (the first
+ * `declaring` of them declare one). */
+static bool body_field(const char *p, size_t n, size_t declaring)
 {
     static const char *const F[] = {"Content-Length", "Transfer-Encoding", "Expect", "Connection"};
     const char *colon = memchr(p, ':', n);
     size_t k = colon ? (size_t)(colon - p) : n;
-    for (size_t i = 0; i < sizeof F / sizeof F[0]; i++)
+    for (size_t i = 0; i < declaring && i < sizeof F / sizeof F[0]; i++)
         if (k == strlen(F[i]) && !strncasecmp(p, F[i], k))
             return true;
     return false;
@@ -647,7 +648,7 @@ static void cut_head(const head_line *lines, size_t nl, struct evbuffer *cut)
     bool dropping = false;
     for (size_t i = 1; i < nl; i++) {
         if (lines[i].p[0] != ' ' && lines[i].p[0] != '\t')
-            dropping = body_field(lines[i].p, lines[i].n);
+            dropping = body_field(lines[i].p, lines[i].n, 4);
         if (dropping)
             continue;
         evbuffer_add(cut, lines[i].p, lines[i].n);
@@ -678,6 +679,12 @@ static bool head_refused(conn *c, const char *p, size_t n, struct evbuffer *cut)
         at = (size_t)(lf - p) + 1;
     }
     if (nl < 1 || memchr(p, 0, n))
+        return false;
+    /* most heads declare no body: nothing more to look at */
+    bool declares = false;
+    for (size_t i = 1; i < nl && !declares; i++)
+        declares = body_field(lines[i].p, lines[i].n, 2);
+    if (!declares)
         return false;
     /* the request line: METHOD SP URI SP VERSION (trailing spaces ignored, as evhttp does) */
     size_t rl = lines[0].n;
