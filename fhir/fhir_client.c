@@ -107,7 +107,8 @@ struct search {
     fhir_client_result *res;
     unsigned pages;
     char *prev_url;
-    fhir_arena *arena; /* page trees; reset after each page */
+    fhir_arena *arena; /* the current page's tree; reset after each page */
+    fhir_arena *ahead; /* the next page's, asked for before the current one is handed over */
     bool count_only;   /* _summary=count / _count=0: no entries expected */
     long long total;   /* Bundle.total of the last page that had one; -1 = none */
     size_t matches;    /* entries in search mode "match" received */
@@ -198,6 +199,25 @@ static void queue_push(op **head, op **tail, op *o, bool front)
         (*tail)->next = o;
         *tail = o;
     }
+}
+
+/* Takes o out of the queue wherever it stands; false when it is not there. */
+static bool queue_remove(op **head, op **tail, op *o)
+{
+    op *prev = NULL;
+    for (op *q = *head; q; prev = q, q = q->next) {
+        if (q != o)
+            continue;
+        if (prev)
+            prev->next = q->next;
+        else
+            *head = q->next;
+        if (*tail == q)
+            *tail = prev;
+        q->next = NULL;
+        return true;
+    }
+    return false;
 }
 
 static op *queue_pop(op **head, op **tail)
@@ -1375,6 +1395,7 @@ void fhir_client_free(fhir_client *c)
             search *s = o->s;
             o->arena = NULL;
             fhir_arena_free(s->arena);
+            fhir_arena_free(s->ahead);
             fhir_client_result_free(s->res);
             fhir_buf_free(&s->warnings);
             free(s->prev_url);
@@ -1707,6 +1728,7 @@ static void search_end(search *s, op *o)
     fhir_client_done_cb cb = s->done;
     void *ud = s->done_ud;
     fhir_arena_free(s->arena);
+    fhir_arena_free(s->ahead);
     free(s->prev_url);
     free(s);
     if (o) {
@@ -1719,11 +1741,11 @@ static void search_end(search *s, op *o)
         fhir_client_result_free(r);
 }
 
-static op *page_op(search *s, const char *url)
+static op *page_op(search *s, const char *url, fhir_arena *a)
 {
     op *o = op_new(s->c, OP_PAGE, "GET", url);
     o->s = s;
-    o->arena = s->arena;
+    o->arena = a;
     o->st = &s->res->stats;
     o->res = result_new(); /* per-page status/err carrier */
     return o;
@@ -1786,6 +1808,48 @@ static void page_outcomes(search *s, const char *label, const fhir_node *entry)
     }
 }
 
+/* The URL of the page a next link names (relative links against the base; another origin
+ * only when trusted), or NULL with err: refused, malformed, or the current page again. */
+static char *next_page_url(search *s, const char *next, fhir_error *err)
+{
+    fhir_client *c = s->c;
+    char *url = NULL;
+    if (!strstr(next, "://")) {
+        url = make_url(c, next, err);
+    } else {
+        char origin[300];
+        if (url_origin_kind(c, next, origin, sizeof origin) == ORIGIN_OTHER)
+            origin_refused(c, "next link", origin, err);
+        else
+            url = make_url(c, next, err);
+    }
+    if (url && s->prev_url && !strcmp(url, s->prev_url)) {
+        free(url);
+        url = NULL;
+        fhir_error_set(err, "next link repeats the current page");
+    }
+    return url;
+}
+
+/* Drops a page asked for ahead whose search ends first: out of the multi handle (or out of
+ * the queue it waits in), then freed. Its arena stays the search's. */
+static void op_cancel(op *o)
+{
+    fhir_client *c = o->c;
+    if (o->easy) {
+        curl_multi_remove_handle(c->multi, o->easy);
+        curl_easy_cleanup(o->easy);
+        o->easy = NULL;
+        curl_slist_free_all(o->hdrs);
+        o->hdrs = NULL;
+        c->inflight--;
+    } else if (!queue_remove(&c->pending_head, &c->pending_tail, o)) {
+        queue_remove(&c->waiting_head, &c->waiting_tail, o);
+    }
+    o->arena = NULL;
+    op_free(o);
+}
+
 static void search_page_done(op *o)
 {
     search *s = o->s;
@@ -1827,13 +1891,40 @@ static void search_page_done(op *o)
     int64_t tv;
     if (fhir_node_int(fhir_node_get(b, "total"), &tv) && tv >= 0)
         s->total = (long long)tv;
+    /* The next page is asked for before this one is handed to the caller, so the server
+     * makes it while the caller reads this one (the two would otherwise take turns). Its
+     * tree goes to the other arena; its bytes are read only when the event loop runs again,
+     * after the caller has returned, so pages still reach the caller in order. What is wrong
+     * with the link is said after the caller has had this page, as before. */
+    const char *next = next_link(b);
+    char *url = NULL;
+    fhir_error uerr = {{0}, 0};
+    op *ahead = NULL;
+    if (next && s->pages < c->max_pages) {
+        url = next_page_url(s, next, &uerr);
+        if (url) {
+            fhir_arena_reset(s->ahead);
+            ahead = page_op(s, url, s->ahead);
+            queue_push(&c->pending_head, &c->pending_tail, ahead, false);
+            pump(c);
+            if (ahead->easy) {
+                /* send it now: libcurl would otherwise wait for its timer, that is, for
+                 * the caller to return (no completion is handled here: check_multi_info,
+                 * which called us, reads them after we return) */
+                int running = 0;
+                curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            }
+        }
+    }
     if (s->page_cb && s->page_cb(s->ud, b, s->pages) != 0) {
+        if (ahead)
+            op_cancel(ahead);
+        free(url);
         fhir_error_set(&s->res->err, "search stopped by caller after page %u", s->pages);
         s->res->fail = FHIR_FAIL_STOPPED;
         search_end(s, o);
         return;
     }
-    const char *next = next_link(b);
     if (!next) {
         if (!s->count_only && s->total >= 0 && (long long)s->matches < s->total) {
             fhir_error_set(&s->res->err,
@@ -1853,36 +1944,21 @@ static void search_page_done(op *o)
         search_end(s, o);
         return;
     }
-    char *url = NULL;
-    fhir_error uerr = {{0}, 0};
-    if (!strstr(next, "://")) {
-        url = make_url(c, next, &uerr);
-    } else {
-        char origin[300];
-        if (url_origin_kind(c, next, origin, sizeof origin) == ORIGIN_OTHER)
-            origin_refused(c, "next link", origin, &uerr);
-        else
-            url = make_url(c, next, &uerr);
-    }
-    if (url && s->prev_url && !strcmp(url, s->prev_url)) {
-        free(url);
-        url = NULL;
-        fhir_error_set(&uerr, "next link repeats the current page");
-    }
     if (!url) {
         s->res->err = uerr;
         fhir_error_prefix(&s->res->err, "search page %u", s->pages);
         search_end(s, o);
         return;
     }
-    o->arena = NULL; /* shared with the search, not the op's */
+    o->arena = NULL; /* the search's, not the op's */
     op_free(o);
-    fhir_arena_reset(s->arena);
+    /* this page's tree is done with; the next page's arena becomes the current one */
+    fhir_arena *done_arena = s->arena;
+    fhir_arena_reset(done_arena);
+    s->arena = s->ahead;
+    s->ahead = done_arena;
     free(s->prev_url);
-    s->prev_url = fhir_xstrdup(url);
-    op *n = page_op(s, url);
-    free(url);
-    queue_push(&c->pending_head, &c->pending_tail, n, false);
+    s->prev_url = url;
     /* pump() runs from check_multi_info after this returns */
 }
 
@@ -1915,11 +1991,12 @@ static int search_start(fhir_client *c, const char *query, fhir_client_page_cb p
     s->done_ud = done_ud;
     s->res = result_new();
     s->arena = fhir_arena_new(16 * c->max_bytes);
+    s->ahead = fhir_arena_new(16 * c->max_bytes);
     s->prev_url = fhir_xstrdup(url);
     s->total = -1;
     fhir_buf_init(&s->warnings, FHIR_CLIENT_WARNINGS_MAX);
     s->count_only = query_has(url, "_summary=count") || query_has(url, "_count=0");
-    op *o = page_op(s, url);
+    op *o = page_op(s, url, s->arena);
     free(url);
     queue_push(&c->pending_head, &c->pending_tail, o, false);
     pump(c);

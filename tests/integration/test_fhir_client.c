@@ -276,6 +276,80 @@ static void test_paging_1000_at_37(void **state)
     fhir_client_free(c);
 }
 
+/* The next page is asked for before the current one is handed over: while the caller holds
+ * page k, the server answers page k+1 (its counter, polled from inside the callback, reaches
+ * k+1), never more than one page ahead; pages still arrive in order and complete. A caller
+ * that stops the search drops the page asked ahead: nothing more is delivered. */
+typedef struct ahead_state {
+    idset ids;
+    unsigned pages, seen_ahead, stop_at;
+    long max_answered_over; /* most pages answered beyond the one held */
+} ahead_state;
+
+static int ahead_cb(void *ud, const fhir_node *bundle, unsigned page_no)
+{
+    ahead_state *st = ud;
+    st->pages++;
+    assert_int_equal(page_no, st->pages);
+    collect_ids(&st->ids, bundle, page_no);
+    long answered = 0;
+    const unsigned last = (N_PATIENTS + 36) / 37;
+    for (int i = 0; i < 400 && page_no < last && st->stop_at == 0; i++) { /* at most ~4 s */
+        answered = admin_stat(admin, "fhir.total");
+        if (answered >= (long)page_no + 1)
+            break;
+        usleep(10000);
+    }
+    if (page_no < last && st->stop_at == 0 && answered >= (long)page_no + 1)
+        st->seen_ahead++;
+    if (answered - (long)page_no > st->max_answered_over)
+        st->max_answered_over = answered - (long)page_no;
+    return st->stop_at && page_no == st->stop_at;
+}
+
+static void test_paging_asks_ahead(void **state)
+{
+    (void)state;
+    NEED_SERVER();
+    clear_faults();
+    reset_stats(admin);
+    fhir_client_config cfg = test_config(base);
+    fhir_client *c = client_or_fail(&cfg);
+    ahead_state st = {0};
+    fhir_client_result *r = fhir_client_search_sync(c, "Patient?_count=37", ahead_cb, &st);
+    if (r->err.msg[0])
+        fail_msg("search: %s", r->err.msg);
+    const unsigned last = (N_PATIENTS + 36) / 37;
+    assert_int_equal(st.pages, last);
+    assert_int_equal(st.seen_ahead, last - 1); /* every page but the last */
+    assert_int_equal(st.max_answered_over, 1);
+    assert_int_equal(st.ids.n, N_PATIENTS);
+    assert_int_equal(distinct(&st.ids), N_PATIENTS);
+    assert_int_equal(admin_stat(admin, "fhir.total"), last);
+    fhir_client_result_free(r);
+    idset_free(&st.ids);
+
+    /* stopped at page 2: page 3, asked for ahead, is dropped and never delivered */
+    reset_stats(admin);
+    ahead_state st2 = {.stop_at = 2};
+    r = fhir_client_search_sync(c, "Patient?_count=37", ahead_cb, &st2);
+    assert_non_null(strstr(r->err.msg, "stopped by caller after page 2"));
+    assert_int_equal(st2.pages, 2);
+    assert_int_equal(st2.ids.n, 2 * 37);
+    assert_int_equal(r->stats.pages, 2);
+    fhir_client_result_free(r);
+    idset_free(&st2.ids);
+    /* the client goes on serving other requests after the drop */
+    idset ids = {0};
+    r = fhir_client_search_sync(c, "Patient?_count=500", collect_ids, &ids);
+    if (r->err.msg[0])
+        fail_msg("search after a stop: %s", r->err.msg);
+    assert_int_equal(ids.n, N_PATIENTS);
+    fhir_client_result_free(r);
+    idset_free(&ids);
+    fhir_client_free(c);
+}
+
 static void test_paging_under_faults(void **state)
 {
     (void)state;
@@ -1526,6 +1600,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_paging_1000_at_37),
+        cmocka_unit_test(test_paging_asks_ahead),
         cmocka_unit_test(test_paging_under_faults),
         cmocka_unit_test(test_retry_after_honoured),
         cmocka_unit_test(test_conditional_create_after_fault),
