@@ -1007,6 +1007,16 @@ static void op_completed(op *o, CURLcode rc)
     op_finish(o);
 }
 
+/* Takes o's transfer out of the multi handle and frees it (its headers too). */
+static void op_detach_easy(op *o)
+{
+    curl_multi_remove_handle(o->c->multi, o->easy);
+    curl_easy_cleanup(o->easy);
+    o->easy = NULL;
+    curl_slist_free_all(o->hdrs);
+    o->hdrs = NULL;
+}
+
 static void check_multi_info(fhir_client *c)
 {
     CURLMsg *msg;
@@ -1022,11 +1032,7 @@ static void check_multi_info(fhir_client *c)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
         if (code)
             o->status = code;
-        curl_multi_remove_handle(c->multi, e);
-        curl_easy_cleanup(e);
-        o->easy = NULL;
-        curl_slist_free_all(o->hdrs);
-        o->hdrs = NULL;
+        op_detach_easy(o);
         c->inflight--;
         op_completed(o, rc);
     }
@@ -1384,13 +1390,8 @@ void fhir_client_free(fhir_client *c)
         return;
     while (c->all) {
         op *o = c->all;
-        if (o->easy) {
-            curl_multi_remove_handle(c->multi, o->easy);
-            curl_easy_cleanup(o->easy);
-            o->easy = NULL;
-            curl_slist_free_all(o->hdrs);
-            o->hdrs = NULL;
-        }
+        if (o->easy)
+            op_detach_easy(o);
         if (o->kind == OP_PAGE && o->s) {
             search *s = o->s;
             o->arena = NULL;
@@ -1837,11 +1838,7 @@ static void op_cancel(op *o)
 {
     fhir_client *c = o->c;
     if (o->easy) {
-        curl_multi_remove_handle(c->multi, o->easy);
-        curl_easy_cleanup(o->easy);
-        o->easy = NULL;
-        curl_slist_free_all(o->hdrs);
-        o->hdrs = NULL;
+        op_detach_easy(o);
         c->inflight--;
     } else if (!queue_remove(&c->pending_head, &c->pending_tail, o)) {
         queue_remove(&c->waiting_head, &c->waiting_tail, o);
