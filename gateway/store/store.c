@@ -1044,14 +1044,15 @@ static const struct {
 /* The (source, patient) pairs store_held_mark knows to be rows of held on this handle: marked
  * by it, committed or in the open transaction. held rows are deleted by store_held_release
  * alone (Q_HELD_CLEAR), which forgets them all, as every rollback does (a rolled-back mark is
- * no row). Pairs are "source\0patient\0" in bytes (STORE_HELD_MEMO_MAX), found through an
- * open-addressing table of their offsets + 1; full: forgotten. */
-#define HELD_MEMO_SLOTS 32768u /* a power of two; at most half used (16,384 pairs) */
+ * no row). Pairs are "source\0patient\0" in bytes, found through an open-addressing table of
+ * their offsets + 1, at most half used; both double as a poll names more patients, up to
+ * STORE_HELD_MEMO_MAX bytes and STORE_HELD_MEMO_PAIRS pairs; full: forgotten. */
+#define HELD_MEMO_SLOTS_MIN 4096u /* a power of two, as every size the table doubles to */
 typedef struct held_memo {
     char *bytes;
-    size_t used;
+    size_t used, cap;
     uint32_t *slot;
-    size_t n;
+    size_t n, slots;
 } held_memo;
 
 struct store {
@@ -1397,8 +1398,8 @@ const char *store_path(const store *s)
 
 static void held_forget(store *s)
 {
-    if (s->held.slot)
-        memset(s->held.slot, 0, HELD_MEMO_SLOTS * sizeof *s->held.slot);
+    if (s->held.slot) /* the sizes reached are kept for the next poll */
+        memset(s->held.slot, 0, s->held.slots * sizeof *s->held.slot);
     s->held.used = s->held.n = 0;
 }
 
@@ -1961,7 +1962,7 @@ static uint32_t *held_slot(const held_memo *m, const char *source, const char *p
                            bool *found)
 {
     for (uint32_t i = held_hash(source, patient_id);; i++) {
-        uint32_t *sl = &m->slot[i & (HELD_MEMO_SLOTS - 1)];
+        uint32_t *sl = &m->slot[i & (m->slots - 1)];
         if (!*sl) {
             *found = false;
             return sl;
@@ -1974,6 +1975,40 @@ static uint32_t *held_slot(const held_memo *m, const char *source, const char *p
     }
 }
 
+/* Room for one more pair of need bytes: the bytes or the table doubled (the table's pairs
+ * placed again by their hash) while within the caps. false: full at a cap. */
+static bool held_room(held_memo *m, size_t need)
+{
+    if (m->used + need > m->cap) {
+        size_t cap = m->cap ? m->cap : 16384u;
+        while (cap < m->used + need)
+            cap *= 2;
+        if (cap > STORE_HELD_MEMO_MAX)
+            cap = STORE_HELD_MEMO_MAX;
+        if (m->used + need > cap)
+            return false;
+        m->bytes = fhir_xrealloc(m->bytes, cap);
+        m->cap = cap;
+    }
+    if (m->n + 1 > m->slots / 2) {
+        if (m->slots >= 2u * STORE_HELD_MEMO_PAIRS)
+            return false;
+        held_memo bigger = *m;
+        bigger.slots = m->slots ? m->slots * 2 : HELD_MEMO_SLOTS_MIN;
+        bigger.slot = fhir_xcalloc(bigger.slots, sizeof *bigger.slot);
+        for (size_t i = 0; i < m->slots; i++) {
+            if (!m->slot[i])
+                continue;
+            const char *src = m->bytes + m->slot[i] - 1;
+            bool found;
+            *held_slot(&bigger, src, src + strlen(src) + 1, &found) = m->slot[i];
+        }
+        free(m->slot);
+        *m = bigger;
+    }
+    return true;
+}
+
 /* Remembers a pair just written to held (a pair that does not fit is not remembered). */
 static void held_remember(store *s, const char *source, const char *patient_id)
 {
@@ -1981,12 +2016,11 @@ static void held_remember(store *s, const char *source, const char *patient_id)
     size_t ls = strlen(source) + 1, lp = strlen(patient_id) + 1;
     if (ls + lp > STORE_HELD_MEMO_MAX)
         return;
-    if (!m->slot) {
-        m->slot = fhir_xcalloc(HELD_MEMO_SLOTS, sizeof *m->slot);
-        m->bytes = fhir_xmalloc(STORE_HELD_MEMO_MAX);
-    }
-    if (m->used + ls + lp > STORE_HELD_MEMO_MAX || m->n + 1 > HELD_MEMO_SLOTS / 2)
+    if (!held_room(m, ls + lp)) {
         held_forget(s);
+        if (!held_room(m, ls + lp))
+            return;
+    }
     bool found;
     uint32_t *sl = held_slot(m, source, patient_id, &found);
     if (found)

@@ -34,9 +34,13 @@ typedef struct store store;
 #define STORE_CACHE_KIB 16384u
 /* Page size of a new database file (bytes; SQLite's default is 4096). */
 #define STORE_PAGE_SIZE_STR "16384"
-/* Bytes of (source, patient) pairs a handle remembers as held (store_held_mark): a full memo
- * is forgotten and the pairs are marked again (one statement each). */
-#define STORE_HELD_MEMO_MAX (256u * 1024u)
+/* The (source, patient) pairs a handle remembers as held (store_held_mark) so that a poll's
+ * later pages mark each patient with no statement: the memo grows with the patients a poll
+ * names, up to STORE_HELD_MEMO_MAX bytes of pairs and STORE_HELD_MEMO_PAIRS pairs (their table
+ * 8 bytes a pair: 1 MiB); full, it is forgotten and the pairs are marked again (one statement
+ * each). About 120,000 patients of 12-character ids. */
+#define STORE_HELD_MEMO_MAX (2u * 1024u * 1024u)
+#define STORE_HELD_MEMO_PAIRS (128u * 1024u)
 
 /* Opens (creating when absent) and migrates. Caller closes with store_close(). NULL with err
  * ("path: cause") on failure. busy_timeout_ms == 0 means 5000. */
