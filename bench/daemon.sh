@@ -5,7 +5,7 @@
 # no store). Several cohort sizes (e.g. 240,2000,20000) run one after the other in one
 # invocation, each with its own cohort and server, and a summary table ends the output.
 # Per run (fresh store, same server): wall time from daemon start until every patient has a
-# verdict in the store, the daemon's CPU time (user+sys), the server's CPU time over the same
+# verdict in the store, the daemon's CPU time (bench/lib.sh cpu_s), the server's CPU time over the same
 # window, and the daemon's peak RSS (VmHWM). Median of RUNS (>= 5). Proposals are created
 # (approval mode) but nothing is sent. The headline figure is the daemon's CPU per patient as
 # a ratio to the server's CPU per patient in the same run (median of the per-run ratios); after

@@ -2,7 +2,7 @@
 # bench/daemon_ab.sh BIN_A BIN_B [PATIENTS] [PAIRS] — two builds of `cartgate run` on the same
 # synth cohort and the same reference FHIR server, in interleaved pairs (A B, then B A, ...:
 # drift of the machine falls on both), each run with a fresh store. Per run: the daemon's CPU
-# (user+sys) until every patient has a verdict, the server's CPU over the same window, the bytes
+# (bench/lib.sh cpu_s) until every patient has a verdict, the server's CPU over the same window, the bytes
 # the daemon wrote (/proc/PID/io wchar) and the store's size. Prints every run, the medians per
 # build and the median of the per-pair ratios B/A; "pairs with B lower" says whether a change is
 # larger than the machine's noise (the server's CPU for identical pages varies by ±20 % on a

@@ -230,7 +230,9 @@ int fhir_client_transaction(fhir_client *c, const fhir_node *bundle, fhir_client
 /* GET [base]/metadata */
 int fhir_client_metadata(fhir_client *c, fhir_client_done_cb cb, void *ud, fhir_error *err);
 /* Search: query is "Type?params" (or any relative/absolute first-page URL). Pages go to
- * page_cb; done is called once at the end with the totals (res->body is NULL). */
+ * page_cb, in order; done is called once at the end with the totals (res->body is NULL).
+ * The next page is requested before page_cb has the current one (one page ahead, so the
+ * server makes it meanwhile); a page_cb that stops the search drops that request. */
 int fhir_client_search(fhir_client *c, const char *query, fhir_client_page_cb page_cb,
                        fhir_client_done_cb done, void *ud, fhir_error *err);
 
