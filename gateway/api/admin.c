@@ -524,9 +524,12 @@ static void metrics(admin *ad, serve_req *req)
                             "# HELP cartgate_http_evicted_total Idle or unfinished connections closed at the cap to make room for a new one.\n"
                             "# TYPE cartgate_http_evicted_total counter\ncartgate_http_evicted_total %llu\n"
                             "# HELP cartgate_http_accept_errors_total Connections the listener failed to accept (descriptors or memory short).\n"
-                            "# TYPE cartgate_http_accept_errors_total counter\ncartgate_http_accept_errors_total %llu\n",
+                            "# TYPE cartgate_http_accept_errors_total counter\ncartgate_http_accept_errors_total %llu\n"
+                            "# HELP cartgate_http_refused_unread_total Requests refused from their head (credentials, role, size) before their body was read.\n"
+                            "# TYPE cartgate_http_refused_unread_total counter\ncartgate_http_refused_unread_total %llu\n",
                         ss->open, (unsigned long long)ss->connections, (unsigned long long)ss->timeouts, ss->cap,
-                        (unsigned long long)ss->evicted, (unsigned long long)ss->accept_errors);
+                        (unsigned long long)ss->evicted, (unsigned long long)ss->accept_errors,
+                        (unsigned long long)ss->refused_unread);
         fhir_buf_puts(&b, "# HELP cartgate_http_responses_total Answers of the listener by status class.\n"
                           "# TYPE cartgate_http_responses_total counter\n");
         for (int c = 2; c <= 5; c++)

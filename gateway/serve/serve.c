@@ -736,6 +736,7 @@ static bool head_refused(conn *c, const char *p, size_t n, struct evbuffer *cut)
         if (refused) {
             fhir_log(FHIR_LOG_INFO, "serve.refused_unread", "method=%s route=%s status=%d declared_bytes=%lld",
                      r->method, serve_route_name(r), r->refused, declared);
+            s->stats.refused_unread++;
             c->cut_len = (uint64_t)declared;
         }
         r->head_hdrs = NULL;

@@ -120,6 +120,7 @@ typedef struct serve_stats {
     uint64_t timeouts;             /* connections closed by the request/response deadline */
     uint64_t evicted;              /* idle connections closed at the cap to make room */
     uint64_t accept_errors;        /* accepts that failed for want of descriptors or memory */
+    uint64_t refused_unread;       /* requests refused from their head, the body never read */
     int cap;                       /* connections served at once (after serve_start) */
     uint64_t status[6];            /* answers by class: [2] 2xx ... [5] 5xx */
     int open;                      /* connections open now */

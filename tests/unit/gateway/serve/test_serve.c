@@ -647,10 +647,14 @@ static void refused_unread(live *L, const char *head, const char *status, const 
 {
     char out[8192];
     bool closed;
+    uint64_t n0 = serve_get_stats(L->s)->refused_unread;
     int fd = raw_connect(L->port);
     raw_ask(fd, head, 5000, out, sizeof out, &closed);
     CHECK(L, !strncmp(out, status, strlen(status)) && strstr(out, text) && closed, "%s: closed=%d %.200s", what, closed,
           out);
+    /* counted (cartgate_http_refused_unread_total) before it was answered */
+    CHECK(L, serve_get_stats(L->s)->refused_unread == n0 + 1, "%s: refused_unread %llu, want %llu", what,
+          (unsigned long long)serve_get_stats(L->s)->refused_unread, (unsigned long long)n0 + 1);
     close(fd);
 }
 
