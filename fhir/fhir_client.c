@@ -1900,8 +1900,7 @@ static void search_page_done(op *o)
     if (next && s->pages < c->max_pages) {
         url = next_page_url(s, next, &uerr);
         if (url) {
-            fhir_arena_reset(s->ahead);
-            ahead = page_op(s, url, s->ahead);
+            ahead = page_op(s, url, s->ahead); /* empty: reset when its last page was done */
             queue_push(&c->pending_head, &c->pending_tail, ahead, false);
             pump(c);
             if (ahead->easy) {

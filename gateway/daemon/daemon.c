@@ -1497,30 +1497,26 @@ static int compose_texts(void *ud, store *s, const refer_record *r, refer_compos
     return propose_compose(s, &env, r, cause, err);
 }
 
-/* DAEMON_SCREEN_MAX_RESOURCES, or the test hook's lower value (daemon.h). */
-static size_t screen_max_resources(void)
+/* A screening limit: hi, or the value of the test hook name (daemon.h) when it is set to a
+ * whole number from lo to hi; a hook in use is logged. */
+static size_t test_hook_limit(const char *name, long long lo, long long hi)
 {
-    const char *v = getenv("CARTGATE_TEST_SCREEN_MAX_RESOURCES");
+    const char *v = getenv(name);
     char *end = NULL;
     long long n = v && *v ? strtoll(v, &end, 10) : 0;
-    if (n >= 1 && n <= DAEMON_SCREEN_MAX_RESOURCES && end && !*end) {
-        fhir_log(FHIR_LOG_WARN, "daemon.test_hook", "name=CARTGATE_TEST_SCREEN_MAX_RESOURCES value=%lld", n);
+    if (n >= lo && n <= hi && end && !*end) {
+        fhir_log(FHIR_LOG_WARN, "daemon.test_hook", "name=%s value=%lld", name, n);
         return (size_t)n;
     }
-    return DAEMON_SCREEN_MAX_RESOURCES;
+    return (size_t)hi;
 }
 
-/* DAEMON_SCREEN_ARENA_MAX, or the test hook's lower value (daemon.h). */
-static size_t screen_arena_max(void)
+/* The per-patient screening limits: DAEMON_SCREEN_MAX_RESOURCES and DAEMON_SCREEN_ARENA_MAX,
+ * or their test hooks' lower values. */
+static void screen_limits_init(daemon_proc *d)
 {
-    const char *v = getenv("CARTGATE_TEST_SCREEN_ARENA_MAX");
-    char *end = NULL;
-    long long n = v && *v ? strtoll(v, &end, 10) : 0;
-    if (n >= 4096 && n <= (long long)DAEMON_SCREEN_ARENA_MAX && end && !*end) {
-        fhir_log(FHIR_LOG_WARN, "daemon.test_hook", "name=CARTGATE_TEST_SCREEN_ARENA_MAX value=%lld", n);
-        return (size_t)n;
-    }
-    return DAEMON_SCREEN_ARENA_MAX;
+    d->max_resources = test_hook_limit("CARTGATE_TEST_SCREEN_MAX_RESOURCES", 1, DAEMON_SCREEN_MAX_RESOURCES);
+    d->arena_max = test_hook_limit("CARTGATE_TEST_SCREEN_ARENA_MAX", 4096, (long long)DAEMON_SCREEN_ARENA_MAX);
 }
 
 daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error *err)
@@ -1533,8 +1529,7 @@ daemon_proc *daemon_composer_new(const char *config_path, store *st, fhir_error 
     }
     d->st = st;
     d->rd = fhir_json_reader_new(NULL);
-    d->max_resources = screen_max_resources();
-    d->arena_max = screen_arena_max();
+    screen_limits_init(d);
     refer_set_composer(compose_texts, d);
     return d;
 }
@@ -1681,8 +1676,7 @@ daemon_proc *daemon_new(const char *config_path, fhir_error *err)
     if (!d->st)
         goto fail;
     d->rd = fhir_json_reader_new(NULL);
-    d->max_resources = screen_max_resources();
-    d->arena_max = screen_arena_max();
+    screen_limits_init(d);
     fhir_buf_init(&d->bin, DAEMON_RESOURCE_MAX);
     refer_set_composer(compose_texts, d);
     fhir_log(FHIR_LOG_INFO, "store.open", "schema=%d ruleset=%s indications=%zu centers=%zu",
