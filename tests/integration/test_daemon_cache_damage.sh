@@ -153,16 +153,23 @@ ok "the source's new version replaced the damaged row; screened again from every
 stop_daemon "$DPID"
 
 # ---- 4. past the per-patient cap: a verdict marked partial -----------------------------------
-source_conf cap "{\"name\": \"ehr\", \"kind\": \"search\", \"base_url\": \"$EHR\", \"interval_s\": 1, \"page_size\": 50}"
+# capped NAME HOOK VALUE WHAT: a daemon NAME (store $TMP/NAME.db, log $TMP/NAME.log) started with
+# the test hook HOOK=VALUE, waited for until the patient's verdict is stored and screen.partial
+# logged; the hook's own log line checked.
+capped() {
+  local name=$1 hook=$2 value=$3 what=$4
+  source_conf "$name" "{\"name\": \"ehr\", \"kind\": \"search\", \"base_url\": \"$EHR\", \"interval_s\": 1, \"page_size\": 50}"
+  export "$hook=$value"
+  start_daemon "$name" "$TMP/$name.conf"
+  unset "$hook"
+  partial_logged() { grep -q 'event="screen.partial"' "$TMP/$name.log" &&
+    [ "$(sqlite3 "$TMP/$name.db" "SELECT count(*) FROM verdicts WHERE patient_id='$PAT'")" = 1 ]; }
+  wait_for "$what" 120 partial_logged
+  grep -q "event=\"daemon.test_hook\" name=\"$hook\" value=\"$value\"" "$TMP/$name.log" ||
+    fail "the test hook $hook is not logged"
+}
 CDB="$TMP/cap.db"
-export CARTGATE_TEST_SCREEN_MAX_RESOURCES=4
-start_daemon cap "$TMP/cap.conf"
-unset CARTGATE_TEST_SCREEN_MAX_RESOURCES
-partial_logged() { grep -q 'event="screen.partial"' "$TMP/cap.log" &&
-  [ "$(sqlite3 "$CDB" "SELECT count(*) FROM verdicts WHERE patient_id='$PAT'")" = 1 ]; }
-wait_for "the capped screening" 120 partial_logged
-grep -q 'event="daemon.test_hook" name="CARTGATE_TEST_SCREEN_MAX_RESOURCES" value="4"' "$TMP/cap.log" ||
-  fail "the test hook is not logged"
+capped cap CARTGATE_TEST_SCREEN_MAX_RESOURCES 4 "the capped screening"
 line=$(grep 'event="screen.partial"' "$TMP/cap.log" | head -n1)
 case "$line" in
   *"patient=\"$PAT\" read=\"4\" cached=\"10\""*) ;;
@@ -199,16 +206,8 @@ stop_daemon "$DPID"
 # ---- 5. past the memory left for one chart: a verdict marked partial too ---------------------
 # The arena's cap (DAEMON_SCREEN_ARENA_MAX, 512 MiB) lowered by the test hook: the records that
 # fit are read, the verdict says how many of the 10.
-source_conf mem "{\"name\": \"ehr\", \"kind\": \"search\", \"base_url\": \"$EHR\", \"interval_s\": 1, \"page_size\": 50}"
 MDB="$TMP/mem.db"
-export CARTGATE_TEST_SCREEN_ARENA_MAX=8192
-start_daemon mem "$TMP/mem.conf"
-unset CARTGATE_TEST_SCREEN_ARENA_MAX
-mem_partial() { grep -q 'event="screen.partial"' "$TMP/mem.log" &&
-  [ "$(sqlite3 "$MDB" "SELECT count(*) FROM verdicts WHERE patient_id='$PAT'")" = 1 ]; }
-wait_for "the screening past the memory cap" 120 mem_partial
-grep -q 'event="daemon.test_hook" name="CARTGATE_TEST_SCREEN_ARENA_MAX" value="8192"' "$TMP/mem.log" ||
-  fail "the arena test hook is not logged"
+capped mem CARTGATE_TEST_SCREEN_ARENA_MAX 8192 "the screening past the memory cap"
 line=$(grep 'event="screen.partial"' "$TMP/mem.log" | head -n1)
 READ=$(printf '%s\n' "$line" | sed -n 's/.* read="\([0-9]*\)" cached="10".*/\1/p')
 [ -n "$READ" ] && [ "$READ" -lt 10 ] || fail "screen.partial past the memory cap without the counts: $line"
