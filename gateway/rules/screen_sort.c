@@ -90,6 +90,7 @@ void screen_sort_free(screen_sort *s)
 
 size_t screen_sort_count(const screen_sort *s) { return s->count; }
 size_t screen_sort_runs(const screen_sort *s) { return s->written; }
+size_t screen_sort_held(const screen_sort *s) { return s->mem.len; }
 
 static const char *mem_key(const screen_sort *s, const slot *x)
 {
@@ -245,7 +246,9 @@ int screen_sort_add(screen_sort *s, const char *key, const char *row, size_t len
     fhir_buf_append(&s->mem, key, kl + 1u);
     fhir_buf_append(&s->mem, &rl, 4);
     fhir_buf_append(&s->mem, row, len);
-    if (s->mem.len > s->cap)
+    /* in key order the rows can go on as they are, one chunk after the other: the buffer stays
+     * small and is reused (growing it to the cap cost realloc copies and page faults) */
+    if (s->mem.len > s->cap || (s->in_order && s->mem.len >= SCREEN_SORT_CHUNK))
         return spill(s, err);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* screen_sort — rows (one per patient) handed back in patient-id order whatever order they were
  * added in, in bounded memory: rows are kept up to a byte cap, then sorted and written to a
- * temporary file as a run; reading merges the runs. Offline screening adds a row per patient
+ * temporary file as a run; reading merges the runs. Rows that arrive in key order (a sorted
+ * input) are written on in chunks of SCREEN_SORT_CHUNK bytes as one run, the buffer reused. Offline screening adds a row per patient
  * as the stream delivers them and prints them sorted, as `cartgate screen` always has.
  *
  *   screen_sort *s = screen_sort_new(0, NULL);
@@ -16,6 +17,8 @@
 #include "fhir_error.h"
 
 #define SCREEN_SORT_MEM_DEFAULT (8u << 20) /* bytes of rows kept before a run is written */
+#define SCREEN_SORT_CHUNK (256u << 10)     /* rows added in key order: bytes kept before they are
+                                            * written on (or the mem cap, if smaller) */
 #define SCREEN_SORT_READ_BUF (32u << 10)   /* read buffer of each run while merging */
 #define SCREEN_SORT_MAX_MERGE 64           /* runs merged at once (more: merged in passes first) */
 
@@ -44,5 +47,7 @@ int screen_sort_each(screen_sort *s, screen_sort_fn fn, void *ud, fhir_error *er
 /* Rows added, and runs written to the temporary file so far (before any merge pass). */
 size_t screen_sort_count(const screen_sort *s);
 size_t screen_sort_runs(const screen_sort *s);
+/* Bytes of rows held in memory now (not yet written to a run). */
+size_t screen_sort_held(const screen_sort *s);
 
 #endif

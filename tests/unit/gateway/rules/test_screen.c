@@ -566,6 +566,57 @@ static void test_sort_in_order(void **state)
     screen_sort_free(s);
 }
 
+/* Rows in key order under the default cap (a sorted input, `cartgate screen`'s usual case) are
+ * written on in chunks of SCREEN_SORT_CHUNK: what is held stays below a chunk and a row; they
+ * come back in order, twice; a row out of order after the chunks still merges into its place
+ * (after the equal key), and a row larger than a chunk goes through too. */
+static void test_sort_in_order_chunks(void **state)
+{
+    (void)state;
+    fhir_error err;
+    screen_sort *s = screen_sort_new(0, NULL);
+    const unsigned n = 4000;
+    char row[600];
+    size_t total = 0;
+    for (unsigned i = 0; i < n; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "p%05u", i);
+        int w = snprintf(row, sizeof row, "%u:", i);
+        memset(row + w, 'a' + (char)(i % 26), sizeof row - (size_t)w);
+        assert_int_equal(screen_sort_add(s, key, row, sizeof row, &err), 0);
+        total += sizeof row;
+        assert_true(screen_sort_held(s) < SCREEN_SORT_CHUNK + sizeof row + 64);
+    }
+    assert_true(total > 8 * (size_t)SCREEN_SORT_CHUNK);
+    assert_true(screen_sort_runs(s) >= 8);
+    char *big = malloc(SCREEN_SORT_CHUNK + 100);
+    assert_non_null(big);
+    memset(big, 'B', SCREEN_SORT_CHUNK + 100);
+    assert_int_equal(screen_sort_add(s, "p99998", big, SCREEN_SORT_CHUNK + 100, &err), 0);
+    for (int again = 0; again < 3; again++) {
+        if (again == 1) /* out of order: joins the next read in its place */
+            assert_int_equal(screen_sort_add(s, "p00002", "late", 4, &err), 0);
+        fhir_buf b, want;
+        fhir_buf_init(&b, 0);
+        fhir_buf_init(&want, 0);
+        assert_int_equal(screen_sort_each(s, collect_rows, &b, &err), 0);
+        for (unsigned i = 0; i < n; i++) {
+            int w = snprintf(row, sizeof row, "%u:", i);
+            memset(row + w, 'a' + (char)(i % 26), sizeof row - (size_t)w);
+            fhir_buf_printf(&want, "p%05u=%.*s|", i, (int)sizeof row, row);
+            if (again && i == 2)
+                fhir_buf_puts(&want, "p00002=late|");
+        }
+        fhir_buf_printf(&want, "p99998=%.*s|", (int)SCREEN_SORT_CHUNK + 100, big);
+        assert_int_equal(b.len, want.len);
+        assert_memory_equal(b.data, want.data, want.len);
+        fhir_buf_free(&b);
+        fhir_buf_free(&want);
+    }
+    free(big);
+    screen_sort_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -576,6 +627,7 @@ int main(void)
         cmocka_unit_test(test_sort_rows),
         cmocka_unit_test(test_sort_many_runs),
         cmocka_unit_test(test_sort_in_order),
+        cmocka_unit_test(test_sort_in_order_chunks),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
