@@ -13,7 +13,9 @@
 # a fresh store, criteria, centers, libraries, which the already running server does not pay),
 # and the ratio is also given for the daemon's CPU beyond that start:
 # the server's cost per patient is flat, so a ratio that stays put from 240 to 20,000
-# patients means the daemon's cost per patient does not grow with the store. CARTGATE_BIN
+# patients means the daemon's cost per patient does not grow with the store. With two or more
+# sizes a last table gives the cost of each further patient: between consecutive sizes, the
+# growth of the daemon's median CPU over the growth of the server's (no start in it). CARTGATE_BIN
 # runs another binary (an older build, for before/after: `cmake --install <build> --prefix DIR`
 # and CARTGATE_BIN=DIR/bin/cartgate, so that its `screen` finds its data folder). Not run by
 # ctest.
@@ -106,9 +108,11 @@ bench_one() {
     "$(calc "$base_ms / $wall_ms")" "$(calc "$dcpu * 1000 / $N")" "$(calc "$scpu * 1000 / $N")" "$ratio" \
     "$start" "$(calc "($dcpu - $start) * 1000 / $N")" "$ratio_run" \
     "$(calc "$rss / 1024")" >>"$TMP/summary.txt"
+  echo "$N $dcpu $scpu" >>"$TMP/sizes.txt"
 }
 
 : >"$TMP/summary.txt"
+: >"$TMP/sizes.txt"
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
 for size in ${SIZES//,/ }; do
   bench_one "$size"
@@ -118,3 +122,22 @@ echo "$(date -u +%Y-%m-%d) $(nproc) cores; load average $load0 at the start, $(c
 echo '| patients | resources | baseline screen | daemon end-to-end | end-to-end / baseline | daemon CPU/patient | server CPU/patient | daemon/server CPU | daemon start CPU | daemon CPU/patient beyond its start | daemon/server CPU beyond the start | daemon peak RSS |'
 echo '|---|---|---|---|---|---|---|---|---|---|---|---|'
 cat "$TMP/summary.txt"
+# The cost of each further patient, with no start in it: between two cohort sizes of this run,
+# the growth of the daemon's median CPU over the growth of the server's (sizes in the order given)
+if [ "$(wc -l <"$TMP/sizes.txt")" -ge 2 ]; then
+  echo
+  echo '| from → to patients | daemon CPU per further patient | server CPU per further patient | daemon/server per further patient |'
+  echo '|---|---|---|---|'
+  prev=""
+  while read -r n d s; do
+    if [ -n "$prev" ]; then
+      read -r pn pd ps <<<"$prev"
+      if [ "$n" -gt "$pn" ]; then
+        printf '| %s → %s | %.3f ms | %.3f ms | **%.2f** |\n' "$pn" "$n" \
+          "$(calc "($d - $pd) * 1000 / ($n - $pn)")" "$(calc "($s - $ps) * 1000 / ($n - $pn)")" \
+          "$(calc "($d - $pd) / (($s - $ps) > 0 ? ($s - $ps) : 0.001)")"
+      fi
+    fi
+    prev="$n $d $s"
+  done <"$TMP/sizes.txt"
+fi
