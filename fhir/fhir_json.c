@@ -13,6 +13,7 @@
 #include <yajl/yajl_version.h>
 
 #include "fhir_alloc.h"
+#include "fhir_hash.h"
 #include "fhir_names.h"
 
 /* Objects with more members than this switch from a linear duplicate-key scan to a hash. */
@@ -160,10 +161,7 @@ static int out_of_arena(parser *p)
 
 static uint32_t hash_key(const fhir_node *obj, const char *k, size_t n)
 {
-    uint32_t h = 2166136261u ^ (uint32_t)((uintptr_t)obj >> 4);
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)k[i]) * 16777619u;
-    return h;
+    return fhir_hash32(FHIR_HASH32_INIT ^ (uint32_t)((uintptr_t)obj >> 4), k, n);
 }
 
 /* Line of the token yajl has just read: the line of its last byte (a JSON token never spans

@@ -2,6 +2,7 @@
  * a reference resolves against entry.fullUrl; relative "Type/id" also matches entries by
  * resourceType + id, or fullUrls that end in "/Type/id"). */
 #include "fhir_ref.h"
+#include "fhir_hash.h"
 
 #include <stdint.h>
 #include <string.h>
@@ -123,10 +124,7 @@ struct fhir_ref_index {
 
 static uint64_t hash(const char *s, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
-    return h;
+    return fhir_hash64(FHIR_HASH64_INIT, s, n);
 }
 
 static void put(fhir_ref_index *x, const char *k, size_t n, const fhir_node *res)

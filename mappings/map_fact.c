@@ -1,6 +1,7 @@
 /* map_fact — the fact vocabulary of mappings/FACTS.md: names, types and the closed code lists
  * of code/set facts. See map_fact.h. */
 #include "map_fact.h"
+#include "fhir_hash.h"
 
 #include <ctype.h>
 #include <pthread.h>
@@ -91,10 +92,7 @@ static pthread_once_t index_once = PTHREAD_ONCE_INIT;
 
 static size_t name_hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (INDEX_SLOTS - 1);
+    return fhir_hash32_str(FHIR_HASH32_INIT, s) & (INDEX_SLOTS - 1);
 }
 
 static void index_build(void)

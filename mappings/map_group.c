@@ -11,6 +11,7 @@
 
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
+#include "fhir_hash.h"
 #include "fhir_json.h"
 #include "fhir_xml.h"
 #include "fhir_ndjson.h"
@@ -33,12 +34,7 @@ typedef struct gmap {
 
 static uint64_t ghash(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
+    return fhir_hash64_str(FHIR_HASH64_INIT, s);
 }
 
 static void gmap_put(gmap *m, const char *key, size_t val)

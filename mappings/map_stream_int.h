@@ -15,6 +15,7 @@
 
 #include "fhir_arena.h"
 #include "fhir_buf.h"
+#include "fhir_hash.h"
 #include "fhir_json.h"
 #include "map_stream.h"
 
@@ -30,11 +31,7 @@ static inline void *xrealloc(void *p, size_t n)
 
 static inline uint64_t hash_key(const char *s, size_t n, uint64_t seed)
 {
-    uint64_t h = 1469598103934665603ull ^ (seed * 0x9E3779B97F4A7C15ull);
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ull;
-    }
+    uint64_t h = fhir_hash64(FHIR_HASH64_INIT ^ (seed * 0x9E3779B97F4A7C15ull), s, n);
     h ^= h >> 33;
     h *= 0xff51afd7ed558ccdull;
     h ^= h >> 33;

@@ -13,6 +13,7 @@
 #include "fhir_alloc.h"
 #include "fhir_arena.h"
 #include "fhir_datadir.h"
+#include "fhir_hash.h"
 
 #define TSV_MAX_BYTES (8u * 1024u * 1024u)
 #define TSV_MAX_COLS 12
@@ -32,12 +33,7 @@ typedef struct hmap {
 
 static uint64_t hash_str(const char *s)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (; *s; s++) {
-        h ^= (unsigned char)*s;
-        h *= 1099511628211ull;
-    }
-    return h;
+    return fhir_hash64_str(FHIR_HASH64_INIT, s);
 }
 
 static void hmap_free(hmap *m)

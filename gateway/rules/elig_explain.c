@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "fhir_hash.h"
 #include "fhir_json.h"
 
 const char *elig_category_name(elig_category c)
@@ -100,10 +101,7 @@ static pthread_once_t words_once = PTHREAD_ONCE_INIT;
 
 static size_t words_hash(const char *s)
 {
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (WORDS_SLOTS - 1);
+    return fhir_hash32_str(FHIR_HASH32_INIT, s) & (WORDS_SLOTS - 1);
 }
 
 static void words_build(void)

@@ -14,6 +14,7 @@
 #include "fhir_alloc.h"
 #include "fhir_bin.h"
 #include "fhir_clock.h"
+#include "fhir_hash.h"
 
 /* ---- schema ------------------------------------------------------------------------------ */
 
@@ -1948,13 +1949,9 @@ int store_retention_prune(store *s, int64_t cutoff_ms, bool apply, store_prune_c
 
 static uint32_t held_hash(const char *source, const char *patient_id)
 {
-    uint32_t h = 2166136261u; /* FNV-1a over "source\0patient" */
-    for (const char *p = source; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    h *= 16777619u;
-    for (const char *p = patient_id; *p; p++)
-        h = (h ^ (unsigned char)*p) * 16777619u;
-    return h;
+    /* over "source\0patient" */
+    uint32_t h = fhir_hash32(FHIR_HASH32_INIT, source, strlen(source) + 1);
+    return fhir_hash32_str(h, patient_id);
 }
 
 /* The slot of the pair: the one holding it (*found), else the empty one where it would go. */
