@@ -13,7 +13,6 @@
  * malformed or foreign div cannot leak into the output. */
 #include "fhir_xml.h"
 
-#include <dlfcn.h>
 #include <limits.h>
 #include <pthread.h>
 #include <stdarg.h>
@@ -29,13 +28,14 @@
 #include <libxml/xmlerror.h>
 
 #include "fhir_alloc.h"
+#include "fhir_dl.h"
 #include "fhir_meta.h"
 
 /* libxml2 is not linked: with what it loads (ICU's two libraries, libstdc++, liblzma) it cost
  * ~5 ms of CPU at every start of every cartgate process (issue 20), and only XML input or
- * output needs it. The headers give the types; the functions come from dlopen/dlsym at the
- * first XML parse, once per process (pthread_once: a worker thread may parse too), into this
- * table; the handle stays open for the life of the process. */
+ * output needs it. The headers give the types; fhir_dl fills this table at the first XML
+ * parse, once per process (pthread_once: a worker thread may parse too); the handle stays open
+ * for the life of the process. */
 #define XML_SONAME "libxml2.so.2"
 #define XML_FNS(X)                                                                                 \
     X(xmlCreateMemoryParserCtxt) X(xmlCtxtUseOptions) X(xmlFreeParserCtxt)                         \
@@ -48,29 +48,20 @@ static struct {
     const char *const *parser_version; /* xmlParserVersion: "20914" */
 } xml_lib;
 static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
-static char xml_lib_error[512]; /* after xml_load: why it failed, "" when it did not */
+static char xml_lib_error[FHIR_DL_WHY_MAX]; /* after xml_load: why it failed, "" when it did not */
 
 static void xml_load(void)
 {
-    void *h = dlopen(XML_SONAME, RTLD_NOW | RTLD_LOCAL);
-    if (!h) {
-        const char *why = dlerror();
-        snprintf(xml_lib_error, sizeof xml_lib_error, "XML support (libxml2) is not installed: %s",
-                 why ? why : XML_SONAME);
-        return;
-    }
-    void *sym;
-#define XML_FN_LOAD(fn)                                                                            \
-    if (!(sym = dlsym(h, #fn))) {                                                                  \
-        snprintf(xml_lib_error, sizeof xml_lib_error,                                              \
-                 "XML support (libxml2) is not installed: " XML_SONAME " has no " #fn);           \
-        return;                                                                                    \
-    }                                                                                              \
-    memcpy(&xml_lib.fn, &sym, sizeof sym);
-    XML_FNS(XML_FN_LOAD)
-#undef XML_FN_LOAD
-    xml_lib.parser_version = dlsym(h, "xmlParserVersion");
-    xml_lib.xmlInitParser(); /* global tables; not safe to race on first use */
+    static const char *const soname[] = {XML_SONAME};
+    const fhir_dl_sym syms[] = {
+#define XML_FN_SYM(fn) {0, #fn, &xml_lib.fn, false},
+        XML_FNS(XML_FN_SYM)
+#undef XML_FN_SYM
+        {0, "xmlParserVersion", &xml_lib.parser_version, true},
+    };
+    if (fhir_dl_load("XML support (libxml2)", soname, 1, syms, sizeof syms / sizeof *syms,
+                     xml_lib_error) == 0)
+        xml_lib.xmlInitParser(); /* global tables; not safe to race on first use */
 }
 
 /* The table, loaded at the first call; false with err set when libxml2 cannot be loaded. */

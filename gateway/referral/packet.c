@@ -15,12 +15,12 @@
 
 #include <cairo-pdf.h>
 #include <cairo.h>
-#include <dlfcn.h>
 #include <openssl/evp.h>
 #include <pango/pangocairo.h>
 #include <pthread.h>
 
 #include "fhir_clock.h"
+#include "fhir_dl.h"
 #include "fhir_json.h"
 
 /* ---- small helpers ----------------------------------------------------------------------- */
@@ -1158,9 +1158,8 @@ int packet_write_text(const fhir_node *pk, fhir_buf *out, fhir_error *err)
  * pango and cairo are not linked: with what they load (glib, harfbuzz, freetype, fontconfig,
  * pixman, X11, png ...) they are about 30 shared libraries, ~12 ms of CPU at every start of
  * every cartgate process, for a PDF that few processes draw (issue 20). The headers give the
- * types; the functions come from dlopen/dlsym when a PDF is first drawn, once per process
- * (pthread_once: the listener's thread and any other may draw one), into this table. Each
- * function is looked up in the library that exports it; the handles stay open for the life of
+ * types; fhir_dl fills this table when a PDF is first drawn, once per process
+ * (pthread_once: the listener's thread and any other may draw one). Each function is looked up in the library that exports it; the handles stay open for the life of
  * the process (glib must never be unloaded), also when a later library fails to load. */
 #define PDF_LIBS(X)                                                                                \
     X(PDF_CAIRO, "libcairo.so.2")                                                                  \
@@ -1196,7 +1195,7 @@ static struct {
 #undef PDF_FN_FIELD
 } pdf_lib;
 static pthread_once_t pdf_lib_once = PTHREAD_ONCE_INIT;
-static char pdf_lib_error[512]; /* after pdf_lib_load: why it failed, "" when it did not */
+static char pdf_lib_error[FHIR_DL_WHY_MAX]; /* after pdf_lib_load: why it failed, "" when it did not */
 
 static void pdf_lib_load(void)
 {
@@ -1205,26 +1204,13 @@ static void pdf_lib_load(void)
         PDF_LIBS(PDF_LIB_NAME)
 #undef PDF_LIB_NAME
     };
-    void *h[PDF_NLIBS];
-    for (int i = 0; i < PDF_NLIBS; i++) {
-        h[i] = dlopen(soname[i], RTLD_NOW | RTLD_LOCAL);
-        if (!h[i]) {
-            const char *why = dlerror();
-            snprintf(pdf_lib_error, sizeof pdf_lib_error, "the PDF renderer is not installed: %s",
-                     why ? why : soname[i]);
-            return;
-        }
-    }
-    void *sym;
-#define PDF_FN_LOAD(lib, fn)                                                                       \
-    if (!(sym = dlsym(h[lib], #fn))) {                                                             \
-        snprintf(pdf_lib_error, sizeof pdf_lib_error,                                              \
-                 "the PDF renderer is not installed: %s has no " #fn, soname[lib]);                \
-        return;                                                                                    \
-    }                                                                                              \
-    memcpy(&pdf_lib.fn, &sym, sizeof sym);
-    PDF_FNS(PDF_FN_LOAD)
-#undef PDF_FN_LOAD
+    const fhir_dl_sym syms[] = {
+#define PDF_FN_SYM(lib, fn) {lib, #fn, &pdf_lib.fn, false},
+        PDF_FNS(PDF_FN_SYM)
+#undef PDF_FN_SYM
+    };
+    fhir_dl_load("the PDF renderer", soname, PDF_NLIBS, syms, sizeof syms / sizeof *syms,
+                 pdf_lib_error);
 }
 
 /* The table, loaded at the first call; NULL with err when a library or function is missing. */
