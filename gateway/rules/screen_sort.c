@@ -40,6 +40,8 @@ struct screen_sort {
     /* rows added in key order so far (since the last clear): runs are written as they are and
      * one run continues the one before (sorted input, e.g. map_stream's sorted merge) */
     bool in_order;
+    bool no_chunks;        /* no temporary file could be made for a chunk: rows kept up to the
+                            * cap, as for rows out of order (the cap's spill reports it) */
     char *last;            /* the last key added */
     size_t last_cap;
 };
@@ -72,6 +74,7 @@ void screen_sort_clear(screen_sort *s)
     s->n = 0;
     s->count = 0;
     s->in_order = true;
+    s->no_chunks = false;
     fhir_buf_reset(&s->mem);
 }
 
@@ -246,10 +249,18 @@ int screen_sort_add(screen_sort *s, const char *key, const char *row, size_t len
     fhir_buf_append(&s->mem, key, kl + 1u);
     fhir_buf_append(&s->mem, &rl, 4);
     fhir_buf_append(&s->mem, row, len);
+    if (s->mem.len > s->cap)
+        return spill(s, err);
     /* in key order the rows can go on as they are, one chunk after the other: the buffer stays
      * small and is reused (growing it to the cap cost realloc copies and page faults) */
-    if (s->mem.len > s->cap || (s->in_order && s->mem.len >= SCREEN_SORT_CHUNK))
-        return spill(s, err);
+    if (s->in_order && !s->no_chunks && s->mem.len >= SCREEN_SORT_CHUNK) {
+        bool had_file = s->fd >= 0;
+        if (spill(s, err)) {
+            if (had_file || s->fd >= 0)
+                return -1; /* a write error */
+            s->no_chunks = true; /* no temporary file: what fits under the cap stays here */
+        }
+    }
     return 0;
 }
 

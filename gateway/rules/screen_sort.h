@@ -1,8 +1,10 @@
 /* screen_sort — rows (one per patient) handed back in patient-id order whatever order they were
  * added in, in bounded memory: rows are kept up to a byte cap, then sorted and written to a
  * temporary file as a run; reading merges the runs. Rows that arrive in key order (a sorted
- * input) are written on in chunks of SCREEN_SORT_CHUNK bytes as one run, the buffer reused. Offline screening adds a row per patient
- * as the stream delivers them and prints them sorted, as `cartgate screen` always has.
+ * input) are written on in chunks of SCREEN_SORT_CHUNK bytes as one run, the buffer reused
+ * (when no temporary file can be made they are kept up to the cap, as rows out of order are).
+ * Offline screening adds a row per patient as the stream delivers them and prints them sorted,
+ * as `cartgate screen` always has.
  *
  *   screen_sort *s = screen_sort_new(0, NULL);
  *   screen_sort_add(s, "p1", row, len, &err);   // any order

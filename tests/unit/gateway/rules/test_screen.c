@@ -617,6 +617,46 @@ static void test_sort_in_order_chunks(void **state)
     screen_sort_free(s);
 }
 
+/* No temporary file can be made (the folder does not exist): rows in key order are kept in
+ * memory up to the cap as before the chunks, and come back in order; past the cap, the spill
+ * reports the folder. */
+static void test_sort_in_order_no_tmp(void **state)
+{
+    (void)state;
+    fhir_error err;
+    screen_sort *s = screen_sort_new(2 * SCREEN_SORT_CHUNK, "/nonexistent/cartgate-no-such-dir");
+    char row[1000];
+    memset(row, 'r', sizeof row);
+    unsigned n = 0;
+    const size_t rec = 4 + 6 + 1 + 4 + sizeof row; /* a record as the sorter keeps it */
+    for (; (n + 1) * rec <= 2 * SCREEN_SORT_CHUNK; n++) {
+        char key[32];
+        snprintf(key, sizeof key, "p%05u", n);
+        assert_int_equal(screen_sort_add(s, key, row, sizeof row, &err), 0);
+    }
+    assert_true(screen_sort_held(s) > SCREEN_SORT_CHUNK);
+    assert_int_equal(screen_sort_runs(s), 0);
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    assert_int_equal(screen_sort_each(s, collect_rows, &b, &err), 0);
+    assert_int_equal(b.len, n * (6 + 1 + sizeof row + 1));
+    for (unsigned i = 0; i < n; i++) {
+        char want[16];
+        snprintf(want, sizeof want, "p%05u=", i);
+        assert_memory_equal(b.data + i * (6 + 1 + sizeof row + 1), want, 7);
+    }
+    fhir_buf_free(&b);
+    int rc = 0;
+    for (unsigned i = n; i < n + 200 && !rc; i++) {
+        char key[32];
+        snprintf(key, sizeof key, "p%05u", i);
+        rc = screen_sort_add(s, key, row, sizeof row, &err);
+    }
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(err.msg, "cartgate-no-such-dir"));
+    screen_sort_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -628,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_sort_many_runs),
         cmocka_unit_test(test_sort_in_order),
         cmocka_unit_test(test_sort_in_order_chunks),
+        cmocka_unit_test(test_sort_in_order_no_tmp),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
