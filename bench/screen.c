@@ -163,6 +163,10 @@ static int run_screen(const char *dir, bool stream, int passes)
                 so.mode = MAP_STREAM_SPILL;
             if (fm && strchr(fm, ':'))
                 so.budget = (size_t)strtoull(strchr(fm, ':') + 1, NULL, 10);
+            /* CARTGATE_BENCH_MED_INDEX=bytes caps the Medication index in memory */
+            const char *mi = getenv("CARTGATE_BENCH_MED_INDEX");
+            if (mi)
+                so.med_index_max = (size_t)strtoull(mi, NULL, 10);
             if (map_stream_run(paths, 1, &so, on_patient, on_restart, &c, &st, &err)) {
                 fprintf(stderr, "stream: %s\n", err.msg);
                 return 1;
@@ -191,8 +195,9 @@ static int run_screen(const char *dir, bool stream, int passes)
     }
     printf("%zu %016llx", patients, (unsigned long long)h);
     if (stream)
-        printf(" mode=%s skipped_bytes=%llu spill_files=%zu peak_held=%zu restarts=%zu", st.mode,
-               (unsigned long long)st.bytes_skipped, st.spill_files, st.peak_held, st.restarts);
+        printf(" mode=%s skipped_bytes=%llu spill_files=%zu peak_held=%zu restarts=%zu med_runs=%zu",
+               st.mode, (unsigned long long)st.bytes_skipped, st.spill_files, st.peak_held,
+               st.restarts, st.med_runs);
     printf("\n");
     map_tables_free(t);
     elig_ruleset_free(rs);

@@ -608,6 +608,9 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
         m.o.budget = MAP_STREAM_BUDGET_DEFAULT;
     if (!m.o.max_file_bytes)
         m.o.max_file_bytes = MAP_STREAM_MAX_FILE_DEFAULT;
+    m.med_max = m.o.med_index_max ? m.o.med_index_max : MAP_STREAM_MED_INDEX_MAX;
+    if (m.med_max < 1024)
+        m.med_max = 1024;
     m.st = st;
     m.err = err;
     m.fn = fn;
@@ -662,7 +665,7 @@ int map_stream_run(const char *const *paths, size_t npaths, const map_stream_opt
         rc = map_stream_run_grouped(&m, m.o.mode == MAP_STREAM_SPILL);
     if (m.med_fd >= 0)
         close(m.med_fd);
-    free(m.med);
+    map_stream_med_close(&m);
     fhir_arena_free(m.hold);
     fhir_arena_free(m.scratch);
     fhir_arena_free(m.pa);

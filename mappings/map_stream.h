@@ -19,8 +19,14 @@
  *  - Anything else: resources are grouped in memory while they fit in the budget; beyond it
  *    every resource is partitioned by a hash of its patient into spill files (one pass), and
  *    each spill file is grouped on its own (split again when it is still too large).
- *  - Medications (shared, referenced by id or fullUrl) go to an on-disk table with an index
- *    in memory, whatever the path.
+ *  - Medications (shared, referenced by id or fullUrl) go to an on-disk table, whatever the
+ *    path, with an index of 16 bytes a key in memory up to MAP_STREAM_MED_INDEX_MAX bytes
+ *    (counting the old table while it doubles); when full, the index is written to the
+ *    table's file as a run sorted by hash and memory keeps one 8-byte fence per 4 KiB block
+ *    of it (1/256 of the runs' bytes; fences and runs together at most
+ *    MAP_STREAM_MED_FENCES_MAX, about 134M keys, beyond which the run fails). A lookup tries
+ *    memory, then the runs newest first: one block read a run, then the record's. Memory
+ *    for the index: MAP_STREAM_MED_INDEX_MAX + the fences + one 4 KiB block.
  *  - A fullUrl reference ("urn:uuid:...") resolves within its own Bundle.
  * When the sorted merge finds input out of order (or a Medication outside a Medication file),
  * it calls on_restart and starts again with grouping: everything delivered before is void.
@@ -42,6 +48,8 @@
 #define MAP_STREAM_MAX_PARTS 256              /* spill files written at once */
 #define MAP_STREAM_SPILL_BUF (16u << 10)      /* write buffer of each spill file */
 #define MAP_STREAM_MAX_SPLITS 4               /* levels of re-partitioning a spill file */
+#define MAP_STREAM_MED_INDEX_MAX (8u << 20)   /* bytes of Medication index slots in memory */
+#define MAP_STREAM_MED_FENCES_MAX (4u << 20)  /* bytes of fences and run entries of the index */
 
 typedef enum map_stream_mode {
     MAP_STREAM_AUTO = 0,   /* sorted merge when every input is NDJSON, else grouping */
@@ -55,6 +63,8 @@ typedef struct map_stream_opts {
     size_t max_file_bytes;  /* one JSON file / one NDJSON line (0 = default) */
     const char *tmp_dir;    /* spill folder (NULL = $TMPDIR, else /tmp); files are unlinked */
     map_stream_mode mode;
+    size_t med_index_max;   /* bytes of Medication index slots in memory (0 = default
+                               MAP_STREAM_MED_INDEX_MAX; less than 1 KiB counts as 1 KiB) */
 } map_stream_opts;
 
 typedef struct map_stream_stats {
@@ -76,7 +86,12 @@ typedef struct map_stream_stats {
     size_t spill_files;       /* spill files written (partitions, re-partitions) */
     uint64_t spill_bytes;     /* bytes written to spill files */
     size_t peak_held;         /* most bytes of resource trees held at once */
-    size_t medications;       /* entries in the Medication table */
+    size_t medications;       /* keys in the Medication table: a Medication stored under its
+                                 id and its fullUrl counts twice; a key stored again counts
+                                 once while its slot is in memory, again once it went to a run */
+    size_t med_runs;          /* Medication index runs written to disk (index full) */
+    size_t med_index_peak;    /* most bytes of Medication index slots in memory at once (the
+                                 table, and the old one while it doubles) */
 } map_stream_stats;
 
 /* One patient: id (Patient.id, or the id its resources reference) and its resources (Patient

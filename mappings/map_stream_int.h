@@ -75,6 +75,15 @@ typedef struct mslot {
     uint64_t off;          /* (record offset << MED_LEN_BITS | record length) + 1; 0 = empty */
 } mslot;
 
+typedef struct medrun {
+    uint64_t off;          /* file offset of its slots (sorted by hash) */
+    size_t n;              /* slots */
+    size_t fence0;         /* its first fence in ms.fences: one a MED_BLOCK of slots */
+} medrun;
+
+#define MED_BLOCK 4096u    /* a run is read a block at a time */
+#define MED_PER_BLOCK (MED_BLOCK / sizeof(mslot))
+
 typedef struct medsel {
     const char *ref;       /* medicationReference.reference (borrowed from the resource) */
     uint64_t id;           /* the number of the Medication it names; 0 = none */
@@ -100,7 +109,14 @@ typedef struct ms {
     uint64_t med_count;    /* Medications stored (numbers records of the same resource) */
     fhir_buf medw;         /* records not yet written (flushed before any read) */
     mslot *med;
-    size_t med_cap, med_n;
+    size_t med_cap, med_n; /* slots of the in-memory table, keys in it */
+    size_t med_max;        /* bytes of slots in memory at most (o.med_index_max) */
+    size_t med_keys;       /* keys stored (st->medications) */
+    medrun *runs;          /* index runs on disk, oldest first */
+    size_t nruns, capruns;
+    uint64_t *fences;      /* the first hash of each block of each run */
+    size_t nfences, capfences;
+    mslot medblk[MED_PER_BLOCK]; /* one block of a run */
     /* grouping */
     fhir_arena *hold;      /* texts held for grouping (memory mode, one spill file) */
     fhir_arena *scratch;   /* one line or document being looked at */
@@ -199,6 +215,8 @@ void map_stream_begin_pass(ms *m);
 
 /* Empties the table (creating its file the first time). */
 int map_stream_med_open(ms *m);
+/* Frees the index (the file stays open: map_stream_run closes it). */
+void map_stream_med_close(ms *m);
 int map_stream_med_add(ms *m, const fhir_node *res, const char *raw, size_t len,
                        const char *url, size_t url_len);
 int map_stream_med_find(ms *m, const char *ref, const fhir_node **med, uint64_t *id);

@@ -20,6 +20,7 @@
 
 #include "fhir_buf.h"
 #include "fhir_clock.h"
+#include "fhir_json.h"
 #include "map_group.h"
 #include "map_profile.h"
 #include "map_stream.h"
@@ -642,6 +643,121 @@ static void test_bundle_references(void **state)
     out_free(&o);
 }
 
+/* ---- the Medication index beyond its cap ------------------------------------------------- */
+
+#define MEDS 3000   /* Medications m0..m2999, one patient each (p0..p2999), px: an unknown one */
+#define MEDS_AGAIN 100 /* m0..m99 stored again, later, with other contents */
+
+typedef struct medseen {
+    char *med[MEDS + 1];  /* each patient's Medications (compact JSON, '|' between) */
+    size_t patients;
+} medseen;
+
+static int on_med_patient(void *ud, const char *id, const fhir_node *const *res, size_t n,
+                          uint64_t order, fhir_error *err)
+{
+    (void)order;
+    (void)err;
+    medseen *s = ud;
+    size_t i = !strcmp(id, "px") ? MEDS : (size_t)strtoul(id + 1, NULL, 10);
+    assert_true(i <= MEDS);
+    fhir_buf b;
+    fhir_buf_init(&b, 0);
+    for (size_t j = 0; j < n; j++) {
+        const char *t = fhir_node_resource_type(res[j]);
+        if (t && !strcmp(t, "Medication")) {
+            fhir_json_write(&b, res[j], FHIR_JSON_COMPACT);
+            fhir_buf_puts(&b, "|");
+        }
+    }
+    free(s->med[i]);
+    s->med[i] = fhir_buf_steal(&b, NULL);
+    s->patients++;
+    return 0;
+}
+
+static void on_med_restart(void *ud)
+{
+    ((medseen *)ud)->patients = 0; /* the sorted merge met p10 after p9: all again */
+}
+
+static void med_run(const char *sub, map_stream_mode mode, size_t cap, medseen *s,
+                    map_stream_stats *st)
+{
+    memset(s, 0, sizeof *s);
+    const char *paths[] = {sub};
+    map_stream_opts so = {.mode = mode, .med_index_max = cap};
+    fhir_error err;
+    if (map_stream_run(paths, 1, &so, on_med_patient, on_med_restart, s, st, &err))
+        fail_msg("map_stream: %s", err.msg);
+    assert_int_equal(s->patients, MEDS + 1);
+}
+
+/* With a 1 KiB cap the Medication index goes to disk in runs (its slots in memory never over
+ * the cap) and every reference still resolves to the newest record of its key, as with the
+ * default cap (one table in memory); a key nobody stored resolves to nothing. */
+static void test_med_index_runs(void **state)
+{
+    (void)state;
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s/medruns", dir);
+    mkdir(sub, 0700);
+    fhir_buf meds, reqs, pats;
+    fhir_buf_init(&meds, 0);
+    fhir_buf_init(&reqs, 0);
+    fhir_buf_init(&pats, 0);
+    for (int i = 0; i < MEDS + MEDS_AGAIN; i++)
+        fhir_buf_printf(&meds, "{\"resourceType\":\"Medication\",\"id\":\"m%d\",\"code\":{\"text\":"
+                        "\"%s-%d\"}}\n", i % MEDS, i < MEDS ? "first" : "again", i % MEDS);
+    for (int i = 0; i <= MEDS; i++) {
+        char pid[16];
+        snprintf(pid, sizeof pid, i < MEDS ? "p%d" : "px", i);
+        fhir_buf_printf(&pats, "{\"resourceType\":\"Patient\",\"id\":\"%s\"}\n", pid);
+        fhir_buf_printf(&reqs, "{\"resourceType\":\"MedicationRequest\",\"id\":\"r%d\",\"subject\":"
+                        "{\"reference\":\"Patient/%s\"},\"medicationReference\":{\"reference\":"
+                        "\"Medication/%s%d\"}}\n", i, pid, i < MEDS ? "m" : "nope", i);
+    }
+    fhir_buf_putc(&meds, '\0');
+    fhir_buf_putc(&reqs, '\0');
+    fhir_buf_putc(&pats, '\0');
+    write_file("medruns/Medication.ndjson", meds.data);
+    write_file("medruns/MedicationRequest.ndjson", reqs.data);
+    write_file("medruns/Patient.ndjson", pats.data);
+    fhir_buf_free(&meds);
+    fhir_buf_free(&reqs);
+    fhir_buf_free(&pats);
+
+    static medseen big, small;
+    map_stream_stats bst, sst;
+    med_run(sub, MAP_STREAM_GROUPED, 0, &big, &bst);
+    assert_int_equal(bst.med_runs, 0);
+    assert_int_equal(bst.medications, MEDS);
+    static const map_stream_mode modes[] = {MAP_STREAM_GROUPED, MAP_STREAM_AUTO};
+    for (size_t k = 0; k < 2; k++) {
+        med_run(sub, modes[k], 1024, &small, &sst);
+        assert_true(sst.med_runs >= 10);
+        assert_true(sst.med_index_peak > 0);
+        assert_true(sst.med_index_peak <= 1024);
+        /* m0..m99 stored again count again when their first slot went to a run */
+        assert_true(sst.medications > MEDS && sst.medications <= MEDS + MEDS_AGAIN);
+        for (int i = 0; i < MEDS; i++) {
+            char want[80];
+            snprintf(want, sizeof want, "{\"resourceType\":\"Medication\",\"id\":\"m%d\",\"code\":"
+                     "{\"text\":\"%s-%d\"}}|", i, i < MEDS_AGAIN ? "again" : "first", i);
+            assert_non_null(small.med[i]);
+            if (strcmp(small.med[i], want))
+                fail_msg("p%d: %s, want %s", i, small.med[i], want);
+            assert_string_equal(big.med[i], small.med[i]);
+        }
+        assert_string_equal(small.med[MEDS], ""); /* Medication/nope */
+        assert_string_equal(big.med[MEDS], "");
+        for (int i = 0; i <= MEDS; i++)
+            free(small.med[i]);
+    }
+    for (int i = 0; i <= MEDS; i++)
+        free(big.med[i]);
+}
+
 /* The order of patients: those with a Patient resource by their first one, then those known
  * only from references by their first resource, across files, lines and Bundle entries, in
  * every mode (check_all_modes compares the order with map_group's). */
@@ -767,6 +883,7 @@ int main(void)
         cmocka_unit_test(test_shared_synthea),
         cmocka_unit_test(test_skip_and_errors),
         cmocka_unit_test(test_bundle_references),
+        cmocka_unit_test(test_med_index_runs),
         cmocka_unit_test(test_patient_order),
         cmocka_unit_test(test_bulk_manifest),
         cmocka_unit_test(test_group_cap_keeps_cause),
