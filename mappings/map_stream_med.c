@@ -1,6 +1,8 @@
 /* map_stream_med — the Medication table of map_stream (see map_stream_int.h). */
 #include "map_stream_int.h"
 
+#include "fhir_alloc.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -219,17 +221,15 @@ static int med_spill(ms *m)
                               "(MAP_STREAM_MED_FENCES_MAX)", (size_t)MAP_STREAM_MED_FENCES_MAX);
     if (m->nruns == m->capruns) {
         m->capruns = m->capruns ? m->capruns * 2 : 8;
-        m->runs = realloc(m->runs, m->capruns * sizeof *m->runs);
+        m->runs = xrealloc(m->runs, m->capruns * sizeof *m->runs);
     }
     if (m->nfences + nb > m->capfences) {
         while (m->nfences + nb > m->capfences)
             m->capfences = m->capfences ? m->capfences * 2 : 64;
         if (m->capfences > MAP_STREAM_MED_FENCES_MAX / sizeof *m->fences)
             m->capfences = MAP_STREAM_MED_FENCES_MAX / sizeof *m->fences;
-        m->fences = realloc(m->fences, m->capfences * sizeof *m->fences);
+        m->fences = xrealloc(m->fences, m->capfences * sizeof *m->fences);
     }
-    if (!m->runs || !m->fences)
-        abort();
     sort_slots(m->med, n);
     if (med_flush(m) || map_stream_write_all(m, m->med_fd, m->med, n * sizeof *m->med))
         return -1;
@@ -253,9 +253,7 @@ static int med_room(ms *m)
         maxslots *= 2;
     if (!m->med_cap) {
         m->med_cap = maxslots < MED_FIRST ? maxslots : MED_FIRST;
-        m->med = calloc(m->med_cap, sizeof *m->med);
-        if (!m->med)
-            abort();
+        m->med = fhir_xcalloc(m->med_cap, sizeof *m->med);
         med_peak(m, m->med_cap * sizeof *m->med);
         return 0;
     }
@@ -263,9 +261,7 @@ static int med_room(ms *m)
         return 0;
     size_t nc = m->med_cap * 2;
     if ((m->med_cap + nc) * sizeof(mslot) <= m->med_max) {
-        mslot *nt = calloc(nc, sizeof *nt);
-        if (!nt)
-            abort();
+        mslot *nt = fhir_xcalloc(nc, sizeof *nt);
         for (size_t i = 0; i < m->med_cap; i++) {
             if (!m->med[i].off)
                 continue;
@@ -284,9 +280,7 @@ static int med_room(ms *m)
         if (med_spill(m))
             return -1;
         free(m->med);
-        m->med = calloc(nc, sizeof *m->med);
-        if (!m->med)
-            abort();
+        m->med = fhir_xcalloc(nc, sizeof *m->med);
         m->med_cap = nc;
         med_peak(m, nc * sizeof(mslot));
         return 0;

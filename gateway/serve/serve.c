@@ -609,14 +609,20 @@ static int head_fields(const head_line *lines, size_t n, struct evkeyvalq *out)
     return rc;
 }
 
-/* A field that decides whether and how a body follows: dropped from a cut head (the first
- * `declaring` of them declare one). */
-static bool body_field(const char *p, size_t n, size_t declaring)
+/* The fields that decide whether and how a body follows (dropped from a cut head); the first
+ * BODY_DECLARING of them declare one. */
+static const char *const BODY_FIELDS[] = {"Content-Length", "Transfer-Encoding", "Expect",
+                                          "Connection"};
+#define BODY_DECLARING 2
+#define BODY_ALL (sizeof BODY_FIELDS / sizeof BODY_FIELDS[0])
+
+/* Whether the header line p[0..n) is one of the first `among` BODY_FIELDS. */
+static bool body_field(const char *p, size_t n, size_t among)
 {
-    static const char *const F[] = {"Content-Length", "Transfer-Encoding", "Expect", "Connection"};
+    const char *const *F = BODY_FIELDS;
     const char *colon = memchr(p, ':', n);
     size_t k = colon ? (size_t)(colon - p) : n;
-    for (size_t i = 0; i < declaring && i < sizeof F / sizeof F[0]; i++)
+    for (size_t i = 0; i < among && i < BODY_ALL; i++)
         if (k == strlen(F[i]) && !strncasecmp(p, F[i], k))
             return true;
     return false;
@@ -648,7 +654,7 @@ static void cut_head(const head_line *lines, size_t nl, struct evbuffer *cut)
     bool dropping = false;
     for (size_t i = 1; i < nl; i++) {
         if (lines[i].p[0] != ' ' && lines[i].p[0] != '\t')
-            dropping = body_field(lines[i].p, lines[i].n, 4);
+            dropping = body_field(lines[i].p, lines[i].n, BODY_ALL);
         if (dropping)
             continue;
         evbuffer_add(cut, lines[i].p, lines[i].n);
@@ -683,7 +689,7 @@ static bool head_refused(conn *c, const char *p, size_t n, struct evbuffer *cut)
     /* most heads declare no body: nothing more to look at */
     bool declares = false;
     for (size_t i = 1; i < nl && !declares; i++)
-        declares = body_field(lines[i].p, lines[i].n, 2);
+        declares = body_field(lines[i].p, lines[i].n, BODY_DECLARING);
     if (!declares)
         return false;
     /* the request line: METHOD SP URI SP VERSION (trailing spaces ignored, as evhttp does) */
