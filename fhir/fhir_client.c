@@ -690,6 +690,8 @@ static void op_start_attempt(op *o)
     if (o->not_idempotent || o->kind == OP_TOKEN)
         curl_easy_setopt(e, CURLOPT_FRESH_CONNECT, 1L);
     curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+    if (o->kind == OP_PAGE || o->chunk_cb) /* the large bodies: fewer reads and callbacks */
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, (long)FHIR_CLIENT_RECV_BUFFER);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "cartgate-fhir-client");
 #if LIBCURL_VERSION_NUM >= 0x075500
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
