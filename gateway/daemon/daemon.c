@@ -48,6 +48,7 @@ typedef struct daemon_rt {
     config *cfg;
     elig_ruleset *rules;
     centers_dir *centers;
+    route_cache *routes;  /* the screening's rankings' directory part (for centers and rules) */
     route_zcta *zcta;
     map_tables *tables;
     int64_t as_of_days;   /* -1 = today */
@@ -88,6 +89,7 @@ static void rt_free(daemon_rt *rt)
 {
     if (!rt)
         return;
+    route_cache_free(rt->routes);
     elig_ruleset_free(rt->rules);
     centers_free(rt->centers);
     route_zcta_free(rt->zcta);
@@ -126,6 +128,7 @@ static int rt_load_files(daemon_rt *rt, fhir_buf *diag, fhir_error *err)
     rt->centers = centers_load(c->centers_file, err);
     if (!rt->centers)
         return -1;
+    rt->routes = route_cache_new(rt->centers);
     if (!c->centers_insecure_plain_http) {
         size_t before = diag->len;
         size_t n = centers_cleartext_endpoints(rt->centers, diag);
@@ -617,7 +620,7 @@ static int job_commit(daemon_proc *d, screen_job *j, bool unit, fhir_error *err)
         .report_lookback_days = c->referral_report_lookback_days,
         .urgency_default = c->referral_urgency_default,
         .mode = c->referral_mode ? REFER_MODE_AUTO : REFER_MODE_APPROVAL, .rules = rt->rules,
-        .centers = rt->centers, .zcta = rt->zcta,
+        .centers = rt->centers, .zcta = rt->zcta, .route_cache = rt->routes,
         .day = rt->as_of_days >= 0 ? rt->as_of_days : fhir_clock_now() / 86400,
         .referrer_name = c->referrer_name, .referrer_phone = c->referrer_phone,
         .referrer_direct = c->referrer_direct,

@@ -945,7 +945,7 @@ static int rank_centers(const propose_opts *o, const map_profile *prof, const ra
     if (route_resolve_origin(&loc, o->zcta, &site, &origin, err))
         return -1;
     /* the words name the indications; a stored route keeps no reason sentences */
-    route_params params = {.rules = o->rules, .no_reasons = true};
+    route_params params = {.rules = o->rules, .no_reasons = true, .cache = o->route_cache};
     return route_rank(a, o->centers, &origin, nd->needs, nd->n, payer && payer->known ? payer->str : NULL,
                       o->day, &params, rr, err);
 }

@@ -82,6 +82,8 @@ typedef struct propose_opts {
     const elig_ruleset *rules;
     const centers_dir *centers;
     const route_zcta *zcta;      /* may be NULL */
+    route_cache *route_cache;    /* may be NULL: the directory's part of the rankings
+                                  * remembered (route.h; made for centers) */
     int64_t day;                 /* the routing day (days since the epoch) */
     /* the site's referring clinician (site.referrer.*): the default when no order of the
      * patient names its prescriber; phone and Direct address of the referring team */

@@ -395,20 +395,24 @@ static bool same_matched(const route_candidate *x, const route_candidate *y)
     return true;
 }
 
-int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
-               const route_need *needs, size_t n_needs, const char *payer, int64_t day,
-               const route_params *params, route_result *out, fhir_error *err)
+/* The directory's part of a ranking (route.h: route_cache): per center, excluded (why) or a candidate
+ * (accreditation, matched indications, serves); in directory order. */
+typedef struct rank_fixed {
+    route_candidate *cands;     /* center, accreditation, matched, n_matched, serves only */
+    size_t n_cands;
+    route_exclusion *excl;
+    size_t n_excl;
+} rank_fixed;
+
+/* Fills f for the needs on day, everything in arena a. 0, or -1 with err (a's cap). */
+static int rank_fixed_make(fhir_arena *a, const centers_dir *dir, const route_need *needs, size_t n_needs,
+                           int64_t day, const route_params *params, rank_fixed *f, fhir_error *err)
 {
-    memset(out, 0, sizeof *out);
-    if (n_needs == 0)
-        return fhir_error_set(err, "route: no eligible or possibly eligible indication given");
-    out->origin = *origin;
-    out->params = params_or_default(params);
-    out->day = day;
+    memset(f, 0, sizeof *f);
     size_t n = dir ? dir->n : 0;
-    out->candidates = fhir_arena_calloc(a, (n + 1) * sizeof *out->candidates);
-    out->exclusions = fhir_arena_calloc(a, (n + 1) * sizeof *out->exclusions);
-    OOM_CHECK(out->candidates && out->exclusions);
+    f->cands = fhir_arena_calloc(a, (n + 1) * sizeof *f->cands);
+    f->excl = fhir_arena_calloc(a, (n + 1) * sizeof *f->excl);
+    OOM_CHECK(f->cands && f->excl);
     char today[16];
     fmt_day(day, today);
 
@@ -434,7 +438,7 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
                 why = fhir_arena_strdup(a, fhir_buf_cstr(&b));
                 fhir_buf_free(&b);
             } else {
-                route_candidate *rc = &out->candidates[out->n_candidates];
+                route_candidate *rc = &f->cands[f->n_cands];
                 rc->matched = fhir_arena_calloc(a, (n_needs + 1) * sizeof *rc->matched);
                 OOM_CHECK(rc->matched);
                 fhir_buf miss;
@@ -444,11 +448,11 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
                     const char *label = nd->indication ? nd->indication : nd->product;
                     if (!centers_offers_product(c, nd->product))
                         fhir_buf_printf(&miss, "%sdoes not offer %s", miss.len ? "; " : "",
-                                        product_words(a, &out->params, nd));
+                                        product_words(a, params, nd));
                     else if (nd->disease && !centers_treats_disease(c, nd->disease))
                         fhir_buf_printf(&miss, "%soffers %s but does not list %s",
-                                        miss.len ? "; " : "", product_words(a, &out->params, nd),
-                                        out->params.rules ? elig_words(nd->disease) : nd->disease);
+                                        miss.len ? "; " : "", product_words(a, params, nd),
+                                        params->rules ? elig_words(nd->disease) : nd->disease);
                     else
                         rc->matched[rc->n_matched++] = label;
                 }
@@ -461,49 +465,196 @@ int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin
                     fhir_buf_free(&miss);
                     rc->center = c;
                     rc->accreditation = acc;
-                    rc->distance_km = route_distance_km(origin->lat, origin->lon, c->lat, c->lon);
-                    rc->travel_minutes = route_travel_minutes(rc->distance_km, &out->params);
-                    rc->payer_demoted = c->payers_listed && payer && payer[0] &&
-                                        !centers_accepts_payer(c, payer);
-                    rc->beyond_stay_near = rc->travel_minutes > out->params.stay_near_minutes;
-                    out->n_candidates++;
+                    f->n_cands++;
                 }
             }
         }
         if (why) {
             OOM_CHECK(why);
-            out->exclusions[out->n_exclusions].center = c;
-            out->exclusions[out->n_exclusions].reason = why;
-            out->n_exclusions++;
+            f->excl[f->n_excl].center = c;
+            f->excl[f->n_excl].reason = why;
+            f->n_excl++;
         }
     }
-    qsort(out->candidates, out->n_candidates, sizeof *out->candidates, cand_cmp);
-
-    for (size_t i = 0; i < out->n_candidates; i++) {
-        route_candidate *rc = &out->candidates[i];
+    /* what each serves, in words (most serve what another does) */
+    for (size_t i = 0; i < f->n_cands; i++) {
+        route_candidate *rc = &f->cands[i];
+        for (size_t k = 0; k < i && !rc->serves; k++)
+            if (same_matched(&f->cands[k], rc))
+                rc->serves = f->cands[k].serves;
+        if (rc->serves)
+            continue;
         fhir_buf b;
         fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
-        for (size_t k = 0; k < i && !rc->serves; k++) /* most serve what another does */
-            if (same_matched(&out->candidates[k], rc))
-                rc->serves = out->candidates[k].serves;
-        if (!rc->serves) {
-            if (out->params.rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
-                elig_display_write(out->params.rules, rc->matched, rc->n_matched, &b);
-            else
-                for (size_t k = 0; k < rc->n_matched; k++)
-                    fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
-            rc->serves = fhir_arena_strdup(a, fhir_buf_cstr(&b));
-            OOM_CHECK(rc->serves);
-            fhir_buf_reset(&b);
+        if (params->rules) /* "Yescarta (axi-cel): large B-cell lymphoma, ..." */
+            elig_display_write(params->rules, rc->matched, rc->n_matched, &b);
+        else
+            for (size_t k = 0; k < rc->n_matched; k++)
+                fhir_buf_printf(&b, "%s%s", k ? ", " : "", rc->matched[k]);
+        rc->serves = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+        fhir_buf_free(&b);
+        OOM_CHECK(rc->serves);
+    }
+    return 0;
+}
+
+/* ---- route_cache ---------------------------------------------------------------------- */
+
+#define ROUTE_CACHE_ENTRIES 64 /* sets of needs remembered; more are ranked without the cache */
+
+typedef struct cache_entry {
+    const elig_ruleset *rules;
+    int64_t day;
+    route_need *needs;        /* copies in the cache's arena */
+    size_t n_needs;
+    rank_fixed f;
+} cache_entry;
+
+struct route_cache {
+    const centers_dir *dir;
+    fhir_arena *a;
+    cache_entry e[ROUTE_CACHE_ENTRIES];
+    size_t n;
+    size_t hits, fills;
+};
+
+route_cache *route_cache_new(const centers_dir *dir)
+{
+    route_cache *c = fhir_xcalloc(1, sizeof *c);
+    c->dir = dir;
+    c->a = fhir_arena_new(0);
+    return c;
+}
+
+void route_cache_free(route_cache *c)
+{
+    if (!c)
+        return;
+    fhir_arena_free(c->a);
+    free(c);
+}
+
+size_t route_cache_hits(const route_cache *c)
+{
+    return c ? c->hits : 0;
+}
+
+size_t route_cache_fills(const route_cache *c)
+{
+    return c ? c->fills : 0;
+}
+
+static bool str_same(const char *x, const char *y)
+{
+    return x == y || (x && y && !strcmp(x, y));
+}
+
+static bool entry_is(const cache_entry *e, const elig_ruleset *rules, int64_t day, const route_need *needs,
+                     size_t n_needs)
+{
+    if (e->rules != rules || e->day != day || e->n_needs != n_needs)
+        return false;
+    for (size_t k = 0; k < n_needs; k++)
+        if (!str_same(e->needs[k].product, needs[k].product) || !str_same(e->needs[k].disease, needs[k].disease) ||
+            !str_same(e->needs[k].indication, needs[k].indication))
+            return false;
+    return true;
+}
+
+static const char *cache_dup(fhir_arena *a, const char *s, bool *oom)
+{
+    if (!s)
+        return NULL;
+    const char *d = fhir_arena_strdup(a, s);
+    if (!d)
+        *oom = true;
+    return d;
+}
+
+/* The directory's part for the needs: remembered in the cache (when given, for this directory
+ * and not full), else made in a. 0, or -1 with err. */
+static int rank_fixed_get(fhir_arena *a, const centers_dir *dir, const route_need *needs, size_t n_needs,
+                          int64_t day, const route_params *params, rank_fixed *f, fhir_error *err)
+{
+    route_cache *c = params->cache;
+    if (!c || c->dir != dir)
+        return rank_fixed_make(a, dir, needs, n_needs, day, params, f, err);
+    for (size_t i = 0; i < c->n; i++)
+        if (entry_is(&c->e[i], params->rules, day, needs, n_needs)) {
+            c->hits++;
+            *f = c->e[i].f;
+            return 0;
         }
-        if (!out->params.no_reasons) {
+    if (c->n == ROUTE_CACHE_ENTRIES)
+        return rank_fixed_make(a, dir, needs, n_needs, day, params, f, err);
+    /* the needs' strings are the caller's (a patient's profile): the entry keeps copies, and
+     * its matched labels point to those */
+    cache_entry *e = &c->e[c->n];
+    bool oom = false;
+    route_need *own = fhir_arena_calloc(c->a, (n_needs + 1) * sizeof *own);
+    if (!own)
+        return rank_fixed_make(a, dir, needs, n_needs, day, params, f, err);
+    for (size_t k = 0; k < n_needs; k++) {
+        own[k] = needs[k];
+        own[k].product = cache_dup(c->a, needs[k].product, &oom);
+        own[k].disease = cache_dup(c->a, needs[k].disease, &oom);
+        own[k].indication = cache_dup(c->a, needs[k].indication, &oom);
+    }
+    fhir_error ferr;
+    fhir_error_clear(&ferr);
+    if (oom || rank_fixed_make(c->a, dir, own, n_needs, day, params, &e->f, &ferr))
+        return rank_fixed_make(a, dir, needs, n_needs, day, params, f, err);
+    e->rules = params->rules;
+    e->day = day;
+    e->needs = own;
+    e->n_needs = n_needs;
+    c->n++;
+    c->fills++;
+    *f = e->f;
+    return 0;
+}
+
+int route_rank(fhir_arena *a, const centers_dir *dir, const route_origin *origin,
+               const route_need *needs, size_t n_needs, const char *payer, int64_t day,
+               const route_params *params, route_result *out, fhir_error *err)
+{
+    memset(out, 0, sizeof *out);
+    if (n_needs == 0)
+        return fhir_error_set(err, "route: no eligible or possibly eligible indication given");
+    out->origin = *origin;
+    out->params = params_or_default(params);
+    out->day = day;
+    rank_fixed f;
+    if (rank_fixed_get(a, dir, needs, n_needs, day, &out->params, &f, err))
+        return -1;
+    out->candidates = fhir_arena_calloc(a, (f.n_cands + 1) * sizeof *out->candidates);
+    out->exclusions = fhir_arena_calloc(a, (f.n_excl + 1) * sizeof *out->exclusions);
+    OOM_CHECK(out->candidates && out->exclusions);
+    memcpy(out->exclusions, f.excl, f.n_excl * sizeof *f.excl);
+    out->n_exclusions = f.n_excl;
+    for (size_t i = 0; i < f.n_cands; i++) {
+        route_candidate *rc = &out->candidates[i];
+        *rc = f.cands[i];
+        const centers_center *c = rc->center;
+        rc->distance_km = route_distance_km(origin->lat, origin->lon, c->lat, c->lon);
+        rc->travel_minutes = route_travel_minutes(rc->distance_km, &out->params);
+        rc->payer_demoted = c->payers_listed && payer && payer[0] && !centers_accepts_payer(c, payer);
+        rc->beyond_stay_near = rc->travel_minutes > out->params.stay_near_minutes;
+    }
+    out->n_candidates = f.n_cands;
+    qsort(out->candidates, out->n_candidates, sizeof *out->candidates, cand_cmp);
+
+    if (!out->params.no_reasons)
+        for (size_t i = 0; i < out->n_candidates; i++) {
+            route_candidate *rc = &out->candidates[i];
+            fhir_buf b;
+            fhir_buf_init(&b, ROUTE_EXPLANATION_MAX);
             reason_parts rp = candidate_parts(out, rc, payer);
             reason_write(&rp, &b);
             rc->reason = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+            fhir_buf_free(&b);
             OOM_CHECK(rc->reason);
         }
-        fhir_buf_free(&b);
-    }
     if (out->n_candidates && payer) {
         out->payer = fhir_arena_strdup(a, payer);
         OOM_CHECK(out->payer);

@@ -80,6 +80,19 @@ int route_resolve_origin(const route_patient_location *p, const route_zcta *zcta
 
 /* ---- ranking ------------------------------------------------------------------------ */
 
+/* What a ranking makes of the directory alone for a set of needs on a day (which centers
+ * are excluded and why, which indications each other one serves, in words), remembered
+ * across rankings: only the distances, the payer and the order depend on the patient.
+ * Bound to one directory and ruleset: a reload (another directory) needs a new cache; a
+ * ranking with another directory does not use it. */
+typedef struct route_cache route_cache;
+/* Caller frees with route_cache_free() before (or with) dir. */
+route_cache *route_cache_new(const centers_dir *dir);
+void route_cache_free(route_cache *c);
+/* The rankings answered from the cache, and those that filled it (tests, logs). */
+size_t route_cache_hits(const route_cache *c);
+size_t route_cache_fills(const route_cache *c);
+
 typedef struct route_params {
     double detour_factor;     /* road km per great-circle km; 0 = 1.3 */
     double avg_speed_kmh;     /* 0 = 80 */
@@ -89,6 +102,9 @@ typedef struct route_params {
                                 * ("Yescarta (axi-cel): ..."); NULL = by their keys */
     bool no_reasons;           /* candidates get no reason sentence (reason NULL): a referral
                                 * keeps none, route_json_reason writes it when shown */
+    route_cache *cache;        /* borrowed, may be NULL: the directory's part of the ranking
+                                * from there (the result then borrows strings from the cache
+                                * too: valid while both the arena and the cache are) */
 } route_params;
 
 /* One indication the patient is eligible or possibly eligible for. */

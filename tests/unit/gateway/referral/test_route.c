@@ -256,6 +256,112 @@ static void test_rank_from_zip(void **state)
     route_zcta_free(z);
 }
 
+/* route_explain_text of a ranking, in arena a (NULL when the ranking fails). */
+static const char *ranked_text(fhir_arena *a, const centers_dir *d, const route_origin *o, const route_need *needs,
+                               size_t n, const char *payer, int64_t day, const route_params *p)
+{
+    fhir_error err = {0};
+    route_result r;
+    if (route_rank(a, d, o, needs, n, payer, day, p, &r, &err))
+        return NULL;
+    fhir_buf b;
+    fhir_buf_init(&b, 1 << 20);
+    assert_int_equal(route_explain_text(&r, &b), 0);
+    const char *s = fhir_arena_strdup(a, fhir_buf_cstr(&b));
+    fhir_buf_free(&b);
+    return s;
+}
+
+/* The directory's part of a ranking remembered (route_cache): every answer the same as without
+ * it, word for word, across origins, payers, needs and days; the needs' strings may die after
+ * the call (the cache keeps copies); another day ranks again (accreditations expire); another
+ * directory (a reload) is never answered from a cache made for the first. */
+static void test_rank_cache(void **state)
+{
+    (void)state;
+    fhir_error err = {0};
+    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
+    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
+    if (!z || !d || !rs)
+        fail_msg("%s", err.msg);
+    fhir_arena *a = fhir_arena_new(0);
+    route_cache *c = route_cache_new(d);
+    int64_t today = fhir_clock_days_from_civil(2026, 11, 27);
+    const char *zips[] = {"55902", "60601", "90012"};
+    const char *payers[] = {NULL, "Aetna", "medicare"};
+    for (int words = 0; words < 2; words++) {
+        route_params plain = {.rules = words ? rs : NULL}, cached = plain;
+        cached.cache = c;
+        for (size_t zi = 0; zi < 3; zi++) {
+            route_origin o;
+            route_patient_location loc = {.zip = zips[zi]};
+            assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
+            for (size_t pi = 0; pi < 3; pi++)
+                for (int64_t day = today - 1; day <= today; day++)
+                    for (int set = 0; set < 3; set++) {
+                        /* the strings of the needs, in a buffer overwritten after each call */
+                        char buf[4][32];
+                        snprintf(buf[0], 32, "%s", set == 1 ? "ide-cel" : "axi-cel");
+                        snprintf(buf[1], 32, "%s", set == 1 ? "mm" : "dlbcl_nos");
+                        snprintf(buf[2], 32, "%s", set == 1 ? "ide-cel:MM-3L" : "axi-cel:LBCL-3L");
+                        snprintf(buf[3], 32, "liso-cel:LBCL-3L");
+                        route_need nd[2] = {{.product = buf[0], .disease = buf[1], .indication = buf[2]},
+                                            {.product = "liso-cel", .disease = buf[1], .indication = buf[3]}};
+                        size_t n = set == 2 ? 2 : 1;
+                        const char *want = ranked_text(a, d, &o, nd, n, payers[pi], day, &plain);
+                        const char *got = ranked_text(a, d, &o, nd, n, payers[pi], day, &cached);
+                        memset(buf, 'x', sizeof buf);
+                        assert_non_null(want);
+                        assert_non_null(got);
+                        assert_string_equal(got, want);
+                    }
+        }
+    }
+    /* 2 wordings x 2 days x 3 sets of needs filled it; everything else came from it */
+    assert_int_equal(route_cache_fills(c), 12);
+    assert_int_equal(route_cache_hits(c), 2 * 3 * 3 * 2 * 3 - 12);
+
+    /* a reload: the closed center opened; the old directory's cache is not used for it */
+    char *dir2 = strdup(dir_json);
+    char *closed = strstr(dir2, "\"closed\"");
+    assert_non_null(closed);
+    memcpy(closed, "\"open\"  ", 8);
+    centers_dir *d2 = centers_load_mem("dir2.json", dir2, strlen(dir2), &err);
+    if (!d2)
+        fail_msg("%s", err.msg);
+    route_origin o;
+    route_patient_location loc = {.zip = "55902"};
+    assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
+    route_need need = {.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:LBCL-3L"};
+    route_params old = {.cache = c};
+    route_result r;
+    size_t hits = route_cache_hits(c);
+    assert_int_equal(route_rank(a, d, &o, &need, 1, NULL, today, &old, &r, &err), 0);
+    assert_int_equal(route_cache_hits(c), hits + 1);
+    assert_string_equal(r.candidates[0].center->id, "mid-payers");
+    assert_int_equal(route_rank(a, d2, &o, &need, 1, NULL, today, &old, &r, &err), 0);
+    assert_int_equal(route_cache_hits(c), hits + 1);
+    assert_string_equal(r.candidates[0].center->id, "near-closed");
+    route_cache *c2 = route_cache_new(d2);
+    route_params fresh = {.cache = c2};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(route_rank(a, d2, &o, &need, 1, NULL, today, &fresh, &r, &err), 0);
+        assert_string_equal(r.candidates[0].center->id, "near-closed");
+        assert_int_equal(r.n_exclusions, 2);
+    }
+    assert_int_equal(route_cache_fills(c2), 1);
+    assert_int_equal(route_cache_hits(c2), 1);
+    route_cache_free(c2);
+    centers_free(d2);
+    free(dir2);
+    route_cache_free(c);
+    elig_ruleset_free(rs);
+    fhir_arena_free(a);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
 /* The reason sentence of candidate i of a stored route (route_json_reason), in arena a. */
 static const char *stored_reason(fhir_arena *a, const fhir_node *route, size_t i)
 {
@@ -551,6 +657,7 @@ int main(void)
         cmocka_unit_test(test_older_route_reasons),
         cmocka_unit_test(test_zcta_shared_census_copy),
         cmocka_unit_test(test_rank_from_zip),
+        cmocka_unit_test(test_rank_cache),
         cmocka_unit_test(test_origin_fallbacks),
         cmocka_unit_test(test_distance_and_time),
     };
