@@ -158,11 +158,13 @@ int refer_placer_unique(store *s, const char *site_id, const char *patient_id,
                         const char *const *indications, size_t n_indications,
                         const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
 {
-    if (refer_placer_id(site_id, patient_id, indications, n_indications, center_id, out, err))
-        return -1;
-    char *joined = join_indications(indications, n_indications, err);
+    if (!site_id || !site_id[0] || !patient_id || !patient_id[0] || !center_id ||
+        !center_id[0] || n_indications == 0)
+        return refer_placer_id(site_id, patient_id, indications, n_indications, center_id, out, err);
+    char *joined = join_indications(indications, n_indications, err); /* refer_placer_id's */
     if (!joined)
         return -1;
+    placer_from_joined(site_id, patient_id, joined, center_id, out);
     int rc = -1;
     for (unsigned k = 1; k <= 1000; k++) {
         int64_t id;
