@@ -1315,15 +1315,27 @@ static const char *lab_evidence(map_profile *p, const lab_pick *l, const char *a
 static void lab_facts(builder *b)
 {
     map_profile *p = b->p;
-    static const char *const labs[] = {"anc", "alc", "platelets", "hemoglobin", "creatinine", "crcl",
-                                       "egfr", "bilirubin", "ast", "alt", "lvef", "spo2", NULL};
+#define LAB_FACTS(X)                                                                                \
+    X("anc") X("alc") X("platelets") X("hemoglobin") X("creatinine") X("crcl") X("egfr") X("bilirubin") \
+    X("ast") X("alt") X("lvef") X("spo2")
+#define LAB_NAME(n) n,
+#define LAB_NONE_90(n) "no " n " result in the 90 days before the evaluation date",
+    static const char *const labs[] = {LAB_FACTS(LAB_NAME) NULL};
+    /* the same sentences for the default lookback, written once (not per patient) */
+    static const char *const none_90[] = {LAB_FACTS(LAB_NONE_90) NULL};
+#undef LAB_NONE_90
+#undef LAB_NAME
+#undef LAB_FACTS
     double weight = NAN;
     const lab_pick *wpick = NULL;
     char days[24];
     snprintf(days, sizeof days, "%d", b->o->lab_lookback_days);
-    for (const char *const *n = labs; *n; n++)
-        set_unknown(p, *n, ajoin(p, "no ", *n, " result in the ", days, " days before the evaluation date",
-                                 AJOIN_END));
+    for (size_t i = 0; labs[i]; i++)
+        set_unknown(p, labs[i],
+                    b->o->lab_lookback_days == 90
+                        ? none_90[i]
+                        : ajoin(p, "no ", labs[i], " result in the ", days, " days before the evaluation date",
+                                AJOIN_END));
     for (size_t i = 0; i < b->nlabs; i++) {
         const lab_pick *l = &b->labs[i];
         const char *an = l->def->analyte;

@@ -353,16 +353,20 @@ void map_therapy_facts(builder *b)
             fmt_day(l->end_days, s2, sizeof s2);
             if (pp)
                 fmt_day(pp->day, s3, sizeof s3);
+            char rds[12], num[12]; /* the two most written sentences without printf */
+            fmt_int(rd, rds);
+            fmt_int(l->number, num);
             if (pp && pp->day <= hi)
-                set_bool(p, name, true, astr(p, "%s %s on %s, during or <= %d days after line %d (%s..%s)",
-                                             pp->ref, pp->what, s3, rd, l->number, s1, s2));
+                set_bool(p, name, true, ajoin(p, pp->ref, " ", pp->what, " on ", s3, ", during or <= ", rds,
+                                              " days after line ", num, " (", s1, "..", s2, ")", AJOIN_END));
             else if (pp && l->end_unknown) {
                 set_unknown(p, name, astr(p, "line %d (from %s) has no recorded end; first progression after it is %s %s on %s",
                                           l->number, s1, pp->ref, pp->what, s3));
                 F(p, name)->settle = astr(p, "the end date of line %d (%s)", l->number, l->evidence);
             } else if (pp)
-                set_bool(p, name, false, astr(p, "first progression after line %d (%s..%s) is %s %s on %s, > %d days after it",
-                                              l->number, s1, s2, pp->ref, pp->what, s3, rd));
+                set_bool(p, name, false, ajoin(p, "first progression after line ", num, " (", s1, "..", s2, ") is ",
+                                               pp->ref, " ", pp->what, " on ", s3, ", > ", rds, " days after it",
+                                               AJOIN_END));
             else if (rr)
                 set_bool(p, name, false, astr(p, "%s response after line %d started (%s..%s); no progression documented since",
                                               rr->ref, l->number, s1, s2));
