@@ -97,8 +97,11 @@ static char *join_indications(const char *const *ind, size_t n, fhir_error *err)
     fhir_buf b;
     fhir_buf_init(&b, REFER_INDICATIONS_MAX);
     for (size_t i = 0; i < n; i++)
-        if (i == 0 || strcmp(v[i], v[i - 1]))
-            fhir_buf_printf(&b, "%s%s", b.len ? "," : "", v[i]);
+        if (i == 0 || strcmp(v[i], v[i - 1])) { /* at the cap: overflow, the list refused below */
+            if (b.len)
+                fhir_buf_append(&b, ",", 1);
+            fhir_buf_puts(&b, v[i]);
+        }
     free(v);
     if (b.overflow) {
         fhir_buf_free(&b);
