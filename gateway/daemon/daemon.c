@@ -809,6 +809,9 @@ static long screen_pending(daemon_proc *d, fhir_error *err)
     long total = 0;
     size_t guarded = 0; /* patients of the next batch screened with a savepoint each */
     for (;;) {
+        /* no ranking of an earlier batch is alive here: a full cache of the directory's
+         * part of rankings is emptied (past days), so it serves the days to come */
+        route_cache_settle(d->rt->routes);
         char *ids[SCREEN_BATCH];
         long got = store_dirty_next(d->st, ids, SCREEN_BATCH, err);
         if (got <= 0)

@@ -500,7 +500,6 @@ static int rank_fixed_make(fhir_arena *a, const centers_dir *dir, const route_ne
 
 /* ---- route_cache ---------------------------------------------------------------------- */
 
-#define ROUTE_CACHE_ENTRIES 64 /* sets of needs remembered; more are ranked without the cache */
 
 typedef struct cache_entry {
     const elig_ruleset *rules;
@@ -532,6 +531,16 @@ void route_cache_free(route_cache *c)
         return;
     fhir_arena_free(c->a);
     free(c);
+}
+
+bool route_cache_settle(route_cache *c)
+{
+    if (!c || c->n < ROUTE_CACHE_ENTRIES)
+        return false;
+    fhir_arena_reset(c->a);
+    memset(c->e, 0, sizeof c->e);
+    c->n = 0;
+    return true;
 }
 
 size_t route_cache_hits(const route_cache *c)

@@ -89,6 +89,14 @@ typedef struct route_cache route_cache;
 /* Caller frees with route_cache_free() before (or with) dir. */
 route_cache *route_cache_new(const centers_dir *dir);
 void route_cache_free(route_cache *c);
+/* Sets of (day, ruleset, needs) a cache remembers; once full, rankings go without it until
+ * route_cache_settle empties it. */
+#define ROUTE_CACHE_ENTRIES 64
+/* At a point where no ranking result made with the cache is alive (the daemon: before each
+ * screening batch): a full cache is emptied, so that the days and needs that come next are
+ * remembered again (a daemon running for months fills it with days gone by). true when it
+ * was emptied. */
+bool route_cache_settle(route_cache *c);
 /* The rankings answered from the cache, and those that filled it (tests, logs). */
 size_t route_cache_hits(const route_cache *c);
 size_t route_cache_fills(const route_cache *c);

@@ -352,6 +352,29 @@ static void test_rank_cache(void **state)
     }
     assert_int_equal(route_cache_fills(c2), 1);
     assert_int_equal(route_cache_hits(c2), 1);
+    /* a daemon running for months: once full (days gone by), rankings go without the cache
+     * (answers still right), until it is settled between batches; then it remembers again */
+    route_cache *c3 = route_cache_new(d2);
+    route_params p3 = {.cache = c3};
+    assert_false(route_cache_settle(c3));
+    for (int64_t k = 0; k < ROUTE_CACHE_ENTRIES + 3; k++) {
+        assert_int_equal(route_rank(a, d2, &o, &need, 1, NULL, today + k, &p3, &r, &err), 0);
+        assert_string_equal(r.candidates[0].center->id, "near-closed");
+    }
+    assert_int_equal(route_cache_fills(c3), ROUTE_CACHE_ENTRIES);
+    size_t h3 = route_cache_hits(c3);
+    assert_int_equal(route_rank(a, d2, &o, &need, 1, NULL, today + ROUTE_CACHE_ENTRIES + 1, &p3, &r, &err), 0);
+    assert_int_equal(route_cache_hits(c3), h3); /* not remembered: full */
+    assert_true(route_cache_settle(c3));
+    assert_false(route_cache_settle(c3));
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(route_rank(a, d2, &o, &need, 1, NULL, today + ROUTE_CACHE_ENTRIES + 1, &p3, &r, &err), 0);
+        assert_string_equal(r.candidates[0].center->id, "near-closed");
+        assert_int_equal(r.n_exclusions, 2);
+    }
+    assert_int_equal(route_cache_fills(c3), ROUTE_CACHE_ENTRIES + 1);
+    assert_int_equal(route_cache_hits(c3), h3 + 1);
+    route_cache_free(c3);
     route_cache_free(c2);
     centers_free(d2);
     free(dir2);
