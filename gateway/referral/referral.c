@@ -141,18 +141,30 @@ static int placer_from_joined(const char *site, const char *patient, const char 
     return 0;
 }
 
-int refer_placer_id(const char *site_id, const char *patient_id,
-                    const char *const *indications, size_t n_indications,
-                    const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
+/* refer_placer_id's work, the joined indications handed back in *joined (caller frees) for the
+ * v2 forms refer_placer_unique derives from them. 0, or -1 with err (nothing to free). */
+static int placer_id_joined(const char *site_id, const char *patient_id, const char *const *indications,
+                            size_t n_indications, const char *center_id, char out[REFER_PLACER_MAX],
+                            char **joined, fhir_error *err)
 {
     if (!site_id || !site_id[0] || !patient_id || !patient_id[0] || !center_id ||
         !center_id[0] || n_indications == 0)
         return fhir_error_set(err, "placer id needs a site, a patient, a center and at least "
                                    "one indication");
-    char *joined = join_indications(indications, n_indications, err);
-    if (!joined)
+    *joined = join_indications(indications, n_indications, err);
+    if (!*joined)
         return -1;
-    placer_from_joined(site_id, patient_id, joined, center_id, out);
+    placer_from_joined(site_id, patient_id, *joined, center_id, out);
+    return 0;
+}
+
+int refer_placer_id(const char *site_id, const char *patient_id,
+                    const char *const *indications, size_t n_indications,
+                    const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
+{
+    char *joined;
+    if (placer_id_joined(site_id, patient_id, indications, n_indications, center_id, out, &joined, err))
+        return -1;
     free(joined);
     return 0;
 }
@@ -161,13 +173,9 @@ int refer_placer_unique(store *s, const char *site_id, const char *patient_id,
                         const char *const *indications, size_t n_indications,
                         const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
 {
-    if (!site_id || !site_id[0] || !patient_id || !patient_id[0] || !center_id ||
-        !center_id[0] || n_indications == 0)
-        return refer_placer_id(site_id, patient_id, indications, n_indications, center_id, out, err);
-    char *joined = join_indications(indications, n_indications, err); /* refer_placer_id's */
-    if (!joined)
+    char *joined; /* joined once, for the first form and the v2 ones */
+    if (placer_id_joined(site_id, patient_id, indications, n_indications, center_id, out, &joined, err))
         return -1;
-    placer_from_joined(site_id, patient_id, joined, center_id, out);
     int rc = -1;
     for (unsigned k = 1; k <= 1000; k++) {
         int64_t id;

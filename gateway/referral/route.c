@@ -500,7 +500,6 @@ static int rank_fixed_make(fhir_arena *a, const centers_dir *dir, const route_ne
 
 /* ---- route_cache ---------------------------------------------------------------------- */
 
-
 typedef struct cache_entry {
     const elig_ruleset *rules;
     int64_t day;
