@@ -162,7 +162,7 @@ int refer_placer_id(const char *site_id, const char *patient_id,
                     const char *const *indications, size_t n_indications,
                     const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
 {
-    char *joined;
+    char *joined = NULL;
     if (placer_id_joined(site_id, patient_id, indications, n_indications, center_id, out, &joined, err))
         return -1;
     free(joined);
@@ -173,7 +173,7 @@ int refer_placer_unique(store *s, const char *site_id, const char *patient_id,
                         const char *const *indications, size_t n_indications,
                         const char *center_id, char out[REFER_PLACER_MAX], fhir_error *err)
 {
-    char *joined; /* joined once, for the first form and the v2 ones */
+    char *joined = NULL; /* joined once, for the first form and the v2 ones */
     if (placer_id_joined(site_id, patient_id, indications, n_indications, center_id, out, &joined, err))
         return -1;
     int rc = -1;
