@@ -222,7 +222,8 @@ static void *bad(bin_rd *r, const char *what)
     return NULL;
 }
 
-static bool get_len(bin_rd *r, size_t *v)
+/* A length of more than one byte (or none: truncated). */
+static bool get_len_long(bin_rd *r, size_t *v)
 {
     size_t x = 0;
     for (unsigned shift = 0; shift < 35; shift += 7) {
@@ -238,8 +239,18 @@ static bool get_len(bin_rd *r, size_t *v)
     return false;
 }
 
+/* A length: one byte (below 0x80) the usual case, read in place. */
+static inline __attribute__((always_inline)) bool get_len(bin_rd *r, size_t *v)
+{
+    if (r->p < r->end && !((unsigned char)*r->p & 0x80)) {
+        *v = (unsigned char)*r->p++;
+        return true;
+    }
+    return get_len_long(r, v);
+}
+
 /* A length-prefixed, NUL-terminated text in place: its start, or NULL. */
-static const char *get_text(bin_rd *r, uint32_t *len)
+static inline __attribute__((always_inline)) const char *get_text(bin_rd *r, uint32_t *len)
 {
     size_t n;
     if (!get_len(r, &n) || n >= (size_t)(r->end - r->p) || n > UINT32_MAX || r->p[n] != '\0')
@@ -250,12 +261,9 @@ static const char *get_text(bin_rd *r, uint32_t *len)
     return s;
 }
 
-/* Reads one scalar node (tag and value) into *n; any other tag is refused. */
-static inline __attribute__((always_inline)) bool read_scalar(bin_rd *r, fhir_node *n)
+/* Reads one scalar node of tag t (already taken) into *n; any other tag is refused. */
+static inline __attribute__((always_inline)) bool read_scalar(bin_rd *r, fhir_node *n, unsigned char t)
 {
-    if (r->p >= r->end)
-        return bad(r, "truncated"), false;
-    unsigned char t = (unsigned char)*r->p++;
     switch (t) {
     case T_NULL: n->kind = FHIR_NULL; return true;
     case T_FALSE:
@@ -280,18 +288,23 @@ static inline __attribute__((always_inline)) bool read_scalar(bin_rd *r, fhir_no
     }
 }
 
-static bool is_container(const bin_rd *r)
-{
-    return r->p < r->end && (*r->p == T_OBJECT || *r->p == T_ARRAY);
-}
+/* Reads the children of a container of tag t (taken, its count not yet) into *n. */
+static bool read_kids(bin_rd *r, fhir_node *n, unsigned char t, unsigned depth);
 
 /* Reads one node into *n (allocated by the caller: children of one parent are one block);
- * a scalar child is read in place, only a container child costs a call. */
-static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
+ * a scalar is read in place, only a container costs a call. */
+static inline __attribute__((always_inline)) bool read_one(bin_rd *r, fhir_node *n, unsigned depth)
 {
-    if (!is_container(r))
-        return read_scalar(r, n);
+    if (r->p >= r->end)
+        return bad(r, "truncated"), false;
     unsigned char t = (unsigned char)*r->p++;
+    if (t == T_OBJECT || t == T_ARRAY)
+        return read_kids(r, n, t, depth);
+    return read_scalar(r, n, t);
+}
+
+static bool read_kids(bin_rd *r, fhir_node *n, unsigned char t, unsigned depth)
+{
     n->kind = t == T_OBJECT ? FHIR_OBJECT : FHIR_ARRAY;
     size_t cnt;
     if (!get_len(r, &cnt) || cnt > (size_t)(r->end - r->p) || cnt > UINT32_MAX)
@@ -304,6 +317,7 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
     fhir_node *kids = fhir_arena_alloc(r->a, cnt * sizeof *kids);
     if (!kids)
         return bad(r, "larger than its memory cap"), false;
+    const size_t names = nnames; /* not read again after each store into a node */
     for (size_t i = 0; i < cnt; i++) {
         fhir_node *c = &kids[i];
         *c = (fhir_node){.next = i + 1 < cnt ? &kids[i + 1] : NULL};
@@ -311,17 +325,17 @@ static bool read_node(bin_rd *r, fhir_node *n, unsigned depth)
             if (r->p >= r->end)
                 return bad(r, "truncated"), false;
             unsigned char k = (unsigned char)*r->p++;
-            if (k == NAME_INLINE) {
-                if (!(c->key = get_text(r, &c->key_len)))
-                    return false;
-            } else if (k < nnames) {
+            if (k < names) {
                 c->key = name_at[k];
                 c->key_len = name_len[k];
+            } else if (k == NAME_INLINE) {
+                if (!(c->key = get_text(r, &c->key_len)))
+                    return false;
             } else {
                 return bad(r, "a member name outside the table"), false;
             }
         }
-        if (!(is_container(r) ? read_node(r, c, depth + 1) : read_scalar(r, c)))
+        if (!read_one(r, c, depth + 1))
             return false;
     }
     n->child = &kids[0];
@@ -346,7 +360,7 @@ fhir_node *fhir_bin_read(fhir_arena *a, const void *data, size_t len, fhir_error
     memcpy(copy, b + 2, len - 2);
     *root = (fhir_node){0};
     bin_rd r = {.a = a, .p = copy, .end = copy + (len - 2), .err = err};
-    if (!read_node(&r, root, 0))
+    if (!read_one(&r, root, 0))
         return NULL;
     if (r.p != r.end)
         return bad(&r, "bytes after the resource");

@@ -28,12 +28,40 @@ bool fhir_node_key_is(const fhir_node *n, const char *name)
     return l == n->key_len && memcmp(n->key, name, l) == 0;
 }
 
+/* a[0..l) == b[0..l) for 1 <= l <= 16, with fixed-size loads (no call): the first and the
+ * last 8 (or 4) bytes, overlapping when l is not a multiple; both hold l bytes. */
+static inline bool eq_short(const char *a, const char *b, size_t l)
+{
+    if (l >= 8) {
+        uint64_t x0, y0, x1, y1;
+        memcpy(&x0, a, 8), memcpy(&y0, b, 8);
+        memcpy(&x1, a + l - 8, 8), memcpy(&y1, b + l - 8, 8);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    if (l >= 4) {
+        uint32_t x0, y0, x1, y1;
+        memcpy(&x0, a, 4), memcpy(&y0, b, 4);
+        memcpy(&x1, a + l - 4, 4), memcpy(&y1, b + l - 4, 4);
+        return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+    }
+    for (size_t i = 0; i < l; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
+
 static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
 {
     if (!obj || obj->kind != FHIR_OBJECT)
         return NULL;
+    if (!l || l > 16) {
+        for (const fhir_node *c = obj->child; c; c = c->next)
+            if (c->key_len == l && (!l || c->key[0] == name[0]) && memcmp(c->key, name, l) == 0)
+                return c;
+        return NULL;
+    }
     for (const fhir_node *c = obj->child; c; c = c->next)
-        if (c->key_len == l && (!l || c->key[0] == name[0]) && memcmp(c->key, name, l) == 0)
+        if (c->key_len == l && c->key[0] == name[0] && eq_short(c->key, name, l))
             return c;
     return NULL;
 }
