@@ -88,7 +88,17 @@ int fhir_buf_putc(fhir_buf *b, char c)
     }
     return fhir_buf_append(b, &c, 1);
 }
-int fhir_buf_puts(fhir_buf *b, const char *s) { return fhir_buf_append(b, s, strlen(s)); }
+int fhir_buf_puts(fhir_buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    /* fhir_buf_append's usual case here (no second call): the text and its NUL in one copy */
+    if (!b->overflow && n < b->alloc - b->len && (!b->cap || n <= b->cap - b->len)) {
+        memcpy(b->data + b->len, s, n + 1);
+        b->len += n;
+        return 0;
+    }
+    return fhir_buf_append(b, s, n);
+}
 
 /* Appends the decimal digits of u, after a '-' when neg. */
 static int put_dec(fhir_buf *b, unsigned long long u, bool neg)

@@ -3,7 +3,6 @@
  * algorithms" (days_from_civil / civil_from_days). */
 #include "fhir_clock.h"
 
-#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,7 +66,7 @@ static int digits(const char *s, int n, int *out)
 {
     int v = 0;
     for (int i = 0; i < n; i++) {
-        if (!isdigit((unsigned char)s[i]))
+        if (s[i] < '0' || s[i] > '9') /* isdigit's set in every locale, without its table */
             return -1;
         v = v * 10 + (s[i] - '0');
     }
@@ -87,8 +86,7 @@ static int days_in_month(int y, int m)
 static int parse_full(const char *s, int64_t *ms_out)
 {
     int y, mo = 1, d = 1, hh = 0, mi = 0, ss = 0, frac_ms = 0, off_min = 0;
-    size_t n = strlen(s);
-    if (n < 4 || digits(s, 4, &y) < 0)
+    if (digits(s, 4, &y) < 0) /* stops at the NUL of a shorter text */
         return -1;
     const char *p = s + 4;
     if (*p == '-') {
@@ -110,7 +108,7 @@ static int parse_full(const char *s, int64_t *ms_out)
                     if (*p == '.') {
                         p++;
                         int k = 0, v = 0;
-                        while (isdigit((unsigned char)*p)) {
+                        while (*p >= '0' && *p <= '9') {
                             if (k < 3)
                                 v = v * 10 + (*p - '0');
                             k++;

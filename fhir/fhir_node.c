@@ -30,7 +30,7 @@ bool fhir_node_key_is(const fhir_node *n, const char *name)
 
 /* a[0..l) == b[0..l) for 1 <= l <= 16, with fixed-size loads (no call): the first and the
  * last 8 (or 4) bytes, overlapping when l is not a multiple; both hold l bytes. */
-static inline bool eq_short(const char *a, const char *b, size_t l)
+static inline __attribute__((always_inline)) bool eq_short(const char *a, const char *b, size_t l)
 {
     if (l >= 8) {
         uint64_t x0, y0, x1, y1;
@@ -50,7 +50,8 @@ static inline bool eq_short(const char *a, const char *b, size_t l)
     return true;
 }
 
-static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
+static inline __attribute__((always_inline)) const fhir_node *get_n_inline(const fhir_node *obj,
+                                                                            const char *name, size_t l)
 {
     if (!obj || obj->kind != FHIR_OBJECT)
         return NULL;
@@ -64,6 +65,11 @@ static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
         if (c->key_len == l && c->key[0] == name[0] && eq_short(c->key, name, l))
             return c;
     return NULL;
+}
+
+static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
+{
+    return get_n_inline(obj, name, l);
 }
 
 const fhir_node *fhir_node_get(const fhir_node *obj, const char *name)
@@ -304,14 +310,15 @@ size_t fhir_node_size(const fhir_node *n)
     return s;
 }
 
+/* (get_n inlined with the name's length known: no strlen, the compare of a fixed size) */
 const char *fhir_node_resource_type(const fhir_node *res)
 {
-    return fhir_node_str(fhir_node_get(res, "resourceType"));
+    return fhir_node_str(get_n_inline(res, "resourceType", sizeof "resourceType" - 1));
 }
 
 const char *fhir_node_resource_id(const fhir_node *res)
 {
-    return fhir_node_str(fhir_node_get(res, "id"));
+    return fhir_node_str(get_n_inline(res, "id", sizeof "id" - 1));
 }
 
 /* ---- building ------------------------------------------------------------------------ */
