@@ -25,6 +25,7 @@ typedef struct wline {
     int64_t window_end;
     int64_t drug_last[24];
     const char **refs;
+    size_t *rlen;          /* strlen of each of refs (add_ref compares the length first) */
     size_t nrefs, cap;
 } wline;
 
@@ -66,13 +67,19 @@ static void add_ref(wline *w, const char *ref)
         return;
     if (w->nrefs && w->refs[w->nrefs - 1] == ref)
         return; /* the usual repeat: the next drug of the same record */
+    /* refs of one line mostly share their type and patient ("MedicationAdministration/p1-ma")
+     * and differ at the end: the length and the last byte before the whole text */
+    size_t len = strlen(ref);
     for (size_t i = 0; i < w->nrefs; i++)
-        if (w->refs[i] == ref || !strcmp(w->refs[i], ref))
+        if (w->refs[i] == ref || (w->rlen[i] == len && (!len || w->refs[i][len - 1] == ref[len - 1]) &&
+                                  !memcmp(w->refs[i], ref, len)))
             return;
     if (w->nrefs == w->cap) {
         w->cap = w->cap ? w->cap * 2 : 8;
         w->refs = fhir_xrealloc(w->refs, w->cap * sizeof *w->refs);
+        w->rlen = fhir_xrealloc(w->rlen, w->cap * sizeof *w->rlen);
     }
+    w->rlen[w->nrefs] = len;
     w->refs[w->nrefs++] = ref;
 }
 
@@ -451,6 +458,7 @@ int map_lot_derive(const map_lot_exposure *ex_in, size_t nex, const map_lot_even
         for (size_t r = 0; r < L.lines[k].nrefs; r++)
             out->refs[out->nrefs++] = L.lines[k].refs[r];
         free(L.lines[k].refs);
+        free(L.lines[k].rlen);
     }
     free(L.lines);
     free(it);
