@@ -426,6 +426,42 @@ static int res_order(const void *a, const void *b)
     return c ? c : strcmp(x->id, y->id);
 }
 
+/* res_order inlined, the type compared by address first (res_list_load gives records of one
+ * type read one after another the same type text). */
+static inline int key_order(const res_key *x, const res_key *y)
+{
+    int c = x->type == y->type ? 0 : strcmp(x->type, y->type);
+    return c ? c : strcmp(x->id, y->id);
+}
+
+/* k[0..n) in key_order, stably (as qsort's merge sort left equal keys); tmp holds n / 2.
+ * The cache gives a patient's records as runs in order (by type, mostly by id): two halves
+ * already in order cost one comparison. */
+static void keys_sort(res_key *k, res_key *tmp, size_t n)
+{
+    if (n <= 8) {
+        for (size_t i = 1; i < n; i++) {
+            res_key v = k[i];
+            size_t j = i;
+            for (; j > 0 && key_order(&k[j - 1], &v) > 0; j--)
+                k[j] = k[j - 1];
+            k[j] = v;
+        }
+        return;
+    }
+    size_t h = n / 2;
+    keys_sort(k, tmp, h);
+    keys_sort(k + h, tmp, n - h);
+    if (key_order(&k[h - 1], &k[h]) <= 0)
+        return;
+    memcpy(tmp, k, h * sizeof *k);
+    size_t a = 0, b = h, o = 0;
+    while (a < h && b < n)
+        k[o++] = key_order(&k[b], &tmp[a]) < 0 ? k[b++] : tmp[a++];
+    while (a < h)
+        k[o++] = tmp[a++];
+}
+
 /* The patient's cached resources, parsed, in (type, id) order (the cache's key, as the profile
  * always read them), at most l->max of them; rec (may be NULL) gets how many were read of
  * those cached. 0, or -1 with the list's err set: the store failed, or a record does not
@@ -449,12 +485,17 @@ static int res_list_load(daemon_proc *d, res_list *l, const char *pid, elig_reco
     }
     if (l->n < 2)
         return 0;
-    res_key *k = fhir_xcalloc(l->n, sizeof *k);
+    res_key *k = fhir_xcalloc(l->n + l->n / 2, sizeof *k); /* the keys, then keys_sort's room */
+    const char *prev = NULL;
     for (size_t i = 0; i < l->n; i++) {
         const char *t = fhir_node_resource_type(l->v[i]), *id = fhir_node_resource_id(l->v[i]);
-        k[i] = (res_key){t ? t : "", id ? id : "", l->v[i]};
+        t = t ? t : "";
+        if (prev && !strcmp(t, prev))
+            t = prev; /* one address per run of a type: key_order compares those without strcmp */
+        prev = t;
+        k[i] = (res_key){t, id ? id : "", l->v[i]};
     }
-    qsort(k, l->n, sizeof *k, res_order);
+    keys_sort(k, k + l->n, l->n);
     for (size_t i = 0; i < l->n; i++)
         l->v[i] = k[i].n;
     free(k);
