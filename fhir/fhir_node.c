@@ -67,14 +67,9 @@ static inline __attribute__((always_inline)) const fhir_node *get_n_inline(const
     return NULL;
 }
 
-static const fhir_node *get_n(const fhir_node *obj, const char *name, size_t l)
-{
-    return get_n_inline(obj, name, l);
-}
-
 const fhir_node *fhir_node_get(const fhir_node *obj, const char *name)
 {
-    return get_n(obj, name, strlen(name));
+    return get_n_inline(obj, name, strlen(name));
 }
 
 const fhir_node *fhir_node_at(const fhir_node *arr, size_t i)
@@ -182,7 +177,7 @@ const fhir_node *fhir_node_path(const fhir_node *n, const char *path)
         if (l) {
             if (n->kind == FHIR_ARRAY)
                 n = n->child; /* first repetition */
-            n = get_n(n, seg, l);
+            n = get_n_inline(n, seg, l);
         }
         if (*p == '[') {
             char *end;
@@ -310,7 +305,7 @@ size_t fhir_node_size(const fhir_node *n)
     return s;
 }
 
-/* (get_n inlined with the name's length known: no strlen, the compare of a fixed size) */
+/* (get_n_inline with the name's length known: no strlen, the compare of a fixed size) */
 const char *fhir_node_resource_type(const fhir_node *res)
 {
     return fhir_node_str(get_n_inline(res, "resourceType", sizeof "resourceType" - 1));
