@@ -313,21 +313,34 @@ static void parts_pick(const propose_opts *o, const propose_input *in, const cha
         const char *t = fhir_node_resource_type(r);
         if (!t)
             continue;
-        if (!strcmp(t, "Patient"))
-            p->patient = r;
-        else if (!strcmp(t, "Coverage"))
-            p->cov[p->ncov++] = r;
-        else if (!strcmp(t, "Observation"))
-            p->obs[p->nobs++] = r;
-        else if (!strncmp(t, "Medication", 10) && strcmp(t, "Medication"))
-            p->med[p->nmed++] = r;
-        else if (!strcmp(t, "DiagnosticReport") && report_wanted(o, r))
-            p->rep[p->nrep++] = r;
-        else if (!strcmp(t, "Condition")) {
-            char ref[200];
-            snprintf(ref, sizeof ref, "Condition/%s", fhir_node_resource_id(r) ? fhir_node_resource_id(r) : "");
-            if (!p->condition || strstr(disease_evidence, ref))
-                p->condition = r;
+        /* by the type's first letter, then its name (a chain of strcmp per record before) */
+        switch (t[0]) {
+        case 'P':
+            if (!strcmp(t, "Patient"))
+                p->patient = r;
+            break;
+        case 'C':
+            if (!strcmp(t, "Coverage")) {
+                p->cov[p->ncov++] = r;
+            } else if (!strcmp(t, "Condition")) {
+                char ref[200];
+                snprintf(ref, sizeof ref, "Condition/%s", fhir_node_resource_id(r) ? fhir_node_resource_id(r) : "");
+                if (!p->condition || strstr(disease_evidence, ref))
+                    p->condition = r;
+            }
+            break;
+        case 'O':
+            if (!strcmp(t, "Observation"))
+                p->obs[p->nobs++] = r;
+            break;
+        case 'M': /* MedicationRequest and the other Medication* records, not Medication */
+            if (!strncmp(t, "Medication", 10) && t[10])
+                p->med[p->nmed++] = r;
+            break;
+        case 'D':
+            if (!strcmp(t, "DiagnosticReport") && report_wanted(o, r))
+                p->rep[p->nrep++] = r;
+            break;
         }
     }
     qsort(p->rep, p->nrep, sizeof *p->rep, cmp_report_newest);
