@@ -409,29 +409,6 @@ static const struct {
      "ALTER TABLE referrals ADD COLUMN compose_cause TEXT;"
      "ALTER TABLE referrals ADD COLUMN compose_error TEXT;"
      "CREATE INDEX referrals_unprepared ON referrals(compose_cause) WHERE compose_cause IS NOT NULL;"},
-    /* 18: the cached resources keyed (id, type) instead of (type, id): the key's index is
-     * searched on every resource stored (the upsert's conflict check), and with the type first
-     * nearly every comparison met an equal type (a search page is one type) and went on to the
-     * id through SQLite's general record comparison; the id first mostly decides at once
-     * (~1,300 instructions less a resource stored, 7% of the upsert). A key's columns cannot
-     * change in place: the table is made again, its rows (rowids kept) copied. */
-    {"resources keyed (id, type)",
-     "ALTER TABLE resources RENAME TO resources_v17;"
-     "CREATE TABLE resources ("
-     "  type TEXT NOT NULL,"
-     "  id TEXT NOT NULL,"
-     "  patient_id TEXT NOT NULL,"
-     "  version TEXT,"
-     "  last_updated TEXT,"
-     "  json TEXT NOT NULL,"
-     "  stored_ms INTEGER NOT NULL,"
-     "  PRIMARY KEY (id, type)"
-     ");"
-     "INSERT INTO resources(rowid, type, id, patient_id, version, last_updated, json, stored_ms) "
-     "SELECT rowid, type, id, patient_id, version, last_updated, json, stored_ms "
-     "FROM resources_v17 ORDER BY rowid;"
-     "DROP TABLE resources_v17;"
-     "CREATE INDEX resources_patient ON resources(patient_id);"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -681,12 +658,12 @@ static const struct {
      * NULL, and cleared when an older row changes */
     [Q_RES_PUT] = {"resource write",
                    "INSERT INTO resources(type, id, patient_id, json, stored_ms) VALUES (?,?,?,?,?) "
-                   "ON CONFLICT(id, type) DO UPDATE SET patient_id = excluded.patient_id, "
+                   "ON CONFLICT(type, id) DO UPDATE SET patient_id = excluded.patient_id, "
                    "version = NULL, last_updated = NULL, json = excluded.json, "
                    "stored_ms = excluded.stored_ms"},
     [Q_RES_UPSERT] = {"resource write",
                       "INSERT INTO resources(type, id, patient_id, json, stored_ms) VALUES "
-                      "(?,?,?,?,?) ON CONFLICT(id, type) DO UPDATE SET patient_id = "
+                      "(?,?,?,?,?) ON CONFLICT(type, id) DO UPDATE SET patient_id = "
                       "excluded.patient_id, version = NULL, last_updated = NULL, json = "
                       "excluded.json, stored_ms = excluded.stored_ms WHERE resources.json IS NOT "
                       "excluded.json"},

@@ -28,7 +28,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 18
+#define STORE_SCHEMA_VERSION 17
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u

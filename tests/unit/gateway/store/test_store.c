@@ -341,19 +341,8 @@ static const store_worklist_in typed_wl = {.urgency = "soon", .consult = "refer_
                                            .missing = 1, .products = "[\"axi-cel\"]"};
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
-/* migration 18 (resources keyed (id, type)): the table keyed (type, id) again, rows kept */
-#define RESOURCES_COLS "type, id, patient_id, version, last_updated, json, stored_ms"
-#define UNDO_AFTER_V17                                                                       \
-    "ALTER TABLE resources RENAME TO resources_v18; CREATE TABLE resources ("                \
-    "  type TEXT NOT NULL,  id TEXT NOT NULL,  patient_id TEXT NOT NULL,  version TEXT,"     \
-    "  last_updated TEXT,  json TEXT NOT NULL,  stored_ms INTEGER NOT NULL,"                 \
-    "  PRIMARY KEY (type, id));"                                                             \
-    "INSERT INTO resources(rowid, " RESOURCES_COLS ") SELECT rowid, " RESOURCES_COLS         \
-    " FROM resources_v18; DROP TABLE resources_v18;"                                         \
-    "CREATE INDEX resources_patient ON resources(patient_id);"
 /* migration 17 (why a proposal's texts could not be composed) */
 #define UNDO_AFTER_V16                                                                       \
-    UNDO_AFTER_V17                                                                           \
     "DROP INDEX referrals_unprepared; ALTER TABLE referrals DROP COLUMN compose_cause;"      \
     "ALTER TABLE referrals DROP COLUMN compose_error;"
 /* migration 15 (the worklist written with the verdict): version 14's triggers again */
@@ -1079,82 +1068,6 @@ static int collect_id(void *ctx, int64_t id, const char *placer)
     return 0;
 }
 
-/* Migration 18: a version 17 file's resources, keyed (type, id), are keyed (id, type), every
- * row kept as it was (rowid, columns, bytes, BLOB or text), the patient index made again; the
- * upsert then finds the copied rows by their new key (an identical copy untouched, a change
- * written in place, the same id of another type a row of its own). */
-static void test_resources_keyed_id_type(void **state)
-{
-    (void)state;
-    store *s = open_fresh("rkey.db");
-    fhir_error err = {0};
-    bool changed = false;
-    fhir_arena *a = fhir_arena_new(0);
-    static const char mjson[] = "{\"resourceType\":\"Medication\",\"id\":\"m1\"}";
-    fhir_node *n = fhir_json_parse(a, mjson, strlen(mjson), NULL, &err);
-    assert_non_null(n);
-    fhir_buf bin; /* the binary form: a BLOB */
-    fhir_buf_init(&bin, 4096);
-    assert_int_equal(fhir_bin_write(&bin, n), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Condition", "c1", "{\"a\":1}", 7, &err), 0);
-    assert_int_equal(store_resource_put(s, "p1", "Observation", "o1", "{\"b\":1}", 7, &err), 0);
-    assert_int_equal(store_resource_put(s, "p2", "Condition", "c2", "{\"c\":1}", 7, &err), 0);
-    assert_int_equal(store_resource_put(s, "", "Medication", "m1", bin.data, bin.len, &err), 0);
-    store_close(s);
-    raw_exec(UNDO_AFTER_V17 "UPDATE resources SET version = '3', last_updated = '2026-01-02' "
-             "WHERE id = 'o1'; PRAGMA user_version = 17;");
-    const char *key = "SELECT count(*) FROM sqlite_master WHERE name = 'resources' AND sql LIKE "
-                      "'%PRIMARY KEY (%s)%'";
-    char q[256];
-    snprintf(q, sizeof q, key, "type, id");
-    assert_int_equal(raw_int(q), 1);
-    int64_t rowid_o1 = raw_int("SELECT rowid FROM resources WHERE id = 'o1'");
-    int64_t stored_c2 = raw_int("SELECT stored_ms FROM resources WHERE id = 'c2'");
-
-    s = store_open(dbpath, 0, &err);
-    assert_non_null(s);
-    assert_int_equal(store_schema_version(s), STORE_SCHEMA_VERSION);
-    snprintf(q, sizeof q, key, "id, type");
-    assert_int_equal(raw_int(q), 1);
-    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE name LIKE 'resources%'"), 2);
-    assert_int_equal(raw_int("SELECT count(*) FROM sqlite_master WHERE name = 'resources_patient' "
-                             "AND tbl_name = 'resources'"), 1);
-    assert_int_equal(raw_int("SELECT count(*) FROM resources"), 4);
-    assert_int_equal(raw_int("SELECT rowid FROM resources WHERE id = 'o1'"), rowid_o1);
-    assert_int_equal(raw_int("SELECT stored_ms FROM resources WHERE id = 'c2'"), stored_c2);
-    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE id = 'o1' AND version = '3' "
-                             "AND last_updated = '2026-01-02' AND patient_id = 'p1'"), 1);
-    assert_int_equal(raw_int("SELECT count(*) FROM resources WHERE typeof(json) = 'blob'"), 1);
-    got_bytes g = {0};
-    assert_int_equal(store_resource_get(s, "Medication", "m1", keep_bytes, &g, &err), 1);
-    assert_int_equal(g.len, bin.len);
-    assert_memory_equal(g.data, bin.data, bin.len);
-    fhir_buf_free(&bin);
-    fhir_arena_free(a);
-    assert_int_equal(store_resource_count(s, "p1"), 2);
-    assert_int_equal(store_resource_count(s, "p2"), 1);
-    /* the key after the copy: identical untouched, a change in place, another type its own row */
-    assert_int_equal(store_resource_upsert(s, "p1", "Condition", "c1", "{\"a\":1}", 7, &changed,
-                                           &err), 0);
-    assert_false(changed);
-    assert_int_equal(store_resource_upsert(s, "p2", "Condition", "c1", "{\"a\":2}", 7, &changed,
-                                           &err), 0);
-    assert_true(changed);
-    assert_int_equal(store_resource_upsert(s, "p1", "Observation", "c1", "{\"d\":1}", 7, &changed,
-                                           &err), 0);
-    assert_true(changed);
-    assert_int_equal(raw_int("SELECT count(*) FROM resources"), 5);
-    assert_int_equal(store_resource_count(s, "p1"), 2); /* o1 and the Observation c1 */
-    assert_int_equal(store_resource_count(s, "p2"), 2);
-    bool found = false;
-    char pid[16];
-    assert_int_equal(store_resource_delete(s, "Condition", "c1", pid, sizeof pid, &found, &err), 0);
-    assert_true(found);
-    assert_string_equal(pid, "p2");
-    assert_int_equal(store_resource_get(s, "Observation", "c1", keep_bytes, &g, &err), 1);
-    store_close(s);
-}
-
 /* The compose cause (migration 17): a version 16 file gets the two columns, its rows read
  * without a cause; a cause set by store_referral_update is read in the full row and in a
  * summary; composed texts (store_referral_set_texts) and a changed proposal (set_proposal)
@@ -1754,7 +1667,6 @@ int main(void)
         cmocka_unit_test(test_worklist_typed),
         cmocka_unit_test(test_referral_verdict_shared),
         cmocka_unit_test(test_compose_cause_columns),
-        cmocka_unit_test(test_resources_keyed_id_type),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_resource_meta_columns),
