@@ -256,6 +256,25 @@ static void test_rank_from_zip(void **state)
     route_zcta_free(z);
 }
 
+/* The tiny ZIP table, the test directory (dir_json) and the label criteria, as the ranking
+ * tests use them; fixture_free gives them back. */
+static void fixture_load(route_zcta **z, centers_dir **d, elig_ruleset **rs)
+{
+    fhir_error err = {0};
+    *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
+    *d = *z ? centers_load_mem("dir.json", dir_json, strlen(dir_json), &err) : NULL;
+    *rs = *d ? elig_load_dir("conf/criteria", &err) : NULL;
+    if (!*rs)
+        fail_msg("%s", err.msg);
+}
+
+static void fixture_free(route_zcta *z, centers_dir *d, elig_ruleset *rs)
+{
+    elig_ruleset_free(rs);
+    centers_free(d);
+    route_zcta_free(z);
+}
+
 /* route_explain_text of a ranking, in arena a (NULL when the ranking fails). */
 static const char *ranked_text(fhir_arena *a, const centers_dir *d, const route_origin *o, const route_need *needs,
                                size_t n, const char *payer, int64_t day, const route_params *p)
@@ -280,11 +299,10 @@ static void test_rank_cache(void **state)
 {
     (void)state;
     fhir_error err = {0};
-    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
-    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
-    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
-    if (!z || !d || !rs)
-        fail_msg("%s", err.msg);
+    route_zcta *z;
+    centers_dir *d;
+    elig_ruleset *rs;
+    fixture_load(&z, &d, &rs);
     fhir_arena *a = fhir_arena_new(0);
     route_cache *c = route_cache_new(d);
     int64_t today = fhir_clock_days_from_civil(2026, 11, 27);
@@ -379,10 +397,8 @@ static void test_rank_cache(void **state)
     centers_free(d2);
     free(dir2);
     route_cache_free(c);
-    elig_ruleset_free(rs);
     fhir_arena_free(a);
-    centers_free(d);
-    route_zcta_free(z);
+    fixture_free(z, d, rs);
 }
 
 /* The reason sentence of candidate i of a stored route (route_json_reason), in arena a. */
@@ -416,11 +432,10 @@ static void test_stored_route_reasons(void **state)
 {
     (void)state;
     fhir_error err = {0};
-    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
-    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
-    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
-    if (!z || !d || !rs)
-        fail_msg("%s", err.msg);
+    route_zcta *z;
+    centers_dir *d;
+    elig_ruleset *rs;
+    fixture_load(&z, &d, &rs);
     route_origin o;
     route_patient_location loc = {.zip = "55902"};
     assert_int_equal(route_resolve_origin(&loc, z, NULL, &o, &err), 0);
@@ -520,10 +535,8 @@ static void test_stored_route_reasons(void **state)
         if (!strstr(stored_reason(a, j4, i), want))
             fail_msg("candidate %zu: %s", i, stored_reason(a, j4, i));
     }
-    elig_ruleset_free(rs);
     fhir_arena_free(a);
-    centers_free(d);
-    route_zcta_free(z);
+    fixture_free(z, d, rs);
 }
 
 /* The route a referral stores, as text. */
@@ -551,11 +564,10 @@ static void test_route_text_recorded(void **state)
 {
     (void)state;
     fhir_error err = {0};
-    route_zcta *z = route_zcta_load(write_tmp("tiny.txt", tiny_table), &err);
-    centers_dir *d = centers_load_mem("dir.json", dir_json, strlen(dir_json), &err);
-    elig_ruleset *rs = elig_load_dir("conf/criteria", &err);
-    if (!z || !d || !rs)
-        fail_msg("%s", err.msg);
+    route_zcta *z;
+    centers_dir *d;
+    elig_ruleset *rs;
+    fixture_load(&z, &d, &rs);
     fhir_arena *a = fhir_arena_new(0);
     route_params words = {.rules = rs, .no_reasons = true};
     route_need two[2] = {{.product = "axi-cel", .disease = "dlbcl_nos", .indication = "axi-cel:LBCL-3L"},
@@ -603,10 +615,8 @@ static void test_route_text_recorded(void **state)
     assert_non_null(strstr(fhir_buf_cstr(&want), "\"serves\":[\"words A\",\"words B\"]"));
     fhir_buf_free(&got);
     fhir_buf_free(&want);
-    elig_ruleset_free(rs);
     fhir_arena_free(a);
-    centers_free(d);
-    route_zcta_free(z);
+    fixture_free(z, d, rs);
 }
 
 /* A route stored by an older version (each candidate with its "reason") keeps its text, and is
