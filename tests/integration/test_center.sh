@@ -173,7 +173,7 @@ rm -rf "$ART"
 for p in "$CP" "$SP"; do
   [ -z "$(pdf_libs /proc/$p/maps)" ] || fail "daemon $p maps the PDF renderer before drawing a PDF: $(pdf_libs /proc/$p/maps)"
 done
-CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
+CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" SITE_DB="$SDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
   node "$SRC/tests/browser/intake_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?
 cat "$TMP/browser.out"
