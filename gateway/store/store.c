@@ -409,6 +409,31 @@ static const struct {
      "ALTER TABLE referrals ADD COLUMN compose_cause TEXT;"
      "ALTER TABLE referrals ADD COLUMN compose_error TEXT;"
      "CREATE INDEX referrals_unprepared ON referrals(compose_cause) WHERE compose_cause IS NOT NULL;"},
+    /* 18: the center keeps every version of what the sites sent and of what its intake team
+     * changed (intake_versions, written by a trigger with the resource, so a version is never
+     * missing), served as FHIR _history; the site remembers the version of its Task at the
+     * center it last read (task_seen), so a poll that finds the Task two or more versions on
+     * reads the history and records each step the center took (accepted, then scheduled), not
+     * only the last one. */
+    {"intake_versions, task_seen",
+     "CREATE TABLE intake_versions ("
+     "  resource_id INTEGER NOT NULL REFERENCES intake_resources(id),"
+     "  version INTEGER NOT NULL,"
+     "  updated_ms INTEGER NOT NULL,"
+     "  json TEXT NOT NULL,"
+     "  PRIMARY KEY (resource_id, version)"
+     ");"
+     "INSERT INTO intake_versions(resource_id, version, updated_ms, json) "
+     "  SELECT id, version, updated_ms, json FROM intake_resources WHERE json <> '';"
+     "CREATE TRIGGER intake_versions_put AFTER UPDATE OF json ON intake_resources "
+     "  WHEN NEW.json <> '' BEGIN "
+     "  INSERT OR REPLACE INTO intake_versions(resource_id, version, updated_ms, json) "
+     "  VALUES (NEW.id, NEW.version, NEW.updated_ms, NEW.json); END;"
+     "CREATE TABLE task_seen ("
+     "  referral_id INTEGER PRIMARY KEY REFERENCES referrals(id),"
+     "  version TEXT NOT NULL,"
+     "  updated_ms INTEGER NOT NULL"
+     ");"},
 };
 
 #define N_MIGRATIONS ((int)(sizeof migrations / sizeof migrations[0]))
@@ -581,6 +606,9 @@ enum {
     Q_INTAKE_RES_NEW,
     Q_INTAKE_RES_PUT,
     Q_INTAKE_RES_GET,
+    Q_INTAKE_RES_HISTORY,
+    Q_TASK_SEEN_GET,
+    Q_TASK_SEEN_PUT,
     Q_INTAKE_RES_IDENT,
     Q_INTAKE_RES_SINCE,
     Q_INTAKE_RES_OF_REF,
@@ -876,6 +904,17 @@ static const struct {
                           "updated_ms = ?4, json = ?5 WHERE id = ?1"},
     [Q_INTAKE_RES_GET] = {"intake resource read",
                           "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE id = ?1 AND type = ?2"},
+    /* a resource's versions, newest first (the versions of the row's id and type only) */
+    [Q_INTAKE_RES_HISTORY] = {"intake resource history",
+                              "SELECT r.id, r.type, coalesce(r.referral_id, 0), r.client_id, v.version, "
+                              "v.updated_ms, v.json FROM intake_resources r JOIN intake_versions v ON "
+                              "v.resource_id = r.id WHERE r.id = ?1 AND r.type = ?2 "
+                              "ORDER BY v.version DESC LIMIT ?3"},
+    [Q_TASK_SEEN_GET] = {"task version read", "SELECT version FROM task_seen WHERE referral_id = ?1"},
+    [Q_TASK_SEEN_PUT] = {"task version write",
+                         "INSERT INTO task_seen(referral_id, version, updated_ms) VALUES (?1, ?2, ?3) "
+                         "ON CONFLICT(referral_id) DO UPDATE SET version = excluded.version, "
+                         "updated_ms = excluded.updated_ms"},
     [Q_INTAKE_RES_IDENT] = {"intake identifier search",
                             "SELECT " INTAKE_RES_COLS " FROM intake_resources WHERE id IN (SELECT resource_id "
                             "FROM intake_identifiers WHERE type = ?1 AND value = ?3 AND (?2 IS NULL OR system = ?2)) "
@@ -3764,6 +3803,55 @@ int store_intake_res_get(store *s, const char *type, int64_t id, store_intake_re
     intake_res_ctx c = {fn, ctx};
     int64_t n = q_rows(s, &x, "intake resource read", intake_res_row, &c, err);
     return n < 0 ? -1 : n > 0;
+}
+
+int64_t store_intake_res_history(store *s, const char *type, int64_t id, int64_t limit, store_intake_res_fn fn,
+                                 void *ctx, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_INTAKE_RES_HISTORY, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, id);
+    bind_text(x.st, 2, type);
+    sqlite3_bind_int64(x.st, 3, limit > 0 ? limit : -1);
+    intake_res_ctx c = {fn, ctx};
+    return q_rows(s, &x, "intake resource history", intake_res_row, &c, err);
+}
+
+typedef struct text_out {
+    char *buf;
+    size_t n;
+} text_out;
+
+static int text_out_row(void *ctx, sqlite3_stmt *st)
+{
+    text_out *o = ctx;
+    snprintf(o->buf, o->n, "%s", col_text(st, 0) ? col_text(st, 0) : "");
+    return 0;
+}
+
+int store_task_seen_get(store *s, int64_t referral_id, char *out, size_t n, fhir_error *err)
+{
+    if (n)
+        out[0] = '\0';
+    q x;
+    if (q_take(s, Q_TASK_SEEN_GET, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, referral_id);
+    text_out o = {out, n};
+    int64_t rows = q_rows(s, &x, "task version read", text_out_row, &o, err);
+    return rows < 0 ? -1 : rows > 0;
+}
+
+int store_task_seen_put(store *s, int64_t referral_id, const char *version, fhir_error *err)
+{
+    q x;
+    if (q_take(s, Q_TASK_SEEN_PUT, &x, err))
+        return -1;
+    sqlite3_bind_int64(x.st, 1, referral_id);
+    bind_text(x.st, 2, version);
+    sqlite3_bind_int64(x.st, 3, fhir_clock_now_ms());
+    return q_run(s, &x, "task version write", err);
 }
 
 int64_t store_intake_res_by_ident(store *s, const char *type, const char *system, const char *value, int64_t limit,

@@ -28,7 +28,7 @@
 typedef struct store store;
 
 /* Schema version this binary writes (the number of migration steps in store.c). */
-#define STORE_SCHEMA_VERSION 17
+#define STORE_SCHEMA_VERSION 18
 /* Page cache per connection (PRAGMA cache_size; a cap, filled as used): a screening batch's
  * writes fit in it without spilling to the WAL before the commit. */
 #define STORE_CACHE_KIB 16384u
@@ -675,6 +675,11 @@ typedef struct store_work {
     int64_t vm_steps, fullscan_steps, sorts;
 } store_work;
 void store_work_take(store *s, store_work *out);
+/* The version of referral referral_id's Task at its center that the site last read
+ * (meta.versionId) into out (n bytes): 1 known, 0 not yet, -1. */
+int store_task_seen_get(store *s, int64_t referral_id, char *out, size_t n, fhir_error *err);
+/* Records that version (the caller's string) as the one last read. */
+int store_task_seen_put(store *s, int64_t referral_id, const char *version, fhir_error *err);
 /* ---- a center's intake (gateway/intake) ------------------------------------------------------
  * The FHIR resources referring sites POST to a center's cartgate (/fhir), their identifiers, one
  * row per received referral (the intake inbox), the access tokens issued to the sites, and the
@@ -696,6 +701,11 @@ int store_intake_res_put(store *s, int64_t id, int64_t referral_id, int64_t vers
                          const char *json, fhir_error *err);
 /* One resource of type by id: 1 found (fn called), 0 absent, -1. */
 int store_intake_res_get(store *s, const char *type, int64_t id, store_intake_res_fn fn, void *ctx, fhir_error *err);
+/* The versions of one resource of type by id, newest first, at most limit (0 = all): every
+ * version written since the center kept versions (schema 18; older ones from their latest).
+ * Rows visited (0: no such resource) or -1. */
+int64_t store_intake_res_history(store *s, const char *type, int64_t id, int64_t limit, store_intake_res_fn fn,
+                                 void *ctx, fhir_error *err);
 /* The resources of type carrying identifier system|value (system NULL: any system), by id, at
  * most limit (0 = all). Rows visited or -1. */
 int64_t store_intake_res_by_ident(store *s, const char *type, const char *system, const char *value, int64_t limit,

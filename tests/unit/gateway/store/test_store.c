@@ -342,7 +342,11 @@ static const store_worklist_in typed_wl = {.urgency = "soon", .consult = "refer_
 
 /* What the steps after v4 added, removed again so a fresh file looks like an older one. */
 /* migration 17 (why a proposal's texts could not be composed) */
+/* migration 18 (the center's versions, the site's last-read Task version) */
+#define UNDO_AFTER_V17                                                                       \
+    "DROP TRIGGER intake_versions_put; DROP TABLE intake_versions; DROP TABLE task_seen;"
 #define UNDO_AFTER_V16                                                                       \
+    UNDO_AFTER_V17                                                                           \
     "DROP INDEX referrals_unprepared; ALTER TABLE referrals DROP COLUMN compose_cause;"      \
     "ALTER TABLE referrals DROP COLUMN compose_error;"
 /* migration 15 (the worklist written with the verdict): version 14's triggers again */
@@ -1138,6 +1142,79 @@ static void test_compose_cause_columns(void **state)
     store_close(s);
 }
 
+typedef struct versions_seen {
+    int64_t v[8];
+    char json[8][64];
+    size_t n;
+} versions_seen;
+
+static int version_row(void *ctx, const store_intake_res *x)
+{
+    versions_seen *c = ctx;
+    if (c->n < 8) {
+        c->v[c->n] = x->version;
+        snprintf(c->json[c->n], sizeof c->json[0], "%s", x->json);
+    }
+    c->n++;
+    return 0;
+}
+
+/* Migration 18: a center's resources written before it keep their latest version as their
+ * first history entry; from then on every write is a version (the trigger), newest first, of
+ * the asked type only; a resource being written ("" JSON) is no version. The site's last-read
+ * Task version per referral: absent, then kept, then replaced. */
+static void test_intake_versions(void **state)
+{
+    (void)state;
+    store *s = open_fresh("ver.db");
+    fhir_error err = {0};
+    int64_t task, sr;
+    assert_int_equal(store_intake_res_new(s, "Task", "site-a", &task, &err), 0);
+    assert_int_equal(store_intake_res_new(s, "ServiceRequest", "site-a", &sr, &err), 0);
+    assert_int_equal(store_intake_res_put(s, task, 0, 1, 1000, "{\"status\":\"requested\"}", &err), 0);
+    assert_int_equal(store_intake_res_put(s, task, 0, 2, 2000, "{\"status\":\"received\"}", &err), 0);
+    store_close(s);
+    /* a version 17 file: no history kept yet */
+    raw_exec(UNDO_AFTER_V17 "PRAGMA user_version = 17;");
+    s = store_open(dbpath, 0, &err);
+    assert_non_null(s);
+    versions_seen c = {0};
+    assert_int_equal(store_intake_res_history(s, "Task", task, 0, version_row, &c, &err), 1);
+    assert_int_equal(c.v[0], 2);
+    assert_string_equal(c.json[0], "{\"status\":\"received\"}");
+    /* the ServiceRequest was still being written: no version */
+    assert_int_equal(store_intake_res_history(s, "ServiceRequest", sr, 0, NULL, NULL, &err), 0);
+    assert_int_equal(store_intake_res_put(s, task, 0, 3, 3000, "{\"status\":\"accepted\"}", &err), 0);
+    assert_int_equal(store_intake_res_put(s, task, 0, 4, 4000, "{\"status\":\"in-progress\"}", &err), 0);
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_intake_res_history(s, "Task", task, 0, version_row, &c, &err), 3);
+    assert_int_equal(c.v[0], 4);
+    assert_int_equal(c.v[1], 3);
+    assert_int_equal(c.v[2], 2);
+    assert_string_equal(c.json[1], "{\"status\":\"accepted\"}");
+    memset(&c, 0, sizeof c);
+    assert_int_equal(store_intake_res_history(s, "Task", task, 2, version_row, &c, &err), 2);
+    assert_int_equal(c.v[1], 3);
+    /* by id and type: the Task's id is no ServiceRequest */
+    assert_int_equal(store_intake_res_history(s, "ServiceRequest", task, 0, NULL, NULL, &err), 0);
+
+    int64_t id;
+    store_referral r = row_for("PV", "pat-v", "sent");
+    assert_int_equal(store_referral_insert(s, &r, &id, &err), 1);
+    char v[32] = "x";
+    assert_int_equal(store_task_seen_get(s, id, v, sizeof v, &err), 0);
+    assert_string_equal(v, "");
+    assert_int_equal(store_task_seen_put(s, id, "3", &err), 0);
+    assert_int_equal(store_task_seen_get(s, id, v, sizeof v, &err), 1);
+    assert_string_equal(v, "3");
+    assert_int_equal(store_task_seen_put(s, id, "5", &err), 0);
+    assert_int_equal(store_task_seen_get(s, id, v, sizeof v, &err), 1);
+    assert_string_equal(v, "5");
+    /* a referral that does not exist: refused (foreign key) */
+    assert_int_equal(store_task_seen_put(s, id + 100, "1", &err), -1);
+    store_close(s);
+}
+
 static void test_referral_rows(void **state)
 {
     (void)state;
@@ -1667,6 +1744,7 @@ int main(void)
         cmocka_unit_test(test_worklist_typed),
         cmocka_unit_test(test_referral_verdict_shared),
         cmocka_unit_test(test_compose_cause_columns),
+        cmocka_unit_test(test_intake_versions),
         cmocka_unit_test(test_cds_tables),
         cmocka_unit_test(test_resource_upsert_and_dirty),
         cmocka_unit_test(test_resource_meta_columns),
