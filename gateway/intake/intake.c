@@ -125,7 +125,8 @@ static void h_metadata(serve_req *r, void *ud)
     static const char *const TYPES[] = {"ServiceRequest", "Task"};
     for (size_t i = 0; i < 2; i++)
         fhir_buf_printf(&b,
-                        "%s{\"type\":\"%s\",\"interaction\":[{\"code\":\"read\"},{\"code\":\"search-type\"}%s],"
+                        "%s{\"type\":\"%s\",\"interaction\":[{\"code\":\"read\"},{\"code\":\"search-type\"},"
+                        "{\"code\":\"history-instance\"}%s],"
                         "\"versioning\":\"versioned\",\"conditionalCreate\":true,"
                         "\"searchParam\":[{\"name\":\"identifier\",\"type\":\"token\"},"
                         "{\"name\":\"_lastUpdated\",\"type\":\"date\"},{\"name\":\"_count\",\"type\":\"number\"}]}",
@@ -441,6 +442,92 @@ static void h_read(serve_req *r, void *ud)
     fhir_buf_free(&b);
 }
 
+/* A version of the resource as a history entry (newest first): POST for its first version,
+ * PUT for the others (the site's transaction created it; the intake team or the site changed
+ * it since). */
+static int history_cb(void *ctx, const store_intake_res *x)
+{
+    read_ctx *c = ctx;
+    if (strcmp(x->client_id, c->client)) {
+        c->foreign = true;
+        return 0;
+    }
+    c->n++;
+    char when[40];
+    fhir_clock_format_instant(x->updated_ms, when, sizeof when);
+    if (x->version > 1)
+        fhir_buf_printf(c->b, "%s{\"fullUrl\":\"%s/%s/%lld\",\"resource\":%s,\"request\":{\"method\":\"PUT\","
+                        "\"url\":\"%s/%lld\"},\"response\":{\"status\":\"200\",\"etag\":\"W/\\\"%lld\\\"\","
+                        "\"lastModified\":\"%s\"}}",
+                        c->n > 1 ? "," : "", c->base, x->type, (long long)x->id, x->json, x->type,
+                        (long long)x->id, (long long)x->version, when);
+    else
+        fhir_buf_printf(c->b, "%s{\"fullUrl\":\"%s/%s/%lld\",\"resource\":%s,\"request\":{\"method\":\"POST\","
+                        "\"url\":\"%s\"},\"response\":{\"status\":\"201\",\"etag\":\"W/\\\"%lld\\\"\","
+                        "\"lastModified\":\"%s\"}}",
+                        c->n > 1 ? "," : "", c->base, x->type, (long long)x->id, x->json, x->type,
+                        (long long)x->version, when);
+    return 0;
+}
+
+/* GET /fhir/{Task|ServiceRequest}/{id}/_history[?_count=N]: the resource's versions, newest
+ * first (a history Bundle), to the site that sent it; so a site that reads its Task after two
+ * changes still learns both (accepted, then scheduled). */
+static void h_history(serve_req *r, void *ud)
+{
+    intake *in = ud;
+    char client[INTAKE_AUTH_CLIENT_MAX];
+    if (!site_of(in, r, client))
+        return;
+    const char *type = route_type(r);
+    int64_t id;
+    if (!serve_parse_id(serve_param(r, "id"), &id)) {
+        oo(r, 404, "not-found", "no such resource");
+        return;
+    }
+    int64_t limit = INTAKE_SEARCH_MAX;
+    const char *cnt = serve_query(r, "_count");
+    if (cnt) {
+        char *end;
+        long n = strtol(cnt, &end, 10);
+        if (!*cnt || *end || n < 1) {
+            oo(r, 400, "invalid", "_count must be a number of 1 or more");
+            return;
+        }
+        if (n < limit)
+            limit = n;
+    }
+    char base[512];
+    snprintf(base, sizeof base, "%s/fhir", in->public_url);
+    fhir_buf b;
+    fhir_buf_init(&b, INTAKE_PAGE_MAX);
+    fhir_buf_puts(&b, "{\"resourceType\":\"Bundle\",\"type\":\"history\",\"entry\":[");
+    read_ctx c = {.client = client, .b = &b, .base = base};
+    fhir_error e;
+    fhir_error_clear(&e);
+    int64_t n = store_intake_res_history(in->env.st, type, id, limit, history_cb, &c, &e);
+    if (n < 0) {
+        fhir_buf_free(&b);
+        oo(r, 500, "exception", e.msg);
+        return;
+    }
+    if (!c.n) { /* absent, or another site's: the same answer (nothing is told about it) */
+        fhir_buf_free(&b);
+        char msg[120];
+        snprintf(msg, sizeof msg, "%s/%lld is not here", type, (long long)id);
+        oo(r, 404, "not-found", msg);
+        return;
+    }
+    fhir_buf_printf(&b, "],\"total\":%zu}\n", c.n);
+    if (b.overflow) {
+        fhir_buf_free(&b);
+        oo(r, 500, "too-costly", "the history is too large: ask for fewer versions (_count)");
+        return;
+    }
+    serve_reply(r, 200, FHIR_JSON_TYPE, b.data, b.len);
+    fhir_buf_free(&b);
+}
+
 /* _lastUpdated=[gt|ge|lt|le|eq]INSTANT-or-DATE into [*from, *to]. 0, or -1. */
 static int last_updated(const char *v, int64_t *from, int64_t *to)
 {
@@ -620,6 +707,8 @@ static const serve_route ROUTES[] = {
     {"GET", "/fhir/ServiceRequest/{id}", ROLE_PUBLIC, h_read, SERVE_OWN_AUTH},
     {"GET", "/fhir/Task", ROLE_PUBLIC, h_search, SERVE_OWN_AUTH},
     {"GET", "/fhir/Task/{id}", ROLE_PUBLIC, h_read, SERVE_OWN_AUTH},
+    {"GET", "/fhir/ServiceRequest/{id}/_history", ROLE_PUBLIC, h_history, SERVE_OWN_AUTH},
+    {"GET", "/fhir/Task/{id}/_history", ROLE_PUBLIC, h_history, SERVE_OWN_AUTH},
     {"PUT", "/fhir/Task/{id}", ROLE_PUBLIC, h_put_task, SERVE_OWN_AUTH},
 };
 

@@ -53,7 +53,9 @@ static void test_routes(void **state)
     } want[] = {
         {"GET", "/fhir/metadata"},   {"GET", "/fhir/.well-known/smart-configuration"}, {"POST", "/fhir/auth/token"},
         {"POST", "/fhir"},           {"GET", "/fhir/ServiceRequest"}, {"GET", "/fhir/ServiceRequest/{id}"},
-        {"GET", "/fhir/Task"},       {"GET", "/fhir/Task/{id}"},      {"PUT", "/fhir/Task/{id}"},
+        {"GET", "/fhir/Task"},       {"GET", "/fhir/Task/{id}"},
+        {"GET", "/fhir/ServiceRequest/{id}/_history"}, {"GET", "/fhir/Task/{id}/_history"},
+        {"PUT", "/fhir/Task/{id}"},
     };
     size_t n;
     const serve_route *r = intake_routes(&n);
@@ -186,6 +188,25 @@ static int task_cb(void *ctx, const store_intake_res *r)
     return 0;
 }
 
+typedef struct hist {
+    char status[8][24];
+    int64_t version[8];
+    size_t n;
+} hist;
+
+static int hist_cb(void *ctx, const store_intake_res *x)
+{
+    hist *h = ctx;
+    if (h->n < 8) {
+        const char *p = strstr(x->json, "\"status\":\"");
+        if (p)
+            sscanf(p + 10, "%23[^\"]", h->status[h->n]);
+        h->version[h->n] = x->version;
+    }
+    h->n++;
+    return 0;
+}
+
 static void test_acts(void **state)
 {
     (void)state;
@@ -239,6 +260,15 @@ static void test_acts(void **state)
     assert_int_equal(err.code, 409);
     /* every act audited with the person */
     assert_int_equal(store_intake_audit_list(st, id, NULL, NULL, &err), 4); /* received + 3 acts */
+    /* and every version of the Task kept, newest first: what GET Task/{id}/_history answers */
+    hist h = {0};
+    assert_int_equal(store_intake_res_history(st, "Task", task_id, 0, hist_cb, &h, &err), 4);
+    assert_string_equal(h.status[0], "cancelled");
+    assert_string_equal(h.status[1], "in-progress");
+    assert_string_equal(h.status[2], "accepted");
+    assert_string_equal(h.status[3], "received"); /* as the center stored it on arrival */
+    assert_int_equal(h.version[0], 4);
+    assert_int_equal(h.version[3], 1);
     fhir_buf_free(&r);
     fhir_arena_free(a);
     store_close(st);
