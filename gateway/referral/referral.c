@@ -1251,6 +1251,12 @@ int refer_state_from_task(const char *task_status, const char *business_status,
 int refer_apply_task(store *s, int64_t id, const char *task_status, const char *business_status,
                      bool *changed, fhir_error *err)
 {
+    return refer_apply_task_at(s, id, task_status, business_status, NULL, changed, err);
+}
+
+int refer_apply_task_at(store *s, int64_t id, const char *task_status, const char *business_status,
+                        const char *at, bool *changed, fhir_error *err)
+{
     *changed = false;
     refer_record r;
     int f = get_row(s, id, &r, err);
@@ -1266,9 +1272,10 @@ int refer_apply_task(store *s, int64_t id, const char *task_status, const char *
     refer_record_free(&r);
     if (same_task)
         return 0;
-    char detail[160];
-    snprintf(detail, sizeof detail, "Task.status=%s businessStatus=%s",
-             task_status ? task_status : "-", business_status ? business_status : "-");
+    char detail[200];
+    snprintf(detail, sizeof detail, "Task.status=%s businessStatus=%s%s%.40s%s",
+             task_status ? task_status : "-", business_status ? business_status : "-",
+             at ? " (at the center " : "", at ? at : "", at ? ")" : "");
     store_referral_change x = {.set_task = true, .task_status = task_status,
                                .business_status = business_status};
     if (refer_state_from_task(task_status, business_status, &want) == 0 && want != cur &&

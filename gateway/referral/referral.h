@@ -321,5 +321,9 @@ int refer_state_from_task(const char *task_status, const char *business_status,
  * accepted is ignored and *changed stays false). actor = "center:<id>". */
 int refer_apply_task(store *s, int64_t id, const char *task_status, const char *business_status,
                      bool *changed, fhir_error *err);
+/* The same for an earlier version of the Task read from its history: at (the version's
+ * meta.lastUpdated at the center, may be NULL) is named in the audit detail. */
+int refer_apply_task_at(store *s, int64_t id, const char *task_status, const char *business_status,
+                        const char *at, bool *changed, fhir_error *err);
 
 #endif

@@ -52,8 +52,11 @@ typedef struct center_q {
     lane send, poll;
 } center_q;
 
-enum job_step { STEP_SEARCH_SR, STEP_SEARCH_TASK, STEP_POST, STEP_POLL, STEP_CANCEL_GET,
-                STEP_CANCEL_PUT };
+enum job_step { STEP_SEARCH_SR, STEP_SEARCH_TASK, STEP_POST, STEP_POLL, STEP_HISTORY,
+                STEP_CANCEL_GET, STEP_CANCEL_PUT };
+
+/* Versions of a Task read from its history at most (the steps since the last read). */
+#define TASK_HISTORY_MAX 100
 
 typedef struct job {
     sender *snd;
@@ -68,6 +71,9 @@ typedef struct job {
     char sr_ident[512], task_ident[512];
     char sr_ref[300], task_ref[300];
     char *put_body;      /* STEP_CANCEL_PUT: the Task with status cancelled */
+    /* STEP_HISTORY: the Task as the poll read it, and the version read before it */
+    char task_status[40], task_bs[40], task_vid[64], seen_vid[64];
+    bool has_bs, seen_known;
     char if_match[64];
     struct job *prev, *next; /* sender's list of in-flight jobs */
 } job;
@@ -388,6 +394,8 @@ static int job_submit(job *j)
         rq.body = j->put_body;
         rq.body_len = strlen(j->put_body);
         rq.if_match = j->if_match[0] ? j->if_match : NULL;
+    } else if (j->step == STEP_HISTORY) {
+        snprintf(path, sizeof path, "%s/_history?_count=%d", j->r.center_task_ref, TASK_HISTORY_MAX);
     } else {
         snprintf(path, sizeof path, "%s", j->r.center_task_ref);
     }
@@ -395,6 +403,8 @@ static int job_submit(job *j)
     fhir_error_clear(&e);
     if (fhir_client_send(j->q->client, &rq, on_http, j, &e) == 0)
         return 0;
+    if (j->step == STEP_HISTORY)
+        return -1; /* the caller applies the poll's answer alone */
     if (j->step == STEP_POLL || j->step == STEP_CANCEL_GET) {
         j->ln->blocked = true;
     } else {
@@ -516,6 +526,46 @@ static void on_post(job *j, fhir_client_result *res)
     job_done(j);
 }
 
+/* The BSeR business status code of a Task (the first coding in the BSeR system, or without
+ * a system); NULL when none. */
+static const char *task_business_status(const fhir_node *task)
+{
+    for (const fhir_node *cd = fhir_node_first(fhir_node_path(task, "businessStatus.coding")); cd;
+         cd = cd->next) {
+        const char *sys = fhir_node_path_str(cd, "system");
+        if (!sys || !strcmp(sys, BSER_BUSINESS_STATUS_SYSTEM))
+            return fhir_node_path_str(cd, "code");
+    }
+    return NULL;
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && !strcmp(a, b));
+}
+
+/* Is version b the one right after a (both whole numbers, as the center counts them)? */
+static bool next_version(const char *a, const char *b)
+{
+    char *ea, *eb;
+    long long x = strtoll(a, &ea, 10), y = strtoll(b, &eb, 10);
+    return *a && *b && !*ea && !*eb && y == x + 1;
+}
+
+/* The poll's Task applied, and its version remembered as read. */
+static void apply_polled(job *j, const char *status, const char *bs, const char *vid)
+{
+    sender *snd = j->snd;
+    bool changed = false;
+    fhir_error e;
+    fhir_error_clear(&e);
+    if (refer_apply_task(snd->st, j->d.id, status, bs, &changed, &e) ||
+        (vid && *vid && store_task_seen_put(snd->st, j->d.id, vid, &e)))
+        local_error(snd, j->ln, &e);
+    if (changed)
+        COUNT(snd, j->ln, changed);
+}
+
 static void on_poll(job *j, fhir_client_result *res)
 {
     sender *snd = j->snd;
@@ -523,27 +573,90 @@ static void on_poll(job *j, fhir_client_result *res)
         j->ln->blocked = true;
         fhir_log(FHIR_LOG_WARN, "referral.poll_failed", "referral=%lld center=%s status=%ld",
                  (long long)j->d.id, j->d.center, res->status);
-    } else {
-        COUNT(snd, j->ln, polled);
-        const char *status = fhir_node_path_str(res->body, "status");
-        const char *bs = NULL;
-        for (const fhir_node *cd = fhir_node_first(fhir_node_path(res->body,
-                                                                  "businessStatus.coding"));
-             cd; cd = cd->next) {
-            const char *sys = fhir_node_path_str(cd, "system");
-            if (!sys || !strcmp(sys, BSER_BUSINESS_STATUS_SYSTEM)) {
-                bs = fhir_node_path_str(cd, "code");
-                break;
-            }
-        }
+        job_done(j);
+        return;
+    }
+    COUNT(snd, j->ln, polled);
+    const char *status = fhir_node_path_str(res->body, "status");
+    const char *bs = task_business_status(res->body);
+    const char *vid = fhir_node_path_str(res->body, "meta.versionId");
+    fhir_error e;
+    fhir_error_clear(&e);
+    int known = vid ? store_task_seen_get(snd->st, j->d.id, j->seen_vid, sizeof j->seen_vid, &e) : 0;
+    if (known < 0) {
+        local_error(snd, j->ln, &e);
+        job_done(j);
+        return;
+    }
+    /* The Task moved on since the site last read it, and by more than one step (or by an
+     * unknown number: versions that are not counts, or none read yet): its history tells each
+     * step (accepted, then scheduled, between two polls), so each is recorded in order. */
+    bool moved = !same_text(status, j->r.task_status) || !same_text(bs, j->r.business_status);
+    if (vid && *vid && moved && !(known == 1 && next_version(j->seen_vid, vid)) &&
+        !(known == 1 && !strcmp(j->seen_vid, vid)) && strlen(vid) < sizeof j->task_vid &&
+        (!status || strlen(status) < sizeof j->task_status) &&
+        (!bs || strlen(bs) < sizeof j->task_bs)) {
+        snprintf(j->task_status, sizeof j->task_status, "%s", status ? status : "");
+        snprintf(j->task_bs, sizeof j->task_bs, "%s", bs ? bs : "");
+        j->has_bs = bs != NULL;
+        snprintf(j->task_vid, sizeof j->task_vid, "%s", vid);
+        j->seen_known = known == 1;
+        j->step = STEP_HISTORY;
+        if (job_submit(j) == 0)
+            return;
+        /* not sent: the poll's answer alone, as before the history */
+        j->step = STEP_POLL;
+    }
+    apply_polled(j, status, bs, vid);
+    job_done(j);
+}
+
+/* The Task's history after a poll found it moved on: the versions after the one last read,
+ * applied oldest first, then the polled version itself. Without a usable history (a center
+ * that keeps none, an error) the polled version alone, as before. */
+static void on_history(job *j, fhir_client_result *res)
+{
+    sender *snd = j->snd;
+    const char *status = j->task_status[0] ? j->task_status : NULL;
+    const char *bs = j->has_bs ? j->task_bs : NULL;
+    if (res->err.msg[0] || res->status != 200 || !res->body) {
+        fhir_log(FHIR_LOG_INFO, "referral.history_unavailable", "referral=%lld center=%s status=%ld",
+                 (long long)j->d.id, j->d.center, res->status);
+        apply_polled(j, status, bs, j->task_vid);
+        job_done(j);
+        return;
+    }
+    /* newest first: the entries before the version last read (all when none was read) */
+    const fhir_node *newer[TASK_HISTORY_MAX];
+    size_t n = 0;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(res->body, "entry")); e && n < TASK_HISTORY_MAX;
+         e = e->next) {
+        const fhir_node *t = fhir_node_get(e, "resource");
+        const char *v = fhir_node_path_str(t, "meta.versionId");
+        if (!t || !v)
+            continue;
+        if (j->seen_known && !strcmp(v, j->seen_vid))
+            break;
+        newer[n++] = t;
+    }
+    fhir_error e;
+    fhir_error_clear(&e);
+    for (size_t i = n; i-- > 0;) {
+        const fhir_node *t = newer[i];
+        const char *v = fhir_node_path_str(t, "meta.versionId");
+        if (!strcmp(v, j->task_vid))
+            continue; /* the polled version: applied below */
         bool changed = false;
-        fhir_error e;
-        fhir_error_clear(&e);
-        if (refer_apply_task(snd->st, j->d.id, status, bs, &changed, &e))
+        if (refer_apply_task_at(snd->st, j->d.id, fhir_node_path_str(t, "status"), task_business_status(t),
+                                fhir_node_path_str(t, "meta.lastUpdated"), &changed, &e)) {
             local_error(snd, j->ln, &e);
+            job_done(j);
+            return;
+        }
         if (changed)
             COUNT(snd, j->ln, changed);
     }
+    apply_polled(j, status, bs, j->task_vid);
     job_done(j);
 }
 
@@ -668,6 +781,9 @@ static void on_http(void *ud, fhir_client_result *res)
         break;
     case STEP_POLL:
         on_poll(j, res);
+        break;
+    case STEP_HISTORY:
+        on_history(j, res);
         break;
     }
     fhir_client_result_free(res);

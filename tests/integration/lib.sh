@@ -19,6 +19,7 @@ CHECKS=0
 cleanup() {
   for p in "${PIDS[@]}"; do
     kill "$p" 2>/dev/null
+    kill -CONT "$p" 2>/dev/null # a paused process (SIGSTOP) ends on SIGTERM only once continued
   done
   for p in "${PIDS[@]}"; do
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done

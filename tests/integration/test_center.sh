@@ -173,9 +173,17 @@ rm -rf "$ART"
 for p in "$CP" "$SP"; do
   [ -z "$(pdf_libs /proc/$p/maps)" ] || fail "daemon $p maps the PDF renderer before drawing a PDF: $(pdf_libs /proc/$p/maps)"
 done
-CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" SITE_DB="$SDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
+# The site is paused while the intake team answers: it reads each Task again only afterwards,
+# two versions on for the referral accepted and then scheduled, and finds both steps in the
+# Task's history (GET Task/{id}/_history), not only the last one.
+unread() { sqlite3 "$SDB" "SELECT count(*) FROM referrals r WHERE center_task_ref IS NOT NULL AND NOT EXISTS (SELECT 1 FROM task_seen t WHERE t.referral_id = r.id)"; }
+all_read() { [ "$(unread)" = 0 ]; }
+wait_for "the site reads each Task it sent once" 30 all_read
+kill -STOP "$SP"
+CENTER_UI="$CBASE" ARTIFACTS="$ART" DB="$CDB" CHROMIUM="$CHROMIUM" PW_KIM="$PW_KIM" \
   node "$SRC/tests/browser/intake_test.mjs" >"$TMP/browser.out" 2>&1
 rc=$?
+kill -CONT "$SP"
 cat "$TMP/browser.out"
 [ $rc = 0 ] || fail "intake browser checks failed (above); screenshots in $ART"
 for lib in libpangocairo-1.0 libpango-1.0 libcairo libfontconfig; do
@@ -194,9 +202,16 @@ followed() { [ "$(state_of "$SA")" = scheduled ] && [ "$(state_of "$SB")" = decl
 wait_for "the site follows the center's answers" 60 followed
 sqlite3 "$SDB" "SELECT to_state FROM audit WHERE referral_id=$SA AND action='task-update' ORDER BY id" | tr '\n' ' ' | grep -q 'accepted scheduled' ||
   fail "the site's history of $SA: $(sqlite3 "$SDB" "SELECT action, to_state, detail FROM audit WHERE referral_id=$SA")"
+# the acceptance came from the Task's history (the site was paused through both steps): its
+# audit row names the time the center accepted; the version read last is remembered
+sqlite3 "$SDB" "SELECT detail FROM audit WHERE referral_id=$SA AND action='task-update' AND to_state='accepted'" |
+  grep -Eq '^Task.status=accepted businessStatus=3.0 \(at the center [0-9]{4}-[0-9]{2}-[0-9]{2}T' ||
+  fail "the acceptance of $SA was not read from the Task's history: $(sqlite3 "$SDB" "SELECT action, to_state, detail FROM audit WHERE referral_id=$SA")"
+[ "$(sqlite3 "$SDB" "SELECT version FROM task_seen WHERE referral_id=$SA")" = 3 ] ||
+  fail "the site's last-read version of $SA's Task: '$(sqlite3 "$SDB" "SELECT version FROM task_seen WHERE referral_id=$SA")', not 3"
 sqlite3 "$SDB" "SELECT detail FROM audit WHERE referral_id=$SC AND action='task-observed'" | grep -q 'Task.status=on-hold' ||
   fail "the request for information is not in the site's history of $SC"
-ok "the site followed: referral $SA accepted then scheduled, $SB declined, $SC on hold (more information requested) in its history"
+ok "the site followed: referral $SA accepted then scheduled (both read from the Task's history after a pause), $SB declined, $SC on hold (more information requested) in its history"
 count_of() { curl -s "$1?_summary=count" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(String(JSON.parse(s).total)))'; }
 comm_for() { # PLACER STATE: Communications in the EHR for that referral and state
   curl -s "$EHR/Communication?identifier=urn:cartgate:writeback%7C$1-$2" | node -e 'let s="";process.stdin.on("data",d=>s+=d).on("end",()=>process.stdout.write(String(JSON.parse(s).total??(JSON.parse(s).entry||[]).length)))'

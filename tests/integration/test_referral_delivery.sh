@@ -205,11 +205,20 @@ BASE="http://127.0.0.1:$PA/fhir"
 set_task accepted 3.0
 cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
 cg referrals show --db "$DB" 1 | grep -q 'state        accepted' || fail "referral 1 should be accepted"
+# two steps between two polls (the server's versionIds are not counts): both read from the
+# Task's history, in order, the earlier one with the time the center took it
+set_task in-progress 5.1.1
+set_task on-hold 5.2
+cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
+cg referrals show --db "$DB" 1 | grep -q 'center:ctr-a .*accepted -> scheduled' || fail "audit lacks the consult scheduled between two polls: $(cg referrals show --db "$DB" 1)"
+[ "$(sqlite3 "$DB" "SELECT count(*) FROM audit WHERE referral_id=1 AND action='task-update' AND to_state='scheduled' AND detail LIKE 'Task.status=in-progress businessStatus=5.1.1 (at the center 20%'")" = 1 ] ||
+  fail "the consult scheduled was not read from the Task's history: $(sqlite3 "$DB" "SELECT action, to_state, detail FROM audit WHERE referral_id=1")"
+[ "$(sqlite3 "$DB" "SELECT task_status FROM referrals WHERE id=1")" = on-hold ] || fail "referral 1's Task.status after the poll"
 set_task completed 7.0
 cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
 cg referrals show --db "$DB" 1 | grep -q 'state        completed' || fail "referral 1 should be completed"
 cg referrals show --db "$DB" 1 | grep -q 'center:ctr-a .*sent -> accepted' || fail "audit lacks the accept"
-ok "center Task accepted (3.0) then completed (7.0) -> referral accepted then completed, audited"
+ok "center Task accepted (3.0), then scheduled (5.1.1) and on hold (5.2) between two polls (read from its history), then completed (7.0) -> referral accepted, scheduled, completed, audited"
 
 # ---- B. "after" failures and resets ----------------------------------------------------
 start_server b
