@@ -552,15 +552,17 @@ static bool next_version(const char *a, const char *b)
     return *a && *b && !*ea && !*eb && y == x + 1;
 }
 
-/* The poll's Task applied, and its version remembered as read. */
+/* The poll's Task applied, and its version remembered as read (written only when it is not
+ * the one remembered: a poll that finds nothing new writes nothing). */
 static void apply_polled(job *j, const char *status, const char *bs, const char *vid)
 {
     sender *snd = j->snd;
     bool changed = false;
     fhir_error e;
     fhir_error_clear(&e);
+    bool seen = j->seen_known && vid && !strcmp(vid, j->seen_vid);
     if (refer_apply_task(snd->st, j->d.id, status, bs, &changed, &e) ||
-        (vid && *vid && store_task_seen_put(snd->st, j->d.id, vid, &e)))
+        (vid && *vid && !seen && store_task_seen_put(snd->st, j->d.id, vid, &e)))
         local_error(snd, j->ln, &e);
     if (changed)
         COUNT(snd, j->ln, changed);
@@ -588,6 +590,7 @@ static void on_poll(job *j, fhir_client_result *res)
         job_done(j);
         return;
     }
+    j->seen_known = known == 1;
     /* The Task moved on since the site last read it, and by more than one step (or by an
      * unknown number: versions that are not counts, or none read yet): its history tells each
      * step (accepted, then scheduled, between two polls), so each is recorded in order. */
@@ -600,7 +603,6 @@ static void on_poll(job *j, fhir_client_result *res)
         snprintf(j->task_bs, sizeof j->task_bs, "%s", bs ? bs : "");
         j->has_bs = bs != NULL;
         snprintf(j->task_vid, sizeof j->task_vid, "%s", vid);
-        j->seen_known = known == 1;
         j->step = STEP_HISTORY;
         if (job_submit(j) == 0)
             return;
