@@ -405,18 +405,29 @@ static int read_cb(void *ctx, const store_intake_res *x)
     return 0;
 }
 
+/* The prologue of a read of one resource: the site's token (answered when refused), the
+ * route's type and the id (404 when not one of ours). false when already answered. */
+static bool site_read(intake *in, serve_req *r, char client[INTAKE_AUTH_CLIENT_MAX], const char **type,
+                      int64_t *id)
+{
+    if (!site_of(in, r, client))
+        return false;
+    *type = route_type(r);
+    if (!serve_parse_id(serve_param(r, "id"), id)) {
+        oo(r, 404, "not-found", "no such resource");
+        return false;
+    }
+    return true;
+}
+
 static void h_read(serve_req *r, void *ud)
 {
     intake *in = ud;
     char client[INTAKE_AUTH_CLIENT_MAX];
-    if (!site_of(in, r, client))
-        return;
-    const char *type = route_type(r);
+    const char *type;
     int64_t id;
-    if (!serve_parse_id(serve_param(r, "id"), &id)) {
-        oo(r, 404, "not-found", "no such resource");
+    if (!site_read(in, r, client, &type, &id))
         return;
-    }
     fhir_buf b;
     fhir_buf_init(&b, INTAKE_PAGE_MAX);
     read_ctx c = {.client = client, .b = &b};
@@ -453,22 +464,21 @@ static int history_cb(void *ctx, const store_intake_res *x)
         return 0;
     }
     c->n++;
-    char when[40];
+    char when[40], url[64];
     fhir_clock_format_instant(x->updated_ms, when, sizeof when);
-    if (x->version > 1)
-        fhir_buf_printf(c->b, "%s{\"fullUrl\":\"%s/%s/%lld\",\"resource\":%s,\"request\":{\"method\":\"PUT\","
-                        "\"url\":\"%s/%lld\"},\"response\":{\"status\":\"200\",\"etag\":\"W/\\\"%lld\\\"\","
-                        "\"lastModified\":\"%s\"}}",
-                        c->n > 1 ? "," : "", c->base, x->type, (long long)x->id, x->json, x->type,
-                        (long long)x->id, (long long)x->version, when);
+    bool first = x->version <= 1;
+    if (first)
+        snprintf(url, sizeof url, "%s", x->type);
     else
-        fhir_buf_printf(c->b, "%s{\"fullUrl\":\"%s/%s/%lld\",\"resource\":%s,\"request\":{\"method\":\"POST\","
-                        "\"url\":\"%s\"},\"response\":{\"status\":\"201\",\"etag\":\"W/\\\"%lld\\\"\","
-                        "\"lastModified\":\"%s\"}}",
-                        c->n > 1 ? "," : "", c->base, x->type, (long long)x->id, x->json, x->type,
-                        (long long)x->version, when);
+        snprintf(url, sizeof url, "%s/%lld", x->type, (long long)x->id);
+    fhir_buf_printf(c->b, "%s{\"fullUrl\":\"%s/%s/%lld\",\"resource\":%s,\"request\":{\"method\":\"%s\","
+                    "\"url\":\"%s\"},\"response\":{\"status\":\"%s\",\"etag\":\"W/\\\"%lld\\\"\","
+                    "\"lastModified\":\"%s\"}}",
+                    c->n > 1 ? "," : "", c->base, x->type, (long long)x->id, x->json, first ? "POST" : "PUT", url,
+                    first ? "201" : "200", (long long)x->version, when);
     return 0;
 }
+
 
 /* GET /fhir/{Task|ServiceRequest}/{id}/_history[?_count=N]: the resource's versions, newest
  * first (a history Bundle), to the site that sent it; so a site that reads its Task after two
@@ -477,14 +487,10 @@ static void h_history(serve_req *r, void *ud)
 {
     intake *in = ud;
     char client[INTAKE_AUTH_CLIENT_MAX];
-    if (!site_of(in, r, client))
-        return;
-    const char *type = route_type(r);
+    const char *type;
     int64_t id;
-    if (!serve_parse_id(serve_param(r, "id"), &id)) {
-        oo(r, 404, "not-found", "no such resource");
+    if (!site_read(in, r, client, &type, &id))
         return;
-    }
     int64_t limit = INTAKE_SEARCH_MAX;
     const char *cnt = serve_query(r, "_count");
     if (cnt) {

@@ -5,6 +5,7 @@
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -613,6 +614,20 @@ static void on_poll(job *j, fhir_client_result *res)
     job_done(j);
 }
 
+typedef struct hist_version {
+    const fhir_node *t;
+    int64_t ms;   /* meta.lastUpdated; INT64_MIN when absent or not an instant */
+    size_t order; /* its place in the Bundle */
+} hist_version;
+
+static int newest_first(const void *pa, const void *pb)
+{
+    const hist_version *a = pa, *b = pb;
+    if (a->ms != b->ms)
+        return a->ms > b->ms ? -1 : 1;
+    return a->order < b->order ? -1 : a->order > b->order;
+}
+
 /* The Task's history after a poll found it moved on: the versions after the one last read,
  * applied oldest first, then the polled version itself. Without a usable history (a center
  * that keeps none, an error) the polled version alone, as before. */
@@ -628,16 +643,31 @@ static void on_history(job *j, fhir_client_result *res)
         job_done(j);
         return;
     }
-    /* newest first: the entries before the version last read (all when none was read) */
-    const fhir_node *newer[TASK_HISTORY_MAX];
-    size_t n = 0;
-    for (const fhir_node *e = fhir_node_first(fhir_node_get(res->body, "entry")); e && n < TASK_HISTORY_MAX;
+    /* The versions by meta.lastUpdated, newest first (the specification asks servers for that
+     * order; the reference server does not always keep it), in the Bundle's order when equal */
+    hist_version all[TASK_HISTORY_MAX];
+    size_t m = 0;
+    for (const fhir_node *e = fhir_node_first(fhir_node_get(res->body, "entry")); e && m < TASK_HISTORY_MAX;
          e = e->next) {
         const fhir_node *t = fhir_node_get(e, "resource");
-        const char *v = fhir_node_path_str(t, "meta.versionId");
-        if (!t || !v)
+        if (!t || !fhir_node_path_str(t, "meta.versionId"))
             continue;
-        if (j->seen_known && !strcmp(v, j->seen_vid))
+        const char *lu = fhir_node_path_str(t, "meta.lastUpdated");
+        int64_t ms;
+        all[m] = (hist_version){t, lu && fhir_clock_parse_instant(lu, &ms) == 0 ? ms : INT64_MIN, m};
+        m++;
+    }
+    qsort(all, m, sizeof all[0], newest_first);
+    /* the versions after the one last read; when none is remembered (a referral sent before
+     * the site remembered versions), after the newest one that says what the site recorded
+     * last; all when the site recorded nothing yet */
+    const fhir_node *newer[TASK_HISTORY_MAX];
+    size_t n = 0;
+    for (size_t i = 0; i < m; i++) {
+        const fhir_node *t = all[i].t;
+        if (j->seen_known ? !strcmp(fhir_node_path_str(t, "meta.versionId"), j->seen_vid)
+                          : j->r.task_status && same_text(fhir_node_path_str(t, "status"), j->r.task_status) &&
+                                same_text(task_business_status(t), j->r.business_status))
             break;
         newer[n++] = t;
     }

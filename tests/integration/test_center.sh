@@ -56,7 +56,7 @@ center_conf "$TMP/center.conf" "$CDB" "$CPORT" \
 "$CG" check-config -c "$TMP/center.conf" >/dev/null 2>"$TMP/cc.err" || fail "check-config (center): $(cat "$TMP/cc.err")"
 start_center center "$TMP/center.conf" "$CPORT"
 CP=$CPID
-q() { sqlite3 "$CDB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$CDB" "$1"; }
 stored() { q "SELECT (SELECT count(*) FROM intake_resources) || ':' || (SELECT count(*) FROM intake_referrals)"; }
 
 # ---- refusals ---------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ start_fault_proxy "$CPORT" "$SEED" "$TMP/faults.jsonl"
 centers_smart "$PROXY_PORT" "$TMP/centers.json"
 CDB="$TMP/center.db"
 CENTER_PUBLIC="http://127.0.0.1:$PROXY_PORT" center_conf "$TMP/center.conf" "$CDB" "$CPORT"
-q() { sqlite3 "$CDB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$CDB" "$1"; }
 SDB="$TMP/site.db"
 cat >"$TMP/site.conf" <<EOF2
 {

@@ -85,7 +85,7 @@ cat >"$TMP/chaos.conf" <<EOF
   "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 2, "page_size": 20}]
 }
 EOF
-q() { sqlite3 "$DB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 RUNS=0
 # run_until_dead NAME SECONDS: waits (bounded) for the daemon DPID to die; DRC its status.
 run_until_dead() {

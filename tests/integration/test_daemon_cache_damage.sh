@@ -33,7 +33,7 @@ source_conf dmg "{\"name\": \"ehr\", \"kind\": \"search\", \"base_url\": \"$EHR\
 DB="$TMP/dmg.db"
 PAT=demo-dlbcl-1
 ROW="type='Condition' AND id='demo-dx-1'"
-q() { sqlite3 "$DB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 PW='viewer: correct horse battery'
 # page DB [PATH]: a page (default the patient's) signed in as a viewer of that store (body
 # $TMP/page.html, status CODE)

@@ -120,7 +120,7 @@ ok "the EHR holds exactly one Communication per (referral, state): $want for $n_
 # and its mark): everything is written again, nothing is duplicated
 stop_daemon "$P"
 [ "$DRC" = 0 ] || fail "exit status $DRC"
-sqlite3 "$DB" "UPDATE writeback_outbox SET status='pending'"
+sqlite3 -cmd ".timeout 5000" "$DB" "UPDATE writeback_outbox SET status='pending'"
 start_daemon wb2 "$TMP/wb.conf"
 P=$DPID
 rewritten() { [ "$(sqlite3 "$DB" "SELECT count(*) FROM writeback_outbox WHERE status='done'")" = "$want" ]; }

@@ -74,7 +74,7 @@ EOF
 "$CG" check-config -c "$TMP/n.conf" >/dev/null 2>"$TMP/cc.err" || fail "check-config: $(cat "$TMP/cc.err")"
 start_daemon d1 "$TMP/n.conf"
 DB=$TMP/n.db
-q() { sqlite3 "$DB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 settled() {
   [ "$(screened_count "$DB" 2>/dev/null)" = "$N" ] && [ "$(q "SELECT count(*) FROM daemon_dirty")" = 0 ] &&
     [ "$(q "SELECT count(*) FROM referrals WHERE state IN ('pending_approval','approved','sending')")" = 0 ] &&

@@ -207,9 +207,15 @@ cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
 cg referrals show --db "$DB" 1 | grep -q 'state        accepted' || fail "referral 1 should be accepted"
 # two steps between two polls (the server's versionIds are not counts): both read from the
 # Task's history, in order, the earlier one with the time the center took it
+# (as for a referral sent before the site remembered versions: the history is read from the
+# newest version that says what the site recorded last, so nothing earlier is recorded again)
+sqlite3 "$DB" "DELETE FROM task_seen WHERE referral_id=1"
+rows_before=$(sqlite3 "$DB" "SELECT count(*) FROM audit WHERE referral_id=1")
 set_task in-progress 5.1.1
 set_task on-hold 5.2
 cg referrals poll --db "$DB" --centers "$TMP/a.json" >/dev/null || fail "poll"
+[ "$(sqlite3 "$DB" "SELECT count(*) FROM audit WHERE referral_id=1")" = $((rows_before + 2)) ] ||
+  fail "the poll after two steps should add two audit rows (scheduled, on hold): $(sqlite3 "$DB" "SELECT action, to_state, detail FROM audit WHERE referral_id=1")"
 cg referrals show --db "$DB" 1 | grep -q 'center:ctr-a .*accepted -> scheduled' || fail "audit lacks the consult scheduled between two polls: $(cg referrals show --db "$DB" 1)"
 [ "$(sqlite3 "$DB" "SELECT count(*) FROM audit WHERE referral_id=1 AND action='task-update' AND to_state='scheduled' AND detail LIKE 'Task.status=in-progress businessStatus=5.1.1 (at the center 20%'")" = 1 ] ||
   fail "the consult scheduled was not read from the Task's history: $(sqlite3 "$DB" "SELECT action, to_state, detail FROM audit WHERE referral_id=1")"
@@ -350,7 +356,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 [ -n "$ADMIN" ] || fail "daemon f did not log admin.listen"
-q() { sqlite3 "$DB" "$1" 2>/dev/null; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1" 2>/dev/null; }
 # bounded wait (at most 25 s, below the 30 s per-attempt timeout of the hung exchange)
 for _ in $(seq 1 250); do
   [ "$(q "SELECT count(*) FROM referrals WHERE center_id='ctr-good' AND state='sent'")" = 3 ] && break

@@ -36,7 +36,7 @@ cat >"$TMP/rr.conf" <<EOF
   "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 1, "page_size": 50}]
 }
 EOF
-q() { sqlite3 "$DB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 total() { curl -s "$1/$2?_summary=count" >"$TMP/count.json" && jget "$TMP/count.json" d.total; }
 
 # ---- 1. the first referral, sent ---------------------------------------------------------

@@ -43,7 +43,7 @@ cat >"$TMP/up.conf" <<EOF
   "sources": [{"name": "ehr", "kind": "search", "base_url": "$EHR", "interval_s": 1, "page_size": 50}]
 }
 EOF
-q() { sqlite3 "$DB" "$1"; }
+q() { sqlite3 -cmd ".timeout 5000" "$DB" "$1"; }
 total() { curl -s "$1/$2?_summary=count" >"$TMP/count.json" && jget "$TMP/count.json" d.total; }
 reloads() { grep -c 'event="reload.done"' "$TMP/up.log"; }
 # edit_centers MODE: the directory without X (drop), with X closed (close), or as it was (orig)
