@@ -288,10 +288,14 @@ static const char *business_words(const char *code)
 
 /* The center's Task as it was seen ("Task.status=accepted businessStatus=3.0"): "accepted
  * (BSeR 3.0 accepted)". Returns false when the detail is not of that shape. */
+static void when_words(fhir_buf *b, const char *s);
+
+/* "Task.status=accepted businessStatus=3.0[ (at the center 2026-12-07T18:05:57.131Z)]" (a step
+ * read from the Task's history names when the center took it) in words. */
 static bool task_words(fhir_buf *b, const char *detail)
 {
-    char st[64], bs[32];
-    if (!detail || sscanf(detail, "Task.status=%63s businessStatus=%31s", st, bs) != 2)
+    char st[64], bs[32], at[40] = "";
+    if (!detail || sscanf(detail, "Task.status=%63s businessStatus=%31s (at the center %39[^)])", st, bs, at) < 2)
         return false;
     fhir_buf_puts(b, "The center's task is ");
     web_esc(b, st);
@@ -304,6 +308,10 @@ static bool task_words(fhir_buf *b, const char *detail)
         fhir_buf_puts(b, " (BSeR ");
         web_esc(b, bs);
         fhir_buf_puts(b, ")");
+    }
+    if (at[0]) {
+        fhir_buf_puts(b, ", at the center on ");
+        when_words(b, at);
     }
     return true;
 }

@@ -207,6 +207,9 @@ sqlite3 "$SDB" "SELECT to_state FROM audit WHERE referral_id=$SA AND action='tas
 sqlite3 "$SDB" "SELECT detail FROM audit WHERE referral_id=$SA AND action='task-update' AND to_state='accepted'" |
   grep -Eq '^Task.status=accepted businessStatus=3.0 \(at the center [0-9]{4}-[0-9]{2}-[0-9]{2}T' ||
   fail "the acceptance of $SA was not read from the Task's history: $(sqlite3 "$SDB" "SELECT action, to_state, detail FROM audit WHERE referral_id=$SA")"
+api "/ui/referrals/$SA"
+[ "$CODE" = 200 ] && grep -Eq "task is accepted \(BSeR 3\.0\), at the center on [0-9]{4}-[0-9]{2}-[0-9]{2} [0-9]{2}:[0-9]{2} UTC" "$TMP/resp" ||
+  fail "the site's referral page does not say when the center accepted: $CODE $(grep -o 'task is [^<]*' "$TMP/resp" | head -5)"
 [ "$(sqlite3 "$SDB" "SELECT version FROM task_seen WHERE referral_id=$SA")" = 3 ] ||
   fail "the site's last-read version of $SA's Task: '$(sqlite3 "$SDB" "SELECT version FROM task_seen WHERE referral_id=$SA")', not 3"
 sqlite3 "$SDB" "SELECT detail FROM audit WHERE referral_id=$SC AND action='task-observed'" | grep -q 'Task.status=on-hold' ||
