@@ -1896,15 +1896,16 @@ int store_resource_get(store *s, const char *type, const char *id, store_resourc
     return n < 0 ? -1 : n > 0;
 }
 
-typedef struct pid_out {
+/* The first column's text of the (last) row into buf (n bytes), and whether there was one. */
+typedef struct text_out {
     char *buf;
     size_t n;
     bool found;
-} pid_out;
+} text_out;
 
-static int pid_row(void *ctx, sqlite3_stmt *st)
+static int text_out_row(void *ctx, sqlite3_stmt *st)
 {
-    pid_out *o = ctx;
+    text_out *o = ctx;
     o->found = true;
     if (o->buf && o->n)
         snprintf(o->buf, o->n, "%s", col_text(st, 0) ? col_text(st, 0) : "");
@@ -1921,8 +1922,8 @@ int store_resource_delete(store *s, const char *type, const char *id, char *pati
         return -1;
     bind_text(x.st, 1, type);
     bind_text(x.st, 2, id);
-    pid_out o = {patient_id_out, n, false};
-    if (q_rows(s, &x, "resource delete", pid_row, &o, err) < 0)
+    text_out o = {patient_id_out, n, false};
+    if (q_rows(s, &x, "resource delete", text_out_row, &o, err) < 0)
         return -1;
     if (found)
         *found = o.found;
@@ -3818,18 +3819,6 @@ int64_t store_intake_res_history(store *s, const char *type, int64_t id, int64_t
     return q_rows(s, &x, "intake resource history", intake_res_row, &c, err);
 }
 
-typedef struct text_out {
-    char *buf;
-    size_t n;
-} text_out;
-
-static int text_out_row(void *ctx, sqlite3_stmt *st)
-{
-    text_out *o = ctx;
-    snprintf(o->buf, o->n, "%s", col_text(st, 0) ? col_text(st, 0) : "");
-    return 0;
-}
-
 int store_task_seen_get(store *s, int64_t referral_id, char *out, size_t n, fhir_error *err)
 {
     if (n)
@@ -3838,9 +3827,10 @@ int store_task_seen_get(store *s, int64_t referral_id, char *out, size_t n, fhir
     if (q_take(s, Q_TASK_SEEN_GET, &x, err))
         return -1;
     sqlite3_bind_int64(x.st, 1, referral_id);
-    text_out o = {out, n};
-    int64_t rows = q_rows(s, &x, "task version read", text_out_row, &o, err);
-    return rows < 0 ? -1 : rows > 0;
+    text_out o = {out, n, false};
+    if (q_rows(s, &x, "task version read", text_out_row, &o, err) < 0)
+        return -1;
+    return o.found;
 }
 
 int store_task_seen_put(store *s, int64_t referral_id, const char *version, fhir_error *err)
