@@ -453,6 +453,24 @@ static void h_read(serve_req *r, void *ud)
     fhir_buf_free(&b);
 }
 
+/* _count, when given, lowers *limit (a whole number of at least min; 400 otherwise). false when
+ * already answered. */
+static bool count_limit(serve_req *r, long min, int64_t *limit)
+{
+    const char *cnt = serve_query(r, "_count");
+    if (!cnt)
+        return true;
+    char *end;
+    long n = strtol(cnt, &end, 10);
+    if (!*cnt || *end || n < min) {
+        oo(r, 400, "invalid", min > 0 ? "_count must be a number of 1 or more" : "_count must be a number");
+        return false;
+    }
+    if (n < *limit)
+        *limit = n;
+    return true;
+}
+
 /* A version of the resource as a history entry (newest first): POST for its first version,
  * PUT for the others (the site's transaction created it; the intake team or the site changed
  * it since). */
@@ -492,17 +510,8 @@ static void h_history(serve_req *r, void *ud)
     if (!site_read(in, r, client, &type, &id))
         return;
     int64_t limit = INTAKE_SEARCH_MAX;
-    const char *cnt = serve_query(r, "_count");
-    if (cnt) {
-        char *end;
-        long n = strtol(cnt, &end, 10);
-        if (!*cnt || *end || n < 1) {
-            oo(r, 400, "invalid", "_count must be a number of 1 or more");
-            return;
-        }
-        if (n < limit)
-            limit = n;
-    }
+    if (!count_limit(r, 1, &limit))
+        return;
     char base[512];
     snprintf(base, sizeof base, "%s/fhir", in->public_url);
     fhir_buf b;
@@ -575,22 +584,13 @@ static void h_search(serve_req *r, void *ud)
     const char *type = route_type(r);
     const char *ident = serve_query(r, "identifier");
     const char *lu = serve_query(r, "_lastUpdated");
-    const char *cnt = serve_query(r, "_count");
     int64_t from = 0, to = 0, limit = INTAKE_SEARCH_MAX;
     if (lu && last_updated(lu, &from, &to)) {
         oo(r, 400, "invalid", "_lastUpdated must be [gt|ge|lt|le|eq] followed by a FHIR instant or date");
         return;
     }
-    if (cnt) {
-        char *end;
-        long n = strtol(cnt, &end, 10);
-        if (*end || n < 0) {
-            oo(r, 400, "invalid", "_count must be a number");
-            return;
-        }
-        if (n < limit)
-            limit = n;
-    }
+    if (!count_limit(r, 0, &limit))
+        return;
     char base[512];
     snprintf(base, sizeof base, "%s/fhir", in->public_url);
     fhir_buf b;

@@ -157,7 +157,16 @@ fhir GET "/ServiceRequest?identifier=$(sqlite3 "$SDB" "SELECT placer_id FROM ref
 [ "$CODE" = 200 ] && [ "$(jget "$TMP/f.json" 'd.total')" = 1 ] || fail "search by identifier: $CODE $(cat "$TMP/f.json")"
 fhir GET "/Task?_lastUpdated=ge2020-01-01"
 [ "$(jget "$TMP/f.json" 'd.total')" = "$n_ref" ] || fail "search by _lastUpdated: $(jget "$TMP/f.json" d.total)"
-ok "the same Bundle posted again: 200 with the same ids, nothing stored; search by identifier and _lastUpdated"
+fhir GET "/Task?_count=x"
+[ "$CODE" = 400 ] && grep -q "_count must be a number" "$TMP/f.json" || fail "search with _count=x: $CODE $(cat "$TMP/f.json")"
+fhir GET "/$want_task/_history"
+[ "$CODE" = 200 ] && [ "$(jget "$TMP/f.json" 'd.type+" "+d.total+" "+d.entry[0].resource.meta.versionId')" = "history 1 1" ] ||
+  fail "the Task's history: $CODE $(head -c 400 "$TMP/f.json")"
+fhir GET "/$want_task/_history?_count=0"
+[ "$CODE" = 400 ] && grep -q "_count must be a number of 1 or more" "$TMP/f.json" || fail "history with _count=0: $CODE $(cat "$TMP/f.json")"
+fhir GET "/Task/999999/_history"
+[ "$CODE" = 404 ] || fail "the history of a Task that is not there: $CODE"
+ok "the same Bundle posted again: 200 with the same ids, nothing stored; search by identifier and _lastUpdated; a Task's history, _count checked"
 
 
 # ---- the intake team, in the browser ---------------------------------------------------------
