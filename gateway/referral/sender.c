@@ -545,6 +545,12 @@ static bool same_text(const char *a, const char *b)
     return (!a && !b) || (a && b && !strcmp(a, b));
 }
 
+/* Copies src into dst (n bytes); false when it does not fit. */
+static bool keep(char *dst, size_t n, const char *src)
+{
+    return (size_t)snprintf(dst, n, "%s", src) < n;
+}
+
 /* Is version b the one right after a (both whole numbers, as the center counts them)? */
 static bool next_version(const char *a, const char *b)
 {
@@ -596,14 +602,11 @@ static void on_poll(job *j, fhir_client_result *res)
      * unknown number: versions that are not counts, or none read yet): its history tells each
      * step (accepted, then scheduled, between two polls), so each is recorded in order. */
     bool moved = !same_text(status, j->r.task_status) || !same_text(bs, j->r.business_status);
-    if (vid && *vid && moved && !(known == 1 && next_version(j->seen_vid, vid)) &&
-        !(known == 1 && !strcmp(j->seen_vid, vid)) && strlen(vid) < sizeof j->task_vid &&
-        (!status || strlen(status) < sizeof j->task_status) &&
-        (!bs || strlen(bs) < sizeof j->task_bs)) {
-        snprintf(j->task_status, sizeof j->task_status, "%s", status ? status : "");
-        snprintf(j->task_bs, sizeof j->task_bs, "%s", bs ? bs : "");
+    bool one_step = j->seen_known && (!strcmp(j->seen_vid, vid) || next_version(j->seen_vid, vid));
+    if (vid && *vid && moved && !one_step && keep(j->task_vid, sizeof j->task_vid, vid) &&
+        keep(j->task_status, sizeof j->task_status, status ? status : "") &&
+        keep(j->task_bs, sizeof j->task_bs, bs ? bs : "")) {
         j->has_bs = bs != NULL;
-        snprintf(j->task_vid, sizeof j->task_vid, "%s", vid);
         j->step = STEP_HISTORY;
         if (job_submit(j) == 0)
             return;
